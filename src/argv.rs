@@ -1,0 +1,105 @@
+//! Commands from the config turned into argv without a shell.
+//!
+//! A command is split into words (shell quoting rules, no shell), then `{port}`, `$NAME`
+//! and `${NAME}` inside each word are filled from an explicit env map: values come from
+//! the config and the daemon only, never from a push. A `$NAME` the map does not hold
+//! is left as written, so `sh -c 'echo $HOME'` still reaches its shell intact.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+
+/// Splits a command line into words, refusing unbalanced quotes.
+pub fn split(command: &str) -> anyhow::Result<Vec<String>> {
+    shell_words::split(command).with_context(|| format!("cannot split command `{command}` into words"))
+}
+
+/// Splits `command` and fills each word from `env`; `{port}` is `env["PORT"]`.
+pub fn expand(command: &str, env: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
+    let words = split(command)?;
+    anyhow::ensure!(!words.is_empty(), "the command is empty");
+    Ok(words.iter().map(|w| expand_word(w, env)).collect())
+}
+
+fn expand_word(word: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    while let Some(i) = rest.find(['$', '{']) {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let (name, len) = if rest.starts_with("{port}") {
+            ("PORT", "{port}".len())
+        } else if let Some(tail) = rest.strip_prefix("${") {
+            match tail.find('}') {
+                Some(end) if is_name(&tail[..end]) => (&tail[..end], end + 3),
+                _ => ("", 0),
+            }
+        } else if let Some(tail) = rest.strip_prefix('$') {
+            let end = tail
+                .find(|c: char| c != '_' && !c.is_ascii_alphanumeric())
+                .unwrap_or(tail.len());
+            if is_name(&tail[..end]) {
+                (&tail[..end], end + 1)
+            } else {
+                ("", 0)
+            }
+        } else {
+            ("", 0)
+        };
+        match env.get(name) {
+            Some(value) if len > 0 => {
+                out.push_str(value);
+                rest = &rest[len..];
+            }
+            _ => {
+                let keep = if len > 0 { len } else { 1 };
+                out.push_str(&rest[..keep]);
+                rest = &rest[keep..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_name(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && s.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("PORT".into(), "4100".into()),
+            ("REDIS_PORT".into(), "6379".into()),
+        ])
+    }
+
+    #[test]
+    fn fills_port_and_names() {
+        let argv = expand("node main.js {port} $REDIS_PORT --x=${PORT}", &env()).unwrap();
+        assert_eq!(argv, ["node", "main.js", "4100", "6379", "--x=4100"]);
+    }
+
+    #[test]
+    fn leaves_unknown_names_and_shell_syntax_alone() {
+        let argv = expand("sh -c 'echo $HOME $! ${} {x} $'", &env()).unwrap();
+        assert_eq!(argv, ["sh", "-c", "echo $HOME $! ${} {x} $"]);
+    }
+
+    #[test]
+    fn a_value_is_never_re_split_or_re_expanded() {
+        let mut env = env();
+        env.insert("EVIL".into(), "a b; $PORT".into());
+        assert_eq!(expand("app $EVIL", &env).unwrap(), ["app", "a b; $PORT"]);
+    }
+
+    #[test]
+    fn refuses_unbalanced_quotes_and_empty() {
+        assert!(expand("node 'main.js", &env()).is_err());
+        assert!(expand("  ", &env()).is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! `Build`: one checked-out and built tree per key, made at most once and then shared.
+//!
+//! Key = sha256(tree id, build command, build env). `builds/<key>/` appears only by a
+//! rename of a finished temp folder, so if it exists the build succeeded. A file lock on
+//! the key makes a concurrent push of the same tree wait, then reuse the result.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::argv;
+use crate::config::BuildConfig;
+use crate::fsops;
+use crate::git::Pushed;
+use crate::layout::Layout;
+
+/// Metadata file inside a finished build; written before the build is renamed into place.
+pub const META: &str = ".bluegreen-build.json";
+
+/// What a finished build records about itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BuildMeta {
+    pub key: String,
+    pub tree: String,
+    pub commit: String,
+    pub command: String,
+    pub env: BTreeMap<String, String>,
+    pub finished: String,
+    pub seconds: f64,
+}
+
+/// How `ensure` got its build.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A finished build with this key already existed.
+    Reused,
+    /// Built now: the time the build command took.
+    Built { build: Duration },
+}
+
+/// The build key for `tree` under `config`: 16 hex digits of a sha256.
+pub fn key(tree: git2::Oid, config: &BuildConfig) -> String {
+    let mut hash = Sha256::new();
+    hash.update(tree.as_bytes());
+    hash.update([0]);
+    hash.update(config.command.as_bytes());
+    for (name, value) in &config.env {
+        hash.update([0]);
+        hash.update(name.as_bytes());
+        hash.update([b'=']);
+        hash.update(value.as_bytes());
+    }
+    hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `builds/<key>` is a finished build.
+pub fn is_finished(layout: &Layout, key: &str) -> bool {
+    layout.build_dir(key).join(META).is_file()
+}
+
+/// Makes sure `builds/<key>` exists: reuses it, or checks the tree out with `checkout`
+/// and runs the build command there, streaming its output to `out`. Step lines written
+/// to `out` start with `label` (the slot, for the pusher).
+pub fn ensure(
+    label: &str,
+    layout: &Layout,
+    key: &str,
+    pushed: &Pushed,
+    config: &BuildConfig,
+    checkout: impl FnOnce(&Path) -> anyhow::Result<()>,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Outcome> {
+    if is_finished(layout, key) {
+        return Ok(Outcome::Reused);
+    }
+    fs::create_dir_all(layout.build_tmp_root())
+        .with_context(|| format!("cannot create {}", layout.build_tmp_root().display()))?;
+    let _lock = fsops::lock(&layout.build_lock(key), || {
+        let _ = writeln!(out, "{label}another push is building this tree; waiting for it");
+    })?;
+    if is_finished(layout, key) {
+        return Ok(Outcome::Reused);
+    }
+    clear_leftovers(layout, key)?;
+
+    let tmp = layout.build_tmp_dir(key);
+    let started = Instant::now();
+    fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    checkout(&tmp)?;
+    let checkout_took = started.elapsed();
+    writeln!(out, "{label}checkout {:.1}s", checkout_took.as_secs_f64())?;
+
+    let started = Instant::now();
+    let log_path = layout.build_log(key);
+    let mut log = File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    if !config.command.trim().is_empty() {
+        run(&tmp, config, &mut log, out).map_err(|e| {
+            let tail = tail_lines(&log_path, 3);
+            anyhow::anyhow!("build failed: {e:#}; log {}{tail}", log_path.display())
+        })?;
+    }
+    let build_took = started.elapsed();
+
+    let meta = BuildMeta {
+        key: key.to_string(),
+        tree: pushed.tree.to_string(),
+        commit: pushed.commit.to_string(),
+        command: config.command.clone(),
+        env: config.env.clone(),
+        finished: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        seconds: build_took.as_secs_f64(),
+    };
+    fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(&meta)?)?;
+    fs::rename(&tmp, layout.build_dir(key))
+        .with_context(|| format!("cannot move the finished build into {}", layout.build_dir(key).display()))?;
+    File::open(layout.builds_dir())?.sync_all()?;
+    Ok(Outcome::Built { build: build_took })
+}
+
+/// Reads a finished build's metadata.
+pub fn meta(layout: &Layout, key: &str) -> anyhow::Result<BuildMeta> {
+    let path = layout.build_dir(key).join(META);
+    let text = fs::read(&path).with_context(|| format!("build {key} is missing ({})", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// Removes what killed or failed builds of `key` left: temp folders, and a `builds/<key>`
+/// without metadata (never written by us; it would block the rename).
+fn clear_leftovers(layout: &Layout, key: &str) -> anyhow::Result<()> {
+    let prefix = format!("{key}.");
+    for entry in fs::read_dir(layout.build_tmp_root())? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            fsops::remove_any(&entry.path())?;
+        }
+    }
+    fsops::remove_any(&layout.build_dir(key))?;
+    Ok(())
+}
+
+/// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
+/// interleaved as written) copied line by line to `out` and `log`.
+fn run(dir: &Path, config: &BuildConfig, log: &mut File, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let words = argv::expand(&config.command, &config.env)?;
+    let (reader, writer) = std::io::pipe().context("cannot make a pipe for the build output")?;
+    let mut command = Command::new(&words[0]);
+    command
+        .args(&words[1..])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .process_group(0);
+    // git's hook env (GIT_DIR, GIT_QUARANTINE_PATH, ...) would break any git the build runs.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GIT_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(&config.env);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", words[0]))?;
+    // The writer ends live in the child only now, so the reader sees EOF when it is done.
+    drop(command);
+    let group = Pid::from_raw(child.id() as i32);
+
+    std::thread::scope(|scope| {
+        let copier = scope.spawn(move || {
+            let mut lines = BufReader::new(reader);
+            let mut line = Vec::new();
+            while lines.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                let _ = log.write_all(&line);
+                let _ = out.write_all(b"  ");
+                let _ = out.write_all(&line);
+                if !line.ends_with(b"\n") {
+                    let _ = out.write_all(b"\n");
+                }
+                let _ = out.flush();
+                line.clear();
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        scope.spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = match rx.recv_timeout(config.timeout) {
+            Ok(status) => status.context("cannot wait for the build")?,
+            Err(_) => {
+                let _ = killpg(group, Signal::SIGKILL);
+                let _ = rx.recv();
+                let _ = copier.join();
+                anyhow::bail!(
+                    "timed out after {} (build.timeout); its process group was killed",
+                    humantime::format_duration(config.timeout)
+                );
+            }
+        };
+        // Whatever the build left running in its group would hold the pipe open.
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = copier.join();
+        anyhow::ensure!(status.success(), "`{}` exited with {status}", config.command);
+        Ok(())
+    })
+}
+
+fn tail_lines(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; last lines: {}", tail.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_depends_on_tree_command_and_env() {
+        let tree = git2::Oid::from_str("4b825dc642cb6eb9a060e54bf8d69288fbee4904").unwrap();
+        let base = BuildConfig::default();
+        let mut other_cmd = base.clone();
+        other_cmd.command = "make".into();
+        let mut other_env = base.clone();
+        other_env.env.insert("NODE_ENV".into(), "production".into());
+        let keys = [key(tree, &base), key(tree, &other_cmd), key(tree, &other_env)];
+        assert_eq!(keys[0], key(tree, &base));
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[0], keys[2]);
+        assert_eq!(keys[0].len(), 16);
+    }
+}

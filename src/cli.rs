@@ -1,0 +1,89 @@
+//! The command line: every subcommand and flag, parsed by clap.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::slot::Slot;
+
+/// Blue/green, zero-downtime deploys to one Linux host, driven by `git push`.
+#[derive(Debug, Parser)]
+#[command(name = "bluegreen", version, about)]
+pub struct Args {
+    /// The root folder (default: $BLUEGREEN_ROOT, the hook's repo folder, or the current folder).
+    #[arg(long, global = true, env = "BLUEGREEN_ROOT")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a root (or repair one): both bare repos with the hook, slot folders, a commented config.
+    Init {
+        /// Where to create it (default: --root or the current folder).
+        dir: Option<PathBuf>,
+    },
+    /// Validate bluegreen.toml and print the effective config.
+    Check,
+    /// Run the daemon: supervisor, slot listeners, front router and control API.
+    Serve,
+    /// Show slots, live generations, the active slot, health and mirroring.
+    Status {
+        /// Print the daemon's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flip traffic to SLOT (default: the standby).
+    Switch {
+        slot: Option<Slot>,
+        /// Skip the health gate.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Point SLOT at its previous release (or --to RELEASE); the daemon reloads it.
+    Rollback {
+        slot: Slot,
+        #[arg(long, value_name = "RELEASE")]
+        to: Option<String>,
+    },
+    /// Run FROM's current build on TO (default: the other slot) without a push.
+    Promote { from: Slot, to: Option<Slot> },
+    /// List releases with commit, build key and time; `*` marks the current one.
+    Releases { slot: Option<Slot> },
+    /// Show or set the mirroring of writes to the standby.
+    Mirroring {
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
+    },
+    /// One command to see it all: a root with the built-in sample app, pushed and served.
+    Demo(DemoArgs),
+    /// Git hooks (`post-receive`), for hosts where the hook is a shim rather than a symlink.
+    Hook {
+        #[arg(value_parser = ["post-receive"])]
+        name: String,
+    },
+    /// The built-in sample app that tests and the demo deploy.
+    #[command(hide = true)]
+    SampleApp,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where to make the demo root (default: a fresh temp folder).
+    pub dir: Option<PathBuf>,
+    /// Front router address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub front: SocketAddr,
+    /// Blue's listener address.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub blue: SocketAddr,
+    /// Green's listener address.
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    pub green: SocketAddr,
+    /// Control API address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub control: SocketAddr,
+}

@@ -1,0 +1,90 @@
+//! `Client`: the control API as seen from the command line and the hook.
+//!
+//! The daemon listens on `control.listen` (loopback). A refused connection is its own
+//! error, `NotRunning`, because the hook and `rollback` carry on without a daemon.
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// A blocking client of one daemon's control API.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// An answer of the control API: status code and body (JSON, or a one-line reason).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("daemon not running (nothing answers on {0})")]
+    NotRunning(String),
+    #[error("control API at {addr}: {reason}")]
+    Failed { addr: String, reason: String },
+}
+
+impl Client {
+    pub fn new(config: &Config) -> Client {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(2))
+            .build();
+        Client {
+            base: format!("http://{}", config.control.listen),
+            agent,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Reply, ClientError> {
+        self.call("GET", path, Duration::from_secs(10))
+    }
+
+    /// A POST that may wait for the daemon up to `wait` (a reload waits for readiness).
+    pub fn post(&self, path: &str, wait: Duration) -> Result<Reply, ClientError> {
+        self.call("POST", path, wait)
+    }
+
+    fn call(&self, method: &str, path: &str, wait: Duration) -> Result<Reply, ClientError> {
+        let addr = self.base.trim_start_matches("http://").to_string();
+        let result = self
+            .agent
+            .request(method, &format!("{}{path}", self.base))
+            .timeout(wait)
+            .call();
+        let response = match result {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => {
+                return Err(ClientError::NotRunning(addr))
+            }
+            Err(e) => {
+                return Err(ClientError::Failed {
+                    addr,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let status = response.status();
+        let body = response.into_string().map_err(|e| ClientError::Failed {
+            addr: addr.clone(),
+            reason: format!("unreadable answer: {e}"),
+        })?;
+        Ok(Reply { status, body })
+    }
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.body)
+            .map_err(|e| anyhow::anyhow!("the daemon answered {} with non-JSON ({e}): {}", self.status, self.body.trim()))
+    }
+
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}

@@ -1,0 +1,523 @@
+//! `Config`: `bluegreen.toml` parsed into typed structs with the defaults of DESIGN.md.
+//!
+//! Every value is checked while it is parsed, so an error carries the position of the
+//! key that caused it and comes out as one line: `<file>:<line>: <key>: <reason>`.
+//! A `Config` that exists is valid; nothing downstream re-validates.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::argv;
+use crate::slot::Slot;
+
+/// The commented default config that `init` writes; parsing it gives `Config::default()`.
+pub const TEMPLATE: &str = include_str!("bluegreen.toml");
+
+/// A whole `bluegreen.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    #[serde(deserialize_with = "de::branch")]
+    pub branch: String,
+    #[serde(deserialize_with = "de::at_least_one")]
+    pub keep_releases: usize,
+    pub build: BuildConfig,
+    pub app: AppConfig,
+    pub router: RouterConfig,
+    pub control: ControlConfig,
+    pub slots: Slots,
+    pub heartbeat: HeartbeatConfig,
+    pub mirror: MirrorConfig,
+    pub switch: SwitchConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuildConfig {
+    #[serde(deserialize_with = "de::command")]
+    pub command: String,
+    #[serde(with = "human_duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "de::env")]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    #[serde(deserialize_with = "de::required_command")]
+    pub command: String,
+    pub overlap: bool,
+    #[serde(deserialize_with = "de::url_path")]
+    pub health_path: String,
+    #[serde(with = "human_duration")]
+    pub ready_timeout: Duration,
+    #[serde(with = "human_duration")]
+    pub drain_timeout: Duration,
+    #[serde(with = "human_duration")]
+    pub stop_timeout: Duration,
+    #[serde(deserialize_with = "de::linked_dirs")]
+    pub linked_dirs: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "de::optional_url_path")]
+    pub switch_path: String,
+    pub token_file: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    #[serde(deserialize_with = "de::loopback")]
+    pub listen: SocketAddr,
+}
+
+/// Exactly the two slots; any other table under `[slots]` is an unknown key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Slots {
+    pub blue: SlotConfig,
+    pub green: SlotConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    pub listen: SocketAddr,
+    #[serde(default, deserialize_with = "de::env")]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    #[serde(with = "human_duration")]
+    pub interval: Duration,
+    #[serde(with = "human_duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "de::url_path")]
+    pub path: String,
+    #[serde(deserialize_with = "de::at_least_one_u32")]
+    pub failures: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MirrorConfig {
+    #[serde(deserialize_with = "de::methods")]
+    pub methods: Vec<String>,
+    #[serde(with = "human_size")]
+    pub max_body: u64,
+    #[serde(deserialize_with = "de::at_least_one")]
+    pub queue: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwitchConfig {
+    #[serde(deserialize_with = "de::command")]
+    pub migrate: String,
+    #[serde(with = "human_duration")]
+    pub migrate_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            branch: "main".into(),
+            keep_releases: 5,
+            build: BuildConfig::default(),
+            app: AppConfig::default(),
+            router: RouterConfig::default(),
+            control: ControlConfig::default(),
+            slots: Slots::default(),
+            heartbeat: HeartbeatConfig::default(),
+            mirror: MirrorConfig::default(),
+            switch: SwitchConfig::default(),
+        }
+    }
+}
+
+impl Default for BuildConfig {
+    fn default() -> BuildConfig {
+        BuildConfig {
+            command: "npm install --omit=dev".into(),
+            timeout: Duration::from_secs(600),
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for AppConfig {
+    fn default() -> AppConfig {
+        AppConfig {
+            command: "node main.js {port} $REDIS_PORT".into(),
+            overlap: true,
+            health_path: "/".into(),
+            ready_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(10),
+            linked_dirs: Vec::new(),
+        }
+    }
+}
+
+impl Default for RouterConfig {
+    fn default() -> RouterConfig {
+        RouterConfig {
+            listen: ([0, 0, 0, 0], 8080).into(),
+            switch_path: "/switch".into(),
+            token_file: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for ControlConfig {
+    fn default() -> ControlConfig {
+        ControlConfig {
+            listen: ([127, 0, 0, 1], 8081).into(),
+        }
+    }
+}
+
+impl Default for Slots {
+    fn default() -> Slots {
+        let slot = |port, redis: &str| SlotConfig {
+            listen: ([127, 0, 0, 1], port).into(),
+            env: BTreeMap::from([("REDIS_PORT".to_string(), redis.to_string())]),
+        };
+        Slots {
+            blue: slot(9090, "6379"),
+            green: slot(5060, "6380"),
+        }
+    }
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> HeartbeatConfig {
+        HeartbeatConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            path: "/".into(),
+            failures: 2,
+        }
+    }
+}
+
+impl Default for MirrorConfig {
+    fn default() -> MirrorConfig {
+        MirrorConfig {
+            methods: ["POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec(),
+            max_body: 10 << 20,
+            queue: 1024,
+        }
+    }
+}
+
+impl Default for SwitchConfig {
+    fn default() -> SwitchConfig {
+        SwitchConfig {
+            migrate: String::new(),
+            migrate_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Slots {
+    pub fn get(&self, slot: Slot) -> &SlotConfig {
+        match slot {
+            Slot::Blue => &self.blue,
+            Slot::Green => &self.green,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`. Errors are one line naming the file, line and key.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {} (is this a bluegreen root? `bluegreen init` makes one)",
+                path.display()
+            )
+        })?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+    }
+
+    /// Parses config text; the error reads `<line>: <key>: <reason>`.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, key) = e
+                .span()
+                .map(|span| locate(text, span.start))
+                .unwrap_or((0, String::new()));
+            let message = e.message().replace('\n', " ");
+            if key.is_empty() {
+                format!("{line}: {message}")
+            } else {
+                format!("{line}: {key}: {message}")
+            }
+        })?;
+        if config.slots.blue.listen == config.slots.green.listen {
+            return Err(format!(
+                "{}: slots.green.listen: same address as slots.blue.listen ({})",
+                line_of(text, "[slots.green]"),
+                config.slots.green.listen
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The config as TOML, for `bluegreen check`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a Config always serialises: only strings, numbers and tables")
+    }
+}
+
+/// The 1-based line of `offset`, and the dotted key defined on that line.
+fn locate(text: &str, offset: usize) -> (usize, String) {
+    let before = &text[..offset.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .unwrap_or_default();
+    let full = match (table, key.is_empty()) {
+        (Some(t), false) => format!("{t}.{key}"),
+        (Some(t), true) => t,
+        (None, _) => key,
+    };
+    (line_no, full)
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(needle))
+        .map_or(0, |i| i + 1)
+}
+
+/// `"30s"`, `"10m"`, `"1h 30m"` (humantime) both ways.
+mod human_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))
+    }
+}
+
+/// `"10MiB"`, `"512KB"`, `"1048576"` both ways.
+mod human_size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&n.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size `{text}` (e.g. \"10MiB\", \"512KB\", \"4096\")"
+            ))
+        })
+    }
+
+    pub fn parse(text: &str) -> Option<u64> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits.parse().ok()?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1_000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            _ => return None,
+        };
+        n.checked_mul(scale)
+    }
+}
+
+/// Validating deserializers: each refuses a bad value with a reason toml places at the key.
+mod de {
+    use super::*;
+    use serde::de::Error;
+    use serde::Deserializer;
+
+    pub fn branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let name = String::deserialize(d)?;
+        if name.is_empty() || !git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
+            return Err(D::Error::custom(format!("`{name}` is not a valid branch name")));
+        }
+        Ok(name)
+    }
+
+    pub fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        match usize::deserialize(d)? {
+            0 => Err(D::Error::custom("must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
+    pub fn at_least_one_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        match u32::deserialize(d)? {
+            0 => Err(D::Error::custom("must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
+    pub fn command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let text = String::deserialize(d)?;
+        argv::split(&text).map_err(|e| D::Error::custom(format!("{e:#}")))?;
+        Ok(text)
+    }
+
+    pub fn required_command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let text = command(d)?;
+        if text.trim().is_empty() {
+            return Err(D::Error::custom("must not be empty"));
+        }
+        Ok(text)
+    }
+
+    pub fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let path = String::deserialize(d)?;
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            return Err(D::Error::custom(format!(
+                "`{path}` is not a URL path (it starts with `/`)"
+            )));
+        }
+        Ok(path)
+    }
+
+    pub fn optional_url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let path = String::deserialize(d)?;
+        if !path.is_empty() && (!path.starts_with('/') || path.contains(char::is_whitespace)) {
+            return Err(D::Error::custom(format!(
+                "`{path}` is not a URL path (it starts with `/`, or is \"\" to disable)"
+            )));
+        }
+        Ok(path)
+    }
+
+    pub fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let addr = SocketAddr::deserialize(d)?;
+        if !addr.ip().is_loopback() {
+            return Err(D::Error::custom(format!(
+                "{addr} is not a loopback address (the control API never listens beyond this host)"
+            )));
+        }
+        Ok(addr)
+    }
+
+    pub fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+        let env = BTreeMap::<String, String>::deserialize(d)?;
+        for name in env.keys() {
+            let valid = name.chars().next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+                && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
+            if !valid {
+                return Err(D::Error::custom(format!("`{name}` is not a valid variable name")));
+            }
+        }
+        Ok(env)
+    }
+
+    pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let dirs = Vec::<String>::deserialize(d)?;
+        for dir in &dirs {
+            let path = Path::new(dir);
+            let plain = !dir.is_empty()
+                && path
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain {
+                return Err(D::Error::custom(format!(
+                    "`{dir}` must be a relative folder inside the release, without `..`"
+                )));
+            }
+        }
+        Ok(dirs)
+    }
+
+    pub fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let methods = Vec::<String>::deserialize(d)?;
+        for m in &methods {
+            if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
+                return Err(D::Error::custom(format!(
+                    "`{m}` is not an HTTP method (upper case, e.g. \"POST\")"
+                )));
+            }
+        }
+        Ok(methods)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_is_the_defaults() {
+        assert_eq!(Config::parse(TEMPLATE).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = Config::default();
+        assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let cases = [
+            ("[app]\nready_timeout = \"3 parsecs\"\n", "2: app.ready_timeout: invalid duration"),
+            ("branch = \"main\"\nbogus = 1\n", "2: bogus: unknown field `bogus`"),
+            ("[router]\nlisten = \"nowhere\"\n", "2: router.listen: "),
+            ("[slots.red]\nlisten = \"127.0.0.1:1\"\n", "1: slots.red: unknown field `red`"),
+            ("branch = \"a..b\"\n", "1: branch: `a..b` is not a valid branch name"),
+            ("[mirror]\nmax_body = \"ten\"\n", "2: mirror.max_body: invalid size `ten`"),
+            ("[control]\nlisten = \"0.0.0.0:8081\"\n", "2: control.listen: 0.0.0.0:8081 is not a loopback"),
+            ("[app]\ncommand = \"node 'main.js\"\n", "2: app.command: "),
+            ("[app]\nlinked_dirs = [\"../up\"]\n", "2: app.linked_dirs: `../up` must be"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.starts_with(want), "{text:?}: got {err:?}, want {want:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size::parse("10MiB"), Some(10 << 20));
+        assert_eq!(human_size::parse("512KB"), Some(512_000));
+        assert_eq!(human_size::parse("4096"), Some(4096));
+        assert_eq!(human_size::parse("4 parsecs"), None);
+    }
+}

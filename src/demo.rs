@@ -1,0 +1,4 @@
+//! `bluegreen demo`.
+pub fn run(_args: crate::cli::DemoArgs) -> anyhow::Result<bool> {
+    anyhow::bail!("not yet")
+}

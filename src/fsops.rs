@@ -1,0 +1,165 @@
+//! File-system steps that must never leave a half state: atomic writes, symlink flips,
+//! tree copies and file locks.
+//!
+//! Every swap is write-beside-then-rename(2) followed by an fsync of the folder, so a
+//! crash at any instant leaves the old or the new content, never a mix.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use anyhow::Context;
+use nix::fcntl::{Flock, FlockArg};
+
+/// Writes `bytes` to `path` through a temp file beside it, fsynced, then renamed over.
+/// A symlink at `path` is replaced, never followed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = sibling(path, ".tmp");
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_parent(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Points the symlink `link` at `target` by making a new link beside it and renaming it
+/// over: readers see the old target or the new one, never no link.
+pub fn flip_symlink(link: &Path, target: &Path) -> anyhow::Result<()> {
+    let tmp = sibling(link, ".new");
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        symlink(target, &tmp)?;
+        fs::rename(&tmp, link)?;
+        sync_parent(link)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot point {} at {}", link.display(), target.display()))
+}
+
+/// Copies the tree at `from` into the new folder `to`: files by reflink where the file
+/// system can (plain copy otherwise) with their mode, symlinks as symlinks (never
+/// followed), folders with their mode. `skip` names top-level entries left out.
+pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
+    fs::create_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            symlink(fs::read_link(&src)?, &dst)
+                .with_context(|| format!("cannot link {}", dst.display()))?;
+        } else if kind.is_dir() {
+            copy_tree(&src, &dst, &[])?;
+        } else if kind.is_file() {
+            reflink_copy::reflink_or_copy(&src, &dst)
+                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+        }
+    }
+    let mode = fs::metadata(from)?.permissions().mode();
+    fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Removes whatever is at `path` (file, symlink or folder) without following a symlink.
+pub fn remove_any(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// An exclusive lock on `path`, held until the value is dropped. `on_wait` runs once if
+/// another process holds it, before blocking (so the pusher can be told why).
+pub fn lock(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Flock<File>> {
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open lock {}", path.display()))
+    };
+    match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            on_wait();
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+        }
+        Err((_, e)) => anyhow::bail!("cannot lock {}: {e}", path.display()),
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}{suffix}.{}", std::process::id()))
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_a_symlink_instead_of_following_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "keep").unwrap();
+        let path = dir.path().join("meta.json");
+        symlink(&outside, &path).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+        assert!(!fs::symlink_metadata(&path).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn copy_tree_keeps_modes_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("bin")).unwrap();
+        fs::write(src.join("bin/run"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(src.join("bin/run"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("bin/run", src.join("run")).unwrap();
+        symlink("/etc", src.join("etc")).unwrap();
+        fs::write(src.join("skipme"), "x").unwrap();
+        let dst = dir.path().join("dst");
+        copy_tree(&src, &dst, &["skipme"]).unwrap();
+        let mode = fs::metadata(dst.join("bin/run")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(fs::read_link(dst.join("run")).unwrap(), Path::new("bin/run"));
+        assert_eq!(fs::read_link(dst.join("etc")).unwrap(), Path::new("/etc"));
+        assert!(!dst.join("skipme").exists());
+    }
+
+    #[test]
+    fn flip_replaces_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("current");
+        flip_symlink(&link, Path::new("releases/a")).unwrap();
+        flip_symlink(&link, Path::new("releases/b")).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("releases/b"));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

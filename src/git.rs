@@ -1,0 +1,69 @@
+//! The pushed commit: resolving it in a slot's bare repo and checking its tree out.
+//!
+//! Checkout writes into a fresh absolute folder and never touches the bare repo: no
+//! index is written (`update_index(false)`), and the work dir is set in memory only.
+//! Executable bits and symlinks are kept; libgit2 refuses tree paths that would leave
+//! the target (`..`, `.git`, absolute). `.gitattributes` filters and LFS are not applied.
+
+use std::path::Path;
+
+use anyhow::Context;
+use git2::{Oid, Repository};
+
+/// What a push points at.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    pub commit: Oid,
+    pub tree: Oid,
+    /// First 7 hex digits of the commit, as people quote it.
+    pub short: String,
+    /// The commit message's first line (shown to the pusher, never to a shell).
+    pub summary: String,
+}
+
+/// The repo of the running hook: git sets `GIT_DIR` for it; otherwise `path`.
+pub fn open(path: Option<&Path>) -> anyhow::Result<Repository> {
+    match path {
+        Some(path) => Repository::open_bare(path)
+            .with_context(|| format!("cannot open the bare repo {}", path.display())),
+        None => Repository::open_from_env().context("cannot open the pushed repo (GIT_DIR)"),
+    }
+}
+
+/// Resolves `sha` to its commit and tree.
+pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
+    let oid = Oid::from_str(sha).with_context(|| format!("`{sha}` is not a commit id"))?;
+    let commit = repo
+        .find_commit(oid)
+        .with_context(|| format!("commit {sha} is not in {}", repo.path().display()))?;
+    Ok(Pushed {
+        commit: oid,
+        tree: commit.tree_id(),
+        short: short(oid),
+        summary: commit.summary().unwrap_or("").to_string(),
+    })
+}
+
+/// Where `refs/heads/<branch>` points now, if it exists.
+pub fn branch_tip(repo: &Repository, branch: &str) -> Option<Oid> {
+    repo.find_reference(&format!("refs/heads/{branch}"))
+        .ok()?
+        .target()
+}
+
+/// Writes `tree` into the empty folder `target` (absolute).
+pub fn checkout(repo: &mut Repository, tree: Oid, target: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(target.is_absolute(), "checkout target {} is not absolute", target.display());
+    // libgit2 needs a work dir to check out submodule entries; in memory only (no gitlink).
+    repo.set_workdir(target, false)
+        .with_context(|| format!("cannot use {} as work dir", target.display()))?;
+    let tree = repo.find_tree(tree).context("the pushed tree is missing")?;
+    let mut options = git2::build::CheckoutBuilder::new();
+    options.target_dir(target).force().update_index(false).recreate_missing(true);
+    repo.checkout_tree(tree.as_object(), Some(&mut options))
+        .with_context(|| format!("cannot check out {} into {}", tree.id(), target.display()))
+}
+
+pub fn short(oid: Oid) -> String {
+    oid.to_string()[..7].to_string()
+}

@@ -1,0 +1,183 @@
+//! The post-receive hook: a push to a slot's bare repo becomes its current release.
+//!
+//! Steps, each reported to the pusher as one `<slot>: <step> <time>` line: check the
+//! commit out, build it once per key (or reuse), materialise a release, flip `current`,
+//! prune, then ask the daemon to run it and print its verdict last. The whole deploy
+//! holds the slot lock, so two pushes to one slot never interleave, and a push whose
+//! commit is no longer the branch tip steps aside for the newer push.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::build::{self, Outcome};
+use crate::config::Config;
+use crate::fsops;
+use crate::git;
+use crate::layout::Layout;
+use crate::release::{self, ReleaseMeta};
+use crate::slot::Slot;
+use crate::verdict;
+
+/// One line of post-receive input.
+#[derive(Debug, PartialEq)]
+pub struct RefUpdate {
+    pub old: String,
+    pub new: String,
+    pub refname: String,
+}
+
+/// Runs the hook for the repo git points at (`GIT_DIR`), reading `<old> <new> <ref>` lines
+/// from `input` and reporting to `out` (stderr: git shows it as `remote:`).
+/// Returns false when something was pushed to the branch but did not go live.
+pub fn run(root: Option<PathBuf>, input: impl BufRead, out: &mut (dyn Write + Send)) -> anyhow::Result<bool> {
+    let updates = parse(input)?;
+    let mut repo = git::open(None)?;
+    let repo_dir = repo.path().to_path_buf();
+    let slot = slot_of(&repo_dir)?;
+    let root = match root {
+        Some(root) => root,
+        None => repo_dir
+            .parent()
+            .context("the bare repo has no parent folder")?
+            .to_path_buf(),
+    };
+    let layout = Layout::new(&root)?;
+    let config = Config::load(&layout.config_file())?;
+    let deploy_ref = format!("refs/heads/{}", config.branch);
+
+    let mut all_live = true;
+    for update in updates {
+        if update.refname != deploy_ref {
+            writeln!(out, "{} is not the deploy branch ({}): not deployed", update.refname, config.branch)?;
+        } else if update.new.bytes().all(|b| b == b'0') {
+            writeln!(out, "{} was deleted: not deployed ({slot} keeps its current release)", update.refname)?;
+        } else {
+            all_live &= deploy(&layout, &config, slot, &mut repo, &update, out)?;
+        }
+    }
+    Ok(all_live)
+}
+
+fn deploy(
+    layout: &Layout,
+    config: &Config,
+    slot: Slot,
+    repo: &mut git2::Repository,
+    update: &RefUpdate,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<bool> {
+    let lock = fsops::lock(&layout.slot_lock(slot), || {
+        let _ = writeln!(out, "{slot}: another deploy to {slot} is running; waiting for it");
+    })?;
+    let pushed = git::resolve(repo, &update.new)?;
+    if let Some(tip) = git::branch_tip(repo, &config.branch) {
+        if tip != pushed.commit {
+            writeln!(
+                out,
+                "{slot}: {} moved on to {} since this push: not deployed (that push deploys it)",
+                update.refname,
+                git::short(tip)
+            )?;
+            return Ok(true);
+        }
+    }
+    writeln!(out, "{slot}: deploying {} {}", pushed.short, pushed.summary)?;
+
+    let key = build::key(pushed.tree, &config.build);
+    let checkout = |dir: &Path| git::checkout(repo, pushed.tree, dir);
+    let outcome = build::ensure(&format!("{slot}: "), layout, &key, &pushed, &config.build, checkout, out)
+        .with_context(|| format!("{slot}: {} not deployed", pushed.short))?;
+    match outcome {
+        Outcome::Reused => writeln!(out, "{slot}: build reused ({key})")?,
+        Outcome::Built { build } => writeln!(out, "{slot}: build {:.1}s ({key})", build.as_secs_f64())?,
+    }
+
+    let started = Instant::now();
+    let id = release::new_id(layout, slot, &pushed.short);
+    let meta = ReleaseMeta {
+        id: id.clone(),
+        slot,
+        commit: pushed.commit.to_string(),
+        refname: update.refname.clone(),
+        old: update.old.clone(),
+        build_key: key,
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        summary: pushed.summary.clone(),
+        promoted_from: None,
+    };
+    release::create(layout, &meta, &config.app.linked_dirs)?;
+    release::flip(layout, slot, &id)?;
+    let pruned = release::prune(layout, slot, config.keep_releases)?;
+    writeln!(
+        out,
+        "{slot}: release {id} {:.1}s{}",
+        started.elapsed().as_secs_f64(),
+        if pruned.is_empty() { String::new() } else { format!(" (pruned {})", pruned.len()) }
+    )?;
+    drop(lock);
+    verdict::reload(config, slot, out)
+}
+
+/// The slot a bare repo serves: its folder name without `.git`.
+fn slot_of(repo_dir: &Path) -> anyhow::Result<Slot> {
+    let name = repo_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".git").unwrap_or(&name);
+    name.parse()
+        .with_context(|| format!("{} is not a slot's repo", repo_dir.display()))
+}
+
+/// Parses post-receive input: one `<old> <new> <ref>` per line.
+pub fn parse(input: impl BufRead) -> anyhow::Result<Vec<RefUpdate>> {
+    let mut updates = Vec::new();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.context("cannot read the hook's input")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let is_sha = |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+        match fields[..] {
+            [old, new, refname] if is_sha(old) && is_sha(new) && refname.starts_with("refs/") => {
+                updates.push(RefUpdate {
+                    old: old.into(),
+                    new: new.into(),
+                    refname: refname.into(),
+                })
+            }
+            _ => anyhow::bail!(
+                "malformed post-receive input on line {}: expected `<old-sha> <new-sha> <ref>`",
+                n + 1
+            ),
+        }
+    }
+    Ok(updates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lines_and_refuses_garbage() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let input = format!("{a} {b} refs/heads/main\n\n{b} {a} refs/heads/x\n");
+        let updates = parse(input.as_bytes()).unwrap();
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates[1].refname, "refs/heads/x");
+        let err = parse("hello world\n".as_bytes()).unwrap_err().to_string();
+        assert_eq!(err, "malformed post-receive input on line 1: expected `<old-sha> <new-sha> <ref>`");
+    }
+
+    #[test]
+    fn slot_from_repo_folder() {
+        assert_eq!(slot_of(Path::new("/srv/app/blue.git/")).unwrap(), Slot::Blue);
+        assert!(slot_of(Path::new("/srv/app/red.git")).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! `bluegreen init`: make a root, or repair one, without ever removing anything.
+//!
+//! Creates both bare repos with the hook linked to this binary, the slot folders, and a
+//! commented `bluegreen.toml`. On an existing root it adds only what is missing; an
+//! existing config is validated, never rewritten.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::config::{Config, TEMPLATE};
+use crate::layout::Layout;
+use crate::slot::Slot;
+
+pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
+    let binary = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("cannot find this binary's path for the hooks")?;
+    fs::create_dir_all(layout.root()).with_context(|| format!("cannot create {}", layout.root().display()))?;
+
+    let config_path = layout.config_file();
+    let branch = if config_path.exists() {
+        let config = Config::load(&config_path)?;
+        writeln!(out, "kept      {} (valid)", config_path.display())?;
+        config.branch
+    } else {
+        crate::fsops::write_atomic(&config_path, TEMPLATE.as_bytes())?;
+        writeln!(out, "created   {}", config_path.display())?;
+        Config::default().branch
+    };
+
+    for slot in Slot::ALL {
+        init_repo(layout, slot, &branch, &binary, out)?;
+        for dir in [layout.releases_dir(slot), layout.shared_dir(slot)] {
+            make_dir(&dir, out)?;
+        }
+    }
+    for dir in [layout.builds_dir(), layout.build_tmp_root(), layout.logs_dir(), layout.workers_dir()] {
+        make_dir(&dir, out)?;
+    }
+    writeln!(
+        out,
+        "ready: git remote add blue {}; git push blue {branch}",
+        layout.repo(Slot::Blue).display()
+    )?;
+    Ok(())
+}
+
+fn init_repo(layout: &Layout, slot: Slot, branch: &str, binary: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let path = layout.repo(slot);
+    if path.join("HEAD").exists() {
+        git2::Repository::open_bare(&path).with_context(|| format!("{} is not a bare repo", path.display()))?;
+    } else {
+        let repo = git2::Repository::init_bare(&path)
+            .with_context(|| format!("cannot create the bare repo {}", path.display()))?;
+        repo.set_head(&format!("refs/heads/{branch}"))?;
+        writeln!(out, "created   {}", path.display())?;
+    }
+    let hook = path.join("hooks").join("post-receive");
+    fs::create_dir_all(path.join("hooks"))?;
+    let dangling = fs::symlink_metadata(&hook).is_ok() && !hook.exists();
+    if dangling || fs::symlink_metadata(&hook).is_err() {
+        crate::fsops::remove_any(&hook)?;
+        std::os::unix::fs::symlink(binary, &hook)
+            .with_context(|| format!("cannot link {} to {}", hook.display(), binary.display()))?;
+        writeln!(out, "linked    {} -> {}", hook.display(), binary.display())?;
+    } else {
+        writeln!(out, "kept      {}", hook.display())?;
+    }
+    Ok(())
+}
+
+fn make_dir(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        writeln!(out, "created   {}", dir.display())?;
+    }
+    Ok(())
+}

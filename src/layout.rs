@@ -1,0 +1,115 @@
+//! `Layout`: the one module that knows where things live under a root.
+//!
+//! Nothing else joins path strings. See DESIGN.md "Layout on disk"; names that start
+//! with a dot (`.tmp-*`, `.lock`) are ours and never releases or builds.
+
+use std::path::{Path, PathBuf};
+
+use crate::slot::Slot;
+
+/// Paths of one root.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// A layout for `root`, made absolute so hooks, builds and workers that change
+    /// folder still agree on every path.
+    pub fn new(root: &Path) -> std::io::Result<Layout> {
+        let root = if root.is_absolute() {
+            root.to_path_buf()
+        } else {
+            std::env::current_dir()?.join(root)
+        };
+        Ok(Layout { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("bluegreen.toml")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    pub fn repo(&self, slot: Slot) -> PathBuf {
+        self.root.join(format!("{slot}.git"))
+    }
+
+    pub fn builds_dir(&self) -> PathBuf {
+        self.root.join("builds")
+    }
+
+    /// A finished build. It exists only once the build succeeded (renamed into place).
+    pub fn build_dir(&self, key: &str) -> PathBuf {
+        self.builds_dir().join(key)
+    }
+
+    pub fn build_log(&self, key: &str) -> PathBuf {
+        self.builds_dir().join(format!("{key}.log"))
+    }
+
+    pub fn build_lock(&self, key: &str) -> PathBuf {
+        self.builds_dir().join(format!(".{key}.lock"))
+    }
+
+    /// Where builds happen before they are finished; never read as a build.
+    pub fn build_tmp_root(&self) -> PathBuf {
+        self.builds_dir().join(".tmp")
+    }
+
+    pub fn build_tmp_dir(&self, key: &str) -> PathBuf {
+        self.build_tmp_root()
+            .join(format!("{key}.{}", std::process::id()))
+    }
+
+    pub fn slot_dir(&self, slot: Slot) -> PathBuf {
+        self.root.join(slot.name())
+    }
+
+    pub fn releases_dir(&self, slot: Slot) -> PathBuf {
+        self.slot_dir(slot).join("releases")
+    }
+
+    pub fn release_dir(&self, slot: Slot, id: &str) -> PathBuf {
+        self.releases_dir(slot).join(id)
+    }
+
+    pub fn release_tmp_dir(&self, slot: Slot, id: &str) -> PathBuf {
+        self.releases_dir(slot).join(format!(".tmp-{id}"))
+    }
+
+    /// The symlink naming the release the slot should run.
+    pub fn current_link(&self, slot: Slot) -> PathBuf {
+        self.slot_dir(slot).join("current")
+    }
+
+    /// What `current` holds for a release: relative, so a root can be moved.
+    pub fn current_target(&self, id: &str) -> PathBuf {
+        Path::new("releases").join(id)
+    }
+
+    pub fn shared_dir(&self, slot: Slot) -> PathBuf {
+        self.slot_dir(slot).join("shared")
+    }
+
+    /// Held for a whole deploy, rollback or promote of a slot: one change at a time.
+    pub fn slot_lock(&self, slot: Slot) -> PathBuf {
+        self.slot_dir(slot).join(".lock")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// Process groups of running generations, so a daemon that was killed can have its
+    /// orphans stopped by the next one.
+    pub fn workers_dir(&self) -> PathBuf {
+        self.root.join("run").join("workers")
+    }
+}

@@ -1,0 +1,39 @@
+//! bluegreen: blue/green, zero-downtime deploys to one Linux host, driven by `git push`.
+//!
+//! From push to served request:
+//!
+//! 1. `git push blue main` runs [`hook`] (the binary, through `blue.git/hooks/post-receive`):
+//!    [`git`] resolves the commit, [`build`] makes the build once per key, [`release`]
+//!    copies it into a versioned release and flips `blue/current`, then [`verdict`] asks
+//!    the daemon to run it.
+//! 2. [`daemon`] (`bluegreen serve`) starts a new generation of the app for the release,
+//!    waits until it is healthy, routes the slot to it and drains the old one.
+//! 3. Requests reach the active slot through the front router, or a slot directly
+//!    through its own listener; `/switch`, the heartbeat, mirroring and migration move
+//!    traffic and data between the slots.
+//!
+//! Domain modules ([`config`], [`layout`], [`slot`], [`git`], [`build`], [`release`],
+//! [`state`], [`fsops`], [`argv`], [`client`]) never import a role ([`hook`], [`init`],
+//! [`rollout`], [`ctl`], [`daemon`], [`demo`], [`sample_app`]).
+
+pub mod argv;
+pub mod build;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod ctl;
+pub mod daemon;
+pub mod demo;
+pub mod fsops;
+pub mod git;
+pub mod hook;
+pub mod init;
+pub mod layout;
+pub mod logging;
+pub mod release;
+pub mod rollout;
+pub mod run;
+pub mod sample_app;
+pub mod slot;
+pub mod state;
+pub mod verdict;

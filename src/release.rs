@@ -1,0 +1,176 @@
+//! `Release`: a slot's versioned copy of a build, and the `current` symlink naming one.
+//!
+//! A release is copied into `releases/.tmp-<id>`, gets its linked dirs and metadata, and
+//! only then is renamed to `releases/<id>`: a folder without the dot is complete. Ids
+//! start with the UTC creation time, so sorting ids sorts releases by age.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::build;
+use crate::fsops;
+use crate::layout::Layout;
+use crate::slot::Slot;
+
+/// Metadata file inside a release.
+pub const META: &str = ".bluegreen-release.json";
+
+/// What a release records about where it came from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReleaseMeta {
+    pub id: String,
+    pub slot: Slot,
+    pub commit: String,
+    #[serde(rename = "ref")]
+    pub refname: String,
+    /// The branch's previous commit, as the push reported it.
+    pub old: String,
+    pub build_key: String,
+    pub created: String,
+    pub summary: String,
+    /// `<slot>/<release>` when made by `promote` rather than a push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<String>,
+}
+
+/// A complete release folder of a slot.
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub id: String,
+    pub meta: Option<ReleaseMeta>,
+}
+
+impl Release {
+    pub fn commit_short(&self) -> &str {
+        self.meta.as_ref().map_or("?", |m| &m.commit[..m.commit.len().min(7)])
+    }
+}
+
+/// A fresh id: `<UTC time to the millisecond>-<short sha>`, unique in the slot.
+pub fn new_id(layout: &Layout, slot: Slot, short: &str) -> String {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let stamp: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
+    let base = format!("{stamp}-{short}");
+    let mut id = base.clone();
+    let mut n = 2;
+    while layout.release_dir(slot, &id).exists() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
+}
+
+/// Materialises `meta.id` in `slot` from the finished build `meta.build_key`. The caller
+/// holds the slot lock.
+pub fn create(layout: &Layout, meta: &ReleaseMeta, linked_dirs: &[String]) -> anyhow::Result<PathBuf> {
+    let slot = meta.slot;
+    let build = layout.build_dir(&meta.build_key);
+    anyhow::ensure!(build::is_finished(layout, &meta.build_key), "build {} is not finished", meta.build_key);
+    fs::create_dir_all(layout.releases_dir(slot))?;
+    let tmp = layout.release_tmp_dir(slot, &meta.id);
+    fsops::remove_any(&tmp)?;
+    fsops::copy_tree(&build, &tmp, &[build::META])?;
+    for dir in linked_dirs {
+        let shared = layout.shared_dir(slot).join(dir);
+        fs::create_dir_all(&shared).with_context(|| format!("cannot create {}", shared.display()))?;
+        let link = tmp.join(dir);
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        // What the tree had at that path is replaced by the link, never written through.
+        fsops::remove_any(&link)?;
+        std::os::unix::fs::symlink(&shared, &link)
+            .with_context(|| format!("cannot link {} to {}", link.display(), shared.display()))?;
+    }
+    fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(meta)?)?;
+    let dir = layout.release_dir(slot, &meta.id);
+    fs::rename(&tmp, &dir).with_context(|| format!("cannot move the release into {}", dir.display()))?;
+    fs::File::open(layout.releases_dir(slot))?.sync_all()?;
+    Ok(dir)
+}
+
+/// Points `current` of `slot` at release `id`.
+pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(layout.release_dir(slot, id).join(META).is_file(), "{slot} has no release {id}");
+    fsops::flip_symlink(&layout.current_link(slot), &layout.current_target(id))
+}
+
+/// The release `current` points at, if any.
+pub fn current(layout: &Layout, slot: Slot) -> Option<String> {
+    let target = fs::read_link(layout.current_link(slot)).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+/// The resolved folder of a release (what a worker runs in; never through `current`).
+pub fn dir(layout: &Layout, slot: Slot, id: &str) -> PathBuf {
+    layout.release_dir(slot, id)
+}
+
+/// The metadata of one release.
+pub fn meta(layout: &Layout, slot: Slot, id: &str) -> Option<ReleaseMeta> {
+    read_meta(&layout.release_dir(slot, id))
+}
+
+fn read_meta(dir: &Path) -> Option<ReleaseMeta> {
+    serde_json::from_slice(&fs::read(dir.join(META)).ok()?).ok()
+}
+
+/// Complete releases of `slot`, oldest first.
+pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
+    let dir = layout.releases_dir(slot);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut releases = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if id.starts_with('.') || !entry.file_type()?.is_dir() {
+            continue;
+        }
+        releases.push(Release {
+            meta: read_meta(&entry.path()),
+            id,
+        });
+    }
+    releases.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(releases)
+}
+
+/// The release made just before `id`, if any.
+pub fn previous(releases: &[Release], id: &str) -> Option<String> {
+    let i = releases.iter().position(|r| r.id == id)?;
+    Some(releases.get(i.checked_sub(1)?)?.id.clone())
+}
+
+/// Removes releases beyond the newest `keep`, never the current one or the one before
+/// it, and temp folders of killed deploys. The caller holds the slot lock. Returns the
+/// ids removed.
+pub fn prune(layout: &Layout, slot: Slot, keep: usize) -> anyhow::Result<Vec<String>> {
+    if let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                fsops::remove_any(&entry.path())?;
+            }
+        }
+    }
+    let releases = list(layout, slot)?;
+    let current = current(layout, slot);
+    let previous = current.as_deref().and_then(|c| previous(&releases, c));
+    let mut removed = Vec::new();
+    let excess = releases.len().saturating_sub(keep);
+    for release in &releases[..excess] {
+        if Some(&release.id) == current.as_ref() || Some(&release.id) == previous.as_ref() {
+            continue;
+        }
+        fs::remove_dir_all(layout.release_dir(slot, &release.id))
+            .with_context(|| format!("cannot prune release {}", release.id))?;
+        removed.push(release.id.clone());
+    }
+    Ok(removed)
+}

@@ -1,0 +1,87 @@
+//! Moving `current` without a push: `releases`, `rollback` and `promote`.
+//!
+//! Each holds the slot lock like the hook does, flips `current` atomically, and asks a
+//! running daemon to reload the slot (its file watch would notice anyway).
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::fsops;
+use crate::layout::Layout;
+use crate::release::{self, ReleaseMeta};
+use crate::slot::Slot;
+use crate::verdict;
+
+/// Prints the releases of `slots`: time, commit, build key, and which is current.
+pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Result<()> {
+    for &slot in slots {
+        let current = release::current(layout, slot);
+        let releases = release::list(layout, slot)?;
+        if releases.is_empty() {
+            writeln!(out, "{slot}: no releases")?;
+        }
+        for r in releases.iter().rev() {
+            let mark = if Some(&r.id) == current.as_ref() { "*" } else { " " };
+            let (created, key, summary) = r
+                .meta
+                .as_ref()
+                .map(|m| (m.created.as_str(), m.build_key.as_str(), m.summary.as_str()))
+                .unwrap_or(("?", "?", ""));
+            writeln!(
+                out,
+                "{mark} {slot:<5} {:<32} {created}  {}  build {key}  {summary}",
+                r.id,
+                r.commit_short()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Points `slot` at the release before its current one, or at `to`.
+pub fn rollback(layout: &Layout, config: &Config, slot: Slot, to: Option<&str>, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let lock = fsops::lock(&layout.slot_lock(slot), || {})?;
+    let releases = release::list(layout, slot)?;
+    let current = release::current(layout, slot).with_context(|| format!("{slot} has no current release"))?;
+    let target = match to {
+        Some(id) => {
+            anyhow::ensure!(releases.iter().any(|r| r.id == id), "{slot} has no release `{id}` (see `bluegreen releases {slot}`)");
+            id.to_string()
+        }
+        None => release::previous(&releases, &current)
+            .with_context(|| format!("{slot} has no release before {current}"))?,
+    };
+    anyhow::ensure!(target != current, "{slot} already runs {target}");
+    release::flip(layout, slot, &target)?;
+    drop(lock);
+    writeln!(out, "{slot}: current {current} -> {target}")?;
+    verdict::reload(config, slot, out)
+}
+
+/// Makes `to`'s current release a fresh copy of `from`'s current build: same key, no
+/// push, no rebuild.
+pub fn promote(layout: &Layout, config: &Config, from: Slot, to: Slot, out: &mut dyn Write) -> anyhow::Result<bool> {
+    anyhow::ensure!(from != to, "cannot promote {from} to itself");
+    let source_id = release::current(layout, from).with_context(|| format!("{from} has no current release"))?;
+    let source = release::meta(layout, from, &source_id)
+        .with_context(|| format!("release {from}/{source_id} has no metadata"))?;
+    let lock = fsops::lock(&layout.slot_lock(to), || {
+        let _ = writeln!(out, "{to}: another deploy to {to} is running; waiting for it");
+    })?;
+    let id = release::new_id(layout, to, &source.commit[..7.min(source.commit.len())]);
+    let meta = ReleaseMeta {
+        id: id.clone(),
+        slot: to,
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        promoted_from: Some(format!("{from}/{source_id}")),
+        ..source
+    };
+    release::create(layout, &meta, &config.app.linked_dirs)?;
+    release::flip(layout, to, &id)?;
+    release::prune(layout, to, config.keep_releases)?;
+    drop(lock);
+    writeln!(out, "{to}: release {id} from {from}/{source_id} (build {} reused)", meta.build_key)?;
+    verdict::reload(config, to, out)
+}

@@ -1,0 +1,62 @@
+//! Dispatch: one function per subcommand, given parsed arguments.
+//!
+//! Returns `Ok(false)` for "ran, but the outcome is a failure the output already
+//! explained" (a release that did not go live, a refused switch): exit code 1, no
+//! second message.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::cli::{Args, Command};
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::slot::Slot;
+
+pub fn run(args: Args) -> anyhow::Result<bool> {
+    let root = args.root.clone();
+    let layout = || -> anyhow::Result<Layout> {
+        Ok(Layout::new(&root.clone().unwrap_or(std::env::current_dir()?))?)
+    };
+    let config = |layout: &Layout| Config::load(&layout.config_file());
+    let stdout = &mut std::io::stdout();
+    match args.command {
+        Command::Init { dir } => {
+            let dir: PathBuf = match dir.or(args.root) {
+                Some(dir) => dir,
+                None => std::env::current_dir()?,
+            };
+            crate::init::run(&Layout::new(&dir)?, stdout)?;
+            Ok(true)
+        }
+        Command::Check => {
+            let layout = layout()?;
+            let config = config(&layout)?;
+            writeln!(stdout, "# {}: valid\n{}", layout.config_file().display(), config.to_toml())?;
+            Ok(true)
+        }
+        Command::Hook { .. } => {
+            let stdin = std::io::stdin().lock();
+            crate::hook::run(args.root, stdin, &mut std::io::stderr())
+        }
+        Command::Releases { slot } => {
+            let slots = slot.map_or(Slot::ALL.to_vec(), |s| vec![s]);
+            crate::rollout::list(&layout()?, &slots, stdout)?;
+            Ok(true)
+        }
+        Command::Rollback { slot, to } => {
+            let layout = layout()?;
+            crate::rollout::rollback(&layout, &config(&layout)?, slot, to.as_deref(), stdout)
+        }
+        Command::Promote { from, to } => {
+            let layout = layout()?;
+            let to = to.unwrap_or(from.other());
+            crate::rollout::promote(&layout, &config(&layout)?, from, to, stdout)
+        }
+        Command::Status { json } => crate::ctl::status(&config(&layout()?)?, json, stdout),
+        Command::Switch { slot, force } => crate::ctl::switch(&config(&layout()?)?, slot, force, stdout),
+        Command::Mirroring { state } => crate::ctl::mirroring(&config(&layout()?)?, state.as_deref(), stdout),
+        Command::Serve => crate::daemon::serve(layout()?),
+        Command::Demo(demo) => crate::demo::run(demo),
+        Command::SampleApp => crate::sample_app::run(),
+    }
+}

@@ -1,0 +1,84 @@
+//! `State`: what the daemon must remember across restarts (`state.json`).
+//!
+//! The active slot, the mirroring flag and the last switch. Written to a temp file,
+//! fsynced and renamed, so a crash leaves the old state or the new one.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::fsops;
+use crate::slot::Slot;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The slot the front sends to; `None` until a slot first has a release.
+    pub active: Option<Slot>,
+    /// Copy writes to the standby (on for a new root).
+    #[serde(default = "yes")]
+    pub mirroring: bool,
+    #[serde(default)]
+    pub last_switch: Option<LastSwitch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastSwitch {
+    pub from: Slot,
+    pub to: Slot,
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// "api", "front", "heartbeat", ...
+    pub cause: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            active: None,
+            mirroring: true,
+            last_switch: None,
+        }
+    }
+}
+
+impl State {
+    /// Reads `path`; a missing file is a new root's state.
+    pub fn load(path: &Path) -> anyhow::Result<State> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not valid state", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self).context("cannot serialise state")?;
+        bytes.push(b'\n');
+        fsops::write_atomic(path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(State::load(&path).unwrap(), State::default());
+        let state = State {
+            active: Some(Slot::Green),
+            mirroring: false,
+            last_switch: None,
+        };
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), state);
+    }
+}

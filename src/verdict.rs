@@ -1,0 +1,65 @@
+//! `Verdict`: the daemon's answer to "run the slot's current release", told to a person.
+//!
+//! The hook, `rollback` and `promote` flip `current` and then ask the daemon to reload
+//! the slot; this module asks and turns the answer into the final `remote:` line.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Client, ClientError};
+use crate::config::Config;
+use crate::slot::Slot;
+
+/// The control API's answer to `POST /slots/<slot>/reload`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Verdict {
+    pub slot: Option<Slot>,
+    pub release: String,
+    pub commit: String,
+    pub live: bool,
+    pub generation: u64,
+    pub took_ms: u64,
+    pub reason: String,
+}
+
+/// Asks the daemon to run `slot`'s current release and prints the verdict as the last
+/// line. `Ok(false)` when the release did not go live.
+pub fn reload(config: &Config, slot: Slot, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let wait = config.app.ready_timeout + config.app.stop_timeout + Duration::from_secs(10);
+    match Client::new(config).post(&format!("/slots/{slot}/reload"), wait) {
+        Err(ClientError::NotRunning(_)) => {
+            writeln!(out, "{slot}: daemon not running: the release starts on the next `bluegreen serve`")?;
+            Ok(true)
+        }
+        Err(e) => {
+            writeln!(out, "{slot}: no verdict from the daemon: {e}")?;
+            Ok(false)
+        }
+        Ok(reply) => {
+            let verdict: Verdict = serde_json::from_str(&reply.body).unwrap_or_else(|_| Verdict {
+                reason: format!("{} {}", reply.status, reply.body.trim()),
+                ..Verdict::default()
+            });
+            writeln!(out, "{}", verdict.line(slot))?;
+            Ok(verdict.live)
+        }
+    }
+}
+
+impl Verdict {
+    /// `blue: live in 0.8s at 4f2a9c1 (generation 7)` or `blue: not live: <reason>`.
+    pub fn line(&self, slot: Slot) -> String {
+        if self.live {
+            format!(
+                "{slot}: live in {:.1}s at {} (generation {})",
+                self.took_ms as f64 / 1000.0,
+                self.commit,
+                self.generation
+            )
+        } else {
+            format!("{slot}: not live: {}", self.reason)
+        }
+    }
+}
