@@ -1,7 +1,116 @@
-//! Commands that talk to the daemon.
+//! The commands that talk to a running daemon: `status`, `switch`, `mirroring`.
+//!
+//! Each prints what came back for a person (or the JSON, for `status --json`) and
+//! exits non-zero with the daemon's one-line reason when it said no.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::client::Client;
 use crate::config::Config;
 use crate::slot::Slot;
-use std::io::Write;
-pub fn status(_c: &Config, _json: bool, _out: &mut dyn Write) -> anyhow::Result<bool> { anyhow::bail!("not yet") }
-pub fn switch(_c: &Config, _s: Option<Slot>, _f: bool, _out: &mut dyn Write) -> anyhow::Result<bool> { anyhow::bail!("not yet") }
-pub fn mirroring(_c: &Config, _s: Option<&str>, _out: &mut dyn Write) -> anyhow::Result<bool> { anyhow::bail!("not yet") }
+
+pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let reply = Client::new(config).get("/status")?;
+    if json {
+        write!(out, "{}", reply.body)?;
+        return Ok(reply.ok());
+    }
+    let status = reply.json()?;
+    let active = status["active"].as_str().unwrap_or("none");
+    let mirroring = if status["mirroring"]["enabled"].as_bool() == Some(true) { "on" } else { "off" };
+    writeln!(out, "active: {active}   front: {}   mirroring: {mirroring}", text(&status["front"]))?;
+    for slot in Slot::ALL {
+        let s = &status["slots"][slot.name()];
+        let mark = if active == slot.name() { "*" } else { " " };
+        let live = &s["live"];
+        if live.is_null() {
+            writeln!(out, "{mark} {slot:<5} {:<21} {}  current {}", text(&s["listen"]), text(&s["health"]), text(&s["current"]))?;
+        } else {
+            writeln!(
+                out,
+                "{mark} {slot:<5} {:<21} {}  release {}  commit {}  generation {}  pid {}  port {}  up {}  in-flight {}  restarts {}",
+                text(&s["listen"]),
+                text(&s["health"]),
+                text(&live["release"]),
+                text(&live["commit"]),
+                live["generation"],
+                live["pid"],
+                live["port"],
+                humantime::format_duration(Duration::from_secs(live["uptime_s"].as_u64().unwrap_or(0))),
+                live["in_flight"],
+                s["restarts"],
+            )?;
+        }
+        if let Some(error) = s["last_error"].as_str().filter(|e| !e.is_empty()) {
+            writeln!(out, "        last error: {error}")?;
+        }
+    }
+    let counters = &status["mirroring"]["counters"];
+    if let Some(map) = counters.as_object() {
+        let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(out, "mirror: {}", parts.join(", "))?;
+    }
+    if let Some(events) = status["events"].as_array() {
+        writeln!(out, "recent events:")?;
+        for event in events.iter().rev().take(5).rev() {
+            writeln!(out, "  {} {}", text(&event["at"]), text(&event["message"]))?;
+        }
+    }
+    Ok(true)
+}
+
+pub fn switch(config: &Config, to: Option<Slot>, force: bool, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let mut query = Vec::new();
+    if let Some(to) = to {
+        query.push(format!("to={to}"));
+    }
+    if force {
+        query.push("force=1".to_string());
+    }
+    let wait = config.switch.migrate_timeout + Duration::from_secs(15);
+    let reply = Client::new(config).post(&format!("/switch?{}", query.join("&")), wait)?;
+    if !reply.ok() {
+        writeln!(out, "not switched: {}", reply.body.trim())?;
+        return Ok(false);
+    }
+    let done = reply.json()?;
+    if done["changed"].as_bool() == Some(false) {
+        writeln!(out, "{} is already active", text(&done["to"]))?;
+    } else {
+        let migrate = done["migrate_ms"].as_u64().unwrap_or(0);
+        writeln!(
+            out,
+            "switched {} -> {}{}",
+            text(&done["from"]),
+            text(&done["to"]),
+            if migrate > 0 { format!(" (migration {:.1}s)", migrate as f64 / 1000.0) } else { String::new() }
+        )?;
+    }
+    Ok(true)
+}
+
+pub fn mirroring(config: &Config, state: Option<&str>, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let client = Client::new(config);
+    let reply = match state {
+        None => client.get("/mirroring")?,
+        Some(state) => client.post(&format!("/mirroring?enabled={}", state == "on"), Duration::from_secs(10))?,
+    };
+    if !reply.ok() {
+        writeln!(out, "{}", reply.body.trim())?;
+        return Ok(false);
+    }
+    let on = reply.json()?["enabled"].as_bool() == Some(true);
+    writeln!(out, "mirroring {}", if on { "on" } else { "off" })?;
+    Ok(true)
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,100 @@
+//! The control API on `control.listen` (loopback only), served by tiny_http.
+//!
+//! Each request gets its own thread, because a reload answers only once the new
+//! generation is live or has failed; async work is run on the daemon's runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use super::switch::{self, Query};
+use super::Daemon;
+use crate::slot::Slot;
+use crate::verdict::Verdict;
+
+/// Answers requests until the server is unblocked (on shutdown).
+pub fn serve(server: Arc<Server>, daemon: Arc<Daemon>, runtime: tokio::runtime::Handle) {
+    for request in server.incoming_requests() {
+        let (daemon, runtime) = (daemon.clone(), runtime.clone());
+        std::thread::spawn(move || answer(request, &daemon, &runtime));
+    }
+}
+
+fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Handle) {
+    if !request.remote_addr().is_some_and(|a| a.ip().to_canonical().is_loopback()) {
+        return reply(request, 403, "text/plain", "the control API answers loopback callers only".into());
+    }
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let method = request.method().clone();
+    let (status, kind, body) = match (&method, path) {
+        (Method::Get, "/status") => (200, "application/json", super::status::json(daemon).to_string()),
+        (Method::Get, "/events") => (200, "application/json", serde_json::to_string(&daemon.events.recent(200)).unwrap_or_default()),
+        (Method::Get, "/metrics") => (200, "text/plain; version=0.0.4", daemon.metrics_text()),
+        (Method::Get, "/mirroring") => (200, "application/json", mirroring(daemon)),
+        (Method::Post, "/mirroring") => match query.strip_prefix("enabled=") {
+            Some(value @ ("true" | "false")) => match daemon.set_mirroring(value == "true") {
+                Ok(()) => (200, "application/json", mirroring(daemon)),
+                Err(e) => (500, "text/plain", format!("cannot record the flag: {e:#}")),
+            },
+            _ => (400, "text/plain", "use ?enabled=true or ?enabled=false".into()),
+        },
+        (Method::Post, "/switch") => match Query::parse(query) {
+            Ok(query) => match runtime.block_on(switch::switch(daemon, query, "api")) {
+                Ok(done) => (200, "application/json", done.to_string()),
+                Err(e) => (e.status().as_u16(), "text/plain", e.to_string()),
+            },
+            Err(reason) => (400, "text/plain", reason),
+        },
+        (Method::Post, p) if p.starts_with("/slots/") && p.ends_with("/reload") => {
+            match p["/slots/".len()..p.len() - "/reload".len()].parse::<Slot>() {
+                Ok(slot) => {
+                    let verdict = reload(daemon, runtime, slot);
+                    let status = if verdict.live { 200 } else { 409 };
+                    (status, "application/json", serde_json::to_string(&verdict).unwrap_or_default())
+                }
+                Err(e) => (404, "text/plain", format!("{e:#}")),
+            }
+        }
+        (_, "/status" | "/events" | "/metrics" | "/mirroring" | "/switch") => {
+            (405, "text/plain", format!("{method} is not allowed on {path}"))
+        }
+        _ => (404, "text/plain", format!("no such endpoint: {method} {path}")),
+    };
+    reply(request, status, kind, body);
+}
+
+fn reload(daemon: &Daemon, runtime: &tokio::runtime::Handle, slot: Slot) -> Verdict {
+    let config = daemon.config();
+    let wait = config.app.ready_timeout + config.app.stop_timeout + config.app.drain_timeout + Duration::from_secs(5);
+    let answer = runtime.block_on(async {
+        let rx = daemon.reload(slot, false);
+        tokio::time::timeout(wait, rx).await
+    });
+    match answer {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err(_)) => Verdict {
+            slot: Some(slot),
+            reason: "the daemon is stopping".into(),
+            ..Verdict::default()
+        },
+        Err(_) => Verdict {
+            slot: Some(slot),
+            reason: format!("no verdict within {}", humantime::format_duration(wait)),
+            ..Verdict::default()
+        },
+    }
+}
+
+fn mirroring(daemon: &Daemon) -> String {
+    serde_json::json!({ "enabled": daemon.mirroring() }).to_string()
+}
+
+fn reply(request: Request, status: u16, kind: &str, mut body: String) {
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let header = Header::from_bytes("Content-Type", kind).expect("content types here are valid header values");
+    let _ = request.respond(Response::from_string(body).with_status_code(status).with_header(header));
+}

@@ -1,0 +1,61 @@
+//! `Events`: the recent history a person asks for: deploys, reloads, crashes,
+//! heartbeat changes, switches.
+//!
+//! Each event is also logged once, with its slot as a field, when it is recorded.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::slot::Slot;
+
+/// How many events `/events` and `/status` can show.
+const KEEP: usize = 200;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    pub seq: u64,
+    /// RFC 3339 UTC.
+    pub at: String,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Slot>,
+    pub message: String,
+}
+
+#[derive(Default)]
+pub struct Events {
+    /// Newest last; bounded to `KEEP`.
+    ring: Mutex<VecDeque<Event>>,
+}
+
+impl Events {
+    /// Records and logs an event. `warn` marks the ones a person should look at.
+    pub fn record(&self, kind: &'static str, slot: Option<Slot>, warn: bool, message: String) {
+        let slot_name = slot.map_or("-", Slot::name);
+        if warn {
+            tracing::warn!(slot = slot_name, kind, "{message}");
+        } else {
+            tracing::info!(slot = slot_name, kind, "{message}");
+        }
+        let mut ring = self.ring.lock().expect("events lock: no panic holds it");
+        let seq = ring.back().map_or(1, |e| e.seq + 1);
+        ring.push_back(Event {
+            seq,
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            kind,
+            slot,
+            message,
+        });
+        if ring.len() > KEEP {
+            ring.pop_front();
+        }
+    }
+
+    /// The newest `n` events, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<Event> {
+        let ring = self.ring.lock().expect("events lock: no panic holds it");
+        ring.iter().skip(ring.len().saturating_sub(n)).cloned().collect()
+    }
+}

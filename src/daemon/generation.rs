@@ -1,0 +1,238 @@
+//! `Generation`: one running worker process group for one release of a slot.
+//!
+//! Started on a fresh loopback port in its own process group, with its output copied
+//! line by line to the daemon's log. It is ready when its health path answers 2xx/3xx.
+//! Stopping always goes to the whole group: SIGTERM, then SIGKILL after the grace time.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::watch;
+
+use super::upstream::{self, Client};
+use super::workers;
+use crate::argv;
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::slot::Slot;
+
+/// Lines of output kept to explain a failure.
+const TAIL: usize = 10;
+
+pub struct Generation {
+    pub id: u64,
+    pub slot: Slot,
+    pub release: String,
+    pub commit: String,
+    pub dir: PathBuf,
+    pub port: u16,
+    /// Leader pid, which is also the process group id.
+    pub pid: u32,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    /// Requests routed here and not yet answered in full; drain waits for zero.
+    pub in_flight: AtomicU64,
+    /// Set before we stop it, so its exit is not taken for a crash.
+    pub stopping: AtomicBool,
+    /// `Some(status)` once the leader has exited.
+    exited: watch::Receiver<Option<ExitStatus>>,
+    /// The last lines it wrote, to say why it failed.
+    tail: Arc<Mutex<VecDeque<String>>>,
+    layout: Layout,
+}
+
+impl Generation {
+    /// Starts `config.app.command` for `release` of `slot` on `port`.
+    pub fn spawn(
+        layout: &Layout,
+        config: &Config,
+        slot: Slot,
+        id: u64,
+        release: &str,
+        port: u16,
+    ) -> anyhow::Result<Arc<Generation>> {
+        let dir = crate::release::dir(layout, slot, release);
+        anyhow::ensure!(dir.is_dir(), "release {release} of {slot} does not exist");
+        let commit = crate::release::meta(layout, slot, release)
+            .map(|m| m.commit[..7.min(m.commit.len())].to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let mut env: BTreeMap<String, String> = config.slots.get(slot).env.clone();
+        env.insert("PORT".into(), port.to_string());
+        env.insert("SLOT".into(), slot.to_string());
+        env.insert("RELEASE".into(), release.to_string());
+        env.insert("RELEASE_DIR".into(), dir.display().to_string());
+        let words = argv::expand(&config.app.command, &env)?;
+
+        let mut command = tokio::process::Command::new(&words[0]);
+        command
+            .args(&words[1..])
+            .current_dir(&dir)
+            .envs(&env)
+            .env(workers::MARKER, layout.root())
+            // systemd's notify socket and watchdog are the daemon's, not the app's.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start `{}` in {}", words[0], dir.display()))?;
+        let pid = child.id().context("the worker exited before it could be watched")?;
+        workers::record(layout, pid, &format!("{slot} generation {id} release {release}"));
+
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let label = format!("{slot}/{id}");
+        for (stream, name) in [
+            (child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>), "stdout"),
+            (child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>), "stderr"),
+        ] {
+            if let Some(stream) = stream {
+                tokio::spawn(copy_lines(stream, label.clone(), name, tail.clone()));
+            }
+        }
+        let (tx, exited) = watch::channel(None);
+        tokio::spawn(async move {
+            let status = child.wait().await.ok();
+            let _ = tx.send(status);
+        });
+        Ok(Arc::new(Generation {
+            id,
+            slot,
+            release: release.to_string(),
+            commit,
+            dir,
+            port,
+            pid,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            in_flight: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            exited,
+            tail,
+            layout: layout.clone(),
+        }))
+    }
+
+    /// Waits until the health path answers 2xx/3xx, the process exits, or `timeout`.
+    pub async fn wait_ready(&self, client: &Client, path: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut exited = self.exited.clone();
+        let mut last = String::from("no answer yet");
+        loop {
+            if let Some(status) = *exited.borrow() {
+                return Err(format!("exited with {status} before it was ready{}", self.tail_text()));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "not ready after {} (app.ready_timeout); last health check: {last}{}",
+                    humantime::format_duration(timeout),
+                    self.tail_text()
+                ));
+            }
+            match upstream::probe(client, self.port, path, left.min(Duration::from_secs(2))).await {
+                Ok(status) if (200..400).contains(&status) => return Ok(()),
+                Ok(status) => last = format!("GET {path} answered {status}"),
+                Err(e) => last = format!("GET {path}: {e}"),
+            }
+            let pause = tokio::time::sleep(Duration::from_millis(50));
+            tokio::select! {
+                _ = pause => {}
+                _ = exited.changed() => {}
+            }
+        }
+    }
+
+    /// Resolves when the leader exits, with its status.
+    pub async fn exit(&self) -> Option<ExitStatus> {
+        let mut exited = self.exited.clone();
+        let result = exited.wait_for(|s| s.is_some()).await;
+        result.ok().and_then(|s| *s)
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exited.borrow().is_some()
+    }
+
+    /// Lets in-flight requests finish (up to `drain`), then stops the group.
+    pub async fn drain(&self, drain: Duration, stop: Duration) {
+        self.stopping.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.in_flight.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(slot = %self.slot, generation = self.id, "drain timeout: stopping with {left} requests in flight");
+        }
+        self.stop(stop).await;
+    }
+
+    /// SIGTERM to the whole group, SIGKILL after `grace`; returns once the group is gone.
+    pub async fn stop(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::Release);
+        let group = Pid::from_raw(self.pid as i32);
+        if workers::group_alive(self.pid) {
+            let _ = killpg(group, Signal::SIGTERM);
+            let deadline = tokio::time::Instant::now() + grace;
+            while workers::group_alive(self.pid) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            if workers::group_alive(self.pid) {
+                tracing::warn!(slot = %self.slot, generation = self.id, pid = self.pid, "still running {} after SIGTERM: SIGKILL to its group", humantime::format_duration(grace));
+                let _ = killpg(group, Signal::SIGKILL);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while workers::group_alive(self.pid) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        }
+        workers::forget(&self.layout, self.pid);
+        tracing::info!(slot = %self.slot, generation = self.id, pid = self.pid, "stopped");
+    }
+
+    /// `; last output: a | b | c`, or nothing.
+    pub fn tail_text(&self) -> String {
+        let tail = self.tail.lock().expect("tail lock: no panic holds it");
+        if tail.is_empty() {
+            String::new()
+        } else {
+            let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
+            format!("; last output: {}", lines[lines.len().saturating_sub(3)..].join(" | "))
+        }
+    }
+}
+
+async fn copy_lines(
+    stream: Box<dyn AsyncRead + Send + Unpin>,
+    label: String,
+    name: &'static str,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    // Bytes, not `lines()`: output that is not UTF-8 must not stop the copy (and then
+    // block the worker on a full pipe).
+    while reader.read_until(b'\n', &mut buf).await.unwrap_or(0) > 0 {
+        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        buf.clear();
+        tracing::info!(target: "worker", "[{label} {name}] {line}");
+        let mut tail = tail.lock().expect("tail lock: no panic holds it");
+        if tail.len() == TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}

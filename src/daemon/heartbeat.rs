@@ -1,0 +1,169 @@
+//! Heartbeat: the periodic health check of the active slot, and the automatic switch
+//! away from it when it keeps failing.
+//!
+//! After `failures` consecutive failures (no connection, a timeout, a 5xx) the standby
+//! is checked now; traffic moves only if it passes. An automatic switch disarms the
+//! automatic switching until an operator switches (no flapping): the heartbeat goes on
+//! checking and reporting the new active slot, but never moves traffic back on its own.
+
+use std::sync::Arc;
+
+use super::switch::{self, Query};
+use super::Daemon;
+use crate::slot::Slot;
+
+/// What to do after one check of the active slot.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Nothing,
+    /// Enough consecutive failures: check the standby and switch if it passes.
+    TrySwitch,
+}
+
+/// The heartbeat's memory: consecutive failures and whether it may switch.
+#[derive(Debug)]
+pub struct Heartbeat {
+    /// Consecutive failed checks of the active slot.
+    pub failures: u32,
+    /// Cleared by an automatic switch, set again by an operator's switch.
+    pub armed: bool,
+    /// "both slots failing" is reported once per failing streak.
+    pub both_reported: bool,
+}
+
+impl Heartbeat {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Heartbeat {
+        Heartbeat {
+            failures: 0,
+            armed: true,
+            both_reported: false,
+        }
+    }
+
+    /// One check result; `needed` is `heartbeat.failures`.
+    pub fn observe(&mut self, ok: bool, needed: u32) -> Decision {
+        if ok {
+            self.failures = 0;
+            self.both_reported = false;
+            return Decision::Nothing;
+        }
+        self.failures += 1;
+        if self.failures >= needed && self.armed {
+            Decision::TrySwitch
+        } else {
+            Decision::Nothing
+        }
+    }
+
+    /// The automatic switch happened.
+    pub fn switched(&mut self) {
+        self.failures = 0;
+        self.armed = false;
+        self.both_reported = false;
+    }
+}
+
+/// Checks the active slot every `heartbeat.interval` until the daemon stops.
+pub async fn run(daemon: Arc<Daemon>) {
+    let mut watched: Option<Slot> = None;
+    loop {
+        let config = daemon.config();
+        tokio::time::sleep(config.heartbeat.interval).await;
+        let Some(active) = daemon.active() else { continue };
+        if watched != Some(active) {
+            // A new active slot starts with a clean streak.
+            daemon.heartbeat.lock().expect("heartbeat lock: no panic holds it").failures = 0;
+            watched = Some(active);
+        }
+        let result = check(&daemon, active).await;
+        daemon.set_health(active, result.clone());
+        if result.is_err() {
+            daemon.metrics.heartbeat_failure(active);
+        }
+        let decision = daemon
+            .heartbeat
+            .lock()
+            .expect("heartbeat lock: no panic holds it")
+            .observe(result.is_ok(), config.heartbeat.failures);
+        if decision != Decision::TrySwitch {
+            continue;
+        }
+        let standby = active.other();
+        let standby_check = check(&daemon, standby).await;
+        daemon.set_health(standby, standby_check.clone());
+        match standby_check {
+            Ok(()) => {
+                let query = Query { to: Some(standby), force: true };
+                match switch::switch(&daemon, query, "heartbeat").await {
+                    Ok(_) => {
+                        daemon.heartbeat.lock().expect("heartbeat lock: no panic holds it").switched();
+                        daemon.events.record(
+                            "heartbeat",
+                            Some(standby),
+                            true,
+                            format!("heartbeat: {active} failed {} checks in a row; traffic moved to {standby} (automatic switching is off until an operator switches)", config.heartbeat.failures),
+                        );
+                    }
+                    Err(e) => daemon.events.record("heartbeat", Some(active), true, format!("heartbeat: switch to {standby} failed: {e}")),
+                }
+            }
+            Err(why) => {
+                let mut heartbeat = daemon.heartbeat.lock().expect("heartbeat lock: no panic holds it");
+                if !heartbeat.both_reported {
+                    heartbeat.both_reported = true;
+                    drop(heartbeat);
+                    daemon.events.record(
+                        "heartbeat",
+                        Some(active),
+                        true,
+                        format!("heartbeat: both slots failing ({active}: {}; {standby}: {why}); staying on {active}", result.err().unwrap_or_default()),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One check: the slot's live generation answers `heartbeat.path` below 500 in time.
+pub async fn check(daemon: &Daemon, slot: Slot) -> Result<(), String> {
+    let config = daemon.config();
+    let Some(live) = daemon.slots[slot.index()].route.live() else {
+        return Err("no live generation".into());
+    };
+    let path = &config.heartbeat.path;
+    match super::upstream::probe(&daemon.client, live.port, path, config.heartbeat.timeout).await {
+        Ok(status) if status < 500 => Ok(()),
+        Ok(status) => Err(format!("GET {path} answered {status}")),
+        Err(e) => Err(format!("GET {path}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_after_n_failures_then_disarms() {
+        const N: u32 = 2;
+        let mut h = Heartbeat::new();
+        assert_eq!(h.observe(false, N), Decision::Nothing);
+        assert_eq!(h.observe(true, N), Decision::Nothing, "a pass resets the streak");
+        assert_eq!(h.observe(false, N), Decision::Nothing);
+        assert_eq!(h.observe(false, N), Decision::TrySwitch);
+        h.switched();
+        for _ in 0..5 {
+            assert_eq!(h.observe(false, N), Decision::Nothing, "never flaps back on its own");
+        }
+        h.armed = true;
+        assert_eq!(h.observe(false, N), Decision::TrySwitch);
+    }
+
+    #[test]
+    fn keeps_trying_while_the_standby_is_down_too() {
+        const N: u32 = 1;
+        let mut h = Heartbeat::new();
+        assert_eq!(h.observe(false, N), Decision::TrySwitch);
+        assert_eq!(h.observe(false, N), Decision::TrySwitch);
+    }
+}

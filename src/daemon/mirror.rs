@@ -1,0 +1,184 @@
+//! Mirror: copy writes that reach the front to the standby's live generation.
+//!
+//! The body of a mirrored request is buffered up to `mirror.max_body` so one copy can
+//! go to each slot; the client's request goes on at once and never waits for the copy.
+//! Copies go through a bounded queue to one sender task, which keeps their order.
+//! Every copy that cannot be made (standby down, queue full, body too large, an error
+//! or non-2xx answer) is counted by reason and logged with method and path.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Method, Request};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use tokio::sync::mpsc;
+
+use super::upstream::{self, Body, BoxError};
+use super::Daemon;
+use crate::slot::Slot;
+
+/// One copy to send.
+pub struct Job {
+    slot: Slot,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+pub struct Mirror {
+    /// Bounded by `mirror.queue`: a full queue drops the copy (counted), never blocks
+    /// the client.
+    tx: mpsc::Sender<Job>,
+}
+
+impl Mirror {
+    /// The mirror and the receiving end its sender task drains.
+    pub fn new(queue: usize) -> (Mirror, mpsc::Receiver<Job>) {
+        let (tx, rx) = mpsc::channel(queue);
+        (Mirror { tx }, rx)
+    }
+
+    /// If `parts` is a mirrored method, buffers `body` (up to `mirror.max_body`) and queues a
+    /// copy for `standby`; returns the body to send to the active slot either way.
+    pub async fn tee(&self, daemon: &Daemon, parts: &Parts, body: Incoming, standby: Slot) -> Body {
+        let config = daemon.config();
+        if !config.mirror.methods.iter().any(|m| m == parts.method.as_str()) {
+            return body.map_err(BoxError::from).boxed();
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let limit = config.mirror.max_body;
+        if declared.is_some_and(|n| n > limit) {
+            self.lost(daemon, "too_large", &parts.method, &path, format!("body over mirror.max_body ({limit} bytes)"));
+            return body.map_err(BoxError::from).boxed();
+        }
+        // Read the body up to the limit; what is read is replayed to the active slot.
+        let mut frames = VecDeque::new();
+        let mut copy = Vec::new();
+        let mut body = body;
+        let mut complete = false;
+        loop {
+            match body.frame().await {
+                None => {
+                    complete = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    self.lost(daemon, "error", &parts.method, &path, format!("client body: {e}"));
+                    frames.push_back(Err(BoxError::from(e)));
+                    break;
+                }
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        copy.extend_from_slice(data);
+                    }
+                    frames.push_back(Ok(frame));
+                    if copy.len() as u64 > limit {
+                        self.lost(daemon, "too_large", &parts.method, &path, format!("body over mirror.max_body ({limit} bytes)"));
+                        break;
+                    }
+                }
+            }
+        }
+        if complete && copy.len() as u64 <= limit {
+            let job = Job {
+                slot: standby,
+                method: parts.method.clone(),
+                path: path.clone(),
+                headers: parts.headers.clone(),
+                body: Bytes::from(copy),
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(job) {
+                self.lost(daemon, "queue_full", &parts.method, &path, format!("mirror.queue is full ({})", config.mirror.queue));
+            }
+        }
+        Replay {
+            frames,
+            rest: if complete { None } else { Some(body) },
+        }
+        .boxed()
+    }
+
+    fn lost(&self, daemon: &Daemon, reason: &'static str, method: &Method, path: &str, why: String) {
+        daemon.metrics.mirror(reason);
+        tracing::warn!(reason, "not mirrored: {method} {path}: {why}");
+    }
+}
+
+/// Sends queued copies one after another, in order, to the standby's live generation.
+pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
+    while let Some(job) = rx.recv().await {
+        let outcome = send(&daemon, job).await;
+        if let Err((reason, method, path, why)) = outcome {
+            daemon.mirror.lost(&daemon, reason, &method, &path, why);
+        } else {
+            daemon.metrics.mirror("sent");
+        }
+    }
+}
+
+async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, String, String)> {
+    let Job { slot, method, path, mut headers, body } = job;
+    let Ok(in_flight) = daemon.slots[slot.index()].route.acquire() else {
+        return Err(("standby_down", method, path, format!("{slot} has no live generation")));
+    };
+    headers.remove(http::header::CONNECTION);
+    headers.remove(http::header::TRANSFER_ENCODING);
+    headers.insert(http::header::CONTENT_LENGTH, body.len().into());
+    headers.insert("x-bluegreen-mirror", http::HeaderValue::from_static("1"));
+    let mut request = Request::new(upstream::full(body));
+    *request.method_mut() = method.clone();
+    *request.headers_mut() = headers;
+    *request.uri_mut() = match format!("http://127.0.0.1:{}{path}", in_flight.0.port).parse() {
+        Ok(uri) => uri,
+        Err(e) => return Err(("error", method, path, e.to_string())),
+    };
+    match daemon.client.request(request).await {
+        Ok(response) => {
+            let status = response.status();
+            let _ = response.into_body().collect().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(("non_2xx", method, path, format!("{slot} answered {status}")))
+            }
+        }
+        Err(e) => Err(("error", method, path, format!("{slot}: {}", upstream::describe(&e)))),
+    }
+}
+
+/// The frames already read, then whatever the client is still sending.
+struct Replay {
+    frames: VecDeque<Result<Frame<Bytes>, BoxError>>,
+    rest: Option<Incoming>,
+}
+
+impl hyper::body::Body for Replay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Poll::Ready(Some(frame));
+        }
+        match &mut self.rest {
+            Some(rest) => Pin::new(rest)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BoxError::from))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+}

@@ -1,0 +1,62 @@
+//! `/status`: everything a person or a script asks about a running daemon, as JSON.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Value};
+
+use super::Daemon;
+use crate::release;
+use crate::slot::Slot;
+
+pub fn json(daemon: &Daemon) -> Value {
+    let config = daemon.config();
+    let mut slots = serde_json::Map::new();
+    for slot in Slot::ALL {
+        let handle = &daemon.slots[slot.index()];
+        let status = handle.status();
+        let live = handle.route.live().map(|g| {
+            json!({
+                "generation": g.id,
+                "release": g.release,
+                "commit": g.commit,
+                "port": g.port,
+                "pid": g.pid,
+                "in_flight": g.in_flight.load(Ordering::Acquire),
+                "uptime_s": g.started.elapsed().as_secs(),
+                "started": humantime::format_rfc3339_seconds(g.started_at).to_string(),
+            })
+        });
+        let health = match (&live, &status.health) {
+            (None, _) => "down".to_string(),
+            (Some(_), Some(Err(why))) => format!("failing: {why}"),
+            (Some(_), _) => "healthy".to_string(),
+        };
+        slots.insert(
+            slot.to_string(),
+            json!({
+                "listen": config.slots.get(slot).listen.to_string(),
+                "current": release::current(&daemon.layout, slot),
+                "live": live,
+                "health": health,
+                "restarts": status.restarts,
+                "last_error": status.last_error,
+            }),
+        );
+    }
+    let counters: serde_json::Map<String, Value> = daemon
+        .metrics
+        .mirror_counts()
+        .into_iter()
+        .map(|(name, n)| (name.to_string(), json!(n)))
+        .collect();
+    let heartbeat = daemon.heartbeat.lock().expect("heartbeat lock: no panic holds it");
+    json!({
+        "active": daemon.active(),
+        "front": config.router.listen.to_string(),
+        "slots": slots,
+        "mirroring": { "enabled": daemon.mirroring(), "counters": counters },
+        "heartbeat": { "armed": heartbeat.armed, "consecutive_failures": heartbeat.failures },
+        "last_switch": daemon.last_switch(),
+        "events": daemon.events.recent(20),
+    })
+}

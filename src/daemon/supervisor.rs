@@ -1,0 +1,375 @@
+//! `Supervisor`: the task that owns one slot's generations.
+//!
+//! It alone starts, routes, drains, restarts and stops the slot's generations, reacting
+//! to one message at a time: reloads (from the hook, the API, the file watch), results
+//! of starts, exits, restart timers, shutdown. A start runs in its own task and reports
+//! back, so the supervisor keeps answering while a generation gets ready. A reload that
+//! arrives during a start waits for it, then starts its release (the newest wins).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::generation::Generation;
+use super::Daemon;
+use crate::release;
+use crate::slot::Slot;
+use crate::verdict::Verdict;
+
+/// Longest pause between restarts of a crashing generation.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A generation live this long resets the backoff.
+const HEALTHY_RESET: Duration = Duration::from_secs(60);
+
+pub enum Msg {
+    /// Run the slot's current release. `if_changed`: skip when it already runs (or just
+    /// failed to start) that release; the file watch sends these.
+    Reload {
+        reply: Option<oneshot::Sender<Verdict>>,
+        if_changed: bool,
+    },
+    /// Drain and stop everything, then answer.
+    Shutdown(oneshot::Sender<()>),
+    Started {
+        release: String,
+        result: Result<Arc<Generation>, (Option<Arc<Generation>>, String)>,
+    },
+    Exited {
+        generation: u64,
+    },
+    RestartDue {
+        token: u64,
+    },
+}
+
+struct Start {
+    release: String,
+    since: Instant,
+    waiters: Vec<oneshot::Sender<Verdict>>,
+    restart: bool,
+}
+
+pub struct Supervisor {
+    slot: Slot,
+    daemon: Arc<Daemon>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    /// Our own sender, for start tasks, exit watchers and timers to report back.
+    tx: mpsc::UnboundedSender<Msg>,
+    live: Option<Arc<Generation>>,
+    starting: Option<Start>,
+    /// A release asked for while another was starting, with who waits for it.
+    pending: Option<(String, Vec<oneshot::Sender<Verdict>>)>,
+    last_failed: Option<String>,
+    /// Consecutive restarts without a healthy minute in between.
+    backoff_attempts: u32,
+    /// Identifies the restart timer that is still wanted; older timers are ignored.
+    restart_token: u64,
+    restart_release: Option<String>,
+    draining: Vec<JoinHandle<()>>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Supervisor {
+    pub fn new(slot: Slot, daemon: Arc<Daemon>, tx: mpsc::UnboundedSender<Msg>, rx: mpsc::UnboundedReceiver<Msg>) -> Supervisor {
+        Supervisor {
+            slot,
+            daemon,
+            rx,
+            tx,
+            live: None,
+            starting: None,
+            pending: None,
+            last_failed: None,
+            backoff_attempts: 0,
+            restart_token: 0,
+            restart_release: None,
+            draining: Vec::new(),
+            shutdown: None,
+        }
+    }
+
+    pub async fn run(mut self) {
+        while let Some(msg) = self.rx.recv().await {
+            match msg {
+                Msg::Reload { reply, if_changed } => self.reload(reply, if_changed).await,
+                Msg::Started { release, result } => self.started(release, result).await,
+                Msg::Exited { generation } => self.exited(generation),
+                Msg::RestartDue { token } => self.restart_due(token).await,
+                Msg::Shutdown(done) => {
+                    self.shutdown = Some(done);
+                    self.stop_all().await;
+                }
+            }
+            if self.shutdown.is_some() && self.starting.is_none() {
+                for handle in self.draining.drain(..) {
+                    let _ = handle.await;
+                }
+                if let Some(done) = self.shutdown.take() {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn handle(&self) -> &super::SlotHandle {
+        &self.daemon.slots[self.slot.index()]
+    }
+
+    async fn reload(&mut self, reply: Option<oneshot::Sender<Verdict>>, if_changed: bool) {
+        let slot = self.slot;
+        if self.shutdown.is_some() {
+            return refuse(reply, slot, "the daemon is stopping".into());
+        }
+        let Some(release) = release::current(&self.daemon.layout, slot) else {
+            return refuse(reply, slot, format!("{slot} has no current release"));
+        };
+        if if_changed {
+            let known = [
+                self.live.as_ref().map(|g| &g.release),
+                self.starting.as_ref().map(|s| &s.release),
+                self.pending.as_ref().map(|p| &p.0),
+                self.last_failed.as_ref(),
+            ];
+            if known.contains(&Some(&release)) {
+                return;
+            }
+        }
+        if let Some(start) = &mut self.starting {
+            if start.release == release {
+                start.waiters.extend(reply);
+                return;
+            }
+            let waiters = match self.pending.take() {
+                Some((_, mut old)) => {
+                    // The newer release supersedes the one that was waiting its turn.
+                    for w in old.drain(..) {
+                        let _ = w.send(verdict_failed(slot, &release, format!("superseded by {release}")));
+                    }
+                    old
+                }
+                None => Vec::new(),
+            };
+            self.pending = Some((release, waiters.into_iter().chain(reply).collect()));
+            return;
+        }
+        self.begin(release, reply.into_iter().collect(), false).await;
+    }
+
+    async fn begin(&mut self, release: String, waiters: Vec<oneshot::Sender<Verdict>>, restart: bool) {
+        let slot = self.slot;
+        self.restart_token += 1; // a deploy or restart now replaces any scheduled restart
+        let config = self.daemon.config();
+        if !config.app.overlap {
+            if let Some(old) = self.live.take() {
+                self.handle().route.clear(format!("{slot} is switching generations (app.overlap = false)"));
+                old.drain(config.app.drain_timeout, config.app.stop_timeout).await;
+            }
+        }
+        let id = self.daemon.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.daemon
+            .events
+            .record("start", Some(slot), false, format!("{slot}: starting generation {id} for release {release}"));
+        self.starting = Some(Start {
+            release: release.clone(),
+            since: Instant::now(),
+            waiters,
+            restart,
+        });
+        let (daemon, tx) = (self.daemon.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let result = async {
+                let port = daemon.ports.fresh().map_err(|e| (None, format!("no free port: {e}")))?;
+                let generation = Generation::spawn(&daemon.layout, &config, slot, id, &release, port)
+                    .map_err(|e| (None, format!("{e:#}")))?;
+                match generation
+                    .wait_ready(&daemon.client, &config.app.health_path, config.app.ready_timeout)
+                    .await
+                {
+                    Ok(()) => Ok(generation),
+                    Err(reason) => Err((Some(generation), reason)),
+                }
+            }
+            .await;
+            let _ = tx.send(Msg::Started { release, result });
+        });
+    }
+
+    async fn started(&mut self, release: String, result: Result<Arc<Generation>, (Option<Arc<Generation>>, String)>) {
+        let slot = self.slot;
+        let start = self.starting.take().expect("a start result only comes for the start in progress");
+        let config = self.daemon.config();
+        match result {
+            Ok(generation) if self.shutdown.is_none() => {
+                let took = start.since.elapsed();
+                let old = self.handle().route.set(generation.clone());
+                self.live = Some(generation.clone());
+                self.last_failed = None;
+                self.daemon.metrics.generation(slot, if start.restart { "restarted" } else { "started" });
+                self.handle().set_error(None);
+                self.daemon.adopt_if_none(slot);
+                let tx = self.tx.clone();
+                let watched = generation.clone();
+                tokio::spawn(async move {
+                    watched.exit().await;
+                    let _ = tx.send(Msg::Exited { generation: watched.id });
+                });
+                self.daemon.events.record(
+                    "live",
+                    Some(slot),
+                    false,
+                    format!(
+                        "{slot}: generation {} live in {:.1}s (release {release}, commit {}, port {}, pid {})",
+                        generation.id,
+                        took.as_secs_f64(),
+                        generation.commit,
+                        generation.port,
+                        generation.pid
+                    ),
+                );
+                if let Some(old) = old {
+                    self.daemon.events.record(
+                        "drain",
+                        Some(slot),
+                        false,
+                        format!("{slot}: draining generation {} ({} in flight)", old.id, old.in_flight.load(Ordering::Acquire)),
+                    );
+                    let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
+                    self.draining.retain(|h| !h.is_finished());
+                    self.draining.push(tokio::spawn(async move { old.drain(drain, stop).await }));
+                }
+                let verdict = Verdict {
+                    slot: Some(slot),
+                    release,
+                    commit: generation.commit.clone(),
+                    live: true,
+                    generation: generation.id,
+                    took_ms: took.as_millis() as u64,
+                    reason: String::new(),
+                };
+                for w in start.waiters {
+                    let _ = w.send(verdict.clone());
+                }
+            }
+            Ok(generation) => {
+                generation.stop(config.app.stop_timeout).await;
+                for w in start.waiters {
+                    let _ = w.send(verdict_failed(slot, &release, "the daemon is stopping".into()));
+                }
+            }
+            Err((generation, reason)) => {
+                if let Some(generation) = generation {
+                    generation.stop(config.app.stop_timeout).await;
+                }
+                self.daemon.metrics.generation(slot, "failed");
+                let keeps = match &self.live {
+                    Some(live) => format!("{slot} keeps serving generation {} (release {})", live.id, live.release),
+                    None => format!("{slot} has no live generation"),
+                };
+                let message = format!("release {release} failed: {reason}; {keeps}");
+                self.handle().set_error(Some(message.clone()));
+                self.daemon.events.record("failed", Some(slot), true, format!("{slot}: {message}"));
+                self.last_failed = Some(release.clone());
+                for w in start.waiters {
+                    let _ = w.send(verdict_failed(slot, &release, message.clone()));
+                }
+                if start.restart && self.shutdown.is_none() {
+                    self.schedule_restart(release);
+                }
+            }
+        }
+        if let Some((release, waiters)) = self.pending.take() {
+            if self.shutdown.is_none() {
+                self.begin(release, waiters, false).await;
+            }
+        }
+    }
+
+    fn exited(&mut self, generation: u64) {
+        let slot = self.slot;
+        let Some(live) = self.live.clone().filter(|g| g.id == generation) else {
+            return;
+        };
+        if live.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        self.live = None;
+        self.handle().route.clear(format!("{slot}'s generation {generation} crashed; restarting"));
+        if live.started.elapsed() >= HEALTHY_RESET {
+            self.backoff_attempts = 0;
+        }
+        let message = format!(
+            "{slot}: generation {generation} (pid {}) exited while live{}",
+            live.pid,
+            live.tail_text()
+        );
+        self.handle().set_error(Some(message.clone()));
+        self.daemon.events.record("crash", Some(slot), true, message);
+        // Whatever it left in its group goes with it.
+        let stop = self.daemon.config().app.stop_timeout;
+        let dead = live.clone();
+        tokio::spawn(async move { dead.stop(stop).await });
+        if self.starting.is_none() {
+            self.schedule_restart(live.release.clone());
+        }
+    }
+
+    fn schedule_restart(&mut self, release: String) {
+        let delay = Duration::from_secs(1 << self.backoff_attempts.min(6)).min(MAX_BACKOFF);
+        self.backoff_attempts += 1;
+        self.restart_token += 1;
+        self.restart_release = Some(release);
+        self.handle().status().restarts += 1;
+        let slot = self.slot;
+        self.daemon
+            .events
+            .record("restart", Some(slot), true, format!("{slot}: restarting in {}s", delay.as_secs()));
+        let (tx, token) = (self.tx.clone(), self.restart_token);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::RestartDue { token });
+        });
+    }
+
+    async fn restart_due(&mut self, token: u64) {
+        if token != self.restart_token || self.starting.is_some() || self.live.is_some() || self.shutdown.is_some() {
+            return;
+        }
+        if let Some(release) = self.restart_release.take() {
+            self.begin(release, Vec::new(), true).await;
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let config = self.daemon.config();
+        self.restart_token += 1;
+        if let Some((release, waiters)) = self.pending.take() {
+            for w in waiters {
+                let _ = w.send(verdict_failed(self.slot, &release, "the daemon is stopping".into()));
+            }
+        }
+        if let Some(live) = self.live.take() {
+            self.handle().route.clear("the daemon is stopping".into());
+            let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
+            self.draining.push(tokio::spawn(async move { live.drain(drain, stop).await }));
+        }
+    }
+}
+
+fn verdict_failed(slot: Slot, release: &str, reason: String) -> Verdict {
+    Verdict {
+        slot: Some(slot),
+        release: release.to_string(),
+        reason,
+        ..Verdict::default()
+    }
+}
+
+fn refuse(reply: Option<oneshot::Sender<Verdict>>, slot: Slot, reason: String) {
+    if let Some(reply) = reply {
+        let _ = reply.send(verdict_failed(slot, "", reason));
+    }
+}

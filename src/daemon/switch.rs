@@ -1,0 +1,191 @@
+//! Switch: flip active and standby, after the gate and the optional migration.
+//!
+//! Switches are serialised. The gate asks the target's live generation for its health
+//! path now; `force` skips it. `switch.migrate` runs next, in the target's release
+//! folder, bounded by its timeout. Then `state.json` is written, and only then does the
+//! front's active slot change: one atomic store, so requests in flight finish where
+//! they started and new ones go to the target.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::StatusCode;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+
+use super::Daemon;
+use crate::argv;
+use crate::config::Config;
+use crate::slot::Slot;
+use crate::state::LastSwitch;
+
+/// What a switch request asks.
+#[derive(Debug, Default)]
+pub struct Query {
+    pub to: Option<Slot>,
+    pub force: bool,
+}
+
+impl Query {
+    /// Parses `to=blue&force=1`.
+    pub fn parse(query: &str) -> Result<Query, String> {
+        let mut parsed = Query::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "to" => parsed.to = Some(value.parse().map_err(|e| format!("{e:#}"))?),
+                "force" => parsed.force = matches!(value, "" | "1" | "true" | "yes"),
+                other => return Err(format!("unknown parameter `{other}` (to, force)")),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// The gate or the migration said no: 409, nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// We could not record the switch: 500, nothing changed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl SwitchError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            SwitchError::Refused(_) => StatusCode::CONFLICT,
+            SwitchError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Switches the front to `query.to` (default: the standby). The answer is JSON with
+/// `from`, `to`, `changed` and `migrate_ms`.
+pub async fn switch(daemon: &Arc<Daemon>, query: Query, cause: &'static str) -> Result<serde_json::Value, SwitchError> {
+    let _one_at_a_time = daemon.switching.lock().await;
+    let from = daemon.active();
+    let to = match (query.to, from) {
+        (Some(to), _) => to,
+        (None, Some(from)) => from.other(),
+        (None, None) => return Err(SwitchError::Refused("no active slot yet: say which (?to=blue)".into())),
+    };
+    if from == Some(to) {
+        return Ok(serde_json::json!({ "from": from, "to": to, "changed": false, "migrate_ms": 0 }));
+    }
+    let config = daemon.config();
+    if !query.force {
+        gate(daemon, &config, to).await.map_err(SwitchError::Refused)?;
+    }
+    let mut migrate_ms = 0;
+    if !config.switch.migrate.trim().is_empty() {
+        let started = Instant::now();
+        migrate(daemon, &config, from.unwrap_or(to.other()), to)
+            .await
+            .map_err(|e| SwitchError::Refused(format!("migration failed, {to} not switched to: {e}")))?;
+        migrate_ms = started.elapsed().as_millis() as u64;
+    }
+    daemon
+        .set_active(to, Some(LastSwitch {
+            from: from.unwrap_or(to.other()),
+            to,
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            cause: cause.to_string(),
+        }))
+        .map_err(|e| SwitchError::Failed(format!("cannot record the switch: {e:#}")))?;
+    daemon.metrics.switch(cause);
+    let from_name = from.map_or("none", Slot::name);
+    daemon
+        .events
+        .record("switch", Some(to), false, format!("switched {from_name} -> {to} ({cause}{})", if query.force { ", forced" } else { "" }));
+    Ok(serde_json::json!({ "from": from, "to": to, "changed": true, "migrate_ms": migrate_ms }))
+}
+
+/// The target must have a live generation that answers its health path now.
+pub async fn gate(daemon: &Daemon, config: &Config, to: Slot) -> Result<(), String> {
+    let Some(live) = daemon.slots[to.index()].route.live() else {
+        return Err(format!("{to} has no live generation to switch to"));
+    };
+    let path = &config.app.health_path;
+    match super::upstream::probe(&daemon.client, live.port, path, config.heartbeat.timeout).await {
+        Ok(status) if (200..400).contains(&status) => Ok(()),
+        Ok(status) => Err(format!("{to} is not healthy: GET {path} answered {status}")),
+        Err(e) => Err(format!("{to} is not healthy: GET {path}: {e}")),
+    }
+}
+
+/// Runs `switch.migrate` in `to`'s live release folder with the FROM_/TO_ env.
+async fn migrate(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Result<(), String> {
+    let mut env = BTreeMap::new();
+    for (prefix, slot) in [("FROM", from), ("TO", to)] {
+        let live = daemon.slots[slot.index()].route.live();
+        env.insert(format!("{prefix}_SLOT"), slot.to_string());
+        env.insert(format!("{prefix}_PORT"), live.as_ref().map(|g| g.port.to_string()).unwrap_or_default());
+        env.insert(format!("{prefix}_DIR"), live.as_ref().map(|g| g.dir.display().to_string()).unwrap_or_default());
+        for (name, value) in &config.slots.get(slot).env {
+            env.insert(format!("{prefix}_{name}"), value.clone());
+        }
+    }
+    let dir = daemon.slots[to.index()]
+        .route
+        .live()
+        .map(|g| g.dir.clone())
+        .ok_or_else(|| format!("{to} has no live generation to migrate into"))?;
+    let words = argv::expand(&config.switch.migrate, &env).map_err(|e| format!("{e:#}"))?;
+    let mut child = tokio::process::Command::new(&words[0])
+        .args(&words[1..])
+        .current_dir(&dir)
+        .envs(&env)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", words[0]))?;
+    let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let mut stderr = child.stderr.take().expect("stderr was piped");
+    let run = async {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text).await;
+        (child.wait().await, text)
+    };
+    let timeout = config.switch.migrate_timeout;
+    let (status, stderr) = match tokio::time::timeout(timeout, run).await {
+        Ok(result) => result,
+        Err(_) => {
+            if let Some(group) = group {
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+            return Err(format!("still running after {} (switch.migrate_timeout)", humantime::format_duration(timeout)));
+        }
+    };
+    let status = status.map_err(|e| format!("cannot wait for it: {e}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    Err(format!("`{}` exited with {status}{}", config.switch.migrate, if tail.is_empty() { String::new() } else { format!(": {tail}") }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query() {
+        let q = Query::parse("to=green&force=1").unwrap();
+        assert_eq!(q.to, Some(Slot::Green));
+        assert!(q.force);
+        assert!(Query::parse("").unwrap().to.is_none());
+        assert_eq!(Query::parse("to=red").unwrap_err(), "unknown slot `red` (expected blue or green)");
+        assert!(Query::parse("bogus=1").is_err());
+    }
+}

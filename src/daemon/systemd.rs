@@ -1,0 +1,30 @@
+//! sd_notify: tell systemd when the daemon is ready, reloading, stopping, and alive.
+//!
+//! Every call is a no-op outside systemd (no `NOTIFY_SOCKET`).
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+pub fn ready() {
+    let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+}
+
+pub fn reloading() {
+    let now = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
+    let _ = sd_notify::notify(false, &[NotifyState::Reloading, now]);
+}
+
+pub fn stopping() {
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+}
+
+/// How often to ping the watchdog (half of `WatchdogSec`), if systemd set one.
+pub fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0;
+    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0).then(|| Duration::from_micros(usec) / 2)
+}
+
+pub fn watchdog() {
+    let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+}

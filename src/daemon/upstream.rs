@@ -1,0 +1,95 @@
+//! The HTTP client the daemon uses towards its workers (proxying, readiness, heartbeat,
+//! mirroring), and the body type every listener answers with.
+//!
+//! One pooled hyper client for the whole daemon: connections to a generation are kept
+//! alive and reused; a generation's port is never reused while the daemon runs (see
+//! `Ports`), so a pooled connection can't reach the wrong process.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every body the daemon sends, upstream or to a client.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+
+pub fn client() -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// `GET http://127.0.0.1:<port><path>` within `timeout`: the status, or why there is none.
+pub async fn probe(client: &Client, port: u16, path: &str, timeout: Duration) -> Result<u16, String> {
+    let request = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .header(http::header::USER_AGENT, "bluegreen-health")
+        .body(empty())
+        .map_err(|e| format!("bad health path {path}: {e}"))?;
+    let answer = tokio::time::timeout(timeout, async {
+        let response = client.request(request).await.map_err(|e| describe(&e))?;
+        let status = response.status().as_u16();
+        // Read the answer so the connection goes back to the pool.
+        let _ = response.into_body().collect().await;
+        Ok::<u16, String>(status)
+    })
+    .await;
+    match answer {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+    }
+}
+
+/// A client error in a few words: "connection refused", not a chain of debug types.
+pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut text = e.to_string();
+    while let Some(inner) = source {
+        text = inner.to_string();
+        source = inner.source();
+    }
+    text
+}
+
+/// Hands out loopback ports for generations, never the same one twice per daemon.
+#[derive(Default)]
+pub struct Ports {
+    /// Ports given out so far; a pooled connection to an old one must not reach a new
+    /// generation.
+    used: Mutex<HashSet<u16>>,
+}
+
+impl Ports {
+    pub fn fresh(&self) -> std::io::Result<u16> {
+        let mut used = self.used.lock().expect("ports lock: no panic holds it");
+        for _ in 0..100 {
+            let port = TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+            if used.insert(port) {
+                return Ok(port);
+            }
+        }
+        Err(std::io::Error::other("no fresh loopback port after 100 tries"))
+    }
+}
