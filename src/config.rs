@@ -287,13 +287,13 @@ impl Config {
 fn locate(text: &str, offset: usize) -> (usize, String) {
     let before = &text[..offset.min(text.len())];
     let line_no = before.matches('\n').count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or("");
-    let table = before
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('[') && !l.starts_with("[["))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines.get(line_no - 1).copied().unwrap_or("").trim();
+    let header = |l: &str| l.starts_with('[').then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    if let Some(table) = header(line) {
+        return (line_no, table);
+    }
+    let table = lines[..line_no - 1].iter().rev().find_map(|l| header(l.trim()));
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_string())

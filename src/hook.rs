@@ -109,8 +109,9 @@ fn deploy(
         promoted_from: None,
     };
     release::create(layout, &meta, &config.app.linked_dirs)?;
+    let was_current = release::current(layout, slot);
     release::flip(layout, slot, &id)?;
-    let pruned = release::prune(layout, slot, config.keep_releases)?;
+    let pruned = release::prune(layout, slot, config.keep_releases, was_current.as_deref())?;
     writeln!(
         out,
         "{slot}: release {id} {:.1}s{}",

@@ -148,10 +148,11 @@ pub fn previous(releases: &[Release], id: &str) -> Option<String> {
     Some(releases.get(i.checked_sub(1)?)?.id.clone())
 }
 
-/// Removes releases beyond the newest `keep`, never the current one or the one before
-/// it, and temp folders of killed deploys. The caller holds the slot lock. Returns the
-/// ids removed.
-pub fn prune(layout: &Layout, slot: Slot, keep: usize) -> anyhow::Result<Vec<String>> {
+/// Removes releases beyond the newest `keep`, never the current one, the one made before
+/// it, or `was_current` (what `current` named before the flip: the running generation's
+/// release and the natural way back). Also removes temp folders of killed deploys. The
+/// caller holds the slot lock. Returns the ids removed.
+pub fn prune(layout: &Layout, slot: Slot, keep: usize, was_current: Option<&str>) -> anyhow::Result<Vec<String>> {
     if let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(".tmp-") {
@@ -165,7 +166,8 @@ pub fn prune(layout: &Layout, slot: Slot, keep: usize) -> anyhow::Result<Vec<Str
     let mut removed = Vec::new();
     let excess = releases.len().saturating_sub(keep);
     for release in &releases[..excess] {
-        if Some(&release.id) == current.as_ref() || Some(&release.id) == previous.as_ref() {
+        let id = Some(release.id.as_str());
+        if id == current.as_deref() || id == previous.as_deref() || id == was_current {
             continue;
         }
         fs::remove_dir_all(layout.release_dir(slot, &release.id))

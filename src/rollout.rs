@@ -79,8 +79,9 @@ pub fn promote(layout: &Layout, config: &Config, from: Slot, to: Slot, out: &mut
         ..source
     };
     release::create(layout, &meta, &config.app.linked_dirs)?;
+    let was_current = release::current(layout, to);
     release::flip(layout, to, &id)?;
-    release::prune(layout, to, config.keep_releases)?;
+    release::prune(layout, to, config.keep_releases, was_current.as_deref())?;
     drop(lock);
     writeln!(out, "{to}: release {id} from {from}/{source_id} (build {} reused)", meta.build_key)?;
     verdict::reload(config, to, out)

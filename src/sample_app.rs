@@ -3,7 +3,8 @@
 //! A tiny HTTP app on `$PORT` that reads files from its working folder (the release):
 //! `GET /` answers its slot, release and the text of `VERSION`; a `FAIL_AFTER` file
 //! holding N makes every answer a 500 once it has been up N seconds; a `SLOW_MS` file
-//! (or env var) delays every answer; an `IGNORE_TERM` file makes it ignore SIGTERM.
+//! (or env var) delays every answer; an `IGNORE_TERM` file makes it ignore SIGTERM; a
+//! `CRASH` file makes it exit with status 3 at once.
 //! `POST|PUT /items/<name>` stores the body under `$DATA_DIR` (default `data/`),
 //! `DELETE` removes it, `GET /items` lists all as JSON, `GET /items/<name>` reads one.
 
@@ -40,6 +41,10 @@ pub fn run() -> anyhow::Result<bool> {
             .or_else(|| std::env::var(name).ok())
             .and_then(|s| s.trim().parse().ok())
     };
+    if Path::new("CRASH").exists() {
+        eprintln!("sample app: CRASH file present, exiting with status 3");
+        std::process::exit(3);
+    }
     if Path::new("IGNORE_TERM").exists() {
         signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::default())?;
     }

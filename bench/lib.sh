@@ -1,0 +1,193 @@
+# bench/lib.sh: helpers shared by the bench scripts (sourced, not run).
+#
+# - bg_bin: the bluegreen binary ($BLUEGREEN_BIN, else target/release/bluegreen, built if missing)
+# - need_tools: apt-get installs nginx/wrk only when missing
+# - free_port: a loopback TCP port nobody listens on (and not handed out before in this run)
+# - make_root ROOT BUILD_CMD APP_CMD: `bluegreen init` + a config with free ports
+# - start_serve ROOT LOG / stop_serve: the daemon in the background, waited for
+# - spawn CMD...: start a background process and remember its pid for the cleanup trap
+# - median / maxof: over numbers on stdin
+# Every process a script starts goes through spawn/start_serve and is killed by cleanup().
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$BENCH_DIR/.." && pwd)"
+PIDS=()
+TMPDIRS=()
+
+bg_bin() {
+    if [[ -n "${BLUEGREEN_BIN:-}" ]]; then
+        BG="$BLUEGREEN_BIN"
+    else
+        BG="$REPO_DIR/target/release/bluegreen"
+        [[ -x "$BG" ]] || (cd "$REPO_DIR" && cargo build --release >&2)
+    fi
+    [[ -x "$BG" ]] || { echo "no bluegreen binary at $BG" >&2; exit 1; }
+    BG="$(realpath "$BG")"
+}
+
+need_tools() {
+    local missing=()
+    for t in "$@"; do command -v "$t" >/dev/null || missing+=("$t"); done
+    if ((${#missing[@]})); then
+        apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
+    fi
+}
+
+USED_PORTS=" "
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        [[ "$USED_PORTS" == *" $p "* ]] && continue
+        ss -Htan "( sport = :$p )" 2>/dev/null | grep -q . && continue
+        USED_PORTS+="$p "
+        echo "$p"
+        return
+    done
+}
+
+mktmp() {
+    local d
+    d="$(mktemp -d "${TMPDIR:-/tmp}/bgbench.XXXXXX")"
+    TMPDIRS+=("$d")
+    echo "$d"
+}
+
+spawn() {
+    "$@" &
+    PIDS+=("$!")
+    LAST_PID=$!
+}
+
+# Kills every process this script started (and their process groups when they lead one).
+cleanup() {
+    local rc=$?
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [[ -z "${KEEP_TMP:-}" ]]; then
+        for d in "${TMPDIRS[@]}"; do rm -rf "$d"; done
+    else
+        echo "kept: ${TMPDIRS[*]}" >&2
+    fi
+    exit "$rc"
+}
+
+# make_root ROOT BUILD_CMD APP_CMD [extra toml appended]
+# Sets FRONT, CONTROL, BLUE_PORT, GREEN_PORT.
+make_root() {
+    local root="$1" build="$2" app="$3" extra="${4:-}"
+    "$BG" init "$root" >/dev/null
+    FRONT=$(free_port); CONTROL=$(free_port); BLUE_PORT=$(free_port); GREEN_PORT=$(free_port)
+    cat >"$root/bluegreen.toml" <<EOF
+branch = "main"
+keep_releases = 5
+
+[build]
+command = $(toml_str "$build")
+
+[app]
+command = $(toml_str "$app")
+ready_timeout = "10s"
+drain_timeout = "5s"
+stop_timeout = "3s"
+
+[router]
+listen = "127.0.0.1:$FRONT"
+
+[control]
+listen = "127.0.0.1:$CONTROL"
+
+[slots.blue]
+listen = "127.0.0.1:$BLUE_PORT"
+
+[slots.green]
+listen = "127.0.0.1:$GREEN_PORT"
+$extra
+EOF
+    "$BG" check --root "$root" >/dev/null
+}
+
+toml_str() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
+
+# make_app DIR ROOT: a work repo with VERSION=v0 and remotes blue/green on ROOT.
+make_app() {
+    local dir="$1" root="$2"
+    git init -q -b main "$dir"
+    git -C "$dir" config user.email bench@example.invalid
+    git -C "$dir" config user.name bench
+    echo v0 >"$dir/VERSION"
+    git -C "$dir" add -A
+    git -C "$dir" commit -qm v0
+    git -C "$dir" remote add blue "$root/blue.git"
+    git -C "$dir" remote add green "$root/green.git"
+}
+
+# commit_version DIR TEXT: writes TEXT into VERSION and commits it.
+commit_version() {
+    echo "$2" >"$1/VERSION"
+    git -C "$1" commit -qam "$2"
+}
+
+wait_http() { # URL [seconds]
+    local url="$1" n=$((${2:-15} * 20))
+    for _ in $(seq "$n"); do
+        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "timed out waiting for $url" >&2
+    return 1
+}
+
+# start_serve ROOT LOG: runs `bluegreen serve` in the background; SERVE_PID is its pid.
+start_serve() {
+    local root="$1" log="$2"
+    spawn "$BG" serve --root "$root" >>"$log" 2>&1
+    SERVE_PID=$LAST_PID
+    wait_http "http://127.0.0.1:$CONTROL/status" 20
+}
+
+stop_serve() {
+    kill -TERM "$SERVE_PID" 2>/dev/null || true
+    wait "$SERVE_PID" 2>/dev/null || true
+}
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+maxof() { sort -g | tail -n1; }
+
+# rss_kb PID: resident set of a process in KiB.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# workers_of ROOT: pids whose environment carries BLUEGREEN_WORKER_OF=ROOT.
+workers_of() {
+    local root="$1" f
+    for f in /proc/[0-9]*/environ; do
+        if tr '\0' '\n' <"$f" 2>/dev/null | grep -qxF "BLUEGREEN_WORKER_OF=$root"; then
+            f="${f#/proc/}"; echo "${f%/environ}"
+        fi
+    done
+}
+
+# wrk_parse FILE: sets W_REQS (total), W_RPS, W_P50, W_P99 (ms), W_NON2XX, W_CONNECT,
+# W_READ, W_WRITE, W_TIMEOUT from wrk --latency output.
+wrk_parse() {
+    local f="$1"
+    to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000; printf "%.3f", n }'; }
+    W_REQS=$(awk '/requests in/ {print $1}' "$f")
+    W_RPS=$(awk '/^Requests\/sec:/ {print $2}' "$f")
+    W_P50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$f")")
+    W_P99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$f")")
+    W_NON2XX=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$f"); W_NON2XX=${W_NON2XX:-0}
+    local se; se=$(grep 'Socket errors:' "$f" || true)
+    W_CONNECT=$(sed -n 's/.*connect \([0-9]*\).*/\1/p' <<<"$se"); W_CONNECT=${W_CONNECT:-0}
+    W_READ=$(sed -n 's/.*read \([0-9]*\).*/\1/p' <<<"$se"); W_READ=${W_READ:-0}
+    W_WRITE=$(sed -n 's/.*write \([0-9]*\).*/\1/p' <<<"$se"); W_WRITE=${W_WRITE:-0}
+    W_TIMEOUT=$(sed -n 's/.*timeout \([0-9]*\).*/\1/p' <<<"$se"); W_TIMEOUT=${W_TIMEOUT:-0}
+}

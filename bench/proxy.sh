@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# bench/proxy.sh: throughput and latency of bluegreen's proxy next to nginx's.
+#
+# One upstream config (nginx, 1 worker, `return 200 "hello\n"`), instantiated twice:
+#   - "up-direct": started by this script; wrk hits it directly (row nginx-direct), and an
+#     nginx reverse proxy (2 workers, upstream keepalive 64, HTTP/1.1, Connection "")
+#     forwards to it (row nginx-proxy);
+#   - started by bluegreen itself as blue's worker generation ([app] command runs
+#     `sh -c 'sed ... && exec nginx ...'` on the generation's {port}); wrk goes through
+#     blue's slot listener (row bluegreen-slot) and the front router (row bluegreen-front).
+# Each row: 3 s warm-up, then `wrk -t2 -c64 -d15s --latency` (DURATION to change it).
+# Also: the proxy's CPU seconds during the run, and the daemon's RSS (VmRSS) idle, the
+# peak sampled every second under load, and after.
+# Everything (wrk, proxies, upstreams) shares this machine's cores: compare the ratios.
+# Usage: bench/proxy.sh   (env: BLUEGREEN_BIN, DURATION=15s, KEEP_TMP=1)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap cleanup EXIT INT TERM
+
+need_tools nginx wrk
+bg_bin
+DURATION="${DURATION:-15s}"
+WORK="$(mktmp)"
+mkdir -p "$WORK/tmp"
+TICK=$(getconf CLK_TCK)
+
+# --- nginx configs -----------------------------------------------------------------
+TEMP_PATHS="client_body_temp_path $WORK/tmp/body; proxy_temp_path $WORK/tmp/proxy;
+    fastcgi_temp_path $WORK/tmp/fcgi; uwsgi_temp_path $WORK/tmp/uwsgi; scgi_temp_path $WORK/tmp/scgi;"
+
+# The upstream, @PORT@ filled per instance.
+cat >"$WORK/upstream.conf.tmpl" <<EOF
+worker_processes 1;
+pid $WORK/up-@PORT@.pid;
+error_log $WORK/up-@PORT@.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    $TEMP_PATHS
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:@PORT@;
+        location / { default_type text/plain; return 200 "hello\n"; }
+    }
+}
+EOF
+
+UP_PORT=$(free_port)
+PX_PORT=$(free_port)
+sed "s/@PORT@/$UP_PORT/g" "$WORK/upstream.conf.tmpl" >"$WORK/up-direct.conf"
+cat >"$WORK/proxy.conf" <<EOF
+worker_processes 2;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    $TEMP_PATHS
+    keepalive_requests 1000000;
+    upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$PX_PORT;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+
+spawn nginx -e "$WORK/up-direct.err" -c "$WORK/up-direct.conf" -g 'daemon off;'
+spawn nginx -e "$WORK/proxy.err" -c "$WORK/proxy.conf" -g 'daemon off;'
+PROXY_MASTER=$LAST_PID
+
+# --- bluegreen, with the same upstream as blue's worker ------------------------------
+ROOT="$WORK/root"
+APP_CMD="sh -c 'sed s/@PORT@/\$PORT/g $WORK/upstream.conf.tmpl > $WORK/up-\$PORT.conf && exec nginx -e $WORK/up-\$PORT.err -c $WORK/up-\$PORT.conf -g \"daemon off;\"'"
+make_root "$ROOT" "" "$APP_CMD"
+make_app "$WORK/app" "$ROOT"
+git -C "$WORK/app" push -q blue main 2>"$WORK/push.log"
+start_serve "$ROOT" "$WORK/serve.log"
+wait_http "http://127.0.0.1:$BLUE_PORT/" 20
+wait_http "http://127.0.0.1:$FRONT/" 20
+wait_http "http://127.0.0.1:$UP_PORT/" 5
+wait_http "http://127.0.0.1:$PX_PORT/" 5
+for p in "$UP_PORT" "$PX_PORT" "$BLUE_PORT" "$FRONT"; do
+    [[ "$(curl -fsS "http://127.0.0.1:$p/")" == hello ]] || { echo "port $p does not answer hello" >&2; exit 1; }
+done
+
+cpu_ticks() { # PID...: utime+stime of these processes and their children (threads included)
+    local total=0 p kids
+    for p in "$@"; do
+        kids=$(pgrep -P "$p" || true)
+        for k in $p $kids; do
+            [[ -r /proc/$k/stat ]] || continue
+            total=$((total + $(awk '{print $14 + $15}' "/proc/$k/stat")))
+        done
+    done
+    echo "$total"
+}
+
+sleep 1
+RSS_IDLE=$(rss_kb "$SERVE_PID")
+
+declare -A RPS P50 P99 CPU ERR
+run_row() { # NAME PORT [PID whose CPU counts]
+    local name="$1" port="$2" pid="${3:-}" c0=0 c1=0 sampler=""
+    wrk -t2 -c64 -d3s "http://127.0.0.1:$port/" >/dev/null
+    [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    if [[ $pid == "$SERVE_PID" ]]; then
+        (while kill -0 "$SERVE_PID" 2>/dev/null; do rss_kb "$SERVE_PID"; sleep 1; done) >>"$WORK/rss-load" &
+        sampler=$!
+    fi
+    wrk -t2 -c64 -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$WORK/wrk-$name.txt"
+    [[ -n $sampler ]] && { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true; }
+    [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
+    wrk_parse "$WORK/wrk-$name.txt"
+    RPS[$name]=$W_RPS; P50[$name]=$W_P50; P99[$name]=$W_P99
+    ERR[$name]=$((W_NON2XX + W_CONNECT + W_READ + W_WRITE + W_TIMEOUT))
+    CPU[$name]=$([[ -n $pid ]] && awk -v t=$((c1 - c0)) -v hz="$TICK" 'BEGIN { printf "%.1f", t / hz }' || echo "-")
+    echo "$name: $(grep -E 'requests in|Requests/sec|Socket|Non-2xx' "$WORK/wrk-$name.txt" | tr -s ' ' | tr '\n' ';')" >&2
+}
+
+run_row nginx-direct "$UP_PORT"
+run_row nginx-proxy "$PX_PORT" "$PROXY_MASTER"
+run_row bluegreen-slot "$BLUE_PORT" "$SERVE_PID"
+run_row bluegreen-front "$FRONT" "$SERVE_PID"
+RSS_LOAD=$(maxof <"$WORK/rss-load")
+sleep 2
+RSS_AFTER=$(rss_kb "$SERVE_PID")
+
+echo
+echo "### proxy.sh: wrk -t2 -c64 -d$DURATION --latency, body \"hello\\n\" (2 cores shared by wrk, proxy, upstream)"
+echo
+echo "| target | requests/s | p50 ms | p99 ms | errors | proxy CPU s | req/s vs nginx-proxy | p99 vs nginx-proxy |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for name in nginx-direct nginx-proxy bluegreen-slot bluegreen-front; do
+    printf '| %s | %.0f | %.3f | %.3f | %s | %s | %.2f | %.2f |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+        "${ERR[$name]}" "${CPU[$name]}" \
+        "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx-proxy]}" 'BEGIN { print a / b }')" \
+        "$(awk -v a="${P99[$name]}" -v b="${P99[nginx-proxy]}" 'BEGIN { print a / b }')"
+done
+echo
+echo "| bluegreen serve RSS | KiB |"
+echo "| --- | ---: |"
+echo "| idle (blue live, before load) | $RSS_IDLE |"
+echo "| peak under load (sampled 1/s) | $RSS_LOAD |"
+echo "| 2 s after load | $RSS_AFTER |"
+echo "| VmHWM (peak, kernel) | $(awk '/^VmHWM:/ {print $2}' "/proc/$SERVE_PID/status") |"

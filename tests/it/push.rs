@@ -1,0 +1,277 @@
+//! The push path: `git push <slot> main` lands a built, versioned release.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::*;
+
+#[test]
+fn a_push_lands_a_release_with_modes_and_symlinks() {
+    let root = Root::new();
+    root.commit("first", &[("VERSION", "v1\n"), ("bin/run.sh", "#!/bin/sh\necho hi\n"), ("lib/a/b.txt", "deep\n")]);
+    fs::set_permissions(root.work.join("bin/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("bin/run.sh", root.work.join("run")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.work.join("outside")).unwrap();
+    let sha = root.commit("modes and links", &[]);
+
+    let pushed = root.push("blue");
+    assert!(pushed.ok, "{}", pushed.text);
+    pushed
+        .says(&format!("blue: deploying {}", &sha[..7]))
+        .says("blue: checkout ")
+        .says("blue: build ")
+        .says("blue: release ")
+        .says("daemon not running: the release starts on the next `bluegreen serve`");
+
+    let current = root.current("blue").expect("blue/current exists");
+    assert!(current.ends_with(&sha[..7]), "{current}");
+    let dir = root.path.join("blue/current");
+    assert_eq!(fs::read_to_string(dir.join("VERSION")).unwrap(), "v1\n");
+    assert_eq!(fs::read_to_string(dir.join("lib/a/b.txt")).unwrap(), "deep\n");
+    let mode = fs::metadata(dir.join("bin/run.sh")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "exec bits kept: {mode:o}");
+    assert_eq!(fs::read_link(dir.join("run")).unwrap().to_str(), Some("bin/run.sh"));
+    assert_eq!(fs::read_link(dir.join("outside")).unwrap().to_str(), Some("/etc/passwd"));
+    // The slot's linked dir points into <slot>/shared.
+    assert_eq!(fs::read_link(dir.join("data")).unwrap(), root.path.join("blue/shared/data"));
+    // No index or work tree was written into the bare repo.
+    assert!(!root.path.join("blue.git/index").exists());
+    let meta: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.join(".bluegreen-release.json")).unwrap()).unwrap();
+    assert_eq!(meta["commit"], sha);
+    assert_eq!(meta["ref"], "refs/heads/main");
+}
+
+#[test]
+fn the_same_tree_on_both_slots_builds_once() {
+    let root = Root::new();
+    let count = root.path.parent().unwrap().join("builds-run");
+    root.set("build.command", "sh -c 'echo building; echo x >> \"$COUNT\"'");
+    root.set("build.env", env_map(&[("COUNT", count.to_str().unwrap())]));
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push("blue").says("  building").says("blue: build ");
+    root.push("green").says("green: build reused");
+    assert_eq!(count_lines(&count), 1);
+    assert!(root.current("blue").is_some() && root.current("green").is_some());
+}
+
+#[test]
+fn concurrent_pushes_of_one_commit_build_once() {
+    let root = Root::new();
+    let count = root.path.parent().unwrap().join("builds-run");
+    root.set("build.command", "sh -c 'sleep 1; echo x >> \"$COUNT\"'");
+    root.set("build.env", env_map(&[("COUNT", count.to_str().unwrap())]));
+    root.commit("first", &[("VERSION", "v1\n")]);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| root.push("blue"));
+        let b = s.spawn(|| root.push("green"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.ok && b.ok, "{}\n{}", a.text, b.text);
+    assert_eq!(count_lines(&count), 1, "{}\n{}", a.text, b.text);
+    assert!(root.current("blue").is_some() && root.current("green").is_some());
+    assert!(a.text.contains("build reused") || b.text.contains("build reused"));
+}
+
+#[test]
+fn two_pushes_to_one_slot_end_with_the_later_one_current() {
+    let root = Root::new();
+    root.set("build.command", "sleep 1");
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    root.commit("second", &[("VERSION", "v2\n")]);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| root.push("blue"));
+        // The second push: a different commit, pushed while the first deploys.
+        std::thread::sleep(Duration::from_millis(100));
+        root.commit("third", &[("VERSION", "v3\n")]);
+        let b = s.spawn(|| root.push("blue"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.ok && b.ok, "{}\n{}", a.text, b.text);
+    let tip = String::from_utf8(root.git(&["rev-parse", "HEAD"]).stdout).unwrap();
+    let current = root.current("blue").unwrap();
+    assert!(current.ends_with(&tip.trim()[..7]), "current {current} is not the later push {tip}");
+}
+
+#[test]
+fn a_failing_build_and_a_slow_one_leave_current_alone() {
+    let root = Root::new();
+    root.commit("good", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    let before = root.current("blue").unwrap();
+
+    root.set("build.command", "sh -c 'echo compiling; echo boom >&2; exit 3'");
+    root.commit("bad", &[("VERSION", "v2\n")]);
+    root.push("blue")
+        .says("build failed: `sh -c 'echo compiling; echo boom >&2; exit 3'` exited with exit status: 3")
+        .says("last lines: compiling | boom");
+    assert_eq!(root.current("blue").unwrap(), before);
+
+    root.set("build.command", "sleep 30");
+    root.set("build.timeout", "1s");
+    root.commit("slow", &[("VERSION", "v3\n")]);
+    root.push("blue").says("timed out after 1s (build.timeout)");
+    assert_eq!(root.current("blue").unwrap(), before);
+    // Nothing under builds/ looks finished except the first build.
+    let finished: Vec<_> = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(finished.len(), 1);
+    for build in finished {
+        assert!(build.path().join(".bluegreen-build.json").is_file());
+    }
+}
+
+#[test]
+fn other_branches_deletions_and_garbage_deploy_nothing() {
+    let root = Root::new();
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push_ref("blue", "HEAD:refs/heads/feature")
+        .says("refs/heads/feature is not the deploy branch (main): not deployed");
+    assert!(root.current("blue").is_none());
+
+    // Run the hook as git would for a deletion of the deploy branch, and for bad input.
+    let hook = |input: &str| {
+        let mut child = Command::new(BIN)
+            .args(["hook", "post-receive"])
+            .env("GIT_DIR", root.path.join("blue.git"))
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let zeros = "0".repeat(40);
+    let out = hook(&format!("{} {zeros} refs/heads/main\n", "a".repeat(40)));
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("refs/heads/main was deleted: not deployed"), "{text}");
+    assert!(root.current("blue").is_none());
+
+    let out = hook("not a ref line\n");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(text.trim(), "error: malformed post-receive input on line 1: expected `<old-sha> <new-sha> <ref>`");
+}
+
+#[test]
+fn rollback_releases_and_pruning() {
+    let root = Root::new();
+    root.set("keep_releases", 3);
+    let mut shas = Vec::new();
+    for n in 1..=5 {
+        shas.push(root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]));
+        assert!(root.push("blue").ok);
+    }
+    let releases = root.releases("blue");
+    assert_eq!(releases.len(), 3, "{releases:?}");
+    assert!(releases[2].ends_with(&shas[4][..7]));
+
+    let listed = root.run(&["releases", "blue"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert!(listed.lines().next().unwrap().starts_with("* blue"), "newest first, current marked: {listed}");
+
+    let out = root.run(&["rollback", "blue"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(root.current("blue").unwrap(), releases[1]);
+    let out = root.run(&["rollback", "blue", "--to", "nope"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: blue has no release `nope` (see `bluegreen releases blue`)"
+    );
+    assert_eq!(root.current("blue").unwrap(), releases[1]);
+
+    // After a rollback to the oldest kept release, pruning still keeps it and the one before.
+    let out = root.run(&["rollback", "blue", "--to", &releases[0]]);
+    assert!(out.status.success());
+    root.commit("v6", &[("VERSION", "v6\n")]);
+    root.push("blue");
+    let after = root.releases("blue");
+    assert!(after.contains(&releases[0]), "the previous release is kept: {after:?}");
+}
+
+#[test]
+fn bad_config_names_file_line_and_key() {
+    let root = Root::new();
+    let file = root.path.join("bluegreen.toml");
+    let cases = [
+        ("[app]\nready_timeout = \"soon\"\n", ":2: app.ready_timeout: invalid duration `soon`"),
+        ("[slots.red]\nlisten = \"127.0.0.1:1\"\n", ":1: slots.red: unknown field `red`"),
+        ("branch = \"no..pe\"\n", ":1: branch: `no..pe` is not a valid branch name"),
+        ("[router]\nlisten = \"everywhere\"\n", ":2: router.listen:"),
+    ];
+    for (text, want) in cases {
+        fs::write(&file, text).unwrap();
+        let out = root.run(&["check"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(&format!("{}{want}", file.display())), "{err}");
+    }
+}
+
+#[test]
+fn init_again_repairs_and_keeps_everything() {
+    let root = Root::new();
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    let release = root.current("blue").unwrap();
+    let config = fs::read_to_string(root.path.join("bluegreen.toml")).unwrap();
+    fs::remove_file(root.path.join("green.git/hooks/post-receive")).unwrap();
+    fs::remove_dir_all(root.path.join("green/shared")).unwrap();
+    let out = Command::new(BIN).arg("init").arg(&root.path).output().unwrap();
+    assert!(out.status.success());
+    assert!(fs::symlink_metadata(root.path.join("green.git/hooks/post-receive")).unwrap().is_symlink());
+    assert!(root.path.join("green/shared").is_dir());
+    assert_eq!(root.current("blue").unwrap(), release);
+    assert_eq!(fs::read_to_string(root.path.join("bluegreen.toml")).unwrap(), config);
+    assert!(!root.path.join("builds").read_dir().unwrap().flatten().collect::<Vec<_>>().is_empty());
+}
+
+#[test]
+fn a_hook_killed_mid_build_leaves_no_finished_build() {
+    let root = Root::new();
+    let gate = root.path.parent().unwrap().join("gate");
+    fs::write(&gate, "").unwrap();
+    root.set("build.command", "sh -c 'if [ -e \"$GATE\" ]; then sleep 60; fi; echo built'");
+    root.set("build.env", env_map(&[("GATE", gate.to_str().unwrap())]));
+    root.commit("first", &[("VERSION", "v1\n")]);
+
+    let mut push = crate::util::git_command(&root.work);
+    push.args(["push", "blue", "+HEAD:refs/heads/main"]).stdout(Stdio::null()).stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut push, 0);
+    let mut child = push.spawn().unwrap();
+    let tmp = root.path.join("builds/.tmp");
+    wait_for(Duration::from_secs(20), "the build to start", || {
+        (fs::read_dir(&tmp).unwrap().count() > 0).then_some(())
+    });
+    // Kill the push and its hook (the build runs in its own group; it is killed too, as
+    // the harness would leave it otherwise).
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    for pid in root.processes() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    for entry in fs::read_dir(root.path.join("builds")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() && !name.starts_with('.') {
+            panic!("a build folder appeared for a killed build: {name}");
+        }
+    }
+    assert!(root.current("blue").is_none());
+
+    // The next push of the same tree builds it and lands.
+    fs::remove_file(&gate).unwrap();
+    root.commit("again", &[]);
+    let pushed = root.push("blue");
+    pushed.says("blue: build ").says("blue: release ");
+    assert!(root.current("blue").is_some());
+}

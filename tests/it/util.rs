@@ -1,0 +1,357 @@
+//! The test harness: a temp root made by the real `bluegreen init`, a work repo pushed
+//! with the real `git`, the real daemon as a child process, and HTTP on 127.0.0.1.
+//!
+//! Everything waits with deadlines. Dropping a `Root` stops its daemon and kills every
+//! process that still belongs to the root (worker env marker, or cwd inside the root),
+//! so no test leaves a process behind.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bluegreen");
+
+/// Waits until `f` returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build()
+}
+
+pub fn http(method: &str, url: &str, body: Option<&str>) -> Result<Answer, String> {
+    let request = agent().request(method, url);
+    let result = match body {
+        Some(body) => request.send_string(body),
+        None => request.call(),
+    };
+    match result {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => Ok(Answer {
+            status: r.status(),
+            body: r.into_string().unwrap_or_default(),
+        }),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub struct Root {
+    _tmp: tempfile::TempDir,
+    pub path: PathBuf,
+    pub work: PathBuf,
+    pub front: u16,
+    pub control: u16,
+    pub blue: u16,
+    pub green: u16,
+    serve: Option<Child>,
+    /// Lines the daemon wrote to stderr, collected by a thread.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Root {
+    /// `bluegreen init`, then a config that runs the built-in sample app with short
+    /// timings and free ports, and an empty work repo with `blue` and `green` remotes.
+    pub fn new() -> Root {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("root");
+        let out = Command::new(BIN).arg("init").arg(&path).output().unwrap();
+        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        let work = tmp.path().join("work");
+        let root = Root {
+            path,
+            work,
+            front: free_port(),
+            control: free_port(),
+            blue: free_port(),
+            green: free_port(),
+            _tmp: tmp,
+            serve: None,
+            log: Default::default(),
+        };
+        root.set("build.command", "");
+        root.set("app.command", format!("{BIN} sample-app"));
+        root.set("app.ready_timeout", "10s");
+        root.set("app.drain_timeout", "5s");
+        root.set("app.stop_timeout", "2s");
+        root.set("app.linked_dirs", toml::Value::Array(vec!["data".into()]));
+        root.set("router.listen", format!("127.0.0.1:{}", root.front));
+        root.set("control.listen", format!("127.0.0.1:{}", root.control));
+        root.set("slots.blue.listen", format!("127.0.0.1:{}", root.blue));
+        root.set("slots.green.listen", format!("127.0.0.1:{}", root.green));
+        root.set("heartbeat.interval", "1h");
+        fs::create_dir_all(&root.work).unwrap();
+        root.git(&["init", "-q", "-b", "main"]);
+        for slot in ["blue", "green"] {
+            let url = root.path.join(format!("{slot}.git"));
+            root.git(&["remote", "add", slot, url.to_str().unwrap()]);
+        }
+        root
+    }
+
+    /// Sets `section.key` (dotted) in bluegreen.toml.
+    pub fn set(&self, key: &str, value: impl Into<toml::Value>) -> &Root {
+        let file = self.path.join("bluegreen.toml");
+        let mut doc: toml::Table = fs::read_to_string(&file).unwrap().parse().unwrap();
+        let mut table = &mut doc;
+        let parts: Vec<&str> = key.split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            table = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap();
+        }
+        table.insert(parts[parts.len() - 1].to_string(), value.into());
+        fs::write(&file, toml::to_string(&doc).unwrap()).unwrap();
+        self
+    }
+
+    pub fn git(&self, args: &[&str]) -> Output {
+        let out = git_command(&self.work).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// Writes `files` (name -> content) into the work repo and commits them.
+    pub fn commit(&self, message: &str, files: &[(&str, &str)]) -> String {
+        for (name, content) in files {
+            let file = self.work.join(name);
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(file, content).unwrap();
+        }
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        String::from_utf8(self.git(&["rev-parse", "HEAD"]).stdout).unwrap().trim().to_string()
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.git(&["rm", "-q", name]);
+    }
+
+    /// `git push <slot> main` (forced); the output is what the pusher sees.
+    pub fn push(&self, slot: &str) -> Pushed {
+        self.push_ref(slot, "+HEAD:refs/heads/main")
+    }
+
+    pub fn push_ref(&self, slot: &str, refspec: &str) -> Pushed {
+        let out = git_command(&self.work).args(["push", slot, refspec]).output().unwrap();
+        Pushed {
+            ok: out.status.success(),
+            text: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `bluegreen <args> --root <root>`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).arg("--root").arg(&self.path).output().unwrap()
+    }
+
+    /// Starts `bluegreen serve` and waits until its control API answers.
+    pub fn serve(&mut self) -> &mut Root {
+        self.serve_with(&[])
+    }
+
+    pub fn serve_with(&mut self, env: &[(&str, &str)]) -> &mut Root {
+        assert!(self.serve.is_none(), "already serving");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--root"])
+            .arg(&self.path)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.serve = Some(child);
+        let control = self.control;
+        wait_for(Duration::from_secs(30), "the control API", || {
+            http("GET", &format!("http://127.0.0.1:{control}/status"), None).ok()
+        });
+        self
+    }
+
+    pub fn serve_pid(&self) -> u32 {
+        self.serve.as_ref().expect("serving").id()
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.serve_pid() as i32), signal).unwrap();
+    }
+
+    /// Waits for the daemon to exit; its exit code.
+    pub fn wait_serve(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.serve.take().expect("serving");
+        let status = wait_for(limit, "the daemon to exit", || child.try_wait().unwrap());
+        status.code()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn url(&self, port: u16, path: &str) -> String {
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    pub fn get(&self, port: u16, path: &str) -> Answer {
+        http("GET", &self.url(port, path), None).unwrap_or_else(|e| panic!("GET :{port}{path}: {e}"))
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get(self.control, "/status").body).unwrap()
+    }
+
+    pub fn control(&self, method: &str, path: &str) -> Answer {
+        http(method, &self.url(self.control, path), None).unwrap()
+    }
+
+    /// Waits until `port` answers `GET /` with 200 and a body containing `text`.
+    pub fn wait_body(&self, port: u16, text: &str) {
+        let url = self.url(port, "/");
+        wait_for(Duration::from_secs(20), &format!(":{port} to answer {text:?}"), || {
+            http("GET", &url, None).ok().filter(|a| a.status == 200 && a.body.contains(text))
+        });
+    }
+
+    pub fn current(&self, slot: &str) -> Option<String> {
+        let link = fs::read_link(self.path.join(slot).join("current")).ok()?;
+        Some(link.file_name()?.to_string_lossy().into_owned())
+    }
+
+    pub fn releases(&self, slot: &str) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(self.path.join(slot).join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Pids of processes that belong to this root: workers (env marker) and anything
+    /// running inside it (builds, hooks).
+    pub fn processes(&self) -> Vec<u32> {
+        root_processes(&self.path)
+    }
+}
+
+/// The outcome of a push as the pusher sees it.
+#[derive(Debug)]
+pub struct Pushed {
+    pub ok: bool,
+    pub text: String,
+}
+
+impl Pushed {
+    /// Asserts the push output contains `needle`.
+    pub fn says(&self, needle: &str) -> &Pushed {
+        assert!(self.text.contains(needle), "push output lacks {needle:?}:\n{}", self.text);
+        self
+    }
+
+    /// The `remote:` lines, without the prefix.
+    pub fn remote_lines(&self) -> Vec<String> {
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix("remote: "))
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    }
+}
+
+/// `git` with a clean env: no hook variables, a fixed identity, no user config.
+pub fn git_command(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .current_dir(dir)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com");
+    command
+}
+
+pub fn root_processes(root: &Path) -> Vec<u32> {
+    let marker = format!("BLUEGREEN_WORKER_OF={}\0", root.display()).into_bytes();
+    let me = std::process::id();
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let dir = entry.path();
+        let marked = fs::read(dir.join("environ")).is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_slice()));
+        let inside = fs::read_link(dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(root));
+        let zombie = fs::read_to_string(dir.join("stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')));
+        if (marked || inside) && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.serve.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in root_processes(&self.path) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Lines of a file, for build counters.
+pub fn count_lines(path: &Path) -> usize {
+    fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+pub fn env_map(pairs: &[(&str, &str)]) -> toml::Value {
+    let map: BTreeMap<String, toml::Value> = pairs.iter().map(|(k, v)| (k.to_string(), toml::Value::from(*v))).collect();
+    toml::Value::Table(map.into_iter().collect())
+}
