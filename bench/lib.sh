@@ -152,9 +152,17 @@ start_serve() {
     wait_http "http://127.0.0.1:$CONTROL/status" 20
 }
 
+# stop_serve: SIGTERM, then SIGKILL after 20 s; returns 1 when SIGKILL was needed.
 stop_serve() {
     kill -TERM "$SERVE_PID" 2>/dev/null || true
+    for _ in $(seq 200); do
+        kill -0 "$SERVE_PID" 2>/dev/null || { wait "$SERVE_PID" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    echo "serve (pid $SERVE_PID) still running 20 s after SIGTERM: SIGKILL" >&2
+    kill -KILL "$SERVE_PID" 2>/dev/null || true
     wait "$SERVE_PID" 2>/dev/null || true
+    return 1
 }
 
 now() { date +%s.%N; }

@@ -46,6 +46,8 @@ pub struct Generation {
     exited: watch::Receiver<Option<ExitStatus>>,
     /// The last lines it wrote, to say why it failed.
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// The tasks copying its stdout and stderr; awaited before quoting `tail` after an exit.
+    copiers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     layout: Layout,
 }
 
@@ -94,12 +96,13 @@ impl Generation {
 
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let label = format!("{slot}/{id}");
+        let mut copiers = Vec::new();
         for (stream, name) in [
             (child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>), "stdout"),
             (child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>), "stderr"),
         ] {
             if let Some(stream) = stream {
-                tokio::spawn(copy_lines(stream, label.clone(), name, tail.clone()));
+                copiers.push(tokio::spawn(copy_lines(stream, label.clone(), name, tail.clone())));
             }
         }
         let (tx, exited) = watch::channel(None);
@@ -121,6 +124,7 @@ impl Generation {
             stopping: AtomicBool::new(false),
             exited,
             tail,
+            copiers: Mutex::new(copiers),
             layout: layout.clone(),
         }))
     }
@@ -131,7 +135,9 @@ impl Generation {
         let mut exited = self.exited.clone();
         let mut last = String::from("no answer yet");
         loop {
-            if let Some(status) = *exited.borrow() {
+            let status = *exited.borrow();
+            if let Some(status) = status {
+                self.flush_output().await;
                 return Err(format!("exited with {status} before it was ready{}", self.tail_text()));
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -201,6 +207,14 @@ impl Generation {
         }
         workers::forget(&self.layout, self.pid);
         tracing::info!(slot = %self.slot, generation = self.id, pid = self.pid, "stopped");
+    }
+
+    /// Waits (briefly) until the output of an exited process has been read in full.
+    pub async fn flush_output(&self) {
+        let copiers = std::mem::take(&mut *self.copiers.lock().expect("copiers lock: no panic holds it"));
+        for copier in copiers {
+            let _ = tokio::time::timeout(Duration::from_millis(500), copier).await;
+        }
     }
 
     /// `; last output: a | b | c`, or nothing.

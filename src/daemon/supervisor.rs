@@ -96,7 +96,7 @@ impl Supervisor {
             match msg {
                 Msg::Reload { reply, if_changed } => self.reload(reply, if_changed).await,
                 Msg::Started { release, result } => self.started(release, result).await,
-                Msg::Exited { generation } => self.exited(generation),
+                Msg::Exited { generation } => self.exited(generation).await,
                 Msg::RestartDue { token } => self.restart_due(token).await,
                 Msg::Shutdown(done) => {
                     self.shutdown = Some(done);
@@ -288,7 +288,7 @@ impl Supervisor {
         }
     }
 
-    fn exited(&mut self, generation: u64) {
+    async fn exited(&mut self, generation: u64) {
         let slot = self.slot;
         let Some(live) = self.live.clone().filter(|g| g.id == generation) else {
             return;
@@ -298,6 +298,7 @@ impl Supervisor {
         }
         self.live = None;
         self.handle().route.clear(format!("{slot}'s generation {generation} crashed; restarting"));
+        live.flush_output().await;
         if live.started.elapsed() >= HEALTHY_RESET {
             self.backoff_attempts = 0;
         }
