@@ -1,4 +1,200 @@
-//! `bluegreen demo`.
-pub fn run(_args: crate::cli::DemoArgs) -> anyhow::Result<bool> {
-    anyhow::bail!("not yet")
+//! `bluegreen demo`: a newcomer's first run, with nothing installed but this binary and git.
+//!
+//! Makes a root and a small git repo of the built-in sample app, starts the daemon, pushes
+//! the repo to blue and to green with the real `git` (so the real `remote:` transcript
+//! shows, "build reused" included), then prints a guide of copy-paste commands and
+//! serves until Ctrl-C, which stops the daemon and every worker.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::cli::DemoArgs;
+use crate::client::Client;
+use crate::config::Config;
+use crate::layout::Layout;
+
+pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
+    check_ports(&args)?;
+    let dir = match &args.dir {
+        Some(dir) => {
+            let empty = dir.read_dir().map(|mut d| d.next().is_none()).unwrap_or(true);
+            anyhow::ensure!(empty, "{} is not empty: give the demo a new folder", dir.display());
+            std::fs::create_dir_all(dir)?;
+            dir.canonicalize()?
+        }
+        None => tempfile::Builder::new().prefix("bluegreen-demo-").tempdir()?.keep(),
+    };
+    let exe = std::env::current_exe()?.canonicalize()?;
+    let layout = Layout::new(&dir.join("root"))?;
+    let app = dir.join("app");
+
+    crate::init::run(&layout, &mut std::io::sink())?;
+    let config = demo_config(&args, &exe)?;
+    crate::fsops::write_atomic(&layout.config_file(), config.to_toml().as_bytes())?;
+    make_app_repo(&app, &layout)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let log = std::fs::File::create(layout.logs_dir().join("serve.log"))?;
+    let mut serve = Command::new(&exe)
+        .args(["serve", "--root"])
+        .arg(layout.root())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start the daemon")?;
+    let result = guide(&args, &exe, &layout, &app, &config, &mut serve, &stop);
+    stop_daemon(&mut serve);
+    result
+}
+
+fn guide(
+    args: &DemoArgs,
+    exe: &Path,
+    layout: &Layout,
+    app: &Path,
+    config: &Config,
+    serve: &mut Child,
+    stop: &AtomicBool,
+) -> anyhow::Result<bool> {
+    let client = Client::new(config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get("/status").is_err() {
+        anyhow::ensure!(serve.try_wait()?.is_none(), "the daemon exited; see {}", layout.logs_dir().join("serve.log").display());
+        anyhow::ensure!(Instant::now() < deadline, "the daemon did not answer within 30s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for slot in ["blue", "green"] {
+        eprintln!("$ git push {slot} main");
+        let status = git(app).args(["push", slot, "main"]).status()?;
+        anyhow::ensure!(status.success(), "git push {slot} main failed");
+    }
+    let exe = exe.display();
+    let root = layout.root().display();
+    let app = app.display();
+    let (front, blue, green, control) = (args.front, args.blue, args.green, args.control);
+    println!(
+        "
+bluegreen demo is running. Ctrl-C stops it (the daemon and every worker).
+
+  front    http://{front}/     the active slot (blue to begin with)
+  blue     http://{blue}/     blue directly
+  green    http://{green}/     green directly
+  status   http://{control}/status
+  root {root}   app repo {app}   daemon log {root}/logs/serve.log
+
+Try, in another terminal:
+
+  # ship v2 to green (the standby); the front keeps serving blue
+  $ cd {app} && echo v2 > VERSION && git commit -qam v2 && git push green main
+  $ curl http://{green}/
+
+  # move the front to green (curl, or the CLI)
+  $ curl -X POST http://{control}/switch
+  $ {exe} switch green --root {root}
+
+  # green starts failing 10s after its next start; the heartbeat moves traffic back to blue
+  $ cd {app} && echo 10 > FAIL_AFTER && git add FAIL_AFTER && git commit -qm 'fail after 10s' && git push green main
+  $ {exe} status --root {root}
+"
+    );
+    while !stop.load(Ordering::Acquire) {
+        if let Some(status) = serve.try_wait()? {
+            anyhow::bail!("the daemon exited ({status}); see {root}/logs/serve.log");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("stopping: draining and stopping every generation");
+    Ok(true)
+}
+
+fn stop_daemon(serve: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(serve.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
+
+/// Refuses taken ports up front, naming the flag to change.
+fn check_ports(args: &DemoArgs) -> anyhow::Result<()> {
+    let ports: [(SocketAddr, &str); 4] = [
+        (args.front, "--front"),
+        (args.blue, "--blue"),
+        (args.green, "--green"),
+        (args.control, "--control"),
+    ];
+    for (addr, flag) in ports {
+        if TcpListener::bind(addr).is_err() {
+            anyhow::bail!(
+                "{addr} is taken; pick free ports with {flag} (e.g. `bluegreen demo --front 127.0.0.1:18080 --blue 127.0.0.1:19090 --green 127.0.0.1:15060 --control 127.0.0.1:18081`)"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn demo_config(args: &DemoArgs, exe: &Path) -> anyhow::Result<Config> {
+    let mut config = Config::default();
+    config.build.command = "sh -c 'echo \"built $(cat VERSION) at $(date -u +%H:%M:%S)\" | tee BUILD_INFO'".into();
+    config.app.command = format!("{} sample-app", shell_words::quote(&exe.display().to_string()));
+    config.app.ready_timeout = Duration::from_secs(10);
+    config.app.drain_timeout = Duration::from_secs(5);
+    config.app.stop_timeout = Duration::from_secs(3);
+    config.app.linked_dirs = vec!["data".into()];
+    config.router.listen = args.front;
+    config.control.listen = args.control;
+    config.slots.blue.listen = args.blue;
+    config.slots.green.listen = args.green;
+    config.slots.blue.env.clear();
+    config.slots.green.env.clear();
+    config.heartbeat.interval = Duration::from_secs(2);
+    // Round-trip through the parser: the demo's config obeys the same rules as a user's.
+    Config::parse(&config.to_toml()).map_err(|e| anyhow::anyhow!("demo config: {e}"))
+}
+
+fn make_app_repo(app: &Path, layout: &Layout) -> anyhow::Result<()> {
+    std::fs::create_dir_all(app)?;
+    std::fs::write(app.join("VERSION"), "v1\n")?;
+    std::fs::write(
+        app.join("README.txt"),
+        "The built-in sample app. It answers GET / with the text of VERSION.\nA FAIL_AFTER file with N makes it answer 500 after N seconds.\n",
+    )?;
+    let steps: [Vec<String>; 6] = [
+        vec!["init".into(), "-q".into(), "-b".into(), "main".into()],
+        vec!["config".into(), "user.name".into(), "bluegreen demo".into()],
+        vec!["config".into(), "user.email".into(), "demo@localhost".into()],
+        vec!["add".into(), "-A".into()],
+        vec!["commit".into(), "-q".into(), "-m".into(), "v1".into()],
+        vec!["remote".into(), "add".into(), "blue".into(), path(&layout.repo(crate::slot::Slot::Blue))],
+    ];
+    for step in steps {
+        let status = git(app).args(&step).status()?;
+        anyhow::ensure!(status.success(), "git {} failed", step.join(" "));
+    }
+    let green = path(&layout.repo(crate::slot::Slot::Green));
+    anyhow::ensure!(git(app).args(["remote", "add", "green", &green]).status()?.success(), "git remote add green failed");
+    Ok(())
+}
+
+fn git(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command.current_dir(dir);
+    command
+}
+
+fn path(p: &Path) -> String {
+    PathBuf::from(p).display().to_string()
 }

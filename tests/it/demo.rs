@@ -1,0 +1,93 @@
+//! `bluegreen demo`: the newcomer's first run, its printed guide, and Ctrl-C.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::*;
+
+#[test]
+fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut demo = Command::new(BIN)
+        .arg("demo")
+        .arg(&dir)
+        .args(["--front", &addr(ports[0]), "--blue", &addr(ports[1])])
+        .args(["--green", &addr(ports[2]), "--control", &addr(ports[3])])
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = demo.stderr.take().unwrap();
+    let transcript = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let mut guide = Vec::new();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let end = line.contains("status --root");
+        guide.push(line);
+        if end {
+            break;
+        }
+    }
+    let commands: Vec<String> = guide.iter().filter_map(|l| l.trim().strip_prefix("$ ").map(String::from)).collect();
+    assert!(commands.len() >= 5, "{guide:#?}");
+
+    let front = format!("http://127.0.0.1:{}/", ports[0]);
+    let answer = http("GET", &front, None).unwrap();
+    assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
+
+    let run = |needle: &str| {
+        let command = commands.iter().find(|c| c.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in {commands:#?}"));
+        let out = Command::new("sh").args(["-c", command]).env("GIT_CONFIG_GLOBAL", "/dev/null").output().unwrap();
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let pushed = run("echo v2 > VERSION");
+    assert!(pushed.contains("green: live in "), "{pushed}");
+    let green = format!("http://127.0.0.1:{}/", ports[2]);
+    assert!(http("GET", &green, None).unwrap().body.starts_with("v2 from green"));
+    assert!(http("GET", &front, None).unwrap().body.starts_with("v1 from blue"), "the front stays on blue");
+    let switched = run(" switch green --root ");
+    assert!(switched.contains("switched blue -> green"), "{switched}");
+    assert!(http("GET", &front, None).unwrap().body.starts_with("v2 from green"));
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(demo.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_for(Duration::from_secs(20), "the demo to exit", || demo.try_wait().unwrap());
+    assert!(status.success(), "{status}");
+    let transcript = transcript.join().unwrap().join("\n");
+    assert!(transcript.contains("remote: green: build reused"), "{transcript}");
+    assert!(transcript.contains("remote: blue: live in "), "{transcript}");
+    assert_eq!(root_processes(&dir.join("root")), Vec::<u32>::new(), "Ctrl-C leaves no process behind");
+}
+
+#[test]
+fn the_demo_names_a_taken_port_and_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .args(["demo", "--front", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with(&format!("error: 127.0.0.1:{port} is taken; pick free ports with --front")), "{err}");
+    assert_eq!(err.lines().count(), 1);
+}
+
+#[test]
+fn the_hook_transcript_has_one_line_per_step_and_ends_with_the_verdict() {
+    let mut root = Root::new();
+    root.set("build.command", "sh -c 'echo compiling'");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let lines: Vec<String> = root.push("blue").remote_lines().into_iter().filter(|l| l.starts_with("blue:")).collect();
+    let steps: Vec<&str> = lines.iter().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    assert_eq!(steps, ["deploying", "checkout", "build", "release", "live"], "{lines:#?}");
+    assert!(lines[1].ends_with('s') && lines[3].contains("s"), "times on each step: {lines:#?}");
+    assert!(lines[4].starts_with("blue: live in ") && lines[4].contains("(generation 1)"), "{lines:#?}");
+}
