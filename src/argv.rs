@@ -11,7 +11,8 @@ use anyhow::Context;
 
 /// Splits a command line into words, refusing unbalanced quotes.
 pub fn split(command: &str) -> anyhow::Result<Vec<String>> {
-    shell_words::split(command).with_context(|| format!("cannot split command `{command}` into words"))
+    shell_words::split(command)
+        .with_context(|| format!("cannot split command `{command}` into words"))
 }
 
 /// Splits `command` and fills each word from `env`; `{port}` is `env["PORT"]`.
@@ -63,7 +64,9 @@ fn expand_word(word: &str, env: &BTreeMap<String, String>) -> String {
 }
 
 fn is_name(s: &str) -> bool {
-    s.chars().next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+    s.chars()
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
         && s.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -61,7 +61,10 @@ pub fn key(tree: git2::Oid, config: &BuildConfig) -> String {
         hash.update([b'=']);
         hash.update(value.as_bytes());
     }
-    hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Whether `builds/<key>` is a finished build.
@@ -87,7 +90,10 @@ pub fn ensure(
     fs::create_dir_all(layout.build_tmp_root())
         .with_context(|| format!("cannot create {}", layout.build_tmp_root().display()))?;
     let _lock = fsops::lock(&layout.build_lock(key), || {
-        let _ = writeln!(out, "{label}another push is building this tree; waiting for it");
+        let _ = writeln!(
+            out,
+            "{label}another push is building this tree; waiting for it"
+        );
     })?;
     if is_finished(layout, key) {
         return Ok(Outcome::Reused);
@@ -103,8 +109,8 @@ pub fn ensure(
 
     let started = Instant::now();
     let log_path = layout.build_log(key);
-    let mut log = File::create(&log_path)
-        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut log =
+        File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
     if !config.command.trim().is_empty() {
         run(&tmp, config, &mut log, out).map_err(|e| {
             let tail = tail_lines(&log_path, 3);
@@ -123,8 +129,12 @@ pub fn ensure(
         seconds: build_took.as_secs_f64(),
     };
     fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(&meta)?)?;
-    fs::rename(&tmp, layout.build_dir(key))
-        .with_context(|| format!("cannot move the finished build into {}", layout.build_dir(key).display()))?;
+    fs::rename(&tmp, layout.build_dir(key)).with_context(|| {
+        format!(
+            "cannot move the finished build into {}",
+            layout.build_dir(key).display()
+        )
+    })?;
     File::open(layout.builds_dir())?.sync_all()?;
     Ok(Outcome::Built { build: build_took })
 }
@@ -132,7 +142,8 @@ pub fn ensure(
 /// Reads a finished build's metadata.
 pub fn meta(layout: &Layout, key: &str) -> anyhow::Result<BuildMeta> {
     let path = layout.build_dir(key).join(META);
-    let text = fs::read(&path).with_context(|| format!("build {key} is missing ({})", path.display()))?;
+    let text =
+        fs::read(&path).with_context(|| format!("build {key} is missing ({})", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
@@ -152,7 +163,12 @@ fn clear_leftovers(layout: &Layout, key: &str) -> anyhow::Result<()> {
 
 /// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
 /// interleaved as written) copied line by line to `out` and `log`.
-fn run(dir: &Path, config: &BuildConfig, log: &mut File, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+fn run(
+    dir: &Path,
+    config: &BuildConfig,
+    log: &mut File,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let words = argv::expand(&config.command, &config.env)?;
     let (reader, writer) = std::io::pipe().context("cannot make a pipe for the build output")?;
     let mut command = Command::new(&words[0]);
@@ -211,7 +227,11 @@ fn run(dir: &Path, config: &BuildConfig, log: &mut File, out: &mut (dyn Write + 
         // Whatever the build left running in its group would hold the pipe open.
         let _ = killpg(group, Signal::SIGKILL);
         let _ = copier.join();
-        anyhow::ensure!(status.success(), "`{}` exited with {status}", config.command);
+        anyhow::ensure!(
+            status.success(),
+            "`{}` exited with {status}",
+            config.command
+        );
         Ok(())
     })
 }
@@ -239,7 +259,11 @@ mod tests {
         other_cmd.command = "make".into();
         let mut other_env = base.clone();
         other_env.env.insert("NODE_ENV".into(), "production".into());
-        let keys = [key(tree, &base), key(tree, &other_cmd), key(tree, &other_env)];
+        let keys = [
+            key(tree, &base),
+            key(tree, &other_cmd),
+            key(tree, &other_env),
+        ];
         assert_eq!(keys[0], key(tree, &base));
         assert_ne!(keys[0], keys[1]);
         assert_ne!(keys[0], keys[2]);

@@ -80,8 +80,13 @@ impl Client {
 impl Reply {
     /// The body as JSON.
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
-        serde_json::from_str(&self.body)
-            .map_err(|e| anyhow::anyhow!("the daemon answered {} with non-JSON ({e}): {}", self.status, self.body.trim()))
+        serde_json::from_str(&self.body).map_err(|e| {
+            anyhow::anyhow!(
+                "the daemon answered {} with non-JSON ({e}): {}",
+                self.status,
+                self.body.trim()
+            )
+        })
     }
 
     pub fn ok(&self) -> bool {

@@ -216,7 +216,9 @@ impl Default for HeartbeatConfig {
 impl Default for MirrorConfig {
     fn default() -> MirrorConfig {
         MirrorConfig {
-            methods: ["POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec(),
+            methods: ["POST", "PUT", "PATCH", "DELETE"]
+                .map(String::from)
+                .to_vec(),
             max_body: 10 << 20,
             queue: 1024,
         }
@@ -279,7 +281,8 @@ impl Config {
 
     /// The config as TOML, for `bluegreen check`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a Config always serialises: only strings, numbers and tables")
+        toml::to_string_pretty(self)
+            .expect("a Config always serialises: only strings, numbers and tables")
     }
 }
 
@@ -289,11 +292,17 @@ fn locate(text: &str, offset: usize) -> (usize, String) {
     let line_no = before.matches('\n').count() + 1;
     let lines: Vec<&str> = text.lines().collect();
     let line = lines.get(line_no - 1).copied().unwrap_or("").trim();
-    let header = |l: &str| l.starts_with('[').then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let header = |l: &str| {
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    };
     if let Some(table) = header(line) {
         return (line_no, table);
     }
-    let table = lines[..line_no - 1].iter().rev().find_map(|l| header(l.trim()));
+    let table = lines[..line_no - 1]
+        .iter()
+        .rev()
+        .find_map(|l| header(l.trim()));
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_string())
@@ -347,7 +356,9 @@ mod human_size {
 
     pub fn parse(text: &str) -> Option<u64> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
         let n: u64 = digits.parse().ok()?;
         let scale: u64 = match unit.trim() {
@@ -373,7 +384,9 @@ mod de {
     pub fn branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         let name = String::deserialize(d)?;
         if name.is_empty() || !git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
-            return Err(D::Error::custom(format!("`{name}` is not a valid branch name")));
+            return Err(D::Error::custom(format!(
+                "`{name}` is not a valid branch name"
+            )));
         }
         Ok(name)
     }
@@ -439,10 +452,15 @@ mod de {
     pub fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
         let env = BTreeMap::<String, String>::deserialize(d)?;
         for name in env.keys() {
-            let valid = name.chars().next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
                 && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
             if !valid {
-                return Err(D::Error::custom(format!("`{name}` is not a valid variable name")));
+                return Err(D::Error::custom(format!(
+                    "`{name}` is not a valid variable name"
+                )));
             }
         }
         Ok(env)
@@ -496,19 +514,43 @@ mod tests {
     #[test]
     fn errors_name_line_and_key() {
         let cases = [
-            ("[app]\nready_timeout = \"3 parsecs\"\n", "2: app.ready_timeout: invalid duration"),
-            ("branch = \"main\"\nbogus = 1\n", "2: bogus: unknown field `bogus`"),
+            (
+                "[app]\nready_timeout = \"3 parsecs\"\n",
+                "2: app.ready_timeout: invalid duration",
+            ),
+            (
+                "branch = \"main\"\nbogus = 1\n",
+                "2: bogus: unknown field `bogus`",
+            ),
             ("[router]\nlisten = \"nowhere\"\n", "2: router.listen: "),
-            ("[slots.red]\nlisten = \"127.0.0.1:1\"\n", "1: slots.red: unknown field `red`"),
-            ("branch = \"a..b\"\n", "1: branch: `a..b` is not a valid branch name"),
-            ("[mirror]\nmax_body = \"ten\"\n", "2: mirror.max_body: invalid size `ten`"),
-            ("[control]\nlisten = \"0.0.0.0:8081\"\n", "2: control.listen: 0.0.0.0:8081 is not a loopback"),
+            (
+                "[slots.red]\nlisten = \"127.0.0.1:1\"\n",
+                "1: slots.red: unknown field `red`",
+            ),
+            (
+                "branch = \"a..b\"\n",
+                "1: branch: `a..b` is not a valid branch name",
+            ),
+            (
+                "[mirror]\nmax_body = \"ten\"\n",
+                "2: mirror.max_body: invalid size `ten`",
+            ),
+            (
+                "[control]\nlisten = \"0.0.0.0:8081\"\n",
+                "2: control.listen: 0.0.0.0:8081 is not a loopback",
+            ),
             ("[app]\ncommand = \"node 'main.js\"\n", "2: app.command: "),
-            ("[app]\nlinked_dirs = [\"../up\"]\n", "2: app.linked_dirs: `../up` must be"),
+            (
+                "[app]\nlinked_dirs = [\"../up\"]\n",
+                "2: app.linked_dirs: `../up` must be",
+            ),
         ];
         for (text, want) in cases {
             let err = Config::parse(text).unwrap_err();
-            assert!(err.starts_with(want), "{text:?}: got {err:?}, want {want:?}");
+            assert!(
+                err.starts_with(want),
+                "{text:?}: got {err:?}, want {want:?}"
+            );
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
     }

@@ -20,14 +20,28 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Resul
     }
     let status = reply.json()?;
     let active = status["active"].as_str().unwrap_or("none");
-    let mirroring = if status["mirroring"]["enabled"].as_bool() == Some(true) { "on" } else { "off" };
-    writeln!(out, "active: {active}   front: {}   mirroring: {mirroring}", text(&status["front"]))?;
+    let mirroring = if status["mirroring"]["enabled"].as_bool() == Some(true) {
+        "on"
+    } else {
+        "off"
+    };
+    writeln!(
+        out,
+        "active: {active}   front: {}   mirroring: {mirroring}",
+        text(&status["front"])
+    )?;
     for slot in Slot::ALL {
         let s = &status["slots"][slot.name()];
         let mark = if active == slot.name() { "*" } else { " " };
         let live = &s["live"];
         if live.is_null() {
-            writeln!(out, "{mark} {slot:<5} {:<21} {}  current {}", text(&s["listen"]), text(&s["health"]), text(&s["current"]))?;
+            writeln!(
+                out,
+                "{mark} {slot:<5} {:<21} {}  current {}",
+                text(&s["listen"]),
+                text(&s["health"]),
+                text(&s["current"])
+            )?;
         } else {
             writeln!(
                 out,
@@ -62,7 +76,12 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Resul
     Ok(true)
 }
 
-pub fn switch(config: &Config, to: Option<Slot>, force: bool, out: &mut dyn Write) -> anyhow::Result<bool> {
+pub fn switch(
+    config: &Config,
+    to: Option<Slot>,
+    force: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
     let mut query = Vec::new();
     if let Some(to) = to {
         query.push(format!("to={to}"));
@@ -86,17 +105,28 @@ pub fn switch(config: &Config, to: Option<Slot>, force: bool, out: &mut dyn Writ
             "switched {} -> {}{}",
             text(&done["from"]),
             text(&done["to"]),
-            if migrate > 0 { format!(" (migration {:.1}s)", migrate as f64 / 1000.0) } else { String::new() }
+            if migrate > 0 {
+                format!(" (migration {:.1}s)", migrate as f64 / 1000.0)
+            } else {
+                String::new()
+            }
         )?;
     }
     Ok(true)
 }
 
-pub fn mirroring(config: &Config, state: Option<&str>, out: &mut dyn Write) -> anyhow::Result<bool> {
+pub fn mirroring(
+    config: &Config,
+    state: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
     let client = Client::new(config);
     let reply = match state {
         None => client.get("/mirroring")?,
-        Some(state) => client.post(&format!("/mirroring?enabled={}", state == "on"), Duration::from_secs(10))?,
+        Some(state) => client.post(
+            &format!("/mirroring?enabled={}", state == "on"),
+            Duration::from_secs(10),
+        )?,
     };
     if !reply.ok() {
         writeln!(out, "{}", reply.body.trim())?;

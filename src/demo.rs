@@ -23,12 +23,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     check_ports(&args)?;
     let dir = match &args.dir {
         Some(dir) => {
-            let empty = dir.read_dir().map(|mut d| d.next().is_none()).unwrap_or(true);
-            anyhow::ensure!(empty, "{} is not empty: give the demo a new folder", dir.display());
+            let empty = dir
+                .read_dir()
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true);
+            anyhow::ensure!(
+                empty,
+                "{} is not empty: give the demo a new folder",
+                dir.display()
+            );
             std::fs::create_dir_all(dir)?;
             dir.canonicalize()?
         }
-        None => tempfile::Builder::new().prefix("bluegreen-demo-").tempdir()?.keep(),
+        None => tempfile::Builder::new()
+            .prefix("bluegreen-demo-")
+            .tempdir()?
+            .keep(),
     };
     let exe = std::env::current_exe()?.canonicalize()?;
     let layout = Layout::new(&dir.join("root"))?;
@@ -69,8 +79,15 @@ fn guide(
     let client = Client::new(config);
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.get("/status").is_err() {
-        anyhow::ensure!(serve.try_wait()?.is_none(), "the daemon exited; see {}", layout.logs_dir().join("serve.log").display());
-        anyhow::ensure!(Instant::now() < deadline, "the daemon did not answer within 30s");
+        anyhow::ensure!(
+            serve.try_wait()?.is_none(),
+            "the daemon exited; see {}",
+            layout.logs_dir().join("serve.log").display()
+        );
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the daemon did not answer within 30s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for slot in ["blue", "green"] {
@@ -148,8 +165,12 @@ fn check_ports(args: &DemoArgs) -> anyhow::Result<()> {
 
 fn demo_config(args: &DemoArgs, exe: &Path) -> anyhow::Result<Config> {
     let mut config = Config::default();
-    config.build.command = "sh -c 'echo \"built $(cat VERSION) at $(date -u +%H:%M:%S)\" | tee BUILD_INFO'".into();
-    config.app.command = format!("{} sample-app", shell_words::quote(&exe.display().to_string()));
+    config.build.command =
+        "sh -c 'echo \"built $(cat VERSION) at $(date -u +%H:%M:%S)\" | tee BUILD_INFO'".into();
+    config.app.command = format!(
+        "{} sample-app",
+        shell_words::quote(&exe.display().to_string())
+    );
     config.app.ready_timeout = Duration::from_secs(10);
     config.app.drain_timeout = Duration::from_secs(5);
     config.app.stop_timeout = Duration::from_secs(3);
@@ -175,17 +196,32 @@ fn make_app_repo(app: &Path, layout: &Layout) -> anyhow::Result<()> {
     let steps: [Vec<String>; 6] = [
         vec!["init".into(), "-q".into(), "-b".into(), "main".into()],
         vec!["config".into(), "user.name".into(), "bluegreen demo".into()],
-        vec!["config".into(), "user.email".into(), "demo@localhost".into()],
+        vec![
+            "config".into(),
+            "user.email".into(),
+            "demo@localhost".into(),
+        ],
         vec!["add".into(), "-A".into()],
         vec!["commit".into(), "-q".into(), "-m".into(), "v1".into()],
-        vec!["remote".into(), "add".into(), "blue".into(), path(&layout.repo(crate::slot::Slot::Blue))],
+        vec![
+            "remote".into(),
+            "add".into(),
+            "blue".into(),
+            path(&layout.repo(crate::slot::Slot::Blue)),
+        ],
     ];
     for step in steps {
         let status = git(app).args(&step).status()?;
         anyhow::ensure!(status.success(), "git {} failed", step.join(" "));
     }
     let green = path(&layout.repo(crate::slot::Slot::Green));
-    anyhow::ensure!(git(app).args(["remote", "add", "green", &green]).status()?.success(), "git remote add green failed");
+    anyhow::ensure!(
+        git(app)
+            .args(["remote", "add", "green", &green])
+            .status()?
+            .success(),
+        "git remote add green failed"
+    );
     Ok(())
 }
 

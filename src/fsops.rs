@@ -106,7 +106,10 @@ pub fn lock(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Flock<File>> 
 }
 
 fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}{suffix}.{}", std::process::id()))
 }
 
@@ -146,9 +149,15 @@ mod tests {
         fs::write(src.join("skipme"), "x").unwrap();
         let dst = dir.path().join("dst");
         copy_tree(&src, &dst, &["skipme"]).unwrap();
-        let mode = fs::metadata(dst.join("bin/run")).unwrap().permissions().mode();
+        let mode = fs::metadata(dst.join("bin/run"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
-        assert_eq!(fs::read_link(dst.join("run")).unwrap(), Path::new("bin/run"));
+        assert_eq!(
+            fs::read_link(dst.join("run")).unwrap(),
+            Path::new("bin/run")
+        );
         assert_eq!(fs::read_link(dst.join("etc")).unwrap(), Path::new("/etc"));
         assert!(!dst.join("skipme").exists());
     }

@@ -53,13 +53,21 @@ pub fn branch_tip(repo: &Repository, branch: &str) -> Option<Oid> {
 
 /// Writes `tree` into the empty folder `target` (absolute).
 pub fn checkout(repo: &mut Repository, tree: Oid, target: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(target.is_absolute(), "checkout target {} is not absolute", target.display());
+    anyhow::ensure!(
+        target.is_absolute(),
+        "checkout target {} is not absolute",
+        target.display()
+    );
     // libgit2 needs a work dir to check out submodule entries; in memory only (no gitlink).
     repo.set_workdir(target, false)
         .with_context(|| format!("cannot use {} as work dir", target.display()))?;
     let tree = repo.find_tree(tree).context("the pushed tree is missing")?;
     let mut options = git2::build::CheckoutBuilder::new();
-    options.target_dir(target).force().update_index(false).recreate_missing(true);
+    options
+        .target_dir(target)
+        .force()
+        .update_index(false)
+        .recreate_missing(true);
     repo.checkout_tree(tree.as_object(), Some(&mut options))
         .with_context(|| format!("cannot check out {} into {}", tree.id(), target.display()))
 }

@@ -32,7 +32,11 @@ pub struct RefUpdate {
 /// Runs the hook for the repo git points at (`GIT_DIR`), reading `<old> <new> <ref>` lines
 /// from `input` and reporting to `out` (stderr: git shows it as `remote:`).
 /// Returns false when something was pushed to the branch but did not go live.
-pub fn run(root: Option<PathBuf>, input: impl BufRead, out: &mut (dyn Write + Send)) -> anyhow::Result<bool> {
+pub fn run(
+    root: Option<PathBuf>,
+    input: impl BufRead,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<bool> {
     let updates = parse(input)?;
     let mut repo = git::open(None)?;
     let repo_dir = repo.path().to_path_buf();
@@ -51,9 +55,17 @@ pub fn run(root: Option<PathBuf>, input: impl BufRead, out: &mut (dyn Write + Se
     let mut all_live = true;
     for update in updates {
         if update.refname != deploy_ref {
-            writeln!(out, "{} is not the deploy branch ({}): not deployed", update.refname, config.branch)?;
+            writeln!(
+                out,
+                "{} is not the deploy branch ({}): not deployed",
+                update.refname, config.branch
+            )?;
         } else if update.new.bytes().all(|b| b == b'0') {
-            writeln!(out, "{} was deleted: not deployed ({slot} keeps its current release)", update.refname)?;
+            writeln!(
+                out,
+                "{} was deleted: not deployed ({slot} keeps its current release)",
+                update.refname
+            )?;
         } else {
             all_live &= deploy(&layout, &config, slot, &mut repo, &update, out)?;
         }
@@ -70,7 +82,10 @@ fn deploy(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<bool> {
     let lock = fsops::lock(&layout.slot_lock(slot), || {
-        let _ = writeln!(out, "{slot}: another deploy to {slot} is running; waiting for it");
+        let _ = writeln!(
+            out,
+            "{slot}: another deploy to {slot} is running; waiting for it"
+        );
     })?;
     let pushed = git::resolve(repo, &update.new)?;
     if let Some(tip) = git::branch_tip(repo, &config.branch) {
@@ -88,11 +103,21 @@ fn deploy(
 
     let key = build::key(pushed.tree, &config.build);
     let checkout = |dir: &Path| git::checkout(repo, pushed.tree, dir);
-    let outcome = build::ensure(&format!("{slot}: "), layout, &key, &pushed, &config.build, checkout, out)
-        .with_context(|| format!("{slot}: {} not deployed", pushed.short))?;
+    let outcome = build::ensure(
+        &format!("{slot}: "),
+        layout,
+        &key,
+        &pushed,
+        &config.build,
+        checkout,
+        out,
+    )
+    .with_context(|| format!("{slot}: {} not deployed", pushed.short))?;
     match outcome {
         Outcome::Reused => writeln!(out, "{slot}: build reused ({key})")?,
-        Outcome::Built { build } => writeln!(out, "{slot}: build {:.1}s ({key})", build.as_secs_f64())?,
+        Outcome::Built { build } => {
+            writeln!(out, "{slot}: build {:.1}s ({key})", build.as_secs_f64())?
+        }
     }
 
     let started = Instant::now();
@@ -116,7 +141,11 @@ fn deploy(
         out,
         "{slot}: release {id} {:.1}s{}",
         started.elapsed().as_secs_f64(),
-        if pruned.is_empty() { String::new() } else { format!(" (pruned {})", pruned.len()) }
+        if pruned.is_empty() {
+            String::new()
+        } else {
+            format!(" (pruned {})", pruned.len())
+        }
     )?;
     drop(lock);
     verdict::reload(config, slot, out)
@@ -142,7 +171,8 @@ pub fn parse(input: impl BufRead) -> anyhow::Result<Vec<RefUpdate>> {
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let is_sha = |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_sha =
+            |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
         match fields[..] {
             [old, new, refname] if is_sha(old) && is_sha(new) && refname.starts_with("refs/") => {
                 updates.push(RefUpdate {
@@ -173,12 +203,18 @@ mod tests {
         assert_eq!(updates.len(), 2);
         assert_eq!(updates[1].refname, "refs/heads/x");
         let err = parse("hello world\n".as_bytes()).unwrap_err().to_string();
-        assert_eq!(err, "malformed post-receive input on line 1: expected `<old-sha> <new-sha> <ref>`");
+        assert_eq!(
+            err,
+            "malformed post-receive input on line 1: expected `<old-sha> <new-sha> <ref>`"
+        );
     }
 
     #[test]
     fn slot_from_repo_folder() {
-        assert_eq!(slot_of(Path::new("/srv/app/blue.git/")).unwrap(), Slot::Blue);
+        assert_eq!(
+            slot_of(Path::new("/srv/app/blue.git/")).unwrap(),
+            Slot::Blue
+        );
         assert!(slot_of(Path::new("/srv/app/red.git")).is_err());
     }
 }

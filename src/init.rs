@@ -18,7 +18,8 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     let binary = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .context("cannot find this binary's path for the hooks")?;
-    fs::create_dir_all(layout.root()).with_context(|| format!("cannot create {}", layout.root().display()))?;
+    fs::create_dir_all(layout.root())
+        .with_context(|| format!("cannot create {}", layout.root().display()))?;
 
     let config_path = layout.config_file();
     let branch = if config_path.exists() {
@@ -37,7 +38,12 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
             make_dir(&dir, out)?;
         }
     }
-    for dir in [layout.builds_dir(), layout.build_tmp_root(), layout.logs_dir(), layout.workers_dir()] {
+    for dir in [
+        layout.builds_dir(),
+        layout.build_tmp_root(),
+        layout.logs_dir(),
+        layout.workers_dir(),
+    ] {
         make_dir(&dir, out)?;
     }
     writeln!(
@@ -48,10 +54,17 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_repo(layout: &Layout, slot: Slot, branch: &str, binary: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+fn init_repo(
+    layout: &Layout,
+    slot: Slot,
+    branch: &str,
+    binary: &Path,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let path = layout.repo(slot);
     if path.join("HEAD").exists() {
-        git2::Repository::open_bare(&path).with_context(|| format!("{} is not a bare repo", path.display()))?;
+        git2::Repository::open_bare(&path)
+            .with_context(|| format!("{} is not a bare repo", path.display()))?;
     } else {
         let repo = git2::Repository::init_bare(&path)
             .with_context(|| format!("cannot create the bare repo {}", path.display()))?;

@@ -45,7 +45,9 @@ pub struct Release {
 
 impl Release {
     pub fn commit_short(&self) -> &str {
-        self.meta.as_ref().map_or("?", |m| &m.commit[..m.commit.len().min(7)])
+        self.meta
+            .as_ref()
+            .map_or("?", |m| &m.commit[..m.commit.len().min(7)])
     }
 }
 
@@ -65,17 +67,26 @@ pub fn new_id(layout: &Layout, slot: Slot, short: &str) -> String {
 
 /// Materialises `meta.id` in `slot` from the finished build `meta.build_key`. The caller
 /// holds the slot lock.
-pub fn create(layout: &Layout, meta: &ReleaseMeta, linked_dirs: &[String]) -> anyhow::Result<PathBuf> {
+pub fn create(
+    layout: &Layout,
+    meta: &ReleaseMeta,
+    linked_dirs: &[String],
+) -> anyhow::Result<PathBuf> {
     let slot = meta.slot;
     let build = layout.build_dir(&meta.build_key);
-    anyhow::ensure!(build::is_finished(layout, &meta.build_key), "build {} is not finished", meta.build_key);
+    anyhow::ensure!(
+        build::is_finished(layout, &meta.build_key),
+        "build {} is not finished",
+        meta.build_key
+    );
     fs::create_dir_all(layout.releases_dir(slot))?;
     let tmp = layout.release_tmp_dir(slot, &meta.id);
     fsops::remove_any(&tmp)?;
     fsops::copy_tree(&build, &tmp, &[build::META])?;
     for dir in linked_dirs {
         let shared = layout.shared_dir(slot).join(dir);
-        fs::create_dir_all(&shared).with_context(|| format!("cannot create {}", shared.display()))?;
+        fs::create_dir_all(&shared)
+            .with_context(|| format!("cannot create {}", shared.display()))?;
         let link = tmp.join(dir);
         if let Some(parent) = link.parent() {
             fs::create_dir_all(parent)?;
@@ -87,14 +98,18 @@ pub fn create(layout: &Layout, meta: &ReleaseMeta, linked_dirs: &[String]) -> an
     }
     fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(meta)?)?;
     let dir = layout.release_dir(slot, &meta.id);
-    fs::rename(&tmp, &dir).with_context(|| format!("cannot move the release into {}", dir.display()))?;
+    fs::rename(&tmp, &dir)
+        .with_context(|| format!("cannot move the release into {}", dir.display()))?;
     fs::File::open(layout.releases_dir(slot))?.sync_all()?;
     Ok(dir)
 }
 
 /// Points `current` of `slot` at release `id`.
 pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(layout.release_dir(slot, id).join(META).is_file(), "{slot} has no release {id}");
+    anyhow::ensure!(
+        layout.release_dir(slot, id).join(META).is_file(),
+        "{slot} has no release {id}"
+    );
     fsops::flip_symlink(&layout.current_link(slot), &layout.current_target(id))
 }
 
@@ -152,7 +167,12 @@ pub fn previous(releases: &[Release], id: &str) -> Option<String> {
 /// it, or `was_current` (what `current` named before the flip: the running generation's
 /// release and the natural way back). Also removes temp folders of killed deploys. The
 /// caller holds the slot lock. Returns the ids removed.
-pub fn prune(layout: &Layout, slot: Slot, keep: usize, was_current: Option<&str>) -> anyhow::Result<Vec<String>> {
+pub fn prune(
+    layout: &Layout,
+    slot: Slot,
+    keep: usize,
+    was_current: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     if let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(".tmp-") {

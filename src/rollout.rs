@@ -23,7 +23,11 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
             writeln!(out, "{slot}: no releases")?;
         }
         for r in releases.iter().rev() {
-            let mark = if Some(&r.id) == current.as_ref() { "*" } else { " " };
+            let mark = if Some(&r.id) == current.as_ref() {
+                "*"
+            } else {
+                " "
+            };
             let (created, key, summary) = r
                 .meta
                 .as_ref()
@@ -41,13 +45,23 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
 }
 
 /// Points `slot` at the release before its current one, or at `to`.
-pub fn rollback(layout: &Layout, config: &Config, slot: Slot, to: Option<&str>, out: &mut dyn Write) -> anyhow::Result<bool> {
+pub fn rollback(
+    layout: &Layout,
+    config: &Config,
+    slot: Slot,
+    to: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
     let lock = fsops::lock(&layout.slot_lock(slot), || {})?;
     let releases = release::list(layout, slot)?;
-    let current = release::current(layout, slot).with_context(|| format!("{slot} has no current release"))?;
+    let current =
+        release::current(layout, slot).with_context(|| format!("{slot} has no current release"))?;
     let target = match to {
         Some(id) => {
-            anyhow::ensure!(releases.iter().any(|r| r.id == id), "{slot} has no release `{id}` (see `bluegreen releases {slot}`)");
+            anyhow::ensure!(
+                releases.iter().any(|r| r.id == id),
+                "{slot} has no release `{id}` (see `bluegreen releases {slot}`)"
+            );
             id.to_string()
         }
         None => release::previous(&releases, &current)
@@ -62,13 +76,23 @@ pub fn rollback(layout: &Layout, config: &Config, slot: Slot, to: Option<&str>, 
 
 /// Makes `to`'s current release a fresh copy of `from`'s current build: same key, no
 /// push, no rebuild.
-pub fn promote(layout: &Layout, config: &Config, from: Slot, to: Slot, out: &mut dyn Write) -> anyhow::Result<bool> {
+pub fn promote(
+    layout: &Layout,
+    config: &Config,
+    from: Slot,
+    to: Slot,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
     anyhow::ensure!(from != to, "cannot promote {from} to itself");
-    let source_id = release::current(layout, from).with_context(|| format!("{from} has no current release"))?;
+    let source_id =
+        release::current(layout, from).with_context(|| format!("{from} has no current release"))?;
     let source = release::meta(layout, from, &source_id)
         .with_context(|| format!("release {from}/{source_id} has no metadata"))?;
     let lock = fsops::lock(&layout.slot_lock(to), || {
-        let _ = writeln!(out, "{to}: another deploy to {to} is running; waiting for it");
+        let _ = writeln!(
+            out,
+            "{to}: another deploy to {to} is running; waiting for it"
+        );
     })?;
     let id = release::new_id(layout, to, &source.commit[..7.min(source.commit.len())]);
     let meta = ReleaseMeta {
@@ -83,6 +107,10 @@ pub fn promote(layout: &Layout, config: &Config, from: Slot, to: Slot, out: &mut
     release::flip(layout, to, &id)?;
     release::prune(layout, to, config.keep_releases, was_current.as_deref())?;
     drop(lock);
-    writeln!(out, "{to}: release {id} from {from}/{source_id} (build {} reused)", meta.build_key)?;
+    writeln!(
+        out,
+        "{to}: release {id} from {from}/{source_id} (build {} reused)",
+        meta.build_key
+    )?;
     verdict::reload(config, to, out)
 }

@@ -15,7 +15,9 @@ use crate::slot::Slot;
 pub fn run(args: Args) -> anyhow::Result<bool> {
     let root = args.root.clone();
     let layout = || -> anyhow::Result<Layout> {
-        Ok(Layout::new(&root.clone().unwrap_or(std::env::current_dir()?))?)
+        Ok(Layout::new(
+            &root.clone().unwrap_or(std::env::current_dir()?),
+        )?)
     };
     let config = |layout: &Layout| Config::load(&layout.config_file());
     let stdout = &mut std::io::stdout();
@@ -31,7 +33,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         Command::Check => {
             let layout = layout()?;
             let config = config(&layout)?;
-            writeln!(stdout, "# {}: valid\n{}", layout.config_file().display(), config.to_toml())?;
+            writeln!(
+                stdout,
+                "# {}: valid\n{}",
+                layout.config_file().display(),
+                config.to_toml()
+            )?;
             Ok(true)
         }
         Command::Hook { .. } => {
@@ -53,8 +60,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             crate::rollout::promote(&layout, &config(&layout)?, from, to, stdout)
         }
         Command::Status { json } => crate::ctl::status(&config(&layout()?)?, json, stdout),
-        Command::Switch { slot, force } => crate::ctl::switch(&config(&layout()?)?, slot, force, stdout),
-        Command::Mirroring { state } => crate::ctl::mirroring(&config(&layout()?)?, state.as_deref(), stdout),
+        Command::Switch { slot, force } => {
+            crate::ctl::switch(&config(&layout()?)?, slot, force, stdout)
+        }
+        Command::Mirroring { state } => {
+            crate::ctl::mirroring(&config(&layout()?)?, state.as_deref(), stdout)
+        }
         Command::Serve => crate::daemon::serve(layout()?),
         Command::Demo(demo) => crate::demo::run(demo),
         Command::SampleApp => crate::sample_app::run(),

@@ -58,7 +58,8 @@ pub fn run() -> anyhow::Result<bool> {
         data: std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("data"), PathBuf::from),
     });
     let server = Arc::new(
-        Server::http(("127.0.0.1", port)).map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?,
+        Server::http(("127.0.0.1", port))
+            .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?,
     );
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
@@ -79,7 +80,10 @@ pub fn run() -> anyhow::Result<bool> {
 impl App {
     fn answer(&self, mut request: Request) {
         std::thread::sleep(self.slow);
-        let (status, body) = if self.fail_after.is_some_and(|after| self.started.elapsed() >= after) {
+        let (status, body) = if self
+            .fail_after
+            .is_some_and(|after| self.started.elapsed() >= after)
+        {
             (500, "failing: FAIL_AFTER has passed\n".to_string())
         } else {
             let mut body = Vec::new();
@@ -90,7 +94,11 @@ impl App {
         };
         let header = Header::from_bytes("Content-Type", "text/plain; charset=utf-8")
             .expect("a static header is valid");
-        let _ = request.respond(Response::from_string(body).with_status_code(status).with_header(header));
+        let _ = request.respond(
+            Response::from_string(body)
+                .with_status_code(status)
+                .with_header(header),
+        );
     }
 
     fn route(&self, method: &Method, url: &str, body: Vec<u8>) -> (u16, String) {
@@ -98,17 +106,25 @@ impl App {
         match (method, path) {
             (Method::Get, "/") => (
                 200,
-                format!("{} from {} (release {})\n", self.version, self.slot, self.release),
+                format!(
+                    "{} from {} (release {})\n",
+                    self.version, self.slot, self.release
+                ),
             ),
             (Method::Get, "/items") => match self.items() {
-                Ok(items) => (200, serde_json::to_string(&items).unwrap_or_default() + "\n"),
+                Ok(items) => (
+                    200,
+                    serde_json::to_string(&items).unwrap_or_default() + "\n",
+                ),
                 Err(e) => (500, format!("{e:#}\n")),
             },
             (_, p) if p.starts_with("/items/") => {
                 let name = &p["/items/".len()..];
                 if name.is_empty()
                     || name.starts_with('.')
-                    || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
                 {
                     return (400, format!("bad item name `{name}`\n"));
                 }
@@ -118,7 +134,9 @@ impl App {
                     Method::Post | Method::Put => fs::create_dir_all(&self.data)
                         .and_then(|()| fs::write(&file, &body))
                         .map(|()| (201, format!("stored {name}\n"))),
-                    Method::Delete => fs::remove_file(&file).map(|()| (200, format!("deleted {name}\n"))),
+                    Method::Delete => {
+                        fs::remove_file(&file).map(|()| (200, format!("deleted {name}\n")))
+                    }
                     _ => Ok((405, "method not allowed\n".into())),
                 };
                 result.unwrap_or_else(|e| match e.kind() {
@@ -135,7 +153,9 @@ impl App {
         let entries = match fs::read_dir(&self.data) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(items),
-            Err(e) => return Err(e).with_context(|| format!("cannot list {}", self.data.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot list {}", self.data.display()))
+            }
         };
         for entry in entries {
             let entry = entry?;

@@ -30,7 +30,10 @@ pub fn reload(config: &Config, slot: Slot, out: &mut dyn Write) -> anyhow::Resul
     let wait = config.app.ready_timeout + config.app.stop_timeout + Duration::from_secs(10);
     match Client::new(config).post(&format!("/slots/{slot}/reload"), wait) {
         Err(ClientError::NotRunning(_)) => {
-            writeln!(out, "{slot}: daemon not running: the release starts on the next `bluegreen serve`")?;
+            writeln!(
+                out,
+                "{slot}: daemon not running: the release starts on the next `bluegreen serve`"
+            )?;
             Ok(true)
         }
         Err(e) => {

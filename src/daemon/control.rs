@@ -22,15 +22,31 @@ pub fn serve(server: Arc<Server>, daemon: Arc<Daemon>, runtime: tokio::runtime::
 }
 
 fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Handle) {
-    if !request.remote_addr().is_some_and(|a| a.ip().to_canonical().is_loopback()) {
-        return reply(request, 403, "text/plain", "the control API answers loopback callers only".into());
+    if !request
+        .remote_addr()
+        .is_some_and(|a| a.ip().to_canonical().is_loopback())
+    {
+        return reply(
+            request,
+            403,
+            "text/plain",
+            "the control API answers loopback callers only".into(),
+        );
     }
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
     let (status, kind, body) = match (&method, path) {
-        (Method::Get, "/status") => (200, "application/json", super::status::json(daemon).to_string()),
-        (Method::Get, "/events") => (200, "application/json", serde_json::to_string(&daemon.events.recent(200)).unwrap_or_default()),
+        (Method::Get, "/status") => (
+            200,
+            "application/json",
+            super::status::json(daemon).to_string(),
+        ),
+        (Method::Get, "/events") => (
+            200,
+            "application/json",
+            serde_json::to_string(&daemon.events.recent(200)).unwrap_or_default(),
+        ),
         (Method::Get, "/metrics") => (200, "text/plain; version=0.0.4", daemon.metrics_text()),
         (Method::Get, "/mirroring") => (200, "application/json", mirroring(daemon)),
         (Method::Post, "/mirroring") => match query.strip_prefix("enabled=") {
@@ -38,7 +54,11 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
                 Ok(()) => (200, "application/json", mirroring(daemon)),
                 Err(e) => (500, "text/plain", format!("cannot record the flag: {e:#}")),
             },
-            _ => (400, "text/plain", "use ?enabled=true or ?enabled=false".into()),
+            _ => (
+                400,
+                "text/plain",
+                "use ?enabled=true or ?enabled=false".into(),
+            ),
         },
         (Method::Post, "/switch") => match Query::parse(query) {
             Ok(query) => match runtime.block_on(switch::switch(daemon, query, "api")) {
@@ -52,22 +72,35 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
                 Ok(slot) => {
                     let verdict = reload(daemon, runtime, slot);
                     let status = if verdict.live { 200 } else { 409 };
-                    (status, "application/json", serde_json::to_string(&verdict).unwrap_or_default())
+                    (
+                        status,
+                        "application/json",
+                        serde_json::to_string(&verdict).unwrap_or_default(),
+                    )
                 }
                 Err(e) => (404, "text/plain", format!("{e:#}")),
             }
         }
-        (_, "/status" | "/events" | "/metrics" | "/mirroring" | "/switch") => {
-            (405, "text/plain", format!("{method} is not allowed on {path}"))
-        }
-        _ => (404, "text/plain", format!("no such endpoint: {method} {path}")),
+        (_, "/status" | "/events" | "/metrics" | "/mirroring" | "/switch") => (
+            405,
+            "text/plain",
+            format!("{method} is not allowed on {path}"),
+        ),
+        _ => (
+            404,
+            "text/plain",
+            format!("no such endpoint: {method} {path}"),
+        ),
     };
     reply(request, status, kind, body);
 }
 
 fn reload(daemon: &Daemon, runtime: &tokio::runtime::Handle, slot: Slot) -> Verdict {
     let config = daemon.config();
-    let wait = config.app.ready_timeout + config.app.stop_timeout + config.app.drain_timeout + Duration::from_secs(5);
+    let wait = config.app.ready_timeout
+        + config.app.stop_timeout
+        + config.app.drain_timeout
+        + Duration::from_secs(5);
     let answer = runtime.block_on(async {
         let rx = daemon.reload(slot, false);
         tokio::time::timeout(wait, rx).await
@@ -95,6 +128,11 @@ fn reply(request: Request, status: u16, kind: &str, mut body: String) {
     if !body.ends_with('\n') {
         body.push('\n');
     }
-    let header = Header::from_bytes("Content-Type", kind).expect("content types here are valid header values");
-    let _ = request.respond(Response::from_string(body).with_status_code(status).with_header(header));
+    let header = Header::from_bytes("Content-Type", kind)
+        .expect("content types here are valid header values");
+    let _ = request.respond(
+        Response::from_string(body)
+            .with_status_code(status)
+            .with_header(header),
+    );
 }

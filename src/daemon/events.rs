@@ -56,6 +56,9 @@ impl Events {
     /// The newest `n` events, oldest first.
     pub fn recent(&self, n: usize) -> Vec<Event> {
         let ring = self.ring.lock().expect("events lock: no panic holds it");
-        ring.iter().skip(ring.len().saturating_sub(n)).cloned().collect()
+        ring.iter()
+            .skip(ring.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 }

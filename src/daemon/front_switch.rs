@@ -16,7 +16,12 @@ use super::upstream::Body;
 use super::Daemon;
 
 /// Whether a caller may switch: `peer` is the TCP peer, `authorization` the header.
-pub fn allowed(peer: IpAddr, method: &Method, authorization: Option<&str>, token: Option<&str>) -> Result<(), String> {
+pub fn allowed(
+    peer: IpAddr,
+    method: &Method,
+    authorization: Option<&str>,
+    token: Option<&str>,
+) -> Result<(), String> {
     if peer.to_canonical().is_loopback() {
         return Ok(());
     }
@@ -38,9 +43,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn handle(request: Request<Incoming>, peer: SocketAddr, daemon: &Arc<Daemon>) -> Response<Body> {
+pub async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    daemon: &Arc<Daemon>,
+) -> Response<Body> {
     if request.method() != Method::POST && request.method() != Method::GET {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST (or GET from this host)");
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST (or GET from this host)",
+        );
     }
     let authorization = request
         .headers()
@@ -71,8 +83,14 @@ mod tests {
     #[test]
     fn loopback_may_switch_without_token() {
         for peer in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] {
-            assert!(allowed(ip(peer), &Method::GET, None, None).is_ok(), "{peer}");
-            assert!(allowed(ip(peer), &Method::POST, None, Some("t")).is_ok(), "{peer}");
+            assert!(
+                allowed(ip(peer), &Method::GET, None, None).is_ok(),
+                "{peer}"
+            );
+            assert!(
+                allowed(ip(peer), &Method::POST, None, Some("t")).is_ok(),
+                "{peer}"
+            );
         }
     }
 
@@ -85,7 +103,13 @@ mod tests {
         assert!(allowed(peer, &Method::POST, Some("Bearer wrong"), Some("s3cret")).is_err());
         assert!(allowed(peer, &Method::POST, Some("s3cret"), Some("s3cret")).is_err());
         assert!(allowed(peer, &Method::POST, Some("Bearer s3cret"), Some("s3cret")).is_ok());
-        assert!(allowed(ip("2001:db8::1"), &Method::POST, Some("Bearer s3cret"), Some("s3cret")).is_ok());
+        assert!(allowed(
+            ip("2001:db8::1"),
+            &Method::POST,
+            Some("Bearer s3cret"),
+            Some("s3cret")
+        )
+        .is_ok());
         assert!(allowed(peer, &Method::GET, Some("Bearer s3cret"), Some("s3cret")).is_err());
     }
 

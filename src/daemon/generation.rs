@@ -91,18 +91,41 @@ impl Generation {
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start `{}` in {}", words[0], dir.display()))?;
-        let pid = child.id().context("the worker exited before it could be watched")?;
-        workers::record(layout, pid, &format!("{slot} generation {id} release {release}"));
+        let pid = child
+            .id()
+            .context("the worker exited before it could be watched")?;
+        workers::record(
+            layout,
+            pid,
+            &format!("{slot} generation {id} release {release}"),
+        );
 
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let label = format!("{slot}/{id}");
         let mut copiers = Vec::new();
         for (stream, name) in [
-            (child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>), "stdout"),
-            (child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>), "stderr"),
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+                "stdout",
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+                "stderr",
+            ),
         ] {
             if let Some(stream) = stream {
-                copiers.push(tokio::spawn(copy_lines(stream, label.clone(), name, tail.clone())));
+                copiers.push(tokio::spawn(copy_lines(
+                    stream,
+                    label.clone(),
+                    name,
+                    tail.clone(),
+                )));
             }
         }
         let (tx, exited) = watch::channel(None);
@@ -130,7 +153,12 @@ impl Generation {
     }
 
     /// Waits until the health path answers 2xx/3xx, the process exits, or `timeout`.
-    pub async fn wait_ready(&self, client: &Client, path: &str, timeout: Duration) -> Result<(), String> {
+    pub async fn wait_ready(
+        &self,
+        client: &Client,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut exited = self.exited.clone();
         let mut last = String::from("no answer yet");
@@ -138,7 +166,10 @@ impl Generation {
             let status = *exited.borrow();
             if let Some(status) = status {
                 self.flush_output().await;
-                return Err(format!("exited with {status} before it was ready{}", self.tail_text()));
+                return Err(format!(
+                    "exited with {status} before it was ready{}",
+                    self.tail_text()
+                ));
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -211,7 +242,12 @@ impl Generation {
 
     /// Waits (briefly) until the output of an exited process has been read in full.
     pub async fn flush_output(&self) {
-        let copiers = std::mem::take(&mut *self.copiers.lock().expect("copiers lock: no panic holds it"));
+        let copiers = std::mem::take(
+            &mut *self
+                .copiers
+                .lock()
+                .expect("copiers lock: no panic holds it"),
+        );
         for copier in copiers {
             let _ = tokio::time::timeout(Duration::from_millis(500), copier).await;
         }
@@ -224,7 +260,10 @@ impl Generation {
             String::new()
         } else {
             let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
-            format!("; last output: {}", lines[lines.len().saturating_sub(3)..].join(" | "))
+            format!(
+                "; last output: {}",
+                lines[lines.len().saturating_sub(3)..].join(" | ")
+            )
         }
     }
 }

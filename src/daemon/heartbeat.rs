@@ -70,10 +70,16 @@ pub async fn run(daemon: Arc<Daemon>) {
     loop {
         let config = daemon.config();
         tokio::time::sleep(config.heartbeat.interval).await;
-        let Some(active) = daemon.active() else { continue };
+        let Some(active) = daemon.active() else {
+            continue;
+        };
         if watched != Some(active) {
             // A new active slot starts with a clean streak.
-            daemon.heartbeat.lock().expect("heartbeat lock: no panic holds it").failures = 0;
+            daemon
+                .heartbeat
+                .lock()
+                .expect("heartbeat lock: no panic holds it")
+                .failures = 0;
             watched = Some(active);
         }
         let result = check(&daemon, active).await;
@@ -94,10 +100,17 @@ pub async fn run(daemon: Arc<Daemon>) {
         daemon.set_health(standby, standby_check.clone());
         match standby_check {
             Ok(()) => {
-                let query = Query { to: Some(standby), force: true };
+                let query = Query {
+                    to: Some(standby),
+                    force: true,
+                };
                 match switch::switch(&daemon, query, "heartbeat").await {
                     Ok(_) => {
-                        daemon.heartbeat.lock().expect("heartbeat lock: no panic holds it").switched();
+                        daemon
+                            .heartbeat
+                            .lock()
+                            .expect("heartbeat lock: no panic holds it")
+                            .switched();
                         daemon.events.record(
                             "heartbeat",
                             Some(standby),
@@ -105,11 +118,19 @@ pub async fn run(daemon: Arc<Daemon>) {
                             format!("heartbeat: {active} failed {} checks in a row; traffic moved to {standby} (automatic switching is off until an operator switches)", config.heartbeat.failures),
                         );
                     }
-                    Err(e) => daemon.events.record("heartbeat", Some(active), true, format!("heartbeat: switch to {standby} failed: {e}")),
+                    Err(e) => daemon.events.record(
+                        "heartbeat",
+                        Some(active),
+                        true,
+                        format!("heartbeat: switch to {standby} failed: {e}"),
+                    ),
                 }
             }
             Err(why) => {
-                let mut heartbeat = daemon.heartbeat.lock().expect("heartbeat lock: no panic holds it");
+                let mut heartbeat = daemon
+                    .heartbeat
+                    .lock()
+                    .expect("heartbeat lock: no panic holds it");
                 if !heartbeat.both_reported {
                     heartbeat.both_reported = true;
                     drop(heartbeat);
@@ -148,12 +169,20 @@ mod tests {
         const N: u32 = 2;
         let mut h = Heartbeat::new();
         assert_eq!(h.observe(false, N), Decision::Nothing);
-        assert_eq!(h.observe(true, N), Decision::Nothing, "a pass resets the streak");
+        assert_eq!(
+            h.observe(true, N),
+            Decision::Nothing,
+            "a pass resets the streak"
+        );
         assert_eq!(h.observe(false, N), Decision::Nothing);
         assert_eq!(h.observe(false, N), Decision::TrySwitch);
         h.switched();
         for _ in 0..5 {
-            assert_eq!(h.observe(false, N), Decision::Nothing, "never flaps back on its own");
+            assert_eq!(
+                h.observe(false, N),
+                Decision::Nothing,
+                "never flaps back on its own"
+            );
         }
         h.armed = true;
         assert_eq!(h.observe(false, N), Decision::TrySwitch);

@@ -10,12 +10,21 @@ use std::time::Duration;
 use crate::slot::Slot;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 /// Status classes: 1xx..5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub const GENERATION_OUTCOMES: [&str; 3] = ["started", "failed", "restarted"];
 pub const SWITCH_CAUSES: [&str; 4] = ["api", "front", "heartbeat", "cli"];
-pub const MIRROR_OUTCOMES: [&str; 6] = ["sent", "standby_down", "queue_full", "too_large", "non_2xx", "error"];
+pub const MIRROR_OUTCOMES: [&str; 6] = [
+    "sent",
+    "standby_down",
+    "queue_full",
+    "too_large",
+    "non_2xx",
+    "error",
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -30,7 +39,10 @@ pub struct Metrics {
 }
 
 fn index(names: &[&str], name: &str) -> usize {
-    names.iter().position(|n| *n == name).unwrap_or_else(|| panic!("unknown metric label {name}"))
+    names
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or_else(|| panic!("unknown metric label {name}"))
 }
 
 impl Metrics {
@@ -45,7 +57,8 @@ impl Metrics {
             self.latency_buckets[i].fetch_add(1, Relaxed);
         }
         self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_micros.fetch_add(took.as_micros() as u64, Relaxed);
+        self.latency_sum_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
     }
 
     pub fn generation(&self, slot: Slot, outcome: &str) {
@@ -66,7 +79,11 @@ impl Metrics {
 
     /// Mirror counters by outcome, for `/status`.
     pub fn mirror_counts(&self) -> Vec<(&'static str, u64)> {
-        MIRROR_OUTCOMES.iter().zip(&self.mirror).map(|(n, c)| (*n, c.load(Relaxed))).collect()
+        MIRROR_OUTCOMES
+            .iter()
+            .zip(&self.mirror)
+            .map(|(n, c)| (*n, c.load(Relaxed)))
+            .collect()
     }
 
     /// Prometheus text format; `in_flight` per slot comes from the routes.
@@ -76,36 +93,69 @@ impl Metrics {
         let _ = writeln!(w, "# HELP bluegreen_requests_total Requests answered, by slot and status class.\n# TYPE bluegreen_requests_total counter");
         for slot in Slot::ALL {
             for (class, count) in CLASSES.iter().zip(&self.requests[slot.index()]) {
-                let _ = writeln!(w, "bluegreen_requests_total{{slot=\"{slot}\",class=\"{class}\"}} {}", count.load(Relaxed));
+                let _ = writeln!(
+                    w,
+                    "bluegreen_requests_total{{slot=\"{slot}\",class=\"{class}\"}} {}",
+                    count.load(Relaxed)
+                );
             }
         }
         let _ = writeln!(w, "# HELP bluegreen_upstream_seconds Time to the upstream's response head.\n# TYPE bluegreen_upstream_seconds histogram");
         let mut cumulative = 0;
         for (bound, count) in BUCKETS.iter().zip(&self.latency_buckets) {
             cumulative += count.load(Relaxed);
-            let _ = writeln!(w, "bluegreen_upstream_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                w,
+                "bluegreen_upstream_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
         }
         let total = self.latency_count.load(Relaxed);
-        let _ = writeln!(w, "bluegreen_upstream_seconds_bucket{{le=\"+Inf\"}} {total}");
-        let _ = writeln!(w, "bluegreen_upstream_seconds_sum {}", self.latency_sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            w,
+            "bluegreen_upstream_seconds_bucket{{le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            w,
+            "bluegreen_upstream_seconds_sum {}",
+            self.latency_sum_micros.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(w, "bluegreen_upstream_seconds_count {total}");
         let _ = writeln!(w, "# HELP bluegreen_in_flight Requests in flight, by slot.\n# TYPE bluegreen_in_flight gauge");
         for slot in Slot::ALL {
-            let _ = writeln!(w, "bluegreen_in_flight{{slot=\"{slot}\"}} {}", in_flight[slot.index()]);
+            let _ = writeln!(
+                w,
+                "bluegreen_in_flight{{slot=\"{slot}\"}} {}",
+                in_flight[slot.index()]
+            );
         }
         let _ = writeln!(w, "# HELP bluegreen_generations_total Generations, by slot and outcome.\n# TYPE bluegreen_generations_total counter");
         for slot in Slot::ALL {
-            for (outcome, count) in GENERATION_OUTCOMES.iter().zip(&self.generations[slot.index()]) {
-                let _ = writeln!(w, "bluegreen_generations_total{{slot=\"{slot}\",outcome=\"{outcome}\"}} {}", count.load(Relaxed));
+            for (outcome, count) in GENERATION_OUTCOMES
+                .iter()
+                .zip(&self.generations[slot.index()])
+            {
+                let _ = writeln!(
+                    w,
+                    "bluegreen_generations_total{{slot=\"{slot}\",outcome=\"{outcome}\"}} {}",
+                    count.load(Relaxed)
+                );
             }
         }
         let _ = writeln!(w, "# HELP bluegreen_switches_total Switches, by cause.\n# TYPE bluegreen_switches_total counter");
         for (cause, count) in SWITCH_CAUSES.iter().zip(&self.switches) {
-            let _ = writeln!(w, "bluegreen_switches_total{{cause=\"{cause}\"}} {}", count.load(Relaxed));
+            let _ = writeln!(
+                w,
+                "bluegreen_switches_total{{cause=\"{cause}\"}} {}",
+                count.load(Relaxed)
+            );
         }
         let _ = writeln!(w, "# HELP bluegreen_heartbeat_failures_total Failed heartbeat checks, by slot.\n# TYPE bluegreen_heartbeat_failures_total counter");
         for slot in Slot::ALL {
-            let _ = writeln!(w, "bluegreen_heartbeat_failures_total{{slot=\"{slot}\"}} {}", self.heartbeat_failures[slot.index()].load(Relaxed));
+            let _ = writeln!(
+                w,
+                "bluegreen_heartbeat_failures_total{{slot=\"{slot}\"}} {}",
+                self.heartbeat_failures[slot.index()].load(Relaxed)
+            );
         }
         let _ = writeln!(w, "# HELP bluegreen_mirror_total Mirrored writes, by outcome.\n# TYPE bluegreen_mirror_total counter");
         for (outcome, count) in self.mirror_counts() {

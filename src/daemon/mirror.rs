@@ -48,17 +48,32 @@ impl Mirror {
     /// copy for `standby`; returns the body to send to the active slot either way.
     pub async fn tee(&self, daemon: &Daemon, parts: &Parts, body: Incoming, standby: Slot) -> Body {
         let config = daemon.config();
-        if !config.mirror.methods.iter().any(|m| m == parts.method.as_str()) {
+        if !config
+            .mirror
+            .methods
+            .iter()
+            .any(|m| m == parts.method.as_str())
+        {
             return body.map_err(BoxError::from).boxed();
         }
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
         let declared = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let limit = config.mirror.max_body;
         if declared.is_some_and(|n| n > limit) {
-            self.lost(daemon, "too_large", &parts.method, &path, format!("body over mirror.max_body ({limit} bytes)"));
+            self.lost(
+                daemon,
+                "too_large",
+                &parts.method,
+                &path,
+                format!("body over mirror.max_body ({limit} bytes)"),
+            );
             return body.map_err(BoxError::from).boxed();
         }
         // Read the body up to the limit; what is read is replayed to the active slot.
@@ -73,7 +88,13 @@ impl Mirror {
                     break;
                 }
                 Some(Err(e)) => {
-                    self.lost(daemon, "error", &parts.method, &path, format!("client body: {e}"));
+                    self.lost(
+                        daemon,
+                        "error",
+                        &parts.method,
+                        &path,
+                        format!("client body: {e}"),
+                    );
                     frames.push_back(Err(BoxError::from(e)));
                     break;
                 }
@@ -83,7 +104,13 @@ impl Mirror {
                     }
                     frames.push_back(Ok(frame));
                     if copy.len() as u64 > limit {
-                        self.lost(daemon, "too_large", &parts.method, &path, format!("body over mirror.max_body ({limit} bytes)"));
+                        self.lost(
+                            daemon,
+                            "too_large",
+                            &parts.method,
+                            &path,
+                            format!("body over mirror.max_body ({limit} bytes)"),
+                        );
                         break;
                     }
                 }
@@ -98,7 +125,13 @@ impl Mirror {
                 body: Bytes::from(copy),
             };
             if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(job) {
-                self.lost(daemon, "queue_full", &parts.method, &path, format!("mirror.queue is full ({})", config.mirror.queue));
+                self.lost(
+                    daemon,
+                    "queue_full",
+                    &parts.method,
+                    &path,
+                    format!("mirror.queue is full ({})", config.mirror.queue),
+                );
             }
         }
         Replay {
@@ -108,7 +141,14 @@ impl Mirror {
         .boxed()
     }
 
-    fn lost(&self, daemon: &Daemon, reason: &'static str, method: &Method, path: &str, why: String) {
+    fn lost(
+        &self,
+        daemon: &Daemon,
+        reason: &'static str,
+        method: &Method,
+        path: &str,
+        why: String,
+    ) {
         daemon.metrics.mirror(reason);
         tracing::warn!(reason, "not mirrored: {method} {path}: {why}");
     }
@@ -127,9 +167,20 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
 }
 
 async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, String, String)> {
-    let Job { slot, method, path, mut headers, body } = job;
+    let Job {
+        slot,
+        method,
+        path,
+        mut headers,
+        body,
+    } = job;
     let Ok(in_flight) = daemon.slots[slot.index()].route.acquire() else {
-        return Err(("standby_down", method, path, format!("{slot} has no live generation")));
+        return Err((
+            "standby_down",
+            method,
+            path,
+            format!("{slot} has no live generation"),
+        ));
     };
     headers.remove(http::header::CONNECTION);
     headers.remove(http::header::TRANSFER_ENCODING);
@@ -152,7 +203,12 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, St
                 Err(("non_2xx", method, path, format!("{slot} answered {status}")))
             }
         }
-        Err(e) => Err(("error", method, path, format!("{slot}: {}", upstream::describe(&e)))),
+        Err(e) => Err((
+            "error",
+            method,
+            path,
+            format!("{slot}: {}", upstream::describe(&e)),
+        )),
     }
 }
 
@@ -166,7 +222,10 @@ impl hyper::body::Body for Replay {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(frame) = self.frames.pop_front() {
             return Poll::Ready(Some(frame));
         }

@@ -83,7 +83,9 @@ pub struct SlotStatus {
 
 impl SlotHandle {
     pub fn status(&self) -> MutexGuard<'_, SlotStatus> {
-        self.status.lock().expect("slot status lock: no panic holds it")
+        self.status
+            .lock()
+            .expect("slot status lock: no panic holds it")
     }
 
     pub fn set_error(&self, error: Option<String>) {
@@ -93,11 +95,17 @@ impl SlotHandle {
 
 impl Daemon {
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().expect("config lock: no panic holds it").clone()
+        self.config
+            .read()
+            .expect("config lock: no panic holds it")
+            .clone()
     }
 
     pub fn token(&self) -> Option<String> {
-        self.token.read().expect("token lock: no panic holds it").clone()
+        self.token
+            .read()
+            .expect("token lock: no panic holds it")
+            .clone()
     }
 
     pub fn active(&self) -> Option<Slot> {
@@ -121,7 +129,10 @@ impl Daemon {
         *state = next;
         self.active.store(slot.index() as u8 + 1, Ordering::Release);
         if manual {
-            let mut heartbeat = self.heartbeat.lock().expect("heartbeat lock: no panic holds it");
+            let mut heartbeat = self
+                .heartbeat
+                .lock()
+                .expect("heartbeat lock: no panic holds it");
             heartbeat.armed = true;
             heartbeat.failures = 0;
         }
@@ -132,14 +143,23 @@ impl Daemon {
     fn adopt_if_none(&self, slot: Slot) {
         if self.active().is_none() {
             match self.set_active(slot, None) {
-                Ok(()) => self.events.record("switch", Some(slot), false, format!("{slot} is active (first slot with a live generation)")),
+                Ok(()) => self.events.record(
+                    "switch",
+                    Some(slot),
+                    false,
+                    format!("{slot} is active (first slot with a live generation)"),
+                ),
                 Err(e) => tracing::error!("cannot record the active slot: {e:#}"),
             }
         }
     }
 
     pub fn last_switch(&self) -> Option<LastSwitch> {
-        self.state.lock().expect("state lock: no panic holds it").last_switch.clone()
+        self.state
+            .lock()
+            .expect("state lock: no panic holds it")
+            .last_switch
+            .clone()
     }
 
     pub fn mirroring(&self) -> bool {
@@ -153,7 +173,12 @@ impl Daemon {
         next.save(&self.layout.state_file())?;
         *state = next;
         self.mirroring.store(on, Ordering::Release);
-        self.events.record("mirroring", None, false, format!("mirroring {}", if on { "on" } else { "off" }));
+        self.events.record(
+            "mirroring",
+            None,
+            false,
+            format!("mirroring {}", if on { "on" } else { "off" }),
+        );
         Ok(())
     }
 
@@ -176,8 +201,14 @@ impl Daemon {
         drop(status);
         if was_ok != Some(now_ok) {
             match result {
-                Ok(()) => self.events.record("health", Some(slot), false, format!("{slot} healthy")),
-                Err(why) => self.events.record("health", Some(slot), true, format!("{slot} failing: {why}")),
+                Ok(()) => {
+                    self.events
+                        .record("health", Some(slot), false, format!("{slot} healthy"))
+                }
+                Err(why) => {
+                    self.events
+                        .record("health", Some(slot), true, format!("{slot} failing: {why}"))
+                }
             }
         }
     }
@@ -202,7 +233,8 @@ struct Bound {
 
 fn bind(config: &Config) -> anyhow::Result<Bound> {
     let tcp = |addr: SocketAddr, key: &str| -> anyhow::Result<std::net::TcpListener> {
-        let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} ({key})"))?;
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} ({key})"))?;
         listener.set_nonblocking(true)?;
         Ok(listener)
     };
@@ -213,7 +245,8 @@ fn bind(config: &Config) -> anyhow::Result<Bound> {
             tcp(config.slots.blue.listen, "slots.blue.listen")?,
             tcp(config.slots.green.listen, "slots.green.listen")?,
         ],
-        control: tiny_http::Server::http(control).map_err(|e| anyhow::anyhow!("cannot listen on {control} (control.listen): {e}"))?,
+        control: tiny_http::Server::http(control)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {control} (control.listen): {e}"))?,
     })
 }
 
@@ -222,9 +255,14 @@ fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     let path = &config.router.token_file;
-    let token = std::fs::read_to_string(path).with_context(|| format!("cannot read router.token_file {}", path.display()))?;
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read router.token_file {}", path.display()))?;
     let token = token.trim().to_string();
-    anyhow::ensure!(!token.is_empty(), "router.token_file {} is empty", path.display());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "router.token_file {} is empty",
+        path.display()
+    );
     Ok(Some(token))
 }
 
@@ -248,7 +286,13 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     result
 }
 
-async fn run(layout: Layout, config: Config, token: Option<String>, state: State, bound: Bound) -> anyhow::Result<bool> {
+async fn run(
+    layout: Layout,
+    config: Config,
+    token: Option<String>,
+    state: State,
+    bound: Bound,
+) -> anyhow::Result<bool> {
     let (mirror, mirror_rx) = mirror::Mirror::new(config.mirror.queue);
     let mut receivers = Vec::new();
     let slots = Slot::ALL.map(|slot| {
@@ -256,7 +300,10 @@ async fn run(layout: Layout, config: Config, token: Option<String>, state: State
         receivers.push((slot, tx.clone(), rx));
         let reason = match release::current(&layout, slot) {
             Some(_) => format!("{slot} is starting"),
-            None => format!("{slot} has no release yet: git push {slot} {}", config.branch),
+            None => format!(
+                "{slot} has no release yet: git push {slot} {}",
+                config.branch
+            ),
         };
         SlotHandle {
             route: route::Route::new(reason),
@@ -284,7 +331,9 @@ async fn run(layout: Layout, config: Config, token: Option<String>, state: State
 
     let mut supervisors = Vec::new();
     for (slot, tx, rx) in receivers {
-        supervisors.push(tokio::spawn(supervisor::Supervisor::new(slot, daemon.clone(), tx, rx).run()));
+        supervisors.push(tokio::spawn(
+            supervisor::Supervisor::new(slot, daemon.clone(), tx, rx).run(),
+        ));
     }
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
     let grace = config.app.drain_timeout;
@@ -296,11 +345,21 @@ async fn run(layout: Layout, config: Config, token: Option<String>, state: State
         (green, proxy::Listener::Slot(Slot::Green)),
     ] {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        listeners.push(tokio::spawn(proxy::serve(listener, which, daemon.clone(), stop_rx.clone(), grace)));
+        listeners.push(tokio::spawn(proxy::serve(
+            listener,
+            which,
+            daemon.clone(),
+            stop_rx.clone(),
+            grace,
+        )));
     }
     let control = Arc::new(bound.control);
     {
-        let (control, daemon, handle) = (control.clone(), daemon.clone(), tokio::runtime::Handle::current());
+        let (control, daemon, handle) = (
+            control.clone(),
+            daemon.clone(),
+            tokio::runtime::Handle::current(),
+        );
         std::thread::spawn(move || control::serve(control, daemon, handle));
     }
     tokio::spawn(mirror::run(daemon.clone(), mirror_rx));
@@ -362,14 +421,21 @@ async fn run(layout: Layout, config: Config, token: Option<String>, state: State
     }
 
     systemd::stopping();
-    daemon.events.record("stop", None, false, "stopping: draining every generation".into());
+    daemon.events.record(
+        "stop",
+        None,
+        false,
+        "stopping: draining every generation".into(),
+    );
     heartbeat.abort();
     let _ = stop_tx.send(true);
     control.unblock();
     let mut done = Vec::new();
     for slot in Slot::ALL {
         let (tx, rx) = oneshot::channel();
-        let _ = daemon.slots[slot.index()].tx.send(supervisor::Msg::Shutdown(tx));
+        let _ = daemon.slots[slot.index()]
+            .tx
+            .send(supervisor::Msg::Shutdown(tx));
         done.push(rx);
     }
     for rx in done {
@@ -390,27 +456,49 @@ fn reload_config(daemon: &Daemon) {
     let path = daemon.layout.config_file();
     let loaded = Config::load(&path).and_then(|config| Ok((read_token(&config)?, config)));
     match loaded {
-        Err(e) => daemon.events.record("config", None, true, format!("config reload refused, keeping the running config: {e:#}")),
+        Err(e) => daemon.events.record(
+            "config",
+            None,
+            true,
+            format!("config reload refused, keeping the running config: {e:#}"),
+        ),
         Ok((token, config)) => {
             let old = daemon.config();
             let moved: Vec<&str> = [
                 (old.router.listen != config.router.listen, "router.listen"),
-                (old.control.listen != config.control.listen, "control.listen"),
-                (old.slots.blue.listen != config.slots.blue.listen, "slots.blue.listen"),
-                (old.slots.green.listen != config.slots.green.listen, "slots.green.listen"),
+                (
+                    old.control.listen != config.control.listen,
+                    "control.listen",
+                ),
+                (
+                    old.slots.blue.listen != config.slots.blue.listen,
+                    "slots.blue.listen",
+                ),
+                (
+                    old.slots.green.listen != config.slots.green.listen,
+                    "slots.green.listen",
+                ),
                 (old.mirror.queue != config.mirror.queue, "mirror.queue"),
             ]
             .into_iter()
             .filter_map(|(changed, key)| changed.then_some(key))
             .collect();
             *daemon.token.write().expect("token lock: no panic holds it") = token;
-            *daemon.config.write().expect("config lock: no panic holds it") = Arc::new(config);
+            *daemon
+                .config
+                .write()
+                .expect("config lock: no panic holds it") = Arc::new(config);
             let note = if moved.is_empty() {
                 String::new()
             } else {
                 format!(" ({} take effect on restart)", moved.join(", "))
             };
-            daemon.events.record("config", None, false, format!("config reloaded from {}{note}", path.display()));
+            daemon.events.record(
+                "config",
+                None,
+                false,
+                format!("config reloaded from {}{note}", path.display()),
+            );
         }
     }
 }

@@ -45,7 +45,13 @@ pub enum Listener {
 
 /// Serves `listener` until `shutdown` turns true, then lets open connections finish
 /// their current request (up to `grace`).
-pub async fn serve(listener: TcpListener, which: Listener, daemon: Arc<Daemon>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    which: Listener,
+    daemon: Arc<Daemon>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -80,7 +86,12 @@ pub async fn serve(listener: TcpListener, which: Listener, daemon: Arc<Daemon>, 
     }
 }
 
-async fn handle(request: Request<Incoming>, peer: SocketAddr, which: Listener, daemon: Arc<Daemon>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    which: Listener,
+    daemon: Arc<Daemon>,
+) -> Result<Response<Body>, Infallible> {
     let slot = match which {
         Listener::Slot(slot) => slot,
         Listener::Front => {
@@ -90,7 +101,12 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, which: Listener, d
             }
             match daemon.active() {
                 Some(slot) => slot,
-                None => return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "no active slot: nothing has been deployed yet")),
+                None => {
+                    return Ok(plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no active slot: nothing has been deployed yet",
+                    ))
+                }
             }
         }
     };
@@ -116,7 +132,11 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, which: Listener, d
     parts.version = http::Version::HTTP_11;
 
     let started = Instant::now();
-    match daemon.client.request(Request::from_parts(parts, body)).await {
+    match daemon
+        .client
+        .request(Request::from_parts(parts, body))
+        .await
+    {
         Ok(response) => {
             daemon.metrics.latency(started.elapsed());
             daemon.metrics.request(slot, response.status().as_u16());
@@ -131,7 +151,11 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, which: Listener, d
         Err(e) => {
             daemon.metrics.request(slot, 502);
             let generation = &in_flight.0;
-            let reason = format!("{slot} generation {} did not answer: {}", generation.id, upstream::describe(&e));
+            let reason = format!(
+                "{slot} generation {} did not answer: {}",
+                generation.id,
+                upstream::describe(&e)
+            );
             tracing::warn!(slot = %slot, generation = generation.id, "{reason}");
             Ok(plain(StatusCode::BAD_GATEWAY, &reason))
         }
@@ -142,9 +166,10 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, which: Listener, d
 pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut response = Response::new(upstream::full(format!("{text}\n")));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -152,9 +177,10 @@ pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(upstream::full(format!("{value}\n")));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -209,7 +235,10 @@ impl hyper::body::Body for Tracked {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.inner)
             .poll_frame(cx)
             .map(|frame| frame.map(|f| f.map_err(BoxError::from)))
@@ -231,7 +260,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_forwarded_headers() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert(header::HOST, HeaderValue::from_static("example.com"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));

@@ -41,22 +41,35 @@ impl Route {
                 generation.in_flight.fetch_add(1, Ordering::AcqRel);
                 Ok(InFlight(generation.clone()))
             }
-            None => Err(self.reason.read().expect("route lock: no panic holds it").clone()),
+            None => Err(self
+                .reason
+                .read()
+                .expect("route lock: no panic holds it")
+                .clone()),
         }
     }
 
     pub fn live(&self) -> Option<Arc<Generation>> {
-        self.live.read().expect("route lock: no panic holds it").clone()
+        self.live
+            .read()
+            .expect("route lock: no panic holds it")
+            .clone()
     }
 
     /// Routes to `generation` from now on; returns the one it replaces.
     pub fn set(&self, generation: Arc<Generation>) -> Option<Arc<Generation>> {
-        self.live.write().expect("route lock: no panic holds it").replace(generation)
+        self.live
+            .write()
+            .expect("route lock: no panic holds it")
+            .replace(generation)
     }
 
     /// Stops routing; requests get a 503 with `reason`. Returns the generation removed.
     pub fn clear(&self, reason: String) -> Option<Arc<Generation>> {
         *self.reason.write().expect("route lock: no panic holds it") = reason;
-        self.live.write().expect("route lock: no panic holds it").take()
+        self.live
+            .write()
+            .expect("route lock: no panic holds it")
+            .take()
     }
 }

@@ -49,7 +49,10 @@ pub fn json(daemon: &Daemon) -> Value {
         .into_iter()
         .map(|(name, n)| (name.to_string(), json!(n)))
         .collect();
-    let heartbeat = daemon.heartbeat.lock().expect("heartbeat lock: no panic holds it");
+    let heartbeat = daemon
+        .heartbeat
+        .lock()
+        .expect("heartbeat lock: no panic holds it");
     json!({
         "active": daemon.active(),
         "front": config.router.listen.to_string(),

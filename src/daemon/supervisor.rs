@@ -73,7 +73,12 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(slot: Slot, daemon: Arc<Daemon>, tx: mpsc::UnboundedSender<Msg>, rx: mpsc::UnboundedReceiver<Msg>) -> Supervisor {
+    pub fn new(
+        slot: Slot,
+        daemon: Arc<Daemon>,
+        tx: mpsc::UnboundedSender<Msg>,
+        rx: mpsc::UnboundedReceiver<Msg>,
+    ) -> Supervisor {
         Supervisor {
             slot,
             daemon,
@@ -147,7 +152,11 @@ impl Supervisor {
                 Some((_, mut old)) => {
                     // The newer release supersedes the one that was waiting its turn.
                     for w in old.drain(..) {
-                        let _ = w.send(verdict_failed(slot, &release, format!("superseded by {release}")));
+                        let _ = w.send(verdict_failed(
+                            slot,
+                            &release,
+                            format!("superseded by {release}"),
+                        ));
                     }
                     old
                 }
@@ -156,23 +165,35 @@ impl Supervisor {
             self.pending = Some((release, waiters.into_iter().chain(reply).collect()));
             return;
         }
-        self.begin(release, reply.into_iter().collect(), false).await;
+        self.begin(release, reply.into_iter().collect(), false)
+            .await;
     }
 
-    async fn begin(&mut self, release: String, waiters: Vec<oneshot::Sender<Verdict>>, restart: bool) {
+    async fn begin(
+        &mut self,
+        release: String,
+        waiters: Vec<oneshot::Sender<Verdict>>,
+        restart: bool,
+    ) {
         let slot = self.slot;
         self.restart_token += 1; // a deploy or restart now replaces any scheduled restart
         let config = self.daemon.config();
         if !config.app.overlap {
             if let Some(old) = self.live.take() {
-                self.handle().route.clear(format!("{slot} is switching generations (app.overlap = false)"));
-                old.drain(config.app.drain_timeout, config.app.stop_timeout).await;
+                self.handle().route.clear(format!(
+                    "{slot} is switching generations (app.overlap = false)"
+                ));
+                old.drain(config.app.drain_timeout, config.app.stop_timeout)
+                    .await;
             }
         }
         let id = self.daemon.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.daemon
-            .events
-            .record("start", Some(slot), false, format!("{slot}: starting generation {id} for release {release}"));
+        self.daemon.events.record(
+            "start",
+            Some(slot),
+            false,
+            format!("{slot}: starting generation {id} for release {release}"),
+        );
         self.starting = Some(Start {
             release: release.clone(),
             since: Instant::now(),
@@ -182,11 +203,19 @@ impl Supervisor {
         let (daemon, tx) = (self.daemon.clone(), self.tx.clone());
         tokio::spawn(async move {
             let result = async {
-                let port = daemon.ports.fresh().map_err(|e| (None, format!("no free port: {e}")))?;
-                let generation = Generation::spawn(&daemon.layout, &config, slot, id, &release, port)
-                    .map_err(|e| (None, format!("{e:#}")))?;
+                let port = daemon
+                    .ports
+                    .fresh()
+                    .map_err(|e| (None, format!("no free port: {e}")))?;
+                let generation =
+                    Generation::spawn(&daemon.layout, &config, slot, id, &release, port)
+                        .map_err(|e| (None, format!("{e:#}")))?;
                 match generation
-                    .wait_ready(&daemon.client, &config.app.health_path, config.app.ready_timeout)
+                    .wait_ready(
+                        &daemon.client,
+                        &config.app.health_path,
+                        config.app.ready_timeout,
+                    )
                     .await
                 {
                     Ok(()) => Ok(generation),
@@ -198,9 +227,16 @@ impl Supervisor {
         });
     }
 
-    async fn started(&mut self, release: String, result: Result<Arc<Generation>, (Option<Arc<Generation>>, String)>) {
+    async fn started(
+        &mut self,
+        release: String,
+        result: Result<Arc<Generation>, (Option<Arc<Generation>>, String)>,
+    ) {
         let slot = self.slot;
-        let start = self.starting.take().expect("a start result only comes for the start in progress");
+        let start = self
+            .starting
+            .take()
+            .expect("a start result only comes for the start in progress");
         let config = self.daemon.config();
         match result {
             Ok(generation) if self.shutdown.is_none() => {
@@ -208,14 +244,23 @@ impl Supervisor {
                 let old = self.handle().route.set(generation.clone());
                 self.live = Some(generation.clone());
                 self.last_failed = None;
-                self.daemon.metrics.generation(slot, if start.restart { "restarted" } else { "started" });
+                self.daemon.metrics.generation(
+                    slot,
+                    if start.restart {
+                        "restarted"
+                    } else {
+                        "started"
+                    },
+                );
                 self.handle().set_error(None);
                 self.daemon.adopt_if_none(slot);
                 let tx = self.tx.clone();
                 let watched = generation.clone();
                 tokio::spawn(async move {
                     watched.exit().await;
-                    let _ = tx.send(Msg::Exited { generation: watched.id });
+                    let _ = tx.send(Msg::Exited {
+                        generation: watched.id,
+                    });
                 });
                 self.daemon.events.record(
                     "live",
@@ -235,11 +280,16 @@ impl Supervisor {
                         "drain",
                         Some(slot),
                         false,
-                        format!("{slot}: draining generation {} ({} in flight)", old.id, old.in_flight.load(Ordering::Acquire)),
+                        format!(
+                            "{slot}: draining generation {} ({} in flight)",
+                            old.id,
+                            old.in_flight.load(Ordering::Acquire)
+                        ),
                     );
                     let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
                     self.draining.retain(|h| !h.is_finished());
-                    self.draining.push(tokio::spawn(async move { old.drain(drain, stop).await }));
+                    self.draining
+                        .push(tokio::spawn(async move { old.drain(drain, stop).await }));
                 }
                 let verdict = Verdict {
                     slot: Some(slot),
@@ -257,7 +307,11 @@ impl Supervisor {
             Ok(generation) => {
                 generation.stop(config.app.stop_timeout).await;
                 for w in start.waiters {
-                    let _ = w.send(verdict_failed(slot, &release, "the daemon is stopping".into()));
+                    let _ = w.send(verdict_failed(
+                        slot,
+                        &release,
+                        "the daemon is stopping".into(),
+                    ));
                 }
             }
             Err((generation, reason)) => {
@@ -266,12 +320,17 @@ impl Supervisor {
                 }
                 self.daemon.metrics.generation(slot, "failed");
                 let keeps = match &self.live {
-                    Some(live) => format!("{slot} keeps serving generation {} (release {})", live.id, live.release),
+                    Some(live) => format!(
+                        "{slot} keeps serving generation {} (release {})",
+                        live.id, live.release
+                    ),
                     None => format!("{slot} has no live generation"),
                 };
                 let message = format!("release {release} failed: {reason}; {keeps}");
                 self.handle().set_error(Some(message.clone()));
-                self.daemon.events.record("failed", Some(slot), true, format!("{slot}: {message}"));
+                self.daemon
+                    .events
+                    .record("failed", Some(slot), true, format!("{slot}: {message}"));
                 self.last_failed = Some(release.clone());
                 for w in start.waiters {
                     let _ = w.send(verdict_failed(slot, &release, message.clone()));
@@ -297,7 +356,9 @@ impl Supervisor {
             return;
         }
         self.live = None;
-        self.handle().route.clear(format!("{slot}'s generation {generation} crashed; restarting"));
+        self.handle().route.clear(format!(
+            "{slot}'s generation {generation} crashed; restarting"
+        ));
         live.flush_output().await;
         if live.started.elapsed() >= HEALTHY_RESET {
             self.backoff_attempts = 0;
@@ -308,7 +369,9 @@ impl Supervisor {
             live.tail_text()
         );
         self.handle().set_error(Some(message.clone()));
-        self.daemon.events.record("crash", Some(slot), true, message);
+        self.daemon
+            .events
+            .record("crash", Some(slot), true, message);
         // Whatever it left in its group goes with it.
         let stop = self.daemon.config().app.stop_timeout;
         let dead = live.clone();
@@ -325,9 +388,12 @@ impl Supervisor {
         self.restart_release = Some(release);
         self.handle().status().restarts += 1;
         let slot = self.slot;
-        self.daemon
-            .events
-            .record("restart", Some(slot), true, format!("{slot}: restarting in {}s", delay.as_secs()));
+        self.daemon.events.record(
+            "restart",
+            Some(slot),
+            true,
+            format!("{slot}: restarting in {}s", delay.as_secs()),
+        );
         let (tx, token) = (self.tx.clone(), self.restart_token);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -336,7 +402,11 @@ impl Supervisor {
     }
 
     async fn restart_due(&mut self, token: u64) {
-        if token != self.restart_token || self.starting.is_some() || self.live.is_some() || self.shutdown.is_some() {
+        if token != self.restart_token
+            || self.starting.is_some()
+            || self.live.is_some()
+            || self.shutdown.is_some()
+        {
             return;
         }
         if let Some(release) = self.restart_release.take() {
@@ -349,13 +419,18 @@ impl Supervisor {
         self.restart_token += 1;
         if let Some((release, waiters)) = self.pending.take() {
             for w in waiters {
-                let _ = w.send(verdict_failed(self.slot, &release, "the daemon is stopping".into()));
+                let _ = w.send(verdict_failed(
+                    self.slot,
+                    &release,
+                    "the daemon is stopping".into(),
+                ));
             }
         }
         if let Some(live) = self.live.take() {
             self.handle().route.clear("the daemon is stopping".into());
             let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
-            self.draining.push(tokio::spawn(async move { live.drain(drain, stop).await }));
+            self.draining
+                .push(tokio::spawn(async move { live.drain(drain, stop).await }));
         }
     }
 }

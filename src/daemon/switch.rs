@@ -66,42 +66,65 @@ impl SwitchError {
 
 /// Switches the front to `query.to` (default: the standby). The answer is JSON with
 /// `from`, `to`, `changed` and `migrate_ms`.
-pub async fn switch(daemon: &Arc<Daemon>, query: Query, cause: &'static str) -> Result<serde_json::Value, SwitchError> {
+pub async fn switch(
+    daemon: &Arc<Daemon>,
+    query: Query,
+    cause: &'static str,
+) -> Result<serde_json::Value, SwitchError> {
     let _one_at_a_time = daemon.switching.lock().await;
     let from = daemon.active();
     let to = match (query.to, from) {
         (Some(to), _) => to,
         (None, Some(from)) => from.other(),
-        (None, None) => return Err(SwitchError::Refused("no active slot yet: say which (?to=blue)".into())),
+        (None, None) => {
+            return Err(SwitchError::Refused(
+                "no active slot yet: say which (?to=blue)".into(),
+            ))
+        }
     };
     if from == Some(to) {
-        return Ok(serde_json::json!({ "from": from, "to": to, "changed": false, "migrate_ms": 0 }));
+        return Ok(
+            serde_json::json!({ "from": from, "to": to, "changed": false, "migrate_ms": 0 }),
+        );
     }
     let config = daemon.config();
     if !query.force {
-        gate(daemon, &config, to).await.map_err(SwitchError::Refused)?;
+        gate(daemon, &config, to)
+            .await
+            .map_err(SwitchError::Refused)?;
     }
     let mut migrate_ms = 0;
     if !config.switch.migrate.trim().is_empty() {
         let started = Instant::now();
         migrate(daemon, &config, from.unwrap_or(to.other()), to)
             .await
-            .map_err(|e| SwitchError::Refused(format!("migration failed, {to} not switched to: {e}")))?;
+            .map_err(|e| {
+                SwitchError::Refused(format!("migration failed, {to} not switched to: {e}"))
+            })?;
         migrate_ms = started.elapsed().as_millis() as u64;
     }
     daemon
-        .set_active(to, Some(LastSwitch {
-            from: from.unwrap_or(to.other()),
+        .set_active(
             to,
-            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            cause: cause.to_string(),
-        }))
+            Some(LastSwitch {
+                from: from.unwrap_or(to.other()),
+                to,
+                at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                cause: cause.to_string(),
+            }),
+        )
         .map_err(|e| SwitchError::Failed(format!("cannot record the switch: {e:#}")))?;
     daemon.metrics.switch(cause);
     let from_name = from.map_or("none", Slot::name);
-    daemon
-        .events
-        .record("switch", Some(to), false, format!("switched {from_name} -> {to} ({cause}{})", if query.force { ", forced" } else { "" }));
+    daemon.events.record(
+        "switch",
+        Some(to),
+        false,
+        format!(
+            "switched {from_name} -> {to} ({cause}{})",
+            if query.force { ", forced" } else { "" }
+        ),
+    );
     Ok(serde_json::json!({ "from": from, "to": to, "changed": true, "migrate_ms": migrate_ms }))
 }
 
@@ -124,8 +147,18 @@ async fn migrate(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
     for (prefix, slot) in [("FROM", from), ("TO", to)] {
         let live = daemon.slots[slot.index()].route.live();
         env.insert(format!("{prefix}_SLOT"), slot.to_string());
-        env.insert(format!("{prefix}_PORT"), live.as_ref().map(|g| g.port.to_string()).unwrap_or_default());
-        env.insert(format!("{prefix}_DIR"), live.as_ref().map(|g| g.dir.display().to_string()).unwrap_or_default());
+        env.insert(
+            format!("{prefix}_PORT"),
+            live.as_ref()
+                .map(|g| g.port.to_string())
+                .unwrap_or_default(),
+        );
+        env.insert(
+            format!("{prefix}_DIR"),
+            live.as_ref()
+                .map(|g| g.dir.display().to_string())
+                .unwrap_or_default(),
+        );
         for (name, value) in &config.slots.get(slot).env {
             env.insert(format!("{prefix}_{name}"), value.clone());
         }
@@ -162,7 +195,10 @@ async fn migrate(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
             if let Some(group) = group {
                 let _ = killpg(group, Signal::SIGKILL);
             }
-            return Err(format!("still running after {} (switch.migrate_timeout)", humantime::format_duration(timeout)));
+            return Err(format!(
+                "still running after {} (switch.migrate_timeout)",
+                humantime::format_duration(timeout)
+            ));
         }
     };
     let status = status.map_err(|e| format!("cannot wait for it: {e}"))?;
@@ -172,7 +208,15 @@ async fn migrate(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
     let text = String::from_utf8_lossy(&stderr);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
-    Err(format!("`{}` exited with {status}{}", config.switch.migrate, if tail.is_empty() { String::new() } else { format!(": {tail}") }))
+    Err(format!(
+        "`{}` exited with {status}{}",
+        config.switch.migrate,
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(": {tail}")
+        }
+    ))
 }
 
 #[cfg(test)]
@@ -185,7 +229,10 @@ mod tests {
         assert_eq!(q.to, Some(Slot::Green));
         assert!(q.force);
         assert!(Query::parse("").unwrap().to.is_none());
-        assert_eq!(Query::parse("to=red").unwrap_err(), "unknown slot `red` (expected blue or green)");
+        assert_eq!(
+            Query::parse("to=red").unwrap_err(),
+            "unknown slot `red` (expected blue or green)"
+        );
         assert!(Query::parse("bogus=1").is_err());
     }
 }

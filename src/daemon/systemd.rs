@@ -22,7 +22,8 @@ pub fn stopping() {
 /// How often to ping the watchdog (half of `WatchdogSec`), if systemd set one.
 pub fn watchdog_interval() -> Option<Duration> {
     let mut usec = 0;
-    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0).then(|| Duration::from_micros(usec) / 2)
+    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
+        .then(|| Duration::from_micros(usec) / 2)
 }
 
 pub fn watchdog() {

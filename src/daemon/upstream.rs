@@ -35,7 +35,9 @@ pub fn client() -> Client {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> Body {
@@ -43,7 +45,12 @@ pub fn empty() -> Body {
 }
 
 /// `GET http://127.0.0.1:<port><path>` within `timeout`: the status, or why there is none.
-pub async fn probe(client: &Client, port: u16, path: &str, timeout: Duration) -> Result<u16, String> {
+pub async fn probe(
+    client: &Client,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<u16, String> {
     let request = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
         .header(http::header::USER_AGENT, "bluegreen-health")
         .body(empty())
@@ -58,7 +65,10 @@ pub async fn probe(client: &Client, port: u16, path: &str, timeout: Duration) ->
     .await;
     match answer {
         Ok(result) => result,
-        Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
     }
 }
 
@@ -90,6 +100,8 @@ impl Ports {
                 return Ok(port);
             }
         }
-        Err(std::io::Error::other("no fresh loopback port after 100 tries"))
+        Err(std::io::Error::other(
+            "no fresh loopback port after 100 tries",
+        ))
     }
 }

@@ -27,7 +27,11 @@ pub fn start(daemon: Arc<Daemon>) -> anyhow::Result<notify::RecommendedWatcher> 
         for path in &event.paths {
             if path.file_name().is_some_and(|n| n == "current") {
                 for slot in Slot::ALL {
-                    if path.parent().and_then(|p| p.file_name()).is_some_and(|n| n == slot.name()) {
+                    if path
+                        .parent()
+                        .and_then(|p| p.file_name())
+                        .is_some_and(|n| n == slot.name())
+                    {
                         let _ = tx.send(slot);
                     }
                 }

@@ -48,7 +48,11 @@ pub fn reap_orphans(layout: &Layout, grace: Duration) -> usize {
     };
     let mut groups = Vec::new();
     for entry in entries.flatten() {
-        let Some(pgid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pgid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if group_alive(pgid) && carries_marker(pgid, layout) {

@@ -15,7 +15,10 @@ fn hammer(url: &str, stop: &AtomicBool) -> (usize, Vec<String>) {
         match agent.get(url).call() {
             Ok(r) if r.status() == 200 => answers += 1,
             Ok(r) => failures.push(format!("status {}", r.status())),
-            Err(ureq::Error::Status(code, r)) => failures.push(format!("status {code}: {}", r.into_string().unwrap_or_default())),
+            Err(ureq::Error::Status(code, r)) => failures.push(format!(
+                "status {code}: {}",
+                r.into_string().unwrap_or_default()
+            )),
             Err(e) => failures.push(e.to_string()),
         }
     }
@@ -38,16 +41,32 @@ fn a_push_goes_live_with_zero_downtime() {
             root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]);
             let pushed = root.push("blue");
             pushed.says("blue: live in ");
-            let last = pushed.remote_lines().into_iter().rfind(|l| l.starts_with("blue:")).unwrap();
-            assert!(last.starts_with("blue: live in "), "the verdict is the last line: {last}");
+            let last = pushed
+                .remote_lines()
+                .into_iter()
+                .rfind(|l| l.starts_with("blue:"))
+                .unwrap();
+            assert!(
+                last.starts_with("blue: live in "),
+                "the verdict is the last line: {last}"
+            );
         }
         stop.store(true, Ordering::Release);
-        clients.into_iter().map(|c| c.join().unwrap()).fold((0, Vec::new()), |(a, mut f), (a2, f2)| {
-            f.extend(f2);
-            (a + a2, f)
-        })
+        clients.into_iter().map(|c| c.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(a, mut f), (a2, f2)| {
+                f.extend(f2);
+                (a + a2, f)
+            },
+        )
     });
-    assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), answers + failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        answers + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(answers > 20, "the clients ran ({answers} answers)");
     assert!(root.get(root.blue, "/").body.starts_with("v4 from blue"));
 }
@@ -58,25 +77,41 @@ fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     root.serve();
     root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "1500")]);
     root.push("blue").says("blue: live in ");
-    let old_pid = root.status()["slots"]["blue"]["live"]["pid"].as_u64().unwrap() as i32;
+    let old_pid = root.status()["slots"]["blue"]["live"]["pid"]
+        .as_u64()
+        .unwrap() as i32;
 
     let url = root.url(root.blue, "/");
     std::thread::scope(|s| {
         let slow = s.spawn(|| http("GET", &url, None));
-        wait_for(Duration::from_secs(10), "the slow request to be in flight", || {
-            (root.status()["slots"]["blue"]["live"]["in_flight"].as_u64() == Some(1)).then_some(())
-        });
+        wait_for(
+            Duration::from_secs(10),
+            "the slow request to be in flight",
+            || {
+                (root.status()["slots"]["blue"]["live"]["in_flight"].as_u64() == Some(1))
+                    .then_some(())
+            },
+        );
         root.remove("SLOW_MS");
         root.commit("fast v2", &[("VERSION", "v2\n")]);
         root.push("blue").says("blue: live in ");
-        assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"), "new requests go to v2");
+        assert!(
+            root.get(root.blue, "/").body.starts_with("v2 from blue"),
+            "new requests go to v2"
+        );
         let answer = slow.join().unwrap().unwrap();
         assert_eq!(answer.status, 200);
         assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
     });
-    wait_for(Duration::from_secs(10), "the old process group to be gone", || {
-        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(old_pid), None).is_err().then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the old process group to be gone",
+        || {
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(old_pid), None)
+                .is_err()
+                .then_some(())
+        },
+    );
 }
 
 #[test]
@@ -89,10 +124,15 @@ fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
 
     root.commit("unhealthy", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
     let pushed = root.push("blue");
-    pushed.says("blue: not live: release ").says("not ready after 2s (app.ready_timeout); last health check: GET / answered 500");
+    pushed
+        .says("blue: not live: release ")
+        .says("not ready after 2s (app.ready_timeout); last health check: GET / answered 500");
     pushed.says("blue keeps serving generation 1");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
-    let error = root.status()["slots"]["blue"]["last_error"].as_str().unwrap().to_string();
+    let error = root.status()["slots"]["blue"]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(error.contains("not ready after 2s"), "{error}");
 
     root.remove("FAIL_AFTER");
@@ -111,7 +151,9 @@ fn a_killed_worker_is_restarted_and_counted() {
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
-    let pid = root.status()["slots"]["blue"]["live"]["pid"].as_u64().unwrap() as i32;
+    let pid = root.status()["slots"]["blue"]["live"]["pid"]
+        .as_u64()
+        .unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     wait_for(Duration::from_secs(20), "a restarted generation", || {
         let status = root.status();
@@ -127,18 +169,33 @@ fn a_worker_ignoring_sigterm_is_killed_with_its_children() {
     let mut root = Root::new();
     root.set("app.stop_timeout", "1s");
     // A child in the group that would outlive a plain kill of the leader.
-    root.set("app.command", format!("sh -c 'sleep 300 & exec \"$0\" sample-app' {BIN}"));
+    root.set(
+        "app.command",
+        format!("sh -c 'sleep 300 & exec \"$0\" sample-app' {BIN}"),
+    );
     root.serve();
     root.commit("stubborn", &[("VERSION", "v1\n"), ("IGNORE_TERM", "")]);
     root.push("blue").says("blue: live in ");
-    let pgid = root.status()["slots"]["blue"]["live"]["pid"].as_u64().unwrap() as i32;
+    let pgid = root.status()["slots"]["blue"]["live"]["pid"]
+        .as_u64()
+        .unwrap() as i32;
     root.remove("IGNORE_TERM");
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue").says("blue: live in ");
-    wait_for(Duration::from_secs(15), "the stubborn group to be killed", || {
-        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_err().then_some(())
-    });
-    assert!(root.log().contains("SIGKILL to its group"), "{}", root.log());
+    wait_for(
+        Duration::from_secs(15),
+        "the stubborn group to be killed",
+        || {
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None)
+                .is_err()
+                .then_some(())
+        },
+    );
+    assert!(
+        root.log().contains("SIGKILL to its group"),
+        "{}",
+        root.log()
+    );
 }
 
 #[test]
@@ -152,7 +209,11 @@ fn sigterm_drains_stops_everything_and_exits_zero() {
     root.signal(Signal::SIGTERM);
     // drain_timeout 5s + stop_timeout 2s, and some slack.
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
-    assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives the daemon");
+    assert_eq!(
+        root.processes(),
+        Vec::<u32>::new(),
+        "no worker survives the daemon"
+    );
 }
 
 #[test]
@@ -166,15 +227,25 @@ fn sighup_with_a_broken_config_keeps_running() {
     std::fs::write(&file, format!("{good}\nbogus = 1\n")).unwrap();
     root.signal(Signal::SIGHUP);
     wait_for(Duration::from_secs(10), "the refusal event", || {
-        root.control("GET", "/events").body.contains("config reload refused, keeping the running config").then_some(())
+        root.control("GET", "/events")
+            .body
+            .contains("config reload refused, keeping the running config")
+            .then_some(())
     });
-    assert!(root.log().contains("unknown field `bogus`"), "{}", root.log());
+    assert!(
+        root.log().contains("unknown field `bogus`"),
+        "{}",
+        root.log()
+    );
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
     // A good config is taken.
     std::fs::write(&file, good).unwrap();
     root.signal(Signal::SIGHUP);
     wait_for(Duration::from_secs(10), "the reload event", || {
-        root.control("GET", "/events").body.contains("config reloaded from").then_some(())
+        root.control("GET", "/events")
+            .body
+            .contains("config reloaded from")
+            .then_some(())
     });
 }
 
@@ -217,7 +288,9 @@ fn sd_notify_messages_arrive_in_order() {
     let mut root = Root::new();
     let socket_path = root.path.parent().unwrap().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     root.serve_with(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
     let mut buf = [0u8; 512];
     let mut next = || {
@@ -227,7 +300,10 @@ fn sd_notify_messages_arrive_in_order() {
     assert_eq!(next(), "READY=1\n");
     root.signal(Signal::SIGHUP);
     let reloading = next();
-    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
     assert_eq!(next(), "READY=1\n");
     root.signal(Signal::SIGTERM);
     assert_eq!(next(), "STOPPING=1\n");
@@ -240,13 +316,20 @@ fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
-    let orphan = root.status()["slots"]["blue"]["live"]["pid"].as_u64().unwrap() as i32;
+    let orphan = root.status()["slots"]["blue"]["live"]["pid"]
+        .as_u64()
+        .unwrap() as i32;
     root.signal(Signal::SIGKILL);
     root.wait_serve(Duration::from_secs(5));
-    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(orphan), None).is_ok(), "the worker outlived the killed daemon");
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(orphan), None).is_ok(),
+        "the worker outlived the killed daemon"
+    );
     root.serve();
     wait_for(Duration::from_secs(10), "the orphan to be stopped", || {
-        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(orphan), None).is_err().then_some(())
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(orphan), None)
+            .is_err()
+            .then_some(())
     });
     root.wait_body(root.blue, "v1 from blue");
 }

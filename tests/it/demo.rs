@@ -23,7 +23,12 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
         .spawn()
         .unwrap();
     let stderr = demo.stderr.take().unwrap();
-    let transcript = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let transcript = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
     let mut guide = Vec::new();
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
@@ -34,7 +39,10 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
             break;
         }
     }
-    let commands: Vec<String> = guide.iter().filter_map(|l| l.trim().strip_prefix("$ ").map(String::from)).collect();
+    let commands: Vec<String> = guide
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("$ ").map(String::from))
+        .collect();
     assert!(commands.len() >= 5, "{guide:#?}");
 
     let front = format!("http://127.0.0.1:{}/", ports[0]);
@@ -42,27 +50,66 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
     assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
 
     let run = |needle: &str| {
-        let command = commands.iter().find(|c| c.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in {commands:#?}"));
-        let out = Command::new("sh").args(["-c", command]).env("GIT_CONFIG_GLOBAL", "/dev/null").output().unwrap();
-        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        let command = commands
+            .iter()
+            .find(|c| c.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {commands:#?}"));
+        let out = Command::new("sh")
+            .args(["-c", command])
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     };
     let pushed = run("echo v2 > VERSION");
     assert!(pushed.contains("green: live in "), "{pushed}");
     let green = format!("http://127.0.0.1:{}/", ports[2]);
-    assert!(http("GET", &green, None).unwrap().body.starts_with("v2 from green"));
-    assert!(http("GET", &front, None).unwrap().body.starts_with("v1 from blue"), "the front stays on blue");
+    assert!(http("GET", &green, None)
+        .unwrap()
+        .body
+        .starts_with("v2 from green"));
+    assert!(
+        http("GET", &front, None)
+            .unwrap()
+            .body
+            .starts_with("v1 from blue"),
+        "the front stays on blue"
+    );
     let switched = run(" switch green --root ");
     assert!(switched.contains("switched blue -> green"), "{switched}");
-    assert!(http("GET", &front, None).unwrap().body.starts_with("v2 from green"));
+    assert!(http("GET", &front, None)
+        .unwrap()
+        .body
+        .starts_with("v2 from green"));
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(demo.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = wait_for(Duration::from_secs(20), "the demo to exit", || demo.try_wait().unwrap());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_for(Duration::from_secs(20), "the demo to exit", || {
+        demo.try_wait().unwrap()
+    });
     assert!(status.success(), "{status}");
     let transcript = transcript.join().unwrap().join("\n");
-    assert!(transcript.contains("remote: green: build reused"), "{transcript}");
-    assert!(transcript.contains("remote: blue: live in "), "{transcript}");
-    assert_eq!(root_processes(&dir.join("root")), Vec::<u32>::new(), "Ctrl-C leaves no process behind");
+    assert!(
+        transcript.contains("remote: green: build reused"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("remote: blue: live in "),
+        "{transcript}"
+    );
+    assert_eq!(
+        root_processes(&dir.join("root")),
+        Vec::<u32>::new(),
+        "Ctrl-C leaves no process behind"
+    );
 }
 
 #[test]
@@ -75,7 +122,12 @@ fn the_demo_names_a_taken_port_and_the_flag() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("error: 127.0.0.1:{port} is taken; pick free ports with --front")), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: 127.0.0.1:{port} is taken; pick free ports with --front"
+        )),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1);
 }
 
@@ -85,9 +137,27 @@ fn the_hook_transcript_has_one_line_per_step_and_ends_with_the_verdict() {
     root.set("build.command", "sh -c 'echo compiling'");
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
-    let lines: Vec<String> = root.push("blue").remote_lines().into_iter().filter(|l| l.starts_with("blue:")).collect();
-    let steps: Vec<&str> = lines.iter().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
-    assert_eq!(steps, ["deploying", "checkout", "build", "release", "live"], "{lines:#?}");
-    assert!(lines[1].ends_with('s') && lines[3].contains("s"), "times on each step: {lines:#?}");
-    assert!(lines[4].starts_with("blue: live in ") && lines[4].contains("(generation 1)"), "{lines:#?}");
+    let lines: Vec<String> = root
+        .push("blue")
+        .remote_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("blue:"))
+        .collect();
+    let steps: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["deploying", "checkout", "build", "release", "live"],
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].ends_with('s') && lines[3].contains("s"),
+        "times on each step: {lines:#?}"
+    );
+    assert!(
+        lines[4].starts_with("blue: live in ") && lines[4].contains("(generation 1)"),
+        "{lines:#?}"
+    );
 }

@@ -22,7 +22,10 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 200, "{}", answer.body);
     let done: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
-    assert_eq!((done["from"].as_str(), done["to"].as_str()), (Some("blue"), Some("green")));
+    assert_eq!(
+        (done["from"].as_str(), done["to"].as_str()),
+        (Some("blue"), Some("green"))
+    );
     assert!(root.get(root.front, "/").body.contains("from green"));
     // The workshop's habit: GET /switch on the front from this host.
     let answer = root.get(root.front, "/switch");
@@ -30,9 +33,15 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
     assert!(root.get(root.front, "/").body.contains("from blue"));
     // The CLI, and a bad request.
     let out = root.run(&["switch", "green"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "switched blue -> green");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "switched blue -> green"
+    );
     let bad = root.control("POST", "/switch?to=red");
-    assert_eq!((bad.status, bad.body.trim()), (400, "unknown slot `red` (expected blue or green)"));
+    assert_eq!(
+        (bad.status, bad.body.trim()),
+        (400, "unknown slot `red` (expected blue or green)")
+    );
     assert!(root.get(root.front, "/").body.contains("from green"));
 }
 
@@ -44,11 +53,17 @@ fn switching_to_a_slot_without_a_healthy_generation_is_refused() {
     root.push("blue").says("blue: live in ");
     let answer = root.control("POST", "/switch?to=green");
     assert_eq!(answer.status, 409);
-    assert_eq!(answer.body.trim(), "green has no live generation to switch to");
+    assert_eq!(
+        answer.body.trim(),
+        "green has no live generation to switch to"
+    );
     assert_eq!(root.status()["active"], "blue");
     let out = root.run(&["switch"]);
     assert!(!out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "not switched: green has no live generation to switch to");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "not switched: green has no live generation to switch to"
+    );
     assert!(root.get(root.front, "/").body.contains("from blue"));
 }
 
@@ -83,15 +98,26 @@ fn five_switches_under_load_lose_nothing() {
             });
         }
         stop.store(true, Ordering::Release);
-        clients.into_iter().map(|c| c.join().unwrap()).fold((0, Vec::new()), |(a, mut f), (b, g)| {
-            f.extend(g);
-            (a + b, f)
-        })
+        clients.into_iter().map(|c| c.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(a, mut f), (b, g)| {
+                f.extend(g);
+                (a + b, f)
+            },
+        )
     });
-    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(ok > 20, "{ok} answers");
     let metrics = root.control("GET", "/metrics").body;
-    assert!(metrics.contains("bluegreen_switches_total{cause=\"api\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains("bluegreen_switches_total{cause=\"api\"} 5"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -110,13 +136,18 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
 
     // FAIL_AFTER 2s, then 2 failures × 300ms, plus a margin.
     let started = Instant::now();
-    wait_for(Duration::from_secs(8), "the heartbeat to switch to green", || {
-        (root.status()["active"] == "green").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(8),
+        "the heartbeat to switch to green",
+        || (root.status()["active"] == "green").then_some(()),
+    );
     assert!(started.elapsed() < Duration::from_secs(8));
     assert!(root.get(root.front, "/").body.contains("v2 from green"));
     let events = root.control("GET", "/events").body;
-    assert!(events.contains("blue failing: GET / answered 500"), "{events}");
+    assert!(
+        events.contains("blue failing: GET / answered 500"),
+        "{events}"
+    );
     assert!(events.contains("traffic moved to green"), "{events}");
 
     // Blue heals (a new release), then green starts failing: no switch back on its own.
@@ -124,14 +155,18 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     root.push("blue").says("blue: live in ");
     root.commit("green fails", &[("VERSION", "v4\n"), ("FAIL_AFTER", "1")]);
     root.push("green").says("green: live in ");
-    wait_for(Duration::from_secs(10), "green's heartbeat failures", || {
-        let metrics = root.control("GET", "/metrics").body;
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"green\"} "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .filter(|n| *n >= 4)
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "green's heartbeat failures",
+        || {
+            let metrics = root.control("GET", "/metrics").body;
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"green\"} "))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n >= 4)
+        },
+    );
     assert_eq!(root.status()["active"], "green", "no flapping back to blue");
     assert_eq!(root.status()["heartbeat"]["armed"], false);
 }
@@ -146,7 +181,10 @@ fn the_heartbeat_stays_put_when_both_slots_fail() {
     root.push("blue").says("blue: live in ");
     root.push("green").says("green: live in ");
     wait_for(Duration::from_secs(10), "the both-failing event", || {
-        root.control("GET", "/events").body.contains("heartbeat: both slots failing").then_some(())
+        root.control("GET", "/events")
+            .body
+            .contains("heartbeat: both slots failing")
+            .then_some(())
     });
     assert_eq!(root.status()["active"], "blue");
 }
@@ -156,21 +194,35 @@ fn mirroring_copies_writes_to_the_standby() {
     let root = both_live();
     let post = http("POST", &root.url(root.front, "/items/first"), Some("hello")).unwrap();
     assert_eq!(post.status, 201);
-    assert!(root.get(root.blue, "/items").body.contains("\"first\":\"hello\""));
+    assert!(root
+        .get(root.blue, "/items")
+        .body
+        .contains("\"first\":\"hello\""));
     wait_for(Duration::from_secs(5), "the mirrored copy on green", || {
-        root.get(root.green, "/items").body.contains("\"first\":\"hello\"").then_some(())
+        root.get(root.green, "/items")
+            .body
+            .contains("\"first\":\"hello\"")
+            .then_some(())
     });
 
     let out = root.run(&["mirroring", "off"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "mirroring off");
-    let post = http("POST", &root.url(root.front, "/items/second"), Some("only blue")).unwrap();
+    let post = http(
+        "POST",
+        &root.url(root.front, "/items/second"),
+        Some("only blue"),
+    )
+    .unwrap();
     assert_eq!(post.status, 201);
     assert!(root.get(root.blue, "/items").body.contains("second"));
     // A later mirrored write proves the queue is empty, so "second" was never copied.
     root.run(&["mirroring", "on"]);
     http("POST", &root.url(root.front, "/items/third"), Some("both")).unwrap();
     wait_for(Duration::from_secs(5), "the third item on green", || {
-        root.get(root.green, "/items").body.contains("third").then_some(())
+        root.get(root.green, "/items")
+            .body
+            .contains("third")
+            .then_some(())
     });
     assert!(!root.get(root.green, "/items").body.contains("second"));
 }
@@ -186,22 +238,33 @@ fn a_mirror_to_a_stopped_standby_is_counted_and_the_client_does_not_wait() {
     assert_eq!(post.status, 201);
     assert!(started.elapsed() < Duration::from_secs(2));
     wait_for(Duration::from_secs(5), "the standby_down counter", || {
-        root.control("GET", "/metrics").body.contains("bluegreen_mirror_total{outcome=\"standby_down\"} 1").then_some(())
+        root.control("GET", "/metrics")
+            .body
+            .contains("bluegreen_mirror_total{outcome=\"standby_down\"} 1")
+            .then_some(())
     });
     assert_eq!(root.status()["mirroring"]["counters"]["standby_down"], 1);
-    assert!(root.log().contains("not mirrored: POST /items/x: green has no live generation"), "{}", root.log());
+    assert!(
+        root.log()
+            .contains("not mirrored: POST /items/x: green has no live generation"),
+        "{}",
+        root.log()
+    );
 }
 
 #[test]
 fn migration_runs_before_the_switch_and_can_abort_it() {
-    let mut root = both_live();
+    let root = both_live();
     root.run(&["mirroring", "off"]);
     http("POST", &root.url(root.front, "/items/kept"), Some("data")).unwrap();
     assert!(!root.get(root.green, "/items").body.contains("kept"));
     root.set("switch.migrate", "sh -c 'cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_SLOT->$TO_SLOT $TO_REDIS_PORT\" > \"$TO_DIR/data/migrated\"'");
     root.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for(Duration::from_secs(5), "the config reload", || {
-        root.control("GET", "/events").body.contains("config reloaded").then_some(())
+        root.control("GET", "/events")
+            .body
+            .contains("config reloaded")
+            .then_some(())
     });
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -209,15 +272,36 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
     assert!(items.contains("\"kept\":\"data\""), "{items}");
     assert!(items.contains("blue->green 6380"), "{items}");
 
-    root.set("switch.migrate", "sh -c 'echo cannot reach the database >&2; exit 1'");
+    root.set(
+        "switch.migrate",
+        "sh -c 'echo cannot reach the database >&2; exit 1'",
+    );
     root.signal(nix::sys::signal::Signal::SIGHUP);
     wait_for(Duration::from_secs(5), "the second config reload", || {
-        (root.control("GET", "/events").body.matches("config reloaded").count() == 2).then_some(())
+        (root
+            .control("GET", "/events")
+            .body
+            .matches("config reloaded")
+            .count()
+            == 2)
+            .then_some(())
     });
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 409);
-    assert!(answer.body.contains("migration failed, blue not switched to"), "{}", answer.body);
-    assert!(answer.body.contains("exit status: 1: cannot reach the database"), "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("migration failed, blue not switched to"),
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer
+            .body
+            .contains("exit status: 1: cannot reach the database"),
+        "{}",
+        answer.body
+    );
     assert_eq!(root.status()["active"], "green");
 }
 
@@ -255,10 +339,17 @@ fn promote_runs_the_same_build_without_rebuilding() {
     assert_eq!(count_lines(&count), 2, "no rebuild");
     root.wait_body(root.green, "v2 from green");
     let meta = |slot: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(root.path.join(slot).join("current/.bluegreen-release.json")).unwrap()).unwrap()
+        serde_json::from_str(
+            &std::fs::read_to_string(root.path.join(slot).join("current/.bluegreen-release.json"))
+                .unwrap(),
+        )
+        .unwrap()
     };
     assert_eq!(meta("green")["build_key"], meta("blue")["build_key"]);
-    assert!(meta("green")["promoted_from"].as_str().unwrap().starts_with("blue/"));
+    assert!(meta("green")["promoted_from"]
+        .as_str()
+        .unwrap()
+        .starts_with("blue/"));
 }
 
 /// A real non-loopback peer: a network namespace joined to the host by a veth pair.
@@ -266,13 +357,24 @@ fn promote_runs_the_same_build_without_rebuilding() {
 #[ignore = "needs root and `ip netns`; .ci/run runs it with --ignored where the machine can make a namespace"]
 fn a_remote_peer_needs_the_token_to_switch() {
     let ns = format!("bgtest{}", std::process::id());
-    let ip = |args: &[&str]| std::process::Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ip(&["netns", "add", &ns]), "cannot make a network namespace");
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    assert!(
+        ip(&["netns", "add", &ns]),
+        "cannot make a network namespace"
+    );
     struct Cleanup(String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
             // Deleting the namespace deletes the veth pair with it.
-            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
         }
     }
     let _cleanup = Cleanup(ns.clone());
@@ -280,12 +382,26 @@ fn a_remote_peer_needs_the_token_to_switch() {
     let octet = 10 + std::process::id() % 200;
     let host_ip = format!("10.{octet}.77.1");
     let peer_ip = format!("10.{octet}.77.2");
-    assert!(ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer]));
+    assert!(ip(&[
+        "link", "add", &host, "type", "veth", "peer", "name", &peer
+    ]));
     assert!(ip(&["link", "set", &peer, "netns", &ns]));
     assert!(ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host]));
     assert!(ip(&["link", "set", &host, "up"]));
-    assert!(ip(&["netns", "exec", &ns, "ip", "addr", "add", &format!("{peer_ip}/24"), "dev", &peer]));
-    assert!(ip(&["netns", "exec", &ns, "ip", "link", "set", &peer, "up"]));
+    assert!(ip(&[
+        "netns",
+        "exec",
+        &ns,
+        "ip",
+        "addr",
+        "add",
+        &format!("{peer_ip}/24"),
+        "dev",
+        &peer
+    ]));
+    assert!(ip(&[
+        "netns", "exec", &ns, "ip", "link", "set", &peer, "up"
+    ]));
     assert!(ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]));
 
     let mut root = Root::new();
@@ -300,13 +416,24 @@ fn a_remote_peer_needs_the_token_to_switch() {
 
     // An HTTP request from inside the namespace, with bash's /dev/tcp (no curl needed).
     let from_peer = |request: &str| -> String {
-        let script = format!("exec 3<>/dev/tcp/{host_ip}/{}; printf '{request}' >&3; cat <&3", root.front);
-        let out = std::process::Command::new("ip").args(["netns", "exec", &ns, "bash", "-c", &script]).output().unwrap();
+        let script = format!(
+            "exec 3<>/dev/tcp/{host_ip}/{}; printf '{request}' >&3; cat <&3",
+            root.front
+        );
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "bash", "-c", &script])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let refused = from_peer("POST /switch HTTP/1.1\\r\\nHost: x\\r\\nX-Forwarded-For: 127.0.0.1\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n");
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
-    assert!(refused.contains(&format!("{peer_ip} may not switch without `Authorization: Bearer <token>`")), "{refused}");
+    assert!(
+        refused.contains(&format!(
+            "{peer_ip} may not switch without `Authorization: Bearer <token>`"
+        )),
+        "{refused}"
+    );
     assert_eq!(root.status()["active"], "blue");
     let allowed = from_peer("POST /switch HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer s3cret\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n");
     assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");

@@ -10,8 +10,19 @@ use crate::util::*;
 #[test]
 fn a_push_lands_a_release_with_modes_and_symlinks() {
     let root = Root::new();
-    root.commit("first", &[("VERSION", "v1\n"), ("bin/run.sh", "#!/bin/sh\necho hi\n"), ("lib/a/b.txt", "deep\n")]);
-    fs::set_permissions(root.work.join("bin/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    root.commit(
+        "first",
+        &[
+            ("VERSION", "v1\n"),
+            ("bin/run.sh", "#!/bin/sh\necho hi\n"),
+            ("lib/a/b.txt", "deep\n"),
+        ],
+    );
+    fs::set_permissions(
+        root.work.join("bin/run.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("bin/run.sh", root.work.join("run")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", root.work.join("outside")).unwrap();
     let sha = root.commit("modes and links", &[]);
@@ -29,16 +40,33 @@ fn a_push_lands_a_release_with_modes_and_symlinks() {
     assert!(current.ends_with(&sha[..7]), "{current}");
     let dir = root.path.join("blue/current");
     assert_eq!(fs::read_to_string(dir.join("VERSION")).unwrap(), "v1\n");
-    assert_eq!(fs::read_to_string(dir.join("lib/a/b.txt")).unwrap(), "deep\n");
-    let mode = fs::metadata(dir.join("bin/run.sh")).unwrap().permissions().mode();
+    assert_eq!(
+        fs::read_to_string(dir.join("lib/a/b.txt")).unwrap(),
+        "deep\n"
+    );
+    let mode = fs::metadata(dir.join("bin/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o111, 0o111, "exec bits kept: {mode:o}");
-    assert_eq!(fs::read_link(dir.join("run")).unwrap().to_str(), Some("bin/run.sh"));
-    assert_eq!(fs::read_link(dir.join("outside")).unwrap().to_str(), Some("/etc/passwd"));
+    assert_eq!(
+        fs::read_link(dir.join("run")).unwrap().to_str(),
+        Some("bin/run.sh")
+    );
+    assert_eq!(
+        fs::read_link(dir.join("outside")).unwrap().to_str(),
+        Some("/etc/passwd")
+    );
     // The slot's linked dir points into <slot>/shared.
-    assert_eq!(fs::read_link(dir.join("data")).unwrap(), root.path.join("blue/shared/data"));
+    assert_eq!(
+        fs::read_link(dir.join("data")).unwrap(),
+        root.path.join("blue/shared/data")
+    );
     // No index or work tree was written into the bare repo.
     assert!(!root.path.join("blue.git/index").exists());
-    let meta: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.join(".bluegreen-release.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join(".bluegreen-release.json")).unwrap())
+            .unwrap();
     assert_eq!(meta["commit"], sha);
     assert_eq!(meta["ref"], "refs/heads/main");
 }
@@ -47,7 +75,10 @@ fn a_push_lands_a_release_with_modes_and_symlinks() {
 fn the_same_tree_on_both_slots_builds_once() {
     let root = Root::new();
     let count = root.path.parent().unwrap().join("builds-run");
-    root.set("build.command", "sh -c 'echo building; echo x >> \"$COUNT\"'");
+    root.set(
+        "build.command",
+        "sh -c 'echo building; echo x >> \"$COUNT\"'",
+    );
     root.set("build.env", env_map(&[("COUNT", count.to_str().unwrap())]));
     root.commit("first", &[("VERSION", "v1\n")]);
     root.push("blue").says("  building").says("blue: build ");
@@ -92,7 +123,10 @@ fn two_pushes_to_one_slot_end_with_the_later_one_current() {
     assert!(a.ok && b.ok, "{}\n{}", a.text, b.text);
     let tip = String::from_utf8(root.git(&["rev-parse", "HEAD"]).stdout).unwrap();
     let current = root.current("blue").unwrap();
-    assert!(current.ends_with(&tip.trim()[..7]), "current {current} is not the later push {tip}");
+    assert!(
+        current.ends_with(&tip.trim()[..7]),
+        "current {current} is not the later push {tip}"
+    );
 }
 
 #[test]
@@ -102,7 +136,10 @@ fn a_failing_build_and_a_slow_one_leave_current_alone() {
     root.push("blue");
     let before = root.current("blue").unwrap();
 
-    root.set("build.command", "sh -c 'echo compiling; echo boom >&2; exit 3'");
+    root.set(
+        "build.command",
+        "sh -c 'echo compiling; echo boom >&2; exit 3'",
+    );
     root.commit("bad", &[("VERSION", "v2\n")]);
     root.push("blue")
         .says("build failed: `sh -c 'echo compiling; echo boom >&2; exit 3'` exited with exit status: 3")
@@ -150,13 +187,19 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     let out = hook(&format!("{} {zeros} refs/heads/main\n", "a".repeat(40)));
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("refs/heads/main was deleted: not deployed"), "{text}");
+    assert!(
+        text.contains("refs/heads/main was deleted: not deployed"),
+        "{text}"
+    );
     assert!(root.current("blue").is_none());
 
     let out = hook("not a ref line\n");
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(text.trim(), "error: malformed post-receive input on line 1: expected `<old-sha> <new-sha> <ref>`");
+    assert_eq!(
+        text.trim(),
+        "error: malformed post-receive input on line 1: expected `<old-sha> <new-sha> <ref>`"
+    );
 }
 
 #[test]
@@ -175,10 +218,17 @@ fn rollback_releases_and_pruning() {
     let listed = root.run(&["releases", "blue"]);
     let listed = String::from_utf8(listed.stdout).unwrap();
     assert_eq!(listed.lines().count(), 3, "{listed}");
-    assert!(listed.lines().next().unwrap().starts_with("* blue"), "newest first, current marked: {listed}");
+    assert!(
+        listed.lines().next().unwrap().starts_with("* blue"),
+        "newest first, current marked: {listed}"
+    );
 
     let out = root.run(&["rollback", "blue"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(root.current("blue").unwrap(), releases[1]);
     let out = root.run(&["rollback", "blue", "--to", "nope"]);
     assert!(!out.status.success());
@@ -194,7 +244,10 @@ fn rollback_releases_and_pruning() {
     root.commit("v6", &[("VERSION", "v6\n")]);
     root.push("blue");
     let after = root.releases("blue");
-    assert!(after.contains(&releases[0]), "the previous release is kept: {after:?}");
+    assert!(
+        after.contains(&releases[0]),
+        "the previous release is kept: {after:?}"
+    );
 }
 
 #[test]
@@ -202,9 +255,18 @@ fn bad_config_names_file_line_and_key() {
     let root = Root::new();
     let file = root.path.join("bluegreen.toml");
     let cases = [
-        ("[app]\nready_timeout = \"soon\"\n", ":2: app.ready_timeout: invalid duration `soon`"),
-        ("[slots.red]\nlisten = \"127.0.0.1:1\"\n", ":1: slots.red: unknown field `red`"),
-        ("branch = \"no..pe\"\n", ":1: branch: `no..pe` is not a valid branch name"),
+        (
+            "[app]\nready_timeout = \"soon\"\n",
+            ":2: app.ready_timeout: invalid duration `soon`",
+        ),
+        (
+            "[slots.red]\nlisten = \"127.0.0.1:1\"\n",
+            ":1: slots.red: unknown field `red`",
+        ),
+        (
+            "branch = \"no..pe\"\n",
+            ":1: branch: `no..pe` is not a valid branch name",
+        ),
         ("[router]\nlisten = \"everywhere\"\n", ":2: router.listen:"),
     ];
     for (text, want) in cases {
@@ -226,13 +288,31 @@ fn init_again_repairs_and_keeps_everything() {
     let config = fs::read_to_string(root.path.join("bluegreen.toml")).unwrap();
     fs::remove_file(root.path.join("green.git/hooks/post-receive")).unwrap();
     fs::remove_dir_all(root.path.join("green/shared")).unwrap();
-    let out = Command::new(BIN).arg("init").arg(&root.path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(&root.path)
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert!(fs::symlink_metadata(root.path.join("green.git/hooks/post-receive")).unwrap().is_symlink());
+    assert!(
+        fs::symlink_metadata(root.path.join("green.git/hooks/post-receive"))
+            .unwrap()
+            .is_symlink()
+    );
     assert!(root.path.join("green/shared").is_dir());
     assert_eq!(root.current("blue").unwrap(), release);
-    assert_eq!(fs::read_to_string(root.path.join("bluegreen.toml")).unwrap(), config);
-    assert!(!root.path.join("builds").read_dir().unwrap().flatten().collect::<Vec<_>>().is_empty());
+    assert_eq!(
+        fs::read_to_string(root.path.join("bluegreen.toml")).unwrap(),
+        config
+    );
+    assert!(!root
+        .path
+        .join("builds")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .collect::<Vec<_>>()
+        .is_empty());
 }
 
 #[test]
@@ -240,12 +320,17 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     let root = Root::new();
     let gate = root.path.parent().unwrap().join("gate");
     fs::write(&gate, "").unwrap();
-    root.set("build.command", "sh -c 'if [ -e \"$GATE\" ]; then sleep 60; fi; echo built'");
+    root.set(
+        "build.command",
+        "sh -c 'if [ -e \"$GATE\" ]; then sleep 60; fi; echo built'",
+    );
     root.set("build.env", env_map(&[("GATE", gate.to_str().unwrap())]));
     root.commit("first", &[("VERSION", "v1\n")]);
 
     let mut push = crate::util::git_command(&root.work);
-    push.args(["push", "blue", "+HEAD:refs/heads/main"]).stdout(Stdio::null()).stderr(Stdio::null());
+    push.args(["push", "blue", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut push, 0);
     let mut child = push.spawn().unwrap();
     let tmp = root.path.join("builds/.tmp");
@@ -258,7 +343,10 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     let _ = child.wait();
     for pid in root.processes() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     for entry in fs::read_dir(root.path.join("builds")).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -22,13 +22,20 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
         if let Some(value) = f() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An HTTP answer.
@@ -39,7 +46,9 @@ pub struct Answer {
 }
 
 pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build()
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build()
 }
 
 pub fn http(method: &str, url: &str, body: Option<&str>) -> Result<Answer, String> {
@@ -77,7 +86,11 @@ impl Root {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("root");
         let out = Command::new(BIN).arg("init").arg(&path).output().unwrap();
-        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let work = tmp.path().join("work");
         let root = Root {
             path,
@@ -130,7 +143,11 @@ impl Root {
 
     pub fn git(&self, args: &[&str]) -> Output {
         let out = git_command(&self.work).args(args).output().unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
@@ -143,7 +160,10 @@ impl Root {
         }
         self.git(&["add", "-A"]);
         self.git(&["commit", "-q", "--allow-empty", "-m", message]);
-        String::from_utf8(self.git(&["rev-parse", "HEAD"]).stdout).unwrap().trim().to_string()
+        String::from_utf8(self.git(&["rev-parse", "HEAD"]).stdout)
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     pub fn remove(&self, name: &str) {
@@ -156,7 +176,10 @@ impl Root {
     }
 
     pub fn push_ref(&self, slot: &str, refspec: &str) -> Pushed {
-        let out = git_command(&self.work).args(["push", slot, refspec]).output().unwrap();
+        let out = git_command(&self.work)
+            .args(["push", slot, refspec])
+            .output()
+            .unwrap();
         Pushed {
             ok: out.status.success(),
             text: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -165,7 +188,12 @@ impl Root {
 
     /// Runs `bluegreen <args> --root <root>`.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN).args(args).arg("--root").arg(&self.path).output().unwrap()
+        Command::new(BIN)
+            .args(args)
+            .arg("--root")
+            .arg(&self.path)
+            .output()
+            .unwrap()
     }
 
     /// Starts `bluegreen serve` and waits until its control API answers.
@@ -206,7 +234,8 @@ impl Root {
 
     /// Sends `signal` to the daemon.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.serve_pid() as i32), signal).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.serve_pid() as i32), signal)
+            .unwrap();
     }
 
     /// Waits for the daemon to exit; its exit code.
@@ -225,7 +254,8 @@ impl Root {
     }
 
     pub fn get(&self, port: u16, path: &str) -> Answer {
-        http("GET", &self.url(port, path), None).unwrap_or_else(|e| panic!("GET :{port}{path}: {e}"))
+        http("GET", &self.url(port, path), None)
+            .unwrap_or_else(|e| panic!("GET :{port}{path}: {e}"))
     }
 
     pub fn status(&self) -> serde_json::Value {
@@ -239,9 +269,15 @@ impl Root {
     /// Waits until `port` answers `GET /` with 200 and a body containing `text`.
     pub fn wait_body(&self, port: u16, text: &str) {
         let url = self.url(port, "/");
-        wait_for(Duration::from_secs(20), &format!(":{port} to answer {text:?}"), || {
-            http("GET", &url, None).ok().filter(|a| a.status == 200 && a.body.contains(text))
-        });
+        wait_for(
+            Duration::from_secs(20),
+            &format!(":{port} to answer {text:?}"),
+            || {
+                http("GET", &url, None)
+                    .ok()
+                    .filter(|a| a.status == 200 && a.body.contains(text))
+            },
+        );
     }
 
     pub fn current(&self, slot: &str) -> Option<String> {
@@ -276,7 +312,11 @@ pub struct Pushed {
 impl Pushed {
     /// Asserts the push output contains `needle`.
     pub fn says(&self, needle: &str) -> &Pushed {
-        assert!(self.text.contains(needle), "push output lacks {needle:?}:\n{}", self.text);
+        assert!(
+            self.text.contains(needle),
+            "push output lacks {needle:?}:\n{}",
+            self.text
+        );
         self
     }
 
@@ -311,16 +351,25 @@ pub fn root_processes(root: &Path) -> Vec<u32> {
     let me = std::process::id();
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {
             continue;
         }
         let dir = entry.path();
-        let marked = fs::read(dir.join("environ")).is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_slice()));
+        let marked = fs::read(dir.join("environ"))
+            .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_slice()));
         let inside = fs::read_link(dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(root));
-        let zombie = fs::read_to_string(dir.join("stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')));
+        let zombie = fs::read_to_string(dir.join("stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        });
         if (marked || inside) && !zombie {
             pids.push(pid);
         }
@@ -341,17 +390,25 @@ impl Drop for Root {
             let _ = child.wait();
         }
         for pid in root_processes(&self.path) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
 
 /// Lines of a file, for build counters.
 pub fn count_lines(path: &Path) -> usize {
-    fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
+    fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 pub fn env_map(pairs: &[(&str, &str)]) -> toml::Value {
-    let map: BTreeMap<String, toml::Value> = pairs.iter().map(|(k, v)| (k.to_string(), toml::Value::from(*v))).collect();
+    let map: BTreeMap<String, toml::Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), toml::Value::from(*v)))
+        .collect();
     toml::Value::Table(map.into_iter().collect())
 }
