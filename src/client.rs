@@ -53,6 +53,8 @@ impl Client {
         let result = self
             .agent
             .request(method, &format!("{}{path}", self.base))
+            // tiny_http keeps a thread per open connection; close ours so it is freed.
+            .set("Connection", "close")
             .timeout(wait)
             .call();
         let response = match result {

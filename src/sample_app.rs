@@ -1,24 +1,32 @@
 //! The built-in sample app (`bluegreen sample-app`): what tests and the demo deploy.
 //!
-//! A tiny HTTP app on `$PORT` that reads files from its working folder (the release):
-//! `GET /` answers its slot, release and the text of `VERSION`; a `FAIL_AFTER` file
-//! holding N makes every answer a 500 once it has been up N seconds; a `SLOW_MS` file
-//! (or env var) delays every answer; an `IGNORE_TERM` file makes it ignore SIGTERM; a
-//! `CRASH` file makes it exit with status 3 at once.
-//! `POST|PUT /items/<name>` stores the body under `$DATA_DIR` (default `data/`),
-//! `DELETE` removes it, `GET /items` lists all as JSON, `GET /items/<name>` reads one.
+//! A tiny HTTP app on `127.0.0.1:$PORT` that reads files from its working folder (the
+//! release): `GET /` answers its slot, release and the text of `VERSION`; a `FAIL_AFTER`
+//! file holding N makes every answer a 500 once it has been up N seconds; a `SLOW_MS`
+//! file (or env var) delays every answer; an `IGNORE_TERM` file makes it ignore SIGTERM;
+//! a `CRASH` file makes it exit with status 3 at once. `POST|PUT /items/<name>` stores
+//! the body under `$DATA_DIR` (default `data/`), `DELETE` removes it, `GET /items` lists
+//! all as JSON, `GET /items/<name>` reads one.
+//!
+//! It runs on hyper rather than tiny_http: tiny_http gives each keep-alive connection a
+//! thread from a pool that can leave a new connection unserved while others stay open
+//! (two connections arriving together while one thread is idle), and the daemon keeps
+//! pooled connections to its workers open, which stalled requests for up to 30 s.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tiny_http::{Header, Method, Request, Response, Server};
-
-/// Threads answering requests: a slow answer must not hold up a health check.
-const THREADS: usize = 16;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 
 struct App {
     slot: String,
@@ -35,12 +43,6 @@ pub fn run() -> anyhow::Result<bool> {
         .context("PORT is not set")?
         .parse()
         .context("PORT is not a port number")?;
-    let read = |name: &str| fs::read_to_string(name).ok().map(|s| s.trim().to_string());
-    let number = |name: &str| -> Option<u64> {
-        read(name)
-            .or_else(|| std::env::var(name).ok())
-            .and_then(|s| s.trim().parse().ok())
-    };
     if Path::new("CRASH").exists() {
         eprintln!("sample app: CRASH file present, exiting with status 3");
         std::process::exit(3);
@@ -48,6 +50,12 @@ pub fn run() -> anyhow::Result<bool> {
     if Path::new("IGNORE_TERM").exists() {
         signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::default())?;
     }
+    let read = |name: &str| fs::read_to_string(name).ok().map(|s| s.trim().to_string());
+    let number = |name: &str| -> Option<u64> {
+        read(name)
+            .or_else(|| std::env::var(name).ok())
+            .and_then(|s| s.trim().parse().ok())
+    };
     let app = Arc::new(App {
         slot: std::env::var("SLOT").unwrap_or_else(|_| "none".into()),
         release: std::env::var("RELEASE").unwrap_or_else(|_| "none".into()),
@@ -57,61 +65,67 @@ pub fn run() -> anyhow::Result<bool> {
         slow: Duration::from_millis(number("SLOW_MS").unwrap_or(0)),
         data: std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("data"), PathBuf::from),
     });
-    let server = Arc::new(
-        Server::http(("127.0.0.1", port))
-            .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?,
-    );
-    let workers: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let (server, app) = (server.clone(), app.clone());
-            std::thread::spawn(move || {
-                while let Ok(request) = server.recv() {
-                    app.answer(request);
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.join();
-    }
-    Ok(true)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let app = app.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.answer(request).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
 }
 
 impl App {
-    fn answer(&self, mut request: Request) {
-        std::thread::sleep(self.slow);
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        tokio::time::sleep(self.slow).await;
         let (status, body) = if self
             .fail_after
             .is_some_and(|after| self.started.elapsed() >= after)
         {
             (500, "failing: FAIL_AFTER has passed\n".to_string())
         } else {
-            let mut body = Vec::new();
-            match request.as_reader().read_to_end(&mut body) {
-                Ok(_) => self.route(request.method(), request.url(), body),
+            let (parts, body) = request.into_parts();
+            match body.collect().await {
+                Ok(body) => self.route(&parts.method, parts.uri.path(), &body.to_bytes()),
                 Err(e) => (400, format!("cannot read the body: {e}\n")),
             }
         };
-        let header = Header::from_bytes("Content-Type", "text/plain; charset=utf-8")
-            .expect("a static header is valid");
-        let _ = request.respond(
-            Response::from_string(body)
-                .with_status_code(status)
-                .with_header(header),
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() =
+            StatusCode::from_u16(status).expect("the app's status codes are valid");
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        response
     }
 
-    fn route(&self, method: &Method, url: &str, body: Vec<u8>) -> (u16, String) {
-        let path = url.split('?').next().unwrap_or("");
+    fn route(&self, method: &Method, path: &str, body: &[u8]) -> (u16, String) {
         match (method, path) {
-            (Method::Get, "/") => (
+            (&Method::GET, "/") => (
                 200,
                 format!(
                     "{} from {} (release {})\n",
                     self.version, self.slot, self.release
                 ),
             ),
-            (Method::Get, "/items") => match self.items() {
+            (&Method::GET, "/items") => match self.items() {
                 Ok(items) => (
                     200,
                     serde_json::to_string(&items).unwrap_or_default() + "\n",
@@ -129,12 +143,12 @@ impl App {
                     return (400, format!("bad item name `{name}`\n"));
                 }
                 let file = self.data.join(name);
-                let result = match method {
-                    Method::Get => fs::read_to_string(&file).map(|s| (200, s)),
-                    Method::Post | Method::Put => fs::create_dir_all(&self.data)
-                        .and_then(|()| fs::write(&file, &body))
+                let result = match *method {
+                    Method::GET => fs::read_to_string(&file).map(|s| (200, s)),
+                    Method::POST | Method::PUT => fs::create_dir_all(&self.data)
+                        .and_then(|()| fs::write(&file, body))
                         .map(|()| (201, format!("stored {name}\n"))),
-                    Method::Delete => {
+                    Method::DELETE => {
                         fs::remove_file(&file).map(|()| (200, format!("deleted {name}\n")))
                     }
                     _ => Ok((405, "method not allowed\n".into())),

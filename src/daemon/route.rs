@@ -35,18 +35,19 @@ impl Route {
 
     /// The live generation, counted in flight; or why there is none.
     pub fn acquire(&self) -> Result<InFlight, String> {
-        let live = self.live.read().expect("route lock: no panic holds it");
-        match &*live {
-            Some(generation) => {
+        {
+            let live = self.live.read().expect("route lock: no panic holds it");
+            if let Some(generation) = &*live {
                 generation.in_flight.fetch_add(1, Ordering::AcqRel);
-                Ok(InFlight(generation.clone()))
+                return Ok(InFlight(generation.clone()));
             }
-            None => Err(self
-                .reason
-                .read()
-                .expect("route lock: no panic holds it")
-                .clone()),
         }
+        // Never hold both locks at once: `clear` takes them in the other order.
+        Err(self
+            .reason
+            .read()
+            .expect("route lock: no panic holds it")
+            .clone())
     }
 
     pub fn live(&self) -> Option<Arc<Generation>> {

@@ -180,8 +180,14 @@ impl Supervisor {
         let config = self.daemon.config();
         if !config.app.overlap {
             if let Some(old) = self.live.take() {
+                self.daemon.events.record(
+                    "drain",
+                    Some(slot),
+                    false,
+                    format!("{slot}: stopping generation {} before starting the next (app.overlap = false)", old.id),
+                );
                 self.handle().route.clear(format!(
-                    "{slot} is switching generations (app.overlap = false)"
+                    "{slot} is replacing its generation (app.overlap = false)"
                 ));
                 old.drain(config.app.drain_timeout, config.app.stop_timeout)
                     .await;

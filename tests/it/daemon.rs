@@ -333,3 +333,25 @@ fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
     });
     root.wait_body(root.blue, "v1 from blue");
 }
+
+#[test]
+fn without_overlap_the_old_generation_stops_before_the_new_one_starts() {
+    let mut root = Root::new();
+    root.set("app.overlap", false);
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    let old = root.status()["slots"]["blue"]["live"]["pid"]
+        .as_u64()
+        .unwrap() as i32;
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    // The old group was stopped before the new one was started, not drained after.
+    assert!(nix::sys::signal::killpg(nix::unistd::Pid::from_raw(old), None).is_err());
+    root.wait_body(root.blue, "v2 from blue");
+    let events = root.control("GET", "/events").body;
+    let stopped =
+        events.find("stopping generation 1 before starting the next (app.overlap = false)");
+    let started = events.find("starting generation 2");
+    assert!(stopped.is_some() && stopped < started, "{events}");
+}

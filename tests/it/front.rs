@@ -108,9 +108,10 @@ fn five_switches_under_load_lose_nothing() {
     });
     assert!(
         failures.is_empty(),
-        "{} failed: {:?}",
+        "{} failed: {:?}\n{}",
         failures.len(),
-        &failures[..failures.len().min(5)]
+        &failures[..failures.len().min(5)],
+        root.log()
     );
     assert!(ok > 20, "{ok} answers");
     let metrics = root.control("GET", "/metrics").body;

@@ -207,7 +207,10 @@ impl Root {
             .args(["serve", "--root"])
             .arg(&self.path)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
