@@ -6,14 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,9 @@ use crate::config::BuildConfig;
 use crate::fsops;
 use crate::git::Pushed;
 use crate::layout::Layout;
+
+/// How long build output may stay silent after the build ended before the copy stops.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 /// Metadata file inside a finished build; written before the build is renamed into place.
 pub const META: &str = ".bluegreen-build.json";
@@ -151,6 +156,7 @@ pub fn meta(layout: &Layout, key: &str) -> anyhow::Result<BuildMeta> {
 /// without metadata (never written by us; it would block the rename).
 fn clear_leftovers(layout: &Layout, key: &str) -> anyhow::Result<()> {
     let prefix = format!("{key}.");
+    stop_leftover_builds(&layout.build_tmp_root(), &prefix);
     for entry in fs::read_dir(layout.build_tmp_root())? {
         let entry = entry?;
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
@@ -159,6 +165,49 @@ fn clear_leftovers(layout: &Layout, key: &str) -> anyhow::Result<()> {
     }
     fsops::remove_any(&layout.build_dir(key))?;
     Ok(())
+}
+
+/// Kills the process groups of builds of a killed hook: processes whose working folder
+/// is a temp build folder of this key. Whoever holds the key's lock calls it, so no
+/// live hook owns them.
+fn stop_leftover_builds(tmp_root: &Path, prefix: &str) {
+    let in_leftover = |pid: &str| {
+        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        let inside = cwd.strip_prefix(tmp_root).ok()?;
+        let first = inside
+            .components()
+            .next()?
+            .as_os_str()
+            .to_string_lossy()
+            .into_owned();
+        if !first.starts_with(prefix) {
+            return None;
+        }
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+    };
+    let groups = || -> Vec<i32> {
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        procs
+            .flatten()
+            .filter_map(|p| in_leftover(&p.file_name().to_string_lossy()))
+            .filter(|&g| g > 1)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = groups();
+        if left.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for group in left {
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
@@ -193,19 +242,50 @@ fn run(
     drop(command);
     let group = Pid::from_raw(child.id() as i32);
 
+    // When the build is over, the copy ends at EOF or after `OUTPUT_GRACE` of silence:
+    // something the build left outside its group (a daemonised tool) may hold the pipe.
+    let finished: Mutex<Option<Instant>> = Mutex::new(None);
     std::thread::scope(|scope| {
+        let finished = &finished;
         let copier = scope.spawn(move || {
-            let mut lines = BufReader::new(reader);
-            let mut line = Vec::new();
-            while lines.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-                let _ = log.write_all(&line);
+            let mut copy = |line: &[u8]| {
+                let _ = log.write_all(line);
+                let _ = log.write_all(b"\n");
                 let _ = out.write_all(b"  ");
-                let _ = out.write_all(&line);
-                if !line.ends_with(b"\n") {
-                    let _ = out.write_all(b"\n");
-                }
+                let _ = out.write_all(line);
+                let _ = out.write_all(b"\n");
                 let _ = out.flush();
-                line.clear();
+            };
+            let mut pending = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(100u16)) {
+                    Ok(0) | Err(nix::errno::Errno::EINTR) => {
+                        let over = finished
+                            .lock()
+                            .expect("no panic holds it")
+                            .is_some_and(|t| t.elapsed() > OUTPUT_GRACE);
+                        if over {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(_) => break,
+                    Ok(_) => {}
+                }
+                let n = match (&reader).read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&chunk[..n]);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    copy(&pending[..end]);
+                    pending.drain(..=end);
+                }
+            }
+            if !pending.is_empty() {
+                copy(&pending);
             }
         });
         let (tx, rx) = mpsc::channel();
@@ -217,6 +297,7 @@ fn run(
             Err(_) => {
                 let _ = killpg(group, Signal::SIGKILL);
                 let _ = rx.recv();
+                *finished.lock().expect("no panic holds it") = Some(Instant::now());
                 let _ = copier.join();
                 anyhow::bail!(
                     "timed out after {} (build.timeout); its process group was killed",
@@ -226,6 +307,7 @@ fn run(
         };
         // Whatever the build left running in its group would hold the pipe open.
         let _ = killpg(group, Signal::SIGKILL);
+        *finished.lock().expect("no panic holds it") = Some(Instant::now());
         let _ = copier.join();
         anyhow::ensure!(
             status.success(),

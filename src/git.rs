@@ -40,7 +40,13 @@ pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
         commit: oid,
         tree: commit.tree_id(),
         short: short(oid),
-        summary: commit.summary().unwrap_or("").to_string(),
+        // Shown on terminals: no escape sequences from a commit message.
+        summary: commit
+            .summary()
+            .unwrap_or("")
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
     })
 }
 

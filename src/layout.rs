@@ -107,6 +107,11 @@ impl Layout {
         self.root.join("logs")
     }
 
+    /// A slot's worker output, when not under systemd (journald keeps it there).
+    pub fn slot_log(&self, slot: Slot) -> PathBuf {
+        self.logs_dir().join(format!("{slot}.log"))
+    }
+
     /// Process groups of running generations, so a daemon that was killed can have its
     /// orphans stopped by the next one.
     pub fn workers_dir(&self) -> PathBuf {

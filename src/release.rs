@@ -88,11 +88,9 @@ pub fn create(
         fs::create_dir_all(&shared)
             .with_context(|| format!("cannot create {}", shared.display()))?;
         let link = tmp.join(dir);
-        if let Some(parent) = link.parent() {
-            fs::create_dir_all(parent)?;
-        }
+        real_parents(&tmp, Path::new(dir))?;
         // What the tree had at that path is replaced by the link, never written through.
-        fsops::remove_any(&link)?;
+        fsops::remove_any(&link).with_context(|| format!("cannot replace {}", link.display()))?;
         std::os::unix::fs::symlink(&shared, &link)
             .with_context(|| format!("cannot link {} to {}", link.display(), shared.display()))?;
     }
@@ -102,6 +100,28 @@ pub fn create(
         .with_context(|| format!("cannot move the release into {}", dir.display()))?;
     fs::File::open(layout.releases_dir(slot))?.sync_all()?;
     Ok(dir)
+}
+
+/// Makes every parent folder of `dir` inside `release` a real folder, refusing one that
+/// is a symlink or a file from the tree: following it would write outside the release.
+fn real_parents(release: &Path, dir: &Path) -> anyhow::Result<()> {
+    let mut path = release.to_path_buf();
+    let parents: Vec<_> = dir.components().collect();
+    for part in &parents[..parents.len().saturating_sub(1)] {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => anyhow::bail!(
+                "linked dir `{}`: `{}` in the release is not a folder (a symlink or file from the tree); refusing to follow it",
+                dir.display(),
+                path.strip_prefix(release).unwrap_or(&path).display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+        }
+    }
+    Ok(())
 }
 
 /// Points `current` of `slot` at release `id`.
@@ -163,9 +183,30 @@ pub fn previous(releases: &[Release], id: &str) -> Option<String> {
     Some(releases.get(i.checked_sub(1)?)?.id.clone())
 }
 
+/// How the daemon's register of running workers (`run/workers/<pgid>`) names what a
+/// worker runs; `prune` reads it back so it never removes a running release.
+pub fn in_use_entry(slot: Slot, generation: u64, release: &str) -> String {
+    format!("{slot} generation {generation} release {release}")
+}
+
+/// Releases of `slot` that a running (live or draining) generation uses.
+fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(layout.workers_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let text = fs::read_to_string(entry.path()).ok()?;
+            let rest = text.strip_prefix(&format!("{slot} generation "))?;
+            Some(rest.split_once(" release ")?.1.trim().to_string())
+        })
+        .collect()
+}
+
 /// Removes releases beyond the newest `keep`, never the current one, the one made before
-/// it, or `was_current` (what `current` named before the flip: the running generation's
-/// release and the natural way back). Also removes temp folders of killed deploys. The
+/// it, `was_current` (what `current` named before the flip: the natural way back), or
+/// one a running generation uses. Also removes temp folders of killed deploys. The
 /// caller holds the slot lock. Returns the ids removed.
 pub fn prune(
     layout: &Layout,
@@ -183,15 +224,25 @@ pub fn prune(
     let releases = list(layout, slot)?;
     let current = current(layout, slot);
     let previous = current.as_deref().and_then(|c| previous(&releases, c));
+    let running = in_use(layout, slot);
     let mut removed = Vec::new();
     let excess = releases.len().saturating_sub(keep);
     for release in &releases[..excess] {
         let id = Some(release.id.as_str());
-        if id == current.as_deref() || id == previous.as_deref() || id == was_current {
+        if id == current.as_deref()
+            || id == previous.as_deref()
+            || id == was_current
+            || running.contains(&release.id)
+        {
             continue;
         }
-        fs::remove_dir_all(layout.release_dir(slot, &release.id))
+        // Renamed out of the list first: a crash mid-delete leaves a temp folder, never
+        // a release that looks complete but is not.
+        let doomed = layout.release_tmp_dir(slot, &release.id);
+        fs::rename(layout.release_dir(slot, &release.id), &doomed)
             .with_context(|| format!("cannot prune release {}", release.id))?;
+        fs::remove_dir_all(&doomed)
+            .with_context(|| format!("cannot remove {}", doomed.display()))?;
         removed.push(release.id.clone());
     }
     Ok(removed)

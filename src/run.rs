@@ -43,7 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
         Command::Hook { .. } => {
             let stdin = std::io::stdin().lock();
-            crate::hook::run(args.root, stdin, &mut std::io::stderr())
+            let mut out = crate::hook::PusherOutput(std::io::stderr());
+            crate::hook::run(args.root, stdin, &mut out)
         }
         Command::Releases { slot } => {
             let slots = slot.map_or(Slot::ALL.to_vec(), |s| vec![s]);

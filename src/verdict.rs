@@ -27,7 +27,8 @@ pub struct Verdict {
 /// Asks the daemon to run `slot`'s current release and prints the verdict as the last
 /// line. `Ok(false)` when the release did not go live.
 pub fn reload(config: &Config, slot: Slot, out: &mut dyn Write) -> anyhow::Result<bool> {
-    let wait = config.app.ready_timeout + config.app.stop_timeout + Duration::from_secs(10);
+    // Longer than the daemon's own wait, so its answer (even "no verdict") arrives.
+    let wait = config.app.reload_wait() + Duration::from_secs(5);
     match Client::new(config).post(&format!("/slots/{slot}/reload"), wait) {
         Err(ClientError::NotRunning(_)) => {
             writeln!(

@@ -4,10 +4,10 @@
 //! generation is live or has failed; async work is run on the daemon's runtime.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use super::local::Hints;
 use super::switch::{self, Query};
 use super::Daemon;
 use crate::slot::Slot;
@@ -31,6 +31,27 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
             403,
             "text/plain",
             "the control API answers loopback callers only".into(),
+        );
+    }
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str())
+    };
+    let hints = Hints {
+        host: header("Host"),
+        origin: header("Origin"),
+        fetch_site: header("Sec-Fetch-Site"),
+        forwarded: header("X-Forwarded-For").is_some() || header("Forwarded").is_some(),
+    };
+    if let Err(why) = super::local::from_this_host(&hints) {
+        return reply(
+            request,
+            403,
+            "text/plain",
+            format!("the control API answers callers on this host only: {why}"),
         );
     }
     let url = request.url().to_string();
@@ -97,10 +118,7 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
 
 fn reload(daemon: &Daemon, runtime: &tokio::runtime::Handle, slot: Slot) -> Verdict {
     let config = daemon.config();
-    let wait = config.app.ready_timeout
-        + config.app.stop_timeout
-        + config.app.drain_timeout
-        + Duration::from_secs(5);
+    let wait = config.app.reload_wait();
     let answer = runtime.block_on(async {
         let rx = daemon.reload(slot, false);
         tokio::time::timeout(wait, rx).await

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::local::Hints;
 use super::proxy::{json, plain};
 use super::switch::{self, Query};
 use super::upstream::Body;
@@ -21,10 +22,19 @@ pub fn allowed(
     method: &Method,
     authorization: Option<&str>,
     token: Option<&str>,
+    hints: &Hints,
 ) -> Result<(), String> {
-    if peer.to_canonical().is_loopback() {
+    let local = match peer.to_canonical().is_loopback() {
+        true => super::local::from_this_host(hints),
+        false => Err(String::new()),
+    };
+    if local.is_ok() {
         return Ok(());
     }
+    let peer = match local {
+        Err(why) if !why.is_empty() => format!("{peer} ({why})"),
+        _ => peer.to_string(),
+    };
     let presented = authorization.and_then(|a| a.strip_prefix("Bearer "));
     match (token, presented) {
         (None, _) => Err(format!("{peer} may not switch: only loopback callers can (set router.token_file to allow others)")),
@@ -58,17 +68,37 @@ pub async fn handle(
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let hints = Hints {
+        host: header("host"),
+        origin: header("origin"),
+        fetch_site: header("sec-fetch-site"),
+        forwarded: header("x-forwarded-for").is_some() || header("forwarded").is_some(),
+    };
     let token = daemon.token();
-    if let Err(reason) = allowed(peer.ip(), request.method(), authorization, token.as_deref()) {
+    if let Err(reason) = allowed(
+        peer.ip(),
+        request.method(),
+        authorization,
+        token.as_deref(),
+        &hints,
+    ) {
         return plain(StatusCode::FORBIDDEN, &reason);
     }
     let query = match Query::parse(request.uri().query().unwrap_or("")) {
         Ok(query) => query,
         Err(reason) => return plain(StatusCode::BAD_REQUEST, &reason),
     };
-    match switch::switch(daemon, query, "front").await {
-        Ok(done) => json(StatusCode::OK, &done),
-        Err(e) => plain(e.status(), &e.to_string()),
+    // Its own task: a client that hangs up must not cancel a switch halfway.
+    let daemon = daemon.clone();
+    let switching = tokio::spawn(async move { switch::switch(&daemon, query, "front").await });
+    match switching.await {
+        Ok(Ok(done)) => json(StatusCode::OK, &done),
+        Ok(Err(e)) => plain(e.status(), &e.to_string()),
+        Err(e) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the switch failed: {e}"),
+        ),
     }
 }
 
@@ -84,11 +114,11 @@ mod tests {
     fn loopback_may_switch_without_token() {
         for peer in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] {
             assert!(
-                allowed(ip(peer), &Method::GET, None, None).is_ok(),
+                allowed(ip(peer), &Method::GET, None, None, &Hints::default()).is_ok(),
                 "{peer}"
             );
             assert!(
-                allowed(ip(peer), &Method::POST, None, Some("t")).is_ok(),
+                allowed(ip(peer), &Method::POST, None, Some("t"), &Hints::default()).is_ok(),
                 "{peer}"
             );
         }
@@ -97,27 +127,103 @@ mod tests {
     #[test]
     fn others_need_the_token() {
         let peer = ip("192.0.2.7");
-        assert!(allowed(peer, &Method::POST, None, None).is_err());
-        assert!(allowed(peer, &Method::POST, Some("Bearer s3cret"), None).is_err());
-        assert!(allowed(peer, &Method::POST, None, Some("s3cret")).is_err());
-        assert!(allowed(peer, &Method::POST, Some("Bearer wrong"), Some("s3cret")).is_err());
-        assert!(allowed(peer, &Method::POST, Some("s3cret"), Some("s3cret")).is_err());
-        assert!(allowed(peer, &Method::POST, Some("Bearer s3cret"), Some("s3cret")).is_ok());
+        assert!(allowed(peer, &Method::POST, None, None, &Hints::default()).is_err());
+        assert!(allowed(
+            peer,
+            &Method::POST,
+            Some("Bearer s3cret"),
+            None,
+            &Hints::default()
+        )
+        .is_err());
+        assert!(allowed(peer, &Method::POST, None, Some("s3cret"), &Hints::default()).is_err());
+        assert!(allowed(
+            peer,
+            &Method::POST,
+            Some("Bearer wrong"),
+            Some("s3cret"),
+            &Hints::default()
+        )
+        .is_err());
+        assert!(allowed(
+            peer,
+            &Method::POST,
+            Some("s3cret"),
+            Some("s3cret"),
+            &Hints::default()
+        )
+        .is_err());
+        assert!(allowed(
+            peer,
+            &Method::POST,
+            Some("Bearer s3cret"),
+            Some("s3cret"),
+            &Hints::default()
+        )
+        .is_ok());
         assert!(allowed(
             ip("2001:db8::1"),
             &Method::POST,
             Some("Bearer s3cret"),
-            Some("s3cret")
+            Some("s3cret"),
+            &Hints::default()
         )
         .is_ok());
-        assert!(allowed(peer, &Method::GET, Some("Bearer s3cret"), Some("s3cret")).is_err());
+        assert!(allowed(
+            peer,
+            &Method::GET,
+            Some("Bearer s3cret"),
+            Some("s3cret"),
+            &Hints::default()
+        )
+        .is_err());
     }
 
     #[test]
-    fn forwarded_for_never_counts() {
-        // The decision takes the peer address only; a loopback X-Forwarded-For from a
-        // remote peer changes nothing because the header is never an input.
-        let peer = ip("198.51.100.3");
-        assert!(allowed(peer, &Method::GET, None, None).is_err());
+    fn forwarded_for_never_grants() {
+        // A remote peer claiming to be loopback through X-Forwarded-For gets nothing.
+        let claims_local = Hints {
+            forwarded: true,
+            host: Some("127.0.0.1"),
+            ..Hints::default()
+        };
+        assert!(allowed(ip("198.51.100.3"), &Method::GET, None, None, &claims_local).is_err());
+        // It can only take trust away: a loopback peer relaying others needs the token.
+        let relayed = Hints {
+            forwarded: true,
+            ..Hints::default()
+        };
+        assert!(allowed(
+            ip("127.0.0.1"),
+            &Method::POST,
+            None,
+            Some("s3cret"),
+            &relayed
+        )
+        .is_err());
+        assert!(allowed(
+            ip("127.0.0.1"),
+            &Method::POST,
+            Some("Bearer s3cret"),
+            Some("s3cret"),
+            &relayed
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_browser_on_this_host_switches_only_from_its_address_bar() {
+        let typed = Hints {
+            host: Some("localhost:8080"),
+            fetch_site: Some("none"),
+            ..Hints::default()
+        };
+        assert!(allowed(ip("127.0.0.1"), &Method::GET, None, None, &typed).is_ok());
+        let from_a_page = Hints {
+            host: Some("localhost:8080"),
+            fetch_site: Some("cross-site"),
+            ..Hints::default()
+        };
+        assert!(allowed(ip("127.0.0.1"), &Method::GET, None, None, &from_a_page).is_err());
     }
 }

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::io::Write;
+
 use anyhow::Context;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -97,12 +99,23 @@ impl Generation {
         workers::record(
             layout,
             pid,
-            &format!("{slot} generation {id} release {release}"),
+            &crate::release::in_use_entry(slot, id, release),
         );
 
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let label = format!("{slot}/{id}");
         let mut copiers = Vec::new();
+        // Under systemd, journald keeps worker output with the daemon's log; elsewhere it
+        // also goes to logs/<slot>.log.
+        let slot_log = match std::env::var_os("INVOCATION_ID") {
+            Some(_) => None,
+            None => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(layout.slot_log(slot))
+                .ok()
+                .map(|file| Arc::new(Mutex::new(file))),
+        };
         for (stream, name) in [
             (
                 child
@@ -125,6 +138,7 @@ impl Generation {
                     label.clone(),
                     name,
                     tail.clone(),
+                    slot_log.clone(),
                 )));
             }
         }
@@ -273,6 +287,7 @@ async fn copy_lines(
     label: String,
     name: &'static str,
     tail: Arc<Mutex<VecDeque<String>>>,
+    slot_log: Option<Arc<Mutex<std::fs::File>>>,
 ) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
@@ -282,6 +297,11 @@ async fn copy_lines(
         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
         buf.clear();
         tracing::info!(target: "worker", "[{label} {name}] {line}");
+        if let Some(file) = &slot_log {
+            let now = humantime::format_rfc3339_seconds(SystemTime::now());
+            let mut file = file.lock().expect("slot log lock: no panic holds it");
+            let _ = writeln!(file, "{now} [{label} {name}] {line}");
+        }
         let mut tail = tail.lock().expect("tail lock: no panic holds it");
         if tail.len() == TAIL {
             tail.pop_front();

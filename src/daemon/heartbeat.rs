@@ -82,6 +82,11 @@ pub async fn run(daemon: Arc<Daemon>) {
                 .failures = 0;
             watched = Some(active);
         }
+        let handle = &daemon.slots[active.index()];
+        if handle.route.live().is_none() && handle.status().starting {
+            // Being (re)started: not failing yet; the start has its own deadline.
+            continue;
+        }
         let result = check(&daemon, active).await;
         daemon.set_health(active, result.clone());
         if result.is_err() {
@@ -100,11 +105,14 @@ pub async fn run(daemon: Arc<Daemon>) {
         daemon.set_health(standby, standby_check.clone());
         match standby_check {
             Ok(()) => {
+                // Not forced: the standby must also pass the switch gate (health_path).
                 let query = Query {
                     to: Some(standby),
-                    force: true,
+                    force: false,
                 };
                 match switch::switch(&daemon, query, "heartbeat").await {
+                    // An operator switched in the meantime: theirs stands, nothing to record.
+                    Ok(done) if done["changed"] != true => {}
                     Ok(_) => {
                         daemon
                             .heartbeat

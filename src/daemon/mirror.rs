@@ -22,6 +22,9 @@ use super::upstream::{self, Body, BoxError};
 use super::Daemon;
 use crate::slot::Slot;
 
+/// The longest a copy may take before it counts as failed.
+const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One copy to send.
 pub struct Job {
     slot: Slot,
@@ -124,14 +127,22 @@ impl Mirror {
                 headers: parts.headers.clone(),
                 body: Bytes::from(copy),
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(job) {
-                self.lost(
+            match self.tx.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => self.lost(
                     daemon,
                     "queue_full",
                     &parts.method,
                     &path,
                     format!("mirror.queue is full ({})", config.mirror.queue),
-                );
+                ),
+                Err(mpsc::error::TrySendError::Closed(_)) => self.lost(
+                    daemon,
+                    "error",
+                    &parts.method,
+                    &path,
+                    "the mirror sender has stopped".into(),
+                ),
             }
         }
         Replay {
@@ -193,21 +204,28 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, St
         Ok(uri) => uri,
         Err(e) => return Err(("error", method, path, e.to_string())),
     };
-    match daemon.client.request(request).await {
-        Ok(response) => {
-            let status = response.status();
-            let _ = response.into_body().collect().await;
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(("non_2xx", method, path, format!("{slot} answered {status}")))
-            }
-        }
-        Err(e) => Err((
+    // Bounded: one stuck copy must not hold up every copy behind it.
+    let answer = tokio::time::timeout(MIRROR_TIMEOUT, async {
+        let response = daemon.client.request(request).await?;
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        Ok::<_, hyper_util::client::legacy::Error>(status)
+    })
+    .await;
+    match answer {
+        Ok(Ok(status)) if status.is_success() => Ok(()),
+        Ok(Ok(status)) => Err(("non_2xx", method, path, format!("{slot} answered {status}"))),
+        Ok(Err(e)) => Err((
             "error",
             method,
             path,
             format!("{slot}: {}", upstream::describe(&e)),
+        )),
+        Err(_) => Err((
+            "error",
+            method,
+            path,
+            format!("{slot} did not answer within {}s", MIRROR_TIMEOUT.as_secs()),
         )),
     }
 }

@@ -11,6 +11,7 @@ mod events;
 mod front_switch;
 mod generation;
 mod heartbeat;
+mod local;
 mod metrics;
 mod mirror;
 mod proxy;
@@ -79,6 +80,8 @@ pub struct SlotStatus {
     pub last_error: String,
     /// The last heartbeat or gate result, `None` before the first.
     pub health: Option<Result<(), String>>,
+    /// A generation is being started; a slot without a live one is not failing yet.
+    pub starting: bool,
 }
 
 impl SlotHandle {
@@ -116,18 +119,31 @@ impl Daemon {
         }
     }
 
-    /// Records `slot` as active in `state.json`, then routes the front to it.
-    pub fn set_active(&self, slot: Slot, switch: Option<LastSwitch>) -> anyhow::Result<()> {
-        let mut state = self.state.lock().expect("state lock: no panic holds it");
-        let mut next = state.clone();
-        next.active = Some(slot);
+    /// Records `slot` as active in `state.json`, then routes the front to it. With
+    /// `only_if_none`, does nothing when a slot is already active (checked under the
+    /// lock). Returns whether it changed anything.
+    pub fn set_active(
+        &self,
+        slot: Slot,
+        switch: Option<LastSwitch>,
+        only_if_none: bool,
+    ) -> anyhow::Result<bool> {
         let manual = switch.as_ref().is_some_and(|s| s.cause != "heartbeat");
-        if switch.is_some() {
-            next.last_switch = switch;
+        {
+            let mut state = self.state.lock().expect("state lock: no panic holds it");
+            if only_if_none && state.active.is_some() {
+                return Ok(false);
+            }
+            let mut next = state.clone();
+            next.active = Some(slot);
+            if switch.is_some() {
+                next.last_switch = switch;
+            }
+            next.save(&self.layout.state_file())?;
+            *state = next;
+            self.active.store(slot.index() as u8 + 1, Ordering::Release);
         }
-        next.save(&self.layout.state_file())?;
-        *state = next;
-        self.active.store(slot.index() as u8 + 1, Ordering::Release);
+        // The daemon's locks are taken one at a time, never nested.
         if manual {
             let mut heartbeat = self
                 .heartbeat
@@ -136,21 +152,20 @@ impl Daemon {
             heartbeat.armed = true;
             heartbeat.failures = 0;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A fresh root starts on the first slot that has a live generation.
     fn adopt_if_none(&self, slot: Slot) {
-        if self.active().is_none() {
-            match self.set_active(slot, None) {
-                Ok(()) => self.events.record(
-                    "switch",
-                    Some(slot),
-                    false,
-                    format!("{slot} is active (first slot with a live generation)"),
-                ),
-                Err(e) => tracing::error!("cannot record the active slot: {e:#}"),
-            }
+        match self.set_active(slot, None, true) {
+            Ok(true) => self.events.record(
+                "switch",
+                Some(slot),
+                false,
+                format!("{slot} is active (first slot with a live generation)"),
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!("cannot record the active slot: {e:#}"),
         }
     }
 
@@ -363,7 +378,6 @@ async fn run(
         std::thread::spawn(move || control::serve(control, daemon, handle));
     }
     tokio::spawn(mirror::run(daemon.clone(), mirror_rx));
-    let heartbeat = tokio::spawn(heartbeat::run(daemon.clone()));
     let _watcher = watch::start(daemon.clone()).context("cannot watch the slot folders")?;
     if let Some(every) = systemd::watchdog_interval() {
         tokio::spawn(async move {
@@ -408,6 +422,8 @@ async fn run(
             }
         }
     }
+    // Only now: a restored active slot still starting is not a failing one.
+    let heartbeat = tokio::spawn(heartbeat::run(daemon.clone()));
     systemd::ready();
 
     while let Some(signal) = signals.recv().await {

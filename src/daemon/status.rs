@@ -49,16 +49,20 @@ pub fn json(daemon: &Daemon) -> Value {
         .into_iter()
         .map(|(name, n)| (name.to_string(), json!(n)))
         .collect();
-    let heartbeat = daemon
-        .heartbeat
-        .lock()
-        .expect("heartbeat lock: no panic holds it");
+    // Copied out, so no two of the daemon's locks are ever held together.
+    let (armed, failures) = {
+        let heartbeat = daemon
+            .heartbeat
+            .lock()
+            .expect("heartbeat lock: no panic holds it");
+        (heartbeat.armed, heartbeat.failures)
+    };
     json!({
         "active": daemon.active(),
         "front": config.router.listen.to_string(),
         "slots": slots,
         "mirroring": { "enabled": daemon.mirroring(), "counters": counters },
-        "heartbeat": { "armed": heartbeat.armed, "consecutive_failures": heartbeat.failures },
+        "heartbeat": { "armed": armed, "consecutive_failures": failures },
         "last_switch": daemon.last_switch(),
         "events": daemon.events.recent(20),
     })

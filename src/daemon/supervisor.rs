@@ -68,6 +68,9 @@ pub struct Supervisor {
     /// Identifies the restart timer that is still wanted; older timers are ignored.
     restart_token: u64,
     restart_release: Option<String>,
+    /// The release of the last generation that went live: what comes back when a slot is
+    /// left with none.
+    last_good: Option<String>,
     draining: Vec<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -91,6 +94,7 @@ impl Supervisor {
             backoff_attempts: 0,
             restart_token: 0,
             restart_release: None,
+            last_good: None,
             draining: Vec::new(),
             shutdown: None,
         }
@@ -200,6 +204,7 @@ impl Supervisor {
             false,
             format!("{slot}: starting generation {id} for release {release}"),
         );
+        self.handle().status().starting = true;
         self.starting = Some(Start {
             release: release.clone(),
             since: Instant::now(),
@@ -239,6 +244,7 @@ impl Supervisor {
         result: Result<Arc<Generation>, (Option<Arc<Generation>>, String)>,
     ) {
         let slot = self.slot;
+        self.handle().status().starting = false;
         let start = self
             .starting
             .take()
@@ -249,6 +255,7 @@ impl Supervisor {
                 let took = start.since.elapsed();
                 let old = self.handle().route.set(generation.clone());
                 self.live = Some(generation.clone());
+                self.last_good = Some(release.clone());
                 self.last_failed = None;
                 self.daemon.metrics.generation(
                     slot,
@@ -325,15 +332,27 @@ impl Supervisor {
                     generation.stop(config.app.stop_timeout).await;
                 }
                 self.daemon.metrics.generation(slot, "failed");
-                let keeps = match &self.live {
-                    Some(live) => format!(
+                // With no live generation left (a crash during the start, or
+                // app.overlap = false), the last release that was live comes back.
+                let fallback = match (&self.live, &self.last_good) {
+                    (None, Some(good)) if !start.restart && *good != release => Some(good.clone()),
+                    _ => None,
+                };
+                let keeps = match (&self.live, &fallback) {
+                    (Some(live), _) => format!(
                         "{slot} keeps serving generation {} (release {})",
                         live.id, live.release
                     ),
-                    None => format!("{slot} has no live generation"),
+                    (None, Some(good)) => {
+                        format!("{slot} has no live generation; restarting release {good}")
+                    }
+                    (None, None) => format!("{slot} has no live generation"),
                 };
                 let message = format!("release {release} failed: {reason}; {keeps}");
                 self.handle().set_error(Some(message.clone()));
+                if self.live.is_none() {
+                    self.handle().route.clear(format!("{slot}: {message}"));
+                }
                 self.daemon
                     .events
                     .record("failed", Some(slot), true, format!("{slot}: {message}"));
@@ -341,8 +360,12 @@ impl Supervisor {
                 for w in start.waiters {
                     let _ = w.send(verdict_failed(slot, &release, message.clone()));
                 }
-                if start.restart && self.shutdown.is_none() {
-                    self.schedule_restart(release);
+                if self.shutdown.is_none() {
+                    if start.restart {
+                        self.schedule_restart(release);
+                    } else if let Some(good) = fallback {
+                        self.schedule_restart(good);
+                    }
                 }
             }
         }

@@ -112,6 +112,7 @@ pub async fn switch(
                 at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
                 cause: cause.to_string(),
             }),
+            false,
         )
         .map_err(|e| SwitchError::Failed(format!("cannot record the switch: {e:#}")))?;
     daemon.metrics.switch(cause);
@@ -174,6 +175,7 @@ async fn migrate(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
         .current_dir(&dir)
         .envs(&env)
         .env_remove("NOTIFY_SOCKET")
+        .env(super::workers::MARKER, daemon.layout.root())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -2,10 +2,10 @@
 //! mirroring), and the body type every listener answers with.
 //!
 //! One pooled hyper client for the whole daemon: connections to a generation are kept
-//! alive and reused; a generation's port is never reused while the daemon runs (see
-//! `Ports`), so a pooled connection can't reach the wrong process.
+//! alive and reused; a generation's port is not reused until thousands of others have
+//! been (see `Ports`), so a pooled connection can't reach the wrong process.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::TcpListener;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -83,20 +83,31 @@ pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
     text
 }
 
-/// Hands out loopback ports for generations, never the same one twice per daemon.
+/// How many recent ports are kept out of reuse: far more generations than can start
+/// within the pool's idle timeout, so no pooled connection can outlive its port's turn.
+const RECENT_PORTS: usize = 4096;
+
+/// Hands out loopback ports for generations, never one of the last `RECENT_PORTS` again.
 #[derive(Default)]
 pub struct Ports {
-    /// Ports given out so far; a pooled connection to an old one must not reach a new
-    /// generation.
-    used: Mutex<HashSet<u16>>,
+    /// Ports given out recently, oldest first; a pooled connection to an old one must
+    /// not reach a new generation.
+    recent: Mutex<(VecDeque<u16>, HashSet<u16>)>,
 }
 
 impl Ports {
     pub fn fresh(&self) -> std::io::Result<u16> {
-        let mut used = self.used.lock().expect("ports lock: no panic holds it");
+        let mut guard = self.recent.lock().expect("ports lock: no panic holds it");
+        let (order, used) = &mut *guard;
         for _ in 0..100 {
             let port = TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
             if used.insert(port) {
+                order.push_back(port);
+                if order.len() > RECENT_PORTS {
+                    if let Some(old) = order.pop_front() {
+                        used.remove(&old);
+                    }
+                }
                 return Ok(port);
             }
         }

@@ -4,8 +4,10 @@
 //! the group is gone. A daemon killed with SIGKILL leaves its entries behind; the next
 //! `serve` stops those groups before starting its own, so no orphan outlives a restart.
 //! A group is only stopped when one of its processes carries this root's `MARKER` in
-//! its environment, so a recycled process group id never hits a stranger.
+//! its environment, so a recycled process group id never hits a stranger, and a
+//! worker that was never recorded is found all the same.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -40,29 +42,16 @@ pub fn group_alive(pgid: u32) -> bool {
     killpg(Pid::from_raw(pgid as i32), None).is_ok()
 }
 
-/// Stops the groups a previous daemon left: SIGTERM, then SIGKILL after `grace`.
-/// Returns how many groups were still running.
+/// Stops the groups a previous daemon left: every process group with a member carrying
+/// this root's `MARKER`, recorded or not (a daemon killed between starting a worker and
+/// recording it leaves an unrecorded one). SIGTERM, then SIGKILL after `grace`. Called
+/// before this daemon starts any worker. Returns how many groups were running.
 pub fn reap_orphans(layout: &Layout, grace: Duration) -> usize {
-    let Ok(entries) = fs::read_dir(layout.workers_dir()) else {
-        return 0;
-    };
-    let mut groups = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pgid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if group_alive(pgid) && carries_marker(pgid, layout) {
-            let what = fs::read_to_string(entry.path()).unwrap_or_default();
-            tracing::warn!(pgid, "stopping a worker left by a previous daemon: {what}");
-            let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM);
-            groups.push(pgid);
-        } else {
-            let _ = fs::remove_file(entry.path());
-        }
+    let groups = marked_groups(layout);
+    for &pgid in &groups {
+        let what = fs::read_to_string(entry(layout, pgid)).unwrap_or_else(|_| "unrecorded".into());
+        tracing::warn!(pgid, "stopping a worker left by a previous daemon: {what}");
+        let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
     while groups.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
@@ -70,26 +59,36 @@ pub fn reap_orphans(layout: &Layout, grace: Duration) -> usize {
     }
     for &pgid in &groups {
         let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
-        forget(layout, pgid);
+    }
+    // Every entry is stale now: its group is gone or was just stopped.
+    if let Ok(entries) = fs::read_dir(layout.workers_dir()) {
+        for entry in entries.flatten() {
+            let _ = fs::remove_file(entry.path());
+        }
     }
     groups.len()
 }
 
-/// Whether some process in group `pgid` has `MARKER=<this root>` in its environment.
-fn carries_marker(pgid: u32, layout: &Layout) -> bool {
+/// Process groups with a member whose environment has `MARKER=<this root>`.
+fn marked_groups(layout: &Layout) -> BTreeSet<u32> {
     let needle = format!("{MARKER}={}\0", layout.root().display()).into_bytes();
     let Ok(procs) = fs::read_dir("/proc") else {
-        return false;
+        return BTreeSet::new();
     };
-    procs.flatten().any(|p| {
-        let dir = p.path();
-        let in_group = fs::read_to_string(dir.join("stat")).ok().and_then(|stat| {
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let dir = p.path();
+            let marked = fs::read(dir.join("environ"))
+                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_slice()));
+            if !marked {
+                return None;
+            }
+            let stat = fs::read_to_string(dir.join("stat")).ok()?;
             // Fields after the command name, which is in parentheses and may hold spaces.
             let rest = &stat[stat.rfind(')')? + 1..];
             rest.split_whitespace().nth(2)?.parse::<u32>().ok()
-        }) == Some(pgid);
-        in_group
-            && fs::read(dir.join("environ"))
-                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_slice()))
-    })
+        })
+        .filter(|&pgid| pgid > 1)
+        .collect()
 }

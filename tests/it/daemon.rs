@@ -355,3 +355,18 @@ fn without_overlap_the_old_generation_stops_before_the_new_one_starts() {
     let started = events.find("starting generation 2");
     assert!(stopped.is_some() && stopped < started, "{events}");
 }
+
+#[test]
+fn without_overlap_a_bad_release_brings_the_last_good_one_back() {
+    let mut root = Root::new();
+    root.set("app.overlap", false);
+    root.set("app.ready_timeout", "2s");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("blue")
+        .says("blue: not live: ")
+        .says("restarting release ");
+    root.wait_body(root.blue, "v1 from blue");
+}

@@ -337,17 +337,14 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     wait_for(Duration::from_secs(20), "the build to start", || {
         (fs::read_dir(&tmp).unwrap().count() > 0).then_some(())
     });
-    // Kill the push and its hook (the build runs in its own group; it is killed too, as
-    // the harness would leave it otherwise).
+    // Kill the push and its hook. The build runs in its own group and outlives them.
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     let _ = child.wait();
-    for pid in root.processes() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    assert!(
+        !root.processes().is_empty(),
+        "the orphaned build is still running"
+    );
     for entry in fs::read_dir(root.path.join("builds")).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.path().is_dir() && !name.starts_with('.') {
@@ -362,4 +359,28 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     let pushed = root.push("blue");
     pushed.says("blue: build ").says("blue: release ");
     assert!(root.current("blue").is_some());
+    // The next push stopped the orphaned build before reusing its key.
+    assert_eq!(root.processes(), Vec::<u32>::new());
+}
+
+#[test]
+fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
+    let root = Root::new();
+    root.set(
+        "app.linked_dirs",
+        toml::Value::Array(vec!["public/uploads".into()]),
+    );
+    let outside = root.path.parent().unwrap().join("outside");
+    fs::create_dir_all(outside.join("uploads")).unwrap();
+    fs::write(outside.join("uploads/keep.txt"), "precious").unwrap();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    std::os::unix::fs::symlink(&outside, root.work.join("public")).unwrap();
+    root.commit("evil link", &[]);
+    root.push("blue")
+        .says("linked dir `public/uploads`: `public` in the release is not a folder (a symlink or file from the tree); refusing to follow it");
+    assert!(root.current("blue").is_none());
+    assert_eq!(
+        fs::read_to_string(outside.join("uploads/keep.txt")).unwrap(),
+        "precious"
+    );
 }

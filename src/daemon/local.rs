@@ -1,0 +1,92 @@
+//! Whether a request from a loopback peer really comes from someone on this host.
+//!
+//! A loopback peer address is not enough on its own: a reverse proxy on the same host
+//! relays internet clients from 127.0.0.1, and a browser on the host sends requests on
+//! behalf of any page it shows (cross-site, or through DNS rebinding). Headers can only
+//! take trust away here, never grant it.
+
+/// The request headers that say who is really behind a loopback connection.
+#[derive(Debug, Default)]
+pub struct Hints<'a> {
+    pub host: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub fetch_site: Option<&'a str>,
+    /// `X-Forwarded-For` or `Forwarded` is present.
+    pub forwarded: bool,
+}
+
+/// Ok when nothing in the headers says a loopback request came from elsewhere.
+pub fn from_this_host(hints: &Hints) -> Result<(), String> {
+    if hints.forwarded {
+        return Err(
+            "relayed by a proxy (X-Forwarded-For/Forwarded): not a caller on this host".into(),
+        );
+    }
+    if hints.origin.is_some() || hints.fetch_site.is_some_and(|s| s != "none") {
+        return Err("sent by a browser on behalf of a web page (Origin/Sec-Fetch-Site)".into());
+    }
+    if let Some(host) = hints.host {
+        if !loopback_host(host) {
+            return Err(format!("Host `{host}` is not a loopback address"));
+        }
+    }
+    Ok(())
+}
+
+/// `127.0.0.1`, `localhost`, `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_local_clients_pass() {
+        for host in [
+            None,
+            Some("127.0.0.1:8081"),
+            Some("localhost"),
+            Some("[::1]:80"),
+            Some("127.0.0.2"),
+        ] {
+            let hints = Hints {
+                host,
+                fetch_site: Some("none"),
+                ..Hints::default()
+            };
+            assert!(from_this_host(&hints).is_ok(), "{host:?}");
+        }
+    }
+
+    #[test]
+    fn proxies_browsers_and_rebinding_do_not() {
+        let forwarded = Hints {
+            forwarded: true,
+            ..Hints::default()
+        };
+        let cross_site = Hints {
+            fetch_site: Some("cross-site"),
+            ..Hints::default()
+        };
+        let origin = Hints {
+            origin: Some("https://evil.example"),
+            ..Hints::default()
+        };
+        let rebound = Hints {
+            host: Some("evil.example:8081"),
+            ..Hints::default()
+        };
+        for hints in [forwarded, cross_site, origin, rebound] {
+            assert!(from_this_host(&hints).is_err(), "{hints:?}");
+        }
+    }
+}
