@@ -154,23 +154,36 @@ pub fn meta(layout: &Layout, key: &str) -> anyhow::Result<BuildMeta> {
 
 /// Removes what killed or failed builds of `key` left: temp folders, and a `builds/<key>`
 /// without metadata (never written by us; it would block the rename).
+/// Other keys' temp folders go too when the hook that made them (the pid in their name)
+/// is gone: nobody else would ever remove them.
 fn clear_leftovers(layout: &Layout, key: &str) -> anyhow::Result<()> {
     let prefix = format!("{key}.");
-    stop_leftover_builds(&layout.build_tmp_root(), &prefix);
-    for entry in fs::read_dir(layout.build_tmp_root())? {
+    let abandoned = |name: &str| {
+        name.starts_with(&prefix)
+            || name
+                .rsplit_once('.')
+                .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| {
+                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+                })
+    };
+    let root = layout.build_tmp_root();
+    stop_leftover_builds(&root, &abandoned);
+    for entry in fs::read_dir(&root).with_context(|| format!("cannot read {}", root.display()))? {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            fsops::remove_any(&entry.path())?;
+        if abandoned(&entry.file_name().to_string_lossy()) {
+            fsops::remove_any(&entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
         }
     }
-    fsops::remove_any(&layout.build_dir(key))?;
+    let stale = layout.build_dir(key);
+    fsops::remove_any(&stale).with_context(|| format!("cannot remove {}", stale.display()))?;
     Ok(())
 }
 
-/// Kills the process groups of builds of a killed hook: processes whose working folder
-/// is a temp build folder of this key. Whoever holds the key's lock calls it, so no
-/// live hook owns them.
-fn stop_leftover_builds(tmp_root: &Path, prefix: &str) {
+/// Kills the process groups of builds of killed hooks: processes whose working folder is
+/// an abandoned temp build folder (of the key whose lock we hold, or of a dead hook).
+fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
     let in_leftover = |pid: &str| {
         let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
         let inside = cwd.strip_prefix(tmp_root).ok()?;
@@ -180,7 +193,7 @@ fn stop_leftover_builds(tmp_root: &Path, prefix: &str) {
             .as_os_str()
             .to_string_lossy()
             .into_owned();
-        if !first.starts_with(prefix) {
+        if !abandoned(&first) {
             return None;
         }
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
