@@ -2,7 +2,7 @@
 # bench/chaos.sh: kill -9 the hook or the daemon in the middle of deploys; does the root stay sound?
 #
 # A root with the built-in sample app and a build that takes a little while
-# ("sh -c 'sleep 0.2'"), both slots pushed, `bluegreen serve` running. CHAOS_RUNS (default
+# ("sh -c 'sleep 0.3'"), both slots pushed, `bluegreen serve` running. CHAOS_RUNS (default
 # 100) times:
 #   1. commit a new VERSION and start `git push blue main` in its own process group;
 #   2. after a random 0-400 ms, SIGKILL either the daemon, or the hook (the process named
@@ -16,7 +16,8 @@
 # non-dot folder in <slot>/releases/ has one too; no builds/<key>/ folder without
 # .bluegreen-build.json; state.json (when present) parses; after a restart both slots answer;
 # no process carrying BLUEGREEN_WORKER_OF=<root> once serve is stopped.
-# Usage: bench/chaos.sh   (env: BLUEGREEN_BIN, CHAOS_RUNS=100, SEED=<RANDOM seed>, KEEP_TMP=1)
+# Usage: bench/chaos.sh   (env: BLUEGREEN_BIN, CHAOS_RUNS=100, SEED=<RANDOM seed>,
+#        CHAOS_VICTIM=any|daemon|hook, KEEP_TMP=1)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
@@ -25,12 +26,12 @@ bg_bin
 RUNS="${CHAOS_RUNS:-100}"
 SEED="${SEED:-$$}"
 RANDOM=$SEED
-WORK="$(mktmp)"
+mktmp WORK
 ROOT="$WORK/root"
 APP="$WORK/app"
 LOG="$WORK/chaos.log"
 
-make_root "$ROOT" "sh -c 'sleep 0.2'" "$BG sample-app" '
+make_root "$ROOT" "sh -c 'sleep 0.3'" "$BG sample-app" '
 [heartbeat]
 interval = "1s"'
 sed -i 's/^drain_timeout = .*/drain_timeout = "1s"/; s/^stop_timeout = .*/stop_timeout = "1s"/' "$ROOT/bluegreen.toml"
@@ -93,6 +94,16 @@ hook_pid() { # the bluegreen hook process working in this root, if any
     done
 }
 
+describe_pids() { # PID...: what each is, and whether run/workers/ lists its group
+    local p
+    for p in "$@"; do
+        local pg; pg=$(ps -o pgid= -p "$p" | tr -d ' ')
+        echo -n "[pid $p pgid $pg ppid $(ps -o ppid= -p "$p" | tr -d ' ') age $(ps -o etimes= -p "$p" | tr -d ' ')s"
+        echo -n " release $(readlink "/proc/$p/cwd" | sed 's|.*/releases/||')"
+        [[ -e $ROOT/run/workers/$pg ]] && echo -n " listed in run/workers]" || echo -n " NOT listed in run/workers]"
+    done
+}
+
 wait_push() { # PID SECONDS: 0 when the push exited in time
     local pid="$1" n=$(($2 * 10))
     for _ in $(seq "$n"); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.1; done
@@ -108,7 +119,9 @@ for ((run = 1; run <= RUNS; run++)); do
     push_pid=$!
     delay=$(awk -v r=$((RANDOM % 401)) 'BEGIN { printf "%.3f", r / 1000 }')
     sleep "$delay"
-    if ((RANDOM % 2)); then
+    pick=$((RANDOM % 2))
+    case "${CHAOS_VICTIM:-any}" in daemon) pick=1 ;; hook) pick=0 ;; esac
+    if ((pick)); then
         victim=daemon
         kill -KILL "$SERVE_PID" 2>/dev/null || true
         wait "$SERVE_PID" 2>/dev/null || true
@@ -149,7 +162,7 @@ for ((run = 1; run <= RUNS; run++)); do
     stop_serve || broken serve-stop-hang "serve ignored SIGTERM for 20 s"
     sleep 0.2
     left=$(workers_of "$ROOT" | tr '\n' ' ')
-    [[ -z $left ]] || { broken orphan "workers alive after serve stopped: $left"; for p in $left; do kill -KILL "$p" 2>/dev/null || true; done; }
+    [[ -z $left ]] || { broken orphan "workers alive after serve stopped: $(describe_pids $left)"; for p in $left; do kill -KILL "$p" 2>/dev/null || true; done; }
     restart_serve "restart after stop"
     slots_answer "after restart"
     [[ -z $run_broken ]] || BROKEN_RUNS+=("$run($victim:${run_broken% })")
@@ -158,7 +171,7 @@ done
 ELAPSED=$(awk -v a="$T0" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }')
 stop_serve
 left=$(workers_of "$ROOT" | tr '\n' ' ')
-[[ -z $left ]] || broken orphan "at the end: $left"
+[[ -z $left ]] || broken orphan "at the end: $(describe_pids $left)"
 tmp_left=$(find "$ROOT/builds/.tmp" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
 rel_tmp_left=$(find "$ROOT"/{blue,green}/releases -mindepth 1 -maxdepth 1 -name '.tmp-*' 2>/dev/null | wc -l)
 

@@ -1,8 +1,11 @@
+# shellcheck shell=bash disable=SC2034  # sets variables for the scripts that source it
 # bench/lib.sh: helpers shared by the bench scripts (sourced, not run).
 #
-# - bg_bin: the bluegreen binary ($BLUEGREEN_BIN, else target/release/bluegreen, built if missing)
+# - bg_bin: the bluegreen binary: $BLUEGREEN_BIN, else `cargo build --release` and target/release/bluegreen
 # - need_tools: apt-get installs nginx/wrk only when missing
-# - free_port: a loopback TCP port nobody listens on (and not handed out before in this run)
+# - free_port VAR: a loopback TCP port in 10000-31999 nobody uses (and not handed out before in this run)
+# - mktmp VAR: a temp folder, removed at exit (unless KEEP_TMP=1)
+# (both set VAR rather than print, so that what they remember survives: no $(...) subshell)
 # - make_root ROOT BUILD_CMD APP_CMD: `bluegreen init` + a config with free ports
 # - start_serve ROOT LOG / stop_serve: the daemon in the background, waited for
 # - spawn CMD...: start a background process and remember its pid for the cleanup trap
@@ -18,10 +21,15 @@ bg_bin() {
     if [[ -n "${BLUEGREEN_BIN:-}" ]]; then
         BG="$BLUEGREEN_BIN"
     else
-        BG="$REPO_DIR/target/release/bluegreen"
-        [[ -x "$BG" ]] || (cd "$REPO_DIR" && cargo build --release >&2)
+        # the tree's own binary, brought up to date (a no-op when it is)
+        (cd "$REPO_DIR" && cargo build --release -q >&2)
+        BG="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/bluegreen"
     fi
     [[ -x "$BG" ]] || { echo "no bluegreen binary at $BG" >&2; exit 1; }
+    if ! "$BG" --help 2>&1 | grep -q serve; then
+        echo "$BG does not look like bluegreen (no \`serve\` in its --help)" >&2
+        exit 1
+    fi
     BG="$(realpath "$BG")"
 }
 
@@ -37,11 +45,11 @@ USED_PORTS=" "
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % 22000)) # below the ephemeral range (32768+), where generations get theirs
         [[ "$USED_PORTS" == *" $p "* ]] && continue
         ss -Htan "( sport = :$p )" 2>/dev/null | grep -q . && continue
         USED_PORTS+="$p "
-        echo "$p"
+        printf -v "$1" '%s' "$p"
         return
     done
 }
@@ -50,7 +58,7 @@ mktmp() {
     local d
     d="$(mktemp -d "${TMPDIR:-/tmp}/bgbench.XXXXXX")"
     TMPDIRS+=("$d")
-    echo "$d"
+    printf -v "$1" '%s' "$d"
 }
 
 spawn() {
@@ -83,7 +91,7 @@ cleanup() {
 make_root() {
     local root="$1" build="$2" app="$3" extra="${4:-}"
     "$BG" init "$root" >/dev/null
-    FRONT=$(free_port); CONTROL=$(free_port); BLUE_PORT=$(free_port); GREEN_PORT=$(free_port)
+    free_port FRONT; free_port CONTROL; free_port BLUE_PORT; free_port GREEN_PORT
     cat >"$root/bluegreen.toml" <<EOF
 branch = "main"
 keep_releases = 5
@@ -176,7 +184,7 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 workers_of() {
     local root="$1" f
     for f in /proc/[0-9]*/environ; do
-        if tr '\0' '\n' <"$f" 2>/dev/null | grep -qxF "BLUEGREEN_WORKER_OF=$root"; then
+        if { tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF "BLUEGREEN_WORKER_OF=$root"; then
             f="${f#/proc/}"; echo "${f%/environ}"
         fi
     done

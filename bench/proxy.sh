@@ -20,7 +20,7 @@ trap cleanup EXIT INT TERM
 need_tools nginx wrk
 bg_bin
 DURATION="${DURATION:-15s}"
-WORK="$(mktmp)"
+mktmp WORK
 mkdir -p "$WORK/tmp"
 TICK=$(getconf CLK_TCK)
 
@@ -45,8 +45,8 @@ http {
 }
 EOF
 
-UP_PORT=$(free_port)
-PX_PORT=$(free_port)
+free_port UP_PORT
+free_port PX_PORT
 sed "s/@PORT@/$UP_PORT/g" "$WORK/upstream.conf.tmpl" >"$WORK/up-direct.conf"
 cat >"$WORK/proxy.conf" <<EOF
 worker_processes 2;
@@ -103,7 +103,7 @@ cpu_ticks() { # PID...: utime+stime of these processes and their children (threa
 sleep 1
 RSS_IDLE=$(rss_kb "$SERVE_PID")
 
-declare -A RPS P50 P99 CPU ERR
+declare -A RPS P50 P99 CPU US ERR
 run_row() { # NAME PORT [PID whose CPU counts]
     local name="$1" port="$2" pid="${3:-}" c0=0 c1=0 sampler=""
     wrk -t2 -c64 -d3s "http://127.0.0.1:$port/" >/dev/null
@@ -119,6 +119,7 @@ run_row() { # NAME PORT [PID whose CPU counts]
     RPS[$name]=$W_RPS; P50[$name]=$W_P50; P99[$name]=$W_P99
     ERR[$name]=$((W_NON2XX + W_CONNECT + W_READ + W_WRITE + W_TIMEOUT))
     CPU[$name]=$([[ -n $pid ]] && awk -v t=$((c1 - c0)) -v hz="$TICK" 'BEGIN { printf "%.1f", t / hz }' || echo "-")
+    US[$name]=$([[ -n $pid ]] && awk -v t=$((c1 - c0)) -v hz="$TICK" -v n="$W_REQS" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }' || echo "-")
     echo "$name: $(grep -E 'requests in|Requests/sec|Socket|Non-2xx' "$WORK/wrk-$name.txt" | tr -s ' ' | tr '\n' ';')" >&2
 }
 
@@ -133,11 +134,11 @@ RSS_AFTER=$(rss_kb "$SERVE_PID")
 echo
 echo "### proxy.sh: wrk -t2 -c64 -d$DURATION --latency, body \"hello\\n\" (2 cores shared by wrk, proxy, upstream)"
 echo
-echo "| target | requests/s | p50 ms | p99 ms | errors | proxy CPU s | req/s vs nginx-proxy | p99 vs nginx-proxy |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| target | requests/s | p50 ms | p99 ms | errors | proxy CPU s | proxy CPU µs/req | req/s vs nginx-proxy | p99 vs nginx-proxy |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for name in nginx-direct nginx-proxy bluegreen-slot bluegreen-front; do
-    printf '| %s | %.0f | %.3f | %.3f | %s | %s | %.2f | %.2f |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
-        "${ERR[$name]}" "${CPU[$name]}" \
+    printf '| %s | %.0f | %.3f | %.3f | %s | %s | %s | %.2f | %.2f |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
+        "${ERR[$name]}" "${CPU[$name]}" "${US[$name]}" \
         "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx-proxy]}" 'BEGIN { print a / b }')" \
         "$(awk -v a="${P99[$name]}" -v b="${P99[nginx-proxy]}" 'BEGIN { print a / b }')"
 done

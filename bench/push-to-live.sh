@@ -13,7 +13,7 @@ trap cleanup EXIT INT TERM
 
 bg_bin
 RUNS="${RUNS:-10}"
-WORK="$(mktmp)"
+mktmp WORK
 ROOT="$WORK/root"
 APP="$WORK/app"
 
@@ -51,5 +51,5 @@ echo "### push-to-live.sh: $RUNS pushes to blue, build \"\", sample app, poll ev
 echo
 echo "| measure | median s | max s |"
 echo "| --- | ---: | ---: |"
-echo "| push start to new VERSION served on blue's port | $(printf '%s\n' "${LIVE[@]}" | median) | $(printf '%s\n' "${LIVE[@]}" | maxof) |"
-echo "| push start to \`git push\` returned | $(printf '%s\n' "${PUSH[@]}" | median) | $(printf '%s\n' "${PUSH[@]}" | maxof) |"
+printf "| push start to new VERSION served on blue's port | %.3f | %.3f |\n" "$(printf '%s\n' "${LIVE[@]}" | median)" "$(printf '%s\n' "${LIVE[@]}" | maxof)"
+printf '| push start to `git push` returned | %.3f | %.3f |\n' "$(printf '%s\n' "${PUSH[@]}" | median)" "$(printf '%s\n' "${PUSH[@]}" | maxof)"

@@ -7,21 +7,49 @@
 #   a push to the active slot, a push to the standby, five `bluegreen switch`,
 #   `bluegreen rollback <standby>`, `bluegreen promote <active> <standby>`, a SIGHUP to serve.
 # Printed: each step's exit code, time and outcome, then wrk's total requests, non-2xx,
-# socket errors (connect, read, write, timeout) and p99. Target: no failure in >= 100,000.
-# Usage: bench/zero-downtime.sh   (env: BLUEGREEN_BIN, DURATION=70s, PAUSE=3, KEEP_TMP=1)
+# socket errors (connect, read, write, timeout) and p99, and the count per status code
+# (bench/status-count.lua) with one non-2xx body. Target: no failure in >= 100,000.
+# (A request stuck past the end of the run is in no wrk count: a stuck one shows up here
+# when its generation's drain_timeout ends it with a 502.)
+# APP=nginx runs the same steps with nginx as the app (each generation an nginx answering
+# "<VERSION> from <slot>"), to tell the proxy's behaviour from the sample app's.
+# Usage: bench/zero-downtime.sh   (env: BLUEGREEN_BIN, DURATION=70s, PAUSE=3, APP=sample|nginx, KEEP_TMP=1)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
 
+APP_KIND="${APP:-sample}"
 need_tools wrk
+[[ $APP_KIND != nginx ]] || need_tools nginx
 bg_bin
 DURATION="${DURATION:-70s}"
 PAUSE="${PAUSE:-3}"
-WORK="$(mktmp)"
+mktmp WORK
 ROOT="$WORK/root"
 APP="$WORK/app"
 
-make_root "$ROOT" "sh -c 'echo build'" "$BG sample-app"
+if [[ $APP_KIND == nginx ]]; then
+    # one nginx per generation, on its {port}, answering "<VERSION> from <slot>"
+    N="$WORK/nginx"
+    mkdir -p "$N"
+    cat >"$N/app.conf.tmpl" <<EOF
+worker_processes 1;
+pid $N/@PORT@.pid;
+error_log $N/@PORT@.err warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $N/body; proxy_temp_path $N/proxy;
+    fastcgi_temp_path $N/fcgi; uwsgi_temp_path $N/uwsgi; scgi_temp_path $N/scgi;
+    server { listen 127.0.0.1:@PORT@; location / { default_type text/plain; return 200 "@BODY@\n"; } }
+}
+EOF
+    # bluegreen fills $PORT and $SLOT; $(cat VERSION) is left to sh (run in the release folder)
+    APP_CMD="sh -c 'sed -e s/@PORT@/\$PORT/g -e \"s/@BODY@/\$(cat VERSION) from \$SLOT/\" $N/app.conf.tmpl > $N/\$PORT.conf && exec nginx -e $N/\$PORT.err -c $N/\$PORT.conf -g \"daemon off;\"'"
+else
+    APP_CMD="$BG sample-app"
+fi
+make_root "$ROOT" "sh -c 'echo build'" "$APP_CMD"
 make_app "$APP" "$ROOT"
 commit_version "$APP" v1
 git -C "$APP" push -q blue main 2>>"$WORK/push.log"
@@ -41,13 +69,17 @@ step() { # NAME CMD...: runs CMD, notes exit code, time, last output line and wh
     t0=$(now)
     out=$("$@" 2>&1) || rc=$?
     t1=$(now)
+    # the line that tells the outcome: the hook's verdict, or the command's last line
+    local said; said=$(grep -E 'live|not live|switched|refused|error|failed' <<<"$out" | tail -n1 || true)
+    [[ -n $said ]] || said=$(tail -n1 <<<"$out")
+    said=${said#remote: }
     local front; front=$(curl -sS --max-time 2 "http://127.0.0.1:$FRONT/" 2>&1 | head -c 80 || true)
-    STEPS+=("| $name | $rc | $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') | $(tail -n1 <<<"$out" | tr '|' '/' | cut -c1-90) | ${front%$'\n'} |")
-    echo "step $name: rc=$rc $(tail -n1 <<<"$out")" >&2
+    STEPS+=("| $name | $rc | $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') | $(tr '|' '/' <<<"$said" | cut -c1-90 | sed 's/ *$//') | ${front%$'\n'} |")
+    echo "step $name: rc=$rc $said" >&2
     sleep "$PAUSE"
 }
 
-wrk -t2 -c32 -d"$DURATION" --latency "http://127.0.0.1:$FRONT/" >"$WORK/wrk.txt" 2>&1 &
+wrk -t2 -c32 -d"$DURATION" --latency -s "$BENCH_DIR/status-count.lua" "http://127.0.0.1:$FRONT/" >"$WORK/wrk.txt" 2>&1 &
 WRK_PID=$!
 PIDS+=("$WRK_PID")
 T_START=$(now)
@@ -74,7 +106,7 @@ FAILED=$((W_NON2XX + W_CONNECT + W_READ + W_WRITE + W_TIMEOUT))
 kill -0 "$SERVE_PID" 2>/dev/null || { echo "serve died" >&2; FAILED=$((FAILED + 1)); }
 
 echo
-echo "### zero-downtime.sh: wrk -t2 -c32 -d$DURATION on the front port, steps done in the first ${T_STEPS}s"
+echo "### zero-downtime.sh ($APP_KIND app): wrk -t2 -c32 -d$DURATION on the front port, steps done in the first ${T_STEPS}s"
 echo
 echo "| step | exit | s | last output line | front answers after |"
 echo "| --- | ---: | ---: | --- | --- |"
@@ -85,4 +117,7 @@ echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 verdict=PASS
 ((FAILED == 0 && W_REQS >= 100000)) || verdict=FAIL
 echo "| $W_REQS | $W_NON2XX | $W_CONNECT | $W_READ | $W_WRITE | $W_TIMEOUT | $W_P50 | $W_P99 | $verdict |"
-[[ $verdict == PASS ]] || { echo; echo "serve log tail:"; tail -n 30 "$WORK/serve.log"; }
+echo
+echo "wrk status codes: $(grep '^status ' "$WORK/wrk.txt" | tr '\n' ' ')"
+grep '^non-2xx body' "$WORK/wrk.txt" || true
+[[ $verdict == PASS ]] || { echo; echo "serve log, warnings and errors:"; grep -E ' (WARN|ERROR) ' "$WORK/serve.log" | uniq -c -f1 | head -n 30; }
