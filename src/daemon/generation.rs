@@ -36,6 +36,8 @@ pub struct Generation {
     pub commit: String,
     pub dir: PathBuf,
     pub port: u16,
+    /// `127.0.0.1:<port>`, ready to put in a request's URI.
+    pub authority: http::uri::Authority,
     /// Leader pid, which is also the process group id.
     pub pid: u32,
     pub started: Instant,
@@ -154,6 +156,9 @@ impl Generation {
             commit,
             dir,
             port,
+            authority: format!("127.0.0.1:{port}")
+                .parse()
+                .expect("an IP and a port make a valid authority"),
             pid,
             started: Instant::now(),
             started_at: SystemTime::now(),

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::upstream::{self, Body, BoxError};
 use super::Daemon;
+use crate::config::Config;
 use crate::slot::Slot;
 
 /// The longest a copy may take before it counts as failed.
@@ -47,18 +48,21 @@ impl Mirror {
         (Mirror { tx }, rx)
     }
 
-    /// If `parts` is a mirrored method, buffers `body` (up to `mirror.max_body`) and queues a
-    /// copy for `standby`; returns the body to send to the active slot either way.
-    pub async fn tee(&self, daemon: &Daemon, parts: &Parts, body: Incoming, standby: Slot) -> Body {
-        let config = daemon.config();
-        if !config
-            .mirror
-            .methods
-            .iter()
-            .any(|m| m == parts.method.as_str())
-        {
-            return body.map_err(BoxError::from).boxed();
-        }
+    /// Whether requests with `method` are mirrored (when mirroring is on).
+    pub fn mirrors(config: &Config, method: &Method) -> bool {
+        config.mirror.methods.iter().any(|m| m == method.as_str())
+    }
+
+    /// Buffers `body` (up to `mirror.max_body`) and queues a copy of the request for
+    /// `standby`; returns the body to send to the active slot.
+    pub async fn tee(
+        &self,
+        daemon: &Daemon,
+        config: &Config,
+        parts: &Parts,
+        body: Incoming,
+        standby: Slot,
+    ) -> Body {
         let path = parts
             .uri
             .path_and_query()

@@ -26,6 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::mirror::Mirror;
 use super::route::InFlight;
 use super::upstream::{self, Body, BoxError};
 use super::Daemon;
@@ -57,7 +58,9 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD)
-        .keep_alive(true);
+        .keep_alive(true)
+        // Small heads and bodies go out in one write, not a vectored one per piece.
+        .writev(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -92,12 +95,17 @@ async fn handle(
     which: Listener,
     daemon: Arc<Daemon>,
 ) -> Result<Response<Body>, Infallible> {
+    let mut mirror = None;
     let slot = match which {
         Listener::Slot(slot) => slot,
         Listener::Front => {
-            let switch_path = daemon.config().router.switch_path.clone();
+            let config = daemon.config();
+            let switch_path = &config.router.switch_path;
             if !switch_path.is_empty() && request.uri().path() == switch_path {
                 return Ok(super::front_switch::handle(request, peer, &daemon).await);
+            }
+            if daemon.mirroring() && Mirror::mirrors(&config, request.method()) {
+                mirror = Some(config);
             }
             match daemon.active() {
                 Some(slot) => slot,
@@ -118,14 +126,27 @@ async fn handle(
         }
     };
     let (mut parts, body) = request.into_parts();
-    let body = if which == Listener::Front && daemon.mirroring() {
-        daemon.mirror.tee(&daemon, &parts, body, slot.other()).await
-    } else {
-        body.map_err(BoxError::from).boxed()
+    let body = match mirror {
+        Some(config) => {
+            daemon
+                .mirror
+                .tee(&daemon, &config, &parts, body, slot.other())
+                .await
+        }
+        None => body.map_err(BoxError::from).boxed(),
     };
     forward_headers(&mut parts.headers, peer);
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = match format!("http://127.0.0.1:{}{path}", in_flight.0.port).parse() {
+    let mut target = http::uri::Parts::default();
+    target.scheme = Some(http::uri::Scheme::HTTP);
+    target.authority = Some(in_flight.0.authority.clone());
+    target.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    parts.uri = match http::Uri::from_parts(target) {
         Ok(uri) => uri,
         Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "bad request target")),
     };

@@ -29,6 +29,7 @@ pub fn client() -> Client {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(256)
+        .http1_writev(false)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(connector)
