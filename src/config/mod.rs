@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::argv;
 use crate::slot::Slot;
+
+mod values;
 
 /// The commented default config that `init` writes; parsing it gives `Config::default()`.
 pub const TEMPLATE: &str = include_str!("bluegreen.toml");
@@ -22,9 +23,9 @@ pub const TEMPLATE: &str = include_str!("bluegreen.toml");
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    #[serde(deserialize_with = "de::branch")]
+    #[serde(deserialize_with = "values::branch")]
     pub branch: String,
-    #[serde(deserialize_with = "de::at_least_one")]
+    #[serde(deserialize_with = "values::at_least_one")]
     pub keep_releases: usize,
     pub build: BuildConfig,
     pub app: AppConfig,
@@ -39,29 +40,29 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BuildConfig {
-    #[serde(deserialize_with = "de::command")]
+    #[serde(deserialize_with = "values::command")]
     pub command: String,
-    #[serde(with = "human_duration")]
+    #[serde(with = "values::human_duration")]
     pub timeout: Duration,
-    #[serde(deserialize_with = "de::env")]
+    #[serde(deserialize_with = "values::env")]
     pub env: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppConfig {
-    #[serde(deserialize_with = "de::required_command")]
+    #[serde(deserialize_with = "values::required_command")]
     pub command: String,
     pub overlap: bool,
-    #[serde(deserialize_with = "de::url_path")]
+    #[serde(deserialize_with = "values::url_path")]
     pub health_path: String,
-    #[serde(with = "human_duration")]
+    #[serde(with = "values::human_duration")]
     pub ready_timeout: Duration,
-    #[serde(with = "human_duration")]
+    #[serde(with = "values::human_duration")]
     pub drain_timeout: Duration,
-    #[serde(with = "human_duration")]
+    #[serde(with = "values::human_duration")]
     pub stop_timeout: Duration,
-    #[serde(deserialize_with = "de::linked_dirs")]
+    #[serde(deserialize_with = "values::linked_dirs")]
     pub linked_dirs: Vec<String>,
 }
 
@@ -69,7 +70,7 @@ pub struct AppConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RouterConfig {
     pub listen: SocketAddr,
-    #[serde(deserialize_with = "de::optional_url_path")]
+    #[serde(deserialize_with = "values::optional_url_path")]
     pub switch_path: String,
     pub token_file: PathBuf,
 }
@@ -77,7 +78,7 @@ pub struct RouterConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
-    #[serde(deserialize_with = "de::loopback")]
+    #[serde(deserialize_with = "values::loopback")]
     pub listen: SocketAddr,
 }
 
@@ -93,40 +94,40 @@ pub struct Slots {
 #[serde(deny_unknown_fields)]
 pub struct SlotConfig {
     pub listen: SocketAddr,
-    #[serde(default, deserialize_with = "de::env")]
+    #[serde(default, deserialize_with = "values::env")]
     pub env: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatConfig {
-    #[serde(with = "human_duration")]
+    #[serde(with = "values::human_duration")]
     pub interval: Duration,
-    #[serde(with = "human_duration")]
+    #[serde(with = "values::human_duration")]
     pub timeout: Duration,
-    #[serde(deserialize_with = "de::url_path")]
+    #[serde(deserialize_with = "values::url_path")]
     pub path: String,
-    #[serde(deserialize_with = "de::at_least_one_u32")]
+    #[serde(deserialize_with = "values::at_least_one_u32")]
     pub failures: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MirrorConfig {
-    #[serde(deserialize_with = "de::methods")]
+    #[serde(deserialize_with = "values::methods")]
     pub methods: Vec<String>,
-    #[serde(with = "human_size")]
+    #[serde(with = "values::human_size")]
     pub max_body: u64,
-    #[serde(deserialize_with = "de::at_least_one")]
+    #[serde(deserialize_with = "values::at_least_one")]
     pub queue: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SwitchConfig {
-    #[serde(deserialize_with = "de::command")]
+    #[serde(deserialize_with = "values::command")]
     pub migrate: String,
-    #[serde(with = "human_duration")]
+    #[serde(with = "values::human_duration")]
     pub migrate_timeout: Duration,
 }
 
@@ -329,181 +330,6 @@ fn line_of(text: &str, needle: &str) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// `"30s"`, `"10m"`, `"1h 30m"` (humantime) both ways.
-mod human_duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))
-    }
-}
-
-/// `"10MiB"`, `"512KB"`, `"1048576"` both ways.
-mod human_size {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&n.to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let text = String::deserialize(d)?;
-        parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "invalid size `{text}` (e.g. \"10MiB\", \"512KB\", \"4096\")"
-            ))
-        })
-    }
-
-    pub fn parse(text: &str) -> Option<u64> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(split);
-        let n: u64 = digits.parse().ok()?;
-        let scale: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KB" | "kB" => 1_000,
-            "KiB" => 1 << 10,
-            "MB" => 1_000_000,
-            "MiB" => 1 << 20,
-            "GB" => 1_000_000_000,
-            "GiB" => 1 << 30,
-            _ => return None,
-        };
-        n.checked_mul(scale)
-    }
-}
-
-/// Validating deserializers: each refuses a bad value with a reason toml places at the key.
-mod de {
-    use super::*;
-    use serde::de::Error;
-    use serde::Deserializer;
-
-    pub fn branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        let name = String::deserialize(d)?;
-        if name.is_empty() || !git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
-            return Err(D::Error::custom(format!(
-                "`{name}` is not a valid branch name"
-            )));
-        }
-        Ok(name)
-    }
-
-    pub fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        match usize::deserialize(d)? {
-            0 => Err(D::Error::custom("must be at least 1")),
-            n => Ok(n),
-        }
-    }
-
-    pub fn at_least_one_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-        match u32::deserialize(d)? {
-            0 => Err(D::Error::custom("must be at least 1")),
-            n => Ok(n),
-        }
-    }
-
-    pub fn command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        let text = String::deserialize(d)?;
-        argv::split(&text).map_err(|e| D::Error::custom(format!("{e:#}")))?;
-        Ok(text)
-    }
-
-    pub fn required_command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        let text = command(d)?;
-        if text.trim().is_empty() {
-            return Err(D::Error::custom("must not be empty"));
-        }
-        Ok(text)
-    }
-
-    pub fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        let path = String::deserialize(d)?;
-        if !path.starts_with('/') || path.contains(char::is_whitespace) {
-            return Err(D::Error::custom(format!(
-                "`{path}` is not a URL path (it starts with `/`)"
-            )));
-        }
-        Ok(path)
-    }
-
-    pub fn optional_url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        let path = String::deserialize(d)?;
-        if !path.is_empty() && (!path.starts_with('/') || path.contains(char::is_whitespace)) {
-            return Err(D::Error::custom(format!(
-                "`{path}` is not a URL path (it starts with `/`, or is \"\" to disable)"
-            )));
-        }
-        Ok(path)
-    }
-
-    pub fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-        let addr = SocketAddr::deserialize(d)?;
-        if !addr.ip().is_loopback() {
-            return Err(D::Error::custom(format!(
-                "{addr} is not a loopback address (the control API never listens beyond this host)"
-            )));
-        }
-        Ok(addr)
-    }
-
-    pub fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-        let env = BTreeMap::<String, String>::deserialize(d)?;
-        for name in env.keys() {
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-                && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
-            if !valid {
-                return Err(D::Error::custom(format!(
-                    "`{name}` is not a valid variable name"
-                )));
-            }
-        }
-        Ok(env)
-    }
-
-    pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-        let dirs = Vec::<String>::deserialize(d)?;
-        for dir in &dirs {
-            let path = Path::new(dir);
-            let plain = !dir.is_empty()
-                && path
-                    .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)));
-            if !plain {
-                return Err(D::Error::custom(format!(
-                    "`{dir}` must be a relative folder inside the release, without `..`"
-                )));
-            }
-        }
-        Ok(dirs)
-    }
-
-    pub fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-        let methods = Vec::<String>::deserialize(d)?;
-        for m in &methods {
-            if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
-                return Err(D::Error::custom(format!(
-                    "`{m}` is not an HTTP method (upper case, e.g. \"POST\")"
-                )));
-            }
-        }
-        Ok(methods)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,9 +391,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(human_size::parse("10MiB"), Some(10 << 20));
-        assert_eq!(human_size::parse("512KB"), Some(512_000));
-        assert_eq!(human_size::parse("4096"), Some(4096));
-        assert_eq!(human_size::parse("4 parsecs"), None);
+        assert_eq!(values::human_size::parse("10MiB"), Some(10 << 20));
+        assert_eq!(values::human_size::parse("512KB"), Some(512_000));
+        assert_eq!(values::human_size::parse("4096"), Some(4096));
+        assert_eq!(values::human_size::parse("4 parsecs"), None);
     }
 }

@@ -1,0 +1,180 @@
+//! The value types of `bluegreen.toml`: durations, sizes, and the validating
+//! deserializers that refuse a bad value with a reason toml places at its key.
+
+/// `"30s"`, `"10m"`, `"1h 30m"` (humantime) both ways.
+pub mod human_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))
+    }
+}
+
+/// `"10MiB"`, `"512KB"`, `"1048576"` both ways.
+pub mod human_size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&n.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size `{text}` (e.g. \"10MiB\", \"512KB\", \"4096\")"
+            ))
+        })
+    }
+
+    pub fn parse(text: &str) -> Option<u64> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits.parse().ok()?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1_000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            _ => return None,
+        };
+        n.checked_mul(scale)
+    }
+}
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::argv;
+use serde::de::Error;
+use serde::Deserializer;
+
+pub fn branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    if name.is_empty() || !git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
+        return Err(D::Error::custom(format!(
+            "`{name}` is not a valid branch name"
+        )));
+    }
+    Ok(name)
+}
+
+pub fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(D::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+pub fn at_least_one_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(D::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+pub fn command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    argv::split(&text).map_err(|e| D::Error::custom(format!("{e:#}")))?;
+    Ok(text)
+}
+
+pub fn required_command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = command(d)?;
+    if text.trim().is_empty() {
+        return Err(D::Error::custom("must not be empty"));
+    }
+    Ok(text)
+}
+
+pub fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let path = String::deserialize(d)?;
+    if !path.starts_with('/') || path.contains(char::is_whitespace) {
+        return Err(D::Error::custom(format!(
+            "`{path}` is not a URL path (it starts with `/`)"
+        )));
+    }
+    Ok(path)
+}
+
+pub fn optional_url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let path = String::deserialize(d)?;
+    if !path.is_empty() && (!path.starts_with('/') || path.contains(char::is_whitespace)) {
+        return Err(D::Error::custom(format!(
+            "`{path}` is not a URL path (it starts with `/`, or is \"\" to disable)"
+        )));
+    }
+    Ok(path)
+}
+
+pub fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let addr = SocketAddr::deserialize(d)?;
+    if !addr.ip().is_loopback() {
+        return Err(D::Error::custom(format!(
+            "{addr} is not a loopback address (the control API never listens beyond this host)"
+        )));
+    }
+    Ok(addr)
+}
+
+pub fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let env = BTreeMap::<String, String>::deserialize(d)?;
+    for name in env.keys() {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(D::Error::custom(format!(
+                "`{name}` is not a valid variable name"
+            )));
+        }
+    }
+    Ok(env)
+}
+
+pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let dirs = Vec::<String>::deserialize(d)?;
+    for dir in &dirs {
+        let path = Path::new(dir);
+        let plain = !dir.is_empty()
+            && path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            return Err(D::Error::custom(format!(
+                "`{dir}` must be a relative folder inside the release, without `..`"
+            )));
+        }
+    }
+    Ok(dirs)
+}
+
+pub fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let methods = Vec::<String>::deserialize(d)?;
+    for m in &methods {
+        if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(D::Error::custom(format!(
+                "`{m}` is not an HTTP method (upper case, e.g. \"POST\")"
+            )));
+        }
+    }
+    Ok(methods)
+}

@@ -1,0 +1,303 @@
+//! `serve`: bind every listener, start every part of the daemon, run until SIGTERM/SIGINT.
+//!
+//! Listeners are bound before anything else, so a taken port is a one-line error before
+//! any worker starts; orphans of a killed daemon are stopped before ours start. SIGHUP
+//! re-reads the config and refuses a bad one.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot, watch as tokio_watch};
+
+use super::{
+    control, events, heartbeat, metrics, mirror, proxy, route, supervisor, systemd, upstream,
+    watch, workers, Daemon, SlotHandle,
+};
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::release;
+use crate::slot::Slot;
+use crate::state::State;
+
+/// The listeners `serve` needs, bound before anything starts.
+struct Bound {
+    front: std::net::TcpListener,
+    slots: [std::net::TcpListener; 2],
+    control: tiny_http::Server,
+}
+
+fn bind(config: &Config) -> anyhow::Result<Bound> {
+    let tcp = |addr: SocketAddr, key: &str| -> anyhow::Result<std::net::TcpListener> {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    };
+    let control = config.control.listen;
+    Ok(Bound {
+        front: tcp(config.router.listen, "router.listen")?,
+        slots: [
+            tcp(config.slots.blue.listen, "slots.blue.listen")?,
+            tcp(config.slots.green.listen, "slots.green.listen")?,
+        ],
+        control: tiny_http::Server::http(control)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {control} (control.listen): {e}"))?,
+    })
+}
+
+fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
+    if config.router.token_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let path = &config.router.token_file;
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read router.token_file {}", path.display()))?;
+    let token = token.trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "router.token_file {} is empty",
+        path.display()
+    );
+    Ok(Some(token))
+}
+
+/// Runs the daemon for `layout` until SIGTERM or SIGINT.
+pub fn serve(layout: Layout) -> anyhow::Result<bool> {
+    let config = Config::load(&layout.config_file())?;
+    let token = read_token(&config)?;
+    let state = State::load(&layout.state_file())?;
+    let bound = bind(&config)?;
+    let orphans = workers::reap_orphans(&layout, config.app.stop_timeout);
+    if orphans > 0 {
+        tracing::warn!("stopped {orphans} worker group(s) left by a previous daemon");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bluegreen")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(run(layout, config, token, state, bound));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn run(
+    layout: Layout,
+    config: Config,
+    token: Option<String>,
+    state: State,
+    bound: Bound,
+) -> anyhow::Result<bool> {
+    let (mirror, mirror_rx) = mirror::Mirror::new(config.mirror.queue);
+    let mut receivers = Vec::new();
+    let slots = Slot::ALL.map(|slot| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        receivers.push((slot, tx.clone(), rx));
+        let reason = match release::current(&layout, slot) {
+            Some(_) => format!("{slot} is starting"),
+            None => format!(
+                "{slot} has no release yet: git push {slot} {}",
+                config.branch
+            ),
+        };
+        SlotHandle {
+            route: route::Route::new(reason),
+            tx,
+            status: Mutex::default(),
+        }
+    });
+    let daemon = Arc::new(Daemon {
+        layout: layout.clone(),
+        heartbeat: Mutex::new(heartbeat::Heartbeat::new()),
+        config: RwLock::new(Arc::new(config.clone())),
+        token: RwLock::new(token),
+        slots,
+        active: AtomicU8::new(state.active.map_or(0, |s| s.index() as u8 + 1)),
+        mirroring: AtomicBool::new(state.mirroring),
+        state: Mutex::new(state),
+        events: events::Events::default(),
+        metrics: metrics::Metrics::default(),
+        client: upstream::client(),
+        ports: upstream::Ports::default(),
+        mirror,
+        switching: tokio::sync::Mutex::new(()),
+        next_generation: AtomicU64::new(0),
+    });
+
+    let mut supervisors = Vec::new();
+    for (slot, tx, rx) in receivers {
+        supervisors.push(tokio::spawn(
+            supervisor::Supervisor::new(slot, daemon.clone(), tx, rx).run(),
+        ));
+    }
+    let (stop_tx, stop_rx) = tokio_watch::channel(false);
+    let grace = config.app.drain_timeout;
+    let mut listeners = Vec::new();
+    let [blue, green] = bound.slots;
+    for (listener, which) in [
+        (bound.front, proxy::Listener::Front),
+        (blue, proxy::Listener::Slot(Slot::Blue)),
+        (green, proxy::Listener::Slot(Slot::Green)),
+    ] {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        listeners.push(tokio::spawn(proxy::serve(
+            listener,
+            which,
+            daemon.clone(),
+            stop_rx.clone(),
+            grace,
+        )));
+    }
+    let control = Arc::new(bound.control);
+    {
+        let (control, daemon, handle) = (
+            control.clone(),
+            daemon.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        std::thread::spawn(move || control::serve(control, daemon, handle));
+    }
+    tokio::spawn(mirror::run(daemon.clone(), mirror_rx));
+    let _watcher = watch::start(daemon.clone()).context("cannot watch the slot folders")?;
+    if let Some(every) = systemd::watchdog_interval() {
+        tokio::spawn(async move {
+            loop {
+                systemd::watchdog();
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+    let (signal_tx, mut signals) = mpsc::unbounded_channel();
+    let mut signal_iter = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])?;
+    std::thread::spawn(move || {
+        for signal in signal_iter.forever() {
+            if signal_tx.send(signal).is_err() {
+                break;
+            }
+        }
+    });
+
+    tracing::info!(
+        front = %config.router.listen,
+        blue = %config.slots.blue.listen,
+        green = %config.slots.green.listen,
+        control = %config.control.listen,
+        "serving {}",
+        layout.root().display()
+    );
+    let first: Vec<_> = Slot::ALL
+        .into_iter()
+        .filter(|&slot| release::current(&layout, slot).is_some())
+        .map(|slot| daemon.reload(slot, false))
+        .collect();
+    let wait = config.app.ready_timeout + Duration::from_secs(5);
+    for verdict in first {
+        if let Ok(Ok(verdict)) = tokio::time::timeout(wait, verdict).await {
+            if let (true, Some(slot)) = (verdict.live, verdict.slot) {
+                daemon.adopt_if_none(slot);
+            }
+        }
+    }
+    // Only now: a restored active slot still starting is not a failing one.
+    let heartbeat = tokio::spawn(heartbeat::run(daemon.clone()));
+    systemd::ready();
+
+    while let Some(signal) = signals.recv().await {
+        if signal == signal_hook::consts::SIGHUP {
+            systemd::reloading();
+            reload_config(&daemon);
+            systemd::ready();
+            continue;
+        }
+        break;
+    }
+
+    systemd::stopping();
+    daemon.events.record(
+        "stop",
+        None,
+        false,
+        "stopping: draining every generation".into(),
+    );
+    heartbeat.abort();
+    let _ = stop_tx.send(true);
+    control.unblock();
+    let mut done = Vec::new();
+    for slot in Slot::ALL {
+        let (tx, rx) = oneshot::channel();
+        let _ = daemon.slots[slot.index()]
+            .tx
+            .send(supervisor::Msg::Shutdown(tx));
+        done.push(rx);
+    }
+    for rx in done {
+        let _ = rx.await;
+    }
+    for listener in listeners {
+        let _ = listener.await;
+    }
+    for supervisor in supervisors {
+        supervisor.abort();
+    }
+    tracing::info!("stopped");
+    Ok(true)
+}
+
+/// SIGHUP: take a valid new config, refuse a bad one and keep the running one.
+fn reload_config(daemon: &Daemon) {
+    let path = daemon.layout.config_file();
+    let loaded = Config::load(&path).and_then(|config| Ok((read_token(&config)?, config)));
+    match loaded {
+        Err(e) => daemon.events.record(
+            "config",
+            None,
+            true,
+            format!("config reload refused, keeping the running config: {e:#}"),
+        ),
+        Ok((token, config)) => {
+            let old = daemon.config();
+            let moved: Vec<&str> = [
+                (old.router.listen != config.router.listen, "router.listen"),
+                (
+                    old.control.listen != config.control.listen,
+                    "control.listen",
+                ),
+                (
+                    old.slots.blue.listen != config.slots.blue.listen,
+                    "slots.blue.listen",
+                ),
+                (
+                    old.slots.green.listen != config.slots.green.listen,
+                    "slots.green.listen",
+                ),
+                (old.mirror.queue != config.mirror.queue, "mirror.queue"),
+            ]
+            .into_iter()
+            .filter_map(|(changed, key)| changed.then_some(key))
+            .collect();
+            *daemon.token.write().expect("token lock: no panic holds it") = token;
+            *daemon
+                .config
+                .write()
+                .expect("config lock: no panic holds it") = Arc::new(config);
+            let note = if moved.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} take effect on restart)", moved.join(", "))
+            };
+            daemon.events.record(
+                "config",
+                None,
+                false,
+                format!("config reloaded from {}{note}", path.display()),
+            );
+        }
+    }
+}
