@@ -44,12 +44,63 @@ pub enum Listener {
     Slot(Slot),
 }
 
+/// Runs the data path on `threads` threads, each with its own single-threaded runtime
+/// and upstream client, all accepting on the same listeners: a request is served from
+/// accept to answer on one thread, with no hand-off between threads (as nginx's workers
+/// do). The threads end once `shutdown` turns true and their connections are done.
+pub fn start(
+    listeners: Vec<(std::net::TcpListener, Listener)>,
+    threads: usize,
+    daemon: &Arc<Daemon>,
+    shutdown: &watch::Receiver<bool>,
+    grace: Duration,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for n in 0..threads.max(1) {
+        let mut mine = Vec::new();
+        for (listener, which) in &listeners {
+            mine.push((listener.try_clone()?, *which));
+        }
+        let (daemon, shutdown) = (daemon.clone(), shutdown.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = std::thread::Builder::new()
+            .name(format!("bluegreen-proxy-{n}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let client = upstream::client();
+                    let mut serving = Vec::new();
+                    for (listener, which) in mine {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => serving.push(tokio::spawn(serve(
+                                listener,
+                                which,
+                                daemon.clone(),
+                                client.clone(),
+                                shutdown.clone(),
+                                grace,
+                            ))),
+                            Err(e) => tracing::error!(listener = ?which, "cannot serve: {e}"),
+                        }
+                    }
+                    for task in serving {
+                        let _ = task.await;
+                    }
+                });
+            })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
 /// Serves `listener` until `shutdown` turns true, then lets open connections finish
 /// their current request (up to `grace`).
 pub async fn serve(
     listener: TcpListener,
     which: Listener,
     daemon: Arc<Daemon>,
+    client: upstream::Client,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -66,8 +117,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let daemon = daemon.clone();
-                    let service = service_fn(move |request| handle(request, peer, which, daemon.clone()));
+                    let (daemon, client) = (daemon.clone(), client.clone());
+                    let service = service_fn(move |request| {
+                        handle(request, peer, which, daemon.clone(), client.clone())
+                    });
                     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
                         let _ = connection.await;
@@ -94,6 +147,7 @@ async fn handle(
     peer: SocketAddr,
     which: Listener,
     daemon: Arc<Daemon>,
+    client: upstream::Client,
 ) -> Result<Response<Body>, Infallible> {
     let mut mirror = None;
     let slot = match which {
@@ -153,11 +207,7 @@ async fn handle(
     parts.version = http::Version::HTTP_11;
 
     let started = Instant::now();
-    match daemon
-        .client
-        .request(Request::from_parts(parts, body))
-        .await
-    {
+    match client.request(Request::from_parts(parts, body)).await {
         Ok(response) => {
             daemon.metrics.latency(started.elapsed());
             daemon.metrics.request(slot, response.status().as_u16());

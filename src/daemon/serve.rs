@@ -135,22 +135,20 @@ async fn run(
     }
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
     let grace = config.app.drain_timeout;
-    let mut listeners = Vec::new();
     let [blue, green] = bound.slots;
-    for (listener, which) in [
-        (bound.front, proxy::Listener::Front),
-        (blue, proxy::Listener::Slot(Slot::Blue)),
-        (green, proxy::Listener::Slot(Slot::Green)),
-    ] {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        listeners.push(tokio::spawn(proxy::serve(
-            listener,
-            which,
-            daemon.clone(),
-            stop_rx.clone(),
-            grace,
-        )));
-    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let listeners = proxy::start(
+        vec![
+            (bound.front, proxy::Listener::Front),
+            (blue, proxy::Listener::Slot(Slot::Blue)),
+            (green, proxy::Listener::Slot(Slot::Green)),
+        ],
+        threads,
+        &daemon,
+        &stop_rx,
+        grace,
+    )
+    .context("cannot start the proxy threads")?;
     let control = Arc::new(bound.control);
     {
         let (control, daemon, handle) = (
@@ -240,9 +238,12 @@ async fn run(
     for rx in done {
         let _ = rx.await;
     }
-    for listener in listeners {
-        let _ = listener.await;
-    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for listener in listeners {
+            let _ = listener.join();
+        }
+    })
+    .await;
     for supervisor in supervisors {
         supervisor.abort();
     }
