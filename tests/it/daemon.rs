@@ -1,29 +1,10 @@
 //! The daemon: generations, zero-downtime reloads, drain, crashes, signals, systemd.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use crate::util::*;
-
-/// Hammers `url` until `stop`; returns (answers, failures with their reason).
-fn hammer(url: &str, stop: &AtomicBool) -> (usize, Vec<String>) {
-    let agent = agent();
-    let (mut answers, mut failures) = (0, Vec::new());
-    while !stop.load(Ordering::Acquire) {
-        match agent.get(url).call() {
-            Ok(r) if r.status() == 200 => answers += 1,
-            Ok(r) => failures.push(format!("status {}", r.status())),
-            Err(ureq::Error::Status(code, r)) => failures.push(format!(
-                "status {code}: {}",
-                r.into_string().unwrap_or_default()
-            )),
-            Err(e) => failures.push(e.to_string()),
-        }
-    }
-    (answers, failures)
-}
 
 #[test]
 fn a_push_goes_live_with_zero_downtime() {
@@ -33,10 +14,8 @@ fn a_push_goes_live_with_zero_downtime() {
     root.push("blue").says("blue: live in ");
     root.wait_body(root.blue, "v1 from blue");
 
-    let stop = AtomicBool::new(false);
     let url = root.url(root.blue, "/");
-    let (answers, failures) = std::thread::scope(|s| {
-        let clients: Vec<_> = (0..4).map(|_| s.spawn(|| hammer(&url, &stop))).collect();
+    let (answers, failures) = under_load(&url, 4, || {
         for n in 2..=4 {
             root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]);
             let pushed = root.push("blue");
@@ -51,14 +30,6 @@ fn a_push_goes_live_with_zero_downtime() {
                 "the verdict is the last line: {last}"
             );
         }
-        stop.store(true, Ordering::Release);
-        clients.into_iter().map(|c| c.join().unwrap()).fold(
-            (0, Vec::new()),
-            |(a, mut f), (a2, f2)| {
-                f.extend(f2);
-                (a + a2, f)
-            },
-        )
     });
     assert!(
         failures.is_empty(),

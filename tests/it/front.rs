@@ -1,6 +1,5 @@
 //! The front: switch, who may switch, heartbeat, mirroring, migration, promote, restart.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -70,25 +69,8 @@ fn switching_to_a_slot_without_a_healthy_generation_is_refused() {
 #[test]
 fn five_switches_under_load_lose_nothing() {
     let root = both_live();
-    let stop = AtomicBool::new(false);
     let url = root.url(root.front, "/");
-    let (ok, failures) = std::thread::scope(|s| {
-        let clients: Vec<_> = (0..4)
-            .map(|_| {
-                s.spawn(|| {
-                    let agent = agent();
-                    let (mut ok, mut failures) = (0, Vec::new());
-                    while !stop.load(Ordering::Acquire) {
-                        match agent.get(&url).call() {
-                            Ok(r) if r.status() == 200 => ok += 1,
-                            Ok(r) => failures.push(format!("status {}", r.status())),
-                            Err(e) => failures.push(e.to_string()),
-                        }
-                    }
-                    (ok, failures)
-                })
-            })
-            .collect();
+    let (ok, failures) = under_load(&url, 4, || {
         for _ in 0..5 {
             let answer = root.control("POST", "/switch");
             assert_eq!(answer.status, 200, "{}", answer.body);
@@ -97,14 +79,6 @@ fn five_switches_under_load_lose_nothing() {
                 http("GET", &url, None).ok().filter(|a| a.status == 200)
             });
         }
-        stop.store(true, Ordering::Release);
-        clients.into_iter().map(|c| c.join().unwrap()).fold(
-            (0, Vec::new()),
-            |(a, mut f), (b, g)| {
-                f.extend(g);
-                (a + b, f)
-            },
-        )
     });
     assert!(
         failures.is_empty(),
