@@ -48,6 +48,11 @@ impl Mirror {
         (Mirror { tx }, rx)
     }
 
+    /// Copies waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Whether requests with `method` are mirrored (when mirroring is on).
     pub fn mirrors(config: &Config, method: &Method) -> bool {
         config.mirror.methods.iter().any(|m| m == method.as_str())

@@ -244,6 +244,10 @@ async fn run(
         }
     })
     .await;
+    let queued = daemon.mirror.queued();
+    if queued > 0 {
+        tracing::warn!("{queued} mirrored writes were still queued at shutdown and were not sent to the standby");
+    }
     for supervisor in supervisors {
         supervisor.abort();
     }
