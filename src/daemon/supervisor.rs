@@ -4,7 +4,9 @@
 //! to one message at a time: reloads (from the hook, the API, the file watch), results
 //! of starts, exits, restart timers, shutdown. A start runs in its own task and reports
 //! back, so the supervisor keeps answering while a generation gets ready. A reload that
-//! arrives during a start waits for it, then starts its release (the newest wins).
+//! arrives during a start waits for it, then starts its release (the newest wins). A
+//! crashed live generation is restarted with backoff; a failed start that leaves the
+//! slot with no live generation brings the last release that was live back.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
