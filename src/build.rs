@@ -144,6 +144,42 @@ pub fn ensure(
     Ok(Outcome::Built { build: build_took })
 }
 
+/// Removes finished builds that no release of either slot uses and no deploy is using
+/// now (its use lock is free). Returns the keys removed. A build is renamed out of
+/// `builds/` before it is deleted, so a crash never leaves a half-deleted one.
+pub fn remove_unused(layout: &Layout) -> anyhow::Result<Vec<String>> {
+    let mut used = std::collections::HashSet::new();
+    for slot in crate::slot::Slot::ALL {
+        for release in crate::release::list(layout, slot)? {
+            if let Some(meta) = release.meta {
+                used.insert(meta.build_key);
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    let dir = layout.builds_dir();
+    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let key = entry.file_name().to_string_lossy().into_owned();
+        if key.starts_with('.') || used.contains(&key) || !is_finished(layout, &key) {
+            continue;
+        }
+        let Some(_unused) = fsops::try_lock(&layout.build_use_lock(&key))? else {
+            continue;
+        };
+        let doomed = layout
+            .build_tmp_root()
+            .join(format!("{key}.unused.{}", std::process::id()));
+        fs::rename(entry.path(), &doomed)
+            .with_context(|| format!("cannot remove unused build {key}"))?;
+        fs::remove_dir_all(&doomed)
+            .with_context(|| format!("cannot remove {}", doomed.display()))?;
+        let _ = fs::remove_file(layout.build_log(&key));
+        removed.push(key);
+    }
+    Ok(removed)
+}
+
 /// Reads a finished build's metadata.
 pub fn meta(layout: &Layout, key: &str) -> anyhow::Result<BuildMeta> {
     let path = layout.build_dir(key).join(META);

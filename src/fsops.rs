@@ -83,18 +83,35 @@ pub fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A shared lock on `path`, held until the value is dropped (blocks while someone
+/// holds it exclusively).
+pub fn lock_shared(path: &Path) -> anyhow::Result<Flock<File>> {
+    Flock::lock(open_lock(path)?, FlockArg::LockShared)
+        .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+}
+
+/// An exclusive lock on `path` if nobody holds it now, without waiting.
+pub fn try_lock(path: &Path) -> anyhow::Result<Option<Flock<File>>> {
+    match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => anyhow::bail!("cannot lock {}: {e}", path.display()),
+    }
+}
+
+fn open_lock(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open lock {}", path.display()))
+}
+
 /// An exclusive lock on `path`, held until the value is dropped. `on_wait` runs once if
 /// another process holds it, before blocking (so the pusher can be told why).
 pub fn lock(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Flock<File>> {
-    let open = || {
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("cannot open lock {}", path.display()))
-    };
-    match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+    match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(lock),
         Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
             on_wait();

@@ -118,6 +118,8 @@ fn deploy(
     writeln!(out, "{slot}: deploying {} {}", pushed.short, pushed.summary)?;
 
     let key = build::key(pushed.tree, &config.build);
+    // Keeps the clean-up of unused builds away from this one until it is released.
+    let in_use = fsops::lock_shared(&layout.build_use_lock(&key))?;
     let checkout = |dir: &Path| git::checkout(repo, pushed.tree, dir);
     let outcome = build::ensure(
         &format!("{slot}: "),
@@ -150,17 +152,26 @@ fn deploy(
         promoted_from: None,
     };
     release::create(layout, &meta, &config.app.linked_dirs)?;
+    drop(in_use);
     let was_current = release::current(layout, slot);
     release::flip(layout, slot, &id)?;
     let pruned = release::prune(layout, slot, config.keep_releases, was_current.as_deref())?;
+    let unused = build::remove_unused(layout)?;
+    let mut cleaned = Vec::new();
+    if !pruned.is_empty() {
+        cleaned.push(format!("pruned {} releases", pruned.len()));
+    }
+    if !unused.is_empty() {
+        cleaned.push(format!("removed {} unused builds", unused.len()));
+    }
     writeln!(
         out,
         "{slot}: release {id} {:.1}s{}",
         started.elapsed().as_secs_f64(),
-        if pruned.is_empty() {
+        if cleaned.is_empty() {
             String::new()
         } else {
-            format!(" (pruned {})", pruned.len())
+            format!(" ({})", cleaned.join(", "))
         }
     )?;
     drop(lock);

@@ -58,6 +58,12 @@ impl Layout {
         self.builds_dir().join(format!(".{key}.lock"))
     }
 
+    /// Held shared by every deploy that is using the build (from `ensure` until its
+    /// release is copied), and exclusive by the clean-up that removes unused builds.
+    pub fn build_use_lock(&self, key: &str) -> PathBuf {
+        self.builds_dir().join(format!(".{key}.use"))
+    }
+
     /// Where builds happen before they are finished; never read as a build.
     pub fn build_tmp_root(&self) -> PathBuf {
         self.builds_dir().join(".tmp")

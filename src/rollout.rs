@@ -7,6 +7,7 @@ use std::io::Write;
 
 use anyhow::Context;
 
+use crate::build;
 use crate::config::Config;
 use crate::fsops;
 use crate::layout::Layout;
@@ -102,10 +103,13 @@ pub fn promote(
         promoted_from: Some(format!("{from}/{source_id}")),
         ..source
     };
+    let in_use = fsops::lock_shared(&layout.build_use_lock(&meta.build_key))?;
     release::create(layout, &meta, &config.app.linked_dirs)?;
+    drop(in_use);
     let was_current = release::current(layout, to);
     release::flip(layout, to, &id)?;
     release::prune(layout, to, config.keep_releases, was_current.as_deref())?;
+    build::remove_unused(layout)?;
     drop(lock);
     writeln!(
         out,

@@ -384,3 +384,42 @@ fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
         "precious"
     );
 }
+
+#[test]
+fn builds_no_release_uses_are_removed() {
+    let root = Root::new();
+    root.set("keep_releases", 2);
+    for n in 1..=3 {
+        root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]);
+        root.push("green");
+    }
+    root.commit("v4", &[("VERSION", "v4\n")]);
+    root.push("green")
+        .says("(pruned 1 releases, removed 1 unused builds)");
+    let used: std::collections::BTreeSet<String> = root
+        .releases("green")
+        .iter()
+        .map(|id| {
+            let meta = fs::read_to_string(
+                root.path
+                    .join("green/releases")
+                    .join(id)
+                    .join(".bluegreen-release.json"),
+            )
+            .unwrap();
+            serde_json::from_str::<serde_json::Value>(&meta).unwrap()["build_key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let builds: std::collections::BTreeSet<String> = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(builds, used, "exactly the builds the releases use are kept");
+    assert_eq!(builds.len(), 2);
+}
