@@ -180,14 +180,6 @@ pub fn remove_unused(layout: &Layout) -> anyhow::Result<Vec<String>> {
     Ok(removed)
 }
 
-/// Reads a finished build's metadata.
-pub fn meta(layout: &Layout, key: &str) -> anyhow::Result<BuildMeta> {
-    let path = layout.build_dir(key).join(META);
-    let text =
-        fs::read(&path).with_context(|| format!("build {key} is missing ({})", path.display()))?;
-    serde_json::from_slice(&text).with_context(|| format!("{} is not valid", path.display()))
-}
-
 /// Removes what killed or failed builds of `key` left: temp folders, and a `builds/<key>`
 /// without metadata (never written by us; it would block the rename).
 /// Other keys' temp folders go too when the hook that made them (the pid in their name)

@@ -139,11 +139,6 @@ pub fn current(layout: &Layout, slot: Slot) -> Option<String> {
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
-/// The resolved folder of a release (what a worker runs in; never through `current`).
-pub fn dir(layout: &Layout, slot: Slot, id: &str) -> PathBuf {
-    layout.release_dir(slot, id)
-}
-
 /// The metadata of one release.
 pub fn meta(layout: &Layout, slot: Slot, id: &str) -> Option<ReleaseMeta> {
     read_meta(&layout.release_dir(slot, id))

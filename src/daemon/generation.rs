@@ -65,7 +65,7 @@ impl Generation {
         release: &str,
         port: u16,
     ) -> anyhow::Result<Arc<Generation>> {
-        let dir = crate::release::dir(layout, slot, release);
+        let dir = layout.release_dir(slot, release);
         anyhow::ensure!(dir.is_dir(), "release {release} of {slot} does not exist");
         let commit = crate::release::meta(layout, slot, release)
             .map(|m| m.commit[..7.min(m.commit.len())].to_string())
@@ -216,10 +216,6 @@ impl Generation {
         let mut exited = self.exited.clone();
         let result = exited.wait_for(|s| s.is_some()).await;
         result.ok().and_then(|s| *s)
-    }
-
-    pub fn has_exited(&self) -> bool {
-        self.exited.borrow().is_some()
     }
 
     /// Lets in-flight requests finish (up to `drain`), then stops the group.

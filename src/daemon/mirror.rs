@@ -78,14 +78,9 @@ impl Mirror {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let limit = config.mirror.max_body;
+        let too_large = || format!("body over mirror.max_body ({limit} bytes)");
         if declared.is_some_and(|n| n > limit) {
-            self.lost(
-                daemon,
-                "too_large",
-                &parts.method,
-                &path,
-                format!("body over mirror.max_body ({limit} bytes)"),
-            );
+            self.lost(daemon, "too_large", &parts.method, &path, too_large());
             return body.map_err(BoxError::from).boxed();
         }
         // Read the body up to the limit; what is read is replayed to the active slot.
@@ -116,13 +111,7 @@ impl Mirror {
                     }
                     frames.push_back(Ok(frame));
                     if copy.len() as u64 > limit {
-                        self.lost(
-                            daemon,
-                            "too_large",
-                            &parts.method,
-                            &path,
-                            format!("body over mirror.max_body ({limit} bytes)"),
-                        );
+                        self.lost(daemon, "too_large", &parts.method, &path, too_large());
                         break;
                     }
                 }

@@ -37,7 +37,6 @@ use crate::slot::Slot;
 use crate::state::{LastSwitch, State};
 use crate::verdict::Verdict;
 
-pub use front_switch::allowed as may_switch;
 pub use serve::serve;
 
 /// What every part of the running daemon shares.

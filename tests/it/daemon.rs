@@ -48,9 +48,7 @@ fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     root.serve();
     root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "1500")]);
     root.push("blue").says("blue: live in ");
-    let old_pid = root.status()["slots"]["blue"]["live"]["pid"]
-        .as_u64()
-        .unwrap() as i32;
+    let old_pid = root.live_pid("blue");
 
     let url = root.url(root.blue, "/");
     std::thread::scope(|s| {
@@ -77,11 +75,7 @@ fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     wait_for(
         Duration::from_secs(10),
         "the old process group to be gone",
-        || {
-            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(old_pid), None)
-                .is_err()
-                .then_some(())
-        },
+        || group_gone(old_pid).then_some(()),
     );
 }
 
@@ -122,9 +116,7 @@ fn a_killed_worker_is_restarted_and_counted() {
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
-    let pid = root.status()["slots"]["blue"]["live"]["pid"]
-        .as_u64()
-        .unwrap() as i32;
+    let pid = root.live_pid("blue");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     wait_for(Duration::from_secs(20), "a restarted generation", || {
         let status = root.status();
@@ -147,20 +139,14 @@ fn a_worker_ignoring_sigterm_is_killed_with_its_children() {
     root.serve();
     root.commit("stubborn", &[("VERSION", "v1\n"), ("IGNORE_TERM", "")]);
     root.push("blue").says("blue: live in ");
-    let pgid = root.status()["slots"]["blue"]["live"]["pid"]
-        .as_u64()
-        .unwrap() as i32;
+    let pgid = root.live_pid("blue");
     root.remove("IGNORE_TERM");
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue").says("blue: live in ");
     wait_for(
         Duration::from_secs(15),
         "the stubborn group to be killed",
-        || {
-            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None)
-                .is_err()
-                .then_some(())
-        },
+        || group_gone(pgid).then_some(()),
     );
     assert!(
         root.log().contains("SIGKILL to its group"),
@@ -287,9 +273,7 @@ fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
-    let orphan = root.status()["slots"]["blue"]["live"]["pid"]
-        .as_u64()
-        .unwrap() as i32;
+    let orphan = root.live_pid("blue");
     root.signal(Signal::SIGKILL);
     root.wait_serve(Duration::from_secs(5));
     assert!(
@@ -298,9 +282,7 @@ fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
     );
     root.serve();
     wait_for(Duration::from_secs(10), "the orphan to be stopped", || {
-        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(orphan), None)
-            .is_err()
-            .then_some(())
+        group_gone(orphan).then_some(())
     });
     root.wait_body(root.blue, "v1 from blue");
 }
@@ -312,13 +294,11 @@ fn without_overlap_the_old_generation_stops_before_the_new_one_starts() {
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
-    let old = root.status()["slots"]["blue"]["live"]["pid"]
-        .as_u64()
-        .unwrap() as i32;
+    let old = root.live_pid("blue");
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue").says("blue: live in ");
     // The old group was stopped before the new one was started, not drained after.
-    assert!(nix::sys::signal::killpg(nix::unistd::Pid::from_raw(old), None).is_err());
+    assert!(group_gone(old));
     root.wait_body(root.blue, "v2 from blue");
     let events = root.control("GET", "/events").body;
     let stopped =

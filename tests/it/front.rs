@@ -110,13 +110,11 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     assert_eq!(root.status()["active"], "blue");
 
     // FAIL_AFTER 2s, then 2 failures × 300ms, plus a margin.
-    let started = Instant::now();
     wait_for(
         Duration::from_secs(8),
         "the heartbeat to switch to green",
         || (root.status()["active"] == "green").then_some(()),
     );
-    assert!(started.elapsed() < Duration::from_secs(8));
     assert!(root.get(root.front, "/").body.contains("v2 from green"));
     let events = root.control("GET", "/events").body;
     assert!(

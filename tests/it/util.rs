@@ -331,6 +331,13 @@ impl Root {
         );
     }
 
+    /// The pid (and process group) of `slot`'s live generation.
+    pub fn live_pid(&self, slot: &str) -> i32 {
+        let status = self.status();
+        let pid = status["slots"][slot]["live"]["pid"].as_u64();
+        pid.unwrap_or_else(|| panic!("{slot} has no live generation: {status}")) as i32
+    }
+
     pub fn current(&self, slot: &str) -> Option<String> {
         let link = fs::read_link(self.path.join(slot).join("current")).ok()?;
         Some(link.file_name()?.to_string_lossy().into_owned())
@@ -447,6 +454,11 @@ impl Drop for Root {
             );
         }
     }
+}
+
+/// Whether no process of group `pgid` is left.
+pub fn group_gone(pgid: i32) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_err()
 }
 
 /// Lines of a file, for build counters.
