@@ -151,11 +151,8 @@ fn deploy(
         summary: pushed.summary.clone(),
         promoted_from: None,
     };
-    release::create(layout, &meta, &config.app.linked_dirs)?;
+    let pruned = release::install(layout, &meta, &config.app.linked_dirs, config.keep_releases)?;
     drop(in_use);
-    let was_current = release::current(layout, slot);
-    release::flip(layout, slot, &id)?;
-    let pruned = release::prune(layout, slot, config.keep_releases, was_current.as_deref())?;
     let unused = build::remove_unused(layout)?;
     let mut cleaned = Vec::new();
     if !pruned.is_empty() {

@@ -124,6 +124,20 @@ fn real_parents(release: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes `meta` its slot's current release: copies the build in, flips `current`, and
+/// prunes. The caller holds the slot lock and the build's use lock. Returns the ids pruned.
+pub fn install(
+    layout: &Layout,
+    meta: &ReleaseMeta,
+    linked_dirs: &[String],
+    keep: usize,
+) -> anyhow::Result<Vec<String>> {
+    create(layout, meta, linked_dirs)?;
+    let was_current = current(layout, meta.slot);
+    flip(layout, meta.slot, &meta.id)?;
+    prune(layout, meta.slot, keep, was_current.as_deref())
+}
+
 /// Points `current` of `slot` at release `id`.
 pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
     anyhow::ensure!(

@@ -104,11 +104,8 @@ pub fn promote(
         ..source
     };
     let in_use = fsops::lock_shared(&layout.build_use_lock(&meta.build_key))?;
-    release::create(layout, &meta, &config.app.linked_dirs)?;
+    release::install(layout, &meta, &config.app.linked_dirs, config.keep_releases)?;
     drop(in_use);
-    let was_current = release::current(layout, to);
-    release::flip(layout, to, &id)?;
-    release::prune(layout, to, config.keep_releases, was_current.as_deref())?;
     build::remove_unused(layout)?;
     drop(lock);
     writeln!(
