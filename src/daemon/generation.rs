@@ -36,8 +36,8 @@ pub struct Generation {
     pub commit: String,
     pub dir: PathBuf,
     pub port: u16,
-    /// `127.0.0.1:<port>`, ready to put in a request's URI.
-    pub authority: http::uri::Authority,
+    /// `127.0.0.1:<port>`, the `Host` a request without one is given.
+    pub host: http::HeaderValue,
     /// Leader pid, which is also the process group id.
     pub pid: u32,
     pub started: Instant,
@@ -156,9 +156,8 @@ impl Generation {
             commit,
             dir,
             port,
-            authority: format!("127.0.0.1:{port}")
-                .parse()
-                .expect("an IP and a port make a valid authority"),
+            host: http::HeaderValue::from_str(&format!("127.0.0.1:{port}"))
+                .expect("an IP and a port make a valid header value"),
             pid,
             started: Instant::now(),
             started_at: SystemTime::now(),

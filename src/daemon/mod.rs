@@ -7,6 +7,7 @@
 //! core. The control API runs on tiny_http threads. SIGTERM/SIGINT drain and stop
 //! everything; SIGHUP re-reads the config.
 
+mod accept;
 mod control;
 mod events;
 mod front_switch;
@@ -15,6 +16,7 @@ mod heartbeat;
 mod local;
 mod metrics;
 mod mirror;
+mod pool;
 mod proxy;
 mod route;
 mod serve;

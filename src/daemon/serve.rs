@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch as tokio_watch};
 
 use super::{
-    control, events, heartbeat, metrics, mirror, proxy, route, supervisor, systemd, upstream,
+    accept, control, events, heartbeat, metrics, mirror, route, supervisor, systemd, upstream,
     watch, workers, Daemon, SlotHandle,
 };
 use crate::config::Config;
@@ -137,11 +137,11 @@ async fn run(
     let grace = config.app.drain_timeout;
     let [blue, green] = bound.slots;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let listeners = proxy::start(
+    let listeners = accept::start(
         vec![
-            (bound.front, proxy::Listener::Front),
-            (blue, proxy::Listener::Slot(Slot::Blue)),
-            (green, proxy::Listener::Slot(Slot::Green)),
+            (bound.front, accept::Listener::Front),
+            (blue, accept::Listener::Slot(Slot::Blue)),
+            (green, accept::Listener::Slot(Slot::Green)),
         ],
         threads,
         &daemon,

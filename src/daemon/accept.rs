@@ -1,0 +1,236 @@
+//! The data path's threads: one acceptor hands each new connection to the least busy
+//! worker thread, which serves it with hyper from then on.
+//!
+//! A worker runs a single-threaded tokio runtime with its own upstream [`Pool`]: a
+//! request is served from read to answer on one thread, with no hand-off and no shared
+//! lock (as nginx's workers do). The acceptor gives each connection to the worker with
+//! the fewest open ones, so keep-alive clients spread evenly over the cores; when every
+//! thread accepted for itself, whichever woke first took most of a burst of connects
+//! and one core did two thirds of the work.
+//!
+//! Once `shutdown` turns true the acceptor closes the listeners (new connects are
+//! refused) and each worker lets its connections finish their current request, up to
+//! `grace`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::pool::Pool;
+use super::proxy::{self, Peer};
+use super::Daemon;
+use crate::slot::Slot;
+
+/// The longest a client may take to send a request head, and stay idle between requests.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head accepted (hyper answers 431 beyond it).
+const MAX_HEAD: usize = 64 * 1024;
+/// How often a worker closes the upstream connections idle for too long.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Listener {
+    Front,
+    Slot(Slot),
+}
+
+/// A connection on its way from the acceptor to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    which: Listener,
+}
+
+/// The acceptor's side of a worker.
+struct Worker {
+    tx: mpsc::UnboundedSender<Accepted>,
+    /// Connections given to this worker and not closed yet.
+    open: Arc<AtomicUsize>,
+}
+
+/// Starts `threads` workers and the acceptor. The returned threads end once `shutdown`
+/// has turned true and every connection is done.
+pub fn start(
+    listeners: Vec<(std::net::TcpListener, Listener)>,
+    threads: usize,
+    daemon: &Arc<Daemon>,
+    shutdown: &watch::Receiver<bool>,
+    grace: Duration,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    let mut workers = Vec::new();
+    for n in 0..threads.max(1) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        workers.push(Worker {
+            tx,
+            open: open.clone(),
+        });
+        let daemon = daemon.clone();
+        let runtime = runtime()?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("bluegreen-proxy-{n}"))
+                .spawn(move || runtime.block_on(work(rx, open, daemon, grace)))?,
+        );
+    }
+    let runtime = runtime()?;
+    let shutdown = shutdown.clone();
+    handles.push(
+        std::thread::Builder::new()
+            .name("bluegreen-accept".into())
+            .spawn(move || runtime.block_on(accept(listeners, workers, shutdown)))?,
+    );
+    Ok(handles)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Accepts on every listener until `shutdown`, then closes them and lets the workers
+/// finish (dropping `workers` ends their queues).
+async fn accept(
+    listeners: Vec<(std::net::TcpListener, Listener)>,
+    workers: Vec<Worker>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let workers = Arc::new(workers);
+    let mut tasks = Vec::new();
+    for (listener, which) in listeners {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(listener = ?which, "cannot serve: {e}");
+                continue;
+            }
+        };
+        tasks.push(tokio::spawn(accept_on(
+            listener,
+            which,
+            workers.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn accept_on(
+    listener: TcpListener,
+    which: Listener,
+    workers: Arc<Vec<Worker>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => hand_over(&workers, stream, peer, which),
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, never give up the listener.
+                    tracing::warn!(listener = ?which, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Gives the connection to the worker with the fewest open connections.
+fn hand_over(workers: &[Worker], stream: TcpStream, peer: SocketAddr, which: Listener) {
+    let _ = stream.set_nodelay(true);
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(listener = ?which, "cannot hand over a connection: {e}");
+            return;
+        }
+    };
+    let Some(worker) = workers
+        .iter()
+        .min_by_key(|w| w.open.load(Ordering::Relaxed))
+    else {
+        return;
+    };
+    worker.open.fetch_add(1, Ordering::Relaxed);
+    let accepted = Accepted {
+        stream,
+        peer,
+        which,
+    };
+    if worker.tx.send(accepted).is_err() {
+        worker.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One worker: serves the connections it is given until the acceptor is gone, then
+/// lets them finish their current request (up to `grace`).
+async fn work(
+    mut rx: mpsc::UnboundedReceiver<Accepted>,
+    open: Arc<AtomicUsize>,
+    daemon: Arc<Daemon>,
+    grace: Duration,
+) {
+    let pool = Arc::new(Pool::default());
+    let sweeper = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                pool.sweep();
+            }
+        }
+    });
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(true)
+        // Small heads and bodies go out in one write, not a vectored one per piece.
+        .writev(false);
+    while let Some(Accepted {
+        stream,
+        peer,
+        which,
+    }) = rx.recv().await
+    {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(listener = ?which, "cannot serve a connection: {e}");
+                continue;
+            }
+        };
+        let peer = Peer::new(peer);
+        let (daemon, pool) = (daemon.clone(), pool.clone());
+        let service = service_fn(move |request| {
+            proxy::handle(request, peer.clone(), which, daemon.clone(), pool.clone())
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let open = open.clone();
+        tokio::spawn(async move {
+            let _ = connection.await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    sweeper.abort();
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("connections still open after the drain timeout"),
+    }
+}

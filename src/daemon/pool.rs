@@ -1,0 +1,256 @@
+//! `Pool`: one proxy thread's keep-alive connections to the generations' ports.
+//!
+//! A request takes the most recently used idle connection to its generation's port, or
+//! opens one; the connection comes back once its response has been read in full and it
+//! is ready for the next request. A pooled connection the worker closed in the meantime
+//! is noticed before use (`is_closed`) or, in the race where it closes just as the
+//! request is handed over, hyper gives the unsent request back and it goes out on the
+//! next connection: a request is never sent twice. Idle connections are closed after
+//! `IDLE_TIMEOUT`; the pool keeps at most `MAX_IDLE` per port.
+//!
+//! Each proxy thread has its own pool (no lock is ever contended) and its own
+//! connections, whose hyper tasks run on that thread's runtime. A generation's port is
+//! not handed out again for thousands of generations (`upstream::Ports`), so an idle
+//! connection can't reach the wrong process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::upstream::Body;
+
+/// How long an unused connection stays open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most idle connections kept per port.
+const MAX_IDLE: usize = 256;
+/// How long connecting to a generation may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+pub struct Pool {
+    /// Idle connections per port, least recently used first.
+    idle: Mutex<HashMap<u16, Vec<Idle>>>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// Why a request got no response from its generation.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("cannot connect: no connection within {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout,
+    #[error("{0}")]
+    Http(hyper::Error),
+}
+
+/// A connection in use; it goes back to its pool when dropped, if it can take another
+/// request.
+pub struct Pooled {
+    sender: Option<http1::SendRequest<Body>>,
+    port: u16,
+    pool: Arc<Pool>,
+}
+
+impl Pool {
+    /// Sends `request` to `127.0.0.1:port` and waits for the response head. The
+    /// connection stays with the response (`Pooled`) until its body has been read.
+    pub async fn send(
+        self: &Arc<Self>,
+        port: u16,
+        mut request: Request<Body>,
+    ) -> Result<(Response<Incoming>, Pooled), Failure> {
+        loop {
+            let (mut sender, reused) = match self.take(port) {
+                Some(sender) => (sender, true),
+                // Boxed: a rare path, kept out of every request's future.
+                None => (Box::pin(connect(port)).await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let pooled = Pooled {
+                        sender: Some(sender),
+                        port,
+                        pool: self.clone(),
+                    };
+                    return Ok((response, pooled));
+                }
+                Err(mut e) => match e.take_message() {
+                    // An idle connection closed before the request went out: nothing of
+                    // it was sent, so it goes out on the next connection.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(Failure::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection to `port` that is still open.
+    fn take(&self, port: u16) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
+        let list = idle.get_mut(&port)?;
+        while let Some(entry) = list.pop() {
+            if entry.sender.is_ready() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, port: u16, sender: http1::SendRequest<Body>) {
+        let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
+        let list = idle.entry(port).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes connections idle for longer than `IDLE_TIMEOUT` and forgets closed ones
+    /// (a stopped generation's).
+    pub fn sweep(&self) {
+        let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
+        idle.retain(|_, list| {
+            list.retain(|entry| entry.since.elapsed() < IDLE_TIMEOUT && !entry.sender.is_closed());
+            !list.is_empty()
+        });
+    }
+
+    /// Idle connections kept, over every port.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        let idle = self.idle.lock().expect("pool lock: no panic holds it");
+        idle.values().map(Vec::len).sum()
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        if sender.is_ready() {
+            self.pool.put(self.port, sender);
+        } else if !sender.is_closed() {
+            // The connection is still finishing the response: back once it is done.
+            // (Outside a runtime, as at exit, it is simply closed.)
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (pool, port) = (self.pool.clone(), self.port);
+                runtime.spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        pool.put(port, sender);
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn connect(port: u16) -> Result<http1::SendRequest<Body>, Failure> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .map_err(|_| Failure::ConnectTimeout)?
+        .map_err(Failure::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::Builder::new()
+        // Small heads and bodies go out in one write, not a vectored one per piece.
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(Failure::Http)?;
+    tokio::spawn(async move {
+        // Ends when either side closes; errors are the request's to report.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::upstream::empty;
+    use http_body_util::BodyExt;
+
+    /// A worker answering "ok"; with `close`, one request per connection.
+    async fn server(close: bool) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        let mut response = Response::new(crate::daemon::upstream::full("ok"));
+                        if close {
+                            response
+                                .headers_mut()
+                                .insert(http::header::CONNECTION, "close".parse().unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    fn get(port: u16) -> Request<Body> {
+        Request::get(format!("http://127.0.0.1:{port}/"))
+            .body(empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn reuses_a_connection_and_forgets_closed_ones() {
+        let port = server(false).await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..3 {
+            let (response, pooled) = pool.send(port, get(port)).await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.unwrap();
+            drop(pooled);
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.idle(), 1, "one keep-alive connection serves them all");
+
+        let closing = server(true).await;
+        for _ in 0..3 {
+            let (response, pooled) = pool.send(closing, get(closing)).await.unwrap();
+            response.into_body().collect().await.unwrap();
+            drop(pooled);
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        pool.sweep();
+        assert_eq!(pool.idle(), 1, "the closed connections are not kept");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_failure() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let pool = Arc::new(Pool::default());
+        let Err(failure) = pool.send(port, get(port)).await else {
+            panic!("a request to a closed port got an answer");
+        };
+        assert!(failure.to_string().contains("refused"), "{failure}");
+    }
+}
