@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::pool::Pool;
-use super::proxy::{self, Peer};
+use super::proxy::{self, Local, Peer};
 use super::Daemon;
 use crate::slot::Slot;
 
@@ -80,7 +80,7 @@ pub fn start(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("bluegreen-proxy-{n}"))
-                .spawn(move || runtime.block_on(work(rx, open, daemon, grace)))?,
+                .spawn(move || runtime.block_on(work(n, rx, open, daemon, grace)))?,
         );
     }
     let runtime = runtime()?;
@@ -176,15 +176,22 @@ fn hand_over(workers: &[Worker], stream: TcpStream, peer: SocketAddr, which: Lis
     }
 }
 
-/// One worker: serves the connections it is given until the acceptor is gone, then
+/// Worker `thread`: serves the connections it is given until the acceptor is gone, then
 /// lets them finish their current request (up to `grace`).
 async fn work(
+    thread: usize,
     mut rx: mpsc::UnboundedReceiver<Accepted>,
     open: Arc<AtomicUsize>,
     daemon: Arc<Daemon>,
     grace: Duration,
 ) {
     let pool = Arc::new(Pool::default());
+    let local = Arc::new(Local {
+        daemon,
+        pool: pool.clone(),
+        thread,
+        routes: Default::default(),
+    });
     let sweeper = tokio::spawn({
         let pool = pool.clone();
         async move {
@@ -217,9 +224,9 @@ async fn work(
             }
         };
         let peer = Peer::new(peer);
-        let (daemon, pool) = (daemon.clone(), pool.clone());
+        let local = local.clone();
         let service = service_fn(move |request| {
-            proxy::handle(request, peer.clone(), which, daemon.clone(), pool.clone())
+            proxy::handle(request, peer.clone(), which, local.clone())
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         let open = open.clone();

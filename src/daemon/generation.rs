@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,7 +43,7 @@ pub struct Generation {
     pub started: Instant,
     pub started_at: SystemTime,
     /// Requests routed here and not yet answered in full; drain waits for zero.
-    pub in_flight: AtomicU64,
+    pub in_flight: super::route::Count,
     /// Set before we stop it, so its exit is not taken for a crash.
     pub stopping: AtomicBool,
     /// `Some(status)` once the leader has exited.
@@ -161,7 +161,7 @@ impl Generation {
             pid,
             started: Instant::now(),
             started_at: SystemTime::now(),
-            in_flight: AtomicU64::new(0),
+            in_flight: super::route::Count::new(),
             stopping: AtomicBool::new(false),
             exited,
             tail,
@@ -221,10 +221,10 @@ impl Generation {
     pub async fn drain(&self, drain: Duration, stop: Duration) {
         self.stopping.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + drain;
-        while self.in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        while self.in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.in_flight.load(Ordering::Acquire);
+        let left = self.in_flight.get();
         if left > 0 {
             tracing::warn!(slot = %self.slot, generation = self.id, "drain timeout: stopping with {left} requests in flight");
         }

@@ -1,7 +1,9 @@
 //! `Metrics`: counters and the upstream latency histogram, rendered as Prometheus text.
 //!
 //! Plain atomics on the request path; rendering walks them on demand. The set is small
-//! and fixed, so it is written out here rather than through a metrics registry.
+//! and fixed, so it is written out here rather than through a metrics registry. Each
+//! proxy thread counts its requests in a [`Traffic`] of its own, on cache lines no other
+//! thread writes: shared counters bounced between the cores on every request.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,12 +28,36 @@ pub const MIRROR_OUTCOMES: [&str; 6] = [
     "error",
 ];
 
+/// One proxy thread's request counters.
 #[derive(Default)]
-pub struct Metrics {
+#[repr(align(128))]
+pub struct Traffic {
     requests: [[AtomicU64; 5]; 2],
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
+}
+
+impl Traffic {
+    pub fn request(&self, slot: Slot, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[slot.index()][class].fetch_add(1, Relaxed);
+    }
+
+    pub fn latency(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
+    }
+}
+
+pub struct Metrics {
+    /// One per proxy thread.
+    traffic: Box<[Traffic]>,
     generations: [[AtomicU64; GENERATION_OUTCOMES.len()]; 2],
     switches: [AtomicU64; SWITCH_CAUSES.len()],
     heartbeat_failures: [AtomicU64; 2],
@@ -46,19 +72,25 @@ fn index(names: &[&str], name: &str) -> usize {
 }
 
 impl Metrics {
-    pub fn request(&self, slot: Slot, status: u16) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[slot.index()][class].fetch_add(1, Relaxed);
+    /// Metrics with request counters for `threads` proxy threads.
+    pub fn new(threads: usize) -> Metrics {
+        Metrics {
+            traffic: (0..threads.max(1)).map(|_| Traffic::default()).collect(),
+            generations: Default::default(),
+            switches: Default::default(),
+            heartbeat_failures: Default::default(),
+            mirror: Default::default(),
+        }
     }
 
-    pub fn latency(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.latency_buckets[i].fetch_add(1, Relaxed);
-        }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_micros
-            .fetch_add(took.as_micros() as u64, Relaxed);
+    /// Proxy thread `n`'s request counters.
+    pub fn traffic(&self, n: usize) -> &Traffic {
+        &self.traffic[n % self.traffic.len()]
+    }
+
+    /// A counter summed over every proxy thread.
+    fn total(&self, counter: impl Fn(&Traffic) -> &AtomicU64) -> u64 {
+        self.traffic.iter().map(|t| counter(t).load(Relaxed)).sum()
     }
 
     pub fn generation(&self, slot: Slot, outcome: &str) {
@@ -92,24 +124,24 @@ impl Metrics {
         let w = &mut out;
         let _ = writeln!(w, "# HELP bluegreen_requests_total Requests answered, by slot and status class.\n# TYPE bluegreen_requests_total counter");
         for slot in Slot::ALL {
-            for (class, count) in CLASSES.iter().zip(&self.requests[slot.index()]) {
+            for (i, class) in CLASSES.iter().enumerate() {
                 let _ = writeln!(
                     w,
                     "bluegreen_requests_total{{slot=\"{slot}\",class=\"{class}\"}} {}",
-                    count.load(Relaxed)
+                    self.total(|t| &t.requests[slot.index()][i])
                 );
             }
         }
         let _ = writeln!(w, "# HELP bluegreen_upstream_seconds Time to the upstream's response head.\n# TYPE bluegreen_upstream_seconds histogram");
         let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().zip(&self.latency_buckets) {
-            cumulative += count.load(Relaxed);
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.total(|t| &t.latency_buckets[i]);
             let _ = writeln!(
                 w,
                 "bluegreen_upstream_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
-        let total = self.latency_count.load(Relaxed);
+        let total = self.total(|t| &t.latency_count);
         let _ = writeln!(
             w,
             "bluegreen_upstream_seconds_bucket{{le=\"+Inf\"}} {total}"
@@ -117,7 +149,7 @@ impl Metrics {
         let _ = writeln!(
             w,
             "bluegreen_upstream_seconds_sum {}",
-            self.latency_sum_micros.load(Relaxed) as f64 / 1e6
+            self.total(|t| &t.latency_sum_micros) as f64 / 1e6
         );
         let _ = writeln!(w, "bluegreen_upstream_seconds_count {total}");
         let _ = writeln!(w, "# HELP bluegreen_in_flight Requests in flight, by slot.\n# TYPE bluegreen_in_flight gauge");
@@ -171,10 +203,10 @@ mod tests {
 
     #[test]
     fn renders_counters_and_cumulative_buckets() {
-        let m = Metrics::default();
-        m.request(Slot::Green, 503);
-        m.latency(Duration::from_millis(3));
-        m.latency(Duration::from_millis(30));
+        let m = Metrics::new(2);
+        m.traffic(0).request(Slot::Green, 503);
+        m.traffic(0).latency(Duration::from_millis(3));
+        m.traffic(1).latency(Duration::from_millis(30));
         m.mirror("queue_full");
         let text = m.render([0, 2]);
         assert!(text.contains("bluegreen_requests_total{slot=\"green\",class=\"5xx\"} 1"));

@@ -183,7 +183,7 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, St
         mut headers,
         body,
     } = job;
-    let Ok(in_flight) = daemon.slots[slot.index()].route.acquire() else {
+    let Ok(in_flight) = daemon.slots[slot.index()].route.acquire(0) else {
         return Err((
             "standby_down",
             method,
@@ -198,7 +198,7 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, St
     let mut request = Request::new(upstream::full(body));
     *request.method_mut() = method.clone();
     *request.headers_mut() = headers;
-    *request.uri_mut() = match format!("http://127.0.0.1:{}{path}", in_flight.0.port).parse() {
+    *request.uri_mut() = match format!("http://127.0.0.1:{}{path}", in_flight.generation().port).parse() {
         Ok(uri) => uri,
         Err(e) => return Err(("error", method, path, e.to_string())),
     };

@@ -233,7 +233,7 @@ impl Daemon {
             self.slots[slot.index()]
                 .route
                 .live()
-                .map_or(0, |g| g.in_flight.load(Ordering::Acquire))
+                .map_or(0, |g| g.in_flight.get())
         });
         self.metrics.render(in_flight)
     }

@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use super::accept::Listener;
 use super::mirror::Mirror;
 use super::pool::{Pool, Pooled};
-use super::route::InFlight;
+use super::route::{Cached, InFlight};
 use super::upstream::{self, Body, BoxError};
 use super::Daemon;
 
@@ -48,13 +48,31 @@ impl Peer {
     }
 }
 
+/// What a proxy thread's requests share. Cloning an `Arc` of it touches a count only
+/// this thread writes; cloning the daemon's for every request made both cores fight
+/// over one cache line.
+pub struct Local {
+    pub daemon: Arc<Daemon>,
+    pub pool: Arc<Pool>,
+    /// The thread's number, which picks its shard of the counters.
+    pub thread: usize,
+    /// The thread's copy of each slot's route.
+    pub routes: [Mutex<Cached>; 2],
+}
+
 pub async fn handle(
     request: Request<Incoming>,
     peer: Peer,
     which: Listener,
-    daemon: Arc<Daemon>,
-    pool: Arc<Pool>,
+    local: Arc<Local>,
 ) -> Result<Response<Body>, Infallible> {
+    let Local {
+        daemon,
+        pool,
+        thread,
+        routes,
+    } = &*local;
+    let traffic = daemon.metrics.traffic(*thread);
     let mut mirror = None;
     let slot = match which {
         Listener::Slot(slot) => slot,
@@ -65,7 +83,7 @@ pub async fn handle(
                 // Boxed, as the rare paths below: the common path's future stays small,
                 // and it is moved a few times per request.
                 return Ok(
-                    Box::pin(super::front_switch::handle(request, peer.addr, &daemon)).await,
+                    Box::pin(super::front_switch::handle(request, peer.addr, daemon)).await,
                 );
             }
             if daemon.mirroring() && Mirror::mirrors(&config, request.method()) {
@@ -82,10 +100,18 @@ pub async fn handle(
             }
         }
     };
-    let in_flight = match daemon.slots[slot.index()].route.acquire() {
+    let acquired = {
+        let mut cached = routes[slot.index()]
+            .lock()
+            .expect("route copy lock: no panic holds it");
+        daemon.slots[slot.index()]
+            .route
+            .acquire_cached(&mut cached, *thread)
+    };
+    let in_flight = match acquired {
         Ok(in_flight) => in_flight,
         Err(reason) => {
-            daemon.metrics.request(slot, 503);
+            traffic.request(slot, 503);
             return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, &reason));
         }
     };
@@ -95,7 +121,7 @@ pub async fn handle(
             Box::pin(
                 daemon
                     .mirror
-                    .tee(&daemon, &config, &parts, body, slot.other()),
+                    .tee(daemon, &config, &parts, body, slot.other()),
             )
             .await
         }
@@ -103,7 +129,7 @@ pub async fn handle(
     };
     forward_headers(&mut parts.headers, &peer);
     if !parts.headers.contains_key(header::HOST) {
-        parts.headers.insert(header::HOST, in_flight.0.host.clone());
+        parts.headers.insert(header::HOST, in_flight.generation().host.clone());
     }
     // The worker gets the origin form (`/path?query`), also when the client sent the
     // absolute form.
@@ -119,11 +145,11 @@ pub async fn handle(
     parts.version = http::Version::HTTP_11;
 
     let started = Instant::now();
-    let port = in_flight.0.port;
+    let port = in_flight.generation().port;
     match pool.send(port, Request::from_parts(parts, body)).await {
         Ok((response, connection)) => {
-            daemon.metrics.latency(started.elapsed());
-            daemon.metrics.request(slot, response.status().as_u16());
+            traffic.latency(started.elapsed());
+            traffic.request(slot, response.status().as_u16());
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let body = Tracked {
@@ -134,8 +160,8 @@ pub async fn handle(
             Ok(Response::from_parts(parts, body.boxed()))
         }
         Err(failure) => {
-            daemon.metrics.request(slot, 502);
-            let generation = &in_flight.0;
+            traffic.request(slot, 502);
+            let generation = in_flight.generation();
             let reason = format!(
                 "{slot} generation {} did not answer: {failure}",
                 generation.id

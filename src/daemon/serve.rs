@@ -109,6 +109,8 @@ async fn run(
             status: Mutex::default(),
         }
     });
+    // The data path's threads: one per core.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let daemon = Arc::new(Daemon {
         layout: layout.clone(),
         heartbeat: Mutex::new(heartbeat::Heartbeat::new()),
@@ -119,7 +121,7 @@ async fn run(
         mirroring: AtomicBool::new(state.mirroring),
         state: Mutex::new(state),
         events: events::Events::default(),
-        metrics: metrics::Metrics::default(),
+        metrics: metrics::Metrics::new(threads),
         client: upstream::client(),
         ports: upstream::Ports::default(),
         mirror,
@@ -136,7 +138,6 @@ async fn run(
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
     let grace = config.app.drain_timeout;
     let [blue, green] = bound.slots;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let listeners = accept::start(
         vec![
             (bound.front, accept::Listener::Front),

@@ -1,6 +1,5 @@
 //! `/status`: everything a person or a script asks about a running daemon, as JSON.
 
-use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
@@ -21,7 +20,7 @@ pub fn json(daemon: &Daemon) -> Value {
                 "commit": g.commit,
                 "port": g.port,
                 "pid": g.pid,
-                "in_flight": g.in_flight.load(Ordering::Acquire),
+                "in_flight": g.in_flight.get(),
                 "uptime_s": g.started.elapsed().as_secs(),
                 "started": humantime::format_rfc3339_seconds(g.started_at).to_string(),
             })

@@ -298,7 +298,7 @@ impl Supervisor {
                         format!(
                             "{slot}: draining generation {} ({} in flight)",
                             old.id,
-                            old.in_flight.load(Ordering::Acquire)
+                            old.in_flight.get()
                         ),
                     );
                     let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
