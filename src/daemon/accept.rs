@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -187,10 +187,11 @@ async fn work(
 ) {
     let pool = Arc::new(Pool::default());
     let local = Arc::new(Local {
-        daemon,
         pool: pool.clone(),
         thread,
         routes: Default::default(),
+        config: Mutex::new(daemon.config_copy()),
+        daemon,
     });
     let sweeper = tokio::spawn({
         let pool = pool.clone();
@@ -225,9 +226,8 @@ async fn work(
         };
         let peer = Peer::new(peer);
         let local = local.clone();
-        let service = service_fn(move |request| {
-            proxy::handle(request, peer.clone(), which, local.clone())
-        });
+        let service =
+            service_fn(move |request| proxy::handle(request, peer.clone(), which, local.clone()));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         let open = open.clone();
         tokio::spawn(async move {

@@ -198,10 +198,11 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, St
     let mut request = Request::new(upstream::full(body));
     *request.method_mut() = method.clone();
     *request.headers_mut() = headers;
-    *request.uri_mut() = match format!("http://127.0.0.1:{}{path}", in_flight.generation().port).parse() {
-        Ok(uri) => uri,
-        Err(e) => return Err(("error", method, path, e.to_string())),
-    };
+    *request.uri_mut() =
+        match format!("http://127.0.0.1:{}{path}", in_flight.generation().port).parse() {
+            Ok(uri) => uri,
+            Err(e) => return Err(("error", method, path, e.to_string())),
+        };
     // Bounded: one stuck copy must not hold up every copy behind it.
     let answer = tokio::time::timeout(MIRROR_TIMEOUT, async {
         let response = daemon.client.request(request).await?;

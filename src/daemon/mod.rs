@@ -46,6 +46,8 @@ pub struct Daemon {
     pub layout: Layout,
     /// Replaced as a whole on SIGHUP; readers clone the `Arc` and keep a consistent view.
     config: RwLock<Arc<Config>>,
+    /// Moves on every replacement of `config`, for the proxy threads' copies.
+    config_version: AtomicU64,
     /// The bearer token from `router.token_file`, if one is set.
     token: RwLock<Option<String>>,
     pub slots: [SlotHandle; 2],
@@ -96,12 +98,40 @@ impl SlotHandle {
     }
 }
 
+/// A proxy thread's copy of the config: reading it writes nothing shared.
+pub struct ConfigCopy {
+    version: u64,
+    pub config: Arc<Config>,
+}
+
 impl Daemon {
     pub fn config(&self) -> Arc<Config> {
         self.config
             .read()
             .expect("config lock: no panic holds it")
             .clone()
+    }
+
+    pub fn config_copy(&self) -> ConfigCopy {
+        let config = self.config.read().expect("config lock: no panic holds it");
+        ConfigCopy {
+            version: self.config_version.load(Ordering::Acquire),
+            config: config.clone(),
+        }
+    }
+
+    /// Brings `copy` up to date after a SIGHUP; a look at one counter otherwise.
+    pub fn refresh_config<'a>(&self, copy: &'a mut ConfigCopy) -> &'a Config {
+        if copy.version != self.config_version.load(Ordering::Acquire) {
+            *copy = self.config_copy();
+        }
+        &copy.config
+    }
+
+    pub fn set_config(&self, config: Config) {
+        let mut current = self.config.write().expect("config lock: no panic holds it");
+        *current = Arc::new(config);
+        self.config_version.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn token(&self) -> Option<String> {

@@ -25,7 +25,7 @@ use super::mirror::Mirror;
 use super::pool::{Pool, Pooled};
 use super::route::{Cached, InFlight};
 use super::upstream::{self, Body, BoxError};
-use super::Daemon;
+use super::{ConfigCopy, Daemon};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -58,6 +58,8 @@ pub struct Local {
     pub thread: usize,
     /// The thread's copy of each slot's route.
     pub routes: [Mutex<Cached>; 2],
+    /// The thread's copy of the config.
+    pub config: Mutex<ConfigCopy>,
 }
 
 pub async fn handle(
@@ -71,23 +73,27 @@ pub async fn handle(
         pool,
         thread,
         routes,
+        config,
     } = &*local;
     let traffic = daemon.metrics.traffic(*thread);
     let mut mirror = None;
     let slot = match which {
         Listener::Slot(slot) => slot,
         Listener::Front => {
-            let config = daemon.config();
-            let switch_path = &config.router.switch_path;
-            if !switch_path.is_empty() && request.uri().path() == switch_path {
+            let switch = {
+                let mut copy = config.lock().expect("config copy lock: no panic holds it");
+                let current = daemon.refresh_config(&mut copy);
+                let switch_path = &current.router.switch_path;
+                let switch = !switch_path.is_empty() && request.uri().path() == switch_path;
+                if !switch && daemon.mirroring() && Mirror::mirrors(current, request.method()) {
+                    mirror = Some(copy.config.clone());
+                }
+                switch
+            };
+            if switch {
                 // Boxed, as the rare paths below: the common path's future stays small,
                 // and it is moved a few times per request.
-                return Ok(
-                    Box::pin(super::front_switch::handle(request, peer.addr, daemon)).await,
-                );
-            }
-            if daemon.mirroring() && Mirror::mirrors(&config, request.method()) {
-                mirror = Some(config);
+                return Ok(Box::pin(super::front_switch::handle(request, peer.addr, daemon)).await);
             }
             match daemon.active() {
                 Some(slot) => slot,
@@ -129,7 +135,9 @@ pub async fn handle(
     };
     forward_headers(&mut parts.headers, &peer);
     if !parts.headers.contains_key(header::HOST) {
-        parts.headers.insert(header::HOST, in_flight.generation().host.clone());
+        parts
+            .headers
+            .insert(header::HOST, in_flight.generation().host.clone());
     }
     // The worker gets the origin form (`/path?query`), also when the client sent the
     // absolute form.

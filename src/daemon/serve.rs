@@ -115,6 +115,7 @@ async fn run(
         layout: layout.clone(),
         heartbeat: Mutex::new(heartbeat::Heartbeat::new()),
         config: RwLock::new(Arc::new(config.clone())),
+        config_version: AtomicU64::new(0),
         token: RwLock::new(token),
         slots,
         active: AtomicU8::new(state.active.map_or(0, |s| s.index() as u8 + 1)),
@@ -289,10 +290,7 @@ fn reload_config(daemon: &Daemon) {
             .filter_map(|(changed, key)| changed.then_some(key))
             .collect();
             *daemon.token.write().expect("token lock: no panic holds it") = token;
-            *daemon
-                .config
-                .write()
-                .expect("config lock: no panic holds it") = Arc::new(config);
+            daemon.set_config(config);
             let note = if moved.is_empty() {
                 String::new()
             } else {

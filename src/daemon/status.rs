@@ -1,6 +1,5 @@
 //! `/status`: everything a person or a script asks about a running daemon, as JSON.
 
-
 use serde_json::{json, Value};
 
 use super::Daemon;

@@ -195,8 +195,11 @@ fn sighup_with_a_broken_config_keeps_running() {
         root.log()
     );
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
-    // A good config is taken.
+    // A good config is taken, by the data path too: the front's switch path moves.
+    let before = root.get(root.front, "/flip");
+    assert!(before.body.contains("no route /flip"), "{}", before.body);
     std::fs::write(&file, good).unwrap();
+    root.set("router.switch_path", "/flip");
     root.signal(Signal::SIGHUP);
     wait_for(Duration::from_secs(10), "the reload event", || {
         root.control("GET", "/events")
@@ -204,6 +207,9 @@ fn sighup_with_a_broken_config_keeps_running() {
             .contains("config reloaded from")
             .then_some(())
     });
+    let flip = root.get(root.front, "/flip");
+    assert_eq!(flip.status, 409, "{}", flip.body);
+    assert!(flip.body.contains("green"), "{}", flip.body);
 }
 
 #[test]
