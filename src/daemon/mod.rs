@@ -3,9 +3,9 @@
 //! `serve` binds every listener first (a taken port is a one-line error before anything
 //! starts), stops workers a killed predecessor left, then runs a [`supervisor::Supervisor`]
 //! task per slot, the [`heartbeat`], the [`mirror`] sender and the file [`watch`] on one
-//! tokio runtime, and the hyper listeners of [`proxy`] on one single-threaded runtime per
-//! core. The control API runs on tiny_http threads. SIGTERM/SIGINT drain and stop
-//! everything; SIGHUP re-reads the config.
+//! tokio runtime, and the data path ([`accept`], [`proxy`], [`pool`]) on one
+//! single-threaded runtime per core. The control API runs on tiny_http threads.
+//! SIGTERM/SIGINT drain and stop everything; SIGHUP re-reads the config.
 
 mod accept;
 mod control;

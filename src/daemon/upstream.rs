@@ -1,9 +1,10 @@
-//! The HTTP client the daemon uses towards its workers (proxying, readiness, heartbeat,
-//! mirroring), and the body type every listener answers with.
+//! The HTTP client the daemon uses towards its workers outside the data path (readiness,
+//! heartbeat, mirroring), the body type every listener answers with, and generation ports.
 //!
-//! One pooled hyper client for the whole daemon: connections to a generation are kept
-//! alive and reused; a generation's port is not reused until thousands of others have
-//! been (see `Ports`), so a pooled connection can't reach the wrong process.
+//! One pooled hyper-util client for those: connections to a generation are kept alive and
+//! reused (the data path has its own per-thread pools, see `pool`). A generation's port is
+//! not reused until thousands of others have been (see `Ports`), so a pooled connection
+//! can't reach the wrong process.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::TcpListener;
