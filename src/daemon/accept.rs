@@ -1,15 +1,15 @@
 //! The data path's threads: one acceptor hands each new connection to the least busy
-//! worker thread, which serves it with hyper from then on.
+//! proxy thread, which serves it with hyper from then on.
 //!
-//! A worker runs a single-threaded tokio runtime with its own upstream [`Pool`]: a
+//! A proxy thread runs a single-threaded tokio runtime with its own upstream [`Pool`]: a
 //! request is served from read to answer on one thread, with no hand-off and no shared
-//! lock (as nginx's workers do). The acceptor gives each connection to the worker with
-//! the fewest open ones, so keep-alive clients spread evenly over the cores; when every
+//! lock (as nginx's worker processes do). The acceptor gives each connection to the
+//! proxy thread with the fewest open ones, so keep-alive clients spread evenly over the cores; when every
 //! thread accepted for itself, whichever woke first took most of a burst of connects
 //! and one core did two thirds of the work.
 //!
 //! Once `shutdown` turns true the acceptor closes the listeners (new connects are
-//! refused) and each worker lets its connections finish their current request, up to
+//! refused) and each proxy thread lets its connections finish their current request, up to
 //! `grace`.
 
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ use crate::slot::Slot;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest request head accepted (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
-/// How often a worker closes the upstream connections idle for too long.
+/// How often a proxy thread closes the upstream connections idle for too long.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Which listener a connection came in on.
@@ -43,21 +43,21 @@ pub enum Listener {
     Slot(Slot),
 }
 
-/// A connection on its way from the acceptor to a worker.
+/// A connection on its way from the acceptor to a proxy thread.
 struct Accepted {
     stream: std::net::TcpStream,
     peer: SocketAddr,
     which: Listener,
 }
 
-/// The acceptor's side of a worker.
-struct Worker {
+/// The acceptor's side of a proxy thread.
+struct Thread {
     tx: mpsc::UnboundedSender<Accepted>,
-    /// Connections given to this worker and not closed yet.
+    /// Connections given to this thread and not closed yet.
     open: Arc<AtomicUsize>,
 }
 
-/// Starts `threads` workers and the acceptor. The returned threads end once `shutdown`
+/// Starts `threads` proxy threads and the acceptor. The returned threads end once `shutdown`
 /// has turned true and every connection is done.
 pub fn start(
     listeners: Vec<(std::net::TcpListener, Listener)>,
@@ -67,11 +67,11 @@ pub fn start(
     grace: Duration,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut handles = Vec::new();
-    let mut workers = Vec::new();
+    let mut proxies = Vec::new();
     for n in 0..threads.max(1) {
         let (tx, rx) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicUsize::new(0));
-        workers.push(Worker {
+        proxies.push(Thread {
             tx,
             open: open.clone(),
         });
@@ -80,7 +80,7 @@ pub fn start(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("bluegreen-proxy-{n}"))
-                .spawn(move || runtime.block_on(work(n, rx, open, daemon, grace)))?,
+                .spawn(move || runtime.block_on(serve_thread(n, rx, open, daemon, grace)))?,
         );
     }
     let runtime = runtime()?;
@@ -88,7 +88,7 @@ pub fn start(
     handles.push(
         std::thread::Builder::new()
             .name("bluegreen-accept".into())
-            .spawn(move || runtime.block_on(accept(listeners, workers, shutdown)))?,
+            .spawn(move || runtime.block_on(accept(listeners, proxies, shutdown)))?,
     );
     Ok(handles)
 }
@@ -99,14 +99,14 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Accepts on every listener until `shutdown`, then closes them and lets the workers
-/// finish (dropping `workers` ends their queues).
+/// Accepts on every listener until `shutdown`, then closes them and lets the proxy
+/// threads finish (dropping `threads` ends their queues).
 async fn accept(
     listeners: Vec<(std::net::TcpListener, Listener)>,
-    workers: Vec<Worker>,
+    threads: Vec<Thread>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let workers = Arc::new(workers);
+    let threads = Arc::new(threads);
     let mut tasks = Vec::new();
     for (listener, which) in listeners {
         let listener = match TcpListener::from_std(listener) {
@@ -119,7 +119,7 @@ async fn accept(
         tasks.push(tokio::spawn(accept_on(
             listener,
             which,
-            workers.clone(),
+            threads.clone(),
             shutdown.clone(),
         )));
     }
@@ -131,13 +131,13 @@ async fn accept(
 async fn accept_on(
     listener: TcpListener,
     which: Listener,
-    workers: Arc<Vec<Worker>>,
+    threads: Arc<Vec<Thread>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => hand_over(&workers, stream, peer, which),
+                Ok((stream, peer)) => hand_over(&threads, stream, peer, which),
                 Err(e) => {
                     // Out of file descriptors and the like: wait, never give up the listener.
                     tracing::warn!(listener = ?which, "accept failed: {e}");
@@ -149,8 +149,8 @@ async fn accept_on(
     }
 }
 
-/// Gives the connection to the worker with the fewest open connections.
-fn hand_over(workers: &[Worker], stream: TcpStream, peer: SocketAddr, which: Listener) {
+/// Gives the connection to the proxy thread with the fewest open connections.
+fn hand_over(threads: &[Thread], stream: TcpStream, peer: SocketAddr, which: Listener) {
     let _ = stream.set_nodelay(true);
     let stream = match stream.into_std() {
         Ok(stream) => stream,
@@ -159,26 +159,26 @@ fn hand_over(workers: &[Worker], stream: TcpStream, peer: SocketAddr, which: Lis
             return;
         }
     };
-    let Some(worker) = workers
+    let Some(thread) = threads
         .iter()
-        .min_by_key(|w| w.open.load(Ordering::Relaxed))
+        .min_by_key(|t| t.open.load(Ordering::Relaxed))
     else {
         return;
     };
-    worker.open.fetch_add(1, Ordering::Relaxed);
+    thread.open.fetch_add(1, Ordering::Relaxed);
     let accepted = Accepted {
         stream,
         peer,
         which,
     };
-    if worker.tx.send(accepted).is_err() {
-        worker.open.fetch_sub(1, Ordering::Relaxed);
+    if thread.tx.send(accepted).is_err() {
+        thread.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Worker `thread`: serves the connections it is given until the acceptor is gone, then
-/// lets them finish their current request (up to `grace`).
-async fn work(
+/// Proxy thread number `thread`: serves the connections it is given until the acceptor
+/// is gone, then lets them finish their current request (up to `grace`).
+async fn serve_thread(
     thread: usize,
     mut rx: mpsc::UnboundedReceiver<Accepted>,
     open: Arc<AtomicUsize>,

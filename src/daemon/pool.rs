@@ -3,7 +3,7 @@
 //! A request takes the most recently used idle connection to its generation's port, or
 //! opens one; the connection comes back once its response has been read in full and it
 //! is ready for the next request. A pooled connection the worker closed in the meantime
-//! is noticed before use (`is_closed`) or, in the race where it closes just as the
+//! is noticed before use (it is no longer `is_ready`) or, in the race where it closes just as the
 //! request is handed over, hyper gives the unsent request back and it goes out on the
 //! next connection: a request is never sent twice. Idle connections are closed after
 //! `IDLE_TIMEOUT`; the pool keeps at most `MAX_IDLE` per port.
