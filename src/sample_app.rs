@@ -6,7 +6,8 @@
 //! file (or env var) delays every answer; an `IGNORE_TERM` file makes it ignore SIGTERM;
 //! a `CRASH` file makes it exit with status 3 at once. `POST|PUT /items/<name>` stores
 //! the body under `$DATA_DIR` (default `data/`), `DELETE` removes it, `GET /items` lists
-//! all as JSON, `GET /items/<name>` reads one.
+//! all as JSON, `GET /items/<name>` reads one. `GET /request` answers the request as it
+//! arrived: its target and the headers a proxy sets (`Host`, `X-Forwarded-*`).
 //!
 //! It runs on hyper rather than tiny_http: tiny_http gives each keep-alive connection a
 //! thread from a pool that can leave a new connection unserved while others stay open
@@ -91,6 +92,23 @@ pub fn run() -> anyhow::Result<bool> {
     })
 }
 
+/// `GET /request`: the target and the proxy's headers, one `name: value` per line.
+fn as_received(parts: &http::request::Parts) -> String {
+    let mut text = format!("target: {}\n", parts.uri);
+    for name in [
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "connection",
+    ] {
+        for value in parts.headers.get_all(name) {
+            text += &format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes()));
+        }
+    }
+    text
+}
+
 impl App {
     async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         tokio::time::sleep(self.slow).await;
@@ -102,6 +120,9 @@ impl App {
         } else {
             let (parts, body) = request.into_parts();
             match body.collect().await {
+                Ok(_) if parts.method == Method::GET && parts.uri.path() == "/request" => {
+                    (200, as_received(&parts))
+                }
                 Ok(body) => self.route(&parts.method, parts.uri.path(), &body.to_bytes()),
                 Err(e) => (400, format!("cannot read the body: {e}\n")),
             }

@@ -327,3 +327,48 @@ fn without_overlap_a_bad_release_brings_the_last_good_one_back() {
         .says("restarting release ");
     root.wait_body(root.blue, "v1 from blue");
 }
+
+/// Sends `request` as is to `port` and reads the answer until the connection closes.
+fn raw(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
+    let mut root = Root::new();
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    // A proxy-style absolute target arrives in origin form, with the client's Host.
+    let absolute = raw(
+        root.blue,
+        "GET http://example.com/request?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close, x-secret\r\nX-Secret: 1\r\n\r\n",
+    );
+    assert!(absolute.starts_with("HTTP/1.1 200"), "{absolute}");
+    for line in [
+        "target: /request?x=1\n",
+        "host: example.com\n",
+        "x-forwarded-for: 10.0.0.1, 127.0.0.1\n",
+        "x-forwarded-proto: http\n",
+        "x-forwarded-host: example.com\n",
+    ] {
+        assert!(absolute.contains(line), "no {line:?} in {absolute}");
+    }
+    // Hop-by-hop: `Connection` is not forwarded.
+    assert!(
+        !absolute.contains("connection: close, x-secret"),
+        "{absolute}"
+    );
+    // An HTTP/1.0 client without Host: the worker still gets a Host.
+    let old = raw(root.blue, "GET /request HTTP/1.0\r\n\r\n");
+    assert!(old.contains("target: /request\n"), "{old}");
+    assert!(old.contains("host: 127.0.0.1:"), "{old}");
+}
