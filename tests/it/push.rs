@@ -333,9 +333,11 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
         .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut push, 0);
     let mut child = push.spawn().unwrap();
+    // The build's process (working in builds/.tmp/), not only its temp folder, which
+    // is made just before it starts, nor the hook.
     let tmp = root.path.join("builds/.tmp");
     wait_for(Duration::from_secs(20), "the build to start", || {
-        (fs::read_dir(&tmp).unwrap().count() > 0).then_some(())
+        (!root_processes(&tmp).is_empty()).then_some(())
     });
     // Kill the push and its hook. The build runs in its own group and outlives them.
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
