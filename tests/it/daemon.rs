@@ -8,10 +8,7 @@ use crate::util::*;
 
 #[test]
 fn a_push_goes_live_with_zero_downtime() {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = blue_live();
     root.wait_body(root.blue, "v1 from blue");
 
     let url = root.url(root.blue, "/");
@@ -112,10 +109,7 @@ fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
 
 #[test]
 fn a_killed_worker_is_restarted_and_counted() {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = blue_live();
     let pid = root.live_pid("blue");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     wait_for(Duration::from_secs(20), "a restarted generation", || {
@@ -157,10 +151,7 @@ fn a_worker_ignoring_sigterm_is_killed_with_its_children() {
 
 #[test]
 fn sigterm_drains_stops_everything_and_exits_zero() {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let mut root = blue_live();
     root.push("green").says("green: live in ");
     assert_eq!(root.processes().len(), 2, "two workers");
     root.signal(Signal::SIGTERM);
@@ -175,10 +166,7 @@ fn sigterm_drains_stops_everything_and_exits_zero() {
 
 #[test]
 fn sighup_with_a_broken_config_keeps_running() {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = blue_live();
     let file = root.path.join("bluegreen.toml");
     let good = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("{good}\nbogus = 1\n")).unwrap();
@@ -275,10 +263,7 @@ fn sd_notify_messages_arrive_in_order() {
 
 #[test]
 fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let mut root = blue_live();
     let orphan = root.live_pid("blue");
     root.signal(Signal::SIGKILL);
     root.wait_serve(Duration::from_secs(5));
@@ -343,10 +328,7 @@ fn raw(port: u16, request: &str) -> String {
 
 #[test]
 fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = blue_live();
     // A proxy-style absolute target arrives in origin form, with the client's Host.
     let absolute = raw(
         root.blue,

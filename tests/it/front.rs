@@ -6,10 +6,7 @@ use crate::util::*;
 
 /// A root serving v1 on both slots; blue is active (deployed first).
 fn both_live() -> Root {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = blue_live();
     root.push("green").says("green: live in ");
     root
 }
@@ -46,10 +43,7 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
 
 #[test]
 fn switching_to_a_slot_without_a_healthy_generation_is_refused() {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = blue_live();
     let answer = root.control("POST", "/switch?to=green");
     assert_eq!(answer.status, 409);
     assert_eq!(

@@ -404,6 +404,15 @@ pub fn git_command(dir: &Path) -> Command {
     command
 }
 
+/// A served root with v1 live on blue (the first slot live, so the active one).
+pub fn blue_live() -> Root {
+    let mut root = Root::new();
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root
+}
+
 pub fn root_processes(root: &Path) -> Vec<u32> {
     let marker = format!("BLUEGREEN_WORKER_OF={}\0", root.display()).into_bytes();
     let me = std::process::id();
