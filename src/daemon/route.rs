@@ -60,8 +60,8 @@ impl Count {
 }
 
 /// A generation as one thread's requests hold it.
-pub struct Held {
-    pub generation: Arc<Generation>,
+struct Held {
+    generation: Arc<Generation>,
     shard: usize,
 }
 
