@@ -8,6 +8,8 @@
 //! the body under `$DATA_DIR` (default `data/`), `DELETE` removes it, `GET /items` lists
 //! all as JSON, `GET /items/<name>` reads one. `GET /request` answers the request as it
 //! arrived: its target and the headers a proxy sets (`Host`, `X-Forwarded-*`).
+//! `GET /echo` with an `Upgrade` header switches protocols (as a WebSocket handshake
+//! does), greets with its slot, release and version, then echoes every byte back.
 //!
 //! It runs on hyper rather than tiny_http: tiny_http gives each keep-alive connection a
 //! thread from a pool that can leave a new connection unserved while others stay open
@@ -23,11 +25,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 struct App {
     slot: String,
@@ -86,6 +90,7 @@ pub fn run() -> anyhow::Result<bool> {
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -112,6 +117,9 @@ fn as_received(parts: &http::request::Parts) -> String {
 impl App {
     async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         tokio::time::sleep(self.slow).await;
+        if request.uri().path() == "/echo" && request.headers().contains_key(header::UPGRADE) {
+            return self.echo(request);
+        }
         let (status, body) = if self
             .fail_after
             .is_some_and(|after| self.started.elapsed() >= after)
@@ -131,9 +139,35 @@ impl App {
         *response.status_mut() =
             StatusCode::from_u16(status).expect("the app's status codes are valid");
         response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        response
+    }
+
+    /// `GET /echo` with `Upgrade`: switches to the asked protocol, greets, then sends
+    /// back every byte it gets until the other side closes.
+    fn echo(&self, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let protocol = request.headers()[header::UPGRADE].clone();
+        let greeting = format!(
+            "echo from {} {} {}\n",
+            self.slot, self.release, self.version
+        );
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else {
+                return;
+            };
+            let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+            if write.write_all(greeting.as_bytes()).await.is_ok() {
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            }
+        });
+        let mut response = Response::new(Full::default());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         response
     }
 

@@ -10,7 +10,7 @@
 //!
 //! Once `shutdown` turns true the acceptor closes the listeners (new connects are
 //! refused) and each proxy thread lets its connections finish their current request, up to
-//! `grace`.
+//! `grace`. Upgraded connections (tunnels) are not waited for: they close with the thread.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +20,6 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -202,7 +201,6 @@ async fn serve_thread(
             }
         }
     });
-    let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -210,6 +208,10 @@ async fn serve_thread(
         .keep_alive(true)
         // Small heads and bodies go out in one write, not a vectored one per piece.
         .writev(false);
+    // `stop` tells the connections to finish their current request and close; each
+    // holds a clone of `done_tx`, so `done_rx` ends once the last one has closed.
+    let (stop_tx, stop) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     while let Some(Accepted {
         stream,
         peer,
@@ -228,16 +230,30 @@ async fn serve_thread(
         let local = local.clone();
         let service =
             service_fn(move |request| proxy::handle(request, peer.clone(), which, local.clone()));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        let open = open.clone();
+        // With upgrades: a WebSocket handshake hands the connection over to a tunnel.
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let (open, mut stop, done) = (open.clone(), stop.clone(), done_tx.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                biased;
+                _ = connection.as_mut() => {}
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
             open.fetch_sub(1, Ordering::Relaxed);
+            drop(done);
         });
     }
     sweeper.abort();
+    let _ = stop_tx.send(true);
+    drop(done_tx);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = done_rx.recv() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!("connections still open after the drain timeout"),
     }
 }

@@ -24,6 +24,7 @@ mod status;
 mod supervisor;
 mod switch;
 mod systemd;
+mod upgrade;
 mod upstream;
 mod watch;
 mod workers;

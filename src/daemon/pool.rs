@@ -171,8 +171,9 @@ async fn connect(port: u16) -> Result<http1::SendRequest<Body>, Failure> {
         .await
         .map_err(Failure::Http)?;
     tokio::spawn(async move {
-        // Ends when either side closes; errors are the request's to report.
-        let _ = connection.await;
+        // Ends when either side closes or a `101` hands it to a tunnel (see
+        // `super::upgrade`); errors are the request's to report.
+        let _ = connection.with_upgrades().await;
     });
     Ok(sender)
 }

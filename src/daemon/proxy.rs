@@ -5,7 +5,8 @@
 //! `X-Forwarded-*` added) and bodies are streamed both ways over pooled keep-alive
 //! connections (see [`super::pool`]). The request counts in its generation's
 //! `in_flight` until its response body has been sent in full, which is what drain
-//! waits for. The threads and connections are [`super::accept`]'s.
+//! waits for. An upgrade (WebSocket) becomes a tunnel after the worker's `101`: see
+//! [`super::upgrade`]. The threads and connections are [`super::accept`]'s.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,11 +20,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
 
 use super::accept::Listener;
 use super::mirror::Mirror;
 use super::pool::{Pool, Pooled};
 use super::route::{Cached, InFlight};
+use super::upgrade;
 use super::upstream::{self, Body, BoxError};
 use super::{ConfigCopy, Daemon};
 
@@ -122,6 +125,11 @@ pub async fn handle(
         }
     };
     let (mut parts, body) = request.into_parts();
+    let upgrade = upgrade::asked(&parts.headers);
+    let client_upgrade = upgrade
+        .is_some()
+        .then(|| parts.extensions.remove::<OnUpgrade>())
+        .flatten();
     let body = match mirror {
         Some(config) => {
             Box::pin(
@@ -134,6 +142,9 @@ pub async fn handle(
         None => body.map_err(BoxError::from).boxed(),
     };
     forward_headers(&mut parts.headers, &peer);
+    if let Some(protocol) = upgrade {
+        upgrade::keep(&mut parts.headers, protocol);
+    }
     if !parts.headers.contains_key(header::HOST) {
         parts
             .headers
@@ -158,6 +169,15 @@ pub async fn handle(
         Ok((response, connection)) => {
             traffic.latency(started.elapsed());
             traffic.request(slot, response.status().as_u16());
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(Box::pin(upgrade::tunnel(
+                    response,
+                    client_upgrade,
+                    in_flight,
+                    connection,
+                ))
+                .await);
+            }
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let body = Tracked {
@@ -216,7 +236,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including those the `Connection` header names. One pass
 /// over the names finds the few present: a lookup per possible name cost more than the
 /// rest of a small request's headers.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; 8];
     let mut any = false;
     for name in headers.keys() {

@@ -354,3 +354,87 @@ fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
     assert!(old.contains("target: /request\n"), "{old}");
     assert!(old.contains("host: 127.0.0.1:"), "{old}");
 }
+
+/// An upgraded connection to `port`'s `GET /echo` (the sample app's echo protocol), read
+/// up to the end of the `101` head, and the greeting line that follows it.
+fn echo_tunnel(port: u16) -> (std::io::BufReader<std::net::TcpStream>, String) {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /echo HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert_ne!(reader.read_line(&mut head).unwrap(), 0, "closed: {head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_lowercase().contains("upgrade: echo\r\n"), "{head}");
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    (reader, greeting)
+}
+
+/// Sends `line` through the tunnel and reads what comes back.
+fn echo(tunnel: &mut std::io::BufReader<std::net::TcpStream>, line: &str) -> String {
+    use std::io::{BufRead, Write};
+    tunnel.get_mut().write_all(line.as_bytes()).unwrap();
+    let mut back = String::new();
+    let _ = tunnel.read_line(&mut back);
+    back
+}
+
+#[test]
+fn an_upgraded_connection_is_tunnelled_and_drained_like_a_request() {
+    let mut root = blue_live();
+    let old_pid = root.live_pid("blue");
+    let (mut slot, greeting) = echo_tunnel(root.blue);
+    assert!(greeting.starts_with("echo from blue "), "{greeting}");
+    assert!(greeting.ends_with(" v1\n"), "{greeting}");
+    let (mut front, greeting) = echo_tunnel(root.front);
+    assert!(greeting.starts_with("echo from blue "), "{greeting}");
+    assert_eq!(echo(&mut slot, "ping\n"), "ping\n");
+    assert_eq!(echo(&mut front, "pong\n"), "pong\n");
+    assert_eq!(
+        root.status()["slots"]["blue"]["live"]["in_flight"],
+        2,
+        "each tunnel counts in flight"
+    );
+
+    // An upgrade the worker declines stays plain HTTP.
+    let declined = raw(
+        root.blue,
+        "GET / HTTP/1.1\r\nHost: app\r\nConnection: upgrade, close\r\nUpgrade: echo\r\n\r\n",
+    );
+    assert!(declined.starts_with("HTTP/1.1 200"), "{declined}");
+    assert!(declined.contains("v1 from blue"), "{declined}");
+
+    // A deploy: new requests go to v2, the open tunnels stay on v1 while it drains.
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
+    assert_eq!(echo(&mut slot, "still there\n"), "still there\n");
+    assert_eq!(echo(&mut front, "me too\n"), "me too\n");
+    let (open, greeting) = echo_tunnel(root.blue);
+    assert!(
+        greeting.ends_with(" v2\n"),
+        "a new tunnel reaches v2: {greeting}"
+    );
+
+    drop((slot, front));
+    wait_for(
+        Duration::from_secs(10),
+        "the old process group to be gone",
+        || group_gone(old_pid).then_some(()),
+    );
+    // A tunnel still open does not keep the daemon from stopping.
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
+    drop(open);
+}
