@@ -5,8 +5,9 @@
 //! is ready for the next request. A pooled connection the worker closed in the meantime
 //! is noticed before use (it is no longer `is_ready`) or, in the race where it closes just as the
 //! request is handed over, hyper gives the unsent request back and it goes out on the
-//! next connection: a request is never sent twice. Idle connections are closed after
-//! `IDLE_TIMEOUT`; the pool keeps at most `MAX_IDLE` per port.
+//! next connection: a request is never sent twice. A connection idle for longer than
+//! `IDLE_TIMEOUT` is not reused, so the worker's own keep-alive timeout never closes one
+//! under a request; the pool keeps at most `MAX_IDLE` per port.
 //!
 //! Each proxy thread has its own pool (no lock is ever contended) and its own
 //! connections, whose hyper tasks run on that thread's runtime. A generation's port is
@@ -25,17 +26,30 @@ use tokio::net::TcpStream;
 
 use super::upstream::Body;
 
-/// How long an unused connection stays open.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an unused connection may be reused. Shorter than the keep-alive timeouts of
+/// common app servers (gunicorn 2 s, Node and uvicorn 5 s): a connection the worker may
+/// be closing right now is never picked, so a request does not race the worker's close
+/// (a request already written when the close arrives could only be answered with a 502).
+const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The most idle connections kept per port.
 const MAX_IDLE: usize = 256;
 /// How long connecting to a generation may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Default)]
 pub struct Pool {
     /// Idle connections per port, least recently used first.
     idle: Mutex<HashMap<u16, Vec<Idle>>>,
+    /// `IDLE_TIMEOUT`, but for tests.
+    idle_timeout: Duration,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool {
+            idle: Mutex::default(),
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
 }
 
 struct Idle {
@@ -95,11 +109,17 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection to `port` that is still open.
+    /// The most recently used idle connection to `port` that is still open and was
+    /// used within the idle timeout.
     fn take(&self, port: u16) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
         let list = idle.get_mut(&port)?;
         while let Some(entry) = list.pop() {
+            if entry.since.elapsed() >= self.idle_timeout {
+                // The rest were used even longer ago.
+                list.clear();
+                return None;
+            }
             if entry.sender.is_ready() {
                 return Some(entry.sender);
             }
@@ -118,12 +138,14 @@ impl Pool {
         }
     }
 
-    /// Closes connections idle for longer than `IDLE_TIMEOUT` and forgets closed ones
+    /// Closes connections idle for longer than the idle timeout and forgets closed ones
     /// (a stopped generation's).
     pub fn sweep(&self) {
         let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
         idle.retain(|_, list| {
-            list.retain(|entry| entry.since.elapsed() < IDLE_TIMEOUT && !entry.sender.is_closed());
+            list.retain(|entry| {
+                entry.since.elapsed() < self.idle_timeout && !entry.sender.is_closed()
+            });
             !list.is_empty()
         });
     }
@@ -183,14 +205,21 @@ mod tests {
     use super::*;
     use crate::daemon::upstream::empty;
     use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A worker answering "ok"; with `close`, one request per connection.
     async fn server(close: bool) -> u16 {
+        server_counting(close, Arc::default()).await
+    }
+
+    /// `server`, counting the connections it accepts in `accepted`.
+    async fn server_counting(close: bool, accepted: Arc<AtomicUsize>) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |_req| async move {
                         let mut response = Response::new(crate::daemon::upstream::full("ok"));
@@ -240,6 +269,27 @@ mod tests {
         }
         pool.sweep();
         assert_eq!(pool.idle(), 1, "the closed connections are not kept");
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_timeout_is_not_reused() {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let port = server_counting(false, accepted.clone()).await;
+        let pool = Arc::new(Pool {
+            idle_timeout: Duration::ZERO,
+            ..Pool::default()
+        });
+        for _ in 0..2 {
+            let (response, pooled) = pool.send(port, get(port)).await.unwrap();
+            response.into_body().collect().await.unwrap();
+            drop(pooled);
+        }
+        assert_eq!(pool.idle(), 1, "the stale connection was dropped");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the idle one was not reused"
+        );
     }
 
     #[tokio::test]
