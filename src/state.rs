@@ -1,8 +1,11 @@
 //! `State`: what the daemon must remember across restarts (`state.json`).
 //!
-//! The active slot, the mirroring flag and the last switch. Written to a temp file,
-//! fsynced and renamed, so a crash leaves the old state or the new one.
+//! The active slot, the mirroring flag, the last switch, and each slot's last live
+//! release (what a restarted daemon falls back to when the slot's `current` release
+//! does not start). Written to a temp file, fsynced and renamed, so a crash leaves the
+//! old state or the new one.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
@@ -20,6 +23,9 @@ pub struct State {
     pub mirroring: bool,
     #[serde(default)]
     pub last_switch: Option<LastSwitch>,
+    /// The release of each slot's last generation that went live.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub live: BTreeMap<Slot, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +48,7 @@ impl Default for State {
             active: None,
             mirroring: true,
             last_switch: None,
+            live: BTreeMap::new(),
         }
     }
 }
@@ -77,8 +84,12 @@ mod tests {
             active: Some(Slot::Green),
             mirroring: false,
             last_switch: None,
+            live: [(Slot::Blue, "20260101T000000.000Z-abc1234".to_string())].into(),
         };
         state.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap(), state);
+        // A state.json written before `live` existed still loads.
+        std::fs::write(&path, r#"{"active":"blue","mirroring":true}"#).unwrap();
+        assert!(State::load(&path).unwrap().live.is_empty());
     }
 }

@@ -200,6 +200,31 @@ impl Daemon {
         }
     }
 
+    /// The release of `slot`'s last generation that went live, as `state.json` has it.
+    pub fn last_live(&self, slot: Slot) -> Option<String> {
+        self.state
+            .lock()
+            .expect("state lock: no panic holds it")
+            .live
+            .get(&slot)
+            .cloned()
+    }
+
+    /// Records `release` as `slot`'s last live one in `state.json`, for a restarted
+    /// daemon to fall back to.
+    pub fn set_last_live(&self, slot: Slot, release: &str) {
+        let mut state = self.state.lock().expect("state lock: no panic holds it");
+        if state.live.get(&slot).map(String::as_str) == Some(release) {
+            return;
+        }
+        let mut next = state.clone();
+        next.live.insert(slot, release.to_string());
+        match next.save(&self.layout.state_file()) {
+            Ok(()) => *state = next,
+            Err(e) => tracing::error!("cannot record {slot}'s live release: {e:#}"),
+        }
+    }
+
     pub fn last_switch(&self) -> Option<LastSwitch> {
         self.state
             .lock()

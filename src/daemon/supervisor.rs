@@ -6,7 +6,10 @@
 //! back, so the supervisor keeps answering while a generation gets ready. A reload that
 //! arrives during a start waits for it, then starts its release (the newest wins). A
 //! crashed live generation is restarted with backoff; a failed start that leaves the
-//! slot with no live generation brings the last release that was live back.
+//! slot with no live generation brings the last release that was live back (remembered
+//! in `state.json`, so also after a restart of the daemon), and keeps retrying it with
+//! backoff. The first start after the daemon starts is retried the same way: after a
+//! reboot the app may fail until its database is up.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -73,6 +76,11 @@ pub struct Supervisor {
     /// The release of the last generation that went live: what comes back when a slot is
     /// left with none.
     last_good: Option<String>,
+    /// When the live generation went live, for the backoff reset.
+    live_since: Instant,
+    /// The slot had a current release when the daemon started, and that start has not
+    /// finished yet.
+    first_start: bool,
     draining: Vec<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -86,7 +94,6 @@ impl Supervisor {
     ) -> Supervisor {
         Supervisor {
             slot,
-            daemon,
             rx,
             tx,
             live: None,
@@ -96,7 +103,12 @@ impl Supervisor {
             backoff_attempts: 0,
             restart_token: 0,
             restart_release: None,
-            last_good: None,
+            last_good: daemon
+                .last_live(slot)
+                .filter(|release| daemon.layout.release_dir(slot, release).is_dir()),
+            live_since: Instant::now(),
+            first_start: release::current(&daemon.layout, slot).is_some(),
+            daemon,
             draining: Vec::new(),
             shutdown: None,
         }
@@ -247,6 +259,7 @@ impl Supervisor {
     ) {
         let slot = self.slot;
         self.handle().status().starting = false;
+        let first_start = std::mem::take(&mut self.first_start);
         let start = self
             .starting
             .take()
@@ -257,7 +270,9 @@ impl Supervisor {
                 let took = start.since.elapsed();
                 let old = self.handle().route.set(generation.clone());
                 self.live = Some(generation.clone());
+                self.live_since = Instant::now();
                 self.last_good = Some(release.clone());
+                self.daemon.set_last_live(slot, &release);
                 self.last_failed = None;
                 self.daemon.metrics.generation(
                     slot,
@@ -267,7 +282,12 @@ impl Supervisor {
                         "started"
                     },
                 );
-                self.handle().set_error(None);
+                // A fallback to an older release keeps the reason `current` is not live.
+                if release::current(&self.daemon.layout, slot).as_deref() == Some(&release) {
+                    self.handle().set_error(None);
+                }
+                // It just answered its health check.
+                self.daemon.set_health(slot, Ok(()));
                 self.daemon.adopt_if_none(slot);
                 let tx = self.tx.clone();
                 let watched = generation.clone();
@@ -334,19 +354,26 @@ impl Supervisor {
                     generation.stop(config.app.stop_timeout).await;
                 }
                 self.daemon.metrics.generation(slot, "failed");
-                // With no live generation left (a crash during the start, or
-                // app.overlap = false), the last release that was live comes back.
+                // With no live generation left (a crash during the start, app.overlap =
+                // false, or a daemon that just started), the last release that was live
+                // comes back; if that is the one that failed, or the daemon just started
+                // with no other, it is tried again with backoff (its database may not
+                // be up yet).
                 let fallback = match (&self.live, &self.last_good) {
-                    (None, Some(good)) if !start.restart && *good != release => Some(good.clone()),
-                    _ => None,
+                    (Some(_), _) => None,
+                    (None, _) if start.restart => None,
+                    (None, Some(good)) if *good != release => Some(good.clone()),
+                    (None, Some(_)) => Some(release.clone()),
+                    (None, None) if first_start => Some(release.clone()),
+                    (None, None) => None,
                 };
                 let keeps = match (&self.live, &fallback) {
                     (Some(live), _) => format!(
                         "{slot} keeps serving generation {} (release {})",
                         live.id, live.release
                     ),
-                    (None, Some(good)) => {
-                        format!("{slot} has no live generation; restarting release {good}")
+                    (None, Some(again)) => {
+                        format!("{slot} has no live generation; restarting release {again}")
                     }
                     (None, None) => format!("{slot} has no live generation"),
                 };
@@ -391,7 +418,7 @@ impl Supervisor {
             "{slot}'s generation {generation} crashed; restarting"
         ));
         live.flush_output().await;
-        if live.started.elapsed() >= HEALTHY_RESET {
+        if self.live_since.elapsed() >= HEALTHY_RESET {
             self.backoff_attempts = 0;
         }
         let message = format!(
@@ -406,7 +433,9 @@ impl Supervisor {
         // Whatever it left in its group goes with it.
         let stop = self.daemon.config().app.stop_timeout;
         let dead = live.clone();
-        tokio::spawn(async move { dead.stop(stop).await });
+        self.draining.retain(|h| !h.is_finished());
+        self.draining
+            .push(tokio::spawn(async move { dead.stop(stop).await }));
         if self.starting.is_none() {
             self.schedule_restart(live.release.clone());
         }

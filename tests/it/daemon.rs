@@ -313,6 +313,62 @@ fn without_overlap_a_bad_release_brings_the_last_good_one_back() {
     root.wait_body(root.blue, "v1 from blue");
 }
 
+#[test]
+fn a_restarted_daemon_falls_back_to_the_last_live_release() {
+    let mut root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("blue").says("blue: not live: ");
+    assert_ne!(
+        root.current("blue").unwrap(),
+        v1,
+        "current is the bad release"
+    );
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+
+    // The daemon comes back: `current` does not start, the last live release does.
+    root.serve();
+    root.wait_body(root.blue, "v1 from blue");
+    let status = root.status();
+    assert_eq!(status["slots"]["blue"]["live"]["release"], v1.as_str());
+    let error = status["slots"]["blue"]["last_error"].to_string();
+    assert!(
+        error.contains(&format!("restarting release {v1}")),
+        "why current is not live stays in /status: {status}"
+    );
+}
+
+#[test]
+fn the_first_start_after_a_daemon_restart_is_retried_until_it_works() {
+    let mut root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    let crash = root.path.join("blue/releases").join(&v1).join("CRASH");
+    let state = root.path.join("state.json");
+    for with_live_in_state in [true, false] {
+        root.signal(Signal::SIGTERM);
+        assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+        if !with_live_in_state {
+            // As a state.json written before it remembered the live releases.
+            let mut json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+            json.as_object_mut().unwrap().remove("live");
+            std::fs::write(&state, json.to_string()).unwrap();
+        }
+        // After a reboot the app fails until something it needs is up.
+        std::fs::write(&crash, "").unwrap();
+        root.serve();
+        wait_for(Duration::from_secs(10), "a failed first start", || {
+            root.control("GET", "/events")
+                .body
+                .contains(&format!("restarting release {v1}"))
+                .then_some(())
+        });
+        std::fs::remove_file(&crash).unwrap();
+        root.wait_body(root.blue, "v1 from blue");
+    }
+}
+
 /// Sends `request` as is to `port` and reads the answer until the connection closes.
 fn raw(port: u16, request: &str) -> String {
     use std::io::{Read, Write};
