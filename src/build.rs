@@ -172,7 +172,7 @@ pub fn remove_unused(layout: &Layout) -> anyhow::Result<Vec<String>> {
             .join(format!("{key}.unused.{}", std::process::id()));
         fs::rename(entry.path(), &doomed)
             .with_context(|| format!("cannot remove unused build {key}"))?;
-        fs::remove_dir_all(&doomed)
+        fsops::remove_tree(&doomed)
             .with_context(|| format!("cannot remove {}", doomed.display()))?;
         let _ = fs::remove_file(layout.build_log(&key));
         removed.push(key);

@@ -76,11 +76,43 @@ pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
 /// Removes whatever is at `path` (file, symlink or folder) without following a symlink.
 pub fn remove_any(path: &Path) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(meta) if meta.is_dir() => remove_tree(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Removes the folder `path` and all it holds, also what a build left read-only (a Go
+/// module cache, a `chmod -R a-w`): on a permission error its folders are made
+/// owner-writable and it tries again. Symlinks are never followed.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            make_writable(path)?;
+            fs::remove_dir_all(path)
+        }
+        other => other,
+    }
+}
+
+/// Gives the owner read, write and search rights on `dir` and every folder in it.
+fn make_writable(dir: &Path) -> std::io::Result<()> {
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700))?;
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// A shared lock on `path`, held until the value is dropped (blocks while someone
@@ -140,6 +172,65 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `f` on a thread whose effective capabilities are cleared: as root, that
+    /// thread obeys file permissions like any user (capabilities are per thread on
+    /// Linux), so a permission test means something when the tests run as root.
+    fn as_plain_user<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // _LINUX_CAPABILITY_VERSION_3: two data words; pid 0 is this thread.
+                    let mut header = Header {
+                        version: 0x2008_0522,
+                        pid: 0,
+                    };
+                    let mut data = [Data::default(); 2];
+                    // SAFETY: capget/capset read and write exactly these two structs,
+                    // laid out as <linux/capability.h> declares them.
+                    let got = unsafe {
+                        nix::libc::syscall(nix::libc::SYS_capget, &mut header, data.as_mut_ptr())
+                    };
+                    assert_eq!(got, 0, "capget failed");
+                    for word in &mut data {
+                        word.effective = 0;
+                    }
+                    // SAFETY: as above.
+                    let set = unsafe {
+                        nix::libc::syscall(nix::libc::SYS_capset, &mut header, data.as_ptr())
+                    };
+                    assert_eq!(set, 0, "capset failed");
+                    f()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn remove_tree_removes_what_a_build_left_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("release");
+        fs::create_dir_all(tree.join("cache/mod/pkg")).unwrap();
+        fs::write(tree.join("cache/mod/pkg/file.go"), "package pkg").unwrap();
+        for folder in ["cache/mod/pkg", "cache/mod", "cache"] {
+            fs::set_permissions(tree.join(folder), fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        as_plain_user(|| remove_tree(&tree)).unwrap();
+        assert!(!tree.exists());
+    }
 
     #[test]
     fn write_atomic_replaces_a_symlink_instead_of_following_it() {

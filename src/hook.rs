@@ -151,24 +151,17 @@ fn deploy(
         summary: pushed.summary.clone(),
         promoted_from: None,
     };
-    let pruned = release::install(layout, &meta, &config.app.linked_dirs, config.keep_releases)?;
+    let was_current = release::install(layout, &meta, &config.app.linked_dirs)?;
     drop(in_use);
-    let unused = build::remove_unused(layout)?;
-    let mut cleaned = Vec::new();
-    if !pruned.is_empty() {
-        cleaned.push(format!("pruned {} releases", pruned.len()));
-    }
-    if !unused.is_empty() {
-        cleaned.push(format!("removed {} unused builds", unused.len()));
-    }
+    let tidied = release::tidy(layout, slot, config.keep_releases, was_current.as_deref());
     writeln!(
         out,
         "{slot}: release {id} {:.1}s{}",
         started.elapsed().as_secs_f64(),
-        if cleaned.is_empty() {
+        if tidied.is_empty() {
             String::new()
         } else {
-            format!(" ({})", cleaned.join(", "))
+            format!(" ({tidied})")
         }
     )?;
     drop(lock);

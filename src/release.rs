@@ -124,18 +124,39 @@ fn real_parents(release: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes `meta` its slot's current release: copies the build in, flips `current`, and
-/// prunes. The caller holds the slot lock and the build's use lock. Returns the ids pruned.
+/// Makes `meta` its slot's current release: copies the build in and flips `current`.
+/// The caller holds the slot lock and the build's use lock. Returns what `current` named
+/// before (for [`tidy`]).
 pub fn install(
     layout: &Layout,
     meta: &ReleaseMeta,
     linked_dirs: &[String],
-    keep: usize,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Option<String>> {
     create(layout, meta, linked_dirs)?;
     let was_current = current(layout, meta.slot);
     flip(layout, meta.slot, &meta.id)?;
-    prune(layout, meta.slot, keep, was_current.as_deref())
+    Ok(was_current)
+}
+
+/// After an install (the caller still holds the slot lock): prunes `slot`'s releases and
+/// removes builds no release uses. The deploy is done by then, so a failure here does
+/// not fail it: it is told in the returned note (e.g. `pruned 2 releases`) and the next
+/// deploy tries again.
+pub fn tidy(layout: &Layout, slot: Slot, keep: usize, was_current: Option<&str>) -> String {
+    let mut done = Vec::new();
+    match prune(layout, slot, keep, was_current) {
+        Ok(pruned) if pruned.is_empty() => {}
+        Ok(pruned) => done.push(format!("pruned {} releases", pruned.len())),
+        Err(e) => done.push(format!("pruning failed, retried next deploy: {e:#}")),
+    }
+    match crate::build::remove_unused(layout) {
+        Ok(unused) if unused.is_empty() => {}
+        Ok(unused) => done.push(format!("removed {} unused builds", unused.len())),
+        Err(e) => done.push(format!(
+            "removing unused builds failed, retried next deploy: {e:#}"
+        )),
+    }
+    done.join(", ")
 }
 
 /// Points `current` of `slot` at release `id`.
@@ -250,7 +271,7 @@ pub fn prune(
         let doomed = layout.release_tmp_dir(slot, &release.id);
         fs::rename(layout.release_dir(slot, &release.id), &doomed)
             .with_context(|| format!("cannot prune release {}", release.id))?;
-        fs::remove_dir_all(&doomed)
+        fsops::remove_tree(&doomed)
             .with_context(|| format!("cannot remove {}", doomed.display()))?;
         removed.push(release.id.clone());
     }

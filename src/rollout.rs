@@ -7,7 +7,6 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use crate::build;
 use crate::config::Config;
 use crate::fsops;
 use crate::layout::Layout;
@@ -104,14 +103,19 @@ pub fn promote(
         ..source
     };
     let in_use = fsops::lock_shared(&layout.build_use_lock(&meta.build_key))?;
-    release::install(layout, &meta, &config.app.linked_dirs, config.keep_releases)?;
+    let was_current = release::install(layout, &meta, &config.app.linked_dirs)?;
     drop(in_use);
-    build::remove_unused(layout)?;
+    let tidied = release::tidy(layout, to, config.keep_releases, was_current.as_deref());
     drop(lock);
     writeln!(
         out,
-        "{to}: release {id} from {from}/{source_id} (build {} reused)",
-        meta.build_key
+        "{to}: release {id} from {from}/{source_id} (build {} reused{})",
+        meta.build_key,
+        if tidied.is_empty() {
+            String::new()
+        } else {
+            format!(", {tidied}")
+        }
     )?;
     verdict::reload(config, to, out)
 }
