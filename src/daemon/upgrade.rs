@@ -3,23 +3,33 @@
 //! A request with `Connection: upgrade` and an `Upgrade` header reaches the worker with
 //! both (they are hop-by-hop, so the proxy strips and then re-adds them). If the worker
 //! answers `101 Switching Protocols`, the client gets that answer and, once both sides
-//! have switched, a tunnel copies bytes both ways until either side closes. Any other
-//! answer is proxied as usual and the client's connection stays HTTP.
+//! have switched, a tunnel copies bytes both ways. Any other answer is proxied as usual
+//! and the client's connection stays HTTP.
 //!
-//! The tunnel counts as a request in flight of its generation: a deploy's drain waits
-//! for it up to `drain_timeout`, then stops the old generation, which closes it. The
+//! The handshake counts in flight like any request; the tunnel after it does not, so a
+//! drain never waits for a tunnel (a WebSocket has no end of its own: waiting would hold
+//! every deploy for the whole `drain_timeout`, and with `app.overlap = false` leave the
+//! slot answering 503 meanwhile). When a generation is stopped its worker's sockets
+//! close, and the tunnels to it end: clients reconnect and reach the new release. When
+//! one side closes, the other is told at once and has `HALF_CLOSED_GRACE` to finish. The
 //! upstream connection belongs to the tunnel and never goes back to the pool.
+
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::pool::Pooled;
 use super::proxy::{plain, strip_hop_by_hop};
 use super::route::InFlight;
 use super::upstream::{self, Body};
+
+/// How long the other side of a tunnel may go on once one side has closed.
+const HALF_CLOSED_GRACE: Duration = Duration::from_secs(5);
 
 /// The protocol `headers` ask to switch to, if they ask for one.
 pub fn asked(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -66,22 +76,42 @@ pub async fn tunnel(
         keep(&mut parts.headers, protocol);
     }
     tokio::spawn(async move {
-        let _in_flight = in_flight;
         let upgraded = tokio::try_join!(client, upstream);
+        // The handshake is done: from here on the tunnel does not hold a drain.
+        drop(in_flight);
         // The upstream connection is the tunnel's now: it is not pooled again.
         drop(connection);
         match upgraded {
-            Ok((client, upstream)) => {
-                let _ = tokio::io::copy_bidirectional(
-                    &mut TokioIo::new(client),
-                    &mut TokioIo::new(upstream),
-                )
-                .await;
-            }
+            Ok((client, upstream)) => join(TokioIo::new(client), TokioIo::new(upstream)).await,
             Err(e) => tracing::debug!("an upgrade did not complete: {e}"),
         }
     });
     Response::from_parts(parts, upstream::empty())
+}
+
+/// Copies bytes both ways between `client` and `worker`. When one side ends (closes, or
+/// its worker was stopped), the other is shut down for writing at once and has
+/// `HALF_CLOSED_GRACE` to finish; then both are closed.
+async fn join<C, W>(client: C, worker: W)
+where
+    C: AsyncRead + AsyncWrite,
+    W: AsyncRead + AsyncWrite,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut worker_read, mut worker_write) = tokio::io::split(worker);
+    let to_worker = async {
+        let _ = tokio::io::copy(&mut client_read, &mut worker_write).await;
+        let _ = worker_write.shutdown().await;
+    };
+    let to_client = async {
+        let _ = tokio::io::copy(&mut worker_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::pin!(to_worker, to_client);
+    tokio::select! {
+        _ = &mut to_worker => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, to_client).await; }
+        _ = &mut to_client => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, to_worker).await; }
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +124,31 @@ mod tests {
             map.append(*name, HeaderValue::from_static(value));
         }
         map
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_carries_both_ways_and_ends_when_the_worker_goes() {
+        use tokio::io::AsyncReadExt;
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (worker, mut worker_peer) = tokio::io::duplex(64);
+        let tunnel = tokio::spawn(join(client, worker));
+        let mut got = [0; 4];
+        client_peer.write_all(b"ping").await.unwrap();
+        worker_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        worker_peer.write_all(b"pong").await.unwrap();
+        client_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+        // The worker is stopped: the client is told at once, and the tunnel ends
+        // after the grace even though the client never closes.
+        drop(worker_peer);
+        let mut rest = Vec::new();
+        client_peer.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        tokio::time::timeout(HALF_CLOSED_GRACE * 2, tunnel)
+            .await
+            .expect("the tunnel ended")
+            .unwrap();
     }
 
     #[test]
