@@ -41,13 +41,20 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub struct Peer {
     pub addr: SocketAddr,
     ip: HeaderValue,
+    /// A client on this host: a TLS terminator in front of us, whose
+    /// `X-Forwarded-Proto`/`-Host` are kept (from anyone else they are overwritten).
+    local: bool,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
-        let ip = HeaderValue::from_str(&addr.ip().to_canonical().to_string())
-            .expect("an IP address is a valid header value");
-        Peer { addr, ip }
+        let ip = addr.ip().to_canonical();
+        Peer {
+            addr,
+            ip: HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a valid header value"),
+            local: ip.is_loopback(),
+        }
     }
 }
 
@@ -141,6 +148,13 @@ pub async fn handle(
         }
         None => body.map_err(BoxError::from).boxed(),
     };
+    // An absolute-form target (`GET http://host/path`) names the host: it replaces the
+    // client's Host (RFC 9112 §3.2.2), and the worker gets the origin form.
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
     forward_headers(&mut parts.headers, &peer);
     if let Some(protocol) = upgrade {
         upgrade::keep(&mut parts.headers, protocol);
@@ -150,8 +164,6 @@ pub async fn handle(
             .headers
             .insert(header::HOST, in_flight.generation().host.clone());
     }
-    // The worker gets the origin form (`/path?query`), also when the client sent the
-    // absolute form.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let target = parts
             .uri
@@ -272,24 +284,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Adds the client to `X-Forwarded-For` (after every value it already had, one header
+/// or several) and sets `X-Forwarded-Proto` and `-Host`, unless a local client (a TLS
+/// terminator on this host) set them: it knows the scheme and host the user saw.
 fn forward_headers(headers: &mut HeaderMap, peer: &Peer) {
     strip_hop_by_hop(headers);
-    let forwarded_for = match headers.get(X_FORWARDED_FOR) {
-        Some(before) => {
-            let mut joined = Vec::with_capacity(before.len() + 2 + peer.ip.len());
-            joined.extend_from_slice(before.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(peer.ip.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
-        }
-        None => Some(peer.ip.clone()),
+    let mut joined = Vec::new();
+    for before in headers.get_all(X_FORWARDED_FOR) {
+        joined.extend_from_slice(before.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    let forwarded_for = if joined.is_empty() {
+        Some(peer.ip.clone())
+    } else {
+        joined.extend_from_slice(peer.ip.as_bytes());
+        HeaderValue::from_bytes(&joined).ok()
     };
     if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
+    if !(peer.local && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !(peer.local && headers.contains_key(X_FORWARDED_HOST)) {
+        if let Some(host) = headers.get(header::HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
     }
 }
 
@@ -345,5 +365,42 @@ mod tests {
         assert_eq!(headers["x-forwarded-host"], "example.com");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarded_for_keeps_every_earlier_hop() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
+        );
+        forward_headers(&mut headers, &Peer::new("192.0.2.7:5000".parse().unwrap()));
+        assert_eq!(
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7"]
+        );
+    }
+
+    #[test]
+    fn only_a_local_proxy_may_set_proto_and_host() {
+        let told = || {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_static("internal:8080"));
+            headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+            headers.insert("x-forwarded-host", HeaderValue::from_static("example.com"));
+            headers
+        };
+        let mut local = told();
+        forward_headers(&mut local, &Peer::new("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(local["x-forwarded-proto"], "https");
+        assert_eq!(local["x-forwarded-host"], "example.com");
+        let mut remote = told();
+        forward_headers(&mut remote, &Peer::new("192.0.2.7:5000".parse().unwrap()));
+        assert_eq!(remote["x-forwarded-proto"], "http");
+        assert_eq!(remote["x-forwarded-host"], "internal:8080");
     }
 }

@@ -385,10 +385,10 @@ fn raw(port: u16, request: &str) -> String {
 #[test]
 fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
     let root = blue_live();
-    // A proxy-style absolute target arrives in origin form, with the client's Host.
+    // A proxy-style absolute target arrives in origin form, with its host as Host.
     let absolute = raw(
         root.blue,
-        "GET http://example.com/request?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close, x-secret\r\nX-Secret: 1\r\n\r\n",
+        "GET http://example.com/request?x=1 HTTP/1.1\r\nHost: other.example\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close, x-secret\r\nX-Secret: 1\r\n\r\n",
     );
     assert!(absolute.starts_with("HTTP/1.1 200"), "{absolute}");
     for line in [
