@@ -118,6 +118,11 @@ impl Layout {
         self.logs_dir().join(format!("{slot}.log"))
     }
 
+    /// Held by the running `bluegreen serve`: one daemon per root.
+    pub fn serve_lock(&self) -> PathBuf {
+        self.root.join("run").join("serve.lock")
+    }
+
     /// Process groups of running generations, so a daemon that was killed can have its
     /// orphans stopped by the next one.
     pub fn workers_dir(&self) -> PathBuf {

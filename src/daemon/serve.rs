@@ -18,6 +18,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::layout::Layout;
+use crate::fsops;
 use crate::release;
 use crate::slot::Slot;
 use crate::state::State;
@@ -69,6 +70,19 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     let config = Config::load(&layout.config_file())?;
     let token = read_token(&config)?;
     let state = State::load(&layout.state_file())?;
+    // A second daemon would take the first one's workers for orphans and stop them.
+    let lock = layout.serve_lock();
+    if let Some(parent) = lock.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let Some(_serving) = fsops::try_lock(&lock)? else {
+        anyhow::bail!(
+            "another bluegreen serve is running on {} (it holds {})",
+            layout.root().display(),
+            lock.display()
+        );
+    };
     let bound = bind(&config)?;
     let orphans = workers::reap_orphans(&layout, config.app.stop_timeout);
     if orphans > 0 {

@@ -196,6 +196,9 @@ impl Supervisor {
         let slot = self.slot;
         self.restart_token += 1; // a deploy or restart now replaces any scheduled restart
         let config = self.daemon.config();
+        // Starting from here: the heartbeat does not count the slot as failing while its
+        // old generation is stopped first (app.overlap = false).
+        self.handle().status().starting = true;
         if !config.app.overlap {
             if let Some(old) = self.live.take() {
                 self.daemon.events.record(
@@ -218,7 +221,6 @@ impl Supervisor {
             false,
             format!("{slot}: starting generation {id} for release {release}"),
         );
-        self.handle().status().starting = true;
         self.starting = Some(Start {
             release: release.clone(),
             since: Instant::now(),

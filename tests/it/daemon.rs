@@ -507,3 +507,19 @@ fn an_upgraded_connection_is_tunnelled_and_closed_when_its_generation_stops() {
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
     assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_root_is_refused_and_changes_nothing() {
+    let root = blue_live();
+    let worker = root.live_pid("blue");
+    let second = root.run(&["serve"]);
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another bluegreen serve is running on "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert_eq!(root.live_pid("blue"), worker, "the first daemon's worker runs on");
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}
