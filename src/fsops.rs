@@ -17,7 +17,10 @@ use nix::fcntl::{Flock, FlockArg};
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = sibling(path, ".tmp");
     let result = (|| {
-        let mut file = File::create(&tmp)?;
+        // Whatever a crash (or anyone) left at the temp name goes; a symlink there is
+        // never written through.
+        remove_any(&tmp)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -243,6 +246,11 @@ mod tests {
         assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
         assert_eq!(fs::read_to_string(&path).unwrap(), "new");
         assert!(!fs::symlink_metadata(&path).unwrap().is_symlink());
+        // Nor through a symlink planted at its temp name.
+        symlink(&outside, sibling(&path, ".tmp")).unwrap();
+        write_atomic(&path, b"newer").unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "newer");
     }
 
     #[test]

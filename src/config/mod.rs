@@ -278,12 +278,35 @@ impl Config {
                 format!("{line}: {key}: {message}")
             }
         })?;
-        if config.slots.blue.listen == config.slots.green.listen {
-            return Err(format!(
-                "{}: slots.green.listen: same address as slots.blue.listen ({})",
-                line_of(text, "[slots.green]"),
-                config.slots.green.listen
-            ));
+        let listeners = [
+            ("router.listen", "[router]", &config.router.listen),
+            ("control.listen", "[control]", &config.control.listen),
+            (
+                "slots.blue.listen",
+                "[slots.blue]",
+                &config.slots.blue.listen,
+            ),
+            (
+                "slots.green.listen",
+                "[slots.green]",
+                &config.slots.green.listen,
+            ),
+        ];
+        for (i, later) in listeners.iter().enumerate() {
+            if let Some(earlier) = listeners[..i].iter().find(|(_, _, a)| *a == later.2) {
+                // Named at the line the file sets it (the other may be a default).
+                let (this, other) = match line_of(text, later.1) {
+                    0 => (earlier, later),
+                    _ => (later, earlier),
+                };
+                return Err(format!(
+                    "{}: {}: same address as {} ({})",
+                    line_of(text, this.1),
+                    this.0,
+                    other.0,
+                    this.2
+                ));
+            }
         }
         Ok(config)
     }

@@ -17,8 +17,8 @@ use super::{
     watch, workers, Daemon, SlotHandle,
 };
 use crate::config::Config;
-use crate::layout::Layout;
 use crate::fsops;
+use crate::layout::Layout;
 use crate::release;
 use crate::slot::Slot;
 use crate::state::State;

@@ -520,6 +520,10 @@ fn a_second_daemon_on_the_same_root_is_refused_and_changes_nothing() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    assert_eq!(root.live_pid("blue"), worker, "the first daemon's worker runs on");
+    assert_eq!(
+        root.live_pid("blue"),
+        worker,
+        "the first daemon's worker runs on"
+    );
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 }

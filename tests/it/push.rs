@@ -268,6 +268,10 @@ fn bad_config_names_file_line_and_key() {
             ":1: branch: `no..pe` is not a valid branch name",
         ),
         ("[router]\nlisten = \"everywhere\"\n", ":2: router.listen:"),
+        (
+            "[router]\nlisten = \"127.0.0.1:8081\"\n",
+            ":1: router.listen: same address as control.listen (127.0.0.1:8081)",
+        ),
     ];
     for (text, want) in cases {
         fs::write(&file, text).unwrap();
