@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use nix::sys::signal::{killpg, Signal};
@@ -183,25 +183,38 @@ async fn migrate(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", words[0]))?;
-    let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+    // Whatever the migration leaves in its group goes when it is done, and with it if
+    // this switch is dropped (the daemon stopping): no orphan.
+    let _group = GroupKiller(child.id().map(|pid| Pid::from_raw(pid as i32)));
     let mut stderr = child.stderr.take().expect("stderr was piped");
     let run = async {
         let mut text = Vec::new();
-        let _ = stderr.read_to_end(&mut text).await;
-        (child.wait().await, text)
+        let status = {
+            let read = stderr.read_to_end(&mut text);
+            tokio::pin!(read);
+            let mut read_all = false;
+            let status = tokio::select! {
+                status = child.wait() => status,
+                _ = &mut read => {
+                    read_all = true;
+                    child.wait().await
+                }
+            };
+            if !read_all {
+                // A background process it left may hold stderr open: take what is
+                // there, do not wait for it.
+                let _ = tokio::time::timeout(Duration::from_millis(500), &mut read).await;
+            }
+            status
+        };
+        (status, text)
     };
     let timeout = config.switch.migrate_timeout;
-    let (status, stderr) = match tokio::time::timeout(timeout, run).await {
-        Ok(result) => result,
-        Err(_) => {
-            if let Some(group) = group {
-                let _ = killpg(group, Signal::SIGKILL);
-            }
-            return Err(format!(
-                "still running after {} (switch.migrate_timeout)",
-                humantime::format_duration(timeout)
-            ));
-        }
+    let Ok((status, stderr)) = tokio::time::timeout(timeout, run).await else {
+        return Err(format!(
+            "still running after {} (switch.migrate_timeout)",
+            humantime::format_duration(timeout)
+        ));
     };
     let status = status.map_err(|e| format!("cannot wait for it: {e}"))?;
     if status.success() {
@@ -219,6 +232,17 @@ async fn migrate(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
             format!(": {tail}")
         }
     ))
+}
+
+/// SIGKILLs a process group when dropped.
+struct GroupKiller(Option<Pid>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -270,6 +270,29 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
         answer.body
     );
     assert_eq!(root.status()["active"], "green");
+
+    // A migration that leaves a background process holding its stderr: the switch does
+    // not wait for that process, and it does not outlive the migration.
+    root.set(
+        "switch.migrate",
+        "sh -c 'sleep 60 & echo left a helper behind >&2'",
+    );
+    root.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(5), "the third config reload", || {
+        (root
+            .control("GET", "/events")
+            .body
+            .matches("config reloaded")
+            .count()
+            == 3)
+            .then_some(())
+    });
+    let answer = root.control("POST", "/switch");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(root.status()["active"], "blue");
+    wait_for(Duration::from_secs(5), "only the two workers left", || {
+        (root.processes().len() == 2).then_some(())
+    });
 }
 
 #[test]
