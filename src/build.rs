@@ -133,6 +133,7 @@ pub fn ensure(
         finished: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         seconds: build_took.as_secs_f64(),
     };
+    fsops::sync_tree(&tmp)?;
     fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(&meta)?)?;
     fs::rename(&tmp, layout.build_dir(key)).with_context(|| {
         format!(
@@ -148,14 +149,7 @@ pub fn ensure(
 /// now (its use lock is free). Returns the keys removed. A build is renamed out of
 /// `builds/` before it is deleted, so a crash never leaves a half-deleted one.
 pub fn remove_unused(layout: &Layout) -> anyhow::Result<Vec<String>> {
-    let mut used = std::collections::HashSet::new();
-    for slot in crate::slot::Slot::ALL {
-        for release in crate::release::list(layout, slot)? {
-            if let Some(meta) = release.meta {
-                used.insert(meta.build_key);
-            }
-        }
-    }
+    let used = used_keys(layout)?;
     let mut removed = Vec::new();
     let dir = layout.builds_dir();
     for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
@@ -167,6 +161,11 @@ pub fn remove_unused(layout: &Layout) -> anyhow::Result<Vec<String>> {
         let Some(_unused) = fsops::try_lock(&layout.build_use_lock(&key))? else {
             continue;
         };
+        // A deploy may have installed a release of it since `used` was listed (it
+        // dropped its use lock just before we took it): look again, under the lock.
+        if used_keys(layout)?.contains(&key) {
+            continue;
+        }
         let doomed = layout
             .build_tmp_root()
             .join(format!("{key}.unused.{}", std::process::id()));
@@ -178,6 +177,19 @@ pub fn remove_unused(layout: &Layout) -> anyhow::Result<Vec<String>> {
         removed.push(key);
     }
     Ok(removed)
+}
+
+/// The build keys the releases of both slots use.
+fn used_keys(layout: &Layout) -> anyhow::Result<std::collections::HashSet<String>> {
+    let mut used = std::collections::HashSet::new();
+    for slot in crate::slot::Slot::ALL {
+        for release in crate::release::list(layout, slot)? {
+            if let Some(meta) = release.meta {
+                used.insert(meta.build_key);
+            }
+        }
+    }
+    Ok(used)
 }
 
 /// Removes what killed or failed builds of `key` left: temp folders, and a `builds/<key>`

@@ -32,6 +32,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     result.with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Flushes the file system holding `dir` to disk: the files of a build or release copied
+/// into it are on disk before the rename that publishes them (a power cut must not leave
+/// a release that looks complete with empty files). One call, not an fsync per file.
+pub fn sync_tree(dir: &Path) -> anyhow::Result<()> {
+    let folder = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    nix::unistd::syncfs(&folder).with_context(|| format!("cannot sync {}", dir.display()))
+}
+
 /// Points the symlink `link` at `target` by making a new link beside it and renaming it
 /// over: readers see the old target or the new one, never no link.
 pub fn flip_symlink(link: &Path, target: &Path) -> anyhow::Result<()> {

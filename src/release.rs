@@ -94,6 +94,7 @@ pub fn create(
         std::os::unix::fs::symlink(&shared, &link)
             .with_context(|| format!("cannot link {} to {}", link.display(), shared.display()))?;
     }
+    fsops::sync_tree(&tmp)?;
     fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(meta)?)?;
     let dir = layout.release_dir(slot, &meta.id);
     fs::rename(&tmp, &dir)

@@ -303,6 +303,14 @@ fn reload_config(daemon: &Daemon) {
             .into_iter()
             .filter_map(|(changed, key)| changed.then_some(key))
             .collect();
+            // What is bound (and sized) now stays in the running config until a restart,
+            // so /status shows the addresses actually served.
+            let mut config = config;
+            config.router.listen = old.router.listen;
+            config.control.listen = old.control.listen;
+            config.slots.blue.listen = old.slots.blue.listen;
+            config.slots.green.listen = old.slots.green.listen;
+            config.mirror.queue = old.mirror.queue;
             *daemon.token.write().expect("token lock: no panic holds it") = token;
             daemon.set_config(config);
             let note = if moved.is_empty() {
