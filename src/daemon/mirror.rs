@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -25,6 +26,10 @@ use crate::slot::Slot;
 
 /// The longest a copy may take before it counts as failed.
 const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The most body bytes the queued copies may hold together: `mirror.queue` bounds their
+/// number, this their memory (1024 copies of 10 MiB would be 10 GiB). Beyond it a copy
+/// counts as `queue_full`.
+const QUEUED_BYTES: u64 = 256 << 20;
 
 /// One copy to send.
 pub struct Job {
@@ -39,13 +44,21 @@ pub struct Mirror {
     /// Bounded by `mirror.queue`: a full queue drops the copy (counted), never blocks
     /// the client.
     tx: mpsc::Sender<Job>,
+    /// Body bytes of the copies in the queue, bounded by `QUEUED_BYTES`.
+    queued_bytes: AtomicU64,
 }
 
 impl Mirror {
     /// The mirror and the receiving end its sender task drains.
     pub fn new(queue: usize) -> (Mirror, mpsc::Receiver<Job>) {
         let (tx, rx) = mpsc::channel(queue);
-        (Mirror { tx }, rx)
+        (
+            Mirror {
+                tx,
+                queued_bytes: AtomicU64::new(0),
+            },
+            rx,
+        )
     }
 
     /// Copies waiting in the queue.
@@ -117,7 +130,19 @@ impl Mirror {
                 }
             }
         }
-        if complete && copy.len() as u64 <= limit {
+        let size = copy.len() as u64;
+        if complete && size <= limit && !self.reserve(size) {
+            self.lost(
+                daemon,
+                "queue_full",
+                &parts.method,
+                &path,
+                format!(
+                    "the queued copies already hold {} MiB of bodies",
+                    QUEUED_BYTES >> 20
+                ),
+            );
+        } else if complete && size <= limit {
             let job = Job {
                 slot: standby,
                 method: parts.method.clone(),
@@ -125,7 +150,11 @@ impl Mirror {
                 headers: parts.headers.clone(),
                 body: Bytes::from(copy),
             };
-            match self.tx.try_send(job) {
+            let sent = self.tx.try_send(job);
+            if sent.is_err() {
+                self.release(size);
+            }
+            match sent {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => self.lost(
                     daemon,
@@ -150,6 +179,19 @@ impl Mirror {
         .boxed()
     }
 
+    /// Counts `size` bytes in the queue, if they fit in `QUEUED_BYTES`.
+    fn reserve(&self, size: u64) -> bool {
+        self.queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + size <= QUEUED_BYTES).then_some(held + size)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, size: u64) {
+        self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+    }
+
     fn lost(
         &self,
         daemon: &Daemon,
@@ -166,6 +208,7 @@ impl Mirror {
 /// Sends queued copies one after another, in order, to the standby's live generation.
 pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
     while let Some(job) = rx.recv().await {
+        daemon.mirror.release(job.body.len() as u64);
         let outcome = send(&daemon, job).await;
         if let Err((reason, method, path, why)) = outcome {
             daemon.mirror.lost(&daemon, reason, &method, &path, why);
@@ -256,5 +299,20 @@ impl hyper::body::Body for Replay {
 
     fn is_end_stream(&self) -> bool {
         self.frames.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_copies_hold_a_bounded_number_of_bytes() {
+        let (mirror, _rx) = Mirror::new(4);
+        assert!(mirror.reserve(QUEUED_BYTES - 10));
+        assert!(!mirror.reserve(11), "over the byte budget");
+        assert!(mirror.reserve(10));
+        mirror.release(QUEUED_BYTES);
+        assert!(mirror.reserve(QUEUED_BYTES), "sent copies free their bytes");
     }
 }
