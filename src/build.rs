@@ -94,7 +94,9 @@ pub fn ensure(
     }
     fs::create_dir_all(layout.build_tmp_root())
         .with_context(|| format!("cannot create {}", layout.build_tmp_root().display()))?;
+    let mut waited = false;
     let _lock = fsops::lock(&layout.build_lock(key), || {
+        waited = true;
         let _ = writeln!(
             out,
             "{label}another push is building this tree; waiting for it"
@@ -103,6 +105,13 @@ pub fn ensure(
     if is_finished(layout, key) {
         return Ok(Outcome::Reused);
     }
+    // The build we waited for failed (or its push was stopped): running it again right
+    // away would run the same build twice for one push of one commit to both slots.
+    anyhow::ensure!(
+        !waited,
+        "the push that was building this tree did not finish it (log {}); a new push retries",
+        layout.build_log(key).display()
+    );
     clear_leftovers(layout, key)?;
 
     let tmp = layout.build_tmp_dir(key);

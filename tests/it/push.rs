@@ -106,6 +106,35 @@ fn concurrent_pushes_of_one_commit_build_once() {
 }
 
 #[test]
+fn concurrent_pushes_of_one_failing_commit_build_once() {
+    let root = Root::new();
+    let count = root.path.parent().unwrap().join("builds-run");
+    root.set(
+        "build.command",
+        "sh -c 'sleep 2; echo x >> \"$COUNT\"; echo no compiler >&2; exit 1'",
+    );
+    root.set("build.env", env_map(&[("COUNT", count.to_str().unwrap())]));
+    root.commit("broken", &[("VERSION", "v1\n")]);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| root.push("blue"));
+        let b = s.spawn(|| root.push("green"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(count_lines(&count), 1, "{}\n{}", a.text, b.text);
+    let both = format!("{}\n{}", a.text, b.text);
+    assert!(both.contains("build failed: "), "{both}");
+    assert!(
+        both.contains("the push that was building this tree did not finish it (log "),
+        "{both}"
+    );
+    assert!(root.current("blue").is_none() && root.current("green").is_none());
+    // A later push of the same tree (a new commit) tries again.
+    root.commit("retry", &[]);
+    root.push("blue").says("build failed: ");
+    assert_eq!(count_lines(&count), 2);
+}
+
+#[test]
 fn two_pushes_to_one_slot_end_with_the_later_one_current() {
     let root = Root::new();
     root.set("build.command", "sleep 1");
