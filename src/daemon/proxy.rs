@@ -24,7 +24,7 @@ use hyper::upgrade::OnUpgrade;
 
 use super::accept::Listener;
 use super::mirror::Mirror;
-use super::pool::{Pool, Pooled};
+use super::pool::{Failure, Pool, Pooled};
 use super::route::{Cached, InFlight};
 use super::upgrade;
 use super::upstream::{self, Body, BoxError};
@@ -198,6 +198,16 @@ pub async fn handle(
                 _in_flight: in_flight,
             };
             Ok(Response::from_parts(parts, body.boxed()))
+        }
+        // The client's own body broke off (an aborted upload): not the worker's fault.
+        Err(Failure::Http(e)) if e.is_user() => {
+            traffic.request(slot, 400);
+            let reason = match std::error::Error::source(&e) {
+                Some(cause) => format!("the request body broke off: {cause}"),
+                None => format!("the request body broke off: {e}"),
+            };
+            tracing::debug!(slot = %slot, "{reason}");
+            Ok(plain(StatusCode::BAD_REQUEST, &reason))
         }
         Err(failure) => {
             traffic.request(slot, 502);

@@ -533,3 +533,33 @@ fn a_second_daemon_on_the_same_root_is_refused_and_changes_nothing() {
     );
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 }
+
+#[test]
+fn an_upload_the_client_abandons_is_not_blamed_on_the_worker() {
+    use std::io::{Read, Write};
+    let root = blue_live();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"POST /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(!answer.contains(" 502 "), "{answer}");
+    wait_for(Duration::from_secs(5), "the request to be counted", || {
+        let metrics = root.control("GET", "/metrics").body;
+        metrics
+            .contains("bluegreen_requests_total{slot=\"blue\",class=\"4xx\"} 1")
+            .then_some(())
+    });
+    let metrics = root.control("GET", "/metrics").body;
+    assert!(
+        metrics.contains("bluegreen_requests_total{slot=\"blue\",class=\"5xx\"} 0")
+            || !metrics.contains("slot=\"blue\",class=\"5xx\""),
+        "{metrics}"
+    );
+    assert!(!root.log().contains("did not answer"), "{}", root.log());
+}
