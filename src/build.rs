@@ -233,6 +233,10 @@ fn clear_leftovers(layout: &Layout, key: &str) -> anyhow::Result<()> {
 /// Kills the process groups of builds of killed hooks: processes whose working folder is
 /// an abandoned temp build folder (of the key whose lock we hold, or of a dead hook).
 fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
+    // /proc shows resolved working folders: compare with the resolved root (the root
+    // may be reached through a symlink).
+    let resolved = fs::canonicalize(tmp_root);
+    let tmp_root = resolved.as_deref().unwrap_or(tmp_root);
     let in_leftover = |pid: &str| {
         let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
         let inside = cwd.strip_prefix(tmp_root).ok()?;

@@ -62,16 +62,19 @@ pub fn flip_symlink(link: &Path, target: &Path) -> anyhow::Result<()> {
 pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
     fs::create_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
     for entry in fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
-        let entry = entry?;
+        let entry = entry.with_context(|| format!("cannot read {}", from.display()))?;
         let name = entry.file_name();
         if skip.iter().any(|s| name == *s) {
             continue;
         }
         let (src, dst) = (entry.path(), to.join(&name));
-        let kind = entry.file_type()?;
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("cannot inspect {}", src.display()))?;
         if kind.is_symlink() {
-            symlink(fs::read_link(&src)?, &dst)
-                .with_context(|| format!("cannot link {}", dst.display()))?;
+            let target =
+                fs::read_link(&src).with_context(|| format!("cannot read {}", src.display()))?;
+            symlink(target, &dst).with_context(|| format!("cannot link {}", dst.display()))?;
         } else if kind.is_dir() {
             copy_tree(&src, &dst, &[])?;
         } else if kind.is_file() {
@@ -79,8 +82,12 @@ pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
         }
     }
-    let mode = fs::metadata(from)?.permissions().mode();
-    fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
+    let mode = fs::metadata(from)
+        .with_context(|| format!("cannot read {}", from.display()))?
+        .permissions()
+        .mode();
+    fs::set_permissions(to, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", to.display()))?;
     Ok(())
 }
 

@@ -72,10 +72,12 @@ fn init_repo(
         writeln!(out, "created   {}", path.display())?;
     }
     let hook = path.join("hooks").join("post-receive");
-    fs::create_dir_all(path.join("hooks"))?;
+    let hooks = path.join("hooks");
+    fs::create_dir_all(&hooks).with_context(|| format!("cannot create {}", hooks.display()))?;
     let dangling = fs::symlink_metadata(&hook).is_ok() && !hook.exists();
     if dangling || fs::symlink_metadata(&hook).is_err() {
-        crate::fsops::remove_any(&hook)?;
+        crate::fsops::remove_any(&hook)
+            .with_context(|| format!("cannot remove {}", hook.display()))?;
         std::os::unix::fs::symlink(binary, &hook)
             .with_context(|| format!("cannot link {} to {}", hook.display(), binary.display()))?;
         writeln!(out, "linked    {} -> {}", hook.display(), binary.display())?;

@@ -79,9 +79,11 @@ pub fn create(
         "build {} is not finished",
         meta.build_key
     );
-    fs::create_dir_all(layout.releases_dir(slot))?;
+    let releases = layout.releases_dir(slot);
+    fs::create_dir_all(&releases)
+        .with_context(|| format!("cannot create {}", releases.display()))?;
     let tmp = layout.release_tmp_dir(slot, &meta.id);
-    fsops::remove_any(&tmp)?;
+    fsops::remove_any(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
     fsops::copy_tree(&build, &tmp, &[build::META])?;
     for dir in linked_dirs {
         let shared = layout.shared_dir(slot).join(dir);
@@ -99,7 +101,9 @@ pub fn create(
     let dir = layout.release_dir(slot, &meta.id);
     fs::rename(&tmp, &dir)
         .with_context(|| format!("cannot move the release into {}", dir.display()))?;
-    fs::File::open(layout.releases_dir(slot))?.sync_all()?;
+    fs::File::open(&releases)
+        .and_then(|folder| folder.sync_all())
+        .with_context(|| format!("cannot sync {}", releases.display()))?;
     Ok(dir)
 }
 
