@@ -212,25 +212,43 @@ async fn run(
         .map(|slot| daemon.reload(slot, false))
         .collect();
     let wait = config.app.ready_timeout + Duration::from_secs(5);
-    for verdict in first {
-        if let Ok(Ok(verdict)) = tokio::time::timeout(wait, verdict).await {
-            if let (true, Some(slot)) = (verdict.live, verdict.slot) {
-                daemon.adopt_if_none(slot);
+    let startup = async {
+        for verdict in first {
+            if let Ok(Ok(verdict)) = tokio::time::timeout(wait, verdict).await {
+                if let (true, Some(slot)) = (verdict.live, verdict.slot) {
+                    daemon.adopt_if_none(slot);
+                }
             }
         }
-    }
-    // Only now: a restored active slot still starting is not a failing one.
-    let heartbeat = tokio::spawn(heartbeat::run(daemon.clone()));
-    systemd::ready();
-
-    while let Some(signal) = signals.recv().await {
-        if signal == signal_hook::consts::SIGHUP {
-            systemd::reloading();
+    };
+    // A stop asked for while the first generations get ready is obeyed at once (systemd
+    // would otherwise wait up to ready_timeout before the drain even starts).
+    let stop_early = async {
+        while let Some(signal) = signals.recv().await {
+            if signal != signal_hook::consts::SIGHUP {
+                return;
+            }
             reload_config(&daemon);
-            systemd::ready();
-            continue;
         }
-        break;
+    };
+    let stopped_early = tokio::select! {
+        _ = startup => false,
+        _ = stop_early => true,
+    };
+    if !stopped_early {
+        // Only now: a restored active slot still starting is not a failing one.
+        let heartbeat = tokio::spawn(heartbeat::run(daemon.clone()));
+        systemd::ready();
+        while let Some(signal) = signals.recv().await {
+            if signal == signal_hook::consts::SIGHUP {
+                systemd::reloading();
+                reload_config(&daemon);
+                systemd::ready();
+                continue;
+            }
+            break;
+        }
+        heartbeat.abort();
     }
 
     systemd::stopping();
@@ -240,7 +258,6 @@ async fn run(
         false,
         "stopping: draining every generation".into(),
     );
-    heartbeat.abort();
     let _ = stop_tx.send(true);
     control.unblock();
     let mut done = Vec::new();

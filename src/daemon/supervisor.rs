@@ -55,6 +55,8 @@ struct Start {
     since: Instant,
     waiters: Vec<oneshot::Sender<Verdict>>,
     restart: bool,
+    /// Ends the wait for readiness when the daemon stops.
+    cancel: Option<oneshot::Sender<()>>,
 }
 
 pub struct Supervisor {
@@ -221,11 +223,13 @@ impl Supervisor {
             false,
             format!("{slot}: starting generation {id} for release {release}"),
         );
+        let (cancel, mut cancelled) = oneshot::channel();
         self.starting = Some(Start {
             release: release.clone(),
             since: Instant::now(),
             waiters,
             restart,
+            cancel: Some(cancel),
         });
         let (daemon, tx) = (self.daemon.clone(), self.tx.clone());
         tokio::spawn(async move {
@@ -237,14 +241,15 @@ impl Supervisor {
                 let generation =
                     Generation::spawn(&daemon.layout, &config, slot, id, &release, port)
                         .map_err(|e| (None, format!("{e:#}")))?;
-                match generation
-                    .wait_ready(
+                let ready = tokio::select! {
+                    ready = generation.wait_ready(
                         &daemon.client,
                         &config.app.health_path,
                         config.app.ready_timeout,
-                    )
-                    .await
-                {
+                    ) => ready,
+                    _ = &mut cancelled => Err("the daemon is stopping".to_string()),
+                };
+                match ready {
                     Ok(()) => Ok(generation),
                     Err(reason) => Err((Some(generation), reason)),
                 }
@@ -343,6 +348,18 @@ impl Supervisor {
             }
             Ok(generation) => {
                 generation.stop(config.app.stop_timeout).await;
+                for w in start.waiters {
+                    let _ = w.send(verdict_failed(
+                        slot,
+                        &release,
+                        "the daemon is stopping".into(),
+                    ));
+                }
+            }
+            Err((generation, _)) if self.shutdown.is_some() => {
+                if let Some(generation) = generation {
+                    generation.stop(config.app.stop_timeout).await;
+                }
                 for w in start.waiters {
                     let _ = w.send(verdict_failed(
                         slot,
@@ -479,6 +496,10 @@ impl Supervisor {
     async fn stop_all(&mut self) {
         let config = self.daemon.config();
         self.restart_token += 1;
+        // A generation still getting ready is not waited for: it is stopped.
+        if let Some(cancel) = self.starting.as_mut().and_then(|s| s.cancel.take()) {
+            let _ = cancel.send(());
+        }
         if let Some((release, waiters)) = self.pending.take() {
             for w in waiters {
                 let _ = w.send(verdict_failed(

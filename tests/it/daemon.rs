@@ -563,3 +563,20 @@ fn an_upload_the_client_abandons_is_not_blamed_on_the_worker() {
     );
     assert!(!root.log().contains("did not answer"), "{}", root.log());
 }
+
+#[test]
+fn sigterm_while_the_first_generation_gets_ready_stops_at_once() {
+    let mut root = Root::new();
+    root.set("app.ready_timeout", "30s");
+    root.commit("never ready", &[("VERSION", "v1\n"), ("FAIL_AFTER", "0")]);
+    root.push("blue");
+    assert!(root.current("blue").is_some());
+    root.serve();
+    wait_for(Duration::from_secs(10), "the worker to start", || {
+        (root.processes().len() == 1).then_some(())
+    });
+    root.signal(Signal::SIGTERM);
+    // Well inside the 30 s ready timeout it would otherwise wait out.
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
+}
