@@ -19,11 +19,12 @@ const BUCKETS: [f64; 12] = [
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub const GENERATION_OUTCOMES: [&str; 3] = ["started", "failed", "restarted"];
 pub const SWITCH_CAUSES: [&str; 4] = ["api", "front", "heartbeat", "cli"];
-pub const MIRROR_OUTCOMES: [&str; 6] = [
+pub const MIRROR_OUTCOMES: [&str; 7] = [
     "sent",
     "standby_down",
     "queue_full",
     "too_large",
+    "active_failed",
     "non_2xx",
     "error",
 ];

@@ -2,9 +2,12 @@
 //!
 //! The body of a mirrored request is buffered up to `mirror.max_body` so one copy can
 //! go to each slot; the client's request goes on at once and never waits for the copy.
-//! Copies go through a bounded queue to one sender task, which keeps their order.
-//! Every copy that cannot be made (standby down, queue full, body too large, an error
-//! or non-2xx answer) is counted by reason and logged with method and path.
+//! The copy is queued once the active slot has answered: a write the active did not take
+//! (no answer, or a 5xx) is not applied to the standby either, so the two do not drift
+//! apart (counted `active_failed`). Copies go through a bounded queue to one sender task,
+//! which keeps their order. Every copy that cannot be made (standby down, queue full,
+//! body too large, an error or non-2xx answer) is counted by reason and logged with
+//! method and path.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -14,7 +17,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Method, Request};
+use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use tokio::sync::mpsc;
@@ -38,6 +41,13 @@ pub struct Job {
     path: String,
     headers: HeaderMap,
     body: Bytes,
+}
+
+/// A copy of a write, waiting for the active slot's answer.
+pub struct Copy {
+    job: Job,
+    /// `mirror.queue`, for the message when it is full.
+    queue: usize,
 }
 
 pub struct Mirror {
@@ -71,8 +81,9 @@ impl Mirror {
         config.mirror.methods.iter().any(|m| m == method.as_str())
     }
 
-    /// Buffers `body` (up to `mirror.max_body`) and queues a copy of the request for
-    /// `standby`; returns the body to send to the active slot.
+    /// Buffers `body` (up to `mirror.max_body`); returns the body to send to the active
+    /// slot and the copy for `standby`, to hand to [`Mirror::answered`] once the active
+    /// has answered.
     pub async fn tee(
         &self,
         daemon: &Daemon,
@@ -80,7 +91,7 @@ impl Mirror {
         parts: &Parts,
         body: Incoming,
         standby: Slot,
-    ) -> Body {
+    ) -> (Body, Option<Copy>) {
         let path = parts
             .uri
             .path_and_query()
@@ -94,7 +105,7 @@ impl Mirror {
         let too_large = || format!("body over mirror.max_body ({limit} bytes)");
         if declared.is_some_and(|n| n > limit) {
             self.lost(daemon, "too_large", &parts.method, &path, too_large());
-            return body.map_err(BoxError::from).boxed();
+            return (body.map_err(BoxError::from).boxed(), None);
         }
         // Read the body up to the limit; what is read is replayed to the active slot.
         let mut frames = VecDeque::new();
@@ -130,55 +141,59 @@ impl Mirror {
                 }
             }
         }
-        let size = copy.len() as u64;
-        if complete && size <= limit && !self.reserve(size) {
-            self.lost(
-                daemon,
-                "queue_full",
-                &parts.method,
-                &path,
-                format!(
-                    "the queued copies already hold {} MiB of bodies",
-                    QUEUED_BYTES >> 20
-                ),
-            );
-        } else if complete && size <= limit {
-            let job = Job {
+        let copy = (complete && copy.len() as u64 <= limit).then(|| Copy {
+            job: Job {
                 slot: standby,
                 method: parts.method.clone(),
-                path: path.clone(),
+                path,
                 headers: parts.headers.clone(),
                 body: Bytes::from(copy),
-            };
-            let sent = self.tx.try_send(job);
-            if sent.is_err() {
-                self.release(size);
-            }
-            match sent {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => self.lost(
-                    daemon,
-                    "queue_full",
-                    &parts.method,
-                    &path,
-                    format!("mirror.queue is full ({})", config.mirror.queue),
-                ),
-                Err(mpsc::error::TrySendError::Closed(_)) => self.lost(
-                    daemon,
-                    "error",
-                    &parts.method,
-                    &path,
-                    "the mirror sender has stopped".into(),
-                ),
-            }
-        }
-        Replay {
+            },
+            queue: config.mirror.queue,
+        });
+        let body = Replay {
             frames,
             rest: if complete { None } else { Some(body) },
         }
-        .boxed()
+        .boxed();
+        (body, copy)
     }
 
+    /// The active slot answered `copy`'s request with `status` (`None`: no answer). A
+    /// write it took goes to the standby's queue; one it did not is not applied there.
+    pub fn answered(&self, daemon: &Daemon, copy: Copy, status: Option<StatusCode>) {
+        let Copy { job, queue } = copy;
+        match status {
+            Some(status) if !status.is_server_error() => {}
+            _ => {
+                let why = status.map_or_else(
+                    || "the active slot gave no answer".to_string(),
+                    |status| format!("the active slot answered {status}"),
+                );
+                return self.lost(daemon, "active_failed", &job.method, &job.path, why);
+            }
+        }
+        let size = job.body.len() as u64;
+        if !self.reserve(size) {
+            let why = format!(
+                "the queued copies already hold {} MiB of bodies",
+                QUEUED_BYTES >> 20
+            );
+            return self.lost(daemon, "queue_full", &job.method, &job.path, why);
+        }
+        let (method, path) = (job.method.clone(), job.path.clone());
+        let (reason, why) = match self.tx.try_send(job) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                ("queue_full", format!("mirror.queue is full ({queue})"))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                ("error", "the mirror sender has stopped".to_string())
+            }
+        };
+        self.release(size);
+        self.lost(daemon, reason, &method, &path, why);
+    }
     /// Counts `size` bytes in the queue, if they fit in `QUEUED_BYTES`.
     fn reserve(&self, size: u64) -> bool {
         self.queued_bytes

@@ -137,7 +137,7 @@ pub async fn handle(
         .is_some()
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
-    let body = match mirror {
+    let (body, copy) = match mirror {
         Some(config) => {
             Box::pin(
                 daemon
@@ -146,7 +146,7 @@ pub async fn handle(
             )
             .await
         }
-        None => body.map_err(BoxError::from).boxed(),
+        None => (body.map_err(BoxError::from).boxed(), None),
     };
     // An absolute-form target (`GET http://host/path`) names the host: it replaces the
     // client's Host (RFC 9112 §3.2.2), and the worker gets the origin form.
@@ -177,7 +177,12 @@ pub async fn handle(
 
     let started = Instant::now();
     let port = in_flight.generation().port;
-    match pool.send(port, Request::from_parts(parts, body)).await {
+    let sent = pool.send(port, Request::from_parts(parts, body)).await;
+    if let Some(copy) = copy {
+        let status = sent.as_ref().ok().map(|(response, _)| response.status());
+        daemon.mirror.answered(daemon, copy, status);
+    }
+    match sent {
         Ok((response, connection)) => {
             traffic.latency(started.elapsed());
             traffic.request(slot, response.status().as_u16());

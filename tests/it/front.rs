@@ -192,6 +192,21 @@ fn mirroring_copies_writes_to_the_standby() {
             .then_some(())
     });
     assert!(!root.get(root.green, "/items").body.contains("second"));
+
+    // A write the active slot fails (a folder where blue would store it: a 500) is not
+    // applied to the standby either.
+    std::fs::create_dir_all(root.path.join("blue/shared/data/clash")).unwrap();
+    let post = http("POST", &root.url(root.front, "/items/clash"), Some("x")).unwrap();
+    assert_eq!(post.status, 500, "{}", post.body);
+    http("POST", &root.url(root.front, "/items/fourth"), Some("both")).unwrap();
+    wait_for(Duration::from_secs(5), "the fourth item on green", || {
+        root.get(root.green, "/items")
+            .body
+            .contains("fourth")
+            .then_some(())
+    });
+    assert!(!root.get(root.green, "/items").body.contains("clash"));
+    assert_eq!(root.status()["mirroring"]["counters"]["active_failed"], 1);
 }
 
 #[test]
