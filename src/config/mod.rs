@@ -293,7 +293,7 @@ impl Config {
             ),
         ];
         for (i, later) in listeners.iter().enumerate() {
-            if let Some(earlier) = listeners[..i].iter().find(|(_, _, a)| *a == later.2) {
+            if let Some(earlier) = listeners[..i].iter().find(|(_, _, a)| clash(a, later.2)) {
                 // Named at the line the file sets it (the other may be a default).
                 let (this, other) = match line_of(text, later.1) {
                     0 => (earlier, later),
@@ -316,6 +316,12 @@ impl Config {
         toml::to_string_pretty(self)
             .expect("a Config always serialises: only strings, numbers and tables")
     }
+}
+
+/// Whether two listen addresses cannot both be bound: the same one, or the same port
+/// where one of them is every address (`0.0.0.0`, `::`).
+fn clash(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a == b || (a.port() == b.port() && (a.ip().is_unspecified() || b.ip().is_unspecified()))
 }
 
 /// The 1-based line of `offset`, and the dotted key defined on that line.
@@ -400,6 +406,10 @@ mod tests {
             (
                 "[app]\nlinked_dirs = [\"../up\"]\n",
                 "2: app.linked_dirs: `../up` must be",
+            ),
+            (
+                "[slots.green]\nlisten = \"0.0.0.0:9090\"\n",
+                "1: slots.green.listen: same address as slots.blue.listen (0.0.0.0:9090)",
             ),
         ];
         for (text, want) in cases {

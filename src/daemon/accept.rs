@@ -23,8 +23,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use super::headers::Peer;
 use super::pool::Pool;
-use super::proxy::{self, Local, Peer};
+use super::proxy::{self, Local};
 use super::Daemon;
 use crate::slot::Slot;
 

@@ -43,11 +43,25 @@ pub struct Job {
     body: Bytes,
 }
 
-/// A copy of a write, waiting for the active slot's answer.
-pub struct Copy {
-    job: Job,
+/// A copy of a write, waiting for the active slot's answer. Dropped without one (the
+/// client left, or the daemon stopped, while the active was answering), it is counted
+/// and logged as not mirrored.
+pub struct PendingCopy {
+    job: Option<Job>,
     /// `mirror.queue`, for the message when it is full.
     queue: usize,
+    daemon: Arc<Daemon>,
+}
+
+impl Drop for PendingCopy {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            let why = "the request ended before the active slot answered (it may have applied it)";
+            self.daemon
+                .mirror
+                .lost(&self.daemon, "error", &job.method, &job.path, why.into());
+        }
+    }
 }
 
 pub struct Mirror {
@@ -86,12 +100,12 @@ impl Mirror {
     /// has answered.
     pub async fn tee(
         &self,
-        daemon: &Daemon,
+        daemon: &Arc<Daemon>,
         config: &Config,
         parts: &Parts,
         body: Incoming,
         standby: Slot,
-    ) -> (Body, Option<Copy>) {
+    ) -> (Body, Option<PendingCopy>) {
         let path = parts
             .uri
             .path_and_query()
@@ -141,15 +155,16 @@ impl Mirror {
                 }
             }
         }
-        let copy = (complete && copy.len() as u64 <= limit).then(|| Copy {
-            job: Job {
+        let copy = (complete && copy.len() as u64 <= limit).then(|| PendingCopy {
+            job: Some(Job {
                 slot: standby,
                 method: parts.method.clone(),
                 path,
                 headers: parts.headers.clone(),
                 body: Bytes::from(copy),
-            },
+            }),
             queue: config.mirror.queue,
+            daemon: daemon.clone(),
         });
         let body = Replay {
             frames,
@@ -161,8 +176,10 @@ impl Mirror {
 
     /// The active slot answered `copy`'s request with `status` (`None`: no answer). A
     /// write it took goes to the standby's queue; one it did not is not applied there.
-    pub fn answered(&self, daemon: &Daemon, copy: Copy, status: Option<StatusCode>) {
-        let Copy { job, queue } = copy;
+    pub fn answered(&self, daemon: &Daemon, mut copy: PendingCopy, status: Option<StatusCode>) {
+        let (Some(job), queue) = (copy.job.take(), copy.queue) else {
+            return;
+        };
         match status {
             Some(status) if !status.is_server_error() => {}
             _ => {

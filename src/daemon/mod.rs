@@ -12,6 +12,7 @@ mod control;
 mod events;
 mod front_switch;
 mod generation;
+mod headers;
 mod heartbeat;
 mod local;
 mod metrics;

@@ -23,8 +23,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::headers::strip_hop_by_hop;
 use super::pool::Pooled;
-use super::proxy::{plain, strip_hop_by_hop};
+use super::proxy::plain;
 use super::route::InFlight;
 use super::upstream::{self, Body};
 

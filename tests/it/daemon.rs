@@ -411,6 +411,16 @@ fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
         !absolute.contains("connection: close, x-secret"),
         "{absolute}"
     );
+    // Credentials in an absolute-form target never reach the worker's Host.
+    let credentials = raw(
+        root.blue,
+        "GET http://user:secret@example.com:8080/request HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        credentials.contains("host: example.com:8080\n"),
+        "{credentials}"
+    );
+    assert!(!credentials.contains("secret"), "{credentials}");
     // An HTTP/1.0 client without Host: the worker still gets a Host.
     let old = raw(root.blue, "GET /request HTTP/1.0\r\n\r\n");
     assert!(old.contains("target: /request\n"), "{old}");
@@ -445,10 +455,12 @@ fn echo_tunnel(port: u16) -> (std::io::BufReader<std::net::TcpStream>, String) {
 /// Sends `line` through the tunnel and reads what comes back (nothing once it is closed).
 fn echo(tunnel: &mut std::io::BufReader<std::net::TcpStream>, line: &str) -> String {
     use std::io::{BufRead, Write};
-    // A write to a closed tunnel may fail; the read then tells.
+    // A write to a closed tunnel may fail; the read then tells (EOF: nothing back).
     let _ = tunnel.get_mut().write_all(line.as_bytes());
     let mut back = String::new();
-    let _ = tunnel.read_line(&mut back);
+    if let Err(e) = tunnel.read_line(&mut back) {
+        panic!("the tunnel neither answered nor closed: {e}");
+    }
     back
 }
 

@@ -446,3 +446,31 @@ fn a_remote_peer_needs_the_token_to_switch() {
     let served = from_peer("GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n");
     assert!(served.contains("v1 from green"), "{served}");
 }
+
+#[test]
+fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
+    use std::io::Write;
+    let mut root = Root::new();
+    root.serve();
+    root.commit("slow", &[("VERSION", "v1\n"), ("SLOW_MS", "1000")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.front)).unwrap();
+    stream
+        .write_all(b"POST /items/gone HTTP/1.1\r\nHost: app\r\nContent-Length: 1\r\n\r\nx")
+        .unwrap();
+    wait_for(Duration::from_secs(5), "the write in flight", || {
+        (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(())
+    });
+    drop(stream);
+    wait_for(Duration::from_secs(10), "the mirror error counter", || {
+        (root.status()["mirroring"]["counters"]["error"] == 1).then_some(())
+    });
+    assert!(
+        root.log().contains(
+            "not mirrored: POST /items/gone: the request ended before the active slot answered"
+        ),
+        "{}",
+        root.log()
+    );
+}

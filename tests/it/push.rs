@@ -109,29 +109,52 @@ fn concurrent_pushes_of_one_commit_build_once() {
 fn concurrent_pushes_of_one_failing_commit_build_once() {
     let root = Root::new();
     let count = root.path.parent().unwrap().join("builds-run");
+    let go = root.path.parent().unwrap().join("go");
+    // The build holds until the test says go, then fails.
     root.set(
         "build.command",
-        "sh -c 'sleep 2; echo x >> \"$COUNT\"; echo no compiler >&2; exit 1'",
+        "sh -c 'echo x >> \"$COUNT\"; while [ ! -e \"$GO\" ]; do sleep 0.05; done; echo no compiler >&2; exit 1'",
     );
-    root.set("build.env", env_map(&[("COUNT", count.to_str().unwrap())]));
+    root.set(
+        "build.env",
+        env_map(&[
+            ("COUNT", count.to_str().unwrap()),
+            ("GO", go.to_str().unwrap()),
+        ]),
+    );
     root.commit("broken", &[("VERSION", "v1\n")]);
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| root.push("blue"));
+        wait_for(Duration::from_secs(10), "blue's build to start", || {
+            (count_lines(&count) == 1).then_some(())
+        });
         let b = s.spawn(|| root.push("green"));
+        wait_for(
+            Duration::from_secs(10),
+            "green's push to wait for the build lock",
+            || waiting_for_a_lock(&root.processes()).then_some(()),
+        );
+        fs::write(&go, "").unwrap();
         (a.join().unwrap(), b.join().unwrap())
     });
     assert_eq!(count_lines(&count), 1, "{}\n{}", a.text, b.text);
-    let both = format!("{}\n{}", a.text, b.text);
-    assert!(both.contains("build failed: "), "{both}");
-    assert!(
-        both.contains("the push that was building this tree did not finish it (log "),
-        "{both}"
-    );
+    a.says("build failed: ");
+    b.says("the push that was building this tree did not finish it (log ");
     assert!(root.current("blue").is_none() && root.current("green").is_none());
     // A later push of the same tree (a new commit) tries again.
     root.commit("retry", &[]);
     root.push("blue").says("build failed: ");
     assert_eq!(count_lines(&count), 2);
+}
+
+/// Whether one of `pids` is blocked waiting for a file lock (`->` lines of /proc/locks).
+fn waiting_for_a_lock(pids: &[u32]) -> bool {
+    let locks = fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks
+        .lines()
+        .filter(|line| line.contains("->"))
+        .filter_map(|line| line.split_whitespace().nth(5)?.parse::<u32>().ok())
+        .any(|pid| pids.contains(&pid))
 }
 
 #[test]

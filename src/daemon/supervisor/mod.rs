@@ -5,7 +5,7 @@
 //! of starts, exits, restart timers, shutdown. A start runs in its own task and reports
 //! back, so the supervisor keeps answering while a generation gets ready. A reload that
 //! arrives during a start waits for it, then starts its release (the newest wins). A
-//! crashed live generation is restarted with backoff; a failed start that leaves the
+//! crashed live generation is restarted with backoff ([`restart`]); a failed start that leaves the
 //! slot with no live generation brings the last release that was live back (remembered
 //! in `state.json`, so also after a restart of the daemon), and keeps retrying it with
 //! backoff. The first start after the daemon starts is retried the same way: after a
@@ -13,7 +13,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -24,10 +24,7 @@ use crate::release;
 use crate::slot::Slot;
 use crate::verdict::Verdict;
 
-/// Longest pause between restarts of a crashing generation.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// A generation live this long resets the backoff.
-const HEALTHY_RESET: Duration = Duration::from_secs(60);
+mod restart;
 
 pub enum Msg {
     /// Run the slot's current release. `if_changed`: skip when it already runs (or just
@@ -421,75 +418,6 @@ impl Supervisor {
             if self.shutdown.is_none() {
                 self.begin(release, waiters, false).await;
             }
-        }
-    }
-
-    async fn exited(&mut self, generation: u64) {
-        let slot = self.slot;
-        let Some(live) = self.live.clone().filter(|g| g.id == generation) else {
-            return;
-        };
-        if live.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        self.live = None;
-        self.handle().route.clear(format!(
-            "{slot}'s generation {generation} crashed; restarting"
-        ));
-        live.flush_output().await;
-        if self.live_since.elapsed() >= HEALTHY_RESET {
-            self.backoff_attempts = 0;
-        }
-        let message = format!(
-            "{slot}: generation {generation} (pid {}) exited while live{}",
-            live.pid,
-            live.tail_text()
-        );
-        self.handle().set_error(Some(message.clone()));
-        self.daemon
-            .events
-            .record("crash", Some(slot), true, message);
-        // Whatever it left in its group goes with it.
-        let stop = self.daemon.config().app.stop_timeout;
-        let dead = live.clone();
-        self.draining.retain(|h| !h.is_finished());
-        self.draining
-            .push(tokio::spawn(async move { dead.stop(stop).await }));
-        if self.starting.is_none() {
-            self.schedule_restart(live.release.clone());
-        }
-    }
-
-    fn schedule_restart(&mut self, release: String) {
-        let delay = Duration::from_secs(1 << self.backoff_attempts.min(6)).min(MAX_BACKOFF);
-        self.backoff_attempts += 1;
-        self.restart_token += 1;
-        self.restart_release = Some(release);
-        self.handle().status().restarts += 1;
-        let slot = self.slot;
-        self.daemon.events.record(
-            "restart",
-            Some(slot),
-            true,
-            format!("{slot}: restarting in {}s", delay.as_secs()),
-        );
-        let (tx, token) = (self.tx.clone(), self.restart_token);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(Msg::RestartDue { token });
-        });
-    }
-
-    async fn restart_due(&mut self, token: u64) {
-        if token != self.restart_token
-            || self.starting.is_some()
-            || self.live.is_some()
-            || self.shutdown.is_some()
-        {
-            return;
-        }
-        if let Some(release) = self.restart_release.take() {
-            self.begin(release, Vec::new(), true).await;
         }
     }
 

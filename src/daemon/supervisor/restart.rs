@@ -1,0 +1,83 @@
+//! A crashed live generation: its restart on the same release with backoff (1 s
+//! doubling to 60 s, reset after a minute live), and the timer that brings it back.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Msg, Supervisor};
+
+/// Longest pause between restarts of a crashing generation.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A generation live this long resets the backoff.
+const HEALTHY_RESET: Duration = Duration::from_secs(60);
+
+impl Supervisor {
+    pub(super) async fn exited(&mut self, generation: u64) {
+        let slot = self.slot;
+        let Some(live) = self.live.clone().filter(|g| g.id == generation) else {
+            return;
+        };
+        if live.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        self.live = None;
+        self.handle().route.clear(format!(
+            "{slot}'s generation {generation} crashed; restarting"
+        ));
+        live.flush_output().await;
+        if self.live_since.elapsed() >= HEALTHY_RESET {
+            self.backoff_attempts = 0;
+        }
+        let message = format!(
+            "{slot}: generation {generation} (pid {}) exited while live{}",
+            live.pid,
+            live.tail_text()
+        );
+        self.handle().set_error(Some(message.clone()));
+        self.daemon
+            .events
+            .record("crash", Some(slot), true, message);
+        // Whatever it left in its group goes with it.
+        let stop = self.daemon.config().app.stop_timeout;
+        let dead = live.clone();
+        self.draining.retain(|h| !h.is_finished());
+        self.draining
+            .push(tokio::spawn(async move { dead.stop(stop).await }));
+        if self.starting.is_none() {
+            self.schedule_restart(live.release.clone());
+        }
+    }
+
+    pub(super) fn schedule_restart(&mut self, release: String) {
+        let delay = Duration::from_secs(1 << self.backoff_attempts.min(6)).min(MAX_BACKOFF);
+        self.backoff_attempts += 1;
+        self.restart_token += 1;
+        self.restart_release = Some(release);
+        self.handle().status().restarts += 1;
+        let slot = self.slot;
+        self.daemon.events.record(
+            "restart",
+            Some(slot),
+            true,
+            format!("{slot}: restarting in {}s", delay.as_secs()),
+        );
+        let (tx, token) = (self.tx.clone(), self.restart_token);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::RestartDue { token });
+        });
+    }
+
+    pub(super) async fn restart_due(&mut self, token: u64) {
+        if token != self.restart_token
+            || self.starting.is_some()
+            || self.live.is_some()
+            || self.shutdown.is_some()
+        {
+            return;
+        }
+        if let Some(release) = self.restart_release.take() {
+            self.begin(release, Vec::new(), true).await;
+        }
+    }
+}
