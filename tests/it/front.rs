@@ -234,40 +234,34 @@ fn a_mirror_to_a_stopped_standby_is_counted_and_the_client_does_not_wait() {
     );
 }
 
+/// Sets `switch.migrate` and waits for the running daemon to take it (its `nth` reload).
+fn set_migrate(root: &Root, command: &str, nth: usize) {
+    root.set("switch.migrate", command);
+    root.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(5), "the config reload", || {
+        let events = root.control("GET", "/events").body;
+        (events.matches("config reloaded").count() == nth).then_some(())
+    });
+}
+
 #[test]
 fn migration_runs_before_the_switch_and_can_abort_it() {
     let root = both_live();
     root.run(&["mirroring", "off"]);
     http("POST", &root.url(root.front, "/items/kept"), Some("data")).unwrap();
     assert!(!root.get(root.green, "/items").body.contains("kept"));
-    root.set("switch.migrate", "sh -c 'cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_SLOT->$TO_SLOT $TO_REDIS_PORT\" > \"$TO_DIR/data/migrated\"'");
-    root.signal(nix::sys::signal::Signal::SIGHUP);
-    wait_for(Duration::from_secs(5), "the config reload", || {
-        root.control("GET", "/events")
-            .body
-            .contains("config reloaded")
-            .then_some(())
-    });
+    set_migrate(&root, "sh -c 'cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_SLOT->$TO_SLOT $TO_REDIS_PORT\" > \"$TO_DIR/data/migrated\"'", 1);
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 200, "{}", answer.body);
     let items = root.get(root.front, "/items").body;
     assert!(items.contains("\"kept\":\"data\""), "{items}");
     assert!(items.contains("blue->green 6380"), "{items}");
 
-    root.set(
-        "switch.migrate",
+    set_migrate(
+        &root,
         "sh -c 'echo cannot reach the database >&2; exit 1'",
+        2,
     );
-    root.signal(nix::sys::signal::Signal::SIGHUP);
-    wait_for(Duration::from_secs(5), "the second config reload", || {
-        (root
-            .control("GET", "/events")
-            .body
-            .matches("config reloaded")
-            .count()
-            == 2)
-            .then_some(())
-    });
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 409);
     assert!(
@@ -288,20 +282,7 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
 
     // A migration that leaves a background process holding its stderr: the switch does
     // not wait for that process, and it does not outlive the migration.
-    root.set(
-        "switch.migrate",
-        "sh -c 'sleep 60 & echo left a helper behind >&2'",
-    );
-    root.signal(nix::sys::signal::Signal::SIGHUP);
-    wait_for(Duration::from_secs(5), "the third config reload", || {
-        (root
-            .control("GET", "/events")
-            .body
-            .matches("config reloaded")
-            .count()
-            == 3)
-            .then_some(())
-    });
+    set_migrate(&root, "sh -c 'sleep 60 & echo left a helper behind >&2'", 3);
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(root.status()["active"], "blue");

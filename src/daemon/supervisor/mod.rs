@@ -269,8 +269,27 @@ impl Supervisor {
             .take()
             .expect("a start result only comes for the start in progress");
         let config = self.daemon.config();
+        if self.shutdown.is_some() {
+            // Stopping: whatever got started goes, ready or not (pending reloads were
+            // answered by `stop_all`).
+            let generation = match result {
+                Ok(generation) => Some(generation),
+                Err((generation, _)) => generation,
+            };
+            if let Some(generation) = generation {
+                generation.stop(config.app.stop_timeout).await;
+            }
+            for w in start.waiters {
+                let _ = w.send(verdict_failed(
+                    slot,
+                    &release,
+                    "the daemon is stopping".into(),
+                ));
+            }
+            return;
+        }
         match result {
-            Ok(generation) if self.shutdown.is_none() => {
+            Ok(generation) => {
                 let took = start.since.elapsed();
                 let old = self.handle().route.set(generation.clone());
                 self.live = Some(generation.clone());
@@ -343,28 +362,6 @@ impl Supervisor {
                     let _ = w.send(verdict.clone());
                 }
             }
-            Ok(generation) => {
-                generation.stop(config.app.stop_timeout).await;
-                for w in start.waiters {
-                    let _ = w.send(verdict_failed(
-                        slot,
-                        &release,
-                        "the daemon is stopping".into(),
-                    ));
-                }
-            }
-            Err((generation, _)) if self.shutdown.is_some() => {
-                if let Some(generation) = generation {
-                    generation.stop(config.app.stop_timeout).await;
-                }
-                for w in start.waiters {
-                    let _ = w.send(verdict_failed(
-                        slot,
-                        &release,
-                        "the daemon is stopping".into(),
-                    ));
-                }
-            }
             Err((generation, reason)) => {
                 if let Some(generation) = generation {
                     generation.stop(config.app.stop_timeout).await;
@@ -405,19 +402,15 @@ impl Supervisor {
                 for w in start.waiters {
                     let _ = w.send(verdict_failed(slot, &release, message.clone()));
                 }
-                if self.shutdown.is_none() {
-                    if start.restart {
-                        self.schedule_restart(release);
-                    } else if let Some(good) = fallback {
-                        self.schedule_restart(good);
-                    }
+                if start.restart {
+                    self.schedule_restart(release);
+                } else if let Some(good) = fallback {
+                    self.schedule_restart(good);
                 }
             }
         }
         if let Some((release, waiters)) = self.pending.take() {
-            if self.shutdown.is_none() {
-                self.begin(release, waiters, false).await;
-            }
+            self.begin(release, waiters, false).await;
         }
     }
 
