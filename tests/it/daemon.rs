@@ -206,15 +206,18 @@ fn sighup_with_a_broken_config_keeps_running() {
     );
 }
 
-#[test]
-fn rollback_while_serving_runs_the_previous_release() {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue");
+/// A served root where blue runs v2, pushed over v1.
+fn v2_over_v1_on_blue() -> Root {
+    let root = blue_live();
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue");
     root.wait_body(root.blue, "v2 from blue");
+    root
+}
+
+#[test]
+fn rollback_while_serving_runs_the_previous_release() {
+    let root = v2_over_v1_on_blue();
     let out = root.run(&["rollback", "blue"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
@@ -224,13 +227,7 @@ fn rollback_while_serving_runs_the_previous_release() {
 
 #[test]
 fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
-    let mut root = Root::new();
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue");
-    root.commit("v2", &[("VERSION", "v2\n")]);
-    root.push("blue");
-    root.wait_body(root.blue, "v2 from blue");
+    let root = v2_over_v1_on_blue();
     // A manual flip, like an operator's `ln -sfn` + `mv -T`, without telling the daemon.
     let first = root.releases("blue")[0].clone();
     let link = root.path.join("blue/current");

@@ -156,6 +156,16 @@ fn the_heartbeat_stays_put_when_both_slots_fail() {
     assert_eq!(root.status()["active"], "blue");
 }
 
+/// Waits for green's item list to show `text` (a mirrored copy arrived).
+fn green_gets(root: &Root, text: &str) {
+    wait_for(Duration::from_secs(5), "the mirrored copy on green", || {
+        root.get(root.green, "/items")
+            .body
+            .contains(text)
+            .then_some(())
+    });
+}
+
 #[test]
 fn mirroring_copies_writes_to_the_standby() {
     let root = both_live();
@@ -165,12 +175,7 @@ fn mirroring_copies_writes_to_the_standby() {
         .get(root.blue, "/items")
         .body
         .contains("\"first\":\"hello\""));
-    wait_for(Duration::from_secs(5), "the mirrored copy on green", || {
-        root.get(root.green, "/items")
-            .body
-            .contains("\"first\":\"hello\"")
-            .then_some(())
-    });
+    green_gets(&root, "\"first\":\"hello\"");
 
     let out = root.run(&["mirroring", "off"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "mirroring off");
@@ -185,12 +190,7 @@ fn mirroring_copies_writes_to_the_standby() {
     // A later mirrored write proves the queue is empty, so "second" was never copied.
     root.run(&["mirroring", "on"]);
     http("POST", &root.url(root.front, "/items/third"), Some("both")).unwrap();
-    wait_for(Duration::from_secs(5), "the third item on green", || {
-        root.get(root.green, "/items")
-            .body
-            .contains("third")
-            .then_some(())
-    });
+    green_gets(&root, "third");
     assert!(!root.get(root.green, "/items").body.contains("second"));
 
     // A write the active slot fails (a folder where blue would store it: a 500) is not
@@ -199,12 +199,7 @@ fn mirroring_copies_writes_to_the_standby() {
     let post = http("POST", &root.url(root.front, "/items/clash"), Some("x")).unwrap();
     assert_eq!(post.status, 500, "{}", post.body);
     http("POST", &root.url(root.front, "/items/fourth"), Some("both")).unwrap();
-    wait_for(Duration::from_secs(5), "the fourth item on green", || {
-        root.get(root.green, "/items")
-            .body
-            .contains("fourth")
-            .then_some(())
-    });
+    green_gets(&root, "fourth");
     assert!(!root.get(root.green, "/items").body.contains("clash"));
     assert_eq!(root.status()["mirroring"]["counters"]["active_failed"], 1);
 }
