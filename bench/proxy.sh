@@ -3,16 +3,19 @@
 #
 # One upstream config (nginx, 1 worker, `return 200 "hello\n"`), instantiated twice:
 #   - "up-direct": started by this script; wrk hits it directly (row nginx-direct), and an
-#     nginx reverse proxy (2 workers, upstream keepalive 64, HTTP/1.1, Connection "")
+#     nginx reverse proxy (2 workers, upstream keepalive 64, HTTP/1.1, Connection "", and
+#     the header work bluegreen does: Host passed on, X-Forwarded-For/-Proto/-Host set)
 #     forwards to it (row nginx-proxy);
 #   - started by bluegreen itself as blue's worker generation ([app] command runs
 #     `sh -c 'sed ... && exec nginx ...'` on the generation's {port}); wrk goes through
 #     blue's slot listener (row bluegreen-slot) and the front router (row bluegreen-front).
-# Each row: 3 s warm-up, then `wrk -t2 -c64 -d15s --latency` (DURATION to change it).
-# Also: the proxy's CPU seconds during the run, and the daemon's RSS (VmRSS) idle, the
-# peak sampled every second under load, and after.
+# Each row: 3 s warm-up, then `wrk -t2 -c64 -d15s --latency` (DURATION to change it),
+# ROUNDS times (default 3) with the rows taking turns, so that a slow minute of this shared
+# machine falls on every row alike; the table gives each row's median over the rounds, and
+# the ratio per round. Also: the proxy's CPU per request (user and kernel), and the
+# daemon's RSS (VmRSS) idle, the peak sampled every second under load, and after.
 # Everything (wrk, proxies, upstreams) shares this machine's cores: compare the ratios.
-# Usage: bench/proxy.sh   (env: BLUEGREEN_BIN, DURATION=15s, KEEP_TMP=1)
+# Usage: bench/proxy.sh   (env: BLUEGREEN_BIN, DURATION=15s, ROUNDS=3, KEEP_TMP=1)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
@@ -20,6 +23,7 @@ trap cleanup EXIT INT TERM
 need_tools nginx wrk
 bg_bin
 DURATION="${DURATION:-15s}"
+ROUNDS="${ROUNDS:-3}"
 mktmp WORK
 mkdir -p "$WORK/tmp"
 TICK=$(getconf CLK_TCK)
@@ -64,6 +68,11 @@ http {
             proxy_pass http://up;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # What bluegreen does to every request, so both proxies do the same work.
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
         }
     }
 }
@@ -88,59 +97,78 @@ for p in "$UP_PORT" "$PX_PORT" "$BLUE_PORT" "$FRONT"; do
     [[ "$(curl -fsS "http://127.0.0.1:$p/")" == hello ]] || { echo "port $p does not answer hello" >&2; exit 1; }
 done
 
-cpu_ticks() { # PID...: utime+stime of these processes and their children (threads included)
-    local total=0 p kids
+cpu_ticks() { # PID...: "utime stime" of these processes and their children (threads included)
+    local user=0 sys=0 p kids
     for p in "$@"; do
         kids=$(pgrep -P "$p" || true)
         for k in $p $kids; do
             [[ -r /proc/$k/stat ]] || continue
-            total=$((total + $(awk '{print $14 + $15}' "/proc/$k/stat")))
+            read -r u s < <(awk '{print $14, $15}' "/proc/$k/stat")
+            user=$((user + u)); sys=$((sys + s))
         done
     done
-    echo "$total"
+    echo "$user $sys"
 }
 
 sleep 1
 RSS_IDLE=$(rss_kb "$SERVE_PID")
 
-declare -A RPS P50 P99 CPU US ERR
+# Per row, one value per round (space-separated).
+declare -A RPS P50 P99 USER SYS ERR
 run_row() { # NAME PORT [PID whose CPU counts]
-    local name="$1" port="$2" pid="${3:-}" c0=0 c1=0 sampler=""
+    local name="$1" port="$2" pid="${3:-}" u0=0 s0=0 u1=0 s1=0 sampler=""
     wrk -t2 -c64 -d3s "http://127.0.0.1:$port/" >/dev/null
-    [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    [[ -n $pid ]] && read -r u0 s0 < <(cpu_ticks "$pid")
     if [[ $pid == "$SERVE_PID" ]]; then
         (while kill -0 "$SERVE_PID" 2>/dev/null; do rss_kb "$SERVE_PID"; sleep 1; done) >>"$WORK/rss-load" &
         sampler=$!
     fi
     wrk -t2 -c64 -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$WORK/wrk-$name.txt"
     [[ -n $sampler ]] && { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true; }
-    [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
+    [[ -n $pid ]] && read -r u1 s1 < <(cpu_ticks "$pid")
     wrk_parse "$WORK/wrk-$name.txt"
-    RPS[$name]=$W_RPS; P50[$name]=$W_P50; P99[$name]=$W_P99
-    ERR[$name]=$((W_NON2XX + W_CONNECT + W_READ + W_WRITE + W_TIMEOUT))
-    CPU[$name]=$([[ -n $pid ]] && awk -v t=$((c1 - c0)) -v hz="$TICK" 'BEGIN { printf "%.1f", t / hz }' || echo "-")
-    US[$name]=$([[ -n $pid ]] && awk -v t=$((c1 - c0)) -v hz="$TICK" -v n="$W_REQS" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }' || echo "-")
+    RPS[$name]+="$W_RPS "; P50[$name]+="$W_P50 "; P99[$name]+="$W_P99 "
+    ERR[$name]=$((${ERR[$name]:-0} + W_NON2XX + W_CONNECT + W_READ + W_WRITE + W_TIMEOUT))
+    if [[ -n $pid ]]; then
+        USER[$name]+="$(awk -v t=$((u1 - u0)) -v hz="$TICK" -v n="$W_REQS" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }') "
+        SYS[$name]+="$(awk -v t=$((s1 - s0)) -v hz="$TICK" -v n="$W_REQS" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }') "
+    fi
     echo "$name: $(grep -E 'requests in|Requests/sec|Socket|Non-2xx' "$WORK/wrk-$name.txt" | tr -s ' ' | tr '\n' ';')" >&2
 }
 
+med() { tr ' ' '\n' <<<"$1" | grep . | median; }
+ratios() { # A B: "a1/b1 a2/b2 ..." per round, as x.xx
+    paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
+        awk '{ printf "%s%.2f", (NR > 1 ? ", " : ""), $1 / $2 }'
+}
+
 run_row nginx-direct "$UP_PORT"
-run_row nginx-proxy "$PX_PORT" "$PROXY_MASTER"
-run_row bluegreen-slot "$BLUE_PORT" "$SERVE_PID"
-run_row bluegreen-front "$FRONT" "$SERVE_PID"
+for round in $(seq "$ROUNDS"); do
+    echo "round $round of $ROUNDS" >&2
+    run_row nginx-proxy "$PX_PORT" "$PROXY_MASTER"
+    run_row bluegreen-slot "$BLUE_PORT" "$SERVE_PID"
+    run_row bluegreen-front "$FRONT" "$SERVE_PID"
+done
 RSS_LOAD=$(maxof <"$WORK/rss-load")
 sleep 2
 RSS_AFTER=$(rss_kb "$SERVE_PID")
 
 echo
-echo "### proxy.sh: wrk -t2 -c64 -d$DURATION --latency, body \"hello\\n\" (2 cores shared by wrk, proxy, upstream)"
+echo "### proxy.sh: wrk -t2 -c64 -d$DURATION --latency, body \"hello\\n\", median of $ROUNDS rounds (2 cores shared by wrk, proxy, upstream)"
 echo
-echo "| target | requests/s | p50 ms | p99 ms | errors | proxy CPU s | proxy CPU µs/req | req/s vs nginx-proxy | p99 vs nginx-proxy |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/req (user + kernel) | req/s vs nginx-proxy | p99 vs nginx-proxy | req/s ratio per round |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 for name in nginx-direct nginx-proxy bluegreen-slot bluegreen-front; do
-    printf '| %s | %.0f | %.3f | %.3f | %s | %s | %s | %.2f | %.2f |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
-        "${ERR[$name]}" "${CPU[$name]}" "${US[$name]}" \
-        "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx-proxy]}" 'BEGIN { print a / b }')" \
-        "$(awk -v a="${P99[$name]}" -v b="${P99[nginx-proxy]}" 'BEGIN { print a / b }')"
+    rps=$(med "${RPS[$name]}"); p99=$(med "${P99[$name]}")
+    cpu="-"
+    if [[ -n ${USER[$name]:-} ]]; then
+        cpu=$(awk -v u="$(med "${USER[$name]}")" -v s="$(med "${SYS[$name]}")" 'BEGIN { printf "%.1f (%.1f + %.1f)", u + s, u, s }')
+    fi
+    printf '| %s | %.0f | %.3f | %.3f | %s | %s | %.2f | %.2f | %s |\n' "$name" "$rps" "$(med "${P50[$name]}")" "$p99" \
+        "${ERR[$name]}" "$cpu" \
+        "$(awk -v a="$rps" -v b="$(med "${RPS[nginx-proxy]}")" 'BEGIN { print a / b }')" \
+        "$(awk -v a="$p99" -v b="$(med "${P99[nginx-proxy]}")" 'BEGIN { print a / b }')" \
+        "$([[ $name == bluegreen-* ]] && ratios "${RPS[$name]}" "${RPS[nginx-proxy]}" || echo -)"
 done
 echo
 echo "| bluegreen serve RSS | KiB |"
