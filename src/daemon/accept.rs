@@ -35,6 +35,13 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD: usize = 64 * 1024;
 /// How often a proxy thread closes the upstream connections idle for too long.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// TCP keepalive on client connections: after this long without traffic the kernel
+/// probes the client, every `KEEPALIVE_INTERVAL`, and closes the connection after
+/// `KEEPALIVE_PROBES` unanswered ones. A client that vanished without closing (a phone
+/// that lost its network) would otherwise hold its tunnel open until the generation stops.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 6;
 
 /// Which listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -152,6 +159,9 @@ async fn accept_on(
 /// Gives the connection to the proxy thread with the fewest open connections.
 fn hand_over(threads: &[Thread], stream: TcpStream, peer: SocketAddr, which: Listener) {
     let _ = stream.set_nodelay(true);
+    if let Err(e) = keepalive(&stream) {
+        tracing::debug!(listener = ?which, "cannot set TCP keepalive: {e}");
+    }
     let stream = match stream.into_std() {
         Ok(stream) => stream,
         Err(e) => {
@@ -174,6 +184,23 @@ fn hand_over(threads: &[Thread], stream: TcpStream, peer: SocketAddr, which: Lis
     if thread.tx.send(accepted).is_err() {
         thread.open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Turns on TCP keepalive (see `KEEPALIVE_IDLE`).
+fn keepalive(stream: &TcpStream) -> nix::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    setsockopt(stream, sockopt::KeepAlive, &true)?;
+    setsockopt(
+        stream,
+        sockopt::TcpKeepIdle,
+        &(KEEPALIVE_IDLE.as_secs() as u32),
+    )?;
+    setsockopt(
+        stream,
+        sockopt::TcpKeepInterval,
+        &(KEEPALIVE_INTERVAL.as_secs() as u32),
+    )?;
+    setsockopt(stream, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)
 }
 
 /// Proxy thread number `thread`: serves the connections it is given until the acceptor

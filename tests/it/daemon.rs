@@ -523,6 +523,57 @@ fn an_upgraded_connection_is_tunnelled_and_closed_when_its_generation_stops() {
     assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
 }
 
+/// The kernel's timer on the TCP connection from `local` to `remote` (both on
+/// 127.0.0.1), as `/proc/net/tcp` shows it: (kind, seconds until it fires).
+fn tcp_timer(local: u16, remote: u16) -> Option<(u32, f64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let hz = 100.0; // USER_HZ, in which /proc/net/tcp counts
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+        if port(fields[1])? != local || port(fields[2])? != remote {
+            return None;
+        }
+        let (kind, when) = fields[5].split_once(':')?;
+        Some((
+            kind.parse().ok()?,
+            u64::from_str_radix(when, 16).ok()? as f64 / hz,
+        ))
+    })
+}
+
+#[test]
+fn a_client_connection_has_tcp_keepalive() {
+    use std::io::{BufRead, Write};
+    let root = blue_live();
+    // A keep-alive connection, idle after its first answer, as a tunnel to a client that
+    // vanished would be.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let client = stream.local_addr().unwrap().port();
+    // On the daemon's end of it, the kernel's keepalive timer runs (kind 2, about a
+    // minute away; without keepalive an idle connection has no timer, and a delayed ACK
+    // is kind 2 too but fires within a second).
+    let (_, seconds) = wait_for(
+        Duration::from_secs(10),
+        "the keepalive timer on the daemon's end",
+        || tcp_timer(root.blue, client).filter(|(kind, when)| *kind == 2 && *when > 30.0),
+    );
+    assert!(
+        seconds <= 60.0,
+        "idle time before the first probe: {seconds} s"
+    );
+}
+
 #[test]
 fn a_second_daemon_on_the_same_root_is_refused_and_changes_nothing() {
     let root = blue_live();
