@@ -372,14 +372,21 @@ fn the_first_start_after_a_daemon_restart_is_retried_until_it_works() {
     }
 }
 
-/// Sends `request` as is to `port` and reads the answer until the connection closes.
-fn raw(port: u16, request: &str) -> String {
-    use std::io::{Read, Write};
+/// A connection to `port` that has sent `request`; its reads give up after 10 s.
+fn sent(port: u16, request: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(request).unwrap();
+    stream
+}
+
+/// Sends `request` as is to `port` and reads the answer until the connection closes.
+fn raw(port: u16, request: &str) -> String {
+    use std::io::Read;
+    let mut stream = sent(port, request.as_bytes());
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     answer
@@ -427,16 +434,11 @@ fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
 /// An upgraded connection to `port`'s `GET /echo` (the sample app's echo protocol), read
 /// up to the end of the `101` head, and the greeting line that follows it.
 fn echo_tunnel(port: u16) -> (std::io::BufReader<std::net::TcpStream>, String) {
-    use std::io::{BufRead, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(
-            b"GET /echo HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-        )
-        .unwrap();
+    use std::io::BufRead;
+    let stream = sent(
+        port,
+        b"GET /echo HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    );
     let mut reader = std::io::BufReader::new(stream);
     let mut head = String::new();
     while !head.ends_with("\r\n\r\n") {
@@ -544,17 +546,11 @@ fn tcp_timer(local: u16, remote: u16) -> Option<(u32, f64)> {
 
 #[test]
 fn a_client_connection_has_tcp_keepalive() {
-    use std::io::{BufRead, Write};
+    use std::io::BufRead;
     let root = blue_live();
     // A keep-alive connection, idle after its first answer, as a tunnel to a client that
     // vanished would be.
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
-        .unwrap();
+    let stream = sent(root.blue, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n");
     let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
     let mut status = String::new();
     reader.read_line(&mut status).unwrap();
@@ -596,15 +592,12 @@ fn a_second_daemon_on_the_same_root_is_refused_and_changes_nothing() {
 
 #[test]
 fn an_upload_the_client_abandons_is_not_blamed_on_the_worker() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let root = blue_live();
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"POST /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 100\r\n\r\nonly ten b")
-        .unwrap();
+    let mut stream = sent(
+        root.blue,
+        b"POST /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 100\r\n\r\nonly ten b",
+    );
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
