@@ -78,11 +78,7 @@ fn drain_lets_a_slow_request_finish_on_the_old_generation() {
 
 #[test]
 fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
-    let mut root = Root::new();
-    root.set("app.ready_timeout", "2s");
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = blue_live_with(&[("app.ready_timeout", "2s".into())]);
 
     root.commit("unhealthy", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
     let pushed = root.push("blue");
@@ -283,11 +279,7 @@ fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
 
 #[test]
 fn without_overlap_the_old_generation_stops_before_the_new_one_starts() {
-    let mut root = Root::new();
-    root.set("app.overlap", false);
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = blue_live_with(&[("app.overlap", false.into())]);
     let old = root.live_pid("blue");
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue").says("blue: live in ");
@@ -303,12 +295,10 @@ fn without_overlap_the_old_generation_stops_before_the_new_one_starts() {
 
 #[test]
 fn without_overlap_a_bad_release_brings_the_last_good_one_back() {
-    let mut root = Root::new();
-    root.set("app.overlap", false);
-    root.set("app.ready_timeout", "2s");
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = blue_live_with(&[
+        ("app.overlap", false.into()),
+        ("app.ready_timeout", "2s".into()),
+    ]);
     root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
     root.push("blue")
         .says("blue: not live: ")
@@ -465,12 +455,8 @@ fn echo(tunnel: &mut std::io::BufReader<std::net::TcpStream>, line: &str) -> Str
 
 #[test]
 fn an_upgraded_connection_is_tunnelled_and_closed_when_its_generation_stops() {
-    let mut root = Root::new();
     // Long enough that a drain waiting for the tunnels would show.
-    root.set("app.drain_timeout", "60s");
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let mut root = blue_live_with(&[("app.drain_timeout", "60s".into())]);
     let old_pid = root.live_pid("blue");
     let (mut slot, greeting) = echo_tunnel(root.blue);
     assert!(greeting.starts_with("echo from blue "), "{greeting}");

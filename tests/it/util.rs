@@ -406,7 +406,15 @@ pub fn git_command(dir: &Path) -> Command {
 
 /// A served root with v1 live on blue (the first slot live, so the active one).
 pub fn blue_live() -> Root {
+    blue_live_with(&[])
+}
+
+/// `blue_live`, with these config keys set before the daemon starts.
+pub fn blue_live_with(settings: &[(&str, toml::Value)]) -> Root {
     let mut root = Root::new();
+    for (key, value) in settings {
+        root.set(key, value.clone());
+    }
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
