@@ -138,11 +138,7 @@ fn a_worker_ignoring_sigterm_is_killed_with_its_children() {
         "the stubborn group to be killed",
         || group_gone(pgid).then_some(()),
     );
-    assert!(
-        root.log().contains("SIGKILL to its group"),
-        "{}",
-        root.log()
-    );
+    root.wait_log("SIGKILL to its group");
 }
 
 #[test]
@@ -173,11 +169,7 @@ fn sighup_with_a_broken_config_keeps_running() {
             .contains("config reload refused, keeping the running config")
             .then_some(())
     });
-    assert!(
-        root.log().contains("unknown field `bogus`"),
-        "{}",
-        root.log()
-    );
+    root.wait_log("unknown field `bogus`");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
     // A good config is taken, by the data path too: the front's switch path moves.
     let before = root.get(root.front, "/flip");

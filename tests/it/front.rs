@@ -221,12 +221,7 @@ fn a_mirror_to_a_stopped_standby_is_counted_and_the_client_does_not_wait() {
             .then_some(())
     });
     assert_eq!(root.status()["mirroring"]["counters"]["standby_down"], 1);
-    assert!(
-        root.log()
-            .contains("not mirrored: POST /items/x: green has no live generation"),
-        "{}",
-        root.log()
-    );
+    root.wait_log("not mirrored: POST /items/x: green has no live generation");
 }
 
 /// Sets `switch.migrate` and waits for the running daemon to take it (its `nth` reload).
@@ -442,11 +437,7 @@ fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
     wait_for(Duration::from_secs(10), "the mirror error counter", || {
         (root.status()["mirroring"]["counters"]["error"] == 1).then_some(())
     });
-    assert!(
-        root.log().contains(
-            "not mirrored: POST /items/gone: the request ended before the active slot answered"
-        ),
-        "{}",
-        root.log()
+    root.wait_log(
+        "not mirrored: POST /items/gone: the request ended before the active slot answered",
     );
 }

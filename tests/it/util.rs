@@ -17,16 +17,20 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_bluegreen");
 
 /// Waits until `f` returns `Some`, or panics with `what` after `limit`.
-pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_until(limit, f).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// `f`'s first `Some` within `limit`, or `None`.
+pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = f() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -298,6 +302,15 @@ impl Root {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits for `text` in the daemon's log, which a reader thread collects from its
+    /// stderr and so may trail what the control API already shows.
+    pub fn wait_log(&self, text: &str) {
+        let limit = Duration::from_secs(10);
+        if poll_until(limit, || self.log().contains(text).then_some(())).is_none() {
+            panic!("no `{text}` in the log within {limit:?}:\n{}", self.log());
+        }
     }
 
     pub fn url(&self, port: u16, path: &str) -> String {
