@@ -17,6 +17,10 @@ use crate::slot::Slot;
 
 /// Metadata file inside a release.
 pub const META: &str = ".bluegreen-release.json";
+/// Written into a release when `current` moves off it (holding that moment's time): it
+/// was current once, so `rollback` may go back to it. A complete release without it never
+/// was current: a deploy killed between copying it and the flip left it behind.
+pub const WAS_CURRENT: &str = ".bluegreen-was-current";
 
 /// What a release records about where it came from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,6 +45,8 @@ pub struct ReleaseMeta {
 pub struct Release {
     pub id: String,
     pub meta: Option<ReleaseMeta>,
+    /// `current` named it once (see [`WAS_CURRENT`]).
+    pub was_current: bool,
 }
 
 impl Release {
@@ -164,12 +170,21 @@ pub fn tidy(layout: &Layout, slot: Slot, keep: usize, was_current: Option<&str>)
     done.join(", ")
 }
 
-/// Points `current` of `slot` at release `id`.
+/// Points `current` of `slot` at release `id`, marking the release it named before as
+/// [`WAS_CURRENT`].
 pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         layout.release_dir(slot, id).join(META).is_file(),
         "{slot} has no release {id}"
     );
+    if let Some(old) = current(layout, slot).filter(|old| old != id) {
+        let dir = layout.release_dir(slot, &old);
+        if dir.is_dir() {
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            fsops::write_atomic(&dir.join(WAS_CURRENT), format!("{now}\n").as_bytes())
+                .with_context(|| format!("cannot mark release {slot}/{old} as once current"))?;
+        }
+    }
     fsops::flip_symlink(&layout.current_link(slot), &layout.current_target(id))
 }
 
@@ -205,6 +220,7 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
         }
         releases.push(Release {
             meta: read_meta(&entry.path()),
+            was_current: entry.path().join(WAS_CURRENT).is_file(),
             id,
         });
     }
@@ -212,10 +228,15 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
     Ok(releases)
 }
 
-/// The release made just before `id`, if any.
+/// The newest release made before `id` that was current once, if any: where `rollback`
+/// goes. One a killed deploy left behind never ran, and is passed over.
 pub fn previous(releases: &[Release], id: &str) -> Option<String> {
     let i = releases.iter().position(|r| r.id == id)?;
-    Some(releases.get(i.checked_sub(1)?)?.id.clone())
+    releases[..i]
+        .iter()
+        .rev()
+        .find(|r| r.was_current)
+        .map(|r| r.id.clone())
 }
 
 /// How the daemon's register of running workers (`run/workers/<pgid>`) names what a

@@ -33,9 +33,15 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
                 .as_ref()
                 .map(|m| (m.created.as_str(), m.build_key.as_str(), m.summary.as_str()))
                 .unwrap_or(("?", "?", ""));
+            // A release a killed deploy left behind: `rollback` passes over it.
+            let never = if r.was_current || mark == "*" {
+                ""
+            } else {
+                "  (never current)"
+            };
             writeln!(
                 out,
-                "{mark} {slot:<5} {:<32} {created}  {}  build {key}  {summary}",
+                "{mark} {slot:<5} {:<32} {created}  {}  build {key}  {summary}{never}",
                 r.id,
                 r.commit_short()
             )?;
@@ -65,7 +71,9 @@ pub fn rollback(
             id.to_string()
         }
         None => release::previous(&releases, &current)
-            .with_context(|| format!("{slot} has no release before {current}"))?,
+            .with_context(|| {
+                format!("{slot} has no release before {current} that was ever current (see `bluegreen releases {slot}`)")
+            })?,
     };
     anyhow::ensure!(target != current, "{slot} already runs {target}");
     release::flip(layout, slot, &target)?;

@@ -303,6 +303,61 @@ fn rollback_releases_and_pruning() {
 }
 
 #[test]
+fn rollback_passes_over_a_release_that_was_never_current() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    assert!(root.push("blue").ok);
+    let [v1, v2] = <[String; 2]>::try_from(root.releases("blue")).unwrap();
+
+    // What a deploy killed between copying its release and the flip leaves behind: a
+    // complete release, newer than v1, that `current` never named. (`-2` is how a
+    // second release of the same commit in the same millisecond is named.)
+    let releases = root.path.join("blue/releases");
+    let orphan = format!("{v1}-2");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(releases.join(&v1))
+        .arg(releases.join(&orphan))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    fs::remove_file(releases.join(&orphan).join(".bluegreen-was-current")).unwrap();
+    assert_eq!(root.releases("blue"), [v1.clone(), orphan.clone(), v2]);
+
+    let listed = root.run(&["releases", "blue"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let line = |id: &str| {
+        let id = format!(" {id} ");
+        listed
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line(&orphan).ends_with("(never current)"), "{listed}");
+    assert!(!line(&v1).contains("never current"), "{listed}");
+
+    let out = root.run(&["rollback", "blue"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(root.current("blue").unwrap(), v1);
+
+    // Nothing before v1 was ever current: a one-line refusal, nothing moves.
+    let out = root.run(&["rollback", "blue"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: blue has no release before {v1} that was ever current (see `bluegreen releases blue`)")
+    );
+    assert_eq!(root.current("blue").unwrap(), v1);
+}
+
+#[test]
 fn bad_config_names_file_line_and_key() {
     let root = Root::new();
     let file = root.path.join("bluegreen.toml");
