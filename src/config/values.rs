@@ -178,3 +178,16 @@ pub fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     }
     Ok(methods)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size::parse("10MiB"), Some(10 << 20));
+        assert_eq!(human_size::parse("512KB"), Some(512_000));
+        assert_eq!(human_size::parse("4096"), Some(4096));
+        assert_eq!(human_size::parse("4 parsecs"), None);
+    }
+}

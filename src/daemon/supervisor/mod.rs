@@ -2,7 +2,7 @@
 //!
 //! It alone starts, routes, drains, restarts and stops the slot's generations, reacting
 //! to one message at a time: reloads (from the hook, the API, the file watch), results
-//! of starts, exits, restart timers, shutdown. A start runs in its own task and reports
+//! of starts, exits, restart timers, shutdown. A start ([`start`]) runs in its own task and reports
 //! back, so the supervisor keeps answering while a generation gets ready. A reload that
 //! arrives during a start waits for it, then starts its release (the newest wins). A
 //! crashed live generation is restarted with backoff ([`restart`]); a failed start that leaves the
@@ -11,7 +11,6 @@
 //! backoff. The first start after the daemon starts is retried the same way: after a
 //! reboot the app may fail until its database is up.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +24,7 @@ use crate::slot::Slot;
 use crate::verdict::Verdict;
 
 mod restart;
+mod start;
 
 pub enum Msg {
     /// Run the slot's current release. `if_changed`: skip when it already runs (or just
@@ -47,6 +47,7 @@ pub enum Msg {
     },
 }
 
+/// The start in progress.
 struct Start {
     release: String,
     since: Instant,
@@ -186,234 +187,6 @@ impl Supervisor {
             .await;
     }
 
-    async fn begin(
-        &mut self,
-        release: String,
-        waiters: Vec<oneshot::Sender<Verdict>>,
-        restart: bool,
-    ) {
-        let slot = self.slot;
-        self.restart_token += 1; // a deploy or restart now replaces any scheduled restart
-        let config = self.daemon.config();
-        // Starting from here: the heartbeat does not count the slot as failing while its
-        // old generation is stopped first (app.overlap = false).
-        self.handle().status().starting = true;
-        if !config.app.overlap {
-            if let Some(old) = self.live.take() {
-                self.daemon.events.record(
-                    "drain",
-                    Some(slot),
-                    false,
-                    format!("{slot}: stopping generation {} before starting the next (app.overlap = false)", old.id),
-                );
-                self.handle().route.clear(format!(
-                    "{slot} is replacing its generation (app.overlap = false)"
-                ));
-                old.drain(config.app.drain_timeout, config.app.stop_timeout)
-                    .await;
-            }
-        }
-        let id = self.daemon.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.daemon.events.record(
-            "start",
-            Some(slot),
-            false,
-            format!("{slot}: starting generation {id} for release {release}"),
-        );
-        let (cancel, mut cancelled) = oneshot::channel();
-        self.starting = Some(Start {
-            release: release.clone(),
-            since: Instant::now(),
-            waiters,
-            restart,
-            cancel: Some(cancel),
-        });
-        let (daemon, tx) = (self.daemon.clone(), self.tx.clone());
-        tokio::spawn(async move {
-            let result = async {
-                let port = daemon
-                    .ports
-                    .fresh()
-                    .map_err(|e| (None, format!("no free port: {e}")))?;
-                let generation =
-                    Generation::spawn(&daemon.layout, &config, slot, id, &release, port)
-                        .map_err(|e| (None, format!("{e:#}")))?;
-                let ready = tokio::select! {
-                    ready = generation.wait_ready(
-                        &daemon.client,
-                        &config.app.health_path,
-                        config.app.ready_timeout,
-                    ) => ready,
-                    _ = &mut cancelled => Err("the daemon is stopping".to_string()),
-                };
-                match ready {
-                    Ok(()) => Ok(generation),
-                    Err(reason) => Err((Some(generation), reason)),
-                }
-            }
-            .await;
-            let _ = tx.send(Msg::Started { release, result });
-        });
-    }
-
-    async fn started(
-        &mut self,
-        release: String,
-        result: Result<Arc<Generation>, (Option<Arc<Generation>>, String)>,
-    ) {
-        let slot = self.slot;
-        self.handle().status().starting = false;
-        let first_start = std::mem::take(&mut self.first_start);
-        let start = self
-            .starting
-            .take()
-            .expect("a start result only comes for the start in progress");
-        let config = self.daemon.config();
-        if self.shutdown.is_some() {
-            // Stopping: whatever got started goes, ready or not (pending reloads were
-            // answered by `stop_all`).
-            let generation = match result {
-                Ok(generation) => Some(generation),
-                Err((generation, _)) => generation,
-            };
-            if let Some(generation) = generation {
-                generation.stop(config.app.stop_timeout).await;
-            }
-            for w in start.waiters {
-                let _ = w.send(verdict_failed(
-                    slot,
-                    &release,
-                    "the daemon is stopping".into(),
-                ));
-            }
-            return;
-        }
-        match result {
-            Ok(generation) => {
-                let took = start.since.elapsed();
-                let old = self.handle().route.set(generation.clone());
-                self.live = Some(generation.clone());
-                self.live_since = Instant::now();
-                self.last_good = Some(release.clone());
-                self.daemon.set_last_live(slot, &release);
-                self.last_failed = None;
-                self.daemon.metrics.generation(
-                    slot,
-                    if start.restart {
-                        "restarted"
-                    } else {
-                        "started"
-                    },
-                );
-                // A fallback to an older release keeps the reason `current` is not live.
-                if release::current(&self.daemon.layout, slot).as_deref() == Some(&release) {
-                    self.handle().set_error(None);
-                }
-                // It just answered its health check.
-                self.daemon.set_health(slot, Ok(()));
-                self.daemon.adopt_if_none(slot);
-                let tx = self.tx.clone();
-                let watched = generation.clone();
-                tokio::spawn(async move {
-                    watched.exit().await;
-                    let _ = tx.send(Msg::Exited {
-                        generation: watched.id,
-                    });
-                });
-                self.daemon.events.record(
-                    "live",
-                    Some(slot),
-                    false,
-                    format!(
-                        "{slot}: generation {} live in {:.1}s (release {release}, commit {}, port {}, pid {})",
-                        generation.id,
-                        took.as_secs_f64(),
-                        generation.commit,
-                        generation.port,
-                        generation.pid
-                    ),
-                );
-                if let Some(old) = old {
-                    self.daemon.events.record(
-                        "drain",
-                        Some(slot),
-                        false,
-                        format!(
-                            "{slot}: draining generation {} ({} in flight)",
-                            old.id,
-                            old.in_flight.get()
-                        ),
-                    );
-                    let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
-                    self.draining.retain(|h| !h.is_finished());
-                    self.draining
-                        .push(tokio::spawn(async move { old.drain(drain, stop).await }));
-                }
-                let verdict = Verdict {
-                    slot: Some(slot),
-                    release,
-                    commit: generation.commit.clone(),
-                    live: true,
-                    generation: generation.id,
-                    took_ms: took.as_millis() as u64,
-                    reason: String::new(),
-                };
-                for w in start.waiters {
-                    let _ = w.send(verdict.clone());
-                }
-            }
-            Err((generation, reason)) => {
-                if let Some(generation) = generation {
-                    generation.stop(config.app.stop_timeout).await;
-                }
-                self.daemon.metrics.generation(slot, "failed");
-                // With no live generation left (a crash during the start, app.overlap =
-                // false, or a daemon that just started), the last release that was live
-                // comes back; if that is the one that failed, or the daemon just started
-                // with no other, it is tried again with backoff (its database may not
-                // be up yet).
-                let fallback = match (&self.live, &self.last_good) {
-                    (Some(_), _) => None,
-                    (None, _) if start.restart => None,
-                    (None, Some(good)) if *good != release => Some(good.clone()),
-                    (None, Some(_)) => Some(release.clone()),
-                    (None, None) if first_start => Some(release.clone()),
-                    (None, None) => None,
-                };
-                let keeps = match (&self.live, &fallback) {
-                    (Some(live), _) => format!(
-                        "{slot} keeps serving generation {} (release {})",
-                        live.id, live.release
-                    ),
-                    (None, Some(again)) => {
-                        format!("{slot} has no live generation; restarting release {again}")
-                    }
-                    (None, None) => format!("{slot} has no live generation"),
-                };
-                let message = format!("release {release} failed: {reason}; {keeps}");
-                self.handle().set_error(Some(message.clone()));
-                if self.live.is_none() {
-                    self.handle().route.clear(format!("{slot}: {message}"));
-                }
-                self.daemon
-                    .events
-                    .record("failed", Some(slot), true, format!("{slot}: {message}"));
-                self.last_failed = Some(release.clone());
-                for w in start.waiters {
-                    let _ = w.send(verdict_failed(slot, &release, message.clone()));
-                }
-                if start.restart {
-                    self.schedule_restart(release);
-                } else if let Some(good) = fallback {
-                    self.schedule_restart(good);
-                }
-            }
-        }
-        if let Some((release, waiters)) = self.pending.take() {
-            self.begin(release, waiters, false).await;
-        }
-    }
-
     async fn stop_all(&mut self) {
         let config = self.daemon.config();
         self.restart_token += 1;
@@ -439,7 +212,7 @@ impl Supervisor {
     }
 }
 
-fn verdict_failed(slot: Slot, release: &str, reason: String) -> Verdict {
+pub(super) fn verdict_failed(slot: Slot, release: &str, reason: String) -> Verdict {
     Verdict {
         slot: Some(slot),
         release: release.to_string(),

@@ -1,0 +1,131 @@
+//! The build command: run without a shell in its own process group, bounded by
+//! `build.timeout`, its output (stdout and stderr interleaved as written) copied line by
+//! line to the pusher and the build log.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::argv;
+use crate::config::BuildConfig;
+
+/// How long build output may stay silent after the build ended before the copy stops.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
+/// interleaved as written) copied line by line to `out` and `log`.
+pub(super) fn run(
+    dir: &Path,
+    config: &BuildConfig,
+    log: &mut File,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let words = argv::expand(&config.command, &config.env)?;
+    let (reader, writer) = std::io::pipe().context("cannot make a pipe for the build output")?;
+    let mut command = Command::new(&words[0]);
+    command
+        .args(&words[1..])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .process_group(0);
+    // git's hook env (GIT_DIR, GIT_QUARANTINE_PATH, ...) would break any git the build runs.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GIT_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(&config.env);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", words[0]))?;
+    // The writer ends live in the child only now, so the reader sees EOF when it is done.
+    drop(command);
+    let group = Pid::from_raw(child.id() as i32);
+
+    // When the build is over, the copy ends at EOF or after `OUTPUT_GRACE` of silence:
+    // something the build left outside its group (a daemonised tool) may hold the pipe.
+    let finished: Mutex<Option<Instant>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        let finished = &finished;
+        let copier = scope.spawn(move || {
+            let mut copy = |line: &[u8]| {
+                let _ = log.write_all(line);
+                let _ = log.write_all(b"\n");
+                let _ = out.write_all(b"  ");
+                let _ = out.write_all(line);
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            };
+            let mut pending = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(100u16)) {
+                    Ok(0) | Err(nix::errno::Errno::EINTR) => {
+                        let over = finished
+                            .lock()
+                            .expect("no panic holds it")
+                            .is_some_and(|t| t.elapsed() > OUTPUT_GRACE);
+                        if over {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(_) => break,
+                    Ok(_) => {}
+                }
+                let n = match (&reader).read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&chunk[..n]);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    copy(&pending[..end]);
+                    pending.drain(..=end);
+                }
+            }
+            if !pending.is_empty() {
+                copy(&pending);
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        scope.spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = match rx.recv_timeout(config.timeout) {
+            Ok(status) => status.context("cannot wait for the build")?,
+            Err(_) => {
+                let _ = killpg(group, Signal::SIGKILL);
+                let _ = rx.recv();
+                *finished.lock().expect("no panic holds it") = Some(Instant::now());
+                let _ = copier.join();
+                anyhow::bail!(
+                    "timed out after {} (build.timeout); its process group was killed",
+                    humantime::format_duration(config.timeout)
+                );
+            }
+        };
+        // Whatever the build left running in its group would hold the pipe open.
+        let _ = killpg(group, Signal::SIGKILL);
+        *finished.lock().expect("no panic holds it") = Some(Instant::now());
+        let _ = copier.join();
+        anyhow::ensure!(
+            status.success(),
+            "`{}` exited with {status}",
+            config.command
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,182 @@
+//! Reading `bluegreen.toml`: `Config::load` and `Config::parse`, the checks that span
+//! keys (two listeners on one address), and the error position: the line and dotted key
+//! of whatever toml or a value's deserializer refused, so every error is one line.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::Config;
+
+impl Config {
+    /// Reads and validates `path`. Errors are one line naming the file, line and key.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {} (is this a bluegreen root? `bluegreen init` makes one)",
+                path.display()
+            )
+        })?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+    }
+
+    /// Parses config text; the error reads `<line>: <key>: <reason>`.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, key) = e
+                .span()
+                .map(|span| locate(text, span.start))
+                .unwrap_or((0, String::new()));
+            let message = e.message().replace('\n', " ");
+            if key.is_empty() {
+                format!("{line}: {message}")
+            } else {
+                format!("{line}: {key}: {message}")
+            }
+        })?;
+        let listeners = [
+            ("router.listen", "[router]", &config.router.listen),
+            ("control.listen", "[control]", &config.control.listen),
+            (
+                "slots.blue.listen",
+                "[slots.blue]",
+                &config.slots.blue.listen,
+            ),
+            (
+                "slots.green.listen",
+                "[slots.green]",
+                &config.slots.green.listen,
+            ),
+        ];
+        for (i, later) in listeners.iter().enumerate() {
+            if let Some(earlier) = listeners[..i].iter().find(|(_, _, a)| clash(a, later.2)) {
+                // Named at the line the file sets it (the other may be a default).
+                let (this, other) = match line_of(text, later.1) {
+                    0 => (earlier, later),
+                    _ => (later, earlier),
+                };
+                return Err(format!(
+                    "{}: {}: same address as {} ({})",
+                    line_of(text, this.1),
+                    this.0,
+                    other.0,
+                    this.2
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The config as TOML, for `bluegreen check`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .expect("a Config always serialises: only strings, numbers and tables")
+    }
+}
+
+/// Whether two listen addresses cannot both be bound: the same one, or the same port
+/// where one of them is every address (`0.0.0.0`, `::`).
+fn clash(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a == b || (a.port() == b.port() && (a.ip().is_unspecified() || b.ip().is_unspecified()))
+}
+
+/// The 1-based line of `offset`, and the dotted key defined on that line.
+fn locate(text: &str, offset: usize) -> (usize, String) {
+    let before = &text[..offset.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines.get(line_no - 1).copied().unwrap_or("").trim();
+    let header = |l: &str| {
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    };
+    if let Some(table) = header(line) {
+        return (line_no, table);
+    }
+    let table = lines[..line_no - 1]
+        .iter()
+        .rev()
+        .find_map(|l| header(l.trim()));
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .unwrap_or_default();
+    let full = match (table, key.is_empty()) {
+        (Some(t), false) => format!("{t}.{key}"),
+        (Some(t), true) => t,
+        (None, _) => key,
+    };
+    (line_no, full)
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(needle))
+        .map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TEMPLATE;
+
+    #[test]
+    fn template_is_the_defaults() {
+        assert_eq!(Config::parse(TEMPLATE).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = Config::default();
+        assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let cases = [
+            (
+                "[app]\nready_timeout = \"3 parsecs\"\n",
+                "2: app.ready_timeout: invalid duration",
+            ),
+            (
+                "branch = \"main\"\nbogus = 1\n",
+                "2: bogus: unknown field `bogus`",
+            ),
+            ("[router]\nlisten = \"nowhere\"\n", "2: router.listen: "),
+            (
+                "[slots.red]\nlisten = \"127.0.0.1:1\"\n",
+                "1: slots.red: unknown field `red`",
+            ),
+            (
+                "branch = \"a..b\"\n",
+                "1: branch: `a..b` is not a valid branch name",
+            ),
+            (
+                "[mirror]\nmax_body = \"ten\"\n",
+                "2: mirror.max_body: invalid size `ten`",
+            ),
+            (
+                "[control]\nlisten = \"0.0.0.0:8081\"\n",
+                "2: control.listen: 0.0.0.0:8081 is not a loopback",
+            ),
+            ("[app]\ncommand = \"node 'main.js\"\n", "2: app.command: "),
+            (
+                "[app]\nlinked_dirs = [\"../up\"]\n",
+                "2: app.linked_dirs: `../up` must be",
+            ),
+            (
+                "[slots.green]\nlisten = \"0.0.0.0:9090\"\n",
+                "1: slots.green.listen: same address as slots.blue.listen (0.0.0.0:9090)",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text).unwrap_err();
+            assert!(
+                err.starts_with(want),
+                "{text:?}: got {err:?}, want {want:?}"
+            );
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+}
