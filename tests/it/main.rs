@@ -4,5 +4,8 @@
 mod daemon;
 mod demo;
 mod front;
+mod mirror;
+mod proxy;
 mod push;
+mod releases;
 mod util;

@@ -8,11 +8,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+mod http;
+mod process;
+
+pub use http::*;
+pub use process::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bluegreen");
 
@@ -33,89 +37,6 @@ pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An HTTP answer.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
-
-pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(30))
-        .build()
-}
-
-pub fn http(method: &str, url: &str, body: Option<&str>) -> Result<Answer, String> {
-    let request = agent().request(method, url);
-    let result = match body {
-        Some(body) => request.send_string(body),
-        None => request.call(),
-    };
-    match result {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => Ok(Answer {
-            status: r.status(),
-            body: r.into_string().unwrap_or_default(),
-        }),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Runs `work` while `clients` threads send `GET url` in a loop on keep-alive
-/// connections; returns how many answered 200, and every failure (a connection error or
-/// another status) with its reason.
-pub fn under_load(url: &str, clients: usize, work: impl FnOnce()) -> (usize, Vec<String>) {
-    struct StopOnDrop<'a>(&'a AtomicBool);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-        }
-    }
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let threads: Vec<_> = (0..clients)
-            .map(|_| {
-                s.spawn(|| {
-                    let agent = agent();
-                    let (mut answers, mut failures) = (0, Vec::new());
-                    while !stop.load(Ordering::Acquire) {
-                        match agent.get(url).call() {
-                            Ok(r) if r.status() == 200 => answers += 1,
-                            Ok(r) => failures.push(format!("status {}", r.status())),
-                            Err(ureq::Error::Status(code, r)) => failures.push(format!(
-                                "status {code}: {}",
-                                r.into_string().unwrap_or_default()
-                            )),
-                            Err(e) => failures.push(e.to_string()),
-                        }
-                    }
-                    (answers, failures)
-                })
-            })
-            .collect();
-        {
-            // Stops the clients even when `work` fails an assertion.
-            let _stop = StopOnDrop(&stop);
-            work();
-        }
-        threads.into_iter().map(|t| t.join().unwrap()).fold(
-            (0, Vec::new()),
-            |(a, mut f), (b, g)| {
-                f.extend(g);
-                (a + b, f)
-            },
-        )
-    })
 }
 
 pub struct Root {
@@ -422,6 +343,13 @@ pub fn blue_live() -> Root {
     blue_live_with(&[])
 }
 
+/// A root serving v1 on both slots; blue is active (deployed first).
+pub fn both_live() -> Root {
+    let root = blue_live();
+    root.push("green").says("green: live in ");
+    root
+}
+
 /// `blue_live`, with these config keys set before the daemon starts.
 pub fn blue_live_with(settings: &[(&str, toml::Value)]) -> Root {
     let mut root = Root::new();
@@ -432,37 +360,6 @@ pub fn blue_live_with(settings: &[(&str, toml::Value)]) -> Root {
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     root
-}
-
-pub fn root_processes(root: &Path) -> Vec<u32> {
-    let marker = format!("BLUEGREEN_WORKER_OF={}\0", root.display()).into_bytes();
-    let me = std::process::id();
-    let mut pids = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let dir = entry.path();
-        let marked = fs::read(dir.join("environ"))
-            .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_slice()));
-        let inside = fs::read_link(dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(root));
-        let zombie = fs::read_to_string(dir.join("stat")).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        });
-        if (marked || inside) && !zombie {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 impl Drop for Root {
@@ -484,11 +381,6 @@ impl Drop for Root {
             );
         }
     }
-}
-
-/// Whether no process of group `pgid` is left.
-pub fn group_gone(pgid: i32) -> bool {
-    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_err()
 }
 
 /// Lines of a file, for build counters.

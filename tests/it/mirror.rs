@@ -1,0 +1,154 @@
+//! The standby's data: mirroring of writes to it, and the migration step on switch.
+
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Waits for green's item list to show `text` (a mirrored copy arrived).
+fn green_gets(root: &Root, text: &str) {
+    wait_for(Duration::from_secs(5), "the mirrored copy on green", || {
+        root.get(root.green, "/items")
+            .body
+            .contains(text)
+            .then_some(())
+    });
+}
+
+#[test]
+fn mirroring_copies_writes_to_the_standby() {
+    let root = both_live();
+    let post = http("POST", &root.url(root.front, "/items/first"), Some("hello")).unwrap();
+    assert_eq!(post.status, 201);
+    assert!(root
+        .get(root.blue, "/items")
+        .body
+        .contains("\"first\":\"hello\""));
+    green_gets(&root, "\"first\":\"hello\"");
+
+    let out = root.run(&["mirroring", "off"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "mirroring off");
+    let post = http(
+        "POST",
+        &root.url(root.front, "/items/second"),
+        Some("only blue"),
+    )
+    .unwrap();
+    assert_eq!(post.status, 201);
+    assert!(root.get(root.blue, "/items").body.contains("second"));
+    // A later mirrored write proves the queue is empty, so "second" was never copied.
+    root.run(&["mirroring", "on"]);
+    http("POST", &root.url(root.front, "/items/third"), Some("both")).unwrap();
+    green_gets(&root, "third");
+    assert!(!root.get(root.green, "/items").body.contains("second"));
+
+    // A write the active slot fails (a folder where blue would store it: a 500) is not
+    // applied to the standby either.
+    std::fs::create_dir_all(root.path.join("blue/shared/data/clash")).unwrap();
+    let post = http("POST", &root.url(root.front, "/items/clash"), Some("x")).unwrap();
+    assert_eq!(post.status, 500, "{}", post.body);
+    http("POST", &root.url(root.front, "/items/fourth"), Some("both")).unwrap();
+    green_gets(&root, "fourth");
+    assert!(!root.get(root.green, "/items").body.contains("clash"));
+    assert_eq!(root.status()["mirroring"]["counters"]["active_failed"], 1);
+}
+
+#[test]
+fn a_mirror_to_a_stopped_standby_is_counted_and_the_client_does_not_wait() {
+    let mut root = Root::new();
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n"), ("SLOW_MS", "0")]);
+    root.push("blue").says("blue: live in ");
+    let started = Instant::now();
+    let post = http("POST", &root.url(root.front, "/items/x"), Some("y")).unwrap();
+    assert_eq!(post.status, 201);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    wait_for(Duration::from_secs(5), "the standby_down counter", || {
+        root.control("GET", "/metrics")
+            .body
+            .contains("bluegreen_mirror_total{outcome=\"standby_down\"} 1")
+            .then_some(())
+    });
+    assert_eq!(root.status()["mirroring"]["counters"]["standby_down"], 1);
+    root.wait_log("not mirrored: POST /items/x: green has no live generation");
+}
+
+/// Sets `switch.migrate` and waits for the running daemon to take it (its `nth` reload).
+fn set_migrate(root: &Root, command: &str, nth: usize) {
+    root.set("switch.migrate", command);
+    root.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(5), "the config reload", || {
+        let events = root.control("GET", "/events").body;
+        (events.matches("config reloaded").count() == nth).then_some(())
+    });
+}
+
+#[test]
+fn migration_runs_before_the_switch_and_can_abort_it() {
+    let root = both_live();
+    root.run(&["mirroring", "off"]);
+    http("POST", &root.url(root.front, "/items/kept"), Some("data")).unwrap();
+    assert!(!root.get(root.green, "/items").body.contains("kept"));
+    set_migrate(&root, "sh -c 'cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_SLOT->$TO_SLOT $TO_REDIS_PORT\" > \"$TO_DIR/data/migrated\"'", 1);
+    let answer = root.control("POST", "/switch");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let items = root.get(root.front, "/items").body;
+    assert!(items.contains("\"kept\":\"data\""), "{items}");
+    assert!(items.contains("blue->green 6380"), "{items}");
+
+    set_migrate(
+        &root,
+        "sh -c 'echo cannot reach the database >&2; exit 1'",
+        2,
+    );
+    let answer = root.control("POST", "/switch");
+    assert_eq!(answer.status, 409);
+    assert!(
+        answer
+            .body
+            .contains("migration failed, blue not switched to"),
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer
+            .body
+            .contains("exit status: 1: cannot reach the database"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(root.status()["active"], "green");
+
+    // A migration that leaves a background process holding its stderr: the switch does
+    // not wait for that process, and it does not outlive the migration.
+    set_migrate(&root, "sh -c 'sleep 60 & echo left a helper behind >&2'", 3);
+    let answer = root.control("POST", "/switch");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(root.status()["active"], "blue");
+    wait_for(Duration::from_secs(5), "only the two workers left", || {
+        (root.processes().len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
+    use std::io::Write;
+    let mut root = Root::new();
+    root.serve();
+    root.commit("slow", &[("VERSION", "v1\n"), ("SLOW_MS", "1000")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.front)).unwrap();
+    stream
+        .write_all(b"POST /items/gone HTTP/1.1\r\nHost: app\r\nContent-Length: 1\r\n\r\nx")
+        .unwrap();
+    wait_for(Duration::from_secs(5), "the write in flight", || {
+        (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(())
+    });
+    drop(stream);
+    wait_for(Duration::from_secs(10), "the mirror error counter", || {
+        (root.status()["mirroring"]["counters"]["error"] == 1).then_some(())
+    });
+    root.wait_log(
+        "not mirrored: POST /items/gone: the request ended before the active slot answered",
+    );
+}

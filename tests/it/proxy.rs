@@ -1,0 +1,230 @@
+//! The slot listener's data path as a client sees it: what reaches the worker (origin-form
+//! target, proxy headers), upgraded connections (tunnels), TCP keepalive, and an upload
+//! the client abandons.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+/// A connection to `port` that has sent `request`; its reads give up after 10 s.
+fn sent(port: u16, request: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    stream
+}
+
+/// Sends `request` as is to `port` and reads the answer until the connection closes.
+fn raw(port: u16, request: &str) -> String {
+    use std::io::Read;
+    let mut stream = sent(port, request.as_bytes());
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
+    let root = blue_live();
+    // A proxy-style absolute target arrives in origin form, with its host as Host.
+    let absolute = raw(
+        root.blue,
+        "GET http://example.com/request?x=1 HTTP/1.1\r\nHost: other.example\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close, x-secret\r\nX-Secret: 1\r\n\r\n",
+    );
+    assert!(absolute.starts_with("HTTP/1.1 200"), "{absolute}");
+    for line in [
+        "target: /request?x=1\n",
+        "host: example.com\n",
+        "x-forwarded-for: 10.0.0.1, 127.0.0.1\n",
+        "x-forwarded-proto: http\n",
+        "x-forwarded-host: example.com\n",
+    ] {
+        assert!(absolute.contains(line), "no {line:?} in {absolute}");
+    }
+    // Hop-by-hop: `Connection` is not forwarded.
+    assert!(
+        !absolute.contains("connection: close, x-secret"),
+        "{absolute}"
+    );
+    // Credentials in an absolute-form target never reach the worker's Host.
+    let credentials = raw(
+        root.blue,
+        "GET http://user:secret@example.com:8080/request HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        credentials.contains("host: example.com:8080\n"),
+        "{credentials}"
+    );
+    assert!(!credentials.contains("secret"), "{credentials}");
+    // An HTTP/1.0 client without Host: the worker still gets a Host.
+    let old = raw(root.blue, "GET /request HTTP/1.0\r\n\r\n");
+    assert!(old.contains("target: /request\n"), "{old}");
+    assert!(old.contains("host: 127.0.0.1:"), "{old}");
+}
+
+/// An upgraded connection to `port`'s `GET /echo` (the sample app's echo protocol), read
+/// up to the end of the `101` head, and the greeting line that follows it.
+fn echo_tunnel(port: u16) -> (std::io::BufReader<std::net::TcpStream>, String) {
+    use std::io::BufRead;
+    let stream = sent(
+        port,
+        b"GET /echo HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    );
+    let mut reader = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert_ne!(reader.read_line(&mut head).unwrap(), 0, "closed: {head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_lowercase().contains("upgrade: echo\r\n"), "{head}");
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    (reader, greeting)
+}
+
+/// Sends `line` through the tunnel and reads what comes back (nothing once it is closed).
+fn echo(tunnel: &mut std::io::BufReader<std::net::TcpStream>, line: &str) -> String {
+    use std::io::{BufRead, Write};
+    // A write to a closed tunnel may fail; the read then tells (EOF: nothing back).
+    let _ = tunnel.get_mut().write_all(line.as_bytes());
+    let mut back = String::new();
+    if let Err(e) = tunnel.read_line(&mut back) {
+        panic!("the tunnel neither answered nor closed: {e}");
+    }
+    back
+}
+
+#[test]
+fn an_upgraded_connection_is_tunnelled_and_closed_when_its_generation_stops() {
+    // Long enough that a drain waiting for the tunnels would show.
+    let mut root = blue_live_with(&[("app.drain_timeout", "60s".into())]);
+    let old_pid = root.live_pid("blue");
+    let (mut slot, greeting) = echo_tunnel(root.blue);
+    assert!(greeting.starts_with("echo from blue "), "{greeting}");
+    assert!(greeting.ends_with(" v1\n"), "{greeting}");
+    let (mut front, greeting) = echo_tunnel(root.front);
+    assert!(greeting.starts_with("echo from blue "), "{greeting}");
+    assert_eq!(echo(&mut slot, "ping\n"), "ping\n");
+    assert_eq!(echo(&mut front, "pong\n"), "pong\n");
+    assert_eq!(
+        root.status()["slots"]["blue"]["live"]["in_flight"],
+        0,
+        "a tunnel is not a request in flight"
+    );
+
+    // An upgrade the worker declines stays plain HTTP.
+    let declined = raw(
+        root.blue,
+        "GET / HTTP/1.1\r\nHost: app\r\nConnection: upgrade, close\r\nUpgrade: echo\r\n\r\n",
+    );
+    assert!(declined.starts_with("HTTP/1.1 200"), "{declined}");
+    assert!(declined.contains("v1 from blue"), "{declined}");
+
+    // A deploy: the old generation does not wait for its tunnels; once it is stopped
+    // they are closed, and a new tunnel reaches v2.
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    wait_for(
+        Duration::from_secs(20),
+        "the old process group to be gone",
+        || group_gone(old_pid).then_some(()),
+    );
+    assert_eq!(
+        echo(&mut slot, "still there?\n"),
+        "",
+        "the tunnel was closed"
+    );
+    assert_eq!(
+        echo(&mut front, "still there?\n"),
+        "",
+        "the tunnel was closed"
+    );
+    let (mut open, greeting) = echo_tunnel(root.blue);
+    assert!(
+        greeting.ends_with(" v2\n"),
+        "a new tunnel reaches v2: {greeting}"
+    );
+    assert_eq!(echo(&mut open, "ping\n"), "ping\n");
+
+    // A tunnel still open does not keep the daemon from stopping.
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
+}
+
+/// The kernel's timer on the TCP connection from `local` to `remote` (both on
+/// 127.0.0.1), as `/proc/net/tcp` shows it: (kind, seconds until it fires).
+fn tcp_timer(local: u16, remote: u16) -> Option<(u32, f64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let hz = 100.0; // USER_HZ, in which /proc/net/tcp counts
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+        if port(fields[1])? != local || port(fields[2])? != remote {
+            return None;
+        }
+        let (kind, when) = fields[5].split_once(':')?;
+        Some((
+            kind.parse().ok()?,
+            u64::from_str_radix(when, 16).ok()? as f64 / hz,
+        ))
+    })
+}
+
+#[test]
+fn a_client_connection_has_tcp_keepalive() {
+    use std::io::BufRead;
+    let root = blue_live();
+    // A keep-alive connection, idle after its first answer, as a tunnel to a client that
+    // vanished would be.
+    let stream = sent(root.blue, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let client = stream.local_addr().unwrap().port();
+    // On the daemon's end of it, the kernel's keepalive timer runs (kind 2, about a
+    // minute away; without keepalive an idle connection has no timer, and a delayed ACK
+    // is kind 2 too but fires within a second).
+    let (_, seconds) = wait_for(
+        Duration::from_secs(10),
+        "the keepalive timer on the daemon's end",
+        || tcp_timer(root.blue, client).filter(|(kind, when)| *kind == 2 && *when > 30.0),
+    );
+    assert!(
+        seconds <= 60.0,
+        "idle time before the first probe: {seconds} s"
+    );
+}
+
+#[test]
+fn an_upload_the_client_abandons_is_not_blamed_on_the_worker() {
+    use std::io::Read;
+    let root = blue_live();
+    let mut stream = sent(
+        root.blue,
+        b"POST /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 100\r\n\r\nonly ten b",
+    );
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(!answer.contains(" 502 "), "{answer}");
+    wait_for(Duration::from_secs(5), "the request to be counted", || {
+        let metrics = root.control("GET", "/metrics").body;
+        metrics
+            .contains("bluegreen_requests_total{slot=\"blue\",class=\"4xx\"} 1")
+            .then_some(())
+    });
+    let metrics = root.control("GET", "/metrics").body;
+    assert!(
+        metrics.contains("bluegreen_requests_total{slot=\"blue\",class=\"5xx\"} 0")
+            || !metrics.contains("slot=\"blue\",class=\"5xx\""),
+        "{metrics}"
+    );
+    assert!(!root.log().contains("did not answer"), "{}", root.log());
+}

@@ -1,0 +1,149 @@
+//! Releases after they land: `releases`, `rollback`, pruning, and removal of builds no
+//! release uses.
+
+use std::fs;
+use std::process::Command;
+
+use crate::util::*;
+
+#[test]
+fn rollback_releases_and_pruning() {
+    let root = Root::new();
+    root.set("keep_releases", 3);
+    let mut shas = Vec::new();
+    for n in 1..=5 {
+        shas.push(root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]));
+        assert!(root.push("blue").ok);
+    }
+    let releases = root.releases("blue");
+    assert_eq!(releases.len(), 3, "{releases:?}");
+    assert!(releases[2].ends_with(&shas[4][..7]));
+
+    let listed = root.run(&["releases", "blue"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert!(
+        listed.lines().next().unwrap().starts_with("* blue"),
+        "newest first, current marked: {listed}"
+    );
+
+    let out = root.run(&["rollback", "blue"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(root.current("blue").unwrap(), releases[1]);
+    let out = root.run(&["rollback", "blue", "--to", "nope"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: blue has no release `nope` (see `bluegreen releases blue`)"
+    );
+    assert_eq!(root.current("blue").unwrap(), releases[1]);
+
+    // After a rollback to the oldest kept release, pruning still keeps it and the one before.
+    let out = root.run(&["rollback", "blue", "--to", &releases[0]]);
+    assert!(out.status.success());
+    root.commit("v6", &[("VERSION", "v6\n")]);
+    root.push("blue");
+    let after = root.releases("blue");
+    assert!(
+        after.contains(&releases[0]),
+        "the previous release is kept: {after:?}"
+    );
+}
+
+#[test]
+fn rollback_passes_over_a_release_that_was_never_current() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    assert!(root.push("blue").ok);
+    let [v1, v2] = <[String; 2]>::try_from(root.releases("blue")).unwrap();
+
+    // What a deploy killed between copying its release and the flip leaves behind: a
+    // complete release, newer than v1, that `current` never named. (`-2` is how a
+    // second release of the same commit in the same millisecond is named.)
+    let releases = root.path.join("blue/releases");
+    let orphan = format!("{v1}-2");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(releases.join(&v1))
+        .arg(releases.join(&orphan))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    fs::remove_file(releases.join(&orphan).join(".bluegreen-was-current")).unwrap();
+    assert_eq!(root.releases("blue"), [v1.clone(), orphan.clone(), v2]);
+
+    let listed = root.run(&["releases", "blue"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let line = |id: &str| {
+        let id = format!(" {id} ");
+        listed
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line(&orphan).ends_with("(never current)"), "{listed}");
+    assert!(!line(&v1).contains("never current"), "{listed}");
+
+    let out = root.run(&["rollback", "blue"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(root.current("blue").unwrap(), v1);
+
+    // Nothing before v1 was ever current: a one-line refusal, nothing moves.
+    let out = root.run(&["rollback", "blue"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: blue has no release before {v1} that was ever current (see `bluegreen releases blue`)")
+    );
+    assert_eq!(root.current("blue").unwrap(), v1);
+}
+
+#[test]
+fn builds_no_release_uses_are_removed() {
+    let root = Root::new();
+    root.set("keep_releases", 2);
+    for n in 1..=3 {
+        root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]);
+        root.push("green");
+    }
+    root.commit("v4", &[("VERSION", "v4\n")]);
+    root.push("green")
+        .says("(pruned 1 releases, removed 1 unused builds)");
+    let used: std::collections::BTreeSet<String> = root
+        .releases("green")
+        .iter()
+        .map(|id| {
+            let meta = fs::read_to_string(
+                root.path
+                    .join("green/releases")
+                    .join(id)
+                    .join(".bluegreen-release.json"),
+            )
+            .unwrap();
+            serde_json::from_str::<serde_json::Value>(&meta).unwrap()["build_key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let builds: std::collections::BTreeSet<String> = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(builds, used, "exactly the builds the releases use are kept");
+    assert_eq!(builds.len(), 2);
+}
