@@ -32,6 +32,9 @@ impl Client {
     pub fn new(config: &Config) -> Client {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(2))
+            // Each call closes its connection (see `call`): none is kept, or a long-lived
+            // client (the demo) would hold one the daemon closed, in CLOSE_WAIT.
+            .max_idle_connections(0)
             .build();
         Client {
             base: format!("http://{}", config.control.listen),
