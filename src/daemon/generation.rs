@@ -171,11 +171,14 @@ impl Generation {
     }
 
     /// Waits until the health path answers 2xx/3xx, the process exits, or `timeout`.
+    /// Each check waits up to `check_timeout` (`heartbeat.timeout`) for its answer: one
+    /// slower than that would count as failing once live, so it counts as not ready yet.
     pub async fn wait_ready(
         &self,
         client: &Client,
         path: &str,
         timeout: Duration,
+        check_timeout: Duration,
     ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut exited = self.exited.clone();
@@ -197,7 +200,7 @@ impl Generation {
                     self.tail_text()
                 ));
             }
-            match upstream::probe(client, self.port, path, left.min(Duration::from_secs(2))).await {
+            match upstream::probe(client, self.port, path, left.min(check_timeout)).await {
                 Ok(status) if (200..400).contains(&status) => return Ok(()),
                 Ok(status) => last = format!("GET {path} answered {status}"),
                 Err(e) => last = format!("GET {path}: {e}"),

@@ -67,9 +67,10 @@ pub async fn probe(
     .await;
     match answer {
         Ok(result) => result,
+        // To the millisecond: "1s 476ms", not down to the nanosecond.
         Err(_) => Err(format!(
             "no answer within {}",
-            humantime::format_duration(timeout)
+            humantime::format_duration(Duration::from_millis(timeout.as_millis() as u64))
         )),
     }
 }

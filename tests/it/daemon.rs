@@ -104,6 +104,18 @@ fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
 }
 
 #[test]
+fn a_health_check_may_take_as_long_as_heartbeat_timeout() {
+    let root = blue_live_with(&[
+        ("app.ready_timeout", "20s".into()),
+        ("heartbeat.timeout", "5s".into()),
+    ]);
+    // Every answer, the health check's too, takes 2.5 s: longer than the 2 s default.
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "2500")]);
+    root.push("blue").says("blue: live in ");
+    assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
+}
+
+#[test]
 fn a_killed_worker_is_restarted_and_counted() {
     let root = blue_live();
     let pid = root.live_pid("blue");

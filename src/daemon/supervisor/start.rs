@@ -72,6 +72,7 @@ impl Supervisor {
                         &daemon.client,
                         &config.app.health_path,
                         config.app.ready_timeout,
+                        config.heartbeat.timeout,
                     ) => ready,
                     _ = &mut cancelled => Err("the daemon is stopping".to_string()),
                 };
