@@ -1,6 +1,6 @@
 //! The slot listener's data path as a client sees it: what reaches the worker (origin-form
-//! target, proxy headers), upgraded connections (tunnels), TCP keepalive, and an upload
-//! the client abandons.
+//! target, proxy headers), upgraded connections (tunnels), TCP keepalive, an upload
+//! the client abandons, and a request whose client gives up.
 
 use std::time::Duration;
 
@@ -227,4 +227,25 @@ fn an_upload_the_client_abandons_is_not_blamed_on_the_worker() {
         "{metrics}"
     );
     assert!(!root.log().contains("did not answer"), "{}", root.log());
+}
+
+#[test]
+fn a_client_that_gives_up_cancels_its_request_upstream() {
+    let root = blue_live_with(&[("heartbeat.timeout", "10s".into())]);
+    // Every answer, the health check's too, takes 4 s.
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "4000")]);
+    root.push("blue").says("blue: live in ");
+    let in_flight = || root.status()["slots"]["blue"]["live"]["in_flight"].as_u64();
+    let stream = sent(root.blue, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+    wait_for(Duration::from_secs(3), "the request in flight", || {
+        (in_flight() == Some(1)).then_some(())
+    });
+    drop(stream);
+    // Well before the worker's answer (4 s after the request), it no longer counts: a
+    // drain would not wait for it.
+    wait_for(
+        Duration::from_secs(2),
+        "the request to be cancelled",
+        || (in_flight() == Some(0)).then_some(()),
+    );
 }
