@@ -87,9 +87,10 @@ fn locate(text: &str, offset: usize) -> (usize, String) {
     let line_no = before.matches('\n').count() + 1;
     let lines: Vec<&str> = text.lines().collect();
     let line = lines.get(line_no - 1).copied().unwrap_or("").trim();
+    // `[app]   # a comment` names `app`; `[[x]]` names `x`.
     let header = |l: &str| {
-        l.starts_with('[')
-            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        let inside = l.strip_prefix('[')?.trim_start_matches('[');
+        Some(inside[..inside.find(']')?].trim().to_string())
     };
     if let Some(table) = header(line) {
         return (line_no, table);
@@ -178,5 +179,15 @@ mod tests {
             );
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn errors_name_the_key_under_a_commented_table_header() {
+        // The template `init` writes comments every table header.
+        let text = TEMPLATE.replace("ready_timeout = \"30s\"", "ready_timeout = \"soon\"");
+        let line = text.lines().position(|l| l.contains("\"soon\"")).unwrap() + 1;
+        let err = Config::parse(&text).unwrap_err();
+        let want = format!("{line}: app.ready_timeout: invalid duration `soon`");
+        assert!(err.starts_with(&want), "got {err:?}, want {want:?}");
     }
 }
