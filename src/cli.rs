@@ -87,3 +87,74 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub control: SocketAddr,
 }
+
+/// Parses the command line. A usage error is reported on one line (clap's own report
+/// spreads it over several, with a usage block) and exits with clap's code, 2; help and
+/// version print as clap prints them.
+pub fn parse() -> Args {
+    Args::try_parse().unwrap_or_else(|e| {
+        use clap::error::ErrorKind;
+        if matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            e.exit()
+        }
+        eprintln!("{}", one_line(&e.to_string()));
+        std::process::exit(e.exit_code())
+    })
+}
+
+/// clap's report up to its usage block, on one line: `error: ...: <FROM>` for a list
+/// after a colon, `; tip: ...` for a hint.
+fn one_line(report: &str) -> String {
+    let mut line = String::new();
+    for part in report.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if part.starts_with("Usage:") || part.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage_error(args: &[&str]) -> String {
+        let e = Args::try_parse_from(args).unwrap_err();
+        one_line(&e.to_string())
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        assert_eq!(
+            usage_error(&["bluegreen", "promote"]),
+            "error: the following required arguments were not provided: <FROM>"
+        );
+        assert!(usage_error(&["bluegreen", "switch", "purple"])
+            .starts_with("error: invalid value 'purple' for '[SLOT]': "),);
+        assert_eq!(
+            usage_error(&["bluegreen", "stauts"]),
+            "error: unrecognized subcommand 'stauts'; tip: a similar subcommand exists: 'status'"
+        );
+        for args in [
+            &["bluegreen", "promote"][..],
+            &["bluegreen", "switch", "purple"],
+            &["bluegreen", "status", "--jsn"],
+            &["bluegreen", "mirroring", "on", "off"],
+        ] {
+            let line = usage_error(args);
+            assert!(
+                !line.contains('\n') && line.starts_with("error: "),
+                "{line:?}"
+            );
+        }
+    }
+}

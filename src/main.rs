@@ -16,12 +16,14 @@ fn main() -> ExitCode {
     let args = if as_hook {
         Args::parse_from(["bluegreen", "hook", "post-receive"])
     } else {
-        Args::parse()
+        bluegreen::cli::parse()
     };
     bluegreen::logging::init(&args.command);
     match bluegreen::run::run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // `bluegreen status | head -1`: the reader has what it wanted.
+        Err(e) if bluegreen::run::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

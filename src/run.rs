@@ -2,7 +2,8 @@
 //!
 //! Returns `Ok(false)` for "ran, but the outcome is a failure the output already
 //! explained" (a release that did not go live, a refused switch): exit code 1, no
-//! second message.
+//! second message. Standard output that its reader closed (`bluegreen status | head -1`)
+//! ends a command quietly: see [`stdout_closed`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         )?)
     };
     let config = |layout: &Layout| Config::load(&layout.config_file());
-    let stdout = &mut std::io::stdout();
+    let stdout = &mut Stdout(std::io::stdout());
     match args.command {
         Command::Init { dir } => {
             let dir: PathBuf = match dir.or(args.root) {
@@ -71,4 +72,41 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         Command::Demo(demo) => crate::demo::run(demo),
         Command::SampleApp => crate::sample_app::run(),
     }
+}
+
+/// The commands' standard output: a write its reader went away from fails with
+/// [`StdoutClosed`] inside, so that `main` can tell it from any other broken pipe (the
+/// daemon's connection, say) and exit quietly.
+struct Stdout(std::io::Stdout);
+
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+struct StdoutClosed;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(closed)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(closed)
+    }
+}
+
+fn closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(e.kind(), StdoutClosed)
+    } else {
+        e
+    }
+}
+
+/// Whether `error` is standard output closed by its reader, which is no failure to report.
+pub fn stdout_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
 }

@@ -147,3 +147,19 @@ fn builds_no_release_uses_are_removed() {
     assert_eq!(builds, used, "exactly the builds the releases use are kept");
     assert_eq!(builds.len(), 2);
 }
+
+#[test]
+fn output_whose_reader_went_away_ends_quietly() {
+    // `bluegreen releases | head -0`: the reader is gone before anything is written.
+    let root = Root::new();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["releases", "--root"])
+        .arg(&root.path)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
