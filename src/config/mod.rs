@@ -69,6 +69,7 @@ pub struct AppConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterConfig {
+    #[serde(deserialize_with = "values::listen")]
     pub listen: SocketAddr,
     #[serde(deserialize_with = "values::optional_url_path")]
     pub switch_path: String,
@@ -93,6 +94,7 @@ pub struct Slots {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotConfig {
+    #[serde(deserialize_with = "values::listen")]
     pub listen: SocketAddr,
     #[serde(default, deserialize_with = "values::env")]
     pub env: BTreeMap<String, String>,

@@ -144,7 +144,14 @@ mod tests {
                 "branch = \"main\"\nbogus = 1\n",
                 "2: bogus: unknown field `bogus`",
             ),
-            ("[router]\nlisten = \"nowhere\"\n", "2: router.listen: "),
+            (
+                "[router]\nlisten = \"nowhere\"\n",
+                "2: router.listen: `nowhere` is not IP:port",
+            ),
+            (
+                "[slots.blue]\nlisten = \"localhost:9090\"\n",
+                "2: slots.blue.listen: `localhost:9090` is not IP:port",
+            ),
             (
                 "[slots.red]\nlisten = \"127.0.0.1:1\"\n",
                 "1: slots.red: unknown field `red`",

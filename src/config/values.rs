@@ -107,7 +107,7 @@ pub fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let path = String::deserialize(d)?;
     if !path.starts_with('/') || path.contains(char::is_whitespace) {
         return Err(D::Error::custom(format!(
-            "`{path}` is not a URL path (it starts with `/`)"
+            "`{path}` is not a URL path: it must start with `/`"
         )));
     }
     Ok(path)
@@ -117,14 +117,25 @@ pub fn optional_url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::E
     let path = String::deserialize(d)?;
     if !path.is_empty() && (!path.starts_with('/') || path.contains(char::is_whitespace)) {
         return Err(D::Error::custom(format!(
-            "`{path}` is not a URL path (it starts with `/`, or is \"\" to disable)"
+            "`{path}` is not a URL path: it must start with `/` (or be \"\" to disable)"
         )));
     }
     Ok(path)
 }
 
+/// A listen address: an IP and a port, never a host name (the listeners bind before any
+/// resolver could be trusted, and `localhost` may mean two addresses).
+pub fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        D::Error::custom(format!(
+            "`{text}` is not IP:port (e.g. \"127.0.0.1:8080\", \"0.0.0.0:8080\", \"[::1]:8080\")"
+        ))
+    })
+}
+
 pub fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    let addr = SocketAddr::deserialize(d)?;
+    let addr = listen(d)?;
     if !addr.ip().is_loopback() {
         return Err(D::Error::custom(format!(
             "{addr} is not a loopback address (the control API never listens beyond this host)"

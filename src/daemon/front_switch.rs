@@ -31,13 +31,14 @@ pub fn allowed(
     if local.is_ok() {
         return Ok(());
     }
-    let peer = match local {
-        Err(why) if !why.is_empty() => format!("{peer} ({why})"),
-        _ => peer.to_string(),
+    // Why a loopback peer does not count as this host, for the answer.
+    let why = match local {
+        Err(why) if !why.is_empty() => format!("{why}; "),
+        _ => String::new(),
     };
     let presented = authorization.and_then(|a| a.strip_prefix("Bearer "));
     match (token, presented) {
-        (None, _) => Err(format!("{peer} may not switch: only loopback callers can (set router.token_file to allow others)")),
+        (None, _) => Err(format!("{peer} may not switch: {why}only callers on this host can, unless router.token_file sets a token for others")),
         (Some(token), Some(presented)) if constant_time_eq(token.as_bytes(), presented.trim().as_bytes()) => {
             if *method == Method::POST {
                 Ok(())
@@ -45,7 +46,7 @@ pub fn allowed(
                 Err("switching from another host takes POST".into())
             }
         }
-        (Some(_), _) => Err(format!("{peer} may not switch without `Authorization: Bearer <token>`")),
+        (Some(_), _) => Err(format!("{peer} may not switch: {why}others need `Authorization: Bearer <token>`")),
     }
 }
 

@@ -23,7 +23,7 @@ pub fn from_this_host(hints: &Hints) -> Result<(), String> {
         );
     }
     if hints.origin.is_some() || hints.fetch_site.is_some_and(|s| s != "none") {
-        return Err("sent by a browser on behalf of a web page (Origin/Sec-Fetch-Site)".into());
+        return Err("a browser sent it for a web page (it has Origin or Sec-Fetch-Site)".into());
     }
     if let Some(host) = hints.host {
         if !loopback_host(host) {

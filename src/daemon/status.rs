@@ -25,6 +25,7 @@ pub fn json(daemon: &Daemon) -> Value {
             })
         });
         let health = match (&live, &status.health) {
+            (None, _) if status.starting => "starting".to_string(),
             (None, _) => "down".to_string(),
             (Some(_), Some(Err(why))) => format!("failing: {why}"),
             (Some(_), _) => "healthy".to_string(),

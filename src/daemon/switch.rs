@@ -78,7 +78,7 @@ pub async fn switch(
         (None, Some(from)) => from.other(),
         (None, None) => {
             return Err(SwitchError::Refused(
-                "no active slot yet: say which (?to=blue)".into(),
+                "no active slot yet: say which slot to switch to (`bluegreen switch blue`, or `?to=blue`)".into(),
             ))
         }
     };

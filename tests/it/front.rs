@@ -275,7 +275,7 @@ fn a_remote_peer_needs_the_token_to_switch() {
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
     assert!(
         refused.contains(&format!(
-            "{peer_ip} may not switch without `Authorization: Bearer <token>`"
+            "{peer_ip} may not switch: others need `Authorization: Bearer <token>`"
         )),
         "{refused}"
     );
