@@ -1,33 +1,29 @@
 //! `Generation`: one running worker process group for one release of a slot.
 //!
 //! Started on a fresh loopback port in its own process group, with its output copied
-//! line by line to the daemon's log. It is ready when its health path answers 2xx/3xx.
+//! line by line to the daemon's log ([`super::output`]). It is ready when its health path answers 2xx/3xx.
 //! Stopping always goes to the whole group: SIGTERM, then SIGKILL after the grace time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use std::io::Write;
-
 use anyhow::Context;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
+use super::output::{self, Tail};
 use super::upstream::{self, Client};
 use super::workers;
 use crate::argv;
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::slot::Slot;
-
-/// Lines of output kept to explain a failure.
-const TAIL: usize = 10;
 
 pub struct Generation {
     pub id: u64,
@@ -49,7 +45,7 @@ pub struct Generation {
     /// `Some(status)` once the leader has exited.
     exited: watch::Receiver<Option<ExitStatus>>,
     /// The last lines it wrote, to say why it failed.
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Arc<Tail>,
     /// The tasks copying its stdout and stderr; awaited before quoting `tail` after an exit.
     copiers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     layout: Layout,
@@ -104,7 +100,6 @@ impl Generation {
             &crate::release::in_use_entry(slot, id, release),
         );
 
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
         let label = format!("{slot}/{id}");
         let mut copiers = Vec::new();
         // Under systemd, journald keeps worker output with the daemon's log; elsewhere it
@@ -118,6 +113,7 @@ impl Generation {
                 .ok()
                 .map(|file| Arc::new(Mutex::new(file))),
         };
+        let tail = Tail::new(slot_log.as_ref().map(|_| layout.slot_log(slot)));
         for (stream, name) in [
             (
                 child
@@ -135,7 +131,7 @@ impl Generation {
             ),
         ] {
             if let Some(stream) = stream {
-                copiers.push(tokio::spawn(copy_lines(
+                copiers.push(tokio::spawn(output::copy_lines(
                     stream,
                     label.clone(),
                     name,
@@ -270,45 +266,8 @@ impl Generation {
         }
     }
 
-    /// `; last output: a | b | c`, or nothing.
+    /// `; last output: a | b | c (all of it in ...)`, or nothing.
     pub fn tail_text(&self) -> String {
-        let tail = self.tail.lock().expect("tail lock: no panic holds it");
-        if tail.is_empty() {
-            String::new()
-        } else {
-            let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
-            format!(
-                "; last output: {}",
-                lines[lines.len().saturating_sub(3)..].join(" | ")
-            )
-        }
-    }
-}
-
-async fn copy_lines(
-    stream: Box<dyn AsyncRead + Send + Unpin>,
-    label: String,
-    name: &'static str,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    slot_log: Option<Arc<Mutex<std::fs::File>>>,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    // Bytes, not `lines()`: output that is not UTF-8 must not stop the copy (and then
-    // block the worker on a full pipe).
-    while reader.read_until(b'\n', &mut buf).await.unwrap_or(0) > 0 {
-        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        buf.clear();
-        tracing::info!(target: "worker", "[{label} {name}] {line}");
-        if let Some(file) = &slot_log {
-            let now = humantime::format_rfc3339_seconds(SystemTime::now());
-            let mut file = file.lock().expect("slot log lock: no panic holds it");
-            let _ = writeln!(file, "{now} [{label} {name}] {line}");
-        }
-        let mut tail = tail.lock().expect("tail lock: no panic holds it");
-        if tail.len() == TAIL {
-            tail.pop_front();
-        }
-        tail.push_back(line);
+        self.tail.quote()
     }
 }

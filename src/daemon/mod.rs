@@ -17,6 +17,7 @@ mod heartbeat;
 mod local;
 mod metrics;
 mod mirror;
+mod output;
 mod pool;
 mod proxy;
 mod route;

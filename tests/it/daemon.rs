@@ -97,6 +97,10 @@ fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
     root.commit("crashing", &[("VERSION", "v3\n"), ("CRASH", "")]);
     root.push("blue")
         .says("exited with exit status: 3 before it was ready; last output: sample app: CRASH file present")
+        .says(&format!(
+            "(all of it in {}/logs/blue.log)",
+            root.path.display()
+        ))
         .says("blue keeps serving generation 1");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
     let events = root.control("GET", "/events").body;

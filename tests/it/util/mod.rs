@@ -179,6 +179,13 @@ impl Root {
         let mut child = Command::new(BIN)
             .args(["serve", "--root"])
             .arg(&self.path)
+            // Hermetic when the tests themselves run under systemd (a CI runner's unit):
+            // the daemon under test must not talk to that unit's manager or journal.
+            .env_remove("INVOCATION_ID")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("JOURNAL_STREAM")
             .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
