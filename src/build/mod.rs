@@ -108,23 +108,15 @@ pub fn ensure(
     clear_leftovers(layout, key)?;
 
     let tmp = layout.build_tmp_dir(key);
-    let started = Instant::now();
     fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    checkout(&tmp)?;
-    let checkout_took = started.elapsed();
-    writeln!(out, "{label}checkout {:.1}s", checkout_took.as_secs_f64())?;
-
-    let started = Instant::now();
-    let log_path = layout.build_log(key);
-    let mut log =
-        File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-    if !config.command.trim().is_empty() {
-        command::run(&tmp, config, &mut log, out).map_err(|e| {
-            let tail = tail_lines(&log_path, 3);
-            anyhow::anyhow!("build failed: {e:#}; log {}{tail}", log_path.display())
-        })?;
-    }
-    let build_took = started.elapsed();
+    let build_took = match check_out_and_build(label, layout, key, &tmp, config, checkout, out) {
+        Ok(took) => took,
+        Err(e) => {
+            // Nothing will use it: the log keeps what the build said.
+            let _ = fsops::remove_any(&tmp);
+            return Err(e);
+        }
+    };
 
     let meta = BuildMeta {
         key: key.to_string(),
@@ -145,6 +137,35 @@ pub fn ensure(
     })?;
     File::open(layout.builds_dir())?.sync_all()?;
     Ok(Outcome::Built { build: build_took })
+}
+
+/// Checks the tree out into `tmp` and runs the build command there; returns the time the
+/// command took.
+fn check_out_and_build(
+    label: &str,
+    layout: &Layout,
+    key: &str,
+    tmp: &Path,
+    config: &BuildConfig,
+    checkout: impl FnOnce(&Path) -> anyhow::Result<()>,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    checkout(tmp)?;
+    let checkout_took = started.elapsed();
+    writeln!(out, "{label}checkout {:.1}s", checkout_took.as_secs_f64())?;
+
+    let started = Instant::now();
+    let log_path = layout.build_log(key);
+    let mut log =
+        File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    if !config.command.trim().is_empty() {
+        command::run(tmp, config, &mut log, out).map_err(|e| {
+            let tail = tail_lines(&log_path, 3);
+            anyhow::anyhow!("build failed: {e:#}; log {}{tail}", log_path.display())
+        })?;
+    }
+    Ok(started.elapsed())
 }
 
 /// Removes finished builds that no release of either slot uses and no deploy is using

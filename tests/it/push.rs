@@ -213,6 +213,19 @@ fn a_failing_build_and_a_slow_one_leave_current_alone() {
     for build in finished {
         assert!(build.path().join(".bluegreen-build.json").is_file());
     }
+    // The failed builds' folders are gone; their logs stay.
+    let left: Vec<_> = fs::read_dir(root.path.join("builds/.tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let logs = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .count();
+    assert_eq!(logs, 3);
 }
 
 #[test]
