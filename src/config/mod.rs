@@ -42,7 +42,7 @@ pub struct Config {
 pub struct BuildConfig {
     #[serde(deserialize_with = "values::command")]
     pub command: String,
-    #[serde(with = "values::human_duration")]
+    #[serde(with = "values::positive_duration")]
     pub timeout: Duration,
     #[serde(deserialize_with = "values::env")]
     pub env: BTreeMap<String, String>,
@@ -56,7 +56,7 @@ pub struct AppConfig {
     pub overlap: bool,
     #[serde(deserialize_with = "values::url_path")]
     pub health_path: String,
-    #[serde(with = "values::human_duration")]
+    #[serde(with = "values::positive_duration")]
     pub ready_timeout: Duration,
     #[serde(with = "values::human_duration")]
     pub drain_timeout: Duration,
@@ -103,9 +103,9 @@ pub struct SlotConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatConfig {
-    #[serde(with = "values::human_duration")]
+    #[serde(with = "values::positive_duration")]
     pub interval: Duration,
-    #[serde(with = "values::human_duration")]
+    #[serde(with = "values::positive_duration")]
     pub timeout: Duration,
     #[serde(deserialize_with = "values::url_path")]
     pub path: String,
@@ -120,7 +120,7 @@ pub struct MirrorConfig {
     pub methods: Vec<String>,
     #[serde(with = "values::human_size")]
     pub max_body: u64,
-    #[serde(deserialize_with = "values::at_least_one")]
+    #[serde(deserialize_with = "values::queue")]
     pub queue: usize,
 }
 
@@ -129,7 +129,7 @@ pub struct MirrorConfig {
 pub struct SwitchConfig {
     #[serde(deserialize_with = "values::command")]
     pub migrate: String,
-    #[serde(with = "values::human_duration")]
+    #[serde(with = "values::positive_duration")]
     pub migrate_timeout: Duration,
 }
 

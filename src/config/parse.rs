@@ -161,6 +161,26 @@ mod tests {
                 "1: branch: `a..b` is not a valid branch name",
             ),
             (
+                "[app]\nready_timeout = \"500000000000years\"\n",
+                "2: app.ready_timeout: `500000000000years` is too long (at most 1 year)",
+            ),
+            (
+                "[app]\ndrain_timeout = \"2years\"\n",
+                "2: app.drain_timeout: `2years` is too long (at most 1 year)",
+            ),
+            (
+                "[heartbeat]\ninterval = \"0s\"\n",
+                "2: heartbeat.interval: must be more than 0s",
+            ),
+            (
+                "[switch]\nmigrate_timeout = \"18446744073709551615s\"\n",
+                "2: switch.migrate_timeout: ",
+            ),
+            (
+                "[mirror]\nqueue = 9223372036854775807\n",
+                "2: mirror.queue: 9223372036854775807 is too many (at most 1000000)",
+            ),
+            (
                 "[mirror]\nmax_body = \"ten\"\n",
                 "2: mirror.max_body: invalid size `ten`",
             ),

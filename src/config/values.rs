@@ -1,10 +1,14 @@
 //! The value types of `bluegreen.toml`: durations, sizes, and the validating
 //! deserializers that refuse a bad value with a reason toml places at its key.
 
-/// `"30s"`, `"10m"`, `"1h 30m"` (humantime) both ways.
+/// `"30s"`, `"10m"`, `"1h 30m"` (humantime) both ways; at most `MAX`, so that sums of
+/// them and deadlines built from them never overflow.
 pub mod human_duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
+
+    /// The longest duration any key takes: a year.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
@@ -12,8 +16,30 @@ pub mod human_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))
+        let duration = humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))?;
+        if duration > MAX {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` is too long (at most 1 year)"
+            )));
+        }
+        Ok(duration)
+    }
+}
+
+/// A `human_duration` that must not be zero: a timeout nothing could meet, or a loop
+/// with no pause.
+pub mod positive_duration {
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub use super::human_duration::serialize;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match super::human_duration::deserialize(d)? {
+            Duration::ZERO => Err(serde::de::Error::custom("must be more than 0s")),
+            duration => Ok(duration),
+        }
     }
 }
 
@@ -78,6 +104,19 @@ pub fn branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 pub fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     match usize::deserialize(d)? {
         0 => Err(D::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// The most copies `mirror.queue` may hold waiting.
+pub const MAX_QUEUE: usize = 1_000_000;
+
+pub fn queue<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(D::Error::custom("must be at least 1")),
+        n if n > MAX_QUEUE => Err(D::Error::custom(format!(
+            "{n} is too many (at most {MAX_QUEUE})"
+        ))),
         n => Ok(n),
     }
 }
