@@ -8,6 +8,27 @@ use clap::Parser;
 use bluegreen::cli::Args;
 
 fn main() -> ExitCode {
+    // A panic is a bug; it is reported on one line like every other error.
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("panic");
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: bluegreen bug: {}{place} (please report it; RUST_BACKTRACE=1 shows where)",
+            what.replace('\n', " ")
+        );
+        let trace = std::backtrace::Backtrace::capture();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("{trace}");
+        }
+    }));
     // Through the hook symlink git runs us as `post-receive`.
     let invoked_as = std::env::args_os().next().unwrap_or_default();
     let as_hook = std::path::Path::new(&invoked_as)

@@ -4,7 +4,7 @@
 //! release that was live (with backoff).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -58,8 +58,13 @@ impl Supervisor {
             cancel: Some(cancel),
         });
         let (daemon, tx) = (self.daemon.clone(), self.tx.clone());
-        tokio::spawn(async move {
-            let result = async {
+        // The generation once it runs: if the start task panics (a bug), it is still
+        // reported, and stopped, rather than left running untracked with the
+        // supervisor waiting for a result forever.
+        let spawned: Arc<Mutex<Option<Arc<Generation>>>> = Arc::default();
+        let start = tokio::spawn({
+            let (release, spawned) = (release.clone(), spawned.clone());
+            async move {
                 let port = daemon
                     .ports
                     .fresh()
@@ -67,6 +72,7 @@ impl Supervisor {
                 let generation =
                     Generation::spawn(&daemon.layout, &config, slot, id, &release, port)
                         .map_err(|e| (None, format!("{e:#}")))?;
+                *spawned.lock().expect("no panic holds it") = Some(generation.clone());
                 let ready = tokio::select! {
                     ready = generation.wait_ready(
                         &daemon.client,
@@ -81,7 +87,12 @@ impl Supervisor {
                     Err(reason) => Err((Some(generation), reason)),
                 }
             }
-            .await;
+        });
+        tokio::spawn(async move {
+            let result = start.await.unwrap_or_else(|e| {
+                let generation = spawned.lock().map(|mut g| g.take()).unwrap_or_default();
+                Err((generation, format!("the daemon failed while starting it: {e}")))
+            });
             let _ = tx.send(Msg::Started { release, result });
         });
     }
