@@ -40,11 +40,22 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
             .find(|h| h.field.equiv(name))
             .map(|h| h.value.as_str())
     };
+    let several = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .filter(|h| h.field.equiv(name))
+            .nth(1)
+            .is_some()
+    };
     let hints = Hints {
         host: header("Host"),
         origin: header("Origin"),
         fetch_site: header("Sec-Fetch-Site"),
         forwarded: header("X-Forwarded-For").is_some() || header("Forwarded").is_some(),
+        repeated: ["Host", "Origin", "Sec-Fetch-Site"]
+            .into_iter()
+            .any(several),
     };
     if let Err(why) = super::local::from_this_host(&hints) {
         return reply(
@@ -57,6 +68,10 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
+    // `/slots/<slot>/reload`.
+    let reload_target = path
+        .strip_prefix("/slots/")
+        .and_then(|rest| rest.strip_suffix("/reload"));
     let (status, kind, body) = match (&method, path) {
         (Method::Get, "/status") => (
             200,
@@ -88,8 +103,8 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
             },
             Err(reason) => (400, "text/plain", reason),
         },
-        (Method::Post, p) if p.starts_with("/slots/") && p.ends_with("/reload") => {
-            match p["/slots/".len()..p.len() - "/reload".len()].parse::<Slot>() {
+        (Method::Post, _) if reload_target.is_some() => {
+            match reload_target.unwrap_or_default().parse::<Slot>() {
                 Ok(slot) => {
                     let verdict = reload(daemon, runtime, slot);
                     let status = if verdict.live { 200 } else { 409 };
@@ -103,6 +118,11 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
             }
         }
         (_, "/status" | "/events" | "/metrics" | "/mirroring" | "/switch") => (
+            405,
+            "text/plain",
+            format!("{method} is not allowed on {path}"),
+        ),
+        (_, _) if reload_target.is_some() => (
             405,
             "text/plain",
             format!("{method} is not allowed on {path}"),

@@ -13,10 +13,16 @@ pub struct Hints<'a> {
     pub fetch_site: Option<&'a str>,
     /// `X-Forwarded-For` or `Forwarded` is present.
     pub forwarded: bool,
+    /// `Host`, `Origin` or `Sec-Fetch-Site` came more than once: which one counts would
+    /// be a guess.
+    pub repeated: bool,
 }
 
 /// Ok when nothing in the headers says a loopback request came from elsewhere.
 pub fn from_this_host(hints: &Hints) -> Result<(), String> {
+    if hints.repeated {
+        return Err("Host, Origin or Sec-Fetch-Site is sent more than once".into());
+    }
     if hints.forwarded {
         return Err(
             "relayed by a proxy (X-Forwarded-For/Forwarded): not a caller on this host".into(),
@@ -85,7 +91,12 @@ mod tests {
             host: Some("evil.example:8081"),
             ..Hints::default()
         };
-        for hints in [forwarded, cross_site, origin, rebound] {
+        let two_hosts = Hints {
+            host: Some("127.0.0.1"),
+            repeated: true,
+            ..Hints::default()
+        };
+        for hints in [forwarded, cross_site, origin, rebound, two_hosts] {
             assert!(from_this_host(&hints).is_err(), "{hints:?}");
         }
     }

@@ -33,11 +33,26 @@ impl Query {
     /// Parses `to=blue&force=1`.
     pub fn parse(query: &str) -> Result<Query, String> {
         let mut parsed = Query::default();
+        let mut seen = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if seen.contains(&key) {
+                return Err(format!("`{key}` is given twice"));
+            }
+            seen.push(key);
             match key {
                 "to" => parsed.to = Some(value.parse().map_err(|e| format!("{e:#}"))?),
-                "force" => parsed.force = matches!(value, "" | "1" | "true" | "yes"),
+                "force" => {
+                    parsed.force = match value {
+                        "" | "1" | "true" | "yes" => true,
+                        "0" | "false" | "no" => false,
+                        other => {
+                            return Err(format!(
+                                "force=`{other}`: use force=1 (or true, yes) or force=0 (false, no)"
+                            ))
+                        }
+                    }
+                }
                 other => return Err(format!("unknown parameter `{other}` (to, force)")),
             }
         }
@@ -260,5 +275,14 @@ mod tests {
             "unknown slot `red` (expected blue or green)"
         );
         assert!(Query::parse("bogus=1").is_err());
+        assert!(!Query::parse("force=no").unwrap().force);
+        assert_eq!(
+            Query::parse("to=blue&force=maybe").unwrap_err(),
+            "force=`maybe`: use force=1 (or true, yes) or force=0 (false, no)"
+        );
+        assert_eq!(
+            Query::parse("to=blue&to=green").unwrap_err(),
+            "`to` is given twice"
+        );
     }
 }

@@ -286,3 +286,66 @@ fn a_remote_peer_needs_the_token_to_switch() {
     let served = from_peer("GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n");
     assert!(served.contains("v1 from green"), "{served}");
 }
+
+#[test]
+fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
+    let root = both_live();
+    let mirroring = root.status()["mirroring"]["enabled"].clone();
+    let refused = [
+        (
+            "POST",
+            "/slots/reload",
+            404,
+            "no such endpoint: POST /slots/reload",
+        ),
+        ("POST", "/slots/purple/reload", 404, "unknown slot `purple`"),
+        (
+            "GET",
+            "/slots/blue/reload",
+            405,
+            "GET is not allowed on /slots/blue/reload",
+        ),
+        (
+            "POST",
+            "/switch?to=green&force=maybe",
+            400,
+            "force=`maybe`: use force=1",
+        ),
+        (
+            "POST",
+            "/switch?to=green&to=blue",
+            400,
+            "`to` is given twice",
+        ),
+        (
+            "POST",
+            "/mirroring?enabled=maybe",
+            400,
+            "use ?enabled=true or ?enabled=false",
+        ),
+    ];
+    for (method, path, status, reason) in refused {
+        let answer = root.control(method, path);
+        assert_eq!(answer.status, status, "{method} {path}: {answer:?}");
+        assert!(
+            answer.body.starts_with(reason),
+            "{method} {path}: {answer:?}"
+        );
+        assert_eq!(answer.body.lines().count(), 1, "{answer:?}");
+    }
+    // Two Host headers: which one counts would be a guess.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.control)).unwrap();
+    stream
+        .write_all(b"POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("Host, Origin or Sec-Fetch-Site is sent more than once"),
+        "{answer}"
+    );
+    assert_eq!(root.status()["active"], "blue");
+    assert_eq!(root.status()["mirroring"]["enabled"], mirroring);
+}

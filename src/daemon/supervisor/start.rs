@@ -91,7 +91,10 @@ impl Supervisor {
         tokio::spawn(async move {
             let result = start.await.unwrap_or_else(|e| {
                 let generation = spawned.lock().map(|mut g| g.take()).unwrap_or_default();
-                Err((generation, format!("the daemon failed while starting it: {e}")))
+                Err((
+                    generation,
+                    format!("the daemon failed while starting it: {e}"),
+                ))
             });
             let _ = tx.send(Msg::Started { release, result });
         });
