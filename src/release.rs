@@ -215,7 +215,9 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
     for entry in entries {
         let entry = entry?;
         let id = entry.file_name().to_string_lossy().into_owned();
-        if id.starts_with('.') || !entry.file_type()?.is_dir() {
+        // Only what `create` made: a folder without its metadata is not a release.
+        if id.starts_with('.') || !entry.file_type()?.is_dir() || !entry.path().join(META).is_file()
+        {
             continue;
         }
         releases.push(Release {

@@ -49,7 +49,14 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
         Command::Releases { slot } => {
             let slots = slot.map_or(Slot::ALL.to_vec(), |s| vec![s]);
-            crate::rollout::list(&layout()?, &slots, stdout)?;
+            // No config needed (it may be broken), but it must be a root.
+            let layout = layout()?;
+            anyhow::ensure!(
+                layout.config_file().is_file(),
+                "{} is not a bluegreen root (it has no bluegreen.toml; `bluegreen init` makes one)",
+                layout.root().display()
+            );
+            crate::rollout::list(&layout, &slots, stdout)?;
             Ok(true)
         }
         Command::Rollback { slot, to } => {

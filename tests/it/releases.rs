@@ -163,3 +163,30 @@ fn output_whose_reader_went_away_ends_quietly() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+#[test]
+fn releases_refuses_a_folder_that_is_not_a_root_and_skips_strays() {
+    let nowhere = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["releases", "--root"])
+        .arg(nowhere.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: {} is not a bluegreen root (it has no bluegreen.toml; `bluegreen init` makes one)",
+            nowhere.path().display()
+        )
+    );
+
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    fs::create_dir(root.path.join("blue/releases/not-a-release")).unwrap();
+    let listed = root.run(&["releases", "blue"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(!listed.contains("not-a-release"), "{listed}");
+}
