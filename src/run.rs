@@ -34,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         Command::Check => {
             let layout = layout()?;
             let config = config(&layout)?;
+            config.router.token()?;
             writeln!(
                 stdout,
                 "# {}: valid\n{}",

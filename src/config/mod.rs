@@ -245,6 +245,27 @@ impl AppConfig {
     }
 }
 
+impl RouterConfig {
+    /// The bearer token in `token_file`, if one is set; an unreadable or empty file is
+    /// an error (`check` reports it as `serve` would).
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        use anyhow::Context;
+        if self.token_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let path = &self.token_file;
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read router.token_file {}", path.display()))?;
+        let token = token.trim().to_string();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "router.token_file {} is empty",
+            path.display()
+        );
+        Ok(Some(token))
+    }
+}
+
 impl Slots {
     pub fn get(&self, slot: Slot) -> &SlotConfig {
         match slot {

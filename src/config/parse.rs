@@ -181,6 +181,14 @@ mod tests {
                 "2: mirror.queue: 9223372036854775807 is too many (at most 1000000)",
             ),
             (
+                "[app]\nhealth_path = \"/a\\u0000b\"\n",
+                "2: app.health_path: `/a\\0b` is not a URL path",
+            ),
+            (
+                "[heartbeat]\npath = \"/a b\"\n",
+                "2: heartbeat.path: `/a b` is not a URL path",
+            ),
+            (
                 "[mirror]\nmax_body = \"ten\"\n",
                 "2: mirror.max_body: invalid size `ten`",
             ),

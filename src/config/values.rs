@@ -142,11 +142,17 @@ pub fn required_command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
     Ok(text)
 }
 
+/// A path (and query) a request may carry: no spaces or control characters.
+fn is_url_path(path: &str) -> bool {
+    path.starts_with('/') && path.parse::<http::uri::PathAndQuery>().is_ok()
+}
+
 pub fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let path = String::deserialize(d)?;
-    if !path.starts_with('/') || path.contains(char::is_whitespace) {
+    if !is_url_path(&path) {
         return Err(D::Error::custom(format!(
-            "`{path}` is not a URL path: it must start with `/`"
+            "`{}` is not a URL path: it must start with `/` and have no spaces or control characters",
+            path.escape_debug()
         )));
     }
     Ok(path)
@@ -154,9 +160,10 @@ pub fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 pub fn optional_url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let path = String::deserialize(d)?;
-    if !path.is_empty() && (!path.starts_with('/') || path.contains(char::is_whitespace)) {
+    if !path.is_empty() && !is_url_path(&path) {
         return Err(D::Error::custom(format!(
-            "`{path}` is not a URL path: it must start with `/` (or be \"\" to disable)"
+            "`{}` is not a URL path: it must start with `/` and have no spaces or control characters (or be \"\" to disable)",
+            path.escape_debug()
         )));
     }
     Ok(path)

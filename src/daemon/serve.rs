@@ -50,19 +50,7 @@ fn bind(config: &Config) -> anyhow::Result<Bound> {
 }
 
 fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
-    if config.router.token_file.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    let path = &config.router.token_file;
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read router.token_file {}", path.display()))?;
-    let token = token.trim().to_string();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "router.token_file {} is empty",
-        path.display()
-    );
-    Ok(Some(token))
+    config.router.token()
 }
 
 /// Runs the daemon for `layout` until SIGTERM or SIGINT.

@@ -298,6 +298,14 @@ fn bad_config_names_file_line_and_key() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.contains(&format!("{}{want}", file.display())), "{err}");
     }
+    // Valid as text, but `serve` could not start with it: `check` says so too.
+    fs::write(&file, "[router]\ntoken_file = \"/nonexistent/token\"\n").unwrap();
+    let out = root.run(&["check"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: cannot read router.token_file /nonexistent/token: No such file or directory (os error 2)"
+    );
 }
 
 #[test]
