@@ -68,6 +68,8 @@ pub fn run(
     let config = Config::load(&layout.config_file())?;
     let deploy_ref = format!("refs/heads/{}", config.branch);
 
+    // A ref that deploys nothing is bad input (DESIGN: a one-line reason and a non-zero
+    // exit). git ignores a post-receive hook's exit status, so the push itself stands.
     let mut all_live = true;
     for update in updates {
         if update.refname != deploy_ref {
@@ -76,12 +78,14 @@ pub fn run(
                 "{} is not the deploy branch ({}): not deployed",
                 update.refname, config.branch
             )?;
+            all_live = false;
         } else if update.new.bytes().all(|b| b == b'0') {
             writeln!(
                 out,
                 "{} was deleted: not deployed ({slot} keeps its current release)",
                 update.refname
             )?;
+            all_live = false;
         } else {
             all_live &= deploy(&layout, &config, slot, &mut repo, &update, out)?;
         }

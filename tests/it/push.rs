@@ -250,13 +250,19 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     };
     let zeros = "0".repeat(40);
     let out = hook(&format!("{} {zeros} refs/heads/main\n", "a".repeat(40)));
-    assert!(out.status.success());
+    assert!(!out.status.success(), "bad input exits non-zero");
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("refs/heads/main was deleted: not deployed"),
         "{text}"
     );
     assert!(root.current("blue").is_none());
+    let out = hook(&format!(
+        "{} {} refs/heads/feature\n",
+        "0".repeat(40),
+        "b".repeat(40)
+    ));
+    assert!(!out.status.success(), "bad input exits non-zero");
 
     let out = hook("not a ref line\n");
     assert!(!out.status.success());
