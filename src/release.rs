@@ -21,6 +21,9 @@ pub const META: &str = ".bluegreen-release.json";
 /// was current once, so `rollback` may go back to it. A complete release without it never
 /// was current: a deploy killed between copying it and the flip left it behind.
 pub const WAS_CURRENT: &str = ".bluegreen-was-current";
+/// Written into a release by the daemon when a generation of it went live (holding that
+/// moment's time): it is known to have served, so `rollback` goes back to it first.
+pub const WENT_LIVE: &str = ".bluegreen-went-live";
 
 /// What a release records about where it came from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +50,8 @@ pub struct Release {
     pub meta: Option<ReleaseMeta>,
     /// `current` named it once (see [`WAS_CURRENT`]).
     pub was_current: bool,
+    /// A generation of it went live (see [`WENT_LIVE`]).
+    pub went_live: bool,
 }
 
 impl Release {
@@ -223,6 +228,7 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
         releases.push(Release {
             meta: read_meta(&entry.path()),
             was_current: entry.path().join(WAS_CURRENT).is_file(),
+            went_live: entry.path().join(WENT_LIVE).is_file(),
             id,
         });
     }
@@ -230,15 +236,30 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
     Ok(releases)
 }
 
-/// The newest release made before `id` that was current once, if any: where `rollback`
-/// goes. One a killed deploy left behind never ran, and is passed over.
+/// Where `rollback` goes from `id`: the newest older release that went live, or, when
+/// none did (no daemon ran them), the newest older one that was current. A release that
+/// failed to start is passed over, and so is one a killed deploy left behind.
 pub fn previous(releases: &[Release], id: &str) -> Option<String> {
     let i = releases.iter().position(|r| r.id == id)?;
-    releases[..i]
+    let older = &releases[..i];
+    older
         .iter()
         .rev()
-        .find(|r| r.was_current)
+        .find(|r| r.went_live)
+        .or_else(|| older.iter().rev().find(|r| r.was_current))
         .map(|r| r.id.clone())
+}
+
+/// Records that a generation of release `id` of `slot` went live (once: a later call
+/// keeps the first time).
+pub fn mark_live(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
+    let file = layout.release_dir(slot, id).join(WENT_LIVE);
+    if file.is_file() {
+        return Ok(());
+    }
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    fsops::write_atomic(&file, format!("{now}\n").as_bytes())
+        .with_context(|| format!("cannot mark release {slot}/{id} as gone live"))
 }
 
 /// How the daemon's register of running workers (`run/workers/<pgid>`) names what a

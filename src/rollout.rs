@@ -19,6 +19,7 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
     for &slot in slots {
         let current = release::current(layout, slot);
         let releases = release::list(layout, slot)?;
+        let any_live = releases.iter().any(|r| r.went_live);
         if releases.is_empty() {
             writeln!(out, "{slot}: no releases")?;
         }
@@ -33,11 +34,17 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
                 .as_ref()
                 .map(|m| (m.created.as_str(), m.build_key.as_str(), m.summary.as_str()))
                 .unwrap_or(("?", "?", ""));
-            // A release a killed deploy left behind: `rollback` passes over it.
-            let never = if r.was_current || mark == "*" {
-                ""
-            } else {
+            // What `rollback` passes over: a release a killed deploy left behind, and
+            // (once the daemon serves the slot) one that did not go live.
+            let is_current = mark == "*";
+            let never = if !r.was_current && !is_current {
                 "  (never current)"
+            } else if !any_live || r.went_live {
+                ""
+            } else if is_current {
+                "  (not live)"
+            } else {
+                "  (never went live)"
             };
             writeln!(
                 out,
@@ -72,7 +79,7 @@ pub fn rollback(
         }
         None => release::previous(&releases, &current)
             .with_context(|| {
-                format!("{slot} has no release before {current} that was ever current (see `bluegreen releases {slot}`)")
+                format!("{slot} has no release before {current} to go back to: none went live or was current (see `bluegreen releases {slot}`)")
             })?,
     };
     anyhow::ensure!(target != current, "{slot} already runs {target}");

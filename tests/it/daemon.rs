@@ -230,6 +230,41 @@ fn rollback_while_serving_runs_the_previous_release() {
 }
 
 #[test]
+fn rollback_after_failed_pushes_goes_back_to_the_release_that_served() {
+    let root = blue_live();
+    root.commit("crash", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("blue").says("blue: not live: ");
+    root.commit("crash again", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: not live: ");
+    let [v1, v2, v3] = <[String; 3]>::try_from(root.releases("blue")).unwrap();
+
+    let listed = root.run(&["releases", "blue"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let line = |id: &str| {
+        let id = format!(" {id} ");
+        listed
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line(&v3).ends_with("(not live)"), "{listed}");
+    assert!(line(&v2).ends_with("(never went live)"), "{listed}");
+    assert!(!line(&v1).contains("live)"), "{listed}");
+
+    // Not v2, which was current but never served: v1, which blue still serves.
+    let out = root.run(&["rollback", "blue"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("blue: current {v3} -> {v1}")),
+        "{text}"
+    );
+    assert_eq!(root.current("blue").unwrap(), v1);
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}
+
+#[test]
 fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
     let root = v2_over_v1_on_blue();
     // A manual flip, like an operator's `ln -sfn` + `mv -T`, without telling the daemon.

@@ -104,7 +104,7 @@ fn rollback_passes_over_a_release_that_was_never_current() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        format!("error: blue has no release before {v1} that was ever current (see `bluegreen releases blue`)")
+        format!("error: blue has no release before {v1} to go back to: none went live or was current (see `bluegreen releases blue`)")
     );
     assert_eq!(root.current("blue").unwrap(), v1);
 }

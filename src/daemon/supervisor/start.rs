@@ -140,6 +140,9 @@ impl Supervisor {
                 self.live_since = Instant::now();
                 self.last_good = Some(release.clone());
                 self.daemon.set_last_live(slot, &release);
+                if let Err(e) = release::mark_live(&self.daemon.layout, slot, &release) {
+                    tracing::warn!(slot = %slot, "{e:#}");
+                }
                 self.last_failed = None;
                 self.daemon.metrics.generation(
                     slot,
