@@ -64,12 +64,20 @@ impl Heartbeat {
     }
 }
 
-/// Checks the active slot every `heartbeat.interval` until the daemon stops.
+/// Checks the active slot every `heartbeat.interval` until the daemon stops. A reloaded
+/// config restarts the wait with its interval (an old wait of an hour is not sat out).
 pub async fn run(daemon: Arc<Daemon>) {
     let mut watched: Option<Slot> = None;
     loop {
+        // Registered before the config is read, so a reload in between is not missed.
+        let changed = daemon.config_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let config = daemon.config();
-        tokio::time::sleep(config.heartbeat.interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(config.heartbeat.interval) => {}
+            _ = changed => continue,
+        }
         let Some(active) = daemon.active() else {
             continue;
         };

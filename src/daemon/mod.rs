@@ -51,6 +51,8 @@ pub struct Daemon {
     config: RwLock<Arc<Config>>,
     /// Moves on every replacement of `config`, for the proxy threads' copies.
     config_version: AtomicU64,
+    /// Woken on every replacement of `config`, for loops that wait by its values.
+    pub config_changed: tokio::sync::Notify,
     /// The bearer token from `router.token_file`, if one is set.
     token: RwLock<Option<String>>,
     pub slots: [SlotHandle; 2],
@@ -135,6 +137,7 @@ impl Daemon {
         let mut current = self.config.write().expect("config lock: no panic holds it");
         *current = Arc::new(config);
         self.config_version.fetch_add(1, Ordering::AcqRel);
+        self.config_changed.notify_waiters();
     }
 
     pub fn token(&self) -> Option<String> {

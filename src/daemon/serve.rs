@@ -118,6 +118,7 @@ async fn run(
         heartbeat: Mutex::new(heartbeat::Heartbeat::new()),
         config: RwLock::new(Arc::new(config.clone())),
         config_version: AtomicU64::new(0),
+        config_changed: tokio::sync::Notify::new(),
         token: RwLock::new(token),
         slots,
         active: AtomicU8::new(state.active.map_or(0, |s| s.index() as u8 + 1)),

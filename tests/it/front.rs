@@ -133,6 +133,26 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
 }
 
 #[test]
+fn a_reloaded_heartbeat_interval_takes_effect_at_once() {
+    let mut root = Root::new();
+    root.set("heartbeat.interval", "1h");
+    root.serve();
+    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "1")]);
+    root.push("blue").says("blue: live in ");
+    root.set("heartbeat.interval", "200ms");
+    root.signal(nix::sys::signal::Signal::SIGHUP);
+    // Not an hour: the wait restarts with the new interval.
+    wait_for(Duration::from_secs(10), "blue's heartbeat failures", || {
+        let metrics = root.control("GET", "/metrics").body;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"blue\"} "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n >= 1)
+    });
+}
+
+#[test]
 fn the_heartbeat_stays_put_when_both_slots_fail() {
     let mut root = Root::new();
     root.set("heartbeat.interval", "300ms");
