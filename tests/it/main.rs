@@ -8,4 +8,5 @@ mod mirror;
 mod proxy;
 mod push;
 mod releases;
+mod setup;
 mod util;

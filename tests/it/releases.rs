@@ -1,5 +1,5 @@
-//! Releases after they land: `releases`, `rollback`, pruning, and removal of builds no
-//! release uses.
+//! Releases after they land: `releases`, `rollback` (by hand, while serving, behind the
+//! daemon's back), pruning, and removal of builds no release uses.
 
 use std::fs;
 use std::process::Command;
@@ -189,4 +189,70 @@ fn releases_refuses_a_folder_that_is_not_a_root_and_skips_strays() {
     let listed = String::from_utf8(listed.stdout).unwrap();
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(!listed.contains("not-a-release"), "{listed}");
+}
+
+/// A served root where blue runs v2, pushed over v1.
+fn v2_over_v1_on_blue() -> Root {
+    let root = blue_live();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue");
+    root.wait_body(root.blue, "v2 from blue");
+    root
+}
+
+#[test]
+fn rollback_while_serving_runs_the_previous_release() {
+    let root = v2_over_v1_on_blue();
+    let out = root.run(&["rollback", "blue"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("blue: live in "), "{text}");
+    root.wait_body(root.blue, "v1 from blue");
+}
+
+#[test]
+fn rollback_after_failed_pushes_goes_back_to_the_release_that_served() {
+    let root = blue_live();
+    root.commit("crash", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("blue").says("blue: not live: ");
+    root.commit("crash again", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: not live: ");
+    let [v1, v2, v3] = <[String; 3]>::try_from(root.releases("blue")).unwrap();
+
+    let listed = root.run(&["releases", "blue"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let line = |id: &str| {
+        let id = format!(" {id} ");
+        listed
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line(&v3).ends_with("(not live)"), "{listed}");
+    assert!(line(&v2).ends_with("(never went live)"), "{listed}");
+    assert!(!line(&v1).contains("live)"), "{listed}");
+
+    // Not v2, which was current but never served: v1, which blue still serves.
+    let out = root.run(&["rollback", "blue"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("blue: current {v3} -> {v1}")),
+        "{text}"
+    );
+    assert_eq!(root.current("blue").unwrap(), v1);
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}
+
+#[test]
+fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
+    let root = v2_over_v1_on_blue();
+    // A manual flip, like an operator's `ln -sfn` + `mv -T`, without telling the daemon.
+    let first = root.releases("blue")[0].clone();
+    let link = root.path.join("blue/current");
+    let tmp = root.path.join("blue/current.manual");
+    std::os::unix::fs::symlink(format!("releases/{first}"), &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    root.wait_body(root.blue, "v1 from blue");
 }

@@ -1,0 +1,84 @@
+//! Making and checking a root: `init` (and again, as a repair), and `check` refusing a
+//! bad config with its file, line and key.
+
+use std::fs;
+use std::process::Command;
+
+use crate::util::*;
+
+#[test]
+fn bad_config_names_file_line_and_key() {
+    let root = Root::new();
+    let file = root.path.join("bluegreen.toml");
+    let cases = [
+        (
+            "[app]\nready_timeout = \"soon\"\n",
+            ":2: app.ready_timeout: invalid duration `soon`",
+        ),
+        (
+            "[slots.red]\nlisten = \"127.0.0.1:1\"\n",
+            ":1: slots.red: unknown field `red`",
+        ),
+        (
+            "branch = \"no..pe\"\n",
+            ":1: branch: `no..pe` is not a valid branch name",
+        ),
+        ("[router]\nlisten = \"everywhere\"\n", ":2: router.listen:"),
+        (
+            "[router]\nlisten = \"127.0.0.1:8081\"\n",
+            ":1: router.listen: same address as control.listen (127.0.0.1:8081)",
+        ),
+    ];
+    for (text, want) in cases {
+        fs::write(&file, text).unwrap();
+        let out = root.run(&["check"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(&format!("{}{want}", file.display())), "{err}");
+    }
+    // Valid as text, but `serve` could not start with it: `check` says so too.
+    fs::write(&file, "[router]\ntoken_file = \"/nonexistent/token\"\n").unwrap();
+    let out = root.run(&["check"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: cannot read router.token_file /nonexistent/token: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn init_again_repairs_and_keeps_everything() {
+    let root = Root::new();
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    let release = root.current("blue").unwrap();
+    let config = fs::read_to_string(root.path.join("bluegreen.toml")).unwrap();
+    fs::remove_file(root.path.join("green.git/hooks/post-receive")).unwrap();
+    fs::remove_dir_all(root.path.join("green/shared")).unwrap();
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(&root.path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        fs::symlink_metadata(root.path.join("green.git/hooks/post-receive"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert!(root.path.join("green/shared").is_dir());
+    assert_eq!(root.current("blue").unwrap(), release);
+    assert_eq!(
+        fs::read_to_string(root.path.join("bluegreen.toml")).unwrap(),
+        config
+    );
+    assert!(!root
+        .path
+        .join("builds")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .collect::<Vec<_>>()
+        .is_empty());
+}
