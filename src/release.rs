@@ -95,7 +95,9 @@ pub fn create(
         .with_context(|| format!("cannot create {}", releases.display()))?;
     let tmp = layout.release_tmp_dir(slot, &meta.id);
     fsops::remove_any(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
-    fsops::copy_tree(&build, &tmp, &[build::META])?;
+    // The marks are ours: a pushed tree that carries files of those names does not get
+    // to say the release ran.
+    fsops::copy_tree(&build, &tmp, &[build::META, WAS_CURRENT, WENT_LIVE])?;
     for dir in linked_dirs {
         let shared = layout.shared_dir(slot).join(dir);
         fs::create_dir_all(&shared)
@@ -236,18 +238,29 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
     Ok(releases)
 }
 
-/// Where `rollback` goes from `id`: the newest older release that went live, or, when
-/// none did (no daemon ran them), the newest older one that was current. A release that
-/// failed to start is passed over, and so is one a killed deploy left behind.
+/// The release before `id`: the newest older one that went live, or, when none did (no
+/// daemon ran them), the newest older one that was current. A release that failed to
+/// start is passed over, and so is one a killed deploy left behind. In a slot where no
+/// release carries either mark (made before they existed), the one made just before.
 pub fn previous(releases: &[Release], id: &str) -> Option<String> {
     let i = releases.iter().position(|r| r.id == id)?;
     let older = &releases[..i];
-    older
+    let found = older
         .iter()
         .rev()
         .find(|r| r.went_live)
-        .or_else(|| older.iter().rev().find(|r| r.was_current))
-        .map(|r| r.id.clone())
+        .or_else(|| older.iter().rev().find(|r| r.was_current));
+    match found {
+        Some(release) => Some(release.id.clone()),
+        None if !marked(releases) => older.last().map(|r| r.id.clone()),
+        None => None,
+    }
+}
+
+/// Whether any release of the slot carries a mark ([`WAS_CURRENT`], [`WENT_LIVE`]):
+/// without one, the marks say nothing about what ran.
+pub fn marked(releases: &[Release]) -> bool {
+    releases.iter().any(|r| r.was_current || r.went_live)
 }
 
 /// Records that a generation of release `id` of `slot` went live (once: a later call

@@ -12,6 +12,7 @@ use crate::fsops;
 use crate::layout::Layout;
 use crate::release::{self, ReleaseMeta};
 use crate::slot::Slot;
+use crate::state::State;
 use crate::verdict;
 
 /// Prints the releases of `slots`: time, commit, build key, and which is current.
@@ -20,6 +21,7 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
         let current = release::current(layout, slot);
         let releases = release::list(layout, slot)?;
         let any_live = releases.iter().any(|r| r.went_live);
+        let marked = release::marked(&releases);
         if releases.is_empty() {
             writeln!(out, "{slot}: no releases")?;
         }
@@ -37,7 +39,9 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
             // What `rollback` passes over: a release a killed deploy left behind, and
             // (once the daemon serves the slot) one that did not go live.
             let is_current = mark == "*";
-            let never = if !r.was_current && !is_current {
+            let never = if !marked {
+                ""
+            } else if !r.was_current && !is_current {
                 "  (never current)"
             } else if !any_live || r.went_live {
                 ""
@@ -57,7 +61,9 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
     Ok(())
 }
 
-/// Points `slot` at the release before its current one, or at `to`.
+/// Points `slot` at `to`, or else at what the daemon still serves when `current` is not
+/// it (a push that failed to start), or else at the release before the current one
+/// ([`release::previous`]).
 pub fn rollback(
     layout: &Layout,
     config: &Config,
@@ -77,7 +83,9 @@ pub fn rollback(
             );
             id.to_string()
         }
-        None => release::previous(&releases, &current)
+        None => serving(layout, slot)
+            .filter(|serving| *serving != current && releases.iter().any(|r| r.id == *serving))
+            .or_else(|| release::previous(&releases, &current))
             .with_context(|| {
                 format!("{slot} has no release before {current} to go back to: none went live or was current (see `bluegreen releases {slot}`)")
             })?,
@@ -87,6 +95,15 @@ pub fn rollback(
     drop(lock);
     writeln!(out, "{slot}: current {current} -> {target}")?;
     verdict::reload(config, slot, out)
+}
+
+/// The release of `slot` the daemon last had live (`state.json`), if it says.
+fn serving(layout: &Layout, slot: Slot) -> Option<String> {
+    State::load(&layout.state_file())
+        .ok()?
+        .live
+        .get(&slot)
+        .cloned()
 }
 
 /// Makes `to`'s current release a fresh copy of `from`'s current build: same key, no

@@ -256,3 +256,52 @@ fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
     std::fs::rename(&tmp, &link).unwrap();
     root.wait_body(root.blue, "v1 from blue");
 }
+
+#[test]
+fn rollback_after_a_rollback_and_a_failed_push_goes_to_what_serves() {
+    let root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    assert!(root.run(&["rollback", "blue"]).status.success());
+    assert_eq!(root.current("blue").unwrap(), v1);
+    root.wait_body(root.blue, "v1 from blue");
+
+    root.commit("crash", &[("VERSION", "v3\n"), ("CRASH", "")]);
+    root.push("blue").says("blue keeps serving generation");
+    // Not v2, which the operator rolled back from: v1, which blue still serves.
+    let out = root.run(&["rollback", "blue"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(root.current("blue").unwrap(), v1, "{text}");
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}
+
+#[test]
+fn releases_without_marks_roll_back_by_creation_order_and_a_tree_cannot_forge_them() {
+    let root = Root::new();
+    // A pushed tree that carries the daemon's mark does not make its release "live".
+    root.commit(
+        "v1",
+        &[("VERSION", "v1\n"), (".bluegreen-went-live", "forged\n")],
+    );
+    assert!(root.push("blue").ok);
+    let v1 = root.current("blue").unwrap();
+    let v1_dir = root.path.join("blue/releases").join(&v1);
+    assert!(!v1_dir.join(".bluegreen-went-live").exists());
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    assert!(root.push("blue").ok);
+
+    // A root from before the marks existed: none anywhere.
+    fs::remove_file(v1_dir.join(".bluegreen-was-current")).unwrap();
+    let listed = root.run(&["releases", "blue"]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(!listed.contains("(never"), "{listed}");
+    let out = root.run(&["rollback", "blue"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(root.current("blue").unwrap(), v1);
+}
