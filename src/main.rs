@@ -43,8 +43,6 @@ fn main() -> ExitCode {
     match bluegreen::run::run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        // `bluegreen status | head -1`: the reader has what it wanted.
-        Err(e) if bluegreen::run::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

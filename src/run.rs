@@ -2,8 +2,8 @@
 //!
 //! Returns `Ok(false)` for "ran, but the outcome is a failure the output already
 //! explained" (a release that did not go live, a refused switch): exit code 1, no
-//! second message. Standard output that its reader closed (`bluegreen status | head -1`)
-//! ends a command quietly: see [`stdout_closed`].
+//! second message. Output its reader no longer wants (`bluegreen status | head -1`) is
+//! dropped quietly: see `Stdout`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,7 +21,10 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         )?)
     };
     let config = |layout: &Layout| Config::load(&layout.config_file());
-    let stdout = &mut Stdout(std::io::stdout());
+    let stdout = &mut Stdout {
+        out: std::io::stdout(),
+        closed: false,
+    };
     match args.command {
         Command::Init { dir } => {
             let dir: PathBuf = match dir.or(args.root) {
@@ -82,39 +85,32 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     }
 }
 
-/// The commands' standard output: a write its reader went away from fails with
-/// [`StdoutClosed`] inside, so that `main` can tell it from any other broken pipe (the
-/// daemon's connection, say) and exit quietly.
-struct Stdout(std::io::Stdout);
-
-#[derive(Debug, thiserror::Error)]
-#[error("standard output was closed")]
-struct StdoutClosed;
+/// The commands' standard output. Once its reader has gone (`bluegreen status | head -1`)
+/// further output is dropped: a command that changes something (`rollback`, `promote`)
+/// still finishes, tells the daemon, and exits with its real status.
+struct Stdout {
+    out: std::io::Stdout,
+    closed: bool,
+}
 
 impl Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf).map_err(closed)
+        if !self.closed {
+            match self.out.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.closed = true,
+                other => return other,
+            }
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush().map_err(closed)
+        match self.out.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other,
+        }
     }
-}
-
-fn closed(e: std::io::Error) -> std::io::Error {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::io::Error::new(e.kind(), StdoutClosed)
-    } else {
-        e
-    }
-}
-
-/// Whether `error` is standard output closed by its reader, which is no failure to report.
-pub fn stdout_closed(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(|e| e.get_ref())
-            .is_some_and(|inner| inner.is::<StdoutClosed>())
-    })
 }

@@ -162,6 +162,23 @@ fn output_whose_reader_went_away_ends_quietly() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
+    // A command that changes something still does all of it.
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    assert!(root.push("blue").ok);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["rollback", "blue", "--root"])
+        .arg(&root.path)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(root.current("blue").unwrap(), v1);
 }
 
 #[test]
