@@ -231,9 +231,10 @@ fn an_upload_the_client_abandons_is_not_blamed_on_the_worker() {
 
 #[test]
 fn a_client_that_gives_up_cancels_its_request_upstream() {
-    let root = blue_live_with(&[("heartbeat.timeout", "10s".into())]);
-    // Every answer, the health check's too, takes 4 s.
-    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "4000")]);
+    let root = blue_live_with(&[("heartbeat.timeout", "15s".into())]);
+    // Every answer, the health check's too, takes 8 s: longer than both waits below
+    // together, so only a cancel can bring the count back to 0 in time.
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "8000")]);
     root.push("blue").says("blue: live in ");
     let in_flight = || root.status()["slots"]["blue"]["live"]["in_flight"].as_u64();
     let stream = sent(root.blue, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n");
@@ -241,10 +242,10 @@ fn a_client_that_gives_up_cancels_its_request_upstream() {
         (in_flight() == Some(1)).then_some(())
     });
     drop(stream);
-    // Well before the worker's answer (4 s after the request), it no longer counts: a
-    // drain would not wait for it.
+    // Before the worker's answer (8 s after the request), it no longer counts: a drain
+    // would not wait for it.
     wait_for(
-        Duration::from_secs(2),
+        Duration::from_secs(3),
         "the request to be cancelled",
         || (in_flight() == Some(0)).then_some(()),
     );
