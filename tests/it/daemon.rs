@@ -370,6 +370,9 @@ fn sigterm_while_the_first_generation_gets_ready_stops_at_once() {
     wait_for(Duration::from_secs(10), "the worker to start", || {
         (root.processes().len() == 1).then_some(())
     });
+    // Not `down`: its first generation is getting ready.
+    assert_eq!(root.status()["slots"]["blue"]["health"], "starting");
+    assert_eq!(root.status()["slots"]["green"]["health"], "down");
     root.signal(Signal::SIGTERM);
     // Well inside the 30 s ready timeout it would otherwise wait out.
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));

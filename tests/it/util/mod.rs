@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 mod http;
 mod process;
+mod pushed;
 
 pub use http::*;
 pub use process::*;
+pub use pushed::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bluegreen");
 
@@ -298,34 +300,6 @@ impl Root {
     /// running inside it (builds, hooks).
     pub fn processes(&self) -> Vec<u32> {
         root_processes(&self.path)
-    }
-}
-
-/// The outcome of a push as the pusher sees it.
-#[derive(Debug)]
-pub struct Pushed {
-    pub ok: bool,
-    pub text: String,
-}
-
-impl Pushed {
-    /// Asserts the push output contains `needle`.
-    pub fn says(&self, needle: &str) -> &Pushed {
-        assert!(
-            self.text.contains(needle),
-            "push output lacks {needle:?}:\n{}",
-            self.text
-        );
-        self
-    }
-
-    /// The `remote:` lines, without the prefix.
-    pub fn remote_lines(&self) -> Vec<String> {
-        self.text
-            .lines()
-            .filter_map(|l| l.strip_prefix("remote: "))
-            .map(|l| l.trim_end().to_string())
-            .collect()
     }
 }
 

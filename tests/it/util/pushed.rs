@@ -1,0 +1,29 @@
+//! What a push shows the pusher: the `remote:` lines of the hook, and whether git took it.
+
+/// The outcome of a push as the pusher sees it.
+#[derive(Debug)]
+pub struct Pushed {
+    pub ok: bool,
+    pub text: String,
+}
+
+impl Pushed {
+    /// Asserts the push output contains `needle`.
+    pub fn says(&self, needle: &str) -> &Pushed {
+        assert!(
+            self.text.contains(needle),
+            "push output lacks {needle:?}:\n{}",
+            self.text
+        );
+        self
+    }
+
+    /// The `remote:` lines, without the prefix.
+    pub fn remote_lines(&self) -> Vec<String> {
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix("remote: "))
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    }
+}
