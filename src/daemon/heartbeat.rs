@@ -65,9 +65,11 @@ impl Heartbeat {
 }
 
 /// Checks the active slot every `heartbeat.interval` until the daemon stops. A reloaded
-/// config restarts the wait with its interval (an old wait of an hour is not sat out).
+/// config moves the next check to the last one plus its interval (an old wait of an hour
+/// is not sat out, and reloads in quick succession do not put checks off).
 pub async fn run(daemon: Arc<Daemon>) {
     let mut watched: Option<Slot> = None;
+    let mut last = tokio::time::Instant::now();
     loop {
         // Registered before the config is read, so a reload in between is not missed.
         let changed = daemon.config_changed.notified();
@@ -75,9 +77,10 @@ pub async fn run(daemon: Arc<Daemon>) {
         changed.as_mut().enable();
         let config = daemon.config();
         tokio::select! {
-            _ = tokio::time::sleep(config.heartbeat.interval) => {}
+            _ = tokio::time::sleep_until(last + config.heartbeat.interval) => {}
             _ = changed => continue,
         }
+        last = tokio::time::Instant::now();
         let Some(active) = daemon.active() else {
             continue;
         };
