@@ -113,8 +113,10 @@ pub fn ensure(
         Ok(took) => took,
         Err(e) => {
             // Nothing will use it: the log keeps what the build said.
-            let _ = fsops::remove_any(&tmp);
-            return Err(e);
+            return Err(match fsops::remove_any(&tmp) {
+                Ok(()) => e,
+                Err(left) => e.context(format!("(its folder {} is left: {left:#})", tmp.display())),
+            });
         }
     };
 
