@@ -72,6 +72,24 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
     let reload_target = path
         .strip_prefix("/slots/")
         .and_then(|rest| rest.strip_suffix("/reload"));
+    // Only `POST /switch` and `POST /mirroring` take parameters; a query anywhere else
+    // would be ignored, which a caller could take for having been obeyed.
+    let takes_query = matches!(
+        (&method, path),
+        (Method::Post, "/switch") | (Method::Post, "/mirroring")
+    );
+    let known = matches!(
+        path,
+        "/status" | "/events" | "/metrics" | "/mirroring" | "/switch"
+    ) || reload_target.is_some();
+    if known && !takes_query && !query.is_empty() {
+        return reply(
+            request,
+            400,
+            "text/plain",
+            format!("{method} {path} takes no parameters (got ?{query})"),
+        );
+    }
     let (status, kind, body) = match (&method, path) {
         (Method::Get, "/status") => (
             200,

@@ -343,6 +343,18 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             400,
             "use ?enabled=true or ?enabled=false",
         ),
+        (
+            "GET",
+            "/status?x=1",
+            400,
+            "GET /status takes no parameters (got ?x=1)",
+        ),
+        (
+            "POST",
+            "/slots/blue/reload?force=1",
+            400,
+            "POST /slots/blue/reload takes no parameters",
+        ),
     ];
     for (method, path, status, reason) in refused {
         let answer = root.control(method, path);
