@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch as tokio_watch};
@@ -22,6 +22,9 @@ use crate::layout::Layout;
 use crate::release;
 use crate::slot::Slot;
 use crate::state::State;
+
+/// How long `serve` waits for the root's lock before it says another daemon holds it.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// The listeners `serve` needs, bound before anything starts.
 struct Bound {
@@ -64,12 +67,20 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    let Some(_serving) = fsops::try_lock(&lock)? else {
-        anyhow::bail!(
+    // A daemon killed a moment ago holds the lock until the kernel has finished its exit
+    // (a few ms): `kill -9` then `serve` must not be taken for a second daemon.
+    let deadline = Instant::now() + LOCK_WAIT;
+    let _serving = loop {
+        if let Some(lock) = fsops::try_lock(&lock)? {
+            break lock;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
             "another bluegreen serve is running on {} (it holds {})",
             layout.root().display(),
             lock.display()
         );
+        std::thread::sleep(Duration::from_millis(20));
     };
     let bound = bind(&config)?;
     let orphans = workers::reap_orphans(&layout, config.app.stop_timeout);
