@@ -38,7 +38,10 @@ pub fn reload(config: &Config, slot: Slot, out: &mut dyn Write) -> anyhow::Resul
             Ok(true)
         }
         Err(e) => {
-            writeln!(out, "{slot}: no verdict from the daemon: {e}")?;
+            writeln!(
+                out,
+                "{slot}: no verdict from the daemon ({e}); the release is current: a running daemon picks it up by its file watch, a restarted one when it starts (`bluegreen status` tells)"
+            )?;
             Ok(false)
         }
         Ok(reply) => {
