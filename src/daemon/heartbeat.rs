@@ -1,5 +1,6 @@
-//! Heartbeat: the periodic health check of the active slot, and the automatic switch
-//! away from it when it keeps failing.
+//! Heartbeat: the periodic health check of the active slot (and of the standby, so that
+//! `/status` tells its health), and the automatic switch away from the active slot when
+//! it keeps failing.
 //!
 //! After `failures` consecutive failures (no connection, a timeout, a 5xx) the standby
 //! is checked now; traffic moves only if it passes. An automatic switch disarms the
@@ -64,7 +65,8 @@ impl Heartbeat {
     }
 }
 
-/// Checks the active slot every `heartbeat.interval` until the daemon stops. A reloaded
+/// Checks the active slot (and the standby, for its health) every `heartbeat.interval`
+/// until the daemon stops. A reloaded
 /// config moves the next check to the last one plus its interval (an old wait of an hour
 /// is not sat out, and reloads in quick succession do not put checks off).
 pub async fn run(daemon: Arc<Daemon>) {
@@ -93,13 +95,19 @@ pub async fn run(daemon: Arc<Daemon>) {
                 .failures = 0;
             watched = Some(active);
         }
+        let standby = active.other();
         let handle = &daemon.slots[active.index()];
         if handle.route.live().is_none() && handle.status().starting {
             // Being (re)started: not failing yet; the start has its own deadline.
+            let standby_check = check(&daemon, standby).await;
+            daemon.set_health(standby, standby_check);
             continue;
         }
-        let result = check(&daemon, active).await;
+        // The standby is checked too, so that its health in `/status` is a fact, not the
+        // absence of news; only the active slot's failures count toward a switch.
+        let (result, standby_check) = tokio::join!(check(&daemon, active), check(&daemon, standby));
         daemon.set_health(active, result.clone());
+        daemon.set_health(standby, standby_check);
         if result.is_err() {
             daemon.metrics.heartbeat_failure(active);
         }
@@ -111,7 +119,6 @@ pub async fn run(daemon: Arc<Daemon>) {
         if decision != Decision::TrySwitch {
             continue;
         }
-        let standby = active.other();
         let standby_check = check(&daemon, standby).await;
         daemon.set_health(standby, standby_check.clone());
         match standby_check {

@@ -153,6 +153,32 @@ fn a_reloaded_heartbeat_interval_takes_effect_at_once() {
 }
 
 #[test]
+fn status_tells_a_failing_standby() {
+    let mut root = Root::new();
+    root.set("heartbeat.interval", "300ms");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "1")]);
+    root.push("green").says("green: live in ");
+    assert_eq!(root.status()["active"], "blue");
+    wait_for(
+        Duration::from_secs(10),
+        "green's health to say failing",
+        || {
+            let health = root.status()["slots"]["green"]["health"].clone();
+            (health == "failing: GET / answered 500").then_some(())
+        },
+    );
+    assert_eq!(root.status()["slots"]["blue"]["health"], "healthy");
+    assert_eq!(
+        root.status()["active"],
+        "blue",
+        "a standby's failure moves nothing"
+    );
+}
+
+#[test]
 fn the_heartbeat_stays_put_when_both_slots_fail() {
     let mut root = Root::new();
     root.set("heartbeat.interval", "300ms");
