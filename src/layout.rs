@@ -22,7 +22,10 @@ impl Layout {
         } else {
             std::env::current_dir()?.join(root)
         };
-        Ok(Layout { root })
+        // `components` drops `.` parts: `--root .` names the folder, not `/srv/app/.`.
+        Ok(Layout {
+            root: root.components().collect(),
+        })
     }
 
     pub fn root(&self) -> &Path {

@@ -2,6 +2,11 @@
 //!
 //! The daemon logs at info by default; the commands a person runs log warnings only,
 //! so what they print stays theirs (the hook's `remote:` lines, tables, verdicts).
+//! [`Sparse`] keeps a line that can come in floods (a mirror copy dropped per request)
+//! to one a second.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use tracing_subscriber::EnvFilter;
 
@@ -19,4 +24,62 @@ pub fn init(command: &Command) {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// Lets a line through at most once a second, counting the ones held back.
+pub struct Sparse {
+    start: Instant,
+    /// Milliseconds after `start` of the last line let through; `u64::MAX` for none yet.
+    last: AtomicU64,
+    held: AtomicU64,
+}
+
+impl Default for Sparse {
+    fn default() -> Sparse {
+        Sparse {
+            start: Instant::now(),
+            last: AtomicU64::new(u64::MAX),
+            held: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Sparse {
+    /// `Some(n)`: write the line now, noting the `n` held back since the last one.
+    /// `None`: hold it back (it is counted).
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(self.start.elapsed().as_millis() as u64)
+    }
+
+    fn admit_at(&self, now: u64) -> Option<u64> {
+        let last = self.last.load(Ordering::Acquire);
+        let due = last == u64::MAX || now >= last.saturating_add(1000);
+        if due
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::AcqRel));
+        }
+        self.held.fetch_add(1, Ordering::AcqRel);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_comes_out_as_a_line_a_second_with_the_count_held_back() {
+        let sparse = Sparse::default();
+        assert_eq!(sparse.admit_at(0), Some(0));
+        for ms in 1..1000 {
+            assert_eq!(sparse.admit_at(ms), None);
+        }
+        assert_eq!(sparse.admit_at(1000), Some(999));
+        assert_eq!(sparse.admit_at(1500), None);
+        assert_eq!(sparse.admit_at(5000), Some(1));
+    }
 }

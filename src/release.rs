@@ -164,17 +164,33 @@ pub fn tidy(layout: &Layout, slot: Slot, keep: usize, was_current: Option<&str>)
     let mut done = Vec::new();
     match prune(layout, slot, keep, was_current) {
         Ok(pruned) if pruned.is_empty() => {}
-        Ok(pruned) => done.push(format!("pruned {} releases", pruned.len())),
+        Ok(pruned) => done.push(format!(
+            "pruned {} release{}",
+            pruned.len(),
+            plural(pruned.len())
+        )),
         Err(e) => done.push(format!("pruning failed, retried next deploy: {e:#}")),
     }
     match crate::build::remove_unused(layout) {
         Ok(unused) if unused.is_empty() => {}
-        Ok(unused) => done.push(format!("removed {} unused builds", unused.len())),
+        Ok(unused) => done.push(format!(
+            "removed {} unused build{}",
+            unused.len(),
+            plural(unused.len())
+        )),
         Err(e) => done.push(format!(
             "removing unused builds failed, retried next deploy: {e:#}"
         )),
     }
     done.join(", ")
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// Points `current` of `slot` at release `id`, marking the release it named before as

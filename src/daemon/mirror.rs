@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::upstream::{self, Body, BoxError};
 use super::Daemon;
 use crate::config::Config;
+use crate::logging::Sparse;
 use crate::slot::Slot;
 
 /// The longest a copy may take before it counts as failed.
@@ -70,6 +71,8 @@ pub struct Mirror {
     tx: mpsc::Sender<Job>,
     /// Body bytes of the copies in the queue, bounded by `QUEUED_BYTES`.
     queued_bytes: AtomicU64,
+    /// Keeps "not mirrored" lines to one a second.
+    quiet: Sparse,
 }
 
 impl Mirror {
@@ -80,6 +83,7 @@ impl Mirror {
             Mirror {
                 tx,
                 queued_bytes: AtomicU64::new(0),
+                quiet: Sparse::default(),
             },
             rx,
         )
@@ -233,7 +237,15 @@ impl Mirror {
         why: String,
     ) {
         daemon.metrics.mirror(reason);
-        tracing::warn!(reason, "not mirrored: {method} {path}: {why}");
+        // A full queue drops a copy per request: a line a second says so, with a count.
+        match self.quiet.admit() {
+            Some(0) => tracing::warn!(reason, "not mirrored: {method} {path}: {why}"),
+            Some(held) => tracing::warn!(
+                reason,
+                "not mirrored: {method} {path}: {why} (and {held} more since the last such line; see bluegreen_mirror_total)"
+            ),
+            None => {}
+        }
     }
 }
 

@@ -119,7 +119,7 @@ fn builds_no_release_uses_are_removed() {
     }
     root.commit("v4", &[("VERSION", "v4\n")]);
     root.push("green")
-        .says("(pruned 1 releases, removed 1 unused builds)");
+        .says("(pruned 1 release, removed 1 unused build)");
     let used: std::collections::BTreeSet<String> = root
         .releases("green")
         .iter()
