@@ -37,10 +37,11 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Resul
         if live.is_null() {
             writeln!(
                 out,
-                "{mark} {slot:<5} {:<21} {}  current {}",
+                "{mark} {slot:<5} {:<21} {}  current {}  restarts {}",
                 text(&s["listen"]),
                 text(&s["health"]),
-                text(&s["current"])
+                text(&s["current"]),
+                s["restarts"],
             )?;
         } else {
             writeln!(

@@ -89,6 +89,8 @@ pub struct SlotStatus {
     pub health: Option<Result<(), String>>,
     /// A generation is being started; a slot without a live one is not failing yet.
     pub starting: bool,
+    /// When the next restart is due, while one waits out its backoff.
+    pub restart_at: Option<std::time::Instant>,
 }
 
 impl SlotHandle {

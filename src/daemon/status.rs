@@ -26,6 +26,13 @@ pub fn json(daemon: &Daemon) -> Value {
         });
         let health = match (&live, &status.health) {
             (None, _) if status.starting => "starting".to_string(),
+            (None, _) if status.restart_at.is_some() => {
+                let left = status
+                    .restart_at
+                    .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+                    .unwrap_or_default();
+                format!("down: restarting in {}s", left.as_secs_f64().ceil() as u64)
+            }
             (None, _) => "down".to_string(),
             (Some(_), Some(Err(why))) => format!("failing: {why}"),
             (Some(_), _) => "healthy".to_string(),

@@ -334,6 +334,18 @@ fn the_first_start_after_a_daemon_restart_is_retried_until_it_works() {
                 .contains(&format!("restarting release {v1}"))
                 .then_some(())
         });
+        // While it waits out its backoff, status says so (not a bare `down`).
+        wait_for(
+            Duration::from_secs(10),
+            "status to tell the restart",
+            || {
+                let health = root.status()["slots"]["blue"]["health"].clone();
+                health
+                    .as_str()
+                    .is_some_and(|h| h.starts_with("down: restarting in "))
+                    .then_some(())
+            },
+        );
         std::fs::remove_file(&crash).unwrap();
         root.wait_body(root.blue, "v1 from blue");
     }

@@ -53,7 +53,11 @@ impl Supervisor {
         self.backoff_attempts += 1;
         self.restart_token += 1;
         self.restart_release = Some(release);
-        self.handle().status().restarts += 1;
+        {
+            let mut status = self.handle().status();
+            status.restarts += 1;
+            status.restart_at = Some(std::time::Instant::now() + delay);
+        }
         let slot = self.slot;
         self.daemon.events.record(
             "restart",

@@ -26,7 +26,11 @@ impl Supervisor {
         let config = self.daemon.config();
         // Starting from here: the heartbeat does not count the slot as failing while its
         // old generation is stopped first (app.overlap = false).
-        self.handle().status().starting = true;
+        {
+            let mut status = self.handle().status();
+            status.starting = true;
+            status.restart_at = None;
+        }
         if !config.app.overlap {
             if let Some(old) = self.live.take() {
                 self.daemon.events.record(
