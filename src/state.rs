@@ -1,8 +1,8 @@
 //! `State`: what the daemon must remember across restarts (`state.json`).
 //!
-//! The active slot, the mirroring flag, the last switch, and each slot's last live
-//! release (what a restarted daemon falls back to when the slot's `current` release
-//! does not start). Written to a temp file, fsynced and renamed, so a crash leaves the
+//! The active slot, the mirroring flag, the last switch, each slot's last live release
+//! (what a restarted daemon falls back to when the slot's `current` release does not
+//! start), and the last generation number. Written to a temp file, fsynced and renamed, so a crash leaves the
 //! old state or the new one.
 
 use std::collections::BTreeMap;
@@ -26,6 +26,10 @@ pub struct State {
     /// The release of each slot's last generation that went live.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub live: BTreeMap<Slot, String>,
+    /// The last generation number handed out: a restarted daemon counts on from it, so a
+    /// number names one worker in the whole log history.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,6 +53,7 @@ impl Default for State {
             mirroring: true,
             last_switch: None,
             live: BTreeMap::new(),
+            generation: 0,
         }
     }
 }
@@ -85,11 +90,13 @@ mod tests {
             mirroring: false,
             last_switch: None,
             live: [(Slot::Blue, "20260101T000000.000Z-abc1234".to_string())].into(),
+            generation: 7,
         };
         state.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap(), state);
         // A state.json written before `live` existed still loads.
         std::fs::write(&path, r#"{"active":"blue","mirroring":true}"#).unwrap();
         assert!(State::load(&path).unwrap().live.is_empty());
+        assert_eq!(State::load(&path).unwrap().generation, 0);
     }
 }

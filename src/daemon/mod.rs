@@ -217,6 +217,22 @@ impl Daemon {
             .cloned()
     }
 
+    /// The next generation number, recorded in `state.json` so that a restarted daemon
+    /// counts on from it.
+    pub fn new_generation(&self) -> u64 {
+        let id = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut state = self.state.lock().expect("state lock: no panic holds it");
+        if state.generation < id {
+            let mut next = state.clone();
+            next.generation = id;
+            match next.save(&self.layout.state_file()) {
+                Ok(()) => *state = next,
+                Err(e) => tracing::error!("cannot record generation {id}: {e:#}"),
+            }
+        }
+        id
+    }
+
     /// Records `release` as `slot`'s last live one in `state.json`, for a restarted
     /// daemon to fall back to.
     pub fn set_last_live(&self, slot: Slot, release: &str) {

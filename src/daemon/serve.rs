@@ -105,6 +105,7 @@ async fn run(
     bound: Bound,
 ) -> anyhow::Result<bool> {
     let (mirror, mirror_rx) = mirror::Mirror::new(config.mirror.queue);
+    let generations = state.generation;
     let mut receivers = Vec::new();
     let slots = Slot::ALL.map(|slot| {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -141,7 +142,7 @@ async fn run(
         ports: upstream::Ports::default(),
         mirror,
         switching: tokio::sync::Mutex::new(()),
-        next_generation: AtomicU64::new(0),
+        next_generation: AtomicU64::new(generations),
     });
 
     let mut supervisors = Vec::new();

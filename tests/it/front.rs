@@ -208,6 +208,15 @@ fn a_restarted_daemon_keeps_the_active_slot_and_mirroring() {
     assert_eq!(status["active"], "green");
     assert_eq!(status["mirroring"]["enabled"], false);
     root.wait_body(root.front, "from green");
+    // Generation numbers count on: 1 and 2 ran before the restart.
+    let numbers = wait_for(Duration::from_secs(10), "both slots live", || {
+        let status = root.status();
+        ["blue", "green"]
+            .iter()
+            .map(|slot| status["slots"][slot]["live"]["generation"].as_u64())
+            .collect::<Option<Vec<u64>>>()
+    });
+    assert!(numbers.iter().all(|n| *n > 2), "{numbers:?}");
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! stopped, the slot keeps its live generation, or, left with none, brings back the last
 //! release that was live (with backoff).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -46,7 +45,7 @@ impl Supervisor {
                     .await;
             }
         }
-        let id = self.daemon.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = self.daemon.new_generation();
         self.daemon.events.record(
             "start",
             Some(slot),
