@@ -51,6 +51,12 @@ impl Sparse {
         self.admit_at(self.start.elapsed().as_millis() as u64)
     }
 
+    /// The lines held back since the last one let through or flushed: for a periodic
+    /// "N more" line, so that the count is told even when the flood stops.
+    pub fn flush(&self) -> u64 {
+        self.held.swap(0, Ordering::AcqRel)
+    }
+
     fn admit_at(&self, now: u64) -> Option<u64> {
         let last = self.last.load(Ordering::Acquire);
         let due = last == u64::MAX || now >= last.saturating_add(1000);
@@ -80,6 +86,9 @@ mod tests {
         }
         assert_eq!(sparse.admit_at(1000), Some(999));
         assert_eq!(sparse.admit_at(1500), None);
+        assert_eq!(sparse.flush(), 1);
+        assert_eq!(sparse.flush(), 0);
+        assert_eq!(sparse.admit_at(1600), None);
         assert_eq!(sparse.admit_at(5000), Some(1));
     }
 }

@@ -251,6 +251,23 @@ impl Mirror {
 
 /// Sends queued copies one after another, in order, to the standby's live generation.
 pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
+    // "Not mirrored" lines held back by the once-a-second limit are told within a second,
+    // even when no further copy is lost.
+    let teller = tokio::spawn({
+        let daemon = daemon.clone();
+        async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let held = daemon.mirror.quiet.flush();
+                if held > 0 {
+                    tracing::warn!(
+                        "{held} more copies not mirrored in the last second (see bluegreen_mirror_total)"
+                    );
+                }
+            }
+        }
+    });
     while let Some(job) = rx.recv().await {
         daemon.mirror.release(job.body.len() as u64);
         let outcome = send(&daemon, job).await;
@@ -260,6 +277,7 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
             daemon.metrics.mirror("sent");
         }
     }
+    teller.abort();
 }
 
 async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, String, String)> {
