@@ -19,7 +19,7 @@ const BUCKETS: [f64; 12] = [
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub const GENERATION_OUTCOMES: [&str; 3] = ["started", "failed", "restarted"];
 pub const SWITCH_CAUSES: [&str; 4] = ["api", "front", "heartbeat", "cli"];
-pub const MIRROR_OUTCOMES: [&str; 7] = [
+pub const MIRROR_OUTCOMES: [&str; 8] = [
     "sent",
     "standby_down",
     "queue_full",
@@ -27,6 +27,7 @@ pub const MIRROR_OUTCOMES: [&str; 7] = [
     "active_failed",
     "non_2xx",
     "error",
+    "stale",
 ];
 
 /// One proxy thread's request counters.

@@ -2,9 +2,10 @@
 //!
 //! Switches are serialised. The gate asks the target's live generation for its health
 //! path now; `force` skips it. `switch.migrate` runs next, in the target's release
-//! folder, bounded by its timeout. Then `state.json` is written, and only then does the
-//! front's active slot change: one atomic store, so requests in flight finish where
-//! they started and new ones go to the target.
+//! folder, bounded by its timeout. Mirrored copies queued so far go out to the target
+//! (see [`super::mirror`]). Then `state.json` is written, and only then does the front's
+//! active slot change: one atomic store, so requests in flight finish where they
+//! started and new ones go to the target.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -21,6 +22,9 @@ use crate::argv;
 use crate::config::Config;
 use crate::slot::Slot;
 use crate::state::LastSwitch;
+
+/// How long a switch waits for the mirrored copies queued before it to go out.
+const MIRROR_WAIT: Duration = Duration::from_secs(5);
 
 /// What a switch request asks.
 #[derive(Debug, Default)]
@@ -118,6 +122,18 @@ pub async fn switch(
             })?;
         migrate_ms = started.elapsed().as_millis() as u64;
     }
+    // The target gets every write the active took before the flip: queued copies go out
+    // first (bounded: a stuck standby must not hold a failover up), and none is out
+    // while the flip happens; one still queued after it is dropped as `stale`.
+    if !daemon.mirror.drain(MIRROR_WAIT).await {
+        tracing::warn!(
+            "switching to {to} with mirrored copies still queued after {}s: they are dropped (counted stale)",
+            MIRROR_WAIT.as_secs()
+        );
+    }
+    let _no_copy_out = tokio::time::timeout(MIRROR_WAIT, daemon.mirror.gate.lock())
+        .await
+        .ok();
     daemon
         .set_active(
             to,

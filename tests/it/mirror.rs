@@ -150,3 +150,33 @@ fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
         "not mirrored: POST /items/gone: the request ended before the active slot answered",
     );
 }
+
+#[test]
+fn a_switch_lets_queued_copies_land_before_the_target_takes_writes() {
+    // Green answers each request 200 ms late, so copies to it queue up behind each other.
+    let mut root = Root::new();
+    root.set("slots.green.env", env_map(&[("SLOW_MS", "200")]));
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let put = |path: &str, body: &str| {
+        let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
+        assert!(answer.status < 300, "PUT {path}: {answer:?}");
+    };
+    for i in 0..10 {
+        put(&format!("/items/filler{i}"), "f");
+    }
+    put("/items/k", "old");
+    let switched = root.control("POST", "/switch?to=green");
+    assert_eq!(switched.status, 200, "{switched:?}");
+    // Green is active: this write goes to it, and its copy to blue.
+    put("/items/k", "new");
+    wait_for(Duration::from_secs(10), "every copy to go out", || {
+        (root.status()["mirroring"]["counters"]["sent"] == 12).then_some(())
+    });
+    // No copy from before the switch landed on green after the new write.
+    assert_eq!(root.get(root.green, "/items/k").body, "new");
+    assert_eq!(root.get(root.blue, "/items/k").body, "new");
+    assert_eq!(root.status()["mirroring"]["counters"]["stale"], 0);
+}

@@ -8,6 +8,12 @@
 //! which keeps their order. Every copy that cannot be made (standby down, queue full,
 //! body too large, an error or non-2xx answer) is counted by reason and logged with
 //! method and path.
+//!
+//! A switch first lets the queue drain ([`Mirror::drain`]), so that the slot it makes
+//! active has every write the old active took, then flips while holding
+//! [`Mirror::gate`], which the sender holds while a copy is out. A copy whose slot is
+//! active by the time it would go out is dropped (counted `stale`): sent, it could
+//! overwrite a newer write made there since the switch.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -17,16 +23,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use tokio::sync::mpsc;
 
-use super::upstream::{self, Body, BoxError};
+use super::upstream::{Body, BoxError};
 use super::Daemon;
 use crate::config::Config;
 use crate::logging::Sparse;
 use crate::slot::Slot;
+
+mod sender;
+
+pub use sender::run;
 
 /// The longest a copy may take before it counts as failed.
 const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -73,6 +83,14 @@ pub struct Mirror {
     queued_bytes: AtomicU64,
     /// Keeps "not mirrored" lines to one a second.
     quiet: Sparse,
+    /// Held by the sender while a copy is out, and by a switch while it flips.
+    pub gate: tokio::sync::Mutex<()>,
+    /// Copies queued, and copies the sender is done with (sent or dropped), ever: a
+    /// switch waits until `done` reaches what `queued` was when it began.
+    queued_total: AtomicU64,
+    done_total: AtomicU64,
+    /// Woken whenever `done_total` or `queued_total` moves.
+    progress: tokio::sync::Notify,
 }
 
 impl Mirror {
@@ -84,6 +102,10 @@ impl Mirror {
                 tx,
                 queued_bytes: AtomicU64::new(0),
                 quiet: Sparse::default(),
+                gate: tokio::sync::Mutex::new(()),
+                queued_total: AtomicU64::new(0),
+                done_total: AtomicU64::new(0),
+                progress: tokio::sync::Notify::new(),
             },
             rx,
         )
@@ -92,6 +114,35 @@ impl Mirror {
     /// Copies waiting in the queue.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Waits until every copy queued before this call has been sent (or dropped), up to
+    /// `limit`. Returns whether it got there.
+    pub async fn drain(&self, limit: std::time::Duration) -> bool {
+        let target = self.queued_total.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let moved = self.progress.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            // A copy counted as queued whose queueing then failed is taken back out.
+            let target = target.min(self.queued_total.load(Ordering::Acquire));
+            if self.done_total.load(Ordering::Acquire) >= target {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    fn moved(&self, counter: &AtomicU64, by: i64) {
+        if by >= 0 {
+            counter.fetch_add(by as u64, Ordering::AcqRel);
+        } else {
+            counter.fetch_sub(by.unsigned_abs(), Ordering::AcqRel);
+        }
+        self.progress.notify_waiters();
     }
 
     /// Whether requests with `method` are mirrored (when mirroring is on).
@@ -203,6 +254,9 @@ impl Mirror {
             return self.lost(daemon, "queue_full", &job.method, &job.path, why);
         }
         let (method, path) = (job.method.clone(), job.path.clone());
+        // Counted before it is queued, so the sender can never be done with more copies
+        // than were queued; taken back out below if it was not.
+        self.moved(&self.queued_total, 1);
         let (reason, why) = match self.tx.try_send(job) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -212,6 +266,7 @@ impl Mirror {
                 ("error", "the mirror sender has stopped".to_string())
             }
         };
+        self.moved(&self.queued_total, -1);
         self.release(size);
         self.lost(daemon, reason, &method, &path, why);
     }
@@ -246,91 +301,6 @@ impl Mirror {
             ),
             None => {}
         }
-    }
-}
-
-/// Sends queued copies one after another, in order, to the standby's live generation.
-pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
-    // "Not mirrored" lines held back by the once-a-second limit are told within a second,
-    // even when no further copy is lost.
-    let teller = tokio::spawn({
-        let daemon = daemon.clone();
-        async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let held = daemon.mirror.quiet.flush();
-                if held > 0 {
-                    tracing::warn!(
-                        "{held} more copies not mirrored in the last second (see bluegreen_mirror_total)"
-                    );
-                }
-            }
-        }
-    });
-    while let Some(job) = rx.recv().await {
-        daemon.mirror.release(job.body.len() as u64);
-        let outcome = send(&daemon, job).await;
-        if let Err((reason, method, path, why)) = outcome {
-            daemon.mirror.lost(&daemon, reason, &method, &path, why);
-        } else {
-            daemon.metrics.mirror("sent");
-        }
-    }
-    teller.abort();
-}
-
-async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, String, String)> {
-    let Job {
-        slot,
-        method,
-        path,
-        mut headers,
-        body,
-    } = job;
-    let Ok(in_flight) = daemon.slots[slot.index()].route.acquire(0) else {
-        return Err((
-            "standby_down",
-            method,
-            path,
-            format!("{slot} has no live generation"),
-        ));
-    };
-    headers.remove(http::header::CONNECTION);
-    headers.remove(http::header::TRANSFER_ENCODING);
-    headers.insert(http::header::CONTENT_LENGTH, body.len().into());
-    headers.insert("x-bluegreen-mirror", http::HeaderValue::from_static("1"));
-    let mut request = Request::new(upstream::full(body));
-    *request.method_mut() = method.clone();
-    *request.headers_mut() = headers;
-    *request.uri_mut() =
-        match format!("http://127.0.0.1:{}{path}", in_flight.generation().port).parse() {
-            Ok(uri) => uri,
-            Err(e) => return Err(("error", method, path, e.to_string())),
-        };
-    // Bounded: one stuck copy must not hold up every copy behind it.
-    let answer = tokio::time::timeout(MIRROR_TIMEOUT, async {
-        let response = daemon.client.request(request).await?;
-        let status = response.status();
-        let _ = response.into_body().collect().await;
-        Ok::<_, hyper_util::client::legacy::Error>(status)
-    })
-    .await;
-    match answer {
-        Ok(Ok(status)) if status.is_success() => Ok(()),
-        Ok(Ok(status)) => Err(("non_2xx", method, path, format!("{slot} answered {status}"))),
-        Ok(Err(e)) => Err((
-            "error",
-            method,
-            path,
-            format!("{slot}: {}", upstream::describe(&e)),
-        )),
-        Err(_) => Err((
-            "error",
-            method,
-            path,
-            format!("{slot} did not answer within {}s", MIRROR_TIMEOUT.as_secs()),
-        )),
     }
 }
 
