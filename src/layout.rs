@@ -107,7 +107,8 @@ impl Layout {
         self.slot_dir(slot).join("shared")
     }
 
-    /// Held for a whole deploy, rollback or promote of a slot: one change at a time.
+    /// Held while a deploy, rollback or promote changes a slot's releases and `current`:
+    /// one change at a time (the daemon's start of the result is not waited for under it).
     pub fn slot_lock(&self, slot: Slot) -> PathBuf {
         self.slot_dir(slot).join(".lock")
     }

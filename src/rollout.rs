@@ -116,16 +116,17 @@ pub fn promote(
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     anyhow::ensure!(from != to, "cannot promote {from} to itself");
-    let source_id =
-        release::current(layout, from).with_context(|| format!("{from} has no current release"))?;
-    let source = release::meta(layout, from, &source_id)
-        .with_context(|| format!("release {from}/{source_id} has no metadata"))?;
     let lock = fsops::lock(&layout.slot_lock(to), || {
         let _ = writeln!(
             out,
             "{to}: another deploy to {to} is running; waiting for it"
         );
     })?;
+    // Read once the wait is over: what `from` runs now, not what it ran before.
+    let source_id =
+        release::current(layout, from).with_context(|| format!("{from} has no current release"))?;
+    let source = release::meta(layout, from, &source_id)
+        .with_context(|| format!("release {from}/{source_id} has no metadata"))?;
     let id = release::new_id(layout, to, &source.commit[..7.min(source.commit.len())]);
     let meta = ReleaseMeta {
         id: id.clone(),
@@ -135,6 +136,13 @@ pub fn promote(
         ..source
     };
     let in_use = fsops::lock_shared(&layout.build_use_lock(&meta.build_key))?;
+    // A push to `from` may have replaced its release and removed the build since it was
+    // read; with the use lock held it can't any more.
+    anyhow::ensure!(
+        crate::build::is_finished(layout, &meta.build_key),
+        "{from}'s release {source_id} and its build {} were replaced by a push to {from} meanwhile; promote again",
+        meta.build_key
+    );
     let was_current = release::install(layout, &meta, &config.app.linked_dirs)?;
     drop(in_use);
     let tidied = release::tidy(layout, to, config.keep_releases, was_current.as_deref());

@@ -139,7 +139,7 @@ fn concurrent_pushes_of_one_failing_commit_build_once() {
     });
     assert_eq!(count_lines(&count), 1, "{}\n{}", a.text, b.text);
     a.says("build failed: ");
-    b.says("the push that was building this tree did not finish it (log ");
+    b.says("the push that was building this tree did not finish it: its build failed or it was stopped (log ");
     assert!(root.current("blue").is_none() && root.current("green").is_none());
     // A later push of the same tree (a new commit) tries again.
     root.commit("retry", &[]);
