@@ -110,14 +110,9 @@ pub async fn handle(
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
     let (body, copy) = match mirror {
-        Some(config) => {
-            Box::pin(
-                daemon
-                    .mirror
-                    .tee(daemon, &config, &parts, body, slot.other()),
-            )
-            .await
-        }
+        Some(config) => daemon
+            .mirror
+            .tee(daemon, &config, &parts, body, slot.other()),
         None => (body.map_err(BoxError::from).boxed(), None),
     };
     // An absolute-form target (`GET http://host/path`) names the host: it replaces the

@@ -1,7 +1,7 @@
 //! Mirror: copy writes that reach the front to the standby's live generation.
 //!
-//! The body of a mirrored request is buffered up to `mirror.max_body` so one copy can
-//! go to each slot; the client's request goes on at once and never waits for the copy.
+//! The body of a mirrored request streams to the active slot and is copied as it passes,
+//! up to `mirror.max_body` ([`tee`]); the client never waits for the copy.
 //! The copy is queued once the active slot has answered: a write the active did not take
 //! (no answer, or a 5xx) is not applied to the standby either, so the two do not drift
 //! apart (counted `active_failed`). Copies go through a bounded queue to one sender task,
@@ -15,17 +15,14 @@
 //! active by the time it would go out is dropped (counted `stale`): sent, it could
 //! overwrite a newer write made there since the switch.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::upstream::{Body, BoxError};
@@ -35,8 +32,10 @@ use crate::logging::Sparse;
 use crate::slot::Slot;
 
 mod sender;
+mod tee;
 
 pub use sender::run;
+use tee::{Copied, Tee};
 
 /// The longest a copy may take before it counts as failed.
 const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -58,20 +57,54 @@ pub struct Job {
 /// client left, or the daemon stopped, while the active was answering), it is counted
 /// and logged as not mirrored.
 pub struct PendingCopy {
+    /// The copy, its body still empty: it is in `copied` until the client's ends.
     job: Option<Job>,
+    copied: Arc<Mutex<Copied>>,
+    /// The request's Content-Length.
+    declared: Option<u64>,
     /// `mirror.queue`, for the message when it is full.
     queue: usize,
     daemon: Arc<Daemon>,
 }
 
+/// A copy that cannot be sent: the job (for its method and path), the reason (a metrics
+/// label) and why.
+type Unsendable = (Job, &'static str, String);
+
+impl PendingCopy {
+    /// The copy with its body, or why it has none; `None` once taken.
+    fn take(&mut self) -> Option<Result<Job, Unsendable>> {
+        let mut job = self.job.take()?;
+        let body = self
+            .copied
+            .lock()
+            .expect("copy lock: no panic holds it")
+            .take(self.declared);
+        Some(match body {
+            Ok(body) => {
+                job.body = body;
+                Ok(job)
+            }
+            Err((reason, why)) => Err((job, reason, why)),
+        })
+    }
+}
+
 impl Drop for PendingCopy {
     fn drop(&mut self) {
-        if let Some(job) = self.job.take() {
-            let why = "the request ended before the active slot answered (it may have applied it)";
-            self.daemon
-                .mirror
-                .lost(&self.daemon, "error", &job.method, &job.path, why.into());
-        }
+        let (job, reason, why) = match self.take() {
+            None => return,
+            Some(Ok(job)) => (
+                job,
+                "error",
+                "the request ended before the active slot answered (it may have applied it)"
+                    .to_string(),
+            ),
+            Some(Err(lost)) => lost,
+        };
+        self.daemon
+            .mirror
+            .lost(&self.daemon, reason, &job.method, &job.path, why);
     }
 }
 
@@ -150,10 +183,10 @@ impl Mirror {
         config.mirror.methods.iter().any(|m| m == method.as_str())
     }
 
-    /// Buffers `body` (up to `mirror.max_body`); returns the body to send to the active
-    /// slot and the copy for `standby`, to hand to [`Mirror::answered`] once the active
-    /// has answered.
-    pub async fn tee(
+    /// Copies `body` as it streams to the active slot (up to `mirror.max_body`, see
+    /// [`tee`]); returns the body to send to the active slot and the copy for `standby`,
+    /// to hand to [`Mirror::answered`] once the active has answered.
+    pub fn tee(
         &self,
         daemon: &Arc<Daemon>,
         config: &Config,
@@ -171,69 +204,39 @@ impl Mirror {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let limit = config.mirror.max_body;
-        let too_large = || format!("body over mirror.max_body ({limit} bytes)");
         if declared.is_some_and(|n| n > limit) {
-            self.lost(daemon, "too_large", &parts.method, &path, too_large());
+            if let Copied::Lost(reason, why) = tee::too_large(limit) {
+                self.lost(daemon, reason, &parts.method, &path, why);
+            }
             return (body.map_err(BoxError::from).boxed(), None);
         }
-        // Read the body up to the limit; what is read is replayed to the active slot.
-        let mut frames = VecDeque::new();
-        let mut copy = Vec::new();
-        let mut body = body;
-        let mut complete = false;
-        loop {
-            match body.frame().await {
-                None => {
-                    complete = true;
-                    break;
-                }
-                Some(Err(e)) => {
-                    self.lost(
-                        daemon,
-                        "error",
-                        &parts.method,
-                        &path,
-                        format!("client body: {e}"),
-                    );
-                    frames.push_back(Err(BoxError::from(e)));
-                    break;
-                }
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        copy.extend_from_slice(data);
-                    }
-                    frames.push_back(Ok(frame));
-                    if copy.len() as u64 > limit {
-                        self.lost(daemon, "too_large", &parts.method, &path, too_large());
-                        break;
-                    }
-                }
-            }
-        }
-        let copy = (complete && copy.len() as u64 <= limit).then(|| PendingCopy {
+        let (body, copied) = Tee::new(body, limit);
+        let copy = PendingCopy {
             job: Some(Job {
                 slot: standby,
                 method: parts.method.clone(),
                 path,
                 headers: parts.headers.clone(),
-                body: Bytes::from(copy),
+                body: Bytes::new(),
             }),
+            copied,
+            declared,
             queue: config.mirror.queue,
             daemon: daemon.clone(),
-        });
-        let body = Replay {
-            frames,
-            rest: if complete { None } else { Some(body) },
-        }
-        .boxed();
-        (body, copy)
+        };
+        (body.boxed(), Some(copy))
     }
 
     /// The active slot answered `copy`'s request with `status` (`None`: no answer). A
     /// write it took goes to the standby's queue; one it did not is not applied there.
     pub fn answered(&self, daemon: &Daemon, mut copy: PendingCopy, status: Option<StatusCode>) {
-        let (Some(job), queue) = (copy.job.take(), copy.queue) else {
-            return;
+        let queue = copy.queue;
+        let job = match copy.take() {
+            None => return,
+            Some(Ok(job)) => job,
+            Some(Err((job, reason, why))) => {
+                return self.lost(daemon, reason, &job.method, &job.path, why)
+            }
         };
         match status {
             Some(status) if !status.is_server_error() => {}
@@ -301,36 +304,6 @@ impl Mirror {
             ),
             None => {}
         }
-    }
-}
-
-/// The frames already read, then whatever the client is still sending.
-struct Replay {
-    frames: VecDeque<Result<Frame<Bytes>, BoxError>>,
-    rest: Option<Incoming>,
-}
-
-impl hyper::body::Body for Replay {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(frame) = self.frames.pop_front() {
-            return Poll::Ready(Some(frame));
-        }
-        match &mut self.rest {
-            Some(rest) => Pin::new(rest)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(BoxError::from))),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.frames.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
     }
 }
 

@@ -1,0 +1,183 @@
+//! The client's body on its way to the active slot, copied as it passes.
+//!
+//! Each frame goes on to the active slot as soon as it arrives (the body streams, as
+//! every body does); its bytes are also kept, up to `mirror.max_body`, for the copy to
+//! the standby. The copy is complete only once the client's body has ended: a body that
+//! breaks off, grows past the limit, or is cut short by an early answer is not mirrored,
+//! and says why.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+
+use crate::daemon::upstream::BoxError;
+
+/// What has been copied of a body so far.
+pub(super) enum Copied {
+    Growing {
+        frames: Vec<Bytes>,
+        len: u64,
+    },
+    Done(Bytes),
+    /// Not to be mirrored: the reason (a metrics label) and why.
+    Lost(&'static str, String),
+}
+
+impl Copied {
+    fn add(&mut self, data: &Bytes, limit: u64) {
+        if let Copied::Growing { frames, len } = self {
+            if *len + data.len() as u64 > limit {
+                *self = too_large(limit);
+            } else {
+                *len += data.len() as u64;
+                frames.push(data.clone());
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Copied::Growing { frames, len } = self {
+            let mut body = BytesMut::with_capacity(*len as usize);
+            for frame in frames.iter() {
+                body.extend_from_slice(frame);
+            }
+            *self = Copied::Done(body.freeze());
+        }
+    }
+
+    /// The whole body, or why there is none. `declared` (its Content-Length) completes a
+    /// body whose last frame was read without its end being polled.
+    pub(super) fn take(&mut self, declared: Option<u64>) -> Result<Bytes, (&'static str, String)> {
+        if let Copied::Growing { len, .. } = self {
+            if declared == Some(*len) {
+                self.finish();
+            }
+        }
+        match std::mem::replace(self, Copied::Lost("error", "already taken".into())) {
+            Copied::Done(body) => Ok(body),
+            Copied::Lost(reason, why) => Err((reason, why)),
+            Copied::Growing { .. } => Err((
+                "error",
+                "the client's body had not ended when the active slot answered".into(),
+            )),
+        }
+    }
+}
+
+pub(super) fn too_large(limit: u64) -> Copied {
+    Copied::Lost(
+        "too_large",
+        format!("body over mirror.max_body ({limit} bytes)"),
+    )
+}
+
+/// The body for the active slot; the copy accumulates in the shared [`Copied`].
+pub(super) struct Tee {
+    inner: Incoming,
+    copied: Arc<Mutex<Copied>>,
+    limit: u64,
+}
+
+impl Tee {
+    pub(super) fn new(inner: Incoming, limit: u64) -> (Tee, Arc<Mutex<Copied>>) {
+        let copied = Arc::new(Mutex::new(if inner.is_end_stream() {
+            Copied::Done(Bytes::new())
+        } else {
+            Copied::Growing {
+                frames: Vec::new(),
+                len: 0,
+            }
+        }));
+        let tee = Tee {
+            inner,
+            copied: copied.clone(),
+            limit,
+        };
+        (tee, copied)
+    }
+
+    fn copied(&self) -> std::sync::MutexGuard<'_, Copied> {
+        self.copied.lock().expect("copy lock: no panic holds it")
+    }
+}
+
+impl hyper::body::Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match polled {
+            Some(Ok(frame)) => {
+                let ended = self.inner.is_end_stream();
+                let limit = self.limit;
+                let mut copied = self.copied();
+                if let Some(data) = frame.data_ref() {
+                    copied.add(data, limit);
+                }
+                if ended {
+                    copied.finish();
+                }
+                drop(copied);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                *self.copied() = Copied::Lost("error", format!("client body: {e}"));
+                Poll::Ready(Some(Err(e.into())))
+            }
+            None => {
+                self.copied().finish();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn growing() -> Copied {
+        Copied::Growing {
+            frames: Vec::new(),
+            len: 0,
+        }
+    }
+
+    #[test]
+    fn a_copy_is_whole_or_says_why_not() {
+        let mut copied = growing();
+        copied.add(&Bytes::from_static(b"hel"), 10);
+        copied.add(&Bytes::from_static(b"lo"), 10);
+        copied.finish();
+        assert_eq!(copied.take(None).unwrap(), "hello");
+
+        // Its last frame read, its end not polled: the declared length completes it.
+        let mut copied = growing();
+        copied.add(&Bytes::from_static(b"hello"), 10);
+        assert_eq!(copied.take(Some(5)).unwrap(), "hello");
+
+        let mut copied = growing();
+        copied.add(&Bytes::from_static(b"hello"), 10);
+        assert_eq!(copied.take(Some(9)).unwrap_err().0, "error");
+
+        let mut copied = growing();
+        copied.add(&Bytes::from_static(b"hello world"), 10);
+        copied.finish();
+        assert_eq!(copied.take(None).unwrap_err().0, "too_large");
+    }
+}
