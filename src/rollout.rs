@@ -61,9 +61,9 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
     Ok(())
 }
 
-/// Points `slot` at `to`, or else at what the daemon still serves when `current` is not
-/// it (a push that failed to start), or else at the release before the current one
-/// ([`release::previous`]).
+/// Points `slot` at `to`, or else at what the daemon still serves when `current` never
+/// went live (a push that failed to start), or else at the release before the current
+/// one ([`release::previous`]).
 pub fn rollback(
     layout: &Layout,
     config: &Config,
@@ -83,8 +83,14 @@ pub fn rollback(
             );
             id.to_string()
         }
+        // What still serves, when `current` is a push that never went live; otherwise the
+        // release before (never "back" to a newer one the daemon last ran).
         None => serving(layout, slot)
-            .filter(|serving| *serving != current && releases.iter().any(|r| r.id == *serving))
+            .filter(|serving| {
+                *serving != current
+                    && releases.iter().any(|r| r.id == *serving)
+                    && releases.iter().any(|r| r.id == current && !r.went_live)
+            })
             .or_else(|| release::previous(&releases, &current))
             .with_context(|| {
                 format!("{slot} has no release before {current} to go back to: none went live or was current (see `bluegreen releases {slot}`)")

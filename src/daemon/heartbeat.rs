@@ -99,15 +99,13 @@ pub async fn run(daemon: Arc<Daemon>) {
         let handle = &daemon.slots[active.index()];
         if handle.route.live().is_none() && handle.status().starting {
             // Being (re)started: not failing yet; the start has its own deadline.
-            let standby_check = check(&daemon, standby).await;
-            daemon.set_health(standby, standby_check);
+            observe_standby(&daemon, standby).await;
             continue;
         }
         // The standby is checked too, so that its health in `/status` is a fact, not the
         // absence of news; only the active slot's failures count toward a switch.
-        let (result, standby_check) = tokio::join!(check(&daemon, active), check(&daemon, standby));
+        let (result, ()) = tokio::join!(check(&daemon, active), observe_standby(&daemon, standby));
         daemon.set_health(active, result.clone());
-        daemon.set_health(standby, standby_check);
         if result.is_err() {
             daemon.metrics.heartbeat_failure(active);
         }
@@ -169,6 +167,15 @@ pub async fn run(daemon: Arc<Daemon>) {
                 }
             }
         }
+    }
+}
+
+/// Checks the standby for its health in `/status`, when it has a live generation (one
+/// with none, or getting ready, says so there already).
+async fn observe_standby(daemon: &Daemon, standby: Slot) {
+    if daemon.slots[standby.index()].route.live().is_some() {
+        let result = check(daemon, standby).await;
+        daemon.set_health(standby, result);
     }
 }
 

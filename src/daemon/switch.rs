@@ -112,6 +112,16 @@ pub async fn switch(
             .await
             .map_err(SwitchError::Refused)?;
     }
+    // The target gets every write the active took before the flip: queued copies go out
+    // first, before the migration (which then sees them) and again before the flip, all
+    // within `MIRROR_WAIT` (a stuck standby must not hold a failover up); none is out
+    // while the flip happens, and one still queued after it is dropped as `stale`.
+    let waited = Instant::now();
+    let mut drained = daemon
+        .mirror
+        .drain(tokio::time::Instant::now() + MIRROR_WAIT)
+        .await;
+    let left = MIRROR_WAIT.saturating_sub(waited.elapsed());
     let mut migrate_ms = 0;
     if !config.switch.migrate.trim().is_empty() {
         let started = Instant::now();
@@ -122,18 +132,24 @@ pub async fn switch(
             })?;
         migrate_ms = started.elapsed().as_millis() as u64;
     }
-    // The target gets every write the active took before the flip: queued copies go out
-    // first (bounded: a stuck standby must not hold a failover up), and none is out
-    // while the flip happens; one still queued after it is dropped as `stale`.
-    if !daemon.mirror.drain(MIRROR_WAIT).await {
+    // The migration's time does not count against the wait.
+    let deadline = tokio::time::Instant::now() + left;
+    drained = drained && daemon.mirror.drain(deadline).await;
+    if !drained {
         tracing::warn!(
             "switching to {to} with mirrored copies still queued after {}s: they are dropped (counted stale)",
             MIRROR_WAIT.as_secs()
         );
     }
-    let _no_copy_out = tokio::time::timeout(MIRROR_WAIT, daemon.mirror.gate.lock())
+    let no_copy_out = tokio::time::timeout_at(deadline, daemon.mirror.gate.lock())
         .await
         .ok();
+    if no_copy_out.is_none() {
+        tracing::warn!(
+            "switching to {to} while a mirrored copy to it is still out after {}s: it may land after the switch",
+            MIRROR_WAIT.as_secs()
+        );
+    }
     daemon
         .set_active(
             to,

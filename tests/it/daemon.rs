@@ -374,14 +374,15 @@ fn a_second_daemon_on_the_same_root_is_refused_and_changes_nothing() {
 #[test]
 fn serve_waits_a_moment_for_a_daemon_that_is_still_exiting() {
     // A daemon killed a moment ago still holds the root's lock until the kernel has
-    // finished its exit: this test holds it for 300 ms instead.
+    // finished its exit: this test holds it for 1.5 s instead (longer than `serve` takes
+    // to reach it, shorter than it waits).
     let mut root = Root::new();
     let run = root.path.join("run");
     std::fs::create_dir_all(&run).unwrap();
     let file = std::fs::File::create(run.join("serve.lock")).unwrap();
     let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap();
     let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1500));
         drop(held);
     });
     root.serve();

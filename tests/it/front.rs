@@ -137,12 +137,12 @@ fn a_reloaded_heartbeat_interval_takes_effect_at_once() {
     let mut root = Root::new();
     root.set("heartbeat.interval", "1h");
     root.serve();
-    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "1")]);
+    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "3")]);
     root.push("blue").says("blue: live in ");
     root.set("heartbeat.interval", "200ms");
     root.signal(nix::sys::signal::Signal::SIGHUP);
     // Not an hour: the wait restarts with the new interval.
-    wait_for(Duration::from_secs(10), "blue's heartbeat failures", || {
+    wait_for(Duration::from_secs(15), "blue's heartbeat failures", || {
         let metrics = root.control("GET", "/metrics").body;
         metrics
             .lines()
@@ -159,11 +159,12 @@ fn status_tells_a_failing_standby() {
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
-    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "1")]);
+    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "3")]);
     root.push("green").says("green: live in ");
     assert_eq!(root.status()["active"], "blue");
+    // FAIL_AFTER 3 s: time to go live first, even on a loaded machine.
     wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         "green's health to say failing",
         || {
             let health = root.status()["slots"]["green"]["health"].clone();
@@ -184,10 +185,10 @@ fn the_heartbeat_stays_put_when_both_slots_fail() {
     root.set("heartbeat.interval", "300ms");
     root.set("heartbeat.failures", 2);
     root.serve();
-    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "1")]);
+    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "3")]);
     root.push("blue").says("blue: live in ");
     root.push("green").says("green: live in ");
-    wait_for(Duration::from_secs(10), "the both-failing event", || {
+    wait_for(Duration::from_secs(15), "the both-failing event", || {
         root.control("GET", "/events")
             .body
             .contains("heartbeat: both slots failing")

@@ -164,7 +164,7 @@ fn a_switch_lets_queued_copies_land_before_the_target_takes_writes() {
         let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
         assert!(answer.status < 300, "PUT {path}: {answer:?}");
     };
-    for i in 0..10 {
+    for i in 0..3 {
         put(&format!("/items/filler{i}"), "f");
     }
     put("/items/k", "old");
@@ -173,7 +173,7 @@ fn a_switch_lets_queued_copies_land_before_the_target_takes_writes() {
     // Green is active: this write goes to it, and its copy to blue.
     put("/items/k", "new");
     wait_for(Duration::from_secs(10), "every copy to go out", || {
-        (root.status()["mirroring"]["counters"]["sent"] == 12).then_some(())
+        (root.status()["mirroring"]["counters"]["sent"] == 5).then_some(())
     });
     // No copy from before the switch landed on green after the new write.
     assert_eq!(root.get(root.green, "/items/k").body, "new");
@@ -223,4 +223,36 @@ fn a_chunked_write_is_mirrored_whole_and_one_over_max_body_is_counted() {
         (root.status()["mirroring"]["counters"]["too_large"] == 1).then_some(())
     });
     assert!(!root.get(root.green, "/items").body.contains("big"));
+}
+
+#[test]
+fn a_copy_still_queued_when_the_switch_flips_is_dropped_as_stale() {
+    // Green takes 4 s per request: four copies take 16 s, longer than a switch waits.
+    let mut root = Root::new();
+    root.set("slots.green.env", env_map(&[("SLOW_MS", "4000")]));
+    root.set("heartbeat.timeout", "10s");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let put = |path: &str, body: &str| {
+        let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
+        assert!(answer.status < 300, "PUT {path}: {answer:?}");
+    };
+    for i in 0..3 {
+        put(&format!("/items/filler{i}"), "f");
+    }
+    // Its copy is fourth in line: it would reach green at the earliest 12 s from now,
+    // after the switch has given up waiting and flipped (about 9 s from now).
+    put("/items/k", "old");
+    let switched = root.control("POST", "/switch?to=green");
+    assert_eq!(switched.status, 200, "{switched:?}");
+    put("/items/k", "new");
+    wait_for(Duration::from_secs(30), "the stale copy", || {
+        (root.status()["mirroring"]["counters"]["stale"] == 1).then_some(())
+    });
+    root.wait_log(
+        "not mirrored: PUT /items/k: green became the active slot before the copy went out",
+    );
+    assert_eq!(root.get(root.green, "/items/k").body, "new");
 }

@@ -149,18 +149,16 @@ impl Mirror {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Waits until every copy queued before this call has been sent (or dropped), up to
-    /// `limit`. Returns whether it got there.
-    pub async fn drain(&self, limit: std::time::Duration) -> bool {
-        let target = self.queued_total.load(Ordering::Acquire);
-        let deadline = tokio::time::Instant::now() + limit;
+    /// Waits until the sender is done with every copy queued so far, including those
+    /// queued while it waits (the queue is empty for a moment), up to `deadline`.
+    /// Returns whether it got there.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
         loop {
             let moved = self.progress.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            // A copy counted as queued whose queueing then failed is taken back out.
-            let target = target.min(self.queued_total.load(Ordering::Acquire));
-            if self.done_total.load(Ordering::Acquire) >= target {
+            if self.done_total.load(Ordering::Acquire) >= self.queued_total.load(Ordering::Acquire)
+            {
                 return true;
             }
             if tokio::time::timeout_at(deadline, moved).await.is_err() {
