@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -320,5 +321,21 @@ fn releases_without_marks_roll_back_by_creation_order_and_a_tree_cannot_forge_th
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(root.current("blue").unwrap(), v1);
+}
+
+#[test]
+fn rollbacks_with_the_daemon_stopped_keep_going_back() {
+    let mut root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: live in ");
+    root.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    // state.json still says v3 was live last: never a way "back" to it.
+    assert!(root.run(&["rollback", "blue"]).status.success());
+    assert!(root.run(&["rollback", "blue"]).status.success());
     assert_eq!(root.current("blue").unwrap(), v1);
 }
