@@ -83,20 +83,24 @@ pub struct ControlConfig {
     pub listen: SocketAddr,
 }
 
-/// Exactly the two slots; any other table under `[slots]` is an unknown key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Exactly the two slots; any other table under `[slots]` is an unknown key. A key a
+/// slot's table leaves out keeps that slot's default (blue's and green's differ, so
+/// this is read through [`values::slots`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Slots {
     pub blue: SlotConfig,
     pub green: SlotConfig,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl<'de> Deserialize<'de> for Slots {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Slots, D::Error> {
+        values::slots(d)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SlotConfig {
-    #[serde(deserialize_with = "values::listen")]
     pub listen: SocketAddr,
-    #[serde(default, deserialize_with = "values::env")]
     pub env: BTreeMap<String, String>,
 }
 

@@ -217,6 +217,26 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_table_keeps_the_defaults_of_the_keys_it_leaves_out() {
+        let config = Config::parse("[slots.blue]\nenv = { X = \"1\" }\n").unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.slots.blue.listen, defaults.slots.blue.listen);
+        assert_eq!(
+            config.slots.blue.env.get("X").map(String::as_str),
+            Some("1")
+        );
+        assert!(
+            !config.slots.blue.env.contains_key("REDIS_PORT"),
+            "env is replaced"
+        );
+        assert_eq!(config.slots.green, defaults.slots.green);
+
+        let config = Config::parse("[slots.green]\nlisten = \"127.0.0.1:5061\"\n").unwrap();
+        assert_eq!(config.slots.green.listen.port(), 5061);
+        assert_eq!(config.slots.green.env, defaults.slots.green.env);
+    }
+
+    #[test]
     fn errors_name_the_key_under_a_commented_table_header() {
         // The template `init` writes comments every table header.
         let text = TEMPLATE.replace("ready_timeout = \"30s\"", "ready_timeout = \"soon\"");

@@ -236,6 +236,47 @@ pub fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     Ok(methods)
 }
 
+/// `[slots.blue]` and `[slots.green]`, each key it leaves out taken from that slot's
+/// default.
+pub fn slots<'de, D: Deserializer<'de>>(d: D) -> Result<super::Slots, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Partial {
+        #[serde(default)]
+        blue: Option<PartialSlot>,
+        #[serde(default)]
+        green: Option<PartialSlot>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PartialSlot {
+        #[serde(default, deserialize_with = "some_listen")]
+        listen: Option<SocketAddr>,
+        #[serde(default, deserialize_with = "some_env")]
+        env: Option<BTreeMap<String, String>>,
+    }
+    fn some_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        listen(d).map(Some)
+    }
+    fn some_env<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+        env(d).map(Some)
+    }
+    let partial = Partial::deserialize(d)?;
+    let mut slots = super::Slots::default();
+    for (slot, given) in [
+        (&mut slots.blue, partial.blue),
+        (&mut slots.green, partial.green),
+    ] {
+        if let Some(given) = given {
+            slot.listen = given.listen.unwrap_or(slot.listen);
+            slot.env = given.env.unwrap_or(std::mem::take(&mut slot.env));
+        }
+    }
+    Ok(slots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
