@@ -250,3 +250,31 @@ fn a_client_that_gives_up_cancels_its_request_upstream() {
         || (in_flight() == Some(0)).then_some(()),
     );
 }
+
+#[test]
+fn a_slot_with_no_live_generation_answers_503_with_the_reason() {
+    let root = blue_live();
+    let answer = root.get(root.green, "/");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(
+        answer.body,
+        "green has no release yet: git push green main\n"
+    );
+}
+
+#[test]
+fn an_oversized_request_head_is_refused_with_431() {
+    let root = blue_live();
+    // Well past the 64 KiB limit, however hyper's reads fall.
+    let big = "x".repeat(300 * 1024);
+    let answer = raw(
+        root.blue,
+        &format!("GET / HTTP/1.1\r\nHost: app\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}

@@ -82,3 +82,30 @@ fn init_again_repairs_and_keeps_everything() {
         .collect::<Vec<_>>()
         .is_empty());
 }
+
+#[test]
+fn check_prints_the_effective_config() {
+    let root = Root::new();
+    let out = root.run(&["check"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let file = root.path.join("bluegreen.toml");
+    assert!(
+        text.starts_with(&format!("# {}: valid\n", file.display())),
+        "{text}"
+    );
+    // The printed config is itself a valid config, with every key.
+    let printed = root.path.join("printed.toml");
+    fs::write(&printed, &text).unwrap();
+    fs::copy(&printed, &file).unwrap();
+    assert!(root.run(&["check"]).status.success());
+    for key in [
+        "[app]",
+        "ready_timeout",
+        "[heartbeat]",
+        "[mirror]",
+        "[slots.green]",
+    ] {
+        assert!(text.contains(key), "{key} in {text}");
+    }
+}
