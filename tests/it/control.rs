@@ -1,0 +1,133 @@
+//! The control API and the commands that use it: `status` for a person and for scripts,
+//! a forced switch, and bad requests refused with a reason.
+
+use std::time::Duration;
+
+use crate::util::*;
+
+#[test]
+fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
+    let root = both_live();
+    let mirroring = root.status()["mirroring"]["enabled"].clone();
+    let refused = [
+        (
+            "POST",
+            "/slots/reload",
+            404,
+            "no such endpoint: POST /slots/reload",
+        ),
+        ("POST", "/slots/purple/reload", 404, "unknown slot `purple`"),
+        (
+            "GET",
+            "/slots/blue/reload",
+            405,
+            "GET is not allowed on /slots/blue/reload",
+        ),
+        (
+            "POST",
+            "/switch?to=green&force=maybe",
+            400,
+            "force=`maybe`: use force=1",
+        ),
+        (
+            "POST",
+            "/switch?to=green&to=blue",
+            400,
+            "`to` is given twice",
+        ),
+        (
+            "POST",
+            "/mirroring?enabled=maybe",
+            400,
+            "use ?enabled=true or ?enabled=false",
+        ),
+        (
+            "GET",
+            "/status?x=1",
+            400,
+            "GET /status takes no parameters (got ?x=1)",
+        ),
+        (
+            "POST",
+            "/slots/blue/reload?force=1",
+            400,
+            "POST /slots/blue/reload takes no parameters",
+        ),
+    ];
+    for (method, path, status, reason) in refused {
+        let answer = root.control(method, path);
+        assert_eq!(answer.status, status, "{method} {path}: {answer:?}");
+        assert!(
+            answer.body.starts_with(reason),
+            "{method} {path}: {answer:?}"
+        );
+        assert_eq!(answer.body.lines().count(), 1, "{answer:?}");
+    }
+    // Two Host headers: which one counts would be a guess.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.control)).unwrap();
+    stream
+        .write_all(b"POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("Host, Origin or Sec-Fetch-Site is sent more than once"),
+        "{answer}"
+    );
+    assert_eq!(root.status()["active"], "blue");
+    assert_eq!(root.status()["mirroring"]["enabled"], mirroring);
+}
+
+#[test]
+fn status_prints_slots_for_a_person_and_json_for_scripts() {
+    let root = both_live();
+    let out = root.run(&["status"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with("active: blue   front: 127.0.0.1:"),
+        "{text}"
+    );
+    let blue = text.lines().find(|l| l.starts_with("* blue")).unwrap();
+    assert!(blue.contains("healthy  release "), "{blue}");
+    assert!(text.lines().any(|l| l.starts_with("  green")), "{text}");
+    let out = root.run(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["active"], "blue");
+    assert_eq!(json["slots"]["green"]["health"], "healthy");
+}
+
+#[test]
+fn a_forced_switch_skips_the_gate_and_an_empty_switch_path_turns_the_front_route_off() {
+    let mut root = Root::new();
+    root.set("router.switch_path", "");
+    root.set("heartbeat.interval", "300ms");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    // Live first (FAIL_AFTER from its start on would keep it from going live), then
+    // failing.
+    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "3")]);
+    root.push("green").says("green: live in ");
+    wait_for(
+        Duration::from_secs(15),
+        "green to fail its health path",
+        || {
+            (root.status()["slots"]["green"]["health"] == "failing: GET / answered 500")
+                .then_some(())
+        },
+    );
+    let refused = root.run(&["switch", "green"]);
+    assert!(!refused.status.success());
+    assert_eq!(root.status()["active"], "blue");
+    let forced = root.run(&["switch", "green", "--force"]);
+    assert!(forced.status.success(), "{forced:?}");
+    assert_eq!(root.status()["active"], "green");
+    // No /switch on the front: the path goes to the app like any other.
+    let answer = root.get(root.front, "/switch");
+    assert_eq!(answer.status, 500, "{answer:?}");
+    assert_eq!(root.status()["active"], "green");
+}
