@@ -109,3 +109,23 @@ fn check_prints_the_effective_config() {
         assert!(text.contains(key), "{key} in {text}");
     }
 }
+
+#[test]
+fn the_root_comes_from_bluegreen_root_then_the_current_folder() {
+    let root = Root::new();
+    let check = |cmd: &mut Command| {
+        let out = cmd.arg("check").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file = root.path.join("bluegreen.toml");
+    let want = format!("# {}: valid", file.display());
+    let by_env = check(Command::new(BIN).env("BLUEGREEN_ROOT", &root.path));
+    assert!(by_env.starts_with(&want), "{by_env}");
+    let by_cwd = check(
+        Command::new(BIN)
+            .env_remove("BLUEGREEN_ROOT")
+            .current_dir(&root.path),
+    );
+    assert!(by_cwd.starts_with(&want), "{by_cwd}");
+}

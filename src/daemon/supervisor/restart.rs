@@ -49,7 +49,7 @@ impl Supervisor {
     }
 
     pub(super) fn schedule_restart(&mut self, release: String) {
-        let delay = Duration::from_secs(1 << self.backoff_attempts.min(6)).min(MAX_BACKOFF);
+        let delay = backoff(self.backoff_attempts);
         self.backoff_attempts += 1;
         self.restart_token += 1;
         self.restart_release = Some(release);
@@ -83,5 +83,22 @@ impl Supervisor {
         if let Some(release) = self.restart_release.take() {
             self.begin(release, Vec::new(), true).await;
         }
+    }
+}
+
+/// The pause before restart number `attempts + 1` in a row: 1 s, doubling, at most 60 s.
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1 << attempts.min(6)).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_a_minute() {
+        let secs: Vec<u64> = (0..9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 }
