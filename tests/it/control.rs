@@ -1,8 +1,6 @@
 //! The control API and the commands that use it: `status` for a person and for scripts,
 //! a forced switch, and bad requests refused with a reason.
 
-use std::time::Duration;
-
 use crate::util::*;
 
 #[test]
@@ -102,24 +100,7 @@ fn status_prints_slots_for_a_person_and_json_for_scripts() {
 
 #[test]
 fn a_forced_switch_skips_the_gate_and_an_empty_switch_path_turns_the_front_route_off() {
-    let mut root = Root::new();
-    root.set("router.switch_path", "");
-    root.set("heartbeat.interval", "300ms");
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
-    // Live first (FAIL_AFTER from its start on would keep it from going live), then
-    // failing.
-    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "3")]);
-    root.push("green").says("green: live in ");
-    wait_for(
-        Duration::from_secs(15),
-        "green to fail its health path",
-        || {
-            (root.status()["slots"]["green"]["health"] == "failing: GET / answered 500")
-                .then_some(())
-        },
-    );
+    let root = green_failing_standby(&[("router.switch_path", "".into())]);
     let refused = root.run(&["switch", "green"]);
     assert!(!refused.status.success());
     assert_eq!(root.status()["active"], "blue");

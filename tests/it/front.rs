@@ -114,10 +114,10 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     // Blue heals (a new release), then green starts failing: no switch back on its own.
     root.commit("blue healed", &[("VERSION", "v3\n")]);
     root.push("blue").says("blue: live in ");
-    root.commit("green fails", &[("VERSION", "v4\n"), ("FAIL_AFTER", "1")]);
+    root.commit("green fails", &[("VERSION", "v4\n"), ("FAIL_AFTER", "3")]);
     root.push("green").says("green: live in ");
     wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         "green's heartbeat failures",
         || {
             let metrics = root.control("GET", "/metrics").body;
@@ -154,23 +154,7 @@ fn a_reloaded_heartbeat_interval_takes_effect_at_once() {
 
 #[test]
 fn status_tells_a_failing_standby() {
-    let mut root = Root::new();
-    root.set("heartbeat.interval", "300ms");
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
-    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "3")]);
-    root.push("green").says("green: live in ");
-    assert_eq!(root.status()["active"], "blue");
-    // FAIL_AFTER 3 s: time to go live first, even on a loaded machine.
-    wait_for(
-        Duration::from_secs(15),
-        "green's health to say failing",
-        || {
-            let health = root.status()["slots"]["green"]["health"].clone();
-            (health == "failing: GET / answered 500").then_some(())
-        },
-    );
+    let root = green_failing_standby(&[]);
     assert_eq!(root.status()["slots"]["blue"]["health"], "healthy");
     assert_eq!(
         root.status()["active"],

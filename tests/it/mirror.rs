@@ -60,13 +60,15 @@ fn a_mirror_to_a_stopped_standby_is_counted_and_the_write_still_answers() {
     root.push("blue").says("blue: live in ");
     let post = http("POST", &root.url(root.front, "/items/x"), Some("y")).unwrap();
     assert_eq!(post.status, 201);
-    wait_for(Duration::from_secs(5), "the standby_down counter", || {
-        root.control("GET", "/metrics")
-            .body
-            .contains("bluegreen_mirror_total{outcome=\"standby_down\"} 1")
-            .then_some(())
+    let counted = poll_until(Duration::from_secs(10), || {
+        (root.status()["mirroring"]["counters"]["standby_down"] == 1).then_some(())
     });
-    assert_eq!(root.status()["mirroring"]["counters"]["standby_down"], 1);
+    assert!(
+        counted.is_some(),
+        "no standby_down count: {}\n{}",
+        root.status()["mirroring"],
+        root.log()
+    );
     root.wait_log("not mirrored: POST /items/x: green has no live generation");
 }
 
@@ -154,24 +156,8 @@ fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
 #[test]
 fn a_switch_lets_queued_copies_land_before_the_target_takes_writes() {
     // Green answers each request 200 ms late, so copies to it queue up behind each other.
-    let mut root = Root::new();
-    root.set("slots.green.env", env_map(&[("SLOW_MS", "200")]));
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
-    root.push("green").says("green: live in ");
-    let put = |path: &str, body: &str| {
-        let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
-        assert!(answer.status < 300, "PUT {path}: {answer:?}");
-    };
-    for i in 0..3 {
-        put(&format!("/items/filler{i}"), "f");
-    }
-    put("/items/k", "old");
-    let switched = root.control("POST", "/switch?to=green");
-    assert_eq!(switched.status, 200, "{switched:?}");
-    // Green is active: this write goes to it, and its copy to blue.
-    put("/items/k", "new");
+    let root = slow_green("200", &[]);
+    writes_around_a_switch(&root);
     wait_for(Duration::from_secs(10), "every copy to go out", || {
         (root.status()["mirroring"]["counters"]["sent"] == 5).then_some(())
     });
@@ -228,26 +214,10 @@ fn a_chunked_write_is_mirrored_whole_and_one_over_max_body_is_counted() {
 #[test]
 fn a_copy_still_queued_when_the_switch_flips_is_dropped_as_stale() {
     // Green takes 4 s per request: four copies take 16 s, longer than a switch waits.
-    let mut root = Root::new();
-    root.set("slots.green.env", env_map(&[("SLOW_MS", "4000")]));
-    root.set("heartbeat.timeout", "10s");
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
-    root.push("green").says("green: live in ");
-    let put = |path: &str, body: &str| {
-        let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
-        assert!(answer.status < 300, "PUT {path}: {answer:?}");
-    };
-    for i in 0..3 {
-        put(&format!("/items/filler{i}"), "f");
-    }
-    // Its copy is fourth in line: it would reach green at the earliest 12 s from now,
-    // after the switch has given up waiting and flipped (about 9 s from now).
-    put("/items/k", "old");
-    let switched = root.control("POST", "/switch?to=green");
-    assert_eq!(switched.status, 200, "{switched:?}");
-    put("/items/k", "new");
+    // The copy of `k=old` is fourth in line: it would reach green at the earliest 12 s
+    // after it was queued, after the switch has given up waiting and flipped (about 9 s).
+    let root = slow_green("4000", &[("heartbeat.timeout", "10s".into())]);
+    writes_around_a_switch(&root);
     wait_for(Duration::from_secs(30), "the stale copy", || {
         (root.status()["mirroring"]["counters"]["stale"] == 1).then_some(())
     });
@@ -255,4 +225,35 @@ fn a_copy_still_queued_when_the_switch_flips_is_dropped_as_stale() {
         "not mirrored: PUT /items/k: green became the active slot before the copy went out",
     );
     assert_eq!(root.get(root.green, "/items/k").body, "new");
+}
+
+/// A served root with v1 live on both slots (blue active, mirroring on), green taking
+/// `slow_ms` to answer every request, and these config keys set.
+fn slow_green(slow_ms: &str, settings: &[(&str, toml::Value)]) -> Root {
+    let mut root = Root::new();
+    root.set("slots.green.env", env_map(&[("SLOW_MS", slow_ms)]));
+    for (key, value) in settings {
+        root.set(key, value.clone());
+    }
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    root
+}
+
+/// Through the front: three filler writes and `k=old` (to blue, copied to green), a
+/// switch to green, then `k=new` (to green, copied to blue).
+fn writes_around_a_switch(root: &Root) {
+    let put = |path: &str, body: &str| {
+        let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
+        assert!(answer.status < 300, "PUT {path}: {answer:?}");
+    };
+    for i in 0..3 {
+        put(&format!("/items/filler{i}"), "f");
+    }
+    put("/items/k", "old");
+    let switched = root.control("POST", "/switch?to=green");
+    assert_eq!(switched.status, 200, "{switched:?}");
+    put("/items/k", "new");
 }

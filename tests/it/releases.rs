@@ -79,16 +79,8 @@ fn rollback_passes_over_a_release_that_was_never_current() {
     fs::remove_file(releases.join(&orphan).join(".bluegreen-was-current")).unwrap();
     assert_eq!(root.releases("blue"), [v1.clone(), orphan.clone(), v2]);
 
-    let listed = root.run(&["releases", "blue"]);
-    let listed = String::from_utf8(listed.stdout).unwrap();
-    let line = |id: &str| {
-        let id = format!(" {id} ");
-        listed
-            .lines()
-            .find(|l| l.contains(&id))
-            .unwrap()
-            .to_string()
-    };
+    let listed = String::from_utf8(root.run(&["releases", "blue"]).stdout).unwrap();
+    let line = |id: &str| listed_line(&listed, id);
     assert!(line(&orphan).ends_with("(never current)"), "{listed}");
     assert!(!line(&v1).contains("never current"), "{listed}");
 
@@ -237,16 +229,8 @@ fn rollback_after_failed_pushes_goes_back_to_the_release_that_served() {
     root.push("blue").says("blue: not live: ");
     let [v1, v2, v3] = <[String; 3]>::try_from(root.releases("blue")).unwrap();
 
-    let listed = root.run(&["releases", "blue"]);
-    let listed = String::from_utf8(listed.stdout).unwrap();
-    let line = |id: &str| {
-        let id = format!(" {id} ");
-        listed
-            .lines()
-            .find(|l| l.contains(&id))
-            .unwrap()
-            .to_string()
-    };
+    let listed = String::from_utf8(root.run(&["releases", "blue"]).stdout).unwrap();
+    let line = |id: &str| listed_line(&listed, id);
     assert!(line(&v3).ends_with("(not live)"), "{listed}");
     assert!(line(&v2).ends_with("(never went live)"), "{listed}");
     assert!(!line(&v1).contains("live)"), "{listed}");
@@ -338,4 +322,14 @@ fn rollbacks_with_the_daemon_stopped_keep_going_back() {
     assert!(root.run(&["rollback", "blue"]).status.success());
     assert!(root.run(&["rollback", "blue"]).status.success());
     assert_eq!(root.current("blue").unwrap(), v1);
+}
+
+/// The line of `bluegreen releases` output that lists release `id`.
+fn listed_line(listed: &str, id: &str) -> String {
+    let id = format!(" {id} ");
+    listed
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("no line for{id}in {listed}"))
+        .to_string()
 }

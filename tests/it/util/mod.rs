@@ -331,6 +331,31 @@ pub fn both_live() -> Root {
     root
 }
 
+/// A served root with these config keys set (and the heartbeat every 300 ms), blue live
+/// and active, and green live but answering 500 to its health checks (it went live
+/// first: `FAIL_AFTER` 3 s leaves it time to, even on a loaded machine).
+pub fn green_failing_standby(settings: &[(&str, toml::Value)]) -> Root {
+    let mut root = Root::new();
+    root.set("heartbeat.interval", "300ms");
+    for (key, value) in settings {
+        root.set(key, value.clone());
+    }
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "3")]);
+    root.push("green").says("green: live in ");
+    wait_for(
+        Duration::from_secs(15),
+        "green's health to say failing",
+        || {
+            (root.status()["slots"]["green"]["health"] == "failing: GET / answered 500")
+                .then_some(())
+        },
+    );
+    root
+}
+
 /// `blue_live`, with these config keys set before the daemon starts.
 pub fn blue_live_with(settings: &[(&str, toml::Value)]) -> Root {
     let mut root = Root::new();
