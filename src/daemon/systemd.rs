@@ -19,11 +19,17 @@ pub fn stopping() {
     let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
 }
 
-/// How often to ping the watchdog (half of `WatchdogSec`), if systemd set one.
+/// How often to ping the watchdog (half of `WatchdogSec`), if systemd set one. As
+/// sd_watchdog_enabled(3) reads it: `WATCHDOG_USEC`, unless `WATCHDOG_PID` names another
+/// process (sd-notify's `watchdog_enabled` also wants `WATCHDOG_PID` present).
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0;
-    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
-        .then(|| Duration::from_micros(usec) / 2)
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec) / 2)
 }
 
 pub fn watchdog() {

@@ -238,6 +238,29 @@ fn sd_notify_messages_arrive_in_order() {
 }
 
 #[test]
+fn with_watchdog_sec_the_daemon_pings_the_watchdog() {
+    let mut root = Root::new();
+    let socket_path = root.path.parent().unwrap().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // As systemd sets them for `WatchdogSec=400ms`: a ping every 200 ms.
+    root.serve_with(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+    let mut buf = [0u8; 512];
+    let mut pings = 0;
+    while pings < 3 {
+        let n = socket.recv(&mut buf).expect("a notify message in time");
+        if &buf[..n] == b"WATCHDOG=1\n" {
+            pings += 1;
+        }
+    }
+}
+
+#[test]
 fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
     let mut root = blue_live();
     let orphan = root.live_pid("blue");
