@@ -105,6 +105,8 @@ fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
     let events = root.control("GET", "/events").body;
     assert!(events.contains("exited with exit status: 3"), "{events}");
+    // Worker output reaches the daemon's log line by line, prefixed with slot/generation.
+    root.wait_log("[blue/3 stderr] sample app: CRASH file present");
 }
 
 #[test]

@@ -257,3 +257,17 @@ fn writes_around_a_switch(root: &Root) {
     assert_eq!(switched.status, 200, "{switched:?}");
     put("/items/k", "new");
 }
+
+#[test]
+fn only_the_configured_methods_are_mirrored() {
+    let methods = toml::Value::Array(vec!["POST".into()]);
+    let root = blue_live_with(&[("mirror.methods", methods)]);
+    root.push("green").says("green: live in ");
+    http("PUT", &root.url(root.front, "/items/put"), Some("x")).unwrap();
+    http("POST", &root.url(root.front, "/items/post"), Some("y")).unwrap();
+    // Copies keep their order: had the PUT been copied, it would be there first.
+    green_gets(&root, "\"post\":\"y\"");
+    assert!(!root.get(root.green, "/items").body.contains("put"));
+    assert!(root.get(root.blue, "/items").body.contains("\"put\":\"x\""));
+    assert_eq!(root.status()["mirroring"]["counters"]["sent"], 1);
+}
