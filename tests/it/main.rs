@@ -9,5 +9,6 @@ mod mirror;
 mod proxy;
 mod push;
 mod releases;
+mod service;
 mod setup;
 mod util;

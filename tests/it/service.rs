@@ -1,0 +1,96 @@
+//! The daemon as a service: sd_notify messages, the watchdog, and one daemon per root.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+#[test]
+fn sd_notify_messages_arrive_in_order() {
+    let mut root = Root::new();
+    let socket_path = root.path.parent().unwrap().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    root.serve_with(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notify message in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1\n");
+    root.signal(Signal::SIGHUP);
+    let reloading = next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next(), "READY=1\n");
+    root.signal(Signal::SIGTERM);
+    assert_eq!(next(), "STOPPING=1\n");
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn with_watchdog_sec_the_daemon_pings_the_watchdog() {
+    let mut root = Root::new();
+    let socket_path = root.path.parent().unwrap().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // As systemd sets them for `WatchdogSec=400ms`: a ping every 200 ms.
+    root.serve_with(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+    let mut buf = [0u8; 512];
+    let mut pings = 0;
+    while pings < 3 {
+        let n = socket.recv(&mut buf).expect("a notify message in time");
+        if &buf[..n] == b"WATCHDOG=1\n" {
+            pings += 1;
+        }
+    }
+}
+
+#[test]
+fn a_second_daemon_on_the_same_root_is_refused_and_changes_nothing() {
+    let root = blue_live();
+    let worker = root.live_pid("blue");
+    let second = root.run(&["serve"]);
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another bluegreen serve is running on "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert_eq!(
+        root.live_pid("blue"),
+        worker,
+        "the first daemon's worker runs on"
+    );
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}
+
+#[test]
+fn serve_waits_a_moment_for_a_daemon_that_is_still_exiting() {
+    // A daemon killed a moment ago still holds the root's lock until the kernel has
+    // finished its exit: this test holds it for 1.5 s instead (longer than `serve` takes
+    // to reach it, shorter than it waits).
+    let mut root = Root::new();
+    let run = root.path.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let file = std::fs::File::create(run.join("serve.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(held);
+    });
+    root.serve();
+    release.join().unwrap();
+    assert!(root.status()["slots"]["blue"].is_object());
+}
