@@ -69,7 +69,7 @@ pub struct Daemon {
     pub mirror: mirror::Mirror,
     /// Serialises switches (API, front, heartbeat).
     pub switching: tokio::sync::Mutex<()>,
-    pub next_generation: AtomicU64,
+    next_generation: AtomicU64,
     pub heartbeat: Mutex<heartbeat::Heartbeat>,
 }
 

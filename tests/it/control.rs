@@ -81,9 +81,7 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
 #[test]
 fn status_prints_slots_for_a_person_and_json_for_scripts() {
     let root = both_live();
-    let out = root.run(&["status"]);
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = root.run_ok(&["status"]);
     let first = text.lines().next().unwrap();
     assert!(
         first.starts_with("active: blue   front: 127.0.0.1:"),

@@ -20,20 +20,14 @@ fn rollback_releases_and_pruning() {
     assert_eq!(releases.len(), 3, "{releases:?}");
     assert!(releases[2].ends_with(&shas[4][..7]));
 
-    let listed = root.run(&["releases", "blue"]);
-    let listed = String::from_utf8(listed.stdout).unwrap();
+    let listed = root.run_ok(&["releases", "blue"]);
     assert_eq!(listed.lines().count(), 3, "{listed}");
     assert!(
         listed.lines().next().unwrap().starts_with("* blue"),
         "newest first, current marked: {listed}"
     );
 
-    let out = root.run(&["rollback", "blue"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), releases[1]);
     let out = root.run(&["rollback", "blue", "--to", "nope"]);
     assert!(!out.status.success());
@@ -44,8 +38,7 @@ fn rollback_releases_and_pruning() {
     assert_eq!(root.current("blue").unwrap(), releases[1]);
 
     // After a rollback to the oldest kept release, pruning still keeps it and the one before.
-    let out = root.run(&["rollback", "blue", "--to", &releases[0]]);
-    assert!(out.status.success());
+    root.run_ok(&["rollback", "blue", "--to", &releases[0]]);
     root.commit("v6", &[("VERSION", "v6\n")]);
     root.push("blue");
     let after = root.releases("blue");
@@ -79,17 +72,12 @@ fn rollback_passes_over_a_release_that_was_never_current() {
     fs::remove_file(releases.join(&orphan).join(".bluegreen-was-current")).unwrap();
     assert_eq!(root.releases("blue"), [v1.clone(), orphan.clone(), v2]);
 
-    let listed = String::from_utf8(root.run(&["releases", "blue"]).stdout).unwrap();
+    let listed = root.run_ok(&["releases", "blue"]);
     let line = |id: &str| listed_line(&listed, id);
     assert!(line(&orphan).ends_with("(never current)"), "{listed}");
     assert!(!line(&v1).contains("never current"), "{listed}");
 
-    let out = root.run(&["rollback", "blue"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), v1);
 
     // Nothing before v1 was ever current: a one-line refusal, nothing moves.
@@ -195,8 +183,7 @@ fn releases_refuses_a_folder_that_is_not_a_root_and_skips_strays() {
     root.commit("v1", &[("VERSION", "v1\n")]);
     assert!(root.push("blue").ok);
     fs::create_dir(root.path.join("blue/releases/not-a-release")).unwrap();
-    let listed = root.run(&["releases", "blue"]);
-    let listed = String::from_utf8(listed.stdout).unwrap();
+    let listed = root.run_ok(&["releases", "blue"]);
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(!listed.contains("not-a-release"), "{listed}");
 }
@@ -213,9 +200,7 @@ fn v2_over_v1_on_blue() -> Root {
 #[test]
 fn rollback_while_serving_runs_the_previous_release() {
     let root = v2_over_v1_on_blue();
-    let out = root.run(&["rollback", "blue"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = root.run_ok(&["rollback", "blue"]);
     assert!(text.contains("blue: live in "), "{text}");
     root.wait_body(root.blue, "v1 from blue");
 }
@@ -229,16 +214,14 @@ fn rollback_after_failed_pushes_goes_back_to_the_release_that_served() {
     root.push("blue").says("blue: not live: ");
     let [v1, v2, v3] = <[String; 3]>::try_from(root.releases("blue")).unwrap();
 
-    let listed = String::from_utf8(root.run(&["releases", "blue"]).stdout).unwrap();
+    let listed = root.run_ok(&["releases", "blue"]);
     let line = |id: &str| listed_line(&listed, id);
     assert!(line(&v3).ends_with("(not live)"), "{listed}");
     assert!(line(&v2).ends_with("(never went live)"), "{listed}");
     assert!(!line(&v1).contains("live)"), "{listed}");
 
     // Not v2, which was current but never served: v1, which blue still serves.
-    let out = root.run(&["rollback", "blue"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = root.run_ok(&["rollback", "blue"]);
     assert!(
         text.contains(&format!("blue: current {v3} -> {v1}")),
         "{text}"
@@ -265,16 +248,14 @@ fn rollback_after_a_rollback_and_a_failed_push_goes_to_what_serves() {
     let v1 = root.current("blue").unwrap();
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue").says("blue: live in ");
-    assert!(root.run(&["rollback", "blue"]).status.success());
+    root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), v1);
     root.wait_body(root.blue, "v1 from blue");
 
     root.commit("crash", &[("VERSION", "v3\n"), ("CRASH", "")]);
     root.push("blue").says("blue keeps serving generation");
     // Not v2, which the operator rolled back from: v1, which blue still serves.
-    let out = root.run(&["rollback", "blue"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), v1, "{text}");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 }
@@ -296,15 +277,9 @@ fn releases_without_marks_roll_back_by_creation_order_and_a_tree_cannot_forge_th
 
     // A root from before the marks existed: none anywhere.
     fs::remove_file(v1_dir.join(".bluegreen-was-current")).unwrap();
-    let listed = root.run(&["releases", "blue"]);
-    let listed = String::from_utf8(listed.stdout).unwrap();
+    let listed = root.run_ok(&["releases", "blue"]);
     assert!(!listed.contains("(never"), "{listed}");
-    let out = root.run(&["rollback", "blue"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), v1);
 }
 
@@ -319,8 +294,8 @@ fn rollbacks_with_the_daemon_stopped_keep_going_back() {
     root.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
     // state.json still says v3 was live last: never a way "back" to it.
-    assert!(root.run(&["rollback", "blue"]).status.success());
-    assert!(root.run(&["rollback", "blue"]).status.success());
+    root.run_ok(&["rollback", "blue"]);
+    root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), v1);
 }
 

@@ -9,17 +9,9 @@ use crate::util::*;
 #[test]
 fn sd_notify_messages_arrive_in_order() {
     let mut root = Root::new();
-    let socket_path = root.path.parent().unwrap().join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (socket, socket_path) = notify_socket(&root);
     root.serve_with(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
-    let mut buf = [0u8; 512];
-    let mut next = || {
-        let n = socket.recv(&mut buf).expect("a notify message in time");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let next = || received(&socket);
     assert_eq!(next(), "READY=1\n");
     root.signal(Signal::SIGHUP);
     let reloading = next();
@@ -36,21 +28,15 @@ fn sd_notify_messages_arrive_in_order() {
 #[test]
 fn with_watchdog_sec_the_daemon_pings_the_watchdog() {
     let mut root = Root::new();
-    let socket_path = root.path.parent().unwrap().join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let (socket, socket_path) = notify_socket(&root);
     // As systemd sets them for `WatchdogSec=400ms`: a ping every 200 ms.
     root.serve_with(&[
         ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
         ("WATCHDOG_USEC", "400000"),
     ]);
-    let mut buf = [0u8; 512];
     let mut pings = 0;
     while pings < 3 {
-        let n = socket.recv(&mut buf).expect("a notify message in time");
-        if &buf[..n] == b"WATCHDOG=1\n" {
+        if received(&socket) == "WATCHDOG=1\n" {
             pings += 1;
         }
     }
@@ -93,4 +79,21 @@ fn serve_waits_a_moment_for_a_daemon_that_is_still_exiting() {
     root.serve();
     release.join().unwrap();
     assert!(root.status()["slots"]["blue"].is_object());
+}
+
+/// A test `NOTIFY_SOCKET` beside `root` (for `serve_with`): the socket and its path.
+fn notify_socket(root: &Root) -> (std::os::unix::net::UnixDatagram, std::path::PathBuf) {
+    let path = root.path.parent().unwrap().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    (socket, path)
+}
+
+/// The next sd_notify message, within the socket's read timeout.
+fn received(socket: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("a notify message in time");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }

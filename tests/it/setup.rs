@@ -86,9 +86,7 @@ fn init_again_repairs_and_keeps_everything() {
 #[test]
 fn check_prints_the_effective_config() {
     let root = Root::new();
-    let out = root.run(&["check"]);
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = root.run_ok(&["check"]);
     let file = root.path.join("bluegreen.toml");
     assert!(
         text.starts_with(&format!("# {}: valid\n", file.display())),
@@ -98,7 +96,7 @@ fn check_prints_the_effective_config() {
     let printed = root.path.join("printed.toml");
     fs::write(&printed, &text).unwrap();
     fs::copy(&printed, &file).unwrap();
-    assert!(root.run(&["check"]).status.success());
+    root.run_ok(&["check"]);
     for key in [
         "[app]",
         "ready_timeout",

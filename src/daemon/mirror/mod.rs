@@ -167,11 +167,12 @@ impl Mirror {
         }
     }
 
-    fn moved(&self, counter: &AtomicU64, by: i64) {
-        if by >= 0 {
-            counter.fetch_add(by as u64, Ordering::AcqRel);
+    /// Counts one more (or, `up` false, one fewer) on `counter`, and wakes `drain`.
+    fn moved(&self, counter: &AtomicU64, up: bool) {
+        if up {
+            counter.fetch_add(1, Ordering::AcqRel);
         } else {
-            counter.fetch_sub(by.unsigned_abs(), Ordering::AcqRel);
+            counter.fetch_sub(1, Ordering::AcqRel);
         }
         self.progress.notify_waiters();
     }
@@ -203,9 +204,13 @@ impl Mirror {
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let limit = config.mirror.max_body;
         if declared.is_some_and(|n| n > limit) {
-            if let Copied::Lost(reason, why) = tee::too_large(limit) {
-                self.lost(daemon, reason, &parts.method, &path, why);
-            }
+            self.lost(
+                daemon,
+                "too_large",
+                &parts.method,
+                &path,
+                tee::too_large(limit),
+            );
             return (body.map_err(BoxError::from).boxed(), None);
         }
         let (body, copied) = Tee::new(body, limit);
@@ -257,7 +262,7 @@ impl Mirror {
         let (method, path) = (job.method.clone(), job.path.clone());
         // Counted before it is queued, so the sender can never be done with more copies
         // than were queued; taken back out below if it was not.
-        self.moved(&self.queued_total, 1);
+        self.moved(&self.queued_total, true);
         let (reason, why) = match self.tx.try_send(job) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -267,7 +272,7 @@ impl Mirror {
                 ("error", "the mirror sender has stopped".to_string())
             }
         };
-        self.moved(&self.queued_total, -1);
+        self.moved(&self.queued_total, false);
         self.release(size);
         self.lost(daemon, reason, &method, &path, why);
     }

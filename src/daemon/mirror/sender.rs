@@ -54,7 +54,7 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
         } else {
             daemon.metrics.mirror("sent");
         }
-        daemon.mirror.moved(&daemon.mirror.done_total, 1);
+        daemon.mirror.moved(&daemon.mirror.done_total, true);
     }
     teller.abort();
 }

@@ -30,7 +30,7 @@ impl Copied {
     fn add(&mut self, data: &Bytes, limit: u64) {
         if let Copied::Growing { frames, len } = self {
             if *len + data.len() as u64 > limit {
-                *self = too_large(limit);
+                *self = Copied::Lost("too_large", too_large(limit));
             } else {
                 *len += data.len() as u64;
                 frames.push(data.clone());
@@ -67,11 +67,9 @@ impl Copied {
     }
 }
 
-pub(super) fn too_large(limit: u64) -> Copied {
-    Copied::Lost(
-        "too_large",
-        format!("body over mirror.max_body ({limit} bytes)"),
-    )
+/// Why a body over `limit` is not mirrored (counted `too_large`).
+pub(super) fn too_large(limit: u64) -> String {
+    format!("body over mirror.max_body ({limit} bytes)")
 }
 
 /// The body for the active slot; the copy accumulates in the shared [`Copied`].

@@ -171,6 +171,18 @@ impl Root {
             .unwrap()
     }
 
+    /// `run`, which must succeed (else its stderr is shown); its stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "bluegreen {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Starts `bluegreen serve` and waits until its control API answers.
     pub fn serve(&mut self) -> &mut Root {
         self.serve_with(&[])
