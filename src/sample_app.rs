@@ -10,6 +10,8 @@
 //! arrived: its target and the headers a proxy sets (`Host`, `X-Forwarded-*`).
 //! `GET /echo` with an `Upgrade` header switches protocols (as a WebSocket handshake
 //! does), greets with its slot, release and version, then echoes every byte back.
+//! `POST /first-chunk` answers with the first piece of its body as soon as that arrives,
+//! without waiting for the rest (what shows that a proxy streams request bodies).
 //!
 //! It runs on hyper rather than tiny_http: tiny_http gives each keep-alive connection a
 //! thread from a pool that can leave a new connection unserved while others stay open
@@ -97,6 +99,23 @@ pub fn run() -> anyhow::Result<bool> {
     })
 }
 
+/// `POST /first-chunk`: the first data of `body`, answered before the rest is read.
+async fn first_chunk(mut body: Incoming) -> Response<Full<Bytes>> {
+    let first = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => break data,
+                _ => continue,
+            },
+            _ => break Bytes::new(),
+        }
+    };
+    let mut answer = b"first: ".to_vec();
+    answer.extend_from_slice(&first);
+    answer.push(b'\n');
+    Response::new(Full::new(Bytes::from(answer)))
+}
+
 /// `GET /request`: the target and the proxy's headers, one `name: value` per line.
 fn as_received(parts: &http::request::Parts) -> String {
     let mut text = format!("target: {}\n", parts.uri);
@@ -119,6 +138,9 @@ impl App {
         tokio::time::sleep(self.slow).await;
         if request.uri().path() == "/echo" && request.headers().contains_key(header::UPGRADE) {
             return self.echo(request);
+        }
+        if request.method() == Method::POST && request.uri().path() == "/first-chunk" {
+            return first_chunk(request.into_body()).await;
         }
         let (status, body) = if self
             .fail_after

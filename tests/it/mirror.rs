@@ -271,3 +271,36 @@ fn only_the_configured_methods_are_mirrored() {
     assert!(root.get(root.blue, "/items").body.contains("\"put\":\"x\""));
     assert_eq!(root.status()["mirroring"]["counters"]["sent"], 1);
 }
+
+#[test]
+fn a_mirrored_write_streams_to_the_active_slot() {
+    use std::io::{BufRead, Write};
+    let root = both_live();
+    // Through the front, where a POST is mirrored, and through a slot port, where it is
+    // not: the worker answers from the first chunk while the client still holds the
+    // rest, which only a proxy that streams the body lets happen.
+    for port in [root.front, root.blue] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(
+                b"POST /first-chunk HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nearly\r\n",
+            )
+            .unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut answer = String::new();
+        while !answer.contains("first: ") {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(n) if n > 0 => answer += &line,
+                end => panic!("port {port}: no answer while the body was open ({end:?}): {answer}"),
+            }
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "port {port}: {answer}");
+        assert!(answer.contains("first: early"), "port {port}: {answer}");
+        stream.write_all(b"4\r\nlate\r\n0\r\n\r\n").unwrap();
+    }
+}
