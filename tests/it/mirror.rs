@@ -130,6 +130,27 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
 }
 
 #[test]
+fn a_migration_past_its_timeout_aborts_the_switch_and_is_stopped() {
+    let root = both_live();
+    root.set("switch.migrate_timeout", "1s");
+    set_migrate(&root, "sleep 60", 1);
+    let answer = root.control("POST", "/switch");
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("still running after 1s (switch.migrate_timeout)"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(root.status()["active"], "blue");
+    // The `sleep` went with the aborted switch: only the two workers are left.
+    wait_for(Duration::from_secs(5), "only the two workers left", || {
+        (root.processes().len() == 2).then_some(())
+    });
+}
+
+#[test]
 fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
     use std::io::Write;
     let mut root = Root::new();
@@ -225,6 +246,40 @@ fn a_copy_still_queued_when_the_switch_flips_is_dropped_as_stale() {
         "not mirrored: PUT /items/k: green became the active slot before the copy went out",
     );
     assert_eq!(root.get(root.green, "/items/k").body, "new");
+}
+
+#[test]
+fn copies_beyond_mirror_queue_are_dropped_and_counted() {
+    // Green takes 3 s per copy and one copy may wait: of four quick writes, one is out
+    // and one waits while the other two come.
+    let root = slow_green(
+        "3000",
+        &[
+            ("mirror.queue", 1.into()),
+            ("heartbeat.timeout", "10s".into()),
+        ],
+    );
+    for i in 0..4 {
+        let answer = http(
+            "PUT",
+            &root.url(root.front, &format!("/items/w{i}")),
+            Some("x"),
+        )
+        .unwrap();
+        assert_eq!(answer.status, 201, "{answer:?}");
+    }
+    let counters = &root.status()["mirroring"]["counters"];
+    let full = counters["queue_full"].as_u64().unwrap();
+    assert!(full >= 2, "{counters}");
+    root.wait_log("mirror.queue is full (1)");
+    wait_for(
+        Duration::from_secs(15),
+        "the queued copies to go out",
+        || {
+            (root.status()["mirroring"]["counters"]["sent"].as_u64() == Some(4 - full))
+                .then_some(())
+        },
+    );
 }
 
 /// A served root with v1 live on both slots (blue active, mirroring on), green taking
