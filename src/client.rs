@@ -2,15 +2,22 @@
 //!
 //! The daemon listens on `control.listen` (loopback). A refused connection is its own
 //! error, `NotRunning`, because the hook and `rollback` carry on without a daemon.
+//! Every call names its root (`Bluegreen-Root`); a daemon serving another root (two
+//! roots given one `control.listen`) answers 421 and the call fails with its reason.
 
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::layout::Layout;
+
+/// The header that names the caller's root (see `Layout::identity`).
+pub const ROOT_HEADER: &str = "Bluegreen-Root";
 
 /// A blocking client of one daemon's control API.
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    root: String,
 }
 
 /// An answer of the control API: status code and body (JSON, or a one-line reason).
@@ -26,10 +33,13 @@ pub enum ClientError {
     NotRunning(String),
     #[error("control API at {addr}: {reason}")]
     Failed { addr: String, reason: String },
+    /// The daemon there serves another root.
+    #[error("control API at {addr}: {reason}")]
+    OtherRoot { addr: String, reason: String },
 }
 
 impl Client {
-    pub fn new(config: &Config) -> Client {
+    pub fn new(config: &Config, layout: &Layout) -> Client {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(2))
             // Each call closes its connection (see `call`): none is kept, or a long-lived
@@ -39,6 +49,7 @@ impl Client {
         Client {
             base: format!("http://{}", config.control.listen),
             agent,
+            root: layout.identity(),
         }
     }
 
@@ -58,6 +69,7 @@ impl Client {
             .request(method, &format!("{}{path}", self.base))
             // tiny_http keeps a thread per open connection; close ours so it is freed.
             .set("Connection", "close")
+            .set(ROOT_HEADER, &self.root)
             .timeout(wait)
             .call();
         let response = match result {
@@ -78,6 +90,13 @@ impl Client {
             addr: addr.clone(),
             reason: format!("unreadable answer: {e}"),
         })?;
+        if status == 421 {
+            // Another root's daemon: nothing it says is about this root.
+            return Err(ClientError::OtherRoot {
+                addr,
+                reason: body.trim().to_string(),
+            });
+        }
         Ok(Reply { status, body })
     }
 }

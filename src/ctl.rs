@@ -10,10 +10,16 @@ use serde_json::Value;
 
 use crate::client::Client;
 use crate::config::Config;
+use crate::layout::Layout;
 use crate::slot::Slot;
 
-pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Result<bool> {
-    let reply = Client::new(config).get("/status")?;
+pub fn status(
+    config: &Config,
+    layout: &Layout,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let reply = Client::new(config, layout).get("/status")?;
     if json {
         write!(out, "{}", reply.body)?;
         return Ok(reply.ok());
@@ -79,6 +85,7 @@ pub fn status(config: &Config, json: bool, out: &mut dyn Write) -> anyhow::Resul
 
 pub fn switch(
     config: &Config,
+    layout: &Layout,
     to: Option<Slot>,
     force: bool,
     out: &mut dyn Write,
@@ -91,9 +98,10 @@ pub fn switch(
         query.push("force=1".to_string());
     }
     let wait = config.switch.migrate_timeout + Duration::from_secs(15);
-    let reply = Client::new(config).post(&format!("/switch?{}", query.join("&")), wait)?;
+    let reply = Client::new(config, layout).post(&format!("/switch?{}", query.join("&")), wait)?;
     if !reply.ok() {
-        writeln!(out, "not switched: {}", reply.body.trim())?;
+        // A refusal is an error: stderr, as `error:` lines are.
+        eprintln!("not switched: {}", reply.body.trim());
         return Ok(false);
     }
     let done = reply.json()?;
@@ -118,10 +126,11 @@ pub fn switch(
 
 pub fn mirroring(
     config: &Config,
+    layout: &Layout,
     state: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
-    let client = Client::new(config);
+    let client = Client::new(config, layout);
     let reply = match state {
         None => client.get("/mirroring")?,
         Some(state) => client.post(

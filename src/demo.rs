@@ -76,7 +76,7 @@ fn guide(
     serve: &mut Child,
     stop: &AtomicBool,
 ) -> anyhow::Result<bool> {
-    let client = Client::new(config);
+    let client = Client::new(config, layout);
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.get("/status").is_err() {
         anyhow::ensure!(

@@ -55,16 +55,24 @@ pub fn run(
 ) -> anyhow::Result<bool> {
     let updates = parse(input)?;
     let mut repo = git::open(None)?;
-    let repo_dir = repo.path().to_path_buf();
+    // Without git2's trailing `/`, as messages show it.
+    let repo_dir: PathBuf = repo.path().components().collect();
     let slot = slot_of(&repo_dir)?;
-    let root = match root {
-        Some(root) => root,
-        None => repo_dir
-            .parent()
-            .context("the bare repo has no parent folder")?
-            .to_path_buf(),
-    };
-    let layout = Layout::new(&root)?;
+    let home = repo_dir
+        .parent()
+        .context("the bare repo has no parent folder")?
+        .to_path_buf();
+    let layout = Layout::new(root.as_ref().unwrap_or(&home))?;
+    // `BLUEGREEN_ROOT` (or `--root`) may be set for the CLI in the pusher's environment:
+    // it must not send this push to another root's slot.
+    if !same_file(&layout.repo(slot), &repo_dir) {
+        anyhow::bail!(
+            "this push came into {}, but the root is {} (BLUEGREEN_ROOT or --root): not deployed; unset it or point it at {}",
+            repo_dir.display(),
+            layout.root().display(),
+            home.display()
+        );
+    }
     let config = Config::load(&layout.config_file())?;
     let deploy_ref = format!("refs/heads/{}", config.branch);
 
@@ -91,6 +99,14 @@ pub fn run(
         }
     }
     Ok(all_live)
+}
+
+/// Whether both paths name the same existing file or folder.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 fn deploy(
@@ -169,7 +185,7 @@ fn deploy(
         }
     )?;
     drop(lock);
-    verdict::reload(config, slot, out)
+    verdict::reload(config, layout, slot, out)
 }
 
 /// The slot a bare repo serves: its folder name without `.git`.

@@ -32,6 +32,19 @@ impl Layout {
         &self.root
     }
 
+    /// What names this root to its daemon over the control API (`Bluegreen-Root`): a
+    /// digest of its resolved path, so that two spellings of one root agree and a path
+    /// of any bytes fits a header.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        let resolved = self
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| self.root.clone());
+        let digest = sha2::Sha256::digest(resolved.as_os_str().as_encoded_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn config_file(&self) -> PathBuf {
         self.root.join("bluegreen.toml")
     }

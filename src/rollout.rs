@@ -100,7 +100,7 @@ pub fn rollback(
     release::flip(layout, slot, &target)?;
     drop(lock);
     writeln!(out, "{slot}: current {current} -> {target}")?;
-    verdict::reload(config, slot, out)
+    verdict::reload(config, layout, slot, out)
 }
 
 /// The release of `slot` the daemon last had live (`state.json`), if it says.
@@ -163,5 +163,5 @@ pub fn promote(
             format!(", {tidied}")
         }
     )?;
-    verdict::reload(config, to, out)
+    verdict::reload(config, layout, to, out)
 }

@@ -72,12 +72,17 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let to = to.unwrap_or(from.other());
             crate::rollout::promote(&layout, &config(&layout)?, from, to, stdout)
         }
-        Command::Status { json } => crate::ctl::status(&config(&layout()?)?, json, stdout),
+        Command::Status { json } => {
+            let layout = layout()?;
+            crate::ctl::status(&config(&layout)?, &layout, json, stdout)
+        }
         Command::Switch { slot, force } => {
-            crate::ctl::switch(&config(&layout()?)?, slot, force, stdout)
+            let layout = layout()?;
+            crate::ctl::switch(&config(&layout)?, &layout, slot, force, stdout)
         }
         Command::Mirroring { state } => {
-            crate::ctl::mirroring(&config(&layout()?)?, state.as_deref(), stdout)
+            let layout = layout()?;
+            crate::ctl::mirroring(&config(&layout)?, &layout, state.as_deref(), stdout)
         }
         Command::Serve => crate::daemon::serve(layout()?),
         Command::Demo(demo) => crate::demo::run(demo),

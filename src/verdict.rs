@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, ClientError};
 use crate::config::Config;
+use crate::layout::Layout;
 use crate::slot::Slot;
 
 /// The control API's answer to `POST /slots/<slot>/reload`.
@@ -26,16 +27,28 @@ pub struct Verdict {
 
 /// Asks the daemon to run `slot`'s current release and prints the verdict as the last
 /// line. `Ok(false)` when the release did not go live.
-pub fn reload(config: &Config, slot: Slot, out: &mut dyn Write) -> anyhow::Result<bool> {
+pub fn reload(
+    config: &Config,
+    layout: &Layout,
+    slot: Slot,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
     // Longer than the daemon's own wait, so its answer (even "no verdict") arrives.
     let wait = config.app.reload_wait() + Duration::from_secs(5);
-    match Client::new(config).post(&format!("/slots/{slot}/reload"), wait) {
+    match Client::new(config, layout).post(&format!("/slots/{slot}/reload"), wait) {
         Err(ClientError::NotRunning(_)) => {
             writeln!(
                 out,
                 "{slot}: daemon not running: the release starts on the next `bluegreen serve`"
             )?;
             Ok(true)
+        }
+        Err(e @ ClientError::OtherRoot { .. }) => {
+            writeln!(
+                out,
+                "{slot}: no daemon told ({e}); the release is current and starts when this root's daemon does"
+            )?;
+            Ok(false)
         }
         Err(e) => {
             writeln!(

@@ -1,5 +1,8 @@
 //! The control API on `control.listen` (loopback only), served by tiny_http.
 //!
+//! A caller that names another root (`Bluegreen-Root`, see `client`) gets 421: two roots
+//! given the same `control.listen` must not steer each other's daemon.
+//!
 //! Each request gets its own thread, because a reload answers only once the new
 //! generation is live or has failed; async work is run on the daemon's runtime.
 
@@ -64,6 +67,17 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
             "text/plain",
             format!("the control API answers callers on this host only: {why}"),
         );
+    }
+    if let Some(asker) = header(crate::client::ROOT_HEADER) {
+        if asker != daemon.layout.identity() {
+            let root = daemon.layout.root().display().to_string();
+            return reply(
+                request,
+                421,
+                "text/plain",
+                format!("this daemon serves {root}, another root: give each root its own control.listen"),
+            );
+        }
     }
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));

@@ -110,3 +110,37 @@ fn a_forced_switch_skips_the_gate_and_an_empty_switch_path_turns_the_front_route
     assert_eq!(answer.status, 500, "{answer:?}");
     assert_eq!(root.status()["active"], "green");
 }
+
+#[test]
+fn a_daemon_does_not_take_orders_for_another_root() {
+    // Two roots given one control.listen: `other`'s commands and pushes reach `root`'s
+    // daemon, which must refuse them rather than act on its own slots.
+    let root = both_live();
+    let other = Root::new();
+    other.set("control.listen", format!("127.0.0.1:{}", root.control));
+    let refusal = format!(
+        "control API at 127.0.0.1:{}: this daemon serves {}, another root: give each root its own control.listen",
+        root.control,
+        root.path.display()
+    );
+    let out = other.run(&["status"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: {refusal}")
+    );
+    let out = other.run(&["switch", "green"]);
+    assert!(!out.status.success());
+    assert_eq!(root.status()["active"], "blue");
+
+    let generation = root.status()["slots"]["blue"]["live"]["generation"].clone();
+    other.commit("v1", &[("VERSION", "v1\n")]);
+    other.push("blue").says(&refusal);
+    assert_eq!(
+        root.status()["slots"]["blue"]["live"]["generation"],
+        generation
+    );
+    // Its own callers (and callers that name no root, like curl) are served.
+    assert_eq!(root.control("GET", "/status").status, 200);
+    root.run_ok(&["status"]);
+}

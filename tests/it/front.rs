@@ -48,7 +48,7 @@ fn switching_to_a_slot_without_a_healthy_generation_is_refused() {
     let out = root.run(&["switch"]);
     assert!(!out.status.success());
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim(),
         "not switched: green has no live generation to switch to"
     );
     assert!(root.get(root.front, "/").body.contains("from blue"));

@@ -274,6 +274,30 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
 }
 
 #[test]
+fn a_bluegreen_root_set_for_another_root_deploys_nowhere() {
+    let (root, other) = (Root::new(), Root::new());
+    root.commit("first", &[("VERSION", "v1\n")]);
+    // The pusher's environment names another root (set there for the CLI): the push
+    // into this root's repo must not become that root's release.
+    let out = git_command(&root.work)
+        .env("BLUEGREEN_ROOT", &other.path)
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(&format!(
+            "this push came into {}, but the root is {} (BLUEGREEN_ROOT or --root): not deployed",
+            root.path.join("blue.git").display(),
+            other.path.display()
+        )),
+        "{text}"
+    );
+    assert!(other.current("blue").is_none());
+    assert!(root.current("blue").is_none());
+}
+
+#[test]
 fn a_hook_killed_mid_build_leaves_no_finished_build() {
     let root = Root::new();
     let gate = root.path.parent().unwrap().join("gate");
