@@ -71,7 +71,7 @@ pub struct AppConfig {
 pub struct RouterConfig {
     #[serde(deserialize_with = "values::listen")]
     pub listen: SocketAddr,
-    #[serde(deserialize_with = "values::optional_url_path")]
+    #[serde(deserialize_with = "values::switch_path")]
     pub switch_path: String,
     pub token_file: PathBuf,
 }
@@ -259,11 +259,11 @@ impl RouterConfig {
         }
         let path = &self.token_file;
         let token = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read router.token_file {}", path.display()))?;
+            .with_context(|| format!("router.token_file: cannot read {}", path.display()))?;
         let token = token.trim().to_string();
         anyhow::ensure!(
             !token.is_empty(),
-            "router.token_file {} is empty",
+            "router.token_file: {} is empty",
             path.display()
         );
         Ok(Some(token))

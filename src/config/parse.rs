@@ -18,7 +18,16 @@ impl Config {
                 path.display()
             )
         })?;
-        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+        let mut config =
+            Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
+        // A relative token file is the root's, wherever the command runs from.
+        let token = &mut config.router.token_file;
+        if !token.as_os_str().is_empty() && token.is_relative() {
+            if let Some(dir) = path.parent() {
+                *token = dir.join(&*token);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses config text; the error reads `<line>: <key>: <reason>`.
@@ -159,6 +168,14 @@ mod tests {
             (
                 "branch = \"a..b\"\n",
                 "1: branch: `a..b` is not a valid branch name",
+            ),
+            (
+                "branch = \"refs/heads/main\"\n",
+                "1: branch: `refs/heads/main` is a ref: write the branch name alone (\"main\")",
+            ),
+            (
+                "[router]\nswitch_path = \"/\"\n",
+                "2: router.switch_path: `/` would take the app's home page",
             ),
             (
                 "[app]\nready_timeout = \"500000000000years\"\n",

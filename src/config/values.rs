@@ -93,6 +93,11 @@ use serde::Deserializer;
 
 pub fn branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;
+    if let Some(short) = name.strip_prefix("refs/heads/") {
+        return Err(D::Error::custom(format!(
+            "`{name}` is a ref: write the branch name alone (\"{short}\")"
+        )));
+    }
     if name.is_empty() || !git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
         return Err(D::Error::custom(format!(
             "`{name}` is not a valid branch name"
@@ -158,13 +163,20 @@ pub fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(path)
 }
 
-pub fn optional_url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+/// `router.switch_path`: a URL path the front takes from the app, or "" for none. Never
+/// `/`, which would take the app's home page (and every loopback visit would switch).
+pub fn switch_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let path = String::deserialize(d)?;
     if !path.is_empty() && !is_url_path(&path) {
         return Err(D::Error::custom(format!(
             "`{}` is not a URL path: it must start with `/` and have no spaces or control characters (or be \"\" to disable)",
             path.escape_debug()
         )));
+    }
+    if path == "/" {
+        return Err(D::Error::custom(
+            "`/` would take the app's home page: use a path of its own, like \"/switch\" (or \"\" to disable)",
+        ));
     }
     Ok(path)
 }

@@ -43,8 +43,14 @@ fn bad_config_names_file_line_and_key() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "error: cannot read router.token_file /nonexistent/token: No such file or directory (os error 2)"
+        "error: router.token_file: cannot read /nonexistent/token: No such file or directory (os error 2)"
     );
+    // A relative token file is the root's, whatever folder the command runs in.
+    fs::write(root.path.join("tok"), "s3cret\n").unwrap();
+    fs::write(&file, "[router]\ntoken_file = \"tok\"\n").unwrap();
+    let effective = root.run_ok(&["check"]);
+    let wanted = format!("token_file = \"{}\"", root.path.join("tok").display());
+    assert!(effective.contains(&wanted), "{effective}");
 }
 
 #[test]
