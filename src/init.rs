@@ -23,7 +23,9 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
 
     let config_path = layout.config_file();
     let branch = if config_path.exists() {
-        let config = Config::load(&config_path)?;
+        let config = Config::load(&config_path).map_err(|e| {
+            anyhow::anyhow!("{e:#} (nothing was changed: fix it, then run init again)")
+        })?;
         writeln!(out, "kept      {} (valid)", config_path.display())?;
         config.branch
     } else {
@@ -46,10 +48,14 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     ] {
         make_dir(&dir, out)?;
     }
+    let root = layout.root().display();
     writeln!(
         out,
-        "ready: git remote add blue {}; git push blue {branch}",
-        layout.repo(Slot::Blue).display()
+        "ready. Next: set build.command and app.command in {root}/bluegreen.toml; \
+         start `bluegreen serve --root {root}` (or the systemd unit); \
+         from your app: git remote add blue {}; git remote add green {}; git push blue {branch}",
+        layout.repo(Slot::Blue).display(),
+        layout.repo(Slot::Green).display()
     )?;
     Ok(())
 }
@@ -62,13 +68,22 @@ fn init_repo(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let path = layout.repo(slot);
+    let head = format!("refs/heads/{branch}");
     if path.join("HEAD").exists() {
-        git2::Repository::open_bare(&path)
+        let repo = git2::Repository::open_bare(&path)
             .with_context(|| format!("{} is not a bare repo", path.display()))?;
+        // HEAD names the deploy branch, so git refuses to delete it
+        // (`receive.denyDeleteCurrent`), also after `branch` changed.
+        let now = repo.find_reference("HEAD")?;
+        if now.symbolic_target() != Some(head.as_str()) {
+            repo.set_head(&head)
+                .with_context(|| format!("cannot point {}'s HEAD at {head}", path.display()))?;
+            writeln!(out, "pointed   {} HEAD at {head}", path.display())?;
+        }
     } else {
         let repo = git2::Repository::init_bare(&path)
             .with_context(|| format!("cannot create the bare repo {}", path.display()))?;
-        repo.set_head(&format!("refs/heads/{branch}"))?;
+        repo.set_head(&head)?;
         writeln!(out, "created   {}", path.display())?;
     }
     let hook = path.join("hooks").join("post-receive");

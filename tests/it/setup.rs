@@ -90,6 +90,42 @@ fn init_again_repairs_and_keeps_everything() {
 }
 
 #[test]
+fn init_again_points_head_at_a_changed_branch() {
+    let root = Root::new();
+    root.set("branch", "prod");
+    let out = root.run_ok(&["init"]);
+    for slot in ["blue", "green"] {
+        let repo = root.path.join(format!("{slot}.git"));
+        assert!(
+            out.contains(&format!(
+                "pointed   {} HEAD at refs/heads/prod",
+                repo.display()
+            )),
+            "{out}"
+        );
+        assert_eq!(
+            fs::read_to_string(repo.join("HEAD")).unwrap(),
+            "ref: refs/heads/prod\n"
+        );
+    }
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push_ref("blue", "HEAD:refs/heads/prod")
+        .says("blue: deploying");
+    // The deploy branch is the repo's HEAD: git itself refuses to delete it.
+    let deleted = root.push_ref("blue", ":refs/heads/prod");
+    assert!(!deleted.ok, "{}", deleted.text);
+    assert!(
+        deleted
+            .text
+            .contains("refusing to delete the current branch"),
+        "{}",
+        deleted.text
+    );
+    // Nothing left to point: a third init changes nothing.
+    assert!(!root.run_ok(&["init"]).contains("pointed"));
+}
+
+#[test]
 fn check_prints_the_effective_config() {
     let root = Root::new();
     let text = root.run_ok(&["check"]);
