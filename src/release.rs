@@ -312,10 +312,12 @@ fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
         .collect()
 }
 
-/// Removes releases beyond the newest `keep`, never the current one, the one made before
-/// it, `was_current` (what `current` named before the flip: the natural way back), or
-/// one a running generation uses. Also removes temp folders of killed deploys. The
-/// caller holds the slot lock. Returns the ids removed.
+/// Removes releases until `keep` are left, never the current one, the one `rollback`
+/// would go to (`previous`), `was_current` (what `current` named before the flip), or one
+/// a running generation uses. Releases that never went live (failed pushes) go first,
+/// oldest first, then the oldest others: failures must not push out the releases a
+/// rollback can still go to. Also removes temp folders of killed deploys. The caller
+/// holds the slot lock. Returns the ids removed.
 pub fn prune(
     layout: &Layout,
     slot: Slot,
@@ -335,22 +337,27 @@ pub fn prune(
     let running = in_use(layout, slot);
     let mut removed = Vec::new();
     let excess = releases.len().saturating_sub(keep);
-    for release in &releases[..excess] {
-        let id = Some(release.id.as_str());
-        if id == current.as_deref()
-            || id == previous.as_deref()
-            || id == was_current
-            || running.contains(&release.id)
-        {
-            continue;
-        }
+    // Where no release is marked (an older root), the marks say nothing: by age alone.
+    let failed_first = marked(&releases);
+    let mut doomed: Vec<&Release> = releases
+        .iter()
+        .filter(|release| {
+            let id = Some(release.id.as_str());
+            id != current.as_deref()
+                && id != previous.as_deref()
+                && id != was_current
+                && !running.contains(&release.id)
+        })
+        .collect();
+    // Stable: oldest first within each group.
+    doomed.sort_by_key(|release| failed_first && release.went_live);
+    for release in doomed.into_iter().take(excess) {
         // Renamed out of the list first: a crash mid-delete leaves a temp folder, never
         // a release that looks complete but is not.
-        let doomed = layout.release_tmp_dir(slot, &release.id);
-        fs::rename(layout.release_dir(slot, &release.id), &doomed)
+        let tmp = layout.release_tmp_dir(slot, &release.id);
+        fs::rename(layout.release_dir(slot, &release.id), &tmp)
             .with_context(|| format!("cannot prune release {}", release.id))?;
-        fsops::remove_tree(&doomed)
-            .with_context(|| format!("cannot remove {}", doomed.display()))?;
+        fsops::remove_tree(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
         removed.push(release.id.clone());
     }
     Ok(removed)

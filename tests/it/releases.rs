@@ -231,6 +231,29 @@ fn rollback_after_failed_pushes_goes_back_to_the_release_that_served() {
 }
 
 #[test]
+fn pruning_removes_failed_releases_before_ones_that_served() {
+    let root = blue_live_with(&[("keep_releases", 4.into())]);
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    root.commit("crash", &[("VERSION", "v3\n"), ("CRASH", "")]);
+    root.push("blue").says("blue: not live: ");
+    root.commit("crash again", &[("VERSION", "v4\n")]);
+    root.push("blue").says("blue: not live: ");
+    let [v1, v2, v3, v4] = <[String; 4]>::try_from(root.releases("blue")).unwrap();
+    root.remove("CRASH");
+    root.commit("v5", &[("VERSION", "v5\n")]);
+    root.push("blue").says("blue: live in ");
+    // One over keep_releases: the first failure goes, not v1, which served and which a
+    // second rollback can still go back to.
+    let kept = root.releases("blue");
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(!kept.contains(&v3), "{kept:?}");
+    for id in [&v1, &v2, &v4] {
+        assert!(kept.contains(id), "{id} pruned: {kept:?}");
+    }
+}
+
+#[test]
 fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
     let root = v2_over_v1_on_blue();
     // A manual flip, like an operator's `ln -sfn` + `mv -T`, without telling the daemon.
