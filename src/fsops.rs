@@ -136,16 +136,54 @@ fn make_writable(dir: &Path) -> std::io::Result<()> {
 /// A shared lock on `path`, held until the value is dropped (blocks while someone
 /// holds it exclusively).
 pub fn lock_shared(path: &Path) -> anyhow::Result<Flock<File>> {
-    Flock::lock(open_lock(path)?, FlockArg::LockShared)
-        .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+    locked(path, |file| {
+        Flock::lock(file, FlockArg::LockShared)
+            .map(Some)
+            .map_err(|(_, e)| e)
+    })
+    .map(|lock| lock.expect("a blocking lock is always taken"))
 }
 
 /// An exclusive lock on `path` if nobody holds it now, without waiting.
 pub fn try_lock(path: &Path) -> anyhow::Result<Option<Flock<File>>> {
-    match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => anyhow::bail!("cannot lock {}: {e}", path.display()),
+    locked(path, |file| {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(e),
+        }
+    })
+}
+
+/// Removes the lock file of `lock`, which must be held exclusively: whoever opened the
+/// file before and locks it after finds it gone from `path` and opens the new one
+/// (see `locked`), so no two ever hold "the" lock at once.
+pub fn remove_lock(path: &Path, lock: Flock<File>) -> std::io::Result<()> {
+    let removed = fs::remove_file(path);
+    drop(lock);
+    removed
+}
+
+/// Opens `path` and locks it with `take`, again while the locked file is no longer the
+/// one at `path` (`remove_lock` took it away meanwhile).
+fn locked(
+    path: &Path,
+    mut take: impl FnMut(File) -> nix::Result<Option<Flock<File>>>,
+) -> anyhow::Result<Option<Flock<File>>> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let Some(lock) = take(open_lock(path)?)
+            .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", path.display()))?
+        else {
+            return Ok(None);
+        };
+        let held = lock
+            .metadata()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        match fs::metadata(path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(Some(lock)),
+            _ => continue,
+        }
     }
 }
 
@@ -161,15 +199,22 @@ fn open_lock(path: &Path) -> anyhow::Result<File> {
 /// An exclusive lock on `path`, held until the value is dropped. `on_wait` runs once if
 /// another process holds it, before blocking (so the pusher can be told why).
 pub fn lock(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Flock<File>> {
-    match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-            on_wait();
-            Flock::lock(file, FlockArg::LockExclusive)
-                .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+    let mut on_wait = Some(on_wait);
+    locked(path, |file| {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(lock)),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                if let Some(on_wait) = on_wait.take() {
+                    on_wait();
+                }
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map(Some)
+                    .map_err(|(_, e)| e)
+            }
+            Err((_, e)) => Err(e),
         }
-        Err((_, e)) => anyhow::bail!("cannot lock {}: {e}", path.display()),
-    }
+    })
+    .map(|lock| lock.expect("a blocking lock is always taken"))
 }
 
 fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
@@ -190,6 +235,27 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_file_removed_while_waited_for_is_locked_anew() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".lock");
+        let held = lock(&path, || {}).unwrap();
+        let (waiting_tx, waiting) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let lock = lock(&path, || waiting_tx.send(()).unwrap()).unwrap();
+                lock.metadata().unwrap().ino()
+            }
+        });
+        waiting.recv().unwrap();
+        remove_lock(&path, held).unwrap();
+        // The waiter's lock is on the file now at `path`, not on the one removed.
+        let locked = waiter.join().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), locked);
+    }
 
     /// Runs `f` on a thread whose effective capabilities are cleared: as root, that
     /// thread obeys file permissions like any user (capabilities are per thread on

@@ -127,6 +127,47 @@ fn builds_no_release_uses_are_removed() {
         .collect();
     assert_eq!(builds, used, "exactly the builds the releases use are kept");
     assert_eq!(builds.len(), 2);
+    // Nor their logs and lock files.
+    for name in builds_entries(&root) {
+        let key = name
+            .trim_start_matches('.')
+            .split('.')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(name == ".tmp" || used.contains(&key), "{name} is left");
+    }
+}
+
+/// The names in `builds/`.
+fn builds_entries(root: &Root) -> Vec<String> {
+    fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn failed_builds_leave_a_bounded_trail() {
+    let root = Root::new();
+    root.set("build.command", "sh -c 'test ! -f FAIL'");
+    root.commit("fails", &[("FAIL", "")]);
+    for n in 0..23 {
+        root.commit(&format!("f{n}"), &[("VERSION", &format!("f{n}\n"))]);
+        root.push("blue").says("build failed: ");
+    }
+    root.remove("FAIL");
+    root.commit("good", &[("VERSION", "good\n")]);
+    root.push("blue").says("blue: release ");
+    let entries = builds_entries(&root);
+    let logs = entries.iter().filter(|n| n.ends_with(".log")).count();
+    // The 20 newest failures' logs, and the good build's.
+    assert_eq!(logs, 21, "{entries:?}");
+    let locks = entries
+        .iter()
+        .filter(|n| n.ends_with(".lock") || n.ends_with(".use"));
+    assert_eq!(locks.count(), 2, "only the good build's: {entries:?}");
 }
 
 #[test]
