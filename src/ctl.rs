@@ -112,7 +112,7 @@ pub fn switch(
         writeln!(
             out,
             "switched {} -> {}{}",
-            text(&done["from"]),
+            done["from"].as_str().unwrap_or("none"),
             text(&done["to"]),
             if migrate > 0 {
                 format!(" (migration {:.1}s)", migrate as f64 / 1000.0)

@@ -96,7 +96,10 @@ pub fn rollback(
                 format!("{slot} has no release before {current} to go back to: none went live or was current (see `bluegreen releases {slot}`)")
             })?,
     };
-    anyhow::ensure!(target != current, "{slot} already runs {target}");
+    anyhow::ensure!(
+        target != current,
+        "{target} is already {slot}'s current release"
+    );
     release::flip(layout, slot, &target)?;
     drop(lock);
     writeln!(out, "{slot}: current {current} -> {target}")?;

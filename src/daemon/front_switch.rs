@@ -31,14 +31,14 @@ pub fn allowed(
     if local.is_ok() {
         return Ok(());
     }
-    // Why a loopback peer does not count as this host, for the answer.
-    let why = match local {
-        Err(why) if !why.is_empty() => format!("{why}; "),
-        _ => String::new(),
+    // Who is refused: the peer, or for a loopback peer why it does not count as this host.
+    let who = match local {
+        Err(why) if !why.is_empty() => format!("this request ({why})"),
+        _ => peer.to_string(),
     };
     let presented = authorization.and_then(|a| a.strip_prefix("Bearer "));
     match (token, presented) {
-        (None, _) => Err(format!("{peer} may not switch: {why}only callers on this host can, unless router.token_file sets a token for others")),
+        (None, _) => Err(format!("{who} may not switch: only callers on this host can, unless router.token_file sets a token for others")),
         (Some(token), Some(presented)) if constant_time_eq(token.as_bytes(), presented.trim().as_bytes()) => {
             if *method == Method::POST {
                 Ok(())
@@ -46,7 +46,7 @@ pub fn allowed(
                 Err("switching from another host takes POST".into())
             }
         }
-        (Some(_), _) => Err(format!("{peer} may not switch: {why}others need `Authorization: Bearer <token>`")),
+        (Some(_), _) => Err(format!("{who} may not switch: others need `Authorization: Bearer <token>`")),
     }
 }
 
@@ -127,6 +127,22 @@ mod tests {
                 "{peer}"
             );
         }
+    }
+
+    #[test]
+    fn refusals_say_who_and_why() {
+        let relayed = Hints {
+            forwarded: true,
+            ..Hints::default()
+        };
+        assert_eq!(
+            allowed(ip("127.0.0.1"), &Method::POST, None, None, &relayed).unwrap_err(),
+            "this request (relayed by a proxy (X-Forwarded-For/Forwarded): not a caller on this host) may not switch: only callers on this host can, unless router.token_file sets a token for others"
+        );
+        assert_eq!(
+            allowed(ip("192.0.2.7"), &Method::POST, None, None, &Hints::default()).unwrap_err(),
+            "192.0.2.7 may not switch: only callers on this host can, unless router.token_file sets a token for others"
+        );
     }
 
     #[test]

@@ -107,6 +107,13 @@ pub async fn switch(
         );
     }
     let config = daemon.config();
+    // Not even forced: nothing at all would answer on the front.
+    if crate::release::current(&daemon.layout, to).is_none() {
+        return Err(SwitchError::Refused(format!(
+            "{to} has no release: push one first (`git push {to} {}`)",
+            config.branch
+        )));
+    }
     if !query.force {
         gate(daemon, &config, to)
             .await

@@ -38,6 +38,19 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
 #[test]
 fn switching_to_a_slot_without_a_healthy_generation_is_refused() {
     let root = blue_live();
+    // Not even forced to a slot with nothing deployed: the front would answer nothing.
+    for args in [&["switch"][..], &["switch", "green", "--force"]] {
+        let out = root.run(args);
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            "not switched: green has no release: push one first (`git push green main`)"
+        );
+        assert_eq!(root.status()["active"], "blue");
+    }
+
+    root.commit("crash", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("green").says("green: not live: ");
     let answer = root.control("POST", "/switch?to=green");
     assert_eq!(answer.status, 409);
     assert_eq!(
