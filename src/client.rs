@@ -29,7 +29,7 @@ pub struct Reply {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("daemon not running (nothing answers on {0})")]
+    #[error("daemon not running (nothing answers on {0}, the control.listen in bluegreen.toml; a daemon started before it changed needs a restart)")]
     NotRunning(String),
     #[error("control API at {addr}: {reason}")]
     Failed { addr: String, reason: String },

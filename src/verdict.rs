@@ -36,10 +36,10 @@ pub fn reload(
     // Longer than the daemon's own wait, so its answer (even "no verdict") arrives.
     let wait = config.app.reload_wait() + Duration::from_secs(5);
     match Client::new(config, layout).post(&format!("/slots/{slot}/reload"), wait) {
-        Err(ClientError::NotRunning(_)) => {
+        Err(ClientError::NotRunning(addr)) => {
             writeln!(
                 out,
-                "{slot}: daemon not running: the release starts on the next `bluegreen serve`"
+                "{slot}: daemon not running (nothing answers on {addr}): the release starts on the next `bluegreen serve`"
             )?;
             Ok(true)
         }

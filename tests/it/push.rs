@@ -34,7 +34,8 @@ fn a_push_lands_a_release_with_modes_and_symlinks() {
         .says("blue: checkout ")
         .says("blue: build ")
         .says("blue: release ")
-        .says("daemon not running: the release starts on the next `bluegreen serve`");
+        .says("daemon not running (nothing answers on 127.0.0.1:")
+        .says("): the release starts on the next `bluegreen serve`");
 
     let current = root.current("blue").expect("blue/current exists");
     assert!(current.ends_with(&sha[..7]), "{current}");
