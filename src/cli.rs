@@ -12,7 +12,7 @@ use crate::slot::Slot;
 #[command(name = "bluegreen", version, about)]
 pub struct Args {
     /// The root folder (default: $BLUEGREEN_ROOT, the hook's repo folder, or the current folder).
-    #[arg(long, global = true, env = "BLUEGREEN_ROOT")]
+    #[arg(long, global = true, env = "BLUEGREEN_ROOT", hide_env_values = true)]
     pub root: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -28,7 +28,8 @@ pub enum Command {
     },
     /// Validate bluegreen.toml and print the effective config.
     Check,
-    /// Run the daemon: supervisor, slot listeners, front router and control API.
+    /// Run the daemon: supervisor, slot listeners, front router and control API. SIGHUP
+    /// re-reads bluegreen.toml; SIGTERM or SIGINT drains and stops every worker.
     Serve,
     /// Show slots, live generations, the active slot, health and mirroring.
     Status {
@@ -38,6 +39,7 @@ pub enum Command {
     },
     /// Flip traffic to SLOT (default: the standby).
     Switch {
+        /// blue or green (default: the standby).
         slot: Option<Slot>,
         /// Skip the health gate.
         #[arg(long)]
@@ -45,16 +47,27 @@ pub enum Command {
     },
     /// Point SLOT at its previous release (or --to RELEASE); the daemon reloads it.
     Rollback {
+        /// blue or green.
         slot: Slot,
+        /// A release id, as `bluegreen releases SLOT` lists them.
         #[arg(long, value_name = "RELEASE")]
         to: Option<String>,
     },
     /// Run FROM's current build on TO (default: the other slot) without a push.
-    Promote { from: Slot, to: Option<Slot> },
+    Promote {
+        /// The slot whose current build runs: blue or green.
+        from: Slot,
+        /// The slot that gets it (default: the other one).
+        to: Option<Slot>,
+    },
     /// List releases with commit, build key and time; `*` marks the current one.
-    Releases { slot: Option<Slot> },
+    Releases {
+        /// blue or green (default: both).
+        slot: Option<Slot>,
+    },
     /// Show or set the mirroring of writes to the standby.
     Mirroring {
+        /// on or off (default: show the setting).
         #[arg(value_parser = ["on", "off"])]
         state: Option<String>,
     },
@@ -72,7 +85,8 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Where to make the demo root (default: a fresh temp folder).
+    /// A new or empty folder for the demo's root and app repo (default: a fresh temp
+    /// folder; either is kept afterwards). --root is not used.
     pub dir: Option<PathBuf>,
     /// Front router address.
     #[arg(long, default_value = "127.0.0.1:8080")]

@@ -130,7 +130,10 @@ Try, in another terminal:
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("stopping: draining and stopping every generation");
+    eprintln!(
+        "stopping: draining and stopping every generation; the demo's files stay in {} (remove it when done)",
+        layout.root().parent().unwrap_or(layout.root()).display()
+    );
     Ok(true)
 }
 

@@ -47,8 +47,16 @@ pub mod positive_duration {
 pub mod human_size {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// In the largest binary unit that divides it: "10MiB", not "10485760".
     pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&n.to_string())
+        let text = [("GiB", 30), ("MiB", 20), ("KiB", 10)]
+            .into_iter()
+            .find(|(_, shift)| *n > 0 && n % (1u64 << shift) == 0)
+            .map_or_else(
+                || n.to_string(),
+                |(unit, shift)| format!("{}{unit}", n >> shift),
+            );
+        s.serialize_str(&text)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
