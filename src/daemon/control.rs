@@ -88,10 +88,8 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
         .and_then(|rest| rest.strip_suffix("/reload"));
     // Only `POST /switch` and `POST /mirroring` take parameters; a query anywhere else
     // would be ignored, which a caller could take for having been obeyed.
-    let takes_query = matches!(
-        (&method, path),
-        (Method::Post, "/switch") | (Method::Post, "/mirroring")
-    );
+    // (By path: a wrong method there is a 405, below.)
+    let takes_query = matches!(path, "/switch" | "/mirroring");
     let known = matches!(
         path,
         "/status" | "/events" | "/metrics" | "/mirroring" | "/switch"
@@ -117,12 +115,16 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
         ),
         (Method::Get, "/metrics") => (200, "text/plain; version=0.0.4", daemon.metrics_text()),
         (Method::Get, "/mirroring") => (200, "application/json", mirroring(daemon)),
-        (Method::Post, "/mirroring") => match query.strip_prefix("enabled=") {
-            Some(value @ ("true" | "false")) => match daemon.set_mirroring(value == "true") {
+        (Method::Post, "/mirroring") => match query
+            .strip_prefix("enabled=")
+            .map(|value| switch::flag("enabled", value))
+        {
+            Some(Ok(on)) => match daemon.set_mirroring(on) {
                 Ok(()) => (200, "application/json", mirroring(daemon)),
                 Err(e) => (500, "text/plain", format!("cannot record the flag: {e:#}")),
             },
-            _ => (
+            Some(Err(reason)) => (400, "text/plain", reason),
+            None => (
                 400,
                 "text/plain",
                 "use ?enabled=true or ?enabled=false".into(),

@@ -46,21 +46,23 @@ impl Query {
             seen.push(key);
             match key {
                 "to" => parsed.to = Some(value.parse().map_err(|e| format!("{e:#}"))?),
-                "force" => {
-                    parsed.force = match value {
-                        "" | "1" | "true" | "yes" => true,
-                        "0" | "false" | "no" => false,
-                        other => {
-                            return Err(format!(
-                                "force=`{other}`: use force=1 (or true, yes) or force=0 (false, no)"
-                            ))
-                        }
-                    }
-                }
+                // `?force` alone forces.
+                "force" => parsed.force = value.is_empty() || flag(key, value)?,
                 other => return Err(format!("unknown parameter `{other}` (to, force)")),
             }
         }
         Ok(parsed)
+    }
+}
+
+/// A yes/no query parameter `name=value`, as `force` and `enabled` take it.
+pub fn flag(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        other => Err(format!(
+            "{name}=`{other}`: use {name}=1 (or true, yes) or {name}=0 (false, no)"
+        )),
     }
 }
 

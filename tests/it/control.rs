@@ -37,7 +37,13 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             "POST",
             "/mirroring?enabled=maybe",
             400,
-            "use ?enabled=true or ?enabled=false",
+            "enabled=`maybe`: use enabled=1 (or true, yes) or enabled=0 (false, no)",
+        ),
+        (
+            "PUT",
+            "/mirroring?enabled=true",
+            405,
+            "PUT is not allowed on /mirroring",
         ),
         (
             "GET",
@@ -76,6 +82,13 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
     );
     assert_eq!(root.status()["active"], "blue");
     assert_eq!(root.status()["mirroring"]["enabled"], mirroring);
+
+    // `enabled` takes the yes/no forms `force` takes.
+    for (value, on) in [("0", false), ("yes", true)] {
+        let answer = root.control("POST", &format!("/mirroring?enabled={value}"));
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(root.status()["mirroring"]["enabled"], on);
+    }
 }
 
 #[test]
