@@ -111,6 +111,25 @@ fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
 }
 
 #[test]
+fn an_app_that_does_not_listen_on_its_port_is_told_so() {
+    let root = blue_live_with(&[("app.ready_timeout", "1s".into())]);
+    // As an app with a port of its own would: it runs, but nothing answers on {port}.
+    root.set("app.command", "sleep 30");
+    root.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(5), "the config reload", || {
+        root.control("GET", "/events")
+            .body
+            .contains("config reloaded")
+            .then_some(())
+    });
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue")
+        .says("last health check: GET /: ")
+        .says("(does the app listen on {port} or $PORT?)")
+        .says("blue keeps serving generation 1");
+}
+
+#[test]
 fn a_health_check_may_take_as_long_as_heartbeat_timeout() {
     let root = blue_live_with(&[
         ("app.ready_timeout", "20s".into()),
