@@ -24,9 +24,20 @@ pub struct Pushed {
 /// The repo of the running hook: git sets `GIT_DIR` for it; otherwise `path`.
 pub fn open(path: Option<&Path>) -> anyhow::Result<Repository> {
     match path {
-        Some(path) => Repository::open_bare(path)
-            .with_context(|| format!("cannot open the bare repo {}", path.display())),
-        None => Repository::open_from_env().context("cannot open the pushed repo (GIT_DIR)"),
+        // libgit2's own message, without its class and code numbers.
+        Some(path) => Repository::open_bare(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the bare repo {}: {}",
+                path.display(),
+                e.message()
+            )
+        }),
+        None => Repository::open_from_env().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the pushed repo: {} (git runs the hook inside the bare repo)",
+                e.message()
+            )
+        }),
     }
 }
 

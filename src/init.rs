@@ -18,6 +18,11 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     let binary = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .context("cannot find this binary's path for the hooks")?;
+    anyhow::ensure!(
+        !layout.root().exists() || layout.root().is_dir(),
+        "{} exists and is not a folder",
+        layout.root().display()
+    );
     fs::create_dir_all(layout.root())
         .with_context(|| format!("cannot create {}", layout.root().display()))?;
 
@@ -103,6 +108,11 @@ fn init_repo(
 }
 
 fn make_dir(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !dir.exists() || dir.is_dir(),
+        "{} exists and is not a folder",
+        dir.display()
+    );
     if !dir.is_dir() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         writeln!(out, "created   {}", dir.display())?;

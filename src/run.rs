@@ -29,7 +29,16 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         Command::Init { dir } => {
             let dir: PathBuf = match dir.or(args.root) {
                 Some(dir) => dir,
-                None => std::env::current_dir()?,
+                None => {
+                    // Most likely run in the app's own checkout by mistake.
+                    let here = std::env::current_dir()?;
+                    anyhow::ensure!(
+                        !here.join(".git").exists() || here.join("bluegreen.toml").exists(),
+                        "{} is a git checkout: give the root a folder of its own (`bluegreen init /srv/app`)",
+                        here.display()
+                    );
+                    here
+                }
             };
             crate::init::run(&Layout::new(&dir)?, stdout)?;
             Ok(true)

@@ -126,6 +126,55 @@ fn init_again_points_head_at_a_changed_branch() {
 }
 
 #[test]
+fn init_refuses_a_file_and_an_apps_checkout_and_the_hook_says_where_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one_line = |out: std::process::Output| {
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    let file = tmp.path().join("afile");
+    fs::write(&file, "").unwrap();
+    let out = Command::new(BIN).arg("init").arg(&file).output().unwrap();
+    assert_eq!(
+        one_line(out),
+        format!("error: {} exists and is not a folder", file.display())
+    );
+
+    // `init` with no folder, in an app's checkout.
+    let checkout = tmp.path().join("app");
+    fs::create_dir_all(checkout.join(".git")).unwrap();
+    let out = Command::new(BIN)
+        .arg("init")
+        .current_dir(&checkout)
+        .env_remove("BLUEGREEN_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(
+        one_line(out),
+        format!(
+            "error: {} is a git checkout: give the root a folder of its own (`bluegreen init /srv/app`)",
+            checkout.display()
+        )
+    );
+    assert!(!checkout.join("bluegreen.toml").exists());
+
+    // The hook run by hand, outside any repo: no libgit2 class and code numbers.
+    let out = Command::new(BIN)
+        .args(["hook", "post-receive"])
+        .current_dir(tmp.path())
+        .env_remove("GIT_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = one_line(out);
+    assert!(
+        text.starts_with("error: cannot open the pushed repo: could not find repository")
+            && text.ends_with("(git runs the hook inside the bare repo)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn check_prints_the_effective_config() {
     let root = Root::new();
     let text = root.run_ok(&["check"]);
