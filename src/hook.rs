@@ -158,6 +158,16 @@ fn deploy(
         }
     }
 
+    // A linked dir replaces whatever the tree has at its path: say so, not silently.
+    for dir in &config.app.linked_dirs {
+        if std::fs::symlink_metadata(layout.build_dir(&key).join(dir)).is_ok() {
+            writeln!(
+                out,
+                "{slot}: note: the pushed tree has `{dir}`, a linked dir (app.linked_dirs): the release has {} there instead",
+                layout.shared_dir(slot).join(dir).display()
+            )?;
+        }
+    }
     let started = Instant::now();
     let id = release::new_id(layout, slot, &pushed.short);
     let meta = ReleaseMeta {

@@ -200,10 +200,12 @@ impl Generation {
                 Ok(status) if (200..400).contains(&status) => return Ok(()),
                 Ok(status) => last = format!("GET {path} answered {status}"),
                 // Nothing listens: most often an app on a port of its own choosing.
-                Err(e) if e.to_lowercase().contains("connection refused") => last = format!(
+                Err(e) if e.to_lowercase().contains("connection refused") => {
+                    last = format!(
                     "GET {path}: {e} on 127.0.0.1:{} (does the app listen on {{port}} or $PORT?)",
                     self.port
-                ),
+                )
+                }
                 Err(e) => last = format!("GET {path}: {e}"),
             }
             let pause = tokio::time::sleep(Duration::from_millis(50));

@@ -369,3 +369,22 @@ fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
         "precious"
     );
 }
+
+#[test]
+fn a_pushed_folder_at_a_linked_dir_is_replaced_and_the_pusher_told() {
+    // Root::new links `data`.
+    let root = Root::new();
+    root.commit(
+        "v1",
+        &[("VERSION", "v1\n"), ("data/seed.txt", "from the tree")],
+    );
+    root.push("blue").says(&format!(
+        "blue: note: the pushed tree has `data`, a linked dir (app.linked_dirs): the release has {} there instead",
+        root.path.join("blue/shared/data").display()
+    ));
+    let current = root.path.join("blue/current");
+    assert!(fs::symlink_metadata(current.join("data"))
+        .unwrap()
+        .is_symlink());
+    assert!(!current.join("data/seed.txt").exists());
+}
