@@ -3,7 +3,7 @@
 #
 # A work repo of FILES (default 10,000) small files is pushed to two kinds of target:
 #   - seed:      a bare repo whose post-receive is `GIT_WORK_TREE=<dir> git checkout -f main`
-#                (the seed workshop's method);
+#                (the usual one-line hook);
 #   - bluegreen: ROOT/blue.git, whose hook is the bluegreen binary, with build command ""
 #                and no daemon running (the hook checks out, "builds", makes a release,
 #                flips blue/current and notes "daemon not running").
@@ -46,7 +46,7 @@ git -C "$APP" config user.name bench
 echo "work repo: $(git -C "$APP" ls-files | wc -l) files, $(du -sh --exclude=.git "$APP" | cut -f1)" >&2
 
 # --- targets -----------------------------------------------------------------------
-new_seed() { # DIR: a bare repo + work tree, the seed workshop's hook
+new_seed() { # DIR: a bare repo + work tree with the usual one-line checkout hook ("seed" below)
     local dir="$1"
     git init -q --bare -b main "$dir/seed.git"
     mkdir -p "$dir/www"
