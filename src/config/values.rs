@@ -51,7 +51,7 @@ pub mod human_size {
     pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
         let text = [("GiB", 30), ("MiB", 20), ("KiB", 10)]
             .into_iter()
-            .find(|(_, shift)| *n > 0 && n % (1u64 << shift) == 0)
+            .find(|(_, shift)| *n > 0 && n.is_multiple_of(1u64 << shift))
             .map_or_else(
                 || n.to_string(),
                 |(unit, shift)| format!("{}{unit}", n >> shift),
