@@ -46,20 +46,60 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including those the `Connection` header names. One pass
-/// over the names finds the few present: a lookup per possible name cost more than the
-/// rest of a small request's headers.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// The mark on mirrored copies (see `mirror::sender`); a client's own is removed.
+pub const MIRROR_MARK: HeaderName = HeaderName::from_static("x-bluegreen-mirror");
+
+/// Which side of the proxy a head came from.
+#[derive(Clone, Copy, PartialEq)]
+pub enum From {
+    /// A request from a client: also loses headers whose names have `_` (nginx's
+    /// default: CGI-style apps read `X_Forwarded_Host` as `X-Forwarded-Host`) and a
+    /// forged mirror mark.
+    Client,
+    /// A response from a worker.
+    Worker,
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names (never
+/// `Host`), and `Content-Length` beside `Transfer-Encoding` (RFC 9112 §6.3: the body
+/// is framed anew). One pass over the names finds the few present: a lookup per
+/// possible name cost more than the rest of a small request's headers. Err when the
+/// message has a transfer coding other than `chunked`, which would be lost on the way.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, from: From) -> Result<(), String> {
     let mut present = [false; 8];
     let mut any = false;
+    let mut odd: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
             present[i] = true;
             any = true;
+        } else if from == From::Client && (name == MIRROR_MARK || name.as_str().contains('_')) {
+            odd.push(name.clone());
         }
     }
+    for name in &odd {
+        headers.remove(name);
+    }
     if !any {
-        return;
+        return Ok(());
+    }
+    if present[6] {
+        let codings = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let only_chunked = codings
+            .split(',')
+            .map(str::trim)
+            .all(|coding| coding.eq_ignore_ascii_case("chunked"));
+        if !only_chunked {
+            return Err(format!(
+                "Transfer-Encoding `{codings}`: only chunked is supported"
+            ));
+        }
+        headers.remove(header::CONTENT_LENGTH);
     }
     if present[0] {
         // `Connection: keep-alive` and `close` name no header; anything else may.
@@ -73,6 +113,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 !name.eq_ignore_ascii_case("keep-alive") && !name.eq_ignore_ascii_case("close")
             })
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .filter(|name| name != header::HOST)
             .collect();
         for name in &named {
             headers.remove(name);
@@ -83,13 +124,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    Ok(())
 }
 
 /// Adds the client to `X-Forwarded-For` (after every value it already had, one header
 /// or several) and sets `X-Forwarded-Proto` and `-Host`, unless a local client (a TLS
-/// terminator on this host) set them: it knows the scheme and host the user saw.
-pub fn forward_headers(headers: &mut HeaderMap, peer: &Peer) {
-    strip_hop_by_hop(headers);
+/// terminator on this host) set them: it knows the scheme and host the user saw. A
+/// request with no `Host` (HTTP/1.0) gets no `X-Forwarded-Host` from anyone else.
+/// Err as `strip_hop_by_hop`.
+pub fn forward_headers(headers: &mut HeaderMap, peer: &Peer) -> Result<(), String> {
+    strip_hop_by_hop(headers, From::Client)?;
     let mut joined = Vec::new();
     for before in headers.get_all(X_FORWARDED_FOR) {
         joined.extend_from_slice(before.as_bytes());
@@ -108,10 +152,12 @@ pub fn forward_headers(headers: &mut HeaderMap, peer: &Peer) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if !(peer.local && headers.contains_key(X_FORWARDED_HOST)) {
-        if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST, host);
-        }
+        match headers.get(header::HOST).cloned() {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -129,13 +175,59 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("example.com"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         headers.insert("x-kept", HeaderValue::from_static("yes"));
-        forward_headers(&mut headers, &Peer::new("192.0.2.7:5000".parse().unwrap()));
+        forward_headers(&mut headers, &Peer::new("192.0.2.7:5000".parse().unwrap())).unwrap();
         assert!(headers.get(header::CONNECTION).is_none());
         assert!(headers.get("x-secret").is_none());
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(headers["x-forwarded-host"], "example.com");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn a_client_cannot_smuggle_headers_past_the_rewrite() {
+        let remote = Peer::new("192.0.2.7:5000".parse().unwrap());
+        // No Host (HTTP/1.0): no X-Forwarded-Host of the client's own making.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        forward_headers(&mut headers, &remote).unwrap();
+        assert!(headers.get("x-forwarded-host").is_none());
+        // `Connection: host` does not take Host away; `_` names and a forged mirror
+        // mark are dropped.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("good.example"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("host"));
+        headers.insert("x_forwarded_host", HeaderValue::from_static("evil.example"));
+        headers.insert("x-bluegreen-mirror", HeaderValue::from_static("1"));
+        forward_headers(&mut headers, &remote).unwrap();
+        assert_eq!(headers["host"], "good.example");
+        assert_eq!(headers["x-forwarded-host"], "good.example");
+        assert!(headers.get("x_forwarded_host").is_none());
+        assert!(headers.get("x-bluegreen-mirror").is_none());
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_refused_and_content_length_goes() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        headers.insert("x_kept", HeaderValue::from_static("a worker's own"));
+        strip_hop_by_hop(&mut headers, From::Worker).unwrap();
+        assert!(headers.get(header::CONTENT_LENGTH).is_none());
+        assert!(headers.get(header::TRANSFER_ENCODING).is_none());
+        assert!(headers.get("x_kept").is_some());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("gzip, chunked"),
+        );
+        assert_eq!(
+            strip_hop_by_hop(&mut headers, From::Client).unwrap_err(),
+            "Transfer-Encoding `gzip, chunked`: only chunked is supported"
+        );
     }
 
     #[test]
@@ -146,7 +238,7 @@ mod tests {
             "x-forwarded-for",
             HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
         );
-        forward_headers(&mut headers, &Peer::new("192.0.2.7:5000".parse().unwrap()));
+        forward_headers(&mut headers, &Peer::new("192.0.2.7:5000".parse().unwrap())).unwrap();
         assert_eq!(
             headers
                 .get_all("x-forwarded-for")
@@ -166,11 +258,11 @@ mod tests {
             headers
         };
         let mut local = told();
-        forward_headers(&mut local, &Peer::new("127.0.0.1:5000".parse().unwrap()));
+        forward_headers(&mut local, &Peer::new("127.0.0.1:5000".parse().unwrap())).unwrap();
         assert_eq!(local["x-forwarded-proto"], "https");
         assert_eq!(local["x-forwarded-host"], "example.com");
         let mut remote = told();
-        forward_headers(&mut remote, &Peer::new("192.0.2.7:5000".parse().unwrap()));
+        forward_headers(&mut remote, &Peer::new("192.0.2.7:5000".parse().unwrap())).unwrap();
         assert_eq!(remote["x-forwarded-proto"], "http");
         assert_eq!(remote["x-forwarded-host"], "internal:8080");
     }

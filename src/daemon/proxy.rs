@@ -22,7 +22,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::upgrade::OnUpgrade;
 
 use super::accept::Listener;
-use super::headers::{forward_headers, strip_hop_by_hop, Peer};
+use super::headers::{forward_headers, strip_hop_by_hop, From, Peer};
 use super::mirror::Mirror;
 use super::pool::{Failure, Pool, Pooled};
 use super::route::{Cached, InFlight};
@@ -58,6 +58,9 @@ pub async fn handle(
         config,
     } = &*local;
     let traffic = daemon.metrics.traffic(*thread);
+    if let Some((status, reason)) = refused(&request) {
+        return Ok(plain(status, reason));
+    }
     let mut mirror = None;
     let slot = match which {
         Listener::Slot(slot) => slot,
@@ -109,12 +112,6 @@ pub async fn handle(
         .is_some()
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
-    let (body, copy) = match mirror {
-        Some(config) => daemon
-            .mirror
-            .tee(daemon, &config, &parts, body, slot.other()),
-        None => (body.map_err(BoxError::from).boxed(), None),
-    };
     // An absolute-form target (`GET http://host/path`) names the host: it replaces the
     // client's Host (RFC 9112 §3.2.2), and the worker gets the origin form.
     if let Some(authority) = parts.uri.authority() {
@@ -127,7 +124,10 @@ pub async fn handle(
             parts.headers.insert(header::HOST, host);
         }
     }
-    forward_headers(&mut parts.headers, &peer);
+    if let Err(reason) = forward_headers(&mut parts.headers, &peer) {
+        traffic.request(slot, 501);
+        return Ok(plain(StatusCode::NOT_IMPLEMENTED, &reason));
+    }
     if let Some(protocol) = upgrade {
         upgrade::keep(&mut parts.headers, protocol);
     }
@@ -146,6 +146,13 @@ pub async fn handle(
         parts.uri = target;
     }
     parts.version = http::Version::HTTP_11;
+    // The copy gets the request as the active slot does, proxy headers and all.
+    let (body, copy) = match mirror {
+        Some(config) => daemon
+            .mirror
+            .tee(daemon, &config, &parts, body, slot.other()),
+        None => (body.map_err(BoxError::from).boxed(), None),
+    };
 
     let started = Instant::now();
     let port = in_flight.generation().port;
@@ -168,7 +175,16 @@ pub async fn handle(
                 .await);
             }
             let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            if let Err(reason) = strip_hop_by_hop(&mut parts.headers, From::Worker) {
+                let reason = format!(
+                    "{slot} generation {} answered with {reason}",
+                    in_flight.generation().id
+                );
+                tracing::warn!(slot = %slot, "{reason}");
+                return Ok(plain(StatusCode::BAD_GATEWAY, &reason));
+            }
+            // Ours to frame: an HTTP/1.0 worker's answer keeps the client's keep-alive.
+            parts.version = http::Version::HTTP_11;
             let body = Tracked {
                 inner: body,
                 _connection: connection,
@@ -196,6 +212,27 @@ pub async fn handle(
             tracing::warn!(slot = %slot, generation = generation.id, "{reason}");
             Ok(plain(StatusCode::BAD_GATEWAY, &reason))
         }
+    }
+}
+
+/// Requests refused before any routing: CONNECT (this is no forward proxy), and a
+/// request whose `Host` is missing (HTTP/1.1) or repeated (RFC 9112 §3.2): the worker
+/// would see a host the client did not send, or pick one of two.
+fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
+    if request.method() == http::Method::CONNECT {
+        return Some((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied"));
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Some((
+            StatusCode::BAD_REQUEST,
+            "more than one Host header (RFC 9112 §3.2)",
+        )),
+        (None, _) if request.version() == http::Version::HTTP_11 => Some((
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)",
+        )),
+        _ => None,
     }
 }
 

@@ -23,7 +23,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::headers::strip_hop_by_hop;
+use super::headers::{strip_hop_by_hop, From};
 use super::pool::Pooled;
 use super::proxy::plain;
 use super::route::InFlight;
@@ -72,7 +72,8 @@ pub async fn tunnel(
     let upstream = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut parts.headers);
+    // A 101 has no body: a transfer coding on it frames nothing.
+    let _ = strip_hop_by_hop(&mut parts.headers, From::Worker);
     if let Some(protocol) = protocol {
         keep(&mut parts.headers, protocol);
     }

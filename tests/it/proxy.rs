@@ -278,3 +278,45 @@ fn an_oversized_request_head_is_refused_with_431() {
     );
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 }
+
+#[test]
+fn requests_without_one_host_and_connect_are_refused_with_the_reason() {
+    let root = blue_live();
+    for (request, status, reason) in [
+        (
+            "GET /request HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "400",
+            "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)",
+        ),
+        (
+            "GET /request HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            "400",
+            "more than one Host header (RFC 9112 §3.2)",
+        ),
+        (
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+            "405",
+            "CONNECT is not proxied",
+        ),
+        (
+            "POST /items/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            "501",
+            "Transfer-Encoding `gzip, chunked`: only chunked is supported",
+        ),
+    ] {
+        let answer = raw(root.blue, request);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.ends_with(&format!("{reason}\n")),
+            "{request:?}: {answer}"
+        );
+    }
+    // HTTP/1.0 needs none; `Connection: host` does not take Host away.
+    let answer = raw(root.blue, "GET /request HTTP/1.0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let answer = raw(
+        root.blue,
+        "GET /request HTTP/1.1\r\nHost: good.example\r\nConnection: host, close\r\n\r\n",
+    );
+    assert!(answer.contains("host: good.example\n"), "{answer}");
+    assert!(!root.get(root.blue, "/items").body.contains("\"x\""));
+}
