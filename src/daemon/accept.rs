@@ -11,6 +11,12 @@
 //! Once `shutdown` turns true the acceptor closes the listeners (new connects are
 //! refused) and each proxy thread lets its connections finish their current request, up to
 //! `grace`. Upgraded connections (tunnels) are not waited for: they close with the thread.
+//!
+//! Open connections are capped by the file limit (see [`connection_limit`]): each takes
+//! a file for itself and one for its upstream connection, and the daemon must keep files
+//! for its control API, workers and logs. At the cap, new connections wait in the
+//! kernel's listen backlog until one closes; running out of files instead failed
+//! requests with 502s and killed the control API's accept thread.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,6 +70,29 @@ struct Thread {
     open: Arc<AtomicUsize>,
 }
 
+/// Files kept out of the connections' reach: the control API, worker pipes, logs, the
+/// file watch, and the health checks' connections.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises this process's soft file limit to its hard limit (1024 is the usual soft
+/// default, systemd's too) and returns how many connections may be open at once: half
+/// of what is left after `RESERVED_FILES`, one file for the client, one upstream.
+pub fn connection_limit() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 512;
+    };
+    let limit = match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(e) => {
+            tracing::warn!("cannot raise the file limit from {soft} to {hard}: {e}");
+            soft
+        }
+    };
+    // At least a few, whatever the limit: the daemon is of no use with none.
+    (limit.saturating_sub(RESERVED_FILES) / 2).clamp(16, 1 << 20) as usize
+}
+
 /// Starts `threads` proxy threads and the acceptor. The returned threads end once `shutdown`
 /// has turned true and every connection is done.
 pub fn start(
@@ -92,10 +121,12 @@ pub fn start(
     }
     let runtime = runtime()?;
     let shutdown = shutdown.clone();
+    let limit = connection_limit();
+    tracing::debug!("at most {limit} connections open at once");
     handles.push(
         std::thread::Builder::new()
             .name("bluegreen-accept".into())
-            .spawn(move || runtime.block_on(accept(listeners, proxies, shutdown)))?,
+            .spawn(move || runtime.block_on(accept(listeners, proxies, shutdown, limit)))?,
     );
     Ok(handles)
 }
@@ -112,8 +143,10 @@ async fn accept(
     listeners: Vec<(std::net::TcpListener, Listener)>,
     threads: Vec<Thread>,
     shutdown: watch::Receiver<bool>,
+    limit: usize,
 ) {
     let threads = Arc::new(threads);
+    let full = Arc::new(crate::logging::Sparse::default());
     let mut tasks = Vec::new();
     for (listener, which) in listeners {
         let listener = match TcpListener::from_std(listener) {
@@ -128,6 +161,7 @@ async fn accept(
             which,
             threads.clone(),
             shutdown.clone(),
+            (limit, full.clone()),
         )));
     }
     for task in tasks {
@@ -140,8 +174,20 @@ async fn accept_on(
     which: Listener,
     threads: Arc<Vec<Thread>>,
     mut shutdown: watch::Receiver<bool>,
+    (limit, full): (usize, Arc<crate::logging::Sparse>),
 ) {
     loop {
+        if open(&threads) >= limit && full.admit().is_some() {
+            tracing::warn!(
+                "{limit} connections open, the most the file limit allows: new ones wait in the listen backlog until one closes"
+            );
+        }
+        while open(&threads) >= limit {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => hand_over(&threads, stream, peer, which),
@@ -154,6 +200,11 @@ async fn accept_on(
             _ = shutdown.changed() => break,
         }
     }
+}
+
+/// Connections open on every proxy thread.
+fn open(threads: &[Thread]) -> usize {
+    threads.iter().map(|t| t.open.load(Ordering::Relaxed)).sum()
 }
 
 /// Gives the connection to the proxy thread with the fewest open connections.

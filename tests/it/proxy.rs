@@ -320,3 +320,35 @@ fn requests_without_one_host_and_connect_are_refused_with_the_reason() {
     assert!(answer.contains("host: good.example\n"), "{answer}");
     assert!(!root.get(root.blue, "/items").body.contains("\"x\""));
 }
+
+#[test]
+fn at_the_file_limit_new_connections_wait_until_one_closes() {
+    use std::io::Read;
+    let mut root = Root::new();
+    // (300 - 256 reserved) / 2: at most 22 connections open at once.
+    root.serve_limited(&[], Some(300));
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    let idle: Vec<std::net::TcpStream> = (0..30)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap())
+        .collect();
+    root.wait_log("22 connections open, the most the file limit allows");
+    // A request beyond the cap waits in the backlog, unanswered, while the control API
+    // (its own files) still answers.
+    let mut waiting = sent(
+        root.blue,
+        b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    );
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut answer = String::new();
+    assert!(waiting.read_to_string(&mut answer).is_err(), "{answer}");
+    assert_eq!(root.status()["active"], "blue");
+    drop(idle);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    waiting.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -189,8 +189,24 @@ impl Root {
     }
 
     pub fn serve_with(&mut self, env: &[(&str, &str)]) -> &mut Root {
+        self.serve_limited(env, None)
+    }
+
+    /// `serve_with`, with the daemon's file limit (soft and hard) set to `files`.
+    pub fn serve_limited(&mut self, env: &[(&str, &str)], files: Option<u64>) -> &mut Root {
         assert!(self.serve.is_none(), "already serving");
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(files) = files {
+            use nix::sys::resource::{setrlimit, Resource};
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit(2) is async-signal-safe, as pre_exec requires.
+            unsafe {
+                command.pre_exec(move || {
+                    setrlimit(Resource::RLIMIT_NOFILE, files, files).map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = command
             .args(["serve", "--root"])
             .arg(&self.path)
             // Hermetic when the tests themselves run under systemd (a CI runner's unit):
