@@ -74,6 +74,8 @@ pub struct RouterConfig {
     #[serde(deserialize_with = "values::switch_path")]
     pub switch_path: String,
     pub token_file: PathBuf,
+    #[serde(with = "values::positive_duration")]
+    pub client_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,6 +186,7 @@ impl Default for RouterConfig {
             listen: ([0, 0, 0, 0], 8080).into(),
             switch_path: "/switch".into(),
             token_file: PathBuf::new(),
+            client_timeout: Duration::from_secs(60),
         }
     }
 }

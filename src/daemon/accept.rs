@@ -30,8 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::headers::Peer;
+use super::idle::IdleStream;
 use super::pool::Pool;
-use super::proxy::{self, Local};
+use super::proxy::{self, Client, Local};
 use super::Daemon;
 use crate::slot::Slot;
 
@@ -307,9 +308,24 @@ async fn serve_thread(
         };
         let peer = Peer::new(peer);
         let local = local.clone();
-        let service =
-            service_fn(move |request| proxy::handle(request, peer.clone(), which, local.clone()));
+        // Read per connection: a reloaded value applies to the connections after it.
+        let client_timeout = {
+            let mut copy = local
+                .config
+                .lock()
+                .expect("config copy lock: no panic holds it");
+            local.daemon.refresh_config(&mut copy).router.client_timeout
+        };
+        let service = service_fn(move |request| {
+            let client = Client {
+                peer: peer.clone(),
+                which,
+                timeout: client_timeout,
+            };
+            proxy::handle(request, client, local.clone())
+        });
         // With upgrades: a WebSocket handshake hands the connection over to a tunnel.
+        let stream = IdleStream::new(stream, client_timeout);
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();

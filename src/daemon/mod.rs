@@ -14,6 +14,7 @@ mod front_switch;
 mod generation;
 mod headers;
 mod heartbeat;
+mod idle;
 mod local;
 mod metrics;
 mod mirror;

@@ -18,11 +18,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::upgrade::OnUpgrade;
 
 use super::accept::Listener;
 use super::headers::{forward_headers, strip_hop_by_hop, From, Peer};
+use super::idle::{BodyIdle, IdleBody};
 use super::mirror::Mirror;
 use super::pool::{Failure, Pool, Pooled};
 use super::route::{Cached, InFlight};
@@ -44,12 +45,24 @@ pub struct Local {
     pub config: Mutex<ConfigCopy>,
 }
 
+/// The client end of a connection, as each of its requests sees it.
+pub struct Client {
+    pub peer: Peer,
+    pub which: Listener,
+    /// `router.client_timeout` when the connection came.
+    pub timeout: std::time::Duration,
+}
+
 pub async fn handle(
     request: Request<Incoming>,
-    peer: Peer,
-    which: Listener,
+    client: Client,
     local: Arc<Local>,
 ) -> Result<Response<Body>, Infallible> {
+    let Client {
+        peer,
+        which,
+        timeout,
+    } = client;
     let Local {
         daemon,
         pool,
@@ -148,10 +161,14 @@ pub async fn handle(
     parts.version = http::Version::HTTP_11;
     // The copy gets the request as the active slot does, proxy headers and all.
     let (body, copy) = match mirror {
-        Some(config) => daemon
-            .mirror
-            .tee(daemon, &config, &parts, body, slot.other()),
-        None => (body.map_err(BoxError::from).boxed(), None),
+        Some(config) => {
+            let (body, copy) = daemon
+                .mirror
+                .tee(daemon, &config, &parts, body, slot.other());
+            (IdleBody::new(body, timeout).boxed(), copy)
+        }
+        None if body.is_end_stream() => (body.map_err(BoxError::from).boxed(), None),
+        None => (IdleBody::new(body, timeout).boxed(), None),
     };
 
     let started = Instant::now();
@@ -191,6 +208,17 @@ pub async fn handle(
                 _in_flight: in_flight,
             };
             Ok(Response::from_parts(parts, body.boxed()))
+        }
+        // The client's own body stopped coming: not the worker's fault either.
+        Err(Failure::Http(e))
+            if std::error::Error::source(&e).is_some_and(|cause| cause.is::<BodyIdle>()) =>
+        {
+            traffic.request(slot, 408);
+            let reason = std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            tracing::debug!(slot = %slot, "{reason}");
+            Ok(plain(StatusCode::REQUEST_TIMEOUT, &reason))
         }
         // The client's own body broke off (an aborted upload): not the worker's fault.
         Err(Failure::Http(e)) if e.is_user() => {

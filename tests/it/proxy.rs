@@ -352,3 +352,43 @@ fn at_the_file_limit_new_connections_wait_until_one_closes() {
     waiting.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[test]
+fn a_client_that_stops_sending_or_reading_is_cut_off_after_client_timeout() {
+    use std::io::Read;
+    let root = blue_live_with(&[("router.client_timeout", "1s".into())]);
+    let in_flight = || root.status()["slots"]["blue"]["live"]["in_flight"].clone();
+
+    // A body that stops after 3 of its 10 bytes: 408, and the worker's request ends.
+    let mut stalled = sent(
+        root.blue,
+        b"PUT /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nabc",
+    );
+    let mut answer = vec![0; 4096];
+    let n = stalled.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.ends_with("no request body data for 1s (router.client_timeout)\n"),
+        "{answer}"
+    );
+    wait_for(Duration::from_secs(10), "no request in flight", || {
+        (in_flight() == 0).then_some(())
+    });
+    assert!(!root.get(root.blue, "/items").body.contains("\"x\""));
+
+    // An answer far larger than the sockets' buffers, never read: cut off, no longer
+    // in flight (a deploy's drain would otherwise wait for it).
+    let big = "x".repeat(32 << 20);
+    let stored = http("PUT", &root.url(root.blue, "/items/big"), Some(&big)).unwrap();
+    assert_eq!(stored.status, 201);
+    let _unread = sent(root.blue, b"GET /items/big HTTP/1.1\r\nHost: app\r\n\r\n");
+    wait_for(Duration::from_secs(10), "the unread answer in flight", || {
+        (in_flight() == 1).then_some(())
+    });
+    wait_for(
+        Duration::from_secs(15),
+        "the unread answer to be cut off",
+        || (in_flight() == 0).then_some(()),
+    );
+}
