@@ -383,9 +383,11 @@ fn a_client_that_stops_sending_or_reading_is_cut_off_after_client_timeout() {
     let stored = http("PUT", &root.url(root.blue, "/items/big"), Some(&big)).unwrap();
     assert_eq!(stored.status, 201);
     let _unread = sent(root.blue, b"GET /items/big HTTP/1.1\r\nHost: app\r\n\r\n");
-    wait_for(Duration::from_secs(10), "the unread answer in flight", || {
-        (in_flight() == 1).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the unread answer in flight",
+        || (in_flight() == 1).then_some(()),
+    );
     wait_for(
         Duration::from_secs(15),
         "the unread answer to be cut off",

@@ -114,6 +114,8 @@ pub struct Mirror {
     tx: mpsc::Sender<Job>,
     /// Body bytes of the copies in the queue, bounded by `QUEUED_BYTES`.
     queued_bytes: AtomicU64,
+    /// Body bytes of the copies being gathered, bounded by `tee::GATHERED_BYTES`.
+    gathered_bytes: Arc<AtomicU64>,
     /// Keeps "not mirrored" lines to one a second.
     quiet: Sparse,
     /// Held by the sender while a copy is out, and by a switch while it flips.
@@ -134,6 +136,7 @@ impl Mirror {
             Mirror {
                 tx,
                 queued_bytes: AtomicU64::new(0),
+                gathered_bytes: Arc::default(),
                 quiet: Sparse::default(),
                 gate: tokio::sync::Mutex::new(()),
                 queued_total: AtomicU64::new(0),
@@ -213,7 +216,7 @@ impl Mirror {
             );
             return (body.map_err(BoxError::from).boxed(), None);
         }
-        let (body, copied) = Tee::new(body, limit);
+        let (body, copied) = Tee::new(body, limit, self.gathered_bytes.clone());
         let copy = PendingCopy {
             job: Some(Job {
                 slot: standby,

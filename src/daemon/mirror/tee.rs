@@ -4,9 +4,12 @@
 //! every body does); its bytes are also kept, up to `mirror.max_body`, for the copy to
 //! the standby. The copy is complete only once the client's body has ended: a body that
 //! breaks off, grows past the limit, or is cut short by an early answer is not mirrored,
-//! and says why.
+//! and says why. The copies being gathered share one budget of memory
+//! ([`GATHERED_BYTES`]): many large writes at once drop their copies (`queue_full`), never
+//! the daemon's memory.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
@@ -15,11 +18,48 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 
 use crate::daemon::upstream::BoxError;
 
+/// The most body bytes the copies being gathered may hold together (20 concurrent
+/// 9 MiB uploads held 337 MiB before there was a bound).
+pub(super) const GATHERED_BYTES: u64 = 256 << 20;
+
+/// Bytes counted against a shared budget, given back when dropped.
+pub(super) struct Held {
+    budget: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Held {
+    pub(super) fn new(budget: Arc<AtomicU64>) -> Held {
+        Held { budget, bytes: 0 }
+    }
+
+    /// Counts `n` more bytes, if the budget has room for them within `max`.
+    fn grow(&mut self, n: u64, max: u64) -> bool {
+        let fits = self
+            .budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= max).then_some(used + n)
+            })
+            .is_ok();
+        if fits {
+            self.bytes += n;
+        }
+        fits
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// What has been copied of a body so far.
 pub(super) enum Copied {
     Growing {
         frames: Vec<Bytes>,
         len: u64,
+        held: Held,
     },
     Done(Bytes),
     /// Not to be mirrored: the reason (a metrics label) and why.
@@ -28,18 +68,27 @@ pub(super) enum Copied {
 
 impl Copied {
     fn add(&mut self, data: &Bytes, limit: u64) {
-        if let Copied::Growing { frames, len } = self {
-            if *len + data.len() as u64 > limit {
+        if let Copied::Growing { frames, len, held } = self {
+            let n = data.len() as u64;
+            if *len + n > limit {
                 *self = Copied::Lost("too_large", too_large(limit));
+            } else if !held.grow(n, GATHERED_BYTES) {
+                *self = Copied::Lost(
+                    "queue_full",
+                    format!(
+                        "the copies being gathered already hold {} MiB",
+                        GATHERED_BYTES >> 20
+                    ),
+                );
             } else {
-                *len += data.len() as u64;
+                *len += n;
                 frames.push(data.clone());
             }
         }
     }
 
     fn finish(&mut self) {
-        if let Copied::Growing { frames, len } = self {
+        if let Copied::Growing { frames, len, .. } = self {
             let mut body = BytesMut::with_capacity(*len as usize);
             for frame in frames.iter() {
                 body.extend_from_slice(frame);
@@ -80,13 +129,19 @@ pub(super) struct Tee {
 }
 
 impl Tee {
-    pub(super) fn new(inner: Incoming, limit: u64) -> (Tee, Arc<Mutex<Copied>>) {
+    /// `budget`: the bytes all copies being gathered hold (see `GATHERED_BYTES`).
+    pub(super) fn new(
+        inner: Incoming,
+        limit: u64,
+        budget: Arc<AtomicU64>,
+    ) -> (Tee, Arc<Mutex<Copied>>) {
         let copied = Arc::new(Mutex::new(if inner.is_end_stream() {
             Copied::Done(Bytes::new())
         } else {
             Copied::Growing {
                 frames: Vec::new(),
                 len: 0,
+                held: Held::new(budget),
             }
         }));
         let tee = Tee {
@@ -153,6 +208,7 @@ mod tests {
         Copied::Growing {
             frames: Vec::new(),
             len: 0,
+            held: Held::new(Arc::default()),
         }
     }
 
@@ -177,5 +233,24 @@ mod tests {
         copied.add(&Bytes::from_static(b"hello world"), 10);
         copied.finish();
         assert_eq!(copied.take(None).unwrap_err().0, "too_large");
+    }
+
+    #[test]
+    fn copies_share_one_budget_and_give_it_back() {
+        let budget = Arc::new(AtomicU64::new(GATHERED_BYTES - 8));
+        let gathering = |budget: &Arc<AtomicU64>| Copied::Growing {
+            frames: Vec::new(),
+            len: 0,
+            held: Held::new(budget.clone()),
+        };
+        let mut first = gathering(&budget);
+        first.add(&Bytes::from_static(b"hello"), 10);
+        let mut second = gathering(&budget);
+        second.add(&Bytes::from_static(b"world"), 10);
+        assert_eq!(second.take(None).unwrap_err().0, "queue_full");
+        assert_eq!(budget.load(Ordering::Acquire), GATHERED_BYTES - 3);
+        first.finish();
+        assert_eq!(first.take(None).unwrap(), "hello");
+        assert_eq!(budget.load(Ordering::Acquire), GATHERED_BYTES - 8);
     }
 }
