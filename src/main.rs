@@ -1,6 +1,7 @@
 //! The `bluegreen` binary: parse the command line, set up logging, run one role, and
 //! turn an error into one line and an exit code.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -20,13 +21,17 @@ fn main() -> ExitCode {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!(
+        // Written as the log is (see `LossyStderr`): a report that cannot be written is
+        // lost, rather than a second panic aborting the process.
+        let mut stderr = bluegreen::logging::LossyStderr;
+        let _ = writeln!(
+            stderr,
             "error: bluegreen bug: {}{place} (please report it; RUST_BACKTRACE=1 shows where)",
             what.replace('\n', " ")
         );
         let trace = std::backtrace::Backtrace::capture();
         if trace.status() == std::backtrace::BacktraceStatus::Captured {
-            eprintln!("{trace}");
+            let _ = writeln!(stderr, "{trace}");
         }
     }));
     // Through the hook symlink git runs us as `post-receive`.
@@ -44,7 +49,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(bluegreen::logging::LossyStderr, "error: {e:#}");
             ExitCode::FAILURE
         }
     }
