@@ -195,7 +195,7 @@ fn deploy(
         }
     )?;
     drop(lock);
-    verdict::reload(config, layout, slot, out)
+    verdict::reload(config, layout, slot, &id, out)
 }
 
 /// The slot a bare repo serves: its folder name without `.git`.

@@ -103,7 +103,7 @@ pub fn rollback(
     release::flip(layout, slot, &target)?;
     drop(lock);
     writeln!(out, "{slot}: current {current} -> {target}")?;
-    verdict::reload(config, layout, slot, out)
+    verdict::reload(config, layout, slot, &target, out)
 }
 
 /// The release of `slot` the daemon last had live (`state.json`), if it says.
@@ -166,5 +166,5 @@ pub fn promote(
             format!(", {tidied}")
         }
     )?;
-    verdict::reload(config, layout, to, out)
+    verdict::reload(config, layout, to, &id, out)
 }

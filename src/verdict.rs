@@ -25,17 +25,20 @@ pub struct Verdict {
     pub reason: String,
 }
 
-/// Asks the daemon to run `slot`'s current release and prints the verdict as the last
-/// line. `Ok(false)` when the release did not go live.
+/// Asks the daemon to run `slot`'s current release, `release` (just flipped to), and
+/// prints the verdict as the last line. `Ok(false)` when the release did not go live.
 pub fn reload(
     config: &Config,
     layout: &Layout,
     slot: Slot,
+    release: &str,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     // Longer than the daemon's own wait, so its answer (even "no verdict") arrives.
     let wait = config.app.reload_wait() + Duration::from_secs(5);
-    match Client::new(config, layout).post(&format!("/slots/{slot}/reload"), wait) {
+    // `release`: a generation of it that the file watch started already is the answer.
+    let path = format!("/slots/{slot}/reload?release={release}");
+    match Client::new(config, layout).post(&path, wait) {
         Err(ClientError::NotRunning(addr)) => {
             writeln!(
                 out,

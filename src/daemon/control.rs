@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::local::Hints;
+use super::supervisor::Reload;
 use super::switch::{self, Query};
 use super::Daemon;
 use crate::slot::Slot;
@@ -86,10 +87,10 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
     let reload_target = path
         .strip_prefix("/slots/")
         .and_then(|rest| rest.strip_suffix("/reload"));
-    // Only `POST /switch` and `POST /mirroring` take parameters; a query anywhere else
+    // Only `POST /switch`, `POST /mirroring` and a reload's `release` take parameters; a query anywhere else
     // would be ignored, which a caller could take for having been obeyed.
     // (By path: a wrong method there is a 405, below.)
-    let takes_query = matches!(path, "/switch" | "/mirroring");
+    let takes_query = matches!(path, "/switch" | "/mirroring") || reload_target.is_some();
     let known = matches!(
         path,
         "/status" | "/events" | "/metrics" | "/mirroring" | "/switch"
@@ -138,9 +139,22 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
             Err(reason) => (400, "text/plain", reason),
         },
         (Method::Post, _) if reload_target.is_some() => {
-            match reload_target.unwrap_or_default().parse::<Slot>() {
-                Ok(slot) => {
-                    let verdict = reload(daemon, runtime, slot);
+            let mode = match query {
+                "" => Ok(Reload::Always),
+                _ => match query.strip_prefix("release=") {
+                    Some(id) if !id.is_empty() && !id.contains(['&', '=']) => {
+                        Ok(Reload::Deployed(id.to_string()))
+                    }
+                    _ => Err(format!(
+                        "POST {path} takes only ?release=<id> (got ?{query})"
+                    )),
+                },
+            };
+            match (reload_target.unwrap_or_default().parse::<Slot>(), mode) {
+                (Err(e), _) => (404, "text/plain", format!("{e:#}")),
+                (Ok(_), Err(reason)) => (400, "text/plain", reason),
+                (Ok(slot), Ok(mode)) => {
+                    let verdict = reload(daemon, runtime, slot, mode);
                     let status = if verdict.live { 200 } else { 409 };
                     (
                         status,
@@ -148,7 +162,6 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
                         serde_json::to_string(&verdict).unwrap_or_default(),
                     )
                 }
-                Err(e) => (404, "text/plain", format!("{e:#}")),
             }
         }
         (_, "/status" | "/events" | "/metrics" | "/mirroring" | "/switch") => (
@@ -170,11 +183,11 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
     reply(request, status, kind, body);
 }
 
-fn reload(daemon: &Daemon, runtime: &tokio::runtime::Handle, slot: Slot) -> Verdict {
+fn reload(daemon: &Daemon, runtime: &tokio::runtime::Handle, slot: Slot, mode: Reload) -> Verdict {
     let config = daemon.config();
     let wait = config.app.reload_wait();
     let answer = runtime.block_on(async {
-        let rx = daemon.reload(slot, false);
+        let rx = daemon.reload(slot, mode);
         tokio::time::timeout(wait, rx).await
     });
     match answer {

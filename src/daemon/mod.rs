@@ -278,11 +278,11 @@ impl Daemon {
     }
 
     /// Asks `slot`'s supervisor to run its current release; the verdict comes on the receiver.
-    pub fn reload(&self, slot: Slot, if_changed: bool) -> oneshot::Receiver<Verdict> {
+    pub fn reload(&self, slot: Slot, mode: supervisor::Reload) -> oneshot::Receiver<Verdict> {
         let (tx, rx) = oneshot::channel();
         let _ = self.slots[slot.index()].tx.send(supervisor::Msg::Reload {
             reply: Some(tx),
-            if_changed,
+            mode,
         });
         rx
     }

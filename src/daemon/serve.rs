@@ -210,7 +210,7 @@ async fn run(
     let first: Vec<_> = Slot::ALL
         .into_iter()
         .filter(|&slot| release::current(&layout, slot).is_some())
-        .map(|slot| daemon.reload(slot, false))
+        .map(|slot| daemon.reload(slot, supervisor::Reload::Always))
         .collect();
     let wait = config.app.ready_timeout + Duration::from_secs(5);
     let startup = async {

@@ -4,7 +4,7 @@
 //!
 //! It watches the slot folder, not the `current` symlink: a watch on the symlink
 //! follows it to the old release and never sees the flip. Events are debounced, then
-//! each slot gets an `if_changed` reload, which does nothing when it already runs
+//! each slot gets an `IfChanged` reload, which does nothing when it already runs
 //! (or just failed to start) its current release.
 
 use std::sync::mpsc;
@@ -51,7 +51,7 @@ pub fn start(daemon: Arc<Daemon>) -> anyhow::Result<notify::RecommendedWatcher> 
             }
             for slot in Slot::ALL {
                 if slots.contains(&slot) {
-                    drop(daemon.reload(slot, true));
+                    drop(daemon.reload(slot, super::supervisor::Reload::IfChanged));
                 }
             }
         }

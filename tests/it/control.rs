@@ -55,7 +55,7 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             "POST",
             "/slots/blue/reload?force=1",
             400,
-            "POST /slots/blue/reload takes no parameters",
+            "POST /slots/blue/reload takes only ?release=<id> (got ?force=1)",
         ),
     ];
     for (method, path, status, reason) in refused {

@@ -304,6 +304,22 @@ fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
     std::os::unix::fs::symlink(format!("releases/{first}"), &tmp).unwrap();
     std::fs::rename(&tmp, &link).unwrap();
     root.wait_body(root.blue, "v1 from blue");
+    let generation = || root.status()["slots"]["blue"]["live"]["generation"].clone();
+    let started = generation();
+
+    // What a hook asks after its flip, when the watch was first (the hook still
+    // pruning): the generation the watch started is the answer, not a second start.
+    let answer = root.control("POST", &format!("/slots/blue/reload?release={first}"));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let verdict: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(verdict["generation"], started);
+    assert_eq!(generation(), started);
+    // An operator's reload starts it again.
+    let answer = root.control("POST", "/slots/blue/reload");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_ne!(generation(), started);
+    let answer = root.control("POST", "/slots/blue/reload?force=1");
+    assert_eq!(answer.status, 400, "{answer:?}");
 }
 
 #[test]

@@ -26,12 +26,24 @@ use crate::verdict::Verdict;
 mod restart;
 mod start;
 
+/// How a reload treats a slot that already runs its current release.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reload {
+    /// Start it again all the same (an operator's `POST /slots/<slot>/reload`).
+    Always,
+    /// Do nothing, nor when it just failed to start it: the file watch's reloads.
+    IfChanged,
+    /// The caller flipped `current` to this release: a generation of it that is live or
+    /// starting already is the answer (the file watch may have started it first, while
+    /// the hook was still pruning); otherwise start the current release.
+    Deployed(String),
+}
+
 pub enum Msg {
-    /// Run the slot's current release. `if_changed`: skip when it already runs (or just
-    /// failed to start) that release; the file watch sends these.
+    /// Run the slot's current release.
     Reload {
         reply: Option<oneshot::Sender<Verdict>>,
-        if_changed: bool,
+        mode: Reload,
     },
     /// Drain and stop everything, then answer.
     Shutdown(oneshot::Sender<()>),
@@ -117,7 +129,7 @@ impl Supervisor {
     pub async fn run(mut self) {
         while let Some(msg) = self.rx.recv().await {
             match msg {
-                Msg::Reload { reply, if_changed } => self.reload(reply, if_changed).await,
+                Msg::Reload { reply, mode } => self.reload(reply, mode).await,
                 Msg::Started { release, result } => self.started(release, result).await,
                 Msg::Exited { generation } => self.exited(generation).await,
                 Msg::RestartDue { token } => self.restart_due(token).await,
@@ -142,7 +154,7 @@ impl Supervisor {
         &self.daemon.slots[self.slot.index()]
     }
 
-    async fn reload(&mut self, reply: Option<oneshot::Sender<Verdict>>, if_changed: bool) {
+    async fn reload(&mut self, reply: Option<oneshot::Sender<Verdict>>, mode: Reload) {
         let slot = self.slot;
         if self.shutdown.is_some() {
             return refuse(reply, slot, "the daemon is stopping".into());
@@ -150,7 +162,26 @@ impl Supervisor {
         let Some(release) = release::current(&self.daemon.layout, slot) else {
             return refuse(reply, slot, format!("{slot} has no current release"));
         };
-        if if_changed {
+        if mode == Reload::Deployed(release.clone()) {
+            if let Some(live) = self.live.as_ref().filter(|live| live.release == release) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Verdict {
+                        slot: Some(slot),
+                        release,
+                        commit: live.commit.clone(),
+                        live: true,
+                        generation: live.id,
+                        took_ms: self
+                            .live_since
+                            .saturating_duration_since(live.started)
+                            .as_millis() as u64,
+                        reason: String::new(),
+                    });
+                }
+                return;
+            }
+        }
+        if mode == Reload::IfChanged {
             let known = [
                 self.live.as_ref().map(|g| &g.release),
                 self.starting.as_ref().map(|s| &s.release),
