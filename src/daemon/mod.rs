@@ -160,7 +160,10 @@ impl Daemon {
 
     /// Records `slot` as active in `state.json`, then routes the front to it. With
     /// `only_if_none`, does nothing when a slot is already active (checked under the
-    /// lock). Returns whether it changed anything.
+    /// lock). Returns whether it changed anything. An operator's switch that cannot be
+    /// recorded (a full disk) is refused; the heartbeat's, and the first slot's adoption,
+    /// route the front all the same and log the failure: traffic must leave a failing
+    /// slot even when the disk is full, and the next state write records it.
     pub fn set_active(
         &self,
         slot: Slot,
@@ -178,7 +181,13 @@ impl Daemon {
             if switch.is_some() {
                 next.last_switch = switch;
             }
-            next.save(&self.layout.state_file())?;
+            match next.save(&self.layout.state_file()) {
+                Ok(()) => {}
+                Err(e) if !manual => tracing::error!(
+                    "{slot} is active, but {e:#}: a daemon restarted before the next state write starts on the slot it names"
+                ),
+                Err(e) => return Err(e),
+            }
             *state = next;
             self.active.store(slot.index() as u8 + 1, Ordering::Release);
         }

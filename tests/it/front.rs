@@ -146,6 +146,41 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
 }
 
 #[test]
+fn the_heartbeat_moves_traffic_even_when_state_json_cannot_be_written() {
+    let mut root = Root::new();
+    root.set("heartbeat.interval", "300ms");
+    root.set("heartbeat.failures", 2);
+    root.serve();
+    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "4")]);
+    root.push("blue").says("blue: live in ");
+    root.remove("FAIL_AFTER");
+    root.commit("healthy", &[("VERSION", "v2\n")]);
+    root.push("green").says("green: live in ");
+    // As a full disk would: no state write can succeed (a folder where the file goes).
+    let state = root.path.join("state.json");
+    std::fs::remove_file(&state).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    assert_eq!(root.status()["active"], "blue");
+
+    wait_for(
+        Duration::from_secs(12),
+        "the heartbeat to switch to green",
+        || (root.status()["active"] == "green").then_some(()),
+    );
+    assert!(root.get(root.front, "/").body.contains("v2 from green"));
+    root.wait_log("green is active, but ");
+    // An operator's switch that cannot be recorded is refused, with the reason.
+    let out = root.run(&["switch", "blue", "--force"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.starts_with("not switched: cannot record the switch: "),
+        "{text}"
+    );
+    assert_eq!(root.status()["active"], "green");
+}
+
+#[test]
 fn a_reloaded_heartbeat_interval_takes_effect_at_once() {
     let mut root = Root::new();
     root.set("heartbeat.interval", "1h");
