@@ -217,6 +217,27 @@ pub fn lock(path: &Path, on_wait: impl FnOnce()) -> anyhow::Result<Flock<File>> 
     .map(|lock| lock.expect("a blocking lock is always taken"))
 }
 
+/// Removes the temp files that `write_atomic` and `flip_symlink` left beside `path` when
+/// a process died between making one and renaming it over (`.<name>.tmp.<pid>`,
+/// `.<name>.new.<pid>`). Only for a caller that holds what serialises the writers of
+/// `path` (the slot lock for `current`, the serve lock for `state.json`): another
+/// writer's temp file could be in use.
+pub fn remove_stale_siblings(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefixes = [".tmp.", ".new."].map(|suffix| format!(".{}{suffix}", name.to_string_lossy()));
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        if prefixes.iter().any(|p| entry_name.starts_with(p.as_str())) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
     let name = path
         .file_name()

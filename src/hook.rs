@@ -181,7 +181,8 @@ fn deploy(
         summary: pushed.summary.clone(),
         promoted_from: None,
     };
-    let was_current = release::install(layout, &meta, &config.app.linked_dirs)?;
+    let was_current = release::install(layout, &meta, &config.app.linked_dirs)
+        .with_context(|| format!("{slot}: {} not deployed", pushed.short))?;
     drop(in_use);
     let tidied = release::tidy(layout, slot, config.keep_releases, was_current.as_deref());
     writeln!(

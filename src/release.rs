@@ -95,22 +95,32 @@ pub fn create(
         .with_context(|| format!("cannot create {}", releases.display()))?;
     let tmp = layout.release_tmp_dir(slot, &meta.id);
     fsops::remove_any(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
-    // The marks are ours: a pushed tree that carries files of those names does not get
-    // to say the release ran.
-    fsops::copy_tree(&build, &tmp, &[build::META, WAS_CURRENT, WENT_LIVE])?;
-    for dir in linked_dirs {
-        let shared = layout.shared_dir(slot).join(dir);
-        fs::create_dir_all(&shared)
-            .with_context(|| format!("cannot create {}", shared.display()))?;
-        let link = tmp.join(dir);
-        real_parents(&tmp, Path::new(dir))?;
-        // What the tree had at that path is replaced by the link, never written through.
-        fsops::remove_any(&link).with_context(|| format!("cannot replace {}", link.display()))?;
-        std::os::unix::fs::symlink(&shared, &link)
-            .with_context(|| format!("cannot link {} to {}", link.display(), shared.display()))?;
+    let made = (|| -> anyhow::Result<()> {
+        // The marks are ours: a pushed tree that carries files of those names does not
+        // get to say the release ran.
+        fsops::copy_tree(&build, &tmp, &[build::META, WAS_CURRENT, WENT_LIVE])?;
+        for dir in linked_dirs {
+            let shared = layout.shared_dir(slot).join(dir);
+            fs::create_dir_all(&shared)
+                .with_context(|| format!("cannot create {}", shared.display()))?;
+            let link = tmp.join(dir);
+            real_parents(&tmp, Path::new(dir))?;
+            // What the tree had at that path is replaced by the link, never written through.
+            fsops::remove_any(&link)
+                .with_context(|| format!("cannot replace {}", link.display()))?;
+            std::os::unix::fs::symlink(&shared, &link).with_context(|| {
+                format!("cannot link {} to {}", link.display(), shared.display())
+            })?;
+        }
+        fsops::sync_tree(&tmp)?;
+        fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(meta)?)
+    })();
+    if let Err(e) = made {
+        // A copy that failed (a full disk) gives its space back at once, not at the next
+        // deploy that gets that far.
+        let _ = fsops::remove_tree(&tmp);
+        return Err(e);
     }
-    fsops::sync_tree(&tmp)?;
-    fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(meta)?)?;
     let dir = layout.release_dir(slot, &meta.id);
     fs::rename(&tmp, &dir)
         .with_context(|| format!("cannot move the release into {}", dir.display()))?;
@@ -208,6 +218,8 @@ pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot mark release {slot}/{old} as once current"))?;
         }
     }
+    // The caller holds the slot lock: any earlier flip's temp link is a dead one's.
+    fsops::remove_stale_siblings(&layout.current_link(slot));
     fsops::flip_symlink(&layout.current_link(slot), &layout.current_target(id))
 }
 

@@ -82,6 +82,8 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    // A daemon killed mid-write left its temp file; only the lock holder writes here.
+    fsops::remove_stale_siblings(&layout.state_file());
     let bound = bind(&config)?;
     let orphans = workers::reap_orphans(&layout, config.app.stop_timeout);
     if orphans > 0 {

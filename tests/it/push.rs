@@ -368,6 +368,29 @@ fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
         fs::read_to_string(outside.join("uploads/keep.txt")).unwrap(),
         "precious"
     );
+    // The refused release's copy is gone at once.
+    let left: Vec<_> = fs::read_dir(root.path.join("blue/releases"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn temp_files_of_a_killed_flip_or_state_write_are_removed() {
+    let mut root = Root::new();
+    // As a hook killed between making its new link and renaming it over `current`, and
+    // a daemon killed in the middle of writing state.json, leave them.
+    let stale_link = root.path.join("blue/.current.new.99999");
+    std::os::unix::fs::symlink("releases/gone", &stale_link).unwrap();
+    let stale_state = root.path.join(".state.json.tmp.99999");
+    fs::write(&stale_state, "{").unwrap();
+    root.serve();
+    assert!(!stale_state.exists());
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    assert!(fs::symlink_metadata(&stale_link).is_err());
 }
 
 #[test]
