@@ -139,8 +139,7 @@ pub fn mirroring(
         )?,
     };
     if !reply.ok() {
-        writeln!(out, "{}", reply.body.trim())?;
-        return Ok(false);
+        anyhow::bail!("{}", reply.body.trim());
     }
     let on = reply.json()?["enabled"].as_bool() == Some(true);
     writeln!(out, "mirroring {}", if on { "on" } else { "off" })?;

@@ -85,8 +85,16 @@ pub fn checkout(repo: &mut Repository, tree: Oid, target: &Path) -> anyhow::Resu
         .force()
         .update_index(false)
         .recreate_missing(true);
+    // libgit2's message without its class and code numbers ("No space left on device").
     repo.checkout_tree(tree.as_object(), Some(&mut options))
-        .with_context(|| format!("cannot check out {} into {}", tree.id(), target.display()))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot check out {} into {}: {}",
+                tree.id(),
+                target.display(),
+                e.message()
+            )
+        })
 }
 
 pub fn short(oid: Oid) -> String {

@@ -45,6 +45,14 @@ impl Write for LossyStderr {
     }
 }
 
+/// `" (N more since the last line)"` for a line `Sparse` let through, or nothing.
+pub fn held(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(" ({n} more since the last line)"),
+    }
+}
+
 /// Lets a line through at most once a second, counting the ones held back.
 pub struct Sparse {
     start: Instant,

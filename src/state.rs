@@ -63,7 +63,12 @@ impl State {
     pub fn load(path: &Path) -> anyhow::Result<State> {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not valid state", path.display())),
+                .with_context(|| {
+                    format!(
+                        "{} is not valid state (bluegreen never leaves it half-written: was it edited? move it aside to start with none: the active slot is then the first to go live, and mirroring is on)",
+                        path.display()
+                    )
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }

@@ -103,7 +103,7 @@ pub fn ensure(
     // away would run the same build twice for one push of one commit to both slots.
     anyhow::ensure!(
         !waited,
-        "the push that was building this tree did not finish it: its build failed or it was stopped (log {}); a new push retries",
+        "the push that was building this tree did not finish it: its build failed or it was stopped (log {}); to retry, push a new commit (git commit --allow-empty -m retry)",
         layout.build_log(key).display()
     );
     clear_leftovers(layout, key)?;

@@ -177,6 +177,7 @@ async fn accept_on(
     mut shutdown: watch::Receiver<bool>,
     (limit, full): (usize, Arc<crate::logging::Sparse>),
 ) {
+    let failing = crate::logging::Sparse::default();
     loop {
         if open(&threads) >= limit && full.admit().is_some() {
             tracing::warn!(
@@ -194,7 +195,9 @@ async fn accept_on(
                 Ok((stream, peer)) => hand_over(&threads, stream, peer, which),
                 Err(e) => {
                     // Out of file descriptors and the like: wait, never give up the listener.
-                    tracing::warn!(listener = ?which, "accept failed: {e}");
+                    if let Some(held) = failing.admit() {
+                        tracing::warn!(listener = ?which, "accept failed: {e}{}", crate::logging::held(held));
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -271,6 +274,7 @@ async fn serve_thread(
         routes: Default::default(),
         config: Mutex::new(daemon.config_copy()),
         daemon,
+        quiet: Default::default(),
     });
     let sweeper = tokio::spawn({
         let pool = pool.clone();

@@ -43,6 +43,9 @@ pub struct Local {
     pub routes: [Mutex<Cached>; 2],
     /// The thread's copy of the config.
     pub config: Mutex<ConfigCopy>,
+    /// Keeps "did not answer" lines to one a second (a dead worker under load would
+    /// write one per request).
+    pub quiet: crate::logging::Sparse,
 }
 
 /// The client end of a connection, as each of its requests sees it.
@@ -69,6 +72,7 @@ pub async fn handle(
         thread,
         routes,
         config,
+        quiet,
     } = &*local;
     let traffic = daemon.metrics.traffic(*thread);
     if let Some((status, reason)) = refused(&request) {
@@ -237,7 +241,9 @@ pub async fn handle(
                 "{slot} generation {} did not answer: {failure}",
                 generation.id
             );
-            tracing::warn!(slot = %slot, generation = generation.id, "{reason}");
+            if let Some(held) = quiet.admit() {
+                tracing::warn!(slot = %slot, generation = generation.id, "{reason}{}", crate::logging::held(held));
+            }
             Ok(plain(StatusCode::BAD_GATEWAY, &reason))
         }
     }
