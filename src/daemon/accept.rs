@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 use super::headers::Peer;
 use super::idle::IdleStream;
 use super::pool::Pool;
-use super::proxy::{self, Client, Local};
+use super::proxy::{self, ClientConn, Local};
 use super::Daemon;
 use crate::slot::Slot;
 
@@ -321,7 +321,7 @@ async fn serve_thread(
             local.daemon.refresh_config(&mut copy).router.client_timeout
         };
         let service = service_fn(move |request| {
-            let client = Client {
+            let client = ClientConn {
                 peer: peer.clone(),
                 which,
                 timeout: client_timeout,

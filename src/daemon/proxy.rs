@@ -49,7 +49,7 @@ pub struct Local {
 }
 
 /// The client end of a connection, as each of its requests sees it.
-pub struct Client {
+pub struct ClientConn {
     pub peer: Peer,
     pub which: Listener,
     /// `router.client_timeout` when the connection came.
@@ -58,10 +58,10 @@ pub struct Client {
 
 pub async fn handle(
     request: Request<Incoming>,
-    client: Client,
+    client: ClientConn,
     local: Arc<Local>,
 ) -> Result<Response<Body>, Infallible> {
-    let Client {
+    let ClientConn {
         peer,
         which,
         timeout,
