@@ -64,6 +64,17 @@ struct Accepted {
     which: Listener,
 }
 
+/// One open connection on its proxy thread's count, until the last holder lets go: the
+/// connection's task, and the tunnel an upgrade hands the connection to (hyper's
+/// connection ends at the upgrade, while the tunnel still holds both sockets).
+pub struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The acceptor's side of a proxy thread.
 struct Thread {
     tx: mpsc::UnboundedSender<Accepted>,
@@ -310,6 +321,7 @@ async fn serve_thread(
                 continue;
             }
         };
+        let counted = Arc::new(Counted(open.clone()));
         let peer = Peer::new(peer);
         let local = local.clone();
         // Read per connection: a reloaded value applies to the connections after it.
@@ -320,20 +332,24 @@ async fn serve_thread(
                 .expect("config copy lock: no panic holds it");
             local.daemon.refresh_config(&mut copy).router.client_timeout
         };
-        let service = service_fn(move |request| {
-            let client = ClientConn {
-                peer: peer.clone(),
-                which,
-                timeout: client_timeout,
-            };
-            proxy::handle(request, client, local.clone())
+        let service = service_fn({
+            let counted = counted.clone();
+            move |request| {
+                let client = ClientConn {
+                    peer: peer.clone(),
+                    which,
+                    timeout: client_timeout,
+                    counted: counted.clone(),
+                };
+                proxy::handle(request, client, local.clone())
+            }
         });
         // With upgrades: a WebSocket handshake hands the connection over to a tunnel.
         let stream = IdleStream::new(stream, client_timeout);
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let (open, mut stop, done) = (open.clone(), stop.clone(), done_tx.clone());
+        let (mut stop, done) = (stop.clone(), done_tx.clone());
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
@@ -344,7 +360,7 @@ async fn serve_thread(
                     let _ = connection.await;
                 }
             }
-            open.fetch_sub(1, Ordering::Relaxed);
+            drop(counted);
             drop(done);
         });
     }

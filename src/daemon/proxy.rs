@@ -54,6 +54,8 @@ pub struct ClientConn {
     pub which: Listener,
     /// `router.client_timeout` when the connection came.
     pub timeout: std::time::Duration,
+    /// The connection's place in the connection cap, which a tunnel keeps.
+    pub counted: Arc<super::accept::Counted>,
 }
 
 pub async fn handle(
@@ -65,6 +67,7 @@ pub async fn handle(
         peer,
         which,
         timeout,
+        counted,
     } = client;
     let Local {
         daemon,
@@ -190,8 +193,7 @@ pub async fn handle(
                 return Ok(Box::pin(upgrade::tunnel(
                     response,
                     client_upgrade,
-                    in_flight,
-                    connection,
+                    (in_flight, connection, counted),
                 ))
                 .await);
             }

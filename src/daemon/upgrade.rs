@@ -14,6 +14,7 @@
 //! one side closes, the other is told at once and has `HALF_CLOSED_GRACE` to finish. The
 //! upstream connection belongs to the tunnel and never goes back to the pool.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -23,6 +24,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::accept::Counted;
 use super::headers::{strip_hop_by_hop, From};
 use super::pool::Pooled;
 use super::proxy::plain;
@@ -53,12 +55,14 @@ pub fn keep(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// The worker switched protocols: answers the client with the worker's `101` and
 /// starts the tunnel between the two connections. `client` is the client's side of the
 /// upgrade, taken from its request when it asked for one.
+/// `held`: the request's place in flight, its upstream connection, and the client
+/// connection's place in the connection cap, which the tunnel keeps until it closes.
 pub async fn tunnel(
     mut response: Response<Incoming>,
     client: Option<OnUpgrade>,
-    in_flight: InFlight,
-    connection: Pooled,
+    held: (InFlight, Pooled, Arc<Counted>),
 ) -> Response<Body> {
+    let (in_flight, connection, counted) = held;
     let Some(client) = client else {
         let generation = in_flight.generation();
         return plain(
@@ -87,6 +91,7 @@ pub async fn tunnel(
             Ok((client, upstream)) => join(TokioIo::new(client), TokioIo::new(upstream)).await,
             Err(e) => tracing::debug!("an upgrade did not complete: {e}"),
         }
+        drop(counted);
     });
     Response::from_parts(parts, upstream::empty())
 }

@@ -329,10 +329,13 @@ fn at_the_file_limit_new_connections_wait_until_one_closes() {
     root.serve_limited(&[], Some(300));
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
-    let idle: Vec<std::net::TcpStream> = (0..30)
+    // Tunnels count as long as they are open (hyper's connection ends at the upgrade).
+    let mut tunnels: Vec<_> = (0..10).map(|_| echo_tunnel(root.blue).0).collect();
+    let idle: Vec<std::net::TcpStream> = (0..20)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap())
         .collect();
     root.wait_log("22 connections open, the most the file limit allows");
+    assert_eq!(echo(&mut tunnels[0], "still there\n"), "still there\n");
     // A request beyond the cap waits in the backlog, unanswered, while the control API
     // (its own files) still answers.
     let mut waiting = sent(
