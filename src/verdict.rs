@@ -37,8 +37,17 @@ pub fn reload(
     // Longer than the daemon's own wait, so its answer (even "no verdict") arrives.
     let wait = config.app.reload_wait() + Duration::from_secs(5);
     // `release`: a generation of it that the file watch started already is the answer.
-    let path = format!("/slots/{slot}/reload?release={release}");
-    match Client::new(config, layout).post(&path, wait) {
+    let client = Client::new(config, layout);
+    let mut answer = client.post(&format!("/slots/{slot}/reload?release={release}"), wait);
+    // A daemon still running the binary from before `?release=` (upgraded on disk, not
+    // restarted yet) refuses the parameter: ask it the old way.
+    if answer
+        .as_ref()
+        .is_ok_and(|reply| reply.status == 400 && reply.body.contains("takes no parameters"))
+    {
+        answer = client.post(&format!("/slots/{slot}/reload"), wait);
+    }
+    match answer {
         Err(ClientError::NotRunning(addr)) => {
             writeln!(
                 out,

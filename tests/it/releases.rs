@@ -314,6 +314,17 @@ fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
     let verdict: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(verdict["generation"], started);
     assert_eq!(generation(), started);
+    // A hook whose release a later flip replaced starts nothing.
+    let replaced = root.releases("blue")[1].clone();
+    let answer = root.control("POST", &format!("/slots/blue/reload?release={replaced}"));
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert!(
+        answer
+            .body
+            .contains(&format!("{replaced} was superseded by {first}")),
+        "{answer:?}"
+    );
+    assert_eq!(generation(), started);
     // An operator's reload starts it again.
     let answer = root.control("POST", "/slots/blue/reload");
     assert_eq!(answer.status, 200, "{answer:?}");

@@ -35,7 +35,8 @@ pub enum Reload {
     IfChanged,
     /// The caller flipped `current` to this release: a generation of it that is live or
     /// starting already is the answer (the file watch may have started it first, while
-    /// the hook was still pruning); otherwise start the current release.
+    /// the hook was still pruning); otherwise start it. When `current` has moved on
+    /// since (a later push or rollback), nothing starts: that one's caller reports it.
     Deployed(String),
 }
 
@@ -162,7 +163,14 @@ impl Supervisor {
         let Some(release) = release::current(&self.daemon.layout, slot) else {
             return refuse(reply, slot, format!("{slot} has no current release"));
         };
-        if mode == Reload::Deployed(release.clone()) {
+        if let Reload::Deployed(id) = &mode {
+            if *id != release {
+                return refuse(
+                    reply,
+                    slot,
+                    format!("{id} was superseded by {release} (a later push or rollback), whose own verdict tells"),
+                );
+            }
             if let Some(live) = self.live.as_ref().filter(|live| live.release == release) {
                 if let Some(reply) = reply {
                     let _ = reply.send(Verdict {
