@@ -44,7 +44,9 @@ impl Lines {
             start = end + 1;
             scan = start;
         }
-        while self.pending.len() - start >= MAX_LINE {
+        // Over (not at) the limit: a line of exactly MAX_LINE whose newline comes in
+        // the next read is still one line.
+        while self.pending.len() - start > MAX_LINE {
             emit(&self.pending[start..start + MAX_LINE]);
             start += MAX_LINE;
         }
@@ -187,5 +189,9 @@ mod tests {
         let out = split(&pieces);
         assert_eq!(out.len(), 5 * 1024 * 1024 / MAX_LINE);
         assert!(out.iter().all(|line| line.len() == MAX_LINE));
+        // A line of exactly MAX_LINE, its newline in the next read: one line, not two.
+        let full = vec![b'x'; MAX_LINE];
+        let out = split(&[&full[..], b"\nnext\n"]);
+        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [MAX_LINE, 4]);
     }
 }

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nix::fcntl::Flock;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -22,7 +21,10 @@ use crate::fsops;
 use crate::git::Pushed;
 use crate::layout::Layout;
 
+mod cleanup;
 mod command;
+
+pub use cleanup::remove_unused;
 
 /// Metadata file inside a finished build; written before the build is renamed into place.
 pub const META: &str = ".bluegreen-build.json";
@@ -169,125 +171,6 @@ fn check_out_and_build(
         })?;
     }
     Ok(started.elapsed())
-}
-
-/// How many logs of failed builds are kept (the newest): each failure's message points
-/// at its log, but a push that fails a thousand times must not leave a thousand.
-const FAILED_LOGS_KEPT: usize = 20;
-
-/// Removes finished builds that no release of either slot uses and no deploy is using
-/// now (its use lock is free), with their logs and lock files, then the leftovers of
-/// failed builds (see `remove_leftovers`). Returns the keys of the builds removed. A
-/// build is renamed out of `builds/` before it is deleted, so a crash never leaves a
-/// half-deleted one.
-pub fn remove_unused(layout: &Layout) -> anyhow::Result<Vec<String>> {
-    let used = used_keys(layout)?;
-    let mut removed = Vec::new();
-    let dir = layout.builds_dir();
-    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let entry = entry?;
-        let key = entry.file_name().to_string_lossy().into_owned();
-        if key.starts_with('.') || used.contains(&key) || !is_finished(layout, &key) {
-            continue;
-        }
-        let Some(unused) = fsops::try_lock(&layout.build_use_lock(&key))? else {
-            continue;
-        };
-        // A deploy may have installed a release of it since `used` was listed (it
-        // dropped its use lock just before we took it): look again, under the lock.
-        if used_keys(layout)?.contains(&key) {
-            continue;
-        }
-        let doomed = layout
-            .build_tmp_root()
-            .join(format!("{key}.unused.{}", std::process::id()));
-        fs::rename(entry.path(), &doomed)
-            .with_context(|| format!("cannot remove unused build {key}"))?;
-        fsops::remove_tree(&doomed)
-            .with_context(|| format!("cannot remove {}", doomed.display()))?;
-        let _ = fs::remove_file(layout.build_log(&key));
-        remove_locks(layout, &key, unused)?;
-        removed.push(key);
-    }
-    remove_leftovers(layout)?;
-    Ok(removed)
-}
-
-/// Removes the lock files of `key`, whose use lock the caller holds, if nobody is
-/// building it now.
-fn remove_locks(layout: &Layout, key: &str, unused: Flock<File>) -> anyhow::Result<()> {
-    if let Some(building) = fsops::try_lock(&layout.build_lock(key))? {
-        fsops::remove_lock(&layout.build_lock(key), building)?;
-        fsops::remove_lock(&layout.build_use_lock(key), unused)?;
-    }
-    Ok(())
-}
-
-/// What failed builds leave in `builds/`: logs (the newest `FAILED_LOGS_KEPT` are
-/// kept), then lock files (removed once free). A key with a build folder is never
-/// touched.
-fn remove_leftovers(layout: &Layout) -> anyhow::Result<()> {
-    let failed = |key: &str| !layout.build_dir(key).exists();
-    let mut logs = Vec::new();
-    for (name, entry) in builds_entries(layout)? {
-        if let Some(key) = name.strip_suffix(".log").filter(|key| failed(key)) {
-            let modified = entry.metadata().and_then(|m| m.modified()).ok();
-            logs.push((modified, key.to_string()));
-        }
-    }
-    logs.sort();
-    let excess = logs.len().saturating_sub(FAILED_LOGS_KEPT);
-    for (_, key) in &logs[..excess] {
-        // Not while a build of it runs and writes it.
-        if let Some(_building) = fsops::try_lock(&layout.build_lock(key))? {
-            if failed(key) {
-                let _ = fs::remove_file(layout.build_log(key));
-            }
-        }
-    }
-    for (name, _) in builds_entries(layout)? {
-        let key = name
-            .strip_prefix('.')
-            .and_then(|n| n.strip_suffix(".lock").or_else(|| n.strip_suffix(".use")));
-        let Some(key) = key.filter(|key| failed(key)) else {
-            continue;
-        };
-        // Each key's pair is gone after its first file: `try_lock` must not make it anew.
-        if !layout.build_lock(key).exists() && !layout.build_use_lock(key).exists() {
-            continue;
-        }
-        if let Some(unused) = fsops::try_lock(&layout.build_use_lock(key))? {
-            if failed(key) {
-                remove_locks(layout, key, unused)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The entries of `builds/`, by name.
-fn builds_entries(layout: &Layout) -> anyhow::Result<Vec<(String, fs::DirEntry)>> {
-    let dir = layout.builds_dir();
-    let entries = fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let mut named = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        named.push((entry.file_name().to_string_lossy().into_owned(), entry));
-    }
-    Ok(named)
-}
-
-/// The build keys the releases of both slots use.
-fn used_keys(layout: &Layout) -> anyhow::Result<std::collections::HashSet<String>> {
-    let mut used = std::collections::HashSet::new();
-    for slot in crate::slot::Slot::ALL {
-        for release in crate::release::list(layout, slot)? {
-            if let Some(meta) = release.meta {
-                used.insert(meta.build_key);
-            }
-        }
-    }
-    Ok(used)
 }
 
 /// Removes what killed or failed builds of `key` left: temp folders, and a `builds/<key>`

@@ -61,7 +61,9 @@ pub(super) enum Copied {
         len: u64,
         held: Held,
     },
-    Done(Bytes),
+    /// The whole body; it stays on the budget until taken for the queue (whose own
+    /// bound then counts it), as the active slot may take long to answer.
+    Done(Bytes, Option<Held>),
     /// Not to be mirrored: the reason (a metrics label) and why.
     Lost(&'static str, String),
 }
@@ -88,13 +90,17 @@ impl Copied {
     }
 
     fn finish(&mut self) {
-        if let Copied::Growing { frames, len, .. } = self {
-            let mut body = BytesMut::with_capacity(*len as usize);
-            for frame in frames.iter() {
-                body.extend_from_slice(frame);
+        let growing = std::mem::replace(self, Copied::Lost("error", "being finished".into()));
+        *self = match growing {
+            Copied::Growing { frames, len, held } => {
+                let mut body = BytesMut::with_capacity(len as usize);
+                for frame in &frames {
+                    body.extend_from_slice(frame);
+                }
+                Copied::Done(body.freeze(), Some(held))
             }
-            *self = Copied::Done(body.freeze());
-        }
+            other => other,
+        };
     }
 
     /// The whole body, or why there is none. `declared` (its Content-Length) completes a
@@ -106,7 +112,7 @@ impl Copied {
             }
         }
         match std::mem::replace(self, Copied::Lost("error", "already taken".into())) {
-            Copied::Done(body) => Ok(body),
+            Copied::Done(body, _held) => Ok(body),
             Copied::Lost(reason, why) => Err((reason, why)),
             Copied::Growing { .. } => Err((
                 "error",
@@ -136,7 +142,7 @@ impl Tee {
         budget: Arc<AtomicU64>,
     ) -> (Tee, Arc<Mutex<Copied>>) {
         let copied = Arc::new(Mutex::new(if inner.is_end_stream() {
-            Copied::Done(Bytes::new())
+            Copied::Done(Bytes::new(), None)
         } else {
             Copied::Growing {
                 frames: Vec::new(),
@@ -250,6 +256,8 @@ mod tests {
         assert_eq!(second.take(None).unwrap_err().0, "queue_full");
         assert_eq!(budget.load(Ordering::Acquire), GATHERED_BYTES - 3);
         first.finish();
+        // Finished, not yet taken for the queue: still on the budget.
+        assert_eq!(budget.load(Ordering::Acquire), GATHERED_BYTES - 3);
         assert_eq!(first.take(None).unwrap(), "hello");
         assert_eq!(budget.load(Ordering::Acquire), GATHERED_BYTES - 8);
     }
