@@ -87,15 +87,27 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
     let reload_target = path
         .strip_prefix("/slots/")
         .and_then(|rest| rest.strip_suffix("/reload"));
-    // Only `POST /switch`, `POST /mirroring` and a reload's `release` take parameters; a query anywhere else
-    // would be ignored, which a caller could take for having been obeyed.
-    // (By path: a wrong method there is a 405, below.)
-    let takes_query = matches!(path, "/switch" | "/mirroring") || reload_target.is_some();
-    let known = matches!(
-        path,
-        "/status" | "/events" | "/metrics" | "/mirroring" | "/switch"
-    ) || reload_target.is_some();
-    if known && !takes_query && !query.is_empty() {
+    // Only `POST /switch`, `POST /mirroring` and a reload's `release` take parameters; a
+    // query anywhere else would be ignored, which a caller could take for having been
+    // obeyed. A method an endpoint does not take is a 405 first, query or not.
+    let allowed = match path {
+        "/status" | "/events" | "/metrics" => Some(method == Method::Get),
+        "/mirroring" => Some(matches!(method, Method::Get | Method::Post)),
+        "/switch" => Some(method == Method::Post),
+        _ if reload_target.is_some() => Some(method == Method::Post),
+        _ => None,
+    };
+    if allowed == Some(false) {
+        return reply(
+            request,
+            405,
+            "text/plain",
+            format!("{method} is not allowed on {path}"),
+        );
+    }
+    let takes_query = method == Method::Post
+        && (matches!(path, "/switch" | "/mirroring") || reload_target.is_some());
+    if allowed.is_some() && !takes_query && !query.is_empty() {
         return reply(
             request,
             400,

@@ -52,6 +52,12 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             "GET /status takes no parameters (got ?x=1)",
         ),
         (
+            "GET",
+            "/mirroring?enabled=false",
+            400,
+            "GET /mirroring takes no parameters (got ?enabled=false)",
+        ),
+        (
             "POST",
             "/slots/blue/reload?force=1",
             400,
