@@ -49,13 +49,22 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// The mark on mirrored copies (see `mirror::sender`); a client's own is removed.
 pub const MIRROR_MARK: HeaderName = HeaderName::from_static("x-bluegreen-mirror");
 
+/// What a client elsewhere may not tell the worker about the hops before us: only a
+/// proxy on this host (a TLS terminator) may (see `Peer::local`).
+const RELAYED: [HeaderName; 4] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-real-ip"),
+];
+
 /// Which side of the proxy a head came from.
 #[derive(Clone, Copy, PartialEq)]
-pub enum From {
+pub enum Side {
     /// A request from a client: also loses headers whose names have `_` (nginx's
-    /// default: CGI-style apps read `X_Forwarded_Host` as `X-Forwarded-Host`) and a
-    /// forged mirror mark.
-    Client,
+    /// default: CGI-style apps read `X_Forwarded_Host` as `X-Forwarded-Host`), a forged
+    /// mirror mark, and, unless the client is on this host, the `RELAYED` headers.
+    Client { local: bool },
     /// A response from a worker.
     Worker,
 }
@@ -65,7 +74,7 @@ pub enum From {
 /// is framed anew). One pass over the names finds the few present: a lookup per
 /// possible name cost more than the rest of a small request's headers. Err when the
 /// message has a transfer coding other than `chunked`, which would be lost on the way.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, from: From) -> Result<(), String> {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, side: Side) -> Result<(), String> {
     let mut present = [false; 8];
     let mut any = false;
     let mut odd: Vec<HeaderName> = Vec::new();
@@ -73,8 +82,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, from: From) -> Result<(), Strin
         if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
             present[i] = true;
             any = true;
-        } else if from == From::Client && (name == MIRROR_MARK || name.as_str().contains('_')) {
-            odd.push(name.clone());
+        } else if let Side::Client { local } = side {
+            if name == MIRROR_MARK
+                || name.as_str().contains('_')
+                || (!local && RELAYED.contains(name))
+            {
+                odd.push(name.clone());
+            }
         }
     }
     for name in &odd {
@@ -133,7 +147,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, from: From) -> Result<(), Strin
 /// request with no `Host` (HTTP/1.0) gets no `X-Forwarded-Host` from anyone else.
 /// Err as `strip_hop_by_hop`.
 pub fn forward_headers(headers: &mut HeaderMap, peer: &Peer) -> Result<(), String> {
-    strip_hop_by_hop(headers, From::Client)?;
+    strip_hop_by_hop(headers, Side::Client { local: peer.local })?;
     let mut joined = Vec::new();
     for before in headers.get_all(X_FORWARDED_FOR) {
         joined.extend_from_slice(before.as_bytes());
@@ -199,7 +213,22 @@ mod tests {
         headers.insert(header::CONNECTION, HeaderValue::from_static("host"));
         headers.insert("x_forwarded_host", HeaderValue::from_static("evil.example"));
         headers.insert("x-bluegreen-mirror", HeaderValue::from_static("1"));
+        headers.insert(
+            "forwarded",
+            HeaderValue::from_static("host=evil;proto=https"),
+        );
+        headers.insert("x-real-ip", HeaderValue::from_static("10.6.6.6"));
+        let mut from_local = headers.clone();
         forward_headers(&mut headers, &remote).unwrap();
+        assert!(headers.get("forwarded").is_none());
+        assert!(headers.get("x-real-ip").is_none());
+        // A proxy on this host may say them.
+        forward_headers(
+            &mut from_local,
+            &Peer::new("127.0.0.1:5000".parse().unwrap()),
+        )
+        .unwrap();
+        assert_eq!(from_local["forwarded"], "host=evil;proto=https");
         assert_eq!(headers["host"], "good.example");
         assert_eq!(headers["x-forwarded-host"], "good.example");
         assert!(headers.get("x_forwarded_host").is_none());
@@ -215,7 +244,7 @@ mod tests {
         );
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
         headers.insert("x_kept", HeaderValue::from_static("a worker's own"));
-        strip_hop_by_hop(&mut headers, From::Worker).unwrap();
+        strip_hop_by_hop(&mut headers, Side::Worker).unwrap();
         assert!(headers.get(header::CONTENT_LENGTH).is_none());
         assert!(headers.get(header::TRANSFER_ENCODING).is_none());
         assert!(headers.get("x_kept").is_some());
@@ -225,7 +254,7 @@ mod tests {
             HeaderValue::from_static("gzip, chunked"),
         );
         assert_eq!(
-            strip_hop_by_hop(&mut headers, From::Client).unwrap_err(),
+            strip_hop_by_hop(&mut headers, Side::Client { local: false }).unwrap_err(),
             "Transfer-Encoding `gzip, chunked`: only chunked is supported"
         );
     }

@@ -22,7 +22,7 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::upgrade::OnUpgrade;
 
 use super::accept::Listener;
-use super::headers::{forward_headers, strip_hop_by_hop, From, Peer};
+use super::headers::{forward_headers, strip_hop_by_hop, Peer, Side};
 use super::idle::{BodyIdle, IdleBody};
 use super::mirror::Mirror;
 use super::pool::{Failure, Pool, Pooled};
@@ -198,7 +198,7 @@ pub async fn handle(
                 .await);
             }
             let (mut parts, body) = response.into_parts();
-            if let Err(reason) = strip_hop_by_hop(&mut parts.headers, From::Worker) {
+            if let Err(reason) = strip_hop_by_hop(&mut parts.headers, Side::Worker) {
                 let reason = format!(
                     "{slot} generation {} answered with {reason}",
                     in_flight.generation().id

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::accept::Counted;
-use super::headers::{strip_hop_by_hop, From};
+use super::headers::{strip_hop_by_hop, Side};
 use super::pool::Pooled;
 use super::proxy::plain;
 use super::route::InFlight;
@@ -77,7 +77,7 @@ pub async fn tunnel(
     let (mut parts, _) = response.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     // A 101 has no body: a transfer coding on it frames nothing.
-    let _ = strip_hop_by_hop(&mut parts.headers, From::Worker);
+    let _ = strip_hop_by_hop(&mut parts.headers, Side::Worker);
     if let Some(protocol) = protocol {
         keep(&mut parts.headers, protocol);
     }
