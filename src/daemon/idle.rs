@@ -6,8 +6,14 @@
 //! both. As nginx's `client_body_timeout` and `send_timeout`, the limit is on the time
 //! between two pieces, not on the whole transfer. A timer is armed only while a read or
 //! write waits, so a request that never waits costs nothing.
+//!
+//! A waiting write is woken only once a third of the socket's send buffer (up to 4 MiB)
+//! has drained, which takes a client reading 10 KB/s minutes: so when the limit passes,
+//! the send queue (`SIOCOUTQ`) decides. Shorter than when the wait began: the client is
+//! reading, and the wait starts anew. The same length: it has read nothing, and is cut.
 
 use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -109,46 +115,72 @@ where
     }
 }
 
-/// A client connection whose writes fail when none gets through within the limit.
+/// A client connection whose writes fail when the client reads none of them within the
+/// limit.
 pub struct IdleStream<S> {
     inner: S,
     timer: Timer,
+    /// The bytes in the socket's send queue when the wait began.
+    queued: Option<u64>,
 }
 
-impl<S> IdleStream<S> {
+impl<S: AsRawFd> IdleStream<S> {
     pub fn new(inner: S, limit: Duration) -> IdleStream<S> {
         IdleStream {
             inner,
             timer: Timer::new(limit),
+            queued: None,
         }
     }
 
-    /// `poll`'s outcome, or a time-out error once writes have waited too long.
+    /// `poll`'s outcome, or a time-out error once writes have waited too long with
+    /// nothing read by the client.
     fn limit<T>(
         &mut self,
         cx: &mut Context<'_>,
         poll: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
-        match poll {
-            Poll::Pending if self.timer.waited_too_long(cx) => {
-                Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "the client read nothing of the answer for {} (router.client_timeout)",
-                        humantime::format_duration(self.timer.limit)
-                    ),
-                )))
-            }
-            Poll::Pending => Poll::Pending,
-            ready => {
-                self.timer.disarm();
-                ready
+        if poll.is_ready() {
+            self.timer.disarm();
+            return poll;
+        }
+        if !self.timer.armed {
+            self.queued = unsent(self.inner.as_raw_fd());
+        }
+        if !self.timer.waited_too_long(cx) {
+            return Poll::Pending;
+        }
+        let now = unsent(self.inner.as_raw_fd());
+        if now.is_some() && now < self.queued {
+            // It read some, slowly: the wait starts anew from here.
+            self.queued = now;
+            self.timer.disarm();
+            if !self.timer.waited_too_long(cx) {
+                return Poll::Pending;
             }
         }
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the client read nothing of the answer for {} (router.client_timeout)",
+                humantime::format_duration(self.timer.limit)
+            ),
+        )))
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for IdleStream<S> {
+nix::ioctl_read_bad!(send_queue, nix::libc::TIOCOUTQ, nix::libc::c_int);
+
+/// The bytes in `fd`'s send queue that the peer has not acknowledged (`SIOCOUTQ`).
+fn unsent(fd: RawFd) -> Option<u64> {
+    let mut bytes: nix::libc::c_int = 0;
+    // SAFETY: for a socket, TIOCOUTQ (SIOCOUTQ) writes one int through the pointer,
+    // which points at `bytes`; a bad fd is an error return, not undefined behaviour.
+    unsafe { send_queue(fd, &mut bytes) }.ok()?;
+    u64::try_from(bytes).ok()
+}
+
+impl<S: AsyncRead + AsRawFd + Unpin> AsyncRead for IdleStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -158,7 +190,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleStream<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleStream<S> {
+impl<S: AsyncWrite + AsRawFd + Unpin> AsyncWrite for IdleStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -385,6 +385,29 @@ fn a_client_that_stops_sending_or_reading_is_cut_off_after_client_timeout() {
     let big = "x".repeat(32 << 20);
     let stored = http("PUT", &root.url(root.blue, "/items/big"), Some(&big)).unwrap();
     assert_eq!(stored.status, 201);
+
+    // A client that reads slowly but steadily is not cut: 160 KB/s, so that a waiting
+    // write is woken only after seconds (once a third of a send buffer of up to 4 MiB
+    // has drained), while the client's window, in loopback's 64 KiB segments, opens
+    // several times a second.
+    let mut slow = sent(root.blue, b"GET /items/big HTTP/1.1\r\nHost: app\r\n\r\n");
+    wait_for(Duration::from_secs(10), "the slow answer in flight", || {
+        (in_flight() == 1).then_some(())
+    });
+    let reading = std::time::Instant::now();
+    let mut piece = [0u8; 16 * 1024];
+    while reading.elapsed() < Duration::from_secs(3) {
+        slow.read_exact(&mut piece).unwrap();
+        // The client's pace, not a wait for anything.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(in_flight(), 1, "a steady reader was cut off");
+    drop(slow);
+    wait_for(
+        Duration::from_secs(10),
+        "the slow reader's request to end",
+        || (in_flight() == 0).then_some(()),
+    );
     let _unread = sent(root.blue, b"GET /items/big HTTP/1.1\r\nHost: app\r\n\r\n");
     wait_for(
         Duration::from_secs(10),
