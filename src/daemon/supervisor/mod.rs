@@ -171,7 +171,15 @@ impl Supervisor {
                     format!("{id} was superseded by {release} (a later push or rollback), whose own verdict tells"),
                 );
             }
-            if let Some(live) = self.live.as_ref().filter(|live| live.release == release) {
+            // Not while another release's start is under way or waiting: it would replace
+            // the live generation right after this answer.
+            let replacing = self.pending.is_some()
+                || self.starting.as_ref().is_some_and(|s| s.release != release);
+            if let Some(live) = self
+                .live
+                .as_ref()
+                .filter(|live| live.release == release && !replacing)
+            {
                 if let Some(reply) = reply {
                     let _ = reply.send(Verdict {
                         slot: Some(slot),
