@@ -73,7 +73,7 @@ fn remove_locks(layout: &Layout, key: &str, unused: Flock<File>) -> anyhow::Resu
 /// What failed builds leave in `builds/`: logs (the newest `FAILED_LOGS_KEPT` are
 /// kept), then lock files (removed once free). A key with a build folder is never
 /// touched.
-fn remove_leftovers(layout: &Layout) -> anyhow::Result<()> {
+pub(super) fn remove_leftovers(layout: &Layout) -> anyhow::Result<()> {
     let failed = |key: &str| !layout.build_dir(key).exists();
     let mut logs = Vec::new();
     for (name, entry) in builds_entries(layout)? {

@@ -115,6 +115,11 @@ pub fn ensure(
     let build_took = match check_out_and_build(label, layout, key, &tmp, config, checkout, out) {
         Ok(took) => took,
         Err(e) => {
+            // What earlier failures left goes now, not only after a deploy that works:
+            // a tree that fails push after push must not pile up logs and lock files.
+            if let Err(left) = cleanup::remove_leftovers(layout) {
+                tracing::debug!("cannot remove what failed builds left: {left:#}");
+            }
             // Nothing will use it: the log keeps what the build said.
             return Err(match fsops::remove_any(&tmp) {
                 Ok(()) => e,

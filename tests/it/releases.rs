@@ -157,6 +157,15 @@ fn failed_builds_leave_a_bounded_trail() {
         root.commit(&format!("f{n}"), &[("VERSION", &format!("f{n}\n"))]);
         root.push("blue").says("build failed: ");
     }
+    // Bounded while it keeps failing, too: the 20 newest logs and this failure's (its
+    // own locks are held while it runs), and no other failure's lock files.
+    let entries = builds_entries(&root);
+    let logs = entries.iter().filter(|n| n.ends_with(".log")).count();
+    assert!(logs <= 21, "{entries:?}");
+    let locks = entries
+        .iter()
+        .filter(|n| n.ends_with(".lock") || n.ends_with(".use"));
+    assert!(locks.count() <= 2, "{entries:?}");
     root.remove("FAIL");
     root.commit("good", &[("VERSION", "good\n")]);
     root.push("blue").says("blue: release ");
