@@ -196,7 +196,8 @@ fn a_chunked_write_is_mirrored_whole_and_one_over_max_body_is_counted() {
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     root.push("green").says("green: live in ");
-    let chunked = |path: &str, chunks: &[&str]| {
+    // `end`: the last chunk, with trailers or without.
+    let chunked = |path: &str, chunks: &[&str], end: &str| {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.front)).unwrap();
         stream
@@ -208,19 +209,27 @@ fn a_chunked_write_is_mirrored_whole_and_one_over_max_body_is_counted() {
         for chunk in chunks {
             request += &format!("{:x}\r\n{chunk}\r\n", chunk.len());
         }
-        request += "0\r\n\r\n";
+        request += end;
         stream.write_all(request.as_bytes()).unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         answer
     };
-    let answer = chunked("/items/small", &["hello", " world"]);
+    let answer = chunked("/items/small", &["hello", " world"], "0\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 20"), "{answer}");
     green_gets(&root, "\"small\":\"hello world\"");
+    // With trailers, which end the body too.
+    let answer = chunked("/items/trailed", &["abc"], "0\r\nX-Check: 1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 20"), "{answer}");
+    green_gets(&root, "\"trailed\":\"abc\"");
 
     // Over mirror.max_body with no Content-Length to tell in advance: the active slot
     // still gets all of it; the copy is counted, not sent.
-    let answer = chunked("/items/big", &["0123456789", "0123456789", "0123456789"]);
+    let answer = chunked(
+        "/items/big",
+        &["0123456789", "0123456789", "0123456789"],
+        "0\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 20"), "{answer}");
     assert!(root
         .get(root.blue, "/items")

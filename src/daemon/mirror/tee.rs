@@ -174,7 +174,8 @@ impl hyper::body::Body for Tee {
         let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match polled {
             Some(Ok(frame)) => {
-                let ended = self.inner.is_end_stream();
+                // Trailers come last: the body has ended with them.
+                let ended = self.inner.is_end_stream() || frame.is_trailers();
                 let limit = self.limit;
                 let mut copied = self.copied();
                 if let Some(data) = frame.data_ref() {
