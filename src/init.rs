@@ -15,6 +15,7 @@ use crate::layout::Layout;
 use crate::slot::Slot;
 
 pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
+    refuse_nested(layout.root())?;
     let binary = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .context("cannot find this binary's path for the hooks")?;
@@ -62,6 +63,35 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
         layout.repo(Slot::Blue).display(),
         layout.repo(Slot::Green).display()
     )?;
+    Ok(())
+}
+
+/// A new root inside a git checkout (the app's, most likely by mistake), a bare repo or
+/// another root would mix its files into theirs: refused. An existing root is repaired.
+fn refuse_nested(root: &Path) -> anyhow::Result<()> {
+    if root.join("bluegreen.toml").exists() {
+        return Ok(());
+    }
+    for folder in root.ancestors() {
+        let what = if folder.join(".git").exists() {
+            "a git checkout"
+        } else if folder.join("HEAD").is_file() && folder.join("objects").is_dir() {
+            "a git repository"
+        } else if folder != root && folder.join("bluegreen.toml").is_file() {
+            "a bluegreen root"
+        } else {
+            continue;
+        };
+        anyhow::bail!(
+            "{} is {}{what}: give the root a folder of its own (`bluegreen init /srv/app`)",
+            root.display(),
+            if folder == root {
+                String::new()
+            } else {
+                format!("inside {}, ", folder.display())
+            }
+        );
+    }
     Ok(())
 }
 

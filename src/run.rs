@@ -29,16 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         Command::Init { dir } => {
             let dir: PathBuf = match dir.or(args.root) {
                 Some(dir) => dir,
-                None => {
-                    // Most likely run in the app's own checkout by mistake.
-                    let here = std::env::current_dir()?;
-                    anyhow::ensure!(
-                        !here.join(".git").exists() || here.join("bluegreen.toml").exists(),
-                        "{} is a git checkout: give the root a folder of its own (`bluegreen init /srv/app`)",
-                        here.display()
-                    );
-                    here
-                }
+                None => std::env::current_dir()?,
             };
             crate::init::run(&Layout::new(&dir)?, stdout)?;
             Ok(true)

@@ -157,6 +157,32 @@ fn init_refuses_a_file_and_an_apps_checkout_and_the_hook_says_where_it_runs() {
         )
     );
     assert!(!checkout.join("bluegreen.toml").exists());
+    // Nor a folder in it, nor in a bare repo or another root.
+    let root = Root::new();
+    for (dir, inside, what) in [
+        (checkout.join("deploy"), checkout.clone(), "a git checkout"),
+        (
+            root.path.join("blue"),
+            root.path.clone(),
+            "a bluegreen root",
+        ),
+        (
+            root.path.join("blue.git/hooks"),
+            root.path.join("blue.git"),
+            "a git repository",
+        ),
+    ] {
+        let out = Command::new(BIN).arg("init").arg(&dir).output().unwrap();
+        assert_eq!(
+            one_line(out),
+            format!(
+                "error: {} is inside {}, {what}: give the root a folder of its own (`bluegreen init /srv/app`)",
+                dir.display(),
+                inside.display()
+            )
+        );
+        assert!(!dir.join("bluegreen.toml").exists());
+    }
 
     // The hook run by hand, outside any repo: no libgit2 class and code numbers.
     let out = Command::new(BIN)
