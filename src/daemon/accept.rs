@@ -14,9 +14,11 @@
 //!
 //! Open connections are capped by the file limit (see [`connection_limit`]): each takes
 //! a file for itself and one for its upstream connection, and the daemon must keep files
-//! for its control API, workers and logs. At the cap, new connections wait in the
-//! kernel's listen backlog until one closes; running out of files instead failed
-//! requests with 502s and killed the control API's accept thread.
+//! for its control API, workers and logs. At the cap, the proxy threads close their idle
+//! connections (no request or answer under way: keep-alive ones between requests, ones
+//! that sent nothing yet), as nginx does, and new connections wait in the kernel's
+//! listen backlog until there is room; running out of files instead failed requests with
+//! 502s and killed the control API's accept thread.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,8 +68,17 @@ struct Accepted {
 
 /// One open connection on its proxy thread's count, until the last holder lets go: the
 /// connection's task, and the tunnel an upgrade hands the connection to (hyper's
-/// connection ends at the upgrade, while the tunnel still holds both sockets).
+/// connection ends at the upgrade, while the tunnel still holds both sockets). Each
+/// request holds it too, until its answer has been sent (see `proxy::Tracked`).
 pub struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    /// No request, answer or tunnel under way: only the connection's task and its
+    /// service hold it. (One thread's runtime: the count cannot move meanwhile.)
+    fn idle(this: &Arc<Counted>) -> bool {
+        Arc::strong_count(this) <= 2
+    }
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -75,11 +86,18 @@ impl Drop for Counted {
     }
 }
 
+/// What a proxy thread's connections are told: carry on, close if idle (a new round each
+/// time the cap is reached), or finish their current request and close.
+type Told = u64;
+const STOP: Told = u64::MAX;
+
 /// The acceptor's side of a proxy thread.
 struct Thread {
     tx: mpsc::UnboundedSender<Accepted>,
     /// Connections given to this thread and not closed yet.
     open: Arc<AtomicUsize>,
+    /// Tells its connections to close if idle.
+    tell: Arc<watch::Sender<Told>>,
 }
 
 /// Files kept out of the connections' reach: the control API, worker pipes, logs, the
@@ -119,16 +137,20 @@ pub fn start(
     for n in 0..threads.max(1) {
         let (tx, rx) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicUsize::new(0));
+        let tell = Arc::new(watch::channel(0).0);
         proxies.push(Thread {
             tx,
             open: open.clone(),
+            tell: tell.clone(),
         });
         let daemon = daemon.clone();
         let runtime = runtime()?;
         handles.push(
             std::thread::Builder::new()
                 .name(format!("bluegreen-proxy-{n}"))
-                .spawn(move || runtime.block_on(serve_thread(n, rx, open, daemon, grace)))?,
+                .spawn(move || {
+                    runtime.block_on(serve_thread(n, rx, (open, tell), daemon, grace))
+                })?,
         );
     }
     let runtime = runtime()?;
@@ -190,12 +212,25 @@ async fn accept_on(
 ) {
     let failing = crate::logging::Sparse::default();
     loop {
-        if open(&threads) >= limit && full.admit().is_some() {
-            tracing::warn!(
-                "{limit} connections open, the most the file limit allows: new ones wait in the listen backlog until one closes"
-            );
-        }
+        let mut waiting = 0u32;
         while open(&threads) >= limit {
+            // Idle connections make room, once when the cap is reached and every second
+            // while it lasts.
+            if waiting % 100 == 0 {
+                for thread in threads.iter() {
+                    thread.tell.send_modify(|told| {
+                        if *told != STOP {
+                            *told += 1;
+                        }
+                    });
+                }
+                if full.admit().is_some() {
+                    tracing::warn!(
+                        "{limit} connections open, the most the file limit allows: idle ones are closed, new ones wait in the listen backlog"
+                    );
+                }
+            }
+            waiting += 1;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(10)) => {}
                 _ = shutdown.changed() => return,
@@ -274,7 +309,7 @@ fn keepalive(stream: &TcpStream) -> nix::Result<()> {
 async fn serve_thread(
     thread: usize,
     mut rx: mpsc::UnboundedReceiver<Accepted>,
-    open: Arc<AtomicUsize>,
+    (open, tell): (Arc<AtomicUsize>, Arc<watch::Sender<Told>>),
     daemon: Arc<Daemon>,
     grace: Duration,
 ) {
@@ -303,9 +338,10 @@ async fn serve_thread(
         .keep_alive(true)
         // Small heads and bodies go out in one write, not a vectored one per piece.
         .writev(false);
-    // `stop` tells the connections to finish their current request and close; each
-    // holds a clone of `done_tx`, so `done_rx` ends once the last one has closed.
-    let (stop_tx, stop) = watch::channel(false);
+    // `told` tells the connections to close if idle, or (`STOP`) to finish their current
+    // request and close; each holds a clone of `done_tx`, so `done_rx` ends once the
+    // last one has closed.
+
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     while let Some(Accepted {
         stream,
@@ -349,15 +385,22 @@ async fn serve_thread(
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let (mut stop, done) = (stop.clone(), done_tx.clone());
+        // Subscribed now: only rounds of closing from here on concern it.
+        let (mut told, done) = (tell.subscribe(), done_tx.clone());
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                biased;
-                _ = connection.as_mut() => {}
-                _ = stop.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = connection.as_mut() => break,
+                    changed = told.changed() => {
+                        let stop = changed.is_err() || *told.borrow_and_update() == STOP;
+                        if stop || Counted::idle(&counted) {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                            break;
+                        }
+                    }
                 }
             }
             drop(counted);
@@ -365,7 +408,7 @@ async fn serve_thread(
         });
     }
     sweeper.abort();
-    let _ = stop_tx.send(true);
+    tell.send_replace(STOP);
     drop(done_tx);
     tokio::select! {
         _ = done_rx.recv() => {}

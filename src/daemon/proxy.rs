@@ -212,6 +212,7 @@ pub async fn handle(
                 inner: body,
                 _connection: connection,
                 _in_flight: in_flight,
+                _client: counted,
             };
             Ok(Response::from_parts(parts, body.boxed()))
         }
@@ -299,6 +300,8 @@ struct Tracked {
     inner: Incoming,
     _connection: Pooled,
     _in_flight: InFlight,
+    /// The client connection is busy until the answer has been sent.
+    _client: Arc<super::accept::Counted>,
 }
 
 impl hyper::body::Body for Tracked {

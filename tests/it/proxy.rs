@@ -322,33 +322,48 @@ fn requests_without_one_host_and_connect_are_refused_with_the_reason() {
 }
 
 #[test]
-fn at_the_file_limit_new_connections_wait_until_one_closes() {
+fn at_the_file_limit_idle_connections_make_room_and_busy_ones_keep_theirs() {
     use std::io::Read;
     let mut root = Root::new();
     // (300 - 256 reserved) / 2: at most 22 connections open at once.
     root.serve_limited(&[], Some(300));
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
-    // Tunnels count as long as they are open (hyper's connection ends at the upgrade).
-    let mut tunnels: Vec<_> = (0..10).map(|_| echo_tunnel(root.blue).0).collect();
-    let idle: Vec<std::net::TcpStream> = (0..20)
+    let get = || {
+        let mut stream = sent(
+            root.blue,
+            b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+        );
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        stream
+    };
+
+    // Connections that send nothing fill the cap: they are closed to make room.
+    let idle: Vec<std::net::TcpStream> = (0..30)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap())
         .collect();
-    root.wait_log("22 connections open, the most the file limit allows");
-    assert_eq!(echo(&mut tunnels[0], "still there\n"), "still there\n");
-    // A request beyond the cap waits in the backlog, unanswered, while the control API
-    // (its own files) still answers.
-    let mut waiting = sent(
-        root.blue,
-        b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
-    );
-    waiting
-        .set_read_timeout(Some(Duration::from_millis(500)))
+    root.wait_log("22 connections open, the most the file limit allows: idle ones are closed");
+    let mut answer = String::new();
+    let mut request = get();
+    request
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    request.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+
+    // Tunnels are busy for as long as they are open (hyper's connection ends at the
+    // upgrade, the tunnel keeps its place): a request beyond them waits in the backlog,
+    // unanswered, while the control API (its own files) still answers.
+    let mut tunnels: Vec<_> = (0..22).map(|_| echo_tunnel(root.blue).0).collect();
+    let mut waiting = get();
     let mut answer = String::new();
     assert!(waiting.read_to_string(&mut answer).is_err(), "{answer}");
     assert_eq!(root.status()["active"], "blue");
-    drop(idle);
+    assert_eq!(echo(&mut tunnels[0], "still there\n"), "still there\n");
+    drop(tunnels.pop());
     waiting
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
