@@ -216,7 +216,7 @@ async fn accept_on(
         while open(&threads) >= limit {
             // Idle connections make room, once when the cap is reached and every second
             // while it lasts.
-            if waiting % 100 == 0 {
+            if waiting.is_multiple_of(100) {
                 for thread in threads.iter() {
                     thread.tell.send_modify(|told| {
                         if *told != STOP {
