@@ -330,7 +330,7 @@ fn at_the_file_limit_idle_connections_make_room_and_busy_ones_keep_theirs() {
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     let get = || {
-        let mut stream = sent(
+        let stream = sent(
             root.blue,
             b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
         );
