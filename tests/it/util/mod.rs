@@ -235,9 +235,20 @@ impl Root {
         });
         self.serve = Some(child);
         let control = self.control;
-        wait_for(Duration::from_secs(30), "the control API", || {
+        let up = poll_until(Duration::from_secs(30), || {
+            if let Some(status) = self
+                .serve
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "the daemon exited ({status}) before its control API answered:\n{}",
+                    self.log()
+                );
+            }
             http("GET", &format!("http://127.0.0.1:{control}/status"), None).ok()
         });
+        assert!(up.is_some(), "no control API within 30s:\n{}", self.log());
         self
     }
 
