@@ -104,14 +104,29 @@ impl Generation {
         let mut copiers = Vec::new();
         // Under systemd, journald keeps worker output with the daemon's log; elsewhere it
         // also goes to logs/<slot>.log.
+        // A logs/ folder someone removed comes back; a file that cannot be opened is
+        // said once per generation, and its output still reaches the daemon's log.
         let slot_log = match std::env::var_os("INVOCATION_ID") {
             Some(_) => None,
-            None => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(layout.slot_log(slot))
-                .ok()
-                .map(|file| Arc::new(Mutex::new(file))),
+            None => {
+                let path = layout.slot_log(slot);
+                let opened = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| {
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)
+                    });
+                match opened {
+                    Ok(file) => Some(Arc::new(Mutex::new(file))),
+                    Err(e) => {
+                        tracing::warn!(slot = %slot, "cannot write worker output to {}: {e}", path.display());
+                        None
+                    }
+                }
+            }
         };
         let tail = Tail::new(slot_log.as_ref().map(|_| layout.slot_log(slot)));
         for (stream, name) in [

@@ -365,3 +365,12 @@ fn sigterm_while_the_first_generation_gets_ready_stops_at_once() {
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
     assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
 }
+
+#[test]
+fn a_removed_logs_folder_comes_back_for_worker_output() {
+    let root = blue_live();
+    std::fs::remove_dir_all(root.path.join("logs")).unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    assert!(root.path.join("logs/blue.log").is_file());
+}
