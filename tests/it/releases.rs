@@ -334,6 +334,12 @@ fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
         "{answer:?}"
     );
     assert_eq!(generation(), started);
+    let answer = root.control("POST", "/slots/blue/reload?release=nope");
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert!(
+        answer.body.contains("blue has no release nope"),
+        "{answer:?}"
+    );
     // An operator's reload starts it again.
     let answer = root.control("POST", "/slots/blue/reload");
     assert_eq!(answer.status, 200, "{answer:?}");

@@ -164,6 +164,9 @@ impl Supervisor {
             return refuse(reply, slot, format!("{slot} has no current release"));
         };
         if let Reload::Deployed(id) = &mode {
+            if !self.daemon.layout.release_dir(slot, id).is_dir() {
+                return refuse(reply, slot, format!("{slot} has no release {id}"));
+            }
             if *id != release {
                 return refuse(
                     reply,
