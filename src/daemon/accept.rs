@@ -338,10 +338,9 @@ async fn serve_thread(
         .keep_alive(true)
         // Small heads and bodies go out in one write, not a vectored one per piece.
         .writev(false);
-    // `told` tells the connections to close if idle, or (`STOP`) to finish their current
+    // `tell` tells the connections to close if idle, or (`STOP`) to finish their current
     // request and close; each holds a clone of `done_tx`, so `done_rx` ends once the
     // last one has closed.
-
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     while let Some(Accepted {
         stream,
