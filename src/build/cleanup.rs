@@ -85,8 +85,11 @@ pub(super) fn remove_leftovers(layout: &Layout) -> anyhow::Result<()> {
     logs.sort();
     let excess = logs.len().saturating_sub(FAILED_LOGS_KEPT);
     for (_, key) in &logs[..excess] {
-        // Not while a build of it runs and writes it.
-        if let Some(_building) = fsops::try_lock(&layout.build_lock(key))? {
+        // Not while a deploy of it is under way (it may be building and writing the
+        // log): every deploy of a key holds its use lock, shared, from before its build.
+        // Not the build lock: a push finding that one taken would think a build of its
+        // tree had just failed.
+        if let Some(_unused) = fsops::try_lock(&layout.build_use_lock(key))? {
             if failed(key) {
                 let _ = fs::remove_file(layout.build_log(key));
             }

@@ -74,11 +74,19 @@ pub struct Counted(Arc<AtomicUsize>);
 
 impl Counted {
     /// No request, answer or tunnel under way: only the connection's task and its
-    /// service hold it. (One thread's runtime: the count cannot move meanwhile.)
-    fn idle(this: &Arc<Counted>) -> bool {
+    /// service hold it (one thread's runtime: the count cannot move meanwhile), no
+    /// bytes of a next request wait unread on `fd` (hyper may not have been told of
+    /// them yet), and it has been open for `IDLE_AFTER` (a client that just connected
+    /// is about to send its request).
+    fn idle(this: &Arc<Counted>, fd: std::os::fd::RawFd, since: std::time::Instant) -> bool {
         Arc::strong_count(this) <= 2
+            && since.elapsed() >= IDLE_AFTER
+            && super::idle::unread(fd) == Some(0)
     }
 }
+
+/// How long a new connection is left to send its first request before it counts as idle.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -212,11 +220,10 @@ async fn accept_on(
 ) {
     let failing = crate::logging::Sparse::default();
     loop {
-        let mut waiting = 0u32;
         while open(&threads) >= limit {
-            // Idle connections make room, once when the cap is reached and every second
-            // while it lasts.
-            if waiting.is_multiple_of(100) {
+            // Idle connections make room: a round at most once a second, whichever
+            // listener is waiting (`full` is shared), so keep-alive survives at the cap.
+            if full.admit().is_some() {
                 for thread in threads.iter() {
                     thread.tell.send_modify(|told| {
                         if *told != STOP {
@@ -224,13 +231,10 @@ async fn accept_on(
                         }
                     });
                 }
-                if full.admit().is_some() {
-                    tracing::warn!(
-                        "{limit} connections open, the most the file limit allows: idle ones are closed, new ones wait in the listen backlog"
-                    );
-                }
+                tracing::warn!(
+                    "{limit} connections open, the most the file limit allows: idle ones are closed, new ones wait in the listen backlog"
+                );
             }
-            waiting += 1;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(10)) => {}
                 _ = shutdown.changed() => return,
@@ -357,6 +361,10 @@ async fn serve_thread(
             }
         };
         let counted = Arc::new(Counted(open.clone()));
+        let (fd, since) = (
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            std::time::Instant::now(),
+        );
         let peer = Peer::new(peer);
         let local = local.clone();
         // Read per connection: a reloaded value applies to the connections after it.
@@ -394,7 +402,7 @@ async fn serve_thread(
                     _ = connection.as_mut() => break,
                     changed = told.changed() => {
                         let stop = changed.is_err() || *told.borrow_and_update() == STOP;
-                        if stop || Counted::idle(&counted) {
+                        if stop || Counted::idle(&counted, fd, since) {
                             connection.as_mut().graceful_shutdown();
                             let _ = connection.await;
                             break;

@@ -170,6 +170,17 @@ impl<S: AsRawFd> IdleStream<S> {
 }
 
 nix::ioctl_read_bad!(send_queue, nix::libc::TIOCOUTQ, nix::libc::c_int);
+nix::ioctl_read_bad!(receive_queue, nix::libc::FIONREAD, nix::libc::c_int);
+
+/// The bytes waiting unread in `fd`'s receive queue (`FIONREAD`): a connection with
+/// some is not idle, whatever hyper has seen of them.
+pub fn unread(fd: RawFd) -> Option<u64> {
+    let mut bytes: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at `bytes`; a
+    // bad fd is an error return, not undefined behaviour.
+    unsafe { receive_queue(fd, &mut bytes) }.ok()?;
+    u64::try_from(bytes).ok()
+}
 
 /// The bytes in `fd`'s send queue that the peer has not acknowledged (`SIOCOUTQ`).
 fn unsent(fd: RawFd) -> Option<u64> {

@@ -214,7 +214,24 @@ impl Supervisor {
         if let Some(start) = &mut self.starting {
             if start.release == release {
                 start.waiters.extend(reply);
+                // `current` came back to the release starting: one waiting its turn
+                // behind it is no longer wanted.
+                if let Some((waiting, old)) = self.pending.take() {
+                    for w in old {
+                        let _ = w.send(verdict_failed(
+                            slot,
+                            &waiting,
+                            format!("superseded by {release}"),
+                        ));
+                    }
+                }
                 return;
+            }
+            if let Some((waiting, old)) = &mut self.pending {
+                if *waiting == release {
+                    old.extend(reply);
+                    return;
+                }
             }
             let waiters = match self.pending.take() {
                 Some((_, mut old)) => {
