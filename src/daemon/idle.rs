@@ -175,19 +175,24 @@ nix::ioctl_read_bad!(receive_queue, nix::libc::FIONREAD, nix::libc::c_int);
 /// The bytes waiting unread in `fd`'s receive queue (`FIONREAD`): a connection with
 /// some is not idle, whatever hyper has seen of them.
 pub fn unread(fd: RawFd) -> Option<u64> {
-    let mut bytes: nix::libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through the pointer, which points at `bytes`; a
-    // bad fd is an error return, not undefined behaviour.
-    unsafe { receive_queue(fd, &mut bytes) }.ok()?;
-    u64::try_from(bytes).ok()
+    queue(fd, receive_queue)
 }
 
 /// The bytes in `fd`'s send queue that the peer has not acknowledged (`SIOCOUTQ`).
 fn unsent(fd: RawFd) -> Option<u64> {
+    queue(fd, send_queue)
+}
+
+/// A socket queue's length, by an ioctl that reads one int.
+fn queue(
+    fd: RawFd,
+    ioctl: unsafe fn(RawFd, *mut nix::libc::c_int) -> nix::Result<nix::libc::c_int>,
+) -> Option<u64> {
     let mut bytes: nix::libc::c_int = 0;
-    // SAFETY: for a socket, TIOCOUTQ (SIOCOUTQ) writes one int through the pointer,
-    // which points at `bytes`; a bad fd is an error return, not undefined behaviour.
-    unsafe { send_queue(fd, &mut bytes) }.ok()?;
+    // SAFETY: FIONREAD and TIOCOUTQ (SIOCOUTQ for a socket) write one int through the
+    // pointer, which points at `bytes`; a bad fd is an error return, not undefined
+    // behaviour.
+    unsafe { ioctl(fd, &mut bytes) }.ok()?;
     u64::try_from(bytes).ok()
 }
 

@@ -100,43 +100,15 @@ fn received(socket: &std::os::unix::net::UnixDatagram) -> String {
 
 #[test]
 fn a_log_nobody_reads_does_not_stop_the_daemon() {
-    use std::process::{Command, Stdio};
-    let root = Root::new();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--root"])
-        .arg(&root.path)
-        .env("RUST_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The log's reader is gone (journald restarted, a `| head` that ended): every line
-    // the daemon writes from now on fails with EPIPE.
-    drop(child.stderr.take());
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let mut daemon = Stop(child);
-    wait_for(Duration::from_secs(30), "the control API", || {
-        http("GET", &root.url(root.control, "/status"), None).ok()
-    });
+    let mut root = Root::new();
+    root.serve_unread();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     for _ in 0..3 {
-        nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+        root.signal(Signal::SIGHUP);
     }
     root.push("green").says("green: live in ");
     assert!(root.get(root.front, "/").body.starts_with("v1 from blue"));
-    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
-    let status = wait_for(Duration::from_secs(15), "the daemon to exit", || {
-        daemon.0.try_wait().unwrap()
-    });
-    assert_eq!(status.code(), Some(0), "{status:?}");
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
 }

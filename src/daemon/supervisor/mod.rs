@@ -216,15 +216,7 @@ impl Supervisor {
                 start.waiters.extend(reply);
                 // `current` came back to the release starting: one waiting its turn
                 // behind it is no longer wanted.
-                if let Some((waiting, old)) = self.pending.take() {
-                    for w in old {
-                        let _ = w.send(verdict_failed(
-                            slot,
-                            &waiting,
-                            format!("superseded by {release}"),
-                        ));
-                    }
-                }
+                self.supersede_pending(&release);
                 return;
             }
             if let Some((waiting, old)) = &mut self.pending {
@@ -233,25 +225,26 @@ impl Supervisor {
                     return;
                 }
             }
-            let waiters = match self.pending.take() {
-                Some((_, mut old)) => {
-                    // The newer release supersedes the one that was waiting its turn.
-                    for w in old.drain(..) {
-                        let _ = w.send(verdict_failed(
-                            slot,
-                            &release,
-                            format!("superseded by {release}"),
-                        ));
-                    }
-                    old
-                }
-                None => Vec::new(),
-            };
-            self.pending = Some((release, waiters.into_iter().chain(reply).collect()));
+            // The newer release supersedes the one that was waiting its turn.
+            self.supersede_pending(&release);
+            self.pending = Some((release, reply.into_iter().collect()));
             return;
         }
         self.begin(release, reply.into_iter().collect(), false)
             .await;
+    }
+
+    /// Tells whoever waits for the release queued behind the start that `by` replaced it.
+    fn supersede_pending(&mut self, by: &str) {
+        if let Some((waiting, waiters)) = self.pending.take() {
+            for w in waiters {
+                let _ = w.send(verdict_failed(
+                    self.slot,
+                    &waiting,
+                    format!("superseded by {by}"),
+                ));
+            }
+        }
     }
 
     async fn stop_all(&mut self) {

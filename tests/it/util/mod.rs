@@ -194,6 +194,21 @@ impl Root {
 
     /// `serve_with`, with the daemon's file limit (soft and hard) set to `files`.
     pub fn serve_limited(&mut self, env: &[(&str, &str)], files: Option<u64>) -> &mut Root {
+        self.spawn_serve(env, files, true)
+    }
+
+    /// `serve`, with nobody reading the daemon's log (its reader gone, as when journald
+    /// restarts): every line it writes fails with EPIPE.
+    pub fn serve_unread(&mut self) -> &mut Root {
+        self.spawn_serve(&[], None, false)
+    }
+
+    fn spawn_serve(
+        &mut self,
+        env: &[(&str, &str)],
+        files: Option<u64>,
+        read_log: bool,
+    ) -> &mut Root {
         assert!(self.serve.is_none(), "already serving");
         let mut command = Command::new(BIN);
         if let Some(files) = files {
@@ -228,11 +243,13 @@ impl Root {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log.lock().unwrap().push(line);
-            }
-        });
+        if read_log {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
         self.serve = Some(child);
         let control = self.control;
         let up = poll_until(Duration::from_secs(30), || {
