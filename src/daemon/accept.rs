@@ -20,25 +20,29 @@
 //! listen backlog until there is room; running out of files instead failed requests with
 //! 502s and killed the control API's accept thread.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::head_timer::HeadTimer;
 use super::headers::Peer;
-use super::idle::IdleStream;
+use super::idle::{unread, IdleStream};
 use super::pool::Pool;
 use super::proxy::{self, ClientConn, Local};
 use super::Daemon;
 use crate::slot::Slot;
 
-/// The longest a client may take to send a request head, and stay idle between requests.
+/// The longest a client may take to send a request head, and stay idle between requests
+/// (`router.client_timeout` if shorter).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest request head accepted (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 64 * 1024;
@@ -78,10 +82,8 @@ impl Counted {
     /// bytes of a next request wait unread on `fd` (hyper may not have been told of
     /// them yet), and it has been open for `IDLE_AFTER` (a client that just connected
     /// is about to send its request).
-    fn idle(this: &Arc<Counted>, fd: std::os::fd::RawFd, since: std::time::Instant) -> bool {
-        Arc::strong_count(this) <= 2
-            && since.elapsed() >= IDLE_AFTER
-            && super::idle::unread(fd) == Some(0)
+    fn idle(this: &Weak<Counted>, fd: RawFd, since: Instant) -> bool {
+        this.strong_count() <= 2 && since.elapsed() >= IDLE_AFTER && unread(fd) == Some(0)
     }
 }
 
@@ -308,6 +310,45 @@ fn keepalive(stream: &TcpStream) -> nix::Result<()> {
     setsockopt(stream, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)
 }
 
+/// One proxy thread's open connections, as a round of closing sees them: what tells
+/// whether each is idle, and the sender that tells it to close. A connection is in it
+/// from its first request on, until it closes.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    connections: HashMap<u64, Closable>,
+}
+
+struct Closable {
+    close: oneshot::Sender<()>,
+    counted: Weak<Counted>,
+    fd: RawFd,
+    since: Instant,
+}
+
+impl Open {
+    fn add(&mut self, closable: Closable) -> u64 {
+        self.next += 1;
+        self.connections.insert(self.next, closable);
+        self.next
+    }
+
+    /// Tells the idle connections to close (all of them with `all`).
+    fn close(&mut self, all: bool) {
+        let idle: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| all || Counted::idle(&c.counted, c.fd, c.since))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in idle {
+            if let Some(closable) = self.connections.remove(&key) {
+                let _ = closable.close.send(());
+            }
+        }
+    }
+}
+
 /// Proxy thread number `thread`: serves the connections it is given until the acceptor
 /// is gone, then lets them finish their current request (up to `grace`).
 async fn serve_thread(
@@ -335,16 +376,29 @@ async fn serve_thread(
             }
         }
     });
+    // `tell` tells the connections to close if idle, or (`STOP`) to finish their current
+    // request and close: one task hears it for the thread and tells each connection by
+    // its own oneshot (which costs a connection's every wake-up less than a watch of its
+    // own would). Each connection holds a clone of `done_tx`, so `done_rx` ends once the
+    // last one has closed.
+    let closable = Arc::new(Mutex::new(Open::default()));
+    let closer = tokio::spawn({
+        let (closable, mut told) = (closable.clone(), tell.subscribe());
+        async move {
+            loop {
+                let stop = told.changed().await.is_err() || *told.borrow_and_update() == STOP;
+                lock(&closable).close(stop);
+                if stop {
+                    break;
+                }
+            }
+        }
+    });
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD)
+    http.max_buf_size(MAX_HEAD)
         .keep_alive(true)
         // Small heads and bodies go out in one write, not a vectored one per piece.
         .writev(false);
-    // `tell` tells the connections to close if idle, or (`STOP`) to finish their current
-    // request and close; each holds a clone of `done_tx`, so `done_rx` ends once the
-    // last one has closed.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     while let Some(Accepted {
         stream,
@@ -361,10 +415,14 @@ async fn serve_thread(
             }
         };
         let counted = Arc::new(Counted(open.clone()));
-        let (fd, since) = (
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-            std::time::Instant::now(),
-        );
+        let (close_tx, close_rx) = oneshot::channel();
+        // Added now: only rounds of closing from here on concern it.
+        let key = lock(&closable).add(Closable {
+            close: close_tx,
+            counted: Arc::downgrade(&counted),
+            fd: stream.as_raw_fd(),
+            since: Instant::now(),
+        });
         let peer = Peer::new(peer);
         let local = local.clone();
         // Read per connection: a reloaded value applies to the connections after it.
@@ -390,35 +448,39 @@ async fn serve_thread(
         // With upgrades: a WebSocket handshake hands the connection over to a tunnel.
         let stream = IdleStream::new(stream, client_timeout);
         let connection = http
+            .clone()
+            .timer(HeadTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT.min(client_timeout))
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        // Subscribed now: only rounds of closing from here on concern it.
-        let (mut told, done) = (tell.subscribe(), done_tx.clone());
+        let (closable, done) = (closable.clone(), done_tx.clone());
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = connection.as_mut() => break,
-                    changed = told.changed() => {
-                        let stop = changed.is_err() || *told.borrow_and_update() == STOP;
-                        if stop || Counted::idle(&counted, fd, since) {
-                            connection.as_mut().graceful_shutdown();
-                            let _ = connection.await;
-                            break;
-                        }
-                    }
+            tokio::select! {
+                biased;
+                _ = connection.as_mut() => {}
+                // Told to close, or the thread's closer is gone: finish and close.
+                _ = close_rx => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
                 }
             }
+            lock(&closable).connections.remove(&key);
             drop(counted);
             drop(done);
         });
     }
     sweeper.abort();
     tell.send_replace(STOP);
+    let _ = closer.await;
     drop(done_tx);
     tokio::select! {
         _ = done_rx.recv() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!("connections still open after the drain timeout"),
     }
+}
+
+fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock()
+        .expect("open connections lock: no panic holds it")
 }

@@ -35,6 +35,7 @@ impl Peer {
     }
 }
 
+/// The hop-by-hop headers, in the order [`hop_by_hop`] numbers them.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     KEEP_ALIVE,
@@ -45,48 +46,96 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+const CONNECTION: usize = 0;
+const TRANSFER_ENCODING: usize = 6;
+
+/// A name's place in [`HOP_BY_HOP`]. One `match` on the name's text, which compiles to
+/// a few length and byte comparisons: comparing each name with eight `HeaderName`s cost
+/// more than the rest of a small request's header work.
+fn hop_by_hop(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-authenticate" => 2,
+        "proxy-authorization" => 3,
+        "te" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        _ => return None,
+    })
+}
 
 /// The mark on mirrored copies (see `mirror::sender`); a client's own is removed.
 pub const MIRROR_MARK: HeaderName = HeaderName::from_static("x-bluegreen-mirror");
 
-/// What a client elsewhere may not tell the worker about the hops before us: only a
-/// proxy on this host (a TLS terminator) may (see `Peer::local`).
-const RELAYED: [HeaderName; 4] = [
-    header::FORWARDED,
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-real-ip"),
-];
+/// What a client elsewhere may not tell the worker about the hops before us (`Forwarded`,
+/// `X-Forwarded-Port`, `-Prefix`, `X-Real-IP`): only a proxy on this host (a TLS
+/// terminator) may (see `Peer::local`).
+fn relayed(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded" | "x-forwarded-port" | "x-forwarded-prefix" | "x-real-ip"
+    )
+}
 
 /// Which side of the proxy a head came from.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Side {
     /// A request from a client: also loses headers whose names have `_` (nginx's
     /// default: CGI-style apps read `X_Forwarded_Host` as `X-Forwarded-Host`), a forged
-    /// mirror mark, and, unless the client is on this host, the `RELAYED` headers.
+    /// mirror mark, and, unless the client is on this host, the [`relayed`] headers.
     Client { local: bool },
     /// A response from a worker.
     Worker,
 }
 
+/// The `X-Forwarded-*` headers a request still has once stripped (see [`strip`]).
+#[derive(Default)]
+struct Forwarded {
+    for_: bool,
+    proto: bool,
+    host: bool,
+}
+
+impl Forwarded {
+    /// Notes `name`, if it is one of them; false if not.
+    fn note(&mut self, name: &str, present: bool) -> bool {
+        match name {
+            "x-forwarded-for" => self.for_ = present,
+            "x-forwarded-proto" => self.proto = present,
+            "x-forwarded-host" => self.host = present,
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names (never
 /// `Host`), and `Content-Length` beside `Transfer-Encoding` (RFC 9112 §6.3: the body
-/// is framed anew). One pass over the names finds the few present: a lookup per
-/// possible name cost more than the rest of a small request's headers. Err when the
-/// message has a transfer coding other than `chunked`, which would be lost on the way.
+/// is framed anew). Err when the message has a transfer coding other than `chunked`,
+/// which would be lost on the way.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, side: Side) -> Result<(), String> {
+    strip(headers, side).map(drop)
+}
+
+/// `strip_hop_by_hop`, in one pass over the names, which also notes the
+/// `X-Forwarded-*` headers (so that `forward_headers` needs no lookup to know).
+fn strip(headers: &mut HeaderMap, side: Side) -> Result<Forwarded, String> {
     let mut present = [false; 8];
     let mut any = false;
+    let mut forwarded = Forwarded::default();
     let mut odd: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+        let text = name.as_str();
+        if let Some(i) = hop_by_hop(text) {
             present[i] = true;
             any = true;
         } else if let Side::Client { local } = side {
-            if name == MIRROR_MARK
-                || name.as_str().contains('_')
-                || (!local && RELAYED.contains(name))
-            {
+            if forwarded.note(text, true) {
+                continue;
+            }
+            if *name == MIRROR_MARK || text.contains('_') || (!local && relayed(text)) {
                 odd.push(name.clone());
             }
         }
@@ -95,9 +144,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, side: Side) -> Result<(), Strin
         headers.remove(name);
     }
     if !any {
-        return Ok(());
+        return Ok(forwarded);
     }
-    if present[6] {
+    if present[TRANSFER_ENCODING] {
         let codings = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -115,7 +164,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, side: Side) -> Result<(), Strin
         }
         headers.remove(header::CONTENT_LENGTH);
     }
-    if present[0] {
+    if present[CONNECTION] {
         // `Connection: keep-alive` and `close` name no header; anything else may.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -131,6 +180,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, side: Side) -> Result<(), Strin
             .collect();
         for name in &named {
             headers.remove(name);
+            forwarded.note(name.as_str(), false);
         }
     }
     for (name, present) in HOP_BY_HOP.iter().zip(present) {
@@ -138,7 +188,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, side: Side) -> Result<(), Strin
             headers.remove(name);
         }
     }
-    Ok(())
+    Ok(forwarded)
 }
 
 /// Adds the client to `X-Forwarded-For` (after every value it already had, one header
@@ -147,29 +197,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, side: Side) -> Result<(), Strin
 /// request with no `Host` (HTTP/1.0) gets no `X-Forwarded-Host` from anyone else.
 /// Err as `strip_hop_by_hop`.
 pub fn forward_headers(headers: &mut HeaderMap, peer: &Peer) -> Result<(), String> {
-    strip_hop_by_hop(headers, Side::Client { local: peer.local })?;
-    let mut joined = Vec::new();
-    for before in headers.get_all(X_FORWARDED_FOR) {
-        joined.extend_from_slice(before.as_bytes());
-        joined.extend_from_slice(b", ");
-    }
-    let forwarded_for = if joined.is_empty() {
-        Some(peer.ip.clone())
-    } else {
+    let had = strip(headers, Side::Client { local: peer.local })?;
+    let mut forwarded_for = Some(peer.ip.clone());
+    if had.for_ {
+        let mut joined = Vec::new();
+        for before in headers.get_all(X_FORWARDED_FOR) {
+            joined.extend_from_slice(before.as_bytes());
+            joined.extend_from_slice(b", ");
+        }
         joined.extend_from_slice(peer.ip.as_bytes());
-        HeaderValue::from_bytes(&joined).ok()
-    };
+        forwarded_for = HeaderValue::from_bytes(&joined).ok();
+    }
     if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    if !(peer.local && headers.contains_key(X_FORWARDED_PROTO)) {
+    if !(peer.local && had.proto) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !(peer.local && headers.contains_key(X_FORWARDED_HOST)) {
+    if !(peer.local && had.host) {
         match headers.get(header::HOST).cloned() {
-            Some(host) => headers.insert(X_FORWARDED_HOST, host),
-            None => headers.remove(X_FORWARDED_HOST),
-        };
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST, host);
+            }
+            None if had.host => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+            None => {}
+        }
     }
     Ok(())
 }
@@ -177,6 +231,30 @@ pub fn forward_headers(headers: &mut HeaderMap, peer: &Peer) -> Result<(), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_match_numbers_each_hop_by_hop_header_as_the_list_does() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name.as_str()), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop("host"), None);
+    }
+
+    #[test]
+    fn a_forwarded_header_the_connection_header_names_is_set_anew() {
+        // A local proxy's X-Forwarded-Proto would be kept, but `Connection` took it away.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-forwarded-proto, x-forwarded-for"),
+        );
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        forward_headers(&mut headers, &Peer::new("127.0.0.1:5000".parse().unwrap())).unwrap();
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    }
 
     #[test]
     fn hop_by_hop_and_forwarded_headers() {

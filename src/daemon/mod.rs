@@ -12,6 +12,7 @@ mod control;
 mod events;
 mod front_switch;
 mod generation;
+mod head_timer;
 mod headers;
 mod heartbeat;
 mod idle;

@@ -14,9 +14,8 @@
 //! not handed out again for thousands of generations (`upstream::Ports`), so an idle
 //! connection can't reach the wrong process.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -37,8 +36,10 @@ const MAX_IDLE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Pool {
-    /// Idle connections per port, least recently used first.
-    idle: Mutex<HashMap<u16, Vec<Idle>>>,
+    /// Idle connections per port, least recently used first. A few ports at most (the
+    /// live generations and those draining): a list is quicker to look through than a
+    /// map is to hash into.
+    idle: Mutex<Vec<(u16, Vec<Idle>)>>,
     /// `IDLE_TIMEOUT`, but for tests.
     idle_timeout: Duration,
 }
@@ -54,7 +55,18 @@ impl Default for Pool {
 
 struct Idle {
     sender: http1::SendRequest<Body>,
-    since: Instant,
+    /// When it came back, on [`coarse_now`]'s clock.
+    since: Duration,
+}
+
+/// The monotonic clock to the kernel's tick (a few milliseconds), read without the
+/// cycle counter that a precise reading takes: closer than the idle timeout needs, and
+/// read twice per request.
+fn coarse_now() -> Duration {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// Why a request got no response from its generation.
@@ -113,9 +125,10 @@ impl Pool {
     /// used within the idle timeout.
     fn take(&self, port: u16) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
-        let list = idle.get_mut(&port)?;
+        let (_, list) = idle.iter_mut().find(|(p, _)| *p == port)?;
+        let now = coarse_now();
         while let Some(entry) = list.pop() {
-            if entry.since.elapsed() >= self.idle_timeout {
+            if now.saturating_sub(entry.since) >= self.idle_timeout {
                 // The rest were used even longer ago.
                 list.clear();
                 return None;
@@ -129,11 +142,18 @@ impl Pool {
 
     fn put(&self, port: u16, sender: http1::SendRequest<Body>) {
         let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
-        let list = idle.entry(port).or_default();
+        let at = match idle.iter().position(|(p, _)| *p == port) {
+            Some(at) => at,
+            None => {
+                idle.push((port, Vec::new()));
+                idle.len() - 1
+            }
+        };
+        let list = &mut idle[at].1;
         if list.len() < MAX_IDLE {
             list.push(Idle {
                 sender,
-                since: Instant::now(),
+                since: coarse_now(),
             });
         }
     }
@@ -142,9 +162,10 @@ impl Pool {
     /// (a stopped generation's).
     pub fn sweep(&self) {
         let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
-        idle.retain(|_, list| {
+        let now = coarse_now();
+        idle.retain_mut(|(_, list)| {
             list.retain(|entry| {
-                entry.since.elapsed() < self.idle_timeout && !entry.sender.is_closed()
+                now.saturating_sub(entry.since) < self.idle_timeout && !entry.sender.is_closed()
             });
             !list.is_empty()
         });
@@ -154,7 +175,7 @@ impl Pool {
     #[cfg(test)]
     fn idle(&self) -> usize {
         let idle = self.idle.lock().expect("pool lock: no panic holds it");
-        idle.values().map(Vec::len).sum()
+        idle.iter().map(|(_, list)| list.len()).sum()
     }
 }
 

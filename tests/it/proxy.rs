@@ -372,6 +372,46 @@ fn at_the_file_limit_idle_connections_make_room_and_busy_ones_keep_theirs() {
 }
 
 #[test]
+fn a_head_that_stops_coming_and_an_idle_connection_are_closed_but_a_slow_answer_is_not() {
+    use std::io::{Read, Write};
+    // The head limit is 30 s, or `router.client_timeout` if shorter.
+    let root = blue_live_with(&[("router.client_timeout", "1s".into())]);
+    let closes = |mut stream: std::net::TcpStream, what: &str| {
+        // `sent` gave it a 10 s read timeout: an error rather than the end if it stays open.
+        let mut rest = Vec::new();
+        stream
+            .read_to_end(&mut rest)
+            .unwrap_or_else(|e| panic!("{what} was not closed: {e}"));
+        String::from_utf8_lossy(&rest).into_owned()
+    };
+    // Half a head, then nothing.
+    let half = sent(root.blue, b"GET / HTTP/1.1\r\nHost: app\r\n");
+    closes(half, "a connection whose head stopped coming");
+
+    // Each answer takes longer than the head limit: the limit of the head before it must
+    // not cut the connection meanwhile, nor the next request on it.
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "1500")]);
+    root.push("blue").says("blue: live in ");
+    let mut kept = sent(root.blue, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+    let mut answers = String::new();
+    let mut piece = [0u8; 4096];
+    for second in [false, true] {
+        while answers.matches("v2 from blue").count() < 1 + usize::from(second) {
+            let n = kept.read(&mut piece).unwrap();
+            assert!(n > 0, "closed while an answer was under way: {answers}");
+            answers += &String::from_utf8_lossy(&piece[..n]);
+        }
+        if !second {
+            kept.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+                .unwrap();
+        }
+    }
+    assert_eq!(answers.matches("HTTP/1.1 200").count(), 2, "{answers}");
+    // Then idle: closed.
+    closes(kept, "an idle keep-alive connection");
+}
+
+#[test]
 fn a_client_that_stops_sending_or_reading_is_cut_off_after_client_timeout() {
     use std::io::Read;
     let root = blue_live_with(&[("router.client_timeout", "1s".into())]);

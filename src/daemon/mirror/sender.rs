@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::{Job, MIRROR_TIMEOUT};
+use crate::daemon::headers::MIRROR_MARK;
 use crate::daemon::upstream;
 use crate::daemon::Daemon;
 
@@ -78,7 +79,7 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, St
     headers.remove(http::header::CONNECTION);
     headers.remove(http::header::TRANSFER_ENCODING);
     headers.insert(http::header::CONTENT_LENGTH, body.len().into());
-    headers.insert("x-bluegreen-mirror", http::HeaderValue::from_static("1"));
+    headers.insert(MIRROR_MARK, http::HeaderValue::from_static("1"));
     let mut request = Request::new(upstream::full(body));
     *request.method_mut() = method.clone();
     *request.headers_mut() = headers;
