@@ -453,7 +453,13 @@ async fn serve_thread(
             .header_read_timeout(HEADER_READ_TIMEOUT.min(client_timeout))
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let (closable, done) = (closable.clone(), done_tx.clone());
+        let (registered, done) = (
+            Registered {
+                open: closable.clone(),
+                key,
+            },
+            done_tx.clone(),
+        );
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
@@ -465,7 +471,7 @@ async fn serve_thread(
                     let _ = connection.await;
                 }
             }
-            lock(&closable).connections.remove(&key);
+            drop(registered);
             drop(counted);
             drop(done);
         });
@@ -480,7 +486,20 @@ async fn serve_thread(
     }
 }
 
+/// A connection's place in its thread's `Open`, given up when its task ends, a panic
+/// included (the entry's file descriptor number may be another connection's next).
+struct Registered {
+    open: Arc<Mutex<Open>>,
+    key: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.open).connections.remove(&self.key);
+    }
+}
+
 fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
-    open.lock()
-        .expect("open connections lock: no panic holds it")
+    // No change to it can be left half-done by a panic: a poisoned one is whole.
+    open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -64,9 +64,12 @@ struct Idle {
 /// read twice per request.
 fn coarse_now() -> Duration {
     use nix::time::{clock_gettime, ClockId};
+    // Where the coarse one is refused (a sandbox), the precise reading of the same clock,
+    // which `Instant` needs too.
     clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
+        .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
         .map(Duration::from)
-        .unwrap_or_default()
+        .expect("the monotonic clock can be read")
 }
 
 /// Why a request got no response from its generation.
