@@ -374,3 +374,56 @@ fn a_removed_logs_folder_comes_back_for_worker_output() {
     root.push("blue").says("blue: live in ");
     assert!(root.path.join("logs/blue.log").is_file());
 }
+
+#[test]
+fn pushes_during_a_start_wait_their_turn_and_the_newest_supersedes_one_waiting() {
+    // v2 takes 4 s to answer its health check (within the heartbeat timeout); v3 and v4
+    // come while it starts.
+    let root = blue_live_with(&[("heartbeat.timeout", "10s".into())]);
+    let v2 = root.commit("slow v2", &[("VERSION", "v2\n"), ("SLOW_MS", "4000")]);
+    root.remove("SLOW_MS");
+    let v3 = root.commit("v3", &[("VERSION", "v3\n")]);
+    let v4 = root.commit("v4", &[("VERSION", "v4\n")]);
+    let mut v3_release = String::new();
+    let push = |commit: &str| root.push_ref("blue", &format!("+{commit}:refs/heads/main"));
+    // `current` names the commit's release (its id ends with the short hash) before the
+    // daemon has a generation of it live.
+    let flipped_to = |commit: &str| {
+        let short = &commit[..7];
+        wait_for(Duration::from_secs(20), "the flip", || {
+            let status = root.status();
+            let blue = &status["slots"]["blue"];
+            let current = blue["current"].as_str().unwrap_or_default().to_string();
+            let live = blue["live"]["release"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (current.ends_with(short) && live != current).then_some(current)
+        })
+    };
+    std::thread::scope(|s| {
+        let first = s.spawn(|| push(&v2));
+        flipped_to(&v2);
+        let second = s.spawn(|| push(&v3));
+        v3_release = flipped_to(&v3);
+        let third = push(&v4);
+        third.says("blue: live in ");
+        let v4_release = root.current("blue").unwrap();
+        // v3 waited behind v2's start, and v4 replaced it there: it never started.
+        second
+            .join()
+            .unwrap()
+            .says(&format!("blue: not live: superseded by {v4_release}"));
+        first.join().unwrap().says("blue: live in ");
+    });
+    assert!(root.get(root.blue, "/").body.starts_with("v4 from blue"));
+    let events = root.status()["events"].to_string();
+    assert!(
+        !events.contains(&format!("for release {v3_release}")),
+        "v3 was started: {events}"
+    );
+    // v2's generation went live, then drained and stopped: one worker runs for blue.
+    wait_for(Duration::from_secs(20), "v2's worker to stop", || {
+        (root.processes().len() == 1).then_some(())
+    });
+}
