@@ -312,13 +312,14 @@ fn keepalive(stream: &TcpStream) -> nix::Result<()> {
 
 /// One proxy thread's open connections, as a round of closing sees them: what tells
 /// whether each is idle, and the sender that tells it to close. A connection is in it
-/// from its first request on, until it closes.
+/// from when the thread takes it until it closes.
 #[derive(Default)]
 struct Open {
     next: u64,
     connections: HashMap<u64, Closable>,
 }
 
+/// One connection in `Open`.
 struct Closable {
     close: oneshot::Sender<()>,
     counted: Weak<Counted>,

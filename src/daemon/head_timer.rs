@@ -34,6 +34,12 @@ impl HeadTimer {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn reset_to(&self, deadline: Instant) {
+        self.locked()
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(deadline));
+    }
 }
 
 impl Timer for HeadTimer {
@@ -49,14 +55,6 @@ impl Timer for HeadTimer {
     fn reset(&self, _sleep: &mut Pin<Box<dyn Sleep>>, deadline: Instant) {
         // Every sleep of this timer is the same one.
         self.reset_to(deadline);
-    }
-}
-
-impl HeadTimer {
-    fn reset_to(&self, deadline: Instant) {
-        self.locked()
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(deadline));
     }
 }
 

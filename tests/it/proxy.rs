@@ -378,11 +378,9 @@ fn a_head_that_stops_coming_and_an_idle_connection_are_closed_but_a_slow_answer_
     let root = blue_live_with(&[("router.client_timeout", "1s".into())]);
     let closes = |mut stream: std::net::TcpStream, what: &str| {
         // `sent` gave it a 10 s read timeout: an error rather than the end if it stays open.
-        let mut rest = Vec::new();
-        stream
-            .read_to_end(&mut rest)
-            .unwrap_or_else(|e| panic!("{what} was not closed: {e}"));
-        String::from_utf8_lossy(&rest).into_owned()
+        if let Err(e) = stream.read_to_end(&mut Vec::new()) {
+            panic!("{what} was not closed: {e}");
+        }
     };
     // Half a head, then nothing.
     let half = sent(root.blue, b"GET / HTTP/1.1\r\nHost: app\r\n");
