@@ -25,10 +25,7 @@ const FAILED_LOGS_KEPT: usize = 20;
 pub fn remove_unused(layout: &Layout) -> anyhow::Result<Vec<String>> {
     let used = used_keys(layout)?;
     let mut removed = Vec::new();
-    let dir = layout.builds_dir();
-    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let entry = entry?;
-        let key = entry.file_name().to_string_lossy().into_owned();
+    for (key, entry) in builds_entries(layout)? {
         if key.starts_with('.') || used.contains(&key) || !is_finished(layout, &key) {
             continue;
         }
