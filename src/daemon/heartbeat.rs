@@ -42,6 +42,18 @@ impl Heartbeat {
         }
     }
 
+    /// As the daemon left it: still off after an automatic switch, until an operator
+    /// switches (a restart must not let it flap back).
+    pub fn restored(state: &crate::state::State) -> Heartbeat {
+        Heartbeat {
+            armed: state
+                .last_switch
+                .as_ref()
+                .is_none_or(|last| last.cause != "heartbeat"),
+            ..Heartbeat::new()
+        }
+    }
+
     /// One check result; `needed` is `heartbeat.failures`.
     pub fn observe(&mut self, ok: bool, needed: u32) -> Decision {
         if ok {
@@ -97,8 +109,10 @@ pub async fn run(daemon: Arc<Daemon>) {
         }
         let standby = active.other();
         let handle = &daemon.slots[active.index()];
-        if handle.route.live().is_none() && handle.status().starting {
-            // Being (re)started: not failing yet; the start has its own deadline.
+        if handle.route.live().is_none() && handle.status().replacing {
+            // Its generation stopped on purpose, for the next (`app.overlap = false`):
+            // not failing yet; the start has its own deadline. A crashed one being
+            // restarted is failing, and counts.
             observe_standby(&daemon, standby).await;
             continue;
         }

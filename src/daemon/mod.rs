@@ -33,7 +33,7 @@ mod upstream;
 mod watch;
 mod workers;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
@@ -58,9 +58,11 @@ pub struct Daemon {
     /// The bearer token from `router.token_file`, if one is set.
     token: RwLock<Option<String>>,
     pub slots: [SlotHandle; 2],
-    /// The front's slot: 0 none, 1 blue, 2 green. Read on every front request, so an
-    /// atomic; written only after `state.json` has the new value.
-    active: AtomicU8,
+    /// The front's slot in the low two bits (0 none, 1 blue, 2 green), above them the
+    /// number of switches since the daemon started: read on every front request, so one
+    /// atomic, and a request sees the slot and the switch it belongs to together (see
+    /// [`Daemon::routing`]). Written only after `state.json` has the new slot.
+    active: AtomicU64,
     mirroring: AtomicBool,
     /// The persisted state; held while it is written so writes never interleave.
     state: Mutex<State>,
@@ -89,8 +91,11 @@ pub struct SlotStatus {
     pub last_error: String,
     /// The last heartbeat or gate result, `None` before the first.
     pub health: Option<Result<(), String>>,
-    /// A generation is being started; a slot without a live one is not failing yet.
+    /// A generation is being started.
     pub starting: bool,
+    /// A deploy stopped the live generation to start the next (`app.overlap = false`):
+    /// a slot without a live one is not failing yet, until that start is over.
+    pub replacing: bool,
     /// When the next restart is due, while one waits out its backoff.
     pub restart_at: Option<std::time::Instant>,
 }
@@ -152,11 +157,24 @@ impl Daemon {
     }
 
     pub fn active(&self) -> Option<Slot> {
-        match self.active.load(Ordering::Acquire) {
+        self.routing().0
+    }
+
+    /// The active slot, and how many switches there have been (a mirrored copy made
+    /// before the last one is stale: see [`mirror`]).
+    pub fn routing(&self) -> (Option<Slot>, u64) {
+        let word = self.active.load(Ordering::Acquire);
+        let slot = match word & 0b11 {
             1 => Some(Slot::Blue),
             2 => Some(Slot::Green),
             _ => None,
-        }
+        };
+        (slot, word >> 2)
+    }
+
+    /// How many switches there have been since the daemon started.
+    pub fn switches(&self) -> u64 {
+        self.routing().1
     }
 
     /// Records `slot` as active in `state.json`, then routes the front to it. With
@@ -190,18 +208,29 @@ impl Daemon {
                 Err(e) => return Err(e),
             }
             *state = next;
-            self.active.store(slot.index() as u8 + 1, Ordering::Release);
+            // Written under the state lock, as every change of it: the count can't skip.
+            let switches = self.switches() + 1;
+            self.active
+                .store(switches << 2 | (slot.index() as u64 + 1), Ordering::Release);
         }
         // The daemon's locks are taken one at a time, never nested.
         if manual {
-            let mut heartbeat = self
-                .heartbeat
-                .lock()
-                .expect("heartbeat lock: no panic holds it");
-            heartbeat.armed = true;
-            heartbeat.failures = 0;
+            self.rearm();
         }
         Ok(true)
+    }
+
+    /// An operator switched (or asked for the slot already active): the heartbeat may
+    /// switch on its own again. Returns whether it was off.
+    pub fn rearm(&self) -> bool {
+        let mut heartbeat = self
+            .heartbeat
+            .lock()
+            .expect("heartbeat lock: no panic holds it");
+        let was_off = !heartbeat.armed;
+        heartbeat.armed = true;
+        heartbeat.failures = 0;
+        was_off
     }
 
     /// A fresh root starts on the first slot that has a live generation.

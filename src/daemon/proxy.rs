@@ -82,6 +82,9 @@ pub async fn handle(
         return Ok(plain(status, reason));
     }
     let mut mirror = None;
+    // A mirrored write's share of the mirror's barrier, until its copy is queued.
+    let mut barrier = None;
+    let mut switches = 0;
     let slot = match which {
         Listener::Slot(slot) => slot,
         Listener::Front => {
@@ -100,7 +103,13 @@ pub async fn handle(
                 // and it is moved a few times per request.
                 return Ok(Box::pin(super::front_switch::handle(request, peer.addr, daemon)).await);
             }
-            match daemon.active() {
+            if mirror.is_some() {
+                // Boxed, as the rare paths here.
+                barrier = Some(Box::pin(daemon.mirror.barrier.read()).await);
+            }
+            let (active, count) = daemon.routing();
+            switches = count;
+            match active {
                 Some(slot) => slot,
                 None => {
                     return Ok(plain(
@@ -169,9 +178,10 @@ pub async fn handle(
     // The copy gets the request as the active slot does, proxy headers and all.
     let (body, copy) = match mirror {
         Some(config) => {
-            let (body, copy) = daemon
-                .mirror
-                .tee(daemon, &config, &parts, body, slot.other());
+            let (body, copy) =
+                daemon
+                    .mirror
+                    .tee(daemon, &config, &parts, body, (slot.other(), switches));
             (IdleBody::new(body, timeout).boxed(), copy)
         }
         None if body.is_end_stream() => (body.map_err(BoxError::from).boxed(), None),
@@ -185,6 +195,7 @@ pub async fn handle(
         let status = sent.as_ref().ok().map(|(response, _)| response.status());
         daemon.mirror.answered(daemon, copy, status);
     }
+    drop(barrier);
     match sent {
         Ok((response, connection)) => {
             traffic.latency(started.elapsed());

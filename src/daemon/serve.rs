@@ -5,7 +5,7 @@
 //! re-reads the config and refuses a bad one.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -129,13 +129,13 @@ async fn run(
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let daemon = Arc::new(Daemon {
         layout: layout.clone(),
-        heartbeat: Mutex::new(heartbeat::Heartbeat::new()),
+        heartbeat: Mutex::new(heartbeat::Heartbeat::restored(&state)),
         config: RwLock::new(Arc::new(config.clone())),
         config_version: AtomicU64::new(0),
         config_changed: tokio::sync::Notify::new(),
         token: RwLock::new(token),
         slots,
-        active: AtomicU8::new(state.active.map_or(0, |s| s.index() as u8 + 1)),
+        active: AtomicU64::new(state.active.map_or(0, |s| s.index() as u64 + 1)),
         mirroring: AtomicBool::new(state.mirroring),
         state: Mutex::new(state),
         events: events::Events::default(),

@@ -2,8 +2,10 @@
 //!
 //! Switches are serialised. The gate asks the target's live generation for its health
 //! path now; `force` skips it. `switch.migrate` runs next, in the target's release
-//! folder, bounded by its timeout. Mirrored copies queued so far go out to the target
-//! (see [`super::mirror`]). Then `state.json` is written, and only then does the front's
+//! folder, bounded by its timeout, and the gate is asked again after it. With mirroring
+//! on, the writes the active is still answering are waited for, new ones wait for the
+//! flip, and the copies of all of them go out to the target first (see
+//! [`super::mirror`]). Then `state.json` is written, and only then does the front's
 //! active slot change: one atomic store, so requests in flight finish where they
 //! started and new ones go to the target.
 
@@ -104,6 +106,16 @@ pub async fn switch(
         }
     };
     if from == Some(to) {
+        // An operator asking for the slot the heartbeat moved traffic to agrees with it:
+        // the heartbeat may switch again.
+        if cause != "heartbeat" && daemon.rearm() {
+            daemon.events.record(
+                "switch",
+                Some(to),
+                false,
+                format!("{to} stays active ({cause}); automatic switching is on again"),
+            );
+        }
         return Ok(
             serde_json::json!({ "from": from, "to": to, "changed": false, "migrate_ms": 0 }),
         );
@@ -122,9 +134,11 @@ pub async fn switch(
             .map_err(SwitchError::Refused)?;
     }
     // The target gets every write the active took before the flip: queued copies go out
-    // first, before the migration (which then sees them) and again before the flip, all
-    // within `MIRROR_WAIT` (a stuck standby must not hold a failover up); none is out
-    // while the flip happens, and one still queued after it is dropped as `stale`.
+    // first, before the migration (which then sees them) and again before the flip, once
+    // the writes the active is still answering have their copies queued (new ones wait
+    // meanwhile), all within `MIRROR_WAIT` (a stuck standby must not hold a failover
+    // up); none is out while the flip happens, and one left after it is dropped as
+    // `stale`.
     let waited = Instant::now();
     let mut drained = daemon
         .mirror
@@ -140,11 +154,27 @@ pub async fn switch(
                 SwitchError::Refused(format!("migration failed, {to} not switched to: {e}"))
             })?;
         migrate_ms = started.elapsed().as_millis() as u64;
+        // The migration may have taken a while: the target must still be healthy.
+        if !query.force {
+            gate(daemon, &config, to).await.map_err(|e| {
+                SwitchError::Refused(format!("after the migration, {e}; not switched"))
+            })?;
+        }
     }
     // The migration's time does not count against the wait.
     let deadline = tokio::time::Instant::now() + left;
-    drained = drained && daemon.mirror.drain(deadline).await;
-    if !drained {
+    let barrier = tokio::time::timeout_at(deadline, daemon.mirror.barrier.write())
+        .await
+        .ok();
+    let from_name = from.map_or("none", Slot::name);
+    if barrier.is_none() {
+        tracing::warn!(
+            "switching to {to} while {from_name} is still answering mirrored writes after {}s: their copies are dropped (counted stale)",
+            MIRROR_WAIT.as_secs()
+        );
+    }
+    drained = drained && barrier.is_some() && daemon.mirror.drain(deadline).await;
+    if barrier.is_some() && !drained {
         tracing::warn!(
             "switching to {to} with mirrored copies still queued after {}s: they are dropped (counted stale)",
             MIRROR_WAIT.as_secs()
@@ -159,6 +189,12 @@ pub async fn switch(
             MIRROR_WAIT.as_secs()
         );
     }
+    // A push with `app.overlap = false` may have taken its generation down meanwhile.
+    if !query.force && daemon.slots[to.index()].route.live().is_none() {
+        return Err(SwitchError::Refused(format!(
+            "{to} has no live generation any more (it went while the switch waited); not switched"
+        )));
+    }
     daemon
         .set_active(
             to,
@@ -171,8 +207,9 @@ pub async fn switch(
             false,
         )
         .map_err(|e| SwitchError::Failed(format!("cannot record the switch: {e:#}")))?;
+    // Held writes go, to the new active.
+    drop(barrier);
     daemon.metrics.switch(cause);
-    let from_name = from.map_or("none", Slot::name);
     daemon.events.record(
         "switch",
         Some(to),

@@ -143,6 +143,52 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     );
     assert_eq!(root.status()["active"], "green", "no flapping back to blue");
     assert_eq!(root.status()["heartbeat"]["armed"], false);
+
+    // A restarted daemon keeps it off: the last switch was the heartbeat's.
+    root.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.serve();
+    assert_eq!(root.status()["heartbeat"]["armed"], false);
+    // An operator asking for green, already active, turns it on again; green fails
+    // again (3 s after its restart) and traffic goes to the healthy blue.
+    let answer = root.control("POST", "/switch?to=green");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(answer.body.contains("\"changed\":false"), "{}", answer.body);
+    wait_for(
+        Duration::from_secs(15),
+        "the heartbeat to switch to blue",
+        || (root.status()["active"] == "blue").then_some(()),
+    );
+    let events = root.control("GET", "/events").body;
+    assert!(
+        events.contains("green stays active (api); automatic switching is on again"),
+        "{events}"
+    );
+}
+
+#[test]
+fn a_crashed_active_slot_whose_restarts_hang_is_left_for_the_standby() {
+    let mut root = Root::new();
+    root.set("heartbeat.interval", "300ms");
+    root.set("heartbeat.timeout", "1s");
+    root.set("heartbeat.failures", 2);
+    root.set("app.ready_timeout", "20s");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    // From its next start on, blue's worker takes a minute to answer anything: each
+    // restart hangs until the ready timeout.
+    std::fs::write(root.path.join("blue/current/SLOW_MS"), "60000").unwrap();
+    let pid = nix::unistd::Pid::from_raw(root.live_pid("blue"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Two failed checks 300 ms apart, not the 20 s of a restart attempt.
+    wait_for(
+        Duration::from_secs(8),
+        "the heartbeat to switch to green",
+        || (root.status()["active"] == "green").then_some(()),
+    );
+    assert!(root.get(root.front, "/").body.contains("v1 from green"));
 }
 
 #[test]

@@ -251,10 +251,95 @@ fn a_copy_still_queued_when_the_switch_flips_is_dropped_as_stale() {
     wait_for(Duration::from_secs(30), "the stale copy", || {
         (root.status()["mirroring"]["counters"]["stale"] == 1).then_some(())
     });
-    root.wait_log(
-        "not mirrored: PUT /items/k: green became the active slot before the copy went out",
-    );
+    root.wait_log("not mirrored: PUT /items/k: a switch came before the copy to green went out");
     assert_eq!(root.get(root.green, "/items/k").body, "new");
+}
+
+#[test]
+fn a_write_the_active_is_still_answering_at_a_switch_reaches_the_target() {
+    // Blue takes 2 s to answer: the write is in flight on blue when the switch comes.
+    let mut root = Root::new();
+    root.set("slots.blue.env", env_map(&[("SLOW_MS", "2000")]));
+    root.set("heartbeat.timeout", "10s");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let writer = std::thread::spawn({
+        let url = root.url(root.front, "/items/inflight");
+        move || http("PUT", &url, Some("taken by blue"))
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "the write in flight on blue",
+        || (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(()),
+    );
+    let switched = root.control("POST", "/switch?to=green");
+    assert_eq!(switched.status, 200, "{switched:?}");
+    let written = writer.join().unwrap().unwrap();
+    assert_eq!(written.status, 201, "{written:?}");
+    // The switch waited for blue's answer and for the copy: green had the write before
+    // it took any.
+    assert_eq!(
+        root.get(root.green, "/items/inflight").body,
+        "taken by blue"
+    );
+    let counters = &root.status()["mirroring"]["counters"];
+    assert_eq!(counters["sent"], 1, "{counters}");
+    assert_eq!(counters["stale"], 0, "{counters}");
+}
+
+#[test]
+fn a_copy_from_before_two_switches_never_lands() {
+    // Green takes 12 s per request: the first copy is still out while two forced
+    // switches, each waiting 5 s for it, go to green and back to blue.
+    let root = slow_green(
+        "12000",
+        &[
+            ("heartbeat.timeout", "20s".into()),
+            ("app.ready_timeout", "30s".into()),
+        ],
+    );
+    let put = |path: &str, body: &str| {
+        let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
+        assert!(answer.status < 300, "PUT {path}: {answer:?}");
+    };
+    put("/items/filler", "f");
+    put("/items/k", "old");
+    for to in ["green", "blue"] {
+        let switched = root.control("POST", &format!("/switch?to={to}&force=1"));
+        assert_eq!(switched.status, 200, "{switched:?}");
+    }
+    // `k=old` was copied for green while blue was active; green has been active since
+    // (and may have taken a newer `k`): the copy must not land there now.
+    wait_for(
+        Duration::from_secs(30),
+        "the copy of k to be dropped",
+        || (root.status()["mirroring"]["counters"]["stale"] == 1).then_some(()),
+    );
+    root.wait_log("not mirrored: PUT /items/k: a switch came before the copy to green went out");
+    assert_eq!(root.status()["mirroring"]["counters"]["sent"], 1);
+}
+
+#[test]
+fn a_target_that_fails_during_the_migration_is_not_switched_to() {
+    let root = blue_live();
+    set_migrate(&root, "sleep 5", 1);
+    // Green answers 500 to everything once it has been up 3 s: healthy at the gate,
+    // failing once the migration is over.
+    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "3")]);
+    root.push("green").says("green: live in ");
+    let answer = root.control("POST", "/switch?to=green");
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert!(
+        answer.body.contains(
+            "after the migration, green is not healthy: GET / answered 500; not switched"
+        ),
+        "{}",
+        answer.body
+    );
+    assert_eq!(root.status()["active"], "blue");
+    assert!(root.get(root.front, "/").body.contains("v1 from blue"));
 }
 
 #[test]

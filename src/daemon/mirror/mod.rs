@@ -10,10 +10,13 @@
 //! method and path.
 //!
 //! A switch first lets the queue drain ([`Mirror::drain`]), so that the slot it makes
-//! active has every write the old active took, then flips while holding
-//! [`Mirror::gate`], which the sender holds while a copy is out. A copy whose slot is
-//! active by the time it would go out is dropped (counted `stale`): sent, it could
-//! overwrite a newer write made there since the switch.
+//! active has every write the old active took. Then it takes [`Mirror::barrier`]: a
+//! mirrored write holds it (shared) from its routing until its copy is queued, so the
+//! switch waits for the writes the old active is still answering, and new ones wait for
+//! the flip. It drains the queue again, and flips while holding [`Mirror::gate`], which
+//! the sender holds while a copy is out. Each copy carries the switch count its write
+//! was routed under; one that a switch has passed by the time it would go out is
+//! dropped (counted `stale`): sent, it could overwrite a newer write made since.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +50,8 @@ const QUEUED_BYTES: u64 = 256 << 20;
 /// One copy to send.
 pub struct Job {
     slot: Slot,
+    /// [`Daemon::switches`] when its write was routed.
+    switches: u64,
     method: Method,
     path: String,
     headers: HeaderMap,
@@ -120,6 +125,9 @@ pub struct Mirror {
     quiet: Sparse,
     /// Held by the sender while a copy is out, and by a switch while it flips.
     pub gate: tokio::sync::Mutex<()>,
+    /// Shared by each mirrored write from its routing until its copy is queued;
+    /// exclusive for a switch's flip (fair: new writes wait behind a switch waiting).
+    pub barrier: tokio::sync::RwLock<()>,
     /// Copies queued, and copies the sender is done with (sent or dropped), ever: a
     /// switch waits until `done` reaches what `queued` was when it began.
     queued_total: AtomicU64,
@@ -139,6 +147,7 @@ impl Mirror {
                 gathered_bytes: Arc::default(),
                 quiet: Sparse::default(),
                 gate: tokio::sync::Mutex::new(()),
+                barrier: tokio::sync::RwLock::new(()),
                 queued_total: AtomicU64::new(0),
                 done_total: AtomicU64::new(0),
                 progress: tokio::sync::Notify::new(),
@@ -187,14 +196,15 @@ impl Mirror {
 
     /// Copies `body` as it streams to the active slot (up to `mirror.max_body`, see
     /// [`tee`]); returns the body to send to the active slot and the copy for `standby`,
-    /// to hand to [`Mirror::answered`] once the active has answered.
+    /// to hand to [`Mirror::answered`] once the active has answered. `switches` is
+    /// [`Daemon::switches`] when the write was routed.
     pub fn tee(
         &self,
         daemon: &Arc<Daemon>,
         config: &Config,
         parts: &Parts,
         body: Incoming,
-        standby: Slot,
+        (standby, switches): (Slot, u64),
     ) -> (Body, Option<PendingCopy>) {
         let path = parts
             .uri
@@ -220,6 +230,7 @@ impl Mirror {
         let copy = PendingCopy {
             job: Some(Job {
                 slot: standby,
+                switches,
                 method: parts.method.clone(),
                 path,
                 headers: parts.headers.clone(),

@@ -36,13 +36,13 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
         daemon.mirror.release(job.body.len() as u64);
         let outcome = {
             let _out = daemon.mirror.gate.lock().await;
-            if daemon.active() == Some(job.slot) {
+            if daemon.switches() != job.switches {
                 Err((
                     "stale",
                     job.method,
                     job.path,
                     format!(
-                        "{} became the active slot before the copy went out",
+                        "a switch came before the copy to {} went out (it could land after a newer write)",
                         job.slot
                     ),
                 ))
@@ -63,6 +63,7 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
 async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, String, String)> {
     let Job {
         slot,
+        switches: _,
         method,
         path,
         mut headers,

@@ -23,8 +23,6 @@ impl Supervisor {
         let slot = self.slot;
         self.restart_token += 1; // a deploy or restart now replaces any scheduled restart
         let config = self.daemon.config();
-        // Starting from here: the heartbeat does not count the slot as failing while its
-        // old generation is stopped first (app.overlap = false).
         {
             let mut status = self.handle().status();
             status.starting = true;
@@ -32,6 +30,9 @@ impl Supervisor {
         }
         if !config.app.overlap {
             if let Some(old) = self.live.take() {
+                // Until the start is over, the heartbeat does not count the slot as
+                // failing: its generation is stopped on purpose.
+                self.handle().status().replacing = true;
                 self.daemon.events.record(
                     "drain",
                     Some(slot),
@@ -109,7 +110,11 @@ impl Supervisor {
         result: Result<Arc<Generation>, (Option<Arc<Generation>>, String)>,
     ) {
         let slot = self.slot;
-        self.handle().status().starting = false;
+        {
+            let mut status = self.handle().status();
+            status.starting = false;
+            status.replacing = false;
+        }
         let first_start = std::mem::take(&mut self.first_start);
         let start = self
             .starting
