@@ -20,6 +20,9 @@ use crate::config::Config;
 use crate::layout::Layout;
 
 pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
+    // The flags are checked before anything is made: a refused run leaves nothing behind.
+    let exe = std::env::current_exe()?.canonicalize()?;
+    let config = demo_config(&args, &exe)?;
     check_ports(&args)?;
     let dir = match &args.dir {
         Some(dir) => {
@@ -40,12 +43,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
             .tempdir()?
             .keep(),
     };
-    let exe = std::env::current_exe()?.canonicalize()?;
     let layout = Layout::new(&dir.join("root"))?;
     let app = dir.join("app");
 
     crate::init::run(&layout, &mut std::io::sink())?;
-    let config = demo_config(&args, &exe)?;
     crate::fsops::write_atomic(&layout.config_file(), config.to_toml().as_bytes())?;
     make_app_repo(&app, &layout)?;
 
@@ -185,8 +186,23 @@ fn demo_config(args: &DemoArgs, exe: &Path) -> anyhow::Result<Config> {
     config.slots.blue.env.clear();
     config.slots.green.env.clear();
     config.heartbeat.interval = Duration::from_secs(2);
-    // Round-trip through the parser: the demo's config obeys the same rules as a user's.
-    Config::parse(&config.to_toml()).map_err(|e| anyhow::anyhow!("demo config: {e}"))
+    // Round-trip through the parser: the demo's config obeys the same rules as a user's,
+    // told in the flags' names (the user wrote no file).
+    Config::parse(&config.to_toml()).map_err(|e| {
+        let mut told = e
+            .split_once(": ")
+            .map_or(e.as_str(), |(_, rest)| rest)
+            .to_string();
+        for (key, flag) in [
+            ("router.listen", "--front"),
+            ("control.listen", "--control"),
+            ("slots.blue.listen", "--blue"),
+            ("slots.green.listen", "--green"),
+        ] {
+            told = told.replace(key, flag);
+        }
+        anyhow::anyhow!("{told}")
+    })
 }
 
 fn make_app_repo(app: &Path, layout: &Layout) -> anyhow::Result<()> {

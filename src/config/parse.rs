@@ -222,6 +222,38 @@ mod tests {
                 "[slots.green]\nlisten = \"0.0.0.0:9090\"\n",
                 "1: slots.green.listen: same address as slots.blue.listen (0.0.0.0:9090)",
             ),
+            (
+                "[router]\nlisten = \"127.0.0.1:0\"\n",
+                "2: router.listen: `127.0.0.1:0`: port 0 would be any free port",
+            ),
+            (
+                "[slots.blue]\nlisten = \"0.0.0.0:0\"\n",
+                "2: slots.blue.listen: `0.0.0.0:0`: port 0",
+            ),
+            (
+                "[app]\nlinked_dirs = [\"data\", \"data/x\"]\n",
+                "2: app.linked_dirs: `data/x` is inside `data`: linked dirs cannot nest",
+            ),
+            (
+                "[app]\nlinked_dirs = [\"logs/a\", \"logs\"]\n",
+                "2: app.linked_dirs: `logs/a` is inside `logs`",
+            ),
+            (
+                "[app]\nlinked_dirs = [\"data\", \"data/\"]\n",
+                "2: app.linked_dirs: `data/` is given twice",
+            ),
+            (
+                "branch = \"HEAD\"\n",
+                "1: branch: `HEAD` is not a valid branch name",
+            ),
+            (
+                "branch = \"-x\"\n",
+                "1: branch: `-x` is not a valid branch name",
+            ),
+            (
+                "[slots.green]\nenv = { PORT = \"1\" }\n",
+                "2: slots.green.env: `PORT` is set by bluegreen for each generation",
+            ),
         ];
         for (text, want) in cases {
             let err = Config::parse(text).unwrap_err();

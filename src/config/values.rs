@@ -106,7 +106,12 @@ pub fn branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
             "`{name}` is a ref: write the branch name alone (\"{short}\")"
         )));
     }
-    if name.is_empty() || !git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
+    // git itself refuses these two as branch names, though the ref would be valid.
+    if name.is_empty()
+        || name == "HEAD"
+        || name.starts_with('-')
+        || !git2::Reference::is_valid_name(&format!("refs/heads/{name}"))
+    {
         return Err(D::Error::custom(format!(
             "`{name}` is not a valid branch name"
         )));
@@ -193,11 +198,17 @@ pub fn switch_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
 /// resolver could be trusted, and `localhost` may mean two addresses).
 pub fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(d)?;
-    text.parse().map_err(|_| {
+    let addr: SocketAddr = text.parse().map_err(|_| {
         D::Error::custom(format!(
             "`{text}` is not IP:port (e.g. \"127.0.0.1:8080\", \"0.0.0.0:8080\", \"[::1]:8080\")"
         ))
-    })
+    })?;
+    if addr.port() == 0 {
+        return Err(D::Error::custom(format!(
+            "`{text}`: port 0 would be any free port, which no client could know: name one"
+        )));
+    }
+    Ok(addr)
 }
 
 pub fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -241,8 +252,29 @@ pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
             )));
         }
     }
+    for (i, dir) in dirs.iter().enumerate() {
+        for other in &dirs[..i] {
+            let (a, b) = (Path::new(dir), Path::new(other));
+            if a == b {
+                return Err(D::Error::custom(format!("`{dir}` is given twice")));
+            }
+            if a.starts_with(b) || b.starts_with(a) {
+                let (inner, outer) = if a.starts_with(b) {
+                    (dir, other)
+                } else {
+                    (other, dir)
+                };
+                return Err(D::Error::custom(format!(
+                    "`{inner}` is inside `{outer}`: linked dirs cannot nest (the shared `{outer}` has it already)"
+                )));
+            }
+        }
+    }
     Ok(dirs)
 }
+
+/// What the daemon sets for each generation: a slot's `env` may not set it too.
+pub const GENERATION_ENV: [&str; 4] = ["PORT", "SLOT", "RELEASE", "RELEASE_DIR"];
 
 pub fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let methods = Vec::<String>::deserialize(d)?;
@@ -281,7 +313,14 @@ pub fn slots<'de, D: Deserializer<'de>>(d: D) -> Result<super::Slots, D::Error> 
     fn some_env<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-        env(d).map(Some)
+        let env = env(d)?;
+        if let Some(name) = GENERATION_ENV.iter().find(|n| env.contains_key(**n)) {
+            return Err(D::Error::custom(format!(
+                "`{name}` is set by bluegreen for each generation ({}); it cannot be set here",
+                GENERATION_ENV.join(", ")
+            )));
+        }
+        Ok(Some(env))
     }
     let partial = Partial::deserialize(d)?;
     let mut slots = super::Slots::default();

@@ -37,6 +37,11 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
             "the control API answers loopback callers only".into(),
         );
     }
+    // tiny_http reads a body by a Content-Length it does not check: a request framed
+    // in a way that is not clear is refused before it can do anything.
+    if let Err(why) = framing(request.headers()) {
+        return reply(request, 400, "text/plain", why);
+    }
     let header = |name: &'static str| {
         request
             .headers()
@@ -128,21 +133,18 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
         ),
         (Method::Get, "/metrics") => (200, "text/plain; version=0.0.4", daemon.metrics_text()),
         (Method::Get, "/mirroring") => (200, "application/json", mirroring(daemon)),
-        (Method::Post, "/mirroring") => match query
-            .strip_prefix("enabled=")
-            .map(|value| switch::flag("enabled", value))
-        {
-            Some(Ok(on)) => match daemon.set_mirroring(on) {
-                Ok(()) => (200, "application/json", mirroring(daemon)),
-                Err(e) => (500, "text/plain", format!("cannot record the flag: {e:#}")),
-            },
-            Some(Err(reason)) => (400, "text/plain", reason),
-            None => (
-                400,
-                "text/plain",
-                "use ?enabled=true or ?enabled=false".into(),
-            ),
-        },
+        (Method::Post, "/mirroring") => {
+            match switch::params(query, &["enabled"]).and_then(|params| match params.first() {
+                Some((_, value)) => switch::flag("enabled", value),
+                None => Err("use ?enabled=true or ?enabled=false".into()),
+            }) {
+                Ok(on) => match daemon.set_mirroring(on) {
+                    Ok(()) => (200, "application/json", mirroring(daemon)),
+                    Err(e) => (500, "text/plain", format!("cannot record the flag: {e:#}")),
+                },
+                Err(reason) => (400, "text/plain", reason),
+            }
+        }
         (Method::Post, "/switch") => match Query::parse(query) {
             Ok(query) => match runtime.block_on(switch::switch(daemon, query, "api")) {
                 Ok(done) => (200, "application/json", done.to_string()),
@@ -210,6 +212,27 @@ fn reload(daemon: &Daemon, runtime: &tokio::runtime::Handle, slot: Slot, mode: R
 
 fn mirroring(daemon: &Daemon) -> String {
     serde_json::json!({ "enabled": daemon.mirroring() }).to_string()
+}
+
+/// A request's body framing, if it is not one clear Content-Length (or none): more than
+/// one, a value that is not a number, or a Transfer-Encoding (no endpoint takes a body).
+fn framing(headers: &[Header]) -> Result<(), String> {
+    let mut lengths = headers.iter().filter(|h| h.field.equiv("Content-Length"));
+    if let Some(length) = lengths.next() {
+        if lengths.next().is_some() {
+            return Err("more than one Content-Length header".into());
+        }
+        let value = length.value.as_str().trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("Content-Length `{value}` is not a number of bytes"));
+        }
+    }
+    if headers.iter().any(|h| h.field.equiv("Transfer-Encoding")) {
+        return Err(
+            "Transfer-Encoding is not taken here: the control API's requests have no body".into(),
+        );
+    }
+    Ok(())
 }
 
 fn reply(request: Request, status: u16, kind: &str, mut body: String) {

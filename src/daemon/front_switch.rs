@@ -36,7 +36,11 @@ pub fn allowed(
         Err(why) if !why.is_empty() => format!("this request ({why})"),
         _ => peer.to_string(),
     };
-    let presented = authorization.and_then(|a| a.strip_prefix("Bearer "));
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let presented = authorization.and_then(|a| {
+        let (scheme, token) = a.trim_start().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token)
+    });
     match (token, presented) {
         (None, _) => Err(format!("{who} may not switch: only callers on this host can, unless router.token_file sets a token for others")),
         (Some(token), Some(presented)) if constant_time_eq(token.as_bytes(), presented.trim().as_bytes()) => {
@@ -80,6 +84,13 @@ pub async fn handle(
             .into_iter()
             .any(several),
     };
+    // Which one would count is a guess the caller should not have to make.
+    if several("authorization") {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "more than one Authorization header",
+        );
+    }
     let token = daemon.token();
     if let Err(reason) = allowed(
         peer.ip(),
@@ -158,6 +169,28 @@ mod tests {
         )
         .is_err());
         assert!(allowed(peer, &Method::POST, None, Some("s3cret"), &Hints::default()).is_err());
+        // The scheme in any case (RFC 9110 §11.1); never without one.
+        for header in ["bearer s3cret", "BEARER s3cret"] {
+            assert!(
+                allowed(
+                    peer,
+                    &Method::POST,
+                    Some(header),
+                    Some("s3cret"),
+                    &Hints::default()
+                )
+                .is_ok(),
+                "{header}"
+            );
+        }
+        assert!(allowed(
+            peer,
+            &Method::POST,
+            Some("s3cret"),
+            Some("s3cret"),
+            &Hints::default()
+        )
+        .is_err());
         assert!(allowed(
             peer,
             &Method::POST,

@@ -39,22 +39,31 @@ impl Query {
     /// Parses `to=blue&force=1`.
     pub fn parse(query: &str) -> Result<Query, String> {
         let mut parsed = Query::default();
-        let mut seen = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if seen.contains(&key) {
-                return Err(format!("`{key}` is given twice"));
-            }
-            seen.push(key);
+        for (key, value) in params(query, &["to", "force"])? {
             match key {
                 "to" => parsed.to = Some(value.parse().map_err(|e| format!("{e:#}"))?),
                 // `?force` alone forces.
-                "force" => parsed.force = value.is_empty() || flag(key, value)?,
-                other => return Err(format!("unknown parameter `{other}` (to, force)")),
+                _ => parsed.force = value.is_empty() || flag(key, value)?,
             }
         }
         Ok(parsed)
     }
+}
+
+/// The `key=value` pairs of a query, each of `known` at most once and nothing else.
+pub fn params<'a>(query: &'a str, known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&key) {
+            return Err(format!("unknown parameter `{key}` ({})", known.join(", ")));
+        }
+        if pairs.iter().any(|(seen, _)| *seen == key) {
+            return Err(format!("`{key}` is given twice"));
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
 }
 
 /// A yes/no query parameter `name=value`, as `force` and `enabled` take it.

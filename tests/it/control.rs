@@ -63,6 +63,24 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             400,
             "POST /slots/blue/reload takes only ?release=<id> (got ?force=1)",
         ),
+        (
+            "POST",
+            "/mirroring?enabled=1&foo=2",
+            400,
+            "unknown parameter `foo` (enabled)",
+        ),
+        (
+            "POST",
+            "/mirroring?enabled=1&enabled=0",
+            400,
+            "`enabled` is given twice",
+        ),
+        (
+            "POST",
+            "/mirroring?",
+            400,
+            "use ?enabled=true or ?enabled=false",
+        ),
     ];
     for (method, path, status, reason) in refused {
         let answer = root.control(method, path);
@@ -86,6 +104,39 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
         answer.contains("Host, Origin or Sec-Fetch-Site is sent more than once"),
         "{answer}"
     );
+    // A body framing tiny_http would not check: refused before anything is done.
+    for (framing, reason) in [
+        (
+            "Content-Length: abc\r\n",
+            "Content-Length `abc` is not a number of bytes",
+        ),
+        (
+            "Content-Length: -5\r\n",
+            "Content-Length `-5` is not a number of bytes",
+        ),
+        (
+            "Content-Length: 1\r\nContent-Length: 2\r\n",
+            "more than one Content-Length header",
+        ),
+        (
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding is not taken here",
+        ),
+    ] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.control)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let request = format!(
+            "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\n{framing}Connection: close\r\n\r\n0\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{framing:?}: {answer}");
+        assert!(answer.contains(reason), "{framing:?}: {answer}");
+    }
     assert_eq!(root.status()["active"], "blue");
     assert_eq!(root.status()["mirroring"]["enabled"], mirroring);
 
