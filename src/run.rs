@@ -103,6 +103,7 @@ impl Write for Stdout {
         if !self.closed {
             match self.out.write(buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.closed = true,
+                Err(e) => return Err(unwritable(e)),
                 other => return other,
             }
         }
@@ -115,7 +116,13 @@ impl Write for Stdout {
                 self.closed = true;
                 Ok(())
             }
-            other => other,
+            other => other.map_err(unwritable),
         }
     }
+}
+
+/// A write error that says where it was writing (`cannot write to standard output: No
+/// space left on device`), not only the OS's words.
+fn unwritable(e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot write to standard output: {e}"))
 }
