@@ -92,13 +92,10 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
         assert_eq!(answer.body.lines().count(), 1, "{answer:?}");
     }
     // Two Host headers: which one counts would be a guess.
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.control)).unwrap();
-    stream
-        .write_all(b"POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let answer = raw(
+        root.control,
+        "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(
         answer.contains("Host, Origin or Sec-Fetch-Site is sent more than once"),
@@ -123,17 +120,12 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             "Transfer-Encoding is not taken here",
         ),
     ] {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.control)).unwrap();
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let request = format!(
-            "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\n{framing}Connection: close\r\n\r\n0\r\n\r\n"
+        let answer = raw(
+            root.control,
+            &format!(
+                "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\n{framing}Connection: close\r\n\r\n0\r\n\r\n"
+            ),
         );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 400"), "{framing:?}: {answer}");
         assert!(answer.contains(reason), "{framing:?}: {answer}");
     }

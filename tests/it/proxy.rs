@@ -8,26 +8,6 @@ use nix::sys::signal::Signal;
 
 use crate::util::*;
 
-/// A connection to `port` that has sent `request`; its reads give up after 10 s.
-fn sent(port: u16, request: &[u8]) -> std::net::TcpStream {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    stream
-}
-
-/// Sends `request` as is to `port` and reads the answer until the connection closes.
-fn raw(port: u16, request: &str) -> String {
-    use std::io::Read;
-    let mut stream = sent(port, request.as_bytes());
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
-}
-
 #[test]
 fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
     let root = blue_live();

@@ -99,3 +99,24 @@ pub fn under_load(url: &str, clients: usize, work: impl FnOnce()) -> (usize, Vec
         )
     })
 }
+
+/// A connection to `port` that has sent `request`; its reads give up after 10 s.
+pub fn sent(port: u16, request: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    stream
+}
+
+/// Sends `request` as is to `port` and reads the answer until the connection closes (a
+/// reset after the answer, from a server that closes with bytes left unread, ends it too).
+pub fn raw(port: u16, request: &str) -> String {
+    use std::io::Read;
+    let mut stream = sent(port, request.as_bytes());
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
