@@ -8,9 +8,13 @@
 //! thread accepted for itself, whichever woke first took most of a burst of connects
 //! and one core did two thirds of the work.
 //!
-//! Once `shutdown` turns true the acceptor closes the listeners (new connects are
-//! refused) and each proxy thread lets its connections finish their current request, up to
-//! `grace`. Upgraded connections (tunnels) are not waited for: they close with the thread.
+//! Each listener accepts once its `open` turns true (`serve` opens it when the slot it
+//! routes to has settled); until then connections wait in the listen backlog. Once
+//! `shutdown` turns true the acceptor closes the listeners (new connects are refused, or
+//! under socket activation left in the backlog for the next daemon) and each proxy thread
+//! lets its connections finish their current request, up to `grace`, a request already
+//! sent but not yet read included. Upgraded connections (tunnels) are not waited for:
+//! they close with the thread.
 //!
 //! Open connections are capped by the file limit (see [`connection_limit`]): each takes
 //! a file for itself and one for its upstream connection, and the daemon must keep files
@@ -89,6 +93,8 @@ impl Counted {
 
 /// How long a new connection is left to send its first request before it counts as idle.
 const IDLE_AFTER: Duration = Duration::from_secs(1);
+/// At a stop, how often the connections not told yet are looked at again.
+const STOP_ROUND: Duration = Duration::from_millis(10);
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -133,17 +139,40 @@ pub fn connection_limit() -> usize {
     (limit.saturating_sub(RESERVED_FILES) / 2).clamp(16, 1 << 20) as usize
 }
 
-/// Starts `threads` proxy threads and the acceptor. The returned threads end once `shutdown`
-/// has turned true and every connection is done.
+/// The running data path, as `start` returns it.
+pub struct Started {
+    /// The proxy threads and the acceptor: they end once `shutdown` has turned true and
+    /// every connection is done.
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+    /// A message from each proxy thread once, after `shutdown`, it has told each of its
+    /// connections to finish: every request sent on a connection it accepted has then
+    /// been read and routed (or the connection was idle and is closed).
+    told: mpsc::Receiver<()>,
+    proxies: usize,
+}
+
+impl Started {
+    /// Waits until every proxy thread has told its connections to finish (see `told`).
+    pub async fn all_told(&mut self) {
+        for _ in 0..self.proxies {
+            if self.told.recv().await.is_none() {
+                break;
+            }
+        }
+    }
+}
+
+/// Starts `threads` proxy threads and the acceptor.
 pub fn start(
-    listeners: Vec<(std::net::TcpListener, Listener)>,
+    listeners: Vec<(std::net::TcpListener, Listener, watch::Receiver<bool>)>,
     threads: usize,
     daemon: &Arc<Daemon>,
     shutdown: &watch::Receiver<bool>,
     grace: Duration,
-) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+) -> anyhow::Result<Started> {
     let mut handles = Vec::new();
     let mut proxies = Vec::new();
+    let (told_tx, told) = mpsc::channel(threads.max(1));
     for n in 0..threads.max(1) {
         let (tx, rx) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicUsize::new(0));
@@ -155,11 +184,12 @@ pub fn start(
         });
         let daemon = daemon.clone();
         let runtime = runtime()?;
+        let told = told_tx.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("bluegreen-proxy-{n}"))
                 .spawn(move || {
-                    runtime.block_on(serve_thread(n, rx, (open, tell), daemon, grace))
+                    runtime.block_on(serve_thread(n, rx, (open, tell, told), daemon, grace))
                 })?,
         );
     }
@@ -172,7 +202,11 @@ pub fn start(
             .name("bluegreen-accept".into())
             .spawn(move || runtime.block_on(accept(listeners, proxies, shutdown, limit)))?,
     );
-    Ok(handles)
+    Ok(Started {
+        threads: handles,
+        told,
+        proxies: threads.max(1),
+    })
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -181,10 +215,11 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Accepts on every listener until `shutdown`, then closes them and lets the proxy
-/// threads finish (dropping `threads` ends their queues).
+/// Accepts on every listener, each from when its `open` turns true, until `shutdown`;
+/// then closes them and lets the proxy threads finish (dropping `threads` ends their
+/// queues).
 async fn accept(
-    listeners: Vec<(std::net::TcpListener, Listener)>,
+    listeners: Vec<(std::net::TcpListener, Listener, watch::Receiver<bool>)>,
     threads: Vec<Thread>,
     shutdown: watch::Receiver<bool>,
     limit: usize,
@@ -192,7 +227,7 @@ async fn accept(
     let threads = Arc::new(threads);
     let full = Arc::new(crate::logging::Sparse::default());
     let mut tasks = Vec::new();
-    for (listener, which) in listeners {
+    for (listener, which, open) in listeners {
         let listener = match TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(e) => {
@@ -202,7 +237,7 @@ async fn accept(
         };
         tasks.push(tokio::spawn(accept_on(
             listener,
-            which,
+            (which, open),
             threads.clone(),
             shutdown.clone(),
             (limit, full.clone()),
@@ -215,11 +250,17 @@ async fn accept(
 
 async fn accept_on(
     listener: TcpListener,
-    which: Listener,
+    (which, mut opened): (Listener, watch::Receiver<bool>),
     threads: Arc<Vec<Thread>>,
     mut shutdown: watch::Receiver<bool>,
     (limit, full): (usize, Arc<crate::logging::Sparse>),
 ) {
+    tokio::select! {
+        opened = opened.wait_for(|open| *open) => if opened.is_err() {
+            return;
+        },
+        _ = shutdown.changed() => return,
+    }
     let failing = crate::logging::Sparse::default();
     loop {
         while open(&threads) >= limit {
@@ -336,13 +377,28 @@ impl Open {
 
     /// Tells the idle connections to close (all of them with `all`).
     fn close(&mut self, all: bool) {
-        let idle: Vec<u64> = self
+        self.tell(|c| all || Counted::idle(&c.counted, c.fd, c.since));
+    }
+
+    /// At a stop: tells the connections to finish and close, each once it is idle or has
+    /// a request under way (hyper then answers it, with `Connection: close`), and returns
+    /// how many are left. Those left have a request hyper has not read yet (bytes unread)
+    /// or are new and about to send one: told now, hyper would close them and that
+    /// request would be lost (under socket activation, to a client the next daemon would
+    /// have answered).
+    fn close_at_stop(&mut self) -> usize {
+        self.tell(|c| c.counted.strong_count() > 2 || Counted::idle(&c.counted, c.fd, c.since));
+        self.connections.len()
+    }
+
+    fn tell(&mut self, which: impl Fn(&Closable) -> bool) {
+        let told: Vec<u64> = self
             .connections
             .iter()
-            .filter(|(_, c)| all || Counted::idle(&c.counted, c.fd, c.since))
+            .filter(|(_, c)| which(c))
             .map(|(key, _)| *key)
             .collect();
-        for key in idle {
+        for key in told {
             if let Some(closable) = self.connections.remove(&key) {
                 let _ = closable.close.send(());
             }
@@ -355,7 +411,7 @@ impl Open {
 async fn serve_thread(
     thread: usize,
     mut rx: mpsc::UnboundedReceiver<Accepted>,
-    (open, tell): (Arc<AtomicUsize>, Arc<watch::Sender<Told>>),
+    (open, tell, all_told): (Arc<AtomicUsize>, Arc<watch::Sender<Told>>, mpsc::Sender<()>),
     daemon: Arc<Daemon>,
     grace: Duration,
 ) {
@@ -384,14 +440,21 @@ async fn serve_thread(
     // last one has closed.
     let closable = Arc::new(Mutex::new(Open::default()));
     let closer = tokio::spawn({
-        let (closable, mut told) = (closable.clone(), tell.subscribe());
+        let (closable, mut told, all_told) = (closable.clone(), tell.subscribe(), all_told);
         async move {
             loop {
                 let stop = told.changed().await.is_err() || *told.borrow_and_update() == STOP;
-                lock(&closable).close(stop);
-                if stop {
-                    break;
+                if !stop {
+                    lock(&closable).close(false);
+                    continue;
                 }
+                let deadline = Instant::now() + IDLE_AFTER + STOP_ROUND;
+                while lock(&closable).close_at_stop() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(STOP_ROUND).await;
+                }
+                lock(&closable).close(true);
+                let _ = all_told.send(()).await;
+                break;
             }
         }
     });

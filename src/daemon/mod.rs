@@ -24,6 +24,7 @@ mod pool;
 mod proxy;
 mod route;
 mod serve;
+mod sockets;
 mod status;
 mod supervisor;
 mod switch;

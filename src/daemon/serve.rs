@@ -1,10 +1,10 @@
 //! `serve`: bind every listener, start every part of the daemon, run until SIGTERM/SIGINT.
 //!
-//! Listeners are bound before anything else, so a taken port is a one-line error before
-//! any worker starts; orphans of a killed daemon are stopped before ours start. SIGHUP
-//! re-reads the config and refuses a bad one.
+//! Listeners are bound (or taken from systemd, see [`sockets`]) before anything else, so a
+//! taken port is a one-line error before any worker starts; orphans of a killed daemon are
+//! stopped before ours start. Each listener accepts once its slot's first generation has
+//! settled. SIGHUP re-reads the config and refuses a bad one.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -13,8 +13,8 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch as tokio_watch};
 
 use super::{
-    accept, control, events, heartbeat, metrics, mirror, route, supervisor, systemd, upstream,
-    watch, workers, Daemon, SlotHandle,
+    accept, control, events, heartbeat, metrics, mirror, route, sockets, supervisor, systemd,
+    upstream, watch, workers, Daemon, SlotHandle,
 };
 use crate::config::Config;
 use crate::fsops;
@@ -25,32 +25,9 @@ use crate::state::State;
 
 /// How long `serve` waits for the root's lock before it says another daemon holds it.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
-
-/// The listeners `serve` needs, bound before anything starts.
-struct Bound {
-    front: std::net::TcpListener,
-    slots: [std::net::TcpListener; 2],
-    control: tiny_http::Server,
-}
-
-fn bind(config: &Config) -> anyhow::Result<Bound> {
-    let tcp = |addr: SocketAddr, key: &str| -> anyhow::Result<std::net::TcpListener> {
-        let listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr} ({key})"))?;
-        listener.set_nonblocking(true)?;
-        Ok(listener)
-    };
-    let control = config.control.listen;
-    Ok(Bound {
-        front: tcp(config.router.listen, "router.listen")?,
-        slots: [
-            tcp(config.slots.blue.listen, "slots.blue.listen")?,
-            tcp(config.slots.green.listen, "slots.green.listen")?,
-        ],
-        control: tiny_http::Server::http(control)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {control} (control.listen): {e}"))?,
-    })
-}
+/// At a stop, the longest the slots keep routing while the proxy threads read the
+/// requests already sent (a just-opened connection is given a second to send one).
+const STOP_TELL_WAIT: Duration = Duration::from_secs(3);
 
 fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
     config.router.token()
@@ -84,7 +61,14 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     };
     // A daemon killed mid-write left its temp file; only the lock holder writes here.
     fsops::remove_stale_siblings(&layout.state_file());
-    let bound = bind(&config)?;
+    let bound = sockets::bind(&config)?;
+    if bound.passed > 0 {
+        tracing::info!(
+            "took {} listening socket(s) from systemd, bound {}",
+            bound.passed,
+            4 - bound.passed
+        );
+    }
     let orphans = workers::reap_orphans(&layout, config.app.stop_timeout);
     if orphans > 0 {
         tracing::warn!("stopped {orphans} worker group(s) left by a previous daemon");
@@ -104,7 +88,7 @@ async fn run(
     config: Config,
     token: Option<String>,
     state: State,
-    bound: Bound,
+    bound: sockets::Bound,
 ) -> anyhow::Result<bool> {
     let (mirror, mirror_rx) = mirror::Mirror::new(config.mirror.queue);
     let generations = state.generation;
@@ -156,11 +140,14 @@ async fn run(
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
     let grace = config.app.drain_timeout;
     let [blue, green] = bound.slots;
-    let listeners = accept::start(
+    // Each listener accepts once what it routes to has settled (see `startup` below);
+    // until then the kernel holds new connections in the listen backlog.
+    let [front_open, blue_open, green_open] = [(); 3].map(|()| tokio_watch::channel(false));
+    let mut listeners = accept::start(
         vec![
-            (bound.front, accept::Listener::Front),
-            (blue, accept::Listener::Slot(Slot::Blue)),
-            (green, accept::Listener::Slot(Slot::Green)),
+            (bound.front, accept::Listener::Front, front_open.1),
+            (blue, accept::Listener::Slot(Slot::Blue), blue_open.1),
+            (green, accept::Listener::Slot(Slot::Green), green_open.1),
         ],
         threads,
         &daemon,
@@ -209,20 +196,40 @@ async fn run(
         "serving {}",
         layout.root().display()
     );
-    let first: Vec<_> = Slot::ALL
-        .into_iter()
-        .filter(|&slot| release::current(&layout, slot).is_some())
-        .map(|slot| daemon.reload(slot, supervisor::Reload::Always))
-        .collect();
+    // Each slot's first generation: its listener opens once it is live or has failed
+    // (a slot with no release at once), so a restarted daemon's clients wait for it in
+    // the backlog instead of getting 503s; the front opens with the slot it routes to.
     let wait = config.app.ready_timeout + Duration::from_secs(5);
+    let restored = daemon.routing().0;
+    let slot_open = [blue_open.0, green_open.0];
+    let settle = |slot: Slot| {
+        let verdict = release::current(&layout, slot)
+            .is_some()
+            .then(|| daemon.reload(slot, supervisor::Reload::Always));
+        let (open, front) = (&slot_open[slot.index()], &front_open.0);
+        async move {
+            let live = match verdict {
+                Some(verdict) => matches!(
+                    tokio::time::timeout(wait, verdict).await,
+                    Ok(Ok(verdict)) if verdict.live
+                ),
+                None => false,
+            };
+            open.send_replace(true);
+            if restored == Some(slot) {
+                front.send_replace(true);
+            }
+            live
+        }
+    };
     let startup = async {
-        for verdict in first {
-            if let Ok(Ok(verdict)) = tokio::time::timeout(wait, verdict).await {
-                if let (true, Some(slot)) = (verdict.live, verdict.slot) {
-                    daemon.adopt_if_none(slot);
-                }
+        let live = tokio::join!(settle(Slot::Blue), settle(Slot::Green));
+        for (slot, live) in Slot::ALL.into_iter().zip([live.0, live.1]) {
+            if live {
+                daemon.adopt_if_none(slot);
             }
         }
+        front_open.0.send_replace(true);
     };
     // A stop asked for while the first generations get ready is obeyed at once (systemd
     // would otherwise wait up to ready_timeout before the drain even starts).
@@ -263,6 +270,9 @@ async fn run(
     );
     let _ = stop_tx.send(true);
     control.unblock();
+    // Requests already sent on accepted connections are read and routed (so counted in
+    // flight and drained) before the slots stop routing: cleared first, they got 503s.
+    let _ = tokio::time::timeout(STOP_TELL_WAIT, listeners.all_told()).await;
     let mut done = Vec::new();
     for slot in Slot::ALL {
         let (tx, rx) = oneshot::channel();
@@ -275,8 +285,8 @@ async fn run(
         let _ = rx.await;
     }
     let _ = tokio::task::spawn_blocking(move || {
-        for listener in listeners {
-            let _ = listener.join();
+        for thread in listeners.threads {
+            let _ = thread.join();
         }
     })
     .await;

@@ -194,6 +194,29 @@ fn sigterm_drains_stops_everything_and_exits_zero() {
     );
 }
 
+/// A request on a connection the daemon accepted just before a stop, sent once the stop
+/// has begun, is answered (then the connection closes), not cut off: under a socket unit
+/// its client would otherwise lose a request that the next daemon would have answered.
+#[test]
+fn a_request_sent_as_the_daemon_stops_on_a_new_connection_is_answered() {
+    use std::io::{Read, Write};
+    let mut root = blue_live();
+    let mut fresh = std::net::TcpStream::connect(("127.0.0.1", root.front)).unwrap();
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    root.signal(Signal::SIGTERM);
+    root.wait_log("stopping: draining every generation");
+    fresh
+        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = fresh.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    assert!(answer.contains("\r\n\r\nv1 from blue "), "{answer:?}");
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+}
+
 #[test]
 fn sighup_with_a_broken_config_keeps_running() {
     let root = blue_live();

@@ -112,3 +112,80 @@ fn a_log_nobody_reads_does_not_stop_the_daemon() {
     root.signal(Signal::SIGTERM);
     assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
 }
+
+/// Under socket activation (the test holds the listening sockets, as systemd does for a
+/// socket unit), a daemon stopped and started again refuses no connection and loses no
+/// request: clients keep asking the front and the slot's port through the drain, the
+/// stop and the next daemon's start, and each request answers 200 from blue.
+#[test]
+fn a_restart_under_socket_activation_loses_no_request() {
+    use std::os::fd::AsFd;
+    const RESTARTS: usize = 5;
+    let mut root = Root::new();
+    let sockets = root.sockets();
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
+    root.serve_activated(&fds);
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    let (front, slot) = (root.url(root.front, "/"), root.url(root.blue, "/"));
+    let mut restarts = 0;
+    let (mut slot_answers, mut slot_failures) = (0, Vec::new());
+    let (front_answers, mut failures) = under_load(&front, 6, || {
+        (slot_answers, slot_failures) = under_load(&slot, 2, || {
+            for _ in 0..RESTARTS {
+                let worker = root.live_pid("blue");
+                root.signal(Signal::SIGTERM);
+                assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+                root.serve_activated(&fds);
+                wait_for(Duration::from_secs(15), "blue live again", || {
+                    let pid = root.status()["slots"]["blue"]["live"]["pid"].as_u64();
+                    pid.filter(|&pid| pid != worker as u64)
+                });
+                restarts += 1;
+            }
+        });
+    });
+    failures.extend(slot_failures);
+    assert_eq!(restarts, RESTARTS);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        front_answers + slot_answers + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(front_answers > 0 && slot_answers > 0);
+    assert!(root.get(root.front, "/").body.starts_with("v1 from blue"));
+}
+
+#[test]
+fn a_socket_from_systemd_the_config_does_not_name_is_refused() {
+    use std::os::fd::AsFd;
+    let root = Root::new();
+    let stray = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = stray.local_addr().unwrap();
+    let out = root.run_activated(&[stray.as_fd()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "systemd passed a socket listening on {at}, which is none of the config's addresses (router.listen 127.0.0.1:{}",
+            root.front
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    // Nothing was started: the config's own ports are free.
+    for port in [root.front, root.blue, root.control] {
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+
+    let datagram = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = root.run_activated(&[datagram.as_fd()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("systemd passed file descriptor 3, which is not a listening TCP socket"),
+        "{stderr}"
+    );
+}

@@ -203,25 +203,87 @@ impl Root {
         self.spawn_serve(&[], None, false)
     }
 
+    /// Listening sockets on the config's four addresses, for `serve_activated`.
+    pub fn sockets(&self) -> Vec<std::net::TcpListener> {
+        [self.front, self.blue, self.green, self.control]
+            .map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).unwrap())
+            .into()
+    }
+
+    /// `serve` under socket activation, as systemd starts it from a socket unit: `fds`
+    /// become the daemon's file descriptors 3, 4, ... with `LISTEN_FDS` and `LISTEN_PID`
+    /// set (the pid by a shell that then execs the daemon).
+    pub fn serve_activated(&mut self, fds: &[std::os::fd::BorrowedFd]) -> &mut Root {
+        self.spawn(&[], activated(fds), true)
+    }
+
+    /// `serve` under socket activation with `fds`, for a daemon that exits at once.
+    pub fn run_activated(&self, fds: &[std::os::fd::BorrowedFd]) -> Output {
+        let mut command = self.serve_command(&[], activated(fds));
+        command.stderr(Stdio::piped()).output().unwrap()
+    }
+
     fn spawn_serve(
         &mut self,
         env: &[(&str, &str)],
         files: Option<u64>,
         read_log: bool,
     ) -> &mut Root {
-        assert!(self.serve.is_none(), "already serving");
-        let mut command = Command::new(BIN);
-        if let Some(files) = files {
-            use nix::sys::resource::{setrlimit, Resource};
-            use std::os::unix::process::CommandExt;
+        let launch = match files {
+            Some(files) => Launch::Limited(files),
+            None => Launch::Plain,
+        };
+        self.spawn(env, launch, read_log)
+    }
+
+    /// `bluegreen serve` on this root as `launch` says, with stdin and stdout null.
+    fn serve_command(&self, env: &[(&str, &str)], launch: Launch) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = match launch {
+            Launch::Activated(..) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"",
+                    BIN,
+                ]);
+                sh
+            }
+            _ => Command::new(BIN),
+        };
+        match launch {
+            Launch::Plain => {}
             // SAFETY: setrlimit(2) is async-signal-safe, as pre_exec requires.
-            unsafe {
+            Launch::Limited(files) => unsafe {
+                use nix::sys::resource::{setrlimit, Resource};
                 command.pre_exec(move || {
                     setrlimit(Resource::RLIMIT_NOFILE, files, files).map_err(std::io::Error::from)
                 });
-            }
+            },
+            // SAFETY: fcntl(2) and dup2(2) are async-signal-safe, as pre_exec requires,
+            // and nothing here allocates. Each fd is first copied above 3 + count (and
+            // close-on-exec), so moving one to its place never overwrites another.
+            Launch::Activated(fds, count) => unsafe {
+                use nix::libc;
+                command.pre_exec(move || {
+                    let mut high = [-1; 8];
+                    for (high, fd) in high.iter_mut().zip(fds).take(count) {
+                        *high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3 + count as i32);
+                        if *high < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    for (i, fd) in high.iter().enumerate().take(count) {
+                        if libc::dup2(*fd, 3 + i as i32) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+                command.env("LISTEN_FDS", count.to_string());
+            },
         }
-        let mut child = command
+        command
             .args(["serve", "--root"])
             .arg(&self.path)
             // Hermetic when the tests themselves run under systemd (a CI runner's unit):
@@ -231,13 +293,25 @@ impl Root {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("JOURNAL_STREAM")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
             .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::null());
+        if !matches!(launch, Launch::Activated(..)) {
+            command.env_remove("LISTEN_FDS");
+        }
+        command
+    }
+
+    fn spawn(&mut self, env: &[(&str, &str)], launch: Launch, read_log: bool) -> &mut Root {
+        assert!(self.serve.is_none(), "already serving");
+        let mut child = self
+            .serve_command(env, launch)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -360,6 +434,27 @@ impl Root {
 }
 
 /// `git` with a clean env: no hook variables, a fixed identity, no user config.
+/// How `spawn` starts the daemon.
+#[derive(Clone, Copy)]
+enum Launch {
+    Plain,
+    /// With its file limit (soft and hard) set to this.
+    Limited(u64),
+    /// Under socket activation, with these fds (the first `.1` of them).
+    Activated([i32; 8], usize),
+}
+
+/// `Launch::Activated` with `fds`.
+fn activated(fds: &[std::os::fd::BorrowedFd]) -> Launch {
+    use std::os::fd::AsRawFd;
+    assert!(fds.len() <= 8, "at most 8 sockets");
+    let mut raw = [-1; 8];
+    for (to, fd) in raw.iter_mut().zip(fds) {
+        *to = fd.as_raw_fd();
+    }
+    Launch::Activated(raw, fds.len())
+}
+
 pub fn git_command(dir: &Path) -> Command {
     let mut command = Command::new("git");
     command

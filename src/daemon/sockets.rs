@@ -1,0 +1,111 @@
+//! The daemon's listening sockets: taken from systemd (socket activation) or bound here.
+//!
+//! Under a `bluegreen.socket` unit, systemd holds the listening sockets and passes them
+//! to each daemon it starts (`LISTEN_FDS`). A restarted or upgraded daemon then refuses
+//! no connection: the kernel queues new ones in the socket's backlog while one daemon
+//! drains and the next starts its generations. It also lets a daemon with no
+//! capabilities serve ports below 1024.
+//!
+//! A passed socket is matched to a listener by the address it listens on, so one socket
+//! unit with a `ListenStream=` per address is enough (no `FileDescriptorName=`). A passed
+//! socket on an address the config does not name is a one-line error naming both, as is
+//! one that is not a listening TCP socket; the config's addresses systemd did not pass
+//! are bound here as without systemd.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+/// The listeners `serve` needs, ready before anything starts.
+pub struct Bound {
+    pub front: TcpListener,
+    pub slots: [TcpListener; 2],
+    pub control: tiny_http::Server,
+    /// How many of them systemd passed.
+    pub passed: usize,
+}
+
+/// Takes the sockets systemd passed, and binds the rest.
+pub fn bind(config: &Config) -> anyhow::Result<Bound> {
+    let wanted = [
+        ("router.listen", config.router.listen),
+        ("slots.blue.listen", config.slots.blue.listen),
+        ("slots.green.listen", config.slots.green.listen),
+        ("control.listen", config.control.listen),
+    ];
+    let mut passed = passed()?;
+    let count = passed.len();
+    if let Some((addr, _)) = passed
+        .iter()
+        .find(|(addr, _)| !wanted.iter().any(|(_, want)| want == addr))
+    {
+        let names: Vec<String> = wanted
+            .iter()
+            .map(|(key, want)| format!("{key} {want}"))
+            .collect();
+        anyhow::bail!(
+            "systemd passed a socket listening on {addr}, which is none of the config's addresses ({}): make the socket unit's ListenStream= lines and the config agree",
+            names.join(", ")
+        );
+    }
+    let mut take = |(key, addr): (&str, SocketAddr)| -> anyhow::Result<TcpListener> {
+        let listener = match passed.iter().position(|(at, _)| *at == addr) {
+            Some(i) => passed.swap_remove(i).1,
+            None => TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} ({key})"))?,
+        };
+        Ok(listener)
+    };
+    let [front, blue, green, control] = wanted.map(&mut take);
+    let nonblocking = |listener: anyhow::Result<TcpListener>| {
+        let listener = listener?;
+        listener.set_nonblocking(true)?;
+        anyhow::Ok(listener)
+    };
+    let (front, blue, green) = (nonblocking(front)?, nonblocking(blue)?, nonblocking(green)?);
+    // tiny_http's accept thread blocks on it.
+    let control = control?;
+    control.set_nonblocking(false)?;
+    let at = config.control.listen;
+    let control = tiny_http::Server::from_listener(control, None)
+        .map_err(|e| anyhow::anyhow!("cannot serve the control API on {at}: {e}"))?;
+    Ok(Bound {
+        front,
+        slots: [blue, green],
+        control,
+        passed: count,
+    })
+}
+
+/// The sockets systemd passed to this process, with the address each listens on; none
+/// outside socket activation. `LISTEN_*` are unset, so workers never see them.
+fn passed() -> anyhow::Result<Vec<(SocketAddr, TcpListener)>> {
+    let fds = sd_notify::listen_fds().context("cannot take the sockets systemd passed")?;
+    let mut passed: Vec<(SocketAddr, TcpListener)> = Vec::new();
+    for fd in fds {
+        // SAFETY: LISTEN_PID names this process, so systemd opened `fd` for it, and
+        // nothing else has taken it: listen_fds unset the variables, and this runs once.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let listening = {
+            use nix::sys::socket::{getsockopt, sockopt, SockType};
+            getsockopt(&socket, sockopt::AcceptConn).unwrap_or(false)
+                && getsockopt(&socket, sockopt::SockType).ok() == Some(SockType::Stream)
+        };
+        let listener = TcpListener::from(socket);
+        let addr = match listener.local_addr() {
+            Ok(addr) if listening => addr,
+            _ => anyhow::bail!(
+                "systemd passed file descriptor {fd}, which is not a listening TCP socket: give the socket unit only ListenStream= lines with an address and port"
+            ),
+        };
+        anyhow::ensure!(
+            passed.iter().all(|(at, _)| *at != addr),
+            "systemd passed two sockets listening on {addr}"
+        );
+        passed.push((addr, listener));
+    }
+    Ok(passed)
+}
