@@ -5,7 +5,9 @@
 # pushed, `bluegreen serve` running. wrk loads the front port for DURATION (default 70s,
 # -t2 -c32 --latency) while, 5 s in and with PAUSE (default 3) seconds between them:
 #   a push to the active slot, a push to the standby, five `bluegreen switch`,
-#   `bluegreen rollback <standby>`, `bluegreen promote <active> <standby>`, a SIGHUP to serve.
+#   `bluegreen rollback <standby>`, `bluegreen promote <active> <standby>`, a SIGHUP to serve,
+#   and two restarts of serve under socket activation (bench/socket-holder.py holds the
+#   listening sockets, as systemd does for systemd/bluegreen.socket).
 # Printed: each step's exit code, time and outcome, then wrk's total requests, non-2xx,
 # socket errors (connect, read, write, timeout) and p99, and the count per status code
 # (bench/status-count.lua) with one non-2xx body. Target: no failure in >= 100,000.
@@ -19,7 +21,7 @@ source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
 
 APP_KIND="${APP:-sample}"
-need_tools wrk
+need_tools wrk python3
 [[ $APP_KIND != nginx ]] || need_tools nginx
 bg_bin
 DURATION="${DURATION:-70s}"
@@ -54,12 +56,32 @@ make_app "$APP" "$ROOT"
 commit_version "$APP" v1
 git -C "$APP" push -q blue main 2>>"$WORK/push.log"
 git -C "$APP" push -q green main 2>>"$WORK/push.log"
-start_serve "$ROOT" "$WORK/serve.log"
+# serve under socket activation: the holder keeps the sockets across restarts.
+HOLDER_PIDFILE="$WORK/serve.pid"
+spawn python3 "$BENCH_DIR/socket-holder.py" "$HOLDER_PIDFILE" \
+    "127.0.0.1:$FRONT,127.0.0.1:$BLUE_PORT,127.0.0.1:$GREEN_PORT,127.0.0.1:$CONTROL" \
+    "$BG" serve --root "$ROOT" >>"$WORK/serve.log" 2>&1
+HOLDER_PID=$LAST_PID
+wait_http "http://127.0.0.1:$CONTROL/status" 20
+SERVE_PID=$(cat "$HOLDER_PIDFILE")
 wait_http "http://127.0.0.1:$FRONT/" 20
 wait_http "http://127.0.0.1:$BLUE_PORT/" 20
 wait_http "http://127.0.0.1:$GREEN_PORT/" 20
 
 active() { "$BG" status --root "$ROOT" --json | jq -r '.active'; }
+# restart_serve: `systemctl restart bluegreen` with the socket unit; returns once the new
+# daemon serves both slots.
+restart_serve() {
+    local old; old=$(cat "$HOLDER_PIDFILE")
+    kill -USR1 "$HOLDER_PID"
+    for _ in $(seq 300); do
+        [[ $(cat "$HOLDER_PIDFILE") != "$old" ]] && break
+        sleep 0.1
+    done
+    [[ $(cat "$HOLDER_PIDFILE") != "$old" ]] || { echo "serve was not restarted"; return 1; }
+    wait_http "http://127.0.0.1:$CONTROL/status" 20
+    "$BG" status --root "$ROOT" | head -n 3
+}
 other() { [[ $1 == blue ]] && echo green || echo blue; }
 
 STEPS=()
@@ -98,6 +120,9 @@ A=$(active); S=$(other "$A")
 step "rollback $S" "$BG" rollback "$S" --root "$ROOT"
 step "promote $A to $S" "$BG" promote "$A" "$S" --root "$ROOT"
 step "SIGHUP serve" kill -HUP "$SERVE_PID"
+step "restart serve (socket unit)" restart_serve
+step "restart serve again" restart_serve
+SERVE_PID=$(cat "$HOLDER_PIDFILE")
 T_STEPS=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }')
 
 wait "$WRK_PID" || true

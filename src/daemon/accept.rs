@@ -12,8 +12,8 @@
 //! routes to has settled); until then connections wait in the listen backlog. Once
 //! `shutdown` turns true the acceptor closes the listeners (new connects are refused, or
 //! under socket activation left in the backlog for the next daemon) and each proxy thread
-//! lets its connections finish their current request, up to `grace`, a request already
-//! sent but not yet read included. Upgraded connections (tunnels) are not waited for:
+//! lets its connections finish their current request, up to `grace`, and answers the
+//! requests sent within a second (each with `Connection: close`) before closing the idle. Upgraded connections (tunnels) are not waited for:
 //! they close with the thread.
 //!
 //! Open connections are capped by the file limit (see [`connection_limit`]): each takes
@@ -91,7 +91,8 @@ impl Counted {
     }
 }
 
-/// How long a new connection is left to send its first request before it counts as idle.
+/// How long a new connection is left to send its first request before it counts as idle,
+/// and at a stop, every connection its next one.
 const IDLE_AFTER: Duration = Duration::from_secs(1);
 /// At a stop, how often the connections not told yet are looked at again.
 const STOP_ROUND: Duration = Duration::from_millis(10);
@@ -377,25 +378,10 @@ impl Open {
 
     /// Tells the idle connections to close (all of them with `all`).
     fn close(&mut self, all: bool) {
-        self.tell(|c| all || Counted::idle(&c.counted, c.fd, c.since));
-    }
-
-    /// At a stop: tells the connections to finish and close, each once it is idle or has
-    /// a request under way (hyper then answers it, with `Connection: close`), and returns
-    /// how many are left. Those left have a request hyper has not read yet (bytes unread)
-    /// or are new and about to send one: told now, hyper would close them and that
-    /// request would be lost (under socket activation, to a client the next daemon would
-    /// have answered).
-    fn close_at_stop(&mut self) -> usize {
-        self.tell(|c| c.counted.strong_count() > 2 || Counted::idle(&c.counted, c.fd, c.since));
-        self.connections.len()
-    }
-
-    fn tell(&mut self, which: impl Fn(&Closable) -> bool) {
         let told: Vec<u64> = self
             .connections
             .iter()
-            .filter(|(_, c)| which(c))
+            .filter(|(_, c)| all || Counted::idle(&c.counted, c.fd, c.since))
             .map(|(key, _)| *key)
             .collect();
         for key in told {
@@ -423,6 +409,7 @@ async fn serve_thread(
         config: Mutex::new(daemon.config_copy()),
         daemon,
         quiet: Default::default(),
+        stopping: Default::default(),
     });
     let sweeper = tokio::spawn({
         let pool = pool.clone();
@@ -441,6 +428,7 @@ async fn serve_thread(
     let closable = Arc::new(Mutex::new(Open::default()));
     let closer = tokio::spawn({
         let (closable, mut told, all_told) = (closable.clone(), tell.subscribe(), all_told);
+        let local = local.clone();
         async move {
             loop {
                 let stop = told.changed().await.is_err() || *told.borrow_and_update() == STOP;
@@ -448,8 +436,13 @@ async fn serve_thread(
                     lock(&closable).close(false);
                     continue;
                 }
-                let deadline = Instant::now() + IDLE_AFTER + STOP_ROUND;
-                while lock(&closable).close_at_stop() > 0 && Instant::now() < deadline {
+                // Each answer from now on says `Connection: close`, and a connection
+                // closes after it: a keep-alive client learns it in the answer, and
+                // sends its next request to the next daemon. Those that sent nothing
+                // for `IDLE_AFTER` are closed (a request under way is finished).
+                local.stopping.store(true, Ordering::Relaxed);
+                let deadline = Instant::now() + IDLE_AFTER;
+                while !lock(&closable).connections.is_empty() && Instant::now() < deadline {
                     tokio::time::sleep(STOP_ROUND).await;
                 }
                 lock(&closable).close(true);

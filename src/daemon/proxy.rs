@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -46,6 +47,10 @@ pub struct Local {
     /// Keeps "did not answer" lines to one a second (a dead worker under load would
     /// write one per request).
     pub quiet: crate::logging::Sparse,
+    /// The daemon is stopping: each answer says `Connection: close`, so that a keep-alive
+    /// client sends its next request to the next daemon instead of into a closed
+    /// connection.
+    pub stopping: AtomicBool,
 }
 
 /// The client end of a connection, as each of its requests sees it.
@@ -63,6 +68,23 @@ pub async fn handle(
     client: ClientConn,
     local: Arc<Local>,
 ) -> Result<Response<Body>, Infallible> {
+    let mut response = answer(request, client, &local).await?;
+    // Not on a 101: the tunnel is the connection's last use already.
+    if local.stopping.load(Ordering::Relaxed)
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    client: ClientConn,
+    local: &Local,
+) -> Result<Response<Body>, Infallible> {
     let ClientConn {
         peer,
         which,
@@ -76,7 +98,8 @@ pub async fn handle(
         routes,
         config,
         quiet,
-    } = &*local;
+        stopping: _,
+    } = local;
     let traffic = daemon.metrics.traffic(*thread);
     if let Some((status, reason)) = refused(&request) {
         return Ok(plain(status, reason));

@@ -26,7 +26,7 @@ use crate::state::State;
 /// How long `serve` waits for the root's lock before it says another daemon holds it.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// At a stop, the longest the slots keep routing while the proxy threads read the
-/// requests already sent (a just-opened connection is given a second to send one).
+/// requests sent on the connections they accepted (each is given a second to send one).
 const STOP_TELL_WAIT: Duration = Duration::from_secs(3);
 
 fn read_token(config: &Config) -> anyhow::Result<Option<String>> {

@@ -55,8 +55,110 @@ pub fn http(method: &str, url: &str, body: Option<&str>) -> Result<Answer, Strin
 
 /// Runs `work` while `clients` threads send `GET url` in a loop on keep-alive
 /// connections; returns how many answered 200, and every failure (a connection error or
-/// another status) with its reason.
+/// another status) with its reason. ureq sends a request again on a new connection when
+/// a kept-alive one turns out closed, as browsers do.
 pub fn under_load(url: &str, clients: usize, work: impl FnOnce()) -> (usize, Vec<String>) {
+    load(
+        clients,
+        || {
+            let agent = agent();
+            move || match agent.get(url).call() {
+                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(ureq::Error::Status(code, r)) => Err(format!(
+                    "status {code}: {}",
+                    r.into_string().unwrap_or_default()
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+        work,
+    )
+}
+
+/// `under_load` with clients that never send a request twice, as wrk: each keeps its
+/// connection until an answer says `Connection: close`, and a connection that closes
+/// before the answer to a request sent on it is a failure.
+pub fn under_strict_load(port: u16, clients: usize, work: impl FnOnce()) -> (usize, Vec<String>) {
+    load(
+        clients,
+        || {
+            let mut connection = None;
+            move || {
+                let result = strict_get(port, &mut connection);
+                if result.is_err() {
+                    connection = None;
+                }
+                result
+            }
+        },
+        work,
+    )
+}
+
+/// One `GET /` on the kept connection (a new one if none), read to the end of its body.
+fn strict_get(
+    port: u16,
+    connection: &mut Option<std::io::BufReader<std::net::TcpStream>>,
+) -> Result<(), String> {
+    use std::io::{BufRead, Read, Write};
+    if connection.is_none() {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        *connection = Some(std::io::BufReader::new(stream));
+    }
+    let reader = connection.as_mut().unwrap();
+    reader
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let (mut status, mut length, mut close) = (String::new(), 0, false);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Err("closed before the answer".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        if status.is_empty() {
+            status = line;
+        } else if let Some(value) = line.strip_prefix("content-length:") {
+            length = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad length: {line}"))?;
+        } else if line == "connection: close" {
+            close = true;
+        }
+    }
+    let mut body = vec![0; length];
+    reader
+        .read_exact(&mut body)
+        .map_err(|e| format!("body: {e}"))?;
+    if close {
+        *connection = None;
+    }
+    match status.starts_with("http/1.1 200 ") {
+        true => Ok(()),
+        false => Err(format!("{status}: {}", String::from_utf8_lossy(&body))),
+    }
+}
+
+/// Runs `work` while `clients` threads each call a client that `client` makes in a loop;
+/// returns how many calls succeeded, and every failure.
+fn load<C: FnMut() -> Result<(), String>>(
+    clients: usize,
+    client: impl Fn() -> C + Sync,
+    work: impl FnOnce(),
+) -> (usize, Vec<String>) {
     struct StopOnDrop<'a>(&'a AtomicBool);
     impl Drop for StopOnDrop<'_> {
         fn drop(&mut self) {
@@ -68,17 +170,12 @@ pub fn under_load(url: &str, clients: usize, work: impl FnOnce()) -> (usize, Vec
         let threads: Vec<_> = (0..clients)
             .map(|_| {
                 s.spawn(|| {
-                    let agent = agent();
+                    let mut call = client();
                     let (mut answers, mut failures) = (0, Vec::new());
                     while !stop.load(Ordering::Acquire) {
-                        match agent.get(url).call() {
-                            Ok(r) if r.status() == 200 => answers += 1,
-                            Ok(r) => failures.push(format!("status {}", r.status())),
-                            Err(ureq::Error::Status(code, r)) => failures.push(format!(
-                                "status {code}: {}",
-                                r.into_string().unwrap_or_default()
-                            )),
-                            Err(e) => failures.push(e.to_string()),
+                        match call() {
+                            Ok(()) => answers += 1,
+                            Err(e) => failures.push(e),
                         }
                     }
                     (answers, failures)
