@@ -414,3 +414,27 @@ fn listed_line(listed: &str, id: &str) -> String {
         .unwrap_or_else(|| panic!("no line for{id}in {listed}"))
         .to_string()
 }
+
+#[test]
+fn pruning_with_the_daemon_stopped_keeps_what_rollback_goes_back_to() {
+    let mut root = blue_live_with(&[("keep_releases", 3.into())]);
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    // The operator goes back to v1: it is what blue serves (state.json's `live`).
+    root.run_ok(&["rollback", "blue"]);
+    root.wait_body(root.blue, "v1 from blue");
+    root.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    // Two pushes while the daemon is down (a maintenance window): neither went live.
+    for n in 3..=4 {
+        root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]);
+        root.push("blue").says("blue: daemon not running");
+    }
+    // `rollback` would go to v1 (what served last, README "Rollback order"), and a
+    // restarted daemon falls back to it if v4 does not start: pruning must keep it.
+    let kept = root.releases("blue");
+    assert!(kept.contains(&v1), "{v1} pruned: {kept:?}");
+    root.run_ok(&["rollback", "blue"]);
+    assert_eq!(root.current("blue").unwrap(), v1);
+}
