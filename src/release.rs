@@ -325,7 +325,7 @@ fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
 }
 
 /// Removes releases until `keep` are left, never the current one, the one `rollback`
-/// would go to (`previous`), `was_current` (what `current` named before the flip), or one
+/// would go to (`previous`, or the daemon's last live one), `was_current` (what `current` named before the flip), or one
 /// a running generation uses. Releases that never went live (failed pushes) go first,
 /// oldest first, then the oldest others: failures must not push out the releases a
 /// rollback can still go to. Also removes temp folders of killed deploys. The caller
@@ -347,6 +347,12 @@ pub fn prune(
     let current = current(layout, slot);
     let previous = current.as_deref().and_then(|c| previous(&releases, c));
     let running = in_use(layout, slot);
+    // The daemon's last live release of the slot (state.json): where `rollback` goes when
+    // `current` never went live, and what a restarted daemon falls back to. Not running
+    // while the daemon is down, so `running` does not cover it then.
+    let last_live = crate::state::State::load(&layout.state_file())
+        .ok()
+        .and_then(|state| state.live.get(&slot).cloned());
     let mut removed = Vec::new();
     let excess = releases.len().saturating_sub(keep);
     // Where no release is marked (an older root), the marks say nothing: by age alone.
@@ -358,6 +364,7 @@ pub fn prune(
             id != current.as_deref()
                 && id != previous.as_deref()
                 && id != was_current
+                && id != last_live.as_deref()
                 && !running.contains(&release.id)
         })
         .collect();
