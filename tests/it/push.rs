@@ -411,3 +411,29 @@ fn a_pushed_folder_at_a_linked_dir_is_replaced_and_the_pusher_told() {
         .is_symlink());
     assert!(!current.join("data/seed.txt").exists());
 }
+
+#[test]
+fn a_failed_build_quotes_its_last_lines_on_one_line() {
+    let root = Root::new();
+    // A tool that writes one byte that is not UTF-8 (a Latin-1 message), then a
+    // progress meter redrawn with `\r` (curl's, to a file), then fails.
+    root.set(
+        "build.command",
+        r#"sh -c 'printf "caf\351\n"; echo tar: not in gzip format; printf "  0%%\r 50%%\r100%%\n"; exit 2'"#,
+    );
+    root.commit("bad archive", &[("VERSION", "v2\n")]);
+    let pushed = root.push("blue");
+    let reason = pushed
+        .text
+        .split('\n')
+        .find(|line| line.starts_with("remote: error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{}", pushed.text));
+    assert!(
+        reason.contains("; last lines: ") && reason.contains("tar: not in gzip format"),
+        "the reason quotes the build's last lines: {reason:?}"
+    );
+    // git shows each `\r` as a new `remote:` line over the old one: the reason's start
+    // (which push, why) would be overwritten on the pusher's terminal.
+    assert!(!reason.contains('\r'), "one line: {reason:?}");
+    assert!(root.current("blue").is_none());
+}
