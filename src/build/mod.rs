@@ -253,9 +253,27 @@ fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
     }
 }
 
+/// The last `n` non-blank lines of the build log, fit for the one-line reason: bytes that
+/// are not UTF-8 shown as U+FFFD (not the whole quote lost), control characters (a `\r`
+/// progress meter, colour escapes) as spaces, each line cut at `QUOTED_LINE` characters.
 fn tail_lines(path: &Path, n: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let bytes = fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut quoted: String = line
+                .chars()
+                .take(QUOTED_LINE)
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            if line.chars().nth(QUOTED_LINE).is_some() {
+                quoted.push_str("...");
+            }
+            quoted
+        })
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     let tail = &lines[lines.len().saturating_sub(n)..];
     if tail.is_empty() {
         String::new()
@@ -263,6 +281,9 @@ fn tail_lines(path: &Path, n: usize) -> String {
         format!("; last lines: {}", tail.join(" | "))
     }
 }
+
+/// The longest build log line quoted in a failure's reason.
+const QUOTED_LINE: usize = 200;
 
 #[cfg(test)]
 mod tests {
