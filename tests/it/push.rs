@@ -437,3 +437,30 @@ fn a_failed_build_quotes_its_last_lines_on_one_line() {
     assert!(!reason.contains('\r'), "one line: {reason:?}");
     assert!(root.current("blue").is_none());
 }
+
+#[test]
+fn a_build_that_cannot_be_finished_gives_its_folder_back() {
+    let root = Root::new();
+    // Finishing a build (syncing it, writing its metadata, renaming it into place) can
+    // fail after the build command worked: a disk the build filled (ENOSPC writing the
+    // metadata), or, as here, a tree whose own `.bluegreen-build.json` is a folder.
+    root.commit(
+        "v1",
+        &[
+            ("VERSION", "v1\n"),
+            (".bluegreen-build.json/x", "from the tree\n"),
+        ],
+    );
+    root.push("blue")
+        .says("not deployed: cannot write ")
+        .says(".bluegreen-build.json");
+    assert!(root.current("blue").is_none());
+    // As for a failed build command: its folder is removed at once (README "On-disk
+    // layout"), not left holding the space until some later push builds.
+    let left: Vec<_> = fs::read_dir(root.path.join("builds/.tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
