@@ -137,14 +137,23 @@ pub fn ensure(
         finished: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         seconds: build_took.as_secs_f64(),
     };
-    fsops::sync_tree(&tmp)?;
-    fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(&meta)?)?;
-    fs::rename(&tmp, layout.build_dir(key)).with_context(|| {
-        format!(
-            "cannot move the finished build into {}",
-            layout.build_dir(key).display()
-        )
-    })?;
+    let finished = (|| -> anyhow::Result<()> {
+        fsops::sync_tree(&tmp)?;
+        fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(&meta)?)?;
+        fs::rename(&tmp, layout.build_dir(key)).with_context(|| {
+            format!(
+                "cannot move the finished build into {}",
+                layout.build_dir(key).display()
+            )
+        })
+    })();
+    if let Err(e) = finished {
+        // A full disk gets the build's space back at once, as after a failed build.
+        return Err(match fsops::remove_any(&tmp) {
+            Ok(()) => e,
+            Err(left) => e.context(format!("(its folder {} is left: {left:#})", tmp.display())),
+        });
+    }
     File::open(layout.builds_dir())?.sync_all()?;
     Ok(Outcome::Built { build: build_took })
 }
