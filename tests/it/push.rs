@@ -149,7 +149,7 @@ fn concurrent_pushes_of_one_failing_commit_build_once() {
 }
 
 /// Whether one of `pids` is blocked waiting for a file lock (`->` lines of /proc/locks).
-fn waiting_for_a_lock(pids: &[u32]) -> bool {
+pub fn waiting_for_a_lock(pids: &[u32]) -> bool {
     let locks = fs::read_to_string("/proc/locks").unwrap_or_default();
     locks
         .lines()

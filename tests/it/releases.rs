@@ -438,3 +438,59 @@ fn pruning_with_the_daemon_stopped_keeps_what_rollback_goes_back_to() {
     root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), v1);
 }
+
+#[test]
+fn a_rollback_waiting_for_a_push_says_so() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    assert!(root.push("blue").ok);
+    // A slow build of v3 holds blue's lock until the test says go.
+    let go = root.path.parent().unwrap().join("go");
+    root.set(
+        "build.command",
+        "sh -c 'while [ ! -e \"$GO\" ]; do sleep 0.05; done'",
+    );
+    root.set("build.env", env_map(&[("GO", go.to_str().unwrap())]));
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    std::thread::scope(|s| {
+        let push = s.spawn(|| root.push("blue"));
+        let tmp = root.path.join("builds/.tmp");
+        wait_for(Duration::from_secs(20), "v3's build to start", || {
+            (!root_processes(&tmp).is_empty()).then_some(())
+        });
+        // The operator's rollback in an incident: it waits for the push's lock.
+        let mut rollback = Command::new(BIN)
+            .args(["rollback", "blue", "--root"])
+            .arg(&root.path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = rollback.id();
+        wait_for(
+            Duration::from_secs(10),
+            "the rollback to wait for blue's lock",
+            || crate::push::waiting_for_a_lock(&[pid]).then_some(()),
+        );
+        fs::write(&go, "").unwrap();
+        assert!(push.join().unwrap().ok);
+        let _ = rollback.wait();
+        let mut said = String::new();
+        for pipe in [
+            Box::new(rollback.stdout.take().unwrap()) as Box<dyn std::io::Read>,
+            Box::new(rollback.stderr.take().unwrap()),
+        ] {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut { pipe }, &mut text).unwrap();
+            said.push_str(&text);
+        }
+        // As `promote` and the hook say it: not a silent hang for as long as the build
+        // takes (up to build.timeout).
+        assert!(
+            said.contains("another deploy to blue is running; waiting for it"),
+            "{said}"
+        );
+    });
+}
