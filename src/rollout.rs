@@ -71,7 +71,12 @@ pub fn rollback(
     to: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
-    let lock = fsops::lock(&layout.slot_lock(slot), || {})?;
+    let lock = fsops::lock(&layout.slot_lock(slot), || {
+        let _ = writeln!(
+            out,
+            "{slot}: another deploy to {slot} is running; waiting for it"
+        );
+    })?;
     let releases = release::list(layout, slot)?;
     let current =
         release::current(layout, slot).with_context(|| format!("{slot} has no current release"))?;
