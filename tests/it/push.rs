@@ -464,3 +464,34 @@ fn a_build_that_cannot_be_finished_gives_its_folder_back() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_branch_named_in_latin1_pushed_with_the_deploy_branch_does_not_stop_it() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = Root::new();
+    let sha = root.commit("v1", &[("VERSION", "v1\n")]);
+    // git takes any bytes but a few in a branch name: `café` from a Latin-1 terminal.
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let made = git_command(&root.work)
+        .arg("branch")
+        .arg(odd)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // `git push --all`, or both named: one push, two refs.
+    let out = git_command(&root.work)
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .arg(odd)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(&format!("blue: deploying {}", &sha[..7])),
+        "the deploy branch deploys: {text}"
+    );
+    assert!(root.current("blue").is_some(), "{text}");
+    assert!(
+        text.contains("is not the deploy branch (main): not deployed"),
+        "the other ref gets its note: {text}"
+    );
+}
