@@ -213,8 +213,11 @@ fn slot_of(repo_dir: &Path) -> anyhow::Result<Slot> {
 /// Parses post-receive input: one `<old> <new> <ref>` per line.
 pub fn parse(input: impl BufRead) -> anyhow::Result<Vec<RefUpdate>> {
     let mut updates = Vec::new();
-    for (n, line) in input.lines().enumerate() {
+    // A ref name is bytes (git takes a Latin-1 `café`): read as such, shown lossily, so
+    // one odd name in a push does not stop the deploy branch pushed with it.
+    for (n, line) in input.split(b'\n').enumerate() {
         let line = line.context("cannot read the hook's input")?;
+        let line = String::from_utf8_lossy(&line);
         if line.trim().is_empty() {
             continue;
         }
