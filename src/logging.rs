@@ -100,6 +100,24 @@ impl Sparse {
     }
 }
 
+/// Characters kept of a quoted line: a minified bundle or a progress bar must not swamp
+/// a one-line reason.
+const QUOTED_LINE: usize = 200;
+
+/// `line` (a worker's or a build's output) fit for a one-line reason: control characters
+/// (a `\r` progress bar, colour escapes) as spaces, and at most `QUOTED_LINE` characters.
+pub fn quotable(line: &str) -> String {
+    let mut out: String = line
+        .chars()
+        .take(QUOTED_LINE)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.chars().nth(QUOTED_LINE).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +135,12 @@ mod tests {
         assert_eq!(sparse.flush(), 0);
         assert_eq!(sparse.admit_at(1600), None);
         assert_eq!(sparse.admit_at(5000), Some(1));
+    }
+
+    #[test]
+    fn a_quoted_line_is_one_short_line() {
+        assert_eq!(quotable("50%\r\x1b[32m100%"), "50%  [32m100%");
+        let long = "é".repeat(500);
+        assert_eq!(quotable(&long), format!("{}...", "é".repeat(QUOTED_LINE)));
     }
 }

@@ -325,8 +325,8 @@ fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
 }
 
 /// Removes releases until `keep` are left, never the current one, the one `rollback`
-/// would go to (`previous`, or the daemon's last live one), `was_current` (what `current` named before the flip), or one
-/// a running generation uses. Releases that never went live (failed pushes) go first,
+/// would go to (`previous`, or the daemon's last live one), `was_current` (what `current`
+/// named before the flip), or one a running generation uses. Releases that never went live (failed pushes) go first,
 /// oldest first, then the oldest others: failures must not push out the releases a
 /// rollback can still go to. Also removes temp folders of killed deploys. The caller
 /// holds the slot lock. Returns the ids removed.

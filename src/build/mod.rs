@@ -263,24 +263,14 @@ fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
 }
 
 /// The last `n` non-blank lines of the build log, fit for the one-line reason: bytes that
-/// are not UTF-8 shown as U+FFFD (not the whole quote lost), control characters (a `\r`
-/// progress meter, colour escapes) as spaces, each line cut at `QUOTED_LINE` characters.
+/// are not UTF-8 shown as U+FFFD (not the whole quote lost), each line as
+/// [`crate::logging::quotable`] has it.
 fn tail_lines(path: &Path, n: usize) -> String {
     let bytes = fs::read(path).unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<String> = text
         .lines()
-        .map(|line| {
-            let mut quoted: String = line
-                .chars()
-                .take(QUOTED_LINE)
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-            if line.chars().nth(QUOTED_LINE).is_some() {
-                quoted.push_str("...");
-            }
-            quoted
-        })
+        .map(crate::logging::quotable)
         .filter(|l| !l.trim().is_empty())
         .collect();
     let tail = &lines[lines.len().saturating_sub(n)..];
@@ -290,9 +280,6 @@ fn tail_lines(path: &Path, n: usize) -> String {
         format!("; last lines: {}", tail.join(" | "))
     }
 }
-
-/// The longest build log line quoted in a failure's reason.
-const QUOTED_LINE: usize = 200;
 
 #[cfg(test)]
 mod tests {

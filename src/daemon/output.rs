@@ -18,9 +18,6 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 const KEPT: usize = 40;
 /// Lines quoted from the end.
 const QUOTED: usize = 3;
-/// Characters kept of a line: a minified bundle or a progress bar must not swamp the
-/// one-line verdict.
-const LINE: usize = 200;
 
 /// The last lines a generation wrote, and where all of them went.
 pub struct Tail {
@@ -46,7 +43,7 @@ impl Tail {
         if lines.len() == KEPT {
             lines.pop_front();
         }
-        lines.push_back(quotable(line));
+        lines.push_back(crate::logging::quotable(line));
     }
 
     /// `; last output: a | b | c (all of it in logs/blue.log)`, or nothing.
@@ -62,20 +59,6 @@ impl Tail {
         };
         format!("; last output: {} ({whole})", pick(&lines))
     }
-}
-
-/// `line` fit for a one-line quote: control characters (a `\r` progress bar, colour
-/// escapes) as spaces, and at most `LINE` characters.
-fn quotable(line: &str) -> String {
-    let mut out: String = line
-        .chars()
-        .take(LINE)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if line.chars().nth(LINE).is_some() {
-        out.push_str("...");
-    }
-    out
 }
 
 /// The last `QUOTED` lines, after the last earlier line that names an error, if any.
@@ -145,12 +128,5 @@ mod tests {
             pick(&["a", "b", "ModuleNotFoundError: No module named 'x'"]),
             "a | b | ModuleNotFoundError: No module named 'x'"
         );
-    }
-
-    #[test]
-    fn a_quoted_line_is_one_short_line() {
-        assert_eq!(quotable("50%\r\x1b[32m100%"), "50%  [32m100%");
-        let long = "é".repeat(500);
-        assert_eq!(quotable(&long), format!("{}...", "é".repeat(LINE)));
     }
 }
