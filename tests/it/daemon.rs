@@ -450,3 +450,127 @@ fn pushes_during_a_start_wait_their_turn_and_the_newest_supersedes_one_waiting()
         (root.processes().len() == 1).then_some(())
     });
 }
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_worker_writing_a_huge_line_does_not_grow_the_daemon() {
+    // 200 MB on stdout without a newline (a binary dumped by mistake, a progress bar
+    // redrawn with `\r`), written once the worker starts; the app itself runs on.
+    let root = blue_live_with(&[(
+        "app.command",
+        format!(
+            "sh -c '(head -c 200000000 /dev/zero | tr \"\\0\" x) & exec \"$0\" sample-app' {BIN}"
+        )
+        .into(),
+    )]);
+    // The writers end once the daemon has read all of it (a pipe holds 64 KiB).
+    wait_for(Duration::from_secs(60), "the writers to finish", || {
+        (root.processes().len() == 1).then_some(())
+    });
+    let rss = rss_kib(root.serve_pid());
+    assert!(
+        rss < 100 * 1024,
+        "the daemon holds {} MiB after a worker wrote a 200 MB line",
+        rss / 1024
+    );
+    root.wait_body(root.blue, "v1 from blue");
+}
+
+#[test]
+fn a_daemonised_child_of_a_worker_does_not_survive_the_daemon() {
+    // The worker starts a helper that leaves its process group (setsid), as a tool that
+    // daemonises itself does; it still carries the worker's environment.
+    let mut root = blue_live_with(&[(
+        "app.command",
+        format!(
+            "sh -c 'setsid sleep 300 </dev/null >/dev/null 2>&1 & exec \"$0\" sample-app' {BIN}"
+        )
+        .into(),
+    )]);
+    wait_for(Duration::from_secs(10), "the helper to start", || {
+        (root.processes().len() == 2).then_some(())
+    });
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        root.processes(),
+        Vec::<u32>::new(),
+        "no process of the worker survives the daemon"
+    );
+}
+
+#[test]
+fn a_worker_that_cleans_its_environment_is_reaped_after_a_kill_9() {
+    // As `sudo -u app ...` (env_reset) or `env -i` in a start script: the worker's own
+    // environment no longer carries the marker the daemon set.
+    let mut root = blue_live_with(&[(
+        "app.command",
+        format!("sh -c 'exec env -i PORT=\"$PORT\" SLOT=\"$SLOT\" \"$0\" sample-app' {BIN}").into(),
+    )]);
+    let orphan = root.live_pid("blue");
+    root.signal(Signal::SIGKILL);
+    root.wait_serve(Duration::from_secs(5));
+    root.serve();
+    root.wait_body(root.blue, "v1 from blue");
+    wait_for(Duration::from_secs(10), "the orphan to be stopped", || {
+        group_gone(orphan).then_some(())
+    });
+}
+
+#[test]
+fn a_crash_of_a_live_generation_tells_its_exit_status() {
+    let root = blue_live_with(&[("app.stop_timeout", "1s".into())]);
+    let pid = root.live_pid("blue");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let error = wait_for(Duration::from_secs(10), "the crash in /status", || {
+        let error = root.status()["slots"]["blue"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        error.contains(" while live").then_some(error)
+    });
+    // As a start that fails says `exited with exit status: 3`: here, the OOM killer's
+    // signal is the only clue there is.
+    assert!(error.contains("signal: 9 (SIGKILL)"), "{error}");
+}
+
+#[test]
+fn without_overlap_a_bad_push_after_a_healthy_minute_brings_the_good_one_back_in_a_second() {
+    let root = blue_live_with(&[
+        ("app.overlap", false.into()),
+        ("app.ready_timeout", "2s".into()),
+    ]);
+    let restart_delays = || -> Vec<String> {
+        let events: serde_json::Value =
+            serde_json::from_str(&root.control("GET", "/events").body).unwrap();
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "restart")
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("blue").says("restarting release ");
+    root.wait_body(root.blue, "v1 from blue");
+    assert_eq!(restart_delays(), ["blue: restarting in 1s"]);
+    // v1 serves for over a minute: the backoff starts again from 1 s.
+    wait_for(Duration::from_secs(90), "v1 to be live a minute", || {
+        (root.status()["slots"]["blue"]["live"]["uptime_s"].as_u64() >= Some(61)).then_some(())
+    });
+    root.commit("crashing again", &[("VERSION", "v3\n")]);
+    root.push("blue").says("restarting release ");
+    root.wait_body(root.blue, "v1 from blue");
+    assert_eq!(
+        restart_delays(),
+        ["blue: restarting in 1s", "blue: restarting in 1s"],
+        "the slot is down for the backoff: it must not grow across healthy minutes"
+    );
+}
