@@ -75,8 +75,13 @@ fn pick(lines: &[&str]) -> String {
     }
 }
 
+/// The longest line copied as one, as for builds: output without newlines (a binary
+/// dumped by mistake, a progress bar redrawn with `\r`) goes out in pieces of this size
+/// rather than being held whole in the daemon's memory.
+const MAX_LINE: usize = 64 * 1024;
+
 /// Copies `stream` (the worker's `name`, stdout or stderr) line by line to the log, the
-/// slot's log file and `tail`, until it ends.
+/// slot's log file and `tail`, until it ends. Lines over `MAX_LINE` are cut into pieces.
 pub async fn copy_lines(
     stream: Box<dyn AsyncRead + Send + Unpin>,
     label: String,
@@ -86,11 +91,12 @@ pub async fn copy_lines(
 ) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
-    // Bytes, not `lines()`: output that is not UTF-8 must not stop the copy (and then
-    // block the worker on a full pipe).
-    while reader.read_until(b'\n', &mut buf).await.unwrap_or(0) > 0 {
-        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        buf.clear();
+    // The last piece ended a cut line: its newline alone is not a line of its own.
+    let mut cut = false;
+    let emit = |buf: &[u8]| {
+        // Bytes, not `lines()`: output that is not UTF-8 must not stop the copy (and
+        // then block the worker on a full pipe).
+        let line = String::from_utf8_lossy(buf).trim_end().to_string();
         tracing::info!(target: "worker", "[{label} {name}] {line}");
         if let Some(file) = &slot_log {
             let now = humantime::format_rfc3339_seconds(SystemTime::now());
@@ -98,12 +104,56 @@ pub async fn copy_lines(
             let _ = writeln!(file, "{now} [{label} {name}] {line}");
         }
         tail.push(&line);
+    };
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok(chunk) if !chunk.is_empty() => chunk,
+            _ => break,
+        };
+        let end = chunk
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(chunk.len(), |i| i + 1);
+        let take = end.min(MAX_LINE - buf.len());
+        buf.extend_from_slice(&chunk[..take]);
+        reader.consume(take);
+        if buf.ends_with(b"\n") {
+            if !(cut && buf.len() == 1) {
+                emit(&buf);
+            }
+            cut = false;
+            buf.clear();
+        } else if buf.len() == MAX_LINE {
+            emit(&buf);
+            cut = true;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        emit(&buf);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_line_without_newlines_is_cut_into_pieces() {
+        let mut input = vec![b'x'; 3 * MAX_LINE + 100];
+        input.extend_from_slice(b"\n");
+        // Exactly MAX_LINE, then its newline: one line, no empty one after it.
+        input.extend(std::iter::repeat_n(b'y', MAX_LINE));
+        input.extend_from_slice(b"\nshort\nlast, no newline");
+        let tail = Tail::new(None);
+        let stream: Box<dyn AsyncRead + Send + Unpin> = Box::new(std::io::Cursor::new(input));
+        copy_lines(stream, "blue/1".into(), "stdout", tail.clone(), None).await;
+        let lines = tail.lines.lock().unwrap();
+        let firsts: Vec<char> = lines.iter().map(|l| l.chars().next().unwrap()).collect();
+        assert_eq!(firsts, ['x', 'x', 'x', 'x', 'y', 's', 'l']);
+        assert_eq!(lines[5], "short");
+        assert_eq!(lines[6], "last, no newline");
+    }
 
     #[test]
     fn a_stack_trace_is_quoted_with_its_error() {
