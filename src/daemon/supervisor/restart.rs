@@ -28,8 +28,14 @@ impl Supervisor {
         if self.live_since.elapsed() >= HEALTHY_RESET {
             self.backoff_attempts = 0;
         }
+        // It has exited: this is at once. The status (a signal: the OOM killer's) is
+        // often the only clue there is.
+        let status = live
+            .exit()
+            .await
+            .map_or_else(|| "exited".to_string(), |s| format!("exited with {s}"));
         let message = format!(
-            "{slot}: generation {generation} (pid {}) exited while live{}",
+            "{slot}: generation {generation} (pid {}) {status} while live{}",
             live.pid,
             live.tail_text()
         );
