@@ -9,7 +9,7 @@ use super::{Msg, Supervisor};
 /// Longest pause between restarts of a crashing generation.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A generation live this long resets the backoff.
-const HEALTHY_RESET: Duration = Duration::from_secs(60);
+pub(super) const HEALTHY_RESET: Duration = Duration::from_secs(60);
 
 impl Supervisor {
     pub(super) async fn exited(&mut self, generation: u64) {

@@ -30,6 +30,11 @@ impl Supervisor {
         }
         if !config.app.overlap {
             if let Some(old) = self.live.take() {
+                // It served a minute or more: as for a crash, a restart that follows
+                // (this start failing brings its release back) starts from 1 s again.
+                if self.live_since.elapsed() >= super::restart::HEALTHY_RESET {
+                    self.backoff_attempts = 0;
+                }
                 // Until the start is over, the heartbeat does not count the slot as
                 // failing: its generation is stopped on purpose.
                 self.handle().status().replacing = true;
