@@ -78,8 +78,17 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         .thread_name("bluegreen")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(run(layout, config, token, state, bound));
+    let stop_timeout = config.app.stop_timeout;
+    let result = runtime.block_on(run(layout.clone(), config, token, state, bound));
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // Every generation's group is gone; a process one of them moved out of its group
+    // (setsid) still carries the worker marker, and goes now.
+    let leftovers = workers::reap_leftovers(&layout, stop_timeout);
+    if leftovers > 0 {
+        tracing::warn!(
+            "stopped {leftovers} process group(s) that workers had left outside their own"
+        );
+    }
     result
 }
 

@@ -47,10 +47,25 @@ pub fn group_alive(pgid: u32) -> bool {
 /// recording it leaves an unrecorded one). SIGTERM, then SIGKILL after `grace`. Called
 /// before this daemon starts any worker. Returns how many groups were running.
 pub fn reap_orphans(layout: &Layout, grace: Duration) -> usize {
+    stop_marked(layout, grace, "a worker left by a previous daemon")
+}
+
+/// Stops what is left once this daemon has stopped its generations: processes a worker
+/// started outside its process group (a helper that daemonised itself with `setsid`)
+/// still carry the marker, and must not outlive the daemon. Returns how many groups.
+pub fn reap_leftovers(layout: &Layout, grace: Duration) -> usize {
+    stop_marked(
+        layout,
+        grace,
+        "a process a worker left outside its process group",
+    )
+}
+
+fn stop_marked(layout: &Layout, grace: Duration, what_it_is: &str) -> usize {
     let groups = marked_groups(layout);
     for &pgid in &groups {
         let what = fs::read_to_string(entry(layout, pgid)).unwrap_or_else(|_| "unrecorded".into());
-        tracing::warn!(pgid, "stopping a worker left by a previous daemon: {what}");
+        tracing::warn!(pgid, "stopping {what_it_is}: {what}");
         let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
