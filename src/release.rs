@@ -318,7 +318,10 @@ fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
         .flatten()
         .filter_map(|entry| {
             let text = fs::read_to_string(entry.path()).ok()?;
-            let rest = text.strip_prefix(&format!("{slot} generation "))?;
+            // One line of the entry (the other names the group's leader).
+            let rest = text
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("{slot} generation ")))?;
             Some(rest.split_once(" release ")?.1.trim().to_string())
         })
         .collect()
@@ -326,9 +329,9 @@ fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
 
 /// Removes releases until `keep` are left, never the current one, the one `rollback`
 /// would go to (`previous`, or the daemon's last live one), `was_current` (what `current`
-/// named before the flip), or one a running generation uses. Releases that never went live (failed pushes) go first,
-/// oldest first, then the oldest others: failures must not push out the releases a
-/// rollback can still go to. Also removes temp folders of killed deploys. The caller
+/// named before the flip), or one a running generation uses. Releases that never went
+/// live (failed pushes) go first, oldest first, then the oldest others: failures must not
+/// push out the releases a rollback can still go to. Also removes temp folders of killed deploys. The caller
 /// holds the slot lock. Returns the ids removed.
 pub fn prune(
     layout: &Layout,

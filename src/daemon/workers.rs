@@ -4,12 +4,13 @@
 //! the group is gone. A daemon killed with SIGKILL leaves its entries behind; the next
 //! `serve` stops those groups before starting its own, so no orphan outlives a restart.
 //! A group is only stopped when one of its processes carries this root's `MARKER` in
-//! its environment, so a recycled process group id never hits a stranger, and a
-//! worker that was never recorded is found all the same.
+//! its environment, or its leader is still the recorded process (same boot, same start
+//! time: a worker that cleared its environment), so a recycled process group id never
+//! hits a stranger, and a worker that was never recorded is found all the same.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -24,12 +25,61 @@ fn entry(layout: &Layout, pgid: u32) -> PathBuf {
     layout.workers_dir().join(pgid.to_string())
 }
 
-/// Notes that process group `pgid` (its leader's pid) runs `what`.
+/// Notes that process group `pgid` (its leader's pid) runs `what`, with the leader's
+/// [`identity`] on a first line.
 pub fn record(layout: &Layout, pgid: u32, what: &str) {
     let _ = fs::create_dir_all(layout.workers_dir());
-    if let Err(e) = crate::fsops::write_atomic(&entry(layout, pgid), what.as_bytes()) {
+    let text = match identity(pgid) {
+        Some(identity) => format!("{identity}\n{what}"),
+        None => what.to_string(),
+    };
+    if let Err(e) = crate::fsops::write_atomic(&entry(layout, pgid), text.as_bytes()) {
         tracing::warn!("cannot record worker {pgid}: {e:#}");
     }
+}
+
+/// What tells process `pid` from one that gets its pid later: the boot, and its start
+/// time in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+fn identity(pid: u32) -> Option<String> {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let start = stat_field(&Path::new("/proc").join(pid.to_string()), 22)?;
+    Some(format!("leader {} {start}", boot.trim()))
+}
+
+/// Field `n` (1-based, as proc(5) counts them) of `/proc/<pid>/stat` in `dir`, read
+/// after the command name, which is in parentheses and may hold spaces.
+fn stat_field(dir: &Path, n: usize) -> Option<String> {
+    let stat = fs::read_to_string(dir.join("stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace()
+        .nth(n.checked_sub(3)?)
+        .map(str::to_string)
+}
+
+/// A recorded group's leader identity (none in an entry written before there was one)
+/// and what it ran.
+fn read_entry(layout: &Layout, pgid: u32) -> (Option<String>, String) {
+    let text = fs::read_to_string(entry(layout, pgid)).unwrap_or_else(|_| "unrecorded".into());
+    let (identity, what): (Vec<&str>, Vec<&str>) =
+        text.lines().partition(|line| line.starts_with("leader "));
+    (identity.first().map(|s| s.to_string()), what.join(" "))
+}
+
+/// Recorded groups whose leader is still the process that was recorded: a worker that
+/// cleared its environment (`env -i`, `sudo` in a start script) carries no marker.
+fn recorded_groups(layout: &Layout) -> BTreeSet<u32> {
+    let Ok(entries) = fs::read_dir(layout.workers_dir()) else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pgid| pgid > 1)
+        .filter(|&pgid| {
+            let (recorded, _) = read_entry(layout, pgid);
+            recorded.is_some() && recorded == identity(pgid)
+        })
+        .collect()
 }
 
 /// Crosses out `pgid` once its group is gone.
@@ -62,9 +112,10 @@ pub fn reap_leftovers(layout: &Layout, grace: Duration) -> usize {
 }
 
 fn stop_marked(layout: &Layout, grace: Duration, what_it_is: &str) -> usize {
-    let groups = marked_groups(layout);
+    let mut groups = marked_groups(layout);
+    groups.extend(recorded_groups(layout));
     for &pgid in &groups {
-        let what = fs::read_to_string(entry(layout, pgid)).unwrap_or_else(|_| "unrecorded".into());
+        let (_, what) = read_entry(layout, pgid);
         tracing::warn!(pgid, "stopping {what_it_is}: {what}");
         let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM);
     }
@@ -99,10 +150,8 @@ fn marked_groups(layout: &Layout) -> BTreeSet<u32> {
             if !marked {
                 return None;
             }
-            let stat = fs::read_to_string(dir.join("stat")).ok()?;
-            // Fields after the command name, which is in parentheses and may hold spaces.
-            let rest = &stat[stat.rfind(')')? + 1..];
-            rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+            // Field 5: the process group.
+            stat_field(&dir, 5)?.parse::<u32>().ok()
         })
         .filter(|&pgid| pgid > 1)
         .collect()
