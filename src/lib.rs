@@ -29,6 +29,7 @@ pub mod git;
 pub mod hook;
 pub mod init;
 pub mod layout;
+pub mod lines;
 pub mod logging;
 pub mod release;
 pub mod rollout;

@@ -18,49 +18,10 @@ use nix::unistd::Pid;
 
 use crate::argv;
 use crate::config::BuildConfig;
+use crate::lines::Lines;
 
 /// How long build output may stay silent after the build ended before the copy stops.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
-/// The longest line copied as one: output without newlines (a progress bar redrawn
-/// with `\r`, a binary dumped by mistake) goes out in pieces of this size.
-const MAX_LINE: usize = 64 * 1024;
-
-/// Splits output into lines as it comes, in time linear in its size.
-#[derive(Default)]
-struct Lines {
-    pending: Vec<u8>,
-}
-
-impl Lines {
-    /// Adds `bytes` and hands each complete line (without its `\n`) to `emit`.
-    fn feed(&mut self, bytes: &[u8], mut emit: impl FnMut(&[u8])) {
-        // Every newline before this point has been handed out already.
-        let mut scan = self.pending.len();
-        self.pending.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(offset) = self.pending[scan..].iter().position(|&b| b == b'\n') {
-            let end = scan + offset;
-            emit(&self.pending[start..end]);
-            start = end + 1;
-            scan = start;
-        }
-        // Over (not at) the limit: a line of exactly MAX_LINE whose newline comes in
-        // the next read is still one line.
-        while self.pending.len() - start > MAX_LINE {
-            emit(&self.pending[start..start + MAX_LINE]);
-            start += MAX_LINE;
-        }
-        self.pending.drain(..start);
-    }
-
-    /// The last line, if the output did not end with a newline.
-    fn finish(self, mut emit: impl FnMut(&[u8])) {
-        if !self.pending.is_empty() {
-            emit(&self.pending);
-        }
-    }
-}
-
 /// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
 /// interleaved as written) copied line by line to `out` and `log`.
 pub(super) fn run(
@@ -161,37 +122,4 @@ pub(super) fn run(
         );
         Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(pieces: &[&[u8]]) -> Vec<Vec<u8>> {
-        let mut lines = Lines::default();
-        let mut out = Vec::new();
-        for piece in pieces {
-            lines.feed(piece, |line| out.push(line.to_vec()));
-        }
-        lines.finish(|line| out.push(line.to_vec()));
-        out
-    }
-
-    #[test]
-    fn lines_are_split_across_reads_and_long_ones_cut() {
-        assert_eq!(
-            split(&[b"one\ntw", b"o\n\nthr", b"ee"]),
-            [&b"one"[..], b"two", b"", b"three"]
-        );
-        // 5 MiB without a newline, in 8 KiB reads: pieces of MAX_LINE, in linear time.
-        let chunk = vec![b'x'; 8192];
-        let pieces: Vec<&[u8]> = (0..640).map(|_| &chunk[..]).collect();
-        let out = split(&pieces);
-        assert_eq!(out.len(), 5 * 1024 * 1024 / MAX_LINE);
-        assert!(out.iter().all(|line| line.len() == MAX_LINE));
-        // A line of exactly MAX_LINE, its newline in the next read: one line, not two.
-        let full = vec![b'x'; MAX_LINE];
-        let out = split(&[&full[..], b"\nnext\n"]);
-        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [MAX_LINE, 4]);
-    }
 }

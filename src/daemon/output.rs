@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::lines::Lines;
 
 /// Lines of output kept.
 const KEPT: usize = 40;
@@ -75,28 +77,20 @@ fn pick(lines: &[&str]) -> String {
     }
 }
 
-/// The longest line copied as one, as for builds: output without newlines (a binary
-/// dumped by mistake, a progress bar redrawn with `\r`) goes out in pieces of this size
-/// rather than being held whole in the daemon's memory.
-const MAX_LINE: usize = 64 * 1024;
-
 /// Copies `stream` (the worker's `name`, stdout or stderr) line by line to the log, the
-/// slot's log file and `tail`, until it ends. Lines over `MAX_LINE` are cut into pieces.
+/// slot's log file and `tail`, until it ends. Lines over [`crate::lines::MAX_LINE`] are cut into pieces,
+/// as a build's are: output without newlines never piles up in the daemon's memory.
 pub async fn copy_lines(
-    stream: Box<dyn AsyncRead + Send + Unpin>,
+    mut stream: Box<dyn AsyncRead + Send + Unpin>,
     label: String,
     name: &'static str,
     tail: Arc<Tail>,
     slot_log: Option<Arc<Mutex<std::fs::File>>>,
 ) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    // The last piece ended a cut line: its newline alone is not a line of its own.
-    let mut cut = false;
-    let emit = |buf: &[u8]| {
+    let emit = |bytes: &[u8]| {
         // Bytes, not `lines()`: output that is not UTF-8 must not stop the copy (and
         // then block the worker on a full pipe).
-        let line = String::from_utf8_lossy(buf).trim_end().to_string();
+        let line = String::from_utf8_lossy(bytes).trim_end().to_string();
         tracing::info!(target: "worker", "[{label} {name}] {line}");
         if let Some(file) = &slot_log {
             let now = humantime::format_rfc3339_seconds(SystemTime::now());
@@ -105,38 +99,18 @@ pub async fn copy_lines(
         }
         tail.push(&line);
     };
-    loop {
-        let chunk = match reader.fill_buf().await {
-            Ok(chunk) if !chunk.is_empty() => chunk,
-            _ => break,
-        };
-        let end = chunk
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(chunk.len(), |i| i + 1);
-        let take = end.min(MAX_LINE - buf.len());
-        buf.extend_from_slice(&chunk[..take]);
-        reader.consume(take);
-        if buf.ends_with(b"\n") {
-            if !(cut && buf.len() == 1) {
-                emit(&buf);
-            }
-            cut = false;
-            buf.clear();
-        } else if buf.len() == MAX_LINE {
-            emit(&buf);
-            cut = true;
-            buf.clear();
-        }
+    let mut lines = Lines::default();
+    let mut chunk = vec![0; 8192];
+    while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+        lines.feed(&chunk[..n], emit);
     }
-    if !buf.is_empty() {
-        emit(&buf);
-    }
+    lines.finish(emit);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lines::MAX_LINE;
 
     #[tokio::test]
     async fn a_line_without_newlines_is_cut_into_pieces() {
