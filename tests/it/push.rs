@@ -215,12 +215,7 @@ fn a_failing_build_and_a_slow_one_leave_current_alone() {
         assert!(build.path().join(".bluegreen-build.json").is_file());
     }
     // The failed builds' folders are gone; their logs stay.
-    let left: Vec<_> = fs::read_dir(root.path.join("builds/.tmp"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_empty(&root.path.join("builds/.tmp"));
     let logs = fs::read_dir(root.path.join("builds"))
         .unwrap()
         .flatten()
@@ -369,12 +364,7 @@ fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
         "precious"
     );
     // The refused release's copy is gone at once.
-    let left: Vec<_> = fs::read_dir(root.path.join("blue/releases"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_empty(&root.path.join("blue/releases"));
 }
 
 #[test]
@@ -457,12 +447,7 @@ fn a_build_that_cannot_be_finished_gives_its_folder_back() {
     assert!(root.current("blue").is_none());
     // As for a failed build command: its folder is removed at once (README "On-disk
     // layout"), not left holding the space until some later push builds.
-    let left: Vec<_> = fs::read_dir(root.path.join("builds/.tmp"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_empty(&root.path.join("builds/.tmp"));
 }
 
 #[test]
@@ -494,4 +479,14 @@ fn a_branch_named_in_latin1_pushed_with_the_deploy_branch_does_not_stop_it() {
         text.contains("is not the deploy branch (main): not deployed"),
         "the other ref gets its note: {text}"
     );
+}
+
+/// Asserts that folder `dir` is empty, naming what it holds.
+fn assert_empty(dir: &std::path::Path) {
+    let left: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{} holds {left:?}", dir.display());
 }
