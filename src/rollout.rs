@@ -71,6 +71,9 @@ pub fn rollback(
     to: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
+    // What the operator sees as current when asking: a deploy that lands while this
+    // waits for the slot makes "back" mean another release, so that is refused.
+    let asked_at = release::current(layout, slot);
     let lock = fsops::lock(&layout.slot_lock(slot), || {
         let _ = writeln!(
             out,
@@ -80,6 +83,11 @@ pub fn rollback(
     let releases = release::list(layout, slot)?;
     let current =
         release::current(layout, slot).with_context(|| format!("{slot} has no current release"))?;
+    if let Some(asked_at) = asked_at.filter(|asked_at| *asked_at != current) {
+        anyhow::bail!(
+            "{slot}'s current release changed while this waited ({asked_at} -> {current}): nothing rolled back; run it again to go back from {current}"
+        );
+    }
     let target = match to {
         Some(id) => {
             anyhow::ensure!(

@@ -440,7 +440,7 @@ fn pruning_with_the_daemon_stopped_keeps_what_rollback_goes_back_to() {
 }
 
 #[test]
-fn a_rollback_waiting_for_a_push_says_so() {
+fn a_rollback_waiting_for_a_push_says_so_and_refuses_once_it_landed() {
     let root = Root::new();
     root.commit("v1", &[("VERSION", "v1\n")]);
     assert!(root.push("blue").ok);
@@ -453,7 +453,7 @@ fn a_rollback_waiting_for_a_push_says_so() {
         "sh -c 'while [ ! -e \"$GO\" ]; do sleep 0.05; done'",
     );
     root.set("build.env", env_map(&[("GO", go.to_str().unwrap())]));
-    root.commit("v3", &[("VERSION", "v3\n")]);
+    let v3 = root.commit("v3", &[("VERSION", "v3\n")]);
     std::thread::scope(|s| {
         let push = s.spawn(|| root.push("blue"));
         let tmp = root.path.join("builds/.tmp");
@@ -474,9 +474,10 @@ fn a_rollback_waiting_for_a_push_says_so() {
             "the rollback to wait for blue's lock",
             || crate::push::waiting_for_a_lock(&[pid]).then_some(()),
         );
+        let before = root.current("blue");
         fs::write(&go, "").unwrap();
         assert!(push.join().unwrap().ok);
-        let _ = rollback.wait();
+        let status = rollback.wait().unwrap();
         let mut said = String::new();
         for pipe in [
             Box::new(rollback.stdout.take().unwrap()) as Box<dyn std::io::Read>,
@@ -492,5 +493,19 @@ fn a_rollback_waiting_for_a_push_says_so() {
             said.contains("another deploy to blue is running; waiting for it"),
             "{said}"
         );
+        // "Back" from what the operator saw is not "back" from what landed meanwhile
+        // (that is the release they meant to leave): refused, nothing flipped.
+        assert!(!status.success(), "{said}");
+        assert!(
+            said.contains("blue's current release changed while this waited (")
+                && said.contains("): nothing rolled back; run it again to go back from "),
+            "{said}"
+        );
+        let after = root.current("blue");
+        assert_ne!(
+            after, before,
+            "back to the release the operator meant to leave"
+        );
+        assert!(after.unwrap().ends_with(&v3[..7]));
     });
 }
