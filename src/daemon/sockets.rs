@@ -54,8 +54,7 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
     let mut take = |(key, addr): (&str, SocketAddr)| -> anyhow::Result<TcpListener> {
         let listener = match passed.iter().position(|(at, _)| *at == addr) {
             Some(i) => passed.swap_remove(i).1,
-            None => TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on {addr} ({key})"))?,
+            None => listen(addr).with_context(|| format!("cannot listen on {addr} ({key})"))?,
         };
         Ok(listener)
     };
@@ -78,6 +77,27 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
         control,
         passed: count,
     })
+}
+
+/// A listening socket on `addr`, its backlog as long as the system allows (as systemd's
+/// `Backlog=` default): connections wait there while a slot's first generation starts and
+/// at the connection cap, and std's 128 would drop the ones past it.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{
+        bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+        SockaddrStorage,
+    };
+    use std::os::fd::AsRawFd;
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let socket = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    // As std's bind: a restarted daemon can listen while old connections linger.
+    setsockopt(&socket, sockopt::ReuseAddr, &true)?;
+    bind(socket.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    listen(&socket, Backlog::MAXCONN)?;
+    Ok(TcpListener::from(socket))
 }
 
 /// The sockets systemd passed to this process, with the address each listens on; none
