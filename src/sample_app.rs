@@ -7,11 +7,13 @@
 //! a `CRASH` file makes it exit with status 3 at once. `POST|PUT /items/<name>` stores
 //! the body under `$DATA_DIR` (default `data/`), `DELETE` removes it, `GET /items` lists
 //! all as JSON, `GET /items/<name>` reads one. `GET /request` answers the request as it
-//! arrived: its target and the headers a proxy sets (`Host`, `X-Forwarded-*`).
+//! arrived: its target and the headers a proxy sets (`Host`, `X-Forwarded-*`), and so does
+//! any `GET` whose query starts with `as-received` (for targets with another path).
 //! `GET /echo` with an `Upgrade` header switches protocols (as a WebSocket handshake
 //! does), greets with its slot, release and version, then echoes every byte back.
 //! `POST /first-chunk` answers with the first piece of its body as soon as that arrives,
 //! without waiting for the rest (what shows that a proxy streams request bodies).
+//! `GET /many-headers/<n>` answers with `n` `Set-Cookie` headers (a proxy's header limits).
 //!
 //! It runs on hyper rather than tiny_http: tiny_http gives each keep-alive connection a
 //! thread from a pool that can leave a new connection unserved while others stay open
@@ -116,6 +118,17 @@ async fn first_chunk(mut body: Incoming) -> Response<Full<Bytes>> {
     Response::new(Full::new(Bytes::from(answer)))
 }
 
+/// `GET /many-headers/<n>`: `n` cookies, one `Set-Cookie` header each.
+fn many_headers(n: usize) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{n} headers\n"))));
+    for i in 0..n {
+        if let Ok(value) = HeaderValue::from_str(&format!("c{i}=v")) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
 /// `GET /request`: the target and the proxy's headers, one `name: value` per line.
 fn as_received(parts: &http::request::Parts) -> String {
     let mut text = format!("target: {}\n", parts.uri);
@@ -142,6 +155,9 @@ impl App {
         if request.method() == Method::POST && request.uri().path() == "/first-chunk" {
             return first_chunk(request.into_body()).await;
         }
+        if let Some(n) = request.uri().path().strip_prefix("/many-headers/") {
+            return many_headers(n.parse().unwrap_or(0));
+        }
         let (status, body) = if self
             .fail_after
             .is_some_and(|after| self.started.elapsed() >= after)
@@ -150,7 +166,14 @@ impl App {
         } else {
             let (parts, body) = request.into_parts();
             match body.collect().await {
-                Ok(_) if parts.method == Method::GET && parts.uri.path() == "/request" => {
+                Ok(_)
+                    if parts.method == Method::GET
+                        && (parts.uri.path() == "/request"
+                            || parts
+                                .uri
+                                .query()
+                                .is_some_and(|q| q.starts_with("as-received"))) =>
+                {
                     (200, as_received(&parts))
                 }
                 Ok(body) => self.route(&parts.method, parts.uri.path(), &body.to_bytes()),

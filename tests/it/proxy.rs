@@ -453,3 +453,34 @@ fn a_client_that_stops_sending_or_reading_is_cut_off_after_client_timeout() {
         || (in_flight() == 0).then_some(()),
     );
 }
+
+#[test]
+fn an_absolute_form_target_with_no_path_keeps_its_query() {
+    let root = blue_live();
+    // `GET http://host?x=1` is `GET http://host/?x=1` (RFC 9112 §3.2.2, RFC 3986 §6.2.3):
+    // the worker must get the query, not a bare `/`.
+    let answer = raw(
+        root.blue,
+        "GET http://example.com?as-received HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("target: /?as-received\n"), "{answer}");
+}
+
+#[test]
+fn an_answer_with_more_than_100_headers_reaches_the_client() {
+    let root = blue_live();
+    // 120 cookies are 1.5 KB of head: far under any size limit, but hyper's client
+    // parses at most 100 header fields unless told otherwise.
+    let answer = raw(
+        root.blue,
+        "GET /many-headers/120 HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert_eq!(answer.matches("set-cookie: c").count(), 120, "{answer}");
+    assert!(answer.ends_with("120 headers\n"), "{answer}");
+}
