@@ -189,13 +189,13 @@ async fn answer(
             .insert(header::HOST, in_flight.generation().host.clone());
     }
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("/"));
-        parts.uri = target;
+        // `path()` is `/` for an empty path, as in `http://host?x=1`, whose query stays.
+        let path = parts.uri.path();
+        let target = match parts.uri.query() {
+            Some(query) => format!("{path}?{query}").parse(),
+            None => path.parse(),
+        };
+        parts.uri = target.unwrap_or_else(|_| http::Uri::from_static("/"));
     }
     parts.version = http::Version::HTTP_11;
     // The copy gets the request as the active slot does, proxy headers and all.
