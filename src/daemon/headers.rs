@@ -356,6 +356,21 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_client_cannot_claim_https_by_another_name() {
+        // Rack (Rails, Sinatra) takes `X-Forwarded-Ssl: on` as https before it looks at
+        // `X-Forwarded-Proto`, and `X-Forwarded-Scheme` where Proto is missing: as with
+        // `X-Forwarded-Port`, only a proxy on this host may say them.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.insert("x-forwarded-ssl", HeaderValue::from_static("on"));
+        headers.insert("x-forwarded-scheme", HeaderValue::from_static("https"));
+        forward_headers(&mut headers, &Peer::new("192.0.2.7:5000".parse().unwrap())).unwrap();
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert!(headers.get("x-forwarded-ssl").is_none());
+        assert!(headers.get("x-forwarded-scheme").is_none());
+    }
+
+    #[test]
     fn only_a_local_proxy_may_set_proto_and_host() {
         let told = || {
             let mut headers = HeaderMap::new();
