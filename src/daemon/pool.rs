@@ -34,6 +34,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 const MAX_IDLE: usize = 256;
 /// How long connecting to a generation may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most header fields a worker's answer may have. hyper's default, 100, made an
+/// ordinary answer setting 120 cookies a 502; past 100, hyper parses into a buffer on the
+/// heap (one allocation per answer, a few KiB).
+const MAX_ANSWER_HEADERS: usize = 256;
 
 pub struct Pool {
     /// Idle connections per port, least recently used first. A few ports at most (the
@@ -213,6 +217,7 @@ async fn connect(port: u16) -> Result<http1::SendRequest<Body>, Failure> {
     let (sender, connection) = http1::Builder::new()
         // Small heads and bodies go out in one write, not a vectored one per piece.
         .writev(false)
+        .max_headers(MAX_ANSWER_HEADERS)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(Failure::Http)?;

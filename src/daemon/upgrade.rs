@@ -68,8 +68,8 @@ pub async fn tunnel(
         return plain(
             StatusCode::BAD_GATEWAY,
             &format!(
-                "generation {} answered 101 Switching Protocols to a request that asked for no upgrade",
-                generation.id
+                "{} generation {} answered 101 Switching Protocols to a request that asked for no upgrade",
+                generation.slot, generation.id
             ),
         );
     };
