@@ -70,8 +70,8 @@ fn hop_by_hop(name: &str) -> Option<usize> {
 pub const MIRROR_MARK: HeaderName = HeaderName::from_static("x-bluegreen-mirror");
 
 /// What a client elsewhere may not tell the worker about the hops before us (`Forwarded`,
-/// `X-Forwarded-Port`, `-Prefix`, `-Ssl`, `-Scheme`, `X-Real-IP`): only a proxy on this host (a TLS
-/// terminator) may (see `Peer::local`).
+/// `X-Forwarded-Port`, `-Prefix`, `-Ssl`, `-Scheme`, `X-Real-IP`): only a proxy on this
+/// host (a TLS terminator) may (see `Peer::local`).
 fn relayed(name: &str) -> bool {
     matches!(
         name,
