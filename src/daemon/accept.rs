@@ -12,9 +12,9 @@
 //! routes to has settled); until then connections wait in the listen backlog. Once
 //! `shutdown` turns true the acceptor closes the listeners (new connects are refused, or
 //! under socket activation left in the backlog for the next daemon) and each proxy thread
-//! lets its connections finish their current request, up to `grace`, and answers the
-//! requests sent within a second (each with `Connection: close`) before closing the idle. Upgraded connections (tunnels) are not waited for:
-//! they close with the thread.
+//! lets its connections finish their current request, up to `grace`: each answer from
+//! then on says `Connection: close`, and a connection that sends nothing for a second is
+//! closed. Upgraded connections (tunnels) are not waited for: they close with the thread.
 //!
 //! Open connections are capped by the file limit (see [`connection_limit`]): each takes
 //! a file for itself and one for its upstream connection, and the daemon must keep files
@@ -145,9 +145,9 @@ pub struct Started {
     /// The proxy threads and the acceptor: they end once `shutdown` has turned true and
     /// every connection is done.
     pub threads: Vec<std::thread::JoinHandle<()>>,
-    /// A message from each proxy thread once, after `shutdown`, it has told each of its
-    /// connections to finish: every request sent on a connection it accepted has then
-    /// been read and routed (or the connection was idle and is closed).
+    /// A message from each proxy thread once, after `shutdown`, no connection of it can
+    /// start a new request: each has closed after an answer that said `Connection:
+    /// close`, or sent nothing for a second and was told to finish.
     told: mpsc::Receiver<()>,
     proxies: usize,
 }

@@ -94,24 +94,25 @@ pub fn group_alive(pgid: u32) -> bool {
 
 /// Stops the groups a previous daemon left: every process group with a member carrying
 /// this root's `MARKER`, recorded or not (a daemon killed between starting a worker and
-/// recording it leaves an unrecorded one). SIGTERM, then SIGKILL after `grace`. Called
+/// recording it leaves an unrecorded one), and every recorded group whose leader is
+/// still the recorded process. SIGTERM, then SIGKILL after `grace`. Called
 /// before this daemon starts any worker. Returns how many groups were running.
 pub fn reap_orphans(layout: &Layout, grace: Duration) -> usize {
-    stop_marked(layout, grace, "a worker left by a previous daemon")
+    stop_groups(layout, grace, "a worker left by a previous daemon")
 }
 
 /// Stops what is left once this daemon has stopped its generations: processes a worker
 /// started outside its process group (a helper that daemonised itself with `setsid`)
 /// still carry the marker, and must not outlive the daemon. Returns how many groups.
 pub fn reap_leftovers(layout: &Layout, grace: Duration) -> usize {
-    stop_marked(
+    stop_groups(
         layout,
         grace,
         "a process a worker left outside its process group",
     )
 }
 
-fn stop_marked(layout: &Layout, grace: Duration, what_it_is: &str) -> usize {
+fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> usize {
     let mut groups = marked_groups(layout);
     groups.extend(recorded_groups(layout));
     for &pgid in &groups {

@@ -184,14 +184,8 @@ fn sigterm_drains_stops_everything_and_exits_zero() {
     let mut root = blue_live();
     root.push("green").says("green: live in ");
     assert_eq!(root.processes().len(), 2, "two workers");
-    root.signal(Signal::SIGTERM);
     // drain_timeout 5s + stop_timeout 2s, and some slack.
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
-    assert_eq!(
-        root.processes(),
-        Vec::<u32>::new(),
-        "no worker survives the daemon"
-    );
+    root.stop_cleanly(Duration::from_secs(10));
 }
 
 /// A request on a connection the daemon accepted just before a stop, sent once the stop
@@ -383,10 +377,8 @@ fn sigterm_while_the_first_generation_gets_ready_stops_at_once() {
     // Not `down`: its first generation is getting ready.
     assert_eq!(root.status()["slots"]["blue"]["health"], "starting");
     assert_eq!(root.status()["slots"]["green"]["health"], "down");
-    root.signal(Signal::SIGTERM);
     // Well inside the 30 s ready timeout it would otherwise wait out.
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
-    assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
+    root.stop_cleanly(Duration::from_secs(10));
 }
 
 #[test]
@@ -496,13 +488,7 @@ fn a_daemonised_child_of_a_worker_does_not_survive_the_daemon() {
     wait_for(Duration::from_secs(10), "the helper to start", || {
         (root.processes().len() == 2).then_some(())
     });
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
-    assert_eq!(
-        root.processes(),
-        Vec::<u32>::new(),
-        "no process of the worker survives the daemon"
-    );
+    root.stop_cleanly(Duration::from_secs(10));
 }
 
 #[test]

@@ -353,6 +353,18 @@ impl Root {
             .unwrap();
     }
 
+    /// SIGTERM to the daemon: it exits 0 within `limit`, and no process of this root
+    /// (worker, or one a worker started) is left.
+    pub fn stop_cleanly(&mut self, limit: Duration) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(self.wait_serve(limit), Some(0), "{}", self.log());
+        assert_eq!(
+            self.processes(),
+            Vec::<u32>::new(),
+            "no process of the root survives the daemon"
+        );
+    }
+
     /// Waits for the daemon to exit; its exit code.
     pub fn wait_serve(&mut self, limit: Duration) -> Option<i32> {
         let mut child = self.serve.take().expect("serving");
