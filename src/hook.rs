@@ -16,6 +16,7 @@ use crate::build::{self, Outcome};
 use crate::config::Config;
 use crate::fsops;
 use crate::git;
+use crate::interrupt::Interrupt;
 use crate::layout::Layout;
 use crate::release::{self, ReleaseMeta};
 use crate::slot::Slot;
@@ -46,12 +47,14 @@ pub struct RefUpdate {
 }
 
 /// Runs the hook for the repo git points at (`GIT_DIR`), reading `<old> <new> <ref>` lines
-/// from `input` and reporting to `out` (stderr: git shows it as `remote:`).
+/// from `input` and reporting to `out` (stderr: git shows it as `remote:`). A stopping
+/// signal (`interrupt`) during a build stops the build and fails that deploy.
 /// Returns false when something was pushed to the branch but did not go live.
 pub fn run(
     root: Option<PathBuf>,
     input: impl BufRead,
     out: &mut (dyn Write + Send),
+    interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
     let updates = parse(input)?;
     let mut repo = git::open(None)?;
@@ -95,7 +98,7 @@ pub fn run(
             )?;
             all_live = false;
         } else {
-            all_live &= deploy(&layout, &config, slot, &mut repo, &update, out)?;
+            all_live &= deploy(&layout, &config, slot, &mut repo, &update, out, interrupt)?;
         }
     }
     Ok(all_live)
@@ -116,6 +119,7 @@ fn deploy(
     repo: &mut git2::Repository,
     update: &RefUpdate,
     out: &mut (dyn Write + Send),
+    interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
     let lock = fsops::lock(&layout.slot_lock(slot), || {
         let _ = writeln!(
@@ -142,13 +146,16 @@ fn deploy(
     let in_use = fsops::lock_shared(&layout.build_use_lock(&key))?;
     let checkout = |dir: &Path| git::checkout(repo, pushed.tree, dir);
     let outcome = build::ensure(
-        &format!("{slot}: "),
         layout,
         &key,
         &pushed,
         &config.build,
         checkout,
-        out,
+        build::Pusher {
+            label: &format!("{slot}: "),
+            out,
+            interrupt,
+        },
     )
     .with_context(|| format!("{slot}: {} not deployed", pushed.short))?;
     match outcome {

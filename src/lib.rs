@@ -28,6 +28,7 @@ pub mod fsops;
 pub mod git;
 pub mod hook;
 pub mod init;
+pub mod interrupt;
 pub mod layout;
 pub mod lines;
 pub mod logging;

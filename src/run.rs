@@ -49,7 +49,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         Command::Hook { .. } => {
             let stdin = std::io::stdin().lock();
             let mut out = crate::hook::PusherOutput(std::io::stderr());
-            crate::hook::run(args.root, stdin, &mut out)
+            let interrupt = crate::interrupt::Interrupt::install()?;
+            crate::hook::run(args.root, stdin, &mut out, &interrupt)
         }
         Command::Releases { slot } => {
             let slots = slot.map_or(Slot::ALL.to_vec(), |s| vec![s]);

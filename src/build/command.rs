@@ -1,6 +1,7 @@
 //! The build command: run without a shell in its own process group, bounded by
-//! `build.timeout`, its output (stdout and stderr interleaved as written) copied line by
-//! line to the pusher and the build log.
+//! `build.timeout` and stopped by a stopping signal to the hook (see `Interrupt`), its
+//! output (stdout and stderr interleaved as written) copied line by line to the pusher
+//! and the build log.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -18,18 +19,26 @@ use nix::unistd::Pid;
 
 use crate::argv;
 use crate::config::BuildConfig;
+use crate::interrupt::Interrupt;
 use crate::lines::Lines;
 
+/// How often the wait for the build looks for a stopping signal (see `Interrupt`).
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 /// How long build output may stay silent after the build ended before the copy stops.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
-/// interleaved as written) copied line by line to `out` and `log`.
+/// interleaved as written) copied line by line to `out` and `log`. A stopping signal
+/// (`interrupt`) kills the build's group and fails it, as the timeout does.
 pub(super) fn run(
     dir: &Path,
     config: &BuildConfig,
     log: &mut File,
     out: &mut (dyn Write + Send),
+    interrupt: &Interrupt,
 ) -> anyhow::Result<()> {
+    if let Some(signal) = interrupt.received() {
+        anyhow::bail!("stopped by {signal} before it started");
+    }
     let words = argv::expand(&config.command, &config.env)?;
     let (reader, writer) = std::io::pipe().context("cannot make a pipe for the build output")?;
     let mut command = Command::new(&words[0]);
@@ -98,17 +107,36 @@ pub(super) fn run(
         scope.spawn(move || {
             let _ = tx.send(child.wait());
         });
-        let status = match rx.recv_timeout(config.timeout) {
-            Ok(status) => status.context("cannot wait for the build")?,
-            Err(_) => {
+        // Waits for the build, looking for a stopping signal now and then: the reason
+        // to stop it, if one comes before it ends.
+        let deadline = Instant::now() + config.timeout;
+        let ended = loop {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(SIGNAL_CHECK);
+            match rx.recv_timeout(wait) {
+                Ok(status) => break Ok(status.context("cannot wait for the build")?),
+                Err(_) => {
+                    if let Some(signal) = interrupt.received() {
+                        break Err(format!("stopped by {signal}"));
+                    }
+                    if Instant::now() >= deadline {
+                        break Err(format!(
+                            "timed out after {} (build.timeout)",
+                            humantime::format_duration(config.timeout)
+                        ));
+                    }
+                }
+            }
+        };
+        let status = match ended {
+            Ok(status) => status,
+            Err(why) => {
                 let _ = killpg(group, Signal::SIGKILL);
                 let _ = rx.recv();
                 *finished.lock().expect("no panic holds it") = Some(Instant::now());
                 let _ = copier.join();
-                anyhow::bail!(
-                    "timed out after {} (build.timeout); its process group was killed",
-                    humantime::format_duration(config.timeout)
-                );
+                anyhow::bail!("{why}; its process group was killed");
             }
         };
         // Whatever the build left running in its group would hold the pipe open.

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::config::BuildConfig;
 use crate::fsops;
 use crate::git::Pushed;
+use crate::interrupt::Interrupt;
 use crate::layout::Layout;
 
 mod cleanup;
@@ -73,18 +74,31 @@ pub fn is_finished(layout: &Layout, key: &str) -> bool {
     layout.build_dir(key).join(META).is_file()
 }
 
+/// The push a build is made for: where its lines go, and what may stop it.
+pub struct Pusher<'a> {
+    /// Starts each step line: the slot (`blue: `).
+    pub label: &'a str,
+    /// The pusher's output: step lines and the build's own output.
+    pub out: &'a mut (dyn Write + Send),
+    /// A stopping signal during the checkout or the build fails it.
+    pub interrupt: &'a Interrupt,
+}
+
 /// Makes sure `builds/<key>` exists: reuses it, or checks the tree out with `checkout`
-/// and runs the build command there, streaming its output to `out`. Step lines written
-/// to `out` start with `label` (the slot, for the pusher).
+/// and runs the build command there, streaming its output to the pusher.
 pub fn ensure(
-    label: &str,
     layout: &Layout,
     key: &str,
     pushed: &Pushed,
     config: &BuildConfig,
     checkout: impl FnOnce(&Path) -> anyhow::Result<()>,
-    out: &mut (dyn Write + Send),
+    pusher: Pusher,
 ) -> anyhow::Result<Outcome> {
+    let Pusher {
+        label,
+        out,
+        interrupt,
+    } = pusher;
     if is_finished(layout, key) {
         return Ok(Outcome::Reused);
     }
@@ -112,7 +126,20 @@ pub fn ensure(
 
     let tmp = layout.build_tmp_dir(key);
     fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let build_took = match check_out_and_build(label, layout, key, &tmp, config, checkout, out) {
+    // A stopping signal while checking out or building fails the build, so that this
+    // failure path removes its folder; one that comes after it is seen here too.
+    let log = layout.build_log(key);
+    let pusher = Pusher {
+        label,
+        out,
+        interrupt,
+    };
+    let built = interrupt.during(|| check_out_and_build(&tmp, &log, config, checkout, pusher));
+    let built = built.and_then(|took| match interrupt.received() {
+        Some(signal) => Err(anyhow::anyhow!("stopped by {signal}")),
+        None => Ok(took),
+    });
+    let build_took = match built {
         Ok(took) => took,
         Err(e) => {
             // What earlier failures left goes now, not only after a deploy that works:
@@ -158,29 +185,31 @@ pub fn ensure(
     Ok(Outcome::Built { build: build_took })
 }
 
-/// Checks the tree out into `tmp` and runs the build command there; returns the time the
-/// command took.
+/// Checks the tree out into `tmp` and runs the build command there, its output in
+/// `log_path` too; returns the time the command took.
 fn check_out_and_build(
-    label: &str,
-    layout: &Layout,
-    key: &str,
     tmp: &Path,
+    log_path: &Path,
     config: &BuildConfig,
     checkout: impl FnOnce(&Path) -> anyhow::Result<()>,
-    out: &mut (dyn Write + Send),
+    pusher: Pusher,
 ) -> anyhow::Result<Duration> {
+    let Pusher {
+        label,
+        out,
+        interrupt,
+    } = pusher;
     let started = Instant::now();
     checkout(tmp)?;
     let checkout_took = started.elapsed();
     writeln!(out, "{label}checkout {:.1}s", checkout_took.as_secs_f64())?;
 
     let started = Instant::now();
-    let log_path = layout.build_log(key);
     let mut log =
-        File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+        File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
     if !config.command.trim().is_empty() {
-        command::run(tmp, config, &mut log, out).map_err(|e| {
-            let tail = tail_lines(&log_path, 3);
+        command::run(tmp, config, &mut log, out, interrupt).map_err(|e| {
+            let tail = tail_lines(log_path, 3);
             anyhow::anyhow!("build failed: {e:#}; log {}{tail}", log_path.display())
         })?;
     }

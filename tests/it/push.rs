@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -167,8 +168,10 @@ fn two_pushes_to_one_slot_end_with_the_later_one_current() {
     root.commit("second", &[("VERSION", "v2\n")]);
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| root.push("blue"));
-        // The second push: a different commit, pushed while the first deploys.
-        std::thread::sleep(Duration::from_millis(100));
+        // The second push: a different commit, pushed while the first builds.
+        wait_for(Duration::from_secs(20), "the first push's build", || {
+            (!root_processes(&root.path.join("builds/.tmp")).is_empty()).then_some(())
+        });
         root.commit("third", &[("VERSION", "v3\n")]);
         let b = s.spawn(|| root.push("blue"));
         (a.join().unwrap(), b.join().unwrap())
@@ -222,6 +225,54 @@ fn a_failing_build_and_a_slow_one_leave_current_alone() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
         .count();
     assert_eq!(logs, 3);
+}
+
+#[test]
+fn a_hook_stopped_by_a_signal_stops_its_build_and_deploys_nothing() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    let before = root.current("blue");
+    // A build with a child of its own: the whole group must go.
+    root.set("build.command", "sh -c 'sleep 60 & exec sleep 61'");
+    let tmp = root.path.join("builds/.tmp");
+    let bin = fs::canonicalize(BIN).unwrap();
+    for (n, signal) in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM]
+        .into_iter()
+        .enumerate()
+    {
+        root.commit(&format!("slow {n}"), &[("VERSION", &format!("slow {n}\n"))]);
+        std::thread::scope(|s| {
+            let push = s.spawn(|| root.push("blue"));
+            let build = wait_for(Duration::from_secs(20), "the build to start", || {
+                let pids = root_processes(&tmp);
+                (pids.len() >= 2).then_some(pids)
+            });
+            // As a Ctrl-C at the pusher's terminal, or an operator's kill, would: the
+            // hook only (the build runs in its own process group).
+            let hook = root_processes(&root.path.join("blue.git"))
+                .into_iter()
+                .find(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin))
+                .expect("the hook runs");
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(hook as i32), signal).unwrap();
+            let pushed = push.join().unwrap();
+            pushed.says(&format!(
+                "not deployed: build failed: stopped by {signal}; its process group was killed"
+            ));
+            wait_for(
+                Duration::from_secs(10),
+                "the build's processes to go",
+                || {
+                    build
+                        .iter()
+                        .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+                        .then_some(())
+                },
+            );
+        });
+        assert_eq!(root.current("blue"), before);
+        assert_empty(&tmp);
+    }
 }
 
 #[test]
