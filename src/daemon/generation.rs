@@ -79,6 +79,7 @@ impl Generation {
             .current_dir(&dir)
             .envs(&env)
             .env(workers::MARKER, layout.root())
+            .env(workers::GENERATION, format!("{slot}/{id}"))
             // systemd's notify socket and watchdog are the daemon's, not the app's.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -252,7 +253,8 @@ impl Generation {
         self.stop(stop).await;
     }
 
-    /// SIGTERM to the whole group, SIGKILL after `grace`; returns once the group is gone.
+    /// SIGTERM to the whole group, SIGKILL after `grace`; returns once the group is gone,
+    /// and what it left outside the group (`workers::reap_strays`) too.
     pub async fn stop(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);
         let group = Pid::from_raw(self.pid as i32);
@@ -272,6 +274,10 @@ impl Generation {
             }
         }
         workers::forget(&self.layout, self.pid);
+        let (layout, generation) = (self.layout.clone(), format!("{}/{}", self.slot, self.id));
+        let _ =
+            tokio::task::spawn_blocking(move || workers::reap_strays(&layout, &generation, grace))
+                .await;
         tracing::info!(slot = %self.slot, generation = self.id, pid = self.pid, "stopped");
     }
 

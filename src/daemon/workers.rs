@@ -21,6 +21,10 @@ use crate::layout::Layout;
 /// Environment variable set on every worker; its value is the root.
 pub const MARKER: &str = "BLUEGREEN_WORKER_OF";
 
+/// Environment variable set on every worker: `<slot>/<generation>`, to find what a
+/// generation left outside its process group once the group is gone.
+pub const GENERATION: &str = "BLUEGREEN_GENERATION";
+
 fn entry(layout: &Layout, pgid: u32) -> PathBuf {
     layout.workers_dir().join(pgid.to_string())
 }
@@ -112,21 +116,30 @@ pub fn reap_leftovers(layout: &Layout, grace: Duration) -> usize {
     )
 }
 
+/// Stops what generation `generation` (`<slot>/<id>`) left outside its process group,
+/// once the group itself is gone: processes that carry this root's `MARKER` and the
+/// generation's `GENERATION` (a helper that daemonised itself with `setsid`), so that
+/// they do not pile up deploy after deploy. Returns how many groups there were.
+pub fn reap_strays(layout: &Layout, generation: &str, grace: Duration) -> usize {
+    let groups = marked_groups(layout, Some(generation));
+    for &pgid in &groups {
+        tracing::warn!(
+            pgid,
+            "stopping a process generation {generation} left outside its process group"
+        );
+    }
+    stop(&groups, grace);
+    groups.len()
+}
+
 fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> usize {
-    let mut groups = marked_groups(layout);
+    let mut groups = marked_groups(layout, None);
     groups.extend(recorded_groups(layout));
     for &pgid in &groups {
         let (_, what) = read_entry(layout, pgid);
         tracing::warn!(pgid, "stopping {what_it_is}: {what}");
-        let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM);
     }
-    let deadline = Instant::now() + grace;
-    while groups.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for &pgid in &groups {
-        let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
-    }
+    stop(&groups, grace);
     // Every entry is stale now: its group is gone or was just stopped.
     if let Ok(entries) = fs::read_dir(layout.workers_dir()) {
         for entry in entries.flatten() {
@@ -136,9 +149,25 @@ fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> usize {
     groups.len()
 }
 
-/// Process groups with a member whose environment has `MARKER=<this root>`.
-fn marked_groups(layout: &Layout) -> BTreeSet<u32> {
-    let needle = format!("{MARKER}={}\0", layout.root().display()).into_bytes();
+/// SIGTERM to each group, SIGKILL after `grace` to those still running.
+fn stop(groups: &BTreeSet<u32>, grace: Duration) {
+    for &pgid in groups {
+        let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while groups.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for &pgid in groups {
+        let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+    }
+}
+
+/// Process groups with a member whose environment has `MARKER=<this root>` (and
+/// `GENERATION=<generation>`, when given).
+fn marked_groups(layout: &Layout, generation: Option<&str>) -> BTreeSet<u32> {
+    let mut needles = vec![format!("{MARKER}={}\0", layout.root().display()).into_bytes()];
+    needles.extend(generation.map(|g| format!("{GENERATION}={g}\0").into_bytes()));
     let Ok(procs) = fs::read_dir("/proc") else {
         return BTreeSet::new();
     };
@@ -146,9 +175,9 @@ fn marked_groups(layout: &Layout) -> BTreeSet<u32> {
         .flatten()
         .filter_map(|p| {
             let dir = p.path();
-            let marked = fs::read(dir.join("environ"))
-                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_slice()));
-            if !marked {
+            let env = fs::read(dir.join("environ")).ok()?;
+            let has = |needle: &Vec<u8>| env.windows(needle.len()).any(|w| w == needle.as_slice());
+            if !needles.iter().all(has) {
                 return None;
             }
             // Field 5: the process group.

@@ -492,6 +492,47 @@ fn a_daemonised_child_of_a_worker_does_not_survive_the_daemon() {
 }
 
 #[test]
+fn what_a_generation_left_outside_its_group_is_stopped_with_it() {
+    let mut root = blue_live_with(&[(
+        "app.command",
+        format!(
+            "sh -c 'setsid sleep 300 </dev/null >/dev/null 2>&1 & exec \"$0\" sample-app' {BIN}"
+        )
+        .into(),
+    )]);
+    let leader = root.live_pid("blue") as u32;
+    let first_helper = wait_for(Duration::from_secs(10), "the helper to start", || {
+        let others: Vec<u32> = root
+            .processes()
+            .into_iter()
+            .filter(|&p| p != leader)
+            .collect();
+        (others.len() == 1).then(|| others[0])
+    });
+    // A deploy replaces the generation: its helper goes with it, not at the daemon's stop,
+    // so that helpers do not pile up deploy after deploy.
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    assert!(root.push("blue").ok);
+    root.wait_body(root.blue, "v2 from blue");
+    wait_for(
+        Duration::from_secs(10),
+        "the first helper to be stopped",
+        || (!std::path::Path::new(&format!("/proc/{first_helper}")).exists()).then_some(()),
+    );
+    // The new generation's helper runs on.
+    let leader = root.live_pid("blue") as u32;
+    wait_for(Duration::from_secs(10), "the second helper", || {
+        let others: Vec<u32> = root
+            .processes()
+            .into_iter()
+            .filter(|&p| p != leader)
+            .collect();
+        (others.len() == 1 && others[0] != first_helper).then_some(())
+    });
+    root.stop_cleanly(Duration::from_secs(10));
+}
+
+#[test]
 fn a_worker_that_cleans_its_environment_is_reaped_after_a_kill_9() {
     // As `sudo -u app ...` (env_reset) or `env -i` in a start script: the worker's own
     // environment no longer carries the marker the daemon set.
