@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -62,9 +63,16 @@ impl Release {
     }
 }
 
-/// A fresh id: `<UTC time to the millisecond>-<short sha>`, unique in the slot.
+/// A fresh id: `<UTC time to the millisecond>-<short sha>`, unique in the slot, and
+/// sorting after every release the slot has: a clock that stepped back (a restored VM,
+/// NTP correcting a bad clock at boot) gets the newest release's time plus a millisecond
+/// instead, since the order of ids is what `previous` and pruning go by.
 pub fn new_id(layout: &Layout, slot: Slot, short: &str) -> String {
-    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let mut time = SystemTime::now();
+    if let Some(newest) = newest_time(layout, slot) {
+        time = time.max(newest + Duration::from_millis(1));
+    }
+    let now = humantime::format_rfc3339_millis(time).to_string();
     let stamp: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
     let base = format!("{stamp}-{short}");
     let mut id = base.clone();
@@ -74,6 +82,27 @@ pub fn new_id(layout: &Layout, slot: Slot, short: &str) -> String {
         n += 1;
     }
     id
+}
+
+/// The time in the id of the slot's newest release (`20261122T201300.123Z-...`).
+fn newest_time(layout: &Layout, slot: Slot) -> Option<SystemTime> {
+    let newest = fs::read_dir(layout.releases_dir(slot))
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.'))
+        .max()?;
+    let s = newest.split('-').next()?;
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}",
+        s.get(0..4)?,
+        s.get(4..6)?,
+        s.get(6..8)?,
+        s.get(9..11)?,
+        s.get(11..13)?,
+        s.get(13..)?
+    );
+    humantime::parse_rfc3339(&rfc3339).ok()
 }
 
 /// Materialises `meta.id` in `slot` from the finished build `meta.build_key`. The caller

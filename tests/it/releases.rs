@@ -509,3 +509,32 @@ fn a_rollback_waiting_for_a_push_says_so_and_refuses_once_it_landed() {
         assert!(after.unwrap().ends_with(&v3[..7]));
     });
 }
+
+#[test]
+fn a_release_made_after_the_clock_stepped_back_still_sorts_last() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    // v1 as if made by a clock running ahead (a VM later restored, a bad clock at boot
+    // that NTP then set back): its id's time is later than any push from now on.
+    let [v1] = <[String; 1]>::try_from(root.releases("blue")).unwrap();
+    let ahead = format!("20991231T235959.999Z-{}", v1.split_once('-').unwrap().1);
+    let releases = root.path.join("blue/releases");
+    fs::rename(releases.join(&v1), releases.join(&ahead)).unwrap();
+    let link = root.path.join("blue/current");
+    let target = fs::read_link(&link)
+        .unwrap()
+        .to_string_lossy()
+        .replace(&v1, &ahead);
+    fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(target, &link).unwrap();
+
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    assert!(root.push("blue").ok);
+    let v2 = root.current("blue").unwrap();
+    assert!(v2.starts_with("21000101T000000.000Z-"), "{v2}");
+    assert_eq!(root.releases("blue"), vec![ahead.clone(), v2]);
+    // Back goes to v1, the release that was current before.
+    root.run_ok(&["rollback", "blue"]);
+    assert_eq!(root.current("blue").unwrap(), ahead);
+}
