@@ -18,6 +18,7 @@ mod heartbeat;
 mod idle;
 mod local;
 mod metrics;
+mod migrate;
 mod mirror;
 mod output;
 mod pool;

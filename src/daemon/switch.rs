@@ -1,26 +1,20 @@
 //! Switch: flip active and standby, after the gate and the optional migration.
 //!
 //! Switches are serialised. The gate asks the target's live generation for its health
-//! path now; `force` skips it. `switch.migrate` runs next, in the target's release
-//! folder, bounded by its timeout, and the gate is asked again after it. With mirroring
-//! on, the writes the active is still answering are waited for, new ones wait for the
-//! flip, and the copies of all of them go out to the target first (see
+//! path now; `force` skips it. `switch.migrate` runs next ([`super::migrate`]), in the
+//! target's release folder, bounded by its timeout, and the gate is asked again after
+//! it. With mirroring on, the writes the active is still answering are waited for, new
+//! ones wait for the flip, and the copies of all of them go out to the target first (see
 //! [`super::mirror`]). Then `state.json` is written, and only then does the front's
 //! active slot change: one atomic store, so requests in flight finish where they
 //! started and new ones go to the target.
 
-use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
 
-use super::Daemon;
-use crate::argv;
+use super::{migrate, Daemon};
 use crate::config::Config;
 use crate::slot::Slot;
 use crate::state::LastSwitch;
@@ -157,7 +151,7 @@ pub async fn switch(
     let mut migrate_ms = 0;
     if !config.switch.migrate.trim().is_empty() {
         let started = Instant::now();
-        migrate(daemon, &config, from.unwrap_or(to.other()), to)
+        migrate::run(daemon, &config, from.unwrap_or(to.other()), to)
             .await
             .map_err(|e| {
                 SwitchError::Refused(format!("migration failed, {to} not switched to: {e}"))
@@ -241,109 +235,6 @@ pub async fn gate(daemon: &Daemon, config: &Config, to: Slot) -> Result<(), Stri
         Ok(status) if (200..400).contains(&status) => Ok(()),
         Ok(status) => Err(format!("{to} is not healthy: GET {path} answered {status}")),
         Err(e) => Err(format!("{to} is not healthy: GET {path}: {e}")),
-    }
-}
-
-/// Runs `switch.migrate` in `to`'s live release folder with the FROM_/TO_ env.
-async fn migrate(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Result<(), String> {
-    let mut env = BTreeMap::new();
-    for (prefix, slot) in [("FROM", from), ("TO", to)] {
-        let live = daemon.slots[slot.index()].route.live();
-        env.insert(format!("{prefix}_SLOT"), slot.to_string());
-        env.insert(
-            format!("{prefix}_PORT"),
-            live.as_ref()
-                .map(|g| g.port.to_string())
-                .unwrap_or_default(),
-        );
-        env.insert(
-            format!("{prefix}_DIR"),
-            live.as_ref()
-                .map(|g| g.dir.display().to_string())
-                .unwrap_or_default(),
-        );
-        for (name, value) in &config.slots.get(slot).env {
-            env.insert(format!("{prefix}_{name}"), value.clone());
-        }
-    }
-    let dir = daemon.slots[to.index()]
-        .route
-        .live()
-        .map(|g| g.dir.clone())
-        .ok_or_else(|| format!("{to} has no live generation to migrate into"))?;
-    let words = argv::expand(&config.switch.migrate, &env).map_err(|e| format!("{e:#}"))?;
-    let mut child = tokio::process::Command::new(&words[0])
-        .args(&words[1..])
-        .current_dir(&dir)
-        .envs(&env)
-        .env_remove("NOTIFY_SOCKET")
-        .env(super::workers::MARKER, daemon.layout.root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start `{}`: {e}", words[0]))?;
-    // Whatever the migration leaves in its group goes when it is done, and with it if
-    // this switch is dropped (the daemon stopping): no orphan.
-    let _group = GroupKiller(child.id().map(|pid| Pid::from_raw(pid as i32)));
-    let mut stderr = child.stderr.take().expect("stderr was piped");
-    let run = async {
-        let mut text = Vec::new();
-        let status = {
-            let read = stderr.read_to_end(&mut text);
-            tokio::pin!(read);
-            let mut read_all = false;
-            let status = tokio::select! {
-                status = child.wait() => status,
-                _ = &mut read => {
-                    read_all = true;
-                    child.wait().await
-                }
-            };
-            if !read_all {
-                // A background process it left may hold stderr open: take what is
-                // there, do not wait for it.
-                let _ = tokio::time::timeout(Duration::from_millis(500), &mut read).await;
-            }
-            status
-        };
-        (status, text)
-    };
-    let timeout = config.switch.migrate_timeout;
-    let Ok((status, stderr)) = tokio::time::timeout(timeout, run).await else {
-        return Err(format!(
-            "still running after {} (switch.migrate_timeout)",
-            humantime::format_duration(timeout)
-        ));
-    };
-    let status = status.map_err(|e| format!("cannot wait for it: {e}"))?;
-    if status.success() {
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&stderr);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
-    Err(format!(
-        "`{}` exited with {status}{}",
-        config.switch.migrate,
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!(": {tail}")
-        }
-    ))
-}
-
-/// SIGKILLs a process group when dropped.
-struct GroupKiller(Option<Pid>);
-
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        if let Some(group) = self.0 {
-            let _ = killpg(group, Signal::SIGKILL);
-        }
     }
 }
 

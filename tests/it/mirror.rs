@@ -151,6 +151,35 @@ fn a_migration_past_its_timeout_aborts_the_switch_and_is_stopped() {
 }
 
 #[test]
+fn a_failed_migration_that_printed_a_lot_is_told_in_one_short_line() {
+    let root = both_live();
+    // 20 MB of stderr without a newline (a progress bar, a dump), then the reason, in
+    // colour, after a `\r`.
+    set_migrate(
+        &root,
+        "sh -c 'head -c 20000000 /dev/zero | tr \"\\0\" x >&2; printf \"\\n50%%\\r\\033[31mcannot reach the database\\033[0m\\n\" >&2; exit 1'",
+        1,
+    );
+    let out = root.run(&["switch"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.starts_with("not switched: migration failed, green not switched to: "),
+        "{:.300}",
+        text
+    );
+    // Its last lines, each cut short, control characters as spaces.
+    assert!(
+        text.trim_end()
+            .ends_with("... | 50%  [31mcannot reach the database [0m"),
+        "{:.300}",
+        text
+    );
+    assert_eq!(text.trim_end().lines().count(), 1, "{:.300}", text);
+    assert!(text.len() < 2048, "{} bytes: {:.300}", text.len(), text);
+    assert_eq!(root.status()["active"], "blue");
+}
+#[test]
 fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
     use std::io::Write;
     let mut root = Root::new();

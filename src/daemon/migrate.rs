@@ -1,0 +1,167 @@
+//! `switch.migrate`: the command a switch runs before it flips, and why it failed.
+//!
+//! It runs in the target's live release folder, in a process group of its own, bounded by
+//! `switch.migrate_timeout`; whatever it leaves in its group is killed when it is done,
+//! or when the switch is dropped (the daemon stopping). Of its stderr only the last
+//! lines are kept, each cut short for a one-line reason: a migration that prints a lot
+//! (a progress bar, a dump) costs the daemon no more memory than one long line.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::Daemon;
+use crate::argv;
+use crate::config::Config;
+use crate::lines::Lines;
+use crate::slot::Slot;
+
+/// Lines of stderr quoted in the reason.
+const QUOTED: usize = 3;
+
+/// Runs `switch.migrate` in `to`'s live release folder with the FROM_/TO_ env.
+pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Result<(), String> {
+    let mut env = BTreeMap::new();
+    for (prefix, slot) in [("FROM", from), ("TO", to)] {
+        let live = daemon.slots[slot.index()].route.live();
+        env.insert(format!("{prefix}_SLOT"), slot.to_string());
+        env.insert(
+            format!("{prefix}_PORT"),
+            live.as_ref()
+                .map(|g| g.port.to_string())
+                .unwrap_or_default(),
+        );
+        env.insert(
+            format!("{prefix}_DIR"),
+            live.as_ref()
+                .map(|g| g.dir.display().to_string())
+                .unwrap_or_default(),
+        );
+        for (name, value) in &config.slots.get(slot).env {
+            env.insert(format!("{prefix}_{name}"), value.clone());
+        }
+    }
+    let dir = daemon.slots[to.index()]
+        .route
+        .live()
+        .map(|g| g.dir.clone())
+        .ok_or_else(|| format!("{to} has no live generation to migrate into"))?;
+    let words = argv::expand(&config.switch.migrate, &env).map_err(|e| format!("{e:#}"))?;
+    let mut child = tokio::process::Command::new(&words[0])
+        .args(&words[1..])
+        .current_dir(&dir)
+        .envs(&env)
+        .env_remove("NOTIFY_SOCKET")
+        .env(super::workers::MARKER, daemon.layout.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", words[0]))?;
+    // Whatever the migration leaves in its group goes when it is done, and with it if
+    // this switch is dropped (the daemon stopping): no orphan.
+    let _group = GroupKiller(child.id().map(|pid| Pid::from_raw(pid as i32)));
+    let stderr = child.stderr.take().expect("stderr was piped");
+    let run = async {
+        let mut tail = VecDeque::new();
+        let status = {
+            let read = last_lines(stderr, &mut tail);
+            tokio::pin!(read);
+            let mut read_all = false;
+            let status = tokio::select! {
+                status = child.wait() => status,
+                _ = &mut read => {
+                    read_all = true;
+                    child.wait().await
+                }
+            };
+            if !read_all {
+                // A background process it left may hold stderr open: take what is
+                // there, do not wait for it.
+                let _ = tokio::time::timeout(Duration::from_millis(500), &mut read).await;
+            }
+            status
+        };
+        (status, tail)
+    };
+    let timeout = config.switch.migrate_timeout;
+    let Ok((status, tail)) = tokio::time::timeout(timeout, run).await else {
+        return Err(format!(
+            "still running after {} (switch.migrate_timeout)",
+            humantime::format_duration(timeout)
+        ));
+    };
+    let status = status.map_err(|e| format!("cannot wait for it: {e}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    let tail = Vec::from(tail).join(" | ");
+    Err(format!(
+        "`{}` exited with {status}{}",
+        config.switch.migrate,
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(": {tail}")
+        }
+    ))
+}
+
+/// Reads `stream` to its end, keeping in `tail` its last `QUOTED` lines that are not
+/// blank, each fit for a one-line reason.
+async fn last_lines(mut stream: impl AsyncRead + Unpin, tail: &mut VecDeque<String>) {
+    let mut keep = |bytes: &[u8]| {
+        let line = String::from_utf8_lossy(bytes);
+        if line.trim().is_empty() {
+            return;
+        }
+        if tail.len() == QUOTED {
+            tail.pop_front();
+        }
+        tail.push_back(crate::logging::quotable(line.trim_end()));
+    };
+    let mut lines = Lines::default();
+    let mut chunk = vec![0; 8192];
+    while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+        lines.feed(&chunk[..n], &mut keep);
+    }
+    lines.finish(keep);
+}
+
+/// SIGKILLs a process group when dropped.
+struct GroupKiller(Option<Pid>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_last_lines_are_kept_short_whatever_was_printed() {
+        let mut input = vec![b'x'; 3 * crate::lines::MAX_LINE];
+        input.extend_from_slice(b"\n\n  \nfirst\n50%\r\x1b[31mcannot reach the database\x1b[0m");
+        let mut tail = VecDeque::new();
+        last_lines(&input[..], &mut tail).await;
+        assert_eq!(
+            Vec::from(tail),
+            [
+                format!("{}...", "x".repeat(200)),
+                "first".to_string(),
+                "50%  [31mcannot reach the database [0m".to_string(),
+            ]
+        );
+    }
+}
