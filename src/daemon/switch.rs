@@ -91,8 +91,27 @@ impl SwitchError {
 }
 
 /// Switches the front to `query.to` (default: the standby). The answer is JSON with
-/// `from`, `to`, `changed` and `migrate_ms`.
+/// `from`, `to`, `changed` and `migrate_ms`. A refusal is also an event (the heartbeat
+/// records its own), as a switch is: the caller of the front's `/switch` may never
+/// read its answer.
 pub async fn switch(
+    daemon: &Arc<Daemon>,
+    query: Query,
+    cause: &'static str,
+) -> Result<serde_json::Value, SwitchError> {
+    let to = query.to;
+    let result = attempt(daemon, query, cause).await;
+    if let Err(e) = &result {
+        if cause != "heartbeat" {
+            daemon
+                .events
+                .record("switch", to, true, format!("not switched ({cause}): {e}"));
+        }
+    }
+    result
+}
+
+async fn attempt(
     daemon: &Arc<Daemon>,
     query: Query,
     cause: &'static str,

@@ -180,6 +180,34 @@ fn a_failed_migration_that_printed_a_lot_is_told_in_one_short_line() {
     assert_eq!(root.status()["active"], "blue");
 }
 #[test]
+fn a_switch_refused_on_the_front_is_told_in_the_events() {
+    let root = both_live();
+    set_migrate(
+        &root,
+        "sh -c 'echo cannot reach the database >&2; exit 1'",
+        1,
+    );
+    // A caller of the front's /switch may never read its answer (a half-closed client):
+    // the events say how it went.
+    let answer = raw(
+        root.front,
+        "POST /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    let events = root.control("GET", "/events").body;
+    assert!(
+        events.contains("not switched (front): migration failed, green not switched to: "),
+        "{events}"
+    );
+    assert!(
+        events.contains("exited with exit status: 1: cannot reach the database"),
+        "{events}"
+    );
+    root.wait_log("not switched (front): migration failed");
+    assert_eq!(root.status()["active"], "blue");
+}
+
+#[test]
 fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
     use std::io::Write;
     let mut root = Root::new();
