@@ -28,8 +28,9 @@ pub struct Heartbeat {
     pub failures: u32,
     /// Cleared by an automatic switch, set again by an operator's switch.
     pub armed: bool,
-    /// "both slots failing" is reported once per failing streak.
-    pub both_reported: bool,
+    /// That traffic cannot move (both slots failing, or the switch refused) is reported
+    /// once per failing streak: every check after it tries again.
+    pub stuck_reported: bool,
 }
 
 impl Heartbeat {
@@ -38,7 +39,7 @@ impl Heartbeat {
         Heartbeat {
             failures: 0,
             armed: true,
-            both_reported: false,
+            stuck_reported: false,
         }
     }
 
@@ -58,7 +59,7 @@ impl Heartbeat {
     pub fn observe(&mut self, ok: bool, needed: u32) -> Decision {
         if ok {
             self.failures = 0;
-            self.both_reported = false;
+            self.stuck_reported = false;
             return Decision::Nothing;
         }
         self.failures += 1;
@@ -73,7 +74,7 @@ impl Heartbeat {
     pub fn switched(&mut self) {
         self.failures = 0;
         self.armed = false;
-        self.both_reported = false;
+        self.stuck_reported = false;
     }
 }
 
@@ -100,11 +101,13 @@ pub async fn run(daemon: Arc<Daemon>) {
         };
         if watched != Some(active) {
             // A new active slot starts with a clean streak.
-            daemon
+            let mut heartbeat = daemon
                 .heartbeat
                 .lock()
-                .expect("heartbeat lock: no panic holds it")
-                .failures = 0;
+                .expect("heartbeat lock: no panic holds it");
+            heartbeat.failures = 0;
+            heartbeat.stuck_reported = false;
+            drop(heartbeat);
             watched = Some(active);
         }
         let standby = active.other();
@@ -156,22 +159,17 @@ pub async fn run(daemon: Arc<Daemon>) {
                             format!("heartbeat: {active} failed {} checks in a row; traffic moved to {standby} (automatic switching is off until an operator switches)", config.heartbeat.failures),
                         );
                     }
-                    Err(e) => daemon.events.record(
+                    Err(e) if first_stuck(&daemon) => daemon.events.record(
                         "heartbeat",
                         Some(active),
                         true,
                         format!("heartbeat: switch to {standby} failed: {e}"),
                     ),
+                    Err(_) => {}
                 }
             }
             Err(why) => {
-                let mut heartbeat = daemon
-                    .heartbeat
-                    .lock()
-                    .expect("heartbeat lock: no panic holds it");
-                if !heartbeat.both_reported {
-                    heartbeat.both_reported = true;
-                    drop(heartbeat);
+                if first_stuck(&daemon) {
                     daemon.events.record(
                         "heartbeat",
                         Some(active),
@@ -182,6 +180,15 @@ pub async fn run(daemon: Arc<Daemon>) {
             }
         }
     }
+}
+
+/// Whether this failing streak has not yet said that traffic cannot move (and now has).
+fn first_stuck(daemon: &Daemon) -> bool {
+    let mut heartbeat = daemon
+        .heartbeat
+        .lock()
+        .expect("heartbeat lock: no panic holds it");
+    !std::mem::replace(&mut heartbeat.stuck_reported, true)
 }
 
 /// Checks the standby for its health in `/status`, when it has a live generation (one

@@ -286,6 +286,42 @@ fn the_heartbeat_stays_put_when_both_slots_fail() {
 }
 
 #[test]
+fn a_failover_the_migration_refuses_is_one_event_per_failing_streak() {
+    let mut root = Root::new();
+    root.set("heartbeat.interval", "200ms");
+    root.set("heartbeat.failures", 2);
+    root.set(
+        "switch.migrate",
+        "sh -c 'echo cannot reach the database >&2; exit 1'",
+    );
+    root.serve();
+    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "3")]);
+    root.push("blue").says("blue: live in ");
+    root.remove("FAIL_AFTER");
+    root.commit("healthy", &[("VERSION", "v2\n")]);
+    root.push("green").says("green: live in ");
+    // Every check after the second failure tries the switch again (the migration may
+    // work next time); a person reads about it once, not every 200 ms.
+    wait_for(Duration::from_secs(20), "ten failed checks of blue", || {
+        let metrics = root.control("GET", "/metrics").body;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"blue\"} "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n >= 10)
+    });
+    let events = root.control("GET", "/events").body;
+    assert_eq!(
+        events
+            .matches("heartbeat: switch to green failed: migration failed, green not switched to: ")
+            .count(),
+        1,
+        "{events}"
+    );
+    assert_eq!(root.status()["active"], "blue");
+}
+
+#[test]
 fn a_restarted_daemon_keeps_the_active_slot_and_mirroring() {
     let mut root = both_live();
     root.control("POST", "/switch");
