@@ -377,6 +377,76 @@ fn promote_runs_the_same_build_without_rebuilding() {
         .starts_with("blue/"));
 }
 
+#[test]
+fn a_promote_waiting_for_a_push_to_its_target_lands_after_it() {
+    let mut root = Root::new();
+    // A tree with SLOW_BUILD builds until the test says go, holding green's lock.
+    let go = root.path.parent().unwrap().join("go");
+    root.set(
+        "build.command",
+        "sh -c 'if [ -e SLOW_BUILD ]; then while [ ! -e \"$GO\" ]; do sleep 0.05; done; fi'",
+    );
+    root.set("build.env", env_map(&[("GO", go.to_str().unwrap())]));
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    root.commit("v3", &[("VERSION", "v3\n"), ("SLOW_BUILD", "")]);
+    std::thread::scope(|s| {
+        let push = s.spawn(|| root.push("green"));
+        let tmp = root.path.join("builds/.tmp");
+        wait_for(Duration::from_secs(20), "v3's build to start", || {
+            (!root_processes(&tmp).is_empty()).then_some(())
+        });
+        let promote = std::process::Command::new(BIN)
+            .args(["promote", "blue", "green", "--root"])
+            .arg(&root.path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = promote.id();
+        wait_for(
+            Duration::from_secs(10),
+            "the promote to wait for green's lock",
+            || crate::push::waiting_for_a_lock(&[pid]).then_some(()),
+        );
+        std::fs::write(&go, "").unwrap();
+        let pushed = push.join().unwrap();
+        assert!(pushed.ok, "{}", pushed.text);
+        let out = promote.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{said}");
+        assert!(
+            said.contains("green: another deploy to green is running; waiting for it"),
+            "{said}"
+        );
+        assert!(said.contains("green: live in "), "{said}");
+        // The push's release went live, or was superseded before it could: either way
+        // its verdict says which, and the promote, which came later, is what green runs.
+        let pushed = pushed.remote_lines().last().cloned().unwrap_or_default();
+        assert!(
+            pushed.starts_with("green: live in ") || pushed.contains("was superseded by"),
+            "{pushed}"
+        );
+    });
+    root.wait_body(root.green, "v2 from green");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.path.join("green/current/.bluegreen-release.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(meta["promoted_from"].as_str().unwrap().starts_with("blue/"));
+    // Nothing of the push is still starting to replace it.
+    wait_for(Duration::from_secs(10), "green to settle", || {
+        let status = root.status();
+        (status["slots"]["green"]["health"] == "healthy"
+            && status["slots"]["green"]["live"]["release"] == status["slots"]["green"]["current"])
+            .then_some(())
+    });
+    assert!(root.get(root.green, "/").body.contains("v2 from green"));
+}
+
 /// A real non-loopback peer: a network namespace joined to the host by a veth pair.
 #[test]
 #[ignore = "needs root and `ip netns`; .ci/run runs it with --ignored where the machine can make a namespace"]
