@@ -1,10 +1,12 @@
 //! `switch.migrate`: the command a switch runs before it flips, and why it failed.
 //!
-//! It runs in the target's live release folder, in a process group of its own, bounded by
-//! `switch.migrate_timeout`; whatever it leaves in its group is killed when it is done,
-//! or when the switch is dropped (the daemon stopping). Of its stderr only the last
-//! lines are kept, each cut short for a one-line reason: a migration that prints a lot
-//! (a progress bar, a dump) costs the daemon no more memory than one long line.
+//! It runs in the target's live release folder, with each slot's port and release folder
+//! (for a slot with no live generation: no port, and its `current` release's folder), in
+//! a process group of its own, bounded by `switch.migrate_timeout`; whatever it leaves in
+//! its group is killed when it is done, or when the switch is dropped (the daemon
+//! stopping). Of its stderr only the last lines are kept, each cut short for a one-line
+//! reason: a migration that prints a lot (a progress bar, a dump) costs the daemon no
+//! more memory than one long line.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::process::Stdio;
@@ -35,11 +37,16 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
                 .map(|g| g.port.to_string())
                 .unwrap_or_default(),
         );
+        // A slot with no live generation (a failover from a crashed one) still has its
+        // data in its release folder: an empty FROM_DIR would make `$FROM_DIR/data`
+        // the host's `/data`.
+        let dir = live.as_ref().map(|g| g.dir.clone()).or_else(|| {
+            crate::release::current(&daemon.layout, slot)
+                .map(|id| daemon.layout.release_dir(slot, &id))
+        });
         env.insert(
             format!("{prefix}_DIR"),
-            live.as_ref()
-                .map(|g| g.dir.display().to_string())
-                .unwrap_or_default(),
+            dir.map(|d| d.display().to_string()).unwrap_or_default(),
         );
         for (name, value) in &config.slots.get(slot).env {
             env.insert(format!("{prefix}_{name}"), value.clone());

@@ -202,6 +202,40 @@ fn a_crashed_active_slot_whose_restarts_hang_is_left_for_the_standby() {
 }
 
 #[test]
+fn a_failover_from_a_crashed_slot_migrates_from_its_release_folder() {
+    let mut root = Root::new();
+    root.set("heartbeat.interval", "300ms");
+    root.set("heartbeat.timeout", "1s");
+    root.set("heartbeat.failures", 2);
+    root.set("app.ready_timeout", "20s");
+    // Copies blue's data to green, as the migration of a file-backed app would.
+    root.set(
+        "switch.migrate",
+        "sh -c 'test -n \"$FROM_DIR\" && cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\"'",
+    );
+    root.serve();
+    root.run_ok(&["mirroring", "off"]);
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let post = http("POST", &root.url(root.front, "/items/kept"), Some("data")).unwrap();
+    assert_eq!(post.status, 201);
+    // Blue crashes, and its restarts hang until the ready timeout: no live generation
+    // while the heartbeat fails it over.
+    std::fs::write(root.path.join("blue/current/SLOW_MS"), "60000").unwrap();
+    let pid = nix::unistd::Pid::from_raw(root.live_pid("blue"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for(
+        Duration::from_secs(8),
+        "the heartbeat to switch to green",
+        || (root.status()["active"] == "green").then_some(()),
+    );
+    // FROM_DIR was blue's release folder, where its data is, not empty.
+    let items = root.get(root.front, "/items").body;
+    assert!(items.contains("\"kept\":\"data\""), "{items}");
+}
+
+#[test]
 fn the_heartbeat_moves_traffic_even_when_state_json_cannot_be_written() {
     let mut root = Root::new();
     root.set("heartbeat.interval", "300ms");
