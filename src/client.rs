@@ -67,7 +67,7 @@ impl Client {
         let result = self
             .agent
             .request(method, &format!("{}{path}", self.base))
-            // tiny_http keeps a thread per open connection; close ours so it is freed.
+            // One call per connection: none is left open on either side.
             .set("Connection", "close")
             .set(ROOT_HEADER, &self.root)
             .timeout(wait)

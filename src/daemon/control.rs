@@ -1,75 +1,97 @@
-//! The control API on `control.listen` (loopback only), served by tiny_http.
+//! The control API on `control.listen` (loopback only), served by hyper on the daemon's
+//! runtime.
 //!
 //! A caller that names another root (`Bluegreen-Root`, see `client`) gets 421: two roots
 //! given the same `control.listen` must not steer each other's daemon.
 //!
-//! Each request gets its own thread, because a reload answers only once the new
-//! generation is live or has failed; async work is run on the daemon's runtime.
+//! hyper reads the request heads (bounded in size, 30 s to arrive) and answers what is
+//! not HTTP/1 itself (tiny_http, used here before, held the connection and a thread
+//! forever on an `HTTP/2.0` request line, and aborted the daemon on a Content-Length
+//! beyond memory). A switch runs in its own task, so a caller that hangs up never leaves
+//! it half done; a reload answers once the new generation is live or has failed.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tiny_http::{Header, Method, Request, Response, Server};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::local::Hints;
 use super::supervisor::Reload;
 use super::switch::{self, Query};
+use super::upstream::{self, Body};
 use super::Daemon;
 use crate::slot::Slot;
 use crate::verdict::Verdict;
 
-/// Answers requests until the server is unblocked (on shutdown).
-pub fn serve(server: Arc<Server>, daemon: Arc<Daemon>, runtime: tokio::runtime::Handle) {
-    for request in server.incoming_requests() {
-        let (daemon, runtime) = (daemon.clone(), runtime.clone());
-        std::thread::spawn(move || answer(request, &daemon, &runtime));
+/// Accepts connections until `stop` turns true; each is served on its own task.
+pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of files, most likely: the next accept may work once some close.
+                tracing::warn!("control API: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let daemon = daemon.clone();
+                async move { Ok::<_, Infallible>(answer(request, peer, &daemon).await) }
+            });
+            // The timer bounds the time a head may take (hyper's 30 s).
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 
-fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Handle) {
-    if !request
-        .remote_addr()
-        .is_some_and(|a| a.ip().to_canonical().is_loopback())
-    {
+async fn answer(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    daemon: &Arc<Daemon>,
+) -> Response<Body> {
+    if !peer.ip().to_canonical().is_loopback() {
         return reply(
-            request,
-            403,
+            StatusCode::FORBIDDEN,
             "text/plain",
             "the control API answers loopback callers only".into(),
         );
     }
-    // tiny_http reads a body by a Content-Length it does not check: a request framed
-    // in a way that is not clear is refused before it can do anything.
     if let Err(why) = framing(request.headers()) {
-        return reply(request, 400, "text/plain", why);
+        return reply(StatusCode::BAD_REQUEST, "text/plain", why);
     }
-    let header = |name: &'static str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv(name))
-            .map(|h| h.value.as_str())
-    };
-    let several = |name: &'static str| {
-        request
-            .headers()
-            .iter()
-            .filter(|h| h.field.equiv(name))
-            .nth(1)
-            .is_some()
-    };
+    let headers = request.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let several = |name: &str| headers.get_all(name).iter().nth(1).is_some();
     let hints = Hints {
-        host: header("Host"),
-        origin: header("Origin"),
-        fetch_site: header("Sec-Fetch-Site"),
-        forwarded: header("X-Forwarded-For").is_some() || header("Forwarded").is_some(),
-        repeated: ["Host", "Origin", "Sec-Fetch-Site"]
+        host: header("host"),
+        origin: header("origin"),
+        fetch_site: header("sec-fetch-site"),
+        forwarded: header("x-forwarded-for").is_some() || header("forwarded").is_some(),
+        repeated: ["host", "origin", "sec-fetch-site"]
             .into_iter()
             .any(several),
     };
     if let Err(why) = super::local::from_this_host(&hints) {
         return reply(
-            request,
-            403,
+            StatusCode::FORBIDDEN,
             "text/plain",
             format!("the control API answers callers on this host only: {why}"),
         );
@@ -78,16 +100,15 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
         if asker != daemon.layout.identity() {
             let root = daemon.layout.root().display().to_string();
             return reply(
-                request,
-                421,
+                StatusCode::MISDIRECTED_REQUEST,
                 "text/plain",
                 format!("this daemon serves {root}, another root: give each root its own control.listen"),
             );
         }
     }
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
+    let path = request.uri().path();
+    let query = request.uri().query().unwrap_or("");
     // `/slots/<slot>/reload`.
     let reload_target = path
         .strip_prefix("/slots/")
@@ -96,63 +117,81 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
     // query anywhere else would be ignored, which a caller could take for having been
     // obeyed. A method an endpoint does not take is a 405 first, query or not.
     let allowed = match path {
-        "/status" | "/events" | "/metrics" => Some(method == Method::Get),
-        "/mirroring" => Some(matches!(method, Method::Get | Method::Post)),
-        "/switch" => Some(method == Method::Post),
-        _ if reload_target.is_some() => Some(method == Method::Post),
+        "/status" | "/events" | "/metrics" => Some(method == Method::GET),
+        "/mirroring" => Some(matches!(method, Method::GET | Method::POST)),
+        "/switch" => Some(method == Method::POST),
+        _ if reload_target.is_some() => Some(method == Method::POST),
         _ => None,
     };
     if allowed == Some(false) {
         return reply(
-            request,
-            405,
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             format!("{method} is not allowed on {path}"),
         );
     }
-    let takes_query = method == Method::Post
+    let takes_query = method == Method::POST
         && (matches!(path, "/switch" | "/mirroring") || reload_target.is_some());
     if allowed.is_some() && !takes_query && !query.is_empty() {
         return reply(
-            request,
-            400,
+            StatusCode::BAD_REQUEST,
             "text/plain",
             format!("{method} {path} takes no parameters (got ?{query})"),
         );
     }
     let (status, kind, body) = match (&method, path) {
-        (Method::Get, "/status") => (
-            200,
+        (&Method::GET, "/status") => (
+            StatusCode::OK,
             "application/json",
             super::status::json(daemon).to_string(),
         ),
-        (Method::Get, "/events") => (
-            200,
+        (&Method::GET, "/events") => (
+            StatusCode::OK,
             "application/json",
             serde_json::to_string(&daemon.events.recent(200)).unwrap_or_default(),
         ),
-        (Method::Get, "/metrics") => (200, "text/plain; version=0.0.4", daemon.metrics_text()),
-        (Method::Get, "/mirroring") => (200, "application/json", mirroring(daemon)),
-        (Method::Post, "/mirroring") => {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            daemon.metrics_text(),
+        ),
+        (&Method::GET, "/mirroring") => (StatusCode::OK, "application/json", mirroring(daemon)),
+        (&Method::POST, "/mirroring") => {
             match switch::params(query, &["enabled"]).and_then(|params| match params.first() {
                 Some((_, value)) => switch::flag("enabled", value),
                 None => Err("use ?enabled=true or ?enabled=false".into()),
             }) {
                 Ok(on) => match daemon.set_mirroring(on) {
-                    Ok(()) => (200, "application/json", mirroring(daemon)),
-                    Err(e) => (500, "text/plain", format!("cannot record the flag: {e:#}")),
+                    Ok(()) => (StatusCode::OK, "application/json", mirroring(daemon)),
+                    Err(e) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        format!("cannot record the flag: {e:#}"),
+                    ),
                 },
-                Err(reason) => (400, "text/plain", reason),
+                Err(reason) => (StatusCode::BAD_REQUEST, "text/plain", reason),
             }
         }
-        (Method::Post, "/switch") => match Query::parse(query) {
-            Ok(query) => match runtime.block_on(switch::switch(daemon, query, "api")) {
-                Ok(done) => (200, "application/json", done.to_string()),
-                Err(e) => (e.status().as_u16(), "text/plain", e.to_string()),
-            },
-            Err(reason) => (400, "text/plain", reason),
+        (&Method::POST, "/switch") => match Query::parse(query) {
+            Ok(query) => {
+                // Its own task: a caller that hangs up must not cancel a switch halfway.
+                let switching = {
+                    let daemon = daemon.clone();
+                    tokio::spawn(async move { switch::switch(&daemon, query, "api").await })
+                };
+                match switching.await {
+                    Ok(Ok(done)) => (StatusCode::OK, "application/json", done.to_string()),
+                    Ok(Err(e)) => (e.status(), "text/plain", e.to_string()),
+                    Err(e) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        format!("the switch failed: {e}"),
+                    ),
+                }
+            }
+            Err(reason) => (StatusCode::BAD_REQUEST, "text/plain", reason),
         },
-        (Method::Post, _) if reload_target.is_some() => {
+        (&Method::POST, _) if reload_target.is_some() => {
             let mode = match query {
                 "" => Ok(Reload::Always),
                 _ => match query.strip_prefix("release=") {
@@ -165,11 +204,14 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
                 },
             };
             match (reload_target.unwrap_or_default().parse::<Slot>(), mode) {
-                (Err(e), _) => (404, "text/plain", format!("{e:#}")),
-                (Ok(_), Err(reason)) => (400, "text/plain", reason),
+                (Err(e), _) => (StatusCode::NOT_FOUND, "text/plain", format!("{e:#}")),
+                (Ok(_), Err(reason)) => (StatusCode::BAD_REQUEST, "text/plain", reason),
                 (Ok(slot), Ok(mode)) => {
-                    let verdict = reload(daemon, runtime, slot, mode);
-                    let status = if verdict.live { 200 } else { 409 };
+                    let verdict = reload(daemon, slot, mode).await;
+                    let status = match verdict.live {
+                        true => StatusCode::OK,
+                        false => StatusCode::CONFLICT,
+                    };
                     (
                         status,
                         "application/json",
@@ -180,22 +222,17 @@ fn answer(request: Request, daemon: &Arc<Daemon>, runtime: &tokio::runtime::Hand
         }
         // A known path with a method it does not take was answered 405 above.
         _ => (
-            404,
+            StatusCode::NOT_FOUND,
             "text/plain",
             format!("no such endpoint: {method} {path}"),
         ),
     };
-    reply(request, status, kind, body);
+    reply(status, kind, body)
 }
 
-fn reload(daemon: &Daemon, runtime: &tokio::runtime::Handle, slot: Slot, mode: Reload) -> Verdict {
-    let config = daemon.config();
-    let wait = config.app.reload_wait();
-    let answer = runtime.block_on(async {
-        let rx = daemon.reload(slot, mode);
-        tokio::time::timeout(wait, rx).await
-    });
-    match answer {
+async fn reload(daemon: &Daemon, slot: Slot, mode: Reload) -> Verdict {
+    let wait = daemon.config().app.reload_wait();
+    match tokio::time::timeout(wait, daemon.reload(slot, mode)).await {
         Ok(Ok(verdict)) => verdict,
         Ok(Err(_)) => Verdict {
             slot: Some(slot),
@@ -214,36 +251,26 @@ fn mirroring(daemon: &Daemon) -> String {
     serde_json::json!({ "enabled": daemon.mirroring() }).to_string()
 }
 
-/// A request's body framing, if it is not one clear Content-Length (or none): more than
-/// one, a value that is not a number, or a Transfer-Encoding (no endpoint takes a body).
-fn framing(headers: &[Header]) -> Result<(), String> {
-    let mut lengths = headers.iter().filter(|h| h.field.equiv("Content-Length"));
-    if let Some(length) = lengths.next() {
-        if lengths.next().is_some() {
-            return Err("more than one Content-Length header".into());
-        }
-        let value = length.value.as_str().trim();
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("Content-Length `{value}` is not a number of bytes"));
-        }
-    }
-    if headers.iter().any(|h| h.field.equiv("Transfer-Encoding")) {
-        return Err(
+/// A request's body framing, if it is not one clear Content-Length (or none). hyper has
+/// refused a length that is not a number, or two that differ; a Transfer-Encoding is
+/// refused here, as no endpoint takes a body.
+fn framing(headers: &HeaderMap) -> Result<(), String> {
+    match headers.contains_key(header::TRANSFER_ENCODING) {
+        true => Err(
             "Transfer-Encoding is not taken here: the control API's requests have no body".into(),
-        );
+        ),
+        false => Ok(()),
     }
-    Ok(())
 }
 
-fn reply(request: Request, status: u16, kind: &str, mut body: String) {
+fn reply(status: StatusCode, kind: &'static str, mut body: String) -> Response<Body> {
     if !body.ends_with('\n') {
         body.push('\n');
     }
-    let header = Header::from_bytes("Content-Type", kind)
-        .expect("content types here are valid header values");
-    let _ = request.respond(
-        Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header),
-    );
+    let mut response = Response::new(upstream::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    response
 }

@@ -4,7 +4,7 @@
 //! starts), stops workers a killed predecessor left, then runs a [`supervisor::Supervisor`]
 //! task per slot, the [`heartbeat`], the [`mirror`] sender and the file [`watch`] on one
 //! tokio runtime, and the data path ([`accept`], [`proxy`], [`pool`]) on one
-//! single-threaded runtime per core. The control API runs on tiny_http threads.
+//! single-threaded runtime per core. The [`control`] API runs on the first runtime.
 //! SIGTERM/SIGINT drain and stop everything; SIGHUP re-reads the config.
 
 mod accept;

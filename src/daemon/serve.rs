@@ -164,15 +164,9 @@ async fn run(
         grace,
     )
     .context("cannot start the proxy threads")?;
-    let control = Arc::new(bound.control);
-    {
-        let (control, daemon, handle) = (
-            control.clone(),
-            daemon.clone(),
-            tokio::runtime::Handle::current(),
-        );
-        std::thread::spawn(move || control::serve(control, daemon, handle));
-    }
+    let control =
+        tokio::net::TcpListener::from_std(bound.control).context("cannot serve the control API")?;
+    tokio::spawn(control::serve(control, daemon.clone(), stop_rx.clone()));
     tokio::spawn(mirror::run(daemon.clone(), mirror_rx));
     let _watcher = watch::start(daemon.clone()).context("cannot watch the slot folders")?;
     if let Some(every) = systemd::watchdog_interval() {
@@ -278,7 +272,6 @@ async fn run(
         "stopping: draining every generation".into(),
     );
     let _ = stop_tx.send(true);
-    control.unblock();
     // Requests already sent on accepted connections are read and routed (so counted in
     // flight and drained) before the slots stop routing: cleared first, they got 503s.
     let _ = tokio::time::timeout(STOP_TELL_WAIT, listeners.all_told()).await;

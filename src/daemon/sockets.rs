@@ -23,7 +23,7 @@ use crate::config::Config;
 pub struct Bound {
     pub front: TcpListener,
     pub slots: [TcpListener; 2],
-    pub control: tiny_http::Server,
+    pub control: TcpListener,
     /// How many of them systemd passed.
     pub passed: usize,
 }
@@ -64,13 +64,12 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
         listener.set_nonblocking(true)?;
         anyhow::Ok(listener)
     };
-    let (front, blue, green) = (nonblocking(front)?, nonblocking(blue)?, nonblocking(green)?);
-    // tiny_http's accept thread blocks on it.
-    let control = control?;
-    control.set_nonblocking(false)?;
-    let at = config.control.listen;
-    let control = tiny_http::Server::from_listener(control, None)
-        .map_err(|e| anyhow::anyhow!("cannot serve the control API on {at}: {e}"))?;
+    let (front, blue, green, control) = (
+        nonblocking(front)?,
+        nonblocking(blue)?,
+        nonblocking(green)?,
+        nonblocking(control)?,
+    );
     Ok(Bound {
         front,
         slots: [blue, green],

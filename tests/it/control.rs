@@ -101,20 +101,12 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
         answer.contains("Host, Origin or Sec-Fetch-Site is sent more than once"),
         "{answer}"
     );
-    // A body framing tiny_http would not check: refused before anything is done.
+    // A body framing that is not clear: refused before anything is done (hyper refuses a
+    // length that is not a number, or two, with an empty 400).
     for (framing, reason) in [
-        (
-            "Content-Length: abc\r\n",
-            "Content-Length `abc` is not a number of bytes",
-        ),
-        (
-            "Content-Length: -5\r\n",
-            "Content-Length `-5` is not a number of bytes",
-        ),
-        (
-            "Content-Length: 1\r\nContent-Length: 2\r\n",
-            "more than one Content-Length header",
-        ),
+        ("Content-Length: abc\r\n", ""),
+        ("Content-Length: -5\r\n", ""),
+        ("Content-Length: 1\r\nContent-Length: 2\r\n", ""),
         (
             "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
             "Transfer-Encoding is not taken here",
@@ -138,6 +130,31 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
         assert_eq!(answer.status, 200, "{answer:?}");
         assert_eq!(root.status()["mirroring"]["enabled"], on);
     }
+}
+
+#[test]
+fn the_control_api_answers_what_is_not_plain_http1_and_stays_up() {
+    let root = blue_live();
+    // A length far beyond memory, with no body: answered (tiny_http allocated it all
+    // once the request was done, and aborted the daemon).
+    let answer = raw(
+        root.control,
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999999999\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    assert_eq!(root.control("GET", "/status").status, 200);
+    // Other protocols' request lines get an answer and a closed connection, within
+    // `raw`'s 10 s (tiny_http held the connection, and a thread, forever).
+    for line in [
+        "GET /status HTTP/2.0",
+        "GET /status HTTP/3.0",
+        "GET /status",
+    ] {
+        let answer = raw(root.control, &format!("{line}\r\nHost: 127.0.0.1\r\n\r\n"));
+        assert!(answer.starts_with("HTTP/1.1 400"), "{line}: {answer:?}");
+    }
+    assert_eq!(root.control("GET", "/status").status, 200);
+    assert_eq!(root.status()["active"], "blue");
 }
 
 #[test]
