@@ -7,15 +7,17 @@
 //! hyper reads the request heads (bounded in size, 30 s to arrive) and answers what is
 //! not HTTP/1 itself (tiny_http, used here before, held the connection and a thread
 //! forever on an `HTTP/2.0` request line, and aborted the daemon on a Content-Length
-//! beyond memory). A switch runs in its own task, so a caller that hangs up never leaves
-//! it half done; a reload answers once the new generation is live or has failed.
+//! beyond memory). No endpoint takes a body: a request with one is refused, unread,
+//! before anything is done. A switch runs in its own task, so a caller that hangs up
+//! never leaves it half done; a reload answers once the new generation is live or has
+//! failed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -74,7 +76,7 @@ async fn answer(
             "the control API answers loopback callers only".into(),
         );
     }
-    if let Err(why) = framing(request.headers()) {
+    if let Err(why) = super::params::no_body(request.headers()) {
         return reply(StatusCode::BAD_REQUEST, "text/plain", why);
     }
     let headers = request.headers();
@@ -249,18 +251,6 @@ async fn reload(daemon: &Daemon, slot: Slot, mode: Reload) -> Verdict {
 
 fn mirroring(daemon: &Daemon) -> String {
     serde_json::json!({ "enabled": daemon.mirroring() }).to_string()
-}
-
-/// A request's body framing, if it is not one clear Content-Length (or none). hyper has
-/// refused a length that is not a number, or two that differ; a Transfer-Encoding is
-/// refused here, as no endpoint takes a body.
-fn framing(headers: &HeaderMap) -> Result<(), String> {
-    match headers.contains_key(header::TRANSFER_ENCODING) {
-        true => Err(
-            "Transfer-Encoding is not taken here: the control API's requests have no body".into(),
-        ),
-        false => Ok(()),
-    }
 }
 
 fn reply(status: StatusCode, kind: &'static str, mut body: String) -> Response<Body> {

@@ -101,6 +101,9 @@ pub async fn handle(
     ) {
         return plain(StatusCode::FORBIDDEN, &reason);
     }
+    if let Err(reason) = super::params::no_body(request.headers()) {
+        return plain(StatusCode::BAD_REQUEST, &reason);
+    }
     let query = match Query::parse(request.uri().query().unwrap_or("")) {
         Ok(query) => query,
         Err(reason) => return plain(StatusCode::BAD_REQUEST, &reason),

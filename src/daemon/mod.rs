@@ -21,6 +21,7 @@ mod metrics;
 mod migrate;
 mod mirror;
 mod output;
+mod params;
 mod pool;
 mod proxy;
 mod route;

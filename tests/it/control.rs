@@ -109,7 +109,7 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
         ("Content-Length: 1\r\nContent-Length: 2\r\n", ""),
         (
             "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-            "Transfer-Encoding is not taken here",
+            "this endpoint takes no request body",
         ),
     ] {
         let answer = raw(
@@ -155,6 +155,38 @@ fn the_control_api_answers_what_is_not_plain_http1_and_stays_up() {
     }
     assert_eq!(root.control("GET", "/status").status, 200);
     assert_eq!(root.status()["active"], "blue");
+}
+
+#[test]
+fn a_request_body_is_refused_not_ignored() {
+    // `curl -d to=blue .../switch`: the parameter is in the body, which no endpoint
+    // reads; ignored, it switched to the standby, green.
+    let root = both_live();
+    for port in [root.control, root.front] {
+        let answer = http("POST", &root.url(port, "/switch"), Some("to=blue")).unwrap();
+        assert_eq!(answer.status, 400, ":{port}: {answer:?}");
+        assert_eq!(
+            answer.body,
+            "this endpoint takes no request body: give parameters in the query (e.g. POST /switch?to=green)\n"
+        );
+    }
+    let answer = http(
+        "POST",
+        &root.url(root.control, "/mirroring"),
+        Some("enabled=false"),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(root.status()["active"], "blue");
+    assert_eq!(root.status()["mirroring"]["enabled"], true);
+    // An empty body is no body.
+    let answer = http(
+        "POST",
+        &root.url(root.control, "/switch?to=green"),
+        Some(""),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
 }
 
 #[test]
