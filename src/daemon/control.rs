@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::local::Hints;
+use super::params::{flag, params};
 use super::supervisor::Reload;
 use super::switch::{self, Query};
 use super::upstream::{self, Body};
@@ -159,8 +160,8 @@ async fn answer(
         ),
         (&Method::GET, "/mirroring") => (StatusCode::OK, "application/json", mirroring(daemon)),
         (&Method::POST, "/mirroring") => {
-            match switch::params(query, &["enabled"]).and_then(|params| match params.first() {
-                Some((_, value)) => switch::flag("enabled", value),
+            match params(query, &["enabled"]).and_then(|params| match params.first() {
+                Some((_, value)) => flag("enabled", value),
                 None => Err("use ?enabled=true or ?enabled=false".into()),
             }) {
                 Ok(on) => match daemon.set_mirroring(on) {
@@ -194,16 +195,12 @@ async fn answer(
             Err(reason) => (StatusCode::BAD_REQUEST, "text/plain", reason),
         },
         (&Method::POST, _) if reload_target.is_some() => {
-            let mode = match query {
-                "" => Ok(Reload::Always),
-                _ => match query.strip_prefix("release=") {
-                    Some(id) if !id.is_empty() && !id.contains(['&', '=']) => {
-                        Ok(Reload::Deployed(id.to_string()))
-                    }
-                    _ => Err(format!(
-                        "POST {path} takes only ?release=<id> (got ?{query})"
-                    )),
-                },
+            let mode = match params(query, &["release"]).as_deref() {
+                Ok([]) => Ok(Reload::Always),
+                Ok([(_, id)]) if !id.is_empty() => Ok(Reload::Deployed(id.clone())),
+                _ => Err(format!(
+                    "POST {path} takes only ?release=<id> (got ?{query})"
+                )),
             };
             match (reload_target.unwrap_or_default().parse::<Slot>(), mode) {
                 (Err(e), _) => (StatusCode::NOT_FOUND, "text/plain", format!("{e:#}")),

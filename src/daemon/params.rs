@@ -1,5 +1,6 @@
 //! What a control request (and the front's `/switch`) asks is in its query, never in a
-//! body.
+//! body: the query's parameters, percent-decoded (`?to=bl%75e` is `?to=blue`), each
+//! known one at most once and nothing else.
 
 use http::{header, HeaderMap};
 
@@ -15,5 +16,63 @@ pub fn no_body(headers: &HeaderMap) -> Result<(), String> {
     match empty && !headers.contains_key(header::TRANSFER_ENCODING) {
         true => Ok(()),
         false => Err("this endpoint takes no request body: give parameters in the query (e.g. POST /switch?to=green)".into()),
+    }
+}
+
+/// The `key=value` pairs of a query, decoded, each of `known` at most once and nothing
+/// else. `key` alone is `key=`.
+pub fn params(query: &str, known: &[&str]) -> Result<Vec<(String, String)>, String> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if !known.contains(&key.as_ref()) {
+            return Err(format!("unknown parameter `{key}` ({})", known.join(", ")));
+        }
+        if pairs.iter().any(|(seen, _)| *seen == key) {
+            return Err(format!("`{key}` is given twice"));
+        }
+        pairs.push((key.into_owned(), value.into_owned()));
+    }
+    Ok(pairs)
+}
+
+/// A yes/no query parameter `name=value`, as `force` and `enabled` take it.
+pub fn flag(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        other => Err(format!(
+            "{name}=`{other}`: use {name}=1 (or true, yes) or {name}=0 (false, no)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(query: &str, known: &[&str]) -> Result<Vec<(String, String)>, String> {
+        params(query, known)
+    }
+
+    #[test]
+    fn values_and_names_are_percent_decoded() {
+        let want = vec![("to".to_string(), "blue".to_string())];
+        assert_eq!(pairs("to=bl%75e", &["to"]).unwrap(), want);
+        assert_eq!(pairs("t%6F=blue", &["to"]).unwrap(), want);
+        assert_eq!(
+            pairs("to=blue&t%6F=green", &["to"]).unwrap_err(),
+            "`to` is given twice"
+        );
+        assert_eq!(
+            pairs("n=%31%30&x", &["n", "x"]).unwrap(),
+            vec![("n".into(), "10".into()), ("x".into(), String::new())]
+        );
+        // `&&` and a trailing `&` are no parameters; `%` not followed by two hex digits
+        // stands for itself.
+        assert_eq!(pairs("&to=%ZZ&", &["to"]).unwrap()[0].1, "%ZZ");
+        assert_eq!(
+            pairs("bogus=1", &["to"]).unwrap_err(),
+            "unknown parameter `bogus` (to)"
+        );
     }
 }

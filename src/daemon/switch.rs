@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
+use super::params::{flag, params};
 use super::{migrate, Daemon};
 use crate::config::Config;
 use crate::slot::Slot;
@@ -34,40 +35,13 @@ impl Query {
     pub fn parse(query: &str) -> Result<Query, String> {
         let mut parsed = Query::default();
         for (key, value) in params(query, &["to", "force"])? {
-            match key {
+            match key.as_str() {
                 "to" => parsed.to = Some(value.parse().map_err(|e| format!("{e:#}"))?),
                 // `?force` alone forces.
-                _ => parsed.force = value.is_empty() || flag(key, value)?,
+                _ => parsed.force = value.is_empty() || flag(&key, &value)?,
             }
         }
         Ok(parsed)
-    }
-}
-
-/// The `key=value` pairs of a query, each of `known` at most once and nothing else.
-pub fn params<'a>(query: &'a str, known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
-    let mut pairs: Vec<(&str, &str)> = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if !known.contains(&key) {
-            return Err(format!("unknown parameter `{key}` ({})", known.join(", ")));
-        }
-        if pairs.iter().any(|(seen, _)| *seen == key) {
-            return Err(format!("`{key}` is given twice"));
-        }
-        pairs.push((key, value));
-    }
-    Ok(pairs)
-}
-
-/// A yes/no query parameter `name=value`, as `force` and `enabled` take it.
-pub fn flag(name: &str, value: &str) -> Result<bool, String> {
-    match value {
-        "1" | "true" | "yes" => Ok(true),
-        "0" | "false" | "no" => Ok(false),
-        other => Err(format!(
-            "{name}=`{other}`: use {name}=1 (or true, yes) or {name}=0 (false, no)"
-        )),
     }
 }
 

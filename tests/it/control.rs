@@ -190,6 +190,25 @@ fn a_request_body_is_refused_not_ignored() {
 }
 
 #[test]
+fn query_parameters_are_percent_decoded() {
+    let root = both_live();
+    let answer = root.control("POST", "/switch?to=gr%65en&f%6Frce=%31");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(root.status()["active"], "green");
+    let answer = root.control("POST", "/mirroring?enabled=%66alse");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(root.status()["mirroring"]["enabled"], false);
+    // On the front's /switch too; and a decoded name counts once.
+    let answer = root.get(root.front, "/switch?to=%62lue");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(root.status()["active"], "blue");
+    let answer = root.control("POST", "/switch?to=green&t%6F=blue");
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(answer.body, "`to` is given twice\n");
+    assert_eq!(root.status()["active"], "blue");
+}
+
+#[test]
 fn status_prints_slots_for_a_person_and_json_for_scripts() {
     let root = both_live();
     let text = root.run_ok(&["status"]);
