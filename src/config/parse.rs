@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context;
+use serde::Deserialize;
+use toml::Spanned;
 
 use super::Config;
 
@@ -44,33 +46,38 @@ impl Config {
                 format!("{line}: {key}: {message}")
             }
         })?;
+        let at = Positions::read(text);
         let listeners = [
-            ("router.listen", "[router]", &config.router.listen),
-            ("control.listen", "[control]", &config.control.listen),
+            ("router.listen", &config.router.listen, &at.router.listen),
+            ("control.listen", &config.control.listen, &at.control.listen),
             (
                 "slots.blue.listen",
-                "[slots.blue]",
                 &config.slots.blue.listen,
+                &at.slots.blue.listen,
             ),
             (
                 "slots.green.listen",
-                "[slots.green]",
                 &config.slots.green.listen,
+                &at.slots.green.listen,
             ),
         ];
+        let line = |set: &Option<Spanned<toml::Value>>| {
+            set.as_ref().map(|value| locate(text, value.span().start).0)
+        };
         for (i, later) in listeners.iter().enumerate() {
-            if let Some(earlier) = listeners[..i].iter().find(|(_, _, a)| clash(a, later.2)) {
-                // Named at the line the file sets it (the other may be a default).
-                let (this, other) = match line_of(text, later.1) {
-                    0 => (earlier, later),
-                    _ => (later, earlier),
+            if let Some(earlier) = listeners[..i].iter().find(|(_, a, _)| clash(a, later.1)) {
+                // Named at the line the file sets it (the other may be a default); when
+                // the file sets both, at the later one.
+                let (this, other) = match line(earlier.2) > line(later.2) {
+                    true => (earlier, later),
+                    false => (later, earlier),
                 };
                 return Err(format!(
                     "{}: {}: same address as {} ({})",
-                    line_of(text, this.1),
+                    line(this.2).unwrap_or(0),
                     this.0,
                     other.0,
-                    this.2
+                    this.1
                 ));
             }
         }
@@ -120,10 +127,34 @@ fn locate(text: &str, offset: usize) -> (usize, String) {
     (line_no, full)
 }
 
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.trim_start().starts_with(needle))
-        .map_or(0, |i| i + 1)
+/// Where the file sets the keys checked after parsing, however it writes them (under a
+/// table header, as dotted keys, in an inline table): each value's place in the text.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Positions {
+    router: Keys,
+    control: Keys,
+    slots: SlotKeys,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Keys {
+    listen: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SlotKeys {
+    blue: Keys,
+    green: Keys,
+}
+
+impl Positions {
+    /// Of text that parsed as a `Config` (so it parses here too).
+    fn read(text: &str) -> Positions {
+        toml::from_str(text).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -220,7 +251,19 @@ mod tests {
             ),
             (
                 "[slots.green]\nlisten = \"0.0.0.0:9090\"\n",
-                "1: slots.green.listen: same address as slots.blue.listen (0.0.0.0:9090)",
+                "2: slots.green.listen: same address as slots.blue.listen (0.0.0.0:9090)",
+            ),
+            (
+                "slots = { blue = { listen = \"0.0.0.0:8080\" } }\n",
+                "1: slots.blue.listen: same address as router.listen (0.0.0.0:8080)",
+            ),
+            (
+                "# c\ncontrol.listen = \"127.0.0.1:9090\"\n",
+                "2: control.listen: same address as slots.blue.listen (127.0.0.1:9090)",
+            ),
+            (
+                "[slots.blue]\nlisten = \"127.0.0.1:7000\"\n[router]\n\nlisten = \"127.0.0.1:7000\"\n",
+                "5: router.listen: same address as slots.blue.listen (127.0.0.1:7000)",
             ),
             (
                 "[router]\nlisten = \"127.0.0.1:0\"\n",

@@ -26,7 +26,12 @@ fn bad_config_names_file_line_and_key() {
         ("[router]\nlisten = \"everywhere\"\n", ":2: router.listen:"),
         (
             "[router]\nlisten = \"127.0.0.1:8081\"\n",
-            ":1: router.listen: same address as control.listen (127.0.0.1:8081)",
+            ":2: router.listen: same address as control.listen (127.0.0.1:8081)",
+        ),
+        // However the file writes the key (this was `:0: router.listen`, the default).
+        (
+            "slots = { green = { listen = \"0.0.0.0:8080\" } }\n",
+            ":1: slots.green.listen: same address as router.listen (0.0.0.0:8080)",
         ),
     ];
     for (text, want) in cases {
