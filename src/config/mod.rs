@@ -76,6 +76,10 @@ pub struct RouterConfig {
     pub token_file: PathBuf,
     #[serde(with = "values::positive_duration")]
     pub client_timeout: Duration,
+    /// Where the file sets `token_file` (`<file>:<line>`), for the errors of reading it,
+    /// which come after the load.
+    #[serde(skip)]
+    pub token_file_at: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,6 +191,7 @@ impl Default for RouterConfig {
             switch_path: "/switch".into(),
             token_file: PathBuf::new(),
             client_timeout: Duration::from_secs(60),
+            token_file_at: None,
         }
     }
 }
@@ -254,21 +259,22 @@ impl AppConfig {
 
 impl RouterConfig {
     /// The bearer token in `token_file`, if one is set; an unreadable or empty file is
-    /// an error (`check` reports it as `serve` would).
+    /// an error (`check` reports it as `serve` would), named as a bad value is:
+    /// `<file>:<line>: router.token_file: ...`.
     pub fn token(&self) -> anyhow::Result<Option<String>> {
         use anyhow::Context;
         if self.token_file.as_os_str().is_empty() {
             return Ok(None);
         }
+        let key = match &self.token_file_at {
+            Some(at) => format!("{at}: router.token_file"),
+            None => "router.token_file".to_string(),
+        };
         let path = &self.token_file;
         let token = std::fs::read_to_string(path)
-            .with_context(|| format!("router.token_file: cannot read {}", path.display()))?;
+            .with_context(|| format!("{key}: cannot read {}", path.display()))?;
         let token = token.trim().to_string();
-        anyhow::ensure!(
-            !token.is_empty(),
-            "router.token_file: {} is empty",
-            path.display()
-        );
+        anyhow::ensure!(!token.is_empty(), "{key}: {} is empty", path.display());
         Ok(Some(token))
     }
 }

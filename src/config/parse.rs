@@ -29,6 +29,11 @@ impl Config {
                 *token = dir.join(&*token);
             }
         }
+        // Read later (`serve`, `check`): its errors name the line here.
+        if let Some(value) = Positions::read(&text).router.token_file {
+            let line = locate(&text, value.span().start).0;
+            config.router.token_file_at = Some(format!("{}:{line}", path.display()));
+        }
         Ok(config)
     }
 
@@ -141,6 +146,7 @@ struct Positions {
 #[serde(default)]
 struct Keys {
     listen: Option<Spanned<toml::Value>>,
+    token_file: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Default, Deserialize)]

@@ -48,7 +48,19 @@ fn bad_config_names_file_line_and_key() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "error: router.token_file: cannot read /nonexistent/token: No such file or directory (os error 2)"
+        format!("error: {}:2: router.token_file: cannot read /nonexistent/token: No such file or directory (os error 2)", file.display())
+    );
+    fs::write(root.path.join("empty"), " \n").unwrap();
+    fs::write(&file, "router.token_file = \"empty\"\n").unwrap();
+    let out = root.run(&["check"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: {}:1: router.token_file: {} is empty",
+            file.display(),
+            root.path.join("empty").display()
+        )
     );
     // A relative token file is the root's, whatever folder the command runs in.
     fs::write(root.path.join("tok"), "s3cret\n").unwrap();
