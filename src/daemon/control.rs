@@ -81,7 +81,12 @@ async fn answer(
         return reply(StatusCode::BAD_REQUEST, "text/plain", why);
     }
     let headers = request.headers();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // A value that is not visible ASCII is kept as something no check takes for local.
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("(not ASCII)"))
+    };
     let several = |name: &str| headers.get_all(name).iter().nth(1).is_some();
     let hints = Hints {
         host: header("host"),

@@ -101,6 +101,12 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
         answer.contains("Host, Origin or Sec-Fetch-Site is sent more than once"),
         "{answer}"
     );
+    // A Host that is not ASCII is no loopback address (nor taken for absent).
+    let answer = raw(
+        root.control,
+        "POST /switch?to=green HTTP/1.1\r\nHost: localhost\u{e9}\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     // A body framing that is not clear: refused before anything is done (hyper refuses a
     // length that is not a number, or two, with an empty 400).
     for (framing, reason) in [
