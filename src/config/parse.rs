@@ -122,7 +122,7 @@ fn locate(text: &str, offset: usize) -> (usize, String) {
         .find_map(|l| header(l.trim()));
     let key = line
         .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .map(|(k, _)| k.trim().trim_matches(['"', '\'']).to_string())
         .unwrap_or_default();
     let full = match (table, key.is_empty()) {
         (Some(t), false) => format!("{t}.{key}"),
@@ -184,6 +184,10 @@ mod tests {
         let cases = [
             (
                 "[app]\nready_timeout = \"3 parsecs\"\n",
+                "2: app.ready_timeout: invalid duration",
+            ),
+            (
+                "[app]\n'ready_timeout' = 'soon'\n",
                 "2: app.ready_timeout: invalid duration",
             ),
             (
