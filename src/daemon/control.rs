@@ -80,23 +80,7 @@ async fn answer(
     if let Err(why) = super::params::no_body(request.headers()) {
         return reply(StatusCode::BAD_REQUEST, "text/plain", why);
     }
-    let headers = request.headers();
-    // A value that is not visible ASCII is kept as something no check takes for local.
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("(not ASCII)"))
-    };
-    let several = |name: &str| headers.get_all(name).iter().nth(1).is_some();
-    let hints = Hints {
-        host: header("host"),
-        origin: header("origin"),
-        fetch_site: header("sec-fetch-site"),
-        forwarded: header("x-forwarded-for").is_some() || header("forwarded").is_some(),
-        repeated: ["host", "origin", "sec-fetch-site"]
-            .into_iter()
-            .any(several),
-    };
+    let hints = Hints::of(request.headers());
     if let Err(why) = super::local::from_this_host(&hints) {
         return reply(
             StatusCode::FORBIDDEN,
@@ -104,8 +88,8 @@ async fn answer(
             format!("the control API answers callers on this host only: {why}"),
         );
     }
-    if let Some(asker) = header(crate::client::ROOT_HEADER) {
-        if asker != daemon.layout.identity() {
+    if let Some(asker) = request.headers().get(crate::client::ROOT_HEADER) {
+        if asker.as_bytes() != daemon.layout.identity().as_bytes() {
             let root = daemon.layout.root().display().to_string();
             return reply(
                 StatusCode::MISDIRECTED_REQUEST,

@@ -73,17 +73,8 @@ pub async fn handle(
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
     let several = |name: &str| request.headers().get_all(name).iter().nth(1).is_some();
-    let hints = Hints {
-        host: header("host"),
-        origin: header("origin"),
-        fetch_site: header("sec-fetch-site"),
-        forwarded: header("x-forwarded-for").is_some() || header("forwarded").is_some(),
-        repeated: ["host", "origin", "sec-fetch-site"]
-            .into_iter()
-            .any(several),
-    };
+    let hints = Hints::of(request.headers());
     // Which one would count is a guess the caller should not have to make.
     if several("authorization") {
         return plain(

@@ -18,6 +18,28 @@ pub struct Hints<'a> {
     pub repeated: bool,
 }
 
+impl<'a> Hints<'a> {
+    /// The hints in a request's `headers`. A value that is not visible ASCII is kept as
+    /// something no check takes for local, rather than read as absent.
+    pub fn of(headers: &'a http::HeaderMap) -> Hints<'a> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("(not ASCII)"))
+        };
+        let several = |name: &str| headers.get_all(name).iter().nth(1).is_some();
+        Hints {
+            host: header("host"),
+            origin: header("origin"),
+            fetch_site: header("sec-fetch-site"),
+            forwarded: header("x-forwarded-for").is_some() || header("forwarded").is_some(),
+            repeated: ["host", "origin", "sec-fetch-site"]
+                .into_iter()
+                .any(several),
+        }
+    }
+}
+
 /// Ok when nothing in the headers says a loopback request came from elsewhere.
 pub fn from_this_host(hints: &Hints) -> Result<(), String> {
     if hints.repeated {

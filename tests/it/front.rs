@@ -42,6 +42,13 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
         answer.contains("more than one Authorization header"),
         "{answer}"
     );
+    // A Host that is not ASCII is no loopback name (nor taken for absent), as on the
+    // control API.
+    let answer = raw(
+        root.front,
+        "POST /switch HTTP/1.1\r\nHost: localhost\u{e9}\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(root.get(root.front, "/").body.contains("from green"));
 }
 
