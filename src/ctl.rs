@@ -31,9 +31,16 @@ pub fn status(
     } else {
         "off"
     };
+    // Off after the heartbeat's own switch, until an operator switches: say so, since
+    // until then a failing active slot stays active.
+    let failover = if status["heartbeat"]["armed"].as_bool() == Some(false) {
+        "off (after the heartbeat's switch; any `bluegreen switch` turns it on)"
+    } else {
+        "on"
+    };
     writeln!(
         out,
-        "active: {active}   front: {}   mirroring: {mirroring}",
+        "active: {active}   front: {}   mirroring: {mirroring}   failover: {failover}",
         text(&status["front"])
     )?;
     for slot in Slot::ALL {

@@ -220,7 +220,8 @@ fn status_prints_slots_for_a_person_and_json_for_scripts() {
     let text = root.run_ok(&["status"]);
     let first = text.lines().next().unwrap();
     assert!(
-        first.starts_with("active: blue   front: 127.0.0.1:"),
+        first.starts_with("active: blue   front: 127.0.0.1:")
+            && first.ends_with("   mirroring: on   failover: on"),
         "{text}"
     );
     let blue = text.lines().find(|l| l.starts_with("* blue")).unwrap();

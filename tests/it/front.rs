@@ -160,6 +160,13 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     );
     assert_eq!(root.status()["active"], "green", "no flapping back to blue");
     assert_eq!(root.status()["heartbeat"]["armed"], false);
+    let text = root.run_ok(&["status"]);
+    assert!(
+        text.lines().next().unwrap().ends_with(
+            "failover: off (after the heartbeat's switch; any `bluegreen switch` turns it on)"
+        ),
+        "{text}"
+    );
 
     // A restarted daemon keeps it off: the last switch was the heartbeat's.
     root.signal(nix::sys::signal::Signal::SIGTERM);
