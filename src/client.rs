@@ -33,6 +33,10 @@ pub enum ClientError {
     NotRunning(String),
     #[error("control API at {addr}: {reason}")]
     Failed { addr: String, reason: String },
+    /// Connected and asked, but no answer came within the call's wait: what was asked
+    /// may still be under way.
+    #[error("control API at {addr}: no answer within {}", humantime::format_duration(*.waited))]
+    NoAnswer { addr: String, waited: Duration },
     /// The daemon there serves another root.
     #[error("control API at {addr}: {reason}")]
     OtherRoot { addr: String, reason: String },
@@ -78,6 +82,9 @@ impl Client {
             Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => {
                 return Err(ClientError::NotRunning(addr))
             }
+            Err(ureq::Error::Transport(t)) if timed_out(&t) => {
+                return Err(ClientError::NoAnswer { addr, waited: wait })
+            }
             Err(e) => {
                 return Err(ClientError::Failed {
                     addr,
@@ -101,6 +108,18 @@ impl Client {
     }
 }
 
+/// Whether `t` is the call's own timeout running out.
+fn timed_out(t: &ureq::Transport) -> bool {
+    std::error::Error::source(t)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            )
+        })
+}
+
 impl Reply {
     /// The body as JSON.
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
@@ -115,5 +134,31 @@ impl Reply {
 
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_that_never_answers_is_told_as_no_answer() {
+        // Takes the connection and the request, and says nothing.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holder = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+        let client = Client {
+            base: format!("http://{addr}"),
+            agent: ureq::AgentBuilder::new().build(),
+            root: "test".into(),
+        };
+        let error = client
+            .post("/switch", Duration::from_millis(300))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("control API at {addr}: no answer within 300ms")
+        );
+        drop(holder.join());
     }
 }

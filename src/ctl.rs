@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::slot::Slot;
@@ -104,8 +104,17 @@ pub fn switch(
     if force {
         query.push("force=1".to_string());
     }
-    let wait = config.switch.migrate_timeout + Duration::from_secs(15);
-    let reply = Client::new(config, layout).post(&format!("/switch?{}", query.join("&")), wait)?;
+    // A switch takes up to: the gate's health check, 5 s for queued mirrored copies, the
+    // migration; and it may queue behind another switch. Past that, it may still land.
+    let wait =
+        2 * (config.heartbeat.timeout + config.switch.migrate_timeout) + Duration::from_secs(20);
+    let reply =
+        match Client::new(config, layout).post(&format!("/switch?{}", query.join("&")), wait) {
+            Err(e @ ClientError::NoAnswer { .. }) => anyhow::bail!(
+                "{e}: the switch may still be under way; `bluegreen status` shows the active slot"
+            ),
+            reply => reply?,
+        };
     if !reply.ok() {
         // A refusal is an error: stderr, as `error:` lines are.
         eprintln!("not switched: {}", reply.body.trim());
