@@ -91,9 +91,39 @@ pub fn forget(layout: &Layout, pgid: u32) {
     let _ = fs::remove_file(entry(layout, pgid));
 }
 
-/// Whether any process of group `pgid` is still alive.
+/// Whether any process of group `pgid` is still alive (a zombie counts).
 pub fn group_alive(pgid: u32) -> bool {
     killpg(Pid::from_raw(pgid as i32), None).is_ok()
+}
+
+/// Whether any process of group `pgid` still runs: [`group_alive`], but a zombie (dead,
+/// not yet reaped by its parent, which for an orphan is pid 1, in its own time) does not
+/// count. A group left with zombies only is gone, so `stop` never signals it again, also
+/// not after its last member is reaped and the id is a stranger's. It reads /proc: for
+/// blocking code only.
+fn group_running(pgid: u32) -> bool {
+    group_alive(pgid) && runs_a_member(pgid)
+}
+
+/// Whether a process that is not a zombie is in group `pgid`; true when /proc cannot
+/// be read (the group then counts as alive, as kill(2) says).
+fn runs_a_member(pgid: u32) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return true;
+    };
+    let pgid = pgid.to_string();
+    procs.flatten().any(|p| {
+        let Ok(stat) = fs::read_to_string(p.path().join("stat")) else {
+            return false;
+        };
+        // After the command name: state, parent, process group (fields 3 to 5).
+        let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        state.is_some_and(|s| s != "Z" && s != "X") && fields.nth(1) == Some(pgid.as_str())
+    })
 }
 
 /// Stops the groups a previous daemon left: every process group with a member carrying
@@ -149,16 +179,23 @@ fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> usize {
     groups.len()
 }
 
-/// SIGTERM to each group, SIGKILL after `grace` to those still running.
+/// SIGTERM to each group, SIGKILL after `grace` to those still running. A group seen
+/// gone is never signalled again: its id is free for the next process that leads a
+/// group, a stranger's (pids wrap, at 32,768 on many hosts).
 fn stop(groups: &BTreeSet<u32>, grace: Duration) {
     for &pgid in groups {
         let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    while groups.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
+    let mut running = groups.clone();
+    loop {
+        running.retain(|&g| group_running(g));
+        if running.is_empty() || Instant::now() >= deadline {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    for &pgid in groups {
+    for &pgid in &running {
         let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
     }
 }

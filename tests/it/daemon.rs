@@ -1,6 +1,7 @@
 //! The daemon: generations, zero-downtime reloads, drain, crashes, signals. (As a service:
 //! `service`.)
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -530,6 +531,87 @@ fn what_a_generation_left_outside_its_group_is_stopped_with_it() {
         (others.len() == 1 && others[0] != first_helper).then_some(())
     });
     root.stop_cleanly(Duration::from_secs(10));
+}
+
+/// A stray that went at the SIGTERM leaves its process group id free for the next process
+/// that leads a group (pids wrap at 32,768 on many hosts, soon on one that builds). The
+/// SIGKILL sent `app.stop_timeout` later to the strays that ignored the SIGTERM must not
+/// reach the stranger that got that id meanwhile. The stranger gets it by the kernel's
+/// `ns_last_pid`, which only root may set: elsewhere the test says so and passes.
+#[test]
+fn the_sigkill_for_strays_spares_a_stranger_given_a_gone_strays_group_id() {
+    let last_pid = std::path::Path::new("/proc/sys/kernel/ns_last_pid");
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open(last_pid)
+        .is_err()
+    {
+        eprintln!("skipped: {} is not writable here", last_pid.display());
+        return;
+    }
+    // Two helpers out of the group: `sleep` goes at the SIGTERM, the loop ignores it.
+    let root = blue_live_with(&[
+        ("app.stop_timeout", "8s".into()),
+        (
+            "app.command",
+            format!(
+                "sh -c 'setsid sleep 300 </dev/null >/dev/null 2>&1 & setsid sh -c \"trap : TERM; while :; do sleep 1; done\" </dev/null >/dev/null 2>&1 & exec \"$0\" sample-app' {BIN}"
+            )
+            .into(),
+        ),
+    ]);
+    let cmdline = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let (gone, stubborn) = wait_for(Duration::from_secs(10), "both helpers", || {
+        let pids = root.processes();
+        let gone = pids.iter().find(|&&p| cmdline(p) == b"sleep\x00300\x00")?;
+        let stubborn = pids
+            .iter()
+            .find(|&&p| cmdline(p).starts_with(b"sh\x00-c\x00trap"))?;
+        Some((*gone, *stubborn))
+    });
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    // The first helper went (and was reaped); the second waits out app.stop_timeout.
+    wait_for(Duration::from_secs(10), "the first helper to go", || {
+        (!std::path::Path::new(&format!("/proc/{gone}")).exists()).then_some(())
+    });
+    assert!(
+        root.processes().contains(&stubborn),
+        "the second helper runs"
+    );
+    let mut stranger = wait_for(
+        Duration::from_secs(5),
+        &format!("a stranger leading group {gone}"),
+        || {
+            std::fs::write(last_pid, (gone - 1).to_string()).ok()?;
+            let mut child = std::process::Command::new("sleep")
+                .arg("60")
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            if child.id() == gone {
+                return Some(child);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        },
+    );
+    // Once generation 1 is stopped, so is what it left: the SIGKILLs have gone out.
+    let stopped = poll_until(Duration::from_secs(15), || {
+        root.log()
+            .contains("stopped slot=blue generation=1 ")
+            .then_some(())
+    });
+    let survived = stranger.try_wait().unwrap();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(stopped.is_some(), "generation 1 stopped:\n{}", root.log());
+    assert!(
+        !root.processes().contains(&stubborn),
+        "the second helper was killed"
+    );
+    assert_eq!(survived, None, "the stranger in group {gone} was signalled");
 }
 
 #[test]
