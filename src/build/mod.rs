@@ -92,13 +92,8 @@ pub fn ensure(
     pushed: &Pushed,
     config: &BuildConfig,
     checkout: impl FnOnce(&Path) -> anyhow::Result<()>,
-    pusher: Pusher,
+    mut pusher: Pusher,
 ) -> anyhow::Result<Outcome> {
-    let Pusher {
-        label,
-        out,
-        interrupt,
-    } = pusher;
     if is_finished(layout, key) {
         return Ok(Outcome::Reused);
     }
@@ -108,8 +103,9 @@ pub fn ensure(
     let _lock = fsops::lock(&layout.build_lock(key), || {
         waited = true;
         let _ = writeln!(
-            out,
-            "{label}another push is building this tree; waiting for it"
+            pusher.out,
+            "{}another push is building this tree; waiting for it",
+            pusher.label
         );
     })?;
     if is_finished(layout, key) {
@@ -129,12 +125,8 @@ pub fn ensure(
     // A stopping signal while checking out or building fails the build, so that this
     // failure path removes its folder; one that comes after it is seen here too.
     let log = layout.build_log(key);
-    let pusher = Pusher {
-        label,
-        out,
-        interrupt,
-    };
-    let built = interrupt.during(|| check_out_and_build(&tmp, &log, config, checkout, pusher));
+    let interrupt = pusher.interrupt;
+    let built = interrupt.during(|| check_out_and_build(&tmp, &log, config, checkout, &mut pusher));
     let built = built.and_then(|took| match interrupt.received() {
         Some(signal) => Err(anyhow::anyhow!("stopped by {signal}")),
         None => Ok(took),
@@ -192,23 +184,23 @@ fn check_out_and_build(
     log_path: &Path,
     config: &BuildConfig,
     checkout: impl FnOnce(&Path) -> anyhow::Result<()>,
-    pusher: Pusher,
+    pusher: &mut Pusher,
 ) -> anyhow::Result<Duration> {
-    let Pusher {
-        label,
-        out,
-        interrupt,
-    } = pusher;
     let started = Instant::now();
     checkout(tmp)?;
     let checkout_took = started.elapsed();
-    writeln!(out, "{label}checkout {:.1}s", checkout_took.as_secs_f64())?;
+    writeln!(
+        pusher.out,
+        "{}checkout {:.1}s",
+        pusher.label,
+        checkout_took.as_secs_f64()
+    )?;
 
     let started = Instant::now();
     let mut log =
         File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
     if !config.command.trim().is_empty() {
-        command::run(tmp, config, &mut log, out, interrupt).map_err(|e| {
+        command::run(tmp, config, &mut log, pusher.out, pusher.interrupt).map_err(|e| {
             let tail = tail_lines(log_path, 3);
             anyhow::anyhow!("build failed: {e:#}; log {}{tail}", log_path.display())
         })?;

@@ -50,28 +50,24 @@ pub fn flag(name: &str, value: &str) -> Result<bool, String> {
 mod tests {
     use super::*;
 
-    fn pairs(query: &str, known: &[&str]) -> Result<Vec<(String, String)>, String> {
-        params(query, known)
-    }
-
     #[test]
     fn values_and_names_are_percent_decoded() {
         let want = vec![("to".to_string(), "blue".to_string())];
-        assert_eq!(pairs("to=bl%75e", &["to"]).unwrap(), want);
-        assert_eq!(pairs("t%6F=blue", &["to"]).unwrap(), want);
+        assert_eq!(params("to=bl%75e", &["to"]).unwrap(), want);
+        assert_eq!(params("t%6F=blue", &["to"]).unwrap(), want);
         assert_eq!(
-            pairs("to=blue&t%6F=green", &["to"]).unwrap_err(),
+            params("to=blue&t%6F=green", &["to"]).unwrap_err(),
             "`to` is given twice"
         );
         assert_eq!(
-            pairs("n=%31%30&x", &["n", "x"]).unwrap(),
+            params("n=%31%30&x", &["n", "x"]).unwrap(),
             vec![("n".into(), "10".into()), ("x".into(), String::new())]
         );
         // `&&` and a trailing `&` are no parameters; `%` not followed by two hex digits
         // stands for itself.
-        assert_eq!(pairs("&to=%ZZ&", &["to"]).unwrap()[0].1, "%ZZ");
+        assert_eq!(params("&to=%ZZ&", &["to"]).unwrap()[0].1, "%ZZ");
         assert_eq!(
-            pairs("bogus=1", &["to"]).unwrap_err(),
+            params("bogus=1", &["to"]).unwrap_err(),
             "unknown parameter `bogus` (to)"
         );
     }

@@ -50,14 +50,17 @@ fn identity(pid: u32) -> Option<String> {
     Some(format!("leader {} {start}", boot.trim()))
 }
 
-/// Field `n` (1-based, as proc(5) counts them) of `/proc/<pid>/stat` in `dir`, read
-/// after the command name, which is in parentheses and may hold spaces.
+/// Field `n` (1-based, as proc(5) counts them) of `/proc/<pid>/stat` in `dir`.
 fn stat_field(dir: &Path, n: usize) -> Option<String> {
+    stat_fields(dir)?.into_iter().nth(n.checked_sub(3)?)
+}
+
+/// The fields of `/proc/<pid>/stat` in `dir` from the third (the state) on: those after
+/// the command name, which is in parentheses and may hold spaces.
+fn stat_fields(dir: &Path) -> Option<Vec<String>> {
     let stat = fs::read_to_string(dir.join("stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace()
-        .nth(n.checked_sub(3)?)
-        .map(str::to_string)
+    Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
 /// A recorded group's leader identity (none in an entry written before there was one)
@@ -113,16 +116,11 @@ fn runs_a_member(pgid: u32) -> bool {
     };
     let pgid = pgid.to_string();
     procs.flatten().any(|p| {
-        let Ok(stat) = fs::read_to_string(p.path().join("stat")) else {
-            return false;
-        };
-        // After the command name: state, parent, process group (fields 3 to 5).
-        let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
-            return false;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        state.is_some_and(|s| s != "Z" && s != "X") && fields.nth(1) == Some(pgid.as_str())
+        // State, parent, process group: fields 3 to 5.
+        stat_fields(&p.path()).is_some_and(|fields| match fields.as_slice() {
+            [state, _, group, ..] => state != "Z" && state != "X" && *group == pgid,
+            _ => false,
+        })
     })
 }
 

@@ -115,10 +115,7 @@ fn five_switches_under_load_lose_nothing() {
 
 #[test]
 fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
-    let mut root = Root::new();
-    root.set("heartbeat.interval", "300ms");
-    root.set("heartbeat.timeout", "1s");
-    root.set("heartbeat.failures", 2);
+    let mut root = quick_heartbeat();
     root.serve();
     root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "2")]);
     root.push("blue").says("blue: live in ");
@@ -192,10 +189,7 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
 
 #[test]
 fn a_crashed_active_slot_whose_restarts_hang_is_left_for_the_standby() {
-    let mut root = Root::new();
-    root.set("heartbeat.interval", "300ms");
-    root.set("heartbeat.timeout", "1s");
-    root.set("heartbeat.failures", 2);
+    let mut root = quick_heartbeat();
     root.set("app.ready_timeout", "20s");
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
@@ -217,10 +211,7 @@ fn a_crashed_active_slot_whose_restarts_hang_is_left_for_the_standby() {
 
 #[test]
 fn a_failover_from_a_crashed_slot_migrates_from_its_release_folder() {
-    let mut root = Root::new();
-    root.set("heartbeat.interval", "300ms");
-    root.set("heartbeat.timeout", "1s");
-    root.set("heartbeat.failures", 2);
+    let mut root = quick_heartbeat();
     root.set("app.ready_timeout", "20s");
     // Copies blue's data to green, as the migration of a file-backed app would.
     root.set(
@@ -251,9 +242,7 @@ fn a_failover_from_a_crashed_slot_migrates_from_its_release_folder() {
 
 #[test]
 fn the_heartbeat_moves_traffic_even_when_state_json_cannot_be_written() {
-    let mut root = Root::new();
-    root.set("heartbeat.interval", "300ms");
-    root.set("heartbeat.failures", 2);
+    let mut root = quick_heartbeat();
     root.serve();
     root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "4")]);
     root.push("blue").says("blue: live in ");
@@ -317,9 +306,7 @@ fn status_tells_a_failing_standby() {
 
 #[test]
 fn the_heartbeat_stays_put_when_both_slots_fail() {
-    let mut root = Root::new();
-    root.set("heartbeat.interval", "300ms");
-    root.set("heartbeat.failures", 2);
+    let mut root = quick_heartbeat();
     root.serve();
     root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "3")]);
     root.push("blue").says("blue: live in ");
@@ -583,4 +570,14 @@ fn a_remote_peer_needs_the_token_to_switch() {
     assert_eq!(root.status()["active"], "green");
     let served = from_peer("GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n");
     assert!(served.contains("v1 from green"), "{served}");
+}
+
+/// A root whose heartbeat checks every 300 ms (each check waiting up to 1 s) and moves
+/// traffic after 2 failures: a failover within seconds.
+fn quick_heartbeat() -> Root {
+    let root = Root::new();
+    root.set("heartbeat.interval", "300ms");
+    root.set("heartbeat.timeout", "1s");
+    root.set("heartbeat.failures", 2);
+    root
 }
