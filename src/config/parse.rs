@@ -20,8 +20,8 @@ impl Config {
                 path.display()
             )
         })?;
-        let mut config =
-            Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
+        let (mut config, token_file_line) =
+            parse_at(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
         // A relative token file is the root's, wherever the command runs from.
         let token = &mut config.router.token_file;
         if !token.as_os_str().is_empty() && token.is_relative() {
@@ -30,63 +30,14 @@ impl Config {
             }
         }
         // Read later (`serve`, `check`): its errors name the line here.
-        if let Some(value) = Positions::read(&text).router.token_file {
-            let line = locate(&text, value.span().start).0;
-            config.router.token_file_at = Some(format!("{}:{line}", path.display()));
-        }
+        config.router.token_file_at =
+            token_file_line.map(|line| format!("{}:{line}", path.display()));
         Ok(config)
     }
 
     /// Parses config text; the error reads `<line>: <key>: <reason>`.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, key) = e
-                .span()
-                .map(|span| locate(text, span.start))
-                .unwrap_or((0, String::new()));
-            let message = e.message().replace('\n', " ");
-            if key.is_empty() {
-                format!("{line}: {message}")
-            } else {
-                format!("{line}: {key}: {message}")
-            }
-        })?;
-        let at = Positions::read(text);
-        let listeners = [
-            ("router.listen", &config.router.listen, &at.router.listen),
-            ("control.listen", &config.control.listen, &at.control.listen),
-            (
-                "slots.blue.listen",
-                &config.slots.blue.listen,
-                &at.slots.blue.listen,
-            ),
-            (
-                "slots.green.listen",
-                &config.slots.green.listen,
-                &at.slots.green.listen,
-            ),
-        ];
-        let line = |set: &Option<Spanned<toml::Value>>| {
-            set.as_ref().map(|value| locate(text, value.span().start).0)
-        };
-        for (i, later) in listeners.iter().enumerate() {
-            if let Some(earlier) = listeners[..i].iter().find(|(_, a, _)| clash(a, later.1)) {
-                // Named at the line the file sets it (the other may be a default); when
-                // the file sets both, at the later one.
-                let (this, other) = match line(earlier.2) > line(later.2) {
-                    true => (earlier, later),
-                    false => (later, earlier),
-                };
-                return Err(format!(
-                    "{}: {}: same address as {} ({})",
-                    line(this.2).unwrap_or(0),
-                    this.0,
-                    other.0,
-                    this.1
-                ));
-            }
-        }
-        Ok(config)
+        parse_at(text).map(|(config, _)| config)
     }
 
     /// The config as TOML, for `bluegreen check`.
@@ -94,6 +45,58 @@ impl Config {
         toml::to_string_pretty(self)
             .expect("a Config always serialises: only strings, numbers and tables")
     }
+}
+
+/// `Config::parse`, and the line that sets `router.token_file`, if one does.
+fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let (line, key) = e
+            .span()
+            .map(|span| locate(text, span.start))
+            .unwrap_or((0, String::new()));
+        let message = e.message().replace('\n', " ");
+        if key.is_empty() {
+            format!("{line}: {message}")
+        } else {
+            format!("{line}: {key}: {message}")
+        }
+    })?;
+    let at = Positions::read(text);
+    let listeners = [
+        ("router.listen", &config.router.listen, &at.router.listen),
+        ("control.listen", &config.control.listen, &at.control.listen),
+        (
+            "slots.blue.listen",
+            &config.slots.blue.listen,
+            &at.slots.blue.listen,
+        ),
+        (
+            "slots.green.listen",
+            &config.slots.green.listen,
+            &at.slots.green.listen,
+        ),
+    ];
+    let line = |set: &Option<Spanned<toml::Value>>| {
+        set.as_ref().map(|value| locate(text, value.span().start).0)
+    };
+    for (i, later) in listeners.iter().enumerate() {
+        if let Some(earlier) = listeners[..i].iter().find(|(_, a, _)| clash(a, later.1)) {
+            // Named at the line the file sets it (the other may be a default); when
+            // the file sets both, at the later one.
+            let (this, other) = match line(earlier.2) > line(later.2) {
+                true => (earlier, later),
+                false => (later, earlier),
+            };
+            return Err(format!(
+                "{}: {}: same address as {} ({})",
+                line(this.2).unwrap_or(0),
+                this.0,
+                other.0,
+                this.1
+            ));
+        }
+    }
+    Ok((config, line(&at.router.token_file)))
 }
 
 /// Whether two listen addresses cannot both be bound: the same one, or the same port

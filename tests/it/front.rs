@@ -125,11 +125,7 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     assert_eq!(root.status()["active"], "blue");
 
     // FAIL_AFTER 2s, then 2 failures × 300ms, plus a margin.
-    wait_for(
-        Duration::from_secs(8),
-        "the heartbeat to switch to green",
-        || (root.status()["active"] == "green").then_some(()),
-    );
+    wait_for_failover(&root, "green", Duration::from_secs(8));
     assert!(root.get(root.front, "/").body.contains("v2 from green"));
     let events = root.control("GET", "/events").body;
     assert!(
@@ -175,11 +171,7 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     let answer = root.control("POST", "/switch?to=green");
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(answer.body.contains("\"changed\":false"), "{}", answer.body);
-    wait_for(
-        Duration::from_secs(15),
-        "the heartbeat to switch to blue",
-        || (root.status()["active"] == "blue").then_some(()),
-    );
+    wait_for_failover(&root, "blue", Duration::from_secs(15));
     let events = root.control("GET", "/events").body;
     assert!(
         events.contains("green stays active (api); automatic switching is on again"),
@@ -201,11 +193,7 @@ fn a_crashed_active_slot_whose_restarts_hang_is_left_for_the_standby() {
     let pid = nix::unistd::Pid::from_raw(root.live_pid("blue"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     // Two failed checks 300 ms apart, not the 20 s of a restart attempt.
-    wait_for(
-        Duration::from_secs(8),
-        "the heartbeat to switch to green",
-        || (root.status()["active"] == "green").then_some(()),
-    );
+    wait_for_failover(&root, "green", Duration::from_secs(8));
     assert!(root.get(root.front, "/").body.contains("v1 from green"));
 }
 
@@ -230,11 +218,7 @@ fn a_failover_from_a_crashed_slot_migrates_from_its_release_folder() {
     std::fs::write(root.path.join("blue/current/SLOW_MS"), "60000").unwrap();
     let pid = nix::unistd::Pid::from_raw(root.live_pid("blue"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    wait_for(
-        Duration::from_secs(8),
-        "the heartbeat to switch to green",
-        || (root.status()["active"] == "green").then_some(()),
-    );
+    wait_for_failover(&root, "green", Duration::from_secs(8));
     // FROM_DIR was blue's release folder, where its data is, not empty.
     let items = root.get(root.front, "/items").body;
     assert!(items.contains("\"kept\":\"data\""), "{items}");
@@ -255,11 +239,7 @@ fn the_heartbeat_moves_traffic_even_when_state_json_cannot_be_written() {
     std::fs::create_dir(&state).unwrap();
     assert_eq!(root.status()["active"], "blue");
 
-    wait_for(
-        Duration::from_secs(12),
-        "the heartbeat to switch to green",
-        || (root.status()["active"] == "green").then_some(()),
-    );
+    wait_for_failover(&root, "green", Duration::from_secs(12));
     assert!(root.get(root.front, "/").body.contains("v2 from green"));
     root.wait_log("green is active, but ");
     // An operator's switch that cannot be recorded is refused, with the reason.
@@ -580,4 +560,11 @@ fn quick_heartbeat() -> Root {
     root.set("heartbeat.timeout", "1s");
     root.set("heartbeat.failures", 2);
     root
+}
+
+/// Waits up to `limit` for the heartbeat to make `slot` the active one.
+fn wait_for_failover(root: &Root, slot: &str, limit: Duration) {
+    wait_for(limit, &format!("the heartbeat to switch to {slot}"), || {
+        (root.status()["active"] == slot).then_some(())
+    });
 }
