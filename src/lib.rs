@@ -13,7 +13,7 @@
 //!    traffic and data between the slots.
 //!
 //! Domain modules ([`config`], [`layout`], [`slot`], [`git`], [`build`], [`release`],
-//! [`state`], [`fsops`], [`argv`], [`client`]) never import a role ([`hook`], [`init`],
+//! [`state`], [`fsops`], [`argv`], [`client`], [`procfs`]) never import a role ([`hook`], [`init`],
 //! [`rollout`], [`ctl`], [`daemon`], [`demo`], [`sample_app`]).
 
 pub mod argv;
@@ -32,6 +32,7 @@ pub mod interrupt;
 pub mod layout;
 pub mod lines;
 pub mod logging;
+pub mod procfs;
 pub mod release;
 pub mod rollout;
 pub mod run;

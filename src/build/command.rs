@@ -22,6 +22,10 @@ use crate::config::BuildConfig;
 use crate::interrupt::Interrupt;
 use crate::lines::Lines;
 
+/// Environment variable set on every build: its temp folder. The next push finds by it
+/// what the build of a SIGKILLed hook still runs, wherever its processes work.
+pub const MARKER: &str = "BLUEGREEN_BUILD";
+
 /// How often the wait for the build looks for a stopping signal (see `Interrupt`).
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 /// How long build output may stay silent after the build ended before the copy stops.
@@ -56,6 +60,7 @@ pub(super) fn run(
         }
     }
     command.envs(&config.env);
+    command.env(MARKER, dir);
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start `{}`", words[0]))?;

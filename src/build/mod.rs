@@ -5,9 +5,11 @@
 //! the key makes a concurrent push of the same tree wait, then reuse the result.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,6 +23,7 @@ use crate::fsops;
 use crate::git::Pushed;
 use crate::interrupt::Interrupt;
 use crate::layout::Layout;
+use crate::procfs;
 
 mod cleanup;
 mod command;
@@ -237,36 +240,28 @@ fn clear_leftovers(layout: &Layout, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kills the process groups of builds of killed hooks: processes whose working folder is
-/// an abandoned temp build folder (of the key whose lock we hold, or of a dead hook).
+/// Kills the process groups of builds of killed hooks: processes whose environment names
+/// an abandoned temp build folder (of the key whose lock we hold, or of a dead hook) as
+/// theirs ([`command::MARKER`]). Not by working folder: an operator's shell `cd`'d into
+/// one to look is no build.
 fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
-    // /proc shows resolved working folders: compare with the resolved root (the root
-    // may be reached through a symlink).
+    // The root may be reached through another path (a symlink) than the dead hook's.
     let resolved = fs::canonicalize(tmp_root);
     let tmp_root = resolved.as_deref().unwrap_or(tmp_root);
-    let in_leftover = |pid: &str| {
-        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-        let inside = cwd.strip_prefix(tmp_root).ok()?;
-        let first = inside
-            .components()
-            .next()?
-            .as_os_str()
-            .to_string_lossy()
-            .into_owned();
-        if !abandoned(&first) {
-            return None;
-        }
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = &stat[stat.rfind(')')? + 1..];
-        rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+    let of_leftover = |dir: &Path| {
+        let folder = PathBuf::from(OsString::from_vec(procfs::env_var(dir, command::MARKER)?));
+        let name = folder.file_name()?.to_string_lossy().into_owned();
+        let parent = fs::canonicalize(folder.parent()?).ok()?;
+        (parent == tmp_root && abandoned(&name)).then_some(())?;
+        procfs::group(dir)
     };
-    let groups = || -> Vec<i32> {
+    let groups = || -> Vec<u32> {
         let Ok(procs) = fs::read_dir("/proc") else {
             return Vec::new();
         };
         procs
             .flatten()
-            .filter_map(|p| in_leftover(&p.file_name().to_string_lossy()))
+            .filter_map(|p| of_leftover(&p.path()))
             .filter(|&g| g > 1)
             .collect()
     };
@@ -277,7 +272,7 @@ fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
             return;
         }
         for group in left {
-            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+            let _ = killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -9,6 +9,7 @@
 //! hits a stranger, and a worker that was never recorded is found all the same.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::layout::Layout;
+use crate::procfs;
 
 /// Environment variable set on every worker; its value is the root.
 pub const MARKER: &str = "BLUEGREEN_WORKER_OF";
@@ -46,21 +48,8 @@ pub fn record(layout: &Layout, pgid: u32, what: &str) {
 /// time in clock ticks since boot (`/proc/<pid>/stat`, field 22).
 fn identity(pid: u32) -> Option<String> {
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let start = stat_field(&Path::new("/proc").join(pid.to_string()), 22)?;
+    let start = procfs::stat_field(&Path::new("/proc").join(pid.to_string()), 22)?;
     Some(format!("leader {} {start}", boot.trim()))
-}
-
-/// Field `n` (1-based, as proc(5) counts them) of `/proc/<pid>/stat` in `dir`.
-fn stat_field(dir: &Path, n: usize) -> Option<String> {
-    stat_fields(dir)?.into_iter().nth(n.checked_sub(3)?)
-}
-
-/// The fields of `/proc/<pid>/stat` in `dir` from the third (the state) on: those after
-/// the command name, which is in parentheses and may hold spaces.
-fn stat_fields(dir: &Path) -> Option<Vec<String>> {
-    let stat = fs::read_to_string(dir.join("stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
 /// A recorded group's leader identity (none in an entry written before there was one)
@@ -117,7 +106,7 @@ fn runs_a_member(pgid: u32) -> bool {
     let pgid = pgid.to_string();
     procs.flatten().any(|p| {
         // State, parent, process group: fields 3 to 5.
-        stat_fields(&p.path()).is_some_and(|fields| match fields.as_slice() {
+        procfs::stat_fields(&p.path()).is_some_and(|fields| match fields.as_slice() {
             [state, _, group, ..] => state != "Z" && state != "X" && *group == pgid,
             _ => false,
         })
@@ -201,23 +190,17 @@ fn stop(groups: &BTreeSet<u32>, grace: Duration) {
 /// Process groups with a member whose environment has `MARKER=<this root>` (and
 /// `GENERATION=<generation>`, when given).
 fn marked_groups(layout: &Layout, generation: Option<&str>) -> BTreeSet<u32> {
-    let mut needles = vec![format!("{MARKER}={}\0", layout.root().display()).into_bytes()];
-    needles.extend(generation.map(|g| format!("{GENERATION}={g}\0").into_bytes()));
+    let root = layout.root().as_os_str();
+    let mut vars = vec![(MARKER, root)];
+    vars.extend(generation.map(|g| (GENERATION, OsStr::new(g))));
     let Ok(procs) = fs::read_dir("/proc") else {
         return BTreeSet::new();
     };
     procs
         .flatten()
-        .filter_map(|p| {
-            let dir = p.path();
-            let env = fs::read(dir.join("environ")).ok()?;
-            let has = |needle: &Vec<u8>| env.windows(needle.len()).any(|w| w == needle.as_slice());
-            if !needles.iter().all(has) {
-                return None;
-            }
-            // Field 5: the process group.
-            stat_field(&dir, 5)?.parse::<u32>().ok()
-        })
+        .map(|p| p.path())
+        .filter(|dir| procfs::env_has(dir, &vars))
+        .filter_map(|dir| procfs::group(&dir))
         .filter(|&pgid| pgid > 1)
         .collect()
 }

@@ -348,12 +348,21 @@ fn a_bluegreen_root_set_for_another_root_deploys_nowhere() {
 fn a_hook_killed_mid_build_leaves_no_finished_build() {
     let root = Root::new();
     let gate = root.path.parent().unwrap().join("gate");
+    let helper = root.path.parent().unwrap().join("helper.pid");
     fs::write(&gate, "").unwrap();
+    // The build also starts a helper outside its group and working elsewhere (as a
+    // build tool's daemon does).
     root.set(
         "build.command",
-        "sh -c 'if [ -e \"$GATE\" ]; then sleep 60; fi; echo built'",
+        "sh -c 'if [ -e \"$GATE\" ]; then setsid sh -c \"cd /; exec sleep 61\" & echo $! > \"$HELPER\"; sleep 60; fi; echo built'",
     );
-    root.set("build.env", env_map(&[("GATE", gate.to_str().unwrap())]));
+    root.set(
+        "build.env",
+        env_map(&[
+            ("GATE", gate.to_str().unwrap()),
+            ("HELPER", helper.to_str().unwrap()),
+        ]),
+    );
     root.commit("first", &[("VERSION", "v1\n")]);
 
     let mut push = crate::util::git_command(&root.work);
@@ -367,6 +376,10 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     let tmp = root.path.join("builds/.tmp");
     wait_for(Duration::from_secs(20), "the build to start", || {
         (!root_processes(&tmp).is_empty()).then_some(())
+    });
+    // The helper leads a group of its own (setsid).
+    let helper_group: i32 = wait_for(Duration::from_secs(10), "the build's helper", || {
+        fs::read_to_string(&helper).ok()?.trim().parse().ok()
     });
     // Kill the push and its hook. The build runs in its own group and outlives them.
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -383,6 +396,12 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
         }
     }
     assert!(root.current("blue").is_none());
+    // An operator looks into the abandoned folder from a shell of their own.
+    let abandoned = fs::read_dir(&tmp).unwrap().flatten().next().unwrap().path();
+    let mut operator = Command::new("sleep");
+    operator.arg("60").current_dir(&abandoned);
+    std::os::unix::process::CommandExt::process_group(&mut operator, 0);
+    let mut operator = operator.spawn().unwrap();
 
     // The next push of the same tree builds it and lands.
     fs::remove_file(&gate).unwrap();
@@ -390,8 +409,18 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     let pushed = root.push("blue");
     pushed.says("blue: build ").says("blue: release ");
     assert!(root.current("blue").is_some());
-    // The next push stopped the orphaned build before reusing its key.
+    // The next push stopped the orphaned build before reusing its key, and the helper
+    // it had left outside its group, but not the operator's shell.
+    let operator_left = operator.try_wait().unwrap();
+    let _ = operator.kill();
+    let _ = operator.wait();
+    assert_eq!(operator_left, None, "the operator's process was stopped");
     assert_eq!(root.processes(), Vec::<u32>::new());
+    wait_for(
+        Duration::from_secs(10),
+        "the build's helper to be gone",
+        || group_gone(helper_group).then_some(()),
+    );
 }
 
 #[test]
