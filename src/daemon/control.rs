@@ -108,23 +108,27 @@ async fn answer(
     // Only `POST /switch`, `POST /mirroring` and a reload's `release` take parameters; a
     // query anywhere else would be ignored, which a caller could take for having been
     // obeyed. A method an endpoint does not take is a 405 first, query or not.
-    let allowed = match path {
-        "/status" | "/events" | "/metrics" => Some(method == Method::GET),
-        "/mirroring" => Some(matches!(method, Method::GET | Method::POST)),
-        "/switch" => Some(method == Method::POST),
-        _ if reload_target.is_some() => Some(method == Method::POST),
+    let allow = match path {
+        "/status" | "/events" | "/metrics" => Some("GET"),
+        "/mirroring" => Some("GET, POST"),
+        "/switch" => Some("POST"),
+        _ if reload_target.is_some() => Some("POST"),
         _ => None,
     };
-    if allowed == Some(false) {
-        return reply(
+    if let Some(allow) = allow.filter(|a| !a.split(", ").any(|m| m == method.as_str())) {
+        let mut response = reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             format!("{method} is not allowed on {path}"),
         );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        return response;
     }
     let takes_query = method == Method::POST
         && (matches!(path, "/switch" | "/mirroring") || reload_target.is_some());
-    if allowed.is_some() && !takes_query && !query.is_empty() {
+    if allow.is_some() && !takes_query && !query.is_empty() {
         return reply(
             StatusCode::BAD_REQUEST,
             "text/plain",

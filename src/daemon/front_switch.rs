@@ -7,6 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -64,10 +65,14 @@ pub async fn handle(
     daemon: &Arc<Daemon>,
 ) -> Response<Body> {
     if request.method() != Method::POST && request.method() != Method::GET {
-        return plain(
+        let mut response = plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "use POST (or GET from this host)",
         );
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("GET, POST"));
+        return response;
     }
     let authorization = request
         .headers()

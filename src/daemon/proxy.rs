@@ -286,12 +286,13 @@ async fn answer(
     }
 }
 
-/// Requests refused before any routing: CONNECT (this is no forward proxy), and a
+/// Requests refused before any routing: CONNECT (this is no forward proxy: 501, as for
+/// a method a server does not implement, since no Allow list of a worker's is known), and a
 /// request whose `Host` is missing (HTTP/1.1) or repeated (RFC 9112 §3.2): the worker
 /// would see a host the client did not send, or pick one of two.
 fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
     if request.method() == http::Method::CONNECT {
-        return Some((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied"));
+        return Some((StatusCode::NOT_IMPLEMENTED, "CONNECT is not proxied"));
     }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {

@@ -91,6 +91,24 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
         );
         assert_eq!(answer.body.lines().count(), 1, "{answer:?}");
     }
+    // A 405 says which methods the endpoint takes (RFC 9110 §15.5.6).
+    for (request, allow) in [
+        ("GET /slots/blue/reload", "POST"),
+        ("PUT /mirroring", "GET, POST"),
+        ("POST /status", "GET"),
+    ] {
+        let answer = raw(
+            root.control,
+            &format!("{request} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains(&format!("\r\nallow: {}\r\n", allow.to_ascii_lowercase())),
+            "{request}: {answer}"
+        );
+    }
     // Two Host headers: which one counts would be a guess.
     let answer = raw(
         root.control,

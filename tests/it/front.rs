@@ -49,6 +49,18 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
         "POST /switch HTTP/1.1\r\nHost: localhost\u{e9}\r\nConnection: close\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // Another method: a 405 that says which ones it takes (RFC 9110 §15.5.6).
+    let answer = raw(
+        root.front,
+        "DELETE /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nallow: get, post\r\n"),
+        "{answer}"
+    );
     assert!(root.get(root.front, "/").body.contains("from green"));
 }
 

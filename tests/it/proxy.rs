@@ -275,7 +275,7 @@ fn requests_without_one_host_and_connect_are_refused_with_the_reason() {
         ),
         (
             "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
-            "405",
+            "501",
             "CONNECT is not proxied",
         ),
         (
