@@ -87,12 +87,16 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
                 true => (earlier, later),
                 false => (later, earlier),
             };
+            let what = match this.1 == other.1 {
+                true => "same address as".to_string(),
+                false => format!("{} cannot be bound next to", this.1),
+            };
             return Err(format!(
-                "{}: {}: same address as {} ({})",
+                "{}: {}: {what} {} ({})",
                 line(this.2).unwrap_or(0),
                 this.0,
                 other.0,
-                this.1
+                other.1
             ));
         }
     }
@@ -100,9 +104,21 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
 }
 
 /// Whether two listen addresses cannot both be bound: the same one, or the same port
-/// where one of them is every address (`0.0.0.0`, `::`).
+/// where one of them is every address of its family (`0.0.0.0`, `[::]`), and `[::]`
+/// also takes the port on every IPv4 address (a dual-stack socket, Linux's default). An
+/// IPv4-mapped `[::ffff:a.b.c.d]` is `a.b.c.d`. `0.0.0.0:8080` next to `[::1]:8080` is
+/// fine.
 fn clash(a: &SocketAddr, b: &SocketAddr) -> bool {
-    a == b || (a.port() == b.port() && (a.ip().is_unspecified() || b.ip().is_unspecified()))
+    use std::net::IpAddr::{V4, V6};
+    if a.port() != b.port() {
+        return false;
+    }
+    match (a.ip().to_canonical(), b.ip().to_canonical()) {
+        (x @ V4(_), y @ V4(_)) | (x @ V6(_), y @ V6(_)) => {
+            x == y || x.is_unspecified() || y.is_unspecified()
+        }
+        (V6(six), V4(_)) | (V4(_), V6(six)) => six.is_unspecified(),
+    }
 }
 
 /// The 1-based line of `offset`, and the dotted key defined on that line.
@@ -180,6 +196,29 @@ mod tests {
     fn effective_config_round_trips() {
         let config = Config::default();
         assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn listen_addresses_clash_only_where_bind_would_fail() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for (a, b, clashes) in [
+            ("127.0.0.1:80", "127.0.0.1:80", true),
+            ("127.0.0.1:80", "127.0.0.1:81", false),
+            ("127.0.0.1:80", "127.0.0.2:80", false),
+            ("0.0.0.0:80", "127.0.0.1:80", true),
+            ("0.0.0.0:80", "[::1]:80", false),
+            ("0.0.0.0:80", "[::]:80", true),
+            ("[::]:80", "127.0.0.1:80", true),
+            ("[::]:80", "[::1]:80", true),
+            ("[::1]:80", "[::2]:80", false),
+            ("[::ffff:127.0.0.1]:80", "127.0.0.1:80", true),
+            ("[::ffff:127.0.0.1]:80", "[::1]:80", false),
+        ] {
+            assert_eq!(clash(&addr(a), &addr(b)), clashes, "{a} {b}");
+            assert_eq!(clash(&addr(b), &addr(a)), clashes, "{b} {a}");
+        }
+        let both = "[router]\nlisten = \"0.0.0.0:8080\"\n[slots.blue]\nlisten = \"[::1]:8080\"\n";
+        assert!(Config::parse(both).is_ok());
     }
 
     #[test]
@@ -264,7 +303,11 @@ mod tests {
             ),
             (
                 "[slots.green]\nlisten = \"0.0.0.0:9090\"\n",
-                "2: slots.green.listen: same address as slots.blue.listen (0.0.0.0:9090)",
+                "2: slots.green.listen: 0.0.0.0:9090 cannot be bound next to slots.blue.listen (127.0.0.1:9090)",
+            ),
+            (
+                "[slots.green]\nlisten = \"127.0.0.1:9090\"\n",
+                "2: slots.green.listen: same address as slots.blue.listen (127.0.0.1:9090)",
             ),
             (
                 "slots = { blue = { listen = \"0.0.0.0:8080\" } }\n",
