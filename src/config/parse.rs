@@ -54,7 +54,14 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
             .span()
             .map(|span| locate(text, span.start))
             .unwrap_or((0, String::new()));
-        let message = e.message().replace('\n', " ");
+        let message = misshapen(text, &key).unwrap_or_else(|| {
+            let message = e.message().replace('\n', " ");
+            // Not the name of a Rust type (`expected struct PartialSlot`).
+            match message.split_once(", expected struct ") {
+                Some((found, _)) => format!("{found}, expected a table"),
+                None => message,
+            }
+        });
         if key.is_empty() {
             format!("{line}: {message}")
         } else {
@@ -101,6 +108,37 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
         }
     }
     Ok((config, line(&at.router.token_file)))
+}
+
+/// Why `key`, a table of the config (`[app]`, `[slots.blue]`, ...), is something else in
+/// `text`, if it is: serde's own words would be `invalid type: map, expected a string`
+/// for `[[app]]` (an array of tables, read as a struct's fields in order) and would name
+/// a Rust type for `heartbeat = "on"`.
+fn misshapen(text: &str, key: &str) -> Option<String> {
+    let path: Vec<&str> = key.split('.').collect();
+    let at = |value: &toml::Value| -> Option<toml::Value> {
+        path.iter()
+            .try_fold(value, |value, key| value.get(key))
+            .cloned()
+    };
+    let default = at(&toml::Value::try_from(Config::default()).ok()?)?;
+    let found = at(&toml::from_str::<toml::Value>(text).ok()?)?;
+    if !default.is_table() || found.is_table() {
+        return None;
+    }
+    let tables = found
+        .as_array()
+        .is_some_and(|items| !items.is_empty() && items.iter().all(toml::Value::is_table));
+    let kind = found.type_str();
+    let article = if kind.starts_with(['a', 'i']) {
+        "an"
+    } else {
+        "a"
+    };
+    Some(match tables {
+        true => format!("`[[{key}]]` makes a list of tables; write `[{key}]`"),
+        false => format!("must be a table (`[{key}]`), not {article} {kind}"),
+    })
 }
 
 /// Whether two listen addresses cannot both be bound: the same one, or the same port
@@ -196,6 +234,38 @@ mod tests {
     fn effective_config_round_trips() {
         let config = Config::default();
         assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn a_table_written_as_something_else_is_named_plainly() {
+        for (text, want) in [
+            (
+                "[[app]]\ncommand = \"x\"\n",
+                "1: app: `[[app]]` makes a list of tables; write `[app]`",
+            ),
+            (
+                "branch = \"main\"\nheartbeat = \"on\"\n",
+                "2: heartbeat: must be a table (`[heartbeat]`), not a string",
+            ),
+            (
+                "app = 5\n",
+                "1: app: must be a table (`[app]`), not an integer",
+            ),
+            (
+                "[[slots.blue]]\nlisten = \"127.0.0.1:1\"\n",
+                "1: slots.blue: `[[slots.blue]]` makes a list of tables; write `[slots.blue]`",
+            ),
+            (
+                "slots = [1]\n",
+                "1: slots: must be a table (`[slots]`), not an array",
+            ),
+            (
+                "slots = { blue = 3 }\n",
+                "1: slots: invalid type: integer `3`, expected a table",
+            ),
+        ] {
+            assert_eq!(Config::parse(text).unwrap_err(), want, "{text:?}");
+        }
     }
 
     #[test]
