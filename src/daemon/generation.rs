@@ -254,9 +254,19 @@ impl Generation {
     }
 
     /// SIGTERM to the whole group, SIGKILL after `grace`; returns once the group is gone,
-    /// and what it left outside the group (`workers::reap_strays`) too.
+    /// and what it left outside the group (`workers::reap_strays`) too. Those get their
+    /// SIGTERM with the group's, so a stop takes one `grace` at most; what the group
+    /// starts outside itself while it stops is stopped after it.
     pub async fn stop(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);
+        let strays = || {
+            let (layout, pid) = (self.layout.clone(), self.pid);
+            let generation = format!("{}/{}", self.slot, self.id);
+            tokio::task::spawn_blocking(move || {
+                workers::reap_strays(&layout, &generation, pid, grace)
+            })
+        };
+        let alongside = strays();
         let group = Pid::from_raw(self.pid as i32);
         if workers::group_alive(self.pid) {
             let _ = killpg(group, Signal::SIGTERM);
@@ -274,10 +284,8 @@ impl Generation {
             }
         }
         workers::forget(&self.layout, self.pid);
-        let (layout, generation) = (self.layout.clone(), format!("{}/{}", self.slot, self.id));
-        let _ =
-            tokio::task::spawn_blocking(move || workers::reap_strays(&layout, &generation, grace))
-                .await;
+        let _ = alongside.await;
+        let _ = strays().await;
         tracing::info!(slot = %self.slot, generation = self.id, pid = self.pid, "stopped");
     }
 

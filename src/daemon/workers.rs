@@ -133,12 +133,13 @@ pub fn reap_leftovers(layout: &Layout, grace: Duration) -> usize {
     )
 }
 
-/// Stops what generation `generation` (`<slot>/<id>`) left outside its process group,
-/// once the group itself is gone: processes that carry this root's `MARKER` and the
-/// generation's `GENERATION` (a helper that daemonised itself with `setsid`), so that
-/// they do not pile up deploy after deploy. Returns how many groups there were.
-pub fn reap_strays(layout: &Layout, generation: &str, grace: Duration) -> usize {
-    let groups = marked_groups(layout, Some(generation));
+/// Stops what generation `generation` (`<slot>/<id>`) left outside its process group
+/// `group`: processes that carry this root's `MARKER` and the generation's `GENERATION`
+/// (a helper that daemonised itself with `setsid`), so that they do not pile up deploy
+/// after deploy. SIGTERM, then SIGKILL after `grace`. Returns how many groups there were.
+pub fn reap_strays(layout: &Layout, generation: &str, group: u32, grace: Duration) -> usize {
+    let mut groups = marked_groups(layout, Some(generation));
+    groups.remove(&group);
     for &pgid in &groups {
         tracing::warn!(
             pgid,

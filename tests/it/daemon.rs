@@ -533,6 +533,48 @@ fn what_a_generation_left_outside_its_group_is_stopped_with_it() {
     root.stop_cleanly(Duration::from_secs(10));
 }
 
+/// A stop takes one `app.stop_timeout`, not one for the group and then one for what it
+/// left outside it: the strays get their SIGTERM with the group's.
+#[test]
+fn a_generations_strays_get_their_sigterm_with_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let told = dir.path().join("stray-got-sigterm");
+    // The group ignores SIGTERM (its stop waits out app.stop_timeout); the helper outside
+    // it notes its SIGTERM and goes.
+    let command = format!(
+        r#"sh -c 'setsid sh -c "trap \"touch {told}; exit\" TERM; while :; do sleep 1; done" </dev/null >/dev/null 2>&1 & trap "" TERM; "$0" sample-app & while :; do sleep 1; done' {BIN}"#,
+        told = told.display()
+    );
+    let mut root = blue_live_with(&[
+        ("app.stop_timeout", "8s".into()),
+        ("app.command", command.into()),
+    ]);
+    let old_leader = root.live_pid("blue") as u32;
+    let cmdline = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    wait_for(Duration::from_secs(10), "the helper to start", || {
+        let pids = root.processes();
+        pids.iter()
+            .any(|&p| cmdline(p).starts_with(b"sh\x00-c\x00trap"))
+            .then_some(())
+    });
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    wait_for(Duration::from_secs(5), "the helper's SIGTERM", || {
+        told.exists().then_some(())
+    });
+    // The old group is still in its 8 s of grace.
+    let state = std::fs::read_to_string(format!("/proc/{old_leader}/stat")).unwrap_or_default();
+    let running = state
+        .rsplit(')')
+        .next()
+        .is_some_and(|r| !r.trim_start().starts_with('Z'));
+    assert!(
+        running,
+        "generation 1's leader ran until its SIGKILL: {state}"
+    );
+    root.stop_cleanly(Duration::from_secs(30));
+}
+
 /// A stray that went at the SIGTERM leaves its process group id free for the next process
 /// that leads a group (pids wrap at 32,768 on many hosts, soon on one that builds). The
 /// SIGKILL sent `app.stop_timeout` later to the strays that ignored the SIGTERM must not
