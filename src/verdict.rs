@@ -23,6 +23,10 @@ pub struct Verdict {
     pub generation: u64,
     pub took_ms: u64,
     pub reason: String,
+    /// Not started because the daemon is stopping: the release is current, and the next
+    /// daemon starts it, as when none runs.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 /// Asks the daemon to run `slot`'s current release, `release` (just flipped to), and
@@ -75,13 +79,25 @@ pub fn reload(
                 ..Verdict::default()
             });
             writeln!(out, "{}", verdict.line(slot))?;
-            Ok(verdict.live)
+            Ok(verdict.live || verdict.stopping)
         }
     }
 }
 
 impl Verdict {
-    /// `blue: live in 0.8s at 4f2a9c1 (generation 7)` or `blue: not live: <reason>`.
+    /// The answer to a reload that came while the daemon stops.
+    pub fn stopping(slot: Slot, release: &str) -> Verdict {
+        Verdict {
+            slot: Some(slot),
+            release: release.to_string(),
+            reason: "the daemon is stopping".into(),
+            stopping: true,
+            ..Verdict::default()
+        }
+    }
+
+    /// `blue: live in 0.8s at 4f2a9c1 (generation 7)` or `blue: not live: <reason>`
+    /// (or that the daemon is stopping).
     pub fn line(&self, slot: Slot) -> String {
         if self.live {
             format!(
@@ -90,6 +106,8 @@ impl Verdict {
                 self.commit,
                 self.generation
             )
+        } else if self.stopping {
+            format!("{slot}: not started: the daemon is stopping; the release is current and starts when it runs again")
         } else {
             format!("{slot}: not live: {}", self.reason)
         }

@@ -226,11 +226,7 @@ async fn reload(daemon: &Daemon, slot: Slot, mode: Reload) -> Verdict {
     let wait = daemon.config().app.reload_wait();
     match tokio::time::timeout(wait, daemon.reload(slot, mode)).await {
         Ok(Ok(verdict)) => verdict,
-        Ok(Err(_)) => Verdict {
-            slot: Some(slot),
-            reason: "the daemon is stopping".into(),
-            ..Verdict::default()
-        },
+        Ok(Err(_)) => Verdict::stopping(slot, ""),
         Err(_) => Verdict {
             slot: Some(slot),
             reason: format!("no verdict within {}", humantime::format_duration(wait)),

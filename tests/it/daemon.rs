@@ -533,6 +533,45 @@ fn what_a_generation_left_outside_its_group_is_stopped_with_it() {
     root.stop_cleanly(Duration::from_secs(10));
 }
 
+/// A push that lands while the daemon stops is no failed deploy: the release is current
+/// and the next daemon starts it, as when none runs.
+#[test]
+fn a_push_that_lands_while_the_daemon_stops_goes_live_with_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    std::fs::write(&gate, "").unwrap();
+    // Generation 2 is slow to start while the gate is there.
+    let command = format!(
+        r#"sh -c 'if [ -e VERSION2 ] && [ -e {gate} ]; then sleep 30; fi; exec "$0" sample-app' {BIN}"#,
+        gate = gate.display()
+    );
+    let mut root = blue_live_with(&[("app.command", command.into())]);
+    root.commit("v2", &[("VERSION", "v2\n"), ("VERSION2", "")]);
+    let pushed = std::thread::scope(|scope| {
+        let push = scope.spawn(|| root.push("blue"));
+        let cmdline = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        wait_for(Duration::from_secs(20), "generation 2 to start", || {
+            (root.processes().iter())
+                .any(|&p| cmdline(p) == b"sleep\x0030\x00")
+                .then_some(())
+        });
+        root.signal(nix::sys::signal::Signal::SIGTERM);
+        push.join().unwrap()
+    });
+    assert_eq!(
+        root.wait_serve(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        root.log()
+    );
+    assert!(pushed.ok, "{}", pushed.text);
+    pushed.says("blue: not started: the daemon is stopping; the release is current and starts when it runs again");
+    std::fs::remove_file(&gate).unwrap();
+    root.serve();
+    root.wait_body(root.blue, "v2 from blue");
+    root.stop_cleanly(Duration::from_secs(10));
+}
+
 /// A stop takes one `app.stop_timeout`, not one for the group and then one for what it
 /// left outside it: the strays get their SIGTERM with the group's.
 #[test]

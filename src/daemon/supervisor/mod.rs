@@ -158,7 +158,10 @@ impl Supervisor {
     async fn reload(&mut self, reply: Option<oneshot::Sender<Verdict>>, mode: Reload) {
         let slot = self.slot;
         if self.shutdown.is_some() {
-            return refuse(reply, slot, "the daemon is stopping".into());
+            if let Some(reply) = reply {
+                let _ = reply.send(Verdict::stopping(slot, ""));
+            }
+            return;
         }
         let Some(release) = release::current(&self.daemon.layout, slot) else {
             return refuse(reply, slot, format!("{slot} has no current release"));
@@ -194,7 +197,7 @@ impl Supervisor {
                             .live_since
                             .saturating_duration_since(live.started)
                             .as_millis() as u64,
-                        reason: String::new(),
+                        ..Verdict::default()
                     });
                 }
                 return;
@@ -256,11 +259,7 @@ impl Supervisor {
         }
         if let Some((release, waiters)) = self.pending.take() {
             for w in waiters {
-                let _ = w.send(verdict_failed(
-                    self.slot,
-                    &release,
-                    "the daemon is stopping".into(),
-                ));
+                let _ = w.send(Verdict::stopping(self.slot, &release));
             }
         }
         if let Some(live) = self.live.take() {

@@ -137,11 +137,7 @@ impl Supervisor {
                 generation.stop(config.app.stop_timeout).await;
             }
             for w in start.waiters {
-                let _ = w.send(verdict_failed(
-                    slot,
-                    &release,
-                    "the daemon is stopping".into(),
-                ));
+                let _ = w.send(Verdict::stopping(slot, &release));
             }
             return;
         }
@@ -216,7 +212,7 @@ impl Supervisor {
                     live: true,
                     generation: generation.id,
                     took_ms: took.as_millis() as u64,
-                    reason: String::new(),
+                    ..Verdict::default()
                 };
                 for w in start.waiters {
                     let _ = w.send(verdict.clone());
