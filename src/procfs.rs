@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The fields of `/proc/<pid>/stat` in `dir` from the third (the state) on: those after
 /// the command name, which is in parentheses and may hold spaces.
@@ -25,22 +25,27 @@ pub fn group(dir: &Path) -> Option<u32> {
     stat_field(dir, 5)?.parse().ok()
 }
 
-/// The value of variable `name` in the environment the process whose `/proc` folder is
-/// `dir` was started with; `None` when it has none or its environment cannot be read
-/// (another user's process).
-pub fn env_var(dir: &Path, name: &str) -> Option<Vec<u8>> {
-    let env = fs::read(dir.join("environ")).ok()?;
-    env.split(|&b| b == 0).find_map(|entry| {
-        let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
-        Some(value.to_vec())
-    })
-}
+/// The environment a process was started with, as `/proc/<pid>/environ` has it.
+pub struct Environ(Vec<u8>);
 
-/// Whether the process whose `/proc` folder is `dir` has each `(name, value)` in its
-/// environment, exactly.
-pub fn env_has(dir: &Path, vars: &[(&str, &OsStr)]) -> bool {
-    vars.iter()
-        .all(|(name, value)| env_var(dir, name).is_some_and(|v| v == value.as_bytes()))
+impl Environ {
+    /// Of the process whose `/proc` folder is `dir`; `None` when it cannot be read
+    /// (another user's process, or one that is gone).
+    pub fn read(dir: &Path) -> Option<Environ> {
+        fs::read(dir.join("environ")).ok().map(Environ)
+    }
+
+    /// The value of variable `name`, if it has one.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .split(|&b| b == 0)
+            .find_map(|entry| entry.strip_prefix(name.as_bytes())?.strip_prefix(b"="))
+    }
+
+    /// The value of variable `name` as a path.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        self.get(name).map(|v| PathBuf::from(OsStr::from_bytes(v)))
+    }
 }
 
 #[cfg(test)]
@@ -51,10 +56,12 @@ mod tests {
     fn this_process_is_read_back() {
         let me = Path::new("/proc/self");
         let path = std::env::var_os("PATH").expect("tests run with a PATH");
-        assert!(env_has(me, &[("PATH", &path)]));
+        let env = Environ::read(me).unwrap();
+        assert_eq!(env.get("PATH"), Some(path.as_bytes()));
+        assert_eq!(env.path("PATH"), Some(PathBuf::from(&path)));
         // A name that is a prefix of a set one, or a suffix, is not that one.
-        assert_eq!(env_var(me, "PAT"), None);
-        assert_eq!(env_var(me, "ATH"), None);
+        assert_eq!(env.get("PAT"), None);
+        assert_eq!(env.get("ATH"), None);
         let pgid = nix::unistd::getpgrp().as_raw() as u32;
         assert_eq!(group(me), Some(pgid));
         let parent = nix::unistd::getppid().to_string();

@@ -5,11 +5,9 @@
 //! the key makes a concurrent push of the same tree wait, then reuse the result.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::ffi::OsStringExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -249,7 +247,7 @@ fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
     let resolved = fs::canonicalize(tmp_root);
     let tmp_root = resolved.as_deref().unwrap_or(tmp_root);
     let of_leftover = |dir: &Path| {
-        let folder = PathBuf::from(OsString::from_vec(procfs::env_var(dir, command::MARKER)?));
+        let folder = procfs::Environ::read(dir)?.path(command::MARKER)?;
         let name = folder.file_name()?.to_string_lossy().into_owned();
         let parent = fs::canonicalize(folder.parent()?).ok()?;
         (parent == tmp_root && abandoned(&name)).then_some(())?;

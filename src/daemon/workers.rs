@@ -9,7 +9,6 @@
 //! hits a stranger, and a worker that was never recorded is found all the same.
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -189,18 +188,28 @@ fn stop(groups: &BTreeSet<u32>, grace: Duration) {
 }
 
 /// Process groups with a member whose environment has `MARKER=<this root>` (and
-/// `GENERATION=<generation>`, when given).
+/// `GENERATION=<generation>`, when given). The root may have been reached by another
+/// path (a symlink) when the worker was started: paths are compared resolved.
 fn marked_groups(layout: &Layout, generation: Option<&str>) -> BTreeSet<u32> {
-    let root = layout.root().as_os_str();
-    let mut vars = vec![(MARKER, root)];
-    vars.extend(generation.map(|g| (GENERATION, OsStr::new(g))));
+    let root = fs::canonicalize(layout.root()).unwrap_or_else(|_| layout.root().to_owned());
+    let ours = |dir: &Path| {
+        let Some(env) = procfs::Environ::read(dir) else {
+            return false;
+        };
+        if generation.is_some_and(|g| env.get(GENERATION) != Some(g.as_bytes())) {
+            return false;
+        }
+        env.path(MARKER).is_some_and(|marked| {
+            marked == layout.root() || fs::canonicalize(&marked).is_ok_and(|m| m == root)
+        })
+    };
     let Ok(procs) = fs::read_dir("/proc") else {
         return BTreeSet::new();
     };
     procs
         .flatten()
         .map(|p| p.path())
-        .filter(|dir| procfs::env_has(dir, &vars))
+        .filter(|dir| ours(dir))
         .filter_map(|dir| procfs::group(&dir))
         .filter(|&pgid| pgid > 1)
         .collect()

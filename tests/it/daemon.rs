@@ -533,6 +533,40 @@ fn what_a_generation_left_outside_its_group_is_stopped_with_it() {
     root.stop_cleanly(Duration::from_secs(10));
 }
 
+/// What workers of a killed daemon left outside their groups is found by the root in
+/// their environment, also when the next daemon reaches the root by another path.
+#[test]
+fn a_daemon_reaching_the_root_by_another_path_stops_what_a_killed_one_left() {
+    let mut root = blue_live_with(&[(
+        "app.command",
+        format!(
+            "sh -c 'setsid sleep 300 </dev/null >/dev/null 2>&1 & exec \"$0\" sample-app' {BIN}"
+        )
+        .into(),
+    )]);
+    let leader = root.live_pid("blue") as u32;
+    let helper = wait_for(Duration::from_secs(10), "the helper to start", || {
+        let others: Vec<u32> = root
+            .processes()
+            .into_iter()
+            .filter(|&p| p != leader)
+            .collect();
+        (others.len() == 1).then(|| others[0])
+    });
+    root.signal(nix::sys::signal::Signal::SIGKILL);
+    root.wait_serve(Duration::from_secs(10));
+    let alias = root.path.with_file_name("alias");
+    std::os::unix::fs::symlink(&root.path, &alias).unwrap();
+    root.path = alias;
+    root.serve();
+    root.wait_body(root.blue, "from blue");
+    // The helper leads a group of its own (setsid).
+    wait_for(Duration::from_secs(10), "the helper to be stopped", || {
+        group_gone(helper as i32).then_some(())
+    });
+    root.stop_cleanly(Duration::from_secs(10));
+}
+
 /// A push that lands while the daemon stops is no failed deploy: the release is current
 /// and the next daemon starts it, as when none runs.
 #[test]
