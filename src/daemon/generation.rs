@@ -18,6 +18,7 @@ use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
 use super::output::{self, Tail};
+use super::slot_log::{self, SlotLog};
 use super::upstream::{self, Client};
 use super::workers;
 use crate::argv;
@@ -109,27 +110,15 @@ impl Generation {
         // said once per generation, and its output still reaches the daemon's log.
         let slot_log = match std::env::var_os("INVOCATION_ID") {
             Some(_) => None,
-            None => {
-                let path = layout.slot_log(slot);
-                let opened = path
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| {
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&path)
-                    });
-                match opened {
-                    Ok(file) => Some(Arc::new(Mutex::new(file))),
-                    Err(e) => {
-                        tracing::warn!(slot = %slot, "cannot write worker output to {}: {e}", path.display());
-                        None
-                    }
+            None => match SlotLog::open(layout.slot_log(slot), slot_log::MAX_BYTES) {
+                Ok(log) => Some(Arc::new(log)),
+                Err(e) => {
+                    tracing::warn!(slot = %slot, "cannot write worker output to {}: {e}", layout.slot_log(slot).display());
+                    None
                 }
-            }
+            },
         };
-        let tail = Tail::new(slot_log.as_ref().map(|_| layout.slot_log(slot)));
+        let tail = Tail::new(slot_log.as_ref().map(|log| log.path().to_owned()));
         for (stream, name) in [
             (
                 child

@@ -26,6 +26,7 @@ mod pool;
 mod proxy;
 mod route;
 mod serve;
+mod slot_log;
 mod sockets;
 mod status;
 mod supervisor;

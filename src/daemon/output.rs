@@ -7,13 +7,13 @@
 //! lines alone would say nothing.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::slot_log::SlotLog;
 use crate::lines::Lines;
 
 /// Lines of output kept.
@@ -85,17 +85,16 @@ pub async fn copy_lines(
     label: String,
     name: &'static str,
     tail: Arc<Tail>,
-    slot_log: Option<Arc<Mutex<std::fs::File>>>,
+    slot_log: Option<Arc<SlotLog>>,
 ) {
     let emit = |bytes: &[u8]| {
         // Bytes, not `lines()`: output that is not UTF-8 must not stop the copy (and
         // then block the worker on a full pipe).
         let line = String::from_utf8_lossy(bytes).trim_end().to_string();
         tracing::info!(target: "worker", "[{label} {name}] {line}");
-        if let Some(file) = &slot_log {
+        if let Some(log) = &slot_log {
             let now = humantime::format_rfc3339_seconds(SystemTime::now());
-            let mut file = file.lock().expect("slot log lock: no panic holds it");
-            let _ = writeln!(file, "{now} [{label} {name}] {line}");
+            log.write_line(&format!("{now} [{label} {name}] {line}"));
         }
         tail.push(&line);
     };

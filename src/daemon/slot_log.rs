@@ -1,0 +1,115 @@
+//! `logs/<slot>.log`: worker output outside systemd, kept to a bounded size. Once the file
+//! reaches [`MAX_BYTES`], it becomes `<slot>.log.1` (replacing the one before) and a new
+//! one starts, so a slot's output never takes more than twice that on disk. (Under
+//! systemd, journald keeps the output and rotates it.)
+//!
+//! Each generation writes through its own handle, appending; two generations of a slot
+//! (one draining, one starting) may write at once. The one whose line takes the file past
+//! the limit renames it; the other sees that the path is another file by then, and opens
+//! that.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Where a slot's log is cut: 64 MiB.
+pub const MAX_BYTES: u64 = 64 << 20;
+
+pub struct SlotLog {
+    path: PathBuf,
+    max: u64,
+    file: Mutex<File>,
+}
+
+impl SlotLog {
+    /// Opens `path` for appending (its folder made if someone removed it), to be cut at
+    /// `max` bytes.
+    pub fn open(path: PathBuf, max: u64) -> std::io::Result<SlotLog> {
+        let file = append(&path)?;
+        Ok(SlotLog {
+            path,
+            max,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `line` and a newline; past the limit, starts a new file. Errors are
+    /// dropped: the line has reached the daemon's log too.
+    pub fn write_line(&self, line: &str) {
+        let mut file = self.file.lock().expect("slot log lock: no panic holds it");
+        let _ = writeln!(file, "{line}");
+        let Ok(size) = file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if size < self.max {
+            return;
+        }
+        let ours = |meta: &fs::Metadata| {
+            file.metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+        };
+        // Another generation's handle may have cut it already: then the path is a new
+        // file, which this one takes up.
+        if fs::metadata(&self.path).is_ok_and(|meta| ours(&meta)) {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            if let Err(e) = fs::rename(&self.path, &old) {
+                tracing::warn!("cannot rotate {}: {e}", self.path.display());
+                return;
+            }
+        }
+        match append(&self.path) {
+            Ok(new) => *file = new,
+            Err(e) => tracing::warn!("cannot open {}: {e}", self.path.display()),
+        }
+    }
+}
+
+fn append(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_past_its_size_is_cut_once_whoever_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/blue.log");
+        let old = dir.path().join("logs/blue.log.1");
+        // Two generations' handles, as a deploy has them.
+        let (a, b) = (
+            SlotLog::open(path.clone(), 100).unwrap(),
+            SlotLog::open(path.clone(), 100).unwrap(),
+        );
+        for i in 0..9 {
+            a.write_line(&format!("a{i} ......"));
+        }
+        assert!(!old.exists());
+        a.write_line("a9 ......");
+        // 100 bytes: cut, and a new file started.
+        assert_eq!(fs::read_to_string(&old).unwrap().lines().count(), 10);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "");
+        // The other handle still had the old file: its line lands there, and it takes up
+        // the new file rather than cutting again.
+        b.write_line("b0");
+        b.write_line("b1");
+        a.write_line("a10");
+        let old_text = fs::read_to_string(&old).unwrap();
+        assert!(
+            old_text.starts_with("a0 ") && old_text.ends_with("b0\n"),
+            "{old_text}"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "b1\na10\n");
+    }
+}
