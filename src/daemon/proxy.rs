@@ -287,9 +287,10 @@ async fn answer(
 }
 
 /// Requests refused before any routing: CONNECT (this is no forward proxy: 501, as for
-/// a method a server does not implement, since no Allow list of a worker's is known), and a
-/// request whose `Host` is missing (HTTP/1.1) or repeated (RFC 9112 §3.2): the worker
-/// would see a host the client did not send, or pick one of two.
+/// a method a server does not implement, since no Allow list of a worker's is known), and
+/// a request whose `Host` is missing (HTTP/1.1), repeated or not a host and port (RFC
+/// 9112 §3.2): the worker would see a host the client did not send, pick one of two,
+/// or build its links from a `Host` such as `evil.example/x?` or `user@host`.
 fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
     if request.method() == http::Method::CONNECT {
         return Some((StatusCode::NOT_IMPLEMENTED, "CONNECT is not proxied"));
@@ -304,8 +305,18 @@ fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
             StatusCode::BAD_REQUEST,
             "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)",
         )),
+        (Some(host), None) if !host_and_port(host.as_bytes()) => Some((
+            StatusCode::BAD_REQUEST,
+            "the Host header is not a host and port (RFC 9112 §3.2)",
+        )),
         _ => None,
     }
+}
+
+/// Whether a `Host` value is `uri-host [ ":" port ]` (RFC 9110 §7.2), or empty (allowed
+/// for a target without an authority): an authority without the `user@` part.
+fn host_and_port(value: &[u8]) -> bool {
+    value.is_empty() || (!value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok())
 }
 
 /// A one-line text answer.
@@ -358,5 +369,35 @@ impl hyper::body::Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_header_is_a_host_and_an_optional_port() {
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:80",
+            "[::1]:80",
+            "a_b.example",
+            "",
+        ] {
+            assert!(host_and_port(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a b",
+            "evil.example/x",
+            "evil.example?x",
+            "evil.example#x",
+            "user@evil.example",
+            "a:1:2",
+            "[::1",
+        ] {
+            assert!(!host_and_port(bad.as_bytes()), "{bad:?}");
+        }
     }
 }

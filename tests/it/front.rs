@@ -42,13 +42,17 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
         answer.contains("more than one Authorization header"),
         "{answer}"
     );
-    // A Host that is not ASCII is no loopback name (nor taken for absent), as on the
-    // control API.
+    // A Host that is not ASCII is no loopback name (nor taken for absent): on the front
+    // it is no host name at all, refused before the switch looks at it.
     let answer = raw(
         root.front,
         "POST /switch HTTP/1.1\r\nHost: localhost\u{e9}\r\nConnection: close\r\n\r\n",
     );
-    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.ends_with("the Host header is not a host and port (RFC 9112 §3.2)\n"),
+        "{answer}"
+    );
     // Another method: a 405 that says which ones it takes (RFC 9110 §15.5.6).
     let answer = raw(
         root.front,

@@ -260,7 +260,7 @@ fn an_oversized_request_head_is_refused_with_431() {
 }
 
 #[test]
-fn requests_without_one_host_and_connect_are_refused_with_the_reason() {
+fn requests_without_one_valid_host_and_connect_are_refused_with_the_reason() {
     let root = blue_live();
     for (request, status, reason) in [
         (
@@ -272,6 +272,21 @@ fn requests_without_one_host_and_connect_are_refused_with_the_reason() {
             "GET /request HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
             "400",
             "more than one Host header (RFC 9112 §3.2)",
+        ),
+        (
+            "GET /request HTTP/1.1\r\nHost: evil.example/x?\r\nConnection: close\r\n\r\n",
+            "400",
+            "the Host header is not a host and port (RFC 9112 §3.2)",
+        ),
+        (
+            "GET /request HTTP/1.1\r\nHost: user@evil.example\r\nConnection: close\r\n\r\n",
+            "400",
+            "the Host header is not a host and port (RFC 9112 §3.2)",
+        ),
+        (
+            "GET /request HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+            "400",
+            "the Host header is not a host and port (RFC 9112 §3.2)",
         ),
         (
             "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
@@ -298,6 +313,15 @@ fn requests_without_one_host_and_connect_are_refused_with_the_reason() {
         "GET /request HTTP/1.1\r\nHost: good.example\r\nConnection: host, close\r\n\r\n",
     );
     assert!(answer.contains("host: good.example\n"), "{answer}");
+    // An empty Host is allowed (a target without an authority), and passed on as such.
+    let answer = raw(
+        root.blue,
+        "GET /request HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        answer.contains("\r\n\r\ntarget: /request\nhost: \n"),
+        "{answer}"
+    );
     assert!(!root.get(root.blue, "/items").body.contains("\"x\""));
 }
 
