@@ -159,7 +159,13 @@ async fn answer(
         }
     };
     let (mut parts, body) = request.into_parts();
-    let upgrade = upgrade::asked(&parts.headers);
+    // Upgrade is HTTP/1.1's: an HTTP/1.0 request's is ignored (RFC 9110 §7.8), as hyper
+    // does (it gives such a request no upgrade to take). Passed on, the worker switched
+    // and the client got a 502.
+    let upgrade = match parts.version {
+        http::Version::HTTP_11 => upgrade::asked(&parts.headers),
+        _ => None,
+    };
     let client_upgrade = upgrade
         .is_some()
         .then(|| parts.extensions.remove::<OnUpgrade>())

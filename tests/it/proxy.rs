@@ -137,6 +137,19 @@ fn an_upgraded_connection_is_tunnelled_and_closed_when_its_generation_stops() {
     assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
 }
 
+#[test]
+fn an_http_1_0_request_asking_to_upgrade_is_served_as_a_plain_request() {
+    // Upgrade is HTTP/1.1's (RFC 9110 §7.8): the worker gets the request without it, and
+    // answers it as any other, where it would have switched protocols.
+    let root = blue_live();
+    let answer = raw(
+        root.blue,
+        "GET /echo HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.0 404"), "{answer}");
+    assert!(answer.ends_with("no route /echo\n"), "{answer}");
+}
+
 /// The kernel's timer on the TCP connection from `local` to `remote` (both on
 /// 127.0.0.1), as `/proc/net/tcp` shows it: (kind, seconds until it fires).
 fn tcp_timer(local: u16, remote: u16) -> Option<(u32, f64)> {
