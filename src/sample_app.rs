@@ -14,7 +14,8 @@
 //! `POST /first-chunk` answers with the first piece of its body as soon as that arrives,
 //! without waiting for the rest (what shows that a proxy streams request bodies).
 //! `GET /many-headers/<n>` answers with `n` (at most 1000) `Set-Cookie` headers (a
-//! proxy's header limits).
+//! proxy's header limits). `GET /bytes/<n>` answers `n` bytes of `x` (at most 64 MiB,
+//! from one buffer made on first use): a download larger than the sockets can hold.
 //!
 //! It runs on hyper rather than tiny_http: tiny_http gives each keep-alive connection a
 //! thread from a pool that can leave a new connection unserved while others stay open
@@ -130,6 +131,16 @@ fn many_headers(n: usize) -> Response<Full<Bytes>> {
     response
 }
 
+/// The most `GET /bytes/<n>` answers.
+const MAX_BYTES: usize = 64 << 20;
+
+/// `GET /bytes/<n>`: `n` bytes of `x`, sliced from one buffer that every answer shares.
+fn bytes(n: usize) -> Response<Full<Bytes>> {
+    static BUFFER: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let all = BUFFER.get_or_init(|| Bytes::from(vec![b'x'; MAX_BYTES]));
+    Response::new(Full::new(all.slice(..n.min(MAX_BYTES))))
+}
+
 /// `GET /request`: the target and the proxy's headers, one `name: value` per line.
 fn as_received(parts: &http::request::Parts) -> String {
     let mut text = format!("target: {}\n", parts.uri);
@@ -159,6 +170,9 @@ impl App {
         if let Some(n) = request.uri().path().strip_prefix("/many-headers/") {
             // At most 1000: a demo's front port is open to whoever can reach it.
             return many_headers(n.parse().unwrap_or(0).min(1000));
+        }
+        if let Some(n) = request.uri().path().strip_prefix("/bytes/") {
+            return bytes(n.parse().unwrap_or(0));
         }
         let (status, body) = if self
             .fail_after

@@ -444,13 +444,6 @@ fn pushes_during_a_start_wait_their_turn_and_the_newest_supersedes_one_waiting()
     });
 }
 
-/// The daemon's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn a_worker_writing_a_huge_line_does_not_grow_the_daemon() {
     // 200 MB on stdout without a newline (a binary dumped by mistake, a progress bar
