@@ -320,9 +320,35 @@ fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
 }
 
 /// Whether a `Host` value is `uri-host [ ":" port ]` (RFC 9110 §7.2), or empty (allowed
-/// for a target without an authority): an authority without the `user@` part.
+/// for a target without an authority). Checked by hand on every request: `http`'s
+/// `Authority` parser would copy the value into a new allocation each time.
 fn host_and_port(value: &[u8]) -> bool {
-    value.is_empty() || (!value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok())
+    let (host, port) = match value.first() {
+        // An IP literal: `[` hex digits, `:` and `.` (and an IPvFuture's letters) `]`.
+        Some(b'[') => match value.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inside = &value[1..end];
+                let literal = |b: &u8| b.is_ascii_alphanumeric() || b":.".contains(b);
+                if inside.is_empty() || !inside.iter().all(literal) {
+                    return false;
+                }
+                (&value[..0], &value[end + 1..])
+            }
+            None => return false,
+        },
+        // A name or IPv4 address: RFC 3986's unreserved, sub-delims and `%` escapes.
+        _ => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            (&value[..end], &value[end..])
+        }
+    };
+    let name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host.iter().all(name) && port_ok
 }
 
 /// A one-line text answer.
@@ -390,6 +416,8 @@ mod tests {
             "127.0.0.1:80",
             "[::1]:80",
             "a_b.example",
+            "example.com:",
+            "[v1.x]",
             "",
         ] {
             assert!(host_and_port(good.as_bytes()), "{good:?}");
@@ -402,6 +430,11 @@ mod tests {
             "user@evil.example",
             "a:1:2",
             "[::1",
+            "[]:80",
+            "[::1]x",
+            "[::1]:8a",
+            "example.com:80x",
+            "ex\u{e9}mple.com",
         ] {
             assert!(!host_and_port(bad.as_bytes()), "{bad:?}");
         }
