@@ -79,7 +79,10 @@ pub async fn handle(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let several = |name: &str| request.headers().get_all(name).iter().nth(1).is_some();
-    let hints = Hints::of(request.headers());
+    let hints = Hints {
+        http10: request.version() == http::Version::HTTP_10,
+        ..Hints::of(request.headers())
+    };
     // Which one would count is a guess the caller should not have to make.
     if several("authorization") {
         return plain(

@@ -11,8 +11,13 @@ pub struct Hints<'a> {
     pub host: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub fetch_site: Option<&'a str>,
-    /// `X-Forwarded-For` or `Forwarded` is present.
+    /// A header a reverse proxy adds is present: `X-Forwarded-For`, `Forwarded`,
+    /// `X-Real-IP` or `Via`.
     pub forwarded: bool,
+    /// An HTTP/1.0 request, as nginx's `proxy_pass` relays by default. Only the front's
+    /// `/switch` counts it against a caller (a local monitor may well ask the control
+    /// API for its status in HTTP/1.0).
+    pub http10: bool,
     /// `Host`, `Origin` or `Sec-Fetch-Site` came more than once: which one counts would
     /// be a guess.
     pub repeated: bool,
@@ -32,7 +37,10 @@ impl<'a> Hints<'a> {
             host: header("host"),
             origin: header("origin"),
             fetch_site: header("sec-fetch-site"),
-            forwarded: header("x-forwarded-for").is_some() || header("forwarded").is_some(),
+            forwarded: ["x-forwarded-for", "forwarded", "x-real-ip", "via"]
+                .into_iter()
+                .any(|name| headers.contains_key(name)),
+            http10: false,
             repeated: ["host", "origin", "sec-fetch-site"]
                 .into_iter()
                 .any(several),
@@ -47,7 +55,12 @@ pub fn from_this_host(hints: &Hints) -> Result<(), String> {
     }
     if hints.forwarded {
         return Err(
-            "relayed by a proxy (X-Forwarded-For/Forwarded): not a caller on this host".into(),
+            "relayed by a proxy (X-Forwarded-For, Forwarded, X-Real-IP or Via): not a caller on this host".into(),
+        );
+    }
+    if hints.http10 {
+        return Err(
+            "an HTTP/1.0 request, as a proxy on this host relays by default (nginx's proxy_pass): not taken for a caller on this host".into(),
         );
     }
     if hints.origin.is_some() || hints.fetch_site.is_some_and(|s| s != "none") {
@@ -118,7 +131,12 @@ mod tests {
             repeated: true,
             ..Hints::default()
         };
-        for hints in [forwarded, cross_site, origin, rebound, two_hosts] {
+        let http10 = Hints {
+            host: Some("127.0.0.1:8080"),
+            http10: true,
+            ..Hints::default()
+        };
+        for hints in [forwarded, cross_site, origin, rebound, two_hosts, http10] {
             assert!(from_this_host(&hints).is_err(), "{hints:?}");
         }
     }

@@ -53,6 +53,18 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
         answer.ends_with("the Host header is not a host and port (RFC 9112 §3.2)\n"),
         "{answer}"
     );
+    // What a reverse proxy on this host relays comes from loopback too: its headers, or
+    // nginx's default HTTP/1.0, say it is no caller on this host.
+    for relayed in [
+        "GET /switch HTTP/1.0\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n",
+        "GET /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Real-IP: 192.0.2.7\r\nConnection: close\r\n\r\n",
+        "GET /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nVia: 1.1 proxy\r\nConnection: close\r\n\r\n",
+        "GET /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 192.0.2.7\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw(root.front, relayed);
+        assert!(answer.contains(" 403 "), "{relayed:?}: {answer}");
+        assert!(answer.contains("not "), "{relayed:?}: {answer}");
+    }
     // Another method: a 405 that says which ones it takes (RFC 9110 §15.5.6).
     let answer = raw(
         root.front,
