@@ -32,8 +32,12 @@ use super::upstream::Body;
 const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The most idle connections kept per port.
 const MAX_IDLE: usize = 256;
-/// How long connecting to a generation may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting to a generation may take. A worker whose listen backlog is full
+/// (a burst of new connections; Python's default backlog is 128) drops the SYN, and the
+/// kernel sends it again after 1 s, then 2 s more, 4 s more: with 2 s here, 564 of 4,000
+/// simultaneous requests to such a worker got a 502. A worker that is gone refuses at
+/// once, so this only waits on one that is busy (nginx's default is 60 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most header fields a worker's answer may have. hyper's default, 100, made an
 /// ordinary answer setting 120 cookies a 502; past 100, hyper parses into a buffer on the
 /// heap (one allocation per answer, a few KiB).
