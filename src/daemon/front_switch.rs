@@ -150,7 +150,7 @@ mod tests {
         };
         assert_eq!(
             allowed(ip("127.0.0.1"), &Method::POST, None, None, &relayed).unwrap_err(),
-            "this request (relayed by a proxy (X-Forwarded-For/Forwarded): not a caller on this host) may not switch: only callers on this host can, unless router.token_file sets a token for others"
+            "this request (relayed by a proxy, as its X-Forwarded-For, Forwarded, X-Real-IP or Via says) may not switch: only callers on this host can, unless router.token_file sets a token for others"
         );
         assert_eq!(
             allowed(ip("192.0.2.7"), &Method::POST, None, None, &Hints::default()).unwrap_err(),

@@ -55,12 +55,12 @@ pub fn from_this_host(hints: &Hints) -> Result<(), String> {
     }
     if hints.forwarded {
         return Err(
-            "relayed by a proxy (X-Forwarded-For, Forwarded, X-Real-IP or Via): not a caller on this host".into(),
+            "relayed by a proxy, as its X-Forwarded-For, Forwarded, X-Real-IP or Via says".into(),
         );
     }
     if hints.http10 {
         return Err(
-            "an HTTP/1.0 request, as a proxy on this host relays by default (nginx's proxy_pass): not taken for a caller on this host".into(),
+            "in HTTP/1.0, as nginx's proxy_pass relays by default, so taken for relayed".into(),
         );
     }
     if hints.origin.is_some() || hints.fetch_site.is_some_and(|s| s != "none") {
