@@ -30,6 +30,10 @@ pub const MARKER: &str = "BLUEGREEN_BUILD";
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 /// How long build output may stay silent after the build ended before the copy stops.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// How long after the build ended its output is copied at most: a process it left
+/// running outside its group that writes without pause would otherwise hold the hook
+/// (and the slot lock) forever.
+const OUTPUT_LIMIT: Duration = Duration::from_secs(10);
 /// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
 /// interleaved as written) copied line by line to `out` and `log`. A stopping signal
 /// (`interrupt`) kills the build's group and fails it, as the timeout does.
@@ -68,8 +72,9 @@ pub(super) fn run(
     drop(command);
     let group = Pid::from_raw(child.id() as i32);
 
-    // When the build is over, the copy ends at EOF or after `OUTPUT_GRACE` of silence:
-    // something the build left outside its group (a daemonised tool) may hold the pipe.
+    // When the build is over, the copy ends at EOF, after `OUTPUT_GRACE` of silence, or
+    // `OUTPUT_LIMIT` after it ended: something the build left outside its group (a
+    // daemonised tool) may hold the pipe, and keep writing to it.
     let finished: Mutex<Option<Instant>> = Mutex::new(None);
     std::thread::scope(|scope| {
         let finished = &finished;
@@ -84,15 +89,20 @@ pub(super) fn run(
             };
             let mut lines = Lines::default();
             let mut chunk = [0u8; 8192];
+            let since_end = || {
+                finished
+                    .lock()
+                    .expect("no panic holds it")
+                    .map(|t| t.elapsed())
+            };
             loop {
+                if since_end().is_some_and(|t| t > OUTPUT_LIMIT) {
+                    break;
+                }
                 let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
                 match poll(&mut fds, PollTimeout::from(100u16)) {
                     Ok(0) | Err(nix::errno::Errno::EINTR) => {
-                        let over = finished
-                            .lock()
-                            .expect("no panic holds it")
-                            .is_some_and(|t| t.elapsed() > OUTPUT_GRACE);
-                        if over {
+                        if since_end().is_some_and(|t| t > OUTPUT_GRACE) {
                             break;
                         }
                         continue;

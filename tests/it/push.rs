@@ -570,3 +570,36 @@ fn assert_empty(dir: &std::path::Path) {
         .collect();
     assert!(left.is_empty(), "{} holds {left:?}", dir.display());
 }
+
+#[test]
+fn a_build_that_leaves_a_chatty_helper_behind_does_not_hold_the_push() {
+    let root = Root::new();
+    // A helper moved out of the build's group that writes to the build's output without
+    // a pause: the copy must still end, or the hook (and the slot lock) waits forever.
+    root.set(
+        "build.command",
+        "sh -c 'setsid sh -c \"while :; do echo tick; sleep 0.01; done\" & sleep 0.3; echo built'",
+    );
+    let sha = root.commit("v1", &[("VERSION", "v1\n")]);
+    std::thread::scope(|s| {
+        let push = s.spawn(|| root.push("blue"));
+        let ended = poll_until(Duration::from_secs(40), || push.is_finished().then_some(()));
+        if ended.is_none() {
+            // Free the hook (its helper gone, the copy sees EOF) before failing.
+            for pid in root_processes(&root.path) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+            panic!("the push still runs 40 s after its build ended");
+        }
+        let pushed = push.join().unwrap();
+        assert!(pushed.ok, "{}", pushed.text);
+        pushed
+            .says("  built")
+            .says("blue: build ")
+            .says("blue: release ");
+    });
+    assert!(root.current("blue").unwrap().ends_with(&sha[..7]));
+}
