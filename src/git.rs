@@ -51,10 +51,9 @@ pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
         commit: oid,
         tree: commit.tree_id(),
         short: short(oid),
-        // Shown on terminals: no escape sequences from a commit message.
-        summary: commit
-            .summary()
-            .unwrap_or("")
+        // Shown on terminals: no escape sequences from a commit message. One that is not
+        // UTF-8 (git's `i18n.commitEncoding`) is shown lossily, not as nothing.
+        summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
             .chars()
             .map(|c| if c.is_control() { '?' } else { c })
             .collect(),

@@ -603,3 +603,25 @@ fn a_build_that_leaves_a_chatty_helper_behind_does_not_hold_the_push() {
     });
     assert!(root.current("blue").unwrap().ends_with(&sha[..7]));
 }
+
+#[test]
+fn a_commit_message_that_is_not_utf8_is_shown_not_dropped() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let message = root.path.parent().unwrap().join("message");
+    fs::write(&message, b"caf\xe9 au lait\n\nbody\n").unwrap();
+    root.git(&[
+        "-c",
+        "i18n.commitEncoding=latin1",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-F",
+        message.to_str().unwrap(),
+    ]);
+    let pushed = root.push("blue");
+    assert!(pushed.ok, "{}", pushed.text);
+    pushed.says("caf\u{fffd} au lait");
+    let listed = root.run_ok(&["releases", "blue"]);
+    assert!(listed.contains("caf\u{fffd} au lait"), "{listed}");
+}
