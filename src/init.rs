@@ -24,6 +24,9 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
         "{} exists and is not a folder",
         layout.root().display()
     );
+    // What would stop the steps below half way is refused before the first: a failed
+    // init changes nothing.
+    preflight(layout)?;
     fs::create_dir_all(layout.root())
         .with_context(|| format!("cannot create {}", layout.root().display()))?;
 
@@ -46,12 +49,7 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
             make_dir(&dir, out)?;
         }
     }
-    for dir in [
-        layout.builds_dir(),
-        layout.build_tmp_root(),
-        layout.logs_dir(),
-        layout.workers_dir(),
-    ] {
+    for dir in shared_dirs(layout) {
         make_dir(&dir, out)?;
     }
     let root = layout.root().display();
@@ -63,6 +61,50 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
         layout.repo(Slot::Blue).display(),
         layout.repo(Slot::Green).display()
     )?;
+    Ok(())
+}
+
+/// The root's folders that no slot owns.
+fn shared_dirs(layout: &Layout) -> [std::path::PathBuf; 4] {
+    [
+        layout.builds_dir(),
+        layout.build_tmp_root(),
+        layout.logs_dir(),
+        layout.workers_dir(),
+    ]
+}
+
+/// Refuses a root where a folder init makes is something else, or a slot's repo folder
+/// holds a `HEAD` but is no bare repo: init would stop there, after making the rest.
+fn preflight(layout: &Layout) -> anyhow::Result<()> {
+    let mut dirs = Vec::new();
+    for slot in Slot::ALL {
+        let repo = layout.repo(slot);
+        if repo.join("HEAD").exists() {
+            git2::Repository::open_bare(&repo).map_err(|e| {
+                anyhow::anyhow!("{} is not a bare repo: {}", repo.display(), e.message())
+            })?;
+        }
+        dirs.extend([
+            repo.clone(),
+            repo.join("hooks"),
+            layout.slot_dir(slot),
+            layout.releases_dir(slot),
+            layout.shared_dir(slot),
+        ]);
+    }
+    dirs.extend(shared_dirs(layout));
+    // With the folders between them and the root (`run` of `run/workers`).
+    for dir in dirs.iter().flat_map(|dir| dir.ancestors()) {
+        if !dir.starts_with(layout.root()) || dir == layout.root() {
+            continue;
+        }
+        anyhow::ensure!(
+            fs::symlink_metadata(dir).is_err() || dir.is_dir(),
+            "{} exists and is not a folder",
+            dir.display()
+        );
+    }
     Ok(())
 }
 

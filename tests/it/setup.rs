@@ -261,3 +261,48 @@ fn the_root_comes_from_bluegreen_root_then_the_current_folder() {
     );
     assert!(by_cwd.starts_with(&want), "{by_cwd}");
 }
+
+#[test]
+fn init_that_cannot_finish_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    // A file where a folder of the layout goes (here, the last one init would make), and
+    // a slot's repo folder with a `HEAD` that is no repo: refused before anything is made.
+    let cases: [(&str, &str, &str); 3] = [
+        ("builds", "", "builds exists and is not a folder"),
+        ("run", "", "run exists and is not a folder"),
+        ("blue.git/HEAD", "junk\n", "blue.git is not a bare repo: "),
+    ];
+    for (n, (path, content, says)) in cases.into_iter().enumerate() {
+        let dir = tmp.path().join(format!("root{n}"));
+        fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+        fs::write(dir.join(path), content).unwrap();
+        fs::write(dir.join("notes.txt"), "mine\n").unwrap();
+        let before = listing(&dir);
+        let out = Command::new(BIN).arg("init").arg(&dir).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {}", dir.display())) && stderr.contains(says),
+            "{stderr}"
+        );
+        assert_eq!(listing(&dir), before, "{stderr}");
+        // Once the file is out of the way, init makes the root.
+        fs::remove_file(dir.join(path)).unwrap();
+        let out = Command::new(BIN).arg("init").arg(&dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(dir.join("builds/.tmp").is_dir() && dir.join("run/workers").is_dir());
+    }
+}
