@@ -46,8 +46,9 @@ const MAX_ANSWER_HEADERS: usize = 256;
 /// (one piece, which the client's connection copies whole into its write buffer while
 /// the client reads slowly), request body waiting for the worker. With hyper's default,
 /// about 400 KiB, each download that its client does not read held about 1.2 MiB of
-/// the daemon's memory (a thousand such clients, 1.2 GiB); with this, under 400 KiB.
-/// The request head's limit too, and still large pieces for a fast answer.
+/// the daemon's memory (a thousand such clients, 1.2 GiB); with this, under 400 KiB,
+/// and still large pieces for a fast answer. (A request head is written whole: the
+/// listeners bound it.)
 const MAX_BUFFER: usize = 64 * 1024;
 
 pub struct Pool {

@@ -485,23 +485,31 @@ fn a_daemonised_child_of_a_worker_does_not_survive_the_daemon() {
     root.stop_cleanly(Duration::from_secs(10));
 }
 
-#[test]
-fn what_a_generation_left_outside_its_group_is_stopped_with_it() {
-    let mut root = blue_live_with(&[(
+/// Blue live, its worker starting a helper out of its process group (`setsid`).
+fn blue_live_with_a_helper() -> Root {
+    blue_live_with(&[(
         "app.command",
         format!(
             "sh -c 'setsid sleep 300 </dev/null >/dev/null 2>&1 & exec \"$0\" sample-app' {BIN}"
         )
         .into(),
-    )]);
+    )])
+}
+
+/// The one process of the root besides blue's live leader: its helper, once it runs.
+fn the_helper(root: &Root) -> Option<u32> {
     let leader = root.live_pid("blue") as u32;
+    let others: Vec<u32> = (root.processes().into_iter())
+        .filter(|&p| p != leader)
+        .collect();
+    (others.len() == 1).then(|| others[0])
+}
+
+#[test]
+fn what_a_generation_left_outside_its_group_is_stopped_with_it() {
+    let mut root = blue_live_with_a_helper();
     let first_helper = wait_for(Duration::from_secs(10), "the helper to start", || {
-        let others: Vec<u32> = root
-            .processes()
-            .into_iter()
-            .filter(|&p| p != leader)
-            .collect();
-        (others.len() == 1).then(|| others[0])
+        the_helper(&root)
     });
     // A deploy replaces the generation: its helper goes with it, not at the daemon's stop,
     // so that helpers do not pile up deploy after deploy.
@@ -514,14 +522,8 @@ fn what_a_generation_left_outside_its_group_is_stopped_with_it() {
         || (!std::path::Path::new(&format!("/proc/{first_helper}")).exists()).then_some(()),
     );
     // The new generation's helper runs on.
-    let leader = root.live_pid("blue") as u32;
     wait_for(Duration::from_secs(10), "the second helper", || {
-        let others: Vec<u32> = root
-            .processes()
-            .into_iter()
-            .filter(|&p| p != leader)
-            .collect();
-        (others.len() == 1 && others[0] != first_helper).then_some(())
+        the_helper(&root).filter(|&helper| helper != first_helper)
     });
     root.stop_cleanly(Duration::from_secs(10));
 }
@@ -530,21 +532,9 @@ fn what_a_generation_left_outside_its_group_is_stopped_with_it() {
 /// their environment, also when the next daemon reaches the root by another path.
 #[test]
 fn a_daemon_reaching_the_root_by_another_path_stops_what_a_killed_one_left() {
-    let mut root = blue_live_with(&[(
-        "app.command",
-        format!(
-            "sh -c 'setsid sleep 300 </dev/null >/dev/null 2>&1 & exec \"$0\" sample-app' {BIN}"
-        )
-        .into(),
-    )]);
-    let leader = root.live_pid("blue") as u32;
+    let mut root = blue_live_with_a_helper();
     let helper = wait_for(Duration::from_secs(10), "the helper to start", || {
-        let others: Vec<u32> = root
-            .processes()
-            .into_iter()
-            .filter(|&p| p != leader)
-            .collect();
-        (others.len() == 1).then(|| others[0])
+        the_helper(&root)
     });
     root.signal(nix::sys::signal::Signal::SIGKILL);
     root.wait_serve(Duration::from_secs(10));

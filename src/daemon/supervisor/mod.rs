@@ -158,10 +158,7 @@ impl Supervisor {
     async fn reload(&mut self, reply: Option<oneshot::Sender<Verdict>>, mode: Reload) {
         let slot = self.slot;
         if self.shutdown.is_some() {
-            if let Some(reply) = reply {
-                let _ = reply.send(Verdict::stopping(slot, ""));
-            }
-            return;
+            return answer(reply, Verdict::stopping(slot, ""));
         }
         let Some(release) = release::current(&self.daemon.layout, slot) else {
             return refuse(reply, slot, format!("{slot} has no current release"));
@@ -281,7 +278,11 @@ pub(super) fn verdict_failed(slot: Slot, release: &str, reason: String) -> Verdi
 }
 
 fn refuse(reply: Option<oneshot::Sender<Verdict>>, slot: Slot, reason: String) {
+    answer(reply, verdict_failed(slot, "", reason));
+}
+
+fn answer(reply: Option<oneshot::Sender<Verdict>>, verdict: Verdict) {
     if let Some(reply) = reply {
-        let _ = reply.send(verdict_failed(slot, "", reason));
+        let _ = reply.send(verdict);
     }
 }
