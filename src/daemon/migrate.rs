@@ -28,8 +28,12 @@ const QUOTED: usize = 3;
 /// Runs `switch.migrate` in `to`'s live release folder with the FROM_/TO_ env.
 pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Result<(), String> {
     let mut env = BTreeMap::new();
+    let mut to_live = None;
     for (prefix, slot) in [("FROM", from), ("TO", to)] {
         let live = daemon.slots[slot.index()].route.live();
+        if slot == to {
+            to_live = live.as_ref().map(|g| g.dir.clone());
+        }
         env.insert(format!("{prefix}_SLOT"), slot.to_string());
         env.insert(
             format!("{prefix}_PORT"),
@@ -52,11 +56,7 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
             env.insert(format!("{prefix}_{name}"), value.clone());
         }
     }
-    let dir = daemon.slots[to.index()]
-        .route
-        .live()
-        .map(|g| g.dir.clone())
-        .ok_or_else(|| format!("{to} has no live generation to migrate into"))?;
+    let dir = to_live.ok_or_else(|| format!("{to} has no live generation to migrate into"))?;
     let words = argv::expand(&config.switch.migrate, &env).map_err(|e| format!("{e:#}"))?;
     let mut child = tokio::process::Command::new(&words[0])
         .args(&words[1..])

@@ -44,19 +44,16 @@ impl SlotLog {
     pub fn write_line(&self, line: &str) {
         let mut file = self.file.lock().expect("slot log lock: no panic holds it");
         let _ = writeln!(file, "{line}");
-        let Ok(size) = file.metadata().map(|m| m.len()) else {
+        let Ok(ours) = file.metadata() else {
             return;
         };
-        if size < self.max {
+        if ours.len() < self.max {
             return;
         }
-        let ours = |meta: &fs::Metadata| {
-            file.metadata()
-                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
-        };
         // Another generation's handle may have cut it already: then the path is a new
         // file, which this one takes up.
-        if fs::metadata(&self.path).is_ok_and(|meta| ours(&meta)) {
+        let same = |meta: fs::Metadata| (meta.dev(), meta.ino()) == (ours.dev(), ours.ino());
+        if fs::metadata(&self.path).is_ok_and(same) {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
             if let Err(e) = fs::rename(&self.path, &old) {
