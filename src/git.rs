@@ -43,10 +43,18 @@ pub fn open(path: Option<&Path>) -> anyhow::Result<Repository> {
 
 /// Resolves `sha` to its commit and tree.
 pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
-    let oid = Oid::from_str(sha).with_context(|| format!("`{sha}` is not a commit id"))?;
-    let commit = repo
-        .find_commit(oid)
-        .with_context(|| format!("commit {sha} is not in {}", repo.path().display()))?;
+    // One line each, without libgit2's text, class and code ("class=Odb (9)").
+    let oid = Oid::from_str(sha).map_err(|_| anyhow::anyhow!("`{sha}` is not a commit id"))?;
+    let commit = repo.find_commit(oid).map_err(|e| match e.code() {
+        git2::ErrorCode::NotFound => {
+            anyhow::anyhow!("commit {sha} is not in {}", repo.path().display())
+        }
+        _ => anyhow::anyhow!(
+            "cannot read commit {sha} in {}: {}",
+            repo.path().display(),
+            e.message()
+        ),
+    })?;
     Ok(Pushed {
         commit: oid,
         tree: commit.tree_id(),

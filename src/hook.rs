@@ -127,7 +127,10 @@ fn deploy(
             "{slot}: another deploy to {slot} is running; waiting for it"
         );
     })?;
-    let pushed = git::resolve(repo, &update.new)?;
+    let pushed = git::resolve(repo, &update.new).with_context(|| {
+        let short = update.new.get(..7).unwrap_or(&update.new);
+        format!("{slot}: {short} not deployed")
+    })?;
     if let Some(tip) = git::branch_tip(repo, &config.branch) {
         if tip != pushed.commit {
             writeln!(

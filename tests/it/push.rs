@@ -311,6 +311,20 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     ));
     assert!(!out.status.success(), "bad input exits non-zero");
 
+    // A commit this repo does not have (the hook run by hand): one line, no libgit2 codes.
+    let out = hook(&format!("{zeros} {} refs/heads/main\n", "c".repeat(40)));
+    assert!(!out.status.success(), "an unknown commit exits non-zero");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        text.trim(),
+        format!(
+            "error: blue: ccccccc not deployed: commit {} is not in {}/",
+            "c".repeat(40),
+            root.path.join("blue.git").display()
+        ),
+    );
+    assert!(root.current("blue").is_none());
+
     let out = hook("not a ref line\n");
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
