@@ -45,13 +45,15 @@ pub fn open(path: Option<&Path>) -> anyhow::Result<Repository> {
 pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
     // One line each, without libgit2's text, class and code ("class=Odb (9)").
     let oid = Oid::from_str(sha).map_err(|_| anyhow::anyhow!("`{sha}` is not a commit id"))?;
+    // Without git2's trailing `/`, as messages show a path.
+    let place: std::path::PathBuf = repo.path().components().collect();
     let commit = repo.find_commit(oid).map_err(|e| match e.code() {
         git2::ErrorCode::NotFound => {
-            anyhow::anyhow!("commit {sha} is not in {}", repo.path().display())
+            anyhow::anyhow!("commit {sha} is not in {}", place.display())
         }
         _ => anyhow::anyhow!(
             "cannot read commit {sha} in {}: {}",
-            repo.path().display(),
+            place.display(),
             e.message()
         ),
     })?;

@@ -82,6 +82,7 @@ pub fn run(
     // A ref that deploys nothing is bad input (DESIGN: a one-line reason and a non-zero
     // exit). git ignores a post-receive hook's exit status, so the push itself stands.
     let mut all_live = true;
+    let mut failed = None;
     for update in updates {
         if update.refname != deploy_ref {
             writeln!(
@@ -98,10 +99,17 @@ pub fn run(
             )?;
             all_live = false;
         } else {
-            all_live &= deploy(&layout, &config, slot, &mut repo, &update, out, interrupt)?;
+            match deploy(&layout, &config, slot, &mut repo, &update, out, interrupt) {
+                Ok(live) => all_live &= live,
+                // The push's other refs are still noted; the error is the hook's last line.
+                Err(e) => failed = Some(e),
+            }
         }
     }
-    Ok(all_live)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(all_live),
+    }
 }
 
 /// Whether both paths name the same existing file or folder.

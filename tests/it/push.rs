@@ -312,13 +312,19 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     assert!(!out.status.success(), "bad input exits non-zero");
 
     // A commit this repo does not have (the hook run by hand): one line, no libgit2 codes.
-    let out = hook(&format!("{zeros} {} refs/heads/main\n", "c".repeat(40)));
+    // The push's other refs are still noted before the error ends the hook.
+    let out = hook(&format!(
+        "{zeros} {} refs/heads/main\n{zeros} {} refs/heads/feature\n",
+        "c".repeat(40),
+        "d".repeat(40)
+    ));
     assert!(!out.status.success(), "an unknown commit exits non-zero");
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         text.trim(),
         format!(
-            "error: blue: ccccccc not deployed: commit {} is not in {}/",
+            "refs/heads/feature is not the deploy branch (main): not deployed\n\
+             error: blue: ccccccc not deployed: commit {} is not in {}",
             "c".repeat(40),
             root.path.join("blue.git").display()
         ),
