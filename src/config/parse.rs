@@ -55,7 +55,8 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
             .map(|span| locate(text, span.start))
             .unwrap_or((0, String::new()));
         let message = misshapen(text, &key).unwrap_or_else(|| {
-            let message = e.message().replace('\n', " ");
+            // toml's message may take lines ("invalid table header\nduplicate key ...").
+            let message = e.message().trim_end().replace('\n', ": ");
             // Not the name of a Rust type (`expected struct PartialSlot`).
             match message.split_once(", expected struct ") {
                 Some((found, _)) => format!("{found}, expected a table"),
@@ -353,6 +354,10 @@ mod tests {
             (
                 "[app]\nhealth_path = \"/a\\u0000b\"\n",
                 "2: app.health_path: `/a\\0b` is not a URL path",
+            ),
+            (
+                "[app]\nready_timeout = \"3s\"\n\n[app]\n",
+                "4: app: invalid table header: duplicate key `app` in document root",
             ),
             (
                 "[heartbeat]\npath = \"/a b\"\n",
