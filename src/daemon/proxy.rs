@@ -301,6 +301,13 @@ fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
     if request.method() == http::Method::CONNECT {
         return Some((StatusCode::NOT_IMPLEMENTED, "CONNECT is not proxied"));
     }
+    // The authority form (`GET host:80`) is CONNECT's alone; it has no path to pass on.
+    if request.uri().scheme().is_none() && request.uri().authority().is_some() {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "a host:port target is for CONNECT only (RFC 9112 §3.2.3)",
+        ));
+    }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (_, Some(_)) => Some((
