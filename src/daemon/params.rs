@@ -1,6 +1,7 @@
 //! What a control request (and the front's `/switch`) asks is in its query, never in a
 //! body: the query's parameters, percent-decoded (`?to=bl%75e` is `?to=blue`), each
-//! known one at most once and nothing else.
+//! known one at most once and nothing else. None holds a control character once decoded:
+//! quoted back in a refusal, a `%0A` split it over two lines.
 
 use http::{header, HeaderMap};
 
@@ -24,6 +25,12 @@ pub fn no_body(headers: &HeaderMap) -> Result<(), String> {
 pub fn params(query: &str, known: &[&str]) -> Result<Vec<(String, String)>, String> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key.chars().chain(value.chars()).any(char::is_control) {
+            return Err(format!(
+                "`{}` may not hold a control character (such as %0A)",
+                crate::logging::quotable(&key)
+            ));
+        }
         if !known.contains(&key.as_ref()) {
             return Err(format!("unknown parameter `{key}` ({})", known.join(", ")));
         }
@@ -69,6 +76,18 @@ mod tests {
         assert_eq!(
             params("bogus=1", &["to"]).unwrap_err(),
             "unknown parameter `bogus` (to)"
+        );
+    }
+
+    #[test]
+    fn a_control_character_is_refused_on_one_line() {
+        assert_eq!(
+            params("to=blue%0Agreen", &["to"]).unwrap_err(),
+            "`to` may not hold a control character (such as %0A)"
+        );
+        assert_eq!(
+            params("t%0Do=blue", &["to"]).unwrap_err(),
+            "`t o` may not hold a control character (such as %0A)"
         );
     }
 }

@@ -81,6 +81,19 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             400,
             "use ?enabled=true or ?enabled=false",
         ),
+        // Decoded, a `%0A` would split the reason that quotes it over two lines.
+        (
+            "POST",
+            "/switch?to=blue%0Agreen",
+            400,
+            "`to` may not hold a control character (such as %0A)",
+        ),
+        (
+            "POST",
+            "/mirroring?enabled=%0D%0Atrue",
+            400,
+            "`enabled` may not hold a control character (such as %0A)",
+        ),
     ];
     for (method, path, status, reason) in refused {
         let answer = root.control(method, path);
