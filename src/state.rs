@@ -1,6 +1,7 @@
 //! `State`: what the daemon must remember across restarts (`state.json`).
 //!
-//! The active slot, the mirroring flag, the last switch, each slot's last live release
+//! The active slot, the mirroring flag, the last switch (and whether an operator has
+//! since turned automatic switching on again), each slot's last live release
 //! (what a restarted daemon falls back to when the slot's `current` release does not
 //! start), and the last generation number. Written to a temp file, fsynced and renamed, so a crash leaves the
 //! old state or the new one.
@@ -23,6 +24,11 @@ pub struct State {
     pub mirroring: bool,
     #[serde(default)]
     pub last_switch: Option<LastSwitch>,
+    /// After the heartbeat's own switch, an operator asked for the slot it moved traffic
+    /// to, which turns automatic switching on again; the next switch clears it (its cause
+    /// tells then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rearmed: bool,
     /// The release of each slot's last generation that went live.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub live: BTreeMap<Slot, String>,
@@ -52,6 +58,7 @@ impl Default for State {
             active: None,
             mirroring: true,
             last_switch: None,
+            rearmed: false,
             live: BTreeMap::new(),
             generation: 0,
         }
@@ -94,6 +101,7 @@ mod tests {
             active: Some(Slot::Green),
             mirroring: false,
             last_switch: None,
+            rearmed: true,
             live: [(Slot::Blue, "20260101T000000.000Z-abc1234".to_string())].into(),
             generation: 7,
         };

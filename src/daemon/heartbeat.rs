@@ -44,13 +44,15 @@ impl Heartbeat {
     }
 
     /// As the daemon left it: still off after an automatic switch, until an operator
-    /// switches (a restart must not let it flap back).
+    /// switches or asks for the slot it moved traffic to (a restart must not let it flap
+    /// back, nor undo the operator's word).
     pub fn restored(state: &crate::state::State) -> Heartbeat {
         Heartbeat {
-            armed: state
-                .last_switch
-                .as_ref()
-                .is_none_or(|last| last.cause != "heartbeat"),
+            armed: state.rearmed
+                || state
+                    .last_switch
+                    .as_ref()
+                    .is_none_or(|last| last.cause != "heartbeat"),
             ..Heartbeat::new()
         }
     }

@@ -203,6 +203,7 @@ impl Daemon {
             next.active = Some(slot);
             if switch.is_some() {
                 next.last_switch = switch;
+                next.rearmed = false;
             }
             match next.save(&self.layout.state_file()) {
                 Ok(()) => {}
@@ -235,6 +236,25 @@ impl Daemon {
         heartbeat.armed = true;
         heartbeat.failures = 0;
         was_off
+    }
+
+    /// An operator asked for the slot the heartbeat moved traffic to: as `rearm`, and
+    /// kept in `state.json`, so that a restarted daemon switches on its own too. Returns
+    /// whether it was off.
+    pub fn rearm_kept(&self) -> bool {
+        if !self.rearm() {
+            return false;
+        }
+        let mut state = self.state.lock().expect("state lock: no panic holds it");
+        let mut next = state.clone();
+        next.rearmed = true;
+        match next.save(&self.layout.state_file()) {
+            Ok(()) => *state = next,
+            Err(e) => tracing::error!(
+                "automatic switching is on again, but {e:#}: a daemon restarted before the next state write has it off"
+            ),
+        }
+        true
     }
 
     /// A fresh root starts on the first slot that has a live generation.

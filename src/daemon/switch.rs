@@ -104,7 +104,7 @@ async fn attempt(
     if from == Some(to) {
         // An operator asking for the slot the heartbeat moved traffic to agrees with it:
         // the heartbeat may switch again.
-        if cause != "heartbeat" && daemon.rearm() {
+        if cause != "heartbeat" && daemon.rearm_kept() {
             daemon.events.record(
                 "switch",
                 Some(to),

@@ -208,6 +208,33 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
 }
 
 #[test]
+fn automatic_switching_turned_on_again_stays_on_after_a_restart() {
+    let mut root = quick_heartbeat();
+    root.serve();
+    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "2")]);
+    root.push("blue").says("blue: live in ");
+    root.remove("FAIL_AFTER");
+    root.commit("healthy", &[("VERSION", "v2\n")]);
+    root.push("green").says("green: live in ");
+    wait_for_failover(&root, "green", Duration::from_secs(8));
+    assert_eq!(root.status()["heartbeat"]["armed"], false);
+    // The operator agrees with the heartbeat, as `bluegreen status` tells them to.
+    let out = root.run_ok(&["switch", "green"]);
+    assert_eq!(out.trim(), "green is already active");
+    assert_eq!(root.status()["heartbeat"]["armed"], true);
+
+    // A restart (an upgrade, a reboot) keeps their word.
+    root.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.serve();
+    let text = root.run_ok(&["status"]);
+    assert!(
+        text.lines().next().unwrap().ends_with("failover: on"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_crashed_active_slot_whose_restarts_hang_is_left_for_the_standby() {
     let mut root = quick_heartbeat();
     root.set("app.ready_timeout", "20s");
