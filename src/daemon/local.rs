@@ -2,8 +2,10 @@
 //!
 //! A loopback peer address is not enough on its own: a reverse proxy on the same host
 //! relays internet clients from 127.0.0.1, and a browser on the host sends requests on
-//! behalf of any page it shows (cross-site, or through DNS rebinding). Headers can only
-//! take trust away here, never grant it.
+//! behalf of any page it shows (cross-site, or through DNS rebinding), and ahead of any
+//! click (a prefetch or prerender of a URL typed before, or a bookmark hovered: with
+//! `Sec-Fetch-Site: none`, as a typed one). Headers can only take trust away here, never
+//! grant it.
 
 /// The request headers that say who is really behind a loopback connection.
 #[derive(Debug, Default)]
@@ -21,6 +23,9 @@ pub struct Hints<'a> {
     /// `Host`, `Origin` or `Sec-Fetch-Site` came more than once: which one counts would
     /// be a guess.
     pub repeated: bool,
+    /// `Sec-Purpose` (or the older `Purpose`) says a browser fetched it ahead of time, on
+    /// its own guess that the person might go there.
+    pub speculative: bool,
 }
 
 impl<'a> Hints<'a> {
@@ -44,6 +49,9 @@ impl<'a> Hints<'a> {
             repeated: ["host", "origin", "sec-fetch-site"]
                 .into_iter()
                 .any(several),
+            speculative: ["sec-purpose", "purpose"]
+                .into_iter()
+                .any(|name| headers.contains_key(name)),
         }
     }
 }
@@ -65,6 +73,11 @@ pub fn from_this_host(hints: &Hints) -> Result<(), String> {
     }
     if hints.origin.is_some() || hints.fetch_site.is_some_and(|s| s != "none") {
         return Err("a browser sent it for a web page (it has Origin or Sec-Fetch-Site)".into());
+    }
+    if hints.speculative {
+        return Err(
+            "a browser fetched it ahead of time, before anyone asked (it has Sec-Purpose)".into(),
+        );
     }
     if let Some(host) = hints.host {
         if !loopback_host(host) {
@@ -136,7 +149,21 @@ mod tests {
             http10: true,
             ..Hints::default()
         };
-        for hints in [forwarded, cross_site, origin, rebound, two_hosts, http10] {
+        let prerendered = Hints {
+            host: Some("localhost:8080"),
+            fetch_site: Some("none"),
+            speculative: true,
+            ..Hints::default()
+        };
+        for hints in [
+            forwarded,
+            cross_site,
+            origin,
+            rebound,
+            two_hosts,
+            http10,
+            prerendered,
+        ] {
             assert!(from_this_host(&hints).is_err(), "{hints:?}");
         }
     }

@@ -65,6 +65,22 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
         assert!(answer.contains(" 403 "), "{relayed:?}: {answer}");
         assert!(answer.contains("not "), "{relayed:?}: {answer}");
     }
+    // A browser's prefetch or prerender of the address typed before (or of a bookmark
+    // hovered) looks typed, but nobody asked for it yet.
+    for speculative in ["Sec-Purpose: prefetch;prerender", "Purpose: prefetch"] {
+        let answer = raw(
+            root.front,
+            &format!("GET /switch HTTP/1.1\r\nHost: localhost:{}\r\nSec-Fetch-Site: none\r\n{speculative}\r\nConnection: close\r\n\r\n", root.front),
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "{speculative}: {answer}"
+        );
+        assert!(
+            answer.contains("a browser fetched it ahead of time"),
+            "{answer}"
+        );
+    }
     // Another method: a 405 that says which ones it takes (RFC 9110 §15.5.6).
     let answer = raw(
         root.front,
