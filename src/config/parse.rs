@@ -332,6 +332,10 @@ mod tests {
                 "2: router.switch_path: `/` would take the app's home page",
             ),
             (
+                "[router]\nswitch_path = \"/ops/switch?key=abc\"\n",
+                "2: router.switch_path: `/ops/switch?key=abc` has a query: the front matches the request's path alone, so it would never be taken",
+            ),
+            (
                 "[app]\nready_timeout = \"500000000000years\"\n",
                 "2: app.ready_timeout: `500000000000years` is too long (at most 1 year)",
             ),

@@ -177,7 +177,8 @@ pub fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 /// `router.switch_path`: a URL path the front takes from the app, or "" for none. Never
-/// `/`, which would take the app's home page (and every loopback visit would switch).
+/// `/`, which would take the app's home page (and every loopback visit would switch), nor
+/// a path with a query, which no request's path would ever equal.
 pub fn switch_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let path = String::deserialize(d)?;
     if !path.is_empty() && !is_url_path(&path) {
@@ -190,6 +191,12 @@ pub fn switch_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
         return Err(D::Error::custom(
             "`/` would take the app's home page: use a path of its own, like \"/switch\" (or \"\" to disable)",
         ));
+    }
+    // Never matched, it would hand `/switch` silently to the app.
+    if path.contains('?') {
+        return Err(D::Error::custom(format!(
+            "`{path}` has a query: the front matches the request's path alone, so it would never be taken (a secret belongs in router.token_file)"
+        )));
     }
     Ok(path)
 }
