@@ -32,11 +32,13 @@ pub fn status(
         "off"
     };
     // Off after the heartbeat's own switch, until an operator switches: say so, since
-    // until then a failing active slot stays active.
+    // until then a failing active slot stays active. The way back on names the active
+    // slot: a bare `bluegreen switch` goes to the standby, the slot that failed, and is
+    // refused while it still fails.
     let failover = if status["heartbeat"]["armed"].as_bool() == Some(false) {
-        "off (after the heartbeat's switch; any `bluegreen switch` turns it on)"
+        format!("off (after the heartbeat's switch; `bluegreen switch {active}` turns it on)")
     } else {
-        "on"
+        "on".to_string()
     };
     writeln!(
         out,

@@ -200,7 +200,7 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     let text = root.run_ok(&["status"]);
     assert!(
         text.lines().next().unwrap().ends_with(
-            "failover: off (after the heartbeat's switch; any `bluegreen switch` turns it on)"
+            "failover: off (after the heartbeat's switch; `bluegreen switch green` turns it on)"
         ),
         "{text}"
     );
@@ -234,6 +234,21 @@ fn automatic_switching_turned_on_again_stays_on_after_a_restart() {
     root.push("green").says("green: live in ");
     wait_for_failover(&root, "green", Duration::from_secs(8));
     assert_eq!(root.status()["heartbeat"]["armed"], false);
+    // A bare `bluegreen switch` would go back to blue, which still fails: refused, it
+    // turns nothing on. `bluegreen status` names the way that does.
+    let out = root.run(&["switch"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("not switched: blue is not healthy"),
+        "{out:?}"
+    );
+    assert_eq!(root.status()["heartbeat"]["armed"], false);
+    let text = root.run_ok(&["status"]);
+    assert!(
+        text.lines().next().unwrap().ends_with(
+            "failover: off (after the heartbeat's switch; `bluegreen switch green` turns it on)"
+        ),
+        "{text}"
+    );
     // The operator agrees with the heartbeat, as `bluegreen status` tells them to.
     let out = root.run_ok(&["switch", "green"]);
     assert_eq!(out.trim(), "green is already active");
