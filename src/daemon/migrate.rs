@@ -30,6 +30,10 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
     let mut env = BTreeMap::new();
     let mut to_live = None;
     for (prefix, slot) in [("FROM", from), ("TO", to)] {
+        // First, so that bluegreen's own (a slot env `DIR` would be `FROM_DIR`) win.
+        for (name, value) in &config.slots.get(slot).env {
+            env.insert(format!("{prefix}_{name}"), value.clone());
+        }
         let live = daemon.slots[slot.index()].route.live();
         if slot == to {
             to_live = live.as_ref().map(|g| g.dir.clone());
@@ -52,9 +56,6 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
             format!("{prefix}_DIR"),
             dir.map(|d| d.display().to_string()).unwrap_or_default(),
         );
-        for (name, value) in &config.slots.get(slot).env {
-            env.insert(format!("{prefix}_{name}"), value.clone());
-        }
     }
     let dir = to_live.ok_or_else(|| format!("{to} has no live generation to migrate into"))?;
     let words = argv::expand(&config.switch.migrate, &env).map_err(|e| format!("{e:#}"))?;

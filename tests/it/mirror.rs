@@ -88,6 +88,8 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
     root.run(&["mirroring", "off"]);
     http("POST", &root.url(root.front, "/items/kept"), Some("data")).unwrap();
     assert!(!root.get(root.green, "/items").body.contains("kept"));
+    // A slot env named like one of bluegreen's own (`DIR`: `FROM_DIR`) does not replace it.
+    root.set("slots.blue.env.DIR", "/nonexistent");
     set_migrate(&root, "sh -c 'cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_SLOT->$TO_SLOT $TO_REDIS_PORT\" > \"$TO_DIR/data/migrated\"'", 1);
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 200, "{}", answer.body);
