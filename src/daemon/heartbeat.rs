@@ -148,12 +148,8 @@ pub async fn run(daemon: Arc<Daemon>) {
                 match switch::switch(&daemon, query, "heartbeat").await {
                     // An operator switched in the meantime: theirs stands, nothing to record.
                     Ok(done) if done["changed"] != true => {}
+                    // `set_active` turned automatic switching off, inside the switch.
                     Ok(_) => {
-                        daemon
-                            .heartbeat
-                            .lock()
-                            .expect("heartbeat lock: no panic holds it")
-                            .switched();
                         daemon.events.record(
                             "heartbeat",
                             Some(standby),

@@ -194,6 +194,7 @@ impl Daemon {
         only_if_none: bool,
     ) -> anyhow::Result<bool> {
         let manual = switch.as_ref().is_some_and(|s| s.cause != "heartbeat");
+        let automatic = switch.as_ref().is_some_and(|s| s.cause == "heartbeat");
         {
             let mut state = self.state.lock().expect("state lock: no panic holds it");
             if only_if_none && state.active.is_some() {
@@ -218,9 +219,16 @@ impl Daemon {
             self.active
                 .store(switches << 2 | (slot.index() as u64 + 1), Ordering::Release);
         }
-        // The daemon's locks are taken one at a time, never nested.
+        // The daemon's locks are taken one at a time, never nested. Both inside the
+        // switch: an operator's switch queued behind the heartbeat's comes after its
+        // turning automatic switching off, never before (which would undo theirs).
         if manual {
             self.rearm();
+        } else if automatic {
+            self.heartbeat
+                .lock()
+                .expect("heartbeat lock: no panic holds it")
+                .switched();
         }
         Ok(true)
     }
