@@ -50,6 +50,22 @@ fn mirroring_copies_writes_to_the_standby() {
     green_gets(&root, "fourth");
     assert!(!root.get(root.green, "/items").body.contains("clash"));
     assert_eq!(root.status()["mirroring"]["counters"]["active_failed"], 1);
+
+    // Nor is one it refuses (a 4xx): a delete of an item only green has (written on
+    // green's own port, which is not mirrored) is a 404 from blue, and green keeps it.
+    let post = http(
+        "POST",
+        &root.url(root.green, "/items/green-only"),
+        Some("g"),
+    )
+    .unwrap();
+    assert_eq!(post.status, 201);
+    let delete = http("DELETE", &root.url(root.front, "/items/green-only"), None).unwrap();
+    assert_eq!(delete.status, 404, "{}", delete.body);
+    http("POST", &root.url(root.front, "/items/fifth"), Some("both")).unwrap();
+    green_gets(&root, "fifth");
+    assert!(root.get(root.green, "/items").body.contains("green-only"));
+    assert_eq!(root.status()["mirroring"]["counters"]["active_failed"], 2);
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! The body of a mirrored request streams to the active slot and is copied as it passes,
 //! up to `mirror.max_body` ([`tee`]); the client never waits for the copy.
 //! The copy is queued once the active slot has answered: a write the active did not take
-//! (no answer, or a 5xx) is not applied to the standby either, so the two do not drift
-//! apart (counted `active_failed`). Copies go through a bounded queue to one sender task,
+//! (no answer, a 4xx or a 5xx) is not applied to the standby either, so the two do not
+//! drift apart (counted `active_failed`). Copies go through a bounded queue to one sender task,
 //! which keeps their order. Every copy that cannot be made (standby down, queue full,
 //! body too large, an error or non-2xx answer) is counted by reason and logged with
 //! method and path.
@@ -256,7 +256,9 @@ impl Mirror {
             }
         };
         match status {
-            Some(status) if !status.is_server_error() => {}
+            // 2xx or 3xx: taken. A 4xx is a write refused (a delete of what the active
+            // lacks), which applied to the standby could change what it holds.
+            Some(status) if status.is_success() || status.is_redirection() => {}
             _ => {
                 let why = status.map_or_else(
                     || "the active slot gave no answer".to_string(),
