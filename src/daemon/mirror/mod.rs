@@ -129,7 +129,7 @@ pub struct Mirror {
     /// exclusive for a switch's flip (fair: new writes wait behind a switch waiting).
     pub barrier: tokio::sync::RwLock<()>,
     /// Copies queued, and copies the sender is done with (sent or dropped), ever: a
-    /// switch waits until `done` reaches what `queued` was when it began.
+    /// drain waits until `done` reaches what `queued` was when it began.
     queued_total: AtomicU64,
     done_total: AtomicU64,
     /// Woken whenever `done_total` or `queued_total` moves.
@@ -161,16 +161,20 @@ impl Mirror {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Waits until the sender is done with every copy queued so far, including those
-    /// queued while it waits (the queue is empty for a moment), up to `deadline`.
-    /// Returns whether it got there.
+    /// Waits until the sender is done with every copy queued when it began, up to
+    /// `deadline`; copies queued meanwhile are the next drain's (a switch drains again
+    /// once new writes wait). Waiting for the queue to be empty for a moment never ended
+    /// under writes faster than the sender, and took the switch's whole wait. Returns
+    /// whether it got there.
     pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
+        let began = self.queued_total.load(Ordering::Acquire);
         loop {
             let moved = self.progress.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            if self.done_total.load(Ordering::Acquire) >= self.queued_total.load(Ordering::Acquire)
-            {
+            // A copy counted but not queued after all (a full queue) is taken back out.
+            let target = began.min(self.queued_total.load(Ordering::Acquire));
+            if self.done_total.load(Ordering::Acquire) >= target {
                 return true;
             }
             if tokio::time::timeout_at(deadline, moved).await.is_err() {
@@ -338,5 +342,27 @@ mod tests {
         assert!(mirror.reserve(10));
         mirror.release(QUEUED_BYTES);
         assert!(mirror.reserve(QUEUED_BYTES), "sent copies free their bytes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_waits_for_the_copies_queued_before_it_not_after() {
+        let (mirror, _rx) = Mirror::new(4);
+        let mirror = Arc::new(mirror);
+        mirror.moved(&mirror.queued_total, true);
+        mirror.moved(&mirror.queued_total, true);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let drain = tokio::spawn({
+            let mirror = mirror.clone();
+            async move { mirror.drain(deadline).await }
+        });
+        // Writes faster than the sender: each copy done, a new one is queued, so the
+        // queue is never empty.
+        for _ in 0..4 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            mirror.moved(&mirror.queued_total, true);
+            mirror.moved(&mirror.done_total, true);
+        }
+        assert!(drain.await.unwrap(), "the two queued first went out");
+        assert!(tokio::time::Instant::now() < deadline);
     }
 }
