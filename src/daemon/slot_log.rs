@@ -5,13 +5,15 @@
 //!
 //! Each generation writes through its own handle, appending; two generations of a slot
 //! (one draining, one starting) may write at once. The one whose line takes the file past
-//! the limit renames it; the other sees that the path is another file by then, and opens
-//! that.
+//! the limit renames it; the other sees at its next line that the path is another file by
+//! then, and opens that. A file someone removed or renamed (`rm`, logrotate) is started
+//! again the same way, rather than written on unseen until the next deploy.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Where a slot's log is cut: 64 MiB.
@@ -21,6 +23,8 @@ pub struct SlotLog {
     path: PathBuf,
     max: u64,
     file: Mutex<File>,
+    /// That the path could not be opened again is logged once, not for every line.
+    told: AtomicBool,
 }
 
 impl SlotLog {
@@ -32,6 +36,7 @@ impl SlotLog {
             path,
             max,
             file: Mutex::new(file),
+            told: AtomicBool::new(false),
         })
     }
 
@@ -39,21 +44,24 @@ impl SlotLog {
         &self.path
     }
 
-    /// Appends `line` and a newline; past the limit, starts a new file. Errors are
-    /// dropped: the line has reached the daemon's log too.
+    /// Appends `line` and a newline; past the limit, starts a new file. A file removed
+    /// or renamed meanwhile (`rm`, logrotate) is started again at the path: its lines
+    /// must not go on into a file nobody finds, holding the disk space it had. Errors
+    /// are dropped: the line has reached the daemon's log too.
     pub fn write_line(&self, line: &str) {
         let mut file = self.file.lock().expect("slot log lock: no panic holds it");
         let _ = writeln!(file, "{line}");
         let Ok(ours) = file.metadata() else {
             return;
         };
-        if ours.len() < self.max {
+        // Another generation's handle may have cut it already, or someone removed it:
+        // then the path is a new file or none, which this one takes up.
+        let same = |meta: fs::Metadata| (meta.dev(), meta.ino()) == (ours.dev(), ours.ino());
+        let at_path = fs::metadata(&self.path).is_ok_and(same);
+        if ours.len() < self.max && at_path {
             return;
         }
-        // Another generation's handle may have cut it already: then the path is a new
-        // file, which this one takes up.
-        let same = |meta: fs::Metadata| (meta.dev(), meta.ino()) == (ours.dev(), ours.ino());
-        if fs::metadata(&self.path).is_ok_and(same) {
+        if at_path {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
             if let Err(e) = fs::rename(&self.path, &old) {
@@ -62,8 +70,14 @@ impl SlotLog {
             }
         }
         match append(&self.path) {
-            Ok(new) => *file = new,
-            Err(e) => tracing::warn!("cannot open {}: {e}", self.path.display()),
+            Ok(new) => {
+                *file = new;
+                self.told.store(false, Ordering::Relaxed);
+            }
+            Err(e) if !self.told.swap(true, Ordering::Relaxed) => {
+                tracing::warn!("cannot open {}: {e}", self.path.display())
+            }
+            Err(_) => {}
         }
     }
 }
@@ -108,5 +122,33 @@ mod tests {
             "{old_text}"
         );
         assert_eq!(fs::read_to_string(&path).unwrap(), "b1\na10\n");
+    }
+
+    #[test]
+    fn a_log_removed_or_renamed_under_it_is_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/blue.log");
+        let log = SlotLog::open(path.clone(), 1 << 20).unwrap();
+        log.write_line("first");
+        // An operator freeing disk space.
+        fs::remove_file(&path).unwrap();
+        log.write_line("lost with the file");
+        log.write_line("second");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "second\n");
+        // logrotate's default: rename, then a new file at the path.
+        let rotated = dir.path().join("logs/blue.log-20261123");
+        fs::rename(&path, &rotated).unwrap();
+        fs::write(&path, "").unwrap();
+        log.write_line("into the rotated one");
+        log.write_line("third");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "third\n");
+        assert_eq!(
+            fs::read_to_string(&rotated).unwrap(),
+            "second\ninto the rotated one\n"
+        );
+        assert!(
+            !dir.path().join("logs/blue.log.1").exists(),
+            "nothing was cut"
+        );
     }
 }
