@@ -781,3 +781,43 @@ fn without_overlap_a_bad_push_after_a_healthy_minute_brings_the_good_one_back_in
         "the slot is down for the backoff: it must not grow across healthy minutes"
     );
 }
+
+/// Without overlap, a crashed generation's group is gone before its restart starts: what
+/// the group held that the next one needs too (here a fixed port, held by a helper that
+/// ignores SIGTERM until the SIGKILL after `stop_timeout`) was still taken, and the
+/// restart ran without it.
+#[test]
+fn without_overlap_a_restart_waits_for_the_crashed_generations_group() {
+    let fixed = free_port();
+    let root = blue_live_with(&[
+        ("app.overlap", false.into()),
+        (
+            "app.command",
+            format!(r#"sh -c 'PORT={fixed} "$0" sample-app & exec "$0" sample-app' {BIN}"#).into(),
+        ),
+    ]);
+    root.commit("v2", &[("VERSION", "v2\n"), ("IGNORE_TERM", "")]);
+    root.push("blue").says("blue: live in ");
+    let crashed = root.live_pid("blue");
+    wait_for(
+        Duration::from_secs(10),
+        "the helper on the fixed port",
+        || http("GET", &root.url(fixed, "/"), None).ok(),
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(crashed), Signal::SIGKILL).unwrap();
+    wait_for(Duration::from_secs(20), "the restarted generation", || {
+        let live = root.status()["slots"]["blue"]["live"]["pid"].as_i64();
+        live.filter(|&pid| pid != crashed as i64)
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "the crashed group to be gone",
+        || group_gone(crashed).then_some(()),
+    );
+    // The restarted generation's own helper holds the port now.
+    wait_for(
+        Duration::from_secs(5),
+        "a helper on the fixed port again",
+        || http("GET", &root.url(fixed, "/"), None).ok(),
+    );
+}

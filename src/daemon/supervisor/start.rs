@@ -50,6 +50,12 @@ impl Supervisor {
                 old.drain(config.app.drain_timeout, config.app.stop_timeout)
                     .await;
             }
+            // A crashed generation's group may still be stopping (its leader died, the
+            // rest had a SIGTERM): what it holds that the next one needs too (a fixed
+            // port, a lock) is free only once it is gone.
+            for stopping in self.draining.drain(..) {
+                let _ = stopping.await;
+            }
         }
         let id = self.daemon.new_generation();
         self.daemon.events.record(
