@@ -821,3 +821,66 @@ fn without_overlap_a_restart_waits_for_the_crashed_generations_group() {
         || http("GET", &root.url(fixed, "/"), None).ok(),
     );
 }
+
+/// A deploy's reload that arrives after the file watch's start of its release has failed
+/// (the hook was still pruning: a big release takes a while to remove) is told that
+/// failure; it started the release a second time (twice the wait for the pusher, and
+/// with `app.overlap = false` the slot down twice). Once `current` has moved away, going
+/// back to the release is a new attempt.
+#[test]
+fn a_deploy_whose_release_the_file_watch_saw_fail_is_told_without_a_second_start() {
+    let root = blue_live();
+    let good = root.current("blue").unwrap();
+    // A release as the hook makes one, flipped to as it does, before it asks the daemon.
+    let bad = "29991231T000000.000Z-crashes";
+    let releases = root.path.join("blue/releases");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(releases.join(&good))
+        .arg(releases.join(bad))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    for mark in [".bluegreen-went-live", ".bluegreen-was-current"] {
+        let _ = std::fs::remove_file(releases.join(bad).join(mark));
+    }
+    std::fs::write(releases.join(bad).join("CRASH"), "").unwrap();
+    let starts = || {
+        let events = root.control("GET", "/events").body;
+        events.matches(&format!("for release {bad}")).count()
+    };
+    let link = root.path.join("blue/current.test");
+    std::os::unix::fs::symlink(format!("releases/{bad}"), &link).unwrap();
+    std::fs::rename(&link, root.path.join("blue/current")).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the file watch's start to fail",
+        || {
+            let error = root.status()["slots"]["blue"]["last_error"].clone();
+            error
+                .as_str()
+                .is_some_and(|e| e.contains(bad))
+                .then_some(())
+        },
+    );
+    assert_eq!(starts(), 1);
+    let told = root.control("POST", &format!("/slots/blue/reload?release={bad}"));
+    assert_eq!(told.status, 409, "{}", told.body);
+    assert!(
+        told.body.contains("exited with exit status: 3"),
+        "{}",
+        told.body
+    );
+    assert_eq!(starts(), 1, "the deploy's reload started it again");
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+    // Away and back: started again.
+    root.run_ok(&["rollback", "blue", "--to", &good]);
+    let out = root.run(&["rollback", "blue", "--to", bad]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("exited with exit status: 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(starts(), 2);
+}

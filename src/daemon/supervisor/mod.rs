@@ -80,7 +80,9 @@ pub struct Supervisor {
     starting: Option<Start>,
     /// A release asked for while another was starting, with who waits for it.
     pending: Option<(String, Vec<oneshot::Sender<Verdict>>)>,
-    last_failed: Option<String>,
+    /// The release whose last start failed, and why, while it is `current`: a file
+    /// watch's reload does not start it again, and a deploy's is told the failure.
+    last_failed: Option<(String, String)>,
     /// Consecutive restarts without a healthy minute in between.
     backoff_attempts: u32,
     /// Identifies the restart timer that is still wanted; older timers are ignored.
@@ -163,6 +165,15 @@ impl Supervisor {
         let Some(release) = release::current(&self.daemon.layout, slot) else {
             return refuse(reply, slot, format!("{slot} has no current release"));
         };
+        // `current` has moved away from the release that failed: coming back to it (a
+        // rollback) is a new attempt.
+        if self
+            .last_failed
+            .as_ref()
+            .is_some_and(|(failed, _)| *failed != release)
+        {
+            self.last_failed = None;
+        }
         if let Reload::Deployed(id) = &mode {
             if !self.daemon.layout.release_dir(slot, id).is_dir() {
                 return refuse(reply, slot, format!("{slot} has no release {id}"));
@@ -199,13 +210,21 @@ impl Supervisor {
                 }
                 return;
             }
+            // The file watch saw the flip first, and its start of this release failed
+            // while the deploy was still pruning: that is the deploy's verdict, not a
+            // reason to start the release a second time.
+            let queued = self.starting.as_ref().is_some_and(|s| s.release == release)
+                || self.pending.as_ref().is_some_and(|(p, _)| *p == release);
+            if let Some((_, why)) = self.last_failed.as_ref().filter(|_| !queued) {
+                return answer(reply, verdict_failed(slot, &release, why.clone()));
+            }
         }
         if mode == Reload::IfChanged {
             let known = [
                 self.live.as_ref().map(|g| &g.release),
                 self.starting.as_ref().map(|s| &s.release),
                 self.pending.as_ref().map(|p| &p.0),
-                self.last_failed.as_ref(),
+                self.last_failed.as_ref().map(|(failed, _)| failed),
             ];
             if known.contains(&Some(&release)) {
                 return;

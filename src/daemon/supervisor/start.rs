@@ -260,7 +260,7 @@ impl Supervisor {
                 self.daemon
                     .events
                     .record("failed", Some(slot), true, format!("{slot}: {message}"));
-                self.last_failed = Some(release.clone());
+                self.last_failed = Some((release.clone(), message.clone()));
                 for w in start.waiters {
                     let _ = w.send(verdict_failed(slot, &release, message.clone()));
                 }
