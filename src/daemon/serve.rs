@@ -3,7 +3,8 @@
 //! Listeners are bound (or taken from systemd, see [`sockets`]) before anything else, so a
 //! taken port is a one-line error before any worker starts; orphans of a killed daemon are
 //! stopped before ours start. Each listener accepts once its slot's first generation has
-//! settled. SIGHUP re-reads the config and refuses a bad one.
+//! settled: live, or failed with nothing coming back. SIGHUP re-reads the config and
+//! refuses a bad one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
@@ -209,15 +210,21 @@ async fn run(
         let verdict = release::current(&layout, slot)
             .is_some()
             .then(|| daemon.reload(slot, supervisor::Reload::Always));
-        let (open, front) = (&slot_open[slot.index()], &front_open.0);
+        let (open, front, daemon) = (&slot_open[slot.index()], &front_open.0, &daemon);
         async move {
+            let deadline = tokio::time::Instant::now() + wait;
             let live = match verdict {
                 Some(verdict) => matches!(
-                    tokio::time::timeout(wait, verdict).await,
+                    tokio::time::timeout_at(deadline, verdict).await,
                     Ok(Ok(verdict)) if verdict.live
                 ),
                 None => false,
             };
+            // A failed first start is followed by another (the last live release brought
+            // back, or the same one tried again, after the backoff's second): clients
+            // wait for it in the backlog too, within the same wait (systemd's start
+            // timeout counts it), rather than get 503s.
+            let live = live || comes_live(daemon, slot, deadline).await;
             open.send_replace(true);
             if restored == Some(slot) {
                 front.send_replace(true);
@@ -301,6 +308,25 @@ async fn run(
     }
     tracing::info!("stopped");
     Ok(true)
+}
+
+/// Waits until `deadline` while `slot` has no live generation but one on its way (a
+/// start under way or due); whether it got one.
+async fn comes_live(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant) -> bool {
+    loop {
+        let handle = &daemon.slots[slot.index()];
+        if handle.route.live().is_some() {
+            return true;
+        }
+        let coming = {
+            let status = handle.status();
+            status.starting || status.restart_at.is_some()
+        };
+        if !coming || tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// SIGHUP: take a valid new config, refuse a bad one and keep the running one.

@@ -310,9 +310,14 @@ fn a_restarted_daemon_falls_back_to_the_last_live_release() {
     root.signal(Signal::SIGTERM);
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
 
-    // The daemon comes back: `current` does not start, the last live release does.
+    // The daemon comes back: `current` does not start, the last live release does, and
+    // the first requests wait for it in the backlog instead of getting 503s meanwhile.
     root.serve();
-    root.wait_body(root.blue, "v1 from blue");
+    for port in [root.blue, root.front] {
+        let answer = root.get(port, "/");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
+    }
     let status = root.status();
     assert_eq!(status["slots"]["blue"]["live"]["release"], v1.as_str());
     let error = status["slots"]["blue"]["last_error"].to_string();

@@ -261,13 +261,15 @@ impl Supervisor {
                     .events
                     .record("failed", Some(slot), true, format!("{slot}: {message}"));
                 self.last_failed = Some((release.clone(), message.clone()));
-                for w in start.waiters {
-                    let _ = w.send(verdict_failed(slot, &release, message.clone()));
-                }
+                // Due before the answer: a daemon's startup that hears of the failure
+                // sees a restart coming (see `serve`).
                 if start.restart {
-                    self.schedule_restart(release);
+                    self.schedule_restart(release.clone());
                 } else if let Some(good) = fallback {
                     self.schedule_restart(good);
+                }
+                for w in start.waiters {
+                    let _ = w.send(verdict_failed(slot, &release, message.clone()));
                 }
             }
         }
