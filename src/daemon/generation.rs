@@ -183,7 +183,7 @@ impl Generation {
     ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut exited = self.exited.clone();
-        let mut last = String::from("no answer yet");
+        let mut last: Option<String> = None;
         loop {
             let status = *exited.borrow();
             if let Some(status) = status {
@@ -196,22 +196,34 @@ impl Generation {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Err(format!(
-                    "not ready after {} (app.ready_timeout); last health check: {last}{}",
+                    "not ready after {} (app.ready_timeout); last health check: {}{}",
                     humantime::format_duration(timeout),
+                    last.as_deref().unwrap_or("no answer yet"),
                     self.tail_text()
                 ));
             }
-            match upstream::probe(client, self.port, path, left.min(check_timeout)).await {
+            let check = left.min(check_timeout);
+            match upstream::probe(client, self.port, path, check).await {
                 Ok(status) if (200..400).contains(&status) => return Ok(()),
-                Ok(status) => last = format!("GET {path} answered {status}"),
+                Ok(status) => last = Some(format!("GET {path} answered {status}")),
                 // Nothing listens: most often an app on a port of its own choosing.
                 Err(e) if e.to_lowercase().contains("connection refused") => {
-                    last = format!(
+                    last = Some(format!(
                     "GET {path}: {e} on 127.0.0.1:{} (does the app listen on {{port}} or $PORT?)",
                     self.port
-                )
+                ))
                 }
-                Err(e) => last = format!("GET {path}: {e}"),
+                // A whole check that timed out names the limit to raise. One the ready
+                // deadline cut short ("no answer within 212ms") says less than the check
+                // before it did.
+                Err(e) if e.starts_with("no answer within") => {
+                    if check == check_timeout {
+                        last = Some(format!("GET {path}: {e} (heartbeat.timeout)"));
+                    } else if last.is_none() {
+                        last = Some(format!("GET {path}: {e}"));
+                    }
+                }
+                Err(e) => last = Some(format!("GET {path}: {e}")),
             }
             let pause = tokio::time::sleep(Duration::from_millis(50));
             tokio::select! {

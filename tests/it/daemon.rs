@@ -142,6 +142,18 @@ fn a_health_check_may_take_as_long_as_heartbeat_timeout() {
     assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
 }
 
+/// A release too slow for the health check is told the limit it misses, not the scrap of
+/// time the ready deadline left its last check ("no answer within 850ms").
+#[test]
+fn a_release_slower_than_heartbeat_timeout_is_told_so() {
+    let root = blue_live_with(&[("app.ready_timeout", "5s".into())]);
+    // Every answer takes 3 s; a check waits 2 s, the default heartbeat.timeout.
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "3000")]);
+    root.push("blue")
+        .says("not ready after 5s (app.ready_timeout); last health check: GET /: no answer within 2s (heartbeat.timeout)")
+        .says("blue keeps serving generation 1");
+}
+
 #[test]
 fn a_killed_worker_is_restarted_and_counted() {
     let root = blue_live();
