@@ -141,13 +141,13 @@ async fn run(
         next_generation: AtomicU64::new(generations),
     });
 
+    let (stop_tx, stop_rx) = tokio_watch::channel(false);
     let mut supervisors = Vec::new();
     for (slot, tx, rx) in receivers {
         supervisors.push(tokio::spawn(
-            supervisor::Supervisor::new(slot, daemon.clone(), tx, rx).run(),
+            supervisor::Supervisor::new(slot, daemon.clone(), tx, rx, stop_rx.clone()).run(),
         ));
     }
-    let (stop_tx, stop_rx) = tokio_watch::channel(false);
     let grace = config.app.drain_timeout;
     let [blue, green] = bound.slots;
     // Each listener accepts once what it routes to has settled (see `startup` below);

@@ -901,3 +901,48 @@ fn a_deploy_whose_release_the_file_watch_saw_fail_is_told_without_a_second_start
     );
     assert_eq!(starts(), 2);
 }
+
+/// A stop that comes while a deploy without overlap drains the old generation starts no
+/// new one only to stop it at once (its boot may migrate a database): the pusher is told
+/// the daemon is stopping, and the next daemon starts the release.
+#[test]
+fn without_overlap_a_stop_during_the_drain_starts_no_new_generation() {
+    let mut root = Root::new();
+    root.set("app.overlap", false);
+    root.set("heartbeat.timeout", "5s");
+    root.serve();
+    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "3000")]);
+    root.push("blue").says("blue: live in ");
+    let url = root.url(root.blue, "/");
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| http("GET", &url, None));
+        wait_for(
+            Duration::from_secs(10),
+            "the slow request to be in flight",
+            || {
+                (root.status()["slots"]["blue"]["live"]["in_flight"].as_u64() == Some(1))
+                    .then_some(())
+            },
+        );
+        root.remove("SLOW_MS");
+        root.commit("v2", &[("VERSION", "v2\n")]);
+        let pushed = s.spawn(|| root.push("blue"));
+        wait_for(Duration::from_secs(10), "the drain", || {
+            root.control("GET", "/events")
+                .body
+                .contains("stopping generation 1 before starting the next")
+                .then_some(())
+        });
+        root.signal(Signal::SIGTERM);
+        pushed
+            .join()
+            .unwrap()
+            .says("blue: not started: the daemon is stopping");
+        assert_eq!(slow.join().unwrap().unwrap().status, 200);
+    });
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    let log = root.log();
+    assert!(!log.contains("starting generation 2"), "{log}");
+    root.serve();
+    root.wait_body(root.blue, "v2 from blue");
+}

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::generation::Generation;
@@ -97,6 +97,9 @@ pub struct Supervisor {
     /// finished yet.
     first_start: bool,
     draining: Vec<JoinHandle<()>>,
+    /// True once the daemon begins to stop, before its `Shutdown` comes (the slots keep
+    /// routing a moment longer): no generation is started from then on.
+    stopping: watch::Receiver<bool>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -106,6 +109,7 @@ impl Supervisor {
         daemon: Arc<Daemon>,
         tx: mpsc::UnboundedSender<Msg>,
         rx: mpsc::UnboundedReceiver<Msg>,
+        stopping: watch::Receiver<bool>,
     ) -> Supervisor {
         Supervisor {
             slot,
@@ -125,6 +129,7 @@ impl Supervisor {
             first_start: release::current(&daemon.layout, slot).is_some(),
             daemon,
             draining: Vec::new(),
+            stopping,
             shutdown: None,
         }
     }
@@ -153,13 +158,18 @@ impl Supervisor {
         }
     }
 
+    /// The daemon is stopping: its `Shutdown` came, or is on its way.
+    fn is_stopping(&self) -> bool {
+        self.shutdown.is_some() || *self.stopping.borrow()
+    }
+
     fn handle(&self) -> &super::SlotHandle {
         &self.daemon.slots[self.slot.index()]
     }
 
     async fn reload(&mut self, reply: Option<oneshot::Sender<Verdict>>, mode: Reload) {
         let slot = self.slot;
-        if self.shutdown.is_some() {
+        if self.is_stopping() {
             return answer(reply, Verdict::stopping(slot, ""));
         }
         let Some(release) = release::current(&self.daemon.layout, slot) else {

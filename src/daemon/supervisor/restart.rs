@@ -82,7 +82,7 @@ impl Supervisor {
         if token != self.restart_token
             || self.starting.is_some()
             || self.live.is_some()
-            || self.shutdown.is_some()
+            || self.is_stopping()
         {
             return;
         }

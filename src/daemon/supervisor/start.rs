@@ -57,6 +57,20 @@ impl Supervisor {
                 let _ = stopping.await;
             }
         }
+        if self.is_stopping() {
+            // The daemon began to stop (while the old generation drained, or the start
+            // before this one ran): a generation is not started only to be stopped at
+            // once (its boot may migrate a database); the next daemon starts `current`.
+            {
+                let mut status = self.handle().status();
+                status.starting = false;
+                status.replacing = false;
+            }
+            for w in waiters {
+                let _ = w.send(Verdict::stopping(slot, &release));
+            }
+            return;
+        }
         let id = self.daemon.new_generation();
         self.daemon.events.record(
             "start",
