@@ -946,3 +946,35 @@ fn without_overlap_a_stop_during_the_drain_starts_no_new_generation() {
     root.serve();
     root.wait_body(root.blue, "v2 from blue");
 }
+
+/// A rollback while a push's release still starts (a slow boot) goes back to the live
+/// generation at once: the release rolled back from never goes live. It went live when
+/// ready, took traffic, and the live release came back as a second generation after it.
+#[test]
+fn a_rollback_while_a_push_starts_keeps_the_live_generation() {
+    let root = blue_live_with(&[("heartbeat.timeout", "10s".into())]);
+    let v1 = root.current("blue").unwrap();
+    root.commit("slow v2", &[("VERSION", "v2\n"), ("SLOW_MS", "3000")]);
+    std::thread::scope(|s| {
+        let pushed = s.spawn(|| root.push("blue"));
+        wait_for(Duration::from_secs(10), "v2's start", || {
+            root.control("GET", "/events")
+                .body
+                .contains("starting generation 2 for release")
+                .then_some(())
+        });
+        let rolled = root.run_ok(&["rollback", "blue"]);
+        assert!(
+            rolled.contains(&format!("-> {v1}")) && rolled.contains("(generation 1)"),
+            "{rolled}"
+        );
+        pushed.join().unwrap().says(&format!(
+            "blue: not live: release {} did not go live: blue went back to {v1}, its live release, meanwhile",
+            root.releases("blue").last().unwrap()
+        ));
+    });
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+    let events = root.control("GET", "/events").body;
+    assert!(!events.contains("generation 2 live"), "{events}");
+    assert!(!events.contains("starting generation 3"), "{events}");
+}

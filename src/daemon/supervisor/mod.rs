@@ -4,7 +4,8 @@
 //! to one message at a time: reloads (from the hook, the API, the file watch), results
 //! of starts, exits, restart timers, shutdown. A start ([`start`]) runs in its own task and reports
 //! back, so the supervisor keeps answering while a generation gets ready. A reload that
-//! arrives during a start waits for it, then starts its release (the newest wins). A
+//! arrives during a start waits for it, then starts its release (the newest wins); a
+//! deploy's reload that takes the slot back to its live release ends the start. A
 //! crashed live generation is restarted with backoff ([`restart`]); a failed start that leaves the
 //! slot with no live generation brings the last release that was live back (remembered
 //! in `state.json`, so also after a restart of the daemon), and keeps retrying it with
@@ -66,8 +67,11 @@ struct Start {
     since: Instant,
     waiters: Vec<oneshot::Sender<Verdict>>,
     restart: bool,
-    /// Ends the wait for readiness when the daemon stops.
+    /// Ends the wait for readiness when the daemon stops, or `current` went back.
     cancel: Option<oneshot::Sender<()>>,
+    /// The live release `current` went back to meanwhile: this one does not go live,
+    /// whatever its result.
+    superseded: Option<String>,
 }
 
 pub struct Supervisor {
@@ -195,15 +199,8 @@ impl Supervisor {
                     format!("{id} was superseded by {release} (a later push or rollback), whose own verdict tells"),
                 );
             }
-            // Not while another release's start is under way or waiting: it would replace
-            // the live generation right after this answer.
-            let replacing = self.pending.is_some()
-                || self.starting.as_ref().is_some_and(|s| s.release != release);
-            if let Some(live) = self
-                .live
-                .as_ref()
-                .filter(|live| live.release == release && !replacing)
-            {
+            if let Some(live) = self.live.clone().filter(|live| live.release == release) {
+                self.back_to_live(&release);
                 if let Some(reply) = reply {
                     let _ = reply.send(Verdict {
                         slot: Some(slot),
@@ -261,6 +258,21 @@ impl Supervisor {
         }
         self.begin(release, reply.into_iter().collect(), false)
             .await;
+    }
+
+    /// `current` came back to `release`, the live one (a rollback while a push started):
+    /// another release starting or waiting its turn goes no further. It went live for a
+    /// moment before, and this one came back as a second generation.
+    fn back_to_live(&mut self, release: &str) {
+        if self.pending.as_ref().is_some_and(|(p, _)| p != release) {
+            self.supersede_pending(release);
+        }
+        if let Some(start) = self.starting.as_mut().filter(|s| s.release != release) {
+            start.superseded = Some(release.to_string());
+            if let Some(cancel) = start.cancel.take() {
+                let _ = cancel.send(());
+            }
+        }
     }
 
     /// Tells whoever waits for the release queued behind the start that `by` replaced it.

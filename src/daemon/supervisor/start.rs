@@ -85,6 +85,7 @@ impl Supervisor {
             waiters,
             restart,
             cancel: Some(cancel),
+            superseded: None,
         });
         let (daemon, tx) = (self.daemon.clone(), self.tx.clone());
         // The generation once it runs: if the start task panics (a bug), it is still
@@ -141,7 +142,7 @@ impl Supervisor {
             status.replacing = false;
         }
         let first_start = std::mem::take(&mut self.first_start);
-        let start = self
+        let mut start = self
             .starting
             .take()
             .expect("a start result only comes for the start in progress");
@@ -161,8 +162,30 @@ impl Supervisor {
             }
             return;
         }
-        match result {
-            Ok(generation) => {
+        match (start.superseded.take(), result) {
+            (Some(by), result) => {
+                // Ready or not, it goes: the slot went back to its live release.
+                let generation = match result {
+                    Ok(generation) => Some(generation),
+                    Err((generation, _)) => generation,
+                };
+                if let Some(generation) = generation {
+                    generation.stop(config.app.stop_timeout).await;
+                }
+                let message = format!(
+                    "release {release} did not go live: {slot} went back to {by}, its live release, meanwhile"
+                );
+                self.daemon.events.record(
+                    "superseded",
+                    Some(slot),
+                    false,
+                    format!("{slot}: {message}"),
+                );
+                for w in start.waiters {
+                    let _ = w.send(verdict_failed(slot, &release, message.clone()));
+                }
+            }
+            (None, Ok(generation)) => {
                 let took = start.since.elapsed();
                 let old = self.handle().route.set(generation.clone());
                 self.live = Some(generation.clone());
@@ -238,7 +261,7 @@ impl Supervisor {
                     let _ = w.send(verdict.clone());
                 }
             }
-            Err((generation, reason)) => {
+            (None, Err((generation, reason))) => {
                 if let Some(generation) = generation {
                     generation.stop(config.app.stop_timeout).await;
                 }
