@@ -232,6 +232,9 @@ impl Supervisor {
                 self.starting.as_ref().map(|s| &s.release),
                 self.pending.as_ref().map(|p| &p.0),
                 self.last_failed.as_ref().map(|(failed, _)| failed),
+                // A crashed generation's restart waits out its backoff: the file watch
+                // (the flip of the deploy just before) must not start it at once.
+                self.restart_release.as_ref(),
             ];
             if known.contains(&Some(&release)) {
                 return;

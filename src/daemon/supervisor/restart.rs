@@ -59,11 +59,7 @@ impl Supervisor {
         self.backoff_attempts += 1;
         self.restart_token += 1;
         self.restart_release = Some(release);
-        {
-            let mut status = self.handle().status();
-            status.restarts += 1;
-            status.restart_at = Some(std::time::Instant::now() + delay);
-        }
+        self.handle().status().restart_at = Some(std::time::Instant::now() + delay);
         let slot = self.slot;
         self.daemon.events.record(
             "restart",
@@ -87,6 +83,8 @@ impl Supervisor {
             return;
         }
         if let Some(release) = self.restart_release.take() {
+            // Counted when it happens: a deploy during the backoff replaces it.
+            self.handle().status().restarts += 1;
             self.begin(release, Vec::new(), true).await;
         }
     }

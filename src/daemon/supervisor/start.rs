@@ -21,7 +21,9 @@ impl Supervisor {
         restart: bool,
     ) {
         let slot = self.slot;
-        self.restart_token += 1; // a deploy or restart now replaces any scheduled restart
+        // A deploy or restart now replaces any scheduled restart.
+        self.restart_token += 1;
+        self.restart_release = None;
         let config = self.daemon.config();
         {
             let mut status = self.handle().status();
