@@ -250,10 +250,11 @@ impl Default for SwitchConfig {
 }
 
 impl AppConfig {
-    /// The longest the daemon waits for a reload's verdict: the old generation's drain
-    /// and stop (`overlap = false`), a start queued behind another, and its own start.
+    /// The longest the daemon waits for a reload's verdict: a start queued behind another
+    /// (its readiness, and its stop if it failed), the old generation's drain and stop
+    /// (`overlap = false`), and its own start.
     pub fn reload_wait(&self) -> Duration {
-        self.drain_timeout + self.stop_timeout + self.ready_timeout * 2 + Duration::from_secs(5)
+        self.drain_timeout + self.stop_timeout * 2 + self.ready_timeout * 2 + Duration::from_secs(5)
     }
 }
 
