@@ -76,7 +76,13 @@ pub fn run(
             home.display()
         );
     }
-    let config = Config::load(&layout.config_file())?;
+    // Said as a deploy's failure: a bare config error reads as if the push went through,
+    // and git sends nothing for the same commit again.
+    let config = Config::load(&layout.config_file()).map_err(|e| {
+        anyhow::anyhow!(
+            "{slot}: not deployed: {e:#}; fix it (`bluegreen check` says where), then push a new commit"
+        )
+    })?;
     let deploy_ref = format!("refs/heads/{}", config.branch);
 
     // A ref that deploys nothing is bad input (DESIGN: a one-line reason and a non-zero

@@ -228,6 +228,29 @@ fn a_failing_build_and_a_slow_one_leave_current_alone() {
 }
 
 #[test]
+fn a_broken_config_says_the_push_was_not_deployed() {
+    let root = Root::new();
+    root.commit("good", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    let before = root.current("blue").unwrap();
+
+    root.set("app.ready_timeout", "soon");
+    root.commit("next", &[("VERSION", "v2\n")]);
+    let pushed = root.push("blue");
+    let last = pushed.remote_lines().pop().unwrap_or_default();
+    let file = root.path.join("bluegreen.toml");
+    assert!(
+        last.starts_with(&format!("error: blue: not deployed: {}:", file.display())),
+        "{last}"
+    );
+    assert!(
+        last.ends_with("app.ready_timeout: invalid duration `soon`: expected number at 0; fix it (`bluegreen check` says where), then push a new commit"),
+        "{last}"
+    );
+    assert_eq!(root.current("blue").unwrap(), before);
+}
+
+#[test]
 fn a_hook_stopped_by_a_signal_stops_its_build_and_deploys_nothing() {
     let root = Root::new();
     root.commit("v1", &[("VERSION", "v1\n")]);
