@@ -26,6 +26,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     check_ports(&args)?;
     let dir = match &args.dir {
         Some(dir) => {
+            anyhow::ensure!(
+                !dir.exists() || dir.is_dir(),
+                "{} is not a folder: give the demo a new folder",
+                dir.display()
+            );
             let empty = dir
                 .read_dir()
                 .map(|mut d| d.next().is_none())
@@ -35,7 +40,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
                 "{} is not empty: give the demo a new folder",
                 dir.display()
             );
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot make {}", dir.display()))?;
             dir.canonicalize()?
         }
         None => tempfile::Builder::new()

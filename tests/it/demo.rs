@@ -132,6 +132,43 @@ fn the_demo_names_a_taken_port_and_the_flag() {
 }
 
 #[test]
+fn the_demo_refuses_a_file_or_a_full_folder_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine\n").unwrap();
+    let ports: Vec<String> = (0..4)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let demo = |target: &std::path::Path| {
+        let out = Command::new(BIN)
+            .arg("demo")
+            .arg(target)
+            .args(["--front", &ports[0], "--blue", &ports[1]])
+            .args(["--green", &ports[2], "--control", &ports[3]])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    // This said `error: File exists (os error 17)`, naming nothing.
+    assert_eq!(
+        demo(&file),
+        format!(
+            "error: {} is not a folder: give the demo a new folder",
+            file.display()
+        )
+    );
+    assert_eq!(
+        demo(dir.path()),
+        format!(
+            "error: {} is not empty: give the demo a new folder",
+            dir.path().display()
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\n");
+}
+
+#[test]
 fn the_hook_transcript_has_one_line_per_step_and_ends_with_the_verdict() {
     let mut root = Root::new();
     root.set("build.command", "sh -c 'echo compiling'");
