@@ -15,10 +15,18 @@ use crate::slot::Slot;
 
 pub fn run(args: Args) -> anyhow::Result<bool> {
     let root = args.root.clone();
+    // Every command that asks for it works on a root that exists. A command run outside
+    // the root is a newcomer's usual slip: say where the folder came from and how to name
+    // the root. Only a definite no: a root the user may not read says so when it is read.
     let layout = || -> anyhow::Result<Layout> {
-        Ok(Layout::new(
-            &root.clone().unwrap_or(std::env::current_dir()?),
-        )?)
+        let layout = Layout::new(&root.clone().unwrap_or(std::env::current_dir()?))?;
+        anyhow::ensure!(
+            !matches!(layout.config_file().try_exists(), Ok(false)),
+            "{}{} is not a bluegreen root (it has no bluegreen.toml): name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`",
+            if root.is_some() { "" } else { "the current folder " },
+            layout.root().display()
+        );
+        Ok(layout)
     };
     let config = |layout: &Layout| Config::load(&layout.config_file());
     let stdout = &mut Stdout {
@@ -56,11 +64,6 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let slots = slot.map_or(Slot::ALL.to_vec(), |s| vec![s]);
             // No config needed (it may be broken), but it must be a root.
             let layout = layout()?;
-            anyhow::ensure!(
-                layout.config_file().is_file(),
-                "{} is not a bluegreen root (it has no bluegreen.toml; `bluegreen init` makes one)",
-                layout.root().display()
-            );
             crate::rollout::list(&layout, &slots, stdout)?;
             Ok(true)
         }

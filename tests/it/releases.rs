@@ -224,7 +224,7 @@ fn releases_refuses_a_folder_that_is_not_a_root_and_skips_strays() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         format!(
-            "error: {} is not a bluegreen root (it has no bluegreen.toml; `bluegreen init` makes one)",
+            "error: {} is not a bluegreen root (it has no bluegreen.toml): name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`",
             nowhere.path().display()
         )
     );

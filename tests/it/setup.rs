@@ -260,6 +260,28 @@ fn the_root_comes_from_bluegreen_root_then_the_current_folder() {
             .current_dir(&root.path),
     );
     assert!(by_cwd.starts_with(&want), "{by_cwd}");
+
+    // Run outside any root with neither: it says where it looked and how to name the root
+    // (this was `cannot read /home/me/bluegreen.toml (is this a bluegreen root? ...)`).
+    let elsewhere = tempfile::tempdir().unwrap();
+    for command in ["status", "switch", "check", "releases", "serve"] {
+        let out = Command::new(BIN)
+            .arg(command)
+            .env_remove("BLUEGREEN_ROOT")
+            .current_dir(elsewhere.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            format!(
+                "error: the current folder {} is not a bluegreen root (it has no bluegreen.toml): name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`",
+                elsewhere.path().display()
+            ),
+            "bluegreen {command}"
+        );
+    }
+    assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }
 
 #[test]
