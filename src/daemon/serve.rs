@@ -374,7 +374,8 @@ fn reload_config(daemon: &Daemon) {
             let note = if moved.is_empty() {
                 String::new()
             } else {
-                format!(" ({} take effect on restart)", moved.join(", "))
+                let verb = if moved.len() == 1 { "takes" } else { "take" };
+                format!(" ({} {verb} effect on restart)", moved.join(", "))
             };
             daemon.events.record(
                 "config",

@@ -263,7 +263,7 @@ fn sighup_with_a_broken_config_keeps_running() {
     wait_for(Duration::from_secs(10), "the reload event", || {
         root.control("GET", "/events")
             .body
-            .contains("(slots.green.listen take effect on restart)")
+            .contains("(slots.green.listen takes effect on restart)")
             .then_some(())
     });
     let flip = root.get(root.front, "/flip");
