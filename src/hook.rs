@@ -90,14 +90,24 @@ pub fn run(
     let mut all_live = true;
     let mut failed = None;
     for update in updates {
+        let deleted = update.new.bytes().all(|b| b == b'0');
         if update.refname != deploy_ref {
+            // Most often git's default branch (`master`) pushed to a root that deploys
+            // `main`, or the reverse: say how to deploy it.
+            let hint = match update.refname.strip_prefix("refs/heads/") {
+                // Not for a name that was not UTF-8: the hint could not be typed.
+                Some(branch) if !deleted && !branch.contains('\u{FFFD}') => {
+                    format!(" (`git push {slot} {branch}:{}` deploys it)", config.branch)
+                }
+                _ => String::new(),
+            };
             writeln!(
                 out,
-                "{} is not the deploy branch ({}): not deployed",
+                "{} is not the deploy branch ({}): not deployed{hint}",
                 update.refname, config.branch
             )?;
             all_live = false;
-        } else if update.new.bytes().all(|b| b == b'0') {
+        } else if deleted {
             writeln!(
                 out,
                 "{} was deleted: not deployed ({slot} keeps its current release)",

@@ -302,8 +302,15 @@ fn a_hook_stopped_by_a_signal_stops_its_build_and_deploys_nothing() {
 fn other_branches_deletions_and_garbage_deploy_nothing() {
     let root = Root::new();
     root.commit("first", &[("VERSION", "v1\n")]);
-    root.push_ref("blue", "HEAD:refs/heads/feature")
-        .says("refs/heads/feature is not the deploy branch (main): not deployed");
+    // It says how to deploy it (git's default branch pushed to a root that deploys `main`).
+    root.push_ref("blue", "HEAD:refs/heads/feature").says(
+        "refs/heads/feature is not the deploy branch (main): not deployed (`git push blue feature:main` deploys it)",
+    );
+    assert!(root.current("blue").is_none());
+    // Its deletion has nothing to deploy.
+    let deleted = root.push_ref("blue", ":refs/heads/feature");
+    let note = "refs/heads/feature is not the deploy branch (main): not deployed";
+    assert_eq!(deleted.remote_lines(), [note], "{}", deleted.text);
     assert!(root.current("blue").is_none());
 
     // Run the hook as git would for a deletion of the deploy branch, and for bad input.
@@ -346,7 +353,7 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     assert_eq!(
         text.trim(),
         format!(
-            "refs/heads/feature is not the deploy branch (main): not deployed\n\
+            "refs/heads/feature is not the deploy branch (main): not deployed (`git push blue feature:main` deploys it)\n\
              error: blue: ccccccc not deployed: commit {} is not in {}",
             "c".repeat(40),
             root.path.join("blue.git").display()
