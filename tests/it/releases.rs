@@ -340,6 +340,16 @@ fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
         answer.body.contains("blue has no release nope"),
         "{answer:?}"
     );
+    // A path is no release id, even one that leads to a release folder (this was
+    // `../releases/<id> was superseded by ...`, as if a push had made it).
+    let path = format!("../releases/{replaced}");
+    let answer = root.control("POST", &format!("/slots/blue/reload?release={path}"));
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert!(
+        answer.body.contains(&format!("blue has no release {path}")),
+        "{answer:?}"
+    );
+    assert_eq!(generation(), started);
     // An operator's reload starts it again.
     let answer = root.control("POST", "/slots/blue/reload");
     assert_eq!(answer.status, 200, "{answer:?}");

@@ -189,7 +189,9 @@ impl Supervisor {
             self.last_failed = None;
         }
         if let Reload::Deployed(id) = &mode {
-            if !self.daemon.layout.release_dir(slot, id).is_dir() {
+            // An id names a folder in the slot's releases, not a path that leads out of it.
+            let plain = !id.contains('/') && id != "." && id != "..";
+            if !plain || !self.daemon.layout.release_dir(slot, id).is_dir() {
                 return refuse(reply, slot, format!("{slot} has no release {id}"));
             }
             if *id != release {
