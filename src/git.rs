@@ -5,7 +5,7 @@
 //! Executable bits and symlinks are kept; libgit2 refuses tree paths that would leave
 //! the target (`..`, `.git`, absolute). `.gitattributes` filters and LFS are not applied.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use git2::{Oid, Repository};
@@ -41,12 +41,16 @@ pub fn open(path: Option<&Path>) -> anyhow::Result<Repository> {
     }
 }
 
+/// The repo's folder, without git2's trailing `/`, as messages show a path.
+pub fn dir(repo: &Repository) -> PathBuf {
+    repo.path().components().collect()
+}
+
 /// Resolves `sha` to its commit and tree.
 pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
     // One line each, without libgit2's text, class and code ("class=Odb (9)").
     let oid = Oid::from_str(sha).map_err(|_| anyhow::anyhow!("`{sha}` is not a commit id"))?;
-    // Without git2's trailing `/`, as messages show a path.
-    let place: std::path::PathBuf = repo.path().components().collect();
+    let place = dir(repo);
     let commit = repo.find_commit(oid).map_err(|e| match e.code() {
         git2::ErrorCode::NotFound => {
             anyhow::anyhow!("commit {sha} is not in {}", place.display())

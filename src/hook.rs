@@ -58,8 +58,7 @@ pub fn run(
 ) -> anyhow::Result<bool> {
     let updates = parse(input)?;
     let mut repo = git::open(None)?;
-    // Without git2's trailing `/`, as messages show it.
-    let repo_dir: PathBuf = repo.path().components().collect();
+    let repo_dir = git::dir(&repo);
     let slot = slot_of(&repo_dir)?;
     let home = repo_dir
         .parent()

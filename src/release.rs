@@ -258,6 +258,16 @@ pub fn current(layout: &Layout, slot: Slot) -> Option<String> {
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
+/// Whether `slot` has a release folder named `id`: a plain name in its releases folder,
+/// never a path leading out of it, nor one of ours there (names with a dot first, such as
+/// a release still being made).
+pub fn exists(layout: &Layout, slot: Slot, id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && !id.contains('/')
+        && layout.release_dir(slot, id).is_dir()
+}
+
 /// The metadata of one release.
 pub fn meta(layout: &Layout, slot: Slot, id: &str) -> Option<ReleaseMeta> {
     read_meta(&layout.release_dir(slot, id))

@@ -193,8 +193,8 @@ impl Daemon {
         switch: Option<LastSwitch>,
         only_if_none: bool,
     ) -> anyhow::Result<bool> {
-        let manual = switch.as_ref().is_some_and(|s| s.cause != "heartbeat");
-        let automatic = switch.as_ref().is_some_and(|s| s.cause == "heartbeat");
+        // Whose switch it is: the heartbeat's (true) or an operator's (false), if one.
+        let by_heartbeat = switch.as_ref().map(|s| s.cause == "heartbeat");
         {
             let mut state = self.state.lock().expect("state lock: no panic holds it");
             if only_if_none && state.active.is_some() {
@@ -208,7 +208,7 @@ impl Daemon {
             }
             match next.save(&self.layout.state_file()) {
                 Ok(()) => {}
-                Err(e) if !manual => tracing::error!(
+                Err(e) if by_heartbeat != Some(false) => tracing::error!(
                     "{slot} is active, but {e:#}: a daemon restarted before the next state write starts on the slot it names"
                 ),
                 Err(e) => return Err(e),
@@ -222,13 +222,16 @@ impl Daemon {
         // The daemon's locks are taken one at a time, never nested. Both inside the
         // switch: an operator's switch queued behind the heartbeat's comes after its
         // turning automatic switching off, never before (which would undo theirs).
-        if manual {
-            self.rearm();
-        } else if automatic {
-            self.heartbeat
+        match by_heartbeat {
+            Some(false) => {
+                self.rearm();
+            }
+            Some(true) => self
+                .heartbeat
                 .lock()
                 .expect("heartbeat lock: no panic holds it")
-                .switched();
+                .switched(),
+            None => {}
         }
         Ok(true)
     }

@@ -41,6 +41,15 @@ fn a_push_goes_live_with_zero_downtime() {
     assert!(root.get(root.blue, "/").body.starts_with("v4 from blue"));
 }
 
+/// Waits until blue's live generation has one request in flight.
+fn wait_for_one_in_flight(root: &Root) {
+    wait_for(
+        Duration::from_secs(10),
+        "the slow request to be in flight",
+        || (root.status()["slots"]["blue"]["live"]["in_flight"].as_u64() == Some(1)).then_some(()),
+    );
+}
+
 #[test]
 fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     let mut root = Root::new();
@@ -52,14 +61,7 @@ fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     let url = root.url(root.blue, "/");
     std::thread::scope(|s| {
         let slow = s.spawn(|| http("GET", &url, None));
-        wait_for(
-            Duration::from_secs(10),
-            "the slow request to be in flight",
-            || {
-                (root.status()["slots"]["blue"]["live"]["in_flight"].as_u64() == Some(1))
-                    .then_some(())
-            },
-        );
+        wait_for_one_in_flight(&root);
         root.remove("SLOW_MS");
         root.commit("fast v2", &[("VERSION", "v2\n")]);
         root.push("blue").says("blue: live in ");
@@ -596,7 +598,6 @@ fn a_push_that_lands_while_the_daemon_stops_goes_live_with_the_next_one() {
     root.commit("v2", &[("VERSION", "v2\n"), ("VERSION2", "")]);
     let pushed = std::thread::scope(|scope| {
         let push = scope.spawn(|| root.push("blue"));
-        let cmdline = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         wait_for(Duration::from_secs(20), "generation 2 to start", || {
             (root.processes().iter())
                 .any(|&p| cmdline(p) == b"sleep\x0030\x00")
@@ -636,7 +637,6 @@ fn a_generations_strays_get_their_sigterm_with_its_group() {
         ("app.command", command.into()),
     ]);
     let old_leader = root.live_pid("blue") as u32;
-    let cmdline = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     wait_for(Duration::from_secs(10), "the helper to start", || {
         let pids = root.processes();
         pids.iter()
@@ -649,14 +649,9 @@ fn a_generations_strays_get_their_sigterm_with_its_group() {
         told.exists().then_some(())
     });
     // The old group is still in its 8 s of grace.
-    let state = std::fs::read_to_string(format!("/proc/{old_leader}/stat")).unwrap_or_default();
-    let running = state
-        .rsplit(')')
-        .next()
-        .is_some_and(|r| !r.trim_start().starts_with('Z'));
     assert!(
-        running,
-        "generation 1's leader ran until its SIGKILL: {state}"
+        running(old_leader),
+        "generation 1's leader ran until its SIGKILL"
     );
     root.stop_cleanly(Duration::from_secs(30));
 }
@@ -688,7 +683,6 @@ fn the_sigkill_for_strays_spares_a_stranger_given_a_gone_strays_group_id() {
             .into(),
         ),
     ]);
-    let cmdline = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let (gone, stubborn) = wait_for(Duration::from_secs(10), "both helpers", || {
         let pids = root.processes();
         let gone = pids.iter().find(|&&p| cmdline(p) == b"sleep\x00300\x00")?;
@@ -929,14 +923,7 @@ fn without_overlap_a_stop_during_the_drain_starts_no_new_generation() {
     let url = root.url(root.blue, "/");
     std::thread::scope(|s| {
         let slow = s.spawn(|| http("GET", &url, None));
-        wait_for(
-            Duration::from_secs(10),
-            "the slow request to be in flight",
-            || {
-                (root.status()["slots"]["blue"]["live"]["in_flight"].as_u64() == Some(1))
-                    .then_some(())
-            },
-        );
+        wait_for_one_in_flight(&root);
         root.remove("SLOW_MS");
         root.commit("v2", &[("VERSION", "v2\n")]);
         let pushed = s.spawn(|| root.push("blue"));

@@ -342,13 +342,16 @@ fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
     );
     // A path is no release id, even one that leads to a release folder (this was
     // `../releases/<id> was superseded by ...`, as if a push had made it).
-    let path = format!("../releases/{replaced}");
-    let answer = root.control("POST", &format!("/slots/blue/reload?release={path}"));
-    assert_eq!(answer.status, 409, "{answer:?}");
-    assert!(
-        answer.body.contains(&format!("blue has no release {path}")),
-        "{answer:?}"
-    );
+    // Nor is a folder of ours in the releases folder (a release still being made).
+    std::fs::create_dir(root.path.join("blue/releases/.tmp-x")).unwrap();
+    for path in [format!("../releases/{replaced}"), ".tmp-x".to_string()] {
+        let answer = root.control("POST", &format!("/slots/blue/reload?release={path}"));
+        assert_eq!(answer.status, 409, "{answer:?}");
+        assert!(
+            answer.body.contains(&format!("blue has no release {path}")),
+            "{answer:?}"
+        );
+    }
     assert_eq!(generation(), started);
     // An operator's reload starts it again.
     let answer = root.control("POST", "/slots/blue/reload");

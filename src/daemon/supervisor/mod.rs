@@ -189,9 +189,7 @@ impl Supervisor {
             self.last_failed = None;
         }
         if let Reload::Deployed(id) = &mode {
-            // An id names a folder in the slot's releases, not a path that leads out of it.
-            let plain = !id.contains('/') && id != "." && id != "..";
-            if !plain || !self.daemon.layout.release_dir(slot, id).is_dir() {
+            if !release::exists(&self.daemon.layout, slot, id) {
                 return refuse(reply, slot, format!("{slot} has no release {id}"));
             }
             if *id != release {
@@ -283,13 +281,10 @@ impl Supervisor {
     /// Tells whoever waits for the release queued behind the start that `by` replaced it.
     fn supersede_pending(&mut self, by: &str) {
         if let Some((waiting, waiters)) = self.pending.take() {
-            for w in waiters {
-                let _ = w.send(verdict_failed(
-                    self.slot,
-                    &waiting,
-                    format!("superseded by {by}"),
-                ));
-            }
+            tell(
+                waiters,
+                &verdict_failed(self.slot, &waiting, format!("superseded by {by}")),
+            );
         }
     }
 
@@ -301,9 +296,7 @@ impl Supervisor {
             let _ = cancel.send(());
         }
         if let Some((release, waiters)) = self.pending.take() {
-            for w in waiters {
-                let _ = w.send(Verdict::stopping(self.slot, &release));
-            }
+            tell(waiters, &Verdict::stopping(self.slot, &release));
         }
         if let Some(live) = self.live.take() {
             self.handle().route.clear("the daemon is stopping".into());
@@ -325,6 +318,13 @@ pub(super) fn verdict_failed(slot: Slot, release: &str, reason: String) -> Verdi
 
 fn refuse(reply: Option<oneshot::Sender<Verdict>>, slot: Slot, reason: String) {
     answer(reply, verdict_failed(slot, "", reason));
+}
+
+/// Sends `verdict` to everyone who waits for it (one may have stopped waiting).
+pub(super) fn tell(waiters: Vec<oneshot::Sender<Verdict>>, verdict: &Verdict) {
+    for w in waiters {
+        let _ = w.send(verdict.clone());
+    }
 }
 
 fn answer(reply: Option<oneshot::Sender<Verdict>>, verdict: Verdict) {

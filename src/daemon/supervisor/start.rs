@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::{verdict_failed, Msg, Start, Supervisor};
+use super::{tell, verdict_failed, Msg, Start, Supervisor};
 use crate::daemon::generation::Generation;
 use crate::release;
 use crate::verdict::Verdict;
@@ -68,9 +68,7 @@ impl Supervisor {
                 status.starting = false;
                 status.replacing = false;
             }
-            for w in waiters {
-                let _ = w.send(Verdict::stopping(slot, &release));
-            }
+            tell(waiters, &Verdict::stopping(slot, &release));
             return;
         }
         let id = self.daemon.new_generation();
@@ -159,9 +157,7 @@ impl Supervisor {
             if let Some(generation) = generation {
                 generation.stop(config.app.stop_timeout).await;
             }
-            for w in start.waiters {
-                let _ = w.send(Verdict::stopping(slot, &release));
-            }
+            tell(start.waiters, &Verdict::stopping(slot, &release));
             return;
         }
         match (start.superseded.take(), result) {
@@ -183,9 +179,7 @@ impl Supervisor {
                     false,
                     format!("{slot}: {message}"),
                 );
-                for w in start.waiters {
-                    let _ = w.send(verdict_failed(slot, &release, message.clone()));
-                }
+                tell(start.waiters, &verdict_failed(slot, &release, message));
             }
             (None, Ok(generation)) => {
                 let took = start.since.elapsed();
@@ -259,9 +253,7 @@ impl Supervisor {
                     took_ms: took.as_millis() as u64,
                     ..Verdict::default()
                 };
-                for w in start.waiters {
-                    let _ = w.send(verdict.clone());
-                }
+                tell(start.waiters, &verdict);
             }
             (None, Err((generation, reason))) => {
                 if let Some(generation) = generation {
@@ -307,9 +299,7 @@ impl Supervisor {
                 } else if let Some(good) = fallback {
                     self.schedule_restart(good);
                 }
-                for w in start.waiters {
-                    let _ = w.send(verdict_failed(slot, &release, message.clone()));
-                }
+                tell(start.waiters, &verdict_failed(slot, &release, message));
             }
         }
         if let Some((release, waiters)) = self.pending.take() {

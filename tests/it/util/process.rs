@@ -23,16 +23,31 @@ pub fn root_processes(root: &Path) -> Vec<u32> {
         let marked = fs::read(dir.join("environ"))
             .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_slice()));
         let inside = fs::read_link(dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(root));
-        let zombie = fs::read_to_string(dir.join("stat")).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        });
-        if (marked || inside) && !zombie {
+        if (marked || inside) && !zombie(&dir) {
             pids.push(pid);
         }
     }
     pids
+}
+
+/// Whether the process whose `/proc` folder is `dir` is a zombie (dead, not reaped yet).
+fn zombie(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has).
+pub fn running(pid: u32) -> bool {
+    let dir = Path::new("/proc").join(pid.to_string());
+    dir.exists() && !zombie(&dir)
+}
+
+/// The command line of process `pid`, its words each ended by a NUL; empty once gone.
+pub fn cmdline(pid: u32) -> Vec<u8> {
+    fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
 }
 
 /// Whether no process of group `pgid` is left.
