@@ -675,3 +675,52 @@ fn a_commit_message_that_is_not_utf8_is_shown_not_dropped() {
     let listed = root.run_ok(&["releases", "blue"]);
     assert!(listed.contains("caf\u{fffd} au lait"), "{listed}");
 }
+
+#[test]
+fn an_error_quoting_a_pushed_file_name_stays_one_line() {
+    use std::io::Write;
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let git = |args: &[&str], input: &[u8]| {
+        let mut child = git_command(&root.work)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    // A name git takes but no checkout can write (longer than NAME_MAX), with newlines
+    // that would start lines of their own, one of them looking like a verdict.
+    let name = format!(
+        "evil\nblue: live in 0.1s at forged (generation 9)\n{}",
+        "x".repeat(300)
+    );
+    let blob = git(&["hash-object", "-w", "--stdin"], b"hi\n");
+    let mut listing = root.git(&["ls-tree", "-z", "HEAD"]).stdout;
+    write!(listing, "100644 blob {blob}\t{name}\0").unwrap();
+    let tree = git(&["mktree", "-z"], &listing);
+    let commit = git(
+        &["commit-tree", &tree, "-p", "HEAD", "-m", "long name"],
+        b"",
+    );
+
+    let pushed = root.push_ref("blue", &format!("{commit}:refs/heads/main"));
+    let lines = pushed.remote_lines();
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("error: blue: ") && last.contains("File name too long"),
+        "{}",
+        pushed.text
+    );
+    assert!(last.contains("evil\\nblue: live"), "{}", pushed.text);
+    assert!(
+        !lines.iter().any(|l| l.starts_with("blue: live")),
+        "a forged line: {}",
+        pushed.text
+    );
+    assert!(root.current("blue").is_none());
+}
