@@ -94,9 +94,13 @@ pub fn run(
             // Most often git's default branch (`master`) pushed to a root that deploys
             // `main`, or the reverse: say how to deploy it.
             let hint = match update.refname.strip_prefix("refs/heads/") {
-                // Not for a name that was not UTF-8: the hint could not be typed.
-                Some(branch) if !deleted && !branch.contains('\u{FFFD}') => {
-                    format!(" (`git push {slot} {branch}:{}` deploys it)", config.branch)
+                // Not for a name that was not UTF-8: the hint could not be typed. Nor for
+                // one git would read as an option (`--receive-pack=<command>`).
+                Some(branch)
+                    if !deleted && !branch.contains('\u{FFFD}') && !branch.starts_with('-') =>
+                {
+                    let refspec = shell_quoted(&format!("{branch}:{}", config.branch));
+                    format!(" (`git push {slot} {refspec}` deploys it)")
                 }
                 _ => String::new(),
             };
@@ -232,6 +236,18 @@ fn deploy(
     verdict::reload(config, layout, slot, &id, out)
 }
 
+/// `word` as a shell reads it back: as is when it holds only characters no shell
+/// treats specially, else in single quotes. A hint is pasted into a shell, and a branch
+/// name may hold `;`, `$`, `{` (`x;touch${IFS}f`).
+fn shell_quoted(word: &str) -> String {
+    let plain = |c: char| c.is_alphanumeric() || "._/+@:-".contains(c);
+    if word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// The slot a bare repo serves: its folder name without `.git`.
 fn slot_of(repo_dir: &Path) -> anyhow::Result<Slot> {
     let name = repo_dir
@@ -291,6 +307,13 @@ mod tests {
             err,
             "malformed post-receive input on line 1: expected `<old-sha> <new-sha> <ref>`"
         );
+    }
+
+    #[test]
+    fn a_hint_quotes_what_a_shell_would_read() {
+        assert_eq!(shell_quoted("feature/x-1.2:main"), "feature/x-1.2:main");
+        assert_eq!(shell_quoted("x;touch${IFS}f:main"), "'x;touch${IFS}f:main'");
+        assert_eq!(shell_quoted("it's:main"), r"'it'\''s:main'");
     }
 
     #[test]

@@ -724,3 +724,50 @@ fn an_error_quoting_a_pushed_file_name_stays_one_line() {
     );
     assert!(root.current("blue").is_none());
 }
+
+#[test]
+fn the_hint_for_another_branch_runs_no_command_it_names() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let pwned = root.work.join("pwned");
+    // git takes `;`, `$`, `{` and `}` in a branch name: pasted unquoted, the hint would
+    // run what follows the `;` (in the folder it is pasted in).
+    let branch = "x;touch${IFS}pwned;#";
+    root.git(&["branch", branch]);
+    let pushed = root.push_ref("blue", branch);
+    let line = pushed
+        .remote_lines()
+        .into_iter()
+        .find(|l| l.contains("is not the deploy branch"))
+        .unwrap_or_else(|| panic!("{}", pushed.text));
+    let hint = line
+        .split_once("(`")
+        .and_then(|(_, rest)| rest.split_once("` deploys it)"))
+        .unwrap_or_else(|| panic!("no hint: {line}"))
+        .0
+        .to_string();
+    // The pusher pastes it into a shell, in the repo they pushed from.
+    let out = Command::new("sh")
+        .args(["-c", &hint])
+        .current_dir(&root.work)
+        .envs(
+            git_command(&root.work)
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .env_remove("GIT_DIR")
+        .env_remove("BLUEGREEN_ROOT")
+        .output()
+        .unwrap();
+    assert!(!pwned.exists(), "the hint ran a command: {hint}");
+    assert!(
+        out.status.success() && root.current("blue").is_some(),
+        "the hint deploys: {hint}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A name git would read as an option (`--receive-pack=<command>`) gets no hint.
+    let pushed = root.push_ref("blue", "HEAD:refs/heads/--receive-pack=touch");
+    pushed.says("refs/heads/--receive-pack=touch is not the deploy branch (main): not deployed");
+    assert!(!pushed.text.contains("deploys it"), "{}", pushed.text);
+}
