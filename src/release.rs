@@ -309,8 +309,10 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
 /// daemon ran them), the newest older one that was current. A release that failed to
 /// start is passed over, and so is one a killed deploy left behind. In a slot where no
 /// release carries either mark (made before they existed), the one made just before.
+/// `id` need not be listed (its folder removed by hand): those older than it still are.
 pub fn previous(releases: &[Release], id: &str) -> Option<String> {
-    let i = releases.iter().position(|r| r.id == id)?;
+    // `releases` is sorted by id, and ids sort by age.
+    let i = releases.partition_point(|r| r.id.as_str() < id);
     let older = &releases[..i];
     let found = older
         .iter()

@@ -551,3 +551,28 @@ fn a_release_made_after_the_clock_stepped_back_still_sorts_last() {
     root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), ahead);
 }
+
+#[test]
+fn rollback_from_a_current_release_removed_by_hand_goes_to_the_one_before() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue");
+    let v2 = root.current("blue").unwrap();
+    // An operator freeing disk removed the folder `current` names.
+    fs::remove_dir_all(root.path.join("blue/releases").join(&v2)).unwrap();
+    let out = root.run(&["rollback", "blue"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("blue: current {v2} -> {v1}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(root.current("blue").unwrap(), v1);
+}
