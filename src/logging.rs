@@ -118,9 +118,33 @@ pub fn quotable(line: &str) -> String {
     out
 }
 
+/// An error as one line whatever it quotes: a file name from a pushed tree may hold a
+/// newline (or a terminal escape), which would start a line of its own, so control
+/// characters are shown escaped (`\n`).
+pub fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            line.extend(c.escape_debug());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_is_one_line_whatever_it_quotes() {
+        assert_eq!(
+            one_line("cannot open 'evil\nblue: live'\t\u{1b}[2J"),
+            r"cannot open 'evil\nblue: live'\t\u{1b}[2J"
+        );
+        assert_eq!(one_line("plain: ünïcode"), "plain: ünïcode");
+    }
 
     #[test]
     fn a_flood_comes_out_as_a_line_a_second_with_the_count_held_back() {

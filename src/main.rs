@@ -49,16 +49,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            // One line whatever it quotes: a file name from a pushed tree may hold a
-            // newline (or a terminal escape), which would start a line of its own.
-            let mut line = String::new();
-            for c in format!("{e:#}").chars() {
-                if c.is_control() {
-                    line.extend(c.escape_debug());
-                } else {
-                    line.push(c);
-                }
-            }
+            let line = bluegreen::logging::one_line(&format!("{e:#}"));
             let _ = writeln!(bluegreen::logging::LossyStderr, "error: {line}");
             ExitCode::FAILURE
         }
