@@ -7,23 +7,31 @@
 //! request is handed over, hyper gives the unsent request back and it goes out on the
 //! next connection: a request is never sent twice. A connection idle for longer than
 //! `IDLE_TIMEOUT` is not reused, so the worker's own keep-alive timeout never closes one
-//! under a request; the pool keeps at most `MAX_IDLE` per port.
+//! under a request; the pool keeps at most `MAX_IDLE` per port. A connection whose
+//! request body had not all been sent when the answer came (an upload answered early,
+//! with a 413 or a 401) is not reused, as nginx does: a worker that does not read the
+//! rest would take it as the start of its next request, another client's.
 //!
 //! Each proxy thread has its own pool (no lock is ever contended) and its own
 //! connections, whose hyper tasks run on that thread's runtime. A generation's port is
 //! not handed out again for thousands of generations (`upstream::Ports`), so an idle
 //! connection can't reach the wrong process.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::Body;
+use super::upstream::{Body, BoxError};
 
 /// How long an unused connection may be reused. Shorter than the keep-alive timeouts of
 /// common app servers (gunicorn 2 s, Node and uvicorn 5 s): a connection the worker may
@@ -103,6 +111,8 @@ pub enum Failure {
 /// request.
 pub struct Pooled {
     sender: Option<http1::SendRequest<Body>>,
+    /// False when the request body was not all sent before the answer came.
+    reuse: bool,
     port: u16,
     pool: Arc<Pool>,
 }
@@ -115,6 +125,19 @@ impl Pool {
         port: u16,
         mut request: Request<Body>,
     ) -> Result<(Response<Incoming>, Pooled), Failure> {
+        // Only a request with a body can have some of it left to send.
+        let mut sent = None;
+        if !request.body().is_end_stream() {
+            let noted = Arc::new(AtomicBool::new(false));
+            request = request.map(|inner| {
+                Noted {
+                    inner,
+                    sent: noted.clone(),
+                }
+                .boxed()
+            });
+            sent = Some(noted);
+        }
         loop {
             let (mut sender, reused) = match self.take(port) {
                 Some(sender) => (sender, true),
@@ -125,6 +148,7 @@ impl Pool {
                 Ok(response) => {
                     let pooled = Pooled {
                         sender: Some(sender),
+                        reuse: sent.is_none_or(|sent| sent.load(Ordering::Relaxed)),
                         port,
                         pool: self.clone(),
                     };
@@ -198,11 +222,52 @@ impl Pool {
     }
 }
 
+/// A request body that notes when its end has been handed to the connection (the
+/// connection's task polls it, on this thread).
+struct Noted {
+    inner: Body,
+    sent: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Noted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // hyper stops polling once `is_end_stream` says the last frame came.
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.sent.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl Drop for Pooled {
     fn drop(&mut self) {
         let Some(mut sender) = self.sender.take() else {
             return;
         };
+        if !self.reuse {
+            // Closes once the answer and the rest of the body are through.
+            return;
+        }
         if sender.is_ready() {
             self.pool.put(self.port, sender);
         } else if !sender.is_closed() {
@@ -333,6 +398,87 @@ mod tests {
             2,
             "the idle one was not reused"
         );
+    }
+
+    /// A worker that answers each request head at once, with its request line, and
+    /// never reads a body: what follows a head is the start of the next one to it.
+    async fn hasty_server(accepted: Arc<AtomicUsize>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+                            seen.drain(..end + 4);
+                            let line = head.lines().next().unwrap_or_default().to_string();
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{line}",
+                                line.len()
+                            );
+                            let _ = stream.write_all(answer.as_bytes()).await;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// A 4-byte body whose bytes come when the test sends them.
+    struct Later(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl hyper::body::Body for Later {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(4)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_answered_before_its_body_was_sent_is_not_reused() {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let port = hasty_server(accepted.clone()).await;
+        let pool = Arc::new(Pool::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let upload = Request::post("/upload").body(Later(rx).boxed()).unwrap();
+        let (response, pooled) = pool.send(port, upload).await.unwrap();
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, "POST /upload HTTP/1.1");
+        // The rest of the upload comes after the answer.
+        tx.send(Bytes::from_static(b"xxxx")).await.unwrap();
+        drop(tx);
+        drop(pooled);
+        // Until the body is through and the connection could be back in the pool.
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let next = Request::get("/next").body(empty()).unwrap();
+        let (response, _pooled) = pool.send(port, next).await.unwrap();
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            answer, "GET /next HTTP/1.1",
+            "the next request went out behind the body's rest"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
