@@ -402,7 +402,8 @@ mod tests {
 
     /// A worker that answers each request head at once, with its request line, and
     /// never reads a body: what follows a head is the start of the next one to it.
-    async fn hasty_server(accepted: Arc<AtomicUsize>) -> u16 {
+    /// Counts the connections it accepted and those the client closed.
+    async fn hasty_server(accepted: Arc<AtomicUsize>, closed: Arc<AtomicUsize>) -> u16 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -410,6 +411,7 @@ mod tests {
             loop {
                 let (mut stream, _) = listener.accept().await.unwrap();
                 accepted.fetch_add(1, Ordering::SeqCst);
+                let closed = closed.clone();
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
                     let mut buf = [0; 4096];
@@ -426,6 +428,7 @@ mod tests {
                             let _ = stream.write_all(answer.as_bytes()).await;
                         }
                     }
+                    closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -455,8 +458,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_answered_before_its_body_was_sent_is_not_reused() {
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let port = hasty_server(accepted.clone()).await;
+        let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let port = hasty_server(accepted.clone(), closed.clone()).await;
         let pool = Arc::new(Pool::default());
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let upload = Request::post("/upload").body(Later(rx).boxed()).unwrap();
@@ -467,9 +470,19 @@ mod tests {
         tx.send(Bytes::from_static(b"xxxx")).await.unwrap();
         drop(tx);
         drop(pooled);
-        // Until the body is through and the connection could be back in the pool.
-        for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // Once the rest is through, the connection is either closed (not reused) or back
+        // in the pool, where the next request would go out behind the rest.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while closed.load(Ordering::SeqCst) == 0 {
+            assert!(
+                pool.take(port).is_none(),
+                "the connection went back to the pool with the body's rest sent after its answer"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the connection was neither closed nor pooled in 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let next = Request::get("/next").body(empty()).unwrap();
         let (response, _pooled) = pool.send(port, next).await.unwrap();
