@@ -10,9 +10,10 @@
 #     `sh -c 'sed ... && exec nginx ...'` on the generation's {port}); wrk goes through
 #     blue's slot listener (row bluegreen-slot) and the front router (row bluegreen-front).
 # Each row: 3 s warm-up, then `wrk -t2 -c64 -d15s --latency` (DURATION to change it),
-# ROUNDS times (default 3) with the rows taking turns, so that a slow minute of this shared
-# machine falls on every row alike; the table gives each row's median over the rounds, and
-# the ratio per round. Also: the proxy's CPU per request (user and kernel), and the
+# ROUNDS times (default 3) with the rows taking turns, each round starting one row further
+# on, so that a slow minute of this shared machine, and a row's place in the round, fall
+# on every row alike; the table gives each row's median over the rounds, and the ratio per
+# round. Also: the proxy's CPU per request (user and kernel), and the
 # daemon's RSS (VmRSS) idle, the peak sampled every second under load, and after.
 # Everything (wrk, proxies, upstreams) shares this machine's cores: compare the ratios.
 # Usage: bench/proxy.sh   (env: BLUEGREEN_BIN, DURATION=15s, ROUNDS=3, KEEP_TMP=1)
@@ -143,11 +144,16 @@ ratios() { # A B: "a1/b1 a2/b2 ..." per round, as x.xx
 }
 
 run_row nginx-direct "$UP_PORT"
+# Each round starts one row further on (round 1: proxy, slot, front; round 2: slot, front,
+# proxy; ...): a row's place in the round (what ran just before it) is the same for all.
+ROWS=("nginx-proxy $PX_PORT $PROXY_MASTER" "bluegreen-slot $BLUE_PORT $SERVE_PID"
+    "bluegreen-front $FRONT $SERVE_PID")
 for round in $(seq "$ROUNDS"); do
     echo "round $round of $ROUNDS" >&2
-    run_row nginx-proxy "$PX_PORT" "$PROXY_MASTER"
-    run_row bluegreen-slot "$BLUE_PORT" "$SERVE_PID"
-    run_row bluegreen-front "$FRONT" "$SERVE_PID"
+    for i in 0 1 2; do
+        # shellcheck disable=SC2086 # one row's three words
+        run_row ${ROWS[$(((round - 1 + i) % 3))]}
+    done
 done
 RSS_LOAD=$(maxof <"$WORK/rss-load")
 sleep 2
