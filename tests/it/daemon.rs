@@ -978,3 +978,36 @@ fn a_rollback_while_a_push_starts_keeps_the_live_generation() {
     assert!(!events.contains("generation 2 live"), "{events}");
     assert!(!events.contains("starting generation 3"), "{events}");
 }
+
+/// A hand flip of `current` back to the live release while a push's release still
+/// starts (the file watch's backstop, as `rollback` is through the control API): the
+/// release flipped away from never goes live.
+#[test]
+fn a_hand_flip_back_to_the_live_release_while_a_push_starts_keeps_it() {
+    let root = blue_live_with(&[("heartbeat.timeout", "10s".into())]);
+    let v1 = root.current("blue").unwrap();
+    root.commit("slow v2", &[("VERSION", "v2\n"), ("SLOW_MS", "3000")]);
+    std::thread::scope(|s| {
+        let pushed = s.spawn(|| root.push("blue"));
+        wait_for(Duration::from_secs(10), "v2's start", || {
+            root.control("GET", "/events")
+                .body
+                .contains("starting generation 2 for release")
+                .then_some(())
+        });
+        let slot = root.path.join("blue");
+        std::os::unix::fs::symlink(format!("releases/{v1}"), slot.join("current.hand")).unwrap();
+        std::fs::rename(slot.join("current.hand"), slot.join("current")).unwrap();
+        pushed.join().unwrap().says(&format!(
+            "blue: not live: release {} did not go live: blue went back to {v1}, its live release, meanwhile",
+            root.releases("blue").last().unwrap()
+        ));
+    });
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+    let events = root.control("GET", "/events").body;
+    assert!(!events.contains("generation 2 live"), "{events}");
+    assert_eq!(
+        root.status()["slots"]["blue"]["live"]["release"],
+        v1.as_str()
+    );
+}

@@ -32,7 +32,8 @@ mod start;
 pub enum Reload {
     /// Start it again all the same (an operator's `POST /slots/<slot>/reload`).
     Always,
-    /// Do nothing, nor when it just failed to start it: the file watch's reloads.
+    /// Do nothing, nor when it just failed to start it: the file watch's reloads. One
+    /// back to the live release ends a start of another (see `back_to_live`).
     IfChanged,
     /// The caller flipped `current` to this release: a generation of it that is live or
     /// starting already is the answer (the file watch may have started it first, while
@@ -227,6 +228,12 @@ impl Supervisor {
             }
         }
         if mode == Reload::IfChanged {
+            // `current` came back to the live release (a hand flip, or a rollback the
+            // daemon heard of only through the watch): as for a deploy's, a start of
+            // another release under way or waiting its turn goes no further.
+            if self.live.as_ref().is_some_and(|g| g.release == release) {
+                return self.back_to_live(&release);
+            }
             let known = [
                 self.live.as_ref().map(|g| &g.release),
                 self.starting.as_ref().map(|s| &s.release),
