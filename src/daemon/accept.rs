@@ -12,9 +12,9 @@
 //! routes to has settled); until then connections wait in the listen backlog. Once
 //! `shutdown` turns true the acceptor closes the listeners (new connects are refused, or
 //! under socket activation left in the backlog for the next daemon) and each proxy thread
-//! lets its connections finish their current request, up to `grace`: each answer from
-//! then on says `Connection: close`, and a connection that sends nothing for a second is
-//! closed. Upgraded connections (tunnels) are not waited for: they close with the thread.
+//! lets its connections finish their current request, up to `app.drain_timeout` (as it is
+//! at the stop: a SIGHUP may have changed it): each answer from then on says `Connection:
+//! close`, and a connection that sends nothing for a second is closed. Upgraded connections (tunnels) are not waited for: they close with the thread.
 //!
 //! Open connections are capped by the file limit (see [`connection_limit`]): each takes
 //! a file for itself and one for its upstream connection, and the daemon must keep files
@@ -169,7 +169,6 @@ pub fn start(
     threads: usize,
     daemon: &Arc<Daemon>,
     shutdown: &watch::Receiver<bool>,
-    grace: Duration,
 ) -> anyhow::Result<Started> {
     let mut handles = Vec::new();
     let mut proxies = Vec::new();
@@ -189,9 +188,7 @@ pub fn start(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("bluegreen-proxy-{n}"))
-                .spawn(move || {
-                    runtime.block_on(serve_thread(n, rx, (open, tell, told), daemon, grace))
-                })?,
+                .spawn(move || runtime.block_on(serve_thread(n, rx, (open, tell, told), daemon)))?,
         );
     }
     let runtime = runtime()?;
@@ -393,13 +390,12 @@ impl Open {
 }
 
 /// Proxy thread number `thread`: serves the connections it is given until the acceptor
-/// is gone, then lets them finish their current request (up to `grace`).
+/// is gone, then lets them finish their current request (up to `app.drain_timeout`).
 async fn serve_thread(
     thread: usize,
     mut rx: mpsc::UnboundedReceiver<Accepted>,
     (open, tell, all_told): (Arc<AtomicUsize>, Arc<watch::Sender<Told>>, mpsc::Sender<()>),
     daemon: Arc<Daemon>,
-    grace: Duration,
 ) {
     let pool = Arc::new(Pool::default());
     let local = Arc::new(Local {
@@ -537,6 +533,8 @@ async fn serve_thread(
     tell.send_replace(STOP);
     let _ = closer.await;
     drop(done_tx);
+    // Read now: a SIGHUP since the start may have changed it.
+    let grace = local.daemon.config().app.drain_timeout;
     tokio::select! {
         _ = done_rx.recv() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!("connections still open after the drain timeout"),

@@ -148,7 +148,6 @@ async fn run(
             supervisor::Supervisor::new(slot, daemon.clone(), tx, rx, stop_rx.clone()).run(),
         ));
     }
-    let grace = config.app.drain_timeout;
     let [blue, green] = bound.slots;
     // Each listener accepts once what it routes to has settled (see `startup` below);
     // until then the kernel holds new connections in the listen backlog.
@@ -162,7 +161,6 @@ async fn run(
         threads,
         &daemon,
         &stop_rx,
-        grace,
     )
     .context("cannot start the proxy threads")?;
     let control =

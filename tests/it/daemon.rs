@@ -1011,3 +1011,34 @@ fn a_hand_flip_back_to_the_live_release_while_a_push_starts_keeps_it() {
         v1.as_str()
     );
 }
+
+/// A drain timeout raised by SIGHUP holds for the daemon's own stop: a request longer
+/// than the old one is answered. The proxy threads cut their connections after the
+/// drain timeout the daemon started with.
+#[test]
+fn a_drain_timeout_raised_by_sighup_lets_a_slow_request_finish_at_the_stop() {
+    let mut root = Root::new();
+    root.set("app.drain_timeout", "1s");
+    root.set("heartbeat.timeout", "10s");
+    root.serve();
+    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "3000")]);
+    root.push("blue").says("blue: live in ");
+    root.set("app.drain_timeout", "10s");
+    root.signal(Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the reload event", || {
+        root.control("GET", "/events")
+            .body
+            .contains("config reloaded from")
+            .then_some(())
+    });
+    let url = root.url(root.blue, "/");
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| http("GET", &url, None));
+        wait_for_one_in_flight(&root);
+        root.signal(Signal::SIGTERM);
+        let answer = slow.join().unwrap().expect("the slow request is answered");
+        assert_eq!(answer.status, 200);
+        assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
+    });
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+}
