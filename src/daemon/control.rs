@@ -9,8 +9,9 @@
 //! forever on an `HTTP/2.0` request line, and aborted the daemon on a Content-Length
 //! beyond memory). No endpoint takes a body: a request with one is refused, unread,
 //! before anything is done. A switch runs in its own task, so a caller that hangs up
-//! never leaves it half done; a reload answers once the new generation is live or has
-//! failed.
+//! never leaves it half done; once the daemon begins to stop, one not done yet is ended
+//! (its migration stopped) and its caller told so. A reload answers once the new
+//! generation is live or has failed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,11 +51,11 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
                 continue;
             }
         };
-        let daemon = daemon.clone();
+        let (daemon, stop) = (daemon.clone(), stop.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let daemon = daemon.clone();
-                async move { Ok::<_, Infallible>(answer(request, peer, &daemon).await) }
+                let (daemon, stop) = (daemon.clone(), stop.clone());
+                async move { Ok::<_, Infallible>(answer(request, peer, &daemon, stop).await) }
             });
             // The timer bounds the time a head may take (hyper's 30 s).
             let _ = http1::Builder::new()
@@ -69,6 +70,7 @@ async fn answer(
     request: Request<Incoming>,
     peer: SocketAddr,
     daemon: &Arc<Daemon>,
+    mut stop: watch::Receiver<bool>,
 ) -> Response<Body> {
     if !peer.ip().to_canonical().is_loopback() {
         return reply(
@@ -171,13 +173,30 @@ async fn answer(
         (&Method::POST, "/switch") => match Query::parse(query) {
             Ok(query) => {
                 // Its own task: a caller that hangs up must not cancel a switch halfway.
-                let switching = {
+                let mut switching = {
                     let daemon = daemon.clone();
                     tokio::spawn(async move { switch::switch(&daemon, query, "api").await })
                 };
-                match switching.await {
+                // The daemon began to stop: a switch not done yet goes no further (its
+                // migration is stopped), and the caller is told, before the stop ends
+                // the connection. One done meanwhile is reported as done.
+                let result = tokio::select! {
+                    biased;
+                    result = &mut switching => result,
+                    // The guard `wait_for` returns is not Send: dropped at once.
+                    _ = async { drop(stop.wait_for(|stop| *stop).await) } => {
+                        switching.abort();
+                        switching.await
+                    }
+                };
+                match result {
                     Ok(Ok(done)) => (StatusCode::OK, "application/json", done.to_string()),
                     Ok(Err(e)) => (e.status(), "text/plain", e.to_string()),
+                    Err(e) if e.is_cancelled() => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "the daemon is stopping; the active slot stays as it was".into(),
+                    ),
                     Err(e) => (
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "text/plain",

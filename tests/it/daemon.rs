@@ -1042,3 +1042,35 @@ fn a_drain_timeout_raised_by_sighup_lets_a_slow_request_finish_at_the_stop() {
     });
     assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
 }
+
+/// A switch whose `switch.migrate` still runs when the daemon is told to stop goes no
+/// further, and its caller reads why: it read the connection's EOF ('Network Error:
+/// Unexpected EOF'), and could not tell whether the switch happened.
+#[test]
+fn a_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
+    let started = tempfile::tempdir().unwrap();
+    let flag = started.path().join("migrating");
+    let mut root = blue_live_with(&[(
+        "switch.migrate",
+        format!("sh -c 'touch {}; sleep 30'", flag.display()).into(),
+    )]);
+    root.push("green").says("green: live in ");
+    std::thread::scope(|s| {
+        let switched = s.spawn(|| root.run(&["switch", "green"]));
+        wait_for(Duration::from_secs(10), "the migration to run", || {
+            flag.exists().then_some(())
+        });
+        root.signal(Signal::SIGTERM);
+        let out = switched.join().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "not switched: the daemon is stopping; the active slot stays as it was"
+        );
+    });
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    assert_eq!(root.processes(), Vec::<u32>::new(), "the migration is gone");
+    root.serve();
+    assert_eq!(root.status()["active"], "blue");
+}
