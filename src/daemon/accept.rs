@@ -13,8 +13,9 @@
 //! `shutdown` turns true the acceptor closes the listeners (new connects are refused, or
 //! under socket activation left in the backlog for the next daemon) and each proxy thread
 //! lets its connections finish their current request, up to `app.drain_timeout` (as it is
-//! at the stop: a SIGHUP may have changed it): each answer from then on says `Connection:
-//! close`, and a connection that sends nothing for a second is closed. Upgraded connections (tunnels) are not waited for: they close with the thread.
+//! at the stop: a SIGHUP may have changed it): each answer from then on says
+//! `Connection: close`, and a connection that sends nothing for a second is closed.
+//! Upgraded connections (tunnels) are not waited for: they close with the thread.
 //!
 //! Open connections are capped by the file limit (see [`connection_limit`]): each takes
 //! a file for itself and one for its upstream connection, and the daemon must keep files
@@ -182,13 +183,15 @@ pub fn start(
             open: open.clone(),
             tell: tell.clone(),
         });
-        let daemon = daemon.clone();
+        let (daemon, stop) = (daemon.clone(), shutdown.clone());
         let runtime = runtime()?;
         let told = told_tx.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("bluegreen-proxy-{n}"))
-                .spawn(move || runtime.block_on(serve_thread(n, rx, (open, tell, told), daemon)))?,
+                .spawn(move || {
+                    runtime.block_on(serve_thread(n, rx, (open, tell, told), daemon, stop))
+                })?,
         );
     }
     let runtime = runtime()?;
@@ -396,10 +399,12 @@ async fn serve_thread(
     mut rx: mpsc::UnboundedReceiver<Accepted>,
     (open, tell, all_told): (Arc<AtomicUsize>, Arc<watch::Sender<Told>>, mpsc::Sender<()>),
     daemon: Arc<Daemon>,
+    stop: watch::Receiver<bool>,
 ) {
     let pool = Arc::new(Pool::default());
     let local = Arc::new(Local {
         pool: pool.clone(),
+        stop,
         thread,
         routes: Default::default(),
         config: Mutex::new(daemon.config_copy()),

@@ -70,7 +70,7 @@ async fn answer(
     request: Request<Incoming>,
     peer: SocketAddr,
     daemon: &Arc<Daemon>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Response<Body> {
     if !peer.ip().to_canonical().is_loopback() {
         return reply(
@@ -171,39 +171,10 @@ async fn answer(
             }
         }
         (&Method::POST, "/switch") => match Query::parse(query) {
-            Ok(query) => {
-                // Its own task: a caller that hangs up must not cancel a switch halfway.
-                let mut switching = {
-                    let daemon = daemon.clone();
-                    tokio::spawn(async move { switch::switch(&daemon, query, "api").await })
-                };
-                // The daemon began to stop: a switch not done yet goes no further (its
-                // migration is stopped), and the caller is told, before the stop ends
-                // the connection. One done meanwhile is reported as done.
-                let result = tokio::select! {
-                    biased;
-                    result = &mut switching => result,
-                    // The guard `wait_for` returns is not Send: dropped at once.
-                    _ = async { drop(stop.wait_for(|stop| *stop).await) } => {
-                        switching.abort();
-                        switching.await
-                    }
-                };
-                match result {
-                    Ok(Ok(done)) => (StatusCode::OK, "application/json", done.to_string()),
-                    Ok(Err(e)) => (e.status(), "text/plain", e.to_string()),
-                    Err(e) if e.is_cancelled() => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        "the daemon is stopping; the active slot stays as it was".into(),
-                    ),
-                    Err(e) => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "text/plain",
-                        format!("the switch failed: {e}"),
-                    ),
-                }
-            }
+            Ok(query) => match switch::in_task(daemon, query, "api", stop).await {
+                Ok(done) => (StatusCode::OK, "application/json", done.to_string()),
+                Err(e) => (e.status(), "text/plain", e.to_string()),
+            },
             Err(reason) => (StatusCode::BAD_REQUEST, "text/plain", reason),
         },
         (&Method::POST, _) if reload_target.is_some() => {

@@ -63,6 +63,7 @@ pub async fn handle(
     request: Request<Incoming>,
     peer: SocketAddr,
     daemon: &Arc<Daemon>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Response<Body> {
     if request.method() != Method::POST && request.method() != Method::GET {
         let mut response = plain(
@@ -107,16 +108,9 @@ pub async fn handle(
         Ok(query) => query,
         Err(reason) => return plain(StatusCode::BAD_REQUEST, &reason),
     };
-    // Its own task: a client that hangs up must not cancel a switch halfway.
-    let daemon = daemon.clone();
-    let switching = tokio::spawn(async move { switch::switch(&daemon, query, "front").await });
-    match switching.await {
-        Ok(Ok(done)) => json(StatusCode::OK, &done),
-        Ok(Err(e)) => plain(e.status(), &e.to_string()),
-        Err(e) => plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("the switch failed: {e}"),
-        ),
+    match switch::in_task(daemon, query, "front", stop).await {
+        Ok(done) => json(StatusCode::OK, &done),
+        Err(e) => plain(e.status(), &e.to_string()),
     }
 }
 

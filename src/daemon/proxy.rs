@@ -51,6 +51,8 @@ pub struct Local {
     /// client sends its next request to the next daemon instead of into a closed
     /// connection.
     pub stopping: AtomicBool,
+    /// Turns true when the daemon begins to stop (a `/switch` under way then ends).
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The client end of a connection, as each of its requests sees it.
@@ -99,6 +101,7 @@ async fn answer(
         config,
         quiet,
         stopping: _,
+        stop,
     } = local;
     let traffic = daemon.metrics.traffic(*thread);
     if let Some((status, reason)) = refused(&request) {
@@ -124,7 +127,11 @@ async fn answer(
             if switch {
                 // Boxed, as the rare paths below: the common path's future stays small,
                 // and it is moved a few times per request.
-                return Ok(Box::pin(super::front_switch::handle(request, peer.addr, daemon)).await);
+                let stop = stop.clone();
+                return Ok(Box::pin(super::front_switch::handle(
+                    request, peer.addr, daemon, stop,
+                ))
+                .await);
             }
             if mirror.is_some() {
                 // Boxed, as the rare paths here.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use tokio::sync::watch;
 
 use super::params::{flag, params};
 use super::{migrate, Daemon};
@@ -53,6 +54,9 @@ pub enum SwitchError {
     /// We could not record the switch: 500, nothing changed.
     #[error("{0}")]
     Failed(String),
+    /// The daemon began to stop before the switch was done: 503, nothing changed.
+    #[error("the daemon is stopping; the active slot stays as it was")]
+    Stopping,
 }
 
 impl SwitchError {
@@ -60,7 +64,38 @@ impl SwitchError {
         match self {
             SwitchError::Refused(_) => StatusCode::CONFLICT,
             SwitchError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            SwitchError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+}
+
+/// [`switch`] in a task of its own, so that a caller who hangs up cannot cancel it
+/// halfway; but once the daemon begins to stop (`stop` turns true), one not done yet
+/// goes no further (its migration is stopped with its group) and the caller is told so
+/// before the stop ends the connection. One done meanwhile is reported as done.
+pub async fn in_task(
+    daemon: &Arc<Daemon>,
+    query: Query,
+    cause: &'static str,
+    mut stop: watch::Receiver<bool>,
+) -> Result<serde_json::Value, SwitchError> {
+    let mut switching = {
+        let daemon = daemon.clone();
+        tokio::spawn(async move { switch(&daemon, query, cause).await })
+    };
+    let result = tokio::select! {
+        biased;
+        result = &mut switching => result,
+        // The guard `wait_for` returns is not Send: dropped at once.
+        _ = async { drop(stop.wait_for(|stop| *stop).await) } => {
+            switching.abort();
+            switching.await
+        }
+    };
+    match result {
+        Ok(result) => result,
+        Err(e) if e.is_cancelled() => Err(SwitchError::Stopping),
+        Err(e) => Err(SwitchError::Failed(format!("the switch failed: {e}"))),
     }
 }
 

@@ -1074,3 +1074,35 @@ fn a_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
     root.serve();
     assert_eq!(root.status()["active"], "blue");
 }
+
+#[test]
+fn a_front_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
+    let started = tempfile::tempdir().unwrap();
+    let flag = started.path().join("migrating");
+    let mut root = blue_live_with(&[(
+        "switch.migrate",
+        format!("sh -c 'touch {}; sleep 30'", flag.display()).into(),
+    )]);
+    root.push("green").says("green: live in ");
+    let url = format!("http://127.0.0.1:{}/switch?to=green", root.front);
+    std::thread::scope(|s| {
+        let switched = s.spawn(|| http("POST", &url, None));
+        wait_for(Duration::from_secs(10), "the migration to run", || {
+            flag.exists().then_some(())
+        });
+        root.signal(Signal::SIGTERM);
+        let answer = switched
+            .join()
+            .unwrap()
+            .expect("an answer, not a cut connection");
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert_eq!(
+            answer.body.trim(),
+            "the daemon is stopping; the active slot stays as it was"
+        );
+    });
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    assert_eq!(root.processes(), Vec::<u32>::new(), "the migration is gone");
+    root.serve();
+    assert_eq!(root.status()["active"], "blue");
+}
