@@ -76,32 +76,37 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
     // this switch is dropped (the daemon stopping): no orphan.
     let _group = GroupKiller(child.id().map(|pid| Pid::from_raw(pid as i32)));
     let stderr = child.stderr.take().expect("stderr was piped");
+    // Outside the run: a migration cut off by its timeout is quoted too (what it waits for).
+    let mut tail = VecDeque::new();
     let run = async {
-        let mut tail = VecDeque::new();
-        let status = {
-            let read = last_lines(stderr, &mut tail);
-            tokio::pin!(read);
-            let mut read_all = false;
-            let status = tokio::select! {
-                status = child.wait() => status,
-                _ = &mut read => {
-                    read_all = true;
-                    child.wait().await
-                }
-            };
-            if !read_all {
-                // A background process it left may hold stderr open: take what is
-                // there, do not wait for it.
-                let _ = tokio::time::timeout(Duration::from_millis(500), &mut read).await;
+        let read = last_lines(stderr, &mut tail);
+        tokio::pin!(read);
+        let mut read_all = false;
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = &mut read => {
+                read_all = true;
+                child.wait().await
             }
-            status
         };
-        (status, tail)
+        if !read_all {
+            // A background process it left may hold stderr open: take what is
+            // there, do not wait for it.
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut read).await;
+        }
+        status
     };
     let timeout = config.switch.migrate_timeout;
-    let Ok((status, tail)) = tokio::time::timeout(timeout, run).await else {
+    let outcome = tokio::time::timeout(timeout, run).await;
+    let tail = Vec::from(tail).join(" | ");
+    let quoted = if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {tail}")
+    };
+    let Ok(status) = outcome else {
         return Err(format!(
-            "still running after {} (switch.migrate_timeout)",
+            "still running after {} (switch.migrate_timeout){quoted}",
             humantime::format_duration(timeout)
         ));
     };
@@ -109,15 +114,9 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
     if status.success() {
         return Ok(());
     }
-    let tail = Vec::from(tail).join(" | ");
     Err(format!(
-        "`{}` exited with {status}{}",
-        config.switch.migrate,
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!(": {tail}")
-        }
+        "`{}` exited with {status}{quoted}",
+        config.switch.migrate
     ))
 }
 

@@ -151,13 +151,18 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
 fn a_migration_past_its_timeout_aborts_the_switch_and_is_stopped() {
     let root = both_live();
     root.set("switch.migrate_timeout", "1s");
-    set_migrate(&root, "sleep 60", 1);
+    set_migrate(
+        &root,
+        "sh -c 'echo waiting for the lock on table items >&2; sleep 60'",
+        1,
+    );
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 409, "{}", answer.body);
+    // What it said so far is quoted: what it was waiting for.
     assert!(
-        answer
-            .body
-            .contains("still running after 1s (switch.migrate_timeout)"),
+        answer.body.trim_end().ends_with(
+            "still running after 1s (switch.migrate_timeout): waiting for the lock on table items"
+        ),
         "{}",
         answer.body
     );
