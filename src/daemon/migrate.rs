@@ -3,27 +3,34 @@
 //! It runs in the target's live release folder, with each slot's port and release folder
 //! (for a slot with no live generation: no port, and its `current` release's folder), in
 //! a process group of its own, bounded by `switch.migrate_timeout`; whatever it leaves in
-//! its group is killed when it is done, or when the switch is dropped (the daemon
-//! stopping). Of its stderr only the last lines are kept, each cut short for a one-line
-//! reason: a migration that prints a lot (a progress bar, a dump) costs the daemon no
-//! more memory than one long line.
+//! its group, or started outside it (a helper that ran `setsid`), is killed when it is
+//! done, or when the switch is dropped (the daemon stopping): no part of a migration
+//! given up runs on beside the next. Of its stderr only the last lines are kept, each cut
+//! short for a one-line reason: a migration that prints a lot (a progress bar, a dump)
+//! costs the daemon no more memory than one long line.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::Daemon;
+use super::{workers, Daemon};
 use crate::argv;
 use crate::config::Config;
+use crate::layout::Layout;
 use crate::lines::Lines;
 use crate::slot::Slot;
 
 /// Lines of stderr quoted in the reason.
 const QUOTED: usize = 3;
+
+/// Numbers each migration's [`workers::GENERATION`], `switch.migrate/<n>`: what one left
+/// is reaped after it, maybe once the next has begun, which must be spared.
+static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `switch.migrate` in `to`'s live release folder with the FROM_/TO_ env.
 pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Result<(), String> {
@@ -58,13 +65,18 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
         );
     }
     let dir = to_live.ok_or_else(|| format!("{to} has no live generation to migrate into"))?;
+    let tag = format!(
+        "switch.migrate/{}",
+        MIGRATIONS.fetch_add(1, Ordering::Relaxed) + 1
+    );
     let words = argv::expand(&config.switch.migrate, &env).map_err(|e| format!("{e:#}"))?;
     let mut child = tokio::process::Command::new(&words[0])
         .args(&words[1..])
         .current_dir(&dir)
         .envs(&env)
         .env_remove("NOTIFY_SOCKET")
-        .env(super::workers::MARKER, daemon.layout.root())
+        .env(workers::MARKER, daemon.layout.root())
+        .env(workers::GENERATION, &tag)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -74,7 +86,7 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
         .map_err(|e| format!("cannot start `{}`: {e}", words[0]))?;
     // Whatever the migration leaves in its group goes when it is done, and with it if
     // this switch is dropped (the daemon stopping): no orphan.
-    let _group = GroupKiller(child.id().map(|pid| Pid::from_raw(pid as i32)));
+    let _group = GroupKiller(child.id(), daemon.layout.clone(), tag);
     let stderr = child.stderr.take().expect("stderr was piped");
     // Outside the run: a migration cut off by its timeout is quoted too (what it waits for).
     let mut tail = VecDeque::new();
@@ -141,13 +153,16 @@ async fn last_lines(mut stream: impl AsyncRead + Unpin, tail: &mut VecDeque<Stri
     lines.finish(keep);
 }
 
-/// SIGKILLs a process group when dropped.
-struct GroupKiller(Option<Pid>);
+/// SIGKILLs a migration's process group when dropped, and what it started outside it.
+struct GroupKiller(Option<u32>, Layout, String);
 
 impl Drop for GroupKiller {
     fn drop(&mut self) {
         if let Some(group) = self.0 {
-            let _ = killpg(group, Signal::SIGKILL);
+            let _ = killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
+            // It reads /proc: not on the runtime's threads.
+            let (layout, tag) = (self.1.clone(), std::mem::take(&mut self.2));
+            std::thread::spawn(move || workers::reap_strays(&layout, &tag, group, Duration::ZERO));
         }
     }
 }

@@ -22,8 +22,8 @@ use crate::procfs;
 /// Environment variable set on every worker; its value is the root.
 pub const MARKER: &str = "BLUEGREEN_WORKER_OF";
 
-/// Environment variable set on every worker: `<slot>/<generation>`, to find what a
-/// generation left outside its process group once the group is gone.
+/// Environment variable set on every worker: `<slot>/<generation>` (`switch.migrate/<n>` on
+/// a switch's migration), to find what one left outside its process group.
 pub const GENERATION: &str = "BLUEGREEN_GENERATION";
 
 fn entry(layout: &Layout, pgid: u32) -> PathBuf {
@@ -142,7 +142,7 @@ pub fn reap_strays(layout: &Layout, generation: &str, group: u32, grace: Duratio
     for &pgid in &groups {
         tracing::warn!(
             pgid,
-            "stopping a process generation {generation} left outside its process group"
+            "stopping a process that {generation} left outside its process group"
         );
     }
     stop(&groups, grace);

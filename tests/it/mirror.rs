@@ -151,9 +151,11 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
 fn a_migration_past_its_timeout_aborts_the_switch_and_is_stopped() {
     let root = both_live();
     root.set("switch.migrate_timeout", "1s");
+    // It also started a helper out of its process group (`setsid`), as a tool that
+    // daemonises does.
     set_migrate(
         &root,
-        "sh -c 'echo waiting for the lock on table items >&2; sleep 60'",
+        "sh -c 'setsid sleep 60 </dev/null >/dev/null 2>&1 & echo waiting for the lock on table items >&2; sleep 60'",
         1,
     );
     let answer = root.control("POST", "/switch");
@@ -167,7 +169,8 @@ fn a_migration_past_its_timeout_aborts_the_switch_and_is_stopped() {
         answer.body
     );
     assert_eq!(root.status()["active"], "blue");
-    // The `sleep` went with the aborted switch: only the two workers are left.
+    // The `sleep`s went with the aborted switch, the helper too (it would run on beside
+    // the next try): only the two workers are left.
     wait_for(Duration::from_secs(5), "only the two workers left", || {
         (root.processes().len() == 2).then_some(())
     });
