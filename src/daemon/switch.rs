@@ -178,6 +178,18 @@ async fn attempt(
     let left = MIRROR_WAIT.saturating_sub(waited.elapsed());
     let mut migrate_ms = 0;
     if !config.switch.migrate.trim().is_empty() {
+        // It runs in the target's live release, and may ask its port: forced or not,
+        // not a failed migration, which would send the operator to the script.
+        if daemon.slots[to.index()].route.live().is_none() {
+            return Err(SwitchError::Refused(format!(
+                "{to} has no live generation for switch.migrate to run in{}",
+                if query.force {
+                    ": wait until it is live (`bluegreen status`); --force skips the health gate, not the migration"
+                } else {
+                    " (it went while the switch waited); not switched"
+                }
+            )));
+        }
         let started = Instant::now();
         migrate::run(daemon, &config, from.unwrap_or(to.other()), to)
             .await

@@ -536,3 +536,19 @@ fn a_mirrored_write_streams_to_the_active_slot() {
         stream.write_all(b"4\r\nlate\r\n0\r\n\r\n").unwrap();
     }
 }
+
+#[test]
+fn a_forced_switch_to_a_slot_with_nowhere_to_migrate_says_so() {
+    let root = blue_live();
+    root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("green").says("green: not live: ");
+    set_migrate(&root, "true", 1);
+    let out = root.run(&["switch", "green", "--force"]);
+    assert_eq!(out.status.code(), Some(1));
+    // Not 'migration failed': the migration never ran.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "not switched: green has no live generation for switch.migrate to run in: wait until it is live (`bluegreen status`); --force skips the health gate, not the migration"
+    );
+    assert_eq!(root.status()["active"], "blue");
+}
