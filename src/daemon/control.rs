@@ -90,7 +90,10 @@ async fn answer(
             format!("the control API answers callers on this host only: {why}"),
         );
     }
-    if let Some(asker) = request.headers().get(crate::client::ROOT_HEADER) {
+    // Only bluegreen's own commands name their root: their switches count as `cli`.
+    let asker = request.headers().get(crate::client::ROOT_HEADER);
+    let cause = if asker.is_some() { "cli" } else { "api" };
+    if let Some(asker) = asker {
         if asker.as_bytes() != daemon.layout.identity().as_bytes() {
             let root = daemon.layout.root().display().to_string();
             return reply(
@@ -171,7 +174,7 @@ async fn answer(
             }
         }
         (&Method::POST, "/switch") => match Query::parse(query) {
-            Ok(query) => match switch::in_task(daemon, query, "api", stop).await {
+            Ok(query) => match switch::in_task(daemon, query, cause, stop).await {
                 Ok(done) => (StatusCode::OK, "application/json", done.to_string()),
                 Err(e) => (e.status(), "text/plain", e.to_string()),
             },

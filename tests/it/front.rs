@@ -27,6 +27,14 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "switched blue -> green"
     );
+    // Each counted by who asked: the CLI's is its own cause, not the API's.
+    let metrics = root.control("GET", "/metrics").body;
+    for cause in ["api", "front", "cli"] {
+        let line = format!("bluegreen_switches_total{{cause=\"{cause}\"}} 1");
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    let events = root.control("GET", "/events").body;
+    assert!(events.contains("switched blue -> green (cli)"), "{events}");
     let bad = root.control("POST", "/switch?to=red");
     assert_eq!(
         (bad.status, bad.body.trim()),
