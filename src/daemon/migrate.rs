@@ -83,7 +83,7 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start `{}`: {e}", words[0]))?;
+        .map_err(|e| format!("cannot start `{}` in {}: {e}", words[0], dir.display()))?;
     // Whatever the migration leaves in its group goes when it is done, and with it if
     // this switch is dropped (the daemon stopping): no orphan.
     let _group = GroupKiller(child.id(), daemon.layout.clone(), tag);

@@ -136,9 +136,28 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
     );
     assert_eq!(root.status()["active"], "green");
 
+    // A script the release lacks: where it was looked for is part of the reason.
+    set_migrate(&root, "./migrate.sh", 3);
+    let answer = root.control("POST", "/switch");
+    assert_eq!(answer.status, 409);
+    let release = root.status()["slots"]["blue"]["live"]["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = root.path.join("blue/releases").join(&release);
+    assert!(
+        answer.body.contains(&format!(
+            "cannot start `./migrate.sh` in {}: No such file or directory",
+            dir.display()
+        )),
+        "{}",
+        answer.body
+    );
+    assert_eq!(root.status()["active"], "green");
+
     // A migration that leaves a background process holding its stderr: the switch does
     // not wait for that process, and it does not outlive the migration.
-    set_migrate(&root, "sh -c 'sleep 60 & echo left a helper behind >&2'", 3);
+    set_migrate(&root, "sh -c 'sleep 60 & echo left a helper behind >&2'", 4);
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(root.status()["active"], "blue");
