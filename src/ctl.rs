@@ -49,7 +49,14 @@ pub fn status(
         let s = &status["slots"][slot.name()];
         let mark = if active == slot.name() { "*" } else { " " };
         let live = &s["live"];
-        if live.is_null() {
+        if live.is_null() && s["current"].is_null() {
+            writeln!(
+                out,
+                "{mark} {slot:<5} {:<21} no release yet (`git push {slot} {}` deploys one)",
+                text(&s["listen"]),
+                config.branch,
+            )?;
+        } else if live.is_null() {
             writeln!(
                 out,
                 "{mark} {slot:<5} {:<21} {}  current {}  restarts {}",
@@ -84,7 +91,11 @@ pub fn status(
         writeln!(out, "mirror: {}", parts.join(", "))?;
     }
     if let Some(events) = status["events"].as_array() {
-        writeln!(out, "recent events:")?;
+        writeln!(
+            out,
+            "recent events:{}",
+            if events.is_empty() { " none" } else { "" }
+        )?;
         for event in events.iter().rev().take(5).rev() {
             writeln!(out, "  {} {}", text(&event["at"]), text(&event["message"]))?;
         }

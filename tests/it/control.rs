@@ -246,6 +246,29 @@ fn query_parameters_are_percent_decoded() {
 }
 
 #[test]
+fn status_says_how_to_deploy_a_slot_never_pushed() {
+    let mut root = Root::new();
+    root.serve();
+    let text = root.run_ok(&["status"]);
+    for slot in ["blue", "green"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(slot))
+            .unwrap_or_else(|| panic!("no {slot} line in {text}"));
+        assert!(
+            line.ends_with(&format!(
+                "no release yet (`git push {slot} main` deploys one)"
+            )),
+            "{text}"
+        );
+    }
+    assert!(
+        !text.lines().any(|l| l.trim_end() == "recent events:"),
+        "a heading with nothing under it: {text}"
+    );
+}
+
+#[test]
 fn status_prints_slots_for_a_person_and_json_for_scripts() {
     let root = both_live();
     let text = root.run_ok(&["status"]);
