@@ -10,6 +10,7 @@
 //! costs the daemon no more memory than one long line.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,19 +33,21 @@ const QUOTED: usize = 3;
 /// is reaped after it, maybe once the next has begun, which must be spared.
 static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
 
-/// Runs `switch.migrate` in `to`'s live release folder with the FROM_/TO_ env.
-pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Result<(), String> {
+/// Runs `switch.migrate` in `dir`, `to`'s live release folder (the switch refuses a
+/// target with no live generation), with the FROM_/TO_ env.
+pub async fn run(
+    daemon: &Daemon,
+    config: &Config,
+    (from, to): (Slot, Slot),
+    dir: &Path,
+) -> Result<(), String> {
     let mut env = BTreeMap::new();
-    let mut to_live = None;
     for (prefix, slot) in [("FROM", from), ("TO", to)] {
         // First, so that bluegreen's own (a slot env `DIR` would be `FROM_DIR`) win.
         for (name, value) in &config.slots.get(slot).env {
             env.insert(format!("{prefix}_{name}"), value.clone());
         }
         let live = daemon.slots[slot.index()].route.live();
-        if slot == to {
-            to_live = live.as_ref().map(|g| g.dir.clone());
-        }
         env.insert(format!("{prefix}_SLOT"), slot.to_string());
         env.insert(
             format!("{prefix}_PORT"),
@@ -64,7 +67,6 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
             dir.map(|d| d.display().to_string()).unwrap_or_default(),
         );
     }
-    let dir = to_live.ok_or_else(|| format!("{to} has no live generation to migrate into"))?;
     let tag = format!(
         "switch.migrate/{}",
         MIGRATIONS.fetch_add(1, Ordering::Relaxed) + 1
@@ -72,7 +74,7 @@ pub async fn run(daemon: &Daemon, config: &Config, from: Slot, to: Slot) -> Resu
     let words = argv::expand(&config.switch.migrate, &env).map_err(|e| format!("{e:#}"))?;
     let mut child = tokio::process::Command::new(&words[0])
         .args(&words[1..])
-        .current_dir(&dir)
+        .current_dir(dir)
         .envs(&env)
         .env_remove("NOTIFY_SOCKET")
         .env(workers::MARKER, daemon.layout.root())

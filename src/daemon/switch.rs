@@ -180,7 +180,7 @@ async fn attempt(
     if !config.switch.migrate.trim().is_empty() {
         // It runs in the target's live release, and may ask its port: forced or not,
         // not a failed migration, which would send the operator to the script.
-        if daemon.slots[to.index()].route.live().is_none() {
+        let Some(dir) = daemon.slots[to.index()].route.live().map(|g| g.dir.clone()) else {
             return Err(SwitchError::Refused(format!(
                 "{to} has no live generation for switch.migrate to run in{}",
                 if query.force {
@@ -189,9 +189,9 @@ async fn attempt(
                     " (it went while the switch waited); not switched"
                 }
             )));
-        }
+        };
         let started = Instant::now();
-        migrate::run(daemon, &config, from.unwrap_or(to.other()), to)
+        migrate::run(daemon, &config, (from.unwrap_or(to.other()), to), &dir)
             .await
             .map_err(|e| {
                 SwitchError::Refused(format!("migration failed, {to} not switched to: {e}"))
