@@ -238,7 +238,9 @@ fn deploy(
 
 /// `word` as a shell reads it back: as is when it holds only characters no shell
 /// treats specially, else in single quotes. A hint is pasted into a shell, and a branch
-/// name may hold `;`, `$`, `{` (`x;touch${IFS}f`).
+/// name may hold `;`, `$`, `{` (`x;touch${IFS}f`). Not `shell_words::quote`, which is
+/// for `sh` reading a command line (the config's): it leaves `x{a,b}` and `x!y` bare,
+/// which an interactive bash would expand into other branches' names.
 fn shell_quoted(word: &str) -> String {
     let plain = |c: char| c.is_alphanumeric() || "._/+@:-".contains(c);
     if word.chars().all(plain) {
@@ -314,6 +316,8 @@ mod tests {
         assert_eq!(shell_quoted("feature/x-1.2:main"), "feature/x-1.2:main");
         assert_eq!(shell_quoted("x;touch${IFS}f:main"), "'x;touch${IFS}f:main'");
         assert_eq!(shell_quoted("it's:main"), r"'it'\''s:main'");
+        assert_eq!(shell_quoted("x{a,b}:main"), "'x{a,b}:main'");
+        assert_eq!(shell_quoted("x!y:main"), "'x!y:main'");
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub struct Local {
     /// client sends its next request to the next daemon instead of into a closed
     /// connection.
     pub stopping: AtomicBool,
-    /// Turns true when the daemon begins to stop (a `/switch` under way then ends).
+    /// Turns true when the daemon begins to stop (a `/switch` under way then ends). Not
+    /// what each answer looks at: `stopping` is this thread's own flag, where a watch's
+    /// borrow takes a lock every thread shares.
     pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
