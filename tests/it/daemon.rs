@@ -947,11 +947,10 @@ fn without_overlap_a_stop_during_the_drain_starts_no_new_generation() {
     root.wait_body(root.blue, "v2 from blue");
 }
 
-/// A rollback while a push's release still starts (a slow boot) goes back to the live
-/// generation at once: the release rolled back from never goes live. It went live when
-/// ready, took traffic, and the live release came back as a second generation after it.
-#[test]
-fn a_rollback_while_a_push_starts_keeps_the_live_generation() {
+/// Blue live on v1, a push of a slow-booting v2, and while v2 starts `go_back` takes
+/// `current` back to v1 (given): v2 never goes live, its pusher reads why, and blue
+/// serves v1. Returns the root and v1 for what each way back checks more.
+fn back_to_v1_while_v2_starts(go_back: impl FnOnce(&Root, &str) + Send) -> (Root, String) {
     let root = blue_live_with(&[("heartbeat.timeout", "10s".into())]);
     let v1 = root.current("blue").unwrap();
     root.commit("slow v2", &[("VERSION", "v2\n"), ("SLOW_MS", "3000")]);
@@ -963,11 +962,7 @@ fn a_rollback_while_a_push_starts_keeps_the_live_generation() {
                 .contains("starting generation 2 for release")
                 .then_some(())
         });
-        let rolled = root.run_ok(&["rollback", "blue"]);
-        assert!(
-            rolled.contains(&format!("-> {v1}")) && rolled.contains("(generation 1)"),
-            "{rolled}"
-        );
+        go_back(&root, &v1);
         pushed.join().unwrap().says(&format!(
             "blue: not live: release {} did not go live: blue went back to {v1}, its live release, meanwhile",
             root.releases("blue").last().unwrap()
@@ -976,6 +971,22 @@ fn a_rollback_while_a_push_starts_keeps_the_live_generation() {
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
     let events = root.control("GET", "/events").body;
     assert!(!events.contains("generation 2 live"), "{events}");
+    (root, v1)
+}
+
+/// A rollback while a push's release still starts (a slow boot) goes back to the live
+/// generation at once: the release rolled back from never goes live. It went live when
+/// ready, took traffic, and the live release came back as a second generation after it.
+#[test]
+fn a_rollback_while_a_push_starts_keeps_the_live_generation() {
+    let (root, _) = back_to_v1_while_v2_starts(|root, v1| {
+        let rolled = root.run_ok(&["rollback", "blue"]);
+        assert!(
+            rolled.contains(&format!("-> {v1}")) && rolled.contains("(generation 1)"),
+            "{rolled}"
+        );
+    });
+    let events = root.control("GET", "/events").body;
     assert!(!events.contains("starting generation 3"), "{events}");
 }
 
@@ -984,28 +995,11 @@ fn a_rollback_while_a_push_starts_keeps_the_live_generation() {
 /// release flipped away from never goes live.
 #[test]
 fn a_hand_flip_back_to_the_live_release_while_a_push_starts_keeps_it() {
-    let root = blue_live_with(&[("heartbeat.timeout", "10s".into())]);
-    let v1 = root.current("blue").unwrap();
-    root.commit("slow v2", &[("VERSION", "v2\n"), ("SLOW_MS", "3000")]);
-    std::thread::scope(|s| {
-        let pushed = s.spawn(|| root.push("blue"));
-        wait_for(Duration::from_secs(10), "v2's start", || {
-            root.control("GET", "/events")
-                .body
-                .contains("starting generation 2 for release")
-                .then_some(())
-        });
+    let (root, v1) = back_to_v1_while_v2_starts(|root, v1| {
         let slot = root.path.join("blue");
         std::os::unix::fs::symlink(format!("releases/{v1}"), slot.join("current.hand")).unwrap();
         std::fs::rename(slot.join("current.hand"), slot.join("current")).unwrap();
-        pushed.join().unwrap().says(&format!(
-            "blue: not live: release {} did not go live: blue went back to {v1}, its live release, meanwhile",
-            root.releases("blue").last().unwrap()
-        ));
     });
-    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
-    let events = root.control("GET", "/events").body;
-    assert!(!events.contains("generation 2 live"), "{events}");
     assert_eq!(
         root.status()["slots"]["blue"]["live"]["release"],
         v1.as_str()
@@ -1045,9 +1039,10 @@ fn a_drain_timeout_raised_by_sighup_lets_a_slow_request_finish_at_the_stop() {
 
 /// A switch whose `switch.migrate` still runs when the daemon is told to stop goes no
 /// further, and its caller reads why: it read the connection's EOF ('Network Error:
-/// Unexpected EOF'), and could not tell whether the switch happened.
-#[test]
-fn a_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
+/// Unexpected EOF'), and could not tell whether the switch happened. The migration goes
+/// with the daemon, and the next one keeps blue active. `ask` switches to green and
+/// returns what its caller read.
+fn a_switch_cut_by_the_stop(ask: impl FnOnce(&Root) -> String + Send) -> String {
     let started = tempfile::tempdir().unwrap();
     let flag = started.path().join("migrating");
     let mut root = blue_live_with(&[(
@@ -1055,54 +1050,45 @@ fn a_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
         format!("sh -c 'touch {}; sleep 30'", flag.display()).into(),
     )]);
     root.push("green").says("green: live in ");
-    std::thread::scope(|s| {
-        let switched = s.spawn(|| root.run(&["switch", "green"]));
+    let read = std::thread::scope(|s| {
+        let switched = s.spawn(|| ask(&root));
         wait_for(Duration::from_secs(10), "the migration to run", || {
             flag.exists().then_some(())
         });
         root.signal(Signal::SIGTERM);
-        let out = switched.join().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert_eq!(
-            stderr.trim(),
-            "not switched: the daemon is stopping; the active slot stays as it was"
-        );
+        switched.join().unwrap()
     });
     assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
     assert_eq!(root.processes(), Vec::<u32>::new(), "the migration is gone");
     root.serve();
     assert_eq!(root.status()["active"], "blue");
+    read
+}
+
+#[test]
+fn a_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
+    let read = a_switch_cut_by_the_stop(|root| {
+        let out = root.run(&["switch", "green"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        stderr
+    });
+    assert_eq!(
+        read,
+        "not switched: the daemon is stopping; the active slot stays as it was"
+    );
 }
 
 #[test]
 fn a_front_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
-    let started = tempfile::tempdir().unwrap();
-    let flag = started.path().join("migrating");
-    let mut root = blue_live_with(&[(
-        "switch.migrate",
-        format!("sh -c 'touch {}; sleep 30'", flag.display()).into(),
-    )]);
-    root.push("green").says("green: live in ");
-    let url = format!("http://127.0.0.1:{}/switch?to=green", root.front);
-    std::thread::scope(|s| {
-        let switched = s.spawn(|| http("POST", &url, None));
-        wait_for(Duration::from_secs(10), "the migration to run", || {
-            flag.exists().then_some(())
-        });
-        root.signal(Signal::SIGTERM);
-        let answer = switched
-            .join()
-            .unwrap()
-            .expect("an answer, not a cut connection");
+    let read = a_switch_cut_by_the_stop(|root| {
+        let url = format!("http://127.0.0.1:{}/switch?to=green", root.front);
+        let answer = http("POST", &url, None).expect("an answer, not a cut connection");
         assert_eq!(answer.status, 503, "{}", answer.body);
-        assert_eq!(
-            answer.body.trim(),
-            "the daemon is stopping; the active slot stays as it was"
-        );
+        answer.body.trim().to_string()
     });
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
-    assert_eq!(root.processes(), Vec::<u32>::new(), "the migration is gone");
-    root.serve();
-    assert_eq!(root.status()["active"], "blue");
+    assert_eq!(
+        read,
+        "the daemon is stopping; the active slot stays as it was"
+    );
 }

@@ -167,13 +167,7 @@ fn five_switches_under_load_lose_nothing() {
 
 #[test]
 fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
-    let mut root = quick_heartbeat();
-    root.serve();
-    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "2")]);
-    root.push("blue").says("blue: live in ");
-    root.remove("FAIL_AFTER");
-    root.commit("healthy", &[("VERSION", "v2\n")]);
-    root.push("green").says("green: live in ");
+    let mut root = blue_failing_soon_green_healthy();
     assert_eq!(root.status()["active"], "blue");
 
     // FAIL_AFTER 2s, then 2 failures × 300ms, plus a margin.
@@ -233,13 +227,7 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
 
 #[test]
 fn automatic_switching_turned_on_again_stays_on_after_a_restart() {
-    let mut root = quick_heartbeat();
-    root.serve();
-    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "2")]);
-    root.push("blue").says("blue: live in ");
-    root.remove("FAIL_AFTER");
-    root.commit("healthy", &[("VERSION", "v2\n")]);
-    root.push("green").says("green: live in ");
+    let mut root = blue_failing_soon_green_healthy();
     wait_for_failover(&root, "green", Duration::from_secs(8));
     assert_eq!(root.status()["heartbeat"]["armed"], false);
     // A bare `bluegreen switch` would go back to blue, which still fails: refused, it
@@ -653,6 +641,19 @@ fn quick_heartbeat() -> Root {
     root.set("heartbeat.interval", "300ms");
     root.set("heartbeat.timeout", "1s");
     root.set("heartbeat.failures", 2);
+    root
+}
+
+/// A quick heartbeat; blue active on v1, which answers 500 two seconds after its start;
+/// green live on a healthy v2.
+fn blue_failing_soon_green_healthy() -> Root {
+    let mut root = quick_heartbeat();
+    root.serve();
+    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "2")]);
+    root.push("blue").says("blue: live in ");
+    root.remove("FAIL_AFTER");
+    root.commit("healthy", &[("VERSION", "v2\n")]);
+    root.push("green").says("green: live in ");
     root
 }
 
