@@ -38,7 +38,6 @@ fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
 pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     let config = Config::load(&layout.config_file())?;
     let token = read_token(&config)?;
-    let state = State::load(&layout.state_file())?;
     // A second daemon would take the first one's workers for orphans and stop them.
     let lock = layout.serve_lock();
     if let Some(parent) = lock.parent() {
@@ -62,6 +61,8 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     };
     // A daemon killed mid-write left its temp file; only the lock holder writes here.
     fsops::remove_stale_siblings(&layout.state_file());
+    // Read under the lock: a daemon still stopping may write it until it lets go.
+    let state = State::load(&layout.state_file())?;
     let bound = sockets::bind(&config)?;
     if bound.passed > 0 {
         tracing::info!(
