@@ -223,7 +223,7 @@ async fn attempt(
             MIRROR_WAIT.as_secs()
         );
     }
-    let no_copy_out = tokio::time::timeout_at(deadline, daemon.mirror.gate.lock())
+    let no_copy_out = tokio::time::timeout_at(deadline, daemon.mirror.gate.write())
         .await
         .ok();
     if no_copy_out.is_none() {

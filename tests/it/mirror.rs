@@ -478,6 +478,45 @@ fn copies_beyond_mirror_queue_are_dropped_and_counted() {
     );
 }
 
+#[test]
+fn writes_in_flight_together_on_the_active_are_copied_together() {
+    // Blue takes 2 s per answer and green 3 s: four writes sent at once are all on blue
+    // together, so their copies may be out on green together. One at a time, they took
+    // 12 s, and under a steady load most were dropped as queue_full.
+    let root = slow_green(
+        "3000",
+        &[
+            ("slots.blue.env", env_map(&[("SLOW_MS", "2000")])),
+            ("heartbeat.timeout", "10s".into()),
+        ],
+    );
+    let writers: Vec<_> = (0..4)
+        .map(|i| {
+            let url = root.url(root.front, &format!("/items/together{i}"));
+            std::thread::spawn(move || http("PUT", &url, Some("x")))
+        })
+        .collect();
+    wait_for(
+        Duration::from_secs(15),
+        "the four copies out on green at once",
+        || {
+            let in_flight = root.status()["slots"]["green"]["live"]["in_flight"].as_u64();
+            (in_flight >= Some(4)).then_some(())
+        },
+    );
+    for writer in writers {
+        let written = writer.join().unwrap().unwrap();
+        assert_eq!(written.status, 201, "{written:?}");
+    }
+    wait_for(Duration::from_secs(15), "the four copies sent", || {
+        (root.status()["mirroring"]["counters"]["sent"] == 4).then_some(())
+    });
+    let items = root.get(root.green, "/items").body;
+    for i in 0..4 {
+        assert!(items.contains(&format!("\"together{i}\"")), "{items}");
+    }
+}
+
 /// A served root with v1 live on both slots (blue active, mirroring on), green taking
 /// `slow_ms` to answer every request, and these config keys set.
 fn slow_green(slow_ms: &str, settings: &[(&str, toml::Value)]) -> Root {

@@ -5,7 +5,8 @@
 //! The copy is queued once the active slot has answered: a write the active did not take
 //! (no answer, a 4xx or a 5xx) is not applied to the standby either, so the two do not
 //! drift apart (counted `active_failed`). Copies go through a bounded queue to one sender task,
-//! which keeps their order. Every copy that cannot be made (standby down, queue full,
+//! which lets them overlap on the standby only as their writes overlapped on the active
+//! ([`order`]). Every copy that cannot be made (standby down, queue full,
 //! body too large, an error or non-2xx answer) is counted by reason and logged with
 //! method and path.
 //!
@@ -14,11 +15,11 @@
 //! mirrored write holds it (shared) from its routing until its copy is queued, so the
 //! switch waits for the writes the old active is still answering, and new ones wait for
 //! the flip. It drains the queue again, and flips while holding [`Mirror::gate`], which
-//! the sender holds while a copy is out. Each copy carries the switch count its write
+//! each copy out holds shared. Each copy carries the switch count its write
 //! was routed under; one that a switch has passed by the time it would go out is
 //! dropped (counted `stale`): sent, it could overwrite a newer write made since.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,6 +35,7 @@ use crate::config::Config;
 use crate::logging::Sparse;
 use crate::slot::Slot;
 
+mod order;
 mod sender;
 mod tee;
 
@@ -42,9 +44,9 @@ use tee::{Copied, Tee};
 
 /// The longest a copy may take before it counts as failed.
 const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// The most body bytes the queued copies may hold together: `mirror.queue` bounds their
-/// number, this their memory (1024 copies of 10 MiB would be 10 GiB). Beyond it a copy
-/// counts as `queue_full`.
+/// The most body bytes the copies queued or out may hold together: `mirror.queue` and
+/// [`sender::OUT`] bound their number, this their memory (1024 copies of 10 MiB would be
+/// 10 GiB). Beyond it a copy counts as `queue_full`.
 const QUEUED_BYTES: u64 = 256 << 20;
 
 /// One copy to send.
@@ -52,6 +54,9 @@ pub struct Job {
     slot: Slot,
     /// [`Daemon::switches`] when its write was routed.
     switches: u64,
+    /// [`Mirror::tick`]s when its write was routed, and when the active answered it.
+    routed: u64,
+    answered: u64,
     method: Method,
     path: String,
     headers: HeaderMap,
@@ -117,14 +122,20 @@ pub struct Mirror {
     /// Bounded by `mirror.queue`: a full queue drops the copy (counted), never blocks
     /// the client.
     tx: mpsc::Sender<Job>,
-    /// Body bytes of the copies in the queue, bounded by `QUEUED_BYTES`.
+    /// Copies waiting to go out (in the channel, or held by the sender until [`order`]
+    /// lets it out), bounded by `mirror.queue`.
+    waiting: AtomicUsize,
+    /// Body bytes of the copies queued or out, bounded by `QUEUED_BYTES`.
     queued_bytes: AtomicU64,
     /// Body bytes of the copies being gathered, bounded by `tee::GATHERED_BYTES`.
     gathered_bytes: Arc<AtomicU64>,
     /// Keeps "not mirrored" lines to one a second.
     quiet: Sparse,
-    /// Held by the sender while a copy is out, and by a switch while it flips.
-    pub gate: tokio::sync::Mutex<()>,
+    /// Held shared by each copy while it is out, exclusive by a switch while it flips
+    /// (fair: copies wait behind a switch waiting).
+    pub gate: tokio::sync::RwLock<()>,
+    /// The clock of [`order`]: ticks when a mirrored write is routed and answered.
+    clock: AtomicU64,
     /// Shared by each mirrored write from its routing until its copy is queued;
     /// exclusive for a switch's flip (fair: new writes wait behind a switch waiting).
     pub barrier: tokio::sync::RwLock<()>,
@@ -143,10 +154,12 @@ impl Mirror {
         (
             Mirror {
                 tx,
+                waiting: AtomicUsize::new(0),
                 queued_bytes: AtomicU64::new(0),
                 gathered_bytes: Arc::default(),
                 quiet: Sparse::default(),
-                gate: tokio::sync::Mutex::new(()),
+                gate: tokio::sync::RwLock::new(()),
+                clock: AtomicU64::new(0),
                 barrier: tokio::sync::RwLock::new(()),
                 queued_total: AtomicU64::new(0),
                 done_total: AtomicU64::new(0),
@@ -156,9 +169,14 @@ impl Mirror {
         )
     }
 
-    /// Copies waiting in the queue.
+    /// Copies waiting to go out.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// A waiting copy goes out.
+    fn went_out(&self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Waits until the sender is done with every copy queued when it began, up to
@@ -183,14 +201,19 @@ impl Mirror {
         }
     }
 
-    /// Counts one more (or, `up` false, one fewer) on `counter`, and wakes `drain`.
-    fn moved(&self, counter: &AtomicU64, up: bool) {
+    /// Counts `n` more (or, `up` false, fewer) on `counter`, and wakes `drain`.
+    fn moved(&self, counter: &AtomicU64, up: bool, n: u64) {
         if up {
-            counter.fetch_add(1, Ordering::AcqRel);
+            counter.fetch_add(n, Ordering::AcqRel);
         } else {
-            counter.fetch_sub(1, Ordering::AcqRel);
+            counter.fetch_sub(n, Ordering::AcqRel);
         }
         self.progress.notify_waiters();
+    }
+
+    /// The next tick of [`order`]'s clock.
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::AcqRel)
     }
 
     /// Whether requests with `method` are mirrored (when mirroring is on).
@@ -235,6 +258,8 @@ impl Mirror {
             job: Some(Job {
                 slot: standby,
                 switches,
+                routed: self.tick(),
+                answered: 0,
                 method: parts.method.clone(),
                 path,
                 headers: parts.headers.clone(),
@@ -252,7 +277,7 @@ impl Mirror {
     /// write it took goes to the standby's queue; one it did not is not applied there.
     pub fn answered(&self, daemon: &Daemon, mut copy: PendingCopy, status: Option<StatusCode>) {
         let queue = copy.queue;
-        let job = match copy.take() {
+        let mut job = match copy.take() {
             None => return,
             Some(Ok(job)) => job,
             Some(Err((job, reason, why))) => {
@@ -274,15 +299,30 @@ impl Mirror {
         let size = job.body.len() as u64;
         if !self.reserve(size) {
             let why = format!(
-                "the queued copies already hold {} MiB of bodies",
+                "the mirrored copies queued and out already hold {} MiB of bodies",
                 QUEUED_BYTES >> 20
             );
             return self.lost(daemon, "queue_full", &job.method, &job.path, why);
         }
+        // The sender holds the next copy out of the channel until it may go out: the
+        // count of copies waiting, not the channel, is what `mirror.queue` bounds.
+        let room = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < queue).then_some(n + 1)
+            })
+            .is_ok();
+        if !room {
+            self.release(size);
+            let why = format!("mirror.queue is full ({queue})");
+            return self.lost(daemon, "queue_full", &job.method, &job.path, why);
+        }
         let (method, path) = (job.method.clone(), job.path.clone());
+        // Before the client can see the answer, so before any write it sends next.
+        job.answered = self.tick();
         // Counted before it is queued, so the sender can never be done with more copies
         // than were queued; taken back out below if it was not.
-        self.moved(&self.queued_total, true);
+        self.moved(&self.queued_total, true, 1);
         let (reason, why) = match self.tx.try_send(job) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -292,7 +332,8 @@ impl Mirror {
                 ("error", "the mirror sender has stopped".to_string())
             }
         };
-        self.moved(&self.queued_total, false);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.moved(&self.queued_total, false, 1);
         self.release(size);
         self.lost(daemon, reason, &method, &path, why);
     }
@@ -348,8 +389,8 @@ mod tests {
     async fn a_drain_waits_for_the_copies_queued_before_it_not_after() {
         let (mirror, _rx) = Mirror::new(4);
         let mirror = Arc::new(mirror);
-        mirror.moved(&mirror.queued_total, true);
-        mirror.moved(&mirror.queued_total, true);
+        mirror.moved(&mirror.queued_total, true, 1);
+        mirror.moved(&mirror.queued_total, true, 1);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         let drain = tokio::spawn({
             let mirror = mirror.clone();
@@ -359,8 +400,8 @@ mod tests {
         // queue is never empty.
         for _ in 0..4 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            mirror.moved(&mirror.queued_total, true);
-            mirror.moved(&mirror.done_total, true);
+            mirror.moved(&mirror.queued_total, true, 1);
+            mirror.moved(&mirror.done_total, true, 1);
         }
         assert!(drain.await.unwrap(), "the two queued first went out");
         assert!(tokio::time::Instant::now() < deadline);

@@ -1,19 +1,36 @@
-//! The sender: one task that sends the queued copies one after another, in order, to
-//! the standby's live generation, and tells the copies it could not send (at most a line
-//! a second, then the count).
+//! The sender: one task that takes the queued copies in order and sends each to the
+//! standby's live generation as soon as [`Order`] lets it (copies of writes that were in
+//! flight together on the active go out together, up to [`OUT`]), and tells the copies
+//! it could not send (at most a line a second, then the count).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
+use super::order::Order;
 use super::{Job, MIRROR_TIMEOUT};
 use crate::daemon::headers::MIRROR_MARK;
 use crate::daemon::upstream;
 use crate::daemon::Daemon;
 
-/// Sends queued copies one after another, in order, to the standby's live generation.
+/// The most copies out at once, whatever the active took at once.
+pub const OUT: usize = 64;
+
+/// What became of a copy that was not sent: its metrics label, method, path and why.
+type Lost = (&'static str, Method, String, String);
+
+/// A copy out: its number in [`Order`], its answer tick and its body's size.
+struct Out {
+    number: u64,
+    answered: u64,
+    bytes: u64,
+}
+
+/// Sends the queued copies to the standby's live generation, in the order [`Order`] asks.
 pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
     // "Not mirrored" lines held back by the once-a-second limit are told within a second,
     // even when no further copy is lost.
@@ -32,38 +49,83 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
             }
         }
     });
-    while let Some(job) = rx.recv().await {
-        daemon.mirror.release(job.body.len() as u64);
-        let outcome = {
-            let _out = daemon.mirror.gate.lock().await;
-            if daemon.switches() != job.switches {
-                Err((
-                    "stale",
-                    job.method,
-                    job.path,
-                    format!(
-                        "a switch came before the copy to {} went out (it could land after a newer write)",
-                        job.slot
-                    ),
-                ))
+    let mut order = Order::default();
+    let mut tasks = JoinSet::new();
+    let mut out = HashMap::new();
+    // The copy taken from the queue that may not go out yet.
+    let mut next: Option<Job> = None;
+    loop {
+        if let Some(job) = next.take() {
+            if order.out() < OUT && order.may_start(job.routed) {
+                let copy = Out {
+                    number: order.start(job.answered),
+                    answered: job.answered,
+                    bytes: job.body.len() as u64,
+                };
+                daemon.mirror.went_out();
+                let id = tasks.spawn(copy_out(daemon.clone(), job)).id();
+                out.insert(id, copy);
             } else {
-                send(&daemon, job).await
+                next = Some(job);
             }
-        };
-        if let Err((reason, method, path, why)) = outcome {
-            daemon.mirror.lost(&daemon, reason, &method, &path, why);
-        } else {
-            daemon.metrics.mirror("sent");
         }
-        daemon.mirror.moved(&daemon.mirror.done_total, true);
+        tokio::select! {
+            Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let id = match ended {
+                    Ok((id, Ok(()))) => {
+                        daemon.metrics.mirror("sent");
+                        id
+                    }
+                    Ok((id, Err((reason, method, path, why)))) => {
+                        daemon.mirror.lost(&daemon, reason, &method, &path, why);
+                        id
+                    }
+                    Err(e) => {
+                        daemon.metrics.mirror("error");
+                        tracing::error!("not mirrored: a copy's task failed: {e}");
+                        e.id()
+                    }
+                };
+                let copy = out.remove(&id).expect("every copy task is in `out`");
+                daemon.mirror.release(copy.bytes);
+                let done = order.finish(copy.number, copy.answered);
+                if done > 0 {
+                    daemon.mirror.moved(&daemon.mirror.done_total, true, done);
+                }
+            }
+            job = rx.recv(), if next.is_none() => match job {
+                Some(job) => next = Some(job),
+                None => break,
+            },
+        }
     }
     teller.abort();
 }
 
-async fn send(daemon: &Daemon, job: Job) -> Result<(), (&'static str, Method, String, String)> {
+/// Sends `job` unless a switch came after its write was routed, holding the gate shared
+/// while it is out.
+async fn copy_out(daemon: Arc<Daemon>, job: Job) -> Result<(), Lost> {
+    let _out = daemon.mirror.gate.read().await;
+    if daemon.switches() != job.switches {
+        return Err((
+            "stale",
+            job.method,
+            job.path,
+            format!(
+                "a switch came before the copy to {} went out (it could land after a newer write)",
+                job.slot
+            ),
+        ));
+    }
+    send(&daemon, job).await
+}
+
+async fn send(daemon: &Daemon, job: Job) -> Result<(), Lost> {
     let Job {
         slot,
         switches: _,
+        routed: _,
+        answered: _,
         method,
         path,
         mut headers,
