@@ -67,7 +67,11 @@ pub fn json(daemon: &Daemon) -> Value {
         "active": daemon.active(),
         "front": config.router.listen.to_string(),
         "slots": slots,
-        "mirroring": { "enabled": daemon.mirroring(), "counters": counters },
+        "mirroring": {
+            "enabled": daemon.mirroring(),
+            "queued": daemon.mirror.queued(),
+            "counters": counters,
+        },
         "heartbeat": { "armed": armed, "consecutive_failures": failures },
         "last_switch": daemon.last_switch(),
         "events": daemon.events.recent(20),

@@ -19,7 +19,7 @@
 //! was routed under; one that a switch has passed by the time it would go out is
 //! dropped (counted `stale`): sent, it could overwrite a newer write made since.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -125,6 +125,8 @@ pub struct Mirror {
     /// Copies waiting to go out (in the channel, or held by the sender until [`order`]
     /// lets it out), bounded by `mirror.queue`.
     waiting: AtomicUsize,
+    /// Set when the queue was full: no copy is taken until it has emptied.
+    refilling: AtomicBool,
     /// Body bytes of the copies queued or out, bounded by `QUEUED_BYTES`.
     queued_bytes: AtomicU64,
     /// Body bytes of the copies being gathered, bounded by `tee::GATHERED_BYTES`.
@@ -155,6 +157,7 @@ impl Mirror {
             Mirror {
                 tx,
                 waiting: AtomicUsize::new(0),
+                refilling: AtomicBool::new(false),
                 queued_bytes: AtomicU64::new(0),
                 gathered_bytes: Arc::default(),
                 quiet: Sparse::default(),
@@ -305,17 +308,32 @@ impl Mirror {
             return self.lost(daemon, "queue_full", &job.method, &job.path, why);
         }
         // The sender holds the next copy out of the channel until it may go out: the
-        // count of copies waiting, not the channel, is what `mirror.queue` bounds.
-        let room = self
-            .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < queue).then_some(n + 1)
-            })
-            .is_ok();
+        // count of copies waiting, not the channel, is what `mirror.queue` bounds. Once
+        // full, it takes no copy until it has emptied: letting one in as each goes out
+        // would fill it with writes far apart on the active, which [`order`] must send
+        // one at a time, and the mirror would never catch up while the writes go on.
+        let refilling = self.refilling.load(Ordering::Acquire);
+        let room = (!refilling || self.waiting.load(Ordering::Acquire) == 0)
+            && self
+                .waiting
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < queue).then_some(n + 1)
+                })
+                .is_ok();
         if !room {
+            self.refilling.store(true, Ordering::Release);
             self.release(size);
-            let why = format!("mirror.queue is full ({queue})");
+            let why = if refilling {
+                format!(
+                    "mirror.queue was full ({queue}): it takes copies again once it has emptied"
+                )
+            } else {
+                format!("mirror.queue is full ({queue})")
+            };
             return self.lost(daemon, "queue_full", &job.method, &job.path, why);
+        }
+        if refilling {
+            self.refilling.store(false, Ordering::Release);
         }
         let (method, path) = (job.method.clone(), job.path.clone());
         // Before the client can see the answer, so before any write it sends next.
