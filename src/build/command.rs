@@ -148,14 +148,17 @@ pub(super) fn run(
             Ok(status) => status,
             Err(why) => {
                 let _ = killpg(group, Signal::SIGKILL);
+                super::stop_helpers(dir);
                 let _ = rx.recv();
                 *finished.lock().expect("no panic holds it") = Some(Instant::now());
                 let _ = copier.join();
                 anyhow::bail!("{why}; its process group was killed");
             }
         };
-        // Whatever the build left running in its group would hold the pipe open.
+        // Whatever the build left running, in its group or outside it (`setsid`), would
+        // hold the pipe open, and run on past the push.
         let _ = killpg(group, Signal::SIGKILL);
+        super::stop_helpers(dir);
         *finished.lock().expect("no panic holds it") = Some(Instant::now());
         let _ = copier.join();
         anyhow::ensure!(

@@ -238,6 +238,17 @@ fn clear_leftovers(layout: &Layout, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Kills what the build in the temp folder `dir` left running outside its process group
+/// (a helper that ran `setsid`, a build tool's daemon): once its build is over, timed
+/// out, failed or stopped, nothing of it runs on past its push.
+pub(super) fn stop_helpers(dir: &Path) {
+    let (Some(tmp_root), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    stop_leftover_builds(tmp_root, &|other: &str| other == name);
+}
+
 /// Kills the process groups of builds of killed hooks: processes whose environment names
 /// an abandoned temp build folder (of the key whose lock we hold, or of a dead hook) as
 /// theirs ([`command::MARKER`]). Not by working folder: an operator's shell `cd`'d into
@@ -253,6 +264,7 @@ fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
         (parent == tmp_root && abandoned(&name)).then_some(())?;
         procfs::group(dir)
     };
+    let own_group = nix::unistd::getpgrp().as_raw() as u32;
     let groups = || -> Vec<u32> {
         let Ok(procs) = fs::read_dir("/proc") else {
             return Vec::new();
@@ -260,7 +272,8 @@ fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
         procs
             .flatten()
             .filter_map(|p| of_leftover(&p.path()))
-            .filter(|&g| g > 1)
+            // Never the hook's own group (a build may join it: same session).
+            .filter(|&g| g > 1 && g != own_group)
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -771,3 +771,44 @@ fn the_hint_for_another_branch_runs_no_command_it_names() {
     pushed.says("refs/heads/--receive-pack=touch is not the deploy branch (main): not deployed");
     assert!(!pushed.text.contains("deploys it"), "{}", pushed.text);
 }
+
+#[test]
+fn a_build_leaves_no_helper_running_once_its_push_ends() {
+    let root = Root::new();
+    let helper = root.path.parent().unwrap().join("helper.pid");
+    root.set(
+        "build.env",
+        env_map(&[("HELPER", helper.to_str().unwrap())]),
+    );
+    root.set("build.timeout", "1s");
+    // Each build starts a helper that leaves its process group and folder (`setsid`, as a
+    // build tool's daemon does), then times out, fails, or works.
+    let helper_then = |rest: &str| {
+        format!("sh -c 'setsid sh -c \"cd /; exec sleep 61\" & echo $! > \"$HELPER\"; {rest}'")
+    };
+    for (n, (rest, says)) in [
+        ("sleep 60", "timed out after 1s (build.timeout)"),
+        ("exit 3", "build failed: "),
+        ("echo built", "blue: release "),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = fs::remove_file(&helper);
+        root.set("build.command", helper_then(rest));
+        root.commit(&format!("build {n}"), &[("VERSION", &format!("{n}\n"))]);
+        let pushed = root.push("blue");
+        let group: i32 = wait_for(Duration::from_secs(10), "the helper's pid", || {
+            fs::read_to_string(&helper).ok()?.trim().parse().ok()
+        });
+        let left = poll_until(Duration::from_secs(2), || group_gone(group).then_some(())).is_none();
+        let _ =
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::SIGKILL);
+        pushed.says(says);
+        assert!(
+            !left,
+            "the helper of `{rest}` outlived its push:\n{}",
+            pushed.text
+        );
+    }
+}
