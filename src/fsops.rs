@@ -114,6 +114,21 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Gives the owner read, write and search rights on the folder `dir` itself (not what it
+/// holds): a build folder or release is ours to write our metadata, links and marks into,
+/// whatever mode the build gave it (`chmod -R a-w .`).
+pub fn owner_writable(dir: &Path) -> anyhow::Result<()> {
+    let mode = fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot inspect {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o700 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700))
+            .with_context(|| format!("cannot make {} writable", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Gives the owner read, write and search rights on `dir` and every folder in it.
 fn make_writable(dir: &Path) -> std::io::Result<()> {
     let meta = fs::symlink_metadata(dir)?;

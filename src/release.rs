@@ -128,6 +128,9 @@ pub fn create(
         // The marks are ours: a pushed tree that carries files of those names does not
         // get to say the release ran.
         fsops::copy_tree(&build, &tmp, &[build::META, WAS_CURRENT, WENT_LIVE])?;
+        // Its links, metadata and marks go in, also where the build made its folder
+        // read-only (the copy has the build's mode).
+        fsops::owner_writable(&tmp)?;
         for dir in linked_dirs {
             let shared = layout.shared_dir(slot).join(dir);
             fs::create_dir_all(&shared)

@@ -158,6 +158,7 @@ pub fn ensure(
         seconds: build_took.as_secs_f64(),
     };
     let finished = (|| -> anyhow::Result<()> {
+        fsops::owner_writable(&tmp)?;
         fsops::sync_tree(&tmp)?;
         fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(&meta)?)?;
         fs::rename(&tmp, layout.build_dir(key)).with_context(|| {
