@@ -191,3 +191,34 @@ fn a_socket_from_systemd_the_config_does_not_name_is_refused() {
         "{stderr}"
     );
 }
+
+/// A slot folder moved away and put back (restored from a backup, `cp -a`) is still
+/// watched: hand flips of its `current` afterwards are picked up, as before. The watch
+/// was on the folder that went away, so a flip was never seen and blue ran on.
+#[test]
+fn a_slot_folder_put_back_is_watched_again() {
+    let root = blue_live();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    let slot = root.path.join("blue");
+    let moved = root.path.parent().unwrap().join("blue.old");
+    std::fs::rename(&slot, &moved).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&moved)
+        .arg(&slot)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let flip = |to: &str| {
+        std::os::unix::fs::symlink(format!("releases/{to}"), slot.join("current.hand")).unwrap();
+        std::fs::rename(slot.join("current.hand"), slot.join("current")).unwrap();
+    };
+    // The first flip may be seen by chance: what `cp` did in the moved folder, still
+    // watched, makes a reload due a moment later. The second comes after it.
+    let [v1, v2] = <[String; 2]>::try_from(root.releases("blue")).unwrap();
+    flip(&v1);
+    root.wait_body(root.blue, "v1 from blue");
+    flip(&v2);
+    root.wait_body(root.blue, "v2 from blue");
+}
