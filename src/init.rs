@@ -24,24 +24,28 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
         "{} exists and is not a folder",
         layout.root().display()
     );
+    let config_path = layout.config_file();
+    let kept = config_path.exists();
+    let branch = if kept {
+        Config::load(&config_path)
+            .map_err(|e| {
+                anyhow::anyhow!("{e:#} (nothing was changed: fix it, then run init again)")
+            })?
+            .branch
+    } else {
+        Config::default().branch
+    };
     // What would stop the steps below half way is refused before the first: a failed
     // init changes nothing.
-    preflight(layout)?;
+    preflight(layout, &branch)?;
     fs::create_dir_all(layout.root())
         .with_context(|| format!("cannot create {}", layout.root().display()))?;
-
-    let config_path = layout.config_file();
-    let branch = if config_path.exists() {
-        let config = Config::load(&config_path).map_err(|e| {
-            anyhow::anyhow!("{e:#} (nothing was changed: fix it, then run init again)")
-        })?;
+    if kept {
         writeln!(out, "kept      {} (valid)", config_path.display())?;
-        config.branch
     } else {
         crate::fsops::write_atomic(&config_path, TEMPLATE.as_bytes())?;
         writeln!(out, "created   {}", config_path.display())?;
-        Config::default().branch
-    };
+    }
 
     for slot in Slot::ALL {
         init_repo(layout, slot, &branch, &binary, out)?;
@@ -74,16 +78,36 @@ fn shared_dirs(layout: &Layout) -> [std::path::PathBuf; 4] {
     ]
 }
 
-/// Refuses a root where a folder init makes is something else, or a slot's repo folder
-/// holds a `HEAD` but is no bare repo: init would stop there, after making the rest.
-fn preflight(layout: &Layout) -> anyhow::Result<()> {
+/// Refuses a root where a folder init makes is something else, a slot's repo folder
+/// holds a `HEAD` but is no bare repo, or a folder init would write in is not writable
+/// by this user: init would stop there, after making the rest.
+fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
     let mut dirs = Vec::new();
+    // What init would make or change, each with the folder it is written in.
+    let mut writes = Vec::new();
+    if !layout.root().is_dir() {
+        writes.push(layout.root().to_path_buf());
+    }
+    if !layout.config_file().exists() {
+        writes.push(layout.config_file());
+    }
     for slot in Slot::ALL {
         let repo = layout.repo(slot);
         if repo.join("HEAD").exists() {
-            git2::Repository::open_bare(&repo).map_err(|e| {
+            let opened = git2::Repository::open_bare(&repo).map_err(|e| {
                 anyhow::anyhow!("{} is not a bare repo: {}", repo.display(), e.message())
             })?;
+            let head = opened.find_reference("HEAD").ok();
+            let target = head.as_ref().and_then(|h| h.symbolic_target());
+            if target != Some(format!("refs/heads/{branch}").as_str()) {
+                writes.push(repo.join("HEAD"));
+            }
+        } else {
+            writes.push(repo.join("HEAD"));
+        }
+        let hook = repo.join("hooks").join("post-receive");
+        if fs::symlink_metadata(&hook).is_err() || !hook.exists() {
+            writes.push(hook);
         }
         dirs.extend([
             repo.clone(),
@@ -104,6 +128,25 @@ fn preflight(layout: &Layout) -> anyhow::Result<()> {
             "{} exists and is not a folder",
             dir.display()
         );
+    }
+    writes.extend(dirs.into_iter().filter(|dir| !dir.is_dir()));
+    for path in writes {
+        let Some(parent) = path.parent() else {
+            continue;
+        };
+        // The folder it goes in, or the nearest one that is there to make that in.
+        let Some(dir) = parent.ancestors().find(|dir| dir.is_dir()) else {
+            continue;
+        };
+        use nix::unistd::{access, AccessFlags};
+        if let Err(e) = access(dir, AccessFlags::W_OK | AccessFlags::X_OK) {
+            anyhow::bail!(
+                "cannot create {}: {} is not writable by this user ({}): nothing was changed; give the root to the user that runs init and the daemon",
+                path.display(),
+                dir.display(),
+                e.desc()
+            );
+        }
     }
     Ok(())
 }

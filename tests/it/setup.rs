@@ -328,3 +328,108 @@ fn init_that_cannot_finish_changes_nothing() {
         assert!(dir.join("builds/.tmp").is_dir() && dir.join("run/workers").is_dir());
     }
 }
+
+/// A root whose folders init cannot write in (made by another user, or `chmod`ed) is
+/// refused before anything is made, naming the folder: init wrote `bluegreen.toml`, then
+/// a repo and the slot folders, before it stopped at the first folder it could not
+/// write, leaving half a root (and a libgit2 error for a repo folder). As root, which may
+/// write anywhere, the test runs init as `nobody`.
+#[test]
+fn init_in_folders_it_cannot_write_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // SAFETY: geteuid(2) only reads the process's credentials; it cannot fail.
+    let as_root = unsafe { nix::libc::geteuid() } == 0;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let init = |dir: &std::path::Path| {
+        let mut command = if as_root {
+            let mut command = Command::new("setpriv");
+            command.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+            command
+        } else {
+            Command::new(BIN)
+        };
+        command
+            .arg("init")
+            .arg(dir)
+            .env("HOME", dir)
+            .output()
+            .unwrap()
+    };
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<String> = walkdir(dir);
+        names.sort();
+        names
+    };
+    // The folder init cannot write in: one it makes a folder in, a repo folder, the one
+    // it links a hook in, the root.
+    for (n, locked) in ["builds", "blue.git", "green.git/hooks", ""]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tmp.path().join(format!("root{n}"));
+        let locked_dir = dir
+            .join(locked)
+            .components()
+            .collect::<std::path::PathBuf>();
+        fs::create_dir_all(&locked_dir).unwrap();
+        // The folders above the locked one are the init user's own.
+        let mut open = vec![dir.clone()];
+        let parents = std::path::Path::new(locked).parent().into_iter();
+        for part in parents.flat_map(|p| p.components()) {
+            open.push(open.last().unwrap().join(part));
+        }
+        for folder in open.iter().filter(|f| **f != locked_dir) {
+            if as_root {
+                std::os::unix::fs::chown(folder, Some(65534), Some(65534)).unwrap();
+            }
+        }
+        // Writable by root alone (owned by it, 0755), or by nobody (0555).
+        let mode = if as_root { 0o755 } else { 0o555 };
+        fs::set_permissions(&locked_dir, fs::Permissions::from_mode(mode)).unwrap();
+        let before = listing(&dir);
+        let out = init(&dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{locked}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{locked}: {stderr}");
+        assert!(
+            stderr.starts_with("error: cannot create ")
+                && stderr.contains(&format!("{} is not writable", locked_dir.display())),
+            "{locked}: {stderr}"
+        );
+        assert_eq!(listing(&dir), before, "{locked}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{locked}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Once it may write there, init makes the root.
+        if as_root {
+            std::os::unix::fs::chown(&locked_dir, Some(65534), Some(65534)).unwrap();
+        } else {
+            fs::set_permissions(&locked_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let out = init(&dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Every path under `dir`, relative to it.
+fn walkdir(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(next) = todo.pop() {
+        for entry in fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.is_dir() && !path.is_symlink() {
+                todo.push(path);
+            }
+        }
+    }
+    found
+}
