@@ -24,6 +24,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let exe = std::env::current_exe()?.canonicalize()?;
     let config = demo_config(&args, &exe)?;
     check_ports(&args)?;
+    check_git()?;
     let dir = match &args.dir {
         Some(dir) => {
             anyhow::ensure!(
@@ -171,6 +172,25 @@ fn check_ports(args: &DemoArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refuses to start without `git`, which the demo pushes with: a missing one was only
+/// `No such file or directory`, after the folder was half made.
+fn check_git() -> anyhow::Result<()> {
+    let ran = Command::new("git")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match ran {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => anyhow::bail!("the demo needs git, and `git --version` failed ({status})"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "the demo needs git, and there is none on the PATH: install it (e.g. `apt-get install git`), then run the demo again"
+        ),
+        Err(e) => anyhow::bail!("the demo needs git, and it cannot run: {e}"),
+    }
 }
 
 fn demo_config(args: &DemoArgs, exe: &Path) -> anyhow::Result<Config> {

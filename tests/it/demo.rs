@@ -198,3 +198,33 @@ fn the_hook_transcript_has_one_line_per_step_and_ends_with_the_verdict() {
         "{lines:#?}"
     );
 }
+
+/// A newcomer without `git` (or with it off the PATH) is told the demo needs it, before
+/// anything is made: the demo said `error: No such file or directory (os error 2)` and
+/// left the folder half made (a root, an app folder without a repo).
+#[test]
+fn the_demo_without_git_says_so_and_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("bin");
+    std::fs::create_dir(&empty).unwrap();
+    let target = dir.path().join("demo");
+    let ports: Vec<String> = (0..4)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .arg(&target)
+        .args(["--front", &ports[0], "--blue", &ports[1]])
+        .args(["--green", &ports[2], "--control", &ports[3]])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: the demo needs git, and there is none on the PATH"),
+        "{err}"
+    );
+    assert!(!target.exists(), "{err}");
+}
