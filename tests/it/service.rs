@@ -222,3 +222,24 @@ fn a_slot_folder_put_back_is_watched_again() {
     flip(&v2);
     root.wait_body(root.blue, "v2 from blue");
 }
+
+/// The unit's sandbox lets a worker list the host's network interfaces: node's
+/// `os.networkInterfaces()` (which nodemailer, among others, calls when it is loaded)
+/// and glibc's getifaddrs(3) open an AF_NETLINK socket, and the unit allowed only
+/// AF_UNIX, AF_INET and AF_INET6, so such an app died at its start under systemd with
+/// `uv_interface_addresses returned Unknown system error 97` and worked everywhere else.
+#[test]
+fn the_units_sandbox_lets_workers_list_network_interfaces() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/bluegreen.service"),
+    )
+    .unwrap();
+    let families: Vec<&str> = unit
+        .lines()
+        .filter_map(|line| line.strip_prefix("RestrictAddressFamilies="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for family in ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"] {
+        assert!(families.contains(&family), "{family} in {families:?}");
+    }
+}
