@@ -29,6 +29,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// At a stop, the longest the slots keep routing while the proxy threads read the
 /// requests sent on the connections they accepted (each is given a second to send one).
 const STOP_TELL_WAIT: Duration = Duration::from_secs(3);
+/// Added to what the daemon asks systemd for at its start and stop: the steps around
+/// the waits the config sets (binding, the keep-alive second, the runtime's end).
+const SYSTEMD_MARGIN: Duration = Duration::from_secs(10);
 
 fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
     config.router.token()
@@ -71,6 +74,8 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
             4 - bound.passed
         );
     }
+    // Workers a killed daemon left get up to stop_timeout each to go.
+    systemd::extend_timeout(config.app.stop_timeout + SYSTEMD_MARGIN);
     let orphans = workers::reap_orphans(&layout, config.app.stop_timeout);
     if orphans > 0 {
         tracing::warn!("stopped {orphans} worker group(s) left by a previous daemon");
@@ -203,6 +208,7 @@ async fn run(
     // (a slot with no release at once), so a restarted daemon's clients wait for it in
     // the backlog instead of getting 503s; the front opens with the slot it routes to.
     let wait = config.app.ready_timeout + Duration::from_secs(5);
+    systemd::extend_timeout(wait + SYSTEMD_MARGIN);
     let restored = daemon.routing().0;
     let slot_open = [blue_open.0, green_open.0];
     let settle = |slot: Slot| {
@@ -271,6 +277,15 @@ async fn run(
     }
 
     systemd::stopping();
+    {
+        // The drain, then a generation's group and what it left outside it, then what
+        // it started outside itself while stopping (each up to stop_timeout), after the
+        // wait for requests already sent; the last leftovers' reap after the runtime.
+        let app = &daemon.config().app;
+        systemd::extend_timeout(
+            STOP_TELL_WAIT + app.drain_timeout + 3 * app.stop_timeout + SYSTEMD_MARGIN,
+        );
+    }
     daemon.events.record(
         "stop",
         None,

@@ -1,4 +1,5 @@
-//! sd_notify: tell systemd when the daemon is ready, reloading, stopping, and alive.
+//! sd_notify: tell systemd when the daemon is ready, reloading, stopping, and alive, and
+//! how long its start and stop may take.
 //!
 //! Every call is a no-op outside systemd (no `NOTIFY_SOCKET`).
 
@@ -13,6 +14,15 @@ pub fn ready() {
 pub fn reloading() {
     let now = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
     let _ = sd_notify::notify(false, &[NotifyState::Reloading, now]);
+}
+
+/// Asks for `time` more before the start, or the stop, under way times out
+/// (EXTEND_TIMEOUT_USEC): it only ever lengthens the unit's TimeoutStartSec= or
+/// TimeoutStopSec=, so the config's timeouts, not the unit's, bound what the daemon
+/// waits for. At most u32 microseconds (71 minutes), as systemd reads it.
+pub fn extend_timeout(time: Duration) {
+    let usec = u32::try_from(time.as_micros()).unwrap_or(u32::MAX);
+    let _ = sd_notify::notify(false, &[NotifyState::ExtendTimeoutUsec(usec)]);
 }
 
 pub fn stopping() {

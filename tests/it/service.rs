@@ -12,6 +12,9 @@ fn sd_notify_messages_arrive_in_order() {
     let (socket, socket_path) = notify_socket(&root);
     root.serve_with(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
     let next = || received(&socket);
+    // The time its reap of a killed daemon's workers, then its start, may take.
+    assert!(next().starts_with("EXTEND_TIMEOUT_USEC="));
+    assert!(next().starts_with("EXTEND_TIMEOUT_USEC="));
     assert_eq!(next(), "READY=1\n");
     root.signal(Signal::SIGHUP);
     let reloading = next();
@@ -22,6 +25,38 @@ fn sd_notify_messages_arrive_in_order() {
     assert_eq!(next(), "READY=1\n");
     root.signal(Signal::SIGTERM);
     assert_eq!(next(), "STOPPING=1\n");
+    assert!(next().starts_with("EXTEND_TIMEOUT_USEC="));
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+}
+
+/// The daemon asks systemd for the time its start and its stop may take, as its config
+/// sets them (EXTEND_TIMEOUT_USEC), so a unit's TimeoutStartSec= (90 s) and
+/// TimeoutStopSec= (60 s) do not kill it half way: with `app.ready_timeout = "2m"`, a
+/// first generation that took its time was killed at 90 s by systemd, which restarted
+/// the daemon into the same wait again and again; a raised drain was cut at 60 s.
+#[test]
+fn the_daemon_asks_systemd_for_the_time_its_start_and_stop_take() {
+    let mut root = Root::new();
+    root.set("app.ready_timeout", "2m");
+    root.set("app.drain_timeout", "40s");
+    root.set("app.stop_timeout", "20s");
+    let (socket, socket_path) = notify_socket(&root);
+    root.serve_with(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    let next = || received(&socket);
+    let usec = |message: String| -> u64 {
+        let value = message.strip_prefix("EXTEND_TIMEOUT_USEC=");
+        let value = value.unwrap_or_else(|| panic!("not an extension: {message}"));
+        value.trim().parse().unwrap()
+    };
+    // The reap of what a killed daemon left, up to stop_timeout; then the start, which
+    // waits up to ready_timeout + 5 s for the first generations.
+    assert!(usec(next()) >= 20_000_000);
+    assert!(usec(next()) >= 125_000_000);
+    assert_eq!(next(), "READY=1\n");
+    root.signal(Signal::SIGTERM);
+    assert_eq!(next(), "STOPPING=1\n");
+    // The stop: the drain, then a generation's group and its strays, each stop_timeout.
+    assert!(usec(next()) >= 80_000_000);
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
 }
 
