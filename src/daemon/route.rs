@@ -152,6 +152,15 @@ impl Route {
         old
     }
 
+    /// Replaces the reason requests get while there is no live generation, if it is
+    /// still `old` (a start's failure may have told a newer one meanwhile).
+    pub fn replace_reason(&self, old: &str, new: String) {
+        let mut reason = self.reason.write().expect("route lock: no panic holds it");
+        if *reason == old {
+            *reason = new;
+        }
+    }
+
     /// Stops routing; requests get a 503 with `reason`. Returns the generation removed.
     pub fn clear(&self, reason: String) -> Option<Arc<Generation>> {
         // The reason first: a request that sees no generation must find the new one.

@@ -114,10 +114,7 @@ async fn run(
         receivers.push((slot, tx.clone(), rx));
         let reason = match release::current(&layout, slot) {
             Some(_) => format!("{slot} is starting"),
-            None => format!(
-                "{slot} has no release yet: git push {slot} {}",
-                config.branch
-            ),
+            None => no_release(slot, &config.branch),
         };
         SlotHandle {
             route: route::Route::new(reason),
@@ -343,6 +340,11 @@ async fn comes_live(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant)
     }
 }
 
+/// Why a slot that never had a release answers 503, and how to give it one.
+fn no_release(slot: Slot, branch: &str) -> String {
+    format!("{slot} has no release yet: git push {slot} {branch}")
+}
+
 /// SIGHUP: take a valid new config, refuse a bad one and keep the running one.
 fn reload_config(daemon: &Daemon) {
     let path = daemon.layout.config_file();
@@ -384,6 +386,14 @@ fn reload_config(daemon: &Daemon) {
             config.slots.green.listen = old.slots.green.listen;
             config.mirror.queue = old.mirror.queue;
             *daemon.token.write().expect("token lock: no panic holds it") = token;
+            if old.branch != config.branch {
+                for slot in Slot::ALL {
+                    daemon.slots[slot.index()].route.replace_reason(
+                        &no_release(slot, &old.branch),
+                        no_release(slot, &config.branch),
+                    );
+                }
+            }
             daemon.set_config(config);
             let note = if moved.is_empty() {
                 String::new()

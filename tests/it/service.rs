@@ -278,3 +278,33 @@ fn the_units_sandbox_lets_workers_list_network_interfaces() {
         assert!(families.contains(&family), "{family} in {families:?}");
     }
 }
+
+/// A changed `branch` reloaded by SIGHUP is the one a slot never pushed names in its
+/// 503: it went on saying `git push blue main` after `branch = "prod"`, a push the hook
+/// then refused as not the deploy branch.
+#[test]
+fn a_branch_reloaded_by_sighup_is_the_one_a_slot_never_pushed_names() {
+    let mut root = Root::new();
+    root.serve();
+    let answer = root.get(root.blue, "/");
+    assert_eq!(answer.status, 503);
+    assert!(
+        answer.body.contains("git push blue main"),
+        "{}",
+        answer.body
+    );
+    root.set("branch", "prod");
+    root.signal(Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the reload event", || {
+        root.control("GET", "/events")
+            .body
+            .contains("config reloaded from")
+            .then_some(())
+    });
+    for (slot, port) in [("blue", root.blue), ("green", root.green)] {
+        let answer = root.get(port, "/");
+        assert_eq!(answer.status, 503);
+        let says = format!("{slot} has no release yet: git push {slot} prod");
+        assert!(answer.body.contains(&says), "{}", answer.body);
+    }
+}
