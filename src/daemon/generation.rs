@@ -81,15 +81,12 @@ impl Generation {
             .envs(&env)
             .env(workers::MARKER, layout.root())
             .env(workers::GENERATION, format!("{slot}/{id}"))
-            // systemd's notify socket and watchdog are the daemon's, not the app's.
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
+        super::systemd::keep_from(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start `{}` in {}", words[0], dir.display()))?;

@@ -72,11 +72,10 @@ pub async fn run(
         MIGRATIONS.fetch_add(1, Ordering::Relaxed) + 1
     );
     let words = argv::expand(&config.switch.migrate, &env).map_err(|e| format!("{e:#}"))?;
-    let mut child = tokio::process::Command::new(&words[0])
-        .args(&words[1..])
-        .current_dir(dir)
-        .envs(&env)
-        .env_remove("NOTIFY_SOCKET")
+    let mut command = tokio::process::Command::new(&words[0]);
+    command.args(&words[1..]).current_dir(dir).envs(&env);
+    super::systemd::keep_from(&mut command);
+    let mut child = command
         .env(workers::MARKER, daemon.layout.root())
         .env(workers::GENERATION, &tag)
         .stdin(Stdio::null())

@@ -100,7 +100,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// The sockets systemd passed to this process, with the address each listens on; none
-/// outside socket activation. `LISTEN_*` are unset, so workers never see them.
+/// outside socket activation. `LISTEN_PID` and `LISTEN_FDS` are unset here; what the
+/// daemon starts is kept from `LISTEN_FDNAMES` too (see [`super::systemd::keep_from`]).
 fn passed() -> anyhow::Result<Vec<(SocketAddr, TcpListener)>> {
     let fds = sd_notify::listen_fds().context("cannot take the sockets systemd passed")?;
     let mut passed: Vec<(SocketAddr, TcpListener)> = Vec::new();

@@ -45,3 +45,20 @@ pub fn watchdog_interval() -> Option<Duration> {
 pub fn watchdog() {
     let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
 }
+
+/// What systemd gave the daemon alone, removed from the env of what it starts (workers,
+/// the migrate step): its notify socket and watchdog, and the names of the sockets it
+/// passed (`LISTEN_PID` and `LISTEN_FDS` are gone once the sockets are taken, but
+/// `LISTEN_FDNAMES` stays).
+pub fn keep_from(command: &mut tokio::process::Command) {
+    for name in [
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+    ] {
+        command.env_remove(name);
+    }
+}

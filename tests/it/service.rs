@@ -308,3 +308,26 @@ fn a_branch_reloaded_by_sighup_is_the_one_a_slot_never_pushed_names() {
         assert!(answer.body.contains(&says), "{}", answer.body);
     }
 }
+
+/// What systemd tells the daemon about the sockets it passed is not passed on to
+/// workers: `LISTEN_FDNAMES` (which systemd sets for every socket unit) reached every
+/// worker, beside the `LISTEN_PID` and `LISTEN_FDS` that were removed, telling an app
+/// that uses socket activation itself of sockets it does not have.
+#[test]
+fn workers_are_not_told_of_the_sockets_systemd_passed() {
+    use std::os::fd::AsFd;
+    let mut root = Root::new();
+    let sockets = root.sockets();
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
+    let names = "bluegreen.socket:bluegreen.socket:bluegreen.socket:bluegreen.socket";
+    root.serve_activated_with(&[("LISTEN_FDNAMES", names)], &fds);
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    let environ = std::fs::read(format!("/proc/{}/environ", root.live_pid("blue"))).unwrap();
+    let told: Vec<String> = environ
+        .split(|&b| b == 0)
+        .map(|var| String::from_utf8_lossy(var).into_owned())
+        .filter(|var| var.starts_with("LISTEN_"))
+        .collect();
+    assert_eq!(told, Vec::<String>::new());
+}

@@ -214,7 +214,16 @@ impl Root {
     /// become the daemon's file descriptors 3, 4, ... with `LISTEN_FDS` and `LISTEN_PID`
     /// set (the pid by a shell that then execs the daemon).
     pub fn serve_activated(&mut self, fds: &[std::os::fd::BorrowedFd]) -> &mut Root {
-        self.spawn(&[], activated(fds), true)
+        self.serve_activated_with(&[], fds)
+    }
+
+    /// `serve_activated`, with `env` set too (`LISTEN_FDNAMES`, as systemd sets it).
+    pub fn serve_activated_with(
+        &mut self,
+        env: &[(&str, &str)],
+        fds: &[std::os::fd::BorrowedFd],
+    ) -> &mut Root {
+        self.spawn(env, activated(fds), true)
     }
 
     /// `serve` under socket activation with `fds`, for a daemon that exits at once.
