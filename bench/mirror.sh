@@ -112,6 +112,12 @@ run_row() { # NAME PORT ROUND
     local taken copied
     taken=$(count "$BLUE_GEN" "$prefix")
     copied=$(count "$GREEN_GEN" "$prefix")
+    # A heartbeat switch to green (blue too slow to answer its check) would make green the
+    # active for the rest of the row: its counts would not mean what the table says.
+    if [[ "$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["active"])')" != blue ]]; then
+        echo "$name round $3: blue is no longer the active slot (a heartbeat switch?): see $WORK/serve.log" >&2
+        exit 1
+    fi
     WPS[$name]+="$W_RPS "; P50[$name]+="$W_P50 "; P99[$name]+="$W_P99 "
     TAKEN[$name]+="$taken "; COPIED[$name]+="$copied "
     echo "$name round $3: $W_RPS writes/s, active took $taken, standby got $copied" >&2
