@@ -1018,13 +1018,7 @@ fn a_drain_timeout_raised_by_sighup_lets_a_slow_request_finish_at_the_stop() {
     root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "3000")]);
     root.push("blue").says("blue: live in ");
     root.set("app.drain_timeout", "10s");
-    root.signal(Signal::SIGHUP);
-    wait_for(Duration::from_secs(10), "the reload event", || {
-        root.control("GET", "/events")
-            .body
-            .contains("config reloaded from")
-            .then_some(())
-    });
+    root.reload_config();
     let url = root.url(root.blue, "/");
     std::thread::scope(|s| {
         let slow = s.spawn(|| http("GET", &url, None));

@@ -294,13 +294,7 @@ fn a_branch_reloaded_by_sighup_is_the_one_a_slot_never_pushed_names() {
         answer.body
     );
     root.set("branch", "prod");
-    root.signal(Signal::SIGHUP);
-    wait_for(Duration::from_secs(10), "the reload event", || {
-        root.control("GET", "/events")
-            .body
-            .contains("config reloaded from")
-            .then_some(())
-    });
+    root.reload_config();
     for (slot, port) in [("blue", root.blue), ("green", root.green)] {
         let answer = root.get(port, "/");
         assert_eq!(answer.status, 503);

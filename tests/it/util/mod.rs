@@ -362,6 +362,22 @@ impl Root {
             .unwrap();
     }
 
+    /// SIGHUP to the daemon, and waits for the event of the config it took (one more
+    /// `config reloaded from` than before).
+    pub fn reload_config(&self) {
+        let reloads = || {
+            self.control("GET", "/events")
+                .body
+                .matches("config reloaded from")
+                .count()
+        };
+        let before = reloads();
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_for(Duration::from_secs(10), "the reload event", || {
+            (reloads() > before).then_some(())
+        });
+    }
+
     /// SIGTERM to the daemon: it exits 0 within `limit`, and no process of this root
     /// (worker, or one a worker started) is left.
     pub fn stop_cleanly(&mut self, limit: Duration) {
