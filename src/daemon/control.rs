@@ -35,12 +35,17 @@ use super::Daemon;
 use crate::slot::Slot;
 use crate::verdict::Verdict;
 
-/// Accepts connections until `stop` turns true; each is served on its own task.
+/// Accepts connections until `stop` turns true; each is served on its own task. Then
+/// each connection ends once the answer it owes is written (an idle one at once), and
+/// this returns when all have: a reload or switch cut short by the stop still tells its
+/// caller so, where a runtime dropped under it closed the connection unanswered.
 pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => return,
+            Some(_) = connections.join_next() => continue,
+            _ = stop.wait_for(|stop| *stop) => break,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -51,19 +56,30 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
                 continue;
             }
         };
-        let (daemon, stop) = (daemon.clone(), stop.clone());
-        tokio::spawn(async move {
+        let (daemon, mut stop) = (daemon.clone(), stop.clone());
+        connections.spawn(async move {
+            let asked = stop.clone();
             let service = service_fn(move |request| {
-                let (daemon, stop) = (daemon.clone(), stop.clone());
+                let (daemon, stop) = (daemon.clone(), asked.clone());
                 async move { Ok::<_, Infallible>(answer(request, peer, &daemon, stop).await) }
             });
             // The timer bounds the time a head may take (hyper's 30 s).
-            let _ = http1::Builder::new()
+            let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let stopping = tokio::select! {
+                _ = connection.as_mut() => false,
+                _ = stop.wait_for(|stop| *stop) => true,
+            };
+            if stopping {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
         });
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 async fn answer(

@@ -29,6 +29,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// At a stop, the longest the slots keep routing while the proxy threads read the
 /// requests sent on the connections they accepted (each is given a second to send one).
 const STOP_TELL_WAIT: Duration = Duration::from_secs(3);
+/// At a stop, once every generation is stopped, the longest the control API is given to
+/// write the answers it owes (reloads and switches the stop cut short).
+const CONTROL_TELL_WAIT: Duration = Duration::from_secs(2);
 /// Added to what the daemon asks systemd for at its start and stop: the steps around
 /// the waits the config sets (binding, the keep-alive second, the runtime's end).
 const SYSTEMD_MARGIN: Duration = Duration::from_secs(10);
@@ -168,7 +171,7 @@ async fn run(
     .context("cannot start the proxy threads")?;
     let control =
         tokio::net::TcpListener::from_std(bound.control).context("cannot serve the control API")?;
-    tokio::spawn(control::serve(control, daemon.clone(), stop_rx.clone()));
+    let control = tokio::spawn(control::serve(control, daemon.clone(), stop_rx.clone()));
     tokio::spawn(mirror::run(daemon.clone(), mirror_rx));
     let _watcher = watch::start(daemon.clone()).context("cannot watch the slot folders")?;
     if let Some(every) = systemd::watchdog_interval() {
@@ -280,7 +283,11 @@ async fn run(
         // wait for requests already sent; the last leftovers' reap after the runtime.
         let app = &daemon.config().app;
         systemd::extend_timeout(
-            STOP_TELL_WAIT + app.drain_timeout + 3 * app.stop_timeout + SYSTEMD_MARGIN,
+            STOP_TELL_WAIT
+                + app.drain_timeout
+                + 3 * app.stop_timeout
+                + CONTROL_TELL_WAIT
+                + SYSTEMD_MARGIN,
         );
     }
     daemon.events.record(
@@ -316,6 +323,14 @@ async fn run(
     }
     for supervisor in supervisors {
         supervisor.abort();
+    }
+    // A reload's caller waits on its supervisor, gone now: its answer, "the daemon is
+    // stopping", is written before the runtime ends.
+    if tokio::time::timeout(CONTROL_TELL_WAIT, control)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the control API's callers were not all answered before the stop");
     }
     tracing::info!("stopped");
     Ok(true)
