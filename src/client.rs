@@ -10,6 +10,10 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::layout::Layout;
 
+/// The most of an answer's body an error quotes: a server other than bluegreen's on
+/// `control.listen` may answer with a whole page.
+const REASON_CHARS: usize = 500;
+
 /// The header that names the caller's root (see `Layout::identity`).
 pub const ROOT_HEADER: &str = "Bluegreen-Root";
 
@@ -97,14 +101,15 @@ impl Client {
             addr: addr.clone(),
             reason: format!("unreadable answer: {e}"),
         })?;
+        let reply = Reply { status, body };
         if status == 421 {
             // Another root's daemon: nothing it says is about this root.
             return Err(ClientError::OtherRoot {
                 addr,
-                reason: body.trim().to_string(),
+                reason: reply.reason(),
             });
         }
-        Ok(Reply { status, body })
+        Ok(reply)
     }
 }
 
@@ -127,9 +132,28 @@ impl Reply {
             anyhow::anyhow!(
                 "the daemon answered {} with non-JSON ({e}): {}",
                 self.status,
-                self.body.trim()
+                self.reason()
             )
         })
+    }
+
+    /// The body as one line for an error: the daemon's reasons are one line already, but
+    /// what else may listen on `control.listen` (a web server's error page) is not. Runs
+    /// of whitespace become one space; at most `REASON_CHARS` characters are kept.
+    pub fn reason(&self) -> String {
+        let mut words = self.body.split_whitespace();
+        let mut line = String::new();
+        if let Some(first) = words.next() {
+            line.push_str(first);
+        }
+        for word in words {
+            line.push(' ');
+            line.push_str(word);
+        }
+        match line.char_indices().nth(REASON_CHARS) {
+            Some((cut, _)) => format!("{}...", &line[..cut]),
+            None => line,
+        }
     }
 
     pub fn ok(&self) -> bool {
@@ -160,5 +184,20 @@ mod tests {
             format!("control API at {addr}: no answer within 300ms")
         );
         drop(holder.join());
+    }
+
+    #[test]
+    fn a_reason_is_one_line_of_at_most_reason_chars() {
+        let reply = |body: &str| Reply {
+            status: 502,
+            body: body.into(),
+        };
+        assert_eq!(reply("  bad\r\n\tgateway \n").reason(), "bad gateway");
+        let long = reply(&"é".repeat(REASON_CHARS + 1)).reason();
+        assert_eq!(long, format!("{}...", "é".repeat(REASON_CHARS)));
+        assert_eq!(
+            reply(&"é".repeat(REASON_CHARS)).reason().chars().count(),
+            REASON_CHARS
+        );
     }
 }

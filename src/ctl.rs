@@ -130,7 +130,7 @@ pub fn switch(
         };
     if !reply.ok() {
         // A refusal is an error: stderr, as `error:` lines are.
-        eprintln!("not switched: {}", reply.body.trim());
+        eprintln!("not switched: {}", reply.reason());
         return Ok(false);
     }
     let done = reply.json()?;
@@ -168,7 +168,7 @@ pub fn mirroring(
         )?,
     };
     if !reply.ok() {
-        anyhow::bail!("{}", reply.body.trim());
+        anyhow::bail!("{}", reply.reason());
     }
     let on = reply.json()?["enabled"].as_bool() == Some(true);
     writeln!(out, "mirroring {}", if on { "on" } else { "off" })?;

@@ -75,7 +75,7 @@ pub fn reload(
         }
         Ok(reply) => {
             let verdict: Verdict = serde_json::from_str(&reply.body).unwrap_or_else(|_| Verdict {
-                reason: format!("{} {}", reply.status, reply.body.trim()),
+                reason: format!("{} {}", reply.status, reply.reason()),
                 ..Verdict::default()
             });
             writeln!(out, "{}", verdict.line(slot))?;

@@ -335,3 +335,63 @@ fn a_daemon_does_not_take_orders_for_another_root() {
     assert_eq!(root.control("GET", "/status").status, 200);
     root.run_ok(&["status"]);
 }
+
+/// Something other than a bluegreen daemon on `control.listen` (a web server left on the
+/// port) answers with a page of HTML: the hook's verdict and the commands' errors quote
+/// it on one line, where each of its lines used to become one of theirs.
+#[test]
+fn a_stranger_on_control_listen_is_quoted_on_one_line() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let stranger = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let page = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1></center>\r\n</body>\r\n</html>\r\n";
+            while !done.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                let mut head = [0; 4096];
+                let _ = stream.read(&mut head);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+            }
+        }
+    });
+    let root = Root::new();
+    root.set("control.listen", format!("127.0.0.1:{port}"));
+    let page = "<html> <head><title>404 Not Found</title></head> <body> <center><h1>404 Not Found</h1></center> </body> </html>";
+
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let pushed = root.push("blue");
+    let verdict = format!("blue: not live: 404 {page}");
+    assert_eq!(
+        pushed.remote_lines().last().map(|l| l.trim_end()),
+        Some(&*verdict),
+        "{}",
+        pushed.text
+    );
+    let out = root.run(&["switch", "green"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("not switched: {page}")
+    );
+    let out = root.run(&["status"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(page), "{stderr}");
+
+    done.store(true, Ordering::Relaxed);
+    stranger.join().unwrap();
+}
