@@ -661,3 +661,63 @@ fn a_forced_switch_to_a_slot_with_nowhere_to_migrate_says_so() {
     );
     assert_eq!(root.status()["active"], "blue");
 }
+
+#[test]
+fn queued_copies_count_their_heads_against_the_memory_bound() {
+    use std::io::{BufRead, Read, Write};
+    // Green takes 5 s per copy, so nearly every copy stays queued; `mirror.queue` is
+    // far larger than what 256 MiB can hold. Each write has an empty body and a 60 KB
+    // head (a big cookie): the copies' bodies hold nothing, their heads 60 KB each.
+    let root = slow_green(
+        "5000",
+        &[
+            ("mirror.queue", 100_000.into()),
+            ("heartbeat.timeout", "10s".into()),
+        ],
+    );
+    let pad = "x".repeat(60_000);
+    // 5,000 heads of 60 KB are 286 MiB: past the bound, whatever the four copies out.
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let (port, pad) = (root.front, pad.clone());
+            std::thread::spawn(move || {
+                let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let mut reader = std::io::BufReader::new(stream);
+                for i in 0..1250 {
+                    let request = format!(
+                        "PUT /items/h{t}-{i} HTTP/1.1\r\nHost: app\r\nCookie: pad={pad}\r\nContent-Length: 0\r\n\r\n"
+                    );
+                    reader.get_mut().write_all(request.as_bytes()).unwrap();
+                    let (mut status, mut length) = (String::new(), 0);
+                    reader.read_line(&mut status).unwrap();
+                    assert!(status.starts_with("HTTP/1.1 201"), "{status}");
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = n.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let mirroring = root.status()["mirroring"].clone();
+    let full = mirroring["counters"]["queue_full"].as_u64().unwrap();
+    assert!(full >= 300, "{mirroring}");
+    // Those waiting hold at most 256 MiB of heads.
+    let queued = mirroring["queued"].as_u64().unwrap();
+    assert!(queued * 60_000 <= 256 << 20, "{mirroring}");
+    root.wait_log("the mirrored copies queued and out already hold 256 MiB");
+}

@@ -44,9 +44,10 @@ use tee::{Copied, Tee};
 
 /// The longest a copy may take before it counts as failed.
 const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// The most body bytes the copies queued or out may hold together: `mirror.queue` and
-/// [`sender::OUT`] bound their number, this their memory (1024 copies of 10 MiB would be
-/// 10 GiB). Beyond it a copy counts as `queue_full`.
+/// The most bytes the copies queued or out may hold together, heads and bodies
+/// ([`Job::bytes`]): `mirror.queue` and [`sender::OUT`] bound their number, this their
+/// memory (1024 copies of 10 MiB would be 10 GiB; a million queued copies of bodiless
+/// writes, each with a 60 KB head, 60 GB). Beyond it a copy counts as `queue_full`.
 const QUEUED_BYTES: u64 = 256 << 20;
 
 /// One copy to send.
@@ -75,6 +76,18 @@ pub struct PendingCopy {
     /// `mirror.queue`, for the message when it is full.
     queue: usize,
     daemon: Arc<Daemon>,
+}
+
+impl Job {
+    /// What the copy holds in memory, against `QUEUED_BYTES`: its body, path and headers.
+    fn bytes(&self) -> u64 {
+        let head: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        (self.body.len() + self.path.len() + head) as u64
+    }
 }
 
 /// A copy that cannot be sent: the job (for its method and path), the reason (a metrics
@@ -127,7 +140,7 @@ pub struct Mirror {
     waiting: AtomicUsize,
     /// Set when the queue was full: no copy is taken until it has emptied.
     refilling: AtomicBool,
-    /// Body bytes of the copies queued or out, bounded by `QUEUED_BYTES`.
+    /// Bytes of the copies queued or out ([`Job::bytes`]), bounded by `QUEUED_BYTES`.
     queued_bytes: AtomicU64,
     /// Body bytes of the copies being gathered, bounded by `tee::GATHERED_BYTES`.
     gathered_bytes: Arc<AtomicU64>,
@@ -299,10 +312,10 @@ impl Mirror {
                 return self.lost(daemon, "active_failed", &job.method, &job.path, why);
             }
         }
-        let size = job.body.len() as u64;
+        let size = job.bytes();
         if !self.reserve(size) {
             let why = format!(
-                "the mirrored copies queued and out already hold {} MiB of bodies",
+                "the mirrored copies queued and out already hold {} MiB",
                 QUEUED_BYTES >> 20
             );
             return self.lost(daemon, "queue_full", &job.method, &job.path, why);

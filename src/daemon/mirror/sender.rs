@@ -23,7 +23,7 @@ pub const OUT: usize = 64;
 /// What became of a copy that was not sent: its metrics label, method, path and why.
 type Lost = (&'static str, Method, String, String);
 
-/// A copy out: its number in [`Order`], its answer tick and its body's size.
+/// A copy out: its number in [`Order`], its answer tick and its size ([`Job::bytes`]).
 struct Out {
     number: u64,
     answered: u64,
@@ -60,7 +60,7 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
                 let copy = Out {
                     number: order.start(job.answered),
                     answered: job.answered,
-                    bytes: job.body.len() as u64,
+                    bytes: job.bytes(),
                 };
                 daemon.mirror.went_out();
                 let id = tasks.spawn(copy_out(daemon.clone(), job)).id();
