@@ -32,6 +32,10 @@ const STOP_TELL_WAIT: Duration = Duration::from_secs(3);
 /// At a stop, once every generation is stopped, the longest the control API is given to
 /// write the answers it owes (reloads and switches the stop cut short).
 const CONTROL_TELL_WAIT: Duration = Duration::from_secs(2);
+/// At a stop, once every generation is stopped, the longest the mirror's sender is given
+/// to be done with the copies still queued (each fails at once: no slot routes now), so
+/// that the log tells each one before the daemon ends.
+const MIRROR_TELL_WAIT: Duration = Duration::from_secs(1);
 /// Added to what the daemon asks systemd for at its start and stop: the steps around
 /// the waits the config sets (binding, the keep-alive second, the runtime's end).
 const SYSTEMD_MARGIN: Duration = Duration::from_secs(10);
@@ -286,6 +290,7 @@ async fn run(
             STOP_TELL_WAIT
                 + app.drain_timeout
                 + 3 * app.stop_timeout
+                + MIRROR_TELL_WAIT
                 + CONTROL_TELL_WAIT
                 + SYSTEMD_MARGIN,
         );
@@ -317,6 +322,13 @@ async fn run(
         }
     })
     .await;
+    // The copies not sent are counted, and their lines held back by the once-a-second
+    // limit told, before the runtime ends: else the last second's went unsaid.
+    let _ = daemon
+        .mirror
+        .drain(tokio::time::Instant::now() + MIRROR_TELL_WAIT)
+        .await;
+    daemon.mirror.tell_held();
     let queued = daemon.mirror.queued();
     if queued > 0 {
         tracing::warn!("{queued} mirrored writes were still queued at shutdown and were not sent to the standby");

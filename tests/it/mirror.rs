@@ -721,3 +721,43 @@ fn queued_copies_count_their_heads_against_the_memory_bound() {
     assert!(queued * 60_000 <= 256 << 20, "{mirroring}");
     root.wait_log("the mirrored copies queued and out already hold 256 MiB");
 }
+
+#[test]
+fn a_stop_tells_every_copy_it_did_not_send() {
+    // Green takes 2 s per copy: of ten writes made one after another, whose copies go
+    // out one at a time, one is out and nine wait when the daemon is told to stop.
+    let mut root = slow_green("2000", &[("heartbeat.timeout", "10s".into())]);
+    for i in 0..10 {
+        let answer = http(
+            "PUT",
+            &root.url(root.front, &format!("/items/s{i}")),
+            Some("x"),
+        )
+        .unwrap();
+        assert_eq!(answer.status, 201, "{answer:?}");
+    }
+    root.stop_cleanly(Duration::from_secs(20));
+    let on_green = std::fs::read_dir(root.path.join("green/shared/data"))
+        .unwrap()
+        .count();
+    // Each copy not sent is in the log: a line of its own, or counted in one.
+    let log = root.log();
+    let number = |text: &str| -> usize {
+        let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap()
+    };
+    let mut told = 0;
+    for line in log.lines() {
+        if let Some((_, rest)) = line.split_once("not mirrored: ") {
+            told += 1;
+            if let Some((_, more)) = rest.split_once("(and ") {
+                told += number(more);
+            }
+        } else if let Some((before, _)) = line.split_once(" more copies not mirrored") {
+            told += number(before.rsplit(' ').next().unwrap());
+        } else if let Some((before, _)) = line.split_once(" mirrored writes were still queued") {
+            told += number(before.rsplit(' ').next().unwrap());
+        }
+    }
+    assert_eq!(on_green + told, 10, "{on_green} on green\n{log}");
+}

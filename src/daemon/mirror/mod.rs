@@ -217,6 +217,16 @@ impl Mirror {
         }
     }
 
+    /// Tells the "not mirrored" lines the once-a-second limit held back, as a count.
+    pub fn tell_held(&self) {
+        let held = self.quiet.flush();
+        if held > 0 {
+            tracing::warn!(
+                "{held} more copies not mirrored in the last second (see bluegreen_mirror_total)"
+            );
+        }
+    }
+
     /// Counts `n` more (or, `up` false, fewer) on `counter`, and wakes `drain`.
     fn moved(&self, counter: &AtomicU64, up: bool, n: u64) {
         if up {

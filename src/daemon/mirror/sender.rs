@@ -40,12 +40,7 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let held = daemon.mirror.quiet.flush();
-                if held > 0 {
-                    tracing::warn!(
-                        "{held} more copies not mirrored in the last second (see bluegreen_mirror_total)"
-                    );
-                }
+                daemon.mirror.tell_held();
             }
         }
     });
