@@ -37,7 +37,7 @@ use super::upstream::{Body, BoxError};
 /// common app servers (gunicorn 2 s, Node and uvicorn 5 s): a connection the worker may
 /// be closing right now is never picked, so a request does not race the worker's close
 /// (a request already written when the close arrives could only be answered with a 502).
-const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The most idle connections kept per port.
 const MAX_IDLE: usize = 256;
 /// How long connecting to a generation may take. A worker whose listen backlog is full

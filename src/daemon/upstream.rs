@@ -28,7 +28,9 @@ pub fn client() -> Client {
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        // As the data path's pools: a probe or copy must not race a worker's own close
+        // of a connection it kept idle (gunicorn closes after 2 s, Node after 5 s).
+        .pool_idle_timeout(super::pool::IDLE_TIMEOUT)
         .pool_max_idle_per_host(256)
         .http1_writev(false)
         .pool_timer(TokioTimer::new())
