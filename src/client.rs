@@ -12,7 +12,7 @@ use crate::layout::Layout;
 
 /// The most of an answer's body an error quotes: a server other than bluegreen's on
 /// `control.listen` may answer with a whole page.
-const REASON_CHARS: usize = 500;
+const REASON_CHARS: usize = 1024;
 
 /// The header that names the caller's root (see `Layout::identity`).
 pub const ROOT_HEADER: &str = "Bluegreen-Root";
@@ -137,19 +137,17 @@ impl Reply {
         })
     }
 
-    /// The body as one line for an error: the daemon's reasons are one line already, but
-    /// what else may listen on `control.listen` (a web server's error page) is not. Runs
-    /// of whitespace become one space; at most `REASON_CHARS` characters are kept.
+    /// The body as one line for an error. The daemon's reasons are one line already and
+    /// are kept as they are; what else may listen on `control.listen` (a web server's
+    /// error page) has its lines joined, each run of whitespace as one space. At most
+    /// `REASON_CHARS` characters are kept.
     pub fn reason(&self) -> String {
-        let mut words = self.body.split_whitespace();
-        let mut line = String::new();
-        if let Some(first) = words.next() {
-            line.push_str(first);
-        }
-        for word in words {
-            line.push(' ');
-            line.push_str(word);
-        }
+        let body = self.body.trim();
+        let line = if body.contains(['\n', '\r']) {
+            body.split_whitespace().collect::<Vec<_>>().join(" ")
+        } else {
+            body.to_string()
+        };
         match line.char_indices().nth(REASON_CHARS) {
             Some((cut, _)) => format!("{}...", &line[..cut]),
             None => line,
@@ -193,6 +191,8 @@ mod tests {
             body: body.into(),
         };
         assert_eq!(reply("  bad\r\n\tgateway \n").reason(), "bad gateway");
+        // A one-line reason of the daemon's own is kept as it is.
+        assert_eq!(reply("50%  cut\n").reason(), "50%  cut");
         let long = reply(&"é".repeat(REASON_CHARS + 1)).reason();
         assert_eq!(long, format!("{}...", "é".repeat(REASON_CHARS)));
         assert_eq!(
