@@ -258,8 +258,8 @@ fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
     // The root may be reached through another path (a symlink) than the dead hook's.
     let resolved = fs::canonicalize(tmp_root);
     let tmp_root = resolved.as_deref().unwrap_or(tmp_root);
-    let of_leftover = |dir: &Path| {
-        let folder = procfs::Environ::read(dir)?.path(command::MARKER)?;
+    let of_leftover = |dir: &Path, env: &procfs::Environ| {
+        let folder = env.path(command::MARKER)?;
         let name = folder.file_name()?.to_string_lossy().into_owned();
         let parent = fs::canonicalize(folder.parent()?).ok()?;
         (parent == tmp_root && abandoned(&name)).then_some(())?;
@@ -267,12 +267,9 @@ fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
     };
     let own_group = nix::unistd::getpgrp().as_raw() as u32;
     let groups = || -> Vec<u32> {
-        let Ok(procs) = fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        procs
-            .flatten()
-            .filter_map(|p| of_leftover(&p.path()))
+        procfs::environs()
+            .iter()
+            .filter_map(|(dir, env)| of_leftover(dir, env))
             // Never the hook's own group (a build may join it: same session).
             .filter(|&g| g > 1 && g != own_group)
             .collect()

@@ -192,10 +192,7 @@ fn stop(groups: &BTreeSet<u32>, grace: Duration) {
 /// path (a symlink) when the worker was started: paths are compared resolved.
 fn marked_groups(layout: &Layout, generation: Option<&str>) -> BTreeSet<u32> {
     let root = fs::canonicalize(layout.root()).unwrap_or_else(|_| layout.root().to_owned());
-    let ours = |dir: &Path| {
-        let Some(env) = procfs::Environ::read(dir) else {
-            return false;
-        };
+    let ours = |env: &procfs::Environ| {
         if generation.is_some_and(|g| env.get(GENERATION) != Some(g.as_bytes())) {
             return false;
         }
@@ -203,14 +200,10 @@ fn marked_groups(layout: &Layout, generation: Option<&str>) -> BTreeSet<u32> {
             marked == layout.root() || fs::canonicalize(&marked).is_ok_and(|m| m == root)
         })
     };
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return BTreeSet::new();
-    };
-    procs
-        .flatten()
-        .map(|p| p.path())
-        .filter(|dir| ours(dir))
-        .filter_map(|dir| procfs::group(&dir))
+    procfs::environs()
+        .into_iter()
+        .filter(|(_, env)| ours(env))
+        .filter_map(|(dir, _)| procfs::group(&dir))
         .filter(|&pgid| pgid > 1)
         .collect()
 }
