@@ -1,10 +1,47 @@
 //! `bluegreen demo`: the newcomer's first run, its printed guide, and Ctrl-C.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::util::*;
+
+/// A running `bluegreen demo` that a failed assertion does not leave serving: dropped
+/// while it runs, it gets the Ctrl-C it waits for (then SIGKILL), and what still runs of
+/// its root goes too (its daemon, which works in the test's folder, named by its command
+/// line; workers and builds).
+struct Demo {
+    child: Child,
+    root: PathBuf,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let child = &mut self.child;
+            poll_until(Duration::from_secs(40), || child.try_wait().ok().flatten());
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let root = self.root.to_string_lossy().into_owned();
+        let mut left = root_processes(&self.root);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&cmdline(pid)).contains(&root) {
+                left.push(pid);
+            }
+        }
+        for pid in left {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
 
 #[test]
 fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
@@ -12,7 +49,7 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
     let dir = tmp.path().join("demo");
     let ports = [free_port(), free_port(), free_port(), free_port()];
     let addr = |p: u16| format!("127.0.0.1:{p}");
-    let mut demo = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("demo")
         .arg(&dir)
         .args(["--front", &addr(ports[0]), "--blue", &addr(ports[1])])
@@ -22,7 +59,11 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = demo.stderr.take().unwrap();
+    let mut demo = Demo {
+        child,
+        root: dir.join("root"),
+    };
+    let stderr = demo.child.stderr.take().unwrap();
     let transcript = std::thread::spawn(move || {
         BufReader::new(stderr)
             .lines()
@@ -30,7 +71,7 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
             .collect::<Vec<_>>()
     });
     let mut guide = Vec::new();
-    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(demo.child.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
         let end = line.contains("status --root");
@@ -88,12 +129,12 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
         .starts_with("v2 from green"));
 
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(demo.id() as i32),
+        nix::unistd::Pid::from_raw(demo.child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
     let status = wait_for(Duration::from_secs(20), "the demo to exit", || {
-        demo.try_wait().unwrap()
+        demo.child.try_wait().unwrap()
     });
     assert!(status.success(), "{status}");
     let transcript = transcript.join().unwrap().join("\n");
