@@ -2,8 +2,8 @@
 //! with the real `git`, the real daemon as a child process, and HTTP on 127.0.0.1.
 //!
 //! Everything waits with deadlines. Dropping a `Root` stops its daemon and kills every
-//! process that still belongs to the root (worker env marker, or cwd inside the root),
-//! so no test leaves a process behind.
+//! process that still belongs to the root (worker or build env marker, or cwd inside the
+//! root), so no test leaves a process behind.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -569,7 +569,10 @@ impl Drop for Root {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for pid in root_processes(&self.path) {
+        // Builds' helpers that work outside the root (`cd /`) are found by their marker:
+        // a test that fails before the next push stops them would leave them running.
+        let left = root_processes(&self.path).into_iter();
+        for pid in left.chain(build_helpers(&self.path)) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,

@@ -1,5 +1,6 @@
 //! The processes a test started: found by the worker env marker or a working folder
-//! inside the root, so that dropping a `Root` can kill whatever is left.
+//! inside the root (and the build marker, for builds' helpers that left it), so that
+//! dropping a `Root` can kill whatever is left.
 
 use std::fs;
 use std::path::Path;
@@ -24,6 +25,30 @@ pub fn root_processes(root: &Path) -> Vec<u32> {
             .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_slice()));
         let inside = fs::read_link(dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(root));
         if (marked || inside) && !zombie(&dir) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Processes a build of `root` started that work elsewhere and lead a group of their own
+/// (`setsid sh -c "cd /; ..."`, as a build tool's daemon does): found by the variable the
+/// hook sets on every build, which names the build's folder inside the root.
+pub fn build_helpers(root: &Path) -> Vec<u32> {
+    let marker = format!("BLUEGREEN_BUILD={}/", root.display()).into_bytes();
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let marked = fs::read(dir.join("environ"))
+            .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_slice()));
+        if marked && !zombie(&dir) {
             pids.push(pid);
         }
     }
