@@ -470,7 +470,6 @@ impl Root {
     }
 }
 
-/// `git` with a clean env: no hook variables, a fixed identity, no user config.
 /// How `spawn` starts the daemon.
 #[derive(Clone, Copy)]
 enum Launch {
@@ -492,6 +491,7 @@ fn activated(fds: &[std::os::fd::BorrowedFd]) -> Launch {
     Launch::Activated(raw, fds.len())
 }
 
+/// `git` with a clean env: no hook variables, a fixed identity, no user config.
 pub fn git_command(dir: &Path) -> Command {
     let mut command = Command::new("git");
     command
