@@ -62,7 +62,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
         signal_hook::flag::register(signal, stop.clone())?;
     }
     let log = std::fs::File::create(layout.logs_dir().join("serve.log"))?;
-    let mut serve = Command::new(&exe)
+    let serve = Command::new(&exe)
         .args(["serve", "--root"])
         .arg(layout.root())
         .stdin(Stdio::null())
@@ -70,9 +70,36 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
         .stderr(log)
         .spawn()
         .context("cannot start the daemon")?;
-    let result = guide(&args, &exe, &layout, &app, &config, &mut serve, &stop);
-    stop_daemon(&mut serve);
-    result
+    let mut serve = Daemon(serve);
+    guide(&args, &exe, &layout, &app, &config, &mut serve.0, &stop)
+}
+
+/// The demo's daemon, stopped (drained, its workers with it) however the demo ends: a
+/// failed push, an error, or a panic.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Prints `text` to stdout (`err`: stderr) if it can: a reader that has gone (`demo |
+/// head`) must not end the demo before its daemon is stopped.
+fn say(err: bool, text: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = if err {
+        writeln!(std::io::stderr(), "{text}")
+    } else {
+        writeln!(std::io::stdout(), "{text}")
+    };
 }
 
 fn guide(
@@ -99,7 +126,7 @@ fn guide(
         std::thread::sleep(Duration::from_millis(50));
     }
     for slot in ["blue", "green"] {
-        eprintln!("$ git push {slot} main");
+        say(true, format_args!("$ git push {slot} main"));
         let status = git(app).args(["push", slot, "main"]).status()?;
         anyhow::ensure!(status.success(), "git push {slot} main failed");
     }
@@ -107,8 +134,10 @@ fn guide(
     let root = layout.root().display();
     let app = app.display();
     let (front, blue, green, control) = (args.front, args.blue, args.green, args.control);
-    println!(
-        "
+    say(
+        false,
+        format_args!(
+            "
 bluegreen demo is running. Ctrl-C stops it (the daemon and every worker).
 
   front    http://{front}/     the active slot (blue to begin with)
@@ -131,6 +160,7 @@ Try, in another terminal:
   $ cd {app} && echo 10 > FAIL_AFTER && git add FAIL_AFTER && git commit -qm 'fail after 10s' && git push green main
   $ {exe} status --root {root}
 "
+        ),
     );
     while !stop.load(Ordering::Acquire) {
         if let Some(status) = serve.try_wait()? {
@@ -138,22 +168,14 @@ Try, in another terminal:
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!(
-        "stopping: draining and stopping every generation; the demo's files stay in {} (remove it when done)",
-        layout.root().parent().unwrap_or(layout.root()).display()
+    say(
+        true,
+        format_args!(
+            "stopping: draining and stopping every generation; the demo's files stay in {} (remove it when done)",
+            layout.root().parent().unwrap_or(layout.root()).display()
+        ),
     );
     Ok(true)
-}
-
-fn stop_daemon(serve: &mut Child) {
-    let pid = nix::unistd::Pid::from_raw(serve.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while serve.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = serve.kill();
-    let _ = serve.wait();
 }
 
 /// Refuses taken ports up front, naming the flag to change.

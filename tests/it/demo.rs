@@ -153,6 +153,56 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
     );
 }
 
+/// A demo whose reader has gone (`bluegreen demo | head -3`, then the pager quit) still
+/// serves, and its Ctrl-C still stops the daemon and every worker: printing the guide to
+/// the closed pipe used to panic, and the daemon and its workers ran on unowned.
+#[test]
+fn a_demo_whose_reader_has_gone_still_stops_its_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .arg(&dir)
+        .args(["--front", &addr(ports[0]), "--blue", &addr(ports[1])])
+        .args(["--green", &addr(ports[2]), "--control", &addr(ports[3])])
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The reader goes at once.
+    drop(child.stdout.take());
+    let mut demo = Demo {
+        child,
+        root: dir.join("root"),
+    };
+    let green = format!("http://127.0.0.1:{}/", ports[2]);
+    wait_for(Duration::from_secs(60), "green to answer", || {
+        http("GET", &green, None)
+            .ok()
+            .filter(|a| a.body.starts_with("v1 from green"))
+    });
+    // The guide is written (to no one) right after the second push.
+    let status_url = format!("http://127.0.0.1:{}/status", ports[3]);
+    assert!(http("GET", &status_url, None).is_ok(), "the daemon serves");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_for(Duration::from_secs(20), "the demo to exit", || {
+        demo.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        root_processes(&dir.join("root")),
+        Vec::<u32>::new(),
+        "Ctrl-C leaves no process behind"
+    );
+}
+
 #[test]
 fn the_demo_names_a_taken_port_and_the_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
