@@ -16,6 +16,40 @@ struct Demo {
     root: PathBuf,
 }
 
+impl Demo {
+    /// `bluegreen demo <dir>` on `ports` (front, blue, green, control), its stdout piped.
+    fn start(dir: &std::path::Path, ports: [u16; 4], stderr: Stdio) -> Demo {
+        let addr = |p: u16| format!("127.0.0.1:{p}");
+        let child = Command::new(BIN)
+            .arg("demo")
+            .arg(dir)
+            .args(["--front", &addr(ports[0]), "--blue", &addr(ports[1])])
+            .args(["--green", &addr(ports[2]), "--control", &addr(ports[3])])
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Demo {
+            child,
+            root: dir.join("root"),
+        }
+    }
+
+    /// Sends the demo the Ctrl-C it waits for; asserts it exits 0 within 20 s.
+    fn ctrl_c(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let status = wait_for(Duration::from_secs(20), "the demo to exit", || {
+            self.child.try_wait().unwrap()
+        });
+        assert!(status.success(), "{status}");
+    }
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
@@ -48,21 +82,7 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
     let ports = [free_port(), free_port(), free_port(), free_port()];
-    let addr = |p: u16| format!("127.0.0.1:{p}");
-    let child = Command::new(BIN)
-        .arg("demo")
-        .arg(&dir)
-        .args(["--front", &addr(ports[0]), "--blue", &addr(ports[1])])
-        .args(["--green", &addr(ports[2]), "--control", &addr(ports[3])])
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut demo = Demo {
-        child,
-        root: dir.join("root"),
-    };
+    let mut demo = Demo::start(&dir, ports, Stdio::piped());
     let stderr = demo.child.stderr.take().unwrap();
     let transcript = std::thread::spawn(move || {
         BufReader::new(stderr)
@@ -128,15 +148,7 @@ fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
         .body
         .starts_with("v2 from green"));
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(demo.child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = wait_for(Duration::from_secs(20), "the demo to exit", || {
-        demo.child.try_wait().unwrap()
-    });
-    assert!(status.success(), "{status}");
+    demo.ctrl_c();
     let transcript = transcript.join().unwrap().join("\n");
     assert!(
         transcript.contains("remote: green: build reused"),
@@ -161,23 +173,9 @@ fn a_demo_whose_reader_has_gone_still_stops_its_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
     let ports = [free_port(), free_port(), free_port(), free_port()];
-    let addr = |p: u16| format!("127.0.0.1:{p}");
-    let mut child = Command::new(BIN)
-        .arg("demo")
-        .arg(&dir)
-        .args(["--front", &addr(ports[0]), "--blue", &addr(ports[1])])
-        .args(["--green", &addr(ports[2]), "--control", &addr(ports[3])])
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut demo = Demo::start(&dir, ports, Stdio::null());
     // The reader goes at once.
-    drop(child.stdout.take());
-    let mut demo = Demo {
-        child,
-        root: dir.join("root"),
-    };
+    drop(demo.child.stdout.take());
     let green = format!("http://127.0.0.1:{}/", ports[2]);
     wait_for(Duration::from_secs(60), "green to answer", || {
         http("GET", &green, None)
@@ -187,15 +185,7 @@ fn a_demo_whose_reader_has_gone_still_stops_its_daemon() {
     // The guide is written (to no one) right after the second push.
     let status_url = format!("http://127.0.0.1:{}/status", ports[3]);
     assert!(http("GET", &status_url, None).is_ok(), "the daemon serves");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(demo.child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = wait_for(Duration::from_secs(20), "the demo to exit", || {
-        demo.child.try_wait().unwrap()
-    });
-    assert!(status.success(), "{status}");
+    demo.ctrl_c();
     assert_eq!(
         root_processes(&dir.join("root")),
         Vec::<u32>::new(),

@@ -8,27 +8,10 @@ use std::path::Path;
 pub fn root_processes(root: &Path) -> Vec<u32> {
     let marker = format!("BLUEGREEN_WORKER_OF={}\0", root.display()).into_bytes();
     let me = std::process::id();
-    let mut pids = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let dir = entry.path();
-        let marked = fs::read(dir.join("environ"))
-            .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_slice()));
-        let inside = fs::read_link(dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(root));
-        if (marked || inside) && !zombie(&dir) {
-            pids.push(pid);
-        }
-    }
-    pids
+    living(|pid, dir| {
+        let inside = || fs::read_link(dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(root));
+        pid != me && (carries(dir, &marker) || inside())
+    })
 }
 
 /// Processes a build of `root` started that work elsewhere and lead a group of their own
@@ -36,6 +19,11 @@ pub fn root_processes(root: &Path) -> Vec<u32> {
 /// hook sets on every build, which names the build's folder inside the root.
 pub fn build_helpers(root: &Path) -> Vec<u32> {
     let marker = format!("BLUEGREEN_BUILD={}/", root.display()).into_bytes();
+    living(|_, dir| carries(dir, &marker))
+}
+
+/// The processes, not zombies, that `keep` (given the pid and the `/proc` folder) keeps.
+fn living(keep: impl Fn(u32, &Path) -> bool) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -46,13 +34,16 @@ pub fn build_helpers(root: &Path) -> Vec<u32> {
             continue;
         };
         let dir = entry.path();
-        let marked = fs::read(dir.join("environ"))
-            .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_slice()));
-        if marked && !zombie(&dir) {
+        if keep(pid, &dir) && !zombie(&dir) {
             pids.push(pid);
         }
     }
     pids
+}
+
+/// Whether the environment of the process whose `/proc` folder is `dir` holds `needle`.
+fn carries(dir: &Path, needle: &[u8]) -> bool {
+    fs::read(dir.join("environ")).is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle))
 }
 
 /// Whether the process whose `/proc` folder is `dir` is a zombie (dead, not reaped yet).
