@@ -170,7 +170,9 @@ fn a_killed_worker_is_restarted_and_counted() {
     root.wait_body(root.blue, "v1 from blue");
 
     // Killed again within the minute: its restart waits 2 s, and a push in the meantime
-    // replaces it. What did not happen is not counted.
+    // replaces it. What did not happen is not counted. (Committed first: only the push
+    // must fit in the 2 s.)
+    root.commit("v2", &[("VERSION", "v2\n")]);
     let pid = root.live_pid("blue");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     wait_for(Duration::from_secs(10), "the restart's backoff", || {
@@ -178,7 +180,6 @@ fn a_killed_worker_is_restarted_and_counted() {
         let health = status["slots"]["blue"]["health"].as_str().unwrap_or("");
         health.starts_with("down: restarting in").then_some(())
     });
-    root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue").says("blue: live in ");
     assert_eq!(root.status()["slots"]["blue"]["restarts"], 1);
 }
