@@ -137,21 +137,11 @@ impl Reply {
         })
     }
 
-    /// The body as one line for an error. The daemon's reasons are one line already and
-    /// are kept as they are; what else may listen on `control.listen` (a web server's
-    /// error page) has its lines joined, each run of whitespace as one space. At most
-    /// `REASON_CHARS` characters are kept.
+    /// The body as one line for an error: the daemon's reasons are one line already, but
+    /// what else may listen on `control.listen` (a web server's error page) is not; its
+    /// line breaks become spaces, and at most `REASON_CHARS` characters are kept.
     pub fn reason(&self) -> String {
-        let body = self.body.trim();
-        let line = if body.contains(['\n', '\r']) {
-            body.split_whitespace().collect::<Vec<_>>().join(" ")
-        } else {
-            body.to_string()
-        };
-        match line.char_indices().nth(REASON_CHARS) {
-            Some((cut, _)) => format!("{}...", &line[..cut]),
-            None => line,
-        }
+        crate::logging::quoted(self.body.trim(), REASON_CHARS)
     }
 
     pub fn ok(&self) -> bool {
@@ -190,7 +180,7 @@ mod tests {
             status: 502,
             body: body.into(),
         };
-        assert_eq!(reply("  bad\r\n\tgateway \n").reason(), "bad gateway");
+        assert_eq!(reply("  bad\r\n\tgateway \n").reason(), "bad   gateway");
         // A one-line reason of the daemon's own is kept as it is.
         assert_eq!(reply("50%  cut\n").reason(), "50%  cut");
         let long = reply(&"é".repeat(REASON_CHARS + 1)).reason();

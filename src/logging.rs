@@ -107,12 +107,18 @@ const QUOTED_LINE: usize = 200;
 /// `line` (a worker's or a build's output) fit for a one-line reason: control characters
 /// (a `\r` progress bar, colour escapes) as spaces, and at most `QUOTED_LINE` characters.
 pub fn quotable(line: &str) -> String {
-    let mut out: String = line
+    quoted(line, QUOTED_LINE)
+}
+
+/// `text` on one line: control characters (line breaks too) as spaces, and at most
+/// `limit` characters, then `...`.
+pub fn quoted(text: &str, limit: usize) -> String {
+    let mut out: String = text
         .chars()
-        .take(QUOTED_LINE)
+        .take(limit)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if line.chars().nth(QUOTED_LINE).is_some() {
+    if text.chars().nth(limit).is_some() {
         out.push_str("...");
     }
     out

@@ -369,7 +369,8 @@ fn a_stranger_on_control_listen_is_quoted_on_one_line() {
     });
     let root = Root::new();
     root.set("control.listen", format!("127.0.0.1:{port}"));
-    let page = "<html> <head><title>404 Not Found</title></head> <body> <center><h1>404 Not Found</h1></center> </body> </html>";
+    // Each \r\n as two spaces.
+    let page = "<html>  <head><title>404 Not Found</title></head>  <body>  <center><h1>404 Not Found</h1></center>  </body>  </html>";
 
     root.commit("v1", &[("VERSION", "v1\n")]);
     let pushed = root.push("blue");

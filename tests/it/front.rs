@@ -307,18 +307,13 @@ fn a_failover_from_a_crashed_slot_migrates_from_its_release_folder() {
 
 #[test]
 fn the_heartbeat_moves_traffic_even_when_state_json_cannot_be_written() {
-    let mut root = quick_heartbeat();
-    root.serve();
-    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "4")]);
-    root.push("blue").says("blue: live in ");
-    root.remove("FAIL_AFTER");
-    root.commit("healthy", &[("VERSION", "v2\n")]);
-    root.push("green").says("green: live in ");
+    let root = blue_failing_soon_green_healthy_held();
     // As a full disk would: no state write can succeed (a folder where the file goes).
     let state = root.path.join("state.json");
     std::fs::remove_file(&state).unwrap();
     std::fs::create_dir(&state).unwrap();
     assert_eq!(root.status()["active"], "blue");
+    start_heartbeat(&root);
 
     wait_for_failover(&root, "green", Duration::from_secs(12));
     assert!(root.get(root.front, "/").body.contains("v2 from green"));
@@ -652,9 +647,16 @@ fn quick_heartbeat() -> Root {
 }
 
 /// A quick heartbeat; blue active on v1, which answers 500 two seconds after its start;
-/// green live on a healthy v2.
-/// The heartbeat checks from once green is live, however long the pushes took.
+/// green live on a healthy v2. The heartbeat checks from once green is live, however
+/// long the pushes took.
 fn blue_failing_soon_green_healthy() -> Root {
+    let root = blue_failing_soon_green_healthy_held();
+    start_heartbeat(&root);
+    root
+}
+
+/// [`blue_failing_soon_green_healthy`], its heartbeat held until [`start_heartbeat`].
+fn blue_failing_soon_green_healthy_held() -> Root {
     let mut root = held_heartbeat();
     root.serve();
     root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "2")]);
@@ -662,7 +664,6 @@ fn blue_failing_soon_green_healthy() -> Root {
     root.remove("FAIL_AFTER");
     root.commit("healthy", &[("VERSION", "v2\n")]);
     root.push("green").says("green: live in ");
-    start_heartbeat(&root);
     root
 }
 

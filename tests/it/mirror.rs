@@ -348,7 +348,7 @@ fn a_copy_still_queued_when_the_switch_flips_is_dropped_as_stale() {
     // Green takes 4 s per request: four copies take 16 s, longer than a switch waits.
     // The copy of `k=old` is fourth in line: it would reach green at the earliest 12 s
     // after it was queued, after the switch has given up waiting and flipped (about 9 s).
-    let root = slow_green("4000", &[("heartbeat.timeout", "10s".into())]);
+    let root = slow_green("4000", &[]);
     writes_around_a_switch(&root);
     wait_for(Duration::from_secs(30), "the stale copy", || {
         (root.status()["mirroring"]["counters"]["stale"] == 1).then_some(())
@@ -402,12 +402,8 @@ fn a_copy_from_before_two_switches_never_lands() {
             ("app.ready_timeout", "30s".into()),
         ],
     );
-    let put = |path: &str, body: &str| {
-        let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
-        assert!(answer.status < 300, "PUT {path}: {answer:?}");
-    };
-    put("/items/filler", "f");
-    put("/items/k", "old");
+    put(&root, "/items/filler", "f");
+    put(&root, "/items/k", "old");
     for to in ["green", "blue"] {
         let switched = root.control("POST", &format!("/switch?to={to}&force=1"));
         assert_eq!(switched.status, 200, "{switched:?}");
@@ -448,21 +444,9 @@ fn a_target_that_fails_during_the_migration_is_not_switched_to() {
 fn copies_beyond_mirror_queue_are_dropped_and_counted() {
     // Green takes 3 s per copy and one copy may wait: of four quick writes, one is out
     // and one waits while the other two come.
-    let root = slow_green(
-        "3000",
-        &[
-            ("mirror.queue", 1.into()),
-            ("heartbeat.timeout", "10s".into()),
-        ],
-    );
+    let root = slow_green("3000", &[("mirror.queue", 1.into())]);
     for i in 0..4 {
-        let answer = http(
-            "PUT",
-            &root.url(root.front, &format!("/items/w{i}")),
-            Some("x"),
-        )
-        .unwrap();
-        assert_eq!(answer.status, 201, "{answer:?}");
+        assert_eq!(put(&root, &format!("/items/w{i}"), "x"), 201);
     }
     let counters = &root.status()["mirroring"]["counters"];
     let full = counters["queue_full"].as_u64().unwrap();
@@ -485,10 +469,7 @@ fn writes_in_flight_together_on_the_active_are_copied_together() {
     // 12 s, and under a steady load most were dropped as queue_full.
     let root = slow_green(
         "3000",
-        &[
-            ("slots.blue.env", env_map(&[("SLOW_MS", "2000")])),
-            ("heartbeat.timeout", "10s".into()),
-        ],
+        &[("slots.blue.env", env_map(&[("SLOW_MS", "2000")]))],
     );
     let writers: Vec<_> = (0..4)
         .map(|i| {
@@ -523,39 +504,25 @@ fn a_full_queue_takes_copies_again_once_it_has_emptied() {
     // out filled the queue with writes far apart on the active, which must go out one
     // at a time: under a steady load the mirror never caught up (a bench run dropped
     // 18,419 of 31,600 copies).
-    let root = slow_green(
-        "3000",
-        &[
-            ("mirror.queue", 2.into()),
-            ("heartbeat.timeout", "10s".into()),
-        ],
-    );
-    let put = |i: usize| {
-        let answer = http(
-            "PUT",
-            &root.url(root.front, &format!("/items/w{i}")),
-            Some("x"),
-        )
-        .unwrap();
-        assert_eq!(answer.status, 201, "{answer:?}");
-    };
+    let root = slow_green("3000", &[("mirror.queue", 2.into())]);
+    let write = |i: usize| assert_eq!(put(&root, &format!("/items/w{i}"), "x"), 201);
     let mirroring = || root.status()["mirroring"].clone();
     // w0 goes out, w1 and w2 wait, w3 finds the queue full.
     for i in 0..4 {
-        put(i);
+        write(i);
     }
     assert_eq!(mirroring()["counters"]["queue_full"], 1, "{}", mirroring());
     wait_for(Duration::from_secs(10), "w1 out, w2 waiting", || {
         (mirroring()["queued"] == 1).then_some(())
     });
     // Room for one, but the queue has not emptied since it was full.
-    put(4);
+    write(4);
     assert_eq!(mirroring()["counters"]["queue_full"], 2, "{}", mirroring());
     root.wait_log("mirror.queue was full (2): it takes copies again once it has emptied");
     wait_for(Duration::from_secs(10), "w2 out", || {
         (mirroring()["queued"] == 0).then_some(())
     });
-    put(5);
+    write(5);
     wait_for(Duration::from_secs(20), "w0, w1, w2 and w5 sent", || {
         (mirroring()["counters"]["sent"] == 4).then_some(())
     });
@@ -569,10 +536,13 @@ fn a_full_queue_takes_copies_again_once_it_has_emptied() {
 }
 
 /// A served root with v1 live on both slots (blue active, mirroring on), green taking
-/// `slow_ms` to answer every request, and these config keys set.
+/// `slow_ms` to answer every request, and these config keys set. The heartbeat waits
+/// 10 s for an answer (unless `settings` says otherwise): green's slow answers to its
+/// probes are no failures.
 fn slow_green(slow_ms: &str, settings: &[(&str, toml::Value)]) -> Root {
     let mut root = Root::new();
     root.set("slots.green.env", env_map(&[("SLOW_MS", slow_ms)]));
+    root.set("heartbeat.timeout", "10s");
     for (key, value) in settings {
         root.set(key, value.clone());
     }
@@ -583,20 +553,23 @@ fn slow_green(slow_ms: &str, settings: &[(&str, toml::Value)]) -> Root {
     root
 }
 
+/// `PUT <path>` with `body` through the front, which the active takes (a 2xx): its status.
+fn put(root: &Root, path: &str, body: &str) -> u16 {
+    let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
+    assert!(answer.status < 300, "PUT {path}: {answer:?}");
+    answer.status
+}
+
 /// Through the front: three filler writes and `k=old` (to blue, copied to green), a
 /// switch to green, then `k=new` (to green, copied to blue).
 fn writes_around_a_switch(root: &Root) {
-    let put = |path: &str, body: &str| {
-        let answer = http("PUT", &root.url(root.front, path), Some(body)).unwrap();
-        assert!(answer.status < 300, "PUT {path}: {answer:?}");
-    };
     for i in 0..3 {
-        put(&format!("/items/filler{i}"), "f");
+        put(root, &format!("/items/filler{i}"), "f");
     }
-    put("/items/k", "old");
+    put(root, "/items/k", "old");
     let switched = root.control("POST", "/switch?to=green");
     assert_eq!(switched.status, 200, "{switched:?}");
-    put("/items/k", "new");
+    put(root, "/items/k", "new");
 }
 
 #[test]
@@ -668,13 +641,7 @@ fn queued_copies_count_their_heads_against_the_memory_bound() {
     // Green takes 5 s per copy, so nearly every copy stays queued; `mirror.queue` is
     // far larger than what 256 MiB can hold. Each write has an empty body and a 60 KB
     // head (a big cookie): the copies' bodies hold nothing, their heads 60 KB each.
-    let root = slow_green(
-        "5000",
-        &[
-            ("mirror.queue", 100_000.into()),
-            ("heartbeat.timeout", "10s".into()),
-        ],
-    );
+    let root = slow_green("5000", &[("mirror.queue", 100_000.into())]);
     let pad = "x".repeat(60_000);
     // 5,000 heads of 60 KB are 286 MiB: past the bound, whatever the four copies out.
     let writers: Vec<_> = (0..4)
@@ -726,15 +693,9 @@ fn queued_copies_count_their_heads_against_the_memory_bound() {
 fn a_stop_tells_every_copy_it_did_not_send() {
     // Green takes 2 s per copy: of ten writes made one after another, whose copies go
     // out one at a time, one is out and nine wait when the daemon is told to stop.
-    let mut root = slow_green("2000", &[("heartbeat.timeout", "10s".into())]);
+    let mut root = slow_green("2000", &[]);
     for i in 0..10 {
-        let answer = http(
-            "PUT",
-            &root.url(root.front, &format!("/items/s{i}")),
-            Some("x"),
-        )
-        .unwrap();
-        assert_eq!(answer.status, 201, "{answer:?}");
+        assert_eq!(put(&root, &format!("/items/s{i}"), "x"), 201);
     }
     root.stop_cleanly(Duration::from_secs(20));
     let on_green = std::fs::read_dir(root.path.join("green/shared/data"))
