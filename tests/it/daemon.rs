@@ -159,29 +159,36 @@ fn a_release_slower_than_heartbeat_timeout_is_told_so() {
 #[test]
 fn a_killed_worker_is_restarted_and_counted() {
     let root = blue_live();
-    let pid = root.live_pid("blue");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    wait_for(Duration::from_secs(20), "a restarted generation", || {
-        let status = root.status();
-        let live = &status["slots"]["blue"]["live"];
-        (live["pid"].as_u64().is_some_and(|p| p as i32 != pid)).then_some(())
-    });
-    assert_eq!(root.status()["slots"]["blue"]["restarts"], 1);
-    root.wait_body(root.blue, "v1 from blue");
+    let kill_live = || {
+        let pid = root.live_pid("blue");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        pid
+    };
+    // Killed twice within the minute: restarted after 1 s, then after 2 s.
+    for restarts in 1..=2 {
+        let pid = kill_live();
+        wait_for(Duration::from_secs(20), "a restarted generation", || {
+            let status = root.status();
+            let live = &status["slots"]["blue"]["live"];
+            (live["pid"].as_u64().is_some_and(|p| p as i32 != pid)).then_some(())
+        });
+        assert_eq!(root.status()["slots"]["blue"]["restarts"], restarts);
+        root.wait_body(root.blue, "v1 from blue");
+    }
 
-    // Killed again within the minute: its restart waits 2 s, and a push in the meantime
-    // replaces it. What did not happen is not counted. (Committed first: only the push
-    // must fit in the 2 s.)
+    // Killed a third time: its restart waits 4 s, and a push in the meantime replaces
+    // it. What did not happen is not counted. (Committed first: only the push must fit
+    // in the 4 s.)
     root.commit("v2", &[("VERSION", "v2\n")]);
-    let pid = root.live_pid("blue");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    kill_live();
     wait_for(Duration::from_secs(10), "the restart's backoff", || {
         let status = root.status();
         let health = status["slots"]["blue"]["health"].as_str().unwrap_or("");
         health.starts_with("down: restarting in").then_some(())
     });
+    root.wait_log("blue: restarting in 4s");
     root.push("blue").says("blue: live in ");
-    assert_eq!(root.status()["slots"]["blue"]["restarts"], 1);
+    assert_eq!(root.status()["slots"]["blue"]["restarts"], 2);
 }
 
 #[test]
