@@ -218,10 +218,18 @@ fn deploy(
         summary: pushed.summary.clone(),
         promoted_from: None,
     };
-    let was_current = release::install(layout, &meta, &config.app.linked_dirs)
+    let installed = release::install(layout, &meta, &config.app.linked_dirs)
         .with_context(|| format!("{slot}: {} not deployed", pushed.short))?;
     drop(in_use);
-    let tidied = release::tidy(layout, slot, config.keep_releases, was_current.as_deref());
+    if let Some(unmarked) = &installed.unmarked {
+        writeln!(out, "{slot}: note: {unmarked}")?;
+    }
+    let tidied = release::tidy(
+        layout,
+        slot,
+        config.keep_releases,
+        installed.was_current.as_deref(),
+    );
     writeln!(
         out,
         "{slot}: release {id} {:.1}s{}",

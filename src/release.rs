@@ -184,18 +184,28 @@ fn real_parents(release: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What [`install`] did besides making the release current.
+pub struct Installed {
+    /// What `current` named before (for [`tidy`]).
+    pub was_current: Option<String>,
+    /// Why that release could not be marked [`WAS_CURRENT`] (see [`flip`]), to tell the caller.
+    pub unmarked: Option<String>,
+}
+
 /// Makes `meta` its slot's current release: copies the build in and flips `current`.
-/// The caller holds the slot lock and the build's use lock. Returns what `current` named
-/// before (for [`tidy`]).
+/// The caller holds the slot lock and the build's use lock.
 pub fn install(
     layout: &Layout,
     meta: &ReleaseMeta,
     linked_dirs: &[String],
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Installed> {
     create(layout, meta, linked_dirs)?;
     let was_current = current(layout, meta.slot);
-    flip(layout, meta.slot, &meta.id)?;
-    Ok(was_current)
+    let unmarked = flip(layout, meta.slot, &meta.id)?;
+    Ok(Installed {
+        was_current,
+        unmarked,
+    })
 }
 
 /// After an install (the caller still holds the slot lock): prunes `slot`'s releases and
@@ -236,23 +246,33 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// Points `current` of `slot` at release `id`, marking the release it named before as
-/// [`WAS_CURRENT`].
-pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
+/// [`WAS_CURRENT`]. A mark that cannot be written (a full disk: the new link needs no
+/// data block, the mark does) does not stop the flip, which is what a rollback on a full
+/// disk is for: the reason is returned for the caller to tell. Without the mark, a
+/// release that never went live either is passed over by a later `rollback`.
+pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Option<String>> {
     anyhow::ensure!(
         layout.release_dir(slot, id).join(META).is_file(),
         "{slot} has no release {id}"
     );
+    let mut unmarked = None;
     if let Some(old) = current(layout, slot).filter(|old| old != id) {
         let dir = layout.release_dir(slot, &old);
         if dir.is_dir() {
             let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-            fsops::write_atomic(&dir.join(WAS_CURRENT), format!("{now}\n").as_bytes())
-                .with_context(|| format!("cannot mark release {slot}/{old} as once current"))?;
+            if let Err(e) =
+                fsops::write_atomic(&dir.join(WAS_CURRENT), format!("{now}\n").as_bytes())
+            {
+                unmarked = Some(format!(
+                    "cannot mark release {slot}/{old} as once current: {e:#}"
+                ));
+            }
         }
     }
     // The caller holds the slot lock: any earlier flip's temp link is a dead one's.
     fsops::remove_stale_siblings(&layout.current_link(slot));
-    fsops::flip_symlink(&layout.current_link(slot), &layout.current_target(id))
+    fsops::flip_symlink(&layout.current_link(slot), &layout.current_target(id))?;
+    Ok(unmarked)
 }
 
 /// The release `current` points at, if any.

@@ -113,9 +113,12 @@ pub fn rollback(
         target != current,
         "{target} is already {slot}'s current release"
     );
-    release::flip(layout, slot, &target)?;
+    let unmarked = release::flip(layout, slot, &target)?;
     drop(lock);
     writeln!(out, "{slot}: current {current} -> {target}")?;
+    if let Some(unmarked) = unmarked {
+        writeln!(out, "{slot}: note: {unmarked}")?;
+    }
     verdict::reload(config, layout, slot, &target, out)
 }
 
@@ -165,9 +168,14 @@ pub fn promote(
         "{from}'s release {source_id} and its build {} were replaced by a push to {from} meanwhile; promote again",
         meta.build_key
     );
-    let was_current = release::install(layout, &meta, &config.app.linked_dirs)?;
+    let installed = release::install(layout, &meta, &config.app.linked_dirs)?;
     drop(in_use);
-    let tidied = release::tidy(layout, to, config.keep_releases, was_current.as_deref());
+    let tidied = release::tidy(
+        layout,
+        to,
+        config.keep_releases,
+        installed.was_current.as_deref(),
+    );
     drop(lock);
     writeln!(
         out,
@@ -179,5 +187,8 @@ pub fn promote(
             format!(", {tidied}")
         }
     )?;
+    if let Some(unmarked) = installed.unmarked {
+        writeln!(out, "{to}: note: {unmarked}")?;
+    }
     verdict::reload(config, layout, to, &id, out)
 }

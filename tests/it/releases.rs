@@ -256,6 +256,42 @@ fn rollback_while_serving_runs_the_previous_release() {
 }
 
 #[test]
+fn rollback_on_a_full_disk_still_goes_back() {
+    let root = v2_over_v1_on_blue();
+    let [v1, v2] = <[String; 2]>::try_from(root.releases("blue")).unwrap();
+    // The rollback an operator reaches for when the disk is full: the new `current` link
+    // needs no data block, but marking v2 as once current does, and cannot be written.
+    let out = root.run_disk_full(&["rollback", "blue"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("blue: current {v2} -> {v1}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "blue: note: cannot mark release blue/{v2} as once current: cannot write "
+        )),
+        "{text}"
+    );
+    assert!(text.contains("blue: live in "), "{text}");
+    assert_eq!(root.current("blue").unwrap(), v1);
+    root.wait_body(root.blue, "v1 from blue");
+    // The failed mark left no temp file in the release.
+    let left: Vec<_> = fs::read_dir(root.path.join("blue/releases").join(&v2))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn rollback_after_failed_pushes_goes_back_to_the_release_that_served() {
     let root = blue_live();
     root.commit("crash", &[("VERSION", "v2\n"), ("CRASH", "")]);

@@ -171,6 +171,27 @@ impl Root {
             .unwrap()
     }
 
+    /// `run` as on a full disk: no file the command writes may grow (`RLIMIT_FSIZE` 0, and
+    /// `SIGXFSZ` ignored, so a write fails with `EFBIG` where a full disk gives `ENOSPC`),
+    /// while links, folders and empty files can still be made, as on a disk whose blocks
+    /// are used up before its inodes.
+    pub fn run_disk_full(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(BIN);
+        command.args(args).arg("--root").arg(&self.path);
+        // SAFETY: setrlimit(2) and sigaction(2) are async-signal-safe, as pre_exec
+        // requires; an ignored signal stays ignored across exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                use nix::sys::resource::{setrlimit, Resource};
+                use nix::sys::signal::{signal, SigHandler, Signal};
+                signal(Signal::SIGXFSZ, SigHandler::SigIgn).map_err(std::io::Error::from)?;
+                setrlimit(Resource::RLIMIT_FSIZE, 0, 0).map_err(std::io::Error::from)
+            });
+        }
+        command.output().unwrap()
+    }
+
     /// `run`, which must succeed (else its stderr is shown); its stdout.
     pub fn run_ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
