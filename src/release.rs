@@ -122,6 +122,10 @@ pub fn create(
     let releases = layout.releases_dir(slot);
     fs::create_dir_all(&releases)
         .with_context(|| format!("cannot create {}", releases.display()))?;
+    // What killed deploys (or a killed prune) left goes before the copy, not only after
+    // a deploy that works: on a disk they filled, none would. Its failure does not stop
+    // this deploy; `prune` tries again and says why.
+    let _ = remove_temp(layout, slot);
     let tmp = layout.release_tmp_dir(slot, &meta.id);
     fsops::remove_any(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
     let made = (|| -> anyhow::Result<()> {
@@ -391,6 +395,22 @@ fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
         .collect()
 }
 
+/// Removes the temp folders in `slot`'s releases folder: a release being copied by a
+/// deploy that was killed, or one a killed prune was removing. The caller holds the slot
+/// lock, so none of them is still in use.
+fn remove_temp(layout: &Layout, slot: Slot) -> anyhow::Result<()> {
+    let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            fsops::remove_any(&entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes releases until `keep` are left, never the current one, the one `rollback`
 /// would go to (`previous`, or the daemon's last live one), `was_current` (what `current`
 /// named before the flip), or one a running generation uses. Releases that never went
@@ -403,13 +423,7 @@ pub fn prune(
     keep: usize,
     was_current: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
-    if let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                fsops::remove_any(&entry.path())?;
-            }
-        }
-    }
+    remove_temp(layout, slot)?;
     let releases = list(layout, slot)?;
     let current = current(layout, slot);
     let previous = current.as_deref().and_then(|c| previous(&releases, c));

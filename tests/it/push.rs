@@ -498,6 +498,38 @@ fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
 }
 
 #[test]
+fn a_release_copy_a_killed_deploy_left_is_removed_by_the_next_deploy_even_a_failed_one() {
+    let root = Root::new();
+    root.set(
+        "app.linked_dirs",
+        toml::Value::Array(vec!["public/uploads".into()]),
+    );
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+    let v1 = root.current("blue").unwrap();
+    // What a deploy killed (SIGKILL, the OOM killer) while copying its release leaves:
+    // on a disk it nearly filled, the next deploys fail at their own copy for lack of
+    // that space, and never get to the prune that used to be all that removed it.
+    let stale = root
+        .path
+        .join("blue/releases/.tmp-20261122T000000.000Z-dead000");
+    fs::create_dir_all(stale.join("node_modules")).unwrap();
+    fs::write(stale.join("node_modules/blob"), vec![0u8; 1 << 20]).unwrap();
+    // A deploy that fails after its copy (here its linked dir is refused; on a full
+    // disk, the copy itself).
+    let outside = root.path.parent().unwrap().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.work.join("public")).unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue")
+        .says("blue: ")
+        .says("not deployed: linked dir `public/uploads`");
+    assert!(!stale.exists(), "the killed deploy's copy is still there");
+    assert_eq!(root.current("blue").unwrap(), v1);
+    assert_eq!(root.releases("blue"), vec![v1]);
+}
+
+#[test]
 fn temp_files_of_a_killed_flip_or_state_write_are_removed() {
     let mut root = Root::new();
     // As a hook killed between making its new link and renaming it over `current`, and
