@@ -120,6 +120,12 @@ pub fn ensure(
         layout.build_log(key).display()
     );
     clear_leftovers(layout, key)?;
+    // A deploy that failed after its build (a full disk at its release's copy) leaves a
+    // build no release uses; only a deploy that works removed those, and on the disk
+    // they fill none would. A deploy using one holds its use lock: that one stays.
+    if let Err(e) = remove_unused(layout) {
+        tracing::debug!("cannot remove unused builds: {e:#}");
+    }
 
     let tmp = layout.build_tmp_dir(key);
     fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;

@@ -139,6 +139,45 @@ fn builds_no_release_uses_are_removed() {
     }
 }
 
+#[test]
+fn a_build_whose_release_failed_is_removed_before_the_next_build() {
+    let root = Root::new();
+    root.set(
+        "app.linked_dirs",
+        toml::Value::Array(vec!["public/uploads".into()]),
+    );
+    // Deploys that fail after their build: on a full disk at their release's copy, here
+    // at their linked dir, which the tree's `public` symlink makes refused.
+    let outside = root.path.parent().unwrap().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.work.join("public")).unwrap();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("not deployed: linked dir ");
+    let first = finished_builds(&root);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // Each such build holds its space: the next build gets it back, not only a deploy
+    // that works (on the disk they fill, none would).
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("not deployed: linked dir ");
+    let second = finished_builds(&root);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first);
+    // The last failed deploy's own build stays: pushed again, it is not built again.
+    root.commit("retry", &[]);
+    root.push("blue").says("blue: build reused");
+    assert!(root.current("blue").is_none());
+}
+
+/// The finished builds in `builds/`.
+fn finished_builds(root: &Root) -> Vec<String> {
+    let mut keys: Vec<String> = builds_entries(root)
+        .into_iter()
+        .filter(|name| !name.starts_with('.') && root.path.join("builds").join(name).is_dir())
+        .collect();
+    keys.sort();
+    keys
+}
+
 /// The names in `builds/`.
 fn builds_entries(root: &Root) -> Vec<String> {
     fs::read_dir(root.path.join("builds"))
