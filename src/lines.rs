@@ -1,5 +1,8 @@
 //! `Lines`: a build's or a worker's output split into lines as it comes, each at most
-//! `MAX_LINE` bytes, in time linear in its size.
+//! `MAX_LINE` bytes, in time linear in its size; `Tail`: the last of them that say
+//! something, to quote in a one-line reason.
+
+use std::collections::VecDeque;
 
 /// The longest line copied as one: output without newlines (a progress bar redrawn
 /// with `\r`, a binary dumped by mistake) goes out in pieces of this size, and never
@@ -47,6 +50,42 @@ impl Lines {
     }
 }
 
+/// The last lines of some output that are not blank, each fit for a one-line reason
+/// ([`crate::logging::quotable`]: bytes that are not UTF-8 as U+FFFD, control characters
+/// as spaces, cut short).
+pub struct Tail {
+    keep: usize,
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    /// Keeps the last `keep` lines.
+    pub fn new(keep: usize) -> Tail {
+        Tail {
+            keep,
+            lines: VecDeque::with_capacity(keep),
+        }
+    }
+
+    /// Takes the next line (without its `\n`).
+    pub fn push(&mut self, bytes: &[u8]) {
+        let line = String::from_utf8_lossy(bytes);
+        let line = crate::logging::quotable(line.trim_end());
+        if line.trim().is_empty() || self.keep == 0 {
+            return;
+        }
+        if self.lines.len() == self.keep {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    /// The lines kept, joined by ` | ` (empty if none).
+    pub fn joined(&self) -> String {
+        Vec::from(self.lines.clone()).join(" | ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +98,27 @@ mod tests {
         }
         lines.finish(|line| out.push(line.to_vec()));
         out
+    }
+
+    #[test]
+    fn the_tail_is_the_last_lines_that_say_something_each_kept_short() {
+        let mut tail = Tail::new(3);
+        for line in [
+            &b"early"[..],
+            &vec![b'x'; MAX_LINE],
+            b"",
+            b"  ",
+            b"first",
+            b"50%\r\x1b[31mcannot reach the database\x1b[0m",
+            b"caf\xc3 au lait \t",
+        ] {
+            tail.push(line);
+        }
+        assert_eq!(
+            tail.joined(),
+            "first | 50%  [31mcannot reach the database [0m | caf\u{fffd} au lait"
+        );
+        assert_eq!(Tail::new(3).joined(), "");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The build command: run without a shell in its own process group, bounded by
 //! `build.timeout` and stopped by a stopping signal to the hook (see `Interrupt`), its
 //! output (stdout and stderr interleaved as written) copied line by line to the pusher
-//! and the build log.
+//! and the build log, its last lines kept to say why it failed.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -20,11 +20,14 @@ use nix::unistd::Pid;
 use crate::argv;
 use crate::config::BuildConfig;
 use crate::interrupt::Interrupt;
-use crate::lines::Lines;
+use crate::lines::{Lines, Tail};
 
 /// Environment variable set on every build: its temp folder. The next push finds by it
 /// what the build of a SIGKILLed hook still runs, wherever its processes work.
 pub const MARKER: &str = "BLUEGREEN_BUILD";
+
+/// How many of a failed build's last lines its reason quotes.
+const QUOTED: usize = 3;
 
 /// How often the wait for the build looks for a stopping signal (see `Interrupt`).
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
@@ -35,15 +38,18 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// (and the slot lock) forever.
 const OUTPUT_LIMIT: Duration = Duration::from_secs(10);
 /// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
-/// interleaved as written) copied line by line to `out` and `log`. A stopping signal
-/// (`interrupt`) kills the build's group and fails it, as the timeout does.
+/// interleaved as written) copied line by line to `out` and to a new log at `log_path`.
+/// A stopping signal (`interrupt`) kills the build's group and fails it, as the timeout
+/// does. A failure's reason names the log and quotes the build's last lines.
 pub(super) fn run(
     dir: &Path,
     config: &BuildConfig,
-    log: &mut File,
+    log_path: &Path,
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<()> {
+    let mut log =
+        File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
     if let Some(signal) = interrupt.received() {
         anyhow::bail!("stopped by {signal} before it started");
     }
@@ -79,9 +85,20 @@ pub(super) fn run(
     std::thread::scope(|scope| {
         let finished = &finished;
         let copier = scope.spawn(move || {
+            // The first failed write to the log (a full disk): the log stops there, and
+            // the pusher, who still gets every line, is told at once.
+            let mut log_failed: Option<std::io::Error> = None;
+            // From the output, not read back from the log: that may be cut short.
+            let mut tail = Tail::new(QUOTED);
             let mut copy = |line: &[u8]| {
-                let _ = log.write_all(line);
-                let _ = log.write_all(b"\n");
+                tail.push(line);
+                if log_failed.is_none() {
+                    let written = log.write_all(line).and_then(|()| log.write_all(b"\n"));
+                    if let Err(e) = written {
+                        let _ = writeln!(out, "  (the build log stops here: {e})");
+                        log_failed = Some(e);
+                    }
+                }
                 let _ = out.write_all(b"  ");
                 let _ = out.write_all(line);
                 let _ = out.write_all(b"\n");
@@ -117,6 +134,7 @@ pub(super) fn run(
                 lines.feed(&chunk[..n], &mut copy);
             }
             lines.finish(&mut copy);
+            Said { log_failed, tail }
         });
         let (tx, rx) = mpsc::channel();
         scope.spawn(move || {
@@ -151,8 +169,11 @@ pub(super) fn run(
                 super::stop_helpers(dir);
                 let _ = rx.recv();
                 *finished.lock().expect("no panic holds it") = Some(Instant::now());
-                let _ = copier.join();
-                anyhow::bail!("{why}; its process group was killed");
+                let said = copier.join().ok();
+                anyhow::bail!(
+                    "{why}; its process group was killed{}",
+                    Said::reason(said, log_path)
+                );
             }
         };
         // Whatever the build left running, in its group or outside it (`setsid`), would
@@ -160,12 +181,38 @@ pub(super) fn run(
         let _ = killpg(group, Signal::SIGKILL);
         super::stop_helpers(dir);
         *finished.lock().expect("no panic holds it") = Some(Instant::now());
-        let _ = copier.join();
+        let said = copier.join().ok();
         anyhow::ensure!(
             status.success(),
-            "`{}` exited with {status}",
-            config.command
+            "`{}` exited with {status}{}",
+            config.command,
+            Said::reason(said, log_path)
         );
         Ok(())
     })
+}
+
+/// What a build said, for the reason it failed.
+struct Said {
+    /// Why the log stops short, if it does.
+    log_failed: Option<std::io::Error>,
+    tail: Tail,
+}
+
+impl Said {
+    /// `; log <path>` (and why it is incomplete), then `; last lines: ...`.
+    fn reason(said: Option<Said>, log_path: &Path) -> String {
+        let mut reason = format!("; log {}", log_path.display());
+        let Some(said) = said else {
+            return reason;
+        };
+        if let Some(e) = said.log_failed {
+            reason.push_str(&format!(" (incomplete: {e})"));
+        }
+        let tail = said.tail.joined();
+        if !tail.is_empty() {
+            reason.push_str(&format!("; last lines: {tail}"));
+        }
+        reason
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -205,13 +205,11 @@ fn check_out_and_build(
     )?;
 
     let started = Instant::now();
-    let mut log =
+    if config.command.trim().is_empty() {
         File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-    if !config.command.trim().is_empty() {
-        command::run(tmp, config, &mut log, pusher.out, pusher.interrupt).map_err(|e| {
-            let tail = tail_lines(log_path, 3);
-            anyhow::anyhow!("build failed: {e:#}; log {}{tail}", log_path.display())
-        })?;
+    } else {
+        command::run(tmp, config, log_path, pusher.out, pusher.interrupt)
+            .context("build failed")?;
     }
     Ok(started.elapsed())
 }
@@ -293,41 +291,6 @@ fn stop_leftover_builds(tmp_root: &Path, abandoned: &dyn Fn(&str) -> bool) {
     }
 }
 
-/// How much of a failed build's log is read for its last lines: a build that printed
-/// gigabytes before it failed must not have them all read into memory.
-const TAIL_BYTES: u64 = 64 * 1024;
-
-/// The last `n` non-blank lines of the build log, fit for the one-line reason: bytes that
-/// are not UTF-8 shown as U+FFFD (not the whole quote lost), each line as
-/// [`crate::logging::quotable`] has it. Only the log's last `TAIL_BYTES` are read; a line
-/// cut at their start is left out, unless it is all there is.
-fn tail_lines(path: &Path, n: usize) -> String {
-    let mut bytes = Vec::new();
-    let from = File::open(path).and_then(|mut file| {
-        let from = file.metadata()?.len().saturating_sub(TAIL_BYTES);
-        file.seek(SeekFrom::Start(from))?;
-        file.take(TAIL_BYTES).read_to_end(&mut bytes)?;
-        Ok(from)
-    });
-    let mut text = &*String::from_utf8_lossy(&bytes);
-    if from.is_ok_and(|from| from > 0) {
-        if let Some((_cut, rest)) = text.split_once('\n') {
-            text = rest;
-        }
-    }
-    let lines: Vec<String> = text
-        .lines()
-        .map(crate::logging::quotable)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let tail = &lines[lines.len().saturating_sub(n)..];
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!("; last lines: {}", tail.join(" | "))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,24 +312,5 @@ mod tests {
         assert_ne!(keys[0], keys[1]);
         assert_ne!(keys[0], keys[2]);
         assert_eq!(keys[0].len(), 16);
-    }
-
-    #[test]
-    fn a_long_logs_tail_is_its_last_lines_read_from_its_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("build.log");
-        let mut text = "x".repeat(3 * TAIL_BYTES as usize);
-        // The line the last TAIL_BYTES begin in the middle of.
-        text.push_str(&format!("\n{}cut\n", "y".repeat(TAIL_BYTES as usize - 10)));
-        text.push_str("npm ERR! code 1\n\nnpm ERR! missing script: build\n");
-        fs::write(&log, &text).unwrap();
-        assert_eq!(
-            tail_lines(&log, 3),
-            "; last lines: npm ERR! code 1 | npm ERR! missing script: build"
-        );
-        // One line longer than what is read: its end is quoted rather than nothing.
-        fs::write(&log, "z".repeat(2 * TAIL_BYTES as usize)).unwrap();
-        assert!(tail_lines(&log, 3).starts_with("; last lines: zzz"));
-        assert_eq!(tail_lines(&dir.path().join("none.log"), 3), "");
     }
 }

@@ -9,7 +9,7 @@
 //! short for a one-line reason: a migration that prints a lot (a progress bar, a dump)
 //! costs the daemon no more memory than one long line.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,7 @@ use super::{workers, Daemon};
 use crate::argv;
 use crate::config::Config;
 use crate::layout::Layout;
-use crate::lines::Lines;
+use crate::lines::{Lines, Tail};
 use crate::slot::Slot;
 
 /// Lines of stderr quoted in the reason.
@@ -90,7 +90,7 @@ pub async fn run(
     let _group = GroupKiller(child.id(), daemon.layout.clone(), tag);
     let stderr = child.stderr.take().expect("stderr was piped");
     // Outside the run: a migration cut off by its timeout is quoted too (what it waits for).
-    let mut tail = VecDeque::new();
+    let mut tail = Tail::new(QUOTED);
     let run = async {
         let read = last_lines(stderr, &mut tail);
         tokio::pin!(read);
@@ -111,7 +111,7 @@ pub async fn run(
     };
     let timeout = config.switch.migrate_timeout;
     let outcome = tokio::time::timeout(timeout, run).await;
-    let tail = Vec::from(tail).join(" | ");
+    let tail = tail.joined();
     let quoted = if tail.is_empty() {
         String::new()
     } else {
@@ -133,25 +133,14 @@ pub async fn run(
     ))
 }
 
-/// Reads `stream` to its end, keeping in `tail` its last `QUOTED` lines that are not
-/// blank, each fit for a one-line reason.
-async fn last_lines(mut stream: impl AsyncRead + Unpin, tail: &mut VecDeque<String>) {
-    let mut keep = |bytes: &[u8]| {
-        let line = String::from_utf8_lossy(bytes);
-        if line.trim().is_empty() {
-            return;
-        }
-        if tail.len() == QUOTED {
-            tail.pop_front();
-        }
-        tail.push_back(crate::logging::quotable(line.trim_end()));
-    };
+/// Reads `stream` to its end, keeping in `tail` its last lines that are not blank.
+async fn last_lines(mut stream: impl AsyncRead + Unpin, tail: &mut Tail) {
     let mut lines = Lines::default();
     let mut chunk = vec![0; 8192];
     while let Ok(n @ 1..) = stream.read(&mut chunk).await {
-        lines.feed(&chunk[..n], &mut keep);
+        lines.feed(&chunk[..n], |line| tail.push(line));
     }
-    lines.finish(keep);
+    lines.finish(|line| tail.push(line));
 }
 
 /// SIGKILLs a migration's process group when dropped, and what it started outside it.
@@ -176,15 +165,14 @@ mod tests {
     async fn the_last_lines_are_kept_short_whatever_was_printed() {
         let mut input = vec![b'x'; 3 * crate::lines::MAX_LINE];
         input.extend_from_slice(b"\n\n  \nfirst\n50%\r\x1b[31mcannot reach the database\x1b[0m");
-        let mut tail = VecDeque::new();
+        let mut tail = Tail::new(QUOTED);
         last_lines(&input[..], &mut tail).await;
         assert_eq!(
-            Vec::from(tail),
-            [
-                format!("{}...", "x".repeat(200)),
-                "first".to_string(),
-                "50%  [31mcannot reach the database [0m".to_string(),
-            ]
+            tail.joined(),
+            format!(
+                "{}... | first | 50%  [31mcannot reach the database [0m",
+                "x".repeat(200)
+            )
         );
     }
 }

@@ -186,6 +186,39 @@ fn two_pushes_to_one_slot_end_with_the_later_one_current() {
 }
 
 #[test]
+fn a_build_log_that_cannot_be_written_is_said_to_be_incomplete() {
+    let root = Root::new();
+    root.set(
+        "build.command",
+        "sh -c 'echo compiling; echo boom >&2; exit 3'",
+    );
+    root.commit("bad", &[("VERSION", "v1\n")]);
+    root.push("blue").says("last lines: compiling | boom");
+    let log = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("the failed build's log");
+    // The log on a full disk: every write to it fails with ENOSPC.
+    fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    // The same tree again: the same build, its log at the same path.
+    root.commit("retry", &[]);
+    // The pusher still gets every line, and the reason quotes the build's last lines
+    // (not the log's, which reading `/dev/full` would give as a page of NULs).
+    root.push("blue")
+        .says("  (the build log stops here: No space left on device")
+        .says("  compiling")
+        .says("  boom")
+        .says(&format!(
+            "exited with exit status: 3; log {} (incomplete: No space left on device (os error 28)); last lines: compiling | boom",
+            log.display()
+        ));
+    assert!(root.current("blue").is_none());
+}
+
+#[test]
 fn a_failing_build_and_a_slow_one_leave_current_alone() {
     let root = Root::new();
     root.commit("good", &[("VERSION", "v1\n")]);
