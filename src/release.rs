@@ -300,8 +300,27 @@ pub fn meta(layout: &Layout, slot: Slot, id: &str) -> Option<ReleaseMeta> {
     read_meta(&layout.release_dir(slot, id))
 }
 
+/// A release's metadata, if it reads as bluegreen writes it. The file lies in a folder
+/// the app's own processes can write, so what becomes a path or a slice is checked: a
+/// `build_key` such as `/srv/x` made `promote` copy that folder into a release, and a
+/// `commit` cut at 7 bytes inside a character panicked. Control characters in the text
+/// shown on terminals (`releases`) are replaced, as the hook does with a commit message.
 fn read_meta(dir: &Path) -> Option<ReleaseMeta> {
-    serde_json::from_slice(&fs::read(dir.join(META)).ok()?).ok()
+    let mut meta: ReleaseMeta = serde_json::from_slice(&fs::read(dir.join(META)).ok()?).ok()?;
+    let hex =
+        |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(&meta.commit) || !build::is_key(&meta.build_key) {
+        return None;
+    }
+    for text in [&mut meta.summary, &mut meta.created] {
+        if text.contains(char::is_control) {
+            *text = text
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+        }
+    }
+    Some(meta)
 }
 
 /// Complete releases of `slot`, oldest first.

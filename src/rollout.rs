@@ -151,7 +151,12 @@ pub fn promote(
     let source_id =
         release::current(layout, from).with_context(|| format!("{from} has no current release"))?;
     let source = release::meta(layout, from, &source_id)
-        .with_context(|| format!("release {from}/{source_id} has no metadata"))?;
+        .with_context(|| {
+            format!(
+                "release {from}/{source_id} has no metadata bluegreen can use: its {} is missing or not as bluegreen wrote it",
+                release::META
+            )
+        })?;
     let id = release::new_id(layout, to, &source.commit[..7.min(source.commit.len())]);
     let meta = ReleaseMeta {
         id: id.clone(),

@@ -70,6 +70,13 @@ pub fn key(tree: git2::Oid, config: &BuildConfig) -> String {
         .collect()
 }
 
+/// Whether `text` is a build key as [`key`] makes one (16 lowercase hex digits): a key
+/// read back from a file (a release's metadata) becomes a path under `builds/`, and
+/// `/srv/x` or `../x` there would name a folder outside it.
+pub fn is_key(text: &str) -> bool {
+    text.len() == 16 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Whether `builds/<key>` is a finished build.
 pub fn is_finished(layout: &Layout, key: &str) -> bool {
     layout.build_dir(key).join(META).is_file()
@@ -312,5 +319,14 @@ mod tests {
         assert_ne!(keys[0], keys[1]);
         assert_ne!(keys[0], keys[2]);
         assert_eq!(keys[0].len(), 16);
+        assert!(keys.iter().all(|k| is_key(k)));
+        for bad in [
+            "/srv/elsewhere",
+            "../../x",
+            "0123456789ABCDEF",
+            "0123456789abcde",
+        ] {
+            assert!(!is_key(bad), "{bad}");
+        }
     }
 }

@@ -651,3 +651,52 @@ fn rollback_from_a_current_release_removed_by_hand_goes_to_the_one_before() {
     );
     assert_eq!(root.current("blue").unwrap(), v1);
 }
+
+#[test]
+fn promote_never_copies_from_outside_builds_whatever_a_releases_metadata_says() {
+    // The metadata file lies in the release, which the app's processes can write: a
+    // `build_key` naming a folder elsewhere made promote copy that folder into green.
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    let elsewhere = root.path.parent().unwrap().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::write(elsewhere.join(".bluegreen-build.json"), "{}").unwrap();
+    fs::write(elsewhere.join("secret"), "not for a release\n").unwrap();
+    // Where `builds/.<key>.use` then lands, made as the app could.
+    let use_lock = format!(".{}.use", elsewhere.display());
+    let use_lock = root.path.join("builds").join(use_lock);
+    fs::create_dir_all(use_lock.parent().unwrap()).unwrap();
+    let meta_file = root.path.join("blue/current/.bluegreen-release.json");
+    let rewrite = |field: &str, value: &str| {
+        let mut meta: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&meta_file).unwrap()).unwrap();
+        meta[field] = value.into();
+        fs::write(&meta_file, meta.to_string()).unwrap();
+    };
+    let original: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&meta_file).unwrap()).unwrap();
+    rewrite("build_key", elsewhere.to_str().unwrap());
+
+    let out = root.run(&["promote", "blue", "green"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("has no metadata bluegreen can use: its .bluegreen-release.json is missing or not as bluegreen wrote it"),
+        "{stderr}"
+    );
+    assert_eq!(root.current("green"), None);
+
+    // A commit cut at 7 bytes inside a character panicked `releases` and `promote`.
+    rewrite("build_key", original["build_key"].as_str().unwrap());
+    rewrite("commit", "abcdef\u{e9}");
+    let out = root.run(&["releases", "blue"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = root.run(&["promote", "blue", "green"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(root.current("green"), None);
+}
