@@ -1,6 +1,7 @@
 //! The daemon: generations, zero-downtime reloads, drain, crashes, signals. (As a service:
 //! `service`.)
 
+use std::fs;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
@@ -360,6 +361,30 @@ fn a_restarted_daemon_falls_back_to_the_last_live_release() {
         error.contains(&format!("restarting release {v1}")),
         "why current is not live stays in /status: {status}"
     );
+}
+
+#[test]
+fn a_restarted_daemon_falls_back_only_to_a_release_of_the_slot() {
+    // `state.json` lies in the root, which the app's processes can write: a last live
+    // release named `../../../elsewhere` ran app.command in that folder.
+    let mut root = blue_live();
+    root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("blue").says("blue: not live: ");
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    let elsewhere = root.path.parent().unwrap().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::write(elsewhere.join("VERSION"), "elsewhere\n").unwrap();
+    let state_file = root.path.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&state_file).unwrap()).unwrap();
+    state["live"]["blue"] = "../../../elsewhere".into();
+    fs::write(&state_file, state.to_string()).unwrap();
+
+    root.serve();
+    let answer = root.get(root.blue, "/");
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(!answer.body.contains("elsewhere"), "{}", answer.body);
 }
 
 #[test]

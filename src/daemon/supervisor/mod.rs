@@ -127,9 +127,11 @@ impl Supervisor {
             backoff_attempts: 0,
             restart_token: 0,
             restart_release: None,
+            // A release of the slot, never a path out of it: `state.json` lies in the
+            // root, which the app's processes can write.
             last_good: daemon
                 .last_live(slot)
-                .filter(|release| daemon.layout.release_dir(slot, release).is_dir()),
+                .filter(|release| release::exists(&daemon.layout, slot, release)),
             live_since: Instant::now(),
             first_start: release::current(&daemon.layout, slot).is_some(),
             daemon,
