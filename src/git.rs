@@ -41,6 +41,12 @@ pub fn open(path: Option<&Path>) -> anyhow::Result<Repository> {
     }
 }
 
+/// libgit2's error as its message alone, without the class and code its `Display`
+/// appends (`; class=Os (2)`): what a one-line reason quotes.
+pub fn message(e: git2::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}
+
 /// The repo's folder, without git2's trailing `/`, as messages show a path.
 pub fn dir(repo: &Repository) -> PathBuf {
     repo.path().components().collect()

@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::config::{Config, TEMPLATE};
+use crate::git;
 use crate::layout::Layout;
 use crate::slot::Slot;
 
@@ -191,19 +192,27 @@ fn init_repo(
     let head = format!("refs/heads/{branch}");
     if path.join("HEAD").exists() {
         let repo = git2::Repository::open_bare(&path)
+            .map_err(git::message)
             .with_context(|| format!("{} is not a bare repo", path.display()))?;
         // HEAD names the deploy branch, so git refuses to delete it
         // (`receive.denyDeleteCurrent`), also after `branch` changed.
-        let now = repo.find_reference("HEAD")?;
+        let now = repo
+            .find_reference("HEAD")
+            .map_err(git::message)
+            .with_context(|| format!("cannot read {}'s HEAD", path.display()))?;
         if now.symbolic_target() != Some(head.as_str()) {
             repo.set_head(&head)
+                .map_err(git::message)
                 .with_context(|| format!("cannot point {}'s HEAD at {head}", path.display()))?;
             writeln!(out, "pointed   {} HEAD at {head}", path.display())?;
         }
     } else {
         let repo = git2::Repository::init_bare(&path)
+            .map_err(git::message)
             .with_context(|| format!("cannot create the bare repo {}", path.display()))?;
-        repo.set_head(&head)?;
+        repo.set_head(&head)
+            .map_err(git::message)
+            .with_context(|| format!("cannot point {}'s HEAD at {head}", path.display()))?;
         writeln!(out, "created   {}", path.display())?;
     }
     let hook = path.join("hooks").join("post-receive");

@@ -173,7 +173,8 @@ pub fn promote(
         "{from}'s release {source_id} and its build {} were replaced by a push to {from} meanwhile; promote again",
         meta.build_key
     );
-    let installed = release::install(layout, &meta, &config.app.linked_dirs)?;
+    let installed = release::install(layout, &meta, &config.app.linked_dirs)
+        .with_context(|| format!("{to}: {from}/{source_id} not promoted"))?;
     drop(in_use);
     let tidied = release::tidy(
         layout,

@@ -653,6 +653,34 @@ fn rollback_from_a_current_release_removed_by_hand_goes_to_the_one_before() {
 }
 
 #[test]
+fn a_promote_that_fails_says_what_was_not_promoted() {
+    let root = Root::new();
+    // A tree whose `public` is a symlink out of the release: fine for blue, deployed
+    // without linked dirs; refused once `public/uploads` is one, as for a push.
+    let outside = root.path.parent().unwrap().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.work.join("public")).unwrap();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+    let v1 = root.current("blue").unwrap();
+    root.set(
+        "app.linked_dirs",
+        toml::Value::Array(vec!["public/uploads".into()]),
+    );
+    let out = root.run(&["promote", "blue", "green"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: green: blue/{v1} not promoted: linked dir `public/uploads`"
+        )),
+        "{stderr}"
+    );
+    assert!(root.current("green").is_none());
+}
+
+#[test]
 fn promote_never_copies_from_outside_builds_whatever_a_releases_metadata_says() {
     // The metadata file lies in the release, which the app's processes can write: a
     // `build_key` naming a folder elsewhere made promote copy that folder into green.

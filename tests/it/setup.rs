@@ -329,6 +329,27 @@ fn init_that_cannot_finish_changes_nothing() {
     }
 }
 
+/// libgit2's errors read as one plain line, without the class and code its own text
+/// appends (`; class=Filesystem (30); code=Exists (-4)`). Here the repo cannot be made
+/// for a file where its `objects` folder goes; a full disk is the common cause.
+#[test]
+fn init_says_why_a_repo_cannot_be_made_in_plain_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("root");
+    fs::create_dir_all(dir.join("blue.git")).unwrap();
+    fs::write(dir.join("blue.git/objects"), "").unwrap();
+    let out = Command::new(BIN).arg("init").arg(&dir).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "error: cannot create the bare repo {0}/blue.git: failed to make directory '{0}/blue.git/objects': directory exists",
+            dir.display()
+        )
+    );
+}
+
 /// A root whose folders init cannot write in (made by another user, or `chmod`ed) is
 /// refused before anything is made, naming the folder: init wrote `bluegreen.toml`, then
 /// a repo and the slot folders, before it stopped at the first folder it could not
