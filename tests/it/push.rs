@@ -509,10 +509,7 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
 #[test]
 fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
     let root = Root::new();
-    root.set(
-        "app.linked_dirs",
-        toml::Value::Array(vec!["public/uploads".into()]),
-    );
+    root.link_uploads();
     let outside = root.path.parent().unwrap().join("outside");
     fs::create_dir_all(outside.join("uploads")).unwrap();
     fs::write(outside.join("uploads/keep.txt"), "precious").unwrap();
@@ -533,10 +530,7 @@ fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
 #[test]
 fn a_release_copy_a_killed_deploy_left_is_removed_by_the_next_deploy_even_a_failed_one() {
     let root = Root::new();
-    root.set(
-        "app.linked_dirs",
-        toml::Value::Array(vec!["public/uploads".into()]),
-    );
+    root.link_uploads();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: release ");
     let v1 = root.current("blue").unwrap();
@@ -550,9 +544,7 @@ fn a_release_copy_a_killed_deploy_left_is_removed_by_the_next_deploy_even_a_fail
     fs::write(stale.join("node_modules/blob"), vec![0u8; 1 << 20]).unwrap();
     // A deploy that fails after its copy (here its linked dir is refused; on a full
     // disk, the copy itself).
-    let outside = root.path.parent().unwrap().join("outside");
-    fs::create_dir_all(&outside).unwrap();
-    std::os::unix::fs::symlink(&outside, root.work.join("public")).unwrap();
+    root.public_outside();
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue")
         .says("blue: ")

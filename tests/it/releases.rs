@@ -142,15 +142,10 @@ fn builds_no_release_uses_are_removed() {
 #[test]
 fn a_build_whose_release_failed_is_removed_before_the_next_build() {
     let root = Root::new();
-    root.set(
-        "app.linked_dirs",
-        toml::Value::Array(vec!["public/uploads".into()]),
-    );
+    root.link_uploads();
     // Deploys that fail after their build: on a full disk at their release's copy, here
     // at their linked dir, which the tree's `public` symlink makes refused.
-    let outside = root.path.parent().unwrap().join("outside");
-    fs::create_dir_all(&outside).unwrap();
-    std::os::unix::fs::symlink(&outside, root.work.join("public")).unwrap();
+    root.public_outside();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("not deployed: linked dir ");
     let first = finished_builds(&root);
@@ -657,16 +652,11 @@ fn a_promote_that_fails_says_what_was_not_promoted() {
     let root = Root::new();
     // A tree whose `public` is a symlink out of the release: fine for blue, deployed
     // without linked dirs; refused once `public/uploads` is one, as for a push.
-    let outside = root.path.parent().unwrap().join("outside");
-    fs::create_dir_all(&outside).unwrap();
-    std::os::unix::fs::symlink(&outside, root.work.join("public")).unwrap();
+    root.public_outside();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: release ");
     let v1 = root.current("blue").unwrap();
-    root.set(
-        "app.linked_dirs",
-        toml::Value::Array(vec!["public/uploads".into()]),
-    );
+    root.link_uploads();
     let out = root.run(&["promote", "blue", "green"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

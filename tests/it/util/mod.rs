@@ -171,6 +171,24 @@ impl Root {
             .unwrap()
     }
 
+    /// Makes the work tree's `public` a symlink to a folder outside the root, and returns
+    /// that folder: with `public/uploads` a linked dir ([`Root::link_uploads`]), a deploy
+    /// of the tree fails after its build, at its release's linked dir.
+    pub fn public_outside(&self) -> PathBuf {
+        let outside = self.path.parent().unwrap().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, self.work.join("public")).unwrap();
+        outside
+    }
+
+    /// Sets `app.linked_dirs` to `public/uploads`.
+    pub fn link_uploads(&self) {
+        self.set(
+            "app.linked_dirs",
+            toml::Value::Array(vec!["public/uploads".into()]),
+        );
+    }
+
     /// `run` as on a full disk: no file the command writes may grow (`RLIMIT_FSIZE` 0, and
     /// `SIGXFSZ` ignored, so a write fails with `EFBIG` where a full disk gives `ENOSPC`),
     /// while links, folders and empty files can still be made, as on a disk whose blocks
