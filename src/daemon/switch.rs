@@ -3,7 +3,8 @@
 //! Switches are serialised. The gate asks the target's live generation for its health
 //! path now; `force` skips it. `switch.migrate` runs next ([`super::migrate`]), in the
 //! target's release folder, bounded by its timeout, and the gate is asked again after
-//! it. With mirroring on, the writes the active is still answering are waited for, new
+//! it; a target that went live with another release meanwhile (a deploy to it) is not
+//! switched to: the migration was for the release it ran in. With mirroring on, the writes the active is still answering are waited for, new
 //! ones wait for the flip, and the copies of all of them go out to the target first (see
 //! [`super::mirror`]). Then `state.json` is written, and only then does the front's
 //! active slot change: one atomic store, so requests in flight finish where they
@@ -177,10 +178,16 @@ async fn attempt(
         .await;
     let left = MIRROR_WAIT.saturating_sub(waited.elapsed());
     let mut migrate_ms = 0;
+    // The target's release the migration ran in, if one ran.
+    let mut migrated = None;
     if !config.switch.migrate.trim().is_empty() {
         // It runs in the target's live release, and may ask its port: forced or not,
         // not a failed migration, which would send the operator to the script.
-        let Some(dir) = daemon.slots[to.index()].route.live().map(|g| g.dir.clone()) else {
+        let Some((dir, release)) = daemon.slots[to.index()]
+            .route
+            .live()
+            .map(|g| (g.dir.clone(), g.release.clone()))
+        else {
             return Err(SwitchError::Refused(format!(
                 "{to} has no live generation for switch.migrate to run in{}",
                 if query.force {
@@ -197,6 +204,7 @@ async fn attempt(
                 SwitchError::Refused(format!("migration failed, {to} not switched to: {e}"))
             })?;
         migrate_ms = started.elapsed().as_millis() as u64;
+        migrated = Some(release);
         // The migration may have taken a while: the target must still be healthy.
         if !query.force {
             gate(daemon, &config, to).await.map_err(|e| {
@@ -237,6 +245,20 @@ async fn attempt(
         return Err(SwitchError::Refused(format!(
             "{to} has no live generation any more (it went while the switch waited); not switched"
         )));
+    }
+    // A deploy to the target went live meanwhile (a push, rollback or promote): the
+    // migration was for the release it replaced, not for the one the front would send
+    // traffic to now.
+    let now = daemon.slots[to.index()]
+        .route
+        .live()
+        .map(|g| g.release.clone());
+    if let (Some(ran), Some(now)) = (&migrated, &now) {
+        if ran != now {
+            return Err(SwitchError::Refused(format!(
+                "{to} went live with release {now} while switch.migrate ran for release {ran}; not switched: switch again to migrate for {now}"
+            )));
+        }
     }
     daemon
         .set_active(

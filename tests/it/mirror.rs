@@ -441,6 +441,45 @@ fn a_target_that_fails_during_the_migration_is_not_switched_to() {
 }
 
 #[test]
+fn a_target_deployed_during_the_migration_is_not_switched_to() {
+    let root = both_live();
+    // The migration notes the release it runs in, then waits for the test's word (or
+    // its timeout, 60 s). No `$i` of its own: bluegreen fills `$NAME`s.
+    let (ran, go) = (root.path.join("migrated-in"), root.path.join("go"));
+    set_migrate(
+        &root,
+        &format!(
+            "sh -c 'basename \"$TO_DIR\" > {}; until [ -e {} ]; do sleep 0.05; done'",
+            ran.display(),
+            go.display()
+        ),
+        1,
+    );
+    let ran_in = root.current("green").unwrap();
+    let control = root.url(root.control, "/switch?to=green");
+    let switch = std::thread::spawn(move || http("POST", &control, None));
+    wait_for(Duration::from_secs(10), "the migration to run", || {
+        std::fs::read_to_string(&ran).ok().filter(|s| !s.is_empty())
+    });
+    // A teammate's push to green lands while the migration runs.
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("green").says("green: live in ");
+    let now = root.current("green").unwrap();
+    std::fs::write(&go, "").unwrap();
+    let answer = switch.join().unwrap().unwrap();
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert!(
+        answer.body.contains(&format!(
+            "green went live with release {now} while switch.migrate ran for release {ran_in}; not switched"
+        )),
+        "{}",
+        answer.body
+    );
+    assert_eq!(root.status()["active"], "blue");
+    assert!(root.get(root.front, "/").body.contains("v1 from blue"));
+}
+
+#[test]
 fn copies_beyond_mirror_queue_are_dropped_and_counted() {
     // Green takes 3 s per copy and one copy may wait: of four quick writes, one is out
     // and one waits while the other two come.
