@@ -100,7 +100,7 @@ pub async fn in_task(
     }
 }
 
-/// Switches the front to `query.to` (default: the standby). The answer is JSON with
+/// Switches the front to `query.to` (default: the standby when asked). The answer is JSON with
 /// `from`, `to`, `changed` and `migrate_ms`. A refusal is also an event (the heartbeat
 /// records its own), as a switch is: the caller of the front's `/switch` may never
 /// read its answer.
@@ -109,6 +109,13 @@ pub async fn switch(
     query: Query,
     cause: &'static str,
 ) -> Result<serde_json::Value, SwitchError> {
+    // A bare switch means the standby as it was when asked: one queued behind another
+    // switch (a migration takes a while) must not flip back what that one did, as two
+    // operators who both ran `bluegreen switch` to leave blue would otherwise.
+    let query = Query {
+        to: query.to.or_else(|| daemon.active().map(Slot::other)),
+        ..query
+    };
     let to = query.to;
     let result = attempt(daemon, query, cause).await;
     if let Err(e) = &result {

@@ -480,6 +480,34 @@ fn a_target_deployed_during_the_migration_is_not_switched_to() {
 }
 
 #[test]
+fn two_bare_switches_at_once_end_on_the_standby() {
+    let root = both_live();
+    // The first switch migrates for a second; the second is asked meanwhile and waits.
+    set_migrate(&root, "sleep 1", 1);
+    let [first, second] = std::thread::scope(|s| {
+        let first = s.spawn(|| root.run(&["switch"]));
+        wait_for(Duration::from_secs(10), "the first migration", || {
+            (root.processes().iter())
+                .any(|&p| cmdline(p) == b"sleep\x001\x00")
+                .then_some(())
+        });
+        let second = root.run(&["switch"]);
+        [first.join().unwrap(), second]
+    })
+    .map(|out| {
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    });
+    // Both operators asked for the standby, green: it stays active.
+    assert!(
+        first.starts_with("switched blue -> green (migration "),
+        "{first}"
+    );
+    assert_eq!(second, "green is already active");
+    assert_eq!(root.status()["active"], "green");
+}
+
+#[test]
 fn copies_beyond_mirror_queue_are_dropped_and_counted() {
     // Green takes 3 s per copy and one copy may wait: of four quick writes, one is out
     // and one waits while the other two come.
