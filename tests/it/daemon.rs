@@ -249,6 +249,25 @@ fn a_request_sent_as_the_daemon_stops_on_a_new_connection_is_answered() {
 }
 
 #[test]
+fn a_push_after_control_listen_moved_does_not_say_no_daemon_runs() {
+    let root = blue_live();
+    // Moved in the file and reloaded: the daemon keeps listening where it did.
+    root.set("control.listen", format!("127.0.0.1:{}", free_port()));
+    root.reload_config();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    let pushed = root.push("blue");
+    let last = pushed.remote_lines().pop().unwrap_or_default();
+    assert!(
+        last.starts_with("blue: no verdict: nothing answers on 127.0.0.1:")
+            && last.contains("yet a daemon serves this root"),
+        "{}",
+        pushed.text
+    );
+    // Its file watch starts the release at once, not on the next `serve`.
+    root.wait_body(root.blue, "v2 from blue");
+}
+
+#[test]
 fn sighup_with_a_broken_config_keeps_running() {
     let root = blue_live();
     let file = root.path.join("bluegreen.toml");
