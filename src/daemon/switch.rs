@@ -1,14 +1,15 @@
 //! Switch: flip active and standby, after the gate and the optional migration.
 //!
-//! Switches are serialised. The gate asks the target's live generation for its health
-//! path now; `force` skips it. `switch.migrate` runs next ([`super::migrate`]), in the
-//! target's release folder, bounded by its timeout, and the gate is asked again after
-//! it; a target that went live with another release meanwhile (a deploy to it) is not
-//! switched to: the migration was for the release it ran in. With mirroring on, the writes the active is still answering are waited for, new
-//! ones wait for the flip, and the copies of all of them go out to the target first (see
-//! [`super::mirror`]). Then `state.json` is written, and only then does the front's
-//! active slot change: one atomic store, so requests in flight finish where they
-//! started and new ones go to the target.
+//! Switches are serialised; a bare one goes to the standby as it was when asked. The
+//! gate asks the target's live generation for its health path now; `force` skips it.
+//! `switch.migrate` runs next ([`super::migrate`]), in the target's release folder,
+//! bounded by its timeout, and the gate is asked again after it; a target that went live
+//! with another release meanwhile (a deploy to it) is not switched to: the migration was
+//! for the release it ran in. With mirroring on, the writes the active is still
+//! answering are waited for, new ones wait for the flip, and the copies of all of them go
+//! out to the target first (see [`super::mirror`]). Then `state.json` is written, and
+//! only then does the front's active slot change: one atomic store, so requests in
+//! flight finish where they started and new ones go to the target.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
