@@ -23,7 +23,9 @@ use super::Daemon;
 use crate::release;
 use crate::slot::Slot;
 use crate::verdict::Verdict;
+use backoff::Backoff;
 
+mod backoff;
 mod restart;
 mod start;
 
@@ -88,15 +90,15 @@ pub struct Supervisor {
     /// The release whose last start failed, and why, while it is `current`: a file
     /// watch's reload does not start it again, and a deploy's is told the failure.
     last_failed: Option<(String, String)>,
-    /// Consecutive restarts without a healthy minute in between.
-    backoff_attempts: u32,
+    /// The pause before a crashed generation's restart.
+    backoff: Backoff,
     /// Identifies the restart timer that is still wanted; older timers are ignored.
     restart_token: u64,
     restart_release: Option<String>,
     /// The release of the last generation that went live: what comes back when a slot is
     /// left with none.
     last_good: Option<String>,
-    /// When the live generation went live, for the backoff reset.
+    /// When the live generation went live.
     live_since: Instant,
     /// The slot had a current release when the daemon started, and that start has not
     /// finished yet.
@@ -124,7 +126,7 @@ impl Supervisor {
             starting: None,
             pending: None,
             last_failed: None,
-            backoff_attempts: 0,
+            backoff: Backoff::default(),
             restart_token: 0,
             restart_release: None,
             // A release of the slot, never a path out of it: `state.json` lies in the

@@ -1,15 +1,11 @@
 //! A crashed live generation: its restart on the same release with backoff (1 s
-//! doubling to 60 s, reset after a minute live), and the timer that brings it back.
+//! doubling to 60 s, reset once the slot has served a minute: see [`super::backoff`]),
+//! and the timer that brings it back.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::Instant;
 
 use super::{Msg, Supervisor};
-
-/// Longest pause between restarts of a crashing generation.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// A generation live this long resets the backoff.
-pub(super) const HEALTHY_RESET: Duration = Duration::from_secs(60);
 
 impl Supervisor {
     pub(super) async fn exited(&mut self, generation: u64) {
@@ -24,10 +20,8 @@ impl Supervisor {
         self.handle().route.clear(format!(
             "{slot}'s generation {generation} crashed; restarting"
         ));
+        self.backoff.crashed(Instant::now());
         live.flush_output().await;
-        if self.live_since.elapsed() >= HEALTHY_RESET {
-            self.backoff_attempts = 0;
-        }
         // It has exited: this is at once. The status (a signal: the OOM killer's) is
         // often the only clue there is.
         let status = live
@@ -55,8 +49,7 @@ impl Supervisor {
     }
 
     pub(super) fn schedule_restart(&mut self, release: String) {
-        let delay = backoff(self.backoff_attempts);
-        self.backoff_attempts += 1;
+        let delay = self.backoff.next();
         self.restart_token += 1;
         self.restart_release = Some(release);
         self.handle().status().restart_at = Some(std::time::Instant::now() + delay);
@@ -87,22 +80,5 @@ impl Supervisor {
             self.handle().status().restarts += 1;
             self.begin(release, Vec::new(), true).await;
         }
-    }
-}
-
-/// The pause before restart number `attempts + 1` in a row: 1 s, doubling, at most 60 s.
-fn backoff(attempts: u32) -> Duration {
-    Duration::from_secs(1 << attempts.min(6)).min(MAX_BACKOFF)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_one_second_to_a_minute() {
-        let secs: Vec<u64> = (0..9).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 }

@@ -32,11 +32,7 @@ impl Supervisor {
         }
         if !config.app.overlap {
             if let Some(old) = self.live.take() {
-                // It served a minute or more: as for a crash, a restart that follows
-                // (this start failing brings its release back) starts from 1 s again.
-                if self.live_since.elapsed() >= super::restart::HEALTHY_RESET {
-                    self.backoff_attempts = 0;
-                }
+                self.backoff.replacing(Instant::now());
                 // Until the start is over, the heartbeat does not count the slot as
                 // failing: its generation is stopped on purpose.
                 self.handle().status().replacing = true;
@@ -186,6 +182,7 @@ impl Supervisor {
                 let old = self.handle().route.set(generation.clone());
                 self.live = Some(generation.clone());
                 self.live_since = Instant::now();
+                self.backoff.live(self.live_since);
                 self.last_good = Some(release.clone());
                 self.daemon.set_last_live(slot, &release);
                 if let Err(e) = release::mark_live(&self.daemon.layout, slot, &release) {
@@ -287,6 +284,7 @@ impl Supervisor {
                 self.handle().set_error(Some(message.clone()));
                 if self.live.is_none() {
                     self.handle().route.clear(format!("{slot}: {message}"));
+                    self.backoff.down();
                 }
                 self.daemon
                     .events
