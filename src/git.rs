@@ -21,24 +21,15 @@ pub struct Pushed {
     pub summary: String,
 }
 
-/// The repo of the running hook: git sets `GIT_DIR` for it; otherwise `path`.
-pub fn open(path: Option<&Path>) -> anyhow::Result<Repository> {
-    match path {
-        // libgit2's own message, without its class and code numbers.
-        Some(path) => Repository::open_bare(path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the bare repo {}: {}",
-                path.display(),
-                e.message()
-            )
-        }),
-        None => Repository::open_from_env().map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the pushed repo: {} (git runs the hook inside the bare repo)",
-                e.message()
-            )
-        }),
-    }
+/// The repo of the running hook: git sets `GIT_DIR` for it.
+pub fn open() -> anyhow::Result<Repository> {
+    // libgit2's own message, without its class and code numbers.
+    Repository::open_from_env().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the pushed repo: {} (git runs the hook inside the bare repo)",
+            e.message()
+        )
+    })
 }
 
 /// libgit2's error as its message alone, without the class and code its `Display`
@@ -73,10 +64,9 @@ pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
         short: short(oid),
         // Shown on terminals: no escape sequences from a commit message. One that is not
         // UTF-8 (git's `i18n.commitEncoding`) is shown lossily, not as nothing.
-        summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect(),
+        summary: crate::logging::printable(&String::from_utf8_lossy(
+            commit.summary_bytes().unwrap_or_default(),
+        )),
     })
 }
 

@@ -57,7 +57,7 @@ pub fn run(
     interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
     let updates = parse(input)?;
-    let mut repo = git::open(None)?;
+    let mut repo = git::open()?;
     let repo_dir = git::dir(&repo);
     let slot = slot_of(&repo_dir)?;
     let home = repo_dir

@@ -95,9 +95,9 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
     for slot in Slot::ALL {
         let repo = layout.repo(slot);
         if repo.join("HEAD").exists() {
-            let opened = git2::Repository::open_bare(&repo).map_err(|e| {
-                anyhow::anyhow!("{} is not a bare repo: {}", repo.display(), e.message())
-            })?;
+            let opened = git2::Repository::open_bare(&repo)
+                .map_err(git::message)
+                .with_context(|| format!("{} is not a bare repo", repo.display()))?;
             let head = opened.find_reference("HEAD").ok();
             let target = head.as_ref().and_then(|h| h.symbolic_target());
             if target != Some(format!("refs/heads/{branch}").as_str()) {

@@ -82,7 +82,8 @@ impl Tail {
 
     /// The lines kept, joined by ` | ` (empty if none).
     pub fn joined(&self) -> String {
-        Vec::from(self.lines.clone()).join(" | ")
+        let lines: Vec<&str> = self.lines.iter().map(String::as_str).collect();
+        lines.join(" | ")
     }
 }
 

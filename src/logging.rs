@@ -124,6 +124,14 @@ pub fn quoted(text: &str, limit: usize) -> String {
     out
 }
 
+/// `text` (a commit message, or what a release's metadata says it was) safe to print on
+/// a terminal: control characters, escape sequences' start among them, as `?`.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// An error as one line whatever it quotes: a file name from a pushed tree may hold a
 /// newline (or a terminal escape), which would start a line of its own, so control
 /// characters are shown escaped (`\n`).

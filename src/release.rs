@@ -57,9 +57,14 @@ pub struct Release {
 
 impl Release {
     pub fn commit_short(&self) -> &str {
-        self.meta
-            .as_ref()
-            .map_or("?", |m| &m.commit[..m.commit.len().min(7)])
+        self.meta.as_ref().map_or("?", ReleaseMeta::commit_short)
+    }
+}
+
+impl ReleaseMeta {
+    /// The commit's first 7 hex digits (read back, the commit is checked to be hex).
+    pub fn commit_short(&self) -> &str {
+        &self.commit[..self.commit.len().min(7)]
     }
 }
 
@@ -312,14 +317,8 @@ fn read_meta(dir: &Path) -> Option<ReleaseMeta> {
     if !hex(&meta.commit) || !build::is_key(&meta.build_key) {
         return None;
     }
-    for text in [&mut meta.summary, &mut meta.created] {
-        if text.contains(char::is_control) {
-            *text = text
-                .chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect();
-        }
-    }
+    meta.summary = crate::logging::printable(&meta.summary);
+    meta.created = crate::logging::printable(&meta.created);
     Some(meta)
 }
 

@@ -157,7 +157,7 @@ pub fn promote(
                 release::META
             )
         })?;
-    let id = release::new_id(layout, to, &source.commit[..7.min(source.commit.len())]);
+    let id = release::new_id(layout, to, source.commit_short());
     let meta = ReleaseMeta {
         id: id.clone(),
         slot: to,

@@ -65,7 +65,7 @@ impl Generation {
         let dir = layout.release_dir(slot, release);
         anyhow::ensure!(dir.is_dir(), "release {release} of {slot} does not exist");
         let commit = crate::release::meta(layout, slot, release)
-            .map(|m| m.commit[..7.min(m.commit.len())].to_string())
+            .map(|m| m.commit_short().to_string())
             .unwrap_or_else(|| "unknown".into());
         let mut env: BTreeMap<String, String> = config.slots.get(slot).env.clone();
         env.insert("PORT".into(), port.to_string());

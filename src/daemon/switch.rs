@@ -248,8 +248,9 @@ async fn attempt(
             MIRROR_WAIT.as_secs()
         );
     }
+    let live = daemon.slots[to.index()].route.live();
     // A push with `app.overlap = false` may have taken its generation down meanwhile.
-    if !query.force && daemon.slots[to.index()].route.live().is_none() {
+    if !query.force && live.is_none() {
         return Err(SwitchError::Refused(format!(
             "{to} has no live generation any more (it went while the switch waited); not switched"
         )));
@@ -257,11 +258,7 @@ async fn attempt(
     // A deploy to the target went live meanwhile (a push, rollback or promote): the
     // migration was for the release it replaced, not for the one the front would send
     // traffic to now.
-    let now = daemon.slots[to.index()]
-        .route
-        .live()
-        .map(|g| g.release.clone());
-    if let (Some(ran), Some(now)) = (&migrated, &now) {
+    if let (Some(ran), Some(now)) = (&migrated, live.as_ref().map(|g| &g.release)) {
         if ran != now {
             return Err(SwitchError::Refused(format!(
                 "{to} went live with release {now} while switch.migrate ran for release {ran}; not switched: switch again to migrate for {now}"
