@@ -176,6 +176,15 @@ stop_serve() {
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 maxof() { sort -g | tail -n1; }
+# med "LIST": the median of a space-separated list.
+med() { tr ' ' '\n' <<<"$1" | grep . | median; }
+
+# nginx_temp_paths DIR: the directives that keep an nginx's temp files under DIR (run as
+# any user, and apart from every other nginx of the run).
+nginx_temp_paths() {
+    echo "client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/fcgi;"
+    echo "    uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;"
+}
 
 # rss_kb PID: resident set of a process in KiB.
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

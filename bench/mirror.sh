@@ -44,8 +44,7 @@ error_log $WORK/proxy.err warn;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path $WORK/tmp/body; proxy_temp_path $WORK/tmp/proxy;
-    fastcgi_temp_path $WORK/tmp/fcgi; uwsgi_temp_path $WORK/tmp/uwsgi; scgi_temp_path $WORK/tmp/scgi;
+    $(nginx_temp_paths "$WORK/tmp")
     keepalive_requests 1000000;
     upstream active { server 127.0.0.1:$BLUE_GEN; keepalive 64; }
     upstream standby { server 127.0.0.1:$GREEN_GEN; keepalive 64; }
@@ -133,7 +132,6 @@ for round in $(seq "$ROUNDS"); do
 done
 QUEUE_FULL=$(($(mirror_counter queue_full) - QUEUE_FULL0))
 
-med() { tr ' ' '\n' <<<"$1" | grep . | median; }
 sum() { tr ' ' '\n' <<<"$1" | grep . | awk '{ s += $1 } END { print s }'; }
 echo
 echo "### mirror.sh: wrk -t2 -c$CLIENTS -d$DURATION POST (a new key each), sample app, $ROUNDS rounds (2 cores shared by wrk, proxy, both workers)"

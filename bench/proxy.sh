@@ -30,8 +30,7 @@ mkdir -p "$WORK/tmp"
 TICK=$(getconf CLK_TCK)
 
 # --- nginx configs -----------------------------------------------------------------
-TEMP_PATHS="client_body_temp_path $WORK/tmp/body; proxy_temp_path $WORK/tmp/proxy;
-    fastcgi_temp_path $WORK/tmp/fcgi; uwsgi_temp_path $WORK/tmp/uwsgi; scgi_temp_path $WORK/tmp/scgi;"
+TEMP_PATHS=$(nginx_temp_paths "$WORK/tmp")
 
 # The upstream, @PORT@ filled per instance.
 cat >"$WORK/upstream.conf.tmpl" <<EOF
@@ -137,7 +136,6 @@ run_row() { # NAME PORT [PID whose CPU counts]
     echo "$name: $(grep -E 'requests in|Requests/sec|Socket|Non-2xx' "$WORK/wrk-$name.txt" | tr -s ' ' | tr '\n' ';')" >&2
 }
 
-med() { tr ' ' '\n' <<<"$1" | grep . | median; }
 ratios() { # A B: "a1/b1 a2/b2 ..." per round, as x.xx
     paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
         awk '{ printf "%s%.2f", (NR > 1 ? ", " : ""), $1 / $2 }'

@@ -41,8 +41,7 @@ error_log $N/@PORT@.err warn;
 events { worker_connections 1024; }
 http {
     access_log off;
-    client_body_temp_path $N/body; proxy_temp_path $N/proxy;
-    fastcgi_temp_path $N/fcgi; uwsgi_temp_path $N/uwsgi; scgi_temp_path $N/scgi;
+    $(nginx_temp_paths "$N")
     server { listen 127.0.0.1:@PORT@; location / { default_type text/plain; return 200 "@BODY@\n"; } }
 }
 EOF
