@@ -1,7 +1,7 @@
 //! The built-in sample app (`bluegreen sample-app`): what tests and the demo deploy.
 //!
-//! A tiny HTTP app on `127.0.0.1:$PORT` that reads files from its working folder (the
-//! release): `GET /` answers its slot, release and the text of `VERSION`; a `FAIL_AFTER`
+//! A tiny HTTP app on `127.0.0.1:$PORT` (a `BIND` file or env var names another host, such
+//! as `::1`) that reads files from its working folder (the release): `GET /` answers its slot, release and the text of `VERSION`; a `FAIL_AFTER`
 //! file holding N makes every answer a 500 once it has been up N seconds; a `SLOW_MS`
 //! file (or env var) delays every answer; an `IGNORE_TERM` file makes it ignore SIGTERM;
 //! a `CRASH` file makes it exit with status 3 at once. `POST|PUT /items/<name>` stores
@@ -67,6 +67,9 @@ pub fn run() -> anyhow::Result<bool> {
             .or_else(|| std::env::var(name).ok())
             .and_then(|s| s.trim().parse().ok())
     };
+    let host = read("BIND")
+        .or_else(|| std::env::var("BIND").ok())
+        .unwrap_or_else(|| "127.0.0.1".into());
     let app = Arc::new(App {
         slot: std::env::var("SLOT").unwrap_or_else(|_| "none".into()),
         release: std::env::var("RELEASE").unwrap_or_else(|_| "none".into()),
@@ -80,9 +83,9 @@ pub fn run() -> anyhow::Result<bool> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await
-            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+            .with_context(|| format!("cannot listen on {host}:{port}"))?;
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;

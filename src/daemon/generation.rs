@@ -203,12 +203,10 @@ impl Generation {
             match upstream::probe(client, self.port, path, check).await {
                 Ok(status) if (200..400).contains(&status) => return Ok(()),
                 Ok(status) => last = Some(format!("GET {path} answered {status}")),
-                // Nothing listens: most often an app on a port of its own choosing.
+                // Nothing listens on 127.0.0.1: most often an app on a port of its own
+                // choosing, or one on the IPv6 loopback only (`localhost`).
                 Err(e) if e.to_lowercase().contains("connection refused") => {
-                    last = Some(format!(
-                    "GET {path}: {e} on 127.0.0.1:{} (does the app listen on {{port}} or $PORT?)",
-                    self.port
-                ))
+                    last = Some(super::hints::refused(path, &e, self.port).await);
                 }
                 // A whole check that timed out names the limit to raise. One the ready
                 // deadline cut short ("no answer within 212ms") says less than the check

@@ -15,6 +15,7 @@ mod generation;
 mod head_timer;
 mod headers;
 mod heartbeat;
+mod hints;
 mod idle;
 mod local;
 mod metrics;

@@ -133,6 +133,28 @@ fn an_app_that_does_not_listen_on_its_port_is_told_so() {
         .says("blue keeps serving generation 1");
 }
 
+/// A server bound to `localhost` that resolved to `::1` (Node 17+ on a host that lists
+/// `::1 localhost`) answers on its port, only not on 127.0.0.1: the pusher is told where
+/// it does listen, not asked whether it listens on its port.
+#[test]
+fn an_app_on_the_ipv6_loopback_only_is_told_where_it_listens() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return; // no IPv6 loopback on this host
+    }
+    let root = blue_live_with(&[("app.ready_timeout", "1s".into())]);
+    root.commit("on ::1", &[("VERSION", "v2\n"), ("BIND", "::1")]);
+    let pushed = root.push("blue");
+    pushed
+        .says("Connection refused")
+        .says("accepts: the app listens on the IPv6 loopback only (a host of `localhost` can resolve to ::1); bluegreen connects to 127.0.0.1: listen on 127.0.0.1 or on all addresses (0.0.0.0 or ::)")
+        .says("blue keeps serving generation 1");
+    assert!(
+        !pushed.text.contains("does the app listen on {port}"),
+        "{}",
+        pushed.text
+    );
+}
+
 #[test]
 fn a_health_check_may_take_as_long_as_heartbeat_timeout() {
     let root = blue_live_with(&[
