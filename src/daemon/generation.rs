@@ -186,7 +186,8 @@ impl Generation {
             if let Some(status) = status {
                 self.flush_output().await;
                 return Err(format!(
-                    "exited with {status} before it was ready{}",
+                    "{} before it was ready{}",
+                    super::hints::exited(status),
                     self.tail_text()
                 ));
             }

@@ -1,9 +1,11 @@
 //! What a worker that is not serving did wrong, in words a newcomer can act on at once.
 //!
-//! A habit of real apps that the bare fact ("connection refused") does not explain: a
-//! server bound to `localhost` that resolved to `::1` (Node 17 and later take the
-//! resolver's order, and most hosts list `::1 localhost`).
+//! Two habits of real apps that the bare facts ("connection refused", "exit status: 0")
+//! do not explain: a server bound to `localhost` that resolved to `::1` (Node 17 and later
+//! take the resolver's order, and most hosts list `::1 localhost`), and a command that
+//! starts its server in the background and exits (a daemonising start script).
 
+use std::process::ExitStatus;
 use std::time::Duration;
 
 /// How long the look at `[::1]:port` may take; a refusal there is immediate.
@@ -21,9 +23,35 @@ pub async fn refused(path: &str, error: &str, port: u16) -> String {
     format!("GET {path}: {error} on 127.0.0.1:{port} (does the app listen on {{port}} or $PORT?)")
 }
 
+/// `exited with exit status: 1`; an exit with status 0 says that the command must stay
+/// in the foreground, since that is how a server that works exits 0 before its time.
+pub fn exited(status: ExitStatus) -> String {
+    if status.success() {
+        format!("exited with {status} (app.command must keep running in the foreground: a server it starts in the background and leaves is stopped with it)")
+    } else {
+        format!("exited with {status}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_clean_exit_says_to_stay_in_the_foreground() {
+        let clean = exited(ExitStatus::from_raw(0));
+        assert!(
+            clean.starts_with(
+                "exited with exit status: 0 (app.command must keep running in the foreground"
+            ),
+            "{clean}"
+        );
+        assert_eq!(
+            exited(ExitStatus::from_raw(3 << 8)),
+            "exited with exit status: 3"
+        );
+    }
 
     #[tokio::test]
     async fn a_refusal_names_the_ipv6_loopback_when_the_app_listens_there() {

@@ -133,6 +133,45 @@ fn an_app_that_does_not_listen_on_its_port_is_told_so() {
         .says("blue keeps serving generation 1");
 }
 
+/// A start script that puts the server in the background and exits 0 (a daemonising
+/// habit) is told to stay in the foreground, and what it left goes with it; so is one
+/// that exits 0 once its server is live.
+#[test]
+fn an_app_that_goes_to_the_background_is_told_to_stay_in_the_foreground() {
+    let root = blue_live_with(&[("app.ready_timeout", "3s".into())]);
+    let v1 = root.live_pid("blue") as u32;
+    // The server starts a moment after the script has exited, as a slow one would (one
+    // that answers first goes live, and its script's exit is then a crash: below).
+    root.set(
+        "app.command",
+        format!("sh -c '(sleep 1; exec {BIN} sample-app) & exit 0'"),
+    );
+    root.reload_config();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue")
+        .says("exited with exit status: 0 (app.command must keep running in the foreground: a server it starts in the background and leaves is stopped with it) before it was ready")
+        .says("blue keeps serving generation 1");
+    wait_for(
+        Duration::from_secs(10),
+        "the backgrounded server to be stopped",
+        || (root.processes() == vec![v1]).then_some(()),
+    );
+
+    root.set(
+        "app.command",
+        format!("sh -c '{BIN} sample-app & sleep 1; exit 0'"),
+    );
+    root.reload_config();
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: live in ");
+    wait_for(Duration::from_secs(10), "the exit while live", || {
+        let events = root.control("GET", "/events").body;
+        events
+            .contains("exited with exit status: 0 (app.command must keep running in the foreground")
+            .then_some(())
+    });
+}
+
 /// A server bound to `localhost` that resolved to `::1` (Node 17+ on a host that lists
 /// `::1 localhost`) answers on its port, only not on 127.0.0.1: the pusher is told where
 /// it does listen, not asked whether it listens on its port.

@@ -27,7 +27,7 @@ impl Supervisor {
         let status = live
             .exit()
             .await
-            .map_or_else(|| "exited".to_string(), |s| format!("exited with {s}"));
+            .map_or_else(|| "exited".to_string(), crate::daemon::hints::exited);
         let message = format!(
             "{slot}: generation {generation} (pid {}) {status} while live{}",
             live.pid,
