@@ -4,11 +4,12 @@
 //! the slot; this module asks and turns the answer into the final `remote:` line.
 
 use std::io::Write;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Reply};
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::slot::Slot;
@@ -40,17 +41,21 @@ pub fn reload(
 ) -> anyhow::Result<bool> {
     // Longer than the daemon's own wait, so its answer (even "no verdict") arrives.
     let wait = config.app.reload_wait() + Duration::from_secs(5);
-    // `release`: a generation of it that the file watch started already is the answer.
     let client = Client::new(config, layout);
-    let mut answer = client.post(&format!("/slots/{slot}/reload?release={release}"), wait);
-    // A daemon still running the binary from before `?release=` (upgraded on disk, not
-    // restarted yet) refuses the parameter: ask it the old way.
-    if answer
-        .as_ref()
-        .is_ok_and(|reply| reply.status == 400 && reply.body.contains("takes no parameters"))
-    {
-        answer = client.post(&format!("/slots/{slot}/reload"), wait);
-    }
+    let answer = std::thread::scope(|scope| {
+        let (sent, answered) = mpsc::channel();
+        let client = &client;
+        scope.spawn(move || sent.send(ask(client, slot, release, wait)));
+        match answered.recv_timeout(STILL_WAITING) {
+            Ok(answer) => Ok(answer),
+            Err(_) => {
+                writeln!(out, "{}", waiting(config, slot, release))?;
+                answered.recv().map_err(|_| {
+                    anyhow::anyhow!("{slot}: the reload's thread ended without an answer")
+                })
+            }
+        }
+    })?;
     match answer {
         // A daemon started before `control.listen` changed in the file (a SIGHUP keeps
         // the address it listens on) still serves this root: it is not told, but its
@@ -93,6 +98,40 @@ pub fn reload(
             Ok(verdict.live || verdict.stopping)
         }
     }
+}
+
+/// How long a push waits for the verdict before it says what the daemon waits for: a
+/// slow app's start (up to `app.ready_timeout`) would otherwise be a silent push.
+const STILL_WAITING: Duration = Duration::from_secs(2);
+
+/// `POST /slots/<slot>/reload?release=<release>`: a generation of `release` that the file
+/// watch started already is the answer.
+fn ask(client: &Client, slot: Slot, release: &str, wait: Duration) -> Result<Reply, ClientError> {
+    let answer = client.post(&format!("/slots/{slot}/reload?release={release}"), wait);
+    // A daemon still running the binary from before `?release=` (upgraded on disk, not
+    // restarted yet) refuses the parameter: ask it the old way.
+    if answer
+        .as_ref()
+        .is_ok_and(|reply| reply.status == 400 && reply.body.contains("takes no parameters"))
+    {
+        return client.post(&format!("/slots/{slot}/reload"), wait);
+    }
+    answer
+}
+
+/// `blue: starting 20261122T...: waiting for GET / to answer 2xx/3xx (app.ready_timeout 30s)`.
+fn waiting(config: &Config, slot: Slot, release: &str) -> String {
+    let app = &config.app;
+    let order = if app.overlap {
+        ""
+    } else {
+        " once the old generation has stopped (app.overlap = false)"
+    };
+    format!(
+        "{slot}: starting {release}: waiting for GET {} to answer 2xx/3xx{order} (app.ready_timeout {})",
+        app.health_path,
+        humantime::format_duration(app.ready_timeout)
+    )
 }
 
 /// Whether a daemon holds this root's serve lock: running, starting or stopping.

@@ -206,6 +206,39 @@ fn a_health_check_may_take_as_long_as_heartbeat_timeout() {
     assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
 }
 
+/// A release that takes seconds to get ready is not a silent push: once the verdict has
+/// not come for a moment, the pusher is told what the daemon waits for.
+#[test]
+fn a_slow_start_is_told_while_the_push_waits() {
+    let root = blue_live_with(&[
+        ("app.ready_timeout", "20s".into()),
+        ("heartbeat.timeout", "6s".into()),
+    ]);
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "4000")]);
+    let pushed = root.push("blue");
+    let lines = pushed.remote_lines();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("push output lacks {needle:?}:\n{}", pushed.text))
+    };
+    let waiting = at("blue: starting ");
+    assert!(
+        lines[waiting].ends_with(": waiting for GET / to answer 2xx/3xx (app.ready_timeout 20s)"),
+        "{}",
+        lines[waiting]
+    );
+    assert!(waiting < at("blue: live in "), "{}", pushed.text);
+
+    // A quick start says nothing of the kind.
+    root.remove("SLOW_MS");
+    root.commit("quick", &[("VERSION", "v3\n")]);
+    let pushed = root.push("blue");
+    pushed.says("blue: live in ");
+    assert!(!pushed.text.contains("waiting for GET"), "{}", pushed.text);
+}
+
 /// A release too slow for the health check is told the limit it misses, not the scrap of
 /// time the ready deadline left its last check ("no answer within 850ms").
 #[test]
