@@ -182,6 +182,9 @@ impl Generation {
         let mut exited = self.exited.clone();
         let mut last: Option<String> = None;
         loop {
+            // Looked at before each check and after a passing one: a start script that
+            // left its server in the background and exited (the server answering) has
+            // ended the generation all the same.
             let status = *exited.borrow();
             if let Some(status) = status {
                 self.flush_output().await;
@@ -202,7 +205,10 @@ impl Generation {
             }
             let check = left.min(check_timeout);
             match upstream::probe(client, self.port, path, check).await {
-                Ok(status) if (200..400).contains(&status) => return Ok(()),
+                Ok(status) if (200..400).contains(&status) && exited.borrow().is_none() => {
+                    return Ok(())
+                }
+                Ok(status) if (200..400).contains(&status) => continue,
                 Ok(status) => last = Some(format!("GET {path} answered {status}")),
                 // Nothing listens on 127.0.0.1: most often an app on a port of its own
                 // choosing, or one on the IPv6 loopback only (`localhost`).

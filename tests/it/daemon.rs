@@ -157,6 +157,24 @@ fn an_app_that_goes_to_the_background_is_told_to_stay_in_the_foreground() {
         || (root.processes() == vec![v1]).then_some(()),
     );
 
+    // The script exits while the server answers the health check (each answer takes a
+    // second): a passing check does not make live a generation that has ended.
+    root.set(
+        "app.command",
+        format!("sh -c '{BIN} sample-app & sleep 0.3; exit 0'"),
+    );
+    root.reload_config();
+    root.commit("v2 slow", &[("VERSION", "v2\n"), ("SLOW_MS", "1000")]);
+    root.push("blue")
+        .says("exited with exit status: 0 (app.command must keep running in the foreground")
+        .says("blue keeps serving generation 1");
+    wait_for(
+        Duration::from_secs(10),
+        "the backgrounded server to be stopped",
+        || (root.processes() == vec![v1]).then_some(()),
+    );
+    root.remove("SLOW_MS");
+
     root.set(
         "app.command",
         format!("sh -c '{BIN} sample-app & sleep 1; exit 0'"),
