@@ -308,10 +308,17 @@ fn a_killed_worker_is_restarted_and_counted() {
 fn a_worker_ignoring_sigterm_is_killed_with_its_children() {
     let mut root = Root::new();
     root.set("app.stop_timeout", "1s");
-    // A child in the group that would outlive a plain kill of the leader.
+    // A child in the group that notes its SIGTERM and goes on: only a SIGTERM to the
+    // group leaves the note, only a SIGKILL to the group ends it. (It carries the
+    // generation's marker, but the search for strays spares the generation's own group:
+    // nothing else stops it.)
+    let noted = root.path.parent().unwrap().join("child-got-sigterm");
     root.set(
         "app.command",
-        format!("sh -c 'sleep 300 & exec \"$0\" sample-app' {BIN}"),
+        format!(
+            "sh -c '(trap \"echo TERM >> \\\"$1\\\"\" TERM; while :; do sleep 1; done) & exec \"$0\" sample-app' {BIN} {}",
+            noted.display()
+        ),
     );
     root.serve();
     root.commit("stubborn", &[("VERSION", "v1\n"), ("IGNORE_TERM", "")]);
@@ -326,6 +333,11 @@ fn a_worker_ignoring_sigterm_is_killed_with_its_children() {
         || group_gone(pgid).then_some(()),
     );
     root.wait_log("SIGKILL to its group");
+    assert_eq!(
+        std::fs::read_to_string(&noted).unwrap_or_default(),
+        "TERM\n",
+        "the SIGTERM went to the whole group, once"
+    );
 }
 
 #[test]
