@@ -48,6 +48,30 @@ fn rollback_releases_and_pruning() {
     );
 }
 
+/// `current` is replaced by a rename over it, by a push and by a rollback: a reader
+/// (the daemon's watch, an nginx `root`, a cron job) finds the old release or the new
+/// one, never no link. What is left on disk is the same after a removal and a new link;
+/// the folder's events tell them apart.
+#[test]
+fn current_is_replaced_by_a_rename_never_removed() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    let mut events = FolderEvents::watch(&root.path.join("blue"));
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    assert!(root.push("blue").ok);
+    let pushed = events.until_replaced("current", Duration::from_secs(10));
+    root.run_ok(&["rollback", "blue"]);
+    let rolled_back = events.until_replaced("current", Duration::from_secs(10));
+    for kinds in [pushed, rolled_back] {
+        assert!(
+            kinds.iter().all(renamed_onto),
+            "current was not just renamed over: {kinds:?}"
+        );
+    }
+    assert_eq!(root.current("blue"), root.releases("blue").first().cloned());
+}
+
 #[test]
 fn rollback_passes_over_a_release_that_was_never_current() {
     let root = Root::new();

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 mod http;
 mod process;
 mod pushed;
+mod watch;
 
 pub use http::*;
 pub use process::*;
 pub use pushed::*;
+pub use watch::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bluegreen");
 
