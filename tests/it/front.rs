@@ -443,6 +443,22 @@ fn a_restarted_daemon_keeps_the_active_slot_and_mirroring() {
     assert!(numbers.iter().all(|n| *n > 2), "{numbers:?}");
 }
 
+/// `state.json` is written beside and renamed over, never rewritten in place: a crash
+/// (or a full disk) in the middle of a write leaves the old state or the new one, never
+/// a truncated file that the next `serve` refuses. The folder's events tell how.
+#[test]
+fn state_json_is_replaced_by_a_rename_never_rewritten_in_place() {
+    let root = blue_live();
+    let mut events = FolderEvents::watch(&root.path);
+    assert_eq!(root.control("POST", "/mirroring?enabled=false").status, 200);
+    let kinds = events.until_replaced("state.json", Duration::from_secs(10));
+    assert!(
+        kinds.iter().all(renamed_onto),
+        "state.json was not just renamed over: {kinds:?}"
+    );
+    assert_eq!(root.status()["mirroring"]["enabled"], false);
+}
+
 #[test]
 fn promote_runs_the_same_build_without_rebuilding() {
     let mut root = Root::new();
