@@ -172,6 +172,18 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     // traffic left blue.)
     wait_for_failover(&root, "green", Duration::from_secs(8));
     assert!(root.get(root.front, "/").body.contains("v2 from green"));
+    // heartbeat.failures = 2: not on the first failure. (Once blue is the standby its
+    // failures are no longer counted: the count stops where the switch happened.)
+    let failures = root
+        .control("GET", "/metrics")
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"blue\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        failures >= Some(2),
+        "switched after {failures:?} failures of blue"
+    );
     let events = root.control("GET", "/events").body;
     assert!(
         events.contains("blue failing: GET / answered 500"),
