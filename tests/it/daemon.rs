@@ -406,6 +406,21 @@ fn sighup_with_a_broken_config_keeps_running() {
     });
     root.wait_log("unknown field `bogus`");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+    // A token file that cannot be read is refused too (as `check` and `serve` refuse
+    // it), not taken as no token.
+    std::fs::write(&file, &good).unwrap();
+    let missing = root.path.join("no-such-token");
+    root.set("router.token_file", missing.to_str().unwrap());
+    root.signal(Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the token file's refusal", || {
+        root.control("GET", "/events")
+            .body
+            .contains(&format!(
+                "router.token_file: cannot read {}",
+                missing.display()
+            ))
+            .then_some(())
+    });
     // A good config is taken, by the data path too: the front's switch path moves.
     let before = root.get(root.front, "/flip");
     assert!(before.body.contains("no route /flip"), "{}", before.body);
