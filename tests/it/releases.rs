@@ -308,6 +308,13 @@ fn v2_over_v1_on_blue() -> Root {
 #[test]
 fn rollback_while_serving_runs_the_previous_release() {
     let root = v2_over_v1_on_blue();
+    // A third that went live: back is v2, the release before current, not v1, the
+    // first that served.
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: live in ");
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert!(text.contains("blue: live in "), "{text}");
+    root.wait_body(root.blue, "v2 from blue");
     let text = root.run_ok(&["rollback", "blue"]);
     assert!(text.contains("blue: live in "), "{text}");
     root.wait_body(root.blue, "v1 from blue");
