@@ -81,6 +81,41 @@ fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     );
 }
 
+/// A request still running at `drain_timeout` does not hold the old generation up: it
+/// is stopped then, and that request is cut, not answered by v1 seconds later.
+#[test]
+fn drain_timeout_stops_the_old_generation_with_a_request_in_flight() {
+    let mut root = Root::new();
+    root.set("app.drain_timeout", "1s");
+    // SLOW_MS slows the health checks too.
+    root.set("heartbeat.timeout", "15s");
+    root.set("app.ready_timeout", "30s");
+    root.serve();
+    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "8000")]);
+    root.push("blue").says("blue: live in ");
+    let old_pid = root.live_pid("blue");
+
+    let url = root.url(root.blue, "/");
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| http("GET", &url, None));
+        wait_for_one_in_flight(&root);
+        root.remove("SLOW_MS");
+        root.commit("fast v2", &[("VERSION", "v2\n")]);
+        root.push("blue").says("blue: live in ");
+        wait_for(
+            Duration::from_secs(6),
+            "the old process group to be gone",
+            || group_gone(old_pid).then_some(()),
+        );
+        let answer = slow.join().unwrap();
+        assert!(
+            !matches!(&answer, Ok(a) if a.body.starts_with("v1 from blue")),
+            "the request was not cut: {answer:?}"
+        );
+    });
+    root.wait_log("drain timeout: stopping with 1 requests in flight");
+}
+
 #[test]
 fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
     let root = blue_live_with(&[("app.ready_timeout", "2s".into())]);
