@@ -16,6 +16,7 @@
 //! `GET /many-headers/<n>` answers with `n` (at most 1000) `Set-Cookie` headers (a
 //! proxy's header limits). `GET /bytes/<n>` answers `n` bytes of `x` (at most 64 MiB,
 //! from one buffer made on first use): a download larger than the sockets can hold.
+//! `GET /hop-by-hop` answers with hop-by-hop headers (what a proxy must not pass on).
 //!
 //! It runs on hyper rather than tiny_http: tiny_http gives each keep-alive connection a
 //! thread from a pool that can leave a new connection unserved while others stay open
@@ -134,6 +135,18 @@ fn many_headers(n: usize) -> Response<Full<Bytes>> {
     response
 }
 
+/// `GET /hop-by-hop`: an answer with headers meant for the next hop only (`Keep-Alive`,
+/// and `X-Hop` that its `Connection` names), beside `X-Kept`, an end-to-end one.
+fn hop_by_hop() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from("hop-by-hop headers\n")));
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("x-hop"));
+    headers.insert("x-hop", HeaderValue::from_static("1"));
+    headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    headers.insert("x-kept", HeaderValue::from_static("yes"));
+    response
+}
+
 /// The most `GET /bytes/<n>` answers.
 const MAX_BYTES: usize = 64 << 20;
 
@@ -176,6 +189,9 @@ impl App {
         }
         if let Some(n) = request.uri().path().strip_prefix("/bytes/") {
             return bytes(n.parse().unwrap_or(0));
+        }
+        if request.uri().path() == "/hop-by-hop" {
+            return hop_by_hop();
         }
         let (status, body) = if self
             .fail_after

@@ -574,3 +574,20 @@ fn an_answer_with_more_than_100_headers_reaches_the_client() {
     assert_eq!(answer.matches("set-cookie: c").count(), 120, "{answer}");
     assert!(answer.ends_with("120 headers\n"), "{answer}");
 }
+
+/// A worker's hop-by-hop headers stay on its hop: `Keep-Alive`, `Connection` and the
+/// headers it names never reach the client; the others do.
+#[test]
+fn a_workers_hop_by_hop_headers_do_not_reach_the_client() {
+    let root = blue_live();
+    let answer = raw(
+        root.blue,
+        "GET /hop-by-hop HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let head = answer.to_lowercase();
+    assert!(head.contains("\r\nx-kept: yes\r\n"), "{answer}");
+    for hop in ["keep-alive:", "x-hop:", "connection: x-hop"] {
+        assert!(!head.contains(&format!("\r\n{hop}")), "{hop} in {answer}");
+    }
+}
