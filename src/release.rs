@@ -25,6 +25,11 @@ pub const WAS_CURRENT: &str = ".bluegreen-was-current";
 /// Written into a release by the daemon when a generation of it went live (holding that
 /// moment's time): it is known to have served, so `rollback` goes back to it first.
 pub const WENT_LIVE: &str = ".bluegreen-went-live";
+/// Written into a release that `rollback` moved `current` back off (holding that moment's
+/// time), and removed when `current` names it again: a later rollback passes it over, so
+/// that going back from a release pushed after a rollback never lands on the one rolled
+/// back from.
+pub const ROLLED_BACK: &str = ".bluegreen-rolled-back";
 
 /// What a release records about where it came from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,6 +58,8 @@ pub struct Release {
     pub was_current: bool,
     /// A generation of it went live (see [`WENT_LIVE`]).
     pub went_live: bool,
+    /// `rollback` moved `current` back off it (see [`ROLLED_BACK`]).
+    pub rolled_back: bool,
 }
 
 impl Release {
@@ -136,7 +143,11 @@ pub fn create(
     let made = (|| -> anyhow::Result<()> {
         // The marks are ours: a pushed tree that carries files of those names does not
         // get to say the release ran.
-        fsops::copy_tree(&build, &tmp, &[build::META, WAS_CURRENT, WENT_LIVE])?;
+        fsops::copy_tree(
+            &build,
+            &tmp,
+            &[build::META, WAS_CURRENT, WENT_LIVE, ROLLED_BACK],
+        )?;
         // Its links, metadata and marks go in, also where the build made its folder
         // read-only (the copy has the build's mode).
         fsops::owner_writable(&tmp)?;
@@ -258,7 +269,8 @@ fn plural(n: usize) -> &'static str {
 /// [`WAS_CURRENT`]. A mark that cannot be written (a full disk: the new link needs no
 /// data block, the mark does) does not stop the flip, which is what a rollback on a full
 /// disk is for: the reason is returned for the caller to tell. Without the mark, a
-/// release that never went live either is passed over by a later `rollback`.
+/// release that never went live either is passed over by a later `rollback`. Release
+/// `id` loses its [`ROLLED_BACK`] mark: current again, it is no longer one gone back from.
 pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Option<String>> {
     anyhow::ensure!(
         layout.release_dir(slot, id).join(META).is_file(),
@@ -281,7 +293,26 @@ pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Option<Stri
     // The caller holds the slot lock: any earlier flip's temp link is a dead one's.
     fsops::remove_stale_siblings(&layout.current_link(slot));
     fsops::flip_symlink(&layout.current_link(slot), &layout.current_target(id))?;
+    // Removing a file needs no free block; an error here leaves a release that later
+    // rollbacks pass over, which `releases` shows.
+    if let Err(e) = fsops::remove_any(&layout.release_dir(slot, id).join(ROLLED_BACK)) {
+        unmarked.get_or_insert(format!(
+            "cannot clear {slot}/{id}'s rolled-back mark: {e:#}"
+        ));
+    }
     Ok(unmarked)
+}
+
+/// Marks release `id` of `slot` as one `rollback` went back from ([`ROLLED_BACK`]).
+/// Written after the flip, so that a flip that failed leaves no mark on what is still
+/// current.
+pub fn mark_rolled_back(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    fsops::write_atomic(
+        &layout.release_dir(slot, id).join(ROLLED_BACK),
+        format!("{now}\n").as_bytes(),
+    )
+    .with_context(|| format!("cannot mark release {slot}/{id} as rolled back"))
 }
 
 /// The release `current` points at, if any.
@@ -343,6 +374,7 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
             meta: read_meta(&entry.path()),
             was_current: entry.path().join(WAS_CURRENT).is_file(),
             went_live: entry.path().join(WENT_LIVE).is_file(),
+            rolled_back: entry.path().join(ROLLED_BACK).is_file(),
             id,
         });
     }
@@ -352,7 +384,8 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
 
 /// The release before `id`: the newest older one that went live, or, when none did (no
 /// daemon ran them), the newest older one that was current. A release that failed to
-/// start is passed over, and so is one a killed deploy left behind. In a slot where no
+/// start is passed over, and so is one a killed deploy left behind, and one a rollback
+/// went back from (until it is current again). In a slot where no
 /// release carries either mark (made before they existed), the one made just before.
 /// `id` need not be listed (its folder removed by hand): those older than it still are.
 pub fn previous(releases: &[Release], id: &str) -> Option<String> {
@@ -362,8 +395,8 @@ pub fn previous(releases: &[Release], id: &str) -> Option<String> {
     let found = older
         .iter()
         .rev()
-        .find(|r| r.went_live)
-        .or_else(|| older.iter().rev().find(|r| r.was_current));
+        .find(|r| r.went_live && !r.rolled_back)
+        .or_else(|| older.iter().rev().find(|r| r.was_current && !r.rolled_back));
     match found {
         Some(release) => Some(release.id.clone()),
         None if !marked(releases) => older.last().map(|r| r.id.clone()),

@@ -36,13 +36,16 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
                 .as_ref()
                 .map(|m| (m.created.as_str(), m.build_key.as_str(), m.summary.as_str()))
                 .unwrap_or(("?", "?", ""));
-            // What `rollback` passes over: a release a killed deploy left behind, and
-            // (once the daemon serves the slot) one that did not go live.
+            // What `rollback` passes over: a release a killed deploy left behind, one a
+            // rollback went back from, and (once the daemon serves the slot) one that
+            // did not go live.
             let is_current = mark == "*";
             let never = if !marked {
                 ""
             } else if !r.was_current && !is_current {
                 "  (never current)"
+            } else if r.rolled_back && !is_current {
+                "  (rolled back)"
             } else if !any_live || r.went_live {
                 ""
             } else if is_current {
@@ -114,10 +117,18 @@ pub fn rollback(
         "{target} is already {slot}'s current release"
     );
     let unmarked = release::flip(layout, slot, &target)?;
+    // Gone back from (ids sort by age; `--to` a newer one is no going back): a later
+    // rollback passes it over.
+    let rolled_back = (target < current)
+        .then(|| release::mark_rolled_back(layout, slot, &current).err())
+        .flatten();
     drop(lock);
     writeln!(out, "{slot}: current {current} -> {target}")?;
-    if let Some(unmarked) = unmarked {
-        writeln!(out, "{slot}: note: {unmarked}")?;
+    for note in unmarked
+        .into_iter()
+        .chain(rolled_back.map(|e| format!("{e:#}")))
+    {
+        writeln!(out, "{slot}: note: {note}")?;
     }
     verdict::reload(config, layout, slot, &target, out)
 }

@@ -320,6 +320,50 @@ fn rollback_while_serving_runs_the_previous_release() {
     root.wait_body(root.blue, "v1 from blue");
 }
 
+/// Going back from a release pushed after rollbacks lands on what served before it, not
+/// on a release rolled back from: v3 and v2 were gone back from, so back from v4 is v1.
+/// A release made current again (`--to`) is no longer passed over.
+#[test]
+fn rollback_passes_over_the_releases_rolled_back_from() {
+    let root = v2_over_v1_on_blue();
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: live in ");
+    root.run_ok(&["rollback", "blue"]);
+    root.run_ok(&["rollback", "blue"]);
+    root.wait_body(root.blue, "v1 from blue");
+    let [v1, v2, v3] = <[String; 3]>::try_from(root.releases("blue")).unwrap();
+    let listed = root.run_ok(&["releases", "blue"]);
+    for rolled_back in [&v2, &v3] {
+        let line = listed
+            .lines()
+            .find(|l| l.contains(rolled_back.as_str()))
+            .unwrap();
+        assert!(line.ends_with("  (rolled back)"), "{listed}");
+    }
+
+    root.commit("v4", &[("VERSION", "v4\n")]);
+    root.push("blue").says("blue: live in ");
+    let v4 = root.current("blue").unwrap();
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert!(
+        text.contains(&format!("blue: current {v4} -> {v1}")),
+        "{text}"
+    );
+    root.wait_body(root.blue, "v1 from blue");
+
+    // v3 made current again: back from v5 is v3.
+    root.run_ok(&["rollback", "blue", "--to", &v3]);
+    root.commit("v5", &[("VERSION", "v5\n")]);
+    root.push("blue").says("blue: live in ");
+    let v5 = root.current("blue").unwrap();
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert!(
+        text.contains(&format!("blue: current {v5} -> {v3}")),
+        "{text}"
+    );
+    root.wait_body(root.blue, "v3 from blue");
+}
+
 #[test]
 fn rollback_on_a_full_disk_still_goes_back() {
     let root = v2_over_v1_on_blue();
