@@ -109,7 +109,13 @@ pub fn rollback(
             })
             .or_else(|| release::previous(&releases, &current))
             .with_context(|| {
-                format!("{slot} has no release before {current} to go back to: none went live or was current (see `bluegreen releases {slot}`)")
+                let passed_over = releases.iter().any(|r| r.rolled_back && r.id < current);
+                let except = if passed_over {
+                    " but releases rolled back from (`--to` takes one)"
+                } else {
+                    ""
+                };
+                format!("{slot} has no release before {current} to go back to: none went live or was current{except} (see `bluegreen releases {slot}`)")
             })?,
     };
     anyhow::ensure!(

@@ -362,6 +362,17 @@ fn rollback_passes_over_the_releases_rolled_back_from() {
         "{text}"
     );
     root.wait_body(root.blue, "v3 from blue");
+
+    // With v1 removed by hand, only v2 is older, and it was rolled back from: refused,
+    // saying so, and nothing moves.
+    fs::remove_dir_all(root.path.join("blue/releases").join(&v1)).unwrap();
+    let out = root.run(&["rollback", "blue"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: blue has no release before {v3} to go back to: none went live or was current but releases rolled back from (`--to` takes one) (see `bluegreen releases blue`)")
+    );
+    assert_eq!(root.current("blue").unwrap(), v3);
 }
 
 #[test]
