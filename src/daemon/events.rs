@@ -62,3 +62,24 @@ impl Events {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_keeps_only_the_newest_events() {
+        let events = Events::default();
+        for n in 1..=KEEP + 50 {
+            events.record("deploy", None, false, format!("event {n}"));
+        }
+        let kept = events.recent(usize::MAX);
+        assert_eq!(kept.len(), KEEP);
+        assert_eq!(kept[0].message, "event 51");
+        assert_eq!(kept[0].seq, 51);
+        assert_eq!(kept[KEEP - 1].message, format!("event {}", KEEP + 50));
+        let newest = events.recent(2);
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[1].seq, (KEEP + 50) as u64);
+    }
+}
