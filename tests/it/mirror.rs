@@ -106,12 +106,22 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
     assert!(!root.get(root.green, "/items").body.contains("kept"));
     // A slot env named like one of bluegreen's own (`DIR`: `FROM_DIR`) does not replace it.
     root.set("slots.blue.env.DIR", "/nonexistent");
-    set_migrate(&root, "sh -c 'cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_SLOT->$TO_SLOT $TO_REDIS_PORT\" > \"$TO_DIR/data/migrated\"'", 1);
+    // Each slot's live port and env reach the migration, under its own prefix.
+    set_migrate(&root, "sh -c 'cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_SLOT->$TO_SLOT $FROM_REDIS_PORT $TO_REDIS_PORT $FROM_PORT $TO_PORT\" > \"$TO_DIR/data/migrated\"'", 1);
+    let port = |slot: &str| root.status()["slots"][slot]["live"]["port"].clone();
+    let (blue_port, green_port) = (port("blue"), port("green"));
+    assert!(
+        blue_port.is_u64() && green_port.is_u64(),
+        "{blue_port} {green_port}"
+    );
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 200, "{}", answer.body);
     let items = root.get(root.front, "/items").body;
     assert!(items.contains("\"kept\":\"data\""), "{items}");
-    assert!(items.contains("blue->green 6380"), "{items}");
+    assert!(
+        items.contains(&format!("blue->green 6379 6380 {blue_port} {green_port}")),
+        "{items}"
+    );
 
     set_migrate(
         &root,
