@@ -261,6 +261,52 @@ fn a_failing_build_and_a_slow_one_leave_current_alone() {
 }
 
 #[test]
+fn a_build_past_its_timeout_is_stopped_at_the_timeout_not_when_it_ends() {
+    let root = Root::new();
+    root.commit("good", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    let before = root.current("blue").unwrap();
+    let pid_file = root.path.parent().unwrap().join("build.pid");
+    root.set(
+        "build.env",
+        env_map(&[("PID_FILE", pid_file.to_str().unwrap())]),
+    );
+    root.set(
+        "build.command",
+        "sh -c 'echo $$ > \"$PID_FILE\"; sleep 40; echo built'",
+    );
+    root.set("build.timeout", "1s");
+    root.commit("slow", &[("VERSION", "v2\n")]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let _ = tx.send(root.push("blue"));
+        });
+        // Well before the build's own end: the hook stops it at build.timeout.
+        let pushed = rx.recv_timeout(Duration::from_secs(20));
+        let group: Option<i32> = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok());
+        if pushed.is_err() {
+            if let Some(group) = group {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(group),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+        }
+        let pushed = pushed.expect("the push to end at build.timeout, not when the build ends");
+        pushed.says("timed out after 1s (build.timeout); its process group was killed");
+        let group = group.expect("the build wrote its pid");
+        assert!(
+            poll_until(Duration::from_secs(5), || group_gone(group).then_some(())).is_some(),
+            "the timed-out build's group outlived its push"
+        );
+        assert_eq!(root.current("blue").unwrap(), before);
+    });
+}
+
+#[test]
 fn a_broken_config_says_the_push_was_not_deployed() {
     let root = Root::new();
     root.commit("good", &[("VERSION", "v1\n")]);
