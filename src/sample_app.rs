@@ -166,6 +166,11 @@ fn as_received(parts: &http::request::Parts) -> String {
         "x-forwarded-proto",
         "x-forwarded-host",
         "connection",
+        // Hop-by-hop ones, which a proxy must not pass on (`x-hop` as a `Connection` names it).
+        "keep-alive",
+        "te",
+        "upgrade",
+        "x-hop",
     ] {
         for value in parts.headers.get_all(name) {
             text += &format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes()));
