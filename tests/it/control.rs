@@ -278,13 +278,36 @@ fn status_prints_slots_for_a_person_and_json_for_scripts() {
             && first.ends_with("   mirroring: on   failover: on"),
         "{text}"
     );
-    let blue = text.lines().find(|l| l.starts_with("* blue")).unwrap();
-    assert!(blue.contains("healthy  release "), "{blue}");
     assert!(text.lines().any(|l| l.starts_with("  green")), "{text}");
     let out = root.run(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["active"], "blue");
     assert_eq!(json["slots"]["green"]["health"], "healthy");
+    // What the person reads is what the daemon says, each value under its own name.
+    let live = &json["slots"]["blue"]["live"];
+    let blue = text.lines().find(|l| l.starts_with("* blue")).unwrap();
+    let expected = format!(
+        "healthy  release {}  commit {}  generation {}  pid {}  port {}  up ",
+        live["release"].as_str().unwrap(),
+        live["commit"].as_str().unwrap(),
+        live["generation"],
+        live["pid"],
+        live["port"],
+    );
+    assert!(blue.contains(&expected), "{expected:?} not in {blue:?}");
+    assert_eq!(live["release"], json["slots"]["blue"]["current"]);
+    let counters = json["mirroring"]["counters"].as_object().unwrap();
+    let mirror: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let mirror = format!("mirror: {}", mirror.join(", "));
+    assert!(text.lines().any(|l| l == mirror), "no {mirror:?} in {text}");
+    let events = json["events"].as_array().unwrap();
+    let last = events.last().expect("the pushes were recorded");
+    let event = format!(
+        "  {} {}",
+        last["at"].as_str().unwrap(),
+        last["message"].as_str().unwrap()
+    );
+    assert!(text.lines().any(|l| l == event), "no {event:?} in {text}");
 }
 
 #[test]
