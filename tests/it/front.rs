@@ -27,6 +27,24 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "switched blue -> green"
     );
+    // The last switch, who asked for it, in /status and in state.json.
+    let last = root.status()["last_switch"].clone();
+    assert_eq!(
+        (
+            last["from"].as_str(),
+            last["to"].as_str(),
+            last["cause"].as_str()
+        ),
+        (Some("blue"), Some("green"), Some("cli")),
+        "{last}"
+    );
+    assert!(
+        last["at"].as_str().is_some_and(|at| at.ends_with('Z')),
+        "{last}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["last_switch"], last);
     // Each counted by who asked: the CLI's is its own cause, not the API's.
     let metrics = root.control("GET", "/metrics").body;
     for cause in ["api", "front", "cli"] {
