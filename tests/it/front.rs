@@ -411,7 +411,12 @@ fn the_heartbeat_stays_put_when_both_slots_fail() {
             .contains("heartbeat: both slots failing")
             .then_some(())
     });
-    assert_eq!(root.status()["active"], "blue");
+    let status = root.status();
+    assert_eq!(status["active"], "blue");
+    // /status tells how long blue has been failing, and that the heartbeat may still switch.
+    let failures = &status["heartbeat"]["consecutive_failures"];
+    assert!(failures.as_u64().is_some_and(|n| n >= 2), "{status}");
+    assert_eq!(status["heartbeat"]["armed"], true, "{status}");
 }
 
 #[test]
