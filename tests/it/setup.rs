@@ -71,6 +71,44 @@ fn bad_config_names_file_line_and_key() {
 }
 
 #[test]
+fn serve_refuses_a_bad_config_naming_file_line_and_key_and_changes_nothing() {
+    let root = Root::new();
+    root.set("app.ready_timeout", "soon");
+    let file = root.path.join("bluegreen.toml");
+    let line = fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .position(|l| l.trim_start().starts_with("ready_timeout"))
+        .unwrap()
+        + 1;
+    let before = walkdir(&root.path);
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--root"])
+        .arg(&root.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = poll_until(std::time::Duration::from_secs(10), || {
+        serve.try_wait().unwrap()
+    });
+    if exited.is_none() {
+        let _ = serve.kill();
+    }
+    let out = serve.wait_with_output().unwrap();
+    assert_eq!(exited.and_then(|status| status.code()), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: {}:{line}: app.ready_timeout: invalid duration `soon`: expected number at 0",
+            file.display()
+        )
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", root.front)).is_err());
+    assert_eq!(walkdir(&root.path), before);
+}
+
+#[test]
 fn init_again_repairs_and_keeps_everything() {
     let root = Root::new();
     root.commit("first", &[("VERSION", "v1\n")]);
