@@ -71,6 +71,18 @@ fn a_push_lands_a_release_with_modes_and_symlinks() {
             .unwrap();
     assert_eq!(meta["commit"], sha);
     assert_eq!(meta["ref"], "refs/heads/main");
+
+    // What the app wrote in its linked dir is there for the next release too.
+    fs::write(dir.join("data/uploaded"), "kept\n").unwrap();
+    let first = current;
+    root.commit("second", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: release ");
+    assert_ne!(root.current("blue").unwrap(), first);
+    assert_eq!(fs::read_to_string(dir.join("VERSION")).unwrap(), "v2\n");
+    assert_eq!(
+        fs::read_to_string(dir.join("data/uploaded")).unwrap(),
+        "kept\n"
+    );
 }
 
 #[test]
