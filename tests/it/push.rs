@@ -91,7 +91,7 @@ fn the_same_tree_on_both_slots_builds_once() {
     let count = root.path.parent().unwrap().join("builds-run");
     root.set(
         "build.command",
-        "sh -c 'echo building; echo x >> \"$COUNT\"'",
+        "sh -c 'echo building; echo warning >&2; echo x >> \"$COUNT\"'",
     );
     root.set("build.env", env_map(&[("COUNT", count.to_str().unwrap())]));
     root.commit("first", &[("VERSION", "v1\n")]);
@@ -99,6 +99,18 @@ fn the_same_tree_on_both_slots_builds_once() {
     root.push("green").says("green: build reused");
     assert_eq!(count_lines(&count), 1);
     assert!(root.current("blue").is_some() && root.current("green").is_some());
+    // One build, and its output, stdout and stderr, in builds/<key>.log.
+    let key = |slot: &str| {
+        let meta = fs::read_to_string(root.path.join(slot).join("current/.bluegreen-release.json"));
+        let meta: serde_json::Value = serde_json::from_str(&meta.unwrap()).unwrap();
+        meta["build_key"].as_str().unwrap().to_string()
+    };
+    assert_eq!(key("blue"), key("green"));
+    let log = root
+        .path
+        .join("builds")
+        .join(format!("{}.log", key("blue")));
+    assert_eq!(fs::read_to_string(&log).unwrap(), "building\nwarning\n");
 }
 
 #[test]
