@@ -51,6 +51,27 @@ fn wait_for_one_in_flight(root: &Root) {
     );
 }
 
+/// `{port}`, `$NAME` and `${NAME}` in `app.command` are filled word by word, without a
+/// shell: a slot env value with spaces and shell syntax stays one word, never run.
+#[test]
+fn the_app_command_is_filled_from_the_generations_env_without_a_shell() {
+    let mut root = Root::new();
+    let tag = "x y;$(touch pwned)";
+    root.set("slots.blue.env", env_map(&[("TAG", tag)]));
+    root.set(
+        "app.command",
+        format!("env PORT={{port}} RELEASE=${{SLOT}}:$TAG {BIN} sample-app"),
+    );
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    assert_eq!(
+        root.get(root.blue, "/").body,
+        format!("v1 from blue (release blue:{tag})\n")
+    );
+    assert!(!root.path.join("blue/current/pwned").exists());
+}
+
 #[test]
 fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     let mut root = Root::new();
