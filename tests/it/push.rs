@@ -113,6 +113,29 @@ fn the_same_tree_on_both_slots_builds_once() {
     assert_eq!(fs::read_to_string(&log).unwrap(), "building\nwarning\n");
 }
 
+/// One build serves both slots: it gets `build.env`, never a slot's env.
+#[test]
+fn a_build_gets_build_env_and_never_a_slots_env() {
+    let root = Root::new();
+    root.set("slots.blue.env", env_map(&[("REDIS_PORT", "6379")]));
+    root.set("slots.green.env", env_map(&[("REDIS_PORT", "6380")]));
+    root.set("build.env", env_map(&[("MODE", "production")]));
+    root.set(
+        "build.command",
+        "sh -c 'echo \"slot env [$REDIS_PORT] build env [$MODE]\" > BUILD_ENV'",
+    );
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: build ");
+    root.push("green").says("green: build reused");
+    for slot in ["blue", "green"] {
+        assert_eq!(
+            fs::read_to_string(root.path.join(slot).join("current/BUILD_ENV")).unwrap(),
+            "slot env [] build env [production]\n",
+            "{slot}"
+        );
+    }
+}
+
 #[test]
 fn concurrent_pushes_of_one_commit_build_once() {
     let root = Root::new();
