@@ -390,6 +390,25 @@ fn status_tells_a_failing_standby() {
     );
 }
 
+/// A health check slower than `heartbeat.timeout` is a failure: an active slot that
+/// answers, but too late, is left for a healthy standby.
+#[test]
+fn a_heartbeat_check_past_its_timeout_is_a_failure() {
+    let mut root = quick_heartbeat();
+    root.set("heartbeat.timeout", "5s");
+    root.serve();
+    root.commit("slow", &[("VERSION", "v1\n"), ("SLOW_MS", "1500")]);
+    root.push("blue").says("blue: live in ");
+    root.remove("SLOW_MS");
+    root.commit("quick", &[("VERSION", "v2\n")]);
+    root.push("green").says("green: live in ");
+    assert_eq!(root.status()["active"], "blue");
+    root.set("heartbeat.timeout", "500ms");
+    root.reload_config();
+    wait_for_failover(&root, "green", Duration::from_secs(15));
+    assert!(root.get(root.front, "/").body.starts_with("v2 from green"));
+}
+
 #[test]
 fn the_heartbeat_stays_put_when_both_slots_fail() {
     let mut root = held_heartbeat();
