@@ -117,19 +117,27 @@ fn init_again_repairs_and_keeps_everything() {
     let config = fs::read_to_string(root.path.join("bluegreen.toml")).unwrap();
     fs::remove_file(root.path.join("green.git/hooks/post-receive")).unwrap();
     fs::remove_dir_all(root.path.join("green/shared")).unwrap();
+    // Blue's hook names a binary that moved away (an upgrade): dangling.
+    let blue_hook = root.path.join("blue.git/hooks/post-receive");
+    fs::remove_file(&blue_hook).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/bluegreen", &blue_hook).unwrap();
     let out = Command::new(BIN)
         .arg("init")
         .arg(&root.path)
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(
-        fs::symlink_metadata(root.path.join("green.git/hooks/post-receive"))
-            .unwrap()
-            .is_symlink()
-    );
+    let binary = fs::canonicalize(BIN).unwrap();
+    for slot in ["blue", "green"] {
+        let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
+        assert_eq!(fs::read_link(&hook).unwrap(), binary, "{slot}");
+    }
     assert!(root.path.join("green/shared").is_dir());
     assert_eq!(root.current("blue").unwrap(), release);
+    // Both repaired hooks deploy again.
+    root.commit("second", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: release ");
+    root.push("green").says("green: release ");
     assert_eq!(
         fs::read_to_string(root.path.join("bluegreen.toml")).unwrap(),
         config
