@@ -408,6 +408,26 @@ fn sigterm_drains_stops_everything_and_exits_zero() {
 /// A request on a connection the daemon accepted just before a stop, sent once the stop
 /// has begun, is answered (then the connection closes), not cut off: under a socket unit
 /// its client would otherwise lose a request that the next daemon would have answered.
+/// A keep-alive client that sends nothing more does not hold the daemon's stop for
+/// `drain_timeout`: its connection is closed, and the daemon exits 0.
+#[test]
+fn an_idle_keep_alive_connection_is_closed_when_the_daemon_stops() {
+    use std::io::Read;
+    let mut root = blue_live_with(&[("app.drain_timeout", "60s".into())]);
+    let mut idle = sent(root.front, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("v1 from blue") {
+        let n = idle.read(&mut chunk).unwrap();
+        assert_ne!(n, 0, "closed before the answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(20)), Some(0));
+    // Closed by the daemon, not left open.
+    assert_eq!(idle.read(&mut chunk).unwrap_or(0), 0);
+}
+
 #[test]
 fn a_request_sent_as_the_daemon_stops_on_a_new_connection_is_answered() {
     use std::io::{Read, Write};
