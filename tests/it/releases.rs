@@ -26,6 +26,26 @@ fn rollback_releases_and_pruning() {
         listed.lines().next().unwrap().starts_with("* blue"),
         "newest first, current marked: {listed}"
     );
+    // Each line: the release, its time, commit, build key and summary, as its metadata says.
+    for (line, id) in listed.lines().zip(releases.iter().rev()) {
+        let meta = fs::read_to_string(
+            root.path
+                .join("blue/releases")
+                .join(id)
+                .join(".bluegreen-release.json"),
+        )
+        .unwrap();
+        let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+        let wanted = format!(
+            "{}  {}  build {}  {}",
+            meta["created"].as_str().unwrap(),
+            &meta["commit"].as_str().unwrap()[..7],
+            meta["build_key"].as_str().unwrap(),
+            meta["summary"].as_str().unwrap(),
+        );
+        assert!(line.contains(&format!(" {id} ")), "{id} not in {line:?}");
+        assert!(line.contains(&wanted), "{wanted:?} not in {line:?}");
+    }
 
     root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), releases[1]);
