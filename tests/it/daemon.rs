@@ -405,9 +405,6 @@ fn sigterm_drains_stops_everything_and_exits_zero() {
     root.stop_cleanly(Duration::from_secs(10));
 }
 
-/// A request on a connection the daemon accepted just before a stop, sent once the stop
-/// has begun, is answered (then the connection closes), not cut off: under a socket unit
-/// its client would otherwise lose a request that the next daemon would have answered.
 /// A keep-alive client that sends nothing more does not hold the daemon's stop for
 /// `drain_timeout`: its connection is closed, and the daemon exits 0.
 #[test]
@@ -428,6 +425,9 @@ fn an_idle_keep_alive_connection_is_closed_when_the_daemon_stops() {
     assert_eq!(idle.read(&mut chunk).unwrap_or(0), 0);
 }
 
+/// A request on a connection the daemon accepted just before a stop, sent once the stop
+/// has begun, is answered (then the connection closes), not cut off: under a socket unit
+/// its client would otherwise lose a request that the next daemon would have answered.
 #[test]
 fn a_request_sent_as_the_daemon_stops_on_a_new_connection_is_answered() {
     use std::io::{Read, Write};
