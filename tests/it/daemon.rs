@@ -72,6 +72,20 @@ fn the_app_command_is_filled_from_the_generations_env_without_a_shell() {
     assert!(!root.path.join("blue/current/pwned").exists());
 }
 
+/// Starts a request to blue (a slow v1) and, once it is in flight, pushes a fast v2 over
+/// it: the request's thread, whose answer tells how the drain treated it.
+fn fast_v2_over_a_request_in_flight(
+    root: &Root,
+) -> std::thread::JoinHandle<Result<Answer, String>> {
+    let url = root.url(root.blue, "/");
+    let slow = std::thread::spawn(move || http("GET", &url, None));
+    wait_for_one_in_flight(root);
+    root.remove("SLOW_MS");
+    root.commit("fast v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    slow
+}
+
 #[test]
 fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     let mut root = Root::new();
@@ -80,21 +94,14 @@ fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     root.push("blue").says("blue: live in ");
     let old_pid = root.live_pid("blue");
 
-    let url = root.url(root.blue, "/");
-    std::thread::scope(|s| {
-        let slow = s.spawn(|| http("GET", &url, None));
-        wait_for_one_in_flight(&root);
-        root.remove("SLOW_MS");
-        root.commit("fast v2", &[("VERSION", "v2\n")]);
-        root.push("blue").says("blue: live in ");
-        assert!(
-            root.get(root.blue, "/").body.starts_with("v2 from blue"),
-            "new requests go to v2"
-        );
-        let answer = slow.join().unwrap().unwrap();
-        assert_eq!(answer.status, 200);
-        assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
-    });
+    let slow = fast_v2_over_a_request_in_flight(&root);
+    assert!(
+        root.get(root.blue, "/").body.starts_with("v2 from blue"),
+        "new requests go to v2"
+    );
+    let answer = slow.join().unwrap().unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
     wait_for(
         Duration::from_secs(10),
         "the old process group to be gone",
@@ -116,24 +123,17 @@ fn drain_timeout_stops_the_old_generation_with_a_request_in_flight() {
     root.push("blue").says("blue: live in ");
     let old_pid = root.live_pid("blue");
 
-    let url = root.url(root.blue, "/");
-    std::thread::scope(|s| {
-        let slow = s.spawn(|| http("GET", &url, None));
-        wait_for_one_in_flight(&root);
-        root.remove("SLOW_MS");
-        root.commit("fast v2", &[("VERSION", "v2\n")]);
-        root.push("blue").says("blue: live in ");
-        wait_for(
-            Duration::from_secs(6),
-            "the old process group to be gone",
-            || group_gone(old_pid).then_some(()),
-        );
-        let answer = slow.join().unwrap();
-        assert!(
-            !matches!(&answer, Ok(a) if a.body.starts_with("v1 from blue")),
-            "the request was not cut: {answer:?}"
-        );
-    });
+    let slow = fast_v2_over_a_request_in_flight(&root);
+    wait_for(
+        Duration::from_secs(6),
+        "the old process group to be gone",
+        || group_gone(old_pid).then_some(()),
+    );
+    let answer = slow.join().unwrap();
+    assert!(
+        !matches!(&answer, Ok(a) if a.body.starts_with("v1 from blue")),
+        "the request was not cut: {answer:?}"
+    );
     root.wait_log("drain timeout: stopping with 1 requests in flight");
 }
 
