@@ -181,10 +181,10 @@ impl Generation {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut exited = self.exited.clone();
         let mut last: Option<String> = None;
+        // The last check's refusal, in place of `last`: told at the end, with where the
+        // app listens instead (a look at `[::1]`, taken once, not at every check).
+        let mut refused: Option<String> = None;
         loop {
-            // Looked at before each check and after a passing one: a start script that
-            // left its server in the background and exited (the server answering) has
-            // ended the generation all the same.
             let status = *exited.borrow();
             if let Some(status) = status {
                 self.flush_output().await;
@@ -196,6 +196,9 @@ impl Generation {
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
+                if let Some(e) = refused {
+                    last = Some(super::hints::refused(path, &e, self.port).await);
+                }
                 return Err(format!(
                     "not ready after {} (app.ready_timeout); last health check: {}{}",
                     humantime::format_duration(timeout),
@@ -205,27 +208,36 @@ impl Generation {
             }
             let check = left.min(check_timeout);
             match upstream::probe(client, self.port, path, check).await {
-                Ok(status) if (200..400).contains(&status) && exited.borrow().is_none() => {
-                    return Ok(())
+                Ok(status) if (200..400).contains(&status) => {
+                    // A start script that left its server in the background and exited
+                    // while the check was answered has ended the generation all the
+                    // same: the loop's top says so.
+                    if exited.borrow().is_none() {
+                        return Ok(());
+                    }
                 }
-                Ok(status) if (200..400).contains(&status) => continue,
-                Ok(status) => last = Some(format!("GET {path} answered {status}")),
+                Ok(status) => {
+                    last = Some(format!("GET {path} answered {status}"));
+                    refused = None;
+                }
                 // Nothing listens on 127.0.0.1: most often an app on a port of its own
                 // choosing, or one on the IPv6 loopback only (`localhost`).
-                Err(e) if e.to_lowercase().contains("connection refused") => {
-                    last = Some(super::hints::refused(path, &e, self.port).await);
-                }
+                Err(e) if e.to_lowercase().contains("connection refused") => refused = Some(e),
                 // A whole check that timed out names the limit to raise. One the ready
                 // deadline cut short ("no answer within 212ms") says less than the check
                 // before it did.
                 Err(e) if e.starts_with("no answer within") => {
                     if check == check_timeout {
                         last = Some(format!("GET {path}: {e} (heartbeat.timeout)"));
-                    } else if last.is_none() {
+                        refused = None;
+                    } else if last.is_none() && refused.is_none() {
                         last = Some(format!("GET {path}: {e}"));
                     }
                 }
-                Err(e) => last = Some(format!("GET {path}: {e}")),
+                Err(e) => {
+                    last = Some(format!("GET {path}: {e}"));
+                    refused = None;
+                }
             }
             let pause = tokio::time::sleep(Duration::from_millis(50));
             tokio::select! {
