@@ -280,10 +280,7 @@ pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Option<Stri
     if let Some(old) = current(layout, slot).filter(|old| old != id) {
         let dir = layout.release_dir(slot, &old);
         if dir.is_dir() {
-            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-            if let Err(e) =
-                fsops::write_atomic(&dir.join(WAS_CURRENT), format!("{now}\n").as_bytes())
-            {
+            if let Err(e) = stamp(&dir.join(WAS_CURRENT)) {
                 unmarked = Some(format!(
                     "cannot mark release {slot}/{old} as once current: {e:#}"
                 ));
@@ -307,12 +304,14 @@ pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Option<Stri
 /// Written after the flip, so that a flip that failed leaves no mark on what is still
 /// current.
 pub fn mark_rolled_back(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
+    stamp(&layout.release_dir(slot, id).join(ROLLED_BACK))
+        .with_context(|| format!("cannot mark release {slot}/{id} as rolled back"))
+}
+
+/// Writes a mark file holding this moment's time (write-temp-then-rename).
+fn stamp(file: &Path) -> anyhow::Result<()> {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    fsops::write_atomic(
-        &layout.release_dir(slot, id).join(ROLLED_BACK),
-        format!("{now}\n").as_bytes(),
-    )
-    .with_context(|| format!("cannot mark release {slot}/{id} as rolled back"))
+    fsops::write_atomic(file, format!("{now}\n").as_bytes())
 }
 
 /// The release `current` points at, if any.
@@ -417,9 +416,7 @@ pub fn mark_live(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
     if file.is_file() {
         return Ok(());
     }
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    fsops::write_atomic(&file, format!("{now}\n").as_bytes())
-        .with_context(|| format!("cannot mark release {slot}/{id} as gone live"))
+    stamp(&file).with_context(|| format!("cannot mark release {slot}/{id} as gone live"))
 }
 
 /// How the daemon's register of running workers (`run/workers/<pgid>`) names what a
