@@ -63,14 +63,10 @@ pub fn run() -> anyhow::Result<bool> {
         signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::default())?;
     }
     let read = |name: &str| fs::read_to_string(name).ok().map(|s| s.trim().to_string());
-    let number = |name: &str| -> Option<u64> {
-        read(name)
-            .or_else(|| std::env::var(name).ok())
-            .and_then(|s| s.trim().parse().ok())
-    };
-    let host = read("BIND")
-        .or_else(|| std::env::var("BIND").ok())
-        .unwrap_or_else(|| "127.0.0.1".into());
+    // A file in the release, else an env var of the same name.
+    let setting = |name: &str| read(name).or_else(|| std::env::var(name).ok());
+    let number = |name: &str| -> Option<u64> { setting(name).and_then(|s| s.trim().parse().ok()) };
+    let host = setting("BIND").unwrap_or_else(|| "127.0.0.1".into());
     let app = Arc::new(App {
         slot: std::env::var("SLOT").unwrap_or_else(|_| "none".into()),
         release: std::env::var("RELEASE").unwrap_or_else(|_| "none".into()),
