@@ -330,6 +330,11 @@ pub fn exists(layout: &Layout, slot: Slot, id: &str) -> bool {
         && layout.release_dir(slot, id).is_dir()
 }
 
+/// Whether a generation of release `id` of `slot` ever went live ([`WENT_LIVE`]).
+pub fn went_live(layout: &Layout, slot: Slot, id: &str) -> bool {
+    layout.release_dir(slot, id).join(WENT_LIVE).is_file()
+}
+
 /// The metadata of one release.
 pub fn meta(layout: &Layout, slot: Slot, id: &str) -> Option<ReleaseMeta> {
     read_meta(&layout.release_dir(slot, id))

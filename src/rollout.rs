@@ -167,6 +167,14 @@ pub fn promote(
     // Read once the wait is over: what `from` runs now, not what it ran before.
     let source_id =
         release::current(layout, from).with_context(|| format!("{from} has no current release"))?;
+    // What was tried on `from` is what it served: a push there that is still starting, or
+    // that failed to start, is not copied on.
+    if let Some(serving) = serving(layout, from).filter(|serving| *serving != source_id) {
+        anyhow::ensure!(
+            release::went_live(layout, from, &source_id),
+            "{from}'s current release {source_id} has not gone live ({from} serves {serving}): promote copies only a release that has served on {from}; `bluegreen status` says why"
+        );
+    }
     let source = release::meta(layout, from, &source_id)
         .with_context(|| {
             format!(

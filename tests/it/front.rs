@@ -547,6 +547,38 @@ fn promote_runs_the_same_build_without_rebuilding() {
 }
 
 #[test]
+fn promote_refuses_a_release_that_did_not_go_live_on_its_slot() {
+    // "The artifact tested on blue runs on green": a push to blue that failed to start was
+    // copied to green all the same, and green then tried it.
+    let root = both_live();
+    let v1 = root.current("blue").unwrap();
+    let green_v1 = root.current("green").unwrap();
+    root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("blue").says("blue: not live: ");
+    let v2 = root.current("blue").unwrap();
+    let before = walkdir(&root.path.join("green"));
+
+    let out = root.run(&["promote", "blue", "green"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "error: blue's current release {v2} has not gone live (blue serves {v1}): promote copies only a release that has served on blue; `bluegreen status` says why"
+        )
+    );
+    assert_eq!(walkdir(&root.path.join("green")), before);
+    assert_eq!(root.current("green").unwrap(), green_v1);
+
+    // Once blue's current is what it serves again, it is promoted.
+    assert!(root.run(&["rollback", "blue"]).status.success());
+    let out = root.run(&["promote", "blue", "green"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("green: live in "), "{text}");
+}
+
+#[test]
 fn a_promote_waiting_for_a_push_to_its_target_lands_after_it() {
     let mut root = Root::new();
     // A tree with SLOW_BUILD builds until the test says go, holding green's lock.

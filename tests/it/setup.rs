@@ -483,19 +483,3 @@ fn init_in_folders_it_cannot_write_changes_nothing() {
         );
     }
 }
-
-/// Every path under `dir`, relative to it.
-fn walkdir(dir: &std::path::Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(next) = todo.pop() {
-        for entry in fs::read_dir(&next).unwrap() {
-            let path = entry.unwrap().path();
-            found.push(path.strip_prefix(dir).unwrap().display().to_string());
-            if path.is_dir() && !path.is_symlink() {
-                todo.push(path);
-            }
-        }
-    }
-    found
-}

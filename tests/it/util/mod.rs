@@ -636,3 +636,20 @@ pub fn env_map(pairs: &[(&str, &str)]) -> toml::Value {
         .collect();
     toml::Value::Table(map.into_iter().collect())
 }
+
+/// Every path under `dir`, relative to it, sorted.
+pub fn walkdir(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(next) = todo.pop() {
+        for entry in fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.is_dir() && !path.is_symlink() {
+                todo.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
