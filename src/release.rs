@@ -320,14 +320,16 @@ pub fn current(layout: &Layout, slot: Slot) -> Option<String> {
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
-/// Whether `slot` has a release folder named `id`: a plain name in its releases folder,
-/// never a path leading out of it, nor one of ours there (names with a dot first, such as
-/// a release still being made).
+/// Whether `slot` has a release folder named `id` (see [`is_name`]).
 pub fn exists(layout: &Layout, slot: Slot, id: &str) -> bool {
-    !id.is_empty()
-        && !id.starts_with('.')
-        && !id.contains('/')
-        && layout.release_dir(slot, id).is_dir()
+    is_name(id) && layout.release_dir(slot, id).is_dir()
+}
+
+/// Whether `id` could name a release: a plain name in a releases folder, never a path
+/// leading out of it, nor one of ours there (names with a dot first, such as a release
+/// still being made).
+pub fn is_name(id: &str) -> bool {
+    !id.is_empty() && !id.starts_with('.') && !id.contains('/')
 }
 
 /// Whether a generation of release `id` of `slot` ever went live ([`WENT_LIVE`]).

@@ -510,6 +510,16 @@ fn a_flip_made_behind_the_daemons_back_is_picked_up_by_the_watch() {
         "{answer:?}"
     );
     assert_eq!(generation(), started);
+    // A hook whose release the later deploy also pruned before the hook asked.
+    let pruned = "20000101T000000.000Z-1234567";
+    let answer = root.control("POST", &format!("/slots/blue/reload?release={pruned}"));
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert!(
+        answer
+            .body
+            .contains(&format!("{pruned} was superseded by {first}")),
+        "{answer:?}"
+    );
     let answer = root.control("POST", "/slots/blue/reload?release=nope");
     assert_eq!(answer.status, 409, "{answer:?}");
     assert!(

@@ -194,7 +194,10 @@ impl Supervisor {
             self.last_failed = None;
         }
         if let Reload::Deployed(id) = &mode {
-            if !release::exists(&self.daemon.layout, slot, id) {
+            // Ids sort by age: one older than `current` that is gone was pruned by the
+            // later deploy that superseded it, before this deploy's hook asked.
+            let pruned = release::is_name(id) && *id < release;
+            if !release::exists(&self.daemon.layout, slot, id) && !pruned {
                 return refuse(reply, slot, format!("{slot} has no release {id}"));
             }
             if *id != release {
