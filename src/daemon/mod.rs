@@ -25,6 +25,7 @@ mod output;
 mod params;
 mod pool;
 mod proxy;
+mod proxy_thread;
 mod route;
 mod serve;
 mod slot_log;

@@ -64,7 +64,7 @@ pub struct ClientConn {
     /// `router.client_timeout` when the connection came.
     pub timeout: std::time::Duration,
     /// The connection's place in the connection cap, which a tunnel keeps.
-    pub counted: Arc<super::accept::Counted>,
+    pub counted: Arc<super::proxy_thread::Counted>,
 }
 
 pub async fn handle(
@@ -395,7 +395,7 @@ struct Tracked {
     _connection: Pooled,
     _in_flight: InFlight,
     /// The client connection is busy until the answer has been sent.
-    _client: Arc<super::accept::Counted>,
+    _client: Arc<super::proxy_thread::Counted>,
 }
 
 impl hyper::body::Body for Tracked {

@@ -24,10 +24,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::accept::Counted;
 use super::headers::{strip_hop_by_hop, Side};
 use super::pool::Pooled;
 use super::proxy::plain;
+use super::proxy_thread::Counted;
 use super::route::InFlight;
 use super::upstream::{self, Body};
 

@@ -1,0 +1,141 @@
+//! Pruning: after a deploy, a slot keeps `keep_releases` releases and never one that a
+//! rollback, a restarted daemon or a running generation may still need; builds no
+//! release uses go too.
+
+use std::fs;
+
+use anyhow::Context;
+
+use super::{current, list, marked, previous, Release};
+use crate::fsops;
+use crate::layout::Layout;
+use crate::slot::Slot;
+
+/// After an install (the caller still holds the slot lock): prunes `slot`'s releases and
+/// removes builds no release uses. The deploy is done by then, so a failure here does
+/// not fail it: it is told in the returned note (e.g. `pruned 2 releases`) and the next
+/// deploy tries again.
+pub fn tidy(layout: &Layout, slot: Slot, keep: usize, was_current: Option<&str>) -> String {
+    let mut done = Vec::new();
+    match prune(layout, slot, keep, was_current) {
+        Ok(pruned) if pruned.is_empty() => {}
+        Ok(pruned) => done.push(format!(
+            "pruned {} release{}",
+            pruned.len(),
+            plural(pruned.len())
+        )),
+        Err(e) => done.push(format!("pruning failed, retried next deploy: {e:#}")),
+    }
+    match crate::build::remove_unused(layout) {
+        Ok(unused) if unused.is_empty() => {}
+        Ok(unused) => done.push(format!(
+            "removed {} unused build{}",
+            unused.len(),
+            plural(unused.len())
+        )),
+        Err(e) => done.push(format!(
+            "removing unused builds failed, retried next deploy: {e:#}"
+        )),
+    }
+    done.join(", ")
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// How the daemon's register of running workers (`run/workers/<pgid>`) names what a
+/// worker runs; `prune` reads it back so it never removes a running release.
+pub fn in_use_entry(slot: Slot, generation: u64, release: &str) -> String {
+    format!("{slot} generation {generation} release {release}")
+}
+
+/// Releases of `slot` that a running (live or draining) generation uses.
+fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(layout.workers_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let text = fs::read_to_string(entry.path()).ok()?;
+            // One line of the entry (the other names the group's leader).
+            let rest = text
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("{slot} generation ")))?;
+            Some(rest.split_once(" release ")?.1.trim().to_string())
+        })
+        .collect()
+}
+
+/// Removes the temp folders in `slot`'s releases folder: a release being copied by a
+/// deploy that was killed, or one a killed prune was removing. The caller holds the slot
+/// lock, so none of them is still in use.
+pub(super) fn remove_temp(layout: &Layout, slot: Slot) -> anyhow::Result<()> {
+    let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            fsops::remove_any(&entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes releases until `keep` are left, never the current one, the one `rollback`
+/// would go to (`previous`, or the daemon's last live one), `was_current` (what `current`
+/// named before the flip), or one a running generation uses. Releases that never went
+/// live (failed pushes) go first, oldest first, then the oldest others: failures must not
+/// push out the releases a rollback can still go to. Also removes temp folders of killed deploys. The caller
+/// holds the slot lock. Returns the ids removed.
+pub fn prune(
+    layout: &Layout,
+    slot: Slot,
+    keep: usize,
+    was_current: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    remove_temp(layout, slot)?;
+    let releases = list(layout, slot)?;
+    let current = current(layout, slot);
+    let previous = current.as_deref().and_then(|c| previous(&releases, c));
+    let running = in_use(layout, slot);
+    // The daemon's last live release of the slot (state.json): where `rollback` goes when
+    // `current` never went live, and what a restarted daemon falls back to. Not running
+    // while the daemon is down, so `running` does not cover it then.
+    let last_live = crate::state::State::load(&layout.state_file())
+        .ok()
+        .and_then(|state| state.live.get(&slot).cloned());
+    let mut removed = Vec::new();
+    let excess = releases.len().saturating_sub(keep);
+    // Where no release is marked (an older root), the marks say nothing: by age alone.
+    let failed_first = marked(&releases);
+    let mut doomed: Vec<&Release> = releases
+        .iter()
+        .filter(|release| {
+            let id = Some(release.id.as_str());
+            id != current.as_deref()
+                && id != previous.as_deref()
+                && id != was_current
+                && id != last_live.as_deref()
+                && !running.contains(&release.id)
+        })
+        .collect();
+    // Stable: oldest first within each group.
+    doomed.sort_by_key(|release| failed_first && release.went_live);
+    for release in doomed.into_iter().take(excess) {
+        // Renamed out of the list first: a crash mid-delete leaves a temp folder, never
+        // a release that looks complete but is not.
+        let tmp = layout.release_tmp_dir(slot, &release.id);
+        fs::rename(layout.release_dir(slot, &release.id), &tmp)
+            .with_context(|| format!("cannot prune release {}", release.id))?;
+        fsops::remove_tree(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
+        removed.push(release.id.clone());
+    }
+    Ok(removed)
+}
