@@ -11,4 +11,5 @@ mod push;
 mod releases;
 mod service;
 mod setup;
+mod two_roots;
 mod util;

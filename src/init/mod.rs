@@ -2,7 +2,8 @@
 //!
 //! Creates both bare repos with the hook linked to this binary, the slot folders, and a
 //! commented `bluegreen.toml`. On an existing root it adds only what is missing; an
-//! existing config is validated, never rewritten.
+//! existing config is validated, never rewritten. A new config gets listen ports no root
+//! beside it names and nothing on the host listens on (see [`ports`]).
 
 use std::fs;
 use std::io::Write;
@@ -10,10 +11,12 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::config::{Config, TEMPLATE};
+use crate::config::Config;
 use crate::git;
 use crate::layout::Layout;
 use crate::slot::Slot;
+
+mod ports;
 
 pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     refuse_nested(layout.root())?;
@@ -44,8 +47,17 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     if kept {
         writeln!(out, "kept      {} (valid)", config_path.display())?;
     } else {
-        crate::fsops::write_atomic(&config_path, TEMPLATE.as_bytes())?;
+        let picked = ports::pick(layout.root());
+        crate::fsops::write_atomic(&config_path, picked.listens.config_text().as_bytes())?;
         writeln!(out, "created   {}", config_path.display())?;
+        if !picked.why.is_empty() {
+            writeln!(
+                out,
+                "ports     {} (the default ports are taken: {})",
+                picked.listens.describe(),
+                picked.why
+            )?;
+        }
     }
 
     for slot in Slot::ALL {

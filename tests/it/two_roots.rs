@@ -1,0 +1,97 @@
+//! Two apps on one host: two roots side by side, each with its own ports and daemon.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::util::*;
+
+fn init(root: &Path) -> Output {
+    let out = Command::new(BIN).arg("init").arg(root).output().unwrap();
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The ports of router.listen, slots.blue.listen, slots.green.listen, control.listen.
+fn ports(root: &Path) -> Vec<u16> {
+    let text = std::fs::read_to_string(root.join("bluegreen.toml")).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    let port = |table: &toml::Value| {
+        let addr: std::net::SocketAddr = table["listen"].as_str().unwrap().parse().unwrap();
+        addr.port()
+    };
+    vec![
+        port(&doc["router"]),
+        port(&doc["slots"]["blue"]),
+        port(&doc["slots"]["green"]),
+        port(&doc["control"]),
+    ]
+}
+
+fn ports_line(out: &Output) -> Option<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|line| line.starts_with("ports "))
+        .map(str::to_string)
+}
+
+/// `bluegreen init /srv/web` beside `/srv/api` gave both the same default ports, so the
+/// second daemon could not listen. It now takes the first set no root beside it names,
+/// and says so; the config it writes is valid.
+#[test]
+fn init_beside_another_root_gives_it_ports_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (api, web) = (tmp.path().join("api"), tmp.path().join("web"));
+    init(&api);
+    let out = init(&web);
+    let (api_ports, web_ports) = (ports(&api), ports(&web));
+    assert!(
+        web_ports.iter().all(|port| !api_ports.contains(port)),
+        "api {api_ports:?}, web {web_ports:?}"
+    );
+    let line = ports_line(&out).expect("a ports line");
+    assert!(
+        line.starts_with(&format!(
+            "ports     router.listen 0.0.0.0:{}, slots.blue.listen 127.0.0.1:{}, slots.green.listen 127.0.0.1:{}, control.listen 127.0.0.1:{} (the default ports are taken: ",
+            web_ports[0], web_ports[1], web_ports[2], web_ports[3]
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("{} names them", api.display())),
+        "{line}"
+    );
+    let check = Command::new(BIN)
+        .args(["check", "--root"])
+        .arg(&web)
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+
+    // Run again, init keeps the config it wrote and says nothing of ports.
+    let again = init(&web);
+    assert_eq!(ports_line(&again), None);
+    assert_eq!(ports(&web), web_ports);
+}
+
+/// A default port something on the host listens on is not written into a new config.
+#[test]
+fn init_passes_over_a_default_port_in_use() {
+    // Another test's init may be trying the port this instant: wait for it. If something
+    // else holds it for good, it is in use all the same.
+    let _held = poll_until(Duration::from_secs(2), || {
+        TcpListener::bind("127.0.0.1:9090").ok()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let out = init(&root);
+    assert_ne!(ports(&root)[1], 9090);
+    let line = ports_line(&out).expect("a ports line");
+    assert!(line.contains("9090"), "{line}");
+    assert!(line.contains("in use on this host)"), "{line}");
+}
