@@ -17,6 +17,10 @@ const REASON_CHARS: usize = 1024;
 /// The header that names the caller's root (see `Layout::identity`).
 pub const ROOT_HEADER: &str = "Bluegreen-Root";
 
+/// How a daemon answers (421) a call that names another root: `{OTHER_ROOT}{root}{OTHER_ROOT_END}`.
+pub const OTHER_ROOT: &str = "this daemon serves ";
+pub const OTHER_ROOT_END: &str = ", another root: give each root its own control.listen";
+
 /// A blocking client of one daemon's control API.
 pub struct Client {
     base: String,
@@ -68,6 +72,18 @@ impl Client {
     /// A POST that may wait for the daemon up to `wait` (a reload waits for readiness).
     pub fn post(&self, path: &str, wait: Duration) -> Result<Reply, ClientError> {
         self.call("POST", path, wait)
+    }
+
+    /// The root the daemon on `control.listen` serves when it is another root's; none
+    /// when nothing (or this root's daemon, or something else) answers within 2 s.
+    pub fn other_root(&self) -> Option<String> {
+        match self.call("GET", "/status", Duration::from_secs(2)) {
+            Err(ClientError::OtherRoot { reason, .. }) => reason
+                .strip_prefix(OTHER_ROOT)?
+                .strip_suffix(OTHER_ROOT_END)
+                .map(str::to_string),
+            _ => None,
+        }
     }
 
     fn call(&self, method: &str, path: &str, wait: Duration) -> Result<Reply, ClientError> {

@@ -115,7 +115,11 @@ async fn answer(
             return reply(
                 StatusCode::MISDIRECTED_REQUEST,
                 "text/plain",
-                format!("this daemon serves {root}, another root: give each root its own control.listen"),
+                format!(
+                    "{}{root}{}",
+                    crate::client::OTHER_ROOT,
+                    crate::client::OTHER_ROOT_END
+                ),
             );
         }
     }

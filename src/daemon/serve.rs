@@ -73,7 +73,7 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     fsops::remove_stale_siblings(&layout.state_file());
     // Read under the lock: a daemon still stopping may write it until it lets go.
     let state = State::load(&layout.state_file())?;
-    let bound = sockets::bind(&config)?;
+    let bound = sockets::bind(&config, &layout)?;
     if bound.passed > 0 {
         tracing::info!(
             "took {} listening socket(s) from systemd, bound {}",

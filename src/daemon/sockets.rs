@@ -10,14 +10,19 @@
 //! unit with a `ListenStream=` per address is enough (no `FileDescriptorName=`). A passed
 //! socket on an address the config does not name is a one-line error naming both, as is
 //! one that is not a listening TCP socket; the config's addresses systemd did not pass
-//! are bound here as without systemd.
+//! are bound here as without systemd. An address another process listens on (most
+//! often another root's daemon, given the same default ports) is a one-line error that
+//! names the key to change, the file, and that root when its daemon answers on this
+//! config's `control.listen`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use anyhow::Context;
 
+use crate::client::Client;
 use crate::config::Config;
+use crate::layout::Layout;
 
 /// The listeners `serve` needs, ready before anything starts.
 pub struct Bound {
@@ -29,7 +34,7 @@ pub struct Bound {
 }
 
 /// Takes the sockets systemd passed, and binds the rest.
-pub fn bind(config: &Config) -> anyhow::Result<Bound> {
+pub fn bind(config: &Config, layout: &Layout) -> anyhow::Result<Bound> {
     let wanted = [
         ("router.listen", config.router.listen),
         ("slots.blue.listen", config.slots.blue.listen),
@@ -54,7 +59,15 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
     let mut take = |(key, addr): (&str, SocketAddr)| -> anyhow::Result<TcpListener> {
         let listener = match passed.iter().position(|(at, _)| *at == addr) {
             Some(i) => passed.swap_remove(i).1,
-            None => listen(addr).with_context(|| format!("cannot listen on {addr} ({key})"))?,
+            None => listen(addr).map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        format!(": {}", in_use(key, addr, config, layout))
+                    }
+                    _ => String::new(),
+                };
+                anyhow::anyhow!("cannot listen on {addr} ({key}): {e}{hint}")
+            })?,
         };
         Ok(listener)
     };
@@ -76,6 +89,25 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
         control,
         passed: count,
     })
+}
+
+/// What to do about `addr` (`key`) that another process listens on: said after the
+/// error, `cannot listen on 0.0.0.0:8080 (router.listen): Address already in use ...`.
+fn in_use(key: &str, addr: SocketAddr, config: &Config, layout: &Layout) -> String {
+    let file = layout.config_file();
+    let file = file.display();
+    // Two roots made with the same defaults: the other one's daemon answers on this
+    // config's control.listen too, and names its root.
+    match Client::new(config, layout).other_root() {
+        Some(other) => format!(
+            "the daemon of {other} answers on this config's control.listen {} and most likely holds {addr} too: give this root addresses of its own (router.listen, slots.blue.listen, slots.green.listen, control.listen in {file})",
+            config.control.listen
+        ),
+        None => format!(
+            "another process listens there (`ss -ltnp 'sport = :{}'` says which): give this root its own {key} in {file}",
+            addr.port()
+        ),
+    }
 }
 
 /// A listening socket on `addr`, its backlog as long as the system allows (as systemd's
