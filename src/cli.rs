@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::slot::Slot;
 
@@ -14,6 +14,12 @@ pub struct Args {
     /// The root folder (default: $BLUEGREEN_ROOT, the hook's repo folder, or the current folder).
     #[arg(long, global = true, env = "BLUEGREEN_ROOT", hide_env_values = true)]
     pub root: Option<PathBuf>,
+
+    /// Whether `root` came from `BLUEGREEN_ROOT` rather than `--root`: the hook goes by
+    /// the repo a push came into, whatever root the pusher's environment names for the
+    /// CLI (one user with two roots sets it for one of them).
+    #[arg(skip)]
+    pub root_from_env: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -106,7 +112,7 @@ pub struct DemoArgs {
 /// spreads it over several, with a usage block) and exits with clap's code, 2; help and
 /// version print as clap prints them.
 pub fn parse() -> Args {
-    Args::try_parse().unwrap_or_else(|e| {
+    from_matches(Args::command().try_get_matches()).unwrap_or_else(|e| {
         use clap::error::ErrorKind;
         if matches!(
             e.kind(),
@@ -119,6 +125,20 @@ pub fn parse() -> Args {
         eprintln!("{}", one_line(&e.to_string()));
         std::process::exit(e.exit_code())
     })
+}
+
+/// The arguments of the hook, as git runs it through the symlink (`post-receive`).
+pub fn hook_args() -> Args {
+    from_matches(Args::command().try_get_matches_from(["bluegreen", "hook", "post-receive"]))
+        .unwrap_or_else(|e| e.exit())
+}
+
+fn from_matches(matches: Result<clap::ArgMatches, clap::Error>) -> Result<Args, clap::Error> {
+    let matches = matches?;
+    let mut args = Args::from_arg_matches(&matches)?;
+    args.root_from_env =
+        matches.value_source("root") == Some(clap::parser::ValueSource::EnvVariable);
+    Ok(args)
 }
 
 /// clap's report up to its usage block, on one line: `error: ...: <FROM>` for a list

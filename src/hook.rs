@@ -65,11 +65,11 @@ pub fn run(
         .context("the bare repo has no parent folder")?
         .to_path_buf();
     let layout = Layout::new(root.as_ref().unwrap_or(&home))?;
-    // `BLUEGREEN_ROOT` (or `--root`) may be set for the CLI in the pusher's environment:
-    // it must not send this push to another root's slot.
+    // `root` is a `--root` given on the hook's command line (`BLUEGREEN_ROOT`, the CLI's,
+    // is not passed here): one that does not hold this repo must not get its push.
     if !same_file(&layout.repo(slot), &repo_dir) {
         anyhow::bail!(
-            "this push came into {}, but the root is {} (BLUEGREEN_ROOT or --root): not deployed; unset it or point it at {}",
+            "this push came into {}, but the root is {} (--root): not deployed; drop --root or point it at {}",
             repo_dir.display(),
             layout.root().display(),
             home.display()

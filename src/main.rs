@@ -4,10 +4,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use bluegreen::cli::Args;
-
 fn main() -> ExitCode {
     // A panic is a bug; it is reported on one line like every other error.
     std::panic::set_hook(Box::new(|info| {
@@ -40,7 +36,7 @@ fn main() -> ExitCode {
         .file_name()
         .is_some_and(|name| name == "post-receive");
     let args = if as_hook {
-        Args::parse_from(["bluegreen", "hook", "post-receive"])
+        bluegreen::cli::hook_args()
     } else {
         bluegreen::cli::parse()
     };

@@ -58,7 +58,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let stdin = std::io::stdin().lock();
             let mut out = crate::hook::PusherOutput(std::io::stderr());
             let interrupt = crate::interrupt::Interrupt::install()?;
-            crate::hook::run(args.root, stdin, &mut out, &interrupt)
+            // The repo the push came into names its root; `BLUEGREEN_ROOT` is the CLI's.
+            let root = args.root.filter(|_| !args.root_from_env);
+            crate::hook::run(root, stdin, &mut out, &interrupt)
         }
         Command::Releases { slot } => {
             let slots = slot.map_or(Slot::ALL.to_vec(), |s| vec![s]);

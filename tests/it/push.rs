@@ -496,28 +496,52 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     );
 }
 
+/// One user with two roots sets `BLUEGREEN_ROOT` for the CLI of one of them: a push into
+/// the other's repo deploys there, as the repo names its root, and never into the root
+/// the variable names. It was refused (`not deployed`), and git had moved the branch all
+/// the same, so pushing again sent nothing. A `--root` given to the hook by hand that
+/// does not hold the repo is still refused.
 #[test]
-fn a_bluegreen_root_set_for_another_root_deploys_nowhere() {
+fn a_bluegreen_root_set_for_another_root_deploys_into_the_pushed_root() {
     let (root, other) = (Root::new(), Root::new());
     root.commit("first", &[("VERSION", "v1\n")]);
-    // The pusher's environment names another root (set there for the CLI): the push
-    // into this root's repo must not become that root's release.
     let out = git_command(&root.work)
         .env("BLUEGREEN_ROOT", &other.path)
         .args(["push", "blue", "+HEAD:refs/heads/main"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        text.contains(&format!(
-            "this push came into {}, but the root is {} (BLUEGREEN_ROOT or --root): not deployed",
-            root.path.join("blue.git").display(),
-            other.path.display()
-        )),
-        "{text}"
-    );
+    assert!(text.contains("blue: release "), "{text}");
+    assert!(!text.contains("not deployed"), "{text}");
+    assert!(root.current("blue").is_some(), "{text}");
     assert!(other.current("blue").is_none());
-    assert!(root.current("blue").is_none());
+
+    let head = String::from_utf8(root.git(&["rev-parse", "HEAD"]).stdout).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--root")
+        .arg(&other.path)
+        .args(["hook", "post-receive"])
+        .env("GIT_DIR", root.path.join("green.git"))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = format!("{} {} refs/heads/main\n", "0".repeat(40), head.trim());
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), line.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(
+        text.trim(),
+        format!(
+            "error: this push came into {}, but the root is {} (--root): not deployed; drop --root or point it at {}",
+            root.path.join("green.git").display(),
+            other.path.display(),
+            root.path.display()
+        )
+    );
+    assert!(other.current("green").is_none());
+    assert!(root.current("green").is_none());
 }
 
 #[test]
