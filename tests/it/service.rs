@@ -325,3 +325,34 @@ fn workers_are_not_told_of_the_sockets_systemd_passed() {
         .collect();
     assert_eq!(told, Vec::<String>::new());
 }
+
+/// The template unit for several apps on one host (`bluegreen@api` serves /srv/api as
+/// api) is the single unit with the root and the user made the instance's, so the
+/// hardening, the timeouts and the notify protocol hold for every instance alike.
+#[test]
+fn the_template_unit_is_the_single_unit_for_each_instance() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let body = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        text[text.find("\n[Unit]\n").expect("a [Unit] section")..].to_string()
+    };
+    let single = body("bluegreen.service");
+    let template = body("bluegreen@.service");
+    assert_eq!(
+        template
+            .replace("/srv/%i", "/srv/app")
+            .replace("=%i", "=app"),
+        single
+    );
+    for line in [
+        "ExecStart=/usr/local/bin/bluegreen serve --root /srv/%i",
+        "User=%i",
+        "ReadWritePaths=/srv/%i",
+    ] {
+        assert!(template.lines().any(|l| l == line), "{line}");
+    }
+    // Each instance's addresses are its own config's, given in a drop-in.
+    let socket = body("bluegreen@.socket");
+    assert!(!socket.contains("ListenStream="), "{socket}");
+    assert!(body("bluegreen.socket").contains("ListenStream=0.0.0.0:8080"));
+}
