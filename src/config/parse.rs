@@ -57,11 +57,7 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
         let message = misshapen(text, &key).unwrap_or_else(|| {
             // toml's message may take lines ("invalid table header\nduplicate key ...").
             let message = e.message().trim_end().replace('\n', ": ");
-            // Not the name of a Rust type (`expected struct PartialSlot`).
-            match message.split_once(", expected struct ") {
-                Some((found, _)) => format!("{found}, expected a table"),
-                None => message,
-            }
+            plain_words(message)
         });
         if key.is_empty() {
             format!("{line}: {message}")
@@ -109,6 +105,24 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
         }
     }
     Ok((config, line(&at.router.token_file)))
+}
+
+/// serde's message without the names of Rust types: `expected struct PartialSlot`,
+/// `expected usize`, `expected a sequence` say what the file should hold instead.
+fn plain_words(message: String) -> String {
+    if let Some((found, _)) = message.split_once(", expected struct ") {
+        return format!("{found}, expected a table");
+    }
+    let Some((found, expected)) = message.rsplit_once(", expected ") else {
+        return message;
+    };
+    let expected = match expected {
+        "usize" | "u8" | "u16" | "u32" | "u64" => "a whole number",
+        "a sequence" => "a list (`[...]`)",
+        "a map" => "a table",
+        other => other,
+    };
+    format!("{found}, expected {expected}")
 }
 
 /// Why `key`, a table of the config (`[app]`, `[slots.blue]`, ...), is something else in
@@ -290,6 +304,26 @@ mod tests {
         }
         let both = "[router]\nlisten = \"0.0.0.0:8080\"\n[slots.blue]\nlisten = \"[::1]:8080\"\n";
         assert!(Config::parse(both).is_ok());
+    }
+
+    #[test]
+    fn errors_name_no_rust_type() {
+        for (text, want) in [
+            (
+                "keep_releases = -1\n",
+                "1: keep_releases: invalid value: integer `-1`, expected a whole number",
+            ),
+            (
+                "[heartbeat]\nfailures = 2.5\n",
+                "2: heartbeat.failures: invalid type: floating point `2.5`, expected a whole number",
+            ),
+            (
+                "[app]\nlinked_dirs = \"data\"\n",
+                "2: app.linked_dirs: invalid type: string \"data\", expected a list (`[...]`)",
+            ),
+        ] {
+            assert_eq!(Config::parse(text).unwrap_err(), want);
+        }
     }
 
     #[test]

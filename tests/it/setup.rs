@@ -24,6 +24,15 @@ fn bad_config_names_file_line_and_key() {
             ":1: branch: `no..pe` is not a valid branch name",
         ),
         ("[router]\nlisten = \"everywhere\"\n", ":2: router.listen:"),
+        // Not the Rust type (`expected usize`, `expected a sequence`).
+        (
+            "keep_releases = -1\n",
+            ":1: keep_releases: invalid value: integer `-1`, expected a whole number",
+        ),
+        (
+            "[app]\nlinked_dirs = \"data\"\n",
+            ":2: app.linked_dirs: invalid type: string \"data\", expected a list (`[...]`)",
+        ),
         (
             "[router]\nlisten = \"127.0.0.1:8081\"\n",
             ":2: router.listen: same address as control.listen (127.0.0.1:8081)",
