@@ -122,7 +122,12 @@ pub fn parse() -> Args {
         ) {
             e.exit()
         }
-        eprintln!("{}", one_line(&e.to_string()));
+        let line = match e.kind() {
+            // clap's list of subcommands would name the hidden ones (`sample-app`).
+            ErrorKind::MissingSubcommand => missing_subcommand(),
+            _ => one_line(&e.to_string()),
+        };
+        eprintln!("{line}");
         std::process::exit(e.exit_code())
     })
 }
@@ -139,6 +144,20 @@ fn from_matches(matches: Result<clap::ArgMatches, clap::Error>) -> Result<Args, 
     args.root_from_env =
         matches.value_source("root") == Some(clap::parser::ValueSource::EnvVariable);
     Ok(args)
+}
+
+/// What `bluegreen` with no subcommand says: the subcommands a user may run.
+fn missing_subcommand() -> String {
+    let command = Args::command();
+    let names: Vec<&str> = command
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set())
+        .map(|sub| sub.get_name())
+        .collect();
+    format!(
+        "error: bluegreen needs a subcommand: {} (`bluegreen help` says what each does)",
+        names.join(", ")
+    )
 }
 
 /// clap's report up to its usage block, on one line: `error: ...: <FROM>` for a list
@@ -164,6 +183,15 @@ mod tests {
     fn usage_error(args: &[&str]) -> String {
         let e = Args::try_parse_from(args).unwrap_err();
         one_line(&e.to_string())
+    }
+
+    #[test]
+    fn a_missing_subcommand_names_only_the_visible_ones() {
+        assert_eq!(
+            missing_subcommand(),
+            "error: bluegreen needs a subcommand: init, check, serve, status, switch, rollback, \
+             promote, releases, mirroring, demo, hook (`bluegreen help` says what each does)"
+        );
     }
 
     #[test]

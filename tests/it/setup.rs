@@ -339,6 +339,42 @@ fn the_root_comes_from_bluegreen_root_then_the_current_folder() {
 }
 
 #[test]
+fn usage_errors_are_one_line_exit_2_and_name_no_hidden_command() {
+    let usage = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("BLUEGREEN_ROOT", "/nonexistent")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "bluegreen {args:?}: {out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "bluegreen {args:?}: {err}");
+        err.trim().to_string()
+    };
+    // With a root given (here by BLUEGREEN_ROOT, as an operator's shell may export it) but
+    // no subcommand, clap's list named the hidden `sample-app`. (With nothing at all,
+    // clap prints the help, as `git` does.)
+    assert_eq!(
+        usage(&[]),
+        "error: bluegreen needs a subcommand: init, check, serve, status, switch, rollback, \
+         promote, releases, mirroring, demo, hook (`bluegreen help` says what each does)"
+    );
+    assert_eq!(usage(&["--root", "/srv/app"]), usage(&[]));
+    assert_eq!(
+        usage(&["stauts"]),
+        "error: unrecognized subcommand 'stauts'; tip: a similar subcommand exists: 'status'"
+    );
+    assert_eq!(
+        usage(&["rollback", "purple"]),
+        "error: invalid value 'purple' for '<SLOT>': unknown slot `purple` (expected blue or green)"
+    );
+    // What the error told to run does run.
+    let help = Command::new(BIN).arg("help").output().unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("rollback"));
+}
+
+#[test]
 fn init_that_cannot_finish_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let listing = |dir: &std::path::Path| {
