@@ -276,6 +276,14 @@ impl RouterConfig {
             .with_context(|| format!("{key}: cannot read {}", path.display()))?;
         let token = token.trim().to_string();
         anyhow::ensure!(!token.is_empty(), "{key}: {} is empty", path.display());
+        // What `Authorization` can carry, as the front reads it (visible ASCII and
+        // spaces): a token with a line break or other bytes could never be presented.
+        anyhow::ensure!(
+            token.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+            "{key}: {} holds more than a token: it must be one line of printable ASCII, \
+             as an Authorization header carries it",
+            path.display()
+        );
         Ok(Some(token))
     }
 }

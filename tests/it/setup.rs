@@ -71,6 +71,23 @@ fn bad_config_names_file_line_and_key() {
             root.path.join("empty").display()
         )
     );
+    // A token no header can carry (two lines, a NUL, non-ASCII) was taken and then
+    // matched no caller.
+    for (i, token) in ["s3cret\nother\n", "s3\0cret", "sécret"].iter().enumerate() {
+        let name = format!("bad{i}");
+        fs::write(root.path.join(&name), token).unwrap();
+        fs::write(&file, format!("router.token_file = \"{name}\"\n")).unwrap();
+        let out = root.run(&["check"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            format!(
+                "error: {}:1: router.token_file: {} holds more than a token: it must be one line of printable ASCII, as an Authorization header carries it",
+                file.display(),
+                root.path.join(&name).display()
+            )
+        );
+    }
     // A relative token file is the root's, whatever folder the command runs in.
     fs::write(root.path.join("tok"), "s3cret\n").unwrap();
     fs::write(&file, "[router]\ntoken_file = \"tok\"\n").unwrap();
