@@ -258,6 +258,13 @@ pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
                 "`{dir}` must be a relative folder inside the release, without `..`"
             )));
         }
+        // The metadata and marks of each build and release (`.bluegreen-release.json`,
+        // `.bluegreen-went-live`, ...): a link there would be written over.
+        if dir.starts_with(".bluegreen-") {
+            return Err(D::Error::custom(format!(
+                "`{dir}`: names starting `.bluegreen-` are bluegreen's own files in each release: pick another"
+            )));
+        }
     }
     for (i, dir) in dirs.iter().enumerate() {
         for other in &dirs[..i] {

@@ -24,6 +24,11 @@ fn bad_config_names_file_line_and_key() {
             ":1: branch: `no..pe` is not a valid branch name",
         ),
         ("[router]\nlisten = \"everywhere\"\n", ":2: router.listen:"),
+        // Taken, and the link then written over by the mark of the release going live.
+        (
+            "[app]\nlinked_dirs = [\".bluegreen-went-live\"]\n",
+            ":2: app.linked_dirs: `.bluegreen-went-live`: names starting `.bluegreen-` are bluegreen's own files in each release: pick another",
+        ),
         // Not the Rust type (`expected usize`, `expected a sequence`).
         (
             "keep_releases = -1\n",
