@@ -148,7 +148,7 @@ fn deploy(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
-    let lock = fsops::lock(&layout.slot_lock(slot), || {
+    let lock = release::lock_slot(layout, slot, || {
         let _ = writeln!(
             out,
             "{slot}: another deploy to {slot} is running; waiting for it"

@@ -77,7 +77,7 @@ pub fn rollback(
     // What the operator sees as current when asking: a deploy that lands while this
     // waits for the slot makes "back" mean another release, so that is refused.
     let asked_at = release::current(layout, slot);
-    let lock = fsops::lock(&layout.slot_lock(slot), || {
+    let lock = release::lock_slot(layout, slot, || {
         let _ = writeln!(
             out,
             "{slot}: another deploy to {slot} is running; waiting for it"
@@ -158,7 +158,7 @@ pub fn promote(
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     anyhow::ensure!(from != to, "cannot promote {from} to itself");
-    let lock = fsops::lock(&layout.slot_lock(to), || {
+    let lock = release::lock_slot(layout, to, || {
         let _ = writeln!(
             out,
             "{to}: another deploy to {to} is running; waiting for it"

@@ -281,6 +281,24 @@ fn stamp(file: &Path) -> anyhow::Result<()> {
     fsops::write_atomic(file, format!("{now}\n").as_bytes())
 }
 
+/// Takes the slot's lock ([`Layout::slot_lock`]), held while its releases and `current`
+/// change; `on_wait` runs once if another process holds it. A slot folder that is gone
+/// is named, with what makes it again, rather than as a lock file that cannot be opened.
+pub fn lock_slot(
+    layout: &Layout,
+    slot: Slot,
+    on_wait: impl FnOnce(),
+) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    let dir = layout.slot_dir(slot);
+    anyhow::ensure!(
+        dir.is_dir(),
+        "{slot}'s folder {} is missing: `bluegreen init {}` makes it again",
+        dir.display(),
+        layout.root().display()
+    );
+    fsops::lock(&layout.slot_lock(slot), on_wait)
+}
+
 /// The release `current` points at, if any.
 pub fn current(layout: &Layout, slot: Slot) -> Option<String> {
     let target = fs::read_link(layout.current_link(slot)).ok()?;

@@ -139,6 +139,52 @@ fn serve_refuses_a_bad_config_naming_file_line_and_key_and_changes_nothing() {
 }
 
 #[test]
+fn a_missing_slot_folder_is_named_with_what_makes_it_again() {
+    let root = Root::new();
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release");
+    fs::remove_dir_all(root.path.join("green")).unwrap();
+    // What the refused commands may change: nothing but what git itself stores of a push.
+    let outside_git = || {
+        let mut paths = walkdir(&root.path);
+        paths.retain(|p| !p.starts_with("green.git"));
+        paths
+    };
+    let before = outside_git();
+    // This was `cannot open lock <root>/green/.lock: No such file or directory (os error 2)`.
+    let want = format!(
+        "green's folder {} is missing: `bluegreen init {}` makes it again",
+        root.path.join("green").display(),
+        root.path.display()
+    );
+    for args in [&["promote", "blue"][..], &["rollback", "green"]] {
+        let out = root.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            format!("error: {want}"),
+            "{args:?}"
+        );
+    }
+    let pushed = root.push("green");
+    assert_eq!(
+        pushed.remote_lines().last().unwrap(),
+        &format!("error: {want}"),
+        "{pushed:?}"
+    );
+    assert_eq!(outside_git(), before, "a refused command changes nothing");
+    // The repair it names works.
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(&root.path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let promoted = root.run_ok(&["promote", "blue"]);
+    assert!(promoted.contains("green: release "), "{promoted}");
+}
+
+#[test]
 fn init_again_repairs_and_keeps_everything() {
     let root = Root::new();
     root.commit("first", &[("VERSION", "v1\n")]);
