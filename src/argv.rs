@@ -9,6 +9,39 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
+/// Why `program` could not be started in `dir`, for the pusher or operator. The OS says
+/// `No such file or directory` alike for a program not on the PATH and for a script whose
+/// `#!` interpreter is missing: this says which, and which PATH was searched (under
+/// systemd, or over a non-interactive SSH, often not the one of the user's shell).
+/// `path` is the PATH the command's own env sets, if it sets one (the one searched then).
+pub fn not_started(
+    program: &str,
+    dir: &std::path::Path,
+    path: Option<&String>,
+    e: &std::io::Error,
+) -> String {
+    if e.kind() != std::io::ErrorKind::NotFound {
+        return e.to_string();
+    }
+    if program.contains('/') {
+        return match dir.join(program).exists() {
+            true => format!("{e}: its `#!` interpreter is missing"),
+            false => e.to_string(),
+        };
+    }
+    let path = path
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    match std::env::split_paths(&path).any(|dir| dir.join(program).is_file()) {
+        true => format!("{e}: its `#!` interpreter is missing"),
+        false => format!(
+            "not found in PATH={}: give its full path",
+            path.to_string_lossy()
+        ),
+    }
+}
+
 /// Splits a command line into words, refusing unbalanced quotes.
 pub fn split(command: &str) -> anyhow::Result<Vec<String>> {
     shell_words::split(command)

@@ -71,9 +71,10 @@ pub(super) fn run(
     }
     command.envs(&config.env);
     command.env(MARKER, dir);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", words[0]))?;
+    let mut child = command.spawn().map_err(|e| {
+        let why = argv::not_started(&words[0], dir, config.env.get("PATH"), &e);
+        anyhow::anyhow!("cannot start `{}`: {why}", words[0])
+    })?;
     // The writer ends live in the child only now, so the reader sees EOF when it is done.
     drop(command);
     let group = Pid::from_raw(child.id() as i32);

@@ -87,9 +87,10 @@ impl Generation {
             .process_group(0)
             .kill_on_drop(false);
         super::systemd::keep_from(&mut command);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start `{}` in {}", words[0], dir.display()))?;
+        let mut child = command.spawn().map_err(|e| {
+            let why = argv::not_started(&words[0], &dir, env.get("PATH"), &e);
+            anyhow::anyhow!("cannot start `{}` in {}: {why}", words[0], dir.display())
+        })?;
         let pid = child
             .id()
             .context("the worker exited before it could be watched")?;

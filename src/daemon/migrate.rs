@@ -84,7 +84,10 @@ pub async fn run(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start `{}` in {}: {e}", words[0], dir.display()))?;
+        .map_err(|e| {
+            let why = argv::not_started(&words[0], dir, env.get("PATH"), &e);
+            format!("cannot start `{}` in {}: {why}", words[0], dir.display())
+        })?;
     // Whatever the migration leaves in its group goes when it is done, and with it if
     // this switch is dropped (the daemon stopping): no orphan.
     let _group = GroupKiller(child.id(), daemon.layout.clone(), tag);

@@ -1042,3 +1042,55 @@ fn a_build_that_makes_its_folder_read_only_deploys() {
         .count();
     assert_eq!(builds, 2);
 }
+
+#[test]
+fn a_program_that_cannot_start_is_told_apart_from_a_missing_interpreter() {
+    let mut root = Root::new();
+    let error_line = |pushed: &Pushed| {
+        pushed
+            .remote_lines()
+            .into_iter()
+            .find(|line| line.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line:\n{}", pushed.text))
+    };
+    // Both were `No such file or directory (os error 2)`, which reads as a file of the
+    // tree gone missing.
+    root.set("build.command", "no-such-build-tool --production");
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let reason = error_line(&root.push("blue"));
+    assert!(
+        reason.contains("build failed: cannot start `no-such-build-tool`: not found in PATH=")
+            && reason.ends_with(": give its full path"),
+        "{reason}"
+    );
+    let script = root.work.join("build.sh");
+    fs::write(&script, "#!/nonexistent/sh\necho building\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    root.set("build.command", "./build.sh");
+    root.commit("v2", &[]);
+    let reason = error_line(&root.push("blue"));
+    assert!(
+        reason.ends_with(
+            "build failed: cannot start `./build.sh`: No such file or directory (os error 2): its `#!` interpreter is missing"
+        ),
+        "{reason}"
+    );
+    assert!(root.current("blue").is_none());
+    // The app's command, in the verdict.
+    root.set("build.command", "");
+    root.set("app.command", "no-such-app-server {port}");
+    root.serve();
+    root.commit("v3", &[]);
+    let pushed = root.push("blue");
+    let verdict = pushed
+        .remote_lines()
+        .into_iter()
+        .find(|line| line.starts_with("blue: not live: "))
+        .unwrap_or_else(|| panic!("no verdict:\n{}", pushed.text));
+    assert!(
+        verdict.contains("failed: cannot start `no-such-app-server` in ")
+            && verdict.contains(": not found in PATH=")
+            && verdict.contains(": give its full path"),
+        "{verdict}"
+    );
+}
