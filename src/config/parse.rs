@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::Context;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -14,11 +13,19 @@ use super::Config;
 impl Config {
     /// Reads and validates `path`. Errors are one line naming the file, line and key.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "cannot read {} (is this a bluegreen root? `bluegreen init` makes one)",
-                path.display()
-            )
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            use std::io::ErrorKind;
+            let path = path.display();
+            match e.kind() {
+                ErrorKind::NotFound | ErrorKind::NotADirectory => anyhow::anyhow!(
+                    "cannot read {path} (is this a bluegreen root? `bluegreen init` makes one): {e}"
+                ),
+                // The file is there: whether this is a root is not the question.
+                ErrorKind::InvalidData => {
+                    anyhow::anyhow!("cannot read {path}: it is not UTF-8 text, as TOML must be")
+                }
+                _ => anyhow::anyhow!("cannot read {path}: {e}"),
+            }
         })?;
         let (mut config, token_file_line) =
             parse_at(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;

@@ -56,6 +56,19 @@ fn bad_config_names_file_line_and_key() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.contains(&format!("{}{want}", file.display())), "{err}");
     }
+    // A file there that is not text: that is the reason, not whether this is a root
+    // (this was `cannot read ... (is this a bluegreen root? ...): stream did not contain
+    // valid UTF-8`).
+    fs::write(&file, b"branch = \"caf\xe9\"\n").unwrap();
+    let out = root.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: cannot read {}: it is not UTF-8 text, as TOML must be",
+            file.display()
+        )
+    );
     // Valid as text, but `serve` could not start with it: `check` says so too.
     fs::write(&file, "[router]\ntoken_file = \"/nonexistent/token\"\n").unwrap();
     let out = root.run(&["check"]);
