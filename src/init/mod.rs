@@ -107,9 +107,7 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
     for slot in Slot::ALL {
         let repo = layout.repo(slot);
         if repo.join("HEAD").exists() {
-            let opened = git2::Repository::open_bare(&repo)
-                .map_err(git::message)
-                .with_context(|| format!("{} is not a bare repo", repo.display()))?;
+            let opened = open_bare(&repo)?;
             let head = opened.find_reference("HEAD").ok();
             let target = head.as_ref().and_then(|h| h.symbolic_target());
             if target != Some(format!("refs/heads/{branch}").as_str()) {
@@ -203,9 +201,7 @@ fn init_repo(
     let path = layout.repo(slot);
     let head = format!("refs/heads/{branch}");
     if path.join("HEAD").exists() {
-        let repo = git2::Repository::open_bare(&path)
-            .map_err(git::message)
-            .with_context(|| format!("{} is not a bare repo", path.display()))?;
+        let repo = open_bare(&path)?;
         // HEAD names the deploy branch, so git refuses to delete it
         // (`receive.denyDeleteCurrent`), also after `branch` changed.
         let now = repo
@@ -254,4 +250,22 @@ fn make_dir(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "created   {}", dir.display())?;
     }
     Ok(())
+}
+
+/// Opens a slot's bare repo that init found (it has a `HEAD`). libgit2's words name the
+/// path again (`... is not a bare repo: path is not a repository: <the same path>`), and
+/// an error reading the user's git config (`failed to stat '/root/.gitconfig'`, a HOME
+/// left from another user) is no fault of the repo.
+fn open_bare(path: &Path) -> anyhow::Result<git2::Repository> {
+    git2::Repository::open_bare(path).map_err(|e| match e.code() {
+        git2::ErrorCode::NotFound => anyhow::anyhow!(
+            "{} is not a git repository: it has a HEAD, but no objects or refs",
+            path.display()
+        ),
+        _ => anyhow::anyhow!(
+            "cannot open the bare repo {}: {}",
+            path.display(),
+            e.message()
+        ),
+    })
 }

@@ -471,7 +471,11 @@ fn init_that_cannot_finish_changes_nothing() {
     let cases: [(&str, &str, &str); 3] = [
         ("builds", "", "builds exists and is not a folder"),
         ("run", "", "run exists and is not a folder"),
-        ("blue.git/HEAD", "junk\n", "blue.git is not a bare repo: "),
+        (
+            "blue.git/HEAD",
+            "junk\n",
+            "blue.git is not a git repository: it has a HEAD, but no objects or refs",
+        ),
     ];
     for (n, (path, content, says)) in cases.into_iter().enumerate() {
         let dir = tmp.path().join(format!("root{n}"));
@@ -517,6 +521,42 @@ fn init_says_why_a_repo_cannot_be_made_in_plain_words() {
         format!(
             "error: cannot create the bare repo {0}/blue.git: failed to make directory '{0}/blue.git/objects': directory exists",
             dir.display()
+        )
+    );
+}
+
+#[test]
+fn init_names_a_broken_repo_once_and_changes_nothing() {
+    let root = Root::new();
+    let repo = root.path.join("blue.git");
+    let run_init = || {
+        let out = Command::new(BIN)
+            .arg("init")
+            .arg(&root.path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    // This was `<repo> is not a bare repo: path is not a repository: <repo>`.
+    fs::remove_dir_all(repo.join("objects")).unwrap();
+    let before = walkdir(&root.path);
+    assert_eq!(
+        run_init(),
+        format!(
+            "error: {} is not a git repository: it has a HEAD, but no objects or refs",
+            repo.display()
+        )
+    );
+    assert_eq!(walkdir(&root.path), before);
+    // A repo that is one, but cannot be opened, is not called "not a bare repo".
+    fs::create_dir(repo.join("objects")).unwrap();
+    fs::write(repo.join("config"), "[core\n").unwrap();
+    assert_eq!(
+        run_init(),
+        format!(
+            "error: cannot open the bare repo {0}: failed to parse config file: missing ']' in section header (in {0}/config:1)",
+            repo.display()
         )
     );
 }
