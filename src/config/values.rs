@@ -241,6 +241,11 @@ pub fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, 
                 "`{name}` is not a valid variable name"
             )));
         }
+        if MARKER_ENV.contains(&name.as_str()) {
+            return Err(D::Error::custom(format!(
+                "`{name}` is set by bluegreen on the processes it starts, to find them again; it cannot be set here"
+            )));
+        }
     }
     Ok(env)
 }
@@ -286,6 +291,16 @@ pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     }
     Ok(dirs)
 }
+
+/// What bluegreen sets on every build (`BLUEGREEN_BUILD`, see `build::command::MARKER`)
+/// and every worker and migration (`daemon::workers`' `MARKER` and `GENERATION`), and
+/// finds their processes by: an env of the config would be overridden, so it may not set
+/// them.
+pub const MARKER_ENV: [&str; 3] = [
+    "BLUEGREEN_BUILD",
+    "BLUEGREEN_WORKER_OF",
+    "BLUEGREEN_GENERATION",
+];
 
 /// What the daemon sets for each generation: a slot's `env` may not set it too.
 pub const GENERATION_ENV: [&str; 4] = ["PORT", "SLOT", "RELEASE", "RELEASE_DIR"];

@@ -29,6 +29,15 @@ fn bad_config_names_file_line_and_key() {
             "[app]\nlinked_dirs = [\".bluegreen-went-live\"]\n",
             ":2: app.linked_dirs: `.bluegreen-went-live`: names starting `.bluegreen-` are bluegreen's own files in each release: pick another",
         ),
+        // Taken, and then overridden by the marks bluegreen finds its processes by.
+        (
+            "[slots.blue]\nenv = { BLUEGREEN_WORKER_OF = \"x\" }\n",
+            ":2: slots.blue.env: `BLUEGREEN_WORKER_OF` is set by bluegreen on the processes it starts, to find them again; it cannot be set here",
+        ),
+        (
+            "[build]\nenv = { BLUEGREEN_BUILD = \"x\" }\n",
+            ":2: build.env: `BLUEGREEN_BUILD` is set by bluegreen on the processes it starts, to find them again; it cannot be set here",
+        ),
         // Not the Rust type (`expected usize`, `expected a sequence`).
         (
             "keep_releases = -1\n",
