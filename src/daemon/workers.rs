@@ -5,8 +5,10 @@
 //! `serve` stops those groups before starting its own, so no orphan outlives a restart.
 //! A group is only stopped when one of its processes carries this root's `MARKER` in
 //! its environment, or its leader is still the recorded process (same boot, same start
-//! time: a worker that cleared its environment), so a recycled process group id never
-//! hits a stranger, and a worker that was never recorded is found all the same.
+//! time: a worker that cleared its environment) and carries no other root's `MARKER`, so
+//! a recycled process group id never hits a stranger, an entry copied with a live root's
+//! folder never hits that root's worker, and a worker that was never recorded is found
+//! all the same.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -72,9 +74,30 @@ fn recorded_groups(layout: &Layout) -> BTreeSet<u32> {
         .filter(|&pgid| pgid > 1)
         .filter(|&pgid| {
             let (recorded, _) = read_entry(layout, pgid);
-            recorded.is_some() && recorded == identity(pgid)
+            recorded.is_some() && recorded == identity(pgid) && !another_roots(layout, pgid)
         })
         .collect()
+}
+
+/// Whether the leader of group `pgid` carries another root's `MARKER`: its entry came
+/// with a copy of that root's folder (`cp -a` of a live root to make a second one), and
+/// the worker is the other daemon's to stop, not this one's.
+fn another_roots(layout: &Layout, pgid: u32) -> bool {
+    let Some(env) = procfs::Environ::read(&Path::new("/proc").join(pgid.to_string())) else {
+        return false;
+    };
+    env.path(MARKER)
+        .is_some_and(|marked| !is_root(layout, &canonical_root(layout), &marked))
+}
+
+/// This root's path, resolved (a worker may have been started through a symlink).
+fn canonical_root(layout: &Layout) -> PathBuf {
+    fs::canonicalize(layout.root()).unwrap_or_else(|_| layout.root().to_owned())
+}
+
+/// Whether `marked` (a `MARKER` value) names this root, `root` being it resolved.
+fn is_root(layout: &Layout, root: &Path, marked: &Path) -> bool {
+    marked == layout.root() || fs::canonicalize(marked).is_ok_and(|m| m == root)
 }
 
 /// Crosses out `pgid` once its group is gone.
@@ -191,14 +214,13 @@ fn stop(groups: &BTreeSet<u32>, grace: Duration) {
 /// `GENERATION=<generation>`, when given). The root may have been reached by another
 /// path (a symlink) when the worker was started: paths are compared resolved.
 fn marked_groups(layout: &Layout, generation: Option<&str>) -> BTreeSet<u32> {
-    let root = fs::canonicalize(layout.root()).unwrap_or_else(|_| layout.root().to_owned());
+    let root = canonical_root(layout);
     let ours = |env: &procfs::Environ| {
         if generation.is_some_and(|g| env.get(GENERATION) != Some(g.as_bytes())) {
             return false;
         }
-        env.path(MARKER).is_some_and(|marked| {
-            marked == layout.root() || fs::canonicalize(&marked).is_ok_and(|m| m == root)
-        })
+        env.path(MARKER)
+            .is_some_and(|marked| is_root(layout, &root, &marked))
     };
     procfs::environs()
         .into_iter()

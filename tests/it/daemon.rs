@@ -544,6 +544,34 @@ fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
 }
 
 #[test]
+fn a_daemon_on_a_copy_of_a_live_root_leaves_the_originals_workers_alone() {
+    // `cp -a` of a live root, to make a second one: its register of workers came along,
+    // and the copy's first `serve` stopped the original's live worker as its own orphan.
+    let original = blue_live();
+    let worker = original.live_pid("blue");
+    let mut copy = Root::new();
+    let workers = original.path.join("run/workers");
+    let copied = copy.path.join("run/workers");
+    fs::create_dir_all(&copied).unwrap();
+    let mut entries = 0;
+    for entry in fs::read_dir(&workers).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), copied.join(entry.file_name())).unwrap();
+        entries += 1;
+    }
+    assert!(entries > 0, "the live worker is registered");
+    // Its orphan reap is over once its control API answers.
+    copy.serve();
+    assert!(
+        !group_gone(worker),
+        "the copy's daemon stopped the original's worker"
+    );
+    assert_eq!(original.live_pid("blue"), worker);
+    assert_eq!(original.status()["slots"]["blue"]["restarts"], 0);
+    original.wait_body(original.blue, "v1 from blue");
+}
+
+#[test]
 fn without_overlap_the_old_generation_stops_before_the_new_one_starts() {
     let root = blue_live_with(&[("app.overlap", false.into())]);
     let old = root.live_pid("blue");
