@@ -5,10 +5,10 @@
 //! `serve` stops those groups before starting its own, so no orphan outlives a restart.
 //! A group is only stopped when one of its processes carries this root's `MARKER` in
 //! its environment, or its leader is still the recorded process (same boot, same start
-//! time: a worker that cleared its environment) and carries no other root's `MARKER`, so
-//! a recycled process group id never hits a stranger, an entry copied with a live root's
-//! folder never hits that root's worker, and a worker that was never recorded is found
-//! all the same.
+//! time: a worker that cleared its environment) and carries no `MARKER` of another root
+//! that is there, so a recycled process group id never hits a stranger, an entry copied
+//! with a live root's folder never hits that root's worker, a root moved with `mv` still
+//! stops its own, and a worker that was never recorded is found all the same.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -79,15 +79,17 @@ fn recorded_groups(layout: &Layout) -> BTreeSet<u32> {
         .collect()
 }
 
-/// Whether the leader of group `pgid` carries another root's `MARKER`: its entry came
-/// with a copy of that root's folder (`cp -a` of a live root to make a second one), and
-/// the worker is the other daemon's to stop, not this one's.
+/// Whether the leader of group `pgid` carries the `MARKER` of another root that is
+/// there: its entry came with a copy of that root's folder (`cp -a` of a live root to make
+/// a second one), and the worker is the other daemon's to stop, not this one's. A marked
+/// path that is gone is this root's own before a `mv`: no other daemon will stop it.
 fn another_roots(layout: &Layout, pgid: u32) -> bool {
     let Some(env) = procfs::Environ::read(&Path::new("/proc").join(pgid.to_string())) else {
         return false;
     };
-    env.path(MARKER)
-        .is_some_and(|marked| !is_root(layout, &canonical_root(layout), &marked))
+    env.path(MARKER).is_some_and(|marked| {
+        fs::canonicalize(marked).is_ok_and(|other| other != canonical_root(layout))
+    })
 }
 
 /// This root's path, resolved (a worker may have been started through a symlink).

@@ -572,6 +572,37 @@ fn a_daemon_on_a_copy_of_a_live_root_leaves_the_originals_workers_alone() {
 }
 
 #[test]
+fn a_daemon_on_a_moved_root_stops_the_orphans_it_recorded() {
+    // A root moved with `mv` after its daemon was killed: its orphan's marker names the
+    // old path, which no root holds any more, so only the register finds it; the check
+    // for another root's worker took that path for one and left the orphan running.
+    let mut root = blue_live();
+    let orphan = root.live_pid("blue");
+    // Stopped if the test fails: the helper's cleanup looks for the new path.
+    struct Stop(i32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ =
+                    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+            }
+        }
+    }
+    let _stop = Stop(orphan);
+    root.signal(Signal::SIGKILL);
+    root.wait_serve(Duration::from_secs(5));
+    let moved = root.path.with_file_name("moved");
+    fs::rename(&root.path, &moved).unwrap();
+    root.path = moved;
+    assert!(!group_gone(orphan), "the worker outlived the killed daemon");
+    root.serve();
+    wait_for(Duration::from_secs(10), "the orphan to be stopped", || {
+        group_gone(orphan).then_some(())
+    });
+    root.wait_body(root.blue, "v1 from blue");
+}
+
+#[test]
 fn without_overlap_the_old_generation_stops_before_the_new_one_starts() {
     let root = blue_live_with(&[("app.overlap", false.into())]);
     let old = root.live_pid("blue");
