@@ -5,17 +5,26 @@
 //! root beside the new one (in the same parent folder, `/srv/api` for `/srv/web`) names
 //! one of their ports and nothing on this host listens on one; else the first set ten
 //! ports further on (8090, 9100, 5070, 8091, then 8100, ...) that is free of both.
+//!
+//! Looking costs one `stat` per folder beside the root, and a read of each one's
+//! `bluegreen.toml` that is a plain file: a parent of more than [`MAX_NEIGHBOURS`]
+//! entries (`/home` on a large host, where each folder may be an automount) is not
+//! looked through, and only what listens on the host counts there. A neighbour's config
+//! this version refuses (being edited, or another version's) still names its ports.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, TEMPLATE};
+use crate::layout::Layout;
 
 /// How far apart two roots' sets of ports are.
 const STEP: u16 = 10;
 /// How many sets are tried before the defaults are kept (and the user told to choose).
 const TRIES: u16 = 100;
+/// The most entries a parent folder may have to be looked through for roots.
+const MAX_NEIGHBOURS: usize = 1000;
 
 /// The four listen addresses of a config, in the order of its keys' names below.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -102,18 +111,12 @@ pub fn pick(root: &Path) -> Picked {
             .all(|&p| taken_by(p).next().is_none())
             && in_use(listens).is_empty()
     };
-    let Some(listens) = (0..TRIES)
+    let found = (0..TRIES)
         .map(|n| defaults.shifted(n * STEP))
-        .find(|listens| free(listens))
-    else {
+        .find(|listens| free(listens));
+    if found == Some(defaults) {
         return Picked {
             listens: defaults,
-            why: String::new(),
-        };
-    };
-    if listens == defaults {
-        return Picked {
-            listens,
             why: String::new(),
         };
     }
@@ -134,8 +137,15 @@ pub fn pick(root: &Path) -> Picked {
             if busy.len() == 1 { "is" } else { "are" }
         ));
     }
+    if found.is_none() {
+        let last = defaults.shifted((TRIES - 1) * STEP).ports()[0];
+        reasons.push(format!(
+            "so is every set ten ports further on, up to router.listen's {last}: \
+             these are the defaults, set the four listen addresses by hand"
+        ));
+    }
     Picked {
-        listens,
+        listens: found.unwrap_or(defaults),
         why: reasons.join("; "),
     }
 }
@@ -145,15 +155,48 @@ fn neighbours(root: &Path) -> BTreeMap<PathBuf, Listens> {
     let Some(entries) = root.parent().and_then(|parent| parent.read_dir().ok()) else {
         return BTreeMap::new();
     };
-    entries
+    // Names only (no `stat` yet): a folder, or a symlink that may lead to one.
+    let folders: Vec<PathBuf> = entries
         .flatten()
+        .filter(|entry| {
+            entry
+                .file_type()
+                .is_ok_and(|kind| kind.is_dir() || kind.is_symlink())
+        })
         .map(|entry| entry.path())
+        .take(MAX_NEIGHBOURS + 1)
+        .collect();
+    if folders.len() > MAX_NEIGHBOURS {
+        return BTreeMap::new();
+    }
+    folders
+        .into_iter()
         .filter(|path| path != root)
         .filter_map(|path| {
-            let config = Config::load(&path.join("bluegreen.toml")).ok()?;
-            Some((path, Listens::of(&config)))
+            let listens = listens_in(&Layout::new(&path).ok()?.config_file())?;
+            Some((path, listens))
         })
         .collect()
+}
+
+/// The listen addresses `file` sets, each key it does not set being the default's; none
+/// when it is not a plain file (a FIFO would block init) or not TOML. Only these keys are
+/// read: a config refused for anything else still holds ports its daemon may use.
+fn listens_in(file: &Path) -> Option<Listens> {
+    if !std::fs::metadata(file).ok()?.is_file() {
+        return None;
+    }
+    let doc: toml::Table = std::fs::read_to_string(file).ok()?.parse().ok()?;
+    let mut listens = Listens::of(&Config::default());
+    for (addr, key) in listens.0.iter_mut().zip(KEYS) {
+        let mut parts = key.split('.');
+        let first = doc.get(parts.next()?);
+        let value = parts.fold(first, |value, part| value?.get(part));
+        if let Some(set) = value.and_then(|v| v.as_str()?.parse().ok()) {
+            *addr = set;
+        }
+    }
+    Some(listens)
 }
 
 #[cfg(test)]
@@ -174,5 +217,71 @@ mod tests {
             shifted.describe(),
             "router.listen 0.0.0.0:8090, slots.blue.listen 127.0.0.1:9100, slots.green.listen 127.0.0.1:5070, control.listen 127.0.0.1:8091"
         );
+    }
+
+    #[test]
+    fn a_neighbours_config_names_its_ports_even_where_this_version_refuses_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("bluegreen.toml");
+        // An unknown key: `Config::load` refuses the file, its daemon may still listen.
+        std::fs::write(
+            &file,
+            "future_key = 1\n[router]\nlisten = \"0.0.0.0:8090\"\n[control]\nlisten = \"127.0.0.1:8091\"\n",
+        )
+        .unwrap();
+        let mut want = Listens::of(&Config::default());
+        want.0[0].set_port(8090);
+        want.0[3].set_port(8091);
+        assert_eq!(listens_in(&file), Some(want));
+        std::fs::write(&file, "[router\n").unwrap();
+        assert_eq!(listens_in(&file), None);
+        // Not a plain file: never opened (a FIFO there would block `init`).
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        assert_eq!(listens_in(&file), None);
+    }
+
+    #[test]
+    fn when_every_set_is_taken_the_defaults_are_kept_and_the_user_told() {
+        let tmp = tempfile::tempdir().unwrap();
+        let defaults = Listens::of(&Config::default());
+        for n in 0..TRIES {
+            let root = tmp.path().join(format!("app{n:03}"));
+            std::fs::create_dir(&root).unwrap();
+            let text = defaults.shifted(n * STEP).config_text();
+            std::fs::write(root.join("bluegreen.toml"), text).unwrap();
+        }
+        let picked = pick(&tmp.path().join("new"));
+        assert_eq!(picked.listens, defaults);
+        assert!(
+            picked.why.starts_with(&format!(
+                "{} names them",
+                tmp.path().join("app000").display()
+            )),
+            "{}",
+            picked.why
+        );
+        assert!(
+            picked.why.ends_with(
+                "so is every set ten ports further on, up to router.listen's 9070: \
+                 these are the defaults, set the four listen addresses by hand"
+            ),
+            "{}",
+            picked.why
+        );
+    }
+
+    #[test]
+    fn a_parent_of_too_many_entries_is_not_looked_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let api = tmp.path().join("api");
+        std::fs::create_dir(&api).unwrap();
+        std::fs::write(api.join("bluegreen.toml"), TEMPLATE).unwrap();
+        let new = tmp.path().join("new");
+        assert_eq!(neighbours(&new).keys().collect::<Vec<_>>(), [&api]);
+        for n in 0..MAX_NEIGHBOURS {
+            std::fs::create_dir(tmp.path().join(format!("user{n}"))).unwrap();
+        }
+        assert!(neighbours(&new).is_empty());
     }
 }
