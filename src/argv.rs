@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 
 /// Why `program` could not be started in `dir`, for the pusher or operator. The OS says
-/// `No such file or directory` alike for a program not on the PATH and for a script whose
-/// `#!` interpreter is missing: this says which, and which PATH was searched (under
-/// systemd, or over a non-interactive SSH, often not the one of the user's shell).
+/// `No such file or directory` alike for a program not on the PATH, for a script whose
+/// `#!` interpreter is missing and for a `dir` that is gone: this says which, and which
+/// PATH was searched (under systemd, or over a non-interactive SSH, often not the one of
+/// the user's shell).
 /// `path` is the PATH the command's own env sets, if it sets one (the one searched then).
 pub fn not_started(
     program: &str,
@@ -22,6 +23,10 @@ pub fn not_started(
 ) -> String {
     if e.kind() != std::io::ErrorKind::NotFound {
         return e.to_string();
+    }
+    // The child's `chdir` failed with the same error: the program was never looked for.
+    if !dir.is_dir() {
+        return format!("{e}: the folder {} is not there", dir.display());
     }
     if program.contains('/') {
         return match dir.join(program).exists() {
@@ -106,6 +111,20 @@ fn is_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_folder_is_not_called_a_missing_program() {
+        let e = std::io::Error::from_raw_os_error(2);
+        let dir = std::path::Path::new("/nonexistent/blue/releases/x");
+        assert_eq!(
+            not_started("node", dir, None, &e),
+            "No such file or directory (os error 2): the folder /nonexistent/blue/releases/x is not there"
+        );
+        assert_eq!(
+            not_started("./run.sh", dir, None, &e),
+            not_started("node", dir, None, &e)
+        );
+    }
 
     fn env() -> BTreeMap<String, String> {
         BTreeMap::from([
