@@ -48,6 +48,15 @@ fn init_beside_another_root_gives_it_ports_of_its_own() {
     let tmp = tempfile::tempdir().unwrap();
     let (api, web) = (tmp.path().join("api"), tmp.path().join("web"));
     init(&api);
+    // api on the defaults, whatever this host (or another test's init) held when it was
+    // made: the clash under test is with api, not with the host.
+    let file = api.join("bluegreen.toml");
+    let mut doc: toml::Table = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+    doc["router"]["listen"] = "0.0.0.0:8080".into();
+    doc["slots"]["blue"]["listen"] = "127.0.0.1:9090".into();
+    doc["slots"]["green"]["listen"] = "127.0.0.1:5060".into();
+    doc["control"]["listen"] = "127.0.0.1:8081".into();
+    std::fs::write(&file, toml::to_string(&doc).unwrap()).unwrap();
     let out = init(&web);
     let (api_ports, web_ports) = (ports(&api), ports(&web));
     assert!(
