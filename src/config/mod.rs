@@ -143,6 +143,26 @@ pub struct SwitchConfig {
     pub migrate_timeout: Duration,
 }
 
+/// The config's four listen keys, in the order [`Config::listens`] gives their addresses.
+pub const LISTEN_KEYS: [&str; 4] = [
+    "router.listen",
+    "slots.blue.listen",
+    "slots.green.listen",
+    "control.listen",
+];
+
+impl Config {
+    /// The addresses of [`LISTEN_KEYS`], in that order.
+    pub fn listens(&self) -> [std::net::SocketAddr; 4] {
+        [
+            self.router.listen,
+            self.slots.blue.listen,
+            self.slots.green.listen,
+            self.control.listen,
+        ]
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {

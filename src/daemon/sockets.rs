@@ -21,7 +21,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use anyhow::Context;
 
 use crate::client::Client;
-use crate::config::Config;
+use crate::config::{Config, LISTEN_KEYS};
 use crate::layout::Layout;
 
 /// The listeners `serve` needs, ready before anything starts.
@@ -35,12 +35,8 @@ pub struct Bound {
 
 /// Takes the sockets systemd passed, and binds the rest.
 pub fn bind(config: &Config, layout: &Layout) -> anyhow::Result<Bound> {
-    let wanted = [
-        ("router.listen", config.router.listen),
-        ("slots.blue.listen", config.slots.blue.listen),
-        ("slots.green.listen", config.slots.green.listen),
-        ("control.listen", config.control.listen),
-    ];
+    let listens = config.listens();
+    let wanted: [(&str, SocketAddr); 4] = std::array::from_fn(|i| (LISTEN_KEYS[i], listens[i]));
     let mut passed = passed()?;
     let count = passed.len();
     if let Some((addr, _)) = passed

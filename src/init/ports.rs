@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, TEMPLATE};
+use crate::config::{Config, LISTEN_KEYS, TEMPLATE};
 use crate::layout::Layout;
 
 /// How far apart two roots' sets of ports are.
@@ -26,25 +26,13 @@ const TRIES: u16 = 100;
 /// The most entries a parent folder may have to be looked through for roots.
 const MAX_NEIGHBOURS: usize = 1000;
 
-/// The four listen addresses of a config, in the order of its keys' names below.
+/// The four listen addresses of a config, in the order of [`LISTEN_KEYS`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Listens([SocketAddr; 4]);
 
-const KEYS: [&str; 4] = [
-    "router.listen",
-    "slots.blue.listen",
-    "slots.green.listen",
-    "control.listen",
-];
-
 impl Listens {
     pub fn of(config: &Config) -> Listens {
-        Listens([
-            config.router.listen,
-            config.slots.blue.listen,
-            config.slots.green.listen,
-            config.control.listen,
-        ])
+        Listens(config.listens())
     }
 
     fn shifted(self, by: u16) -> Listens {
@@ -70,7 +58,7 @@ impl Listens {
 
     /// `router.listen 0.0.0.0:8090, slots.blue.listen 127.0.0.1:9100, ...`
     pub fn describe(&self) -> String {
-        let pairs: Vec<String> = KEYS
+        let pairs: Vec<String> = LISTEN_KEYS
             .iter()
             .zip(self.0)
             .map(|(key, addr)| format!("{key} {addr}"))
@@ -188,7 +176,7 @@ fn listens_in(file: &Path) -> Option<Listens> {
     }
     let doc: toml::Table = std::fs::read_to_string(file).ok()?.parse().ok()?;
     let mut listens = Listens::of(&Config::default());
-    for (addr, key) in listens.0.iter_mut().zip(KEYS) {
+    for (addr, key) in listens.0.iter_mut().zip(LISTEN_KEYS) {
         let mut parts = key.split('.');
         let first = doc.get(parts.next()?);
         let value = parts.fold(first, |value, part| value?.get(part));

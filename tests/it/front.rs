@@ -558,11 +558,8 @@ fn promote_refuses_a_release_that_did_not_go_live_on_its_slot() {
     let v2 = root.current("blue").unwrap();
     let before = walkdir(&root.path.join("green"));
 
-    let out = root.run(&["promote", "blue", "green"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(
-        stderr.trim_end(),
+        root.run_err(&["promote", "blue", "green"]),
         format!(
             "error: blue's current release {v2} has not gone live (blue serves {v1}): promote copies only a release that has served on blue; `bluegreen status` says why"
         )

@@ -115,11 +115,8 @@ fn serve_on_another_roots_ports_names_that_root_and_the_keys() {
     let web = Root::new();
     web.set("router.listen", format!("127.0.0.1:{}", api.front));
     web.set("control.listen", format!("127.0.0.1:{}", api.control));
-    let out = web.run(&["serve"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(
-        stderr.trim(),
+        web.run_err(&["serve"]),
         format!(
             "error: cannot listen on 127.0.0.1:{front} (router.listen): Address already in use (os error 98): the daemon of {api} answers on this config's control.listen 127.0.0.1:{control} and most likely holds 127.0.0.1:{front} too: give this root addresses of its own (router.listen, slots.blue.listen, slots.green.listen, control.listen in {web}/bluegreen.toml)",
             front = api.front,
@@ -134,11 +131,8 @@ fn serve_on_another_roots_ports_names_that_root_and_the_keys() {
     web.set("slots.green.listen", format!("127.0.0.1:{port}"));
     web.set("router.listen", format!("127.0.0.1:{}", web.front));
     web.set("control.listen", format!("127.0.0.1:{}", web.control));
-    let out = web.run(&["serve"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(
-        stderr.trim(),
+        web.run_err(&["serve"]),
         format!(
             "error: cannot listen on 127.0.0.1:{port} (slots.green.listen): Address already in use (os error 98): another process listens there (`ss -ltnp 'sport = :{port}'` says which): give this root its own slots.green.listen in {}/bluegreen.toml",
             web.path.display()

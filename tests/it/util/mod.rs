@@ -224,6 +224,19 @@ impl Root {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `run`, which must fail with exit code 1; its stderr, trimmed (the one error line).
+    pub fn run_err(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "bluegreen {}: {stderr}",
+            args.join(" ")
+        );
+        stderr
+    }
+
     /// Starts `bluegreen serve` and waits until its control API answers.
     pub fn serve(&mut self) -> &mut Root {
         self.serve_with(&[])
