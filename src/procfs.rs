@@ -1,6 +1,7 @@
-//! What `/proc` tells about other processes: the fields of their `stat`, and the
-//! variables of their environment. The hook finds what killed hooks' builds left, and
-//! the daemon what its workers left, by a variable each sets on what it starts.
+//! What `/proc` tells about other processes: the fields of their `stat`, the variables
+//! of their environment, and the sockets they hold. The hook finds what killed hooks'
+//! builds left, and the daemon what its workers left, by a variable each sets on what it
+//! starts; the daemon finds who listens on a generation's port.
 //!
 //! A process in the middle of an execve(2) shows no environment, or a piece of one, until
 //! the kernel has laid out its new program's stack: [`environs`] reads such a one again
@@ -66,17 +67,9 @@ impl Environ {
 /// `EXEC_SETTLE`, until it shows whole: a single pass missed a helper that a build
 /// started as it ended (`setsid tool &`), which then ran on past the push.
 pub fn environs() -> Vec<(PathBuf, Environ)> {
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
     let mut unsure = Vec::new();
-    let pids = procs.flatten().filter(|p| {
-        p.file_name()
-            .to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-    });
-    for dir in pids.map(|p| p.path()) {
+    for dir in processes() {
         match Environ::read_whole(&dir) {
             Whole::Read(env) => found.push((dir, env)),
             Whole::NotYet => unsure.push(dir),
@@ -96,6 +89,92 @@ pub fn environs() -> Vec<(PathBuf, Environ)> {
         });
     }
     found
+}
+
+/// The `/proc` folder of every process there is now.
+pub fn processes() -> Vec<PathBuf> {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter(|p| {
+            p.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|p| p.path())
+        .collect()
+}
+
+/// A TCP socket listening for connections, as `/proc/net/tcp` (or `tcp6`) lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub inode: u64,
+    /// The user that made it.
+    pub uid: u32,
+}
+
+/// The addresses, as `/proc/net/tcp` and `tcp6` write them, whose listening sockets take a
+/// connection to `127.0.0.1`: that address, and any address (an IPv6 socket on `::` takes
+/// IPv4 as well, unless it is IPv6-only, which the table does not say).
+const TAKES_LOOPBACK: [&str; 5] = [
+    "0100007F",
+    "00000000",
+    "00000000000000000000000000000000",
+    "0000000000000000FFFF00000100007F",
+    "0000000000000000FFFF000000000000",
+];
+
+/// The sockets of this network namespace that listen on `port` and take a connection to
+/// `127.0.0.1:<port>`.
+pub fn listening_for_loopback(port: u16) -> Vec<Listening> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| fs::read_to_string(table).ok())
+        .flat_map(|table| listening_in(&table, port))
+        .collect()
+}
+
+/// The rows of a `/proc/net/tcp` table that listen on `port` at an address that takes
+/// loopback connections. A row: `sl local_address rem_address st ... uid timeout inode`.
+fn listening_in(table: &str, port: u16) -> Vec<Listening> {
+    const LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let (address, row_port) = fields.get(1)?.split_once(':')?;
+            let listens = fields.get(3) == Some(&LISTEN)
+                && u16::from_str_radix(row_port, 16).ok() == Some(port)
+                && TAKES_LOOPBACK.contains(&address);
+            listens.then_some(())?;
+            Some(Listening {
+                uid: fields.get(7)?.parse().ok()?,
+                inode: fields.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The inodes of the sockets among the open files of the process whose `/proc` folder is
+/// `dir`; `None` when they cannot be read (another user's process, or one that is gone).
+pub fn socket_inodes(dir: &Path) -> Option<Vec<u64>> {
+    let fds = fs::read_dir(dir.join("fd")).ok()?;
+    Some(
+        fds.flatten()
+            .filter_map(|fd| fs::read_link(fd.path()).ok())
+            .filter_map(|target| {
+                let target = target.to_str()?;
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            })
+            .collect(),
+    )
 }
 
 /// What one reading of a process's environment gave.
@@ -180,6 +259,42 @@ mod tests {
         assert_eq!(group(me), Some(pgid));
         let parent = nix::unistd::getppid().to_string();
         assert_eq!(stat_field(me, 4), Some(parent));
+    }
+
+    #[test]
+    fn a_listening_socket_is_found_with_its_holder() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let found = listening_for_loopback(port);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].uid, nix::unistd::geteuid().as_raw());
+        let held = socket_inodes(Path::new("/proc/self")).unwrap();
+        assert!(held.contains(&found[0].inode), "{held:?} {found:?}");
+        // A connected socket on the port is not a listening one.
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _accepted = listener.accept().unwrap();
+        assert_eq!(listening_for_loopback(port), found);
+        drop(listener);
+        assert_eq!(listening_for_loopback(port), vec![]);
+    }
+
+    #[test]
+    fn only_sockets_that_take_loopback_connections_count() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 11 1 0 100 0 0 10 0
+   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 12 1 0 100 0 0 10 0
+   2: 0200007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1002        0 13 1 0 100 0 0 10 0
+   3: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1003        0 14 1 0 100 0 0 10 0
+   4: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1004        0 15 1 0 100 0 0 10 0
+";
+        let found = listening_in(table, 8080);
+        let inodes: Vec<u64> = found.iter().map(|l| l.inode).collect();
+        assert_eq!(
+            inodes,
+            vec![11, 12],
+            "127.0.0.2, a connection and port 8081 do not"
+        );
+        assert_eq!(found[1].uid, 1001);
     }
 
     /// Kills the child it holds when dropped, so a failed assertion leaves no process.

@@ -1,7 +1,8 @@
 //! `Generation`: one running worker process group for one release of a slot.
 //!
 //! Started on a fresh loopback port in its own process group, with its output copied
-//! line by line to the daemon's log ([`super::output`]). It is ready when its health path answers 2xx/3xx.
+//! line by line to the daemon's log ([`super::output`]). It is ready when its health path
+//! answers 2xx/3xx from a socket of its own ([`super::holder`]).
 //! Stopping always goes to the whole group: SIGTERM, then SIGKILL after the grace time.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
+use super::holder;
 use super::output::{self, Tail};
 use super::slot_log::{self, SlotLog};
 use super::upstream::{self, Client};
@@ -214,7 +216,7 @@ impl Generation {
                     // while the check was answered has ended the generation all the
                     // same: the loop's top says so.
                     if exited.borrow().is_none() {
-                        return Ok(());
+                        return self.holds_its_port().await;
                     }
                 }
                 Ok(status) => {
@@ -246,6 +248,23 @@ impl Generation {
                 _ = exited.changed() => {}
             }
         }
+    }
+
+    /// Whether what answered its health check is its own: see [`super::holder`].
+    async fn holds_its_port(&self) -> Result<(), String> {
+        let (port, group, root) = (self.port, self.pid, self.layout.root().to_owned());
+        let generation = format!("{}/{}", self.slot, self.id);
+        let owner = move || {
+            let owner = holder::Owner {
+                group,
+                root: &root,
+                generation: &generation,
+            };
+            holder::check(port, &owner)
+        };
+        tokio::task::spawn_blocking(owner)
+            .await
+            .unwrap_or_else(|e| Err(format!("the check of who holds port {port} failed: {e}")))
     }
 
     /// Resolves when the leader exits, with its status.

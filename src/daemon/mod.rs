@@ -16,6 +16,7 @@ mod head_timer;
 mod headers;
 mod heartbeat;
 mod hints;
+mod holder;
 mod idle;
 mod local;
 mod metrics;

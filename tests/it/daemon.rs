@@ -189,6 +189,64 @@ fn an_app_that_does_not_listen_on_its_port_is_told_so() {
         .says("blue keeps serving generation 1");
 }
 
+/// Another program that takes a generation's port between the daemon's pick and the
+/// app's listen (another root's daemon picking at the same moment, or anything else that
+/// asks for a free port) answers the health check: it is not taken for the app, which
+/// would have sent the slot's traffic to it.
+#[test]
+fn a_stranger_on_the_generations_port_does_not_go_live_in_its_place() {
+    let root = blue_live_with(&[("app.ready_timeout", "10s".into())]);
+    let told = root.path.join("port-given");
+    // An app slow to listen: it says its port and waits, and the stranger listens first.
+    root.set(
+        "app.command",
+        format!(
+            "sh -c 'echo {{port}} > {told}.new && mv {told}.new {told} && exec sleep 60'",
+            told = told.display()
+        ),
+    );
+    root.reload_config();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    let stranger_dir = tempfile::tempdir().unwrap();
+    fs::write(stranger_dir.path().join("VERSION"), "stranger\n").unwrap();
+    let (pushed, stranger) = std::thread::scope(|scope| {
+        let push = scope.spawn(|| root.push("blue"));
+        let port = wait_for(Duration::from_secs(20), "generation 2's port", || {
+            fs::read_to_string(&told).ok()?.trim().parse::<u16>().ok()
+        });
+        let stranger = Killed(
+            std::process::Command::new(BIN)
+                .arg("sample-app")
+                .env("PORT", port.to_string())
+                .current_dir(stranger_dir.path())
+                .spawn()
+                .unwrap(),
+        );
+        (push.join().unwrap(), stranger)
+    });
+    let pid = stranger.0.id();
+    pushed
+        .says("blue: not live: release ")
+        .says(&format!("is not the app's: its health check was answered by pid {pid} (`bluegreen`), which listens on it outside the generation's process group"))
+        .says("blue keeps serving generation 1");
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+    let error = root.status()["slots"]["blue"]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains(&format!("answered by pid {pid}")), "{error}");
+}
+
+/// Kills the child it holds when dropped, so a failed assertion leaves no process.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A start script that puts the server in the background and exits 0 (a daemonising
 /// habit) is told to stay in the foreground, and what it left goes with it; so is one
 /// that exits 0 once its server is live.

@@ -1,0 +1,176 @@
+//! Whose socket answered a generation's health check.
+//!
+//! A generation's port is free when the daemon picks it, and the app binds it a moment
+//! later; in between, any other program may take it: another root's daemon picking ports
+//! at the same time, or anything else on the host that asks for a free one. The app then
+//! cannot listen, and its health check is answered by the stranger, which would go live in
+//! its place and get the slot's traffic. So before a generation goes live, every socket
+//! listening where `127.0.0.1:<port>` reaches must be held by one of its processes: a
+//! member of its process group, or a process carrying its `GENERATION` mark (one that
+//! left the group). One held by a process this daemon can read and that is none of these,
+//! or by another unprivileged user, refuses the generation with what holds it. One held
+//! by a process that cannot be read and belongs to root (docker's userland proxy, for an
+//! app run in a container) or to this user is taken as the app's: nothing tells it apart.
+
+use std::path::Path;
+
+use crate::procfs;
+
+use super::workers;
+
+/// The generation a listening socket must belong to.
+pub struct Owner<'a> {
+    /// Its process group (the leader's pid).
+    pub group: u32,
+    /// The root whose daemon started it, as its `workers::MARKER` says.
+    pub root: &'a Path,
+    /// Its `workers::GENERATION` value: `<slot>/<id>`.
+    pub generation: &'a str,
+}
+
+/// What is known of a process holding a listening socket.
+#[derive(Debug)]
+enum Holder {
+    /// One of the generation's processes.
+    Ours,
+    /// Anything else that could be read, described for a person.
+    Other(String),
+}
+
+/// `Err` with a one-line reason when a socket listening for `127.0.0.1:<port>` is not
+/// `owner`'s; reads `/proc`, so it blocks for a few milliseconds.
+pub fn check(port: u16, owner: &Owner) -> Result<(), String> {
+    let sockets = procfs::listening_for_loopback(port);
+    if sockets.is_empty() {
+        // Another network namespace, or no `/proc/net`: nothing to tell.
+        return Ok(());
+    }
+    let mut holders: Vec<Vec<Holder>> = sockets.iter().map(|_| Vec::new()).collect();
+    for dir in procfs::processes() {
+        let Some(held) = procfs::socket_inodes(&dir) else {
+            continue;
+        };
+        for (socket, found) in sockets.iter().zip(holders.iter_mut()) {
+            if held.contains(&socket.inode) {
+                found.push(holder(&dir, owner));
+            }
+        }
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    for (socket, found) in sockets.iter().zip(&holders) {
+        verdict(port, socket.uid, me, found)?;
+    }
+    Ok(())
+}
+
+/// Whether one socket on `port`, made by `uid`, held by `found` (of the processes this
+/// daemon, running as `me`, could read), is the generation's.
+fn verdict(port: u16, uid: u32, me: u32, found: &[Holder]) -> Result<(), String> {
+    let stranger = |who: &str| {
+        Err(format!(
+            "port {port} is not the app's: its health check was answered by {who}, which \
+             listens on it outside the generation's process group (another program took the \
+             port before the app listened on it; the next start gets another port)"
+        ))
+    };
+    if found.iter().any(|h| matches!(h, Holder::Ours)) {
+        return Ok(());
+    }
+    if let Some(Holder::Other(who)) = found.first() {
+        return stranger(who);
+    }
+    // Held by no process this daemon may read: another user's. An app of an
+    // unprivileged daemon runs as its user; one of root's may be a container's proxy.
+    if me != 0 && uid != me && uid != 0 {
+        return stranger(&format!("a process of user {uid}"));
+    }
+    Ok(())
+}
+
+fn holder(dir: &Path, owner: &Owner) -> Holder {
+    if procfs::group(dir) == Some(owner.group) {
+        return Holder::Ours;
+    }
+    let env = procfs::Environ::read(dir);
+    let marked = |name: &str| env.as_ref().and_then(|env| env.get(name));
+    let generation = marked(workers::GENERATION);
+    let root = env.as_ref().and_then(|env| env.path(workers::MARKER));
+    if root.as_deref() == Some(owner.root) && generation == Some(owner.generation.as_bytes()) {
+        return Holder::Ours;
+    }
+    let pid = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let command = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+    let mut who = format!(
+        "pid {} (`{}`",
+        pid.as_deref().unwrap_or("?"),
+        command.trim()
+    );
+    if let (Some(root), Some(generation)) = (root, generation) {
+        who += &format!(
+            ", worker {} of {}",
+            String::from_utf8_lossy(generation),
+            root.display()
+        );
+    }
+    who.push(')');
+    Holder::Other(who)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: u32 = 1000;
+
+    #[test]
+    fn a_socket_held_by_the_generation_is_its_own_whoever_else_holds_it() {
+        let found = [Holder::Other("pid 7 (`x`)".into()), Holder::Ours];
+        assert_eq!(verdict(4000, ME, ME, &found), Ok(()));
+    }
+
+    #[test]
+    fn a_socket_held_only_by_another_process_is_refused_naming_it() {
+        let found = [Holder::Other("pid 7 (`node`)".into())];
+        let error = verdict(4000, ME, ME, &found).unwrap_err();
+        assert!(
+            error.starts_with(
+                "port 4000 is not the app's: its health check was answered by pid 7 (`node`)"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_socket_no_process_shows_is_refused_only_when_another_user_made_it() {
+        let error = verdict(4000, 1001, ME, &[]).unwrap_err();
+        assert!(
+            error.contains("answered by a process of user 1001"),
+            "{error}"
+        );
+        // Root's (a container's proxy) and this user's own cannot be told apart from the
+        // app's; nor can anyone's for a daemon run as root, which reads every process.
+        assert_eq!(verdict(4000, 0, ME, &[]), Ok(()));
+        assert_eq!(verdict(4000, ME, ME, &[]), Ok(()));
+        assert_eq!(verdict(4000, 1001, 0, &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_socket_of_this_process_is_not_the_generations() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let owner = Owner {
+            group: u32::MAX,
+            root: Path::new("/nonexistent/root"),
+            generation: "blue/1",
+        };
+        let error = check(port, &owner).unwrap_err();
+        let me = std::process::id();
+        assert!(
+            error.contains(&format!("answered by pid {me} (`")),
+            "{error}"
+        );
+        let group = nix::unistd::getpgrp().as_raw() as u32;
+        let ours = Owner { group, ..owner };
+        assert_eq!(check(port, &ours), Ok(()));
+    }
+}
