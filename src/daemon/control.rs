@@ -123,7 +123,13 @@ async fn answer(
             );
         }
     }
-    let method = request.method().clone();
+    let asked = request.method().clone();
+    // HEAD is GET without the body (RFC 9110 §9.3.2): hyper leaves the body out and keeps
+    // its length.
+    let method = match asked {
+        Method::HEAD => Method::GET,
+        _ => asked.clone(),
+    };
     let path = request.uri().path();
     let query = request.uri().query().unwrap_or("");
     // `/slots/<slot>/reload`.
@@ -134,17 +140,17 @@ async fn answer(
     // query anywhere else would be ignored, which a caller could take for having been
     // obeyed. A method an endpoint does not take is a 405 first, query or not.
     let allow = match path {
-        "/status" | "/events" | "/metrics" => Some("GET"),
-        "/mirroring" => Some("GET, POST"),
+        "/status" | "/events" | "/metrics" => Some("GET, HEAD"),
+        "/mirroring" => Some("GET, HEAD, POST"),
         "/switch" => Some("POST"),
         _ if reload_target.is_some() => Some("POST"),
         _ => None,
     };
-    if let Some(allow) = allow.filter(|a| !a.split(", ").any(|m| m == method.as_str())) {
+    if let Some(allow) = allow.filter(|a| !a.split(", ").any(|m| m == asked.as_str())) {
         let mut response = reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            format!("{method} is not allowed on {path}"),
+            format!("{asked} is not allowed on {path}"),
         );
         response
             .headers_mut()
@@ -157,7 +163,7 @@ async fn answer(
         return reply(
             StatusCode::BAD_REQUEST,
             "text/plain",
-            format!("{method} {path} takes no parameters (got ?{query})"),
+            format!("{asked} {path} takes no parameters (got ?{query})"),
         );
     }
     let (status, kind, body) = match (&method, path) {
@@ -229,7 +235,7 @@ async fn answer(
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            format!("no such endpoint: {method} {path}"),
+            format!("no such endpoint: {asked} {path}"),
         ),
     };
     reply(status, kind, body)

@@ -107,8 +107,9 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
     // A 405 says which methods the endpoint takes (RFC 9110 §15.5.6).
     for (request, allow) in [
         ("GET /slots/blue/reload", "POST"),
-        ("PUT /mirroring", "GET, POST"),
-        ("POST /status", "GET"),
+        ("PUT /mirroring", "GET, HEAD, POST"),
+        ("POST /status", "GET, HEAD"),
+        ("HEAD /switch", "POST"),
     ] {
         let answer = raw(
             root.control,
@@ -122,6 +123,23 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             "{request}: {answer}"
         );
     }
+    // HEAD is GET without the body: its status and length, as `curl -I` shows them.
+    let get = raw(
+        root.control,
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    let head = raw(
+        root.control,
+        "HEAD /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD answered a body: {head}");
+    let length = |answer: &str| {
+        (answer.to_ascii_lowercase().lines())
+            .find_map(|l| l.strip_prefix("content-length: ").map(str::to_string))
+    };
+    assert!(length(&head).is_some(), "{head}");
+    assert!(get.contains("\"slots\""), "{get}");
     // Two Host headers: which one counts would be a guess.
     let answer = raw(
         root.control,
