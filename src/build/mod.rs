@@ -24,7 +24,7 @@ use crate::layout::Layout;
 use crate::procfs;
 
 mod cleanup;
-mod command;
+pub(crate) mod command;
 
 pub use cleanup::remove_unused;
 

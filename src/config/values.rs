@@ -292,14 +292,12 @@ pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     Ok(dirs)
 }
 
-/// What bluegreen sets on every build (`BLUEGREEN_BUILD`, see `build::command::MARKER`)
-/// and every worker and migration (`daemon::workers`' `MARKER` and `GENERATION`), and
-/// finds their processes by: an env of the config would be overridden, so it may not set
-/// them.
+/// What bluegreen sets on every build and every worker and migration, and finds their
+/// processes by: an env of the config would be overridden, so it may not set them.
 pub const MARKER_ENV: [&str; 3] = [
-    "BLUEGREEN_BUILD",
-    "BLUEGREEN_WORKER_OF",
-    "BLUEGREEN_GENERATION",
+    crate::build::command::MARKER,
+    crate::daemon::workers::MARKER,
+    crate::daemon::workers::GENERATION,
 ];
 
 /// What the daemon sets for each generation: a slot's `env` may not set it too.
