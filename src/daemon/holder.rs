@@ -82,7 +82,11 @@ fn verdict(port: u16, uid: u32, me: u32, found: &[Holder]) -> Result<(), String>
     // Held by no process this daemon may read: another user's. An app of an
     // unprivileged daemon runs as its user; one of root's may be a container's proxy.
     if me != 0 && uid != me && uid != 0 {
-        return stranger(&format!("a process of user {uid}"));
+        let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
+        let name = user.map(|u| format!("`{}`, ", u.name)).unwrap_or_default();
+        return stranger(&format!(
+            "a process of another user ({name}uid {uid}; this daemon runs as uid {me})"
+        ));
     }
     Ok(())
 }
@@ -144,7 +148,8 @@ mod tests {
     fn a_socket_no_process_shows_is_refused_only_when_another_user_made_it() {
         let error = verdict(4000, 1001, ME, &[]).unwrap_err();
         assert!(
-            error.contains("answered by a process of user 1001"),
+            error.contains("answered by a process of another user (")
+                && error.contains("uid 1001; this daemon runs as uid 1000)"),
             "{error}"
         );
         // Root's (a container's proxy) and this user's own cannot be told apart from the
