@@ -102,18 +102,21 @@ fn holder(dir: &Path, owner: &Owner) -> Holder {
     if root.as_deref() == Some(owner.root) && generation == Some(owner.generation.as_bytes()) {
         return Holder::Ours;
     }
+    // What another process says of itself (its name, its env) may hold a line break or a
+    // terminal escape: quoted on one line.
+    let quote = |text: &[u8]| crate::logging::quoted(&String::from_utf8_lossy(text), 200);
     let pid = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-    let command = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+    let command = std::fs::read(dir.join("comm")).unwrap_or_default();
     let mut who = format!(
         "pid {} (`{}`",
         pid.as_deref().unwrap_or("?"),
-        command.trim()
+        quote(command.trim_ascii())
     );
     if let (Some(root), Some(generation)) = (root, generation) {
         who += &format!(
             ", worker {} of {}",
-            String::from_utf8_lossy(generation),
-            root.display()
+            quote(generation),
+            quote(root.as_os_str().as_encoded_bytes())
         );
     }
     who.push(')');

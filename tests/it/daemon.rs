@@ -209,13 +209,16 @@ fn a_stranger_on_the_generations_port_does_not_go_live_in_its_place() {
     root.commit("v2", &[("VERSION", "v2\n")]);
     let stranger_dir = tempfile::tempdir().unwrap();
     fs::write(stranger_dir.path().join("VERSION"), "stranger\n").unwrap();
+    // Its name is what the verdict quotes, on one line whatever it holds.
+    let name = stranger_dir.path().join("evil\nblue: live");
+    std::os::unix::fs::symlink(BIN, &name).unwrap();
     let (pushed, stranger) = std::thread::scope(|scope| {
         let push = scope.spawn(|| root.push("blue"));
         let port = wait_for(Duration::from_secs(20), "generation 2's port", || {
             fs::read_to_string(&told).ok()?.trim().parse::<u16>().ok()
         });
         let stranger = Killed(
-            std::process::Command::new(BIN)
+            std::process::Command::new(&name)
                 .arg("sample-app")
                 .env("PORT", port.to_string())
                 .current_dir(stranger_dir.path())
@@ -227,7 +230,7 @@ fn a_stranger_on_the_generations_port_does_not_go_live_in_its_place() {
     let pid = stranger.0.id();
     pushed
         .says("blue: not live: release ")
-        .says(&format!("is not the app's: its health check was answered by pid {pid} (`bluegreen`), which listens on it outside the generation's process group"))
+        .says(&format!("is not the app's: its health check was answered by pid {pid} (`evil blue: live`), which listens on it outside the generation's process group"))
         .says("blue keeps serving generation 1");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
     let error = root.status()["slots"]["blue"]["last_error"]
