@@ -39,6 +39,12 @@ pub fn group(dir: &Path) -> Option<u32> {
     stat_field(dir, 5)?.parse().ok()
 }
 
+/// The parent of the process whose `/proc` folder is `dir` (field 4): 0 for the first
+/// process and for kernel threads' parent.
+pub fn parent(dir: &Path) -> Option<u32> {
+    stat_field(dir, 4)?.parse().ok()
+}
+
 /// The environment a process was started with, as `/proc/<pid>/environ` has it.
 pub struct Environ(Vec<u8>);
 
@@ -59,6 +65,22 @@ impl Environ {
     /// The value of variable `name` as a path.
     pub fn path(&self, name: &str) -> Option<PathBuf> {
         self.get(name).map(|v| PathBuf::from(OsStr::from_bytes(v)))
+    }
+
+    /// Whether the process wrote over the memory its environment was in, so that this
+    /// says nothing of what it was started with: a program that shows a title in `ps`
+    /// spreads it over its arguments and environment, padded with NULs, once it has
+    /// copied its variables elsewhere (setproctitle(3): gunicorn's master and workers
+    /// with the `setproctitle` package installed, nginx, Ruby's or Perl's `$0 =`). An
+    /// environment is a run of `NAME=value` entries, each ended by one NUL; none at all
+    /// (`env -i`) is one too.
+    pub fn rewritten(&self) -> bool {
+        let Some(entries) = self.0.strip_suffix(b"\0") else {
+            return !self.0.is_empty();
+        };
+        entries
+            .split(|&b| b == 0)
+            .any(|entry| entry.is_empty() || !entry.contains(&b'='))
     }
 }
 
@@ -259,6 +281,33 @@ mod tests {
         assert_eq!(group(me), Some(pgid));
         let parent = nix::unistd::getppid().to_string();
         assert_eq!(stat_field(me, 4), Some(parent));
+    }
+
+    #[test]
+    fn an_environment_written_over_by_a_title_is_told_from_one_without_variables() {
+        let env = |bytes: &[u8]| Environ(bytes.to_vec());
+        assert!(!env(b"").rewritten(), "env -i: no variables");
+        assert!(!env(b"PORT=1\0").rewritten());
+        assert!(!env(b"PORT=1\0EMPTY=\0").rewritten());
+        assert!(
+            env(b"\0\0\0\0").rewritten(),
+            "a title that fits in the arguments"
+        );
+        assert!(
+            env(b"ster [wsgi:app]\0\0\0").rewritten(),
+            "the end of a longer one"
+        );
+        assert!(
+            env(b"PORT=1\0\0\0").rewritten(),
+            "padding after what looks like one"
+        );
+        assert!(env(b"PORT=1\0title").rewritten(), "not ended by a NUL");
+        let me = Environ::read(Path::new("/proc/self")).unwrap();
+        assert!(!me.rewritten());
+        assert_eq!(
+            parent(Path::new("/proc/self")),
+            Some(std::os::unix::process::parent_id())
+        );
     }
 
     #[test]

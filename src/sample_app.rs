@@ -4,7 +4,10 @@
 //! as `::1`) that reads files from its working folder (the release): `GET /` answers its slot, release and the text of `VERSION`; a `FAIL_AFTER`
 //! file holding N makes every answer a 500 once it has been up N seconds; a `SLOW_MS`
 //! file (or env var) delays every answer; an `IGNORE_TERM` file makes it ignore SIGTERM;
-//! a `CRASH` file makes it exit with status 3 at once. `POST|PUT /items/<name>` stores
+//! a `CRASH` file makes it exit with status 3 at once; a `TITLE` file (or env var) makes it
+//! show that title in `ps` over its arguments and environment, as setproctitle(3) does
+//! (gunicorn with the `setproctitle` package: `/proc/<pid>/environ` no longer shows its
+//! variables). `POST|PUT /items/<name>` stores
 //! the body under `$DATA_DIR` (default `data/`), `DELETE` removes it, `GET /items` lists
 //! all as JSON, `GET /items/<name>` reads one. `GET /request` answers the request as it
 //! arrived: its target and the headers a proxy sets (`Host`, `X-Forwarded-*`), and so does
@@ -79,6 +82,10 @@ pub fn run() -> anyhow::Result<bool> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Last: the variables read no more once their memory holds the title.
+    if let Some(title) = setting("TITLE") {
+        show_title(&title).context("cannot show the TITLE")?;
+    }
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await
@@ -101,6 +108,29 @@ pub fn run() -> anyhow::Result<bool> {
             });
         }
     })
+}
+
+/// Writes `title` over this process's arguments and environment, NULs after it, as
+/// setproctitle(3) does where the two lie end to end (as the kernel lays them out): `ps`
+/// shows the title, and `/proc/self/environ` its tail or NULs. The variables still in use
+/// would have to be moved first; nothing reads one after this.
+fn show_title(title: &str) -> anyhow::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let fields =
+        crate::procfs::stat_fields(Path::new("/proc/self")).context("no /proc/self/stat")?;
+    // `arg_start` and `env_end`: fields 48 and 51.
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    let (start, end) = field(48)
+        .zip(field(51))
+        .context("no argument and environment range")?;
+    let mut area = vec![0u8; usize::try_from(end.saturating_sub(start))?];
+    let shown = title.len().min(area.len().saturating_sub(1));
+    area[..shown].copy_from_slice(&title.as_bytes()[..shown]);
+    // Our own memory, through the file the kernel offers for it: no unsafe pointer.
+    let mut memory = fs::OpenOptions::new().write(true).open("/proc/self/mem")?;
+    memory.seek(SeekFrom::Start(start))?;
+    memory.write_all(&area)?;
+    Ok(())
 }
 
 /// `POST /first-chunk`: the first data of `body`, answered before the rest is read.

@@ -6,8 +6,10 @@
 //! cannot listen, and its health check is answered by the stranger, which would go live in
 //! its place and get the slot's traffic. So before a generation goes live, every socket
 //! listening where `127.0.0.1:<port>` reaches must be held by one of its processes: a
-//! member of its process group, or a process carrying its `GENERATION` mark (one that
-//! left the group). One held by a process this daemon can read and that is none of these,
+//! member of its process group, a process carrying its `GENERATION` mark (one that
+//! left the group), or one that left the group and wrote its title over its environment
+//! (setproctitle), which shows neither, when one of those started it. One held by a
+//! process this daemon can read and that is none of these,
 //! or by another unprivileged user, refuses the generation with what holds it. One held
 //! by a process that cannot be read and belongs to root (docker's userland proxy, for an
 //! app run in a container) or to this user is taken as the app's: nothing tells it apart.
@@ -92,16 +94,22 @@ fn verdict(port: u16, uid: u32, me: u32, found: &[Holder]) -> Result<(), String>
 }
 
 fn holder(dir: &Path, owner: &Owner) -> Holder {
-    if procfs::group(dir) == Some(owner.group) {
+    let env = procfs::Environ::read(dir);
+    if is_ours(dir, env.as_ref(), owner) {
         return Holder::Ours;
     }
-    let env = procfs::Environ::read(dir);
+    // One that wrote its title over its environment shows no mark, and in a session of
+    // its own no group either: a server a Procfile runner starts (honcho, foreman) or
+    // a tool's fork mode (pm2), with setproctitle (gunicorn's master once the package is
+    // installed). It is the generation's when a process that started it is. One whose
+    // environment reads whole without the mark was started without it (`env -i`): that
+    // one is not stopped with the generation either, and stays refused.
+    if env.as_ref().is_some_and(procfs::Environ::rewritten) && started_by_ours(dir, owner) {
+        return Holder::Ours;
+    }
     let marked = |name: &str| env.as_ref().and_then(|env| env.get(name));
     let generation = marked(workers::GENERATION);
     let root = env.as_ref().and_then(|env| env.path(workers::MARKER));
-    if root.as_deref() == Some(owner.root) && generation == Some(owner.generation.as_bytes()) {
-        return Holder::Ours;
-    }
     // What another process says of itself (its name, its env) may hold a line break or a
     // terminal escape: quoted on one line.
     let quote = |text: &[u8]| crate::logging::quoted(&String::from_utf8_lossy(text), 200);
@@ -121,6 +129,40 @@ fn holder(dir: &Path, owner: &Owner) -> Holder {
     }
     who.push(')');
     Holder::Other(who)
+}
+
+/// How many parents [`started_by_ours`] looks at: process trees are a few deep; this only
+/// bounds a walk through a tree changing under it.
+const MAX_PARENTS: usize = 64;
+
+/// Whether the process whose `/proc` folder is `dir`, with environment `env`, is a member
+/// of `owner`'s group or carries its marks.
+fn is_ours(dir: &Path, env: Option<&procfs::Environ>, owner: &Owner) -> bool {
+    if procfs::group(dir) == Some(owner.group) {
+        return true;
+    }
+    let Some(env) = env else {
+        return false;
+    };
+    env.path(workers::MARKER).as_deref() == Some(owner.root)
+        && env.get(workers::GENERATION) == Some(owner.generation.as_bytes())
+}
+
+/// Whether a parent of the process whose `/proc` folder is `dir`, or its parent's, and
+/// so on, is one of `owner`'s processes.
+fn started_by_ours(dir: &Path, owner: &Owner) -> bool {
+    let mut pid = procfs::parent(dir);
+    for _ in 0..MAX_PARENTS {
+        let Some(parent) = pid.filter(|&p| p > 1) else {
+            return false;
+        };
+        let dir = Path::new("/proc").join(parent.to_string());
+        if is_ours(&dir, procfs::Environ::read(&dir).as_ref(), owner) {
+            return true;
+        }
+        pid = procfs::parent(&dir);
+    }
+    false
 }
 
 #[cfg(test)]

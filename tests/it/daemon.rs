@@ -240,6 +240,53 @@ fn a_stranger_on_the_generations_port_does_not_go_live_in_its_place() {
     assert!(error.contains(&format!("answered by pid {pid}")), "{error}");
 }
 
+/// A server that leaves the generation's process group and writes its title over its
+/// environment shows neither the group nor the marker: one a Procfile runner (honcho,
+/// foreman) starts in a session of its own, gunicorn with `setproctitle` installed. The
+/// process of the generation that started it makes it the app's, and it goes live.
+#[test]
+fn a_server_that_titles_itself_outside_the_group_goes_live_when_the_app_started_it() {
+    let root = blue_live();
+    root.set(
+        "app.command",
+        format!("sh -c 'setsid \"$0\" sample-app & wait' {BIN}"),
+    );
+    root.reload_config();
+    root.commit(
+        "v2",
+        &[("VERSION", "v2\n"), ("TITLE", "sample-app: worker\n")],
+    );
+    root.push("blue").says("blue: live in ");
+    assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
+    // The mechanism is the one above: the server shows its title, and no marker.
+    let server = (root.processes().into_iter())
+        .find(|&p| cmdline(p).starts_with(b"sample-app: worker\0"))
+        .expect("the titled server runs");
+    let env = fs::read(format!("/proc/{server}/environ")).unwrap();
+    assert!(
+        !env.windows(b"BLUEGREEN".len()).any(|w| w == b"BLUEGREEN"),
+        "{env:?}"
+    );
+}
+
+/// One started with an environment without the marker (`env -i`) outside the group is
+/// no process of the generation's, whoever started it: not stopped with it either.
+#[test]
+fn a_server_started_outside_the_group_without_the_marker_does_not_go_live() {
+    let root = blue_live();
+    root.set(
+        "app.command",
+        format!("sh -c 'setsid env -i PORT=\"$PORT\" \"$0\" sample-app & wait' {BIN}"),
+    );
+    root.reload_config();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue")
+        .says("blue: not live: release ")
+        .says("which listens on it outside the generation's process group")
+        .says("blue keeps serving generation 1");
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}
+
 /// Kills the child it holds when dropped, so a failed assertion leaves no process.
 struct Killed(std::process::Child);
 
