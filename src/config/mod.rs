@@ -16,6 +16,8 @@ use crate::slot::Slot;
 mod parse;
 mod values;
 
+pub use values::{GENERATION_MARKER, WORKER_MARKER};
+
 /// The commented default config that `init` writes; parsing it gives `Config::default()`.
 pub const TEMPLATE: &str = include_str!("bluegreen.toml");
 

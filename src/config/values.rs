@@ -292,12 +292,20 @@ pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     Ok(dirs)
 }
 
+/// Set on every worker and migration, the root its daemon serves: the daemon finds what
+/// one left by it. Defined here, not in the daemon, as the domain imports no role.
+pub const WORKER_MARKER: &str = "BLUEGREEN_WORKER_OF";
+
+/// Set on every worker and migration: `<slot>/<generation>` (`switch.migrate/<n>` on a
+/// switch's migration), to find what one left outside its process group.
+pub const GENERATION_MARKER: &str = "BLUEGREEN_GENERATION";
+
 /// What bluegreen sets on every build and every worker and migration, and finds their
 /// processes by: an env of the config would be overridden, so it may not set them.
 pub const MARKER_ENV: [&str; 3] = [
     crate::build::command::MARKER,
-    crate::daemon::workers::MARKER,
-    crate::daemon::workers::GENERATION,
+    WORKER_MARKER,
+    GENERATION_MARKER,
 ];
 
 /// What the daemon sets for each generation: a slot's `env` may not set it too.

@@ -38,7 +38,7 @@ mod systemd;
 mod upgrade;
 mod upstream;
 mod watch;
-pub(crate) mod workers;
+mod workers;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};

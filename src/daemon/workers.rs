@@ -22,11 +22,11 @@ use crate::layout::Layout;
 use crate::procfs;
 
 /// Environment variable set on every worker; its value is the root.
-pub const MARKER: &str = "BLUEGREEN_WORKER_OF";
+pub use crate::config::WORKER_MARKER as MARKER;
 
 /// Environment variable set on every worker: `<slot>/<generation>` (`switch.migrate/<n>` on
 /// a switch's migration), to find what one left outside its process group.
-pub const GENERATION: &str = "BLUEGREEN_GENERATION";
+pub use crate::config::GENERATION_MARKER as GENERATION;
 
 fn entry(layout: &Layout, pgid: u32) -> PathBuf {
     layout.workers_dir().join(pgid.to_string())
