@@ -35,8 +35,10 @@ pub struct Owner<'a> {
 enum Holder {
     /// One of the generation's processes.
     Ours,
-    /// Anything else that could be read, described for a person.
-    Other(String),
+    /// Anything else that could be read, described for a person, and whether a process
+    /// of the generation started it (then no other program took the port: the app gave
+    /// it to a process that is not stopped with the generation).
+    Other { who: String, started: bool },
 }
 
 /// `Err` with a one-line reason when a socket listening for `127.0.0.1:<port>` is not
@@ -77,27 +79,36 @@ pub fn check(port: u16, owner: &Owner) -> Result<(), String> {
 /// Whether one socket on `port`, made by `uid`, held by `found` (of the processes this
 /// daemon, running as `me`, could read), is the generation's.
 fn verdict(port: u16, uid: u32, me: u32, found: &[Holder]) -> Result<(), String> {
-    let stranger = |who: &str| {
+    let stranger = |who: &str, why: &str| {
         Err(format!(
             "port {port} is not the app's: its health check was answered by {who}, which \
-             listens on it outside the generation's process group (another program took the \
-             port before the app listened on it; the next start gets another port)"
+             listens on it outside the generation's process group ({why})"
         ))
     };
+    let taken = "another program took the port before the app listened on it; the next start \
+                 gets another port";
     if found.iter().any(|h| matches!(h, Holder::Ours)) {
         return Ok(());
     }
-    if let Some(Holder::Other(who)) = found.first() {
-        return stranger(who);
+    if let Some(Holder::Other { who, started }) = found.first() {
+        let why = match started {
+            true => {
+                "the app started it without the generation's environment, so it would outlive \
+                 the generation: keep it in the app's process group or give it that environment"
+            }
+            false => taken,
+        };
+        return stranger(who, why);
     }
     // Held by no process this daemon may read: another user's. An app of an
     // unprivileged daemon runs as its user; one of root's may be a container's proxy.
     if me != 0 && uid != me && uid != 0 {
         let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
         let name = user.map(|u| format!("`{}`, ", u.name)).unwrap_or_default();
-        return stranger(&format!(
-            "a process of another user ({name}uid {uid}; this daemon runs as uid {me})"
-        ));
+        return stranger(
+            &format!("a process of another user ({name}uid {uid}; this daemon runs as uid {me})"),
+            taken,
+        );
     }
     Ok(())
 }
@@ -112,8 +123,10 @@ fn holder(dir: &Path, owner: &Owner) -> Holder {
     // a tool's fork mode (pm2), with setproctitle (gunicorn's master once the package is
     // installed). It is the generation's when a process that started it is. One whose
     // environment reads whole without the mark was started without it (`env -i`): that
-    // one is not stopped with the generation either, and stays refused.
-    if env.as_ref().is_some_and(procfs::Environ::rewritten) && started_by_ours(dir, owner) {
+    // one is not stopped with the generation either, and stays refused, told as the
+    // app's doing, not as a program that took the port.
+    let started = started_by_ours(dir, owner);
+    if started && env.as_ref().is_some_and(procfs::Environ::rewritten) {
         return Holder::Ours;
     }
     let marked = |name: &str| env.as_ref().and_then(|env| env.get(name));
@@ -137,7 +150,7 @@ fn holder(dir: &Path, owner: &Owner) -> Holder {
         );
     }
     who.push(')');
-    Holder::Other(who)
+    Holder::Other { who, started }
 }
 
 /// How many parents [`started_by_ours`] looks at: process trees are a few deep; this only
@@ -182,13 +195,20 @@ mod tests {
 
     #[test]
     fn a_socket_held_by_the_generation_is_its_own_whoever_else_holds_it() {
-        let found = [Holder::Other("pid 7 (`x`)".into()), Holder::Ours];
+        let other = Holder::Other {
+            who: "pid 7 (`x`)".into(),
+            started: false,
+        };
+        let found = [other, Holder::Ours];
         assert_eq!(verdict(4000, ME, ME, &found), Ok(()));
     }
 
     #[test]
     fn a_socket_held_only_by_another_process_is_refused_naming_it() {
-        let found = [Holder::Other("pid 7 (`node`)".into())];
+        let found = [Holder::Other {
+            who: "pid 7 (`node`)".into(),
+            started: false,
+        }];
         let error = verdict(4000, ME, ME, &found).unwrap_err();
         assert!(
             error.starts_with(

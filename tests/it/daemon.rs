@@ -280,10 +280,17 @@ fn a_server_started_outside_the_group_without_the_marker_does_not_go_live() {
     );
     root.reload_config();
     root.commit("v2", &[("VERSION", "v2\n")]);
-    root.push("blue")
+    let pushed = root.push("blue");
+    pushed
         .says("blue: not live: release ")
-        .says("which listens on it outside the generation's process group")
+        .says("which listens on it outside the generation's process group (the app started it without the generation's environment, so it would outlive the generation")
         .says("blue keeps serving generation 1");
+    // No other program took the port: the app's own start put the server out of reach.
+    assert!(
+        !pushed.text.contains("another program took the port"),
+        "{}",
+        pushed.text
+    );
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 }
 
