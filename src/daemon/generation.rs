@@ -51,6 +51,10 @@ pub struct Generation {
     tail: Arc<Tail>,
     /// The tasks copying its stdout and stderr; awaited before quoting `tail` after an exit.
     copiers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Groups outside its own that held its port when it went live and were taken for its
+    /// own ([`holder::check`]), with their leader's identity: nothing else finds them when
+    /// it stops. Written once by the start, read by the stop.
+    adopted: Mutex<Vec<(u32, String)>>,
     layout: Layout,
 }
 
@@ -167,6 +171,7 @@ impl Generation {
             exited,
             tail,
             copiers: Mutex::new(copiers),
+            adopted: Mutex::default(),
             layout: layout.clone(),
         }))
     }
@@ -260,11 +265,14 @@ impl Generation {
                 root: &root,
                 generation: &generation,
             };
-            holder::check(port, &owner)
+            let adopted = holder::check(port, &owner)?;
+            Ok(adopted.into_iter().filter_map(workers::adopt).collect())
         };
-        tokio::task::spawn_blocking(owner)
+        let adopted = tokio::task::spawn_blocking(owner)
             .await
-            .unwrap_or_else(|e| Err(format!("the check of who holds port {port} failed: {e}")))
+            .unwrap_or_else(|e| Err(format!("the check of who holds port {port} failed: {e}")))?;
+        *self.adopted.lock().expect("no panic holds it") = adopted;
+        Ok(())
     }
 
     /// Resolves when the leader exits, with its status.
@@ -290,8 +298,9 @@ impl Generation {
 
     /// SIGTERM to the whole group, SIGKILL after `grace`; returns once the group is gone,
     /// and what it left outside the group (`workers::reap_strays`) too. Those get their
-    /// SIGTERM with the group's, so a stop takes one `grace` at most; what the group
-    /// starts outside itself while it stops is stopped after it.
+    /// SIGTERM with the group's, so a stop takes one `grace` at most, and so do the groups
+    /// it was found to run when it went live (`adopted`); what the group starts outside
+    /// itself while it stops is stopped after it.
     pub async fn stop(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);
         let strays = || {
@@ -302,6 +311,8 @@ impl Generation {
             })
         };
         let alongside = strays();
+        let adopted = std::mem::take(&mut *self.adopted.lock().expect("no panic holds it"));
+        let adopted = tokio::task::spawn_blocking(move || workers::stop_adopted(&adopted, grace));
         let group = Pid::from_raw(self.pid as i32);
         if workers::group_alive(self.pid) {
             let _ = killpg(group, Signal::SIGTERM);
@@ -320,6 +331,7 @@ impl Generation {
         }
         workers::forget(&self.layout, self.pid);
         let _ = alongside.await;
+        let _ = adopted.await;
         let _ = strays().await;
         tracing::info!(slot = %self.slot, generation = self.id, pid = self.pid, "stopped");
     }

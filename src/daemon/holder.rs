@@ -8,8 +8,9 @@
 //! listening where `127.0.0.1:<port>` reaches must be held by one of its processes: a
 //! member of its process group, a process carrying its `GENERATION` mark (one that
 //! left the group), or one that left the group and wrote its title over its environment
-//! (setproctitle), which shows neither, when one of those started it. One held by a
-//! process this daemon can read and that is none of these,
+//! (setproctitle), which shows neither, when one of those started it: the group such a
+//! one leads is stopped with the generation, as nothing else finds it then. One held by
+//! a process this daemon can read and that is none of these,
 //! or by another unprivileged user, refuses the generation with what holds it. One held
 //! by a process that cannot be read and belongs to root (docker's userland proxy, for an
 //! app run in a container) or to this user is taken as the app's: nothing tells it apart.
@@ -35,6 +36,9 @@ pub struct Owner<'a> {
 enum Holder {
     /// One of the generation's processes.
     Ours,
+    /// One that shows neither its group nor its marks (it wrote its title over its
+    /// environment) and that the generation started: its pid.
+    Adopted(u32),
     /// Anything else that could be read, described for a person, and whether a process
     /// of the generation started it (then no other program took the port: the app gave
     /// it to a process that is not stopped with the generation).
@@ -42,12 +46,15 @@ enum Holder {
 }
 
 /// `Err` with a one-line reason when a socket listening for `127.0.0.1:<port>` is not
-/// `owner`'s; reads `/proc`, so it blocks for a few milliseconds.
-pub fn check(port: u16, owner: &Owner) -> Result<(), String> {
+/// `owner`'s; reads `/proc`, so it blocks for a few milliseconds. `Ok` with the process
+/// groups outside `owner.group` that hold one and were taken for the generation's, each
+/// led by such a holder: neither the group nor a marker finds them when the generation
+/// stops, so the caller stops them with it.
+pub fn check(port: u16, owner: &Owner) -> Result<Vec<u32>, String> {
     let sockets = procfs::listening_for_loopback(port);
     if sockets.is_empty() {
         // Another network namespace, or no `/proc/net`: nothing to tell.
-        return Ok(());
+        return Ok(Vec::new());
     }
     // Most often the leader holds them all (a server in the foreground, a master that
     // forks its workers): then no other process need be read, however many the host runs
@@ -56,7 +63,7 @@ pub fn check(port: u16, owner: &Owner) -> Result<(), String> {
     if procfs::socket_inodes(&leader)
         .is_some_and(|held| sockets.iter().all(|s| held.contains(&s.inode)))
     {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut holders: Vec<Vec<Holder>> = sockets.iter().map(|_| Vec::new()).collect();
     for dir in procfs::processes() {
@@ -73,7 +80,17 @@ pub fn check(port: u16, owner: &Owner) -> Result<(), String> {
     for (socket, found) in sockets.iter().zip(&holders) {
         verdict(port, socket.uid, me, found)?;
     }
-    Ok(())
+    // Only a group such a holder leads (setsid, as Procfile runners do) is all its own.
+    let mut adopted: Vec<u32> = (holders.iter().flatten())
+        .filter_map(|h| match *h {
+            Holder::Adopted(pid) => Some(pid),
+            _ => None,
+        })
+        .filter(|&pid| procfs::group(&Path::new("/proc").join(pid.to_string())) == Some(pid))
+        .collect();
+    adopted.sort_unstable();
+    adopted.dedup();
+    Ok(adopted)
 }
 
 /// Whether one socket on `port`, made by `uid`, held by `found` (of the processes this
@@ -87,7 +104,10 @@ fn verdict(port: u16, uid: u32, me: u32, found: &[Holder]) -> Result<(), String>
     };
     let taken = "another program took the port before the app listened on it; the next start \
                  gets another port";
-    if found.iter().any(|h| matches!(h, Holder::Ours)) {
+    if found
+        .iter()
+        .any(|h| matches!(h, Holder::Ours | Holder::Adopted(_)))
+    {
         return Ok(());
     }
     if let Some(Holder::Other { who, started }) = found.first() {
@@ -126,8 +146,11 @@ fn holder(dir: &Path, owner: &Owner) -> Holder {
     // one is not stopped with the generation either, and stays refused, told as the
     // app's doing, not as a program that took the port.
     let started = started_by_ours(dir, owner);
-    if started && env.as_ref().is_some_and(procfs::Environ::rewritten) {
-        return Holder::Ours;
+    let pid = dir.file_name().and_then(|n| n.to_str()?.parse().ok());
+    if let Some(pid) =
+        pid.filter(|_| started && env.as_ref().is_some_and(procfs::Environ::rewritten))
+    {
+        return Holder::Adopted(pid);
     }
     let marked = |name: &str| env.as_ref().and_then(|env| env.get(name));
     let generation = marked(workers::GENERATION);
@@ -135,11 +158,10 @@ fn holder(dir: &Path, owner: &Owner) -> Holder {
     // What another process says of itself (its name, its env) may hold a line break or a
     // terminal escape: quoted on one line.
     let quote = |text: &[u8]| crate::logging::quoted(&String::from_utf8_lossy(text), 200);
-    let pid = dir.file_name().map(|n| n.to_string_lossy().into_owned());
     let command = std::fs::read(dir.join("comm")).unwrap_or_default();
     let mut who = format!(
         "pid {} (`{}`",
-        pid.as_deref().unwrap_or("?"),
+        pid.map_or("?".into(), |p: u32| p.to_string()),
         quote(command.trim_ascii())
     );
     if let (Some(root), Some(generation)) = (root, generation) {
@@ -250,9 +272,9 @@ mod tests {
         );
         let group = nix::unistd::getpgrp().as_raw() as u32;
         let ours = Owner { group, ..owner };
-        assert_eq!(check(port, &ours), Ok(()));
+        assert_eq!(check(port, &ours), Ok(vec![]));
         // As the group's leader, read first.
         let leader = Owner { group: me, ..ours };
-        assert_eq!(check(port, &leader), Ok(()));
+        assert_eq!(check(port, &leader), Ok(vec![]));
     }
 }

@@ -53,6 +53,21 @@ fn identity(pid: u32) -> Option<String> {
     Some(format!("leader {} {start}", boot.trim()))
 }
 
+/// Group `pgid` with its leader's [`identity`] now, for [`stop_adopted`].
+pub fn adopt(pgid: u32) -> Option<(u32, String)> {
+    Some((pgid, identity(pgid)?))
+}
+
+/// Stops the groups [`adopt`] noted whose leader is still the process noted: one whose
+/// id was freed since may lead a stranger's group now.
+pub fn stop_adopted(groups: &[(u32, String)], grace: Duration) {
+    let same = (groups.iter())
+        .filter(|(pgid, leader)| identity(*pgid).as_ref() == Some(leader))
+        .map(|&(pgid, _)| pgid)
+        .collect();
+    stop(&same, grace);
+}
+
 /// A recorded group's leader identity (none in an entry written before there was one)
 /// and what it ran.
 fn read_entry(layout: &Layout, pgid: u32) -> (Option<String>, String) {

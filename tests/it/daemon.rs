@@ -267,6 +267,13 @@ fn a_server_that_titles_itself_outside_the_group_goes_live_when_the_app_started_
         !env.windows(b"BLUEGREEN".len()).any(|w| w == b"BLUEGREEN"),
         "{env:?}"
     );
+    // Taken for the generation's, it is stopped with it, though neither its group nor a
+    // marker finds it, and the shell that started it does not pass the SIGTERM on.
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: live in ");
+    wait_for(Duration::from_secs(20), "the titled server to stop", || {
+        (!cmdline(server).starts_with(b"sample-app: worker\0")).then_some(())
+    });
 }
 
 /// One started with an environment without the marker (`env -i`) outside the group is
