@@ -139,7 +139,8 @@ pub struct Listening {
 
 /// The addresses, as `/proc/net/tcp` and `tcp6` write them, whose listening sockets take a
 /// connection to `127.0.0.1`: that address, and any address (an IPv6 socket on `::` takes
-/// IPv4 as well, unless it is IPv6-only, which the table does not say).
+/// IPv4 as well, unless it is IPv6-only, which the table does not say: see
+/// [`listening_for_loopback`]).
 const TAKES_LOOPBACK: [&str; 5] = [
     "0100007F",
     "00000000",
@@ -150,12 +151,23 @@ const TAKES_LOOPBACK: [&str; 5] = [
 
 /// The sockets of this network namespace that listen on `port` and take a connection to
 /// `127.0.0.1:<port>`.
+///
+/// An IPv4 one there (on `127.0.0.1` or `0.0.0.0`) leaves out every IPv6 one: an IPv6
+/// socket that takes IPv4 too cannot listen on the same port beside it (the second `bind`
+/// fails), so one that does is IPv6-only (a program that asked for a free port on IPv6
+/// alone, as Go's `tcp6` on `[::]:0` does, may get the app's), and takes none of
+/// `127.0.0.1`'s connections. Counted, it was taken for a stranger next to the app.
 pub fn listening_for_loopback(port: u16) -> Vec<Listening> {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|table| fs::read_to_string(table).ok())
-        .flat_map(|table| listening_in(&table, port))
-        .collect()
+    let table = |path: &str| {
+        fs::read_to_string(path)
+            .map(|table| listening_in(&table, port))
+            .unwrap_or_default()
+    };
+    let ipv4 = table("/proc/net/tcp");
+    match ipv4.is_empty() {
+        true => table("/proc/net/tcp6"),
+        false => ipv4,
+    }
 }
 
 /// The rows of a `/proc/net/tcp` table that listen on `port` at an address that takes
@@ -330,6 +342,57 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(listening_for_loopback(port), vec![]);
+    }
+
+    #[test]
+    fn an_ipv6_only_socket_beside_an_ipv4_one_does_not_count() {
+        use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn6};
+        use std::net::{Ipv6Addr, SocketAddrV6};
+        use std::os::fd::AsRawFd;
+        if std::net::TcpListener::bind("[::]:0").is_err() {
+            return; // no IPv6 on this host
+        }
+        let listen_any6 = |v6_only: bool| {
+            let fd = socket::socket(
+                AddressFamily::Inet6,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap();
+            socket::setsockopt(&fd, sockopt::Ipv6V6Only, &v6_only).unwrap();
+            let any = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
+            socket::bind(fd.as_raw_fd(), &any).unwrap();
+            socket::listen(&fd, socket::Backlog::new(8).unwrap()).unwrap();
+            let port = socket::getsockname::<SockaddrIn6>(fd.as_raw_fd())
+                .unwrap()
+                .port();
+            (fd, port)
+        };
+        // The kernel may give the IPv6-only one a port an IPv4 socket holds: another one.
+        let (only6, port, app) = (0..20)
+            .find_map(|_| {
+                let (only6, port) = listen_any6(true);
+                let app = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+                Some((only6, port, app))
+            })
+            .expect("a port free on both 127.0.0.1 and [::]");
+        let found = listening_for_loopback(port);
+        let held = socket_inodes(Path::new("/proc/self")).unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "the IPv6-only one does not count: {found:?}"
+        );
+        assert!(held.contains(&found[0].inode));
+        drop(app);
+        // Alone, it counts: the table cannot tell it takes no IPv4.
+        assert_eq!(listening_for_loopback(port).len(), 1);
+        drop(only6);
+        // One on `::` that takes IPv4 too counts, and no IPv4 one can listen beside it.
+        let (_dual, port) = listen_any6(false);
+        assert_eq!(listening_for_loopback(port).len(), 1);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
     }
 
     #[test]
