@@ -69,10 +69,8 @@ fn bad_config_names_file_line_and_key() {
     // (this was `cannot read ... (is this a bluegreen root? ...): stream did not contain
     // valid UTF-8`).
     fs::write(&file, b"branch = \"caf\xe9\"\n").unwrap();
-    let out = root.run(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
+        root.run_err(&["check"]),
         format!(
             "error: cannot read {}: it is not UTF-8 text, as TOML must be",
             file.display()
@@ -80,18 +78,14 @@ fn bad_config_names_file_line_and_key() {
     );
     // Valid as text, but `serve` could not start with it: `check` says so too.
     fs::write(&file, "[router]\ntoken_file = \"/nonexistent/token\"\n").unwrap();
-    let out = root.run(&["check"]);
-    assert!(!out.status.success());
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
+        root.run_err(&["check"]),
         format!("error: {}:2: router.token_file: cannot read /nonexistent/token: No such file or directory (os error 2)", file.display())
     );
     fs::write(root.path.join("empty"), " \n").unwrap();
     fs::write(&file, "router.token_file = \"empty\"\n").unwrap();
-    let out = root.run(&["check"]);
-    assert!(!out.status.success());
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
+        root.run_err(&["check"]),
         format!(
             "error: {}:1: router.token_file: {} is empty",
             file.display(),
@@ -104,10 +98,8 @@ fn bad_config_names_file_line_and_key() {
         let name = format!("bad{i}");
         fs::write(root.path.join(&name), token).unwrap();
         fs::write(&file, format!("router.token_file = \"{name}\"\n")).unwrap();
-        let out = root.run(&["check"]);
-        assert_eq!(out.status.code(), Some(1));
         assert_eq!(
-            String::from_utf8_lossy(&out.stderr).trim(),
+            root.run_err(&["check"]),
             format!(
                 "error: {}:1: router.token_file: {} holds more than a token: it must be one line of printable ASCII, as an Authorization header carries it",
                 file.display(),
