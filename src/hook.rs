@@ -148,12 +148,7 @@ fn deploy(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
-    let lock = release::lock_slot(layout, slot, || {
-        let _ = writeln!(
-            out,
-            "{slot}: another deploy to {slot} is running; waiting for it"
-        );
-    })?;
+    let lock = release::lock_slot(layout, slot, out)?;
     let pushed = git::resolve(repo, &update.new).with_context(|| {
         let short = update.new.get(..7).unwrap_or(&update.new);
         format!("{slot}: {short} not deployed")

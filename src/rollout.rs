@@ -77,12 +77,7 @@ pub fn rollback(
     // What the operator sees as current when asking: a deploy that lands while this
     // waits for the slot makes "back" mean another release, so that is refused.
     let asked_at = release::current(layout, slot);
-    let lock = release::lock_slot(layout, slot, || {
-        let _ = writeln!(
-            out,
-            "{slot}: another deploy to {slot} is running; waiting for it"
-        );
-    })?;
+    let lock = release::lock_slot(layout, slot, out)?;
     let releases = release::list(layout, slot)?;
     let current =
         release::current(layout, slot).with_context(|| format!("{slot} has no current release"))?;
@@ -158,12 +153,7 @@ pub fn promote(
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     anyhow::ensure!(from != to, "cannot promote {from} to itself");
-    let lock = release::lock_slot(layout, to, || {
-        let _ = writeln!(
-            out,
-            "{to}: another deploy to {to} is running; waiting for it"
-        );
-    })?;
+    let lock = release::lock_slot(layout, to, out)?;
     // Read once the wait is over: what `from` runs now, not what it ran before.
     let source_id =
         release::current(layout, from).with_context(|| format!("{from} has no current release"))?;

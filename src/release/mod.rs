@@ -282,12 +282,13 @@ fn stamp(file: &Path) -> anyhow::Result<()> {
 }
 
 /// Takes the slot's lock ([`Layout::slot_lock`]), held while its releases and `current`
-/// change; `on_wait` runs once if another process holds it. A slot folder that is gone
-/// is named, with what makes it again, rather than as a lock file that cannot be opened.
+/// change; if another process holds it, `out` is told once that this waits for it. A
+/// slot folder that is gone is named, with what makes it again, rather than as a lock
+/// file that cannot be opened.
 pub fn lock_slot(
     layout: &Layout,
     slot: Slot,
-    on_wait: impl FnOnce(),
+    out: &mut dyn std::io::Write,
 ) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
     let dir = layout.slot_dir(slot);
     anyhow::ensure!(
@@ -296,7 +297,12 @@ pub fn lock_slot(
         dir.display(),
         layout.root().display()
     );
-    fsops::lock(&layout.slot_lock(slot), on_wait)
+    fsops::lock(&layout.slot_lock(slot), || {
+        let _ = writeln!(
+            out,
+            "{slot}: another deploy to {slot} is running; waiting for it"
+        );
+    })
 }
 
 /// The release `current` points at, if any.
