@@ -257,14 +257,10 @@ impl Generation {
 
     /// Whether what answered its health check is its own: see [`super::holder`].
     async fn holds_its_port(&self) -> Result<(), String> {
-        let (port, group, root) = (self.port, self.pid, self.layout.root().to_owned());
+        let (port, group, layout) = (self.port, self.pid, self.layout.clone());
         let generation = format!("{}/{}", self.slot, self.id);
         let owner = move || {
-            let owner = holder::Owner {
-                group,
-                root: &root,
-                generation: &generation,
-            };
+            let owner = holder::Owner::new(group, &layout, &generation);
             let adopted = holder::check(port, &owner)?;
             Ok(adopted.into_iter().filter_map(workers::adopt).collect())
         };

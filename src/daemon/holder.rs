@@ -15,8 +15,9 @@
 //! by a process that cannot be read and belongs to root (docker's userland proxy, for an
 //! app run in a container) or to this user is taken as the app's: nothing tells it apart.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::layout::Layout;
 use crate::procfs;
 
 use super::workers;
@@ -24,11 +25,25 @@ use super::workers;
 /// The generation a listening socket must belong to.
 pub struct Owner<'a> {
     /// Its process group (the leader's pid).
-    pub group: u32,
+    group: u32,
     /// The root whose daemon started it, as its `workers::MARKER` says.
-    pub root: &'a Path,
+    layout: &'a Layout,
+    /// That root resolved, for [`workers::carries`].
+    root: PathBuf,
     /// Its `workers::GENERATION` value: `<slot>/<id>`.
-    pub generation: &'a str,
+    generation: &'a str,
+}
+
+impl<'a> Owner<'a> {
+    pub fn new(group: u32, layout: &'a Layout, generation: &'a str) -> Owner<'a> {
+        let root = workers::canonical_root(layout);
+        Owner {
+            group,
+            layout,
+            root,
+            generation,
+        }
+    }
 }
 
 /// What is known of a process holding a listening socket.
@@ -185,11 +200,7 @@ fn is_ours(dir: &Path, env: Option<&procfs::Environ>, owner: &Owner) -> bool {
     if procfs::group(dir) == Some(owner.group) {
         return true;
     }
-    let Some(env) = env else {
-        return false;
-    };
-    env.path(workers::MARKER).as_deref() == Some(owner.root)
-        && env.get(workers::GENERATION) == Some(owner.generation.as_bytes())
+    env.is_some_and(|env| workers::carries(owner.layout, &owner.root, env, Some(owner.generation)))
 }
 
 /// Whether a parent of the process whose `/proc` folder is `dir`, or its parent's, and
@@ -259,11 +270,8 @@ mod tests {
     fn a_socket_of_this_process_is_not_the_generations() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let owner = Owner {
-            group: u32::MAX,
-            root: Path::new("/nonexistent/root"),
-            generation: "blue/1",
-        };
+        let layout = Layout::new(Path::new("/nonexistent/root")).unwrap();
+        let owner = Owner::new(u32::MAX, &layout, "blue/1");
         let error = check(port, &owner).unwrap_err();
         let me = std::process::id();
         assert!(

@@ -108,13 +108,28 @@ fn another_roots(layout: &Layout, pgid: u32) -> bool {
 }
 
 /// This root's path, resolved (a worker may have been started through a symlink).
-fn canonical_root(layout: &Layout) -> PathBuf {
+pub fn canonical_root(layout: &Layout) -> PathBuf {
     fs::canonicalize(layout.root()).unwrap_or_else(|_| layout.root().to_owned())
 }
 
 /// Whether `marked` (a `MARKER` value) names this root, `root` being it resolved.
 fn is_root(layout: &Layout, root: &Path, marked: &Path) -> bool {
     marked == layout.root() || fs::canonicalize(marked).is_ok_and(|m| m == root)
+}
+
+/// Whether `env` carries this root's `MARKER` (`root` being this root resolved, see
+/// [`canonical_root`]) and, when given, `GENERATION=<generation>`.
+pub fn carries(
+    layout: &Layout,
+    root: &Path,
+    env: &procfs::Environ,
+    generation: Option<&str>,
+) -> bool {
+    if generation.is_some_and(|g| env.get(GENERATION) != Some(g.as_bytes())) {
+        return false;
+    }
+    env.path(MARKER)
+        .is_some_and(|marked| is_root(layout, root, &marked))
 }
 
 /// Crosses out `pgid` once its group is gone.
@@ -232,16 +247,9 @@ fn stop(groups: &BTreeSet<u32>, grace: Duration) {
 /// path (a symlink) when the worker was started: paths are compared resolved.
 fn marked_groups(layout: &Layout, generation: Option<&str>) -> BTreeSet<u32> {
     let root = canonical_root(layout);
-    let ours = |env: &procfs::Environ| {
-        if generation.is_some_and(|g| env.get(GENERATION) != Some(g.as_bytes())) {
-            return false;
-        }
-        env.path(MARKER)
-            .is_some_and(|marked| is_root(layout, &root, &marked))
-    };
     procfs::environs()
         .into_iter()
-        .filter(|(_, env)| ours(env))
+        .filter(|(_, env)| carries(layout, &root, env, generation))
         .filter_map(|(dir, _)| procfs::group(&dir))
         .filter(|&pgid| pgid > 1)
         .collect()
