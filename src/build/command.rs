@@ -24,7 +24,7 @@ use crate::lines::{Lines, Tail};
 
 /// Environment variable set on every build: its temp folder. The next push finds by it
 /// what the build of a SIGKILLed hook still runs, wherever its processes work.
-pub const MARKER: &str = "BLUEGREEN_BUILD";
+pub use crate::config::BUILD_MARKER as MARKER;
 
 /// How many of a failed build's last lines its reason quotes.
 const QUOTED: usize = 3;

@@ -24,7 +24,7 @@ use crate::layout::Layout;
 use crate::procfs;
 
 mod cleanup;
-pub(crate) mod command;
+mod command;
 
 pub use cleanup::remove_unused;
 

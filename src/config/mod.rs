@@ -16,7 +16,7 @@ use crate::slot::Slot;
 mod parse;
 mod values;
 
-pub use values::{GENERATION_MARKER, WORKER_MARKER};
+pub use values::{BUILD_MARKER, GENERATION_MARKER, WORKER_MARKER};
 
 /// The commented default config that `init` writes; parsing it gives `Config::default()`.
 pub const TEMPLATE: &str = include_str!("bluegreen.toml");

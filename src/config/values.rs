@@ -292,8 +292,15 @@ pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     Ok(dirs)
 }
 
+// The marks bluegreen puts on the processes it starts, defined here, beside the rule
+// that a config may not set them, and taken from here by `build` and `daemon`.
+
+/// Set on every build, its temp folder: the next push finds by it what the build of a
+/// SIGKILLed hook still runs.
+pub const BUILD_MARKER: &str = "BLUEGREEN_BUILD";
+
 /// Set on every worker and migration, the root its daemon serves: the daemon finds what
-/// one left by it. Defined here, not in the daemon, as the domain imports no role.
+/// one left by it.
 pub const WORKER_MARKER: &str = "BLUEGREEN_WORKER_OF";
 
 /// Set on every worker and migration: `<slot>/<generation>` (`switch.migrate/<n>` on a
@@ -302,11 +309,7 @@ pub const GENERATION_MARKER: &str = "BLUEGREEN_GENERATION";
 
 /// What bluegreen sets on every build and every worker and migration, and finds their
 /// processes by: an env of the config would be overridden, so it may not set them.
-pub const MARKER_ENV: [&str; 3] = [
-    crate::build::command::MARKER,
-    WORKER_MARKER,
-    GENERATION_MARKER,
-];
+pub const MARKER_ENV: [&str; 3] = [BUILD_MARKER, WORKER_MARKER, GENERATION_MARKER];
 
 /// What the daemon sets for each generation: a slot's `env` may not set it too.
 pub const GENERATION_ENV: [&str; 4] = ["PORT", "SLOT", "RELEASE", "RELEASE_DIR"];
