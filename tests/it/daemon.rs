@@ -293,11 +293,7 @@ fn a_server_started_outside_the_group_without_the_marker_does_not_go_live() {
         .says("which listens on it outside the generation's process group (the app started it without the generation's environment, so it would outlive the generation")
         .says("blue keeps serving generation 1");
     // No other program took the port: the app's own start put the server out of reach.
-    assert!(
-        !pushed.text.contains("another program took the port"),
-        "{}",
-        pushed.text
-    );
+    pushed.never_says("another program took the port");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 }
 
@@ -383,11 +379,7 @@ fn an_app_on_the_ipv6_loopback_only_is_told_where_it_listens() {
         .says("Connection refused")
         .says("accepts: the app listens on the IPv6 loopback only (a host of `localhost` can resolve to ::1); bluegreen connects to 127.0.0.1: listen on 127.0.0.1 or on all addresses (0.0.0.0 or ::)")
         .says("blue keeps serving generation 1");
-    assert!(
-        !pushed.text.contains("does the app listen on {port}"),
-        "{}",
-        pushed.text
-    );
+    pushed.never_says("does the app listen on {port}");
 }
 
 #[test]
@@ -432,7 +424,7 @@ fn a_slow_start_is_told_while_the_push_waits() {
     root.commit("quick", &[("VERSION", "v3\n")]);
     let pushed = root.push("blue");
     pushed.says("blue: live in ");
-    assert!(!pushed.text.contains("waiting for GET"), "{}", pushed.text);
+    pushed.never_says("waiting for GET");
 }
 
 /// A release too slow for the health check is told the limit it misses, not the scrap of

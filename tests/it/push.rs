@@ -943,7 +943,7 @@ fn the_hint_for_another_branch_runs_no_command_it_names() {
     // A name git would read as an option (`--receive-pack=<command>`) gets no hint.
     let pushed = root.push_ref("blue", "HEAD:refs/heads/--receive-pack=touch");
     pushed.says("refs/heads/--receive-pack=touch is not the deploy branch (main): not deployed");
-    assert!(!pushed.text.contains("deploys it"), "{}", pushed.text);
+    pushed.never_says("deploys it");
 }
 
 #[test]

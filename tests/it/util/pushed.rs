@@ -18,6 +18,16 @@ impl Pushed {
         self
     }
 
+    /// Asserts the push output does not contain `needle`.
+    pub fn never_says(&self, needle: &str) -> &Pushed {
+        assert!(
+            !self.text.contains(needle),
+            "push output has {needle:?}:\n{}",
+            self.text
+        );
+        self
+    }
+
     /// The `remote:` lines, without the prefix.
     pub fn remote_lines(&self) -> Vec<String> {
         self.text
