@@ -440,17 +440,7 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     assert!(root.current("blue").is_none());
 
     // Run the hook as git would for a deletion of the deploy branch, and for bad input.
-    let hook = |input: &str| {
-        let mut child = Command::new(BIN)
-            .args(["hook", "post-receive"])
-            .env("GIT_DIR", root.path.join("blue.git"))
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let hook = |input: &str| run_hook(&root.path.join("blue.git"), &[], input);
     let zeros = "0".repeat(40);
     let out = hook(&format!("{} {zeros} refs/heads/main\n", "a".repeat(40)));
     assert!(!out.status.success(), "bad input exits non-zero");
@@ -517,18 +507,9 @@ fn a_bluegreen_root_set_for_another_root_deploys_into_the_pushed_root() {
     assert!(other.current("blue").is_none());
 
     let head = String::from_utf8(root.git(&["rev-parse", "HEAD"]).stdout).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--root")
-        .arg(&other.path)
-        .args(["hook", "post-receive"])
-        .env("GIT_DIR", root.path.join("green.git"))
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let line = format!("{} {} refs/heads/main\n", "0".repeat(40), head.trim());
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), line.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let root_arg = ["--root".as_ref(), other.path.as_os_str()];
+    let out = run_hook(&root.path.join("green.git"), &root_arg, &line);
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert_eq!(

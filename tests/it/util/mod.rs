@@ -546,6 +546,22 @@ fn activated(fds: &[std::os::fd::BorrowedFd]) -> Launch {
 }
 
 /// `git` with a clean env: no hook variables, a fixed identity, no user config.
+/// The hook run as git runs it for a push into `repo` (`GIT_DIR`), with `args` before its
+/// subcommand and `input` (`<old> <new> <ref>` lines) on its stdin.
+pub fn run_hook(repo: &Path, args: &[&std::ffi::OsStr], input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["hook", "post-receive"])
+        .env("GIT_DIR", repo)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn git_command(dir: &Path) -> Command {
     let mut command = Command::new("git");
     command
