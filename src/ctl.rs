@@ -45,6 +45,23 @@ pub fn status(
         "active: {active}   front: {}   mirroring: {mirroring}   failover: {failover}",
         text(&status["front"])
     )?;
+    // Which daemon answers, since when, and the last switch: what changed last, when.
+    let last_switch = match &status["last_switch"] {
+        serde_json::Value::Null => "none".to_string(),
+        last => format!(
+            "{} {} -> {} ({})",
+            text(&last["at"]),
+            text(&last["from"]),
+            text(&last["to"]),
+            text(&last["cause"])
+        ),
+    };
+    writeln!(
+        out,
+        "daemon: bluegreen {} since {}   last switch: {last_switch}",
+        text(&status["version"]),
+        text(&status["started"])
+    )?;
     for slot in Slot::ALL {
         let s = &status["slots"][slot.name()];
         let mark = if active == slot.name() { "*" } else { " " };

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::slot::Slot;
 
@@ -58,6 +58,8 @@ impl Traffic {
 }
 
 pub struct Metrics {
+    /// When the daemon started: a scrape sees a restart (its counters start again at 0).
+    started: SystemTime,
     /// One per proxy thread.
     traffic: Box<[Traffic]>,
     generations: [[AtomicU64; GENERATION_OUTCOMES.len()]; 2],
@@ -77,12 +79,18 @@ impl Metrics {
     /// Metrics with request counters for `threads` proxy threads.
     pub fn new(threads: usize) -> Metrics {
         Metrics {
+            started: SystemTime::now(),
             traffic: (0..threads.max(1)).map(|_| Traffic::default()).collect(),
             generations: Default::default(),
             switches: Default::default(),
             heartbeat_failures: Default::default(),
             mirror: Default::default(),
         }
+    }
+
+    /// When the daemon started.
+    pub fn started(&self) -> SystemTime {
+        self.started
     }
 
     /// Proxy thread `n`'s request counters.
@@ -124,6 +132,12 @@ impl Metrics {
     pub fn render(&self, in_flight: [u64; 2]) -> String {
         let mut out = String::new();
         let w = &mut out;
+        let _ = writeln!(w, "# HELP bluegreen_build_info The running bluegreen's version, always 1.\n# TYPE bluegreen_build_info gauge\nbluegreen_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        let since_epoch = self
+            .started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let _ = writeln!(w, "# HELP bluegreen_start_time_seconds When the daemon started, in seconds since the Unix epoch.\n# TYPE bluegreen_start_time_seconds gauge\nbluegreen_start_time_seconds {}", since_epoch.as_secs_f64());
         let _ = writeln!(w, "# HELP bluegreen_requests_total Requests answered, by slot and status class.\n# TYPE bluegreen_requests_total counter");
         for slot in Slot::ALL {
             for (i, class) in CLASSES.iter().enumerate() {
@@ -216,5 +230,11 @@ mod tests {
         assert!(text.contains("bluegreen_upstream_seconds_bucket{le=\"0.05\"} 2"));
         assert!(text.contains("bluegreen_in_flight{slot=\"green\"} 2"));
         assert!(text.contains("bluegreen_mirror_total{outcome=\"queue_full\"} 1"));
+        let version = format!(
+            "bluegreen_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{text}");
+        assert!(text.contains("\nbluegreen_start_time_seconds 1"), "{text}");
     }
 }

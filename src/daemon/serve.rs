@@ -205,7 +205,15 @@ async fn run(
         blue = %config.slots.blue.listen,
         green = %config.slots.green.listen,
         control = %config.control.listen,
-        "serving {}",
+        active = daemon.active().map_or("none", Slot::name),
+        mirroring = daemon.mirroring(),
+        heartbeat = %format_args!(
+            "every {} ({} failures switch)",
+            humantime::format_duration(config.heartbeat.interval),
+            config.heartbeat.failures
+        ),
+        "bluegreen {} serving {}",
+        env!("CARGO_PKG_VERSION"),
         layout.root().display()
     );
     // Each slot's first generation: its listener opens once it is live or has failed

@@ -64,6 +64,8 @@ pub fn json(daemon: &Daemon) -> Value {
         (heartbeat.armed, heartbeat.failures)
     };
     json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started": humantime::format_rfc3339_seconds(daemon.metrics.started()).to_string(),
         "active": daemon.active(),
         "front": config.router.listen.to_string(),
         "slots": slots,

@@ -300,6 +300,30 @@ fn status_prints_slots_for_a_person_and_json_for_scripts() {
     let out = root.run(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["active"], "blue");
+    // Which daemon answers: the version `--version` prints, and since when.
+    let version = root.run_ok(&["--version"]);
+    assert_eq!(
+        version.trim(),
+        format!("bluegreen {}", json["version"].as_str().unwrap())
+    );
+    let daemon = format!(
+        "daemon: {} since {}   last switch: none",
+        version.trim(),
+        json["started"].as_str().unwrap()
+    );
+    assert_eq!(text.lines().nth(1), Some(daemon.as_str()), "{text}");
+    // The same version in the daemon's first line and in /metrics.
+    root.wait_log(&format!(
+        "{} serving {}",
+        version.trim(),
+        root.path.display()
+    ));
+    let metrics = root.control("GET", "/metrics").body;
+    let info = format!(
+        "bluegreen_build_info{{version=\"{}\"}} 1",
+        json["version"].as_str().unwrap()
+    );
+    assert!(metrics.contains(&info), "{metrics}");
     assert_eq!(json["slots"]["green"]["health"], "healthy");
     // What the person reads is what the daemon says, each value under its own name.
     let live = &json["slots"]["blue"]["live"];
