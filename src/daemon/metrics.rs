@@ -17,7 +17,10 @@ const BUCKETS: [f64; 12] = [
 ];
 /// Status classes: 1xx..5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-pub const GENERATION_OUTCOMES: [&str; 3] = ["started", "failed", "restarted"];
+/// `started`: went live; `failed`: a start that did not; `crashed`: exited while live;
+/// `restarted`: a restart (after a crash or a failed start) began, which `/status`
+/// counts as the slot's `restarts`.
+pub const GENERATION_OUTCOMES: [&str; 4] = ["started", "failed", "crashed", "restarted"];
 pub const SWITCH_CAUSES: [&str; 4] = ["api", "front", "heartbeat", "cli"];
 pub const MIRROR_OUTCOMES: [&str; 8] = [
     "sent",
@@ -176,7 +179,7 @@ impl Metrics {
                 in_flight[slot.index()]
             );
         }
-        let _ = writeln!(w, "# HELP bluegreen_generations_total Generations, by slot and outcome.\n# TYPE bluegreen_generations_total counter");
+        let _ = writeln!(w, "# HELP bluegreen_generations_total Generations, by slot and outcome: started (went live), failed (not ready), crashed (exited while live), restarted (a restart began).\n# TYPE bluegreen_generations_total counter");
         for slot in Slot::ALL {
             for (outcome, count) in GENERATION_OUTCOMES
                 .iter()

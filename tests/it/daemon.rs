@@ -843,6 +843,38 @@ fn the_first_start_after_a_daemon_restart_is_retried_until_it_works() {
 }
 
 #[test]
+fn a_crash_loop_counts_the_same_restarts_in_metrics_as_in_status() {
+    let root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    let crash = root.path.join("blue/releases").join(&v1).join("CRASH");
+    std::fs::write(&crash, "").unwrap();
+    let pid = root.live_pid("blue");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    // The crash, then two restarts that fail (1 s, then 2 s of backoff).
+    wait_for(Duration::from_secs(20), "two failed restarts", || {
+        let status = root.status();
+        let blue = &status["slots"]["blue"];
+        (blue["restarts"] == 2 && blue["health"].as_str()?.starts_with("down: restarting in"))
+            .then_some(())
+    });
+    std::fs::remove_file(&crash).unwrap();
+    root.wait_body(root.blue, "v1 from blue");
+    let restarts = root.status()["slots"]["blue"]["restarts"].as_u64().unwrap();
+    assert_eq!(restarts, 3);
+    let metrics = root.control("GET", "/metrics").body;
+    for (outcome, n) in [
+        ("started", 2),
+        ("crashed", 1),
+        ("failed", 2),
+        ("restarted", restarts),
+    ] {
+        let line =
+            format!("bluegreen_generations_total{{slot=\"blue\",outcome=\"{outcome}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line}{metrics}");
+    }
+}
+
+#[test]
 fn sigterm_while_the_first_generation_gets_ready_stops_at_once() {
     let mut root = Root::new();
     root.set("app.ready_timeout", "30s");

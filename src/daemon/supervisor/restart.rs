@@ -34,6 +34,7 @@ impl Supervisor {
             live.tail_text()
         );
         self.handle().set_error(Some(message.clone()));
+        self.daemon.metrics.generation(slot, "crashed");
         self.daemon
             .events
             .record("crash", Some(slot), true, message);
@@ -78,6 +79,7 @@ impl Supervisor {
         if let Some(release) = self.restart_release.take() {
             // Counted when it happens: a deploy during the backoff replaces it.
             self.handle().status().restarts += 1;
+            self.daemon.metrics.generation(self.slot, "restarted");
             self.begin(release, Vec::new(), true).await;
         }
     }

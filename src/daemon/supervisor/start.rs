@@ -189,14 +189,7 @@ impl Supervisor {
                     tracing::warn!(slot = %slot, "{e:#}");
                 }
                 self.last_failed = None;
-                self.daemon.metrics.generation(
-                    slot,
-                    if start.restart {
-                        "restarted"
-                    } else {
-                        "started"
-                    },
-                );
+                self.daemon.metrics.generation(slot, "started");
                 // A fallback to an older release keeps the reason `current` is not live.
                 if release::current(&self.daemon.layout, slot).as_deref() == Some(&release) {
                     self.handle().set_error(None);
