@@ -875,6 +875,32 @@ fn a_crash_loop_counts_the_same_restarts_in_metrics_as_in_status() {
 }
 
 #[test]
+fn after_a_crash_loop_of_the_older_release_status_says_again_why_current_is_not_live() {
+    let root = blue_live_with(&[("app.ready_timeout", "2s".into())]);
+    let v1 = root.current("blue").unwrap();
+    root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
+    root.push("blue").says("blue keeps serving generation 1");
+    let why = root.status()["slots"]["blue"]["last_error"].clone();
+    assert!(
+        why.as_str().unwrap().contains("not ready after 2s"),
+        "{why}"
+    );
+    // v1, still live, crashes and fails its first restart.
+    let crash = root.path.join("blue/releases").join(&v1).join("CRASH");
+    std::fs::write(&crash, "").unwrap();
+    let pid = root.live_pid("blue");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    wait_for(Duration::from_secs(20), "a failed restart", || {
+        let error = root.status()["slots"]["blue"]["last_error"].clone();
+        error.as_str()?.contains("CRASH file present").then_some(())
+    });
+    std::fs::remove_file(&crash).unwrap();
+    root.wait_body(root.blue, "v1 from blue");
+    // Live again: the restart's failure is over; v2's is what still holds.
+    assert_eq!(root.status()["slots"]["blue"]["last_error"], why);
+}
+
+#[test]
 fn sigterm_while_the_first_generation_gets_ready_stops_at_once() {
     let mut root = Root::new();
     root.set("app.ready_timeout", "30s");

@@ -90,6 +90,10 @@ pub struct Supervisor {
     /// The release whose last start failed, and why, while it is `current`: a file
     /// watch's reload does not start it again, and a deploy's is told the failure.
     last_failed: Option<(String, String)>,
+    /// The last failure of a release while it was `current`, and why: what `/status`
+    /// says as the slot's last error once an older release is live again (a restart of
+    /// that one, failing meanwhile, must not leave its own reason there).
+    current_failed: Option<(String, String)>,
     /// The pause before a crashed generation's restart.
     backoff: Backoff,
     /// Identifies the restart timer that is still wanted; older timers are ignored.
@@ -126,6 +130,7 @@ impl Supervisor {
             starting: None,
             pending: None,
             last_failed: None,
+            current_failed: None,
             backoff: Backoff::default(),
             restart_token: 0,
             restart_release: None,

@@ -190,10 +190,16 @@ impl Supervisor {
                 }
                 self.last_failed = None;
                 self.daemon.metrics.generation(slot, "started");
-                // A fallback to an older release keeps the reason `current` is not live.
-                if release::current(&self.daemon.layout, slot).as_deref() == Some(&release) {
-                    self.handle().set_error(None);
-                }
+                // A fallback to an older release keeps the reason `current` is not live,
+                // not a failure of the fallback itself, which is over now.
+                let current = release::current(&self.daemon.layout, slot);
+                let why = self
+                    .current_failed
+                    .take()
+                    .filter(|(failed, _)| Some(failed) == current.as_ref() && *failed != release);
+                self.handle()
+                    .set_error(why.clone().map(|(_, message)| message));
+                self.current_failed = why;
                 // It just answered its health check.
                 self.daemon.set_health(slot, Ok(()));
                 self.daemon.adopt_if_none(slot);
@@ -283,6 +289,9 @@ impl Supervisor {
                     .events
                     .record("failed", Some(slot), true, format!("{slot}: {message}"));
                 self.last_failed = Some((release.clone(), message.clone()));
+                if release::current(&self.daemon.layout, slot).as_deref() == Some(&release) {
+                    self.current_failed = Some((release.clone(), message.clone()));
+                }
                 // Due before the answer: a daemon's startup that hears of the failure
                 // sees a restart coming (see `serve`).
                 if start.restart {
