@@ -33,6 +33,21 @@ pub const MIRROR_OUTCOMES: [&str; 8] = [
     "stale",
 ];
 
+/// The daemon's state at a scrape, as gauges: what an operator alerts on besides rates.
+#[derive(Default)]
+pub struct Gauges {
+    pub in_flight: [u64; 2],
+    /// Each slot's live generation, 0 for none.
+    pub live_generation: [u64; 2],
+    /// A live generation whose last check passed.
+    pub healthy: [bool; 2],
+    pub active: Option<Slot>,
+    /// Seconds since the Unix epoch.
+    pub last_switch: Option<f64>,
+    pub mirror_queued: u64,
+    pub config_reload_ok: bool,
+}
+
 /// One proxy thread's request counters.
 #[derive(Default)]
 #[repr(align(128))]
@@ -131,8 +146,9 @@ impl Metrics {
             .collect()
     }
 
-    /// Prometheus text format; `in_flight` per slot comes from the routes.
-    pub fn render(&self, in_flight: [u64; 2]) -> String {
+    /// Prometheus text format, with the daemon's state as `gauges`.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let in_flight = gauges.in_flight;
         let mut out = String::new();
         let w = &mut out;
         let _ = writeln!(w, "# HELP bluegreen_build_info The running bluegreen's version, always 1.\n# TYPE bluegreen_build_info gauge\nbluegreen_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
@@ -179,6 +195,35 @@ impl Metrics {
                 in_flight[slot.index()]
             );
         }
+        let per_slot = |w: &mut String, name: &str, help: &str, value: &dyn Fn(Slot) -> u64| {
+            let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for slot in Slot::ALL {
+                let _ = writeln!(w, "{name}{{slot=\"{slot}\"}} {}", value(slot));
+            }
+        };
+        per_slot(
+            w,
+            "bluegreen_active",
+            "1 for the slot the front sends to.",
+            &|slot| u64::from(gauges.active == Some(slot)),
+        );
+        per_slot(
+            w,
+            "bluegreen_live_generation",
+            "The slot's live generation, 0 for none.",
+            &|slot| gauges.live_generation[slot.index()],
+        );
+        per_slot(
+            w,
+            "bluegreen_healthy",
+            "1 while the slot has a live generation that passed its last check.",
+            &|slot| u64::from(gauges.healthy[slot.index()]),
+        );
+        if let Some(at) = gauges.last_switch {
+            let _ = writeln!(w, "# HELP bluegreen_last_switch_timestamp_seconds When the front last switched slots, in seconds since the Unix epoch.\n# TYPE bluegreen_last_switch_timestamp_seconds gauge\nbluegreen_last_switch_timestamp_seconds {at}");
+        }
+        let _ = writeln!(w, "# HELP bluegreen_config_last_reload_successful 0 when the last SIGHUP's config was refused (the running config stays).\n# TYPE bluegreen_config_last_reload_successful gauge\nbluegreen_config_last_reload_successful {}", u64::from(gauges.config_reload_ok));
+        let _ = writeln!(w, "# HELP bluegreen_mirror_queued Mirrored copies waiting to be sent.\n# TYPE bluegreen_mirror_queued gauge\nbluegreen_mirror_queued {}", gauges.mirror_queued);
         let _ = writeln!(w, "# HELP bluegreen_generations_total Generations, by slot and outcome: started (went live), failed (not ready), crashed (exited while live), restarted (a restart began).\n# TYPE bluegreen_generations_total counter");
         for slot in Slot::ALL {
             for (outcome, count) in GENERATION_OUTCOMES
@@ -227,7 +272,19 @@ mod tests {
         m.traffic(0).latency(Duration::from_millis(3));
         m.traffic(1).latency(Duration::from_millis(30));
         m.mirror("queue_full");
-        let text = m.render([0, 2]);
+        let text = m.render(&Gauges {
+            in_flight: [0, 2],
+            live_generation: [7, 0],
+            healthy: [true, false],
+            active: Some(Slot::Blue),
+            ..Gauges::default()
+        });
+        assert!(text
+            .contains("bluegreen_active{slot=\"blue\"} 1\nbluegreen_active{slot=\"green\"} 0\n"));
+        assert!(text.contains("bluegreen_live_generation{slot=\"blue\"} 7\n"));
+        assert!(text.contains("bluegreen_healthy{slot=\"green\"} 0\n"));
+        assert!(text.contains("bluegreen_config_last_reload_successful 0\n"));
+        assert!(!text.contains("bluegreen_last_switch_timestamp_seconds"));
         assert!(text.contains("bluegreen_requests_total{slot=\"green\",class=\"5xx\"} 1"));
         assert!(text.contains("bluegreen_upstream_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("bluegreen_upstream_seconds_bucket{le=\"0.05\"} 2"));

@@ -82,6 +82,8 @@ pub struct Daemon {
     pub switching: tokio::sync::Mutex<()>,
     next_generation: AtomicU64,
     pub heartbeat: Mutex<heartbeat::Heartbeat>,
+    /// The last SIGHUP's config was refused: the running one is older than the file.
+    pub config_refused: AtomicBool,
 }
 
 /// A slot as the rest of the daemon sees it.
@@ -386,12 +388,25 @@ impl Daemon {
     }
 
     pub fn metrics_text(&self) -> String {
-        let in_flight = Slot::ALL.map(|slot| {
-            self.slots[slot.index()]
-                .route
-                .live()
-                .map_or(0, |g| g.in_flight.get())
+        let live = Slot::ALL.map(|slot| self.slots[slot.index()].route.live());
+        let healthy = Slot::ALL.map(|slot| {
+            live[slot.index()].is_some()
+                && matches!(self.slots[slot.index()].status().health, Some(Ok(())))
         });
-        self.metrics.render(in_flight)
+        let last_switch = self.last_switch().and_then(|last| {
+            let at = humantime::parse_rfc3339(&last.at).ok()?;
+            Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
+        });
+        self.metrics.render(&metrics::Gauges {
+            in_flight: live
+                .each_ref()
+                .map(|g| g.as_ref().map_or(0, |g| g.in_flight.get())),
+            live_generation: live.each_ref().map(|g| g.as_ref().map_or(0, |g| g.id)),
+            healthy,
+            active: self.active(),
+            last_switch,
+            mirror_queued: self.mirror.queued() as u64,
+            config_reload_ok: !self.config_refused.load(Ordering::Relaxed),
+        })
     }
 }

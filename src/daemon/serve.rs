@@ -6,7 +6,7 @@
 //! settled: live, or failed with nothing coming back. SIGHUP re-reads the config and
 //! refuses a bad one.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,7 @@ async fn run(
         mirror,
         switching: tokio::sync::Mutex::new(()),
         next_generation: AtomicU64::new(generations),
+        config_refused: AtomicBool::new(false),
     });
 
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
@@ -385,13 +386,17 @@ fn reload_config(daemon: &Daemon) {
     let path = daemon.layout.config_file();
     let loaded = Config::load(&path).and_then(|config| Ok((read_token(&config)?, config)));
     match loaded {
-        Err(e) => daemon.events.record(
-            "config",
-            None,
-            true,
-            format!("config reload refused, keeping the running config: {e:#}"),
-        ),
+        Err(e) => {
+            daemon.config_refused.store(true, Ordering::Relaxed);
+            daemon.events.record(
+                "config",
+                None,
+                true,
+                format!("config reload refused, keeping the running config: {e:#}"),
+            )
+        }
         Ok((token, config)) => {
+            daemon.config_refused.store(false, Ordering::Relaxed);
             let old = daemon.config();
             let moved: Vec<&str> = [
                 (old.router.listen != config.router.listen, "router.listen"),

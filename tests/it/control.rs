@@ -1,6 +1,8 @@
 //! The control API and the commands that use it: `status` for a person and for scripts,
 //! a forced switch, and bad requests refused with a reason.
 
+use std::time::Duration;
+
 use crate::util::*;
 
 #[test]
@@ -460,4 +462,56 @@ fn a_stranger_on_control_listen_is_quoted_on_one_line() {
 
     done.store(true, Ordering::Relaxed);
     stranger.join().unwrap();
+}
+
+#[test]
+fn metrics_say_which_slot_is_active_live_and_healthy_and_a_refused_config() {
+    let root = both_live();
+    let metrics = || root.control("GET", "/metrics").body;
+    let text = metrics();
+    for line in [
+        "bluegreen_active{slot=\"blue\"} 1",
+        "bluegreen_active{slot=\"green\"} 0",
+        "bluegreen_live_generation{slot=\"blue\"} 1",
+        "bluegreen_live_generation{slot=\"green\"} 2",
+        "bluegreen_config_last_reload_successful 1",
+        "bluegreen_mirror_queued 0",
+    ] {
+        assert!(text.contains(&format!("{line}\n")), "{line}\n{text}");
+    }
+    assert!(
+        !text.contains("bluegreen_last_switch_timestamp_seconds"),
+        "{text}"
+    );
+    assert_eq!(root.control("POST", "/switch").status, 200);
+    let text = metrics();
+    assert!(
+        text.contains("bluegreen_active{slot=\"green\"} 1\n"),
+        "{text}"
+    );
+    let at = root.status()["last_switch"]["at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = humantime::parse_rfc3339(&at).unwrap();
+    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let line = format!("bluegreen_last_switch_timestamp_seconds {secs}\n");
+    assert!(text.contains(&line), "{line}{text}");
+    // A config SIGHUP refused stays visible until one is taken.
+    let file = root.path.join("bluegreen.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{good}\nbogus = 1\n")).unwrap();
+    root.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the refusal", || {
+        metrics()
+            .contains("bluegreen_config_last_reload_successful 0\n")
+            .then_some(())
+    });
+    std::fs::write(&file, good).unwrap();
+    root.reload_config();
+    assert!(
+        metrics().contains("bluegreen_config_last_reload_successful 1\n"),
+        "{}",
+        metrics()
+    );
 }
