@@ -3,7 +3,8 @@
 //! The active slot, the mirroring flag, the last switch (and whether an operator has
 //! since turned automatic switching on again), each slot's last live release
 //! (what a restarted daemon falls back to when the slot's `current` release does not
-//! start), and the last generation number. Written to a temp file, fsynced and renamed, so a crash leaves the
+//! start), the release whose start failed while it was `current` (which a restarted
+//! daemon does not try before that one), and the last generation number. Written to a temp file, fsynced and renamed, so a crash leaves the
 //! old state or the new one.
 
 use std::collections::BTreeMap;
@@ -32,6 +33,10 @@ pub struct State {
     /// The release of each slot's last generation that went live.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub live: BTreeMap<Slot, String>,
+    /// Each slot's `current` release whose last start failed, and why; gone once it goes
+    /// live. A restarted daemon starts the slot's last live release instead.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<Slot, Failed>,
     /// The last generation number handed out: a restarted daemon counts on from it, so a
     /// number names one worker in the whole log history.
     #[serde(default)]
@@ -48,6 +53,14 @@ pub struct LastSwitch {
     pub cause: String,
 }
 
+/// A release that failed to start while it was its slot's `current`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failed {
+    pub release: String,
+    /// Why, in one line (`not ready after 30s ...`).
+    pub reason: String,
+}
+
 fn yes() -> bool {
     true
 }
@@ -60,6 +73,7 @@ impl Default for State {
             last_switch: None,
             rearmed: false,
             live: BTreeMap::new(),
+            failed: BTreeMap::new(),
             generation: 0,
         }
     }
@@ -103,6 +117,14 @@ mod tests {
             last_switch: None,
             rearmed: true,
             live: [(Slot::Blue, "20260101T000000.000Z-abc1234".to_string())].into(),
+            failed: [(
+                Slot::Blue,
+                Failed {
+                    release: "20260102T000000.000Z-def5678".to_string(),
+                    reason: "not ready after 30s (app.ready_timeout)".to_string(),
+                },
+            )]
+            .into(),
             generation: 7,
         };
         state.save(&path).unwrap();
@@ -110,6 +132,7 @@ mod tests {
         // A state.json written before `live` existed still loads.
         std::fs::write(&path, r#"{"active":"blue","mirroring":true}"#).unwrap();
         assert!(State::load(&path).unwrap().live.is_empty());
+        assert!(State::load(&path).unwrap().failed.is_empty());
         assert_eq!(State::load(&path).unwrap().generation, 0);
     }
 }

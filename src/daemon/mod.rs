@@ -48,7 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::slot::Slot;
-use crate::state::{LastSwitch, State};
+use crate::state::{Failed, LastSwitch, State};
 use crate::verdict::Verdict;
 
 pub use serve::serve;
@@ -325,6 +325,33 @@ impl Daemon {
         match next.save(&self.layout.state_file()) {
             Ok(()) => *state = next,
             Err(e) => tracing::error!("cannot record {slot}'s live release: {e:#}"),
+        }
+    }
+
+    /// The slot's `current` release whose last start failed (before a restart too), and why.
+    pub fn failed(&self, slot: Slot) -> Option<Failed> {
+        self.state
+            .lock()
+            .expect("state lock: no panic holds it")
+            .failed
+            .get(&slot)
+            .cloned()
+    }
+
+    /// Records (or, with `None`, forgets) the slot's `current` release that failed to start.
+    pub fn set_failed(&self, slot: Slot, failed: Option<Failed>) {
+        let mut state = self.state.lock().expect("state lock: no panic holds it");
+        if state.failed.get(&slot) == failed.as_ref() {
+            return;
+        }
+        let mut next = state.clone();
+        match failed {
+            Some(failed) => next.failed.insert(slot, failed),
+            None => next.failed.remove(&slot),
+        };
+        match next.save(&self.layout.state_file()) {
+            Ok(()) => *state = next,
+            Err(e) => tracing::error!("cannot record {slot}'s failed release: {e:#}"),
         }
     }
 

@@ -771,9 +771,61 @@ fn a_restarted_daemon_falls_back_to_the_last_live_release() {
     assert_eq!(status["slots"]["blue"]["live"]["release"], v1.as_str());
     let error = status["slots"]["blue"]["last_error"].to_string();
     assert!(
-        error.contains(&format!("restarting release {v1}")),
+        error.contains("failed before the daemon restarted: ")
+            && error.contains("CRASH file present")
+            && error.contains(&format!("runs its last live release {v1} instead")),
         "why current is not live stays in /status: {status}"
     );
+}
+
+#[test]
+fn a_restarted_daemon_serves_its_last_live_release_at_once_when_current_failed_before() {
+    let mut root = blue_live_with(&[("app.ready_timeout", "2s".into())]);
+    let v1 = root.current("blue").unwrap();
+    root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
+    root.push("blue").says("blue keeps serving generation 1");
+    let v2 = root.current("blue").unwrap();
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    // A minute to get ready: were v2 tried first, the slot would answer nothing (its
+    // clients waiting in the backlog) for that minute, past the test client's 30 s.
+    root.set("app.ready_timeout", "1m");
+    root.serve();
+    let answer = root.get(root.blue, "/");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
+    let events = root.control("GET", "/events").body;
+    assert!(
+        events.contains(&format!(
+            "release {v2} failed before the daemon restarted: starting the last live release {v1} instead"
+        )),
+        "{events}"
+    );
+    let since_restart = &events[events.find("failed before the daemon restarted").unwrap()..];
+    assert!(
+        !since_restart.contains(&format!("for release {v2}")),
+        "v2 was started: {events}"
+    );
+    let error = root.status()["slots"]["blue"]["last_error"].to_string();
+    assert!(
+        error.contains(&format!(
+            "release {v2} failed before the daemon restarted: not ready after 2s"
+        )),
+        "{error}"
+    );
+    // Asked for, v2 is tried again; once it goes live, the next restart starts it first.
+    fs::remove_file(root.path.join("blue/releases").join(&v2).join("FAIL_AFTER")).unwrap();
+    let reload = root.control("POST", "/slots/blue/reload");
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    root.wait_body(root.blue, "v2 from blue");
+    assert_eq!(root.status()["slots"]["blue"]["last_error"], "");
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    let state = fs::read_to_string(root.path.join("state.json")).unwrap();
+    assert!(!state.contains("\"failed\""), "{state}");
+    root.serve();
+    let answer = root.get(root.blue, "/");
+    assert!(answer.body.starts_with("v2 from blue"), "{}", answer.body);
 }
 
 #[test]

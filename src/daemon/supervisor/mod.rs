@@ -10,7 +10,8 @@
 //! slot with no live generation brings the last release that was live back (remembered
 //! in `state.json`, so also after a restart of the daemon), and keeps retrying it with
 //! backoff. The first start after the daemon starts is retried the same way: after a
-//! reboot the app may fail until its database is up.
+//! reboot the app may fail until its database is up. A `current` that failed before the
+//! daemon restarted is not the first start: the last live release is.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -122,6 +123,31 @@ impl Supervisor {
         rx: mpsc::UnboundedReceiver<Msg>,
         stopping: watch::Receiver<bool>,
     ) -> Supervisor {
+        // A release of the slot, never a path out of it: `state.json` lies in the root,
+        // which the app's processes can write.
+        let last_good = daemon
+            .last_live(slot)
+            .filter(|release| release::exists(&daemon.layout, slot, release));
+        let current = release::current(&daemon.layout, slot);
+        // `current` failed to start before the daemon restarted, and another release went
+        // live before it: that one starts first (see `reload`), and the failure stays
+        // what `/status` says until `current` is tried again.
+        let failed = daemon
+            .failed(slot)
+            .filter(|f| Some(&f.release) == current.as_ref())
+            .filter(|f| last_good.as_ref().is_some_and(|good| *good != f.release))
+            .map(|f| {
+                let message = format!(
+                    "release {} failed before the daemon restarted: {}; {slot} runs its last live release {} instead (push again, or POST /slots/{slot}/reload, to try it again)",
+                    f.release,
+                    f.reason,
+                    last_good.as_deref().unwrap_or_default()
+                );
+                (f.release, message)
+            });
+        if let Some((_, message)) = &failed {
+            daemon.slots[slot.index()].set_error(Some(message.clone()));
+        }
         Supervisor {
             slot,
             rx,
@@ -129,18 +155,14 @@ impl Supervisor {
             live: None,
             starting: None,
             pending: None,
-            last_failed: None,
-            current_failed: None,
+            last_failed: failed.clone(),
+            current_failed: failed,
             backoff: Backoff::default(),
             restart_token: 0,
             restart_release: None,
-            // A release of the slot, never a path out of it: `state.json` lies in the
-            // root, which the app's processes can write.
-            last_good: daemon
-                .last_live(slot)
-                .filter(|release| release::exists(&daemon.layout, slot, release)),
+            last_good,
             live_since: Instant::now(),
-            first_start: release::current(&daemon.layout, slot).is_some(),
+            first_start: current.is_some(),
             daemon,
             draining: Vec::new(),
             stopping,
@@ -186,9 +208,25 @@ impl Supervisor {
         if self.is_stopping() {
             return answer(reply, Verdict::stopping(slot, ""));
         }
-        let Some(release) = release::current(&self.daemon.layout, slot) else {
+        let Some(mut release) = release::current(&self.daemon.layout, slot) else {
             return refuse(reply, slot, format!("{slot} has no current release"));
         };
+        // The daemon's first start: a `current` that failed before it restarted is not
+        // tried before the last live release, which serves at once (a refused push must
+        // not hold a reboot's clients for its whole `ready_timeout`).
+        if self.first_start && self.live.is_none() && self.starting.is_none() {
+            if let (Some((failed, _)), Some(good)) = (&self.last_failed, &self.last_good) {
+                if *failed == release && *good != release {
+                    self.daemon.events.record(
+                        "start",
+                        Some(slot),
+                        false,
+                        format!("{slot}: release {release} failed before the daemon restarted: starting the last live release {good} instead"),
+                    );
+                    release = good.clone();
+                }
+            }
+        }
         // `current` has moved away from the release that failed: coming back to it (a
         // rollback) is a new attempt.
         if self

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::{tell, verdict_failed, Msg, Start, Supervisor};
 use crate::daemon::generation::Generation;
 use crate::release;
+use crate::state::Failed;
 use crate::verdict::Verdict;
 
 impl Supervisor {
@@ -193,6 +194,9 @@ impl Supervisor {
                 // A fallback to an older release keeps the reason `current` is not live,
                 // not a failure of the fallback itself, which is over now.
                 let current = release::current(&self.daemon.layout, slot);
+                if current.as_ref() == Some(&release) {
+                    self.daemon.set_failed(slot, None);
+                }
                 let why = self
                     .current_failed
                     .take()
@@ -291,6 +295,14 @@ impl Supervisor {
                 self.last_failed = Some((release.clone(), message.clone()));
                 if release::current(&self.daemon.layout, slot).as_deref() == Some(&release) {
                     self.current_failed = Some((release.clone(), message.clone()));
+                    // A restarted daemon starts the last live release before this one.
+                    self.daemon.set_failed(
+                        slot,
+                        Some(Failed {
+                            release: release.clone(),
+                            reason: reason.clone(),
+                        }),
+                    );
                 }
                 // Due before the answer: a daemon's startup that hears of the failure
                 // sees a restart coming (see `serve`).
