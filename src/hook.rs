@@ -212,6 +212,7 @@ fn deploy(
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         summary: pushed.summary.clone(),
         promoted_from: None,
+        marks: true,
     };
     let installed = release::install(layout, &meta, &config.app.linked_dirs)
         .with_context(|| format!("{slot}: {} not deployed", pushed.short))?;

@@ -40,7 +40,7 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
             // rollback went back from, and (once the daemon serves the slot) one that
             // did not go live.
             let is_current = mark == "*";
-            let never = if !marked {
+            let never = if !marked || r.before_marks {
                 ""
             } else if !r.was_current && !is_current {
                 "  (never current)"
@@ -178,6 +178,8 @@ pub fn promote(
         slot: to,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         promoted_from: Some(format!("{from}/{source_id}")),
+        // The source may be an older version's release; this one gets the marks.
+        marks: true,
         ..source
     };
     let in_use = fsops::lock_shared(&layout.build_use_lock(&meta.build_key))?;

@@ -51,6 +51,11 @@ pub struct ReleaseMeta {
     /// `<slot>/<release>` when made by `promote` rather than a push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_from: Option<String>,
+    /// `true` in every release this version makes: its folder gets the marks
+    /// ([`WAS_CURRENT`], [`WENT_LIVE`]) as it goes through them. Missing in a release an
+    /// older bluegreen made, which has none whatever it went through (see [`list`]).
+    #[serde(default)]
+    pub marks: bool,
 }
 
 /// A complete release folder of a slot.
@@ -58,12 +63,15 @@ pub struct ReleaseMeta {
 pub struct Release {
     pub id: String,
     pub meta: Option<ReleaseMeta>,
-    /// `current` named it once (see [`WAS_CURRENT`]).
+    /// `current` named it once (see [`WAS_CURRENT`]), or it is [`Release::before_marks`].
     pub was_current: bool,
     /// A generation of it went live (see [`WENT_LIVE`]).
     pub went_live: bool,
     /// `rollback` moved `current` back off it (see [`ROLLED_BACK`]).
     pub rolled_back: bool,
+    /// Made by a bluegreen from before the marks (an upgraded root): what it went
+    /// through is not known (see [`list`]).
+    pub before_marks: bool,
 }
 
 impl Release {
@@ -372,18 +380,42 @@ pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
             was_current: entry.path().join(WAS_CURRENT).is_file(),
             went_live: entry.path().join(WENT_LIVE).is_file(),
             rolled_back: entry.path().join(ROLLED_BACK).is_file(),
+            before_marks: false,
             id,
         });
     }
     releases.sort_by(|a, b| a.id.cmp(&b.id));
+    find_before_marks(&mut releases);
     Ok(releases)
+}
+
+/// Sets [`Release::before_marks`] (and `was_current`) on the releases a bluegreen from
+/// before the marks made: no `marks` in their metadata, no mark, and older than every
+/// release with either (`releases` sorted oldest first). Their `current` moved through
+/// them in creation order, as far as anyone can tell; without this, the first release
+/// an upgraded daemon marks live left every older one "never current", and `rollback`
+/// had nowhere to go. An older version that did mark its releases (no `marks` in their
+/// metadata either) marked its first one, so its unmarked ones (a failed push, one a
+/// killed deploy left) keep saying what they are.
+fn find_before_marks(releases: &mut [Release]) {
+    let first_marked = releases
+        .iter()
+        .position(|r| r.was_current || r.went_live || r.meta.as_ref().is_some_and(|m| m.marks))
+        .unwrap_or(releases.len());
+    for release in &mut releases[..first_marked] {
+        if release.meta.is_some() {
+            release.before_marks = true;
+            release.was_current = true;
+        }
+    }
 }
 
 /// The release before `id`: the newest older one that went live, or, when none did (no
 /// daemon ran them), the newest older one that was current. A release that failed to
 /// start is passed over, and so is one a killed deploy left behind, and one a rollback
-/// went back from (until it is current again). In a slot where no
-/// release carries either mark (made before they existed), the one made just before.
+/// went back from (until it is current again). Releases an older bluegreen made before
+/// the marks count as once current ([`Release::before_marks`]). In a slot where no
+/// release carries either mark (their metadata unreadable), the one made just before.
 /// `id` need not be listed (its folder removed by hand): those older than it still are.
 pub fn previous(releases: &[Release], id: &str) -> Option<String> {
     // `releases` is sorted by id, and ids sort by age.

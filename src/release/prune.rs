@@ -127,7 +127,8 @@ pub fn prune(
         })
         .collect();
     // Stable: oldest first within each group.
-    doomed.sort_by_key(|release| failed_first && release.went_live);
+    // A release from before the marks is not known to have failed: it goes by age.
+    doomed.sort_by_key(|release| failed_first && (release.went_live || release.before_marks));
     for release in doomed.into_iter().take(excess) {
         // Renamed out of the list first: a crash mid-delete leaves a temp folder, never
         // a release that looks complete but is not.

@@ -12,4 +12,5 @@ mod releases;
 mod service;
 mod setup;
 mod two_roots;
+mod upgrade;
 mod util;
