@@ -234,9 +234,32 @@ fn init_repo(
             .with_context(|| format!("cannot link {} to {}", hook.display(), binary.display()))?;
         writeln!(out, "linked    {} -> {}", hook.display(), binary.display())?;
     } else {
-        writeln!(out, "kept      {}", hook.display())?;
+        writeln!(
+            out,
+            "kept      {}{}",
+            hook.display(),
+            other_binary(&hook, binary)
+        )?;
     }
     Ok(())
+}
+
+/// `, which runs <other>, not this binary ...` when `hook` is a symlink to a binary other
+/// than `binary` (an upgrade installed at another path than the one `init` linked): pushes
+/// keep running that one, and `init` never rewrites a hook, so it says how to. Empty
+/// for a link to `binary` and for a shim (a file of its own).
+fn other_binary(hook: &Path, binary: &Path) -> String {
+    let linked = fs::symlink_metadata(hook).is_ok_and(|m| m.file_type().is_symlink());
+    match fs::canonicalize(hook) {
+        Ok(target) if linked && target != binary => format!(
+            ", which runs {}, not this binary {}: pushes run that one (`ln -sfn {} {}` makes them run this one)",
+            target.display(),
+            binary.display(),
+            binary.display(),
+            hook.display()
+        ),
+        _ => String::new(),
+    }
 }
 
 fn make_dir(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -199,6 +199,43 @@ fn a_missing_slot_folder_is_named_with_what_makes_it_again() {
 }
 
 #[test]
+fn init_again_names_a_hook_that_runs_another_binary() {
+    let root = Root::new();
+    // The binary init linked is still there, and the upgrade went to another path.
+    let old = root.path.join("old-bluegreen");
+    fs::copy(BIN, &old).unwrap();
+    let blue_hook = root.path.join("blue.git/hooks/post-receive");
+    fs::remove_file(&blue_hook).unwrap();
+    std::os::unix::fs::symlink(&old, &blue_hook).unwrap();
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(&root.path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let binary = fs::canonicalize(BIN).unwrap();
+    let wanted = format!(
+        "kept      {}, which runs {}, not this binary {}: pushes run that one (`ln -sfn {} {}` makes them run this one)",
+        blue_hook.display(),
+        old.display(),
+        binary.display(),
+        binary.display(),
+        blue_hook.display()
+    );
+    assert!(
+        stdout.lines().any(|l| l == wanted),
+        "{wanted}\nnot in\n{stdout}"
+    );
+    // Green's hook links to this binary: kept without a word.
+    let green_hook = root.path.join("green.git/hooks/post-receive");
+    let green_line = format!("kept      {}", green_hook.display());
+    assert!(stdout.lines().any(|l| l == green_line), "{stdout}");
+    // Kept as it was: init never rewrites a hook.
+    assert_eq!(fs::read_link(&blue_hook).unwrap(), old);
+}
+
+#[test]
 fn init_again_repairs_and_keeps_everything() {
     let root = Root::new();
     root.commit("first", &[("VERSION", "v1\n")]);
