@@ -8,11 +8,12 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::build::{self, Outcome};
+use crate::client::Client;
 use crate::config::Config;
 use crate::fsops;
 use crate::git;
@@ -121,7 +122,10 @@ pub fn run(
             match deploy(&layout, &config, slot, &mut repo, &update, out, interrupt) {
                 Ok(live) => all_live &= live,
                 // The push's other refs are still noted; the error is the hook's last line.
-                Err(e) => failed = Some(e),
+                Err(e) => {
+                    tell_daemon(&layout, &config, slot, &update.new, &e);
+                    failed = Some(e);
+                }
             }
         }
     }
@@ -129,6 +133,27 @@ pub fn run(
         Some(e) => Err(e),
         None => Ok(all_live),
     }
+}
+
+/// Tells the daemon, if one answers within 2 s, of a push that failed before it made a
+/// release, for its log, `/events` and `/metrics` (`POST /slots/<slot>/not-deployed`);
+/// the pusher has been told already, so no answer is waited for beyond that.
+fn tell_daemon(layout: &Layout, config: &Config, slot: Slot, commit: &str, e: &anyhow::Error) {
+    let text = format!("{e:#}");
+    let text = text.strip_prefix(&format!("{slot}: ")).unwrap_or(&text);
+    // `<short> not deployed: <why>`, as `deploy` words its errors: the commit goes apart.
+    let why = text
+        .split_once(" not deployed: ")
+        .filter(|(short, _)| short.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or(text, |(_, why)| why);
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("commit", commit.get(..7).unwrap_or(commit))
+        .append_pair("reason", &crate::logging::quoted(why, 1_000))
+        .finish();
+    let _ = Client::new(config, layout).post(
+        &format!("/slots/{slot}/not-deployed?{query}"),
+        Duration::from_secs(2),
+    );
 }
 
 /// Whether both paths name the same existing file or folder.

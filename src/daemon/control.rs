@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::local::Hints;
+use super::not_deployed::NotDeployed;
 use super::params::{flag, params};
 use super::supervisor::Reload;
 use super::switch::{self, Query};
@@ -132,10 +133,13 @@ async fn answer(
     };
     let path = request.uri().path();
     let query = request.uri().query().unwrap_or("");
-    // `/slots/<slot>/reload`.
+    // `/slots/<slot>/reload`, `/slots/<slot>/not-deployed`.
     let reload_target = path
         .strip_prefix("/slots/")
         .and_then(|rest| rest.strip_suffix("/reload"));
+    let not_deployed_target = path
+        .strip_prefix("/slots/")
+        .and_then(|rest| rest.strip_suffix("/not-deployed"));
     // Only `POST /switch`, `POST /mirroring` and a reload's `release` take parameters; a
     // query anywhere else would be ignored, which a caller could take for having been
     // obeyed. A method an endpoint does not take is a 405 first, query or not.
@@ -143,7 +147,7 @@ async fn answer(
         "/status" | "/events" | "/metrics" => Some("GET, HEAD"),
         "/mirroring" => Some("GET, HEAD, POST"),
         "/switch" => Some("POST"),
-        _ if reload_target.is_some() => Some("POST"),
+        _ if reload_target.is_some() || not_deployed_target.is_some() => Some("POST"),
         _ => None,
     };
     if let Some(allow) = allow.filter(|a| !a.split(", ").any(|m| m == asked.as_str())) {
@@ -158,7 +162,9 @@ async fn answer(
         return response;
     }
     let takes_query = method == Method::POST
-        && (matches!(path, "/switch" | "/mirroring") || reload_target.is_some());
+        && (matches!(path, "/switch" | "/mirroring")
+            || reload_target.is_some()
+            || not_deployed_target.is_some());
     if allow.is_some() && !takes_query && !query.is_empty() {
         return reply(
             StatusCode::BAD_REQUEST,
@@ -229,6 +235,18 @@ async fn answer(
                         serde_json::to_string(&verdict).unwrap_or_default(),
                     )
                 }
+            }
+        }
+        (&Method::POST, _) if not_deployed_target.is_some() => {
+            match not_deployed_target.unwrap_or_default().parse::<Slot>() {
+                Err(e) => (StatusCode::NOT_FOUND, "text/plain", format!("{e:#}")),
+                Ok(slot) => match NotDeployed::parse(query) {
+                    Ok(push) => {
+                        push.record(daemon, slot);
+                        (StatusCode::OK, "text/plain", "recorded".into())
+                    }
+                    Err(reason) => (StatusCode::BAD_REQUEST, "text/plain", reason),
+                },
             }
         }
         // A known path with a method it does not take was answered 405 above.

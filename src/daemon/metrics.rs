@@ -83,6 +83,8 @@ pub struct Metrics {
     generations: [[AtomicU64; GENERATION_OUTCOMES.len()]; 2],
     switches: [AtomicU64; SWITCH_CAUSES.len()],
     heartbeat_failures: [AtomicU64; 2],
+    /// Pushes the hook reported as not deployed (they made no release).
+    not_deployed: [AtomicU64; 2],
     mirror: [AtomicU64; MIRROR_OUTCOMES.len()],
 }
 
@@ -102,6 +104,7 @@ impl Metrics {
             generations: Default::default(),
             switches: Default::default(),
             heartbeat_failures: Default::default(),
+            not_deployed: Default::default(),
             mirror: Default::default(),
         }
     }
@@ -131,6 +134,10 @@ impl Metrics {
 
     pub fn heartbeat_failure(&self, slot: Slot) {
         self.heartbeat_failures[slot.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn not_deployed(&self, slot: Slot) {
+        self.not_deployed[slot.index()].fetch_add(1, Relaxed);
     }
 
     pub fn mirror(&self, outcome: &str) {
@@ -251,6 +258,14 @@ impl Metrics {
                 w,
                 "bluegreen_heartbeat_failures_total{{slot=\"{slot}\"}} {}",
                 self.heartbeat_failures[slot.index()].load(Relaxed)
+            );
+        }
+        let _ = writeln!(w, "# HELP bluegreen_pushes_not_deployed_total Pushes that failed before they made a release (a build, a checkout), by slot.\n# TYPE bluegreen_pushes_not_deployed_total counter");
+        for slot in Slot::ALL {
+            let _ = writeln!(
+                w,
+                "bluegreen_pushes_not_deployed_total{{slot=\"{slot}\"}} {}",
+                self.not_deployed[slot.index()].load(Relaxed)
             );
         }
         let _ = writeln!(w, "# HELP bluegreen_mirror_total Mirrored writes, by outcome.\n# TYPE bluegreen_mirror_total counter");

@@ -22,6 +22,7 @@ mod local;
 mod metrics;
 mod migrate;
 mod mirror;
+mod not_deployed;
 mod output;
 mod params;
 mod pool;

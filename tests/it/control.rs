@@ -515,3 +515,52 @@ fn metrics_say_which_slot_is_active_live_and_healthy_and_a_refused_config() {
         metrics()
     );
 }
+
+#[test]
+fn a_push_whose_build_fails_is_in_the_daemons_log_events_and_metrics() {
+    let root = blue_live();
+    let command = "sh -c 'echo compiling; exit 3'";
+    root.set("build.command", command);
+    let sha = root.commit("bad", &[("VERSION", "v2\n")]);
+    root.push("blue").says("build failed: ");
+    let line = format!(
+        "blue: push of {} not deployed: build failed: `{command}` exited with exit status: 3",
+        &sha[..7]
+    );
+    assert!(
+        root.control("GET", "/events").body.contains(&line),
+        "{line}"
+    );
+    root.wait_log(&line);
+    let metrics = root.control("GET", "/metrics").body;
+    for counted in [
+        "bluegreen_pushes_not_deployed_total{slot=\"blue\"} 1\n",
+        "bluegreen_pushes_not_deployed_total{slot=\"green\"} 0\n",
+    ] {
+        assert!(metrics.contains(counted), "{counted}{metrics}");
+    }
+    // Nothing else changed: blue serves v1.
+    root.wait_body(root.blue, "v1 from blue");
+
+    // Told by anyone else, it is bad input unless it names a slot, a commit and a reason.
+    for (method, path, status) in [
+        (
+            "POST",
+            "/slots/purple/not-deployed?commit=abc1234&reason=x",
+            404,
+        ),
+        ("POST", "/slots/blue/not-deployed?reason=x", 400),
+        (
+            "POST",
+            "/slots/blue/not-deployed?commit=abc1234&reason=a%0Ab",
+            400,
+        ),
+        ("GET", "/slots/blue/not-deployed", 405),
+    ] {
+        let answer = root.control(method, path);
+        assert_eq!(answer.status, status, "{method} {path}: {}", answer.body);
+        assert_eq!(answer.body.trim().lines().count(), 1, "{}", answer.body);
+    }
+    let metrics = root.control("GET", "/metrics").body;
+    assert!(metrics.contains("bluegreen_pushes_not_deployed_total{slot=\"blue\"} 1\n"));
+}
