@@ -82,6 +82,8 @@ pub struct Metrics {
     traffic: Box<[Traffic]>,
     generations: [[AtomicU64; GENERATION_OUTCOMES.len()]; 2],
     switches: [AtomicU64; SWITCH_CAUSES.len()],
+    /// Switches asked for (or tried by the heartbeat) that did not happen.
+    switches_refused: [AtomicU64; SWITCH_CAUSES.len()],
     heartbeat_failures: [AtomicU64; 2],
     /// Pushes the hook reported as not deployed (they made no release).
     not_deployed: [AtomicU64; 2],
@@ -103,6 +105,7 @@ impl Metrics {
             traffic: (0..threads.max(1)).map(|_| Traffic::default()).collect(),
             generations: Default::default(),
             switches: Default::default(),
+            switches_refused: Default::default(),
             heartbeat_failures: Default::default(),
             not_deployed: Default::default(),
             mirror: Default::default(),
@@ -130,6 +133,10 @@ impl Metrics {
 
     pub fn switch(&self, cause: &str) {
         self.switches[index(&SWITCH_CAUSES, cause)].fetch_add(1, Relaxed);
+    }
+
+    pub fn switch_refused(&self, cause: &str) {
+        self.switches_refused[index(&SWITCH_CAUSES, cause)].fetch_add(1, Relaxed);
     }
 
     pub fn heartbeat_failure(&self, slot: Slot) {
@@ -249,6 +256,14 @@ impl Metrics {
             let _ = writeln!(
                 w,
                 "bluegreen_switches_total{{cause=\"{cause}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+        let _ = writeln!(w, "# HELP bluegreen_switches_refused_total Switches that did not happen (the target failed the health gate, the migration failed, the state could not be written), by who asked.\n# TYPE bluegreen_switches_refused_total counter");
+        for (cause, count) in SWITCH_CAUSES.iter().zip(&self.switches_refused) {
+            let _ = writeln!(
+                w,
+                "bluegreen_switches_refused_total{{cause=\"{cause}\"}} {}",
                 count.load(Relaxed)
             );
         }

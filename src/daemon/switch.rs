@@ -120,6 +120,9 @@ pub async fn switch(
     let to = query.to;
     let result = attempt(daemon, query, cause).await;
     if let Err(e) = &result {
+        if !matches!(e, SwitchError::Stopping) {
+            daemon.metrics.switch_refused(cause);
+        }
         if cause != "heartbeat" {
             daemon
                 .events

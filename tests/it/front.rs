@@ -152,6 +152,15 @@ fn switching_to_a_slot_without_a_healthy_generation_is_refused() {
         "not switched: green has no live generation to switch to"
     );
     assert!(root.get(root.front, "/").body.contains("from blue"));
+    // Counted by who asked: the API's one and the command's three.
+    let metrics = root.control("GET", "/metrics").body;
+    for counted in [
+        "bluegreen_switches_refused_total{cause=\"api\"} 1\n",
+        "bluegreen_switches_refused_total{cause=\"cli\"} 3\n",
+        "bluegreen_switches_total{cause=\"cli\"} 0\n",
+    ] {
+        assert!(metrics.contains(counted), "{counted}{metrics}");
+    }
 }
 
 #[test]
