@@ -829,6 +829,35 @@ fn a_restarted_daemon_serves_its_last_live_release_at_once_when_current_failed_b
 }
 
 #[test]
+fn a_restarted_daemon_tries_current_when_the_last_live_release_fails_first() {
+    let mut root = blue_live_with(&[("app.ready_timeout", "2s".into())]);
+    let v1 = root.current("blue").unwrap();
+    root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
+    root.push("blue").says("blue keeps serving generation 1");
+    let v2 = root.current("blue").unwrap();
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    // While the daemon is down, the last live release stops working (v2's first boot
+    // migrated the database past it, say) and what held v2 back is gone.
+    let releases = root.path.join("blue/releases");
+    fs::write(releases.join(&v1).join("CRASH"), "").unwrap();
+    fs::remove_file(releases.join(&v2).join("FAIL_AFTER")).unwrap();
+    root.serve();
+    // The slot is not left restarting v1 forever: current gets its turn.
+    root.wait_body(root.blue, "v2 from blue");
+    let events = root.control("GET", "/events").body;
+    assert!(
+        events.contains(&format!(
+            "no live generation; starting its current release {v2}"
+        )),
+        "{events}"
+    );
+    assert_eq!(root.status()["slots"]["blue"]["last_error"], "");
+    let state = fs::read_to_string(root.path.join("state.json")).unwrap();
+    assert!(!state.contains("\"failed\""), "{state}");
+}
+
+#[test]
 fn a_restarted_daemon_falls_back_only_to_a_release_of_the_slot() {
     // `state.json` lies in the root, which the app's processes can write: a last live
     // release named `../../../elsewhere` ran app.command in that folder.

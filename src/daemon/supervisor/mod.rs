@@ -108,6 +108,10 @@ pub struct Supervisor {
     /// The slot had a current release when the daemon started, and that start has not
     /// finished yet.
     first_start: bool,
+    /// The `current` that the daemon's first start passed over for the last live
+    /// release (it failed before the restart): started next if that one fails too, so a
+    /// slot whose older release no longer works is not left retrying it forever.
+    passed_over: Option<String>,
     draining: Vec<JoinHandle<()>>,
     /// True once the daemon begins to stop, before its `Shutdown` comes (the slots keep
     /// routing a moment longer): no generation is started from then on.
@@ -163,6 +167,7 @@ impl Supervisor {
             last_good,
             live_since: Instant::now(),
             first_start: current.is_some(),
+            passed_over: None,
             daemon,
             draining: Vec::new(),
             stopping,
@@ -223,6 +228,7 @@ impl Supervisor {
                         false,
                         format!("{slot}: release {release} failed before the daemon restarted: starting the last live release {good} instead"),
                     );
+                    self.passed_over = Some(release);
                     release = good.clone();
                 }
             }

@@ -139,6 +139,7 @@ impl Supervisor {
             status.replacing = false;
         }
         let first_start = std::mem::take(&mut self.first_start);
+        let passed_over = self.passed_over.take();
         let mut start = self
             .starting
             .take()
@@ -265,8 +266,19 @@ impl Supervisor {
                 // comes back; if that is the one that failed, or the daemon just started
                 // with no other, it is tried again with backoff (its database may not
                 // be up yet).
+                // The first start ran the last live release in place of a `current`
+                // that failed before the daemon restarted: failing too, it leaves
+                // `current` its turn (whatever failed it then may be over), unless a
+                // reload already waits.
+                let current_next = passed_over
+                    .filter(|_| self.live.is_none() && !start.restart && self.pending.is_none())
+                    .filter(|skipped| {
+                        *skipped != release
+                            && release::current(&self.daemon.layout, slot).as_ref() == Some(skipped)
+                    });
                 let fallback = match (&self.live, &self.last_good) {
                     (Some(_), _) => None,
+                    _ if current_next.is_some() => None,
                     (None, _) if start.restart => None,
                     (None, Some(good)) if *good != release => Some(good.clone()),
                     (None, Some(_)) => Some(release.clone()),
@@ -281,6 +293,10 @@ impl Supervisor {
                     (None, Some(again)) => {
                         format!("{slot} has no live generation; restarting release {again}")
                     }
+                    (None, None) if current_next.is_some() => format!(
+                        "{slot} has no live generation; starting its current release {}",
+                        current_next.as_deref().unwrap_or_default()
+                    ),
                     (None, None) => format!("{slot} has no live generation"),
                 };
                 let message = format!("release {release} failed: {reason}; {keeps}");
@@ -310,6 +326,10 @@ impl Supervisor {
                     self.schedule_restart(release.clone());
                 } else if let Some(good) = fallback {
                     self.schedule_restart(good);
+                } else if let Some(current) = current_next {
+                    // Seen as coming before the answer, as a restart is.
+                    self.handle().status().starting = true;
+                    self.pending = Some((current, Vec::new()));
                 }
                 tell(start.waiters, &verdict_failed(slot, &release, message));
             }
