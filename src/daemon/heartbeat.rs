@@ -167,6 +167,8 @@ pub async fn run(daemon: Arc<Daemon>) {
                 }
             }
             Err(why) => {
+                // Refused as surely as by the gate: counted the same, at each check.
+                daemon.metrics.switch_refused("heartbeat");
                 if first_stuck(&daemon) {
                     daemon.events.record(
                         "heartbeat",

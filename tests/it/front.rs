@@ -445,6 +445,13 @@ fn the_heartbeat_stays_put_when_both_slots_fail() {
     let failures = &status["heartbeat"]["consecutive_failures"];
     assert!(failures.as_u64().is_some_and(|n| n >= 2), "{status}");
     assert_eq!(status["heartbeat"]["armed"], true, "{status}");
+    // Each check of the streak is a switch refused, as when the gate refuses the standby.
+    let metrics = root.control("GET", "/metrics").body;
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bluegreen_switches_refused_total{cause=\"heartbeat\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1), "{metrics}");
 }
 
 #[test]
