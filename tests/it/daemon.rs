@@ -858,6 +858,26 @@ fn a_restarted_daemon_tries_current_when_the_last_live_release_fails_first() {
 }
 
 #[test]
+fn a_rollback_to_the_live_release_forgets_the_refused_current() {
+    let mut root = blue_live_with(&[("app.ready_timeout", "2s".into())]);
+    let v1 = root.current("blue").unwrap();
+    root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
+    root.push("blue").says("blue keeps serving generation 1");
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.serve();
+    root.wait_body(root.blue, "v1 from blue");
+    assert_ne!(root.status()["slots"]["blue"]["last_error"], "");
+    // Back on the release it serves: nothing is wrong any more, here or after a restart.
+    root.run_ok(&["rollback", "blue"]);
+    assert_eq!(root.current("blue").unwrap(), v1);
+    let status = root.status();
+    assert_eq!(status["slots"]["blue"]["last_error"], "", "{status}");
+    let state = fs::read_to_string(root.path.join("state.json")).unwrap();
+    assert!(!state.contains("\"failed\""), "{state}");
+}
+
+#[test]
 fn a_restarted_daemon_falls_back_only_to_a_release_of_the_slot() {
     // `state.json` lies in the root, which the app's processes can write: a last live
     // release named `../../../elsewhere` ran app.command in that folder.

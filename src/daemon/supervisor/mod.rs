@@ -213,9 +213,19 @@ impl Supervisor {
         if self.is_stopping() {
             return answer(reply, Verdict::stopping(slot, ""));
         }
-        let Some(mut release) = release::current(&self.daemon.layout, slot) else {
+        let Some(current) = release::current(&self.daemon.layout, slot) else {
             return refuse(reply, slot, format!("{slot} has no current release"));
         };
+        // `current` moved away from the release that failed (a push, a rollback): a
+        // restarted daemon has nothing to pass over, and coming back to it is a new try.
+        if self
+            .daemon
+            .failed(slot)
+            .is_some_and(|failed| failed.release != current)
+        {
+            self.daemon.set_failed(slot, None);
+        }
+        let mut release = current;
         // The daemon's first start: a `current` that failed before it restarted is not
         // tried before the last live release, which serves at once (a refused push must
         // not hold a reboot's clients for its whole `ready_timeout`).
@@ -330,6 +340,13 @@ impl Supervisor {
     /// another release starting or waiting its turn goes no further. It went live for a
     /// moment before, and this one came back as a second generation.
     fn back_to_live(&mut self, release: &str) {
+        // Why `current` was not live is over: it is live.
+        if let Some((_, why)) = self.current_failed.take_if(|(failed, _)| failed != release) {
+            let mut status = self.handle().status();
+            if status.last_error == why {
+                status.last_error.clear();
+            }
+        }
         if self.pending.as_ref().is_some_and(|(p, _)| p != release) {
             self.supersede_pending(release);
         }
