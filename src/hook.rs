@@ -136,8 +136,9 @@ pub fn run(
 }
 
 /// Tells the daemon, if one answers within 2 s, of a push that failed before it made a
-/// release, for its log, `/events` and `/metrics` (`POST /slots/<slot>/not-deployed`);
-/// the pusher has been told already, so no answer is waited for beyond that.
+/// release, for its log, `/events` and `/metrics` (`POST /slots/<slot>/not-deployed`).
+/// The pusher reads the error as the hook's last line, after this: a daemon that does
+/// not answer delays that line by 2 s at most, and an error here is not the pusher's.
 fn tell_daemon(layout: &Layout, config: &Config, slot: Slot, commit: &str, e: &anyhow::Error) {
     let text = format!("{e:#}");
     let text = text.strip_prefix(&format!("{slot}: ")).unwrap_or(&text);

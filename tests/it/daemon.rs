@@ -997,8 +997,13 @@ fn after_a_crash_loop_of_the_older_release_status_says_again_why_current_is_not_
     });
     std::fs::remove_file(&crash).unwrap();
     root.wait_body(root.blue, "v1 from blue");
-    // Live again: the restart's failure is over; v2's is what still holds.
-    assert_eq!(root.status()["slots"]["blue"]["last_error"], why);
+    // Live again: the restart's failure is over; v2's is what still holds, with what
+    // serves now (its message named generation 1, since replaced by a restart).
+    let v2 = root.current("blue").unwrap();
+    assert_eq!(
+        root.status()["slots"]["blue"]["last_error"],
+        format!("release {v2} failed: not ready after 2s (app.ready_timeout); last health check: GET / answered 500; blue runs its last live release {v1} instead (push again, or POST /slots/blue/reload, to try it again)")
+    );
 }
 
 #[test]

@@ -91,10 +91,10 @@ pub struct Supervisor {
     /// The release whose last start failed, and why, while it is `current`: a file
     /// watch's reload does not start it again, and a deploy's is told the failure.
     last_failed: Option<(String, String)>,
-    /// The last failure of a release while it was `current`, and why: what `/status`
-    /// says as the slot's last error once an older release is live again (a restart of
-    /// that one, failing meanwhile, must not leave its own reason there).
-    current_failed: Option<(String, String)>,
+    /// The last failure of a release while it was `current`: what `/status` says as the
+    /// slot's last error once an older release is live again (a restart of that one,
+    /// failing meanwhile, must not leave its own reason there).
+    current_failed: Option<Refused>,
     /// The pause before a crashed generation's restart.
     backoff: Backoff,
     /// Identifies the restart timer that is still wanted; older timers are ignored.
@@ -139,19 +139,17 @@ impl Supervisor {
         let failed = daemon
             .failed(slot)
             .filter(|f| Some(&f.release) == current.as_ref())
-            .filter(|f| last_good.as_ref().is_some_and(|good| *good != f.release))
-            .map(|f| {
-                let message = format!(
-                    "release {} failed before the daemon restarted: {}; {slot} runs its last live release {} instead (push again, or POST /slots/{slot}/reload, to try it again)",
-                    f.release,
-                    f.reason,
-                    last_good.as_deref().unwrap_or_default()
-                );
-                (f.release, message)
+            .and_then(|f| {
+                let good = last_good.as_ref().filter(|good| **good != f.release)?;
+                let refused = Refused {
+                    release: f.release,
+                    reason: f.reason,
+                    before_restart: true,
+                };
+                let message = refused.while_serving(slot, good);
+                daemon.slots[slot.index()].set_error(Some(message.clone()));
+                Some((refused, message))
             });
-        if let Some((_, message)) = &failed {
-            daemon.slots[slot.index()].set_error(Some(message.clone()));
-        }
         Supervisor {
             slot,
             rx,
@@ -159,8 +157,10 @@ impl Supervisor {
             live: None,
             starting: None,
             pending: None,
-            last_failed: failed.clone(),
-            current_failed: failed,
+            last_failed: failed
+                .as_ref()
+                .map(|(refused, message)| (refused.release.clone(), message.clone())),
+            current_failed: failed.map(|(refused, _)| refused),
             backoff: Backoff::default(),
             restart_token: 0,
             restart_release: None,
@@ -341,9 +341,9 @@ impl Supervisor {
     /// moment before, and this one came back as a second generation.
     fn back_to_live(&mut self, release: &str) {
         // Why `current` was not live is over: it is live.
-        if let Some((_, why)) = self.current_failed.take_if(|(failed, _)| failed != release) {
+        if let Some(refused) = self.current_failed.take_if(|r| r.release != release) {
             let mut status = self.handle().status();
-            if status.last_error == why {
+            if status.last_error.starts_with(&refused.told()) {
                 status.last_error.clear();
             }
         }
@@ -384,6 +384,36 @@ impl Supervisor {
             self.draining
                 .push(tokio::spawn(async move { live.drain(drain, stop).await }));
         }
+    }
+}
+
+/// A start of the slot's `current` release that failed: why `/status` says it is not live.
+struct Refused {
+    release: String,
+    reason: String,
+    /// Recorded in `state.json` by the daemon before this one.
+    before_restart: bool,
+}
+
+impl Refused {
+    /// `release <id> failed[ before the daemon restarted]`: how every message about it starts.
+    fn told(&self) -> String {
+        let when = match self.before_restart {
+            true => " before the daemon restarted",
+            false => "",
+        };
+        format!("release {} failed{when}", self.release)
+    }
+
+    /// What `/status` says while `serving`, the last live release, runs instead: the
+    /// failure's own message named what served then (a generation since replaced, or
+    /// none while the slot was down).
+    fn while_serving(&self, slot: Slot, serving: &str) -> String {
+        format!(
+            "{}: {}; {slot} runs its last live release {serving} instead (push again, or POST /slots/{slot}/reload, to try it again)",
+            self.told(),
+            self.reason
+        )
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::{tell, verdict_failed, Msg, Start, Supervisor};
+use super::{tell, verdict_failed, Msg, Refused, Start, Supervisor};
 use crate::daemon::generation::Generation;
 use crate::release;
 use crate::state::Failed;
@@ -201,9 +201,9 @@ impl Supervisor {
                 let why = self
                     .current_failed
                     .take()
-                    .filter(|(failed, _)| Some(failed) == current.as_ref() && *failed != release);
+                    .filter(|r| Some(&r.release) == current.as_ref() && r.release != release);
                 self.handle()
-                    .set_error(why.clone().map(|(_, message)| message));
+                    .set_error(why.as_ref().map(|r| r.while_serving(slot, &release)));
                 self.current_failed = why;
                 // It just answered its health check.
                 self.daemon.set_health(slot, Ok(()));
@@ -310,7 +310,11 @@ impl Supervisor {
                     .record("failed", Some(slot), true, format!("{slot}: {message}"));
                 self.last_failed = Some((release.clone(), message.clone()));
                 if release::current(&self.daemon.layout, slot).as_deref() == Some(&release) {
-                    self.current_failed = Some((release.clone(), message.clone()));
+                    self.current_failed = Some(Refused {
+                        release: release.clone(),
+                        reason: reason.clone(),
+                        before_restart: false,
+                    });
                     // A restarted daemon starts the last live release before this one.
                     self.daemon.set_failed(
                         slot,
