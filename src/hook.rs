@@ -122,10 +122,7 @@ pub fn run(
             match deploy(&layout, &config, slot, &mut repo, &update, out, interrupt) {
                 Ok(live) => all_live &= live,
                 // The push's other refs are still noted; the error is the hook's last line.
-                Err(e) => {
-                    tell_daemon(&layout, &config, slot, &update.new, &e);
-                    failed = Some(e);
-                }
+                Err(e) => failed = Some(e),
             }
         }
     }
@@ -135,21 +132,18 @@ pub fn run(
     }
 }
 
-/// Tells the daemon, if one answers within 2 s, of a push that failed before it made a
-/// release, for its log, `/events` and `/metrics` (`POST /slots/<slot>/not-deployed`).
-/// The pusher reads the error as the hook's last line, after this: a daemon that does
-/// not answer delays that line by 2 s at most, and an error here is not the pusher's.
-fn tell_daemon(layout: &Layout, config: &Config, slot: Slot, commit: &str, e: &anyhow::Error) {
-    let text = format!("{e:#}");
-    let text = text.strip_prefix(&format!("{slot}: ")).unwrap_or(&text);
-    // `<short> not deployed: <why>`, as `deploy` words its errors: the commit goes apart.
-    let why = text
-        .split_once(" not deployed: ")
-        .filter(|(short, _)| short.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map_or(text, |(_, why)| why);
+/// Tells the daemon, if one answers within 2 s, of a push that failed (`why`) before
+/// its release was current, for its log, `/events` and `/metrics`
+/// (`POST /slots/<slot>/not-deployed`). The pusher reads the error as the hook's last
+/// line, after this: a daemon that does not answer delays that line by 2 s at most, and
+/// an error here is not the pusher's.
+fn tell_daemon(layout: &Layout, config: &Config, slot: Slot, short: &str, why: &anyhow::Error) {
     let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("commit", commit.get(..7).unwrap_or(commit))
-        .append_pair("reason", &crate::logging::quoted(why, 1_000))
+        .append_pair("commit", short)
+        .append_pair(
+            "reason",
+            &crate::logging::quoted(&format!("{why:#}"), 1_000),
+        )
         .finish();
     let _ = Client::new(config, layout).post(
         &format!("/slots/{slot}/not-deployed?{query}"),
@@ -165,6 +159,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Deploys the pushed commit to `slot`: makes its release current ([`release_push`]),
+/// then asks the daemon to run it. `Ok(false)` when it did not go live; `Err` when it
+/// failed before its release was current, which the daemon is told too.
 fn deploy(
     layout: &Layout,
     config: &Config,
@@ -174,11 +171,32 @@ fn deploy(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
+    match release_push(layout, config, slot, repo, update, out, interrupt) {
+        Ok(Some(id)) => verdict::reload(config, layout, slot, &id, out),
+        // A later push moved the branch on: that one deploys it.
+        Ok(None) => Ok(true),
+        Err(e) => {
+            let short = update.new.get(..7).unwrap_or(&update.new);
+            tell_daemon(layout, config, slot, short, &e);
+            Err(e.context(format!("{slot}: {short} not deployed")))
+        }
+    }
+}
+
+/// Checks the pushed commit out, builds it (or reuses its build), installs it as a
+/// release and makes that `current`, under the slot's lock. The new release's id, or
+/// none when the branch moved on since this push.
+fn release_push(
+    layout: &Layout,
+    config: &Config,
+    slot: Slot,
+    repo: &mut git2::Repository,
+    update: &RefUpdate,
+    out: &mut (dyn Write + Send),
+    interrupt: &Interrupt,
+) -> anyhow::Result<Option<String>> {
     let lock = release::lock_slot(layout, slot, out)?;
-    let pushed = git::resolve(repo, &update.new).with_context(|| {
-        let short = update.new.get(..7).unwrap_or(&update.new);
-        format!("{slot}: {short} not deployed")
-    })?;
+    let pushed = git::resolve(repo, &update.new)?;
     if let Some(tip) = git::branch_tip(repo, &config.branch) {
         if tip != pushed.commit {
             writeln!(
@@ -187,7 +205,7 @@ fn deploy(
                 update.refname,
                 git::short(tip)
             )?;
-            return Ok(true);
+            return Ok(None);
         }
     }
     writeln!(out, "{slot}: deploying {} {}", pushed.short, pushed.summary)?;
@@ -207,8 +225,7 @@ fn deploy(
             out,
             interrupt,
         },
-    )
-    .with_context(|| format!("{slot}: {} not deployed", pushed.short))?;
+    )?;
     match outcome {
         Outcome::Reused => writeln!(out, "{slot}: build reused ({key})")?,
         Outcome::Built { build } => {
@@ -240,8 +257,7 @@ fn deploy(
         promoted_from: None,
         marks: true,
     };
-    let installed = release::install(layout, &meta, &config.app.linked_dirs)
-        .with_context(|| format!("{slot}: {} not deployed", pushed.short))?;
+    let installed = release::install(layout, &meta, &config.app.linked_dirs)?;
     drop(in_use);
     if let Some(unmarked) = &installed.unmarked {
         writeln!(out, "{slot}: note: {unmarked}")?;
@@ -263,7 +279,7 @@ fn deploy(
         }
     )?;
     drop(lock);
-    verdict::reload(config, layout, slot, &id, out)
+    Ok(Some(id))
 }
 
 /// `word` as a shell reads it back: as is when it holds only characters no shell

@@ -155,7 +155,7 @@ fn serve_refuses_a_bad_config_naming_file_line_and_key_and_changes_nothing() {
 #[test]
 fn a_missing_slot_folder_is_named_with_what_makes_it_again() {
     let root = Root::new();
-    root.commit("first", &[("VERSION", "v1\n")]);
+    let sha = root.commit("first", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: release");
     fs::remove_dir_all(root.path.join("green")).unwrap();
     // What the refused commands may change: nothing but what git itself stores of a push.
@@ -183,17 +183,12 @@ fn a_missing_slot_folder_is_named_with_what_makes_it_again() {
     let pushed = root.push("green");
     assert_eq!(
         pushed.remote_lines().last().unwrap(),
-        &format!("error: {want}"),
+        &format!("error: green: {} not deployed: {want}", &sha[..7]),
         "{pushed:?}"
     );
     assert_eq!(outside_git(), before, "a refused command changes nothing");
     // The repair it names works.
-    let out = Command::new(BIN)
-        .arg("init")
-        .arg(&root.path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    root.run_ok(&["init"]);
     let promoted = root.run_ok(&["promote", "blue"]);
     assert!(promoted.contains("green: release "), "{promoted}");
 }
@@ -207,13 +202,7 @@ fn init_again_names_a_hook_that_runs_another_binary() {
     let blue_hook = root.path.join("blue.git/hooks/post-receive");
     fs::remove_file(&blue_hook).unwrap();
     std::os::unix::fs::symlink(&old, &blue_hook).unwrap();
-    let out = Command::new(BIN)
-        .arg("init")
-        .arg(&root.path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = root.run_ok(&["init"]);
     let binary = fs::canonicalize(BIN).unwrap();
     let wanted = format!(
         "kept      {}, which runs {}, not this binary {}: pushes run that one (`ln -sfn {} {}` makes them run this one)",
@@ -248,12 +237,7 @@ fn init_again_repairs_and_keeps_everything() {
     let blue_hook = root.path.join("blue.git/hooks/post-receive");
     fs::remove_file(&blue_hook).unwrap();
     std::os::unix::fs::symlink("/nonexistent/bluegreen", &blue_hook).unwrap();
-    let out = Command::new(BIN)
-        .arg("init")
-        .arg(&root.path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    root.run_ok(&["init"]);
     let binary = fs::canonicalize(BIN).unwrap();
     for slot in ["blue", "green"] {
         let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
