@@ -133,21 +133,19 @@ async fn answer(
     };
     let path = request.uri().path();
     let query = request.uri().query().unwrap_or("");
-    // `/slots/<slot>/reload`, `/slots/<slot>/not-deployed`.
-    let reload_target = path
+    // `/slots/<slot>/reload` and `/slots/<slot>/not-deployed`: the slot named, and which.
+    let slot_action = path
         .strip_prefix("/slots/")
-        .and_then(|rest| rest.strip_suffix("/reload"));
-    let not_deployed_target = path
-        .strip_prefix("/slots/")
-        .and_then(|rest| rest.strip_suffix("/not-deployed"));
-    // Only `POST /switch`, `POST /mirroring` and a reload's `release` take parameters; a
+        .and_then(|rest| rest.rsplit_once('/'))
+        .filter(|(_, action)| matches!(*action, "reload" | "not-deployed"));
+    // Only `POST /switch`, `POST /mirroring` and the slot actions take parameters; a
     // query anywhere else would be ignored, which a caller could take for having been
     // obeyed. A method an endpoint does not take is a 405 first, query or not.
     let allow = match path {
         "/status" | "/events" | "/metrics" => Some("GET, HEAD"),
         "/mirroring" => Some("GET, HEAD, POST"),
         "/switch" => Some("POST"),
-        _ if reload_target.is_some() || not_deployed_target.is_some() => Some("POST"),
+        _ if slot_action.is_some() => Some("POST"),
         _ => None,
     };
     if let Some(allow) = allow.filter(|a| !a.split(", ").any(|m| m == asked.as_str())) {
@@ -162,9 +160,7 @@ async fn answer(
         return response;
     }
     let takes_query = method == Method::POST
-        && (matches!(path, "/switch" | "/mirroring")
-            || reload_target.is_some()
-            || not_deployed_target.is_some());
+        && (matches!(path, "/switch" | "/mirroring") || slot_action.is_some());
     if allow.is_some() && !takes_query && !query.is_empty() {
         return reply(
             StatusCode::BAD_REQUEST,
@@ -212,35 +208,22 @@ async fn answer(
             },
             Err(reason) => (StatusCode::BAD_REQUEST, "text/plain", reason),
         },
-        (&Method::POST, _) if reload_target.is_some() => {
-            let mode = match params(query, &["release"]).as_deref() {
-                Ok([]) => Ok(Reload::Always),
-                Ok([(_, id)]) if !id.is_empty() => Ok(Reload::Deployed(id.clone())),
-                _ => Err(format!(
-                    "POST {path} takes only ?release=<id> (got ?{query})"
-                )),
-            };
-            match (reload_target.unwrap_or_default().parse::<Slot>(), mode) {
+        (&Method::POST, _) if slot_action.is_some() => {
+            let (target, action) = slot_action.unwrap_or_default();
+            match (target.parse::<Slot>(), action) {
                 (Err(e), _) => (StatusCode::NOT_FOUND, "text/plain", format!("{e:#}")),
-                (Ok(_), Err(reason)) => (StatusCode::BAD_REQUEST, "text/plain", reason),
-                (Ok(slot), Ok(mode)) => {
-                    let verdict = reload(daemon, slot, mode).await;
-                    let status = match verdict.live {
-                        true => StatusCode::OK,
-                        false => StatusCode::CONFLICT,
-                    };
-                    (
-                        status,
-                        "application/json",
-                        serde_json::to_string(&verdict).unwrap_or_default(),
-                    )
-                }
-            }
-        }
-        (&Method::POST, _) if not_deployed_target.is_some() => {
-            match not_deployed_target.unwrap_or_default().parse::<Slot>() {
-                Err(e) => (StatusCode::NOT_FOUND, "text/plain", format!("{e:#}")),
-                Ok(slot) => match NotDeployed::parse(query) {
+                (Ok(slot), "reload") => match params(query, &["release"]).as_deref() {
+                    Ok([]) => reload(daemon, slot, Reload::Always).await,
+                    Ok([(_, id)]) if !id.is_empty() => {
+                        reload(daemon, slot, Reload::Deployed(id.clone())).await
+                    }
+                    _ => (
+                        StatusCode::BAD_REQUEST,
+                        "text/plain",
+                        format!("POST {path} takes only ?release=<id> (got ?{query})"),
+                    ),
+                },
+                (Ok(slot), _) => match NotDeployed::parse(query) {
                     Ok(push) => {
                         push.record(daemon, slot);
                         (StatusCode::OK, "text/plain", "recorded".into())
@@ -259,9 +242,10 @@ async fn answer(
     reply(status, kind, body)
 }
 
-async fn reload(daemon: &Daemon, slot: Slot, mode: Reload) -> Verdict {
+/// Runs the slot's current release, and answers with the verdict: `200` live, `409` not.
+async fn reload(daemon: &Daemon, slot: Slot, mode: Reload) -> (StatusCode, &'static str, String) {
     let wait = daemon.config().app.reload_wait();
-    match tokio::time::timeout(wait, daemon.reload(slot, mode)).await {
+    let verdict = match tokio::time::timeout(wait, daemon.reload(slot, mode)).await {
         Ok(Ok(verdict)) => verdict,
         Ok(Err(_)) => Verdict::stopping(slot, ""),
         Err(_) => Verdict {
@@ -269,7 +253,16 @@ async fn reload(daemon: &Daemon, slot: Slot, mode: Reload) -> Verdict {
             reason: format!("no verdict within {}", humantime::format_duration(wait)),
             ..Verdict::default()
         },
-    }
+    };
+    let status = match verdict.live {
+        true => StatusCode::OK,
+        false => StatusCode::CONFLICT,
+    };
+    (
+        status,
+        "application/json",
+        serde_json::to_string(&verdict).unwrap_or_default(),
+    )
 }
 
 fn mirroring(daemon: &Daemon) -> String {

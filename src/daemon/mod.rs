@@ -263,13 +263,10 @@ impl Daemon {
             return false;
         }
         let mut state = self.state.lock().expect("state lock: no panic holds it");
-        let mut next = state.clone();
-        next.rearmed = true;
-        match next.save(&self.layout.state_file()) {
-            Ok(()) => *state = next,
-            Err(e) => tracing::error!(
+        if let Err(e) = self.save_state(&mut state, |next| next.rearmed = true) {
+            tracing::error!(
                 "automatic switching is on again, but {e:#}: a daemon restarted before the next state write has it off"
-            ),
+            );
         }
         true
     }
@@ -304,11 +301,8 @@ impl Daemon {
         let id = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
         let mut state = self.state.lock().expect("state lock: no panic holds it");
         if state.generation < id {
-            let mut next = state.clone();
-            next.generation = id;
-            match next.save(&self.layout.state_file()) {
-                Ok(()) => *state = next,
-                Err(e) => tracing::error!("cannot record generation {id}: {e:#}"),
+            if let Err(e) = self.save_state(&mut state, |next| next.generation = id) {
+                tracing::error!("cannot record generation {id}: {e:#}");
             }
         }
         id
@@ -321,11 +315,11 @@ impl Daemon {
         if state.live.get(&slot).map(String::as_str) == Some(release) {
             return;
         }
-        let mut next = state.clone();
-        next.live.insert(slot, release.to_string());
-        match next.save(&self.layout.state_file()) {
-            Ok(()) => *state = next,
-            Err(e) => tracing::error!("cannot record {slot}'s live release: {e:#}"),
+        let recorded = self.save_state(&mut state, |next| {
+            next.live.insert(slot, release.to_string());
+        });
+        if let Err(e) = recorded {
+            tracing::error!("cannot record {slot}'s live release: {e:#}");
         }
     }
 
@@ -345,15 +339,26 @@ impl Daemon {
         if state.failed.get(&slot) == failed.as_ref() {
             return;
         }
-        let mut next = state.clone();
-        match failed {
-            Some(failed) => next.failed.insert(slot, failed),
-            None => next.failed.remove(&slot),
-        };
-        match next.save(&self.layout.state_file()) {
-            Ok(()) => *state = next,
-            Err(e) => tracing::error!("cannot record {slot}'s failed release: {e:#}"),
+        let recorded = self.save_state(&mut state, |next| {
+            match failed {
+                Some(failed) => next.failed.insert(slot, failed),
+                None => next.failed.remove(&slot),
+            };
+        });
+        if let Err(e) = recorded {
+            tracing::error!("cannot record {slot}'s failed release: {e:#}");
         }
+    }
+
+    /// Writes `state.json` as `state` with `change` made, and takes that for `state` once
+    /// it is on disk: a write that fails leaves both as they were. The caller holds the
+    /// state lock throughout.
+    fn save_state(&self, state: &mut State, change: impl FnOnce(&mut State)) -> anyhow::Result<()> {
+        let mut next = state.clone();
+        change(&mut next);
+        next.save(&self.layout.state_file())?;
+        *state = next;
+        Ok(())
     }
 
     pub fn last_switch(&self) -> Option<LastSwitch> {
@@ -370,10 +375,7 @@ impl Daemon {
 
     pub fn set_mirroring(&self, on: bool) -> anyhow::Result<()> {
         let mut state = self.state.lock().expect("state lock: no panic holds it");
-        let mut next = state.clone();
-        next.mirroring = on;
-        next.save(&self.layout.state_file())?;
-        *state = next;
+        self.save_state(&mut state, |next| next.mirroring = on)?;
         self.mirroring.store(on, Ordering::Release);
         self.events.record(
             "mirroring",

@@ -778,8 +778,9 @@ fn a_restarted_daemon_falls_back_to_the_last_live_release() {
     );
 }
 
-#[test]
-fn a_restarted_daemon_serves_its_last_live_release_at_once_when_current_failed_before() {
+/// Blue served v1, refused v2 (never ready within its 2 s), and the daemon stopped:
+/// `current` is v2, state.json records its failure.
+fn refused_then_stopped() -> (Root, String, String) {
     let mut root = blue_live_with(&[("app.ready_timeout", "2s".into())]);
     let v1 = root.current("blue").unwrap();
     root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
@@ -787,6 +788,21 @@ fn a_restarted_daemon_serves_its_last_live_release_at_once_when_current_failed_b
     let v2 = root.current("blue").unwrap();
     root.signal(Signal::SIGTERM);
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    let state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(root.path.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["failed"]["blue"]["release"], v2.as_str(), "{state}");
+    (root, v1, v2)
+}
+
+/// state.json records no release that failed to start.
+fn assert_no_failed_release(root: &Root) {
+    let state = fs::read_to_string(root.path.join("state.json")).unwrap();
+    assert!(!state.contains("\"failed\""), "{state}");
+}
+
+#[test]
+fn a_restarted_daemon_serves_its_last_live_release_at_once_when_current_failed_before() {
+    let (mut root, v1, v2) = refused_then_stopped();
     // A minute to get ready: were v2 tried first, the slot would answer nothing (its
     // clients waiting in the backlog) for that minute, past the test client's 30 s.
     root.set("app.ready_timeout", "1m");
@@ -821,8 +837,7 @@ fn a_restarted_daemon_serves_its_last_live_release_at_once_when_current_failed_b
     assert_eq!(root.status()["slots"]["blue"]["last_error"], "");
     root.signal(Signal::SIGTERM);
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
-    let state = fs::read_to_string(root.path.join("state.json")).unwrap();
-    assert!(!state.contains("\"failed\""), "{state}");
+    assert_no_failed_release(&root);
     root.serve();
     let answer = root.get(root.blue, "/");
     assert!(answer.body.starts_with("v2 from blue"), "{}", answer.body);
@@ -830,13 +845,7 @@ fn a_restarted_daemon_serves_its_last_live_release_at_once_when_current_failed_b
 
 #[test]
 fn a_restarted_daemon_tries_current_when_the_last_live_release_fails_first() {
-    let mut root = blue_live_with(&[("app.ready_timeout", "2s".into())]);
-    let v1 = root.current("blue").unwrap();
-    root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
-    root.push("blue").says("blue keeps serving generation 1");
-    let v2 = root.current("blue").unwrap();
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    let (mut root, v1, v2) = refused_then_stopped();
     // While the daemon is down, the last live release stops working (v2's first boot
     // migrated the database past it, say) and what held v2 back is gone.
     let releases = root.path.join("blue/releases");
@@ -853,18 +862,12 @@ fn a_restarted_daemon_tries_current_when_the_last_live_release_fails_first() {
         "{events}"
     );
     assert_eq!(root.status()["slots"]["blue"]["last_error"], "");
-    let state = fs::read_to_string(root.path.join("state.json")).unwrap();
-    assert!(!state.contains("\"failed\""), "{state}");
+    assert_no_failed_release(&root);
 }
 
 #[test]
 fn a_rollback_to_the_live_release_forgets_the_refused_current() {
-    let mut root = blue_live_with(&[("app.ready_timeout", "2s".into())]);
-    let v1 = root.current("blue").unwrap();
-    root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
-    root.push("blue").says("blue keeps serving generation 1");
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    let (mut root, v1, _) = refused_then_stopped();
     root.serve();
     root.wait_body(root.blue, "v1 from blue");
     assert_ne!(root.status()["slots"]["blue"]["last_error"], "");
@@ -873,8 +876,7 @@ fn a_rollback_to_the_live_release_forgets_the_refused_current() {
     assert_eq!(root.current("blue").unwrap(), v1);
     let status = root.status();
     assert_eq!(status["slots"]["blue"]["last_error"], "", "{status}");
-    let state = fs::read_to_string(root.path.join("state.json")).unwrap();
-    assert!(!state.contains("\"failed\""), "{state}");
+    assert_no_failed_release(&root);
 }
 
 #[test]

@@ -23,6 +23,7 @@ use super::generation::Generation;
 use super::Daemon;
 use crate::release;
 use crate::slot::Slot;
+use crate::state::Failed;
 use crate::verdict::Verdict;
 use backoff::Backoff;
 
@@ -139,11 +140,10 @@ impl Supervisor {
         let failed = daemon
             .failed(slot)
             .filter(|f| Some(&f.release) == current.as_ref())
-            .and_then(|f| {
-                let good = last_good.as_ref().filter(|good| **good != f.release)?;
+            .and_then(|failed| {
+                let good = last_good.as_ref().filter(|good| **good != failed.release)?;
                 let refused = Refused {
-                    release: f.release,
-                    reason: f.reason,
+                    failed,
                     before_restart: true,
                 };
                 let message = refused.while_serving(slot, good);
@@ -159,7 +159,7 @@ impl Supervisor {
             pending: None,
             last_failed: failed
                 .as_ref()
-                .map(|(refused, message)| (refused.release.clone(), message.clone())),
+                .map(|(refused, message)| (refused.failed.release.clone(), message.clone())),
             current_failed: failed.map(|(refused, _)| refused),
             backoff: Backoff::default(),
             restart_token: 0,
@@ -341,7 +341,7 @@ impl Supervisor {
     /// moment before, and this one came back as a second generation.
     fn back_to_live(&mut self, release: &str) {
         // Why `current` was not live is over: it is live.
-        if let Some(refused) = self.current_failed.take_if(|r| r.release != release) {
+        if let Some(refused) = self.current_failed.take_if(|r| r.failed.release != release) {
             let mut status = self.handle().status();
             if status.last_error.starts_with(&refused.told()) {
                 status.last_error.clear();
@@ -389,8 +389,8 @@ impl Supervisor {
 
 /// A start of the slot's `current` release that failed: why `/status` says it is not live.
 struct Refused {
-    release: String,
-    reason: String,
+    /// The release and why, as `state.json` keeps them.
+    failed: Failed,
     /// Recorded in `state.json` by the daemon before this one.
     before_restart: bool,
 }
@@ -402,7 +402,7 @@ impl Refused {
             true => " before the daemon restarted",
             false => "",
         };
-        format!("release {} failed{when}", self.release)
+        format!("release {} failed{when}", self.failed.release)
     }
 
     /// What `/status` says while `serving`, the last live release, runs instead: the
@@ -412,7 +412,7 @@ impl Refused {
         format!(
             "{}: {}; {slot} runs its last live release {serving} instead (push again, or POST /slots/{slot}/reload, to try it again)",
             self.told(),
-            self.reason
+            self.failed.reason
         )
     }
 }

@@ -198,10 +198,9 @@ impl Supervisor {
                 if current.as_ref() == Some(&release) {
                     self.daemon.set_failed(slot, None);
                 }
-                let why = self
-                    .current_failed
-                    .take()
-                    .filter(|r| Some(&r.release) == current.as_ref() && r.release != release);
+                let why = self.current_failed.take().filter(|r| {
+                    Some(&r.failed.release) == current.as_ref() && r.failed.release != release
+                });
                 self.handle()
                     .set_error(why.as_ref().map(|r| r.while_serving(slot, &release)));
                 self.current_failed = why;
@@ -310,19 +309,16 @@ impl Supervisor {
                     .record("failed", Some(slot), true, format!("{slot}: {message}"));
                 self.last_failed = Some((release.clone(), message.clone()));
                 if release::current(&self.daemon.layout, slot).as_deref() == Some(&release) {
-                    self.current_failed = Some(Refused {
+                    let failed = Failed {
                         release: release.clone(),
                         reason: reason.clone(),
+                    };
+                    // A restarted daemon starts the last live release before this one.
+                    self.daemon.set_failed(slot, Some(failed.clone()));
+                    self.current_failed = Some(Refused {
+                        failed,
                         before_restart: false,
                     });
-                    // A restarted daemon starts the last live release before this one.
-                    self.daemon.set_failed(
-                        slot,
-                        Some(Failed {
-                            release: release.clone(),
-                            reason: reason.clone(),
-                        }),
-                    );
                 }
                 // Due before the answer: a daemon's startup that hears of the failure
                 // sees a restart coming (see `serve`).
