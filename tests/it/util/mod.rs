@@ -545,7 +545,6 @@ fn activated(fds: &[std::os::fd::BorrowedFd]) -> Launch {
     Launch::Activated(raw, fds.len())
 }
 
-/// `git` with a clean env: no hook variables, a fixed identity, no user config.
 /// The hook run as git runs it for a push into `repo` (`GIT_DIR`), with `args` before its
 /// subcommand and `input` (`<old> <new> <ref>` lines) on its stdin.
 pub fn run_hook(repo: &Path, args: &[&std::ffi::OsStr], input: &str) -> Output {
@@ -562,6 +561,7 @@ pub fn run_hook(repo: &Path, args: &[&std::ffi::OsStr], input: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `git` with a clean env: no hook variables, a fixed identity, no user config.
 pub fn git_command(dir: &Path) -> Command {
     let mut command = Command::new("git");
     command
