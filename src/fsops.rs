@@ -1,5 +1,5 @@
-//! File-system steps that must never leave a half state: atomic writes, symlink flips,
-//! tree copies and file locks.
+//! File-system steps that must never leave a half state: atomic writes, symlink flips
+//! and file locks.
 //!
 //! Every swap is write-beside-then-rename(2) followed by an fsync of the folder, so a
 //! crash at any instant leaves the old or the new content, never a mix.
@@ -54,41 +54,6 @@ pub fn flip_symlink(link: &Path, target: &Path) -> anyhow::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot point {} at {}", link.display(), target.display()))
-}
-
-/// Copies the tree at `from` into the new folder `to`: files by reflink where the file
-/// system can (plain copy otherwise) with their mode, symlinks as symlinks (never
-/// followed), folders with their mode. `skip` names top-level entries left out.
-pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
-    fs::create_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
-    for entry in fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
-        let entry = entry.with_context(|| format!("cannot read {}", from.display()))?;
-        let name = entry.file_name();
-        if skip.iter().any(|s| name == *s) {
-            continue;
-        }
-        let (src, dst) = (entry.path(), to.join(&name));
-        let kind = entry
-            .file_type()
-            .with_context(|| format!("cannot inspect {}", src.display()))?;
-        if kind.is_symlink() {
-            let target =
-                fs::read_link(&src).with_context(|| format!("cannot read {}", src.display()))?;
-            symlink(target, &dst).with_context(|| format!("cannot link {}", dst.display()))?;
-        } else if kind.is_dir() {
-            copy_tree(&src, &dst, &[])?;
-        } else if kind.is_file() {
-            reflink_copy::reflink_or_copy(&src, &dst)
-                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
-        }
-    }
-    let mode = fs::metadata(from)
-        .with_context(|| format!("cannot read {}", from.display()))?
-        .permissions()
-        .mode();
-    fs::set_permissions(to, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of {}", to.display()))?;
-    Ok(())
 }
 
 /// Removes whatever is at `path` (file, symlink or folder) without following a symlink.
@@ -368,31 +333,6 @@ mod tests {
         write_atomic(&path, b"newer").unwrap();
         assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
         assert_eq!(fs::read_to_string(&path).unwrap(), "newer");
-    }
-
-    #[test]
-    fn copy_tree_keeps_modes_and_symlinks() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        fs::create_dir_all(src.join("bin")).unwrap();
-        fs::write(src.join("bin/run"), "#!/bin/sh\n").unwrap();
-        fs::set_permissions(src.join("bin/run"), fs::Permissions::from_mode(0o755)).unwrap();
-        symlink("bin/run", src.join("run")).unwrap();
-        symlink("/etc", src.join("etc")).unwrap();
-        fs::write(src.join("skipme"), "x").unwrap();
-        let dst = dir.path().join("dst");
-        copy_tree(&src, &dst, &["skipme"]).unwrap();
-        let mode = fs::metadata(dst.join("bin/run"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o755);
-        assert_eq!(
-            fs::read_link(dst.join("run")).unwrap(),
-            Path::new("bin/run")
-        );
-        assert_eq!(fs::read_link(dst.join("etc")).unwrap(), Path::new("/etc"));
-        assert!(!dst.join("skipme").exists());
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!    traffic and data between the slots.
 //!
 //! Domain modules ([`config`], [`layout`], [`slot`], [`git`], [`build`], [`release`],
-//! [`state`], [`fsops`], [`argv`], [`client`], [`procfs`]) never import a role ([`hook`], [`init`],
+//! [`state`], [`fsops`], [`tree_copy`], [`argv`], [`client`], [`procfs`]) never import a role ([`hook`], [`init`],
 //! [`rollout`], [`ctl`], [`daemon`], [`demo`], [`sample_app`]).
 
 pub mod argv;
@@ -39,4 +39,5 @@ pub mod run;
 pub mod sample_app;
 pub mod slot;
 pub mod state;
+pub mod tree_copy;
 pub mod verdict;

@@ -15,6 +15,7 @@ use crate::build;
 use crate::fsops;
 use crate::layout::Layout;
 use crate::slot::Slot;
+use crate::tree_copy;
 
 mod prune;
 
@@ -155,7 +156,7 @@ pub fn create(
     let made = (|| -> anyhow::Result<()> {
         // The marks are ours: a pushed tree that carries files of those names does not
         // get to say the release ran.
-        fsops::copy_tree(
+        tree_copy::copy_tree(
             &build,
             &tmp,
             &[build::META, WAS_CURRENT, WENT_LIVE, ROLLED_BACK],

@@ -1,0 +1,202 @@
+//! `copy_tree`: a build copied into a new release folder, each file opened once and
+//! copied by reflink where the file system can (plain copy otherwise), on a few threads.
+//!
+//! A push spends most of its time creating files: a tree of 10,000 small files is
+//! created once by the checkout and once more by this copy. Each file is opened once on
+//! each side (`reflink_copy::reflink_or_copy` opens both again for its plain copy after a
+//! failed reflink, which on ext4 is every file), and once one file could not be
+//! reflinked the rest are copied without trying. Files are copied by up to
+//! [`MAX_THREADS`] threads, since most of a small file's copy is system-call time the
+//! kernel can spend on two cores at once.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::Context;
+
+/// The most threads a copy uses (fewer on a machine with fewer cores).
+const MAX_THREADS: usize = 4;
+
+/// What the walk found: the files to copy and the folders whose mode is set last.
+#[derive(Default)]
+struct Plan {
+    files: Vec<(PathBuf, PathBuf)>,
+    /// Each folder with the mode it gets once its files are in (a read-only folder
+    /// would refuse them): parents before children, set in reverse.
+    dirs: Vec<(PathBuf, u32)>,
+}
+
+/// Copies the tree at `from` into the new folder `to`: files by reflink where the file
+/// system can (plain copy otherwise) with their mode, symlinks as symlinks (never
+/// followed), folders with their mode. `skip` names top-level entries left out.
+pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
+    let mut plan = Plan::default();
+    walk(from, to, skip, &mut plan)?;
+    copy_files(&plan.files)?;
+    for (dir, mode) in plan.dirs.iter().rev() {
+        fs::set_permissions(dir, fs::Permissions::from_mode(*mode))
+            .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes the folders and symlinks of `from` under `to`, and lists its files.
+fn walk(from: &Path, to: &Path, skip: &[&str], plan: &mut Plan) -> anyhow::Result<()> {
+    fs::create_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let mode = fs::metadata(from)
+        .with_context(|| format!("cannot read {}", from.display()))?
+        .permissions()
+        .mode();
+    plan.dirs.push((to.to_path_buf(), mode));
+    for entry in fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry.with_context(|| format!("cannot read {}", from.display()))?;
+        let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("cannot inspect {}", src.display()))?;
+        if kind.is_symlink() {
+            let target =
+                fs::read_link(&src).with_context(|| format!("cannot read {}", src.display()))?;
+            symlink(target, &dst).with_context(|| format!("cannot link {}", dst.display()))?;
+        } else if kind.is_dir() {
+            walk(&src, &dst, &[], plan)?;
+        } else if kind.is_file() {
+            plan.files.push((src, dst));
+        }
+    }
+    Ok(())
+}
+
+/// Copies each `(from, to)` pair, on up to [`MAX_THREADS`] threads; the first failure
+/// stops the others and is the error.
+fn copy_files(files: &[(PathBuf, PathBuf)]) -> anyhow::Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+        .min(files.len() / 64 + 1);
+    let next = AtomicUsize::new(0);
+    let reflink = AtomicBool::new(true);
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some((src, dst)) = files.get(i) else {
+            return;
+        };
+        if let Err(e) = copy_file(src, dst, &reflink) {
+            let e = anyhow::Error::new(e)
+                .context(format!("cannot copy {} to {}", src.display(), dst.display()));
+            failed.lock().unwrap().get_or_insert(e);
+            // The others stop at their next file.
+            next.store(files.len(), Ordering::Relaxed);
+            return;
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(work);
+        }
+        work();
+    });
+    match failed.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Copies one file into the new file `to` with its mode: by reflink while `reflink`
+/// holds (a failed one clears it, and this file is copied plainly), else by
+/// `copy_file_range` (what `io::copy` uses between two files).
+fn copy_file(from: &Path, to: &Path, reflink: &AtomicBool) -> io::Result<()> {
+    let mut source = File::open(from)?;
+    let mode = source.metadata()?.permissions().mode() & 0o7777;
+    let mut target = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(to)?;
+    let cloned = reflink.load(Ordering::Relaxed)
+        && match reflink_copy::reflink_file(&source, &target) {
+            Ok(()) => true,
+            // Not on this file system (ext4, tmpfs) or across two: the target is still
+            // empty, and so is every other file's try.
+            Err(_) => {
+                reflink.store(false, Ordering::Relaxed);
+                false
+            }
+        };
+    if !cloned {
+        io::copy(&mut source, &mut target)?;
+    }
+    // The umask may have taken bits off the mode the file was created with.
+    target.set_permissions(fs::Permissions::from_mode(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_tree_keeps_contents_modes_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("bin")).unwrap();
+        fs::write(src.join("bin/run"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(src.join("bin/run"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("bin/run", src.join("run")).unwrap();
+        symlink("/etc", src.join("etc")).unwrap();
+        fs::write(src.join("skipme"), "x").unwrap();
+        // Enough files for more than one thread, in a folder that ends read-only.
+        fs::create_dir(src.join("many")).unwrap();
+        for i in 0..300 {
+            fs::write(src.join(format!("many/{i}")), format!("file {i}\n")).unwrap();
+        }
+        fs::set_permissions(src.join("many"), fs::Permissions::from_mode(0o555)).unwrap();
+        let dst = dir.path().join("dst");
+        copy_tree(&src, &dst, &["skipme"]).unwrap();
+        let mode = |p: &str| fs::metadata(dst.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("bin/run"), 0o755);
+        assert_eq!(mode("many"), 0o555);
+        assert_eq!(
+            fs::read_link(dst.join("run")).unwrap(),
+            Path::new("bin/run")
+        );
+        assert_eq!(fs::read_link(dst.join("etc")).unwrap(), Path::new("/etc"));
+        assert!(!dst.join("skipme").exists());
+        for i in 0..300 {
+            let copied = fs::read_to_string(dst.join(format!("many/{i}"))).unwrap();
+            assert_eq!(copied, format!("file {i}\n"));
+        }
+        fs::set_permissions(dst.join("many"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(src.join("many"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_copied_fails_the_copy_and_says_which() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        for i in 0..200 {
+            fs::write(src.join(i.to_string()), "x").unwrap();
+        }
+        // A file at a target's path: its create fails.
+        let dst = dir.path().join("dst");
+        let mut plan = Plan::default();
+        walk(&src, &dst, &[], &mut plan).unwrap();
+        let (_, taken) = &plan.files[150];
+        fs::write(taken, "already here").unwrap();
+        let e = copy_files(&plan.files).unwrap_err();
+        let message = format!("{e:#}");
+        assert!(
+            message.contains(&format!("to {}", taken.display())) && message.contains("exists"),
+            "{message}"
+        );
+    }
+}
