@@ -91,8 +91,11 @@ fn copy_files(files: &[(PathBuf, PathBuf)]) -> anyhow::Result<()> {
             return;
         };
         if let Err(e) = copy_file(src, dst, &reflink) {
-            let e = anyhow::Error::new(e)
-                .context(format!("cannot copy {} to {}", src.display(), dst.display()));
+            let e = anyhow::Error::new(e).context(format!(
+                "cannot copy {} to {}",
+                src.display(),
+                dst.display()
+            ));
             failed.lock().unwrap().get_or_insert(e);
             // The others stop at their next file.
             next.store(files.len(), Ordering::Relaxed);
