@@ -53,9 +53,10 @@ pub struct Gauges {
 #[repr(align(128))]
 pub struct Traffic {
     requests: [[AtomicU64; 5]; 2],
-    latency_buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
+    /// Per slot: a blue and a green release answer at their own speed.
+    latency_buckets: [[AtomicU64; BUCKETS.len()]; 2],
+    latency_count: [AtomicU64; 2],
+    latency_sum_micros: [AtomicU64; 2],
 }
 
 impl Traffic {
@@ -64,14 +65,14 @@ impl Traffic {
         self.requests[slot.index()][class].fetch_add(1, Relaxed);
     }
 
-    pub fn latency(&self, took: Duration) {
+    pub fn latency(&self, slot: Slot, took: Duration) {
         let secs = took.as_secs_f64();
+        let s = slot.index();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.latency_buckets[i].fetch_add(1, Relaxed);
+            self.latency_buckets[s][i].fetch_add(1, Relaxed);
         }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_micros
-            .fetch_add(took.as_micros() as u64, Relaxed);
+        self.latency_count[s].fetch_add(1, Relaxed);
+        self.latency_sum_micros[s].fetch_add(took.as_micros() as u64, Relaxed);
     }
 }
 
@@ -181,26 +182,32 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(w, "# HELP bluegreen_upstream_seconds Time to the upstream's response head.\n# TYPE bluegreen_upstream_seconds histogram");
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.total(|t| &t.latency_buckets[i]);
+        let _ = writeln!(w, "# HELP bluegreen_upstream_seconds Time to the upstream's response head, by slot.\n# TYPE bluegreen_upstream_seconds histogram");
+        for slot in Slot::ALL {
+            let s = slot.index();
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += self.total(|t| &t.latency_buckets[s][i]);
+                let _ = writeln!(
+                    w,
+                    "bluegreen_upstream_seconds_bucket{{slot=\"{slot}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let total = self.total(|t| &t.latency_count[s]);
             let _ = writeln!(
                 w,
-                "bluegreen_upstream_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+                "bluegreen_upstream_seconds_bucket{{slot=\"{slot}\",le=\"+Inf\"}} {total}"
+            );
+            let _ = writeln!(
+                w,
+                "bluegreen_upstream_seconds_sum{{slot=\"{slot}\"}} {}",
+                self.total(|t| &t.latency_sum_micros[s]) as f64 / 1e6
+            );
+            let _ = writeln!(
+                w,
+                "bluegreen_upstream_seconds_count{{slot=\"{slot}\"}} {total}"
             );
         }
-        let total = self.total(|t| &t.latency_count);
-        let _ = writeln!(
-            w,
-            "bluegreen_upstream_seconds_bucket{{le=\"+Inf\"}} {total}"
-        );
-        let _ = writeln!(
-            w,
-            "bluegreen_upstream_seconds_sum {}",
-            self.total(|t| &t.latency_sum_micros) as f64 / 1e6
-        );
-        let _ = writeln!(w, "bluegreen_upstream_seconds_count {total}");
         let _ = writeln!(w, "# HELP bluegreen_in_flight Requests in flight, by slot.\n# TYPE bluegreen_in_flight gauge");
         for slot in Slot::ALL {
             let _ = writeln!(
@@ -299,8 +306,9 @@ mod tests {
     fn renders_counters_and_cumulative_buckets() {
         let m = Metrics::new(2);
         m.traffic(0).request(Slot::Green, 503);
-        m.traffic(0).latency(Duration::from_millis(3));
-        m.traffic(1).latency(Duration::from_millis(30));
+        m.traffic(0).latency(Slot::Blue, Duration::from_millis(3));
+        m.traffic(1).latency(Slot::Blue, Duration::from_millis(30));
+        m.traffic(1).latency(Slot::Green, Duration::from_millis(2));
         m.mirror("queue_full");
         let text = m.render(&Gauges {
             in_flight: [0, 2],
@@ -316,8 +324,25 @@ mod tests {
         assert!(text.contains("bluegreen_config_last_reload_successful 0\n"));
         assert!(!text.contains("bluegreen_last_switch_timestamp_seconds"));
         assert!(text.contains("bluegreen_requests_total{slot=\"green\",class=\"5xx\"} 1"));
-        assert!(text.contains("bluegreen_upstream_seconds_bucket{le=\"0.005\"} 1"));
-        assert!(text.contains("bluegreen_upstream_seconds_bucket{le=\"0.05\"} 2"));
+        let has = |line: &str| text.contains(&format!("\n{line}\n"));
+        assert!(has(
+            "bluegreen_upstream_seconds_bucket{slot=\"blue\",le=\"0.0025\"} 0"
+        ));
+        assert!(has(
+            "bluegreen_upstream_seconds_bucket{slot=\"blue\",le=\"0.005\"} 1"
+        ));
+        assert!(has(
+            "bluegreen_upstream_seconds_bucket{slot=\"blue\",le=\"0.05\"} 2"
+        ));
+        assert!(has(
+            "bluegreen_upstream_seconds_bucket{slot=\"green\",le=\"0.0025\"} 1"
+        ));
+        assert!(has("bluegreen_upstream_seconds_count{slot=\"blue\"} 2"));
+        assert!(has("bluegreen_upstream_seconds_count{slot=\"green\"} 1"));
+        assert!(
+            has("bluegreen_upstream_seconds_sum{slot=\"green\"} 0.002"),
+            "{text}"
+        );
         assert!(text.contains("bluegreen_in_flight{slot=\"green\"} 2"));
         assert!(text.contains("bluegreen_mirror_total{outcome=\"queue_full\"} 1"));
         let version = format!(

@@ -236,7 +236,7 @@ async fn answer(
     drop(barrier);
     match sent {
         Ok((response, connection)) => {
-            traffic.latency(started.elapsed());
+            traffic.latency(slot, started.elapsed());
             traffic.request(slot, response.status().as_u16());
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok(Box::pin(upgrade::tunnel(

@@ -190,6 +190,26 @@ fn five_switches_under_load_lose_nothing() {
         metrics.contains("bluegreen_switches_total{cause=\"api\"} 5"),
         "{metrics}"
     );
+    // Each slot's answers in its own latency histogram: one per 2xx it gave.
+    let value = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {name}\n{metrics}"));
+        line[name.len() + 1..].parse().unwrap()
+    };
+    for slot in ["blue", "green"] {
+        let answered = value(&format!(
+            "bluegreen_requests_total{{slot=\"{slot}\",class=\"2xx\"}}"
+        ));
+        let timed = value(&format!(
+            "bluegreen_upstream_seconds_count{{slot=\"{slot}\"}}"
+        ));
+        assert!(
+            answered > 0 && timed == answered,
+            "{slot}: {timed} timed, {answered} answered\n{metrics}"
+        );
+    }
 }
 
 #[test]
