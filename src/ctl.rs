@@ -98,6 +98,16 @@ pub fn status(
                 s["restarts"],
             )?;
         }
+        for old in s["draining"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "        draining: generation {}  release {}  pid {}  in-flight {}",
+                old["generation"],
+                text(&old["release"]),
+                old["pid"],
+                old["in_flight"],
+            )?;
+        }
         if let Some(error) = s["last_error"].as_str().filter(|e| !e.is_empty()) {
             writeln!(out, "        last error: {error}")?;
         }

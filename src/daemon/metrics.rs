@@ -208,7 +208,7 @@ impl Metrics {
                 "bluegreen_upstream_seconds_count{{slot=\"{slot}\"}} {total}"
             );
         }
-        let _ = writeln!(w, "# HELP bluegreen_in_flight Requests in flight, by slot.\n# TYPE bluegreen_in_flight gauge");
+        let _ = writeln!(w, "# HELP bluegreen_in_flight Requests in flight, by slot (its draining generations' too).\n# TYPE bluegreen_in_flight gauge");
         for slot in Slot::ALL {
             let _ = writeln!(
                 w,

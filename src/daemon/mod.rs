@@ -108,6 +108,9 @@ pub struct SlotStatus {
     pub replacing: bool,
     /// When the next restart is due, while one waits out its backoff.
     pub restart_at: Option<std::time::Instant>,
+    /// Generations replaced by a newer one, finishing their in-flight requests (or being
+    /// stopped): shown in `/status` and counted in `bluegreen_in_flight` until gone.
+    pub draining: Vec<Arc<generation::Generation>>,
 }
 
 impl SlotHandle {
@@ -427,10 +430,17 @@ impl Daemon {
             let at = humantime::parse_rfc3339(&last.at).ok()?;
             Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
         });
+        let in_flight = Slot::ALL.map(|slot| {
+            let live = live[slot.index()].as_ref().map_or(0, |g| g.in_flight.get());
+            let status = self.slots[slot.index()].status();
+            live + status
+                .draining
+                .iter()
+                .map(|g| g.in_flight.get())
+                .sum::<u64>()
+        });
         self.metrics.render(&metrics::Gauges {
-            in_flight: live
-                .each_ref()
-                .map(|g| g.as_ref().map_or(0, |g| g.in_flight.get())),
+            in_flight,
             live_generation: live.each_ref().map(|g| g.as_ref().map_or(0, |g| g.id)),
             healthy,
             active: self.active(),

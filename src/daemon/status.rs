@@ -24,6 +24,18 @@ pub fn json(daemon: &Daemon) -> Value {
                 "started": humantime::format_rfc3339_seconds(g.started_at).to_string(),
             })
         });
+        let draining: Vec<Value> = status
+            .draining
+            .iter()
+            .map(|g| {
+                json!({
+                    "generation": g.id,
+                    "release": g.release,
+                    "pid": g.pid,
+                    "in_flight": g.in_flight.get(),
+                })
+            })
+            .collect();
         let health = match (&live, &status.health) {
             (None, _) if status.starting => "starting".to_string(),
             (None, _) if status.restart_at.is_some() => {
@@ -43,6 +55,7 @@ pub fn json(daemon: &Daemon) -> Value {
                 "listen": config.slots.get(slot).listen.to_string(),
                 "current": release::current(&daemon.layout, slot),
                 "live": live,
+                "draining": draining,
                 "health": health,
                 "restarts": status.restarts,
                 "last_error": status.last_error,

@@ -109,6 +109,71 @@ fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     );
 }
 
+/// While a replaced generation drains, `/status`, `bluegreen status` and `/metrics` show
+/// it with its requests in flight, and stop showing it once it is gone.
+#[test]
+fn a_draining_generation_is_in_status_and_metrics_until_it_is_gone() {
+    let mut root = Root::new();
+    // SLOW_MS slows the health checks too.
+    root.set("heartbeat.timeout", "15s");
+    root.set("app.ready_timeout", "30s");
+    root.serve();
+    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "4000")]);
+    root.push("blue").says("blue: live in ");
+    let old_pid = root.live_pid("blue");
+
+    let slow = fast_v2_over_a_request_in_flight(&root);
+    let status = root.status();
+    let blue = &status["slots"]["blue"];
+    let draining = &blue["draining"];
+    assert_eq!(draining.as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(
+        (
+            draining[0]["generation"].as_u64(),
+            draining[0]["pid"].as_i64(),
+            draining[0]["in_flight"].as_u64(),
+            blue["live"]["generation"].as_u64(),
+            blue["live"]["in_flight"].as_u64(),
+        ),
+        (Some(1), Some(i64::from(old_pid)), Some(1), Some(2), Some(0)),
+        "{status}"
+    );
+    let metrics = root.control("GET", "/metrics").body;
+    assert!(
+        metrics.contains("\nbluegreen_in_flight{slot=\"blue\"} 1\n"),
+        "{metrics}"
+    );
+    let printed = root.run_ok(&["status"]);
+    let line = format!(
+        "draining: generation 1  release {}",
+        draining[0]["release"].as_str().unwrap()
+    );
+    assert!(
+        printed.contains(&format!("{line}  pid {old_pid}  in-flight 1\n")),
+        "{printed}"
+    );
+
+    let answer = slow.join().unwrap().unwrap();
+    assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
+    wait_for(
+        Duration::from_secs(10),
+        "the drained generation to leave /status",
+        || {
+            let status = root.status();
+            (status["slots"]["blue"]["draining"] == serde_json::json!([])).then_some(())
+        },
+    );
+    assert!(
+        group_gone(old_pid),
+        "gone from /status, so its group is gone"
+    );
+    let metrics = root.control("GET", "/metrics").body;
+    assert!(
+        metrics.contains("\nbluegreen_in_flight{slot=\"blue\"} 0\n"),
+        "{metrics}"
+    );
+}
+
 /// A request still running at `drain_timeout` does not hold the old generation up: it
 /// is stopped then, and that request is cut, not answered by v1 seconds later.
 #[test]

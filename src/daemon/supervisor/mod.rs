@@ -369,7 +369,6 @@ impl Supervisor {
     }
 
     async fn stop_all(&mut self) {
-        let config = self.daemon.config();
         self.restart_token += 1;
         // A generation still getting ready is not waited for: it is stopped.
         if let Some(cancel) = self.starting.as_mut().and_then(|s| s.cancel.take()) {
@@ -380,10 +379,25 @@ impl Supervisor {
         }
         if let Some(live) = self.live.take() {
             self.handle().route.clear("the daemon is stopping".into());
-            let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
-            self.draining
-                .push(tokio::spawn(async move { live.drain(drain, stop).await }));
+            self.drain(live);
         }
+    }
+
+    /// Drains `old` (no longer routed to) in a task of its own, then stops it; the slot's
+    /// status lists it until it is gone.
+    fn drain(&mut self, old: Arc<Generation>) {
+        let config = self.daemon.config();
+        let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
+        self.handle().status().draining.push(old.clone());
+        let (daemon, slot) = (self.daemon.clone(), self.slot);
+        self.draining.retain(|h| !h.is_finished());
+        self.draining.push(tokio::spawn(async move {
+            old.drain(drain, stop).await;
+            daemon.slots[slot.index()]
+                .status()
+                .draining
+                .retain(|g| !Arc::ptr_eq(g, &old));
+        }));
     }
 }
 

@@ -239,10 +239,7 @@ impl Supervisor {
                             old.in_flight.get()
                         ),
                     );
-                    let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
-                    self.draining.retain(|h| !h.is_finished());
-                    self.draining
-                        .push(tokio::spawn(async move { old.drain(drain, stop).await }));
+                    self.drain(old);
                 }
                 let verdict = Verdict {
                     slot: Some(slot),
