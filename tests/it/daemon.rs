@@ -1610,6 +1610,20 @@ fn without_overlap_a_stop_during_the_drain_starts_no_new_generation() {
                 .contains("stopping generation 1 before starting the next")
                 .then_some(())
         });
+        // Listed as draining, with its request, while nothing is live.
+        wait_for(
+            Duration::from_secs(2),
+            "generation 1 in /status as draining",
+            || {
+                let status = root.status();
+                let blue = &status["slots"]["blue"];
+                let draining = &blue["draining"][0];
+                (blue["live"].is_null()
+                    && draining["generation"] == 1
+                    && draining["in_flight"] == 1)
+                    .then_some(())
+            },
+        );
         root.signal(Signal::SIGTERM);
         pushed
             .join()

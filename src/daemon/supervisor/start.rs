@@ -46,12 +46,12 @@ impl Supervisor {
                 self.handle().route.clear(format!(
                     "{slot} is replacing its generation (app.overlap = false)"
                 ));
-                old.drain(config.app.drain_timeout, config.app.stop_timeout)
-                    .await;
+                // Waited for below, with the rest.
+                self.drain(old);
             }
-            // A crashed generation's group may still be stopping (its leader died, the
-            // rest had a SIGTERM): what it holds that the next one needs too (a fixed
-            // port, a lock) is free only once it is gone.
+            // The old generation drains and stops; a crashed generation's group may still
+            // be stopping (its leader died, the rest had a SIGTERM): what they hold that
+            // the next one needs too (a fixed port, a lock) is free only once they are gone.
             for stopping in self.draining.drain(..) {
                 let _ = stopping.await;
             }
