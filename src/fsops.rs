@@ -41,19 +41,37 @@ pub fn sync_tree(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Points the symlink `link` at `target` by making a new link beside it and renaming it
-/// over: readers see the old target or the new one, never no link.
-pub fn flip_symlink(link: &Path, target: &Path) -> anyhow::Result<()> {
+/// over: readers see the old target or the new one, never no link. An error means the
+/// link did not move. Once it has moved, a failure to flush its folder to disk is no
+/// error (every reader, the daemon included, already follows the new link; only a power
+/// cut could bring the old one back): it is returned as a note for the caller to tell.
+pub fn flip_symlink(link: &Path, target: &Path) -> anyhow::Result<Option<String>> {
     let tmp = sibling(link, ".new");
     let _ = fs::remove_file(&tmp);
-    let result = (|| {
+    let moved = (|| {
+        // Opened before the rename, so that failing to open it leaves the link as it was.
+        let folder = parent_folder(link)?;
         symlink(target, &tmp)?;
         fs::rename(&tmp, link)?;
-        sync_parent(link)
+        Ok::<_, std::io::Error>(folder)
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot point {} at {}", link.display(), target.display()))
+    let folder = match moved {
+        Ok(folder) => folder,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).with_context(|| {
+                format!("cannot point {} at {}", link.display(), target.display())
+            });
+        }
+    };
+    let unsynced = folder.and_then(|folder| folder.sync_all().err());
+    Ok(unsynced.map(|e| {
+        format!(
+            "{} points at {} now, but its folder could not be flushed to disk ({e}): a power cut could bring back the link it replaced",
+            link.display(),
+            target.display()
+        )
+    }))
 }
 
 /// Removes whatever is at `path` (file, symlink or folder) without following a symlink.
@@ -227,9 +245,17 @@ fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
 }
 
 fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match parent_folder(path)? {
+        Some(folder) => folder.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// The folder holding `path`, opened to be fsynced (none for a bare file name).
+fn parent_folder(path: &Path) -> std::io::Result<Option<File>> {
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
-        _ => Ok(()),
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir).map(Some),
+        _ => Ok(None),
     }
 }
 
@@ -339,9 +365,28 @@ mod tests {
     fn flip_replaces_the_link() {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("current");
-        flip_symlink(&link, Path::new("releases/a")).unwrap();
-        flip_symlink(&link, Path::new("releases/b")).unwrap();
+        assert_eq!(flip_symlink(&link, Path::new("releases/a")).unwrap(), None);
+        assert_eq!(flip_symlink(&link, Path::new("releases/b")).unwrap(), None);
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("releases/b"));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_flip_that_fails_leaves_the_link_where_it_was() {
+        // A folder its user may write but not read: the link could move, its folder could
+        // not be flushed. Before, the link moved and the flip still failed, so a push said
+        // "not deployed" while `current` named it.
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("blue");
+        fs::create_dir(&folder).unwrap();
+        let link = folder.join("current");
+        flip_symlink(&link, Path::new("releases/a")).unwrap();
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o300)).unwrap();
+        let flipped = as_plain_user(|| flip_symlink(&link, Path::new("releases/b")));
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o755)).unwrap();
+        let error = format!("{:#}", flipped.unwrap_err());
+        assert!(error.starts_with("cannot point "), "{error}");
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("releases/a"));
+        assert_eq!(fs::read_dir(&folder).unwrap().count(), 1);
     }
 }

@@ -259,8 +259,8 @@ fn release_push(
     };
     let installed = release::install(layout, &meta, &config.app.linked_dirs)?;
     drop(in_use);
-    if let Some(unmarked) = &installed.unmarked {
-        writeln!(out, "{slot}: note: {unmarked}")?;
+    for note in &installed.notes {
+        writeln!(out, "{slot}: note: {note}")?;
     }
     let tidied = release::tidy(
         layout,

@@ -117,7 +117,7 @@ pub fn rollback(
         target != current,
         "{target} is already {slot}'s current release"
     );
-    let unmarked = release::flip(layout, slot, &target)?;
+    let notes = release::flip(layout, slot, &target)?;
     // Gone back from (ids sort by age; `--to` a newer one is no going back): a later
     // rollback passes it over.
     let rolled_back = (target < current)
@@ -125,7 +125,7 @@ pub fn rollback(
         .flatten();
     drop(lock);
     writeln!(out, "{slot}: current {current} -> {target}")?;
-    for note in unmarked
+    for note in notes
         .into_iter()
         .chain(rolled_back.map(|e| format!("{e:#}")))
     {
@@ -210,8 +210,8 @@ pub fn promote(
             format!(", {tidied}")
         }
     )?;
-    if let Some(unmarked) = installed.unmarked {
-        writeln!(out, "{to}: note: {unmarked}")?;
+    for note in installed.notes {
+        writeln!(out, "{to}: note: {note}")?;
     }
     verdict::reload(config, layout, to, &id, out)
 }

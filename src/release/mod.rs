@@ -221,8 +221,8 @@ fn real_parents(release: &Path, dir: &Path) -> anyhow::Result<()> {
 pub struct Installed {
     /// What `current` named before (for [`tidy`]).
     pub was_current: Option<String>,
-    /// Why that release could not be marked [`WAS_CURRENT`] (see [`flip`]), to tell the caller.
-    pub unmarked: Option<String>,
+    /// What went wrong after the flip (see [`flip`]), to tell the caller.
+    pub notes: Vec<String>,
 }
 
 /// Makes `meta` its slot's current release: copies the build in and flips `current`.
@@ -234,30 +234,29 @@ pub fn install(
 ) -> anyhow::Result<Installed> {
     create(layout, meta, linked_dirs)?;
     let was_current = current(layout, meta.slot);
-    let unmarked = flip(layout, meta.slot, &meta.id)?;
-    Ok(Installed {
-        was_current,
-        unmarked,
-    })
+    let notes = flip(layout, meta.slot, &meta.id)?;
+    Ok(Installed { was_current, notes })
 }
 
 /// Points `current` of `slot` at release `id`, marking the release it named before as
-/// [`WAS_CURRENT`]. A mark that cannot be written (a full disk: the new link needs no
-/// data block, the mark does) does not stop the flip, which is what a rollback on a full
-/// disk is for: the reason is returned for the caller to tell. Without the mark, a
-/// release that never went live either is passed over by a later `rollback`. Release
-/// `id` loses its [`ROLLED_BACK`] mark: current again, it is no longer one gone back from.
-pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Option<String>> {
+/// [`WAS_CURRENT`]. An error means `current` did not move. What goes wrong besides is
+/// returned as notes for the caller to tell: a mark that cannot be written (a full disk:
+/// the new link needs no data block, the mark does) does not stop the flip, which is what
+/// a rollback on a full disk is for, and without it a release that never went live
+/// either is passed over by a later `rollback`; a flip that could not be flushed to disk
+/// has happened all the same. Release `id` loses its [`ROLLED_BACK`] mark: current
+/// again, it is no longer one gone back from.
+pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Vec<String>> {
     anyhow::ensure!(
         layout.release_dir(slot, id).join(META).is_file(),
         "{slot} has no release {id}"
     );
-    let mut unmarked = None;
+    let mut notes = Vec::new();
     if let Some(old) = current(layout, slot).filter(|old| old != id) {
         let dir = layout.release_dir(slot, &old);
         if dir.is_dir() {
             if let Err(e) = stamp(&dir.join(WAS_CURRENT)) {
-                unmarked = Some(format!(
+                notes.push(format!(
                     "cannot mark release {slot}/{old} as once current: {e:#}"
                 ));
             }
@@ -265,15 +264,18 @@ pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Option<Stri
     }
     // The caller holds the slot lock: any earlier flip's temp link is a dead one's.
     fsops::remove_stale_siblings(&layout.current_link(slot));
-    fsops::flip_symlink(&layout.current_link(slot), &layout.current_target(id))?;
+    notes.extend(fsops::flip_symlink(
+        &layout.current_link(slot),
+        &layout.current_target(id),
+    )?);
     // Removing a file needs no free block; an error here leaves a release that later
     // rollbacks pass over, which `releases` shows.
     if let Err(e) = fsops::remove_any(&layout.release_dir(slot, id).join(ROLLED_BACK)) {
-        unmarked.get_or_insert(format!(
+        notes.push(format!(
             "cannot clear {slot}/{id}'s rolled-back mark: {e:#}"
         ));
     }
-    Ok(unmarked)
+    Ok(notes)
 }
 
 /// Marks release `id` of `slot` as one `rollback` went back from ([`ROLLED_BACK`]).
