@@ -181,6 +181,19 @@ impl Supervisor {
             }
             (None, Ok(generation)) => {
                 let took = start.since.elapsed();
+                // `/status` says so before the first request reaches it: a client that
+                // got its answer never reads the failure it replaced.
+                // A fallback to an older release keeps the reason `current` is not live,
+                // not a failure of the fallback itself, which is over now.
+                let current = release::current(&self.daemon.layout, slot);
+                let why = self.current_failed.take().filter(|r| {
+                    Some(&r.failed.release) == current.as_ref() && r.failed.release != release
+                });
+                self.handle()
+                    .set_error(why.as_ref().map(|r| r.while_serving(slot, &release)));
+                self.current_failed = why;
+                // It just answered its health check.
+                self.daemon.set_health(slot, Ok(()));
                 let old = self.handle().route.set(generation.clone());
                 self.live = Some(generation.clone());
                 self.live_since = Instant::now();
@@ -192,20 +205,9 @@ impl Supervisor {
                 }
                 self.last_failed = None;
                 self.daemon.metrics.generation(slot, "started");
-                // A fallback to an older release keeps the reason `current` is not live,
-                // not a failure of the fallback itself, which is over now.
-                let current = release::current(&self.daemon.layout, slot);
                 if current.as_ref() == Some(&release) {
                     self.daemon.set_failed(slot, None);
                 }
-                let why = self.current_failed.take().filter(|r| {
-                    Some(&r.failed.release) == current.as_ref() && r.failed.release != release
-                });
-                self.handle()
-                    .set_error(why.as_ref().map(|r| r.while_serving(slot, &release)));
-                self.current_failed = why;
-                // It just answered its health check.
-                self.daemon.set_health(slot, Ok(()));
                 self.daemon.adopt_if_none(slot);
                 let tx = self.tx.clone();
                 let watched = generation.clone();
