@@ -1,4 +1,5 @@
-//! HTTP upgrades through the data path: WebSocket, or any other `Upgrade:` protocol.
+//! HTTP upgrades through the data path: WebSocket, or any other `Upgrade:` protocol but
+//! HTTP itself (see [`asked`]).
 //!
 //! A request with `Connection: upgrade` and an `Upgrade` header reaches the worker with
 //! both (they are hop-by-hop, so the proxy strips and then re-adds them). If the worker
@@ -34,7 +35,12 @@ use super::upstream::{self, Body};
 /// How long the other side of a tunnel may go on once one side has closed.
 const HALF_CLOSED_GRACE: Duration = Duration::from_secs(5);
 
-/// The protocol `headers` ask to switch to, if they ask for one.
+/// The protocols `headers` ask to switch to that may be tunnelled, if they ask for one.
+/// HTTP itself (`h2c`, `HTTP/2.0`) is left out: the tunnel would carry requests past the
+/// header work (a remote client's `X-Forwarded-For` would reach the worker as its own),
+/// the counting and the mirror. A request asking only for that is passed on as a plain
+/// one, which the worker answers over HTTP/1.1 (RFC 9110 §7.8 lets a server ignore an
+/// upgrade; `h2c` is deprecated, RFC 9113 §3.1).
 pub fn asked(headers: &HeaderMap) -> Option<HeaderValue> {
     let protocol = headers.get(header::UPGRADE)?;
     let wants = headers
@@ -43,7 +49,28 @@ pub fn asked(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    wants.then(|| protocol.clone())
+    if !wants {
+        return None;
+    }
+    let text = protocol.to_str().ok()?;
+    let tunnelled: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|token| !token.is_empty() && !is_http(token))
+        .collect();
+    match tunnelled.len() {
+        0 => None,
+        n if n == text.split(',').count() => Some(protocol.clone()),
+        _ => HeaderValue::from_str(&tunnelled.join(", ")).ok(),
+    }
+}
+
+/// Whether an `Upgrade` protocol token is HTTP itself.
+fn is_http(token: &str) -> bool {
+    let name = token.split('/').next().unwrap_or(token);
+    ["h2c", "h2", "http"]
+        .iter()
+        .any(|http| name.eq_ignore_ascii_case(http))
 }
 
 /// Puts back the two headers an upgrade needs, after the hop-by-hop ones were removed.
@@ -73,9 +100,23 @@ pub async fn tunnel(
             ),
         );
     };
+    let protocol = response.headers().get(header::UPGRADE).cloned();
+    if let Some(http) = protocol
+        .as_ref()
+        .and_then(|p| p.to_str().ok())
+        .filter(|p| is_http(p.trim()))
+    {
+        let generation = in_flight.generation();
+        return plain(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "{} generation {} switched to {http}, which is not tunnelled: requests in it would pass the proxy's header work",
+                generation.slot, generation.id
+            ),
+        );
+    }
     let upstream = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
-    let protocol = parts.headers.get(header::UPGRADE).cloned();
     // A 101 has no body: a transfer coding on it frames nothing.
     let _ = strip_hop_by_hop(&mut parts.headers, Side::Worker);
     if let Some(protocol) = protocol {
@@ -169,5 +210,25 @@ mod tests {
         assert!(asked(&headers(&[("connection", "upgrade")])).is_none());
         let other = headers(&[("connection", "keep-alive"), ("upgrade", "websocket")]);
         assert!(asked(&other).is_none());
+    }
+
+    #[test]
+    fn http_itself_is_never_an_upgrade_to_tunnel() {
+        let asking = |protocols: &'static str| {
+            asked(&headers(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", protocols),
+            ]))
+        };
+        for http in ["h2c", "H2C", "h2", "HTTP/2.0", "http/1.1", "h2c, HTTP/2.0"] {
+            assert!(asking(http).is_none(), "{http}");
+        }
+        assert_eq!(asking("h2c, websocket").unwrap(), "websocket");
+        assert_eq!(
+            asking("websocket, HTTP/2.0, echo").unwrap(),
+            "websocket, echo"
+        );
+        assert_eq!(asking("websocket,echo").unwrap(), "websocket,echo");
+        assert_eq!(asking("TLS/1.2").unwrap(), "TLS/1.2");
     }
 }

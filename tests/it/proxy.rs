@@ -53,11 +53,19 @@ fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
 /// An upgraded connection to `port`'s `GET /echo` (the sample app's echo protocol), read
 /// up to the end of the `101` head, and the greeting line that follows it.
 fn echo_tunnel(port: u16) -> (std::io::BufReader<std::net::TcpStream>, String) {
+    echo_tunnel_offering(port, "echo")
+}
+
+/// [`echo_tunnel`], with `protocols` as the request's `Upgrade`.
+fn echo_tunnel_offering(
+    port: u16,
+    protocols: &str,
+) -> (std::io::BufReader<std::net::TcpStream>, String) {
     use std::io::BufRead;
-    let stream = sent(
-        port,
-        b"GET /echo HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    let request = format!(
+        "GET /echo HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: {protocols}\r\n\r\n"
     );
+    let stream = sent(port, request.as_bytes());
     let mut reader = std::io::BufReader::new(stream);
     let mut head = String::new();
     while !head.ends_with("\r\n\r\n") {
@@ -151,6 +159,31 @@ fn an_http_1_0_request_asking_to_upgrade_is_served_as_a_plain_request() {
     );
     assert!(answer.starts_with("HTTP/1.0 404"), "{answer}");
     assert!(answer.ends_with("no route /echo\n"), "{answer}");
+}
+
+#[test]
+fn an_upgrade_to_http_itself_is_never_tunnelled() {
+    // Through an h2c tunnel, requests would reach the worker past the proxy's header work
+    // (a remote client's own X-Forwarded-For taken as the proxy's word): the worker gets
+    // a plain request instead, which the sample app answers as any other.
+    let root = blue_live();
+    let h2c = raw(
+        root.blue,
+        "GET /echo HTTP/1.1\r\nHost: app\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    );
+    assert!(h2c.starts_with("HTTP/1.1 404"), "{h2c}");
+    assert!(h2c.ends_with("no route /echo\n"), "{h2c}");
+    for http in ["HTTP/2.0", "h2"] {
+        let answer = raw(
+            root.front,
+            &format!("GET /echo HTTP/1.1\r\nHost: app\r\nConnection: upgrade, close\r\nUpgrade: {http}\r\n\r\n"),
+        );
+        assert!(answer.starts_with("HTTP/1.1 404"), "{http}: {answer}");
+    }
+    // Offered beside another protocol, that one is what the worker is asked for.
+    let (mut tunnel, greeting) = echo_tunnel_offering(root.blue, "h2c, echo");
+    assert!(greeting.starts_with("echo from blue "), "{greeting}");
+    assert_eq!(echo(&mut tunnel, "ping\n"), "ping\n");
 }
 
 /// The kernel's timer on the TCP connection from `local` to `remote` (both on
