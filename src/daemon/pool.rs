@@ -7,31 +7,29 @@
 //! request is handed over, hyper gives the unsent request back and it goes out on the
 //! next connection: a request is never sent twice. A connection idle for longer than
 //! `IDLE_TIMEOUT` is not reused, so the worker's own keep-alive timeout never closes one
-//! under a request; the pool keeps at most `MAX_IDLE` per port. A connection whose
-//! request body had not all been sent when the answer came (an upload answered early,
-//! with a 413 or a 401) is not reused, as nginx does: a worker that does not read the
-//! rest would take it as the start of its next request, another client's.
+//! under a request; the pool keeps at most `MAX_IDLE` per port. A connection that
+//! carried a request body, or answered a `HEAD`, is not reused: a worker that answers
+//! without reading the body (an upload refused early, a toy server) would read it as
+//! its next request, and one that writes a body after a `HEAD` answer would have it
+//! read as the next answer. Either way each answer after it on the connection would go
+//! to the client of the request after its own, for as long as the connection stayed
+//! busy; no check on our side can tell, as the worker's bytes may come at any time.
 //!
 //! Each proxy thread has its own pool (no lock is ever contended) and its own
 //! connections, whose hyper tasks run on that thread's runtime. A generation's port is
 //! not handed out again for thousands of generations (`upstream::Ports`), so an idle
 //! connection can't reach the wrong process.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::{Body, BoxError};
+use super::upstream::Body;
 
 /// How long an unused connection may be reused. Shorter than the keep-alive timeouts of
 /// common app servers (gunicorn 2 s, Node and uvicorn 5 s): a connection the worker may
@@ -111,7 +109,7 @@ pub enum Failure {
 /// request.
 pub struct Pooled {
     sender: Option<http1::SendRequest<Body>>,
-    /// False when the request body was not all sent before the answer came.
+    /// False after a request body or a `HEAD` (see the module's doc).
     reuse: bool,
     port: u16,
     pool: Arc<Pool>,
@@ -125,19 +123,7 @@ impl Pool {
         port: u16,
         mut request: Request<Body>,
     ) -> Result<(Response<Incoming>, Pooled), Failure> {
-        // Only a request with a body can have some of it left to send.
-        let mut sent = None;
-        if !request.body().is_end_stream() {
-            let noted = Arc::new(AtomicBool::new(false));
-            request = request.map(|inner| {
-                Noted {
-                    inner,
-                    sent: noted.clone(),
-                }
-                .boxed()
-            });
-            sent = Some(noted);
-        }
+        let reuse = request.body().is_end_stream() && request.method() != http::Method::HEAD;
         loop {
             let (mut sender, reused) = match self.take(port) {
                 Some(sender) => (sender, true),
@@ -148,7 +134,7 @@ impl Pool {
                 Ok(response) => {
                     let pooled = Pooled {
                         sender: Some(sender),
-                        reuse: sent.is_none_or(|sent| sent.load(Ordering::Relaxed)),
+                        reuse,
                         port,
                         pool: self.clone(),
                     };
@@ -222,43 +208,6 @@ impl Pool {
     }
 }
 
-/// A request body that notes when its end has been handed to the connection (the
-/// connection's task polls it, on this thread).
-struct Noted {
-    inner: Body,
-    sent: Arc<AtomicBool>,
-}
-
-impl hyper::body::Body for Noted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        // hyper stops polling once `is_end_stream` says the last frame came.
-        let ended = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || self.inner.is_end_stream(),
-            _ => false,
-        };
-        if ended {
-            self.sent.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 impl Drop for Pooled {
     fn drop(&mut self) {
         let Some(mut sender) = self.sender.take() else {
@@ -310,9 +259,13 @@ async fn connect(port: u16) -> Result<http1::SendRequest<Body>, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::upstream::empty;
+    use crate::daemon::upstream::{empty, full, BoxError};
+    use bytes::Bytes;
     use http_body_util::BodyExt;
+    use hyper::body::{Frame, SizeHint};
+    use std::pin::Pin;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
 
     /// A worker answering "ok"; with `close`, one request per connection.
     async fn server(close: bool) -> u16 {
@@ -491,6 +444,80 @@ mod tests {
             answer, "GET /next HTTP/1.1",
             "the next request went out behind the body's rest"
         );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A worker that reads request heads and nothing else (a body is taken for the next
+    /// request), and answers each 50 ms later with its request line; with `late_body`,
+    /// it writes the body another 50 ms after the head, a `HEAD` answer's too.
+    async fn careless_server(late_body: bool, accepted: Arc<AtomicUsize>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (mut seen, mut buf) = (Vec::new(), [0; 4096]);
+                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+                            seen.drain(..end + 4);
+                            let line = head.lines().next().unwrap_or_default().to_string();
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                                line.len()
+                            );
+                            let _ = stream.write_all(head.as_bytes()).await;
+                            if late_body {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            let _ = stream.write_all(line.as_bytes()).await;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_carried_a_body_is_not_reused() {
+        // The body is all sent with the head, and the worker answers without reading it:
+        // reused, the connection's next answer would be the one to the body, read as a
+        // request.
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let port = careless_server(false, accepted.clone()).await;
+        let pool = Arc::new(Pool::default());
+        let smuggled = full("GET /smuggled HTTP/1.1\r\n\r\n".to_string());
+        let post = Request::post("/ignored").body(smuggled).unwrap();
+        let (response, pooled) = pool.send(port, post).await.unwrap();
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, "POST /ignored HTTP/1.1");
+        drop(pooled);
+        let next = Request::get("/next").body(empty()).unwrap();
+        let (response, _pooled) = pool.send(port, next).await.unwrap();
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, "GET /next HTTP/1.1", "another request's answer");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_answered_a_head_is_not_reused() {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let port = careless_server(true, accepted.clone()).await;
+        let pool = Arc::new(Pool::default());
+        let head = Request::head("/").body(empty()).unwrap();
+        let (response, pooled) = pool.send(port, head).await.unwrap();
+        assert_eq!(response.status(), 200);
+        drop(response);
+        drop(pooled);
+        let next = Request::get("/next").body(empty()).unwrap();
+        let (response, _pooled) = pool.send(port, next).await.unwrap();
+        let answer = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, "GET /next HTTP/1.1", "the HEAD answer's body");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
