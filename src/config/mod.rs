@@ -56,6 +56,9 @@ pub struct AppConfig {
     #[serde(deserialize_with = "values::required_command")]
     pub command: String,
     pub overlap: bool,
+    /// Whether an upstream connection that carried a request body may be reused: only
+    /// safe when the app reads or discards every body (see `daemon::pool`).
+    pub reuse_after_body: bool,
     #[serde(deserialize_with = "values::url_path")]
     pub health_path: String,
     #[serde(with = "values::positive_duration")]
@@ -197,6 +200,7 @@ impl Default for AppConfig {
         AppConfig {
             command: "node main.js {port} $REDIS_PORT".into(),
             overlap: true,
+            reuse_after_body: false,
             health_path: "/".into(),
             ready_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),

@@ -7,29 +7,40 @@
 //! request is handed over, hyper gives the unsent request back and it goes out on the
 //! next connection: a request is never sent twice. A connection idle for longer than
 //! `IDLE_TIMEOUT` is not reused, so the worker's own keep-alive timeout never closes one
-//! under a request; the pool keeps at most `MAX_IDLE` per port. A connection that
-//! carried a request body, or answered a `HEAD`, is not reused: a worker that answers
-//! without reading the body (an upload refused early, a toy server) would read it as
-//! its next request, and one that writes a body after a `HEAD` answer would have it
-//! read as the next answer. Either way each answer after it on the connection would go
+//! under a request; the pool keeps at most `MAX_IDLE` per port.
+//!
+//! A connection that carried a request body, or answered a `HEAD`, is not reused. A
+//! worker that answers without reading the body (an upload refused early, a toy server)
+//! reads it as its next request, and one that writes a body after a `HEAD` answer has it
+//! read as the next answer: either way each answer after it on the connection would go
 //! to the client of the request after its own, for as long as the connection stayed
-//! busy; no check on our side can tell, as the worker's bytes may come at any time.
+//! busy, and no check on our side can tell, as the worker's bytes may come at any time.
+//! Such a request goes with `Connection: close`, so the worker closes after its answer
+//! and never reads the rest of the body as a request (which would reach it past the
+//! proxy's header work). With `app.reuse_after_body` (an app that reads or discards every
+//! body) a connection that carried a body is reused, unless the body was not all sent
+//! when the answer came (an upload answered early, with a 413 or a 401), as nginx does.
 //!
 //! Each proxy thread has its own pool (no lock is ever contended) and its own
 //! connections, whose hyper tasks run on that thread's runtime. A generation's port is
 //! not handed out again for thousands of generations (`upstream::Ports`), so an idle
 //! connection can't reach the wrong process.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::{Body as _, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::Body;
+use super::upstream::{Body, BoxError};
 
 /// How long an unused connection may be reused. Shorter than the keep-alive timeouts of
 /// common app servers (gunicorn 2 s, Node and uvicorn 5 s): a connection the worker may
@@ -118,12 +129,35 @@ pub struct Pooled {
 impl Pool {
     /// Sends `request` to `127.0.0.1:port` and waits for the response head. The
     /// connection stays with the response (`Pooled`) until its body has been read.
+    /// `reuse_after_body`: `app.reuse_after_body` (see the module's doc).
     pub async fn send(
         self: &Arc<Self>,
         port: u16,
         mut request: Request<Body>,
+        reuse_after_body: bool,
     ) -> Result<(Response<Incoming>, Pooled), Failure> {
-        let reuse = request.body().is_end_stream() && request.method() != http::Method::HEAD;
+        let bodiless = request.body().is_end_stream();
+        let closing = request.method() == http::Method::HEAD || !(bodiless || reuse_after_body);
+        let mut sent = None;
+        if closing {
+            // Told so, the worker closes after its answer and never reads what it left of
+            // the body as a request of its own (an upgrade keeps its `Connection`).
+            request
+                .headers_mut()
+                .entry(http::header::CONNECTION)
+                .or_insert(http::HeaderValue::from_static("close"));
+        } else if !bodiless {
+            // Reused only if the body was all handed over before the answer came.
+            let noted = Arc::new(AtomicBool::new(false));
+            request = request.map(|inner| {
+                Noted {
+                    inner,
+                    sent: noted.clone(),
+                }
+                .boxed()
+            });
+            sent = Some(noted);
+        }
         loop {
             let (mut sender, reused) = match self.take(port) {
                 Some(sender) => (sender, true),
@@ -134,7 +168,7 @@ impl Pool {
                 Ok(response) => {
                     let pooled = Pooled {
                         sender: Some(sender),
-                        reuse,
+                        reuse: !closing && sent.is_none_or(|sent| sent.load(Ordering::Relaxed)),
                         port,
                         pool: self.clone(),
                     };
@@ -208,6 +242,43 @@ impl Pool {
     }
 }
 
+/// A request body that notes when its end has been handed to the connection (the
+/// connection's task polls it, on this thread).
+struct Noted {
+    inner: Body,
+    sent: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Noted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // hyper stops polling once `is_end_stream` says the last frame came.
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.sent.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl Drop for Pooled {
     fn drop(&mut self) {
         let Some(mut sender) = self.sender.take() else {
@@ -259,15 +330,11 @@ async fn connect(port: u16) -> Result<http1::SendRequest<Body>, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::upstream::{empty, full, BoxError};
-    use bytes::Bytes;
-    use http_body_util::BodyExt;
-    use hyper::body::{Frame, SizeHint};
-    use std::pin::Pin;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Context, Poll};
+    use crate::daemon::upstream::{empty, full};
+    use std::sync::atomic::AtomicUsize;
 
-    /// A worker answering "ok"; with `close`, one request per connection.
+    /// A worker reading each request's body and answering "ok"; with `close`, one
+    /// request per connection.
     async fn server(close: bool) -> u16 {
         server_counting(close, Arc::default()).await
     }
@@ -281,15 +348,17 @@ mod tests {
                 let (stream, _) = listener.accept().await.unwrap();
                 accepted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req| async move {
-                        let mut response = Response::new(crate::daemon::upstream::full("ok"));
-                        if close {
-                            response
-                                .headers_mut()
-                                .insert(http::header::CONNECTION, "close".parse().unwrap());
-                        }
-                        Ok::<_, std::convert::Infallible>(response)
-                    });
+                    let service =
+                        hyper::service::service_fn(move |request: Request<Incoming>| async move {
+                            let _ = request.into_body().collect().await;
+                            let mut response = Response::new(crate::daemon::upstream::full("ok"));
+                            if close {
+                                response
+                                    .headers_mut()
+                                    .insert(http::header::CONNECTION, "close".parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -310,7 +379,7 @@ mod tests {
         let port = server(false).await;
         let pool = Arc::new(Pool::default());
         for _ in 0..3 {
-            let (response, pooled) = pool.send(port, get(port)).await.unwrap();
+            let (response, pooled) = pool.send(port, get(port), false).await.unwrap();
             assert_eq!(response.status(), 200);
             response.into_body().collect().await.unwrap();
             drop(pooled);
@@ -320,7 +389,7 @@ mod tests {
 
         let closing = server(true).await;
         for _ in 0..3 {
-            let (response, pooled) = pool.send(closing, get(closing)).await.unwrap();
+            let (response, pooled) = pool.send(closing, get(closing), false).await.unwrap();
             response.into_body().collect().await.unwrap();
             drop(pooled);
         }
@@ -340,7 +409,7 @@ mod tests {
             ..Pool::default()
         });
         for _ in 0..2 {
-            let (response, pooled) = pool.send(port, get(port)).await.unwrap();
+            let (response, pooled) = pool.send(port, get(port), false).await.unwrap();
             response.into_body().collect().await.unwrap();
             drop(pooled);
             tokio::task::yield_now().await;
@@ -416,7 +485,7 @@ mod tests {
         let pool = Arc::new(Pool::default());
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let upload = Request::post("/upload").body(Later(rx).boxed()).unwrap();
-        let (response, pooled) = pool.send(port, upload).await.unwrap();
+        let (response, pooled) = pool.send(port, upload, true).await.unwrap();
         let answer = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(answer, "POST /upload HTTP/1.1");
         // The rest of the upload comes after the answer.
@@ -438,7 +507,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let next = Request::get("/next").body(empty()).unwrap();
-        let (response, _pooled) = pool.send(port, next).await.unwrap();
+        let (response, _pooled) = pool.send(port, next, false).await.unwrap();
         let answer = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(
             answer, "GET /next HTTP/1.1",
@@ -448,33 +517,43 @@ mod tests {
     }
 
     /// A worker that reads request heads and nothing else (a body is taken for the next
-    /// request), and answers each 50 ms later with its request line; with `late_body`,
-    /// it writes the body another 50 ms after the head, a `HEAD` answer's too.
-    async fn careless_server(late_body: bool, accepted: Arc<AtomicUsize>) -> u16 {
+    /// request), and answers each 50 ms later with its request line, noted in `answered`;
+    /// with `late_body`, it writes the body another 50 ms after the head, a `HEAD`
+    /// answer's too. After a request saying `Connection: close` it closes.
+    async fn careless_server(
+        late_body: bool,
+        accepted: Arc<AtomicUsize>,
+        answered: Arc<Mutex<Vec<String>>>,
+    ) -> u16 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
+                let answered = answered.clone();
                 tokio::spawn(async move {
                     let (mut seen, mut buf) = (Vec::new(), [0; 4096]);
-                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    'connection: while let Ok(n @ 1..) = stream.read(&mut buf).await {
                         seen.extend_from_slice(&buf[..n]);
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                             let head = String::from_utf8_lossy(&seen[..end]).into_owned();
                             seen.drain(..end + 4);
                             let line = head.lines().next().unwrap_or_default().to_string();
                             tokio::time::sleep(Duration::from_millis(50)).await;
-                            let head = format!(
+                            let answer = format!(
                                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
                                 line.len()
                             );
-                            let _ = stream.write_all(head.as_bytes()).await;
+                            let _ = stream.write_all(answer.as_bytes()).await;
                             if late_body {
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
                             let _ = stream.write_all(line.as_bytes()).await;
+                            answered.lock().unwrap().push(line);
+                            if head.to_lowercase().contains("\r\nconnection: close") {
+                                break 'connection;
+                            }
                         }
                     }
                 });
@@ -489,33 +568,61 @@ mod tests {
         // reused, the connection's next answer would be the one to the body, read as a
         // request.
         let accepted = Arc::new(AtomicUsize::new(0));
-        let port = careless_server(false, accepted.clone()).await;
+        let answered: Arc<Mutex<Vec<String>>> = Arc::default();
+        let port = careless_server(false, accepted.clone(), answered.clone()).await;
         let pool = Arc::new(Pool::default());
         let smuggled = full("GET /smuggled HTTP/1.1\r\n\r\n".to_string());
         let post = Request::post("/ignored").body(smuggled).unwrap();
-        let (response, pooled) = pool.send(port, post).await.unwrap();
+        let (response, pooled) = pool.send(port, post, false).await.unwrap();
         let answer = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(answer, "POST /ignored HTTP/1.1");
         drop(pooled);
         let next = Request::get("/next").body(empty()).unwrap();
-        let (response, _pooled) = pool.send(port, next).await.unwrap();
+        let (response, _pooled) = pool.send(port, next, false).await.unwrap();
         let answer = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(answer, "GET /next HTTP/1.1", "another request's answer");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Told to close, the worker never took the body for a request.
+        assert_eq!(
+            *answered.lock().unwrap(),
+            ["POST /ignored HTTP/1.1", "GET /next HTTP/1.1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_carried_a_body_is_reused_when_the_app_reads_every_body() {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let port = server_counting(false, accepted.clone()).await;
+        let pool = Arc::new(Pool::default());
+        let post = || Request::post("/").body(full("data")).unwrap();
+        for (request, reuse_after_body, connections) in [
+            (post(), false, 1),
+            (get(port), false, 2),
+            (post(), true, 2),
+            (get(port), false, 2),
+        ] {
+            let (response, pooled) = pool.send(port, request, reuse_after_body).await.unwrap();
+            assert_eq!(
+                response.into_body().collect().await.unwrap().to_bytes(),
+                "ok"
+            );
+            drop(pooled);
+            assert_eq!(accepted.load(Ordering::SeqCst), connections);
+        }
     }
 
     #[tokio::test]
     async fn a_connection_that_answered_a_head_is_not_reused() {
         let accepted = Arc::new(AtomicUsize::new(0));
-        let port = careless_server(true, accepted.clone()).await;
+        let port = careless_server(true, accepted.clone(), Arc::default()).await;
         let pool = Arc::new(Pool::default());
         let head = Request::head("/").body(empty()).unwrap();
-        let (response, pooled) = pool.send(port, head).await.unwrap();
+        let (response, pooled) = pool.send(port, head, false).await.unwrap();
         assert_eq!(response.status(), 200);
         drop(response);
         drop(pooled);
         let next = Request::get("/next").body(empty()).unwrap();
-        let (response, _pooled) = pool.send(port, next).await.unwrap();
+        let (response, _pooled) = pool.send(port, next, false).await.unwrap();
         let answer = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(answer, "GET /next HTTP/1.1", "the HEAD answer's body");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -528,7 +635,7 @@ mod tests {
             listener.local_addr().unwrap().port()
         };
         let pool = Arc::new(Pool::default());
-        let Err(failure) = pool.send(port, get(port)).await else {
+        let Err(failure) = pool.send(port, get(port), false).await else {
             panic!("a request to a closed port got an answer");
         };
         assert!(failure.to_string().contains("refused"), "{failure}");

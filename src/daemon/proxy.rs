@@ -213,6 +213,11 @@ async fn answer(
         parts.uri = target.unwrap_or_else(|_| http::Uri::from_static("/"));
     }
     parts.version = http::Version::HTTP_11;
+    // Read for a request with a body only: the common path takes no lock for it.
+    let reuse_after_body = !body.is_end_stream() && {
+        let mut copy = config.lock().expect("config copy lock: no panic holds it");
+        daemon.refresh_config(&mut copy).app.reuse_after_body
+    };
     // The copy gets the request as the active slot does, proxy headers and all.
     let (body, copy) = match mirror {
         Some(config) => {
@@ -228,7 +233,9 @@ async fn answer(
 
     let started = Instant::now();
     let port = in_flight.generation().port;
-    let sent = pool.send(port, Request::from_parts(parts, body)).await;
+    let sent = pool
+        .send(port, Request::from_parts(parts, body), reuse_after_body)
+        .await;
     if let Some(copy) = copy {
         let status = sent.as_ref().ok().map(|(response, _)| response.status());
         daemon.mirror.answered(daemon, copy, status);

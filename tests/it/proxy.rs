@@ -186,6 +186,31 @@ fn an_upgrade_to_http_itself_is_never_tunnelled() {
     assert_eq!(echo(&mut tunnel, "ping\n"), "ping\n");
 }
 
+#[test]
+fn a_request_with_a_body_tells_the_worker_to_close_unless_the_app_reads_every_body() {
+    // A worker that left the body unread would take it for its next request, and every
+    // answer after it on a reused connection would go to another client: told to close,
+    // it reads no further. (The sample app shows GET /request's headers, body or not.)
+    let with_body =
+        "GET /request HTTP/1.1\r\nHost: app\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody";
+    let without = "GET /request HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n";
+    for (reuse_after_body, told) in [(false, true), (true, false)] {
+        let root = blue_live_with(&[("app.reuse_after_body", reuse_after_body.into())]);
+        for port in [root.blue, root.front] {
+            // What the worker got, after the head of its answer.
+            let received = |request| {
+                let answer = raw(port, request);
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                answer.split_once("\r\n\r\n").unwrap().1.to_string()
+            };
+            let got = received(with_body);
+            assert_eq!(got.contains("connection: close\n"), told, "{got}");
+            let got = received(without);
+            assert!(!got.contains("connection:"), "{got}");
+        }
+    }
+}
+
 /// The kernel's timer on the TCP connection from `local` to `remote` (both on
 /// 127.0.0.1), as `/proc/net/tcp` shows it: (kind, seconds until it fires).
 fn tcp_timer(local: u16, remote: u16) -> Option<(u32, f64)> {
