@@ -11,7 +11,8 @@
 //! the body under `$DATA_DIR` (default `data/`), `DELETE` removes it, `GET /items` lists
 //! all as JSON, `GET /items/<name>` reads one. `GET /request` answers the request as it
 //! arrived: its target and the headers a proxy sets (`Host`, `X-Forwarded-*`), and so does
-//! any `GET` whose query starts with `as-received` (for targets with another path).
+//! any `GET` whose query starts with `as-received` (for targets with another path); a
+//! write to `/items/<name>?as-received` stores that text instead of its body.
 //! `GET /echo` with an `Upgrade` header switches protocols (as a WebSocket handshake
 //! does), greets with its slot, release and version, then echoes every byte back.
 //! `POST /first-chunk` answers with the first piece of its body as soon as that arrives,
@@ -242,7 +243,16 @@ impl App {
                 {
                     (200, as_received(&parts))
                 }
-                Ok(body) => self.route(&parts.method, parts.uri.path(), &body.to_bytes()),
+                Ok(body) => {
+                    // A write with `?as-received` stores the request as it arrived.
+                    let body = match parts.uri.query() {
+                        Some(query) if query.starts_with("as-received") => {
+                            Bytes::from(as_received(&parts))
+                        }
+                        _ => body.to_bytes(),
+                    };
+                    self.route(&parts.method, parts.uri.path(), &body)
+                }
                 Err(e) => (400, format!("cannot read the body: {e}\n")),
             }
         };

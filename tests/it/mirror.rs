@@ -69,6 +69,24 @@ fn mirroring_copies_writes_to_the_standby() {
 }
 
 #[test]
+fn a_copy_with_a_body_tells_the_standby_to_close_unless_the_app_reads_every_body() {
+    // As on the data path: a standby that left the body unread would take it for a
+    // request of its own. (`?as-received`: the sample app stores the request's headers.)
+    for (reuse_after_body, told) in [(false, true), (true, false)] {
+        let root = blue_live_with(&[("app.reuse_after_body", reuse_after_body.into())]);
+        root.push("green").says("green: live in ");
+        let url = root.url(root.front, "/items/headers?as-received");
+        let post = http("POST", &url, Some("x")).unwrap();
+        assert_eq!(post.status, 201, "{}", post.body);
+        let stored = wait_for(Duration::from_secs(5), "the copy on green", || {
+            let stored = root.get(root.green, "/items/headers");
+            (stored.status == 200).then_some(stored.body)
+        });
+        assert_eq!(stored.contains("connection: close\n"), told, "{stored}");
+    }
+}
+
+#[test]
 fn a_mirror_to_a_stopped_standby_is_counted_and_the_write_still_answers() {
     let mut root = Root::new();
     root.serve();

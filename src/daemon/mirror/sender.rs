@@ -135,6 +135,14 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), Lost> {
         ));
     };
     headers.remove(http::header::CONNECTION);
+    if !body.is_empty() && !daemon.config().app.reuse_after_body {
+        // As on the data path (see `pool`): a standby that left the body unread closes
+        // instead of reading it as a request.
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     headers.remove(http::header::TRANSFER_ENCODING);
     headers.insert(http::header::CONTENT_LENGTH, body.len().into());
     headers.insert(MIRROR_MARK, http::HeaderValue::from_static("1"));
