@@ -28,6 +28,10 @@ pub struct Verdict {
     /// daemon starts it, as when none runs.
     #[serde(default)]
     pub stopping: bool,
+    /// What of `bluegreen.toml` changed since the daemon read it (see
+    /// `daemon::control`), empty when nothing did: told before the verdict.
+    #[serde(default)]
+    pub stale_config: String,
 }
 
 /// Asks the daemon to run `slot`'s current release, `release` (just flipped to), and
@@ -94,6 +98,9 @@ pub fn reload(
                 reason: format!("{} {}", reply.status, reply.reason()),
                 ..Verdict::default()
             });
+            if !verdict.stale_config.is_empty() {
+                writeln!(out, "{slot}: note: {}", verdict.stale_config)?;
+            }
             writeln!(out, "{}", verdict.line(slot))?;
             Ok(verdict.live || verdict.stopping)
         }

@@ -254,6 +254,10 @@ async fn reload(daemon: &Daemon, slot: Slot, mode: Reload) -> (StatusCode, &'sta
             ..Verdict::default()
         },
     };
+    let verdict = Verdict {
+        stale_config: super::serve::stale_config(daemon).unwrap_or_default(),
+        ..verdict
+    };
     let status = match verdict.live {
         true => StatusCode::OK,
         false => StatusCode::CONFLICT,

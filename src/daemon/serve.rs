@@ -398,33 +398,9 @@ fn reload_config(daemon: &Daemon) {
         Ok((token, config)) => {
             daemon.config_refused.store(false, Ordering::Relaxed);
             let old = daemon.config();
-            let moved: Vec<&str> = [
-                (old.router.listen != config.router.listen, "router.listen"),
-                (
-                    old.control.listen != config.control.listen,
-                    "control.listen",
-                ),
-                (
-                    old.slots.blue.listen != config.slots.blue.listen,
-                    "slots.blue.listen",
-                ),
-                (
-                    old.slots.green.listen != config.slots.green.listen,
-                    "slots.green.listen",
-                ),
-                (old.mirror.queue != config.mirror.queue, "mirror.queue"),
-            ]
-            .into_iter()
-            .filter_map(|(changed, key)| changed.then_some(key))
-            .collect();
-            // What is bound (and sized) now stays in the running config until a restart,
-            // so /status shows the addresses actually served.
+            let moved = restart_only(&old, &config);
             let mut config = config;
-            config.router.listen = old.router.listen;
-            config.control.listen = old.control.listen;
-            config.slots.blue.listen = old.slots.blue.listen;
-            config.slots.green.listen = old.slots.green.listen;
-            config.mirror.queue = old.mirror.queue;
+            keep_bound(&mut config, &old);
             *daemon.token.write().expect("token lock: no panic holds it") = token;
             if old.branch != config.branch {
                 for slot in Slot::ALL {
@@ -449,4 +425,73 @@ fn reload_config(daemon: &Daemon) {
             );
         }
     }
+}
+
+/// The keys that a SIGHUP does not apply, changed from `old` to `new`: what is bound (and
+/// sized) stays until a restart.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        (old.router.listen != new.router.listen, "router.listen"),
+        (old.control.listen != new.control.listen, "control.listen"),
+        (
+            old.slots.blue.listen != new.slots.blue.listen,
+            "slots.blue.listen",
+        ),
+        (
+            old.slots.green.listen != new.slots.green.listen,
+            "slots.green.listen",
+        ),
+        (old.mirror.queue != new.mirror.queue, "mirror.queue"),
+    ]
+    .into_iter()
+    .filter_map(|(changed, key)| changed.then_some(key))
+    .collect()
+}
+
+/// Puts `running`'s values of the [`restart_only`] keys into `config`, so that /status
+/// shows the addresses actually served.
+fn keep_bound(config: &mut Config, running: &Config) {
+    config.router.listen = running.router.listen;
+    config.control.listen = running.control.listen;
+    config.slots.blue.listen = running.slots.blue.listen;
+    config.slots.green.listen = running.slots.green.listen;
+    config.mirror.queue = running.mirror.queue;
+}
+
+/// What of `bluegreen.toml` that the daemon uses differs from the config it runs, told
+/// to the pusher: an `app.command` edited and pushed without a SIGHUP otherwise goes live
+/// with the old command while the pusher believes the new one runs. (A file that does not
+/// load is the hook's to refuse.)
+pub fn stale_config(daemon: &Daemon) -> Option<String> {
+    let mut file = Config::load(&daemon.layout.config_file()).ok()?;
+    let running = daemon.config();
+    let pid = std::process::id();
+    let restart = restart_only(&running, &file);
+    keep_bound(&mut file, &running);
+    let reload: Vec<&str> = [
+        ("[app]", file.app != running.app),
+        ("[router]", file.router != running.router),
+        ("[control]", file.control != running.control),
+        ("[slots]", file.slots != running.slots),
+        ("[heartbeat]", file.heartbeat != running.heartbeat),
+        ("[mirror]", file.mirror != running.mirror),
+        ("[switch]", file.switch != running.switch),
+    ]
+    .into_iter()
+    .filter_map(|(table, differs)| differs.then_some(table))
+    .collect();
+    let mut notes = Vec::new();
+    if !reload.is_empty() {
+        notes.push(format!(
+            "bluegreen.toml's {} changed since the daemon read it, and it runs with what it read: `systemctl reload bluegreen` (or `kill -HUP {pid}`) applies it",
+            reload.join(", ")
+        ));
+    }
+    if !restart.is_empty() {
+        notes.push(format!(
+            "bluegreen.toml's {} changed, which only a restart of the daemon applies",
+            restart.join(", ")
+        ));
+    }
+    (!notes.is_empty()).then(|| notes.join("; "))
 }

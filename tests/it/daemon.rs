@@ -1777,3 +1777,27 @@ fn a_front_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
         "the daemon is stopping; the active slot stays as it was"
     );
 }
+
+#[test]
+fn a_push_after_the_config_changed_without_a_sighup_says_the_daemon_runs_the_old_one() {
+    // The new command is not what starts: the pusher is told so, and how to apply it.
+    let root = blue_live();
+    root.set("app.health_path", "/items");
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    let push = root.push("blue");
+    push.says("blue: note: bluegreen.toml's [app] changed since the daemon read it, and it runs with what it read: `systemctl reload bluegreen` (or `kill -HUP ");
+    push.says("blue: live in ");
+    // A listen address only a restart applies is told as such.
+    root.set("slots.green.listen", format!("127.0.0.1:{}", free_port()));
+    root.signal(Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the SIGHUP's config", || {
+        root.control("GET", "/events")
+            .body
+            .contains("config reloaded")
+            .then_some(())
+    });
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    let push = root.push("blue");
+    push.says("blue: note: bluegreen.toml's slots.green.listen changed, which only a restart of the daemon applies");
+    assert!(!push.text.contains("[app]"), "{}", push.text);
+}
