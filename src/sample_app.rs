@@ -56,7 +56,7 @@ struct App {
 
 pub fn run() -> anyhow::Result<bool> {
     let port: u16 = std::env::var("PORT")
-        .context("PORT is not set")?
+        .context("PORT is not set: the sample app serves 127.0.0.1:$PORT, which bluegreen sets for each generation (`PORT=8000 bluegreen sample-app` runs it by hand)")?
         .parse()
         .context("PORT is not a port number")?;
     if Path::new("CRASH").exists() {
