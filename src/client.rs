@@ -26,6 +26,8 @@ pub struct Client {
     base: String,
     agent: ureq::Agent,
     root: String,
+    /// The root's folder, for messages.
+    path: String,
 }
 
 /// An answer of the control API: status code and body (JSON, or a one-line reason).
@@ -37,8 +39,8 @@ pub struct Reply {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("daemon not running (nothing answers on {0}, the control.listen in bluegreen.toml; a daemon started before it changed needs a restart)")]
-    NotRunning(String),
+    #[error("daemon not running: nothing answers on {addr}, the control.listen in bluegreen.toml (start it: `bluegreen serve --root {root}`, or `systemctl start bluegreen` for the unit; one started before control.listen changed needs a restart)")]
+    NotRunning { addr: String, root: String },
     #[error("control API at {addr}: {reason}")]
     Failed { addr: String, reason: String },
     /// Connected and asked, but no answer came within the call's wait: what was asked
@@ -62,6 +64,7 @@ impl Client {
             base: format!("http://{}", config.control.listen),
             agent,
             root: layout.identity(),
+            path: layout.root().display().to_string(),
         }
     }
 
@@ -100,7 +103,10 @@ impl Client {
             Ok(response) => response,
             Err(ureq::Error::Status(_, response)) => response,
             Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => {
-                return Err(ClientError::NotRunning(addr))
+                return Err(ClientError::NotRunning {
+                    addr,
+                    root: self.path.clone(),
+                })
             }
             Err(ureq::Error::Transport(t)) if timed_out(&t) => {
                 return Err(ClientError::NoAnswer { addr, waited: wait })
@@ -179,6 +185,7 @@ mod tests {
             base: format!("http://{addr}"),
             agent: ureq::AgentBuilder::new().build(),
             root: "test".into(),
+            path: "/test".into(),
         };
         let error = client
             .post("/switch", Duration::from_millis(300))

@@ -64,7 +64,7 @@ pub fn reload(
         // A daemon started before `control.listen` changed in the file (a SIGHUP keeps
         // the address it listens on) still serves this root: it is not told, but its
         // file watch starts the release now, not "on the next serve".
-        Err(ClientError::NotRunning(addr)) if daemon_holds(layout) => {
+        Err(ClientError::NotRunning { addr, .. }) if daemon_holds(layout) => {
             writeln!(
                 out,
                 "{slot}: no verdict: nothing answers on {addr}, the control.listen in bluegreen.toml, yet a daemon serves this root (started before control.listen changed, or starting or stopping); the release is current: its file watch starts it, or the next `bluegreen serve` does (`bluegreen status` tells once it answers)"
@@ -72,7 +72,7 @@ pub fn reload(
             // No failed deploy, as when no daemon runs.
             Ok(true)
         }
-        Err(ClientError::NotRunning(addr)) => {
+        Err(ClientError::NotRunning { addr, .. }) => {
             writeln!(
                 out,
                 "{slot}: daemon not running (nothing answers on {addr}): the release starts on the next `bluegreen serve`"

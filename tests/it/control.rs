@@ -289,6 +289,23 @@ fn status_says_how_to_deploy_a_slot_never_pushed() {
 }
 
 #[test]
+fn status_without_a_daemon_says_how_to_start_one() {
+    let root = Root::new();
+    let out = root.run(&["status"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("daemon not running: nothing answers on 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("`bluegreen serve --root {}`", root.path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn status_prints_slots_for_a_person_and_json_for_scripts() {
     let root = both_live();
     let text = root.run_ok(&["status"]);
