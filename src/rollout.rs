@@ -80,7 +80,12 @@ pub fn rollback(
     let lock = release::lock_slot(layout, slot, out)?;
     let releases = release::list(layout, slot)?;
     let current =
-        release::current(layout, slot).with_context(|| format!("{slot} has no current release"))?;
+        release::current(layout, slot).with_context(|| {
+            format!(
+                "{slot} has no current release: nothing to roll back (deploy one first: `git push {slot} {}`)",
+                config.branch
+            )
+        })?;
     if let Some(asked_at) = asked_at.filter(|asked_at| *asked_at != current) {
         anyhow::bail!(
             "{slot}'s current release changed while this waited ({asked_at} -> {current}): nothing rolled back; run it again to go back from {current}"
@@ -155,8 +160,12 @@ pub fn promote(
     anyhow::ensure!(from != to, "cannot promote {from} to itself");
     let lock = release::lock_slot(layout, to, out)?;
     // Read once the wait is over: what `from` runs now, not what it ran before.
-    let source_id =
-        release::current(layout, from).with_context(|| format!("{from} has no current release"))?;
+    let source_id = release::current(layout, from).with_context(|| {
+        format!(
+            "{from} has no current release to promote (deploy one first: `git push {from} {}`)",
+            config.branch
+        )
+    })?;
     // What was tried on `from` is what it served: a push there that is still starting, or
     // that failed to start, is not copied on.
     if let Some(serving) = serving(layout, from).filter(|serving| *serving != source_id) {

@@ -16,8 +16,11 @@ pub mod human_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        let duration = humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))?;
+        let duration = humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{text}`: {e} (e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\")"
+            ))
+        })?;
         if duration > MAX {
             return Err(serde::de::Error::custom(format!(
                 "`{text}` is too long (at most 1 year)"

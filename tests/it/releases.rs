@@ -47,6 +47,15 @@ fn rollback_releases_and_pruning() {
         assert!(line.contains(&wanted), "{wanted:?} not in {line:?}");
     }
 
+    // Green was never pushed: nothing to go back to or copy on, and how to get one.
+    for (args, reason) in [
+        (&["rollback", "green"][..], "error: green has no current release: nothing to roll back (deploy one first: `git push green main`)"),
+        (&["promote", "green", "blue"][..], "error: green has no current release to promote (deploy one first: `git push green main`)"),
+    ] {
+        let out = root.run(args);
+        assert!(!out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), reason);
+    }
     root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), releases[1]);
     let out = root.run(&["rollback", "blue", "--to", "nope"]);
