@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::slot::Slot;
 
+/// The config's file name, in the root.
+pub const CONFIG_FILE: &str = "bluegreen.toml";
+
 /// Paths of one root.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -46,7 +49,7 @@ impl Layout {
     }
 
     pub fn config_file(&self) -> PathBuf {
-        self.root.join("bluegreen.toml")
+        self.root.join(CONFIG_FILE)
     }
 
     pub fn state_file(&self) -> PathBuf {

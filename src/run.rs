@@ -20,12 +20,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     // the root. Only a definite no: a root the user may not read says so when it is read.
     let layout = || -> anyhow::Result<Layout> {
         let layout = Layout::new(&root.clone().unwrap_or(std::env::current_dir()?))?;
-        anyhow::ensure!(
-            !matches!(layout.config_file().try_exists(), Ok(false)),
-            "{}{} is not a bluegreen root (it has no bluegreen.toml): name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`",
-            if root.is_some() { "" } else { "the current folder " },
-            layout.root().display()
-        );
+        if layout.root().is_file() || matches!(layout.config_file().try_exists(), Ok(false)) {
+            anyhow::bail!("{}", not_a_root(layout.root(), root.is_some()));
+        }
         Ok(layout)
     };
     let config = |layout: &Layout| Config::load(&layout.config_file());
@@ -131,4 +128,36 @@ impl Write for Stdout {
 /// space left on device`), not only the OS's words.
 fn unwritable(e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("cannot write to standard output: {e}"))
+}
+
+/// Why `folder` (named with --root or BLUEGREEN_ROOT, or the current folder) is no root,
+/// and which folder may be the one meant: the usual slips are a path to the config file,
+/// a folder inside the root (a slot's), and a root not made yet.
+fn not_a_root(folder: &std::path::Path, named: bool) -> String {
+    let shown = folder.display();
+    let what = if named {
+        String::new()
+    } else {
+        "the current folder ".to_string()
+    };
+    let fix = "name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`";
+    if folder.is_file() {
+        let holder = folder.parent().unwrap_or(folder).display();
+        return format!("{what}{shown} is a file: a root is the folder holding bluegreen.toml (--root {holder})");
+    }
+    if !folder.exists() {
+        return format!("{what}{shown} does not exist: {fix}");
+    }
+    match folder
+        .ancestors()
+        .skip(1)
+        .find(|above| above.join(crate::layout::CONFIG_FILE).is_file())
+    {
+        Some(above) => format!(
+            "{what}{shown} is not a bluegreen root (it has no bluegreen.toml), but is inside the root {}: --root {}",
+            above.display(),
+            above.display()
+        ),
+        None => format!("{what}{shown} is not a bluegreen root (it has no bluegreen.toml): {fix}"),
+    }
 }

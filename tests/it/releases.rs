@@ -317,6 +317,36 @@ fn releases_refuses_a_folder_that_is_not_a_root_and_skips_strays() {
     );
 
     let root = Root::new();
+    // The usual slips each get their own reason: a folder that is not there, the config
+    // file named instead of its folder, a folder inside the root.
+    let config = root.path.join("bluegreen.toml");
+    let slot = root.path.join("blue");
+    let missing = nowhere.path().join("missing");
+    for (named, reason) in [
+        (
+            &missing,
+            format!("{} does not exist: name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`", missing.display()),
+        ),
+        (
+            &config,
+            format!("{} is a file: a root is the folder holding bluegreen.toml (--root {})", config.display(), root.path.display()),
+        ),
+        (
+            &slot,
+            format!("{} is not a bluegreen root (it has no bluegreen.toml), but is inside the root {}: --root {}", slot.display(), root.path.display(), root.path.display()),
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["releases", "--root"])
+            .arg(named)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            format!("error: {reason}")
+        );
+    }
     root.commit("v1", &[("VERSION", "v1\n")]);
     assert!(root.push("blue").ok);
     fs::create_dir(root.path.join("blue/releases/not-a-release")).unwrap();
