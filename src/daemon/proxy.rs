@@ -267,7 +267,7 @@ async fn answer(
             let body = Tracked {
                 inner: body,
                 _connection: connection,
-                _in_flight: in_flight,
+                in_flight,
                 _client: counted,
             };
             Ok(Response::from_parts(parts, body.boxed()))
@@ -396,11 +396,13 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     response
 }
 /// A response body that keeps its request counted in flight, and its upstream
-/// connection out of the pool, until it is dropped.
+/// connection out of the pool, until it is dropped. An answer that breaks off after its
+/// head went out (the worker died, or sent a malformed chunk) can only be cut short for
+/// the client (hyper closes its connection): it is logged, at most a line a second.
 struct Tracked {
     inner: Incoming,
     _connection: Pooled,
-    _in_flight: InFlight,
+    in_flight: InFlight,
     /// The client connection is busy until the answer has been sent.
     _client: Arc<super::proxy_thread::Counted>,
 }
@@ -413,9 +415,23 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map(|frame| frame.map(|f| f.map_err(BoxError::from)))
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            static BROKEN: std::sync::LazyLock<crate::logging::Sparse> =
+                std::sync::LazyLock::new(Default::default);
+            if let Some(held) = BROKEN.admit() {
+                let generation = self.in_flight.generation();
+                tracing::warn!(
+                    slot = %generation.slot,
+                    generation = generation.id,
+                    "{} generation {}'s answer broke off after its head went out: {e}; its client got it cut short{}",
+                    generation.slot,
+                    generation.id,
+                    crate::logging::held(held)
+                );
+            }
+        }
+        polled.map(|frame| frame.map(|f| f.map_err(BoxError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

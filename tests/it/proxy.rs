@@ -211,6 +211,32 @@ fn a_request_with_a_body_tells_the_worker_to_close_unless_the_app_reads_every_bo
     }
 }
 
+#[test]
+fn an_answer_the_worker_breaks_off_is_cut_short_for_the_client_and_logged() {
+    use std::io::Read;
+    let root = blue_live();
+    let pid = root.live_pid("blue");
+    // 64 MiB: far more than the sockets and the proxy hold, so the worker is still
+    // writing when it dies.
+    let mut stream = sent(
+        root.blue,
+        b"GET /bytes/67108864 HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    );
+    let mut first = vec![0; 64 * 1024];
+    let got = stream.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..got]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..got])
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let mut rest = Vec::new();
+    // The connection ends (hyper closes it), well before 64 MiB.
+    let _ = stream.read_to_end(&mut rest);
+    assert!(got + rest.len() < 64 << 20, "the whole answer came");
+    root.wait_log("blue generation 1's answer broke off after its head went out");
+}
+
 /// The kernel's timer on the TCP connection from `local` to `remote` (both on
 /// 127.0.0.1), as `/proc/net/tcp` shows it: (kind, seconds until it fires).
 fn tcp_timer(local: u16, remote: u16) -> Option<(u32, f64)> {
