@@ -12,6 +12,9 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// Not standard, but sent by old clients; RFC 9110 §7.6.1 lists it among those an
+/// intermediary should remove.
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// The client end of a connection: its address, and its IP as `X-Forwarded-For` gets
 /// it (written once per connection, not per request).
 #[derive(Clone)]
@@ -35,8 +38,9 @@ impl Peer {
     }
 }
 
+const HOPS: usize = 9;
 /// The hop-by-hop headers, in the order [`hop_by_hop`] numbers them.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     KEEP_ALIVE,
     header::PROXY_AUTHENTICATE,
@@ -45,6 +49,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    PROXY_CONNECTION,
 ];
 const CONNECTION: usize = 0;
 const TRANSFER_ENCODING: usize = 6;
@@ -62,6 +67,7 @@ fn hop_by_hop(name: &str) -> Option<usize> {
         "trailer" => 5,
         "transfer-encoding" => 6,
         "upgrade" => 7,
+        "proxy-connection" => 8,
         _ => return None,
     })
 }
@@ -127,7 +133,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, side: Side) -> Result<(), Strin
 /// `strip_hop_by_hop`, in one pass over the names, which also notes the
 /// `X-Forwarded-*` headers (so that `forward_headers` needs no lookup to know).
 fn strip(headers: &mut HeaderMap, side: Side) -> Result<Forwarded, String> {
-    let mut present = [false; 8];
+    let mut present = [false; HOPS];
     let mut any = false;
     let mut forwarded = Forwarded::default();
     let mut odd: Vec<HeaderName> = Vec::new();
@@ -269,12 +275,14 @@ mod tests {
             HeaderValue::from_static("keep-alive, x-secret"),
         );
         headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
         headers.insert(header::HOST, HeaderValue::from_static("example.com"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         headers.insert("x-kept", HeaderValue::from_static("yes"));
         forward_headers(&mut headers, &Peer::new("192.0.2.7:5000".parse().unwrap())).unwrap();
         assert!(headers.get(header::CONNECTION).is_none());
         assert!(headers.get("x-secret").is_none());
+        assert!(headers.get("proxy-connection").is_none());
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(headers["x-forwarded-host"], "example.com");
         assert_eq!(headers["x-forwarded-proto"], "http");

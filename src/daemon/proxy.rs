@@ -321,7 +321,7 @@ fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
     if request.uri().scheme().is_none() && request.uri().authority().is_some() {
         return Some((
             StatusCode::BAD_REQUEST,
-            "a host:port target is for CONNECT only (RFC 9112 §3.2.3)",
+            "the request target is neither a path (/...) nor an absolute URL (a host:port target is CONNECT's only, RFC 9112 §3.2)",
         ));
     }
     let mut hosts = request.headers().get_all(header::HOST).iter();

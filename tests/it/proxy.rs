@@ -396,7 +396,12 @@ fn requests_without_one_valid_host_and_connect_are_refused_with_the_reason() {
         (
             "GET example.com:80 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
             "400",
-            "a host:port target is for CONNECT only (RFC 9112 §3.2.3)",
+            "the request target is neither a path (/...) nor an absolute URL (a host:port target is CONNECT's only, RFC 9112 §3.2)",
+        ),
+        (
+            "GET echo HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+            "400",
+            "the request target is neither a path (/...) nor an absolute URL (a host:port target is CONNECT's only, RFC 9112 §3.2)",
         ),
         (
             "POST /items/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
