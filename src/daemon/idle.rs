@@ -25,16 +25,30 @@ use tokio::time::{Instant, Sleep};
 
 use super::upstream::BoxError;
 
-/// No piece of the request body came within the limit.
+/// The request body stopped coming, or came too slowly.
 #[derive(Debug, thiserror::Error)]
-#[error("no request body data for {} (router.client_timeout)", humantime::format_duration(*.0))]
-pub struct BodyIdle(pub Duration);
+pub enum BodyIdle {
+    #[error("no request body data for {} (router.client_timeout)", humantime::format_duration(*.0))]
+    Idle(Duration),
+    #[error("the request body came slower than {MIN_BODY_RATE} bytes/s for longer than {} (router.client_timeout)", humantime::format_duration(*.0))]
+    Slow(Duration),
+}
+
+/// The slowest a request body may come, beyond the limit: its deadline starts at the
+/// limit and moves one second further for each `MIN_BODY_RATE` bytes that come (as
+/// Apache's `mod_reqtimeout`, `body=…,MinRate=500`). Without it, a byte every
+/// `limit` less a second held a worker (a single-threaded one whole) for good: a worker
+/// gets the head at once, and waits for the rest. A client on a slow link sends far
+/// more than 500 bytes a second.
+pub const MIN_BODY_RATE: u64 = 500;
 
 /// The timer of one side: armed when a poll waits, disarmed when one gets through.
 struct Timer {
     limit: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    /// When the current wait passes the limit.
+    idle_at: Option<Instant>,
 }
 
 impl Timer {
@@ -43,13 +57,21 @@ impl Timer {
             limit,
             sleep: None,
             armed: false,
+            idle_at: None,
         }
     }
 
     /// After a poll that waited: whether the limit has passed since waiting began.
     fn waited_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        self.waited_past(cx, None)
+    }
+
+    /// [`Self::waited_too_long`], or whether `cap` has passed, if it comes first.
+    fn waited_past(&mut self, cx: &mut Context<'_>, cap: Option<Instant>) -> bool {
         if !self.armed {
-            let deadline = Instant::now() + self.limit;
+            let idle = Instant::now() + self.limit;
+            self.idle_at = Some(idle);
+            let deadline = cap.map_or(idle, |cap| cap.min(idle));
             match &mut self.sleep {
                 Some(sleep) => sleep.as_mut().reset(deadline),
                 None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -66,10 +88,13 @@ impl Timer {
     }
 }
 
-/// A request body that fails with [`BodyIdle`] when no frame comes within the limit.
+/// A request body that fails with [`BodyIdle`] when no frame comes within the limit, or
+/// the whole comes slower than [`MIN_BODY_RATE`] past it.
 pub struct IdleBody<B> {
     inner: B,
     timer: Timer,
+    /// When the body must have come by, at the rate it came: set at the first wait.
+    due: Option<Instant>,
 }
 
 impl<B> IdleBody<B> {
@@ -77,6 +102,7 @@ impl<B> IdleBody<B> {
         IdleBody {
             inner,
             timer: Timer::new(limit),
+            due: None,
         }
     }
 }
@@ -97,12 +123,27 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.timer.disarm();
+                if let (Some(due), Some(Ok(frame))) = (&mut this.due, &frame) {
+                    let bytes = frame.data_ref().map_or(0, |data| data.len() as u64);
+                    *due += Duration::from_millis(bytes.saturating_mul(1000) / MIN_BODY_RATE);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending if this.timer.waited_too_long(cx) => {
-                Poll::Ready(Some(Err(BodyIdle(this.timer.limit).into())))
+            Poll::Pending => {
+                // Only a body that waits has a deadline: one that comes whole reads no clock.
+                let limit = this.timer.limit;
+                let due = *this.due.get_or_insert_with(|| Instant::now() + limit);
+                if !this.timer.waited_past(cx, Some(due)) {
+                    return Poll::Pending;
+                }
+                // Nothing for the limit is told as such, whatever came before.
+                let idle = this.timer.idle_at.is_some_and(|at| Instant::now() >= at);
+                let error = match idle {
+                    true => BodyIdle::Idle(limit),
+                    false => BodyIdle::Slow(limit),
+                };
+                Poll::Ready(Some(Err(error.into())))
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -524,6 +524,57 @@ fn a_head_that_stops_coming_and_an_idle_connection_are_closed_but_a_slow_answer_
 }
 
 #[test]
+fn a_body_that_comes_slower_than_500_bytes_a_second_past_client_timeout_is_cut_off() {
+    use std::io::{Read, Write};
+    let root = blue_live_with(&[("router.client_timeout", "2s".into())]);
+    // A byte every 1.5 s: never idle for the 2 s limit, yet 100 bytes would hold the
+    // worker, which has the head already, for 150 s.
+    let mut drip = sent(
+        root.blue,
+        b"PUT /items/drip HTTP/1.1\r\nHost: app\r\nContent-Length: 100\r\n\r\n",
+    );
+    drip.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut answer = vec![0; 4096];
+    let mut got = None;
+    for _ in 0..20 {
+        let _ = drip.write_all(b"x");
+        match drip.read(&mut answer) {
+            Ok(n) => {
+                got = Some(String::from_utf8_lossy(&answer[..n]).into_owned());
+                break;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let answer = got.expect("still dripping after 20 bytes");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.ends_with("the request body came slower than 500 bytes/s for longer than 2s (router.client_timeout)\n"),
+        "{answer}"
+    );
+    assert!(!root.get(root.blue, "/items").body.contains("drip"));
+
+    // Slowly but above the rate (about 830 bytes/s, for longer than the limit): stored.
+    let mut steady = sent(
+        root.blue,
+        b"PUT /items/steady HTTP/1.1\r\nHost: app\r\nContent-Length: 3000\r\nConnection: close\r\n\r\n",
+    );
+    for _ in 0..6 {
+        steady.write_all(&[b'y'; 500]).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let mut answer = String::new();
+    steady.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
+
+#[test]
 fn a_client_that_stops_sending_or_reading_is_cut_off_after_client_timeout() {
     use std::io::Read;
     let root = blue_live_with(&[("router.client_timeout", "1s".into())]);
