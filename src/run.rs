@@ -34,7 +34,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         Command::Init { dir } => {
             let dir: PathBuf = match dir.or(args.root) {
                 Some(dir) => dir,
-                None => std::env::current_dir()?,
+                None => {
+                    let here = std::env::current_dir()?;
+                    refuse_busy(&here)?;
+                    here
+                }
             };
             crate::init::run(&Layout::new(&dir)?, stdout)?;
             Ok(true)
@@ -160,4 +164,33 @@ fn not_a_root(folder: &std::path::Path, named: bool) -> String {
         ),
         None => format!("{what}{shown} is not a bluegreen root (it has no bluegreen.toml): {fix}"),
     }
+}
+
+/// `init` with no folder named makes the root in the current one: refused when that
+/// holds files of its own (someone's working folder, by a slip), unless it is a root
+/// already (`init` repairs it). Hidden files are no sign: a new user's home has its
+/// `/etc/skel` ones.
+fn refuse_busy(here: &std::path::Path) -> anyhow::Result<()> {
+    if here.join(crate::layout::CONFIG_FILE).exists() {
+        return Ok(());
+    }
+    let mut theirs: Vec<String> = std::fs::read_dir(here)?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    if theirs.is_empty() {
+        return Ok(());
+    }
+    theirs.sort();
+    let more = match theirs.len() {
+        0..=3 => String::new(),
+        n => format!(" and {} more", n - 3),
+    };
+    theirs.truncate(3);
+    anyhow::bail!(
+        "the current folder {} holds other files ({}{more}), and `bluegreen init` with no folder makes the root here: name one (`bluegreen init /srv/app`), or run it in an empty folder",
+        here.display(),
+        theirs.join(", ")
+    )
 }

@@ -194,6 +194,45 @@ fn a_missing_slot_folder_is_named_with_what_makes_it_again() {
 }
 
 #[test]
+fn init_with_no_folder_refuses_a_current_folder_holding_other_files() {
+    // Run in someone's working folder by a slip, it took the folder over.
+    let busy = tempfile::tempdir().unwrap();
+    for name in ["notes.txt", "src", ".bashrc"] {
+        fs::write(busy.path().join(name), "").unwrap();
+    }
+    let init = |folder: &std::path::Path| {
+        Command::new(BIN)
+            .arg("init")
+            .env_remove("BLUEGREEN_ROOT")
+            .current_dir(folder)
+            .output()
+            .unwrap()
+    };
+    let out = init(busy.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: the current folder {} holds other files (notes.txt, src), and `bluegreen init` with no folder makes the root here: name one (`bluegreen init /srv/app`), or run it in an empty folder",
+            busy.path().display()
+        )
+    );
+    assert_eq!(
+        fs::read_dir(busy.path()).unwrap().count(),
+        3,
+        "nothing made"
+    );
+    // A new user's home, with its /etc/skel files, takes it; and a root is repaired.
+    let home = tempfile::tempdir().unwrap();
+    fs::write(home.path().join(".profile"), "").unwrap();
+    for _ in 0..2 {
+        let out = init(home.path());
+        assert!(out.status.success(), "{out:?}");
+        assert!(home.path().join("bluegreen.toml").is_file());
+    }
+}
+
+#[test]
 fn init_again_names_a_hook_that_runs_another_binary() {
     let root = Root::new();
     // The binary init linked is still there, and the upgrade went to another path.
