@@ -54,6 +54,7 @@ pub enum Command {
     /// Point SLOT at its previous release (or --to RELEASE); the daemon reloads it.
     Rollback {
         /// blue or green.
+        #[arg(value_name = "blue|green")]
         slot: Slot,
         /// A release id, as `bluegreen releases SLOT` lists them.
         #[arg(long, value_name = "RELEASE")]

@@ -95,6 +95,9 @@ fn in_use(key: &str, addr: SocketAddr, config: &Config, layout: &Layout) -> Stri
     // Two roots made with the same defaults: the other one's daemon answers on this
     // config's control.listen too, and names its root.
     match Client::new(config, layout).other_root() {
+        Some(other) if addr == config.control.listen => format!(
+            "the daemon of {other} answers there: give this root addresses of its own (router.listen, slots.blue.listen, slots.green.listen, control.listen in {file})"
+        ),
         Some(other) => format!(
             "the daemon of {other} answers on this config's control.listen {} and most likely holds {addr} too: give this root addresses of its own (router.listen, slots.blue.listen, slots.green.listen, control.listen in {file})",
             config.control.listen

@@ -114,7 +114,8 @@ pub fn pick(root: &Path) -> Picked {
     roots.dedup();
     if !roots.is_empty() {
         let names: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-        reasons.push(format!("{} names them", names.join(" and ")));
+        let verb = if names.len() == 1 { "names" } else { "name" };
+        reasons.push(format!("{} {verb} them", names.join(" and ")));
     }
     let busy = in_use(&defaults);
     if !busy.is_empty() {

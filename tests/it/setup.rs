@@ -508,7 +508,12 @@ fn usage_errors_are_one_line_exit_2_and_name_no_hidden_command() {
     );
     assert_eq!(
         usage(&["rollback", "purple"]),
-        "error: invalid value 'purple' for '<SLOT>': unknown slot `purple` (expected blue or green)"
+        "error: invalid value 'purple' for '<blue|green>': unknown slot `purple` (expected blue or green)"
+    );
+    // A missing slot names the two it may be.
+    assert_eq!(
+        usage(&["rollback"]),
+        "error: the following required arguments were not provided: <blue|green>"
     );
     // What the error told to run does run.
     let help = Command::new(BIN).arg("help").output().unwrap();

@@ -125,6 +125,18 @@ fn serve_on_another_roots_ports_names_that_root_and_the_keys() {
             web = web.path.display(),
         )
     );
+    // Only its control.listen: the other daemon answers right there.
+    let solo = Root::new();
+    solo.set("control.listen", format!("127.0.0.1:{}", api.control));
+    assert_eq!(
+        solo.run_err(&["serve"]),
+        format!(
+            "error: cannot listen on 127.0.0.1:{control} (control.listen): Address already in use (os error 98): the daemon of {api} answers there: give this root addresses of its own (router.listen, slots.blue.listen, slots.green.listen, control.listen in {solo}/bluegreen.toml)",
+            control = api.control,
+            api = api.path.display(),
+            solo = solo.path.display(),
+        )
+    );
 
     let other = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = other.local_addr().unwrap().port();
