@@ -170,9 +170,11 @@ async fn answer(
     let (mut parts, body) = request.into_parts();
     // Upgrade is HTTP/1.1's: an HTTP/1.0 request's is ignored (RFC 9110 §7.8), as hyper
     // does (it gives such a request no upgrade to take). Passed on, the worker switched
-    // and the client got a 502.
+    // and the client got a 502. So is one with a body (a handshake has none): its
+    // `Connection: upgrade` would stand in for the `close` that keeps a worker from
+    // reading the body as a request of its own (see `pool`).
     let upgrade = match parts.version {
-        http::Version::HTTP_11 => upgrade::asked(&parts.headers),
+        http::Version::HTTP_11 if body.is_end_stream() => upgrade::asked(&parts.headers),
         _ => None,
     };
     let client_upgrade = upgrade

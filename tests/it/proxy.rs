@@ -207,6 +207,11 @@ fn a_request_with_a_body_tells_the_worker_to_close_unless_the_app_reads_every_bo
             assert_eq!(got.contains("connection: close\n"), told, "{got}");
             let got = received(without);
             assert!(!got.contains("connection:"), "{got}");
+            // Asking to upgrade does not get a body past it: a handshake has no body,
+            // and one with a body is a plain request.
+            let got = received("GET /request HTTP/1.1\r\nHost: app\r\nConnection: Upgrade, close\r\nUpgrade: echo\r\nContent-Length: 4\r\n\r\nbody");
+            assert_eq!(got.contains("connection: close\n"), told, "{got}");
+            assert!(!got.contains("upgrade"), "{got}");
         }
     }
 }

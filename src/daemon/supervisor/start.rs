@@ -181,8 +181,8 @@ impl Supervisor {
             }
             (None, Ok(generation)) => {
                 let took = start.since.elapsed();
-                // `/status` says so before the first request reaches it: a client that
-                // got its answer never reads the failure it replaced.
+                // `/status` and state.json say so before the first request reaches it: a
+                // client that got its answer never reads the failure it replaced.
                 // A fallback to an older release keeps the reason `current` is not live,
                 // not a failure of the fallback itself, which is over now.
                 let current = release::current(&self.daemon.layout, slot);
@@ -194,6 +194,9 @@ impl Supervisor {
                 self.current_failed = why;
                 // It just answered its health check.
                 self.daemon.set_health(slot, Ok(()));
+                if current.as_ref() == Some(&release) {
+                    self.daemon.set_failed(slot, None);
+                }
                 let old = self.handle().route.set(generation.clone());
                 self.live = Some(generation.clone());
                 self.live_since = Instant::now();
@@ -205,9 +208,6 @@ impl Supervisor {
                 }
                 self.last_failed = None;
                 self.daemon.metrics.generation(slot, "started");
-                if current.as_ref() == Some(&release) {
-                    self.daemon.set_failed(slot, None);
-                }
                 self.daemon.adopt_if_none(slot);
                 let tx = self.tx.clone();
                 let watched = generation.clone();
