@@ -39,7 +39,7 @@ pub struct Reply {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("daemon not running: nothing answers on {addr}, the control.listen in bluegreen.toml (start it: `bluegreen serve --root {root}`, or `systemctl start bluegreen` for the unit; one started before control.listen changed needs a restart)")]
+    #[error("daemon not running: nothing answers on {addr}, the control.listen in bluegreen.toml (start it: `bluegreen serve --root {root}`, or `systemctl start` its unit; one started before control.listen changed needs a restart)")]
     NotRunning { addr: String, root: String },
     #[error("control API at {addr}: {reason}")]
     Failed { addr: String, reason: String },

@@ -468,6 +468,12 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
     let pid = std::process::id();
     let restart = restart_only(&running, &file);
     keep_bound(&mut file, &running);
+    // Not the daemon's to apply: where in the file `token_file` is written (for its
+    // messages: a line added above it moves it), and `app.linked_dirs`, the hook's.
+    file.router
+        .token_file_at
+        .clone_from(&running.router.token_file_at);
+    file.app.linked_dirs.clone_from(&running.app.linked_dirs);
     let reload: Vec<&str> = [
         ("[app]", file.app != running.app),
         ("[router]", file.router != running.router),
@@ -483,7 +489,7 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
     let mut notes = Vec::new();
     if !reload.is_empty() {
         notes.push(format!(
-            "bluegreen.toml's {} changed since the daemon read it, and it runs with what it read: `systemctl reload bluegreen` (or `kill -HUP {pid}`) applies it",
+            "bluegreen.toml's {} changed since the daemon read it, and it runs with what it read: `kill -HUP {pid}` (what `systemctl reload` of its unit does) applies it",
             reload.join(", ")
         ));
     }

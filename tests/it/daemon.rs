@@ -1785,10 +1785,13 @@ fn a_push_after_the_config_changed_without_a_sighup_says_the_daemon_runs_the_old
     root.set("app.health_path", "/items");
     root.commit("v2", &[("VERSION", "v2\n")]);
     let push = root.push("blue");
-    push.says("blue: note: bluegreen.toml's [app] changed since the daemon read it, and it runs with what it read: `systemctl reload bluegreen` (or `kill -HUP ");
+    push.says("blue: note: bluegreen.toml's [app] changed since the daemon read it, and it runs with what it read: `kill -HUP ");
+    push.says("` (what `systemctl reload` of its unit does) applies it");
     push.says("blue: live in ");
     // A listen address only a restart applies is told as such.
     root.set("slots.green.listen", format!("127.0.0.1:{}", free_port()));
+    std::fs::write(root.path.join("token"), "s3cret\n").unwrap();
+    root.set("router.token_file", "token");
     root.signal(Signal::SIGHUP);
     wait_for(Duration::from_secs(10), "the SIGHUP's config", || {
         root.control("GET", "/events")
@@ -1800,4 +1803,18 @@ fn a_push_after_the_config_changed_without_a_sighup_says_the_daemon_runs_the_old
     let push = root.push("blue");
     push.says("blue: note: bluegreen.toml's slots.green.listen changed, which only a restart of the daemon applies");
     assert!(!push.text.contains("[app]"), "{}", push.text);
+    // What the hook applies itself (linked dirs), and a line added above token_file,
+    // are no change of the daemon's.
+    root.set("app.linked_dirs", toml::Value::Array(vec!["data".into()]));
+    let config = root.path.join("bluegreen.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("# a comment\n{text}")).unwrap();
+    root.commit("v4", &[("VERSION", "v4\n")]);
+    let push = root.push("blue");
+    push.says("blue: live in ");
+    assert!(
+        !push.text.contains("[app]") && !push.text.contains("[router]"),
+        "{}",
+        push.text
+    );
 }
