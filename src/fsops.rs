@@ -23,8 +23,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
+        // Opened before the rename, so that failing to open it leaves `path` as it was.
+        let folder = parent_folder(path)?;
         fs::rename(&tmp, path)?;
-        sync_parent(path)
+        folder.map_or(Ok(()), |folder| folder.sync_all())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -244,13 +246,6 @@ fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
     path.with_file_name(format!(".{name}{suffix}.{}", std::process::id()))
 }
 
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match parent_folder(path)? {
-        Some(folder) => folder.sync_all(),
-        None => Ok(()),
-    }
-}
-
 /// The folder holding `path`, opened to be fsynced (none for a bare file name).
 fn parent_folder(path: &Path) -> std::io::Result<Option<File>> {
     match path.parent() {
@@ -369,6 +364,23 @@ mod tests {
         assert_eq!(flip_symlink(&link, Path::new("releases/b")).unwrap(), None);
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("releases/b"));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_write_that_fails_leaves_the_file_as_it_was() {
+        // A folder its user may write but not read: the file could be replaced, its
+        // folder not flushed; before, the file was replaced and the write still failed.
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("run");
+        fs::create_dir(&folder).unwrap();
+        let path = folder.join("state.json");
+        write_atomic(&path, b"old").unwrap();
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o300)).unwrap();
+        let written = as_plain_user(|| write_atomic(&path, b"new"));
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(written.is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(fs::read_dir(&folder).unwrap().count(), 1);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! dropped quietly: see `Stdout`.
 
 use std::io::Write;
+
+use anyhow::Context;
 use std::path::PathBuf;
 
 use crate::cli::{Args, Command};
@@ -174,7 +176,8 @@ fn refuse_busy(here: &std::path::Path) -> anyhow::Result<()> {
     if here.join(crate::layout::CONFIG_FILE).exists() {
         return Ok(());
     }
-    let mut theirs: Vec<String> = std::fs::read_dir(here)?
+    let mut theirs: Vec<String> = std::fs::read_dir(here)
+        .with_context(|| format!("cannot list {}", here.display()))?
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| !name.starts_with('.'))

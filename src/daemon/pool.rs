@@ -607,6 +607,7 @@ mod tests {
                 "ok"
             );
             drop(pooled);
+            tokio::task::yield_now().await;
             assert_eq!(accepted.load(Ordering::SeqCst), connections);
         }
     }

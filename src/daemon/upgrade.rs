@@ -65,10 +65,11 @@ pub fn asked(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
-/// Whether an `Upgrade` protocol token is HTTP itself.
+/// Whether an `Upgrade` protocol token is HTTP itself, or HTTP inside TLS (RFC 2817's
+/// `TLS/1.0`, under which the worker would read requests as well).
 fn is_http(token: &str) -> bool {
     let name = token.split('/').next().unwrap_or(token);
-    ["h2c", "h2", "http"]
+    ["h2c", "h2", "http", "tls"]
         .iter()
         .any(|http| name.eq_ignore_ascii_case(http))
 }
@@ -104,7 +105,7 @@ pub async fn tunnel(
     if let Some(http) = protocol
         .as_ref()
         .and_then(|p| p.to_str().ok())
-        .filter(|p| is_http(p.trim()))
+        .filter(|p| p.split(',').any(|token| is_http(token.trim())))
     {
         let generation = in_flight.generation();
         return plain(
@@ -220,7 +221,15 @@ mod tests {
                 ("upgrade", protocols),
             ]))
         };
-        for http in ["h2c", "H2C", "h2", "HTTP/2.0", "http/1.1", "h2c, HTTP/2.0"] {
+        for http in [
+            "h2c",
+            "H2C",
+            "h2",
+            "HTTP/2.0",
+            "http/1.1",
+            "h2c, HTTP/2.0",
+            "TLS/1.0",
+        ] {
             assert!(asking(http).is_none(), "{http}");
         }
         assert_eq!(asking("h2c, websocket").unwrap(), "websocket");
@@ -229,6 +238,7 @@ mod tests {
             "websocket, echo"
         );
         assert_eq!(asking("websocket,echo").unwrap(), "websocket,echo");
-        assert_eq!(asking("TLS/1.2").unwrap(), "TLS/1.2");
+        assert!(asking("TLS/1.2").is_none());
+        assert_eq!(asking("IRC/6.9").unwrap(), "IRC/6.9");
     }
 }
