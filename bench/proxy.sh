@@ -16,7 +16,11 @@
 # round. Also: the proxy's CPU per request (user and kernel), and the
 # daemon's RSS (VmRSS) idle, the peak sampled every second under load, and after.
 # Everything (wrk, proxies, upstreams) shares this machine's cores: compare the ratios.
-# Usage: bench/proxy.sh   (env: BLUEGREEN_BIN, DURATION=15s, ROUNDS=3, KEEP_TMP=1)
+# BODY=N: every request is a POST with an N-byte body instead of a GET (a request with a
+# body goes to bluegreen's worker with `Connection: close`, on a new connection, unless
+# REUSE_AFTER_BODY=true sets `app.reuse_after_body`: see README "HTTP").
+# Usage: bench/proxy.sh   (env: BLUEGREEN_BIN, DURATION=15s, ROUNDS=3, BODY, REUSE_AFTER_BODY,
+# KEEP_TMP=1)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
@@ -25,6 +29,8 @@ need_tools nginx wrk
 bg_bin
 DURATION="${DURATION:-15s}"
 ROUNDS="${ROUNDS:-3}"
+BODY="${BODY:-}"
+REUSE_AFTER_BODY="${REUSE_AFTER_BODY:-false}"
 mktmp WORK
 mkdir -p "$WORK/tmp"
 TICK=$(getconf CLK_TCK)
@@ -86,6 +92,14 @@ PROXY_MASTER=$LAST_PID
 ROOT="$WORK/root"
 APP_CMD="sh -c 'sed s/@PORT@/\$PORT/g $WORK/upstream.conf.tmpl > $WORK/up-\$PORT.conf && exec nginx -e $WORK/up-\$PORT.err -c $WORK/up-\$PORT.conf -g \"daemon off;\"'"
 make_root "$ROOT" "" "$APP_CMD"
+sed -i "s/^stop_timeout = .*/&\nreuse_after_body = $REUSE_AFTER_BODY/" "$ROOT/bluegreen.toml"
+"$BG" check --root "$ROOT" >/dev/null
+# wrk's script for BODY: a POST with that many bytes.
+WRK_SCRIPT=()
+if [[ -n $BODY ]]; then
+    printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\n' "$BODY" >"$WORK/post.lua"
+    WRK_SCRIPT=(-s "$WORK/post.lua")
+fi
 make_app "$WORK/app" "$ROOT"
 git -C "$WORK/app" push -q blue main 2>"$WORK/push.log"
 start_serve "$ROOT" "$WORK/serve.log"
@@ -117,13 +131,13 @@ RSS_IDLE=$(rss_kb "$SERVE_PID")
 declare -A RPS P50 P99 USER SYS ERR
 run_row() { # NAME PORT [PID whose CPU counts]
     local name="$1" port="$2" pid="${3:-}" u0=0 s0=0 u1=0 s1=0 sampler=""
-    wrk -t2 -c64 -d3s "http://127.0.0.1:$port/" >/dev/null
+    wrk -t2 -c64 -d3s "${WRK_SCRIPT[@]}" "http://127.0.0.1:$port/" >/dev/null
     [[ -n $pid ]] && read -r u0 s0 < <(cpu_ticks "$pid")
     if [[ $pid == "$SERVE_PID" ]]; then
         (while kill -0 "$SERVE_PID" 2>/dev/null; do rss_kb "$SERVE_PID"; sleep 1; done) >>"$WORK/rss-load" &
         sampler=$!
     fi
-    wrk -t2 -c64 -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$WORK/wrk-$name.txt"
+    wrk -t2 -c64 -d"$DURATION" --latency "${WRK_SCRIPT[@]}" "http://127.0.0.1:$port/" >"$WORK/wrk-$name.txt"
     [[ -n $sampler ]] && { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true; }
     [[ -n $pid ]] && read -r u1 s1 < <(cpu_ticks "$pid")
     wrk_parse "$WORK/wrk-$name.txt"
@@ -158,7 +172,9 @@ sleep 2
 RSS_AFTER=$(rss_kb "$SERVE_PID")
 
 echo
-echo "### proxy.sh: wrk -t2 -c64 -d$DURATION --latency, body \"hello\\n\", median of $ROUNDS rounds (2 cores shared by wrk, proxy, upstream)"
+REQUESTS="GET"
+[[ -n $BODY ]] && REQUESTS="POST of $BODY bytes (app.reuse_after_body = $REUSE_AFTER_BODY)"
+echo "### proxy.sh: wrk -t2 -c64 -d$DURATION --latency, $REQUESTS, answer \"hello\\n\", median of $ROUNDS rounds (2 cores shared by wrk, proxy, upstream)"
 echo
 echo "| target | requests/s | p50 ms | p99 ms | errors | proxy CPU µs/req (user + kernel) | req/s vs nginx-proxy | p99 vs nginx-proxy | req/s ratio per round |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
