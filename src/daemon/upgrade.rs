@@ -91,14 +91,17 @@ pub async fn tunnel(
     held: (InFlight, Pooled, Arc<Counted>),
 ) -> Response<Body> {
     let (in_flight, connection, counted) = held;
-    let Some(client) = client else {
+    // A 502 naming the generation, for a switch that cannot be tunnelled.
+    let refused = |why: String| {
         let generation = in_flight.generation();
-        return plain(
+        plain(
             StatusCode::BAD_GATEWAY,
-            &format!(
-                "{} generation {} answered 101 Switching Protocols to a request that asked for no upgrade",
-                generation.slot, generation.id
-            ),
+            &format!("{} generation {} {why}", generation.slot, generation.id),
+        )
+    };
+    let Some(client) = client else {
+        return refused(
+            "answered 101 Switching Protocols to a request that asked for no upgrade".into(),
         );
     };
     let protocol = response.headers().get(header::UPGRADE).cloned();
@@ -107,14 +110,9 @@ pub async fn tunnel(
         .and_then(|p| p.to_str().ok())
         .filter(|p| p.split(',').any(|token| is_http(token.trim())))
     {
-        let generation = in_flight.generation();
-        return plain(
-            StatusCode::BAD_GATEWAY,
-            &format!(
-                "{} generation {} switched to {http}, which is not tunnelled: requests in it would pass the proxy's header work",
-                generation.slot, generation.id
-            ),
-        );
+        return refused(format!(
+            "switched to {http}, which is not tunnelled: requests in it would pass the proxy's header work"
+        ));
     }
     let upstream = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
