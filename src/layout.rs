@@ -7,9 +7,6 @@ use std::path::{Path, PathBuf};
 
 use crate::slot::Slot;
 
-/// The config's file name, in the root.
-pub const CONFIG_FILE: &str = "bluegreen.toml";
-
 /// Paths of one root.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -49,7 +46,7 @@ impl Layout {
     }
 
     pub fn config_file(&self) -> PathBuf {
-        self.root.join(CONFIG_FILE)
+        self.root.join("bluegreen.toml")
     }
 
     pub fn state_file(&self) -> PathBuf {

@@ -8,7 +8,6 @@
 use std::io::Write;
 
 use anyhow::Context;
-use std::path::PathBuf;
 
 use crate::cli::{Args, Command};
 use crate::config::Config;
@@ -34,15 +33,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     };
     match args.command {
         Command::Init { dir } => {
-            let dir: PathBuf = match dir.or(args.root) {
-                Some(dir) => dir,
-                None => {
-                    let here = std::env::current_dir()?;
-                    refuse_busy(&here)?;
-                    here
-                }
-            };
-            crate::init::run(&Layout::new(&dir)?, stdout)?;
+            let named = dir.or(args.root);
+            let layout = Layout::new(&named.clone().unwrap_or(std::env::current_dir()?))?;
+            if named.is_none() {
+                refuse_busy(&layout)?;
+            }
+            crate::init::run(&layout, stdout)?;
             Ok(true)
         }
         Command::Check => {
@@ -157,7 +153,7 @@ fn not_a_root(folder: &std::path::Path, named: bool) -> String {
     match folder
         .ancestors()
         .skip(1)
-        .find(|above| above.join(crate::layout::CONFIG_FILE).is_file())
+        .find(|above| Layout::new(above).is_ok_and(|root| root.config_file().is_file()))
     {
         Some(above) => format!(
             "{what}{shown} is not a bluegreen root (it has no bluegreen.toml), but is inside the root {}: --root {}",
@@ -172,10 +168,11 @@ fn not_a_root(folder: &std::path::Path, named: bool) -> String {
 /// holds files of its own (someone's working folder, by a slip), unless it is a root
 /// already (`init` repairs it). Hidden files are no sign: a new user's home has its
 /// `/etc/skel` ones.
-fn refuse_busy(here: &std::path::Path) -> anyhow::Result<()> {
-    if here.join(crate::layout::CONFIG_FILE).exists() {
+fn refuse_busy(layout: &Layout) -> anyhow::Result<()> {
+    if layout.config_file().exists() {
         return Ok(());
     }
+    let here = layout.root();
     let mut theirs: Vec<String> = std::fs::read_dir(here)
         .with_context(|| format!("cannot list {}", here.display()))?
         .filter_map(|entry| entry.ok())

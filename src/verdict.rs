@@ -29,7 +29,7 @@ pub struct Verdict {
     #[serde(default)]
     pub stopping: bool,
     /// What of `bluegreen.toml` changed since the daemon read it (see
-    /// `daemon::control`), empty when nothing did: told before the verdict.
+    /// `daemon::serve::stale_config`), empty when nothing did: told before the verdict.
     #[serde(default)]
     pub stale_config: String,
 }

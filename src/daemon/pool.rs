@@ -137,15 +137,16 @@ impl Pool {
         reuse_after_body: bool,
     ) -> Result<(Response<Incoming>, Pooled), Failure> {
         let bodiless = request.body().is_end_stream();
-        let closing = request.method() == http::Method::HEAD || !(bodiless || reuse_after_body);
+        let closing = closes(request.method(), bodiless, reuse_after_body);
         let mut sent = None;
         if closing {
             // Told so, the worker closes after its answer and never reads what it left of
-            // the body as a request of its own (an upgrade keeps its `Connection`).
-            request
-                .headers_mut()
-                .entry(http::header::CONNECTION)
-                .or_insert(http::HeaderValue::from_static("close"));
+            // the body as a request of its own. Whatever `Connection` said goes (an
+            // upgrade has no body: see `proxy::answer`).
+            request.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
         } else if !bodiless {
             // Reused only if the body was all handed over before the answer came.
             let noted = Arc::new(AtomicBool::new(false));
@@ -240,6 +241,13 @@ impl Pool {
         let idle = self.idle.lock().expect("pool lock: no panic holds it");
         idle.iter().map(|(_, list)| list.len()).sum()
     }
+}
+
+/// Whether a request goes to the worker with `Connection: close`, on a connection that is
+/// not used again: one with a body (unless `app.reuse_after_body`), or a `HEAD` (see the
+/// module's doc). Mirror copies go by it too.
+pub fn closes(method: &http::Method, bodiless: bool, reuse_after_body: bool) -> bool {
+    method == http::Method::HEAD || !(bodiless || reuse_after_body)
 }
 
 /// A request body that notes when its end has been handed to the connection (the

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::order::Order;
 use super::{Job, MIRROR_TIMEOUT};
 use crate::daemon::headers::MIRROR_MARK;
+use crate::daemon::pool;
 use crate::daemon::upstream;
 use crate::daemon::Daemon;
 
@@ -135,9 +136,10 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), Lost> {
         ));
     };
     headers.remove(http::header::CONNECTION);
-    if !body.is_empty() && !daemon.config().app.reuse_after_body {
-        // As on the data path (see `pool`): a standby that left the body unread closes
-        // instead of reading it as a request.
+    let reuse_after_body = daemon.config().app.reuse_after_body;
+    if pool::closes(&method, body.is_empty(), reuse_after_body) {
+        // As on the data path: a standby that left the body unread closes instead of
+        // reading it as a request.
         headers.insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
