@@ -14,8 +14,9 @@
 //! any `GET` whose query starts with `as-received` (for targets with another path); a
 //! write to `/items/<name>?as-received` stores that text instead of its body.
 //! `GET /echo` with an `Upgrade` header switches protocols (as a WebSocket handshake
-//! does), greets with its slot, release and version, then echoes every byte back.
-//! `POST /first-chunk` answers with the first piece of its body as soon as that arrives,
+//! does), greets with its slot, release and version, then echoes every byte back;
+//! `GET /echo?as=<protocol>` names that protocol in its `101` instead of the asked one
+//! (a worker switching to what the client did not offer). `POST /first-chunk` answers with the first piece of its body as soon as that arrives,
 //! without waiting for the rest (what shows that a proxy streams request bodies).
 //! `GET /many-headers/<n>` answers with `n` (at most 1000) `Set-Cookie` headers (a
 //! proxy's header limits). `GET /bytes/<n>` answers `n` bytes of `x` (at most 64 MiB,
@@ -269,7 +270,12 @@ impl App {
     /// `GET /echo` with `Upgrade`: switches to the asked protocol, greets, then sends
     /// back every byte it gets until the other side closes.
     fn echo(&self, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let protocol = request.headers()[header::UPGRADE].clone();
+        let named = request
+            .uri()
+            .query()
+            .and_then(|query| query.strip_prefix("as="))
+            .and_then(|protocol| HeaderValue::from_str(protocol).ok());
+        let protocol = named.unwrap_or_else(|| request.headers()[header::UPGRADE].clone());
         let greeting = format!(
             "echo from {} {} {}\n",
             self.slot, self.release, self.version

@@ -246,14 +246,17 @@ async fn answer(
     match sent {
         Ok((response, connection)) => {
             traffic.latency(slot, started.elapsed());
-            traffic.request(slot, response.status().as_u16());
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                return Ok(Box::pin(upgrade::tunnel(
+                let answer = Box::pin(upgrade::tunnel(
                     response,
                     client_upgrade,
                     (in_flight, connection, counted),
                 ))
-                .await);
+                .await;
+                // The 101, or the 502 for a switch that cannot be tunnelled: what the
+                // client got.
+                traffic.request(slot, answer.status().as_u16());
+                return Ok(answer);
             }
             let (mut parts, body) = response.into_parts();
             if let Err(reason) = strip_hop_by_hop(&mut parts.headers, Side::Worker) {
@@ -262,8 +265,10 @@ async fn answer(
                     in_flight.generation().id
                 );
                 tracing::warn!(slot = %slot, "{reason}");
+                traffic.request(slot, 502);
                 return Ok(plain(StatusCode::BAD_GATEWAY, &reason));
             }
+            traffic.request(slot, parts.status.as_u16());
             // Ours to frame: an HTTP/1.0 worker's answer keeps the client's keep-alive.
             parts.version = http::Version::HTTP_11;
             let body = Tracked {

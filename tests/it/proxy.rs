@@ -184,6 +184,29 @@ fn an_upgrade_to_http_itself_is_never_tunnelled() {
     let (mut tunnel, greeting) = echo_tunnel_offering(root.blue, "h2c, echo");
     assert!(greeting.starts_with("echo from blue "), "{greeting}");
     assert_eq!(echo(&mut tunnel, "ping\n"), "ping\n");
+    // A worker that switches to h2c anyway (`?as=h2c`) gets the client a 502, counted as
+    // the 502 the client got, not as the worker's 101.
+    let switched = raw(
+        root.blue,
+        "GET /echo?as=h2c HTTP/1.1\r\nHost: app\r\nConnection: Upgrade, close\r\nUpgrade: echo\r\n\r\n",
+    );
+    assert!(switched.starts_with("HTTP/1.1 502"), "{switched}");
+    assert!(
+        switched.contains("switched to h2c, which is not tunnelled"),
+        "{switched}"
+    );
+    let metrics = root.control("GET", "/metrics").body;
+    let counted =
+        |class: &str| format!("bluegreen_requests_total{{slot=\"blue\",class=\"{class}\"}}");
+    assert!(
+        metrics.contains(&format!("{} 1\n", counted("5xx"))),
+        "{metrics}"
+    );
+    // The one tunnel above.
+    assert!(
+        metrics.contains(&format!("{} 1\n", counted("1xx"))),
+        "{metrics}"
+    );
 }
 
 #[test]
