@@ -8,9 +8,10 @@
 //! checking and reporting the new active slot, but never moves traffic back on its own.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::switch::{self, Query};
-use super::Daemon;
+use super::{upstream, Daemon};
 use crate::slot::Slot;
 
 /// What to do after one check of the active slot.
@@ -114,16 +115,21 @@ pub async fn run(daemon: Arc<Daemon>) {
         }
         let standby = active.other();
         let handle = &daemon.slots[active.index()];
-        if handle.route.live().is_none() && handle.status().replacing {
-            // Its generation stopped on purpose, for the next (`app.overlap = false`):
-            // not failing yet; the start has its own deadline. A crashed one being
-            // restarted is failing, and counts.
+        // Its generation stopped on purpose, for the next (`app.overlap = false`): not
+        // failing yet; the start has its own deadline. A crashed one being restarted is
+        // failing, and counts.
+        let replacing = || handle.route.live().is_none() && handle.status().replacing;
+        if replacing() {
             observe_standby(&daemon, standby).await;
             continue;
         }
         // The standby is checked too, so that its health in `/status` is a fact, not the
         // absence of news; only the active slot's failures count toward a switch.
         let (result, ()) = tokio::join!(check(&daemon, active), observe_standby(&daemon, standby));
+        if result.is_err() && replacing() {
+            // Stopped for its successor while it was checked.
+            continue;
+        }
         daemon.set_health(active, result.clone());
         if result.is_err() {
             daemon.metrics.heartbeat_failure(active);
@@ -203,14 +209,40 @@ async fn observe_standby(daemon: &Daemon, standby: Slot) {
 /// One check: the slot's live generation answers `heartbeat.path` below 500 in time.
 pub async fn check(daemon: &Daemon, slot: Slot) -> Result<(), String> {
     let config = daemon.config();
-    let Some(live) = daemon.slots[slot.index()].route.live() else {
-        return Err("no live generation".into());
-    };
     let path = &config.heartbeat.path;
-    match super::upstream::probe(&daemon.client, live.port, path, config.heartbeat.timeout).await {
-        Ok(status) if status < 500 => Ok(()),
-        Ok(status) => Err(format!("GET {path} answered {status}")),
-        Err(e) => Err(format!("GET {path}: {e}")),
+    match probe_live(daemon, slot, path, config.heartbeat.timeout).await {
+        None => Err("no live generation".into()),
+        Some(Ok(status)) if status < 500 => Ok(()),
+        Some(Ok(status)) => Err(format!("GET {path} answered {status}")),
+        Some(Err(e)) => Err(format!("GET {path}: {e}")),
+    }
+}
+
+/// How many generations one probe of a slot follows before it takes the answer it has.
+const PROBE_TRIES: usize = 3;
+
+/// `GET path` on `slot`'s live generation within `timeout`: its status or why there is
+/// none; `None` when the slot has no live generation. A generation that stopped being
+/// live while it was probed (a deploy's drain stops it once its requests are done, which a
+/// probe is not among) says nothing of the slot: the one live now is probed instead.
+pub async fn probe_live(
+    daemon: &Daemon,
+    slot: Slot,
+    path: &str,
+    timeout: Duration,
+) -> Option<Result<u16, String>> {
+    let route = &daemon.slots[slot.index()].route;
+    let mut live = route.live()?;
+    let mut tries = 1;
+    loop {
+        let answer = upstream::probe(&daemon.client, live.port, path, timeout).await;
+        match route.live() {
+            Some(now) if !Arc::ptr_eq(&now, &live) && tries < PROBE_TRIES => {
+                live = now;
+                tries += 1;
+            }
+            _ => return Some(answer),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use http::StatusCode;
 use tokio::sync::watch;
 
 use super::params::{flag, params};
-use super::{migrate, Daemon};
+use super::{heartbeat, migrate, Daemon};
 use crate::config::Config;
 use crate::slot::Slot;
 use crate::state::LastSwitch;
@@ -297,14 +297,12 @@ async fn attempt(
 
 /// The target must have a live generation that answers its health path now.
 pub async fn gate(daemon: &Daemon, config: &Config, to: Slot) -> Result<(), String> {
-    let Some(live) = daemon.slots[to.index()].route.live() else {
-        return Err(format!("{to} has no live generation to switch to"));
-    };
     let path = &config.app.health_path;
-    match super::upstream::probe(&daemon.client, live.port, path, config.heartbeat.timeout).await {
-        Ok(status) if (200..400).contains(&status) => Ok(()),
-        Ok(status) => Err(format!("{to} is not healthy: GET {path} answered {status}")),
-        Err(e) => Err(format!("{to} is not healthy: GET {path}: {e}")),
+    match heartbeat::probe_live(daemon, to, path, config.heartbeat.timeout).await {
+        None => Err(format!("{to} has no live generation to switch to")),
+        Some(Ok(status)) if (200..400).contains(&status) => Ok(()),
+        Some(Ok(status)) => Err(format!("{to} is not healthy: GET {path} answered {status}")),
+        Some(Err(e)) => Err(format!("{to} is not healthy: GET {path}: {e}")),
     }
 }
 

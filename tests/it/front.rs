@@ -284,6 +284,47 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
 }
 
 #[test]
+fn a_check_of_a_generation_a_deploy_stops_is_no_failure_of_its_slot() {
+    // SLOW_MS makes every check of blue take 1 s, so one is always under way when a
+    // deploy's drain stops the old generation (a check is no request in flight, and the
+    // drain does not wait for it): the check fails, but says nothing of blue, whose new
+    // generation is live. One failure would move traffic to green.
+    let mut root = held_heartbeat();
+    root.set("heartbeat.timeout", "5s");
+    root.set("heartbeat.failures", 1);
+    root.serve();
+    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "1000")]);
+    root.push("blue").says("blue: live in ");
+    root.remove("SLOW_MS");
+    root.commit("healthy", &[("VERSION", "v2\n")]);
+    root.push("green").says("green: live in ");
+    root.set("heartbeat.interval", "100ms");
+    root.reload_config();
+    for version in ["v3", "v4"] {
+        root.commit(
+            "slow",
+            &[("VERSION", &format!("{version}\n")), ("SLOW_MS", "1000")],
+        );
+        root.push("blue").says("blue: live in ");
+        // Answered a second after the drain stopped the old generation: long after a
+        // switch its failed check would have made.
+        let answer = root.get(root.front, "/").body;
+        assert!(
+            answer.starts_with(&format!("{version} from blue")),
+            "{answer}"
+        );
+    }
+    let events = root.control("GET", "/events").body;
+    assert!(!events.contains("blue failing"), "{events}");
+    assert_eq!(root.status()["active"], "blue", "{events}");
+    let metrics = root.control("GET", "/metrics").body;
+    assert!(
+        metrics.contains("bluegreen_heartbeat_failures_total{slot=\"blue\"} 0\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
 fn automatic_switching_turned_on_again_stays_on_after_a_restart() {
     let mut root = blue_failing_soon_green_healthy();
     wait_for_failover(&root, "green", Duration::from_secs(8));
