@@ -79,16 +79,13 @@ pub fn rollback(
     let asked_at = release::current(layout, slot);
     let lock = release::lock_slot(layout, slot, out)?;
     let releases = release::list(layout, slot)?;
-    let current =
-        release::current(layout, slot).with_context(|| {
-            format!(
-                "{slot} has no current release: nothing to roll back (deploy one first: `git push {slot} {}`)",
-                config.branch
-            )
-        })?;
-    if let Some(asked_at) = asked_at.filter(|asked_at| *asked_at != current) {
+    // None when `current` is missing or not a link (a first deploy killed before its
+    // flip, a hand edit): `--to` still names where it goes.
+    let current = release::current(layout, slot);
+    if asked_at.is_some() && asked_at != current {
+        let (asked_at, now) = (asked_at.unwrap_or_default(), shown(&current));
         anyhow::bail!(
-            "{slot}'s current release changed while this waited ({asked_at} -> {current}): nothing rolled back; run it again to go back from {current}"
+            "{slot}'s current release changed while this waited ({asked_at} -> {now}): nothing rolled back; run it again to go back from {now}"
         );
     }
     let target = match to {
@@ -99,37 +96,52 @@ pub fn rollback(
             );
             id.to_string()
         }
-        // What still serves, when `current` is a push that never went live; otherwise the
-        // release before (never "back" to a newer one the daemon last ran).
-        None => serving(layout, slot)
-            .filter(|serving| {
-                *serving != current
-                    && releases.iter().any(|r| r.id == *serving)
-                    && releases.iter().any(|r| r.id == current && !r.went_live)
-            })
-            .or_else(|| release::previous(&releases, &current))
-            .with_context(|| {
-                let passed_over = releases.iter().any(|r| r.rolled_back && r.id < current);
-                let except = if passed_over {
-                    " but releases rolled back from (`--to` takes one)"
-                } else {
-                    ""
-                };
-                format!("{slot} has no release before {current} to go back to: none went live or was current{except} (see `bluegreen releases {slot}`)")
-            })?,
+        None => {
+            let current = current.as_deref().with_context(|| match releases.is_empty() {
+                true => format!(
+                    "{slot} has no current release: nothing to roll back (deploy one first: `git push {slot} {}`)",
+                    config.branch
+                ),
+                // A push of the same commit would change nothing ("Everything up-to-date").
+                false => format!(
+                    "{slot} has no current release (its `current` link is missing or not a link): name the one to go to, `bluegreen rollback {slot} --to <release>` (see `bluegreen releases {slot}`)"
+                ),
+            })?;
+            // What still serves, when `current` is a push that never went live;
+            // otherwise the release before (never "back" to a newer one the daemon last
+            // ran).
+            serving(layout, slot)
+                .filter(|serving| {
+                    serving != current
+                        && releases.iter().any(|r| r.id == *serving)
+                        && releases.iter().any(|r| r.id == current && !r.went_live)
+                })
+                .or_else(|| release::previous(&releases, current))
+                .with_context(|| {
+                    let passed_over =
+                        releases.iter().any(|r| r.rolled_back && r.id.as_str() < current);
+                    let except = if passed_over {
+                        " but releases rolled back from (`--to` takes one)"
+                    } else {
+                        ""
+                    };
+                    format!("{slot} has no release before {current} to go back to: none went live or was current{except} (see `bluegreen releases {slot}`)")
+                })?
+        }
     };
     anyhow::ensure!(
-        target != current,
+        current.as_ref() != Some(&target),
         "{target} is already {slot}'s current release"
     );
     let notes = release::flip(layout, slot, &target)?;
     // Gone back from (ids sort by age; `--to` a newer one is no going back): a later
     // rollback passes it over.
-    let rolled_back = (target < current)
-        .then(|| release::mark_rolled_back(layout, slot, &current).err())
-        .flatten();
+    let rolled_back = current
+        .as_ref()
+        .filter(|current| target < **current)
+        .and_then(|current| release::mark_rolled_back(layout, slot, current).err());
     drop(lock);
-    writeln!(out, "{slot}: current {current} -> {target}")?;
+    writeln!(out, "{slot}: current {} -> {target}", shown(&current))?;
     for note in notes
         .into_iter()
         .chain(rolled_back.map(|e| format!("{e:#}")))
@@ -137,6 +149,11 @@ pub fn rollback(
         writeln!(out, "{slot}: note: {note}")?;
     }
     verdict::reload(config, layout, slot, &target, out)
+}
+
+/// A slot's current release as the operator reads it: its id, or that there is none.
+fn shown(current: &Option<String>) -> &str {
+    current.as_deref().unwrap_or("(none)")
 }
 
 /// The release of `slot` the daemon last had live (`state.json`), if it says.

@@ -66,6 +66,23 @@ fn rollback_releases_and_pruning() {
     );
     assert_eq!(root.current("blue").unwrap(), releases[1]);
 
+    // With `current` gone (a first deploy killed before its flip, a hand edit), a plain
+    // rollback cannot tell where from and says how; `--to` puts it back.
+    fs::remove_file(root.path.join("blue/current")).unwrap();
+    fs::write(root.path.join("blue/current"), "not a link").unwrap();
+    let out = root.run(&["rollback", "blue"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: blue has no current release (its `current` link is missing or not a link): name the one to go to, `bluegreen rollback blue --to <release>` (see `bluegreen releases blue`)"
+    );
+    let text = root.run_ok(&["rollback", "blue", "--to", &releases[2]]);
+    assert!(
+        text.contains(&format!("blue: current (none) -> {}", releases[2])),
+        "{text}"
+    );
+    assert_eq!(root.current("blue").unwrap(), releases[2]);
+
     // After a rollback to the oldest kept release, pruning still keeps it and the one before.
     root.run_ok(&["rollback", "blue", "--to", &releases[0]]);
     root.commit("v6", &[("VERSION", "v6\n")]);
