@@ -244,7 +244,7 @@ fn release_push(
         }
     }
     let started = Instant::now();
-    let id = release::new_id(layout, slot, &pushed.short);
+    let id = release::new_id(layout, slot, &pushed.short)?;
     let meta = ReleaseMeta {
         id: id.clone(),
         slot,

@@ -198,7 +198,7 @@ pub fn promote(
                 release::META
             )
         })?;
-    let id = release::new_id(layout, to, source.commit_short());
+    let id = release::new_id(layout, to, source.commit_short())?;
     let meta = ReleaseMeta {
         id: id.clone(),
         slot: to,

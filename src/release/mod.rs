@@ -92,10 +92,14 @@ impl ReleaseMeta {
 /// sorting after every release the slot has: a clock that stepped back (a restored VM,
 /// NTP correcting a bad clock at boot) gets the newest release's time plus a millisecond
 /// instead, since the order of ids is what `previous` and pruning go by.
-pub fn new_id(layout: &Layout, slot: Slot, short: &str) -> String {
+pub fn new_id(layout: &Layout, slot: Slot, short: &str) -> anyhow::Result<String> {
     let mut time = SystemTime::now();
-    if let Some(newest) = newest_time(layout, slot) {
+    if let Some((newest, name)) = newest_time(layout, slot) {
         time = time.max(newest + Duration::from_millis(1));
+        anyhow::ensure!(
+            time <= SystemTime::UNIX_EPOCH + LAST_TIME,
+            "{slot}'s newest release `{name}` is dated 9999-12-31T23:59:59.999Z, the last time an id can have: a new one cannot sort after it; rename or remove that folder"
+        );
     }
     let now = humantime::format_rfc3339_millis(time).to_string();
     let stamp: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
@@ -106,11 +110,15 @@ pub fn new_id(layout: &Layout, slot: Slot, short: &str) -> String {
         id = format!("{base}-{n}");
         n += 1;
     }
-    id
+    Ok(id)
 }
 
-/// The time in the id of the slot's newest release (`20261122T201300.123Z-...`).
-fn newest_time(layout: &Layout, slot: Slot) -> Option<SystemTime> {
+/// The last time an id can hold (9999-12-31T23:59:59.999Z): its year has four digits.
+const LAST_TIME: Duration = Duration::from_millis(253_402_300_799_999);
+
+/// The time in the id of the slot's newest release (`20261122T201300.123Z-...`), and its
+/// name.
+fn newest_time(layout: &Layout, slot: Slot) -> Option<(SystemTime, String)> {
     let newest = fs::read_dir(layout.releases_dir(slot))
         .ok()?
         .flatten()
@@ -127,7 +135,8 @@ fn newest_time(layout: &Layout, slot: Slot) -> Option<SystemTime> {
         s.get(11..13)?,
         s.get(13..)?
     );
-    humantime::parse_rfc3339(&rfc3339).ok()
+    let time = humantime::parse_rfc3339(&rfc3339).ok()?;
+    Some((time, newest))
 }
 
 /// Materialises `meta.id` in `slot` from the finished build `meta.build_key`. The caller

@@ -786,6 +786,14 @@ fn a_release_made_after_the_clock_stepped_back_still_sorts_last() {
     // Back goes to v1, the release that was current before.
     root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), ahead);
+
+    // A release at the last time an id can have: nothing sorts after it, and a push
+    // says which folder is in the way (it panicked formatting the year 10000).
+    fs::create_dir(releases.join("99991231T235959.999Z-0000000")).unwrap();
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue's newest release `99991231T235959.999Z-0000000` is dated 9999-12-31T23:59:59.999Z, the last time an id can have: a new one cannot sort after it; rename or remove that folder")
+        .never_says("bug");
+    assert_eq!(root.current("blue").unwrap(), ahead);
 }
 
 #[test]
