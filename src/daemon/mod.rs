@@ -233,7 +233,7 @@ impl Daemon {
         // turning automatic switching off, never before (which would undo theirs).
         match by_heartbeat {
             Some(false) => {
-                self.rearm();
+                self.rearm(true);
             }
             Some(true) => self
                 .heartbeat
@@ -245,16 +245,21 @@ impl Daemon {
         Ok(true)
     }
 
-    /// An operator switched (or asked for the slot already active): the heartbeat may
-    /// switch on its own again. Returns whether it was off.
-    pub fn rearm(&self) -> bool {
+    /// An operator switched (`moved`) or asked for the slot already active: the heartbeat
+    /// may switch on its own again. The failing streak starts anew when traffic moved or
+    /// automatic switching was off; otherwise it stands, so that a script asking again
+    /// and again for the active slot does not hold a failover off. Returns whether it was
+    /// off.
+    pub fn rearm(&self, moved: bool) -> bool {
         let mut heartbeat = self
             .heartbeat
             .lock()
             .expect("heartbeat lock: no panic holds it");
         let was_off = !heartbeat.armed;
         heartbeat.armed = true;
-        heartbeat.failures = 0;
+        if moved || was_off {
+            heartbeat.failures = 0;
+        }
         was_off
     }
 
@@ -262,7 +267,7 @@ impl Daemon {
     /// kept in `state.json`, so that a restarted daemon switches on its own too. Returns
     /// whether it was off.
     pub fn rearm_kept(&self) -> bool {
-        if !self.rearm() {
+        if !self.rearm(false) {
             return false;
         }
         let mut state = self.state.lock().expect("state lock: no panic holds it");

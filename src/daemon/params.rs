@@ -42,6 +42,15 @@ pub fn params(query: &str, known: &[&str]) -> Result<Vec<(String, String)>, Stri
     Ok(pairs)
 }
 
+/// Whether `key` is in the query alone, without `=` (`?force`), which [`params`] gives as
+/// `key=` (`?force=`, what `force=$FORCE` with `FORCE` unset sends, is not the same ask).
+pub fn alone(query: &str, key: &str) -> bool {
+    query.split('&').any(|segment| {
+        !segment.contains('=')
+            && form_urlencoded::parse(segment.as_bytes()).any(|(name, _)| name == key)
+    })
+}
+
 /// A yes/no query parameter `name=value`, as `force` and `enabled` take it.
 pub fn flag(name: &str, value: &str) -> Result<bool, String> {
     match value {
@@ -56,6 +65,14 @@ pub fn flag(name: &str, value: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_alone_is_told_from_an_empty_value() {
+        assert!(alone("to=blue&force", "force"));
+        assert!(alone("f%6Frce", "force"));
+        assert!(!alone("to=blue&force=", "force"));
+        assert!(!alone("to=blue", "force"));
+    }
 
     #[test]
     fn values_and_names_are_percent_decoded() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tokio::sync::watch;
 
-use super::params::{flag, params};
+use super::params::{alone, flag, params};
 use super::{heartbeat, migrate, Daemon};
 use crate::config::Config;
 use crate::slot::Slot;
@@ -40,8 +40,12 @@ impl Query {
         for (key, value) in params(query, &["to", "force"])? {
             match key.as_str() {
                 "to" => parsed.to = Some(value.parse().map_err(|e| format!("{e:#}"))?),
-                // `?force` alone forces.
-                _ => parsed.force = value.is_empty() || flag(&key, &value)?,
+                // `?force` alone forces; `?force=` is refused as any value but a yes or
+                // a no (a gate skipped for an unset variable would fail open).
+                _ => {
+                    parsed.force =
+                        (value.is_empty() && alone(query, "force")) || flag(&key, &value)?
+                }
             }
         }
         Ok(parsed)
@@ -322,6 +326,11 @@ mod tests {
         );
         assert!(Query::parse("bogus=1").is_err());
         assert!(!Query::parse("force=no").unwrap().force);
+        assert!(Query::parse("to=blue&force").unwrap().force);
+        assert_eq!(
+            Query::parse("to=blue&force=").unwrap_err(),
+            "force=``: use force=1 (or true, yes) or force=0 (false, no)"
+        );
         assert_eq!(
             Query::parse("to=blue&force=maybe").unwrap_err(),
             "force=`maybe`: use force=1 (or true, yes) or force=0 (false, no)"

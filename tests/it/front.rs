@@ -325,6 +325,27 @@ fn a_check_of_a_generation_a_deploy_stops_is_no_failure_of_its_slot() {
 }
 
 #[test]
+fn asking_again_and_again_for_the_active_slot_does_not_hold_a_failover_off() {
+    // A script making sure blue is active, more often than the heartbeat's failures
+    // add up: each ask changes nothing, so the failing streak stands.
+    let root = blue_failing_soon_green_healthy();
+    wait_for(
+        Duration::from_secs(10),
+        "the heartbeat to switch to green",
+        || {
+            let asked = root.control("POST", "/switch?to=blue");
+            assert!(
+                asked.body.contains("\"changed\":false") || asked.status == 409,
+                "{asked:?}"
+            );
+            (root.status()["active"] == "green").then_some(())
+        },
+    );
+    let events = root.control("GET", "/events").body;
+    assert!(events.contains("traffic moved to green"), "{events}");
+}
+
+#[test]
 fn automatic_switching_turned_on_again_stays_on_after_a_restart() {
     let mut root = blue_failing_soon_green_healthy();
     wait_for_failover(&root, "green", Duration::from_secs(8));
