@@ -153,6 +153,10 @@ pub fn switch(
             Err(e @ ClientError::NoAnswer { .. }) => anyhow::bail!(
                 "{e}: the switch may still be under way; `bluegreen status` shows the active slot"
             ),
+            // Asked, and the connection broke (a daemon killed meanwhile): either way.
+            Err(e @ ClientError::Failed { .. }) => anyhow::bail!(
+                "{e}: the switch may or may not have happened; `bluegreen status` shows the active slot"
+            ),
             reply => reply?,
         };
     if !reply.ok() {

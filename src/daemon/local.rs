@@ -76,7 +76,7 @@ pub fn from_this_host(hints: &Hints) -> Result<(), String> {
     }
     if hints.speculative {
         return Err(
-            "a browser fetched it ahead of time, before anyone asked (it has Sec-Purpose)".into(),
+            "a browser fetched it ahead of time, before anyone asked (it has Sec-Purpose or Purpose)".into(),
         );
     }
     if let Some(host) = hints.host {

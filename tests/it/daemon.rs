@@ -1779,6 +1779,41 @@ fn a_front_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
 }
 
 #[test]
+fn a_switch_whose_daemon_is_killed_says_it_may_or_may_not_have_happened() {
+    // A SIGKILL leaves no time to tell: the caller reads the cut connection, and is told
+    // where to look rather than `Network Error: Unexpected EOF` alone.
+    let started = tempfile::tempdir().unwrap();
+    let flag = started.path().join("migrating");
+    let mut root = blue_live_with(&[(
+        "switch.migrate",
+        format!("sh -c 'touch {}; sleep 30'", flag.display()).into(),
+    )]);
+    root.push("green").says("green: live in ");
+    let stderr = std::thread::scope(|s| {
+        let switched = s.spawn(|| root.run(&["switch", "green"]));
+        wait_for(Duration::from_secs(10), "the migration to run", || {
+            flag.exists().then_some(())
+        });
+        root.signal(Signal::SIGKILL);
+        let out = switched.join().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    });
+    assert!(stderr.starts_with("error: control API at "), "{stderr}");
+    assert!(
+        stderr.ends_with(
+            ": the switch may or may not have happened; `bluegreen status` shows the active slot"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    root.wait_serve(Duration::from_secs(5));
+    // The next daemon stops the killed one's migration, and blue stayed active.
+    root.serve();
+    assert_eq!(root.status()["active"], "blue");
+}
+
+#[test]
 fn a_push_after_the_config_changed_without_a_sighup_says_the_daemon_runs_the_old_one() {
     // The new command is not what starts: the pusher is told so, and how to apply it.
     let root = blue_live();
