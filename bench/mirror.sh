@@ -10,7 +10,11 @@
 # ROUNDS times (default 2), the two rows taking turns. After each row, once no copy is left
 # queued, the items with that row's key prefix are counted on blue's and green's workers:
 # what the active took, and what reached the standby.
-# Usage: bench/mirror.sh   (env: BLUEGREEN_BIN, DURATION=15s, ROUNDS=2, CLIENTS=32, KEEP_TMP=1)
+# Then the memory large writes leave behind: BURST (default 40) writes of 9 MB at once, three
+# times, through each proxy (the same keys each time), and the RSS of bluegreen's daemon and
+# of nginx's workers before, at the peak (VmHWM) and once the copies are out. BURST=0 skips it.
+# Usage: bench/mirror.sh   (env: BLUEGREEN_BIN, DURATION=15s, ROUNDS=2, CLIENTS=32, BURST=40,
+# KEEP_TMP=1)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
@@ -20,6 +24,7 @@ bg_bin
 DURATION="${DURATION:-15s}"
 ROUNDS="${ROUNDS:-2}"
 CLIENTS="${CLIENTS:-32}"
+BURST="${BURST:-40}"
 mktmp WORK
 mkdir -p "$WORK/tmp"
 
@@ -46,6 +51,7 @@ http {
     access_log off;
     $(nginx_temp_paths "$WORK/tmp")
     keepalive_requests 1000000;
+    client_max_body_size 16m;
     upstream active { server 127.0.0.1:$BLUE_GEN; keepalive 64; }
     upstream standby { server 127.0.0.1:$GREEN_GEN; keepalive 64; }
     server {
@@ -67,6 +73,7 @@ http {
 }
 EOF
 spawn nginx -e "$WORK/proxy.err" -c "$WORK/proxy.conf" -g 'daemon off;'
+PROXY_MASTER=$LAST_PID
 wait_http "http://127.0.0.1:$PX_PORT/" 5
 
 # Each request a new key: <prefix><thread>-<n>.
@@ -146,3 +153,50 @@ for name in bluegreen nginx; do
 done
 echo
 echo "bluegreen's copies dropped as queue_full over the run: $QUEUE_FULL"
+
+((BURST > 0)) || exit 0
+# kib PID...: VmRSS (or with HWM, VmHWM) summed over these processes.
+kib() {
+    local field="$1" total=0 p
+    shift
+    for p in "$@"; do total=$((total + $(awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status"))); done
+    echo "$total"
+}
+NGX_WORKERS=$(pgrep -P "$PROXY_MASTER" | tr '\n' ' ')
+head -c 9000000 /dev/urandom >"$WORK/big"
+burst() { # PORT: BURST writes of 9 MB at once
+    local pids=() i
+    for i in $(seq "$BURST"); do
+        curl -s -o /dev/null -X PUT --data-binary @"$WORK/big" "http://127.0.0.1:$1/items/big-$i" &
+        pids+=($!)
+    done
+    wait "${pids[@]}" || true
+}
+out() { # once no copy is queued or out, and 2 s more for the last to be freed
+    for _ in $(seq 120); do
+        [[ "$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["mirroring"]["queued"])')" == 0 ]] && break
+        sleep 0.5
+    done
+    sleep 2
+}
+# shellcheck disable=SC2086 # the workers' pids, one word each
+BG_BEFORE=$(kib VmRSS "$SERVE_PID"); NGX_BEFORE=$(kib VmRSS $NGX_WORKERS)
+BG_AFTER=(); NGX_AFTER=()
+for b in 1 2 3; do
+    burst "$FRONT"; out
+    BG_AFTER+=("$(kib VmRSS "$SERVE_PID")")
+    burst "$PX_PORT"; out
+    # shellcheck disable=SC2086
+    NGX_AFTER+=("$(kib VmRSS $NGX_WORKERS)")
+    echo "burst $b: bluegreen ${BG_AFTER[-1]} KiB, nginx's workers ${NGX_AFTER[-1]} KiB after" >&2
+done
+echo
+echo "### $BURST writes of 9 MB at once, three times per proxy (mirroring on): RSS in KiB"
+echo
+echo "| proxy | before | peak (VmHWM) | after burst 1 | after burst 2 | after burst 3 |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+echo "| bluegreen serve | $BG_BEFORE | $(kib VmHWM "$SERVE_PID") | ${BG_AFTER[0]} | ${BG_AFTER[1]} | ${BG_AFTER[2]} |"
+# shellcheck disable=SC2086
+echo "| nginx workers (2) | $NGX_BEFORE | $(kib VmHWM $NGX_WORKERS) | ${NGX_AFTER[0]} | ${NGX_AFTER[1]} | ${NGX_AFTER[2]} |"
+echo
+echo "bluegreen's copies of these: $(status | python3 -c 'import json,sys; c=json.load(sys.stdin)["mirroring"]["counters"]; print(", ".join(f"{k} {v}" for k, v in c.items() if v))')"

@@ -19,6 +19,7 @@ mod hints;
 mod holder;
 mod idle;
 mod local;
+mod memory;
 mod metrics;
 mod migrate;
 mod mirror;

@@ -46,6 +46,7 @@ fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
 
 /// Runs the daemon for `layout` until SIGTERM or SIGINT.
 pub fn serve(layout: Layout) -> anyhow::Result<bool> {
+    super::memory::configure();
     let config = Config::load(&layout.config_file())?;
     let token = read_token(&config)?;
     // A second daemon would take the first one's workers for orphans and stop them.
