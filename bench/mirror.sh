@@ -35,6 +35,10 @@ git -C "$WORK/app" push -q blue main 2>"$WORK/push.log"
 git -C "$WORK/app" push -q green main 2>>"$WORK/push.log"
 start_serve "$ROOT" "$WORK/serve.log"
 wait_http "http://127.0.0.1:$FRONT/" 20
+wait_http "http://127.0.0.1:$BLUE_PORT/" 20
+wait_http "http://127.0.0.1:$GREEN_PORT/" 20
+# Both slots start together: whichever went live first is active. The rows want blue.
+"$BG" switch blue --root "$ROOT" >/dev/null
 "$BG" mirroring on --root "$ROOT" >/dev/null
 status() { curl -fsS "http://127.0.0.1:$CONTROL/status"; }
 live_port() { status | python3 -c 'import json,sys; print(json.load(sys.stdin)["slots"][sys.argv[1]]["live"]["port"])' "$1"; }
