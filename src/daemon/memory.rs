@@ -23,7 +23,9 @@ pub fn configure() {
         if libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) != 1
             || libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD) != 1
         {
-            tracing::debug!("mallopt refused the allocator settings: freed memory may stay with the daemon");
+            tracing::debug!(
+                "mallopt refused the allocator settings: freed memory may stay with the daemon"
+            );
         }
     }
 }

@@ -1722,15 +1722,12 @@ fn a_drain_timeout_raised_by_sighup_lets_a_slow_request_finish_at_the_stop() {
     assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
 }
 
-/// A switch whose `switch.migrate` still runs when the daemon is told to stop goes no
-/// further, and its caller reads why: it read the connection's EOF ('Network Error:
-/// Unexpected EOF'), and could not tell whether the switch happened. The migration goes
-/// with the daemon, and the next one keeps blue active. `ask` switches to green and
-/// returns what its caller read.
-fn a_switch_cut_by_the_stop(ask: impl FnOnce(&Root) -> String + Send) -> String {
+/// Blue live and active, green live, and `ask` switching to green: once the switch's
+/// `switch.migrate` runs, the daemon gets `signal`. The root, and what `ask` returned.
+fn a_switch_cut_by(signal: Signal, ask: impl FnOnce(&Root) -> String + Send) -> (Root, String) {
     let started = tempfile::tempdir().unwrap();
     let flag = started.path().join("migrating");
-    let mut root = blue_live_with(&[(
+    let root = blue_live_with(&[(
         "switch.migrate",
         format!("sh -c 'touch {}; sleep 30'", flag.display()).into(),
     )]);
@@ -1740,9 +1737,19 @@ fn a_switch_cut_by_the_stop(ask: impl FnOnce(&Root) -> String + Send) -> String 
         wait_for(Duration::from_secs(10), "the migration to run", || {
             flag.exists().then_some(())
         });
-        root.signal(Signal::SIGTERM);
+        root.signal(signal);
         switched.join().unwrap()
     });
+    (root, read)
+}
+
+/// A switch whose `switch.migrate` still runs when the daemon is told to stop goes no
+/// further, and its caller reads why: it read the connection's EOF ('Network Error:
+/// Unexpected EOF'), and could not tell whether the switch happened. The migration goes
+/// with the daemon, and the next one keeps blue active. `ask` switches to green and
+/// returns what its caller read.
+fn a_switch_cut_by_the_stop(ask: impl FnOnce(&Root) -> String + Send) -> String {
+    let (mut root, read) = a_switch_cut_by(Signal::SIGTERM, ask);
     assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
     assert_eq!(root.processes(), Vec::<u32>::new(), "the migration is gone");
     root.serve();
@@ -1782,20 +1789,8 @@ fn a_front_switch_migrating_when_the_daemon_stops_is_told_it_did_not_switch() {
 fn a_switch_whose_daemon_is_killed_says_it_may_or_may_not_have_happened() {
     // A SIGKILL leaves no time to tell: the caller reads the cut connection, and is told
     // where to look rather than `Network Error: Unexpected EOF` alone.
-    let started = tempfile::tempdir().unwrap();
-    let flag = started.path().join("migrating");
-    let mut root = blue_live_with(&[(
-        "switch.migrate",
-        format!("sh -c 'touch {}; sleep 30'", flag.display()).into(),
-    )]);
-    root.push("green").says("green: live in ");
-    let stderr = std::thread::scope(|s| {
-        let switched = s.spawn(|| root.run(&["switch", "green"]));
-        wait_for(Duration::from_secs(10), "the migration to run", || {
-            flag.exists().then_some(())
-        });
-        root.signal(Signal::SIGKILL);
-        let out = switched.join().unwrap();
+    let (mut root, stderr) = a_switch_cut_by(Signal::SIGKILL, |root| {
+        let out = root.run(&["switch", "green"]);
         assert_eq!(out.status.code(), Some(1));
         String::from_utf8_lossy(&out.stderr).trim().to_string()
     });
