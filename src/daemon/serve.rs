@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use tokio::sync::{mpsc, oneshot, watch as tokio_watch};
 
 use super::{
@@ -47,6 +49,10 @@ fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
 /// Runs the daemon for `layout` until SIGTERM or SIGINT.
 pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     super::memory::configure();
+    // From the start: a SIGTERM while a killed daemon's orphans are being stopped (up to
+    // stop_timeout) ended this one with them half stopped, and a SIGHUP (a reload) ended
+    // it too. Kept until `run` reads them: a stop then stops, a reload reloads.
+    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot handle signals")?;
     let config = Config::load(&layout.config_file())?;
     let token = read_token(&config)?;
     // A second daemon would take the first one's workers for orphans and stop them.
@@ -94,7 +100,7 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         .build()
         .context("cannot start the async runtime")?;
     let stop_timeout = config.app.stop_timeout;
-    let result = runtime.block_on(run(layout.clone(), config, token, state, bound));
+    let result = runtime.block_on(run(layout.clone(), config, token, state, bound, signals));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // Every generation's group is gone; a process one of them moved out of its group
     // (setsid) still carries the worker marker, and goes now.
@@ -113,6 +119,7 @@ async fn run(
     token: Option<String>,
     state: State,
     bound: sockets::Bound,
+    mut signal_iter: Signals,
 ) -> anyhow::Result<bool> {
     let (mirror, mirror_rx) = mirror::Mirror::new(config.mirror.queue);
     let generations = state.generation;
@@ -189,11 +196,6 @@ async fn run(
         });
     }
     let (signal_tx, mut signals) = mpsc::unbounded_channel();
-    let mut signal_iter = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ])?;
     std::thread::spawn(move || {
         for signal in signal_iter.forever() {
             if signal_tx.send(signal).is_err() {
@@ -264,7 +266,7 @@ async fn run(
     // would otherwise wait up to ready_timeout before the drain even starts).
     let stop_early = async {
         while let Some(signal) = signals.recv().await {
-            if signal != signal_hook::consts::SIGHUP {
+            if signal != SIGHUP {
                 return;
             }
             reload_config(&daemon);
@@ -279,7 +281,7 @@ async fn run(
         let heartbeat = tokio::spawn(heartbeat::run(daemon.clone()));
         systemd::ready();
         while let Some(signal) = signals.recv().await {
-            if signal == signal_hook::consts::SIGHUP {
+            if signal == SIGHUP {
                 systemd::reloading();
                 reload_config(&daemon);
                 systemd::ready();

@@ -723,6 +723,36 @@ fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
 }
 
 #[test]
+fn signals_while_a_killed_daemons_workers_are_stopped_wait_for_it() {
+    // The next daemon stops the killed one's stubborn worker first (SIGKILL after
+    // stop_timeout). A SIGHUP or SIGTERM meanwhile ended it with the worker left on; now
+    // the reload and the stop come once the worker is gone.
+    let mut root = blue_live_with(&[("app.stop_timeout", "2s".into())]);
+    root.commit("stubborn", &[("VERSION", "v2\n"), ("IGNORE_TERM", "")]);
+    root.push("blue").says("blue: live in ");
+    let orphan = root.live_pid("blue");
+    root.signal(Signal::SIGKILL);
+    root.wait_serve(Duration::from_secs(5));
+    root.serve_starting();
+    root.wait_log("stopping a worker left by a previous daemon");
+    root.signal(Signal::SIGHUP);
+    root.signal(Signal::SIGTERM);
+    assert_eq!(
+        root.wait_serve(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        root.log()
+    );
+    // Killed by the stop; gone once its new parent (init) has reaped it.
+    wait_for(
+        Duration::from_secs(5),
+        "the killed daemon's worker to go",
+        || group_gone(orphan).then_some(()),
+    );
+    root.wait_log("config reloaded from");
+}
+
+#[test]
 fn a_daemon_on_a_copy_of_a_live_root_leaves_the_originals_workers_alone() {
     // `cp -a` of a live root, to make a second one: its register of workers came along,
     // and the copy's first `serve` stopped the original's live worker as its own orphan.

@@ -371,7 +371,33 @@ impl Root {
         command
     }
 
+    /// `serve`, without waiting for its control API: a daemon still starting.
+    pub fn serve_starting(&mut self) -> &mut Root {
+        self.start(&[], Launch::Plain, true)
+    }
+
     fn spawn(&mut self, env: &[(&str, &str)], launch: Launch, read_log: bool) -> &mut Root {
+        self.start(env, launch, read_log);
+        let control = self.control;
+        let up = poll_until(Duration::from_secs(30), || {
+            if let Some(status) = self
+                .serve
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "the daemon exited ({status}) before its control API answered:\n{}",
+                    self.log()
+                );
+            }
+            http("GET", &format!("http://127.0.0.1:{control}/status"), None).ok()
+        });
+        assert!(up.is_some(), "no control API within 30s:\n{}", self.log());
+        self
+    }
+
+    /// Starts the daemon as `launch` says, its log read into `log` when `read_log`.
+    fn start(&mut self, env: &[(&str, &str)], launch: Launch, read_log: bool) -> &mut Root {
         assert!(self.serve.is_none(), "already serving");
         let mut child = self
             .serve_command(env, launch)
@@ -388,21 +414,6 @@ impl Root {
             });
         }
         self.serve = Some(child);
-        let control = self.control;
-        let up = poll_until(Duration::from_secs(30), || {
-            if let Some(status) = self
-                .serve
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "the daemon exited ({status}) before its control API answered:\n{}",
-                    self.log()
-                );
-            }
-            http("GET", &format!("http://127.0.0.1:{control}/status"), None).ok()
-        });
-        assert!(up.is_some(), "no control API within 30s:\n{}", self.log());
         self
     }
 
