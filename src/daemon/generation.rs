@@ -28,6 +28,11 @@ use crate::config::Config;
 use crate::layout::Layout;
 use crate::slot::Slot;
 
+/// How long a crash or failed start waits for the last output of its process: what the
+/// pipes held when it exited is read within it; a helper holding the pipes open does not
+/// hold the crash report (and the restart) up.
+const FLUSH_WAIT: Duration = Duration::from_millis(250);
+
 pub struct Generation {
     pub id: u64,
     pub slot: Slot,
@@ -332,7 +337,10 @@ impl Generation {
         tracing::info!(slot = %self.slot, generation = self.id, pid = self.pid, "stopped");
     }
 
-    /// Waits (briefly) until the output of an exited process has been read in full.
+    /// Waits (briefly, [`FLUSH_WAIT`] for both) until the output of an exited process has
+    /// been read in full. A copier ends only when every process holding the pipe has
+    /// closed it, which a helper the worker started may never do: the wait is for what
+    /// the pipe already holds, which the copiers read at once.
     pub async fn flush_output(&self) {
         let copiers = std::mem::take(
             &mut *self
@@ -340,8 +348,9 @@ impl Generation {
                 .lock()
                 .expect("copiers lock: no panic holds it"),
         );
+        let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
         for copier in copiers {
-            let _ = tokio::time::timeout(Duration::from_millis(500), copier).await;
+            let _ = tokio::time::timeout_at(deadline, copier).await;
         }
     }
 
