@@ -269,7 +269,7 @@ async fn run(
             if signal != SIGHUP {
                 return;
             }
-            reload_config(&daemon);
+            let _ = reload_config(&daemon);
         }
     };
     let stopped_early = tokio::select! {
@@ -283,8 +283,8 @@ async fn run(
         while let Some(signal) = signals.recv().await {
             if signal == SIGHUP {
                 systemd::reloading();
-                reload_config(&daemon);
-                systemd::ready();
+                // `systemctl status` shows it: a refused reload ends as READY=1 too.
+                systemd::reloaded(&reload_config(&daemon));
                 continue;
             }
             break;
@@ -384,16 +384,15 @@ fn no_release(slot: Slot, branch: &str) -> String {
     format!("{slot} has no release yet: git push {slot} {branch}")
 }
 
-/// SIGHUP: take a valid new config, refuse a bad one and keep the running one.
-fn reload_config(daemon: &Daemon) {
+/// SIGHUP: take a valid new config, refuse a bad one and keep the running one. Returns
+/// what happened, as the event says it.
+fn reload_config(daemon: &Daemon) -> String {
     let path = daemon.layout.config_file();
     let loaded = Config::load(&path).and_then(|config| Ok((read_token(&config)?, config)));
-    match loaded {
+    let (refused, message) = match loaded {
         Err(e) => {
             daemon.config_refused.store(true, Ordering::Relaxed);
-            daemon.events.record(
-                "config",
-                None,
+            (
                 true,
                 format!("config reload refused, keeping the running config: {e:#}"),
             )
@@ -420,14 +419,16 @@ fn reload_config(daemon: &Daemon) {
                 let verb = if moved.len() == 1 { "takes" } else { "take" };
                 format!(" ({} {verb} effect on restart)", moved.join(", "))
             };
-            daemon.events.record(
-                "config",
-                None,
+            (
                 false,
                 format!("config reloaded from {}{note}", path.display()),
-            );
+            )
         }
-    }
+    };
+    daemon
+        .events
+        .record("config", None, refused, message.clone());
+    message
 }
 
 /// The keys that a SIGHUP does not apply, changed from `old` to `new`: what is bound (and

@@ -11,6 +11,11 @@ pub fn ready() {
     let _ = sd_notify::notify(false, &[NotifyState::Ready]);
 }
 
+/// A reload is over (READY=1), and how it went, for `systemctl status` (STATUS=).
+pub fn reloaded(status: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
 pub fn reloading() {
     let now = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
     let _ = sd_notify::notify(false, &[NotifyState::Reloading, now]);

@@ -22,7 +22,21 @@ fn sd_notify_messages_arrive_in_order() {
         reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
         "{reloading}"
     );
-    assert_eq!(next(), "READY=1\n");
+    let reloaded = next();
+    assert!(
+        reloaded.starts_with("READY=1\nSTATUS=config reloaded from "),
+        "{reloaded}"
+    );
+    // A refused reload ends as READY=1 too (the daemon runs on): its status says so.
+    root.set("app.ready_timeout", "soon");
+    root.signal(Signal::SIGHUP);
+    assert!(next().starts_with("RELOADING=1\n"));
+    let refused = next();
+    assert!(
+        refused.starts_with("READY=1\nSTATUS=config reload refused, keeping the running config: ")
+            && refused.contains("app.ready_timeout"),
+        "{refused}"
+    );
     root.signal(Signal::SIGTERM);
     assert_eq!(next(), "STOPPING=1\n");
     assert!(next().starts_with("EXTEND_TIMEOUT_USEC="));
