@@ -9,10 +9,10 @@
 //! `IDLE_TIMEOUT` is not reused, so the worker's own keep-alive timeout never closes one
 //! under a request; the pool keeps at most `MAX_IDLE` per port.
 //!
-//! A connection that carried a request body, or answered a `HEAD`, is not reused. A
-//! worker that answers without reading the body (an upload refused early, a toy server)
-//! reads it as its next request, and one that writes a body after a `HEAD` answer has it
-//! read as the next answer: either way each answer after it on the connection would go
+//! A connection that carried a request body, or answered a `HEAD`, a 204 or a 304, is not
+//! reused. A worker that answers without reading the body (an upload refused early, a toy
+//! server) reads it as its next request, and one that writes a body after an answer that
+//! has none (a `HEAD`'s, a 204, a 304) in a write of its own has it read as the next answer: either way each answer after it on the connection would go
 //! to the client of the request after its own, for as long as the connection stayed
 //! busy, and no check on our side can tell, as the worker's bytes may come at any time.
 //! Such a request goes with `Connection: close`, so the worker closes after its answer
@@ -167,9 +167,17 @@ impl Pool {
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
+                    // A 204 or 304 has no body: one a worker writes anyway, after the
+                    // head, would be read as the next request's answer.
+                    let bodiless_answer = matches!(
+                        response.status(),
+                        http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+                    );
                     let pooled = Pooled {
                         sender: Some(sender),
-                        reuse: !closing && sent.is_none_or(|sent| sent.load(Ordering::Relaxed)),
+                        reuse: !closing
+                            && !bodiless_answer
+                            && sent.is_none_or(|sent| sent.load(Ordering::Relaxed)),
                         port,
                         pool: self.clone(),
                     };
@@ -525,9 +533,10 @@ mod tests {
     }
 
     /// A worker that reads request heads and nothing else (a body is taken for the next
-    /// request), and answers each 50 ms later with its request line, noted in `answered`;
-    /// with `late_body`, it writes the body another 50 ms after the head, a `HEAD`
-    /// answer's too. After a request saying `Connection: close` it closes.
+    /// request), and answers each 50 ms later with its request line, noted in `answered`
+    /// (`/204` and `/304` with that status); with `late_body`, it writes the body another
+    /// 50 ms after the head, a `HEAD`, 204 or 304 answer's too. After a request saying
+    /// `Connection: close` it closes.
     async fn careless_server(
         late_body: bool,
         accepted: Arc<AtomicUsize>,
@@ -549,8 +558,13 @@ mod tests {
                             seen.drain(..end + 4);
                             let line = head.lines().next().unwrap_or_default().to_string();
                             tokio::time::sleep(Duration::from_millis(50)).await;
+                            let status = match line.split(' ').nth(1) {
+                                Some("/204") => "204 No Content",
+                                Some("/304") => "304 Not Modified",
+                                _ => "200 OK",
+                            };
                             let answer = format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                                "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n",
                                 line.len()
                             );
                             let _ = stream.write_all(answer.as_bytes()).await;
@@ -635,6 +649,27 @@ mod tests {
         let answer = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(answer, "GET /next HTTP/1.1", "the HEAD answer's body");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_answered_204_or_304_is_not_reused() {
+        // Neither has a body: one the worker writes after the head anyway would be read
+        // as the answer to the connection's next request.
+        for path in ["/204", "/304"] {
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let port = careless_server(true, accepted.clone(), Arc::default()).await;
+            let pool = Arc::new(Pool::default());
+            let request = Request::get(path).body(empty()).unwrap();
+            let (response, pooled) = pool.send(port, request, false).await.unwrap();
+            assert_eq!(&response.status().as_str(), &&path[1..]);
+            drop(response);
+            drop(pooled);
+            let next = Request::get("/next").body(empty()).unwrap();
+            let (response, _pooled) = pool.send(port, next, false).await.unwrap();
+            let answer = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(answer, "GET /next HTTP/1.1", "{path}: the late body");
+            assert_eq!(accepted.load(Ordering::SeqCst), 2, "{path}");
+        }
     }
 
     #[tokio::test]
