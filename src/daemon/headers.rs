@@ -133,6 +133,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, side: Side) -> Result<(), Strin
 /// `strip_hop_by_hop`, in one pass over the names, which also notes the
 /// `X-Forwarded-*` headers (so that `forward_headers` needs no lookup to know).
 fn strip(headers: &mut HeaderMap, side: Side) -> Result<Forwarded, String> {
+    plain_length(headers);
     let mut present = [false; HOPS];
     let mut any = false;
     let mut forwarded = Forwarded::default();
@@ -206,6 +207,32 @@ fn strip(headers: &mut HeaderMap, side: Side) -> Result<Forwarded, String> {
 /// or several) and sets `X-Forwarded-Proto` and `-Host`, unless a local client (a TLS
 /// terminator on this host) set them: it knows the scheme and host the user saw. A
 /// request with no `Host` (HTTP/1.0) gets no `X-Forwarded-Host` from anyone else.
+/// A `Content-Length` passed on as one plain number. hyper takes a list of equal values
+/// (`5, 5`) and leading zeros (`005`), as RFC 9110 §8.6 lets a recipient, and frames the
+/// body by them, but the header went on as written: Node's client refuses `5, 5`
+/// (HPE_INVALID_CONTENT_LENGTH) and Python's read to the close. Values that differ, or
+/// are not numbers, are left for hyper to refuse (a `HEAD` or 304 answer's is not read).
+fn plain_length(headers: &mut HeaderMap) {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return;
+    };
+    let bytes = value.as_bytes();
+    if !bytes.contains(&b',') && !(bytes.len() > 1 && bytes[0] == b'0') {
+        return;
+    }
+    let mut lengths = bytes
+        .split(|b| *b == b',')
+        .map(|part| std::str::from_utf8(part).ok()?.trim().parse::<u64>().ok());
+    let Some(Some(first)) = lengths.next() else {
+        return;
+    };
+    if lengths.all(|length| length == Some(first))
+        && headers.get_all(header::CONTENT_LENGTH).iter().count() == 1
+    {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(first));
+    }
+}
+
 /// Err as `strip_hop_by_hop`.
 pub fn forward_headers(headers: &mut HeaderMap, peer: &Peer) -> Result<(), String> {
     let had = strip(headers, Side::Client { local: peer.local })?;
@@ -337,6 +364,22 @@ mod tests {
         headers.insert("x_kept", HeaderValue::from_static("a worker's own"));
         strip_hop_by_hop(&mut headers, Side::Worker).unwrap();
         assert!(headers.get(header::CONTENT_LENGTH).is_none());
+        // A list of equal lengths, and leading zeros, go on as one plain number; what
+        // hyper would refuse is left as it was.
+        for (sent, passed) in [
+            ("5, 5", "5"),
+            ("5,5", "5"),
+            ("005", "5"),
+            ("0", "0"),
+            ("17", "17"),
+            ("5, 6", "5, 6"),
+            ("5, x", "5, x"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static(sent));
+            strip_hop_by_hop(&mut headers, Side::Worker).unwrap();
+            assert_eq!(headers[header::CONTENT_LENGTH], passed, "{sent}");
+        }
         assert!(headers.get(header::TRANSFER_ENCODING).is_none());
         assert!(headers.get("x_kept").is_some());
         let mut headers = HeaderMap::new();
