@@ -217,7 +217,8 @@ fn plain_length(headers: &mut HeaderMap) {
         return;
     };
     let bytes = value.as_bytes();
-    if !bytes.contains(&b',') && !(bytes.len() > 1 && bytes[0] == b'0') {
+    let listed_or_padded = bytes.contains(&b',') || (bytes.len() > 1 && bytes[0] == b'0');
+    if !listed_or_padded {
         return;
     }
     let mut lengths = bytes
