@@ -8,6 +8,7 @@
 //! SIGTERM/SIGINT drain and stop everything; SIGHUP re-reads the config.
 
 mod accept;
+mod answered_early;
 mod control;
 mod events;
 mod front_switch;

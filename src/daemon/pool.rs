@@ -40,6 +40,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::answered_early::AnsweredEarly;
 use super::upstream::{Body, BoxError};
 
 /// How long an unused connection may be reused. Shorter than the keep-alive timeouts of
@@ -332,7 +333,7 @@ async fn connect(port: u16) -> Result<http1::SendRequest<Body>, Failure> {
         .writev(false)
         .max_headers(MAX_ANSWER_HEADERS)
         .max_buf_size(MAX_BUFFER)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(AnsweredEarly::new(stream)))
         .await
         .map_err(Failure::Http)?;
     tokio::spawn(async move {

@@ -311,6 +311,52 @@ fn a_client_connection_has_tcp_keepalive() {
 }
 
 #[test]
+fn an_upload_answered_early_reaches_its_client_as_the_answer() {
+    // The sample app's POST /first-chunk answers once the body's first piece is in and
+    // reads no more, as an app refusing an upload with a 413 does, and closes: hyper's
+    // client saw the write under the rest of the body fail before it read the answer,
+    // and the client got a 502 "did not answer". Green, with no release, answers its
+    // 503 to such an upload too.
+    let root = blue_live();
+    for (port, status, text) in [
+        (root.blue, "200", "\r\n\r\nfirst: x"),
+        (root.front, "200", "\r\n\r\nfirst: x"),
+        (root.green, "503", "green has no release yet"),
+        (root.blue, "200", "\r\n\r\nfirst: x"),
+    ] {
+        let answer = upload_answered(port, 16 << 20);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(answer.contains(text), "{answer}");
+    }
+}
+
+/// What a client sending `POST /first-chunk` with a body of `size` bytes reads, the whole
+/// upload sent meanwhile (or refused part way); a reset fails the test.
+fn upload_answered(port: u16, size: usize) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let head =
+            format!("POST /first-chunk HTTP/1.1\r\nHost: app\r\nContent-Length: {size}\r\n\r\n");
+        let _ = writer.write_all(head.as_bytes());
+        let _ = writer.write_all(&vec![b'x'; size]);
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(read.is_ok(), "{read:?} after {answer:?}");
+    sending.join().unwrap();
+    answer
+}
+
+#[test]
 fn an_upload_the_client_abandons_is_not_blamed_on_the_worker() {
     use std::io::Read;
     let root = blue_live();
