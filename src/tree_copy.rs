@@ -121,7 +121,8 @@ fn copy_files(files: &[(PathBuf, PathBuf)]) -> anyhow::Result<()> {
 /// `copy_file_range` (what `io::copy` uses between two files).
 fn copy_file(from: &Path, to: &Path, reflink: &AtomicBool) -> io::Result<()> {
     let mut source = File::open(from)?;
-    let mode = source.metadata()?.permissions().mode() & 0o7777;
+    let meta = source.metadata()?;
+    let mode = meta.permissions().mode() & 0o7777;
     let mut target = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -138,7 +139,6 @@ fn copy_file(from: &Path, to: &Path, reflink: &AtomicBool) -> io::Result<()> {
             }
         };
     if !cloned {
-        let meta = source.metadata()?;
         if meta.blocks() * 512 < meta.len() {
             copy_sparse(&source, &target, meta.len())?;
         } else {

@@ -4,10 +4,11 @@
 //! glibc raises its mmap threshold to the size of the largest block freed (up to 32 MiB),
 //! so after one mirrored 9 MiB upload every later block of that size came from the
 //! threads' arenas, which keep what is freed for their next allocations: 40 mirrored
-//! uploads of 9 MiB at once left the daemon at 500 MiB of RSS for good (8 MiB before).
+//! uploads of 9 MiB at once, three times, left the daemon at 502 MiB of RSS for good
+//! (18 MiB before).
 //! A fixed threshold of 64 KiB keeps every block from it up (a copy's body, a connection's
 //! read buffer past its first growth) in a mapping of its own, unmapped when freed, and
-//! the arenas give their top back past the same: 14 MiB after the same bursts. The
+//! the arenas give their top back past the same: 16 MiB after the same bursts. The
 //! requests of the data path allocate far less than that each (see README "Benchmarks").
 
 /// Blocks of this size and up get a mapping of their own; arenas trim past it.
