@@ -20,11 +20,13 @@ pub fn status(
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     let reply = Client::new(config, layout).get("/status")?;
+    // Checked for both outputs: what else may listen on `control.listen` (a web server's
+    // page) must not reach a script as the daemon's JSON with exit 0.
+    let status = reply.json()?;
     if json {
         write!(out, "{}", reply.body)?;
         return Ok(reply.ok());
     }
-    let status = reply.json()?;
     let active = status["active"].as_str().unwrap_or("none");
     let mirroring = if status["mirroring"]["enabled"].as_bool() == Some(true) {
         "on"

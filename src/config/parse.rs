@@ -258,6 +258,21 @@ mod tests {
         assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
     }
 
+    /// A year is the longest any duration key takes, as humantime counts one: `1y`,
+    /// and `365d` are taken (and printed back as taken), a minute more is not.
+    #[test]
+    fn a_year_is_the_longest_duration() {
+        for (text, seconds) in [("1y", 31_557_600), ("365d", 31_536_000)] {
+            let config = Config::parse(&format!("[build]\ntimeout = \"{text}\"\n")).unwrap();
+            assert_eq!(config.build.timeout.as_secs(), seconds, "{text}");
+            assert_eq!(Config::parse(&config.to_toml()).unwrap(), config, "{text}");
+        }
+        assert_eq!(
+            Config::parse("[build]\ntimeout = \"1y 1m\"\n").unwrap_err(),
+            "2: build.timeout: `1y 1m` is too long (at most 1 year)"
+        );
+    }
+
     #[test]
     fn a_table_written_as_something_else_is_named_plainly() {
         for (text, want) in [
@@ -417,6 +432,14 @@ mod tests {
                 "2: control.listen: 0.0.0.0:8081 is not a loopback",
             ),
             ("[app]\ncommand = \"node 'main.js\"\n", "2: app.command: "),
+            (
+                "[app]\ncommand = \"'' sample-app\"\n",
+                "2: app.command: names no program: its first word is empty",
+            ),
+            (
+                "[build]\ncommand = \"\\\"\\\"\"\n",
+                "2: build.command: names no program",
+            ),
             (
                 "[app]\nlinked_dirs = [\"../up\"]\n",
                 "2: app.linked_dirs: `../up` must be",

@@ -7,8 +7,9 @@ pub mod human_duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    /// The longest duration any key takes: a year.
-    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+    /// The longest duration any key takes: a year, as humantime counts one (365.25
+    /// days), so that `1y` is taken.
+    pub const MAX: Duration = Duration::from_secs(31_557_600);
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
@@ -151,7 +152,13 @@ pub fn at_least_one_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error
 
 pub fn command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let text = String::deserialize(d)?;
-    argv::split(&text).map_err(|e| D::Error::custom(format!("{e:#}")))?;
+    let words = argv::split(&text).map_err(|e| D::Error::custom(format!("{e:#}")))?;
+    // `'' app`: no program to start, which would only be found out at a deploy.
+    if words.first().is_some_and(|program| program.is_empty()) {
+        return Err(D::Error::custom(
+            "names no program: its first word is empty",
+        ));
+    }
     Ok(text)
 }
 

@@ -581,3 +581,36 @@ fn a_push_whose_build_fails_is_in_the_daemons_log_events_and_metrics() {
     let metrics = root.control("GET", "/metrics").body;
     assert!(metrics.contains("bluegreen_pushes_not_deployed_total{slot=\"blue\"} 1\n"));
 }
+
+/// Something other than the daemon on `control.listen` (a web server answering 200 with a
+/// page): `status --json` refuses it on one line, as `status` does, rather than passing
+/// the page to a script as the daemon's JSON with exit 0.
+#[test]
+fn status_json_refuses_an_answer_that_is_not_json() {
+    use std::io::{Read, Write};
+    let root = Root::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    root.set("control.listen", listener.local_addr().unwrap().to_string());
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\n<html>hi</html>",
+            );
+        }
+    });
+    for args in [&["status", "--json"][..], &["status"]] {
+        let out = root.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("error: the daemon answered 200 with non-JSON")
+                && stderr.trim().lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+    }
+    server.join().unwrap();
+}

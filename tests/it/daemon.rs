@@ -960,6 +960,46 @@ fn a_restarted_daemon_tries_current_when_the_last_live_release_fails_first() {
     assert_no_failed_release(&root);
 }
 
+/// A `current` that never went live proves nothing: the daemon stopped during its start
+/// (a crash, a `systemctl restart` mid-deploy), or it was pushed while the daemon was
+/// down. The restarted daemon serves the last live release at once and starts `current`
+/// next, as a deploy: one that never gets ready holds no client for its `ready_timeout`.
+#[test]
+fn a_restarted_daemon_serves_its_last_live_release_while_a_release_never_live_starts() {
+    let mut root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
+    root.push("blue");
+    let v2 = root.current("blue").unwrap();
+    assert_ne!(v2, v1, "the push moved current");
+    // A minute to get ready: were v2 tried first, the slot would answer nothing (its
+    // clients waiting in the backlog) for that minute, past the test client's 30 s.
+    root.set("app.ready_timeout", "1m");
+    root.serve();
+    for port in [root.blue, root.front] {
+        let answer = root.get(port, "/");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
+    }
+    let events = wait_for(Duration::from_secs(20), "v2's start", || {
+        let events = root.control("GET", "/events").body;
+        events
+            .contains(&format!("for release {v2}"))
+            .then_some(events)
+    });
+    let first = format!(
+        "blue: release {v2} has not gone live yet: starting the last live release {v1} first, then it"
+    );
+    let (before, after) = events.split_once(&first).expect(&events);
+    assert!(!before.contains(&format!("for release {v2}")), "{events}");
+    assert!(after.contains(&format!("for release {v1}")), "{events}");
+    let status = root.status();
+    assert_eq!(status["slots"]["blue"]["live"]["release"], v1.as_str());
+    assert_eq!(status["slots"]["blue"]["current"], v2.as_str(), "{status}");
+}
+
 #[test]
 fn a_rollback_to_the_live_release_forgets_the_refused_current() {
     let (mut root, v1, _) = refused_then_stopped();

@@ -11,7 +11,9 @@
 //! in `state.json`, so also after a restart of the daemon), and keeps retrying it with
 //! backoff. The first start after the daemon starts is retried the same way: after a
 //! reboot the app may fail until its database is up. A `current` that failed before the
-//! daemon restarted is not the first start: the last live release is.
+//! daemon restarted is not the first start: the last live release is; nor is one that
+//! never went live (the daemon stopped during its start): the last live release goes
+//! first, and it follows.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -241,6 +243,32 @@ impl Supervisor {
                     self.passed_over = Some(release);
                     release = good.clone();
                 }
+            }
+            // A `current` that never went live (the daemon stopped during its start, or
+            // it came while the daemon was down) is no more proven than one that failed:
+            // the last live release serves at once, and `current` starts next, as a
+            // deploy (a bad one must not hold the slot's clients for its whole
+            // `ready_timeout`); the caller's verdict is the last live release's (the
+            // daemon's startup opens the slot on it). Without overlap the old release
+            // would only be stopped again for it: `current` starts straight away. A
+            // deploy's own reload wants its release's verdict: it starts it.
+            let unproven = self.last_failed.is_none()
+                && self.daemon.config().app.overlap
+                && !matches!(mode, Reload::Deployed(_))
+                && !release::went_live(&self.daemon.layout, slot, &release);
+            if let Some(good) = self
+                .last_good
+                .clone()
+                .filter(|good| unproven && *good != release)
+            {
+                self.daemon.events.record(
+                    "start",
+                    Some(slot),
+                    false,
+                    format!("{slot}: release {release} has not gone live yet: starting the last live release {good} first, then it"),
+                );
+                self.pending = Some((release, Vec::new()));
+                return self.begin(good, reply.into_iter().collect(), false).await;
             }
         }
         // `current` has moved away from the release that failed: coming back to it (a
