@@ -12,7 +12,7 @@ use crate::slot::Slot;
 #[command(name = "bluegreen", version, about)]
 pub struct Args {
     /// The root folder (default: $BLUEGREEN_ROOT, the hook's repo folder, or the current folder).
-    #[arg(long, global = true, env = "BLUEGREEN_ROOT", hide_env_values = true)]
+    #[arg(long, global = true)]
     pub root: Option<PathBuf>,
 
     /// Whether `root` came from `BLUEGREEN_ROOT` rather than `--root`: the hook goes by
@@ -137,6 +137,9 @@ pub fn parse() -> Args {
     })
 }
 
+/// The environment variable that names the root when `--root` does not.
+pub const ROOT_ENV: &str = "BLUEGREEN_ROOT";
+
 /// The arguments of the hook, as git runs it through the symlink (`post-receive`).
 pub fn hook_args() -> Args {
     from_matches(Args::command().try_get_matches_from(["bluegreen", "hook", "post-receive"]))
@@ -146,8 +149,15 @@ pub fn hook_args() -> Args {
 fn from_matches(matches: Result<clap::ArgMatches, clap::Error>) -> Result<Args, clap::Error> {
     let matches = matches?;
     let mut args = Args::from_arg_matches(&matches)?;
-    args.root_from_env =
-        matches.value_source("root") == Some(clap::parser::ValueSource::EnvVariable);
+    // Read here, not by clap: an empty `BLUEGREEN_ROOT=` (an unset shell variable passed
+    // on) is no root named, where clap took it for `--root` given no value, and refused
+    // every command, the hook's too, naming a flag the user never typed.
+    if args.root.is_none() {
+        if let Some(root) = std::env::var_os(ROOT_ENV).filter(|root| !root.is_empty()) {
+            args.root = Some(root.into());
+            args.root_from_env = true;
+        }
+    }
     Ok(args)
 }
 

@@ -16,13 +16,18 @@ use crate::slot::Slot;
 
 pub fn run(args: Args) -> anyhow::Result<bool> {
     let root = args.root.clone();
+    let named_by = match (&root, args.root_from_env) {
+        (None, _) => Named::CurrentFolder,
+        (Some(_), false) => Named::Flag,
+        (Some(_), true) => Named::Env,
+    };
     // Every command that asks for it works on a root that exists. A command run outside
     // the root is a newcomer's usual slip: say where the folder came from and how to name
     // the root. Only a definite no: a root the user may not read says so when it is read.
     let layout = || -> anyhow::Result<Layout> {
         let layout = Layout::new(&root.clone().unwrap_or(std::env::current_dir()?))?;
         if layout.root().is_file() || matches!(layout.config_file().try_exists(), Ok(false)) {
-            anyhow::bail!("{}", not_a_root(layout.root(), root.is_some()));
+            anyhow::bail!("{}", not_a_root(layout.root(), named_by));
         }
         Ok(layout)
     };
@@ -132,15 +137,26 @@ fn unwritable(e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("cannot write to standard output: {e}"))
 }
 
+/// Where the folder a command works on came from.
+#[derive(Clone, Copy)]
+enum Named {
+    Flag,
+    Env,
+    CurrentFolder,
+}
+
 /// Why `folder` (named with --root or BLUEGREEN_ROOT, or the current folder) is no root,
 /// and which folder may be the one meant: the usual slips are a path to the config file,
-/// a folder inside the root (a slot's), and a root not made yet.
-fn not_a_root(folder: &std::path::Path, named: bool) -> String {
-    let shown = folder.display();
-    let what = if named {
-        String::new()
-    } else {
-        "the current folder ".to_string()
+/// a folder inside the root (a slot's), a root not made yet, and a `BLUEGREEN_ROOT` left
+/// set from another root (so it is named).
+fn not_a_root(folder: &std::path::Path, named: Named) -> String {
+    let shown = match named {
+        Named::Env => format!("{} (from {})", folder.display(), crate::cli::ROOT_ENV),
+        _ => folder.display().to_string(),
+    };
+    let what = match named {
+        Named::CurrentFolder => "the current folder ",
+        _ => "",
     };
     let fix = "name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`";
     if folder.is_file() {

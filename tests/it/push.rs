@@ -505,6 +505,18 @@ fn a_bluegreen_root_set_for_another_root_deploys_into_the_pushed_root() {
     assert!(!text.contains("not deployed"), "{text}");
     assert!(root.current("blue").is_some(), "{text}");
     assert!(other.current("blue").is_none());
+    // Set but empty, it is no root named either: it was clap's `--root` with no value,
+    // which refused the push in three lines (the branch moved all the same).
+    let first = root.current("blue");
+    root.commit("second", &[("VERSION", "v2\n")]);
+    let out = git_command(&root.work)
+        .env("BLUEGREEN_ROOT", "")
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("blue: release "), "{text}");
+    assert_ne!(root.current("blue"), first, "{text}");
 
     let head = String::from_utf8(root.git(&["rev-parse", "HEAD"]).stdout).unwrap();
     let line = format!("{} {} refs/heads/main\n", "0".repeat(40), head.trim());

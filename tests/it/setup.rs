@@ -456,6 +456,30 @@ fn the_root_comes_from_bluegreen_root_then_the_current_folder() {
             .current_dir(&root.path),
     );
     assert!(by_cwd.starts_with(&want), "{by_cwd}");
+    // Set but empty (`BLUEGREEN_ROOT=$ROOT` with ROOT unset) names no root: it was taken
+    // for `--root` given no value, and every command refused, naming a flag never typed.
+    let by_empty = check(
+        Command::new(BIN)
+            .env("BLUEGREEN_ROOT", "")
+            .current_dir(&root.path),
+    );
+    assert!(by_empty.starts_with(&want), "{by_empty}");
+    // One that names no root (left set for an old one) says it is the variable's.
+    let gone = root.path.join("gone");
+    let out = Command::new(BIN)
+        .arg("status")
+        .env("BLUEGREEN_ROOT", &gone)
+        .current_dir(&root.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: {} (from BLUEGREEN_ROOT) does not exist: name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`",
+            gone.display()
+        )
+    );
 
     // Run outside any root with neither: it says where it looked and how to name the root
     // (this was `cannot read /home/me/bluegreen.toml (is this a bluegreen root? ...)`).
@@ -493,15 +517,13 @@ fn usage_errors_are_one_line_exit_2_and_name_no_hidden_command() {
         assert_eq!(err.lines().count(), 1, "bluegreen {args:?}: {err}");
         err.trim().to_string()
     };
-    // With a root given (here by BLUEGREEN_ROOT, as an operator's shell may export it) but
-    // no subcommand, clap's list named the hidden `sample-app`. (With nothing at all,
-    // clap prints the help, as `git` does.)
+    // With a root given but no subcommand, clap's list named the hidden `sample-app`.
+    // (With nothing at all, clap prints the help, as `git` does.)
     assert_eq!(
-        usage(&[]),
+        usage(&["--root", "/srv/app"]),
         "error: bluegreen needs a subcommand: init, check, serve, status, switch, rollback, \
          promote, releases, mirroring, demo, hook (`bluegreen help` says what each does)"
     );
-    assert_eq!(usage(&["--root", "/srv/app"]), usage(&[]));
     assert_eq!(
         usage(&["stauts"]),
         "error: unrecognized subcommand 'stauts'; tip: a similar subcommand exists: 'status'"
