@@ -18,6 +18,7 @@ use crate::cli::DemoArgs;
 use crate::client::Client;
 use crate::config::Config;
 use crate::layout::Layout;
+use crate::slot::Slot;
 
 pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     // The flags are checked before anything is made: a refused run leaves nothing behind.
@@ -32,6 +33,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
                 "{} is not a folder: give the demo a new folder",
                 dir.display()
             );
+            // `init` would refuse the root inside a checkout (`cargo run -- demo x` in
+            // bluegreen's own clone): refused before the folder is made.
+            if let Some(within) = crate::init::nested_in(&std::path::absolute(dir)?) {
+                anyhow::bail!(
+                    "{} is inside {within}: give the demo a folder outside it (e.g. `bluegreen demo /tmp/bluegreen-demo`)",
+                    dir.display()
+                );
+            }
             let empty = dir
                 .read_dir()
                 .map(|mut d| d.next().is_none())
@@ -57,37 +66,65 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     crate::fsops::write_atomic(&layout.config_file(), config.to_toml().as_bytes())?;
     make_app_repo(&app, &layout)?;
 
+    // Ctrl-C, a `kill`, and the terminal closing (SIGHUP, which the daemon, in the same
+    // process group, takes for a reload) all stop the demo, its daemon and its workers.
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
     let log = std::fs::File::create(layout.logs_dir().join("serve.log"))?;
-    let serve = Command::new(&exe)
+    let mut command = Command::new(&exe);
+    command
         .args(["serve", "--root"])
         .arg(layout.root())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("cannot start the daemon")?;
-    let mut serve = Daemon(serve);
-    guide(&args, &exe, &layout, &app, &config, &mut serve.0, &stop)
+        .stderr(log);
+    // SAFETY: prctl(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        // A demo killed outright (SIGKILL) takes its daemon with it, which stops its
+        // workers as on any SIGTERM.
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let serve = command.spawn().context("cannot start the daemon")?;
+    let mut serve = Daemon {
+        child: serve,
+        layout: layout.clone(),
+        grace: config.app.stop_timeout,
+    };
+    guide(&args, &exe, &layout, &app, &config, &mut serve.child, &stop)
 }
 
 /// The demo's daemon, stopped (drained, its workers with it) however the demo ends: a
 /// failed push, an error, or a panic.
-struct Daemon(Child);
+struct Daemon {
+    child: Child,
+    layout: Layout,
+    /// The config's `app.stop_timeout`.
+    grace: Duration,
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // A daemon that died (killed, out of memory) left its workers running: they go
+        // as the next `serve` would stop them.
+        crate::daemon::reap_orphans(&self.layout, self.grace);
     }
 }
 
@@ -125,14 +162,24 @@ fn guide(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    for slot in ["blue", "green"] {
+    for slot in [Slot::Blue, Slot::Green] {
         say(true, format_args!("$ git push {slot} main"));
-        let status = git(app).args(["push", slot, "main"]).status()?;
+        let status = git(app)
+            .args(["push", "--no-verify", slot.name(), "main"])
+            .status()?;
         anyhow::ensure!(status.success(), "git push {slot} main failed");
+        // git says nothing of a hook it did not run.
+        anyhow::ensure!(
+            crate::release::current(layout, slot).is_some(),
+            "git push {slot} main deployed nothing: its hook did not run (see {})",
+            layout.logs_dir().join("serve.log").display()
+        );
     }
-    let exe = exe.display();
-    let root = layout.root().display();
-    let app = app.display();
+    // Pasted into a shell: a path with a space is one word.
+    let exe = crate::pasted::path(exe);
+    let root = crate::pasted::path(layout.root());
+    let log = crate::pasted::path(&layout.logs_dir().join("serve.log"));
+    let app = crate::pasted::path(app);
     let (front, blue, green, control) = (args.front, args.blue, args.green, args.control);
     say(
         false,
@@ -144,7 +191,7 @@ bluegreen demo is running. Ctrl-C stops it (the daemon and every worker).
   blue     http://{blue}/     blue directly
   green    http://{green}/     green directly
   status   http://{control}/status
-  root {root}   app repo {app}   daemon log {root}/logs/serve.log
+  root {root}   app repo {app}   daemon log {log}
 
 Try, in another terminal:
 
@@ -164,7 +211,7 @@ Try, in another terminal:
     );
     while !stop.load(Ordering::Acquire) {
         if let Some(status) = serve.try_wait()? {
-            anyhow::bail!("the daemon exited ({status}); see {root}/logs/serve.log");
+            anyhow::bail!("the daemon exited ({status}); see {log}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -260,7 +307,7 @@ fn make_app_repo(app: &Path, layout: &Layout) -> anyhow::Result<()> {
         app.join("README.txt"),
         "The built-in sample app. It answers GET / with the text of VERSION.\nA FAIL_AFTER file with N makes it answer 500 after N seconds.\n",
     )?;
-    let steps: [Vec<String>; 6] = [
+    let steps: [Vec<String>; 7] = [
         vec!["init".into(), "-q".into(), "-b".into(), "main".into()],
         vec!["config".into(), "user.name".into(), "bluegreen demo".into()],
         vec![
@@ -268,8 +315,16 @@ fn make_app_repo(app: &Path, layout: &Layout) -> anyhow::Result<()> {
             "user.email".into(),
             "demo@localhost".into(),
         ],
+        // A throwaway repo: the user's signing setup (a key, an agent) has no say.
+        vec!["config".into(), "commit.gpgsign".into(), "false".into()],
         vec!["add".into(), "-A".into()],
-        vec!["commit".into(), "-q".into(), "-m".into(), "v1".into()],
+        vec![
+            "commit".into(),
+            "-q".into(),
+            "--no-verify".into(),
+            "-m".into(),
+            "v1".into(),
+        ],
         vec![
             "remote".into(),
             "add".into(),

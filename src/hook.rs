@@ -100,7 +100,7 @@ pub fn run(
                 Some(branch)
                     if !deleted && !branch.contains('\u{FFFD}') && !branch.starts_with('-') =>
                 {
-                    let refspec = shell_quoted(&format!("{branch}:{}", config.branch));
+                    let refspec = crate::pasted::quoted(&format!("{branch}:{}", config.branch));
                     format!(" (`git push {slot} {refspec}` deploys it)")
                 }
                 _ => String::new(),
@@ -282,20 +282,6 @@ fn release_push(
     Ok(Some(id))
 }
 
-/// `word` as a shell reads it back: as is when it holds only characters no shell
-/// treats specially, else in single quotes. A hint is pasted into a shell, and a branch
-/// name may hold `;`, `$`, `{` (`x;touch${IFS}f`). Not `shell_words::quote`, which is
-/// for `sh` reading a command line (the config's): it leaves `x{a,b}` and `x!y` bare,
-/// which an interactive bash would expand into other branches' names.
-fn shell_quoted(word: &str) -> String {
-    let plain = |c: char| c.is_alphanumeric() || "._/+@:-".contains(c);
-    if word.chars().all(plain) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
 /// The slot a bare repo serves: its folder name without `.git`.
 fn slot_of(repo_dir: &Path) -> anyhow::Result<Slot> {
     let name = repo_dir
@@ -355,15 +341,6 @@ mod tests {
             err,
             "malformed post-receive input on line 1: expected `<old-sha> <new-sha> <ref>`"
         );
-    }
-
-    #[test]
-    fn a_hint_quotes_what_a_shell_would_read() {
-        assert_eq!(shell_quoted("feature/x-1.2:main"), "feature/x-1.2:main");
-        assert_eq!(shell_quoted("x;touch${IFS}f:main"), "'x;touch${IFS}f:main'");
-        assert_eq!(shell_quoted("it's:main"), r"'it'\''s:main'");
-        assert_eq!(shell_quoted("x{a,b}:main"), "'x{a,b}:main'");
-        assert_eq!(shell_quoted("x!y:main"), "'x!y:main'");
     }
 
     #[test]

@@ -55,6 +55,7 @@ use crate::state::{Failed, LastSwitch, State};
 use crate::verdict::Verdict;
 
 pub use serve::serve;
+pub use workers::reap_orphans;
 
 /// What every part of the running daemon shares.
 pub struct Daemon {

@@ -69,14 +69,17 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     for dir in shared_dirs(layout) {
         make_dir(&dir, out)?;
     }
-    let root = layout.root().display();
+    // Pasted into a shell: a root with a space in its path is one word.
     writeln!(
         out,
-        "ready. Next: set build.command and app.command in {root}/bluegreen.toml; \
-         start `bluegreen serve --root {root}` (or the systemd unit); \
-         from your app: git remote add blue {}; git remote add green {}; git push blue {branch}",
-        layout.repo(Slot::Blue).display(),
-        layout.repo(Slot::Green).display()
+        "ready. Next: set build.command and app.command in {}; \
+         start `bluegreen serve --root {}` (or the systemd unit); \
+         from your app: git remote add blue {}; git remote add green {}; git push blue {}",
+        crate::pasted::path(&layout.config_file()),
+        crate::pasted::path(layout.root()),
+        crate::pasted::path(&layout.repo(Slot::Blue)),
+        crate::pasted::path(&layout.repo(Slot::Green)),
+        crate::pasted::quoted(&branch)
     )?;
     Ok(())
 }
@@ -168,17 +171,8 @@ fn refuse_nested(root: &Path) -> anyhow::Result<()> {
     if root.join("bluegreen.toml").exists() {
         return Ok(());
     }
-    for folder in root.ancestors() {
-        let what = if folder.join(".git").exists() {
-            "a git checkout"
-        } else if folder.join("HEAD").is_file() && folder.join("objects").is_dir() {
-            "a git repository"
-        } else if folder != root && folder.join("bluegreen.toml").is_file() {
-            "a bluegreen root"
-        } else {
-            continue;
-        };
-        anyhow::bail!(
+    match nesting(root) {
+        Some((folder, what)) => anyhow::bail!(
             "{} is {}{what}: give the root a folder of its own (`bluegreen init /srv/app`)",
             root.display(),
             if folder == root {
@@ -186,9 +180,31 @@ fn refuse_nested(root: &Path) -> anyhow::Result<()> {
             } else {
                 format!("inside {}, ", folder.display())
             }
-        );
+        ),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The git checkout, git repository or bluegreen root that `folder` (an absolute path,
+/// which may not exist yet) is or lies in, as `a git checkout, /src/app`: a root made
+/// there would be refused.
+pub fn nested_in(folder: &Path) -> Option<String> {
+    nesting(folder).map(|(holder, what)| format!("{what}, {}", holder.display()))
+}
+
+fn nesting(root: &Path) -> Option<(&Path, &'static str)> {
+    root.ancestors().find_map(|folder| {
+        let what = if folder.join(".git").exists() {
+            "a git checkout"
+        } else if folder.join("HEAD").is_file() && folder.join("objects").is_dir() {
+            "a git repository"
+        } else if folder != root && folder.join("bluegreen.toml").is_file() {
+            "a bluegreen root"
+        } else {
+            return None;
+        };
+        Some((folder, what))
+    })
 }
 
 fn init_repo(
@@ -223,6 +239,7 @@ fn init_repo(
             .with_context(|| format!("cannot point {}'s HEAD at {head}", path.display()))?;
         writeln!(out, "created   {}", path.display())?;
     }
+    pin_hooks(&path, out)?;
     let hook = path.join("hooks").join("post-receive");
     let hooks = path.join("hooks");
     fs::create_dir_all(&hooks).with_context(|| format!("cannot create {}", hooks.display()))?;
@@ -243,6 +260,35 @@ fn init_repo(
     }
     Ok(())
 }
+
+/// Sets the repo's own `core.hooksPath` to its `hooks` folder (relative: the repo's
+/// folder, where git runs hooks of a bare repo, so a moved root keeps it): a
+/// `core.hooksPath` in the pusher's or the system's git config (a team's shared hooks)
+/// would otherwise send every push to a folder without our hook, and the push would
+/// deploy nothing, silently. One the repo already sets is the operator's choice: kept.
+fn pin_hooks(repo_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let repo = open_bare(repo_dir)?;
+    let mut config = repo
+        .config()
+        .and_then(|c| c.open_level(git2::ConfigLevel::Local))
+        .map_err(git::message)
+        .with_context(|| format!("cannot read {}'s config", repo_dir.display()))?;
+    if config.get_string(HOOKS_PATH).is_ok() {
+        return Ok(());
+    }
+    config
+        .set_str(HOOKS_PATH, "hooks")
+        .map_err(git::message)
+        .with_context(|| format!("cannot set {HOOKS_PATH} in {}", repo_dir.display()))?;
+    writeln!(
+        out,
+        "set       {HOOKS_PATH} = hooks in {}",
+        repo_dir.display()
+    )?;
+    Ok(())
+}
+
+const HOOKS_PATH: &str = "core.hooksPath";
 
 /// `, which runs <other>, not this binary ...` when `hook` is a symlink to a binary other
 /// than `binary` (an upgrade installed at another path than the one `init` linked): pushes

@@ -17,15 +17,28 @@ struct Demo {
 }
 
 impl Demo {
-    /// `bluegreen demo <dir>` on `ports` (front, blue, green, control), its stdout piped.
+    /// `bluegreen demo <dir>` on `ports` (front, blue, green, control), its stdout piped,
+    /// in a process group of its own, as a shell runs a job.
     fn start(dir: &std::path::Path, ports: [u16; 4], stderr: Stdio) -> Demo {
+        Demo::start_with_git_config(dir, ports, stderr, std::path::Path::new("/dev/null"))
+    }
+
+    /// `start`, with `git_config` as the user's global git config.
+    fn start_with_git_config(
+        dir: &std::path::Path,
+        ports: [u16; 4],
+        stderr: Stdio,
+        git_config: &std::path::Path,
+    ) -> Demo {
+        use std::os::unix::process::CommandExt;
         let addr = |p: u16| format!("127.0.0.1:{p}");
         let child = Command::new(BIN)
             .arg("demo")
             .arg(dir)
             .args(["--front", &addr(ports[0]), "--blue", &addr(ports[1])])
             .args(["--green", &addr(ports[2]), "--control", &addr(ports[3])])
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_GLOBAL", git_config)
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -34,6 +47,25 @@ impl Demo {
             child,
             root: dir.join("root"),
         }
+    }
+
+    /// Reads the demo's stdout until the end of its guide, printed once both pushes went
+    /// live (a signal before would stop the push under way); the rest is left unread.
+    fn wait_for_guide(&mut self) {
+        let stdout = self.child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let end = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|line| line.contains("status --root"));
+            let _ = tx.send(end);
+            // Kept open: the demo's later lines must not meet a closed pipe.
+            lines.for_each(drop);
+        });
+        let printed = rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(printed, Ok(true), "the demo's guide");
     }
 
     /// Sends the demo the Ctrl-C it waits for; asserts it exits 0 within 20 s.
@@ -80,7 +112,8 @@ impl Drop for Demo {
 #[test]
 fn the_demo_serves_its_guide_works_and_ctrl_c_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
+    // A space in the path: the guide's commands still paste as they are.
+    let dir = tmp.path().join("my demo");
     let ports = [free_port(), free_port(), free_port(), free_port()];
     let mut demo = Demo::start(&dir, ports, Stdio::piped());
     let stderr = demo.child.stderr.take().unwrap();
@@ -310,4 +343,119 @@ fn the_demo_without_git_says_so_and_makes_nothing() {
         "{err}"
     );
     assert!(!target.exists(), "{err}");
+}
+
+/// The demo's terminal closes (SIGHUP to its process group: the demo and its daemon, which
+/// takes SIGHUP for a reload): the demo stops, and its daemon and workers with it. The
+/// daemon reloaded and served on, orphaned. The user's git config, here signing every
+/// commit and sending hooks to a shared folder, has no say in the demo's own repo.
+#[test]
+fn a_demo_whose_terminal_closes_stops_its_daemon_and_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let git_config = tmp.path().join("user.gitconfig");
+    std::fs::write(
+        &git_config,
+        format!(
+            "[commit]\n\tgpgsign = true\n[core]\n\thooksPath = {}\n",
+            tmp.path().join("team-hooks").display()
+        ),
+    )
+    .unwrap();
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let mut demo = Demo::start_with_git_config(&dir, ports, Stdio::null(), &git_config);
+    demo.wait_for_guide();
+    let green = format!("http://127.0.0.1:{}/", ports[2]);
+    assert!(http("GET", &green, None)
+        .unwrap()
+        .body
+        .starts_with("v1 from green"));
+    let group = nix::unistd::Pid::from_raw(demo.child.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let status = wait_for(Duration::from_secs(30), "the demo to exit", || {
+        demo.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        root_processes(&dir.join("root")),
+        Vec::<u32>::new(),
+        "the terminal's close leaves no process behind"
+    );
+}
+
+/// The demo's daemon dies (SIGKILL, out of memory): the demo says so and exits, and the
+/// workers the daemon left go too; they ran on, holding the demo's ports.
+#[test]
+fn a_demo_whose_daemon_dies_stops_the_workers_it_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let mut demo = Demo::start(&dir, ports, Stdio::null());
+    demo.wait_for_guide();
+    let root = dir.join("root");
+    let daemon = child_of(demo.child.id()).expect("the demo's daemon");
+    let workers: Vec<u32> = root_processes(&root)
+        .into_iter()
+        .filter(|&pid| pid != daemon)
+        .collect();
+    assert!(!workers.is_empty());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = wait_for(Duration::from_secs(30), "the demo to exit", || {
+        demo.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(1));
+    let left: Vec<u32> = workers.into_iter().filter(|&pid| running(pid)).collect();
+    assert_eq!(left, Vec::<u32>::new(), "the dead daemon's workers go too");
+}
+
+/// `bluegreen demo x` run inside a git checkout (bluegreen's own clone, `cargo run --
+/// demo x`) is refused before anything is made, with a folder to use instead: it made
+/// `x`, then failed with `init`'s advice, leaving `x` behind.
+#[test]
+fn the_demo_inside_a_checkout_is_refused_before_anything_is_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let checkout = tmp.path().join("src");
+    assert!(git_command(tmp.path())
+        .args(["init", "-q", "src"])
+        .status()
+        .unwrap()
+        .success());
+    let ports: Vec<String> = (0..4)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let out = Command::new(BIN)
+        .args(["demo", "x"])
+        .args(["--front", &ports[0], "--blue", &ports[1]])
+        .args(["--green", &ports[2], "--control", &ports[3]])
+        .current_dir(&checkout)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: x is inside a git checkout, {}: give the demo a folder outside it (e.g. `bluegreen demo /tmp/bluegreen-demo`)",
+            checkout.display()
+        )
+    );
+    assert!(!checkout.join("x").exists());
+}
+
+/// The first child process of `parent` found in /proc.
+fn child_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`: comm may hold spaces, never `) `.
+            let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
 }

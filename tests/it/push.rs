@@ -486,6 +486,31 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     );
 }
 
+/// A `core.hooksPath` in the pusher's git config (a team's shared hooks folder) sent
+/// every push to that folder instead of the repo's hook: the branch moved, nothing was
+/// deployed, and git said nothing. `init` pins each repo's own hooks folder.
+#[test]
+fn a_hooks_path_in_the_pushers_git_config_does_not_bypass_the_hook() {
+    let root = Root::new();
+    let theirs = root.path.join("team-hooks");
+    fs::create_dir_all(&theirs).unwrap();
+    let global = root.path.join("pusher.gitconfig");
+    fs::write(
+        &global,
+        format!("[core]\n\thooksPath = {}\n", theirs.display()),
+    )
+    .unwrap();
+    root.commit("first", &[("VERSION", "v1\n")]);
+    let out = git_command(&root.work)
+        .env("GIT_CONFIG_GLOBAL", &global)
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("remote: blue: release "), "{text}");
+    assert!(root.current("blue").is_some(), "{text}");
+}
+
 /// One user with two roots sets `BLUEGREEN_ROOT` for the CLI of one of them: a push into
 /// the other's repo deploys there, as the repo names its root, and never into the root
 /// the variable names. It was refused (`not deployed`), and git had moved the branch all

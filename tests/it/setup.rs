@@ -263,6 +263,53 @@ fn init_again_names_a_hook_that_runs_another_binary() {
     assert_eq!(fs::read_link(&blue_hook).unwrap(), old);
 }
 
+/// `init`'s next steps are pasted into a shell: a root whose path holds a space is one
+/// word in each (`git remote add blue /tmp/sp root/blue.git` added a remote `blue` with
+/// the URL `/tmp/sp`).
+#[test]
+fn inits_next_steps_paste_into_a_shell_for_a_path_with_a_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("sp root");
+    let out = Command::new(BIN).arg("init").arg(&root).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let next = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ready. Next: "))
+        .expect(&stdout);
+    let (_, steps) = next.split_once("from your app: ").expect(next);
+    let remotes: Vec<&str> = steps
+        .split("; ")
+        .filter(|s| s.starts_with("git remote add"))
+        .collect();
+    assert_eq!(remotes.len(), 2, "{next}");
+    let app = tmp.path().join("app");
+    let ran = git_command(tmp.path())
+        .args(["init", "-q", "app"])
+        .status()
+        .unwrap();
+    assert!(ran.success());
+    for step in remotes {
+        let out = Command::new("sh")
+            .args(["-c", step])
+            .current_dir(&app)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{step}: {out:?}");
+    }
+    for slot in ["blue", "green"] {
+        let url = git_command(&app)
+            .args(["remote", "get-url", slot])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&url.stdout).trim(),
+            root.join(format!("{slot}.git")).display().to_string()
+        );
+    }
+}
+
 #[test]
 fn init_again_repairs_and_keeps_everything() {
     let root = Root::new();
