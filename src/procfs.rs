@@ -45,6 +45,13 @@ pub fn parent(dir: &Path) -> Option<u32> {
     stat_field(dir, 4)?.parse().ok()
 }
 
+/// Whether process `pid` runs: it exists and is no zombie (dead, not yet reaped by its
+/// parent, which for an orphan is pid 1, in its own time).
+pub fn running(pid: u32) -> bool {
+    stat_field(Path::new(&format!("/proc/{pid}")), 3)
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
 /// The environment a process was started with, as `/proc/<pid>/environ` has it.
 pub struct Environ(Vec<u8>);
 

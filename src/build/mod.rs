@@ -102,6 +102,11 @@ pub fn ensure(
     checkout: impl FnOnce(&Path) -> anyhow::Result<()>,
     mut pusher: Pusher,
 ) -> anyhow::Result<Outcome> {
+    // A hook killed outright (SIGKILL, an OOM kill) left its build running: it goes at
+    // the next push, whatever that push builds or reuses.
+    if let Err(e) = clear_leftovers(layout, None) {
+        tracing::debug!("cannot remove what killed hooks' builds left: {e:#}");
+    }
     if is_finished(layout, key) {
         return Ok(Outcome::Reused);
     }
@@ -121,12 +126,15 @@ pub fn ensure(
     }
     // The build we waited for failed (or its push was stopped): running it again right
     // away would run the same build twice for one push of one commit to both slots.
-    anyhow::ensure!(
-        !waited,
-        "the push that was building this tree did not finish it: its build failed or it was stopped (log {}); to retry, push a new commit (git commit --allow-empty -m retry)",
-        layout.build_log(key).display()
-    );
-    clear_leftovers(layout, key)?;
+    // Its hook killed outright, its build may still run: it goes, as we hold the key.
+    if waited {
+        let _ = clear_leftovers(layout, Some(key));
+        anyhow::bail!(
+            "the push that was building this tree did not finish it: its build failed or it was stopped (log {}); to retry, push a new commit (git commit --allow-empty -m retry)",
+            layout.build_log(key).display()
+        );
+    }
+    clear_leftovers(layout, Some(key))?;
     // A deploy that failed after its build (a full disk at its release's copy) leaves a
     // build no release uses; only a deploy that works removed those, and on the disk
     // they fill none would. A deploy using one holds its use lock: that one stays.
@@ -221,32 +229,47 @@ fn check_out_and_build(
     Ok(started.elapsed())
 }
 
-/// Removes what killed or failed builds of `key` left: temp folders, and a `builds/<key>`
-/// without metadata (never written by us; it would block the rename).
-/// Other keys' temp folders go too when the hook that made them (the pid in their name)
-/// is gone: nobody else would ever remove them.
-fn clear_leftovers(layout: &Layout, key: &str) -> anyhow::Result<()> {
-    let prefix = format!("{key}.");
+/// Removes what killed or failed builds of `key` (whose lock the caller holds) left:
+/// temp folders and the processes working for them, and a `builds/<key>` without
+/// metadata (never written by us; it would block the rename). Any key's temp folder and
+/// processes go too when the hook that made them (the pid in the folder's name) is gone:
+/// nobody else would ever remove them. With no `key`, only those.
+fn clear_leftovers(layout: &Layout, key: Option<&str>) -> anyhow::Result<()> {
+    let prefix = key.map(|key| format!("{key}."));
     let abandoned = |name: &str| {
-        name.starts_with(&prefix)
+        prefix
+            .as_ref()
+            .is_some_and(|prefix| name.starts_with(prefix))
             || name
                 .rsplit_once('.')
                 .and_then(|(_, pid)| pid.parse::<u32>().ok())
-                .is_some_and(|pid| {
-                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-                })
+                .is_some_and(|pid| pid != std::process::id() && !procfs::running(pid))
     };
     let root = layout.build_tmp_root();
-    stop_leftover_builds(&root, &abandoned);
-    for entry in fs::read_dir(&root).with_context(|| format!("cannot read {}", root.display()))? {
-        let entry = entry?;
-        if abandoned(&entry.file_name().to_string_lossy()) {
-            fsops::remove_any(&entry.path())
-                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
-        }
+    let left: Vec<fs::DirEntry> = match fs::read_dir(&root) {
+        Ok(entries) => entries
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("cannot read {}", root.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
+    };
+    let left: Vec<_> = left
+        .into_iter()
+        .filter(|entry| abandoned(&entry.file_name().to_string_lossy()))
+        .collect();
+    // Processes are looked for (every process's environment read) only when a folder
+    // was abandoned, or a build of the key may have been (its hook killed as it began).
+    if !left.is_empty() || key.is_some() {
+        stop_leftover_builds(&root, &abandoned);
     }
-    let stale = layout.build_dir(key);
-    fsops::remove_any(&stale).with_context(|| format!("cannot remove {}", stale.display()))?;
+    for entry in left {
+        fsops::remove_any(&entry.path())
+            .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+    }
+    if let Some(key) = key {
+        let stale = layout.build_dir(key);
+        fsops::remove_any(&stale).with_context(|| format!("cannot remove {}", stale.display()))?;
+    }
     Ok(())
 }
 

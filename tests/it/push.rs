@@ -641,6 +641,93 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     );
 }
 
+/// A hook killed outright (SIGKILL, the OOM killer) leaves its build running, past its
+/// `build.timeout`: the next push stops it even when it builds nothing (its tree was
+/// built before), and so does a push of the same tree that waited for that build. Only a
+/// push that built something did.
+#[test]
+fn a_killed_hooks_build_is_stopped_by_the_next_push_that_reuses_a_build() {
+    let root = Root::new();
+    let gate = root.path.parent().unwrap().join("gate");
+    root.set(
+        "build.command",
+        "sh -c 'if [ -e \"$GATE\" ]; then sleep 60; fi; echo built'",
+    );
+    root.set("build.env", env_map(&[("GATE", gate.to_str().unwrap())]));
+    let built = root.commit("first", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: build ");
+
+    fs::write(&gate, "").unwrap();
+    root.commit("slow", &[("VERSION", "v2\n")]);
+    let mut push = crate::util::git_command(&root.work);
+    push.args(["push", "blue", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut push, 0);
+    let mut child = push.spawn().unwrap();
+    let tmp = root.path.join("builds/.tmp");
+    wait_for(Duration::from_secs(20), "the build to start", || {
+        (!root_processes(&tmp).is_empty()).then_some(())
+    });
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    assert!(!root_processes(&tmp).is_empty(), "the orphaned build runs");
+
+    root.push_ref("green", &format!("{built}:refs/heads/main"))
+        .says("green: build reused");
+    assert_eq!(root_processes(&tmp), Vec::<u32>::new());
+    assert_empty(&tmp);
+
+    // Again, with a push of the same tree to green waiting for that build when its hook
+    // is killed: the waiting push stops it, as it holds the key from then on.
+    root.commit("slow again", &[("VERSION", "v3\n")]);
+    let mut push = crate::util::git_command(&root.work);
+    push.args(["push", "blue", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut push, 0);
+    let mut child = push.spawn().unwrap();
+    wait_for(Duration::from_secs(20), "the build to start", || {
+        (!root_processes(&tmp).is_empty()).then_some(())
+    });
+    let mut waiter = crate::util::git_command(&root.work)
+        .args(["push", "green", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = waiter.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("another push is building this tree") {
+                let _ = tx.send(());
+            }
+            text += &line;
+            text += "\n";
+        }
+        text
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("green's push waits for blue's build");
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let _ = waiter.wait();
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains("the push that was building this tree did not finish it"),
+        "{text}"
+    );
+    assert_eq!(root_processes(&tmp), Vec::<u32>::new(), "{text}");
+}
+
 #[test]
 fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
     let root = Root::new();
