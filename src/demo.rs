@@ -63,7 +63,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let app = dir.join("app");
 
     crate::init::run(&layout, &mut std::io::sink())?;
-    crate::fsops::write_atomic(&layout.config_file(), config.to_toml().as_bytes())?;
+    crate::fsops::write_atomic_private(&layout.config_file(), config.to_toml().as_bytes())?;
     make_app_repo(&app, &layout)?;
 
     // Ctrl-C, a `kill`, and the terminal closing (SIGHUP, which the daemon, in the same

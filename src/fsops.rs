@@ -15,12 +15,27 @@ use nix::fcntl::{Flock, FlockArg};
 /// Writes `bytes` to `path` through a temp file beside it, fsynced, then renamed over.
 /// A symlink at `path` is replaced, never followed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomic_mode(path, bytes, 0o666)
+}
+
+/// [`write_atomic`] for a file that may hold secrets (the config's `env` tables): no
+/// access for others (mode 0640, less as the umask says).
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomic_mode(path, bytes, 0o640)
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = sibling(path, ".tmp");
     let result = (|| {
         // Whatever a crash (or anyone) left at the temp name goes; a symlink there is
         // never written through.
         remove_any(&tmp)?;
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         // Opened before the rename, so that failing to open it leaves `path` as it was.

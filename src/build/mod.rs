@@ -4,7 +4,6 @@
 //! rename of a finished temp folder, so if it exists the build succeeded. A file lock on
 //! the key makes a concurrent push of the same tree wait, then reuse the result.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
@@ -38,7 +37,9 @@ pub struct BuildMeta {
     pub tree: String,
     pub commit: String,
     pub command: String,
-    pub env: BTreeMap<String, String>,
+    /// The names of `build.env`'s variables: their values (a registry token, say) stay
+    /// in the config, out of a file the root's readers may read.
+    pub env_names: Vec<String>,
     pub finished: String,
     pub seconds: f64,
 }
@@ -174,7 +175,7 @@ pub fn ensure(
         tree: pushed.tree.to_string(),
         commit: pushed.commit.to_string(),
         command: config.command.clone(),
-        env: config.env.clone(),
+        env_names: config.env.keys().cloned().collect(),
         finished: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         seconds: build_took.as_secs_f64(),
     };

@@ -48,7 +48,7 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "kept      {} (valid)", config_path.display())?;
     } else {
         let picked = ports::pick(layout.root());
-        crate::fsops::write_atomic(&config_path, picked.listens.config_text().as_bytes())?;
+        crate::fsops::write_atomic_private(&config_path, picked.listens.config_text().as_bytes())?;
         writeln!(out, "created   {}", config_path.display())?;
         if !picked.why.is_empty() {
             writeln!(

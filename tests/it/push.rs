@@ -486,6 +486,33 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     );
 }
 
+/// `build.env` and the slots' `env` hold secrets (a registry token): `init` makes the
+/// config unreadable to other users (it was 0644), and a build's metadata names the
+/// build's variables without their values (it copied them, world-readable).
+#[test]
+fn build_secrets_stay_out_of_what_other_users_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new();
+    let mode = fs::metadata(root.path.join("bluegreen.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o007, 0, "bluegreen.toml is {mode:o}");
+    root.set("build.env", env_map(&[("NPM_TOKEN", "npm_SECRET123")]));
+    root.set("build.command", "sh -c 'test -n \"$NPM_TOKEN\"'");
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: build ");
+    let build = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .unwrap();
+    let meta = fs::read_to_string(build.join(".bluegreen-build.json")).unwrap();
+    assert!(meta.contains("NPM_TOKEN"), "{meta}");
+    assert!(!meta.contains("npm_SECRET123"), "{meta}");
+}
+
 /// A `core.hooksPath` in the pusher's git config (a team's shared hooks folder) sent
 /// every push to that folder instead of the repo's hook: the branch moved, nothing was
 /// deployed, and git said nothing. `init` pins each repo's own hooks folder.
