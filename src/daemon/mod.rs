@@ -319,6 +319,18 @@ impl Daemon {
         id
     }
 
+    /// Records the last generation number handed out, if `state.json` is behind it (its
+    /// write failed at the time, on a full disk).
+    pub fn record_generation(&self) {
+        let mut state = self.state.lock().expect("state lock: no panic holds it");
+        let counted = self.next_generation.load(Ordering::Relaxed);
+        if state.generation < counted {
+            if let Err(e) = self.save_state(&mut state, |_| {}) {
+                tracing::error!("cannot record generation {counted}: {e:#}");
+            }
+        }
+    }
+
     /// Records `release` as `slot`'s last live one in `state.json`, for a restarted
     /// daemon to fall back to.
     pub fn set_last_live(&self, slot: Slot, release: &str) {
@@ -367,6 +379,11 @@ impl Daemon {
     fn save_state(&self, state: &mut State, change: impl FnOnce(&mut State)) -> anyhow::Result<()> {
         let mut next = state.clone();
         change(&mut next);
+        // Every write carries the last generation number handed out: one whose own
+        // write failed (a full disk) is recorded by the next that works.
+        next.generation = next
+            .generation
+            .max(self.next_generation.load(Ordering::Relaxed));
         next.save(&self.layout.state_file())?;
         *state = next;
         Ok(())

@@ -328,6 +328,9 @@ async fn run(
     for rx in done {
         let _ = rx.await;
     }
+    // A number a full disk kept out of state.json is recorded now, if the disk allows:
+    // the next daemon must not hand it out again.
+    daemon.record_generation();
     let _ = tokio::task::spawn_blocking(move || {
         for thread in listeners.threads {
             let _ = thread.join();

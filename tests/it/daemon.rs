@@ -1000,6 +1000,32 @@ fn a_restarted_daemon_serves_its_last_live_release_while_a_release_never_live_st
     assert_eq!(status["slots"]["blue"]["current"], v2.as_str(), "{status}");
 }
 
+/// A generation number a full disk kept out of state.json (its write failed) is
+/// recorded once the disk has room again, at the daemon's stop at the latest: the next
+/// daemon handed the same number out again, and the log had two generation 1s.
+#[test]
+fn a_generation_number_a_full_disk_kept_out_of_state_is_not_handed_out_again() {
+    let mut root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    root.serve_disk_full();
+    root.wait_body(root.blue, "v1 from blue");
+    let first = root.status()["slots"]["blue"]["live"]["generation"]
+        .as_u64()
+        .unwrap();
+    let state = fs::read_to_string(root.path.join("state.json")).unwrap_or_default();
+    assert!(!state.contains("\"generation\": 1"), "{state}");
+    root.disk_has_room();
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.serve();
+    root.wait_body(root.blue, "v1 from blue");
+    let next = root.status()["slots"]["blue"]["live"]["generation"]
+        .as_u64()
+        .unwrap();
+    assert!(next > first, "generation {first}, then {next}");
+}
+
 #[test]
 fn a_rollback_to_the_live_release_forgets_the_refused_current() {
     let (mut root, v1, _) = refused_then_stopped();

@@ -323,6 +323,17 @@ impl Root {
                     setrlimit(Resource::RLIMIT_NOFILE, files, files).map_err(std::io::Error::from)
                 });
             },
+            // SAFETY: setrlimit(2) and sigaction(2) are async-signal-safe, as pre_exec
+            // requires; an ignored signal stays ignored across exec.
+            Launch::DiskFull => unsafe {
+                use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+                use nix::sys::signal::{signal, SigHandler, Signal};
+                command.pre_exec(|| {
+                    signal(Signal::SIGXFSZ, SigHandler::SigIgn).map_err(std::io::Error::from)?;
+                    setrlimit(Resource::RLIMIT_FSIZE, 0, RLIM_INFINITY)
+                        .map_err(std::io::Error::from)
+                });
+            },
             // SAFETY: fcntl(2) and dup2(2) are async-signal-safe, as pre_exec requires,
             // and nothing here allocates. Each fd is first copied above 3 + count (and
             // close-on-exec), so moving one to its place never overwrites another.
@@ -369,6 +380,29 @@ impl Root {
             command.env_remove("LISTEN_FDS");
         }
         command
+    }
+
+    /// `serve` as on a full disk (`Launch::DiskFull`); `disk_has_room` ends it.
+    pub fn serve_disk_full(&mut self) -> &mut Root {
+        self.spawn(&[], Launch::DiskFull, true)
+    }
+
+    /// The daemon started by `serve_disk_full` may write files again.
+    pub fn disk_has_room(&self) {
+        let unlimited = nix::libc::rlimit {
+            rlim_cur: nix::libc::RLIM_INFINITY,
+            rlim_max: nix::libc::RLIM_INFINITY,
+        };
+        // SAFETY: prlimit(2) with a valid limit to set and none to read back.
+        let done = unsafe {
+            nix::libc::prlimit(
+                self.serve_pid() as i32,
+                nix::libc::RLIMIT_FSIZE,
+                &unlimited,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
     }
 
     /// `serve`, without waiting for its control API: a daemon still starting.
@@ -543,6 +577,9 @@ enum Launch {
     Limited(u64),
     /// Under socket activation, with these fds (the first `.1` of them).
     Activated([i32; 8], usize),
+    /// As on a full disk: no file it writes may grow (soft `RLIMIT_FSIZE` 0, `SIGXFSZ`
+    /// ignored, so a write fails with `EFBIG`), until the soft limit is raised.
+    DiskFull,
 }
 
 /// `Launch::Activated` with `fds`.
