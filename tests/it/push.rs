@@ -589,6 +589,23 @@ fn a_bluegreen_root_set_for_another_root_deploys_into_the_pushed_root() {
     assert!(root.current("green").is_none());
 }
 
+/// `git push blue` of HEAD, in a process group of its own (to be killed whole), once its
+/// build runs: a process working in `builds/.tmp/`, not only the temp folder, which is
+/// made just before it starts, nor the hook. Returns the push and that folder.
+fn push_until_building(root: &Root) -> (std::process::Child, std::path::PathBuf) {
+    let mut push = crate::util::git_command(&root.work);
+    push.args(["push", "blue", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut push, 0);
+    let child = push.spawn().unwrap();
+    let tmp = root.path.join("builds/.tmp");
+    wait_for(Duration::from_secs(20), "the build to start", || {
+        (!root_processes(&tmp).is_empty()).then_some(())
+    });
+    (child, tmp)
+}
+
 #[test]
 fn a_hook_killed_mid_build_leaves_no_finished_build() {
     let root = Root::new();
@@ -610,18 +627,7 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     );
     root.commit("first", &[("VERSION", "v1\n")]);
 
-    let mut push = crate::util::git_command(&root.work);
-    push.args(["push", "blue", "+HEAD:refs/heads/main"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut push, 0);
-    let mut child = push.spawn().unwrap();
-    // The build's process (working in builds/.tmp/), not only its temp folder, which
-    // is made just before it starts, nor the hook.
-    let tmp = root.path.join("builds/.tmp");
-    wait_for(Duration::from_secs(20), "the build to start", || {
-        (!root_processes(&tmp).is_empty()).then_some(())
-    });
+    let (mut child, tmp) = push_until_building(&root);
     // The helper leads a group of its own (setsid).
     let helper_group: i32 = wait_for(Duration::from_secs(10), "the build's helper", || {
         fs::read_to_string(&helper).ok()?.trim().parse().ok()
@@ -686,16 +692,7 @@ fn a_killed_hooks_build_is_stopped_by_the_next_push_that_reuses_a_build() {
 
     fs::write(&gate, "").unwrap();
     root.commit("slow", &[("VERSION", "v2\n")]);
-    let mut push = crate::util::git_command(&root.work);
-    push.args(["push", "blue", "+HEAD:refs/heads/main"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut push, 0);
-    let mut child = push.spawn().unwrap();
-    let tmp = root.path.join("builds/.tmp");
-    wait_for(Duration::from_secs(20), "the build to start", || {
-        (!root_processes(&tmp).is_empty()).then_some(())
-    });
+    let (mut child, tmp) = push_until_building(&root);
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     let _ = child.wait();
@@ -709,15 +706,7 @@ fn a_killed_hooks_build_is_stopped_by_the_next_push_that_reuses_a_build() {
     // Again, with a push of the same tree to green waiting for that build when its hook
     // is killed: the waiting push stops it, as it holds the key from then on.
     root.commit("slow again", &[("VERSION", "v3\n")]);
-    let mut push = crate::util::git_command(&root.work);
-    push.args(["push", "blue", "+HEAD:refs/heads/main"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut push, 0);
-    let mut child = push.spawn().unwrap();
-    wait_for(Duration::from_secs(20), "the build to start", || {
-        (!root_processes(&tmp).is_empty()).then_some(())
-    });
+    let (mut child, _) = push_until_building(&root);
     let mut waiter = crate::util::git_command(&root.work)
         .args(["push", "green", "+HEAD:refs/heads/main"])
         .stdout(Stdio::null())

@@ -512,16 +512,20 @@ fn the_root_comes_from_bluegreen_root_then_the_current_folder() {
     );
     assert!(by_empty.starts_with(&want), "{by_empty}");
     // One that names no root (left set for an old one) says it is the variable's.
+    // The one error line of a command that must fail with exit code 1.
+    let refused = |command: &mut Command| {
+        let out = command.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
     let gone = root.path.join("gone");
-    let out = Command::new(BIN)
-        .arg("status")
-        .env("BLUEGREEN_ROOT", &gone)
-        .current_dir(&root.path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
+        refused(
+            Command::new(BIN)
+                .arg("status")
+                .env("BLUEGREEN_ROOT", &gone)
+                .current_dir(&root.path)
+        ),
         format!(
             "error: {} (from BLUEGREEN_ROOT) does not exist: name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`",
             gone.display()
@@ -532,15 +536,13 @@ fn the_root_comes_from_bluegreen_root_then_the_current_folder() {
     // (this was `cannot read /home/me/bluegreen.toml (is this a bluegreen root? ...)`).
     let elsewhere = tempfile::tempdir().unwrap();
     for command in ["status", "switch", "check", "releases", "serve"] {
-        let out = Command::new(BIN)
-            .arg(command)
-            .env_remove("BLUEGREEN_ROOT")
-            .current_dir(elsewhere.path())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
         assert_eq!(
-            String::from_utf8_lossy(&out.stderr).trim(),
+            refused(
+                Command::new(BIN)
+                    .arg(command)
+                    .env_remove("BLUEGREEN_ROOT")
+                    .current_dir(elsewhere.path())
+            ),
             format!(
                 "error: the current folder {} is not a bluegreen root (it has no bluegreen.toml): name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`",
                 elsewhere.path().display()
