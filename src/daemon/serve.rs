@@ -220,6 +220,12 @@ async fn run(
         env!("CARGO_PKG_VERSION"),
         layout.root().display()
     );
+    for slot in Slot::ALL {
+        if let Some(problem) = crate::init::hook_problem(&layout, slot) {
+            tracing::warn!("{problem}");
+            daemon.events.record("hook", Some(slot), true, problem);
+        }
+    }
     // Each slot's first generation: its listener opens once it is live or has failed
     // (a slot with no release at once), so a restarted daemon's clients wait for it in
     // the backlog instead of getting 503s; the front opens with the slot it routes to.

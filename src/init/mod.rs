@@ -1,6 +1,7 @@
 //! `bluegreen init`: make a root, or repair one, without ever removing anything.
 //!
-//! Creates both bare repos with the hook linked to this binary, the slot folders, and a
+//! Creates both bare repos with the hook linked to this binary (by the path it was run
+//! by, see [`invoked_binary`]), the slot folders, and a
 //! commented `bluegreen.toml`. On an existing root it adds only what is missing; an
 //! existing config is validated, never rewritten. A new config gets listen ports no root
 //! beside it names and nothing on the host listens on (see [`ports`]).
@@ -20,9 +21,7 @@ mod ports;
 
 pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     refuse_nested(layout.root())?;
-    let binary = std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .context("cannot find this binary's path for the hooks")?;
+    let binary = invoked_binary()?;
     anyhow::ensure!(
         !layout.root().exists() || layout.root().is_dir(),
         "{} exists and is not a folder",
@@ -290,14 +289,62 @@ fn pin_hooks(repo_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
 
 const HOOKS_PATH: &str = "core.hooksPath";
 
+/// The path this binary was run by, for the hooks to link to: the name on the PATH
+/// (`/usr/local/bin/bluegreen`) or the path typed, not what it resolves to. An upgrade
+/// that moves that name to a new version (`ln -sfn /opt/bluegreen-2/bluegreen
+/// /usr/local/bin/bluegreen`, stow, alternatives) then reaches every push; a hook linked
+/// to the resolved `/opt/bluegreen-1/bluegreen` would dangle once it is removed, and git
+/// runs no hook it cannot find, saying nothing: the push deploys nothing. The resolved
+/// path when the name leads elsewhere (a shell's `exec -a`).
+fn invoked_binary() -> anyhow::Result<std::path::PathBuf> {
+    let running = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("cannot find this binary's path for the hooks")?;
+    let Some(name) = std::env::args_os().next().map(std::path::PathBuf::from) else {
+        return Ok(running);
+    };
+    let invoked = if name.components().count() > 1 {
+        std::path::absolute(&name).ok()
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .filter(|dir| dir.is_absolute())
+                .map(|dir| dir.join(&name))
+                .find(|candidate| candidate.is_file())
+        })
+    };
+    Ok(invoked
+        .filter(|path| path.canonicalize().is_ok_and(|p| p == running))
+        .unwrap_or(running))
+}
+
+/// What keeps `slot`'s pushes from reaching bluegreen, for the daemon to warn of at its
+/// start: a hook that links to a binary no longer there (an upgrade removed the version
+/// `init` linked). git runs no hook it cannot find and tells the pusher nothing.
+pub fn hook_problem(layout: &Layout, slot: Slot) -> Option<String> {
+    let hook = layout.repo(slot).join("hooks").join("post-receive");
+    let target = fs::read_link(&hook).ok()?;
+    if hook.exists() {
+        return None;
+    }
+    Some(format!(
+        "{}'s hook {} links to {}, which is gone: pushes to {slot} deploy nothing and git says nothing; `bluegreen init {}` links it to the bluegreen run",
+        layout.repo(slot).display(),
+        hook.display(),
+        target.display(),
+        crate::pasted::path(layout.root())
+    ))
+}
+
 /// `, which runs <other>, not this binary ...` when `hook` is a symlink to a binary other
 /// than `binary` (an upgrade installed at another path than the one `init` linked): pushes
 /// keep running that one, and `init` never rewrites a hook, so it says how to. Empty
 /// for a link to `binary` and for a shim (a file of its own).
 fn other_binary(hook: &Path, binary: &Path) -> String {
     let linked = fs::symlink_metadata(hook).is_ok_and(|m| m.file_type().is_symlink());
+    let running = fs::canonicalize(binary);
     match fs::canonicalize(hook) {
-        Ok(target) if linked && target != binary => format!(
+        Ok(target) if linked && running.as_ref().is_ok_and(|r| *r != target) => format!(
             ", which runs {}, not this binary {}: pushes run that one (`ln -sfn {} {}` makes them run this one)",
             target.display(),
             binary.display(),

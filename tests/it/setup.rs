@@ -263,6 +263,74 @@ fn init_again_names_a_hook_that_runs_another_binary() {
     assert_eq!(fs::read_link(&blue_hook).unwrap(), old);
 }
 
+/// A versioned install: `bluegreen` on the PATH is a link to one version's binary, and
+/// an upgrade moves the link and removes the old version. The hooks link to the name
+/// `init` was run by, so pushes reach the new version; linked to the resolved binary,
+/// they dangled, and git runs no hook it cannot find: pushes deployed nothing, silently.
+#[test]
+fn hooks_follow_the_binary_name_through_an_upgrade() {
+    let root = Root::new();
+    let tmp = root.path.parent().unwrap();
+    let install = |version: &str| {
+        let dir = tmp.join(version);
+        fs::create_dir_all(&dir).unwrap();
+        let binary = dir.join("bluegreen");
+        if fs::hard_link(BIN, &binary).is_err() {
+            fs::copy(BIN, &binary).unwrap();
+        }
+        binary
+    };
+    let bin = tmp.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(install("v1"), bin.join("bluegreen")).unwrap();
+    // `init` run by its name on the PATH, as a user types it, links the hooks.
+    for slot in ["blue", "green"] {
+        fs::remove_file(root.path.join(format!("{slot}.git/hooks/post-receive"))).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("bluegreen")
+        .arg("init")
+        .arg(&root.path)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for slot in ["blue", "green"] {
+        let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
+        assert_eq!(fs::read_link(&hook).unwrap(), bin.join("bluegreen"));
+    }
+    // The upgrade.
+    let v2 = install("v2");
+    fs::remove_file(bin.join("bluegreen")).unwrap();
+    std::os::unix::fs::symlink(&v2, bin.join("bluegreen")).unwrap();
+    fs::remove_dir_all(tmp.join("v1")).unwrap();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+}
+
+/// A daemon that starts while a hook links to a binary no longer there (by hand, to a
+/// version since removed) says so: pushes to that slot would deploy nothing, silently.
+#[test]
+fn serve_names_a_hook_that_links_to_a_binary_gone() {
+    let mut root = Root::new();
+    let hook = root.path.join("green.git/hooks/post-receive");
+    let gone = root.path.parent().unwrap().join("v1/bluegreen");
+    fs::remove_file(&hook).unwrap();
+    std::os::unix::fs::symlink(&gone, &hook).unwrap();
+    root.serve();
+    let events = root.control("GET", "/events").body;
+    assert!(
+        events.contains(&format!(
+            "{}'s hook {} links to {}, which is gone: pushes to green deploy nothing and git says nothing",
+            root.path.join("green.git").display(),
+            hook.display(),
+            gone.display()
+        )),
+        "{events}"
+    );
+    assert!(!events.contains("blue.git's hook"), "{events}");
+}
+
 /// `init`'s next steps are pasted into a shell: a root whose path holds a space is one
 /// word in each (`git remote add blue /tmp/sp root/blue.git` added a remote `blue` with
 /// the URL `/tmp/sp`).
