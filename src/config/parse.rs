@@ -13,7 +13,12 @@ use super::Config;
 impl Config {
     /// Reads and validates `path`. Errors are one line naming the file, line and key.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        Config::from_text(path, &Config::read(path)?)
+    }
+
+    /// The text of the config file at `path`, or why it cannot be read.
+    pub fn read(path: &Path) -> anyhow::Result<String> {
+        std::fs::read_to_string(path).map_err(|e| {
             use std::io::ErrorKind;
             let path = path.display();
             match e.kind() {
@@ -26,9 +31,14 @@ impl Config {
                 }
                 _ => anyhow::anyhow!("cannot read {path}: {e}"),
             }
-        })?;
+        })
+    }
+
+    /// The config in `text`, read from `path` (its errors name it; a relative token
+    /// file is taken from its folder).
+    pub fn from_text(path: &Path, text: &str) -> anyhow::Result<Config> {
         let (mut config, token_file_line) =
-            parse_at(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
+            parse_at(text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))?;
         // A relative token file is the root's, wherever the command runs from.
         let token = &mut config.router.token_file;
         if !token.as_os_str().is_empty() && token.is_relative() {
@@ -56,6 +66,14 @@ impl Config {
 
 /// `Config::parse`, and the line that sets `router.token_file`, if one does.
 fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
+    // A file that sets nothing gives every key its default, `app.command` included: an
+    // editor's empty buffer saved, or a file read while it is rewritten in place.
+    if toml::from_str::<toml::Table>(text).is_ok_and(|table| table.is_empty()) {
+        return Err(
+            "1: sets nothing (the file is empty, or only comments): every key would take its default; write the settings (`bluegreen init` makes a commented config)"
+                .into(),
+        );
+    }
     let config: Config = toml::from_str(text).map_err(|e| {
         let (line, key) = e
             .span()
@@ -432,6 +450,8 @@ mod tests {
                 "2: control.listen: 0.0.0.0:8081 is not a loopback",
             ),
             ("[app]\ncommand = \"node 'main.js\"\n", "2: app.command: "),
+            ("", "1: sets nothing (the file is empty, or only comments)"),
+            ("# all\n\n# comments\n", "1: sets nothing"),
             (
                 "[app]\ncommand = \"'' sample-app\"\n",
                 "2: app.command: names no program: its first word is empty",

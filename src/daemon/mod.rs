@@ -86,8 +86,9 @@ pub struct Daemon {
     pub switching: tokio::sync::Mutex<()>,
     next_generation: AtomicU64,
     pub heartbeat: Mutex<heartbeat::Heartbeat>,
-    /// The last SIGHUP's config was refused: the running one is older than the file.
-    pub config_refused: AtomicBool,
+    /// Why the last SIGHUP's config was refused (the running one is older than the
+    /// file), or `None` when it was taken.
+    pub config_refused: Mutex<Option<String>>,
 }
 
 /// A slot as the rest of the daemon sees it.
@@ -319,6 +320,13 @@ impl Daemon {
         id
     }
 
+    /// Why the last SIGHUP's config was refused (see `config_refused`).
+    pub fn refusal(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.config_refused
+            .lock()
+            .expect("refusal lock: no panic holds it")
+    }
+
     /// Records the last generation number handed out, if `state.json` is behind it (its
     /// write failed at the time, on a full disk).
     pub fn record_generation(&self) {
@@ -471,7 +479,7 @@ impl Daemon {
             active: self.active(),
             last_switch,
             mirror_queued: self.mirror.queued() as u64,
-            config_reload_ok: !self.config_refused.load(Ordering::Relaxed),
+            config_reload_ok: self.refusal().is_none(),
         })
     }
 }

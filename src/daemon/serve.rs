@@ -6,7 +6,7 @@
 //! settled: live, or failed with nothing coming back. SIGHUP re-reads the config and
 //! refuses a bad one.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -157,7 +157,7 @@ async fn run(
         mirror,
         switching: tokio::sync::Mutex::new(()),
         next_generation: AtomicU64::new(generations),
-        config_refused: AtomicBool::new(false),
+        config_refused: Mutex::new(None),
     });
 
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
@@ -275,7 +275,7 @@ async fn run(
             if signal != SIGHUP {
                 return;
             }
-            let _ = reload_config(&daemon);
+            let _ = reload_config(&daemon).await;
         }
     };
     let stopped_early = tokio::select! {
@@ -290,7 +290,7 @@ async fn run(
             if signal == SIGHUP {
                 systemd::reloading();
                 // `systemctl status` shows it: a refused reload ends as READY=1 too.
-                systemd::reloaded(&reload_config(&daemon));
+                systemd::reloaded(&reload_config(&daemon).await);
                 continue;
             }
             break;
@@ -395,19 +395,22 @@ fn no_release(slot: Slot, branch: &str) -> String {
 
 /// SIGHUP: take a valid new config, refuse a bad one and keep the running one. Returns
 /// what happened, as the event says it.
-fn reload_config(daemon: &Daemon) -> String {
+async fn reload_config(daemon: &Daemon) -> String {
     let path = daemon.layout.config_file();
-    let loaded = Config::load(&path).and_then(|config| Ok((read_token(&config)?, config)));
+    let loaded = settled(&path)
+        .await
+        .and_then(|text| Config::from_text(&path, &text))
+        .and_then(|config| Ok((read_token(&config)?, config)));
     let (refused, message) = match loaded {
         Err(e) => {
-            daemon.config_refused.store(true, Ordering::Relaxed);
+            *daemon.refusal() = Some(format!("{e:#}"));
             (
                 true,
                 format!("config reload refused, keeping the running config: {e:#}"),
             )
         }
         Ok((token, config)) => {
-            daemon.config_refused.store(false, Ordering::Relaxed);
+            *daemon.refusal() = None;
             let old = daemon.config();
             let moved = restart_only(&old, &config);
             let mut config = config;
@@ -439,6 +442,24 @@ fn reload_config(daemon: &Daemon) -> String {
         .record("config", None, refused, message.clone());
     message
 }
+
+/// The config file's text, read twice `SETTLE` apart: a file rewritten in place (an
+/// editor that truncates, then writes) as the SIGHUP comes would be read half written,
+/// and a half that parses (cut before `[switch]`) would run with the rest defaulted.
+async fn settled(path: &std::path::Path) -> anyhow::Result<String> {
+    let first = Config::read(path)?;
+    tokio::time::sleep(SETTLE).await;
+    let again = Config::read(path)?;
+    anyhow::ensure!(
+        first == again,
+        "{} changed while it was read (still being written?): send SIGHUP again once it is saved",
+        path.display()
+    );
+    Ok(again)
+}
+
+/// How long a config file must stay as it is to be taken on a SIGHUP.
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// The keys that a SIGHUP does not apply, changed from `old` to `new`: what is bound (and
 /// sized) stays until a restart.
@@ -500,9 +521,23 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
     .filter_map(|(table, differs)| differs.then_some(table))
     .collect();
     let mut notes = Vec::new();
-    if !reload.is_empty() {
+    // A SIGHUP would be refused again, for a reason the file's loading here does not
+    // see (a token file gone): that is what to fix first.
+    let refused = daemon.refusal().clone();
+    if let Some(why) = &refused {
         notes.push(format!(
-            "bluegreen.toml's {} changed since the daemon read it, and it runs with what it read: `kill -HUP {pid}` (what `systemctl reload` of its unit does) applies it",
+            "the daemon refused its last reload of bluegreen.toml and runs with what it read before ({why}): fix that, then `kill -HUP {pid}`"
+        ));
+    }
+    if !reload.is_empty() {
+        let apply = match refused {
+            Some(_) => String::new(),
+            None => {
+                format!(": `kill -HUP {pid}` (what `systemctl reload` of its unit does) applies it")
+            }
+        };
+        notes.push(format!(
+            "bluegreen.toml's {} changed since the daemon read it, and it runs with what it read{apply}",
             reload.join(", ")
         ));
     }

@@ -667,6 +667,14 @@ fn sighup_with_a_broken_config_keeps_running() {
     });
     root.wait_log("unknown field `bogus`");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+    // An empty file (an editor's empty buffer saved, a file caught while rewritten in
+    // place) is refused too: taken, every key was defaulted, app.command included.
+    std::fs::write(&file, "").unwrap();
+    root.signal(Signal::SIGHUP);
+    root.wait_log("bluegreen.toml:1: sets nothing (the file is empty, or only comments)");
+    std::fs::write(&file, &good).unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
     // A token file that cannot be read is refused too (as `check` and `serve` refuse
     // it), not taken as no token.
     std::fs::write(&file, &good).unwrap();
@@ -1902,6 +1910,29 @@ fn a_switch_whose_daemon_is_killed_says_it_may_or_may_not_have_happened() {
     // The next daemon stops the killed one's migration, and blue stayed active.
     root.serve();
     assert_eq!(root.status()["active"], "blue");
+}
+
+/// The daemon refused the last SIGHUP (its token file cannot be read, which the hook's
+/// own reading of the file does not see): the push's note says so and why, not that a
+/// `kill -HUP` applies the changes, which would be refused again.
+#[test]
+fn a_push_after_a_refused_sighup_says_why_the_daemon_runs_the_old_config() {
+    let root = blue_live();
+    root.set("app.drain_timeout", "7s");
+    let missing = root.path.join("no-such-token");
+    root.set("router.token_file", missing.to_str().unwrap());
+    root.signal(Signal::SIGHUP);
+    root.wait_log("config reload refused, keeping the running config");
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    let push = root.push("blue");
+    push.says("blue: note: the daemon refused its last reload of bluegreen.toml and runs with what it read before (");
+    push.says(&format!(
+        "router.token_file: cannot read {}",
+        missing.display()
+    ));
+    push.says("bluegreen.toml's [app], [router] changed since the daemon read it, and it runs with what it read");
+    push.never_says("applies it");
+    push.says("blue: live in ");
 }
 
 #[test]
