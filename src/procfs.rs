@@ -177,6 +177,23 @@ pub fn listening_for_loopback(port: u16) -> Vec<Listening> {
     }
 }
 
+/// Whether any socket of this network namespace listens on `port`, at any address.
+pub fn listening_on(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
+        fs::read_to_string(path).is_ok_and(|table| {
+            table.lines().skip(1).any(|row| {
+                let fields: Vec<&str> = row.split_whitespace().collect();
+                fields.get(3) == Some(&"0A")
+                    && fields
+                        .get(1)
+                        .and_then(|local| local.rsplit_once(':'))
+                        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+        })
+    })
+}
+
 /// The rows of a `/proc/net/tcp` table that listen on `port` at an address that takes
 /// loopback connections. A row: `sl local_address rem_address st ... uid timeout inode`.
 fn listening_in(table: &str, port: u16) -> Vec<Listening> {

@@ -143,6 +143,9 @@ pub async fn run(daemon: Arc<Daemon>) {
             continue;
         }
         let standby_check = check(&daemon, standby).await;
+        if standby_check.is_err() {
+            daemon.metrics.heartbeat_failure(standby);
+        }
         daemon.set_health(standby, standby_check.clone());
         match standby_check {
             Ok(()) => {
@@ -202,6 +205,9 @@ fn first_stuck(daemon: &Daemon) -> bool {
 async fn observe_standby(daemon: &Daemon, standby: Slot) {
     if daemon.slots[standby.index()].route.live().is_some() {
         let result = check(daemon, standby).await;
+        if result.is_err() {
+            daemon.metrics.heartbeat_failure(standby);
+        }
         daemon.set_health(standby, result);
     }
 }

@@ -130,9 +130,10 @@ pub async fn run(
     if status.success() {
         return Ok(());
     }
+    // One line, as every reason: a script written as a multi-line TOML string too.
     Err(format!(
         "`{}` exited with {status}{quoted}",
-        config.switch.migrate
+        crate::logging::one_line(&config.switch.migrate)
     ))
 }
 

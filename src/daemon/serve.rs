@@ -275,7 +275,10 @@ async fn run(
             if signal != SIGHUP {
                 return;
             }
-            let _ = reload_config(&daemon).await;
+            // A task of its own: the startup ending meanwhile drops this loop, and the
+            // reload (its settle wait) must finish all the same.
+            let daemon = daemon.clone();
+            let _ = tokio::spawn(async move { reload_config(&daemon).await }).await;
         }
     };
     let stopped_early = tokio::select! {

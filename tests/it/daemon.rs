@@ -835,6 +835,26 @@ fn without_overlap_the_old_generation_stops_before_the_new_one_starts() {
     assert!(stopped.is_some() && stopped < started, "{events}");
 }
 
+/// Without overlap, "live in" counts the old generation's stop: the slot served nothing
+/// meanwhile. An old one that ignores SIGTERM holds it for `stop_timeout` (2 s here);
+/// the verdict said `live in 0.0s`.
+#[test]
+fn without_overlap_live_in_counts_the_old_generations_stop() {
+    let root = blue_live_with(&[("app.overlap", false.into())]);
+    root.commit("ignores TERM", &[("VERSION", "v2\n"), ("IGNORE_TERM", "")]);
+    root.push("blue").says("blue: live in ");
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    let pushed = root.push("blue");
+    let took: f64 = pushed
+        .text
+        .lines()
+        .find_map(|l| l.split("blue: live in ").nth(1))
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .expect(&pushed.text);
+    assert!(took >= 2.0, "{}", pushed.text);
+}
+
 #[test]
 fn without_overlap_a_bad_release_brings_the_last_good_one_back() {
     let root = blue_live_with(&[

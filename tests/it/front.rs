@@ -884,3 +884,24 @@ fn wait_for_failover(root: &Root, slot: &str, limit: Duration) {
         (root.status()["active"] == slot).then_some(())
     });
 }
+
+/// The heartbeat checks the standby too, and `/status` says it fails: its failed checks
+/// are counted in `bluegreen_heartbeat_failures_total` as the active's are ("failed
+/// heartbeat checks, by slot"); only the active's were.
+#[test]
+fn a_failing_standbys_heartbeat_checks_are_counted() {
+    let root = green_failing_standby(&[]);
+    wait_for(
+        Duration::from_secs(15),
+        "green's failed checks in /metrics",
+        || {
+            let metrics = root.control("GET", "/metrics").body;
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"green\"} "))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n >= 1)
+        },
+    );
+    assert_eq!(root.status()["active"], "blue");
+}

@@ -252,6 +252,44 @@ fn a_failed_migration_that_printed_a_lot_is_told_in_one_short_line() {
     assert!(text.len() < 2048, "{} bytes: {:.300}", text.len(), text);
     assert_eq!(root.status()["active"], "blue");
 }
+/// A migration written as a multi-line TOML string (a shell script) is quoted on one
+/// line when it fails, in the control API's answer, the event and the log, as every
+/// reason is: its line breaks split them into several.
+#[test]
+fn a_failed_migration_written_on_several_lines_is_told_on_one() {
+    let root = both_live();
+    set_migrate(
+        &root,
+        "sh -c '\n  echo cannot reach the database >&2\n  exit 1\n'",
+        1,
+    );
+    let answer = root.control("POST", "/switch");
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert_eq!(answer.body.trim_end().lines().count(), 1, "{}", answer.body);
+    assert!(
+        answer.body.contains("`sh -c '\\n  echo cannot reach the database >&2\\n  exit 1\\n'` exited with exit status: 1"),
+        "{}",
+        answer.body
+    );
+    let events: serde_json::Value =
+        serde_json::from_str(&root.control("GET", "/events").body).unwrap();
+    let refused = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .find(|m| m.contains("migration failed"))
+        .expect("the refusal's event");
+    assert!(!refused.contains('\n'), "{refused}");
+    root.wait_log("not switched (api): migration failed");
+    assert!(
+        !root.log().contains("\n  echo cannot reach"),
+        "the log's line is broken: {}",
+        root.log()
+    );
+    assert_eq!(root.status()["active"], "blue");
+}
+
 #[test]
 fn a_switch_refused_on_the_front_is_told_in_the_events() {
     let root = both_live();

@@ -150,6 +150,20 @@ fn serve_on_another_roots_ports_names_that_root_and_the_keys() {
             web.path.display()
         )
     );
+    // Nothing listens, but a connection has the port as its own (the kernel hands out
+    // ports of its range for outgoing connections): the hint named a listener.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    let port = client.local_addr().unwrap().port();
+    web.set("slots.green.listen", format!("127.0.0.1:{port}"));
+    assert_eq!(
+        web.run_err(&["serve"]),
+        format!(
+            "error: cannot listen on 127.0.0.1:{port} (slots.green.listen): Address already in use (os error 98): no process listens there, but a connection uses it as its own port (`ss -tanp 'sport = :{port}'` says which), as the kernel hands out ports of `net.ipv4.ip_local_port_range` to outgoing connections: give this root a slots.green.listen below that range in {}/bluegreen.toml",
+            web.path.display()
+        )
+    );
+    drop(client);
     // The first daemon serves on.
     assert_eq!(api.get(api.blue, "/").status, 503);
 }

@@ -22,6 +22,9 @@ impl Supervisor {
         restart: bool,
     ) {
         let slot = self.slot;
+        // "live in" counts from here: without overlap, the old generation's drain and
+        // stop below are time the slot serves nothing.
+        let asked = Instant::now();
         // A deploy or restart now replaces any scheduled restart.
         self.restart_token += 1;
         self.restart_release = None;
@@ -78,7 +81,7 @@ impl Supervisor {
         let (cancel, mut cancelled) = oneshot::channel();
         self.starting = Some(Start {
             release: release.clone(),
-            since: Instant::now(),
+            since: asked,
             waiters,
             restart,
             cancel: Some(cancel),
