@@ -53,7 +53,11 @@ pub fn reload(
         match answered.recv_timeout(STILL_WAITING) {
             Ok(answer) => Ok(answer),
             Err(_) => {
-                writeln!(out, "{}", waiting(config, slot, release))?;
+                // The daemon's own values: it runs with what it last read, which a file
+                // changed without a SIGHUP is not.
+                let running = client.get("/status").ok().and_then(|r| r.json().ok());
+                let app = running.as_ref().map(|status| &status["app"]);
+                writeln!(out, "{}", waiting(config, app, slot, release))?;
                 answered.recv().map_err(|_| {
                     anyhow::anyhow!("{slot}: the reload's thread ended without an answer")
                 })
@@ -126,18 +130,35 @@ fn ask(client: &Client, slot: Slot, release: &str, wait: Duration) -> Result<Rep
     answer
 }
 
-/// `blue: starting 20261122T...: waiting for GET / to answer 2xx/3xx (app.ready_timeout 30s)`.
-fn waiting(config: &Config, slot: Slot, release: &str) -> String {
-    let app = &config.app;
-    let order = if app.overlap {
+/// `blue: starting 20261122T...: waiting for GET / to answer 2xx/3xx (app.ready_timeout 30s)`,
+/// by the daemon's running `app` (its `/status`), else by the file's.
+fn waiting(
+    config: &Config,
+    running: Option<&serde_json::Value>,
+    slot: Slot,
+    release: &str,
+) -> String {
+    let file = &config.app;
+    let running = |key: &str| running.map(|app| &app[key]);
+    let health_path = running("health_path")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&file.health_path);
+    let ready_timeout = running("ready_timeout")
+        .and_then(|v| v.as_str())
+        .map_or_else(
+            || humantime::format_duration(file.ready_timeout).to_string(),
+            str::to_string,
+        );
+    let overlap = running("overlap")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(file.overlap);
+    let order = if overlap {
         ""
     } else {
         " once the old generation has stopped (app.overlap = false)"
     };
     format!(
-        "{slot}: starting {release}: waiting for GET {} to answer 2xx/3xx{order} (app.ready_timeout {})",
-        app.health_path,
-        humantime::format_duration(app.ready_timeout)
+        "{slot}: starting {release}: waiting for GET {health_path} to answer 2xx/3xx{order} (app.ready_timeout {ready_timeout})"
     )
 }
 

@@ -81,6 +81,13 @@ pub fn json(daemon: &Daemon) -> Value {
         "started": humantime::format_rfc3339_seconds(daemon.metrics.started()).to_string(),
         "active": daemon.active(),
         "front": config.router.listen.to_string(),
+        // What a start waits for, as the daemon runs it (the file may have changed
+        // since): the hook's "waiting for" line says this.
+        "app": {
+            "health_path": config.app.health_path,
+            "ready_timeout": humantime::format_duration(config.app.ready_timeout).to_string(),
+            "overlap": config.app.overlap,
+        },
         "slots": slots,
         "mirroring": {
             "enabled": daemon.mirroring(),

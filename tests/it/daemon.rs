@@ -490,6 +490,14 @@ fn a_slow_start_is_told_while_the_push_waits() {
     let pushed = root.push("blue");
     pushed.says("blue: live in ");
     pushed.never_says("waiting for GET");
+
+    // What it waits for is the daemon's, not the file's changed without a SIGHUP: the
+    // line named a health path and a timeout the daemon did not use.
+    root.set("app.health_path", "/items");
+    root.set("app.ready_timeout", "45s");
+    root.commit("slow again", &[("VERSION", "v4\n"), ("SLOW_MS", "4000")]);
+    root.push("blue")
+        .says(": waiting for GET / to answer 2xx/3xx (app.ready_timeout 20s)");
 }
 
 /// A release too slow for the health check is told the limit it misses, not the scrap of
