@@ -93,6 +93,11 @@ pub fn flip_symlink(link: &Path, target: &Path) -> anyhow::Result<Option<String>
 
 /// Removes whatever is at `path` (file, symlink or folder) without following a symlink.
 pub fn remove_any(path: &Path) -> std::io::Result<()> {
+    // `link/` or `link/.` names what the link points to, to the kernel: a symlink there
+    // would be taken for a folder, and its target's files removed. Without the trailing
+    // parts it names the link itself.
+    let path: std::path::PathBuf = path.components().collect();
+    let path = path.as_path();
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => remove_tree(path),
         Ok(_) => fs::remove_file(path),

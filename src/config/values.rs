@@ -299,7 +299,18 @@ pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
             }
         }
     }
-    Ok(dirs)
+    // `data/`, `data/.` and `data//x` as `data` and `data/x`: the release's path is made
+    // from it, and `data/` names what a pushed `data` symlink points to, not the link.
+    Ok(dirs
+        .iter()
+        .map(|dir| {
+            Path::new(dir)
+                .components()
+                .collect::<std::path::PathBuf>()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect())
 }
 
 // The marks bluegreen puts on the processes it starts, defined here, beside the rule

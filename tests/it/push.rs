@@ -744,6 +744,41 @@ fn a_killed_hooks_build_is_stopped_by_the_next_push_that_reuses_a_build() {
     assert_eq!(root_processes(&tmp), Vec::<u32>::new(), "{text}");
 }
 
+/// A linked dir written with a trailing slash (`"data/"`) is the same as `"data"`: the
+/// pushed tree's `data` symlink is replaced by the link to the shared folder, and what
+/// it pointed to is left alone. `data/` named the symlink's target to the kernel, so the
+/// deploy emptied it (the slot's own shared data, through a relative link), then failed.
+#[test]
+fn a_linked_dir_with_a_trailing_slash_never_empties_what_a_pushed_symlink_points_to() {
+    let root = Root::new();
+    root.set("app.linked_dirs", toml::Value::Array(vec!["data/".into()]));
+    let shared = root.path.join("blue/shared/data");
+    fs::create_dir_all(&shared).unwrap();
+    fs::write(shared.join("db"), "customer db").unwrap();
+    let outside = root.path.parent().unwrap().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("keep.txt"), "precious").unwrap();
+    for target in [Path::new("../../shared/data"), outside.as_path()] {
+        let _ = fs::remove_file(root.work.join("data"));
+        std::os::unix::fs::symlink(target, root.work.join("data")).unwrap();
+        root.commit(
+            &format!("data -> {}", target.display()),
+            &[("VERSION", "v1\n")],
+        );
+        root.push("blue").says("blue: release ");
+        assert_eq!(
+            fs::read_to_string(shared.join("db")).unwrap(),
+            "customer db"
+        );
+        assert_eq!(
+            fs::read_to_string(outside.join("keep.txt")).unwrap(),
+            "precious"
+        );
+        let current = root.path.join("blue/current/data");
+        assert_eq!(fs::read_link(&current).unwrap(), shared, "{target:?}");
+    }
+}
+
 #[test]
 fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
     let root = Root::new();
