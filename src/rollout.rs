@@ -133,7 +133,11 @@ pub fn rollback(
         current.as_ref() != Some(&target),
         "{target} is already {slot}'s current release"
     );
-    let notes = release::flip(layout, slot, &target)?;
+    // Data written while `current` ran, that the release gone back to does not see.
+    let mut notes = current.as_ref().map_or_else(Vec::new, |before| {
+        release::link_notes(layout, slot, before, &target, &config.app.linked_dirs)
+    });
+    notes.extend(release::flip(layout, slot, &target)?);
     // Gone back from (ids sort by age; `--to` a newer one is no going back): a later
     // rollback passes it over.
     let rolled_back = current

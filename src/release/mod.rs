@@ -17,8 +17,10 @@ use crate::layout::Layout;
 use crate::slot::Slot;
 use crate::tree_copy;
 
+mod links;
 mod prune;
 
+pub use links::notes as link_notes;
 pub use prune::{in_use_entry, prune, tidy};
 
 /// Metadata file inside a release.
@@ -230,7 +232,9 @@ fn real_parents(release: &Path, dir: &Path) -> anyhow::Result<()> {
 pub struct Installed {
     /// What `current` named before (for [`tidy`]).
     pub was_current: Option<String>,
-    /// What went wrong after the flip (see [`flip`]), to tell the caller.
+    /// What the new release does not see that the one before did (see
+    /// [`link_notes`]), and what went wrong after the flip (see [`flip`]), to tell the
+    /// caller.
     pub notes: Vec<String>,
 }
 
@@ -243,7 +247,10 @@ pub fn install(
 ) -> anyhow::Result<Installed> {
     create(layout, meta, linked_dirs)?;
     let was_current = current(layout, meta.slot);
-    let notes = flip(layout, meta.slot, &meta.id)?;
+    let mut notes = was_current.as_ref().map_or_else(Vec::new, |before| {
+        links::notes(layout, meta.slot, before, &meta.id, linked_dirs)
+    });
+    notes.extend(flip(layout, meta.slot, &meta.id)?);
     Ok(Installed { was_current, notes })
 }
 

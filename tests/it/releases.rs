@@ -892,3 +892,44 @@ fn promote_never_copies_from_outside_builds_whatever_a_releases_metadata_says() 
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(root.current("green"), None);
 }
+
+/// Linked dirs changed between releases leave data out of the app's sight: what the app
+/// wrote into a release's own `data` before `data` was linked, and the shared `data` a
+/// rollback to that release no longer sees. Each move of `current` says so (the release
+/// left behind is pruned later, with what it holds); it said nothing.
+#[test]
+fn a_change_of_linked_dirs_is_told_where_it_hides_data() {
+    let root = Root::new();
+    root.set("app.linked_dirs", toml::Value::Array(vec![]));
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+    let v1 = root.current("blue").unwrap();
+    // The app wrote an order into the release's own folder.
+    let own = root.path.join("blue/releases").join(&v1).join("data");
+    fs::create_dir_all(&own).unwrap();
+    fs::write(own.join("order1"), "paid").unwrap();
+
+    root.set("app.linked_dirs", toml::Value::Array(vec!["data".into()]));
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    let shared = root.path.join("blue/shared/data");
+    root.push("blue").says(&format!(
+        "blue: note: release {v1} has a `data` of its own with 1 entry, which {} does not see: it sees {} (a linked dir, app.linked_dirs)",
+        root.releases("blue").last().unwrap(),
+        shared.display()
+    ));
+    let v2 = root.current("blue").unwrap();
+    fs::write(shared.join("order2"), "paid").unwrap();
+
+    let out = root.run_ok(&["rollback", "blue"]);
+    assert!(
+        out.contains(&format!(
+            "blue: note: release {v1} does not see {} (1 entry), which {v2} did: `data` is no linked dir for it (app.linked_dirs)",
+            shared.display()
+        )),
+        "{out}"
+    );
+    // A push with nothing changed at linked paths says nothing of the kind.
+    root.run_ok(&["rollback", "blue", "--to", &v2]);
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").never_says("of its own");
+}
