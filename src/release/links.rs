@@ -76,7 +76,12 @@ fn linked_in(shared: &Path, old: &Path, new: &Path, rel: &Path, found: &mut Vec<
     let Ok(entries) = fs::read_dir(shared.join(rel)) else {
         return;
     };
-    for entry in entries.flatten() {
+    // A linked dir's shared side is a folder: the files the app keeps there are passed
+    // over, not statted in both releases at every push.
+    for entry in entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+    {
         let path = rel.join(entry.file_name());
         let kinds = [held(old, shared, &path), held(new, shared, &path)];
         if kinds.contains(&Held::Shared) {
