@@ -1039,6 +1039,34 @@ fn a_restarted_daemon_serves_its_last_live_release_while_a_release_never_live_st
 /// A generation number a full disk kept out of state.json (its write failed) is
 /// recorded once the disk has room again, at the daemon's stop at the latest: the next
 /// daemon handed the same number out again, and the log had two generation 1s.
+/// The last live release, started first for a `current` that never went live, fails
+/// (it no longer works): `current` starts next, at once, and the failure says so. It
+/// said `restarting release <the last live one>`, a restart that never came.
+#[test]
+fn a_restarted_daemon_whose_last_live_release_fails_says_current_starts_next() {
+    let mut root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue");
+    let v2 = root.current("blue").unwrap();
+    fs::write(root.path.join("blue/releases").join(&v1).join("CRASH"), "").unwrap();
+    root.serve();
+    root.wait_body(root.blue, "v2 from blue");
+    let events = root.control("GET", "/events").body;
+    assert!(
+        events.contains(&format!(
+            "blue has no live generation; starting its current release {v2}"
+        )),
+        "{events}"
+    );
+    assert!(
+        !events.contains(&format!("restarting release {v1}")),
+        "{events}"
+    );
+}
+
 #[test]
 fn a_generation_number_a_full_disk_kept_out_of_state_is_not_handed_out_again() {
     let mut root = Root::new();

@@ -277,9 +277,16 @@ impl Supervisor {
                         *skipped != release
                             && release::current(&self.daemon.layout, slot).as_ref() == Some(skipped)
                     });
+                // A release waiting its turn (a restarted daemon's `current` behind its
+                // last live one) starts next, at once: that is what comes, not a restart.
+                let pending_next = self
+                    .pending
+                    .as_ref()
+                    .filter(|_| self.live.is_none())
+                    .map(|(waiting, _)| waiting.clone());
                 let fallback = match (&self.live, &self.last_good) {
                     (Some(_), _) => None,
-                    _ if current_next.is_some() => None,
+                    _ if current_next.is_some() || pending_next.is_some() => None,
                     (None, _) if start.restart => None,
                     (None, Some(good)) if *good != release => Some(good.clone()),
                     (None, Some(_)) => Some(release.clone()),
@@ -294,9 +301,12 @@ impl Supervisor {
                     (None, Some(again)) => {
                         format!("{slot} has no live generation; restarting release {again}")
                     }
-                    (None, None) if current_next.is_some() => format!(
+                    (None, None) if current_next.is_some() || pending_next.is_some() => format!(
                         "{slot} has no live generation; starting its current release {}",
-                        current_next.as_deref().unwrap_or_default()
+                        current_next
+                            .as_ref()
+                            .or(pending_next.as_ref())
+                            .map_or("", String::as_str)
                     ),
                     (None, None) => format!("{slot} has no live generation"),
                 };
