@@ -303,8 +303,12 @@ fn invoked_binary() -> anyhow::Result<std::path::PathBuf> {
     let Some(name) = std::env::args_os().next().map(std::path::PathBuf::from) else {
         return Ok(running);
     };
-    let invoked = if name.components().count() > 1 {
-        std::path::absolute(&name).ok()
+    // A relative path (`../../target/release/bluegreen`, `./bluegreen`) says where the
+    // binary was from one folder only: the resolved path is linked instead.
+    let invoked = if name.is_absolute() {
+        Some(name)
+    } else if name.components().count() > 1 {
+        None
     } else {
         std::env::var_os("PATH").and_then(|path| {
             std::env::split_paths(&path)
@@ -344,6 +348,22 @@ fn other_binary(hook: &Path, binary: &Path) -> String {
     let linked = fs::symlink_metadata(hook).is_ok_and(|m| m.file_type().is_symlink());
     let running = fs::canonicalize(binary);
     match fs::canonicalize(hook) {
+        // The same binary, linked by the path it resolves to where this run has a name
+        // for it (a root made before hooks were linked by name): an upgrade that removes
+        // that version would leave the hook dangling.
+        Ok(target)
+            if linked
+                && running.as_ref().is_ok_and(|r| *r == target)
+                && fs::read_link(hook).is_ok_and(|to| to != binary && target != binary) =>
+        {
+            format!(
+                ", which links to {} by the path it resolves to: an upgrade that removes it leaves pushes deploying nothing (`ln -sfn {} {}` links it by the name {} instead)",
+                target.display(),
+                binary.display(),
+                hook.display(),
+                binary.display()
+            )
+        }
         Ok(target) if linked && running.as_ref().is_ok_and(|r| *r != target) => format!(
             ", which runs {}, not this binary {}: pushes run that one (`ln -sfn {} {}` makes them run this one)",
             target.display(),

@@ -299,6 +299,42 @@ fn hooks_follow_the_binary_name_through_an_upgrade() {
         let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
         assert_eq!(fs::read_link(&hook).unwrap(), bin.join("bluegreen"));
     }
+    // A hook linked by the resolved path (a root made before) is named, with the fix.
+    let blue_hook = root.path.join("blue.git/hooks/post-receive");
+    fs::remove_file(&blue_hook).unwrap();
+    std::os::unix::fs::symlink(tmp.join("v1/bluegreen"), &blue_hook).unwrap();
+    let out = Command::new("bluegreen")
+        .arg("init")
+        .arg(&root.path)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "kept      {}, which links to {} by the path it resolves to: an upgrade that removes it leaves pushes deploying nothing",
+            blue_hook.display(),
+            tmp.join("v1/bluegreen").display()
+        )),
+        "{stdout}"
+    );
+    fs::remove_file(&blue_hook).unwrap();
+    std::os::unix::fs::symlink(bin.join("bluegreen"), &blue_hook).unwrap();
+    // Run by a relative path, which names the binary from one folder only: the hooks
+    // get the resolved path (`..` in a link dangles once that folder goes).
+    let other = tmp.join("other");
+    fs::create_dir_all(tmp.join("sub")).unwrap();
+    let out = Command::new("../bin/bluegreen")
+        .arg("init")
+        .arg(&other)
+        .current_dir(tmp.join("sub"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        fs::read_link(other.join("blue.git/hooks/post-receive")).unwrap(),
+        tmp.join("v1/bluegreen")
+    );
     // The upgrade.
     let v2 = install("v2");
     fs::remove_file(bin.join("bluegreen")).unwrap();
