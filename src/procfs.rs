@@ -46,10 +46,20 @@ pub fn parent(dir: &Path) -> Option<u32> {
 }
 
 /// Whether process `pid` runs: it exists and is no zombie (dead, not yet reaped by its
-/// parent, which for an orphan is pid 1, in its own time).
+/// parent, which for an orphan is pid 1, in its own time). Asked of the kernel first
+/// (kill(2) with no signal): another user's process hidden in /proc (`hidepid=2`) is
+/// alive all the same; the zombie test needs /proc, and is passed over without it.
 pub fn running(pid: u32) -> bool {
-    stat_field(Path::new(&format!("/proc/{pid}")), 3)
-        .is_some_and(|state| state != "Z" && state != "X")
+    use nix::errno::Errno;
+    // Never 0 (or beyond i32): kill(2) would take it for a process group.
+    let Some(raw) = i32::try_from(pid).ok().filter(|&raw| raw > 0) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
+        Ok(()) | Err(Errno::EPERM) => stat_field(Path::new(&format!("/proc/{pid}")), 3)
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 /// The environment a process was started with, as `/proc/<pid>/environ` has it.

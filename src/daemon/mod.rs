@@ -214,6 +214,7 @@ impl Daemon {
                 return Ok(false);
             }
             let mut next = state.clone();
+            self.carry_generation(&mut next);
             next.active = Some(slot);
             if switch.is_some() {
                 next.last_switch = switch;
@@ -221,9 +222,13 @@ impl Daemon {
             }
             match next.save(&self.layout.state_file()) {
                 Ok(()) => {}
-                Err(e) if by_heartbeat != Some(false) => tracing::error!(
-                    "{slot} is active, but {e:#}: a daemon restarted before the next state write starts on the slot it names"
-                ),
+                Err(e) if by_heartbeat != Some(false) => {
+                    tracing::error!(
+                        "{slot} is active, but {e:#}: a daemon restarted before the next state write starts on the slot it names"
+                    );
+                    // Not on disk: still to be carried by the next write that works.
+                    next.generation = state.generation;
+                }
                 Err(e) => return Err(e),
             }
             *state = next;
@@ -320,6 +325,14 @@ impl Daemon {
         id
     }
 
+    /// Every state write carries the last generation number handed out: one whose own
+    /// write failed (a full disk) is recorded by the next that works.
+    fn carry_generation(&self, next: &mut State) {
+        next.generation = next
+            .generation
+            .max(self.next_generation.load(Ordering::Relaxed));
+    }
+
     /// Why the last SIGHUP's config was refused (see `config_refused`).
     pub fn refusal(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.config_refused
@@ -387,11 +400,7 @@ impl Daemon {
     fn save_state(&self, state: &mut State, change: impl FnOnce(&mut State)) -> anyhow::Result<()> {
         let mut next = state.clone();
         change(&mut next);
-        // Every write carries the last generation number handed out: one whose own
-        // write failed (a full disk) is recorded by the next that works.
-        next.generation = next
-            .generation
-            .max(self.next_generation.load(Ordering::Relaxed));
+        self.carry_generation(&mut next);
         next.save(&self.layout.state_file())?;
         *state = next;
         Ok(())
