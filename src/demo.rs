@@ -84,14 +84,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: prctl(2) is async-signal-safe, as pre_exec requires.
+    // SAFETY: prctl(2) and getppid(2) are async-signal-safe, as pre_exec requires.
+    let demo = nix::unistd::getpid();
     unsafe {
         use std::os::unix::process::CommandExt;
         // A demo killed outright (SIGKILL) takes its daemon with it, which stops its
-        // workers as on any SIGTERM.
-        command.pre_exec(|| {
+        // workers as on any SIGTERM; one killed before this ran is not there to see.
+        command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
+                .map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != demo {
+                // No allocation here: an errno, not a message.
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
         });
     }
     let serve = command.spawn().context("cannot start the daemon")?;

@@ -187,21 +187,37 @@ pub fn listening_for_loopback(port: u16) -> Vec<Listening> {
     }
 }
 
-/// Whether any socket of this network namespace listens on `port`, at any address.
-pub fn listening_on(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|path| {
-        fs::read_to_string(path).is_ok_and(|table| {
-            table.lines().skip(1).any(|row| {
-                let fields: Vec<&str> = row.split_whitespace().collect();
-                fields.get(3) == Some(&"0A")
-                    && fields
-                        .get(1)
-                        .and_then(|local| local.rsplit_once(':'))
-                        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-                        == Some(port)
-            })
-        })
-    })
+/// Whether any socket of this network namespace listens on `port`, at any address;
+/// `None` when the tables cannot be read.
+pub fn listening_on(port: u16) -> Option<bool> {
+    let mut read = false;
+    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(table) = fs::read_to_string(path) else {
+            continue;
+        };
+        read = true;
+        let listens = table.lines().skip(1).any(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            fields.get(3) == Some(&"0A")
+                && fields
+                    .get(1)
+                    .and_then(|local| local.rsplit_once(':'))
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        });
+        if listens {
+            return Some(true);
+        }
+    }
+    read.then_some(false)
+}
+
+/// The kernel's range of ports for outgoing connections
+/// (`net.ipv4.ip_local_port_range`).
+pub fn outgoing_ports() -> Option<std::ops::RangeInclusive<u16>> {
+    let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+    Some(bounds.next()??..=bounds.next()??)
 }
 
 /// The rows of a `/proc/net/tcp` table that listen on `port` at an address that takes

@@ -102,16 +102,33 @@ fn in_use(key: &str, addr: SocketAddr, config: &Config, layout: &Layout) -> Stri
             "the daemon of {other} answers on this config's control.listen {} and most likely holds {addr} too: give this root addresses of its own (router.listen, slots.blue.listen, slots.green.listen, control.listen in {file})",
             config.control.listen
         ),
-        None if crate::procfs::listening_on(addr.port()) => format!(
-            "another process listens there (`ss -ltnp 'sport = :{}'` says which): give this root its own {key} in {file}",
-            addr.port()
-        ),
-        // Nothing listens: a connection has it as its own port, handed out from the
-        // kernel's range for outgoing connections while the daemon was down.
-        None => format!(
-            "no process listens there, but a connection uses it as its own port (`ss -tanp 'sport = :{}'` says which), as the kernel hands out ports of `net.ipv4.ip_local_port_range` to outgoing connections: give this root a {key} below that range in {file}",
-            addr.port()
-        ),
+        None => {
+            let port = addr.port();
+            match crate::procfs::listening_on(port) {
+                // Nothing listens: a connection has it as its own port (handed out from
+                // the kernel's range for outgoing connections while the daemon was
+                // down, or one a stopped server left).
+                Some(false) => {
+                    let advice = match crate::procfs::outgoing_ports() {
+                        Some(range) if range.contains(&port) => format!(
+                            ", as the kernel hands out ports {}-{} (net.ipv4.ip_local_port_range) to outgoing connections: give this root a {key} below {} in {file}",
+                            range.start(),
+                            range.end(),
+                            range.start()
+                        ),
+                        _ => format!(
+                            ": wait for it to close, or give this root another {key} in {file}"
+                        ),
+                    };
+                    format!(
+                        "no process listens there, but a connection uses it as its own port (`ss -tanp 'sport = :{port}'` says which){advice}"
+                    )
+                }
+                _ => format!(
+                    "another process listens there (`ss -ltnp 'sport = :{port}'` says which): give this root its own {key} in {file}"
+                ),
+            }
+        }
     }
 }
 

@@ -272,7 +272,16 @@ fn pin_hooks(repo_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
         .and_then(|c| c.open_level(git2::ConfigLevel::Local))
         .map_err(git::message)
         .with_context(|| format!("cannot read {}'s config", repo_dir.display()))?;
-    if config.get_string(HOOKS_PATH).is_ok() {
+    if let Ok(set) = config.get_string(HOOKS_PATH) {
+        if set != "hooks" {
+            writeln!(
+                out,
+                "kept      {HOOKS_PATH} = {set} in {}: pushes run the hooks there, not {}/hooks/post-receive (`git -C {} config core.hooksPath hooks` if that is not meant)",
+                repo_dir.display(),
+                repo_dir.display(),
+                crate::pasted::path(repo_dir)
+            )?;
+        }
         return Ok(());
     }
     config

@@ -536,6 +536,21 @@ fn a_hooks_path_in_the_pushers_git_config_does_not_bypass_the_hook() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("remote: blue: release "), "{text}");
     assert!(root.current("blue").is_some(), "{text}");
+    // One the repo sets itself is the operator's: kept, and named by `init`.
+    let repo = root.path.join("green.git");
+    assert!(git_command(&repo)
+        .args(["config", "core.hooksPath", "/srv/hooks"])
+        .status()
+        .unwrap()
+        .success());
+    let stdout = root.run_ok(&["init"]);
+    assert!(
+        stdout.contains(&format!(
+            "kept      core.hooksPath = /srv/hooks in {}: pushes run the hooks there",
+            repo.display()
+        )),
+        "{stdout}"
+    );
 }
 
 /// One user with two roots sets `BLUEGREEN_ROOT` for the CLI of one of them: a push into

@@ -156,10 +156,13 @@ fn serve_on_another_roots_ports_names_that_root_and_the_keys() {
     let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
     let port = client.local_addr().unwrap().port();
     web.set("slots.green.listen", format!("127.0.0.1:{port}"));
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let (low, high) = range.trim().split_once(char::is_whitespace).unwrap();
+    let high = high.trim();
     assert_eq!(
         web.run_err(&["serve"]),
         format!(
-            "error: cannot listen on 127.0.0.1:{port} (slots.green.listen): Address already in use (os error 98): no process listens there, but a connection uses it as its own port (`ss -tanp 'sport = :{port}'` says which), as the kernel hands out ports of `net.ipv4.ip_local_port_range` to outgoing connections: give this root a slots.green.listen below that range in {}/bluegreen.toml",
+            "error: cannot listen on 127.0.0.1:{port} (slots.green.listen): Address already in use (os error 98): no process listens there, but a connection uses it as its own port (`ss -tanp 'sport = :{port}'` says which), as the kernel hands out ports {low}-{high} (net.ipv4.ip_local_port_range) to outgoing connections: give this root a slots.green.listen below {low} in {}/bluegreen.toml",
             web.path.display()
         )
     );
