@@ -35,7 +35,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
             );
             // `init` would refuse the root inside a checkout (`cargo run -- demo x` in
             // bluegreen's own clone): refused before the folder is made.
-            if let Some(within) = crate::init::nested_in(&std::path::absolute(dir)?) {
+            if let Some(within) = crate::init::nested_in(&resolved(dir)?) {
                 anyhow::bail!(
                     "{} is inside {within}: give the demo a folder outside it (e.g. `bluegreen demo /tmp/bluegreen-demo`)",
                     dir.display()
@@ -229,6 +229,27 @@ Try, in another terminal:
         ),
     );
     Ok(true)
+}
+
+/// `dir` (which may not exist yet) as the path the kernel will give it: its nearest
+/// existing folder resolved (`..` and links), the rest as written. `../x` from inside a
+/// checkout is beside it, not in it.
+fn resolved(dir: &Path) -> anyhow::Result<PathBuf> {
+    let absolute = std::path::absolute(dir)?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut path = existing.canonicalize()?;
+    path.extend(rest.iter().rev());
+    Ok(path)
 }
 
 /// Refuses taken ports up front, naming the flag to change.

@@ -444,6 +444,41 @@ fn the_demo_inside_a_checkout_is_refused_before_anything_is_made() {
         )
     );
     assert!(!checkout.join("x").exists());
+    // Beside the checkout (`../x` from inside it) is no nesting: the demo runs there.
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut beside = Command::new(BIN)
+        .args(["demo", "../x"])
+        .args(["--front", &addr(ports[0]), "--blue", &addr(ports[1])])
+        .args(["--green", &addr(ports[2]), "--control", &addr(ports[3])])
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .current_dir(&checkout)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = poll_until(Duration::from_secs(60), || {
+        if beside.try_wait().unwrap().is_some() {
+            return Some(false);
+        }
+        http("GET", &format!("http://{}/status", addr(ports[3])), None)
+            .ok()
+            .map(|_| true)
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(beside.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = beside.wait();
+    assert_eq!(
+        started,
+        Some(true),
+        "the demo beside the checkout did not start"
+    );
+    assert_eq!(
+        root_processes(&tmp.path().join("x/root")),
+        Vec::<u32>::new()
+    );
 }
 
 /// The first child process of `parent` found in /proc.
