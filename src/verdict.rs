@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, ClientError, Reply};
-use crate::config::Config;
+use crate::config::{AppConfig, Config};
 use crate::layout::Layout;
 use crate::slot::Slot;
 
@@ -43,9 +43,16 @@ pub fn reload(
     release: &str,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
-    // Longer than the daemon's own wait, so its answer (even "no verdict") arrives.
-    let wait = config.app.reload_wait() + Duration::from_secs(5);
     let client = Client::new(config, layout);
+    // `[app]` as the daemon runs it, which a file changed without a SIGHUP is not.
+    let app = client
+        .get("/status")
+        .ok()
+        .and_then(|reply| reply.json().ok())
+        .and_then(|status| serde_json::from_value::<AppConfig>(status["app"].clone()).ok())
+        .unwrap_or_else(|| config.app.clone());
+    // Longer than the daemon's own wait, so its answer (even "no verdict") arrives.
+    let wait = app.reload_wait() + Duration::from_secs(5);
     let answer = std::thread::scope(|scope| {
         let (sent, answered) = mpsc::channel();
         let client = &client;
@@ -53,11 +60,7 @@ pub fn reload(
         match answered.recv_timeout(STILL_WAITING) {
             Ok(answer) => Ok(answer),
             Err(_) => {
-                // The daemon's own values: it runs with what it last read, which a file
-                // changed without a SIGHUP is not.
-                let running = client.get("/status").ok().and_then(|r| r.json().ok());
-                let app = running.as_ref().map(|status| &status["app"]);
-                writeln!(out, "{}", waiting(config, app, slot, release))?;
+                writeln!(out, "{}", waiting(&app, slot, release))?;
                 answered.recv().map_err(|_| {
                     anyhow::anyhow!("{slot}: the reload's thread ended without an answer")
                 })
@@ -130,35 +133,17 @@ fn ask(client: &Client, slot: Slot, release: &str, wait: Duration) -> Result<Rep
     answer
 }
 
-/// `blue: starting 20261122T...: waiting for GET / to answer 2xx/3xx (app.ready_timeout 30s)`,
-/// by the daemon's running `app` (its `/status`), else by the file's.
-fn waiting(
-    config: &Config,
-    running: Option<&serde_json::Value>,
-    slot: Slot,
-    release: &str,
-) -> String {
-    let file = &config.app;
-    let running = |key: &str| running.map(|app| &app[key]);
-    let health_path = running("health_path")
-        .and_then(|v| v.as_str())
-        .unwrap_or(&file.health_path);
-    let ready_timeout = running("ready_timeout")
-        .and_then(|v| v.as_str())
-        .map_or_else(
-            || humantime::format_duration(file.ready_timeout).to_string(),
-            str::to_string,
-        );
-    let overlap = running("overlap")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(file.overlap);
-    let order = if overlap {
+/// `blue: starting 20261122T...: waiting for GET / to answer 2xx/3xx (app.ready_timeout 30s)`.
+fn waiting(app: &AppConfig, slot: Slot, release: &str) -> String {
+    let order = if app.overlap {
         ""
     } else {
         " once the old generation has stopped (app.overlap = false)"
     };
     format!(
-        "{slot}: starting {release}: waiting for GET {health_path} to answer 2xx/3xx{order} (app.ready_timeout {ready_timeout})"
+        "{slot}: starting {release}: waiting for GET {} to answer 2xx/3xx{order} (app.ready_timeout {})",
+        app.health_path,
+        humantime::format_duration(app.ready_timeout)
     )
 }
 

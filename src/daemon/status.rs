@@ -81,13 +81,9 @@ pub fn json(daemon: &Daemon) -> Value {
         "started": humantime::format_rfc3339_seconds(daemon.metrics.started()).to_string(),
         "active": daemon.active(),
         "front": config.router.listen.to_string(),
-        // What a start waits for, as the daemon runs it (the file may have changed
-        // since): the hook's "waiting for" line says this.
-        "app": {
-            "health_path": config.app.health_path,
-            "ready_timeout": humantime::format_duration(config.app.ready_timeout).to_string(),
-            "overlap": config.app.overlap,
-        },
+        // `[app]` as the daemon runs it (the file may have changed since): a push waits
+        // for its verdict, and says what it waits for, by these.
+        "app": config.app,
         "slots": slots,
         "mirroring": {
             "enabled": daemon.mirroring(),

@@ -500,6 +500,25 @@ fn a_slow_start_is_told_while_the_push_waits() {
         .says(": waiting for GET / to answer 2xx/3xx (app.ready_timeout 20s)");
 }
 
+/// The push waits for the verdict as long as the daemon may take by the config it runs,
+/// not by the file's, edited meanwhile without a SIGHUP: with shorter timeouts in the
+/// file, the push gave up on a start the daemon was still waiting for ("no verdict").
+#[test]
+fn a_push_waits_by_the_timeouts_the_daemon_runs() {
+    let root = blue_live_with(&[
+        ("app.ready_timeout", "30s".into()),
+        ("heartbeat.timeout", "20s".into()),
+    ]);
+    // The file's: 0 s + 2 × 0 s + 2 × 1 s + 5 s, and the hook's 5 s more: 12 s.
+    root.set("app.ready_timeout", "1s");
+    root.set("app.drain_timeout", "0s");
+    root.set("app.stop_timeout", "0s");
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "13000")]);
+    let pushed = root.push("blue");
+    pushed.says(": waiting for GET / to answer 2xx/3xx (app.ready_timeout 30s)");
+    pushed.says("blue: live in ");
+}
+
 /// A release too slow for the health check is told the limit it misses, not the scrap of
 /// time the ready deadline left its last check ("no answer within 850ms").
 #[test]
