@@ -167,6 +167,14 @@ async fn run(
             supervisor::Supervisor::new(slot, daemon.clone(), tx, rx, stop_rx.clone()).run(),
         ));
     }
+    // Each slot's first start is asked for before anything else can ask (the control
+    // API's deploys, the file watch): it is the one that decides what serves first (the
+    // last live release before a `current` that never went live, see `Supervisor`).
+    let [first_blue, first_green] = Slot::ALL.map(|slot| {
+        release::current(&layout, slot)
+            .is_some()
+            .then(|| daemon.reload(slot, supervisor::Reload::Always))
+    });
     let [blue, green] = bound.slots;
     // Each listener accepts once what it routes to has settled (see `startup` below);
     // until then the kernel holds new connections in the listen backlog.
@@ -233,10 +241,7 @@ async fn run(
     systemd::extend_timeout(wait + SYSTEMD_MARGIN);
     let restored = daemon.routing().0;
     let slot_open = [blue_open.0, green_open.0];
-    let settle = |slot: Slot| {
-        let verdict = release::current(&layout, slot)
-            .is_some()
-            .then(|| daemon.reload(slot, supervisor::Reload::Always));
+    let settle = |slot: Slot, verdict: Option<oneshot::Receiver<crate::verdict::Verdict>>| {
         let (open, front, daemon) = (&slot_open[slot.index()], &front_open.0, &daemon);
         async move {
             let deadline = tokio::time::Instant::now() + wait;
@@ -260,7 +265,10 @@ async fn run(
         }
     };
     let startup = async {
-        let live = tokio::join!(settle(Slot::Blue), settle(Slot::Green));
+        let live = tokio::join!(
+            settle(Slot::Blue, first_blue),
+            settle(Slot::Green, first_green)
+        );
         for (slot, live) in Slot::ALL.into_iter().zip([live.0, live.1]) {
             if live {
                 daemon.adopt_if_none(slot);
