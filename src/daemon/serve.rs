@@ -79,7 +79,7 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     // A daemon killed mid-write left its temp file; only the lock holder writes here.
     fsops::remove_stale_siblings(&layout.state_file());
     // Read under the lock: a daemon still stopping may write it until it lets go.
-    let state = State::load(&layout.state_file())?;
+    let mut state = State::load(&layout.state_file())?;
     let bound = sockets::bind(&config, &layout)?;
     if bound.passed > 0 {
         tracing::info!(
@@ -90,6 +90,9 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     }
     // Workers a killed daemon left get up to stop_timeout each to go.
     systemd::extend_timeout(config.app.stop_timeout + SYSTEMD_MARGIN);
+    // A killed daemon's workers carry their generation numbers: one it could not write
+    // to state.json (a full disk) is not handed out again.
+    state.generation = state.generation.max(workers::highest_generation(&layout));
     let orphans = workers::reap_orphans(&layout, config.app.stop_timeout);
     if orphans > 0 {
         tracing::warn!("stopped {orphans} worker group(s) left by a previous daemon");

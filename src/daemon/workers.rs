@@ -245,6 +245,24 @@ fn stop(groups: &BTreeSet<u32>, grace: Duration) {
 /// Process groups with a member whose environment has `MARKER=<this root>` (and
 /// `GENERATION=<generation>`, when given). The root may have been reached by another
 /// path (a symlink) when the worker was started: paths are compared resolved.
+/// The highest generation number among the running processes of this root's workers
+/// (`<slot>/<n>` in their [`GENERATION`]), 0 with none.
+pub fn highest_generation(layout: &Layout) -> u64 {
+    let root = canonical_root(layout);
+    procfs::environs()
+        .into_iter()
+        .filter(|(_, env)| carries(layout, &root, env, None))
+        .filter_map(|(_, env)| {
+            let (slot, n) = std::str::from_utf8(env.get(GENERATION)?)
+                .ok()?
+                .split_once('/')?;
+            slot.parse::<crate::slot::Slot>().ok()?;
+            n.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 fn marked_groups(layout: &Layout, generation: Option<&str>) -> BTreeSet<u32> {
     let root = canonical_root(layout);
     procfs::environs()

@@ -1107,6 +1107,24 @@ fn a_generation_number_a_full_disk_kept_out_of_state_is_not_handed_out_again() {
         .as_u64()
         .unwrap();
     assert!(next > first, "generation {first}, then {next}");
+
+    // Killed (SIGKILL) while the disk is full, its stop never writes the number: the
+    // next daemon counts on from its orphaned worker's.
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.serve_disk_full();
+    root.wait_body(root.blue, "v1 from blue");
+    let killed = root.status()["slots"]["blue"]["live"]["generation"]
+        .as_u64()
+        .unwrap();
+    root.signal(Signal::SIGKILL);
+    root.wait_serve(Duration::from_secs(5));
+    root.serve();
+    root.wait_body(root.blue, "v1 from blue");
+    let after = root.status()["slots"]["blue"]["live"]["generation"]
+        .as_u64()
+        .unwrap();
+    assert!(after > killed, "generation {killed}, then {after}");
 }
 
 #[test]
