@@ -84,8 +84,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: prctl(2) and getppid(2) are async-signal-safe, as pre_exec requires.
     let demo = nix::unistd::getpid();
+    // SAFETY: prctl(2) and getppid(2) are async-signal-safe, as pre_exec requires.
     unsafe {
         use std::os::unix::process::CommandExt;
         // A demo killed outright (SIGKILL) takes its daemon with it, which stops its
@@ -155,12 +155,13 @@ fn guide(
     stop: &AtomicBool,
 ) -> anyhow::Result<bool> {
     let client = Client::new(config, layout);
+    let serve_log = layout.logs_dir().join("serve.log");
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.get("/status").is_err() {
         anyhow::ensure!(
             serve.try_wait()?.is_none(),
             "the daemon exited; see {}",
-            layout.logs_dir().join("serve.log").display()
+            serve_log.display()
         );
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -177,14 +178,14 @@ fn guide(
         // git says nothing of a hook it did not run.
         anyhow::ensure!(
             crate::release::current(layout, slot).is_some(),
-            "git push {slot} main deployed nothing: its hook did not run (see {})",
-            layout.logs_dir().join("serve.log").display()
+            "git push {slot} main deployed nothing: git did not run {}",
+            layout.repo(slot).join("hooks/post-receive").display()
         );
     }
     // Pasted into a shell: a path with a space is one word.
     let exe = crate::pasted::path(exe);
     let root = crate::pasted::path(layout.root());
-    let log = crate::pasted::path(&layout.logs_dir().join("serve.log"));
+    let log = crate::pasted::path(&serve_log);
     let app = crate::pasted::path(app);
     let (front, blue, green, control) = (args.front, args.blue, args.green, args.control);
     say(

@@ -196,16 +196,7 @@ pub fn listening_on(port: u16) -> Option<bool> {
             continue;
         };
         read = true;
-        let listens = table.lines().skip(1).any(|row| {
-            let fields: Vec<&str> = row.split_whitespace().collect();
-            fields.get(3) == Some(&"0A")
-                && fields
-                    .get(1)
-                    .and_then(|local| local.rsplit_once(':'))
-                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-                    == Some(port)
-        });
-        if listens {
+        if listening_rows(&table, port).next().is_some() {
             return Some(true);
         }
     }
@@ -223,23 +214,28 @@ pub fn outgoing_ports() -> Option<std::ops::RangeInclusive<u16>> {
 /// The rows of a `/proc/net/tcp` table that listen on `port` at an address that takes
 /// loopback connections. A row: `sl local_address rem_address st ... uid timeout inode`.
 fn listening_in(table: &str, port: u16) -> Vec<Listening> {
-    const LISTEN: &str = "0A";
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|row| {
-            let fields: Vec<&str> = row.split_whitespace().collect();
-            let (address, row_port) = fields.get(1)?.split_once(':')?;
-            let listens = fields.get(3) == Some(&LISTEN)
-                && u16::from_str_radix(row_port, 16).ok() == Some(port)
-                && TAKES_LOOPBACK.contains(&address);
-            listens.then_some(())?;
+    listening_rows(table, port)
+        .filter_map(|(address, fields)| {
+            TAKES_LOOPBACK.contains(&address).then_some(())?;
             Some(Listening {
                 uid: fields.get(7)?.parse().ok()?,
                 inode: fields.get(9)?.parse().ok()?,
             })
         })
         .collect()
+}
+
+/// The rows of a `/proc/net/tcp` table that listen on `port`: each one's local address
+/// (hex, as the table has it) and fields.
+fn listening_rows(table: &str, port: u16) -> impl Iterator<Item = (&str, Vec<&str>)> {
+    const LISTEN: &str = "0A";
+    table.lines().skip(1).filter_map(move |row| {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        let (address, row_port) = fields.get(1)?.split_once(':')?;
+        let listens =
+            fields.get(3) == Some(&LISTEN) && u16::from_str_radix(row_port, 16).ok() == Some(port);
+        listens.then_some((address, fields))
+    })
 }
 
 /// The inodes of the sockets among the open files of the process whose `/proc` folder is

@@ -247,25 +247,28 @@ fn clear_leftovers(layout: &Layout, key: Option<&str>) -> anyhow::Result<()> {
                 .is_some_and(|pid| pid != std::process::id() && !procfs::running(pid))
     };
     let root = layout.build_tmp_root();
-    let left: Vec<fs::DirEntry> = match fs::read_dir(&root) {
-        Ok(entries) => entries
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("cannot read {}", root.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    let mut left = Vec::new();
+    match fs::read_dir(&root) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.with_context(|| format!("cannot read {}", root.display()))?;
+                if abandoned(&entry.file_name().to_string_lossy()) {
+                    left.push(entry.path());
+                }
+            }
+        }
+        // No push has made it yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
-    };
-    let left: Vec<_> = left
-        .into_iter()
-        .filter(|entry| abandoned(&entry.file_name().to_string_lossy()))
-        .collect();
+    }
     // Processes are looked for (every process's environment read) only when a folder
     // was abandoned, or a build of the key may have been (its hook killed as it began).
     if !left.is_empty() || key.is_some() {
         stop_leftover_builds(&root, &abandoned);
     }
-    for entry in left {
-        fsops::remove_any(&entry.path())
-            .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+    for folder in left {
+        fsops::remove_any(&folder)
+            .with_context(|| format!("cannot remove {}", folder.display()))?;
     }
     if let Some(key) = key {
         let stale = layout.build_dir(key);

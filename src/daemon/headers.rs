@@ -203,10 +203,6 @@ fn strip(headers: &mut HeaderMap, side: Side) -> Result<Forwarded, String> {
     Ok(forwarded)
 }
 
-/// Adds the client to `X-Forwarded-For` (after every value it already had, one header
-/// or several) and sets `X-Forwarded-Proto` and `-Host`, unless a local client (a TLS
-/// terminator on this host) set them: it knows the scheme and host the user saw. A
-/// request with no `Host` (HTTP/1.0) gets no `X-Forwarded-Host` from anyone else.
 /// A `Content-Length` passed on as one plain number. hyper takes a list of equal values
 /// (`5, 5`) and leading zeros (`005`), as RFC 9110 §8.6 lets a recipient, and frames the
 /// body by them, but the header went on as written: Node's client refuses `5, 5`
@@ -234,6 +230,10 @@ fn plain_length(headers: &mut HeaderMap) {
     }
 }
 
+/// Adds the client to `X-Forwarded-For` (after every value it already had, one header
+/// or several) and sets `X-Forwarded-Proto` and `-Host`, unless a local client (a TLS
+/// terminator on this host) set them: it knows the scheme and host the user saw. A
+/// request with no `Host` (HTTP/1.0) gets no `X-Forwarded-Host` from anyone else.
 /// Err as `strip_hop_by_hop`.
 pub fn forward_headers(headers: &mut HeaderMap, peer: &Peer) -> Result<(), String> {
     let had = strip(headers, Side::Client { local: peer.local })?;

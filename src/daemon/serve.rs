@@ -534,12 +534,12 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
     .into_iter()
     .filter_map(|(table, differs)| differs.then_some(table))
     .collect();
-    let mut notes = Vec::new();
     // Nothing the daemon does not run: no note, whatever its last SIGHUP met (a file
     // put back as it was, a refusal of a file caught half written).
     if reload.is_empty() && restart.is_empty() {
         return None;
     }
+    let mut notes = Vec::new();
     // A SIGHUP would be refused again, for a reason the file's loading here does not
     // see (a token file gone): that is what to fix first.
     let refused = daemon.refusal().clone();

@@ -242,16 +242,10 @@ fn stop(groups: &BTreeSet<u32>, grace: Duration) {
     }
 }
 
-/// Process groups with a member whose environment has `MARKER=<this root>` (and
-/// `GENERATION=<generation>`, when given). The root may have been reached by another
-/// path (a symlink) when the worker was started: paths are compared resolved.
 /// The highest generation number among the running processes of this root's workers
 /// (`<slot>/<n>` in their [`GENERATION`]), 0 with none.
 pub fn highest_generation(layout: &Layout) -> u64 {
-    let root = canonical_root(layout);
-    procfs::environs()
-        .into_iter()
-        .filter(|(_, env)| carries(layout, &root, env, None))
+    marked(layout, None)
         .filter_map(|(_, env)| {
             let (slot, n) = std::str::from_utf8(env.get(GENERATION)?)
                 .ok()?
@@ -263,12 +257,25 @@ pub fn highest_generation(layout: &Layout) -> u64 {
         .unwrap_or(0)
 }
 
+/// Process groups with a member whose environment has `MARKER=<this root>` (and
+/// `GENERATION=<generation>`, when given).
 fn marked_groups(layout: &Layout, generation: Option<&str>) -> BTreeSet<u32> {
-    let root = canonical_root(layout);
-    procfs::environs()
-        .into_iter()
-        .filter(|(_, env)| carries(layout, &root, env, generation))
+    marked(layout, generation)
         .filter_map(|(dir, _)| procfs::group(&dir))
         .filter(|&pgid| pgid > 1)
         .collect()
+}
+
+/// The processes (their `/proc` folder and environment) whose environment has
+/// `MARKER=<this root>` (and `GENERATION=<generation>`, when given). The root may have
+/// been reached by another path (a symlink) when the worker was started: paths are
+/// compared resolved.
+fn marked<'a>(
+    layout: &'a Layout,
+    generation: Option<&'a str>,
+) -> impl Iterator<Item = (PathBuf, procfs::Environ)> + 'a {
+    let root = canonical_root(layout);
+    procfs::environs()
+        .into_iter()
+        .filter(move |(_, env)| carries(layout, &root, env, generation))
 }

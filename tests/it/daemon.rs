@@ -1015,20 +1015,27 @@ fn a_restarted_daemon_tries_current_when_the_last_live_release_fails_first() {
     assert_no_failed_release(&root);
 }
 
+/// Blue served v1, the daemon stopped, and v2 (with `files`) was pushed meanwhile:
+/// `current` is v2, which never went live, and nothing refused it.
+fn pushed_while_stopped(files: &[(&str, &str)]) -> (Root, String, String) {
+    let mut root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.commit("v2", files);
+    root.push("blue");
+    let v2 = root.current("blue").unwrap();
+    assert_ne!(v2, v1, "the push moved current");
+    (root, v1, v2)
+}
+
 /// A `current` that never went live proves nothing: the daemon stopped during its start
 /// (a crash, a `systemctl restart` mid-deploy), or it was pushed while the daemon was
 /// down. The restarted daemon serves the last live release at once and starts `current`
 /// next, as a deploy: one that never gets ready holds no client for its `ready_timeout`.
 #[test]
 fn a_restarted_daemon_serves_its_last_live_release_while_a_release_never_live_starts() {
-    let mut root = blue_live();
-    let v1 = root.current("blue").unwrap();
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
-    root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
-    root.push("blue");
-    let v2 = root.current("blue").unwrap();
-    assert_ne!(v2, v1, "the push moved current");
+    let (mut root, v1, v2) = pushed_while_stopped(&[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
     // A minute to get ready: were v2 tried first, the slot would answer nothing (its
     // clients waiting in the backlog) for that minute, past the test client's 30 s.
     root.set("app.ready_timeout", "1m");
@@ -1063,13 +1070,7 @@ fn a_restarted_daemon_serves_its_last_live_release_while_a_release_never_live_st
 /// said `restarting release <the last live one>`, a restart that never came.
 #[test]
 fn a_restarted_daemon_whose_last_live_release_fails_says_current_starts_next() {
-    let mut root = blue_live();
-    let v1 = root.current("blue").unwrap();
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
-    root.commit("v2", &[("VERSION", "v2\n")]);
-    root.push("blue");
-    let v2 = root.current("blue").unwrap();
+    let (mut root, v1, v2) = pushed_while_stopped(&[("VERSION", "v2\n")]);
     fs::write(root.path.join("blue/releases").join(&v1).join("CRASH"), "").unwrap();
     root.serve();
     root.wait_body(root.blue, "v2 from blue");

@@ -221,12 +221,7 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     assert!(root.get(root.front, "/").body.contains("v2 from green"));
     // heartbeat.failures = 2: not on the first failure. (Once blue is the standby its
     // failures are no longer counted: the count stops where the switch happened.)
-    let failures = root
-        .control("GET", "/metrics")
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"blue\"} "))
-        .and_then(|n| n.parse::<u64>().ok());
+    let failures = heartbeat_failures(&root, "blue");
     assert!(
         failures >= Some(2),
         "switched after {failures:?} failures of blue"
@@ -246,14 +241,7 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     wait_for(
         Duration::from_secs(15),
         "green's heartbeat failures",
-        || {
-            let metrics = root.control("GET", "/metrics").body;
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"green\"} "))
-                .and_then(|n| n.parse::<u64>().ok())
-                .filter(|n| *n >= 4)
-        },
+        || heartbeat_failures(&root, "green").filter(|n| *n >= 4),
     );
     assert_eq!(root.status()["active"], "green", "no flapping back to blue");
     assert_eq!(root.status()["heartbeat"]["armed"], false);
@@ -461,12 +449,7 @@ fn a_reloaded_heartbeat_interval_takes_effect_at_once() {
     root.signal(nix::sys::signal::Signal::SIGHUP);
     // Not an hour: the wait restarts with the new interval.
     wait_for(Duration::from_secs(15), "blue's heartbeat failures", || {
-        let metrics = root.control("GET", "/metrics").body;
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"blue\"} "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .filter(|n| *n >= 1)
+        heartbeat_failures(&root, "blue").filter(|n| *n >= 1)
     });
 }
 
@@ -554,12 +537,7 @@ fn a_failover_the_migration_refuses_is_one_event_per_failing_streak() {
     // Every check after the second failure tries the switch again (the migration may
     // work next time); a person reads about it once, not every 200 ms.
     wait_for(Duration::from_secs(20), "ten failed checks of blue", || {
-        let metrics = root.control("GET", "/metrics").body;
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"blue\"} "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .filter(|n| *n >= 10)
+        heartbeat_failures(&root, "blue").filter(|n| *n >= 10)
     });
     let events = root.control("GET", "/events").body;
     assert_eq!(
@@ -894,14 +872,17 @@ fn a_failing_standbys_heartbeat_checks_are_counted() {
     wait_for(
         Duration::from_secs(15),
         "green's failed checks in /metrics",
-        || {
-            let metrics = root.control("GET", "/metrics").body;
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("bluegreen_heartbeat_failures_total{slot=\"green\"} "))
-                .and_then(|n| n.parse::<u64>().ok())
-                .filter(|n| *n >= 1)
-        },
+        || heartbeat_failures(&root, "green").filter(|n| *n >= 1),
     );
     assert_eq!(root.status()["active"], "blue");
+}
+
+/// `bluegreen_heartbeat_failures_total` of `slot` in `/metrics`.
+fn heartbeat_failures(root: &Root, slot: &str) -> Option<u64> {
+    let prefix = format!("bluegreen_heartbeat_failures_total{{slot=\"{slot}\"}} ");
+    root.control("GET", "/metrics")
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|n| n.parse().ok())
 }

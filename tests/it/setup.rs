@@ -288,13 +288,18 @@ fn hooks_follow_the_binary_name_through_an_upgrade() {
         fs::remove_file(root.path.join(format!("{slot}.git/hooks/post-receive"))).unwrap();
     }
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let out = Command::new("bluegreen")
-        .arg("init")
-        .arg(&root.path)
-        .env("PATH", &path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    // `bluegreen init <root>` by the name; its stdout.
+    let init_by_name = || {
+        let out = Command::new("bluegreen")
+            .arg("init")
+            .arg(&root.path)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    init_by_name();
     for slot in ["blue", "green"] {
         let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
         assert_eq!(fs::read_link(&hook).unwrap(), bin.join("bluegreen"));
@@ -303,13 +308,7 @@ fn hooks_follow_the_binary_name_through_an_upgrade() {
     let blue_hook = root.path.join("blue.git/hooks/post-receive");
     fs::remove_file(&blue_hook).unwrap();
     std::os::unix::fs::symlink(tmp.join("v1/bluegreen"), &blue_hook).unwrap();
-    let out = Command::new("bluegreen")
-        .arg("init")
-        .arg(&root.path)
-        .env("PATH", &path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = init_by_name();
     assert!(
         stdout.contains(&format!(
             "kept      {}, which links to {} by the path it resolves to: an upgrade that removes it leaves pushes deploying nothing",
