@@ -90,13 +90,16 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     }
     // Workers a killed daemon left get up to stop_timeout each to go.
     systemd::extend_timeout(config.app.stop_timeout + SYSTEMD_MARGIN);
-    // A killed daemon's workers carry their generation numbers: one it could not write
-    // to state.json (a full disk) is not handed out again.
-    state.generation = state.generation.max(workers::highest_generation(&layout));
     let orphans = workers::reap_orphans(&layout, config.app.stop_timeout);
-    if orphans > 0 {
-        tracing::warn!("stopped {orphans} worker group(s) left by a previous daemon");
+    if orphans.groups > 0 {
+        tracing::warn!(
+            "stopped {} worker group(s) left by a previous daemon",
+            orphans.groups
+        );
     }
+    // A killed daemon's workers carried their generation numbers: one it could not write
+    // to state.json (a full disk) is not handed out again.
+    state.generation = state.generation.max(orphans.highest_generation);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bluegreen")

@@ -171,9 +171,18 @@ fn runs_a_member(pgid: u32) -> bool {
 /// this root's `MARKER`, recorded or not (a daemon killed between starting a worker and
 /// recording it leaves an unrecorded one), and every recorded group whose leader is
 /// still the recorded process. SIGTERM, then SIGKILL after `grace`. Called
-/// before this daemon starts any worker. Returns how many groups were running.
-pub fn reap_orphans(layout: &Layout, grace: Duration) -> usize {
+/// before this daemon starts any worker.
+pub fn reap_orphans(layout: &Layout, grace: Duration) -> Reaped {
     stop_groups(layout, grace, "a worker left by a previous daemon")
+}
+
+/// What a reap stopped.
+pub struct Reaped {
+    /// How many groups were running.
+    pub groups: usize,
+    /// The highest generation number their processes carried (`<slot>/<n>` in their
+    /// [`GENERATION`]), 0 with none: a killed daemon may not have written it down.
+    pub highest_generation: u64,
 }
 
 /// Stops what is left once this daemon has stopped its generations: processes a worker
@@ -185,6 +194,7 @@ pub fn reap_leftovers(layout: &Layout, grace: Duration) -> usize {
         grace,
         "a process a worker left outside its process group",
     )
+    .groups
 }
 
 /// Stops what generation `generation` (`<slot>/<id>`) left outside its process group
@@ -204,8 +214,13 @@ pub fn reap_strays(layout: &Layout, generation: &str, group: u32, grace: Duratio
     groups.len()
 }
 
-fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> usize {
-    let mut groups = marked_groups(layout, None);
+fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> Reaped {
+    let mut groups = BTreeSet::new();
+    let mut highest_generation = 0;
+    for (dir, env) in marked(layout, None) {
+        groups.extend(procfs::group(&dir).filter(|&pgid| pgid > 1));
+        highest_generation = highest_generation.max(generation_number(&env).unwrap_or(0));
+    }
     groups.extend(recorded_groups(layout));
     for &pgid in &groups {
         let (_, what) = read_entry(layout, pgid);
@@ -218,7 +233,10 @@ fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> usize {
             let _ = fs::remove_file(entry.path());
         }
     }
-    groups.len()
+    Reaped {
+        groups: groups.len(),
+        highest_generation,
+    }
 }
 
 /// SIGTERM to each group, SIGKILL after `grace` to those still running. A group seen
@@ -242,19 +260,14 @@ fn stop(groups: &BTreeSet<u32>, grace: Duration) {
     }
 }
 
-/// The highest generation number among the running processes of this root's workers
-/// (`<slot>/<n>` in their [`GENERATION`]), 0 with none.
-pub fn highest_generation(layout: &Layout) -> u64 {
-    marked(layout, None)
-        .filter_map(|(_, env)| {
-            let (slot, n) = std::str::from_utf8(env.get(GENERATION)?)
-                .ok()?
-                .split_once('/')?;
-            slot.parse::<crate::slot::Slot>().ok()?;
-            n.parse().ok()
-        })
-        .max()
-        .unwrap_or(0)
+/// The generation number a worker's [`GENERATION`] names (`<slot>/<n>`; not a
+/// migration's, `switch.migrate/<n>`).
+fn generation_number(env: &procfs::Environ) -> Option<u64> {
+    let (slot, n) = std::str::from_utf8(env.get(GENERATION)?)
+        .ok()?
+        .split_once('/')?;
+    slot.parse::<crate::slot::Slot>().ok()?;
+    n.parse().ok()
 }
 
 /// Process groups with a member whose environment has `MARKER=<this root>` (and
