@@ -73,7 +73,7 @@ pub fn status(
                 out,
                 "{mark} {slot:<5} {:<21} no release yet (`git push {slot} {}` deploys one)",
                 text(&s["listen"]),
-                config.branch,
+                crate::pasted::quoted(&config.branch),
             )?;
         } else if live.is_null() {
             writeln!(

@@ -100,7 +100,7 @@ pub fn rollback(
             let current = current.as_deref().with_context(|| match releases.is_empty() {
                 true => format!(
                     "{slot} has no current release: nothing to roll back (deploy one first: `git push {slot} {}`)",
-                    config.branch
+                    crate::pasted::quoted(&config.branch)
                 ),
                 // A push of the same commit would change nothing ("Everything up-to-date").
                 false => format!(
@@ -184,7 +184,7 @@ pub fn promote(
     let source_id = release::current(layout, from).with_context(|| {
         format!(
             "{from} has no current release to promote (deploy one first: `git push {from} {}`)",
-            config.branch
+            crate::pasted::quoted(&config.branch)
         )
     })?;
     // What was tried on `from` is what it served: a push there that is still starting, or

@@ -407,7 +407,10 @@ async fn comes_live(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant)
 
 /// Why a slot that never had a release answers 503, and how to give it one.
 fn no_release(slot: Slot, branch: &str) -> String {
-    format!("{slot} has no release yet: git push {slot} {branch}")
+    format!(
+        "{slot} has no release yet: git push {slot} {}",
+        crate::pasted::quoted(branch)
+    )
 }
 
 /// SIGHUP: take a valid new config, refuse a bad one and keep the running one. Returns

@@ -294,6 +294,24 @@ pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Vec<String>
     Ok(notes)
 }
 
+/// Whether `rollback` went back from release `id` of `slot` (and it was not current
+/// again since).
+pub fn rolled_back(layout: &Layout, slot: Slot, id: &str) -> bool {
+    layout.release_dir(slot, id).join(ROLLED_BACK).is_file()
+}
+
+/// The newest release older than `id` that went live and that no rollback went back
+/// from: what a rollback made while no daemon ran went to, or before.
+pub fn live_before(layout: &Layout, slot: Slot, id: &str) -> Option<String> {
+    let releases = list(layout, slot).ok()?;
+    let i = releases.partition_point(|r| r.id.as_str() < id);
+    releases[..i]
+        .iter()
+        .rev()
+        .find(|r| r.went_live && !r.rolled_back)
+        .map(|r| r.id.clone())
+}
+
 /// Marks release `id` of `slot` as one `rollback` went back from ([`ROLLED_BACK`]).
 /// Written after the flip, so that a flip that failed leaves no mark on what is still
 /// current.

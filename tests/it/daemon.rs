@@ -1062,9 +1062,6 @@ fn a_restarted_daemon_serves_its_last_live_release_while_a_release_never_live_st
     assert_eq!(status["slots"]["blue"]["current"], v2.as_str(), "{status}");
 }
 
-/// A generation number a full disk kept out of state.json (its write failed) is
-/// recorded once the disk has room again, at the daemon's stop at the latest: the next
-/// daemon handed the same number out again, and the log had two generation 1s.
 /// The last live release, started first for a `current` that never went live, fails
 /// (it no longer works): `current` starts next, at once, and the failure says so. It
 /// said `restarting release <the last live one>`, a restart that never came.
@@ -1087,6 +1084,46 @@ fn a_restarted_daemon_whose_last_live_release_fails_says_current_starts_next() {
     );
 }
 
+/// A rollback made while the daemon was down sticks: the release it went back from,
+/// though the last to serve, is not started first for a `current` pushed since that never
+/// went live; the release the rollback went to is. It served the rolled-back release
+/// again, and for good when the new push failed to start.
+#[test]
+fn a_rollback_made_while_the_daemon_was_down_is_not_undone_by_its_restart() {
+    let mut root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue");
+    root.wait_body(root.blue, "v2 from blue");
+    let v2 = root.current("blue").unwrap();
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.run_ok(&["rollback", "blue"]);
+    assert_eq!(root.current("blue").unwrap(), v1);
+    root.commit("v3", &[("VERSION", "v3\n"), ("CRASH", "")]);
+    root.push("blue");
+    let v3 = root.current("blue").unwrap();
+    root.serve();
+    let events = wait_for(Duration::from_secs(20), "v3's start", || {
+        let events = root.control("GET", "/events").body;
+        events
+            .contains(&format!("for release {v3}"))
+            .then_some(events)
+    });
+    assert!(
+        events.contains(&format!(
+            "blue: release {v3} has not gone live yet: starting the last live release {v1} first, then it"
+        )),
+        "{events}"
+    );
+    assert!(!events.contains(&format!("for release {v2}")), "{events}");
+    let answer = root.get(root.blue, "/");
+    assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
+}
+
+/// A generation number a full disk kept out of state.json (its write failed) is
+/// recorded once the disk has room again, at the daemon's stop at the latest: the next
+/// daemon handed the same number out again, and the log had two generation 1s.
 #[test]
 fn a_generation_number_a_full_disk_kept_out_of_state_is_not_handed_out_again() {
     let mut root = Root::new();

@@ -307,13 +307,25 @@ fn a_branch_reloaded_by_sighup_is_the_one_a_slot_never_pushed_names() {
         "{}",
         answer.body
     );
-    root.set("branch", "prod");
+    // A branch a shell would read otherwise is quoted, here and wherever a hint names it.
+    root.set("branch", "prod;$(id)");
     root.reload_config();
     for (slot, port) in [("blue", root.blue), ("green", root.green)] {
         let answer = root.get(port, "/");
         assert_eq!(answer.status, 503);
-        let says = format!("{slot} has no release yet: git push {slot} prod");
+        let says = format!("{slot} has no release yet: git push {slot} 'prod;$(id)'");
         assert!(answer.body.contains(&says), "{}", answer.body);
+    }
+    let status = root.run_ok(&["status"]);
+    assert!(
+        status.contains("no release yet (`git push green 'prod;$(id)'` deploys one)"),
+        "{status}"
+    );
+    for (args, reason) in [
+        (&["rollback", "green"][..], "error: green has no current release: nothing to roll back (deploy one first: `git push green 'prod;$(id)'`)"),
+        (&["promote", "green", "blue"][..], "error: green has no current release to promote (deploy one first: `git push green 'prod;$(id)'`)"),
+    ] {
+        assert_eq!(root.run_err(args).trim(), reason);
     }
 }
 

@@ -132,10 +132,18 @@ impl Supervisor {
     ) -> Supervisor {
         // A release of the slot, never a path out of it: `state.json` lies in the root,
         // which the app's processes can write.
-        let last_good = daemon
-            .last_live(slot)
-            .filter(|release| release::exists(&daemon.layout, slot, release));
         let current = release::current(&daemon.layout, slot);
+        let last_good = match daemon
+            .last_live(slot)
+            .filter(|release| release::exists(&daemon.layout, slot, release))
+        {
+            // A rollback went back from it while no daemon ran: what it went to, or
+            // before, not what the operator took away.
+            Some(live) if release::rolled_back(&daemon.layout, slot, &live) => current
+                .as_deref()
+                .and_then(|current| release::live_before(&daemon.layout, slot, current)),
+            live => live,
+        };
         // `current` failed to start before the daemon restarted, and another release went
         // live before it: that one starts first (see `reload`), and the failure stays
         // what `/status` says until `current` is tried again.
