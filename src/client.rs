@@ -28,6 +28,8 @@ pub struct Client {
     root: String,
     /// The root's folder, for messages.
     path: String,
+    /// Held by a running `bluegreen serve` (see [`daemon_holds`]).
+    serve_lock: std::path::PathBuf,
 }
 
 /// An answer of the control API: status code and body (JSON, or a one-line reason).
@@ -39,8 +41,14 @@ pub struct Reply {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("daemon not running: nothing answers on {addr}, the control.listen in bluegreen.toml (start it: `bluegreen serve --root {root}`, or `systemctl start` its unit; one started before control.listen changed needs a restart)")]
-    NotRunning { addr: String, root: String },
+    /// Nothing listens on `control.listen`. `held`: yet a daemon holds the root's serve
+    /// lock (starting, stopping, or started before `control.listen` changed).
+    #[error("{}", not_running(addr, root, *held))]
+    NotRunning {
+        addr: String,
+        root: String,
+        held: bool,
+    },
     #[error("control API at {addr}: {reason}")]
     Failed { addr: String, reason: String },
     /// Connected and asked, but no answer came within the call's wait: what was asked
@@ -50,6 +58,20 @@ pub enum ClientError {
     /// The daemon there serves another root.
     #[error("control API at {addr}: {reason}")]
     OtherRoot { addr: String, reason: String },
+}
+
+/// Why nothing answers: no daemon (start one), or one that does not listen there (yet).
+fn not_running(addr: &str, root: &str, held: bool) -> String {
+    match held {
+        false => format!("daemon not running: nothing answers on {addr}, the control.listen in bluegreen.toml (start it: `bluegreen serve --root {}`, or `systemctl start` its unit)", crate::pasted::quoted(root)),
+        true => format!("daemon not answering: nothing answers on {addr}, the control.listen in bluegreen.toml, yet a `bluegreen serve` holds this root: it is starting or stopping, or was started before control.listen changed (restart it, `systemctl restart` its unit, to listen there)"),
+    }
+}
+
+/// Whether a `bluegreen serve` holds the root's serve lock (`lock`). Held only for this
+/// look: a `serve` starting meanwhile waits for it (see `serve`).
+pub fn daemon_holds(lock: &std::path::Path) -> bool {
+    matches!(crate::fsops::try_lock(lock), Ok(None))
 }
 
 impl Client {
@@ -65,6 +87,7 @@ impl Client {
             agent,
             root: layout.identity(),
             path: layout.root().display().to_string(),
+            serve_lock: layout.serve_lock(),
         }
     }
 
@@ -106,6 +129,7 @@ impl Client {
                 return Err(ClientError::NotRunning {
                     addr,
                     root: self.path.clone(),
+                    held: daemon_holds(&self.serve_lock),
                 })
             }
             Err(ureq::Error::Transport(t)) if timed_out(&t) => {

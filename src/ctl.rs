@@ -58,6 +58,9 @@ pub fn status(
             text(&last["cause"])
         ),
     };
+    if let Some(note) = status["stale_config"].as_str() {
+        writeln!(out, "note: {note}")?;
+    }
     writeln!(
         out,
         "daemon: bluegreen {} since {}   last switch: {last_switch}",
@@ -150,8 +153,19 @@ pub fn switch(
     // migration; and it may queue behind another switch. Past that, it may still land.
     let wait =
         2 * (config.heartbeat.timeout + config.switch.migrate_timeout) + Duration::from_secs(20);
+    let client = Client::new(config, layout);
+    // A `[switch]` or `[heartbeat]` edited without a SIGHUP does not run: say so first,
+    // as a push does (what the daemon does not answer here, the switch itself tells).
+    if let Some(note) = client
+        .get("/status")
+        .ok()
+        .and_then(|reply| reply.json().ok())
+        .and_then(|status| status["stale_config"].as_str().map(str::to_string))
+    {
+        eprintln!("note: {note}");
+    }
     let reply =
-        match Client::new(config, layout).post(&format!("/switch?{}", query.join("&")), wait) {
+        match client.post(&format!("/switch?{}", query.join("&")), wait) {
             Err(e @ ClientError::NoAnswer { .. }) => anyhow::bail!(
                 "{e}: the switch may still be under way; `bluegreen status` shows the active slot"
             ),

@@ -159,18 +159,24 @@ fn not_a_root(folder: &std::path::Path, named: Named) -> String {
         _ => "",
     };
     let fix = "name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`";
-    if folder.is_file() {
-        let holder = folder.parent().unwrap_or(folder).display();
-        return format!("{what}{shown} is a file: a root is the folder holding bluegreen.toml (--root {holder})");
-    }
     if !folder.exists() {
         return format!("{what}{shown} does not exist: {fix}");
     }
-    match folder
+    let root_above = folder
         .ancestors()
         .skip(1)
-        .find(|above| Layout::new(above).is_ok_and(|root| root.config_file().is_file()))
-    {
+        .find(|above| Layout::new(above).is_ok_and(|root| root.config_file().is_file()));
+    if folder.is_file() {
+        // Its folder is named only when that, or one above it, is a root.
+        let fix = match root_above {
+            Some(above) => format!("--root {}", crate::pasted::path(above)),
+            None => fix.to_string(),
+        };
+        return format!(
+            "{what}{shown} is a file: a root is the folder holding bluegreen.toml ({fix})"
+        );
+    }
+    match root_above {
         Some(above) => format!(
             "{what}{shown} is not a bluegreen root (it has no bluegreen.toml), but is inside the root {}: --root {}",
             above.display(),

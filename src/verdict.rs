@@ -71,7 +71,9 @@ pub fn reload(
         // A daemon started before `control.listen` changed in the file (a SIGHUP keeps
         // the address it listens on) still serves this root: it is not told, but its
         // file watch starts the release now, not "on the next serve".
-        Err(ClientError::NotRunning { addr, .. }) if daemon_holds(layout) => {
+        Err(ClientError::NotRunning {
+            addr, held: true, ..
+        }) => {
             writeln!(
                 out,
                 "{slot}: no verdict: nothing answers on {addr}, the control.listen in bluegreen.toml, yet a daemon serves this root (started before control.listen changed, or starting or stopping); the release is current: its file watch starts it, or the next `bluegreen serve` does (`bluegreen status` tells once it answers)"
@@ -145,12 +147,6 @@ fn waiting(app: &AppConfig, slot: Slot, release: &str) -> String {
         app.health_path,
         humantime::format_duration(app.ready_timeout)
     )
-}
-
-/// Whether a daemon holds this root's serve lock: running, starting or stopping.
-fn daemon_holds(layout: &Layout) -> bool {
-    // Held only for this look: a `serve` starting meanwhile waits for it (see `serve`).
-    matches!(crate::fsops::try_lock(&layout.serve_lock()), Ok(None))
 }
 
 impl Verdict {

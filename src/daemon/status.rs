@@ -84,6 +84,9 @@ pub fn json(daemon: &Daemon) -> Value {
         // `[app]` as the daemon runs it (the file may have changed since): a push waits
         // for its verdict, and says what it waits for, by these.
         "app": config.app,
+        // What of bluegreen.toml differs from what the daemon runs (edited without a
+        // SIGHUP, or refused), as a push's note says it; null when nothing does.
+        "stale_config": super::serve::stale_config(daemon),
         "slots": slots,
         "mirroring": {
             "enabled": daemon.mirroring(),

@@ -677,6 +677,15 @@ fn a_push_after_control_listen_moved_does_not_say_no_daemon_runs() {
     );
     // Its file watch starts the release at once, not on the next `serve`.
     root.wait_body(root.blue, "v2 from blue");
+    // The commands that ask the daemon do not tell to start one (which would be refused:
+    // this one holds the root), but to restart it.
+    let stderr = root.run_err(&["status"]);
+    assert!(
+        stderr.starts_with("error: daemon not answering: nothing answers on 127.0.0.1:")
+            && stderr.contains("yet a `bluegreen serve` holds this root")
+            && stderr.contains("restart it"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -163,6 +163,15 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
         answer.body
     );
     assert_eq!(root.status()["active"], "green");
+    // Mended in the file without a SIGHUP: the daemon still runs the failing one, and
+    // `switch` and `status` say why before anyone wonders.
+    root.set("switch.migrate", "true");
+    let out = root.run(&["switch"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let note = "note: bluegreen.toml's [switch] changed since the daemon read it, and it runs with what it read";
+    assert!(stderr.starts_with(note), "{stderr}");
+    assert!(stderr.contains("cannot reach the database"), "{stderr}");
+    assert!(root.run_ok(&["status"]).contains(note));
 
     // A script the release lacks: where it was looked for is part of the reason.
     set_migrate(&root, "./migrate.sh", 3);

@@ -339,7 +339,14 @@ fn releases_refuses_a_folder_that_is_not_a_root_and_skips_strays() {
     let config = root.path.join("bluegreen.toml");
     let slot = root.path.join("blue");
     let missing = nowhere.path().join("missing");
+    // A file outside any root: its folder is no root either, and is not offered as one.
+    let stray = nowhere.path().join("notes.txt");
+    fs::write(&stray, "").unwrap();
     for (named, reason) in [
+        (
+            &stray,
+            format!("{} is a file: a root is the folder holding bluegreen.toml (name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`)", stray.display()),
+        ),
         (
             &missing,
             format!("{} does not exist: name one with --root ROOT or BLUEGREEN_ROOT, or make one with `bluegreen init`", missing.display()),
