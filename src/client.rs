@@ -210,6 +210,7 @@ mod tests {
             agent: ureq::AgentBuilder::new().build(),
             root: "test".into(),
             path: "/test".into(),
+            serve_lock: "/nonexistent/serve.lock".into(),
         };
         let error = client
             .post("/switch", Duration::from_millis(300))
