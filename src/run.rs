@@ -75,10 +75,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
         Command::Rollback { slot, to } => {
             let layout = layout()?;
+            refuse_other_user(&layout)?;
             crate::rollout::rollback(&layout, &config(&layout)?, slot, to.as_deref(), stdout)
         }
         Command::Promote { from, to } => {
             let layout = layout()?;
+            refuse_other_user(&layout)?;
             let to = to.unwrap_or(from.other());
             crate::rollout::promote(&layout, &config(&layout)?, from, to, stdout)
         }
@@ -94,7 +96,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let layout = layout()?;
             crate::ctl::mirroring(&config(&layout)?, &layout, state.as_deref(), stdout)
         }
-        Command::Serve => crate::daemon::serve(layout()?),
+        Command::Serve => {
+            let layout = layout()?;
+            refuse_other_user(&layout)?;
+            crate::daemon::serve(layout)
+        }
         Command::Demo(demo) => crate::demo::run(demo),
         Command::SampleApp => crate::sample_app::run(),
     }
@@ -184,6 +190,44 @@ fn not_a_root(folder: &std::path::Path, named: Named) -> String {
         ),
         None => format!("{what}{shown} is not a bluegreen root (it has no bluegreen.toml): {fix}"),
     }
+}
+
+/// The commands that write into the root (releases, `current`, marks, `state.json`,
+/// logs) run as the user it belongs to: what another one makes there (root, by `sudo`)
+/// the daemon's user could not mark live, replace or prune, and the slot's pruning would
+/// stop for good. The hook is git's to refuse (`safe.directory`).
+fn refuse_other_user(layout: &Layout) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(layout.root())
+        .with_context(|| format!("cannot read {}", layout.root().display()))?
+        .uid();
+    let me = nix::unistd::geteuid();
+    if owner == me.as_raw() {
+        return Ok(());
+    }
+    let name = |uid: u32| {
+        nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map(|user| user.name)
+    };
+    let owner_name = name(owner);
+    let shown = |name: &Option<String>, uid: u32| match name {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    };
+    let again: Vec<String> = std::env::args()
+        .map(|a| crate::pasted::quoted(&a))
+        .collect();
+    let user = owner_name.clone().unwrap_or_else(|| format!("#{owner}"));
+    anyhow::bail!(
+        "{} belongs to {}, and this runs as {}: what it wrote there the daemon's user could not change; run it as the root's user: sudo -u {} {}",
+        layout.root().display(),
+        shown(&owner_name, owner),
+        shown(&name(me.as_raw()), me.as_raw()),
+        crate::pasted::quoted(&user),
+        again.join(" ")
+    )
 }
 
 /// `init` with no folder named makes the root in the current one: refused when that

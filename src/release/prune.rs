@@ -18,12 +18,20 @@ use crate::slot::Slot;
 pub fn tidy(layout: &Layout, slot: Slot, keep: usize, was_current: Option<&str>) -> String {
     let mut done = Vec::new();
     match prune(layout, slot, keep, was_current) {
-        Ok(pruned) if pruned.is_empty() => {}
-        Ok(pruned) => done.push(format!(
-            "pruned {} release{}",
-            pruned.len(),
-            plural(pruned.len())
-        )),
+        Ok(pruned) => {
+            if !pruned.removed.is_empty() {
+                done.push(format!(
+                    "pruned {} release{}",
+                    pruned.removed.len(),
+                    plural(pruned.removed.len())
+                ));
+            }
+            // Each told once per deploy, and passed over: one folder that cannot go
+            // (made by another user) does not stop the rest.
+            for failed in pruned.failed {
+                done.push(format!("{failed} (retried next deploy)"));
+            }
+        }
         Err(e) => done.push(format!("pruning failed, retried next deploy: {e:#}")),
     }
     match crate::build::remove_unused(layout) {
@@ -74,18 +82,29 @@ fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
 
 /// Removes the temp folders in `slot`'s releases folder: a release being copied by a
 /// deploy that was killed, or one a killed prune was removing. The caller holds the slot
-/// lock, so none of them is still in use.
-pub(super) fn remove_temp(layout: &Layout, slot: Slot) -> anyhow::Result<()> {
+/// lock, so none of them is still in use. Returns why each one left could not go.
+pub(super) fn remove_temp(layout: &Layout, slot: Slot) -> Vec<String> {
     let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) else {
-        return Ok(());
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(".tmp-"))
+        .filter_map(|entry| {
             fsops::remove_any(&entry.path())
-                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))
+                .err()
+                .map(|e| format!("{e:#}"))
+        })
+        .collect()
+}
+
+/// What a prune did: the releases it removed, and why each thing it could not remove
+/// stays (passed over: the rest is still pruned).
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub removed: Vec<String>,
+    pub failed: Vec<String>,
 }
 
 /// Removes releases until `keep` are left, never the current one, the one `rollback`
@@ -93,14 +112,17 @@ pub(super) fn remove_temp(layout: &Layout, slot: Slot) -> anyhow::Result<()> {
 /// named before the flip), or one a running generation uses. Releases that never went
 /// live (failed pushes) go first, oldest first, then the oldest others: failures must not
 /// push out the releases a rollback can still go to. Also removes temp folders of killed deploys. The caller
-/// holds the slot lock. Returns the ids removed.
+/// holds the slot lock. A release or temp folder that cannot be removed is passed over.
 pub fn prune(
     layout: &Layout,
     slot: Slot,
     keep: usize,
     was_current: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
-    remove_temp(layout, slot)?;
+) -> anyhow::Result<Pruned> {
+    let mut pruned = Pruned {
+        failed: remove_temp(layout, slot),
+        ..Pruned::default()
+    };
     let releases = list(layout, slot)?;
     let current = current(layout, slot);
     let previous = current.as_deref().and_then(|c| previous(&releases, c));
@@ -111,7 +133,6 @@ pub fn prune(
     let last_live = crate::state::State::load(&layout.state_file())
         .ok()
         .and_then(|state| state.live.get(&slot).cloned());
-    let mut removed = Vec::new();
     let excess = releases.len().saturating_sub(keep);
     // Where no release is marked (an older root), the marks say nothing: by age alone.
     let failed_first = marked(&releases);
@@ -133,10 +154,19 @@ pub fn prune(
         // Renamed out of the list first: a crash mid-delete leaves a temp folder, never
         // a release that looks complete but is not.
         let tmp = layout.release_tmp_dir(slot, &release.id);
-        fs::rename(layout.release_dir(slot, &release.id), &tmp)
-            .with_context(|| format!("cannot prune release {}", release.id))?;
-        fsops::remove_tree(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
-        removed.push(release.id.clone());
+        if let Err(e) = fs::rename(layout.release_dir(slot, &release.id), &tmp) {
+            pruned
+                .failed
+                .push(format!("cannot prune release {}: {e}", release.id));
+            continue;
+        }
+        // Out of the list already: removed, whatever is left of its folder.
+        if let Err(e) = fsops::remove_tree(&tmp) {
+            pruned
+                .failed
+                .push(format!("cannot remove {}: {e:#}", tmp.display()));
+        }
+        pruned.removed.push(release.id.clone());
     }
-    Ok(removed)
+    Ok(pruned)
 }

@@ -1164,35 +1164,9 @@ fn a_build_that_makes_its_folder_read_only_deploys() {
     root.set("keep_releases", 1);
     // A build that makes what it built read-only, its own folder too.
     root.set("build.command", "chmod -R a-w .");
-    // As the service user pushes (README: `app`, not root): as root, only without
-    // CAP_DAC_OVERRIDE do permission bits hold.
-    let push = || {
-        let git = git_command(&root.work);
-        let as_root =
-            std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").unwrap()) == 0;
-        let mut push = if as_root {
-            let mut setpriv = Command::new("setpriv");
-            setpriv.args(["--bounding-set", "-dac_override,-dac_read_search", "git"]);
-            setpriv
-        } else {
-            Command::new("git")
-        };
-        for (name, value) in git.get_envs() {
-            match value {
-                Some(value) => push.env(name, value),
-                None => push.env_remove(name),
-            };
-        }
-        let out = push
-            .current_dir(&root.work)
-            .args(["push", "blue", "+HEAD:refs/heads/main"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
     for n in 1..=3 {
         let sha = root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]);
-        let text = push();
+        let text = root.push_unprivileged("blue").text;
         assert!(text.contains("blue: release "), "{text}");
         assert!(root.current("blue").unwrap().ends_with(&sha[..7]), "{text}");
     }

@@ -940,3 +940,95 @@ fn a_change_of_linked_dirs_is_told_where_it_hides_data() {
     root.commit("v3", &[("VERSION", "v3\n")]);
     root.push("blue").never_says("of its own");
 }
+
+/// The commands that write into the root run as the user it belongs to: a `promote` run
+/// by `sudo` made a root-owned release that the daemon's user could not mark live and
+/// its pushes could not prune, ever again. Refused, with the command to run instead, and
+/// nothing changed. As root, the test runs them as `nobody`.
+#[test]
+fn commands_that_write_the_root_refuse_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running a command as another user needs root");
+        return;
+    }
+    let root = Root::new();
+    for version in ["v1", "v2"] {
+        root.commit(version, &[("VERSION", version)]);
+        assert!(root.push("blue").ok);
+    }
+    let current = root.current("blue");
+    let releases = root.releases("blue");
+    let listed = walkdir(&root.path);
+    // So that `nobody` may reach the root, to be refused there.
+    let tmp = root.path.parent().unwrap();
+    fs::set_permissions(tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    for args in [
+        &["rollback", "blue"][..],
+        &["promote", "blue", "green"],
+        &["serve"],
+    ] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(args)
+            .arg("--root")
+            .arg(&root.path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let wanted = format!(
+            "error: {} belongs to root (uid 0), and this runs as ",
+            root.path.display()
+        );
+        assert!(stderr.starts_with(&wanted), "{stderr}");
+        let again = format!(
+            "(uid 65534): what it wrote there the daemon's user could not change; run it as the root's user: sudo -u root {BIN} {} --root {}\n",
+            args.join(" "),
+            root.path.display()
+        );
+        assert!(stderr.ends_with(&again), "{stderr}");
+    }
+    assert_eq!(root.current("blue"), current);
+    assert_eq!(root.releases("blue"), releases);
+    assert_eq!(root.current("green"), None);
+    assert_eq!(
+        walkdir(&root.path),
+        listed,
+        "the refused commands changed nothing"
+    );
+}
+
+/// A folder in a slot's releases that the pushing user cannot remove (another user's,
+/// as a `sudo`ed command left there) is passed over and named: the whole prune stopped
+/// at it, and the slot's releases piled up for good, push after push. As root, the
+/// folder is `nobody`'s and the push runs without the capabilities that override that.
+#[test]
+fn a_folder_prune_cannot_remove_does_not_stop_the_rest() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: making another user's folder needs root");
+        return;
+    }
+    let root = Root::new();
+    root.set("keep_releases", 1);
+    for version in ["v1", "v2"] {
+        root.commit(version, &[("VERSION", version)]);
+        assert!(root.push_unprivileged("blue").ok);
+    }
+    let stuck = root.path.join("blue/releases/.tmp-stuck");
+    fs::create_dir(&stuck).unwrap();
+    fs::write(stuck.join("file"), "").unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&stuck, nobody, None).unwrap();
+    root.commit("v3", &[("VERSION", "v3")]);
+    let pushed = root.push_unprivileged("blue");
+    pushed
+        .says("pruned 1 release")
+        .says(&format!("cannot remove {}: ", stuck.display()));
+    assert!(
+        pushed.text.contains("(retried next deploy)"),
+        "{}",
+        pushed.text
+    );
+    assert_eq!(root.releases("blue").len(), 2, "{}", pushed.text);
+}

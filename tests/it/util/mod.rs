@@ -152,6 +152,41 @@ impl Root {
         self.push_ref(slot, "+HEAD:refs/heads/main")
     }
 
+    /// `push`, as the service user pushes (README: `app`, not root): as root, without
+    /// CAP_DAC_OVERRIDE and CAP_FOWNER, so that permission bits and other users'
+    /// ownership hold for the hook as they would for it.
+    pub fn push_unprivileged(&self, slot: &str) -> Pushed {
+        let git = git_command(&self.work);
+        let as_root =
+            std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").unwrap()) == 0;
+        let mut push = if as_root {
+            let mut setpriv = Command::new("setpriv");
+            setpriv.args([
+                "--bounding-set",
+                "-dac_override,-dac_read_search,-fowner",
+                "git",
+            ]);
+            setpriv
+        } else {
+            Command::new("git")
+        };
+        for (name, value) in git.get_envs() {
+            match value {
+                Some(value) => push.env(name, value),
+                None => push.env_remove(name),
+            };
+        }
+        let out = push
+            .current_dir(&self.work)
+            .args(["push", slot, "+HEAD:refs/heads/main"])
+            .output()
+            .unwrap();
+        Pushed {
+            ok: out.status.success(),
+            text: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn push_ref(&self, slot: &str, refspec: &str) -> Pushed {
         let out = git_command(&self.work)
             .args(["push", slot, refspec])
