@@ -2,9 +2,10 @@
 //!
 //! Steps, each reported to the pusher as one `<slot>: <step> <time>` line: check the
 //! commit out, build it once per key (or reuse), materialise a release, flip `current`,
-//! prune, then ask the daemon to run it and print its verdict last. The whole deploy
-//! holds the slot lock, so two pushes to one slot never interleave, and a push whose
-//! commit is no longer the branch tip steps aside for the newer push.
+//! prune, then ask the daemon to run it and print its verdict last. From the release on,
+//! a deploy holds the slot lock, so two pushes to one slot never interleave there, and a
+//! push whose commit is no longer the branch tip steps aside for the newer push. The
+//! build is not under it: a rollback need not wait for a build.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -183,9 +184,10 @@ fn deploy(
     }
 }
 
-/// Checks the pushed commit out, builds it (or reuses its build), installs it as a
-/// release and makes that `current`, under the slot's lock. The new release's id, or
-/// none when the branch moved on since this push.
+/// Checks the pushed commit out, builds it (or reuses its build), then, under the slot's
+/// lock, installs it as a release and makes that `current`. The new release's id, or
+/// none when the branch moved on since this push. The build is not under the lock: a
+/// rollback in an incident does not wait for a slow build (up to `build.timeout`).
 fn release_push(
     layout: &Layout,
     config: &Config,
@@ -195,18 +197,27 @@ fn release_push(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<Option<String>> {
-    let lock = release::lock_slot(layout, slot, out)?;
+    let _pushing = release::pushing(layout, slot)?;
     let pushed = git::resolve(repo, &update.new)?;
-    if let Some(tip) = git::branch_tip(repo, &config.branch) {
-        if tip != pushed.commit {
-            writeln!(
-                out,
-                "{slot}: {} moved on to {} since this push: not deployed (that push deploys it)",
-                update.refname,
-                git::short(tip)
-            )?;
-            return Ok(None);
-        }
+    // Before the build, and again once the lock is taken: a later push may have built
+    // faster.
+    let moved_on = |repo: &git2::Repository, out: &mut (dyn Write + Send)| match git::branch_tip(
+        repo,
+        &config.branch,
+    )
+    .filter(|tip| *tip != pushed.commit)
+    {
+        Some(tip) => writeln!(
+            out,
+            "{slot}: {} moved on to {} since this push: not deployed (that push deploys it)",
+            update.refname,
+            git::short(tip)
+        )
+        .map(|()| true),
+        None => Ok(false),
+    };
+    if moved_on(repo, out)? {
+        return Ok(None);
     }
     writeln!(out, "{slot}: deploying {} {}", pushed.short, pushed.summary)?;
 
@@ -231,6 +242,10 @@ fn release_push(
         Outcome::Built { build } => {
             writeln!(out, "{slot}: build {:.1}s ({key})", build.as_secs_f64())?
         }
+    }
+    let lock = release::lock_slot(layout, slot, out)?;
+    if moved_on(repo, out)? {
+        return Ok(None);
     }
 
     // A linked dir replaces whatever the tree has at its path: say so, not silently.

@@ -126,6 +126,12 @@ impl Layout {
         self.slot_dir(slot).join(".lock")
     }
 
+    /// Held (shared) by each push to `slot` from its start to its end, build included,
+    /// so that a rollback or promote can tell one is under way.
+    pub fn push_lock(&self, slot: Slot) -> PathBuf {
+        self.slot_dir(slot).join(".push.lock")
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }

@@ -1,7 +1,8 @@
 //! Moving `current` without a push: `releases`, `rollback` and `promote`.
 //!
-//! Each holds the slot lock like the hook does, flips `current` atomically, and asks a
-//! running daemon to reload the slot (its file watch would notice anyway).
+//! Each holds the slot lock like the hook's release step does, flips `current`
+//! atomically, and asks a running daemon to reload the slot (its file watch would notice
+//! anyway). A push building meanwhile is not waited for: it lands after, and is named.
 
 use std::io::Write;
 
@@ -77,6 +78,7 @@ pub fn rollback(
     // What the operator sees as current when asking: a deploy that lands while this
     // waits for the slot makes "back" mean another release, so that is refused.
     let asked_at = release::current(layout, slot);
+    push_note(layout, slot, out)?;
     let lock = release::lock_slot(layout, slot, out)?;
     let releases = release::list(layout, slot)?;
     // None when `current` is missing or not a link (a first deploy killed before its
@@ -155,6 +157,18 @@ pub fn rollback(
     verdict::reload(config, layout, slot, &target, out)
 }
 
+/// Tells the operator that a push to `slot` is under way (building, as a rule): this does
+/// not wait for it, and it does not stop it; once built, its release becomes current.
+fn push_note(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result<()> {
+    if release::push_under_way(layout, slot) {
+        writeln!(
+            out,
+            "{slot}: note: a push to {slot} is under way; this does not stop it: its release becomes current once built, after this"
+        )?;
+    }
+    Ok(())
+}
+
 /// A slot's current release as the operator reads it: its id, or that there is none.
 fn shown(current: &Option<String>) -> &str {
     current.as_deref().unwrap_or("(none)")
@@ -179,6 +193,7 @@ pub fn promote(
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     anyhow::ensure!(from != to, "cannot promote {from} to itself");
+    push_note(layout, to, out)?;
     let lock = release::lock_slot(layout, to, out)?;
     // Read once the wait is over: what `from` runs now, not what it ran before.
     let source_id = release::current(layout, from).with_context(|| {

@@ -35,7 +35,7 @@ const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// How long after the build ended its output is copied at most: a process it left
 /// running outside its group that writes without pause would otherwise hold the hook
-/// (and the slot lock) forever.
+/// (and its push) forever.
 const OUTPUT_LIMIT: Duration = Duration::from_secs(10);
 /// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
 /// interleaved as written) copied line by line to `out` and to a new log at `log_path`.

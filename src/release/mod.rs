@@ -335,6 +335,18 @@ pub fn lock_slot(
     slot: Slot,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    slot_folder(layout, slot)?;
+    fsops::lock(&layout.slot_lock(slot), || {
+        let _ = writeln!(
+            out,
+            "{slot}: another deploy to {slot} is running; waiting for it"
+        );
+    })
+}
+
+/// A slot folder that is gone is named, with what makes it again, rather than as a
+/// lock file that cannot be opened.
+fn slot_folder(layout: &Layout, slot: Slot) -> anyhow::Result<()> {
     let dir = layout.slot_dir(slot);
     anyhow::ensure!(
         dir.is_dir(),
@@ -342,12 +354,20 @@ pub fn lock_slot(
         dir.display(),
         layout.root().display()
     );
-    fsops::lock(&layout.slot_lock(slot), || {
-        let _ = writeln!(
-            out,
-            "{slot}: another deploy to {slot} is running; waiting for it"
-        );
-    })
+    Ok(())
+}
+
+/// Marks a push to `slot` as under way until the lock returned is dropped
+/// ([`Layout::push_lock`]; several pushes may hold it at once).
+pub fn pushing(layout: &Layout, slot: Slot) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    slot_folder(layout, slot)?;
+    fsops::lock_shared(&layout.push_lock(slot))
+}
+
+/// Whether a push to `slot` is under way (building, most of the time). Held only for
+/// this look: a push starting meanwhile waits that long.
+pub fn push_under_way(layout: &Layout, slot: Slot) -> bool {
+    matches!(fsops::try_lock(&layout.push_lock(slot)), Ok(None))
 }
 
 /// The release `current` points at, if any.

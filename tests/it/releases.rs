@@ -695,14 +695,18 @@ fn pruning_with_the_daemon_stopped_keeps_what_rollback_goes_back_to() {
     assert_eq!(root.current("blue").unwrap(), v1);
 }
 
+/// The operator's rollback in an incident does not wait for a push's build (up to
+/// `build.timeout`): it goes back at once, says a push is under way, and the push's
+/// release lands after it, as it would have had the rollback come first.
 #[test]
-fn a_rollback_waiting_for_a_push_says_so_and_refuses_once_it_landed() {
+fn a_rollback_during_a_push_build_goes_back_at_once_and_the_push_lands_after() {
     let root = Root::new();
     root.commit("v1", &[("VERSION", "v1\n")]);
     assert!(root.push("blue").ok);
+    let v1 = root.current("blue").unwrap();
     root.commit("v2", &[("VERSION", "v2\n")]);
     assert!(root.push("blue").ok);
-    // A slow build of v3 holds blue's lock until the test says go.
+    // A slow build of v3, until the test says go.
     let go = root.path.parent().unwrap().join("go");
     root.set(
         "build.command",
@@ -716,54 +720,96 @@ fn a_rollback_waiting_for_a_push_says_so_and_refuses_once_it_landed() {
         wait_for(Duration::from_secs(20), "v3's build to start", || {
             (!root_processes(&tmp).is_empty()).then_some(())
         });
-        // The operator's rollback in an incident: it waits for the push's lock.
+        // Were the build under the slot's lock, this would wait for `go`: given after
+        // the deadline, so that the push ends either way.
         let mut rollback = Command::new(BIN)
             .args(["rollback", "blue", "--root"])
             .arg(&root.path)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let pid = rollback.id();
-        wait_for(
-            Duration::from_secs(10),
-            "the rollback to wait for blue's lock",
-            || crate::push::waiting_for_a_lock(&[pid]).then_some(()),
-        );
-        let before = root.current("blue");
-        fs::write(&go, "").unwrap();
-        assert!(push.join().unwrap().ok);
-        let status = rollback.wait().unwrap();
-        let mut said = String::new();
-        for pipe in [
-            Box::new(rollback.stdout.take().unwrap()) as Box<dyn std::io::Read>,
-            Box::new(rollback.stderr.take().unwrap()),
-        ] {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut { pipe }, &mut text).unwrap();
-            said.push_str(&text);
+        let waited = poll_until(Duration::from_secs(20), || rollback.try_wait().unwrap());
+        if waited.is_none() {
+            fs::write(&go, "").unwrap();
         }
-        // As `promote` and the hook say it: not a silent hang for as long as the build
-        // takes (up to build.timeout).
+        let out = rollback.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
         assert!(
-            said.contains("another deploy to blue is running; waiting for it"),
+            waited.is_some(),
+            "the rollback waited for the build: {said}"
+        );
+        assert!(out.status.success(), "{said}");
+        assert!(
+            said.contains("blue: note: a push to blue is under way; this does not stop it: its release becomes current once built, after this"),
             "{said}"
         );
-        // "Back" from what the operator saw is not "back" from what landed meanwhile
-        // (that is the release they meant to leave): refused, nothing flipped.
-        assert!(!status.success(), "{said}");
-        assert!(
-            said.contains("blue's current release changed while this waited (")
-                && said.contains("): nothing rolled back; run it again to go back from "),
-            "{said}"
-        );
-        let after = root.current("blue");
-        assert_ne!(
-            after, before,
-            "back to the release the operator meant to leave"
-        );
-        assert!(after.unwrap().ends_with(&v3[..7]));
+        assert_eq!(root.current("blue").unwrap(), v1, "{said}");
+        fs::write(&go, "").unwrap();
+        let pushed = push.join().unwrap();
+        assert!(pushed.ok, "{}", pushed.text);
     });
+    assert!(root.current("blue").unwrap().ends_with(&v3[..7]));
+}
+
+/// A rollback that waited for the slot's lock (a deploy installing its release) and
+/// finds `current` moved meanwhile: "back" from what the operator saw is not "back" from
+/// what landed (the release they meant to leave), so nothing is flipped. The test holds
+/// the lock and moves `current` as that deploy would.
+#[test]
+fn a_rollback_waiting_for_the_slot_lock_refuses_once_current_moved() {
+    let root = Root::new();
+    for version in ["v1", "v2", "v3"] {
+        root.commit(version, &[("VERSION", version)]);
+        assert!(root.push("blue").ok);
+    }
+    let releases = root.releases("blue");
+    let lock = fs::File::create(root.path.join("blue/.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let mut rollback = Command::new(BIN)
+        .args(["rollback", "blue", "--root"])
+        .arg(&root.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = rollback.id();
+    wait_for(
+        Duration::from_secs(10),
+        "the rollback to wait for blue's lock",
+        || crate::push::waiting_for_a_lock(&[pid]).then_some(()),
+    );
+    // v3 -> v1, as a promote or a deploy waited for would have moved it.
+    let link = root.path.join("blue/current");
+    let target = fs::read_link(&link)
+        .unwrap()
+        .to_string_lossy()
+        .replace(&releases[2], &releases[0]);
+    let temp = root.path.join("blue/.current.test");
+    std::os::unix::fs::symlink(target, &temp).unwrap();
+    fs::rename(&temp, &link).unwrap();
+    drop(held);
+    let status = rollback.wait().unwrap();
+    let mut said = String::new();
+    for pipe in [
+        Box::new(rollback.stdout.take().unwrap()) as Box<dyn std::io::Read>,
+        Box::new(rollback.stderr.take().unwrap()),
+    ] {
+        std::io::Read::read_to_string(&mut { pipe }, &mut said).unwrap();
+    }
+    // Not a silent hang for as long as the other holds the lock.
+    assert!(
+        said.contains("another deploy to blue is running; waiting for it"),
+        "{said}"
+    );
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "blue's current release changed while this waited ({} -> {}): nothing rolled back; run it again to go back from {}",
+            releases[2], releases[0], releases[0]
+        )),
+        "{said}"
+    );
+    assert_eq!(root.current("blue").unwrap(), releases[0]);
 }
 
 #[test]
