@@ -57,6 +57,18 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
                 picked.why
             )?;
         }
+        if !picked.unread.is_empty() {
+            let roots: Vec<String> = picked
+                .unread
+                .iter()
+                .map(|root| root.display().to_string())
+                .collect();
+            writeln!(
+                out,
+                "note      this user may not read the config of {}: ports they name and their daemons do not listen on yet were not passed over; compare by hand",
+                roots.join(" and ")
+            )?;
+        }
     }
 
     for slot in Slot::ALL {

@@ -72,12 +72,15 @@ pub struct Picked {
     pub listens: Listens,
     /// Empty for the defaults; else, e.g. `/srv/api names them; 8080 is in use on this host`.
     pub why: String,
+    /// Roots beside this one whose config this user may not read (another app's user's,
+    /// mode 0640): their ports could not be passed over, unless their daemons listen.
+    pub unread: Vec<PathBuf>,
 }
 
 /// The addresses for a new root at `root`: see the module's comment.
 pub fn pick(root: &Path) -> Picked {
     let defaults = Listens::of(&Config::default());
-    let neighbours = neighbours(root);
+    let (neighbours, unread) = neighbours(root);
     let taken_by = |port: u16| {
         neighbours
             .iter()
@@ -106,6 +109,7 @@ pub fn pick(root: &Path) -> Picked {
         return Picked {
             listens: defaults,
             why: String::new(),
+            unread,
         };
     }
     let mut reasons = Vec::new();
@@ -136,13 +140,15 @@ pub fn pick(root: &Path) -> Picked {
     Picked {
         listens: found.unwrap_or(defaults),
         why: reasons.join("; "),
+        unread,
     }
 }
 
-/// The roots beside `root` whose config can be read, with their addresses.
-fn neighbours(root: &Path) -> BTreeMap<PathBuf, Listens> {
+/// The roots beside `root` whose config can be read, with their addresses; and those
+/// whose config is there but this user may not read it.
+fn neighbours(root: &Path) -> (BTreeMap<PathBuf, Listens>, Vec<PathBuf>) {
     let Some(entries) = root.parent().and_then(|parent| parent.read_dir().ok()) else {
-        return BTreeMap::new();
+        return Default::default();
     };
     // Names only (no `stat` yet): a folder, or a symlink that may lead to one.
     let folders: Vec<PathBuf> = entries
@@ -156,16 +162,30 @@ fn neighbours(root: &Path) -> BTreeMap<PathBuf, Listens> {
         .take(MAX_NEIGHBOURS + 1)
         .collect();
     if folders.len() > MAX_NEIGHBOURS {
-        return BTreeMap::new();
+        return Default::default();
     }
-    folders
+    let mut unread = Vec::new();
+    let found = folders
         .into_iter()
         .filter(|path| path != root)
         .filter_map(|path| {
-            let listens = listens_in(&Layout::new(&path).ok()?.config_file())?;
-            Some((path, listens))
+            let file = Layout::new(&path).ok()?.config_file();
+            let listens = listens_in(&file);
+            if listens.is_none() && forbidden(&file) {
+                unread.push(path.clone());
+            }
+            Some((path, listens?))
         })
-        .collect()
+        .collect();
+    unread.sort();
+    (found, unread)
+}
+
+/// Whether `file` is a plain file this user may not read.
+fn forbidden(file: &Path) -> bool {
+    std::fs::metadata(file).is_ok_and(|meta| meta.is_file())
+        && std::fs::File::open(file)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 /// The listen addresses `file` sets, each key it does not set being the default's; none

@@ -170,3 +170,45 @@ fn serve_on_another_roots_ports_names_that_root_and_the_keys() {
     // The first daemon serves on.
     assert_eq!(api.get(api.blue, "/").status, 503);
 }
+
+/// A root beside the new one whose config this user may not read (another app's user
+/// made it, mode 0640): its ports cannot be passed over, and `init` says so instead of
+/// handing out the same ones in silence. As root, the second init runs as `nobody`.
+#[test]
+fn init_beside_a_root_it_may_not_read_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running init as another user needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (api, web) = (tmp.path().join("api"), tmp.path().join("web"));
+    init(&api);
+    std::fs::create_dir(&web).unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&web, nobody, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "init",
+        ])
+        .arg(&web)
+        .env("HOME", &web)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let note = format!(
+        "note      this user may not read the config of {}: ports they name and their daemons do not listen on yet were not passed over; compare by hand",
+        api.display()
+    );
+    assert!(said.lines().any(|line| line == note), "{said}");
+}
