@@ -36,6 +36,12 @@ use super::Daemon;
 use crate::slot::Slot;
 use crate::verdict::Verdict;
 
+/// The most connections the control API holds open at once; more wait in the listen
+/// backlog, holding no file of the daemon's. Files are what the data path's cap keeps
+/// free for the control API, the workers and the logs (`accept::RESERVED_FILES`): a local
+/// process that opened connections without end took them all, and the front stalled.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Accepts connections until `stop` turns true; each is served on its own task. Then
 /// each connection ends once the answer it owes is written (an idle one at once), and
 /// this returns when all have: a reload or switch cut short by the stop still tells its
@@ -44,7 +50,7 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => accepted,
             Some(_) = connections.join_next() => continue,
             _ = stop.wait_for(|stop| *stop) => break,
         };

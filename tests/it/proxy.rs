@@ -509,6 +509,47 @@ fn requests_without_one_valid_host_and_connect_are_refused_with_the_reason() {
     assert!(!root.get(root.blue, "/items").body.contains("\"x\""));
 }
 
+/// The files the data path's cap leaves free are not the control API's to take without
+/// end: a local process holding 300 idle connections to it (a monitor that leaks them)
+/// took every one, and the front and slot ports accepted nothing (`Too many open files`)
+/// until hyper closed them 30 s later. The control API holds at most 64 open.
+#[test]
+fn connections_held_open_to_the_control_api_leave_the_data_path_its_files() {
+    use std::io::Read;
+    let mut root = Root::new();
+    root.serve_limited(&[], Some(300));
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    let files = || {
+        std::fs::read_dir(format!("/proc/{}/fd", root.serve_pid()))
+            .unwrap()
+            .count()
+    };
+    let before = files();
+    let held: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", root.control)).unwrap())
+        .collect();
+    // The daemon has taken as many as it will (all it could, before the cap).
+    wait_for(Duration::from_secs(10), "the daemon to take 64", || {
+        (files() >= before + 64).then_some(())
+    });
+    for port in [root.front, root.blue] {
+        let mut request = sent(
+            port,
+            b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+        );
+        request
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = String::new();
+        request.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    drop(held);
+    // Once they are let go, the control API answers again.
+    assert_eq!(root.status()["active"], "blue");
+}
+
 #[test]
 fn at_the_file_limit_idle_connections_make_room_and_busy_ones_keep_theirs() {
     use std::io::Read;
