@@ -287,10 +287,10 @@ mod tests {
         std::fs::create_dir(&api).unwrap();
         std::fs::write(api.join("bluegreen.toml"), TEMPLATE).unwrap();
         let new = tmp.path().join("new");
-        assert_eq!(neighbours(&new).keys().collect::<Vec<_>>(), [&api]);
+        assert_eq!(neighbours(&new).0.keys().collect::<Vec<_>>(), [&api]);
         for n in 0..MAX_NEIGHBOURS {
             std::fs::create_dir(tmp.path().join(format!("user{n}"))).unwrap();
         }
-        assert!(neighbours(&new).is_empty());
+        assert!(neighbours(&new).0.is_empty());
     }
 }
