@@ -20,7 +20,8 @@
 //! without waiting for the rest (what shows that a proxy streams request bodies).
 //! `GET /many-headers/<n>` answers with `n` (at most 1000) `Set-Cookie` headers (a
 //! proxy's header limits). `GET /bytes/<n>` answers `n` bytes of `x` (at most 64 MiB,
-//! from one buffer made on first use): a download larger than the sockets can hold.
+//! from one buffer made on first use): a download larger than the sockets can hold;
+//! `GET /bytes/<n>?chunked` sends them chunked (no length known ahead, as a stream is).
 //! `GET /hop-by-hop` answers with hop-by-hop headers (what a proxy must not pass on).
 //!
 //! It runs on hyper rather than tiny_http: tiny_http gives each keep-alive connection a
@@ -221,7 +222,15 @@ impl App {
             return many_headers(n.parse().unwrap_or(0).min(1000));
         }
         if let Some(n) = request.uri().path().strip_prefix("/bytes/") {
-            return bytes(n.parse().unwrap_or(0));
+            let mut response = bytes(n.parse().unwrap_or(0));
+            if request.uri().query() == Some("chunked") {
+                // hyper frames an answer with this header chunked, length or not.
+                response.headers_mut().insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
+            return response;
         }
         if request.uri().path() == "/hop-by-hop" {
             return hop_by_hop();

@@ -214,6 +214,8 @@ async fn answer(
         };
         parts.uri = target.unwrap_or_else(|_| http::Uri::from_static("/"));
     }
+    let http10 = parts.version == http::Version::HTTP_10;
+    let head = parts.method == http::Method::HEAD;
     parts.version = http::Version::HTTP_11;
     // Read for a request with a body only: the common path takes no lock for it.
     let reuse_after_body = !body.is_end_stream() && {
@@ -270,7 +272,16 @@ async fn answer(
             }
             traffic.request(slot, parts.status.as_u16());
             // Ours to frame: an HTTP/1.0 worker's answer keeps the client's keep-alive.
-            parts.version = http::Version::HTTP_11;
+            // But an HTTP/1.0 client cannot take a chunked answer: hyper sends it until
+            // the connection closes, and for an HTTP/1.1 answer still said `Connection:
+            // keep-alive` (a next request the client pipelined went unanswered). As an
+            // HTTP/1.0 answer without keep-alive, hyper closes and says nothing else.
+            let unbounded =
+                http10 && !head && !body.is_end_stream() && body.size_hint().exact().is_none();
+            parts.version = match unbounded {
+                true => http::Version::HTTP_10,
+                false => http::Version::HTTP_11,
+            };
             let body = Tracked {
                 inner: body,
                 _connection: connection,

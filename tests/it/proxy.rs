@@ -50,6 +50,40 @@ fn the_worker_gets_origin_form_targets_and_the_proxy_headers() {
     assert!(old.contains("host: 127.0.0.1:"), "{old}");
 }
 
+/// An HTTP/1.0 keep-alive client and a worker's chunked answer: the client cannot take
+/// chunks, so the answer runs until the connection closes, without keep-alive (an
+/// HTTP/1.0 answer's default is to close). It said `Connection: keep-alive`, and the next
+/// request the client had sent went unanswered without a word. An answer of known length
+/// keeps the connection.
+#[test]
+fn an_http10_client_is_told_the_connection_closes_after_an_answer_of_unknown_length() {
+    let root = blue_live();
+    let two = |first: &str| {
+        raw(
+            root.blue,
+            &format!("GET {first} HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /bytes/3 HTTP/1.0\r\n\r\n"),
+        )
+    };
+    let chunked = two("/bytes/5?chunked");
+    let (head, body) = chunked.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{chunked}");
+    assert!(
+        !head.to_ascii_lowercase().contains("keep-alive"),
+        "{chunked}"
+    );
+    // Closed after it: the second request is not answered on it.
+    assert_eq!(body, "xxxxx", "{chunked}");
+    // Known length: kept alive, and the next request is answered on it.
+    let known = two("/bytes/5");
+    assert!(
+        known
+            .to_ascii_lowercase()
+            .contains("connection: keep-alive"),
+        "{known}"
+    );
+    assert!(known.ends_with("\r\n\r\nxxx"), "{known}");
+}
+
 /// An upgraded connection to `port`'s `GET /echo` (the sample app's echo protocol), read
 /// up to the end of the `101` head, and the greeting line that follows it.
 fn echo_tunnel(port: u16) -> (std::io::BufReader<std::net::TcpStream>, String) {
