@@ -97,7 +97,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// A new or empty folder for the demo's root and app repo (default: a fresh temp
-    /// folder; either is kept afterwards). --root is not used.
+    /// folder; either is kept afterwards). --root is refused.
     pub dir: Option<PathBuf>,
     /// Front router address.
     #[arg(long, default_value = "127.0.0.1:8080")]

@@ -72,11 +72,13 @@ pub fn from_this_host(hints: &Hints) -> Result<(), String> {
         );
     }
     if hints.origin.is_some() || hints.fetch_site.is_some_and(|s| s != "none") {
-        return Err("a browser sent it for a web page (it has Origin or Sec-Fetch-Site)".into());
+        return Err(
+            "a browser sent it for a web page, as its Origin or Sec-Fetch-Site says".into(),
+        );
     }
     if hints.speculative {
         return Err(
-            "a browser fetched it ahead of time, before anyone asked (it has Sec-Purpose or Purpose)".into(),
+            "a browser fetched it ahead of time, before anyone asked, as its Sec-Purpose or Purpose says".into(),
         );
     }
     if let Some(host) = hints.host {

@@ -245,6 +245,25 @@ fn the_demo_names_a_taken_port_and_the_flag() {
     assert_eq!(err.lines().count(), 1);
 }
 
+/// `--root` was taken and ignored: the demo ran on its own root, not the one named.
+#[test]
+fn the_demo_refuses_a_root_named_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .arg(dir.path().join("d"))
+        .arg("--root")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: demo makes its own root (DIR/root) and takes no --root: `bluegreen demo DIR` names the folder it makes it in"
+    );
+    assert!(!dir.path().join("d").exists(), "it made nothing");
+}
+
 #[test]
 fn the_demo_refuses_a_file_or_a_full_folder_naming_it() {
     let dir = tempfile::tempdir().unwrap();
