@@ -28,7 +28,8 @@ pub struct Client {
     root: String,
     /// The root's folder, for messages.
     path: String,
-    /// Held by a running `bluegreen serve` (see [`daemon_holds`]).
+    /// Held by a running `bluegreen serve` (a `serve` starting meanwhile waits for
+    /// the look at it: see `serve`).
     serve_lock: std::path::PathBuf,
 }
 
@@ -66,12 +67,6 @@ fn not_running(addr: &str, root: &str, held: bool) -> String {
         false => format!("daemon not running: nothing answers on {addr}, the control.listen in bluegreen.toml (start it: `bluegreen serve --root {}`, or `systemctl start` its unit)", crate::pasted::quoted(root)),
         true => format!("daemon not answering: nothing answers on {addr}, the control.listen in bluegreen.toml, yet a `bluegreen serve` holds this root: it is starting or stopping, or was started before control.listen changed (restart it, `systemctl restart` its unit, to listen there)"),
     }
-}
-
-/// Whether a `bluegreen serve` holds the root's serve lock (`lock`). Held only for this
-/// look: a `serve` starting meanwhile waits for it (see `serve`).
-pub fn daemon_holds(lock: &std::path::Path) -> bool {
-    matches!(crate::fsops::try_lock(lock), Ok(None))
 }
 
 impl Client {
@@ -129,7 +124,7 @@ impl Client {
                 return Err(ClientError::NotRunning {
                     addr,
                     root: self.path.clone(),
-                    held: daemon_holds(&self.serve_lock),
+                    held: crate::fsops::held(&self.serve_lock),
                 })
             }
             Err(ureq::Error::Transport(t)) if timed_out(&t) => {

@@ -164,6 +164,12 @@ pub fn lock_shared(path: &Path) -> anyhow::Result<Flock<File>> {
     .map(|lock| lock.expect("a blocking lock is always taken"))
 }
 
+/// Whether another process holds a lock on `path` now (a look only: the lock is let go
+/// at once, and whoever asks for it meanwhile waits that long).
+pub fn held(path: &Path) -> bool {
+    matches!(try_lock(path), Ok(None))
+}
+
 /// An exclusive lock on `path` if nobody holds it now, without waiting.
 pub fn try_lock(path: &Path) -> anyhow::Result<Option<Flock<File>>> {
     locked(path, |file| {

@@ -2,10 +2,10 @@
 //!
 //! Steps, each reported to the pusher as one `<slot>: <step> <time>` line: check the
 //! commit out, build it once per key (or reuse), materialise a release, flip `current`,
-//! prune, then ask the daemon to run it and print its verdict last. From the release on,
-//! a deploy holds the slot lock, so two pushes to one slot never interleave there, and a
-//! push whose commit is no longer the branch tip steps aside for the newer push. The
-//! build is not under it: a rollback need not wait for a build.
+//! prune, then ask the daemon to run it and print its verdict last. Pushes to one slot
+//! take turns (`release::push_turn`), and a push whose commit is no longer the branch
+//! tip when its turn comes, or once its build is done, steps aside for the newer push.
+//! Only the release step holds the slot lock: a rollback need not wait for a build.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -197,10 +197,12 @@ fn release_push(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<Option<String>> {
-    let _pushing = release::pushing(layout, slot)?;
+    // One push to a slot builds at a time: of a burst of pushes, those whose turn comes
+    // after a newer one moved the branch step aside unbuilt.
+    let _turn = release::push_turn(layout, slot, out)?;
     let pushed = git::resolve(repo, &update.new)?;
-    // Before the build, and again once the lock is taken: a later push may have built
-    // faster.
+    // Before the build, and again once the slot lock is taken (after the build, which
+    // is not under it).
     let moved_on = |repo: &git2::Repository, out: &mut (dyn Write + Send)| match git::branch_tip(
         repo,
         &config.branch,

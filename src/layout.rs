@@ -126,8 +126,8 @@ impl Layout {
         self.slot_dir(slot).join(".lock")
     }
 
-    /// Held (shared) by each push to `slot` from its start to its end, build included,
-    /// so that a rollback or promote can tell one is under way.
+    /// A push's turn to build for `slot`: held by one push at a time, from its look at
+    /// the branch tip to its release (see `release::push_turn`).
     pub fn push_lock(&self, slot: Slot) -> PathBuf {
         self.slot_dir(slot).join(".push.lock")
     }

@@ -158,12 +158,12 @@ pub fn rollback(
 }
 
 /// Tells the operator that a push to `slot` is under way (building, as a rule): this does
-/// not wait for it, and it does not stop it; once built, its release becomes current.
+/// not wait for it, nor stop it; if it deploys, its release becomes current after this.
 fn push_note(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result<()> {
     if release::push_under_way(layout, slot) {
         writeln!(
             out,
-            "{slot}: note: a push to {slot} is under way; this does not stop it: its release becomes current once built, after this"
+            "{slot}: note: a push to {slot} is building; this does not wait for it: if it deploys, its release becomes current after this"
         )?;
     }
     Ok(())

@@ -18,9 +18,11 @@ use crate::slot::Slot;
 use crate::tree_copy;
 
 mod links;
+mod lock;
 mod prune;
 
 pub use links::notes as link_notes;
+pub use lock::{lock_slot, push_turn, push_under_way};
 pub use prune::{in_use_entry, prune, tidy};
 
 /// Metadata file inside a release.
@@ -300,16 +302,21 @@ pub fn rolled_back(layout: &Layout, slot: Slot, id: &str) -> bool {
     layout.release_dir(slot, id).join(ROLLED_BACK).is_file()
 }
 
-/// The newest release older than `id` that went live and that no rollback went back
-/// from: what a rollback made while no daemon ran went to, or before.
-pub fn live_before(layout: &Layout, slot: Slot, id: &str) -> Option<String> {
-    let releases = list(layout, slot).ok()?;
-    let i = releases.partition_point(|r| r.id.as_str() < id);
-    releases[..i]
-        .iter()
-        .rev()
-        .find(|r| r.went_live && !r.rolled_back)
-        .map(|r| r.id.clone())
+/// Of the releases other than `current` that went live and that no rollback went back
+/// from, the one `current` moved off last (its [`WAS_CURRENT`] mark the newest): what a
+/// rollback made while no daemon ran went to, not one it skipped (`rollback --to` an
+/// older one), nor one a push since replaced.
+pub fn last_left_live(layout: &Layout, slot: Slot, current: &str) -> Option<String> {
+    list(layout, slot)
+        .ok()?
+        .into_iter()
+        .filter(|r| r.went_live && !r.rolled_back && r.id != current)
+        .filter_map(|r| {
+            let mark = layout.release_dir(slot, &r.id).join(WAS_CURRENT);
+            Some((fs::metadata(mark).ok()?.modified().ok()?, r.id))
+        })
+        .max()
+        .map(|(_, id)| id)
 }
 
 /// Marks release `id` of `slot` as one `rollback` went back from ([`ROLLED_BACK`]).
@@ -324,50 +331,6 @@ pub fn mark_rolled_back(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result
 fn stamp(file: &Path) -> anyhow::Result<()> {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     fsops::write_atomic(file, format!("{now}\n").as_bytes())
-}
-
-/// Takes the slot's lock ([`Layout::slot_lock`]), held while its releases and `current`
-/// change; if another process holds it, `out` is told once that this waits for it. A
-/// slot folder that is gone is named, with what makes it again, rather than as a lock
-/// file that cannot be opened.
-pub fn lock_slot(
-    layout: &Layout,
-    slot: Slot,
-    out: &mut dyn std::io::Write,
-) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
-    slot_folder(layout, slot)?;
-    fsops::lock(&layout.slot_lock(slot), || {
-        let _ = writeln!(
-            out,
-            "{slot}: another deploy to {slot} is running; waiting for it"
-        );
-    })
-}
-
-/// A slot folder that is gone is named, with what makes it again, rather than as a
-/// lock file that cannot be opened.
-fn slot_folder(layout: &Layout, slot: Slot) -> anyhow::Result<()> {
-    let dir = layout.slot_dir(slot);
-    anyhow::ensure!(
-        dir.is_dir(),
-        "{slot}'s folder {} is missing: `bluegreen init {}` makes it again",
-        dir.display(),
-        layout.root().display()
-    );
-    Ok(())
-}
-
-/// Marks a push to `slot` as under way until the lock returned is dropped
-/// ([`Layout::push_lock`]; several pushes may hold it at once).
-pub fn pushing(layout: &Layout, slot: Slot) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
-    slot_folder(layout, slot)?;
-    fsops::lock_shared(&layout.push_lock(slot))
-}
-
-/// Whether a push to `slot` is under way (building, most of the time). Held only for
-/// this look: a push starting meanwhile waits that long.
-pub fn push_under_way(layout: &Layout, slot: Slot) -> bool {
-    matches!(fsops::try_lock(&layout.push_lock(slot)), Ok(None))
 }
 
 /// The release `current` points at, if any.

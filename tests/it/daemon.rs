@@ -1095,39 +1095,65 @@ fn a_restarted_daemon_whose_last_live_release_fails_says_current_starts_next() {
 
 /// A rollback made while the daemon was down sticks: the release it went back from,
 /// though the last to serve, is not started first for a `current` pushed since that never
-/// went live; the release the rollback went to is. It served the rolled-back release
-/// again, and for good when the new push failed to start.
+/// went live; the release the rollback went to is, not one it skipped (`--to`). It
+/// served the rolled-back release again, and for good when the new push failed to start.
 #[test]
 fn a_rollback_made_while_the_daemon_was_down_is_not_undone_by_its_restart() {
     let mut root = blue_live();
     let v1 = root.current("blue").unwrap();
-    root.commit("v2", &[("VERSION", "v2\n")]);
-    root.push("blue");
-    root.wait_body(root.blue, "v2 from blue");
-    let v2 = root.current("blue").unwrap();
+    let mut skipped = Vec::new();
+    for version in ["v2", "v3"] {
+        root.commit(version, &[("VERSION", &format!("{version}\n"))]);
+        root.push("blue");
+        root.wait_body(root.blue, &format!("{version} from blue"));
+        skipped.push(root.current("blue").unwrap());
+    }
     root.signal(Signal::SIGTERM);
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
-    root.run_ok(&["rollback", "blue"]);
+    root.run_ok(&["rollback", "blue", "--to", &v1]);
     assert_eq!(root.current("blue").unwrap(), v1);
-    root.commit("v3", &[("VERSION", "v3\n"), ("CRASH", "")]);
+    root.commit("v4", &[("VERSION", "v4\n"), ("CRASH", "")]);
     root.push("blue");
-    let v3 = root.current("blue").unwrap();
+    let v4 = root.current("blue").unwrap();
     root.serve();
-    let events = wait_for(Duration::from_secs(20), "v3's start", || {
+    let events = wait_for(Duration::from_secs(20), "v4's start", || {
         let events = root.control("GET", "/events").body;
         events
-            .contains(&format!("for release {v3}"))
+            .contains(&format!("for release {v4}"))
             .then_some(events)
     });
     assert!(
         events.contains(&format!(
-            "blue: release {v3} has not gone live yet: starting the last live release {v1} first, then it"
+            "blue: release {v4} has not gone live yet: starting the last live release {v1} first, then it"
         )),
         "{events}"
     );
-    assert!(!events.contains(&format!("for release {v2}")), "{events}");
+    for id in &skipped {
+        assert!(!events.contains(&format!("for release {id}")), "{events}");
+    }
     let answer = root.get(root.blue, "/");
     assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
+}
+
+/// A rollback made while the daemon ran, to a release that then failed to start: the
+/// daemon kept serving the one rolled back from, and so does the next daemon, rather
+/// than take that away and leave the slot nothing to serve.
+#[test]
+fn a_rollback_that_failed_to_start_keeps_serving_across_a_restart() {
+    let mut root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    fs::write(root.path.join("blue/releases").join(&v1).join("CRASH"), "").unwrap();
+    let out = root.run(&["rollback", "blue"]);
+    assert!(!out.status.success());
+    root.wait_body(root.blue, "v2 from blue");
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.serve();
+    let answer = root.get(root.blue, "/");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.starts_with("v2 from blue"), "{}", answer.body);
 }
 
 /// A generation number a full disk kept out of state.json (its write failed) is

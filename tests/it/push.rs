@@ -206,6 +206,94 @@ pub fn waiting_for_a_lock(pids: &[u32]) -> bool {
         .any(|pid| pids.contains(&pid))
 }
 
+/// How many processes wait for a lock on `file` (`->` lines of /proc/locks naming its
+/// inode).
+fn waiting_on(file: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(file) else {
+        return 0;
+    };
+    let inode = format!(":{}", meta.ino());
+    fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("->"))
+        .filter(|line| {
+            line.split_whitespace()
+                .nth(6)
+                .is_some_and(|id| id.ends_with(&inode))
+        })
+        .count()
+}
+
+/// A burst of pushes to one slot while the first builds: they take turns, and those whose
+/// turn comes after a newer push moved the branch step aside unbuilt, so only the first
+/// and the newest build. The first, built once the newest was pushed, steps aside too:
+/// the newest is current. (With the build outside the slot lock and no turns, all three
+/// built at once, each for up to build.timeout, on a two-core host.)
+#[test]
+fn a_burst_of_pushes_to_one_slot_builds_the_first_and_the_newest_only() {
+    let root = Root::new();
+    let count = root.path.parent().unwrap().join("builds-run");
+    let go = root.path.parent().unwrap().join("go");
+    root.set(
+        "build.command",
+        "sh -c 'echo built >> \"$COUNT\"; if [ -e SLOW_BUILD ]; then while [ ! -e \"$GO\" ]; do sleep 0.05; done; fi'",
+    );
+    root.set(
+        "build.env",
+        env_map(&[
+            ("COUNT", count.to_str().unwrap()),
+            ("GO", go.to_str().unwrap()),
+        ]),
+    );
+    root.commit("v1", &[("VERSION", "v1\n"), ("SLOW_BUILD", "")]);
+    let turn = root.path.join("blue/.push.lock");
+    let (first, second, newest) = std::thread::scope(|s| {
+        let first = s.spawn(|| root.push("blue"));
+        wait_for(Duration::from_secs(20), "v1's build", || {
+            (count_lines(&count) == 1).then_some(())
+        });
+        root.remove("SLOW_BUILD");
+        root.commit("v2", &[("VERSION", "v2\n")]);
+        // Each wait gives way to `go` if it fails, so that the first push ends either way.
+        let second = s.spawn(|| root.push("blue"));
+        let waits = poll_until(Duration::from_secs(20), || {
+            (waiting_on(&turn) == 1).then_some(())
+        });
+        let v3 = root.commit("v3", &[("VERSION", "v3\n")]);
+        let newest = s.spawn(|| root.push("blue"));
+        let wait = waits.and_then(|()| {
+            poll_until(Duration::from_secs(20), || {
+                (waiting_on(&turn) == 2).then_some(())
+            })
+        });
+        fs::write(&go, "").unwrap();
+        let pushed = (
+            first.join().unwrap(),
+            second.join().unwrap(),
+            newest.join().unwrap(),
+        );
+        assert!(
+            wait.is_some(),
+            "the later pushes did not wait for their turns"
+        );
+        assert!(root.current("blue").unwrap().ends_with(&v3[..7]));
+        pushed
+    });
+    let texts = format!("{}\n{}\n{}", first.text, second.text, newest.text);
+    assert_eq!(count_lines(&count), 2, "{texts}");
+    assert!(first.ok && second.ok && newest.ok, "{texts}");
+    first
+        .says("moved on to ")
+        .says("since this push: not deployed (that push deploys it)");
+    second
+        .says("another push to blue is building; waiting for its turn")
+        .says("moved on to ");
+    assert!(!second.text.contains("blue: build "), "{texts}");
+    newest.says("blue: build ");
+}
+
 #[test]
 fn two_pushes_to_one_slot_end_with_the_later_one_current() {
     let root = Root::new();

@@ -740,7 +740,7 @@ fn a_rollback_during_a_push_build_goes_back_at_once_and_the_push_lands_after() {
         );
         assert!(out.status.success(), "{said}");
         assert!(
-            said.contains("blue: note: a push to blue is under way; this does not stop it: its release becomes current once built, after this"),
+            said.contains("blue: note: a push to blue is building; this does not wait for it: if it deploys, its release becomes current after this"),
             "{said}"
         );
         assert_eq!(root.current("blue").unwrap(), v1, "{said}");

@@ -133,15 +133,17 @@ impl Supervisor {
         // A release of the slot, never a path out of it: `state.json` lies in the root,
         // which the app's processes can write.
         let current = release::current(&daemon.layout, slot);
+        // What rollback went to, if it was tried and failed: the daemon then kept `live`.
+        let kept = daemon.failed(slot).map(|failed| failed.release) == current;
         let last_good = match daemon
             .last_live(slot)
             .filter(|release| release::exists(&daemon.layout, slot, release))
         {
-            // A rollback went back from it while no daemon ran: what it went to, or
-            // before, not what the operator took away.
-            Some(live) if release::rolled_back(&daemon.layout, slot, &live) => current
+            // A rollback went back from it while no daemon ran: what it went to, not
+            // what the operator took away.
+            Some(live) if release::rolled_back(&daemon.layout, slot, &live) && !kept => current
                 .as_deref()
-                .and_then(|current| release::live_before(&daemon.layout, slot, current)),
+                .and_then(|current| release::last_left_live(&daemon.layout, slot, current)),
             live => live,
         };
         // `current` failed to start before the daemon restarted, and another release went

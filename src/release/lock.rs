@@ -1,0 +1,58 @@
+//! A slot's two locks: the slot lock, held while its releases and `current` change (a
+//! push's release step, a rollback, a promote), and the push lock, a push's turn to
+//! build. Builds are not under the slot lock, so a rollback in an incident never waits
+//! for one; pushes to one slot still build one after the other, and a burst of them
+//! builds only the first and the newest (the ones between step aside when their turn
+//! comes: the branch has moved on).
+
+use std::fs::File;
+use std::io::Write;
+
+use nix::fcntl::Flock;
+
+use crate::fsops;
+use crate::layout::Layout;
+use crate::slot::Slot;
+
+/// Takes the slot's lock ([`Layout::slot_lock`]), held while its releases and `current`
+/// change; if another process holds it, `out` is told once that this waits for it.
+pub fn lock_slot(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result<Flock<File>> {
+    slot_folder(layout, slot)?;
+    fsops::lock(&layout.slot_lock(slot), || {
+        let _ = writeln!(
+            out,
+            "{slot}: another deploy to {slot} is running; waiting for it"
+        );
+    })
+}
+
+/// Takes a push's turn on `slot` ([`Layout::push_lock`]), held from its look at the
+/// branch tip through its build to its release; if another push has it, `out` is told
+/// once that this waits for it.
+pub fn push_turn(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result<Flock<File>> {
+    slot_folder(layout, slot)?;
+    fsops::lock(&layout.push_lock(slot), || {
+        let _ = writeln!(
+            out,
+            "{slot}: another push to {slot} is building; waiting for its turn"
+        );
+    })
+}
+
+/// Whether a push to `slot` has its turn now (building, most of the time).
+pub fn push_under_way(layout: &Layout, slot: Slot) -> bool {
+    fsops::held(&layout.push_lock(slot))
+}
+
+/// A slot folder that is gone is named, with what makes it again, rather than as a
+/// lock file that cannot be opened.
+fn slot_folder(layout: &Layout, slot: Slot) -> anyhow::Result<()> {
+    let dir = layout.slot_dir(slot);
+    anyhow::ensure!(
+        dir.is_dir(),
+        "{slot}'s folder {} is missing: `bluegreen init {}` makes it again",
+        dir.display(),
+        layout.root().display()
+    );
+    Ok(())
+}
