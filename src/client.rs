@@ -90,6 +90,12 @@ impl Client {
         self.call("GET", path, Duration::from_secs(10))
     }
 
+    /// A GET that gives up after `wait` (a look on the side, which must not hold up
+    /// what the caller came for).
+    pub fn get_within(&self, path: &str, wait: Duration) -> Result<Reply, ClientError> {
+        self.call("GET", path, wait)
+    }
+
     /// A POST that may wait for the daemon up to `wait` (a reload waits for readiness).
     pub fn post(&self, path: &str, wait: Duration) -> Result<Reply, ClientError> {
         self.call("POST", path, wait)

@@ -157,7 +157,7 @@ pub fn switch(
     // A `[switch]` or `[heartbeat]` edited without a SIGHUP does not run: say so first,
     // as a push does (what the daemon does not answer here, the switch itself tells).
     if let Some(note) = client
-        .get("/status")
+        .get_within("/status", Duration::from_secs(2))
         .ok()
         .and_then(|reply| reply.json().ok())
         .and_then(|status| status["stale_config"].as_str().map(str::to_string))

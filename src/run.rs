@@ -75,12 +75,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
         Command::Rollback { slot, to } => {
             let layout = layout()?;
-            refuse_other_user(&layout)?;
+            refuse_other_user(&layout, named_by)?;
             crate::rollout::rollback(&layout, &config(&layout)?, slot, to.as_deref(), stdout)
         }
         Command::Promote { from, to } => {
             let layout = layout()?;
-            refuse_other_user(&layout)?;
+            refuse_other_user(&layout, named_by)?;
             let to = to.unwrap_or(from.other());
             crate::rollout::promote(&layout, &config(&layout)?, from, to, stdout)
         }
@@ -98,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
         Command::Serve => {
             let layout = layout()?;
-            refuse_other_user(&layout)?;
+            refuse_other_user(&layout, named_by)?;
             crate::daemon::serve(layout)
         }
         // Its root is its own: a `--root` given would be ignored, and the demo run on
@@ -191,45 +191,48 @@ fn not_a_root(folder: &std::path::Path, named: Named) -> String {
         Some(above) => format!(
             "{what}{shown} is not a bluegreen root (it has no bluegreen.toml), but is inside the root {}: --root {}",
             above.display(),
-            above.display()
+            crate::pasted::path(above)
         ),
         None => format!("{what}{shown} is not a bluegreen root (it has no bluegreen.toml): {fix}"),
     }
 }
 
 /// The commands that write into the root (releases, `current`, marks, `state.json`,
-/// logs) run as the user it belongs to: what another one makes there (root, by `sudo`)
-/// the daemon's user could not mark live, replace or prune, and the slot's pruning would
-/// stop for good. The hook is git's to refuse (`safe.directory`).
-fn refuse_other_user(layout: &Layout) -> anyhow::Result<()> {
+/// logs) are not run as root on a root that is another user's: what root made there (by
+/// `sudo`) the root's user, which the daemon and the hooks run as, could not mark live,
+/// replace or prune, and the slot's pruning would stop for good. Whose the root is, the
+/// folders `init` made say (never replaced; the root folder itself may be root's, made
+/// for the app with `install -d`). Other users are held back by the files' modes; the
+/// hook is git's to refuse (`safe.directory`).
+fn refuse_other_user(layout: &Layout, named: Named) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(layout.root())
-        .with_context(|| format!("cannot read {}", layout.root().display()))?
-        .uid();
-    let me = nix::unistd::geteuid();
-    if owner == me.as_raw() {
+    let Ok(made) = std::fs::metadata(layout.slot_dir(Slot::Blue)) else {
+        // Missing: the command says so where it needs it.
+        return Ok(());
+    };
+    let owner = made.uid();
+    if owner == 0 || !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    let name = |uid: u32| {
-        nix::unistd::User::from_uid(uid.into())
-            .ok()
-            .flatten()
-            .map(|user| user.name)
+    let name = nix::unistd::User::from_uid(owner.into())
+        .ok()
+        .flatten()
+        .map(|user| user.name);
+    let shown = match &name {
+        Some(name) => format!("{name}'s (uid {owner})"),
+        None => format!("uid {owner}'s"),
     };
-    let owner_name = name(owner);
-    let shown = |name: &Option<String>, uid: u32| match name {
-        Some(name) => format!("{name} (uid {uid})"),
-        None => format!("uid {uid}"),
-    };
-    let again: Vec<String> = std::env::args()
-        .map(|a| crate::pasted::quoted(&a))
+    let user = name.unwrap_or_else(|| format!("#{owner}"));
+    let mut again: Vec<String> = std::env::args_os()
+        .map(|arg| crate::pasted::quoted(&arg.to_string_lossy()))
         .collect();
-    let user = owner_name.clone().unwrap_or_else(|| format!("#{owner}"));
+    // sudo does not pass BLUEGREEN_ROOT on, nor always the current folder.
+    if !matches!(named, Named::Flag) {
+        again.extend(["--root".to_string(), crate::pasted::path(layout.root())]);
+    }
     anyhow::bail!(
-        "{} belongs to {}, and this runs as {}: what it wrote there the daemon's user could not change; run it as the root's user: sudo -u {} {}",
+        "{} is {shown}, and this runs as root: what it made there would be root's, which {user} (the daemon's and the hooks' user) could not change or remove; run it as {user}: sudo -u {} {}",
         layout.root().display(),
-        shown(&owner_name, owner),
-        shown(&name(me.as_raw()), me.as_raw()),
         crate::pasted::quoted(&user),
         again.join(" ")
     )

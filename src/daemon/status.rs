@@ -85,7 +85,8 @@ pub fn json(daemon: &Daemon) -> Value {
         // for its verdict, and says what it waits for, by these.
         "app": config.app,
         // What of bluegreen.toml differs from what the daemon runs (edited without a
-        // SIGHUP, or refused), as a push's note says it; null when nothing does.
+        // SIGHUP, or refused), as a push's note says it; null when nothing does, and
+        // when the file does not load (the hook and `check` say why).
         "stale_config": super::serve::stale_config(daemon),
         "slots": slots,
         "mirroring": {

@@ -172,7 +172,7 @@ async fn attempt(
     if crate::release::current(&daemon.layout, to).is_none() {
         return Err(SwitchError::Refused(format!(
             "{to} has no release: push one first (`git push {to} {}`)",
-            config.branch
+            crate::pasted::quoted(&config.branch)
         )));
     }
     if !query.force {

@@ -94,9 +94,29 @@ pub(super) fn remove_temp(layout: &Layout, slot: Slot) -> Vec<String> {
             fsops::remove_any(&entry.path())
                 .with_context(|| format!("cannot remove {}", entry.path().display()))
                 .err()
-                .map(|e| format!("{e:#}"))
+                .map(|e| format!("{e:#}{}", whose(&entry.path())))
         })
         .collect()
+}
+
+/// For a folder that could not be removed: `, which is <user>'s (uid N) ...` when it
+/// is another user's, which no later deploy can remove either; else nothing.
+fn whose(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(owner) = fs::symlink_metadata(path).map(|meta| meta.uid()) else {
+        return String::new();
+    };
+    if owner == nix::unistd::geteuid().as_raw() {
+        return String::new();
+    }
+    let name = nix::unistd::User::from_uid(owner.into())
+        .ok()
+        .flatten()
+        .map_or_else(
+            || format!("uid {owner}"),
+            |user| format!("{} (uid {owner})", user.name),
+        );
+    format!(", which is {name}'s: remove it as that user or as root")
 }
 
 /// What a prune did: the releases it removed, and why each thing it could not remove
@@ -154,17 +174,22 @@ pub fn prune(
         // Renamed out of the list first: a crash mid-delete leaves a temp folder, never
         // a release that looks complete but is not.
         let tmp = layout.release_tmp_dir(slot, &release.id);
-        if let Err(e) = fs::rename(layout.release_dir(slot, &release.id), &tmp) {
-            pruned
-                .failed
-                .push(format!("cannot prune release {}: {e}", release.id));
+        let dir = layout.release_dir(slot, &release.id);
+        if let Err(e) = fs::rename(&dir, &tmp) {
+            pruned.failed.push(format!(
+                "cannot prune release {}: {e}{}",
+                release.id,
+                whose(&dir)
+            ));
             continue;
         }
         // Out of the list already: removed, whatever is left of its folder.
         if let Err(e) = fsops::remove_tree(&tmp) {
-            pruned
-                .failed
-                .push(format!("cannot remove {}: {e:#}", tmp.display()));
+            pruned.failed.push(format!(
+                "cannot remove {}: {e:#}{}",
+                tmp.display(),
+                whose(&tmp)
+            ));
         }
         pruned.removed.push(release.id.clone());
     }
