@@ -72,9 +72,14 @@ pub async fn handle(
     client: ClientConn,
     local: Arc<Local>,
 ) -> Result<Response<Body>, Infallible> {
+    let with_body = !request.body().is_end_stream();
     let mut response = answer(request, client, &local).await?;
-    // Not on a 101: the tunnel is the connection's last use already.
-    if local.stopping.load(Ordering::Relaxed)
+    // Not on a 101: the tunnel is the connection's last use already. An answer of the
+    // daemon's own to a request with a body (a 503 with no live generation, a 502) may
+    // leave that body unread, and hyper then closes the connection: said, so that a
+    // keep-alive client does not send its next request into a closed connection.
+    let own_before_body = with_body && response.extensions().get::<Own>().is_some();
+    if (local.stopping.load(Ordering::Relaxed) || own_before_body)
         && response.status() != StatusCode::SWITCHING_PROTOCOLS
     {
         response
@@ -392,10 +397,15 @@ fn host_and_port(value: &[u8]) -> bool {
     host.iter().all(name) && port_ok
 }
 
+/// Marks an answer as the daemon's own, not a worker's (see `handle`).
+#[derive(Clone, Copy)]
+struct Own;
+
 /// A one-line text answer.
 pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut response = Response::new(upstream::full(format!("{text}\n")));
     *response.status_mut() = status;
+    response.extensions_mut().insert(Own);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

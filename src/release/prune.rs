@@ -130,8 +130,8 @@ pub struct Pruned {
 /// Removes releases until `keep` are left, never the current one, the one `rollback`
 /// would go to (`previous`, or the daemon's last live one), `was_current` (what `current`
 /// named before the flip), or one a running generation uses. Releases that never went
-/// live (failed pushes) go first, oldest first, then the oldest others: failures must not
-/// push out the releases a rollback can still go to. Also removes temp folders of killed deploys. The caller
+/// live (failed pushes) go first, oldest first, then those rolled back from, then the
+/// oldest others: what a rollback passes over must not push out what it can go to. Also removes temp folders of killed deploys. The caller
 /// holds the slot lock. A release or temp folder that cannot be removed is passed over.
 pub fn prune(
     layout: &Layout,
@@ -167,9 +167,15 @@ pub fn prune(
                 && !running.contains(&release.id)
         })
         .collect();
-    // Stable: oldest first within each group.
+    // Stable: oldest first within each group. Those a rollback passes over go first:
+    // the ones that never went live, then the ones rolled back from, then the others.
     // A release from before the marks is not known to have failed: it goes by age.
-    doomed.sort_by_key(|release| failed_first && (release.went_live || release.before_marks));
+    doomed.sort_by_key(|release| match failed_first {
+        false => 0,
+        true if !(release.went_live || release.before_marks) => 0,
+        true if release.rolled_back => 1,
+        true => 2,
+    });
     for release in doomed.into_iter().take(excess) {
         // Renamed out of the list first: a crash mid-delete leaves a temp folder, never
         // a release that looks complete but is not.

@@ -448,6 +448,26 @@ fn a_slot_with_no_live_generation_answers_503_with_the_reason() {
         answer.body,
         "green has no release yet: git push green main\n"
     );
+    // To a request whose body has not come yet, the 503 says the connection closes
+    // (hyper closes it, the body unread): it did not, and a keep-alive client's next
+    // request went into a closed connection (a soak saw 151 after worker kills).
+    let head = |request: &str| {
+        use std::io::Read;
+        let mut stream = sent(root.green, request.as_bytes());
+        let mut answer = Vec::new();
+        let mut buffer = [0; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).unwrap();
+            assert!(n > 0, "closed before the head");
+            answer.extend_from_slice(&buffer[..n]);
+        }
+        String::from_utf8_lossy(&answer).to_ascii_lowercase()
+    };
+    let early = head("POST /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\n");
+    assert!(early.starts_with("http/1.1 503"), "{early}");
+    assert!(early.contains("\r\nconnection: close\r\n"), "{early}");
+    let plain = head("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+    assert!(!plain.contains("connection: close"), "{plain}");
 }
 
 #[test]

@@ -160,6 +160,34 @@ fn rollback_passes_over_a_release_that_was_never_current() {
     assert_eq!(root.current("blue").unwrap(), v1);
 }
 
+/// A release rolled back from goes before the older ones a rollback can still go to: it
+/// was kept, and the oldest good release pruned, so that the rollbacks ran out one
+/// release early (a soak found it).
+#[test]
+fn pruning_takes_a_release_rolled_back_from_before_older_good_ones() {
+    let root = blue_live();
+    root.set("keep_releases", 3);
+    let v1 = root.current("blue").unwrap();
+    let mut live = vec![v1];
+    for version in ["v2", "v3"] {
+        root.commit(version, &[("VERSION", version)]);
+        root.push("blue").says("blue: live in ");
+        live.push(root.current("blue").unwrap());
+    }
+    root.run_ok(&["rollback", "blue"]);
+    root.commit("v4", &[("VERSION", "v4")]);
+    root.push("blue").says("(pruned 1 release");
+    let kept = root.releases("blue");
+    assert!(
+        !kept.contains(&live[2]),
+        "v3, rolled back from, kept: {kept:?}"
+    );
+    root.run_ok(&["rollback", "blue"]);
+    assert_eq!(root.current("blue").unwrap(), live[1]);
+    root.run_ok(&["rollback", "blue"]);
+    assert_eq!(root.current("blue").unwrap(), live[0]);
+}
+
 #[test]
 fn builds_no_release_uses_are_removed() {
     let root = Root::new();
