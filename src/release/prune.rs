@@ -131,8 +131,9 @@ pub struct Pruned {
 /// would go to (`previous`, or the daemon's last live one), `was_current` (what `current`
 /// named before the flip), or one a running generation uses. Releases that never went
 /// live (failed pushes) go first, oldest first, then those rolled back from, then the
-/// oldest others: what a rollback passes over must not push out what it can go to. Also removes temp folders of killed deploys. The caller
-/// holds the slot lock. A release or temp folder that cannot be removed is passed over.
+/// oldest others: what a rollback passes over must not push out what it can go to. Also
+/// removes temp folders of killed deploys. The caller holds the slot lock. A release or
+/// temp folder that cannot be removed is passed over.
 pub fn prune(
     layout: &Layout,
     slot: Slot,
