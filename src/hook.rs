@@ -3,9 +3,10 @@
 //! Steps, each reported to the pusher as one `<slot>: <step> <time>` line: check the
 //! commit out, build it once per key (or reuse), materialise a release, flip `current`,
 //! prune, then ask the daemon to run it and print its verdict last. Pushes to one slot
-//! take turns (`release::push_turn`), and a push whose commit is no longer the branch
-//! tip when its turn comes, or once its build is done, steps aside for the newer push.
-//! Only the release step holds the slot lock: a rollback need not wait for a build.
+//! take turns (`release::push_turn`), and the one whose turn it is deploys what the
+//! branch points at then (a newer push may have moved it), unless the slot runs that
+//! already. Only the release step holds the slot lock: a rollback need not wait for a
+//! build.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -174,7 +175,7 @@ fn deploy(
 ) -> anyhow::Result<bool> {
     match release_push(layout, config, slot, repo, update, out, interrupt) {
         Ok(Some(id)) => verdict::reload(config, layout, slot, &id, out),
-        // A later push moved the branch on: that one deploys it.
+        // The branch was deleted since: nothing to deploy.
         Ok(None) => Ok(true),
         Err(e) => {
             let short = update.new.get(..7).unwrap_or(&update.new);
@@ -184,10 +185,44 @@ fn deploy(
     }
 }
 
-/// Checks the pushed commit out, builds it (or reuses its build), then, under the slot's
-/// lock, installs it as a release and makes that `current`. The new release's id, or
-/// none when the branch moved on since this push. The build is not under the lock: a
-/// rollback in an incident does not wait for a slow build (up to `build.timeout`).
+/// Where the deploy branch is when a push looks: at the commit it deploys, moved on to a
+/// newer one, at the commit `current` already runs, or gone.
+enum Tip {
+    Same,
+    Moved(git::Pushed),
+    Current(String),
+    Gone,
+}
+
+/// Where `branch` is now, against `pushed`, the commit this push is to deploy.
+fn tip_now(
+    layout: &Layout,
+    config: &Config,
+    slot: Slot,
+    repo: &git2::Repository,
+    pushed: &git::Pushed,
+) -> anyhow::Result<Tip> {
+    let Some(tip) = git::branch_tip(repo, &config.branch) else {
+        return Ok(Tip::Gone);
+    };
+    let current = release::current(layout, slot)
+        .filter(|id| release::meta(layout, slot, id).is_some_and(|m| m.commit == tip.to_string()));
+    Ok(match current {
+        Some(id) => Tip::Current(id),
+        None if tip == pushed.commit => Tip::Same,
+        None => Tip::Moved(git::resolve(repo, &tip.to_string())?),
+    })
+}
+
+/// Checks the branch's commit out, builds it (or reuses its build), then, under the
+/// slot's lock, installs it as a release and makes that `current`. The new release's id
+/// (or the current one's, when the branch is at what it runs already), or none when the
+/// branch is gone. Pushes to a slot take turns, and the one whose turn it is deploys
+/// what the branch points at then: a newer push that moved it may have been stopped
+/// while it waited, or its build failed, and the branch's commit must not be left
+/// undeployed because of it; the newer push, when its turn comes, finds it current.
+/// The build is not under the slot lock: a rollback in an incident does not wait for a
+/// slow build (up to `build.timeout`).
 fn release_push(
     layout: &Layout,
     config: &Config,
@@ -197,58 +232,67 @@ fn release_push(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<Option<String>> {
-    // One push to a slot builds at a time: of a burst of pushes, those whose turn comes
-    // after a newer one moved the branch step aside unbuilt.
     let _turn = release::push_turn(layout, slot, out)?;
-    let pushed = git::resolve(repo, &update.new)?;
-    // Before the build, and again once the slot lock is taken (after the build, which
-    // is not under it).
-    let moved_on = |repo: &git2::Repository, out: &mut (dyn Write + Send)| match git::branch_tip(
-        repo,
-        &config.branch,
-    )
-    .filter(|tip| *tip != pushed.commit)
-    {
-        Some(tip) => writeln!(
-            out,
-            "{slot}: {} moved on to {} since this push: not deployed (that push deploys it)",
-            update.refname,
-            git::short(tip)
-        )
-        .map(|()| true),
-        None => Ok(false),
-    };
-    if moved_on(repo, out)? {
-        return Ok(None);
-    }
-    writeln!(out, "{slot}: deploying {} {}", pushed.short, pushed.summary)?;
-
-    let key = build::key(pushed.tree, &config.build);
-    // Keeps the clean-up of unused builds away from this one until it is released.
-    let in_use = fsops::lock_shared(&layout.build_use_lock(&key))?;
-    let checkout = |dir: &Path| git::checkout(repo, pushed.tree, dir);
-    let outcome = build::ensure(
-        layout,
-        &key,
-        &pushed,
-        &config.build,
-        checkout,
-        build::Pusher {
-            label: &format!("{slot}: "),
-            out,
-            interrupt,
-        },
-    )?;
-    match outcome {
-        Outcome::Reused => writeln!(out, "{slot}: build reused ({key})")?,
-        Outcome::Built { build } => {
-            writeln!(out, "{slot}: build {:.1}s ({key})", build.as_secs_f64())?
+    let mut pushed = git::resolve(repo, &update.new)?;
+    let (lock, in_use, key) = loop {
+        match tip_now(layout, config, slot, repo, &pushed)? {
+            Tip::Gone => {
+                writeln!(
+                    out,
+                    "{slot}: {} was deleted since this push: not deployed ({slot} keeps its current release)",
+                    update.refname
+                )?;
+                return Ok(None);
+            }
+            Tip::Current(id) => {
+                writeln!(
+                    out,
+                    "{slot}: {} is at {}, which {slot} runs already (release {id}): nothing to deploy",
+                    update.refname,
+                    git::short(git::branch_tip(repo, &config.branch).unwrap_or(pushed.commit))
+                )?;
+                return Ok(Some(id));
+            }
+            Tip::Moved(newer) => {
+                writeln!(
+                    out,
+                    "{slot}: {} moved on to {} since this push: deploying that instead",
+                    update.refname, newer.short
+                )?;
+                pushed = newer;
+            }
+            Tip::Same => {}
         }
-    }
-    let lock = release::lock_slot(layout, slot, out)?;
-    if moved_on(repo, out)? {
-        return Ok(None);
-    }
+        writeln!(out, "{slot}: deploying {} {}", pushed.short, pushed.summary)?;
+        let key = build::key(pushed.tree, &config.build);
+        // Keeps the clean-up of unused builds away from this one until it is released.
+        let in_use = fsops::lock_shared(&layout.build_use_lock(&key))?;
+        let tree = pushed.tree;
+        let checkout = |dir: &Path| git::checkout(repo, tree, dir);
+        let outcome = build::ensure(
+            layout,
+            &key,
+            &pushed,
+            &config.build,
+            checkout,
+            build::Pusher {
+                label: &format!("{slot}: "),
+                out,
+                interrupt,
+            },
+        )?;
+        match outcome {
+            Outcome::Reused => writeln!(out, "{slot}: build reused ({key})")?,
+            Outcome::Built { build } => {
+                writeln!(out, "{slot}: build {:.1}s ({key})", build.as_secs_f64())?
+            }
+        }
+        let lock = release::lock_slot(layout, slot, out)?;
+        // Moved again during the build (or made current by a promote): looked at anew.
+        if matches!(tip_now(layout, config, slot, repo, &pushed)?, Tip::Same) {
+            break (lock, in_use, key);
+        }
+    };
 
     // A linked dir replaces whatever the tree has at its path: say so, not silently.
     for dir in &config.app.linked_dirs {

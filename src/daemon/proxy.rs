@@ -73,6 +73,7 @@ pub async fn handle(
     local: Arc<Local>,
 ) -> Result<Response<Body>, Infallible> {
     let with_body = !request.body().is_end_stream();
+    let http10 = request.version() == http::Version::HTTP_10;
     let mut response = answer(request, client, &local).await?;
     // Not on a 101: the tunnel is the connection's last use already. An answer of the
     // daemon's own to a request with a body (a 503 with no live generation, a 502) may
@@ -82,9 +83,16 @@ pub async fn handle(
     if (local.stopping.load(Ordering::Relaxed) || own_before_body)
         && response.status() != StatusCode::SWITCHING_PROTOCOLS
     {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if http10 {
+            // hyper adds `keep-alive` to an HTTP/1.1 answer to a client that asked for
+            // it (`close, keep-alive`); an HTTP/1.0 answer without it closes, unsaid.
+            *response.version_mut() = http::Version::HTTP_10;
+            response.headers_mut().remove(header::CONNECTION);
+        } else {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
     Ok(response)
 }

@@ -468,6 +468,11 @@ fn a_slot_with_no_live_generation_answers_503_with_the_reason() {
     assert!(early.contains("\r\nconnection: close\r\n"), "{early}");
     let plain = head("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
     assert!(!plain.contains("connection: close"), "{plain}");
+    // An HTTP/1.0 client that asked for keep-alive: not `close, keep-alive`, which
+    // hyper made of it, but an HTTP/1.0 answer without keep-alive.
+    let old = head("POST /items/x HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\n");
+    assert!(old.starts_with("http/1.0 503"), "{old}");
+    assert!(!old.contains("keep-alive"), "{old}");
 }
 
 #[test]

@@ -226,11 +226,14 @@ fn waiting_on(file: &Path) -> usize {
         .count()
 }
 
-/// A burst of pushes to one slot while the first builds: they take turns, and those whose
-/// turn comes after a newer push moved the branch step aside unbuilt, so only the first
-/// and the newest build. The first, built once the newest was pushed, steps aside too:
-/// the newest is current. (With the build outside the slot lock and no turns, all three
-/// built at once, each for up to build.timeout, on a two-core host.)
+/// A burst of pushes to one slot while the first builds: they take turns, and the one
+/// whose turn it is deploys what the branch points at then, so only the first and the
+/// newest tree build. The first, built once the newest was pushed, deploys the newest
+/// after its own build; the pushes after it find it current. The newest push is stopped
+/// (Ctrl-C) while it waits for its turn: its commit is deployed all the same (the first
+/// had stepped aside for it, "that push deploys it", and the branch's commit was left
+/// undeployed). (With no turns at all, all three built at once, each for up to
+/// build.timeout, on a two-core host.)
 #[test]
 fn a_burst_of_pushes_to_one_slot_builds_the_first_and_the_newest_only() {
     let root = Root::new();
@@ -249,7 +252,7 @@ fn a_burst_of_pushes_to_one_slot_builds_the_first_and_the_newest_only() {
     );
     root.commit("v1", &[("VERSION", "v1\n"), ("SLOW_BUILD", "")]);
     let turn = root.path.join("blue/.push.lock");
-    let (first, second, newest) = std::thread::scope(|s| {
+    let (first, second, v3) = std::thread::scope(|s| {
         let first = s.spawn(|| root.push("blue"));
         wait_for(Duration::from_secs(20), "v1's build", || {
             (count_lines(&count) == 1).then_some(())
@@ -262,36 +265,48 @@ fn a_burst_of_pushes_to_one_slot_builds_the_first_and_the_newest_only() {
             (waiting_on(&turn) == 1).then_some(())
         });
         let v3 = root.commit("v3", &[("VERSION", "v3\n")]);
-        let newest = s.spawn(|| root.push("blue"));
+        let mut newest = crate::util::git_command(&root.work);
+        newest
+            .args(["push", "blue", "+HEAD:refs/heads/main"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut newest, 0);
+        let mut newest = newest.spawn().unwrap();
         let wait = waits.and_then(|()| {
             poll_until(Duration::from_secs(20), || {
                 (waiting_on(&turn) == 2).then_some(())
             })
         });
+        // Ctrl-C: to the push's whole group, its hook with it.
+        let group = nix::unistd::Pid::from_raw(newest.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT);
+        let _ = newest.wait();
         fs::write(&go, "").unwrap();
-        let pushed = (
-            first.join().unwrap(),
-            second.join().unwrap(),
-            newest.join().unwrap(),
-        );
+        let pushed = (first.join().unwrap(), second.join().unwrap(), v3);
         assert!(
             wait.is_some(),
             "the later pushes did not wait for their turns"
         );
-        assert!(root.current("blue").unwrap().ends_with(&v3[..7]));
         pushed
     });
-    let texts = format!("{}\n{}\n{}", first.text, second.text, newest.text);
+    let texts = format!("{}\n{}", first.text, second.text);
+    assert!(root.current("blue").unwrap().ends_with(&v3[..7]), "{texts}");
     assert_eq!(count_lines(&count), 2, "{texts}");
-    assert!(first.ok && second.ok && newest.ok, "{texts}");
+    assert!(first.ok && second.ok, "{texts}");
     first
-        .says("moved on to ")
-        .says("since this push: not deployed (that push deploys it)");
+        .says(&format!(
+            "blue: refs/heads/main moved on to {} since this push: deploying that instead",
+            &v3[..7]
+        ))
+        .says(&format!("blue: deploying {} v3", &v3[..7]));
     second
         .says("another push to blue is building; waiting for its turn")
-        .says("moved on to ");
+        .says(&format!(
+            "blue: refs/heads/main is at {}, which blue runs already (release ",
+            &v3[..7]
+        ))
+        .says("): nothing to deploy");
     assert!(!second.text.contains("blue: build "), "{texts}");
-    newest.says("blue: build ");
 }
 
 #[test]
