@@ -247,7 +247,7 @@ fn release_push(
             Tip::Current(id) => {
                 writeln!(
                     out,
-                    "{slot}: {} is at {}, which {slot} runs already (release {id}): nothing to deploy",
+                    "{slot}: {} is at {}, which is {slot}'s current release already ({id}): nothing new to deploy",
                     update.refname,
                     git::short(git::branch_tip(repo, &config.branch).unwrap_or(pushed.commit))
                 )?;

@@ -302,10 +302,10 @@ fn a_burst_of_pushes_to_one_slot_builds_the_first_and_the_newest_only() {
     second
         .says("another push to blue is building; waiting for its turn")
         .says(&format!(
-            "blue: refs/heads/main is at {}, which blue runs already (release ",
+            "blue: refs/heads/main is at {}, which is blue's current release already (",
             &v3[..7]
         ))
-        .says("): nothing to deploy");
+        .says("): nothing new to deploy");
     assert!(!second.text.contains("blue: build "), "{texts}");
 }
 
