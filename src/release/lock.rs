@@ -17,25 +17,29 @@ use crate::slot::Slot;
 /// Takes the slot's lock ([`Layout::slot_lock`]), held while its releases and `current`
 /// change; if another process holds it, `out` is told once that this waits for it.
 pub fn lock_slot(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result<Flock<File>> {
-    slot_folder(layout, slot)?;
-    fsops::lock(&layout.slot_lock(slot), || {
-        let _ = writeln!(
-            out,
-            "{slot}: another deploy to {slot} is running; waiting for it"
-        );
-    })
+    let waiting = format!("another deploy to {slot} is running; waiting for it");
+    take(layout, slot, &layout.slot_lock(slot), &waiting, out)
 }
 
 /// Takes a push's turn on `slot` ([`Layout::push_lock`]), held from its look at the
 /// branch tip through its build to its release; if another push has it, `out` is told
 /// once that this waits for it.
 pub fn push_turn(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result<Flock<File>> {
+    let waiting = format!("another push to {slot} is building; waiting for its turn");
+    take(layout, slot, &layout.push_lock(slot), &waiting, out)
+}
+
+/// Takes `lock`, one of `slot`'s, telling `out` once what it waits for (`waiting`).
+fn take(
+    layout: &Layout,
+    slot: Slot,
+    lock: &std::path::Path,
+    waiting: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<Flock<File>> {
     slot_folder(layout, slot)?;
-    fsops::lock(&layout.push_lock(slot), || {
-        let _ = writeln!(
-            out,
-            "{slot}: another push to {slot} is building; waiting for its turn"
-        );
+    fsops::lock(lock, || {
+        let _ = writeln!(out, "{slot}: {waiting}");
     })
 }
 
