@@ -190,7 +190,8 @@ fn deploy(
 enum Tip {
     Same,
     Moved(git::Pushed),
-    Current(String),
+    /// The release `current` names, and the branch's commit.
+    Current(String, git2::Oid),
     Gone,
 }
 
@@ -208,7 +209,7 @@ fn tip_now(
     let current = release::current(layout, slot)
         .filter(|id| release::meta(layout, slot, id).is_some_and(|m| m.commit == tip.to_string()));
     Ok(match current {
-        Some(id) => Tip::Current(id),
+        Some(id) => Tip::Current(id, tip),
         None if tip == pushed.commit => Tip::Same,
         None => Tip::Moved(git::resolve(repo, &tip.to_string())?),
     })
@@ -244,12 +245,12 @@ fn release_push(
                 )?;
                 return Ok(None);
             }
-            Tip::Current(id) => {
+            Tip::Current(id, tip) => {
                 writeln!(
                     out,
                     "{slot}: {} is at {}, which is {slot}'s current release already ({id}): nothing new to deploy",
                     update.refname,
-                    git::short(git::branch_tip(repo, &config.branch).unwrap_or(pushed.commit))
+                    git::short(tip)
                 )?;
                 return Ok(Some(id));
             }

@@ -2,8 +2,8 @@
 //! push's release step, a rollback, a promote), and the push lock, a push's turn to
 //! build. Builds are not under the slot lock, so a rollback in an incident never waits
 //! for one; pushes to one slot still build one after the other, and a burst of them
-//! builds only the first and the newest (the ones between step aside when their turn
-//! comes: the branch has moved on).
+//! builds only the first and the newest tree (the push whose turn it is deploys what the
+//! branch points at then, and the ones after it find that current: see `hook`).
 
 use std::fs::File;
 use std::io::Write;
