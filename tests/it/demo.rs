@@ -249,13 +249,23 @@ fn the_demo_names_a_taken_port_and_the_flag() {
 #[test]
 fn the_demo_refuses_a_root_named_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .arg("demo")
+    let mut demo = Command::new(BIN);
+    demo.arg("demo")
         .arg(dir.path().join("d"))
         .arg("--root")
         .arg(dir.path())
-        .output()
-        .unwrap();
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut demo, 0);
+    let mut demo = demo.spawn().unwrap();
+    // A demo that took it and ran is stopped (Ctrl-C), not waited for.
+    let ended = poll_until(Duration::from_secs(20), || demo.try_wait().unwrap());
+    if ended.is_none() {
+        let group = nix::unistd::Pid::from_raw(demo.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT);
+    }
+    let out = demo.wait_with_output().unwrap();
+    assert!(ended.is_some(), "the demo ran with --root");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
