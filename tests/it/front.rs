@@ -592,9 +592,7 @@ fn state_json_is_replaced_by_a_rename_never_rewritten_in_place() {
 #[test]
 fn promote_runs_the_same_build_without_rebuilding() {
     let mut root = Root::new();
-    let count = root.path.parent().unwrap().join("builds-run");
-    root.set("build.command", "sh -c 'echo x >> \"$COUNT\"'");
-    root.set("build.env", env_map(&[("COUNT", count.to_str().unwrap())]));
+    let count = root.set_build("sh -c 'echo x >> \"$COUNT\"'").count;
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue");
@@ -657,12 +655,11 @@ fn promote_refuses_a_release_that_did_not_go_live_on_its_slot() {
 fn a_promote_during_a_push_build_to_its_target_lands_first_and_the_push_after() {
     let mut root = Root::new();
     // A tree with SLOW_BUILD builds until the test says go.
-    let go = root.path.parent().unwrap().join("go");
-    root.set(
-        "build.command",
-        "sh -c 'if [ -e SLOW_BUILD ]; then while [ ! -e \"$GO\" ]; do sleep 0.05; done; fi'",
-    );
-    root.set("build.env", env_map(&[("GO", go.to_str().unwrap())]));
+    let go = root
+        .set_build(
+            "sh -c 'if [ -e SLOW_BUILD ]; then while [ ! -e \"$GO\" ]; do sleep 0.05; done; fi'",
+        )
+        .go;
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");

@@ -88,12 +88,8 @@ fn a_push_lands_a_release_with_modes_and_symlinks() {
 #[test]
 fn the_same_tree_on_both_slots_builds_once() {
     let root = Root::new();
-    let count = root.path.parent().unwrap().join("builds-run");
-    root.set(
-        "build.command",
-        "sh -c 'echo building; echo warning >&2; echo x >> \"$COUNT\"'",
-    );
-    root.set("build.env", env_map(&[("COUNT", count.to_str().unwrap())]));
+    let builds = root.set_build("sh -c 'echo building; echo warning >&2; echo x >> \"$COUNT\"'");
+    let count = builds.count;
     root.commit("first", &[("VERSION", "v1\n")]);
     root.push("blue").says("  building").says("blue: build ");
     root.push("green").says("green: build reused");
@@ -139,9 +135,9 @@ fn a_build_gets_build_env_and_never_a_slots_env() {
 #[test]
 fn concurrent_pushes_of_one_commit_build_once() {
     let root = Root::new();
-    let count = root.path.parent().unwrap().join("builds-run");
-    root.set("build.command", "sh -c 'sleep 1; echo x >> \"$COUNT\"'");
-    root.set("build.env", env_map(&[("COUNT", count.to_str().unwrap())]));
+    let count = root
+        .set_build("sh -c 'sleep 1; echo x >> \"$COUNT\"'")
+        .count;
     root.commit("first", &[("VERSION", "v1\n")]);
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| root.push("blue"));
@@ -157,20 +153,11 @@ fn concurrent_pushes_of_one_commit_build_once() {
 #[test]
 fn concurrent_pushes_of_one_failing_commit_build_once() {
     let root = Root::new();
-    let count = root.path.parent().unwrap().join("builds-run");
-    let go = root.path.parent().unwrap().join("go");
     // The build holds until the test says go, then fails.
-    root.set(
-        "build.command",
+    let builds = root.set_build(
         "sh -c 'echo x >> \"$COUNT\"; while [ ! -e \"$GO\" ]; do sleep 0.05; done; echo no compiler >&2; exit 1'",
     );
-    root.set(
-        "build.env",
-        env_map(&[
-            ("COUNT", count.to_str().unwrap()),
-            ("GO", go.to_str().unwrap()),
-        ]),
-    );
+    let (count, go) = (builds.count, builds.go);
     root.commit("broken", &[("VERSION", "v1\n")]);
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| root.push("blue"));
@@ -237,19 +224,10 @@ fn waiting_on(file: &Path) -> usize {
 #[test]
 fn a_burst_of_pushes_to_one_slot_builds_the_first_and_the_newest_only() {
     let root = Root::new();
-    let count = root.path.parent().unwrap().join("builds-run");
-    let go = root.path.parent().unwrap().join("go");
-    root.set(
-        "build.command",
+    let builds = root.set_build(
         "sh -c 'echo built >> \"$COUNT\"; if [ -e SLOW_BUILD ]; then while [ ! -e \"$GO\" ]; do sleep 0.05; done; fi'",
     );
-    root.set(
-        "build.env",
-        env_map(&[
-            ("COUNT", count.to_str().unwrap()),
-            ("GO", go.to_str().unwrap()),
-        ]),
-    );
+    let (count, go) = (builds.count, builds.go);
     root.commit("v1", &[("VERSION", "v1\n"), ("SLOW_BUILD", "")]);
     let turn = root.path.join("blue/.push.lock");
     let (first, second, v3) = std::thread::scope(|s| {

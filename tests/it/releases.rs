@@ -735,12 +735,9 @@ fn a_rollback_during_a_push_build_goes_back_at_once_and_the_push_lands_after() {
     root.commit("v2", &[("VERSION", "v2\n")]);
     assert!(root.push("blue").ok);
     // A slow build of v3, until the test says go.
-    let go = root.path.parent().unwrap().join("go");
-    root.set(
-        "build.command",
-        "sh -c 'while [ ! -e \"$GO\" ]; do sleep 0.05; done'",
-    );
-    root.set("build.env", env_map(&[("GO", go.to_str().unwrap())]));
+    let go = root
+        .set_build("sh -c 'while [ ! -e \"$GO\" ]; do sleep 0.05; done'")
+        .go;
     let v3 = root.commit("v3", &[("VERSION", "v3\n")]);
     std::thread::scope(|s| {
         let push = s.spawn(|| root.push("blue"));

@@ -147,6 +147,26 @@ impl Root {
         self.git(&["rm", "-q", name]);
     }
 
+    /// Sets `build.command`, which finds in its env `$COUNT`, a file a build may append
+    /// a line to (how many ran: [`count_lines`]), and `$GO`, a file a build may wait for
+    /// (which the test makes when it lets it go on).
+    pub fn set_build(&self, command: &str) -> Builds {
+        let dir = self.path.parent().unwrap();
+        let builds = Builds {
+            count: dir.join("builds-run"),
+            go: dir.join("go"),
+        };
+        self.set("build.command", command);
+        self.set(
+            "build.env",
+            env_map(&[
+                ("COUNT", builds.count.to_str().unwrap()),
+                ("GO", builds.go.to_str().unwrap()),
+            ]),
+        );
+        builds
+    }
+
     /// `git push <slot> main` (forced); the output is what the pusher sees.
     pub fn push(&self, slot: &str) -> Pushed {
         self.push_ref(slot, "+HEAD:refs/heads/main")
@@ -659,6 +679,12 @@ pub fn git_command(dir: &Path) -> Command {
         .env("GIT_COMMITTER_NAME", "test")
         .env("GIT_COMMITTER_EMAIL", "test@example.com");
     command
+}
+
+/// What a build set by [`Root::set_build`] finds in `$COUNT` and `$GO`.
+pub struct Builds {
+    pub count: PathBuf,
+    pub go: PathBuf,
 }
 
 /// A served root with v1 live on blue (the first slot live, so the active one).
