@@ -15,6 +15,8 @@
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -95,15 +97,33 @@ pub struct IdleBody<B> {
     timer: Timer,
     /// When the body must have come by, at the rate it came: set at the first wait.
     due: Option<Instant>,
+    end: BodyEnd,
 }
 
-impl<B> IdleBody<B> {
-    pub fn new(inner: B, limit: Duration) -> IdleBody<B> {
-        IdleBody {
+impl<B: hyper::body::Body> IdleBody<B> {
+    /// The body, and what tells whether it has been read to its end (an empty one is, as
+    /// hyper's client does not poll it).
+    pub fn new(inner: B, limit: Duration) -> (IdleBody<B>, BodyEnd) {
+        let end = BodyEnd(Arc::new(AtomicBool::new(inner.is_end_stream())));
+        let body = IdleBody {
             inner,
             timer: Timer::new(limit),
             due: None,
-        }
+            end: end.clone(),
+        };
+        (body, end)
+    }
+}
+
+/// Whether a request body has been read to its end: an answer that comes before (a
+/// worker's to an upload it refused part way) may leave the rest unread, and hyper then
+/// closes the client's connection.
+#[derive(Clone)]
+pub struct BodyEnd(Arc<AtomicBool>);
+
+impl BodyEnd {
+    pub fn reached(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -123,6 +143,9 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.timer.disarm();
+                if frame.is_none() || this.inner.is_end_stream() {
+                    this.end.0.store(true, Ordering::Relaxed);
+                }
                 if let (Some(due), Some(Ok(frame))) = (&mut this.due, &frame) {
                     let bytes = frame.data_ref().map_or(0, |data| data.len() as u64);
                     *due += Duration::from_millis(bytes.saturating_mul(1000) / MIN_BODY_RATE);

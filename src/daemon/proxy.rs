@@ -76,11 +76,14 @@ pub async fn handle(
     let http10 = request.version() == http::Version::HTTP_10;
     let mut response = answer(request, client, &local).await?;
     // Not on a 101: the tunnel is the connection's last use already. An answer of the
-    // daemon's own to a request with a body (a 503 with no live generation, a 502) may
-    // leave that body unread, and hyper then closes the connection: said, so that a
+    // daemon's own to a request with a body (a 503 with no live generation, a 502), or a
+    // worker's that came before the body was all read (a 413 to an upload), may leave
+    // that body unread, and hyper then closes the connection: said, so that a
     // keep-alive client does not send its next request into a closed connection.
-    let own_before_body = with_body && response.extensions().get::<Own>().is_some();
-    if (local.stopping.load(Ordering::Relaxed) || own_before_body)
+    let extensions = response.extensions();
+    let before_body =
+        extensions.get::<BodyLeft>().is_some() || (with_body && extensions.get::<Own>().is_some());
+    if (local.stopping.load(Ordering::Relaxed) || before_body)
         && response.status() != StatusCode::SWITCHING_PROTOCOLS
     {
         if http10 {
@@ -236,16 +239,20 @@ async fn answer(
         daemon.refresh_config(&mut copy).app.reuse_after_body
     };
     // The copy gets the request as the active slot does, proxy headers and all.
-    let (body, copy) = match mirror {
+    let (body, copy, end) = match mirror {
         Some(config) => {
             let (body, copy) =
                 daemon
                     .mirror
                     .tee(daemon, &config, &parts, body, (slot.other(), switches));
-            (IdleBody::new(body, timeout).boxed(), copy)
+            let (body, end) = IdleBody::new(body, timeout);
+            (body.boxed(), copy, Some(end))
         }
-        None if body.is_end_stream() => (body.map_err(BoxError::from).boxed(), None),
-        None => (IdleBody::new(body, timeout).boxed(), None),
+        None if body.is_end_stream() => (body.map_err(BoxError::from).boxed(), None, None),
+        None => {
+            let (body, end) = IdleBody::new(body, timeout);
+            (body.boxed(), None, Some(end))
+        }
     };
 
     let started = Instant::now();
@@ -301,7 +308,11 @@ async fn answer(
                 in_flight,
                 _client: counted,
             };
-            Ok(Response::from_parts(parts, body.boxed()))
+            let mut response = Response::from_parts(parts, body.boxed());
+            if end.is_some_and(|end| !end.reached()) {
+                response.extensions_mut().insert(BodyLeft);
+            }
+            Ok(response)
         }
         // The client's own body stopped coming: not the worker's fault either.
         Err(Failure::Http(e))
@@ -408,6 +419,11 @@ fn host_and_port(value: &[u8]) -> bool {
 /// Marks an answer as the daemon's own, not a worker's (see `handle`).
 #[derive(Clone, Copy)]
 struct Own;
+
+/// Marks a worker's answer that came before its request's body was all read (see
+/// `handle`).
+#[derive(Clone, Copy)]
+struct BodyLeft;
 
 /// A one-line text answer.
 pub fn plain(status: StatusCode, text: &str) -> Response<Body> {

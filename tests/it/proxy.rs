@@ -367,6 +367,34 @@ fn an_upload_answered_early_reaches_its_client_as_the_answer() {
     }
 }
 
+#[test]
+fn a_worker_answer_before_the_upload_ends_says_the_connection_closes() {
+    // POST /first-chunk answers once the body's first piece is in: the rest, not sent
+    // yet, may never be read, and hyper then closes the connection. Said, so that a
+    // keep-alive client does not send its next request into it.
+    let root = blue_live();
+    for port in [root.blue, root.front] {
+        let mut stream = sent(
+            port,
+            b"POST /first-chunk HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nfirst",
+        );
+        let early = head_of(&mut stream);
+        assert!(early.starts_with("http/1.1 200"), "port {port}: {early}");
+        assert!(
+            early.contains("\r\nconnection: close\r\n"),
+            "port {port}: {early}"
+        );
+        // An upload the worker read whole before answering keeps its connection.
+        let mut stream = sent(
+            port,
+            b"POST /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\nhello",
+        );
+        let whole = head_of(&mut stream);
+        assert!(whole.starts_with("http/1.1 201"), "port {port}: {whole}");
+        assert!(!whole.contains("connection: close"), "port {port}: {whole}");
+    }
+}
+
 /// What a client sending `POST /first-chunk` with a body of `size` bytes reads, the whole
 /// upload sent meanwhile (or refused part way); a reset fails the test.
 fn upload_answered(port: u16, size: usize) -> String {
@@ -451,18 +479,7 @@ fn a_slot_with_no_live_generation_answers_503_with_the_reason() {
     // To a request whose body has not come yet, the 503 says the connection closes
     // (hyper closes it, the body unread): it did not, and a keep-alive client's next
     // request went into a closed connection (a soak saw 151 after worker kills).
-    let head = |request: &str| {
-        use std::io::Read;
-        let mut stream = sent(root.green, request.as_bytes());
-        let mut answer = Vec::new();
-        let mut buffer = [0; 4096];
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buffer).unwrap();
-            assert!(n > 0, "closed before the head");
-            answer.extend_from_slice(&buffer[..n]);
-        }
-        String::from_utf8_lossy(&answer).to_ascii_lowercase()
-    };
+    let head = |request: &str| head_of(&mut sent(root.green, request.as_bytes()));
     let early = head("POST /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\n");
     assert!(early.starts_with("http/1.1 503"), "{early}");
     assert!(early.contains("\r\nconnection: close\r\n"), "{early}");

@@ -208,6 +208,23 @@ pub fn sent(port: u16, request: &[u8]) -> std::net::TcpStream {
     stream
 }
 
+/// The head of the answer `stream` gets (and whatever came with it), lowercased.
+pub fn head_of(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(
+            n > 0,
+            "closed before the head: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&answer).to_ascii_lowercase()
+}
+
 /// Sends `request` as is to `port` and reads the answer until the connection closes (a
 /// reset after the answer, from a server that closes with bytes left unread, ends it too).
 pub fn raw(port: u16, request: &str) -> String {
