@@ -40,6 +40,9 @@ pub struct Generation {
     pub commit: String,
     pub dir: PathBuf,
     pub port: u16,
+    /// The slot's `env` it was started with (a reload since may have changed the
+    /// config's): what `switch.migrate` is told of this slot.
+    pub env: BTreeMap<String, String>,
     /// `127.0.0.1:<port>`, the `Host` a request without one is given.
     pub host: http::HeaderValue,
     /// Leader pid, which is also the process group id.
@@ -78,7 +81,8 @@ impl Generation {
         let commit = crate::release::meta(layout, slot, release)
             .map(|m| m.commit_short().to_string())
             .unwrap_or_else(|| "unknown".into());
-        let mut env: BTreeMap<String, String> = config.slots.get(slot).env.clone();
+        let slot_env = config.slots.get(slot).env.clone();
+        let mut env = slot_env.clone();
         env.insert("PORT".into(), port.to_string());
         env.insert("SLOT".into(), slot.to_string());
         env.insert("RELEASE".into(), release.to_string());
@@ -166,6 +170,7 @@ impl Generation {
             commit,
             dir,
             port,
+            env: slot_env,
             host: http::HeaderValue::from_str(&format!("127.0.0.1:{port}"))
                 .expect("an IP and a port make a valid header value"),
             pid,

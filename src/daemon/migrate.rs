@@ -1,7 +1,8 @@
 //! `switch.migrate`: the command a switch runs before it flips, and why it failed.
 //!
-//! It runs in the target's live release folder, with each slot's port and release folder
-//! (for a slot with no live generation: no port, and its `current` release's folder), in
+//! It runs in the target's live release folder, with each slot's port, release folder
+//! and env as its live generation has them (for a slot with no live generation: no port,
+//! the folder of the release it last ran, and the config's env), in
 //! a process group of its own, bounded by `switch.migrate_timeout`; whatever it leaves in
 //! its group, or started outside it (a helper that ran `setsid`), is killed when it is
 //! done, or when the switch is dropped (the daemon stopping): no part of a migration
@@ -43,11 +44,16 @@ pub async fn run(
 ) -> Result<(), String> {
     let mut env = BTreeMap::new();
     for (prefix, slot) in [("FROM", from), ("TO", to)] {
-        // First, so that bluegreen's own (a slot env `DIR` would be `FROM_DIR`) win.
-        for (name, value) in &config.slots.get(slot).env {
+        let live = daemon.slots[slot.index()].route.live();
+        // The env the slot's workers run with: a reload since changed only the config's,
+        // which its next generation gets. First, so that bluegreen's own (a slot env
+        // `DIR` would be `FROM_DIR`) win.
+        let slot_env = live
+            .as_ref()
+            .map_or(&config.slots.get(slot).env, |g| &g.env);
+        for (name, value) in slot_env {
             env.insert(format!("{prefix}_{name}"), value.clone());
         }
-        let live = daemon.slots[slot.index()].route.live();
         env.insert(format!("{prefix}_SLOT"), slot.to_string());
         env.insert(
             format!("{prefix}_PORT"),
@@ -56,11 +62,18 @@ pub async fn run(
                 .unwrap_or_default(),
         );
         // A slot with no live generation (a failover from a crashed one) still has its
-        // data in its release folder: an empty FROM_DIR would make `$FROM_DIR/data`
-        // the host's `/data`.
+        // data in the release folder it last ran (an empty FROM_DIR would make
+        // `$FROM_DIR/data` the host's `/data`), not in a `current` pushed since that
+        // never went live; with none ever live, `current`.
         let dir = live.as_ref().map(|g| g.dir.clone()).or_else(|| {
-            crate::release::current(&daemon.layout, slot)
-                .map(|id| daemon.layout.release_dir(slot, &id))
+            let layout = &daemon.layout;
+            daemon
+                .last_live(slot)
+                .map(|id| layout.release_dir(slot, &id))
+                .filter(|dir| dir.is_dir())
+                .or_else(|| {
+                    crate::release::current(layout, slot).map(|id| layout.release_dir(slot, &id))
+                })
         });
         env.insert(
             format!("{prefix}_DIR"),

@@ -391,10 +391,11 @@ fn a_crashed_active_slot_whose_restarts_hang_is_left_for_the_standby() {
 fn a_failover_from_a_crashed_slot_migrates_from_its_release_folder() {
     let mut root = quick_heartbeat();
     root.set("app.ready_timeout", "20s");
-    // Copies blue's data to green, as the migration of a file-backed app would.
+    // Copies blue's data to green, as the migration of a file-backed app would, and
+    // says where from.
     root.set(
         "switch.migrate",
-        "sh -c 'test -n \"$FROM_DIR\" && cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\"'",
+        "sh -c 'test -n \"$FROM_DIR\" && cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_DIR\" > \"$TO_DIR/data/from\"'",
     );
     root.serve();
     root.run_ok(&["mirroring", "off"]);
@@ -403,15 +404,26 @@ fn a_failover_from_a_crashed_slot_migrates_from_its_release_folder() {
     root.push("green").says("green: live in ");
     let post = http("POST", &root.url(root.front, "/items/kept"), Some("data")).unwrap();
     assert_eq!(post.status, 201);
+    // A push that never went live: blue's `current`, with no data, but not what it ran.
+    let ran = root.status()["slots"]["blue"]["live"]["release"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
+    root.push("blue").says("blue keeps serving generation 1");
     // Blue crashes, and its restarts hang until the ready timeout: no live generation
     // while the heartbeat fails it over.
-    std::fs::write(root.path.join("blue/current/SLOW_MS"), "60000").unwrap();
+    let ran = root.path.join("blue/releases").join(ran);
+    std::fs::write(ran.join("SLOW_MS"), "60000").unwrap();
     let pid = nix::unistd::Pid::from_raw(root.live_pid("blue"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     wait_for_failover(&root, "green", Duration::from_secs(8));
-    // FROM_DIR was blue's release folder, where its data is, not empty.
+    // FROM_DIR was the release folder blue last ran, where its data is: not empty, and
+    // not its `current`, which never ran.
     let items = root.get(root.front, "/items").body;
     assert!(items.contains("\"kept\":\"data\""), "{items}");
+    let from = format!("\"from\":\"{}\\n\"", ran.display());
+    assert!(items.contains(&from), "{items}");
 }
 
 #[test]

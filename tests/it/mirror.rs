@@ -120,12 +120,18 @@ fn set_migrate(root: &Root, command: &str, nth: usize) {
 fn migration_runs_before_the_switch_and_can_abort_it() {
     let root = both_live();
     root.run(&["mirroring", "off"]);
-    http("POST", &root.url(root.front, "/items/kept"), Some("data")).unwrap();
-    assert!(!root.get(root.green, "/items").body.contains("kept"));
-    // A slot env named like one of bluegreen's own (`DIR`: `FROM_DIR`) does not replace it.
+    // A slot env named like one of bluegreen's own (`DIR`: `FROM_DIR`) does not replace
+    // it: blue's next generation runs with one.
     root.set("slots.blue.env.DIR", "/nonexistent");
+    // Green's env changed in the file, and reloaded, but not its live generation's:
+    // that one is what the migration is told (6380).
+    root.set("slots.green.env.REDIS_PORT", "7000");
     // Each slot's live port and env reach the migration, under its own prefix.
     set_migrate(&root, "sh -c 'cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_SLOT->$TO_SLOT $FROM_REDIS_PORT $TO_REDIS_PORT $FROM_PORT $TO_PORT\" > \"$TO_DIR/data/migrated\"'", 1);
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    http("POST", &root.url(root.front, "/items/kept"), Some("data")).unwrap();
+    assert!(!root.get(root.green, "/items").body.contains("kept"));
     let port = |slot: &str| root.status()["slots"][slot]["live"]["port"].clone();
     let (blue_port, green_port) = (port("blue"), port("green"));
     assert!(
