@@ -61,6 +61,11 @@ pub fn status(
     if let Some(note) = status["stale_config"].as_str() {
         writeln!(out, "note: {note}")?;
     }
+    for slot in Slot::ALL {
+        if let Some(note) = status["slots"][slot.name()]["live"]["started_before"].as_str() {
+            writeln!(out, "note: {note}")?;
+        }
+    }
     writeln!(
         out,
         "daemon: bluegreen {} since {}   last switch: {last_switch}",

@@ -43,6 +43,8 @@ pub struct Generation {
     /// The slot's `env` it was started with (a reload since may have changed the
     /// config's): what `switch.migrate` is told of this slot.
     pub env: BTreeMap<String, String>,
+    /// The `app.command` it was started with.
+    pub command: String,
     /// `127.0.0.1:<port>`, the `Host` a request without one is given.
     pub host: http::HeaderValue,
     /// Leader pid, which is also the process group id.
@@ -171,6 +173,7 @@ impl Generation {
             dir,
             port,
             env: slot_env,
+            command: config.app.command.clone(),
             host: http::HeaderValue::from_str(&format!("127.0.0.1:{port}"))
                 .expect("an IP and a port make a valid header value"),
             pid,
@@ -184,6 +187,28 @@ impl Generation {
             adopted: Mutex::default(),
             layout: layout.clone(),
         }))
+    }
+
+    /// What it was started with that a reload of the daemon's config has changed since
+    /// (`app.command`, the slot's env), which only its slot's next generation gets.
+    pub fn started_before(&self, config: &Config) -> Option<String> {
+        let slot = self.slot;
+        let changed: Vec<String> = [
+            (self.command != config.app.command).then(|| "app.command".to_string()),
+            (self.env != config.slots.get(slot).env).then(|| format!("slots.{slot}.env")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if changed.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{slot} generation {} was started before the reload that changed {}, and runs with the old until {slot}'s next deploy (git commit --allow-empty -m redeploy && git push {slot} {})",
+            self.id,
+            changed.join(" and "),
+            crate::pasted::quoted(&config.branch)
+        ))
     }
 
     /// Waits until the health path answers 2xx/3xx, the process exits, or `timeout`.

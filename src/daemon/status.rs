@@ -22,6 +22,8 @@ pub fn json(daemon: &Daemon) -> Value {
                 "in_flight": g.in_flight.get(),
                 "uptime_s": g.started.elapsed().as_secs(),
                 "started": humantime::format_rfc3339_seconds(g.started_at).to_string(),
+                // What a reload changed since it started, which it does not run with.
+                "started_before": g.started_before(&config),
             })
         });
         let draining: Vec<Value> = status

@@ -130,6 +130,13 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
     set_migrate(&root, "sh -c 'cp -R \"$FROM_DIR/data/.\" \"$TO_DIR/data/\" && echo \"$FROM_SLOT->$TO_SLOT $FROM_REDIS_PORT $TO_REDIS_PORT $FROM_PORT $TO_PORT\" > \"$TO_DIR/data/migrated\"'", 1);
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue").says("blue: live in ");
+    // `status` tells which generation runs without the reloaded env: green's, not blue's.
+    let status = root.run_ok(&["status"]);
+    assert!(
+        status.contains(" was started before the reload that changed slots.green.env, and runs with the old until green's next deploy (git commit --allow-empty -m redeploy && git push green main)"),
+        "{status}"
+    );
+    assert!(!status.contains("note: blue generation"), "{status}");
     http("POST", &root.url(root.front, "/items/kept"), Some("data")).unwrap();
     assert!(!root.get(root.green, "/items").body.contains("kept"));
     let port = |slot: &str| root.status()["slots"][slot]["live"]["port"].clone();
