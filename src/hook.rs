@@ -25,22 +25,6 @@ use crate::release::{self, ReleaseMeta};
 use crate::slot::Slot;
 use crate::verdict;
 
-/// The pusher's end of the hook's output (stderr, shown as `remote:`). A pusher that
-/// hung up must not stop a deploy half way, so write errors end here.
-pub struct PusherOutput<W>(pub W);
-
-impl<W: Write> Write for PusherOutput<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = self.0.write_all(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let _ = self.0.flush();
-        Ok(())
-    }
-}
-
 /// One line of post-receive input.
 #[derive(Debug, PartialEq)]
 pub struct RefUpdate {

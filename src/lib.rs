@@ -40,5 +40,6 @@ pub mod run;
 pub mod sample_app;
 pub mod slot;
 pub mod state;
+pub mod stderr;
 pub mod tree_copy;
 pub mod verdict;

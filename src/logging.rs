@@ -4,9 +4,8 @@
 //! so what they print stays theirs (the hook's `remote:` lines, tables, verdicts).
 //! [`Sparse`] keeps a line that can come in floods (a mirror copy dropped per request)
 //! to one a second. A log that cannot be written (its reader gone, its disk full) loses
-//! the line, never the daemon: see [`LossyStderr`].
+//! the line, never the daemon: see [`crate::stderr`].
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -22,27 +21,10 @@ pub fn init(command: &Command) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| LossyStderr)
+        .with_writer(|| crate::stderr::Lossy)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-}
-
-/// stderr, with write errors dropped. tracing-subscriber reports a failed write on
-/// stderr itself, with `eprintln!`, which panics when stderr is what failed; the panic
-/// report fails the same way, and the process aborts (exit 134, workers orphaned).
-pub struct LossyStderr;
-
-impl Write for LossyStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = std::io::stderr().write_all(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stderr().flush();
-        Ok(())
-    }
 }
 
 /// `" (N more since the last line)"` for a line `Sparse` let through, or nothing.

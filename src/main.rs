@@ -17,9 +17,9 @@ fn main() -> ExitCode {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        // Written as the log is (see `LossyStderr`): a report that cannot be written is
+        // Written as the log is (see `bluegreen::stderr`): a report that cannot be written is
         // lost, rather than a second panic aborting the process.
-        let mut stderr = bluegreen::logging::LossyStderr;
+        let mut stderr = bluegreen::stderr::Lossy;
         let _ = writeln!(
             stderr,
             "error: bluegreen bug: {}{place} (please report it; RUST_BACKTRACE=1 shows where)",
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             let line = bluegreen::logging::one_line(&format!("{e:#}"));
-            let _ = writeln!(bluegreen::logging::LossyStderr, "error: {line}");
+            let _ = writeln!(bluegreen::stderr::Lossy, "error: {line}");
             ExitCode::FAILURE
         }
     }

@@ -60,7 +60,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
         Command::Hook { .. } => {
             let stdin = std::io::stdin().lock();
-            let mut out = crate::hook::PusherOutput(std::io::stderr());
+            // The pusher's end (`remote:`), which a pusher gone must not block.
+            crate::stderr::nonblocking();
+            let mut out = crate::stderr::Lossy;
             let interrupt = crate::interrupt::Interrupt::install()?;
             // The repo the push came into names its root; `BLUEGREEN_ROOT` is the CLI's.
             let root = args.root.filter(|_| !args.root_from_env);

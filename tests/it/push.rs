@@ -287,6 +287,53 @@ fn a_burst_of_pushes_to_one_slot_builds_the_first_and_the_newest_only() {
     assert!(!second.text.contains("blue: build "), "{texts}");
 }
 
+/// A pusher gone (its `git push` killed, as a dropped SSH session leaves it) while its
+/// build prints more than a pipe holds: git's receive-pack keeps the hook's stderr open
+/// and stops reading it, and the hook's next write blocked for good, holding the slot's
+/// push turn and the build's lock (every later push to either slot waited on them). The
+/// deploy completes all the same, and the next push goes through.
+#[test]
+fn a_pusher_gone_while_its_build_prints_a_lot_does_not_hold_the_deploy() {
+    let root = Root::new();
+    let builds = root.set_build(
+        "sh -c 'echo built >> \"$COUNT\"; while [ ! -e \"$GO\" ]; do sleep 0.05; done; seq 1 200000'",
+    );
+    let v1 = root.commit("v1", &[("VERSION", "v1\n")]);
+    let mut push = crate::util::git_command(&root.work);
+    push.args(["push", "blue", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut push, 0);
+    let mut push = push.spawn().unwrap();
+    let group = nix::unistd::Pid::from_raw(push.id() as i32);
+    let started = poll_until(Duration::from_secs(20), || {
+        (count_lines(&builds.count) == 1).then_some(())
+    });
+    // The pusher goes; its receive-pack, and the hook under it, stay.
+    let _ = push.kill();
+    let _ = push.wait();
+    fs::write(&builds.go, "").unwrap();
+    let deployed = poll_until(Duration::from_secs(60), || {
+        root.current("blue").filter(|id| id.ends_with(&v1[..7]))
+    });
+    // Whatever is left of that push (its hook, stuck).
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    assert!(started.is_some(), "the build did not start");
+    assert!(
+        deployed.is_some(),
+        "not deployed: {:?}",
+        root.current("blue")
+    );
+    root.set("build.command", "");
+    let v2 = root.commit("v2", &[("VERSION", "v2\n")]);
+    let pushed = root.push("blue");
+    assert!(
+        root.current("blue").unwrap().ends_with(&v2[..7]),
+        "{}",
+        pushed.text
+    );
+}
+
 #[test]
 fn two_pushes_to_one_slot_end_with_the_later_one_current() {
     let root = Root::new();
