@@ -130,12 +130,21 @@ async fn run(
     let (mirror, mirror_rx) = mirror::Mirror::new(config.mirror.queue);
     let generations = state.generation;
     let mut receivers = Vec::new();
+    // A slot with a `current`, or with none (removed by hand) but a last live release
+    // still there, starts one (see `Supervisor::reload`).
+    let startable = Slot::ALL.map(|slot| {
+        release::current(&layout, slot).is_some()
+            || state
+                .live
+                .get(&slot)
+                .is_some_and(|live| release::exists(&layout, slot, live))
+    });
     let slots = Slot::ALL.map(|slot| {
         let (tx, rx) = mpsc::unbounded_channel();
         receivers.push((slot, tx.clone(), rx));
-        let reason = match release::current(&layout, slot) {
-            Some(_) => format!("{slot} is starting"),
-            None => no_release(slot, &config.branch),
+        let reason = match startable[slot.index()] {
+            true => format!("{slot} is starting"),
+            false => no_release(slot, &config.branch),
         };
         SlotHandle {
             route: route::Route::new(reason),
@@ -177,9 +186,7 @@ async fn run(
     // API's deploys, the file watch): it is the one that decides what serves first (the
     // last live release before a `current` that never went live, see `Supervisor`).
     let [first_blue, first_green] = Slot::ALL.map(|slot| {
-        release::current(&layout, slot)
-            .is_some()
-            .then(|| daemon.reload(slot, supervisor::Reload::Always))
+        startable[slot.index()].then(|| daemon.reload(slot, supervisor::Reload::Always))
     });
     let [blue, green] = bound.slots;
     // Each listener accepts once what it routes to has settled (see `startup` below);

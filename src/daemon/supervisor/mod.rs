@@ -162,6 +162,7 @@ impl Supervisor {
                 daemon.slots[slot.index()].set_error(Some(message.clone()));
                 Some((refused, message))
             });
+        let first_start = current.is_some() || last_good.is_some();
         Supervisor {
             slot,
             rx,
@@ -178,7 +179,7 @@ impl Supervisor {
             restart_release: None,
             last_good,
             live_since: Instant::now(),
-            first_start: current.is_some(),
+            first_start,
             passed_over: None,
             daemon,
             draining: Vec::new(),
@@ -226,6 +227,18 @@ impl Supervisor {
             return answer(reply, Verdict::stopping(slot, ""));
         }
         let Some(current) = release::current(&self.daemon.layout, slot) else {
+            // `current` removed while no daemon ran: the last live release serves, and
+            // `/status` says why `current` does not name it (see `started`).
+            let first = self.first_start && self.live.is_none() && self.starting.is_none();
+            if let Some(good) = self.last_good.clone().filter(|_| first) {
+                self.daemon.events.record(
+                    "start",
+                    Some(slot),
+                    false,
+                    format!("{slot}: {}", missing_current(slot, &good)),
+                );
+                return self.begin(good, reply.into_iter().collect(), false).await;
+            }
             return refuse(reply, slot, format!("{slot} has no current release"));
         };
         // `current` moved away from the release that failed (a push, a rollback): a
@@ -385,6 +398,12 @@ impl Supervisor {
                 status.last_error.clear();
             }
         }
+        {
+            let mut status = self.handle().status();
+            if status.last_error == missing_current(self.slot, release) {
+                status.last_error.clear();
+            }
+        }
         if self.pending.as_ref().is_some_and(|(p, _)| p != release) {
             self.supersede_pending(release);
         }
@@ -467,6 +486,14 @@ impl Refused {
             self.failed.reason
         )
     }
+}
+
+/// What `/status` says while `serving`, the last live release, runs for a `current` that
+/// is missing.
+pub(super) fn missing_current(slot: Slot, serving: &str) -> String {
+    format!(
+        "{slot}/current is missing (removed by hand?): {slot} runs its last live release {serving}; `bluegreen rollback {slot} --to {serving}`, or a push, sets it again"
+    )
 }
 
 pub(super) fn verdict_failed(slot: Slot, release: &str, reason: String) -> Verdict {

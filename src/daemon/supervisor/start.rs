@@ -192,8 +192,12 @@ impl Supervisor {
                 let why = self.current_failed.take().filter(|r| {
                     Some(&r.failed.release) == current.as_ref() && r.failed.release != release
                 });
-                self.handle()
-                    .set_error(why.as_ref().map(|r| r.while_serving(slot, &release)));
+                let error = match &why {
+                    Some(refused) => Some(refused.while_serving(slot, &release)),
+                    None if current.is_none() => Some(super::missing_current(slot, &release)),
+                    None => None,
+                };
+                self.handle().set_error(error);
                 self.current_failed = why;
                 // It just answered its health check.
                 self.daemon.set_health(slot, Ok(()));
