@@ -139,13 +139,17 @@ pub fn rollback(
     let mut notes = current.as_ref().map_or_else(Vec::new, |before| {
         release::link_notes(layout, slot, before, &target, &config.app.linked_dirs)
     });
-    notes.extend(release::flip(layout, slot, &target)?);
     // Gone back from (ids sort by age; `--to` a newer one is no going back): a later
-    // rollback passes it over.
-    let rolled_back = current
-        .as_ref()
-        .filter(|current| target < **current)
-        .and_then(|current| release::mark_rolled_back(layout, slot, current).err());
+    // rollback passes it over. Marked before the flip: a rollback cut off between the two
+    // (killed) must not leave the release it went back from for the next one to go to.
+    let back_from = current.as_ref().filter(|current| target < **current);
+    let rolled_back =
+        back_from.and_then(|current| release::mark_rolled_back(layout, slot, current).err());
+    let flipped = release::flip(layout, slot, &target);
+    if let (Err(_), Some(current)) = (&flipped, back_from) {
+        let _ = release::unmark_rolled_back(layout, slot, current);
+    }
+    notes.extend(flipped?);
     drop(lock);
     writeln!(out, "{slot}: current {} -> {target}", shown(&current))?;
     for note in notes

@@ -288,12 +288,16 @@ pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Vec<String>
     )?);
     // Removing a file needs no free block; an error here leaves a release that later
     // rollbacks pass over, which `releases` shows.
-    if let Err(e) = fsops::remove_any(&layout.release_dir(slot, id).join(ROLLED_BACK)) {
-        notes.push(format!(
-            "cannot clear {slot}/{id}'s rolled-back mark: {e:#}"
-        ));
+    if let Err(e) = unmark_rolled_back(layout, slot, id) {
+        notes.push(format!("{e:#}"));
     }
     Ok(notes)
+}
+
+/// Takes the [`ROLLED_BACK`] mark off release `id` of `slot`, if it has one.
+pub fn unmark_rolled_back(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
+    fsops::remove_any(&layout.release_dir(slot, id).join(ROLLED_BACK))
+        .with_context(|| format!("cannot clear {slot}/{id}'s rolled-back mark"))
 }
 
 /// Whether `rollback` went back from release `id` of `slot` (and it was not current
