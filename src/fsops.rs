@@ -12,6 +12,37 @@ use std::path::Path;
 use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
 
+/// The bytes of `path`, a regular file of at most `limit` bytes. Anything else is refused
+/// at once, unread: a FIFO (whose opening waits for a writer), a device or a file that
+/// never ends (a link to `/dev/zero`), a folder.
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, Read};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    let what = match () {
+        _ if kind.is_file() => None,
+        _ if kind.is_dir() => Some("a folder"),
+        _ if kind.is_fifo() => Some("a FIFO"),
+        _ if kind.is_socket() => Some("a socket"),
+        _ => Some("a device"),
+    };
+    if let Some(what) = what {
+        return Err(Error::other(format!("it is {what}, not a regular file")));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::other(format!(
+            "it is larger than {limit} bytes, far more than it should hold"
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Writes `bytes` to `path` through a temp file beside it, fsynced, then renamed over.
 /// A symlink at `path` is replaced, never followed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

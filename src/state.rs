@@ -82,7 +82,7 @@ impl Default for State {
 impl State {
     /// Reads `path`; a missing file is a new root's state.
     pub fn load(path: &Path) -> anyhow::Result<State> {
-        match std::fs::read(path) {
+        match crate::fsops::read_regular(path, 1 << 20) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .with_context(|| {
                     format!(

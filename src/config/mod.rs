@@ -118,7 +118,7 @@ pub struct SlotConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatConfig {
-    #[serde(with = "values::positive_duration")]
+    #[serde(with = "values::interval")]
     pub interval: Duration,
     #[serde(with = "values::positive_duration")]
     pub timeout: Duration,
@@ -298,8 +298,9 @@ impl RouterConfig {
             None => "router.token_file".to_string(),
         };
         let path = &self.token_file;
-        let token = std::fs::read_to_string(path)
+        let token = crate::fsops::read_regular(path, 64 << 10)
             .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+        let token = String::from_utf8_lossy(&token);
         let token = token.trim().to_string();
         anyhow::ensure!(!token.is_empty(), "{key}: {} is empty", path.display());
         // What `Authorization` can carry, as the front reads it (visible ASCII and

@@ -2,6 +2,7 @@
 //! keys (two listeners on one address), and the error position: the line and dotted key
 //! of whatever toml or a value's deserializer refused, so every error is one line.
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -9,6 +10,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Config;
+
+/// The largest `bluegreen.toml` read: the commented one `init` writes is 6 KiB.
+const MAX_BYTES: u64 = 1 << 20;
 
 impl Config {
     /// Reads and validates `path`. Errors are one line naming the file, line and key.
@@ -18,8 +22,10 @@ impl Config {
 
     /// The text of the config file at `path`, or why it cannot be read.
     pub fn read(path: &Path) -> anyhow::Result<String> {
-        std::fs::read_to_string(path).map_err(|e| {
-            use std::io::ErrorKind;
+        let text = crate::fsops::read_regular(path, MAX_BYTES).and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+        });
+        text.map_err(|e| {
             let path = path.display();
             match e.kind() {
                 ErrorKind::NotFound | ErrorKind::NotADirectory => anyhow::anyhow!(

@@ -31,8 +31,8 @@ pub mod human_duration {
     }
 }
 
-/// A `human_duration` that must not be zero: a timeout nothing could meet, or a loop
-/// with no pause.
+/// A `human_duration` of at least 10 ms: less is a timeout nothing could meet (a health
+/// check's own connection takes longer on a loaded host), or a loop with no pause.
 pub mod positive_duration {
     use serde::Deserializer;
     use std::time::Duration;
@@ -40,11 +40,36 @@ pub mod positive_duration {
     pub use super::human_duration::serialize;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match super::human_duration::deserialize(d)? {
-            Duration::ZERO => Err(serde::de::Error::custom("must be more than 0s")),
-            duration => Ok(duration),
-        }
+        super::at_least(d, Duration::from_millis(10))
     }
+}
+
+/// `heartbeat.interval`: at least 100 ms, as each check of both slots is a request of
+/// its own (and a failing one a log line).
+pub mod interval {
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub use super::human_duration::serialize;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::at_least(d, Duration::from_millis(100))
+    }
+}
+
+fn at_least<'de, D: Deserializer<'de>>(
+    d: D,
+    min: std::time::Duration,
+) -> Result<std::time::Duration, D::Error> {
+    let duration = human_duration::deserialize(d)?;
+    if duration < min {
+        return Err(D::Error::custom(format!(
+            "`{}` is too short (at least {})",
+            humantime::format_duration(duration),
+            humantime::format_duration(min)
+        )));
+    }
+    Ok(duration)
 }
 
 /// `"10MiB"`, `"512KB"`, `"1048576"` both ways.
@@ -152,6 +177,11 @@ pub fn at_least_one_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error
 
 pub fn command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let text = String::deserialize(d)?;
+    if text.contains('\0') {
+        return Err(D::Error::custom(
+            "holds a NUL byte (\\u0000), which no command line can carry",
+        ));
+    }
     let words = argv::split(&text).map_err(|e| D::Error::custom(format!("{e:#}")))?;
     // `'' app`: no program to start, which would only be found out at a deploy.
     if words.first().is_some_and(|program| program.is_empty()) {
@@ -240,6 +270,11 @@ pub fn loopback<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error>
 
 pub fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     let env = BTreeMap::<String, String>::deserialize(d)?;
+    if let Some((name, _)) = env.iter().find(|(_, value)| value.contains('\0')) {
+        return Err(D::Error::custom(format!(
+            "`{name}` holds a NUL byte (\\u0000), which no environment can carry"
+        )));
+    }
     for name in env.keys() {
         let valid = name
             .chars()

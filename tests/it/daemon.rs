@@ -708,6 +708,32 @@ fn sighup_with_a_broken_config_keeps_running() {
     std::fs::write(&file, "").unwrap();
     root.signal(Signal::SIGHUP);
     root.wait_log("bluegreen.toml:1: sets nothing (the file is empty, or only comments)");
+    // A FIFO, whose reading waits for a writer (the control API and the daemon's stop
+    // waited with it), and a file that never ends (its reading took gigabytes): refused
+    // unread, and the daemon answers on.
+    std::fs::remove_file(&file).unwrap();
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    root.signal(Signal::SIGHUP);
+    root.wait_log("bluegreen.toml: it is a FIFO, not a regular file");
+    assert_eq!(root.status()["slots"]["blue"]["health"], "healthy");
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+    root.signal(Signal::SIGHUP);
+    root.wait_log("bluegreen.toml: it is a device, not a regular file");
+    let out = root.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: cannot read {}: it is a device, not a regular file\n",
+            file.display()
+        )
+    );
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, format!("{good}\n{}", "# padding\n".repeat(120_000))).unwrap();
+    root.signal(Signal::SIGHUP);
+    root.wait_log("bluegreen.toml: it is larger than 1048576 bytes");
+    assert_eq!(root.status()["slots"]["blue"]["health"], "healthy");
     std::fs::write(&file, &good).unwrap();
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue").says("blue: live in ");

@@ -56,6 +56,24 @@ fn bad_config_names_file_line_and_key() {
             "slots = { green = { listen = \"0.0.0.0:8080\" } }\n",
             ":1: slots.green.listen: same address as router.listen (0.0.0.0:8080)",
         ),
+        // Taken, and every deploy then failed to start its process.
+        (
+            "[slots.blue]\nenv = { A = \"x\\u0000y\" }\n",
+            ":2: slots.blue.env: `A` holds a NUL byte (\\u0000), which no environment can carry",
+        ),
+        (
+            "[app]\ncommand = \"node\\u0000 main.js\"\n",
+            ":2: app.command: holds a NUL byte (\\u0000), which no command line can carry",
+        ),
+        // Taken, and every check failed at once, or ran with no pause.
+        (
+            "[heartbeat]\ntimeout = \"1ns\"\n",
+            ":2: heartbeat.timeout: `1ns` is too short (at least 10ms)",
+        ),
+        (
+            "[heartbeat]\ninterval = \"50ms\"\n",
+            ":2: heartbeat.interval: `50ms` is too short (at least 100ms)",
+        ),
     ];
     for (text, want) in cases {
         fs::write(&file, text).unwrap();
