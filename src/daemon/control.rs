@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::control_conns::Conns;
 use super::local::Hints;
 use super::not_deployed::NotDeployed;
 use super::params::{flag, params};
@@ -36,11 +37,8 @@ use super::Daemon;
 use crate::slot::Slot;
 use crate::verdict::Verdict;
 
-/// The most connections the control API holds open at once; more wait in the listen
-/// backlog, holding no file of the daemon's. Files are what the data path's cap keeps
-/// free for the control API, the workers and the logs (`accept::RESERVED_FILES`): a local
-/// process that opened connections without end took them all, and the front stalled.
-const MAX_CONNECTIONS: usize = 64;
+/// How long a connection asked to give way may take to finish what it was doing.
+const GIVE_WAY: Duration = Duration::from_secs(1);
 
 /// Accepts connections until `stop` turns true; each is served on its own task. Then
 /// each connection ends once the answer it owes is written (an idle one at once), and
@@ -48,9 +46,12 @@ const MAX_CONNECTIONS: usize = 64;
 /// caller so, where a runtime dropped under it closed the connection unanswered.
 pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
     let mut connections = tokio::task::JoinSet::new();
+    let mut conns = Conns::default();
     loop {
+        let room = conns.room();
         let accepted = tokio::select! {
-            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => accepted,
+            accepted = listener.accept(), if room => accepted,
+            () = conns.turned_idle(), if !room => continue,
             Some(_) = connections.join_next() => continue,
             _ = stop.wait_for(|stop| *stop) => break,
         };
@@ -64,24 +65,35 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
             }
         };
         let (daemon, mut stop) = (daemon.clone(), stop.clone());
+        let conn = conns.open();
         connections.spawn(async move {
-            let asked = stop.clone();
+            let (asked, place) = (stop.clone(), conn.clone());
             let service = service_fn(move |request| {
                 let (daemon, stop) = (daemon.clone(), asked.clone());
-                async move { Ok::<_, Infallible>(answer(request, peer, &daemon, stop).await) }
+                let under_way = place.request();
+                async move {
+                    let answer = answer(request, peer, &daemon, stop).await;
+                    drop(under_way);
+                    Ok::<_, Infallible>(answer)
+                }
             });
             // The timer bounds the time a head may take (hyper's 30 s).
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
-            let stopping = tokio::select! {
-                _ = connection.as_mut() => false,
-                _ = stop.wait_for(|stop| *stop) => true,
+            // `Some(limit)`: ends within it, if need be.
+            let end = tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.wait_for(|stop| *stop) => None,
+                // Nothing under way: closed at once, or after a request that came
+                // meanwhile (a head half sent is not waited for long).
+                () = conn.asked_to_give_way() => Some(GIVE_WAY),
             };
-            if stopping {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
+            connection.as_mut().graceful_shutdown();
+            match end {
+                None => drop(connection.await),
+                Some(limit) => drop(tokio::time::timeout(limit, connection).await),
             }
         });
     }

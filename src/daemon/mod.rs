@@ -10,6 +10,7 @@
 mod accept;
 mod answered_early;
 mod control;
+mod control_conns;
 mod events;
 mod front_switch;
 mod generation;

@@ -214,6 +214,41 @@ fn the_control_api_answers_what_is_not_plain_http1_and_stays_up() {
     assert_eq!(root.status()["active"], "blue");
 }
 
+/// Connections held open and idle (a monitor that keeps them alive, or leaks them)
+/// filled the control API's 64 places, and `bluegreen status` (and `switch`, and a push's
+/// verdict) waited in the backlog until they timed out, 30 s later. A new caller takes
+/// the place of an idle one.
+#[test]
+fn idle_connections_to_the_control_api_give_way_to_new_callers() {
+    use std::io::{Read, Write};
+    let root = blue_live();
+    let mut held = Vec::new();
+    // Between two requests, and in the middle of a head.
+    for i in 0..80 {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.control)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        if i % 4 == 0 {
+            stream.write_all(b"GET /status HTTP/1.1\r\nHo").unwrap();
+        } else {
+            stream
+                .write_all(b"GET /mirroring HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .unwrap();
+            let mut head = [0; 12];
+            // The first 64 are answered; the rest wait their turn in the backlog.
+            if held.len() < 60 {
+                stream.read_exact(&mut head).unwrap();
+                assert_eq!(&head, b"HTTP/1.1 200");
+            }
+        }
+        held.push(stream);
+    }
+    // Within the CLI's own 10 s (`no answer within 10s`, exit 1, before).
+    let status = root.run_ok(&["status"]);
+    assert!(status.contains("active: blue"), "{status}");
+}
+
 #[test]
 fn a_request_body_is_refused_not_ignored() {
     // `curl -d to=blue .../switch`: the parameter is in the body, which no endpoint
