@@ -80,6 +80,9 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     fsops::remove_stale_siblings(&layout.state_file());
     // Read under the lock: a daemon still stopping may write it until it lets go.
     let mut state = State::load(&layout.state_file())?;
+    if !layout.state_file().exists() {
+        warn_state_gone(&layout);
+    }
     let bound = sockets::bind(&config, &layout)?;
     if bound.passed > 0 {
         tracing::info!(
@@ -523,6 +526,27 @@ fn keep_bound(config: &mut Config, running: &Config) {
 /// to the pusher: an `app.command` edited and pushed without a SIGHUP otherwise goes live
 /// with the old command while the pusher believes the new one runs. (A file that does not
 /// load is the hook's to refuse.)
+/// `state.json` is missing, though releases went live here: it was removed (by hand, or
+/// with a backup restored without it), and the daemon starts as on a new root. Said,
+/// since the active slot and the mirroring flag it kept may differ.
+fn warn_state_gone(layout: &Layout) {
+    let ran: Vec<Slot> = Slot::ALL
+        .into_iter()
+        .filter(|&slot| {
+            release::list(layout, slot).is_ok_and(|releases| releases.iter().any(|r| r.went_live))
+        })
+        .collect();
+    if ran.is_empty() {
+        return;
+    }
+    let ran: Vec<&str> = ran.iter().map(|slot| slot.name()).collect();
+    tracing::warn!(
+        "{} is missing, though {} ran releases: starting as on a new root (active: the first slot to go live; mirroring: on); `bluegreen switch <slot>` and `bluegreen mirroring off` set them again",
+        layout.state_file().display(),
+        ran.join(" and ")
+    );
+}
+
 pub fn stale_config(daemon: &Daemon) -> Option<String> {
     let mut file = Config::load(&daemon.layout.config_file()).ok()?;
     let running = daemon.config();

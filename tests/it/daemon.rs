@@ -1077,6 +1077,22 @@ fn a_current_removed_by_hand_starts_the_last_live_release_and_says_so() {
     assert_eq!(root.current("blue").unwrap(), v1);
 }
 
+/// `state.json` removed while no daemon ran: the daemon starts as on a new root (the
+/// active slot the first to go live, mirroring on), and says so, where it said nothing.
+#[test]
+fn a_state_file_removed_by_hand_is_told_at_start() {
+    let mut root = blue_live();
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    fs::remove_file(root.path.join("state.json")).unwrap();
+    root.serve();
+    root.wait_log(&format!(
+        "{} is missing, though blue ran releases: starting as on a new root (active: the first slot to go live; mirroring: on); `bluegreen switch <slot>` and `bluegreen mirroring off` set them again",
+        root.path.join("state.json").display()
+    ));
+    root.wait_body(root.front, "v1 from blue");
+}
+
 /// Blue served v1, the daemon stopped, and v2 (with `files`) was pushed meanwhile:
 /// `current` is v2, which never went live, and nothing refused it.
 fn pushed_while_stopped(files: &[(&str, &str)]) -> (Root, String, String) {
