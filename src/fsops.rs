@@ -196,9 +196,16 @@ pub fn lock_shared(path: &Path) -> anyhow::Result<Flock<File>> {
 }
 
 /// Whether another process holds a lock on `path` now (a look only: the lock is let go
-/// at once, and whoever asks for it meanwhile waits that long).
+/// at once, and whoever asks for it meanwhile waits that long). A lock file that is not
+/// there is held by nobody, and is not made.
 pub fn held(path: &Path) -> bool {
-    matches!(try_lock(path), Ok(None))
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    matches!(
+        Flock::lock(file, FlockArg::LockExclusiveNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
 }
 
 /// An exclusive lock on `path` if nobody holds it now, without waiting.

@@ -338,6 +338,9 @@ fn status_without_a_daemon_says_how_to_start_one() {
         stderr.contains(&format!("`bluegreen serve --root {}`", root.path.display())),
         "{stderr}"
     );
+    // A look at whether a daemon holds the root, which makes no lock file of its own.
+    let lock = root.path.join("run/serve.lock");
+    assert!(!lock.exists(), "{} was made", lock.display());
 }
 
 #[test]
