@@ -425,7 +425,7 @@ mod tests {
             ),
             (
                 "[heartbeat]\ninterval = \"0s\"\n",
-                "2: heartbeat.interval: must be more than 0s",
+                "2: heartbeat.interval: `0s` is too short (at least 100ms)",
             ),
             (
                 "[switch]\nmigrate_timeout = \"18446744073709551615s\"\n",
