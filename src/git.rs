@@ -49,9 +49,15 @@ pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
     let oid = Oid::from_str(sha).map_err(|_| anyhow::anyhow!("`{sha}` is not a commit id"))?;
     let place = dir(repo);
     let commit = repo.find_commit(oid).map_err(|e| match e.code() {
-        git2::ErrorCode::NotFound => {
-            anyhow::anyhow!("commit {sha} is not in {}", place.display())
-        }
+        // Not a commit (libgit2 says so as "not found" too): a tree, a blob, a tag.
+        git2::ErrorCode::NotFound => match repo.find_object(oid, None) {
+            Ok(object) => anyhow::anyhow!(
+                "{sha} is a {} in {}, not a commit",
+                object.kind().map_or("object", |kind| kind.str()),
+                place.display()
+            ),
+            Err(_) => anyhow::anyhow!("commit {sha} is not in {}", place.display()),
+        },
         _ => anyhow::anyhow!(
             "cannot read commit {sha} in {}: {}",
             place.display(),
