@@ -18,21 +18,25 @@ use nix::fcntl::{Flock, FlockArg};
 pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, Read};
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let regular = |kind: fs::FileType| {
+        let what = match () {
+            _ if kind.is_file() => return Ok(()),
+            _ if kind.is_dir() => "a folder",
+            _ if kind.is_fifo() => "a FIFO",
+            _ if kind.is_socket() => "a socket",
+            _ => "a device",
+        };
+        Err(Error::other(format!("it is {what}, not a regular file")))
+    };
+    // Looked at before it is opened (opening a device may do something: a terminal's
+    // becomes the controlling one, a tape rewinds), and again once open (it may have been
+    // replaced meanwhile), never waiting for a FIFO's writer.
+    regular(fs::metadata(path)?.file_type())?;
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
-    let kind = file.metadata()?.file_type();
-    let what = match () {
-        _ if kind.is_file() => None,
-        _ if kind.is_dir() => Some("a folder"),
-        _ if kind.is_fifo() => Some("a FIFO"),
-        _ if kind.is_socket() => Some("a socket"),
-        _ => Some("a device"),
-    };
-    if let Some(what) = what {
-        return Err(Error::other(format!("it is {what}, not a regular file")));
-    }
+    regular(file.metadata()?.file_type())?;
     let mut bytes = Vec::new();
     file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
@@ -321,6 +325,30 @@ fn parent_folder(path: &Path) -> std::io::Result<Option<File>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_regular_file_of_bounded_size_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, "text").unwrap();
+        assert_eq!(read_regular(&file, 4).unwrap(), b"text");
+        // Through a link, as a config kept elsewhere is.
+        let link = dir.path().join("link");
+        symlink(&file, &link).unwrap();
+        assert_eq!(read_regular(&link, 4).unwrap(), b"text");
+        let refused = |path: &Path, limit| read_regular(path, limit).unwrap_err().to_string();
+        assert_eq!(
+            refused(&file, 3),
+            "it is larger than 3 bytes, far more than it should hold"
+        );
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(refused(&fifo, 4), "it is a FIFO, not a regular file");
+        let device = dir.path().join("zero");
+        symlink("/dev/zero", &device).unwrap();
+        assert_eq!(refused(&device, 4), "it is a device, not a regular file");
+        assert_eq!(refused(dir.path(), 4), "it is a folder, not a regular file");
+    }
 
     #[test]
     fn a_lock_file_removed_while_waited_for_is_locked_anew() {

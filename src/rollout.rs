@@ -146,8 +146,10 @@ pub fn rollback(
     let rolled_back =
         back_from.and_then(|current| release::mark_rolled_back(layout, slot, current).err());
     let flipped = release::flip(layout, slot, &target);
-    if let (Err(_), Some(current)) = (&flipped, back_from) {
-        let _ = release::unmark_rolled_back(layout, slot, current);
+    if let (Err(e), Some(current)) = (&flipped, back_from) {
+        if let Err(unmark) = release::unmark_rolled_back(layout, slot, current) {
+            anyhow::bail!("{e:#}; and {unmark:#}: later rollbacks pass it over");
+        }
     }
     notes.extend(flipped?);
     drop(lock);

@@ -79,10 +79,13 @@ impl Default for State {
     }
 }
 
+/// The largest `state.json` read: a few hundred bytes as a rule.
+const MAX_BYTES: u64 = 1 << 20;
+
 impl State {
     /// Reads `path`; a missing file is a new root's state.
     pub fn load(path: &Path) -> anyhow::Result<State> {
-        match crate::fsops::read_regular(path, 1 << 20) {
+        match crate::fsops::read_regular(path, MAX_BYTES) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .with_context(|| {
                     format!(

@@ -45,14 +45,21 @@ const GIVE_WAY: Duration = Duration::from_secs(1);
 /// this returns when all have: a reload or switch cut short by the stop still tells its
 /// caller so, where a runtime dropped under it closed the connection unanswered.
 pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
-    let mut connections = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let mut conns = Conns::default();
     loop {
         let room = conns.room();
+        // At the cap: when an idle connection may give way, if one will.
+        let may_give_way = match room {
+            Err(Some(at)) => Some(tokio::time::Instant::from_std(at)),
+            _ => None,
+        };
         let accepted = tokio::select! {
-            accepted = listener.accept(), if room => accepted,
-            () = conns.turned_idle(), if !room => continue,
-            Some(_) = connections.join_next() => continue,
+            accepted = listener.accept(), if room.is_ok() => accepted,
+            () = conns.turned_idle(), if room.is_err() => continue,
+            () = tokio::time::sleep_until(may_give_way.unwrap_or_else(tokio::time::Instant::now)),
+                if may_give_way.is_some() => continue,
+            Some(_) = tasks.join_next() => continue,
             _ = stop.wait_for(|stop| *stop) => break,
         };
         let (stream, peer) = match accepted {
@@ -66,7 +73,7 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
         };
         let (daemon, mut stop) = (daemon.clone(), stop.clone());
         let conn = conns.open();
-        connections.spawn(async move {
+        tasks.spawn(async move {
             let (asked, place) = (stop.clone(), conn.clone());
             let service = service_fn(move |request| {
                 let (daemon, stop) = (daemon.clone(), asked.clone());
@@ -82,23 +89,29 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
-            // `Some(limit)`: ends within it, if need be.
-            let end = tokio::select! {
+            let giving_way = tokio::select! {
                 _ = connection.as_mut() => return,
-                _ = stop.wait_for(|stop| *stop) => None,
-                // Nothing under way: closed at once, or after a request that came
-                // meanwhile (a head half sent is not waited for long).
-                () = conn.asked_to_give_way() => Some(GIVE_WAY),
+                _ = stop.wait_for(|stop| *stop) => false,
+                () = conn.asked_to_give_way() => true,
             };
             connection.as_mut().graceful_shutdown();
-            match end {
-                None => drop(connection.await),
-                Some(limit) => drop(tokio::time::timeout(limit, connection).await),
+            if !giving_way {
+                return drop(connection.await);
+            }
+            // Idle: closed at once. A request that came meanwhile is answered first; a
+            // head half sent is not waited for long.
+            while tokio::time::timeout(GIVE_WAY, connection.as_mut())
+                .await
+                .is_err()
+            {
+                if !conn.busy() {
+                    break;
+                }
             }
         });
     }
     drop(listener);
-    while connections.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn answer(

@@ -522,10 +522,6 @@ fn keep_bound(config: &mut Config, running: &Config) {
     config.mirror.queue = running.mirror.queue;
 }
 
-/// What of `bluegreen.toml` that the daemon uses differs from the config it runs, told
-/// to the pusher: an `app.command` edited and pushed without a SIGHUP otherwise goes live
-/// with the old command while the pusher believes the new one runs. (A file that does not
-/// load is the hook's to refuse.)
 /// `state.json` is missing, though releases went live here: it was removed (by hand, or
 /// with a backup restored without it), and the daemon starts as on a new root. Said,
 /// since the active slot and the mirroring flag it kept may differ.
@@ -547,6 +543,10 @@ fn warn_state_gone(layout: &Layout) {
     );
 }
 
+/// What of `bluegreen.toml` that the daemon uses differs from the config it runs, told
+/// to the pusher: an `app.command` edited and pushed without a SIGHUP otherwise goes live
+/// with the old command while the pusher believes the new one runs. (A file that does not
+/// load is the hook's to refuse.)
 pub fn stale_config(daemon: &Daemon) -> Option<String> {
     let mut file = Config::load(&daemon.layout.config_file()).ok()?;
     let running = daemon.config();

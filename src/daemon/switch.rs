@@ -168,8 +168,10 @@ async fn attempt(
         );
     }
     let config = daemon.config();
-    // Not even forced: nothing at all would answer on the front.
-    if crate::release::current(&daemon.layout, to).is_none() {
+    // Not even forced: nothing at all would answer on the front. (A slot whose `current`
+    // was removed by hand may still serve its last live release: that one answers.)
+    let live = daemon.slots[to.index()].route.live().is_some();
+    if crate::release::current(&daemon.layout, to).is_none() && !live {
         return Err(SwitchError::Refused(format!(
             "{to} has no release: push one first (`git push {to} {}`)",
             crate::pasted::quoted(&config.branch)

@@ -324,8 +324,8 @@ pub fn last_left_live(layout: &Layout, slot: Slot, current: &str) -> Option<Stri
 }
 
 /// Marks release `id` of `slot` as one `rollback` went back from ([`ROLLED_BACK`]).
-/// Written after the flip, so that a flip that failed leaves no mark on what is still
-/// current.
+/// Written before the flip (see `rollout::rollback`): a rollback cut off between the two
+/// must not leave the release it went back from for the next one to go to.
 pub fn mark_rolled_back(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
     stamp(&layout.release_dir(slot, id).join(ROLLED_BACK))
         .with_context(|| format!("cannot mark release {slot}/{id} as rolled back"))

@@ -249,6 +249,40 @@ fn idle_connections_to_the_control_api_give_way_to_new_callers() {
     assert!(status.contains("active: blue"), "{status}");
 }
 
+/// More callers at once than the control API holds open: each is answered. One that just
+/// connected, or whose request is under way, keeps its place; only one idle for a second
+/// gives way.
+#[test]
+fn a_burst_of_callers_past_the_control_api_cap_is_answered_whole() {
+    use std::io::{Read, Write};
+    let root = blue_live();
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..120)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut stream =
+                        std::net::TcpStream::connect(("127.0.0.1", root.control)).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    stream
+                        .write_all(
+                            b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                        )
+                        .unwrap();
+                    let mut answer = String::new();
+                    let _ = stream.read_to_string(&mut answer);
+                    answer
+                })
+            })
+            .collect();
+        callers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for answer in answers {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
+}
+
 #[test]
 fn a_request_body_is_refused_not_ignored() {
     // `curl -d to=blue .../switch`: the parameter is in the body, which no endpoint

@@ -1052,29 +1052,34 @@ fn a_restarted_daemon_tries_current_when_the_last_live_release_fails_first() {
 
 /// `current` removed by hand while no daemon ran: the restarted daemon serves the slot's
 /// last live release, and says why `current` does not name it. It took the slot for one
-/// never deployed: the front answered 503 until the heartbeat moved it.
+/// never deployed: the front answered 503 until the heartbeat moved it. Serving, the
+/// slot can be switched to.
 #[test]
 fn a_current_removed_by_hand_starts_the_last_live_release_and_says_so() {
-    let mut root = blue_live();
-    let v1 = root.current("blue").unwrap();
+    let mut root = both_live();
+    let v1 = root.current("green").unwrap();
     root.signal(Signal::SIGKILL);
     assert!(root.wait_serve(Duration::from_secs(10)).is_none());
-    fs::remove_file(root.path.join("blue/current")).unwrap();
+    fs::remove_file(root.path.join("green/current")).unwrap();
     root.serve();
-    root.wait_body(root.front, "v1 from blue");
+    root.wait_body(root.green, "v1 from green");
     let status = root.status();
-    assert_eq!(status["slots"]["blue"]["live"]["release"], v1.as_str());
+    assert_eq!(status["slots"]["green"]["live"]["release"], v1.as_str());
     let missing = format!(
-        "blue/current is missing (removed by hand?): blue runs its last live release {v1}; `bluegreen rollback blue --to {v1}`, or a push, sets it again"
+        "green/current is missing (removed by hand?): green runs its last live release {v1}; `bluegreen rollback green --to {v1}`, or a push, sets it again"
     );
-    assert_eq!(status["slots"]["blue"]["last_error"], missing.as_str());
+    assert_eq!(status["slots"]["green"]["last_error"], missing.as_str());
     assert!(root.run_ok(&["status"]).contains(&missing));
+    assert!(root
+        .run_ok(&["switch", "green"])
+        .contains("switched blue -> green"));
+    assert!(root.get(root.front, "/").body.starts_with("v1 from green"));
     // The rollback it names mends it, and the note goes.
-    root.run_ok(&["rollback", "blue", "--to", &v1]);
+    root.run_ok(&["rollback", "green", "--to", &v1]);
     wait_for(Duration::from_secs(10), "the note to go", || {
-        (root.status()["slots"]["blue"]["last_error"] == "").then_some(())
+        (root.status()["slots"]["green"]["last_error"] == "").then_some(())
     });
-    assert_eq!(root.current("blue").unwrap(), v1);
+    assert_eq!(root.current("green").unwrap(), v1);
 }
 
 /// `state.json` removed while no daemon ran: the daemon starts as on a new root (the

@@ -392,6 +392,14 @@ fn a_worker_answer_before_the_upload_ends_says_the_connection_closes() {
         let whole = head_of(&mut stream);
         assert!(whole.starts_with("http/1.1 201"), "port {port}: {whole}");
         assert!(!whole.contains("connection: close"), "port {port}: {whole}");
+        // Chunked, its end the last chunk: the same.
+        let mut stream = sent(
+            port,
+            b"POST /items/y HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        );
+        let whole = head_of(&mut stream);
+        assert!(whole.starts_with("http/1.1 201"), "port {port}: {whole}");
+        assert!(!whole.contains("connection: close"), "port {port}: {whole}");
     }
 }
 

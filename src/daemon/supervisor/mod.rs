@@ -108,8 +108,8 @@ pub struct Supervisor {
     last_good: Option<String>,
     /// When the live generation went live.
     live_since: Instant,
-    /// The slot had a current release when the daemon started, and that start has not
-    /// finished yet.
+    /// The slot had a current release when the daemon started (or, with `current`
+    /// removed, a last live release), and that start has not finished yet.
     first_start: bool,
     /// The `current` that the daemon's first start passed over for the last live
     /// release (it failed before the restart): started next if that one fails too, so a
