@@ -384,22 +384,16 @@ fn a_worker_answer_before_the_upload_ends_says_the_connection_closes() {
             early.contains("\r\nconnection: close\r\n"),
             "port {port}: {early}"
         );
-        // An upload the worker read whole before answering keeps its connection.
-        let mut stream = sent(
-            port,
-            b"POST /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\nhello",
-        );
-        let whole = head_of(&mut stream);
-        assert!(whole.starts_with("http/1.1 201"), "port {port}: {whole}");
-        assert!(!whole.contains("connection: close"), "port {port}: {whole}");
-        // Chunked, its end the last chunk: the same.
-        let mut stream = sent(
-            port,
+        // An upload the worker read whole before answering keeps its connection, whether
+        // its length was given or its end is the last chunk.
+        for upload in [
+            &b"POST /items/x HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\nhello"[..],
             b"POST /items/y HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-        );
-        let whole = head_of(&mut stream);
-        assert!(whole.starts_with("http/1.1 201"), "port {port}: {whole}");
-        assert!(!whole.contains("connection: close"), "port {port}: {whole}");
+        ] {
+            let whole = head_of(&mut sent(port, upload));
+            assert!(whole.starts_with("http/1.1 201"), "port {port}: {whole}");
+            assert!(!whole.contains("connection: close"), "port {port}: {whole}");
+        }
     }
 }
 
