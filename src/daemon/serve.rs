@@ -134,13 +134,13 @@ async fn run(
     let generations = state.generation;
     let mut receivers = Vec::new();
     // A slot with a `current`, or with none (removed by hand) but a last live release
-    // still there, starts one (see `Supervisor::reload`).
+    // still there that no rollback went back from, starts one (as `Supervisor::new`
+    // picks it).
     let startable = Slot::ALL.map(|slot| {
         release::current(&layout, slot).is_some()
-            || state
-                .live
-                .get(&slot)
-                .is_some_and(|live| release::exists(&layout, slot, live))
+            || state.live.get(&slot).is_some_and(|live| {
+                release::exists(&layout, slot, live) && !release::rolled_back(&layout, slot, live)
+            })
     });
     let slots = Slot::ALL.map(|slot| {
         let (tx, rx) = mpsc::unbounded_channel();
