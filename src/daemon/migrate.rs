@@ -67,10 +67,12 @@ pub async fn run(
         // never went live; with none ever live, `current`.
         let dir = live.as_ref().map(|g| g.dir.clone()).or_else(|| {
             let layout = &daemon.layout;
+            // A release of the slot, never a path out of it: `state.json` lies in the
+            // root, which the app's processes can write.
             daemon
                 .last_live(slot)
+                .filter(|id| crate::release::exists(layout, slot, id))
                 .map(|id| layout.release_dir(slot, &id))
-                .filter(|dir| dir.is_dir())
                 .or_else(|| {
                     crate::release::current(layout, slot).map(|id| layout.release_dir(slot, &id))
                 })
