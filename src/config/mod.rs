@@ -16,6 +16,7 @@ use crate::slot::Slot;
 mod parse;
 mod values;
 
+pub use parse::MAX_BYTES;
 pub use values::{BUILD_MARKER, GENERATION_MARKER, WORKER_MARKER};
 
 /// The commented default config that `init` writes; parsing it gives `Config::default()`.

@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::Config;
 
 /// The largest `bluegreen.toml` read: the commented one `init` writes is 6 KiB.
-const MAX_BYTES: u64 = 1 << 20;
+pub const MAX_BYTES: u64 = 1 << 20;
 
 impl Config {
     /// Reads and validates `path`. Errors are one line naming the file, line and key.

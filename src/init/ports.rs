@@ -170,42 +170,46 @@ fn neighbours(root: &Path) -> (BTreeMap<PathBuf, Listens>, Vec<PathBuf>) {
         .filter(|path| path != root)
         .filter_map(|path| {
             let file = Layout::new(&path).ok()?.config_file();
-            let listens = listens_in(&file);
-            if listens.is_none() && forbidden(&file) {
-                unread.push(path.clone());
+            match listens_in(&file) {
+                Ok(listens) => Some((path, listens?)),
+                // A plain file there, that this user may not read.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && file.is_file() => {
+                    unread.push(path);
+                    None
+                }
+                Err(_) => None,
             }
-            Some((path, listens?))
         })
         .collect();
     unread.sort();
     (found, unread)
 }
 
-/// Whether `file` is a plain file this user may not read.
-fn forbidden(file: &Path) -> bool {
-    std::fs::metadata(file).is_ok_and(|meta| meta.is_file())
-        && std::fs::File::open(file)
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
-}
-
 /// The listen addresses `file` sets, each key it does not set being the default's; none
-/// when it is not a plain file (a FIFO would block init) or not TOML. Only these keys are
-/// read: a config refused for anything else still holds ports its daemon may use.
-fn listens_in(file: &Path) -> Option<Listens> {
-    if !std::fs::metadata(file).ok()?.is_file() {
-        return None;
-    }
-    let doc: toml::Table = std::fs::read_to_string(file).ok()?.parse().ok()?;
+/// when it is not TOML; an error when it cannot be read as a config is (not a plain file,
+/// which is never opened: a FIFO would block init; too large; another user's). Only these
+/// keys are read: a config refused for anything else still holds ports its daemon may use.
+fn listens_in(file: &Path) -> std::io::Result<Option<Listens>> {
+    let bytes = crate::fsops::read_regular(file, crate::config::MAX_BYTES)?;
+    let doc = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok());
+    let Some(doc) = doc else {
+        return Ok(None);
+    };
     let mut listens = Listens::of(&Config::default());
     for (addr, key) in listens.0.iter_mut().zip(LISTEN_KEYS) {
         let mut parts = key.split('.');
-        let first = doc.get(parts.next()?);
+        let Some(first) = parts.next() else {
+            continue;
+        };
+        let first = doc.get(first);
         let value = parts.fold(first, |value, part| value?.get(part));
         if let Some(set) = value.and_then(|v| v.as_str()?.parse().ok()) {
             *addr = set;
         }
     }
-    Some(listens)
+    Ok(Some(listens))
 }
 
 #[cfg(test)]
@@ -241,13 +245,13 @@ mod tests {
         let mut want = Listens::of(&Config::default());
         want.0[0].set_port(8090);
         want.0[3].set_port(8091);
-        assert_eq!(listens_in(&file), Some(want));
+        assert_eq!(listens_in(&file).unwrap(), Some(want));
         std::fs::write(&file, "[router\n").unwrap();
-        assert_eq!(listens_in(&file), None);
+        assert_eq!(listens_in(&file).unwrap(), None);
         // Not a plain file: never opened (a FIFO there would block `init`).
         std::fs::remove_file(&file).unwrap();
         std::fs::create_dir(&file).unwrap();
-        assert_eq!(listens_in(&file), None);
+        assert!(listens_in(&file).is_err());
     }
 
     #[test]
