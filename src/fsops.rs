@@ -12,6 +12,14 @@ use std::path::Path;
 use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
 
+/// The name of user `uid` (a file's owner, as messages name it), if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|user| user.name)
+}
+
 /// The bytes of `path`, a regular file of at most `limit` bytes. Anything else is refused
 /// at once, unread: a FIFO (whose opening waits for a writer), a device or a file that
 /// never ends (a link to `/dev/zero`), a folder.

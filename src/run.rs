@@ -216,10 +216,7 @@ fn refuse_other_user(layout: &Layout, named: Named) -> anyhow::Result<()> {
     if owner == 0 || !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    let name = nix::unistd::User::from_uid(owner.into())
-        .ok()
-        .flatten()
-        .map(|user| user.name);
+    let name = crate::fsops::user_name(owner);
     let shown = match &name {
         Some(name) => format!("{name}'s (uid {owner})"),
         None => format!("uid {owner}'s"),

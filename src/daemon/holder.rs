@@ -138,8 +138,9 @@ fn verdict(port: u16, uid: u32, me: u32, found: &[Holder]) -> Result<(), String>
     // Held by no process this daemon may read: another user's. An app of an
     // unprivileged daemon runs as its user; one of root's may be a container's proxy.
     if me != 0 && uid != me && uid != 0 {
-        let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
-        let name = user.map(|u| format!("`{}`, ", u.name)).unwrap_or_default();
+        let name = crate::fsops::user_name(uid)
+            .map(|name| format!("`{name}`, "))
+            .unwrap_or_default();
         return stranger(
             &format!("a process of another user ({name}uid {uid}; this daemon runs as uid {me})"),
             taken,

@@ -109,13 +109,10 @@ fn whose(path: &std::path::Path) -> String {
     if owner == nix::unistd::geteuid().as_raw() {
         return String::new();
     }
-    let name = nix::unistd::User::from_uid(owner.into())
-        .ok()
-        .flatten()
-        .map_or_else(
-            || format!("uid {owner}"),
-            |user| format!("{} (uid {owner})", user.name),
-        );
+    let name = fsops::user_name(owner).map_or_else(
+        || format!("uid {owner}"),
+        |name| format!("{name} (uid {owner})"),
+    );
     format!(", which is {name}'s: remove it as that user or as root")
 }
 
