@@ -133,24 +133,12 @@ async fn run(
     let (mirror, mirror_rx) = mirror::Mirror::new(config.mirror.queue);
     let generations = state.generation;
     let mut receivers = Vec::new();
-    // A slot with a `current`, or with none (removed by hand) but a last live release
-    // still there that no rollback went back from, starts one (as `Supervisor::new`
-    // picks it).
-    let startable = Slot::ALL.map(|slot| {
-        release::current(&layout, slot).is_some()
-            || state.live.get(&slot).is_some_and(|live| {
-                release::exists(&layout, slot, live) && !release::rolled_back(&layout, slot, live)
-            })
-    });
     let slots = Slot::ALL.map(|slot| {
         let (tx, rx) = mpsc::unbounded_channel();
         receivers.push((slot, tx.clone(), rx));
-        let reason = match startable[slot.index()] {
-            true => format!("{slot} is starting"),
-            false => no_release(slot, &config.branch),
-        };
         SlotHandle {
-            route: route::Route::new(reason),
+            // Until its supervisor says it starts one (below).
+            route: route::Route::new(no_release(slot, &config.branch)),
             tx,
             status: Mutex::default(),
         }
@@ -180,17 +168,25 @@ async fn run(
 
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
     let mut supervisors = Vec::new();
+    let mut starts = [false; 2];
     for (slot, tx, rx) in receivers {
-        supervisors.push(tokio::spawn(
-            supervisor::Supervisor::new(slot, daemon.clone(), tx, rx, stop_rx.clone()).run(),
-        ));
+        let supervisor = supervisor::Supervisor::new(slot, daemon.clone(), tx, rx, stop_rx.clone());
+        // A slot with a `current`, or with none (removed by hand) but a last live
+        // release, as its supervisor found them.
+        if supervisor.starts_first() {
+            starts[slot.index()] = true;
+            daemon.slots[slot.index()].route.replace_reason(
+                &no_release(slot, &config.branch),
+                format!("{slot} is starting"),
+            );
+        }
+        supervisors.push(tokio::spawn(supervisor.run()));
     }
     // Each slot's first start is asked for before anything else can ask (the control
     // API's deploys, the file watch): it is the one that decides what serves first (the
     // last live release before a `current` that never went live, see `Supervisor`).
-    let [first_blue, first_green] = Slot::ALL.map(|slot| {
-        startable[slot.index()].then(|| daemon.reload(slot, supervisor::Reload::Always))
-    });
+    let [first_blue, first_green] = Slot::ALL
+        .map(|slot| starts[slot.index()].then(|| daemon.reload(slot, supervisor::Reload::Always)));
     let [blue, green] = bound.slots;
     // Each listener accepts once what it routes to has settled (see `startup` below);
     // until then the kernel holds new connections in the listen backlog.

@@ -134,7 +134,7 @@ impl Supervisor {
         // which the app's processes can write.
         let current = release::current(&daemon.layout, slot);
         // What rollback went to, if it was tried and failed: the daemon then kept `live`.
-        let kept = daemon.failed(slot).map(|failed| failed.release) == current;
+        let kept = current.is_some() && daemon.failed(slot).map(|failed| failed.release) == current;
         let last_good = match daemon
             .last_live(slot)
             .filter(|release| release::exists(&daemon.layout, slot, release))
@@ -186,6 +186,12 @@ impl Supervisor {
             stopping,
             shutdown: None,
         }
+    }
+
+    /// Whether the daemon's start asks it for a first generation: the slot has a
+    /// `current`, or (removed by hand) a last live release to serve instead.
+    pub fn starts_first(&self) -> bool {
+        self.first_start
     }
 
     pub async fn run(mut self) {
