@@ -941,8 +941,7 @@ fn a_restarted_daemon_falls_back_to_the_last_live_release() {
         v1,
         "current is the bad release"
     );
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
 
     // The daemon comes back: `current` does not start, the last live release does, and
     // the first requests wait for it in the backlog instead of getting 503s meanwhile.
@@ -971,8 +970,7 @@ fn refused_then_stopped() -> (Root, String, String) {
     root.commit("never ready", &[("VERSION", "v2\n"), ("FAIL_AFTER", "0")]);
     root.push("blue").says("blue keeps serving generation 1");
     let v2 = root.current("blue").unwrap();
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     let state: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(root.path.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["failed"]["blue"]["release"], v2.as_str(), "{state}");
@@ -1020,8 +1018,7 @@ fn a_restarted_daemon_serves_its_last_live_release_at_once_when_current_failed_b
     assert_eq!(reload.status, 200, "{}", reload.body);
     root.wait_body(root.blue, "v2 from blue");
     assert_eq!(root.status()["slots"]["blue"]["last_error"], "");
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     assert_no_failed_release(&root);
     root.serve();
     let answer = root.get(root.blue, "/");
@@ -1087,8 +1084,7 @@ fn a_current_removed_by_hand_starts_the_last_live_release_and_says_so() {
 #[test]
 fn a_state_file_removed_by_hand_is_told_at_start() {
     let mut root = blue_live();
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     fs::remove_file(root.path.join("state.json")).unwrap();
     root.serve();
     root.wait_log(&format!(
@@ -1103,8 +1099,7 @@ fn a_state_file_removed_by_hand_is_told_at_start() {
 fn pushed_while_stopped(files: &[(&str, &str)]) -> (Root, String, String) {
     let mut root = blue_live();
     let v1 = root.current("blue").unwrap();
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     root.commit("v2", files);
     root.push("blue");
     let v2 = root.current("blue").unwrap();
@@ -1182,8 +1177,7 @@ fn a_rollback_made_while_the_daemon_was_down_is_not_undone_by_its_restart() {
         root.wait_body(root.blue, &format!("{version} from blue"));
         skipped.push(root.current("blue").unwrap());
     }
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     root.run_ok(&["rollback", "blue", "--to", &v1]);
     assert_eq!(root.current("blue").unwrap(), v1);
     root.commit("v4", &[("VERSION", "v4\n"), ("CRASH", "")]);
@@ -1222,8 +1216,7 @@ fn a_rollback_that_failed_to_start_keeps_serving_across_a_restart() {
     let out = root.run(&["rollback", "blue"]);
     assert!(!out.status.success());
     root.wait_body(root.blue, "v2 from blue");
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     root.serve();
     let answer = root.get(root.blue, "/");
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -1246,8 +1239,7 @@ fn a_generation_number_a_full_disk_kept_out_of_state_is_not_handed_out_again() {
     let state = fs::read_to_string(root.path.join("state.json")).unwrap_or_default();
     assert!(!state.contains("\"generation\": 1"), "{state}");
     root.disk_has_room();
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     root.serve();
     root.wait_body(root.blue, "v1 from blue");
     let next = root.status()["slots"]["blue"]["live"]["generation"]
@@ -1257,8 +1249,7 @@ fn a_generation_number_a_full_disk_kept_out_of_state_is_not_handed_out_again() {
 
     // Killed (SIGKILL) while the disk is full, its stop never writes the number: the
     // next daemon counts on from its orphaned worker's.
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     root.serve_disk_full();
     root.wait_body(root.blue, "v1 from blue");
     let killed = root.status()["slots"]["blue"]["live"]["generation"]
@@ -1295,8 +1286,7 @@ fn a_restarted_daemon_falls_back_only_to_a_release_of_the_slot() {
     let mut root = blue_live();
     root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
     root.push("blue").says("blue: not live: ");
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     let elsewhere = root.path.parent().unwrap().join("elsewhere");
     fs::create_dir_all(&elsewhere).unwrap();
     fs::write(elsewhere.join("VERSION"), "elsewhere\n").unwrap();
@@ -1319,8 +1309,7 @@ fn the_first_start_after_a_daemon_restart_is_retried_until_it_works() {
     let crash = root.path.join("blue/releases").join(&v1).join("CRASH");
     let state = root.path.join("state.json");
     for with_live_in_state in [true, false] {
-        root.signal(Signal::SIGTERM);
-        assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+        root.stop_cleanly(Duration::from_secs(10));
         if !with_live_in_state {
             // As a state.json written before it remembered the live releases.
             let mut json: serde_json::Value =

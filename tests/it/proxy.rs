@@ -177,8 +177,7 @@ fn an_upgraded_connection_is_tunnelled_and_closed_when_its_generation_stops() {
     assert_eq!(echo(&mut open, "ping\n"), "ping\n");
 
     // A tunnel still open does not keep the daemon from stopping.
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
+    root.stop_cleanly(Duration::from_secs(10));
     assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
 }
 
