@@ -605,16 +605,11 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
     );
     assert!(root.current("blue").is_none());
     // An object the repo has that is no commit: said so, not that it is missing.
-    let mut write = Command::new("git");
-    write
-        .args(["hash-object", "-w", "--stdin"])
-        .current_dir(root.path.join("blue.git"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut writing = write.spawn().unwrap();
-    std::io::Write::write_all(&mut writing.stdin.take().unwrap(), b"a blob\n").unwrap();
-    let blob = String::from_utf8(writing.wait_with_output().unwrap().stdout).unwrap();
-    let blob = blob.trim();
+    let blob = git2::Repository::open(root.path.join("blue.git"))
+        .unwrap()
+        .blob(b"a blob\n")
+        .unwrap()
+        .to_string();
     let out = hook(&format!("{zeros} {blob} refs/heads/main\n"));
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
