@@ -76,7 +76,8 @@ pub fn status(
         let s = &status["slots"][slot.name()];
         let mark = if active == slot.name() { "*" } else { " " };
         let live = &s["live"];
-        if live.is_null() && s["current"].is_null() {
+        let last_error = s["last_error"].as_str().filter(|e| !e.is_empty());
+        if live.is_null() && s["current"].is_null() && last_error.is_none() {
             writeln!(
                 out,
                 "{mark} {slot:<5} {:<21} no release yet (`git push {slot} {}` deploys one)",
@@ -118,7 +119,7 @@ pub fn status(
                 old["in_flight"],
             )?;
         }
-        if let Some(error) = s["last_error"].as_str().filter(|e| !e.is_empty()) {
+        if let Some(error) = last_error {
             writeln!(out, "        last error: {error}")?;
         }
     }

@@ -106,7 +106,8 @@ pub fn rollback(
                 ),
                 // A push of the same commit would change nothing ("Everything up-to-date").
                 false => format!(
-                    "{slot} has no current release (its `current` link is missing or not a link): name the one to go to, `bluegreen rollback {slot} --to <release>` (see `bluegreen releases {slot}`)"
+                    "{}: name the release to go to, `bluegreen rollback {slot} --to <release>` (see `bluegreen releases {slot}`)",
+                    release::no_current(layout, slot)
                 ),
             })?;
             // What still serves, when `current` is a push that never went live;
@@ -203,10 +204,14 @@ pub fn promote(
     let lock = release::lock_slot(layout, to, out)?;
     // Read once the wait is over: what `from` runs now, not what it ran before.
     let source_id = release::current(layout, from).with_context(|| {
-        format!(
-            "{from} has no current release to promote (deploy one first: `git push {from} {}`)",
-            crate::pasted::quoted(&config.branch)
-        )
+        match layout.current_link(from).symlink_metadata() {
+            // A hand edit pointed it at what is not a release.
+            Ok(_) => format!("{}: nothing to promote", release::no_current(layout, from)),
+            Err(_) => format!(
+                "{from} has no current release to promote (deploy one first: `git push {from} {}`)",
+                crate::pasted::quoted(&config.branch)
+            ),
+        }
     })?;
     // What was tried on `from` is what it served: a push there that is still starting, or
     // that failed to start, is not copied on.

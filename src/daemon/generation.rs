@@ -79,7 +79,16 @@ impl Generation {
         port: u16,
     ) -> anyhow::Result<Arc<Generation>> {
         let dir = layout.release_dir(slot, release);
-        anyhow::ensure!(dir.is_dir(), "release {release} of {slot} does not exist");
+        anyhow::ensure!(
+            dir.is_dir(),
+            "release {release} of {slot} does not exist (removed by hand?)"
+        );
+        anyhow::ensure!(
+            crate::release::exists(layout, slot, release),
+            "{} is not a release bluegreen made (it has no {})",
+            dir.display(),
+            crate::release::META
+        );
         let commit = crate::release::meta(layout, slot, release)
             .map(|m| m.commit_short().to_string())
             .unwrap_or_else(|| "unknown".into());

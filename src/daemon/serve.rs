@@ -179,6 +179,12 @@ async fn run(
                 &no_release(slot, &config.branch),
                 format!("{slot} is starting"),
             );
+        } else if let Some(why) = supervisor.stray_current() {
+            let handle = &daemon.slots[slot.index()];
+            handle
+                .route
+                .replace_reason(&no_release(slot, &config.branch), why.clone());
+            handle.set_error(Some(why));
         }
         supervisors.push(tokio::spawn(supervisor.run()));
     }

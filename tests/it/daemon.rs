@@ -1079,6 +1079,89 @@ fn a_current_removed_by_hand_starts_the_last_live_release_and_says_so() {
     assert_eq!(root.current("green").unwrap(), v1);
 }
 
+/// A `current` pointed by hand at a folder that is not a release (one still being
+/// made, or one bluegreen did not make) is never run: the live release goes on serving,
+/// and `/status` says why, while the daemon runs and after it restarts. Both were run,
+/// and a `.tmp-…` folder that served was then removed by the next push.
+#[test]
+fn a_current_pointed_by_hand_at_no_release_is_not_run() {
+    let mut root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    let releases = root.path.join("blue/releases");
+    for (name, why) in [
+        (
+            ".tmp-hand",
+            "which is not a finished release (one still being made, or left by a crash)",
+        ),
+        (
+            "handmade",
+            "which is not a release bluegreen made (it has no .bluegreen-release.json)",
+        ),
+    ] {
+        fs::create_dir(releases.join(name)).unwrap();
+        fs::write(releases.join(name).join("VERSION"), name).unwrap();
+        root.point_current("blue", &format!("releases/{name}"));
+        let said = format!(
+            "blue/current points at releases/{name}, {why}: blue runs its last live release {v1}; `bluegreen rollback blue --to {v1}`, or a push, sets it again"
+        );
+        wait_for(Duration::from_secs(10), "the status to say why", || {
+            (root.status()["slots"]["blue"]["last_error"] == said.as_str()).then_some(())
+        });
+        assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+        assert!(root.run_ok(&["status"]).contains(&said));
+        assert_eq!(
+            root.status()["slots"]["blue"]["current"],
+            serde_json::Value::Null
+        );
+    }
+    // A restart serves the last live release at once, and says the same.
+    root.stop_cleanly(Duration::from_secs(10));
+    root.serve();
+    root.wait_body(root.blue, "v1 from blue");
+    let error = root.status()["slots"]["blue"]["last_error"].clone();
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e
+                .starts_with("blue/current points at releases/handmade, which is not a release")),
+        "{error}"
+    );
+    let events = root.control("GET", "/events").body;
+    assert!(!events.contains("for release handmade"), "{events}");
+    assert!(!events.contains("for release .tmp-hand"), "{events}");
+    root.run_ok(&["rollback", "blue", "--to", &v1]);
+    wait_for(Duration::from_secs(10), "the note to go", || {
+        (root.status()["slots"]["blue"]["last_error"] == "").then_some(())
+    });
+}
+
+/// A slot never deployed whose `current` points by hand at a folder bluegreen did not
+/// make starts nothing, and its port and `/status` say why (it was run).
+#[test]
+fn a_slot_never_live_with_a_current_pointed_at_no_release_says_why() {
+    let mut root = blue_live();
+    root.stop_cleanly(Duration::from_secs(10));
+    let folder = root.path.join("green/releases/handmade");
+    fs::create_dir_all(&folder).unwrap();
+    fs::write(folder.join("VERSION"), "handmade").unwrap();
+    root.point_current("green", "releases/handmade");
+    root.serve();
+    root.wait_body(root.blue, "v1 from blue");
+    let why = "green/current points at releases/handmade, which is not a release bluegreen made (it has no .bluegreen-release.json): nothing starts until `bluegreen rollback green --to <release>`, or a push, sets it";
+    let answer = root.get(root.green, "/");
+    assert_eq!((answer.status, answer.body.trim()), (503, why));
+    assert_eq!(root.status()["slots"]["green"]["last_error"], why);
+    assert!(root.run_ok(&["status"]).contains(why));
+    assert_eq!(
+        root.run_err(&["promote", "green", "blue"]),
+        "error: green/current points at releases/handmade, which is not a release bluegreen made (it has no .bluegreen-release.json): nothing to promote"
+    );
+    // A push mends it.
+    root.push("green");
+    root.wait_body(root.green, "v1 from green");
+    assert_eq!(root.status()["slots"]["green"]["last_error"], "");
+}
+
 /// `state.json` removed while no daemon ran: the daemon starts as on a new root (the
 /// active slot the first to go live, mirroring on), and says so, where it said nothing.
 #[test]
@@ -1883,9 +1966,7 @@ fn a_deploy_whose_release_the_file_watch_saw_fail_is_told_without_a_second_start
         let events = root.control("GET", "/events").body;
         events.matches(&format!("for release {bad}")).count()
     };
-    let link = root.path.join("blue/current.test");
-    std::os::unix::fs::symlink(format!("releases/{bad}"), &link).unwrap();
-    std::fs::rename(&link, root.path.join("blue/current")).unwrap();
+    root.point_current("blue", &format!("releases/{bad}"));
     wait_for(
         Duration::from_secs(10),
         "the file watch's start to fail",
@@ -2020,9 +2101,7 @@ fn a_rollback_while_a_push_starts_keeps_the_live_generation() {
 #[test]
 fn a_hand_flip_back_to_the_live_release_while_a_push_starts_keeps_it() {
     let (root, v1) = back_to_v1_while_v2_starts(|root, v1| {
-        let slot = root.path.join("blue");
-        std::os::unix::fs::symlink(format!("releases/{v1}"), slot.join("current.hand")).unwrap();
-        std::fs::rename(slot.join("current.hand"), slot.join("current")).unwrap();
+        root.point_current("blue", &format!("releases/{v1}"));
     });
     assert_eq!(
         root.status()["slots"]["blue"]["live"]["release"],

@@ -74,7 +74,7 @@ fn rollback_releases_and_pruning() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "error: blue has no current release (its `current` link is missing or not a link): name the one to go to, `bluegreen rollback blue --to <release>` (see `bluegreen releases blue`)"
+        "error: blue/current is not a symlink to a release: name the release to go to, `bluegreen rollback blue --to <release>` (see `bluegreen releases blue`)"
     );
     let text = root.run_ok(&["rollback", "blue", "--to", &releases[2]]);
     assert!(

@@ -194,6 +194,15 @@ impl Supervisor {
         self.first_start
     }
 
+    /// Why the slot starts nothing though it has a `current`: a hand edit pointed it at
+    /// what is not a release, and no release of the slot went live before.
+    pub fn stray_current(&self) -> Option<String> {
+        let layout = &self.daemon.layout;
+        let pointed = std::fs::symlink_metadata(layout.current_link(self.slot)).is_ok();
+        (!self.first_start && pointed)
+            .then(|| nothing_starts(self.slot, &release::no_current(layout, self.slot)))
+    }
+
     pub async fn run(mut self) {
         while let Some(msg) = self.rx.recv().await {
             match msg {
@@ -233,19 +242,35 @@ impl Supervisor {
             return answer(reply, Verdict::stopping(slot, ""));
         }
         let Some(current) = release::current(&self.daemon.layout, slot) else {
-            // `current` removed while no daemon ran: the last live release serves, and
-            // `/status` says why `current` does not name it (see `started`).
+            // `current` removed, or pointed at what is not a release, while no daemon
+            // ran: the last live release serves, and `/status` says why `current` does
+            // not name it (see `started`).
+            let why = release::no_current(&self.daemon.layout, slot);
             let first = self.first_start && self.live.is_none() && self.starting.is_none();
             if let Some(good) = self.last_good.clone().filter(|_| first) {
                 self.daemon.events.record(
                     "start",
                     Some(slot),
                     false,
-                    format!("{slot}: {}", missing_current(slot, &good)),
+                    format!("{slot}: {}", missing_current(slot, &why, &good)),
                 );
                 return self.begin(good, reply.into_iter().collect(), false).await;
             }
-            return refuse(reply, slot, format!("{slot} has no current release"));
+            // Meanwhile (a hand edit): nothing starts, what serves goes on serving, and
+            // `/status` says why. (A slot never deployed has nothing to say.)
+            let pointed = std::fs::symlink_metadata(self.daemon.layout.current_link(slot)).is_ok();
+            let error = match &self.live {
+                Some(live) => Some(missing_current(slot, &why, &live.release)),
+                None if pointed => Some(nothing_starts(slot, &why)),
+                None => None,
+            };
+            if let Some(error) = error {
+                self.daemon
+                    .events
+                    .record("start", Some(slot), false, format!("{slot}: {error}"));
+                self.handle().set_error(Some(error));
+            }
+            return refuse(reply, slot, why);
         };
         // `current` moved away from the release that failed (a push, a rollback): a
         // restarted daemon has nothing to pass over, and coming back to it is a new try.
@@ -406,7 +431,10 @@ impl Supervisor {
         }
         {
             let mut status = self.handle().status();
-            if status.last_error == missing_current(self.slot, release) {
+            if status
+                .last_error
+                .ends_with(&serving_instead(self.slot, release))
+            {
                 status.last_error.clear();
             }
         }
@@ -495,11 +523,19 @@ impl Refused {
 }
 
 /// What `/status` says while `serving`, the last live release, runs for a `current` that
-/// is missing.
-pub(super) fn missing_current(slot: Slot, serving: &str) -> String {
-    format!(
-        "{slot}/current is missing (removed by hand?): {slot} runs its last live release {serving}; `bluegreen rollback {slot} --to {serving}`, or a push, sets it again"
-    )
+/// names no release: `why` is [`release::no_current`]'s.
+pub(super) fn missing_current(slot: Slot, why: &str, serving: &str) -> String {
+    format!("{why}: {}", serving_instead(slot, serving))
+}
+
+/// What `/status` says for a `current` that names no release, while nothing serves.
+fn nothing_starts(slot: Slot, why: &str) -> String {
+    format!("{why}: nothing starts until `bluegreen rollback {slot} --to <release>`, or a push, sets it")
+}
+
+/// The end of [`missing_current`]'s line, which does not change with `why`.
+fn serving_instead(slot: Slot, serving: &str) -> String {
+    format!("{slot} runs its last live release {serving}; `bluegreen rollback {slot} --to {serving}`, or a push, sets it again")
 }
 
 pub(super) fn verdict_failed(slot: Slot, release: &str, reason: String) -> Verdict {

@@ -194,7 +194,11 @@ impl Supervisor {
                 });
                 let error = match &why {
                     Some(refused) => Some(refused.while_serving(slot, &release)),
-                    None if current.is_none() => Some(super::missing_current(slot, &release)),
+                    None if current.is_none() => Some(super::missing_current(
+                        slot,
+                        &release::no_current(&self.daemon.layout, slot),
+                        &release,
+                    )),
                     None => None,
                 };
                 self.handle().set_error(error);

@@ -607,6 +607,14 @@ impl Root {
         Some(link.file_name()?.to_string_lossy().into_owned())
     }
 
+    /// Points `slot`'s `current` at `target` by hand, atomically, as an operator would
+    /// (`ln -s … current.new && mv -T current.new current`).
+    pub fn point_current(&self, slot: &str, target: &str) {
+        let dir = self.path.join(slot);
+        std::os::unix::fs::symlink(target, dir.join("current.hand")).unwrap();
+        fs::rename(dir.join("current.hand"), dir.join("current")).unwrap();
+    }
+
     pub fn releases(&self, slot: &str) -> Vec<String> {
         let mut ids: Vec<String> = fs::read_dir(self.path.join(slot).join("releases"))
             .unwrap()
