@@ -17,7 +17,6 @@ use anyhow::Context;
 use crate::build::{self, Outcome};
 use crate::client::Client;
 use crate::config::Config;
-use crate::fsops;
 use crate::git;
 use crate::interrupt::Interrupt;
 use crate::layout::Layout;
@@ -217,6 +216,7 @@ fn release_push(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<Option<String>> {
+    let began = std::time::SystemTime::now();
     let _turn = release::push_turn(layout, slot, out)?;
     let mut pushed = git::resolve(repo, &update.new)?;
     let (lock, in_use, key) = loop {
@@ -251,7 +251,7 @@ fn release_push(
         writeln!(out, "{slot}: deploying {} {}", pushed.short, pushed.summary)?;
         let key = build::key(pushed.tree, &config.build);
         // Keeps the clean-up of unused builds away from this one until it is released.
-        let in_use = fsops::lock_shared(&layout.build_use_lock(&key))?;
+        let in_use = build::use_lock(layout, &key)?;
         let tree = pushed.tree;
         let checkout = |dir: &Path| git::checkout(repo, tree, dir);
         let outcome = build::ensure(
@@ -264,6 +264,7 @@ fn release_push(
                 label: &format!("{slot}: "),
                 out,
                 interrupt,
+                began,
             },
         )?;
         match outcome {

@@ -9,7 +9,6 @@ use std::io::Write;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::fsops;
 use crate::layout::Layout;
 use crate::release::{self, ReleaseMeta};
 use crate::slot::Slot;
@@ -238,13 +237,14 @@ pub fn promote(
         marks: true,
         ..source
     };
-    let in_use = fsops::lock_shared(&layout.build_use_lock(&meta.build_key))?;
+    let in_use = crate::build::use_lock(layout, &meta.build_key)?;
     // A push to `from` may have replaced its release and removed the build since it was
     // read; with the use lock held it can't any more.
     anyhow::ensure!(
         crate::build::is_finished(layout, &meta.build_key),
-        "{from}'s release {source_id} and its build {} were replaced by a push to {from} meanwhile; promote again",
-        meta.build_key
+        "{from}'s release {source_id} has no build any more ({} is gone: a push to {from} replaced it meanwhile, or it was removed by hand): promote again, or push its commit {} to {to}",
+        layout.build_dir(&meta.build_key).display(),
+        meta.commit_short()
     );
     let installed = release::install(layout, &meta, &config.app.linked_dirs)
         .with_context(|| format!("{to}: {from}/{source_id} not promoted"))?;

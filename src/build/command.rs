@@ -189,6 +189,20 @@ pub(super) fn run(
             config.command,
             Said::reason(said, log_path)
         );
+        // The disk filled while it ran (its log could not be written): what it wrote
+        // may be cut short whatever its exit status says, as a tool that ignores a
+        // failed write exits 0. Kept, it would be reused by every push of this tree.
+        let full = said
+            .as_ref()
+            .and_then(|said| said.log_failed.as_ref())
+            .filter(|e| matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)));
+        if let Some(e) = full {
+            anyhow::bail!(
+                "`{}` exited with {status}, but the disk filled while it ran ({e}, writing its log {}): what it wrote may be cut short, so it is not kept; free some space, then push a new commit (git commit --allow-empty -m retry)",
+                config.command,
+                log_path.display()
+            );
+        }
         Ok(())
     })
 }

@@ -7,7 +7,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use nix::sys::signal::{killpg, Signal};
@@ -91,6 +91,22 @@ pub struct Pusher<'a> {
     pub out: &'a mut (dyn Write + Send),
     /// A stopping signal during the checkout or the build fails it.
     pub interrupt: &'a Interrupt,
+    /// When the push began, before it waited for anything: a build of its tree that
+    /// failed since is its outcome too (see `ensure`).
+    pub began: SystemTime,
+}
+
+/// How far a file's time may lag the clock it is compared with: the kernel stamps files
+/// from a clock that ticks only every few milliseconds.
+const STAMP_LAG: Duration = Duration::from_millis(20);
+
+/// Takes the lock that keeps the clean-up of unused builds away from build `key` while
+/// a deploy uses it, shared with other deploys. `builds/` removed by hand (to free disk)
+/// is made again: it holds nothing but what builds leave.
+pub fn use_lock(layout: &Layout, key: &str) -> anyhow::Result<nix::fcntl::Flock<File>> {
+    let dir = layout.builds_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fsops::lock_shared(&layout.build_use_lock(key))
 }
 
 /// Makes sure `builds/<key>` exists: reuses it, or checks the tree out with `checkout`
@@ -128,7 +144,12 @@ pub fn ensure(
     // The build we waited for failed (or its push was stopped): running it again right
     // away would run the same build twice for one push of one commit to both slots.
     // Its hook killed outright, its build may still run: it goes, as we hold the key.
-    if waited {
+    // So with one that failed so fast that it was over before this push asked for the
+    // lock, but after this push began: its log was written since.
+    let failed_since = fs::metadata(layout.build_log(key))
+        .and_then(|meta| meta.modified())
+        .is_ok_and(|written| written + STAMP_LAG >= pusher.began);
+    if waited || failed_since {
         let _ = clear_leftovers(layout, Some(key));
         anyhow::bail!(
             "the push that was building this tree did not finish it: its build failed or it was stopped (log {}); to retry, push a new commit (git commit --allow-empty -m retry)",

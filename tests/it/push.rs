@@ -393,6 +393,128 @@ fn a_build_log_that_cannot_be_written_is_said_to_be_incomplete() {
     assert!(root.current("blue").is_none());
 }
 
+/// A build that exits 0 after the disk filled (its log could not be written, as a tool
+/// that ignores a failed write exits 0) is not kept: what it wrote may be cut short. It
+/// was kept, and every later push of the tree reused it.
+#[test]
+fn a_build_that_ran_into_a_full_disk_is_not_kept_whatever_it_exits_with() {
+    let root = Root::new();
+    let builds = root.set_build("sh -c 'echo compiling; [ -e \"$GO\" ]'");
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("exited with exit status: 1");
+    let log = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("the failed build's log");
+    // The log on a full disk: every write to it fails with ENOSPC.
+    fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    fs::write(&builds.go, "").unwrap();
+    root.commit("retry", &[]);
+    root.push("blue").says(&format!(
+        "exited with exit status: 0, but the disk filled while it ran (No space left on device (os error 28), writing its log {}): what it wrote may be cut short, so it is not kept; free some space, then push a new commit (git commit --allow-empty -m retry)",
+        log.display()
+    ));
+    assert!(root.current("blue").is_none());
+    assert_empty(&root.path.join("builds/.tmp"));
+    // Space freed, the next push builds it again and deploys it.
+    fs::remove_file(&log).unwrap();
+    root.commit("retry again", &[]);
+    root.push("blue").says("blue: release ");
+    assert!(root.current("blue").is_some());
+}
+
+/// Pushes of one commit to both slots at once, whose build fails at once: the push that
+/// began while the other's build ran takes its failure, even when that build was over
+/// before it asked for the build's lock. It ran the build a second time. A push that
+/// begins after the failure builds again: that is how to retry.
+#[test]
+fn a_build_that_failed_after_a_push_began_is_not_run_again_for_it() {
+    let root = Root::new();
+    let builds = root.set_build("sh -c 'echo built >> \"$COUNT\"; exit 3'");
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    // Green's push begins, and waits for its turn while blue's push builds and fails.
+    let turn = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.path.join("green/.push.lock"))
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(turn, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let mut green = git_command(&root.work)
+        .args(["push", "green", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = green.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("waiting for its turn") {
+                let _ = tx.send(());
+            }
+            text += &line;
+            text += "\n";
+        }
+        text
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("green's push waits for its turn");
+    root.push("blue").says("exited with exit status: 3");
+    drop(held);
+    let _ = green.wait();
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains("the push that was building this tree did not finish it"),
+        "{text}"
+    );
+    assert_eq!(count_lines(&builds.count), 1, "{text}");
+    root.commit("retry", &[]);
+    root.push("green").says("exited with exit status: 3");
+    assert_eq!(count_lines(&builds.count), 2);
+}
+
+/// `builds/` removed by hand (to free disk) is made again by the next push: every push
+/// failed at its lock (`cannot open lock …`) until `bluegreen init` ran. A promote whose
+/// build is gone says so, and how to deploy that commit instead.
+#[test]
+fn a_builds_folder_removed_by_hand_comes_back_with_the_next_push() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+    let v1 = root.current("blue").unwrap();
+    fs::remove_dir_all(root.path.join("builds")).unwrap();
+    let out = root.run(&["promote", "blue", "green"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "error: blue's release {v1} has no build any more ("
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            " is gone: a push to blue replaced it meanwhile, or it was removed by hand): promote again, or push its commit {} to green",
+            &v1[v1.len() - 7..]
+        )),
+        "{text}"
+    );
+    assert!(root.current("green").is_none());
+    fs::remove_dir_all(root.path.join("builds")).unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: release ");
+    assert_ne!(root.current("blue").unwrap(), v1);
+}
+
 #[test]
 fn a_failing_build_and_a_slow_one_leave_current_alone() {
     let root = Root::new();
