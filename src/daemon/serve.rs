@@ -259,8 +259,11 @@ async fn run(
     systemd::extend_timeout(wait + SYSTEMD_MARGIN);
     let restored = daemon.routing().0;
     let slot_open = [blue_open.0, green_open.0];
+    // Each slot's first start has ended, live or not.
+    let first_done = [(); 2].map(|()| tokio_watch::channel(false).0);
     let settle = |slot: Slot, verdict: Option<oneshot::Receiver<crate::verdict::Verdict>>| {
-        let (open, front, daemon) = (&slot_open[slot.index()], &front_open.0, &daemon);
+        let (open, first_done, daemon) =
+            (&slot_open[slot.index()], &first_done[slot.index()], &daemon);
         async move {
             let deadline = tokio::time::Instant::now() + wait;
             let live = match verdict {
@@ -270,24 +273,40 @@ async fn run(
                 ),
                 None => false,
             };
+            first_done.send_replace(true);
             // A failed first start is followed by another (the last live release brought
             // back, or the same one tried again, after the backoff's second): clients
             // wait for it in the backlog too, within the same wait (systemd's start
             // timeout counts it), rather than get 503s.
             let live = live || comes_live(daemon, slot, deadline).await;
             open.send_replace(true);
-            if restored == Some(slot) {
-                front.send_replace(true);
-            }
             live
         }
     };
+    // The front opens with the slot it routes to; with mirroring on, also once the
+    // standby's first start has ended: a write taken before the standby is live could
+    // not be copied to it (each restart lost the writes of the standby's start).
+    let front_opens = async {
+        let Some(active) = restored else { return };
+        let _ = slot_open[active.index()]
+            .subscribe()
+            .wait_for(|open| *open)
+            .await;
+        if daemon.mirroring() {
+            let _ = first_done[active.other().index()]
+                .subscribe()
+                .wait_for(|done| *done)
+                .await;
+        }
+        front_open.0.send_replace(true);
+    };
     let startup = async {
-        let live = tokio::join!(
+        let (blue_live, green_live, ()) = tokio::join!(
             settle(Slot::Blue, first_blue),
-            settle(Slot::Green, first_green)
+            settle(Slot::Green, first_green),
+            front_opens
         );
-        for (slot, live) in Slot::ALL.into_iter().zip([live.0, live.1]) {
+        for (slot, live) in Slot::ALL.into_iter().zip([blue_live, green_live]) {
             if live {
                 daemon.adopt_if_none(slot);
             }
@@ -332,10 +351,13 @@ async fn run(
         // The drain, then a generation's group and what it left outside it, then what
         // it started outside itself while stopping (each up to stop_timeout), after the
         // wait for requests already sent; the last leftovers' reap after the runtime.
+        // With mirroring on, the standby's drain begins once the active's drain and the
+        // mirror's queue are over (within one drain_timeout).
         let app = &daemon.config().app;
+        let drains = if daemon.mirroring() { 2 } else { 1 };
         systemd::extend_timeout(
             STOP_TELL_WAIT
-                + app.drain_timeout
+                + drains * app.drain_timeout
                 + 3 * app.stop_timeout
                 + MIRROR_TELL_WAIT
                 + CONTROL_TELL_WAIT
@@ -352,13 +374,27 @@ async fn run(
     // Requests already sent on accepted connections are read and routed (so counted in
     // flight and drained) before the slots stop routing: cleared first, they got 503s.
     let _ = tokio::time::timeout(STOP_TELL_WAIT, listeners.all_told()).await;
+    // With mirroring on, the standby stops last: it takes the copies of the writes the
+    // active is still answering, and then those still queued. Stopped together, those
+    // copies found no standby (each restart lost them).
+    let mirrored = daemon.routing().0.filter(|_| daemon.mirroring());
     let mut done = Vec::new();
-    for slot in Slot::ALL {
-        let (tx, rx) = oneshot::channel();
-        let _ = daemon.slots[slot.index()]
-            .tx
-            .send(supervisor::Msg::Shutdown(tx));
-        done.push(rx);
+    for slot in Slot::ALL
+        .into_iter()
+        .filter(|&slot| Some(slot.other()) != mirrored)
+    {
+        done.push(shut_down(&daemon, slot));
+    }
+    if let Some(active) = mirrored {
+        let by = tokio::time::Instant::now() + daemon.config().app.drain_timeout;
+        answered(&daemon, active, by).await;
+        if !daemon.mirror.drain(by).await {
+            tracing::warn!(
+                "the mirror's queue was not all sent to {} within app.drain_timeout: stopping it",
+                active.other()
+            );
+        }
+        done.push(shut_down(&daemon, active.other()));
     }
     for rx in done {
         let _ = rx.await;
@@ -412,6 +448,33 @@ async fn comes_live(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant)
         };
         if !coming || tokio::time::Instant::now() >= deadline {
             return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Tells `slot`'s supervisor to stop its generations; the receiver hears when they are.
+fn shut_down(daemon: &Daemon, slot: Slot) -> oneshot::Receiver<()> {
+    let (tx, rx) = oneshot::channel();
+    let _ = daemon.slots[slot.index()]
+        .tx
+        .send(supervisor::Msg::Shutdown(tx));
+    rx
+}
+
+/// Waits until `slot` routes nothing and the generations it drains have no request in
+/// flight (so every copy of a write it answered is queued), or until `deadline`.
+async fn answered(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant) {
+    let handle = &daemon.slots[slot.index()];
+    while tokio::time::Instant::now() < deadline {
+        let busy = handle.route.live().is_some()
+            || handle
+                .status()
+                .draining
+                .iter()
+                .any(|g| g.in_flight.get() > 0);
+        if !busy {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

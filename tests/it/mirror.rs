@@ -845,11 +845,37 @@ fn queued_copies_count_their_heads_against_the_memory_bound() {
     root.wait_log("the mirrored copies queued and out already hold 256 MiB");
 }
 
+/// A restart loses no copy: the standby stops after the active has answered its writes
+/// and the queued copies are sent, and at the start the front opens once the standby's
+/// first start is over. Both slots stopped together, and the front opened with the
+/// active alone: the copies queued at the stop, and those of the writes taken while the
+/// standby started, found no standby (`standby_down`).
+#[test]
+fn a_restart_sends_every_copy_to_the_standby() {
+    // Green takes 300 ms per answer (its readiness probe too): its copies queue up, and
+    // at the start it is live well after blue.
+    let mut root = slow_green("300", &[]);
+    for i in 0..8 {
+        assert_eq!(put(&root, &format!("/items/before{i}"), "x"), 201);
+    }
+    root.stop_cleanly(Duration::from_secs(20));
+    let data = root.path.join("green/shared/data");
+    let on_green = || std::fs::read_dir(&data).unwrap().count();
+    assert_eq!(on_green(), 8, "{}", root.log());
+    root.serve();
+    // Held in the front's backlog until green's first start is over.
+    assert_eq!(put(&root, "/items/after", "x"), 201);
+    root.stop_cleanly(Duration::from_secs(20));
+    assert_eq!(on_green(), 9, "{}", root.log());
+    assert!(!root.log().contains("not mirrored"), "{}", root.log());
+}
+
 #[test]
 fn a_stop_tells_every_copy_it_did_not_send() {
     // Green takes 2 s per copy: of ten writes made one after another, whose copies go
-    // out one at a time, one is out and nine wait when the daemon is told to stop.
-    let mut root = slow_green("2000", &[]);
+    // out one at a time, one is out and nine wait when the daemon is told to stop, and
+    // the drain timeout is over before they are sent.
+    let mut root = slow_green("2000", &[("app.drain_timeout", "1s".into())]);
     for i in 0..10 {
         assert_eq!(put(&root, &format!("/items/s{i}"), "x"), 201);
     }
