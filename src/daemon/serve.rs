@@ -316,7 +316,7 @@ async fn run(
     // A stop asked for while the first generations get ready is obeyed at once (systemd
     // would otherwise wait up to ready_timeout before the drain even starts).
     let stop_early = async {
-        while let Some(signal) = signals.recv().await {
+        while let Some(signal) = next_signal(&mut signals).await {
             if signal != SIGHUP {
                 return;
             }
@@ -334,7 +334,7 @@ async fn run(
         // Only now: a restored active slot still starting is not a failing one.
         let heartbeat = tokio::spawn(heartbeat::run(daemon.clone()));
         systemd::ready();
-        while let Some(signal) = signals.recv().await {
+        while let Some(signal) = next_signal(&mut signals).await {
             if signal == SIGHUP {
                 systemd::reloading();
                 // `systemctl status` shows it: a refused reload ends as READY=1 too.
@@ -451,6 +451,21 @@ async fn comes_live(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant)
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The next signal to act on: a stop (SIGTERM, SIGINT) ahead of the reloads queued
+/// before it, and the SIGHUPs queued together as one reload. A burst of `kill -HUP`
+/// (each reload takes 100 ms at least) held a SIGTERM behind it for as long, past
+/// systemd's stop timeout. `None` once no signal can come.
+async fn next_signal(signals: &mut mpsc::UnboundedReceiver<i32>) -> Option<i32> {
+    let mut signal = signals.recv().await?;
+    while signal == SIGHUP {
+        match signals.try_recv() {
+            Ok(next) => signal = next,
+            Err(_) => break,
+        }
+    }
+    Some(signal)
 }
 
 /// Tells `slot`'s supervisor to stop its generations; the receiver hears when they are.

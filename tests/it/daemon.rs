@@ -688,6 +688,27 @@ fn a_push_after_control_listen_moved_does_not_say_no_daemon_runs() {
     );
 }
 
+/// A burst of SIGHUPs is taken as a few reloads, and a SIGTERM after it ahead of any
+/// still queued: each SIGHUP was a reload of its own (100 ms at least), and the SIGTERM
+/// waited behind them all (600 of them outlast systemd's stop timeout).
+#[test]
+fn a_burst_of_sighups_is_a_few_reloads_and_holds_no_stop_behind_it() {
+    let mut root = blue_live();
+    // One every 5 ms, as a script's loop of `kill -HUP` sends them: each reaches the
+    // daemon on its own (sent at once, the kernel would merge them into one).
+    for _ in 0..60 {
+        root.signal(Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    root.stop_cleanly(Duration::from_secs(20));
+    let reloads = root.log().matches("config reloaded from").count();
+    assert!(
+        (1..20).contains(&reloads),
+        "{reloads} reloads:\n{}",
+        root.log()
+    );
+}
+
 #[test]
 fn sighup_with_a_broken_config_keeps_running() {
     let root = blue_live();
