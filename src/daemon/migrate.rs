@@ -4,9 +4,11 @@
 //! and env as its live generation has them (for a slot with no live generation: no port,
 //! the folder of the release it last ran, and the config's env), in
 //! a process group of its own, bounded by `switch.migrate_timeout`; whatever it leaves in
-//! its group, or started outside it (a helper that ran `setsid`), is killed when it is
-//! done, or when the switch is dropped (the daemon stopping): no part of a migration
-//! given up runs on beside the next. Of its stderr only the last lines are kept, each cut
+//! its group, or started outside it (a helper that ran `setsid`), is stopped when it is
+//! done, or when the switch is dropped (the daemon stopping): SIGTERM, so that it can
+//! roll back what it began, then SIGKILL after `app.stop_timeout`. No part of a
+//! migration given up runs on beside the next, which waits for that, nor past the
+//! daemon's stop. Of its stderr only the last lines are kept, each cut
 //! short for a one-line reason: a migration that prints a lot (a progress bar, a dump)
 //! costs the daemon no more memory than one long line.
 
@@ -16,8 +18,6 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{workers, Daemon};
@@ -82,6 +82,9 @@ pub async fn run(
             dir.map(|d| d.display().to_string()).unwrap_or_default(),
         );
     }
+    // A migration given up before (its timeout) may still have its SIGTERM's grace: it
+    // is over before this one begins.
+    let _ = tokio::task::spawn_blocking(wait_stopped).await;
     let tag = format!(
         "switch.migrate/{}",
         MIGRATIONS.fetch_add(1, Ordering::Relaxed) + 1
@@ -97,7 +100,9 @@ pub async fn run(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
+        // Its group is stopped by `GroupKiller`, SIGTERM first: dropping the child must
+        // not SIGKILL its leader before that.
+        .kill_on_drop(false)
         .spawn()
         .map_err(|e| {
             let why = argv::not_started(&words[0], dir, env.get("PATH"), &e);
@@ -105,7 +110,13 @@ pub async fn run(
         })?;
     // Whatever the migration leaves in its group goes when it is done, and with it if
     // this switch is dropped (the daemon stopping): no orphan.
-    let _group = GroupKiller(child.id(), daemon.layout.clone(), tag);
+    let mut group = GroupKiller {
+        group: child.id(),
+        layout: daemon.layout.clone(),
+        tag,
+        grace: config.app.stop_timeout,
+        ended: false,
+    };
     let stderr = child.stderr.take().expect("stderr was piped");
     // Outside the run: a migration cut off by its timeout is quoted too (what it waits for).
     let mut tail = Tail::new(QUOTED);
@@ -129,6 +140,7 @@ pub async fn run(
     };
     let timeout = config.switch.migrate_timeout;
     let outcome = tokio::time::timeout(timeout, run).await;
+    group.ended = true;
     let tail = tail.joined();
     let quoted = if tail.is_empty() {
         String::new()
@@ -162,17 +174,55 @@ async fn last_lines(mut stream: impl AsyncRead + Unpin, tail: &mut Tail) {
     lines.finish(|line| tail.push(line));
 }
 
-/// SIGKILLs a migration's process group when dropped, and what it started outside it.
-struct GroupKiller(Option<u32>, Layout, String);
+/// Stops a migration's process group when dropped, and what it started outside it:
+/// SIGTERM, then SIGKILL after `grace` (`app.stop_timeout`), so that one cut off (the
+/// daemon stopping, its timeout) can still roll back what it began.
+struct GroupKiller {
+    group: Option<u32>,
+    layout: Layout,
+    tag: String,
+    grace: Duration,
+    /// It ended, or ran out of time: dropped before, the switch was given up under it.
+    ended: bool,
+}
+
+/// The threads stopping what migrations left, which the daemon's stop waits for: one
+/// that ended with it would leave the migration running on.
+static STOPPING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
 
 impl Drop for GroupKiller {
     fn drop(&mut self) {
-        if let Some(group) = self.0 {
-            let _ = killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
-            // It reads /proc: not on the runtime's threads.
-            let (layout, tag) = (self.1.clone(), std::mem::take(&mut self.2));
-            std::thread::spawn(move || workers::reap_strays(&layout, &tag, group, Duration::ZERO));
+        let Some(group) = self.group else { return };
+        if !self.ended {
+            tracing::warn!(
+                "{} cut off before it ended (its switch was given up: the daemon is stopping): SIGTERM to its process group, SIGKILL after {}",
+                self.tag,
+                humantime::format_duration(self.grace)
+            );
         }
+        let (layout, tag, grace) = (
+            self.layout.clone(),
+            std::mem::take(&mut self.tag),
+            self.grace,
+        );
+        // It waits, and reads /proc: not on the runtime's threads.
+        let stopping = std::thread::spawn(move || {
+            workers::stop_group(group, grace);
+            workers::reap_strays(&layout, &tag, group, grace);
+        });
+        let mut threads = STOPPING.lock().expect("no panic holds it");
+        threads.retain(|thread| !thread.is_finished());
+        threads.push(stopping);
+    }
+}
+
+/// Waits until what migrations left is stopped (each within its `grace`, twice: its
+/// group, then what it started outside it). Called at the daemon's stop.
+pub fn wait_stopped() {
+    let threads = std::mem::take(&mut *STOPPING.lock().expect("no panic holds it"));
+    for thread in threads {
+        let _ = thread.join();
     }
 }
 

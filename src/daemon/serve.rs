@@ -422,6 +422,7 @@ async fn run(
     for supervisor in supervisors {
         supervisor.abort();
     }
+
     // A reload's caller waits on its supervisor, gone now: its answer, "the daemon is
     // stopping", is written before the runtime ends.
     if tokio::time::timeout(CONTROL_TELL_WAIT, control)
@@ -430,6 +431,9 @@ async fn run(
     {
         tracing::warn!("the control API's callers were not all answered before the stop");
     }
+    // A migration cut off by the stop (its switch given up, its caller told) gets its
+    // SIGTERM's grace.
+    let _ = tokio::task::spawn_blocking(super::migrate::wait_stopped).await;
     tracing::info!("stopped");
     Ok(true)
 }

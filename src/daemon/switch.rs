@@ -100,7 +100,16 @@ pub async fn in_task(
     };
     match result {
         Ok(result) => result,
-        Err(e) if e.is_cancelled() => Err(SwitchError::Stopping),
+        Err(e) if e.is_cancelled() => {
+            let active = daemon.active().map_or("none", Slot::name);
+            daemon.events.record(
+                "switch",
+                None,
+                true,
+                format!("not switched ({cause}): the daemon is stopping; {active} stays active"),
+            );
+            Err(SwitchError::Stopping)
+        }
         Err(e) => Err(SwitchError::Failed(format!("the switch failed: {e}"))),
     }
 }

@@ -239,6 +239,12 @@ fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> Reaped {
     }
 }
 
+/// Stops process group `pgid`: SIGTERM, then SIGKILL to what still runs after `grace`
+/// (see `stop`). It waits: for blocking code only.
+pub fn stop_group(pgid: u32, grace: Duration) {
+    stop(&BTreeSet::from([pgid]), grace);
+}
+
 /// SIGTERM to each group, SIGKILL after `grace` to those still running. A group seen
 /// gone is never signalled again: its id is free for the next process that leads a
 /// group, a stranger's (pids wrap, at 32,768 on many hosts).

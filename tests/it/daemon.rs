@@ -2157,12 +2157,17 @@ fn a_drain_timeout_raised_by_sighup_lets_a_slow_request_finish_at_the_stop() {
 
 /// Blue live and active, green live, and `ask` switching to green: once the switch's
 /// `switch.migrate` runs, the daemon gets `signal`. The root, and what `ask` returned.
+/// The migration notes a SIGTERM in the root's `termed` and exits.
 fn a_switch_cut_by(signal: Signal, ask: impl FnOnce(&Root) -> String + Send) -> (Root, String) {
     let started = tempfile::tempdir().unwrap();
     let flag = started.path().join("migrating");
     let root = blue_live_with(&[(
         "switch.migrate",
-        format!("sh -c 'touch {}; sleep 30'", flag.display()).into(),
+        format!(
+            "sh -c 'trap \"touch ../../../termed; exit 0\" TERM; touch {}; sleep 30 & wait'",
+            flag.display()
+        )
+        .into(),
     )]);
     root.push("green").says("green: live in ");
     let read = std::thread::scope(|s| {
@@ -2185,6 +2190,21 @@ fn a_switch_cut_by_the_stop(ask: impl FnOnce(&Root) -> String + Send) -> String 
     let (mut root, read) = a_switch_cut_by(Signal::SIGTERM, ask);
     assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
     assert_eq!(root.processes(), Vec::<u32>::new(), "the migration is gone");
+    // It was told to stop (SIGKILLed outright, it could not roll back what it began),
+    // and the log says so, and that the switch did not happen.
+    assert!(
+        root.path.join("termed").exists(),
+        "the migration got no SIGTERM"
+    );
+    let log = root.log();
+    assert!(
+        log.contains("switch.migrate/1 cut off before it ended (its switch was given up: the daemon is stopping): SIGTERM to its process group, SIGKILL after 2s"),
+        "{log}"
+    );
+    assert!(
+        log.contains(": the daemon is stopping; blue stays active"),
+        "{log}"
+    );
     root.serve();
     assert_eq!(root.status()["active"], "blue");
     read
