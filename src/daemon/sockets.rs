@@ -153,10 +153,39 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(TcpListener::from(socket))
 }
 
+/// Why sockets passed with `LISTEN_FDS` cannot be taken though they are open in this
+/// process: `LISTEN_PID` names another, as when a wrapper script runs `bluegreen serve`
+/// without `exec`. Ignored (as sd_listen_fds(3) does), they stayed bound, and binding the
+/// same addresses failed ("address in use", after a wait for an answer there). `None`
+/// when the sockets are this process's, or are not open here (a stale environment).
+fn passed_to_another() -> Option<String> {
+    let fds: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let me = std::process::id();
+    let socket = |fd: i32| {
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat(2) only writes the struct it is given, and it is read only
+        // when fstat says it filled it.
+        unsafe {
+            libc::fstat(fd, stat.as_mut_ptr()) == 0
+                && stat.assume_init().st_mode & libc::S_IFMT == libc::S_IFSOCK
+        }
+    };
+    let open = (3..3 + fds.clamp(0, 64)).all(socket);
+    (pid != me && fds > 0 && open).then(|| {
+        format!(
+            "LISTEN_FDS={fds} passes this process sockets, but LISTEN_PID={pid} names another (this is {me}): a wrapper script runs `bluegreen serve` without `exec`; write `exec bluegreen serve ...` in it"
+        )
+    })
+}
+
 /// The sockets systemd passed to this process, with the address each listens on; none
 /// outside socket activation. `LISTEN_PID` and `LISTEN_FDS` are unset here; what the
 /// daemon starts is kept from `LISTEN_FDNAMES` too (see [`super::systemd::keep_from`]).
 fn passed() -> anyhow::Result<Vec<(SocketAddr, TcpListener)>> {
+    if let Some(why) = passed_to_another() {
+        anyhow::bail!(why);
+    }
     let fds = sd_notify::listen_fds().context("cannot take the sockets systemd passed")?;
     let mut passed: Vec<(SocketAddr, TcpListener)> = Vec::new();
     for fd in fds {

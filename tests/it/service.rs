@@ -209,6 +209,30 @@ fn a_restart_under_socket_activation_loses_no_request() {
     assert!(root.get(root.front, "/").body.starts_with("v1 from blue"));
 }
 
+/// Sockets passed to a wrapper script that runs `serve` without `exec`: they are open
+/// in the daemon, but `LISTEN_PID` names the script. Said at once; the daemon ignored
+/// them, and its own bind of the same addresses failed after a wait, as if another root
+/// held them.
+#[test]
+fn sockets_passed_to_a_wrapper_without_exec_are_told_so() {
+    use std::os::fd::AsFd;
+    let root = Root::new();
+    let sockets = root.sockets();
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
+    let out = root.run_activated_unexeced(&fds);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("LISTEN_FDS=4 passes this process sockets, but LISTEN_PID="),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(": a wrapper script runs `bluegreen serve` without `exec`; write `exec bluegreen serve ...` in it"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
 #[test]
 fn a_socket_from_systemd_the_config_does_not_name_is_refused() {
     use std::os::fd::AsFd;

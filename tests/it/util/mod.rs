@@ -332,12 +332,19 @@ impl Root {
         env: &[(&str, &str)],
         fds: &[std::os::fd::BorrowedFd],
     ) -> &mut Root {
-        self.spawn(env, activated(fds), true)
+        self.spawn(env, activated(fds, true), true)
     }
 
     /// `serve` under socket activation with `fds`, for a daemon that exits at once.
     pub fn run_activated(&self, fds: &[std::os::fd::BorrowedFd]) -> Output {
-        let mut command = self.serve_command(&[], activated(fds));
+        let mut command = self.serve_command(&[], activated(fds, true));
+        command.stderr(Stdio::piped()).output().unwrap()
+    }
+
+    /// `run_activated`, as a wrapper script that runs `serve` without `exec` does:
+    /// `LISTEN_PID` names the script, not the daemon.
+    pub fn run_activated_unexeced(&self, fds: &[std::os::fd::BorrowedFd]) -> Output {
+        let mut command = self.serve_command(&[], activated(fds, false));
         command.stderr(Stdio::piped()).output().unwrap()
     }
 
@@ -358,13 +365,13 @@ impl Root {
     fn serve_command(&self, env: &[(&str, &str)], launch: Launch) -> Command {
         use std::os::unix::process::CommandExt;
         let mut command = match launch {
-            Launch::Activated(..) => {
+            Launch::Activated(_, _, exec) => {
                 let mut sh = Command::new("sh");
-                sh.args([
-                    "-c",
-                    "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"",
-                    BIN,
-                ]);
+                let script = match exec {
+                    true => "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"",
+                    false => "LISTEN_PID=$$; export LISTEN_PID; \"$0\" \"$@\"",
+                };
+                sh.args(["-c", script, BIN]);
                 sh
             }
             _ => Command::new(BIN),
@@ -392,7 +399,7 @@ impl Root {
             // SAFETY: fcntl(2) and dup2(2) are async-signal-safe, as pre_exec requires,
             // and nothing here allocates. Each fd is first copied above 3 + count (and
             // close-on-exec), so moving one to its place never overwrites another.
-            Launch::Activated(fds, count) => unsafe {
+            Launch::Activated(fds, count, _) => unsafe {
                 use nix::libc;
                 command.pre_exec(move || {
                     let mut high = [-1; 8];
@@ -638,22 +645,23 @@ enum Launch {
     Plain,
     /// With its file limit (soft and hard) set to this.
     Limited(u64),
-    /// Under socket activation, with these fds (the first `.1` of them).
-    Activated([i32; 8], usize),
+    /// Under socket activation, with these fds (the first `.1` of them), and `.2` false
+    /// as a wrapper script without `exec` runs it: `LISTEN_PID` is the script's.
+    Activated([i32; 8], usize, bool),
     /// As on a full disk: no file it writes may grow (soft `RLIMIT_FSIZE` 0, `SIGXFSZ`
     /// ignored, so a write fails with `EFBIG`), until the soft limit is raised.
     DiskFull,
 }
 
-/// `Launch::Activated` with `fds`.
-fn activated(fds: &[std::os::fd::BorrowedFd]) -> Launch {
+/// `Launch::Activated` with `fds`, the daemon `exec`ed (as systemd starts it) or not.
+fn activated(fds: &[std::os::fd::BorrowedFd], exec: bool) -> Launch {
     use std::os::fd::AsRawFd;
     assert!(fds.len() <= 8, "at most 8 sockets");
     let mut raw = [-1; 8];
     for (to, fd) in raw.iter_mut().zip(fds) {
         *to = fd.as_raw_fd();
     }
-    Launch::Activated(raw, fds.len())
+    Launch::Activated(raw, fds.len(), exec)
 }
 
 /// The hook run as git runs it for a push into `repo` (`GIT_DIR`), with `args` before its
