@@ -81,7 +81,7 @@ impl Generation {
         let dir = layout.release_dir(slot, release);
         anyhow::ensure!(
             dir.is_dir(),
-            "release {release} of {slot} does not exist (removed by hand?)"
+            "release {release} of {slot} does not exist (removed by hand?): `bluegreen rollback {slot}` goes back to the one before it, or a push deploys anew"
         );
         anyhow::ensure!(
             crate::release::exists(layout, slot, release),

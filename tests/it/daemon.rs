@@ -1156,6 +1156,34 @@ fn a_current_pointed_by_hand_at_no_release_is_not_run() {
     });
 }
 
+/// The live release's folder removed by hand, then its worker crashed: the restarts
+/// say what is missing and what mends it, and that mends it.
+#[test]
+fn a_live_release_removed_by_hand_says_how_to_mend_it_when_its_worker_crashes() {
+    let root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    let v2 = root.current("blue").unwrap();
+    fs::remove_dir_all(root.path.join("blue/releases").join(&v2)).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(root.live_pid("blue")),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let said = format!("release {v2} of blue does not exist (removed by hand?): `bluegreen rollback blue` goes back to the one before it, or a push deploys anew");
+    wait_for(Duration::from_secs(10), "the restart to say why", || {
+        let error = root.status()["slots"]["blue"]["last_error"].clone();
+        error
+            .as_str()
+            .is_some_and(|e| e.contains(&said))
+            .then_some(())
+    });
+    root.run_ok(&["rollback", "blue"]);
+    root.wait_body(root.blue, "v1 from blue");
+    assert_eq!(root.current("blue").unwrap(), v1);
+}
+
 /// A slot never deployed whose `current` points by hand at a folder bluegreen did not
 /// make starts nothing, and its port and `/status` say why (it was run).
 #[test]
