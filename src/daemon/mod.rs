@@ -128,6 +128,24 @@ impl SlotHandle {
     pub fn set_error(&self, error: Option<String>) {
         self.status().last_error = error.unwrap_or_default();
     }
+
+    /// Waits until `deadline` while the slot has no live generation but one on its way
+    /// (a start under way or due); whether it got one.
+    pub async fn comes_live(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            if self.route.live().is_some() {
+                return true;
+            }
+            let coming = {
+                let status = self.status();
+                status.starting || status.restart_at.is_some()
+            };
+            if !coming || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A proxy thread's copy of the config: reading it writes nothing shared.

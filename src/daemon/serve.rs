@@ -259,11 +259,8 @@ async fn run(
     systemd::extend_timeout(wait + SYSTEMD_MARGIN);
     let restored = daemon.routing().0;
     let slot_open = [blue_open.0, green_open.0];
-    // Each slot's first start has ended, live or not.
-    let first_done = [(); 2].map(|()| tokio_watch::channel(false).0);
     let settle = |slot: Slot, verdict: Option<oneshot::Receiver<crate::verdict::Verdict>>| {
-        let (open, first_done, daemon) =
-            (&slot_open[slot.index()], &first_done[slot.index()], &daemon);
+        let (open, front, daemon) = (&slot_open[slot.index()], &front_open.0, &daemon);
         async move {
             let deadline = tokio::time::Instant::now() + wait;
             let live = match verdict {
@@ -273,40 +270,24 @@ async fn run(
                 ),
                 None => false,
             };
-            first_done.send_replace(true);
             // A failed first start is followed by another (the last live release brought
             // back, or the same one tried again, after the backoff's second): clients
             // wait for it in the backlog too, within the same wait (systemd's start
             // timeout counts it), rather than get 503s.
-            let live = live || comes_live(daemon, slot, deadline).await;
+            let live = live || daemon.slots[slot.index()].comes_live(deadline).await;
             open.send_replace(true);
+            if restored == Some(slot) {
+                front.send_replace(true);
+            }
             live
         }
     };
-    // The front opens with the slot it routes to; with mirroring on, also once the
-    // standby's first start has ended: a write taken before the standby is live could
-    // not be copied to it (each restart lost the writes of the standby's start).
-    let front_opens = async {
-        let Some(active) = restored else { return };
-        let _ = slot_open[active.index()]
-            .subscribe()
-            .wait_for(|open| *open)
-            .await;
-        if daemon.mirroring() {
-            let _ = first_done[active.other().index()]
-                .subscribe()
-                .wait_for(|done| *done)
-                .await;
-        }
-        front_open.0.send_replace(true);
-    };
     let startup = async {
-        let (blue_live, green_live, ()) = tokio::join!(
+        let live = tokio::join!(
             settle(Slot::Blue, first_blue),
-            settle(Slot::Green, first_green),
-            front_opens
+            settle(Slot::Green, first_green)
         );
-        for (slot, live) in Slot::ALL.into_iter().zip([blue_live, green_live]) {
+        for (slot, live) in Slot::ALL.into_iter().zip([live.0, live.1]) {
             if live {
                 daemon.adopt_if_none(slot);
             }
@@ -436,25 +417,6 @@ async fn run(
     let _ = tokio::task::spawn_blocking(super::migrate::wait_stopped).await;
     tracing::info!("stopped");
     Ok(true)
-}
-
-/// Waits until `deadline` while `slot` has no live generation but one on its way (a
-/// start under way or due); whether it got one.
-async fn comes_live(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant) -> bool {
-    loop {
-        let handle = &daemon.slots[slot.index()];
-        if handle.route.live().is_some() {
-            return true;
-        }
-        let coming = {
-            let status = handle.status();
-            status.starting || status.restart_at.is_some()
-        };
-        if !coming || tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The next signal to act on: a stop (SIGTERM, SIGINT) ahead of the reloads queued

@@ -846,10 +846,10 @@ fn queued_copies_count_their_heads_against_the_memory_bound() {
 }
 
 /// A restart loses no copy: the standby stops after the active has answered its writes
-/// and the queued copies are sent, and at the start the front opens once the standby's
-/// first start is over. Both slots stopped together, and the front opened with the
-/// active alone: the copies queued at the stop, and those of the writes taken while the
-/// standby started, found no standby (`standby_down`).
+/// and the queued copies are sent, and at the start the copies wait for the standby's
+/// first generation. Both slots stopped together, and copies went out at once: those
+/// queued at the stop, and those of the writes taken while the standby started, found
+/// no standby (`standby_down`).
 #[test]
 fn a_restart_sends_every_copy_to_the_standby() {
     // Green takes 300 ms per answer (its readiness probe too): its copies queue up, and
@@ -863,7 +863,7 @@ fn a_restart_sends_every_copy_to_the_standby() {
     let on_green = || std::fs::read_dir(&data).unwrap().count();
     assert_eq!(on_green(), 8, "{}", root.log());
     root.serve();
-    // Held in the front's backlog until green's first start is over.
+    // Blue is live before green: the copy waits for green.
     assert_eq!(put(&root, "/items/after", "x"), 201);
     root.stop_cleanly(Duration::from_secs(20));
     assert_eq!(on_green(), 9, "{}", root.log());

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Method, Request};
 use http_body_util::BodyExt;
@@ -99,8 +100,14 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// Sends `job` unless a switch came after its write was routed, holding the gate shared
-/// while it is out.
+/// while it is out. A standby whose generation is on its way (the daemon's start, a
+/// deploy without overlap, a crash's restart) is waited for, as long as a start may
+/// take: sent meanwhile, its copies found no standby (each restart lost those of the
+/// standby's start); the copies behind wait in the queue.
 async fn copy_out(daemon: Arc<Daemon>, job: Job) -> Result<(), Lost> {
+    let ready_timeout = daemon.config().app.ready_timeout;
+    let by = tokio::time::Instant::now() + ready_timeout + Duration::from_secs(5);
+    daemon.slots[job.slot.index()].comes_live(by).await;
     let _out = daemon.mirror.gate.read().await;
     if daemon.switches() != job.switches {
         return Err((
