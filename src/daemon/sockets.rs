@@ -157,21 +157,30 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// process: `LISTEN_PID` names another, as when a wrapper script runs `bluegreen serve`
 /// without `exec`. Ignored (as sd_listen_fds(3) does), they stayed bound, and binding the
 /// same addresses failed ("address in use", after a wait for an answer there). `None`
-/// when the sockets are this process's, or are not open here (a stale environment).
+/// when the sockets are this process's, or are not here (a stale environment).
 fn passed_to_another() -> Option<String> {
     let fds: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
     let me = std::process::id();
-    let socket = |fd: i32| {
-        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: fstat(2) only writes the struct it is given, and it is read only
-        // when fstat says it filled it.
-        unsafe {
-            libc::fstat(fd, stat.as_mut_ptr()) == 0
-                && stat.assume_init().st_mode & libc::S_IFMT == libc::S_IFSOCK
-        }
+    // A listening socket, as systemd passes: not any socket (the daemon's own signal
+    // pipe is a socket pair on fd 3 and 4 when it gets here).
+    let listening = |fd: i32| {
+        let mut accepts: libc::c_int = 0;
+        let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) writes at most `size` bytes into `accepts`, an int, and
+        // fails (ENOTSOCK, EBADF) on a descriptor that is no socket or not open.
+        let asked = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&raw mut accepts).cast(),
+                &mut size,
+            )
+        };
+        asked == 0 && accepts != 0
     };
-    let open = (3..3 + fds.clamp(0, 64)).all(socket);
+    let open = (3..3 + fds.clamp(0, 64)).all(listening);
     (pid != me && fds > 0 && open).then(|| {
         format!(
             "LISTEN_FDS={fds} passes this process sockets, but LISTEN_PID={pid} names another (this is {me}): a wrapper script runs `bluegreen serve` without `exec`; write `exec bluegreen serve ...` in it"

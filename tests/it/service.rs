@@ -231,6 +231,14 @@ fn sockets_passed_to_a_wrapper_without_exec_are_told_so() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // A stale environment (the variables, but no sockets passed) is no wrapper: the
+    // daemon binds the addresses itself, as without them.
+    drop(sockets);
+    let mut root = root;
+    root.serve_with(&[("LISTEN_FDS", "2"), ("LISTEN_PID", "1")]);
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    assert!(root.get(root.front, "/").body.starts_with("v1 from blue"));
 }
 
 #[test]

@@ -438,7 +438,9 @@ impl Root {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        if !matches!(launch, Launch::Activated(..)) {
+        // Unless the test sets it (a stale environment).
+        if !matches!(launch, Launch::Activated(..)) && !env.iter().any(|(k, _)| *k == "LISTEN_FDS")
+        {
             command.env_remove("LISTEN_FDS");
         }
         command
