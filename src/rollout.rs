@@ -242,7 +242,7 @@ pub fn promote(
     // read; with the use lock held it can't any more.
     anyhow::ensure!(
         crate::build::is_finished(layout, &meta.build_key),
-        "{from}'s release {source_id} has no build any more ({} is gone: a push to {from} replaced it meanwhile, or it was removed by hand): promote again, or push its commit {} to {to}",
+        "{from}'s release {source_id} has no build any more ({} is gone: a push to {from} replaced it meanwhile, or it was removed by hand): push its commit {} to {to} (or, if a push replaced it, promote again)",
         layout.build_dir(&meta.build_key).display(),
         meta.commit_short()
     );

@@ -100,7 +100,7 @@ pub async fn run(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0)
-        // Its group is stopped by `GroupKiller`, SIGTERM first: dropping the child must
+        // Its group is stopped by `GroupStopper`, SIGTERM first: dropping the child must
         // not SIGKILL its leader before that.
         .kill_on_drop(false)
         .spawn()
@@ -110,7 +110,7 @@ pub async fn run(
         })?;
     // Whatever the migration leaves in its group goes when it is done, and with it if
     // this switch is dropped (the daemon stopping): no orphan.
-    let mut group = GroupKiller {
+    let mut group = GroupStopper {
         group: child.id(),
         layout: daemon.layout.clone(),
         tag,
@@ -177,7 +177,7 @@ async fn last_lines(mut stream: impl AsyncRead + Unpin, tail: &mut Tail) {
 /// Stops a migration's process group when dropped, and what it started outside it:
 /// SIGTERM, then SIGKILL after `grace` (`app.stop_timeout`), so that one cut off (the
 /// daemon stopping, its timeout) can still roll back what it began.
-struct GroupKiller {
+struct GroupStopper {
     group: Option<u32>,
     layout: Layout,
     tag: String,
@@ -191,7 +191,7 @@ struct GroupKiller {
 static STOPPING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
     std::sync::Mutex::new(Vec::new());
 
-impl Drop for GroupKiller {
+impl Drop for GroupStopper {
     fn drop(&mut self) {
         let Some(group) = self.group else { return };
         if !self.ended {
@@ -218,11 +218,16 @@ impl Drop for GroupKiller {
 }
 
 /// Waits until what migrations left is stopped (each within its `grace`, twice: its
-/// group, then what it started outside it). Called at the daemon's stop.
+/// group, then what it started outside it). Called before a migration begins and at the
+/// daemon's stop; the threads stay listed until they are done, so that each caller
+/// waits for them all.
 pub fn wait_stopped() {
-    let threads = std::mem::take(&mut *STOPPING.lock().expect("no panic holds it"));
-    for thread in threads {
-        let _ = thread.join();
+    let pending = || {
+        let threads = STOPPING.lock().expect("no panic holds it");
+        threads.iter().any(|thread| !thread.is_finished())
+    };
+    while pending() {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -4,7 +4,8 @@
 //! taken port is a one-line error before any worker starts; orphans of a killed daemon are
 //! stopped before ours start. Each listener accepts once its slot's first generation has
 //! settled: live, or failed with nothing coming back. SIGHUP re-reads the config and
-//! refuses a bad one.
+//! refuses a bad one. SIGTERM drains and stops every generation; with mirroring on, the
+//! standby's last, once the active has answered its writes and their copies are sent.
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
@@ -138,7 +139,7 @@ async fn run(
         receivers.push((slot, tx.clone(), rx));
         SlotHandle {
             // Until its supervisor says it starts one (below).
-            route: route::Route::new(no_release(slot, &config.branch)),
+            route: route::Route::new(supervisor::no_release(slot, &config.branch)),
             tx,
             status: Mutex::default(),
         }
@@ -176,14 +177,14 @@ async fn run(
         if supervisor.starts_first() {
             starts[slot.index()] = true;
             daemon.slots[slot.index()].route.replace_reason(
-                &no_release(slot, &config.branch),
+                &supervisor::no_release(slot, &config.branch),
                 format!("{slot} is starting"),
             );
-        } else if let Some(why) = supervisor.stray_current() {
+        } else if let Some(why) = supervisor.current_not_a_release() {
             let handle = &daemon.slots[slot.index()];
             handle
                 .route
-                .replace_reason(&no_release(slot, &config.branch), why.clone());
+                .replace_reason(&supervisor::no_release(slot, &config.branch), why.clone());
             handle.set_error(Some(why));
         }
         supervisors.push(tokio::spawn(supervisor.run()));
@@ -461,14 +462,6 @@ async fn answered(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant) {
     }
 }
 
-/// Why a slot that never had a release answers 503, and how to give it one.
-fn no_release(slot: Slot, branch: &str) -> String {
-    format!(
-        "{slot} has no release yet: git push {slot} {}",
-        crate::pasted::quoted(branch)
-    )
-}
-
 /// SIGHUP: take a valid new config, refuse a bad one and keep the running one. Returns
 /// what happened, as the event says it.
 async fn reload_config(daemon: &Daemon) -> String {
@@ -495,8 +488,8 @@ async fn reload_config(daemon: &Daemon) -> String {
             if old.branch != config.branch {
                 for slot in Slot::ALL {
                     daemon.slots[slot.index()].route.replace_reason(
-                        &no_release(slot, &old.branch),
-                        no_release(slot, &config.branch),
+                        &supervisor::no_release(slot, &old.branch),
+                        supervisor::no_release(slot, &config.branch),
                     );
                 }
             }

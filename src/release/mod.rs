@@ -17,10 +17,12 @@ use crate::layout::Layout;
 use crate::slot::Slot;
 use crate::tree_copy;
 
+mod current;
 mod links;
 mod lock;
 mod prune;
 
+pub use current::{current, no_current};
 pub use links::notes as link_notes;
 pub use lock::{lock_slot, push_turn, push_under_way};
 pub use prune::{in_use_entry, prune, tidy};
@@ -337,76 +339,12 @@ fn stamp(file: &Path) -> anyhow::Result<()> {
     fsops::write_atomic(file, format!("{now}\n").as_bytes())
 }
 
-/// The release `current` points at: a release of `slot` (see [`exists`]), or a name in
-/// its releases folder that is gone (removed by hand), whether the link is written
-/// relative (as bluegreen writes it) or absolute. `None` when `current` is missing, or (a
-/// hand edit) points at anything else, such as a release still being made (`.tmp-…`), a
-/// folder bluegreen did not make, or one outside the slot's releases: [`no_current`]
-/// says which.
-pub fn current(layout: &Layout, slot: Slot) -> Option<String> {
-    current_or_stray(layout, slot).ok().flatten()
-}
-
-/// Why `slot` has no [`current`] release, in one line: `blue/current is missing (removed
-/// by hand?)`, or what it points at instead of a release.
-pub fn no_current(layout: &Layout, slot: Slot) -> String {
-    match current_or_stray(layout, slot) {
-        Err(stray) => stray,
-        Ok(_) => format!("{slot}/current is missing (removed by hand?)"),
-    }
-}
-
-/// The release `current` names, none when it is missing, or why what it points at is
-/// not a release of the slot.
-fn current_or_stray(layout: &Layout, slot: Slot) -> Result<Option<String>, String> {
-    let link = layout.current_link(slot);
-    let target = match fs::read_link(&link) {
-        Ok(target) => target,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(_) => return Err(format!("{slot}/current is not a symlink to a release")),
-    };
-    let stray = |why: &str| {
-        format!(
-            "{slot}/current points at {}, {why}",
-            crate::logging::printable(&target.display().to_string())
-        )
-    };
-    let Some(id) = target.file_name().and_then(|name| name.to_str()) else {
-        return Err(stray("which is not a release"));
-    };
-    // In the slot's releases folder however the link is written (`releases/<id>`, an
-    // absolute path, through a symlinked root): never `<id>` of some other folder.
-    let in_releases = layout
-        .slot_dir(slot)
-        .join(&target)
-        .parent()
-        .and_then(|parent| parent.canonicalize().ok())
-        .is_some_and(|parent| layout.releases_dir(slot).canonicalize().ok() == Some(parent));
-    let dir = layout.release_dir(slot, id);
-    if !is_name(id) {
-        Err(stray(
-            "which is not a finished release (one still being made, or left by a crash)",
-        ))
-    } else if !in_releases {
-        Err(stray(&format!(
-            "which is not in {}",
-            layout.releases_dir(slot).display()
-        )))
-    } else if dir.exists() && !dir.join(META).is_file() {
-        Err(stray(&format!(
-            "which is not a release bluegreen made (it has no {META})"
-        )))
-    } else {
-        // A release removed by hand is still the one `current` names: `rollback` goes
-        // back from it, and a start of it says it is gone.
-        Ok(Some(id.to_string()))
-    }
-}
-
 /// Whether `slot` has a finished release named `id`: a plain name (see [`is_name`]) in
-/// its releases folder, holding its metadata file, as `create` makes one.
+/// its releases folder, a folder there (not a symlink out of it) holding its metadata
+/// file, as `create` makes one.
 pub fn exists(layout: &Layout, slot: Slot, id: &str) -> bool {
-    is_name(id) && layout.release_dir(slot, id).join(META).is_file()
+    let dir = layout.release_dir(slot, id);
+    is_name(id) && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) && dir.join(META).is_file()
 }
 
 /// Whether `id` could name a release: a plain name in a releases folder, never a path
@@ -532,77 +470,4 @@ pub fn mark_live(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     stamp(&file).with_context(|| format!("cannot mark release {slot}/{id} as gone live"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::symlink;
-
-    /// What `current` may point at, and how what it may not is told.
-    #[test]
-    fn current_names_only_a_release_of_the_slot() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path()).unwrap();
-        let slot = Slot::Blue;
-        let releases = layout.releases_dir(slot);
-        for folder in ["r1", ".tmp-r2", "handmade"] {
-            fs::create_dir_all(releases.join(folder)).unwrap();
-        }
-        fs::write(releases.join("r1").join(META), "{}").unwrap();
-        fs::write(releases.join(".tmp-r2").join(META), "{}").unwrap();
-        // Another root with a release of the same name.
-        let other = dir.path().join("other/releases/r1");
-        fs::create_dir_all(&other).unwrap();
-        fs::write(other.join(META), "{}").unwrap();
-        let link = layout.current_link(slot);
-        let point = |target: &Path| {
-            let _ = fs::remove_file(&link);
-            symlink(target, &link).unwrap();
-        };
-        assert_eq!(current(&layout, slot), None);
-        assert_eq!(
-            no_current(&layout, slot),
-            "blue/current is missing (removed by hand?)"
-        );
-        point(Path::new("releases/r1"));
-        assert_eq!(current(&layout, slot).as_deref(), Some("r1"));
-        point(&releases.join("r1"));
-        assert_eq!(current(&layout, slot).as_deref(), Some("r1"));
-        // Removed by hand: still the one `current` names.
-        point(Path::new("releases/r0"));
-        assert_eq!(current(&layout, slot).as_deref(), Some("r0"));
-        let stray = |target: &Path| {
-            point(target);
-            assert_eq!(current(&layout, slot), None, "{}", target.display());
-            no_current(&layout, slot)
-        };
-        assert_eq!(
-            stray(Path::new("releases/.tmp-r2")),
-            "blue/current points at releases/.tmp-r2, which is not a finished release (one still being made, or left by a crash)"
-        );
-        assert_eq!(
-            stray(Path::new("releases/handmade")),
-            "blue/current points at releases/handmade, which is not a release bluegreen made (it has no .bluegreen-release.json)"
-        );
-        assert_eq!(
-            stray(&other),
-            format!(
-                "blue/current points at {}, which is not in {}",
-                other.display(),
-                releases.display()
-            )
-        );
-        assert_eq!(
-            stray(Path::new("/")),
-            "blue/current points at /, which is not a release"
-        );
-        fs::remove_file(&link).unwrap();
-        fs::create_dir(&link).unwrap();
-        assert_eq!(current(&layout, slot), None);
-        assert_eq!(
-            no_current(&layout, slot),
-            "blue/current is not a symlink to a release"
-        );
-    }
 }

@@ -1201,6 +1201,18 @@ fn a_slot_never_live_with_a_current_pointed_at_no_release_says_why() {
     assert_eq!((answer.status, answer.body.trim()), (503, why));
     assert_eq!(root.status()["slots"]["green"]["last_error"], why);
     assert!(root.run_ok(&["status"]).contains(why));
+    // Removed, then pointed again, while the daemon runs: what it says follows.
+    let says = |text: &str, error: &str| {
+        wait_for(Duration::from_secs(10), text, || {
+            let answer = root.get(root.green, "/");
+            (answer.body.trim() == text && root.status()["slots"]["green"]["last_error"] == error)
+                .then_some(())
+        });
+    };
+    fs::remove_file(root.path.join("green/current")).unwrap();
+    says("green has no release yet: git push green main", "");
+    root.point_current("green", "releases/handmade");
+    says(why, why);
     assert_eq!(
         root.run_err(&["promote", "green", "blue"]),
         "error: green/current points at releases/handmade, which is not a release bluegreen made (it has no .bluegreen-release.json): nothing to promote"

@@ -503,7 +503,7 @@ fn a_builds_folder_removed_by_hand_comes_back_with_the_next_push() {
     );
     assert!(
         text.contains(&format!(
-            " is gone: a push to blue replaced it meanwhile, or it was removed by hand): promote again, or push its commit {} to green",
+            " is gone: a push to blue replaced it meanwhile, or it was removed by hand): push its commit {} to green (or, if a push replaced it, promote again)",
             &v1[v1.len() - 7..]
         )),
         "{text}"

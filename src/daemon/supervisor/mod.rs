@@ -196,7 +196,7 @@ impl Supervisor {
 
     /// Why the slot starts nothing though it has a `current`: a hand edit pointed it at
     /// what is not a release, and no release of the slot went live before.
-    pub fn stray_current(&self) -> Option<String> {
+    pub fn current_not_a_release(&self) -> Option<String> {
         let layout = &self.daemon.layout;
         let pointed = std::fs::symlink_metadata(layout.current_link(self.slot)).is_ok();
         (!self.first_start && pointed)
@@ -257,19 +257,34 @@ impl Supervisor {
                 return self.begin(good, reply.into_iter().collect(), false).await;
             }
             // Meanwhile (a hand edit): nothing starts, what serves goes on serving, and
-            // `/status` says why. (A slot never deployed has nothing to say.)
+            // `/status` (and the slot's 503, with nothing live) says why. A slot with
+            // nothing live and no `current` at all is as one never deployed.
             let pointed = std::fs::symlink_metadata(self.daemon.layout.current_link(slot)).is_ok();
             let error = match &self.live {
-                Some(live) => Some(missing_current(slot, &why, &live.release)),
-                None if pointed => Some(nothing_starts(slot, &why)),
-                None => None,
+                Some(live) => missing_current(slot, &why, &live.release),
+                None if pointed => {
+                    let error = nothing_starts(slot, &why);
+                    self.handle().route.clear(error.clone());
+                    error
+                }
+                None => {
+                    if self
+                        .handle()
+                        .status()
+                        .last_error
+                        .starts_with(&format!("{slot}/current "))
+                    {
+                        self.handle().set_error(None);
+                        let branch = self.daemon.config().branch.clone();
+                        self.handle().route.clear(no_release(slot, &branch));
+                    }
+                    return refuse(reply, slot, why);
+                }
             };
-            if let Some(error) = error {
-                self.daemon
-                    .events
-                    .record("start", Some(slot), false, format!("{slot}: {error}"));
-                self.handle().set_error(Some(error));
-            }
+            self.daemon
+                .events
+                .record("start", Some(slot), false, format!("{slot}: {error}"));
+            self.handle().set_error(Some(error));
             return refuse(reply, slot, why);
         };
         // `current` moved away from the release that failed (a push, a rollback): a
@@ -526,6 +541,14 @@ impl Refused {
 /// names no release: `why` is [`release::no_current`]'s.
 pub(super) fn missing_current(slot: Slot, why: &str, serving: &str) -> String {
     format!("{why}: {}", serving_instead(slot, serving))
+}
+
+/// Why a slot that never had a release answers 503, and how to give it one.
+pub(super) fn no_release(slot: Slot, branch: &str) -> String {
+    format!(
+        "{slot} has no release yet: git push {slot} {}",
+        crate::pasted::quoted(branch)
+    )
 }
 
 /// What `/status` says for a `current` that names no release, while nothing serves.
