@@ -817,16 +817,44 @@ fn a_restarted_daemon_stops_orphans_of_a_killed_one() {
 fn signals_while_a_killed_daemons_workers_are_stopped_wait_for_it() {
     // The next daemon stops the killed one's stubborn worker first (SIGKILL after
     // stop_timeout). A SIGHUP or SIGTERM meanwhile ended it with the worker left on; now
-    // the reload and the stop come once the worker is gone.
+    // the reload, and then (a second killed daemon's worker) the stop, come once the
+    // worker is gone. (A SIGTERM queued behind a SIGHUP goes first: sent together, the
+    // reload would not always happen.)
     let mut root = blue_live_with(&[("app.stop_timeout", "2s".into())]);
     root.commit("stubborn", &[("VERSION", "v2\n"), ("IGNORE_TERM", "")]);
     root.push("blue").says("blue: live in ");
+    let reaping = |root: &Root, nth: usize| {
+        wait_for(
+            Duration::from_secs(10),
+            "the killed daemon's worker to be stopped",
+            || {
+                (root
+                    .log()
+                    .matches("stopping a worker left by a previous daemon")
+                    .count()
+                    == nth)
+                    .then_some(())
+            },
+        );
+    };
     let orphan = root.live_pid("blue");
     root.signal(Signal::SIGKILL);
     root.wait_serve(Duration::from_secs(5));
     root.serve_starting();
-    root.wait_log("stopping a worker left by a previous daemon");
+    reaping(&root, 1);
     root.signal(Signal::SIGHUP);
+    root.wait_log("config reloaded from");
+    wait_for(
+        Duration::from_secs(5),
+        "the killed daemon's worker to go",
+        || group_gone(orphan).then_some(()),
+    );
+    root.wait_body(root.blue, "v2 from blue");
+    let orphan = root.live_pid("blue");
+    root.signal(Signal::SIGKILL);
+    root.wait_serve(Duration::from_secs(5));
+    root.serve_starting();
+    reaping(&root, 2);
     root.signal(Signal::SIGTERM);
     assert_eq!(
         root.wait_serve(Duration::from_secs(15)),
@@ -840,7 +868,6 @@ fn signals_while_a_killed_daemons_workers_are_stopped_wait_for_it() {
         "the killed daemon's worker to go",
         || group_gone(orphan).then_some(()),
     );
-    root.wait_log("config reloaded from");
 }
 
 #[test]
