@@ -39,6 +39,11 @@ const CONTROL_TELL_WAIT: Duration = Duration::from_secs(2);
 /// to be done with the copies still queued (each fails at once: no slot routes now), so
 /// that the log tells each one before the daemon ends.
 const MIRROR_TELL_WAIT: Duration = Duration::from_secs(1);
+/// At a stop with mirroring on, the longest the mirror's queue is given to reach the
+/// standby once the active has answered its writes: a standby slower than the writes
+/// would otherwise hold the restart (and the clients waiting in the listen backlog)
+/// for the whole queue. What is left is logged and counted as not mirrored.
+const MIRROR_FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// Added to what the daemon asks systemd for at its start and stop: the steps around
 /// the waits the config sets (binding, the keep-alive second, the runtime's end).
 const SYSTEMD_MARGIN: Duration = Duration::from_secs(10);
@@ -334,12 +339,13 @@ async fn run(
         // it started outside itself while stopping (each up to stop_timeout), after the
         // wait for requests already sent; the last leftovers' reap after the runtime.
         // With mirroring on, the standby's drain begins once the active's drain and the
-        // mirror's queue are over (within one drain_timeout).
+        // mirror's queue are over (within one drain_timeout and MIRROR_FLUSH_WAIT).
         let app = &daemon.config().app;
         let drains = if daemon.mirroring() { 2 } else { 1 };
         systemd::extend_timeout(
             STOP_TELL_WAIT
                 + drains * app.drain_timeout
+                + MIRROR_FLUSH_WAIT
                 + 3 * app.stop_timeout
                 + MIRROR_TELL_WAIT
                 + CONTROL_TELL_WAIT
@@ -370,10 +376,12 @@ async fn run(
     if let Some(active) = mirrored {
         let by = tokio::time::Instant::now() + daemon.config().app.drain_timeout;
         answered(&daemon, active, by).await;
-        if !daemon.mirror.drain(by).await {
+        let flush_by = tokio::time::Instant::now() + MIRROR_FLUSH_WAIT;
+        if !daemon.mirror.drain(flush_by).await {
             tracing::warn!(
-                "the mirror's queue was not all sent to {} within app.drain_timeout: stopping it",
-                active.other()
+                "the mirror's queue was not all sent to {} within {}s of the stop: stopping it",
+                active.other(),
+                MIRROR_FLUSH_WAIT.as_secs()
             );
         }
         done.push(shut_down(&daemon, active.other()));

@@ -874,7 +874,7 @@ fn a_restart_sends_every_copy_to_the_standby() {
 fn a_stop_tells_every_copy_it_did_not_send() {
     // Green takes 2 s per copy: of ten writes made one after another, whose copies go
     // out one at a time, one is out and nine wait when the daemon is told to stop, and
-    // the drain timeout is over before they are sent.
+    // the 5 s the stop gives the queue are over before they are all sent.
     let mut root = slow_green("2000", &[("app.drain_timeout", "1s".into())]);
     for i in 0..10 {
         assert_eq!(put(&root, &format!("/items/s{i}"), "x"), 201);
