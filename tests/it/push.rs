@@ -393,6 +393,47 @@ fn a_build_log_that_cannot_be_written_is_said_to_be_incomplete() {
     assert!(root.current("blue").is_none());
 }
 
+/// `git push <slot> main` under way, once its output has said `says`: the push, and the
+/// thread that collects the rest of what it says.
+fn push_until(
+    root: &Root,
+    slot: &str,
+    says: &'static str,
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    let mut push = git_command(&root.work)
+        .args(["push", slot, "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = push.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(says) {
+                let _ = tx.send(());
+            }
+            text += &line;
+            text += "\n";
+        }
+        text
+    });
+    if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        let _ = push.kill();
+        let _ = push.wait();
+        panic!(
+            "the push to {slot} did not say {says:?}: {}",
+            reader.join().unwrap()
+        );
+    }
+    (push, reader)
+}
+
 /// A build that exits 0 after the disk filled (its log could not be written, as a tool
 /// that ignores a failed write exits 0) is not kept: what it wrote may be cut short. It
 /// was kept, and every later push of the tree reused it.
@@ -443,31 +484,7 @@ fn a_build_that_failed_after_a_push_began_is_not_run_again_for_it() {
         .open(root.path.join("green/.push.lock"))
         .unwrap();
     let held = nix::fcntl::Flock::lock(turn, nix::fcntl::FlockArg::LockExclusive).unwrap();
-    let mut green = git_command(&root.work)
-        .args(["push", "green", "+HEAD:refs/heads/main"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = green.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut text = String::new();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("waiting for its turn") {
-                let _ = tx.send(());
-            }
-            text += &line;
-            text += "\n";
-        }
-        text
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("green's push waits for its turn");
+    let (mut green, reader) = push_until(&root, "green", "waiting for its turn");
     root.push("blue").says("exited with exit status: 3");
     drop(held);
     let _ = green.wait();
@@ -989,31 +1006,7 @@ fn a_killed_hooks_build_is_stopped_by_the_next_push_that_reuses_a_build() {
     // is killed: the waiting push stops it, as it holds the key from then on.
     root.commit("slow again", &[("VERSION", "v3\n")]);
     let (mut child, _) = push_until_building(&root);
-    let mut waiter = crate::util::git_command(&root.work)
-        .args(["push", "green", "+HEAD:refs/heads/main"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = waiter.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut text = String::new();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("another push is building this tree") {
-                let _ = tx.send(());
-            }
-            text += &line;
-            text += "\n";
-        }
-        text
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("green's push waits for blue's build");
+    let (mut waiter, reader) = push_until(&root, "green", "another push is building this tree");
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     let _ = child.wait();
