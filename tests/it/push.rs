@@ -360,6 +360,20 @@ fn two_pushes_to_one_slot_end_with_the_later_one_current() {
     );
 }
 
+/// The log of the build that failed on `root` put on a full disk: every write to it
+/// fails with ENOSPC. Its path.
+fn log_on_a_full_disk(root: &Root) -> std::path::PathBuf {
+    let log = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("the failed build's log");
+    fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    log
+}
+
 #[test]
 fn a_build_log_that_cannot_be_written_is_said_to_be_incomplete() {
     let root = Root::new();
@@ -369,15 +383,7 @@ fn a_build_log_that_cannot_be_written_is_said_to_be_incomplete() {
     );
     root.commit("bad", &[("VERSION", "v1\n")]);
     root.push("blue").says("last lines: compiling | boom");
-    let log = fs::read_dir(root.path.join("builds"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "log"))
-        .expect("the failed build's log");
-    // The log on a full disk: every write to it fails with ENOSPC.
-    fs::remove_file(&log).unwrap();
-    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let log = log_on_a_full_disk(&root);
     // The same tree again: the same build, its log at the same path.
     root.commit("retry", &[]);
     // The pusher still gets every line, and the reason quotes the build's last lines
@@ -443,15 +449,7 @@ fn a_build_that_ran_into_a_full_disk_is_not_kept_whatever_it_exits_with() {
     let builds = root.set_build("sh -c 'echo compiling; [ -e \"$GO\" ]'");
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("exited with exit status: 1");
-    let log = fs::read_dir(root.path.join("builds"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "log"))
-        .expect("the failed build's log");
-    // The log on a full disk: every write to it fails with ENOSPC.
-    fs::remove_file(&log).unwrap();
-    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let log = log_on_a_full_disk(&root);
     fs::write(&builds.go, "").unwrap();
     root.commit("retry", &[]);
     root.push("blue").says(&format!(
