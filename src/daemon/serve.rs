@@ -412,7 +412,6 @@ async fn run(
     for supervisor in supervisors {
         supervisor.abort();
     }
-
     // A reload's caller waits on its supervisor, gone now: its answer, "the daemon is
     // stopping", is written before the runtime ends.
     if tokio::time::timeout(CONTROL_TELL_WAIT, control)
