@@ -203,10 +203,10 @@ pub fn promote(
     let lock = release::lock_slot(layout, to, out)?;
     // Read once the wait is over: what `from` runs now, not what it ran before.
     let source_id = release::current(layout, from).with_context(|| {
-        match layout.current_link(from).symlink_metadata() {
+        match release::elsewhere(layout, from) {
             // A hand edit pointed it at what is not a release.
-            Ok(_) => format!("{}: nothing to promote", release::no_current(layout, from)),
-            Err(_) => format!(
+            Some(why) => format!("{why}: nothing to promote"),
+            None => format!(
                 "{from} has no current release to promote (deploy one first: `git push {from} {}`)",
                 crate::pasted::quoted(&config.branch)
             ),

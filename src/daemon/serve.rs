@@ -185,12 +185,6 @@ async fn run(
                 &supervisor::no_release(slot, &config.branch),
                 format!("{slot} is starting"),
             );
-        } else if let Some(why) = supervisor.current_not_a_release() {
-            let handle = &daemon.slots[slot.index()];
-            handle
-                .route
-                .replace_reason(&supervisor::no_release(slot, &config.branch), why.clone());
-            handle.set_error(Some(why));
         }
         supervisors.push(tokio::spawn(supervisor.run()));
     }

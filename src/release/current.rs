@@ -19,12 +19,17 @@ pub fn current(layout: &Layout, slot: Slot) -> Option<String> {
 }
 
 /// Why `slot` has no [`current`] release, in one line: `blue/current is missing (removed
-/// by hand?)`, or what it points at instead of a release.
+/// by hand?)`, or what it points at instead of a release ([`elsewhere`]).
 pub fn no_current(layout: &Layout, slot: Slot) -> String {
-    match read_current(layout, slot) {
-        Err(why) => why,
-        Ok(_) => format!("{slot}/current is missing (removed by hand?)"),
-    }
+    elsewhere(layout, slot)
+        .unwrap_or_else(|| format!("{slot}/current is missing (removed by hand?)"))
+}
+
+/// What `current` points at instead of a release of `slot`, in one line, when a hand
+/// edit put something there that is not one; `None` when it names a release or is
+/// missing.
+pub fn elsewhere(layout: &Layout, slot: Slot) -> Option<String> {
+    read_current(layout, slot).err()
 }
 
 /// The release `current` names, none when it is missing, or why what it points at is

@@ -22,7 +22,7 @@ mod links;
 mod lock;
 mod prune;
 
-pub use current::{current, no_current};
+pub use current::{current, elsewhere, no_current};
 pub use links::notes as link_notes;
 pub use lock::{lock_slot, push_turn, push_under_way};
 pub use prune::{in_use_entry, prune, tidy};

@@ -163,7 +163,7 @@ impl Supervisor {
                 Some((refused, message))
             });
         let first_start = current.is_some() || last_good.is_some();
-        Supervisor {
+        let supervisor = Supervisor {
             slot,
             rx,
             tx,
@@ -185,7 +185,15 @@ impl Supervisor {
             draining: Vec::new(),
             stopping,
             shutdown: None,
+        };
+        // A hand edit pointed `current` at what is not a release, and nothing went live
+        // before: nothing starts, and the slot's 503 and `/status` say why.
+        if let Some(why) =
+            release::elsewhere(&supervisor.daemon.layout, slot).filter(|_| !first_start)
+        {
+            supervisor.say_nothing_starts(&why);
         }
+        supervisor
     }
 
     /// Whether the daemon's start asks it for a first generation: the slot has a
@@ -194,13 +202,13 @@ impl Supervisor {
         self.first_start
     }
 
-    /// Why the slot starts nothing though it has a `current`: a hand edit pointed it at
-    /// what is not a release, and no release of the slot went live before.
-    pub fn current_not_a_release(&self) -> Option<String> {
-        let layout = &self.daemon.layout;
-        let pointed = std::fs::symlink_metadata(layout.current_link(self.slot)).is_ok();
-        (!self.first_start && pointed)
-            .then(|| nothing_starts(self.slot, &release::no_current(layout, self.slot)))
+    /// `current` names no release (`why`) and nothing serves: the slot's 503 and
+    /// `/status` say so. The line said.
+    fn say_nothing_starts(&self, why: &str) -> String {
+        let error = nothing_starts(self.slot, why);
+        self.handle().route.clear(error.clone());
+        self.handle().set_error(Some(error.clone()));
+        error
     }
 
     pub async fn run(mut self) {
@@ -245,6 +253,7 @@ impl Supervisor {
             // `current` removed, or pointed at what is not a release, while no daemon
             // ran: the last live release serves, and `/status` says why `current` does
             // not name it (see `started`).
+            let elsewhere = release::elsewhere(&self.daemon.layout, slot);
             let why = release::no_current(&self.daemon.layout, slot);
             let first = self.first_start && self.live.is_none() && self.starting.is_none();
             if let Some(good) = self.last_good.clone().filter(|_| first) {
@@ -259,14 +268,9 @@ impl Supervisor {
             // Meanwhile (a hand edit): nothing starts, what serves goes on serving, and
             // `/status` (and the slot's 503, with nothing live) says why. A slot with
             // nothing live and no `current` at all is as one never deployed.
-            let pointed = std::fs::symlink_metadata(self.daemon.layout.current_link(slot)).is_ok();
             let error = match &self.live {
                 Some(live) => missing_current(slot, &why, &live.release),
-                None if pointed => {
-                    let error = nothing_starts(slot, &why);
-                    self.handle().route.clear(error.clone());
-                    error
-                }
+                None if elsewhere.is_some() => self.say_nothing_starts(&why),
                 None => {
                     if self
                         .handle()
