@@ -143,7 +143,7 @@ async fn run(
         let (tx, rx) = mpsc::unbounded_channel();
         receivers.push((slot, tx.clone(), rx));
         SlotHandle {
-            // Until its supervisor says it starts one (below).
+            // Until its supervisor says what it starts, if anything (below).
             route: route::Route::new(supervisor::no_release(slot, &config.branch)),
             tx,
             status: Mutex::default(),
@@ -178,14 +178,8 @@ async fn run(
     for (slot, tx, rx) in receivers {
         let supervisor = supervisor::Supervisor::new(slot, daemon.clone(), tx, rx, stop_rx.clone());
         // A slot with a `current`, or with none (removed by hand) but a last live
-        // release, as its supervisor found them.
-        if supervisor.starts_first() {
-            starts[slot.index()] = true;
-            daemon.slots[slot.index()].route.replace_reason(
-                &supervisor::no_release(slot, &config.branch),
-                format!("{slot} is starting"),
-            );
-        }
+        // release, as its supervisor found them (its 503 says "is starting" meanwhile).
+        starts[slot.index()] = supervisor.starts_first();
         supervisors.push(tokio::spawn(supervisor.run()));
     }
     // Each slot's first start is asked for before anything else can ask (the control

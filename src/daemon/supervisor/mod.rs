@@ -186,11 +186,14 @@ impl Supervisor {
             stopping,
             shutdown: None,
         };
-        // A hand edit pointed `current` at what is not a release, and nothing went live
-        // before: nothing starts, and the slot's 503 and `/status` say why.
-        if let Some(why) =
-            release::elsewhere(&supervisor.daemon.layout, slot).filter(|_| !first_start)
-        {
+        if first_start {
+            supervisor
+                .handle()
+                .route
+                .clear(format!("{slot} is starting"));
+        } else if let Some(why) = release::elsewhere(&supervisor.daemon.layout, slot) {
+            // A hand edit pointed `current` at what is not a release, and nothing went
+            // live before: nothing starts, and the slot's 503 and `/status` say why.
             supervisor.say_nothing_starts(&why);
         }
         supervisor
