@@ -1187,11 +1187,8 @@ fn a_current_pointed_by_hand_at_no_release_is_not_run() {
 /// say what is missing and what mends it, and that mends it.
 #[test]
 fn a_live_release_removed_by_hand_says_how_to_mend_it_when_its_worker_crashes() {
-    let root = blue_live();
-    let v1 = root.current("blue").unwrap();
-    root.commit("v2", &[("VERSION", "v2\n")]);
-    root.push("blue").says("blue: live in ");
-    let v2 = root.current("blue").unwrap();
+    let root = v2_over_v1_on_blue();
+    let [v1, v2] = <[String; 2]>::try_from(root.releases("blue")).unwrap();
     fs::remove_dir_all(root.path.join("blue/releases").join(&v2)).unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(root.live_pid("blue")),

@@ -408,14 +408,6 @@ fn releases_refuses_a_folder_that_is_not_a_root_and_skips_strays() {
 }
 
 /// A served root where blue runs v2, pushed over v1.
-fn v2_over_v1_on_blue() -> Root {
-    let root = blue_live();
-    root.commit("v2", &[("VERSION", "v2\n")]);
-    root.push("blue");
-    root.wait_body(root.blue, "v2 from blue");
-    root
-}
-
 #[test]
 fn rollback_while_serving_runs_the_previous_release() {
     let root = v2_over_v1_on_blue();

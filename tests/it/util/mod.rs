@@ -742,6 +742,15 @@ pub fn green_failing_standby(settings: &[(&str, toml::Value)]) -> Root {
     root
 }
 
+/// `blue_live`, then v2 pushed to blue and live there.
+pub fn v2_over_v1_on_blue() -> Root {
+    let root = blue_live();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue");
+    root.wait_body(root.blue, "v2 from blue");
+    root
+}
+
 /// `blue_live`, with these config keys set before the daemon starts.
 pub fn blue_live_with(settings: &[(&str, toml::Value)]) -> Root {
     let mut root = Root::new();
