@@ -83,8 +83,10 @@ pub fn rollback(
     // None when `current` is missing or not a link (a first deploy killed before its
     // flip, a hand edit): `--to` still names where it goes.
     let current = release::current(layout, slot);
+    // As the operator reads it, before the flip moves it.
+    let before = shown(layout, slot, &current);
     if asked_at.is_some() && asked_at != current {
-        let (asked_at, now) = (asked_at.unwrap_or_default(), shown(&current));
+        let (asked_at, now) = (asked_at.unwrap_or_default(), &before);
         anyhow::bail!(
             "{slot}'s current release changed while this waited ({asked_at} -> {now}): nothing rolled back; run it again to go back from {now}"
         );
@@ -153,7 +155,7 @@ pub fn rollback(
     }
     notes.extend(flipped?);
     drop(lock);
-    writeln!(out, "{slot}: current {} -> {target}", shown(&current))?;
+    writeln!(out, "{slot}: current {before} -> {target}")?;
     for note in notes
         .into_iter()
         .chain(rolled_back.map(|e| format!("{e:#}")))
@@ -175,9 +177,21 @@ fn push_note(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result
     Ok(())
 }
 
-/// A slot's current release as the operator reads it: its id, or that there is none.
-fn shown(current: &Option<String>) -> &str {
-    current.as_deref().unwrap_or("(none)")
+/// A slot's current release as the operator reads it: its id, or that there is none
+/// and, after a hand edit, what `current` points at instead.
+fn shown(layout: &Layout, slot: Slot, current: &Option<String>) -> String {
+    if let Some(id) = current {
+        return id.clone();
+    }
+    release::elsewhere(layout, slot)
+        .and_then(|_| std::fs::read_link(layout.current_link(slot)).ok())
+        .map_or_else(
+            || "(none)".to_string(),
+            |target| {
+                let target = crate::logging::printable(&target.display().to_string());
+                format!("(none: it points at {target})")
+            },
+        )
 }
 
 /// The release of `slot` the daemon last had live (`state.json`), if it says.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tokio::sync::{mpsc, oneshot, watch as tokio_watch};
 
@@ -57,8 +57,12 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     super::memory::configure();
     // From the start: a SIGTERM while a killed daemon's orphans are being stopped (up to
     // stop_timeout) ended this one with them half stopped, and a SIGHUP (a reload) ended
-    // it too. Kept until `run` reads them: a stop then stops, a reload reloads.
-    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot handle signals")?;
+    // it too. Kept until `run` reads them: a stop then stops, a reload reloads. SIGUSR1
+    // and SIGUSR2 mean nothing here: by default either ended the daemon at once and left
+    // its workers running (a `kill -USR1` meant for another program, a log rotator's
+    // habit); they are logged and ignored.
+    let signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
+        .context("cannot handle signals")?;
     let config = Config::load(&layout.config_file())?;
     let token = read_token(&config)?;
     // A second daemon would take the first one's workers for orphans and stop them.
@@ -218,6 +222,12 @@ async fn run(
     let (signal_tx, mut signals) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for signal in signal_iter.forever() {
+            if let Some(name) = ignored(signal) {
+                tracing::warn!(
+                    "{name} ignored: bluegreen serve reloads its config on SIGHUP and stops on SIGTERM or SIGINT"
+                );
+                continue;
+            }
             if signal_tx.send(signal).is_err() {
                 break;
             }
@@ -413,6 +423,15 @@ async fn run(
     let _ = tokio::task::spawn_blocking(super::migrate::wait_stopped).await;
     tracing::info!("stopped");
     Ok(true)
+}
+
+/// The name of a signal the daemon takes and ignores (see `serve`).
+fn ignored(signal: i32) -> Option<&'static str> {
+    match signal {
+        SIGUSR1 => Some("SIGUSR1"),
+        SIGUSR2 => Some("SIGUSR2"),
+        _ => None,
+    }
 }
 
 /// The next signal to act on: a stop (SIGTERM, SIGINT) ahead of the reloads queued

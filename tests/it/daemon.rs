@@ -709,6 +709,21 @@ fn a_burst_of_sighups_is_a_few_reloads_and_holds_no_stop_behind_it() {
     );
 }
 
+/// A stray SIGUSR1 or SIGUSR2 (a `kill -USR1` meant for another program) is logged and
+/// ignored: by default either ended the daemon at once, its workers left running.
+#[test]
+fn a_stray_sigusr1_or_sigusr2_is_ignored_with_a_line() {
+    let mut root = blue_live();
+    for (signal, name) in [(Signal::SIGUSR1, "SIGUSR1"), (Signal::SIGUSR2, "SIGUSR2")] {
+        root.signal(signal);
+        root.wait_log(&format!(
+            "{name} ignored: bluegreen serve reloads its config on SIGHUP and stops on SIGTERM or SIGINT"
+        ));
+    }
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+    root.stop_cleanly(Duration::from_secs(10));
+}
+
 #[test]
 fn sighup_with_a_broken_config_keeps_running() {
     let root = blue_live();
@@ -1177,7 +1192,13 @@ fn a_current_pointed_by_hand_at_no_release_is_not_run() {
     let events = root.control("GET", "/events").body;
     assert!(!events.contains("for release handmade"), "{events}");
     assert!(!events.contains("for release .tmp-hand"), "{events}");
-    root.run_ok(&["rollback", "blue", "--to", &v1]);
+    let text = root.run_ok(&["rollback", "blue", "--to", &v1]);
+    assert!(
+        text.contains(&format!(
+            "blue: current (none: it points at releases/handmade) -> {v1}"
+        )),
+        "{text}"
+    );
     wait_for(Duration::from_secs(10), "the note to go", || {
         (root.status()["slots"]["blue"]["last_error"] == "").then_some(())
     });
