@@ -2,8 +2,9 @@
 //! `/status` tells its health), and the automatic switch away from the active slot when
 //! it keeps failing.
 //!
-//! After `failures` consecutive failures (no connection, a timeout, a 5xx) the standby
-//! is checked now; traffic moves only if it passes. An automatic switch disarms the
+//! After `failures` consecutive failures (no connection, a timeout, a 5xx) both slots
+//! are checked again, together; traffic moves only if the active still fails and the
+//! standby passes. An automatic switch disarms the
 //! automatic switching until an operator switches (no flapping): the heartbeat goes on
 //! checking and reporting the new active slot, but never moves traffic back on its own.
 
@@ -120,12 +121,12 @@ pub async fn run(daemon: Arc<Daemon>) {
         // failing, and counts.
         let replacing = || handle.route.live().is_none() && handle.status().replacing;
         if replacing() {
-            observe_standby(&daemon, standby).await;
+            let _ = observe_standby(&daemon, standby).await;
             continue;
         }
         // The standby is checked too, so that its health in `/status` is a fact, not the
         // absence of news; only the active slot's failures count toward a switch.
-        let (result, ()) = tokio::join!(check(&daemon, active), observe_standby(&daemon, standby));
+        let (result, _) = tokio::join!(check(&daemon, active), observe_standby(&daemon, standby));
         if result.is_err() && replacing() {
             // Stopped for its successor while it was checked.
             continue;
@@ -142,11 +143,27 @@ pub async fn run(daemon: Arc<Daemon>) {
         if decision != Decision::TrySwitch {
             continue;
         }
-        let standby_check = check(&daemon, standby).await;
-        if standby_check.is_err() {
-            daemon.metrics.heartbeat_failure(standby);
+        // Both checked now, together: the active's failing check may be up to
+        // `heartbeat.timeout` old, and what failed both slots (a database they share)
+        // may come back for both while the standby is checked. Traffic moves only off an
+        // active slot that still fails, to a standby that passes at the same time.
+        let (again, standby_check) =
+            tokio::join!(check(&daemon, active), observe_standby(&daemon, standby));
+        if again.is_err() && replacing() {
+            continue;
         }
-        daemon.set_health(standby, standby_check.clone());
+        if again.is_err() {
+            daemon.metrics.heartbeat_failure(active);
+        }
+        daemon.set_health(active, again.clone());
+        if again.is_ok() {
+            daemon
+                .heartbeat
+                .lock()
+                .expect("heartbeat lock: no panic holds it")
+                .observe(true, config.heartbeat.failures);
+            continue;
+        }
         match standby_check {
             Ok(()) => {
                 // Not forced: the standby must also pass the switch gate (health_path).
@@ -175,16 +192,16 @@ pub async fn run(daemon: Arc<Daemon>) {
                     Err(_) => {}
                 }
             }
-            Err(why) => {
+            Err(standby_down) => {
                 // Refused as surely as by the gate: counted the same, at each check.
                 daemon.metrics.switch_refused("heartbeat");
                 if first_stuck(&daemon) {
-                    daemon.events.record(
-                        "heartbeat",
-                        Some(active),
-                        true,
-                        format!("heartbeat: both slots failing ({active}: {}; {standby}: {why}); staying on {active}", result.err().unwrap_or_default()),
-                    );
+                    let failing = again.err().unwrap_or_default();
+                    let said = match standby_down {
+                        StandbyDown::Failing(why) => format!("heartbeat: both slots failing ({active}: {failing}; {standby}: {why}); staying on {active}"),
+                        StandbyDown::NotLive(why) => format!("heartbeat: {active} failing ({failing}), and {standby} cannot take its traffic ({why}); staying on {active}"),
+                    };
+                    daemon.events.record("heartbeat", Some(active), true, said);
                 }
             }
         }
@@ -200,16 +217,28 @@ fn first_stuck(daemon: &Daemon) -> bool {
     !std::mem::replace(&mut heartbeat.stuck_reported, true)
 }
 
+/// Why the standby cannot take the active slot's traffic.
+enum StandbyDown {
+    /// Its live generation failed the check.
+    Failing(String),
+    /// It has no live generation: the reason its requests get (`green has no release
+    /// yet`, a crash's restart). Not a failed check: its status says so already.
+    NotLive(String),
+}
+
 /// Checks the standby for its health in `/status`, when it has a live generation (one
 /// with none, or getting ready, says so there already).
-async fn observe_standby(daemon: &Daemon, standby: Slot) {
-    if daemon.slots[standby.index()].route.live().is_some() {
-        let result = check(daemon, standby).await;
-        if result.is_err() {
-            daemon.metrics.heartbeat_failure(standby);
-        }
-        daemon.set_health(standby, result);
+async fn observe_standby(daemon: &Daemon, standby: Slot) -> Result<(), StandbyDown> {
+    let route = &daemon.slots[standby.index()].route;
+    if route.live().is_none() {
+        return Err(StandbyDown::NotLive(route.reason()));
     }
+    let result = check(daemon, standby).await;
+    if result.is_err() {
+        daemon.metrics.heartbeat_failure(standby);
+    }
+    daemon.set_health(standby, result.clone());
+    result.map_err(StandbyDown::Failing)
 }
 
 /// One check: the slot's live generation answers `heartbeat.path` below 500 in time.

@@ -130,7 +130,8 @@ impl Route {
         }
     }
 
-    fn reason(&self) -> String {
+    /// Why there is no live generation, as the 503 says it.
+    pub fn reason(&self) -> String {
         self.reason
             .read()
             .expect("route lock: no panic holds it")

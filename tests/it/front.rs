@@ -495,6 +495,68 @@ fn a_heartbeat_check_past_its_timeout_is_a_failure() {
     assert!(root.get(root.front, "/").body.starts_with("v2 from green"));
 }
 
+/// Both slots hung by what they share (SIGSTOP stands in for a database that stops
+/// answering both), and back together while the heartbeat checks the standby before a
+/// switch: traffic stays on the active slot, which no longer fails, and automatic
+/// switching stays on. The switch went by the active's failed check of seconds before:
+/// it moved traffic off a healthy slot (running `switch.migrate`) and turned failover off.
+#[test]
+fn the_heartbeat_does_not_move_traffic_off_an_active_slot_that_came_back() {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let mut root = held_heartbeat();
+    root.set("heartbeat.timeout", "3s");
+    root.set("heartbeat.failures", 1);
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let groups = ["blue", "green"].map(|slot| Pid::from_raw(root.live_pid(slot)));
+    for group in groups {
+        killpg(group, Signal::SIGSTOP).unwrap();
+    }
+    start_heartbeat(&root);
+    // Blue's check failed (after 3 s), a streak long enough: the standby is checked now,
+    // for up to 3 s more.
+    wait_for(Duration::from_secs(15), "blue's failed check", || {
+        (root.status()["heartbeat"]["consecutive_failures"] == 1).then_some(())
+    });
+    for group in groups {
+        killpg(group, Signal::SIGCONT).unwrap();
+    }
+    wait_for(Duration::from_secs(15), "blue's streak to end", || {
+        (root.status()["heartbeat"]["consecutive_failures"] == 0).then_some(())
+    });
+    let status = root.status();
+    assert_eq!(status["active"], "blue", "{status}");
+    assert_eq!(status["heartbeat"]["armed"], true, "{status}");
+    assert_eq!(status["slots"]["blue"]["health"], "healthy", "{status}");
+}
+
+/// A standby with no release is no failing slot: the heartbeat says it cannot take the
+/// active's traffic, and why, and neither its health nor its failed checks count it.
+#[test]
+fn a_failing_active_with_no_standby_release_stays_and_says_why() {
+    let mut root = held_heartbeat();
+    root.serve();
+    root.commit("fails soon", &[("VERSION", "v1\n"), ("FAIL_AFTER", "1")]);
+    root.push("blue").says("blue: live in ");
+    wait_for(Duration::from_secs(15), "blue to fail", || {
+        (root.get(root.blue, "/").status == 500).then_some(())
+    });
+    start_heartbeat(&root);
+    wait_for(Duration::from_secs(15), "the heartbeat's event", || {
+        root.control("GET", "/events")
+            .body
+            .contains("heartbeat: blue failing (GET / answered 500), and green cannot take its traffic (green has no release yet")
+            .then_some(())
+    });
+    let events = root.control("GET", "/events").body;
+    assert!(!events.contains("green failing"), "{events}");
+    assert_eq!(heartbeat_failures(&root, "green"), Some(0));
+    assert_eq!(root.status()["active"], "blue");
+}
+
 #[test]
 fn the_heartbeat_stays_put_when_both_slots_fail() {
     let mut root = held_heartbeat();
