@@ -1,6 +1,7 @@
 //! A crashed live generation: its restart on the same release with backoff (1 s
 //! doubling to 60 s, reset once the slot has served a minute: see [`super::backoff`]),
-//! and the timer that brings it back.
+//! and the timer that brings it back; and the last live release brought back at once
+//! after a failed deploy left the slot with nothing live.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -65,6 +66,26 @@ impl Supervisor {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = tx.send(Msg::RestartDue { token });
+        });
+    }
+
+    /// Brings back `release`, the last live one, at once: a deploy that replaced it
+    /// failed with no live generation left (`app.overlap = false`, or a crash during the
+    /// start). No crash loop to slow down (the slot waited the backoff's second for
+    /// nothing): a failure of this start is restarted with backoff, as a crash is.
+    pub(super) fn restart_at_once(&mut self, release: String) {
+        self.restart_token += 1;
+        let slot = self.slot;
+        self.daemon.events.record(
+            "restart",
+            Some(slot),
+            true,
+            format!("{slot}: restarting release {release} at once"),
+        );
+        self.restart_release = Some(release);
+        self.handle().status().restart_at = Some(Instant::now());
+        let _ = self.tx.send(Msg::RestartDue {
+            token: self.restart_token,
         });
     }
 

@@ -345,7 +345,12 @@ impl Supervisor {
                 if start.restart {
                     self.schedule_restart(release.clone());
                 } else if let Some(good) = fallback {
-                    self.schedule_restart(good);
+                    // The last live release (not the one that just failed) comes back at
+                    // once; the one that failed, with backoff.
+                    match good != release {
+                        true => self.restart_at_once(good),
+                        false => self.schedule_restart(good),
+                    }
                 } else if let Some(current) = current_next {
                     // Seen as coming before the answer, as a restart is.
                     self.handle().status().starting = true;
