@@ -1996,7 +1996,7 @@ fn without_overlap_a_bad_push_brings_the_good_one_back_at_once() {
     root.commit("crashing", &[("VERSION", "v2\n"), ("CRASH", "")]);
     root.push("blue").says("restarting release ");
     root.wait_body(root.blue, "v1 from blue");
-    assert_eq!(restarts(), [at_once.clone()]);
+    assert_eq!(restarts(), std::slice::from_ref(&at_once));
     root.commit("crashing again", &[("VERSION", "v3\n")]);
     root.push("blue").says("restarting release ");
     root.wait_body(root.blue, "v1 from blue");
