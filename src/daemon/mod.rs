@@ -28,6 +28,7 @@ mod mirror;
 mod not_deployed;
 mod output;
 mod params;
+mod passed;
 mod pool;
 mod proxy;
 mod proxy_thread;

@@ -41,7 +41,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::answered_early::AnsweredEarly;
-use super::upstream::{Body, BoxError};
+use super::passed::{Passed, Received};
+use super::upstream::BoxError;
+
+/// A request body as it goes to a worker: the client's own, when it has none, or
+/// any other, boxed.
+pub type Outgoing = Passed<Received>;
 
 /// How long an unused connection may be reused. Shorter than the keep-alive timeouts of
 /// common app servers (gunicorn 2 s, Node and uvicorn 5 s): a connection the worker may
@@ -88,7 +93,7 @@ impl Default for Pool {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Body>,
+    sender: http1::SendRequest<Outgoing>,
     /// When it came back, on [`coarse_now`]'s clock.
     since: Duration,
 }
@@ -120,7 +125,7 @@ pub enum Failure {
 /// A connection in use; it goes back to its pool when dropped, if it can take another
 /// request.
 pub struct Pooled {
-    sender: Option<http1::SendRequest<Body>>,
+    sender: Option<http1::SendRequest<Outgoing>>,
     /// False after a request body or a `HEAD` (see the module's doc).
     reuse: bool,
     port: u16,
@@ -134,7 +139,7 @@ impl Pool {
     pub async fn send(
         self: &Arc<Self>,
         port: u16,
-        mut request: Request<Body>,
+        mut request: Request<Outgoing>,
         reuse_after_body: bool,
     ) -> Result<(Response<Incoming>, Pooled), Failure> {
         let bodiless = request.body().is_end_stream();
@@ -152,11 +157,13 @@ impl Pool {
             // Reused only if the body was all handed over before the answer came.
             let noted = Arc::new(AtomicBool::new(false));
             request = request.map(|inner| {
-                Noted {
-                    inner,
-                    sent: noted.clone(),
-                }
-                .boxed()
+                Passed::Right(
+                    Noted {
+                        inner,
+                        sent: noted.clone(),
+                    }
+                    .boxed(),
+                )
             });
             sent = Some(noted);
         }
@@ -196,7 +203,7 @@ impl Pool {
 
     /// The most recently used idle connection to `port` that is still open and was
     /// used within the idle timeout.
-    fn take(&self, port: u16) -> Option<http1::SendRequest<Body>> {
+    fn take(&self, port: u16) -> Option<http1::SendRequest<Outgoing>> {
         let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
         let (_, list) = idle.iter_mut().find(|(p, _)| *p == port)?;
         let now = coarse_now();
@@ -213,7 +220,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, port: u16, sender: http1::SendRequest<Body>) {
+    fn put(&self, port: u16, sender: http1::SendRequest<Outgoing>) {
         let mut idle = self.idle.lock().expect("pool lock: no panic holds it");
         let at = match idle.iter().position(|(p, _)| *p == port) {
             Some(at) => at,
@@ -262,7 +269,7 @@ pub fn closes(method: &http::Method, bodiless: bool, reuse_after_body: bool) -> 
 /// A request body that notes when its end has been handed to the connection (the
 /// connection's task polls it, on this thread).
 struct Noted {
-    inner: Body,
+    inner: Outgoing,
     sent: Arc<AtomicBool>,
 }
 
@@ -322,7 +329,7 @@ impl Drop for Pooled {
     }
 }
 
-async fn connect(port: u16) -> Result<http1::SendRequest<Body>, Failure> {
+async fn connect(port: u16) -> Result<http1::SendRequest<Outgoing>, Failure> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
         .await
         .map_err(|_| Failure::ConnectTimeout)?
@@ -347,8 +354,16 @@ async fn connect(port: u16) -> Result<http1::SendRequest<Body>, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::upstream::{empty, full};
+    use crate::daemon::upstream;
     use std::sync::atomic::AtomicUsize;
+
+    fn empty() -> Outgoing {
+        Passed::Right(upstream::empty())
+    }
+
+    fn full(bytes: impl Into<bytes::Bytes>) -> Outgoing {
+        Passed::Right(upstream::full(bytes))
+    }
 
     /// A worker reading each request's body and answering "ok"; with `close`, one
     /// request per connection.
@@ -368,7 +383,7 @@ mod tests {
                     let service =
                         hyper::service::service_fn(move |request: Request<Incoming>| async move {
                             let _ = request.into_body().collect().await;
-                            let mut response = Response::new(crate::daemon::upstream::full("ok"));
+                            let mut response = Response::new(upstream::full("ok"));
                             if close {
                                 response
                                     .headers_mut()
@@ -385,7 +400,7 @@ mod tests {
         port
     }
 
-    fn get(port: u16) -> Request<Body> {
+    fn get(port: u16) -> Request<Outgoing> {
         Request::get(format!("http://127.0.0.1:{port}/"))
             .body(empty())
             .unwrap()
@@ -501,7 +516,9 @@ mod tests {
         let port = hasty_server(accepted.clone(), closed.clone()).await;
         let pool = Arc::new(Pool::default());
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let upload = Request::post("/upload").body(Later(rx).boxed()).unwrap();
+        let upload = Request::post("/upload")
+            .body(Passed::Right(Later(rx).boxed()))
+            .unwrap();
         let (response, pooled) = pool.send(port, upload, true).await.unwrap();
         let answer = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(answer, "POST /upload HTTP/1.1");

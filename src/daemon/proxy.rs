@@ -26,6 +26,7 @@ use super::accept::Listener;
 use super::headers::{forward_headers, strip_hop_by_hop, Peer, Side};
 use super::idle::{BodyIdle, IdleBody};
 use super::mirror::Mirror;
+use super::passed::{Passed, Received};
 use super::pool::{Failure, Pool, Pooled};
 use super::route::{Cached, InFlight};
 use super::upgrade;
@@ -71,7 +72,7 @@ pub async fn handle(
     request: Request<Incoming>,
     client: ClientConn,
     local: Arc<Local>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Answer>, Infallible> {
     let with_body = !request.body().is_end_stream();
     let http10 = request.version() == http::Version::HTTP_10;
     let mut response = answer(request, client, &local).await?;
@@ -104,7 +105,7 @@ async fn answer(
     request: Request<Incoming>,
     client: ClientConn,
     local: &Local,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Answer>, Infallible> {
     let ClientConn {
         peer,
         which,
@@ -123,7 +124,7 @@ async fn answer(
     } = local;
     let traffic = daemon.metrics.traffic(*thread);
     if let Some((status, reason)) = refused(&request) {
-        return Ok(plain(status, reason));
+        return Ok(own(status, reason));
     }
     let mut mirror = None;
     // A mirrored write's share of the mirror's barrier, until its copy is queued.
@@ -149,7 +150,8 @@ async fn answer(
                 return Ok(Box::pin(super::front_switch::handle(
                     request, peer.addr, daemon, stop,
                 ))
-                .await);
+                .await
+                .map(Passed::Right));
             }
             if mirror.is_some() {
                 // Boxed, as the rare paths here.
@@ -160,7 +162,7 @@ async fn answer(
             match active {
                 Some(slot) => slot,
                 None => {
-                    return Ok(plain(
+                    return Ok(own(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "no active slot: nothing has been deployed yet",
                     ))
@@ -180,7 +182,7 @@ async fn answer(
         Ok(in_flight) => in_flight,
         Err(reason) => {
             traffic.request(slot, 503);
-            return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, &reason));
+            return Ok(own(StatusCode::SERVICE_UNAVAILABLE, &reason));
         }
     };
     let (mut parts, body) = request.into_parts();
@@ -211,7 +213,7 @@ async fn answer(
     }
     if let Err(reason) = forward_headers(&mut parts.headers, &peer) {
         traffic.request(slot, 501);
-        return Ok(plain(StatusCode::NOT_IMPLEMENTED, &reason));
+        return Ok(own(StatusCode::NOT_IMPLEMENTED, &reason));
     }
     if let Some(protocol) = upgrade {
         upgrade::keep(&mut parts.headers, protocol);
@@ -246,12 +248,12 @@ async fn answer(
                     .mirror
                     .tee(daemon, &config, &parts, body, (slot.other(), switches));
             let (body, end) = IdleBody::new(body, timeout);
-            (body.boxed(), copy, Some(end))
+            (Passed::Right(body.boxed()), copy, Some(end))
         }
-        None if body.is_end_stream() => (body.map_err(BoxError::from).boxed(), None, None),
+        None if body.is_end_stream() => (Passed::Left(Received(body)), None, None),
         None => {
             let (body, end) = IdleBody::new(body, timeout);
-            (body.boxed(), None, Some(end))
+            (Passed::Right(body.boxed()), None, Some(end))
         }
     };
 
@@ -278,7 +280,7 @@ async fn answer(
                 // The 101, or the 502 for a switch that cannot be tunnelled: what the
                 // client got.
                 traffic.request(slot, answer.status().as_u16());
-                return Ok(answer);
+                return Ok(answer.map(Passed::Right));
             }
             let (mut parts, body) = response.into_parts();
             if let Err(reason) = strip_hop_by_hop(&mut parts.headers, Side::Worker) {
@@ -288,7 +290,7 @@ async fn answer(
                 );
                 tracing::warn!(slot = %slot, "{reason}");
                 traffic.request(slot, 502);
-                return Ok(plain(StatusCode::BAD_GATEWAY, &reason));
+                return Ok(own(StatusCode::BAD_GATEWAY, &reason));
             }
             traffic.request(slot, parts.status.as_u16());
             // Ours to frame: an HTTP/1.0 worker's answer keeps the client's keep-alive.
@@ -308,7 +310,7 @@ async fn answer(
                 in_flight,
                 _client: counted,
             };
-            let mut response = Response::from_parts(parts, body.boxed());
+            let mut response = Response::from_parts(parts, Passed::Left(body));
             if end.is_some_and(|end| !end.reached()) {
                 response.extensions_mut().insert(BodyLeft);
             }
@@ -323,7 +325,7 @@ async fn answer(
                 .map(ToString::to_string)
                 .unwrap_or_default();
             tracing::debug!(slot = %slot, "{reason}");
-            Ok(plain(StatusCode::REQUEST_TIMEOUT, &reason))
+            Ok(own(StatusCode::REQUEST_TIMEOUT, &reason))
         }
         // The client's own body broke off (an aborted upload): not the worker's fault.
         Err(Failure::Http(e)) if e.is_user() => {
@@ -333,7 +335,7 @@ async fn answer(
                 None => format!("the request body broke off: {e}"),
             };
             tracing::debug!(slot = %slot, "{reason}");
-            Ok(plain(StatusCode::BAD_REQUEST, &reason))
+            Ok(own(StatusCode::BAD_REQUEST, &reason))
         }
         Err(failure) => {
             traffic.request(slot, 502);
@@ -345,7 +347,7 @@ async fn answer(
             if let Some(held) = quiet.admit() {
                 tracing::warn!(slot = %slot, generation = generation.id, "{reason}{}", crate::logging::held(held));
             }
-            Ok(plain(StatusCode::BAD_GATEWAY, &reason))
+            Ok(own(StatusCode::BAD_GATEWAY, &reason))
         }
     }
 }
@@ -425,6 +427,15 @@ struct Own;
 #[derive(Clone, Copy)]
 struct BodyLeft;
 
+/// What a data-path request is answered with: its worker's answer, passed on as it
+/// comes, or one of the daemon's own.
+pub type Answer = Passed<Tracked>;
+
+/// A one-line text answer of the daemon's own, to a data-path request.
+fn own(status: StatusCode, text: &str) -> Response<Answer> {
+    plain(status, text).map(Passed::Right)
+}
+
 /// A one-line text answer.
 pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut response = Response::new(upstream::full(format!("{text}\n")));
@@ -451,7 +462,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 /// connection out of the pool, until it is dropped. An answer that breaks off after its
 /// head went out (the worker died, or sent a malformed chunk) can only be cut short for
 /// the client (hyper closes its connection): it is logged, at most a line a second.
-struct Tracked {
+pub struct Tracked {
     inner: Incoming,
     _connection: Pooled,
     in_flight: InFlight,
