@@ -21,8 +21,10 @@ pub struct Pushed {
     pub summary: String,
 }
 
-/// The repo of the running hook: git sets `GIT_DIR` for it.
+/// The repo of the running hook: git sets `GIT_DIR` for it. Read with its own config
+/// only (see [`own_config_only`]).
 pub fn open() -> anyhow::Result<Repository> {
+    own_config_only()?;
     // libgit2's own message, without its class and code numbers.
     Repository::open_from_env().map_err(|e| {
         anyhow::anyhow!(
@@ -30,6 +32,35 @@ pub fn open() -> anyhow::Result<Repository> {
             e.message()
         )
     })
+}
+
+/// Makes libgit2 read no config but a repo's own: like git, it reads the system's and
+/// the pushing user's too (`/etc/gitconfig`, `~/.gitconfig`, `$XDG_CONFIG_HOME/git`, and
+/// the attributes files they name). `core.autocrlf = true` there wrote CRLF line ends into
+/// every release, `core.symlinks = false` wrote its symlinks as plain files, and the
+/// build of that tree was then reused whoever pushed it next.
+fn own_config_only() -> anyhow::Result<()> {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    DONE.call_once(|| {
+        for level in [
+            git2::ConfigLevel::ProgramData,
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::XDG,
+            git2::ConfigLevel::Global,
+        ] {
+            // SAFETY: libgit2's search paths are the process's; this runs once, before
+            // the hook's first use of libgit2, and no other thread uses it meanwhile.
+            if let Err(e) = unsafe { git2::opts::set_search_path(level, "") } {
+                result = Err(anyhow::anyhow!(
+                    "cannot keep the user's git config out of the checkout: {}",
+                    e.message()
+                ));
+                return;
+            }
+        }
+    });
+    result
 }
 
 /// libgit2's error as its message alone, without the class and code its `Display`
@@ -99,7 +130,9 @@ pub fn checkout(repo: &mut Repository, tree: Oid, target: &Path) -> anyhow::Resu
         .target_dir(target)
         .force()
         .update_index(false)
-        .recreate_missing(true);
+        .recreate_missing(true)
+        // The tree as committed: no line-end conversion by `.gitattributes`.
+        .disable_filters(true);
     // libgit2's message without its class and code numbers ("No space left on device").
     repo.checkout_tree(tree.as_object(), Some(&mut options))
         .map_err(|e| {

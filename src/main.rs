@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         bluegreen::cli::parse()
     };
     bluegreen::logging::init(&args.command);
-    match bluegreen::run::run(args) {
+    let code = match bluegreen::run::run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -49,5 +49,8 @@ fn main() -> ExitCode {
             let _ = writeln!(bluegreen::stderr::Lossy, "error: {line}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A push client that did not read all of it is told so, and its last line again.
+    bluegreen::stderr::finish();
+    code
 }

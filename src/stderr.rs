@@ -11,12 +11,16 @@
 //! hook with it, holding its slot's push turn and its build's lock. So the hook makes its
 //! stderr non-blocking ([`nonblocking`]), and a write waits at most [`STALL`] for the
 //! pipe to take more; after one such stall, writes take what the pipe has room for at
-//! once and drop the rest (a build's output is all in its log).
+//! once and drop the rest (a build's output is all in its log). At the end ([`finish`]),
+//! a hook that dropped some waits up to [`FINAL_WAIT`] once more, to say so and give its
+//! last line again: the verdict, which a push client paused for a while (Ctrl-S, a
+//! stalled SSH link) never saw, nor that anything was missing.
 
 use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -25,8 +29,55 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 /// still reads a pipe's 64 KiB in that time.
 const STALL: Duration = Duration::from_secs(10);
 
+/// How long [`finish`] waits for a reader that took nothing, to say what it missed.
+const FINAL_WAIT: Duration = Duration::from_secs(30);
+
 /// A write has waited `STALL` in vain: no write waits any more.
 static STALLED: AtomicBool = AtomicBool::new(false);
+
+/// stderr is the pusher's non-blocking pipe ([`nonblocking`]): lines are kept for
+/// [`finish`].
+static KEEPING: AtomicBool = AtomicBool::new(false);
+
+/// Bytes dropped so far.
+static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// The line being written, the last whole one, and whether any of either was dropped.
+static LINES: Mutex<Lines> = Mutex::new(Lines {
+    current: Vec::new(),
+    current_dropped: false,
+    last: Vec::new(),
+    last_dropped: false,
+});
+
+/// What [`LINES`] keeps: at most `KEPT` bytes of each line.
+struct Lines {
+    current: Vec<u8>,
+    current_dropped: bool,
+    last: Vec<u8>,
+    last_dropped: bool,
+}
+
+/// The most of a line kept to give again.
+const KEPT: usize = 4096;
+
+impl Lines {
+    /// Notes `buf`, of which the bytes from `written` on were dropped.
+    fn note(&mut self, buf: &[u8], written: usize) {
+        let mut at = 0;
+        for piece in buf.split_inclusive(|&b| b == b'\n') {
+            let room = KEPT.saturating_sub(self.current.len());
+            self.current
+                .extend_from_slice(&piece[..piece.len().min(room)]);
+            self.current_dropped |= at + piece.len() > written;
+            at += piece.len();
+            if piece.ends_with(b"\n") {
+                self.last = std::mem::take(&mut self.current);
+                self.last_dropped = std::mem::take(&mut self.current_dropped);
+            }
+        }
+    }
+}
 
 /// stderr, as this module writes it.
 pub struct Lossy;
@@ -56,18 +107,55 @@ pub fn nonblocking() {
         .open("/proc/self/fd/2");
     if let Ok(pipe) = opened {
         let _ = nix::unistd::dup2_stderr(pipe);
+        KEEPING.store(true, Ordering::Relaxed);
     }
+}
+
+/// At the end: if any output was dropped, waits up to [`FINAL_WAIT`] for the reader to
+/// take more, then says how much it missed and gives the last line again, if that was
+/// dropped.
+pub fn finish() {
+    let dropped = DROPPED.load(Ordering::Relaxed);
+    if dropped == 0 {
+        return;
+    }
+    let mut said = format!(
+        "({dropped} bytes of this push's output were not shown here: the push client did not read them in time"
+    );
+    let lines = LINES.lock().expect("no panic holds it");
+    if lines.last_dropped {
+        said.push_str("; its last line was:)\n");
+        said.push_str(&String::from_utf8_lossy(&lines.last));
+    } else {
+        said.push_str(")\n");
+    }
+    drop(lines);
+    STALLED.store(false, Ordering::Relaxed);
+    KEEPING.store(false, Ordering::Relaxed);
+    write_within(said.as_bytes(), FINAL_WAIT);
 }
 
 /// Writes `buf` to stderr, waiting at most `STALL` for room while nothing is taken.
 fn write_all(buf: &[u8]) {
+    let written = write_within(buf, STALL);
+    if written < buf.len() {
+        DROPPED.fetch_add(buf.len() - written, Ordering::Relaxed);
+    }
+    if KEEPING.load(Ordering::Relaxed) {
+        LINES.lock().expect("no panic holds it").note(buf, written);
+    }
+}
+
+/// Writes `buf` to stderr, waiting at most `stall` for room while nothing is taken;
+/// how much of it was written.
+fn write_within(buf: &[u8], stall: Duration) -> usize {
     let stderr = std::io::stderr();
     let mut stderr = stderr.lock();
     let mut rest = buf;
     let mut deadline = None;
     while !rest.is_empty() {
         match stderr.write(rest) {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(n) => {
                 rest = &rest[n..];
                 deadline = None;
@@ -75,13 +163,13 @@ fn write_all(buf: &[u8]) {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 if STALLED.load(Ordering::Relaxed) {
-                    return;
+                    break;
                 }
-                let deadline = *deadline.get_or_insert_with(|| Instant::now() + STALL);
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + stall);
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     STALLED.store(true, Ordering::Relaxed);
-                    return;
+                    break;
                 }
                 let fd = std::io::stderr();
                 let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
@@ -90,7 +178,8 @@ fn write_all(buf: &[u8]) {
                     PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
                 );
             }
-            Err(_) => return,
+            Err(_) => break,
         }
     }
+    buf.len() - rest.len()
 }

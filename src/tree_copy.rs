@@ -1,5 +1,11 @@
 //! `copy_tree`: a build copied into a new release folder, each file opened once and
-//! copied by reflink where the file system can (plain copy otherwise), on a few threads.
+//! copied by reflink where the file system can (plain copy otherwise), on a few threads,
+//! with the modes and modification times the build left.
+//!
+//! The times are kept for what a build compiles ahead and checks by them: Python's
+//! `.pyc` files name their source's mtime, and with every release's copy newer they were
+//! all stale (each worker compiled its sources again at start); so were the
+//! `Last-Modified` and ETags of static files, different in blue and green for one build.
 //!
 //! A push spends most of its time creating files: a tree of 10,000 small files is
 //! created once by the checkout and once more by this copy. Each file is opened once on
@@ -9,7 +15,7 @@
 //! [`MAX_THREADS`] threads, since most of a small file's copy is system-call time the
 //! kernel can spend on two cores at once.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -27,21 +33,26 @@ const MAX_THREADS: usize = 4;
 #[derive(Default)]
 struct Plan {
     files: Vec<(PathBuf, PathBuf)>,
-    /// Each folder with the mode it gets once its files are in (a read-only folder
-    /// would refuse them): parents before children, set in reverse.
-    dirs: Vec<(PathBuf, u32)>,
+    /// Each folder with the mode and times it gets once its files are in (a read-only
+    /// folder would refuse them, and each file made moves its time): parents before
+    /// children, set in reverse.
+    dirs: Vec<(PathBuf, u32, FileTimes)>,
 }
 
 /// Copies the tree at `from` into the new folder `to`: files by reflink where the file
-/// system can (plain copy otherwise) with their mode, symlinks as symlinks (never
-/// followed), folders with their mode. `skip` names top-level entries left out.
+/// system can (plain copy otherwise) with their mode and times, symlinks as symlinks
+/// (never followed), folders with their mode and times. `skip` names top-level entries
+/// left out.
 pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
     let mut plan = Plan::default();
     walk(from, to, skip, &mut plan)?;
     copy_files(&plan.files)?;
-    for (dir, mode) in plan.dirs.iter().rev() {
+    for (dir, mode, times) in plan.dirs.iter().rev() {
         fs::set_permissions(dir, fs::Permissions::from_mode(*mode))
             .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+        File::open(dir)
+            .and_then(|opened| opened.set_times(*times))
+            .with_context(|| format!("cannot set the times of {}", dir.display()))?;
     }
     Ok(())
 }
@@ -49,11 +60,9 @@ pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
 /// Makes the folders and symlinks of `from` under `to`, and lists its files.
 fn walk(from: &Path, to: &Path, skip: &[&str], plan: &mut Plan) -> anyhow::Result<()> {
     fs::create_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
-    let mode = fs::metadata(from)
-        .with_context(|| format!("cannot read {}", from.display()))?
-        .permissions()
-        .mode();
-    plan.dirs.push((to.to_path_buf(), mode));
+    let meta = fs::metadata(from).with_context(|| format!("cannot read {}", from.display()))?;
+    plan.dirs
+        .push((to.to_path_buf(), meta.permissions().mode(), times(&meta)?));
     for entry in fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
         let entry = entry.with_context(|| format!("cannot read {}", from.display()))?;
         let name = entry.file_name();
@@ -146,7 +155,15 @@ fn copy_file(from: &Path, to: &Path, reflink: &AtomicBool) -> io::Result<()> {
         }
     }
     // The umask may have taken bits off the mode the file was created with.
-    target.set_permissions(fs::Permissions::from_mode(mode))
+    target.set_permissions(fs::Permissions::from_mode(mode))?;
+    target.set_times(times(&meta)?)
+}
+
+/// The access and modification times of `meta`, to give a copy.
+fn times(meta: &fs::Metadata) -> io::Result<FileTimes> {
+    Ok(FileTimes::new()
+        .set_accessed(meta.accessed()?)
+        .set_modified(meta.modified()?))
 }
 
 /// Copies a file with holes (fewer blocks than its length) data range by data range, so
@@ -180,7 +197,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copy_tree_keeps_contents_modes_and_symlinks() {
+    fn copy_tree_keeps_contents_modes_times_and_symlinks() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         fs::create_dir_all(src.join("bin")).unwrap();
@@ -194,9 +211,29 @@ mod tests {
         for i in 0..300 {
             fs::write(src.join(format!("many/{i}")), format!("file {i}\n")).unwrap();
         }
+        // Times the build left, as a `.pyc` names its source's.
+        let then = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(86_400);
+        let at = FileTimes::new().set_modified(then);
+        File::options()
+            .write(true)
+            .open(src.join("bin/run"))
+            .unwrap()
+            .set_times(at)
+            .unwrap();
+        File::open(src.join("bin")).unwrap().set_times(at).unwrap();
         fs::set_permissions(src.join("many"), fs::Permissions::from_mode(0o555)).unwrap();
         let dst = dir.path().join("dst");
         copy_tree(&src, &dst, &["skipme"]).unwrap();
+        let modified = |p: &str| fs::metadata(dst.join(p)).unwrap().modified().unwrap();
+        assert_eq!(modified("bin/run"), then);
+        assert_eq!(modified("bin"), then);
+        assert_eq!(
+            modified("many/7"),
+            fs::metadata(src.join("many/7"))
+                .unwrap()
+                .modified()
+                .unwrap()
+        );
         let mode = |p: &str| fs::metadata(dst.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode("bin/run"), 0o755);
         assert_eq!(mode("many"), 0o555);

@@ -2,6 +2,12 @@
 //! `build.timeout` and stopped by a stopping signal to the hook (see `Interrupt`), its
 //! output (stdout and stderr interleaved as written) copied line by line to the pusher
 //! and the build log, its last lines kept to say why it failed.
+//!
+//! The pusher gets the lines from a thread of their own ([`forward`]): a push client that
+//! stops reading (a terminal paused with Ctrl-S, a stalled SSH link) held the build on
+//! its output pipe, up to 10 s (see `stderr`), and that wait counted against
+//! `build.timeout`. Lines the pusher is too slow for are dropped past a bound, and it is
+//! told how many; the log has them all, up to [`LOG_LIMIT`].
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -9,6 +15,7 @@ use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +44,13 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// running outside its group that writes without pause would otherwise hold the hook
 /// (and its push) forever.
 const OUTPUT_LIMIT: Duration = Duration::from_secs(10);
+/// The most build output waiting for a slow pusher; lines past it are dropped (and
+/// counted, and said).
+const FORWARD_BYTES: usize = 8 << 20;
+/// Where a build log stops: 64 MiB, as a slot's log is cut. A build that writes without
+/// pause filled the disk by gigabytes within its timeout.
+const LOG_LIMIT: u64 = 64 << 20;
+
 /// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
 /// interleaved as written) copied line by line to `out` and to a new log at `log_path`.
 /// A stopping signal (`interrupt`) kills the build's group and fails it, as the timeout
@@ -83,27 +97,55 @@ pub(super) fn run(
     // `OUTPUT_LIMIT` after it ended: something the build left outside its group (a
     // daemonised tool) may hold the pipe, and keep writing to it.
     let finished: Mutex<Option<Instant>> = Mutex::new(None);
+    // Bytes of output queued for the pusher.
+    let waiting = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let finished = &finished;
+        let (finished, waiting) = (&finished, &waiting);
+        let (to_pusher, lines_out) = mpsc::channel::<(usize, Vec<u8>)>();
+        scope.spawn(move || forward(lines_out, waiting, out, log_path));
         let copier = scope.spawn(move || {
             // The first failed write to the log (a full disk): the log stops there, and
             // the pusher, who still gets every line, is told at once.
             let mut log_failed: Option<std::io::Error> = None;
+            let mut logged: u64 = 0;
             // From the output, not read back from the log: that may be cut short.
             let mut tail = Tail::new(QUOTED);
+            // Lines dropped since the last one sent to the pusher.
+            let mut dropped = 0;
+            let mut send = |line: Vec<u8>| {
+                let queued = waiting.fetch_add(line.len(), Ordering::Relaxed);
+                if queued + line.len() > FORWARD_BYTES {
+                    waiting.fetch_sub(line.len(), Ordering::Relaxed);
+                    dropped += 1;
+                } else {
+                    let _ = to_pusher.send((std::mem::take(&mut dropped), line));
+                }
+            };
             let mut copy = |line: &[u8]| {
                 tail.push(line);
-                if log_failed.is_none() {
-                    let written = log.write_all(line).and_then(|()| log.write_all(b"\n"));
+                if log_failed.is_none() && logged <= LOG_LIMIT {
+                    logged += line.len() as u64 + 1;
+                    let written = match logged > LOG_LIMIT {
+                        false => log.write_all(line).and_then(|()| log.write_all(b"\n")),
+                        true => {
+                            let said = format!(
+                                "(the build log stops here: it reached {} MiB; the output past it is not kept)",
+                                LOG_LIMIT >> 20
+                            );
+                            let _ = writeln!(log, "{said}");
+                            send(format!("  {said}").into_bytes());
+                            Ok(())
+                        }
+                    };
                     if let Err(e) = written {
-                        let _ = writeln!(out, "  (the build log stops here: {e})");
+                        send(format!("  (the build log stops here: {e})").into_bytes());
                         log_failed = Some(e);
                     }
                 }
-                let _ = out.write_all(b"  ");
-                let _ = out.write_all(line);
-                let _ = out.write_all(b"\n");
-                let _ = out.flush();
+                let mut sent = Vec::with_capacity(line.len() + 2);
+                sent.extend_from_slice(b"  ");
+                sent.extend_from_slice(line);
+                send(sent);
             };
             let mut lines = Lines::default();
             let mut chunk = [0u8; 8192];
@@ -135,6 +177,9 @@ pub(super) fn run(
                 lines.feed(&chunk[..n], &mut copy);
             }
             lines.finish(&mut copy);
+            if dropped > 0 {
+                let _ = to_pusher.send((dropped, Vec::new()));
+            }
             Said { log_failed, tail }
         });
         let (tx, rx) = mpsc::channel();
@@ -207,6 +252,31 @@ pub(super) fn run(
     })
 }
 
+/// Writes the build's lines to the pusher as they come, each after how many were dropped
+/// before it (an empty line: only that), until the build's output ends.
+fn forward(
+    lines: mpsc::Receiver<(usize, Vec<u8>)>,
+    waiting: &AtomicUsize,
+    out: &mut (dyn Write + Send),
+    log_path: &Path,
+) {
+    for (dropped, line) in lines {
+        if dropped > 0 {
+            let _ = writeln!(
+                out,
+                "  ({dropped} lines of build output not shown here: the push client did not read them in time; the log has them: {})",
+                log_path.display()
+            );
+        }
+        if !line.is_empty() {
+            let _ = out.write_all(&line);
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+        }
+        waiting.fetch_sub(line.len(), Ordering::Relaxed);
+    }
+}
+
 /// What a build said, for the reason it failed.
 struct Said {
     /// Why the log stops short, if it does.
@@ -229,5 +299,38 @@ impl Said {
             reason.push_str(&format!("; last lines: {tail}"));
         }
         reason
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build that writes without pause: its log stops at `LOG_LIMIT` (it filled the
+    /// disk by gigabytes within its timeout), and says so, as the pusher is told.
+    #[test]
+    fn a_build_log_stops_at_its_limit_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("build.log");
+        let config = BuildConfig {
+            command: "sh -c 'yes \"$(printf %0999d 0)\" | head -n 70000'".into(),
+            timeout: Duration::from_secs(120),
+            env: Default::default(),
+        };
+        let mut out = Vec::new();
+        run(
+            dir.path(),
+            &config,
+            &log_path,
+            &mut out,
+            &Interrupt::never(),
+        )
+        .unwrap();
+        let said = "(the build log stops here: it reached 64 MiB; the output past it is not kept)";
+        let log = std::fs::read(&log_path).unwrap();
+        assert!(log.len() as u64 <= LOG_LIMIT + said.len() as u64 + 1);
+        assert!(log.ends_with(format!("{said}\n").as_bytes()));
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains(&format!("  {said}\n")), "{}", out.len());
     }
 }

@@ -85,6 +85,109 @@ fn a_push_lands_a_release_with_modes_and_symlinks() {
     );
 }
 
+/// The pushing user's git config (here `~/.gitconfig`) and the tree's `.gitattributes`
+/// change nothing in the release: `core.autocrlf = true` wrote CRLF line ends into it,
+/// `core.symlinks = false` its symlinks as plain files, and the build of that tree was
+/// reused whoever pushed it next. A release also keeps the
+/// times its build gave its files (a `.pyc` names its source's).
+#[test]
+fn the_pushers_git_config_changes_nothing_in_the_release() {
+    let root = Root::new();
+    let home = root.path.parent().unwrap().join("home");
+    fs::create_dir_all(&home).unwrap();
+    fs::write(
+        home.join(".gitconfig"),
+        "[core]\n\tautocrlf = true\n\tsymlinks = false\n",
+    )
+    .unwrap();
+    root.set(
+        "build.command",
+        "sh -c 'echo built > built.txt && touch -d @86400 built.txt'",
+    );
+    root.commit(
+        "lf",
+        &[
+            ("VERSION", "v1\n"),
+            ("run.sh", "#!/bin/sh\necho hi\n"),
+            (".gitattributes", "*.txt text eol=crlf\n"),
+            ("notes.txt", "a\nb\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("VERSION", root.work.join("verlink")).unwrap();
+    root.commit("link", &[]);
+    // As a pusher's shell has it: no GIT_CONFIG_GLOBAL (which libgit2 reads too).
+    let out = git_command(&root.work)
+        .env("HOME", &home)
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let dir = root.path.join("blue/current");
+    let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(read("run.sh"), "#!/bin/sh\necho hi\n");
+    assert_eq!(read("notes.txt"), "a\nb\n");
+    assert_eq!(
+        fs::read_link(dir.join("verlink")).unwrap(),
+        Path::new("VERSION")
+    );
+    let built = fs::metadata(dir.join("built.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        built,
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(86_400)
+    );
+}
+
+/// A push client that stops reading for longer than the hook waits for it (10 s): the
+/// build is not held on its output (it was, and that wait counted against
+/// `build.timeout`), and once the client reads again it is told what it missed and
+/// given the last line again (it got no verdict, nor any sign of a gap).
+#[test]
+fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_the_last_line() {
+    use std::io::Read;
+    let root = Root::new();
+    root.set("build.timeout", "8s");
+    root.set(
+        "build.command",
+        "sh -c 'yes \"a line of build output, repeated\" | head -n 300000'",
+    );
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let mut push = git_command(&root.work)
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nothing read meanwhile.
+    wait_for(Duration::from_secs(40), "the release", || {
+        root.current("blue")
+    });
+    let mut text = String::new();
+    push.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(push.wait().unwrap().success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let note = lines
+        .iter()
+        .position(|l| l.contains("bytes of this push's output were not shown here: the push client did not read them in time; its last line was:)"));
+    let last = note
+        .and_then(|at| lines.get(at + 1))
+        .copied()
+        .unwrap_or_default();
+    assert!(
+        last.contains("): the release starts on the next `bluegreen serve`"),
+        "{:?}",
+        &lines[lines.len().saturating_sub(6)..]
+    );
+}
+
 #[test]
 fn the_same_tree_on_both_slots_builds_once() {
     let root = Root::new();
