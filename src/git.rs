@@ -125,6 +125,19 @@ pub fn checkout(repo: &mut Repository, tree: Oid, target: &Path) -> anyhow::Resu
     repo.set_workdir(target, false)
         .with_context(|| format!("cannot use {} as work dir", target.display()))?;
     let tree = repo.find_tree(tree).context("the pushed tree is missing")?;
+    // Each build and release has bluegreen's files there (`.bluegreen-release.json`, the
+    // marks `rollback` goes by): a pushed one was written over, or (a folder) failed the
+    // deploy at its end with an `Is a directory`.
+    let own = tree.iter().find_map(|entry| {
+        let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
+        name.starts_with(".bluegreen-").then_some(name)
+    });
+    if let Some(name) = own {
+        anyhow::bail!(
+            "the pushed tree has `{}` at its top: names starting `.bluegreen-` are bluegreen's own files in each build and release; rename it, commit and push again",
+            crate::logging::printable(&name)
+        );
+    }
     let mut options = git2::build::CheckoutBuilder::new();
     options
         .target_dir(target)

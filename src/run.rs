@@ -38,6 +38,16 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     };
     match args.command {
         Command::Init { dir } => {
+            // Both on the command line and not the same: one was a slip, and which one
+            // is not for init to guess (`BLUEGREEN_ROOT` gives way to the folder named).
+            if let (Some(dir), Some(root)) = (&dir, &args.root) {
+                anyhow::ensure!(
+                    args.root_from_env || dir == root,
+                    "`bluegreen init {}` and `--root {}` name two roots: give one",
+                    dir.display(),
+                    root.display()
+                );
+            }
             let named = dir.or(args.root);
             let layout = Layout::new(&named.clone().unwrap_or(std::env::current_dir()?))?;
             if named.is_none() {

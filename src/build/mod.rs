@@ -201,6 +201,15 @@ pub fn ensure(
         seconds: build_took.as_secs_f64(),
     };
     let finished = (|| -> anyhow::Result<()> {
+        // A build that put a symlink in its folder's place would have it published as
+        // the build, and its metadata written (and its files copied from) elsewhere.
+        let kind = fs::symlink_metadata(&tmp)
+            .with_context(|| format!("the build removed its own folder {}", tmp.display()))?;
+        anyhow::ensure!(
+            kind.is_dir(),
+            "the build replaced its own folder {} with something else (a symlink?): a build must work inside its folder",
+            tmp.display()
+        );
         fsops::owner_writable(&tmp)?;
         fsops::sync_tree(&tmp)?;
         fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(&meta)?)?;

@@ -188,6 +188,49 @@ fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_the_last_line(
     );
 }
 
+/// A pushed file or folder named as bluegreen's own files in each build and release is
+/// refused at once, in one line: a folder `.bluegreen-release.json` failed the deploy at
+/// its end with `Is a directory`, and a file of that name was silently written over.
+#[test]
+fn a_pushed_name_bluegreen_keeps_for_its_own_files_is_refused() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+    let v1 = root.current("blue");
+    for name in [".bluegreen-release.json/x", ".bluegreen-build.json"] {
+        let sha = root.commit("own name", &[(name, "x\n")]);
+        let pushed = root.push("blue");
+        let top = name.split('/').next().unwrap();
+        pushed.says(&format!(
+            "error: blue: {} not deployed: the pushed tree has `{top}` at its top: names starting `.bluegreen-` are bluegreen's own files in each build and release; rename it, commit and push again",
+            &sha[..7]
+        ));
+        assert_eq!(root.current("blue"), v1);
+        root.remove(name);
+    }
+}
+
+/// A build that puts a symlink in its own folder's place is refused: the link was
+/// published as the build, its metadata written into the folder it named.
+#[test]
+fn a_build_that_replaces_its_folder_with_a_symlink_is_refused() {
+    let root = Root::new();
+    let outside = root.path.parent().unwrap().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    root.set(
+        "build.command",
+        format!(
+            "sh -c 'd=\"$PWD\"; cd .. && rm -rf \"$d\" && ln -s {} \"$d\"'",
+            outside.display()
+        ),
+    );
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue")
+        .says("with something else (a symlink?): a build must work inside its folder");
+    assert_eq!(root.current("blue"), None);
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}
+
 #[test]
 fn the_same_tree_on_both_slots_builds_once() {
     let root = Root::new();

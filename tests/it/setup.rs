@@ -211,6 +211,41 @@ fn a_missing_slot_folder_is_named_with_what_makes_it_again() {
     assert!(promoted.contains("green: release "), "{promoted}");
 }
 
+/// `init` given a folder and a different `--root` refuses, in one line, and makes
+/// neither: it made the folder's and said nothing of `--root`.
+#[test]
+fn init_with_two_roots_named_makes_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(&one)
+        .arg("--root")
+        .arg(&two)
+        .env_remove("BLUEGREEN_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: `bluegreen init {}` and `--root {}` name two roots: give one\n",
+            one.display(),
+            two.display()
+        )
+    );
+    assert!(!one.exists() && !two.exists());
+    // BLUEGREEN_ROOT gives way to the folder named.
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(&one)
+        .env("BLUEGREEN_ROOT", &two)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(one.join("bluegreen.toml").is_file() && !two.exists());
+}
+
 #[test]
 fn init_with_no_folder_refuses_a_current_folder_holding_other_files() {
     // Run in someone's working folder by a slip, it took the folder over.
