@@ -280,9 +280,18 @@ fn release_push(
         }
     };
 
-    // A linked dir replaces whatever the tree has at its path: say so, not silently.
+    // A linked dir replaces whatever the tree has at its path: say so, not silently. Not
+    // through a symlink of the tree's (`public` -> elsewhere): the release refuses that
+    // below, and the tree has nothing of its own there.
+    let build = layout.build_dir(&key);
+    let real_build = build.canonicalize().ok();
     for dir in &config.app.linked_dirs {
-        if std::fs::symlink_metadata(layout.build_dir(&key).join(dir)).is_ok() {
+        let path = build.join(dir);
+        let parent_in_tree = path.parent().and_then(|p| p.canonicalize().ok())
+            == real_build
+                .as_ref()
+                .map(|b| b.join(Path::new(dir).parent().unwrap_or(Path::new(""))));
+        if parent_in_tree && std::fs::symlink_metadata(&path).is_ok() {
             writeln!(
                 out,
                 "{slot}: note: the pushed tree has `{dir}`, a linked dir (app.linked_dirs): the release has {} there instead",

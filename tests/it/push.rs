@@ -1208,8 +1208,17 @@ fn a_symlink_in_the_tree_cannot_redirect_a_linked_dir() {
     root.commit("v1", &[("VERSION", "v1\n")]);
     std::os::unix::fs::symlink(&outside, root.work.join("public")).unwrap();
     root.commit("evil link", &[]);
-    root.push("blue")
-        .says("linked dir `public/uploads`: `public` in the release is not a folder (a symlink or file from the tree); refusing to follow it");
+    let pushed = root.push("blue");
+    pushed.says("linked dir `public/uploads`: `public` in the release is not a folder (a symlink or file from the tree); refusing to follow it");
+    // The tree has no `public/uploads` of its own: no note that it does, before the
+    // error that says otherwise.
+    assert!(
+        !pushed
+            .text
+            .contains("note: the pushed tree has `public/uploads`"),
+        "{}",
+        pushed.text
+    );
     assert!(root.current("blue").is_none());
     assert_eq!(
         fs::read_to_string(outside.join("uploads/keep.txt")).unwrap(),
