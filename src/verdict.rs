@@ -45,8 +45,18 @@ pub fn reload(
 ) -> anyhow::Result<bool> {
     let client = Client::new(config, layout);
     // `[app]` as the daemon runs it, which a file changed without a SIGHUP is not.
-    let app = client
-        .get("/status")
+    let status = client.get("/status");
+    // Connected, but not even `/status` answered: a daemon stopped (SIGSTOP, a debugger)
+    // or stuck would not answer the reload either, and the push waited that out too
+    // (over a minute), saying meanwhile what the daemon was waiting for.
+    if let Err(e @ ClientError::NoAnswer { .. }) = &status {
+        writeln!(
+            out,
+            "{slot}: no verdict from the daemon ({e} to GET /status: is it stopped or stuck?); the release is current: a running daemon picks it up by its file watch, a restarted one when it starts (`bluegreen status` tells)"
+        )?;
+        return Ok(false);
+    }
+    let app = status
         .ok()
         .and_then(|reply| reply.json().ok())
         .and_then(|status| serde_json::from_value::<AppConfig>(status["app"].clone()).ok())

@@ -724,6 +724,26 @@ fn a_stray_sigusr1_or_sigusr2_is_ignored_with_a_line() {
     root.stop_cleanly(Duration::from_secs(10));
 }
 
+/// A push to a daemon that is stopped (SIGSTOP) says so after the status call's wait,
+/// and does not wait for a reload's answer too: it said what the daemon was waiting for
+/// (which it was not) and waited over a minute.
+#[test]
+fn a_push_to_a_stopped_daemon_says_it_does_not_answer() {
+    let mut root = blue_live();
+    let daemon = nix::unistd::Pid::from_raw(root.serve_pid() as i32);
+    nix::sys::signal::kill(daemon, Signal::SIGSTOP).unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    let pushed = root.push("blue");
+    nix::sys::signal::kill(daemon, Signal::SIGCONT).unwrap();
+    pushed.says("blue: no verdict from the daemon (control API at 127.0.0.1:").says(
+        ": no answer within 10s to GET /status: is it stopped or stuck?); the release is current",
+    );
+    assert!(!pushed.text.contains("waiting for GET"), "{}", pushed.text);
+    // Going again, it starts the release by its file watch.
+    root.wait_body(root.blue, "v2 from blue");
+    root.stop_cleanly(Duration::from_secs(10));
+}
+
 #[test]
 fn sighup_with_a_broken_config_keeps_running() {
     let root = blue_live();

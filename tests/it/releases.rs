@@ -1082,3 +1082,53 @@ fn a_folder_prune_cannot_remove_does_not_stop_the_rest() {
         .says(", which is nobody (uid 65534)'s: remove it as that user or as root (retried next deploy)");
     assert_eq!(root.releases("blue").len(), 2, "{}", pushed.text);
 }
+
+/// A rollback while a push releases (under the slot lock) says only that it waits for
+/// that deploy: it said first that a push was building and that it would not wait for it.
+#[test]
+fn a_rollback_during_a_pushs_release_says_only_that_it_waits() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue");
+    // As a push in its release step holds them.
+    let hold = |path: &std::path::Path| {
+        let file = fs::File::open(path).unwrap();
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap()
+    };
+    let turn = hold(&root.path.join("blue/.push.lock"));
+    let slot = hold(&root.path.join("blue/.lock"));
+    let mut rollback = Command::new(BIN)
+        .args(["rollback", "blue", "--root"])
+        .arg(&root.path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = Arc::new(Mutex::new(String::new()));
+    let reader = std::thread::spawn({
+        let said = said.clone();
+        let mut stdout = rollback.stdout.take().unwrap();
+        move || {
+            let mut chunk = [0u8; 1024];
+            while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                said.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        }
+    });
+    wait_for(Duration::from_secs(10), "the rollback to wait", || {
+        said.lock()
+            .unwrap()
+            .contains("blue: another deploy to blue is running; waiting for it")
+            .then_some(())
+    });
+    drop((slot, turn));
+    assert!(rollback.wait().unwrap().success());
+    reader.join().unwrap();
+    let said = said.lock().unwrap().clone();
+    assert!(!said.contains("is building"), "{said}");
+}
