@@ -1321,14 +1321,9 @@ fn a_build_that_cannot_be_finished_gives_its_folder_back() {
     let root = Root::new();
     // Finishing a build (syncing it, writing its metadata, renaming it into place) can
     // fail after the build command worked: a disk the build filled (ENOSPC writing the
-    // metadata), or, as here, a tree whose own `.bluegreen-build.json` is a folder.
-    root.commit(
-        "v1",
-        &[
-            ("VERSION", "v1\n"),
-            (".bluegreen-build.json/x", "from the tree\n"),
-        ],
-    );
+    // metadata), or, as here, a build that made its own `.bluegreen-build.json` a folder.
+    root.set("build.command", "mkdir .bluegreen-build.json");
+    root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue")
         .says("not deployed: cannot write ")
         .says(".bluegreen-build.json");

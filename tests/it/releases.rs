@@ -645,11 +645,21 @@ fn rollback_after_a_rollback_and_a_failed_push_goes_to_what_serves() {
 #[test]
 fn releases_without_marks_roll_back_by_creation_order_and_a_tree_cannot_forge_them() {
     let root = Root::new();
-    // A pushed tree that carries the daemon's mark does not make its release "live".
+    // A pushed tree that carries the daemon's mark is refused...
     root.commit(
-        "v1",
-        &[("VERSION", "v1\n"), (".bluegreen-went-live", "forged\n")],
+        "v0",
+        &[("VERSION", "v0\n"), (".bluegreen-went-live", "forged\n")],
     );
+    root.push("blue")
+        .says("the pushed tree has `.bluegreen-went-live` at its top");
+    assert!(root.current("blue").is_none());
+    root.remove(".bluegreen-went-live");
+    // ...and one its build writes does not make its release "live".
+    root.set(
+        "build.command",
+        "sh -c 'echo forged > .bluegreen-went-live'",
+    );
+    root.commit("v1", &[("VERSION", "v1\n")]);
     assert!(root.push("blue").ok);
     let v1 = root.current("blue").unwrap();
     let v1_dir = root.path.join("blue/releases").join(&v1);
