@@ -4,7 +4,7 @@
 //! after a failed deploy left the slot with nothing live.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Msg, Supervisor};
 
@@ -50,23 +50,11 @@ impl Supervisor {
         }
     }
 
+    /// Restarts `release` after the backoff's next pause.
     pub(super) fn schedule_restart(&mut self, release: String) {
         let delay = self.backoff.next();
-        self.restart_token += 1;
-        self.restart_release = Some(release);
-        self.handle().status().restart_at = Some(std::time::Instant::now() + delay);
-        let slot = self.slot;
-        self.daemon.events.record(
-            "restart",
-            Some(slot),
-            true,
-            format!("{slot}: restarting in {}s", delay.as_secs()),
-        );
-        let (tx, token) = (self.tx.clone(), self.restart_token);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send(Msg::RestartDue { token });
-        });
+        let said = format!("{}: restarting in {}s", self.slot, delay.as_secs());
+        self.restart_in(release, delay, said);
     }
 
     /// Brings back `release`, the last live one, at once: a deploy that replaced it
@@ -74,18 +62,23 @@ impl Supervisor {
     /// start). No crash loop to slow down (the slot waited the backoff's second for
     /// nothing): a failure of this start is restarted with backoff, as a crash is.
     pub(super) fn restart_at_once(&mut self, release: String) {
+        let said = format!("{}: restarting release {release} at once", self.slot);
+        self.restart_in(release, Duration::ZERO, said);
+    }
+
+    /// Starts `release` again after `delay` (unless a deploy comes first), the event
+    /// saying so.
+    fn restart_in(&mut self, release: String, delay: Duration, said: String) {
         self.restart_token += 1;
-        let slot = self.slot;
-        self.daemon.events.record(
-            "restart",
-            Some(slot),
-            true,
-            format!("{slot}: restarting release {release} at once"),
-        );
         self.restart_release = Some(release);
-        self.handle().status().restart_at = Some(Instant::now());
-        let _ = self.tx.send(Msg::RestartDue {
-            token: self.restart_token,
+        self.handle().status().restart_at = Some(Instant::now() + delay);
+        self.daemon
+            .events
+            .record("restart", Some(self.slot), true, said);
+        let (tx, token) = (self.tx.clone(), self.restart_token);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::RestartDue { token });
         });
     }
 
