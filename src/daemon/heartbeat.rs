@@ -115,55 +115,45 @@ pub async fn run(daemon: Arc<Daemon>) {
             watched = Some(active);
         }
         let standby = active.other();
-        let handle = &daemon.slots[active.index()];
-        // Its generation stopped on purpose, for the next (`app.overlap = false`): not
-        // failing yet; the start has its own deadline. A crashed one being restarted is
-        // failing, and counts.
-        let replacing = || handle.route.live().is_none() && handle.status().replacing;
-        if replacing() {
+        if replacing(&daemon, active) {
             let _ = observe_standby(&daemon, standby).await;
             continue;
         }
         // The standby is checked too, so that its health in `/status` is a fact, not the
         // absence of news; only the active slot's failures count toward a switch.
-        let (result, _) = tokio::join!(check(&daemon, active), observe_standby(&daemon, standby));
-        if result.is_err() && replacing() {
-            // Stopped for its successor while it was checked.
+        let (result, _) = tokio::join!(
+            observe_active(&daemon, active),
+            observe_standby(&daemon, standby)
+        );
+        let Some(result) = result else {
             continue;
-        }
-        daemon.set_health(active, result.clone());
-        if result.is_err() {
-            daemon.metrics.heartbeat_failure(active);
-        }
-        let decision = daemon
-            .heartbeat
-            .lock()
-            .expect("heartbeat lock: no panic holds it")
-            .observe(result.is_ok(), config.heartbeat.failures);
-        if decision != Decision::TrySwitch {
+        };
+        let observe = |ok: bool| {
+            daemon
+                .heartbeat
+                .lock()
+                .expect("heartbeat lock: no panic holds it")
+                .observe(ok, config.heartbeat.failures)
+        };
+        if observe(result.is_ok()) != Decision::TrySwitch {
             continue;
         }
         // Both checked now, together: the active's failing check may be up to
         // `heartbeat.timeout` old, and what failed both slots (a database they share)
         // may come back for both while the standby is checked. Traffic moves only off an
         // active slot that still fails, to a standby that passes at the same time.
-        let (again, standby_check) =
-            tokio::join!(check(&daemon, active), observe_standby(&daemon, standby));
-        if again.is_err() && replacing() {
-            continue;
-        }
-        if again.is_err() {
-            daemon.metrics.heartbeat_failure(active);
-        }
-        daemon.set_health(active, again.clone());
-        if again.is_ok() {
-            daemon
-                .heartbeat
-                .lock()
-                .expect("heartbeat lock: no panic holds it")
-                .observe(true, config.heartbeat.failures);
-            continue;
-        }
+        let (again, standby_check) = tokio::join!(
+            observe_active(&daemon, active),
+            observe_standby(&daemon, standby)
+        );
+        let failing = match again {
+            Some(Err(failing)) => failing,
+            Some(Ok(())) => {
+                observe(true);
+                continue;
+            }
+            None => continue,
+        };
         match standby_check {
             Ok(()) => {
                 // Not forced: the standby must also pass the switch gate (health_path).
@@ -196,7 +186,6 @@ pub async fn run(daemon: Arc<Daemon>) {
                 // Refused as surely as by the gate: counted the same, at each check.
                 daemon.metrics.switch_refused("heartbeat");
                 if first_stuck(&daemon) {
-                    let failing = again.err().unwrap_or_default();
                     let said = match standby_down {
                         StandbyDown::Failing(why) => format!("heartbeat: both slots failing ({active}: {failing}; {standby}: {why}); staying on {active}"),
                         StandbyDown::NotLive(why) => format!("heartbeat: {active} failing ({failing}), and {standby} cannot take its traffic ({why}); staying on {active}"),
@@ -215,6 +204,29 @@ fn first_stuck(daemon: &Daemon) -> bool {
         .lock()
         .expect("heartbeat lock: no panic holds it");
     !std::mem::replace(&mut heartbeat.stuck_reported, true)
+}
+
+/// Whether the active slot's generation was stopped on purpose, for the next
+/// (`app.overlap = false`): not failing; the start has its own deadline. A crashed one
+/// being restarted is failing, and counts.
+fn replacing(daemon: &Daemon, slot: Slot) -> bool {
+    let handle = &daemon.slots[slot.index()];
+    handle.route.live().is_none() && handle.status().replacing
+}
+
+/// Checks the active slot, for its health in `/status` and its failures counted; `None`
+/// when its generation was stopped for its successor while it was checked, which says
+/// nothing of the slot.
+async fn observe_active(daemon: &Daemon, active: Slot) -> Option<Result<(), String>> {
+    let result = check(daemon, active).await;
+    if result.is_err() && replacing(daemon, active) {
+        return None;
+    }
+    if result.is_err() {
+        daemon.metrics.heartbeat_failure(active);
+    }
+    daemon.set_health(active, result.clone());
+    Some(result)
 }
 
 /// Why the standby cannot take the active slot's traffic.
