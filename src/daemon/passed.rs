@@ -14,8 +14,10 @@ use super::upstream::{Body, BoxError};
 /// request two allocations, one each way. (`http_body_util::Either` would do, but its
 /// error bound is too general for the compiler to see its futures are `Send`.)
 pub enum Passed<B> {
-    Left(B),
-    Right(Body),
+    /// The body it was handed.
+    Unboxed(B),
+    /// Any other: the daemon's own answers, a request body watched or copied.
+    Boxed(Body),
 }
 
 impl<B> hyper::body::Body for Passed<B>
@@ -30,22 +32,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Passed::Left(body) => Pin::new(body).poll_frame(cx),
-            Passed::Right(body) => Pin::new(body).poll_frame(cx),
+            Passed::Unboxed(body) => Pin::new(body).poll_frame(cx),
+            Passed::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Passed::Left(body) => body.is_end_stream(),
-            Passed::Right(body) => body.is_end_stream(),
+            Passed::Unboxed(body) => body.is_end_stream(),
+            Passed::Boxed(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Passed::Left(body) => body.size_hint(),
-            Passed::Right(body) => body.size_hint(),
+            Passed::Unboxed(body) => body.size_hint(),
+            Passed::Boxed(body) => body.size_hint(),
         }
     }
 }

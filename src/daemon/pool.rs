@@ -157,7 +157,7 @@ impl Pool {
             // Reused only if the body was all handed over before the answer came.
             let noted = Arc::new(AtomicBool::new(false));
             request = request.map(|inner| {
-                Passed::Right(
+                Passed::Boxed(
                     Noted {
                         inner,
                         sent: noted.clone(),
@@ -358,11 +358,11 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     fn empty() -> Outgoing {
-        Passed::Right(upstream::empty())
+        Passed::Boxed(upstream::empty())
     }
 
     fn full(bytes: impl Into<bytes::Bytes>) -> Outgoing {
-        Passed::Right(upstream::full(bytes))
+        Passed::Boxed(upstream::full(bytes))
     }
 
     /// A worker reading each request's body and answering "ok"; with `close`, one
@@ -517,7 +517,7 @@ mod tests {
         let pool = Arc::new(Pool::default());
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let upload = Request::post("/upload")
-            .body(Passed::Right(Later(rx).boxed()))
+            .body(Passed::Boxed(Later(rx).boxed()))
             .unwrap();
         let (response, pooled) = pool.send(port, upload, true).await.unwrap();
         let answer = response.into_body().collect().await.unwrap().to_bytes();

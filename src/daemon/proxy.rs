@@ -151,7 +151,7 @@ async fn answer(
                     request, peer.addr, daemon, stop,
                 ))
                 .await
-                .map(Passed::Right));
+                .map(Passed::Boxed));
             }
             if mirror.is_some() {
                 // Boxed, as the rare paths here.
@@ -248,12 +248,12 @@ async fn answer(
                     .mirror
                     .tee(daemon, &config, &parts, body, (slot.other(), switches));
             let (body, end) = IdleBody::new(body, timeout);
-            (Passed::Right(body.boxed()), copy, Some(end))
+            (Passed::Boxed(body.boxed()), copy, Some(end))
         }
-        None if body.is_end_stream() => (Passed::Left(Received(body)), None, None),
+        None if body.is_end_stream() => (Passed::Unboxed(Received(body)), None, None),
         None => {
             let (body, end) = IdleBody::new(body, timeout);
-            (Passed::Right(body.boxed()), None, Some(end))
+            (Passed::Boxed(body.boxed()), None, Some(end))
         }
     };
 
@@ -280,7 +280,7 @@ async fn answer(
                 // The 101, or the 502 for a switch that cannot be tunnelled: what the
                 // client got.
                 traffic.request(slot, answer.status().as_u16());
-                return Ok(answer.map(Passed::Right));
+                return Ok(answer.map(Passed::Boxed));
             }
             let (mut parts, body) = response.into_parts();
             if let Err(reason) = strip_hop_by_hop(&mut parts.headers, Side::Worker) {
@@ -310,7 +310,7 @@ async fn answer(
                 in_flight,
                 _client: counted,
             };
-            let mut response = Response::from_parts(parts, Passed::Left(body));
+            let mut response = Response::from_parts(parts, Passed::Unboxed(body));
             if end.is_some_and(|end| !end.reached()) {
                 response.extensions_mut().insert(BodyLeft);
             }
@@ -433,7 +433,7 @@ pub type Answer = Passed<Tracked>;
 
 /// A one-line text answer of the daemon's own, to a data-path request.
 fn own(status: StatusCode, text: &str) -> Response<Answer> {
-    plain(status, text).map(Passed::Right)
+    plain(status, text).map(Passed::Boxed)
 }
 
 /// A one-line text answer.
