@@ -21,12 +21,20 @@ pub struct Pushed {
     pub summary: String,
 }
 
-/// The repo of the running hook: git sets `GIT_DIR` for it. Read with its own config
-/// only (see [`own_config_only`]).
+/// The repo of the running hook: git sets `GIT_DIR` for it (the bare repo, where the hook
+/// runs). Read with its own config only (see [`own_config_only`]): opened by its path,
+/// not "from the environment", where libgit2 reads `GIT_CONFIG_GLOBAL` and
+/// `GIT_CONFIG_SYSTEM` as git does.
 pub fn open() -> anyhow::Result<Repository> {
     own_config_only()?;
+    let dir = std::env::var_os("GIT_DIR").unwrap_or_else(|| ".".into());
     // libgit2's own message, without its class and code numbers.
-    Repository::open_from_env().map_err(|e| {
+    Repository::open_ext(
+        &dir,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .map_err(|e| {
         anyhow::anyhow!(
             "cannot open the pushed repo: {} (git runs the hook inside the bare repo)",
             e.message()
@@ -38,26 +46,31 @@ pub fn open() -> anyhow::Result<Repository> {
 /// the pushing user's too (`/etc/gitconfig`, `~/.gitconfig`, `$XDG_CONFIG_HOME/git`, and
 /// the attributes files they name). `core.autocrlf = true` there wrote CRLF line ends into
 /// every release, `core.symlinks = false` wrote its symlinks as plain files, and the
-/// build of that tree was then reused whoever pushed it next.
+/// build of that tree was then reused whoever pushed it next. Without those files,
+/// libgit2's check of the repo's owner (`safe.directory`, which they set) is left to git,
+/// which ran the push in this repo already.
 fn own_config_only() -> anyhow::Result<()> {
     static DONE: std::sync::Once = std::sync::Once::new();
     let mut result = Ok(());
     DONE.call_once(|| {
-        for level in [
-            git2::ConfigLevel::ProgramData,
-            git2::ConfigLevel::System,
-            git2::ConfigLevel::XDG,
-            git2::ConfigLevel::Global,
-        ] {
-            // SAFETY: libgit2's search paths are the process's; this runs once, before
-            // the hook's first use of libgit2, and no other thread uses it meanwhile.
-            if let Err(e) = unsafe { git2::opts::set_search_path(level, "") } {
-                result = Err(anyhow::anyhow!(
-                    "cannot keep the user's git config out of the checkout: {}",
-                    e.message()
-                ));
-                return;
+        // SAFETY: libgit2's options are the process's; this runs once, before the hook's
+        // first use of libgit2, and no other thread uses it meanwhile.
+        let set = || -> Result<(), git2::Error> {
+            for level in [
+                git2::ConfigLevel::ProgramData,
+                git2::ConfigLevel::System,
+                git2::ConfigLevel::XDG,
+                git2::ConfigLevel::Global,
+            ] {
+                unsafe { git2::opts::set_search_path(level, "")? };
             }
+            unsafe { git2::opts::set_verify_owner_validation(false) }
+        };
+        if let Err(e) = set() {
+            result = Err(anyhow::anyhow!(
+                "cannot keep the user's git config out of the checkout: {}",
+                e.message()
+            ));
         }
     });
     result

@@ -46,7 +46,8 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             let line = bluegreen::logging::one_line(&format!("{e:#}"));
-            let _ = writeln!(bluegreen::stderr::Lossy, "error: {line}");
+            // One write: the pusher's pipe takes a line whole or not at all.
+            let _ = bluegreen::stderr::Lossy.write_all(format!("error: {line}\n").as_bytes());
             ExitCode::FAILURE
         }
     };

@@ -77,8 +77,8 @@ pub fn rollback(
     // What the operator sees as current when asking: a deploy that lands while this
     // waits for the slot makes "back" mean another release, so that is refused.
     let asked_at = release::current(layout, slot);
-    push_note(layout, slot, out)?;
     let lock = release::lock_slot(layout, slot, out)?;
+    push_note(layout, slot, out)?;
     let releases = release::list(layout, slot)?;
     // None when `current` is missing or not a link (a first deploy killed before its
     // flip, a hand edit): `--to` still names where it goes.
@@ -165,8 +165,10 @@ pub fn rollback(
     verdict::reload(config, layout, slot, &target, out)
 }
 
-/// Tells the operator that a push to `slot` is under way (building, as a rule): this does
-/// not wait for it, nor stop it; if it deploys, its release becomes current after this.
+/// Tells the operator that a push to `slot` is building: this does not wait for it, nor
+/// stop it; if it deploys, its release becomes current after this. Asked with the slot
+/// lock held, under which a push releases: one that held it was waited for (and said so
+/// by `lock_slot`), and is over.
 fn push_note(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result<()> {
     if release::push_under_way(layout, slot) {
         writeln!(
@@ -213,8 +215,8 @@ pub fn promote(
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     anyhow::ensure!(from != to, "cannot promote {from} to itself");
-    push_note(layout, to, out)?;
     let lock = release::lock_slot(layout, to, out)?;
+    push_note(layout, to, out)?;
     // Read once the wait is over: what `from` runs now, not what it ran before.
     let source_id = release::current(layout, from).with_context(|| {
         match release::elsewhere(layout, from) {

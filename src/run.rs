@@ -41,8 +41,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             // Both on the command line and not the same: one was a slip, and which one
             // is not for init to guess (`BLUEGREEN_ROOT` gives way to the folder named).
             if let (Some(dir), Some(root)) = (&dir, &args.root) {
+                let same = std::path::absolute(dir).ok() == std::path::absolute(root).ok();
                 anyhow::ensure!(
-                    args.root_from_env || dir == root,
+                    args.root_from_env || same,
                     "`bluegreen init {}` and `--root {}` name two roots: give one",
                     dir.display(),
                     root.display()
@@ -72,7 +73,8 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             let stdin = std::io::stdin().lock();
             // The pusher's end (`remote:`), which a pusher gone must not block.
             crate::stderr::nonblocking();
-            let mut out = crate::stderr::Lossy;
+            // A line at a time: a pipe that takes part of a write keeps whole lines.
+            let mut out = std::io::LineWriter::new(crate::stderr::Lossy);
             let interrupt = crate::interrupt::Interrupt::install()?;
             // The repo the push came into names its root; `BLUEGREEN_ROOT` is the CLI's.
             let root = args.root.filter(|_| !args.root_from_env);

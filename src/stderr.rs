@@ -42,6 +42,9 @@ static KEEPING: AtomicBool = AtomicBool::new(false);
 /// Bytes dropped so far.
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
 
+/// The last byte that went out was a newline (or none went out yet).
+static AT_LINE_START: AtomicBool = AtomicBool::new(true);
+
 /// The line being written, the last whole one, and whether any of either was dropped.
 static LINES: Mutex<Lines> = Mutex::new(Lines {
     current: Vec::new(),
@@ -58,8 +61,9 @@ struct Lines {
     last_dropped: bool,
 }
 
-/// The most of a line kept to give again.
-const KEPT: usize = 4096;
+/// The most of a line kept to give again: with the note before it, less than the pipe
+/// takes in one piece (4 KiB), so that it goes out whole or not at all.
+const KEPT: usize = 3072;
 
 impl Lines {
     /// Notes `buf`, of which the bytes from `written` on were dropped.
@@ -115,14 +119,21 @@ pub fn nonblocking() {
 /// take more, then says how much it missed and gives the last line again, if that was
 /// dropped.
 pub fn finish() {
+    // Only the hook's stderr (the pusher's pipe) is kept: a daemon's or a command's that
+    // failed has no reader to tell.
     let dropped = DROPPED.load(Ordering::Relaxed);
-    if dropped == 0 {
+    if !KEEPING.swap(false, Ordering::Relaxed) || dropped == 0 {
         return;
     }
-    let mut said = format!(
-        "({dropped} bytes of this push's output were not shown here: the push client did not read them in time"
-    );
     let lines = LINES.lock().expect("no panic holds it");
+    // After a line cut short, on a line of its own.
+    let mut said = match AT_LINE_START.load(Ordering::Relaxed) {
+        true => String::new(),
+        false => "\n".to_string(),
+    };
+    said.push_str(&format!(
+        "({dropped} bytes of this push's output were not shown here: the push client did not read them in time"
+    ));
     if lines.last_dropped {
         said.push_str("; its last line was:)\n");
         said.push_str(&String::from_utf8_lossy(&lines.last));
@@ -131,7 +142,6 @@ pub fn finish() {
     }
     drop(lines);
     STALLED.store(false, Ordering::Relaxed);
-    KEEPING.store(false, Ordering::Relaxed);
     write_within(said.as_bytes(), FINAL_WAIT);
 }
 
@@ -140,6 +150,9 @@ fn write_all(buf: &[u8]) {
     let written = write_within(buf, STALL);
     if written < buf.len() {
         DROPPED.fetch_add(buf.len() - written, Ordering::Relaxed);
+    }
+    if written > 0 {
+        AT_LINE_START.store(buf[written - 1] == b'\n', Ordering::Relaxed);
     }
     if KEEPING.load(Ordering::Relaxed) {
         LINES.lock().expect("no panic holds it").note(buf, written);

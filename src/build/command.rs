@@ -44,9 +44,12 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// running outside its group that writes without pause would otherwise hold the hook
 /// (and its push) forever.
 const OUTPUT_LIMIT: Duration = Duration::from_secs(10);
-/// The most build output waiting for a slow pusher; lines past it are dropped (and
-/// counted, and said).
+/// The most memory build output waiting for a slow pusher may take; lines past it are
+/// dropped (and counted, and said).
 const FORWARD_BYTES: usize = 8 << 20;
+/// What a waiting line takes besides its bytes (its allocation and its place in the
+/// channel): a flood of empty lines took 300 MB counted by their bytes alone.
+const LINE_COST: usize = 64;
 /// Where a build log stops: 64 MiB, as a slot's log is cut. A build that writes without
 /// pause filled the disk by gigabytes within its timeout.
 const LOG_LIMIT: u64 = 64 << 20;
@@ -54,14 +57,15 @@ const LOG_LIMIT: u64 = 64 << 20;
 /// Runs the build command in `dir`, bounded by the timeout, its output (stdout and stderr
 /// interleaved as written) copied line by line to `out` and to a new log at `log_path`.
 /// A stopping signal (`interrupt`) kills the build's group and fails it, as the timeout
-/// does. A failure's reason names the log and quotes the build's last lines.
+/// does. A failure's reason names the log and quotes the build's last lines. Returns the
+/// time the command took (not the pusher's: its output may still be on its way then).
 pub(super) fn run(
     dir: &Path,
     config: &BuildConfig,
     log_path: &Path,
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
     let mut log =
         File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
     if let Some(signal) = interrupt.received() {
@@ -85,6 +89,7 @@ pub(super) fn run(
     }
     command.envs(&config.env);
     command.env(MARKER, dir);
+    let started = Instant::now();
     let mut child = command.spawn().map_err(|e| {
         let why = argv::not_started(&words[0], dir, config.env.get("PATH"), &e);
         anyhow::anyhow!("cannot start `{}`: {why}", words[0])
@@ -112,14 +117,20 @@ pub(super) fn run(
             let mut tail = Tail::new(QUOTED);
             // Lines dropped since the last one sent to the pusher.
             let mut dropped = 0;
+            // A line, bounded: dropped (and counted) while too much waits for the pusher.
             let mut send = |line: Vec<u8>| {
-                let queued = waiting.fetch_add(line.len(), Ordering::Relaxed);
-                if queued + line.len() > FORWARD_BYTES {
-                    waiting.fetch_sub(line.len(), Ordering::Relaxed);
+                let cost = line.len() + LINE_COST;
+                if waiting.fetch_add(cost, Ordering::Relaxed) + cost > FORWARD_BYTES {
+                    waiting.fetch_sub(cost, Ordering::Relaxed);
                     dropped += 1;
                 } else {
                     let _ = to_pusher.send((std::mem::take(&mut dropped), line));
                 }
+            };
+            // What the copy says of itself, never dropped.
+            let note = |said: String| {
+                waiting.fetch_add(said.len() + 3 + LINE_COST, Ordering::Relaxed);
+                let _ = to_pusher.send((0, format!("  {said}\n").into_bytes()));
             };
             let mut copy = |line: &[u8]| {
                 tail.push(line);
@@ -133,18 +144,21 @@ pub(super) fn run(
                                 LOG_LIMIT >> 20
                             );
                             let _ = writeln!(log, "{said}");
-                            send(format!("  {said}").into_bytes());
+                            note(said);
                             Ok(())
                         }
                     };
                     if let Err(e) = written {
-                        send(format!("  (the build log stops here: {e})").into_bytes());
+                        note(format!("(the build log stops here: {e})"));
                         log_failed = Some(e);
                     }
                 }
-                let mut sent = Vec::with_capacity(line.len() + 2);
+                // One write per line: a pusher's pipe that takes part of it keeps a whole
+                // line or none (see `stderr`).
+                let mut sent = Vec::with_capacity(line.len() + 3);
                 sent.extend_from_slice(b"  ");
                 sent.extend_from_slice(line);
+                sent.push(b'\n');
                 send(sent);
             };
             let mut lines = Lines::default();
@@ -178,6 +192,7 @@ pub(super) fn run(
             }
             lines.finish(&mut copy);
             if dropped > 0 {
+                waiting.fetch_add(LINE_COST, Ordering::Relaxed);
                 let _ = to_pusher.send((dropped, Vec::new()));
             }
             Said { log_failed, tail }
@@ -208,6 +223,7 @@ pub(super) fn run(
                 }
             }
         };
+        let took = started.elapsed();
         let status = match ended {
             Ok(status) => status,
             Err(why) => {
@@ -248,7 +264,7 @@ pub(super) fn run(
                 log_path.display()
             );
         }
-        Ok(())
+        Ok(took)
     })
 }
 
@@ -262,18 +278,17 @@ fn forward(
 ) {
     for (dropped, line) in lines {
         if dropped > 0 {
-            let _ = writeln!(
-                out,
-                "  ({dropped} lines of build output not shown here: the push client did not read them in time; the log has them: {})",
+            let said = format!(
+                "  ({dropped} lines of build output not shown here: the push client did not read them in time; see the build log, {})\n",
                 log_path.display()
             );
+            let _ = out.write_all(said.as_bytes());
         }
         if !line.is_empty() {
             let _ = out.write_all(&line);
-            let _ = out.write_all(b"\n");
             let _ = out.flush();
         }
-        waiting.fetch_sub(line.len(), Ordering::Relaxed);
+        waiting.fetch_sub(line.len() + LINE_COST, Ordering::Relaxed);
     }
 }
 

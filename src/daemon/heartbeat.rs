@@ -170,7 +170,7 @@ pub async fn run(daemon: Arc<Daemon>) {
                             "heartbeat",
                             Some(standby),
                             true,
-                            format!("heartbeat: {active} failed {} checks in a row; traffic moved to {standby} (automatic switching is off until an operator switches)", config.heartbeat.failures),
+                            format!("heartbeat: {active} failed {} checks in a row, and once more as {standby} passed its own; traffic moved to {standby} (automatic switching is off until an operator switches)", config.heartbeat.failures),
                         );
                     }
                     Err(e) if first_stuck(&daemon) => daemon.events.record(

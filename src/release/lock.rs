@@ -43,11 +43,10 @@ fn take(
     })
 }
 
-/// Whether a push to `slot` is building now: it has its turn, and is not releasing.
+/// Whether a push to `slot` has its turn now: building, when the caller holds the slot
+/// lock (a push releases under it).
 pub fn push_under_way(layout: &Layout, slot: Slot) -> bool {
-    // Releasing (under the slot lock) is not building: what waits for that lock is told
-    // so by `lock_slot`, and a note that this does not wait would be untrue.
-    fsops::held(&layout.push_lock(slot)) && !fsops::held(&layout.slot_lock(slot))
+    fsops::held(&layout.push_lock(slot))
 }
 
 /// A slot folder that is gone is named, with what makes it again, rather than as a

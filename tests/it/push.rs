@@ -115,16 +115,31 @@ fn the_pushers_git_config_changes_nothing_in_the_release() {
     );
     std::os::unix::fs::symlink("VERSION", root.work.join("verlink")).unwrap();
     root.commit("link", &[]);
-    // As a pusher's shell has it: no GIT_CONFIG_GLOBAL (which libgit2 reads too).
+    // The user's config as GIT_CONFIG_GLOBAL (which libgit2 reads too, for a repo opened
+    // from the environment), then, for a new tree (a build of its own), as `~/.gitconfig`.
     let out = git_command(&root.work)
-        .env("HOME", &home)
-        .env_remove("GIT_CONFIG_GLOBAL")
+        .env("GIT_CONFIG_GLOBAL", home.join(".gitconfig"))
         .args(["push", "blue", "+HEAD:refs/heads/main"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    let dir = root.path.join("blue/current");
+    check_release(&root.path.join("blue/current"));
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    let out = git_command(&root.work)
+        .env("HOME", &home)
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .args(["push", "green", "+HEAD:refs/heads/main"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("build reused"), "{text}");
+    check_release(&root.path.join("green/current"));
+}
+
+/// What [`the_pushers_git_config_changes_nothing_in_the_release`] finds in each release.
+fn check_release(dir: &Path) {
     let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
     assert_eq!(read("run.sh"), "#!/bin/sh\necho hi\n");
     assert_eq!(read("notes.txt"), "a\nb\n");
@@ -173,19 +188,39 @@ fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_the_last_line(
         .read_to_string(&mut text)
         .unwrap();
     assert!(push.wait().unwrap().success(), "{text}");
-    let lines: Vec<&str> = text.lines().collect();
-    let note = lines
-        .iter()
-        .position(|l| l.contains("bytes of this push's output were not shown here: the push client did not read them in time; its last line was:)"));
-    let last = note
-        .and_then(|at| lines.get(at + 1))
-        .copied()
-        .unwrap_or_default();
+    // Told what it missed, and the verdict: given again after that note when it was
+    // dropped too (as a rule), or as it came, when the reading began before it.
+    let note = text
+        .find("bytes of this push's output were not shown here: the push client did not read them in time")
+        .unwrap_or_else(|| panic!("no note of what was missed:\n{}", tail(&text)));
+    let verdict = "): the release starts on the next `bluegreen serve`";
+    let mut after = text[note..].lines();
+    let given_again = after
+        .next()
+        .is_some_and(|l| l.contains("its last line was:)"))
+        && after.next().is_some_and(|l| l.contains(verdict));
     assert!(
-        last.contains("): the release starts on the next `bluegreen serve`"),
-        "{:?}",
-        &lines[lines.len().saturating_sub(6)..]
+        text.contains(verdict) && (given_again || !text[note..].contains("its last line was")),
+        "{}",
+        tail(&text)
     );
+    // The build's recorded time is its command's, not the pusher's 10 s stall with it.
+    let build = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.join(".bluegreen-build.json").is_file())
+        .unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(build.join(".bluegreen-build.json")).unwrap())
+            .unwrap();
+    let seconds = meta["seconds"].as_f64().unwrap();
+    assert!(seconds < 10.0, "{seconds}");
+}
+
+/// The last lines of a push's output, for a failed assertion.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
 /// A pushed file or folder named as bluegreen's own files in each build and release is

@@ -235,6 +235,18 @@ fn init_with_two_roots_named_makes_neither() {
         )
     );
     assert!(!one.exists() && !two.exists());
+    // One root written two ways is one root.
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(dir.path().join("./three"))
+        .arg("--root")
+        .arg("three")
+        .current_dir(dir.path())
+        .env_remove("BLUEGREEN_ROOT")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path().join("three/bluegreen.toml").is_file());
     // BLUEGREEN_ROOT gives way to the folder named.
     let out = Command::new(BIN)
         .arg("init")
