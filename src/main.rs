@@ -19,15 +19,16 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         // Written as the log is (see `bluegreen::stderr`): a report that cannot be written is
         // lost, rather than a second panic aborting the process.
+        // Each in one write: the pusher's pipe takes a line whole or not at all.
         let mut stderr = bluegreen::stderr::Lossy;
-        let _ = writeln!(
-            stderr,
-            "error: bluegreen bug: {}{place} (please report it; RUST_BACKTRACE=1 shows where)",
+        let said = format!(
+            "error: bluegreen bug: {}{place} (please report it; RUST_BACKTRACE=1 shows where)\n",
             what.replace('\n', " ")
         );
+        let _ = stderr.write_all(said.as_bytes());
         let trace = std::backtrace::Backtrace::capture();
         if trace.status() == std::backtrace::BacktraceStatus::Captured {
-            let _ = writeln!(stderr, "{trace}");
+            let _ = stderr.write_all(format!("{trace}\n").as_bytes());
         }
     }));
     // Through the hook symlink git runs us as `post-receive`.

@@ -45,6 +45,9 @@ static DROPPED: AtomicUsize = AtomicUsize::new(0);
 /// The last byte that went out was a newline (or none went out yet).
 static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 
+/// What ends a line of the pusher's that was cut short.
+const CUT: &[u8] = b" (cut short)\n";
+
 /// The line being written, the last whole one, and whether any of either was dropped.
 static LINES: Mutex<Lines> = Mutex::new(Lines {
     current: Vec::new(),
@@ -129,7 +132,7 @@ pub fn finish() {
     // After a line cut short, on a line of its own.
     let mut said = match AT_LINE_START.load(Ordering::Relaxed) {
         true => String::new(),
-        false => "\n".to_string(),
+        false => String::from_utf8_lossy(CUT).into_owned(),
     };
     said.push_str(&format!(
         "({dropped} bytes of this push's output were not shown here: the push client did not read them in time"
@@ -147,6 +150,16 @@ pub fn finish() {
 
 /// Writes `buf` to stderr, waiting at most `STALL` for room while nothing is taken.
 fn write_all(buf: &[u8]) {
+    // A line of the pusher's cut short (a stall took part of it): marked, and ended, so
+    // that this one does not run on from it. Written with it, in one piece.
+    let marked;
+    let buf = match KEEPING.load(Ordering::Relaxed) && !AT_LINE_START.load(Ordering::Relaxed) {
+        true => {
+            marked = [CUT, buf].concat();
+            &marked[..]
+        }
+        false => buf,
+    };
     let written = write_within(buf, STALL);
     if written < buf.len() {
         DROPPED.fetch_add(buf.len() - written, Ordering::Relaxed);

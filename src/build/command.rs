@@ -47,6 +47,13 @@ const OUTPUT_LIMIT: Duration = Duration::from_secs(10);
 /// The most memory build output waiting for a slow pusher may take; lines past it are
 /// dropped (and counted, and said).
 const FORWARD_BYTES: usize = 8 << 20;
+/// How often the pusher is told at most that lines were dropped.
+const TELL_EVERY: Duration = Duration::from_secs(1);
+/// How long after the build ended its lines still go to the pusher: a slow but steady
+/// reader (10 KB/s) took minutes to take 8 MiB, and the push held its turn and the
+/// tree's build meanwhile (another slot's push of the same commit waited for it).
+const FORWARD_LIMIT: Duration = Duration::from_secs(10);
+
 /// What a waiting line takes besides its bytes (its allocation and its place in the
 /// channel): a flood of empty lines took 300 MB counted by their bytes alone.
 const LINE_COST: usize = 64;
@@ -107,7 +114,7 @@ pub(super) fn run(
     std::thread::scope(|scope| {
         let (finished, waiting) = (&finished, &waiting);
         let (to_pusher, lines_out) = mpsc::channel::<(usize, Vec<u8>)>();
-        scope.spawn(move || forward(lines_out, waiting, out, log_path));
+        scope.spawn(move || forward(lines_out, (waiting, finished), out, log_path));
         let copier = scope.spawn(move || {
             // The first failed write to the log (a full disk): the log stops there, and
             // the pusher, who still gets every line, is told at once.
@@ -115,17 +122,27 @@ pub(super) fn run(
             let mut logged: u64 = 0;
             // From the output, not read back from the log: that may be cut short.
             let mut tail = Tail::new(QUOTED);
-            // Lines dropped since the last one sent to the pusher.
+            // Lines dropped and not told yet, and when the pusher was last told.
             let mut dropped = 0;
+            let mut told = Instant::now();
             // A line, bounded: dropped (and counted) while too much waits for the pusher.
+            // How many is told with the next line sent, at most once a second: a build
+            // that writes faster than the push carries its lines drops some at every turn.
             let mut send = |line: Vec<u8>| {
                 let cost = line.len() + LINE_COST;
                 if waiting.fetch_add(cost, Ordering::Relaxed) + cost > FORWARD_BYTES {
                     waiting.fetch_sub(cost, Ordering::Relaxed);
                     dropped += 1;
-                } else {
-                    let _ = to_pusher.send((std::mem::take(&mut dropped), line));
+                    return;
                 }
+                let tell = match dropped > 0 && told.elapsed() >= TELL_EVERY {
+                    true => {
+                        told = Instant::now();
+                        std::mem::take(&mut dropped)
+                    }
+                    false => 0,
+                };
+                let _ = to_pusher.send((tell, line));
             };
             // What the copy says of itself, never dropped.
             let note = |said: String| {
@@ -269,26 +286,44 @@ pub(super) fn run(
 }
 
 /// Writes the build's lines to the pusher as they come, each after how many were dropped
-/// before it (an empty line: only that), until the build's output ends.
+/// before it (an empty line: only that), until the build's output ends; lines still
+/// waiting [`FORWARD_LIMIT`] after the build ended are dropped too.
 fn forward(
     lines: mpsc::Receiver<(usize, Vec<u8>)>,
-    waiting: &AtomicUsize,
+    (waiting, finished): (&AtomicUsize, &Mutex<Option<Instant>>),
     out: &mut (dyn Write + Send),
     log_path: &Path,
 ) {
+    let late = || {
+        finished
+            .lock()
+            .expect("no panic holds it")
+            .is_some_and(|t| t.elapsed() > FORWARD_LIMIT)
+    };
+    let mut late_dropped = 0;
+    let tell = |out: &mut (dyn Write + Send), dropped: usize| {
+        let said = format!(
+            "  ({dropped} lines of build output not shown here: they came faster than the push took them; see the build log, {})\n",
+            log_path.display()
+        );
+        let _ = out.write_all(said.as_bytes());
+    };
     for (dropped, line) in lines {
+        waiting.fetch_sub(line.len() + LINE_COST, Ordering::Relaxed);
+        if late() {
+            late_dropped += dropped + usize::from(!line.is_empty());
+            continue;
+        }
         if dropped > 0 {
-            let said = format!(
-                "  ({dropped} lines of build output not shown here: the push client did not read them in time; see the build log, {})\n",
-                log_path.display()
-            );
-            let _ = out.write_all(said.as_bytes());
+            tell(out, dropped);
         }
         if !line.is_empty() {
             let _ = out.write_all(&line);
             let _ = out.flush();
         }
-        waiting.fetch_sub(line.len() + LINE_COST, Ordering::Relaxed);
+    }
+    if late_dropped > 0 {
+        tell(out, late_dropped);
     }
 }
 

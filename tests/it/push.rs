@@ -166,9 +166,10 @@ fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_the_last_line(
     use std::io::Read;
     let root = Root::new();
     root.set("build.timeout", "8s");
+    // Long lines (over the 4 KiB a pipe takes whole or not at all), then short ones.
     root.set(
         "build.command",
-        "sh -c 'yes \"a line of build output, repeated\" | head -n 300000'",
+        "sh -c 'yes \"$(printf %05000d 0)\" | head -n 400; yes \"a line of build output, repeated\" | head -n 300000'",
     );
     root.commit("v1", &[("VERSION", "v1\n")]);
     let mut push = git_command(&root.work)
@@ -188,6 +189,19 @@ fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_the_last_line(
         .read_to_string(&mut text)
         .unwrap();
     assert!(push.wait().unwrap().success(), "{text}");
+    // Lines whole, or marked as cut short; none empty.
+    let long = "0".repeat(5000);
+    for line in text.lines().map(|l| l.trim_end()) {
+        assert_ne!(line, "remote:", "{}", tail(&text));
+        if let Some(zeros) = line.strip_prefix("remote:   0") {
+            assert!(
+                zeros.len() == 4999 || zeros.ends_with(" (cut short)"),
+                "{}…",
+                &line[..60.min(line.len())]
+            );
+        }
+    }
+    assert!(text.contains(&long), "no long line came whole");
     // Told what it missed, and the verdict: given again after that note when it was
     // dropped too (as a rule), or as it came, when the reading began before it.
     let note = text
@@ -215,6 +229,60 @@ fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_the_last_line(
             .unwrap();
     let seconds = meta["seconds"].as_f64().unwrap();
     assert!(seconds < 10.0, "{seconds}");
+}
+
+/// A push client that reads, but slowly (a thin SSH link): the deploy is not held until
+/// it has taken all the build said (8 MiB at 20 KB/s: minutes, the push holding its
+/// turn and the tree's build all along); the lines still waiting 10 s after the build
+/// ended are dropped, and it is told how many.
+#[test]
+fn a_slow_push_client_holds_the_deploy_ten_seconds_at_most() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let root = Root::new();
+    root.set(
+        "build.command",
+        "sh -c 'yes \"a line of build output, repeated\" | head -n 60000'",
+    );
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let mut push = git_command(&root.work)
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 1 KiB every 50 ms until the release is out, then all of it.
+    let slow = Arc::new(AtomicBool::new(true));
+    let reader = std::thread::spawn({
+        let slow = slow.clone();
+        let mut stderr = push.stderr.take().unwrap();
+        move || {
+            let (mut text, mut chunk) = (Vec::new(), [0u8; 1024]);
+            while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+                text.extend_from_slice(&chunk[..n]);
+                if slow.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        }
+    });
+    let released = poll_until(Duration::from_secs(40), || root.current("blue"));
+    slow.store(false, Ordering::Relaxed);
+    let text = reader.join().unwrap();
+    assert!(push.wait().unwrap().success(), "{}", tail(&text));
+    assert!(released.is_some(), "{}", tail(&text));
+    assert!(
+        text.contains("lines of build output not shown here: they came faster than the push took them; see the build log, "),
+        "{}",
+        tail(&text)
+    );
+    assert!(
+        text.contains("): the release starts on the next `bluegreen serve`"),
+        "{}",
+        tail(&text)
+    );
 }
 
 /// The last lines of a push's output, for a failed assertion.
