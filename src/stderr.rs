@@ -48,43 +48,13 @@ static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 /// What ends a line of the pusher's that was cut short.
 const CUT: &[u8] = b" (cut short)\n";
 
-/// The line being written, the last whole one, and whether any of either was dropped.
-static LINES: Mutex<Lines> = Mutex::new(Lines {
-    current: Vec::new(),
-    current_dropped: false,
-    last: Vec::new(),
-    last_dropped: false,
-});
-
-/// What [`LINES`] keeps: at most `KEPT` bytes of each line.
-struct Lines {
-    current: Vec<u8>,
-    current_dropped: bool,
-    last: Vec<u8>,
-    last_dropped: bool,
-}
+/// The last write (a line: each write is one, see [`write_all`]), at most [`KEPT`] bytes
+/// of it, and whether any of it was dropped.
+static LAST: Mutex<(Vec<u8>, bool)> = Mutex::new((Vec::new(), false));
 
 /// The most of a line kept to give again: with the note before it, less than the pipe
 /// takes in one piece (4 KiB), so that it goes out whole or not at all.
 const KEPT: usize = 3072;
-
-impl Lines {
-    /// Notes `buf`, of which the bytes from `written` on were dropped.
-    fn note(&mut self, buf: &[u8], written: usize) {
-        let mut at = 0;
-        for piece in buf.split_inclusive(|&b| b == b'\n') {
-            let room = KEPT.saturating_sub(self.current.len());
-            self.current
-                .extend_from_slice(&piece[..piece.len().min(room)]);
-            self.current_dropped |= at + piece.len() > written;
-            at += piece.len();
-            if piece.ends_with(b"\n") {
-                self.last = std::mem::take(&mut self.current);
-                self.last_dropped = std::mem::take(&mut self.current_dropped);
-            }
-        }
-    }
-}
 
 /// stderr, as this module writes it.
 pub struct Lossy;
@@ -128,7 +98,7 @@ pub fn finish() {
     if !KEEPING.swap(false, Ordering::Relaxed) || dropped == 0 {
         return;
     }
-    let lines = LINES.lock().expect("no panic holds it");
+    let (last, last_dropped) = &*LAST.lock().expect("no panic holds it");
     // After a line cut short, on a line of its own.
     let mut said = match AT_LINE_START.load(Ordering::Relaxed) {
         true => String::new(),
@@ -137,18 +107,21 @@ pub fn finish() {
     said.push_str(&format!(
         "({dropped} bytes of this push's output were not shown here: the push client did not read them in time"
     ));
-    if lines.last_dropped {
+    if *last_dropped {
         said.push_str("; its last line was:)\n");
-        said.push_str(&String::from_utf8_lossy(&lines.last));
+        said.push_str(&String::from_utf8_lossy(last));
     } else {
         said.push_str(")\n");
     }
-    drop(lines);
     STALLED.store(false, Ordering::Relaxed);
     write_within(said.as_bytes(), FINAL_WAIT);
 }
 
-/// Writes `buf` to stderr, waiting at most `STALL` for room while nothing is taken.
+/// Writes `buf` to stderr, waiting at most `STALL` for room while nothing is taken. Each
+/// writer gives it whole lines (the hook's output goes through a `LineWriter`, and a
+/// build's lines, the log's events and the error line each come in one piece), so that
+/// a stalled pipe, which takes a write of up to 4 KiB whole or not at all, keeps lines
+/// whole.
 fn write_all(buf: &[u8]) {
     // A line of the pusher's cut short (a stall took part of it): marked, and ended, so
     // that this one does not run on from it. Written with it, in one piece.
@@ -168,7 +141,10 @@ fn write_all(buf: &[u8]) {
         AT_LINE_START.store(buf[written - 1] == b'\n', Ordering::Relaxed);
     }
     if KEEPING.load(Ordering::Relaxed) {
-        LINES.lock().expect("no panic holds it").note(buf, written);
+        let mut last = LAST.lock().expect("no panic holds it");
+        last.0.clear();
+        last.0.extend_from_slice(&buf[..buf.len().min(KEPT)]);
+        last.1 = written < buf.len();
     }
 }
 
