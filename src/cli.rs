@@ -60,6 +60,13 @@ pub enum Command {
         #[arg(long, value_name = "RELEASE")]
         to: Option<String>,
     },
+    /// Start SLOT's current release again and wait for its verdict (after fixing what
+    /// made it fail: app.command and a SIGHUP, a service it needs).
+    Restart {
+        /// blue or green.
+        #[arg(value_name = "blue|green")]
+        slot: Slot,
+    },
     /// Run FROM's current build on TO (default: the other slot) without a push.
     Promote {
         /// The slot whose current build runs: blue or green.

@@ -157,7 +157,7 @@ fn deploy(
     interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
     match release_push(layout, config, slot, repo, update, out, interrupt) {
-        Ok(Some(id)) => verdict::reload(config, layout, slot, &id, out),
+        Ok(Some(id)) => verdict::reload(config, layout, (slot, &id, verdict::Ask::Deployed), out),
         // The branch was deleted since: nothing to deploy.
         Ok(None) => Ok(true),
         Err(e) => {

@@ -162,7 +162,7 @@ pub fn rollback(
     {
         writeln!(out, "{slot}: note: {note}")?;
     }
-    verdict::reload(config, layout, slot, &target, out)
+    verdict::reload(config, layout, (slot, &target, verdict::Ask::Deployed), out)
 }
 
 /// Tells the operator that a push to `slot` is building: this does not wait for it, nor
@@ -203,6 +203,27 @@ fn serving(layout: &Layout, slot: Slot) -> Option<String> {
         .live
         .get(&slot)
         .cloned()
+}
+
+/// Starts `slot`'s current release again, and waits for its verdict: after what made it
+/// fail was fixed (`app.command`, its env, and a SIGHUP; a database it needed), where a
+/// push of the same commit deploys nothing new and a rollback to it is refused as current.
+pub fn restart(
+    layout: &Layout,
+    config: &Config,
+    slot: Slot,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let current = release::current(layout, slot).with_context(|| {
+        match release::list(layout, slot).is_ok_and(|releases| releases.is_empty()) {
+            true => format!(
+                "{slot} has no current release: nothing to restart (deploy one first: `git push {slot} {}`)",
+                crate::pasted::quoted(&config.branch)
+            ),
+            false => format!("{}: nothing to restart", release::no_current(layout, slot)),
+        }
+    })?;
+    verdict::reload(config, layout, (slot, &current, verdict::Ask::Again), out)
 }
 
 /// Makes `to`'s current release a fresh copy of `from`'s current build: same key, no
@@ -285,5 +306,5 @@ pub fn promote(
     for note in installed.notes {
         writeln!(out, "{to}: note: {note}")?;
     }
-    verdict::reload(config, layout, to, &id, out)
+    verdict::reload(config, layout, (to, &id, verdict::Ask::Deployed), out)
 }

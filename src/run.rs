@@ -92,6 +92,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             refuse_other_user(&layout, named_by)?;
             crate::rollout::rollback(&layout, &config(&layout)?, slot, to.as_deref(), stdout)
         }
+        Command::Restart { slot } => {
+            let layout = layout()?;
+            refuse_other_user(&layout, named_by)?;
+            crate::rollout::restart(&layout, &config(&layout)?, slot, stdout)
+        }
         Command::Promote { from, to } => {
             let layout = layout()?;
             refuse_other_user(&layout, named_by)?;

@@ -34,13 +34,23 @@ pub struct Verdict {
     pub stale_config: String,
 }
 
-/// Asks the daemon to run `slot`'s current release, `release` (just flipped to), and
-/// prints the verdict as the last line. `Ok(false)` when the release did not go live.
+/// How the daemon is asked to run a slot's current release.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Ask {
+    /// Just flipped to: one of its generations live or starting already is the answer,
+    /// and a failure of it already seen is the verdict.
+    Deployed,
+    /// Start it again all the same (`bluegreen restart`: after what made it fail was
+    /// fixed, such as `app.command` and a SIGHUP).
+    Again,
+}
+
+/// Asks the daemon to run `slot`'s current release, `release`, and prints the verdict as
+/// the last line. `Ok(false)` when the release did not go live.
 pub fn reload(
     config: &Config,
     layout: &Layout,
-    slot: Slot,
-    release: &str,
+    (slot, release, how): (Slot, &str, Ask),
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     let client = Client::new(config, layout);
@@ -66,7 +76,12 @@ pub fn reload(
     let answer = std::thread::scope(|scope| {
         let (sent, answered) = mpsc::channel();
         let client = &client;
-        scope.spawn(move || sent.send(ask(client, slot, release, wait)));
+        scope.spawn(move || {
+            sent.send(match how {
+                Ask::Deployed => ask(client, slot, release, wait),
+                Ask::Again => client.post(&format!("/slots/{slot}/reload"), wait),
+            })
+        });
         match answered.recv_timeout(STILL_WAITING) {
             Ok(answer) => Ok(answer),
             Err(_) => {

@@ -1142,3 +1142,35 @@ fn a_rollback_during_a_pushs_release_says_only_that_it_waits() {
     let said = said.lock().unwrap().clone();
     assert!(!said.contains("is building"), "{said}");
 }
+
+/// A release that failed to start for a reason outside its code (here `app.command`,
+/// corrected and reloaded) is started again by `bluegreen restart`: a push of the same
+/// commit deployed nothing new, and a rollback to it was refused as current.
+#[test]
+fn restart_starts_the_current_release_again_after_a_fix() {
+    let root = blue_live();
+    root.set("app.command", "no-such-program-here");
+    root.reload_config();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("not found in PATH=");
+    let v2 = root.current("blue").unwrap();
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+    // Not again by hand: it is current, and what failed it is not fixed yet.
+    let out = root.run(&["rollback", "blue", "--to", &v2]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: {v2} is already blue's current release")
+    );
+    root.set("app.command", format!("{BIN} sample-app"));
+    root.reload_config();
+    let said = root.run_ok(&["restart", "blue"]);
+    assert!(said.contains("blue: live in "), "{said}");
+    assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
+    // A slot with nothing to restart says so, in one line, and exits 1.
+    let out = root.run(&["restart", "green"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: green has no current release: nothing to restart (deploy one first: `git push green main`)\n"
+    );
+}
