@@ -31,7 +31,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
         Ok(layout)
     };
-    let config = |layout: &Layout| Config::load(&layout.config_file());
+    let config = |layout: &Layout| {
+        Config::load(&layout.config_file()).map_err(|e| unreadable(e, layout, named_by))
+    };
     let stdout = &mut Stdout {
         out: std::io::stdout(),
         closed: false,
@@ -249,6 +251,38 @@ fn refuse_other_user(layout: &Layout, named: Named) -> anyhow::Result<()> {
     anyhow::bail!(
         "{} is {shown}, and this runs as root: what it made there would be root's, which {user} (the daemon's and the hooks' user) could not change or remove; run it as {user}: sudo -u {} {}",
         layout.root().display(),
+        crate::pasted::quoted(&user),
+        again.join(" ")
+    )
+}
+
+/// A config this user may not read (mode 0640, the service user's) says whose it is and
+/// how to run the command as that user. Any other error is as it was.
+fn unreadable(e: anyhow::Error, layout: &Layout, named: Named) -> anyhow::Error {
+    use std::os::unix::fs::MetadataExt;
+    let denied = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    if !denied {
+        return e;
+    }
+    let Some(owner) = std::fs::metadata(layout.config_file())
+        .ok()
+        .map(|m| m.uid())
+    else {
+        return e;
+    };
+    let user = crate::fsops::user_name(owner).unwrap_or_else(|| format!("#{owner}"));
+    let mut again: Vec<String> = std::env::args_os()
+        .map(|arg| crate::pasted::quoted(&arg.to_string_lossy()))
+        .collect();
+    if !matches!(named, Named::Flag) {
+        again.extend(["--root".to_string(), crate::pasted::path(layout.root())]);
+    }
+    anyhow::anyhow!(
+        "{e:#}: it is {user}'s, the root's user; run this as {user}: sudo -u {} {}",
         crate::pasted::quoted(&user),
         again.join(" ")
     )

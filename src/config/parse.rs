@@ -35,6 +35,10 @@ impl Config {
                 ErrorKind::InvalidData => {
                     anyhow::anyhow!("cannot read {path}: it is not UTF-8 text, as TOML must be")
                 }
+                // Kept as the cause: a command tells whose the file is (see `run`).
+                ErrorKind::PermissionDenied => {
+                    anyhow::Error::new(e).context(format!("cannot read {path}"))
+                }
                 _ => anyhow::anyhow!("cannot read {path}: {e}"),
             }
         })

@@ -258,6 +258,48 @@ fn init_with_two_roots_named_makes_neither() {
     assert!(one.join("bluegreen.toml").is_file() && !two.exists());
 }
 
+/// A command run by a user who may not read the root's config (mode 0640, the service
+/// user's) says whose it is and how to run it as them: it said only `Permission denied`.
+#[test]
+fn a_config_another_user_owns_says_whose_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running a command as another user needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join("app");
+    let made = Command::new(BIN).arg("init").arg(&root).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let config = root.join("bluegreen.toml");
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "status",
+            "--root",
+        ])
+        .arg(&root)
+        .env_remove("BLUEGREEN_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.starts_with(&format!("error: cannot read {}", config.display()))
+            && said.ends_with(&format!(
+                ": it is root's, the root's user; run this as root: sudo -u root {BIN} status --root {}\n",
+                root.display()
+            ))
+            && said.lines().count() == 1,
+        "{said}"
+    );
+}
+
 #[test]
 fn init_with_no_folder_refuses_a_current_folder_holding_other_files() {
     // Run in someone's working folder by a slip, it took the folder over.
