@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(
             missing_subcommand(),
             "error: bluegreen needs a subcommand: init, check, serve, status, switch, rollback, \
-             promote, releases, mirroring, demo, hook (`bluegreen help` says what each does)"
+             restart, promote, releases, mirroring, demo, hook (`bluegreen help` says what each does)"
         );
     }
 
@@ -226,7 +226,7 @@ mod tests {
             .starts_with("error: invalid value 'purple' for '[SLOT]': "),);
         assert_eq!(
             usage_error(&["bluegreen", "stauts"]),
-            "error: unrecognized subcommand 'stauts'; tip: a similar subcommand exists: 'status'"
+            "error: unrecognized subcommand 'stauts'; tip: some similar subcommands exist: 'restart', 'status'"
         );
         for args in [
             &["bluegreen", "promote"][..],

@@ -781,11 +781,11 @@ fn usage_errors_are_one_line_exit_2_and_name_no_hidden_command() {
     assert_eq!(
         usage(&["--root", "/srv/app"]),
         "error: bluegreen needs a subcommand: init, check, serve, status, switch, rollback, \
-         promote, releases, mirroring, demo, hook (`bluegreen help` says what each does)"
+         restart, promote, releases, mirroring, demo, hook (`bluegreen help` says what each does)"
     );
     assert_eq!(
         usage(&["stauts"]),
-        "error: unrecognized subcommand 'stauts'; tip: a similar subcommand exists: 'status'"
+        "error: unrecognized subcommand 'stauts'; tip: some similar subcommands exist: 'restart', 'status'"
     );
     assert_eq!(
         usage(&["rollback", "purple"]),
