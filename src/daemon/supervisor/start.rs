@@ -217,7 +217,17 @@ impl Supervisor {
                 if let Err(e) = release::mark_live(&self.daemon.layout, slot, &release) {
                     tracing::warn!(slot = %slot, "{e:#}");
                 }
-                self.last_failed = None;
+                // Another release brought back (the last live one, after a failed deploy
+                // left nothing live) leaves the failure known: `current` still names the
+                // release that failed, and a late look of the file watch at it would start
+                // it again (with `app.overlap = false`, stopping this one for it).
+                if self
+                    .last_failed
+                    .as_ref()
+                    .is_some_and(|(failed, _)| *failed == release)
+                {
+                    self.last_failed = None;
+                }
                 self.daemon.metrics.generation(slot, "started");
                 self.daemon.adopt_if_none(slot);
                 let tx = self.tx.clone();
