@@ -167,17 +167,10 @@ fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_the_last_line(
     let root = Root::new();
     root.set("build.timeout", "8s");
     // Long lines (over the 4 KiB a pipe takes whole or not at all), then short ones.
-    root.set(
-        "build.command",
-        "sh -c 'yes \"$(printf %05000d 0)\" | head -n 400; yes \"a line of build output, repeated\" | head -n 300000'",
+    let mut push = loud_push(
+        &root,
+        "yes \"$(printf %05000d 0)\" | head -n 400; yes \"a line of build output, repeated\" | head -n 300000",
     );
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    let mut push = git_command(&root.work)
-        .args(["push", "blue", "+HEAD:refs/heads/main"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // Nothing read meanwhile.
     wait_for(Duration::from_secs(40), "the release", || {
         root.current("blue")
@@ -241,17 +234,10 @@ fn a_slow_push_client_holds_the_deploy_ten_seconds_at_most() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let root = Root::new();
-    root.set(
-        "build.command",
-        "sh -c 'yes \"a line of build output, repeated\" | head -n 60000'",
+    let mut push = loud_push(
+        &root,
+        "yes \"a line of build output, repeated\" | head -n 60000",
     );
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    let mut push = git_command(&root.work)
-        .args(["push", "blue", "+HEAD:refs/heads/main"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // 1 KiB every 50 ms until the release is out, then all of it.
     let slow = Arc::new(AtomicBool::new(true));
     let reader = std::thread::spawn({
@@ -283,6 +269,19 @@ fn a_slow_push_client_holds_the_deploy_ten_seconds_at_most() {
         "{}",
         tail(&text)
     );
+}
+
+/// A `git push blue` of a new commit whose build runs `script` (in `sh -c`), started with
+/// its output (`remote:` lines) on a pipe for the test to read when it will.
+fn loud_push(root: &Root, script: &str) -> std::process::Child {
+    root.set("build.command", format!("sh -c '{script}'"));
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    git_command(&root.work)
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// The last lines of a push's output, for a failed assertion.
