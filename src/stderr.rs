@@ -117,21 +117,21 @@ pub fn finish() {
     write_within(said.as_bytes(), FINAL_WAIT);
 }
 
-/// Writes `buf` to stderr, waiting at most `STALL` for room while nothing is taken. Each
+/// Writes `line` to stderr, waiting at most `STALL` for room while nothing is taken. Each
 /// writer gives it whole lines (the hook's output goes through a `LineWriter`, and a
 /// build's lines, the log's events and the error line each come in one piece), so that
 /// a stalled pipe, which takes a write of up to 4 KiB whole or not at all, keeps lines
 /// whole.
-fn write_all(buf: &[u8]) {
+fn write_all(line: &[u8]) {
     // A line of the pusher's cut short (a stall took part of it): marked, and ended, so
     // that this one does not run on from it. Written with it, in one piece.
     let marked;
     let buf = match KEEPING.load(Ordering::Relaxed) && !AT_LINE_START.load(Ordering::Relaxed) {
         true => {
-            marked = [CUT, buf].concat();
+            marked = [CUT, line].concat();
             &marked[..]
         }
-        false => buf,
+        false => line,
     };
     let written = write_within(buf, STALL);
     if written < buf.len() {
@@ -141,9 +141,10 @@ fn write_all(buf: &[u8]) {
         AT_LINE_START.store(buf[written - 1] == b'\n', Ordering::Relaxed);
     }
     if KEEPING.load(Ordering::Relaxed) {
+        // The line itself, without the mark of the one before.
         let mut last = LAST.lock().expect("no panic holds it");
         last.0.clear();
-        last.0.extend_from_slice(&buf[..buf.len().min(KEPT)]);
+        last.0.extend_from_slice(&line[..line.len().min(KEPT)]);
         last.1 = written < buf.len();
     }
 }
