@@ -5,14 +5,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 
 use super::upstream::{Body, BoxError};
 
 /// A body the data path passes on: the one it was handed (a client's request with no
-/// body, a worker's answer), or any other, boxed. Not boxed itself: that cost each
-/// request two allocations, one each way. (`http_body_util::Either` would do, but its
-/// error bound is too general for the compiler to see its futures are `Send`.)
+/// body, a worker's answer), or any other, boxed, its errors as every body's. Not boxed
+/// itself: that cost each request two allocations, one each way. (`http_body_util::Either`
+/// would do, but its error bound is too general for the compiler to see its futures are
+/// `Send`.)
 pub enum Passed<B> {
     /// The body it was handed.
     Unboxed(B),
@@ -22,7 +23,8 @@ pub enum Passed<B> {
 
 impl<B> hyper::body::Body for Passed<B>
 where
-    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Unpin,
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    BoxError: From<B::Error>,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -32,7 +34,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Passed::Unboxed(body) => Pin::new(body).poll_frame(cx),
+            Passed::Unboxed(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
             Passed::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -49,30 +53,5 @@ where
             Passed::Unboxed(body) => body.size_hint(),
             Passed::Boxed(body) => body.size_hint(),
         }
-    }
-}
-
-/// A client's request body as the data path passes it on, its errors as every body's.
-pub struct Received(pub Incoming);
-
-impl hyper::body::Body for Received {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.0)
-            .poll_frame(cx)
-            .map(|frame| frame.map(|f| f.map_err(BoxError::from)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.0.size_hint()
     }
 }

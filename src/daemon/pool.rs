@@ -41,12 +41,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::answered_early::AnsweredEarly;
-use super::passed::{Passed, Received};
+use super::passed::Passed;
 use super::upstream::BoxError;
 
 /// A request body as it goes to a worker: the client's own, when it has none, or
 /// any other, boxed.
-pub type Outgoing = Passed<Received>;
+pub type Outgoing = Passed<Incoming>;
 
 /// How long an unused connection may be reused. Shorter than the keep-alive timeouts of
 /// common app servers (gunicorn 2 s, Node and uvicorn 5 s): a connection the worker may

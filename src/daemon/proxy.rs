@@ -26,7 +26,7 @@ use super::accept::Listener;
 use super::headers::{forward_headers, strip_hop_by_hop, Peer, Side};
 use super::idle::{BodyIdle, IdleBody};
 use super::mirror::Mirror;
-use super::passed::{Passed, Received};
+use super::passed::Passed;
 use super::pool::{Failure, Pool, Pooled};
 use super::route::{Cached, InFlight};
 use super::upgrade;
@@ -250,7 +250,7 @@ async fn answer(
             let (body, end) = IdleBody::new(body, timeout);
             (Passed::Boxed(body.boxed()), copy, Some(end))
         }
-        None if body.is_end_stream() => (Passed::Unboxed(Received(body)), None, None),
+        None if body.is_end_stream() => (Passed::Unboxed(body), None, None),
         None => {
             let (body, end) = IdleBody::new(body, timeout);
             (Passed::Boxed(body.boxed()), None, Some(end))
