@@ -241,6 +241,15 @@ fn refuse_other_user(layout: &Layout, named: Named) -> anyhow::Result<()> {
         None => format!("uid {owner}'s"),
     };
     let user = name.unwrap_or_else(|| format!("#{owner}"));
+    anyhow::bail!(
+        "{} is {shown}, and this runs as root: what it made there would be root's, which {user} (the daemon's and the hooks' user) could not change or remove; run it as {user}: {}",
+        layout.root().display(),
+        as_user(&user, layout, named)
+    )
+}
+
+/// This command again, as `user`: `sudo -u app bluegreen ... --root /srv/app`.
+fn as_user(user: &str, layout: &Layout, named: Named) -> String {
     let mut again: Vec<String> = std::env::args_os()
         .map(|arg| crate::pasted::quoted(&arg.to_string_lossy()))
         .collect();
@@ -248,10 +257,9 @@ fn refuse_other_user(layout: &Layout, named: Named) -> anyhow::Result<()> {
     if !matches!(named, Named::Flag) {
         again.extend(["--root".to_string(), crate::pasted::path(layout.root())]);
     }
-    anyhow::bail!(
-        "{} is {shown}, and this runs as root: what it made there would be root's, which {user} (the daemon's and the hooks' user) could not change or remove; run it as {user}: sudo -u {} {}",
-        layout.root().display(),
-        crate::pasted::quoted(&user),
+    format!(
+        "sudo -u {} {}",
+        crate::pasted::quoted(user),
         again.join(" ")
     )
 }
@@ -275,16 +283,9 @@ fn unreadable(e: anyhow::Error, layout: &Layout, named: Named) -> anyhow::Error 
         return e;
     };
     let user = crate::fsops::user_name(owner).unwrap_or_else(|| format!("#{owner}"));
-    let mut again: Vec<String> = std::env::args_os()
-        .map(|arg| crate::pasted::quoted(&arg.to_string_lossy()))
-        .collect();
-    if !matches!(named, Named::Flag) {
-        again.extend(["--root".to_string(), crate::pasted::path(layout.root())]);
-    }
     anyhow::anyhow!(
-        "{e:#}: it is {user}'s, the root's user; run this as {user}: sudo -u {} {}",
-        crate::pasted::quoted(&user),
-        again.join(" ")
+        "{e:#}: it is {user}'s, the root's user; run this as {user}: {}",
+        as_user(&user, layout, named)
     )
 }
 
