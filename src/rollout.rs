@@ -101,10 +101,7 @@ pub fn rollback(
         }
         None => {
             let current = current.as_deref().with_context(|| match releases.is_empty() {
-                true => format!(
-                    "{slot} has no current release: nothing to roll back (deploy one first: `git push {slot} {}`)",
-                    crate::pasted::quoted(&config.branch)
-                ),
+                true => never_deployed(slot, config, "roll back"),
                 // A push of the same commit would change nothing ("Everything up-to-date").
                 false => format!(
                     "{}: name the release to go to, `bluegreen rollback {slot} --to <release>` (see `bluegreen releases {slot}`)",
@@ -196,6 +193,14 @@ fn shown(layout: &Layout, slot: Slot, current: &Option<String>) -> String {
         )
 }
 
+/// Why a command finds nothing to `act` on in a slot never deployed, and what deploys.
+fn never_deployed(slot: Slot, config: &Config, act: &str) -> String {
+    format!(
+        "{slot} has no current release: nothing to {act} (deploy one first: `git push {slot} {}`)",
+        crate::pasted::quoted(&config.branch)
+    )
+}
+
 /// The release of `slot` the daemon last had live (`state.json`), if it says.
 fn serving(layout: &Layout, slot: Slot) -> Option<String> {
     State::load(&layout.state_file())
@@ -216,10 +221,7 @@ pub fn restart(
 ) -> anyhow::Result<bool> {
     let current = release::current(layout, slot).with_context(|| {
         match release::list(layout, slot).is_ok_and(|releases| releases.is_empty()) {
-            true => format!(
-                "{slot} has no current release: nothing to restart (deploy one first: `git push {slot} {}`)",
-                crate::pasted::quoted(&config.branch)
-            ),
+            true => never_deployed(slot, config, "restart"),
             false => format!("{}: nothing to restart", release::no_current(layout, slot)),
         }
     })?;
