@@ -245,10 +245,7 @@ pub fn promote(
         match release::elsewhere(layout, from) {
             // A hand edit pointed it at what is not a release.
             Some(why) => format!("{why}: nothing to promote"),
-            None => format!(
-                "{from} has no current release to promote (deploy one first: `git push {from} {}`)",
-                crate::pasted::quoted(&config.branch)
-            ),
+            None => never_deployed(from, config, "promote"),
         }
     })?;
     // What was tried on `from` is what it served: a push there that is still starting, or
@@ -266,6 +263,18 @@ pub fn promote(
                 release::META
             )
         })?;
+    // The same build again would be a second copy of what `to` runs: nothing changes.
+    if let Some(current) = release::current(layout, to)
+        .filter(|id| release::meta(layout, to, id).is_some_and(|m| m.build_key == source.build_key))
+    {
+        writeln!(
+            out,
+            "{to}: its current release {current} runs build {} already, as {from}/{source_id} does: nothing new to promote",
+            source.build_key
+        )?;
+        drop(lock);
+        return verdict::reload(config, layout, (to, &current, verdict::Ask::Deployed), out);
+    }
     let id = release::new_id(layout, to, source.commit_short())?;
     let meta = ReleaseMeta {
         id: id.clone(),

@@ -680,18 +680,35 @@ fn promote_runs_the_same_build_without_rebuilding() {
     assert!(text.contains("green: live in "), "{text}");
     assert_eq!(count_lines(&count), 2, "no rebuild");
     root.wait_body(root.green, "v2 from green");
-    let meta = |slot: &str| -> serde_json::Value {
-        serde_json::from_str(
-            &std::fs::read_to_string(root.path.join(slot).join("current/.bluegreen-release.json"))
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let meta = |slot: &str| root.current_meta(slot);
     assert_eq!(meta("green")["build_key"], meta("blue")["build_key"]);
     assert!(meta("green")["promoted_from"]
         .as_str()
         .unwrap()
         .starts_with("blue/"));
+}
+
+/// Promoting the build a slot runs already makes no second copy of it: the slot keeps
+/// its release, and the verdict is that release's.
+#[test]
+fn promote_of_the_build_the_target_runs_already_changes_nothing() {
+    let root = both_live();
+    let blue = root.current("blue").unwrap();
+    let green = root.current("green").unwrap();
+    let before = walkdir(&root.path.join("green"));
+    let out = root.run(&["promote", "blue", "green"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let key = root.current_meta("green")["build_key"].clone();
+    assert!(
+        text.starts_with(&format!(
+            "green: its current release {green} runs build {} already, as blue/{blue} does: nothing new to promote\n",
+            key.as_str().unwrap()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("green: live in "), "{text}");
+    assert_eq!(walkdir(&root.path.join("green")), before);
 }
 
 #[test]

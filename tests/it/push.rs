@@ -345,9 +345,10 @@ fn the_same_tree_on_both_slots_builds_once() {
     assert!(root.current("blue").is_some() && root.current("green").is_some());
     // One build, and its output, stdout and stderr, in builds/<key>.log.
     let key = |slot: &str| {
-        let meta = fs::read_to_string(root.path.join(slot).join("current/.bluegreen-release.json"));
-        let meta: serde_json::Value = serde_json::from_str(&meta.unwrap()).unwrap();
-        meta["build_key"].as_str().unwrap().to_string()
+        root.current_meta(slot)["build_key"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(key("blue"), key("green"));
     let log = root

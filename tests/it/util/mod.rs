@@ -616,6 +616,12 @@ impl Root {
         Some(link.file_name()?.to_string_lossy().into_owned())
     }
 
+    /// The metadata of `slot`'s current release, as bluegreen wrote it.
+    pub fn current_meta(&self, slot: &str) -> serde_json::Value {
+        let file = self.path.join(slot).join("current/.bluegreen-release.json");
+        serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap()
+    }
+
     /// Points `slot`'s `current` at `target` by hand, atomically, as an operator would
     /// (`ln -s … current.new && mv -T current.new current`).
     pub fn point_current(&self, slot: &str, target: &str) {
