@@ -29,15 +29,14 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     );
     let config_path = layout.config_file();
     let kept = config_path.exists();
-    let branch = if kept {
-        Config::load(&config_path)
-            .map_err(|e| {
-                anyhow::anyhow!("{e:#} (nothing was changed: fix it, then run init again)")
-            })?
-            .branch
+    let config = if kept {
+        Config::load(&config_path).map_err(|e| {
+            anyhow::anyhow!("{e:#} (nothing was changed: fix it, then run init again)")
+        })?
     } else {
-        Config::default().branch
+        Config::default()
     };
+    let branch = config.branch.clone();
     // What would stop the steps below half way is refused before the first: a failed
     // init changes nothing.
     preflight(layout, &branch)?;
@@ -80,13 +79,23 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     for dir in shared_dirs(layout) {
         make_dir(&dir, out)?;
     }
+    // A config whose commands were set already needs no word on them.
+    let defaults = Config::default();
+    let set = if (&config.build.command, &config.app.command)
+        == (&defaults.build.command, &defaults.app.command)
+    {
+        format!(
+            "set build.command and app.command in {}; ",
+            crate::pasted::path(&layout.config_file())
+        )
+    } else {
+        String::new()
+    };
     // Pasted into a shell: a root with a space in its path is one word.
     writeln!(
         out,
-        "ready. Next: set build.command and app.command in {}; \
-         start `bluegreen serve --root {}` (or the systemd unit); \
+        "ready. Next: {set}start `bluegreen serve --root {}` (or the systemd unit); \
          from your app: git remote add blue {}; git remote add green {}; git push blue {}",
-        crate::pasted::path(&layout.config_file()),
         crate::pasted::path(layout.root()),
         crate::pasted::path(&layout.repo(Slot::Blue)),
         crate::pasted::path(&layout.repo(Slot::Green)),

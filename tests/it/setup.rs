@@ -487,6 +487,11 @@ fn inits_next_steps_paste_into_a_shell_for_a_path_with_a_space() {
         .lines()
         .find_map(|l| l.strip_prefix("ready. Next: "))
         .expect(&stdout);
+    // A new config's commands are the example's: set yours.
+    assert!(
+        next.starts_with("set build.command and app.command in "),
+        "{next}"
+    );
     let (_, steps) = next.split_once("from your app: ").expect(next);
     let remotes: Vec<&str> = steps
         .split("; ")
@@ -533,7 +538,19 @@ fn init_again_repairs_and_keeps_everything() {
     let blue_hook = root.path.join("blue.git/hooks/post-receive");
     fs::remove_file(&blue_hook).unwrap();
     std::os::unix::fs::symlink("/nonexistent/bluegreen", &blue_hook).unwrap();
-    root.run_ok(&["init"]);
+    let said = root.run_ok(&["init"]);
+    // Its commands are set: the next steps do not ask for them again.
+    let next = said
+        .lines()
+        .find(|l| l.starts_with("ready. Next: "))
+        .expect(&said);
+    assert!(
+        next.starts_with(&format!(
+            "ready. Next: start `bluegreen serve --root {}`",
+            root.path.display()
+        )),
+        "{next}"
+    );
     let binary = fs::canonicalize(BIN).unwrap();
     for slot in ["blue", "green"] {
         let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
