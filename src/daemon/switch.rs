@@ -187,9 +187,14 @@ async fn attempt(
         )));
     }
     if !query.force {
-        gate(daemon, &config, to)
-            .await
-            .map_err(SwitchError::Refused)?;
+        gate(daemon, &config, to).await.map_err(|e| {
+            SwitchError::Refused(match e {
+                Shut::Unhealthy(_) => format!(
+                    "{e} (to switch all the same: `bluegreen switch {to} --force`, or `force=1`)"
+                ),
+                Shut::NotLive(_) => e.to_string(),
+            })
+        })?;
     }
     // The target gets every write the active took before the flip: queued copies go out
     // first, before the migration (which then sees them) and again before the flip, once
@@ -310,14 +315,35 @@ async fn attempt(
     Ok(serde_json::json!({ "from": from, "to": to, "changed": true, "migrate_ms": migrate_ms }))
 }
 
+/// Why the gate keeps a switch out: the target has nothing live, which a forced switch
+/// would leave the front without, or what it has fails its health check.
+#[derive(Debug)]
+pub enum Shut {
+    NotLive(Slot),
+    Unhealthy(String),
+}
+
+impl std::fmt::Display for Shut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shut::NotLive(to) => write!(f, "{to} has no live generation to switch to"),
+            Shut::Unhealthy(why) => f.write_str(why),
+        }
+    }
+}
+
 /// The target must have a live generation that answers its health path now.
-pub async fn gate(daemon: &Daemon, config: &Config, to: Slot) -> Result<(), String> {
+pub async fn gate(daemon: &Daemon, config: &Config, to: Slot) -> Result<(), Shut> {
     let path = &config.app.health_path;
     match heartbeat::probe_live(daemon, to, path, config.heartbeat.timeout).await {
-        None => Err(format!("{to} has no live generation to switch to")),
+        None => Err(Shut::NotLive(to)),
         Some(Ok(status)) if (200..400).contains(&status) => Ok(()),
-        Some(Ok(status)) => Err(format!("{to} is not healthy: GET {path} answered {status}")),
-        Some(Err(e)) => Err(format!("{to} is not healthy: GET {path}: {e}")),
+        Some(Ok(status)) => Err(Shut::Unhealthy(format!(
+            "{to} is not healthy: GET {path} answered {status}"
+        ))),
+        Some(Err(e)) => Err(Shut::Unhealthy(format!(
+            "{to} is not healthy: GET {path}: {e}"
+        ))),
     }
 }
 

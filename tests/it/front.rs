@@ -341,9 +341,16 @@ fn automatic_switching_turned_on_again_stays_on_after_a_restart() {
     // A bare `bluegreen switch` would go back to blue, which still fails: refused, it
     // turns nothing on. `bluegreen status` names the way that does.
     let out = root.run(&["switch"]);
+    let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).starts_with("not switched: blue is not healthy"),
+        said.starts_with("not switched: blue is not healthy"),
         "{out:?}"
+    );
+    assert!(
+        said.ends_with(
+            " (to switch all the same: `bluegreen switch blue --force`, or `force=1`)\n"
+        ),
+        "{said}"
     );
     assert_eq!(root.status()["heartbeat"]["armed"], false);
     let text = root.run_ok(&["status"]);
