@@ -62,6 +62,34 @@ pub fn running(pid: u32) -> bool {
     }
 }
 
+/// The process that holds a `flock(2)` on the file at `path`, as `/proc/locks` names it
+/// (by device and inode); `None` when none does, or it is not visible from here.
+pub fn flock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let file = fs::metadata(path).ok()?;
+    let (major, minor) = (
+        nix::sys::stat::major(file.dev()),
+        nix::sys::stat::minor(file.dev()),
+    );
+    let id = format!("{major:02x}:{minor:02x}:{}", file.ino());
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    holder(&locks, &id)
+}
+
+/// In `/proc/locks` text, the pid holding a FLOCK on the file `id` (`maj:min:inode`).
+fn holder(locks: &str, id: &str) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 1234 fe:00:10985588 0 EOF`; a waiter's line has `->`.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [_, "FLOCK", _, _, pid, file, ..] if *file == id => {
+                pid.parse().ok().filter(|&pid| pid > 0)
+            }
+            _ => None,
+        }
+    })
+}
+
 /// The environment a process was started with, as `/proc/<pid>/environ` has it.
 pub struct Environ(Vec<u8>);
 
@@ -458,6 +486,22 @@ mod tests {
             "127.0.0.2, a connection and port 8081 do not"
         );
         assert_eq!(found[1].uid, 1001);
+    }
+
+    #[test]
+    fn the_holder_of_a_flock_is_found_by_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, free) = (dir.path().join("held"), dir.path().join("free"));
+        fs::write(&free, "").unwrap();
+        let lock = crate::fsops::try_lock(&held).unwrap().unwrap();
+        assert_eq!(flock_holder(&held), Some(std::process::id()));
+        assert_eq!(flock_holder(&free), None);
+        drop(lock);
+        assert_eq!(flock_holder(&held), None);
+        // A waiter's line names the same file after `->`: not taken for the holder.
+        let locks = "1: FLOCK  ADVISORY  WRITE 77 fe:00:5 0 EOF\n1: -> FLOCK  ADVISORY  WRITE 88 fe:00:5 0 EOF\n";
+        assert_eq!(holder(locks, "fe:00:5"), Some(77));
+        assert_eq!(holder(locks, "fe:00:6"), None);
     }
 
     /// Kills the child it holds when dropped, so a failed assertion leaves no process.

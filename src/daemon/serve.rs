@@ -80,8 +80,10 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "another bluegreen serve is running on {} (it holds {})",
+            "another bluegreen serve is running on {} ({}it holds {})",
             layout.root().display(),
+            crate::procfs::flock_holder(&lock)
+                .map_or_else(String::new, |pid| format!("pid {pid}; ")),
             lock.display()
         );
         std::thread::sleep(Duration::from_millis(20));

@@ -99,7 +99,11 @@ fn a_second_daemon_on_the_same_root_is_refused_and_changes_nothing() {
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(
-        stderr.contains("another bluegreen serve is running on "),
+        stderr.contains(&format!(
+            "another bluegreen serve is running on {} (pid {}; it holds ",
+            root.path.display(),
+            root.serve_pid()
+        )),
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
