@@ -20,6 +20,10 @@ use crate::config::Config;
 use crate::layout::Layout;
 use crate::slot::Slot;
 
+/// How far apart the sets of ports tried after a taken one are, and how many are tried.
+const PORT_STEP: u16 = 10;
+const PORT_TRIES: u16 = 100;
+
 pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     // The flags are checked before anything is made: a refused run leaves nothing behind.
     let exe = std::env::current_exe()?.canonicalize()?;
@@ -253,22 +257,38 @@ fn resolved(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Refuses taken ports up front, naming the flag to change.
+/// Refuses taken ports up front, naming the flag to change, and the same command (its
+/// folder too) with a set of ports that is free now.
 fn check_ports(args: &DemoArgs) -> anyhow::Result<()> {
-    let ports: [(SocketAddr, &str); 4] = [
-        (args.front, "--front"),
-        (args.blue, "--blue"),
-        (args.green, "--green"),
-        (args.control, "--control"),
-    ];
-    for (addr, flag) in ports {
-        if TcpListener::bind(addr).is_err() {
-            anyhow::bail!(
-                "{addr} is taken; pick free ports with {flag} (e.g. `bluegreen demo --front 127.0.0.1:18080 --blue 127.0.0.1:19090 --green 127.0.0.1:15060 --control 127.0.0.1:18081`)"
-            );
-        }
+    let flags = ["--front", "--blue", "--green", "--control"];
+    let addrs = [args.front, args.blue, args.green, args.control];
+    let free = |addr: &SocketAddr| TcpListener::bind(addr).is_ok();
+    let Some((addr, flag)) = addrs.iter().zip(flags).find(|(addr, _)| !free(addr)) else {
+        return Ok(());
+    };
+    // The whole set moved by tens, as `init` moves a second root's, until all four are
+    // free (the listeners above are closed again before the next is tried).
+    let moved = (1..=PORT_TRIES).find_map(|k| {
+        let set = addrs.map(|mut addr| {
+            addr.set_port(addr.port().checked_add(k * PORT_STEP)?);
+            Some(addr)
+        });
+        set.iter()
+            .all(|addr| addr.as_ref().is_some_and(free))
+            .then(|| set.map(Option::unwrap))
+    });
+    let Some(moved) = moved else {
+        anyhow::bail!("{addr} is taken; pick free ports with {flag}");
+    };
+    let mut command = String::from("bluegreen demo");
+    if let Some(dir) = &args.dir {
+        command.push(' ');
+        command.push_str(&crate::pasted::path(dir));
     }
-    Ok(())
+    for (flag, addr) in flags.iter().zip(moved) {
+        command.push_str(&format!(" {flag} {addr}"));
+    }
+    anyhow::bail!("{addr} is taken; pick free ports with {flag} (these are free now: `{command}`)")
 }
 
 /// Refuses to start without `git`, which the demo pushes with: a missing one was only

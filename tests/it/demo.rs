@@ -230,8 +230,12 @@ fn a_demo_whose_reader_has_gone_still_stops_its_daemon() {
 fn the_demo_names_a_taken_port_and_the_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("my demo");
     let out = Command::new(BIN)
-        .args(["demo", "--front", &format!("127.0.0.1:{port}")])
+        .arg("demo")
+        .arg(&dir)
+        .args(["--front", &format!("127.0.0.1:{port}")])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -243,6 +247,41 @@ fn the_demo_names_a_taken_port_and_the_flag() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1);
+    assert!(!dir.exists(), "a refused demo makes nothing");
+    // The same command, its folder kept, with ports that are free.
+    let (_, command) = err.split_once("(these are free now: `").expect(&err);
+    let command = command.trim_end().strip_suffix("`)").expect(&err);
+    let words = shell_words(command);
+    assert_eq!(
+        words[..3],
+        ["bluegreen", "demo", dir.to_str().unwrap()],
+        "{command}"
+    );
+    for flag in ["--front", "--blue", "--green", "--control"] {
+        let at = words.iter().position(|w| w == flag).expect(command);
+        let addr: std::net::SocketAddr = words[at + 1].parse().unwrap();
+        assert_ne!(addr.port(), port, "{command}");
+        assert!(
+            std::net::TcpListener::bind(addr).is_ok(),
+            "{addr} is free: {command}"
+        );
+    }
+}
+
+/// `text` split into words as `sh` would (through `sh` itself).
+fn shell_words(text: &str) -> Vec<String> {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!("for w in {text}; do printf '%s\\n' \"$w\"; done"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// `--root` was taken and ignored: the demo ran on its own root, not the one named.
