@@ -34,6 +34,18 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let config = |layout: &Layout| {
         Config::load(&layout.config_file()).map_err(|e| unreadable(e, layout, named_by))
     };
+    // What `status`, `switch` and `mirroring` need of a file being edited: the daemon
+    // runs what it read before, and is reached all the same.
+    let control_config = |layout: &Layout| {
+        let (config, broken) = Config::load_for_control(&layout.config_file())
+            .map_err(|e| unreadable(e, layout, named_by))?;
+        if let Some(why) = broken {
+            eprintln!(
+                "note: {why} (the daemon runs the config it read before; its next reload or restart refuses this file: fix it)"
+            );
+        }
+        anyhow::Ok(config)
+    };
     let stdout = &mut Stdout {
         out: std::io::stdout(),
         closed: false,
@@ -107,15 +119,15 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         }
         Command::Status { json } => {
             let layout = layout()?;
-            crate::ctl::status(&config(&layout)?, &layout, json, stdout)
+            crate::ctl::status(&control_config(&layout)?, &layout, json, stdout)
         }
         Command::Switch { slot, force } => {
             let layout = layout()?;
-            crate::ctl::switch(&config(&layout)?, &layout, slot, force, stdout)
+            crate::ctl::switch(&control_config(&layout)?, &layout, slot, force, stdout)
         }
         Command::Mirroring { state } => {
             let layout = layout()?;
-            crate::ctl::mirroring(&config(&layout)?, &layout, state.as_deref(), stdout)
+            crate::ctl::mirroring(&control_config(&layout)?, &layout, state.as_deref(), stdout)
         }
         Command::Serve => {
             let layout = layout()?;

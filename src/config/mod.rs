@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::slot::Slot;
 
+mod fallback;
 mod parse;
 mod values;
 

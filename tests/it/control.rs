@@ -443,6 +443,46 @@ fn status_prints_slots_for_a_person_and_json_for_scripts() {
     assert!(text.lines().any(|l| l == event), "no {event:?} in {text}");
 }
 
+/// A config broken by an edit (a typo in `[app]`) does not keep the operator from the
+/// daemon, which runs what it read before: `status`, `switch` and `mirroring` reach it
+/// by the file's `control.listen`, and say the file does not load.
+#[test]
+fn control_commands_reach_the_daemon_through_a_config_broken_elsewhere() {
+    let root = both_live();
+    root.set("app.ready_timeout", "soon");
+    let note = format!("note: {}:", root.path.join("bluegreen.toml").display());
+    let tail = "app.ready_timeout: invalid duration `soon`";
+    let said = |args: &[&str]| {
+        let out = root.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&note) && stderr.contains(tail),
+            "{stderr}"
+        );
+        assert!(
+            stderr.trim_end().ends_with("(the daemon runs the config it read before; its next reload or restart refuses this file: fix it)"),
+            "{stderr}"
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(said(&["status"]).contains("blue"));
+    assert_eq!(said(&["switch", "green"]).trim(), "switched blue -> green");
+    assert_eq!(root.status()["active"], "green");
+    said(&["mirroring", "off"]);
+    assert_eq!(root.status()["mirroring"]["enabled"], false);
+    // Where the daemon listens is not guessed from a `[control]` that does not load: the
+    // file's error, and nothing asked.
+    root.set("app.ready_timeout", "1s");
+    root.set("control.listen", "everywhere");
+    let refused = root.run_err(&["switch", "blue"]);
+    assert!(
+        refused.starts_with("error: ") && refused.contains(": control.listen: "),
+        "{refused}"
+    );
+    assert_eq!(root.status()["active"], "green");
+}
+
 #[test]
 fn a_forced_switch_skips_the_gate_and_an_empty_switch_path_turns_the_front_route_off() {
     let root = green_failing_standby(&[("router.switch_path", "".into())]);
