@@ -50,7 +50,7 @@ fn rollback_releases_and_pruning() {
     // Green was never pushed: nothing to go back to or copy on, and how to get one.
     for (args, reason) in [
         (&["rollback", "green"][..], "error: green has no current release: nothing to roll back (deploy one first: `git push green main`)"),
-        (&["promote", "green", "blue"][..], "error: green has no current release to promote (deploy one first: `git push green main`)"),
+        (&["promote", "green", "blue"][..], "error: green has no current release: nothing to promote (deploy one first: `git push green main`)"),
     ] {
         let out = root.run(args);
         assert!(!out.status.success());

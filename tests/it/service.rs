@@ -359,7 +359,7 @@ fn a_branch_reloaded_by_sighup_is_the_one_a_slot_never_pushed_names() {
     );
     for (args, reason) in [
         (&["rollback", "green"][..], "error: green has no current release: nothing to roll back (deploy one first: `git push green 'prod;$(id)'`)"),
-        (&["promote", "green", "blue"][..], "error: green has no current release to promote (deploy one first: `git push green 'prod;$(id)'`)"),
+        (&["promote", "green", "blue"][..], "error: green has no current release: nothing to promote (deploy one first: `git push green 'prod;$(id)'`)"),
     ] {
         assert_eq!(root.run_err(args).trim(), reason);
     }
