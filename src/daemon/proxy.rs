@@ -155,7 +155,7 @@ async fn answer(
             }
             if mirror.is_some() {
                 // Boxed, as the rare paths here.
-                barrier = Some(Box::pin(daemon.mirror.barrier.read()).await);
+                barrier = Some(Box::pin(daemon.mirror.admit()).await);
             }
             let (active, count) = daemon.routing();
             switches = count;

@@ -245,10 +245,23 @@ async fn attempt(
     }
     // The migration's time does not count against the wait.
     let deadline = tokio::time::Instant::now() + left;
-    let barrier = tokio::time::timeout_at(deadline, daemon.mirror.barrier.write())
+    // New mirrored writes wait from here until after the flip, and then go to `to`.
+    let closed = tokio::time::timeout_at(deadline, daemon.mirror.entry.write())
         .await
         .ok();
     let from_name = from.map_or("none", Slot::name);
+    let barrier = match daemon.mirror.barrier.try_write() {
+        Ok(barrier) => Some(barrier),
+        Err(_) => {
+            tracing::info!(
+                "switch to {to}: waiting up to {}s for the mirrored writes {from_name} is still answering; new ones wait for the flip",
+                left.as_secs_f64().ceil()
+            );
+            tokio::time::timeout_at(deadline, daemon.mirror.barrier.write())
+                .await
+                .ok()
+        }
+    };
     if barrier.is_none() {
         tracing::warn!(
             "switching to {to} while {from_name} is still answering mirrored writes after {}s: their copies are dropped (counted stale)",
@@ -302,6 +315,7 @@ async fn attempt(
         .map_err(|e| SwitchError::Failed(format!("cannot record the switch: {e:#}")))?;
     // Held writes go, to the new active.
     drop(barrier);
+    drop(closed);
     daemon.metrics.switch(cause);
     daemon.events.record(
         "switch",

@@ -479,6 +479,47 @@ fn a_write_the_active_is_still_answering_at_a_switch_reaches_the_target() {
     assert_eq!(counters["stale"], 0, "{counters}");
 }
 
+/// A write that comes while a switch waits for one the active answers slowly goes to the
+/// new active once the switch flips, even when the switch gives up waiting: it took the
+/// old active, and its copy was dropped as stale, so the new active never had it.
+#[test]
+fn a_write_that_waited_for_a_switch_that_gave_up_waiting_goes_to_the_new_active() {
+    // Blue takes 8 s to answer, longer than a switch waits (5 s).
+    let mut root = Root::new();
+    root.set("slots.blue.env", env_map(&[("SLOW_MS", "8000")]));
+    root.set("heartbeat.timeout", "15s");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let slow = std::thread::spawn({
+        let url = root.url(root.front, "/items/slow");
+        move || http("PUT", &url, Some("taken by blue"))
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "the write in flight on blue",
+        || (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(()),
+    );
+    let switch = std::thread::spawn({
+        let url = root.url(root.control, "/switch?to=green");
+        move || http("POST", &url, None)
+    });
+    root.wait_log(
+        "switch to green: waiting up to 5s for the mirrored writes blue is still answering",
+    );
+    let waited = http("PUT", &root.url(root.front, "/items/waited"), Some("w")).unwrap();
+    assert_eq!(waited.status, 201, "{waited:?}");
+    assert_eq!(switch.join().unwrap().unwrap().status, 200);
+    assert_eq!(
+        root.get(root.green, "/items/waited").body,
+        "w",
+        "the new active took it"
+    );
+    assert_eq!(slow.join().unwrap().unwrap().status, 201);
+    root.wait_log("switching to green while blue is still answering mirrored writes after 5s");
+}
+
 #[test]
 fn a_copy_from_before_two_switches_never_lands() {
     // Green takes 12 s per request: the first copy is still out while two forced

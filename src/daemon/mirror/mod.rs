@@ -14,7 +14,8 @@
 //! active has every write the old active took. Then it takes [`Mirror::barrier`]: a
 //! mirrored write holds it (shared) from its routing until its copy is queued, so the
 //! switch waits for the writes the old active is still answering, and new ones wait for
-//! the flip. It drains the queue again, and flips while holding [`Mirror::gate`], which
+//! the flip (at [`Mirror::entry`], which the switch holds past the flip even when it
+//! gives up waiting for `barrier`). It drains the queue again, and flips while holding [`Mirror::gate`], which
 //! each copy out holds shared. Each copy carries the switch count its write
 //! was routed under; one that a switch has passed by the time it would go out is
 //! dropped (counted `stale`): sent, it could overwrite a newer write made since.
@@ -154,6 +155,12 @@ pub struct Mirror {
     /// Shared by each mirrored write from its routing until its copy is queued;
     /// exclusive for a switch's flip (fair: new writes wait behind a switch waiting).
     pub barrier: tokio::sync::RwLock<()>,
+    /// Shared by a mirrored write only while it takes its share of `barrier`; exclusive
+    /// by a switch from before it waits for `barrier` until after the flip. New writes
+    /// wait here, not at `barrier`: when a switch gives up waiting for a write the active
+    /// is still answering, its exclusive claim on `barrier` is dropped before the flip,
+    /// and writes waiting at `barrier` would take it then and go to the old active.
+    pub entry: tokio::sync::RwLock<()>,
     /// Copies queued, and copies the sender is done with (sent or dropped), ever: a
     /// drain waits until `done` reaches what `queued` was when it began.
     queued_total: AtomicU64,
@@ -163,6 +170,14 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    /// A mirrored write's share of the barrier, taken once no switch is flipping.
+    pub async fn admit(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        let entry = self.entry.read().await;
+        let share = self.barrier.read().await;
+        drop(entry);
+        share
+    }
+
     /// The mirror and the receiving end its sender task drains.
     pub fn new(queue: usize) -> (Mirror, mpsc::Receiver<Job>) {
         let (tx, rx) = mpsc::channel(queue);
@@ -177,6 +192,7 @@ impl Mirror {
                 gate: tokio::sync::RwLock::new(()),
                 clock: AtomicU64::new(0),
                 barrier: tokio::sync::RwLock::new(()),
+                entry: tokio::sync::RwLock::new(()),
                 queued_total: AtomicU64::new(0),
                 done_total: AtomicU64::new(0),
                 progress: tokio::sync::Notify::new(),
