@@ -130,7 +130,7 @@ async fn answer(
     if let Err(why) = super::params::no_body(request.headers()) {
         return reply(StatusCode::BAD_REQUEST, "text/plain", why);
     }
-    let hints = Hints::of(request.headers());
+    let hints = Hints::of(request.uri(), request.headers());
     if let Err(why) = super::local::from_this_host(&hints) {
         return reply(
             StatusCode::FORBIDDEN,

@@ -82,7 +82,7 @@ pub async fn handle(
     let several = |name: &str| request.headers().get_all(name).iter().nth(1).is_some();
     let hints = Hints {
         http10: request.version() == http::Version::HTTP_10,
-        ..Hints::of(request.headers())
+        ..Hints::of(request.uri(), request.headers())
     };
     // Which one would count is a guess the caller should not have to make.
     if several("authorization") {

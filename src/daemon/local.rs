@@ -11,6 +11,9 @@
 #[derive(Debug, Default)]
 pub struct Hints<'a> {
     pub host: Option<&'a str>,
+    /// The host an absolute-form target names (`GET http://host/switch`), which RFC 9112
+    /// §3.2.2 makes the request's host in place of `Host`: both must be loopback.
+    pub target: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub fetch_site: Option<&'a str>,
     /// A header a reverse proxy adds is present: `X-Forwarded-For`, `Forwarded`,
@@ -29,9 +32,9 @@ pub struct Hints<'a> {
 }
 
 impl<'a> Hints<'a> {
-    /// The hints in a request's `headers`. A value that is not visible ASCII is kept as
-    /// something no check takes for local, rather than read as absent.
-    pub fn of(headers: &'a http::HeaderMap) -> Hints<'a> {
+    /// The hints in a request's target `uri` and `headers`. A value that is not visible
+    /// ASCII is kept as something no check takes for local, rather than read as absent.
+    pub fn of(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Hints<'a> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -40,6 +43,7 @@ impl<'a> Hints<'a> {
         let several = |name: &str| headers.get_all(name).iter().nth(1).is_some();
         Hints {
             host: header("host"),
+            target: uri.authority().map(http::uri::Authority::as_str),
             origin: header("origin"),
             fetch_site: header("sec-fetch-site"),
             forwarded: ["x-forwarded-for", "forwarded", "x-real-ip", "via"]
@@ -86,6 +90,13 @@ pub fn from_this_host(hints: &Hints) -> Result<(), String> {
             return Err(format!("Host `{host}` is not a loopback address"));
         }
     }
+    if let Some(target) = hints.target {
+        if !loopback_host(target) {
+            return Err(format!(
+                "the request's target names `{target}`, not a loopback address"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -120,6 +131,12 @@ mod tests {
                 ..Hints::default()
             };
             assert!(from_this_host(&hints).is_ok(), "{host:?}");
+            let absolute = Hints {
+                host,
+                target: Some("localhost:8080"),
+                ..Hints::default()
+            };
+            assert!(from_this_host(&absolute).is_ok(), "{host:?}");
         }
     }
 
@@ -151,6 +168,15 @@ mod tests {
             http10: true,
             ..Hints::default()
         };
+        let rebound_target = Hints {
+            host: Some("127.0.0.1"),
+            target: Some("evil.example"),
+            ..Hints::default()
+        };
+        let userinfo = Hints {
+            target: Some("127.0.0.1@evil.example"),
+            ..Hints::default()
+        };
         let prerendered = Hints {
             host: Some("localhost:8080"),
             fetch_site: Some("none"),
@@ -162,6 +188,8 @@ mod tests {
             cross_site,
             origin,
             rebound,
+            rebound_target,
+            userinfo,
             two_hosts,
             http10,
             prerendered,

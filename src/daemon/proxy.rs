@@ -368,6 +368,17 @@ fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
             "the request target is neither a path (/...) nor an absolute URL (a host:port target is CONNECT's only, RFC 9112 §3.2)",
         ));
     }
+    // An absolute-form target's host is the request's (RFC 9112 §3.2.2), checked as
+    // `Host` is; `http` took `evil:abc` for a host with no port, and `user@` passed.
+    if let (Some(_), Some(authority)) = (request.uri().scheme(), request.uri().authority()) {
+        let authority = authority.as_str().as_bytes();
+        if authority.contains(&b'@') || !host_and_port(authority) {
+            return Some((
+                StatusCode::BAD_REQUEST,
+                "the request target's host is not a host and port (RFC 9112 §3.2.2)",
+            ));
+        }
+    }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (_, Some(_)) => Some((

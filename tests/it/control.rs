@@ -152,6 +152,16 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
         answer.contains("Host, Origin or Sec-Fetch-Site is sent more than once"),
         "{answer}"
     );
+    // The host an absolute-form target names is the request's (RFC 9112 §3.2.2).
+    let answer = raw(
+        root.control,
+        "POST http://evil.example/switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("the request's target names `evil.example`, not a loopback address"),
+        "{answer}"
+    );
     // A Host that is not ASCII is no loopback address (nor taken for absent).
     let answer = raw(
         root.control,

@@ -540,6 +540,16 @@ fn requests_without_one_valid_host_and_connect_are_refused_with_the_reason() {
             "the Host header is not a host and port (RFC 9112 §3.2)",
         ),
         (
+            "GET http://evil.example:abc/request HTTP/1.1\r\nHost: good\r\nConnection: close\r\n\r\n",
+            "400",
+            "the request target's host is not a host and port (RFC 9112 §3.2.2)",
+        ),
+        (
+            "GET http://user:pw@evil.example/request HTTP/1.1\r\nHost: good\r\nConnection: close\r\n\r\n",
+            "400",
+            "the request target's host is not a host and port (RFC 9112 §3.2.2)",
+        ),
+        (
             "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
             "501",
             "CONNECT is not proxied",
