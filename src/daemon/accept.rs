@@ -18,7 +18,10 @@
 //! Upgraded connections (tunnels) are not waited for: they close with the thread.
 //!
 //! Open connections are capped by the file limit (see [`connection_limit`]): each takes
-//! a file for itself and one for its upstream connection, and the daemon must keep files
+//! a file for itself, one for its upstream connection and room for one more upstream
+//! (kept idle in the pool, or on its way back to it while the client's next request
+//! opens another; after a switch, the old active's, idle, and the new one's), and the
+//! daemon must keep files
 //! for its control API, workers and logs. At the cap, the proxy threads close their idle
 //! connections (no request or answer under way: keep-alive ones between requests, ones
 //! that sent nothing yet), as nginx does, and new connections wait in the kernel's
@@ -65,9 +68,16 @@ struct Thread {
 /// file watch, and the health checks' connections.
 const RESERVED_FILES: u64 = 256;
 
+/// Files per client connection: its own, its upstream connection's, and one more
+/// upstream (see the module's doc). With two, a switch under load at the cap took every
+/// file and made a third of the requests 502s (`Too many open files`).
+const FILES_PER_CONNECTION: u64 = 3;
+/// Fewer connections than this at once, and the start says the file limit is low.
+const FEW_CONNECTIONS: u64 = 128;
+
 /// Raises this process's soft file limit to its hard limit (1024 is the usual soft
-/// default, systemd's too) and returns how many connections may be open at once: half
-/// of what is left after `RESERVED_FILES`, one file for the client, one upstream.
+/// default, systemd's too) and returns how many connections may be open at once: a
+/// third of what is left after `RESERVED_FILES` (see `FILES_PER_CONNECTION`).
 pub fn connection_limit() -> usize {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
@@ -80,9 +90,20 @@ pub fn connection_limit() -> usize {
             soft
         }
     };
+    let connections = limit.saturating_sub(RESERVED_FILES) / FILES_PER_CONNECTION;
+    if connections < FEW_CONNECTIONS {
+        tracing::warn!(
+            "the file limit is {limit}: bluegreen keeps {RESERVED_FILES} for itself and {FILES_PER_CONNECTION} per connection, so at most {} connections are served at once (the rest wait); raise it to {} or more (LimitNOFILE= in the unit, ulimit -n)",
+            connections.max(MIN_CONNECTIONS),
+            RESERVED_FILES + FEW_CONNECTIONS * FILES_PER_CONNECTION
+        );
+    }
     // At least a few, whatever the limit: the daemon is of no use with none.
-    (limit.saturating_sub(RESERVED_FILES) / 2).clamp(16, 1 << 20) as usize
+    connections.clamp(MIN_CONNECTIONS, 1 << 20) as usize
 }
+
+/// The fewest connections served at once, whatever the file limit.
+const MIN_CONNECTIONS: u64 = 16;
 
 /// The running data path, as `start` returns it.
 pub struct Started {

@@ -222,11 +222,26 @@ async fn observe_active(daemon: &Daemon, active: Slot) -> Option<Result<(), Stri
     if result.is_err() && replacing(daemon, active) {
         return None;
     }
+    if own_fault(active, &result) {
+        return None;
+    }
     if result.is_err() {
         daemon.metrics.heartbeat_failure(active);
     }
     daemon.set_health(active, result.clone());
     Some(result)
+}
+
+/// Whether a check failed for want of a file in the daemon (a connection could not even
+/// be made): it says nothing of the slot, and is not counted against it (the daemon out
+/// of files failed both slots' checks, and a failover would have followed the first
+/// that passed). Logged, as the operator's to fix.
+fn own_fault(slot: Slot, result: &Result<(), String>) -> bool {
+    let own = matches!(result, Err(e) if e.contains(upstream::OUT_OF_FILES));
+    if own {
+        tracing::warn!("heartbeat: {slot} not checked: {}", upstream::OUT_OF_FILES);
+    }
+    own
 }
 
 /// Why the standby cannot take the active slot's traffic.
@@ -246,6 +261,9 @@ async fn observe_standby(daemon: &Daemon, standby: Slot) -> Result<(), StandbyDo
         return Err(StandbyDown::NotLive(route.reason()));
     }
     let result = check(daemon, standby).await;
+    if own_fault(standby, &result) {
+        return Err(StandbyDown::NotLive(upstream::OUT_OF_FILES.to_string()));
+    }
     if result.is_err() {
         daemon.metrics.heartbeat_failure(standby);
     }
@@ -296,6 +314,14 @@ pub async fn probe_live(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_the_daemon_had_no_file_for_is_its_own_fault() {
+        let own = Err(format!("GET /: {}", upstream::OUT_OF_FILES));
+        assert!(own_fault(Slot::Blue, &own));
+        assert!(!own_fault(Slot::Blue, &Err("GET / answered 500".into())));
+        assert!(!own_fault(Slot::Blue, &Ok(())));
+    }
 
     #[test]
     fn switches_after_n_failures_then_disarms() {

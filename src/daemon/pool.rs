@@ -73,6 +73,9 @@ const MAX_ANSWER_HEADERS: usize = 256;
 /// and still large pieces for a fast answer. (A request head is written whole: the
 /// listeners bound it.)
 const MAX_BUFFER: usize = 64 * 1024;
+/// How many times a connect out of files is tried again, each after closing the idle
+/// connections and letting their tasks run.
+const OUT_OF_FILES_TRIES: usize = 3;
 
 pub struct Pool {
     /// Idle connections per port, least recently used first. A few ports at most (the
@@ -171,7 +174,7 @@ impl Pool {
             let (mut sender, reused) = match self.take(port) {
                 Some(sender) => (sender, true),
                 // Boxed: a rare path, kept out of every request's future.
-                None => (Box::pin(connect(port)).await?, false),
+                None => (Box::pin(self.open(port)).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -236,6 +239,34 @@ impl Pool {
                 since: coarse_now(),
             });
         }
+    }
+
+    /// A new connection to `port`. When the daemon is out of files, this thread's idle
+    /// connections are closed first and the connect tried again: after a switch, every
+    /// client's next request needs a connection to the new active while those to the old
+    /// one are still kept idle, and the connection cap does not count those (seen: a
+    /// switch under load at a file limit of 1024 made a third of the requests 502s).
+    async fn open(&self, port: u16) -> Result<http1::SendRequest<Outgoing>, Failure> {
+        let mut tries = 0;
+        loop {
+            match connect(port).await {
+                Err(Failure::Connect(e)) if out_of_files(&e) && tries < OUT_OF_FILES_TRIES => {
+                    if tries == 0 && self.close_idle() == 0 {
+                        return Err(Failure::Connect(e));
+                    }
+                    tries += 1;
+                    // Each closed connection's task lets its socket go once it runs.
+                    tokio::task::yield_now().await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Closes every idle connection of this pool; how many.
+    fn close_idle(&self) -> usize {
+        let taken = std::mem::take(&mut *self.idle.lock().expect("pool lock: no panic holds it"));
+        taken.iter().map(|(_, list)| list.len()).sum()
     }
 
     /// Closes connections idle for longer than the idle timeout and forgets closed ones
@@ -327,6 +358,14 @@ impl Drop for Pooled {
             }
         }
     }
+}
+
+/// Whether `e` says this process (or the system) has no file left for a new socket.
+pub fn out_of_files(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE
+    )
 }
 
 async fn connect(port: u16) -> Result<http1::SendRequest<Outgoing>, Failure> {

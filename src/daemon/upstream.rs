@@ -77,11 +77,21 @@ pub async fn probe(
     }
 }
 
+/// What a check says when the daemon itself had no file for its connection: no fault of
+/// the app's, which the heartbeat must not count against it.
+pub const OUT_OF_FILES: &str = "bluegreen has no file left for the connection (Too many open files): raise its file limit (LimitNOFILE= in the unit, ulimit -n)";
+
 /// A client error in a few words: "connection refused", not a chain of debug types.
-pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = e.source();
     let mut text = e.to_string();
     while let Some(inner) = source {
+        if inner
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(super::pool::out_of_files)
+        {
+            return OUT_OF_FILES.to_string();
+        }
         text = inner.to_string();
         source = inner.source();
     }
@@ -119,5 +129,23 @@ impl Ports {
         Err(std::io::Error::other(
             "no fresh loopback port after 100 tries",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a cause, as the client's errors come.
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Wrapped(#[source] std::io::Error);
+
+    #[test]
+    fn a_connection_the_daemon_has_no_file_for_is_told_as_its_own() {
+        let own = Wrapped(std::io::Error::from_raw_os_error(nix::libc::EMFILE));
+        assert_eq!(describe(&own), OUT_OF_FILES);
+        let refused = Wrapped(std::io::Error::from_raw_os_error(nix::libc::ECONNREFUSED));
+        assert_eq!(describe(&refused), "Connection refused (os error 111)");
     }
 }
