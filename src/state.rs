@@ -39,8 +39,24 @@ pub struct State {
     pub failed: BTreeMap<Slot, Failed>,
     /// The last generation number handed out: a restarted daemon counts on from it, so a
     /// number names one worker in the whole log history.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counted")]
     pub generation: u64,
+}
+
+/// The highest generation number taken from the file: far beyond what any daemon hands
+/// out, and exact in every JSON reader. A hand edit near `u64::MAX` had the next number
+/// overflow, and the daemon started no generation at all.
+const MAX_GENERATION: u64 = 1 << 53;
+
+/// A generation number no higher than [`MAX_GENERATION`].
+fn counted<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    if n > MAX_GENERATION {
+        return Err(serde::de::Error::custom(format!(
+            "generation {n} is beyond {MAX_GENERATION}"
+        )));
+    }
+    Ok(n)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,6 +124,18 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_number_beyond_counting_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, format!("{{\"generation\": {}}}", u64::MAX)).unwrap();
+        let e = format!("{:#}", State::load(&path).unwrap_err());
+        assert!(e.contains("is not valid state"), "{e}");
+        assert!(e.contains("generation 18446744073709551615 is beyond 9007199254740992"), "{e}");
+        std::fs::write(&path, "{\"generation\": 9007199254740992}").unwrap();
+        assert_eq!(State::load(&path).unwrap().generation, 1 << 53);
+    }
 
     #[test]
     fn round_trips_and_defaults() {
