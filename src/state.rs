@@ -132,7 +132,10 @@ mod tests {
         std::fs::write(&path, format!("{{\"generation\": {}}}", u64::MAX)).unwrap();
         let e = format!("{:#}", State::load(&path).unwrap_err());
         assert!(e.contains("is not valid state"), "{e}");
-        assert!(e.contains("generation 18446744073709551615 is beyond 9007199254740992"), "{e}");
+        assert!(
+            e.contains("generation 18446744073709551615 is beyond 9007199254740992"),
+            "{e}"
+        );
         std::fs::write(&path, "{\"generation\": 9007199254740992}").unwrap();
         assert_eq!(State::load(&path).unwrap().generation, 1 << 53);
     }

@@ -79,10 +79,14 @@ impl Generation {
         port: u16,
     ) -> anyhow::Result<Arc<Generation>> {
         let dir = layout.release_dir(slot, release);
-        anyhow::ensure!(
-            dir.is_dir(),
-            "release {release} of {slot} does not exist (removed by hand?): `bluegreen rollback {slot}` goes back to the one before it, or a push deploys anew"
-        );
+        if !dir.is_dir() {
+            // `rollback` with no `--to` wants one before this: there may be none.
+            let mend = match crate::release::list(layout, slot).is_ok_and(|all| !all.is_empty()) {
+                true => format!("`bluegreen rollback {slot} --to <release>` puts back one that `bluegreen releases {slot}` lists, or a push deploys anew"),
+                false => "a push deploys anew".to_string(),
+            };
+            anyhow::bail!("release {release} of {slot} does not exist (removed by hand?): {mend}");
+        }
         anyhow::ensure!(
             crate::release::exists(layout, slot, release),
             "{} is not a release bluegreen made (it has no {})",

@@ -1236,7 +1236,7 @@ fn a_live_release_removed_by_hand_says_how_to_mend_it_when_its_worker_crashes() 
         Signal::SIGKILL,
     )
     .unwrap();
-    let said = format!("release {v2} of blue does not exist (removed by hand?): `bluegreen rollback blue` goes back to the one before it, or a push deploys anew");
+    let said = format!("release {v2} of blue does not exist (removed by hand?): `bluegreen rollback blue --to <release>` puts back one that `bluegreen releases blue` lists, or a push deploys anew");
     wait_for(Duration::from_secs(10), "the restart to say why", || {
         let error = root.status()["slots"]["blue"]["last_error"].clone();
         error
@@ -1244,9 +1244,34 @@ fn a_live_release_removed_by_hand_says_how_to_mend_it_when_its_worker_crashes() 
             .is_some_and(|e| e.contains(&said))
             .then_some(())
     });
-    root.run_ok(&["rollback", "blue"]);
+    root.run_ok(&["rollback", "blue", "--to", &v1]);
     root.wait_body(root.blue, "v1 from blue");
     assert_eq!(root.current("blue").unwrap(), v1);
+}
+
+/// As above, the release removed being the oldest: `rollback` with no `--to` finds none
+/// before it, so the mend named is the one that works.
+#[test]
+fn the_oldest_release_removed_by_hand_names_a_mend_that_works() {
+    let root = v2_over_v1_on_blue();
+    let [v1, v2] = <[String; 2]>::try_from(root.releases("blue")).unwrap();
+    root.run_ok(&["rollback", "blue"]);
+    root.wait_body(root.blue, "v1 from blue");
+    fs::remove_dir_all(root.path.join("blue/releases").join(&v1)).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(root.live_pid("blue")),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(10), "the restart to say why", || {
+        let error = root.status()["slots"]["blue"]["last_error"].clone();
+        error
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("release {v1} of blue does not exist (removed by hand?): `bluegreen rollback blue --to <release>`")))
+            .then_some(())
+    });
+    root.run_ok(&["rollback", "blue", "--to", &v2]);
+    root.wait_body(root.blue, "v2 from blue");
 }
 
 /// A slot never deployed whose `current` points by hand at a folder bluegreen did not
