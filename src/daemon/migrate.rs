@@ -86,7 +86,8 @@ pub async fn run(
     // is over before this one begins.
     let _ = tokio::task::spawn_blocking(wait_stopped).await;
     let tag = format!(
-        "switch.migrate/{}",
+        "{}{}",
+        workers::MIGRATION,
         MIGRATIONS.fetch_add(1, Ordering::Relaxed) + 1
     );
     let words = argv::expand(&config.switch.migrate, &env).map_err(|e| format!("{e:#}"))?;

@@ -27,6 +27,8 @@ pub use crate::config::WORKER_MARKER as MARKER;
 /// Environment variable set on every worker: `<slot>/<generation>` (`switch.migrate/<n>` on
 /// a switch's migration), to find what one left outside its process group.
 pub use crate::config::GENERATION_MARKER as GENERATION;
+/// How a migration's [`GENERATION`] begins: `switch.migrate/<n>`.
+pub const MIGRATION: &str = "switch.migrate/";
 
 fn entry(layout: &Layout, pgid: u32) -> PathBuf {
     layout.workers_dir().join(pgid.to_string())
@@ -216,15 +218,28 @@ pub fn reap_strays(layout: &Layout, generation: &str, group: u32, grace: Duratio
 
 fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> Reaped {
     let mut groups = BTreeSet::new();
+    // Groups running a `switch.migrate`: told as such.
+    let mut migrations = BTreeSet::new();
     let mut highest_generation = 0;
     for (dir, env) in marked(layout, None) {
-        groups.extend(procfs::group(&dir).filter(|&pgid| pgid > 1));
+        let group = procfs::group(&dir).filter(|&pgid| pgid > 1);
+        groups.extend(group);
+        if env
+            .get(GENERATION)
+            .is_some_and(|g| g.starts_with(MIGRATION.as_bytes()))
+        {
+            migrations.extend(group);
+        }
         highest_generation = highest_generation.max(generation_number(&env).unwrap_or(0));
     }
     groups.extend(recorded_groups(layout));
     for &pgid in &groups {
         let (_, what) = read_entry(layout, pgid);
-        tracing::warn!(pgid, "stopping {what_it_is}: {what}");
+        if migrations.contains(&pgid) {
+            tracing::warn!(pgid, "stopping a switch.migrate left running by a previous daemon, which stopped during its switch: that switch did not happen (the active slot is as state.json says); see what the migration did before switching again");
+        } else {
+            tracing::warn!(pgid, "stopping {what_it_is}: {what}");
+        }
     }
     stop(&groups, grace);
     // Every entry is stale now: its group is gone or was just stopped.

@@ -216,6 +216,42 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
     });
 }
 
+/// A daemon killed while `switch.migrate` ran: the next one stops the migration and says
+/// it was one, and that its switch did not happen (before: "a worker left by a
+/// previous daemon: unrecorded", and the operator did not know to look at the data).
+#[test]
+fn a_migration_a_killed_daemon_left_is_named_when_stopped() {
+    let mut root = both_live();
+    let started = root.path.join("migration-started");
+    set_migrate(
+        &root,
+        &format!("sh -c 'touch {}; exec sleep 60'", started.display()),
+        1,
+    );
+    let switch = std::thread::spawn({
+        let url = root.url(root.control, "/switch?to=green");
+        move || http("POST", &url, None)
+    });
+    wait_for(Duration::from_secs(10), "the migration to start", || {
+        started.exists().then_some(())
+    });
+    root.signal(nix::sys::signal::Signal::SIGKILL);
+    root.wait_serve(Duration::from_secs(5));
+    assert!(switch.join().unwrap().is_err(), "the switch got no answer");
+    root.serve();
+    root.wait_log("stopping a switch.migrate left running by a previous daemon, which stopped during its switch: that switch did not happen (the active slot is as state.json says)");
+    // The two slots' workers are told as workers, the migration as what it was.
+    assert_eq!(
+        root.log()
+            .matches("stopping a worker left by a previous daemon")
+            .count(),
+        2,
+        "{}",
+        root.log()
+    );
+    assert_eq!(root.status()["active"], "blue");
+}
+
 #[test]
 fn a_migration_past_its_timeout_aborts_the_switch_and_is_stopped() {
     let root = both_live();
