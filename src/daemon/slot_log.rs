@@ -8,6 +8,10 @@
 //! the limit renames it; the other sees at its next line that the path is another file by
 //! then, and opens that. A file someone removed or renamed (`rm`, logrotate) is started
 //! again the same way, rather than written on unseen until the next deploy.
+//!
+//! A line that cannot be written (a full disk) is counted, not lost unseen: the next one
+//! written starts on a line of its own, after `(N lines of worker output not written
+//! here: <why>; the daemon's log has them)`, and the daemon's log says so once.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -22,7 +26,7 @@ pub const MAX_BYTES: u64 = 64 << 20;
 pub struct SlotLog {
     path: PathBuf,
     max: u64,
-    file: Mutex<File>,
+    file: Mutex<Appending<File>>,
     /// That the path could not be opened again is logged once, not for every line.
     told: AtomicBool,
 }
@@ -35,7 +39,7 @@ impl SlotLog {
         Ok(SlotLog {
             path,
             max,
-            file: Mutex::new(file),
+            file: Mutex::new(Appending::new(file)),
             told: AtomicBool::new(false),
         })
     }
@@ -50,8 +54,15 @@ impl SlotLog {
     /// are dropped: the line has reached the daemon's log too.
     pub fn write_line(&self, line: &str) {
         let mut file = self.file.lock().expect("slot log lock: no panic holds it");
-        let _ = writeln!(file, "{line}");
-        let Ok(ours) = file.metadata() else {
+        if let Err(e) = file.line(line) {
+            if file.lost == 1 {
+                tracing::warn!(
+                    "cannot write to {}: {e}: worker lines are not kept there until it can be written again (this log has them)",
+                    self.path.display()
+                );
+            }
+        }
+        let Ok(ours) = file.out.metadata() else {
             return;
         };
         // Another generation's handle may have cut it already, or someone removed it:
@@ -71,13 +82,56 @@ impl SlotLog {
         }
         match append(&self.path) {
             Ok(new) => {
-                *file = new;
+                file.out = new;
                 self.told.store(false, Ordering::Relaxed);
             }
             Err(e) if !self.told.swap(true, Ordering::Relaxed) => {
                 tracing::warn!("cannot open {}: {e}", self.path.display())
             }
             Err(_) => {}
+        }
+    }
+}
+
+/// A log file's writer that keeps count of the lines it could not write.
+struct Appending<W> {
+    out: W,
+    /// Lines not written since the last one that was, and why the last of them was not.
+    lost: u64,
+    why: String,
+}
+
+impl<W: Write> Appending<W> {
+    fn new(out: W) -> Appending<W> {
+        Appending {
+            out,
+            lost: 0,
+            why: String::new(),
+        }
+    }
+
+    /// Writes `line` and its newline in one write; after lines that could not be, first
+    /// a newline (one of them may have been cut short) and how many there were.
+    fn line(&mut self, line: &str) -> std::io::Result<()> {
+        let mut text = String::with_capacity(line.len() + 1);
+        if self.lost > 0 {
+            text.push_str(&format!(
+                "\n({} lines of worker output not written here: {}; the daemon's log has them)\n",
+                self.lost, self.why
+            ));
+        }
+        text.push_str(line);
+        text.push('\n');
+        match self.out.write_all(text.as_bytes()) {
+            Ok(()) => {
+                self.lost = 0;
+                Ok(())
+            }
+            Err(e) => {
+                self.lost += 1;
+                self.why = e.to_string();
+                Err(e)
+            }
         }
     }
 }
@@ -122,6 +176,47 @@ mod tests {
             "{old_text}"
         );
         assert_eq!(fs::read_to_string(&path).unwrap(), "b1\na10\n");
+    }
+
+    /// Takes whole writes until `room` bytes are gone, then part of one, then fails
+    /// (a disk filling up) until given room again.
+    struct Filling {
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Filling {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_a_full_disk_took_are_counted_and_the_next_starts_its_own_line() {
+        let mut log = Appending::new(Filling {
+            written: Vec::new(),
+            room: 10,
+        });
+        log.line("first").unwrap();
+        assert!(log.line("cut short").is_err());
+        assert!(log.line("not written").is_err());
+        log.out.room = 1000;
+        log.line("after").unwrap();
+        log.line("and on").unwrap();
+        assert_eq!(
+            String::from_utf8(log.out.written).unwrap(),
+            "first\ncut \n(2 lines of worker output not written here: No space left on device (os error 28); the daemon's log has them)\nafter\nand on\n"
+        );
     }
 
     #[test]
