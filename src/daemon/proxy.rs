@@ -361,6 +361,18 @@ fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
     if request.method() == http::Method::CONNECT {
         return Some((StatusCode::NOT_IMPLEMENTED, "CONNECT is not proxied"));
     }
+    // A worker's echo of a TRACE would hand a page's script the cookies and credentials
+    // the browser sent (cross-site tracing); nginx refuses it too.
+    if request.method() == http::Method::TRACE {
+        return Some((StatusCode::NOT_IMPLEMENTED, "TRACE is not proxied"));
+    }
+    // `*` is OPTIONS's alone (RFC 9112 §3.2.4).
+    if request.uri().path() == "*" && request.method() != http::Method::OPTIONS {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "the request target `*` is OPTIONS's only (RFC 9112 §3.2.4)",
+        ));
+    }
     // The authority form (`GET host:80`) is CONNECT's alone; it has no path to pass on.
     if request.uri().scheme().is_none() && request.uri().authority().is_some() {
         return Some((
@@ -498,7 +510,7 @@ impl hyper::body::Body for Tracked {
                 tracing::warn!(
                     slot = %generation.slot,
                     generation = generation.id,
-                    "{} generation {}'s answer broke off after its head went out: {e}; its client got it cut short{}",
+                    "{} generation {}'s answer broke off after its head: {e}; its client got it cut short (a closed connection, when nothing of it had gone out yet){}",
                     generation.slot,
                     generation.id,
                     crate::logging::held(held)

@@ -293,7 +293,7 @@ fn an_answer_the_worker_breaks_off_is_cut_short_for_the_client_and_logged() {
     // The connection ends (hyper closes it), well before 64 MiB.
     let _ = stream.read_to_end(&mut rest);
     assert!(got + rest.len() < 64 << 20, "the whole answer came");
-    root.wait_log("blue generation 1's answer broke off after its head went out");
+    root.wait_log("blue generation 1's answer broke off after its head: ");
 }
 
 /// The kernel's timer on the TCP connection from `local` to `remote` (both on
@@ -548,6 +548,16 @@ fn requests_without_one_valid_host_and_connect_are_refused_with_the_reason() {
             "the request target's host is not a host and port (RFC 9112 §3.2.2)",
         ),
         (
+            "TRACE /request HTTP/1.1\r\nHost: a\r\nCookie: secret=1\r\nConnection: close\r\n\r\n",
+            "501",
+            "TRACE is not proxied",
+        ),
+        (
+            "GET * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "400",
+            "the request target `*` is OPTIONS's only (RFC 9112 §3.2.4)",
+        ),
+        (
             "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
             "501",
             "CONNECT is not proxied",
@@ -574,6 +584,13 @@ fn requests_without_one_valid_host_and_connect_are_refused_with_the_reason() {
             "{request:?}: {answer}"
         );
     }
+    // `OPTIONS *` is the one that may name `*`: it reaches the worker.
+    let answer = raw(
+        root.blue,
+        "OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(!answer.contains("OPTIONS's only"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
     // HTTP/1.0 needs none; `Connection: host` does not take Host away.
     let answer = raw(root.blue, "GET /request HTTP/1.0\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
