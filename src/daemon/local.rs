@@ -16,6 +16,9 @@ pub struct Hints<'a> {
     pub target: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub fetch_site: Option<&'a str>,
+    /// The page a browser sent it for: older ones (Safari before 16.4) send no `Origin`
+    /// or `Sec-Fetch-Site` for an image or a link, but a `Referer`.
+    pub referer: Option<&'a str>,
     /// A header a reverse proxy adds is present: `X-Forwarded-For`, `Forwarded`,
     /// `X-Real-IP` or `Via`.
     pub forwarded: bool,
@@ -46,6 +49,7 @@ impl<'a> Hints<'a> {
             target: uri.authority().map(http::uri::Authority::as_str),
             origin: header("origin"),
             fetch_site: header("sec-fetch-site"),
+            referer: header("referer"),
             forwarded: ["x-forwarded-for", "forwarded", "x-real-ip", "via"]
                 .into_iter()
                 .any(|name| headers.contains_key(name)),
@@ -79,6 +83,16 @@ pub fn from_this_host(hints: &Hints) -> Result<(), String> {
         return Err(
             "a browser sent it for a web page, as its Origin or Sec-Fetch-Site says".into(),
         );
+    }
+    if let Some(page) = hints.referer {
+        let host = page.parse::<http::Uri>().ok();
+        let host = host.as_ref().and_then(http::Uri::authority);
+        if !host.is_some_and(|host| loopback_host(host.as_str())) {
+            return Err(format!(
+                "a browser sent it for the page {}, as its Referer says",
+                crate::logging::printable(page)
+            ));
+        }
     }
     if hints.speculative {
         return Err(
@@ -134,6 +148,7 @@ mod tests {
             let absolute = Hints {
                 host,
                 target: Some("localhost:8080"),
+                referer: Some("http://localhost:8080/admin"),
                 ..Hints::default()
             };
             assert!(from_this_host(&absolute).is_ok(), "{host:?}");
@@ -168,6 +183,11 @@ mod tests {
             http10: true,
             ..Hints::default()
         };
+        let old_safari_image = Hints {
+            host: Some("127.0.0.1:8080"),
+            referer: Some("http://evil.example/page"),
+            ..Hints::default()
+        };
         let rebound_target = Hints {
             host: Some("127.0.0.1"),
             target: Some("evil.example"),
@@ -190,6 +210,7 @@ mod tests {
             rebound,
             rebound_target,
             userinfo,
+            old_safari_image,
             two_hosts,
             http10,
             prerendered,

@@ -86,6 +86,9 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
         "GET /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Real-IP: 192.0.2.7\r\nConnection: close\r\n\r\n",
         "GET /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nVia: 1.1 proxy\r\nConnection: close\r\n\r\n",
         "GET /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 192.0.2.7\r\nConnection: close\r\n\r\n",
+        // An image on another site's page, as Safari before 16.4 sends it (no Origin,
+        // no Sec-Fetch-Site), says so by its Referer.
+        "GET /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nReferer: http://evil.example/page\r\nAccept: image/*\r\nConnection: close\r\n\r\n",
         // The host a target names is the request's, as the data path takes it.
         "GET http://evil.example/switch HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     ] {
