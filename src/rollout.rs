@@ -60,6 +60,13 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
                 r.commit_short()
             )?;
         }
+        for name in release::leftovers(layout, slot) {
+            writeln!(
+                out,
+                "{slot}: note: releases/{} is what a stopped deploy, rollback or promote left (a copy, or a release being pruned); the next deploy to {slot} removes it",
+                crate::logging::printable(&name)
+            )?;
+        }
     }
     Ok(())
 }

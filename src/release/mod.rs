@@ -25,7 +25,7 @@ mod prune;
 pub use current::{current, elsewhere, no_current};
 pub use links::notes as link_notes;
 pub use lock::{lock_slot, push_turn, push_under_way};
-pub use prune::{in_use_entry, prune, tidy};
+pub use prune::{in_use_entry, leftovers, prune, tidy};
 
 /// Metadata file inside a release.
 pub const META: &str = ".bluegreen-release.json";

@@ -99,6 +99,25 @@ pub(super) fn remove_temp(layout: &Layout, slot: Slot) -> Vec<String> {
         .collect()
 }
 
+/// The temp folders in `slot`'s releases folder that no deploy, rollback or promote is
+/// making now (none holds the slot lock): what a stopped one left, which the next deploy
+/// to the slot removes.
+pub fn leftovers(layout: &Layout, slot: Slot) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".tmp-"))
+        .collect();
+    if names.is_empty() || fsops::held(&layout.slot_lock(slot)) {
+        return Vec::new();
+    }
+    names.sort();
+    names
+}
+
 /// For a folder that could not be removed: `, which is <user>'s (uid N) ...` when it
 /// is another user's, which no later deploy can remove either; else nothing.
 fn whose(path: &std::path::Path) -> String {

@@ -1346,6 +1346,12 @@ fn a_release_copy_a_killed_deploy_left_is_removed_by_the_next_deploy_even_a_fail
         .join("blue/releases/.tmp-20261122T000000.000Z-dead000");
     fs::create_dir_all(stale.join("node_modules")).unwrap();
     fs::write(stale.join("node_modules/blob"), vec![0u8; 1 << 20]).unwrap();
+    // `releases` names it, and what removes it.
+    let listed = root.run_ok(&["releases", "blue"]);
+    assert!(
+        listed.ends_with("blue: note: releases/.tmp-20261122T000000.000Z-dead000 is what a stopped deploy, rollback or promote left (a copy, or a release being pruned); the next deploy to blue removes it\n"),
+        "{listed}"
+    );
     // A deploy that fails after its copy (here its linked dir is refused; on a full
     // disk, the copy itself).
     root.public_outside();
@@ -1356,6 +1362,7 @@ fn a_release_copy_a_killed_deploy_left_is_removed_by_the_next_deploy_even_a_fail
     assert!(!stale.exists(), "the killed deploy's copy is still there");
     assert_eq!(root.current("blue").unwrap(), v1);
     assert_eq!(root.releases("blue"), vec![v1]);
+    assert!(!root.run_ok(&["releases", "blue"]).contains("note:"));
 }
 
 #[test]
