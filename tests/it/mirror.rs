@@ -481,18 +481,22 @@ fn a_copy_still_queued_when_the_switch_flips_is_dropped_as_stale() {
     assert_eq!(root.get(root.green, "/items/k").body, "new");
 }
 
-#[test]
-fn a_write_the_active_is_still_answering_at_a_switch_reaches_the_target() {
-    // Blue takes 2 s to answer: the write is in flight on blue when the switch comes.
+/// Both slots live, blue active and answering after `slow_ms`, and a `PUT path` of
+/// "taken by blue" through the front in flight on blue: the root, and the writer.
+fn a_write_in_flight_on_a_slow_blue(
+    slow_ms: &str,
+    path: &str,
+) -> (Root, std::thread::JoinHandle<Result<Answer, String>>) {
     let mut root = Root::new();
-    root.set("slots.blue.env", env_map(&[("SLOW_MS", "2000")]));
-    root.set("heartbeat.timeout", "10s");
+    root.set("slots.blue.env", env_map(&[("SLOW_MS", slow_ms)]));
+    // Blue's health checks wait as long as its answers take.
+    root.set("heartbeat.timeout", "15s");
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     root.push("green").says("green: live in ");
     let writer = std::thread::spawn({
-        let url = root.url(root.front, "/items/inflight");
+        let url = root.url(root.front, path);
         move || http("PUT", &url, Some("taken by blue"))
     });
     wait_for(
@@ -500,6 +504,13 @@ fn a_write_the_active_is_still_answering_at_a_switch_reaches_the_target() {
         "the write in flight on blue",
         || (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(()),
     );
+    (root, writer)
+}
+
+#[test]
+fn a_write_the_active_is_still_answering_at_a_switch_reaches_the_target() {
+    // Blue takes 2 s to answer: the write is in flight on blue when the switch comes.
+    let (root, writer) = a_write_in_flight_on_a_slow_blue("2000", "/items/inflight");
     let switched = root.control("POST", "/switch?to=green");
     assert_eq!(switched.status, 200, "{switched:?}");
     let written = writer.join().unwrap().unwrap();
@@ -521,22 +532,7 @@ fn a_write_the_active_is_still_answering_at_a_switch_reaches_the_target() {
 #[test]
 fn a_write_that_waited_for_a_switch_that_gave_up_waiting_goes_to_the_new_active() {
     // Blue takes 8 s to answer, longer than a switch waits (5 s).
-    let mut root = Root::new();
-    root.set("slots.blue.env", env_map(&[("SLOW_MS", "8000")]));
-    root.set("heartbeat.timeout", "15s");
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
-    root.push("green").says("green: live in ");
-    let slow = std::thread::spawn({
-        let url = root.url(root.front, "/items/slow");
-        move || http("PUT", &url, Some("taken by blue"))
-    });
-    wait_for(
-        Duration::from_secs(5),
-        "the write in flight on blue",
-        || (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(()),
-    );
+    let (root, slow) = a_write_in_flight_on_a_slow_blue("8000", "/items/slow");
     let switch = std::thread::spawn({
         let url = root.url(root.control, "/switch?to=green");
         move || http("POST", &url, None)
