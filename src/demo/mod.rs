@@ -5,7 +5,6 @@
 //! shows, "build reused" included), then prints a guide of copy-paste commands and
 //! serves until Ctrl-C, which stops the daemon and every worker.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,15 +19,13 @@ use crate::config::Config;
 use crate::layout::Layout;
 use crate::slot::Slot;
 
-/// How far apart the sets of ports tried after a taken one are, and how many are tried.
-const PORT_STEP: u16 = 10;
-const PORT_TRIES: u16 = 100;
+mod ports;
 
 pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     // The flags are checked before anything is made: a refused run leaves nothing behind.
     let exe = std::env::current_exe()?.canonicalize()?;
     let config = demo_config(&args, &exe)?;
-    check_ports(&args)?;
+    ports::check(&args)?;
     check_git()?;
     let dir = match &args.dir {
         Some(dir) => {
@@ -255,40 +252,6 @@ fn resolved(dir: &Path) -> anyhow::Result<PathBuf> {
     let mut path = existing.canonicalize()?;
     path.extend(rest.iter().rev());
     Ok(path)
-}
-
-/// Refuses taken ports up front, naming the flag to change, and the same command (its
-/// folder too) with a set of ports that is free now.
-fn check_ports(args: &DemoArgs) -> anyhow::Result<()> {
-    let flags = ["--front", "--blue", "--green", "--control"];
-    let addrs = [args.front, args.blue, args.green, args.control];
-    let free = |addr: &SocketAddr| TcpListener::bind(addr).is_ok();
-    let Some((addr, flag)) = addrs.iter().zip(flags).find(|(addr, _)| !free(addr)) else {
-        return Ok(());
-    };
-    // The whole set moved by tens, as `init` moves a second root's, until all four are
-    // free (the listeners above are closed again before the next is tried).
-    let moved = (1..=PORT_TRIES).find_map(|k| {
-        let set = addrs.map(|mut addr| {
-            addr.set_port(addr.port().checked_add(k * PORT_STEP)?);
-            Some(addr)
-        });
-        set.iter()
-            .all(|addr| addr.as_ref().is_some_and(free))
-            .then(|| set.map(Option::unwrap))
-    });
-    let Some(moved) = moved else {
-        anyhow::bail!("{addr} is taken; pick free ports with {flag}");
-    };
-    let mut command = String::from("bluegreen demo");
-    if let Some(dir) = &args.dir {
-        command.push(' ');
-        command.push_str(&crate::pasted::path(dir));
-    }
-    for (flag, addr) in flags.iter().zip(moved) {
-        command.push_str(&format!(" {flag} {addr}"));
-    }
-    anyhow::bail!("{addr} is taken; pick free ports with {flag} (these are free now: `{command}`)")
 }
 
 /// Refuses to start without `git`, which the demo pushes with: a missing one was only
