@@ -237,11 +237,13 @@ async fn observe_active(daemon: &Daemon, active: Slot) -> Option<Result<(), Stri
 /// of files failed both slots' checks, and a failover would have followed the first
 /// that passed). Logged, as the operator's to fix.
 fn own_fault(slot: Slot, result: &Result<(), String>) -> bool {
-    let own = matches!(result, Err(e) if e.contains(upstream::OUT_OF_FILES));
-    if own {
-        tracing::warn!("heartbeat: {slot} not checked: {}", upstream::OUT_OF_FILES);
+    match result {
+        Err(why) if upstream::no_file(why) => {
+            tracing::warn!("heartbeat: {slot} not checked: {why}");
+            true
+        }
+        _ => false,
     }
-    own
 }
 
 /// Why the standby cannot take the active slot's traffic.
@@ -262,7 +264,8 @@ async fn observe_standby(daemon: &Daemon, standby: Slot) -> Result<(), StandbyDo
     }
     let result = check(daemon, standby).await;
     if own_fault(standby, &result) {
-        return Err(StandbyDown::NotLive(upstream::OUT_OF_FILES.to_string()));
+        let why = result.err().unwrap_or_default();
+        return Err(StandbyDown::NotLive(format!("not checked: {why}")));
     }
     if result.is_err() {
         daemon.metrics.heartbeat_failure(standby);
@@ -317,7 +320,10 @@ mod tests {
 
     #[test]
     fn a_check_the_daemon_had_no_file_for_is_its_own_fault() {
-        let own = Err(format!("GET /: {}", upstream::OUT_OF_FILES));
+        let own = Err(format!(
+            "GET /: {} (Too many open files): ...",
+            upstream::NO_FILE
+        ));
         assert!(own_fault(Slot::Blue, &own));
         assert!(!own_fault(Slot::Blue, &Err("GET / answered 500".into())));
         assert!(!own_fault(Slot::Blue, &Ok(())));

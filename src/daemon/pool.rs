@@ -251,9 +251,9 @@ impl Pool {
         loop {
             match connect(port).await {
                 Err(Failure::Connect(e)) if out_of_files(&e) && tries < OUT_OF_FILES_TRIES => {
-                    if tries == 0 && self.close_idle() == 0 {
-                        return Err(Failure::Connect(e));
-                    }
+                    // Another request of this thread may have closed them a moment ago,
+                    // their sockets not let go yet: tried again all the same.
+                    self.close_idle();
                     tries += 1;
                     // Each closed connection's task lets its socket go once it runs.
                     tokio::task::yield_now().await;
@@ -263,10 +263,11 @@ impl Pool {
         }
     }
 
-    /// Closes every idle connection of this pool; how many.
-    fn close_idle(&self) -> usize {
-        let taken = std::mem::take(&mut *self.idle.lock().expect("pool lock: no panic holds it"));
-        taken.iter().map(|(_, list)| list.len()).sum()
+    /// Closes every idle connection of this pool.
+    fn close_idle(&self) {
+        drop(std::mem::take(
+            &mut *self.idle.lock().expect("pool lock: no panic holds it"),
+        ));
     }
 
     /// Closes connections idle for longer than the idle timeout and forgets closed ones
@@ -491,6 +492,39 @@ mod tests {
             2,
             "the idle one was not reused"
         );
+    }
+
+    /// What a connect out of files does first: the idle connections are closed, each
+    /// socket let go (the worker sees the close), and none is handed out again.
+    #[tokio::test]
+    async fn closing_the_idle_connections_lets_their_sockets_go() {
+        let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let port = hasty_server(accepted.clone(), closed.clone()).await;
+        let pool = Arc::new(Pool::default());
+        // Two at once: two connections, both idle once answered.
+        let ((first, a), (second, b)) = tokio::join!(
+            async { pool.send(port, get(port), false).await.unwrap() },
+            async { pool.send(port, get(port), false).await.unwrap() }
+        );
+        first.into_body().collect().await.unwrap();
+        second.into_body().collect().await.unwrap();
+        drop((a, b));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.idle(), 2);
+        pool.close_idle();
+        assert_eq!(pool.idle(), 0);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while closed.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the worker saw both connections closed");
+        let (response, _) = pool.send(port, get(port), false).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "a new connection");
     }
 
     /// A worker that answers each request head at once, with its request line, and

@@ -192,7 +192,7 @@ async fn attempt(
                 Shut::Unhealthy(_) => format!(
                     "{e} (to switch all the same: `bluegreen switch {to} --force`, or `force=1`)"
                 ),
-                Shut::NotLive(_) => e.to_string(),
+                Shut::NotLive(_) | Shut::NotChecked(_) => e.to_string(),
             })
         })?;
     }
@@ -245,10 +245,11 @@ async fn attempt(
     }
     // The migration's time does not count against the wait.
     let deadline = tokio::time::Instant::now() + left;
-    // New mirrored writes wait from here until after the flip, and then go to `to`.
-    let closed = tokio::time::timeout_at(deadline, daemon.mirror.entry.write())
-        .await
-        .ok();
+    // New mirrored writes wait from here until after the flip, and then go to `to`. Not
+    // bounded: a write holds `entry` only while it takes its share of `barrier`, which
+    // nothing holds exclusive before this (a deadline spent by the first drain would
+    // otherwise give it one poll, and the writes of the flip to the old active).
+    let closed = daemon.mirror.entry.write().await;
     let from_name = from.map_or("none", Slot::name);
     let barrier = match daemon.mirror.barrier.try_write() {
         Ok(barrier) => Some(barrier),
@@ -335,13 +336,15 @@ async fn attempt(
 pub enum Shut {
     NotLive(Slot),
     Unhealthy(String),
+    /// The daemon had no file for the check's connection: nothing is known of the slot.
+    NotChecked(String),
 }
 
 impl std::fmt::Display for Shut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Shut::NotLive(to) => write!(f, "{to} has no live generation to switch to"),
-            Shut::Unhealthy(why) => f.write_str(why),
+            Shut::Unhealthy(why) | Shut::NotChecked(why) => f.write_str(why),
         }
     }
 }
@@ -355,6 +358,9 @@ pub async fn gate(daemon: &Daemon, config: &Config, to: Slot) -> Result<(), Shut
         Some(Ok(status)) => Err(Shut::Unhealthy(format!(
             "{to} is not healthy: GET {path} answered {status}"
         ))),
+        Some(Err(e)) if super::upstream::no_file(&e) => {
+            Err(Shut::NotChecked(format!("{to} not checked: {e}")))
+        }
         Some(Err(e)) => Err(Shut::Unhealthy(format!(
             "{to} is not healthy: GET {path}: {e}"
         ))),

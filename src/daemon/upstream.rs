@@ -77,20 +77,32 @@ pub async fn probe(
     }
 }
 
-/// What a check says when the daemon itself had no file for its connection: no fault of
-/// the app's, which the heartbeat must not count against it.
-pub const OUT_OF_FILES: &str = "bluegreen has no file left for the connection (Too many open files): raise its file limit (LimitNOFILE= in the unit, ulimit -n)";
+/// How a check's failure begins when the daemon itself had no file for its connection:
+/// no fault of the app's, which the heartbeat must not count against it.
+pub const NO_FILE: &str = "bluegreen has no file left for the connection";
+/// That failure, from the daemon's own limit (EMFILE) and from the host's (ENFILE).
+const OUT_OF_FILES: &str = "bluegreen has no file left for the connection (Too many open files): raise its file limit (LimitNOFILE= in the unit, ulimit -n)";
+const HOST_OUT_OF_FILES: &str = "bluegreen has no file left for the connection (Too many open files in system): the host is out of file handles (fs.file-max), whatever bluegreen's own limit";
+
+/// Whether a check's failure is the daemon's own shortage of files (see [`NO_FILE`]).
+pub fn no_file(why: &str) -> bool {
+    why.contains(NO_FILE)
+}
 
 /// A client error in a few words: "connection refused", not a chain of debug types.
 pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut source = e.source();
     let mut text = e.to_string();
     while let Some(inner) = source {
-        if inner
+        if let Some(e) = inner
             .downcast_ref::<std::io::Error>()
-            .is_some_and(super::pool::out_of_files)
+            .filter(|e| super::pool::out_of_files(e))
         {
-            return OUT_OF_FILES.to_string();
+            return match e.raw_os_error() == Some(nix::libc::ENFILE) {
+                true => HOST_OUT_OF_FILES,
+                false => OUT_OF_FILES,
+            }
+            .to_string();
         }
         text = inner.to_string();
         source = inner.source();
@@ -145,6 +157,9 @@ mod tests {
     fn a_connection_the_daemon_has_no_file_for_is_told_as_its_own() {
         let own = Wrapped(std::io::Error::from_raw_os_error(nix::libc::EMFILE));
         assert_eq!(describe(&own), OUT_OF_FILES);
+        let host = Wrapped(std::io::Error::from_raw_os_error(nix::libc::ENFILE));
+        assert_eq!(describe(&host), HOST_OUT_OF_FILES);
+        assert!(no_file(OUT_OF_FILES) && no_file(HOST_OUT_OF_FILES));
         let refused = Wrapped(std::io::Error::from_raw_os_error(nix::libc::ECONNREFUSED));
         assert_eq!(describe(&refused), "Connection refused (os error 111)");
     }
