@@ -46,7 +46,7 @@ pub struct State {
 /// The highest generation number taken from the file: far beyond what any daemon hands
 /// out, and exact in every JSON reader. A hand edit near `u64::MAX` had the next number
 /// overflow, and the daemon started no generation at all.
-const MAX_GENERATION: u64 = 1 << 53;
+pub const MAX_GENERATION: u64 = 1 << 53;
 
 /// A generation number no higher than [`MAX_GENERATION`].
 fn counted<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

@@ -175,7 +175,7 @@ fn runs_a_member(pgid: u32) -> bool {
 /// still the recorded process. SIGTERM, then SIGKILL after `grace`. Called
 /// before this daemon starts any worker.
 pub fn reap_orphans(layout: &Layout, grace: Duration) -> Reaped {
-    stop_groups(layout, grace, "a worker left by a previous daemon")
+    stop_groups(layout, grace, Left::ByPreviousDaemon)
 }
 
 /// What a reap stopped.
@@ -191,12 +191,7 @@ pub struct Reaped {
 /// started outside its process group (a helper that daemonised itself with `setsid`)
 /// still carry the marker, and must not outlive the daemon. Returns how many groups.
 pub fn reap_leftovers(layout: &Layout, grace: Duration) -> usize {
-    stop_groups(
-        layout,
-        grace,
-        "a process a worker left outside its process group",
-    )
-    .groups
+    stop_groups(layout, grace, Left::OutsideGroup).groups
 }
 
 /// Stops what generation `generation` (`<slot>/<id>`) left outside its process group
@@ -216,7 +211,21 @@ pub fn reap_strays(layout: &Layout, generation: &str, group: u32, grace: Duratio
     groups.len()
 }
 
-fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> Reaped {
+/// Who left the groups `stop_groups` stops.
+#[derive(Clone, Copy, PartialEq)]
+enum Left {
+    /// A daemon that stopped without stopping them (killed): a migration among them was
+    /// cut off in its switch.
+    ByPreviousDaemon,
+    /// This daemon's workers and migrations, outside their process groups.
+    OutsideGroup,
+}
+
+fn stop_groups(layout: &Layout, grace: Duration, left: Left) -> Reaped {
+    let what_it_is = match left {
+        Left::ByPreviousDaemon => "a worker left by a previous daemon",
+        Left::OutsideGroup => "a process a worker left outside its process group",
+    };
     let mut groups = BTreeSet::new();
     // Groups running a `switch.migrate`: told as such.
     let mut migrations = BTreeSet::new();
@@ -230,12 +239,13 @@ fn stop_groups(layout: &Layout, grace: Duration, what_it_is: &str) -> Reaped {
         {
             migrations.extend(group);
         }
-        highest_generation = highest_generation.max(generation_number(&env).unwrap_or(0));
+        highest_generation =
+            highest_generation.max(env.get(GENERATION).and_then(generation_number).unwrap_or(0));
     }
     groups.extend(recorded_groups(layout));
     for &pgid in &groups {
         let (_, what) = read_entry(layout, pgid);
-        if migrations.contains(&pgid) {
+        if left == Left::ByPreviousDaemon && migrations.contains(&pgid) {
             tracing::warn!(pgid, "stopping a switch.migrate left running by a previous daemon, which stopped during its switch: that switch did not happen (the active slot is as state.json says); see what the migration did before switching again");
         } else {
             tracing::warn!(pgid, "stopping {what_it_is}: {what}");
@@ -283,12 +293,13 @@ fn stop(groups: &BTreeSet<u32>, grace: Duration) {
 
 /// The generation number a worker's [`GENERATION`] names (`<slot>/<n>`; not a
 /// migration's, `switch.migrate/<n>`).
-fn generation_number(env: &procfs::Environ) -> Option<u64> {
-    let (slot, n) = std::str::from_utf8(env.get(GENERATION)?)
-        .ok()?
-        .split_once('/')?;
+fn generation_number(value: &[u8]) -> Option<u64> {
+    let (slot, n) = std::str::from_utf8(value).ok()?.split_once('/')?;
     slot.parse::<crate::slot::Slot>().ok()?;
-    n.parse().ok()
+    // A worker sets its own environment: a number beyond counting is not taken up.
+    n.parse()
+        .ok()
+        .filter(|&n| n <= crate::state::MAX_GENERATION)
 }
 
 /// Process groups with a member whose environment has `MARKER=<this root>` (and
@@ -312,4 +323,25 @@ fn marked<'a>(
     procfs::environs()
         .into_iter()
         .filter(move |(_, env)| carries(layout, &root, env, generation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_number_is_a_slots_and_within_counting() {
+        assert_eq!(generation_number(b"blue/7"), Some(7));
+        assert_eq!(generation_number(b"switch.migrate/3"), None);
+        assert_eq!(generation_number(b"blue/x"), None);
+        // A worker sets its own environment: near u64::MAX, the next number overflowed.
+        assert_eq!(
+            generation_number(format!("green/{}", u64::MAX).as_bytes()),
+            None
+        );
+        assert_eq!(
+            generation_number(format!("green/{}", 1u64 << 53).as_bytes()),
+            Some(1 << 53)
+        );
+    }
 }
