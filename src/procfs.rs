@@ -62,32 +62,40 @@ pub fn running(pid: u32) -> bool {
     }
 }
 
-/// The process that holds a `flock(2)` on the file at `path`, as `/proc/locks` names it
-/// (by device and inode); `None` when none does, or it is not visible from here.
+/// The process that holds a `flock(2)` on the file at `path`, as `/proc/locks` names it;
+/// `None` when none does, or it is not visible from here. Looked up by inode, and taken
+/// only from a process that has the file open: `/proc/locks` names the device of the
+/// filesystem, which on btrfs or overlayfs is not the one `stat` gives.
 pub fn flock_holder(path: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    let file = fs::metadata(path).ok()?;
-    let (major, minor) = (
-        nix::sys::stat::major(file.dev()),
-        nix::sys::stat::minor(file.dev()),
-    );
-    let id = format!("{major:02x}:{minor:02x}:{}", file.ino());
+    let inode = fs::metadata(path).ok()?.ino();
+    let path = fs::canonicalize(path).ok()?;
     let locks = fs::read_to_string("/proc/locks").ok()?;
-    holder(&locks, &id)
+    holders(&locks, inode).into_iter().find(|pid| {
+        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|open| open == path))
+        })
+    })
 }
 
-/// In `/proc/locks` text, the pid holding a FLOCK on the file `id` (`maj:min:inode`).
-fn holder(locks: &str, id: &str) -> Option<u32> {
-    locks.lines().find_map(|line| {
-        // `1: FLOCK  ADVISORY  WRITE 1234 fe:00:10985588 0 EOF`; a waiter's line has `->`.
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            [_, "FLOCK", _, _, pid, file, ..] if *file == id => {
-                pid.parse().ok().filter(|&pid| pid > 0)
+/// In `/proc/locks` text, the pids holding a FLOCK on a file with this `inode`.
+fn holders(locks: &str, inode: u64) -> Vec<u32> {
+    locks
+        .lines()
+        .filter_map(|line| {
+            // `1: FLOCK  ADVISORY  WRITE 1234 fe:00:10985588 0 EOF`; a waiter's line has `->`.
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [_, "FLOCK", _, _, pid, file, ..]
+                    if file.rsplit(':').next() == Some(&inode.to_string()) =>
+                {
+                    pid.parse().ok().filter(|&pid| pid > 0)
+                }
+                _ => None,
             }
-            _ => None,
-        }
-    })
+        })
+        .collect()
 }
 
 /// The environment a process was started with, as `/proc/<pid>/environ` has it.
@@ -499,9 +507,9 @@ mod tests {
         drop(lock);
         assert_eq!(flock_holder(&held), None);
         // A waiter's line names the same file after `->`: not taken for the holder.
-        let locks = "1: FLOCK  ADVISORY  WRITE 77 fe:00:5 0 EOF\n1: -> FLOCK  ADVISORY  WRITE 88 fe:00:5 0 EOF\n";
-        assert_eq!(holder(locks, "fe:00:5"), Some(77));
-        assert_eq!(holder(locks, "fe:00:6"), None);
+        let locks = "1: FLOCK  ADVISORY  WRITE 77 fe:00:5 0 EOF\n1: -> FLOCK  ADVISORY  WRITE 88 fe:00:5 0 EOF\n2: FLOCK  ADVISORY  WRITE 99 00:2a:5 0 EOF\n";
+        assert_eq!(holders(locks, 5), vec![77, 99]);
+        assert_eq!(holders(locks, 6), Vec::<u32>::new());
     }
 
     /// Kills the child it holds when dropped, so a failed assertion leaves no process.
