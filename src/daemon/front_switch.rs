@@ -26,6 +26,10 @@ pub fn allowed(
     hints: &Hints,
 ) -> Result<(), String> {
     let local = match peer.to_canonical().is_loopback() {
+        // An image or link on any page, in a browser that does not say so.
+        true if hints.unmarked_browser && *method == Method::GET => Err(
+            "a GET from a browser that does not say which page it came from (no Sec-Fetch-Site): from a browser, POST; or use curl".into(),
+        ),
         true => super::local::from_this_host(hints),
         false => Err(String::new()),
     };
@@ -267,5 +271,15 @@ mod tests {
             ..Hints::default()
         };
         assert!(allowed(ip("127.0.0.1"), &Method::GET, None, None, &from_a_page).is_err());
+        // Safari before 16.4 says nothing of the page (an HTTPS one sends no Referer to
+        // http://): its GET is refused, its POST (a form sends Origin) judged as any.
+        let unmarked = Hints {
+            host: Some("localhost:8080"),
+            unmarked_browser: true,
+            ..Hints::default()
+        };
+        let refused = allowed(ip("127.0.0.1"), &Method::GET, None, None, &unmarked).unwrap_err();
+        assert!(refused.contains("no Sec-Fetch-Site"), "{refused}");
+        assert!(allowed(ip("127.0.0.1"), &Method::POST, None, None, &unmarked).is_ok());
     }
 }

@@ -17,8 +17,12 @@ pub struct Hints<'a> {
     pub origin: Option<&'a str>,
     pub fetch_site: Option<&'a str>,
     /// The page a browser sent it for: older ones (Safari before 16.4) send no `Origin`
-    /// or `Sec-Fetch-Site` for an image or a link, but a `Referer`.
+    /// or `Sec-Fetch-Site` for an image or a link, but a `Referer`, when the page is not
+    /// on HTTPS and does not ask for none.
     pub referer: Option<&'a str>,
+    /// A browser's `User-Agent` (`Mozilla/...`) with no `Sec-Fetch-Site`: one of those
+    /// older browsers, which says nothing of the page it sends a GET for.
+    pub unmarked_browser: bool,
     /// A header a reverse proxy adds is present: `X-Forwarded-For`, `Forwarded`,
     /// `X-Real-IP` or `Via`.
     pub forwarded: bool,
@@ -50,6 +54,8 @@ impl<'a> Hints<'a> {
             origin: header("origin"),
             fetch_site: header("sec-fetch-site"),
             referer: header("referer"),
+            unmarked_browser: !headers.contains_key("sec-fetch-site")
+                && header("user-agent").is_some_and(|agent| agent.starts_with("Mozilla/")),
             forwarded: ["x-forwarded-for", "forwarded", "x-real-ip", "via"]
                 .into_iter()
                 .any(|name| headers.contains_key(name)),
