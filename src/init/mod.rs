@@ -79,17 +79,25 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     for dir in shared_dirs(layout) {
         make_dir(&dir, out)?;
     }
-    // A config whose commands were set already needs no word on them.
+    // Only a command that is still the example's needs a word.
     let defaults = Config::default();
-    let set = if (&config.build.command, &config.app.command)
-        == (&defaults.build.command, &defaults.app.command)
-    {
-        format!(
-            "set build.command and app.command in {}; ",
+    let unset: Vec<&str> = [
+        (
+            "build.command",
+            config.build.command == defaults.build.command,
+        ),
+        ("app.command", config.app.command == defaults.app.command),
+    ]
+    .into_iter()
+    .filter_map(|(key, example)| example.then_some(key))
+    .collect();
+    let set = match unset.is_empty() {
+        true => String::new(),
+        false => format!(
+            "set {} in {}; ",
+            unset.join(" and "),
             crate::pasted::path(&layout.config_file())
-        )
-    } else {
-        String::new()
+        ),
     };
     // Pasted into a shell: a root with a space in its path is one word.
     writeln!(

@@ -589,8 +589,11 @@ fn requests_without_one_valid_host_and_connect_are_refused_with_the_reason() {
         root.blue,
         "OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
-    assert!(!answer.contains("OPTIONS's only"), "{answer}");
-    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        answer.ends_with("no route *\n"),
+        "the worker's answer: {answer}"
+    );
     // HTTP/1.0 needs none; `Connection: host` does not take Host away.
     let answer = raw(root.blue, "GET /request HTTP/1.0\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
@@ -683,12 +686,15 @@ fn a_switch_at_the_connection_cap_makes_no_502s() {
                 assert_eq!(switched.status, 200, "{switched:?}");
             }
             wait_for(Duration::from_secs(30), "the active answering", || {
-                (answered(slot) >= from + 3000).then_some(())
+                (answered(slot) >= from + 2000).then_some(())
             });
         }
     });
     assert!(answers > 0);
-    let own: Vec<&String> = failures.iter().filter(|f| f.contains(" 5")).collect();
+    let own: Vec<&String> = failures
+        .iter()
+        .filter(|f| f.starts_with("http/1.1 5"))
+        .collect();
     assert_eq!(own.len(), 0, "{:?}", &own[..own.len().min(3)]);
 }
 

@@ -551,6 +551,18 @@ fn init_again_repairs_and_keeps_everything() {
         )),
         "{next}"
     );
+    // One still the example's is named alone.
+    root.set("app.command", "node main.js {port} $REDIS_PORT");
+    let said = root.run_ok(&["init"]);
+    let next = said
+        .lines()
+        .find(|l| l.starts_with("ready. Next: "))
+        .expect(&said);
+    assert!(
+        next.starts_with("ready. Next: set app.command in "),
+        "{next}"
+    );
+    root.set("app.command", format!("{BIN} sample-app"));
     let binary = fs::canonicalize(BIN).unwrap();
     for slot in ["blue", "green"] {
         let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
