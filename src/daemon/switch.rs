@@ -331,7 +331,8 @@ async fn attempt(
 }
 
 /// Why the gate keeps a switch out: the target has nothing live, which a forced switch
-/// would leave the front without, or what it has fails its health check.
+/// would leave the front without; what it has fails its health check; or the daemon
+/// could not even check it.
 #[derive(Debug)]
 pub enum Shut {
     NotLive(Slot),
