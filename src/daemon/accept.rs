@@ -21,12 +21,11 @@
 //! a file for itself, one for its upstream connection and room for one more upstream
 //! (kept idle in the pool, or on its way back to it while the client's next request
 //! opens another; after a switch, the old active's, idle, and the new one's), and the
-//! daemon must keep files
-//! for its control API, workers and logs. At the cap, the proxy threads close their idle
-//! connections (no request or answer under way: keep-alive ones between requests, ones
-//! that sent nothing yet), as nginx does, and new connections wait in the kernel's
-//! listen backlog until there is room; running out of files instead failed requests with
-//! 502s and killed the control API's accept thread.
+//! daemon must keep files for its control API, workers and logs. At the cap, the proxy
+//! threads close their idle connections (no request or answer under way: keep-alive
+//! ones between requests, ones that sent nothing yet), as nginx does, and new
+//! connections wait in the kernel's listen backlog until there is room; running out of
+//! files instead failed requests with 502s and killed the control API's accept thread.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,6 +73,8 @@ const RESERVED_FILES: u64 = 256;
 const FILES_PER_CONNECTION: u64 = 3;
 /// Fewer connections than this at once, and the start says the file limit is low.
 const FEW_CONNECTIONS: u64 = 128;
+/// The fewest connections served at once, whatever the file limit.
+const MIN_CONNECTIONS: u64 = 16;
 
 /// Raises this process's soft file limit to its hard limit (1024 is the usual soft
 /// default, systemd's too) and returns how many connections may be open at once: a
@@ -101,9 +102,6 @@ pub fn connection_limit() -> usize {
     // At least a few, whatever the limit: the daemon is of no use with none.
     connections.clamp(MIN_CONNECTIONS, 1 << 20) as usize
 }
-
-/// The fewest connections served at once, whatever the file limit.
-const MIN_CONNECTIONS: u64 = 16;
 
 /// The running data path, as `start` returns it.
 pub struct Started {
