@@ -61,6 +61,18 @@ pub fn run(
             home.display()
         );
     }
+    // A push as root into another user's root (root's own git, or an ssh key in root's
+    // account): the locks, build and release it made would be root's, and every later
+    // push by the root's user failed on them until someone ran chown.
+    if let Some(owner) = crate::owner::other(&layout) {
+        let user = owner.user();
+        anyhow::bail!(
+            "{slot}: not deployed: {} is {}, and this push runs as root: what it made there would be root's, and {user}'s pushes could not deploy after it; push as {user} (`git remote set-url {slot} {user}@<host>:{}`)",
+            layout.root().display(),
+            owner.shown(),
+            layout.repo(slot).display()
+        );
+    }
     // Said as a deploy's failure: a bare config error reads as if the push went through,
     // and git sends nothing for the same commit again.
     let config = Config::load(&layout.config_file()).map_err(|e| {

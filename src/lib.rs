@@ -32,6 +32,7 @@ pub mod interrupt;
 pub mod layout;
 pub mod lines;
 pub mod logging;
+pub mod owner;
 pub mod pasted;
 pub mod procfs;
 pub mod release;

@@ -63,11 +63,18 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     root.display()
                 );
             }
+            let from_env = dir.is_none() && args.root.is_some() && args.root_from_env;
             let named = dir.or(args.root);
             let layout = Layout::new(&named.clone().unwrap_or(std::env::current_dir()?))?;
             if named.is_none() {
                 refuse_busy(&layout)?;
             }
+            let named_by = match named {
+                None => Named::CurrentFolder,
+                Some(_) if from_env => Named::Env,
+                Some(_) => Named::Flag,
+            };
+            refuse_other_user(&layout, named_by)?;
             crate::init::run(&layout, stdout)?;
             Ok(true)
         }
@@ -238,24 +245,14 @@ fn not_a_root(folder: &std::path::Path, named: Named) -> String {
 /// for the app with `install -d`). Other users are held back by the files' modes; the
 /// hook is git's to refuse (`safe.directory`).
 fn refuse_other_user(layout: &Layout, named: Named) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(made) = std::fs::metadata(layout.slot_dir(Slot::Blue)) else {
-        // Missing: the command says so where it needs it.
+    let Some(owner) = crate::owner::other(layout) else {
         return Ok(());
     };
-    let owner = made.uid();
-    if owner == 0 || !nix::unistd::geteuid().is_root() {
-        return Ok(());
-    }
-    let name = crate::fsops::user_name(owner);
-    let shown = match &name {
-        Some(name) => format!("{name}'s (uid {owner})"),
-        None => format!("uid {owner}'s"),
-    };
-    let user = name.unwrap_or_else(|| format!("#{owner}"));
+    let user = owner.user();
     anyhow::bail!(
-        "{} is {shown}, and this runs as root: what it made there would be root's, which {user} (the daemon's and the hooks' user) could not change or remove; run it as {user}: {}",
+        "{} is {}, and this runs as root: what it made there would be root's, which {user} (the daemon's and the hooks' user) could not change or remove; run it as {user}: {}",
         layout.root().display(),
+        owner.shown(),
         as_user(&user, layout, named)
     )
 }

@@ -1039,6 +1039,7 @@ fn commands_that_write_the_root_refuse_root_on_another_users_root() {
         &["rollback", "blue"][..],
         &["promote", "blue", "green"],
         &["serve"],
+        &["init"],
     ] {
         let wanted = format!(
             "error: {path} is nobody's (uid 65534), and this runs as root: what it made there would be root's, which nobody (the daemon's and the hooks' user) could not change or remove; run it as nobody: sudo -u nobody {BIN} {} --root {path}",
@@ -1061,6 +1062,33 @@ fn commands_that_write_the_root_refuse_root_on_another_users_root() {
         listed,
         "the refused commands changed nothing"
     );
+    // A push as root (this test's git runs as root): its hook refuses too, before any
+    // lock, build or release of root's is made there.
+    let (slot, builds) = (
+        walkdir(&root.path.join("blue")),
+        walkdir(&root.path.join("builds")),
+    );
+    root.commit("v3", &[("VERSION", "v3")]);
+    root.push("blue").says(&format!(
+        "error: blue: not deployed: {path} is nobody's (uid 65534), and this push runs as root: what it made there would be root's, and nobody's pushes could not deploy after it; push as nobody (`git remote set-url blue nobody@<host>:{path}/blue.git`)"
+    ));
+    assert_eq!(walkdir(&root.path.join("blue")), slot);
+    assert_eq!(walkdir(&root.path.join("builds")), builds);
+    // A folder another user owns, for init to fill (a home `useradd` made): root's init
+    // would have made the whole root root's.
+    let home = root.path.parent().unwrap().join("home");
+    fs::create_dir(&home).unwrap();
+    nix::unistd::chown(&home, nobody, None).unwrap();
+    let refused = Command::new(BIN).arg("init").arg(&home).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).starts_with(&format!(
+            "error: {} is nobody's (uid 65534), and this runs as root",
+            home.display()
+        )),
+        "{refused:?}"
+    );
+    assert_eq!(fs::read_dir(&home).unwrap().count(), 0);
 }
 
 /// A folder in a slot's releases that the pushing user cannot remove (another user's,
