@@ -146,6 +146,13 @@ impl Layout {
         self.root.join("run").join("serve.lock")
     }
 
+    /// Whether a `bluegreen serve` holds this root now (`Some`), and its pid when this
+    /// user may see it.
+    pub fn served_by(&self) -> Option<Option<u32>> {
+        let lock = self.serve_lock();
+        crate::fsops::held(&lock).then(|| crate::procfs::flock_holder(&lock))
+    }
+
     /// Process groups of running generations, so a daemon that was killed can have its
     /// orphans stopped by the next one.
     pub fn workers_dir(&self) -> PathBuf {

@@ -27,6 +27,15 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let layout = || -> anyhow::Result<Layout> {
         let layout = Layout::new(&root.clone().unwrap_or(std::env::current_dir()?))?;
         if layout.root().is_file() || matches!(layout.config_file().try_exists(), Ok(false)) {
+            // The file removed under a running daemon, which is no sign of a wrong root.
+            if let Some(pid) = layout.served_by() {
+                anyhow::bail!(
+                    "{} is gone, yet a daemon serves {}{}: put the file back (the daemon runs what it read before)",
+                    layout.config_file().display(),
+                    layout.root().display(),
+                    pid.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+                );
+            }
             anyhow::bail!("{}", not_a_root(layout.root(), named_by));
         }
         Ok(layout)

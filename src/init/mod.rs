@@ -29,6 +29,16 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     );
     let config_path = layout.config_file();
     let kept = config_path.exists();
+    // A daemon runs what it read of a config since removed: the example config written
+    // in its place would be what its next reload takes (other ports, `node main.js`).
+    let served = layout.served_by();
+    if let (false, Some(pid)) = (kept, served) {
+        anyhow::bail!(
+            "a daemon serves {}{}, but its bluegreen.toml is gone: put the file back (the daemon runs what it read before; `bluegreen check` validates it), rather than have init write the example config, which its next reload would take",
+            layout.root().display(),
+            pid.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+        );
+    }
     let config = if kept {
         Config::load(&config_path).map_err(|e| {
             anyhow::anyhow!("{e:#} (nothing was changed: fix it, then run init again)")
@@ -99,12 +109,20 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
             crate::pasted::path(&layout.config_file())
         ),
     };
+    // A daemon that serves the root already reads an edited config on SIGHUP.
+    let serve = match served {
+        None => format!(
+            "start `bluegreen serve --root {}` (or the systemd unit)",
+            crate::pasted::path(layout.root())
+        ),
+        Some(Some(pid)) => format!("a daemon serves this root already (pid {pid}): `kill -HUP {pid}` has it read the config"),
+        Some(None) => "a daemon serves this root already: send it SIGHUP (`systemctl reload` its unit) to have it read the config".to_string(),
+    };
     // Pasted into a shell: a root with a space in its path is one word.
     writeln!(
         out,
-        "ready. Next: {set}start `bluegreen serve --root {}` (or the systemd unit); \
+        "ready. Next: {set}{serve}; \
          from your app: git remote add blue {}; git remote add green {}; git push blue {}",
-        crate::pasted::path(layout.root()),
         crate::pasted::path(&layout.repo(Slot::Blue)),
         crate::pasted::path(&layout.repo(Slot::Green)),
         crate::pasted::quoted(&branch)

@@ -588,6 +588,49 @@ fn init_again_repairs_and_keeps_everything() {
         .is_empty());
 }
 
+/// `init` run again on a root a daemon serves does not ask to start one: it names the
+/// daemon, and how to have it read an edited config.
+#[test]
+fn init_again_on_a_served_root_names_its_daemon() {
+    let root = blue_live();
+    let said = root.run_ok(&["init"]);
+    let pid = root.serve_pid();
+    let next = said
+        .lines()
+        .find(|l| l.starts_with("ready. Next: "))
+        .expect(&said);
+    assert!(
+        next.starts_with(&format!(
+            "ready. Next: a daemon serves this root already (pid {pid}): `kill -HUP {pid}` has it read the config; from your app: "
+        )),
+        "{next}"
+    );
+    // Its config removed: the commands say so, not that this is no root, and init does
+    // not write the example config in its place.
+    let config = root.path.join("bluegreen.toml");
+    let kept = fs::read_to_string(&config).unwrap();
+    fs::remove_file(&config).unwrap();
+    assert_eq!(
+        root.run_err(&["status"]),
+        format!(
+            "error: {} is gone, yet a daemon serves {} (pid {pid}): put the file back (the daemon runs what it read before)",
+            config.display(),
+            root.path.display()
+        )
+    );
+    let refused = root.run_err(&["init"]);
+    assert!(
+        refused.starts_with(&format!(
+            "error: a daemon serves {} (pid {pid}), but its bluegreen.toml is gone: put the file back",
+            root.path.display()
+        )),
+        "{refused}"
+    );
+    assert!(!config.exists());
+    fs::write(&config, kept).unwrap();
+    assert_eq!(root.status()["active"], "blue");
+}
+
 #[test]
 fn init_again_points_head_at_a_changed_branch() {
     let root = Root::new();
