@@ -484,7 +484,11 @@ async fn reload_config(daemon: &Daemon) -> String {
     let path = daemon.layout.config_file();
     let loaded = settled(&path)
         .await
-        .and_then(|text| Config::from_text(&path, &text))
+        .and_then(|text| {
+            let config = Config::from_text(&path, &text)?;
+            no_table_dropped(&path, &text, &daemon.config())?;
+            Ok(config)
+        })
         .and_then(|config| Ok((read_token(&config)?, config)));
     let (refused, message) = match loaded {
         Err(e) => {
@@ -541,6 +545,52 @@ async fn settled(path: &std::path::Path) -> anyhow::Result<String> {
         path.display()
     );
     Ok(again)
+}
+
+/// Refuses a file that has lost a table (or top key) the running config sets apart from
+/// its defaults: a file written in pieces further apart than `SETTLE` (a slow copy, an
+/// editor's save over a network mount) parsed, cut before `[app]`, with every key after
+/// the cut defaulted: `app.command` became the example's, and the next restart of a
+/// worker failed; cut before `[switch]`, `switch.migrate` went without a word. A table
+/// meant to take its defaults again keeps its header, with no keys.
+fn no_table_dropped(path: &std::path::Path, text: &str, running: &Config) -> anyhow::Result<()> {
+    let Ok(file) = toml::from_str::<toml::Table>(text) else {
+        return Ok(());
+    };
+    let defaults = Config::default();
+    let dropped: Vec<&str> = [
+        ("branch", running.branch != defaults.branch),
+        (
+            "keep_releases",
+            running.keep_releases != defaults.keep_releases,
+        ),
+        ("[build]", running.build != defaults.build),
+        ("[app]", running.app != defaults.app),
+        (
+            "[router]",
+            running.router.listen != defaults.router.listen
+                || running.router.switch_path != defaults.router.switch_path
+                || running.router.client_timeout != defaults.router.client_timeout
+                || running.router.token_file != defaults.router.token_file,
+        ),
+        ("[control]", running.control != defaults.control),
+        ("[slots]", running.slots != defaults.slots),
+        ("[heartbeat]", running.heartbeat != defaults.heartbeat),
+        ("[mirror]", running.mirror != defaults.mirror),
+        ("[switch]", running.switch != defaults.switch),
+    ]
+    .into_iter()
+    .filter(|(key, set)| *set && !file.contains_key(key.trim_matches(['[', ']'])))
+    .map(|(key, _)| key)
+    .collect();
+    anyhow::ensure!(
+        dropped.is_empty(),
+        "{} has no {} now, which the running config sets apart from the defaults (cut short, or still being written?): not taken; a table meant to take its defaults again keeps its header with no keys (`{}`)",
+        path.display(),
+        dropped.join(", "),
+        dropped.iter().find(|key| key.starts_with('[')).unwrap_or(&dropped[0])
+    );
+    Ok(())
 }
 
 /// How long a config file must stay as it is to be taken on a SIGHUP.

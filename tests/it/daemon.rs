@@ -744,6 +744,44 @@ fn a_push_to_a_stopped_daemon_says_it_does_not_answer() {
     root.stop_cleanly(Duration::from_secs(10));
 }
 
+/// A file that lost tables the running config sets (written in pieces further apart
+/// than the double read's 100 ms, and signalled between them) is refused: taken, every
+/// key after the cut was defaulted, `app.command` and `switch.migrate` among them. A
+/// table kept as a bare header takes its defaults, as asked.
+#[test]
+fn sighup_with_a_file_cut_before_tables_it_set_changes_nothing() {
+    let root = blue_live();
+    let file = root.path.join("bluegreen.toml");
+    root.set("switch.migrate", "true");
+    root.signal(Signal::SIGHUP);
+    root.wait_log("config reloaded from");
+    let mut table: toml::Table = fs::read_to_string(&file).unwrap().parse().unwrap();
+    let full = table.clone();
+    for cut in ["app", "switch"] {
+        table.remove(cut);
+    }
+    fs::write(&file, toml::to_string(&table).unwrap()).unwrap();
+    root.signal(Signal::SIGHUP);
+    root.wait_log(&format!(
+        "config reload refused, keeping the running config: {} has no [app], [switch] now, which the running config sets apart from the defaults (cut short, or still being written?): not taken; a table meant to take its defaults again keeps its header with no keys (`[app]`)",
+        file.display()
+    ));
+    assert_eq!(
+        root.status()["app"]["command"].as_str(),
+        full["app"]["command"].as_str()
+    );
+    // `[switch]` kept as a bare header: its defaults, asked for.
+    let mut asked = full.clone();
+    asked.insert("switch".into(), toml::Value::Table(toml::Table::new()));
+    fs::write(&file, toml::to_string(&asked).unwrap()).unwrap();
+    root.signal(Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the reload", || {
+        (root.log().matches("config reloaded from").count() == 2).then_some(())
+    });
+    // The daemon runs what the file says now: no note of a difference.
+    assert_eq!(root.status()["stale_config"], serde_json::Value::Null);
+}
+
 #[test]
 fn sighup_with_a_broken_config_keeps_running() {
     let root = blue_live();
