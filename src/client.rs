@@ -31,6 +31,8 @@ pub struct Client {
     /// Held by a running `bluegreen serve` (a `serve` starting meanwhile waits for
     /// the look at it: see `serve`).
     serve_lock: std::path::PathBuf,
+    /// The config file sets no `control.listen`: the address is the default's.
+    unset: bool,
 }
 
 /// An answer of the control API: status code and body (JSON, or a one-line reason).
@@ -44,11 +46,13 @@ pub struct Reply {
 pub enum ClientError {
     /// Nothing listens on `control.listen`. `held`: yet a daemon holds the root's serve
     /// lock (starting, stopping, or started before `control.listen` changed).
-    #[error("{}", not_running(addr, root, *held))]
+    #[error("{}", not_running(addr, root, *held, *unset))]
     NotRunning {
         addr: String,
         root: String,
         held: bool,
+        /// The config file sets no `control.listen` (cut short, or emptied).
+        unset: bool,
     },
     #[error("control API at {addr}: {reason}")]
     Failed { addr: String, reason: String },
@@ -62,7 +66,11 @@ pub enum ClientError {
 }
 
 /// Why nothing answers: no daemon (start one), or one that does not listen there (yet).
-fn not_running(addr: &str, root: &str, held: bool) -> String {
+fn not_running(addr: &str, root: &str, held: bool, unset: bool) -> String {
+    if held && unset {
+        // Not a restart: the file is what is wrong, and a restart would take it.
+        return format!("daemon not answering on {addr}, the default control.listen: bluegreen.toml sets none now (cut short, or emptied?), yet a `bluegreen serve` holds this root: put the file's [control] back");
+    }
     match held {
         false => format!("daemon not running: nothing answers on {addr}, the control.listen in bluegreen.toml (start it: `bluegreen serve --root {}`, or `systemctl start` its unit)", crate::pasted::quoted(root)),
         true => format!("daemon not answering: nothing answers on {addr}, the control.listen in bluegreen.toml, yet a `bluegreen serve` holds this root: it is starting or stopping, or was started before control.listen changed (restart it, `systemctl restart` its unit, to listen there)"),
@@ -83,6 +91,10 @@ impl Client {
             root: layout.identity(),
             path: layout.root().display().to_string(),
             serve_lock: layout.serve_lock(),
+            unset: std::fs::read_to_string(layout.config_file())
+                .ok()
+                .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+                .is_some_and(|file| file.get("control").and_then(|c| c.get("listen")).is_none()),
         }
     }
 
@@ -131,6 +143,7 @@ impl Client {
                     addr,
                     root: self.path.clone(),
                     held: crate::fsops::held(&self.serve_lock),
+                    unset: self.unset,
                 })
             }
             Err(ureq::Error::Transport(t)) if timed_out(&t) => {
@@ -200,6 +213,30 @@ impl Reply {
 mod tests {
     use super::*;
 
+    /// A file cut before `[control]` gives the default address: a daemon holding the
+    /// root listens elsewhere, and restarting it (the advice otherwise) would take the
+    /// cut file.
+    #[test]
+    fn a_file_that_sets_no_control_listen_is_named_not_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path()).unwrap();
+        std::fs::write(layout.config_file(), "[app]\ncommand = \"x\"\n").unwrap();
+        let config = Config::default();
+        assert!(Client::new(&config, &layout).unset);
+        std::fs::write(
+            layout.config_file(),
+            "[control]\nlisten = \"127.0.0.1:7001\"\n",
+        )
+        .unwrap();
+        assert!(!Client::new(&config, &layout).unset);
+        let said = not_running("127.0.0.1:8081", "/srv/app", true, true);
+        assert_eq!(
+            said,
+            "daemon not answering on 127.0.0.1:8081, the default control.listen: bluegreen.toml sets none now (cut short, or emptied?), yet a `bluegreen serve` holds this root: put the file's [control] back"
+        );
+        assert!(not_running("127.0.0.1:8081", "/srv/app", true, false).contains("restart it"));
+    }
+
     #[test]
     fn a_daemon_that_never_answers_is_told_as_no_answer() {
         // Takes the connection and the request, and says nothing.
@@ -212,6 +249,7 @@ mod tests {
             root: "test".into(),
             path: "/test".into(),
             serve_lock: "/nonexistent/serve.lock".into(),
+            unset: false,
         };
         let error = client
             .post("/switch", Duration::from_millis(300))
