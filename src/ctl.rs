@@ -62,6 +62,11 @@ pub fn status(
         writeln!(out, "note: {note}")?;
     }
     for slot in Slot::ALL {
+        if let Some(note) = undeployed(config, layout, slot) {
+            writeln!(out, "note: {note}")?;
+        }
+    }
+    for slot in Slot::ALL {
         if let Some(note) = status["slots"][slot.name()]["live"]["started_before"].as_str() {
             writeln!(out, "note: {note}")?;
         }
@@ -139,6 +144,43 @@ pub fn status(
         }
     }
     Ok(true)
+}
+
+/// A commit the deploy branch holds that no release of `slot` has, made after its newest
+/// release, and no push is building: pushed while the hook could not run (its binary
+/// gone), or whose build failed. A push of the same commit deploys nothing (git has it
+/// already), so `status`, whose "push one" would not help, says what does. (An older
+/// commit without a release is a pruned one's, or a promote's slot: not told.)
+fn undeployed(config: &Config, layout: &Layout, slot: Slot) -> Option<String> {
+    let (tip, committed) = crate::git::tip_in(&layout.repo(slot), &config.branch)?;
+    if crate::release::push_under_way(layout, slot) {
+        return None;
+    }
+    let releases = crate::release::list(layout, slot).ok()?;
+    let tip_text = tip.to_string();
+    let newest = releases
+        .iter()
+        .filter_map(|r| r.meta.as_ref())
+        .filter_map(|m| humantime::parse_rfc3339(&m.created).ok())
+        .max();
+    let after_newest = newest.is_none_or(|newest| {
+        newest
+            .duration_since(std::time::UNIX_EPOCH)
+            .is_ok_and(|at| committed >= at.as_secs() as i64)
+    });
+    if !after_newest
+        || releases
+            .iter()
+            .any(|r| r.meta.as_ref().is_some_and(|m| m.commit == tip_text))
+    {
+        return None;
+    }
+    Some(format!(
+        "{slot}.git's {} is at {}, which no release of {slot} has (its push's hook did not run, or its build failed: the push said which): a push of a new commit deploys it (`git commit --allow-empty -m redeploy && git push {slot} {}`)",
+        crate::pasted::quoted(&config.branch),
+        crate::git::short(tip),
+        crate::pasted::quoted(&config.branch)
+    ))
 }
 
 pub fn switch(

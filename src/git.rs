@@ -121,6 +121,22 @@ pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
 }
 
 /// Where `refs/heads/<branch>` points now, if it exists.
+/// The commit `branch` is at in the bare repo `dir`, and its commit time (seconds since
+/// the epoch), read with the repo's own config only; `None` when it cannot be read or
+/// has no such branch.
+pub fn tip_in(dir: &Path, branch: &str) -> Option<(Oid, i64)> {
+    own_config_only().ok()?;
+    let repo = Repository::open_ext(
+        dir,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .ok()?;
+    let tip = branch_tip(&repo, branch)?;
+    let time = repo.find_commit(tip).ok()?.time().seconds();
+    Some((tip, time))
+}
+
 pub fn branch_tip(repo: &Repository, branch: &str) -> Option<Oid> {
     repo.find_reference(&format!("refs/heads/{branch}"))
         .ok()?

@@ -1,6 +1,7 @@
 //! The control API and the commands that use it: `status` for a person and for scripts,
 //! a forced switch, and bad requests refused with a reason.
 
+use std::fs;
 use std::time::Duration;
 
 use crate::util::*;
@@ -365,6 +366,34 @@ fn status_says_how_to_deploy_a_slot_never_pushed() {
         !text.lines().any(|l| l.trim_end() == "recent events:"),
         "a heading with nothing under it: {text}"
     );
+}
+
+/// A commit pushed while the hook could not run (its binary gone after an upgrade: git
+/// runs no hook it cannot find, and says nothing) is one `git push` of it deploys no
+/// more: `status` names it and what deploys it.
+#[test]
+fn status_names_a_pushed_commit_no_release_has() {
+    let root = blue_live();
+    let hook = root.path.join("blue.git/hooks/post-receive");
+    let linked = fs::read_link(&hook).unwrap();
+    fs::remove_file(&hook).unwrap();
+    let sha = root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue");
+    let text = root.run_ok(&["status"]);
+    let note = format!(
+        "note: blue.git's main is at {}, which no release of blue has (its push's hook did not run, or its build failed: the push said which): a push of a new commit deploys it (`git commit --allow-empty -m redeploy && git push blue main`)",
+        &sha[..7]
+    );
+    assert!(text.lines().any(|l| l == note), "{text}");
+    // As the note says, with the hook back.
+    std::os::unix::fs::symlink(linked, &hook).unwrap();
+    root.git(&["commit", "-q", "--allow-empty", "-m", "redeploy"]);
+    root.push("blue").says("blue: live in ");
+    let text = root.run_ok(&["status"]);
+    assert!(!text.contains("which no release of blue has"), "{text}");
+    // A rollback leaves the branch ahead of `current`, on a commit a release has: no note.
+    root.run_ok(&["rollback", "blue"]);
+    assert!(!root.run_ok(&["status"]).contains("no release of"));
 }
 
 #[test]
