@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::slot::Slot;
 
+/// The config file's name in a root.
+pub const CONFIG: &str = "bluegreen.toml";
+
 /// Paths of one root.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -46,7 +49,7 @@ impl Layout {
     }
 
     pub fn config_file(&self) -> PathBuf {
-        self.root.join("bluegreen.toml")
+        self.root.join(CONFIG)
     }
 
     pub fn state_file(&self) -> PathBuf {

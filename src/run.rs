@@ -38,6 +38,24 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             }
             anyhow::bail!("{}", not_a_root(layout.root(), named_by));
         }
+        // `BLUEGREEN_ROOT` left set from another root, in this one's folder: the command
+        // acts on the variable's, as documented, and says so, since the folder says
+        // otherwise.
+        if matches!(named_by, Named::Env) {
+            let here = std::env::current_dir().ok().and_then(|dir| {
+                dir.ancestors()
+                    .find(|above| above.join(crate::layout::CONFIG).is_file())
+                    .map(std::path::Path::to_path_buf)
+            });
+            if let Some(here) = here.filter(|here| !same_folder(here, layout.root())) {
+                eprintln!(
+                    "note: acting on {} ({}), not on {}, the root this folder is in (`--root` names the one meant)",
+                    layout.root().display(),
+                    crate::cli::ROOT_ENV,
+                    here.display()
+                );
+            }
+        }
         Ok(layout)
     };
     let config = |layout: &Layout| {
@@ -336,4 +354,12 @@ fn refuse_busy(layout: &Layout) -> anyhow::Result<()> {
         here.display(),
         theirs.join(", ")
     )
+}
+
+/// Whether two paths name the same folder (through links, or written two ways).
+fn same_folder(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }

@@ -779,6 +779,27 @@ fn the_root_comes_from_bluegreen_root_then_the_current_folder() {
     let want = format!("# {}: valid", file.display());
     let by_env = check(Command::new(BIN).env("BLUEGREEN_ROOT", &root.path));
     assert!(by_env.starts_with(&want), "{by_env}");
+    // Left set from this root, in another root's folder (its blue slot's): acted on, as
+    // documented, and said.
+    let other = Root::new();
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("BLUEGREEN_ROOT", &root.path)
+        .current_dir(other.path.join("blue"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&want),
+        "{out:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "note: acting on {} (BLUEGREEN_ROOT), not on {}, the root this folder is in (`--root` names the one meant)\n",
+            root.path.display(),
+            other.path.display()
+        )
+    );
     let by_cwd = check(
         Command::new(BIN)
             .env_remove("BLUEGREEN_ROOT")
