@@ -286,12 +286,26 @@ fn refuse_other_user(layout: &Layout, named: Named) -> anyhow::Result<()> {
 
 /// This command again, as `user`: `sudo -u app bluegreen ... --root /srv/app`.
 fn as_user(user: &str, layout: &Layout, named: Named) -> String {
-    let mut again: Vec<String> = std::env::args_os()
-        .map(|arg| crate::pasted::quoted(&arg.to_string_lossy()))
+    // Paths as absolute ones: sudo may not keep the current folder for the other user.
+    let root = std::path::absolute(layout.root()).unwrap_or_else(|_| layout.root().into());
+    let args: Vec<String> = std::env::args_os()
+        .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
+    let mut again: Vec<String> =
+        args.iter()
+            .enumerate()
+            .map(|(at, arg)| match at {
+                0 if arg.contains('/') => std::path::absolute(arg)
+                    .map_or_else(|_| arg.clone(), |p| p.display().to_string()),
+                _ if at > 0 && args[at - 1] == "--root" => root.display().to_string(),
+                _ if arg.starts_with("--root=") => format!("--root={}", root.display()),
+                _ => arg.clone(),
+            })
+            .map(|arg| crate::pasted::quoted(&arg))
+            .collect();
     // sudo does not pass BLUEGREEN_ROOT on, nor always the current folder.
     if !matches!(named, Named::Flag) {
-        again.extend(["--root".to_string(), crate::pasted::path(layout.root())]);
+        again.extend(["--root".to_string(), crate::pasted::path(&root)]);
     }
     format!(
         "sudo -u {} {}",

@@ -1056,6 +1056,19 @@ fn commands_that_write_the_root_refuse_root_on_another_users_root() {
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), wanted);
     }
+    // A root named by a relative path is named whole in the command to run (sudo may
+    // not keep the current folder).
+    let out = Command::new(BIN)
+        .args(["serve", "--root", "root"])
+        .current_dir(root.path.parent().unwrap())
+        .env_remove("BLUEGREEN_ROOT")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .ends_with(&format!("sudo -u nobody {BIN} serve --root {path}\n")),
+        "{out:?}"
+    );
     assert_eq!(root.current("blue"), current);
     assert_eq!(
         walkdir(&root.path),
