@@ -20,6 +20,15 @@ pub fn user_name(uid: u32) -> Option<String> {
         .map(|user| user.name)
 }
 
+/// Whether both paths name the same existing file or folder (through links, or written
+/// two ways).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// The bytes of `path`, a regular file of at most `limit` bytes. Anything else is refused
 /// at once, unread: a FIFO (whose opening waits for a writer), a device or a file that
 /// never ends (a link to `/dev/zero`), a folder.

@@ -53,7 +53,7 @@ pub fn run(
     let layout = Layout::new(root.as_ref().unwrap_or(&home))?;
     // `root` is a `--root` given on the hook's command line (`BLUEGREEN_ROOT`, the CLI's,
     // is not passed here): one that does not hold this repo must not get its push.
-    if !same_file(&layout.repo(slot), &repo_dir) {
+    if !crate::fsops::same_file(&layout.repo(slot), &repo_dir) {
         anyhow::bail!(
             "this push came into {}, but the root is {} (--root): not deployed; drop --root or point it at {}",
             repo_dir.display(),
@@ -146,14 +146,6 @@ fn tell_daemon(layout: &Layout, config: &Config, slot: Slot, short: &str, why: &
         &format!("/slots/{slot}/not-deployed?{query}"),
         Duration::from_secs(2),
     );
-}
-
-/// Whether both paths name the same existing file or folder.
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 /// Deploys the pushed commit to `slot`: makes its release current ([`release_push`]),

@@ -15,6 +15,14 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The user `uid`, named if it has an account.
+    pub fn of(uid: u32) -> Owner {
+        Owner {
+            uid,
+            name: crate::fsops::user_name(uid),
+        }
+    }
+
     /// `app's (uid 1001)`, or `uid 1001's`.
     pub fn shown(&self) -> String {
         match &self.name {
@@ -42,8 +50,5 @@ pub fn other(layout: &Layout) -> Option<Owner> {
         .or_else(|_| std::fs::metadata(layout.root()))
         .ok()?;
     let uid = made.uid();
-    (uid != 0).then(|| Owner {
-        uid,
-        name: crate::fsops::user_name(uid),
-    })
+    (uid != 0).then(|| Owner::of(uid))
 }

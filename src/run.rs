@@ -47,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     .find(|above| above.join(crate::layout::CONFIG).is_file())
                     .map(std::path::Path::to_path_buf)
             });
-            if let Some(here) = here.filter(|here| !same_folder(here, layout.root())) {
+            if let Some(here) = here.filter(|here| !crate::fsops::same_file(here, layout.root())) {
                 eprintln!(
                     "note: acting on {} ({}), not on {}, the root this folder is in (`--root` names the one meant)",
                     layout.root().display(),
@@ -332,7 +332,7 @@ fn unreadable(e: anyhow::Error, layout: &Layout, named: Named) -> anyhow::Error 
     else {
         return e;
     };
-    let user = crate::fsops::user_name(owner).unwrap_or_else(|| format!("#{owner}"));
+    let user = crate::owner::Owner::of(owner).user();
     anyhow::anyhow!(
         "{e:#}: it is {user}'s, the root's user; run this as {user}: {}",
         as_user(&user, layout, named)
@@ -368,12 +368,4 @@ fn refuse_busy(layout: &Layout) -> anyhow::Result<()> {
         here.display(),
         theirs.join(", ")
     )
-}
-
-/// Whether two paths name the same folder (through links, or written two ways).
-fn same_folder(a: &std::path::Path, b: &std::path::Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }
