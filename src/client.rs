@@ -31,8 +31,9 @@ pub struct Client {
     /// Held by a running `bluegreen serve` (a `serve` starting meanwhile waits for
     /// the look at it: see `serve`).
     serve_lock: std::path::PathBuf,
-    /// The config file sets no `control.listen`: the address is the default's.
-    unset: bool,
+    /// The root's config file, looked at again only when nothing answers (see
+    /// [`Client::listen_unset`]).
+    config_file: std::path::PathBuf,
 }
 
 /// An answer of the control API: status code and body (JSON, or a one-line reason).
@@ -91,11 +92,17 @@ impl Client {
             root: layout.identity(),
             path: layout.root().display().to_string(),
             serve_lock: layout.serve_lock(),
-            unset: std::fs::read_to_string(layout.config_file())
-                .ok()
-                .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
-                .is_some_and(|file| file.get("control").and_then(|c| c.get("listen")).is_none()),
+            config_file: layout.config_file(),
         }
+    }
+
+    /// Whether the config file sets no `control.listen` (cut short, or emptied), so that
+    /// the address asked is the default's.
+    fn listen_unset(&self) -> bool {
+        std::fs::read_to_string(&self.config_file)
+            .ok()
+            .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+            .is_some_and(|file| file.get("control").and_then(|c| c.get("listen")).is_none())
     }
 
     pub fn get(&self, path: &str) -> Result<Reply, ClientError> {
@@ -143,7 +150,7 @@ impl Client {
                     addr,
                     root: self.path.clone(),
                     held: crate::fsops::held(&self.serve_lock),
-                    unset: self.unset,
+                    unset: self.listen_unset(),
                 })
             }
             Err(ureq::Error::Transport(t)) if timed_out(&t) => {
@@ -222,13 +229,13 @@ mod tests {
         let layout = Layout::new(dir.path()).unwrap();
         std::fs::write(layout.config_file(), "[app]\ncommand = \"x\"\n").unwrap();
         let config = Config::default();
-        assert!(Client::new(&config, &layout).unset);
+        assert!(Client::new(&config, &layout).listen_unset());
         std::fs::write(
             layout.config_file(),
             "[control]\nlisten = \"127.0.0.1:7001\"\n",
         )
         .unwrap();
-        assert!(!Client::new(&config, &layout).unset);
+        assert!(!Client::new(&config, &layout).listen_unset());
         let said = not_running("127.0.0.1:8081", "/srv/app", true, true);
         assert_eq!(
             said,
@@ -249,7 +256,7 @@ mod tests {
             root: "test".into(),
             path: "/test".into(),
             serve_lock: "/nonexistent/serve.lock".into(),
-            unset: false,
+            config_file: "/nonexistent/bluegreen.toml".into(),
         };
         let error = client
             .post("/switch", Duration::from_millis(300))
