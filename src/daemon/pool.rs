@@ -244,8 +244,9 @@ impl Pool {
     /// A new connection to `port`. When the daemon is out of files, this thread's idle
     /// connections are closed first and the connect tried again: after a switch, every
     /// client's next request needs a connection to the new active while those to the old
-    /// one are still kept idle, and the connection cap does not count those (seen: a
-    /// switch under load at a file limit of 1024 made a third of the requests 502s).
+    /// one are still kept idle (the connection cap leaves room for one each, see
+    /// `accept`; with neither, a switch under load at a file limit of 1024 made a third
+    /// of the requests 502s).
     async fn open(&self, port: u16) -> Result<http1::SendRequest<Outgoing>, Failure> {
         let mut tries = 0;
         loop {

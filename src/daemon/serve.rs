@@ -566,12 +566,14 @@ fn no_table_dropped(path: &std::path::Path, text: &str, running: &Config) -> any
         ),
         ("[build]", running.build != defaults.build),
         ("[app]", running.app != defaults.app),
+        // Where the file sets `token_file` is no setting of its own.
         (
             "[router]",
-            running.router.listen != defaults.router.listen
-                || running.router.switch_path != defaults.router.switch_path
-                || running.router.client_timeout != defaults.router.client_timeout
-                || running.router.token_file != defaults.router.token_file,
+            running.router
+                != crate::config::RouterConfig {
+                    token_file_at: running.router.token_file_at.clone(),
+                    ..defaults.router.clone()
+                },
         ),
         ("[control]", running.control != defaults.control),
         ("[slots]", running.slots != defaults.slots),
