@@ -473,6 +473,13 @@ fn serve_names_a_hook_that_links_to_a_binary_gone() {
     assert!(!events.contains("blue.git's hook"), "{events}");
 }
 
+/// What `init`'s last line gives as the next steps, after `ready. Next: `.
+fn next_steps(said: &str) -> &str {
+    said.lines()
+        .find_map(|l| l.strip_prefix("ready. Next: "))
+        .expect(said)
+}
+
 /// `init`'s next steps are pasted into a shell: a root whose path holds a space is one
 /// word in each (`git remote add blue /tmp/sp root/blue.git` added a remote `blue` with
 /// the URL `/tmp/sp`).
@@ -483,10 +490,7 @@ fn inits_next_steps_paste_into_a_shell_for_a_path_with_a_space() {
     let out = Command::new(BIN).arg("init").arg(&root).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let next = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("ready. Next: "))
-        .expect(&stdout);
+    let next = next_steps(&stdout);
     // A new config's commands are the example's: set yours.
     assert!(
         next.starts_with("set build.command and app.command in "),
@@ -540,13 +544,10 @@ fn init_again_repairs_and_keeps_everything() {
     std::os::unix::fs::symlink("/nonexistent/bluegreen", &blue_hook).unwrap();
     let said = root.run_ok(&["init"]);
     // Its commands are set: the next steps do not ask for them again.
-    let next = said
-        .lines()
-        .find(|l| l.starts_with("ready. Next: "))
-        .expect(&said);
+    let next = next_steps(&said);
     assert!(
         next.starts_with(&format!(
-            "ready. Next: start `bluegreen serve --root {}`",
+            "start `bluegreen serve --root {}`",
             root.path.display()
         )),
         "{next}"
@@ -554,14 +555,8 @@ fn init_again_repairs_and_keeps_everything() {
     // One still the example's is named alone.
     root.set("app.command", "node main.js {port} $REDIS_PORT");
     let said = root.run_ok(&["init"]);
-    let next = said
-        .lines()
-        .find(|l| l.starts_with("ready. Next: "))
-        .expect(&said);
-    assert!(
-        next.starts_with("ready. Next: set app.command in "),
-        "{next}"
-    );
+    let next = next_steps(&said);
+    assert!(next.starts_with("set app.command in "), "{next}");
     root.set("app.command", format!("{BIN} sample-app"));
     let binary = fs::canonicalize(BIN).unwrap();
     for slot in ["blue", "green"] {
@@ -595,13 +590,10 @@ fn init_again_on_a_served_root_names_its_daemon() {
     let root = blue_live();
     let said = root.run_ok(&["init"]);
     let pid = root.serve_pid();
-    let next = said
-        .lines()
-        .find(|l| l.starts_with("ready. Next: "))
-        .expect(&said);
+    let next = next_steps(&said);
     assert!(
         next.starts_with(&format!(
-            "ready. Next: a daemon serves this root already (pid {pid}): `kill -HUP {pid}` has it read the config; from your app: "
+            "a daemon serves this root already (pid {pid}): `kill -HUP {pid}` has it read the config; from your app: "
         )),
         "{next}"
     );
