@@ -84,38 +84,44 @@ fn in_use(layout: &Layout, slot: Slot) -> Vec<String> {
 /// deploy that was killed, or one a killed prune was removing. The caller holds the slot
 /// lock, so none of them is still in use. Returns why each one left could not go.
 pub(super) fn remove_temp(layout: &Layout, slot: Slot) -> Vec<String> {
+    temp_folders(layout, slot)
+        .into_iter()
+        .filter_map(|path| {
+            fsops::remove_any(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))
+                .err()
+                .map(|e| format!("{e:#}{}", whose(&path)))
+        })
+        .collect()
+}
+
+/// The temp folders (`.tmp-<id>`, see [`Layout::release_tmp_dir`]) in `slot`'s releases
+/// folder, in name order.
+fn temp_folders(layout: &Layout, slot: Slot) -> Vec<std::path::PathBuf> {
     let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) else {
         return Vec::new();
     };
-    entries
+    let mut found: Vec<_> = entries
         .flatten()
         .filter(|entry| entry.file_name().to_string_lossy().starts_with(".tmp-"))
-        .filter_map(|entry| {
-            fsops::remove_any(&entry.path())
-                .with_context(|| format!("cannot remove {}", entry.path().display()))
-                .err()
-                .map(|e| format!("{e:#}{}", whose(&entry.path())))
-        })
-        .collect()
+        .map(|entry| entry.path())
+        .collect();
+    found.sort();
+    found
 }
 
 /// The temp folders in `slot`'s releases folder that no deploy, rollback or promote is
 /// making now (none holds the slot lock): what a stopped one left, which the next deploy
 /// to the slot removes.
 pub fn leftovers(layout: &Layout, slot: Slot) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(layout.releases_dir(slot)) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(".tmp-"))
-        .collect();
-    if names.is_empty() || fsops::held(&layout.slot_lock(slot)) {
+    let found = temp_folders(layout, slot);
+    if found.is_empty() || fsops::held(&layout.slot_lock(slot)) {
         return Vec::new();
     }
-    names.sort();
-    names
+    found
+        .iter()
+        .filter_map(|path| Some(path.file_name()?.to_string_lossy().into_owned()))
+        .collect()
 }
 
 /// For a folder that could not be removed: `, which is <user>'s (uid N) ...` when it
