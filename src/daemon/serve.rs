@@ -484,12 +484,7 @@ async fn reload_config(daemon: &Daemon) -> String {
     let path = daemon.layout.config_file();
     let loaded = settled(&path)
         .await
-        .and_then(|text| {
-            let config = Config::from_text(&path, &text)?;
-            no_table_dropped(&path, &text, &daemon.config())?;
-            Ok(config)
-        })
-        .and_then(|config| Ok((read_token(&config)?, config)));
+        .and_then(|text| takeable(&path, &text, &daemon.config()));
     let (refused, message) = match loaded {
         Err(e) => {
             *daemon.refusal() = Some(format!("{e:#}"));
@@ -530,6 +525,18 @@ async fn reload_config(daemon: &Daemon) -> String {
         .events
         .record("config", None, refused, message.clone());
     message
+}
+
+/// The config a SIGHUP takes from `text` (with its token), or why it refuses it: the
+/// file's own checks, a table lost since `running` was read, a token file not read.
+fn takeable(
+    path: &std::path::Path,
+    text: &str,
+    running: &Config,
+) -> anyhow::Result<(Option<String>, Config)> {
+    let config = Config::from_text(path, text)?;
+    no_table_dropped(path, text, running)?;
+    Ok((read_token(&config)?, config))
 }
 
 /// The config file's text, read twice `SETTLE` apart: a file rewritten in place (an
@@ -655,7 +662,9 @@ fn warn_state_gone(layout: &Layout) {
 /// with the old command while the pusher believes the new one runs. (A file that does not
 /// load is the hook's to refuse.)
 pub fn stale_config(daemon: &Daemon) -> Option<String> {
-    let mut file = Config::load(&daemon.layout.config_file()).ok()?;
+    let path = daemon.layout.config_file();
+    let text = Config::read(&path).ok()?;
+    let mut file = Config::from_text(&path, &text).ok()?;
     let running = daemon.config();
     let pid = std::process::id();
     let restart = restart_only(&running, &file);
@@ -685,8 +694,12 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
     }
     let mut notes = Vec::new();
     // A SIGHUP would be refused again, for a reason the file's loading here does not
-    // see (a token file gone): that is what to fix first.
-    let refused = daemon.refusal().clone();
+    // see (a token file gone): that is what to fix first. Once fixed (the token file put
+    // back), the refusal is past, and a SIGHUP is what applies the file.
+    let refused = daemon
+        .refusal()
+        .clone()
+        .filter(|_| takeable(&path, &text, &running).is_err());
     if let Some(why) = &refused {
         notes.push(format!(
             "the daemon refused its last reload of bluegreen.toml and runs with what it read before ({why}): fix that, then `kill -HUP {pid}`"

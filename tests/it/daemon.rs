@@ -2462,6 +2462,14 @@ fn a_push_after_a_refused_sighup_says_why_the_daemon_runs_the_old_config() {
     push.says("bluegreen.toml's [app], [router] changed since the daemon read it, and it runs with what it read");
     push.never_says("applies it");
     push.says("blue: live in ");
+    // The token file made: the next SIGHUP takes the file, and the note says so, with no
+    // word of the refusal, which is past.
+    std::fs::write(&missing, "s3cret\n").unwrap();
+    root.commit("v2b", &[("VERSION", "v2b\n")]);
+    let push = root.push("blue");
+    push.says("blue: note: bluegreen.toml's [app], [router] changed since the daemon read it, and it runs with what it read: `kill -HUP ");
+    push.never_says("refused");
+    push.says("blue: live in ");
     // The file put back as the daemon runs it: nothing to tell.
     std::fs::write(&file, running).unwrap();
     root.commit("v3", &[("VERSION", "v3\n")]);
