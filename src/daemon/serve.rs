@@ -687,25 +687,37 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
     .into_iter()
     .filter_map(|(table, differs)| differs.then_some(table))
     .collect();
+    // What a SIGHUP would do now: refuse the file (for a reason its loading here does
+    // not see: a token file gone), or take it, with the token its file holds now.
+    let taken = takeable(&path, &text, &running);
+    // A token file rewritten in place (a rotated secret) is read at a SIGHUP only.
+    let token_changed = !reload.contains(&"[router]")
+        && matches!(&taken, Ok((token, _)) if *token != daemon.token());
     // Nothing the daemon does not run: no note, whatever its last SIGHUP met (a file
     // put back as it was, a refusal of a file caught half written).
-    if reload.is_empty() && restart.is_empty() {
+    if reload.is_empty() && restart.is_empty() && !token_changed {
         return None;
     }
     let mut notes = Vec::new();
-    // A SIGHUP would be refused again, for a reason the file's loading here does not
-    // see (a token file gone): that is what to fix first. Once fixed (the token file put
-    // back), the refusal is past, and a SIGHUP is what applies the file.
-    let refused = daemon
-        .refusal()
-        .clone()
-        .filter(|_| takeable(&path, &text, &running).is_err());
+    // A SIGHUP would be refused again: that is what to fix first. Once fixed (the token
+    // file put back), the refusal is past, and a SIGHUP is what applies the file.
+    let refused = daemon.refusal().clone().filter(|_| taken.is_err());
     if let Some(why) = &refused {
         notes.push(format!(
             "the daemon refused its last reload of bluegreen.toml and runs with what it read before ({why}): fix that, then `kill -HUP {pid}`"
         ));
     }
+    let mut changed = Vec::new();
     if !reload.is_empty() {
+        changed.push(format!("bluegreen.toml's {}", reload.join(", ")));
+    }
+    if token_changed {
+        changed.push(format!(
+            "the token in {}",
+            running.router.token_file.display()
+        ));
+    }
+    if !changed.is_empty() {
         let apply = match refused {
             Some(_) => String::new(),
             None => {
@@ -713,8 +725,8 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
             }
         };
         notes.push(format!(
-            "bluegreen.toml's {} changed since the daemon read it, and it runs with what it read{apply}",
-            reload.join(", ")
+            "{} changed since the daemon read it, and it runs with what it read{apply}",
+            changed.join(" and ")
         ));
     }
     if !restart.is_empty() {

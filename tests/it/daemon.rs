@@ -2517,4 +2517,26 @@ fn a_push_after_the_config_changed_without_a_sighup_says_the_daemon_runs_the_old
         "{}",
         push.text
     );
+    // A token rotated in its file is read at a SIGHUP only: told until one comes.
+    std::fs::write(root.path.join("token"), "n3w\n").unwrap();
+    let note = root.status()["stale_config"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        note.contains(&format!(
+            "the token in {} changed since the daemon read it, and it runs with what it read: `kill -HUP ",
+            root.path.join("token").display()
+        )),
+        "{note}"
+    );
+    assert!(!note.contains("n3w") && !note.contains("s3cret"), "{note}");
+    root.signal(Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the token taken", || {
+        let note = root.status()["stale_config"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (!note.contains("the token")).then_some(())
+    });
 }
