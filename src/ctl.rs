@@ -58,6 +58,17 @@ pub fn status(
             text(&last["cause"])
         ),
     };
+    let underway = &status["switching"];
+    if !underway.is_null() {
+        writeln!(
+            out,
+            "switching: to {} ({}) for {}s: {}",
+            text(&underway["to"]),
+            text(&underway["cause"]),
+            underway["for_s"],
+            text(&underway["step"])
+        )?;
+    }
     if let Some(note) = status["stale_config"].as_str() {
         writeln!(out, "note: {note}")?;
     }
@@ -230,7 +241,13 @@ pub fn switch(
     }
     let done = reply.json()?;
     if done["changed"].as_bool() == Some(false) {
-        writeln!(out, "{} is already active", text(&done["to"]))?;
+        // Asking for the slot the heartbeat moved traffic to agrees with it.
+        let rearmed = if done["rearmed"] == true {
+            "; automatic switching is on again"
+        } else {
+            ""
+        };
+        writeln!(out, "{} is already active{rearmed}", text(&done["to"]))?;
     } else {
         let migrate = done["migrate_ms"].as_u64().unwrap_or(0);
         writeln!(

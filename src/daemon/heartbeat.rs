@@ -156,6 +156,13 @@ pub async fn run(daemon: Arc<Daemon>) {
         };
         match standby_check {
             Ok(()) => {
+                // The streak as it stands: a failover refused before (a failing
+                // migration) leaves it running past `heartbeat.failures`.
+                let streak = daemon
+                    .heartbeat
+                    .lock()
+                    .expect("heartbeat lock: no panic holds it")
+                    .failures;
                 // Not forced: the standby must also pass the switch gate (health_path).
                 let query = Query {
                     to: Some(standby),
@@ -170,7 +177,7 @@ pub async fn run(daemon: Arc<Daemon>) {
                             "heartbeat",
                             Some(standby),
                             true,
-                            format!("heartbeat: {active} failed {} checks in a row, and once more as {standby} passed its own; traffic moved to {standby} (automatic switching is off until an operator switches)", config.heartbeat.failures),
+                            format!("heartbeat: {active} failed {streak} checks in a row, and once more as {standby} passed its own; traffic moved to {standby} (automatic switching is off until an operator switches)"),
                         );
                     }
                     Err(e) if first_stuck(&daemon) => daemon.events.record(

@@ -86,6 +86,9 @@ pub struct Daemon {
     pub mirror: mirror::Mirror,
     /// Serialises switches (API, front, heartbeat).
     pub switching: tokio::sync::Mutex<()>,
+    /// The switch under way and its step, for `/status`: a migration or a wait for the
+    /// mirrored writes may take a while, and a failing active stays active meanwhile.
+    pub underway: Mutex<Option<switch::Underway>>,
     next_generation: AtomicU64,
     pub heartbeat: Mutex<heartbeat::Heartbeat>,
     /// Why the last SIGHUP's config was refused (the running one is older than the

@@ -174,6 +174,7 @@ async fn run(
         ports: upstream::Ports::default(),
         mirror,
         switching: tokio::sync::Mutex::new(()),
+        underway: Mutex::new(None),
         next_generation: AtomicU64::new(generations),
         config_refused: Mutex::new(None),
     });

@@ -98,6 +98,13 @@ pub fn json(daemon: &Daemon) -> Value {
         },
         "heartbeat": { "armed": armed, "consecutive_failures": failures },
         "last_switch": daemon.last_switch(),
+        // A switch under way (its migration, its wait for the mirrored writes), or null.
+        "switching": daemon
+            .underway
+            .lock()
+            .expect("underway lock: no panic holds it")
+            .as_ref()
+            .map(super::switch::Underway::json),
         "events": daemon.events.recent(20),
     })
 }

@@ -25,6 +25,10 @@ use crate::state::LastSwitch;
 
 /// How long a switch waits for the mirrored copies queued before it to go out.
 const MIRROR_WAIT: Duration = Duration::from_secs(5);
+/// How old the gate's answer may be at the flip: one asked before a longer wait (for the
+/// mirrored writes, up to `MIRROR_WAIT`) is asked again, as the target may have begun
+/// failing meanwhile.
+const GATE_FRESH: Duration = Duration::from_millis(250);
 
 /// What a switch request asks.
 #[derive(Debug, Default)]
@@ -49,6 +53,71 @@ impl Query {
             }
         }
         Ok(parsed)
+    }
+}
+
+/// The switch under way, as `/status` shows it: a migration may run for minutes, and
+/// the wait for the mirrored writes for seconds, while the active slot stays active.
+#[derive(Debug, Clone)]
+pub struct Underway {
+    pub to: Slot,
+    pub cause: &'static str,
+    /// What it does now: `running switch.migrate`, ...
+    pub step: String,
+    pub began: Instant,
+}
+
+impl Underway {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "to": self.to,
+            "cause": self.cause,
+            "step": self.step,
+            "for_s": self.began.elapsed().as_secs(),
+        })
+    }
+}
+
+/// Keeps `daemon.underway` up to date through one switch's steps; clears it when the
+/// switch ends, however it ends.
+struct Steps<'a> {
+    daemon: &'a Daemon,
+}
+
+impl<'a> Steps<'a> {
+    fn begin(daemon: &'a Daemon, to: Slot, cause: &'static str) -> Steps<'a> {
+        *daemon
+            .underway
+            .lock()
+            .expect("underway lock: no panic holds it") = Some(Underway {
+            to,
+            cause,
+            step: "starting".into(),
+            began: Instant::now(),
+        });
+        Steps { daemon }
+    }
+
+    fn step(&self, step: String) {
+        if let Some(underway) = self
+            .daemon
+            .underway
+            .lock()
+            .expect("underway lock: no panic holds it")
+            .as_mut()
+        {
+            underway.step = step;
+        }
+    }
+}
+
+impl Drop for Steps<'_> {
+    fn drop(&mut self) {
+        *self
+            .daemon
+            .underway
+            .lock()
+            .expect("underway lock: no panic holds it") = None;
     }
 }
 
@@ -164,7 +233,8 @@ async fn attempt(
     if from == Some(to) {
         // An operator asking for the slot the heartbeat moved traffic to agrees with it:
         // the heartbeat may switch again.
-        if cause != "heartbeat" && daemon.rearm_kept() {
+        let rearmed = cause != "heartbeat" && daemon.rearm_kept();
+        if rearmed {
             daemon.events.record(
                 "switch",
                 Some(to),
@@ -173,9 +243,10 @@ async fn attempt(
             );
         }
         return Ok(
-            serde_json::json!({ "from": from, "to": to, "changed": false, "migrate_ms": 0 }),
+            serde_json::json!({ "from": from, "to": to, "changed": false, "migrate_ms": 0, "rearmed": rearmed }),
         );
     }
+    let steps = Steps::begin(daemon, to, cause);
     let config = daemon.config();
     // Not even forced: nothing at all would answer on the front. (A slot whose `current`
     // was removed by hand may still serve its last live release: that one answers.)
@@ -186,7 +257,9 @@ async fn attempt(
             crate::pasted::quoted(&config.branch)
         )));
     }
+    let mut gated = Instant::now();
     if !query.force {
+        steps.step(format!("checking {to}'s health"));
         gate(daemon, &config, to).await.map_err(|e| {
             SwitchError::Refused(match e {
                 Shut::Unhealthy(_) => format!(
@@ -195,6 +268,7 @@ async fn attempt(
                 Shut::NotLive(_) | Shut::NotChecked(_) => e.to_string(),
             })
         })?;
+        gated = Instant::now();
     }
     // The target gets every write the active took before the flip: queued copies go out
     // first, before the migration (which then sees them) and again before the flip, once
@@ -203,6 +277,7 @@ async fn attempt(
     // up); none is out while the flip happens, and one left after it is dropped as
     // `stale`.
     let waited = Instant::now();
+    steps.step(format!("sending the mirrored copies queued for {to}"));
     let mut drained = daemon
         .mirror
         .drain(tokio::time::Instant::now() + MIRROR_WAIT)
@@ -229,6 +304,22 @@ async fn attempt(
             )));
         };
         let started = Instant::now();
+        let said = format!(
+            "switch to {to} ({cause}): running switch.migrate (up to {})",
+            humantime::format_duration(config.switch.migrate_timeout)
+        );
+        // The heartbeat tries again at each check of a failing streak: told once.
+        let again = cause == "heartbeat"
+            && daemon
+                .heartbeat
+                .lock()
+                .expect("heartbeat lock: no panic holds it")
+                .stuck_reported;
+        if !again {
+            tracing::info!("{said}");
+            daemon.events.record("switch", Some(to), false, said);
+        }
+        steps.step("running switch.migrate".into());
         migrate::run(daemon, &config, (from.unwrap_or(to.other()), to), &dir)
             .await
             .map_err(|e| {
@@ -238,9 +329,11 @@ async fn attempt(
         migrated = Some(release);
         // The migration may have taken a while: the target must still be healthy.
         if !query.force {
+            steps.step(format!("checking {to}'s health after the migration"));
             gate(daemon, &config, to).await.map_err(|e| {
                 SwitchError::Refused(format!("after the migration, {e}; not switched"))
             })?;
+            gated = Instant::now();
         }
     }
     // The migration's time does not count against the wait.
@@ -254,6 +347,9 @@ async fn attempt(
     let barrier = match daemon.mirror.barrier.try_write() {
         Ok(barrier) => Some(barrier),
         Err(_) => {
+            steps.step(format!(
+                "waiting for the mirrored writes {from_name} is still answering"
+            ));
             tracing::info!(
                 "switch to {to}: waiting up to {}s for the mirrored writes {from_name} is still answering; new ones wait for the flip",
                 left.as_secs_f64().ceil()
@@ -263,27 +359,41 @@ async fn attempt(
                 .ok()
         }
     };
+    // What the waits left behind, told once the flip happens (a switch refused after
+    // them drops nothing).
+    let mut left_behind = Vec::new();
     if barrier.is_none() {
-        tracing::warn!(
+        left_behind.push(format!(
             "switching to {to} while {from_name} is still answering mirrored writes after {}s: their copies are dropped (counted stale)",
             MIRROR_WAIT.as_secs()
-        );
+        ));
     }
     drained = drained && barrier.is_some() && daemon.mirror.drain(deadline).await;
     if barrier.is_some() && !drained {
-        tracing::warn!(
+        left_behind.push(format!(
             "switching to {to} with mirrored copies still queued after {}s: they are dropped (counted stale)",
             MIRROR_WAIT.as_secs()
-        );
+        ));
     }
     let no_copy_out = tokio::time::timeout_at(deadline, daemon.mirror.gate.write())
         .await
         .ok();
     if no_copy_out.is_none() {
-        tracing::warn!(
+        left_behind.push(format!(
             "switching to {to} while a mirrored copy to it is still out after {}s: it may land after the switch",
             MIRROR_WAIT.as_secs()
-        );
+        ));
+    }
+    // The heartbeat's failover too: a standby that passed before the waits must still
+    // pass at the flip.
+    if !query.force && gated.elapsed() > GATE_FRESH {
+        steps.step(format!("checking {to}'s health again before the flip"));
+        gate(daemon, &config, to).await.map_err(|e| {
+            SwitchError::Refused(format!(
+                "{e}, at the flip ({}s after it passed the gate, the switch waiting for the mirrored writes); not switched",
+                gated.elapsed().as_secs_f64().round()
+            ))
+        })?;
     }
     let live = daemon.slots[to.index()].route.live();
     // A push with `app.overlap = false` may have taken its generation down meanwhile.
@@ -317,6 +427,9 @@ async fn attempt(
     // Held writes go, to the new active.
     drop(barrier);
     drop(closed);
+    for said in left_behind {
+        tracing::warn!("{said}");
+    }
     daemon.metrics.switch(cause);
     daemon.events.record(
         "switch",

@@ -367,8 +367,14 @@ fn automatic_switching_turned_on_again_stays_on_after_a_restart() {
     );
     // The operator agrees with the heartbeat, as `bluegreen status` tells them to.
     let out = root.run_ok(&["switch", "green"]);
-    assert_eq!(out.trim(), "green is already active");
+    assert_eq!(
+        out.trim(),
+        "green is already active; automatic switching is on again"
+    );
     assert_eq!(root.status()["heartbeat"]["armed"], true);
+    // Asked again, it is on already: nothing more to say.
+    let out = root.run_ok(&["switch", "green"]);
+    assert_eq!(out.trim(), "green is already active");
 
     // A restart (an upgrade, a reboot) keeps their word.
     root.signal(nix::sys::signal::Signal::SIGTERM);
@@ -634,6 +640,25 @@ fn a_failover_the_migration_refuses_is_one_event_per_failing_streak() {
         "{events}"
     );
     assert_eq!(root.status()["active"], "blue");
+    // The migration fixed: traffic moves, and the event counts the whole streak (five
+    // checks at least: each but the first two was counted twice above, checked again
+    // before the switch), not `heartbeat.failures`.
+    root.set("switch.migrate", "true");
+    root.reload_config();
+    wait_for_failover(&root, "green", Duration::from_secs(15));
+    let events = root.control("GET", "/events").body;
+    let streak = events
+        .split("heartbeat: blue failed ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok());
+    assert!(streak.is_some_and(|n| n >= 5), "{streak:?}: {events}");
+    // The migration each check tried is told once for the streak.
+    assert_eq!(
+        events.matches("running switch.migrate").count(),
+        1,
+        "{events}"
+    );
 }
 
 #[test]

@@ -404,7 +404,7 @@ fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
 fn a_switch_lets_queued_copies_land_before_the_target_takes_writes() {
     // Green answers each request 200 ms late, so copies to it queue up behind each other.
     let root = slow_green("200", &[]);
-    writes_around_a_switch(&root);
+    writes_around_a_switch(&root, 3);
     wait_for(Duration::from_secs(10), "every copy to go out", || {
         (root.status()["mirroring"]["counters"]["sent"] == 5).then_some(())
     });
@@ -469,15 +469,21 @@ fn a_chunked_write_is_mirrored_whole_and_one_over_max_body_is_counted() {
 
 #[test]
 fn a_copy_still_queued_when_the_switch_flips_is_dropped_as_stale() {
-    // Green takes 4 s per request: four copies take 16 s, longer than a switch waits.
-    // The copy of `k=old` is fourth in line: it would reach green at the earliest 12 s
-    // after it was queued, after the switch has given up waiting and flipped (about 9 s).
+    // Green takes 4 s per request, its health check too. The copy of `k=old` is seventh
+    // in line: it would go out 24 s after it was queued at the earliest, after the switch
+    // has checked green (4 s), given up waiting for the copies (5 s), checked green again
+    // (4 s) and flipped (about 13 s).
     let root = slow_green("4000", &[]);
-    writes_around_a_switch(&root);
-    wait_for(Duration::from_secs(30), "the stale copy", || {
-        (root.status()["mirroring"]["counters"]["stale"] == 1).then_some(())
+    writes_around_a_switch(&root, 6);
+    // Seven copies to green and one to blue (of `k=new`), each sent or dropped.
+    wait_for(Duration::from_secs(40), "every copy accounted for", || {
+        let counters = &root.status()["mirroring"]["counters"];
+        let done = counters["sent"].as_u64()? + counters["stale"].as_u64()?;
+        (done == 8).then_some(())
     });
-    root.wait_log("not mirrored: PUT /items/k: a switch came before the copy to green went out");
+    let stale = &root.status()["mirroring"]["counters"]["stale"];
+    assert!(stale.as_u64().is_some_and(|n| n >= 1), "{stale}");
+    root.wait_log("a switch came before the copy to green went out");
     assert_eq!(root.get(root.green, "/items/k").body, "new");
 }
 
@@ -555,6 +561,86 @@ fn a_write_that_waited_for_a_switch_that_gave_up_waiting_goes_to_the_new_active(
     );
     assert_eq!(slow.join().unwrap().unwrap().status, 201);
     root.wait_log("switching to green while blue is still answering mirrored writes after 5s");
+}
+
+/// The gate passed before the switch waited for a write the active answers slowly; the
+/// target began failing meanwhile: the flip does not happen, and the front stays on the
+/// active (the heartbeat's failover takes the same path).
+#[test]
+fn a_target_that_fails_while_the_switch_waits_for_mirrored_writes_is_not_switched_to() {
+    let mut root = Root::new();
+    // Blue answers in 8 s, longer than a switch waits for it (5 s); green answers 500
+    // from 4 s after its start: healthy at the gate, failing at the flip.
+    root.set("slots.blue.env", env_map(&[("SLOW_MS", "8000")]));
+    root.set("slots.green.env", env_map(&[("FAIL_AFTER", "4")]));
+    root.set("heartbeat.timeout", "15s");
+    root.set("heartbeat.interval", "1h");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let writer = std::thread::spawn({
+        let url = root.url(root.front, "/items/slow");
+        move || http("PUT", &url, Some("taken by blue"))
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "the write in flight on blue",
+        || (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(()),
+    );
+    let answer = root.control("POST", "/switch?to=green");
+    assert_eq!(answer.status, 409, "{answer:?}");
+    let said = answer.body.trim_end();
+    assert!(
+        said.starts_with("green is not healthy: GET / answered 500, at the flip (")
+            && said.ends_with(
+                "s after it passed the gate, the switch waiting for the mirrored writes); not switched"
+            ),
+        "{said}"
+    );
+    assert_eq!(root.status()["active"], "blue");
+    assert_eq!(writer.join().unwrap().unwrap().status, 201);
+    // Nothing was dropped as stale: the refused switch left the copy to go out.
+    assert!(
+        !root.log().contains("switching to green while"),
+        "{}",
+        root.log()
+    );
+    assert_eq!(root.status()["mirroring"]["counters"]["stale"], 0);
+}
+
+/// A migration takes a while: status says a switch is under way and what it does, and
+/// the events say the migration began; once done, nothing is under way.
+#[test]
+fn a_switch_under_way_is_shown_by_status_while_its_migration_runs() {
+    let root = both_live();
+    set_migrate(&root, "sleep 3", 1);
+    let switch = std::thread::spawn({
+        let url = root.url(root.control, "/switch?to=green");
+        move || http("POST", &url, None)
+    });
+    let underway = wait_for(Duration::from_secs(5), "the migration under way", || {
+        let status = root.status();
+        (status["switching"]["step"] == "running switch.migrate")
+            .then(|| status["switching"].clone())
+    });
+    assert_eq!(underway["to"], "green", "{underway}");
+    assert_eq!(underway["cause"], "api", "{underway}");
+    let text = root.run_ok(&["status"]);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("switching: to green (api) for "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.ends_with("s: running switch.migrate"), "{line}");
+    let events = root.control("GET", "/events").body;
+    assert!(
+        events.contains("switch to green (api): running switch.migrate (up to 1m)"),
+        "{events}"
+    );
+    assert_eq!(switch.join().unwrap().unwrap().status, 200);
+    let status = root.status();
+    assert!(status["switching"].is_null(), "{status}");
+    assert_eq!(status["active"], "green");
 }
 
 #[test]
@@ -794,10 +880,10 @@ fn put(root: &Root, path: &str, body: &str) -> u16 {
     answer.status
 }
 
-/// Through the front: three filler writes and `k=old` (to blue, copied to green), a
+/// Through the front: `fillers` filler writes and `k=old` (to blue, copied to green), a
 /// switch to green, then `k=new` (to green, copied to blue).
-fn writes_around_a_switch(root: &Root) {
-    for i in 0..3 {
+fn writes_around_a_switch(root: &Root, fillers: usize) {
+    for i in 0..fillers {
         put(root, &format!("/items/filler{i}"), "f");
     }
     put(root, "/items/k", "old");
