@@ -217,10 +217,9 @@ impl Generation {
             return None;
         }
         Some(format!(
-            "{slot} generation {} was started before the reload that changed {}, and runs with the old until {slot} starts a new generation (its next deploy: git commit --allow-empty -m redeploy && git push {slot} {})",
+            "{slot} generation {} was started before the reload that changed {}, and runs with the old until {slot} starts a new generation (`bluegreen restart {slot}` starts one, or its next deploy)",
             self.id,
             changed.join(" and "),
-            crate::pasted::quoted(&config.branch)
         ))
     }
 

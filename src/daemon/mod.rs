@@ -134,17 +134,30 @@ impl SlotHandle {
     }
 
     /// Waits until `deadline` while the slot has no live generation but one on its way
-    /// (a start under way or due); whether it got one.
+    /// (a start under way or due); whether it got one. Through one restart after a
+    /// failed start, not every one of the backoff: an app that cannot start (a service
+    /// it needs is down) would otherwise hold the clients in the listen backlog, the
+    /// front's too, for all of `ready_timeout`, with a live standby the heartbeat could
+    /// move them to.
     pub async fn comes_live(&self, deadline: tokio::time::Instant) -> bool {
+        let mut due = None;
+        let mut restarts = 0;
         loop {
             if self.route.live().is_some() {
                 return true;
             }
-            let coming = {
+            let (coming, restart_at) = {
                 let status = self.status();
-                status.starting || status.restart_at.is_some()
+                (
+                    status.starting || status.restart_at.is_some(),
+                    status.restart_at,
+                )
             };
-            if !coming || tokio::time::Instant::now() >= deadline {
+            if restart_at.is_some() && restart_at != due {
+                due = restart_at;
+                restarts += 1;
+            }
+            if !coming || restarts > 1 || tokio::time::Instant::now() >= deadline {
                 return false;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -1083,6 +1083,36 @@ fn a_restarted_daemon_falls_back_to_the_last_live_release() {
     );
 }
 
+/// The daemon comes back while the active slot's app cannot start (a service it needs
+/// is down): its start fails at once, and so does the restart after it. The front does
+/// not hold its clients in the backlog for `ready_timeout`: it answers, and the heartbeat
+/// moves traffic to green, live again.
+#[test]
+fn a_restarted_daemon_whose_active_slot_cannot_start_does_not_hold_its_clients() {
+    let mut root = Root::new();
+    root.set("app.ready_timeout", "1m");
+    root.set("heartbeat.interval", "300ms");
+    root.set("heartbeat.failures", 2);
+    root.set(
+        "app.command",
+        format!("sh -c 'test -z \"$DOWN\" || {{ echo dependency down; exit 1; }}; exec {BIN} sample-app'"),
+    );
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    root.stop_cleanly(Duration::from_secs(10));
+    root.set("slots.blue.env", env_map(&[("DOWN", "1")]));
+    root.serve();
+    // Within the test client's 30 s, where a minute of `ready_timeout` held it before.
+    let answer = root.get(root.blue, "/");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    root.wait_body(root.front, "v1 from green");
+    assert_eq!(root.status()["active"], "green");
+    let events = root.control("GET", "/events").body;
+    assert!(events.contains("dependency down"), "{events}");
+}
+
 /// Blue served v1, refused v2 (never ready within its 2 s), and the daemon stopped:
 /// `current` is v2, state.json records its failure.
 fn refused_then_stopped() -> (Root, String, String) {
@@ -1674,7 +1704,7 @@ fn after_a_crash_loop_of_the_older_release_status_says_again_why_current_is_not_
     let v2 = root.current("blue").unwrap();
     assert_eq!(
         root.status()["slots"]["blue"]["last_error"],
-        format!("release {v2} failed: not ready after 2s (app.ready_timeout); last health check: GET / answered 500; blue runs its last live release {v1} instead (push again, or POST /slots/blue/reload, to try it again)")
+        format!("release {v2} failed: not ready after 2s (app.ready_timeout); last health check: GET / answered 500; blue runs its last live release {v1} instead (`bluegreen restart blue` tries it again, as a push of a new commit does)")
     );
 }
 

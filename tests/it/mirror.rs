@@ -133,7 +133,7 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
     // `status` tells which generation runs without the reloaded env: green's, not blue's.
     let status = root.run_ok(&["status"]);
     assert!(
-        status.contains(" was started before the reload that changed slots.green.env, and runs with the old until green starts a new generation (its next deploy: git commit --allow-empty -m redeploy && git push green main)"),
+        status.contains(" was started before the reload that changed slots.green.env, and runs with the old until green starts a new generation (`bluegreen restart green` starts one, or its next deploy)"),
         "{status}"
     );
     assert!(!status.contains("note: blue generation"), "{status}");

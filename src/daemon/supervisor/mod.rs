@@ -537,7 +537,7 @@ impl Refused {
     /// none while the slot was down).
     fn while_serving(&self, slot: Slot, serving: &str) -> String {
         format!(
-            "{}: {}; {slot} runs its last live release {serving} instead (push again, or POST /slots/{slot}/reload, to try it again)",
+            "{}: {}; {slot} runs its last live release {serving} instead (`bluegreen restart {slot}` tries it again, as a push of a new commit does)",
             self.told(),
             self.failed.reason
         )

@@ -130,17 +130,22 @@ impl Supervisor {
         });
     }
 
+    /// The start in progress is over.
+    fn start_over(&self) {
+        self.handle().status().starting = false;
+    }
+
     pub(super) async fn started(
         &mut self,
         release: String,
         result: Result<Arc<Generation>, (Option<Arc<Generation>>, String)>,
     ) {
         let slot = self.slot;
-        {
-            let mut status = self.handle().status();
-            status.starting = false;
-            status.replacing = false;
-        }
+        self.handle().status().replacing = false;
+        // `starting` is cleared in each branch once what comes next is known (a restart
+        // due, the generation live): a daemon's startup that sees neither a start nor a
+        // restart coming stops holding the slot's clients in the backlog, and a failed
+        // generation's stop (up to `stop_timeout`) must not look like that.
         let first_start = std::mem::take(&mut self.first_start);
         let passed_over = self.passed_over.take();
         let mut start = self
@@ -158,6 +163,7 @@ impl Supervisor {
             if let Some(generation) = generation {
                 generation.stop(config.app.stop_timeout).await;
             }
+            self.start_over();
             tell(start.waiters, &Verdict::stopping(slot, &release));
             return;
         }
@@ -171,6 +177,7 @@ impl Supervisor {
                 if let Some(generation) = generation {
                     generation.stop(config.app.stop_timeout).await;
                 }
+                self.start_over();
                 let message = format!(
                     "release {release} did not go live: {slot} went back to {by}, its live release, meanwhile"
                 );
@@ -209,6 +216,7 @@ impl Supervisor {
                     self.daemon.set_failed(slot, None);
                 }
                 let old = self.handle().route.set(generation.clone());
+                self.start_over();
                 self.live = Some(generation.clone());
                 self.live_since = Instant::now();
                 self.backoff.live(self.live_since);
@@ -279,6 +287,8 @@ impl Supervisor {
                 if let Some(generation) = generation {
                     generation.stop(config.app.stop_timeout).await;
                 }
+                // What comes next is decided below, with no wait in between.
+                self.start_over();
                 self.daemon.metrics.generation(slot, "failed");
                 // With no live generation left (a crash during the start, app.overlap =
                 // false, or a daemon that just started), the last release that was live
