@@ -566,6 +566,15 @@ fn no_table_dropped(path: &std::path::Path, text: &str, running: &Config) -> any
         return Ok(());
     };
     let defaults = Config::default();
+    // `[slots.green]`: `slots`, then `green` in it.
+    let present = |key: &str| {
+        let mut names = key.trim_matches(['[', ']']).split('.');
+        let mut at = names.next().and_then(|name| file.get(name));
+        for name in names {
+            at = at.and_then(|table| table.get(name));
+        }
+        at.is_some()
+    };
     let dropped: Vec<&str> = [
         ("branch", running.branch != defaults.branch),
         (
@@ -585,14 +594,23 @@ fn no_table_dropped(path: &std::path::Path, text: &str, running: &Config) -> any
         ),
         ("[control]", running.control != defaults.control),
         ("[slots]", running.slots != defaults.slots),
+        // A cut between the two slots' tables (`[slots.green]` lost, its env with it).
+        ("[slots.blue]", running.slots.blue != defaults.slots.blue),
+        ("[slots.green]", running.slots.green != defaults.slots.green),
         ("[heartbeat]", running.heartbeat != defaults.heartbeat),
         ("[mirror]", running.mirror != defaults.mirror),
         ("[switch]", running.switch != defaults.switch),
     ]
     .into_iter()
-    .filter(|(key, set)| *set && !file.contains_key(key.trim_matches(['[', ']'])))
+    .filter(|(key, set)| *set && !present(key))
     .map(|(key, _)| key)
     .collect();
+    // `[slots]` gone says all: not its slots again.
+    let dropped: Vec<&str> = dropped
+        .iter()
+        .copied()
+        .filter(|key| !(key.starts_with("[slots.") && dropped.contains(&"[slots]")))
+        .collect();
     anyhow::ensure!(
         dropped.is_empty(),
         "{} has no {} now, which the running config sets apart from the defaults (cut short, or still being written?): not taken; a table meant to take its defaults again keeps its header with no keys (`{}`)",

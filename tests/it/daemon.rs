@@ -780,6 +780,20 @@ fn sighup_with_a_file_cut_before_tables_it_set_changes_nothing() {
     });
     // The daemon runs what the file says now: no note of a difference.
     assert_eq!(root.status()["stale_config"], serde_json::Value::Null);
+    // Cut between the slots' tables: green's env would have gone back to none.
+    root.set("slots.green.env", env_map(&[("REDIS_PORT", "7777")]));
+    root.signal(Signal::SIGHUP);
+    wait_for(Duration::from_secs(10), "the reload", || {
+        (root.log().matches("config reloaded from").count() == 3).then_some(())
+    });
+    let mut table: toml::Table = fs::read_to_string(&file).unwrap().parse().unwrap();
+    table["slots"].as_table_mut().unwrap().remove("green");
+    fs::write(&file, toml::to_string(&table).unwrap()).unwrap();
+    root.signal(Signal::SIGHUP);
+    root.wait_log(&format!(
+        "config reload refused, keeping the running config: {} has no [slots.green] now",
+        file.display()
+    ));
 }
 
 #[test]
