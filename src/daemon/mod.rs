@@ -89,6 +89,9 @@ pub struct Daemon {
     /// The switch under way and its step, for `/status`: a migration or a wait for the
     /// mirrored writes may take a while, and a failing active stays active meanwhile.
     pub underway: Mutex<Option<switch::Underway>>,
+    /// The listen addresses whose sockets systemd passed (socket activation): moving
+    /// one takes the socket unit's word too.
+    pub from_systemd: Vec<std::net::SocketAddr>,
     next_generation: AtomicU64,
     pub heartbeat: Mutex<heartbeat::Heartbeat>,
     /// Why the last SIGHUP's config was refused (the running one is older than the

@@ -96,11 +96,11 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         warn_state_gone(&layout);
     }
     let bound = sockets::bind(&config, &layout)?;
-    if bound.passed > 0 {
+    if !bound.passed.is_empty() {
         tracing::info!(
             "took {} listening socket(s) from systemd, bound {}",
-            bound.passed,
-            4 - bound.passed
+            bound.passed.len(),
+            4 - bound.passed.len()
         );
     }
     // Workers a killed daemon left get up to stop_timeout each to go.
@@ -174,6 +174,7 @@ async fn run(
         ports: upstream::Ports::default(),
         mirror,
         switching: tokio::sync::Mutex::new(()),
+        from_systemd: bound.passed.clone(),
         underway: Mutex::new(None),
         next_generation: AtomicU64::new(generations),
         config_refused: Mutex::new(None),
@@ -514,7 +515,11 @@ async fn reload_config(daemon: &Daemon) -> String {
                 String::new()
             } else {
                 let verb = if moved.len() == 1 { "takes" } else { "take" };
-                format!(" ({} {verb} effect on restart)", moved.join(", "))
+                format!(
+                    " ({} {verb} effect on restart{})",
+                    moved.join(", "),
+                    socket_unit_first(daemon, &old, &moved)
+                )
             };
             (
                 false,
@@ -645,6 +650,26 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     .collect()
 }
 
+/// For the listen addresses among `moved` (keys [`restart_only`] names) that systemd
+/// passed: that the socket unit must change first. A restarted daemon takes its sockets
+/// from the unit, and refuses one on an address its config no longer names: it would not
+/// come back, and under `Restart=` would fail in a loop with the front dark.
+fn socket_unit_first(daemon: &Daemon, running: &Config, moved: &[&str]) -> String {
+    let held: Vec<String> = crate::config::LISTEN_KEYS
+        .iter()
+        .zip(running.listens())
+        .filter(|(key, addr)| moved.contains(key) && daemon.from_systemd.contains(addr))
+        .map(|(key, addr)| format!("{addr} ({key})"))
+        .collect();
+    if held.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; systemd passes the listening socket on {}: change the socket unit's ListenStream= to match first (`systemctl edit bluegreen.socket`, then `systemctl restart bluegreen.socket bluegreen`), or the restarted daemon refuses to start",
+        held.join(", ")
+    )
+}
+
 /// Puts `running`'s values of the [`restart_only`] keys into `config`, so that /status
 /// shows the addresses actually served.
 fn keep_bound(config: &mut Config, running: &Config) {
@@ -750,8 +775,9 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
     }
     if !restart.is_empty() {
         notes.push(format!(
-            "bluegreen.toml's {} changed, which only a restart of the daemon applies",
-            restart.join(", ")
+            "bluegreen.toml's {} changed, which only a restart of the daemon applies{}",
+            restart.join(", "),
+            socket_unit_first(daemon, &running, &restart)
         ));
     }
     (!notes.is_empty()).then(|| notes.join("; "))

@@ -29,8 +29,8 @@ pub struct Bound {
     pub front: TcpListener,
     pub slots: [TcpListener; 2],
     pub control: TcpListener,
-    /// How many of them systemd passed.
-    pub passed: usize,
+    /// The addresses of those systemd passed.
+    pub passed: Vec<SocketAddr>,
 }
 
 /// Takes the sockets systemd passed, and binds the rest.
@@ -38,7 +38,7 @@ pub fn bind(config: &Config, layout: &Layout) -> anyhow::Result<Bound> {
     let listens = config.listens();
     let wanted: [(&str, SocketAddr); 4] = std::array::from_fn(|i| (LISTEN_KEYS[i], listens[i]));
     let mut passed = passed()?;
-    let count = passed.len();
+    let from_systemd: Vec<SocketAddr> = passed.iter().map(|(addr, _)| *addr).collect();
     if let Some((addr, _)) = passed
         .iter()
         .find(|(addr, _)| !wanted.iter().any(|(_, want)| want == addr))
@@ -83,7 +83,7 @@ pub fn bind(config: &Config, layout: &Layout) -> anyhow::Result<Bound> {
         front,
         slots: [blue, green],
         control,
-        passed: count,
+        passed: from_systemd,
     })
 }
 

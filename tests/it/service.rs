@@ -388,6 +388,35 @@ fn workers_are_not_told_of_the_sockets_systemd_passed() {
     assert_eq!(told, Vec::<String>::new());
 }
 
+/// A listen address moved in the file, under socket activation: the restart that applies
+/// it takes its sockets from the unit, and refuses one the config no longer names. The
+/// reload and the status note say to change the unit first, not only to restart.
+#[test]
+fn a_listen_address_systemd_passes_moved_by_a_sighup_names_the_socket_unit() {
+    use std::os::fd::AsFd;
+    let mut root = Root::new();
+    let sockets = root.sockets();
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
+    root.serve_activated(&fds);
+    let old = format!("127.0.0.1:{}", root.blue);
+    root.set("slots.blue.listen", format!("127.0.0.1:{}", free_port()));
+    root.reload_config();
+    let unit_first = format!(
+        "systemd passes the listening socket on {old} (slots.blue.listen): change the socket unit's ListenStream= to match first (`systemctl edit bluegreen.socket`, then `systemctl restart bluegreen.socket bluegreen`), or the restarted daemon refuses to start"
+    );
+    root.wait_log(&format!(
+        "(slots.blue.listen takes effect on restart; {unit_first})"
+    ));
+    let note = root.status()["stale_config"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        note,
+        format!("bluegreen.toml's slots.blue.listen changed, which only a restart of the daemon applies; {unit_first}")
+    );
+}
+
 /// The template unit for several apps on one host (`bluegreen@api` serves /srv/api as
 /// api) is the single unit with the root and the user made the instance's, so the
 /// hardening, the timeouts and the notify protocol hold for every instance alike.
