@@ -60,6 +60,13 @@ pub fn reload(
     // or stuck would not answer the reload either, and the push waited that out too
     // (over a minute), saying meanwhile what the daemon was waiting for.
     if let Err(e @ ClientError::NoAnswer { .. }) = &status {
+        if let Ask::Again = how {
+            writeln!(
+                out,
+                "{slot}: not restarted: no answer from the daemon ({e} to GET /status: is it stopped or stuck?)"
+            )?;
+            return Ok(false);
+        }
         writeln!(
             out,
             "{slot}: no verdict from the daemon ({e} to GET /status: is it stopped or stuck?); the release is current: a running daemon picks it up by its file watch, a restarted one when it starts (`bluegreen status` tells)"
@@ -92,6 +99,23 @@ pub fn reload(
             }
         }
     })?;
+    // A restart moves no `current`: no file watch sees it, and no daemon start is
+    // owed one. What no daemon heard was not done.
+    if let (Ask::Again, Err(e)) = (&how, &answer) {
+        let why = match e {
+            ClientError::NotRunning {
+                addr, held: true, ..
+            } => format!(
+                "nothing answers on {addr}, the control.listen in bluegreen.toml, yet a daemon serves this root (started before control.listen changed, which a SIGHUP does not move; or starting or stopping): a restart of the daemon starts {slot}'s current release, or run this again once it answers there"
+            ),
+            ClientError::NotRunning { addr, .. } => format!(
+                "the daemon is not running (nothing answers on {addr}): `bluegreen serve` starts {slot}'s current release"
+            ),
+            e => format!("no answer from the daemon ({e})"),
+        };
+        writeln!(out, "{slot}: not restarted: {why}")?;
+        return Ok(false);
+    }
     match answer {
         // A daemon started before `control.listen` changed in the file (a SIGHUP keeps
         // the address it listens on) still serves this root: it is not told, but its

@@ -1214,4 +1214,18 @@ fn restart_starts_the_current_release_again_after_a_fix() {
         String::from_utf8_lossy(&out.stderr),
         "error: green has no current release: nothing to restart (deploy one first: `git push green main`)\n"
     );
+    // The control API moved in the file, the daemon still on the old address: nothing
+    // restarts blue (`current` did not move, no file watch sees it), and it says so.
+    let moved = free_port();
+    root.set("control.listen", format!("127.0.0.1:{moved}"));
+    let out = root.run(&["restart", "blue"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.trim().starts_with(&format!(
+            "blue: not restarted: nothing answers on 127.0.0.1:{moved}, the control.listen in bluegreen.toml, yet a daemon serves this root"
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("file watch"), "{said}");
 }
