@@ -4,6 +4,12 @@
 //! and `${NAME}` inside each word are filled from an explicit env map: values come from
 //! the config and the daemon only, never from a push. A `$NAME` the map does not hold
 //! is left as written, so `sh -c 'echo $HOME'` still reaches its shell intact.
+//!
+//! The script of a shell's `-c` (`sh -c '...'`, `bash -lc '...'`) gets `{port}` alone:
+//! its shell reads `$NAME` from the env the command runs with, which holds the same
+//! values. Pasted into the script, a value was run as shell code (`a b;rm -rf x`, a
+//! quote) and a secret of `build.env` was shown to every local user in the process
+//! list (`ps` prints the script).
 
 use std::collections::BTreeMap;
 
@@ -53,14 +59,50 @@ pub fn split(command: &str) -> anyhow::Result<Vec<String>> {
         .with_context(|| format!("cannot split command `{command}` into words"))
 }
 
-/// Splits `command` and fills each word from `env`; `{port}` is `env["PORT"]`.
+/// Splits `command` and fills each word from `env`; `{port}` is `env["PORT"]`. A shell's
+/// `-c` script gets `{port}` alone (see the module's doc).
 pub fn expand(command: &str, env: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
     let words = split(command)?;
     anyhow::ensure!(!words.is_empty(), "the command is empty");
-    Ok(words.iter().map(|w| expand_word(w, env)).collect())
+    let script = shell_script(&words);
+    Ok(words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| expand_word(w, env, script == Some(i)))
+        .collect())
 }
 
-fn expand_word(word: &str, env: &BTreeMap<String, String>) -> String {
+/// Shells that take a script with `-c` and read `$NAME` from their env.
+const SHELLS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash"];
+
+/// Which word is the script `words` has a shell run with `-c`: the first operand after
+/// an option cluster holding `c` (`-c`, `-ec`, `-lc`), past the name an `-o`/`-O`
+/// takes (`bash -o pipefail -c ...`).
+fn shell_script(words: &[String]) -> Option<usize> {
+    let program = std::path::Path::new(&words[0]).file_name()?.to_str()?;
+    if !SHELLS.contains(&program) {
+        return None;
+    }
+    let mut c = false;
+    let mut skip = false;
+    for (i, word) in words.iter().enumerate().skip(1) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        let flags = match word.strip_prefix(['-', '+']) {
+            // Long options (`--norc`), and `--` that ends them.
+            Some(rest) if rest.starts_with('-') || rest.is_empty() => continue,
+            Some(flags) => flags,
+            None => return c.then_some(i),
+        };
+        c |= word.starts_with('-') && flags.contains('c');
+        skip = flags.ends_with(['o', 'O']);
+    }
+    None
+}
+
+/// `word` filled from `env`; in a shell's script, `{port}` alone.
+fn expand_word(word: &str, env: &BTreeMap<String, String>, script: bool) -> String {
     let mut out = String::with_capacity(word.len());
     let mut rest = word;
     while let Some(i) = rest.find(['$', '{']) {
@@ -68,6 +110,8 @@ fn expand_word(word: &str, env: &BTreeMap<String, String>) -> String {
         rest = &rest[i..];
         let (name, len) = if rest.starts_with("{port}") {
             ("PORT", "{port}".len())
+        } else if script {
+            ("", 0)
         } else if let Some(tail) = rest.strip_prefix("${") {
             match tail.find('}') {
                 Some(end) if is_name(&tail[..end]) => (&tail[..end], end + 3),
@@ -143,6 +187,37 @@ mod tests {
     fn leaves_unknown_names_and_shell_syntax_alone() {
         let argv = expand("sh -c 'echo $HOME $! ${} {x} $'", &env()).unwrap();
         assert_eq!(argv, ["sh", "-c", "echo $HOME $! ${} {x} $"]);
+    }
+
+    #[test]
+    fn a_shells_script_gets_port_alone_and_reads_names_from_its_env() {
+        let mut env = env();
+        env.insert("TOK".into(), "s3cret; id".into());
+        let argv = expand("sh -c 'echo $TOK ${TOK} {port}' x $TOK", &env).unwrap();
+        assert_eq!(
+            argv,
+            ["sh", "-c", "echo $TOK ${TOK} 4100", "x", "s3cret; id"]
+        );
+        let argv = expand("/bin/bash -o pipefail -lc 'run $TOK' $TOK", &env).unwrap();
+        assert_eq!(
+            argv,
+            [
+                "/bin/bash",
+                "-o",
+                "pipefail",
+                "-lc",
+                "run $TOK",
+                "s3cret; id"
+            ]
+        );
+        assert_eq!(
+            expand("bash --norc -e -c 'a $TOK'", &env).unwrap()[4],
+            "a $TOK"
+        );
+        // Not a shell's script: filled as any word.
+        assert_eq!(expand("sh run.sh $TOK", &env).unwrap()[2], "s3cret; id");
+        assert_eq!(expand("env -c $TOK", &env).unwrap()[2], "s3cret; id");
+        assert_eq!(expand("bash +c $TOK", &env).unwrap()[2], "s3cret; id");
     }
 
     #[test]

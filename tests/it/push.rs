@@ -381,6 +381,29 @@ fn a_build_gets_build_env_and_never_a_slots_env() {
     }
 }
 
+/// A shell's script reads `build.env` from its env: the value is never pasted into the
+/// script, where it would run as shell code and show in the process list.
+#[test]
+fn a_build_env_value_reaches_a_shells_script_as_a_variable_not_as_code() {
+    let root = Root::new();
+    let secret = "s3cret;touch pwned";
+    root.set("build.env", env_map(&[("TOKEN", secret)]));
+    root.set(
+        "build.command",
+        "sh -c 'printf %s \"$TOKEN\" > token; tr \"\\000\" \" \" < /proc/$$/cmdline > args'",
+    );
+    root.commit("first", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: build ");
+    let current = root.path.join("blue/current");
+    assert_eq!(fs::read_to_string(current.join("token")).unwrap(), secret);
+    assert!(!current.join("pwned").exists());
+    let args = fs::read_to_string(current.join("args")).unwrap();
+    assert!(
+        args.contains("$TOKEN") && !args.contains("s3cret"),
+        "{args}"
+    );
+}
+
 #[test]
 fn concurrent_pushes_of_one_commit_build_once() {
     let root = Root::new();
