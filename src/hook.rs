@@ -42,7 +42,7 @@ pub fn run(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
-    let updates = parse(input)?;
+    let mut updates = parse(input)?;
     let mut repo = git::open()?;
     let repo_dir = git::dir(&repo);
     let slot = slot_of(&repo_dir)?;
@@ -86,6 +86,9 @@ pub fn run(
     // exit). git ignores a post-receive hook's exit status, so the push itself stands.
     let mut all_live = true;
     let mut failed = None;
+    // The deploy branch last: its verdict is the push's last line, which a script (CI)
+    // reads, with the notes of other refs pushed with it (`--follow-tags`) before it.
+    updates.sort_by_key(|update| update.refname == deploy_ref);
     for update in updates {
         let deleted = update.new.bytes().all(|b| b == b'0');
         if update.refname != deploy_ref {
@@ -160,14 +163,23 @@ fn deploy(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
-    match release_push(layout, config, slot, repo, update, out, interrupt) {
+    // The commit being deployed: the pushed one, or the one the branch moved on to.
+    let mut deploying = update.new.get(..7).unwrap_or(&update.new).to_string();
+    match release_push(
+        layout,
+        config,
+        slot,
+        repo,
+        (update, &mut deploying),
+        out,
+        interrupt,
+    ) {
         Ok(Some(id)) => verdict::reload(config, layout, (slot, &id, verdict::Ask::Deployed), out),
         // The branch was deleted since: nothing to deploy.
         Ok(None) => Ok(true),
         Err(e) => {
-            let short = update.new.get(..7).unwrap_or(&update.new);
-            tell_daemon(layout, config, slot, short, &e);
-            Err(e.context(format!("{slot}: {short} not deployed")))
+            tell_daemon(layout, config, slot, &deploying, &e);
+            Err(e.context(format!("{slot}: {deploying} not deployed")))
         }
     }
 }
@@ -216,7 +228,7 @@ fn release_push(
     config: &Config,
     slot: Slot,
     repo: &mut git2::Repository,
-    update: &RefUpdate,
+    (update, deploying): (&RefUpdate, &mut String),
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<Option<String>> {
@@ -248,6 +260,7 @@ fn release_push(
                     "{slot}: {} moved on to {} since this push: deploying that instead",
                     update.refname, newer.short
                 )?;
+                deploying.clone_from(&newer.short);
                 pushed = newer;
             }
             Tip::Same => {}

@@ -961,6 +961,76 @@ fn a_hook_stopped_by_a_signal_stops_its_build_and_deploys_nothing() {
     }
 }
 
+/// The deploy branch's verdict is the push's last line, which a script reads, whatever
+/// else the push carries (a tag with `--follow-tags`, other branches): their notes come
+/// before it.
+#[test]
+fn the_verdict_is_the_last_line_of_a_push_that_carries_other_refs() {
+    let mut root = Root::new();
+    root.serve();
+    root.commit("first", &[("VERSION", "v1\n")]);
+    let out = git_command(&root.work)
+        .args([
+            "push",
+            "blue",
+            "+HEAD:refs/heads/main",
+            "HEAD:refs/heads/zzz",
+            "HEAD:refs/tags/v1.0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines = Pushed { ok: true, text }.remote_lines();
+    let last = lines.last().map(String::as_str).unwrap_or_default();
+    assert!(last.starts_with("blue: live in "), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("refs/tags/v1.0 is not the deploy branch")),
+        "{lines:#?}"
+    );
+}
+
+/// A push that waited for its turn deploys the newer commit the branch moved on to: when
+/// that one's build fails, the error names it, not the commit this push brought.
+#[test]
+fn a_build_failure_after_the_branch_moved_on_names_the_commit_that_failed() {
+    let root = Root::new();
+    let builds = root.set_build(
+        "sh -c 'echo built >> \"$COUNT\"; if [ -e FAIL_BUILD ]; then echo broken; exit 5; fi; if [ -e SLOW_BUILD ]; then while [ ! -e \"$GO\" ]; do sleep 0.05; done; fi'",
+    );
+    let a = root.commit("a", &[("VERSION", "a\n"), ("SLOW_BUILD", "")]);
+    let turn = root.path.join("blue/.push.lock");
+    let (first, b) = std::thread::scope(|s| {
+        let first = s.spawn(|| root.push("blue"));
+        let building = poll_until(Duration::from_secs(20), || {
+            (count_lines(&builds.count) == 1).then_some(())
+        });
+        root.remove("SLOW_BUILD");
+        let b = root.commit("b", &[("VERSION", "b\n"), ("FAIL_BUILD", "")]);
+        let second = s.spawn(|| root.push("blue"));
+        let waiting = poll_until(Duration::from_secs(20), || {
+            (waiting_on(&turn) == 1).then_some(())
+        });
+        fs::write(&builds.go, "").unwrap();
+        let first = first.join().unwrap();
+        second.join().unwrap();
+        assert!(building.is_some() && waiting.is_some(), "{}", first.text);
+        (first, b)
+    });
+    first
+        .says(&format!(
+            "blue: refs/heads/main moved on to {} since this push: deploying that instead",
+            &b[..7]
+        ))
+        .says(&format!("blue: {} not deployed: build failed", &b[..7]));
+    assert!(
+        !first.text.contains(&format!("{} not deployed", &a[..7])),
+        "{}",
+        first.text
+    );
+}
+
 #[test]
 fn other_branches_deletions_and_garbage_deploy_nothing() {
     let root = Root::new();
