@@ -157,11 +157,13 @@ pub fn status(
     Ok(true)
 }
 
-/// A commit the deploy branch holds that no release of `slot` has, made after its newest
-/// release, and no push is building: pushed while the hook could not run (its binary
-/// gone), or whose build failed. A push of the same commit deploys nothing (git has it
-/// already), so `status`, whose "push one" would not help, says what does. (An older
-/// commit without a release is a pruned one's, or a promote's slot: not told.)
+/// A commit the deploy branch holds that no release of `slot` has, pushed after its
+/// newest release was made, and no push is building: pushed while the hook could not run
+/// (its binary gone), or whose build failed (a commit made before the release that went
+/// live, pushed after it, included). A push of the same commit deploys nothing (git has
+/// it already), so `status`, whose "push one" would not help, says what does. (A branch
+/// that moved before the newest release was made is a pruned release's, or a promote's
+/// slot: not told.)
 fn undeployed(config: &Config, layout: &Layout, slot: Slot) -> Option<String> {
     let (tip, committed) = crate::git::tip_in(&layout.repo(slot), &config.branch)?;
     if crate::release::push_under_way(layout, slot) {

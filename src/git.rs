@@ -120,10 +120,10 @@ pub fn resolve(repo: &Repository, sha: &str) -> anyhow::Result<Pushed> {
     })
 }
 
-/// Where `refs/heads/<branch>` points now, if it exists.
-/// The commit `branch` is at in the bare repo `dir`, and its commit time (seconds since
-/// the epoch), read with the repo's own config only; `None` when it cannot be read or
-/// has no such branch.
+/// The commit `branch` is at in the bare repo `dir`, and when the branch moved there
+/// (seconds since the epoch): its loose ref's modification time, which git writes at
+/// each push, or, for a ref packed since (`git gc`), the commit's time. Read with the
+/// repo's own config only; `None` when it cannot be read or has no such branch.
 pub fn tip_in(dir: &Path, branch: &str) -> Option<(Oid, i64)> {
     own_config_only().ok()?;
     let repo = Repository::open_ext(
@@ -133,7 +133,15 @@ pub fn tip_in(dir: &Path, branch: &str) -> Option<(Oid, i64)> {
     )
     .ok()?;
     let tip = branch_tip(&repo, branch)?;
-    let time = repo.find_commit(tip).ok()?.time().seconds();
+    let pushed = std::fs::metadata(dir.join("refs/heads").join(branch))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_secs() as i64);
+    let time = match pushed {
+        Some(at) => at,
+        None => repo.find_commit(tip).ok()?.time().seconds(),
+    };
     Some((tip, time))
 }
 

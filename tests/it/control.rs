@@ -396,6 +396,35 @@ fn status_names_a_pushed_commit_no_release_has() {
     assert!(!root.run_ok(&["status"]).contains("no release of"));
 }
 
+/// A commit made before the release that went live, pushed after it, whose build
+/// failed (commit a and b, push a, then b): the branch holds b, which no release has.
+#[test]
+fn status_names_a_commit_made_before_the_live_release_and_pushed_after_it() {
+    let mut root = Root::new();
+    root.set("build.command", "sh -c 'test ! -e FAIL_BUILD'");
+    root.serve();
+    let a = root.commit("a", &[("VERSION", "a\n")]);
+    let b = root.commit("b", &[("VERSION", "b\n"), ("FAIL_BUILD", "")]);
+    // a's release is made in a later second than b's commit.
+    let committed = std::time::SystemTime::now();
+    wait_for(Duration::from_secs(3), "the next second", || {
+        let secs =
+            |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        (secs(std::time::SystemTime::now()) > secs(committed)).then_some(())
+    });
+    root.push_ref("blue", &format!("+{a}:refs/heads/main"))
+        .says("blue: live in ");
+    root.push("blue").says("not deployed: build failed");
+    let text = root.run_ok(&["status"]);
+    assert!(
+        text.contains(&format!(
+            "note: blue.git's main is at {}, which no release of blue has",
+            &b[..7]
+        )),
+        "{text}"
+    );
+}
+
 #[test]
 fn status_without_a_daemon_says_how_to_start_one() {
     let root = Root::new();
