@@ -73,7 +73,10 @@ pub fn status(
         writeln!(out, "note: {note}")?;
     }
     for slot in Slot::ALL {
-        if let Some(note) = undeployed(config, layout, slot) {
+        // The live release gone says why the branch's commit has no release as well.
+        if let Some(note) =
+            live_gone(layout, &status, slot).or_else(|| undeployed(config, layout, slot))
+        {
             writeln!(out, "note: {note}")?;
         }
     }
@@ -155,6 +158,21 @@ pub fn status(
         }
     }
     Ok(true)
+}
+
+/// The release `slot`'s live generation runs, gone from its releases folder (removed by
+/// hand): the generation runs on, healthy, but a crash or a restart of the daemon finds
+/// nothing to start.
+fn live_gone(layout: &Layout, status: &Value, slot: Slot) -> Option<String> {
+    let release = status["slots"][slot.name()]["live"]["release"].as_str()?;
+    if crate::release::exists(layout, slot, release) {
+        return None;
+    }
+    Some(format!(
+        "{slot}'s live release {} is gone from {} (removed by hand?): its generation runs on, but a crash or a restart of the daemon has nothing to start; a push, or `bluegreen rollback {slot} --to <release>` (`bluegreen releases` lists them), deploys one again",
+        crate::logging::printable(release),
+        layout.releases_dir(slot).display()
+    ))
 }
 
 /// A commit the deploy branch holds that no release of `slot` has, pushed after its

@@ -425,6 +425,24 @@ fn status_names_a_commit_made_before_the_live_release_and_pushed_after_it() {
     );
 }
 
+/// The live release's folder removed by hand: the generation runs on, healthy, but the
+/// next start finds nothing. status says so, not that the push's hook did not run.
+#[test]
+fn status_names_a_live_release_removed_by_hand() {
+    let root = blue_live();
+    let live = root.current("blue").unwrap();
+    fs::remove_dir_all(root.path.join("blue/releases").join(&live)).unwrap();
+    let text = root.run_ok(&["status"]);
+    assert!(
+        text.contains(&format!(
+            "note: blue's live release {live} is gone from {} (removed by hand?): its generation runs on",
+            root.path.join("blue/releases").display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("hook did not run"), "{text}");
+}
+
 #[test]
 fn status_without_a_daemon_says_how_to_start_one() {
     let root = Root::new();
