@@ -128,6 +128,16 @@ pub fn status(
                 s["restarts"],
             )?;
         }
+        let next = &s["starting"];
+        if !next.is_null() {
+            writeln!(
+                out,
+                "        starting: generation {}  release {}  for {}s",
+                next["generation"],
+                text(&next["release"]),
+                next["for_s"],
+            )?;
+        }
         for old in s["draining"].as_array().into_iter().flatten() {
             writeln!(
                 out,

@@ -115,6 +115,9 @@ pub struct SlotStatus {
     pub health: Option<Result<(), String>>,
     /// A generation is being started.
     pub starting: bool,
+    /// Which: its number and release, and since when, once it has a number (for
+    /// `/status`: the slot serves its live one meanwhile, or nothing).
+    pub started: Option<(u64, String, std::time::Instant)>,
     /// A deploy stopped the live generation to start the next (`app.overlap = false`):
     /// a slot without a live one is not failing yet, until that start is over.
     pub replacing: bool,

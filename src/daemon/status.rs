@@ -51,12 +51,21 @@ pub fn json(daemon: &Daemon) -> Value {
             (Some(_), Some(Err(why))) => format!("failing: {why}"),
             (Some(_), _) => "healthy".to_string(),
         };
+        // The generation on its way, not live yet (a deploy's, a restart's).
+        let starting = status.started.as_ref().map(|(id, release, since)| {
+            json!({
+                "generation": id,
+                "release": release,
+                "for_s": since.elapsed().as_secs(),
+            })
+        });
         slots.insert(
             slot.to_string(),
             json!({
                 "listen": config.slots.get(slot).listen.to_string(),
                 "current": release::current(&daemon.layout, slot),
                 "live": live,
+                "starting": starting,
                 "draining": draining,
                 "health": health,
                 "restarts": status.restarts,

@@ -443,6 +443,34 @@ fn status_names_a_live_release_removed_by_hand() {
     assert!(!text.contains("hook did not run"), "{text}");
 }
 
+/// A generation getting ready is shown beside the live one, which serves meanwhile.
+#[test]
+fn status_shows_a_generation_getting_ready() {
+    let root = blue_live_with(&[("heartbeat.timeout", "10s".into())]);
+    // Its health check takes 2 s: that long getting ready.
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "2000")]);
+    std::thread::scope(|s| {
+        let push = s.spawn(|| root.push("blue"));
+        let starting = wait_for(Duration::from_secs(10), "a generation starting", || {
+            let status = root.status();
+            let starting = &status["slots"]["blue"]["starting"];
+            (!starting.is_null()).then(|| starting.clone())
+        });
+        let release = root.current("blue").unwrap();
+        assert_eq!(starting["release"], release.as_str(), "{starting}");
+        assert_eq!(starting["generation"], 2, "{starting}");
+        let text = root.run_ok(&["status"]);
+        assert!(
+            text.contains(&format!(
+                "        starting: generation 2  release {release}  for "
+            )),
+            "{text}"
+        );
+        push.join().unwrap().says("blue: live in ");
+    });
+    assert!(root.status()["slots"]["blue"]["starting"].is_null());
+}
+
 #[test]
 fn status_without_a_daemon_says_how_to_start_one() {
     let root = Root::new();

@@ -72,6 +72,7 @@ impl Supervisor {
             return;
         }
         let id = self.daemon.new_generation();
+        self.handle().status().started = Some((id, release.clone(), asked));
         self.daemon.events.record(
             "start",
             Some(slot),
@@ -132,7 +133,9 @@ impl Supervisor {
 
     /// The start in progress is over.
     fn start_over(&self) {
-        self.handle().status().starting = false;
+        let mut status = self.handle().status();
+        status.starting = false;
+        status.started = None;
     }
 
     pub(super) async fn started(
