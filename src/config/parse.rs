@@ -515,6 +515,18 @@ mod tests {
                 "2: app.linked_dirs: `data/` is given twice",
             ),
             (
+                "[app]\nlinked_dirs = [\"./data\", \"data\"]\n",
+                "2: app.linked_dirs: `data` is given twice",
+            ),
+            (
+                "[app]\nlinked_dirs = [\"./..\"]\n",
+                "2: app.linked_dirs: `./..` must be a relative folder inside the release",
+            ),
+            (
+                "[app]\nlinked_dirs = [\".\"]\n",
+                "2: app.linked_dirs: `.` must be a relative folder inside the release",
+            ),
+            (
                 "branch = \"HEAD\"\n",
                 "1: branch: `HEAD` is not a valid branch name",
             ),
@@ -535,6 +547,13 @@ mod tests {
             );
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn linked_dirs_are_taken_as_the_release_path_they_name() {
+        let config =
+            Config::parse("[app]\nlinked_dirs = [\"./data\", \"logs/.\", \"a//b/\"]\n").unwrap();
+        assert_eq!(config.app.linked_dirs, ["data", "logs", "a/b"]);
     }
 
     #[test]

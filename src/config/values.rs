@@ -296,18 +296,31 @@ pub fn env<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, 
 }
 
 pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let dirs = Vec::<String>::deserialize(d)?;
-    for dir in &dirs {
-        let path = Path::new(dir);
-        let plain = !dir.is_empty()
-            && path
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)));
+    use std::path::Component;
+    let given = Vec::<String>::deserialize(d)?;
+    // Each as it will be used, and as written (for the messages).
+    let mut dirs: Vec<(String, &str)> = Vec::with_capacity(given.len());
+    for dir in &given {
+        let components: Vec<Component> = Path::new(dir).components().collect();
+        let plain = components.iter().any(|c| matches!(c, Component::Normal(_)))
+            && components
+                .iter()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !plain {
             return Err(D::Error::custom(format!(
                 "`{dir}` must be a relative folder inside the release, without `..`"
             )));
         }
+        // `./data`, `data/`, `data/.` and `data//x` as `data` and `data/x`: the release's
+        // path is made from it, and `data/` names what a pushed `data` symlink points
+        // to, not the link.
+        let written = dir.as_str();
+        let dir = components
+            .iter()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect::<std::path::PathBuf>()
+            .to_string_lossy()
+            .into_owned();
         // The metadata and marks of each build and release (`.bluegreen-release.json`,
         // `.bluegreen-went-live`, ...): a link there would be written over.
         if dir.starts_with(".bluegreen-") {
@@ -315,37 +328,25 @@ pub fn linked_dirs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
                 "`{dir}`: names starting `.bluegreen-` are bluegreen's own files in each release: pick another"
             )));
         }
-    }
-    for (i, dir) in dirs.iter().enumerate() {
-        for other in &dirs[..i] {
-            let (a, b) = (Path::new(dir), Path::new(other));
+        for (other, other_written) in &dirs {
+            let (a, b) = (Path::new(&dir), Path::new(other));
             if a == b {
-                return Err(D::Error::custom(format!("`{dir}` is given twice")));
+                return Err(D::Error::custom(format!("`{written}` is given twice")));
             }
             if a.starts_with(b) || b.starts_with(a) {
                 let (inner, outer) = if a.starts_with(b) {
-                    (dir, other)
+                    (written, *other_written)
                 } else {
-                    (other, dir)
+                    (*other_written, written)
                 };
                 return Err(D::Error::custom(format!(
                     "`{inner}` is inside `{outer}`: linked dirs cannot nest (the shared `{outer}` has it already)"
                 )));
             }
         }
+        dirs.push((dir, written));
     }
-    // `data/`, `data/.` and `data//x` as `data` and `data/x`: the release's path is made
-    // from it, and `data/` names what a pushed `data` symlink points to, not the link.
-    Ok(dirs
-        .iter()
-        .map(|dir| {
-            Path::new(dir)
-                .components()
-                .collect::<std::path::PathBuf>()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect())
+    Ok(dirs.into_iter().map(|(dir, _)| dir).collect())
 }
 
 // The marks bluegreen puts on the processes it starts, defined here, beside the rule
