@@ -193,7 +193,7 @@ fn live_gone(layout: &Layout, status: &Value, slot: Slot) -> Option<String> {
 /// that moved before the newest release was made is a pruned release's, or a promote's
 /// slot: not told.)
 fn undeployed(config: &Config, layout: &Layout, slot: Slot) -> Option<String> {
-    let (tip, committed) = crate::git::tip_in(&layout.repo(slot), &config.branch)?;
+    let (tip, pushed) = crate::git::tip_in(&layout.repo(slot), &config.branch)?;
     if crate::release::push_under_way(layout, slot) {
         return None;
     }
@@ -207,7 +207,7 @@ fn undeployed(config: &Config, layout: &Layout, slot: Slot) -> Option<String> {
     let after_newest = newest.is_none_or(|newest| {
         newest
             .duration_since(std::time::UNIX_EPOCH)
-            .is_ok_and(|at| committed >= at.as_secs() as i64)
+            .is_ok_and(|at| pushed >= at.as_secs() as i64)
     });
     if !after_newest
         || releases

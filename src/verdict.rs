@@ -111,7 +111,15 @@ pub fn reload(
             ClientError::NotRunning { addr, .. } => format!(
                 "the daemon is not running (nothing answers on {addr}): `bluegreen serve` starts {slot}'s current release"
             ),
-            e => format!("no answer from the daemon ({e})"),
+            ClientError::OtherRoot { .. } => format!("{e}"),
+            // Asked, and no answer came back: the daemon may be restarting it.
+            e => {
+                writeln!(
+                    out,
+                    "{slot}: no verdict from the daemon ({e}): the restart may be under way; `bluegreen status` tells"
+                )?;
+                return Ok(false);
+            }
         };
         writeln!(out, "{slot}: not restarted: {why}")?;
         return Ok(false);

@@ -118,6 +118,8 @@ pub struct SlotStatus {
     /// Which: its number and release, and since when, once it has a number (for
     /// `/status`: the slot serves its live one meanwhile, or nothing).
     pub started: Option<(u64, String, std::time::Instant)>,
+    /// Starts that failed since the daemon began, for [`SlotHandle::comes_live`].
+    pub failed_starts: u64,
     /// A deploy stopped the live generation to start the next (`app.overlap = false`):
     /// a slot without a live one is not failing yet, until that start is over.
     pub replacing: bool,
@@ -140,30 +142,27 @@ impl SlotHandle {
     }
 
     /// Waits until `deadline` while the slot has no live generation but one on its way
-    /// (a start under way or due); whether it got one. Through one restart after a
-    /// failed start, not every one of the backoff: an app that cannot start (a service
+    /// (a start under way or due); whether it got one. Until a start fails while it
+    /// waits (the restart after a failed one, for a daemon's startup), not every one of
+    /// the backoff: an app that cannot start (a service
     /// it needs is down) would otherwise hold the clients in the listen backlog, the
     /// front's too, for all of `ready_timeout`, with a live standby the heartbeat could
     /// move them to.
     pub async fn comes_live(&self, deadline: tokio::time::Instant) -> bool {
-        let mut due = None;
-        let mut restarts = 0;
+        let failed_before = self.status().failed_starts;
         loop {
             if self.route.live().is_some() {
                 return true;
             }
-            let (coming, restart_at) = {
+            let (coming, failed) = {
                 let status = self.status();
                 (
                     status.starting || status.restart_at.is_some(),
-                    status.restart_at,
+                    status.failed_starts,
                 )
             };
-            if restart_at.is_some() && restart_at != due {
-                due = restart_at;
-                restarts += 1;
-            }
-            if !coming || restarts > 1 || tokio::time::Instant::now() >= deadline {
+            // One start failing while this waits: the one after is no likelier to work.
+            if !coming || failed > failed_before || tokio::time::Instant::now() >= deadline {
                 return false;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -739,17 +739,23 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
         && matches!(&taken, Ok((token, _)) if *token != daemon.token());
     // Nothing the daemon does not run: no note, whatever its last SIGHUP met (a file
     // put back as it was, a refusal of a file caught half written).
-    if reload.is_empty() && restart.is_empty() && !token_changed {
+    if reload.is_empty() && restart.is_empty() && !token_changed && taken.is_ok() {
         return None;
     }
     let mut notes = Vec::new();
-    // A SIGHUP would be refused again: that is what to fix first. Once fixed (the token
-    // file put back), the refusal is past, and a SIGHUP is what applies the file.
-    let refused = daemon.refusal().clone().filter(|_| taken.is_err());
+    // A SIGHUP would be refused (again), for a reason the file's loading here does not
+    // see (a token file gone, a table lost): that is what to fix first, with the reason
+    // it has now. Once fixed, a SIGHUP is what applies the file.
+    let refused = taken.as_ref().err().map(|why| format!("{why:#}"));
     if let Some(why) = &refused {
-        notes.push(format!(
-            "the daemon refused its last reload of bluegreen.toml and runs with what it read before ({why}): fix that, then `kill -HUP {pid}`"
-        ));
+        notes.push(match daemon.refusal().is_some() {
+            true => format!(
+                "the daemon refused its last reload of bluegreen.toml and runs with what it read before ({why}): fix that, then `kill -HUP {pid}`"
+            ),
+            false => format!(
+                "a reload would refuse bluegreen.toml as it is now ({why}): fix that, then `kill -HUP {pid}`"
+            ),
+        });
     }
     let mut changed = Vec::new();
     if !reload.is_empty() {

@@ -447,8 +447,8 @@ fn status_names_a_live_release_removed_by_hand() {
 #[test]
 fn status_shows_a_generation_getting_ready() {
     let root = blue_live_with(&[("heartbeat.timeout", "10s".into())]);
-    // Its health check takes 2 s: that long getting ready.
-    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "2000")]);
+    // Its health check takes 5 s: that long getting ready.
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "5000")]);
     std::thread::scope(|s| {
         let push = s.spawn(|| root.push("blue"));
         let starting = wait_for(Duration::from_secs(10), "a generation starting", || {

@@ -2575,6 +2575,19 @@ fn a_push_after_the_config_changed_without_a_sighup_says_the_daemon_runs_the_old
         "{note}"
     );
     assert!(!note.contains("n3w") && !note.contains("s3cret"), "{note}");
+    // The token file gone: the next SIGHUP would be refused, which is said before it.
+    std::fs::remove_file(root.path.join("token")).unwrap();
+    let note = root.status()["stale_config"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        note.starts_with("a reload would refuse bluegreen.toml as it is now (")
+            && note.contains("router.token_file: cannot read ")
+            && !note.contains("applies it"),
+        "{note}"
+    );
+    std::fs::write(root.path.join("token"), "n3w\n").unwrap();
     root.signal(Signal::SIGHUP);
     wait_for(Duration::from_secs(10), "the token taken", || {
         let note = root.status()["stale_config"]

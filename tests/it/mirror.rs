@@ -569,16 +569,21 @@ fn a_write_that_waited_for_a_switch_that_gave_up_waiting_goes_to_the_new_active(
 #[test]
 fn a_target_that_fails_while_the_switch_waits_for_mirrored_writes_is_not_switched_to() {
     let mut root = Root::new();
-    // Blue answers in 8 s, longer than a switch waits for it (5 s); green answers 500
-    // from 4 s after its start: healthy at the gate, failing at the flip.
+    // Blue answers in 8 s, longer than a switch waits for it (5 s).
     root.set("slots.blue.env", env_map(&[("SLOW_MS", "8000")]));
-    root.set("slots.green.env", env_map(&[("FAIL_AFTER", "4")]));
     root.set("heartbeat.timeout", "15s");
     root.set("heartbeat.interval", "1h");
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     root.push("green").says("green: live in ");
+    // Healthy while its item `h` is there: put on each slot's own port (not mirrored).
+    for port in [root.blue, root.green] {
+        let made = http("PUT", &root.url(port, "/items/h"), Some("ok")).unwrap();
+        assert!(made.status < 300, "{made:?}");
+    }
+    root.set("app.health_path", "/items/h");
+    root.reload_config();
     let writer = std::thread::spawn({
         let url = root.url(root.front, "/items/slow");
         move || http("PUT", &url, Some("taken by blue"))
@@ -588,11 +593,22 @@ fn a_target_that_fails_while_the_switch_waits_for_mirrored_writes_is_not_switche
         "the write in flight on blue",
         || (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(()),
     );
-    let answer = root.control("POST", "/switch?to=green");
+    let switch = std::thread::spawn({
+        let url = root.url(root.control, "/switch?to=green");
+        move || http("POST", &url, None)
+    });
+    // Past the gate, waiting for blue's write: green begins failing.
+    wait_for(Duration::from_secs(10), "the switch waiting", || {
+        let step = root.status()["switching"]["step"].clone();
+        (step == "waiting for the mirrored writes blue is still answering").then_some(())
+    });
+    let gone = http("DELETE", &root.url(root.green, "/items/h"), None).unwrap();
+    assert!(gone.status < 300, "{gone:?}");
+    let answer = switch.join().unwrap().unwrap();
     assert_eq!(answer.status, 409, "{answer:?}");
     let said = answer.body.trim_end();
     assert!(
-        said.starts_with("green is not healthy: GET / answered 500, at the flip (")
+        said.starts_with("green is not healthy: GET /items/h answered 404, at the flip (")
             && said.ends_with(
                 "s after it passed the gate, the switch waiting for the mirrored writes); not switched"
             ),

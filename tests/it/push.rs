@@ -390,7 +390,7 @@ fn a_build_env_value_reaches_a_shells_script_as_a_variable_not_as_code() {
     root.set("build.env", env_map(&[("TOKEN", secret)]));
     root.set(
         "build.command",
-        "sh -c 'printf %s \"$TOKEN\" > token; tr \"\\000\" \" \" < /proc/$$/cmdline > args'",
+        "sh -c 'printf %s \"$TOKEN\" > token; echo $TOKEN > unquoted; tr \"\\000\" \" \" < /proc/$$/cmdline > args'",
     );
     root.commit("first", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: build ");

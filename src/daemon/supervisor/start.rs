@@ -145,10 +145,11 @@ impl Supervisor {
     ) {
         let slot = self.slot;
         self.handle().status().replacing = false;
-        // `starting` is cleared in each branch once what comes next is known (a restart
-        // due, the generation live): a daemon's startup that sees neither a start nor a
-        // restart coming stops holding the slot's clients in the backlog, and a failed
-        // generation's stop (up to `stop_timeout`) must not look like that.
+        // `starting` is cleared in each branch once what comes next is set (a restart
+        // due, the next start pending, the generation live): a daemon's startup that
+        // sees neither a start nor a restart coming stops holding the slot's clients in
+        // the backlog, and a failed generation's stop (up to `stop_timeout`), or the
+        // moment before the restart is set, must not look like that.
         let first_start = std::mem::take(&mut self.first_start);
         let passed_over = self.passed_over.take();
         let mut start = self
@@ -290,8 +291,7 @@ impl Supervisor {
                 if let Some(generation) = generation {
                     generation.stop(config.app.stop_timeout).await;
                 }
-                // What comes next is decided below, with no wait in between.
-                self.start_over();
+                self.handle().status().failed_starts += 1;
                 self.daemon.metrics.generation(slot, "failed");
                 // With no live generation left (a crash during the start, app.overlap =
                 // false, or a daemon that just started), the last release that was live
@@ -375,9 +375,14 @@ impl Supervisor {
                         false => self.schedule_restart(good),
                     }
                 } else if let Some(current) = current_next {
-                    // Seen as coming before the answer, as a restart is.
-                    self.handle().status().starting = true;
                     self.pending = Some((current, Vec::new()));
+                }
+                // Only now, with a restart due or a start to come (`pending`, begun below)
+                // set: seen as coming before the answer, by tasks on other threads too.
+                if self.pending.is_some() {
+                    self.handle().status().started = None;
+                } else {
+                    self.start_over();
                 }
                 tell(start.waiters, &verdict_failed(slot, &release, message));
             }
