@@ -79,6 +79,21 @@ pub fn flock_holder(path: &Path) -> Option<u32> {
     })
 }
 
+/// ` (held by pid N)`: the process holding a `flock(2)` on `path`, for a message that
+/// says what it waits for; with the way on when that process is stopped (Ctrl-Z on a
+/// push, a SIGSTOP), which holds the lock for good. Empty when none is found.
+pub fn held_by(path: &Path) -> String {
+    let Some(pid) = flock_holder(path) else {
+        return String::new();
+    };
+    match stat_field(Path::new(&format!("/proc/{pid}")), 3).as_deref() {
+        Some("T") => {
+            format!(" (held by pid {pid}, which is stopped: `kill -CONT {pid}` lets it go on)")
+        }
+        _ => format!(" (held by pid {pid})"),
+    }
+}
+
 /// In `/proc/locks` text, the pids holding a FLOCK on a file with this `inode`.
 fn holders(locks: &str, inode: u64) -> Vec<u32> {
     locks

@@ -130,12 +130,14 @@ pub fn ensure(
     fs::create_dir_all(layout.build_tmp_root())
         .with_context(|| format!("cannot create {}", layout.build_tmp_root().display()))?;
     let mut waited = false;
-    let _lock = fsops::lock(&layout.build_lock(key), || {
+    let lock = layout.build_lock(key);
+    let _lock = fsops::lock(&lock, || {
         waited = true;
         let _ = writeln!(
             pusher.out,
-            "{}another push is building this tree; waiting for it",
-            pusher.label
+            "{}another push is building this tree{}; waiting for it",
+            pusher.label,
+            crate::procfs::held_by(&lock)
         );
     })?;
     if is_finished(layout, key) {

@@ -39,7 +39,8 @@ fn take(
 ) -> anyhow::Result<Flock<File>> {
     slot_folder(layout, slot)?;
     fsops::lock(lock, || {
-        let _ = writeln!(out, "{slot}: {waiting}");
+        let held = crate::procfs::held_by(lock);
+        let _ = writeln!(out, "{slot}: {waiting}{held}");
     })
 }
 

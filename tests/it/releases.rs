@@ -823,9 +823,12 @@ fn a_rollback_waiting_for_the_slot_lock_refuses_once_current_moved() {
     ] {
         std::io::Read::read_to_string(&mut { pipe }, &mut said).unwrap();
     }
-    // Not a silent hang for as long as the other holds the lock.
+    // Not a silent hang for as long as the other holds the lock, and who holds it.
     assert!(
-        said.contains("another deploy to blue is running; waiting for it"),
+        said.contains(&format!(
+            "another deploy to blue is running; waiting for it (held by pid {})",
+            std::process::id()
+        )),
         "{said}"
     );
     assert!(!status.success(), "{said}");
