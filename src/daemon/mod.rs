@@ -143,11 +143,10 @@ impl SlotHandle {
 
     /// Waits until `deadline` while the slot has no live generation but one on its way
     /// (a start under way or due); whether it got one. Until a start fails while it
-    /// waits (the restart after a failed one, for a daemon's startup), not every one of
-    /// the backoff: an app that cannot start (a service
-    /// it needs is down) would otherwise hold the clients in the listen backlog, the
-    /// front's too, for all of `ready_timeout`, with a live standby the heartbeat could
-    /// move them to.
+    /// waits (the restart after a failed one, for a daemon's startup), not through every
+    /// one of the backoff: an app that cannot start (a service it needs is down) would
+    /// otherwise hold the clients in the listen backlog, the front's too, for all of
+    /// `ready_timeout`, with a live standby the heartbeat could move them to.
     pub async fn comes_live(&self, deadline: tokio::time::Instant) -> bool {
         let failed_before = self.status().failed_starts;
         loop {

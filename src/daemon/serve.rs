@@ -534,15 +534,26 @@ async fn reload_config(daemon: &Daemon) -> String {
 }
 
 /// The config a SIGHUP takes from `text` (with its token), or why it refuses it: the
-/// file's own checks, a table lost since `running` was read, a token file not read.
+/// file's own checks, then [`reload_checks`].
 fn takeable(
     path: &std::path::Path,
     text: &str,
     running: &Config,
 ) -> anyhow::Result<(Option<String>, Config)> {
     let config = Config::from_text(path, text)?;
+    Ok((reload_checks(path, text, &config, running)?, config))
+}
+
+/// What a SIGHUP checks of `config`, read from `text`, beyond its loading: no table
+/// lost since `running` was read, and its token file read (its token, if it sets one).
+fn reload_checks(
+    path: &std::path::Path,
+    text: &str,
+    config: &Config,
+    running: &Config,
+) -> anyhow::Result<Option<String>> {
     no_table_dropped(path, text, running)?;
-    Ok((read_token(&config)?, config))
+    read_token(config)
 }
 
 /// The config file's text, read twice `SETTLE` apart: a file rewritten in place (an
@@ -710,6 +721,9 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
     let text = Config::read(&path).ok()?;
     let mut file = Config::from_text(&path, &text).ok()?;
     let running = daemon.config();
+    // What a SIGHUP would do now: refuse the file (for a reason its loading here does
+    // not see: a token file gone), or take it, with the token its file holds now.
+    let checked = reload_checks(&path, &text, &file, &running);
     let pid = std::process::id();
     let restart = restart_only(&running, &file);
     keep_bound(&mut file, &running);
@@ -731,22 +745,19 @@ pub fn stale_config(daemon: &Daemon) -> Option<String> {
     .into_iter()
     .filter_map(|(table, differs)| differs.then_some(table))
     .collect();
-    // What a SIGHUP would do now: refuse the file (for a reason its loading here does
-    // not see: a token file gone), or take it, with the token its file holds now.
-    let taken = takeable(&path, &text, &running);
     // A token file rewritten in place (a rotated secret) is read at a SIGHUP only.
-    let token_changed = !reload.contains(&"[router]")
-        && matches!(&taken, Ok((token, _)) if *token != daemon.token());
+    let token_changed =
+        !reload.contains(&"[router]") && matches!(&checked, Ok(token) if *token != daemon.token());
     // Nothing the daemon does not run: no note, whatever its last SIGHUP met (a file
     // put back as it was, a refusal of a file caught half written).
-    if reload.is_empty() && restart.is_empty() && !token_changed && taken.is_ok() {
+    if reload.is_empty() && restart.is_empty() && !token_changed && checked.is_ok() {
         return None;
     }
     let mut notes = Vec::new();
     // A SIGHUP would be refused (again), for a reason the file's loading here does not
     // see (a token file gone, a table lost): that is what to fix first, with the reason
     // it has now. Once fixed, a SIGHUP is what applies the file.
-    let refused = taken.as_ref().err().map(|why| format!("{why:#}"));
+    let refused = checked.as_ref().err().map(|why| format!("{why:#}"));
     if let Some(why) = &refused {
         notes.push(match daemon.refusal().is_some() {
             true => format!(

@@ -58,7 +58,7 @@ impl Query {
 
 /// The switch under way, as `/status` shows it: a migration may run for minutes, and
 /// the wait for the mirrored writes for seconds, while the active slot stays active.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Underway {
     pub to: Slot,
     pub cause: &'static str,

@@ -16,8 +16,8 @@
 //! switch waits for the writes the old active is still answering, and new ones wait for
 //! the flip (at [`Mirror::entry`], which the switch holds past the flip even when it
 //! gives up waiting for `barrier`). It drains the queue again, and flips while holding
-//! [`Mirror::gate`], which each copy out holds shared. Each copy carries the switch count its write
-//! was routed under; one that a switch has passed by the time it would go out is
+//! [`Mirror::gate`], which each copy out holds shared. Each copy carries the switch count
+//! its write was routed under; one that a switch has passed by the time it would go out is
 //! dropped (counted `stale`): sent, it could overwrite a newer write made since.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -102,8 +102,8 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
 /// Sends `job` unless a switch came after its write was routed, holding the gate shared
 /// while it is out. A standby whose generation is on its way (the daemon's start, a
 /// deploy without overlap, a crash's restart) is waited for, as long as a start may
-/// take, until one fails while it waits: sent meanwhile, its copies found no standby (each restart lost those of the
-/// standby's start); the copies behind wait in the queue.
+/// take, until one fails while it waits: sent meanwhile, its copies found no standby
+/// (each restart lost those of the standby's start); the copies behind wait in the queue.
 async fn copy_out(daemon: Arc<Daemon>, job: Job) -> Result<(), Lost> {
     let ready_timeout = daemon.config().app.ready_timeout;
     let by = tokio::time::Instant::now() + ready_timeout + Duration::from_secs(5);
