@@ -79,6 +79,11 @@ pub fn flock_holder(path: &Path) -> Option<u32> {
     })
 }
 
+/// ` (pid N)` for a process this user may see, empty for one it may not.
+pub fn shown(pid: Option<u32>) -> String {
+    pid.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+}
+
 /// ` (held by pid N)`: the process holding a `flock(2)` on `path`, for a message that
 /// says what it waits for; with the way on when that process is stopped (Ctrl-Z on a
 /// push, a SIGSTOP), which holds the lock for good. Empty when none is found.

@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     "{} is gone, yet a daemon serves {}{}: put the file back (the daemon runs what it read before)",
                     layout.config_file().display(),
                     layout.root().display(),
-                    pid.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+                    crate::procfs::shown(pid)
                 );
             }
             anyhow::bail!("{}", not_a_root(layout.root(), named_by));

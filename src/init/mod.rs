@@ -36,7 +36,7 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
         anyhow::bail!(
             "a daemon serves {}{}, but its bluegreen.toml is gone: put the file back (the daemon runs what it read before; `bluegreen check` validates it), rather than have init write the example config, which its next reload would take",
             layout.root().display(),
-            pid.map_or_else(String::new, |pid| format!(" (pid {pid})"))
+            crate::procfs::shown(pid)
         );
     }
     let config = if kept {
