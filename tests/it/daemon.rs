@@ -2563,10 +2563,7 @@ fn a_push_after_the_config_changed_without_a_sighup_says_the_daemon_runs_the_old
     );
     // A token rotated in its file is read at a SIGHUP only: told until one comes.
     std::fs::write(root.path.join("token"), "n3w\n").unwrap();
-    let note = root.status()["stale_config"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let note = root.stale_note();
     assert!(
         note.contains(&format!(
             "the token in {} changed since the daemon read it, and it runs with what it read: `kill -HUP ",
@@ -2577,10 +2574,7 @@ fn a_push_after_the_config_changed_without_a_sighup_says_the_daemon_runs_the_old
     assert!(!note.contains("n3w") && !note.contains("s3cret"), "{note}");
     // The token file gone: the next SIGHUP would be refused, which is said before it.
     std::fs::remove_file(root.path.join("token")).unwrap();
-    let note = root.status()["stale_config"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let note = root.stale_note();
     assert!(
         note.starts_with("a reload would refuse bluegreen.toml as it is now (")
             && note.contains("router.token_file: cannot read ")
@@ -2590,10 +2584,7 @@ fn a_push_after_the_config_changed_without_a_sighup_says_the_daemon_runs_the_old
     std::fs::write(root.path.join("token"), "n3w\n").unwrap();
     root.signal(Signal::SIGHUP);
     wait_for(Duration::from_secs(10), "the token taken", || {
-        let note = root.status()["stale_config"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let note = root.stale_note();
         (!note.contains("the token")).then_some(())
     });
 }

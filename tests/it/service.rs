@@ -407,10 +407,7 @@ fn a_listen_address_systemd_passes_moved_by_a_sighup_names_the_socket_unit() {
     root.wait_log(&format!(
         "(slots.blue.listen takes effect on restart; {unit_first})"
     ));
-    let note = root.status()["stale_config"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let note = root.stale_note();
     assert_eq!(
         note,
         format!("bluegreen.toml's slots.blue.listen changed, which only a restart of the daemon applies; {unit_first}")

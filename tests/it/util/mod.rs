@@ -582,6 +582,14 @@ impl Root {
             .unwrap_or_else(|e| panic!("GET :{port}{path}: {e}"))
     }
 
+    /// `/status`'s `stale_config` note, empty when it has none.
+    pub fn stale_note(&self) -> String {
+        self.status()["stale_config"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn status(&self) -> serde_json::Value {
         serde_json::from_str(&self.get(self.control, "/status").body).unwrap()
     }
