@@ -64,10 +64,13 @@ pub fn run(
     // A push as root into another user's root (root's own git, or an ssh key in root's
     // account): the locks, build and release it made would be root's, and every later
     // push by the root's user failed on them until someone ran chown.
+    // The same for a push by a member of the root's group (a shared repo): its files
+    // were its own, mode 0644, and the root's user could not push to that slot after it.
     if let Some(owner) = crate::owner::other(&layout) {
         let user = owner.user();
+        let (me, mine) = crate::owner::me();
         anyhow::bail!(
-            "{slot}: not deployed: {} is {}, and this push runs as root: what it made there would be root's, and {user}'s pushes could not deploy after it; push as {user} (`git remote set-url {slot} {user}@<host>:{}`)",
+            "{slot}: not deployed: {} is {}, and this push runs as {me}: what it made there would be {mine}, and {user}'s pushes could not deploy after it; push as {user} (`git remote set-url {slot} {user}@<host>:{}`)",
             layout.root().display(),
             owner.shown(),
             layout.repo(slot).display()

@@ -1,6 +1,7 @@
-//! Whose a root is, for what runs as root on another user's root: what it made there
-//! would be root's, which that user (the daemon's and the hooks') could not change or
-//! remove, so `serve`, `rollback`, `promote`, `init` and a push refuse it.
+//! Whose a root is, for what runs as another user on it (root by `sudo`, or a member of
+//! the root's group): what it made there would be that user's, which the root's user (the
+//! daemon's and the hooks') could not change or remove, so `serve`, `rollback`,
+//! `promote`, `init` and a push refuse it.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -39,16 +40,33 @@ impl Owner {
     }
 }
 
-/// The root's owner when this runs as root and the root is another user's: by its blue
-/// folder (the one `init` makes first), or, before there is one, by the root's folder
-/// (a home made by `useradd` for `init` to fill). `None` otherwise.
+/// The root's owner when it is not the user this runs as: by its blue folder (the one
+/// `init` makes first), or, for root, before there is one, by the root's folder (a home
+/// made by `useradd` for `init` to fill). `None` when they are the same, or before `init`
+/// made the blue folder of a root a user other than root fills (its folder may be
+/// root's, made with `install -d` for that user).
 pub fn other(layout: &Layout) -> Option<Owner> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
-    }
-    let made = std::fs::metadata(layout.slot_dir(Slot::Blue))
-        .or_else(|_| std::fs::metadata(layout.root()))
-        .ok()?;
+    let me = nix::unistd::geteuid();
+    let blue = std::fs::metadata(layout.slot_dir(Slot::Blue));
+    let made = if me.is_root() {
+        blue.or_else(|_| std::fs::metadata(layout.root())).ok()?
+    } else {
+        blue.ok()?
+    };
     let uid = made.uid();
-    (uid != 0).then(|| Owner::of(uid))
+    (uid != me.as_raw()).then(|| Owner::of(uid))
+}
+
+/// The user this runs as, for a refusal: `root`, `deploy (uid 1002)`, `uid 1002`; and
+/// the possessive of that (`root's`, `deploy's`).
+pub fn me() -> (String, String) {
+    let me = nix::unistd::geteuid();
+    if me.is_root() {
+        return ("root".into(), "root's".into());
+    }
+    let owner = Owner::of(me.as_raw());
+    match &owner.name {
+        Some(name) => (format!("{name} (uid {})", owner.uid), format!("{name}'s")),
+        None => (format!("uid {}", owner.uid), format!("uid {}'s", owner.uid)),
+    }
 }

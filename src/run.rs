@@ -265,19 +265,19 @@ fn not_a_root(folder: &std::path::Path, named: Named) -> String {
 }
 
 /// The commands that write into the root (releases, `current`, marks, `state.json`,
-/// logs) are not run as root on a root that is another user's: what root made there (by
-/// `sudo`) the root's user, which the daemon and the hooks run as, could not mark live,
-/// replace or prune, and the slot's pruning would stop for good. Whose the root is, the
-/// folders `init` made say (never replaced; the root folder itself may be root's, made
-/// for the app with `install -d`). Other users are held back by the files' modes; the
-/// hook is git's to refuse (`safe.directory`).
+/// logs) are not run as another user than the root's: what root made there (by `sudo`),
+/// or a member of the root's group (a group-writable root), the root's user, which the
+/// daemon and the hooks run as, could not mark live, replace or prune, and the slot's
+/// pruning would stop for good. Whose the root is, the folders `init` made say (never
+/// replaced; the root folder itself may be root's, made for the app with `install -d`).
 fn refuse_other_user(layout: &Layout, named: Named) -> anyhow::Result<()> {
     let Some(owner) = crate::owner::other(layout) else {
         return Ok(());
     };
     let user = owner.user();
+    let (me, mine) = crate::owner::me();
     anyhow::bail!(
-        "{} is {}, and this runs as root: what it made there would be root's, which {user} (the daemon's and the hooks' user) could not change or remove; run it as {user}: {}",
+        "{} is {}, and this runs as {me}: what it made there would be {mine}, which {user} (the daemon's and the hooks' user) could not change or remove; run it as {user}: {}",
         layout.root().display(),
         owner.shown(),
         as_user(&user, layout, named)

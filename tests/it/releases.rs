@@ -1107,6 +1107,92 @@ fn commands_that_write_the_root_refuse_root_on_another_users_root() {
     assert_eq!(fs::read_dir(&home).unwrap().count(), 0);
 }
 
+/// A push by a member of the root's group into a group-writable root (a shared repo) is
+/// refused as root's is: it left its own locks, build and release there, mode 0644, and
+/// every later push by the root's user to that slot failed on `Permission denied`. So is
+/// a command that writes the root, run by that user. As root, the test gives the root to
+/// `nobody` with its group's write bit, and pushes as uid 65533 in `nobody`'s group.
+#[test]
+fn a_push_by_another_user_of_the_roots_group_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1")]);
+    assert!(root.push("blue").ok);
+    for (tool, arg) in [("chown", "65534:65534"), ("chmod", "g+w")] {
+        let out = Command::new(tool)
+            .args(["-R", arg])
+            .arg(&root.path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    fs::set_permissions(
+        root.path.parent().unwrap(),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let (slot, builds) = (
+        walkdir(&root.path.join("blue")),
+        walkdir(&root.path.join("builds")),
+    );
+    let current = root.current("blue");
+    root.commit("v2", &[("VERSION", "v2")]);
+    let as_member = |program: &str| {
+        // git's local transport drops `-c` settings for the receiving side; a global
+        // file reaches it.
+        let global = root.path.parent().unwrap().join("gitconfig");
+        fs::write(&global, "[safe]\n\tdirectory = *\n").unwrap();
+        let mut command = git_command(&root.work);
+        command
+            .env("GIT_CONFIG_GLOBAL", &global)
+            .env("HOME", "/nonexistent");
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args(["--reuid=65533", "--regid=65533", "--groups=65534", program]);
+        for (name, value) in command.get_envs() {
+            match value {
+                Some(value) => setpriv.env(name, value),
+                None => setpriv.env_remove(name),
+            };
+        }
+        setpriv.current_dir(&root.work);
+        setpriv
+    };
+    // By the repo's path: no remote-tracking ref to write in the test's own repo.
+    let out = as_member("git")
+        .arg("push")
+        .arg(root.path.join("blue.git"))
+        .arg("+HEAD:refs/heads/main")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    let path = root.path.display();
+    assert!(
+        said.contains(&format!(
+            "error: blue: not deployed: {path} is nobody's (uid 65534), and this push runs as uid 65533: what it made there would be uid 65533's, and nobody's pushes could not deploy after it; push as nobody (`git remote set-url blue nobody@<host>:{path}/blue.git`)"
+        )),
+        "{said}"
+    );
+    assert_eq!(walkdir(&root.path.join("blue")), slot);
+    assert_eq!(walkdir(&root.path.join("builds")), builds);
+    let out = as_member(BIN)
+        .args(["rollback", "blue", "--root"])
+        .arg(&root.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(&format!(
+            "error: {path} is nobody's (uid 65534), and this runs as uid 65533: what it made there would be uid 65533's, which nobody (the daemon's and the hooks' user) could not change or remove; run it as nobody: sudo -u nobody "
+        )),
+        "{out:?}"
+    );
+    assert_eq!(root.current("blue"), current);
+}
+
 /// A folder in a slot's releases that the pushing user cannot remove (another user's,
 /// as a `sudo`ed command left there) is passed over and named: the whole prune stopped
 /// at it, and the slot's releases piled up for good, push after push. As root, the
