@@ -64,6 +64,10 @@ pub enum ClientError {
     /// The daemon there serves another root.
     #[error("control API at {addr}: {reason}")]
     OtherRoot { addr: String, reason: String },
+    /// What answers there is no bluegreen daemon (a web server's page): its page is not
+    /// quoted as if the daemon had said it.
+    #[error("control API at {addr}: what answers there is not a bluegreen daemon ({what}): give this root its own control.listen in bluegreen.toml (`ss -ltnp 'sport = :{}'` says what listens there)", addr.rsplit(':').next().unwrap_or_default())]
+    Stranger { addr: String, what: String },
 }
 
 /// Why nothing answers: no daemon (start one), or one that does not listen there (yet).
@@ -164,6 +168,22 @@ impl Client {
             }
         };
         let status = response.status();
+        // The daemon answers every call in plain text or JSON.
+        let kind = response.header("Content-Type").unwrap_or("none");
+        let bare = kind.split(';').next().unwrap_or_default().trim();
+        if !["text/plain", "application/json"]
+            .iter()
+            .any(|ours| bare.eq_ignore_ascii_case(ours))
+        {
+            return Err(ClientError::Stranger {
+                addr,
+                what: format!(
+                    "it answered {method} {} with {status}, Content-Type {}",
+                    path.split('?').next().unwrap_or_default(),
+                    crate::logging::quoted(kind, 64)
+                ),
+            });
+        }
         let body = response.into_string().map_err(|e| ClientError::Failed {
             addr: addr.clone(),
             reason: format!("unreadable answer: {e}"),

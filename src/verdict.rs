@@ -111,7 +111,7 @@ pub fn reload(
             ClientError::NotRunning { addr, .. } => format!(
                 "the daemon is not running (nothing answers on {addr}): `bluegreen serve` starts {slot}'s current release"
             ),
-            ClientError::OtherRoot { .. } => format!("{e}"),
+            ClientError::OtherRoot { .. } | ClientError::Stranger { .. } => format!("{e}"),
             // Asked, and no answer came back: the daemon may be restarting it.
             e => {
                 writeln!(
@@ -145,7 +145,7 @@ pub fn reload(
             )?;
             Ok(true)
         }
-        Err(e @ ClientError::OtherRoot { .. }) => {
+        Err(e @ (ClientError::OtherRoot { .. } | ClientError::Stranger { .. })) => {
             writeln!(
                 out,
                 "{slot}: no daemon told ({e}); the release is current and starts when this root's daemon does"

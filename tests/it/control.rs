@@ -647,10 +647,12 @@ fn a_daemon_does_not_take_orders_for_another_root() {
 }
 
 /// Something other than a bluegreen daemon on `control.listen` (a web server left on the
-/// port) answers with a page of HTML: the hook's verdict and the commands' errors quote
-/// it on one line, where each of its lines used to become one of theirs.
+/// port) answers with a page of HTML: the hook's verdict and the commands' errors say on
+/// one line that it is not a daemon, and how to find it. Each of the page's lines used to
+/// become one of theirs, and then the page was quoted as the daemon's refusal (`not
+/// switched: <html> ...`).
 #[test]
-fn a_stranger_on_control_listen_is_quoted_on_one_line() {
+fn a_stranger_on_control_listen_is_named_on_one_line() {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicBool, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -679,12 +681,18 @@ fn a_stranger_on_control_listen_is_quoted_on_one_line() {
     });
     let root = Root::new();
     root.set("control.listen", format!("127.0.0.1:{port}"));
-    // Each \r\n as two spaces.
-    let page = "<html>  <head><title>404 Not Found</title></head>  <body>  <center><h1>404 Not Found</h1></center>  </body>  </html>";
+    let stranger_at = |asked: &str| {
+        format!(
+            "control API at 127.0.0.1:{port}: what answers there is not a bluegreen daemon (it answered {asked} with 404, Content-Type text/html): give this root its own control.listen in bluegreen.toml (`ss -ltnp 'sport = :{port}'` says what listens there)"
+        )
+    };
 
     root.commit("v1", &[("VERSION", "v1\n")]);
     let pushed = root.push("blue");
-    let verdict = format!("blue: not live: 404 {page}");
+    let verdict = format!(
+        "blue: no daemon told ({}); the release is current and starts when this root's daemon does",
+        stranger_at("POST /slots/blue/reload")
+    );
     assert_eq!(
         pushed.remote_lines().last().map(|l| l.trim_end()),
         Some(&*verdict),
@@ -692,16 +700,17 @@ fn a_stranger_on_control_listen_is_quoted_on_one_line() {
         pushed.text
     );
     let out = root.run(&["switch", "green"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        format!("not switched: {page}")
+        format!("error: {}", stranger_at("POST /switch"))
     );
     let out = root.run(&["status"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(page), "{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: {}", stranger_at("GET /status"))
+    );
 
     done.store(true, Ordering::Relaxed);
     stranger.join().unwrap();
@@ -809,14 +818,15 @@ fn a_push_whose_build_fails_is_in_the_daemons_log_events_and_metrics() {
 }
 
 /// Something other than the daemon on `control.listen` (a web server answering 200 with a
-/// page): `status --json` refuses it on one line, as `status` does, rather than passing
-/// the page to a script as the daemon's JSON with exit 0.
+/// page, no Content-Type): `status --json` refuses it on one line, as `status` does,
+/// rather than passing the page to a script as the daemon's JSON with exit 0.
 #[test]
 fn status_json_refuses_an_answer_that_is_not_json() {
     use std::io::{Read, Write};
     let root = Root::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    root.set("control.listen", listener.local_addr().unwrap().to_string());
+    let addr = listener.local_addr().unwrap();
+    root.set("control.listen", addr.to_string());
     let server = std::thread::spawn(move || {
         for _ in 0..2 {
             let (mut conn, _) = listener.accept().unwrap();
@@ -833,7 +843,7 @@ fn status_json_refuses_an_answer_that_is_not_json() {
         assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.starts_with("error: the daemon answered 200 with non-JSON")
+            stderr.starts_with(&format!("error: control API at {addr}: what answers there is not a bluegreen daemon (it answered GET /status with 200, Content-Type none): "))
                 && stderr.trim().lines().count() == 1,
             "{args:?}: {stderr}"
         );
