@@ -60,6 +60,11 @@ pub fn bind(config: &Config, layout: &Layout) -> anyhow::Result<Bound> {
                     std::io::ErrorKind::AddrInUse => {
                         format!(": {}", in_use(key, addr, config, layout))
                     }
+                    std::io::ErrorKind::PermissionDenied => {
+                        privileged(key, addr.port(), &layout.config_file())
+                            .map(|hint| format!(": {hint}"))
+                            .unwrap_or_default()
+                    }
                     _ => String::new(),
                 };
                 anyhow::anyhow!("cannot listen on {addr} ({key}): {e}{hint}")
@@ -130,6 +135,19 @@ fn in_use(key: &str, addr: SocketAddr, config: &Config, layout: &Layout) -> Stri
             }
         }
     }
+}
+
+/// What to do about a port this user may not bind (below 1024, unless the host says
+/// otherwise): have systemd's socket unit bind it, or take another.
+fn privileged(key: &str, port: u16, file: &std::path::Path) -> Option<String> {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|text| text.trim().parse::<u16>().ok())
+        .unwrap_or(1024);
+    (port < start).then(|| format!(
+        "ports below {start} take a privilege this process lacks: have systemd's socket unit bind it (systemd/bluegreen.socket, README \"Install as a service\"), or give this root a {key} of {start} or above in {}",
+        file.display()
+    ))
 }
 
 /// A listening socket on `addr`, its backlog as long as the system allows (as systemd's

@@ -171,6 +171,46 @@ fn serve_on_another_roots_ports_names_that_root_and_the_keys() {
     assert_eq!(api.get(api.blue, "/").status, 503);
 }
 
+/// A port below 1024 that this user may not bind (the README's own advice for port 80 is
+/// the socket unit) says so and what to do: `check` takes it, and `serve` said only
+/// `Permission denied`. As root, the daemon runs without CAP_NET_BIND_SERVICE.
+#[test]
+fn a_privileged_port_names_the_socket_unit() {
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if start < 2 {
+        eprintln!("skipped: this host lets any user bind any port");
+        return;
+    }
+    let root = Root::new();
+    let port = start - 1;
+    root.set("router.listen", format!("127.0.0.1:{port}"));
+    let mut serve = if nix::unistd::geteuid().is_root() {
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args(["--bounding-set", "-net_bind_service", BIN]);
+        setpriv
+    } else {
+        Command::new(BIN)
+    };
+    let out = serve
+        .args(["serve", "--root"])
+        .arg(&root.path)
+        .env_remove("BLUEGREEN_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: cannot listen on 127.0.0.1:{port} (router.listen): Permission denied (os error 13): ports below {start} take a privilege this process lacks: have systemd's socket unit bind it (systemd/bluegreen.socket, README \"Install as a service\"), or give this root a router.listen of {start} or above in {}/bluegreen.toml",
+            root.path.display()
+        )
+    );
+}
+
 /// A root beside the new one whose config this user may not read (another app's user
 /// made it, mode 0640): its ports cannot be passed over, and `init` says so instead of
 /// handing out the same ones in silence. As root, the second init runs as `nobody`.
