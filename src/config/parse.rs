@@ -534,6 +534,11 @@ mod tests {
                 "branch = \"-x\"\n",
                 "1: branch: `-x` is not a valid branch name",
             ),
+            // A line break in the name is shown as written, not as toml's line join.
+            (
+                "branch = \"a\\nb\"\n",
+                "1: branch: `a\\nb` is not a valid branch name",
+            ),
             (
                 "[slots.green]\nenv = { PORT = \"1\" }\n",
                 "2: slots.green.env: `PORT` is set by bluegreen for each generation",

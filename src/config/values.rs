@@ -130,9 +130,12 @@ use serde::Deserializer;
 
 pub fn branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;
-    if let Some(short) = name.strip_prefix("refs/heads/") {
+    // Shown with its control characters escaped (`a\nb`): toml's multi-line messages are
+    // joined at their line breaks, and a raw one in the name read as `a: b`.
+    let shown = crate::logging::one_line(&name);
+    if let Some(short) = shown.strip_prefix("refs/heads/") {
         return Err(D::Error::custom(format!(
-            "`{name}` is a ref: write the branch name alone (\"{short}\")"
+            "`{shown}` is a ref: write the branch name alone (\"{short}\")"
         )));
     }
     // git itself refuses these two as branch names, though the ref would be valid.
@@ -142,7 +145,7 @@ pub fn branch<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         || !git2::Reference::is_valid_name(&format!("refs/heads/{name}"))
     {
         return Err(D::Error::custom(format!(
-            "`{name}` is not a valid branch name"
+            "`{shown}` is not a valid branch name"
         )));
     }
     Ok(name)
