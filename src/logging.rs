@@ -4,27 +4,55 @@
 //! so what they print stays theirs (the hook's `remote:` lines, tables, verdicts).
 //! [`Sparse`] keeps a line that can come in floods (a mirror copy dropped per request)
 //! to one a second. A log that cannot be written (its reader gone, its disk full) loses
-//! the line, never the daemon: see [`crate::stderr`].
+//! the line, never the daemon: see [`crate::stderr`]. Nor does a reader that takes
+//! nothing for a while (`serve 2>&1 | less` on its first page, a stalled log shipper):
+//! the daemon's lines go out from a thread of their own ([`tracing_appender`]), and past
+//! [`QUEUED_LINES`] waiting, new ones are dropped and counted ([`dropped`]), where every
+//! thread that logged, the proxy's too, used to wait on the full pipe.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::Command;
 
-pub fn init(command: &Command) {
-    let default = match command {
-        Command::Serve | Command::Demo(_) => "info",
-        _ => "warn",
-    };
+/// The daemon's lines waiting to be written, at most: a worker's line is at most 64 KiB,
+/// so the queue holds 64 MiB at the very most, and a few hundred KiB as a rule.
+const QUEUED_LINES: usize = 1024;
+
+/// The daemon's count of lines dropped (see [`dropped`]).
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Sets up the log; for the daemon (`serve`, `demo`), returns what writes out its last
+/// lines when dropped (after at most a second).
+pub fn init(command: &Command) -> Option<WorkerGuard> {
+    let daemon = matches!(command, Command::Serve | Command::Demo(_));
+    let default = if daemon { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| crate::stderr::Lossy)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if !daemon {
+        log.with_writer(|| crate::stderr::Lossy).init();
+        return None;
+    }
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("bluegreen-log")
+        .finish(crate::stderr::Lossy);
+    let _ = DROPPED.set(writer.error_counter());
+    log.with_writer(writer).init();
+    Some(guard)
+}
+
+/// The daemon's log lines dropped so far because its reader took none for a while.
+pub fn dropped() -> u64 {
+    DROPPED.get().map_or(0, |n| n.dropped_lines() as u64)
 }
 
 /// `" (N more since the last line)"` for a line `Sparse` let through, or nothing.

@@ -41,8 +41,11 @@ fn main() -> ExitCode {
     } else {
         bluegreen::cli::parse()
     };
-    bluegreen::logging::init(&args.command);
-    let code = match bluegreen::run::run(args) {
+    let log = bluegreen::logging::init(&args.command);
+    let result = bluegreen::run::run(args);
+    // The daemon's last lines out, before its error line.
+    drop(log);
+    let code = match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

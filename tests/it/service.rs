@@ -166,6 +166,37 @@ fn a_log_nobody_reads_does_not_stop_the_daemon() {
     assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
 }
 
+/// A log whose reader takes nothing (its pipe full: `serve 2>&1 | less` left on its first
+/// page, a stalled log shipper) holds up no push, request, status or switch: every
+/// thread that logged waited on the full pipe, the proxy threads too, and no port
+/// answered until the reader read again. Lines are dropped while it takes none, and
+/// counted in the log once it reads again. The worker writes far more than the pipe
+/// holds before it listens.
+#[test]
+fn a_log_whose_reader_stalls_holds_up_nothing() {
+    let mut root = Root::new();
+    root.set(
+        "app.command",
+        format!("sh -c 'yes spam | head -n 100000; exec {BIN} sample-app'"),
+    );
+    let go = root.serve_stalled();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    assert!(root.get(root.front, "/").body.starts_with("v1 from blue"));
+    root.run_ok(&["switch", "green"]);
+    assert!(root.get(root.front, "/").body.starts_with("v1 from green"));
+    assert_eq!(root.status()["active"], "green");
+    go.send(()).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the log to count the lines it dropped",
+        || root.log().contains(" of this log w").then_some(()),
+    );
+    root.signal(Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+}
+
 /// Under socket activation (the test holds the listening sockets, as systemd does for a
 /// socket unit), a daemon stopped and started again refuses no connection and loses no
 /// request: clients keep asking the front and the slot's port through the drain, the

@@ -303,13 +303,22 @@ impl Root {
 
     /// `serve_with`, with the daemon's file limit (soft and hard) set to `files`.
     pub fn serve_limited(&mut self, env: &[(&str, &str)], files: Option<u64>) -> &mut Root {
-        self.spawn_serve(env, files, true)
+        self.spawn_serve(env, files, Reading::Now)
     }
 
     /// `serve`, with nobody reading the daemon's log (its reader gone, as when journald
     /// restarts): every line it writes fails with EPIPE.
     pub fn serve_unread(&mut self) -> &mut Root {
-        self.spawn_serve(&[], None, false)
+        self.spawn_serve(&[], None, Reading::Never)
+    }
+
+    /// `serve`, with the daemon's log a pipe that nobody reads until `go` is sent (a
+    /// `serve 2>&1 | less` left on its first page, a stalled log shipper): once the pipe
+    /// is full, a write to it waits.
+    pub fn serve_stalled(&mut self) -> std::sync::mpsc::Sender<()> {
+        let (go, stalled) = std::sync::mpsc::channel();
+        self.spawn_serve(&[], None, Reading::After(stalled));
+        go
     }
 
     /// Listening sockets on the config's four addresses, for `serve_activated`.
@@ -332,7 +341,7 @@ impl Root {
         env: &[(&str, &str)],
         fds: &[std::os::fd::BorrowedFd],
     ) -> &mut Root {
-        self.spawn(env, activated(fds, true), true)
+        self.spawn(env, activated(fds, true), Reading::Now)
     }
 
     /// `serve` under socket activation with `fds`, for a daemon that exits at once.
@@ -352,13 +361,13 @@ impl Root {
         &mut self,
         env: &[(&str, &str)],
         files: Option<u64>,
-        read_log: bool,
+        read: Reading,
     ) -> &mut Root {
         let launch = match files {
             Some(files) => Launch::Limited(files),
             None => Launch::Plain,
         };
-        self.spawn(env, launch, read_log)
+        self.spawn(env, launch, read)
     }
 
     /// `bluegreen serve` on this root as `launch` says, with stdin and stdout null.
@@ -448,7 +457,7 @@ impl Root {
 
     /// `serve` as on a full disk (`Launch::DiskFull`); `disk_has_room` ends it.
     pub fn serve_disk_full(&mut self) -> &mut Root {
-        self.spawn(&[], Launch::DiskFull, true)
+        self.spawn(&[], Launch::DiskFull, Reading::Now)
     }
 
     /// The daemon started by `serve_disk_full` may write files again.
@@ -471,11 +480,11 @@ impl Root {
 
     /// `serve`, without waiting for its control API: a daemon still starting.
     pub fn serve_starting(&mut self) -> &mut Root {
-        self.start(&[], Launch::Plain, true)
+        self.start(&[], Launch::Plain, Reading::Now)
     }
 
-    fn spawn(&mut self, env: &[(&str, &str)], launch: Launch, read_log: bool) -> &mut Root {
-        self.start(env, launch, read_log);
+    fn spawn(&mut self, env: &[(&str, &str)], launch: Launch, read: Reading) -> &mut Root {
+        self.start(env, launch, read);
         let control = self.control;
         let up = poll_until(Duration::from_secs(30), || {
             if let Some(status) = self
@@ -494,8 +503,8 @@ impl Root {
         self
     }
 
-    /// Starts the daemon as `launch` says, its log read into `log` when `read_log`.
-    fn start(&mut self, env: &[(&str, &str)], launch: Launch, read_log: bool) -> &mut Root {
+    /// Starts the daemon as `launch` says, its log read into `log` as `read` says.
+    fn start(&mut self, env: &[(&str, &str)], launch: Launch, read: Reading) -> &mut Root {
         assert!(self.serve.is_none(), "already serving");
         let mut child = self
             .serve_command(env, launch)
@@ -504,8 +513,16 @@ impl Root {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();
-        if read_log {
+        let go = match read {
+            Reading::Never => None,
+            Reading::Now => Some(None),
+            Reading::After(go) => Some(Some(go)),
+        };
+        if let Some(go) = go {
             std::thread::spawn(move || {
+                if let Some(go) = go {
+                    let _ = go.recv();
+                }
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     log.lock().unwrap().push(line);
                 }
@@ -653,6 +670,16 @@ impl Root {
     pub fn processes(&self) -> Vec<u32> {
         root_processes(&self.path)
     }
+}
+
+/// When the test reads the daemon's log (its stderr, a pipe).
+enum Reading {
+    /// From the start, into `Root::log`.
+    Now,
+    /// Never: the pipe's read end is closed (a reader gone).
+    Never,
+    /// Once the sender sends (or is dropped): until then the pipe fills and stays full.
+    After(std::sync::mpsc::Receiver<()>),
 }
 
 /// How `spawn` starts the daemon.
