@@ -157,9 +157,36 @@ pub fn one_line(text: &str) -> String {
     line
 }
 
+/// A worker's line as a log file keeps it: control characters other than tab as `\x1b`,
+/// so that `tail -f` on the file runs no escape sequence of the worker's, and a `\r` in
+/// it hides no part of the line.
+pub fn escaped(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return line.into();
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        match c {
+            '\t' => out.push(c),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_for_a_log_file_has_its_control_characters_escaped_but_tabs() {
+        assert_eq!(escaped("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            escaped("\u{1b}[31mred\u{1b}]0;title\u{7}\rover\u{0}\u{85}"),
+            r"\x1b[31mred\x1b]0;title\x07\x0dover\x00\x85"
+        );
+    }
 
     #[test]
     fn an_error_is_one_line_whatever_it_quotes() {

@@ -94,6 +94,7 @@ pub async fn copy_lines(
         tracing::info!(target: "worker", "[{label} {name}] {line}");
         if let Some(log) = &slot_log {
             let now = humantime::format_rfc3339_seconds(SystemTime::now());
+            let line = crate::logging::escaped(&line);
             log.write_line(&format!("{now} [{label} {name}] {line}"));
         }
         tail.push(&line);

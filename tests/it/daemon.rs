@@ -1740,6 +1740,29 @@ fn sigterm_while_the_first_generation_gets_ready_stops_at_once() {
     root.stop_cleanly(Duration::from_secs(10));
 }
 
+/// A worker's terminal escapes and carriage returns reach `logs/<slot>.log` escaped
+/// (`\x1b`): `tail -f` on the file ran the worker's escape sequences (a window title, a
+/// colour left on), and a `\r` hid the start of its line. Tabs stay.
+#[test]
+fn a_workers_control_characters_are_escaped_in_its_log_file() {
+    let mut root = Root::new();
+    root.set(
+        "app.command",
+        format!(
+            "sh -c 'printf \"\\033[31mred\\033]0;title\\007 hidden\\rshown\\tafter a tab\\n\"; exec {BIN} sample-app'"
+        ),
+    );
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    let log = std::fs::read_to_string(root.path.join("logs/blue.log")).unwrap();
+    assert!(
+        log.contains("stdout] \\x1b[31mred\\x1b]0;title\\x07 hidden\\x0dshown\tafter a tab\n"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}') && !log.contains('\r'), "{log}");
+}
+
 #[test]
 fn a_removed_logs_folder_comes_back_for_worker_output() {
     let root = blue_live();
