@@ -73,16 +73,19 @@ const RESERVED_FILES: u64 = 256;
 const FILES_PER_CONNECTION: u64 = 3;
 /// Fewer connections than this at once, and the start says the file limit is low.
 const FEW_CONNECTIONS: u64 = 128;
-/// The fewest connections served at once, whatever the file limit.
+/// The fewest connections served at once: a file limit that leaves fewer is refused at
+/// the start. Below it, the daemon served 16 whatever the limit, and under `ulimit -n
+/// 64` most requests were `Too many open files` 502s.
 const MIN_CONNECTIONS: u64 = 16;
 
 /// Raises this process's soft file limit to its hard limit (1024 is the usual soft
 /// default, systemd's too) and returns how many connections may be open at once: a
-/// third of what is left after `RESERVED_FILES` (see `FILES_PER_CONNECTION`).
-pub fn connection_limit() -> usize {
+/// third of what is left after `RESERVED_FILES` (see `FILES_PER_CONNECTION`). A limit
+/// that leaves fewer than `MIN_CONNECTIONS` is an error.
+pub fn connection_limit() -> anyhow::Result<usize> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 512;
+        return Ok(512);
     };
     let limit = match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
         Ok(()) => hard,
@@ -92,15 +95,18 @@ pub fn connection_limit() -> usize {
         }
     };
     let connections = limit.saturating_sub(RESERVED_FILES) / FILES_PER_CONNECTION;
+    let advice = RESERVED_FILES + FEW_CONNECTIONS * FILES_PER_CONNECTION;
+    anyhow::ensure!(
+        connections >= MIN_CONNECTIONS,
+        "the file limit is {limit}: bluegreen keeps {RESERVED_FILES} for itself and {FILES_PER_CONNECTION} per connection, and serves no fewer than {MIN_CONNECTIONS} connections at once, which takes {}; raise it to {advice} or more (LimitNOFILE= in the unit, ulimit -n)",
+        RESERVED_FILES + MIN_CONNECTIONS * FILES_PER_CONNECTION
+    );
     if connections < FEW_CONNECTIONS {
         tracing::warn!(
-            "the file limit is {limit}: bluegreen keeps {RESERVED_FILES} for itself and {FILES_PER_CONNECTION} per connection, so at most {} connections are served at once (the rest wait); raise it to {} or more (LimitNOFILE= in the unit, ulimit -n)",
-            connections.max(MIN_CONNECTIONS),
-            RESERVED_FILES + FEW_CONNECTIONS * FILES_PER_CONNECTION
+            "the file limit is {limit}: bluegreen keeps {RESERVED_FILES} for itself and {FILES_PER_CONNECTION} per connection, so at most {connections} connections are served at once (the rest wait); raise it to {advice} or more (LimitNOFILE= in the unit, ulimit -n)"
         );
     }
-    // At least a few, whatever the limit: the daemon is of no use with none.
-    connections.clamp(MIN_CONNECTIONS, 1 << 20) as usize
+    Ok(connections.min(1 << 20) as usize)
 }
 
 /// The running data path, as `start` returns it.
@@ -126,10 +132,12 @@ impl Started {
     }
 }
 
-/// Starts `threads` proxy threads and the acceptor.
+/// Starts `threads` proxy threads and the acceptor, which keeps at most `limit`
+/// connections open (see [`connection_limit`]).
 pub fn start(
     listeners: Vec<(std::net::TcpListener, Listener, watch::Receiver<bool>)>,
     threads: usize,
+    limit: usize,
     daemon: &Arc<Daemon>,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Started> {
@@ -158,7 +166,6 @@ pub fn start(
     }
     let runtime = runtime()?;
     let shutdown = shutdown.clone();
-    let limit = connection_limit();
     tracing::debug!("at most {limit} connections open at once");
     handles.push(
         std::thread::Builder::new()

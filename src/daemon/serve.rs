@@ -95,6 +95,8 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     if !layout.state_file().exists() {
         warn_state_gone(&layout);
     }
+    // Before anything is bound or started: a file limit too low to serve is refused.
+    let connections = accept::connection_limit()?;
     let bound = sockets::bind(&config, &layout)?;
     if !bound.passed.is_empty() {
         tracing::info!(
@@ -121,7 +123,14 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         .build()
         .context("cannot start the async runtime")?;
     let stop_timeout = config.app.stop_timeout;
-    let result = runtime.block_on(run(layout.clone(), config, token, state, bound, signals));
+    let result = runtime.block_on(run(
+        layout.clone(),
+        config,
+        token,
+        state,
+        (bound, connections),
+        signals,
+    ));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // Every generation's group is gone; a process one of them moved out of its group
     // (setsid) still carries the worker marker, and goes now.
@@ -139,7 +148,7 @@ async fn run(
     config: Config,
     token: Option<String>,
     state: State,
-    bound: sockets::Bound,
+    (bound, connections): (sockets::Bound, usize),
     mut signal_iter: Signals,
 ) -> anyhow::Result<bool> {
     let (mirror, mirror_rx) = mirror::Mirror::new(config.mirror.queue);
@@ -206,6 +215,7 @@ async fn run(
             (green, accept::Listener::Slot(Slot::Green), green_open.1),
         ],
         threads,
+        connections,
         &daemon,
         &stop_rx,
     )

@@ -622,7 +622,7 @@ fn requests_without_one_valid_host_and_connect_are_refused_with_the_reason() {
 fn connections_held_open_to_the_control_api_leave_the_data_path_its_files() {
     use std::io::Read;
     let mut root = Root::new();
-    root.serve_limited(&[], Some(300));
+    root.serve_limited(&[], Some(304));
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     let files = || {
@@ -698,12 +698,42 @@ fn a_switch_at_the_connection_cap_makes_no_502s() {
     assert_eq!(own.len(), 0, "{:?}", &own[..own.len().min(3)]);
 }
 
+/// A file limit too low for the fewest connections the daemon serves is refused at the
+/// start, before anything is bound or started: under `ulimit -n 64` it served 16
+/// connections whatever the limit, and most requests were `Too many open files` 502s.
+#[test]
+fn a_file_limit_too_low_to_serve_is_refused_at_the_start() {
+    use std::process::Stdio;
+    let root = Root::new();
+    let mut serve = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" serve --root \"$1\"", BIN])
+        .arg(&root.path)
+        .env_remove("BLUEGREEN_ROOT")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = poll_until(Duration::from_secs(10), || serve.try_wait().unwrap());
+    if exited.is_none() {
+        let _ = serve.kill();
+        let _ = serve.wait();
+        panic!("the daemon started under a file limit of 64");
+    }
+    let out = serve.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: the file limit is 64: bluegreen keeps 256 for itself and 3 per connection, and serves no fewer than 16 connections at once, which takes 304; raise it to 640 or more (LimitNOFILE= in the unit, ulimit -n)"
+    );
+    // Nothing was bound.
+    std::net::TcpListener::bind(("127.0.0.1", root.front)).unwrap();
+}
+
 #[test]
 fn at_the_file_limit_idle_connections_make_room_and_busy_ones_keep_theirs() {
     use std::io::Read;
     let mut root = Root::new();
-    // (300 - 256 reserved) / 3 is 14: at least 16 connections open at once.
-    root.serve_limited(&[], Some(300));
+    // (304 - 256 reserved) / 3: 16 connections open at once, the fewest served.
+    root.serve_limited(&[], Some(304));
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     let get = || {
@@ -722,7 +752,7 @@ fn at_the_file_limit_idle_connections_make_room_and_busy_ones_keep_theirs() {
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap())
         .collect();
     root.wait_log("16 connections open, the most the file limit allows: idle ones are closed");
-    root.wait_log("the file limit is 300: bluegreen keeps 256 for itself and 3 per connection, so at most 16 connections are served at once (the rest wait); raise it to 640 or more");
+    root.wait_log("the file limit is 304: bluegreen keeps 256 for itself and 3 per connection, so at most 16 connections are served at once (the rest wait); raise it to 640 or more");
     let mut answer = String::new();
     let mut request = get();
     request
