@@ -25,32 +25,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     // The flags are checked before anything is made: a refused run leaves nothing behind.
     let exe = std::env::current_exe()?.canonicalize()?;
     let config = demo_config(&args, &exe)?;
-    ports::check(&args)?;
+    // The folder first: the ports' advice gives the command again with it.
+    if let Some(dir) = &args.dir {
+        check_dir(dir)?;
+    }
+    ports::check(&args, &exe)?;
     check_git()?;
     let dir = match &args.dir {
         Some(dir) => {
-            anyhow::ensure!(
-                !dir.exists() || dir.is_dir(),
-                "{} is not a folder: give the demo a new folder",
-                dir.display()
-            );
-            // `init` would refuse the root inside a checkout (`cargo run -- demo x` in
-            // bluegreen's own clone): refused before the folder is made.
-            if let Some(within) = crate::init::nested_in(&resolved(dir)?) {
-                anyhow::bail!(
-                    "{} is inside {within}: give the demo a folder outside it (e.g. `bluegreen demo /tmp/bluegreen-demo`)",
-                    dir.display()
-                );
-            }
-            let empty = dir
-                .read_dir()
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(true);
-            anyhow::ensure!(
-                empty,
-                "{} is not empty: give the demo a new folder",
-                dir.display()
-            );
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot make {}", dir.display()))?;
             dir.canonicalize()?
@@ -271,6 +253,34 @@ fn check_git() -> anyhow::Result<()> {
         ),
         Err(e) => anyhow::bail!("the demo needs git, and it cannot run: {e}"),
     }
+}
+
+/// Refuses a DIR the demo cannot make its root and repo in: not a folder, inside a git
+/// checkout (`init` would refuse it), or not empty. Nothing is made yet.
+fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !dir.exists() || dir.is_dir(),
+        "{} is not a folder: give the demo a new folder",
+        dir.display()
+    );
+    // `init` would refuse the root inside a checkout (`cargo run -- demo x` in
+    // bluegreen's own clone): refused before the folder is made.
+    if let Some(within) = crate::init::nested_in(&resolved(dir)?) {
+        anyhow::bail!(
+            "{} is inside {within}: give the demo a folder outside it (e.g. `bluegreen demo /tmp/bluegreen-demo`)",
+            dir.display()
+        );
+    }
+    let empty = dir
+        .read_dir()
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
+    anyhow::ensure!(
+        empty,
+        "{} is not empty: give the demo a new folder",
+        dir.display()
+    );
+    Ok(())
 }
 
 fn demo_config(args: &DemoArgs, exe: &Path) -> anyhow::Result<Config> {

@@ -11,7 +11,7 @@ const PORT_TRIES: u16 = 100;
 
 /// Refuses taken ports up front, naming the flag to change, and the same command (its
 /// folder too) with a set of ports that is free now.
-pub fn check(args: &DemoArgs) -> anyhow::Result<()> {
+pub fn check(args: &DemoArgs, exe: &std::path::Path) -> anyhow::Result<()> {
     let flags = ["--front", "--blue", "--green", "--control"];
     let addrs = [args.front, args.blue, args.green, args.control];
     let free = |addr: &SocketAddr| TcpListener::bind(addr).is_ok();
@@ -32,7 +32,8 @@ pub fn check(args: &DemoArgs) -> anyhow::Result<()> {
     let Some(moved) = moved else {
         anyhow::bail!("{addr} is taken; pick free ports with {flag}");
     };
-    let mut command = String::from("bluegreen demo");
+    // Named as the guide names it: the path this runs from, which may not be on PATH.
+    let mut command = format!("{} demo", crate::pasted::path(exe));
     if let Some(dir) = &args.dir {
         command.push(' ');
         command.push_str(&crate::pasted::path(dir));

@@ -252,9 +252,12 @@ fn the_demo_names_a_taken_port_and_the_flag() {
     let (_, command) = err.split_once("(these are free now: `").expect(&err);
     let command = command.trim_end().strip_suffix("`)").expect(&err);
     let words = shell_words(command);
+    // The binary named by its path, as the demo's guide names it: `bluegreen` may not
+    // be on the PATH.
+    let exe = std::fs::canonicalize(BIN).unwrap();
     assert_eq!(
         words[..3],
-        ["bluegreen", "demo", dir.to_str().unwrap()],
+        [exe.to_str().unwrap(), "demo", dir.to_str().unwrap()],
         "{command}"
     );
     for flag in ["--front", "--blue", "--green", "--control"] {
@@ -266,6 +269,30 @@ fn the_demo_names_a_taken_port_and_the_flag() {
             "{addr} is free: {command}"
         );
     }
+}
+
+/// A DIR the demo would refuse is refused first, when a port is taken too: the ports'
+/// advice gave a command to paste that was then refused for its folder.
+#[test]
+fn the_demo_refuses_its_folder_before_a_taken_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a file");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .arg(&file)
+        .args(["--front", &taken.local_addr().unwrap().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: {} is not a folder: give the demo a new folder",
+            file.display()
+        )
+    );
 }
 
 /// `text` split into words as `sh` would (through `sh` itself).
