@@ -278,7 +278,45 @@ fn open_lock(path: &Path) -> anyhow::Result<File> {
         .truncate(false)
         .write(true)
         .open(path)
-        .with_context(|| format!("cannot open lock {}", path.display()))
+        .map_err(|e| {
+            let why = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => denied(path),
+                _ => String::new(),
+            };
+            anyhow::Error::new(e).context(format!("cannot open lock {}{why}", path.display()))
+        })
+}
+
+/// Why this user may not write `path`: its folder is not writable, or the file is not
+/// (` (/srv/app/builds is not writable by this user, mode 555, app's (uid 999): `bluegreen
+/// init` names each folder that is not)`), said before the error itself.
+fn denied(path: &Path) -> String {
+    use nix::unistd::{access, AccessFlags};
+    let folder = path.parent().unwrap_or(Path::new("/"));
+    let blocked = match access(folder, AccessFlags::W_OK | AccessFlags::X_OK) {
+        Err(_) => folder,
+        Ok(()) if path.exists() && access(path, AccessFlags::W_OK).is_err() => path,
+        Ok(()) => return String::new(),
+    };
+    format!(
+        " ({} is not writable by this user{}: `bluegreen init` names each folder that is not)",
+        blocked.display(),
+        mode_of(blocked)
+    )
+}
+
+/// `, mode 555, app's (uid 999)` of `path`, for a message on why it may not be written;
+/// nothing if it cannot be read.
+pub fn mode_of(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(meta) => format!(
+            ", mode {:o}, {}",
+            meta.mode() & 0o7777,
+            crate::owner::Owner::of(meta.uid()).shown()
+        ),
+        Err(_) => String::new(),
+    }
 }
 
 /// An exclusive lock on `path`, held until the value is dropped. `on_wait` runs once if

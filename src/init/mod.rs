@@ -189,6 +189,11 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    // The folders already there that pushes, rollbacks and the daemon write in (after
+    // the ones init writes in, which say what it would have made).
+    let mut there: Vec<std::path::PathBuf> =
+        dirs.iter().filter(|dir| dir.is_dir()).cloned().collect();
+    there.push(layout.root().to_path_buf());
     writes.extend(dirs.into_iter().filter(|dir| !dir.is_dir()));
     for path in writes {
         let Some(parent) = path.parent() else {
@@ -205,6 +210,18 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
                 path.display(),
                 dir.display(),
                 e.desc()
+            );
+        }
+    }
+    // A root init would call ready, whose pushes then failed on `Permission denied`.
+    for dir in there.iter().filter(|dir| dir.is_dir()) {
+        use nix::unistd::{access, AccessFlags};
+        if let Err(e) = access(dir.as_path(), AccessFlags::W_OK | AccessFlags::X_OK) {
+            anyhow::bail!(
+                "{} is not writable by this user ({}{}): pushes, rollbacks and the daemon write there; nothing was changed: give the root to the user that runs init and the daemon",
+                dir.display(),
+                e.desc(),
+                crate::fsops::mode_of(dir)
             );
         }
     }

@@ -993,6 +993,47 @@ fn init_names_a_broken_repo_once_and_changes_nothing() {
     );
 }
 
+/// A folder of the root that pushes write in but this user may not (`chmod 555 builds`):
+/// `init` said the root was ready, and a push failed on a bare `Permission denied`. Now
+/// `init` names the folder and changes nothing, and the push's error names it too. As
+/// root, both run without the capabilities that override the folder's mode.
+#[test]
+fn a_folder_pushes_cannot_write_is_named_by_init_and_the_push() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new();
+    let builds = root.path.join("builds");
+    fs::set_permissions(&builds, fs::Permissions::from_mode(0o555)).unwrap();
+    let mut init = if nix::unistd::geteuid().is_root() {
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args([
+            "--bounding-set",
+            "-dac_override,-dac_read_search,-fowner",
+            BIN,
+        ]);
+        setpriv
+    } else {
+        Command::new(BIN)
+    };
+    let listed = walkdir(&root.path);
+    let out = init.arg("init").arg(&root.path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let owner = user_shown(nix::unistd::geteuid().as_raw());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: {} is not writable by this user (Permission denied, mode 555, {owner}): pushes, rollbacks and the daemon write there; nothing was changed: give the root to the user that runs init and the daemon",
+            builds.display()
+        )
+    );
+    assert_eq!(walkdir(&root.path), listed);
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push_unprivileged("blue").says(&format!(
+        " ({} is not writable by this user, mode 555, {owner}: `bluegreen init` names each folder that is not): Permission denied (os error 13)",
+        builds.display()
+    ));
+    fs::set_permissions(&builds, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A root whose folders init cannot write in (made by another user, or `chmod`ed) is
 /// refused before anything is made, naming the folder: init wrote `bluegreen.toml`, then
 /// a repo and the slot folders, before it stopped at the first folder it could not

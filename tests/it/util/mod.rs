@@ -859,3 +859,15 @@ pub fn walkdir(dir: &std::path::Path) -> Vec<String> {
     found.sort();
     found
 }
+
+/// `root's (uid 0)`, or `uid 1000's` for a user with no account: as bluegreen names a
+/// file's owner.
+pub fn user_shown(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+    {
+        Some(user) => format!("{}'s (uid {uid})", user.name),
+        None => format!("uid {uid}'s"),
+    }
+}
