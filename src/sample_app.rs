@@ -90,8 +90,19 @@ pub fn run() -> anyhow::Result<bool> {
         show_title(&title).context("cannot show the TITLE")?;
     }
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-            .await
+        // With the longest backlog the system allows, as an app should (node's is 511):
+        // a new generation takes its slot's load at once.
+        let listener = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .and_then(|mut addrs| {
+                addrs
+                    .next()
+                    .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+            })
+            .and_then(crate::daemon::sockets::listen)
+            .and_then(|listener| {
+                listener.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(listener)
+            })
             .with_context(|| format!("cannot listen on {host}:{port}"))?;
         loop {
             let Ok((stream, _)) = listener.accept().await else {

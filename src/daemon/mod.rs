@@ -35,7 +35,7 @@ mod proxy_thread;
 mod route;
 mod serve;
 mod slot_log;
-mod sockets;
+pub(crate) mod sockets;
 mod status;
 mod supervisor;
 mod switch;

@@ -121,8 +121,14 @@ pub enum Failure {
     Connect(std::io::Error),
     #[error("cannot connect: no connection within {CONNECT_TIMEOUT:?}")]
     ConnectTimeout,
-    #[error("{0}")]
+    /// hyper's error with its cause (`connection error: Connection reset by peer`).
+    #[error("{}{}", .0, cause(.0))]
     Http(hyper::Error),
+}
+
+/// `: <cause>` of hyper's error, which its own message leaves out.
+fn cause(e: &hyper::Error) -> String {
+    std::error::Error::source(e).map_or_else(String::new, |cause| format!(": {cause}"))
 }
 
 /// A connection in use; it goes back to its pool when dropped, if it can take another

@@ -152,8 +152,10 @@ fn privileged(key: &str, port: u16, file: &std::path::Path) -> Option<String> {
 
 /// A listening socket on `addr`, its backlog as long as the system allows (as systemd's
 /// `Backlog=` default): connections wait there while a slot's first generation starts and
-/// at the connection cap, and std's 128 would drop the ones past it.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// at the connection cap, and std's 128 would drop the ones past it. The sample app's
+/// too: a new generation takes a slot's load at once, and the burst of connections the
+/// proxy opens to it overflowed 128, which the kernel reset (502s).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use nix::sys::socket::{
         bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
         SockaddrStorage,

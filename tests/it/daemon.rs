@@ -1763,6 +1763,39 @@ fn a_workers_control_characters_are_escaped_in_its_log_file() {
     assert!(!log.contains('\u{1b}') && !log.contains('\r'), "{log}");
 }
 
+/// The sample app listens with the longest backlog the system allows: a new generation
+/// takes its slot's whole load at once, and the burst of connections the proxy opened
+/// to it overflowed std's 128, which the kernel reset (502s on writes at each deploy
+/// under load). With the app stopped, 300 connections all complete their handshake.
+#[test]
+fn the_sample_app_holds_a_burst_of_connections_in_its_backlog() {
+    let root = blue_live();
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if somaxconn < 300 {
+        eprintln!("skipped: net.core.somaxconn is {somaxconn}");
+        return;
+    }
+    let port = root.status()["slots"]["blue"]["live"]["port"]
+        .as_u64()
+        .unwrap() as u16;
+    let worker = nix::unistd::Pid::from_raw(root.live_pid("blue"));
+    nix::sys::signal::kill(worker, Signal::SIGSTOP).unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    nix::sys::signal::kill(worker, Signal::SIGCONT).unwrap();
+    assert_eq!(held.len(), 300, "connections the backlog held");
+}
+
 #[test]
 fn a_removed_logs_folder_comes_back_for_worker_output() {
     let root = blue_live();
