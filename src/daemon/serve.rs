@@ -246,6 +246,14 @@ async fn run(
             }
         }
     });
+    // Memory a burst of connections freed goes back to the system (see `memory`).
+    // On this runtime, not a proxy thread's: a trim takes a few milliseconds at most.
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(super::memory::TRIM_EVERY).await;
+            super::memory::trim();
+        }
+    });
     if let Some(every) = systemd::watchdog_interval() {
         tokio::spawn(async move {
             loop {
