@@ -143,7 +143,11 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.timer.disarm();
-                if frame.is_none() || this.inner.is_end_stream() {
+                // Trailers come last (HTTP/1): the body has ended, though hyper tells so
+                // only at the next poll, which a body that drops them never makes (the
+                // client's connection was then closed after the answer).
+                let trailers = matches!(&frame, Some(Ok(frame)) if frame.is_trailers());
+                if frame.is_none() || trailers || this.inner.is_end_stream() {
                     this.end.0.store(true, Ordering::Relaxed);
                 }
                 if let (Some(due), Some(Ok(frame))) = (&mut this.due, &frame) {

@@ -1028,3 +1028,30 @@ fn a_workers_hop_by_hop_headers_do_not_reach_the_client() {
         assert!(!head.contains(&format!("\r\n{hop}")), "{hop} in {answer}");
     }
 }
+
+/// A chunked request body with trailers (dropped, as the README says) is a body that
+/// ended: its answer kept the client's connection open. It was taken for an answer that
+/// came before the body's end, said `Connection: close`, and a request pipelined behind
+/// it went unanswered.
+#[test]
+fn a_chunked_body_with_trailers_keeps_the_connection() {
+    use std::io::Read;
+    let root = blue_live();
+    let mut stream = sent(
+        root.blue,
+        b"POST /items/t HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\nGET / HTTP/1.1\r\nHost: app\r\n\r\n",
+    );
+    let mut said = String::new();
+    let mut chunk = [0u8; 4096];
+    let answered = poll_until(Duration::from_secs(10), || {
+        let n = stream.read(&mut chunk).ok().filter(|&n| n > 0)?;
+        said.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        (said.contains("v1 from blue")).then_some(())
+    });
+    assert!(answered.is_some(), "{said}");
+    assert!(said.starts_with("HTTP/1.1 201"), "{said}");
+    assert!(
+        !said.to_ascii_lowercase().contains("connection: close"),
+        "{said}"
+    );
+}
