@@ -1770,11 +1770,7 @@ fn a_workers_control_characters_are_escaped_in_its_log_file() {
 #[test]
 fn the_sample_app_holds_a_burst_of_connections_in_its_backlog() {
     let root = blue_live();
-    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let somaxconn = sysctl("net/core/somaxconn");
     if somaxconn < 300 {
         eprintln!("skipped: net.core.somaxconn is {somaxconn}");
         return;

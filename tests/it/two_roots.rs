@@ -176,11 +176,7 @@ fn serve_on_another_roots_ports_names_that_root_and_the_keys() {
 /// `Permission denied`. As root, the daemon runs without CAP_NET_BIND_SERVICE.
 #[test]
 fn a_privileged_port_names_the_socket_unit() {
-    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let start = sysctl("net/ipv4/ip_unprivileged_port_start") as u16;
     if start < 2 {
         eprintln!("skipped: this host lets any user bind any port");
         return;

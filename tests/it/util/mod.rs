@@ -871,3 +871,12 @@ pub fn user_shown(uid: u32) -> String {
         None => format!("uid {uid}'s"),
     }
 }
+
+/// The kernel setting `/proc/sys/<name>`, a number (`net/core/somaxconn`).
+pub fn sysctl(name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/sys/{name}"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
