@@ -51,8 +51,30 @@ pub fn init(command: &Command) -> Option<WorkerGuard> {
 }
 
 /// The daemon's log lines dropped so far because its reader took none for a while.
-pub fn dropped() -> u64 {
+fn dropped() -> u64 {
     DROPPED.get().map_or(0, |n| n.dropped_lines() as u64)
+}
+
+/// The daemon's task that says, each second, how many lines were dropped since it last
+/// said: its line waits in the same queue, so it is told once the reader reads again.
+pub async fn tell_dropped() {
+    let mut told = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let dropped = dropped();
+        if dropped > told {
+            // This line too is dropped while the reader takes none, and counted in the
+            // next: the last one, once it reads again, gives the total.
+            let lines = match dropped - told {
+                1 => "1 line of this log was".to_string(),
+                n => format!("{n} lines of this log were"),
+            };
+            tracing::warn!(
+                "{lines} dropped ({dropped} since the daemon started): its reader (journald, a pipe) took none for a while"
+            );
+            told = dropped;
+        }
+    }
 }
 
 /// `" (N more since the last line)"` for a line `Sparse` let through, or nothing.

@@ -38,11 +38,19 @@ pub fn configure() {
 
 /// How often [`trim`] runs: freed memory goes back within this, and an idle daemon's
 /// trim finds nothing to do.
-pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The daemon's task that trims every [`TRIM_EVERY`].
+pub async fn keep_trimmed() {
+    loop {
+        tokio::time::sleep(TRIM_EVERY).await;
+        trim();
+    }
+}
 
 /// Gives the free pages of the allocator's arenas back to the system (`malloc_trim`),
 /// middles included. Only on glibc.
-pub fn trim() {
+fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory (under the arenas' own locks).
     unsafe {

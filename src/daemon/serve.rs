@@ -225,35 +225,9 @@ async fn run(
     let control = tokio::spawn(control::serve(control, daemon.clone(), stop_rx.clone()));
     tokio::spawn(mirror::run(daemon.clone(), mirror_rx));
     let _watcher = watch::start(daemon.clone()).context("cannot watch the slot folders")?;
-    // Lines the log's reader did not take in time (see `logging`), told once it takes
-    // them again: the line waits in the same queue.
-    tokio::spawn(async {
-        let mut told = 0;
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let dropped = crate::logging::dropped();
-            if dropped > told {
-                // This line too is dropped while the reader takes none, and counted in
-                // the next: the last one, once it reads again, gives the total.
-                let lines = match dropped - told {
-                    1 => "1 line of this log was".to_string(),
-                    n => format!("{n} lines of this log were"),
-                };
-                tracing::warn!(
-                    "{lines} dropped ({dropped} since the daemon started): its reader (journald, a pipe) took none for a while"
-                );
-                told = dropped;
-            }
-        }
-    });
-    // Memory a burst of connections freed goes back to the system (see `memory`).
+    tokio::spawn(crate::logging::tell_dropped());
     // On this runtime, not a proxy thread's: a trim takes a few milliseconds at most.
-    tokio::spawn(async {
-        loop {
-            tokio::time::sleep(super::memory::TRIM_EVERY).await;
-            super::memory::trim();
-        }
-    });
+    tokio::spawn(super::memory::keep_trimmed());
     if let Some(every) = systemd::watchdog_interval() {
         tokio::spawn(async move {
             loop {
