@@ -10,6 +10,7 @@
 //! [`QUEUED_LINES`] waiting, new ones are dropped and counted ([`dropped`]), where every
 //! thread that logged, the proxy's too, used to wait on the full pipe.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -168,30 +169,29 @@ pub fn printable(text: &str) -> String {
 /// newline (or a terminal escape), which would start a line of its own, so control
 /// characters are shown escaped (`\n`).
 pub fn one_line(text: &str) -> String {
-    let mut line = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            line.extend(c.escape_debug());
-        } else {
-            line.push(c);
-        }
-    }
-    line
+    escape_controls(text, false).into_owned()
 }
 
-/// A worker's line as a log file keeps it: control characters other than tab as `\x1b`,
-/// so that `tail -f` on the file runs no escape sequence of the worker's, and a `\r` in
-/// it hides no part of the line.
-pub fn escaped(line: &str) -> std::borrow::Cow<'_, str> {
-    if !line.chars().any(|c| c.is_control() && c != '\t') {
-        return line.into();
+/// A worker's line as a log file keeps it: control characters other than tab escaped
+/// as [`one_line`] does (`\u{1b}`, `\r`), so that `tail -f` on the file runs no escape
+/// sequence of the worker's, and a `\r` in it hides no part of the line.
+pub fn escaped(line: &str) -> Cow<'_, str> {
+    escape_controls(line, true)
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`), tabs kept if `tabs`; as
+/// it is when there is none.
+fn escape_controls(text: &str, tabs: bool) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && !(tabs && c == '\t');
+    if !text.chars().any(escaped) {
+        return text.into();
     }
-    let mut out = String::with_capacity(line.len() + 8);
-    for c in line.chars() {
-        match c {
-            '\t' => out.push(c),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if escaped(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
         }
     }
     out.into()
@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(escaped("plain\ttext"), "plain\ttext");
         assert_eq!(
             escaped("\u{1b}[31mred\u{1b}]0;title\u{7}\rover\u{0}\u{85}"),
-            r"\x1b[31mred\x1b]0;title\x07\x0dover\x00\x85"
+            r"\u{1b}[31mred\u{1b}]0;title\u{7}\rover\0\u{85}"
         );
     }
 

@@ -1741,7 +1741,7 @@ fn sigterm_while_the_first_generation_gets_ready_stops_at_once() {
 }
 
 /// A worker's terminal escapes and carriage returns reach `logs/<slot>.log` escaped
-/// (`\x1b`): `tail -f` on the file ran the worker's escape sequences (a window title, a
+/// (`\u{1b}`): `tail -f` on the file ran the worker's escape sequences (a window title, a
 /// colour left on), and a `\r` hid the start of its line. Tabs stay.
 #[test]
 fn a_workers_control_characters_are_escaped_in_its_log_file() {
@@ -1757,7 +1757,7 @@ fn a_workers_control_characters_are_escaped_in_its_log_file() {
     root.push("blue").says("blue: live in ");
     let log = std::fs::read_to_string(root.path.join("logs/blue.log")).unwrap();
     assert!(
-        log.contains("stdout] \\x1b[31mred\\x1b]0;title\\x07 hidden\\x0dshown\tafter a tab\n"),
+        log.contains("stdout] \\u{1b}[31mred\\u{1b}]0;title\\u{7} hidden\\rshown\tafter a tab\n"),
         "{log}"
     );
     assert!(!log.contains('\u{1b}') && !log.contains('\r'), "{log}");
