@@ -193,7 +193,9 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
     // the ones init writes in, which say what it would have made).
     let mut there: Vec<std::path::PathBuf> =
         dirs.iter().filter(|dir| dir.is_dir()).cloned().collect();
-    there.push(layout.root().to_path_buf());
+    if layout.root().is_dir() {
+        there.push(layout.root().to_path_buf());
+    }
     writes.extend(dirs.into_iter().filter(|dir| !dir.is_dir()));
     for path in writes {
         let Some(parent) = path.parent() else {
@@ -214,7 +216,7 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
         }
     }
     // A root init would call ready, whose pushes then failed on `Permission denied`.
-    for dir in there.iter().filter(|dir| dir.is_dir()) {
+    for dir in &there {
         use nix::unistd::{access, AccessFlags};
         if let Err(e) = access(dir.as_path(), AccessFlags::W_OK | AccessFlags::X_OK) {
             anyhow::bail!(

@@ -794,6 +794,14 @@ fn sighup_with_a_file_cut_before_tables_it_set_changes_nothing() {
         "config reload refused, keeping the running config: {} has no [slots.green] now",
         file.display()
     ));
+    // Cut before `[slots]`: that says all, not each slot's table again.
+    table.remove("slots");
+    fs::write(&file, toml::to_string(&table).unwrap()).unwrap();
+    root.signal(Signal::SIGHUP);
+    root.wait_log(&format!(
+        "config reload refused, keeping the running config: {} has no [slots] now,",
+        file.display()
+    ));
 }
 
 #[test]
