@@ -151,7 +151,7 @@ pub fn rollback(
     let back_from = current.as_ref().filter(|current| target < **current);
     let rolled_back =
         back_from.and_then(|current| release::mark_rolled_back(layout, slot, current).err());
-    let flipped = release::flip(layout, slot, &target);
+    let flipped = release::flip(layout, slot, &target, back_from.is_some());
     if let (Err(e), Some(current)) = (&flipped, back_from) {
         if let Err(unmark) = release::unmark_rolled_back(layout, slot, current) {
             anyhow::bail!("{e:#}; and {unmark:#}: later rollbacks pass it over");

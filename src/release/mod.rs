@@ -254,7 +254,7 @@ pub fn install(
     let mut notes = was_current.as_ref().map_or_else(Vec::new, |before| {
         links::notes(layout, meta.slot, before, &meta.id, linked_dirs)
     });
-    notes.extend(flip(layout, meta.slot, &meta.id)?);
+    notes.extend(flip(layout, meta.slot, &meta.id, false)?);
     Ok(Installed { was_current, notes })
 }
 
@@ -265,8 +265,16 @@ pub fn install(
 /// a rollback on a full disk is for, and without it a release that never went live
 /// either is passed over by a later `rollback`; a flip that could not be flushed to disk
 /// has happened all the same. Release `id` loses its [`ROLLED_BACK`] mark: current
-/// again, it is no longer one gone back from.
-pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Vec<String>> {
+/// again, it is no longer one gone back from. So does the release left, unless
+/// `going_back` (a rollback, which marked it): it was current until now, and a mark on it
+/// is one a rollback cut off before its flip (or a `--to` one cut off after it) left, which
+/// would make later rollbacks pass over a release that served until this flip.
+pub fn flip(
+    layout: &Layout,
+    slot: Slot,
+    id: &str,
+    going_back: bool,
+) -> anyhow::Result<Vec<String>> {
     anyhow::ensure!(
         layout.release_dir(slot, id).join(META).is_file(),
         "{slot} has no release {id}"
@@ -279,6 +287,11 @@ pub fn flip(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<Vec<String>
                 notes.push(format!(
                     "cannot mark release {slot}/{old} as once current: {e:#}"
                 ));
+            }
+            if !going_back {
+                if let Err(e) = unmark_rolled_back(layout, slot, &old) {
+                    notes.push(format!("{e:#}"));
+                }
             }
         }
     }

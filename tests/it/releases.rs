@@ -478,6 +478,37 @@ fn rollback_passes_over_the_releases_rolled_back_from() {
     assert_eq!(root.current("blue").unwrap(), v3);
 }
 
+/// A rollback killed between its mark and its flip leaves the release it meant to go
+/// back from marked and still current (so does a `--to` one killed between its flip and
+/// its unmark). That release served until the next push replaced it: the push's flip
+/// takes the mark off, and going back from the push lands on it, not one further.
+#[test]
+fn a_mark_a_cut_off_rollback_left_on_the_current_release_goes_with_the_next_push() {
+    let root = v2_over_v1_on_blue();
+    let v2 = root.current("blue").unwrap();
+    let mark = root
+        .path
+        .join("blue/releases")
+        .join(&v2)
+        .join(".bluegreen-rolled-back");
+    fs::write(&mark, "2026-11-24T00:00:00Z\n").unwrap();
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: live in ");
+    let v3 = root.current("blue").unwrap();
+    assert!(!mark.exists(), "v2's mark outlived the flip off it");
+    let listed = root.run_ok(&["releases", "blue"]);
+    assert!(
+        !listed_line(&listed, &v2).contains("rolled back"),
+        "{listed}"
+    );
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert!(
+        text.contains(&format!("blue: current {v3} -> {v2}")),
+        "{text}"
+    );
+    root.wait_body(root.blue, "v2 from blue");
+}
+
 #[test]
 fn rollback_on_a_full_disk_still_goes_back() {
     let root = v2_over_v1_on_blue();
