@@ -189,6 +189,13 @@ async fn run(
         config_refused: Mutex::new(None),
     });
 
+    // Signals that came before now (while a killed daemon's workers were stopped, or
+    // the sockets bound): a stop among them starts no generation, which would run the
+    // app's start (its migrations, its jobs) after the stop was asked for.
+    let early: Vec<i32> = signal_iter.pending().collect();
+    let stop_asked = early
+        .iter()
+        .any(|&signal| matches!(signal, SIGTERM | SIGINT));
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
     let mut supervisors = Vec::new();
     let mut starts = [false; 2];
@@ -196,7 +203,7 @@ async fn run(
         let supervisor = supervisor::Supervisor::new(slot, daemon.clone(), tx, rx, stop_rx.clone());
         // A slot with a `current`, or with none (removed by hand) but a last live
         // release, as its supervisor found them (its 503 says "is starting" meanwhile).
-        starts[slot.index()] = supervisor.starts_first();
+        starts[slot.index()] = !stop_asked && supervisor.starts_first();
         supervisors.push(tokio::spawn(supervisor.run()));
     }
     // Each slot's first start is asked for before anything else can ask (the control
@@ -238,7 +245,7 @@ async fn run(
     }
     let (signal_tx, mut signals) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
-        for signal in signal_iter.forever() {
+        for signal in early.into_iter().chain(signal_iter.forever()) {
             if let Some(name) = ignored(signal) {
                 tracing::warn!(
                     "{name} ignored: bluegreen serve reloads its config on SIGHUP and stops on SIGTERM or SIGINT"

@@ -914,7 +914,7 @@ fn signals_while_a_killed_daemons_workers_are_stopped_wait_for_it() {
     // stop_timeout). A SIGHUP or SIGTERM meanwhile ended it with the worker left on; now
     // the reload, and then (a second killed daemon's worker) the stop, come once the
     // worker is gone. (A SIGTERM queued behind a SIGHUP goes first: sent together, the
-    // reload would not always happen.)
+    // reload would not always happen.) A stop asked for then starts no generation.
     let mut root = blue_live_with(&[("app.stop_timeout", "2s".into())]);
     root.commit("stubborn", &[("VERSION", "v2\n"), ("IGNORE_TERM", "")]);
     root.push("blue").says("blue: live in ");
@@ -948,6 +948,8 @@ fn signals_while_a_killed_daemons_workers_are_stopped_wait_for_it() {
     let orphan = root.live_pid("blue");
     root.signal(Signal::SIGKILL);
     root.wait_serve(Duration::from_secs(5));
+    let started = |root: &Root| root.log().matches(": starting generation ").count();
+    let before = started(&root);
     root.serve_starting();
     reaping(&root, 2);
     root.signal(Signal::SIGTERM);
@@ -957,6 +959,9 @@ fn signals_while_a_killed_daemons_workers_are_stopped_wait_for_it() {
         "{}",
         root.log()
     );
+    // Asked to stop before it served: it started no generation (the app's start, its
+    // migrations, run after the stop was asked for).
+    assert_eq!(started(&root), before, "{}", root.log());
     // Killed by the stop; gone once its new parent (init) has reaped it.
     wait_for(
         Duration::from_secs(5),
