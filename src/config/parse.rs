@@ -420,6 +420,18 @@ mod tests {
                 "2: router.switch_path: `/ops/switch?key=abc` has a query: the front matches the request's path alone, so it would never be taken",
             ),
             (
+                "[router]\nswitch_path = \"/sw#a\"\n",
+                "2: router.switch_path: `/sw#a` is not a URL path: it must start with `/` and have no spaces, control characters or `#`",
+            ),
+            (
+                "[router]\nswitch_path = \"/swé\"\n",
+                "2: router.switch_path: `/swé` is not all ASCII: clients send such characters percent-encoded, so it would never be taken; write it as they send it (\"/sw%C3%A9\")",
+            ),
+            (
+                "[app]\nhealth_path = \"/health#ok\"\n",
+                "2: app.health_path: `/health#ok` is not a URL path",
+            ),
+            (
                 "[app]\nready_timeout = \"500000000000years\"\n",
                 "2: app.ready_timeout: `500000000000years` is too long (at most 1 year)",
             ),

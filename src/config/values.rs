@@ -203,16 +203,17 @@ pub fn required_command<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
     Ok(text)
 }
 
-/// A path (and query) a request may carry: no spaces or control characters.
+/// A path (and query) a request may carry: starts with `/`, no spaces or control
+/// characters, and no `#` (a fragment is never sent: the path would go out cut at it).
 fn is_url_path(path: &str) -> bool {
-    path.starts_with('/') && path.parse::<http::uri::PathAndQuery>().is_ok()
+    path.starts_with('/') && !path.contains('#') && path.parse::<http::uri::PathAndQuery>().is_ok()
 }
 
 pub fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let path = String::deserialize(d)?;
     if !is_url_path(&path) {
         return Err(D::Error::custom(format!(
-            "`{}` is not a URL path: it must start with `/` and have no spaces or control characters",
+            "`{}` is not a URL path: it must start with `/` and have no spaces, control characters or `#`",
             path.escape_debug()
         )));
     }
@@ -226,7 +227,7 @@ pub fn switch_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
     let path = String::deserialize(d)?;
     if !path.is_empty() && !is_url_path(&path) {
         return Err(D::Error::custom(format!(
-            "`{}` is not a URL path: it must start with `/` and have no spaces or control characters (or be \"\" to disable)",
+            "`{}` is not a URL path: it must start with `/` and have no spaces, control characters or `#` (or be \"\" to disable)",
             path.escape_debug()
         )));
     }
@@ -241,7 +242,25 @@ pub fn switch_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
             "`{path}` has a query: the front matches the request's path alone, so it would never be taken (a secret belongs in router.token_file)"
         )));
     }
+    // Browsers and curl send such a character percent-encoded, which the front does not
+    // decode to compare.
+    if !path.is_ascii() {
+        return Err(D::Error::custom(format!(
+            "`{path}` is not all ASCII: clients send such characters percent-encoded, so it would never be taken; write it as they send it (\"{}\")",
+            percent_encoded(&path)
+        )));
+    }
     Ok(path)
+}
+
+/// `path` with each byte outside ASCII as `%XX`.
+fn percent_encoded(path: &str) -> String {
+    path.bytes()
+        .map(|b| match b.is_ascii() {
+            true => char::from(b).to_string(),
+            false => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A listen address: an IP and a port, never a host name (the listeners bind before any
