@@ -23,6 +23,8 @@
 //! from one buffer made on first use): a download larger than the sockets can hold;
 //! `GET /bytes/<n>?chunked` sends them chunked (no length known ahead, as a stream is).
 //! `GET /hop-by-hop` answers with hop-by-hop headers (what a proxy must not pass on).
+//! `GET /stalled` answers 200 with a body of 2 bytes and sends 1, never the other (a
+//! page whose head comes at once and whose body does not end).
 //!
 //! It runs on hyper rather than tiny_http: tiny_http gives each keep-alive connection a
 //! thread from a pool that can leave a new connection unserved while others stay open
@@ -40,7 +42,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -111,9 +113,15 @@ pub fn run() -> anyhow::Result<bool> {
             };
             let app = app.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
+                let service = service_fn(move |request: Request<Incoming>| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(app.answer(request).await) }
+                    async move {
+                        let response = match request.uri().path() == "/stalled" {
+                            true => Response::new(Either::Right(Stalled { sent: false })),
+                            false => app.answer(request).await.map(Either::Left),
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -162,6 +170,31 @@ async fn first_chunk(mut body: Incoming) -> Response<Full<Bytes>> {
     answer.extend_from_slice(&first);
     answer.push(b'\n');
     Response::new(Full::new(Bytes::from(answer)))
+}
+
+/// `GET /stalled`'s body: 2 bytes long, of which it sends 1, then nothing ever again.
+struct Stalled {
+    sent: bool,
+}
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if std::mem::replace(&mut self.sent, true) {
+            // Never woken: the connection's end drops it.
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"x")))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(2)
+    }
 }
 
 /// `GET /many-headers/<n>`: `n` cookies, one `Set-Cookie` header each.

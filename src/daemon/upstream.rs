@@ -49,6 +49,10 @@ pub fn empty() -> Body {
 }
 
 /// `GET http://127.0.0.1:<port><path>` within `timeout`: the status, or why there is none.
+/// The status is the answer, given as the head comes: the body is read on (so the
+/// connection goes back to the pool) within what is left of `timeout`, and one that does
+/// not end by then (a page that streams, a worker stuck after its head) is dropped with
+/// its connection.
 pub async fn probe(
     client: &Client,
     port: u16,
@@ -59,16 +63,17 @@ pub async fn probe(
         .header(http::header::USER_AGENT, "bluegreen-health")
         .body(empty())
         .map_err(|e| format!("bad health path {path}: {e}"))?;
-    let answer = tokio::time::timeout(timeout, async {
-        let response = client.request(request).await.map_err(|e| describe(&e))?;
-        let status = response.status().as_u16();
-        // Read the answer so the connection goes back to the pool.
-        let _ = response.into_body().collect().await;
-        Ok::<u16, String>(status)
-    })
-    .await;
-    match answer {
-        Ok(result) => result,
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, client.request(request)).await {
+        Ok(Ok(response)) => {
+            let status = response.status().as_u16();
+            let body = response.into_body();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout_at(deadline, body.collect()).await;
+            });
+            Ok(status)
+        }
+        Ok(Err(e)) => Err(describe(&e)),
         // To the millisecond: "1s 476ms", not down to the nanosecond.
         Err(_) => Err(format!(
             "no answer within {}",

@@ -459,6 +459,23 @@ fn a_health_check_may_take_as_long_as_heartbeat_timeout() {
     assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
 }
 
+/// A health page whose head comes at once and whose body never ends (a stream, a worker
+/// stuck after its head) answers by its status: the generation goes live, and the switch
+/// gate lets the slot take the front. Its body's wait made it "no answer within 2s".
+#[test]
+fn a_health_answer_whose_body_never_ends_counts_by_its_status() {
+    let root = blue_live_with(&[
+        ("app.health_path", "/stalled".into()),
+        ("heartbeat.path", "/stalled".into()),
+        ("app.ready_timeout", "5s".into()),
+    ]);
+    root.wait_body(root.blue, "v1 from blue");
+    root.push("green").says("green: live in ");
+    let switched = root.run_ok(&["switch", "green"]);
+    assert!(switched.contains("switched blue -> green"), "{switched}");
+    root.wait_body(root.front, "v1 from green");
+}
+
 /// A release that takes seconds to get ready is not a silent push: once the verdict has
 /// not come for a moment, the pusher is told what the daemon waits for.
 #[test]
