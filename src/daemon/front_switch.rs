@@ -39,7 +39,8 @@ pub fn allowed(
     // Who is refused: the peer, or for a loopback peer why it does not count as this host.
     let who = match local {
         Err(why) if !why.is_empty() => format!("this request ({why})"),
-        _ => peer.to_string(),
+        // An IPv4 caller of a listener on `[::]` as itself, as X-Forwarded-For shows it.
+        _ => peer.to_canonical().to_string(),
     };
     // The scheme is case-insensitive (RFC 9110 §11.1).
     let presented = authorization.and_then(|a| {
@@ -150,10 +151,12 @@ mod tests {
             allowed(ip("127.0.0.1"), &Method::POST, None, None, &relayed).unwrap_err(),
             "this request (relayed by a proxy, as its X-Forwarded-For, Forwarded, X-Real-IP or Via says) may not switch: only callers on this host can, unless router.token_file sets a token for others"
         );
-        assert_eq!(
-            allowed(ip("192.0.2.7"), &Method::POST, None, None, &Hints::default()).unwrap_err(),
-            "192.0.2.7 may not switch: only callers on this host can, unless router.token_file sets a token for others"
-        );
+        for peer in ["192.0.2.7", "::ffff:192.0.2.7"] {
+            assert_eq!(
+                allowed(ip(peer), &Method::POST, None, None, &Hints::default()).unwrap_err(),
+                "192.0.2.7 may not switch: only callers on this host can, unless router.token_file sets a token for others"
+            );
+        }
     }
 
     #[test]

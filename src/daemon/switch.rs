@@ -225,9 +225,18 @@ async fn attempt(
         (Some(to), _) => to,
         (None, Some(from)) => from.other(),
         (None, None) => {
-            return Err(SwitchError::Refused(
-                "no active slot yet: say which slot to switch to (`bluegreen switch blue`, or `?to=blue`)".into(),
-            ))
+            // Named after one that can take traffic: a slot with no release would refuse.
+            let deployed = Slot::ALL.into_iter().find(|&slot| {
+                daemon.slots[slot.index()].route.live().is_some()
+                    || crate::release::current(&daemon.layout, slot).is_some()
+            });
+            return Err(SwitchError::Refused(match deployed {
+                Some(slot) => format!("no active slot yet: say which slot to switch to (`bluegreen switch {slot}`, or `?to={slot}`)"),
+                None => format!(
+                    "no active slot yet, and no slot has a release: push one first (`git push blue {}`)",
+                    crate::pasted::quoted(&daemon.config().branch)
+                ),
+            }));
         }
     };
     if from == Some(to) {

@@ -127,6 +127,20 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
     assert!(root.get(root.front, "/").body.contains("from green"));
 }
 
+/// On a root where nothing is deployed, a bare switch says to push, not to name a slot
+/// that would be refused as having no release.
+#[test]
+fn a_bare_switch_before_any_release_says_to_push_first() {
+    let mut root = Root::new();
+    root.serve();
+    let out = root.run(&["switch"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "not switched: no active slot yet, and no slot has a release: push one first (`git push blue main`)"
+    );
+}
+
 #[test]
 fn switching_to_a_slot_without_a_healthy_generation_is_refused() {
     let root = blue_live();
