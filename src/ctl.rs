@@ -74,8 +74,9 @@ pub fn status(
     }
     for slot in Slot::ALL {
         // The live release gone says why the branch's commit has no release as well.
-        if let Some(note) =
-            live_gone(layout, &status, slot).or_else(|| undeployed(config, layout, slot))
+        if let Some(note) = live_gone(layout, &status, slot)
+            .or_else(|| unreadable(layout, slot))
+            .or_else(|| undeployed(config, layout, slot))
         {
             writeln!(out, "note: {note}")?;
         }
@@ -182,6 +183,19 @@ fn live_gone(layout: &Layout, status: &Value, slot: Slot) -> Option<String> {
         "{slot}'s live release {} is gone from {} (removed by hand?): its generation runs on, but a crash or a restart of the daemon has nothing to start; a push, or `bluegreen rollback {slot} --to <release>` (`bluegreen releases` lists them), deploys one again",
         crate::logging::printable(release),
         layout.releases_dir(slot).display()
+    ))
+}
+
+/// A release of `slot` whose metadata cannot be read (emptied, edited by hand): which
+/// commit it holds is not known, so [`undeployed`] cannot tell whether the branch's
+/// commit has a release, and `releases`, `rollback` and `promote` see it without one.
+fn unreadable(layout: &Layout, slot: Slot) -> Option<String> {
+    let releases = crate::release::list(layout, slot).ok()?;
+    let release = releases.iter().rev().find(|r| r.meta.is_none())?;
+    Some(format!(
+        "{slot}'s release {} has a {} that bluegreen cannot read (emptied or edited by hand?): which commit it holds is not known; a push of a new commit deploys a release that has one",
+        release.id,
+        crate::release::META
     ))
 }
 

@@ -35,7 +35,7 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
                 .meta
                 .as_ref()
                 .map(|m| (m.created.as_str(), m.build_key.as_str(), m.summary.as_str()))
-                .unwrap_or(("?", "?", ""));
+                .unwrap_or(("?", "?", "(its .bluegreen-release.json cannot be read)"));
             // What `rollback` passes over: a release a killed deploy left behind, one a
             // rollback went back from, and (once the daemon serves the slot) one that
             // did not go live.

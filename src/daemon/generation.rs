@@ -93,9 +93,16 @@ impl Generation {
             dir.display(),
             crate::release::META
         );
-        let commit = crate::release::meta(layout, slot, release)
-            .map(|m| m.commit_short().to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let commit = match crate::release::meta(layout, slot, release) {
+            Some(meta) => meta.commit_short().to_string(),
+            None => {
+                tracing::warn!(
+                    "{slot}: release {release}'s {} cannot be read (emptied or edited by hand?): it runs all the same, its commit unknown",
+                    crate::release::META
+                );
+                "unknown".into()
+            }
+        };
         let slot_env = config.slots.get(slot).env.clone();
         let mut env = slot_env.clone();
         env.insert("PORT".into(), port.to_string());

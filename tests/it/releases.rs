@@ -509,6 +509,41 @@ fn a_mark_a_cut_off_rollback_left_on_the_current_release_goes_with_the_next_push
     root.wait_body(root.blue, "v2 from blue");
 }
 
+/// A release whose metadata was emptied (by hand, or a tool gone wrong) is named as such
+/// by `releases`, `status` and the daemon's log when it starts it, not taken for a
+/// commit that no release has.
+#[test]
+fn a_release_whose_metadata_cannot_be_read_is_named() {
+    let mut root = v2_over_v1_on_blue();
+    let v2 = root.current("blue").unwrap();
+    fs::write(
+        root.path
+            .join("blue/releases")
+            .join(&v2)
+            .join(".bluegreen-release.json"),
+        "",
+    )
+    .unwrap();
+    let listed = root.run_ok(&["releases", "blue"]);
+    assert!(
+        listed_line(&listed, &v2).contains("(its .bluegreen-release.json cannot be read)"),
+        "{listed}"
+    );
+    let status = root.run_ok(&["status"]);
+    assert!(
+        status.contains(&format!("note: blue's release {v2} has a .bluegreen-release.json that bluegreen cannot read (emptied or edited by hand?): which commit it holds is not known")),
+        "{status}"
+    );
+    assert!(!status.contains("which no release of blue has"), "{status}");
+    root.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.serve();
+    root.wait_log(&format!(
+        "blue: release {v2}'s .bluegreen-release.json cannot be read (emptied or edited by hand?): it runs all the same, its commit unknown"
+    ));
+    root.wait_body(root.blue, "v2 from blue");
+}
+
 #[test]
 fn rollback_on_a_full_disk_still_goes_back() {
     let root = v2_over_v1_on_blue();
