@@ -242,10 +242,18 @@ fn stop_groups(layout: &Layout, grace: Duration, left: Left) -> Reaped {
         highest_generation =
             highest_generation.max(env.get(GENERATION).and_then(generation_number).unwrap_or(0));
     }
-    groups.extend(recorded_groups(layout));
+    let recorded = recorded_groups(layout);
+    groups.extend(&recorded);
     for &pgid in &groups {
         let (_, what) = read_entry(layout, pgid);
-        if left == Left::ByPreviousDaemon && migrations.contains(&pgid) {
+        if left == Left::OutsideGroup && recorded.contains(&pgid) {
+            // A generation's own group still recorded: the daemon ended (a failed start)
+            // before it stopped its generations.
+            tracing::warn!(
+                pgid,
+                "stopping a worker this daemon started and ended without stopping: {what}"
+            );
+        } else if left == Left::ByPreviousDaemon && migrations.contains(&pgid) {
             tracing::warn!(pgid, "stopping a switch.migrate left running by a previous daemon, which stopped during its switch: that switch did not happen (the active slot is as state.json says); see what the migration did before switching again");
         } else {
             tracing::warn!(pgid, "stopping {what_it_is}: {what}");
