@@ -12,6 +12,9 @@ use crate::slot::Slot;
 
 /// How many events `/events` and `/status` can show.
 const KEEP: usize = 200;
+/// The kind that goes first when the ring is full: a slot's health flapping records
+/// one every few seconds, and would push deploys and switches out within minutes.
+const FIRST_TO_GO: &str = "health";
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
@@ -49,7 +52,10 @@ impl Events {
             message,
         });
         if ring.len() > KEEP {
-            ring.pop_front();
+            match ring.iter().position(|e| e.kind == FIRST_TO_GO) {
+                Some(oldest) => ring.remove(oldest),
+                None => ring.pop_front(),
+            };
         }
     }
 
@@ -81,5 +87,27 @@ mod tests {
         let newest = events.recent(2);
         assert_eq!(newest.len(), 2);
         assert_eq!(newest[1].seq, (KEEP + 50) as u64);
+    }
+
+    #[test]
+    fn a_flapping_slot_pushes_out_health_events_before_deploys() {
+        let events = Events::default();
+        events.record("deploy", Some(Slot::Blue), false, "deployed".into());
+        events.record("switch", None, false, "switched".into());
+        for n in 1..=KEEP * 3 {
+            events.record("health", Some(Slot::Green), true, format!("flap {n}"));
+        }
+        let kept = events.recent(usize::MAX);
+        assert_eq!(kept.len(), KEEP);
+        assert_eq!(kept[0].message, "deployed");
+        assert_eq!(kept[1].message, "switched");
+        assert_eq!(kept[2].message, format!("flap {}", KEEP * 2 + 3));
+        assert_eq!(kept[KEEP - 1].message, format!("flap {}", KEEP * 3));
+        // With no health event left, the oldest goes.
+        for n in 1..=KEEP {
+            events.record("deploy", Some(Slot::Blue), false, format!("deploy {n}"));
+        }
+        let kept = events.recent(usize::MAX);
+        assert_eq!(kept[0].message, "deploy 1");
     }
 }
