@@ -39,6 +39,7 @@ pub(crate) mod sockets;
 mod status;
 mod supervisor;
 mod switch;
+mod switch_turns;
 mod systemd;
 mod upgrade;
 mod upstream;
@@ -85,7 +86,7 @@ pub struct Daemon {
     pub ports: upstream::Ports,
     pub mirror: mirror::Mirror,
     /// Serialises switches (API, front, heartbeat).
-    pub switching: tokio::sync::Mutex<()>,
+    pub switching: switch_turns::Turns,
     /// The switch under way and its step, for `/status`: a migration or a wait for the
     /// mirrored writes may take a while, and a failing active stays active meanwhile.
     pub underway: Mutex<Option<switch::Underway>>,

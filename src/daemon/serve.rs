@@ -182,7 +182,7 @@ async fn run(
         client: upstream::client(),
         ports: upstream::Ports::default(),
         mirror,
-        switching: tokio::sync::Mutex::new(()),
+        switching: Default::default(),
         from_systemd: bound.passed.clone(),
         underway: Mutex::new(None),
         next_generation: AtomicU64::new(generations),

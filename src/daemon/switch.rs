@@ -1,6 +1,6 @@
 //! Switch: flip active and standby, after the gate and the optional migration.
 //!
-//! Switches are serialised; a bare one goes to the standby as it was when asked. The
+//! Switches are serialised, a few waiting at most ([`super::switch_turns`]); a bare one goes to the standby as it was when asked. The
 //! gate asks the target's live generation for its health path now; `force` skips it.
 //! `switch.migrate` runs next ([`super::migrate`]), in the target's release folder,
 //! bounded by its timeout, and the gate is asked again after it; a target that went live
@@ -219,7 +219,16 @@ async fn attempt(
     query: Query,
     cause: &'static str,
 ) -> Result<serde_json::Value, SwitchError> {
-    let _one_at_a_time = daemon.switching.lock().await;
+    let _one_at_a_time = daemon
+        .switching
+        .take(cause != "heartbeat")
+        .await
+        .ok_or_else(|| {
+            SwitchError::Refused(format!(
+                "{} switches already wait for the one under way (`bluegreen status` shows it): nothing changed; switch again once they are done",
+                super::switch_turns::MAX_WAITING
+            ))
+        })?;
     let from = daemon.active();
     let to = match (query.to, from) {
         (Some(to), _) => to,

@@ -850,3 +850,60 @@ fn status_json_refuses_an_answer_that_is_not_json() {
     }
     server.join().unwrap();
 }
+
+/// Switches go one at a time and only 8 wait for their turn: past that, a switch is
+/// refused at once with the reason, and changes nothing. Waiting without a bound, a
+/// script firing switches at a slow gate or migration held the control API's
+/// connections, and `bluegreen status` waited behind them.
+#[test]
+fn past_eight_waiting_switches_one_more_is_refused_at_once() {
+    let flags = tempfile::tempdir().unwrap();
+    let (started, go) = (flags.path().join("started"), flags.path().join("go"));
+    let mut root = Root::new();
+    root.set(
+        "switch.migrate",
+        format!(
+            "sh -c 'touch {}; while [ ! -e {} ]; do sleep 0.05; done'",
+            started.display(),
+            go.display()
+        ),
+    );
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    std::thread::scope(|s| {
+        let first = s.spawn(|| root.control("POST", "/switch?to=green"));
+        wait_for(Duration::from_secs(10), "the migration to run", || {
+            started.exists().then_some(())
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..12 {
+            let (tx, root) = (tx.clone(), &root);
+            s.spawn(move || tx.send(root.control("POST", "/switch?to=green")));
+        }
+        // The four past the bound answer while the migration still runs.
+        let refused: Vec<Answer> = (0..4)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("a switch past the bound answered while the first ran")
+            })
+            .collect();
+        for answer in &refused {
+            assert_eq!(answer.status, 409, "{}", answer.body);
+            assert_eq!(
+                answer.body.trim(),
+                "8 switches already wait for the one under way (`bluegreen status` shows it): nothing changed; switch again once they are done"
+            );
+        }
+        assert_eq!(root.status()["active"], "blue");
+        fs::write(&go, "").unwrap();
+        let first = first.join().unwrap();
+        assert_eq!(first.status, 200, "{}", first.body);
+        for _ in 0..8 {
+            let waited = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(waited.status, 200, "{}", waited.body);
+        }
+    });
+    assert_eq!(root.status()["active"], "green");
+}
