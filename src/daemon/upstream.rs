@@ -67,10 +67,7 @@ pub async fn probe(
     match tokio::time::timeout_at(deadline, client.request(request)).await {
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
-            let body = response.into_body();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout_at(deadline, body.collect()).await;
-            });
+            discard(response.into_body(), deadline);
             Ok(status)
         }
         Ok(Err(e)) => Err(describe(&e)),
@@ -80,6 +77,21 @@ pub async fn probe(
             humantime::format_duration(Duration::from_millis(timeout.as_millis() as u64))
         )),
     }
+}
+
+/// Reads an answer's body that nobody wants (a health page's, a mirrored copy's) to its
+/// end, dropping each piece as it comes, in a task of its own so that the caller does not
+/// wait for it, and for no longer than `deadline`. Read to its end, its connection goes
+/// back to the pool; cut off at the deadline, the connection is dropped. (Gathered whole,
+/// a standby answering each copy with 300 MB took the daemon to 1.1 GB.)
+pub fn discard(body: hyper::body::Incoming, deadline: tokio::time::Instant) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let _ = tokio::time::timeout_at(deadline, async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+    });
 }
 
 /// How a check's failure begins when the daemon itself had no file for its connection:

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request};
-use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -163,11 +162,14 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), Lost> {
             Ok(uri) => uri,
             Err(e) => return Err(("error", method, path, e.to_string())),
         };
-    // Bounded: one stuck copy must not hold up every copy behind it.
-    let answer = tokio::time::timeout(MIRROR_TIMEOUT, async {
+    // Bounded: one stuck copy must not hold up every copy behind it. The head is the
+    // standby's answer: its body is read on, and dropped, apart from the copies behind
+    // (see `upstream::discard`).
+    let deadline = tokio::time::Instant::now() + MIRROR_TIMEOUT;
+    let answer = tokio::time::timeout_at(deadline, async {
         let response = daemon.client.request(request).await?;
         let status = response.status();
-        let _ = response.into_body().collect().await;
+        upstream::discard(response.into_body(), deadline);
         Ok::<_, hyper_util::client::legacy::Error>(status)
     })
     .await;
