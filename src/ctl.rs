@@ -253,9 +253,11 @@ pub fn switch(
         query.push("force=1".to_string());
     }
     // A switch takes up to: the gate's health check, 5 s for queued mirrored copies, the
-    // migration; and it may queue behind another switch. Past that, it may still land.
-    let wait =
-        2 * (config.heartbeat.timeout + config.switch.migrate_timeout) + Duration::from_secs(20);
+    // stop of a migration given up before (twice stop_timeout), the migration; and it may
+    // queue behind another switch. Past that, it may still land.
+    let wait = 2
+        * (config.heartbeat.timeout + 2 * config.app.stop_timeout + config.switch.migrate_timeout)
+        + Duration::from_secs(20);
     let client = Client::new(config, layout);
     // A `[switch]` or `[heartbeat]` edited without a SIGHUP does not run: say so first,
     // as a push does (what the daemon does not answer here, the switch itself tells).

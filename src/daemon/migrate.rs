@@ -82,9 +82,6 @@ pub async fn run(
             dir.map(|d| d.display().to_string()).unwrap_or_default(),
         );
     }
-    // A migration given up before (its timeout) may still have its SIGTERM's grace: it
-    // is over before this one begins.
-    let _ = tokio::task::spawn_blocking(wait_stopped).await;
     let tag = format!(
         "{}{}",
         workers::MIGRATION,
@@ -223,13 +220,17 @@ impl Drop for GroupStopper {
 /// daemon's stop; the threads stay listed until they are done, so that each caller
 /// waits for them all.
 pub fn wait_stopped() {
-    let pending = || {
-        let threads = STOPPING.lock().expect("no panic holds it");
-        threads.iter().any(|thread| !thread.is_finished())
-    };
-    while pending() {
+    while stopping() {
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether a migration given up before (its timeout, a stop) is still being stopped:
+/// its SIGTERM's grace, then what it left outside its group, up to `app.stop_timeout`
+/// each. A switch waits for it (see [`wait_stopped`]) before its own migration begins.
+pub fn stopping() -> bool {
+    let threads = STOPPING.lock().expect("no panic holds it");
+    threads.iter().any(|thread| !thread.is_finished())
 }
 
 #[cfg(test)]

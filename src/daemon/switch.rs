@@ -321,6 +321,15 @@ async fn attempt(
                 }
             )));
         };
+        // A migration given up before may still have its SIGTERM's grace: it is over
+        // before this one begins, and its wait is not this migration's time.
+        if migrate::stopping() {
+            steps.step(format!(
+                "waiting for the last switch.migrate, given up, to be stopped (up to {} twice, app.stop_timeout)",
+                humantime::format_duration(config.app.stop_timeout)
+            ));
+            let _ = tokio::task::spawn_blocking(migrate::wait_stopped).await;
+        }
         let started = Instant::now();
         let said = format!(
             "switch to {to} ({cause}): running switch.migrate (up to {})",

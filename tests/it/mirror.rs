@@ -1118,3 +1118,39 @@ fn a_standby_answering_copies_with_large_bodies_holds_no_memory_for_them() {
     let peak = peak_rss_kib(root.serve_pid());
     assert!(peak < 48 << 10, "the daemon's peak RSS was {peak} KiB");
 }
+
+/// A switch after one whose migration was given up (past its timeout, ignoring SIGTERM)
+/// waits for that one to be stopped before its own begins, and says so: its status said
+/// `running switch.migrate` all along, and its `migrate_ms` counted the wait.
+#[test]
+fn a_switch_waits_for_a_given_up_migration_to_stop_and_says_so() {
+    let mut root = Root::new();
+    root.set("switch.migrate_timeout", "1s");
+    root.set("app.stop_timeout", "4s");
+    root.set("switch.migrate", "sh -c 'trap \"\" TERM; sleep 60'");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let answer = root.control("POST", "/switch?to=green");
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    set_migrate(&root, "true", 1);
+    let switch = std::thread::spawn({
+        let url = root.url(root.control, "/switch?to=green");
+        move || http("POST", &url, None)
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "the wait for the last migration",
+        || {
+            (root.status()["switching"]["step"]
+            == "waiting for the last switch.migrate, given up, to be stopped (up to 4s twice, app.stop_timeout)")
+            .then_some(())
+        },
+    );
+    let answer = switch.join().unwrap().unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert!(json["migrate_ms"].as_u64().unwrap() < 1000, "{json}");
+    assert_eq!(root.status()["active"], "green");
+}
