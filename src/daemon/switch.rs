@@ -317,7 +317,7 @@ async fn attempt(
                 if query.force {
                     ": wait until it is live (`bluegreen status`); --force skips the health gate, not the migration"
                 } else {
-                    " (it went while the switch waited); not switched"
+                    " (it went while the switch waited)"
                 }
             )));
         };
@@ -357,9 +357,9 @@ async fn attempt(
         // The migration may have taken a while: the target must still be healthy.
         if !query.force {
             steps.step(format!("checking {to}'s health after the migration"));
-            gate(daemon, &config, to).await.map_err(|e| {
-                SwitchError::Refused(format!("after the migration, {e}; not switched"))
-            })?;
+            gate(daemon, &config, to)
+                .await
+                .map_err(|e| SwitchError::Refused(format!("after the migration, {e}")))?;
             gated = Instant::now();
         }
     }
@@ -417,7 +417,7 @@ async fn attempt(
         steps.step(format!("checking {to}'s health again before the flip"));
         gate(daemon, &config, to).await.map_err(|e| {
             SwitchError::Refused(format!(
-                "{e}, at the flip ({}s after it passed the gate, the switch waiting for the mirrored writes); not switched",
+                "{e}, at the flip ({}s after it passed the gate, the switch waiting for the mirrored writes)",
                 gated.elapsed().as_secs_f64().round()
             ))
         })?;
@@ -426,7 +426,7 @@ async fn attempt(
     // A push with `app.overlap = false` may have taken its generation down meanwhile.
     if !query.force && live.is_none() {
         return Err(SwitchError::Refused(format!(
-            "{to} has no live generation any more (it went while the switch waited); not switched"
+            "{to} has no live generation any more (it went while the switch waited)"
         )));
     }
     // A deploy to the target went live meanwhile (a push, rollback or promote): the
@@ -435,7 +435,7 @@ async fn attempt(
     if let (Some(ran), Some(now)) = (&migrated, live.as_ref().map(|g| &g.release)) {
         if ran != now {
             return Err(SwitchError::Refused(format!(
-                "{to} went live with release {now} while switch.migrate ran for release {ran}; not switched: switch again to migrate for {now}"
+                "{to} went live with release {now} while switch.migrate ran for release {ran}: switch again to migrate for {now}"
             )));
         }
     }
