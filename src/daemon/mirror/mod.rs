@@ -319,13 +319,13 @@ impl Mirror {
     /// write it took goes to the standby's queue; one it did not is not applied there.
     pub fn answered(&self, daemon: &Daemon, mut copy: PendingCopy, status: Option<StatusCode>) {
         let queue = copy.queue;
-        let mut job = match copy.take() {
+        let (mut job, cut) = match copy.take() {
             None => return,
-            Some(Ok(job)) => job,
-            Some(Err((job, reason, why))) => {
-                return self.lost(daemon, reason, &job.method, &job.path, why)
-            }
+            Some(Ok(job)) => (job, None),
+            Some(Err((job, reason, why))) => (job, Some((reason, why))),
         };
+        // The active's verdict first: one that gave no answer is why, not the body it
+        // had not all read yet.
         match status {
             // 2xx or 3xx: taken. A 4xx is a write refused (a delete of what the active
             // lacks), which applied to the standby could change what it holds.
@@ -337,6 +337,9 @@ impl Mirror {
                 );
                 return self.lost(daemon, "active_failed", &job.method, &job.path, why);
             }
+        }
+        if let Some((reason, why)) = cut {
+            return self.lost(daemon, reason, &job.method, &job.path, why);
         }
         let size = job.bytes();
         if !self.reserve(size) {
