@@ -18,7 +18,7 @@ mod parse;
 mod values;
 
 pub use parse::MAX_BYTES;
-pub use values::{BUILD_MARKER, GENERATION_MARKER, WORKER_MARKER};
+pub use values::{BUILD_MARKER, GENERATION_MARKER, MIRROR_MEMORY, WORKER_MARKER};
 
 /// The commented default config that `init` writes; parsing it gives `Config::default()`.
 pub const TEMPLATE: &str = include_str!("bluegreen.toml");
@@ -135,7 +135,10 @@ pub struct HeartbeatConfig {
 pub struct MirrorConfig {
     #[serde(deserialize_with = "values::methods")]
     pub methods: Vec<String>,
-    #[serde(with = "values::human_size")]
+    #[serde(
+        serialize_with = "values::human_size::serialize",
+        deserialize_with = "values::max_body"
+    )]
     pub max_body: u64,
     #[serde(deserialize_with = "values::queue")]
     pub queue: usize,

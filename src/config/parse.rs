@@ -464,6 +464,10 @@ mod tests {
                 "2: heartbeat.path: `/a b` is not a URL path",
             ),
             (
+                "[mirror]\nmax_body = \"300MiB\"\n",
+                "2: mirror.max_body: is more than the 256 MiB all mirrored copies may hold together: no copy that large could be sent",
+            ),
+            (
                 "[mirror]\nmax_body = \"ten\"\n",
                 "2: mirror.max_body: invalid size `ten`",
             ),

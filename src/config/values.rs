@@ -171,6 +171,23 @@ pub fn queue<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
 }
 
+/// The most memory the mirrored copies queued and out hold together, heads and bodies:
+/// past it, a copy counts as `queue_full`.
+pub const MIRROR_MEMORY: u64 = 256 << 20;
+
+/// `mirror.max_body`: a size no larger than [`MIRROR_MEMORY`], which a larger body could
+/// never fit (each such copy would be dropped as `queue_full`).
+pub fn max_body<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let size = human_size::deserialize(d)?;
+    if size > MIRROR_MEMORY {
+        return Err(D::Error::custom(format!(
+            "is more than the {} MiB all mirrored copies may hold together: no copy that large could be sent",
+            MIRROR_MEMORY >> 20
+        )));
+    }
+    Ok(size)
+}
+
 pub fn at_least_one_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     match u32::deserialize(d)? {
         0 => Err(D::Error::custom("must be at least 1")),

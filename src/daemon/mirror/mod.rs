@@ -49,7 +49,7 @@ const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// ([`Job::bytes`]): `mirror.queue` and [`sender::OUT`] bound their number, this their
 /// memory (1024 copies of 10 MiB would be 10 GiB; a million queued copies of bodiless
 /// writes, each with a 60 KB head, 60 GB). Beyond it a copy counts as `queue_full`.
-const QUEUED_BYTES: u64 = 256 << 20;
+const QUEUED_BYTES: u64 = crate::config::MIRROR_MEMORY;
 
 /// One copy to send.
 pub struct Job {
