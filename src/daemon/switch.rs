@@ -1,8 +1,8 @@
 //! Switch: flip active and standby, after the gate and the optional migration.
 //!
-//! Switches are serialised, a few waiting at most ([`super::switch_turns`]); a bare one goes to the standby as it was when asked. The
-//! gate asks the target's live generation for its health path now; `force` skips it.
-//! `switch.migrate` runs next ([`super::migrate`]), in the target's release folder,
+//! Switches are serialised, a few waiting at most ([`super::switch_turns`]); a bare one
+//! goes to the standby as it was when asked. The gate asks the target's live generation
+//! for its health path now; `force` skips it. `switch.migrate` runs next ([`super::migrate`]), in the target's release folder,
 //! bounded by its timeout, and the gate is asked again after it; a target that went live
 //! with another release meanwhile (a deploy to it) is not switched to: the migration was
 //! for the release it ran in. With mirroring on, the writes the active is still
