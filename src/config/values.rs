@@ -171,8 +171,10 @@ pub fn queue<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
 }
 
-/// The most memory the mirrored copies queued and out hold together, heads and bodies:
-/// past it, a copy counts as `queue_full`.
+/// The most bytes the mirrored copies queued or out may hold together, heads and bodies:
+/// `mirror.queue` and the copies out at once bound their number, this their memory (1024
+/// copies of 10 MiB would be 10 GiB; a million queued copies of bodiless writes, each with
+/// a 60 KB head, 60 GB). Beyond it a copy counts as `queue_full`.
 pub const MIRROR_MEMORY: u64 = 256 << 20;
 
 /// `mirror.max_body`: a size no larger than [`MIRROR_MEMORY`], which a larger body could

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use super::upstream::{Body, BoxError};
 use super::Daemon;
-use crate::config::Config;
+use crate::config::{Config, MIRROR_MEMORY};
 use crate::logging::Sparse;
 use crate::slot::Slot;
 
@@ -45,11 +45,6 @@ use tee::{Copied, Tee};
 
 /// The longest a copy may take before it counts as failed.
 const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// The most bytes the copies queued or out may hold together, heads and bodies
-/// ([`Job::bytes`]): `mirror.queue` and [`sender::OUT`] bound their number, this their
-/// memory (1024 copies of 10 MiB would be 10 GiB; a million queued copies of bodiless
-/// writes, each with a 60 KB head, 60 GB). Beyond it a copy counts as `queue_full`.
-const QUEUED_BYTES: u64 = crate::config::MIRROR_MEMORY;
 
 /// One copy to send.
 pub struct Job {
@@ -80,7 +75,7 @@ pub struct PendingCopy {
 }
 
 impl Job {
-    /// What the copy holds in memory, against `QUEUED_BYTES`: its body, path and headers.
+    /// What the copy holds in memory, against `MIRROR_MEMORY`: its body, path and headers.
     fn bytes(&self) -> u64 {
         let head: usize = self
             .headers
@@ -141,7 +136,7 @@ pub struct Mirror {
     waiting: AtomicUsize,
     /// Set when the queue was full: no copy is taken until it has emptied.
     refilling: AtomicBool,
-    /// Bytes of the copies queued or out ([`Job::bytes`]), bounded by `QUEUED_BYTES`.
+    /// Bytes of the copies queued or out ([`Job::bytes`]), bounded by `MIRROR_MEMORY`.
     queued_bytes: AtomicU64,
     /// Body bytes of the copies being gathered, bounded by `tee::GATHERED_BYTES`.
     gathered_bytes: Arc<AtomicU64>,
@@ -345,7 +340,7 @@ impl Mirror {
         if !self.reserve(size) {
             let why = format!(
                 "the mirrored copies queued and out already hold {} MiB",
-                QUEUED_BYTES >> 20
+                MIRROR_MEMORY >> 20
             );
             return self.lost(daemon, "queue_full", &job.method, &job.path, why);
         }
@@ -397,11 +392,11 @@ impl Mirror {
         self.release(size);
         self.lost(daemon, reason, &method, &path, why);
     }
-    /// Counts `size` bytes in the queue, if they fit in `QUEUED_BYTES`.
+    /// Counts `size` bytes in the queue, if they fit in `MIRROR_MEMORY`.
     fn reserve(&self, size: u64) -> bool {
         self.queued_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held + size <= QUEUED_BYTES).then_some(held + size)
+                (held + size <= MIRROR_MEMORY).then_some(held + size)
             })
             .is_ok()
     }
@@ -438,11 +433,14 @@ mod tests {
     #[test]
     fn queued_copies_hold_a_bounded_number_of_bytes() {
         let (mirror, _rx) = Mirror::new(4);
-        assert!(mirror.reserve(QUEUED_BYTES - 10));
+        assert!(mirror.reserve(MIRROR_MEMORY - 10));
         assert!(!mirror.reserve(11), "over the byte budget");
         assert!(mirror.reserve(10));
-        mirror.release(QUEUED_BYTES);
-        assert!(mirror.reserve(QUEUED_BYTES), "sent copies free their bytes");
+        mirror.release(MIRROR_MEMORY);
+        assert!(
+            mirror.reserve(MIRROR_MEMORY),
+            "sent copies free their bytes"
+        );
     }
 
     #[tokio::test(start_paused = true)]
