@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::layout::Layout;
+use crate::release::Release;
 use crate::slot::Slot;
 
 pub fn status(
@@ -74,9 +75,11 @@ pub fn status(
     }
     for slot in Slot::ALL {
         // The live release gone says why the branch's commit has no release as well.
+        // Read once for both notes; unreadable, neither is told.
+        let releases = crate::release::list(layout, slot).ok();
         if let Some(note) = live_gone(layout, &status, slot)
-            .or_else(|| unreadable(layout, slot))
-            .or_else(|| undeployed(config, layout, slot))
+            .or_else(|| unreadable(slot, releases.as_deref()?))
+            .or_else(|| undeployed(config, layout, slot, releases.as_deref()?))
         {
             writeln!(out, "note: {note}")?;
         }
@@ -189,8 +192,7 @@ fn live_gone(layout: &Layout, status: &Value, slot: Slot) -> Option<String> {
 /// A release of `slot` whose metadata cannot be read (emptied, edited by hand): which
 /// commit it holds is not known, so [`undeployed`] cannot tell whether the branch's
 /// commit has a release, and `releases`, `rollback` and `promote` see it without one.
-fn unreadable(layout: &Layout, slot: Slot) -> Option<String> {
-    let releases = crate::release::list(layout, slot).ok()?;
+fn unreadable(slot: Slot, releases: &[Release]) -> Option<String> {
     let release = releases.iter().rev().find(|r| r.meta.is_none())?;
     Some(format!(
         "{slot}'s release {} has a {} that bluegreen cannot read (emptied or edited by hand?): which commit it holds is not known; a push of a new commit deploys a release that has one",
@@ -206,12 +208,16 @@ fn unreadable(layout: &Layout, slot: Slot) -> Option<String> {
 /// it already), so `status`, whose "push one" would not help, says what does. (A branch
 /// that moved before the newest release was made is a pruned release's, or a promote's
 /// slot: not told.)
-fn undeployed(config: &Config, layout: &Layout, slot: Slot) -> Option<String> {
+fn undeployed(
+    config: &Config,
+    layout: &Layout,
+    slot: Slot,
+    releases: &[Release],
+) -> Option<String> {
     let (tip, pushed) = crate::git::tip_in(&layout.repo(slot), &config.branch)?;
     if crate::release::push_under_way(layout, slot) {
         return None;
     }
-    let releases = crate::release::list(layout, slot).ok()?;
     let tip_text = tip.to_string();
     let newest = releases
         .iter()
