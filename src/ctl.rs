@@ -85,6 +85,20 @@ pub fn status(
         }
     }
     for slot in Slot::ALL {
+        let Some(current) = crate::release::current(layout, slot) else {
+            continue;
+        };
+        for gone in crate::release::missing_shared(layout, slot, &current, &config.app.linked_dirs)
+        {
+            writeln!(
+                out,
+                "note: {} is gone (removed by hand?): {slot}'s linked dir, which its release {current} writes to, fails the app's writes; `bluegreen init {}` makes it again, empty (so does the next start of {slot})",
+                gone.display(),
+                crate::pasted::path(layout.root())
+            )?;
+        }
+    }
+    for slot in Slot::ALL {
         if let Some(note) = status["slots"][slot.name()]["live"]["started_before"].as_str() {
             writeln!(out, "note: {note}")?;
         }

@@ -236,7 +236,7 @@ fn release_push(
     interrupt: &Interrupt,
 ) -> anyhow::Result<Option<String>> {
     let began = std::time::SystemTime::now();
-    let _turn = release::push_turn(layout, slot, out)?;
+    let turn = release::push_turn(layout, slot, out)?;
     let mut pushed = git::resolve(repo, &update.new)?;
     let (lock, in_use, key) = loop {
         match tip_now(layout, config, slot, repo, &pushed)? {
@@ -354,6 +354,9 @@ fn release_push(
             format!(" ({tidied})")
         }
     )?;
+    // The turn before the slot lock: a rollback that waited for the lock finds this push
+    // over, not one under way that would land after it.
+    drop(turn);
     drop(lock);
     Ok(Some(id))
 }

@@ -18,16 +18,23 @@ pub struct Layout {
 
 impl Layout {
     /// A layout for `root`, made absolute so hooks, builds and workers that change
-    /// folder still agree on every path.
+    /// folder still agree on every path, and resolved (no `..`, no symlink) as git hands
+    /// the hook its repo: a linked dir's link written by `promote --root ../app` must not
+    /// depend on the folder it ran in, nor on a symlink to the root staying put.
     pub fn new(root: &Path) -> std::io::Result<Layout> {
         let root = if root.is_absolute() {
             root.to_path_buf()
         } else {
             std::env::current_dir()?.join(root)
         };
+        // A root `init` is about to make: its parent resolved, when that exists.
+        let resolved = root.canonicalize().ok().or_else(|| {
+            let parent = root.parent()?.canonicalize().ok()?;
+            Some(parent.join(root.file_name()?))
+        });
         // `components` drops `.` parts: `--root .` names the folder, not `/srv/app/.`.
         Ok(Layout {
-            root: root.components().collect(),
+            root: resolved.unwrap_or_else(|| root.components().collect()),
         })
     }
 
@@ -147,6 +154,12 @@ impl Layout {
     /// Held by the running `bluegreen serve`: one daemon per root.
     pub fn serve_lock(&self) -> PathBuf {
         self.root.join("run").join("serve.lock")
+    }
+
+    /// Made by a daemon as its stop begins (and removed by the next at its start): a
+    /// client the stopping daemon no longer answers says why.
+    pub fn stopping_mark(&self) -> PathBuf {
+        self.root.join("run").join("stopping")
     }
 
     /// Whether a `bluegreen serve` holds this root now (`Some`), and its pid when this

@@ -85,7 +85,6 @@ pub fn rollback(
     // waits for the slot makes "back" mean another release, so that is refused.
     let asked_at = release::current(layout, slot);
     let lock = release::lock_slot(layout, slot, out)?;
-    push_note(layout, slot, out)?;
     let releases = release::list(layout, slot)?;
     // None when `current` is missing or not a link (a first deploy killed before its
     // flip, a hand edit): `--to` still names where it goes.
@@ -98,6 +97,7 @@ pub fn rollback(
             "{slot}'s current release changed while this waited ({asked_at} -> {now}): nothing rolled back; run it again to go back from {now}"
         );
     }
+    push_note(layout, slot, out)?;
     let target = match to {
         Some(id) => {
             anyhow::ensure!(
@@ -115,15 +115,12 @@ pub fn rollback(
                     release::no_current(layout, slot)
                 ),
             })?;
-            // What still serves, when `current` is a push that never went live;
-            // otherwise the release before (never "back" to a newer one the daemon last
-            // ran).
-            serving(layout, slot)
-                .filter(|serving| {
-                    serving != current
-                        && releases.iter().any(|r| r.id == *serving)
-                        && releases.iter().any(|r| r.id == current && !r.went_live)
-                })
+            // What still serves, when `current` is a push that never went live or a
+            // release that failed its last start; otherwise the release before (never
+            // "back" to a newer one the daemon last ran).
+            serving_instead(layout, slot, current)
+                .map(|(serving, _)| serving)
+                .filter(|serving| releases.iter().any(|r| r.id == *serving))
                 .or_else(|| release::previous(&releases, current))
                 .with_context(|| {
                     let passed_over =
@@ -177,7 +174,7 @@ fn push_note(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result
     if release::push_under_way(layout, slot) {
         writeln!(
             out,
-            "{slot}: note: a push to {slot} is building; this does not wait for it: if it deploys, its release becomes current after this"
+            "{slot}: note: a push to {slot} is under way; this does not wait for it: if it deploys, its release becomes current after this"
         )?;
     }
     Ok(())
@@ -208,13 +205,24 @@ fn never_deployed(slot: Slot, config: &Config, act: &str) -> String {
     )
 }
 
-/// The release of `slot` the daemon last had live (`state.json`), if it says.
-fn serving(layout: &Layout, slot: Slot) -> Option<String> {
-    State::load(&layout.state_file())
-        .ok()?
+/// The release of `slot` the daemon last had live (`state.json`), when that is not
+/// `current` and `current` has not served since: a push still starting or that failed
+/// to start, or a release that went live once and failed its last start (a `rollback
+/// --to` it). With whether `current` is such a release (else it never went live).
+fn serving_instead(layout: &Layout, slot: Slot, current: &str) -> Option<(String, bool)> {
+    let state = State::load(&layout.state_file()).ok()?;
+    let serving = state
         .live
         .get(&slot)
-        .cloned()
+        .filter(|serving| *serving != current)?;
+    if !release::went_live(layout, slot, current) {
+        return Some((serving.clone(), false));
+    }
+    let failed = state
+        .failed
+        .get(&slot)
+        .is_some_and(|f| f.release == current);
+    failed.then(|| (serving.clone(), true))
 }
 
 /// Starts `slot`'s current release again, and waits for its verdict: after what made it
@@ -257,10 +265,13 @@ pub fn promote(
     })?;
     // What was tried on `from` is what it served: a push there that is still starting, or
     // that failed to start, is not copied on.
-    if let Some(serving) = serving(layout, from).filter(|serving| *serving != source_id) {
-        anyhow::ensure!(
-            release::went_live(layout, from, &source_id),
-            "{from}'s current release {source_id} has not gone live ({from} serves {serving}): promote copies only a release that has served on {from}; `bluegreen status` says why"
+    if let Some((serving, failed)) = serving_instead(layout, from, &source_id) {
+        let why = match failed {
+            true => "failed its last start",
+            false => "has not gone live",
+        };
+        anyhow::bail!(
+            "{from}'s current release {source_id} {why} ({from} serves {serving}): promote copies only a release that has served on {from}; `bluegreen status` says why"
         );
     }
     let source = release::meta(layout, from, &source_id)

@@ -103,6 +103,20 @@ impl Generation {
                 "unknown".into()
             }
         };
+        // A linked dir's shared folder removed by hand: made again, or the app's writes
+        // there fail on every start.
+        for gone in crate::release::missing_shared(layout, slot, release, &config.app.linked_dirs) {
+            match std::fs::create_dir_all(&gone) {
+                Ok(()) => tracing::warn!(
+                    "{slot}: linked dir {} was gone (removed by hand?): made it again, empty, for release {release}",
+                    gone.display()
+                ),
+                Err(e) => tracing::warn!(
+                    "{slot}: linked dir {} is gone (removed by hand?) and cannot be made again: {e}; the app's writes there fail",
+                    gone.display()
+                ),
+            }
+        }
         let slot_env = config.slots.get(slot).env.clone();
         let mut env = slot_env.clone();
         env.insert("PORT".into(), port.to_string());

@@ -89,6 +89,16 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     for dir in shared_dirs(layout) {
         make_dir(&dir, out)?;
     }
+    // A linked dir's shared folder removed by hand: the app's writes there fail.
+    for slot in Slot::ALL {
+        if let Some(current) = crate::release::current(layout, slot) {
+            for gone in
+                crate::release::missing_shared(layout, slot, &current, &config.app.linked_dirs)
+            {
+                make_dir(&gone, out)?;
+            }
+        }
+    }
     // Only a command that is still the example's needs a word.
     let defaults = Config::default();
     let unset: Vec<&str> = [

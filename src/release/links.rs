@@ -5,7 +5,8 @@
 //! A path is compared in the release `current` named before and in the one it names
 //! now: linked (a symlink to the slot's shared folder of that path) or a folder of the
 //! release's own. Linked dirs added, removed, or a rollback across such a change show as
-//! a path linked in one and not in the other.
+//! a path linked in one and not in the other. A shared folder a release links to that is
+//! gone is found too ([`missing`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,21 @@ fn linked_in(shared: &Path, old: &Path, new: &Path, rel: &Path, found: &mut Vec<
             linked_in(shared, old, new, &path, found);
         }
     }
+}
+
+/// The slot's shared folders that release `id` links to, at the paths `linked_dirs`
+/// names, and that are gone (removed by hand): the app's writes there fail until they
+/// are made again.
+pub fn missing(layout: &Layout, slot: Slot, id: &str, linked_dirs: &[String]) -> Vec<PathBuf> {
+    let shared = layout.shared_dir(slot);
+    let release = layout.release_dir(slot, id);
+    linked_dirs
+        .iter()
+        .map(Path::new)
+        .filter(|path| held(&release, &shared, path) == Held::Shared)
+        .map(|path| shared.join(path))
+        .filter(|dir| !dir.is_dir())
+        .collect()
 }
 
 fn held(release: &Path, shared: &Path, path: &Path) -> Held {

@@ -23,7 +23,7 @@ mod lock;
 mod prune;
 
 pub use current::{current, elsewhere, no_current};
-pub use links::notes as link_notes;
+pub use links::{missing as missing_shared, notes as link_notes};
 pub use lock::{lock_slot, push_turn, push_under_way};
 pub use prune::{in_use_entry, leftovers, prune, tidy};
 

@@ -831,7 +831,7 @@ fn a_promote_during_a_push_build_to_its_target_lands_first_and_the_push_after() 
         assert!(done.is_some(), "the promote waited for the build: {said}");
         assert!(out.status.success(), "{said}");
         assert!(
-            said.contains("green: note: a push to green is building; this does not wait for it"),
+            said.contains("green: note: a push to green is under way; this does not wait for it"),
             "{said}"
         );
         assert!(said.contains("green: live in "), "{said}");

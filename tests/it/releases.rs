@@ -261,6 +261,84 @@ fn a_build_whose_release_failed_is_removed_before_the_next_build() {
     assert!(root.current("blue").is_none());
 }
 
+/// A `--root` spelled through `..` or a symlink names the root it resolves to: a
+/// promote's linked-dir link named `<cwd>/../root/green/shared/...` (dangling once that
+/// folder moved) and one through a symlink moved with it.
+#[test]
+fn a_root_named_through_dot_dot_or_a_symlink_writes_links_to_the_root_itself() {
+    let root = Root::new();
+    root.link_uploads();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+    let parent = root.path.parent().unwrap();
+    let aside = parent.join("aside");
+    fs::create_dir_all(&aside).unwrap();
+    std::os::unix::fs::symlink(&root.path, parent.join("root-link")).unwrap();
+    let name = root.path.file_name().unwrap().to_str().unwrap();
+    for (slot, spelled) in [
+        ("green", format!("../{name}")),
+        ("blue", "../root-link".into()),
+    ] {
+        let from = if slot == "green" { "blue" } else { "green" };
+        if slot == "blue" {
+            // Something new for blue to take: green's build of v2.
+            root.commit("v2", &[("VERSION", "v2\n")]);
+            root.push("green").says("green: release ");
+        }
+        let out = Command::new(BIN)
+            .args(["promote", from, slot, "--root", &spelled])
+            .current_dir(&aside)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let link = root.path.join(slot).join("current/public/uploads");
+        let target = fs::read_link(&link).unwrap();
+        assert_eq!(
+            target,
+            root.path.join(slot).join("shared/public/uploads"),
+            "{slot}"
+        );
+    }
+}
+
+/// A linked dir's shared folder removed by hand failed the app's writes while every
+/// command said all was well: `status` names it, `init` makes it again, and so does the
+/// slot's next start.
+#[test]
+fn a_linked_dirs_shared_folder_removed_by_hand_is_named_and_made_again() {
+    let mut root = Root::new();
+    root.link_uploads();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    root.serve();
+    root.wait_body(root.blue, "v1 from blue");
+    let shared = root.path.join("blue/shared/public/uploads");
+    fs::remove_dir(&shared).unwrap();
+
+    let status = root.run_ok(&["status"]);
+    let note = format!(
+        "note: {} is gone (removed by hand?): blue's linked dir",
+        shared.display()
+    );
+    assert!(status.contains(&note), "{status}");
+    let init = root.run_ok(&["init"]);
+    assert!(
+        init.contains(&format!("created   {}", shared.display())),
+        "{init}"
+    );
+    assert!(shared.is_dir());
+    assert!(!root.run_ok(&["status"]).contains("is gone"));
+
+    fs::remove_dir(&shared).unwrap();
+    root.run_ok(&["restart", "blue"]);
+    assert!(shared.is_dir());
+    root.wait_log("blue: linked dir ");
+}
+
 /// The finished builds in `builds/`.
 fn finished_builds(root: &Root) -> Vec<String> {
     let mut keys: Vec<String> = builds_entries(root)
@@ -708,6 +786,51 @@ fn rollback_after_a_rollback_and_a_failed_push_goes_to_what_serves() {
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 }
 
+/// A `rollback --to` a release that served once but fails to start now leaves blue
+/// serving the release it went back from: that one is what a plain rollback returns to,
+/// and what promote refuses to copy is the failed one (both went by its old "went live"
+/// mark, and went one further back, or copied a release that had just failed).
+#[test]
+fn after_a_rollback_that_failed_to_start_rollback_returns_to_what_serves() {
+    let root = blue_live();
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    let v2 = root.current("blue").unwrap();
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: live in ");
+    let v3 = root.current("blue").unwrap();
+    fs::write(root.path.join("blue/releases").join(&v1).join("CRASH"), "").unwrap();
+    let out = root.run(&["rollback", "blue", "--to", &v1]);
+    assert!(!out.status.success());
+    root.wait_body(root.blue, "v3 from blue");
+
+    let refused = root.run_err(&["promote", "blue", "green"]);
+    assert_eq!(
+        refused.trim_end(),
+        format!("error: blue's current release {v1} failed its last start (blue serves {v3}): promote copies only a release that has served on blue; `bluegreen status` says why")
+    );
+    assert!(root.current("green").is_none());
+
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert_eq!(root.current("blue").unwrap(), v3, "{text}");
+    assert!(
+        text.contains(&format!("blue: current {v1} -> {v3}")),
+        "{text}"
+    );
+    assert!(root.get(root.blue, "/").body.starts_with("v3 from blue"));
+    let listed = root.run_ok(&["releases", "blue"]);
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.starts_with("* ") && l.contains("(")),
+        "{listed}"
+    );
+    // From there, back is v2, as before the failed rollback.
+    root.run_ok(&["rollback", "blue"]);
+    assert_eq!(root.current("blue").unwrap(), v2);
+}
+
 #[test]
 fn releases_without_marks_roll_back_by_creation_order_and_a_tree_cannot_forge_them() {
     let root = Root::new();
@@ -833,7 +956,7 @@ fn a_rollback_during_a_push_build_goes_back_at_once_and_the_push_lands_after() {
         );
         assert!(out.status.success(), "{said}");
         assert!(
-            said.contains("blue: note: a push to blue is building; this does not wait for it: if it deploys, its release becomes current after this"),
+            said.contains("blue: note: a push to blue is under way; this does not wait for it: if it deploys, its release becomes current after this"),
             "{said}"
         );
         assert_eq!(root.current("blue").unwrap(), v1, "{said}");
