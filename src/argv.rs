@@ -27,6 +27,20 @@ pub fn not_started(
     path: Option<&String>,
     e: &std::io::Error,
 ) -> String {
+    // A script of the tree: its mode or first line is what to fix.
+    if e.raw_os_error() == Some(libc::ENOEXEC) {
+        return format!("{e}: it is no program and has no `#!` line (add one, such as `#!/bin/sh`, or write `sh {program}`)");
+    }
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        use std::os::unix::fs::PermissionsExt;
+        let file = dir.join(program);
+        let unexecutable = program.contains('/')
+            && std::fs::metadata(&file)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 == 0);
+        if unexecutable {
+            return format!("{e}: it has no execute bit (in git: `git update-index --chmod=+x {program}`, then commit; or write `sh {program}`)");
+        }
+    }
     if e.kind() != std::io::ErrorKind::NotFound {
         return e.to_string();
     }

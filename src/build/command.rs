@@ -76,6 +76,10 @@ pub(super) fn run(
     let mut log =
         File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
     if let Some(signal) = interrupt.received() {
+        super::ended::write(
+            log_path,
+            &format!("was stopped by {signal} before it started"),
+        );
         anyhow::bail!("stopped by {signal} before it started");
     }
     let words = argv::expand(&config.command, &config.env)?;
@@ -99,7 +103,9 @@ pub(super) fn run(
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| {
         let why = argv::not_started(&words[0], dir, config.env.get("PATH"), &e);
-        anyhow::anyhow!("cannot start `{}`: {why}", words[0])
+        let why = format!("cannot start `{}`: {why}", words[0]);
+        super::ended::write(log_path, &format!("did not run: {why}"));
+        anyhow::anyhow!(why)
     })?;
     // The writer ends live in the child only now, so the reader sees EOF when it is done.
     drop(command);
@@ -171,10 +177,17 @@ pub(super) fn run(
                     }
                 }
                 // One write per line: a pusher's pipe that takes part of it keeps a whole
-                // line or none (see `stderr`).
+                // line or none (see `stderr`). Control bytes go as `?` (the log keeps
+                // them): git's client cuts a line at a NUL, and lost the lines after it
+                // and glued the next step's line on; escapes retitled or cleared the
+                // pusher's terminal. A `\r` stays: it is how progress redraws its line.
                 let mut sent = Vec::with_capacity(line.len() + 3);
                 sent.extend_from_slice(b"  ");
-                sent.extend_from_slice(line);
+                sent.extend(line.iter().map(|&b| match b {
+                    b'\t' | b'\r' => b,
+                    0..0x20 | 0x7f => b'?',
+                    _ => b,
+                }));
                 sent.push(b'\n');
                 send(sent);
             };
@@ -249,6 +262,15 @@ pub(super) fn run(
                 let _ = rx.recv();
                 *finished.lock().expect("no panic holds it") = Some(Instant::now());
                 let said = copier.join().ok();
+                let was = if why.starts_with("stopped") {
+                    "was "
+                } else {
+                    ""
+                };
+                super::ended::write(
+                    log_path,
+                    &format!("{was}{why}; its process group was killed"),
+                );
                 anyhow::bail!(
                     "{why}; its process group was killed{}",
                     Said::reason(said, log_path)
@@ -261,6 +283,9 @@ pub(super) fn run(
         super::stop_helpers(dir);
         *finished.lock().expect("no panic holds it") = Some(Instant::now());
         let said = copier.join().ok();
+        if !status.success() {
+            super::ended::write(log_path, &format!("exited with {status}"));
+        }
         anyhow::ensure!(
             status.success(),
             "`{}` exited with {status}{}",
@@ -275,6 +300,10 @@ pub(super) fn run(
             .and_then(|said| said.log_failed.as_ref())
             .filter(|e| matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)));
         if let Some(e) = full {
+            super::ended::write(
+                log_path,
+                &format!("exited with {status} as the disk filled"),
+            );
             anyhow::bail!(
                 "`{}` exited with {status}, but the disk filled while it ran ({e}, writing its log {}): what it wrote may be cut short, so it is not kept; free some space, then push a new commit (git commit --allow-empty -m retry)",
                 config.command,

@@ -24,6 +24,7 @@ use crate::procfs;
 
 mod cleanup;
 mod command;
+mod ended;
 
 pub use cleanup::remove_unused;
 
@@ -148,14 +149,24 @@ pub fn ensure(
     // Its hook killed outright, its build may still run: it goes, as we hold the key.
     // So with one that failed so fast that it was over before this push asked for the
     // lock, but after this push began: its log was written since.
-    let failed_since = fs::metadata(layout.build_log(key))
+    // A failed build's log ends with how it ended ([`ended`]): written then, whatever
+    // the build printed before.
+    let log = layout.build_log(key);
+    let failed_since = fs::metadata(&log)
         .and_then(|meta| meta.modified())
         .is_ok_and(|written| written + STAMP_LAG >= pusher.began);
     if waited || failed_since {
         let _ = clear_leftovers(layout, Some(key));
+        let how = match ended::read(&log) {
+            Some(how) => format!("the build {how}"),
+            None => "it was stopped".to_string(),
+        };
+        let logged = match log.is_file() {
+            true => format!(" (log {})", log.display()),
+            false => String::new(),
+        };
         anyhow::bail!(
-            "the push that was building this tree did not finish it: its build failed or it was stopped (log {}); to retry, push a new commit (git commit --allow-empty -m retry)",
-            layout.build_log(key).display()
+            "the push that was building this tree did not finish it: {how}{logged}; to retry, push a new commit (git commit --allow-empty -m retry)"
         );
     }
     clear_leftovers(layout, Some(key))?;
@@ -170,11 +181,13 @@ pub fn ensure(
     fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     // A stopping signal while checking out or building fails the build, so that this
     // failure path removes its folder; one that comes after it is seen here too.
-    let log = layout.build_log(key);
     let interrupt = pusher.interrupt;
     let built = interrupt.during(|| check_out_and_build(&tmp, &log, config, checkout, &mut pusher));
     let built = built.and_then(|took| match interrupt.received() {
-        Some(signal) => Err(anyhow::anyhow!("stopped by {signal}")),
+        Some(signal) => {
+            ended::write(&log, &format!("was stopped by {signal} as it ended"));
+            Err(anyhow::anyhow!("stopped by {signal}"))
+        }
         None => Ok(took),
     });
     let build_took = match built {
@@ -243,7 +256,13 @@ fn check_out_and_build(
     pusher: &mut Pusher,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    checkout(tmp)?;
+    if let Err(e) = checkout(tmp) {
+        ended::write(
+            log_path,
+            &format!("did not run: the checkout failed: {e:#}"),
+        );
+        return Err(e);
+    }
     let checkout_took = started.elapsed();
     writeln!(
         pusher.out,

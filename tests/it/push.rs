@@ -447,12 +447,48 @@ fn concurrent_pushes_of_one_failing_commit_build_once() {
     });
     assert_eq!(count_lines(&count), 1, "{}\n{}", a.text, b.text);
     a.says("build failed: ");
-    b.says("the push that was building this tree did not finish it: its build failed or it was stopped (log ");
+    b.says("the push that was building this tree did not finish it: the build exited with exit status: 1 (log ");
     assert!(root.current("blue").is_none() && root.current("green").is_none());
     // A later push of the same tree (a new commit) tries again.
     root.commit("retry", &[]);
     root.push("blue").says("build failed: ");
     assert_eq!(count_lines(&count), 2);
+}
+
+/// A push that began before another slot's build of its tree failed, but asked for the
+/// build only after, reports that failure and does not build again: also when the build
+/// failed without a word, whose log's time stamp was its start (so it ran twice).
+#[test]
+fn a_push_that_began_before_a_silent_build_failure_does_not_build_again() {
+    let root = Root::new();
+    let builds = root.set_build(
+        "sh -c 'echo x >> \"$COUNT\"; while [ ! -e \"$GO\" ]; do sleep 0.05; done; if [ -e SLOW ]; then sleep 1; fi; [ ! -e FAIL ]'",
+    );
+    let (count, go) = (builds.count, builds.go);
+    let slow = root.commit("slow", &[("VERSION", "v1\n"), ("SLOW", "")]);
+    root.remove("SLOW");
+    let failing = root.commit("failing", &[("FAIL", "")]);
+    let (_, _, c) = std::thread::scope(|s| {
+        let a = s.spawn(|| root.push_ref("green", &format!("+{slow}:refs/heads/main")));
+        wait_for(Duration::from_secs(10), "green's build", || {
+            (count_lines(&count) == 1).then_some(())
+        });
+        let b = s.spawn(|| root.push_ref("blue", &format!("+{failing}:refs/heads/main")));
+        wait_for(Duration::from_secs(10), "blue's build", || {
+            (count_lines(&count) == 2).then_some(())
+        });
+        // Waits for green's turn, which the slow build holds, past blue's failure.
+        let c = s.spawn(|| root.push_ref("green", &format!("+{failing}:refs/heads/main")));
+        wait_for(
+            Duration::from_secs(10),
+            "green's second push to wait for its turn",
+            || waiting_for_a_lock(&root.processes()).then_some(()),
+        );
+        fs::write(&go, "").unwrap();
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    assert_eq!(count_lines(&count), 2, "{}", c.text);
+    c.says("the push that was building this tree did not finish it: the build exited with exit status: 1 (log ");
 }
 
 /// Whether one of `pids` is blocked waiting for a file lock (`->` lines of /proc/locks).
@@ -1517,6 +1553,65 @@ fn a_failed_build_quotes_its_last_lines_on_one_line() {
     // (which push, why) would be overwritten on the pusher's terminal.
     assert!(!reason.contains('\r'), "one line: {reason:?}");
     assert!(root.current("blue").is_none());
+}
+
+/// Control bytes in build output reach the pusher as `?`: git's client cut the line at a
+/// NUL, and lost the lines after it (and glued the next step's line on); an escape
+/// cleared or retitled the pusher's terminal. The build log keeps them as written.
+#[test]
+fn build_output_reaches_the_pusher_without_control_bytes() {
+    let root = Root::new();
+    root.set(
+        "build.command",
+        r#"sh -c 'printf "step one\nhidden\000tail\nstep two\n\033]0;TITLE\007\033[2J\nstep three\n"'"#,
+    );
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let pushed = root.push("blue");
+    pushed.says("blue: build ");
+    let shown: Vec<&str> = pushed
+        .text
+        .lines()
+        .filter_map(|line| line.strip_prefix("remote:   "))
+        .map(str::trim_end)
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "step one",
+            "hidden?tail",
+            "step two",
+            "?]0;TITLE??[2J",
+            "step three"
+        ],
+        "{}",
+        pushed.text
+    );
+    let key = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .find(|entry| entry.path().extension().is_some_and(|e| e == "log"))
+        .unwrap()
+        .path();
+    assert!(fs::read(key).unwrap().windows(2).any(|w| w == b"n\0"));
+}
+
+/// A build script without its execute bit, or with no `#!` line, says what to fix, not
+/// only the OS's words.
+#[test]
+fn a_build_script_that_cannot_be_run_says_what_to_fix() {
+    let root = Root::new();
+    root.set("build.command", "./build.sh");
+    root.commit("v1", &[("VERSION", "v1\n"), ("build.sh", "echo built\n")]);
+    root.push("blue").says(
+        "cannot start `./build.sh`: Permission denied (os error 13): it has no execute bit (in git: `git update-index --chmod=+x ./build.sh`, then commit; or write `sh ./build.sh`)",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let script = root.work.join("build.sh");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    root.commit("v2", &[]);
+    root.push("blue").says(
+        "cannot start `./build.sh`: Exec format error (os error 8): it is no program and has no `#!` line (add one, such as `#!/bin/sh`, or write `sh ./build.sh`)",
+    );
 }
 
 #[test]
