@@ -31,6 +31,7 @@ pub struct Client {
     /// Held by a running `bluegreen serve` (a `serve` starting meanwhile waits for
     /// the look at it: see `serve`).
     serve_lock: std::path::PathBuf,
+    stopping_mark: std::path::PathBuf,
     /// The root's config file, looked at again only when nothing answers (see
     /// [`Client::listen_unset`]).
     config_file: std::path::PathBuf,
@@ -59,8 +60,13 @@ pub enum ClientError {
     Failed { addr: String, reason: String },
     /// Connected and asked, but no answer came within the call's wait: what was asked
     /// may still be under way.
-    #[error("control API at {addr}: no answer within {}", humantime::format_duration(*.waited))]
-    NoAnswer { addr: String, waited: Duration },
+    #[error("control API at {addr}: no answer within {}{}", humantime::format_duration(*.waited), if *.stopping { STOPPING } else { "" })]
+    NoAnswer {
+        addr: String,
+        waited: Duration,
+        /// The root's daemon is stopping (see `Layout::stopping_mark`).
+        stopping: bool,
+    },
     /// The daemon there serves another root.
     #[error("control API at {addr}: {reason}")]
     OtherRoot { addr: String, reason: String },
@@ -70,6 +76,10 @@ pub enum ClientError {
     Stranger { addr: String, what: String },
 }
 
+/// Why a daemon that is stopping does not answer: it no longer accepts, and under a
+/// socket unit the call waits in the socket's queue for the next daemon.
+const STOPPING: &str = " (the daemon is stopping: it drains requests in flight, up to app.drain_timeout, then stops its workers; under bluegreen.socket the next daemon answers once started)";
+
 /// Why nothing answers: no daemon (start one), or one that does not listen there (yet).
 fn not_running(addr: &str, root: &str, held: bool, unset: bool) -> String {
     if held && unset {
@@ -78,7 +88,7 @@ fn not_running(addr: &str, root: &str, held: bool, unset: bool) -> String {
     }
     match held {
         false => format!("daemon not running: nothing answers on {addr}, the control.listen in bluegreen.toml (start it: `bluegreen serve --root {}`, or `systemctl start` its unit)", crate::pasted::quoted(root)),
-        true => format!("daemon not answering: nothing answers on {addr}, the control.listen in bluegreen.toml, yet a `bluegreen serve` holds this root: it is starting or stopping, or was started before control.listen changed (restart it, `systemctl restart` its unit, to listen there)"),
+        true => format!("daemon not answering: nothing answers on {addr}, the control.listen in bluegreen.toml, yet a `bluegreen serve` holds this root: it is starting or stopping, or was started before control.listen changed (restart it, `systemctl restart` its unit, to listen there; under bluegreen.socket, change its ListenStream= to match first, or the restarted daemon refuses to start)"),
     }
 }
 
@@ -96,6 +106,7 @@ impl Client {
             root: layout.identity(),
             path: layout.root().display().to_string(),
             serve_lock: layout.serve_lock(),
+            stopping_mark: layout.stopping_mark(),
             config_file: layout.config_file(),
         }
     }
@@ -158,7 +169,11 @@ impl Client {
                 })
             }
             Err(ureq::Error::Transport(t)) if timed_out(&t) => {
-                return Err(ClientError::NoAnswer { addr, waited: wait })
+                return Err(ClientError::NoAnswer {
+                    addr,
+                    waited: wait,
+                    stopping: self.stopping_mark.exists() && crate::fsops::held(&self.serve_lock),
+                })
             }
             Err(e) => {
                 return Err(ClientError::Failed {
@@ -276,6 +291,7 @@ mod tests {
             root: "test".into(),
             path: "/test".into(),
             serve_lock: "/nonexistent/serve.lock".into(),
+            stopping_mark: "/nonexistent/stopping".into(),
             config_file: "/nonexistent/bluegreen.toml".into(),
         };
         let error = client

@@ -90,6 +90,8 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     };
     // A daemon killed mid-write left its temp file; only the lock holder writes here.
     fsops::remove_stale_siblings(&layout.state_file());
+    // The last daemon's stop is over: this one answers.
+    let _ = fsops::remove_any(&layout.stopping_mark());
     // Read under the lock: a daemon still stopping may write it until it lets go.
     let mut state = State::load(&layout.state_file())?;
     if !layout.state_file().exists() {
@@ -276,7 +278,6 @@ async fn run(
     );
     for slot in Slot::ALL {
         if let Some(problem) = crate::init::hook_problem(&layout, slot) {
-            tracing::warn!("{problem}");
             daemon.events.record("hook", Some(slot), true, problem);
         }
     }
@@ -356,6 +357,10 @@ async fn run(
     }
 
     systemd::stopping();
+    // For a client this daemon no longer answers: why (see `client`).
+    if let Err(e) = fsops::write_atomic(&daemon.layout.stopping_mark(), b"") {
+        tracing::debug!("cannot mark the stop: {e:#}");
+    }
     {
         // The drain, then a generation's group and what it left outside it, then what
         // it started outside itself while stopping (each up to stop_timeout), after the
@@ -380,6 +385,22 @@ async fn run(
         false,
         "stopping: draining every generation".into(),
     );
+    // A signal during the stop is told, not met with silence: a second Ctrl-C, or a
+    // reload, while the drain runs for up to drain_timeout.
+    let drain_timeout = daemon.config().app.drain_timeout;
+    let during_stop = tokio::spawn(async move {
+        while let Some(signal) = signals.recv().await {
+            let name = match signal {
+                SIGHUP => "SIGHUP",
+                SIGINT => "SIGINT",
+                _ => "SIGTERM",
+            };
+            tracing::warn!(
+                "{name} ignored: the daemon is stopping already (it drains requests in flight, up to app.drain_timeout {}, then stops the workers)",
+                humantime::format_duration(drain_timeout)
+            );
+        }
+    });
     let _ = stop_tx.send(true);
     // Requests already sent on accepted connections are read and routed (so counted in
     // flight and drained) before the slots stop routing: cleared first, they got 503s.
@@ -434,6 +455,7 @@ async fn run(
     for supervisor in supervisors {
         supervisor.abort();
     }
+    during_stop.abort();
     // A reload's caller waits on its supervisor, gone now: its answer, "the daemon is
     // stopping", is written before the runtime ends.
     if tokio::time::timeout(CONTROL_TELL_WAIT, control)
@@ -445,6 +467,7 @@ async fn run(
     // A migration cut off by the stop (its switch given up, its caller told) gets its
     // SIGTERM's grace.
     let _ = tokio::task::spawn_blocking(super::migrate::wait_stopped).await;
+    let _ = fsops::remove_any(&daemon.layout.stopping_mark());
     tracing::info!("stopped");
     Ok(true)
 }
@@ -580,6 +603,13 @@ fn reload_checks(
 /// editor that truncates, then writes) as the SIGHUP comes would be read half written,
 /// and a half that parses (cut before `[switch]`) would run with the rest defaulted.
 async fn settled(path: &std::path::Path) -> anyhow::Result<String> {
+    // The root is this daemon's: `bluegreen init`, which `read` suggests, refuses a root
+    // whose file was removed under its daemon.
+    anyhow::ensure!(
+        std::fs::symlink_metadata(path).is_ok(),
+        "{} is gone (removed or renamed?): put it back, then send SIGHUP again",
+        path.display()
+    );
     let first = Config::read(path)?;
     tokio::time::sleep(SETTLE).await;
     let again = Config::read(path)?;

@@ -343,7 +343,6 @@ async fn attempt(
                 .expect("heartbeat lock: no panic holds it")
                 .stuck_reported;
         if !again {
-            tracing::info!("{said}");
             daemon.events.record("switch", Some(to), false, said);
         }
         steps.step("running switch.migrate".into());

@@ -2452,6 +2452,10 @@ fn a_drain_timeout_raised_by_sighup_lets_a_slow_request_finish_at_the_stop() {
         let slow = s.spawn(|| http("GET", &url, None));
         wait_for_one_in_flight(&root);
         root.signal(Signal::SIGTERM);
+        // A second Ctrl-C while it drains is told, not met with silence; the drain goes on.
+        root.wait_log("stopping: draining every generation");
+        root.signal(Signal::SIGINT);
+        root.wait_log("SIGINT ignored: the daemon is stopping already (it drains requests in flight, up to app.drain_timeout 10s, then stops the workers)");
         let answer = slow.join().unwrap().expect("the slow request is answered");
         assert_eq!(answer.status, 200);
         assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);

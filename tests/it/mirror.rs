@@ -1085,6 +1085,31 @@ fn a_stop_tells_every_copy_it_did_not_send() {
     assert_eq!(on_green + told, 10, "{on_green} on green\n{log}");
 }
 
+/// A write whose body a drain's end cut off is told as such: the log said the active
+/// slot had answered it, when the client got nothing.
+#[test]
+fn a_write_a_drain_cut_off_is_not_said_to_be_answered() {
+    let mut root = slow_green("0", &[("app.drain_timeout", "1s".into())]);
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", root.front)).unwrap();
+    write!(
+        stream,
+        "PUT /items/slow HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\nthe start"
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    wait_for(Duration::from_secs(10), "the write in flight", || {
+        (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(())
+    });
+    root.stop_cleanly(Duration::from_secs(20));
+    let log = root.log();
+    assert!(
+        log.contains("not mirrored: PUT /items/slow: the request ended before its body did"),
+        "{log}"
+    );
+    assert!(!log.contains("when the active slot answered"), "{log}");
+}
+
 /// The standby's answer to a copy is dropped as it comes, never gathered: with the
 /// standby answering each copy with 64 MiB (`GET /bytes/...` mirrored here), the daemon's
 /// peak memory stays far below one answer. Gathered, three at once took it past 190 MiB.

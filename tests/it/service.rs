@@ -244,6 +244,42 @@ fn a_restart_under_socket_activation_loses_no_request() {
     assert!(root.get(root.front, "/").body.starts_with("v1 from blue"));
 }
 
+/// Under socket activation a stopping daemon's control socket stays open (systemd holds
+/// it for the next daemon): `bluegreen status` waited its 10 s for an answer that could
+/// not come and said only "no answer within 10s". It now says the daemon is stopping.
+#[test]
+fn status_while_a_socket_activated_daemon_drains_says_it_is_stopping() {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let mut root = Root::new();
+    root.set("app.drain_timeout", "20s");
+    let sockets = root.sockets();
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
+    root.serve_activated(&fds);
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    // An upload whose body never ends holds the drain.
+    let mut upload = std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap();
+    write!(
+        upload,
+        "PUT /items/slow HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\nthe start"
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(10), "the upload in flight", || {
+        (root.status()["slots"]["blue"]["live"]["in_flight"] == 1).then_some(())
+    });
+    root.signal(Signal::SIGTERM);
+    root.wait_log("stopping: draining every generation");
+    let said = root.run_err(&["status"]);
+    assert!(
+        said.ends_with("no answer within 10s (the daemon is stopping: it drains requests in flight, up to app.drain_timeout, then stops its workers; under bluegreen.socket the next daemon answers once started)"),
+        "{said}"
+    );
+    drop(upload);
+    assert_eq!(root.wait_serve(Duration::from_secs(20)), Some(0));
+    assert!(!root.path.join("run/stopping").exists());
+}
+
 /// Sockets passed to a wrapper script that runs `serve` without `exec`: they are open
 /// in the daemon, but `LISTEN_PID` names the script. Said at once; the daemon ignored
 /// them, and its own bind of the same addresses failed after a wait, as if another root

@@ -619,6 +619,12 @@ fn init_again_on_a_served_root_names_its_daemon() {
         "{refused}"
     );
     assert!(!config.exists());
+    // A reload meanwhile says the file is gone, not "is this a bluegreen root?".
+    root.signal(nix::sys::signal::Signal::SIGHUP);
+    root.wait_log(&format!(
+        "config reload refused, keeping the running config: {} is gone (removed or renamed?): put it back, then send SIGHUP again",
+        config.display()
+    ));
     fs::write(&config, kept).unwrap();
     assert_eq!(root.status()["active"], "blue");
 }

@@ -119,6 +119,14 @@ impl Drop for PendingCopy {
                 "the request ended before the active slot answered (it may have applied it)"
                     .to_string(),
             ),
+            // Its body had not ended: the request was cut off (the client went away, a
+            // drain's end), not answered.
+            Some(Err((job, "error", _))) => (
+                job,
+                "error",
+                "the request ended before its body did (the client went away, or a drain's end cut it off)"
+                    .to_string(),
+            ),
             Some(Err(lost)) => lost,
         };
         self.daemon
