@@ -42,7 +42,8 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
             let is_current = mark == "*";
             let never = if !marked || r.before_marks {
                 ""
-            } else if !r.was_current && !is_current {
+            } else if !r.was_current && !r.went_live && !is_current {
+                // One that went live was current then, whatever `current` names now.
                 "  (never current)"
             } else if r.rolled_back && !is_current {
                 "  (rolled back)"

@@ -283,7 +283,7 @@ async fn attempt(
                 Shut::Unhealthy(_) => format!(
                     "{e} (to switch all the same: `bluegreen switch {to} --force`, or `force=1`)"
                 ),
-                Shut::NotLive(_) | Shut::NotChecked(_) => e.to_string(),
+                Shut::NotLive(..) | Shut::NotChecked(_) => e.to_string(),
             })
         })?;
         gated = Instant::now();
@@ -474,7 +474,8 @@ async fn attempt(
 /// could not even check it.
 #[derive(Debug)]
 pub enum Shut {
-    NotLive(Slot),
+    /// With why, when its supervisor knows one that passes (starting, restarting).
+    NotLive(Slot, Option<String>),
     Unhealthy(String),
     /// The daemon had no file for the check's connection: nothing is known of the slot.
     NotChecked(String),
@@ -483,7 +484,11 @@ pub enum Shut {
 impl std::fmt::Display for Shut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Shut::NotLive(to) => write!(f, "{to} has no live generation to switch to"),
+            Shut::NotLive(to, None) => write!(f, "{to} has no live generation to switch to"),
+            Shut::NotLive(to, Some(why)) => write!(
+                f,
+                "{to} has no live generation to switch to yet: {why}; switch once `bluegreen status` shows {to} healthy"
+            ),
             Shut::Unhealthy(why) | Shut::NotChecked(why) => f.write_str(why),
         }
     }
@@ -493,7 +498,21 @@ impl std::fmt::Display for Shut {
 pub async fn gate(daemon: &Daemon, config: &Config, to: Slot) -> Result<(), Shut> {
     let path = &config.app.health_path;
     match heartbeat::probe_live(daemon, to, path, config.heartbeat.timeout).await {
-        None => Err(Shut::NotLive(to)),
+        None => {
+            // A daemon just (re)started, or a crash's restart: say it passes.
+            let status = daemon.slots[to.index()].status();
+            let why = match status.restart_at {
+                _ if status.starting => Some("it is starting".to_string()),
+                Some(at) => Some(format!(
+                    "it is down, restarting in {}s",
+                    at.saturating_duration_since(std::time::Instant::now())
+                        .as_secs_f64()
+                        .ceil()
+                )),
+                None => None,
+            };
+            Err(Shut::NotLive(to, why))
+        }
         Some(Ok(status)) if (200..400).contains(&status) => Ok(()),
         Some(Ok(status)) => Err(Shut::Unhealthy(format!(
             "{to} is not healthy: GET {path} answered {status}"

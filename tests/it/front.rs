@@ -182,6 +182,32 @@ fn switching_to_a_slot_without_a_healthy_generation_is_refused() {
     }
 }
 
+/// A switch to a slot still starting (a daemon just restarted; its control API answers
+/// at once) says it is starting, not only that the slot has nothing live.
+#[test]
+fn a_switch_to_a_slot_still_starting_says_so() {
+    let mut root = Root::new();
+    root.set(
+        "app.command",
+        format!("sh -c 'sleep ${{DELAY:-0}}; exec {BIN} sample-app'"),
+    );
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    root.set("slots.green.env", env_map(&[("DELAY", "30")]));
+    root.stop_cleanly(Duration::from_secs(10));
+    root.serve();
+    wait_for(Duration::from_secs(10), "green starting", || {
+        (root.status()["slots"]["green"]["health"] == "starting").then_some(())
+    });
+    assert_eq!(
+        root.run_err(&["switch", "green"]),
+        "not switched: green has no live generation to switch to yet: it is starting; switch once `bluegreen status` shows green healthy"
+    );
+    assert_eq!(root.status()["active"], "blue");
+}
+
 #[test]
 fn five_switches_under_load_lose_nothing() {
     let root = both_live();

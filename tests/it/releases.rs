@@ -339,6 +339,25 @@ fn a_linked_dirs_shared_folder_removed_by_hand_is_named_and_made_again() {
     root.wait_log("blue: linked dir ");
 }
 
+/// A release that went live is never listed "(never current)", also when `current` was
+/// moved away by hand (its was-current mark is written only when a flip leaves it).
+#[test]
+fn a_release_that_went_live_is_not_listed_as_never_current() {
+    let mut root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue");
+    root.serve();
+    root.wait_body(root.blue, "v1 from blue");
+    root.stop_cleanly(Duration::from_secs(10));
+    fs::rename(
+        root.path.join("blue/current"),
+        root.path.join("blue-current-aside"),
+    )
+    .unwrap();
+    let listed = root.run_ok(&["releases", "blue"]);
+    assert!(!listed.contains("(never current)"), "{listed}");
+}
+
 /// The finished builds in `builds/`.
 fn finished_builds(root: &Root) -> Vec<String> {
     let mut keys: Vec<String> = builds_entries(root)
