@@ -92,7 +92,7 @@ pub fn status(
         {
             writeln!(
                 out,
-                "note: {} is gone (removed by hand?): {slot}'s linked dir, which its release {current} writes to, fails the app's writes; `bluegreen init {}` makes it again, empty (so does the next start of {slot})",
+                "note: {} is gone (removed by hand?): {slot}'s linked dir, which release {current} links to; the app's writes there fail until `bluegreen init {}` makes it again, empty (so does the next start of {slot})",
                 gone.display(),
                 crate::pasted::path(layout.root())
             )?;
