@@ -76,10 +76,6 @@ pub(super) fn run(
     let mut log =
         File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
     if let Some(signal) = interrupt.received() {
-        super::ended::write(
-            log_path,
-            &format!("was stopped by {signal} before it started"),
-        );
         anyhow::bail!("stopped by {signal} before it started");
     }
     let words = argv::expand(&config.command, &config.env)?;
@@ -103,9 +99,7 @@ pub(super) fn run(
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| {
         let why = argv::not_started(&words[0], dir, config.env.get("PATH"), &e);
-        let why = format!("cannot start `{}`: {why}", words[0]);
-        super::ended::write(log_path, &format!("did not run: {why}"));
-        anyhow::anyhow!(why)
+        anyhow::anyhow!("cannot start `{}`: {why}", words[0])
     })?;
     // The writer ends live in the child only now, so the reader sees EOF when it is done.
     drop(command);
@@ -262,15 +256,6 @@ pub(super) fn run(
                 let _ = rx.recv();
                 *finished.lock().expect("no panic holds it") = Some(Instant::now());
                 let said = copier.join().ok();
-                let was = if why.starts_with("stopped") {
-                    "was "
-                } else {
-                    ""
-                };
-                super::ended::write(
-                    log_path,
-                    &format!("{was}{why}; its process group was killed"),
-                );
                 anyhow::bail!(
                     "{why}; its process group was killed{}",
                     Said::reason(said, log_path)
@@ -283,9 +268,6 @@ pub(super) fn run(
         super::stop_helpers(dir);
         *finished.lock().expect("no panic holds it") = Some(Instant::now());
         let said = copier.join().ok();
-        if !status.success() {
-            super::ended::write(log_path, &format!("exited with {status}"));
-        }
         anyhow::ensure!(
             status.success(),
             "`{}` exited with {status}{}",
@@ -300,10 +282,6 @@ pub(super) fn run(
             .and_then(|said| said.log_failed.as_ref())
             .filter(|e| matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)));
         if let Some(e) = full {
-            super::ended::write(
-                log_path,
-                &format!("exited with {status} as the disk filled"),
-            );
             anyhow::bail!(
                 "`{}` exited with {status}, but the disk filled while it ran ({e}, writing its log {}): what it wrote may be cut short, so it is not kept; free some space, then push a new commit (git commit --allow-empty -m retry)",
                 config.command,

@@ -1,35 +1,36 @@
-//! How a build that failed ended, as the last line of its log: written by the push that
-//! ran it, read by a push that waited for it.
+//! Why a build failed, as the last line of its log: written by the push that ran it
+//! (whatever failed: the checkout, the command, its finishing), read by a push that
+//! waited for it.
 //!
-//! That line is the build's last word, not the build's output: a push that waited
-//! quotes it (`exited with exit status: 3`, `timed out after 2s`), where it had only
-//! "failed or stopped" to say, and its time stamp is when the build failed, which tells
-//! a push that began before then not to run the build again (see `ensure`). A build
-//! that failed silently left its log's time stamp at its start.
+//! That line is bluegreen's, not the build's output: a push that waited quotes it
+//! (`build failed: ... exited with exit status: 3; log ...; last lines: ...`), where it
+//! had only "failed or stopped" to say, and its time stamp is when the build failed,
+//! which tells a push that began before then not to run the build again (see `ensure`).
+//! A build that failed silently left its log's time stamp at its start.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// What starts the line, so that build output that looks like it is never taken for it.
-const MARK: &str = "(bluegreen: the build ";
+const MARK: &str = "(bluegreen: not built: ";
 
 /// How much of the log's end is read for the line.
 const READ: u64 = 4096;
 
-/// Appends how the build ended (`how`, one line) to its log, made if the build never
+/// Appends why the build failed (`why`, one line) to its log, made if the build never
 /// started (a checkout that failed). A log that cannot be written is left as it is: the
 /// push that failed says why anyway.
-pub fn write(log: &Path, how: &str) {
-    let how = crate::logging::printable(how.lines().next().unwrap_or(""));
+pub fn write(log: &Path, why: &str) {
+    let why = crate::logging::printable(why.lines().next().unwrap_or(""));
     let _ = OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
-        .and_then(|mut file| writeln!(file, "{MARK}{how})"));
+        .and_then(|mut file| writeln!(file, "{MARK}{why})"));
 }
 
-/// How the build of `log` ended, if its log says (the log of a build whose hook was
+/// Why the build of `log` failed, if its log says (the log of a build whose hook was
 /// killed does not).
 pub fn read(log: &Path) -> Option<String> {
     let mut file = fs::File::open(log).ok()?;
@@ -49,17 +50,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_last_line_says_how_the_build_ended_and_output_alike_is_not_taken_for_it() {
+    fn the_last_line_says_why_the_build_failed_and_output_alike_is_not_taken_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("build.log");
         assert_eq!(read(&log), None);
-        fs::write(&log, "(bluegreen: the build exited with 0)\nstep\n").unwrap();
+        fs::write(&log, "(bluegreen: not built: step zero)\nstep\n").unwrap();
         assert_eq!(read(&log), None);
-        write(&log, "exited with exit status: 3\nsecond line");
-        assert_eq!(read(&log).as_deref(), Some("exited with exit status: 3"));
+        write(
+            &log,
+            "build failed: exited with exit status: 3\nsecond line",
+        );
+        assert_eq!(
+            read(&log).as_deref(),
+            Some("build failed: exited with exit status: 3")
+        );
         // A checkout that failed has no log yet: the line makes it.
         let none = dir.path().join("none.log");
-        write(&none, "checkout failed: bad tree");
-        assert_eq!(read(&none).as_deref(), Some("checkout failed: bad tree"));
+        write(&none, "cannot check out: bad tree");
+        assert_eq!(read(&none).as_deref(), Some("cannot check out: bad tree"));
     }
 }

@@ -148,25 +148,22 @@ pub fn ensure(
     // away would run the same build twice for one push of one commit to both slots.
     // Its hook killed outright, its build may still run: it goes, as we hold the key.
     // So with one that failed so fast that it was over before this push asked for the
-    // lock, but after this push began: its log was written since.
-    // A failed build's log ends with how it ended ([`ended`]): written then, whatever
-    // the build printed before.
+    // lock, but after this push began: its log was written since (a failed build's log
+    // ends with why it failed, [`ended`], written then, whatever the build printed).
     let log = layout.build_log(key);
     let failed_since = fs::metadata(&log)
         .and_then(|meta| meta.modified())
         .is_ok_and(|written| written + STAMP_LAG >= pusher.began);
     if waited || failed_since {
         let _ = clear_leftovers(layout, Some(key));
-        let how = match ended::read(&log) {
-            Some(how) => format!("the build {how}"),
-            None => "it was stopped".to_string(),
-        };
-        let logged = match log.is_file() {
-            true => format!(" (log {})", log.display()),
-            false => String::new(),
-        };
+        // Its push's words, which name the log when there is one; a push killed outright
+        // wrote none.
+        let how = ended::read(&log).unwrap_or_else(|| match log.is_file() {
+            true => format!("it was stopped (log {})", log.display()),
+            false => "it was stopped".to_string(),
+        });
         anyhow::bail!(
-            "the push that was building this tree did not finish it: {how}{logged}; to retry, push a new commit (git commit --allow-empty -m retry)"
+            "the push that was building this tree did not finish it: {how}; to retry, push a new commit (git commit --allow-empty -m retry)"
         );
     }
     clear_leftovers(layout, Some(key))?;
@@ -184,15 +181,13 @@ pub fn ensure(
     let interrupt = pusher.interrupt;
     let built = interrupt.during(|| check_out_and_build(&tmp, &log, config, checkout, &mut pusher));
     let built = built.and_then(|took| match interrupt.received() {
-        Some(signal) => {
-            ended::write(&log, &format!("was stopped by {signal} as it ended"));
-            Err(anyhow::anyhow!("stopped by {signal}"))
-        }
+        Some(signal) => Err(anyhow::anyhow!("stopped by {signal}")),
         None => Ok(took),
     });
     let build_took = match built {
         Ok(took) => took,
         Err(e) => {
+            ended::write(&log, &format!("{e:#}"));
             // What earlier failures left goes now, not only after a deploy that works:
             // a tree that fails push after push must not pile up logs and lock files.
             if let Err(left) = cleanup::remove_leftovers(layout) {
@@ -236,6 +231,7 @@ pub fn ensure(
         })
     })();
     if let Err(e) = finished {
+        ended::write(&log, &format!("{e:#}"));
         // A full disk gets the build's space back at once, as after a failed build.
         return Err(match fsops::remove_any(&tmp) {
             Ok(()) => e,
@@ -256,13 +252,7 @@ fn check_out_and_build(
     pusher: &mut Pusher,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    if let Err(e) = checkout(tmp) {
-        ended::write(
-            log_path,
-            &format!("did not run: the checkout failed: {e:#}"),
-        );
-        return Err(e);
-    }
+    checkout(tmp)?;
     let checkout_took = started.elapsed();
     writeln!(
         pusher.out,

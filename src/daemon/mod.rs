@@ -131,6 +131,17 @@ pub struct SlotStatus {
     pub draining: Vec<Arc<generation::Generation>>,
 }
 
+impl SlotStatus {
+    /// Whole seconds until the restart a crash's backoff waits for, while one waits.
+    pub fn restart_in(&self) -> Option<u64> {
+        self.restart_at.map(|at| {
+            at.saturating_duration_since(std::time::Instant::now())
+                .as_secs_f64()
+                .ceil() as u64
+        })
+    }
+}
+
 impl SlotHandle {
     pub fn status(&self) -> MutexGuard<'_, SlotStatus> {
         self.status

@@ -41,11 +41,7 @@ pub fn json(daemon: &Daemon) -> Value {
         let health = match (&live, &status.health) {
             (None, _) if status.starting => "starting".to_string(),
             (None, _) if status.restart_at.is_some() => {
-                let left = status
-                    .restart_at
-                    .map(|at| at.saturating_duration_since(std::time::Instant::now()))
-                    .unwrap_or_default();
-                format!("down: restarting in {}s", left.as_secs_f64().ceil() as u64)
+                format!("down: restarting in {}s", status.restart_in().unwrap_or(0))
             }
             (None, _) => "down".to_string(),
             (Some(_), Some(Err(why))) => format!("failing: {why}"),

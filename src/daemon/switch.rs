@@ -2,7 +2,8 @@
 //!
 //! Switches are serialised, a few waiting at most ([`super::switch_turns`]); a bare one
 //! goes to the standby as it was when asked. The gate asks the target's live generation
-//! for its health path now; `force` skips it. `switch.migrate` runs next ([`super::migrate`]), in the target's release folder,
+//! for its health path now; `force` skips it. `switch.migrate` runs next
+//! ([`super::migrate`]), in the target's release folder,
 //! bounded by its timeout, and the gate is asked again after it; a target that went live
 //! with another release meanwhile (a deploy to it) is not switched to: the migration was
 //! for the release it ran in. With mirroring on, the writes the active is still
@@ -501,15 +502,11 @@ pub async fn gate(daemon: &Daemon, config: &Config, to: Slot) -> Result<(), Shut
         None => {
             // A daemon just (re)started, or a crash's restart: say it passes.
             let status = daemon.slots[to.index()].status();
-            let why = match status.restart_at {
-                _ if status.starting => Some("it is starting".to_string()),
-                Some(at) => Some(format!(
-                    "it is down, restarting in {}s",
-                    at.saturating_duration_since(std::time::Instant::now())
-                        .as_secs_f64()
-                        .ceil()
-                )),
-                None => None,
+            let why = match status.starting {
+                true => Some("it is starting".to_string()),
+                false => status
+                    .restart_in()
+                    .map(|secs| format!("it is down, restarting in {secs}s")),
             };
             Err(Shut::NotLive(to, why))
         }

@@ -447,7 +447,9 @@ fn concurrent_pushes_of_one_failing_commit_build_once() {
     });
     assert_eq!(count_lines(&count), 1, "{}\n{}", a.text, b.text);
     a.says("build failed: ");
-    b.says("the push that was building this tree did not finish it: the build exited with exit status: 1 (log ");
+    b.says("the push that was building this tree did not finish it: build failed: `sh -c ")
+        .says("exited with exit status: 1; log ")
+        .says("; last lines: no compiler; to retry, push a new commit");
     assert!(root.current("blue").is_none() && root.current("green").is_none());
     // A later push of the same tree (a new commit) tries again.
     root.commit("retry", &[]);
@@ -488,7 +490,8 @@ fn a_push_that_began_before_a_silent_build_failure_does_not_build_again() {
         (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
     });
     assert_eq!(count_lines(&count), 2, "{}", c.text);
-    c.says("the push that was building this tree did not finish it: the build exited with exit status: 1 (log ");
+    c.says("the push that was building this tree did not finish it: build failed: `sh -c ")
+        .says("exited with exit status: 1; log ");
 }
 
 /// Whether one of `pids` is blocked waiting for a file lock (`->` lines of /proc/locks).

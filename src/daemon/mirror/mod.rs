@@ -91,14 +91,15 @@ impl Job {
 type Unsendable = (Job, &'static str, String);
 
 impl PendingCopy {
-    /// The copy with its body, or why it has none; `None` once taken.
-    fn take(&mut self) -> Option<Result<Job, Unsendable>> {
+    /// The copy with its body, or why it has none; `None` once taken. `when`: what came
+    /// before a body that had not ended.
+    fn take(&mut self, when: &str) -> Option<Result<Job, Unsendable>> {
         let mut job = self.job.take()?;
         let body = self
             .copied
             .lock()
             .expect("copy lock: no panic holds it")
-            .take(self.declared);
+            .take(self.declared, when);
         Some(match body {
             Ok(body) => {
                 job.body = body;
@@ -111,20 +112,15 @@ impl PendingCopy {
 
 impl Drop for PendingCopy {
     fn drop(&mut self) {
-        let (job, reason, why) = match self.take() {
+        // Not answered: the request was cut off (the client went away, a drain's end).
+        let (job, reason, why) = match self
+            .take("when the request was cut off (the client went away, or a drain's end)")
+        {
             None => return,
             Some(Ok(job)) => (
                 job,
                 "error",
                 "the request ended before the active slot answered (it may have applied it)"
-                    .to_string(),
-            ),
-            // Its body had not ended: the request was cut off (the client went away, a
-            // drain's end), not answered.
-            Some(Err((job, "error", _))) => (
-                job,
-                "error",
-                "the request ended before its body did (the client went away, or a drain's end cut it off)"
                     .to_string(),
             ),
             Some(Err(lost)) => lost,
@@ -322,7 +318,7 @@ impl Mirror {
     /// write it took goes to the standby's queue; one it did not is not applied there.
     pub fn answered(&self, daemon: &Daemon, mut copy: PendingCopy, status: Option<StatusCode>) {
         let queue = copy.queue;
-        let (mut job, cut) = match copy.take() {
+        let (mut job, cut) = match copy.take("when the active slot answered") {
             None => return,
             Some(Ok(job)) => (job, None),
             Some(Err((job, reason, why))) => (job, Some((reason, why))),

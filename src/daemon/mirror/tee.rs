@@ -104,8 +104,13 @@ impl Copied {
     }
 
     /// The whole body, or why there is none. `declared` (its Content-Length) completes a
-    /// body whose last frame was read without its end being polled.
-    pub(super) fn take(&mut self, declared: Option<u64>) -> Result<Bytes, (&'static str, String)> {
+    /// body whose last frame was read without its end being polled. `when`: what came
+    /// before a body that had not ended (`when the active slot answered`).
+    pub(super) fn take(
+        &mut self,
+        declared: Option<u64>,
+        when: &str,
+    ) -> Result<Bytes, (&'static str, String)> {
         if let Copied::Growing { len, .. } = self {
             if declared == Some(*len) {
                 self.finish();
@@ -114,10 +119,9 @@ impl Copied {
         match std::mem::replace(self, Copied::Lost("error", "already taken".into())) {
             Copied::Done(body, _held) => Ok(body),
             Copied::Lost(reason, why) => Err((reason, why)),
-            Copied::Growing { .. } => Err((
-                "error",
-                "the client's body had not ended when the active slot answered".into(),
-            )),
+            Copied::Growing { .. } => {
+                Err(("error", format!("the client's body had not ended {when}")))
+            }
         }
     }
 }
@@ -225,21 +229,21 @@ mod tests {
         copied.add(&Bytes::from_static(b"hel"), 10);
         copied.add(&Bytes::from_static(b"lo"), 10);
         copied.finish();
-        assert_eq!(copied.take(None).unwrap(), "hello");
+        assert_eq!(copied.take(None, "").unwrap(), "hello");
 
         // Its last frame read, its end not polled: the declared length completes it.
         let mut copied = growing();
         copied.add(&Bytes::from_static(b"hello"), 10);
-        assert_eq!(copied.take(Some(5)).unwrap(), "hello");
+        assert_eq!(copied.take(Some(5), "").unwrap(), "hello");
 
         let mut copied = growing();
         copied.add(&Bytes::from_static(b"hello"), 10);
-        assert_eq!(copied.take(Some(9)).unwrap_err().0, "error");
+        assert_eq!(copied.take(Some(9), "").unwrap_err().0, "error");
 
         let mut copied = growing();
         copied.add(&Bytes::from_static(b"hello world"), 10);
         copied.finish();
-        assert_eq!(copied.take(None).unwrap_err().0, "too_large");
+        assert_eq!(copied.take(None, "").unwrap_err().0, "too_large");
     }
 
     #[test]
@@ -254,12 +258,12 @@ mod tests {
         first.add(&Bytes::from_static(b"hello"), 10);
         let mut second = gathering(&budget);
         second.add(&Bytes::from_static(b"world"), 10);
-        assert_eq!(second.take(None).unwrap_err().0, "queue_full");
+        assert_eq!(second.take(None, "").unwrap_err().0, "queue_full");
         assert_eq!(budget.load(Ordering::Acquire), GATHERED_BYTES - 3);
         first.finish();
         // Finished, not yet taken for the queue: still on the budget.
         assert_eq!(budget.load(Ordering::Acquire), GATHERED_BYTES - 3);
-        assert_eq!(first.take(None).unwrap(), "hello");
+        assert_eq!(first.take(None, "").unwrap(), "hello");
         assert_eq!(budget.load(Ordering::Acquire), GATHERED_BYTES - 8);
     }
 }
