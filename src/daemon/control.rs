@@ -49,14 +49,13 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
     let mut conns = Conns::default();
     loop {
         let room = conns.room();
-        // At the cap: when an idle connection may give way, if one will.
+        // At the cap: when a connection will have been open long enough to give way.
         let may_give_way = match room {
             Err(Some(at)) => Some(tokio::time::Instant::from_std(at)),
             _ => None,
         };
         let accepted = tokio::select! {
             accepted = listener.accept(), if room.is_ok() => accepted,
-            () = conns.turned_idle(), if room.is_err() => continue,
             () = tokio::time::sleep_until(may_give_way.unwrap_or_else(tokio::time::Instant::now)),
                 if may_give_way.is_some() => continue,
             Some(_) = tasks.join_next() => continue,
@@ -79,7 +78,13 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
                 let (daemon, stop) = (daemon.clone(), asked.clone());
                 let under_way = place.request();
                 async move {
-                    let answer = answer(request, peer, &daemon, stop).await;
+                    let mut answer = answer(request, peer, &daemon, stop).await;
+                    // Giving its place: hyper closes it once this is written.
+                    if under_way.closes() {
+                        answer
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                     drop(under_way);
                     Ok::<_, Infallible>(answer)
                 }
@@ -89,11 +94,26 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
-            let giving_way = tokio::select! {
+            let mut giving_way = tokio::select! {
                 _ = connection.as_mut() => return,
                 _ = stop.wait_for(|stop| *stop) => false,
-                () = conn.asked_to_give_way() => true,
+                () = conn.look_again() => true,
             };
+            // Its next answer closes it; one idle for `IDLE_AFTER` is closed at once.
+            while giving_way {
+                let close_at = conn.may_close_at();
+                if close_at.is_some_and(|at| at <= std::time::Instant::now()) {
+                    break;
+                }
+                let close_at = close_at.map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    _ = connection.as_mut() => return,
+                    () = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)),
+                        if close_at.is_some() => {}
+                    () = conn.look_again() => {}
+                    _ = stop.wait_for(|stop| *stop) => giving_way = false,
+                }
+            }
             connection.as_mut().graceful_shutdown();
             if !giving_way {
                 return drop(connection.await);

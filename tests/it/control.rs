@@ -294,6 +294,56 @@ fn a_burst_of_callers_past_the_control_api_cap_is_answered_whole() {
     }
 }
 
+/// Monitors polling the control API on connections of their own, each every fraction of
+/// a second, held its 64 places for good: only one idle for a second gave way, and
+/// `bluegreen status` (and a push's verdict) got `no answer within 10s`, as did the
+/// monitors past the 64th. At the cap, one open for a second gives way with its next
+/// answer (`Connection: close`).
+#[test]
+fn pollers_holding_every_control_api_place_give_way_to_new_callers() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let root = blue_live();
+    let url = root.url(root.control, "/metrics");
+    let (stop, answered) = (AtomicBool::new(false), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        let pollers: Vec<_> = (0..70)
+            .map(|_| {
+                s.spawn(|| {
+                    let agent = agent();
+                    let mut failed = Vec::new();
+                    let mut first = true;
+                    while !stop.load(Relaxed) {
+                        match agent.get(&url).call() {
+                            Ok(_) if first => {
+                                first = false;
+                                answered.fetch_add(1, Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(e) => failed.push(e.to_string()),
+                        }
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    (first, failed)
+                })
+            })
+            .collect();
+        wait_for(Duration::from_secs(30), "every place taken", || {
+            (answered.load(Relaxed) >= 64).then_some(())
+        });
+        let status = root.run(&["status"]);
+        stop.store(true, Relaxed);
+        let pollers: Vec<_> = pollers.into_iter().map(|p| p.join().unwrap()).collect();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        for (never_answered, failed) in pollers {
+            assert!(!never_answered && failed.is_empty(), "{failed:?}");
+        }
+    });
+}
+
 #[test]
 fn a_request_body_is_refused_not_ignored() {
     // `curl -d to=blue .../switch`: the parameter is in the body, which no endpoint
