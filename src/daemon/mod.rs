@@ -127,7 +127,10 @@ pub struct SlotStatus {
     /// When the next restart is due, while one waits out its backoff.
     pub restart_at: Option<std::time::Instant>,
     /// Generations replaced by a newer one, finishing their in-flight requests (or being
-    /// stopped): shown in `/status` and counted in `bluegreen_in_flight` until gone.
+    /// stopped): shown in `/status` and counted in `bluegreen_in_flight` until gone. One
+    /// joins as it leaves the route, under this lock ([`SlotHandle::go_live`]): a reader
+    /// that reads the route under it too never misses it between the two, nor counts it
+    /// twice.
     pub draining: Vec<Arc<generation::Generation>>,
 }
 
@@ -143,6 +146,39 @@ impl SlotStatus {
 }
 
 impl SlotHandle {
+    /// Routes to `generation` from now on; the one it replaces, returned, is listed as
+    /// draining in the same step (see [`SlotStatus::draining`]).
+    pub fn go_live(
+        &self,
+        generation: Arc<generation::Generation>,
+    ) -> Option<Arc<generation::Generation>> {
+        let mut status = self.status();
+        let old = self.route.set(generation);
+        status.draining.extend(old.clone());
+        old
+    }
+
+    /// Stops routing (requests get a 503 with `reason`); the generation removed,
+    /// returned, is listed as draining in the same step.
+    pub fn stop_routing(&self, reason: String) -> Option<Arc<generation::Generation>> {
+        let mut status = self.status();
+        let old = self.route.clear(reason);
+        status.draining.extend(old.clone());
+        old
+    }
+
+    /// The live generation and the slot's status, read together (see
+    /// [`SlotStatus::draining`]).
+    pub fn live_and_status(
+        &self,
+    ) -> (
+        Option<Arc<generation::Generation>>,
+        MutexGuard<'_, SlotStatus>,
+    ) {
+        let status = self.status();
+        (self.route.live(), status)
+    }
+
     pub fn status(&self) -> MutexGuard<'_, SlotStatus> {
         self.status
             .lock()
@@ -515,23 +551,21 @@ impl Daemon {
     }
 
     pub fn metrics_text(&self) -> String {
-        let live = Slot::ALL.map(|slot| self.slots[slot.index()].route.live());
-        let healthy = Slot::ALL.map(|slot| {
-            live[slot.index()].is_some()
-                && matches!(self.slots[slot.index()].status().health, Some(Ok(())))
+        let (mut healthy, mut in_flight) = ([false; 2], [0; 2]);
+        let live = Slot::ALL.map(|slot| {
+            let (live, status) = self.slots[slot.index()].live_and_status();
+            healthy[slot.index()] = live.is_some() && matches!(status.health, Some(Ok(())));
+            in_flight[slot.index()] = live.as_ref().map_or(0, |g| g.in_flight.get())
+                + status
+                    .draining
+                    .iter()
+                    .map(|g| g.in_flight.get())
+                    .sum::<u64>();
+            live
         });
         let last_switch = self.last_switch().and_then(|last| {
             let at = humantime::parse_rfc3339(&last.at).ok()?;
             Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
-        });
-        let in_flight = Slot::ALL.map(|slot| {
-            let live = live[slot.index()].as_ref().map_or(0, |g| g.in_flight.get());
-            let status = self.slots[slot.index()].status();
-            live + status
-                .draining
-                .iter()
-                .map(|g| g.in_flight.get())
-                .sum::<u64>()
         });
         self.metrics.render(&metrics::Gauges {
             in_flight,

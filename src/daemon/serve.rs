@@ -510,12 +510,10 @@ fn shut_down(daemon: &Daemon, slot: Slot) -> oneshot::Receiver<()> {
 async fn answered(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant) {
     let handle = &daemon.slots[slot.index()];
     while tokio::time::Instant::now() < deadline {
-        let busy = handle.route.live().is_some()
-            || handle
-                .status()
-                .draining
-                .iter()
-                .any(|g| g.in_flight.get() > 0);
+        let busy = {
+            let (live, status) = handle.live_and_status();
+            live.is_some() || status.draining.iter().any(|g| g.in_flight.get() > 0)
+        };
         if !busy {
             return;
         }

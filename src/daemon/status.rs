@@ -11,8 +11,8 @@ pub fn json(daemon: &Daemon) -> Value {
     let mut slots = serde_json::Map::new();
     for slot in Slot::ALL {
         let handle = &daemon.slots[slot.index()];
-        let status = handle.status();
-        let live = handle.route.live().map(|g| {
+        let (live, status) = handle.live_and_status();
+        let live = live.map(|g| {
             json!({
                 "generation": g.id,
                 "release": g.release,

@@ -174,6 +174,75 @@ fn a_draining_generation_is_in_status_and_metrics_until_it_is_gone() {
     );
 }
 
+/// A replaced generation left the route some milliseconds (a `state.json` write, the
+/// release's mark) before it was listed as draining: a `/status` or `/metrics` read then
+/// showed no request in flight and no old generation, though one was answering.
+#[test]
+fn a_generation_going_live_never_hides_the_one_it_replaces() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let mut root = Root::new();
+    // SLOW_MS slows the health checks too.
+    root.set("heartbeat.timeout", "15s");
+    root.set("app.ready_timeout", "30s");
+    root.serve();
+    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "4000")]);
+    root.push("blue").says("blue: live in ");
+    let stop = AtomicBool::new(false);
+    let (url, metrics_url) = (
+        root.url(root.control, "/status"),
+        root.url(root.control, "/metrics"),
+    );
+    // Four readers at once, for reads enough within the swap's milliseconds.
+    let (reads, wrong) = std::thread::scope(|s| {
+        let poll = || {
+            let agent = agent();
+            let (mut reads, mut wrong) = (0, Vec::new());
+            while !stop.load(Relaxed) {
+                let status = agent.get(&url).call().unwrap().into_string().unwrap();
+                let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+                let blue = &status["slots"]["blue"];
+                let draining = blue["draining"].as_array().unwrap();
+                let in_flight = blue["live"]["in_flight"].as_u64().unwrap_or(0)
+                    + draining
+                        .iter()
+                        .map(|g| g["in_flight"].as_u64().unwrap())
+                        .sum::<u64>();
+                let old_shown = blue["live"]["generation"] == 1
+                    || draining.iter().any(|g| g["generation"] == 1);
+                if in_flight != 1 || !old_shown {
+                    wrong.push(blue.to_string());
+                }
+                let metrics = agent.get(&metrics_url).call().unwrap();
+                let metrics = metrics.into_string().unwrap();
+                if !metrics.contains("\nbluegreen_in_flight{slot=\"blue\"} 1\n") {
+                    wrong.push(metrics);
+                }
+                reads += 1;
+            }
+            (reads, wrong)
+        };
+        let pollers: Vec<_> = (0..4).map(|_| s.spawn(poll)).collect();
+        let slow = fast_v2_over_a_request_in_flight(&root);
+        stop.store(true, Relaxed);
+        let read = pollers.into_iter().map(|p| p.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(reads, mut wrong), (more, seen)| {
+                wrong.extend(seen);
+                (reads + more, wrong)
+            },
+        );
+        let answer = slow.join().unwrap().unwrap();
+        assert!(answer.body.starts_with("v1 from blue"), "{}", answer.body);
+        read
+    });
+    assert!(reads > 0);
+    assert!(
+        wrong.is_empty(),
+        "{} of {reads} reads: {wrong:#?}",
+        wrong.len()
+    );
+}
+
 /// A request still running at `drain_timeout` does not hold the old generation up: it
 /// is stopped then, and that request is cut, not answered by v1 seconds later.
 #[test]

@@ -491,17 +491,23 @@ impl Supervisor {
             tell(waiters, &Verdict::stopping(self.slot, &release));
         }
         if let Some(live) = self.live.take() {
-            self.handle().route.clear("the daemon is stopping".into());
+            self.handle().stop_routing("the daemon is stopping".into());
             self.drain(live);
         }
     }
 
     /// Drains `old` (no longer routed to) in a task of its own, then stops it; the slot's
-    /// status lists it until it is gone.
+    /// status lists it until it is gone (from when it left the route: `go_live`,
+    /// `stop_routing`).
     fn drain(&mut self, old: Arc<Generation>) {
         let config = self.daemon.config();
         let (drain, stop) = (config.app.drain_timeout, config.app.stop_timeout);
-        self.handle().status().draining.push(old.clone());
+        {
+            let mut status = self.handle().status();
+            if !status.draining.iter().any(|g| Arc::ptr_eq(g, &old)) {
+                status.draining.push(old.clone());
+            }
+        }
         let (daemon, slot) = (self.daemon.clone(), self.slot);
         self.draining.retain(|h| !h.is_finished());
         self.draining.push(tokio::spawn(async move {

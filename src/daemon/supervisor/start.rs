@@ -46,7 +46,7 @@ impl Supervisor {
                     false,
                     format!("{slot}: stopping generation {} before starting the next (app.overlap = false)", old.id),
                 );
-                self.handle().route.clear(format!(
+                self.handle().stop_routing(format!(
                     "{slot} is replacing its generation (app.overlap = false)"
                 ));
                 // Waited for below, with the rest.
@@ -219,7 +219,7 @@ impl Supervisor {
                 if current.as_ref() == Some(&release) {
                     self.daemon.set_failed(slot, None);
                 }
-                let old = self.handle().route.set(generation.clone());
+                let old = self.handle().go_live(generation.clone());
                 self.start_over();
                 self.live = Some(generation.clone());
                 self.live_since = Instant::now();
