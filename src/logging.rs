@@ -137,6 +137,13 @@ impl Sparse {
 /// a one-line reason.
 const QUOTED_LINE: usize = 200;
 
+/// Whether `c` may not stand as it is in a line of text: a control character, or a
+/// Unicode line or paragraph separator (U+2028, U+2029), which editors, some terminals
+/// and JavaScript's JSON readers take for a line break.
+pub fn is_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
 /// `line` (a worker's or a build's output) fit for a one-line reason: control characters
 /// (a `\r` progress bar, colour escapes) as spaces, and at most `QUOTED_LINE` characters.
 pub fn quotable(line: &str) -> String {
@@ -149,7 +156,7 @@ pub fn quoted(text: &str, limit: usize) -> String {
     let mut out: String = text
         .chars()
         .take(limit)
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if is_control(c) { ' ' } else { c })
         .collect();
     if text.chars().nth(limit).is_some() {
         out.push_str("...");
@@ -161,7 +168,7 @@ pub fn quoted(text: &str, limit: usize) -> String {
 /// a terminal: control characters, escape sequences' start among them, as `?`.
 pub fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if is_control(c) { '?' } else { c })
         .collect()
 }
 
@@ -182,7 +189,7 @@ pub fn escaped(line: &str) -> Cow<'_, str> {
 /// `text` with its control characters escaped (`\n`, `\u{1b}`), tabs kept if `tabs`; as
 /// it is when there is none.
 fn escape_controls(text: &str, tabs: bool) -> Cow<'_, str> {
-    let escaped = |c: char| c.is_control() && !(tabs && c == '\t');
+    let escaped = |c: char| is_control(c) && !(tabs && c == '\t');
     if !text.chars().any(escaped) {
         return text.into();
     }
@@ -205,8 +212,8 @@ mod tests {
     fn a_line_for_a_log_file_has_its_control_characters_escaped_but_tabs() {
         assert_eq!(escaped("plain\ttext"), "plain\ttext");
         assert_eq!(
-            escaped("\u{1b}[31mred\u{1b}]0;title\u{7}\rover\u{0}\u{85}"),
-            r"\u{1b}[31mred\u{1b}]0;title\u{7}\rover\0\u{85}"
+            escaped("\u{1b}[31mred\u{1b}]0;title\u{7}\rover\u{0}\u{85}\u{2028}\u{2029}"),
+            r"\u{1b}[31mred\u{1b}]0;title\u{7}\rover\0\u{85}\u{2028}\u{2029}"
         );
     }
 

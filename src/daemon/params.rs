@@ -1,7 +1,8 @@
 //! What a control request (and the front's `/switch`) asks is in its query, never in a
 //! body: the query's parameters, percent-decoded (`?to=bl%75e` is `?to=blue`), each
-//! known one at most once and nothing else. None holds a control character once decoded:
-//! quoted back in a refusal, a `%0A` split it over two lines.
+//! known one at most once and nothing else. None holds a control character once decoded
+//! (nor a Unicode line separator): quoted back in a refusal, a `%0A` split it over two
+//! lines, and a `not-deployed` reason's `%E2%80%A8` the event that keeps it.
 
 use http::{header, HeaderMap};
 
@@ -25,7 +26,11 @@ pub fn no_body(headers: &HeaderMap) -> Result<(), String> {
 pub fn params(query: &str, known: &[&str]) -> Result<Vec<(String, String)>, String> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        if key.chars().chain(value.chars()).any(char::is_control) {
+        if key
+            .chars()
+            .chain(value.chars())
+            .any(crate::logging::is_control)
+        {
             return Err(format!(
                 "`{}` may not hold a control character (such as %0A)",
                 crate::logging::quotable(&key)
@@ -105,6 +110,10 @@ mod tests {
         assert_eq!(
             params("t%0Do=blue", &["to"]).unwrap_err(),
             "`t o` may not hold a control character (such as %0A)"
+        );
+        assert_eq!(
+            params("reason=x%E2%80%A8y", &["reason"]).unwrap_err(),
+            "`reason` may not hold a control character (such as %0A)"
         );
     }
 }
