@@ -328,7 +328,7 @@ fn make_app_repo(app: &Path, layout: &Layout) -> anyhow::Result<()> {
         app.join("README.txt"),
         "The built-in sample app. It answers GET / with the text of VERSION.\nA FAIL_AFTER file with N makes it answer 500 after N seconds.\n",
     )?;
-    let steps: [Vec<String>; 7] = [
+    let steps: [Vec<String>; 8] = [
         vec!["init".into(), "-q".into(), "-b".into(), "main".into()],
         vec!["config".into(), "user.name".into(), "bluegreen demo".into()],
         vec![
@@ -336,8 +336,10 @@ fn make_app_repo(app: &Path, layout: &Layout) -> anyhow::Result<()> {
             "user.email".into(),
             "demo@localhost".into(),
         ],
-        // A throwaway repo: the user's signing setup (a key, an agent) has no say.
+        // A throwaway repo: the user's signing setup (a key, an agent) has no say, nor
+        // their hooks (a team's `core.hooksPath`), in the guide's commit and push either.
         vec!["config".into(), "commit.gpgsign".into(), "false".into()],
+        vec!["config".into(), "core.hooksPath".into(), "/dev/null".into()],
         vec!["add".into(), "-A".into()],
         vec![
             "commit".into(),

@@ -443,11 +443,21 @@ fn the_demo_without_git_says_so_and_makes_nothing() {
 /// The demo's terminal closes (SIGHUP to its process group: the demo and its daemon, which
 /// takes SIGHUP for a reload): the demo stops, and its daemon and workers with it. The
 /// daemon reloaded and served on, orphaned. The user's git config, here signing every
-/// commit and sending hooks to a shared folder, has no say in the demo's own repo.
+/// commit and sending hooks to a shared folder, has no say in the demo's own repo: not in
+/// the demo's pushes, nor in the guide's commit and push, pasted (those ran the user's
+/// hooks, which refused them).
 #[test]
 fn a_demo_whose_terminal_closes_stops_its_daemon_and_workers() {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
+    let hooks = tmp.path().join("team-hooks");
+    std::fs::create_dir(&hooks).unwrap();
+    for hook in ["pre-commit", "pre-push", "commit-msg"] {
+        let file = hooks.join(hook);
+        std::fs::write(&file, "#!/bin/sh\necho the team hook ran >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let git_config = tmp.path().join("user.gitconfig");
     std::fs::write(
         &git_config,
@@ -465,6 +475,28 @@ fn a_demo_whose_terminal_closes_stops_its_daemon_and_workers() {
         .unwrap()
         .body
         .starts_with("v1 from green"));
+    // The guide's first step, as a user with that config runs it.
+    let app = dir.join("app");
+    std::fs::write(app.join("VERSION"), "v2\n").unwrap();
+    for step in [
+        &["commit", "-qam", "v2"][..],
+        &["push", "-q", "green", "main"],
+    ] {
+        let out = git_command(&app)
+            .env("GIT_CONFIG_GLOBAL", &git_config)
+            .args(step)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(http("GET", &green, None)
+        .unwrap()
+        .body
+        .starts_with("v2 from green"));
     let group = nix::unistd::Pid::from_raw(demo.child.id() as i32);
     nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGHUP).unwrap();
     let status = wait_for(Duration::from_secs(30), "the demo to exit", || {

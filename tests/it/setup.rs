@@ -1128,3 +1128,58 @@ fn init_in_folders_it_cannot_write_changes_nothing() {
         );
     }
 }
+
+/// The shim in `hooks/`, installed as its own comment says (over the link `init` made,
+/// not through it), deploys with `bluegreen` on the PATH and leaves the binary whole: the
+/// comment said to copy it, and a plain `cp` wrote the shim over the bluegreen binary.
+#[test]
+fn the_shim_hook_installed_as_its_comment_says_deploys() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut root = Root::new();
+    root.serve();
+    let hooks = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks");
+    let text = fs::read_to_string(hooks.join("post-receive")).unwrap();
+    let steps: Vec<Vec<String>> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("#   "))
+        .map(|step| {
+            let root = root.path.display().to_string();
+            step.split_whitespace()
+                .map(|word| word.replace("<root>", &root))
+                .collect()
+        })
+        .collect();
+    assert_eq!(steps.len(), 2, "{text}");
+    let size = fs::metadata(BIN).unwrap().len();
+    for step in steps {
+        // Checked before it runs: a plain `cp` would write over the binary under test.
+        assert_eq!(step[..2], ["cp", "--remove-destination"], "{step:?}");
+        let out = Command::new(&step[0])
+            .args(&step[1..])
+            .current_dir(&hooks)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{step:?}: {out:?}");
+        let hook = std::path::Path::new(&step[3]);
+        fs::set_permissions(hook, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert_eq!(fs::metadata(BIN).unwrap().len(), size);
+    let bin = std::path::Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    for slot in ["blue", "green"] {
+        let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
+        assert!(!hook.is_symlink() && fs::read(&hook).unwrap() == text.as_bytes());
+    }
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let out = git_command(&root.work)
+        .env("PATH", path)
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("blue: live in "),
+        "{said}"
+    );
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}
