@@ -48,11 +48,13 @@ pub struct Reply {
 pub enum ClientError {
     /// Nothing listens on `control.listen`. `held`: yet a daemon holds the root's serve
     /// lock (starting, stopping, or started before `control.listen` changed).
-    #[error("{}", not_running(addr, root, *held, *unset))]
+    #[error("{}", not_running(addr, root, (*held, *stopping), *unset))]
     NotRunning {
         addr: String,
         root: String,
         held: bool,
+        /// That daemon is stopping (see `Layout::stopping_mark`): it closed its listener.
+        stopping: bool,
         /// The config file sets no `control.listen` (cut short, or emptied).
         unset: bool,
     },
@@ -80,8 +82,14 @@ pub enum ClientError {
 /// socket unit the call waits in the socket's queue for the next daemon.
 const STOPPING: &str = " (the daemon is stopping: it drains requests in flight, up to app.drain_timeout, then stops its workers; under bluegreen.socket the next daemon answers once started)";
 
+/// Why a daemon that is stopping refuses connections: its listener is closed.
+const STOPPING_NOW: &str = " (it drains requests in flight, up to app.drain_timeout, then stops its workers): once it has stopped, start it again if that was not meant (`bluegreen serve`, or `systemctl start` its unit)";
+
 /// Why nothing answers: no daemon (start one), or one that does not listen there (yet).
-fn not_running(addr: &str, root: &str, held: bool, unset: bool) -> String {
+fn not_running(addr: &str, root: &str, (held, stopping): (bool, bool), unset: bool) -> String {
+    if held && stopping {
+        return format!("daemon not answering on {addr}: it is stopping{STOPPING_NOW}");
+    }
     if held && unset {
         // Not a restart: the file is what is wrong, and a restart would take it.
         return format!("daemon not answering on {addr}, the default control.listen: bluegreen.toml sets none now (cut short, or emptied?), yet a `bluegreen serve` holds this root: put the file's [control] back");
@@ -161,12 +169,14 @@ impl Client {
             Ok(response) => response,
             Err(ureq::Error::Status(_, response)) => response,
             Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => {
+                let held = crate::fsops::held(&self.serve_lock);
                 return Err(ClientError::NotRunning {
                     addr,
                     root: self.path.clone(),
-                    held: crate::fsops::held(&self.serve_lock),
+                    held,
+                    stopping: held && self.stopping_mark.exists(),
                     unset: self.listen_unset(),
-                })
+                });
             }
             Err(ureq::Error::Transport(t)) if timed_out(&t) => {
                 return Err(ClientError::NoAnswer {
@@ -271,12 +281,14 @@ mod tests {
         )
         .unwrap();
         assert!(!Client::new(&config, &layout).listen_unset());
-        let said = not_running("127.0.0.1:8081", "/srv/app", true, true);
+        let said = not_running("127.0.0.1:8081", "/srv/app", (true, false), true);
         assert_eq!(
             said,
             "daemon not answering on 127.0.0.1:8081, the default control.listen: bluegreen.toml sets none now (cut short, or emptied?), yet a `bluegreen serve` holds this root: put the file's [control] back"
         );
-        assert!(not_running("127.0.0.1:8081", "/srv/app", true, false).contains("restart it"));
+        assert!(
+            not_running("127.0.0.1:8081", "/srv/app", (true, false), false).contains("restart it")
+        );
     }
 
     #[test]

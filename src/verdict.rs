@@ -46,7 +46,8 @@ pub enum Ask {
 }
 
 /// Asks the daemon to run `slot`'s current release, `release`, and prints the verdict as
-/// the last line. `Ok(false)` when the release did not go live.
+/// the last line. `Ok(false)` when the release did not go live; an error when a restart
+/// (`Ask::Again`) asked no daemon, so nothing was done.
 pub fn reload(
     config: &Config,
     layout: &Layout,
@@ -61,11 +62,9 @@ pub fn reload(
     // (over a minute), saying meanwhile what the daemon was waiting for.
     if let Err(e @ ClientError::NoAnswer { .. }) = &status {
         if let Ask::Again = how {
-            writeln!(
-                out,
+            anyhow::bail!(
                 "{slot}: not restarted: no answer from the daemon ({e} to GET /status: is it stopped or stuck?)"
-            )?;
-            return Ok(false);
+            );
         }
         writeln!(
             out,
@@ -121,8 +120,8 @@ pub fn reload(
                 return Ok(false);
             }
         };
-        writeln!(out, "{slot}: not restarted: {why}")?;
-        return Ok(false);
+        // Nothing was done: an error, as any command's that could not do its work.
+        anyhow::bail!("{slot}: not restarted: {why}");
     }
     match answer {
         // A daemon started before `control.listen` changed in the file (a SIGHUP keeps

@@ -1517,10 +1517,10 @@ fn restart_starts_the_current_release_again_after_a_fix() {
     root.set("control.listen", format!("127.0.0.1:{moved}"));
     let out = root.run(&["restart", "blue"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         said.trim().starts_with(&format!(
-            "blue: not restarted: nothing answers on 127.0.0.1:{moved}, the control.listen in bluegreen.toml, yet a daemon serves this root"
+            "error: blue: not restarted: nothing answers on 127.0.0.1:{moved}, the control.listen in bluegreen.toml, yet a daemon serves this root"
         )),
         "{said}"
     );

@@ -249,13 +249,34 @@ fn a_restart_under_socket_activation_loses_no_request() {
 /// not come and said only "no answer within 10s". It now says the daemon is stopping.
 #[test]
 fn status_while_a_socket_activated_daemon_drains_says_it_is_stopping() {
+    status_while_draining(true, |_| {
+        "no answer within 10s (the daemon is stopping: it drains requests in flight, up to app.drain_timeout, then stops its workers; under bluegreen.socket the next daemon answers once started)".into()
+    });
+}
+
+/// The same without socket activation: the daemon closed its control listener, and
+/// `status` said it was "starting or stopping" and to restart it.
+#[test]
+fn status_while_a_daemon_drains_says_it_is_stopping() {
+    status_while_draining(false, |root| {
+        format!("error: daemon not answering on 127.0.0.1:{}: it is stopping (it drains requests in flight, up to app.drain_timeout, then stops its workers): once it has stopped, start it again if that was not meant (`bluegreen serve`, or `systemctl start` its unit)", root.control)
+    });
+}
+
+/// `bluegreen status` while the daemon drains an upload at its stop ends with `said`.
+fn status_while_draining(activated: bool, said: impl Fn(&Root) -> String) {
     use std::io::Write;
     use std::os::fd::AsFd;
     let mut root = Root::new();
     root.set("app.drain_timeout", "20s");
     let sockets = root.sockets();
-    let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
-    root.serve_activated(&fds);
+    match activated {
+        true => root.serve_activated(&sockets.iter().map(|s| s.as_fd()).collect::<Vec<_>>()),
+        false => {
+            drop(sockets);
+            root.serve()
+        }
+    };
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     // An upload whose body never ends holds the drain.
@@ -270,11 +291,8 @@ fn status_while_a_socket_activated_daemon_drains_says_it_is_stopping() {
     });
     root.signal(Signal::SIGTERM);
     root.wait_log("stopping: draining every generation");
-    let said = root.run_err(&["status"]);
-    assert!(
-        said.ends_with("no answer within 10s (the daemon is stopping: it drains requests in flight, up to app.drain_timeout, then stops its workers; under bluegreen.socket the next daemon answers once started)"),
-        "{said}"
-    );
+    let told = root.run_err(&["status"]);
+    assert!(told.ends_with(&said(&root)), "{told}");
     drop(upload);
     assert_eq!(root.wait_serve(Duration::from_secs(20)), Some(0));
     assert!(!root.path.join("run/stopping").exists());
