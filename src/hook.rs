@@ -78,11 +78,27 @@ pub fn run(
     }
     // Said as a deploy's failure: a bare config error reads as if the push went through,
     // and git sends nothing for the same commit again.
-    let config = Config::load(&layout.config_file()).map_err(|e| {
-        anyhow::anyhow!(
-            "{slot}: not deployed: {e:#}; fix it (`bluegreen check` says where), then push a new commit"
-        )
-    })?;
+    let config = match Config::load(&layout.config_file()) {
+        Ok(config) => config,
+        Err(e) => {
+            let why = anyhow::anyhow!(
+                "{e:#}; fix it (`bluegreen check` says where), then push a new commit"
+            );
+            // The daemon, which runs the config it read before, is told as of a failed
+            // build, where the file still says where it listens and what deploys.
+            if let Ok((config, _)) = Config::load_for_control(&layout.config_file()) {
+                let deploy_ref = format!("refs/heads/{}", config.branch);
+                let pushed = updates.iter().find(|update| {
+                    update.refname == deploy_ref && !update.new.bytes().all(|b| b == b'0')
+                });
+                if let Some(update) = pushed {
+                    let short = update.new.get(..7).unwrap_or(&update.new);
+                    tell_daemon(&layout, &config, slot, short, &why);
+                }
+            }
+            return Err(why.context(format!("{slot}: not deployed")));
+        }
+    };
     let deploy_ref = format!("refs/heads/{}", config.branch);
 
     // A ref that deploys nothing is bad input (DESIGN: a one-line reason and a non-zero

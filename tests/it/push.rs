@@ -929,9 +929,12 @@ fn a_build_past_its_timeout_is_stopped_at_the_timeout_not_when_it_ends() {
     });
 }
 
+/// Said to the pusher, and to the daemon (which runs the config it read before), as a
+/// failed build is: the daemon heard nothing of it.
 #[test]
 fn a_broken_config_says_the_push_was_not_deployed() {
-    let root = Root::new();
+    let mut root = Root::new();
+    root.serve();
     root.commit("good", &[("VERSION", "v1\n")]);
     root.push("blue");
     let before = root.current("blue").unwrap();
@@ -950,6 +953,15 @@ fn a_broken_config_says_the_push_was_not_deployed() {
         "{last}"
     );
     assert_eq!(root.current("blue").unwrap(), before);
+    let commit = root.git(&["rev-parse", "--short=7", "HEAD"]).stdout;
+    let told = format!(
+        "blue: push of {} not deployed: {}:",
+        String::from_utf8_lossy(&commit).trim(),
+        file.display()
+    );
+    let events = root.control("GET", "/events").body;
+    assert!(events.contains(&told), "{told} in {events}");
+    root.wait_log(&told);
 }
 
 #[test]
