@@ -73,6 +73,7 @@ pub fn status(
     if let Some(note) = status["stale_config"].as_str() {
         writeln!(out, "note: {note}")?;
     }
+    let mut noted = [false; 2];
     for slot in Slot::ALL {
         // The live release gone says why the branch's commit has no release as well.
         // Read once for both notes; unreadable, neither is told.
@@ -82,6 +83,7 @@ pub fn status(
             .or_else(|| undeployed(config, layout, slot, releases.as_deref()?))
         {
             writeln!(out, "note: {note}")?;
+            noted[slot.index()] = true;
         }
     }
     for slot in Slot::ALL {
@@ -117,9 +119,16 @@ pub fn status(
         if live.is_null() && s["current"].is_null() && last_error.is_none() {
             writeln!(
                 out,
-                "{mark} {slot:<5} {:<21} no release yet (`git push {slot} {}` deploys one)",
+                "{mark} {slot:<5} {:<21} no release yet ({})",
                 text(&s["listen"]),
-                crate::pasted::quoted(&config.branch),
+                match noted[slot.index()] {
+                    // Its branch's commit, which a push of the same would not deploy.
+                    true => "see the note above".to_string(),
+                    false => format!(
+                        "`git push {slot} {}` deploys one",
+                        crate::pasted::refspec(&config.branch)
+                    ),
+                },
             )?;
         } else if live.is_null() {
             writeln!(
@@ -254,7 +263,7 @@ fn undeployed(
         "{slot}.git's {} is at {}, which no release of {slot} has (its push's hook did not run, or its build failed: the push said which): a push of a new commit deploys it (`git commit --allow-empty -m redeploy && git push {slot} {}`)",
         crate::pasted::quoted(&config.branch),
         crate::git::short(tip),
-        crate::pasted::quoted(&config.branch)
+        crate::pasted::refspec(&config.branch)
     ))
 }
 

@@ -17,6 +17,13 @@ pub fn quoted(word: &str) -> String {
     }
 }
 
+/// The refspec that pushes the checked-out commit to `branch`, quoted: `HEAD:main`
+/// deploys from whatever branch the pusher is on (`git push blue main` needs a local
+/// `main`, and git's default branch is often `master`).
+pub fn refspec(branch: &str) -> String {
+    quoted(&format!("HEAD:{branch}"))
+}
+
 /// [`quoted`] for a path (one that is not UTF-8 shown as `display` shows it).
 pub fn path(path: &Path) -> String {
     quoted(&path.to_string_lossy())
@@ -33,6 +40,8 @@ mod tests {
         assert_eq!(quoted("it's:main"), r"'it'\''s:main'");
         assert_eq!(quoted("x{a,b}:main"), "'x{a,b}:main'");
         assert_eq!(quoted("x!y:main"), "'x!y:main'");
+        assert_eq!(refspec("main"), "HEAD:main");
+        assert_eq!(refspec("prod;$(id)"), "'HEAD:prod;$(id)'");
         assert_eq!(quoted(""), "''");
         assert_eq!(path(Path::new("/tmp/my demo/root")), "'/tmp/my demo/root'");
         assert_eq!(path(Path::new("/srv/app")), "/srv/app");

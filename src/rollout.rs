@@ -202,7 +202,7 @@ fn shown(layout: &Layout, slot: Slot, current: &Option<String>) -> String {
 fn never_deployed(slot: Slot, config: &Config, act: &str) -> String {
     format!(
         "{slot} has no current release: nothing to {act} (deploy one first: `git push {slot} {}`)",
-        crate::pasted::quoted(&config.branch)
+        crate::pasted::refspec(&config.branch)
     )
 }
 

@@ -407,7 +407,7 @@ fn status_says_how_to_deploy_a_slot_never_pushed() {
             .unwrap_or_else(|| panic!("no {slot} line in {text}"));
         assert!(
             line.ends_with(&format!(
-                "no release yet (`git push {slot} main` deploys one)"
+                "no release yet (`git push {slot} HEAD:main` deploys one)"
             )),
             "{text}"
         );
@@ -415,6 +415,38 @@ fn status_says_how_to_deploy_a_slot_never_pushed() {
     assert!(
         !text.lines().any(|l| l.trim_end() == "recent events:"),
         "a heading with nothing under it: {text}"
+    );
+}
+
+/// A slot never deployed whose branch holds a commit pushed while its hook could not
+/// run: its line does not say to push, which would deploy nothing (`Everything
+/// up-to-date`), but points at the note that says what does.
+#[test]
+fn a_slot_never_deployed_with_a_commit_pushed_points_at_the_note() {
+    let mut root = Root::new();
+    root.serve();
+    fs::remove_file(root.path.join("green.git/hooks/post-receive")).unwrap();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("green");
+    let text = root.run_ok(&["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("note: green.git's main is at ")),
+        "{text}"
+    );
+    let line = |slot: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(slot))
+            .unwrap_or_else(|| panic!("no {slot} line in {text}"))
+            .to_string()
+    };
+    assert!(
+        line("green").ends_with("no release yet (see the note above)"),
+        "{text}"
+    );
+    assert!(
+        line("blue").ends_with("(`git push blue HEAD:main` deploys one)"),
+        "{text}"
     );
 }
 
@@ -431,7 +463,7 @@ fn status_names_a_pushed_commit_no_release_has() {
     root.push("blue");
     let text = root.run_ok(&["status"]);
     let note = format!(
-        "note: blue.git's main is at {}, which no release of blue has (its push's hook did not run, or its build failed: the push said which): a push of a new commit deploys it (`git commit --allow-empty -m redeploy && git push blue main`)",
+        "note: blue.git's main is at {}, which no release of blue has (its push's hook did not run, or its build failed: the push said which): a push of a new commit deploys it (`git commit --allow-empty -m redeploy && git push blue HEAD:main`)",
         &sha[..7]
     );
     assert!(text.lines().any(|l| l == note), "{text}");

@@ -473,7 +473,7 @@ fn a_slot_with_no_live_generation_answers_503_with_the_reason() {
     assert_eq!(answer.status, 503, "{answer:?}");
     assert_eq!(
         answer.body,
-        "green has no release yet: git push green main\n"
+        "green has no release yet: git push green HEAD:main\n"
     );
     // To a request whose body has not come yet, the 503 says the connection closes
     // (hyper closes it, the body unread): it did not, and a keep-alive client's next

@@ -49,8 +49,8 @@ fn rollback_releases_and_pruning() {
 
     // Green was never pushed: nothing to go back to or copy on, and how to get one.
     for (args, reason) in [
-        (&["rollback", "green"][..], "error: green has no current release: nothing to roll back (deploy one first: `git push green main`)"),
-        (&["promote", "green", "blue"][..], "error: green has no current release: nothing to promote (deploy one first: `git push green main`)"),
+        (&["rollback", "green"][..], "error: green has no current release: nothing to roll back (deploy one first: `git push green HEAD:main`)"),
+        (&["promote", "green", "blue"][..], "error: green has no current release: nothing to promote (deploy one first: `git push green HEAD:main`)"),
     ] {
         let out = root.run(args);
         assert!(!out.status.success());
@@ -1509,7 +1509,7 @@ fn restart_starts_the_current_release_again_after_a_fix() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "error: green has no current release: nothing to restart (deploy one first: `git push green main`)\n"
+        "error: green has no current release: nothing to restart (deploy one first: `git push green HEAD:main`)\n"
     );
     // The control API moved in the file, the daemon still on the old address: nothing
     // restarts blue (`current` did not move, no file watch sees it), and it says so.

@@ -415,8 +415,8 @@ fn the_units_sandbox_lets_workers_list_network_interfaces() {
 }
 
 /// A changed `branch` reloaded by SIGHUP is the one a slot never pushed names in its
-/// 503: it went on saying `git push blue main` after `branch = "prod"`, a push the hook
-/// then refused as not the deploy branch.
+/// 503: it went on saying `git push blue HEAD:main` after `branch = "prod"`, a push the
+/// hook then refused as not the deploy branch.
 #[test]
 fn a_branch_reloaded_by_sighup_is_the_one_a_slot_never_pushed_names() {
     let mut root = Root::new();
@@ -424,7 +424,7 @@ fn a_branch_reloaded_by_sighup_is_the_one_a_slot_never_pushed_names() {
     let answer = root.get(root.blue, "/");
     assert_eq!(answer.status, 503);
     assert!(
-        answer.body.contains("git push blue main"),
+        answer.body.contains("git push blue HEAD:main"),
         "{}",
         answer.body
     );
@@ -434,17 +434,17 @@ fn a_branch_reloaded_by_sighup_is_the_one_a_slot_never_pushed_names() {
     for (slot, port) in [("blue", root.blue), ("green", root.green)] {
         let answer = root.get(port, "/");
         assert_eq!(answer.status, 503);
-        let says = format!("{slot} has no release yet: git push {slot} 'prod;$(id)'");
+        let says = format!("{slot} has no release yet: git push {slot} 'HEAD:prod;$(id)'");
         assert!(answer.body.contains(&says), "{}", answer.body);
     }
     let status = root.run_ok(&["status"]);
     assert!(
-        status.contains("no release yet (`git push green 'prod;$(id)'` deploys one)"),
+        status.contains("no release yet (`git push green 'HEAD:prod;$(id)'` deploys one)"),
         "{status}"
     );
     for (args, reason) in [
-        (&["rollback", "green"][..], "error: green has no current release: nothing to roll back (deploy one first: `git push green 'prod;$(id)'`)"),
-        (&["promote", "green", "blue"][..], "error: green has no current release: nothing to promote (deploy one first: `git push green 'prod;$(id)'`)"),
+        (&["rollback", "green"][..], "error: green has no current release: nothing to roll back (deploy one first: `git push green 'HEAD:prod;$(id)'`)"),
+        (&["promote", "green", "blue"][..], "error: green has no current release: nothing to promote (deploy one first: `git push green 'HEAD:prod;$(id)'`)"),
     ] {
         assert_eq!(root.run_err(args).trim(), reason);
     }

@@ -560,7 +560,7 @@ pub(super) fn missing_current(slot: Slot, why: &str, serving: &str) -> String {
 pub(super) fn no_release(slot: Slot, branch: &str) -> String {
     format!(
         "{slot} has no release yet: git push {slot} {}",
-        crate::pasted::quoted(branch)
+        crate::pasted::refspec(branch)
     )
 }
 
