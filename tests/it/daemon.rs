@@ -194,12 +194,23 @@ fn a_generation_going_live_never_hides_the_one_it_replaces() {
     );
     // Four readers at once, for reads enough within the swap's milliseconds.
     let (reads, wrong) = std::thread::scope(|s| {
-        let poll = || {
+        // `/status` read whole, or `/metrics` (quicker to make, so read more often).
+        let poll = |whole: bool| {
             let agent = agent();
             let (mut reads, mut wrong) = (0, Vec::new());
             // From when the slow request is in flight: it stays so past the push.
             let mut counted = false;
-            while !stop.load(Relaxed) {
+            while !stop.load(Relaxed) && !whole {
+                let metrics = agent.get(&metrics_url).call().unwrap();
+                let metrics = metrics.into_string().unwrap();
+                let one = metrics.contains("\nbluegreen_in_flight{slot=\"blue\"} 1\n");
+                counted |= one;
+                if counted && !one {
+                    wrong.push(metrics);
+                }
+                reads += usize::from(counted);
+            }
+            while !stop.load(Relaxed) && whole {
                 let status = agent.get(&url).call().unwrap().into_string().unwrap();
                 let status: serde_json::Value = serde_json::from_str(&status).unwrap();
                 let blue = &status["slots"]["blue"];
@@ -218,16 +229,14 @@ fn a_generation_going_live_never_hides_the_one_it_replaces() {
                 if in_flight != 1 || !old_shown {
                     wrong.push(blue.to_string());
                 }
-                let metrics = agent.get(&metrics_url).call().unwrap();
-                let metrics = metrics.into_string().unwrap();
-                if !metrics.contains("\nbluegreen_in_flight{slot=\"blue\"} 1\n") {
-                    wrong.push(metrics);
-                }
                 reads += 1;
             }
             (reads, wrong)
         };
-        let pollers: Vec<_> = (0..4).map(|_| s.spawn(poll)).collect();
+        let pollers: Vec<_> = [true, true, false, false]
+            .map(|whole| s.spawn(move || poll(whole)))
+            .into_iter()
+            .collect();
         let slow = fast_v2_over_a_request_in_flight(&root);
         stop.store(true, Relaxed);
         let read = pollers.into_iter().map(|p| p.join().unwrap()).fold(
