@@ -11,7 +11,8 @@ use crate::slot::Slot;
 #[derive(Debug, Parser)]
 #[command(name = "bluegreen", version, about)]
 pub struct Args {
-    /// The root folder (default: $BLUEGREEN_ROOT, the hook's repo folder, or the current folder).
+    /// The root folder (default: $BLUEGREEN_ROOT, the hook's repo folder, or the current
+    /// folder; not for `demo`, which makes its own).
     #[arg(long, global = true)]
     pub root: Option<PathBuf>,
 
@@ -156,6 +157,14 @@ pub fn hook_args() -> Args {
 fn from_matches(matches: Result<clap::ArgMatches, clap::Error>) -> Result<Args, clap::Error> {
     let matches = matches?;
     let mut args = Args::from_arg_matches(&matches)?;
+    // Its root is its own: a `--root` given would be ignored, and the demo run on another
+    // root than the one named. (`BLUEGREEN_ROOT` left set is not a request.)
+    if matches!(args.command, Command::Demo(_)) && args.root.is_some() {
+        return Err(Args::command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "demo makes its own root (DIR/root) and takes no --root: `bluegreen demo DIR` names the folder it makes it in",
+        ));
+    }
     // Read here, not by clap: an empty `BLUEGREEN_ROOT=` (an unset shell variable passed
     // on) is no root named, where clap took it for `--root` given no value, and refused
     // every command, the hook's too, naming a flag the user never typed.

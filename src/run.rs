@@ -168,11 +168,6 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             refuse_other_user(&layout, named_by)?;
             crate::daemon::serve(layout)
         }
-        // Its root is its own: a `--root` given would be ignored, and the demo run on
-        // another root than the one named. (`BLUEGREEN_ROOT` left set is not a request.)
-        Command::Demo(_) if args.root.is_some() && !args.root_from_env => anyhow::bail!(
-            "demo makes its own root (DIR/root) and takes no --root: `bluegreen demo DIR` names the folder it makes it in"
-        ),
         Command::Demo(demo) => crate::demo::run(demo),
         Command::SampleApp => crate::sample_app::run(),
     }

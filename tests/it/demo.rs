@@ -332,7 +332,8 @@ fn the_demo_refuses_a_root_named_for_it() {
     }
     let out = demo.wait_with_output().unwrap();
     assert!(ended.is_some(), "the demo ran with --root");
-    assert_eq!(out.status.code(), Some(1));
+    // A usage error, as any flag a command does not take.
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "error: demo makes its own root (DIR/root) and takes no --root: `bluegreen demo DIR` names the folder it makes it in"
