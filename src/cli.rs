@@ -94,7 +94,8 @@ pub enum Command {
         name: String,
     },
     /// The built-in sample app that tests and the demo deploy: set `app.command =
-    /// "bluegreen sample-app"` (and `build.command = ""`). It serves 127.0.0.1:$PORT
+    /// "/usr/local/bin/bluegreen sample-app"`, the binary's full path (and `build.command =
+    /// ""`). It serves 127.0.0.1:$PORT
     /// (bluegreen sets PORT; `PORT=8000 bluegreen sample-app` by hand) and answers
     /// `GET /` with its slot, release and the pushed `VERSION` file; the README's
     /// "The built-in sample app" lists its files and routes. --root is not used.

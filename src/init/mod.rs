@@ -122,7 +122,8 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     // A daemon that serves the root already reads an edited config on SIGHUP.
     let serve = match served {
         None => format!(
-            "start `bluegreen serve --root {}` (or the systemd unit)",
+            "start `{} serve --root {}` (or the systemd unit)",
+            shown_binary(),
             crate::pasted::path(layout.root())
         ),
         Some(Some(pid)) => format!("a daemon serves this root already (pid {pid}): `kill -HUP {pid}` has it read the config"),
@@ -405,6 +406,19 @@ fn invoked_binary() -> anyhow::Result<std::path::PathBuf> {
     Ok(invoked
         .filter(|path| path.canonicalize().is_ok_and(|p| p == running))
         .unwrap_or(running))
+}
+
+/// How the next steps name this binary: `bluegreen` when it was run by that name (found
+/// on the PATH), else by the path it was run by (`./target/release/bluegreen init
+/// /tmp/try`, a binary not on the PATH, where `bluegreen serve` is not found).
+fn shown_binary() -> String {
+    let by_name = std::env::args_os()
+        .next()
+        .is_some_and(|name| std::path::Path::new(&name).components().count() == 1);
+    match invoked_binary() {
+        Ok(path) if !by_name => crate::pasted::path(&path),
+        _ => "bluegreen".to_string(),
+    }
 }
 
 /// What keeps `slot`'s pushes from reaching bluegreen, for the daemon to warn of at its

@@ -406,7 +406,9 @@ fn hooks_follow_the_binary_name_through_an_upgrade() {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
-    init_by_name();
+    let said = init_by_name();
+    // Run by its name, the next steps name it so.
+    assert!(said.contains("start `bluegreen serve --root "), "{said}");
     for slot in ["blue", "green"] {
         let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
         assert_eq!(fs::read_link(&hook).unwrap(), bin.join("bluegreen"));
@@ -545,9 +547,10 @@ fn init_again_repairs_and_keeps_everything() {
     let said = root.run_ok(&["init"]);
     // Its commands are set: the next steps do not ask for them again.
     let next = next_steps(&said);
+    // The binary as it was run, by its path: `bluegreen` is not on the PATH here.
     assert!(
         next.starts_with(&format!(
-            "start `bluegreen serve --root {}`",
+            "start `{BIN} serve --root {}`",
             root.path.display()
         )),
         "{next}"
