@@ -155,6 +155,17 @@ fn shared_dirs(layout: &Layout) -> [std::path::PathBuf; 4] {
 /// holds a `HEAD` but is no bare repo, or a folder init would write in is not writable
 /// by this user: init would stop there, after making the rest.
 fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
+    // libgit2 reads the user's git config to make a repo: one it may not read (a HOME
+    // left from another user: `setpriv`, `su` without `-`) failed init after it wrote
+    // the config.
+    if let Err(e) = git2::Config::open_default() {
+        let home = std::env::var_os("HOME").unwrap_or_default();
+        anyhow::bail!(
+            "git cannot read this user's git config ({}): is HOME ({}) another user's? run init with your own (`sudo -u app -H`, `su - app`); nothing was changed",
+            e.message(),
+            std::path::Path::new(&home).display()
+        );
+    }
     let mut dirs = Vec::new();
     // What init would make or change, each with the folder it is written in.
     let mut writes = Vec::new();

@@ -1012,17 +1012,7 @@ fn a_folder_pushes_cannot_write_is_named_by_init_and_the_push() {
     let root = Root::new();
     let builds = root.path.join("builds");
     fs::set_permissions(&builds, fs::Permissions::from_mode(0o555)).unwrap();
-    let mut init = if nix::unistd::geteuid().is_root() {
-        let mut setpriv = Command::new("setpriv");
-        setpriv.args([
-            "--bounding-set",
-            "-dac_override,-dac_read_search,-fowner",
-            BIN,
-        ]);
-        setpriv
-    } else {
-        Command::new(BIN)
-    };
+    let mut init = unprivileged(BIN);
     let listed = walkdir(&root.path);
     let out = init.arg("init").arg(&root.path).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -1185,4 +1175,35 @@ fn the_shim_hook_installed_as_its_comment_says_deploys() {
         "{said}"
     );
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}
+
+/// `init` run with a HOME whose git config this user may not read (another user's,
+/// left by `setpriv` or `su` without `-`): libgit2 could not make the repos, and init
+/// failed after it had written the config and begun the first repo.
+#[test]
+fn init_with_an_unreadable_home_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("someone-else");
+    fs::create_dir(&home).unwrap();
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o000)).unwrap();
+    let root = tmp.path().join("root");
+    let out = unprivileged(BIN)
+        .arg("init")
+        .arg(&root)
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.trim().ends_with(&format!(
+            "is HOME ({}) another user's? run init with your own (`sudo -u app -H`, `su - app`); nothing was changed",
+            home.display()
+        )),
+        "{said}"
+    );
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert!(!root.exists(), "it made {root:?}");
 }

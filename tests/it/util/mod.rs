@@ -177,19 +177,7 @@ impl Root {
     /// ownership hold for the hook as they would for it.
     pub fn push_unprivileged(&self, slot: &str) -> Pushed {
         let git = git_command(&self.work);
-        let as_root =
-            std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").unwrap()) == 0;
-        let mut push = if as_root {
-            let mut setpriv = Command::new("setpriv");
-            setpriv.args([
-                "--bounding-set",
-                "-dac_override,-dac_read_search,-fowner",
-                "git",
-            ]);
-            setpriv
-        } else {
-            Command::new("git")
-        };
+        let mut push = unprivileged("git");
         for (name, value) in git.get_envs() {
             match value {
                 Some(value) => push.env(name, value),
@@ -709,6 +697,21 @@ fn activated(fds: &[std::os::fd::BorrowedFd], exec: bool) -> Launch {
 
 /// The hook run as git runs it for a push into `repo` (`GIT_DIR`), with `args` before its
 /// subcommand and `input` (`<old> <new> <ref>` lines) on its stdin.
+/// `program` run so that permission bits and other users' ownership hold for it: as
+/// root, without CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER.
+pub fn unprivileged(program: &str) -> Command {
+    if !nix::unistd::geteuid().is_root() {
+        return Command::new(program);
+    }
+    let mut setpriv = Command::new("setpriv");
+    setpriv.args([
+        "--bounding-set",
+        "-dac_override,-dac_read_search,-fowner",
+        program,
+    ]);
+    setpriv
+}
+
 pub fn run_hook(repo: &Path, args: &[&std::ffi::OsStr], input: &str) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
