@@ -244,7 +244,7 @@ async fn attempt(
                 Some(slot) => format!("no active slot yet: say which slot to switch to (`bluegreen switch {slot}`, or `?to={slot}`)"),
                 None => format!(
                     "no active slot yet, and no slot has a release: push one first (`git push blue {}`)",
-                    crate::pasted::quoted(&daemon.config().branch)
+                    crate::pasted::refspec(&daemon.config().branch)
                 ),
             }));
         }
@@ -273,7 +273,7 @@ async fn attempt(
     if crate::release::current(&daemon.layout, to).is_none() && !live {
         return Err(SwitchError::Refused(format!(
             "{to} has no release: push one first (`git push {to} {}`)",
-            crate::pasted::quoted(&config.branch)
+            crate::pasted::refspec(&config.branch)
         )));
     }
     let mut gated = Instant::now();

@@ -136,7 +136,7 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
          from your app: git remote add blue {}; git remote add green {}; git push blue {}",
         crate::pasted::path(&layout.repo(Slot::Blue)),
         crate::pasted::path(&layout.repo(Slot::Green)),
-        crate::pasted::quoted(&branch)
+        crate::pasted::refspec(&branch)
     )?;
     Ok(())
 }

@@ -137,7 +137,7 @@ fn a_bare_switch_before_any_release_says_to_push_first() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "not switched: no active slot yet, and no slot has a release: push one first (`git push blue main`)"
+        "not switched: no active slot yet, and no slot has a release: push one first (`git push blue HEAD:main`)"
     );
 }
 
@@ -150,7 +150,7 @@ fn switching_to_a_slot_without_a_healthy_generation_is_refused() {
         assert!(!out.status.success());
         assert_eq!(
             String::from_utf8_lossy(&out.stderr).trim(),
-            "not switched: green has no release: push one first (`git push green main`)"
+            "not switched: green has no release: push one first (`git push green HEAD:main`)"
         );
         assert_eq!(root.status()["active"], "blue");
     }

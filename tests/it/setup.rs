@@ -409,6 +409,8 @@ fn hooks_follow_the_binary_name_through_an_upgrade() {
     let said = init_by_name();
     // Run by its name, the next steps name it so.
     assert!(said.contains("start `bluegreen serve --root "), "{said}");
+    // From whatever branch the app's repo is on.
+    assert!(said.ends_with("; git push blue HEAD:main\n"), "{said}");
     for slot in ["blue", "green"] {
         let hook = root.path.join(format!("{slot}.git/hooks/post-receive"));
         assert_eq!(fs::read_link(&hook).unwrap(), bin.join("bluegreen"));
