@@ -1179,3 +1179,31 @@ fn a_switch_waits_for_a_given_up_migration_to_stop_and_says_so() {
     assert!(json["migrate_ms"].as_u64().unwrap() < 1000, "{json}");
     assert_eq!(root.status()["active"], "green");
 }
+
+/// A write that comes as the standby crashes: its copy waits for the standby's restart,
+/// as copies to a standby whose restart is on its way do. For the moments the crashed
+/// generation's output was read (up to 250 ms when a helper it started holds its pipe),
+/// the slot looked down for good, and the copy was dropped as `standby_down`.
+#[test]
+fn a_write_as_the_standby_crashes_is_copied_once_it_restarts() {
+    let root = blue_live_with(&[(
+        "app.command",
+        format!("sh -c 'sleep 600 & exec {BIN} sample-app'").into(),
+    )]);
+    root.push("green").says("green: live in ");
+    let pid = nix::unistd::Pid::from_raw(root.live_pid("green"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for(Duration::from_secs(5), "green's route to go", || {
+        root.get(root.green, "/").status.eq(&503).then_some(())
+    });
+    let post = http(
+        "POST",
+        &root.url(root.front, "/items/written-as-it-fell"),
+        Some("x"),
+    )
+    .unwrap();
+    assert_eq!(post.status, 201, "{}", post.body);
+    green_gets(&root, "written-as-it-fell");
+    let counters = &root.status()["mirroring"]["counters"];
+    assert_eq!(counters["standby_down"], 0, "{counters}");
+}

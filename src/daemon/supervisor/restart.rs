@@ -18,10 +18,18 @@ impl Supervisor {
             return;
         }
         self.live = None;
+        self.backoff.crashed(Instant::now());
+        // The restart's time is known before the route goes: a request or a mirrored
+        // copy that finds no live generation must see one on its way, not a slot down
+        // for good (copies were counted `standby_down` while the exit was read below).
+        let restart = self.starting.is_none().then(|| {
+            let delay = self.backoff.next();
+            self.handle().status().restart_at = Some(Instant::now() + delay);
+            delay
+        });
         self.handle().route.clear(format!(
             "{slot}'s generation {generation} crashed; restarting"
         ));
-        self.backoff.crashed(Instant::now());
         live.flush_output().await;
         // It has exited: this is at once. The status (a signal: the OOM killer's) is
         // often the only clue there is.
@@ -45,14 +53,19 @@ impl Supervisor {
         self.draining.retain(|h| !h.is_finished());
         self.draining
             .push(tokio::spawn(async move { dead.stop(stop).await }));
-        if self.starting.is_none() {
-            self.schedule_restart(live.release.clone());
+        if let Some(delay) = restart {
+            self.restart_after(live.release.clone(), delay);
         }
     }
 
     /// Restarts `release` after the backoff's next pause.
     pub(super) fn schedule_restart(&mut self, release: String) {
         let delay = self.backoff.next();
+        self.restart_after(release, delay);
+    }
+
+    /// Restarts `release` after `delay`, the backoff's pause, the event saying so.
+    fn restart_after(&mut self, release: String, delay: Duration) {
         let said = format!("{}: restarting in {}s", self.slot, delay.as_secs());
         self.restart_in(release, delay, said);
     }
