@@ -32,6 +32,18 @@ pub struct RefUpdate {
     pub refname: String,
 }
 
+impl RefUpdate {
+    /// Whether the push deleted the ref (git's new id is all zeros).
+    fn deleted(&self) -> bool {
+        self.new.bytes().all(|b| b == b'0')
+    }
+
+    /// The pushed commit's id in 7 characters, as a push names it.
+    fn short(&self) -> &str {
+        self.new.get(..7).unwrap_or(&self.new)
+    }
+}
+
 /// Runs the hook for the repo git points at (`GIT_DIR`), reading `<old> <new> <ref>` lines
 /// from `input` and reporting to `out` (stderr: git shows it as `remote:`). A stopping
 /// signal (`interrupt`) during a build stops the build and fails that deploy.
@@ -88,12 +100,11 @@ pub fn run(
             // build, where the file still says where it listens and what deploys.
             if let Ok((config, _)) = Config::load_for_control(&layout.config_file()) {
                 let deploy_ref = format!("refs/heads/{}", config.branch);
-                let pushed = updates.iter().find(|update| {
-                    update.refname == deploy_ref && !update.new.bytes().all(|b| b == b'0')
-                });
+                let pushed = updates
+                    .iter()
+                    .find(|update| update.refname == deploy_ref && !update.deleted());
                 if let Some(update) = pushed {
-                    let short = update.new.get(..7).unwrap_or(&update.new);
-                    tell_daemon(&layout, &config, slot, short, &why);
+                    tell_daemon(&layout, &config, slot, update.short(), &why);
                 }
             }
             return Err(why.context(format!("{slot}: not deployed")));
@@ -109,7 +120,7 @@ pub fn run(
     // reads, with the notes of other refs pushed with it (`--follow-tags`) before it.
     updates.sort_by_key(|update| update.refname == deploy_ref);
     for update in updates {
-        let deleted = update.new.bytes().all(|b| b == b'0');
+        let deleted = update.deleted();
         if update.refname != deploy_ref {
             // Most often git's default branch (`master`) pushed to a root that deploys
             // `main`, or the reverse: say how to deploy it.
@@ -183,7 +194,7 @@ fn deploy(
     interrupt: &Interrupt,
 ) -> anyhow::Result<bool> {
     // The commit being deployed: the pushed one, or the one the branch moved on to.
-    let mut deploying = update.new.get(..7).unwrap_or(&update.new).to_string();
+    let mut deploying = update.short().to_string();
     match release_push(
         layout,
         config,

@@ -419,16 +419,15 @@ fn invoked_binary() -> anyhow::Result<std::path::PathBuf> {
         .unwrap_or(running))
 }
 
-/// How the next steps name this binary: `bluegreen` when it was run by that name (found
-/// on the PATH), else by the path it was run by (`./target/release/bluegreen init
-/// /tmp/try`, a binary not on the PATH, where `bluegreen serve` is not found).
+/// How the next steps name this binary: as it was run, by its name on the PATH
+/// (`bluegreen`, or `bluegreen-2` for one installed so), else by its path
+/// (`./target/release/bluegreen init /tmp/try`, a binary not on the PATH, where
+/// `bluegreen serve` is not found).
 fn shown_binary() -> String {
-    let by_name = std::env::args_os()
-        .next()
-        .is_some_and(|name| std::path::Path::new(&name).components().count() == 1);
-    match invoked_binary() {
-        Ok(path) if !by_name => crate::pasted::path(&path),
-        _ => "bluegreen".to_string(),
+    let name = std::env::args_os().next().unwrap_or_default();
+    match std::path::Path::new(&name).components().count() == 1 {
+        true => crate::pasted::quoted(&name.to_string_lossy()),
+        false => invoked_binary().map_or_else(|_| "bluegreen".into(), |p| crate::pasted::path(&p)),
     }
 }
 
