@@ -109,17 +109,26 @@ fn drain_lets_a_slow_request_finish_on_the_old_generation() {
     );
 }
 
-/// While a replaced generation drains, `/status`, `bluegreen status` and `/metrics` show
-/// it with its requests in flight, and stop showing it once it is gone.
-#[test]
-fn a_draining_generation_is_in_status_and_metrics_until_it_is_gone() {
+/// A served root with `settings`, blue live with a v1 that answers after `slow_ms`.
+fn slow_v1_live(settings: &[(&str, &str)], slow_ms: &str) -> Root {
     let mut root = Root::new();
+    for (key, value) in settings {
+        root.set(key, *value);
+    }
     // SLOW_MS slows the health checks too.
     root.set("heartbeat.timeout", "15s");
     root.set("app.ready_timeout", "30s");
     root.serve();
-    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "4000")]);
+    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", slow_ms)]);
     root.push("blue").says("blue: live in ");
+    root
+}
+
+/// While a replaced generation drains, `/status`, `bluegreen status` and `/metrics` show
+/// it with its requests in flight, and stop showing it once it is gone.
+#[test]
+fn a_draining_generation_is_in_status_and_metrics_until_it_is_gone() {
+    let root = slow_v1_live(&[], "4000");
     let old_pid = root.live_pid("blue");
 
     let slow = fast_v2_over_a_request_in_flight(&root);
@@ -180,13 +189,7 @@ fn a_draining_generation_is_in_status_and_metrics_until_it_is_gone() {
 #[test]
 fn a_generation_going_live_never_hides_the_one_it_replaces() {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-    let mut root = Root::new();
-    // SLOW_MS slows the health checks too.
-    root.set("heartbeat.timeout", "15s");
-    root.set("app.ready_timeout", "30s");
-    root.serve();
-    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "4000")]);
-    root.push("blue").says("blue: live in ");
+    let root = slow_v1_live(&[], "4000");
     let stop = AtomicBool::new(false);
     let (url, metrics_url) = (
         root.url(root.control, "/status"),
@@ -262,14 +265,7 @@ fn a_generation_going_live_never_hides_the_one_it_replaces() {
 /// is stopped then, and that request is cut, not answered by v1 seconds later.
 #[test]
 fn drain_timeout_stops_the_old_generation_with_a_request_in_flight() {
-    let mut root = Root::new();
-    root.set("app.drain_timeout", "1s");
-    // SLOW_MS slows the health checks too.
-    root.set("heartbeat.timeout", "15s");
-    root.set("app.ready_timeout", "30s");
-    root.serve();
-    root.commit("slow v1", &[("VERSION", "v1\n"), ("SLOW_MS", "8000")]);
-    root.push("blue").says("blue: live in ");
+    let root = slow_v1_live(&[("app.drain_timeout", "1s")], "8000");
     let old_pid = root.live_pid("blue");
 
     let slow = fast_v2_over_a_request_in_flight(&root);
