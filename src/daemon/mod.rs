@@ -135,12 +135,18 @@ pub struct SlotStatus {
 }
 
 impl SlotStatus {
-    /// Whole seconds until the restart a crash's backoff waits for, while one waits.
-    pub fn restart_in(&self) -> Option<u64> {
+    /// A slot with no live generation but one on its way, as `/status` shows its
+    /// health: `starting`, or `down: restarting in 4s` while a crash's backoff runs.
+    pub fn coming(&self) -> Option<String> {
+        if self.starting {
+            return Some("starting".into());
+        }
         self.restart_at.map(|at| {
-            at.saturating_duration_since(std::time::Instant::now())
+            let secs = at
+                .saturating_duration_since(std::time::Instant::now())
                 .as_secs_f64()
-                .ceil() as u64
+                .ceil() as u64;
+            format!("down: restarting in {secs}s")
         })
     }
 }

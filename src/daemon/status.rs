@@ -39,11 +39,7 @@ pub fn json(daemon: &Daemon) -> Value {
             })
             .collect();
         let health = match (&live, &status.health) {
-            (None, _) if status.starting => "starting".to_string(),
-            (None, _) if status.restart_at.is_some() => {
-                format!("down: restarting in {}s", status.restart_in().unwrap_or(0))
-            }
-            (None, _) => "down".to_string(),
+            (None, _) => status.coming().unwrap_or_else(|| "down".to_string()),
             (Some(_), Some(Err(why))) => format!("failing: {why}"),
             (Some(_), _) => "healthy".to_string(),
         };

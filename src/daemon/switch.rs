@@ -488,7 +488,7 @@ impl std::fmt::Display for Shut {
             Shut::NotLive(to, None) => write!(f, "{to} has no live generation to switch to"),
             Shut::NotLive(to, Some(why)) => write!(
                 f,
-                "{to} has no live generation to switch to yet: {why}; switch once `bluegreen status` shows {to} healthy"
+                "{to} has no live generation to switch to yet ({why}); switch once `bluegreen status` shows {to} healthy"
             ),
             Shut::Unhealthy(why) | Shut::NotChecked(why) => f.write_str(why),
         }
@@ -499,17 +499,11 @@ impl std::fmt::Display for Shut {
 pub async fn gate(daemon: &Daemon, config: &Config, to: Slot) -> Result<(), Shut> {
     let path = &config.app.health_path;
     match heartbeat::probe_live(daemon, to, path, config.heartbeat.timeout).await {
-        None => {
-            // A daemon just (re)started, or a crash's restart: say it passes.
-            let status = daemon.slots[to.index()].status();
-            let why = match status.starting {
-                true => Some("it is starting".to_string()),
-                false => status
-                    .restart_in()
-                    .map(|secs| format!("it is down, restarting in {secs}s")),
-            };
-            Err(Shut::NotLive(to, why))
-        }
+        // A daemon just (re)started, or a crash's restart: say it passes.
+        None => Err(Shut::NotLive(
+            to,
+            daemon.slots[to.index()].status().coming(),
+        )),
         Some(Ok(status)) if (200..400).contains(&status) => Ok(()),
         Some(Ok(status)) => Err(Shut::Unhealthy(format!(
             "{to} is not healthy: GET {path} answered {status}"

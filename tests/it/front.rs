@@ -203,7 +203,7 @@ fn a_switch_to_a_slot_still_starting_says_so() {
     });
     assert_eq!(
         root.run_err(&["switch", "green"]),
-        "not switched: green has no live generation to switch to yet: it is starting; switch once `bluegreen status` shows green healthy"
+        "not switched: green has no live generation to switch to yet (starting); switch once `bluegreen status` shows green healthy"
     );
     assert_eq!(root.status()["active"], "blue");
 }
