@@ -812,13 +812,7 @@ fn rollback_after_a_rollback_and_a_failed_push_goes_to_what_serves() {
 #[test]
 fn after_a_rollback_that_failed_to_start_rollback_returns_to_what_serves() {
     let root = blue_live();
-    let v1 = root.current("blue").unwrap();
-    root.commit("v2", &[("VERSION", "v2\n")]);
-    root.push("blue").says("blue: live in ");
-    let v2 = root.current("blue").unwrap();
-    root.commit("v3", &[("VERSION", "v3\n")]);
-    root.push("blue").says("blue: live in ");
-    let v3 = root.current("blue").unwrap();
+    let [v1, v2, v3] = <[String; 3]>::try_from(deploy_versions(&root, &["v2", "v3"])).unwrap();
     fs::write(root.path.join("blue/releases").join(&v1).join("CRASH"), "").unwrap();
     let out = root.run(&["rollback", "blue", "--to", &v1]);
     assert!(!out.status.success());

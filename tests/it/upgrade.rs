@@ -32,13 +32,7 @@ fn as_before_the_marks(root: &Root) {
 #[test]
 fn rollback_goes_back_through_the_releases_an_older_version_made() {
     let mut root = blue_live();
-    let v1 = root.current("blue").unwrap();
-    root.commit("v2", &[("VERSION", "v2\n")]);
-    root.push("blue").says("blue: live in ");
-    let v2 = root.current("blue").unwrap();
-    root.commit("v3", &[("VERSION", "v3\n")]);
-    root.push("blue").says("blue: live in ");
-    let v3 = root.current("blue").unwrap();
+    let [v1, v2, v3] = <[String; 3]>::try_from(deploy_versions(&root, &["v2", "v3"])).unwrap();
     root.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
     as_before_the_marks(&root);

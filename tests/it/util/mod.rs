@@ -755,6 +755,18 @@ pub fn blue_live() -> Root {
 }
 
 /// A root serving v1 on both slots; blue is active (deployed first).
+/// Pushes `versions` (`v2`, `v3`: each the `VERSION` of a commit) to blue, each live in
+/// turn; the releases, with blue's current one before them first.
+pub fn deploy_versions(root: &Root, versions: &[&str]) -> Vec<String> {
+    let mut releases = vec![root.current("blue").unwrap()];
+    for version in versions {
+        root.commit(version, &[("VERSION", &format!("{version}\n"))]);
+        root.push("blue").says("blue: live in ");
+        releases.push(root.current("blue").unwrap());
+    }
+    releases
+}
+
 pub fn both_live() -> Root {
     let root = blue_live();
     root.push("green").says("green: live in ");
