@@ -215,10 +215,12 @@ fn locate(text: &str, offset: usize) -> (usize, String) {
     let line_no = before.matches('\n').count() + 1;
     let lines: Vec<&str> = text.lines().collect();
     let line = lines.get(line_no - 1).copied().unwrap_or("").trim();
-    // `[app]   # a comment` names `app`; `[[x]]` names `x`.
+    // `[app]   # a comment` names `app`; `[[x]]` names `x`; an unclosed `[app` names
+    // `app` too, not the table before it.
     let header = |l: &str| {
         let inside = l.strip_prefix('[')?.trim_start_matches('[');
-        Some(inside[..inside.find(']')?].trim().to_string())
+        let end = inside.find([']', '#']).unwrap_or(inside.len());
+        Some(inside[..end].trim().to_string())
     };
     if let Some(table) = header(line) {
         return (line_no, table);
@@ -458,6 +460,10 @@ mod tests {
             (
                 "[app]\nready_timeout = \"3s\"\n\n[app]\n",
                 "4: app: invalid table header: duplicate key `app` in document root",
+            ),
+            (
+                "[switch]\nmigrate = \"\"\n[app\ncommand = \"x\"\n",
+                "3: app: invalid table header: expected",
             ),
             (
                 "[heartbeat]\npath = \"/a b\"\n",
