@@ -183,14 +183,16 @@ pub fn checkout(repo: &mut Repository, tree: Oid, target: &Path) -> anyhow::Resu
         .recreate_missing(true)
         // The tree as committed: no line-end conversion by `.gitattributes`.
         .disable_filters(true);
-    // libgit2's message without its class and code numbers ("No space left on device").
+    // libgit2's message without its class and code numbers ("No space left on device"),
+    // and with the pushed file's path in the tree: `target` is a temporary folder, gone
+    // by the time anyone reads the message.
     repo.checkout_tree(tree.as_object(), Some(&mut options))
         .map_err(|e| {
+            let within = format!("{}/", target.display());
             anyhow::anyhow!(
-                "cannot check out {} into {}: {}",
-                tree.id(),
-                target.display(),
-                e.message()
+                "cannot check out the pushed tree {}: {}",
+                short(tree.id()),
+                e.message().replace(&within, "")
             )
         })
 }

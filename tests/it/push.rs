@@ -312,6 +312,44 @@ fn a_pushed_name_bluegreen_keeps_for_its_own_files_is_refused() {
     }
 }
 
+/// A tree git cannot check out (here a `.git/config`, made without git's own checks)
+/// fails the deploy in one line that names the file as pushed, not the temporary
+/// folder it was checked out into, which is gone by the time anyone reads it.
+#[test]
+fn a_checkout_failure_names_the_pushed_file() {
+    let root = Root::new();
+    let git = |args: &[&str], input: &str| {
+        let mut child = git_command(&root.work)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let blob = git(&["hash-object", "-w", "--stdin"], "x\n");
+    let inner = git(&["mktree"], &format!("100644 blob {blob}\tconfig\n"));
+    let tree = git(&["mktree"], &format!("040000 tree {inner}\t.git\n"));
+    let commit = git(&["commit-tree", "-m", "bad", &tree], "");
+    let pushed = root.push_ref("blue", &format!("{commit}:refs/heads/main"));
+    pushed.says(&format!(
+        "error: blue: {} not deployed: cannot check out the pushed tree {}: cannot checkout to invalid path '.git/config'",
+        &commit[..7],
+        &tree[..7]
+    ));
+    pushed.never_says("builds/.tmp");
+    assert_eq!(root.current("blue"), None);
+}
+
 /// A build that puts a symlink in its own folder's place is refused: the link was
 /// published as the build, its metadata written into the folder it named.
 #[test]
