@@ -359,6 +359,7 @@ fn release_push(
         summary: pushed.summary.clone(),
         promoted_from: None,
         marks: true,
+        linked_dirs: None,
     };
     let installed = release::install(layout, &meta, &config.app.linked_dirs)?;
     drop(in_use);

@@ -7,11 +7,19 @@
 //! release's own. Linked dirs added, removed, or a rollback across such a change show as
 //! a path linked in one and not in the other. A shared folder a release links to that is
 //! gone is found too ([`missing`]).
+//!
+//! A release's link names the shared folder relative to itself ([`target`]), so that a
+//! root moved, renamed, restored elsewhere or copied (`cp -a`, to make a second app)
+//! keeps its releases' links inside itself. A link by absolute path (a release an older
+//! bluegreen made, in this root or in the one it was moved or copied from) is pointed
+//! that way before a generation of it starts ([`repoint`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::fsops;
 use crate::layout::Layout;
+use crate::release::META;
 use crate::slot::Slot;
 
 /// What a release has at a path.
@@ -93,31 +101,110 @@ fn linked_in(shared: &Path, old: &Path, new: &Path, rel: &Path, found: &mut Vec<
     }
 }
 
-/// The slot's shared folders that release `id` links to, at the paths `linked_dirs`
-/// names, and that are gone (removed by hand): the app's writes there fail until they
-/// are made again.
+/// What the link at `path` in a release names: the slot's shared folder of that path,
+/// from where the link is (`data` -> `../../shared/data`, `public/uploads` ->
+/// `../../../shared/public/uploads`).
+pub fn target(path: &Path) -> PathBuf {
+    let up: PathBuf = (0..=path.components().count()).map(|_| "..").collect();
+    up.join("shared").join(path)
+}
+
+/// The slot's shared folders that release `id` links to and that are gone (removed by
+/// hand): the app's writes there fail until they are made again.
 pub fn missing(layout: &Layout, slot: Slot, id: &str, linked_dirs: &[String]) -> Vec<PathBuf> {
     let shared = layout.shared_dir(slot);
     let release = layout.release_dir(slot, id);
-    linked_dirs
-        .iter()
-        .map(Path::new)
+    linked(&release, linked_dirs)
+        .into_iter()
         .filter(|path| held(&release, &shared, path) == Held::Shared)
         .map(|path| shared.join(path))
         .filter(|dir| !dir.is_dir())
         .collect()
 }
 
+/// Points each link of release `id` that names its shared folder by absolute path at it
+/// relatively ([`target`]): this root's, wherever the root was when the release was
+/// made. Returns a line for each that named another root's (the root moved or copied
+/// from there: the app saw that root's data, or none) or that could not be changed.
+pub fn repoint(layout: &Layout, slot: Slot, id: &str, linked_dirs: &[String]) -> Vec<String> {
+    let shared = layout.shared_dir(slot);
+    let release = layout.release_dir(slot, id);
+    let mut told = Vec::new();
+    for path in linked(&release, linked_dirs) {
+        let link = release.join(&path);
+        let named = match fs::read_link(&link) {
+            Ok(named) if named.is_absolute() => named,
+            _ => continue,
+        };
+        if held(&release, &shared, &path) != Held::Shared {
+            continue;
+        }
+        let ours = shared.join(&path);
+        match (fsops::flip_symlink(&link, &target(&path)), named == ours) {
+            (Ok(_), true) => {}
+            (Ok(_), false) => told.push(format!(
+                "release {id}'s linked dir `{}` named {}, outside this root (the root was moved or copied from there?): it names this root's {} now",
+                path.display(),
+                named.display(),
+                ours.display()
+            )),
+            (Err(e), _) => told.push(format!(
+                "release {id}'s linked dir `{}` names {} and cannot be pointed at {} relatively: {e:#}",
+                path.display(),
+                named.display(),
+                ours.display()
+            )),
+        }
+    }
+    told
+}
+
+/// The paths `linked_dirs` names, and those the release was made with (its metadata's):
+/// a change of `app.linked_dirs` the daemon has not read yet does not hide a link the
+/// release has.
+fn linked(release: &Path, linked_dirs: &[String]) -> Vec<PathBuf> {
+    let made_with = fs::read(release.join(META))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<crate::release::ReleaseMeta>(&bytes).ok())
+        .and_then(|meta| meta.linked_dirs)
+        .unwrap_or_default();
+    let mut paths: Vec<PathBuf> = linked_dirs
+        .iter()
+        .chain(&made_with)
+        .map(PathBuf::from)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
 fn held(release: &Path, shared: &Path, path: &Path) -> Held {
     let at = release.join(path);
     match fs::symlink_metadata(&at) {
         Ok(meta) if meta.file_type().is_symlink() => match fs::read_link(&at) {
-            Ok(target) if target == shared.join(path) => Held::Shared,
+            Ok(named) if named == target(path) || made_elsewhere(&named, shared, path) => {
+                Held::Shared
+            }
             _ => Held::Other,
         },
         Ok(meta) if meta.is_dir() => Held::Own(entries(&at)),
         _ => Held::Other,
     }
+}
+
+/// `named` is an absolute link to a slot's shared folder of `path` as bluegreen made
+/// them before links were relative: `<root>/<slot>/shared/<path>`, this root's or the
+/// one this root was moved or copied from.
+fn made_elsewhere(named: &Path, shared: &Path, path: &Path) -> bool {
+    let slot_shared: PathBuf = shared
+        .components()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    named.is_absolute() && named.ends_with(slot_shared.join(path))
 }
 
 fn entries(dir: &Path) -> usize {

@@ -23,7 +23,7 @@ mod lock;
 mod prune;
 
 pub use current::{current, elsewhere, no_current};
-pub use links::{missing as missing_shared, notes as link_notes};
+pub use links::{missing as missing_shared, notes as link_notes, repoint as repoint_links};
 pub use lock::{lock_slot, push_turn, push_under_way};
 pub use prune::{in_use_entry, leftovers, prune, tidy};
 
@@ -63,6 +63,11 @@ pub struct ReleaseMeta {
     /// older bluegreen made, which has none whatever it went through (see [`list`]).
     #[serde(default)]
     pub marks: bool,
+    /// The linked dirs the release was made with (`app.linked_dirs` then; written by
+    /// [`create`], whatever the caller put here). Missing in a release an older bluegreen
+    /// made: then the config's are taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_dirs: Option<Vec<String>>,
 }
 
 /// A complete release folder of a slot.
@@ -188,12 +193,16 @@ pub fn create(
             // What the tree had at that path is replaced by the link, never written through.
             fsops::remove_any(&link)
                 .with_context(|| format!("cannot replace {}", link.display()))?;
-            std::os::unix::fs::symlink(&shared, &link).with_context(|| {
-                format!("cannot link {} to {}", link.display(), shared.display())
-            })?;
+            std::os::unix::fs::symlink(links::target(Path::new(dir)), &link).with_context(
+                || format!("cannot link {} to {}", link.display(), shared.display()),
+            )?;
         }
         fsops::sync_tree(&tmp)?;
-        fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(meta)?)
+        let meta = ReleaseMeta {
+            linked_dirs: Some(linked_dirs.to_vec()),
+            ..meta.clone()
+        };
+        fsops::write_atomic(&tmp.join(META), &serde_json::to_vec_pretty(&meta)?)
     })();
     if let Err(e) = made {
         // A copy that failed (a full disk) gives its space back at once, not at the next

@@ -2,6 +2,7 @@
 //! daemon's back), pruning, and removal of builds no release uses.
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -263,7 +264,8 @@ fn a_build_whose_release_failed_is_removed_before_the_next_build() {
 
 /// A `--root` spelled through `..` or a symlink names the root it resolves to: a
 /// promote's linked-dir link named `<cwd>/../root/green/shared/...` (dangling once that
-/// folder moved) and one through a symlink moved with it.
+/// folder moved) and one through a symlink moved with it. Now each link names its slot's
+/// shared folder from where it is.
 #[test]
 fn a_root_named_through_dot_dot_or_a_symlink_writes_links_to_the_root_itself() {
     let root = Root::new();
@@ -296,9 +298,13 @@ fn a_root_named_through_dot_dot_or_a_symlink_writes_links_to_the_root_itself() {
             String::from_utf8_lossy(&out.stderr)
         );
         let link = root.path.join(slot).join("current/public/uploads");
-        let target = fs::read_link(&link).unwrap();
         assert_eq!(
-            target,
+            fs::read_link(&link).unwrap(),
+            Path::new("../../../shared/public/uploads"),
+            "{slot}"
+        );
+        assert_eq!(
+            link.canonicalize().unwrap(),
             root.path.join(slot).join("shared/public/uploads"),
             "{slot}"
         );
@@ -1519,4 +1525,32 @@ fn restart_starts_the_current_release_again_after_a_fix() {
         "{said}"
     );
     assert!(!said.contains("file watch"), "{said}");
+}
+
+/// A linked dir's shared folder removed by hand is made again by the slot's next start,
+/// as `status` says, also one the release was made with after an edit of
+/// `app.linked_dirs` the daemon has not read (the hook reads the file at each push; the
+/// daemon only at a SIGHUP): it went by its own reading, and the app's writes there
+/// failed after every restart.
+#[test]
+fn a_linked_dir_removed_by_hand_is_made_again_at_the_next_start() {
+    let root = blue_live();
+    root.set(
+        "app.linked_dirs",
+        toml::Value::Array(vec!["data".into(), "uploads".into()]),
+    );
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    for dir in ["data", "uploads"] {
+        fs::remove_dir_all(root.path.join("blue/shared").join(dir)).unwrap();
+    }
+    root.run_ok(&["restart", "blue"]);
+    for dir in ["data", "uploads"] {
+        let shared = root.path.join("blue/shared").join(dir);
+        assert!(shared.is_dir(), "{dir}");
+        root.wait_log(&format!(
+            "blue: linked dir {} was gone (removed by hand?): made it again, empty",
+            shared.display()
+        ));
+    }
 }

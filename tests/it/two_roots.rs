@@ -248,3 +248,64 @@ fn init_beside_a_root_it_may_not_read_says_so() {
     );
     assert!(said.lines().any(|line| line == note), "{said}");
 }
+
+/// A root copied with `cp -a` to make a second app keeps its data apart: each release's
+/// linked dir named the original root's shared folder by absolute path, so both apps
+/// read and wrote one folder, and a root moved or restored elsewhere saw none of its own.
+#[test]
+fn a_root_copied_to_make_a_second_app_keeps_its_data_apart() {
+    let root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+    let copy = root.path.parent().unwrap().join("copy");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&root.path)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(copy.join("blue/current/data/order"), "the copy's").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(copy.join("blue/shared/data/order")).unwrap(),
+        "the copy's"
+    );
+    assert!(!root.path.join("blue/shared/data/order").exists());
+}
+
+/// A release whose linked dir names another root's shared folder by absolute path (made
+/// by an older bluegreen in the root this one was copied or moved from) is pointed at
+/// this root's before its generation starts, and the daemon says so: the app sees this
+/// root's data, not the other's (or, that root gone, none).
+#[test]
+fn a_release_linking_the_root_it_was_copied_from_is_pointed_at_this_one() {
+    let mut root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+    let v1 = root.current("blue").unwrap();
+    let theirs = root
+        .path
+        .parent()
+        .unwrap()
+        .join("original/blue/shared/data");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("theirs"), "1").unwrap();
+    let ours = root.path.join("blue/shared/data");
+    std::fs::write(ours.join("ours"), "2").unwrap();
+    let link = root.path.join("blue/current/data");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&theirs, &link).unwrap();
+
+    root.serve();
+    root.wait_body(root.blue, "v1");
+    assert_eq!(root.get(root.blue, "/items").body.trim(), r#"{"ours":"2"}"#);
+    root.wait_log(&format!(
+        "blue: release {v1}'s linked dir `data` named {}, outside this root (the root was moved or copied from there?): it names this root's {} now",
+        theirs.display(),
+        ours.display()
+    ));
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("../../shared/data")
+    );
+}
