@@ -304,13 +304,15 @@ impl Generation {
                 Err(e) if e.to_lowercase().contains("connection refused") => refused = Some(e),
                 // A whole check that timed out names the limit to raise. One the ready
                 // deadline cut short ("no answer within 212ms") says less than the check
-                // before it did.
+                // before it did, unless that one was refused: the app listens now (on
+                // the loopback a connect is answered at once), and was too slow.
                 Err(e) if e.starts_with("no answer within") => {
                     if check == check_timeout {
                         last = Some(format!("GET {path}: {e} (heartbeat.timeout)"));
                         refused = None;
-                    } else if last.is_none() && refused.is_none() {
+                    } else if last.is_none() || refused.is_some() {
                         last = Some(format!("GET {path}: {e}"));
+                        refused = None;
                     }
                 }
                 Err(e) => {

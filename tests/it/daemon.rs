@@ -628,6 +628,28 @@ fn a_release_slower_than_heartbeat_timeout_is_told_so() {
         .says("blue keeps serving generation 1");
 }
 
+/// An app that listens late and then answers slowly, with a `heartbeat.timeout` longer
+/// than `app.ready_timeout`: its last check was cut short by the ready deadline, and the
+/// verdict quoted the refused check before it ("does the app listen on {port}?"), the
+/// wrong thing to fix.
+#[test]
+fn a_slow_answer_cut_short_by_ready_timeout_is_told_over_an_earlier_refusal() {
+    let root = blue_live_with(&[
+        ("app.ready_timeout", "3s".into()),
+        ("heartbeat.timeout", "10s".into()),
+    ]);
+    root.set(
+        "app.command",
+        format!("sh -c 'sleep 0.5 && exec {BIN} sample-app'"),
+    );
+    root.reload_config();
+    root.commit("slow", &[("VERSION", "v2\n"), ("SLOW_MS", "5000")]);
+    root.push("blue")
+        .says("not ready after 3s (app.ready_timeout); last health check: GET /: no answer within ")
+        .never_says("refused")
+        .says("blue keeps serving generation 1");
+}
+
 #[test]
 fn a_killed_worker_is_restarted_and_counted() {
     let root = blue_live();
