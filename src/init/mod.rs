@@ -160,8 +160,12 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
     // the config.
     if let Err(e) = git2::Config::open_default() {
         let home = std::env::var_os("HOME").unwrap_or_default();
+        let how = match crate::fsops::user_name(nix::unistd::geteuid().as_raw()) {
+            Some(user) => format!(" (`sudo -u {user} -H`, `su - {user}`)"),
+            None => String::new(),
+        };
         anyhow::bail!(
-            "git cannot read this user's git config ({}): is HOME ({}) another user's? run init with your own (`sudo -u app -H`, `su - app`); nothing was changed",
+            "git cannot read this user's git config ({}): is HOME ({}) another user's? run init with your own{how}; nothing was changed",
             e.message(),
             std::path::Path::new(&home).display()
         );

@@ -1199,9 +1199,14 @@ fn init_with_an_unreadable_home_changes_nothing() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
+    // The user it runs as, not a user `app` the host may not have.
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name;
     assert!(
         said.trim().ends_with(&format!(
-            "is HOME ({}) another user's? run init with your own (`sudo -u app -H`, `su - app`); nothing was changed",
+            "is HOME ({}) another user's? run init with your own (`sudo -u {user} -H`, `su - {user}`); nothing was changed",
             home.display()
         )),
         "{said}"
