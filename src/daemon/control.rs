@@ -164,15 +164,25 @@ async fn answer(
     if let Some(asker) = asker {
         if asker.as_bytes() != daemon.layout.identity().as_bytes() {
             let root = daemon.layout.root().display().to_string();
-            return reply(
-                StatusCode::MISDIRECTED_REQUEST,
-                "text/plain",
-                format!(
+            let why = match daemon.root_gone() {
+                // Most likely the caller's root is this one, moved: "another root" and
+                // "its own control.listen" would send them the wrong way.
+                true => {
+                    let why = format!(
+                        "{}{root}, which is gone from there since it started (the root moved, renamed or restored?): stop this daemon (pid {}) and start `bluegreen serve` on the root where it is now",
+                        crate::client::OTHER_ROOT,
+                        std::process::id()
+                    );
+                    tracing::warn!("a command for another root asked: {why}");
+                    why
+                }
+                false => format!(
                     "{}{root}{}",
                     crate::client::OTHER_ROOT,
                     crate::client::OTHER_ROOT_END
                 ),
-            );
+            };
+            return reply(StatusCode::MISDIRECTED_REQUEST, "text/plain", why);
         }
     }
     let asked = request.method().clone();

@@ -98,6 +98,9 @@ pub struct Daemon {
     /// Why the last SIGHUP's config was refused (the running one is older than the
     /// file), or `None` when it was taken.
     pub config_refused: Mutex<Option<String>>,
+    /// The root folder's device and inode as the daemon started: another folder there
+    /// since, or none, is the root moved, renamed or restored under the daemon.
+    pub root_folder: Option<(u64, u64)>,
 }
 
 /// A slot as the rest of the daemon sees it.
@@ -229,7 +232,20 @@ pub struct ConfigCopy {
     pub config: Arc<Config>,
 }
 
+/// A folder's device and inode, if it is there.
+fn root_folder(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 impl Daemon {
+    /// Whether the root this daemon serves is gone from its path since it started
+    /// (moved, renamed, removed or restored from a backup): its workers run on, but
+    /// nothing the commands and pushes do there reaches it.
+    pub fn root_gone(&self) -> bool {
+        self.root_folder.is_some() && root_folder(self.layout.root()) != self.root_folder
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config
             .read()

@@ -189,6 +189,7 @@ async fn run(
         underway: Mutex::new(None),
         next_generation: AtomicU64::new(generations),
         config_refused: Mutex::new(None),
+        root_folder: super::root_folder(layout.root()),
     });
 
     // Signals that came before now (while a killed daemon's workers were stopped, or

@@ -2,6 +2,7 @@
 //! a forced switch, and bad requests refused with a reason.
 
 use std::fs;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
@@ -692,6 +693,34 @@ fn a_forced_switch_skips_the_gate_and_an_empty_switch_path_turns_the_front_route
     let answer = root.get(root.front, "/switch");
     assert_eq!(answer.status, 500, "{answer:?}");
     assert_eq!(root.status()["active"], "green");
+}
+
+/// A root moved (or renamed, or restored from a backup) while its daemon runs: the
+/// daemon serves the old path, and a command on the new one was told "another root: give
+/// each root its own control.listen", the wrong fix. It is told what happened, and the
+/// daemon logs it.
+#[test]
+fn a_root_moved_under_its_daemon_is_told_so() {
+    let root = blue_live();
+    let moved = root.path.parent().unwrap().join("moved");
+    fs::rename(&root.path, &moved).unwrap();
+    let out = Command::new(BIN)
+        .args(["status", "--root"])
+        .arg(&moved)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = format!(
+        "this daemon serves {}, which is gone from there since it started (the root moved, renamed or restored?): stop this daemon (pid {}) and start `bluegreen serve` on the root where it is now",
+        root.path.display(),
+        root.serve_pid()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: control API at 127.0.0.1:{}: {said}", root.control)
+    );
+    root.wait_log(&said);
+    fs::rename(&moved, &root.path).unwrap();
 }
 
 #[test]
