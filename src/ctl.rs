@@ -100,6 +100,13 @@ pub fn status(
             )?;
         }
     }
+    // Told at the daemon's start too, but a hook may dangle since (its binary removed
+    // after an upgrade): the push moves the branch, deploys nothing and says nothing.
+    for slot in Slot::ALL {
+        if let Some(problem) = crate::init::hook_problem(layout, slot) {
+            writeln!(out, "note: {problem}")?;
+        }
+    }
     for slot in Slot::ALL {
         if let Some(note) = status["slots"][slot.name()]["live"]["started_before"].as_str() {
             writeln!(out, "note: {note}")?;

@@ -477,6 +477,30 @@ fn serve_names_a_hook_that_links_to_a_binary_gone() {
     assert!(!events.contains("blue.git's hook"), "{events}");
 }
 
+/// A hook that dangles once the daemon runs (the binary it links to removed by an
+/// upgrade) is named by `status`: the daemon looks only at its start, and a push to that
+/// slot moves the branch, deploys nothing and says nothing.
+#[test]
+fn status_names_a_hook_that_links_to_a_binary_gone() {
+    let root = blue_live();
+    let hook = root.path.join("blue.git/hooks/post-receive");
+    let gone = root.path.parent().unwrap().join("v1/bluegreen");
+    fs::remove_file(&hook).unwrap();
+    std::os::unix::fs::symlink(&gone, &hook).unwrap();
+    let said = root.run_ok(&["status"]);
+    assert!(
+        said.contains(&format!(
+            "note: {}'s hook {} links to {}, which is gone: pushes to blue deploy nothing and git says nothing; `bluegreen init {}` links it to the bluegreen run",
+            root.path.join("blue.git").display(),
+            hook.display(),
+            gone.display(),
+            root.path.display()
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("green.git's hook"), "{said}");
+}
+
 /// What `init`'s last line gives as the next steps, after `ready. Next: `.
 fn next_steps(said: &str) -> &str {
     said.lines()
