@@ -144,6 +144,18 @@ pub fn reload(
             )?;
             Ok(true)
         }
+        // Another root's daemon, or a program that is none, answers on the file's
+        // control.listen, while this root's daemon runs on the one it started with (a
+        // SIGHUP does not move it): its file watch starts the release now.
+        Err(e @ (ClientError::OtherRoot { .. } | ClientError::Stranger { .. }))
+            if crate::fsops::held(&layout.serve_lock()) =>
+        {
+            writeln!(
+                out,
+                "{slot}: no verdict: {e}; yet a daemon serves this root (started before control.listen changed, which a SIGHUP does not move); the release is current: its file watch starts it"
+            )?;
+            Ok(true)
+        }
         Err(e @ (ClientError::OtherRoot { .. } | ClientError::Stranger { .. })) => {
             writeln!(
                 out,

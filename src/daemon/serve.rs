@@ -541,6 +541,7 @@ async fn reload_config(daemon: &Daemon) -> String {
             *daemon.refusal() = None;
             let old = daemon.config();
             let moved = restart_only(&old, &config);
+            let taken = held_elsewhere(&old, &config, &moved);
             let mut config = config;
             keep_bound(&mut config, &old);
             *daemon.token.write().expect("token lock: no panic holds it") = token;
@@ -558,7 +559,7 @@ async fn reload_config(daemon: &Daemon) -> String {
             } else {
                 let verb = if moved.len() == 1 { "takes" } else { "take" };
                 format!(
-                    " ({} {verb} effect on restart{})",
+                    " ({} {verb} effect on restart{}{taken})",
                     moved.join(", "),
                     socket_unit_first(daemon, &old, &moved)
                 )
@@ -724,6 +725,31 @@ fn socket_unit_first(daemon: &Daemon, running: &Config, moved: &[&str]) -> Strin
     format!(
         "; systemd passes the listening socket on {}: change the socket unit's ListenStream= to match first (`systemctl edit bluegreen.socket`, then `systemctl restart bluegreen.socket bluegreen`), or the restarted daemon refuses to start",
         held.join(", ")
+    )
+}
+
+/// For the new listen addresses among `moved` (keys [`restart_only`] names) that another
+/// process listens on now (another program, another root's daemon): the restart that
+/// takes them would stop there, every port of this root dark. A port the daemon itself
+/// listens on (addresses swapped between keys) is not tried.
+fn held_elsewhere(running: &Config, new: &Config, moved: &[&str]) -> String {
+    let ours = running.listens().map(|addr| addr.port());
+    let taken: Vec<String> = crate::config::LISTEN_KEYS
+        .iter()
+        .zip(new.listens())
+        .filter(|(key, addr)| moved.contains(key) && !ours.contains(&addr.port()))
+        .filter(|(_, addr)| {
+            std::net::TcpListener::bind(addr)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+        })
+        .map(|(key, addr)| format!("{addr} ({key})"))
+        .collect();
+    if taken.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; another process listens on {} now, where a restarted daemon would stop (`ss -ltnp` says which): give this root a free address there",
+        taken.join(", ")
     )
 }
 

@@ -779,6 +779,41 @@ fn a_request_sent_as_the_daemon_stops_on_a_new_connection_is_answered() {
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
 }
 
+/// Listen addresses moved in the file onto ports another process holds (here another
+/// root's daemon): the SIGHUP said only "take effect on restart", and that restart then
+/// stopped with every port of the root dark; a push told the other daemon's refusal as
+/// if none served this root ("starts when this root's daemon does"), while this one's
+/// file watch started the release at once.
+#[test]
+fn listen_addresses_moved_onto_taken_ports_are_told_at_the_reload_and_the_push() {
+    let root = blue_live();
+    let other = blue_live();
+    root.set("router.listen", format!("127.0.0.1:{}", other.front));
+    root.set("control.listen", format!("127.0.0.1:{}", other.control));
+    root.reload_config();
+    let events = root.control("GET", "/events").body;
+    assert!(
+        events.contains(&format!(
+            "(router.listen, control.listen take effect on restart; another process listens on 127.0.0.1:{} (router.listen), 127.0.0.1:{} (control.listen) now, where a restarted daemon would stop",
+            other.front, other.control
+        )),
+        "{events}"
+    );
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    let pushed = root.push("blue");
+    let last = pushed.remote_lines().pop().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "blue: no verdict: control API at 127.0.0.1:{}: this daemon serves {}, another root",
+            other.control,
+            other.path.display()
+        )) && last.contains("yet a daemon serves this root"),
+        "{}",
+        pushed.text
+    );
+    root.wait_body(root.blue, "v2 from blue");
+}
+
 #[test]
 fn a_push_after_control_listen_moved_does_not_say_no_daemon_runs() {
     let root = blue_live();
