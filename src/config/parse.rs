@@ -446,6 +446,10 @@ mod tests {
                 "2: heartbeat.interval: `0s` is too short (at least 100ms)",
             ),
             (
+                "[heartbeat]\ninterval = \"0\"\n",
+                "2: heartbeat.interval: `0` is too short (at least 100ms)",
+            ),
+            (
                 "[switch]\nmigrate_timeout = \"18446744073709551615s\"\n",
                 "2: switch.migrate_timeout: ",
             ),

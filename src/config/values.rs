@@ -16,16 +16,16 @@ pub mod human_duration {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        let duration = humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration `{text}`: {e} (e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\")"
-            ))
+        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    /// `text` as a duration, or why not, quoting it as written.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let duration = humantime::parse_duration(text).map_err(|e| {
+            format!("invalid duration `{text}`: {e} (e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\")")
         })?;
         if duration > MAX {
-            return Err(serde::de::Error::custom(format!(
-                "`{text}` is too long (at most 1 year)"
-            )));
+            return Err(format!("`{text}` is too long (at most 1 year)"));
         }
         Ok(duration)
     }
@@ -61,11 +61,12 @@ fn at_least<'de, D: Deserializer<'de>>(
     d: D,
     min: std::time::Duration,
 ) -> Result<std::time::Duration, D::Error> {
-    let duration = human_duration::deserialize(d)?;
+    // Quoted as written: `"0"` is no `0s` in the file.
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    let duration = human_duration::parse(&text).map_err(D::Error::custom)?;
     if duration < min {
         return Err(D::Error::custom(format!(
-            "`{}` is too short (at least {})",
-            humantime::format_duration(duration),
+            "`{text}` is too short (at least {})",
             humantime::format_duration(min)
         )));
     }
