@@ -235,6 +235,14 @@ fn not_a_root(folder: &std::path::Path, named: Named) -> String {
     if !folder.exists() {
         return format!("{what}{shown} does not exist: {fix}");
     }
+    let config = folder.join(crate::layout::CONFIG);
+    if let (false, Ok(target)) = (config.exists(), std::fs::read_link(&config)) {
+        return format!(
+            "{} links to {}, which is missing: put that file back (or name another root with --root ROOT or BLUEGREEN_ROOT)",
+            config.display(),
+            target.display()
+        );
+    }
     let root_above = folder
         .ancestors()
         .skip(1)

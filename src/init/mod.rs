@@ -29,6 +29,15 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     );
     let config_path = layout.config_file();
     let kept = config_path.exists();
+    // A link to a config kept elsewhere (a config-management checkout) that is missing
+    // for now: the example config would replace the link.
+    if let (false, Ok(target)) = (kept, fs::read_link(&config_path)) {
+        anyhow::bail!(
+            "{} links to {}, which is missing: put that file back (or remove the link for init to write the example config); nothing was changed",
+            config_path.display(),
+            target.display()
+        );
+    }
     // A daemon runs what it read of a config since removed: the example config written
     // in its place would be what its next reload takes (other ports, `node main.js`).
     let served = layout.served_by();

@@ -1238,3 +1238,27 @@ fn init_with_an_unreadable_home_changes_nothing() {
     assert_eq!(said.trim().lines().count(), 1, "{said}");
     assert!(!root.exists(), "it made {root:?}");
 }
+
+/// A `bluegreen.toml` that links to a config kept elsewhere which is missing for now:
+/// `init` replaced the link with the example config ("created"), and the commands said
+/// the root had no config at all. Both name the link and change nothing.
+#[test]
+fn a_config_linked_to_a_missing_file_is_named_and_kept() {
+    let root = Root::new();
+    let config = root.path.join("bluegreen.toml");
+    let kept = root.path.parent().unwrap().join("etc/app.toml");
+    fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink(&kept, &config).unwrap();
+    let said = format!(
+        "error: {} links to {}, which is missing: put that file back",
+        config.display(),
+        kept.display()
+    );
+    let status = root.run_err(&["status"]);
+    assert!(status.starts_with(&said), "{status}");
+    let init = root.run_err(&["init"]);
+    assert!(init.starts_with(&said), "{init}");
+    assert!(init.ends_with("nothing was changed"), "{init}");
+    assert_eq!(fs::read_link(&config).unwrap(), kept);
+    assert!(!kept.exists());
+}
