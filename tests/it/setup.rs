@@ -1240,8 +1240,8 @@ fn init_with_an_unreadable_home_changes_nothing() {
 }
 
 /// A `bluegreen.toml` that links to a config kept elsewhere which is missing for now:
-/// `init` replaced the link with the example config ("created"), and the commands said
-/// the root had no config at all. Both name the link and change nothing.
+/// `init` replaced the link with the example config ("created"), and the commands and
+/// pushes said the root had no config at all. They name the link and change nothing.
 #[test]
 fn a_config_linked_to_a_missing_file_is_named_and_kept() {
     let root = Root::new();
@@ -1259,6 +1259,12 @@ fn a_config_linked_to_a_missing_file_is_named_and_kept() {
     let init = root.run_err(&["init"]);
     assert!(init.starts_with(&said), "{init}");
     assert!(init.ends_with("nothing was changed"), "{init}");
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says(&format!(
+        "error: blue: not deployed: {} links to {}, which is missing: put that file back",
+        config.display(),
+        kept.display()
+    ));
     assert_eq!(fs::read_link(&config).unwrap(), kept);
     assert!(!kept.exists());
 }
