@@ -347,13 +347,40 @@ async fn attempt(
             daemon.events.record("switch", Some(to), false, said);
         }
         steps.step("running switch.migrate".into());
-        migrate::run(daemon, &config, (from.unwrap_or(to.other()), to), &dir)
+        let source = from.unwrap_or(to.other());
+        // The generation its `FROM_PORT` names.
+        let read_from = daemon.slots[source.index()].route.live();
+        migrate::run(daemon, &config, (source, to), &dir)
             .await
             .map_err(|e| {
                 SwitchError::Refused(format!("migration failed, {to} not switched to: {e}"))
             })?;
         migrate_ms = started.elapsed().as_millis() as u64;
         migrated = Some(release);
+        // A deploy to the active slot went live meanwhile: the generation the migration
+        // read from (FROM_PORT) was drained and stopped under it, and what it carried
+        // over may be cut short. (Not for the heartbeat's failover off a failing slot,
+        // whose crash restarts also change generations; it reads what it can.)
+        let now = daemon.slots[source.index()].route.live();
+        if let (false, Some(ran), Some(now)) = (cause == "heartbeat", &read_from, &now) {
+            if ran.id != now.id {
+                return Err(SwitchError::Refused(format!(
+                    "{source} went live with generation {} (release {}) while switch.migrate ran, reading from generation {} on port {} (FROM_PORT), which was stopped: nothing switched; switch again",
+                    now.id, now.release, ran.id, ran.port
+                )));
+            }
+        }
+        // The heartbeat moves traffic only off an active slot that still fails: one that
+        // recovered while the migration ran keeps it (and automatic switching stays on).
+        if cause == "heartbeat" {
+            steps.step(format!("checking {source}'s health after the migration"));
+            if gate(daemon, &config, source).await.is_ok() {
+                return Err(SwitchError::Refused(format!(
+                    "{source} passes its health check again after switch.migrate ran ({:.1}s): traffic stays on {source}",
+                    started.elapsed().as_secs_f64()
+                )));
+            }
+        }
         // The migration may have taken a while: the target must still be healthy.
         if !query.force {
             steps.step(format!("checking {to}'s health after the migration"));

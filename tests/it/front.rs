@@ -484,6 +484,47 @@ fn a_failover_from_a_crashed_slot_migrates_from_its_release_folder() {
     assert!(items.contains(&from), "{items}");
 }
 
+/// The heartbeat moves traffic only off an active slot that still fails: checked again
+/// after `switch.migrate`, not only before it. An active that recovered while the
+/// migration ran lost its traffic all the same, and automatic switching went off.
+#[test]
+fn an_active_slot_that_recovers_while_the_migration_runs_keeps_its_traffic() {
+    let mut root = quick_heartbeat();
+    let (started, go) = (root.path.join("migrating"), root.path.join("go"));
+    root.set(
+        "switch.migrate",
+        format!(
+            "sh -c 'touch {}; until [ -e {} ]; do sleep 0.05; done'",
+            started.display(),
+            go.display()
+        ),
+    );
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    // Blue stops answering: the heartbeat fails it and starts the failover's migration.
+    let blue = nix::unistd::Pid::from_raw(root.live_pid("blue"));
+    nix::sys::signal::kill(blue, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    wait_for(Duration::from_secs(15), "the failover's migration", || {
+        started.exists().then_some(())
+    });
+    // Blue recovers while it runs.
+    nix::sys::signal::kill(blue, nix::sys::signal::Signal::SIGCONT).unwrap();
+    root.wait_body(root.blue, "v1 from blue");
+    std::fs::write(&go, "").unwrap();
+    wait_for(Duration::from_secs(15), "the failover refused", || {
+        root.control("GET", "/events")
+            .body
+            .contains("heartbeat: switch to green failed: blue passes its health check again after switch.migrate ran (")
+            .then_some(())
+    });
+    let status = root.status();
+    assert_eq!(status["active"], "blue");
+    assert_eq!(status["heartbeat"]["armed"], true, "{status}");
+    assert!(root.get(root.front, "/").body.contains("v1 from blue"));
+}
+
 #[test]
 fn the_heartbeat_moves_traffic_even_when_state_json_cannot_be_written() {
     let root = blue_failing_soon_green_healthy_held();

@@ -739,6 +739,51 @@ fn a_target_deployed_during_the_migration_is_not_switched_to() {
     );
 }
 
+/// A deploy to the active slot while `switch.migrate` runs drains and stops the
+/// generation the migration reads from (`FROM_PORT`): what it carried over may be cut
+/// short, and the switch went through all the same.
+#[test]
+fn a_source_deployed_during_the_migration_is_not_switched_from() {
+    let root = both_live();
+    let (port, go) = (root.path.join("from-port"), root.path.join("go"));
+    set_migrate(
+        &root,
+        &format!(
+            "sh -c 'echo $FROM_PORT > {}; until [ -e {} ]; do sleep 0.05; done'",
+            port.display(),
+            go.display()
+        ),
+        1,
+    );
+    let generation = root.status()["slots"]["blue"]["live"]["generation"].clone();
+    let control = root.url(root.control, "/switch?to=green");
+    let switch = std::thread::spawn(move || http("POST", &control, None));
+    let read_from = wait_for(Duration::from_secs(10), "the migration to run", || {
+        std::fs::read_to_string(&port)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+    // A teammate's push to blue, the active slot, lands while the migration runs.
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    let now = root.status()["slots"]["blue"]["live"].clone();
+    std::fs::write(&go, "").unwrap();
+    let answer = switch.join().unwrap().unwrap();
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert!(
+        answer.body.contains(&format!(
+            "blue went live with generation {} (release {}) while switch.migrate ran, reading from generation {generation} on port {} (FROM_PORT), which was stopped: nothing switched; switch again",
+            now["generation"],
+            now["release"].as_str().unwrap(),
+            read_from.trim()
+        )),
+        "{}",
+        answer.body
+    );
+    assert_eq!(root.status()["active"], "blue");
+    assert!(root.get(root.front, "/").body.contains("v2 from blue"));
+}
+
 /// `answer` refuses the switch to green with `reason`: blue is still active, and the
 /// front still serves it.
 fn refused_to_green(root: &Root, answer: &Answer, reason: &str) {
