@@ -162,10 +162,15 @@ async fn answer(
             match active {
                 Some(slot) => slot,
                 None => {
+                    if mirror.is_some() {
+                        let (status, because) = (StatusCode::SERVICE_UNAVAILABLE, "no active slot");
+                        let asked = (request.method(), request.uri());
+                        daemon.mirror.unanswered(daemon, asked, status, because);
+                    }
                     return Ok(own(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "no active slot: nothing has been deployed yet",
-                    ))
+                    ));
                 }
             }
         }
@@ -182,6 +187,11 @@ async fn answer(
         Ok(in_flight) => in_flight,
         Err(reason) => {
             traffic.request(slot, 503);
+            if mirror.is_some() {
+                let (status, because) = (StatusCode::SERVICE_UNAVAILABLE, "no live generation");
+                let asked = (request.method(), request.uri());
+                daemon.mirror.unanswered(daemon, asked, status, because);
+            }
             return Ok(own(StatusCode::SERVICE_UNAVAILABLE, &reason));
         }
     };
@@ -213,6 +223,11 @@ async fn answer(
     }
     if let Err(reason) = forward_headers(&mut parts.headers, &peer) {
         traffic.request(slot, 501);
+        if mirror.is_some() {
+            let (status, because) = (StatusCode::NOT_IMPLEMENTED, "not passed on");
+            let asked = (&parts.method, &parts.uri);
+            daemon.mirror.unanswered(daemon, asked, status, because);
+        }
         return Ok(own(StatusCode::NOT_IMPLEMENTED, &reason));
     }
     if let Some(protocol) = upgrade {

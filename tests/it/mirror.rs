@@ -68,6 +68,31 @@ fn mirroring_copies_writes_to_the_standby() {
     assert_eq!(root.status()["mirroring"]["counters"]["active_failed"], 2);
 }
 
+/// A write the front answers 503 itself (the active slot has no live generation: it
+/// crashed, and its restart fails) is counted too, as every write the front takes while
+/// mirroring is on: it was in no counter, and the counters did not add up to the writes.
+#[test]
+fn a_write_the_front_answers_itself_is_counted_active_failed() {
+    let root = both_live();
+    std::fs::write(root.path.join("blue/current/CRASH"), "").unwrap();
+    let pid = nix::unistd::Pid::from_raw(root.live_pid("blue"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for(Duration::from_secs(10), "the front's own 503", || {
+        (root.get(root.front, "/").status == 503).then_some(())
+    });
+    let before = root.status()["mirroring"]["counters"]["active_failed"]
+        .as_u64()
+        .unwrap();
+    let post = http("POST", &root.url(root.front, "/items/lost"), Some("x")).unwrap();
+    assert_eq!(post.status, 503, "{}", post.body);
+    assert_eq!(
+        root.status()["mirroring"]["counters"]["active_failed"],
+        before + 1
+    );
+    root.wait_log("not mirrored: POST /items/lost: the front answered 503 Service Unavailable itself (no live generation)");
+    assert!(!root.get(root.green, "/items").body.contains("lost"));
+}
+
 #[test]
 fn a_copy_with_a_body_tells_the_standby_to_close_unless_the_app_reads_every_body() {
     // As on the data path: a standby that left the body unread would take it for a
@@ -397,6 +422,34 @@ fn a_write_whose_client_leaves_before_the_answer_is_counted_not_lost() {
     });
     root.wait_log(
         "not mirrored: POST /items/gone: the request ended before the active slot answered",
+    );
+}
+
+/// A copy that went out and lost its answer (the standby killed while it handled it)
+/// is counted `error`, and the log says the standby may have applied it: "not mirrored"
+/// alone was wrong for copies found applied on the standby afterwards.
+#[test]
+fn a_copy_sent_whose_answer_is_lost_is_told_it_may_have_landed() {
+    let root = slow_green("5000", &[]);
+    put(&root, "/items/k", "v");
+    wait_for(Duration::from_secs(10), "the copy out to green", || {
+        (root.status()["slots"]["green"]["live"]["in_flight"] == 1).then_some(())
+    });
+    let pid = nix::unistd::Pid::from_raw(root.live_pid("green"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for(Duration::from_secs(10), "the mirror error counter", || {
+        (root.status()["mirroring"]["counters"]["error"] == 1).then_some(())
+    });
+    let log = root.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("not mirrored: PUT /items/k: green: "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains(
+            "not mirrored: PUT /items/k: green: connection closed before message completed (sent: the standby may have applied it all the same)"
+        ),
+        "{line}"
     );
 }
 

@@ -314,6 +314,21 @@ impl Mirror {
         (body.boxed(), Some(copy))
     }
 
+    /// A write the front answered itself with `status` (the active slot has no live
+    /// generation, or the request cannot be passed on): the active did not take it, so
+    /// no copy goes (counted `active_failed`, as every write the front takes is counted).
+    pub fn unanswered(
+        &self,
+        daemon: &Daemon,
+        request: (&Method, &http::Uri),
+        status: StatusCode,
+        because: &str,
+    ) {
+        let path = request.1.path_and_query().map_or("/", |p| p.as_str());
+        let why = format!("the front answered {status} itself ({because})");
+        self.lost(daemon, "active_failed", request.0, path, why);
+    }
+
     /// The active slot answered `copy`'s request with `status` (`None`: no answer). A
     /// write it took goes to the standby's queue; one it did not is not applied there.
     pub fn answered(&self, daemon: &Daemon, mut copy: PendingCopy, status: Option<StatusCode>) {

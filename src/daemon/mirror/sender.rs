@@ -18,6 +18,9 @@ use crate::daemon::pool;
 use crate::daemon::upstream;
 use crate::daemon::Daemon;
 
+/// Said of a copy that went out and got no answer.
+const MAYBE_APPLIED: &str = " (sent: the standby may have applied it all the same)";
+
 /// The most copies out at once, whatever the active took at once.
 pub const OUT: usize = 64;
 
@@ -176,17 +179,26 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), Lost> {
     match answer {
         Ok(Ok(status)) if status.is_success() => Ok(()),
         Ok(Ok(status)) => Err(("non_2xx", method, path, format!("{slot} answered {status}"))),
+        // Not a connect's failure: the copy went out, whole or in part, and the standby
+        // may have applied it before its answer was lost (counted `error` all the same).
         Ok(Err(e)) => Err((
             "error",
             method,
             path,
-            format!("{slot}: {}", upstream::describe(&e)),
+            format!(
+                "{slot}: {}{}",
+                upstream::describe(&e),
+                if e.is_connect() { "" } else { MAYBE_APPLIED }
+            ),
         )),
         Err(_) => Err((
             "error",
             method,
             path,
-            format!("{slot} did not answer within {}s", MIRROR_TIMEOUT.as_secs()),
+            format!(
+                "{slot} did not answer within {}s{MAYBE_APPLIED}",
+                MIRROR_TIMEOUT.as_secs()
+            ),
         )),
     }
 }
