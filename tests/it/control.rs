@@ -973,11 +973,7 @@ fn past_eight_waiting_switches_one_more_is_refused_at_once() {
     let mut root = Root::new();
     root.set(
         "switch.migrate",
-        format!(
-            "sh -c 'touch {}; while [ ! -e {} ]; do sleep 0.05; done'",
-            started.display(),
-            go.display()
-        ),
+        held_migrate("echo started", &started, &go),
     );
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);

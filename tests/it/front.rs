@@ -493,11 +493,7 @@ fn an_active_slot_that_recovers_while_the_migration_runs_keeps_its_traffic() {
     let (started, go) = (root.path.join("migrating"), root.path.join("go"));
     root.set(
         "switch.migrate",
-        format!(
-            "sh -c 'touch {}; until [ -e {} ]; do sleep 0.05; done'",
-            started.display(),
-            go.display()
-        ),
+        held_migrate("echo started", &started, &go),
     );
     root.serve();
     root.commit("v1", &[("VERSION", "v1\n")]);

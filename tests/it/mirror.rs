@@ -762,15 +762,7 @@ fn a_target_deployed_during_the_migration_is_not_switched_to() {
     // The migration notes the release it runs in, then waits for the test's word (or
     // its timeout, 60 s). No `$i` of its own: bluegreen fills `$NAME`s.
     let (ran, go) = (root.path.join("migrated-in"), root.path.join("go"));
-    set_migrate(
-        &root,
-        &format!(
-            "sh -c 'basename \"$TO_DIR\" > {}; until [ -e {} ]; do sleep 0.05; done'",
-            ran.display(),
-            go.display()
-        ),
-        1,
-    );
+    set_migrate(&root, &held_migrate("basename \"$TO_DIR\"", &ran, &go), 1);
     let ran_in = root.current("green").unwrap();
     let control = root.url(root.control, "/switch?to=green");
     let switch = std::thread::spawn(move || http("POST", &control, None));
@@ -799,15 +791,7 @@ fn a_target_deployed_during_the_migration_is_not_switched_to() {
 fn a_source_deployed_during_the_migration_is_not_switched_from() {
     let root = both_live();
     let (port, go) = (root.path.join("from-port"), root.path.join("go"));
-    set_migrate(
-        &root,
-        &format!(
-            "sh -c 'echo $FROM_PORT > {}; until [ -e {} ]; do sleep 0.05; done'",
-            port.display(),
-            go.display()
-        ),
-        1,
-    );
+    set_migrate(&root, &held_migrate("echo $FROM_PORT", &port, &go), 1);
     let generation = root.status()["slots"]["blue"]["live"]["generation"].clone();
     let control = root.url(root.control, "/switch?to=green");
     let switch = std::thread::spawn(move || http("POST", &control, None));

@@ -319,28 +319,12 @@ fn a_pushed_name_bluegreen_keeps_for_its_own_files_is_refused() {
 #[test]
 fn a_checkout_failure_names_the_pushed_file() {
     let root = Root::new();
-    let git = |args: &[&str], input: &str| {
-        let mut child = git_command(&root.work)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    let blob = git(&["hash-object", "-w", "--stdin"], "x\n");
-    let inner = git(&["mktree"], &format!("100644 blob {blob}\tconfig\n"));
-    let tree = git(&["mktree"], &format!("040000 tree {inner}\t.git\n"));
-    let commit = git(&["commit-tree", "-m", "bad", &tree], "");
+    let blob = root.git_fed(&["hash-object", "-w", "--stdin"], b"x\n");
+    let listing = format!("100644 blob {blob}\tconfig\n");
+    let inner = root.git_fed(&["mktree"], listing.as_bytes());
+    let listing = format!("040000 tree {inner}\t.git\n");
+    let tree = root.git_fed(&["mktree"], listing.as_bytes());
+    let commit = root.git_fed(&["commit-tree", "-m", "bad", &tree], b"");
     let pushed = root.push_ref("blue", &format!("{commit}:refs/heads/main"));
     pushed.says(&format!(
         "error: blue: {} not deployed: cannot check out the pushed tree {}: cannot checkout to invalid path '.git/config'",
@@ -1790,18 +1774,7 @@ fn an_error_quoting_a_pushed_file_name_stays_one_line() {
     use std::io::Write;
     let root = Root::new();
     root.commit("v1", &[("VERSION", "v1\n")]);
-    let git = |args: &[&str], input: &[u8]| {
-        let mut child = git_command(&root.work)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let git = |args: &[&str], input: &[u8]| root.git_fed(args, input);
     // A name git takes but no checkout can write (longer than NAME_MAX), with newlines
     // that would start lines of their own, one of them looking like a verdict.
     let name = format!(

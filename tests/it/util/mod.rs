@@ -128,6 +128,22 @@ impl Root {
         out
     }
 
+    /// `git <args>` in the work repo with `input` on its stdin (`hash-object --stdin`,
+    /// `mktree`: objects git's porcelain would not make): its stdout, trimmed.
+    pub fn git_fed(&self, args: &[&str], input: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = git_command(&self.work)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// Writes `files` (name -> content) into the work repo and commits them.
     pub fn commit(&self, message: &str, files: &[(&str, &str)]) -> String {
         for (name, content) in files {
@@ -844,6 +860,17 @@ impl Drop for Root {
 }
 
 /// Lines of a file, for build counters.
+/// A `switch.migrate` that writes what `noted` prints (a shell command: `echo
+/// $FROM_PORT`) into `note`, then waits until `go` exists (the test's word, or the
+/// migration's timeout): a migration held under way.
+pub fn held_migrate(noted: &str, note: &Path, go: &Path) -> String {
+    format!(
+        "sh -c '{noted} > {}; until [ -e {} ]; do sleep 0.05; done'",
+        note.display(),
+        go.display()
+    )
+}
+
 pub fn count_lines(path: &Path) -> usize {
     fs::read_to_string(path)
         .map(|s| s.lines().count())
