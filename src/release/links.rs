@@ -10,9 +10,10 @@
 //!
 //! A release's link names the shared folder relative to itself ([`target`]), so that a
 //! root moved, renamed, restored elsewhere or copied (`cp -a`, to make a second app)
-//! keeps its releases' links inside itself. A link by absolute path (a release an older
-//! bluegreen made, in this root or in the one it was moved or copied from) is pointed
-//! that way before a generation of it starts ([`repoint`]).
+//! keeps its releases' links inside itself; by absolute path where `releases` is a link
+//! to another disk. A link made otherwise (a release an older bluegreen made, in this
+//! root or in the one it was moved or copied from) is pointed so before a generation of
+//! it starts ([`repoint`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -101,10 +102,21 @@ fn linked_in(shared: &Path, old: &Path, new: &Path, rel: &Path, found: &mut Vec<
     }
 }
 
-/// What the link at `path` in a release names: the slot's shared folder of that path,
-/// from where the link is (`data` -> `../../shared/data`, `public/uploads` ->
-/// `../../../shared/public/uploads`).
-pub fn target(path: &Path) -> PathBuf {
+/// What the link at `path` in a release of `slot` names: the slot's shared folder of
+/// that path. From where the link is ([`relative`]), unless the slot's `releases` is a
+/// link to a folder elsewhere (another disk), from which `..` leads elsewhere too: then
+/// by absolute path.
+pub fn target(layout: &Layout, slot: Slot, path: &Path) -> PathBuf {
+    let releases = fs::symlink_metadata(layout.releases_dir(slot));
+    match releases.is_ok_and(|meta| meta.file_type().is_symlink()) {
+        true => layout.shared_dir(slot).join(path),
+        false => relative(path),
+    }
+}
+
+/// `data` -> `../../shared/data`, `public/uploads` -> `../../../shared/public/uploads`:
+/// from `<slot>/releases/<id>/<path>` to `<slot>/shared/<path>`.
+fn relative(path: &Path) -> PathBuf {
     let up: PathBuf = (0..=path.components().count()).map(|_| "..").collect();
     up.join("shared").join(path)
 }
@@ -114,7 +126,7 @@ pub fn target(path: &Path) -> PathBuf {
 pub fn missing(layout: &Layout, slot: Slot, id: &str, linked_dirs: &[String]) -> Vec<PathBuf> {
     let shared = layout.shared_dir(slot);
     let release = layout.release_dir(slot, id);
-    linked(&release, linked_dirs)
+    linked(&release, &shared, linked_dirs)
         .into_iter()
         .filter(|path| held(&release, &shared, path) == Held::Shared)
         .map(|path| shared.join(path))
@@ -122,34 +134,38 @@ pub fn missing(layout: &Layout, slot: Slot, id: &str, linked_dirs: &[String]) ->
         .collect()
 }
 
-/// Points each link of release `id` that names its shared folder by absolute path at it
-/// relatively ([`target`]): this root's, wherever the root was when the release was
-/// made. Returns a line for each that named another root's (the root moved or copied
-/// from there: the app saw that root's data, or none) or that could not be changed.
+/// Points each link of release `id` to a slot's shared folder at this root's as
+/// [`target`] names it: one by absolute path (this root's, or another's where the root
+/// was when the release was made), or a relative one where `releases` has since become
+/// a link elsewhere. Returns a line for each that named another root's (the root moved
+/// or copied from there: the app saw that root's data, or none) or that could not be
+/// changed.
 pub fn repoint(layout: &Layout, slot: Slot, id: &str, linked_dirs: &[String]) -> Vec<String> {
     let shared = layout.shared_dir(slot);
     let release = layout.release_dir(slot, id);
     let mut told = Vec::new();
-    for path in linked(&release, linked_dirs) {
+    for path in linked(&release, &shared, linked_dirs) {
         let link = release.join(&path);
+        let want = target(layout, slot, &path);
         let named = match fs::read_link(&link) {
-            Ok(named) if named.is_absolute() => named,
+            Ok(named) if named != want => named,
             _ => continue,
         };
         if held(&release, &shared, &path) != Held::Shared {
             continue;
         }
         let ours = shared.join(&path);
-        match (fsops::flip_symlink(&link, &target(&path)), named == ours) {
-            (Ok(_), true) => {}
-            (Ok(_), false) => told.push(format!(
+        let foreign = named.is_absolute() && named != ours;
+        match (fsops::flip_symlink(&link, &want), foreign) {
+            (Ok(_), false) => {}
+            (Ok(_), true) => told.push(format!(
                 "release {id}'s linked dir `{}` named {}, outside this root (the root was moved or copied from there?): it names this root's {} now",
                 path.display(),
                 named.display(),
                 ours.display()
             )),
             (Err(e), _) => told.push(format!(
-                "release {id}'s linked dir `{}` names {} and cannot be pointed at {} relatively: {e:#}",
+                "release {id}'s linked dir `{}` names {} and cannot be pointed at {}: {e:#}",
                 path.display(),
                 named.display(),
                 ours.display()
@@ -159,10 +175,11 @@ pub fn repoint(layout: &Layout, slot: Slot, id: &str, linked_dirs: &[String]) ->
     told
 }
 
-/// The paths `linked_dirs` names, and those the release was made with (its metadata's):
-/// a change of `app.linked_dirs` the daemon has not read yet does not hide a link the
-/// release has.
-fn linked(release: &Path, linked_dirs: &[String]) -> Vec<PathBuf> {
+/// The paths `linked_dirs` names, those the release was made with (its metadata's: a
+/// change of `app.linked_dirs` the daemon has not read yet does not hide a link the
+/// release has), and those of the `shared` folder it links to (an older release's, made
+/// before the metadata said, at a path the config has dropped since).
+fn linked(release: &Path, shared: &Path, linked_dirs: &[String]) -> Vec<PathBuf> {
     let made_with = fs::read(release.join(META))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<crate::release::ReleaseMeta>(&bytes).ok())
@@ -173,6 +190,7 @@ fn linked(release: &Path, linked_dirs: &[String]) -> Vec<PathBuf> {
         .chain(&made_with)
         .map(PathBuf::from)
         .collect();
+    linked_in(shared, release, release, Path::new(""), &mut paths);
     paths.sort();
     paths.dedup();
     paths
@@ -182,7 +200,7 @@ fn held(release: &Path, shared: &Path, path: &Path) -> Held {
     let at = release.join(path);
     match fs::symlink_metadata(&at) {
         Ok(meta) if meta.file_type().is_symlink() => match fs::read_link(&at) {
-            Ok(named) if named == target(path) || made_elsewhere(&named, shared, path) => {
+            Ok(named) if named == relative(path) || made_elsewhere(&named, shared, path) => {
                 Held::Shared
             }
             _ => Held::Other,

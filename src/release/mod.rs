@@ -193,9 +193,10 @@ pub fn create(
             // What the tree had at that path is replaced by the link, never written through.
             fsops::remove_any(&link)
                 .with_context(|| format!("cannot replace {}", link.display()))?;
-            std::os::unix::fs::symlink(links::target(Path::new(dir)), &link).with_context(
-                || format!("cannot link {} to {}", link.display(), shared.display()),
-            )?;
+            std::os::unix::fs::symlink(links::target(layout, slot, Path::new(dir)), &link)
+                .with_context(|| {
+                    format!("cannot link {} to {}", link.display(), shared.display())
+                })?;
         }
         fsops::sync_tree(&tmp)?;
         let meta = ReleaseMeta {

@@ -276,13 +276,21 @@ fn a_root_copied_to_make_a_second_app_keeps_its_data_apart() {
 /// A release whose linked dir names another root's shared folder by absolute path (made
 /// by an older bluegreen in the root this one was copied or moved from) is pointed at
 /// this root's before its generation starts, and the daemon says so: the app sees this
-/// root's data, not the other's (or, that root gone, none).
+/// root's data, not the other's (or, that root gone, none). Also when the config no
+/// longer names that linked dir, and the release (an older bluegreen's) does not say
+/// what it was made with.
 #[test]
 fn a_release_linking_the_root_it_was_copied_from_is_pointed_at_this_one() {
     let mut root = Root::new();
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: release ");
     let v1 = root.current("blue").unwrap();
+    let meta = root.path.join("blue/current/.bluegreen-release.json");
+    let mut made: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    made.as_object_mut().unwrap().remove("linked_dirs").unwrap();
+    std::fs::write(&meta, made.to_string()).unwrap();
+    root.set("app.linked_dirs", toml::Value::Array(vec![]));
     let theirs = root
         .path
         .parent()
@@ -308,4 +316,35 @@ fn a_release_linking_the_root_it_was_copied_from_is_pointed_at_this_one() {
         std::fs::read_link(&link).unwrap(),
         Path::new("../../shared/data")
     );
+}
+
+/// A slot whose `releases` is a link to a folder on another disk: `..` from a release
+/// leads there, not back to the slot, so a relative link to `shared/` dangled (the app's
+/// writes failed, or, with a `shared` beside the releases, both slots shared one
+/// folder). Such a slot's releases link by absolute path, and a relative link made
+/// before `releases` moved is pointed so before its generation starts.
+#[test]
+fn a_slot_whose_releases_are_on_another_disk_links_its_shared_folder() {
+    let mut root = Root::new();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: release ");
+    let elsewhere = root.path.parent().unwrap().join("bigdisk/blue-releases");
+    std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    std::fs::rename(root.path.join("blue/releases"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.path.join("blue/releases")).unwrap();
+    let shared = root.path.join("blue/shared/data");
+    std::fs::write(shared.join("v1"), "1").unwrap();
+
+    root.serve();
+    root.wait_body(root.blue, "v1");
+    assert_eq!(root.get(root.blue, "/items").body.trim(), r#"{"v1":"1"}"#);
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    assert_eq!(
+        std::fs::read_link(root.path.join("blue/current/data")).unwrap(),
+        shared
+    );
+    let put = http("PUT", &root.url(root.blue, "/items/v2"), Some("2")).unwrap();
+    assert!(put.status < 300, "{put:?}");
+    assert_eq!(std::fs::read_to_string(shared.join("v2")).unwrap(), "2");
 }
