@@ -359,14 +359,15 @@ async fn attempt(
         migrated = Some(release);
         // A deploy to the active slot went live meanwhile: the generation the migration
         // read from (FROM_PORT) was drained and stopped under it, and what it carried
-        // over may be cut short. (Not for the heartbeat's failover off a failing slot,
-        // whose crash restarts also change generations; it reads what it can.)
+        // over may be cut short. (Not a crash restart on the same release, which is no
+        // one's choice and may come again at every try; nor the heartbeat's failover off
+        // a failing slot: it reads what it can.)
         let now = daemon.slots[source.index()].route.live();
         if let (false, Some(ran), Some(now)) = (cause == "heartbeat", &read_from, &now) {
-            if ran.id != now.id {
+            if ran.release != now.release {
                 return Err(SwitchError::Refused(format!(
-                    "{source} went live with generation {} (release {}) while switch.migrate ran, reading from generation {} on port {} (FROM_PORT), which was stopped: nothing switched; switch again",
-                    now.id, now.release, ran.id, ran.port
+                    "{source} went live with release {} while switch.migrate ran, reading from release {}'s generation on port {} (FROM_PORT), which was stopped: nothing switched; switch again",
+                    now.release, ran.release, ran.port
                 )));
             }
         }

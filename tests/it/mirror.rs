@@ -792,7 +792,7 @@ fn a_source_deployed_during_the_migration_is_not_switched_from() {
     let root = both_live();
     let (port, go) = (root.path.join("from-port"), root.path.join("go"));
     set_migrate(&root, &held_migrate("echo $FROM_PORT", &port, &go), 1);
-    let generation = root.status()["slots"]["blue"]["live"]["generation"].clone();
+    let was = root.current("blue").unwrap();
     let control = root.url(root.control, "/switch?to=green");
     let switch = std::thread::spawn(move || http("POST", &control, None));
     let read_from = wait_for(Duration::from_secs(10), "the migration to run", || {
@@ -803,15 +803,13 @@ fn a_source_deployed_during_the_migration_is_not_switched_from() {
     // A teammate's push to blue, the active slot, lands while the migration runs.
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue").says("blue: live in ");
-    let now = root.status()["slots"]["blue"]["live"].clone();
+    let now = root.current("blue").unwrap();
     std::fs::write(&go, "").unwrap();
     let answer = switch.join().unwrap().unwrap();
     assert_eq!(answer.status, 409, "{answer:?}");
     assert!(
         answer.body.contains(&format!(
-            "blue went live with generation {} (release {}) while switch.migrate ran, reading from generation {generation} on port {} (FROM_PORT), which was stopped: nothing switched; switch again",
-            now["generation"],
-            now["release"].as_str().unwrap(),
+            "blue went live with release {now} while switch.migrate ran, reading from release {was}'s generation on port {} (FROM_PORT), which was stopped: nothing switched; switch again",
             read_from.trim()
         )),
         "{}",
@@ -819,6 +817,32 @@ fn a_source_deployed_during_the_migration_is_not_switched_from() {
     );
     assert_eq!(root.status()["active"], "blue");
     assert!(root.get(root.front, "/").body.contains("v2 from blue"));
+}
+
+/// A crash restart of the active slot on the same release while the migration runs
+/// does not refuse the switch, `--force` or not: an active that crashed more often
+/// than a migration lasts could never be switched away from.
+#[test]
+fn an_active_restarted_after_a_crash_during_the_migration_is_switched_from() {
+    let root = both_live();
+    let (started, go) = (root.path.join("migrating"), root.path.join("go"));
+    set_migrate(&root, &held_migrate("echo started", &started, &go), 1);
+    let generation = root.status()["slots"]["blue"]["live"]["generation"].clone();
+    let control = root.url(root.control, "/switch?to=green");
+    let switch = std::thread::spawn(move || http("POST", &control, None));
+    wait_for(Duration::from_secs(10), "the migration to run", || {
+        started.exists().then_some(())
+    });
+    let pid = nix::unistd::Pid::from_raw(root.live_pid("blue"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for(Duration::from_secs(10), "blue restarted", || {
+        let live = root.status()["slots"]["blue"]["live"]["generation"].clone();
+        (!live.is_null() && live != generation).then_some(())
+    });
+    std::fs::write(&go, "").unwrap();
+    let answer = switch.join().unwrap().unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(root.status()["active"], "green");
 }
 
 /// `answer` refuses the switch to green with `reason`: blue is still active, and the
