@@ -20,6 +20,10 @@ pub const ROOT_HEADER: &str = "Bluegreen-Root";
 /// How a daemon answers (421) a call that names another root: `{OTHER_ROOT}{root}{OTHER_ROOT_END}`.
 pub const OTHER_ROOT: &str = "this daemon serves ";
 pub const OTHER_ROOT_END: &str = ", another root: give each root its own control.listen";
+/// What follows `{OTHER_ROOT}{root}` instead when that daemon's root is gone from its
+/// path since it started: most likely the caller's root is that one, moved.
+pub const ROOT_GONE: &str =
+    ", which is gone from there since it started (the root moved, renamed or restored?)";
 
 /// A blocking client of one daemon's control API.
 pub struct Client {

@@ -147,8 +147,11 @@ pub fn reload(
         // Another root's daemon, or a program that is none, answers on the file's
         // control.listen, while this root's daemon runs on the one it started with (a
         // SIGHUP does not move it): its file watch starts the release now.
+        // (Not a daemon whose root is gone from its path: this root, moved under it,
+        // whose serve lock moved with it; nothing watches this path.)
         Err(e @ (ClientError::OtherRoot { .. } | ClientError::Stranger { .. }))
-            if crate::fsops::held(&layout.serve_lock()) =>
+            if crate::fsops::held(&layout.serve_lock())
+                && !e.to_string().contains(crate::client::ROOT_GONE) =>
         {
             writeln!(
                 out,

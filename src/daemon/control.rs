@@ -169,8 +169,9 @@ async fn answer(
                 // "its own control.listen" would send them the wrong way.
                 true => {
                     let why = format!(
-                        "{}{root}, which is gone from there since it started (the root moved, renamed or restored?): stop this daemon (pid {}) and start `bluegreen serve` on the root where it is now",
+                        "{}{root}{}: stop this daemon (pid {}) and start `bluegreen serve` on the root where it is now",
                         crate::client::OTHER_ROOT,
+                        crate::client::ROOT_GONE,
                         std::process::id()
                     );
                     tracing::warn!("a command for another root asked: {why}");

@@ -720,6 +720,29 @@ fn a_root_moved_under_its_daemon_is_told_so() {
         format!("error: control API at 127.0.0.1:{}: {said}", root.control)
     );
     root.wait_log(&said);
+    // A push into it is not said to start by the daemon's file watch (its serve lock
+    // moved with it, but the daemon reads the old path), and the daemon, woken by the
+    // flip, says why nothing starts.
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    let out = git_command(&root.work)
+        .arg("push")
+        .arg(moved.join("blue.git"))
+        .arg("+HEAD:refs/heads/main")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(&format!(
+            "blue: no daemon told (control API at 127.0.0.1:{}: {said})",
+            root.control
+        )),
+        "{text}"
+    );
+    root.wait_log(&format!(
+        "blue: the root {} is gone from there since the daemon started (moved, renamed or restored?): nothing new starts",
+        root.path.display()
+    ));
+    assert!(root.get(root.blue, "/").body.contains("v1 from blue"));
     fs::rename(&moved, &root.path).unwrap();
 }
 

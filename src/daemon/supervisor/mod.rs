@@ -252,6 +252,16 @@ impl Supervisor {
         if self.is_stopping() {
             return answer(reply, Verdict::stopping(slot, ""));
         }
+        // The root moved (or was renamed, or restored) under the daemon: its paths name
+        // nothing now, and "current is missing (removed by hand?)" would mislead.
+        if self.daemon.root_gone() {
+            let why = format!(
+                "the root {} is gone from there since the daemon started (moved, renamed or restored?): nothing new starts; stop this daemon and start `bluegreen serve` on the root where it is now",
+                self.daemon.layout.root().display()
+            );
+            tracing::warn!("{slot}: {why}");
+            return refuse(reply, slot, why);
+        }
         let Some(current) = release::current(&self.daemon.layout, slot) else {
             // `current` removed, or pointed at what is not a release, while no daemon
             // ran: the last live release serves, and `/status` says why `current` does
