@@ -92,7 +92,7 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
     let config: Config = toml::from_str(text).map_err(|e| {
         let (line, key) = e
             .span()
-            .map(|span| locate(text, span.start))
+            .map(|span| locate(text, span.start, e.message().contains("table header")))
             .unwrap_or((0, String::new()));
         let message = misshapen(text, &key).unwrap_or_else(|| {
             // toml's message may take lines ("invalid table header\nduplicate key ...").
@@ -121,7 +121,8 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
         ),
     ];
     let line = |set: &Option<Spanned<toml::Value>>| {
-        set.as_ref().map(|value| locate(text, value.span().start).0)
+        set.as_ref()
+            .map(|value| locate(text, value.span().start, false).0)
     };
     for (i, later) in listeners.iter().enumerate() {
         if let Some(earlier) = listeners[..i].iter().find(|(_, a, _)| clash(a, later.1)) {
@@ -215,20 +216,25 @@ fn clash(a: &SocketAddr, b: &SocketAddr) -> bool {
 }
 
 /// The 1-based line of `offset`, and the dotted key defined on that line.
-fn locate(text: &str, offset: usize) -> (usize, String) {
+fn locate(text: &str, offset: usize, header_error: bool) -> (usize, String) {
     let before = &text[..offset.min(text.len())];
     let line_no = before.matches('\n').count() + 1;
     let lines: Vec<&str> = text.lines().collect();
     let line = lines.get(line_no - 1).copied().unwrap_or("").trim();
-    // `[app]   # a comment` names `app`; `[[x]]` names `x`; an unclosed `[app` names
-    // `app` too, not the table before it.
+    // `[app]   # a comment` names `app`; `[[x]]` names `x`.
     let header = |l: &str| {
         let inside = l.strip_prefix('[')?.trim_start_matches('[');
-        let end = inside.find([']', '#']).unwrap_or(inside.len());
-        Some(inside[..end].trim().to_string())
+        Some(inside[..inside.find(']')?].trim().to_string())
     };
     if let Some(table) = header(line) {
         return (line_no, table);
+    }
+    // An unclosed `[app` that toml calls a bad table header names `app`, not the table
+    // before it (a line of an array, `["PUT",`, is no header).
+    if let Some(inside) = line.strip_prefix('[').filter(|_| header_error) {
+        let inside = inside.trim_start_matches('[');
+        let end = inside.find('#').unwrap_or(inside.len());
+        return (line_no, inside[..end].trim().to_string());
     }
     let table = lines[..line_no - 1]
         .iter()
@@ -473,6 +479,10 @@ mod tests {
             (
                 "[switch]\nmigrate = \"\"\n[app\ncommand = \"x\"\n",
                 "3: app: invalid table header: expected",
+            ),
+            (
+                "[mirror]\nmethods = [\n[\"PUT\",\n\"POST\"]]\n",
+                "3: mirror: ",
             ),
             (
                 "[heartbeat]\npath = \"/a b\"\n",
