@@ -180,6 +180,16 @@ pub async fn run(daemon: Arc<Daemon>) {
                             format!("heartbeat: {active} failed {streak} checks in a row, and once more as {standby} passed its own; traffic moved to {standby} (automatic switching is off until an operator switches)"),
                         );
                     }
+                    // Not stuck: the active is fine again, and the streak ends at the
+                    // next check.
+                    Err(switch::SwitchError::Recovered(why)) => {
+                        daemon.events.record(
+                            "heartbeat",
+                            Some(active),
+                            false,
+                            format!("heartbeat: {why}"),
+                        );
+                    }
                     Err(e) if first_stuck(&daemon) => daemon.events.record(
                         "heartbeat",
                         Some(active),

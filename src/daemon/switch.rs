@@ -133,12 +133,16 @@ pub enum SwitchError {
     /// The daemon began to stop before the switch was done: 503, nothing changed.
     #[error("the daemon is stopping; the active slot stays as it was")]
     Stopping,
+    /// The heartbeat's failover found the active slot passing again after the
+    /// migration: it keeps its traffic (409, nothing changed; no failure either).
+    #[error("{0}")]
+    Recovered(String),
 }
 
 impl SwitchError {
     pub fn status(&self) -> StatusCode {
         match self {
-            SwitchError::Refused(_) => StatusCode::CONFLICT,
+            SwitchError::Refused(_) | SwitchError::Recovered(_) => StatusCode::CONFLICT,
             SwitchError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             SwitchError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -376,7 +380,7 @@ async fn attempt(
         if cause == "heartbeat" {
             steps.step(format!("checking {source}'s health after the migration"));
             if gate(daemon, &config, source).await.is_ok() {
-                return Err(SwitchError::Refused(format!(
+                return Err(SwitchError::Recovered(format!(
                     "{source} passes its health check again after switch.migrate ran ({:.1}s): traffic stays on {source}",
                     started.elapsed().as_secs_f64()
                 )));
