@@ -20,6 +20,23 @@ pub fn user_name(uid: u32) -> Option<String> {
         .map(|user| user.name)
 }
 
+/// `<path> links to <target>, which is missing` (or `which cannot be followed: <why>`,
+/// a loop of links) when `path` is a symlink that leads to nothing: said instead of "no
+/// such file", which would call the link itself missing.
+pub fn dangling(path: &Path) -> Option<String> {
+    let target = fs::read_link(path).ok()?;
+    let end = match fs::metadata(path) {
+        Ok(_) => return None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "which is missing".to_string(),
+        Err(e) => format!("which cannot be followed: {e}"),
+    };
+    Some(format!(
+        "{} links to {}, {end}",
+        path.display(),
+        target.display()
+    ))
+}
+
 /// Whether both paths name the same existing file or folder (through links, or written
 /// two ways).
 pub fn same_file(a: &Path, b: &Path) -> bool {
@@ -380,6 +397,26 @@ fn parent_folder(path: &Path) -> std::io::Result<Option<File>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_to_nothing_says_where_it_leads() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let (link, gone) = (dir.path().join("link"), dir.path().join("gone"));
+        symlink(&gone, &link).unwrap();
+        let said = dangling(&link).unwrap();
+        assert!(said.ends_with("/gone, which is missing"), "{said}");
+        // A loop is no missing file.
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        symlink(&b, &a).unwrap();
+        symlink(&a, &b).unwrap();
+        let said = dangling(&a).unwrap();
+        assert!(said.contains("/b, which cannot be followed: "), "{said}");
+        // A link to something, and no link, are nothing to say.
+        fs::write(&gone, "").unwrap();
+        assert_eq!(dangling(&link), None);
+        assert_eq!(dangling(&gone), None);
+    }
 
     #[test]
     fn only_a_regular_file_of_bounded_size_is_read() {

@@ -236,11 +236,9 @@ fn not_a_root(folder: &std::path::Path, named: Named) -> String {
         return format!("{what}{shown} does not exist: {fix}");
     }
     let config = folder.join(crate::layout::CONFIG);
-    if let (false, Ok(target)) = (config.exists(), std::fs::read_link(&config)) {
+    if let Some(dangling) = crate::fsops::dangling(&config) {
         return format!(
-            "{} links to {}, which is missing: put that file back (or name another root with --root ROOT or BLUEGREEN_ROOT)",
-            config.display(),
-            target.display()
+            "{dangling}: put that file back (or name another root with --root ROOT or BLUEGREEN_ROOT)"
         );
     }
     let root_above = folder

@@ -26,13 +26,11 @@ impl Config {
             String::from_utf8(bytes).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
         });
         text.map_err(|e| {
-            let link = std::fs::read_link(path);
+            if let Some(dangling) = crate::fsops::dangling(path) {
+                return anyhow::anyhow!("{dangling}: put that file back");
+            }
             let path = path.display();
             match e.kind() {
-                ErrorKind::NotFound if link.is_ok() => anyhow::anyhow!(
-                    "{path} links to {}, which is missing: put that file back",
-                    link.as_deref().unwrap_or(Path::new("")).display()
-                ),
                 ErrorKind::NotFound | ErrorKind::NotADirectory => anyhow::anyhow!(
                     "cannot read {path} (is this a bluegreen root? `bluegreen init` makes one): {e}"
                 ),

@@ -31,11 +31,9 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     let kept = config_path.exists();
     // A link to a config kept elsewhere (a config-management checkout) that is missing
     // for now: the example config would replace the link.
-    if let (false, Ok(target)) = (kept, fs::read_link(&config_path)) {
+    if let (false, Some(dangling)) = (kept, crate::fsops::dangling(&config_path)) {
         anyhow::bail!(
-            "{} links to {}, which is missing: put that file back (or remove the link for init to write the example config); nothing was changed",
-            config_path.display(),
-            target.display()
+            "{dangling}: put that file back (or remove the link for init to write the example config); nothing was changed"
         );
     }
     // A daemon runs what it read of a config since removed: the example config written

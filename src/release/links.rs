@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 
 use crate::fsops;
 use crate::layout::Layout;
-use crate::release::META;
 use crate::slot::Slot;
 
 /// What a release has at a path.
@@ -180,9 +179,7 @@ pub fn repoint(layout: &Layout, slot: Slot, id: &str, linked_dirs: &[String]) ->
 /// release has), and those of the `shared` folder it links to (an older release's, made
 /// before the metadata said, at a path the config has dropped since).
 fn linked(release: &Path, shared: &Path, linked_dirs: &[String]) -> Vec<PathBuf> {
-    let made_with = fs::read(release.join(META))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<crate::release::ReleaseMeta>(&bytes).ok())
+    let made_with = crate::release::read_meta(release)
         .and_then(|meta| meta.linked_dirs)
         .unwrap_or_default();
     let mut paths: Vec<PathBuf> = linked_dirs
@@ -210,9 +207,9 @@ fn held(release: &Path, shared: &Path, path: &Path) -> Held {
     }
 }
 
-/// `named` is an absolute link to a slot's shared folder of `path` as bluegreen made
-/// them before links were relative: `<root>/<slot>/shared/<path>`, this root's or the
-/// one this root was moved or copied from.
+/// `named` is an absolute link to a slot's shared folder of `path`,
+/// `<root>/<slot>/shared/<path>`: this root's (made before links were relative, or where
+/// `releases` is a link elsewhere) or the one this root was moved or copied from.
 fn made_elsewhere(named: &Path, shared: &Path, path: &Path) -> bool {
     let slot_shared: PathBuf = shared
         .components()
