@@ -103,9 +103,6 @@ impl Generation {
                 "unknown".into()
             }
         };
-        for told in crate::release::repoint_links(layout, slot, release, &config.app.linked_dirs) {
-            tracing::warn!("{slot}: {told}");
-        }
         // A linked dir's shared folder removed by hand: made again, or the app's writes
         // there fail on every start.
         for gone in crate::release::missing_shared(layout, slot, release, &config.app.linked_dirs) {

@@ -307,11 +307,15 @@ fn a_release_linking_the_root_it_was_copied_from_is_pointed_at_this_one() {
     root.serve();
     root.wait_body(root.blue, "v1");
     assert_eq!(root.get(root.blue, "/items").body.trim(), r#"{"ours":"2"}"#);
-    root.wait_log(&format!(
+    let said = format!(
         "blue: release {v1}'s linked dir `data` named {}, outside this root (the root was moved or copied from there?): it names this root's {} now",
         theirs.display(),
         ours.display()
-    ));
+    );
+    root.wait_log(&said);
+    // An event, which `status` shows too, not a log line only.
+    let events = root.control("GET", "/events").body;
+    assert!(events.contains(&said), "{events}");
     assert_eq!(
         std::fs::read_link(&link).unwrap(),
         Path::new("../../shared/data")

@@ -100,6 +100,15 @@ impl Supervisor {
                     .ports
                     .fresh()
                     .map_err(|e| (None, format!("no free port: {e}")))?;
+                // What the app will see as its data moved (another root's, before), or
+                // did not: an event, in `status` too, not a log line only.
+                let layout = &daemon.layout;
+                let linked = &config.app.linked_dirs;
+                for told in crate::release::repoint_links(layout, slot, &release, linked) {
+                    daemon
+                        .events
+                        .record("start", Some(slot), true, format!("{slot}: {told}"));
+                }
                 let generation =
                     Generation::spawn(&daemon.layout, &config, slot, id, &release, port)
                         .map_err(|e| (None, format!("{e:#}")))?;
