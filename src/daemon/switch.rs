@@ -207,7 +207,9 @@ pub async fn switch(
     let to = query.to;
     let result = attempt(daemon, query, cause).await;
     if let Err(e) = &result {
-        if !matches!(e, SwitchError::Stopping) {
+        // A failover that finds the active passing again was not refused: it is not
+        // needed.
+        if !matches!(e, SwitchError::Stopping | SwitchError::Recovered(_)) {
             daemon.metrics.switch_refused(cause);
         }
         if cause != "heartbeat" {

@@ -519,6 +519,12 @@ fn an_active_slot_that_recovers_while_the_migration_runs_keeps_its_traffic() {
     assert_eq!(status["active"], "blue");
     assert_eq!(status["heartbeat"]["armed"], true, "{status}");
     assert!(root.get(root.front, "/").body.contains("v1 from blue"));
+    // Not a refused switch: none was needed.
+    let metrics = root.control("GET", "/metrics").body;
+    assert!(
+        !metrics.contains("bluegreen_switches_refused_total{cause=\"heartbeat\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
