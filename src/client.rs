@@ -75,7 +75,13 @@ pub enum ClientError {
     },
     /// The daemon there serves another root.
     #[error("control API at {addr}: {reason}")]
-    OtherRoot { addr: String, reason: String },
+    OtherRoot {
+        addr: String,
+        reason: String,
+        /// That daemon's own root is gone from its path (see [`ROOT_GONE`]): most likely
+        /// this root, moved under it.
+        gone: bool,
+    },
     /// What answers there is no bluegreen daemon (a web server's page): its page is not
     /// quoted as if the daemon had said it.
     #[error("control API at {addr}: what answers there is not a bluegreen daemon ({what}): give this root its own control.listen in bluegreen.toml (`ss -ltnp 'sport = :{}'` says what listens there)", addr.rsplit(':').next().unwrap_or_default())]
@@ -220,9 +226,11 @@ impl Client {
         let reply = Reply { status, body };
         if status == 421 {
             // Another root's daemon: nothing it says is about this root.
+            let reason = reply.reason();
             return Err(ClientError::OtherRoot {
                 addr,
-                reason: reply.reason(),
+                gone: reason.contains(ROOT_GONE),
+                reason,
             });
         }
         Ok(reply)

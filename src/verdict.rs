@@ -149,9 +149,8 @@ pub fn reload(
         // SIGHUP does not move it): its file watch starts the release now.
         // (Not a daemon whose root is gone from its path: this root, moved under it,
         // whose serve lock moved with it; nothing watches this path.)
-        Err(e @ (ClientError::OtherRoot { .. } | ClientError::Stranger { .. }))
-            if crate::fsops::held(&layout.serve_lock())
-                && !e.to_string().contains(crate::client::ROOT_GONE) =>
+        Err(e @ (ClientError::OtherRoot { gone: false, .. } | ClientError::Stranger { .. }))
+            if crate::fsops::held(&layout.serve_lock()) =>
         {
             writeln!(
                 out,

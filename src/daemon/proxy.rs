@@ -162,14 +162,15 @@ async fn answer(
             match active {
                 Some(slot) => slot,
                 None => {
-                    if mirror.is_some() {
-                        let (status, because) = (StatusCode::SERVICE_UNAVAILABLE, "no active slot");
-                        let asked = (request.method(), request.uri());
-                        daemon.mirror.unanswered(daemon, asked, status, because);
-                    }
-                    return Ok(own(
+                    return Ok(not_passed(
+                        daemon,
+                        mirror.is_some(),
+                        (request.method(), request.uri()),
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "no active slot: nothing has been deployed yet",
+                        (
+                            "no active slot: nothing has been deployed yet",
+                            "no active slot",
+                        ),
                     ));
                 }
             }
@@ -187,12 +188,13 @@ async fn answer(
         Ok(in_flight) => in_flight,
         Err(reason) => {
             traffic.request(slot, 503);
-            if mirror.is_some() {
-                let (status, because) = (StatusCode::SERVICE_UNAVAILABLE, "no live generation");
-                let asked = (request.method(), request.uri());
-                daemon.mirror.unanswered(daemon, asked, status, because);
-            }
-            return Ok(own(StatusCode::SERVICE_UNAVAILABLE, &reason));
+            return Ok(not_passed(
+                daemon,
+                mirror.is_some(),
+                (request.method(), request.uri()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                (&reason, "no live generation"),
+            ));
         }
     };
     let (mut parts, body) = request.into_parts();
@@ -223,12 +225,13 @@ async fn answer(
     }
     if let Err(reason) = forward_headers(&mut parts.headers, &peer) {
         traffic.request(slot, 501);
-        if mirror.is_some() {
-            let (status, because) = (StatusCode::NOT_IMPLEMENTED, "not passed on");
-            let asked = (&parts.method, &parts.uri);
-            daemon.mirror.unanswered(daemon, asked, status, because);
-        }
-        return Ok(own(StatusCode::NOT_IMPLEMENTED, &reason));
+        return Ok(not_passed(
+            daemon,
+            mirror.is_some(),
+            (&parts.method, &parts.uri),
+            StatusCode::NOT_IMPLEMENTED,
+            (&reason, "not passed on"),
+        ));
     }
     if let Some(protocol) = upgrade {
         upgrade::keep(&mut parts.headers, protocol);
@@ -470,6 +473,22 @@ struct BodyLeft;
 pub type Answer = Passed<Tracked>;
 
 /// A one-line text answer of the daemon's own, to a data-path request.
+/// The front's own answer to a request it does not pass on: `status` with `text`. A
+/// write it would have mirrored is counted, as one the active slot did not take, by
+/// `because` ([`Mirror::unanswered`]).
+fn not_passed(
+    daemon: &Daemon,
+    mirrored: bool,
+    asked: (&http::Method, &http::Uri),
+    status: StatusCode,
+    (text, because): (&str, &str),
+) -> Response<Answer> {
+    if mirrored {
+        daemon.mirror.unanswered(daemon, asked, status, because);
+    }
+    own(status, text)
+}
+
 fn own(status: StatusCode, text: &str) -> Response<Answer> {
     plain(status, text).map(Passed::Boxed)
 }

@@ -24,8 +24,9 @@ impl Supervisor {
         // for good (copies were counted `standby_down` while the exit was read below).
         let restart = self.starting.is_none().then(|| {
             let delay = self.backoff.next();
-            self.handle().status().restart_at = Some(Instant::now() + delay);
-            delay
+            let at = Instant::now() + delay;
+            self.handle().status().restart_at = Some(at);
+            (delay, at)
         });
         self.handle().route.clear(format!(
             "{slot}'s generation {generation} crashed; restarting"
@@ -53,21 +54,22 @@ impl Supervisor {
         self.draining.retain(|h| !h.is_finished());
         self.draining
             .push(tokio::spawn(async move { dead.stop(stop).await }));
-        if let Some(delay) = restart {
-            self.restart_after(live.release.clone(), delay);
+        if let Some((delay, at)) = restart {
+            self.restart_after(live.release.clone(), delay, at);
         }
     }
 
     /// Restarts `release` after the backoff's next pause.
     pub(super) fn schedule_restart(&mut self, release: String) {
         let delay = self.backoff.next();
-        self.restart_after(release, delay);
+        self.restart_after(release, delay, Instant::now() + delay);
     }
 
-    /// Restarts `release` after `delay`, the backoff's pause, the event saying so.
-    fn restart_after(&mut self, release: String, delay: Duration) {
+    /// Restarts `release` at `at`, `delay` (the backoff's pause) after it was decided,
+    /// the event saying so.
+    fn restart_after(&mut self, release: String, delay: Duration, at: Instant) {
         let said = format!("{}: restarting in {}s", self.slot, delay.as_secs());
-        self.restart_in(release, delay, said);
+        self.restart_in(release, at, said);
     }
 
     /// Brings back `release`, the last live one, at once: a deploy that replaced it
@@ -76,21 +78,20 @@ impl Supervisor {
     /// nothing): a failure of this start is restarted with backoff, as a crash is.
     pub(super) fn restart_at_once(&mut self, release: String) {
         let said = format!("{}: restarting release {release} at once", self.slot);
-        self.restart_in(release, Duration::ZERO, said);
+        self.restart_in(release, Instant::now(), said);
     }
 
-    /// Starts `release` again after `delay` (unless a deploy comes first), the event
-    /// saying so.
-    fn restart_in(&mut self, release: String, delay: Duration, said: String) {
+    /// Starts `release` again at `at` (unless a deploy comes first), the event saying so.
+    fn restart_in(&mut self, release: String, at: Instant, said: String) {
         self.restart_token += 1;
         self.restart_release = Some(release);
-        self.handle().status().restart_at = Some(Instant::now() + delay);
+        self.handle().status().restart_at = Some(at);
         self.daemon
             .events
             .record("restart", Some(self.slot), true, said);
         let (tx, token) = (self.tx.clone(), self.restart_token);
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until(at.into()).await;
             let _ = tx.send(Msg::RestartDue { token });
         });
     }
