@@ -266,7 +266,7 @@ impl Metrics {
                 count.load(Relaxed)
             );
         }
-        let _ = writeln!(w, "# HELP bluegreen_switches_refused_total Switches that did not happen, by who asked: refused (no live generation to switch to, the target failed the health gate or the heartbeat's check, the migration failed, too many switches already waiting) or failed (the state could not be written).\n# TYPE bluegreen_switches_refused_total counter");
+        let _ = writeln!(w, "# HELP bluegreen_switches_refused_total Switches that did not happen, by who asked: refused (no live generation to switch to, the target failed the health gate or the heartbeat's check, the migration failed, a deploy went live while it ran, too many switches already waiting) or failed (the state could not be written).\n# TYPE bluegreen_switches_refused_total counter");
         for (cause, count) in SWITCH_CAUSES.iter().zip(&self.switches_refused) {
             let _ = writeln!(
                 w,
