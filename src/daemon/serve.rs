@@ -713,12 +713,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
 /// from the unit, and refuses one on an address its config no longer names: it would not
 /// come back, and under `Restart=` would fail in a loop with the front dark.
 fn socket_unit_first(daemon: &Daemon, running: &Config, moved: &[&str]) -> String {
-    let held: Vec<String> = crate::config::LISTEN_KEYS
-        .iter()
-        .zip(running.listens())
-        .filter(|(key, addr)| moved.contains(key) && daemon.from_systemd.contains(addr))
-        .map(|(key, addr)| format!("{addr} ({key})"))
-        .collect();
+    let held = moved_listens(running, moved, |addr| daemon.from_systemd.contains(addr));
     if held.is_empty() {
         return String::new();
     }
@@ -734,16 +729,11 @@ fn socket_unit_first(daemon: &Daemon, running: &Config, moved: &[&str]) -> Strin
 /// listens on (addresses swapped between keys) is not tried.
 fn held_elsewhere(running: &Config, new: &Config, moved: &[&str]) -> String {
     let ours = running.listens().map(|addr| addr.port());
-    let taken: Vec<String> = crate::config::LISTEN_KEYS
-        .iter()
-        .zip(new.listens())
-        .filter(|(key, addr)| moved.contains(key) && !ours.contains(&addr.port()))
-        .filter(|(_, addr)| {
-            std::net::TcpListener::bind(addr)
+    let taken = moved_listens(new, moved, |addr| {
+        !ours.contains(&addr.port())
+            && std::net::TcpListener::bind(addr)
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
-        })
-        .map(|(key, addr)| format!("{addr} ({key})"))
-        .collect();
+    });
     if taken.is_empty() {
         return String::new();
     }
@@ -751,6 +741,21 @@ fn held_elsewhere(running: &Config, new: &Config, moved: &[&str]) -> String {
         "; another process listens on {} now, where a restarted daemon would stop (`ss -ltnp` says which): give this root a free address there",
         taken.join(", ")
     )
+}
+
+/// `<addr> (<key>)` for each listen address of `config` whose key is among `moved` and
+/// that `pick` takes.
+fn moved_listens(
+    config: &Config,
+    moved: &[&str],
+    pick: impl Fn(&std::net::SocketAddr) -> bool,
+) -> Vec<String> {
+    crate::config::LISTEN_KEYS
+        .iter()
+        .zip(config.listens())
+        .filter(|(key, addr)| moved.contains(key) && pick(addr))
+        .map(|(key, addr)| format!("{addr} ({key})"))
+        .collect()
 }
 
 /// Puts `running`'s values of the [`restart_only`] keys into `config`, so that /status
