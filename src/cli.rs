@@ -103,6 +103,13 @@ pub enum Command {
     SampleApp,
 }
 
+impl Command {
+    /// `serve` and `demo`: they run the daemon, which logs at info and for a while.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self, Command::Serve | Command::Demo(_))
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// A new or empty folder for the demo's root and app repo (default: a fresh temp
@@ -141,7 +148,7 @@ pub fn parse() -> Args {
             ErrorKind::MissingSubcommand => missing_subcommand(),
             _ => one_line(&e.to_string()),
         };
-        eprintln!("{line}");
+        crate::stderr::line(&line);
         std::process::exit(e.exit_code())
     })
 }

@@ -303,7 +303,7 @@ pub fn switch(
         .and_then(|reply| reply.json().ok())
         .and_then(|status| status["stale_config"].as_str().map(str::to_string))
     {
-        eprintln!("note: {note}");
+        crate::stderr::line(&format!("note: {note}"));
     }
     let reply =
         match client.post(&format!("/switch?{}", query.join("&")), wait) {
@@ -318,7 +318,7 @@ pub fn switch(
         };
     if !reply.ok() {
         // A refusal is an error: stderr, as `error:` lines are.
-        eprintln!("not switched: {}", reply.reason());
+        crate::stderr::line(&format!("not switched: {}", reply.reason()));
         return Ok(false);
     }
     let done = reply.json()?;

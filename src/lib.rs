@@ -13,8 +13,12 @@
 //!    traffic and data between the slots.
 //!
 //! Domain modules ([`config`], [`layout`], [`slot`], [`git`], [`build`], [`release`],
-//! [`state`], [`fsops`], [`tree_copy`], [`argv`], [`client`], [`procfs`]) never import a role ([`hook`], [`init`],
-//! [`rollout`], [`ctl`], [`daemon`], [`demo`], [`sample_app`]).
+//! [`state`], [`fsops`], [`tree_copy`], [`argv`], [`client`], [`procfs`], [`owner`],
+//! [`lines`], [`pasted`]) never import a role ([`hook`], [`init`], [`rollout`],
+//! [`verdict`], [`ctl`], [`daemon`], [`demo`], [`sample_app`]). Around them: [`cli`]
+//! parses the command line and [`run`] calls the role; [`logging`], [`stderr`] and
+//! [`interrupt`] are the process's log, its stderr that never blocks for good, and the
+//! hook's handling of a Ctrl-C during a build.
 
 pub mod argv;
 pub mod build;

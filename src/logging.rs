@@ -18,8 +18,6 @@ use std::time::Instant;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::Command;
-
 /// The daemon's lines waiting to be written, at most: a worker's line is at most 64 KiB,
 /// so the queue holds 64 MiB at the very most, and a few hundred KiB as a rule.
 const QUEUED_LINES: usize = 1024;
@@ -29,8 +27,7 @@ static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// Sets up the log; for the daemon (`serve`, `demo`), returns what writes out its last
 /// lines when dropped (after at most a second).
-pub fn init(command: &Command) -> Option<WorkerGuard> {
-    let daemon = matches!(command, Command::Serve | Command::Demo(_));
+pub fn init(daemon: bool) -> Option<WorkerGuard> {
     let default = if daemon { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let log = tracing_subscriber::fmt()

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     } else {
         bluegreen::cli::parse()
     };
-    let log = bluegreen::logging::init(&args.command);
+    let log = bluegreen::logging::init(args.command.is_daemon());
     let result = bluegreen::run::run(args);
     // The daemon's last lines out, before its error line.
     drop(log);

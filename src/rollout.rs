@@ -1,8 +1,11 @@
-//! Moving `current` without a push: `releases`, `rollback` and `promote`.
+//! The release commands run without a push: `releases`, `rollback`, `promote` and
+//! `restart`.
 //!
-//! Each holds the slot lock like the hook's release step does, flips `current`
-//! atomically, and asks a running daemon to reload the slot (its file watch would notice
-//! anyway). A push building meanwhile is not waited for: it lands after, and is named.
+//! `rollback` and `promote` hold the slot lock like the hook's release step does, flip
+//! `current` atomically, and ask a running daemon to reload the slot (its file watch
+//! would notice anyway); a push building meanwhile is not waited for: it lands after,
+//! and is named. `releases` only reads, and `restart` asks the daemon to start the
+//! slot's current release again without moving anything.
 
 use std::io::Write;
 

@@ -1,4 +1,4 @@
-//! Dispatch: one function per subcommand, given parsed arguments.
+//! Dispatch: each subcommand's arm finds the root and config it needs and calls its role.
 //!
 //! Returns `Ok(false)` for "ran, but the outcome is a failure the output already
 //! explained" (a release that did not go live, a refused switch): exit code 1, no
@@ -48,12 +48,12 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
                     .map(std::path::Path::to_path_buf)
             });
             if let Some(here) = here.filter(|here| !crate::fsops::same_file(here, layout.root())) {
-                eprintln!(
+                crate::stderr::line(&format!(
                     "note: acting on {} ({}), not on {}, the root this folder is in (`--root` names the one meant)",
                     layout.root().display(),
                     crate::cli::ROOT_ENV,
                     here.display()
-                );
+                ));
             }
         }
         Ok(layout)
@@ -67,9 +67,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         let (config, broken) = Config::load_for_control(&layout.config_file())
             .map_err(|e| unreadable(e, layout, named_by))?;
         if let Some(why) = broken {
-            eprintln!(
+            crate::stderr::line(&format!(
                 "note: {why} (the daemon runs the config it read before; its next reload or restart refuses this file: fix it)"
-            );
+            ));
         }
         anyhow::Ok(config)
     };

@@ -70,6 +70,12 @@ impl Write for Lossy {
     }
 }
 
+/// Writes `text` and a newline to stderr in one write (see [`Lossy`]): a note or a
+/// refusal a command prints, where `eprintln!` would panic on a closed stderr.
+pub fn line(text: &str) {
+    write_all(format!("{text}\n").as_bytes());
+}
+
 /// Makes stderr, when it is a pipe, non-blocking: fd 2 becomes a file description of the
 /// pipe opened anew, so that whoever shares the one it had (git) keeps it as it was. With
 /// no `/proc`, or no reader left, stderr stays as it is.

@@ -107,7 +107,10 @@ fn copy_files(files: &[(PathBuf, PathBuf)]) -> anyhow::Result<()> {
                 src.display(),
                 dst.display()
             ));
-            failed.lock().unwrap().get_or_insert(e);
+            failed
+                .lock()
+                .expect("copy failure lock: a copy thread does not panic holding it")
+                .get_or_insert(e);
             // The others stop at their next file.
             next.store(files.len(), Ordering::Relaxed);
             return;
@@ -119,7 +122,10 @@ fn copy_files(files: &[(PathBuf, PathBuf)]) -> anyhow::Result<()> {
         }
         work();
     });
-    match failed.into_inner().unwrap() {
+    match failed
+        .into_inner()
+        .expect("copy failure lock: a copy thread does not panic holding it")
+    {
         Some(e) => Err(e),
         None => Ok(()),
     }

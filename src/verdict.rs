@@ -1,7 +1,8 @@
 //! `Verdict`: the daemon's answer to "run the slot's current release", told to a person.
 //!
 //! The hook, `rollback` and `promote` flip `current` and then ask the daemon to reload
-//! the slot; this module asks and turns the answer into the final `remote:` line.
+//! the slot, and `restart` asks it to start the current release again; this module asks
+//! and turns the answer into the final line (`remote:` for a push).
 
 use std::io::Write;
 use std::sync::mpsc;

@@ -61,6 +61,11 @@ pub use serve::serve;
 pub use workers::reap_orphans;
 
 /// What every part of the running daemon shares.
+///
+/// Lock order: a slot's `status` lock may be held while its `route` is set or read
+/// ([`SlotHandle::go_live`], [`SlotHandle::live_and_status`]), so a generation is never
+/// missed or counted twice between the route and `draining`; no other two of these
+/// locks are held together (each is released before the next is taken).
 pub struct Daemon {
     pub layout: Layout,
     /// Replaced as a whole on SIGHUP; readers clone the `Arc` and keep a consistent view.
@@ -75,8 +80,11 @@ pub struct Daemon {
     /// The front's slot in the low two bits (0 none, 1 blue, 2 green), above them the
     /// number of switches since the daemon started: read on every front request, so one
     /// atomic, and a request sees the slot and the switch it belongs to together (see
-    /// [`Daemon::routing`]). Written only after `state.json` has the new slot.
+    /// [`Daemon::routing`]). Written after `state.json` has the new slot, or, for the
+    /// heartbeat's switch and the first slot's adoption, after that write failed (see
+    /// [`Daemon::set_active`]).
     active: AtomicU64,
+    /// `state.mirroring` for the front's every write, read without the state lock.
     mirroring: AtomicBool,
     /// The persisted state; held while it is written so writes never interleave.
     state: Mutex<State>,
@@ -93,7 +101,11 @@ pub struct Daemon {
     /// The listen addresses whose sockets systemd passed (socket activation): moving
     /// one takes the socket unit's word too.
     pub from_systemd: Vec<std::net::SocketAddr>,
+    /// The last generation number handed out: both slots number from it, and
+    /// `state.json` carries it on, so a number is never reused after a restart.
     next_generation: AtomicU64,
+    /// Whether the heartbeat may switch, and its failures in a row: written by the
+    /// heartbeat and by switches, read by `/status`.
     pub heartbeat: Mutex<heartbeat::Heartbeat>,
     /// Why the last SIGHUP's config was refused (the running one is older than the
     /// file), or `None` when it was taken.
@@ -105,9 +117,11 @@ pub struct Daemon {
 
 /// A slot as the rest of the daemon sees it.
 pub struct SlotHandle {
+    /// The live generation every proxy thread reads per request.
     pub route: route::Route,
     /// To the slot's supervisor task.
     tx: mpsc::UnboundedSender<supervisor::Msg>,
+    /// What `/status` shows of the slot; held while `route` changes (see [`Daemon`]).
     status: Mutex<SlotStatus>,
 }
 
@@ -347,8 +361,8 @@ impl Daemon {
             self.active
                 .store(switches << 2 | (slot.index() as u64 + 1), Ordering::Release);
         }
-        // The daemon's locks are taken one at a time, never nested. Both inside the
-        // switch: an operator's switch queued behind the heartbeat's comes after its
+        // The state lock is released before the heartbeat's is taken (see the lock
+        // order on [`Daemon`]). Both inside the switch: an operator's switch queued behind the heartbeat's comes after its
         // turning automatic switching off, never before (which would undo theirs).
         match by_heartbeat {
             Some(false) => {
@@ -529,9 +543,11 @@ impl Daemon {
     }
 
     pub fn set_mirroring(&self, on: bool) -> anyhow::Result<()> {
-        let mut state = self.state.lock().expect("state lock: no panic holds it");
-        self.save_state(&mut state, |next| next.mirroring = on)?;
-        self.mirroring.store(on, Ordering::Release);
+        {
+            let mut state = self.state.lock().expect("state lock: no panic holds it");
+            self.save_state(&mut state, |next| next.mirroring = on)?;
+            self.mirroring.store(on, Ordering::Release);
+        }
         self.events.record(
             "mirroring",
             None,

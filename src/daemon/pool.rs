@@ -516,10 +516,14 @@ mod tests {
         first.into_body().collect().await.unwrap();
         second.into_body().collect().await.unwrap();
         drop((a, b));
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(pool.idle(), 2);
+        // Each goes back to the pool from its connection's task, once it has run.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while pool.idle() < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("both connections back in the pool");
         pool.close_idle();
         assert_eq!(pool.idle(), 0);
         tokio::time::timeout(Duration::from_secs(5), async {

@@ -74,9 +74,19 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     // A daemon killed a moment ago holds the lock until the kernel has finished its exit
     // (a few ms): `kill -9` then `serve` must not be taken for a second daemon.
     let deadline = Instant::now() + LOCK_WAIT;
+    let mut said = false;
     let _serving = loop {
         if let Some(lock) = fsops::try_lock(&lock)? {
             break lock;
+        }
+        if !std::mem::replace(&mut said, true) {
+            tracing::info!(
+                "{} is held ({}a daemon still exiting?): waiting up to {} for it",
+                lock.display(),
+                crate::procfs::flock_holder(&lock)
+                    .map_or_else(String::new, |pid| format!("pid {pid}; ")),
+                humantime::format_duration(LOCK_WAIT)
+            );
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -421,7 +431,7 @@ async fn run(
         let by = tokio::time::Instant::now() + daemon.config().app.drain_timeout;
         answered(&daemon, active, by).await;
         let flush_by = tokio::time::Instant::now() + MIRROR_FLUSH_WAIT;
-        if !daemon.mirror.drain(flush_by).await {
+        if !daemon.mirror.flush(flush_by).await {
             tracing::warn!(
                 "the mirror's queue was not all sent to {} within {}s of the stop: stopping it",
                 active.other(),
@@ -446,7 +456,7 @@ async fn run(
     // limit told, before the runtime ends: else the last second's went unsaid.
     let _ = daemon
         .mirror
-        .drain(tokio::time::Instant::now() + MIRROR_TELL_WAIT)
+        .flush(tokio::time::Instant::now() + MIRROR_TELL_WAIT)
         .await;
     daemon.mirror.tell_held();
     let queued = daemon.mirror.queued();

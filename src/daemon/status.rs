@@ -71,7 +71,7 @@ pub fn json(daemon: &Daemon) -> Value {
         .into_iter()
         .map(|(name, n)| (name.to_string(), json!(n)))
         .collect();
-    // Copied out, so no two of the daemon's locks are ever held together.
+    // Copied out, so the heartbeat's lock is not held with another (see [`Daemon`]).
     let (armed, failures) = {
         let heartbeat = daemon
             .heartbeat

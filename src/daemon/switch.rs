@@ -303,9 +303,9 @@ async fn attempt(
     // `stale`.
     let waited = Instant::now();
     steps.step(format!("sending the mirrored copies queued for {to}"));
-    let mut drained = daemon
+    let mut flushed = daemon
         .mirror
-        .drain(tokio::time::Instant::now() + MIRROR_WAIT)
+        .flush(tokio::time::Instant::now() + MIRROR_WAIT)
         .await;
     let left = MIRROR_WAIT.saturating_sub(waited.elapsed());
     let mut migrate_ms = 0;
@@ -401,7 +401,7 @@ async fn attempt(
     let deadline = tokio::time::Instant::now() + left;
     // New mirrored writes wait from here until after the flip, and then go to `to`. Not
     // bounded: a write holds `entry` only while it takes its share of `barrier`, which
-    // nothing holds exclusive before this (a deadline spent by the first drain would
+    // nothing holds exclusive before this (a deadline spent by the first flush would
     // otherwise give it one poll, and the writes of the flip to the old active).
     let closed = daemon.mirror.entry.write().await;
     let from_name = from.map_or("none", Slot::name);
@@ -429,8 +429,8 @@ async fn attempt(
             MIRROR_WAIT.as_secs()
         ));
     }
-    drained = drained && barrier.is_some() && daemon.mirror.drain(deadline).await;
-    if barrier.is_some() && !drained {
+    flushed = flushed && barrier.is_some() && daemon.mirror.flush(deadline).await;
+    if barrier.is_some() && !flushed {
         left_behind.push(format!(
             "switching to {to} with mirrored copies still queued after {}s: they are dropped (counted stale)",
             MIRROR_WAIT.as_secs()

@@ -442,16 +442,6 @@ fn a_server_started_outside_the_group_without_the_marker_does_not_go_live() {
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 }
 
-/// Kills the child it holds when dropped, so a failed assertion leaves no process.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A start script that puts the server in the background and exits 0 (a daemonising
 /// habit) is told to stay in the foreground, and what it left goes with it; so is one
 /// that exits 0 once its server is live.
@@ -2257,7 +2247,7 @@ fn the_sigkill_for_strays_spares_a_stranger_given_a_gone_strays_group_id() {
                 .spawn()
                 .unwrap();
             if child.id() == gone {
-                return Some(child);
+                return Some(Killed(child));
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -2270,9 +2260,8 @@ fn the_sigkill_for_strays_spares_a_stranger_given_a_gone_strays_group_id() {
             .contains("stopped slot=blue generation=1 ")
             .then_some(())
     });
-    let survived = stranger.try_wait().unwrap();
-    let _ = stranger.kill();
-    let _ = stranger.wait();
+    let survived = stranger.0.try_wait().unwrap();
+    drop(stranger);
     assert!(stopped.is_some(), "generation 1 stopped:\n{}", root.log());
     assert!(
         !root.processes().contains(&stubborn),

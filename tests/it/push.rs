@@ -1365,7 +1365,7 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     let mut operator = Command::new("sleep");
     operator.arg("60").current_dir(&abandoned);
     std::os::unix::process::CommandExt::process_group(&mut operator, 0);
-    let mut operator = operator.spawn().unwrap();
+    let mut operator = Killed(operator.spawn().unwrap());
 
     // The next push of the same tree builds it and lands.
     fs::remove_file(&gate).unwrap();
@@ -1375,9 +1375,8 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     assert!(root.current("blue").is_some());
     // The next push stopped the orphaned build before reusing its key, and the helper
     // it had left outside its group, but not the operator's shell.
-    let operator_left = operator.try_wait().unwrap();
-    let _ = operator.kill();
-    let _ = operator.wait();
+    let operator_left = operator.0.try_wait().unwrap();
+    drop(operator);
     assert_eq!(operator_left, None, "the operator's process was stopped");
     assert_eq!(root.processes(), Vec::<u32>::new());
     wait_for(

@@ -118,19 +118,32 @@ fn a_second_daemon_on_the_same_root_is_refused_and_changes_nothing() {
 #[test]
 fn serve_waits_a_moment_for_a_daemon_that_is_still_exiting() {
     // A daemon killed a moment ago still holds the root's lock until the kernel has
-    // finished its exit: this test holds it for 1.5 s instead (longer than `serve` takes
-    // to reach it, shorter than it waits).
+    // finished its exit: this test holds it instead, until `serve` says it waits for it.
     let mut root = Root::new();
     let run = root.path.join("run");
     std::fs::create_dir_all(&run).unwrap();
     let file = std::fs::File::create(run.join("serve.lock")).unwrap();
     let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let log = root.log_lines();
     let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
+        let waits = poll_until(Duration::from_secs(10), || {
+            let log = log.lock().unwrap();
+            log.iter()
+                .find(|line| {
+                    line.contains("serve.lock is held") && line.contains("waiting up to 2s")
+                })
+                .cloned()
+        });
         drop(held);
+        waits
     });
     root.serve();
-    release.join().unwrap();
+    let waits = release.join().unwrap();
+    assert!(
+        waits.is_some(),
+        "serve never said it waits:\n{}",
+        root.log()
+    );
     assert!(root.status()["slots"]["blue"].is_object());
 }
 

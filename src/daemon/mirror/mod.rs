@@ -10,12 +10,12 @@
 //! body too large, an error or non-2xx answer) is counted by reason and logged with
 //! method and path.
 //!
-//! A switch first lets the queue drain ([`Mirror::drain`]), so that the slot it makes
+//! A switch first lets the queue flush ([`Mirror::flush`]), so that the slot it makes
 //! active has every write the old active took. Then it takes [`Mirror::barrier`]: a
 //! mirrored write holds it (shared) from its routing until its copy is queued, so the
 //! switch waits for the writes the old active is still answering, and new ones wait for
 //! the flip (at [`Mirror::entry`], which the switch holds past the flip even when it
-//! gives up waiting for `barrier`). It drains the queue again, and flips while holding
+//! gives up waiting for `barrier`). It flushes the queue again, and flips while holding
 //! [`Mirror::gate`], which each copy out holds shared. Each copy carries the switch count
 //! its write was routed under; one that a switch has passed by the time it would go out is
 //! dropped (counted `stale`): sent, it could overwrite a newer write made since.
@@ -161,7 +161,7 @@ pub struct Mirror {
     /// and writes waiting at `barrier` would take it then and go to the old active.
     pub entry: tokio::sync::RwLock<()>,
     /// Copies queued, and copies the sender is done with (sent or dropped), ever: a
-    /// drain waits until `done` reaches what `queued` was when it began.
+    /// flush waits until `done` reaches what `queued` was when it began.
     queued_total: AtomicU64,
     done_total: AtomicU64,
     /// Woken whenever `done_total` or `queued_total` moves.
@@ -211,11 +211,11 @@ impl Mirror {
     }
 
     /// Waits until the sender is done with every copy queued when it began, up to
-    /// `deadline`; copies queued meanwhile are the next drain's (a switch drains again
+    /// `deadline`; copies queued meanwhile are the next flush's (a switch flushes again
     /// once new writes wait). Waiting for the queue to be empty for a moment never ended
     /// under writes faster than the sender, and took the switch's whole wait. Returns
     /// whether it got there.
-    pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
+    pub async fn flush(&self, deadline: tokio::time::Instant) -> bool {
         let began = self.queued_total.load(Ordering::Acquire);
         loop {
             let moved = self.progress.notified();
@@ -242,7 +242,7 @@ impl Mirror {
         }
     }
 
-    /// Counts `n` more (or, `up` false, fewer) on `counter`, and wakes `drain`.
+    /// Counts `n` more (or, `up` false, fewer) on `counter`, and wakes `flush`.
     fn moved(&self, counter: &AtomicU64, up: bool, n: u64) {
         if up {
             counter.fetch_add(n, Ordering::AcqRel);
@@ -463,15 +463,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_drain_waits_for_the_copies_queued_before_it_not_after() {
+    async fn a_flush_waits_for_the_copies_queued_before_it_not_after() {
         let (mirror, _rx) = Mirror::new(4);
         let mirror = Arc::new(mirror);
         mirror.moved(&mirror.queued_total, true, 1);
         mirror.moved(&mirror.queued_total, true, 1);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        let drain = tokio::spawn({
+        let flush = tokio::spawn({
             let mirror = mirror.clone();
-            async move { mirror.drain(deadline).await }
+            async move { mirror.flush(deadline).await }
         });
         // Writes faster than the sender: each copy done, a new one is queued, so the
         // queue is never empty.
@@ -480,7 +480,7 @@ mod tests {
             mirror.moved(&mirror.queued_total, true, 1);
             mirror.moved(&mirror.done_total, true, 1);
         }
-        assert!(drain.await.unwrap(), "the two queued first went out");
+        assert!(flush.await.unwrap(), "the two queued first went out");
         assert!(tokio::time::Instant::now() < deadline);
     }
 }

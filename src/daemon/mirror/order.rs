@@ -10,7 +10,7 @@
 //! mirror's rate by the standby's latency (about 600 copies/s with the sample app,
 //! against the 1,700 writes/s it took from 32 clients), and dropped the rest.
 //!
-//! A switch's drain waits for every copy queued before it: `done` is how many copies,
+//! A switch's flush waits for every copy queued before it: `done` is how many copies,
 //! counted from the first, are done with no gap, so a later copy finishing first does
 //! not count for an earlier one still out.
 

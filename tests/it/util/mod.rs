@@ -585,6 +585,12 @@ impl Root {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The daemon's log as it is collected, for a thread that waits on it while this
+    /// `Root` is busy (starting the daemon).
+    pub fn log_lines(&self) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+        self.log.clone()
+    }
+
     /// Waits for `text` in the daemon's log, which a reader thread collects from its
     /// stderr and so may trail what the control API already shows.
     pub fn wait_log(&self, text: &str) {
@@ -921,4 +927,14 @@ pub fn sysctl(name: &str) -> u64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Kills the child it holds when dropped, so a failed assertion leaves no process.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
