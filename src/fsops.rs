@@ -289,11 +289,17 @@ fn locked(
     }
 }
 
+/// Opens (or makes) the lock file `path`, mode 0600: `flock` needs only a descriptor, and
+/// any user who can open the file for reading could hold the lock for good (every push
+/// to the slot waiting, `serve` refused). One made readable by an older version is made
+/// 0600 too, if it is this user's.
 fn open_lock(path: &Path) -> anyhow::Result<File> {
-    OpenOptions::new()
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(path)
         .map_err(|e| {
             let why = match e.kind() {
@@ -301,7 +307,13 @@ fn open_lock(path: &Path) -> anyhow::Result<File> {
                 _ => String::new(),
             };
             anyhow::Error::new(e).context(format!("cannot open lock {}{why}", path.display()))
-        })
+        })?;
+    if let Ok(meta) = file.metadata() {
+        if meta.mode() & 0o077 != 0 && meta.uid() == nix::unistd::geteuid().as_raw() {
+            let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+        }
+    }
+    Ok(file)
 }
 
 /// Why this user may not write `path`: its folder is not writable, or the file is not

@@ -128,7 +128,10 @@ pub fn run(
                 // Not for a name that was not UTF-8: the hint could not be typed. Nor for
                 // one git would read as an option (`--receive-pack=<command>`).
                 Some(branch)
-                    if !deleted && !branch.contains('\u{FFFD}') && !branch.starts_with('-') =>
+                    if !deleted
+                        && !branch.contains('\u{FFFD}')
+                        && !branch.starts_with('-')
+                        && !branch.chars().any(crate::logging::is_control) =>
                 {
                     let refspec = crate::pasted::quoted(&format!("{branch}:{}", config.branch));
                     format!(" (`git push {slot} {refspec}` deploys it)")
@@ -138,7 +141,10 @@ pub fn run(
             writeln!(
                 out,
                 "{} is not the deploy branch ({}): not deployed{hint}",
-                update.refname, config.branch
+                // Whatever the pusher named it: an escape sequence or a right-to-left
+                // mark in it would act on the terminal that shows this line.
+                crate::logging::printable(&update.refname),
+                config.branch
             )?;
             all_live = false;
         } else if deleted {

@@ -134,11 +134,23 @@ impl Sparse {
 /// a one-line reason.
 const QUOTED_LINE: usize = 200;
 
-/// Whether `c` may not stand as it is in a line of text: a control character, or a
-/// Unicode line or paragraph separator (U+2028, U+2029), which editors, some terminals
-/// and JavaScript's JSON readers take for a line break.
+/// Whether `c` may not stand as it is in a line of text: a control character (C0 and
+/// C1), a Unicode line or paragraph separator (U+2028, U+2029), which editors, some
+/// terminals and JavaScript's JSON readers take for a line break, or a bidirectional
+/// formatting character (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069), which
+/// makes the rest of a line show in another order than it reads (a reason that seems to
+/// say something else).
 pub fn is_control(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061C}'
+                | '\u{200E}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// `line` (a worker's or a build's output) fit for a one-line reason: control characters
@@ -193,7 +205,14 @@ fn escape_controls(text: &str, tabs: bool) -> Cow<'_, str> {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if escaped(c) {
-            out.extend(c.escape_debug());
+            // `\n`, `\u{1b}`; a character `escape_debug` keeps (a right-to-left mark)
+            // as its code point all the same.
+            let debug = c.escape_debug();
+            if debug.len() > 1 {
+                out.extend(debug);
+            } else {
+                out.extend(c.escape_unicode());
+            }
         } else {
             out.push(c);
         }
@@ -212,6 +231,17 @@ mod tests {
             escaped("\u{1b}[31mred\u{1b}]0;title\u{7}\rover\u{0}\u{85}\u{2028}\u{2029}"),
             r"\u{1b}[31mred\u{1b}]0;title\u{7}\rover\0\u{85}\u{2028}\u{2029}"
         );
+    }
+
+    #[test]
+    fn a_bidirectional_mark_is_escaped_and_printed_as_a_question_mark() {
+        let reversed = "deploy \u{202E}gnp.exe\u{2066}x\u{2069}\u{200F}";
+        assert_eq!(
+            one_line(reversed),
+            r"deploy \u{202e}gnp.exe\u{2066}x\u{2069}\u{200f}"
+        );
+        assert_eq!(printable(reversed), "deploy ?gnp.exe?x??");
+        assert_eq!(printable("C1 \u{9b}31m"), "C1 ?31m");
     }
 
     #[test]

@@ -75,9 +75,12 @@ fn hop_by_hop(name: &str) -> Option<usize> {
 /// The mark on mirrored copies (see `mirror::sender`); a client's own is removed.
 pub const MIRROR_MARK: HeaderName = HeaderName::from_static("x-bluegreen-mirror");
 
-/// What a client elsewhere may not tell the worker about the hops before us (`Forwarded`,
-/// `X-Forwarded-Port`, `-Prefix`, `-Ssl`, `-Scheme`, `X-Real-IP`): only a proxy on this
-/// host (a TLS terminator) may (see `Peer::local`).
+/// What a client elsewhere may not tell the worker about the hops before us: the
+/// client's address as a CDN or a load balancer would pass it on (`X-Real-IP`,
+/// `True-Client-IP`, `CF-Connecting-IP`...), the scheme, port and prefix it came in by
+/// (`Forwarded`, `X-Forwarded-Port`, `-Ssl`, `Front-End-Https`...), or the path it asked
+/// for before a rewrite (`X-Original-URL`, which some frameworks serve instead of the
+/// request's own). Only a proxy on this host (a TLS terminator) may (see `Peer::local`).
 fn relayed(name: &str) -> bool {
     matches!(
         name,
@@ -86,7 +89,21 @@ fn relayed(name: &str) -> bool {
             | "x-forwarded-prefix"
             | "x-forwarded-ssl"
             | "x-forwarded-scheme"
+            | "x-forwarded-protocol"
+            | "x-forwarded-server"
+            | "x-forwarded-uri"
+            | "x-url-scheme"
+            | "front-end-https"
             | "x-real-ip"
+            | "client-ip"
+            | "x-client-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+            | "x-cluster-client-ip"
+            | "x-original-forwarded-for"
+            | "x-original-url"
+            | "x-rewrite-url"
     )
 }
 
@@ -337,10 +354,20 @@ mod tests {
             HeaderValue::from_static("host=evil;proto=https"),
         );
         headers.insert("x-real-ip", HeaderValue::from_static("10.6.6.6"));
+        headers.insert("true-client-ip", HeaderValue::from_static("10.6.6.6"));
+        headers.insert("x-original-url", HeaderValue::from_static("/admin"));
+        headers.insert("front-end-https", HeaderValue::from_static("on"));
         let mut from_local = headers.clone();
         forward_headers(&mut headers, &remote).unwrap();
-        assert!(headers.get("forwarded").is_none());
-        assert!(headers.get("x-real-ip").is_none());
+        for name in [
+            "forwarded",
+            "x-real-ip",
+            "true-client-ip",
+            "x-original-url",
+            "front-end-https",
+        ] {
+            assert!(headers.get(name).is_none(), "{name} passed");
+        }
         // A proxy on this host may say them.
         forward_headers(
             &mut from_local,

@@ -1114,6 +1114,16 @@ fn other_branches_deletions_and_garbage_deploy_nothing() {
         "refs/heads/feature is not the deploy branch (main): not deployed (`git push blue feature:main` deploys it)",
     );
     assert!(root.current("blue").is_none());
+    // A name whose right-to-left override and C1 escape would turn the terminal's line
+    // around, or start a colour, is shown with them as `?`, and with no hint to type.
+    let reversed = root.push_ref("blue", "HEAD:refs/heads/x\u{9b}31m\u{202E}niam");
+    assert!(
+        reversed.remote_lines().contains(
+            &"refs/heads/x?31m?niam is not the deploy branch (main): not deployed".to_string()
+        ),
+        "{}",
+        reversed.text
+    );
     // Its deletion has nothing to deploy.
     let deleted = root.push_ref("blue", ":refs/heads/feature");
     let note = "refs/heads/feature is not the deploy branch (main): not deployed";

@@ -1554,3 +1554,43 @@ fn a_linked_dir_removed_by_hand_is_made_again_at_the_next_start() {
         ));
     }
 }
+
+/// A lock file other users could open is one they could hold for good: every push to
+/// the slot would wait behind them, and `serve` would be refused as a second daemon.
+#[test]
+fn lock_files_are_the_roots_users_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut root = Root::new();
+    // One an older version made readable by all is made the user's alone when next taken.
+    let older = root.path.join("blue/.push.lock");
+    fs::write(&older, "").unwrap();
+    fs::set_permissions(&older, fs::Permissions::from_mode(0o644)).unwrap();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    assert!(root.push("blue").ok);
+    root.serve();
+    let mut locks = Vec::new();
+    let mut dirs = vec![root.path.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() && !entry.file_name().to_string_lossy().ends_with(".git") {
+                dirs.push(entry.path());
+            } else if meta.is_file() && entry.file_name().to_string_lossy().ends_with(".lock") {
+                locks.push((entry.path(), meta.permissions().mode() & 0o777));
+            }
+        }
+    }
+    let names: Vec<_> = locks
+        .iter()
+        .map(|(path, _)| path.strip_prefix(&root.path).unwrap().to_path_buf())
+        .collect();
+    for lock in ["blue/.push.lock", "blue/.lock", "run/serve.lock"] {
+        assert!(
+            names.contains(&Path::new(lock).to_path_buf()),
+            "{lock} in {names:?}"
+        );
+    }
+    for (path, mode) in locks {
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+}
