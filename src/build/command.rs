@@ -94,6 +94,11 @@ pub(super) fn run(
             command.env_remove(name);
         }
     }
+    // A push from a worker's process (a deploy bot, an admin page) carries that worker's
+    // marks: its daemon would take the build for what the worker left, and stop it.
+    for name in crate::config::MARKER_ENV {
+        command.env_remove(name);
+    }
     command.envs(&config.env);
     command.env(MARKER, dir);
     let started = Instant::now();

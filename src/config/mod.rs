@@ -18,7 +18,7 @@ mod parse;
 mod values;
 
 pub use parse::MAX_BYTES;
-pub use values::{BUILD_MARKER, GENERATION_MARKER, MIRROR_MEMORY, WORKER_MARKER};
+pub use values::{BUILD_MARKER, GENERATION_MARKER, MARKER_ENV, MIRROR_MEMORY, WORKER_MARKER};
 
 /// The commented default config that `init` writes; parsing it gives `Config::default()`.
 pub const TEMPLATE: &str = include_str!("bluegreen.toml");

@@ -338,6 +338,7 @@ fn init_repo(
         writeln!(out, "created   {}", path.display())?;
     }
     pin_hooks(&path, out)?;
+    allow_shallow(&path, out)?;
     let hook = path.join("hooks").join("post-receive");
     let hooks = path.join("hooks");
     fs::create_dir_all(&hooks).with_context(|| format!("cannot create {}", hooks.display()))?;
@@ -396,6 +397,35 @@ fn pin_hooks(repo_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 const HOOKS_PATH: &str = "core.hooksPath";
+
+/// Sets the repo's `receive.shallowUpdate`, so that a push from a shallow clone (CI's
+/// `git clone --depth 1`) is taken: git refuses one by default (`shallow update not
+/// allowed`) whenever the repo lacks the clone's oldest commit, the first push to a new
+/// root too. A deploy needs the pushed commit's tree only. One the repo sets already is
+/// the operator's choice: kept.
+fn allow_shallow(repo_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let repo = open_bare(repo_dir)?;
+    let mut config = repo
+        .config()
+        .and_then(|c| c.open_level(git2::ConfigLevel::Local))
+        .map_err(git::message)
+        .with_context(|| format!("cannot read {}'s config", repo_dir.display()))?;
+    if config.get_bool(SHALLOW_UPDATE).is_ok() {
+        return Ok(());
+    }
+    config
+        .set_bool(SHALLOW_UPDATE, true)
+        .map_err(git::message)
+        .with_context(|| format!("cannot set {SHALLOW_UPDATE} in {}", repo_dir.display()))?;
+    writeln!(
+        out,
+        "set       {SHALLOW_UPDATE} = true in {}: pushes from shallow clones (CI's --depth 1) are taken",
+        repo_dir.display()
+    )?;
+    Ok(())
+}
+
+const SHALLOW_UPDATE: &str = "receive.shallowUpdate";
 
 /// The path this binary was run by, for the hooks to link to: the name on the PATH
 /// (`/usr/local/bin/bluegreen`) or the path typed, not what it resolves to. An upgrade

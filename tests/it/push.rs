@@ -1985,3 +1985,39 @@ fn a_program_that_cannot_start_is_told_apart_from_a_missing_interpreter() {
         "{verdict}"
     );
 }
+
+/// CI clones with `--depth 1`: a push from such a clone is taken and deploys, where git
+/// refuses it by default (`shallow update not allowed`) on a repo without the clone's
+/// oldest commit, as a new root's is.
+#[test]
+fn a_push_from_a_shallow_clone_deploys() {
+    let root = Root::new();
+    for n in 1..=3 {
+        root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]);
+    }
+    let shallow = root.path.parent().unwrap().join("shallow");
+    let url = format!("file://{}", root.work.display());
+    let cloned = git_command(root.path.parent().unwrap())
+        .args(["clone", "-q", "--depth", "1", &url])
+        .arg(&shallow)
+        .output()
+        .unwrap();
+    assert!(
+        cloned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cloned.stderr)
+    );
+    let out = git_command(&shallow)
+        .arg("push")
+        .arg(root.path.join("blue.git"))
+        .arg("HEAD:refs/heads/main")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("blue: release "), "{text}");
+    assert_eq!(
+        fs::read_to_string(root.path.join("blue/current/VERSION")).unwrap(),
+        "v3\n"
+    );
+}

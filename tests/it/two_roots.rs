@@ -352,3 +352,32 @@ fn a_slot_whose_releases_are_on_another_disk_links_its_shared_folder() {
     assert!(put.status < 300, "{put:?}");
     assert_eq!(std::fs::read_to_string(shared.join("v2")).unwrap(), "2");
 }
+
+/// A push from a worker's process (a deploy bot in one app pushing to another) carries
+/// that worker's marks; its build must not, or the worker's daemon takes the build for
+/// what the worker left and stops it with the worker's generation.
+#[test]
+fn a_build_does_not_carry_the_marks_of_the_worker_that_pushed() {
+    let root = Root::new();
+    let seen = root.path.parent().unwrap().join("build-env");
+    root.set(
+        "build.command",
+        format!("sh -c 'env > \"$0\"' {}", seen.display()),
+    );
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let out = git_command(&root.work)
+        .env("BLUEGREEN_WORKER_OF", "/srv/other-app")
+        .env("BLUEGREEN_GENERATION", "blue/7")
+        .args(["push", "blue", "+HEAD:refs/heads/main"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(env.contains("BLUEGREEN_BUILD="), "{env}");
+    assert!(!env.contains("BLUEGREEN_WORKER_OF="), "{env}");
+    assert!(!env.contains("BLUEGREEN_GENERATION="), "{env}");
+}
