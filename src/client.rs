@@ -203,13 +203,15 @@ impl Client {
             }
         };
         let status = response.status();
-        // The daemon answers every call in plain text or JSON.
+        // The daemon answers every call in plain text or JSON, and serves every path and
+        // method this client asks for: a 404 or a 405 is another program's (an app, as
+        // another root's front or slot port proxies to one), whatever its type.
         let kind = response.header("Content-Type").unwrap_or("none");
         let bare = kind.split(';').next().unwrap_or_default().trim();
-        if !["text/plain", "application/json"]
+        let ours = ["text/plain", "application/json"]
             .iter()
-            .any(|ours| bare.eq_ignore_ascii_case(ours))
-        {
+            .any(|ours| bare.eq_ignore_ascii_case(ours));
+        if !ours || matches!(status, 404 | 405) {
             return Err(ClientError::Stranger {
                 addr,
                 what: format!(

@@ -850,6 +850,38 @@ fn a_stranger_on_control_listen_is_named_on_one_line() {
     stranger.join().unwrap();
 }
 
+/// `control.listen` set to another root's front (copied from its config): the hook's
+/// call reached that root's app through its router, and its `404 no route` in plain
+/// text was quoted as this daemon's refusal (`not live: 404 no route ...`), where the
+/// release is current and starts when this root's daemon does.
+#[test]
+fn another_roots_app_on_control_listen_is_named_a_stranger() {
+    let other = blue_live();
+    let root = Root::new();
+    root.set("control.listen", format!("127.0.0.1:{}", other.front));
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let pushed = root.push("blue");
+    let front = other.front;
+    let verdict = format!(
+        "blue: no daemon told (control API at 127.0.0.1:{front}: what answers there is not a bluegreen daemon (it answered POST /slots/blue/reload with 404, Content-Type text/plain; charset=utf-8): give this root its own control.listen in bluegreen.toml (`ss -ltnp 'sport = :{front}'` says what listens there)); the release is current and starts when this root's daemon does"
+    );
+    assert_eq!(
+        pushed.remote_lines().last().map(|l| l.trim_end()),
+        Some(&*verdict),
+        "{}",
+        pushed.text
+    );
+    let out = root.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "what answers there is not a bluegreen daemon (it answered GET /status with 404"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn metrics_say_which_slot_is_active_live_and_healthy_and_a_refused_config() {
     let root = both_live();
