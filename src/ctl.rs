@@ -101,9 +101,10 @@ pub fn status(
         }
     }
     // Told at the daemon's start too, but a hook may dangle since (its binary removed
-    // after an upgrade): the push moves the branch, deploys nothing and says nothing.
+    // after an upgrade), or a slot repo be made a link since: the push moves the branch
+    // and deploys nothing, or deploys elsewhere, and says nothing of it.
     for slot in Slot::ALL {
-        if let Some(problem) = crate::init::hook_problem(layout, slot) {
+        if let Some(problem) = crate::slot_repo::problem(layout, slot) {
             writeln!(out, "note: {problem}")?;
         }
     }

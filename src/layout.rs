@@ -67,6 +67,16 @@ impl Layout {
         self.root.join(format!("{slot}.git"))
     }
 
+    /// The folder git runs the slot repo's hooks from (`core.hooksPath = hooks`).
+    pub fn hooks_dir(&self, slot: Slot) -> PathBuf {
+        self.repo(slot).join("hooks")
+    }
+
+    /// The slot repo's hook: a link to the bluegreen binary.
+    pub fn hook(&self, slot: Slot) -> PathBuf {
+        self.hooks_dir(slot).join("post-receive")
+    }
+
     pub fn builds_dir(&self) -> PathBuf {
         self.root.join("builds")
     }

@@ -14,7 +14,7 @@
 //!
 //! Domain modules ([`config`], [`layout`], [`slot`], [`git`], [`build`], [`release`],
 //! [`state`], [`fsops`], [`tree_copy`], [`argv`], [`client`], [`procfs`], [`owner`],
-//! [`lines`], [`pasted`]) never import a role ([`hook`], [`init`], [`rollout`],
+//! [`lines`], [`pasted`], [`slot_repo`]) never import a role ([`hook`], [`init`], [`rollout`],
 //! [`verdict`], [`ctl`], [`daemon`], [`demo`], [`sample_app`]). Around them: [`cli`]
 //! parses the command line and [`run`] calls the role; [`logging`], [`stderr`] and
 //! [`interrupt`] are the process's log, its stderr that never blocks for good, and the
@@ -44,6 +44,7 @@ pub mod rollout;
 pub mod run;
 pub mod sample_app;
 pub mod slot;
+pub mod slot_repo;
 pub mod state;
 pub mod stderr;
 pub mod tree_copy;

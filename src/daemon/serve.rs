@@ -288,7 +288,7 @@ async fn run(
         layout.root().display()
     );
     for slot in Slot::ALL {
-        if let Some(problem) = crate::init::hook_problem(&layout, slot) {
+        if let Some(problem) = crate::slot_repo::problem(&layout, slot) {
             daemon.events.record("hook", Some(slot), true, problem);
         }
     }

@@ -187,6 +187,10 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
         writes.push(layout.config_file());
     }
     for slot in Slot::ALL {
+        // Its pushes would deploy elsewhere: refused before anything is made.
+        if let Some(why) = crate::slot_repo::linked_elsewhere(layout, slot) {
+            anyhow::bail!("{why}; nothing was changed");
+        }
         let repo = layout.repo(slot);
         if repo.join("HEAD").exists() {
             let opened = open_bare(&repo)?;
@@ -198,13 +202,13 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
         } else {
             writes.push(repo.join("HEAD"));
         }
-        let hook = repo.join("hooks").join("post-receive");
+        let hook = layout.hook(slot);
         if fs::symlink_metadata(&hook).is_err() || !hook.exists() {
             writes.push(hook);
         }
         dirs.extend([
             repo.clone(),
-            repo.join("hooks"),
+            layout.hooks_dir(slot),
             layout.slot_dir(slot),
             layout.releases_dir(slot),
             layout.shared_dir(slot),
@@ -339,8 +343,8 @@ fn init_repo(
     }
     pin_hooks(&path, out)?;
     allow_shallow(&path, out)?;
-    let hook = path.join("hooks").join("post-receive");
-    let hooks = path.join("hooks");
+    let hook = layout.hook(slot);
+    let hooks = layout.hooks_dir(slot);
     fs::create_dir_all(&hooks).with_context(|| format!("cannot create {}", hooks.display()))?;
     let dangling = fs::symlink_metadata(&hook).is_ok() && !hook.exists();
     if dangling || fs::symlink_metadata(&hook).is_err() {
@@ -470,24 +474,6 @@ fn shown_binary() -> String {
         true => crate::pasted::quoted(&name.to_string_lossy()),
         false => invoked_binary().map_or_else(|_| "bluegreen".into(), |p| crate::pasted::path(&p)),
     }
-}
-
-/// What keeps `slot`'s pushes from reaching bluegreen, for the daemon to warn of at its
-/// start: a hook that links to a binary no longer there (an upgrade removed the version
-/// `init` linked). git runs no hook it cannot find and tells the pusher nothing.
-pub fn hook_problem(layout: &Layout, slot: Slot) -> Option<String> {
-    let hook = layout.repo(slot).join("hooks").join("post-receive");
-    let target = fs::read_link(&hook).ok()?;
-    if hook.exists() {
-        return None;
-    }
-    Some(format!(
-        "{}'s hook {} links to {}, which is gone: pushes to {slot} deploy nothing and git says nothing; `bluegreen init {}` links it to the bluegreen run",
-        layout.repo(slot).display(),
-        hook.display(),
-        target.display(),
-        crate::pasted::path(layout.root())
-    ))
 }
 
 /// `, which runs <other>, not this binary ...` when `hook` is a symlink to a binary other

@@ -381,3 +381,42 @@ fn a_build_does_not_carry_the_marks_of_the_worker_that_pushed() {
     assert!(!env.contains("BLUEGREEN_WORKER_OF="), "{env}");
     assert!(!env.contains("BLUEGREEN_GENERATION="), "{env}");
 }
+
+/// A slot repo made a link to another root's (to share one remote between two apps):
+/// the hook finds its root by the repo's real folder, so a push to this root deployed
+/// to the other root's slot, and `init` and `status` said nothing.
+#[test]
+fn a_slot_repo_linked_to_another_roots_is_refused_by_init_and_noted_by_status() {
+    let other = Root::new();
+    let mut root = Root::new();
+    let repo = root.path.join("blue.git");
+    std::fs::remove_dir_all(&repo).unwrap();
+    std::os::unix::fs::symlink(other.path.join("blue.git"), &repo).unwrap();
+    let config_before = std::fs::read(root.path.join("bluegreen.toml")).unwrap();
+    let why = format!(
+        "{} links to {}: the hook finds its root by the repo's real folder, so pushes to blue deploy to blue of {}; a root's repos are folders of its own (remove the link, then `bluegreen init {}`)",
+        repo.display(),
+        other.path.join("blue.git").display(),
+        other.path.display(),
+        root.path.display()
+    );
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(&root.path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: {why}; nothing was changed")
+    );
+    assert_eq!(
+        std::fs::read(root.path.join("bluegreen.toml")).unwrap(),
+        config_before
+    );
+    root.serve();
+    let status = root.run(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(&format!("note: {why}")), "{text}");
+    root.wait_log(&why);
+}
