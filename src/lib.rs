@@ -14,7 +14,7 @@
 //!
 //! Domain modules ([`config`], [`layout`], [`slot`], [`git`], [`build`], [`release`],
 //! [`state`], [`fsops`], [`tree_copy`], [`argv`], [`client`], [`procfs`], [`owner`],
-//! [`lines`], [`pasted`], [`slot_repo`]) never import a role ([`hook`], [`init`], [`rollout`],
+//! [`lines`], [`pasted`], [`peer`], [`slot_repo`]) never import a role ([`hook`], [`init`], [`rollout`],
 //! [`verdict`], [`ctl`], [`daemon`], [`demo`], [`sample_app`]). Around them: [`cli`]
 //! parses the command line and [`run`] calls the role; [`logging`], [`stderr`] and
 //! [`interrupt`] are the process's log, its stderr that never blocks for good, and the
@@ -38,6 +38,7 @@ pub mod lines;
 pub mod logging;
 pub mod owner;
 pub mod pasted;
+pub mod peer;
 pub mod procfs;
 pub mod release;
 pub mod rollout;

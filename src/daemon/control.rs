@@ -47,6 +47,8 @@ const GIVE_WAY: Duration = Duration::from_secs(1);
 pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     let mut conns = Conns::default();
+    // Where callers connect to, to find whose each connection is (see `crate::peer`).
+    let port = listener.local_addr().map_or(0, |addr| addr.port());
     loop {
         let room = conns.room();
         // At the cap: when a connection will have been open long enough to give way.
@@ -78,7 +80,7 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
                 let (daemon, stop) = (daemon.clone(), asked.clone());
                 let under_way = place.request();
                 async move {
-                    let mut answer = answer(request, peer, &daemon, stop).await;
+                    let mut answer = answer(request, (peer, port), &daemon, stop).await;
                     // Giving its place: hyper closes it once this is written.
                     if under_way.closes() {
                         answer
@@ -134,9 +136,10 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
     while tasks.join_next().await.is_some() {}
 }
 
+/// The answer to `request` from `peer`, a connection to this API's `port`.
 async fn answer(
     request: Request<Incoming>,
-    peer: SocketAddr,
+    (peer, port): (SocketAddr, u16),
     daemon: &Arc<Daemon>,
     stop: watch::Receiver<bool>,
 ) -> Response<Body> {
@@ -195,6 +198,18 @@ async fn answer(
     };
     let path = request.uri().path();
     let query = request.uri().query().unwrap_or("");
+    // Reads are anyone's on this host (a metrics scraper runs as a user of its own);
+    // changes are the daemon's own user's and root's, who run its hooks and commands.
+    if method != Method::GET {
+        if let Some(why) = crate::peer::refused(peer, port) {
+            tracing::warn!("control API: {asked} {path} refused: {why} change this daemon");
+            return reply(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                format!("{asked} {path} refused: {why} change this daemon"),
+            );
+        }
+    }
     // `/slots/<slot>/reload` and `/slots/<slot>/not-deployed`: the slot named, and which.
     let slot_action = path
         .strip_prefix("/slots/")

@@ -42,21 +42,31 @@ pub fn allowed(
         // An IPv4 caller of a listener on `[::]` as itself, as X-Forwarded-For shows it.
         _ => peer.to_canonical().to_string(),
     };
-    // The scheme is case-insensitive (RFC 9110 §11.1).
-    let presented = authorization.and_then(|a| {
-        let (scheme, token) = a.trim_start().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then_some(token)
-    });
-    match (token, presented) {
-        (None, _) => Err(format!("{who} may not switch: only callers on this host can, unless router.token_file sets a token for others")),
-        (Some(token), Some(presented)) if constant_time_eq(token.as_bytes(), presented.trim().as_bytes()) => {
+    match token {
+        None => Err(format!("{who} may not switch: only callers on this host can, unless router.token_file sets a token for others")),
+        Some(_) if bearer(authorization, token) => {
             if *method == Method::POST {
                 Ok(())
             } else {
                 Err("switching from another host takes POST".into())
             }
         }
-        (Some(_), _) => Err(format!("{who} may not switch: others need `Authorization: Bearer <token>`")),
+        Some(_) => Err(format!("{who} may not switch: others need `Authorization: Bearer <token>`")),
+    }
+}
+
+/// Whether `authorization` presents `token`, when one is set. The scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer(authorization: Option<&str>, token: Option<&str>) -> bool {
+    let presented = authorization.and_then(|a| {
+        let (scheme, token) = a.trim_start().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token)
+    });
+    match (token, presented) {
+        (Some(token), Some(presented)) => {
+            constant_time_eq(token.as_bytes(), presented.trim().as_bytes())
+        }
+        _ => false,
     }
 }
 
@@ -64,6 +74,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Answers a request for the front's `switch_path` from `peer`.
 pub async fn handle(
     request: Request<Incoming>,
     peer: SocketAddr,
@@ -105,6 +116,21 @@ pub async fn handle(
         &hints,
     ) {
         return plain(StatusCode::FORBIDDEN, &reason);
+    }
+    // A caller on this host without the token: one of the daemon's user or root (another
+    // app's user, or a TCP relay's, such as stunnel's, connects from loopback too).
+    if peer.ip().to_canonical().is_loopback() && !bearer(authorization, token.as_deref()) {
+        let port = daemon.config().router.listen.port();
+        if let Some(why) = crate::peer::refused(peer, port) {
+            let others = match token {
+                Some(_) => "others need `Authorization: Bearer <token>` (router.token_file)",
+                None => "router.token_file sets a token for others",
+            };
+            return plain(
+                StatusCode::FORBIDDEN,
+                &format!("this request may not switch: {why} switch; {others}"),
+            );
+        }
     }
     if let Err(reason) = super::params::no_body(request.headers()) {
         return plain(StatusCode::BAD_REQUEST, &reason);

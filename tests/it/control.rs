@@ -1069,3 +1069,66 @@ fn past_eight_waiting_switches_one_more_is_refused_at_once() {
     });
     assert_eq!(root.status()["active"], "green");
 }
+
+/// Loopback is every user of the host: another app's user (README "Several apps on one
+/// host") switched this root's traffic, turned its mirroring off and recorded pushes for
+/// it, through the control API and the front's `/switch`. Reads stay anyone's on the
+/// host (a metrics scraper runs as a user of its own).
+#[test]
+fn another_user_on_this_host_may_read_but_not_change_the_daemon() {
+    let root = both_live();
+    let nobody = 65534;
+    let control = root.control;
+    let Some(status) = raw_as(
+        nobody,
+        control,
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    ) else {
+        return; // not root: no other user's socket to make
+    };
+    assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
+    let refused = "it came from a process of nobody (uid 65534): only root, the daemon's user, may";
+    for (path, what) in [
+        ("/switch?to=green", "switch"),
+        ("/mirroring?enabled=false", "mirroring"),
+        ("/slots/blue/reload", "reload"),
+    ] {
+        let answer = raw_as(
+            nobody,
+            control,
+            &format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        )
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403 "), "{what}: {answer}");
+        let path = path.split('?').next().unwrap();
+        assert!(
+            answer.contains(&format!(
+                "POST {path} refused: {refused} change this daemon\n"
+            )),
+            "{what}: {answer}"
+        );
+    }
+    let front = raw_as(
+        nobody,
+        root.front,
+        "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(front.starts_with("HTTP/1.1 403 "), "{front}");
+    assert!(
+        front.contains(&format!(
+            "this request may not switch: {refused} switch; router.token_file sets a token for others"
+        )),
+        "{front}"
+    );
+    let status = root.status();
+    assert_eq!(status["active"], "blue", "{status}");
+    assert_eq!(status["mirroring"]["enabled"], true, "{status}");
+    assert_eq!(status["slots"]["blue"]["live"]["generation"], 1, "{status}");
+    // The daemon's own user still may.
+    let answer = raw(
+        root.front,
+        "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+}
