@@ -39,6 +39,23 @@ pub struct Client {
     /// The root's config file, looked at again only when nothing answers (see
     /// [`Client::listen_unset`]).
     config_file: std::path::PathBuf,
+    /// The port of `control.listen`, whose listening socket's owner is looked at first
+    /// (see [`Client::listened_by_another_user`]).
+    port: u16,
+    /// The users whose socket may be this root's daemon's: root (a socket unit's), this
+    /// user, and the root's (the owner of its blue folder).
+    daemon_users: Vec<u32>,
+}
+
+/// Root, this user, and the owner of the root's blue folder (the daemon's user, when
+/// this runs as another: root, by `sudo`).
+fn daemon_users(layout: &Layout) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut users = vec![0, nix::unistd::geteuid().as_raw()];
+    if let Ok(blue) = std::fs::metadata(layout.slot_dir(crate::slot::Slot::Blue)) {
+        users.push(blue.uid());
+    }
+    users
 }
 
 /// An answer of the control API: status code and body (JSON, or a one-line reason).
@@ -126,7 +143,22 @@ impl Client {
             serve_lock: layout.serve_lock(),
             stopping_mark: layout.stopping_mark(),
             config_file: layout.config_file(),
+            port: config.control.listen.port(),
+            daemon_users: daemon_users(layout),
         }
+    }
+
+    /// What another user's socket on `control.listen` is, if one listens there: not
+    /// this root's daemon, whatever it answers (one listening while the daemon is down
+    /// could tell a push it went live). Nothing when the tables cannot be read.
+    fn listened_by_another_user(&self) -> Option<String> {
+        let stranger = crate::procfs::listening_for_loopback(self.port)
+            .into_iter()
+            .find(|socket| !self.daemon_users.contains(&socket.uid))?;
+        Some(format!(
+            "its listening socket is a process's of {}, not of root or of this root's user",
+            crate::peer::shown(stranger.uid)
+        ))
     }
 
     /// Whether the config file sets no `control.listen` (cut short, or emptied), so that
@@ -167,6 +199,9 @@ impl Client {
 
     fn call(&self, method: &str, path: &str, wait: Duration) -> Result<Reply, ClientError> {
         let addr = self.base.trim_start_matches("http://").to_string();
+        if let Some(what) = self.listened_by_another_user() {
+            return Err(ClientError::Stranger { addr, what });
+        }
         let result = self
             .agent
             .request(method, &format!("{}{path}", self.base))
@@ -319,6 +354,8 @@ mod tests {
             serve_lock: "/nonexistent/serve.lock".into(),
             stopping_mark: "/nonexistent/stopping".into(),
             config_file: "/nonexistent/bluegreen.toml".into(),
+            port: addr.port(),
+            daemon_users: vec![nix::unistd::geteuid().as_raw()],
         };
         let error = client
             .post("/switch", Duration::from_millis(300))

@@ -1132,3 +1132,45 @@ fn another_user_on_this_host_may_read_but_not_change_the_daemon() {
     );
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 }
+
+/// Another user listening on `control.listen` while the daemon is down (it stopped, and
+/// its port is anyone's to take) answered the hook's reload with a made-up verdict: the
+/// push said `live`, and `bluegreen switch` said `switched`, with no daemon running.
+#[test]
+fn another_users_socket_on_control_listen_is_no_daemon_of_this_root() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // no other user's socket to make
+    }
+    let listener = std::thread::spawn(|| {
+        nix::unistd::setfsuid(nix::unistd::Uid::from_raw(65534));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0");
+        nix::unistd::setfsuid(nix::unistd::Uid::from_raw(0));
+        listener
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let root = Root::new();
+    root.set("control.listen", format!("127.0.0.1:{port}"));
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let pushed = root.push("blue");
+    let stranger = format!(
+        "control API at 127.0.0.1:{port}: what answers there is not a bluegreen daemon (its listening socket is a process's of nobody (uid 65534), not of root or of this root's user): give this root its own control.listen in bluegreen.toml (`ss -ltnp 'sport = :{port}'` says what listens there)"
+    );
+    assert_eq!(
+        pushed.remote_lines().last().map(|l| l.trim_end()),
+        Some(&*format!(
+            "blue: no daemon told ({stranger}); the release is current and starts when this root's daemon does"
+        )),
+        "{}",
+        pushed.text
+    );
+    let out = root.run(&["switch", "green"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: {stranger}")
+    );
+    drop(listener);
+}
