@@ -184,4 +184,14 @@ impl Layout {
     pub fn workers_dir(&self) -> PathBuf {
         self.root.join("run").join("workers")
     }
+
+    /// The daemon's record of the worker process group `pgid` (see `daemon::workers`).
+    pub fn worker_file(&self, pgid: u32) -> PathBuf {
+        self.workers_dir().join(pgid.to_string())
+    }
+
+    /// The daemon's own log when `bluegreen demo` runs it (a unit's goes to journald).
+    pub fn serve_log(&self) -> PathBuf {
+        self.logs_dir().join("serve.log")
+    }
 }

@@ -332,7 +332,7 @@ async fn reload(daemon: &Daemon, slot: Slot, mode: Reload) -> (StatusCode, &'sta
         },
     };
     let verdict = Verdict {
-        stale_config: super::serve::stale_config(daemon).unwrap_or_default(),
+        stale_config: super::config_reload::stale_config(daemon).unwrap_or_default(),
         ..verdict
     };
     let status = match verdict.live {

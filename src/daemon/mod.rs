@@ -9,6 +9,7 @@
 
 mod accept;
 mod answered_early;
+mod config_reload;
 mod control;
 mod control_conns;
 mod events;

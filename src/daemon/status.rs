@@ -90,7 +90,7 @@ pub fn json(daemon: &Daemon) -> Value {
         // What of bluegreen.toml differs from what the daemon runs (edited without a
         // SIGHUP, or refused), as a push's note says it; null when nothing does, and
         // when the file does not load (the hook and `check` say why).
-        "stale_config": super::serve::stale_config(daemon),
+        "stale_config": super::config_reload::stale_config(daemon),
         "slots": slots,
         "mirroring": {
             "enabled": daemon.mirroring(),

@@ -30,10 +30,6 @@ pub use crate::config::GENERATION_MARKER as GENERATION;
 /// How a migration's [`GENERATION`] begins: `switch.migrate/<n>`.
 pub const MIGRATION: &str = "switch.migrate/";
 
-fn entry(layout: &Layout, pgid: u32) -> PathBuf {
-    layout.workers_dir().join(pgid.to_string())
-}
-
 /// Notes that process group `pgid` (its leader's pid) runs `what`, with the leader's
 /// [`identity`] on a first line.
 pub fn record(layout: &Layout, pgid: u32, what: &str) {
@@ -42,7 +38,7 @@ pub fn record(layout: &Layout, pgid: u32, what: &str) {
         Some(identity) => format!("{identity}\n{what}"),
         None => what.to_string(),
     };
-    if let Err(e) = crate::fsops::write_atomic(&entry(layout, pgid), text.as_bytes()) {
+    if let Err(e) = crate::fsops::write_atomic(&layout.worker_file(pgid), text.as_bytes()) {
         tracing::warn!("cannot record worker {pgid}: {e:#}");
     }
 }
@@ -73,7 +69,7 @@ pub fn stop_adopted(groups: &[(u32, String)], grace: Duration) {
 /// A recorded group's leader identity (none in an entry written before there was one)
 /// and what it ran.
 fn read_entry(layout: &Layout, pgid: u32) -> (Option<String>, String) {
-    let text = fs::read_to_string(entry(layout, pgid)).unwrap_or_else(|_| "unrecorded".into());
+    let text = fs::read_to_string(layout.worker_file(pgid)).unwrap_or_else(|_| "unrecorded".into());
     let (identity, what): (Vec<&str>, Vec<&str>) =
         text.lines().partition(|line| line.starts_with("leader "));
     (identity.first().map(|s| s.to_string()), what.join(" "))
@@ -136,7 +132,7 @@ pub fn carries(
 
 /// Crosses out `pgid` once its group is gone.
 pub fn forget(layout: &Layout, pgid: u32) {
-    let _ = fs::remove_file(entry(layout, pgid));
+    let _ = fs::remove_file(layout.worker_file(pgid));
 }
 
 /// Whether any process of group `pgid` is still alive (a zombie counts).

@@ -59,7 +59,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<bool> {
     ] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    let log = std::fs::File::create(layout.logs_dir().join("serve.log"))?;
+    let log = std::fs::File::create(layout.serve_log())?;
     let mut command = Command::new(&exe);
     command
         .args(["serve", "--root"])
@@ -138,7 +138,7 @@ fn guide(
     stop: &AtomicBool,
 ) -> anyhow::Result<bool> {
     let client = Client::new(config, layout);
-    let serve_log = layout.logs_dir().join("serve.log");
+    let serve_log = layout.serve_log();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.get("/status").is_err() {
         anyhow::ensure!(
@@ -162,7 +162,7 @@ fn guide(
         anyhow::ensure!(
             crate::release::current(layout, slot).is_some(),
             "git push {slot} main deployed nothing: git did not run {}",
-            layout.repo(slot).join("hooks/post-receive").display()
+            layout.hook(slot).display()
         );
     }
     // Pasted into a shell: a path with a space is one word.

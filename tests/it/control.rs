@@ -1174,3 +1174,41 @@ fn another_users_socket_on_control_listen_is_no_daemon_of_this_root() {
     );
     drop(listener);
 }
+
+/// A token file others may read is logged at the start; the token lets any caller
+/// switch the front, another user on this host too.
+#[test]
+fn a_token_file_others_may_read_is_logged_and_the_token_lets_another_user_switch() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut root = Root::new();
+    let token = root.path.parent().unwrap().join("token");
+    fs::write(&token, "s3cret-token\n").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+    root.set("router.token_file", token.to_str().unwrap());
+    root.serve();
+    root.wait_log(&format!(
+        "router.token_file {} is mode 0644: users other than its owner may read the token, and switch the front with it; chmod 600 it",
+        token.display()
+    ));
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    root.push("green").says("green: live in ");
+    let switch = |authorization: &str| {
+        raw_as(
+            65534,
+            root.front,
+            &format!("POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}Connection: close\r\n\r\n"),
+        )
+    };
+    let Some(refused) = switch("") else {
+        return; // not root: no other user's socket to make
+    };
+    assert!(refused.starts_with("HTTP/1.1 403 "), "{refused}");
+    assert!(
+        refused.contains("switch; others need `Authorization: Bearer <token>` (router.token_file)"),
+        "{refused}"
+    );
+    let allowed = switch("Authorization: Bearer s3cret-token\r\n").unwrap();
+    assert!(allowed.starts_with("HTTP/1.1 200 "), "{allowed}");
+    assert_eq!(root.status()["active"], "green");
+}

@@ -137,7 +137,7 @@ fn serve_waits_a_moment_for_a_daemon_that_is_still_exiting() {
         drop(held);
         waits
     });
-    root.serve();
+    root.serve_with(&[("RUST_LOG", "debug")]);
     let waits = release.join().unwrap();
     assert!(
         waits.is_some(),

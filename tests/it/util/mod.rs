@@ -444,11 +444,11 @@ impl Root {
             .env_remove("JOURNAL_STREAM")
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDNAMES")
-            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         // Unless the test sets it (a stale environment).
