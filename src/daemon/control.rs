@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use super::control_conns::Conns;
 use super::local::Hints;
+use super::metrics::SwitchCause;
 use super::not_deployed::NotDeployed;
 use super::params::{flag, params};
 use super::supervisor::Reload;
@@ -163,7 +164,11 @@ async fn answer(
     }
     // Only bluegreen's own commands name their root: their switches count as `cli`.
     let asker = request.headers().get(crate::client::ROOT_HEADER);
-    let cause = if asker.is_some() { "cli" } else { "api" };
+    let cause = if asker.is_some() {
+        SwitchCause::Cli
+    } else {
+        SwitchCause::Api
+    };
     if let Some(asker) = asker {
         if asker.as_bytes() != daemon.layout.identity().as_bytes() {
             let root = daemon.layout.root().display().to_string();

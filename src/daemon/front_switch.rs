@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::local::Hints;
+use super::metrics::SwitchCause;
 use super::proxy::{json, plain};
 use super::switch::{self, Query};
 use super::upstream::Body;
@@ -139,7 +140,7 @@ pub async fn handle(
         Ok(query) => query,
         Err(reason) => return plain(StatusCode::BAD_REQUEST, &reason),
     };
-    match switch::in_task(daemon, query, "front", stop).await {
+    match switch::in_task(daemon, query, SwitchCause::Front, stop).await {
         Ok(done) => json(StatusCode::OK, &done),
         Err(e) => plain(e.status(), &e.to_string()),
     }

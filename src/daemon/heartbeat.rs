@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::metrics::SwitchCause;
 use super::switch::{self, Query};
 use super::{upstream, Daemon};
 use crate::slot::Slot;
@@ -54,7 +55,7 @@ impl Heartbeat {
                 || state
                     .last_switch
                     .as_ref()
-                    .is_none_or(|last| last.cause != "heartbeat"),
+                    .is_none_or(|last| last.cause != SwitchCause::Heartbeat.as_str()),
             ..Heartbeat::new()
         }
     }
@@ -168,7 +169,7 @@ pub async fn run(daemon: Arc<Daemon>) {
                     to: Some(standby),
                     force: false,
                 };
-                match switch::switch(&daemon, query, "heartbeat").await {
+                match switch::switch(&daemon, query, SwitchCause::Heartbeat).await {
                     // An operator switched in the meantime: theirs stands, nothing to record.
                     Ok(done) if done["changed"] != true => {}
                     // `set_active` turned automatic switching off, inside the switch.
@@ -201,7 +202,7 @@ pub async fn run(daemon: Arc<Daemon>) {
             }
             Err(standby_down) => {
                 // Refused as surely as by the gate: counted the same, at each check.
-                daemon.metrics.switch_refused("heartbeat");
+                daemon.metrics.switch_refused(SwitchCause::Heartbeat);
                 if first_stuck(&daemon) {
                     let said = match standby_down {
                         StandbyDown::Failing(why) => format!("heartbeat: both slots failing ({active}: {failing}; {standby}: {why}); staying on {active}"),

@@ -17,12 +17,12 @@ const BUCKETS: [f64; 12] = [
 ];
 /// Status classes: 1xx..5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-/// `started`: went live; `failed`: a start that did not; `crashed`: exited while live;
-/// `restarted`: a restart (after a crash or a failed start) began, which `/status`
-/// counts as the slot's `restarts`.
-pub const GENERATION_OUTCOMES: [&str; 4] = ["started", "failed", "crashed", "restarted"];
-pub const SWITCH_CAUSES: [&str; 4] = ["api", "front", "heartbeat", "cli"];
-pub const MIRROR_OUTCOMES: [&str; 8] = [
+/// The labels of [`GenerationOutcome`], in its order.
+const GENERATION_OUTCOMES: [&str; 4] = ["started", "failed", "crashed", "restarted"];
+/// The labels of [`SwitchCause`], in its order.
+const SWITCH_CAUSES: [&str; 4] = ["api", "front", "heartbeat", "cli"];
+/// The labels of [`MirrorOutcome`], in its order.
+const MIRROR_OUTCOMES: [&str; 8] = [
     "sent",
     "standby_down",
     "queue_full",
@@ -32,6 +32,79 @@ pub const MIRROR_OUTCOMES: [&str; 8] = [
     "error",
     "stale",
 ];
+
+/// What became of a generation, as `bluegreen_generations_total` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenerationOutcome {
+    /// It went live.
+    Started,
+    /// A start that did not.
+    Failed,
+    /// It exited while live.
+    Crashed,
+    /// A restart (after a crash or a failed start) began, which `/status` counts as the
+    /// slot's `restarts`.
+    Restarted,
+}
+
+/// Who asked for a switch, as `bluegreen_switches_total`, the events and `state.json`'s
+/// last switch name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchCause {
+    /// A caller of the control API other than bluegreen's own commands.
+    Api,
+    /// The front's `switch_path`.
+    Front,
+    /// The heartbeat, moving traffic off a failing active slot.
+    Heartbeat,
+    /// `bluegreen switch`.
+    Cli,
+}
+
+impl SwitchCause {
+    pub fn as_str(self) -> &'static str {
+        SWITCH_CAUSES[self as usize]
+    }
+}
+
+impl std::fmt::Display for SwitchCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of a write with mirroring on, as `bluegreen_mirror_total` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MirrorOutcome {
+    /// Its copy reached the standby, which answered 2xx.
+    Sent,
+    /// The standby had no live generation.
+    StandbyDown,
+    /// `mirror.queue`, or the bound on the copies' memory, was full.
+    QueueFull,
+    /// Its body is larger than `mirror.max_body`.
+    TooLarge,
+    /// The active did not take it (an error, a non-2xx/3xx answer): nothing to copy.
+    ActiveFailed,
+    /// The standby answered other than 2xx.
+    Non2xx,
+    /// The copy could not be sent or its answer read.
+    Error,
+    /// Still queued when a switch made the standby the active.
+    Stale,
+}
+
+impl MirrorOutcome {
+    pub fn as_str(self) -> &'static str {
+        MIRROR_OUTCOMES[self as usize]
+    }
+}
+
+impl std::fmt::Display for MirrorOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The daemon's state at a scrape, as gauges: what an operator alerts on besides rates.
 #[derive(Default)]
@@ -91,13 +164,6 @@ pub struct Metrics {
     mirror: [AtomicU64; MIRROR_OUTCOMES.len()],
 }
 
-fn index(names: &[&str], name: &str) -> usize {
-    names
-        .iter()
-        .position(|n| *n == name)
-        .unwrap_or_else(|| panic!("unknown metric label {name}"))
-}
-
 impl Metrics {
     /// Metrics with request counters for `threads` proxy threads.
     pub fn new(threads: usize) -> Metrics {
@@ -128,16 +194,16 @@ impl Metrics {
         self.traffic.iter().map(|t| counter(t).load(Relaxed)).sum()
     }
 
-    pub fn generation(&self, slot: Slot, outcome: &str) {
-        self.generations[slot.index()][index(&GENERATION_OUTCOMES, outcome)].fetch_add(1, Relaxed);
+    pub fn generation(&self, slot: Slot, outcome: GenerationOutcome) {
+        self.generations[slot.index()][outcome as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn switch(&self, cause: &str) {
-        self.switches[index(&SWITCH_CAUSES, cause)].fetch_add(1, Relaxed);
+    pub fn switch(&self, cause: SwitchCause) {
+        self.switches[cause as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn switch_refused(&self, cause: &str) {
-        self.switches_refused[index(&SWITCH_CAUSES, cause)].fetch_add(1, Relaxed);
+    pub fn switch_refused(&self, cause: SwitchCause) {
+        self.switches_refused[cause as usize].fetch_add(1, Relaxed);
     }
 
     pub fn heartbeat_failure(&self, slot: Slot) {
@@ -148,8 +214,8 @@ impl Metrics {
         self.not_deployed[slot.index()].fetch_add(1, Relaxed);
     }
 
-    pub fn mirror(&self, outcome: &str) {
-        self.mirror[index(&MIRROR_OUTCOMES, outcome)].fetch_add(1, Relaxed);
+    pub fn mirror(&self, outcome: MirrorOutcome) {
+        self.mirror[outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// Mirror counters by outcome, for `/status`.
@@ -302,6 +368,55 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// `QueueFull` is `queue_full`: each label array is in its enum's order.
+    #[test]
+    fn each_label_is_its_variants_name() {
+        let snake = |name: String| {
+            let mut out = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out
+        };
+        use GenerationOutcome as G;
+        for (n, outcome) in [G::Started, G::Failed, G::Crashed, G::Restarted]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(outcome as usize, n);
+            assert_eq!(GENERATION_OUTCOMES[n], snake(format!("{outcome:?}")));
+        }
+        use SwitchCause as S;
+        for (n, cause) in [S::Api, S::Front, S::Heartbeat, S::Cli]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(cause as usize, n);
+            assert_eq!(cause.as_str(), snake(format!("{cause:?}")));
+        }
+        use MirrorOutcome as M;
+        let all = [
+            M::Sent,
+            M::StandbyDown,
+            M::QueueFull,
+            M::TooLarge,
+            M::ActiveFailed,
+            M::Non2xx,
+            M::Error,
+            M::Stale,
+        ];
+        for (n, outcome) in all.into_iter().enumerate() {
+            assert_eq!(outcome as usize, n);
+            assert_eq!(
+                outcome.as_str(),
+                snake(format!("{outcome:?}")).replace("non2xx", "non_2xx")
+            );
+        }
+    }
+
     #[test]
     fn renders_counters_and_cumulative_buckets() {
         let m = Metrics::new(2);
@@ -309,7 +424,7 @@ mod tests {
         m.traffic(0).latency(Slot::Blue, Duration::from_millis(3));
         m.traffic(1).latency(Slot::Blue, Duration::from_millis(30));
         m.traffic(1).latency(Slot::Green, Duration::from_millis(2));
-        m.mirror("queue_full");
+        m.mirror(MirrorOutcome::QueueFull);
         let text = m.render(&Gauges {
             in_flight: [0, 2],
             live_generation: [7, 0],

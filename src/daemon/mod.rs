@@ -332,7 +332,9 @@ impl Daemon {
         only_if_none: bool,
     ) -> anyhow::Result<bool> {
         // Whose switch it is: the heartbeat's (true) or an operator's (false), if one.
-        let by_heartbeat = switch.as_ref().map(|s| s.cause == "heartbeat");
+        let by_heartbeat = switch
+            .as_ref()
+            .map(|s| s.cause == metrics::SwitchCause::Heartbeat.as_str());
         {
             let mut state = self.state.lock().expect("state lock: no panic holds it");
             if only_if_none && state.active.is_some() {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tokio::sync::watch;
 
+use super::metrics::SwitchCause;
 use super::params::{alone, flag, params};
 use super::{heartbeat, migrate, Daemon};
 use crate::config::Config;
@@ -62,7 +63,7 @@ impl Query {
 #[derive(Debug)]
 pub struct Underway {
     pub to: Slot,
-    pub cause: &'static str,
+    pub cause: SwitchCause,
     /// What it does now: `running switch.migrate`, ...
     pub step: String,
     pub began: Instant,
@@ -72,7 +73,7 @@ impl Underway {
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "to": self.to,
-            "cause": self.cause,
+            "cause": self.cause.as_str(),
             "step": self.step,
             "for_s": self.began.elapsed().as_secs(),
         })
@@ -86,7 +87,7 @@ struct Steps<'a> {
 }
 
 impl<'a> Steps<'a> {
-    fn begin(daemon: &'a Daemon, to: Slot, cause: &'static str) -> Steps<'a> {
+    fn begin(daemon: &'a Daemon, to: Slot, cause: SwitchCause) -> Steps<'a> {
         *daemon
             .underway
             .lock()
@@ -156,7 +157,7 @@ impl SwitchError {
 pub async fn in_task(
     daemon: &Arc<Daemon>,
     query: Query,
-    cause: &'static str,
+    cause: SwitchCause,
     mut stop: watch::Receiver<bool>,
 ) -> Result<serde_json::Value, SwitchError> {
     let mut switching = {
@@ -195,7 +196,7 @@ pub async fn in_task(
 pub async fn switch(
     daemon: &Arc<Daemon>,
     query: Query,
-    cause: &'static str,
+    cause: SwitchCause,
 ) -> Result<serde_json::Value, SwitchError> {
     // A bare switch means the standby as it was when asked: one queued behind another
     // switch (a migration takes a while) must not flip back what that one did, as two
@@ -212,7 +213,7 @@ pub async fn switch(
         if !matches!(e, SwitchError::Stopping | SwitchError::Recovered(_)) {
             daemon.metrics.switch_refused(cause);
         }
-        if cause != "heartbeat" {
+        if cause != SwitchCause::Heartbeat {
             daemon
                 .events
                 .record("switch", to, true, format!("not switched ({cause}): {e}"));
@@ -224,11 +225,11 @@ pub async fn switch(
 async fn attempt(
     daemon: &Arc<Daemon>,
     query: Query,
-    cause: &'static str,
+    cause: SwitchCause,
 ) -> Result<serde_json::Value, SwitchError> {
     let _one_at_a_time = daemon
         .switching
-        .take(cause != "heartbeat")
+        .take(cause != SwitchCause::Heartbeat)
         .await
         .ok_or_else(|| {
             SwitchError::Refused(format!(
@@ -258,7 +259,7 @@ async fn attempt(
     if from == Some(to) {
         // An operator asking for the slot the heartbeat moved traffic to agrees with it:
         // the heartbeat may switch again.
-        let rearmed = cause != "heartbeat" && daemon.rearm_kept();
+        let rearmed = cause != SwitchCause::Heartbeat && daemon.rearm_kept();
         if rearmed {
             daemon.events.record(
                 "switch",
@@ -343,7 +344,7 @@ async fn attempt(
             humantime::format_duration(config.switch.migrate_timeout)
         );
         // The heartbeat tries again at each check of a failing streak: told once.
-        let again = cause == "heartbeat"
+        let again = cause == SwitchCause::Heartbeat
             && daemon
                 .heartbeat
                 .lock()
@@ -369,7 +370,7 @@ async fn attempt(
         // one's choice and may come again at every try; nor the heartbeat's failover off
         // a failing slot: it reads what it can.)
         let now = daemon.slots[source.index()].route.live();
-        if let (false, Some(ran), Some(now)) = (cause == "heartbeat", &read_from, &now) {
+        if let (false, Some(ran), Some(now)) = (cause == SwitchCause::Heartbeat, &read_from, &now) {
             if ran.release != now.release {
                 return Err(SwitchError::Refused(format!(
                     "{source} went live with release {} while switch.migrate ran, reading from release {}'s generation on port {} (FROM_PORT), which was stopped: nothing switched; switch again",
@@ -379,7 +380,7 @@ async fn attempt(
         }
         // The heartbeat moves traffic only off an active slot that still fails: one that
         // recovered while the migration ran keeps it (and automatic switching stays on).
-        if cause == "heartbeat" {
+        if cause == SwitchCause::Heartbeat {
             steps.step(format!("checking {source}'s health after the migration"));
             if gate(daemon, &config, source).await.is_ok() {
                 return Err(SwitchError::Recovered(format!(
@@ -480,7 +481,7 @@ async fn attempt(
                 from: from.unwrap_or(to.other()),
                 to,
                 at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-                cause: cause.to_string(),
+                cause: cause.as_str().to_string(),
             }),
             false,
         )

@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use super::upstream::{Body, BoxError};
 use super::Daemon;
 use crate::config::{Config, MIRROR_MEMORY};
+use crate::daemon::metrics::MirrorOutcome;
 use crate::logging::Sparse;
 use crate::slot::Slot;
 
@@ -88,7 +89,7 @@ impl Job {
 
 /// A copy that cannot be sent: the job (for its method and path), the reason (a metrics
 /// label) and why.
-type Unsendable = (Job, &'static str, String);
+type Unsendable = (Job, MirrorOutcome, String);
 
 impl PendingCopy {
     /// The copy with its body, or why it has none; `None` once taken. `when`: what came
@@ -119,7 +120,7 @@ impl Drop for PendingCopy {
             None => return,
             Some(Ok(job)) => (
                 job,
-                "error",
+                MirrorOutcome::Error,
                 "the request ended before the active slot answered (it may have applied it)"
                     .to_string(),
             ),
@@ -287,7 +288,7 @@ impl Mirror {
         if declared.is_some_and(|n| n > limit) {
             self.lost(
                 daemon,
-                "too_large",
+                MirrorOutcome::TooLarge,
                 &parts.method,
                 &path,
                 tee::too_large(limit),
@@ -326,7 +327,7 @@ impl Mirror {
     ) {
         let path = request.1.path_and_query().map_or("/", |p| p.as_str());
         let why = format!("the front answered {status} itself ({because})");
-        self.lost(daemon, "active_failed", request.0, path, why);
+        self.lost(daemon, MirrorOutcome::ActiveFailed, request.0, path, why);
     }
 
     /// The active slot answered `copy`'s request with `status` (`None`: no answer). A
@@ -349,7 +350,13 @@ impl Mirror {
                     || "the active slot gave no answer".to_string(),
                     |status| format!("the active slot answered {status}"),
                 );
-                return self.lost(daemon, "active_failed", &job.method, &job.path, why);
+                return self.lost(
+                    daemon,
+                    MirrorOutcome::ActiveFailed,
+                    &job.method,
+                    &job.path,
+                    why,
+                );
             }
         }
         if let Some((reason, why)) = cut {
@@ -361,7 +368,13 @@ impl Mirror {
                 "the mirrored copies queued and out already hold {} MiB",
                 MIRROR_MEMORY >> 20
             );
-            return self.lost(daemon, "queue_full", &job.method, &job.path, why);
+            return self.lost(
+                daemon,
+                MirrorOutcome::QueueFull,
+                &job.method,
+                &job.path,
+                why,
+            );
         }
         // The sender holds the next copy out of the channel until it may go out: the
         // count of copies waiting, not the channel, is what `mirror.queue` bounds. Once
@@ -386,7 +399,13 @@ impl Mirror {
             } else {
                 format!("mirror.queue is full ({queue})")
             };
-            return self.lost(daemon, "queue_full", &job.method, &job.path, why);
+            return self.lost(
+                daemon,
+                MirrorOutcome::QueueFull,
+                &job.method,
+                &job.path,
+                why,
+            );
         }
         if refilling {
             self.refilling.store(false, Ordering::Release);
@@ -399,12 +418,14 @@ impl Mirror {
         self.moved(&self.queued_total, true, 1);
         let (reason, why) = match self.tx.try_send(job) {
             Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                ("queue_full", format!("mirror.queue is full ({queue})"))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                ("error", "the mirror sender has stopped".to_string())
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => (
+                MirrorOutcome::QueueFull,
+                format!("mirror.queue is full ({queue})"),
+            ),
+            Err(mpsc::error::TrySendError::Closed(_)) => (
+                MirrorOutcome::Error,
+                "the mirror sender has stopped".to_string(),
+            ),
         };
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         self.moved(&self.queued_total, false, 1);
@@ -427,12 +448,13 @@ impl Mirror {
     fn lost(
         &self,
         daemon: &Daemon,
-        reason: &'static str,
+        reason: MirrorOutcome,
         method: &Method,
         path: &str,
         why: String,
     ) {
         daemon.metrics.mirror(reason);
+        let reason = reason.as_str();
         // A full queue drops a copy per request: a line a second says so, with a count.
         match self.quiet.admit() {
             Some(0) => tracing::warn!(reason, "not mirrored: {method} {path}: {why}"),

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use super::order::Order;
 use super::{Job, MIRROR_TIMEOUT};
 use crate::daemon::headers::MIRROR_MARK;
+use crate::daemon::metrics::MirrorOutcome;
 use crate::daemon::pool;
 use crate::daemon::upstream;
 use crate::daemon::Daemon;
@@ -25,7 +26,7 @@ const MAYBE_APPLIED: &str = " (sent: the standby may have applied it all the sam
 pub const OUT: usize = 64;
 
 /// What became of a copy that was not sent: its metrics label, method, path and why.
-type Lost = (&'static str, Method, String, String);
+type Lost = (MirrorOutcome, Method, String, String);
 
 /// A copy out: its number in [`Order`], its answer tick and its size ([`Job::bytes`]).
 struct Out {
@@ -72,7 +73,7 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
             Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let id = match ended {
                     Ok((id, Ok(()))) => {
-                        daemon.metrics.mirror("sent");
+                        daemon.metrics.mirror(MirrorOutcome::Sent);
                         id
                     }
                     Ok((id, Err((reason, method, path, why)))) => {
@@ -80,7 +81,7 @@ pub async fn run(daemon: Arc<Daemon>, mut rx: mpsc::Receiver<Job>) {
                         id
                     }
                     Err(e) => {
-                        daemon.metrics.mirror("error");
+                        daemon.metrics.mirror(MirrorOutcome::Error);
                         tracing::error!("not mirrored: a copy's task failed: {e}");
                         e.id()
                     }
@@ -113,7 +114,7 @@ async fn copy_out(daemon: Arc<Daemon>, job: Job) -> Result<(), Lost> {
     let _out = daemon.mirror.gate.read().await;
     if daemon.switches() != job.switches {
         return Err((
-            "stale",
+            MirrorOutcome::Stale,
             job.method,
             job.path,
             format!(
@@ -138,7 +139,7 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), Lost> {
     } = job;
     let Ok(in_flight) = daemon.slots[slot.index()].route.acquire(0) else {
         return Err((
-            "standby_down",
+            MirrorOutcome::StandbyDown,
             method,
             path,
             format!("{slot} has no live generation"),
@@ -163,7 +164,7 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), Lost> {
     *request.uri_mut() =
         match format!("http://127.0.0.1:{}{path}", in_flight.generation().port).parse() {
             Ok(uri) => uri,
-            Err(e) => return Err(("error", method, path, e.to_string())),
+            Err(e) => return Err((MirrorOutcome::Error, method, path, e.to_string())),
         };
     // Bounded: one stuck copy must not hold up every copy behind it. The head is the
     // standby's answer: its body is read on, and dropped, apart from the copies behind
@@ -178,11 +179,16 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), Lost> {
     .await;
     match answer {
         Ok(Ok(status)) if status.is_success() => Ok(()),
-        Ok(Ok(status)) => Err(("non_2xx", method, path, format!("{slot} answered {status}"))),
+        Ok(Ok(status)) => Err((
+            MirrorOutcome::Non2xx,
+            method,
+            path,
+            format!("{slot} answered {status}"),
+        )),
         // Not a connect's failure: the copy went out, whole or in part, and the standby
         // may have applied it before its answer was lost (counted `error` all the same).
         Ok(Err(e)) => Err((
-            "error",
+            MirrorOutcome::Error,
             method,
             path,
             format!(
@@ -192,7 +198,7 @@ async fn send(daemon: &Daemon, job: Job) -> Result<(), Lost> {
             ),
         )),
         Err(_) => Err((
-            "error",
+            MirrorOutcome::Error,
             method,
             path,
             format!(

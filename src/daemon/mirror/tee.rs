@@ -16,6 +16,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 
+use crate::daemon::metrics::MirrorOutcome;
 use crate::daemon::upstream::BoxError;
 
 /// The most body bytes the copies being gathered may hold together (20 concurrent
@@ -65,7 +66,7 @@ pub(super) enum Copied {
     /// bound then counts it), as the active slot may take long to answer.
     Done(Bytes, Option<Held>),
     /// Not to be mirrored: the reason (a metrics label) and why.
-    Lost(&'static str, String),
+    Lost(MirrorOutcome, String),
 }
 
 impl Copied {
@@ -73,10 +74,10 @@ impl Copied {
         if let Copied::Growing { frames, len, held } = self {
             let n = data.len() as u64;
             if *len + n > limit {
-                *self = Copied::Lost("too_large", too_large(limit));
+                *self = Copied::Lost(MirrorOutcome::TooLarge, too_large(limit));
             } else if !held.grow(n, GATHERED_BYTES) {
                 *self = Copied::Lost(
-                    "queue_full",
+                    MirrorOutcome::QueueFull,
                     format!(
                         "the copies being gathered already hold {} MiB",
                         GATHERED_BYTES >> 20
@@ -90,7 +91,10 @@ impl Copied {
     }
 
     fn finish(&mut self) {
-        let growing = std::mem::replace(self, Copied::Lost("error", "being finished".into()));
+        let growing = std::mem::replace(
+            self,
+            Copied::Lost(MirrorOutcome::Error, "being finished".into()),
+        );
         *self = match growing {
             Copied::Growing { frames, len, held } => {
                 let mut body = BytesMut::with_capacity(len as usize);
@@ -110,18 +114,22 @@ impl Copied {
         &mut self,
         declared: Option<u64>,
         when: &str,
-    ) -> Result<Bytes, (&'static str, String)> {
+    ) -> Result<Bytes, (MirrorOutcome, String)> {
         if let Copied::Growing { len, .. } = self {
             if declared == Some(*len) {
                 self.finish();
             }
         }
-        match std::mem::replace(self, Copied::Lost("error", "already taken".into())) {
+        match std::mem::replace(
+            self,
+            Copied::Lost(MirrorOutcome::Error, "already taken".into()),
+        ) {
             Copied::Done(body, _held) => Ok(body),
             Copied::Lost(reason, why) => Err((reason, why)),
-            Copied::Growing { .. } => {
-                Err(("error", format!("the client's body had not ended {when}")))
-            }
+            Copied::Growing { .. } => Err((
+                MirrorOutcome::Error,
+                format!("the client's body had not ended {when}"),
+            )),
         }
     }
 }
@@ -192,7 +200,7 @@ impl hyper::body::Body for Tee {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                *self.copied() = Copied::Lost("error", format!("client body: {e}"));
+                *self.copied() = Copied::Lost(MirrorOutcome::Error, format!("client body: {e}"));
                 Poll::Ready(Some(Err(e.into())))
             }
             None => {
@@ -238,12 +246,18 @@ mod tests {
 
         let mut copied = growing();
         copied.add(&Bytes::from_static(b"hello"), 10);
-        assert_eq!(copied.take(Some(9), "").unwrap_err().0, "error");
+        assert_eq!(
+            copied.take(Some(9), "").unwrap_err().0,
+            MirrorOutcome::Error
+        );
 
         let mut copied = growing();
         copied.add(&Bytes::from_static(b"hello world"), 10);
         copied.finish();
-        assert_eq!(copied.take(None, "").unwrap_err().0, "too_large");
+        assert_eq!(
+            copied.take(None, "").unwrap_err().0,
+            MirrorOutcome::TooLarge
+        );
     }
 
     #[test]
@@ -258,7 +272,10 @@ mod tests {
         first.add(&Bytes::from_static(b"hello"), 10);
         let mut second = gathering(&budget);
         second.add(&Bytes::from_static(b"world"), 10);
-        assert_eq!(second.take(None, "").unwrap_err().0, "queue_full");
+        assert_eq!(
+            second.take(None, "").unwrap_err().0,
+            MirrorOutcome::QueueFull
+        );
         assert_eq!(budget.load(Ordering::Acquire), GATHERED_BYTES - 3);
         first.finish();
         // Finished, not yet taken for the queue: still on the budget.

@@ -44,7 +44,9 @@ impl Supervisor {
             live.tail_text()
         );
         self.handle().set_error(Some(message.clone()));
-        self.daemon.metrics.generation(slot, "crashed");
+        self.daemon
+            .metrics
+            .generation(slot, crate::daemon::metrics::GenerationOutcome::Crashed);
         self.daemon
             .events
             .record("crash", Some(slot), true, message);
@@ -107,7 +109,10 @@ impl Supervisor {
         if let Some(release) = self.restart_release.take() {
             // Counted when it happens: a deploy during the backoff replaces it.
             self.handle().status().restarts += 1;
-            self.daemon.metrics.generation(self.slot, "restarted");
+            self.daemon.metrics.generation(
+                self.slot,
+                crate::daemon::metrics::GenerationOutcome::Restarted,
+            );
             self.begin(release, Vec::new(), true).await;
         }
     }

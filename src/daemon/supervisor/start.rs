@@ -249,7 +249,9 @@ impl Supervisor {
                 {
                     self.last_failed = None;
                 }
-                self.daemon.metrics.generation(slot, "started");
+                self.daemon
+                    .metrics
+                    .generation(slot, crate::daemon::metrics::GenerationOutcome::Started);
                 self.daemon.adopt_if_none(slot);
                 let tx = self.tx.clone();
                 let watched = generation.clone();
@@ -301,7 +303,9 @@ impl Supervisor {
                     generation.stop(config.app.stop_timeout).await;
                 }
                 self.handle().status().failed_starts += 1;
-                self.daemon.metrics.generation(slot, "failed");
+                self.daemon
+                    .metrics
+                    .generation(slot, crate::daemon::metrics::GenerationOutcome::Failed);
                 // With no live generation left (a crash during the start, app.overlap =
                 // false, or a daemon that just started), the last release that was live
                 // comes back; if that is the one that failed, or the daemon just started
