@@ -1,7 +1,7 @@
 //! `Supervisor`: the task that owns one slot's generations.
 //!
 //! It alone starts, routes, drains, restarts and stops the slot's generations, reacting
-//! to one message at a time: reloads (from the hook, the API, the file watch), results
+//! to one message at a time: reloads ([`reload`]: from the hook, the API, the file watch), results
 //! of starts, exits, restart timers, shutdown. A start ([`start`]) runs in its own task and reports
 //! back, so the supervisor keeps answering while a generation gets ready. A reload that
 //! arrives during a start waits for it, then starts its release (the newest wins); a
@@ -13,7 +13,7 @@
 //! reboot the app may fail until its database is up. A `current` that failed before the
 //! daemon restarted is not the first start: the last live release is; nor is one that
 //! never went live (the daemon stopped during its start): the last live release goes
-//! first, and it follows.
+//! first, and it follows. What it tells of a failed start, and to whom, is [`verdicts`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,13 +25,18 @@ use super::generation::Generation;
 use super::Daemon;
 use crate::release;
 use crate::slot::Slot;
-use crate::state::Failed;
 use crate::verdict::Verdict;
 use backoff::Backoff;
+pub(in crate::daemon) use verdicts::no_release;
+use verdicts::{
+    answer, missing_current, nothing_starts, refuse, serving_instead, tell, verdict_failed, Refused,
+};
 
 mod backoff;
+mod reload;
 mod restart;
 mod start;
+mod verdicts;
 
 /// How a reload treats a slot that already runs its current release.
 #[derive(Clone, Debug, PartialEq)]
@@ -247,209 +252,6 @@ impl Supervisor {
         &self.daemon.slots[self.slot.index()]
     }
 
-    async fn reload(&mut self, reply: Option<oneshot::Sender<Verdict>>, mode: Reload) {
-        let slot = self.slot;
-        if self.is_stopping() {
-            return answer(reply, Verdict::stopping(slot, ""));
-        }
-        // The root moved (or was renamed, or restored) under the daemon: its paths name
-        // nothing now, and "current is missing (removed by hand?)" would mislead.
-        if self.daemon.root_gone() {
-            let why = format!(
-                "the root {} is gone from there since the daemon started (moved, renamed or restored?): nothing new starts; stop this daemon and start `bluegreen serve` on the root where it is now",
-                self.daemon.layout.root().display()
-            );
-            tracing::warn!("{slot}: {why}");
-            return refuse(reply, slot, why);
-        }
-        let Some(current) = release::current(&self.daemon.layout, slot) else {
-            // `current` removed, or pointed at what is not a release, while no daemon
-            // ran: the last live release serves, and `/status` says why `current` does
-            // not name it (see `started`).
-            let elsewhere = release::elsewhere(&self.daemon.layout, slot);
-            let why = release::no_current(&self.daemon.layout, slot);
-            let first = self.first_start && self.live.is_none() && self.starting.is_none();
-            if let Some(good) = self.last_good.clone().filter(|_| first) {
-                self.daemon.events.record(
-                    "start",
-                    Some(slot),
-                    false,
-                    format!("{slot}: {}", missing_current(slot, &why, &good)),
-                );
-                return self.begin(good, reply.into_iter().collect(), false).await;
-            }
-            // Meanwhile (a hand edit): nothing starts, what serves goes on serving, and
-            // `/status` (and the slot's 503, with nothing live) says why. A slot with
-            // nothing live and no `current` at all is as one never deployed.
-            let error = match &self.live {
-                Some(live) => missing_current(slot, &why, &live.release),
-                None if elsewhere.is_some() => self.say_nothing_starts(&why),
-                None => {
-                    if self
-                        .handle()
-                        .status()
-                        .last_error
-                        .starts_with(&format!("{slot}/current "))
-                    {
-                        self.handle().set_error(None);
-                        let branch = self.daemon.config().branch.clone();
-                        self.handle().route.clear(no_release(slot, &branch));
-                    }
-                    return refuse(reply, slot, why);
-                }
-            };
-            self.daemon
-                .events
-                .record("start", Some(slot), false, format!("{slot}: {error}"));
-            self.handle().set_error(Some(error));
-            return refuse(reply, slot, why);
-        };
-        // `current` moved away from the release that failed (a push, a rollback): a
-        // restarted daemon has nothing to pass over, and coming back to it is a new try.
-        if self
-            .daemon
-            .failed(slot)
-            .is_some_and(|failed| failed.release != current)
-        {
-            self.daemon.set_failed(slot, None);
-        }
-        let mut release = current;
-        // The daemon's first start: a `current` that failed before it restarted is not
-        // tried before the last live release, which serves at once (a refused push must
-        // not hold a reboot's clients for its whole `ready_timeout`).
-        if self.first_start && self.live.is_none() && self.starting.is_none() {
-            if let (Some((failed, _)), Some(good)) = (&self.last_failed, &self.last_good) {
-                if *failed == release && *good != release {
-                    self.daemon.events.record(
-                        "start",
-                        Some(slot),
-                        false,
-                        format!("{slot}: release {release} failed before the daemon restarted: starting the last live release {good} instead"),
-                    );
-                    self.passed_over = Some(release);
-                    release = good.clone();
-                }
-            }
-            // A `current` that never went live (the daemon stopped during its start, or
-            // it came while the daemon was down) is no more proven than one that failed:
-            // the last live release serves at once, and `current` starts next, as a
-            // deploy (a bad one must not hold the slot's clients for its whole
-            // `ready_timeout`); the caller's verdict is the last live release's (the
-            // daemon's startup opens the slot on it). Without overlap the old release
-            // would only be stopped again for it: `current` starts straight away. A
-            // deploy's own reload wants its release's verdict: it starts it.
-            let unproven = self.last_failed.is_none()
-                && self.daemon.config().app.overlap
-                && !matches!(mode, Reload::Deployed(_))
-                && !release::went_live(&self.daemon.layout, slot, &release);
-            if let Some(good) = self
-                .last_good
-                .clone()
-                .filter(|good| unproven && *good != release)
-            {
-                self.daemon.events.record(
-                    "start",
-                    Some(slot),
-                    false,
-                    format!("{slot}: release {release} has not gone live yet: starting the last live release {good} first, then it"),
-                );
-                self.pending = Some((release, Vec::new()));
-                return self.begin(good, reply.into_iter().collect(), false).await;
-            }
-        }
-        // `current` has moved away from the release that failed: coming back to it (a
-        // rollback) is a new attempt.
-        if self
-            .last_failed
-            .as_ref()
-            .is_some_and(|(failed, _)| *failed != release)
-        {
-            self.last_failed = None;
-        }
-        if let Reload::Deployed(id) = &mode {
-            // Ids sort by age: one older than `current` that is gone was pruned by the
-            // later deploy that superseded it, before this deploy's hook asked.
-            let pruned = release::is_name(id) && *id < release;
-            if !release::exists(&self.daemon.layout, slot, id) && !pruned {
-                return refuse(reply, slot, format!("{slot} has no release {id}"));
-            }
-            if *id != release {
-                return refuse(
-                    reply,
-                    slot,
-                    format!("{id} was superseded by {release} (a later push or rollback), whose own verdict tells"),
-                );
-            }
-            if let Some(live) = self.live.clone().filter(|live| live.release == release) {
-                self.back_to_live(&release);
-                if let Some(reply) = reply {
-                    let _ = reply.send(Verdict {
-                        slot: Some(slot),
-                        release,
-                        commit: live.commit.clone(),
-                        live: true,
-                        generation: live.id,
-                        took_ms: self
-                            .live_since
-                            .saturating_duration_since(live.started)
-                            .as_millis() as u64,
-                        ..Verdict::default()
-                    });
-                }
-                return;
-            }
-            // The file watch saw the flip first, and its start of this release failed
-            // while the deploy was still pruning: that is the deploy's verdict, not a
-            // reason to start the release a second time.
-            let queued = self.starting.as_ref().is_some_and(|s| s.release == release)
-                || self.pending.as_ref().is_some_and(|(p, _)| *p == release);
-            if let Some((_, why)) = self.last_failed.as_ref().filter(|_| !queued) {
-                return answer(reply, verdict_failed(slot, &release, why.clone()));
-            }
-        }
-        if mode == Reload::IfChanged {
-            // `current` came back to the live release (a hand flip, or a rollback the
-            // daemon heard of only through the watch): as for a deploy's, a start of
-            // another release under way or waiting its turn goes no further.
-            if self.live.as_ref().is_some_and(|g| g.release == release) {
-                return self.back_to_live(&release);
-            }
-            let known = [
-                self.live.as_ref().map(|g| &g.release),
-                self.starting.as_ref().map(|s| &s.release),
-                self.pending.as_ref().map(|p| &p.0),
-                self.last_failed.as_ref().map(|(failed, _)| failed),
-                // A crashed generation's restart waits out its backoff: the file watch
-                // (the flip of the deploy just before) must not start it at once.
-                self.restart_release.as_ref(),
-            ];
-            if known.contains(&Some(&release)) {
-                return;
-            }
-        }
-        if let Some(start) = &mut self.starting {
-            if start.release == release {
-                start.waiters.extend(reply);
-                // `current` came back to the release starting: one waiting its turn
-                // behind it is no longer wanted.
-                self.supersede_pending(&release);
-                return;
-            }
-            if let Some((waiting, old)) = &mut self.pending {
-                if *waiting == release {
-                    old.extend(reply);
-                    return;
-                }
-            }
-            // The newer release supersedes the one that was waiting its turn.
-            self.supersede_pending(&release);
-            self.pending = Some((release, reply.into_iter().collect()));
-            return;
-        }
-        self.begin(release, reply.into_iter().collect(), false)
-            .await;
-    }
-
     /// `current` came back to `release`, the live one (a rollback while a push started):
     /// another release starting or waiting its turn goes no further. It went live for a
     /// moment before, and this one came back as a second generation.
@@ -527,85 +329,5 @@ impl Supervisor {
                 .draining
                 .retain(|g| !Arc::ptr_eq(g, &old));
         }));
-    }
-}
-
-/// A start of the slot's `current` release that failed: why `/status` says it is not live.
-struct Refused {
-    /// The release and why, as `state.json` keeps them.
-    failed: Failed,
-    /// Recorded in `state.json` by the daemon before this one.
-    before_restart: bool,
-}
-
-impl Refused {
-    /// `release <id> failed[ before the daemon restarted]`: how every message about it starts.
-    fn told(&self) -> String {
-        let when = match self.before_restart {
-            true => " before the daemon restarted",
-            false => "",
-        };
-        format!("release {} failed{when}", self.failed.release)
-    }
-
-    /// What `/status` says while `serving`, the last live release, runs instead: the
-    /// failure's own message named what served then (a generation since replaced, or
-    /// none while the slot was down).
-    fn while_serving(&self, slot: Slot, serving: &str) -> String {
-        format!(
-            "{}: {}; {slot} runs its last live release {serving} instead (`bluegreen restart {slot}` tries it again, as a push of a new commit does)",
-            self.told(),
-            self.failed.reason
-        )
-    }
-}
-
-/// What `/status` says while `serving`, the last live release, runs for a `current` that
-/// names no release: `why` is [`release::no_current`]'s.
-pub(super) fn missing_current(slot: Slot, why: &str, serving: &str) -> String {
-    format!("{why}: {}", serving_instead(slot, serving))
-}
-
-/// Why a slot that never had a release answers 503, and how to give it one.
-pub(super) fn no_release(slot: Slot, branch: &str) -> String {
-    format!(
-        "{slot} has no release yet: git push {slot} {}",
-        crate::pasted::refspec(branch)
-    )
-}
-
-/// What `/status` says for a `current` that names no release, while nothing serves.
-fn nothing_starts(slot: Slot, why: &str) -> String {
-    format!("{why}: nothing starts until `bluegreen rollback {slot} --to <release>`, or a push, sets it")
-}
-
-/// The end of [`missing_current`]'s line, which does not change with `why`.
-fn serving_instead(slot: Slot, serving: &str) -> String {
-    format!("{slot} runs its last live release {serving}; `bluegreen rollback {slot} --to {serving}`, or a push, sets it again")
-}
-
-pub(super) fn verdict_failed(slot: Slot, release: &str, reason: String) -> Verdict {
-    Verdict {
-        slot: Some(slot),
-        release: release.to_string(),
-        reason,
-        ..Verdict::default()
-    }
-}
-
-fn refuse(reply: Option<oneshot::Sender<Verdict>>, slot: Slot, reason: String) {
-    answer(reply, verdict_failed(slot, "", reason));
-}
-
-/// Sends `verdict` to everyone who waits for it (one may have stopped waiting).
-pub(super) fn tell(waiters: Vec<oneshot::Sender<Verdict>>, verdict: &Verdict) {
-    for w in waiters {
-        let _ = w.send(verdict.clone());
-    }
-}
-
-fn answer(reply: Option<oneshot::Sender<Verdict>>, verdict: Verdict) {
-    if let Some(reply) = reply {
-        let _ = reply.send(verdict);
     }
 }
