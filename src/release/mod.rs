@@ -20,7 +20,13 @@ use crate::tree_copy;
 mod current;
 mod links;
 mod lock;
+mod marks;
 mod prune;
+
+use marks::stamp;
+pub use marks::{
+    last_left_live, mark_live, mark_rolled_back, marked, rolled_back, unmark_rolled_back, went_live,
+};
 
 pub use current::{current, elsewhere, no_current};
 pub use links::{missing as missing_shared, notes as link_notes, repoint as repoint_links};
@@ -319,49 +325,6 @@ pub fn flip(
     Ok(notes)
 }
 
-/// Takes the [`ROLLED_BACK`] mark off release `id` of `slot`, if it has one.
-pub fn unmark_rolled_back(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
-    fsops::remove_any(&layout.release_dir(slot, id).join(ROLLED_BACK))
-        .with_context(|| format!("cannot clear {slot}/{id}'s rolled-back mark"))
-}
-
-/// Whether `rollback` went back from release `id` of `slot` (and it was not current
-/// again since).
-pub fn rolled_back(layout: &Layout, slot: Slot, id: &str) -> bool {
-    layout.release_dir(slot, id).join(ROLLED_BACK).is_file()
-}
-
-/// Of the releases other than `current` that went live and that no rollback went back
-/// from, the one `current` moved off last (its [`WAS_CURRENT`] mark the newest): what a
-/// rollback made while no daemon ran went to, not one it skipped (`rollback --to` an
-/// older one), nor one a push since replaced.
-pub fn last_left_live(layout: &Layout, slot: Slot, current: &str) -> Option<String> {
-    list(layout, slot)
-        .ok()?
-        .into_iter()
-        .filter(|r| r.went_live && !r.rolled_back && r.id != current)
-        .filter_map(|r| {
-            let mark = layout.release_dir(slot, &r.id).join(WAS_CURRENT);
-            Some((fs::metadata(mark).ok()?.modified().ok()?, r.id))
-        })
-        .max()
-        .map(|(_, id)| id)
-}
-
-/// Marks release `id` of `slot` as one `rollback` went back from ([`ROLLED_BACK`]).
-/// Written before the flip (see `rollout::rollback`): a rollback cut off between the two
-/// must not leave the release it went back from for the next one to go to.
-pub fn mark_rolled_back(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
-    stamp(&layout.release_dir(slot, id).join(ROLLED_BACK))
-        .with_context(|| format!("cannot mark release {slot}/{id} as rolled back"))
-}
-
-/// Writes a mark file holding this moment's time (write-temp-then-rename).
-fn stamp(file: &Path) -> anyhow::Result<()> {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    fsops::write_atomic(file, format!("{now}\n").as_bytes())
-}
-
 /// Whether `slot` has a finished release named `id`: a plain name (see [`is_name`]) in
 /// its releases folder, a folder there (not a symlink out of it) holding its metadata
 /// file, as `create` makes one.
@@ -375,11 +338,6 @@ pub fn exists(layout: &Layout, slot: Slot, id: &str) -> bool {
 /// still being made).
 pub fn is_name(id: &str) -> bool {
     !id.is_empty() && !id.starts_with('.') && !id.contains('/')
-}
-
-/// Whether a generation of release `id` of `slot` ever went live ([`WENT_LIVE`]).
-pub fn went_live(layout: &Layout, slot: Slot, id: &str) -> bool {
-    layout.release_dir(slot, id).join(WENT_LIVE).is_file()
 }
 
 /// The metadata of one release.
@@ -477,20 +435,4 @@ pub fn previous(releases: &[Release], id: &str) -> Option<String> {
         None if !marked(releases) => older.last().map(|r| r.id.clone()),
         None => None,
     }
-}
-
-/// Whether any release of the slot carries a mark ([`WAS_CURRENT`], [`WENT_LIVE`]):
-/// without one, the marks say nothing about what ran.
-pub fn marked(releases: &[Release]) -> bool {
-    releases.iter().any(|r| r.was_current || r.went_live)
-}
-
-/// Records that a generation of release `id` of `slot` went live (once: a later call
-/// keeps the first time).
-pub fn mark_live(layout: &Layout, slot: Slot, id: &str) -> anyhow::Result<()> {
-    let file = layout.release_dir(slot, id).join(WENT_LIVE);
-    if file.is_file() {
-        return Ok(());
-    }
-    stamp(&file).with_context(|| format!("cannot mark release {slot}/{id} as gone live"))
 }
