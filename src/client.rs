@@ -39,9 +39,9 @@ pub struct Client {
     /// The root's config file, looked at again only when nothing answers (see
     /// [`Client::listen_unset`]).
     config_file: std::path::PathBuf,
-    /// The port of `control.listen`, whose listening socket's owner is looked at first
-    /// (see [`Client::listened_by_another_user`]).
-    port: u16,
+    /// `control.listen`, whose listening socket's owner is looked at first (see
+    /// [`Client::listened_by_another_user`]).
+    control: std::net::SocketAddr,
     /// The users whose socket may be this root's daemon's: root (a socket unit's), this
     /// user, and the root's (the owner of its blue folder).
     daemon_users: Vec<u32>,
@@ -143,7 +143,7 @@ impl Client {
             serve_lock: layout.serve_lock(),
             stopping_mark: layout.stopping_mark(),
             config_file: layout.config_file(),
-            port: config.control.listen.port(),
+            control: config.control.listen,
             daemon_users: daemon_users(layout),
         }
     }
@@ -152,12 +152,12 @@ impl Client {
     /// this root's daemon, whatever it answers (one listening while the daemon is down
     /// could tell a push it went live). Nothing when the tables cannot be read.
     fn listened_by_another_user(&self) -> Option<String> {
-        let stranger = crate::procfs::listening_for_loopback(self.port)
+        let stranger = crate::peer::listening_at(self.control)
             .into_iter()
-            .find(|socket| !self.daemon_users.contains(&socket.uid))?;
+            .find(|uid| !self.daemon_users.contains(uid))?;
         Some(format!(
             "its listening socket is a process's of {}, not of root or of this root's user",
-            crate::peer::shown(stranger.uid)
+            crate::peer::shown(stranger)
         ))
     }
 
@@ -354,7 +354,7 @@ mod tests {
             serve_lock: "/nonexistent/serve.lock".into(),
             stopping_mark: "/nonexistent/stopping".into(),
             config_file: "/nonexistent/bluegreen.toml".into(),
-            port: addr.port(),
+            control: addr,
             daemon_users: vec![nix::unistd::geteuid().as_raw()],
         };
         let error = client

@@ -298,8 +298,13 @@ pub fn switch(
     let client = Client::new(config, layout);
     // A `[switch]` or `[heartbeat]` edited without a SIGHUP does not run: say so first,
     // as a push does (what the daemon does not answer here, the switch itself tells).
-    if let Some(note) = client
-        .get_within("/status", Duration::from_secs(2))
+    // What answers there is no daemon of this root: the switch is not sent to it (another
+    // root's front would take it for its own).
+    let looked = client.get_within("/status", Duration::from_secs(2));
+    if let Err(e @ (ClientError::Stranger { .. } | ClientError::OtherRoot { .. })) = looked {
+        return Err(e.into());
+    }
+    if let Some(note) = looked
         .ok()
         .and_then(|reply| reply.json().ok())
         .and_then(|status| status["stale_config"].as_str().map(str::to_string))

@@ -22,20 +22,27 @@ pub enum Peer {
     NotHere,
 }
 
-/// The owner of the socket at `peer` connected to `port` of this host.
-pub fn of(peer: SocketAddr, port: u16) -> Peer {
-    let ip = peer.ip().to_canonical();
+/// The owner of the socket at `peer` connected to `local` on this host: the one row of
+/// the tables with exactly that pair, live (a closed connection's TIME_WAIT row, or an
+/// orphaned one, names no user: root's uid 0, and no inode).
+pub fn of(peer: SocketAddr, local: SocketAddr) -> Peer {
+    let (ip, local_ip) = (peer.ip().to_canonical(), local.ip().to_canonical());
     let mut read = false;
-    for (table, address) in [("/proc/net/tcp", v4(ip)), ("/proc/net/tcp6", v6(ip))] {
-        let Some(address) = address else {
+    let tables = [
+        ("/proc/net/tcp", v4(ip).zip(v4(local_ip))),
+        ("/proc/net/tcp6", v6(ip).zip(v6(local_ip))),
+    ];
+    for (table, pair) in tables {
+        let Some((address, local_address)) = pair else {
             continue;
         };
         let Ok(text) = fs::read_to_string(table) else {
             continue;
         };
         read = true;
-        let local = format!("{address}:{:04X}", peer.port());
-        if let Some(uid) = owner_in(&text, &local, port) {
+        let from = format!("{address}:{:04X}", peer.port());
+        let to = format!("{local_address}:{:04X}", local.port());
+        if let Some(uid) = owner_in(&text, &from, &to) {
             return Peer::Uid(uid);
         }
     }
@@ -44,6 +51,36 @@ pub fn of(peer: SocketAddr, port: u16) -> Peer {
     } else {
         Peer::Unknown
     }
+}
+
+/// The owners of the sockets listening where a connection to `addr` goes: on its
+/// address, or on its family's any-address (an IPv6 one on `::` takes IPv4 too, unless
+/// it is IPv6-only, which the tables do not say: it is counted).
+pub fn listening_at(addr: SocketAddr) -> Vec<u32> {
+    let ip = addr.ip().to_canonical();
+    let mut owners = Vec::new();
+    let v6_any = "0".repeat(32);
+    let (v4_at, v6_at): (Vec<String>, Vec<String>) = match ip {
+        IpAddr::V4(_) => (
+            vec![v4(ip).unwrap_or_default(), "00000000".into()],
+            vec![
+                v6(ip).unwrap_or_default(),
+                v6_any.clone(),
+                v6(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)).unwrap_or_default(),
+            ],
+        ),
+        IpAddr::V6(_) => (Vec::new(), vec![v6(ip).unwrap_or_default(), v6_any.clone()]),
+    };
+    for (table, at) in [("/proc/net/tcp", v4_at), ("/proc/net/tcp6", v6_at)] {
+        if at.is_empty() {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        owners.extend(listeners_in(&text, &at, addr.port()));
+    }
+    owners
 }
 
 /// Whether `uid` may change this daemon: its own user, or root.
@@ -59,10 +96,11 @@ pub fn shown(uid: u32) -> String {
     }
 }
 
-/// Why `peer` may not change this daemon, if it may not: another user's process on this
-/// host. One the tables do not show (no `/proc`) is let through, as before this check.
-pub fn refused(peer: SocketAddr, port: u16) -> Option<String> {
-    match of(peer, port) {
+/// Why `peer`, connected to `local`, may not change this daemon, if it may not: another
+/// user's process on this host. One the tables do not show (no `/proc`) is let through,
+/// as before this check. It reads the tables: run it off an async runtime's threads.
+pub fn refused(peer: SocketAddr, local: SocketAddr) -> Option<String> {
+    match of(peer, local) {
         Peer::Uid(uid) if !may_change(uid) => {
             let daemon = nix::unistd::geteuid().as_raw();
             let who = match daemon {
@@ -106,19 +144,33 @@ fn v6(ip: IpAddr) -> Option<String> {
     )
 }
 
-/// The uid of the row whose local address is `local` (`ADDRESS:PORT`, as the table
-/// writes it) and whose remote port is `port`, not listening. A row: `sl local_address
-/// rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode ...`.
-fn owner_in(table: &str, local: &str, port: u16) -> Option<u32> {
-    const LISTEN: &str = "0A";
+/// The uid of the live row from `from` to `to` (`ADDRESS:PORT`, as the table writes
+/// them). A row: `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt
+/// uid timeout inode ...`; a listening one (`0A`), a TIME_WAIT one (`06`) and an orphaned
+/// one (inode 0) are not a process's socket.
+fn owner_in(table: &str, from: &str, to: &str) -> Option<u32> {
     table.lines().skip(1).find_map(|row| {
         let fields: Vec<&str> = row.split_whitespace().collect();
-        let (_, remote_port) = fields.get(2)?.split_once(':')?;
-        let ours = fields.get(1) == Some(&local)
-            && u16::from_str_radix(remote_port, 16).ok() == Some(port)
-            && fields.get(3) != Some(&LISTEN);
+        let live = !matches!(fields.get(3), Some(&"0A" | &"06")) && fields.get(9) != Some(&"0");
+        let ours = fields.get(1) == Some(&from) && fields.get(2) == Some(&to) && live;
         ours.then(|| fields.get(7)?.parse().ok()).flatten()
     })
+}
+
+/// The uids of the rows listening on `port` at one of the addresses `at`.
+fn listeners_in(table: &str, at: &[String], port: u16) -> Vec<u32> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let (address, row_port) = fields.get(1)?.split_once(':')?;
+            let listens = fields.get(3) == Some(&"0A")
+                && u16::from_str_radix(row_port, 16).ok() == Some(port)
+                && at.iter().any(|a| a == address);
+            listens.then(|| fields.get(7)?.parse().ok()).flatten()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -128,15 +180,21 @@ mod tests {
     #[test]
     fn the_owner_of_a_connection_from_this_process_is_its_user() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let local = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(local).unwrap();
         let (_accepted, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         let me = nix::unistd::geteuid().as_raw();
-        assert_eq!(of(peer, port), Peer::Uid(me));
-        assert!(refused(peer, port).is_none());
-        // Not a connection to that port.
-        assert_eq!(of(peer, port.wrapping_add(1)), Peer::NotHere);
+        assert_eq!(of(peer, local), Peer::Uid(me));
+        assert!(refused(peer, local).is_none());
+        // Not a connection to that address.
+        let elsewhere = SocketAddr::new("127.0.0.5".parse().unwrap(), local.port());
+        assert_eq!(of(peer, elsewhere), Peer::NotHere);
+        assert_eq!(listening_at(local), vec![me]);
+        // A listener on 127.0.0.1 takes no connection to 127.0.0.2 (a daemon's
+        // `control.listen` there): it is not what answers it.
+        let other = SocketAddr::new("127.0.0.2".parse().unwrap(), local.port());
+        assert_eq!(listening_at(other), Vec::<u32>::new());
         drop(client);
     }
 
@@ -149,22 +207,46 @@ mod tests {
         let Ok(client) = std::net::TcpStream::connect(("::ffff:127.0.0.1", port)) else {
             return; // an IPv6-only listener
         };
-        let (_accepted, peer) = listener.accept().unwrap();
+        let (accepted, peer) = listener.accept().unwrap();
         let me = nix::unistd::geteuid().as_raw();
-        assert_eq!(of(peer, port), Peer::Uid(me), "{peer}");
+        assert_eq!(
+            of(peer, accepted.local_addr().unwrap()),
+            Peer::Uid(me),
+            "{peer}"
+        );
         drop(client);
     }
 
+    /// A closed connection's TIME_WAIT row from the same address and port names root
+    /// (uid 0): taken, it let any user through; another connection from the same port to
+    /// another address named its user for this one.
     #[test]
-    fn rows_are_matched_by_local_address_and_remote_port_not_listening() {
+    fn only_the_live_row_of_the_exact_pair_counts() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 11 1 0 100 0 0 10 0
-   1: 0100007F:D431 0100007F:1F91 01 00000000:00000000 00:00000000 00000000  1001        0 12 1 0 100 0 0 10 0
-   2: 0100007F:1F91 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1002        0 13 1 0 100 0 0 10 0
+   1: 0100007F:D431 0100007F:1F91 06 00000000:00000000 03:00000000 00000000     0        0 0 3 0
+   2: 0100007F:D431 0500007F:1F91 01 00000000:00000000 00:00000000 00000000  1003        0 14 1 0 100 0 0 10 0
+   3: 0100007F:D431 0100007F:1F91 05 00000000:00000000 00:00000000 00000000     0        0 0 2 0
+   4: 0100007F:D431 0100007F:1F91 01 00000000:00000000 00:00000000 00000000  1001        0 12 1 0 100 0 0 10 0
 ";
-        assert_eq!(owner_in(table, "0100007F:D431", 0x1F91), Some(1001));
-        assert_eq!(owner_in(table, "0100007F:1F91", 0xD431), Some(1002));
-        assert_eq!(owner_in(table, "0100007F:1F91", 0), None, "listening");
-        assert_eq!(owner_in(table, "0100007F:D431", 80), None);
+        assert_eq!(
+            owner_in(table, "0100007F:D431", "0100007F:1F91"),
+            Some(1001)
+        );
+        assert_eq!(
+            owner_in(table, "0100007F:D431", "0500007F:1F91"),
+            Some(1003)
+        );
+        assert_eq!(
+            owner_in(table, "0100007F:1F91", "00000000:0000"),
+            None,
+            "listening"
+        );
+        let at = ["0100007F".to_string(), "00000000".to_string()];
+        assert_eq!(listeners_in(table, &at, 0x1F91), vec![1000]);
+        assert_eq!(
+            listeners_in(table, &["0200007F".to_string()], 0x1F91),
+            Vec::<u32>::new()
+        );
     }
 }

@@ -12,14 +12,22 @@ use super::{supervisor, Daemon};
 use crate::config::Config;
 use crate::slot::Slot;
 
-/// The token of `router.token_file`, if one is set; a file other users may read is
-/// logged (whoever reads it may switch the front from anywhere).
+/// The token of `router.token_file`, if one is set.
 pub(super) fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
+    config.router.token()
+}
+
+/// Logs a token file others may read (whoever reads it may switch the front from
+/// anywhere): at the start and at each SIGHUP that takes a config, not at each look
+/// at the file (`/status` compares it too).
+pub(super) fn warn_if_readable(config: &Config) {
     use std::os::unix::fs::MetadataExt;
-    let token = config.router.token()?;
     let path = &config.router.token_file;
+    if path.as_os_str().is_empty() {
+        return;
+    }
     if let Ok(meta) = std::fs::metadata(path) {
-        if token.is_some() && meta.mode() & 0o077 != 0 {
+        if meta.mode() & 0o077 != 0 {
             tracing::warn!(
                 "router.token_file {} is mode {:04o}: users other than its owner may read the token, and switch the front with it; chmod 600 it",
                 path.display(),
@@ -27,7 +35,6 @@ pub(super) fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
             );
         }
     }
-    Ok(token)
 }
 
 /// SIGHUP: take a valid new config, refuse a bad one and keep the running one. Returns
@@ -47,6 +54,7 @@ pub(super) async fn reload_config(daemon: &Daemon) -> String {
         }
         Ok((token, config)) => {
             *daemon.refusal() = None;
+            warn_if_readable(&config);
             let old = daemon.config();
             let moved = restart_only(&old, &config);
             let taken = held_elsewhere(&old, &config, &moved);

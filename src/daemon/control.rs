@@ -38,6 +38,10 @@ use super::Daemon;
 use crate::slot::Slot;
 use crate::verdict::Verdict;
 
+/// Another user's refused calls, told at most once a second: each would be a line.
+static REFUSED_LOG: std::sync::LazyLock<crate::logging::Sparse> =
+    std::sync::LazyLock::new(Default::default);
+
 /// How long a connection asked to give way may take to finish what it was doing.
 const GIVE_WAY: Duration = Duration::from_secs(1);
 
@@ -48,8 +52,6 @@ const GIVE_WAY: Duration = Duration::from_secs(1);
 pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     let mut conns = Conns::default();
-    // Where callers connect to, to find whose each connection is (see `crate::peer`).
-    let port = listener.local_addr().map_or(0, |addr| addr.port());
     loop {
         let room = conns.room();
         // At the cap: when a connection will have been open long enough to give way.
@@ -73,6 +75,10 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
                 continue;
             }
         };
+        // Where the caller connected to, to find whose the connection is (`crate::peer`).
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let (daemon, mut stop) = (daemon.clone(), stop.clone());
         let conn = conns.open();
         tasks.spawn(async move {
@@ -81,7 +87,7 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
                 let (daemon, stop) = (daemon.clone(), asked.clone());
                 let under_way = place.request();
                 async move {
-                    let mut answer = answer(request, (peer, port), &daemon, stop).await;
+                    let mut answer = answer(request, (peer, local), &daemon, stop).await;
                     // Giving its place: hyper closes it once this is written.
                     if under_way.closes() {
                         answer
@@ -137,10 +143,10 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::
     while tasks.join_next().await.is_some() {}
 }
 
-/// The answer to `request` from `peer`, a connection to this API's `port`.
+/// The answer to `request` from `peer`, a connection to `local`.
 async fn answer(
     request: Request<Incoming>,
-    (peer, port): (SocketAddr, u16),
+    (peer, local): (SocketAddr, SocketAddr),
     daemon: &Arc<Daemon>,
     stop: watch::Receiver<bool>,
 ) -> Response<Body> {
@@ -206,8 +212,10 @@ async fn answer(
     // Reads are anyone's on this host (a metrics scraper runs as a user of its own);
     // changes are the daemon's own user's and root's, who run its hooks and commands.
     if method != Method::GET {
-        if let Some(why) = crate::peer::refused(peer, port) {
-            tracing::warn!("control API: {asked} {path} refused: {why} change this daemon");
+        if let Some(why) = super::front_switch::whose(peer, local).await {
+            if REFUSED_LOG.admit().is_some() {
+                tracing::warn!("control API: {asked} {path} refused: {why} change this daemon");
+            }
             return reply(
                 StatusCode::FORBIDDEN,
                 "text/plain",

@@ -71,17 +71,53 @@ fn bearer(authorization: Option<&str>, token: Option<&str>) -> bool {
     }
 }
 
+/// The address a connection `fd` was made to (an any-address listener's connections
+/// each have their own).
+fn local_addr(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
+    use nix::sys::socket::{getsockname, SockaddrStorage};
+    let addr: SockaddrStorage = getsockname(fd).ok()?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    let v6 = addr.as_sockaddr_in6()?;
+    Some(SocketAddr::V6((*v6).into()))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Answers a request for the front's `switch_path` from `peer`.
+/// Why `peer`, connected to `local`, may not change this daemon, if another user's
+/// process (see [`crate::peer`]); the tables are read off the runtime's threads.
+pub async fn whose(peer: SocketAddr, local: SocketAddr) -> Option<String> {
+    tokio::task::spawn_blocking(move || crate::peer::refused(peer, local))
+        .await
+        .unwrap_or_else(|_| Some("whose connection it is could not be told".into()))
+}
+
+/// Answers a request for the front's `switch_path` from `peer`, on the connection `fd`.
 pub async fn handle(
     request: Request<Incoming>,
     peer: SocketAddr,
+    fd: std::os::fd::RawFd,
     daemon: &Arc<Daemon>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Response<Body> {
+    // A bluegreen command names its root, and calls the control API only: one here has a
+    // `control.listen` that names this front (another root's config copied, or its own
+    // front's address), and must not switch this root's traffic.
+    if let Some(asker) = request.headers().get(crate::client::ROOT_HEADER) {
+        let root = daemon.layout.root().display().to_string();
+        let why = match asker.as_bytes() == daemon.layout.identity().as_bytes() {
+            true => format!("this is the front of {root}, not its control API: give control.listen an address of its own"),
+            false => format!(
+                "{}{root}{}",
+                crate::client::OTHER_ROOT,
+                crate::client::OTHER_ROOT_END
+            ),
+        };
+        return plain(StatusCode::MISDIRECTED_REQUEST, &why);
+    }
     if request.method() != Method::POST && request.method() != Method::GET {
         let mut response = plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -121,8 +157,11 @@ pub async fn handle(
     // A caller on this host without the token: one of the daemon's user or root (another
     // app's user, or a TCP relay's, such as stunnel's, connects from loopback too).
     if peer.ip().to_canonical().is_loopback() && !bearer(authorization, token.as_deref()) {
-        let port = daemon.config().router.listen.port();
-        if let Some(why) = crate::peer::refused(peer, port) {
+        let refused = match local_addr(fd) {
+            Some(local) => whose(peer, local).await,
+            None => Some("whose connection it is could not be told".into()),
+        };
+        if let Some(why) = refused {
             let others = match token {
                 Some(_) => "others need `Authorization: Bearer <token>` (router.token_file)",
                 None => "router.token_file sets a token for others",

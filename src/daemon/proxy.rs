@@ -61,6 +61,8 @@ pub struct Local {
 /// The client end of a connection, as each of its requests sees it.
 pub struct ClientConn {
     pub peer: Peer,
+    /// The connection's socket, for the front's `/switch` to ask where it was made to.
+    pub fd: std::os::fd::RawFd,
     pub which: Listener,
     /// `router.client_timeout` when the connection came.
     pub timeout: std::time::Duration,
@@ -108,6 +110,7 @@ async fn answer(
 ) -> Result<Response<Answer>, Infallible> {
     let ClientConn {
         peer,
+        fd,
         which,
         timeout,
         counted,
@@ -148,7 +151,7 @@ async fn answer(
                 // and it is moved a few times per request.
                 let stop = stop.clone();
                 return Ok(Box::pin(super::front_switch::handle(
-                    request, peer.addr, daemon, stop,
+                    request, peer.addr, fd, daemon, stop,
                 ))
                 .await
                 .map(Passed::Boxed));

@@ -202,6 +202,7 @@ pub async fn serve_thread(
             since: Instant::now(),
         });
         let peer = Peer::new(peer);
+        let fd = stream.as_raw_fd();
         let local = local.clone();
         // Read per connection: a reloaded value applies to the connections after it.
         let client_timeout = {
@@ -216,6 +217,7 @@ pub async fn serve_thread(
             move |request| {
                 let client = ClientConn {
                     peer: peer.clone(),
+                    fd,
                     which,
                     timeout: client_timeout,
                     counted: counted.clone(),

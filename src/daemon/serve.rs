@@ -61,6 +61,7 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         .context("cannot handle signals")?;
     let config = Config::load(&layout.config_file())?;
     let token = super::config_reload::read_token(&config)?;
+    super::config_reload::warn_if_readable(&config);
     // A second daemon would take the first one's workers for orphans and stop them.
     let lock = layout.serve_lock();
     if let Some(parent) = lock.parent() {

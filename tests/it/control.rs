@@ -856,7 +856,7 @@ fn a_stranger_on_control_listen_is_named_on_one_line() {
 /// release is current and starts when this root's daemon does.
 #[test]
 fn another_roots_app_on_control_listen_is_named_a_stranger() {
-    let other = blue_live();
+    let other = both_live();
     let root = Root::new();
     root.set("control.listen", format!("127.0.0.1:{}", other.front));
     root.commit("v1", &[("VERSION", "v1\n")]);
@@ -880,6 +880,33 @@ fn another_roots_app_on_control_listen_is_named_a_stranger() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Nor does `switch` reach the other root's front `/switch`, which switched that
+    // root's traffic for this root's command.
+    let out = root.run(&["switch", "green"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("what answers there is not a bluegreen daemon"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(other.status()["active"], "blue");
+    let asked = raw(
+        front,
+        &format!(
+            "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nBluegreen-Root: {}\r\nConnection: close\r\n\r\n",
+            root.path.display()
+        ),
+    );
+    assert!(asked.starts_with("HTTP/1.1 421 "), "{asked}");
+    assert!(
+        asked.contains(&format!(
+            "this daemon serves {}, another root",
+            other.path.display()
+        )),
+        "{asked}"
+    );
+    assert_eq!(other.status()["active"], "blue");
 }
 
 #[test]
@@ -1193,6 +1220,10 @@ fn a_token_file_others_may_read_is_logged_and_the_token_lets_another_user_switch
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     root.push("green").says("green: live in ");
+    // Said at the start, not at each look at the file (`/status`, the pushes' notes).
+    root.control("GET", "/status");
+    let said = root.log().matches("router.token_file ").count();
+    assert_eq!(said, 1, "{}", root.log());
     let switch = |authorization: &str| {
         raw_as(
             65534,

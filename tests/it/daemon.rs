@@ -2558,6 +2558,18 @@ fn a_hand_flip_back_to_the_live_release_while_a_push_starts_keeps_it() {
         root.status()["slots"]["blue"]["live"]["release"],
         v1.as_str()
     );
+    // The deploy's own ask coming after the flip back (a hook slower than the file
+    // watch, on a loaded host) is told the same, not that a later push superseded it.
+    let v2 = root.releases("blue").last().unwrap().clone();
+    let late = root.control("POST", &format!("/slots/blue/reload?release={v2}"));
+    assert_eq!(late.status, 409, "{}", late.body);
+    assert!(
+        late.body.contains(&format!(
+            "release {v2} did not go live: blue went back to {v1}, its live release, meanwhile"
+        )),
+        "{}",
+        late.body
+    );
 }
 
 /// A drain timeout raised by SIGHUP holds for the daemon's own stop: a request longer

@@ -96,6 +96,10 @@ pub struct Supervisor {
     starting: Option<Start>,
     /// A release asked for while another was starting, with who waits for it.
     pending: Option<(String, Vec<oneshot::Sender<Verdict>>)>,
+    /// The release whose start ended as `current` went back to the live release, and
+    /// that release: the deploy's own reload, asked after that (a hook slower than the
+    /// file watch), is told the same, not that a later push or rollback superseded it.
+    went_back: Option<(String, String)>,
     /// The release whose last start failed, and why, while it is `current`: a file
     /// watch's reload does not start it again, and a deploy's is told the failure.
     last_failed: Option<(String, String)>,
@@ -175,6 +179,7 @@ impl Supervisor {
             live: None,
             starting: None,
             pending: None,
+            went_back: None,
             last_failed: failed
                 .as_ref()
                 .map(|(refused, message)| (refused.failed.release.clone(), message.clone())),
@@ -277,6 +282,7 @@ impl Supervisor {
         }
         if let Some(start) = self.starting.as_mut().filter(|s| s.release != release) {
             start.superseded = Some(release.to_string());
+            self.went_back = Some((start.release.clone(), release.to_string()));
             if let Some(cancel) = start.cancel.take() {
                 let _ = cancel.send(());
             }

@@ -135,6 +135,13 @@ impl Supervisor {
             if !release::exists(&self.daemon.layout, slot, id) && !pruned {
                 return refuse(reply, slot, format!("{slot} has no release {id}"));
             }
+            if let Some((_, by)) = self.went_back.as_ref().filter(|(gone, _)| gone == id) {
+                return refuse(
+                    reply,
+                    slot,
+                    format!("release {id} did not go live: {slot} went back to {by}, its live release, meanwhile"),
+                );
+            }
             if *id != release {
                 return refuse(
                     reply,
