@@ -74,12 +74,7 @@ pub(super) fn init_repo(
 /// would otherwise send every push to a folder without our hook, and the push would
 /// deploy nothing, silently. One the repo already sets is the operator's choice: kept.
 fn pin_hooks(repo_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
-    let repo = open_bare(repo_dir)?;
-    let mut config = repo
-        .config()
-        .and_then(|c| c.open_level(git2::ConfigLevel::Local))
-        .map_err(git::message)
-        .with_context(|| format!("cannot read {}'s config", repo_dir.display()))?;
+    let mut config = local_config(repo_dir)?;
     if let Ok(set) = config.get_string(HOOKS_PATH) {
         if set != "hooks" {
             writeln!(
@@ -106,18 +101,22 @@ fn pin_hooks(repo_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
 
 const HOOKS_PATH: &str = "core.hooksPath";
 
+/// The repo's own config file (`<repo>/config`), not the user's or the system's.
+fn local_config(repo_dir: &Path) -> anyhow::Result<git2::Config> {
+    open_bare(repo_dir)?
+        .config()
+        .and_then(|c| c.open_level(git2::ConfigLevel::Local))
+        .map_err(git::message)
+        .with_context(|| format!("cannot read {}'s config", repo_dir.display()))
+}
+
 /// Sets the repo's `receive.shallowUpdate`, so that a push from a shallow clone (CI's
 /// `git clone --depth 1`) is taken: git refuses one by default (`shallow update not
 /// allowed`) whenever the repo lacks the clone's oldest commit, the first push to a new
 /// root too. A deploy needs the pushed commit's tree only. One the repo sets already is
 /// the operator's choice: kept.
 fn allow_shallow(repo_dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
-    let repo = open_bare(repo_dir)?;
-    let mut config = repo
-        .config()
-        .and_then(|c| c.open_level(git2::ConfigLevel::Local))
-        .map_err(git::message)
-        .with_context(|| format!("cannot read {}'s config", repo_dir.display()))?;
+    let mut config = local_config(repo_dir)?;
     if config.get_bool(SHALLOW_UPDATE).is_ok() {
         return Ok(());
     }
