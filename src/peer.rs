@@ -96,10 +96,10 @@ pub fn shown(uid: u32) -> String {
     }
 }
 
-/// Why `peer`, connected to `local`, may not change this daemon, if it may not: another
+/// Why `peer`, connected to `local`, may not `act` (`switch`), if it may not: another
 /// user's process on this host. One the tables do not show (no `/proc`) is let through,
 /// as before this check. It reads the tables: run it off an async runtime's threads.
-pub fn refused(peer: SocketAddr, local: SocketAddr) -> Option<String> {
+pub fn refused(peer: SocketAddr, local: SocketAddr, act: &str) -> Option<String> {
     match of(peer, local) {
         Peer::Uid(uid) if !may_change(uid) => {
             let daemon = nix::unistd::geteuid().as_raw();
@@ -107,10 +107,10 @@ pub fn refused(peer: SocketAddr, local: SocketAddr) -> Option<String> {
                 0 => "only root, the daemon's user, may".to_string(),
                 _ => format!("only root and {}, the daemon's user, may", shown(daemon)),
             };
-            Some(format!("it came from a process of {}: {who}", shown(uid)))
+            Some(format!("it came from a process of {}: {who} {act}", shown(uid)))
         }
         Peer::NotHere => Some(format!(
-            "its connection from {peer} is not in this host's TCP tables, so whose it is cannot be told"
+            "its connection from {peer} is not in this host's TCP tables: whose it is cannot be told, and only root and the daemon's user may {act}"
         )),
         Peer::Uid(_) | Peer::Unknown => None,
     }
@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(peer, client.local_addr().unwrap());
         let me = nix::unistd::geteuid().as_raw();
         assert_eq!(of(peer, local), Peer::Uid(me));
-        assert!(refused(peer, local).is_none());
+        assert!(refused(peer, local, "switch").is_none());
         // Not a connection to that address.
         let elsewhere = SocketAddr::new("127.0.0.5".parse().unwrap(), local.port());
         assert_eq!(of(peer, elsewhere), Peer::NotHere);

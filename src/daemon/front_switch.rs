@@ -87,12 +87,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Why `peer`, connected to `local`, may not change this daemon, if another user's
-/// process (see [`crate::peer`]); the tables are read off the runtime's threads.
-pub async fn whose(peer: SocketAddr, local: SocketAddr) -> Option<String> {
-    tokio::task::spawn_blocking(move || crate::peer::refused(peer, local))
+/// Why `peer`, connected to `local`, may not `act`, if another user's process (see
+/// [`crate::peer`]); the tables are read off the runtime's threads.
+pub async fn whose(peer: SocketAddr, local: SocketAddr, act: &'static str) -> Option<String> {
+    tokio::task::spawn_blocking(move || crate::peer::refused(peer, local, act))
         .await
-        .unwrap_or_else(|_| Some("whose connection it is could not be told".into()))
+        .unwrap_or_else(|_| Some(format!("whose connection it is could not be told, and only root and the daemon's user may {act}")))
 }
 
 /// Answers a request for the front's `switch_path` from `peer`, on the connection `fd`.
@@ -158,8 +158,8 @@ pub async fn handle(
     // app's user, or a TCP relay's, such as stunnel's, connects from loopback too).
     if peer.ip().to_canonical().is_loopback() && !bearer(authorization, token.as_deref()) {
         let refused = match local_addr(fd) {
-            Some(local) => whose(peer, local).await,
-            None => Some("whose connection it is could not be told".into()),
+            Some(local) => whose(peer, local, "switch").await,
+            None => Some("whose connection it is could not be told, and only root and the daemon's user may switch".into()),
         };
         if let Some(why) = refused {
             let others = match token {
@@ -168,7 +168,7 @@ pub async fn handle(
             };
             return plain(
                 StatusCode::FORBIDDEN,
-                &format!("this request may not switch: {why} switch; {others}"),
+                &format!("this request may not switch: {why}; {others}"),
             );
         }
     }
