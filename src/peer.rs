@@ -30,7 +30,7 @@ pub fn of(peer: SocketAddr, local: SocketAddr) -> Peer {
     let mut read = false;
     let tables = [
         ("/proc/net/tcp", v4(ip).zip(v4(local_ip))),
-        ("/proc/net/tcp6", v6(ip).zip(v6(local_ip))),
+        ("/proc/net/tcp6", Some((v6(ip), v6(local_ip)))),
     ];
     for (table, pair) in tables {
         let Some((address, local_address)) = pair else {
@@ -59,17 +59,20 @@ pub fn of(peer: SocketAddr, local: SocketAddr) -> Peer {
 pub fn listening_at(addr: SocketAddr) -> Vec<u32> {
     let ip = addr.ip().to_canonical();
     let mut owners = Vec::new();
-    let v6_any = "0".repeat(32);
-    let (v4_at, v6_at): (Vec<String>, Vec<String>) = match ip {
-        IpAddr::V4(_) => (
-            vec![v4(ip).unwrap_or_default(), "00000000".into()],
+    let v6_any = v6(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    let (v4_at, v6_at) = match v4(ip) {
+        Some(v4_ip) => (
             vec![
-                v6(ip).unwrap_or_default(),
-                v6_any.clone(),
-                v6(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)).unwrap_or_default(),
+                v4_ip,
+                v4(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)).unwrap_or_default(),
+            ],
+            vec![
+                v6(ip),
+                v6_any,
+                v6(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
             ],
         ),
-        IpAddr::V6(_) => (Vec::new(), vec![v6(ip).unwrap_or_default(), v6_any.clone()]),
+        None => (Vec::new(), vec![v6(ip), v6_any]),
     };
     for (table, at) in [("/proc/net/tcp", v4_at), ("/proc/net/tcp6", v6_at)] {
         if at.is_empty() {
@@ -126,22 +129,20 @@ fn v4(ip: IpAddr) -> Option<String> {
 
 /// `address` as `/proc/net/tcp6` writes it: four 32-bit words, each in the host's byte
 /// order; an IPv4 one as an IPv6 socket has it (`::ffff:127.0.0.1`).
-fn v6(ip: IpAddr) -> Option<String> {
+fn v6(ip: IpAddr) -> String {
     let octets = match ip {
         IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
         IpAddr::V6(ip) => ip.octets(),
     };
-    Some(
-        octets
-            .chunks_exact(4)
-            .map(|word| {
-                format!(
-                    "{:08X}",
-                    u32::from_ne_bytes([word[0], word[1], word[2], word[3]])
-                )
-            })
-            .collect(),
-    )
+    octets
+        .chunks_exact(4)
+        .map(|word| {
+            format!(
+                "{:08X}",
+                u32::from_ne_bytes([word[0], word[1], word[2], word[3]])
+            )
+        })
+        .collect()
 }
 
 /// The uid of the live row from `from` to `to` (`ADDRESS:PORT`, as the table writes
@@ -159,17 +160,9 @@ fn owner_in(table: &str, from: &str, to: &str) -> Option<u32> {
 
 /// The uids of the rows listening on `port` at one of the addresses `at`.
 fn listeners_in(table: &str, at: &[String], port: u16) -> Vec<u32> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|row| {
-            let fields: Vec<&str> = row.split_whitespace().collect();
-            let (address, row_port) = fields.get(1)?.split_once(':')?;
-            let listens = fields.get(3) == Some(&"0A")
-                && u16::from_str_radix(row_port, 16).ok() == Some(port)
-                && at.iter().any(|a| a == address);
-            listens.then(|| fields.get(7)?.parse().ok()).flatten()
-        })
+    crate::procfs::listening_rows(table, port)
+        .filter(|(address, _)| at.iter().any(|a| a == address))
+        .filter_map(|(_, fields)| fields.get(7)?.parse().ok())
         .collect()
 }
 

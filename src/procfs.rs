@@ -283,7 +283,7 @@ fn listening_in(table: &str, port: u16) -> Vec<Listening> {
 
 /// The rows of a `/proc/net/tcp` table that listen on `port`: each one's local address
 /// (hex, as the table has it) and fields.
-fn listening_rows(table: &str, port: u16) -> impl Iterator<Item = (&str, Vec<&str>)> {
+pub(crate) fn listening_rows(table: &str, port: u16) -> impl Iterator<Item = (&str, Vec<&str>)> {
     const LISTEN: &str = "0A";
     table.lines().skip(1).filter_map(move |row| {
         let fields: Vec<&str> = row.split_whitespace().collect();
