@@ -212,7 +212,7 @@ async fn answer(
     // Reads are anyone's on this host (a metrics scraper runs as a user of its own);
     // changes are the daemon's own user's and root's, who run its hooks and commands.
     if method != Method::GET {
-        if let Some(why) = super::front_switch::whose(peer, local, "change this daemon").await {
+        if let Some(why) = super::local::whose(peer, Some(local), "change this daemon").await {
             if REFUSED_LOG.admit().is_some() {
                 tracing::warn!("control API: {asked} {path} refused: {why}");
             }

@@ -87,14 +87,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Why `peer`, connected to `local`, may not `act`, if another user's process (see
-/// [`crate::peer`]); the tables are read off the runtime's threads.
-pub async fn whose(peer: SocketAddr, local: SocketAddr, act: &'static str) -> Option<String> {
-    tokio::task::spawn_blocking(move || crate::peer::refused(peer, local, act))
-        .await
-        .unwrap_or_else(|_| Some(format!("whose connection it is could not be told, and only root and the daemon's user may {act}")))
-}
-
 /// Answers a request for the front's `switch_path` from `peer`, on the connection `fd`.
 pub async fn handle(
     request: Request<Incoming>,
@@ -157,11 +149,7 @@ pub async fn handle(
     // A caller on this host without the token: one of the daemon's user or root (another
     // app's user, or a TCP relay's, such as stunnel's, connects from loopback too).
     if peer.ip().to_canonical().is_loopback() && !bearer(authorization, token.as_deref()) {
-        let refused = match local_addr(fd) {
-            Some(local) => whose(peer, local, "switch").await,
-            None => Some("whose connection it is could not be told, and only root and the daemon's user may switch".into()),
-        };
-        if let Some(why) = refused {
+        if let Some(why) = super::local::whose(peer, local_addr(fd), "switch").await {
             let others = match token {
                 Some(_) => "others need `Authorization: Bearer <token>` (router.token_file)",
                 None => "router.token_file sets a token for others",

@@ -7,6 +7,27 @@
 //! `Sec-Fetch-Site: none`, as a typed one). Headers can only take trust away here, never
 //! grant it.
 
+/// Why `peer`, connected to `local` (`None`: where to cannot be told), may not `act`, if
+/// it is another user's process on this host: loopback is every user of the host (see
+/// [`crate::peer`]). The kernel's tables are read off the runtime's threads.
+pub async fn whose(
+    peer: std::net::SocketAddr,
+    local: Option<std::net::SocketAddr>,
+    act: &'static str,
+) -> Option<String> {
+    let unknown = || {
+        Some(format!(
+            "whose connection it is cannot be told, and only root and the daemon's user may {act}"
+        ))
+    };
+    let Some(local) = local else {
+        return unknown();
+    };
+    tokio::task::spawn_blocking(move || crate::peer::refused(peer, local, act))
+        .await
+        .unwrap_or_else(|_| unknown())
+}
+
 /// The request headers that say who is really behind a loopback connection.
 #[derive(Debug, Default)]
 pub struct Hints<'a> {
