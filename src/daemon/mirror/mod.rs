@@ -339,6 +339,8 @@ impl Mirror {
             Some(Ok(job)) => (job, None),
             Some(Err((job, reason, why))) => (job, Some((reason, why))),
         };
+        // Each way this write's copy is not queued, until the copy is made ready below.
+        let lost = |reason, why| self.lost(daemon, reason, &job.method, &job.path, why);
         // The active's verdict first: one that gave no answer is why, not the body it
         // had not all read yet.
         match status {
@@ -350,17 +352,11 @@ impl Mirror {
                     || "the active slot gave no answer".to_string(),
                     |status| format!("the active slot answered {status}"),
                 );
-                return self.lost(
-                    daemon,
-                    MirrorOutcome::ActiveFailed,
-                    &job.method,
-                    &job.path,
-                    why,
-                );
+                return lost(MirrorOutcome::ActiveFailed, why);
             }
         }
         if let Some((reason, why)) = cut {
-            return self.lost(daemon, reason, &job.method, &job.path, why);
+            return lost(reason, why);
         }
         let size = job.bytes();
         if !self.reserve(size) {
@@ -368,13 +364,7 @@ impl Mirror {
                 "the mirrored copies queued and out already hold {} MiB",
                 MIRROR_MEMORY >> 20
             );
-            return self.lost(
-                daemon,
-                MirrorOutcome::QueueFull,
-                &job.method,
-                &job.path,
-                why,
-            );
+            return lost(MirrorOutcome::QueueFull, why);
         }
         // The sender holds the next copy out of the channel until it may go out: the
         // count of copies waiting, not the channel, is what `mirror.queue` bounds. Once
@@ -399,13 +389,7 @@ impl Mirror {
             } else {
                 format!("mirror.queue is full ({queue})")
             };
-            return self.lost(
-                daemon,
-                MirrorOutcome::QueueFull,
-                &job.method,
-                &job.path,
-                why,
-            );
+            return lost(MirrorOutcome::QueueFull, why);
         }
         if refilling {
             self.refilling.store(false, Ordering::Release);
