@@ -780,6 +780,14 @@ fn a_daemon_does_not_take_orders_for_another_root() {
     root.run_ok(&["status"]);
 }
 
+/// How the commands and the hook name what answers on `control.listen` at `port` when it
+/// is no bluegreen daemon, for `what` it did.
+fn stranger_on(port: u16, what: &str) -> String {
+    format!(
+        "control API at 127.0.0.1:{port}: what answers there is not a bluegreen daemon ({what}): give this root its own control.listen in bluegreen.toml (`ss -ltnp 'sport = :{port}'` says what listens there)"
+    )
+}
+
 /// Something other than a bluegreen daemon on `control.listen` (a web server left on the
 /// port) answers with a page of HTML: the hook's verdict and the commands' errors say on
 /// one line that it is not a daemon, and how to find it. Each of the page's lines used to
@@ -816,23 +824,15 @@ fn a_stranger_on_control_listen_is_named_on_one_line() {
     let root = Root::new();
     root.set("control.listen", format!("127.0.0.1:{port}"));
     let stranger_at = |asked: &str| {
-        format!(
-            "control API at 127.0.0.1:{port}: what answers there is not a bluegreen daemon (it answered {asked} with 404, Content-Type text/html): give this root its own control.listen in bluegreen.toml (`ss -ltnp 'sport = :{port}'` says what listens there)"
+        stranger_on(
+            port,
+            &format!("it answered {asked} with 404, Content-Type text/html"),
         )
     };
 
     root.commit("v1", &[("VERSION", "v1\n")]);
-    let pushed = root.push("blue");
-    let verdict = format!(
-        "blue: no daemon told ({}); the release is current and starts when this root's daemon does",
-        stranger_at("POST /slots/blue/reload")
-    );
-    assert_eq!(
-        pushed.remote_lines().last().map(|l| l.trim_end()),
-        Some(&*verdict),
-        "{}",
-        pushed.text
-    );
+    root.push("blue")
+        .told_no_daemon("blue", &stranger_at("POST /slots/blue/reload"));
     let out = root.run(&["switch", "green"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -861,16 +861,13 @@ fn another_roots_app_on_control_listen_is_named_a_stranger() {
     let root = Root::new();
     root.set("control.listen", format!("127.0.0.1:{}", other.front));
     root.commit("v1", &[("VERSION", "v1\n")]);
-    let pushed = root.push("blue");
     let front = other.front;
-    let verdict = format!(
-        "blue: no daemon told (control API at 127.0.0.1:{front}: what answers there is not a bluegreen daemon (it answered POST /slots/blue/reload with 404, Content-Type text/plain; charset=utf-8): give this root its own control.listen in bluegreen.toml (`ss -ltnp 'sport = :{front}'` says what listens there)); the release is current and starts when this root's daemon does"
-    );
-    assert_eq!(
-        pushed.remote_lines().last().map(|l| l.trim_end()),
-        Some(&*verdict),
-        "{}",
-        pushed.text
+    root.push("blue").told_no_daemon(
+        "blue",
+        &stranger_on(
+            front,
+            "it answered POST /slots/blue/reload with 404, Content-Type text/plain; charset=utf-8",
+        ),
     );
     let out = root.run(&["status"]);
     assert_eq!(out.status.code(), Some(1));
@@ -1182,18 +1179,11 @@ fn another_users_socket_on_control_listen_is_no_daemon_of_this_root() {
     let root = Root::new();
     root.set("control.listen", format!("127.0.0.1:{port}"));
     root.commit("v1", &[("VERSION", "v1\n")]);
-    let pushed = root.push("blue");
-    let stranger = format!(
-        "control API at 127.0.0.1:{port}: what answers there is not a bluegreen daemon (its listening socket is a process's of nobody (uid 65534), not of root or of this root's user): give this root its own control.listen in bluegreen.toml (`ss -ltnp 'sport = :{port}'` says what listens there)"
+    let stranger = stranger_on(
+        port,
+        "its listening socket is a process's of nobody (uid 65534), not of root or of this root's user",
     );
-    assert_eq!(
-        pushed.remote_lines().last().map(|l| l.trim_end()),
-        Some(&*format!(
-            "blue: no daemon told ({stranger}); the release is current and starts when this root's daemon does"
-        )),
-        "{}",
-        pushed.text
-    );
+    root.push("blue").told_no_daemon("blue", &stranger);
     let out = root.run(&["switch", "green"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

@@ -28,6 +28,20 @@ impl Pushed {
         self
     }
 
+    /// Asserts the last `remote:` line is `slot`'s verdict when no daemon of the root
+    /// could be told of the release, for `why`.
+    pub fn told_no_daemon(&self, slot: &str, why: &str) {
+        let verdict = format!(
+            "{slot}: no daemon told ({why}); the release is current and starts when this root's daemon does"
+        );
+        assert_eq!(
+            self.remote_lines().last().map(String::as_str),
+            Some(&*verdict),
+            "{}",
+            self.text
+        );
+    }
+
     /// The `remote:` lines, without the prefix.
     pub fn remote_lines(&self) -> Vec<String> {
         self.text
