@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{Msg, Supervisor};
+use crate::daemon::metrics::GenerationOutcome;
 
 impl Supervisor {
     pub(super) async fn exited(&mut self, generation: u64) {
@@ -46,7 +47,7 @@ impl Supervisor {
         self.handle().set_error(Some(message.clone()));
         self.daemon
             .metrics
-            .generation(slot, crate::daemon::metrics::GenerationOutcome::Crashed);
+            .generation(slot, GenerationOutcome::Crashed);
         self.daemon
             .events
             .record("crash", Some(slot), true, message);
@@ -109,10 +110,9 @@ impl Supervisor {
         if let Some(release) = self.restart_release.take() {
             // Counted when it happens: a deploy during the backoff replaces it.
             self.handle().status().restarts += 1;
-            self.daemon.metrics.generation(
-                self.slot,
-                crate::daemon::metrics::GenerationOutcome::Restarted,
-            );
+            self.daemon
+                .metrics
+                .generation(self.slot, GenerationOutcome::Restarted);
             self.begin(release, Vec::new(), true).await;
         }
     }

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::{tell, verdict_failed, Msg, Refused, Start, Supervisor};
 use crate::daemon::generation::Generation;
+use crate::daemon::metrics::GenerationOutcome;
 use crate::release;
 use crate::state::Failed;
 use crate::verdict::Verdict;
@@ -251,7 +252,7 @@ impl Supervisor {
                 }
                 self.daemon
                     .metrics
-                    .generation(slot, crate::daemon::metrics::GenerationOutcome::Started);
+                    .generation(slot, GenerationOutcome::Started);
                 self.daemon.adopt_if_none(slot);
                 let tx = self.tx.clone();
                 let watched = generation.clone();
@@ -305,7 +306,7 @@ impl Supervisor {
                 self.handle().status().failed_starts += 1;
                 self.daemon
                     .metrics
-                    .generation(slot, crate::daemon::metrics::GenerationOutcome::Failed);
+                    .generation(slot, GenerationOutcome::Failed);
                 // With no live generation left (a crash during the start, app.overlap =
                 // false, or a daemon that just started), the last release that was live
                 // comes back; if that is the one that failed, or the daemon just started
