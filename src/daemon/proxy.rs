@@ -6,20 +6,19 @@
 //! connections (see [`super::pool`]). The request counts in its generation's
 //! `in_flight` until its response body has been sent in full, which is what drain
 //! waits for. An upgrade (WebSocket) becomes a tunnel after the worker's `101`: see
-//! [`super::upgrade`]. The threads and connections are [`super::accept`]'s.
+//! [`super::upgrade`]. The threads and connections are [`super::accept`]'s; the
+//! checks on a request's target, [`super::target`]'s; the answer on its way back,
+//! [`super::tracked`]'s.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 
 use super::accept::Listener;
@@ -27,10 +26,12 @@ use super::headers::{forward_headers, strip_hop_by_hop, Peer, Side};
 use super::idle::{BodyIdle, IdleBody};
 use super::mirror::Mirror;
 use super::passed::Passed;
-use super::pool::{Failure, Pool, Pooled};
-use super::route::{Cached, InFlight};
+use super::pool::{Failure, Pool};
+use super::route::Cached;
+use super::target;
+use super::tracked::Tracked;
 use super::upgrade;
-use super::upstream::{self, Body, BoxError};
+use super::upstream::{self, Body};
 use super::{ConfigCopy, Daemon};
 
 /// What a proxy thread's requests share. Cloning an `Arc` of it touches a count only
@@ -126,7 +127,7 @@ async fn answer(
         stop,
     } = local;
     let traffic = daemon.metrics.traffic(*thread);
-    if let Some((status, reason)) = refused(&request) {
+    if let Some((status, reason)) = target::refused(&request) {
         return Ok(own(status, reason));
     }
     let mut mirror = None;
@@ -214,18 +215,7 @@ async fn answer(
         .is_some()
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
-    // An absolute-form target (`GET http://host/path`) names the host: it replaces the
-    // client's Host (RFC 9112 §3.2.2), and the worker gets the origin form.
-    if let Some(authority) = parts.uri.authority() {
-        // Host and port only: never the `user:password@` an authority may carry.
-        let host = match authority.port_u16() {
-            Some(port) => format!("{}:{port}", authority.host()),
-            None => authority.host().to_string(),
-        };
-        if let Ok(host) = HeaderValue::from_str(&host) {
-            parts.headers.insert(header::HOST, host);
-        }
-    }
+    target::host_from_absolute_form(&mut parts);
     if let Err(reason) = forward_headers(&mut parts.headers, &peer) {
         traffic.request(slot, 501);
         return Ok(not_passed(
@@ -244,15 +234,7 @@ async fn answer(
             .headers
             .insert(header::HOST, in_flight.generation().host.clone());
     }
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        // `path()` is `/` for an empty path, as in `http://host?x=1`, whose query stays.
-        let path = parts.uri.path();
-        let target = match parts.uri.query() {
-            Some(query) => format!("{path}?{query}").parse(),
-            None => path.parse(),
-        };
-        parts.uri = target.unwrap_or_else(|_| http::Uri::from_static("/"));
-    }
+    target::origin_form(&mut parts.uri);
     let http10 = parts.version == http::Version::HTTP_10;
     let head = parts.method == http::Method::HEAD;
     parts.version = http::Version::HTTP_11;
@@ -325,12 +307,7 @@ async fn answer(
                 true => http::Version::HTTP_10,
                 false => http::Version::HTTP_11,
             };
-            let body = Tracked {
-                inner: body,
-                _connection: connection,
-                in_flight,
-                _client: counted,
-            };
+            let body = Tracked::new(body, connection, in_flight, counted);
             let mut response = Response::from_parts(parts, Passed::Unboxed(body));
             if end.is_some_and(|end| !end.reached()) {
                 response.extensions_mut().insert(BodyLeft);
@@ -371,95 +348,6 @@ async fn answer(
             Ok(own(StatusCode::BAD_GATEWAY, &reason))
         }
     }
-}
-
-/// Requests refused before any routing: CONNECT (this is no forward proxy: 501, as for
-/// a method a server does not implement, since no Allow list of a worker's is known), and
-/// a request whose `Host` is missing (HTTP/1.1), repeated or not a host and port (RFC
-/// 9112 §3.2): the worker would see a host the client did not send, pick one of two,
-/// or build its links from a `Host` such as `evil.example/x?` or `user@host`.
-fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
-    if request.method() == http::Method::CONNECT {
-        return Some((StatusCode::NOT_IMPLEMENTED, "CONNECT is not proxied"));
-    }
-    // A worker's echo of a TRACE would hand a page's script the cookies and credentials
-    // the browser sent (cross-site tracing); nginx refuses it too.
-    if request.method() == http::Method::TRACE {
-        return Some((StatusCode::NOT_IMPLEMENTED, "TRACE is not proxied"));
-    }
-    // `*` is OPTIONS's alone (RFC 9112 §3.2.4).
-    if request.uri().path() == "*" && request.method() != http::Method::OPTIONS {
-        return Some((
-            StatusCode::BAD_REQUEST,
-            "the request target `*` is OPTIONS's only (RFC 9112 §3.2.4)",
-        ));
-    }
-    // The authority form (`GET host:80`) is CONNECT's alone; it has no path to pass on.
-    if request.uri().scheme().is_none() && request.uri().authority().is_some() {
-        return Some((
-            StatusCode::BAD_REQUEST,
-            "the request target is neither a path (/...) nor an absolute URL (a host:port target is CONNECT's only, RFC 9112 §3.2)",
-        ));
-    }
-    // An absolute-form target's host is the request's (RFC 9112 §3.2.2), checked as
-    // `Host` is; `http` took `evil:abc` for a host with no port, and `user@` passed.
-    if let (Some(_), Some(authority)) = (request.uri().scheme(), request.uri().authority()) {
-        let authority = authority.as_str().as_bytes();
-        if authority.contains(&b'@') || !host_and_port(authority) {
-            return Some((
-                StatusCode::BAD_REQUEST,
-                "the request target's host is not a host and port (RFC 9112 §3.2.2)",
-            ));
-        }
-    }
-    let mut hosts = request.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => Some((
-            StatusCode::BAD_REQUEST,
-            "more than one Host header (RFC 9112 §3.2)",
-        )),
-        (None, _) if request.version() == http::Version::HTTP_11 => Some((
-            StatusCode::BAD_REQUEST,
-            "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)",
-        )),
-        (Some(host), None) if !host_and_port(host.as_bytes()) => Some((
-            StatusCode::BAD_REQUEST,
-            "the Host header is not a host and port (RFC 9112 §3.2)",
-        )),
-        _ => None,
-    }
-}
-
-/// Whether a `Host` value is `uri-host [ ":" port ]` (RFC 9110 §7.2), or empty (allowed
-/// for a target without an authority). Checked by hand on every request: `http`'s
-/// `Authority` parser would copy the value into a new allocation each time.
-fn host_and_port(value: &[u8]) -> bool {
-    let (host, port) = match value.first() {
-        // An IP literal: `[` hex digits, `:` and `.` (and an IPvFuture's letters) `]`.
-        Some(b'[') => match value.iter().position(|&b| b == b']') {
-            Some(end) => {
-                let inside = &value[1..end];
-                let literal = |b: &u8| b.is_ascii_alphanumeric() || b":.".contains(b);
-                if inside.is_empty() || !inside.iter().all(literal) {
-                    return false;
-                }
-                (&value[..0], &value[end + 1..])
-            }
-            None => return false,
-        },
-        // A name or IPv4 address: RFC 3986's unreserved, sub-delims and `%` escapes.
-        _ => {
-            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-            (&value[..end], &value[end..])
-        }
-    };
-    let name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
-    let port_ok = match port.split_first() {
-        None => true,
-        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
-        Some(_) => false,
-    };
-    host.iter().all(name) && port_ok
 }
 
 /// Marks an answer as the daemon's own, not a worker's (see `handle`).
@@ -517,88 +405,4 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     response
-}
-/// A response body that keeps its request counted in flight, and its upstream
-/// connection out of the pool, until it is dropped. An answer that breaks off after its
-/// head went out (the worker died, or sent a malformed chunk) can only be cut short for
-/// the client (hyper closes its connection): it is logged, at most a line a second.
-pub struct Tracked {
-    inner: Incoming,
-    _connection: Pooled,
-    in_flight: InFlight,
-    /// The client connection is busy until the answer has been sent.
-    _client: Arc<super::proxy_thread::Counted>,
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(e))) = &polled {
-            static BROKEN: std::sync::LazyLock<crate::logging::Sparse> =
-                std::sync::LazyLock::new(Default::default);
-            if let Some(held) = BROKEN.admit() {
-                let generation = self.in_flight.generation();
-                tracing::warn!(
-                    slot = %generation.slot,
-                    generation = generation.id,
-                    "{} generation {}'s answer broke off after its head: {e}; its client got it cut short (a closed connection, when nothing of it had gone out yet){}",
-                    generation.slot,
-                    generation.id,
-                    crate::logging::held(held)
-                );
-            }
-        }
-        polled.map(|frame| frame.map(|f| f.map_err(BoxError::from)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_host_header_is_a_host_and_an_optional_port() {
-        for good in [
-            "example.com",
-            "example.com:8080",
-            "127.0.0.1:80",
-            "[::1]:80",
-            "a_b.example",
-            "example.com:",
-            "[v1.x]",
-            "",
-        ] {
-            assert!(host_and_port(good.as_bytes()), "{good:?}");
-        }
-        for bad in [
-            "a b",
-            "evil.example/x",
-            "evil.example?x",
-            "evil.example#x",
-            "user@evil.example",
-            "a:1:2",
-            "[::1",
-            "[]:80",
-            "[::1]x",
-            "[::1]:8a",
-            "example.com:80x",
-            "ex\u{e9}mple.com",
-        ] {
-            assert!(!host_and_port(bad.as_bytes()), "{bad:?}");
-        }
-    }
 }

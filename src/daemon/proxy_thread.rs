@@ -41,7 +41,7 @@ pub struct Accepted {
 /// One open connection on its proxy thread's count, until the last holder lets go: the
 /// connection's task, and the tunnel an upgrade hands the connection to (hyper's
 /// connection ends at the upgrade, while the tunnel still holds both sockets). Each
-/// request holds it too, until its answer has been sent (see `proxy::Tracked`).
+/// request holds it too, until its answer has been sent (see `tracked::Tracked`).
 pub struct Counted(Arc<AtomicUsize>);
 
 impl Counted {
