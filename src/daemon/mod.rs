@@ -42,7 +42,6 @@ pub(crate) mod sockets;
 mod status;
 mod supervisor;
 mod switch;
-mod switch_turns;
 mod systemd;
 mod target;
 mod tracked;
@@ -100,7 +99,7 @@ pub struct Daemon {
     pub ports: upstream::Ports,
     pub mirror: mirror::Mirror,
     /// Serialises switches (API, front, heartbeat).
-    pub switching: switch_turns::Turns,
+    pub switching: switch::turns::Turns,
     /// The switch under way and its step, for `/status`: a migration or a wait for the
     /// mirrored writes may take a while, and a failing active stays active meanwhile.
     pub underway: Mutex<Option<switch::Underway>>,

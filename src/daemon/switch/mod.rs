@@ -1,16 +1,21 @@
 //! Switch: flip active and standby, after the gate and the optional migration.
 //!
-//! Switches are serialised, a few waiting at most ([`super::switch_turns`]); a bare one
-//! goes to the standby as it was when asked. The gate asks the target's live generation
-//! for its health path now; `force` skips it. `switch.migrate` runs next
-//! ([`super::migrate`]), in the target's release folder,
-//! bounded by its timeout, and the gate is asked again after it; a target that went live
-//! with another release meanwhile (a deploy to it) is not switched to: the migration was
-//! for the release it ran in. With mirroring on, the writes the active is still
-//! answering are waited for, new ones wait for the flip, and the copies of all of them go
-//! out to the target first (see [`super::mirror`]). Then `state.json` is written, and
-//! only then does the front's active slot change: one atomic store, so requests in
-//! flight finish where they started and new ones go to the target.
+//! Switches are serialised, a few waiting at most ([`turns`]); a bare one
+//! goes to the standby as it was when asked. The gate ([`super::gate`]) asks the
+//! target's live generation for its health path now; `force` skips it. `switch.migrate`
+//! runs next ([`migration`]), in the target's release folder, bounded by its timeout,
+//! and the gate is asked again after it; a target that went live with another release
+//! meanwhile (a deploy to it) is not switched to: the migration was for the release it
+//! ran in. With mirroring on, the writes the active is still answering are waited for,
+//! new ones wait for the flip, and the copies of all of them go out to the target first
+//! ([`mirrored`]). Then `state.json` is written, and only then does the front's active
+//! slot change: one atomic store, so requests in flight finish where they started and
+//! new ones go to the target. `/status` shows the steps ([`underway`]).
+
+mod migration;
+mod mirrored;
+pub mod turns;
+mod underway;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,12 +26,13 @@ use tokio::sync::watch;
 use super::gate::{gate, Shut};
 use super::metrics::SwitchCause;
 use super::params::{alone, flag, params};
-use super::{migrate, Daemon};
+use super::Daemon;
 use crate::slot::Slot;
 use crate::state::LastSwitch;
+use mirrored::MIRROR_WAIT;
+use underway::Steps;
+pub use underway::Underway;
 
-/// How long a switch waits for the mirrored copies queued before it to go out.
-const MIRROR_WAIT: Duration = Duration::from_secs(5);
 /// How old the gate's answer may be at the flip: one asked before a longer wait (for the
 /// mirrored writes, up to `MIRROR_WAIT`) is asked again, as the target may have begun
 /// failing meanwhile.
@@ -55,71 +61,6 @@ impl Query {
             }
         }
         Ok(parsed)
-    }
-}
-
-/// The switch under way, as `/status` shows it: a migration may run for minutes, and
-/// the wait for the mirrored writes for seconds, while the active slot stays active.
-#[derive(Debug)]
-pub struct Underway {
-    pub to: Slot,
-    pub cause: SwitchCause,
-    /// What it does now: `running switch.migrate`, ...
-    pub step: String,
-    pub began: Instant,
-}
-
-impl Underway {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "to": self.to,
-            "cause": self.cause.as_str(),
-            "step": self.step,
-            "for_s": self.began.elapsed().as_secs(),
-        })
-    }
-}
-
-/// Keeps `daemon.underway` up to date through one switch's steps; clears it when the
-/// switch ends, however it ends.
-struct Steps<'a> {
-    daemon: &'a Daemon,
-}
-
-impl<'a> Steps<'a> {
-    fn begin(daemon: &'a Daemon, to: Slot, cause: SwitchCause) -> Steps<'a> {
-        *daemon
-            .underway
-            .lock()
-            .expect("underway lock: no panic holds it") = Some(Underway {
-            to,
-            cause,
-            step: "starting".into(),
-            began: Instant::now(),
-        });
-        Steps { daemon }
-    }
-
-    fn step(&self, step: String) {
-        if let Some(underway) = self
-            .daemon
-            .underway
-            .lock()
-            .expect("underway lock: no panic holds it")
-            .as_mut()
-        {
-            underway.step = step;
-        }
-    }
-}
-
-impl Drop for Steps<'_> {
-    fn drop(&mut self) {
-        *self
-            .daemon
-            .underway
-            .lock()
-            .expect("underway lock: no panic holds it") = None;
     }
 }
 
@@ -234,7 +175,7 @@ async fn attempt(
         .ok_or_else(|| {
             SwitchError::Refused(format!(
                 "{} switches already wait for the one under way (`bluegreen status` shows it): nothing changed; switch again once they are done",
-                super::switch_turns::MAX_WAITING
+                turns::MAX_WAITING
             ))
         })?;
     let from = daemon.active();
@@ -304,148 +245,26 @@ async fn attempt(
     // `stale`.
     let waited = Instant::now();
     steps.step(format!("sending the mirrored copies queued for {to}"));
-    let mut flushed = daemon
+    let flushed = daemon
         .mirror
         .flush(tokio::time::Instant::now() + MIRROR_WAIT)
         .await;
     let left = MIRROR_WAIT.saturating_sub(waited.elapsed());
-    let mut migrate_ms = 0;
     // The target's release the migration ran in, if one ran.
-    let mut migrated = None;
-    if !config.switch.migrate.trim().is_empty() {
-        // It runs in the target's live release, and may ask its port: forced or not,
-        // not a failed migration, which would send the operator to the script.
-        let Some((dir, release)) = daemon.slots[to.index()]
-            .route
-            .live()
-            .map(|g| (g.dir.clone(), g.release.clone()))
-        else {
-            return Err(SwitchError::Refused(format!(
-                "{to} has no live generation for switch.migrate to run in{}",
-                if query.force {
-                    ": wait until it is live (`bluegreen status`); --force skips the health gate, not the migration"
-                } else {
-                    " (it went while the switch waited)"
-                }
-            )));
-        };
-        // A migration given up before may still have its SIGTERM's grace: it is over
-        // before this one begins, and its wait is not this migration's time.
-        if migrate::stopping() {
-            steps.step(format!(
-                "waiting for the last switch.migrate, given up, to be stopped (up to {} twice, app.stop_timeout)",
-                humantime::format_duration(config.app.stop_timeout)
-            ));
-            let _ = tokio::task::spawn_blocking(migrate::wait_stopped).await;
-        }
-        let started = Instant::now();
-        let said = format!(
-            "switch to {to} ({cause}): running switch.migrate (up to {})",
-            humantime::format_duration(config.switch.migrate_timeout)
-        );
-        // The heartbeat tries again at each check of a failing streak: told once.
-        let again = cause == SwitchCause::Heartbeat
-            && daemon
-                .heartbeat
-                .lock()
-                .expect("heartbeat lock: no panic holds it")
-                .stuck_reported;
-        if !again {
-            daemon.events.record("switch", Some(to), false, said);
-        }
-        steps.step("running switch.migrate".into());
-        let source = from.unwrap_or(to.other());
-        // The generation its `FROM_PORT` names.
-        let read_from = daemon.slots[source.index()].route.live();
-        migrate::run(daemon, &config, (source, to), &dir)
-            .await
-            .map_err(|e| {
-                SwitchError::Refused(format!("migration failed, {to} not switched to: {e}"))
-            })?;
-        migrate_ms = started.elapsed().as_millis() as u64;
-        migrated = Some(release);
-        // A deploy to the active slot went live meanwhile: the generation the migration
-        // read from (FROM_PORT) was drained and stopped under it, and what it carried
-        // over may be cut short. (Not a crash restart on the same release, which is no
-        // one's choice and may come again at every try; nor the heartbeat's failover off
-        // a failing slot: it reads what it can.)
-        let now = daemon.slots[source.index()].route.live();
-        if let (false, Some(ran), Some(now)) = (cause == SwitchCause::Heartbeat, &read_from, &now) {
-            if ran.release != now.release {
-                return Err(SwitchError::Refused(format!(
-                    "{source} went live with release {} while switch.migrate ran, reading from release {}'s generation on port {} (FROM_PORT), which was stopped: nothing switched; switch again",
-                    now.release, ran.release, ran.port
-                )));
-            }
-        }
-        // The heartbeat moves traffic only off an active slot that still fails: one that
-        // recovered while the migration ran keeps it (and automatic switching stays on).
-        if cause == SwitchCause::Heartbeat {
-            steps.step(format!("checking {source}'s health after the migration"));
-            if gate(daemon, &config, source).await.is_ok() {
-                return Err(SwitchError::Recovered(format!(
-                    "{source} passes its health check again after switch.migrate ran ({:.1}s): traffic stays on {source}",
-                    started.elapsed().as_secs_f64()
-                )));
-            }
-        }
-        // The migration may have taken a while: the target must still be healthy.
-        if !query.force {
-            steps.step(format!("checking {to}'s health after the migration"));
-            gate(daemon, &config, to)
-                .await
-                .map_err(|e| SwitchError::Refused(format!("after the migration, {e}")))?;
-            gated = Instant::now();
-        }
-    }
-    // The migration's time does not count against the wait.
-    let deadline = tokio::time::Instant::now() + left;
-    // New mirrored writes wait from here until after the flip, and then go to `to`. Not
-    // bounded: a write holds `entry` only while it takes its share of `barrier`, which
-    // nothing holds exclusive before this (a deadline spent by the first flush would
-    // otherwise give it one poll, and the writes of the flip to the old active).
-    let closed = daemon.mirror.entry.write().await;
-    let from_name = from.map_or("none", Slot::name);
-    let barrier = match daemon.mirror.barrier.try_write() {
-        Ok(barrier) => Some(barrier),
-        Err(_) => {
-            steps.step(format!(
-                "waiting for the mirrored writes {from_name} is still answering"
-            ));
-            tracing::info!(
-                "switch to {to}: waiting up to {}s for the mirrored writes {from_name} is still answering; new ones wait for the flip",
-                left.as_secs_f64().ceil()
-            );
-            tokio::time::timeout_at(deadline, daemon.mirror.barrier.write())
-                .await
-                .ok()
-        }
+    let migrated = match config.switch.migrate.trim().is_empty() {
+        true => None,
+        false => Some(migration::run(daemon, &config, &query, cause, (from, to), &steps).await?),
     };
-    // What the waits left behind, told once the flip happens (a switch refused after
-    // them drops nothing).
-    let mut left_behind = Vec::new();
-    if barrier.is_none() {
-        left_behind.push(format!(
-            "switching to {to} while {from_name} is still answering mirrored writes after {}s: their copies are dropped (counted stale)",
-            MIRROR_WAIT.as_secs()
-        ));
+    if let Some(at) = migrated.as_ref().and_then(|ran| ran.gated) {
+        gated = at;
     }
-    flushed = flushed && barrier.is_some() && daemon.mirror.flush(deadline).await;
-    if barrier.is_some() && !flushed {
-        left_behind.push(format!(
-            "switching to {to} with mirrored copies still queued after {}s: they are dropped (counted stale)",
-            MIRROR_WAIT.as_secs()
-        ));
-    }
-    let no_copy_out = tokio::time::timeout_at(deadline, daemon.mirror.gate.write())
-        .await
-        .ok();
-    if no_copy_out.is_none() {
-        left_behind.push(format!(
-            "switching to {to} while a mirrored copy to it is still out after {}s: it may land after the switch",
-            MIRROR_WAIT.as_secs()
-        ));
-    }
+    let from_name = from.map_or("none", Slot::name);
+    let mirrored::Held {
+        closed,
+        barrier,
+        no_copy_out: _no_copy_out,
+        left_behind,
+    } = mirrored::hold(daemon, (from_name, to), left, flushed, &steps).await;
     // The heartbeat's failover too: a standby that passed before the waits must still
     // pass at the flip.
     if !query.force && gated.elapsed() > GATE_FRESH {
@@ -467,7 +286,10 @@ async fn attempt(
     // A deploy to the target went live meanwhile (a push, rollback or promote): the
     // migration was for the release it replaced, not for the one the front would send
     // traffic to now.
-    if let (Some(ran), Some(now)) = (&migrated, live.as_ref().map(|g| &g.release)) {
+    if let (Some(ran), Some(now)) = (
+        migrated.as_ref().map(|ran| &ran.release),
+        live.as_ref().map(|g| &g.release),
+    ) {
         if ran != now {
             return Err(SwitchError::Refused(format!(
                 "{to} went live with release {now} while switch.migrate ran for release {ran}: switch again to migrate for {now}"
@@ -502,6 +324,7 @@ async fn attempt(
             if query.force { ", forced" } else { "" }
         ),
     );
+    let migrate_ms = migrated.map_or(0, |ran| ran.ms);
     Ok(serde_json::json!({ "from": from, "to": to, "changed": true, "migrate_ms": migrate_ms }))
 }
 
