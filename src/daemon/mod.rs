@@ -40,6 +40,7 @@ mod slot_handle;
 mod slot_log;
 pub(crate) mod sockets;
 mod status;
+mod stop;
 mod supervisor;
 mod switch;
 mod systemd;

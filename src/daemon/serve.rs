@@ -4,8 +4,8 @@
 //! taken port is a one-line error before any worker starts; orphans of a killed daemon are
 //! stopped before ours start. Each listener accepts once its slot's first generation has
 //! settled: live, or failed with nothing coming back. SIGHUP re-reads the config and
-//! refuses a bad one ([`super::config_reload`]). SIGTERM drains and stops every generation; with mirroring on, the
-//! standby's last, once the active has answered its writes and their copies are sent.
+//! refuses a bad one ([`super::config_reload`]). SIGTERM and SIGINT end in
+//! [`super::stop`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,25 +29,6 @@ use crate::state::State;
 
 /// How long `serve` waits for the root's lock before it says another daemon holds it.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
-/// At a stop, the longest the slots keep routing while the proxy threads read the
-/// requests sent on the connections they accepted (each is given a second to send one).
-const STOP_TELL_WAIT: Duration = Duration::from_secs(3);
-/// At a stop, once every generation is stopped, the longest the control API is given to
-/// write the answers it owes (reloads and switches the stop cut short).
-const CONTROL_TELL_WAIT: Duration = Duration::from_secs(2);
-/// At a stop, once every generation is stopped, the longest the mirror's sender is given
-/// to be done with the copies still queued (each fails at once: no slot routes now), so
-/// that the log tells each one before the daemon ends.
-const MIRROR_TELL_WAIT: Duration = Duration::from_secs(1);
-/// At a stop with mirroring on, the longest the mirror's queue is given to reach the
-/// standby once the active has answered its writes: a standby slower than the writes
-/// would otherwise hold the restart (and the clients waiting in the listen backlog)
-/// for the whole queue. What is left is logged and counted as not mirrored.
-const MIRROR_FLUSH_WAIT: Duration = Duration::from_secs(5);
-/// Added to what the daemon asks systemd for at its start and stop: the steps around
-/// the waits the config sets (binding, the keep-alive second, the runtime's end).
-const SYSTEMD_MARGIN: Duration = Duration::from_secs(10);
-
 /// Runs the daemon for `layout` until SIGTERM or SIGINT.
 pub fn serve(layout: Layout) -> anyhow::Result<bool> {
     super::memory::configure();
@@ -61,7 +42,7 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         .context("cannot handle signals")?;
     let config = Config::load(&layout.config_file())?;
     let token = super::config_reload::read_token(&config)?;
-    super::config_reload::warn_if_readable(&config);
+    super::config_reload::warn_about_token(&config, token.as_deref());
     // A second daemon would take the first one's workers for orphans and stop them.
     let lock = layout.serve_lock();
     if let Some(parent) = lock.parent() {
@@ -116,7 +97,7 @@ pub fn serve(layout: Layout) -> anyhow::Result<bool> {
         );
     }
     // Workers a killed daemon left get up to stop_timeout each to go.
-    systemd::extend_timeout(config.app.stop_timeout + SYSTEMD_MARGIN);
+    systemd::extend_timeout(config.app.stop_timeout + systemd::MARGIN);
     let orphans = workers::reap_orphans(&layout, config.app.stop_timeout);
     if orphans.groups > 0 {
         tracing::warn!(
@@ -226,7 +207,7 @@ async fn run(
     // Each listener accepts once what it routes to has settled (see `startup` below);
     // until then the kernel holds new connections in the listen backlog.
     let [front_open, blue_open, green_open] = [(); 3].map(|()| tokio_watch::channel(false));
-    let mut listeners = accept::start(
+    let listeners = accept::start(
         vec![
             (bound.front, accept::Listener::Front, front_open.1),
             (blue, accept::Listener::Slot(Slot::Blue), blue_open.1),
@@ -294,7 +275,7 @@ async fn run(
     // (a slot with no release at once), so a restarted daemon's clients wait for it in
     // the backlog instead of getting 503s; the front opens with the slot it routes to.
     let wait = config.app.ready_timeout + Duration::from_secs(5);
-    systemd::extend_timeout(wait + SYSTEMD_MARGIN);
+    systemd::extend_timeout(wait + systemd::MARGIN);
     let restored = daemon.routing().0;
     let slot_open = [blue_open.0, green_open.0];
     let settle = |slot: Slot, verdict: Option<oneshot::Receiver<crate::verdict::Verdict>>| {
@@ -365,121 +346,17 @@ async fn run(
         }
         heartbeat.abort();
     }
-
-    systemd::stopping();
-    // For a client this daemon no longer answers: why (see `client`).
-    if let Err(e) = fsops::write_atomic(&daemon.layout.stopping_mark(), b"") {
-        tracing::debug!("cannot mark the stop: {e:#}");
-    }
-    {
-        // The drain, then a generation's group and what it left outside it, then what
-        // it started outside itself while stopping (each up to stop_timeout), after the
-        // wait for requests already sent; the last leftovers' reap after the runtime.
-        // With mirroring on, the standby's drain begins once the active's drain and the
-        // mirror's queue are over (within one drain_timeout and MIRROR_FLUSH_WAIT).
-        let app = &daemon.config().app;
-        let drains = if daemon.mirroring() { 2 } else { 1 };
-        systemd::extend_timeout(
-            STOP_TELL_WAIT
-                + drains * app.drain_timeout
-                + MIRROR_FLUSH_WAIT
-                + 3 * app.stop_timeout
-                + MIRROR_TELL_WAIT
-                + CONTROL_TELL_WAIT
-                + SYSTEMD_MARGIN,
-        );
-    }
-    daemon.events.record(
-        "stop",
-        None,
-        false,
-        "stopping: draining every generation".into(),
-    );
-    // A signal during the stop is told, not met with silence: a second Ctrl-C, or a
-    // reload, while the drain runs for up to drain_timeout.
-    let drain_timeout = daemon.config().app.drain_timeout;
-    let during_stop = tokio::spawn(async move {
-        while let Some(signal) = signals.recv().await {
-            let name = match signal {
-                SIGHUP => "SIGHUP",
-                SIGINT => "SIGINT",
-                _ => "SIGTERM",
-            };
-            tracing::warn!(
-                "{name} ignored: the daemon is stopping already (it drains requests in flight, up to app.drain_timeout {}, then stops the workers)",
-                humantime::format_duration(drain_timeout)
-            );
-        }
-    });
-    let _ = stop_tx.send(true);
-    // Requests already sent on accepted connections are read and routed (so counted in
-    // flight and drained) before the slots stop routing: cleared first, they got 503s.
-    let _ = tokio::time::timeout(STOP_TELL_WAIT, listeners.all_told()).await;
-    // With mirroring on, the standby stops last: it takes the copies of the writes the
-    // active is still answering, and then those still queued. Stopped together, those
-    // copies found no standby (each restart lost them).
-    let mirrored = daemon.routing().0.filter(|_| daemon.mirroring());
-    let mut done = Vec::new();
-    for slot in Slot::ALL
-        .into_iter()
-        .filter(|&slot| Some(slot.other()) != mirrored)
-    {
-        done.push(shut_down(&daemon, slot));
-    }
-    if let Some(active) = mirrored {
-        let by = tokio::time::Instant::now() + daemon.config().app.drain_timeout;
-        answered(&daemon, active, by).await;
-        let flush_by = tokio::time::Instant::now() + MIRROR_FLUSH_WAIT;
-        if !daemon.mirror.flush(flush_by).await {
-            tracing::warn!(
-                "the mirror's queue was not all sent to {} within {}s of the stop: stopping it",
-                active.other(),
-                MIRROR_FLUSH_WAIT.as_secs()
-            );
-        }
-        done.push(shut_down(&daemon, active.other()));
-    }
-    for rx in done {
-        let _ = rx.await;
-    }
-    // A number a full disk kept out of state.json is recorded now, if the disk allows:
-    // the next daemon must not hand it out again.
-    daemon.record_generation();
-    let _ = tokio::task::spawn_blocking(move || {
-        for thread in listeners.threads {
-            let _ = thread.join();
-        }
-    })
-    .await;
-    // The copies not sent are counted, and their lines held back by the once-a-second
-    // limit told, before the runtime ends: else the last second's went unsaid.
-    let _ = daemon
-        .mirror
-        .flush(tokio::time::Instant::now() + MIRROR_TELL_WAIT)
-        .await;
-    daemon.mirror.tell_held();
-    let queued = daemon.mirror.queued();
-    if queued > 0 {
-        tracing::warn!("{queued} mirrored writes were still queued at shutdown and were not sent to the standby");
-    }
-    for supervisor in supervisors {
-        supervisor.abort();
-    }
-    during_stop.abort();
-    // A reload's caller waits on its supervisor, gone now: its answer, "the daemon is
-    // stopping", is written before the runtime ends.
-    if tokio::time::timeout(CONTROL_TELL_WAIT, control)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the control API's callers were not all answered before the stop");
-    }
-    // A migration cut off by the stop (its switch given up, its caller told) gets its
-    // SIGTERM's grace.
-    let _ = tokio::task::spawn_blocking(super::migrate::wait_stopped).await;
-    let _ = fsops::remove_any(&daemon.layout.stopping_mark());
-    tracing::info!("stopped");
-    Ok(true)
+    super::stop::stop(
+        &daemon,
+        super::stop::Running {
+            stop_tx,
+            signals,
+            listeners,
+            supervisors,
+            control,
+        },
+    )
+    .await
 }
 
 /// The name of a signal the daemon takes and ignores (see `serve`).
@@ -504,31 +381,6 @@ async fn next_signal(signals: &mut mpsc::UnboundedReceiver<i32>) -> Option<i32> 
         }
     }
     Some(signal)
-}
-
-/// Tells `slot`'s supervisor to stop its generations; the receiver hears when they are.
-fn shut_down(daemon: &Daemon, slot: Slot) -> oneshot::Receiver<()> {
-    let (tx, rx) = oneshot::channel();
-    let _ = daemon.slots[slot.index()]
-        .tx
-        .send(supervisor::Msg::Shutdown(tx));
-    rx
-}
-
-/// Waits until `slot` routes nothing and the generations it drains have no request in
-/// flight (so every copy of a write it answered is queued), or until `deadline`.
-async fn answered(daemon: &Daemon, slot: Slot, deadline: tokio::time::Instant) {
-    let handle = &daemon.slots[slot.index()];
-    while tokio::time::Instant::now() < deadline {
-        let busy = {
-            let (live, status) = handle.live_and_status();
-            live.is_some() || status.draining.iter().any(|g| g.in_flight.get() > 0)
-        };
-        if !busy {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `state.json` is missing, though releases went live here: it was removed (by hand, or

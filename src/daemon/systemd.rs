@@ -21,6 +21,10 @@ pub fn reloading() {
     let _ = sd_notify::notify(false, &[NotifyState::Reloading, now]);
 }
 
+/// Added to what the daemon asks systemd for at its start and stop: the steps around
+/// the waits the config sets (binding, the keep-alive second, the runtime's end).
+pub const MARGIN: Duration = Duration::from_secs(10);
+
 /// Asks for `time` more before the start, or the stop, under way times out
 /// (EXTEND_TIMEOUT_USEC): it only ever lengthens the unit's TimeoutStartSec= or
 /// TimeoutStopSec=, so the config's timeouts, not the unit's, bound what the daemon
