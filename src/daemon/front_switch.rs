@@ -144,6 +144,18 @@ pub async fn handle(
         token.as_deref(),
         &hints,
     ) {
+        // A wrong token, tried from elsewhere: someone may be guessing it.
+        if token.is_some() && authorization.is_some() && !bearer(authorization, token.as_deref()) {
+            static WRONG: std::sync::LazyLock<crate::logging::Sparse> =
+                std::sync::LazyLock::new(Default::default);
+            if let Some(held) = WRONG.admit() {
+                tracing::warn!(
+                    "the front's {} refused {peer}: its Authorization does not carry router.token_file's token{}",
+                    request.uri().path(),
+                    crate::logging::held(held)
+                );
+            }
+        }
         return plain(StatusCode::FORBIDDEN, &reason);
     }
     // A caller on this host without the token: one of the daemon's user or root (another

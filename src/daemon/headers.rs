@@ -80,7 +80,9 @@ pub const MIRROR_MARK: HeaderName = HeaderName::from_static("x-bluegreen-mirror"
 /// `True-Client-IP`, `CF-Connecting-IP`...), the scheme, port and prefix it came in by
 /// (`Forwarded`, `X-Forwarded-Port`, `-Ssl`, `Front-End-Https`...), or the path it asked
 /// for before a rewrite (`X-Original-URL`, which some frameworks serve instead of the
-/// request's own). Only a proxy on this host (a TLS terminator) may (see `Peer::local`).
+/// request's own), the host it asked for (`X-Original-Host`, `X-Host`), or the client
+/// certificate a TLS terminator checked (`X-Forwarded-Client-Cert`). Only a proxy on
+/// this host (a TLS terminator) may (see `Peer::local`).
 fn relayed(name: &str) -> bool {
     matches!(
         name,
@@ -104,6 +106,9 @@ fn relayed(name: &str) -> bool {
             | "x-original-forwarded-for"
             | "x-original-url"
             | "x-rewrite-url"
+            | "x-original-host"
+            | "x-host"
+            | "x-forwarded-client-cert"
     )
 }
 
@@ -357,6 +362,12 @@ mod tests {
         headers.insert("true-client-ip", HeaderValue::from_static("10.6.6.6"));
         headers.insert("x-original-url", HeaderValue::from_static("/admin"));
         headers.insert("front-end-https", HeaderValue::from_static("on"));
+        headers.insert("x-original-host", HeaderValue::from_static("evil.example"));
+        headers.insert("x-host", HeaderValue::from_static("evil.example"));
+        headers.insert(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("Hash=0;Subject=\"CN=admin\""),
+        );
         let mut from_local = headers.clone();
         forward_headers(&mut headers, &remote).unwrap();
         for name in [
@@ -365,6 +376,9 @@ mod tests {
             "true-client-ip",
             "x-original-url",
             "front-end-https",
+            "x-original-host",
+            "x-host",
+            "x-forwarded-client-cert",
         ] {
             assert!(headers.get(name).is_none(), "{name} passed");
         }
@@ -375,6 +389,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(from_local["forwarded"], "host=evil;proto=https");
+        assert_eq!(
+            from_local["x-forwarded-client-cert"],
+            "Hash=0;Subject=\"CN=admin\""
+        );
         assert_eq!(headers["host"], "good.example");
         assert_eq!(headers["x-forwarded-host"], "good.example");
         assert!(headers.get("x_forwarded_host").is_none());

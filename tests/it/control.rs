@@ -1193,8 +1193,8 @@ fn another_users_socket_on_control_listen_is_no_daemon_of_this_root() {
     drop(listener);
 }
 
-/// A token file others may read is logged at the start; the token lets any caller
-/// switch the front, another user on this host too.
+/// A token file others may read, and a short token, are logged at the start; the token
+/// lets any caller switch the front, another user on this host too.
 #[test]
 fn a_token_file_others_may_read_is_logged_and_the_token_lets_another_user_switch() {
     use std::os::unix::fs::PermissionsExt;
@@ -1211,10 +1211,15 @@ fn a_token_file_others_may_read_is_logged_and_the_token_lets_another_user_switch
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("blue: live in ");
     root.push("green").says("green: live in ");
+    // So is a token short enough to guess.
+    root.wait_log(&format!(
+        "router.token_file {} holds a token of 12 characters: the front answers wrong tokens as fast as it can, so a short one may be guessed; use 16 or more random ones",
+        token.display()
+    ));
     // Said at the start, not at each look at the file (`/status`, the pushes' notes).
     root.control("GET", "/status");
     let said = root.log().matches("router.token_file ").count();
-    assert_eq!(said, 1, "{}", root.log());
+    assert_eq!(said, 2, "{}", root.log());
     let switch = |authorization: &str| {
         raw_as(
             65534,

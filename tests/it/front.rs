@@ -996,6 +996,16 @@ fn a_remote_peer_needs_the_token_to_switch() {
         "{refused}"
     );
     assert_eq!(root.status()["active"], "blue");
+    // A wrong token is refused, and logged: someone may be guessing it (a short one, as
+    // this, was warned about at the start).
+    root.wait_log(
+        "holds a token of 6 characters: the front answers wrong tokens as fast as it can",
+    );
+    let guessed = from_peer("POST /switch HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer s3cre7\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n");
+    assert!(guessed.starts_with("HTTP/1.1 403"), "{guessed}");
+    root.wait_log(&format!("the front's /switch refused {peer_ip}:"));
+    root.wait_log("its Authorization does not carry router.token_file's token");
+    assert_eq!(root.status()["active"], "blue");
     let allowed = from_peer("POST /switch HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer s3cret\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n");
     assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
     assert_eq!(root.status()["active"], "green");
