@@ -23,6 +23,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
+need_tools jq
 
 bg_bin
 RUNS="${CHAOS_RUNS:-100}"

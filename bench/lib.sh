@@ -2,20 +2,28 @@
 # bench/lib.sh: helpers shared by the bench scripts (sourced, not run).
 #
 # - bg_bin: the bluegreen binary: $BLUEGREEN_BIN, else `cargo build --release` and target/release/bluegreen
-# - need_tools: apt-get installs nginx/wrk only when missing
+# - need_tools CMD[:PACKAGE]...: apt-get installs what is missing, with the tools this file
+#   itself uses (curl, ss, pgrep, git, python3)
 # - free_port VAR: a loopback TCP port in 10000-31999 nobody uses (and not handed out before in this run)
 # - mktmp VAR: a temp folder, removed at exit (unless KEEP_TMP=1)
 # (both set VAR rather than print, so that what they remember survives: no $(...) subshell)
 # - make_root ROOT BUILD_CMD APP_CMD: `bluegreen init` + a config with free ports
 # - start_serve ROOT LOG / stop_serve: the daemon in the background, waited for
+# - live_port SLOT: the port of the slot's live generation, from the control API
 # - spawn CMD...: start a background process and remember its pid for the cleanup trap
 # - median / maxof: over numbers on stdin
-# Every process a script starts goes through spawn/start_serve and is killed by cleanup().
+# Every process a script starts goes through spawn/start_serve and is killed by cleanup(),
+# and so is any worker left of a root made by make_root.
 
+# Numbers are printed and read with a dot, whatever the caller's locale; nginx is found
+# where Debian puts it, even for a user whose PATH lacks the sbin folders.
+export LC_ALL=C
+PATH="$PATH:/usr/sbin:/sbin"
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$BENCH_DIR/.." && pwd)"
 PIDS=()
 TMPDIRS=()
+ROOTS=()
 
 bg_bin() {
     if [[ -n "${BLUEGREEN_BIN:-}" ]]; then
@@ -34,10 +42,16 @@ bg_bin() {
 }
 
 need_tools() {
-    local missing=()
-    for t in "$@"; do command -v "$t" >/dev/null || missing+=("$t"); done
+    local missing=() spec
+    for spec in "$@" curl ss:iproute2 pgrep:procps git python3; do
+        command -v "${spec%%:*}" >/dev/null || missing+=("${spec#*:}")
+    done
     if ((${#missing[@]})); then
         apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
+        # Debian starts the packaged nginx on :80 where it can: not ours to leave running.
+        if [[ " ${missing[*]} " == *" nginx "* && -s /run/nginx.pid ]]; then
+            nginx -s quit 2>/dev/null || true
+        fi
     fi
 }
 
@@ -67,15 +81,24 @@ spawn() {
     LAST_PID=$!
 }
 
-# Kills every process this script started (and their process groups when they lead one).
+# Kills every process this script started: SIGTERM, and SIGKILL to what is left after 15 s
+# (a daemon drains for up to drain_timeout, 5 s, and stops its workers within
+# stop_timeout, 3 s); then any worker of a root of ours that outlived its daemon.
 cleanup() {
-    local rc=$?
+    local rc=$? pid alive root
+    trap - EXIT INT TERM
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 150); do
+        alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for root in "${ROOTS[@]}"; do
+        for pid in $(workers_of "$root"); do kill -KILL "$pid" 2>/dev/null || true; done
     done
     wait 2>/dev/null || true
     if [[ -z "${KEEP_TMP:-}" ]]; then
@@ -90,6 +113,7 @@ cleanup() {
 # Sets FRONT, CONTROL, BLUE_PORT, GREEN_PORT.
 make_root() {
     local root="$1" build="$2" app="$3" extra="${4:-}"
+    ROOTS+=("$root")
     "$BG" init "$root" >/dev/null
     free_port FRONT; free_port CONTROL; free_port BLUE_PORT; free_port GREEN_PORT
     cat >"$root/bluegreen.toml" <<EOF
@@ -160,6 +184,12 @@ start_serve() {
     wait_http "http://127.0.0.1:$CONTROL/status" 20
 }
 
+# live_port SLOT: the port of SLOT's live generation, as the control API gives it.
+live_port() {
+    curl -fsS "http://127.0.0.1:$CONTROL/status" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["slots"][sys.argv[1]]["live"]["port"])' "$1"
+}
+
 # stop_serve: SIGTERM, then SIGKILL after 20 s; returns 1 when SIGKILL was needed.
 stop_serve() {
     kill -TERM "$SERVE_PID" 2>/dev/null || true
@@ -203,8 +233,10 @@ workers_of() {
 # W_READ, W_WRITE, W_TIMEOUT from wrk --latency output.
 wrk_parse() {
     local f="$1"
-    to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000; printf "%.3f", n }'; }
+    # A latency missing from the output is "nan", never a fine-looking 0.
+    to_ms() { awk -v v="$1" 'BEGIN { if (v == "") { print "nan"; exit } n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+        else if (u == "h") n *= 3600000; printf "%.3f", n }'; }
     W_REQS=$(awk '/requests in/ {print $1}' "$f")
     W_RPS=$(awk '/^Requests\/sec:/ {print $2}' "$f")
     W_P50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$f")")

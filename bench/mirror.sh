@@ -41,7 +41,6 @@ wait_http "http://127.0.0.1:$GREEN_PORT/" 20
 "$BG" switch blue --root "$ROOT" >/dev/null
 "$BG" mirroring on --root "$ROOT" >/dev/null
 status() { curl -fsS "http://127.0.0.1:$CONTROL/status"; }
-live_port() { status | python3 -c 'import json,sys; print(json.load(sys.stdin)["slots"][sys.argv[1]]["live"]["port"])' "$1"; }
 BLUE_GEN=$(live_port blue)
 GREEN_GEN=$(live_port green)
 

@@ -10,6 +10,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
+need_tools
 
 bg_bin
 RUNS="${RUNS:-10}"

@@ -21,6 +21,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
+need_tools
 
 FILES="${FILES:-10000}"
 RUNS="${RUNS:-5}"
@@ -98,9 +99,9 @@ push_to() { # METHOD DIR -> prints "<s to deployed> <s for the whole push>"
         ;;
     esac
     t0=$(now)
-    git -C "$APP" push -q "$url" main >"$dir/push.log" 2>&1 || { cat "$dir/push.log" >&2; kill "$poller" 2>/dev/null; return 1; }
+    git -C "$APP" push -q "$url" main >"$dir/push.log" 2>&1 || { cat "$dir/push.log" >&2; [[ -z $poller ]] || kill "$poller" 2>/dev/null; return 1; }
     t1=$(now)
-    deployed_ok "$method" "$dir" || { echo "$method: deployed copy is not the pushed commit" >&2; cat "$dir/push.log" >&2; return 1; }
+    deployed_ok "$method" "$dir" || { echo "$method: deployed copy is not the pushed commit" >&2; cat "$dir/push.log" >&2; [[ -z $poller ]] || kill "$poller" 2>/dev/null; return 1; }
     if [[ -n $poller ]]; then wait "$poller"; tflip=$(cat "$dir/flip.t"); else tflip=$t1; fi
     awk -v a="$t0" -v b="$t1" -v f="$tflip" 'BEGIN { printf "%.4f/%.4f\n", f - a, b - a }'
 }

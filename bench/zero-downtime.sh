@@ -21,7 +21,7 @@ source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
 
 APP_KIND="${APP:-sample}"
-need_tools wrk python3
+need_tools wrk jq
 [[ $APP_KIND != nginx ]] || need_tools nginx
 bg_bin
 DURATION="${DURATION:-70s}"
@@ -145,3 +145,4 @@ echo
 echo "wrk status codes: $(grep '^status ' "$WORK/wrk.txt" | tr '\n' ' ')"
 grep '^non-2xx body' "$WORK/wrk.txt" || true
 [[ $verdict == PASS ]] || { echo; echo "serve log, warnings and errors:"; grep -E ' (WARN|ERROR) ' "$WORK/serve.log" | uniq -c -f1 | head -n 30; }
+[[ $verdict == PASS ]] || exit 1
