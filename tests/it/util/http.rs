@@ -1,5 +1,6 @@
 //! HTTP on 127.0.0.1 for the tests: one request, or many clients looping on keep-alive
-//! connections while something else happens (a deploy, a switch).
+//! connections while something else happens (a deploy, a switch); and whether some
+//! other client's connection is open.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -258,4 +259,18 @@ pub fn raw_as(uid: u32, port: u16, request: &str) -> Option<String> {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Whether a connection to `port` on this host is open (ESTABLISHED on the listener's
+/// side, as `/proc/net/tcp` and `tcp6` show it): a client waiting for its answer.
+pub fn connected_to(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        let table = std::fs::read_to_string(table).unwrap_or_default();
+        table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = fields.get(1).and_then(|a| a.rsplit(':').next());
+            let local = local.and_then(|p| u16::from_str_radix(p, 16).ok());
+            local == Some(port) && fields.get(3) == Some(&"01")
+        })
+    })
 }
