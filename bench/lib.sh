@@ -97,7 +97,14 @@ cleanup() {
         sleep 0.1
     done
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    # The daemon's own record of its workers' process groups (an nginx worker rewrites
+    # its environment with its title, so `workers_of` cannot find it), and the workers
+    # that still carry the mark.
     for root in "${ROOTS[@]}"; do
+        for pid in "$root"/run/workers/*; do
+            pid="${pid##*/}"
+            [[ $pid =~ ^[0-9]+$ ]] && kill -KILL -- "-$pid" 2>/dev/null || true
+        done
         for pid in $(workers_of "$root"); do kill -KILL "$pid" 2>/dev/null || true; done
     done
     wait 2>/dev/null || true

@@ -33,6 +33,7 @@ need_tools nginx wrk
 bg_bin
 DURATION="${DURATION:-15s}"
 ROUNDS="${ROUNDS:-3}"
+((ROUNDS >= 1)) || { echo "ROUNDS=$ROUNDS: at least one round is needed" >&2; exit 2; }
 BODY="${BODY:-}"
 REUSE_AFTER_BODY="${REUSE_AFTER_BODY:-false}"
 mktmp WORK
@@ -214,7 +215,7 @@ echo "| VmHWM (peak, kernel) | $(awk '/^VmHWM:/ {print $2}' "/proc/$SERVE_PID/st
 # Errors are summed over the rounds; any at all, and the figures above are not a proxy's.
 INVALID=0
 for name in nginx-direct nginx-proxy bluegreen-slot bluegreen-front; do
-    if ((${ERR[$name]} > 0)); then
+    if ((${ERR[$name]:-0} > 0)); then
         echo "INVALID: $name had ${ERR[$name]} errors (non-2xx answers or socket errors; see $WORK/wrk-$name.txt with KEEP_TMP=1)" >&2
         INVALID=1
     fi

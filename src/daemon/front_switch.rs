@@ -144,24 +144,14 @@ pub async fn handle(
         token.as_deref(),
         &hints,
     ) {
-        // A wrong token, tried from elsewhere: someone may be guessing it.
-        if token.is_some() && authorization.is_some() && !bearer(authorization, token.as_deref()) {
-            static WRONG: std::sync::LazyLock<crate::logging::Sparse> =
-                std::sync::LazyLock::new(Default::default);
-            if let Some(held) = WRONG.admit() {
-                tracing::warn!(
-                    "the front's {} refused {peer}: its Authorization does not carry router.token_file's token{}",
-                    request.uri().path(),
-                    crate::logging::held(held)
-                );
-            }
-        }
+        wrong_token(peer, request.uri().path(), authorization, token.as_deref());
         return plain(StatusCode::FORBIDDEN, &reason);
     }
     // A caller on this host without the token: one of the daemon's user or root (another
     // app's user, or a TCP relay's, such as stunnel's, connects from loopback too).
     if peer.ip().to_canonical().is_loopback() && !bearer(authorization, token.as_deref()) {
         if let Some(why) = super::local::whose(peer, local_addr(fd), "switch").await {
+            wrong_token(peer, request.uri().path(), authorization, token.as_deref());
             let others = match token {
                 Some(_) => "others need `Authorization: Bearer <token>` (router.token_file)",
                 None => "router.token_file sets a token for others",
@@ -183,6 +173,28 @@ pub async fn handle(
         Ok(done) => json(StatusCode::OK, &done),
         Err(e) => plain(e.status(), &e.to_string()),
     }
+}
+
+/// Logs a refused request that presented a token, when it is not the token: someone
+/// may be guessing it (from elsewhere, or through a relay on this host). At most a line
+/// a second; the token presented is never written.
+fn wrong_token(peer: SocketAddr, path: &str, authorization: Option<&str>, token: Option<&str>) {
+    if !presents_wrong_token(authorization, token) {
+        return;
+    }
+    static WRONG: std::sync::LazyLock<crate::logging::Sparse> =
+        std::sync::LazyLock::new(Default::default);
+    if let Some(held) = WRONG.admit() {
+        tracing::warn!(
+            "the front's {path} refused {peer}: its Authorization does not carry router.token_file's token{}",
+            crate::logging::held(held)
+        );
+    }
+}
+
+/// Whether `authorization` is there and is not `token` (one is set).
+fn presents_wrong_token(authorization: Option<&str>, token: Option<&str>) -> bool {
+    token.is_some() && authorization.is_some() && !bearer(authorization, token)
 }
 
 #[cfg(test)]
@@ -223,6 +235,17 @@ mod tests {
                 "192.0.2.7 may not switch: only callers on this host can, unless router.token_file sets a token for others"
             );
         }
+    }
+
+    #[test]
+    fn only_a_token_presented_and_wrong_is_a_guess() {
+        let token = Some("s3cret");
+        assert!(presents_wrong_token(Some("Bearer guess"), token));
+        assert!(presents_wrong_token(Some("Basic czNjcmV0"), token));
+        assert!(!presents_wrong_token(Some("Bearer s3cret"), token));
+        assert!(!presents_wrong_token(Some("bearer  s3cret "), token));
+        assert!(!presents_wrong_token(None, token));
+        assert!(!presents_wrong_token(Some("Bearer guess"), None));
     }
 
     #[test]

@@ -36,8 +36,11 @@ pub(super) struct Running {
     pub stop_tx: watch::Sender<bool>,
     /// The signals still to come.
     pub signals: mpsc::UnboundedReceiver<i32>,
+    /// The proxy threads, which tell when they have read the requests already sent.
     pub listeners: accept::Started,
+    /// Each slot's supervisor task, ended once its generations are stopped.
     pub supervisors: Vec<JoinHandle<()>>,
+    /// The control API's task, given its last answers' time.
     pub control: JoinHandle<()>,
 }
 

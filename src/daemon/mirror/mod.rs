@@ -149,7 +149,7 @@ pub struct Mirror {
     quiet: Sparse,
     /// Held shared by each copy while it is out, exclusive by a switch while it flips
     /// (fair: copies wait behind a switch waiting).
-    pub gate: tokio::sync::RwLock<()>,
+    pub out: tokio::sync::RwLock<()>,
     /// The clock of [`order`]: ticks when a mirrored write is routed and answered.
     clock: AtomicU64,
     /// Shared by each mirrored write from its routing until its copy is queued;
@@ -189,7 +189,7 @@ impl Mirror {
                 queued_bytes: AtomicU64::new(0),
                 gathered_bytes: Arc::default(),
                 quiet: Sparse::default(),
-                gate: tokio::sync::RwLock::new(()),
+                out: tokio::sync::RwLock::new(()),
                 clock: AtomicU64::new(0),
                 barrier: tokio::sync::RwLock::new(()),
                 entry: tokio::sync::RwLock::new(()),

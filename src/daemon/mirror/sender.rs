@@ -111,7 +111,7 @@ async fn copy_out(daemon: Arc<Daemon>, job: Job) -> Result<(), Lost> {
     let ready_timeout = daemon.config().app.ready_timeout;
     let by = tokio::time::Instant::now() + ready_timeout + Duration::from_secs(5);
     daemon.slots[job.slot.index()].comes_live(by).await;
-    let _out = daemon.mirror.gate.read().await;
+    let _out = daemon.mirror.out.read().await;
     if daemon.switches() != job.switches {
         return Err((
             MirrorOutcome::Stale,

@@ -23,6 +23,7 @@ pub struct Held<'a> {
     pub barrier: Option<RwLockWriteGuard<'a, ()>>,
     /// No copy is out to the target (none, if the wait ran out).
     pub no_copy_out: Option<RwLockWriteGuard<'a, ()>>,
+    /// What the waits could not finish, told once the flip happens.
     pub left_behind: Vec<String>,
 }
 
@@ -73,7 +74,7 @@ pub async fn hold<'a>(
             MIRROR_WAIT.as_secs()
         ));
     }
-    let no_copy_out = tokio::time::timeout_at(deadline, daemon.mirror.gate.write())
+    let no_copy_out = tokio::time::timeout_at(deadline, daemon.mirror.out.write())
         .await
         .ok();
     if no_copy_out.is_none() {

@@ -262,6 +262,7 @@ async fn attempt(
     let mirrored::Held {
         closed,
         barrier,
+        // Named, not `_`: no copy goes out until the switch is over.
         no_copy_out: _no_copy_out,
         left_behind,
     } = mirrored::hold(daemon, (from_name, to), left, flushed, &steps).await;
