@@ -316,14 +316,19 @@ fn pushes_during_a_start_wait_their_turn_and_the_newest_supersedes_one_waiting()
         v3_release = flipped_to(&v3);
         let third = s.spawn(|| push(&v4));
         flipped_to(&v4);
+        // v4 replaced v3 as the start waiting behind v2's (v4's hook asked, or the file
+        // watch did first): v3's push has its verdict while v2 still starts.
+        wait_for(Duration::from_secs(20), "v3's verdict", || {
+            second.is_finished().then_some(())
+        });
         std::fs::remove_file(&gate).unwrap();
         third.join().unwrap().says("blue: live in ");
         let v4_release = root.current("blue").unwrap();
-        // v3 waited behind v2's start, and v4 replaced it there: it never started.
-        second
-            .join()
-            .unwrap()
-            .says(&format!("blue: not live: superseded by {v4_release}"));
+        // v3 waited behind v2's start, and v4 replaced it there (its hook's request, or
+        // the file watch's start of it, whichever came first): it never started.
+        let second = second.join().unwrap();
+        second.says("blue: not live: ");
+        second.says(&format!("superseded by {v4_release}"));
         first.join().unwrap().says("blue: live in ");
     });
     assert!(root.get(root.blue, "/").body.starts_with("v4 from blue"));

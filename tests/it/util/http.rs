@@ -261,16 +261,23 @@ pub fn raw_as(uid: u32, port: u16, request: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&answer).into_owned())
 }
 
-/// Whether a connection to `port` on this host is open (ESTABLISHED on the listener's
-/// side, as `/proc/net/tcp` and `tcp6` show it): a client waiting for its answer.
-pub fn connected_to(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
-        let table = std::fs::read_to_string(table).unwrap_or_default();
-        table.lines().skip(1).any(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local = fields.get(1).and_then(|a| a.rsplit(':').next());
-            let local = local.and_then(|p| u16::from_str_radix(p, 16).ok());
-            local == Some(port) && fields.get(3) == Some(&"01")
+/// How many connections to `port` on this host are open (ESTABLISHED on the listener's
+/// side, as `/proc/net/tcp` and `tcp6` show them): clients waiting for their answers.
+pub fn connections_to(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .map(|table| {
+            let table = std::fs::read_to_string(table).unwrap_or_default();
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local = fields.get(1).and_then(|a| a.rsplit(':').next());
+                    let local = local.and_then(|p| u16::from_str_radix(p, 16).ok());
+                    local == Some(port) && fields.get(3) == Some(&"01")
+                })
+                .count()
         })
-    })
+        .sum()
 }
