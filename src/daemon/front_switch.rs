@@ -137,6 +137,7 @@ pub async fn handle(
         );
     }
     let token = daemon.token();
+    let note_guess = || wrong_token(peer, request.uri().path(), authorization, token.as_deref());
     if let Err(reason) = allowed(
         peer.ip(),
         request.method(),
@@ -144,14 +145,14 @@ pub async fn handle(
         token.as_deref(),
         &hints,
     ) {
-        wrong_token(peer, request.uri().path(), authorization, token.as_deref());
+        note_guess();
         return plain(StatusCode::FORBIDDEN, &reason);
     }
     // A caller on this host without the token: one of the daemon's user or root (another
     // app's user, or a TCP relay's, such as stunnel's, connects from loopback too).
     if peer.ip().to_canonical().is_loopback() && !bearer(authorization, token.as_deref()) {
         if let Some(why) = super::local::whose(peer, local_addr(fd), "switch").await {
-            wrong_token(peer, request.uri().path(), authorization, token.as_deref());
+            note_guess();
             let others = match token {
                 Some(_) => "others need `Authorization: Bearer <token>` (router.token_file)",
                 None => "router.token_file sets a token for others",
