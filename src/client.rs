@@ -19,7 +19,12 @@ pub const ROOT_HEADER: &str = "Bluegreen-Root";
 
 /// How a daemon answers (421) a call that names another root: `{OTHER_ROOT}{root}{OTHER_ROOT_END}`.
 pub const OTHER_ROOT: &str = "this daemon serves ";
-pub const OTHER_ROOT_END: &str = ", another root: give each root its own control.listen";
+const OTHER_ROOT_END: &str = ", another root: give each root its own control.listen";
+/// The daemon's answer to a call that names another root than its own `root`, as
+/// [`Client::other_root`] reads it back.
+pub fn serves_another_root(root: &str) -> String {
+    format!("{OTHER_ROOT}{root}{OTHER_ROOT_END}")
+}
 /// What follows `{OTHER_ROOT}{root}` instead when that daemon's root is gone from its
 /// path since it started: most likely the caller's root is that one, moved.
 pub const ROOT_GONE: &str =

@@ -102,11 +102,7 @@ pub async fn handle(
         let root = daemon.layout.root().display().to_string();
         let why = match asker.as_bytes() == daemon.layout.identity().as_bytes() {
             true => format!("this is the front of {root}, not its control API: give control.listen an address of its own"),
-            false => format!(
-                "{}{root}{}",
-                crate::client::OTHER_ROOT,
-                crate::client::OTHER_ROOT_END
-            ),
+            false => crate::client::serves_another_root(&root),
         };
         return plain(StatusCode::MISDIRECTED_REQUEST, &why);
     }
