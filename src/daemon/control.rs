@@ -191,11 +191,7 @@ async fn answer(
                     tracing::warn!("a command for another root asked: {why}");
                     why
                 }
-                false => format!(
-                    "{}{root}{}",
-                    crate::client::OTHER_ROOT,
-                    crate::client::OTHER_ROOT_END
-                ),
+                false => crate::client::serves_another_root(&root),
             };
             return reply(StatusCode::MISDIRECTED_REQUEST, "text/plain", why);
         }
@@ -213,8 +209,11 @@ async fn answer(
     // changes are the daemon's own user's and root's, who run its hooks and commands.
     if method != Method::GET {
         if let Some(why) = super::local::whose(peer, Some(local), "change this daemon").await {
-            if REFUSED_LOG.admit().is_some() {
-                tracing::warn!("control API: {asked} {path} refused: {why}");
+            if let Some(held) = REFUSED_LOG.admit() {
+                tracing::warn!(
+                    "control API: {asked} {path} refused: {why}{}",
+                    crate::logging::held(held)
+                );
             }
             return reply(
                 StatusCode::FORBIDDEN,
