@@ -229,8 +229,12 @@ pub fn head_of(stream: &mut std::net::TcpStream) -> String {
 /// Sends `request` as is to `port` and reads the answer until the connection closes (a
 /// reset after the answer, from a server that closes with bytes left unread, ends it too).
 pub fn raw(port: u16, request: &str) -> String {
+    read_to_close(sent(port, request.as_bytes()))
+}
+
+/// What `stream` sends until it closes (or is reset), as text.
+fn read_to_close(mut stream: std::net::TcpStream) -> String {
     use std::io::Read;
-    let mut stream = sent(port, request.as_bytes());
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     String::from_utf8_lossy(&answer).into_owned()
@@ -240,7 +244,7 @@ pub fn raw(port: u16, request: &str) -> String {
 /// its own: the kernel's TCP tables then name `uid` as its owner); `None` unless this
 /// runs as root, the only user that may make one.
 pub fn raw_as(uid: u32, port: u16, request: &str) -> Option<String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
@@ -256,9 +260,7 @@ pub fn raw_as(uid: u32, port: u16, request: &str) -> Option<String> {
     .unwrap();
     let mut stream = stream;
     stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    Some(String::from_utf8_lossy(&answer).into_owned())
+    Some(read_to_close(stream))
 }
 
 /// How many connections to `port` on this host are open (ESTABLISHED on the listener's
