@@ -16,7 +16,7 @@ pub struct SlotHandle {
     pub route: route::Route,
     /// To the slot's supervisor task.
     pub(super) tx: mpsc::UnboundedSender<supervisor::Msg>,
-    /// What `/status` shows of the slot; held while `route` changes (see [`Daemon`]).
+    /// What `/status` shows of the slot; held while `route` changes (see [`super::Daemon`]).
     pub(super) status: Mutex<SlotStatus>,
 }
 

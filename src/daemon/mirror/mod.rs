@@ -16,7 +16,7 @@
 //! switch waits for the writes the old active is still answering, and new ones wait for
 //! the flip (at [`Mirror::entry`], which the switch holds past the flip even when it
 //! gives up waiting for `barrier`). It flushes the queue again, and flips while holding
-//! [`Mirror::gate`], which each copy out holds shared. Each copy carries the switch count
+//! [`Mirror::out`], which each copy out holds shared. Each copy carries the switch count
 //! its write was routed under; one that a switch has passed by the time it would go out is
 //! dropped (counted `stale`): sent, it could overwrite a newer write made since.
 

@@ -39,7 +39,7 @@ impl Refused {
 }
 
 /// What `/status` says while `serving`, the last live release, runs for a `current` that
-/// names no release: `why` is [`release::no_current`]'s.
+/// names no release: `why` is [`crate::release::no_current`]'s.
 pub(super) fn missing_current(slot: Slot, why: &str, serving: &str) -> String {
     format!("{why}: {}", serving_instead(slot, serving))
 }
