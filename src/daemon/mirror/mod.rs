@@ -4,7 +4,8 @@
 //! up to `mirror.max_body` ([`tee`]); the client never waits for the copy.
 //! The copy is queued once the active slot has answered: a write the active did not take
 //! (no answer, a 4xx or a 5xx) is not applied to the standby either, so the two do not
-//! drift apart (counted `active_failed`). Copies go through a bounded queue to one sender task,
+//! drift apart (counted `active_failed`). Copies ([`copy`]) go through a bounded queue
+//! ([`queue`]) to one sender task,
 //! which lets them overlap on the standby only as their writes overlapped on the active
 //! ([`order`]). Every copy that cannot be made (standby down, queue full,
 //! body too large, an error or non-2xx answer) is counted by reason and logged with
@@ -21,116 +22,34 @@
 //! dropped (counted `stale`): sent, it could overwrite a newer write made since.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::upstream::{Body, BoxError};
 use super::Daemon;
-use crate::config::{Config, MIRROR_MEMORY};
+use crate::config::Config;
 use crate::daemon::metrics::MirrorOutcome;
 use crate::logging::Sparse;
 use crate::slot::Slot;
 
+mod copy;
 mod order;
+mod queue;
 mod sender;
 mod tee;
 
+pub use copy::{Job, PendingCopy};
 pub use sender::run;
-use tee::{Copied, Tee};
+use tee::Tee;
 
 /// The longest a copy may take before it counts as failed.
 const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// One copy to send.
-pub struct Job {
-    slot: Slot,
-    /// [`Daemon::switches`] when its write was routed.
-    switches: u64,
-    /// [`Mirror::tick`]s when its write was routed, and when the active answered it.
-    routed: u64,
-    answered: u64,
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// A copy of a write, waiting for the active slot's answer. Dropped without one (the
-/// client left, or the daemon stopped, while the active was answering), it is counted
-/// and logged as not mirrored.
-pub struct PendingCopy {
-    /// The copy, its body still empty: it is in `copied` until the client's ends.
-    job: Option<Job>,
-    copied: Arc<Mutex<Copied>>,
-    /// The request's Content-Length.
-    declared: Option<u64>,
-    /// `mirror.queue`, for the message when it is full.
-    queue: usize,
-    daemon: Arc<Daemon>,
-}
-
-impl Job {
-    /// What the copy holds in memory, against `MIRROR_MEMORY`: its body, path and headers.
-    fn bytes(&self) -> u64 {
-        let head: usize = self
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len())
-            .sum();
-        (self.body.len() + self.path.len() + head) as u64
-    }
-}
-
-/// A copy that cannot be sent: the job (for its method and path), the reason (a metrics
-/// label) and why.
-type Unsendable = (Job, MirrorOutcome, String);
-
-impl PendingCopy {
-    /// The copy with its body, or why it has none; `None` once taken. `when`: what came
-    /// before a body that had not ended.
-    fn take(&mut self, when: &str) -> Option<Result<Job, Unsendable>> {
-        let mut job = self.job.take()?;
-        let body = self
-            .copied
-            .lock()
-            .expect("copy lock: no panic holds it")
-            .take(self.declared, when);
-        Some(match body {
-            Ok(body) => {
-                job.body = body;
-                Ok(job)
-            }
-            Err((reason, why)) => Err((job, reason, why)),
-        })
-    }
-}
-
-impl Drop for PendingCopy {
-    fn drop(&mut self) {
-        // Not answered: the request was cut off (the client went away, a drain's end).
-        let (job, reason, why) = match self
-            .take("when the request was cut off (the client went away, or a drain's end)")
-        {
-            None => return,
-            Some(Ok(job)) => (
-                job,
-                MirrorOutcome::Error,
-                "the request ended before the active slot answered (it may have applied it)"
-                    .to_string(),
-            ),
-            Some(Err(lost)) => lost,
-        };
-        self.daemon
-            .mirror
-            .lost(&self.daemon, reason, &job.method, &job.path, why);
-    }
-}
 
 pub struct Mirror {
     /// Bounded by `mirror.queue`: a full queue drops the copy (counted), never blocks
@@ -330,105 +249,6 @@ impl Mirror {
         self.lost(daemon, MirrorOutcome::ActiveFailed, request.0, path, why);
     }
 
-    /// The active slot answered `copy`'s request with `status` (`None`: no answer). A
-    /// write it took goes to the standby's queue; one it did not is not applied there.
-    pub fn answered(&self, daemon: &Daemon, mut copy: PendingCopy, status: Option<StatusCode>) {
-        let queue = copy.queue;
-        let (mut job, cut) = match copy.take("when the active slot answered") {
-            None => return,
-            Some(Ok(job)) => (job, None),
-            Some(Err((job, reason, why))) => (job, Some((reason, why))),
-        };
-        // Each way this write's copy is not queued, until the copy is made ready below.
-        let lost = |reason, why| self.lost(daemon, reason, &job.method, &job.path, why);
-        // The active's verdict first: one that gave no answer is why, not the body it
-        // had not all read yet.
-        match status {
-            // 2xx or 3xx: taken. A 4xx is a write refused (a delete of what the active
-            // lacks), which applied to the standby could change what it holds.
-            Some(status) if status.is_success() || status.is_redirection() => {}
-            _ => {
-                let why = status.map_or_else(
-                    || "the active slot gave no answer".to_string(),
-                    |status| format!("the active slot answered {status}"),
-                );
-                return lost(MirrorOutcome::ActiveFailed, why);
-            }
-        }
-        if let Some((reason, why)) = cut {
-            return lost(reason, why);
-        }
-        let size = job.bytes();
-        if !self.reserve(size) {
-            let why = format!(
-                "the mirrored copies queued and out already hold {} MiB",
-                MIRROR_MEMORY >> 20
-            );
-            return lost(MirrorOutcome::QueueFull, why);
-        }
-        // The sender holds the next copy out of the channel until it may go out: the
-        // count of copies waiting, not the channel, is what `mirror.queue` bounds. Once
-        // full, it takes no copy until it has emptied: letting one in as each goes out
-        // would fill it with writes far apart on the active, which [`order`] must send
-        // one at a time, and the mirror would never catch up while the writes go on.
-        let refilling = self.refilling.load(Ordering::Acquire);
-        let room = (!refilling || self.waiting.load(Ordering::Acquire) == 0)
-            && self
-                .waiting
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < queue).then_some(n + 1)
-                })
-                .is_ok();
-        if !room {
-            self.refilling.store(true, Ordering::Release);
-            self.release(size);
-            let why = if refilling {
-                format!(
-                    "mirror.queue was full ({queue}): it takes copies again once it has emptied"
-                )
-            } else {
-                format!("mirror.queue is full ({queue})")
-            };
-            return lost(MirrorOutcome::QueueFull, why);
-        }
-        if refilling {
-            self.refilling.store(false, Ordering::Release);
-        }
-        let (method, path) = (job.method.clone(), job.path.clone());
-        // Before the client can see the answer, so before any write it sends next.
-        job.answered = self.tick();
-        // Counted before it is queued, so the sender can never be done with more copies
-        // than were queued; taken back out below if it was not.
-        self.moved(&self.queued_total, true, 1);
-        let (reason, why) = match self.tx.try_send(job) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(_)) => (
-                MirrorOutcome::QueueFull,
-                format!("mirror.queue is full ({queue})"),
-            ),
-            Err(mpsc::error::TrySendError::Closed(_)) => (
-                MirrorOutcome::Error,
-                "the mirror sender has stopped".to_string(),
-            ),
-        };
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        self.moved(&self.queued_total, false, 1);
-        self.release(size);
-        self.lost(daemon, reason, &method, &path, why);
-    }
-    /// Counts `size` bytes in the queue, if they fit in `MIRROR_MEMORY`.
-    fn reserve(&self, size: u64) -> bool {
-        self.queued_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held + size <= MIRROR_MEMORY).then_some(held + size)
-            })
-            .is_ok()
-    }
-
-    fn release(&self, size: u64) {
-        self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-    }
-
     fn lost(
         &self,
         daemon: &Daemon,
@@ -454,19 +274,6 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queued_copies_hold_a_bounded_number_of_bytes() {
-        let (mirror, _rx) = Mirror::new(4);
-        assert!(mirror.reserve(MIRROR_MEMORY - 10));
-        assert!(!mirror.reserve(11), "over the byte budget");
-        assert!(mirror.reserve(10));
-        mirror.release(MIRROR_MEMORY);
-        assert!(
-            mirror.reserve(MIRROR_MEMORY),
-            "sent copies free their bytes"
-        );
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_flush_waits_for_the_copies_queued_before_it_not_after() {
