@@ -15,6 +15,7 @@ use crate::slot::Slot;
 
 mod fallback;
 mod parse;
+mod units;
 mod values;
 
 pub use parse::MAX_BYTES;
@@ -46,7 +47,7 @@ pub struct Config {
 pub struct BuildConfig {
     #[serde(deserialize_with = "values::command")]
     pub command: String,
-    #[serde(with = "values::positive_duration")]
+    #[serde(with = "units::positive_duration")]
     pub timeout: Duration,
     #[serde(deserialize_with = "values::env")]
     pub env: BTreeMap<String, String>,
@@ -63,11 +64,11 @@ pub struct AppConfig {
     pub reuse_after_body: bool,
     #[serde(deserialize_with = "values::url_path")]
     pub health_path: String,
-    #[serde(with = "values::positive_duration")]
+    #[serde(with = "units::positive_duration")]
     pub ready_timeout: Duration,
-    #[serde(with = "values::human_duration")]
+    #[serde(with = "units::human_duration")]
     pub drain_timeout: Duration,
-    #[serde(with = "values::human_duration")]
+    #[serde(with = "units::human_duration")]
     pub stop_timeout: Duration,
     #[serde(deserialize_with = "values::linked_dirs")]
     pub linked_dirs: Vec<String>,
@@ -81,7 +82,7 @@ pub struct RouterConfig {
     #[serde(deserialize_with = "values::switch_path")]
     pub switch_path: String,
     pub token_file: PathBuf,
-    #[serde(with = "values::positive_duration")]
+    #[serde(with = "units::positive_duration")]
     pub client_timeout: Duration,
     /// Where the file sets `token_file` (`<file>:<line>`), for the errors of reading it,
     /// which come after the load.
@@ -120,9 +121,9 @@ pub struct SlotConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatConfig {
-    #[serde(with = "values::interval")]
+    #[serde(with = "units::interval")]
     pub interval: Duration,
-    #[serde(with = "values::positive_duration")]
+    #[serde(with = "units::positive_duration")]
     pub timeout: Duration,
     #[serde(deserialize_with = "values::url_path")]
     pub path: String,
@@ -136,7 +137,7 @@ pub struct MirrorConfig {
     #[serde(deserialize_with = "values::methods")]
     pub methods: Vec<String>,
     #[serde(
-        serialize_with = "values::human_size::serialize",
+        serialize_with = "units::human_size::serialize",
         deserialize_with = "values::max_body"
     )]
     pub max_body: u64,
@@ -149,7 +150,7 @@ pub struct MirrorConfig {
 pub struct SwitchConfig {
     #[serde(deserialize_with = "values::command")]
     pub migrate: String,
-    #[serde(with = "values::positive_duration")]
+    #[serde(with = "units::positive_duration")]
     pub migrate_timeout: Duration,
 }
 
