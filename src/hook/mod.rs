@@ -10,39 +10,23 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::build::{self, Outcome};
 use crate::client::Client;
 use crate::config::Config;
 use crate::git;
 use crate::interrupt::Interrupt;
 use crate::layout::Layout;
-use crate::release::{self, ReleaseMeta};
 use crate::slot::Slot;
 use crate::verdict;
 
-/// One line of post-receive input.
-#[derive(Debug, PartialEq)]
-pub struct RefUpdate {
-    pub old: String,
-    pub new: String,
-    pub refname: String,
-}
+mod input;
+mod release_push;
 
-impl RefUpdate {
-    /// Whether the push deleted the ref (git's new id is all zeros).
-    fn deleted(&self) -> bool {
-        self.new.bytes().all(|b| b == b'0')
-    }
-
-    /// The pushed commit's id in 7 characters, as a push names it.
-    fn short(&self) -> &str {
-        self.new.get(..7).unwrap_or(&self.new)
-    }
-}
+pub use input::{parse, RefUpdate};
+use release_push::release_push;
 
 /// Runs the hook for the repo git points at (`GIT_DIR`), reading `<old> <new> <ref>` lines
 /// from `input` and reporting to `out` (stderr: git shows it as `remote:`). A stopping
@@ -187,7 +171,7 @@ fn tell_daemon(layout: &Layout, config: &Config, slot: Slot, short: &str, why: &
     );
 }
 
-/// Deploys the pushed commit to `slot`: makes its release current ([`release_push`]),
+/// Deploys the pushed commit to `slot`: makes its release current ([`release_push()`]),
 /// then asks the daemon to run it. `Ok(false)` when it did not go live; `Err` when it
 /// failed before its release was current, which the daemon is told too.
 fn deploy(
@@ -220,181 +204,6 @@ fn deploy(
     }
 }
 
-/// Where the deploy branch is when a push looks: at the commit it deploys, moved on to a
-/// newer one, at the commit `current` already runs, or gone.
-enum Tip {
-    Same,
-    Moved(git::Pushed),
-    /// The release `current` names, and the branch's commit.
-    Current(String, git2::Oid),
-    Gone,
-}
-
-/// Where `branch` is now, against `pushed`, the commit this push is to deploy.
-fn tip_now(
-    layout: &Layout,
-    config: &Config,
-    slot: Slot,
-    repo: &git2::Repository,
-    pushed: &git::Pushed,
-) -> anyhow::Result<Tip> {
-    let Some(tip) = git::branch_tip(repo, &config.branch) else {
-        return Ok(Tip::Gone);
-    };
-    let current = release::current(layout, slot)
-        .filter(|id| release::meta(layout, slot, id).is_some_and(|m| m.commit == tip.to_string()));
-    Ok(match current {
-        Some(id) => Tip::Current(id, tip),
-        None if tip == pushed.commit => Tip::Same,
-        None => Tip::Moved(git::resolve(repo, &tip.to_string())?),
-    })
-}
-
-/// Checks the branch's commit out, builds it (or reuses its build), then, under the
-/// slot's lock, installs it as a release and makes that `current`. The new release's id
-/// (or the current one's, when the branch is at what it runs already), or none when the
-/// branch is gone. Pushes to a slot take turns, and the one whose turn it is deploys
-/// what the branch points at then: a newer push that moved it may have been stopped
-/// while it waited, or its build failed, and the branch's commit must not be left
-/// undeployed because of it; the newer push, when its turn comes, finds it current.
-/// The build is not under the slot lock: a rollback in an incident does not wait for a
-/// slow build (up to `build.timeout`).
-fn release_push(
-    layout: &Layout,
-    config: &Config,
-    slot: Slot,
-    repo: &mut git2::Repository,
-    (update, deploying): (&RefUpdate, &mut String),
-    out: &mut (dyn Write + Send),
-    interrupt: &Interrupt,
-) -> anyhow::Result<Option<String>> {
-    let began = std::time::SystemTime::now();
-    let turn = release::push_turn(layout, slot, out)?;
-    let mut pushed = git::resolve(repo, &update.new)?;
-    let (lock, in_use, key) = loop {
-        match tip_now(layout, config, slot, repo, &pushed)? {
-            Tip::Gone => {
-                writeln!(
-                    out,
-                    "{slot}: {} was deleted since this push: not deployed ({slot} keeps its current release)",
-                    update.refname
-                )?;
-                return Ok(None);
-            }
-            Tip::Current(id, tip) => {
-                writeln!(
-                    out,
-                    "{slot}: {} is at {}, which is {slot}'s current release already ({id}): nothing new to deploy",
-                    update.refname,
-                    git::short(tip)
-                )?;
-                return Ok(Some(id));
-            }
-            Tip::Moved(newer) => {
-                writeln!(
-                    out,
-                    "{slot}: {} moved on to {} since this push: deploying that instead",
-                    update.refname, newer.short
-                )?;
-                deploying.clone_from(&newer.short);
-                pushed = newer;
-            }
-            Tip::Same => {}
-        }
-        writeln!(out, "{slot}: deploying {} {}", pushed.short, pushed.summary)?;
-        let key = build::key(pushed.tree, &config.build);
-        // Keeps the clean-up of unused builds away from this one until it is released.
-        let in_use = build::use_lock(layout, &key)?;
-        let tree = pushed.tree;
-        let checkout = |dir: &Path| git::checkout(repo, tree, dir);
-        let outcome = build::ensure(
-            layout,
-            &key,
-            &pushed,
-            &config.build,
-            checkout,
-            build::Pusher {
-                label: &format!("{slot}: "),
-                out,
-                interrupt,
-                began,
-            },
-        )?;
-        match outcome {
-            Outcome::Reused => writeln!(out, "{slot}: build reused ({key})")?,
-            Outcome::Built { build } => {
-                writeln!(out, "{slot}: build {:.1}s ({key})", build.as_secs_f64())?
-            }
-        }
-        let lock = release::lock_slot(layout, slot, out)?;
-        // Moved again during the build (or made current by a promote): looked at anew.
-        if matches!(tip_now(layout, config, slot, repo, &pushed)?, Tip::Same) {
-            break (lock, in_use, key);
-        }
-    };
-
-    // A linked dir replaces whatever the tree has at its path: say so, not silently. Not
-    // through a symlink of the tree's (`public` -> elsewhere): the release refuses that
-    // below, and the tree has nothing of its own there.
-    let build = layout.build_dir(&key);
-    let real_build = build.canonicalize().ok();
-    for dir in &config.app.linked_dirs {
-        let path = build.join(dir);
-        let parent_in_tree = path.parent().and_then(|p| p.canonicalize().ok())
-            == real_build
-                .as_ref()
-                .map(|b| b.join(Path::new(dir).parent().unwrap_or(Path::new(""))));
-        if parent_in_tree && std::fs::symlink_metadata(&path).is_ok() {
-            writeln!(
-                out,
-                "{slot}: note: the pushed tree has `{dir}`, a linked dir (app.linked_dirs): the release has {} there instead",
-                layout.shared_dir(slot).join(dir).display()
-            )?;
-        }
-    }
-    let started = Instant::now();
-    let id = release::new_id(layout, slot, &pushed.short)?;
-    let meta = ReleaseMeta {
-        id: id.clone(),
-        slot,
-        commit: pushed.commit.to_string(),
-        refname: update.refname.clone(),
-        old: update.old.clone(),
-        build_key: key,
-        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        summary: pushed.summary.clone(),
-        promoted_from: None,
-        marks: true,
-        linked_dirs: None,
-    };
-    let installed = release::install(layout, &meta, &config.app.linked_dirs)?;
-    drop(in_use);
-    for note in &installed.notes {
-        writeln!(out, "{slot}: note: {note}")?;
-    }
-    let tidied = release::tidy(
-        layout,
-        slot,
-        config.keep_releases,
-        installed.was_current.as_deref(),
-    );
-    writeln!(
-        out,
-        "{slot}: release {id} {:.1}s{}",
-        started.elapsed().as_secs_f64(),
-        if tidied.is_empty() {
-            String::new()
-        } else {
-            format!(" ({tidied})")
-        }
-    )?;
-    // The turn before the slot lock: a rollback that waited for the lock finds this push
-    // over, not one under way that would land after it.
-    drop(turn);
-    drop(lock);
-    Ok(Some(id))
-}
-
 /// The slot a bare repo serves: its folder name without `.git`.
 fn slot_of(repo_dir: &Path) -> anyhow::Result<Slot> {
     let name = repo_dir
@@ -406,55 +215,9 @@ fn slot_of(repo_dir: &Path) -> anyhow::Result<Slot> {
         .with_context(|| format!("{} is not a slot's repo", repo_dir.display()))
 }
 
-/// Parses post-receive input: one `<old> <new> <ref>` per line.
-pub fn parse(input: impl BufRead) -> anyhow::Result<Vec<RefUpdate>> {
-    let mut updates = Vec::new();
-    // A ref name is bytes (git takes a Latin-1 `café`): read as such, shown lossily, so
-    // one odd name in a push does not stop the deploy branch pushed with it.
-    for (n, line) in input.split(b'\n').enumerate() {
-        let line = line.context("cannot read the hook's input")?;
-        let line = String::from_utf8_lossy(&line);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let is_sha =
-            |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
-        match fields[..] {
-            [old, new, refname] if is_sha(old) && is_sha(new) && refname.starts_with("refs/") => {
-                updates.push(RefUpdate {
-                    old: old.into(),
-                    new: new.into(),
-                    refname: refname.into(),
-                })
-            }
-            _ => anyhow::bail!(
-                "malformed post-receive input on line {}: expected `<old-sha> <new-sha> <ref>`",
-                n + 1
-            ),
-        }
-    }
-    Ok(updates)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_lines_and_refuses_garbage() {
-        let a = "a".repeat(40);
-        let b = "b".repeat(40);
-        let input = format!("{a} {b} refs/heads/main\n\n{b} {a} refs/heads/x\n");
-        let updates = parse(input.as_bytes()).unwrap();
-        assert_eq!(updates.len(), 2);
-        assert_eq!(updates[1].refname, "refs/heads/x");
-        let err = parse("hello world\n".as_bytes()).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "malformed post-receive input on line 1: expected `<old-sha> <new-sha> <ref>`"
-        );
-    }
 
     #[test]
     fn slot_from_repo_folder() {
