@@ -6,7 +6,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -18,6 +17,8 @@ use crate::slot::Slot;
 use crate::tree_copy;
 
 mod current;
+mod history;
+mod id;
 mod links;
 mod lock;
 mod marks;
@@ -29,6 +30,8 @@ pub use marks::{
 };
 
 pub use current::{current, elsewhere, no_current};
+pub use history::{list, previous, Release};
+pub use id::{is_name, new_id};
 pub use links::{missing as missing_shared, notes as link_notes, repoint as repoint_links};
 pub use lock::{lock_slot, push_turn, push_under_way};
 pub use prune::{in_use_entry, leftovers, prune, tidy};
@@ -76,84 +79,11 @@ pub struct ReleaseMeta {
     pub linked_dirs: Option<Vec<String>>,
 }
 
-/// A complete release folder of a slot.
-#[derive(Clone, Debug)]
-pub struct Release {
-    pub id: String,
-    pub meta: Option<ReleaseMeta>,
-    /// `current` named it once (see [`WAS_CURRENT`]), or it is [`Release::before_marks`].
-    pub was_current: bool,
-    /// A generation of it went live (see [`WENT_LIVE`]).
-    pub went_live: bool,
-    /// `rollback` moved `current` back off it (see [`ROLLED_BACK`]).
-    pub rolled_back: bool,
-    /// Made by a bluegreen from before the marks (an upgraded root): what it went
-    /// through is not known (see [`list`]).
-    pub before_marks: bool,
-}
-
-impl Release {
-    pub fn commit_short(&self) -> &str {
-        self.meta.as_ref().map_or("?", ReleaseMeta::commit_short)
-    }
-}
-
 impl ReleaseMeta {
     /// The commit's first 7 hex digits (read back, the commit is checked to be hex).
     pub fn commit_short(&self) -> &str {
         &self.commit[..self.commit.len().min(7)]
     }
-}
-
-/// A fresh id: `<UTC time to the millisecond>-<short sha>`, unique in the slot, and
-/// sorting after every release the slot has: a clock that stepped back (a restored VM,
-/// NTP correcting a bad clock at boot) gets the newest release's time plus a millisecond
-/// instead, since the order of ids is what `previous` and pruning go by.
-pub fn new_id(layout: &Layout, slot: Slot, short: &str) -> anyhow::Result<String> {
-    let mut time = SystemTime::now();
-    if let Some((newest, name)) = newest_time(layout, slot) {
-        time = time.max(newest + Duration::from_millis(1));
-        anyhow::ensure!(
-            time <= SystemTime::UNIX_EPOCH + LAST_TIME,
-            "{slot}'s newest release `{name}` is dated 9999-12-31T23:59:59.999Z, the last time an id can have: a new one cannot sort after it; rename or remove that folder"
-        );
-    }
-    let now = humantime::format_rfc3339_millis(time).to_string();
-    let stamp: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
-    let base = format!("{stamp}-{short}");
-    let mut id = base.clone();
-    let mut n = 2;
-    while layout.release_dir(slot, &id).exists() {
-        id = format!("{base}-{n}");
-        n += 1;
-    }
-    Ok(id)
-}
-
-/// The last time an id can hold (9999-12-31T23:59:59.999Z): its year has four digits.
-const LAST_TIME: Duration = Duration::from_millis(253_402_300_799_999);
-
-/// The time in the id of the slot's newest release (`20261122T201300.123Z-...`), and its
-/// name.
-fn newest_time(layout: &Layout, slot: Slot) -> Option<(SystemTime, String)> {
-    let newest = fs::read_dir(layout.releases_dir(slot))
-        .ok()?
-        .flatten()
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|name| !name.starts_with('.'))
-        .max()?;
-    let s = newest.split('-').next()?;
-    let rfc3339 = format!(
-        "{}-{}-{}T{}:{}:{}",
-        s.get(0..4)?,
-        s.get(4..6)?,
-        s.get(6..8)?,
-        s.get(9..11)?,
-        s.get(11..13)?,
-        s.get(13..)?
-    );
-    let time = humantime::parse_rfc3339(&rfc3339).ok()?;
-    Some((time, newest))
 }
 
 /// Materialises `meta.id` in `slot` from the finished build `meta.build_key`. The caller
@@ -333,13 +263,6 @@ pub fn exists(layout: &Layout, slot: Slot, id: &str) -> bool {
     is_name(id) && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) && dir.join(META).is_file()
 }
 
-/// Whether `id` could name a release: a plain name in a releases folder, never a path
-/// leading out of it, nor one of ours there (names with a dot first, such as a release
-/// still being made).
-pub fn is_name(id: &str) -> bool {
-    !id.is_empty() && !id.starts_with('.') && !id.contains('/')
-}
-
 /// The metadata of one release.
 pub fn meta(layout: &Layout, slot: Slot, id: &str) -> Option<ReleaseMeta> {
     read_meta(&layout.release_dir(slot, id))
@@ -360,79 +283,4 @@ fn read_meta(dir: &Path) -> Option<ReleaseMeta> {
     meta.summary = crate::logging::printable(&meta.summary);
     meta.created = crate::logging::printable(&meta.created);
     Some(meta)
-}
-
-/// Complete releases of `slot`, oldest first.
-pub fn list(layout: &Layout, slot: Slot) -> anyhow::Result<Vec<Release>> {
-    let dir = layout.releases_dir(slot);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
-    };
-    let mut releases = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let id = entry.file_name().to_string_lossy().into_owned();
-        // Only what `create` made: a folder without its metadata is not a release.
-        if id.starts_with('.') || !entry.file_type()?.is_dir() || !entry.path().join(META).is_file()
-        {
-            continue;
-        }
-        releases.push(Release {
-            meta: read_meta(&entry.path()),
-            was_current: entry.path().join(WAS_CURRENT).is_file(),
-            went_live: entry.path().join(WENT_LIVE).is_file(),
-            rolled_back: entry.path().join(ROLLED_BACK).is_file(),
-            before_marks: false,
-            id,
-        });
-    }
-    releases.sort_by(|a, b| a.id.cmp(&b.id));
-    find_before_marks(&mut releases);
-    Ok(releases)
-}
-
-/// Sets [`Release::before_marks`] (and `was_current`) on the releases a bluegreen from
-/// before the marks made: no `marks` in their metadata, no mark, and older than every
-/// release with either (`releases` sorted oldest first). Their `current` moved through
-/// them in creation order, as far as anyone can tell; without this, the first release
-/// an upgraded daemon marks live left every older one "never current", and `rollback`
-/// had nowhere to go. An older version that did mark its releases (no `marks` in their
-/// metadata either) marked its first one, so its unmarked ones (a failed push, one a
-/// killed deploy left) keep saying what they are.
-fn find_before_marks(releases: &mut [Release]) {
-    let first_marked = releases
-        .iter()
-        .position(|r| r.was_current || r.went_live || r.meta.as_ref().is_some_and(|m| m.marks))
-        .unwrap_or(releases.len());
-    for release in &mut releases[..first_marked] {
-        if release.meta.is_some() {
-            release.before_marks = true;
-            release.was_current = true;
-        }
-    }
-}
-
-/// The release before `id`: the newest older one that went live, or, when none did (no
-/// daemon ran them), the newest older one that was current. A release that failed to
-/// start is passed over, and so is one a killed deploy left behind, and one a rollback
-/// went back from (until it is current again). Releases an older bluegreen made before
-/// the marks count as once current ([`Release::before_marks`]). In a slot where no
-/// release carries either mark (their metadata unreadable), the one made just before.
-/// `id` need not be listed (its folder removed by hand): those older than it still are.
-pub fn previous(releases: &[Release], id: &str) -> Option<String> {
-    // `releases` is sorted by id, and ids sort by age.
-    let i = releases.partition_point(|r| r.id.as_str() < id);
-    let older = &releases[..i];
-    let found = older
-        .iter()
-        .rev()
-        .find(|r| r.went_live && !r.rolled_back)
-        .or_else(|| older.iter().rev().find(|r| r.was_current && !r.rolled_back));
-    match found {
-        Some(release) => Some(release.id.clone()),
-        None if !marked(releases) => older.last().map(|r| r.id.clone()),
-        None => None,
-    }
 }
