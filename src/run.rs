@@ -108,7 +108,11 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
         Command::Check => {
             let layout = layout()?;
             let config = config(&layout)?;
-            config.router.token()?;
+            let token = config.router.token()?;
+            // What `serve` would warn about, on stderr: stdout is the config, for scripts.
+            for warning in config.router.token_warnings(token.as_deref()) {
+                eprintln!("warning: {warning}");
+            }
             writeln!(
                 stdout,
                 "# {}: valid\n{}",

@@ -319,7 +319,40 @@ impl RouterConfig {
         );
         Ok(Some(token))
     }
+
+    /// What is unsafe about `token_file` and its `token`, one line each: a token short
+    /// enough to guess, and a file others may read (whoever reads it may switch the
+    /// front from anywhere). `serve` logs them (at the start and at each SIGHUP that
+    /// takes a config), `check` prints them.
+    pub fn token_warnings(&self, token: Option<&str>) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let path = &self.token_file;
+        let mut warnings = Vec::new();
+        if path.as_os_str().is_empty() {
+            return warnings;
+        }
+        if let Some(token) = token.filter(|token| token.len() < SHORT_TOKEN) {
+            warnings.push(format!(
+                "router.token_file {} holds a token of {} characters: the front answers wrong tokens as fast as it can, so a short one may be guessed; use {SHORT_TOKEN} or more random ones (`head -c 24 /dev/urandom | base64`)",
+                path.display(),
+                token.len()
+            ));
+        }
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.mode() & 0o077 != 0 {
+                warnings.push(format!(
+                    "router.token_file {} is mode {:04o}: users other than its owner may read the token, and switch the front with it; chmod 600 it",
+                    path.display(),
+                    meta.mode() & 0o7777
+                ));
+            }
+        }
+        warnings
+    }
 }
+
+/// The shortest token not warned about: the front does not slow down wrong ones.
+const SHORT_TOKEN: usize = 16;
 
 impl Slots {
     pub fn get(&self, slot: Slot) -> &SlotConfig {

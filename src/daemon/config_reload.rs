@@ -17,33 +17,12 @@ pub(super) fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
     config.router.token()
 }
 
-/// The shortest token not warned about: the front does not slow down wrong ones.
-const SHORT_TOKEN: usize = 16;
-
-/// Logs a token file others may read (whoever reads it may switch the front from
-/// anywhere), and a token short enough to guess: at the start and at each SIGHUP that
-/// takes a config, not at each look at the file (`/status` compares it too).
+/// Logs what is unsafe about the token (see [`crate::config::RouterConfig::token_warnings`]):
+/// at the start and at each SIGHUP that takes a config, not at each look at the file
+/// (`/status` compares it too).
 pub(super) fn warn_about_token(config: &Config, token: Option<&str>) {
-    use std::os::unix::fs::MetadataExt;
-    let path = &config.router.token_file;
-    if path.as_os_str().is_empty() {
-        return;
-    }
-    if let Some(token) = token.filter(|token| token.len() < SHORT_TOKEN) {
-        tracing::warn!(
-            "router.token_file {} holds a token of {} characters: the front answers wrong tokens as fast as it can, so a short one may be guessed; use {SHORT_TOKEN} or more random ones (`head -c 24 /dev/urandom | base64`)",
-            path.display(),
-            token.len()
-        );
-    }
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.mode() & 0o077 != 0 {
-            tracing::warn!(
-                "router.token_file {} is mode {:04o}: users other than its owner may read the token, and switch the front with it; chmod 600 it",
-                path.display(),
-                meta.mode() & 0o7777
-            );
-        }
+    for warning in config.router.token_warnings(token) {
+        tracing::warn!("{warning}");
     }
 }
 

@@ -52,7 +52,16 @@ pub fn allowed(
                 Err("switching from another host takes POST".into())
             }
         }
-        Some(_) => Err(format!("{who} may not switch: others need `Authorization: Bearer <token>`")),
+        Some(_) => Err(format!("{who} may not switch: {}", need_token(authorization))),
+    }
+}
+
+/// What a caller that must present the token lacks: the header, or the right token in it
+/// (a mistyped or an old one: told to send the header it sent, it would look elsewhere).
+fn need_token(authorization: Option<&str>) -> &'static str {
+    match authorization {
+        None => "others need `Authorization: Bearer <token>` (router.token_file)",
+        Some(_) => "its Authorization does not carry router.token_file's token",
     }
 }
 
@@ -150,7 +159,7 @@ pub async fn handle(
         if let Some(why) = super::local::whose(peer, local_addr(fd), "switch").await {
             note_guess();
             let others = match token {
-                Some(_) => "others need `Authorization: Bearer <token>` (router.token_file)",
+                Some(_) => need_token(authorization),
                 None => "router.token_file sets a token for others",
             };
             return plain(
@@ -257,7 +266,23 @@ mod tests {
             &Hints::default()
         )
         .is_err());
-        assert!(allowed(peer, &Method::POST, None, Some("s3cret"), &Hints::default()).is_err());
+        let without = allowed(peer, &Method::POST, None, Some("s3cret"), &Hints::default());
+        assert_eq!(
+            without.unwrap_err(),
+            "192.0.2.7 may not switch: others need `Authorization: Bearer <token>` (router.token_file)"
+        );
+        // A wrong token is told so, not to send the header it sent.
+        let wrong = allowed(
+            peer,
+            &Method::POST,
+            Some("Bearer s3cre7"),
+            Some("s3cret"),
+            &Hints::default(),
+        );
+        assert_eq!(
+            wrong.unwrap_err(),
+            "192.0.2.7 may not switch: its Authorization does not carry router.token_file's token"
+        );
         // The scheme in any case (RFC 9110 §11.1); never without one.
         let presenting = |header| {
             allowed(

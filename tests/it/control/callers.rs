@@ -392,6 +392,12 @@ fn a_token_file_others_may_read_is_logged_and_the_token_lets_another_user_switch
         &format!("POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 192.0.2.7\r\n{guess}Connection: close\r\n\r\n"),
     );
     assert!(relayed.starts_with("HTTP/1.1 403 "), "{relayed}");
+    // Told what is wrong with what it sent, not to send the header it sent.
+    assert!(
+        relayed
+            .contains("may not switch: its Authorization does not carry router.token_file's token"),
+        "{relayed}"
+    );
     let guessed = "the front's /switch refused 127.0.0.1:";
     root.wait_log(guessed);
     assert!(root
@@ -418,6 +424,10 @@ fn a_token_file_others_may_read_is_logged_and_the_token_lets_another_user_switch
     wait_for(Duration::from_secs(10), "a second guess logged", || {
         let refused = switch(guess).unwrap();
         assert!(refused.starts_with("HTTP/1.1 403 "), "{refused}");
+        assert!(
+            refused.contains("switch; its Authorization does not carry router.token_file's token"),
+            "{refused}"
+        );
         (root.log().matches(guessed).count() >= 2).then_some(())
     });
     assert!(!root.log().contains("gu3ss"), "{}", root.log());

@@ -386,6 +386,12 @@ fn a_remote_peer_needs_the_token_to_switch() {
     );
     let guessed = from_peer("POST /switch HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer s3cre7\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n");
     assert!(guessed.starts_with("HTTP/1.1 403"), "{guessed}");
+    assert!(
+        guessed.contains(&format!(
+            "{peer_ip} may not switch: its Authorization does not carry router.token_file's token"
+        )),
+        "{guessed}"
+    );
     root.wait_log(&format!("the front's /switch refused {peer_ip}:"));
     root.wait_log("its Authorization does not carry router.token_file's token");
     assert!(!root.log().contains("s3cre7"), "{}", root.log());

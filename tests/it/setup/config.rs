@@ -2,6 +2,7 @@
 //! the root comes from; usage errors in one line.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::util::*;
@@ -131,6 +132,26 @@ fn bad_config_names_file_line_and_key() {
     let effective = root.run_ok(&["check"]);
     let wanted = format!("token_file = \"{}\"", root.path.join("tok").display());
     assert!(effective.contains(&wanted), "{effective}");
+    // What `serve` warns about, `check` says too, on stderr (stdout is the config): a
+    // token short enough to guess, in a file others may read. Still valid: exit 0.
+    let tok = root.path.join("tok");
+    fs::set_permissions(&tok, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = root.run(&["check"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("# "));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "warning: router.token_file {0} holds a token of 6 characters: the front answers wrong tokens as fast as it can, so a short one may be guessed; use 16 or more random ones (`head -c 24 /dev/urandom | base64`)\n\
+             warning: router.token_file {0} is mode 0644: users other than its owner may read the token, and switch the front with it; chmod 600 it\n",
+            tok.display()
+        )
+    );
+    fs::write(&tok, "a-long-enough-random-token\n").unwrap();
+    fs::set_permissions(&tok, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = root.run(&["check"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
 #[test]
