@@ -21,6 +21,8 @@ use crate::verdict;
 /// Prints the releases of `slots`: time, commit, build key, and which is current.
 pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Result<()> {
     for &slot in slots {
+        // Else listed as a slot with no release.
+        release::slot_folder(layout, slot)?;
         let current = release::current(layout, slot);
         let releases = release::list(layout, slot)?;
         let any_live = releases.iter().any(|r| r.went_live);
@@ -112,7 +114,7 @@ pub fn rollback(
         }
         None => {
             let current = current.as_deref().with_context(|| match releases.is_empty() {
-                true => never_deployed(slot, config, "roll back"),
+                true => never_deployed(layout, slot, config, "roll back"),
                 // A push of the same commit would change nothing ("Everything up-to-date").
                 false => format!(
                     "{}: name the release to go to, `bluegreen rollback {slot} --to <release>` (see `bluegreen releases {slot}`)",
@@ -202,7 +204,11 @@ fn shown(layout: &Layout, slot: Slot, current: &Option<String>) -> String {
 }
 
 /// Why a command finds nothing to `act` on in a slot never deployed, and what deploys.
-fn never_deployed(slot: Slot, config: &Config, act: &str) -> String {
+fn never_deployed(layout: &Layout, slot: Slot, config: &Config, act: &str) -> String {
+    // A slot folder removed by hand is that, not a slot a push would set right.
+    if let Err(missing) = release::slot_folder(layout, slot) {
+        return missing.to_string();
+    }
     format!(
         "{slot} has no current release: nothing to {act} (deploy one first: `git push {slot} {}`)",
         crate::pasted::refspec(&config.branch)
@@ -240,7 +246,7 @@ pub fn restart(
 ) -> anyhow::Result<bool> {
     let current = release::current(layout, slot).with_context(|| {
         match release::list(layout, slot).is_ok_and(|releases| releases.is_empty()) {
-            true => never_deployed(slot, config, "restart"),
+            true => never_deployed(layout, slot, config, "restart"),
             false => format!("{}: nothing to restart", release::no_current(layout, slot)),
         }
     })?;
@@ -264,7 +270,7 @@ pub fn promote(
         match release::elsewhere(layout, from) {
             // A hand edit pointed it at what is not a release.
             Some(why) => format!("{why}: nothing to promote"),
-            None => never_deployed(from, config, "promote"),
+            None => never_deployed(layout, from, config, "promote"),
         }
     })?;
     // What was tried on `from` is what it served: a push there that is still starting, or

@@ -51,8 +51,8 @@ pub fn push_under_way(layout: &Layout, slot: Slot) -> bool {
 }
 
 /// A slot folder that is gone is named, with what makes it again, rather than as a
-/// lock file that cannot be opened.
-fn slot_folder(layout: &Layout, slot: Slot) -> anyhow::Result<()> {
+/// lock file that cannot be opened, or as a slot with no release.
+pub fn slot_folder(layout: &Layout, slot: Slot) -> anyhow::Result<()> {
     let dir = layout.slot_dir(slot);
     anyhow::ensure!(
         dir.is_dir(),

@@ -33,7 +33,7 @@ pub use current::{current, elsewhere, no_current};
 pub use history::{list, previous, Release};
 pub use id::{is_name, new_id};
 pub use links::{missing as missing_shared, notes as link_notes, repoint as repoint_links};
-pub use lock::{lock_slot, push_turn, push_under_way};
+pub use lock::{lock_slot, push_turn, push_under_way, slot_folder};
 pub use prune::{in_use_entry, leftovers, prune, tidy};
 
 /// Metadata file inside a release.

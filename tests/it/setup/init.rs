@@ -24,7 +24,18 @@ fn a_missing_slot_folder_is_named_with_what_makes_it_again() {
         root.path.join("green").display(),
         root.path.display()
     );
-    for args in [&["promote", "blue"][..], &["rollback", "green"]] {
+    // Each command that reads or changes the slot says so, not that it has no release
+    // (`releases` listed it as `green: no releases`; promoting from it and restarting it
+    // said `green has no current release`, and to push one).
+    let commands = [
+        &["promote", "blue"][..],
+        &["promote", "green", "blue"],
+        &["rollback", "green"],
+        &["restart", "green"],
+        &["releases", "green"],
+        &["releases"],
+    ];
+    for args in commands {
         let out = root.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert_eq!(
