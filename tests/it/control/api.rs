@@ -66,6 +66,25 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             400,
             "POST /slots/blue/reload takes only ?release=<id> (got ?force=1)",
         ),
+        // A release that is none of the slot's (this was a 409, as a start that failed).
+        (
+            "POST",
+            "/slots/blue/reload?release=",
+            400,
+            "`release` is empty: name one of blue's releases (see `bluegreen releases blue`)",
+        ),
+        (
+            "POST",
+            "/slots/blue/reload?release=..%2F..%2Fx",
+            400,
+            "`../../x` is not a release's name (see `bluegreen releases blue`)",
+        ),
+        (
+            "POST",
+            "/slots/blue/reload?release=nope",
+            404,
+            "blue has no release nope (see `bluegreen releases blue`)",
+        ),
         (
             "POST",
             "/mirroring?enabled=1&foo=2",
