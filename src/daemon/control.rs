@@ -160,6 +160,11 @@ async fn answer(
     if let Err(why) = super::params::no_body(request.headers()) {
         return reply(StatusCode::BAD_REQUEST, "text/plain", why);
     }
+    // Which of two Host headers counts, say, would be a guess: a bad request, as on the
+    // data path, not a caller from elsewhere.
+    if let Some(why) = super::target::bad_host(&request) {
+        return reply(StatusCode::BAD_REQUEST, "text/plain", why.into());
+    }
     let hints = Hints::of(request.uri(), request.headers());
     if let Err(why) = super::local::from_this_host(&hints) {
         return reply(

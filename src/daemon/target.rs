@@ -44,20 +44,21 @@ pub fn refused(request: &Request<Incoming>) -> Option<(StatusCode, &'static str)
             ));
         }
     }
+    bad_host(request).map(|why| (StatusCode::BAD_REQUEST, why))
+}
+
+/// Why a request's `Host` makes it a bad request (`400`), if it does: missing (HTTP/1.1),
+/// repeated, or not a host and port (RFC 9112 §3.2). The control API refuses these too.
+pub fn bad_host<B>(request: &Request<B>) -> Option<&'static str> {
     let mut hosts = request.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => Some((
-            StatusCode::BAD_REQUEST,
-            "more than one Host header (RFC 9112 §3.2)",
-        )),
-        (None, _) if request.version() == http::Version::HTTP_11 => Some((
-            StatusCode::BAD_REQUEST,
-            "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)",
-        )),
-        (Some(host), None) if !host_and_port(host.as_bytes()) => Some((
-            StatusCode::BAD_REQUEST,
-            "the Host header is not a host and port (RFC 9112 §3.2)",
-        )),
+        (_, Some(_)) => Some("more than one Host header (RFC 9112 §3.2)"),
+        (None, _) if request.version() == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)")
+        }
+        (Some(host), None) if !host_and_port(host.as_bytes()) => {
+            Some("the Host header is not a host and port (RFC 9112 §3.2)")
+        }
         _ => None,
     }
 }

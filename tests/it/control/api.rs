@@ -162,10 +162,21 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
     };
     assert!(length(&head).is_some(), "{head}");
     assert!(get.contains("\"slots\""), "{get}");
-    // Two Host headers: which one counts would be a guess.
+    // Two Host headers: which one counts would be a guess. A bad request (this was a 403,
+    // "answers callers on this host only", to a caller on this host).
     let answer = raw(
         root.control,
         "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\nmore than one Host header (RFC 9112 §3.2)\n"),
+        "{answer}"
+    );
+    // Two Origins: still which one counts, but of who the caller is.
+    let answer = raw(
+        root.control,
+        "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\nOrigin: http://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(
@@ -182,12 +193,16 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
         answer.contains("the request's target names `evil.example`, not a loopback address"),
         "{answer}"
     );
-    // A Host that is not ASCII is no loopback address (nor taken for absent).
+    // A Host that is not ASCII is not a host and port (nor taken for absent).
     let answer = raw(
         root.control,
         "POST /switch?to=green HTTP/1.1\r\nHost: localhost\u{e9}\r\nConnection: close\r\n\r\n",
     );
-    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.ends_with("the Host header is not a host and port (RFC 9112 §3.2)\n"),
+        "{answer}"
+    );
     // A body framing that is not clear: refused before anything is done (hyper refuses a
     // length that is not a number, or two, with an empty 400).
     for (framing, reason) in [
