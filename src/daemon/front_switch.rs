@@ -297,6 +297,16 @@ mod tests {
             assert!(presenting(header).is_ok(), "{header}");
         }
         assert!(presenting("s3cret").is_err());
+        // Only the whole token: none of its prefixes (the empty one too), nor more.
+        for header in [
+            "Bearer ",
+            "Bearer s",
+            "Bearer s3cre",
+            "Bearer s3cret-and-more",
+            "Bearer s3cret2",
+        ] {
+            assert!(presenting(header).is_err(), "{header}");
+        }
         assert!(allowed(
             peer,
             &Method::POST,

@@ -317,6 +317,27 @@ mod tests {
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
     }
 
+    /// A TLS terminator on this host connecting over IPv4 to a front on `[::]` is
+    /// `::ffff:127.0.0.1`: still this host, so its `X-Forwarded-Proto: https` stands
+    /// (taken for remote, it was overwritten with `http`), and it is named as IPv4.
+    #[test]
+    fn a_local_proxy_over_ipv4_on_an_ipv6_listener_is_local() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let mapped = Peer::new("[::ffff:127.0.0.1]:5000".parse().unwrap());
+        forward_headers(&mut headers, &mapped).unwrap();
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        // A remote IPv4 caller on that listener is remote still.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let remote = Peer::new("[::ffff:192.0.2.7]:5000".parse().unwrap());
+        forward_headers(&mut headers, &remote).unwrap();
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
+    }
+
     #[test]
     fn hop_by_hop_and_forwarded_headers() {
         let mut headers = HeaderMap::new();

@@ -139,6 +139,13 @@ fn a_bare_switch_before_any_release_says_to_push_first() {
         String::from_utf8_lossy(&out.stderr).trim(),
         "not switched: no active slot yet, and no slot has a release: push one first (`git push blue HEAD:main`)"
     );
+    // The front itself answers a 503 with the reason (not a 502: nothing failed to answer).
+    let front = root.get(root.front, "/");
+    assert_eq!(front.status, 503, "{front:?}");
+    assert_eq!(
+        front.body.trim_end(),
+        "no active slot: nothing has been deployed yet"
+    );
 }
 
 #[test]

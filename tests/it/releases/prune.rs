@@ -233,3 +233,52 @@ fn a_folder_prune_cannot_remove_does_not_stop_the_rest() {
         .says(", which is nobody (uid 65534)'s: remove it as that user or as root (retried next deploy)");
     assert_eq!(root.releases("blue").len(), 2, "{}", pushed.text);
 }
+
+/// A release a draining generation still runs is never pruned, however few releases
+/// the slot keeps: its workers run in that folder (their files, a relative path they
+/// open on the next request). With `keep_releases = 1`, v1 is neither current, nor the
+/// release before, nor the last live one when v3 prunes; only its draining generation
+/// (a request in flight: an answer whose body never ends) keeps it.
+#[test]
+fn a_release_a_draining_generation_runs_is_not_pruned() {
+    use std::io::{Read, Write};
+    let root = blue_live_with(&[
+        ("keep_releases", 1.into()),
+        ("app.drain_timeout", "60s".into()),
+    ]);
+    let v1 = root.current("blue").unwrap();
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", root.blue)).unwrap();
+    stalled
+        .write_all(b"GET /stalled HTTP/1.1\r\nHost: app\r\n\r\n")
+        .unwrap();
+    // Its head and first byte came: the request is in flight on v1.
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    for version in ["v2", "v3"] {
+        root.commit(version, &[("VERSION", version)]);
+        root.push("blue").says("blue: live in ");
+    }
+    let status = root.status();
+    let draining = &status["slots"]["blue"]["draining"];
+    assert_eq!(draining[0]["release"], v1.as_str(), "{status}");
+    let kept = root.releases("blue");
+    assert!(
+        kept.contains(&v1),
+        "v1 pruned under its draining generation: {kept:?}"
+    );
+    assert!(root
+        .path
+        .join("blue/releases")
+        .join(&v1)
+        .join("VERSION")
+        .is_file());
+    // Once it has stopped, the next deploy prunes it.
+    drop(stalled);
+    wait_for(Duration::from_secs(10), "v1's generation stopped", || {
+        (root.status()["slots"]["blue"]["draining"] == serde_json::json!([])).then_some(())
+    });
+    root.commit("v4", &[("VERSION", "v4")]);
+    root.push("blue").says("blue: live in ");
+    assert!(!root.releases("blue").contains(&v1));
+}
