@@ -81,7 +81,8 @@ impl Config {
 fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
     // A file that sets nothing gives every key its default, `app.command` included: an
     // editor's empty buffer saved, or a file read while it is rewritten in place.
-    if toml::from_str::<toml::Table>(text).is_ok_and(|table| table.is_empty()) {
+    let table = toml::from_str::<toml::Table>(text);
+    if table.as_ref().is_ok_and(|table| table.is_empty()) {
         return Err(
             "1: sets nothing (the file is empty, or only comments): every key would take its default; write the settings (`bluegreen init` makes a commented config)"
                 .into(),
@@ -95,7 +96,11 @@ fn parse_at(text: &str) -> Result<(Config, Option<usize>), String> {
         let message = misshapen(text, &key).unwrap_or_else(|| {
             // toml's message may take lines ("invalid table header\nduplicate key ...").
             let message = e.message().trim_end().replace('\n', ": ");
-            plain_words(message)
+            // Not TOML at all: said so, as toml's own words (`expected `.`, `=``) do not.
+            match table.is_err() {
+                true => format!("not valid TOML: {message}"),
+                false => plain_words(message),
+            }
         });
         if key.is_empty() {
             format!("{line}: {message}")
@@ -156,7 +161,7 @@ fn plain_words(message: String) -> String {
         return message;
     };
     let expected = match expected {
-        "usize" | "u8" | "u16" | "u32" | "u64" => "a whole number",
+        "usize" | "u8" | "u16" | "u32" | "u64" => "a whole number (0 or more)",
         "a sequence" => "a list (`[...]`)",
         "a map" => "a table",
         other => other,
@@ -372,11 +377,11 @@ mod tests {
         for (text, want) in [
             (
                 "keep_releases = -1\n",
-                "1: keep_releases: invalid value: integer `-1`, expected a whole number",
+                "1: keep_releases: invalid value: integer `-1`, expected a whole number (0 or more)",
             ),
             (
                 "[heartbeat]\nfailures = 2.5\n",
-                "2: heartbeat.failures: invalid type: floating point `2.5`, expected a whole number",
+                "2: heartbeat.failures: invalid type: floating point `2.5`, expected a whole number (0 or more)",
             ),
             (
                 "[app]\nlinked_dirs = \"data\"\n",
@@ -472,11 +477,11 @@ mod tests {
             ),
             (
                 "[app]\nready_timeout = \"3s\"\n\n[app]\n",
-                "4: app: invalid table header: duplicate key `app` in document root",
+                "4: app: not valid TOML: invalid table header: duplicate key `app` in document root",
             ),
             (
                 "[switch]\nmigrate = \"\"\n[app\ncommand = \"x\"\n",
-                "3: app: invalid table header: expected",
+                "3: app: not valid TOML: invalid table header: expected",
             ),
             (
                 "[mirror]\nmethods = [\n[\"PUT\",\n\"POST\"]]\n",
@@ -486,13 +491,29 @@ mod tests {
                 "[heartbeat]\npath = \"/a b\"\n",
                 "2: heartbeat.path: `/a b` is not a URL path",
             ),
+            // A line that is not TOML at all, in a table: said so, not as the table's value.
+            (
+                "[switch]\nmigrate = \"\"\nthis is not toml\n",
+                "3: switch: not valid TOML: expected `.`, `=`",
+            ),
             (
                 "[mirror]\nmax_body = \"300MiB\"\n",
-                "2: mirror.max_body: is more than the 256 MiB all mirrored copies may hold together: no copy that large could be sent",
+                "2: mirror.max_body: 300MiB is more than the 256 MiB all mirrored copies may hold together: no copy that large could be sent",
             ),
             (
                 "[mirror]\nmax_body = \"ten\"\n",
-                "2: mirror.max_body: invalid size `ten`",
+                "2: mirror.max_body: invalid size `ten`: a number of bytes, alone or with B, KB, KiB, MB, MiB, GB or GiB",
+            ),
+            // Nothing kept, no failure allowed, no copy queued: each a config that cannot work.
+            ("keep_releases = 0\n", "1: keep_releases: must be at least 1"),
+            (
+                "[heartbeat]\nfailures = 0\n",
+                "2: heartbeat.failures: must be at least 1",
+            ),
+            ("[mirror]\nqueue = 0\n", "2: mirror.queue: must be at least 1"),
+            (
+                "[mirror]\nmethods = [\"POST\", \"PUT\", \"POST\"]\n",
+                "2: mirror.methods: `POST` is listed twice",
             ),
             (
                 "[control]\nlisten = \"0.0.0.0:8081\"\n",

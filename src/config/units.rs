@@ -26,7 +26,20 @@ pub mod human_duration {
     /// `text` as a duration, or why not, quoting it as written.
     pub fn parse(text: &str) -> Result<Duration, String> {
         let duration = humantime::parse_duration(text).map_err(|e| {
-            format!("invalid duration `{text}`: {e} (e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\")")
+            use humantime::DurationError as E;
+            // humantime's "expected number at 0" counts characters; what is wrong
+            // is said instead, and its list of units is kept.
+            let why = match e {
+                _ if text.trim_start().starts_with('-') => "a duration is never negative".into(),
+                E::Empty => "it is empty".into(),
+                E::InvalidCharacter(_) | E::NumberExpected(_) => {
+                    "a duration is a number and a unit".into()
+                }
+                e => e.to_string(),
+            };
+            format!(
+                "invalid duration `{text}`: {why} (e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\")"
+            )
         })?;
         if duration > MAX {
             return Err(format!("`{text}` is too long (at most 1 year)"));
@@ -81,23 +94,26 @@ fn at_least<'de, D: Deserializer<'de>>(
 pub mod human_size {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// In the largest binary unit that divides it: "10MiB", not "10485760".
     pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
-        let text = [("GiB", 30), ("MiB", 20), ("KiB", 10)]
+        s.serialize_str(&shown(*n))
+    }
+
+    /// In the largest binary unit that divides it: "10MiB", not "10485760".
+    pub fn shown(n: u64) -> String {
+        [("GiB", 30), ("MiB", 20), ("KiB", 10)]
             .into_iter()
-            .find(|(_, shift)| *n > 0 && n.is_multiple_of(1u64 << shift))
+            .find(|(_, shift)| n > 0 && n.is_multiple_of(1u64 << shift))
             .map_or_else(
                 || n.to_string(),
                 |(unit, shift)| format!("{}{unit}", n >> shift),
-            );
-        s.serialize_str(&text)
+            )
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let text = String::deserialize(d)?;
         parse(&text).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "invalid size `{text}` (e.g. \"10MiB\", \"512KB\", \"4096\")"
+                "invalid size `{text}`: a number of bytes, alone or with B, KB, KiB, MB, MiB, GB or GiB (e.g. \"10MiB\", \"512KB\", \"4096\")"
             ))
         })
     }
@@ -126,6 +142,22 @@ pub mod human_size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_duration_says_what_is_wrong_not_where_the_parser_stopped() {
+        let why = |text| human_duration::parse(text).unwrap_err();
+        let examples = "(e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\")";
+        assert_eq!(
+            why("-5s"),
+            format!("invalid duration `-5s`: a duration is never negative {examples}")
+        );
+        assert_eq!(
+            why("soon"),
+            format!("invalid duration `soon`: a duration is a number and a unit {examples}")
+        );
+        assert!(why("5 parsecs").contains("unknown time unit \"parsecs\""));
+        assert_eq!(human_duration::parse("1h 30m").unwrap().as_secs(), 5400);
+    }
 
     #[test]
     fn sizes() {

@@ -64,10 +64,12 @@ pub const MIRROR_MEMORY: u64 = 256 << 20;
 /// `mirror.max_body`: a size no larger than [`MIRROR_MEMORY`], which a larger body could
 /// never fit (each such copy would be dropped as `queue_full`).
 pub fn max_body<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let size = super::units::human_size::deserialize(d)?;
+    use super::units::human_size;
+    let size = human_size::deserialize(d)?;
     if size > MIRROR_MEMORY {
         return Err(D::Error::custom(format!(
-            "is more than the {} MiB all mirrored copies may hold together: no copy that large could be sent",
+            "{} is more than the {} MiB all mirrored copies may hold together: no copy that large could be sent",
+            human_size::shown(size),
             MIRROR_MEMORY >> 20
         )));
     }
@@ -298,11 +300,15 @@ pub const GENERATION_ENV: [&str; 4] = ["PORT", "SLOT", "RELEASE", "RELEASE_DIR"]
 
 pub fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let methods = Vec::<String>::deserialize(d)?;
-    for m in &methods {
+    for (i, m) in methods.iter().enumerate() {
         if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
             return Err(D::Error::custom(format!(
                 "`{m}` is not an HTTP method (upper case, e.g. \"POST\")"
             )));
+        }
+        // As `app.linked_dirs` refuses one twice: a slip worth saying, never meant.
+        if methods[..i].contains(m) {
+            return Err(D::Error::custom(format!("`{m}` is listed twice")));
         }
     }
     Ok(methods)

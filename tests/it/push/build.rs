@@ -280,7 +280,7 @@ fn a_broken_config_says_the_push_was_not_deployed() {
         "{last}"
     );
     assert!(
-        last.ends_with("app.ready_timeout: invalid duration `soon`: expected number at 0 (e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\"); fix it (`bluegreen check` says where), then push a new commit"),
+        last.ends_with("app.ready_timeout: invalid duration `soon`: a duration is a number and a unit (e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\"); fix it (`bluegreen check` says where), then push a new commit"),
         "{last}"
     );
     assert_eq!(root.current("blue").unwrap(), before);

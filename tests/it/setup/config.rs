@@ -184,7 +184,7 @@ fn serve_refuses_a_bad_config_naming_file_line_and_key_and_changes_nothing() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         format!(
-            "error: {}:{line}: app.ready_timeout: invalid duration `soon`: expected number at 0 (e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\")",
+            "error: {}:{line}: app.ready_timeout: invalid duration `soon`: a duration is a number and a unit (e.g. \"30s\", \"500ms\", \"2m\", \"1h 30m\")",
             file.display()
         )
     );
