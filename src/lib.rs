@@ -28,6 +28,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod demo;
+pub mod exit;
 pub mod fsops;
 pub mod git;
 pub mod hook;

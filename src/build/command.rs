@@ -275,8 +275,9 @@ pub(super) fn run(
         let said = copier.join().ok();
         anyhow::ensure!(
             status.success(),
-            "`{}` exited with {status}{}",
+            "`{}` {}{}",
             config.command,
+            crate::exit::ended(status),
             Said::reason(said, log_path)
         );
         // The disk filled while it ran (its log could not be written): what it wrote
@@ -288,8 +289,9 @@ pub(super) fn run(
             .filter(|e| matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)));
         if let Some(e) = full {
             anyhow::bail!(
-                "`{}` exited with {status}, but the disk filled while it ran ({e}, writing its log {}): what it wrote may be cut short, so it is not kept; free some space, then push a new commit (git commit --allow-empty -m retry)",
+                "`{}` {}, but the disk filled while it ran ({e}, writing its log {}): what it wrote may be cut short, so it is not kept; free some space, then push a new commit (git commit --allow-empty -m retry)",
                 config.command,
+                crate::exit::ended(status),
                 log_path.display()
             );
         }

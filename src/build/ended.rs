@@ -3,7 +3,7 @@
 //! waited for it.
 //!
 //! That line is bluegreen's, not the build's output: a push that waited quotes it
-//! (`build failed: ... exited with exit status: 3; log ...; last lines: ...`), where it
+//! (`build failed: ... exited with status 3; log ...; last lines: ...`), where it
 //! had only "failed or stopped" to say, and its time stamp is when the build failed,
 //! which tells a push that began before then not to run the build again (see `ensure`).
 //! A build that failed silently left its log's time stamp at its start.
@@ -56,13 +56,10 @@ mod tests {
         assert_eq!(read(&log), None);
         fs::write(&log, "(bluegreen: not built: step zero)\nstep\n").unwrap();
         assert_eq!(read(&log), None);
-        write(
-            &log,
-            "build failed: exited with exit status: 3\nsecond line",
-        );
+        write(&log, "build failed: exited with status 3\nsecond line");
         assert_eq!(
             read(&log).as_deref(),
-            Some("build failed: exited with exit status: 3")
+            Some("build failed: exited with status 3")
         );
         // A checkout that failed has no log yet: the line makes it.
         let none = dir.path().join("none.log");

@@ -1,6 +1,6 @@
 //! What a worker that is not serving did wrong, in words a newcomer can act on at once.
 //!
-//! Two habits of real apps that the bare facts ("connection refused", "exit status: 0")
+//! Two habits of real apps that the bare facts ("connection refused", "exited with status 0")
 //! do not explain: a server bound to `localhost` that resolved to `::1` (Node 17 and later
 //! take the resolver's order, and most hosts list `::1 localhost`), and a command that
 //! starts its server in the background and exits (a daemonising start script).
@@ -23,13 +23,13 @@ pub async fn refused(path: &str, error: &str, port: u16) -> String {
     format!("GET {path}: {error} on 127.0.0.1:{port} (does the app listen on {{port}} or $PORT?)")
 }
 
-/// `exited with exit status: 1`; an exit with status 0 says that the command must stay
+/// `exited with status 1`; an exit with status 0 says that the command must stay
 /// in the foreground, since that is how a server that works exits 0 before its time.
 pub fn exited(status: ExitStatus) -> String {
     if status.success() {
-        format!("exited with {status} (app.command must keep running in the foreground: a server it starts in the background and leaves is stopped with it)")
+        format!("{} (app.command must keep running in the foreground: a server it starts in the background and leaves is stopped with it)", crate::exit::ended(status))
     } else {
-        format!("exited with {status}")
+        crate::exit::ended(status)
     }
 }
 
@@ -43,14 +43,11 @@ mod tests {
         let clean = exited(ExitStatus::from_raw(0));
         assert!(
             clean.starts_with(
-                "exited with exit status: 0 (app.command must keep running in the foreground"
+                "exited with status 0 (app.command must keep running in the foreground"
             ),
             "{clean}"
         );
-        assert_eq!(
-            exited(ExitStatus::from_raw(3 << 8)),
-            "exited with exit status: 3"
-        );
+        assert_eq!(exited(ExitStatus::from_raw(3 << 8)), "exited with status 3");
     }
 
     #[tokio::test]

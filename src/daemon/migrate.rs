@@ -157,8 +157,9 @@ pub async fn run(
     }
     // One line, as every reason: a script written as a multi-line TOML string too.
     Err(format!(
-        "`{}` exited with {status}{quoted}",
-        crate::logging::one_line(&config.switch.migrate)
+        "`{}` {}{quoted}",
+        crate::logging::one_line(&config.switch.migrate),
+        crate::exit::ended(status)
     ))
 }
 

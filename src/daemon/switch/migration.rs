@@ -77,9 +77,7 @@ pub async fn run(
     let read_from = daemon.slots[source.index()].route.live();
     migrate::run(daemon, config, (source, to), &dir)
         .await
-        .map_err(|e| {
-            SwitchError::Refused(format!("migration failed, {to} not switched to: {e}"))
-        })?;
+        .map_err(|e| SwitchError::Refused(format!("the migration for {to} failed: {e}")))?;
     let ms = started.elapsed().as_millis() as u64;
     // A deploy to the active slot went live meanwhile: the generation the migration
     // read from (FROM_PORT) was drained and stopped under it, and what it carried

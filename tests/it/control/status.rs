@@ -310,7 +310,7 @@ fn a_push_whose_build_fails_is_in_the_daemons_log_events_and_metrics() {
     let sha = root.commit("bad", &[("VERSION", "v2\n")]);
     root.push("blue").says("build failed: ");
     let line = format!(
-        "blue: push of {} not deployed: build failed: `{command}` exited with exit status: 3",
+        "blue: push of {} not deployed: build failed: `{command}` exited with status 3",
         &sha[..7]
     );
     assert!(

@@ -385,11 +385,7 @@ fn a_deploy_whose_release_the_file_watch_saw_fail_is_told_without_a_second_start
     assert_eq!(starts(), 1);
     let told = root.control("POST", &format!("/slots/blue/reload?release={bad}"));
     assert_eq!(told.status, 409, "{}", told.body);
-    assert!(
-        told.body.contains("exited with exit status: 3"),
-        "{}",
-        told.body
-    );
+    assert!(told.body.contains("exited with status 3"), "{}", told.body);
     assert_eq!(starts(), 1, "the deploy's reload started it again");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
     // Away and back: started again.
@@ -397,7 +393,7 @@ fn a_deploy_whose_release_the_file_watch_saw_fail_is_told_without_a_second_start
     let out = root.run(&["rollback", "blue", "--to", bad]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("exited with exit status: 3"),
+        String::from_utf8_lossy(&out.stdout).contains("exited with status 3"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

@@ -27,7 +27,9 @@ fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
     root.remove("FAIL_AFTER");
     root.commit("crashing", &[("VERSION", "v3\n"), ("CRASH", "")]);
     root.push("blue")
-        .says("exited with exit status: 3 before it was ready; last output: sample app: CRASH file present")
+        .says(
+            "exited with status 3 before it was ready; last output: sample app: CRASH file present",
+        )
         .says(&format!(
             "(all of it in {}/logs/blue.log)",
             root.path.display()
@@ -35,7 +37,7 @@ fn a_release_that_never_gets_healthy_or_exits_keeps_the_old_one() {
         .says("blue keeps serving generation 1");
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
     let events = root.control("GET", "/events").body;
-    assert!(events.contains("exited with exit status: 3"), "{events}");
+    assert!(events.contains("exited with status 3"), "{events}");
     // Worker output reaches the daemon's log line by line, prefixed with slot/generation.
     root.wait_log("[blue/3 stderr] sample app: CRASH file present");
 }
@@ -183,7 +185,7 @@ fn an_app_that_goes_to_the_background_is_told_to_stay_in_the_foreground() {
     root.reload_config();
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue")
-        .says("exited with exit status: 0 (app.command must keep running in the foreground: a server it starts in the background and leaves is stopped with it) before it was ready")
+        .says("exited with status 0 (app.command must keep running in the foreground: a server it starts in the background and leaves is stopped with it) before it was ready")
         .says("blue keeps serving generation 1");
     wait_for(
         Duration::from_secs(10),
@@ -200,7 +202,7 @@ fn an_app_that_goes_to_the_background_is_told_to_stay_in_the_foreground() {
     root.reload_config();
     root.commit("v2 slow", &[("VERSION", "v2\n"), ("SLOW_MS", "1000")]);
     root.push("blue")
-        .says("exited with exit status: 0 (app.command must keep running in the foreground")
+        .says("exited with status 0 (app.command must keep running in the foreground")
         .says("blue keeps serving generation 1");
     wait_for(
         Duration::from_secs(10),
@@ -219,7 +221,7 @@ fn an_app_that_goes_to_the_background_is_told_to_stay_in_the_foreground() {
     wait_for(Duration::from_secs(10), "the exit while live", || {
         let events = root.control("GET", "/events").body;
         events
-            .contains("exited with exit status: 0 (app.command must keep running in the foreground")
+            .contains("exited with status 0 (app.command must keep running in the foreground")
             .then_some(())
     });
 }

@@ -454,7 +454,10 @@ fn a_crash_of_a_live_generation_tells_its_exit_status() {
             .to_string();
         error.contains(" while live").then_some(error)
     });
-    // As a start that fails says `exited with exit status: 3`: here, the OOM killer's
+    // As a start that fails says `exited with status 3`: here, the OOM killer's
     // signal is the only clue there is.
-    assert!(error.contains("signal: 9 (SIGKILL)"), "{error}");
+    assert!(
+        error.contains("was killed by signal 9 (SIGKILL)"),
+        "{error}"
+    );
 }

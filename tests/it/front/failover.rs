@@ -213,7 +213,7 @@ fn a_failover_the_migration_refuses_is_one_event_per_failing_streak() {
     let events = root.control("GET", "/events").body;
     assert_eq!(
         events
-            .matches("heartbeat: switch to green failed: migration failed, green not switched to: ")
+            .matches("heartbeat: switch to green failed: the migration for green failed: ")
             .count(),
         1,
         "{events}"

@@ -52,16 +52,14 @@ fn migration_runs_before_the_switch_and_can_abort_it() {
     let answer = root.control("POST", "/switch");
     assert_eq!(answer.status, 409);
     assert!(
-        answer
-            .body
-            .contains("migration failed, blue not switched to"),
+        answer.body.contains("the migration for blue failed"),
         "{}",
         answer.body
     );
     assert!(
         answer
             .body
-            .contains("exit status: 1: cannot reach the database"),
+            .contains("exited with status 1: cannot reach the database"),
         "{}",
         answer.body
     );
@@ -185,7 +183,7 @@ fn a_failed_migration_that_printed_a_lot_is_told_in_one_short_line() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(
-        text.starts_with("not switched: migration failed, green not switched to: "),
+        text.starts_with("not switched: the migration for green failed: "),
         "{:.300}",
         text
     );
@@ -216,7 +214,9 @@ fn a_failed_migration_written_on_several_lines_is_told_on_one() {
     assert_eq!(answer.status, 409, "{}", answer.body);
     assert_eq!(answer.body.trim_end().lines().count(), 1, "{}", answer.body);
     assert!(
-        answer.body.contains("`sh -c '\\n  echo cannot reach the database >&2\\n  exit 1\\n'` exited with exit status: 1"),
+        answer.body.contains(
+            "`sh -c '\\n  echo cannot reach the database >&2\\n  exit 1\\n'` exited with status 1"
+        ),
         "{}",
         answer.body
     );
@@ -227,10 +227,10 @@ fn a_failed_migration_written_on_several_lines_is_told_on_one() {
         .unwrap()
         .iter()
         .filter_map(|e| e["message"].as_str())
-        .find(|m| m.contains("migration failed"))
+        .find(|m| m.contains("the migration for"))
         .expect("the refusal's event");
     assert!(!refused.contains('\n'), "{refused}");
-    root.wait_log("not switched (api): migration failed");
+    root.wait_log("not switched (api): the migration for");
     assert!(
         !root.log().contains("\n  echo cannot reach"),
         "the log's line is broken: {}",

@@ -23,14 +23,14 @@ fn a_switch_refused_on_the_front_is_told_in_the_events() {
     assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
     let events = root.control("GET", "/events").body;
     assert!(
-        events.contains("not switched (front): migration failed, green not switched to: "),
+        events.contains("not switched (front): the migration for green failed: "),
         "{events}"
     );
     assert!(
-        events.contains("exited with exit status: 1: cannot reach the database"),
+        events.contains("exited with status 1: cannot reach the database"),
         "{events}"
     );
-    root.wait_log("not switched (front): migration failed");
+    root.wait_log("not switched (front): the migration for");
     assert_eq!(root.status()["active"], "blue");
 }
 

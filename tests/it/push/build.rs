@@ -108,7 +108,7 @@ fn a_build_log_that_cannot_be_written_is_said_to_be_incomplete() {
         .says("  compiling")
         .says("  boom")
         .says(&format!(
-            "exited with exit status: 3; log {} (incomplete: No space left on device (os error 28)); last lines: compiling | boom",
+            "exited with status 3; log {} (incomplete: No space left on device (os error 28)); last lines: compiling | boom",
             log.display()
         ));
     assert!(root.current("blue").is_none());
@@ -122,12 +122,12 @@ fn a_build_that_ran_into_a_full_disk_is_not_kept_whatever_it_exits_with() {
     let root = Root::new();
     let builds = root.set_build("sh -c 'echo compiling; [ -e \"$GO\" ]'");
     root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("exited with exit status: 1");
+    root.push("blue").says("exited with status 1");
     let log = log_on_a_full_disk(&root);
     fs::write(&builds.go, "").unwrap();
     root.commit("retry", &[]);
     root.push("blue").says(&format!(
-        "exited with exit status: 0, but the disk filled while it ran (No space left on device (os error 28), writing its log {}): what it wrote may be cut short, so it is not kept; free some space, then push a new commit (git commit --allow-empty -m retry)",
+        "exited with status 0, but the disk filled while it ran (No space left on device (os error 28), writing its log {}): what it wrote may be cut short, so it is not kept; free some space, then push a new commit (git commit --allow-empty -m retry)",
         log.display()
     ));
     assert!(root.current("blue").is_none());
@@ -185,7 +185,7 @@ fn a_failing_build_and_a_slow_one_leave_current_alone() {
     );
     root.commit("bad", &[("VERSION", "v2\n")]);
     root.push("blue")
-        .says("build failed: `sh -c 'echo compiling; echo boom >&2; exit 3'` exited with exit status: 3")
+        .says("build failed: `sh -c 'echo compiling; echo boom >&2; exit 3'` exited with status 3")
         .says("last lines: compiling | boom");
     assert_eq!(root.current("blue").unwrap(), before);
 

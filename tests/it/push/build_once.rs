@@ -77,7 +77,7 @@ fn concurrent_pushes_of_one_failing_commit_build_once() {
     assert_eq!(count_lines(&count), 1, "{}\n{}", a.text, b.text);
     a.says("build failed: ");
     b.says("the push that was building this tree did not finish it: build failed: `sh -c ")
-        .says("exited with exit status: 1; log ")
+        .says("exited with status 1; log ")
         .says("; last lines: no compiler; to retry, push a new commit");
     assert!(root.current("blue").is_none() && root.current("green").is_none());
     // A later push of the same tree (a new commit) tries again.
@@ -120,7 +120,7 @@ fn a_push_that_began_before_a_silent_build_failure_does_not_build_again() {
     });
     assert_eq!(count_lines(&count), 2, "{}", c.text);
     c.says("the push that was building this tree did not finish it: build failed: `sh -c ")
-        .says("exited with exit status: 1; log ");
+        .says("exited with status 1; log ");
 }
 
 /// A burst of pushes to one slot while the first builds: they take turns, and the one
@@ -241,7 +241,7 @@ fn a_build_that_failed_after_a_push_began_is_not_run_again_for_it() {
         .unwrap();
     let held = nix::fcntl::Flock::lock(turn, nix::fcntl::FlockArg::LockExclusive).unwrap();
     let (mut green, reader) = push_until(&root, "green", "waiting for its turn");
-    root.push("blue").says("exited with exit status: 3");
+    root.push("blue").says("exited with status 3");
     drop(held);
     let _ = green.wait();
     let text = reader.join().unwrap();
@@ -251,6 +251,6 @@ fn a_build_that_failed_after_a_push_began_is_not_run_again_for_it() {
     );
     assert_eq!(count_lines(&builds.count), 1, "{text}");
     root.commit("retry", &[]);
-    root.push("green").says("exited with exit status: 3");
+    root.push("green").says("exited with status 3");
     assert_eq!(count_lines(&builds.count), 2);
 }
