@@ -173,6 +173,15 @@ fn from_matches(matches: Result<clap::ArgMatches, clap::Error>) -> Result<Args, 
             "demo makes its own root (DIR/root) and takes no --root: `bluegreen demo DIR` names the folder it makes it in",
         ));
     }
+    // A usage error as any other (exit 2), not a failed promote (exit 1).
+    if let Command::Promote { from, to: Some(to) } = &args.command {
+        if from == to {
+            return Err(Args::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("cannot promote {from} to itself: name the other slot, or leave TO out"),
+            ));
+        }
+    }
     // Read here, not by clap: an empty `BLUEGREEN_ROOT=` (an unset shell variable passed
     // on) is no root named, where clap took it for `--root` given no value, and refused
     // every command, the hook's too, naming a flag the user never typed.

@@ -32,7 +32,7 @@ impl Config {
             let path = path.display();
             match e.kind() {
                 ErrorKind::NotFound | ErrorKind::NotADirectory => anyhow::anyhow!(
-                    "cannot read {path} (is this a bluegreen root? `bluegreen init` makes one): {e}"
+                    "cannot read {path}: {e} (is this a bluegreen root? `bluegreen init` makes one)"
                 ),
                 // The file is there: whether this is a root is not the question.
                 ErrorKind::InvalidData => {

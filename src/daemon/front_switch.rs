@@ -116,10 +116,12 @@ pub async fn handle(
         return plain(StatusCode::MISDIRECTED_REQUEST, &why);
     }
     if request.method() != Method::POST && request.method() != Method::GET {
-        let mut response = plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use POST (or GET from this host)",
+        let why = format!(
+            "{} is not allowed on {}: use POST (or GET from this host)",
+            request.method(),
+            crate::logging::printable(request.uri().path())
         );
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, &why);
         response
             .headers_mut()
             .insert(http::header::ALLOW, HeaderValue::from_static("GET, POST"));

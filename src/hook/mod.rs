@@ -77,9 +77,17 @@ pub fn run(
     let config = match Config::load(&layout.config_file()) {
         Ok(config) => config,
         Err(e) => {
-            let why = anyhow::anyhow!(
-                "{e:#}; fix it (`bluegreen check` says where), then push a new commit"
-            );
+            // A file that is not there has no place for `check` to point at; a link to
+            // one that is not was told to put it back.
+            let file = layout.config_file();
+            let fix = if file.exists() {
+                "; fix it (`bluegreen check` says where)"
+            } else if crate::fsops::dangling(&file).is_some() {
+                ""
+            } else {
+                "; put it back"
+            };
+            let why = anyhow::anyhow!("{e:#}{fix}, then push a new commit");
             // The daemon, which runs the config it read before, is told as of a failed
             // build, where the file still says where it listens and what deploys.
             if let Ok((config, _)) = Config::load_for_control(&layout.config_file()) {

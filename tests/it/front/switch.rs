@@ -118,6 +118,11 @@ fn the_front_follows_switches_from_the_api_and_the_front_port() {
         "DELETE /switch HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    // As the control API says it.
+    assert!(
+        answer.ends_with("DELETE is not allowed on /switch: use POST (or GET from this host)\n"),
+        "{answer}"
+    );
     assert!(
         answer
             .to_ascii_lowercase()

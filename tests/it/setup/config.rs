@@ -367,6 +367,11 @@ fn usage_errors_are_one_line_exit_2_and_name_no_hidden_command() {
         "error: bluegreen needs a subcommand: init, check, serve, status, switch, rollback, \
          restart, promote, releases, mirroring, demo, hook (`bluegreen help` says what each does)"
     );
+    // A slot promoted to itself is a usage error too (it was exit 1, as a failed promote).
+    assert_eq!(
+        usage(&["promote", "blue", "blue"]),
+        "error: cannot promote blue to itself: name the other slot, or leave TO out"
+    );
     assert_eq!(
         usage(&["stauts"]),
         "error: unrecognized subcommand 'stauts'; tip: some similar subcommands exist: 'restart', 'status'"
@@ -408,10 +413,30 @@ fn a_config_linked_to_a_missing_file_is_named_and_kept() {
     assert!(init.ends_with("nothing was changed"), "{init}");
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says(&format!(
-        "error: blue: not deployed: {} links to {}, which is missing: put that file back",
+        "error: blue: not deployed: {} links to {}, which is missing: put that file back, then push a new commit",
         config.display(),
         kept.display()
     ));
     assert_eq!(fs::read_link(&config).unwrap(), kept);
     assert!(!kept.exists());
+}
+
+/// A push to a root whose `bluegreen.toml` is gone says so, the cause before the hint,
+/// and not to run `check` (which has no line to point at).
+#[test]
+fn a_push_to_a_root_without_its_config_says_to_put_it_back() {
+    let root = Root::new();
+    let config = root.path.join("bluegreen.toml");
+    fs::remove_file(&config).unwrap();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let pushed = root.push("blue");
+    assert_eq!(
+        pushed.remote_lines().last().unwrap(),
+        &format!(
+            "error: blue: not deployed: cannot read {}: No such file or directory (os error 2) (is this a bluegreen root? `bluegreen init` makes one); put it back, then push a new commit",
+            config.display()
+        ),
+        "{pushed:?}"
+    );
+    assert!(root.current("blue").is_none());
 }
