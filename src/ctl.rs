@@ -362,10 +362,18 @@ pub fn mirroring(
     let client = Client::new(config, layout);
     let reply = match state {
         None => client.get("/mirroring")?,
-        Some(state) => client.post(
-            &format!("/mirroring?enabled={}", state == "on"),
-            Duration::from_secs(10),
-        )?,
+        Some(state) => client
+            .post(
+                &format!("/mirroring?enabled={}", state == "on"),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| match e {
+                // Sent, and not answered: a stuck daemon may yet take it.
+                e @ ClientError::NoAnswer { .. } => anyhow::anyhow!(
+                    "{e}: mirroring {state} may or may not be taken (`bluegreen mirroring` tells once the daemon answers)"
+                ),
+                e => e.into(),
+            })?,
     };
     if !reply.ok() {
         anyhow::bail!("{}", reply.reason());

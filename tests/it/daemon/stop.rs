@@ -100,6 +100,28 @@ fn a_push_to_a_stopped_daemon_says_it_does_not_answer() {
     root.stop_cleanly(Duration::from_secs(10));
 }
 
+/// Mirroring set on a stopped daemon: the request was sent, and whether it is taken
+/// is not known until the daemon answers again. Said so (it was the bare `no answer
+/// within 10s`, which reads as not done).
+#[test]
+fn mirroring_set_on_a_stopped_daemon_says_it_may_yet_be_taken() {
+    let mut root = blue_live();
+    let daemon = nix::unistd::Pid::from_raw(root.serve_pid() as i32);
+    nix::sys::signal::kill(daemon, Signal::SIGSTOP).unwrap();
+    let refused = root.run_err(&["mirroring", "on"]);
+    nix::sys::signal::kill(daemon, Signal::SIGCONT).unwrap();
+    assert!(
+        refused.starts_with("error: control API at 127.0.0.1:"),
+        "{refused}"
+    );
+    assert!(
+        refused.ends_with(": no answer within 10s: mirroring on may or may not be taken (`bluegreen mirroring` tells once the daemon answers)"),
+        "{refused}"
+    );
+    root.run_ok(&["mirroring"]);
+    root.stop_cleanly(Duration::from_secs(10));
+}
+
 #[test]
 fn sigterm_while_the_first_generation_gets_ready_stops_at_once() {
     let mut root = Root::new();
