@@ -238,6 +238,8 @@ fn as_received(parts: &http::request::Parts) -> String {
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
+        // What marks a mirrored copy (the standby's).
+        "x-bluegreen-mirror",
         "connection",
         // Hop-by-hop ones, which a proxy must not pass on (`x-hop` as a `Connection` names it).
         "keep-alive",

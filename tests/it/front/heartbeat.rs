@@ -281,3 +281,29 @@ fn a_failing_standbys_heartbeat_checks_are_counted() {
     );
     assert_eq!(root.status()["active"], "blue");
 }
+
+/// A check answered with a 4xx (a path the app does not have, a login it asks for) is
+/// the app answering: healthy, as README's `heartbeat.path` says (a failure is no
+/// connection, a timeout, or a 5xx). Green, failing with 500s, shows the checks ran.
+#[test]
+fn a_heartbeat_check_answered_4xx_is_no_failure() {
+    let mut root = Root::new();
+    root.set("heartbeat.interval", "300ms");
+    root.set("heartbeat.path", "/missing");
+    root.serve();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("blue: live in ");
+    assert_eq!(root.get(root.blue, "/missing").status, 404);
+    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "3")]);
+    root.push("green").says("green: live in ");
+    wait_for(
+        Duration::from_secs(15),
+        "green's failed checks in /metrics",
+        || heartbeat_failures(&root, "green").filter(|n| *n >= 3),
+    );
+    assert_eq!(heartbeat_failures(&root, "blue"), Some(0));
+    let status = root.status();
+    assert_eq!(status["slots"]["blue"]["health"], "healthy", "{status}");
+    assert_eq!(status["heartbeat"]["consecutive_failures"], 0, "{status}");
+    assert_eq!(status["active"], "blue", "{status}");
+}

@@ -101,6 +101,10 @@ fn a_copy_with_a_body_tells_the_standby_to_close_unless_the_app_reads_every_body
             (stored.status == 200).then_some(stored.body)
         });
         assert_eq!(stored.contains("connection: close\n"), told, "{stored}");
+        // The copy is marked as one (README "Mirroring"); the active's write is not.
+        assert!(stored.contains("x-bluegreen-mirror: 1\n"), "{stored}");
+        let active = root.get(root.blue, "/items/headers").body;
+        assert!(!active.contains("x-bluegreen-mirror"), "{active}");
     }
 }
 
