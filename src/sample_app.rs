@@ -10,7 +10,8 @@
 //! variables). `POST|PUT /items/<name>` stores
 //! the body under `$DATA_DIR` (default `data/`), `DELETE` removes it, `GET /items` lists
 //! all as JSON, `GET /items/<name>` reads one. `GET /request` answers the request as it
-//! arrived: its target and the headers a proxy sets (`Host`, `X-Forwarded-*`), and so does
+//! arrived: its target and the headers a proxy sets (`Host`, `X-Forwarded-*`, a mirrored
+//! copy's `X-Bluegreen-Mirror`), and so does
 //! any `GET` whose query starts with `as-received` (for targets with another path); a
 //! write to `/items/<name>?as-received` stores that text instead of its body.
 //! `GET /echo` with an `Upgrade` header switches protocols (as a WebSocket handshake
