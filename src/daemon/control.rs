@@ -308,10 +308,14 @@ async fn answer(
                 (Err(e), _) => (StatusCode::NOT_FOUND, "text/plain", format!("{e:#}")),
                 (Ok(slot), "reload") => match params(query, &["release"]).as_deref() {
                     Ok([]) => reload(daemon, slot, Reload::Always).await,
-                    Ok([(_, id)]) => match unknown_release(daemon, slot, id) {
-                        Some(refusal) => refusal,
-                        None => reload(daemon, slot, Reload::Deployed(id.clone())).await,
-                    },
+                    // One that names none of the slot's releases is the supervisor's to
+                    // answer (409), as one pruned since is.
+                    Ok([(_, id)]) if id.is_empty() => (
+                        StatusCode::BAD_REQUEST,
+                        "text/plain",
+                        format!("`release` is empty: name one of {slot}'s releases (see `bluegreen releases {slot}`)"),
+                    ),
+                    Ok([(_, id)]) => reload(daemon, slot, Reload::Deployed(id.clone())).await,
                     _ => (
                         StatusCode::BAD_REQUEST,
                         "text/plain",
@@ -335,33 +339,6 @@ async fn answer(
         ),
     };
     reply(status, kind, body)
-}
-
-/// A reload's `?release=` that names no release of `slot`: `400` for what cannot be a
-/// release's name, `404` for one the slot does not have (nor had: one older than
-/// `current` that is gone was pruned after a later deploy, which the supervisor answers).
-fn unknown_release(
-    daemon: &Daemon,
-    slot: Slot,
-    id: &str,
-) -> Option<(StatusCode, &'static str, String)> {
-    use crate::release;
-    let layout = &daemon.layout;
-    let see = format!("see `bluegreen releases {slot}`");
-    if id.is_empty() {
-        let why = format!("`release` is empty: name one of {slot}'s releases ({see})");
-        return Some((StatusCode::BAD_REQUEST, "text/plain", why));
-    }
-    if !release::is_name(id) {
-        let why = format!("`{id}` is not a release's name ({see})");
-        return Some((StatusCode::BAD_REQUEST, "text/plain", why));
-    }
-    let pruned = release::current(layout, slot).is_some_and(|current| *id < *current);
-    if release::exists(layout, slot, id) || pruned {
-        return None;
-    }
-    let why = format!("{slot} has no release {id} ({see})");
-    Some((StatusCode::NOT_FOUND, "text/plain", why))
 }
 
 /// Runs the slot's current release, and answers with the verdict: `200` live, `409` not.

@@ -66,24 +66,12 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             400,
             "POST /slots/blue/reload takes only ?release=<id> (got ?force=1)",
         ),
-        // A release that is none of the slot's (this was a 409, as a start that failed).
+        // An empty release (one that names none of the slot's is the supervisor's 409).
         (
             "POST",
             "/slots/blue/reload?release=",
             400,
             "`release` is empty: name one of blue's releases (see `bluegreen releases blue`)",
-        ),
-        (
-            "POST",
-            "/slots/blue/reload?release=..%2F..%2Fx",
-            400,
-            "`../../x` is not a release's name (see `bluegreen releases blue`)",
-        ),
-        (
-            "POST",
-            "/slots/blue/reload?release=nope",
-            404,
-            "blue has no release nope (see `bluegreen releases blue`)",
         ),
         (
             "POST",
@@ -180,7 +168,7 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
     );
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(
-        answer.contains("Host, Origin or Sec-Fetch-Site is sent more than once"),
+        answer.contains("Origin or Sec-Fetch-Site is sent more than once"),
         "{answer}"
     );
     // The host an absolute-form target names is the request's (RFC 9112 §3.2.2).
