@@ -51,8 +51,8 @@ pub struct Hints<'a> {
     /// `/switch` counts it against a caller (a local monitor may well ask the control
     /// API for its status in HTTP/1.0).
     pub http10: bool,
-    /// `Host`, `Origin` or `Sec-Fetch-Site` came more than once: which one counts would
-    /// be a guess.
+    /// `Origin` or `Sec-Fetch-Site` came more than once: which one counts would be a
+    /// guess. (A `Host` sent twice is a bad request before this: [`super::target::bad_host`].)
     pub repeated: bool,
     /// `Sec-Purpose` (or the older `Purpose`) says a browser fetched it ahead of time, on
     /// its own guess that the person might go there.
@@ -81,9 +81,7 @@ impl<'a> Hints<'a> {
                 .into_iter()
                 .any(|name| headers.contains_key(name)),
             http10: false,
-            repeated: ["host", "origin", "sec-fetch-site"]
-                .into_iter()
-                .any(several),
+            repeated: ["origin", "sec-fetch-site"].into_iter().any(several),
             speculative: ["sec-purpose", "purpose"]
                 .into_iter()
                 .any(|name| headers.contains_key(name)),
@@ -94,7 +92,7 @@ impl<'a> Hints<'a> {
 /// Ok when nothing in the headers says a loopback request came from elsewhere.
 pub fn from_this_host(hints: &Hints) -> Result<(), String> {
     if hints.repeated {
-        return Err("Host, Origin or Sec-Fetch-Site is sent more than once".into());
+        return Err("Origin or Sec-Fetch-Site is sent more than once".into());
     }
     if hints.forwarded {
         return Err(
