@@ -161,7 +161,7 @@ fn plain_words(message: String) -> String {
         return message;
     };
     let expected = match expected {
-        "usize" | "u8" | "u16" | "u32" | "u64" => "a whole number (0 or more)",
+        "usize" | "u8" | "u16" | "u32" | "u64" => "a whole number of 1 or more",
         "a sequence" => "a list (`[...]`)",
         "a map" => "a table",
         other => other,
@@ -377,11 +377,11 @@ mod tests {
         for (text, want) in [
             (
                 "keep_releases = -1\n",
-                "1: keep_releases: invalid value: integer `-1`, expected a whole number (0 or more)",
+                "1: keep_releases: invalid value: integer `-1`, expected a whole number of 1 or more",
             ),
             (
                 "[heartbeat]\nfailures = 2.5\n",
-                "2: heartbeat.failures: invalid type: floating point `2.5`, expected a whole number (0 or more)",
+                "2: heartbeat.failures: invalid type: floating point `2.5`, expected a whole number of 1 or more",
             ),
             (
                 "[app]\nlinked_dirs = \"data\"\n",

@@ -42,7 +42,7 @@ fn bad_config_names_file_line_and_key() {
         // Not the Rust type (`expected usize`, `expected a sequence`).
         (
             "keep_releases = -1\n",
-            ":1: keep_releases: invalid value: integer `-1`, expected a whole number",
+            ":1: keep_releases: invalid value: integer `-1`, expected a whole number of 1 or more",
         ),
         (
             "[app]\nlinked_dirs = \"data\"\n",
@@ -433,8 +433,9 @@ fn a_push_to_a_root_without_its_config_says_to_put_it_back() {
     assert_eq!(
         pushed.remote_lines().last().unwrap(),
         &format!(
-            "error: blue: not deployed: cannot read {}: No such file or directory (os error 2) (is this a bluegreen root? `bluegreen init` makes one); put it back, then push a new commit",
-            config.display()
+            "error: blue: not deployed: {} is missing: put it back (or `bluegreen init {}` writes the commented default), then push a new commit",
+            config.display(),
+            root.path.display()
         ),
         "{pushed:?}"
     );
