@@ -14,7 +14,7 @@
 //!
 //! Domain modules ([`config`], [`layout`], [`slot`], [`git`], [`build`], [`release`],
 //! [`state`], [`fsops`], [`tree_copy`], [`argv`], [`client`], [`procfs`], [`owner`],
-//! [`lines`], [`pasted`], [`peer`], [`slot_repo`]) never import a role ([`hook`], [`init`], [`rollout`],
+//! [`lines`], [`pasted`], [`peer`], [`slot_repo`], [`exit`]) never import a role ([`hook`], [`init`], [`rollout`],
 //! [`verdict`], [`ctl`], [`daemon`], [`demo`], [`sample_app`]). Around them: [`cli`]
 //! parses the command line and [`run`] calls the role; [`logging`], [`stderr`] and
 //! [`interrupt`] are the process's log, its stderr that never blocks for good, and the

@@ -61,9 +61,13 @@ pub fn allowed(
 fn need_token(authorization: Option<&str>) -> &'static str {
     match authorization {
         None => "others need `Authorization: Bearer <token>` (router.token_file)",
-        Some(_) => "its Authorization does not carry router.token_file's token",
+        Some(_) => WRONG_TOKEN,
     }
 }
+
+/// What is wrong with a request that presents a token that is not `router.token_file`'s,
+/// in its answer and in the log's line.
+const WRONG_TOKEN: &str = "its Authorization does not carry router.token_file's token";
 
 /// Whether `authorization` presents `token`, when one is set. The scheme is
 /// case-insensitive (RFC 9110 §11.1).
@@ -194,7 +198,7 @@ fn wrong_token(peer: SocketAddr, path: &str, authorization: Option<&str>, token:
         std::sync::LazyLock::new(Default::default);
     if let Some(held) = WRONG.admit() {
         tracing::warn!(
-            "the front's {path} refused {peer}: its Authorization does not carry router.token_file's token{}",
+            "the front's {path} refused {peer}: {WRONG_TOKEN}{}",
             crate::logging::held(held)
         );
     }

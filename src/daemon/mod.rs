@@ -172,6 +172,13 @@ impl Daemon {
         self.config_changed.notify_waiters();
     }
 
+    /// Why the last SIGHUP's config was refused (see `config_refused`).
+    pub fn refusal(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.config_refused
+            .lock()
+            .expect("refusal lock: no panic holds it")
+    }
+
     pub fn token(&self) -> Option<String> {
         self.token
             .read()

@@ -173,13 +173,6 @@ impl Daemon {
             .max(self.next_generation.load(Ordering::Relaxed));
     }
 
-    /// Why the last SIGHUP's config was refused (see `config_refused`).
-    pub fn refusal(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.config_refused
-            .lock()
-            .expect("refusal lock: no panic holds it")
-    }
-
     /// Records the last generation number handed out, if `state.json` is behind it (its
     /// write failed at the time, on a full disk).
     pub fn record_generation(&self) {
