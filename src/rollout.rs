@@ -20,9 +20,14 @@ use crate::verdict;
 
 /// Prints the releases of `slots`: time, commit, build key, and which is current.
 pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Result<()> {
+    // A slot folder removed by hand: named (else listed as a slot with no release), and
+    // the other slot listed all the same.
+    let mut missing = Vec::new();
     for &slot in slots {
-        // Else listed as a slot with no release.
-        release::slot_folder(layout, slot)?;
+        if let Err(e) = release::slot_folder(layout, slot) {
+            missing.push(format!("{e:#}"));
+            continue;
+        }
         let current = release::current(layout, slot);
         let releases = release::list(layout, slot)?;
         let any_live = releases.iter().any(|r| r.went_live);
@@ -74,7 +79,10 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
             )?;
         }
     }
-    Ok(())
+    match missing.is_empty() {
+        true => Ok(()),
+        false => anyhow::bail!("{}", missing.join("; ")),
+    }
 }
 
 /// Points `slot` at `to`, or else at what the daemon still serves when `current` never

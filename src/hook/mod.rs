@@ -77,17 +77,22 @@ pub fn run(
     let config = match Config::load(&layout.config_file()) {
         Ok(config) => config,
         Err(e) => {
-            // A file that is not there has no place for `check` to point at; a link to
-            // one that is not was told to put it back.
+            // A file that is not there has no place for `check` to point at, and this
+            // is a root (its repo is); a link to one that is not says to put it back.
             let file = layout.config_file();
-            let fix = if file.exists() {
-                "; fix it (`bluegreen check` says where)"
+            let why = if file.exists() {
+                anyhow::anyhow!(
+                    "{e:#}; fix it (`bluegreen check` says where), then push a new commit"
+                )
             } else if crate::fsops::dangling(&file).is_some() {
-                ""
+                anyhow::anyhow!("{e:#}, then push a new commit")
             } else {
-                "; put it back"
+                anyhow::anyhow!(
+                    "{} is missing: put it back (or `bluegreen init {}` writes the commented default), then push a new commit",
+                    file.display(),
+                    layout.root().display()
+                )
             };
-            let why = anyhow::anyhow!("{e:#}{fix}, then push a new commit");
             // The daemon, which runs the config it read before, is told as of a failed
             // build, where the file still says where it listens and what deploys.
             if let Ok((config, _)) = Config::load_for_control(&layout.config_file()) {

@@ -44,6 +44,13 @@ fn a_missing_slot_folder_is_named_with_what_makes_it_again() {
             "{args:?}"
         );
     }
+    // The other slot is listed all the same.
+    let listed = root.run(&["releases"]);
+    let blue = root.current("blue").unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&blue),
+        "{listed:?}"
+    );
     let pushed = root.push("green");
     assert_eq!(
         pushed.remote_lines().last().unwrap(),
