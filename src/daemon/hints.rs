@@ -26,10 +26,10 @@ pub async fn refused(path: &str, error: &str, port: u16) -> String {
 /// `exited with status 1`; an exit with status 0 says that the command must stay
 /// in the foreground, since that is how a server that works exits 0 before its time.
 pub fn exited(status: ExitStatus) -> String {
-    if status.success() {
-        format!("{} (app.command must keep running in the foreground: a server it starts in the background and leaves is stopped with it)", crate::exit::ended(status))
-    } else {
-        crate::exit::ended(status)
+    let ended = crate::exit::ended(status);
+    match status.success() {
+        true => format!("{ended} (app.command must keep running in the foreground: a server it starts in the background and leaves is stopped with it)"),
+        false => ended,
     }
 }
 
