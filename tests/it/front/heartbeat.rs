@@ -287,15 +287,8 @@ fn a_failing_standbys_heartbeat_checks_are_counted() {
 /// connection, a timeout, or a 5xx). Green, failing with 500s, shows the checks ran.
 #[test]
 fn a_heartbeat_check_answered_4xx_is_no_failure() {
-    let mut root = Root::new();
-    root.set("heartbeat.interval", "300ms");
-    root.set("heartbeat.path", "/missing");
-    root.serve();
-    root.commit("v1", &[("VERSION", "v1\n")]);
-    root.push("blue").says("blue: live in ");
+    let root = green_failing_standby(&[("heartbeat.path", "/missing".into())]);
     assert_eq!(root.get(root.blue, "/missing").status, 404);
-    root.commit("fails soon", &[("VERSION", "v2\n"), ("FAIL_AFTER", "3")]);
-    root.push("green").says("green: live in ");
     wait_for(
         Duration::from_secs(15),
         "green's failed checks in /metrics",
