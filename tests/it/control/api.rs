@@ -150,47 +150,40 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
     };
     assert!(length(&head).is_some(), "{head}");
     assert!(get.contains("\"slots\""), "{get}");
-    // Two Host headers: which one counts would be a guess. A bad request (this was a 403,
-    // "answers callers on this host only", to a caller on this host).
-    let answer = raw(
-        root.control,
-        "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    );
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(
-        answer.ends_with("\r\n\r\nmore than one Host header (RFC 9112 §3.2)\n"),
-        "{answer}"
-    );
-    // Two Origins: still which one counts, but of who the caller is.
-    let answer = raw(
-        root.control,
-        "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\nOrigin: http://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    );
-    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    assert!(
-        answer.contains("Origin or Sec-Fetch-Site is sent more than once"),
-        "{answer}"
-    );
-    // The host an absolute-form target names is the request's (RFC 9112 §3.2.2).
-    let answer = raw(
-        root.control,
-        "POST http://evil.example/switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-    );
-    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    assert!(
-        answer.contains("the request's target names `evil.example`, not a loopback address"),
-        "{answer}"
-    );
-    // A Host that is not ASCII is not a host and port (nor taken for absent).
-    let answer = raw(
-        root.control,
-        "POST /switch?to=green HTTP/1.1\r\nHost: localhost\u{e9}\r\nConnection: close\r\n\r\n",
-    );
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(
-        answer.ends_with("the Host header is not a host and port (RFC 9112 §3.2)\n"),
-        "{answer}"
-    );
+    for (request, status, reason) in [
+        // Two Host headers: which one counts would be a guess. A bad request (this was a
+        // 403, "answers callers on this host only", to a caller on this host).
+        (
+            "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "400",
+            "more than one Host header (RFC 9112 §3.2)",
+        ),
+        // Two Origins: still which one counts, but of who the caller is.
+        (
+            "POST /switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\nOrigin: http://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "403",
+            "Origin or Sec-Fetch-Site is sent more than once",
+        ),
+        // The host an absolute-form target names is the request's (RFC 9112 §3.2.2).
+        (
+            "POST http://evil.example/switch?to=green HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            "403",
+            "the request's target names `evil.example`, not a loopback address",
+        ),
+        // A Host that is not ASCII is not a host and port (nor taken for absent).
+        (
+            "POST /switch?to=green HTTP/1.1\r\nHost: localhost\u{e9}\r\nConnection: close\r\n\r\n",
+            "400",
+            "the Host header is not a host and port (RFC 9112 §3.2)",
+        ),
+    ] {
+        let answer = raw(root.control, request);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        assert!(answer.ends_with(&format!("{reason}\n")), "{answer}");
+    }
     // A body framing that is not clear: refused before anything is done (hyper refuses a
     // length that is not a number, or two, with an empty 400).
     for (framing, reason) in [
