@@ -95,7 +95,7 @@ pub fn run(
             };
             // The daemon, which runs the config it read before, is told as of a failed
             // build, where the file still says where it listens and what deploys.
-            if let Ok((config, _)) = Config::load_for_control(&layout.config_file()) {
+            if let Ok((config, _)) = Config::load_for_control(&file) {
                 let deploy_ref = format!("refs/heads/{}", config.branch);
                 let pushed = updates
                     .iter()
