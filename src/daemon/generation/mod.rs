@@ -2,26 +2,26 @@
 //!
 //! Started on a fresh loopback port in its own process group, with its output copied
 //! line by line to the daemon's log ([`super::output`]). It is ready when its health path
-//! answers 2xx/3xx from a socket of its own ([`super::holder`]).
-//! Stopping always goes to the whole group: SIGTERM, then SIGKILL after the grace time.
+//! answers 2xx/3xx from a socket of its own (`ready.rs`, [`super::holder`]).
+//! Stopping always goes to the whole group: SIGTERM, then SIGKILL after the grace time
+//! (`stop.rs`).
+
+mod ready;
+mod stop;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
-use super::holder;
 use super::output::{self, Tail};
 use super::slot_log::{self, SlotLog};
-use super::upstream::{self, Client};
 use super::workers;
 use crate::argv;
 use crate::config::Config;
@@ -62,7 +62,7 @@ pub struct Generation {
     /// The tasks copying its stdout and stderr; awaited before quoting `tail` after an exit.
     copiers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Groups outside its own that held its port when it went live and were taken for its
-    /// own ([`holder::check`]), with their leader's identity: nothing else finds them when
+    /// own ([`super::holder::check`]), with their leader's identity: nothing else finds them when
     /// it stops. Written once by the start, read by the stop.
     adopted: Mutex<Vec<(u32, String)>>,
     layout: Layout,
@@ -244,162 +244,11 @@ impl Generation {
         ))
     }
 
-    /// Waits until the health path answers 2xx/3xx, the process exits, or `timeout`.
-    /// Each check waits up to `check_timeout` (`heartbeat.timeout`) for its answer: one
-    /// slower than that would count as failing once live, so it counts as not ready yet.
-    pub async fn wait_ready(
-        &self,
-        client: &Client,
-        path: &str,
-        timeout: Duration,
-        check_timeout: Duration,
-    ) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut exited = self.exited.clone();
-        let mut last: Option<String> = None;
-        // The last check's refusal, in place of `last`: told at the end, with where the
-        // app listens instead (a look at `[::1]`, taken once, not at every check).
-        let mut refused: Option<String> = None;
-        loop {
-            let status = *exited.borrow();
-            if let Some(status) = status {
-                self.flush_output().await;
-                return Err(format!(
-                    "{} before it was ready{}",
-                    super::hints::exited(status),
-                    self.tail_text()
-                ));
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                if let Some(e) = refused {
-                    last = Some(super::hints::refused(path, &e, self.port).await);
-                }
-                return Err(format!(
-                    "not ready after {} (app.ready_timeout); last health check: {}{}",
-                    humantime::format_duration(timeout),
-                    last.as_deref().unwrap_or("no answer yet"),
-                    self.tail_text()
-                ));
-            }
-            let check = left.min(check_timeout);
-            match upstream::probe(client, self.port, path, check).await {
-                Ok(status) if (200..400).contains(&status) => {
-                    // A start script that left its server in the background and exited
-                    // while the check was answered has ended the generation all the
-                    // same: the loop's top says so.
-                    if exited.borrow().is_none() {
-                        return self.holds_its_port().await;
-                    }
-                }
-                Ok(status) => {
-                    last = Some(format!("GET {path} answered {status}"));
-                    refused = None;
-                }
-                // Nothing listens on 127.0.0.1: most often an app on a port of its own
-                // choosing, or one on the IPv6 loopback only (`localhost`).
-                Err(e) if e.to_lowercase().contains("connection refused") => refused = Some(e),
-                // A whole check that timed out names the limit to raise. One the ready
-                // deadline cut short ("no answer within 212ms") says less than the check
-                // before it did, unless that one was refused: the app listens now (on
-                // the loopback a connect is answered at once), and was too slow.
-                Err(e) if e.starts_with("no answer within") => {
-                    if check == check_timeout {
-                        last = Some(format!("GET {path}: {e} (heartbeat.timeout)"));
-                        refused = None;
-                    } else if last.is_none() || refused.is_some() {
-                        last = Some(format!("GET {path}: {e}"));
-                        refused = None;
-                    }
-                }
-                Err(e) => {
-                    last = Some(format!("GET {path}: {e}"));
-                    refused = None;
-                }
-            }
-            let pause = tokio::time::sleep(Duration::from_millis(50));
-            tokio::select! {
-                _ = pause => {}
-                _ = exited.changed() => {}
-            }
-        }
-    }
-
-    /// Whether what answered its health check is its own: see [`super::holder`].
-    async fn holds_its_port(&self) -> Result<(), String> {
-        let (port, group, layout) = (self.port, self.pid, self.layout.clone());
-        let generation = format!("{}/{}", self.slot, self.id);
-        let owner = move || {
-            let owner = holder::Owner::new(group, &layout, &generation);
-            let adopted = holder::check(port, &owner)?;
-            Ok(adopted.into_iter().filter_map(workers::adopt).collect())
-        };
-        let adopted = tokio::task::spawn_blocking(owner)
-            .await
-            .unwrap_or_else(|e| Err(format!("the check of who holds port {port} failed: {e}")))?;
-        *self.adopted.lock().expect("no panic holds it") = adopted;
-        Ok(())
-    }
-
     /// Resolves when the leader exits, with its status.
     pub async fn exit(&self) -> Option<ExitStatus> {
         let mut exited = self.exited.clone();
         let result = exited.wait_for(|s| s.is_some()).await;
         result.ok().and_then(|s| *s)
-    }
-
-    /// Lets in-flight requests finish (up to `drain`), then stops the group.
-    pub async fn drain(&self, drain: Duration, stop: Duration) {
-        self.stopping.store(true, Ordering::Release);
-        let deadline = tokio::time::Instant::now() + drain;
-        while self.in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = self.in_flight.get();
-        if left > 0 {
-            tracing::warn!(slot = %self.slot, generation = self.id, "drain timeout: stopping with {left} requests in flight");
-        }
-        self.stop(stop).await;
-    }
-
-    /// SIGTERM to the whole group, SIGKILL after `grace`; returns once the group is gone,
-    /// and what it left outside the group (`workers::reap_strays`) too. Those get their
-    /// SIGTERM with the group's, so a stop takes one `grace` at most, and so do the groups
-    /// it was found to run when it went live (`adopted`); what the group starts outside
-    /// itself while it stops is stopped after it.
-    pub async fn stop(&self, grace: Duration) {
-        self.stopping.store(true, Ordering::Release);
-        let strays = || {
-            let (layout, pid) = (self.layout.clone(), self.pid);
-            let generation = format!("{}/{}", self.slot, self.id);
-            tokio::task::spawn_blocking(move || {
-                workers::reap_strays(&layout, &generation, pid, grace)
-            })
-        };
-        let alongside = strays();
-        let adopted = std::mem::take(&mut *self.adopted.lock().expect("no panic holds it"));
-        let adopted = tokio::task::spawn_blocking(move || workers::stop_adopted(&adopted, grace));
-        let group = Pid::from_raw(self.pid as i32);
-        if workers::group_alive(self.pid) {
-            let _ = killpg(group, Signal::SIGTERM);
-            let deadline = tokio::time::Instant::now() + grace;
-            while workers::group_alive(self.pid) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            if workers::group_alive(self.pid) {
-                tracing::warn!(slot = %self.slot, generation = self.id, pid = self.pid, "still running {} after SIGTERM: SIGKILL to its group", humantime::format_duration(grace));
-                let _ = killpg(group, Signal::SIGKILL);
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                while workers::group_alive(self.pid) && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-            }
-        }
-        workers::forget(&self.layout, self.pid);
-        let _ = alongside.await;
-        let _ = adopted.await;
-        let _ = strays().await;
-        tracing::info!(slot = %self.slot, generation = self.id, pid = self.pid, "stopped");
     }
 
     /// Waits (briefly, [`FLUSH_WAIT`] for both) until the output of an exited process has
