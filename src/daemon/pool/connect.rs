@@ -7,8 +7,8 @@ use hyper_util::rt::TokioIo;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-use crate::daemon::answered_early::AnsweredEarly;
 use super::Outgoing;
+use crate::daemon::answered_early::AnsweredEarly;
 
 /// How long connecting to a generation may take. A worker whose listen backlog is full
 /// (a burst of new connections; Python's default backlog is 128) drops the SYN, and the
