@@ -157,27 +157,62 @@ pub fn rollback(
         release::link_notes(layout, slot, before, &target, &config.app.linked_dirs)
     });
     // Gone back from (ids sort by age; `--to` a newer one is no going back): a later
-    // rollback passes it over. Marked before the flip: a rollback cut off between the two
-    // (killed) must not leave the release it went back from for the next one to go to.
+    // rollback passes it over, and every release this steps over on the way back (`--to`
+    // past them), so that going back from a later push lands on what served before it,
+    // not on a release the operator skipped. Marked before the flip: a rollback cut off
+    // between the two (killed) must not leave the release it went back from for the next
+    // one to go to.
     let back_from = current.as_ref().filter(|current| target < **current);
-    let rolled_back =
-        back_from.and_then(|current| release::mark_rolled_back(layout, slot, current).err());
+    let stepped_over: Vec<String> = back_from.map_or_else(Vec::new, |current| {
+        releases
+            .iter()
+            .filter(|r| r.id > target && r.id < *current && !r.rolled_back)
+            .map(|r| r.id.clone())
+            .collect()
+    });
+    let marked: Vec<&String> = back_from.into_iter().chain(&stepped_over).collect();
+    let mut unmarked = Vec::new();
+    for id in &marked {
+        if let Err(e) = release::mark_rolled_back(layout, slot, id) {
+            unmarked.push(format!("{e:#}"));
+        }
+    }
     let flipped = release::flip(layout, slot, &target, back_from.is_some());
-    if let (Err(e), Some(current)) = (&flipped, back_from) {
-        if let Err(unmark) = release::unmark_rolled_back(layout, slot, current) {
-            anyhow::bail!("{e:#}; and {unmark:#}: later rollbacks pass it over");
+    if let Err(e) = &flipped {
+        for id in &marked {
+            if let Err(unmark) = release::unmark_rolled_back(layout, slot, id) {
+                anyhow::bail!("{e:#}; and {unmark:#}: later rollbacks pass it over");
+            }
         }
     }
     notes.extend(flipped?);
     drop(lock);
     writeln!(out, "{slot}: current {before} -> {target}")?;
-    for note in notes
-        .into_iter()
-        .chain(rolled_back.map(|e| format!("{e:#}")))
-    {
+    for note in notes.into_iter().chain(unmarked) {
         writeln!(out, "{slot}: note: {note}")?;
     }
-    verdict::reload(config, layout, (slot, &target, verdict::Ask::Deployed), out)
+    let live = verdict::reload(config, layout, (slot, &target, verdict::Ask::Deployed), out)?;
+    // Stepped over only by a rollback that served: after one the daemon refused (a
+    // release that fails to start now), the slot serves on as before, and going back
+    // from there passes over none of the releases it skipped.
+    let refused = State::load(&layout.state_file())
+        .is_ok_and(|state| failed_last_start(&state, slot, &target));
+    if !live && refused {
+        for id in &stepped_over {
+            if let Err(e) = release::unmark_rolled_back(layout, slot, id) {
+                writeln!(out, "{slot}: note: {e:#}: later rollbacks pass {id} over")?;
+            }
+        }
+    }
+    Ok(live)
+}
+
+/// Whether the daemon recorded `release` as the one `slot` failed to start last.
+fn failed_last_start(state: &State, slot: Slot, release: &str) -> bool {
+    state
+        .failed
+        .get(&slot)
+        .is_some_and(|failed| failed.release == release)
 }
 
 /// Tells the operator that a push to `slot` is building: this does not wait for it, nor
@@ -236,11 +271,7 @@ fn serving_instead(layout: &Layout, slot: Slot, current: &str) -> Option<(String
     if !release::went_live(layout, slot, current) {
         return Some((serving.clone(), false));
     }
-    let failed = state
-        .failed
-        .get(&slot)
-        .is_some_and(|f| f.release == current);
-    failed.then(|| (serving.clone(), true))
+    failed_last_start(&state, slot, current).then(|| (serving.clone(), true))
 }
 
 /// Starts `slot`'s current release again, and waits for its verdict: after what made it

@@ -105,6 +105,45 @@ fn rollback_passes_over_the_releases_rolled_back_from() {
     assert_eq!(root.current("blue").unwrap(), v3);
 }
 
+/// `--to` an older release steps back over the ones between: going back from the next
+/// push lands on the release `--to` went to, what served before that push, not on one
+/// the operator skipped. A `--to` forward steps over nothing.
+#[test]
+fn rollback_after_a_rollback_to_an_older_release_goes_back_to_it() {
+    let root = v2_over_v1_on_blue();
+    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.push("blue").says("blue: live in ");
+    let [v1, v2, v3] = <[String; 3]>::try_from(root.releases("blue")).unwrap();
+    root.run_ok(&["rollback", "blue", "--to", &v1]);
+    root.wait_body(root.blue, "v1 from blue");
+    let listed = root.run_ok(&["releases", "blue"]);
+    for stepped_over in [&v2, &v3] {
+        assert!(
+            listed_line(&listed, stepped_over).ends_with("  (rolled back)"),
+            "{listed}"
+        );
+    }
+
+    root.commit("v4", &[("VERSION", "v4\n")]);
+    root.push("blue").says("blue: live in ");
+    let v4 = root.current("blue").unwrap();
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert!(
+        text.contains(&format!("blue: current {v4} -> {v1}")),
+        "{text}"
+    );
+    root.wait_body(root.blue, "v1 from blue");
+
+    // Forward to v4 (rolled back from), then back: v1 again, not v2 or v3.
+    root.run_ok(&["rollback", "blue", "--to", &v4]);
+    root.wait_body(root.blue, "v4 from blue");
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert!(
+        text.contains(&format!("blue: current {v4} -> {v1}")),
+        "{text}"
+    );
+}
+
 /// A rollback killed between its mark and its flip leaves the release it meant to go
 /// back from marked and still current (so does a `--to` one killed between its flip and
 /// its unmark). That release served until the next push replaced it: the push's flip
