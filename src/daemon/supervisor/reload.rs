@@ -57,6 +57,13 @@ impl Supervisor {
                         let branch = self.daemon.config().branch.clone();
                         self.handle().route.clear(no_release(slot, &branch));
                     }
+                    // Never deployed: no `current` was ever removed.
+                    let never = release::list(&self.daemon.layout, slot)
+                        .is_ok_and(|releases| releases.is_empty());
+                    let why = match never {
+                        true => no_release(slot, &self.daemon.config().branch),
+                        false => why,
+                    };
                     return refuse(reply, slot, why);
                 }
             };

@@ -215,6 +215,21 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
     }
 }
 
+/// A reload of a slot never deployed says to push, not that `current` was removed.
+#[test]
+fn a_reload_of_a_slot_never_deployed_says_to_push_one() {
+    let mut root = Root::new();
+    root.serve();
+    let answer = root.control("POST", "/slots/blue/reload");
+    assert_eq!(answer.status, 409, "{answer:?}");
+    let verdict: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        verdict["reason"], "blue has no release yet: git push blue HEAD:main",
+        "{answer:?}"
+    );
+    assert_eq!(verdict["live"], false, "{answer:?}");
+}
+
 #[test]
 fn the_control_api_answers_what_is_not_plain_http1_and_stays_up() {
     let root = blue_live();
