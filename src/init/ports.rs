@@ -50,6 +50,13 @@ impl Listens {
     pub fn config_text(&self) -> String {
         let defaults = Listens::of(&Config::default());
         let mut text = TEMPLATE.to_string();
+        if *self != defaults {
+            text = text.replacen(
+                "every key with its default. ",
+                "every key with its default, but the four listen\n# addresses: their default ports were in use on this host. ",
+                1,
+            );
+        }
         for (default, addr) in defaults.0.iter().zip(self.0) {
             text = text.replacen(&format!("\"{default}\""), &format!("\"{addr}\""), 1);
         }
@@ -226,6 +233,13 @@ mod tests {
         );
         let config = Config::parse(&shifted.config_text()).unwrap();
         assert_eq!(Listens::of(&config), shifted);
+        // The header, which says every key has its default, says which do not.
+        assert!(defaults
+            .config_text()
+            .starts_with("# bluegreen.toml: every key with its default. "));
+        assert!(shifted.config_text().starts_with(
+            "# bluegreen.toml: every key with its default, but the four listen\n# addresses: their default ports were in use on this host. "
+        ));
         assert_eq!(
             shifted.describe(),
             "router.listen 0.0.0.0:8090, slots.blue.listen 127.0.0.1:9100, slots.green.listen 127.0.0.1:5070, control.listen 127.0.0.1:8091"
