@@ -125,6 +125,16 @@ pub fn reload(
         anyhow::bail!("{slot}: not restarted: {why}");
     }
     match answer {
+        // A daemon that is stopping has closed its listener: the same verdict as a
+        // reload it was asked before it closed (the next daemon starts the release).
+        Err(ClientError::NotRunning {
+            held: true,
+            stopping: true,
+            ..
+        }) => {
+            writeln!(out, "{}", Verdict::stopping(slot, release).line(slot))?;
+            Ok(true)
+        }
         // A daemon started before `control.listen` changed in the file (a SIGHUP keeps
         // the address it listens on) still serves this root: it is not told, but its
         // file watch starts the release now, not "on the next serve".

@@ -268,16 +268,20 @@ fn status_while_a_socket_activated_daemon_drains_says_it_is_stopping() {
 }
 
 /// The same without socket activation: the daemon closed its control listener, and
-/// `status` said it was "starting or stopping" and to restart it.
+/// `status` said it was "starting or stopping" and to restart it. A push then is told
+/// what a push whose reload the stop cut short is, not "no verdict".
 #[test]
 fn status_while_a_daemon_drains_says_it_is_stopping() {
-    status_while_draining(false, |root| {
+    let root = status_while_draining(false, |root| {
         format!("error: daemon not answering on 127.0.0.1:{}: it is stopping (it drains requests in flight, up to app.drain_timeout, then stops its workers): once it has stopped, start it again if that was not meant (`bluegreen serve`, or `systemctl start` its unit)", root.control)
     });
+    let pushed = root.releases("blue").last().cloned().unwrap();
+    assert_eq!(root.current("blue").unwrap(), pushed);
 }
 
-/// `bluegreen status` while the daemon drains an upload at its stop ends with `said`.
-fn status_while_draining(activated: bool, said: impl Fn(&Root) -> String) {
+/// `bluegreen status` while the daemon drains an upload at its stop ends with `said`;
+/// without socket activation, a push then says the daemon is stopping.
+fn status_while_draining(activated: bool, said: impl Fn(&Root) -> String) -> Root {
     use std::io::Write;
     use std::os::fd::AsFd;
     let mut root = Root::new();
@@ -306,9 +310,16 @@ fn status_while_draining(activated: bool, said: impl Fn(&Root) -> String) {
     root.wait_log("stopping: draining every generation");
     let told = root.run_err(&["status"]);
     assert!(told.ends_with(&said(&root)), "{told}");
+    if !activated {
+        root.commit("v2", &[("VERSION", "v2\n")]);
+        root.push("blue").says(
+            "blue: not started: the daemon is stopping; the release is current and starts when it runs again",
+        );
+    }
     drop(upload);
     assert_eq!(root.wait_serve(Duration::from_secs(20)), Some(0));
     assert!(!root.path.join("run/stopping").exists());
+    root
 }
 
 /// Sockets passed to a wrapper script that runs `serve` without `exec`: they are open
