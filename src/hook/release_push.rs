@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::RefUpdate;
 use crate::build::{self, Outcome};
@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::git;
 use crate::interrupt::Interrupt;
 use crate::layout::Layout;
+use crate::procfs;
 use crate::release::{self, ReleaseMeta};
 use crate::slot::Slot;
 
@@ -45,6 +46,22 @@ fn tip_now(
     })
 }
 
+/// When this push began: when the `git receive-pack` that runs this hook started (it
+/// took the pack in first, which may take a while), else now. A build of the same tree
+/// that failed since is this push's outcome too (see `build::ensure`): counted from the
+/// hook's own start, a build that failed while git took in this push's pack (the same
+/// commit pushed to both slots at once) ran again for it.
+fn push_began() -> SystemTime {
+    let now = SystemTime::now();
+    let git = Path::new("/proc").join(std::os::unix::process::parent_id().to_string());
+    let by_git = std::fs::read(git.join("comm")).is_ok_and(|name| name.starts_with(b"git"));
+    by_git
+        .then(|| procfs::age(&git))
+        .flatten()
+        .and_then(|age| now.checked_sub(age))
+        .unwrap_or(now)
+}
+
 /// Checks the branch's commit out, builds it (or reuses its build), then, under the
 /// slot's lock, installs it as a release and makes that `current`. The new release's id
 /// (or the current one's, when the branch is at what it runs already), or none when the
@@ -63,7 +80,7 @@ pub(super) fn release_push(
     out: &mut (dyn Write + Send),
     interrupt: &Interrupt,
 ) -> anyhow::Result<Option<String>> {
-    let began = std::time::SystemTime::now();
+    let began = push_began();
     let turn = release::push_turn(layout, slot, out)?;
     let mut pushed = git::resolve(repo, &update.new)?;
     let (lock, in_use, key) = loop {

@@ -13,6 +13,7 @@ pub use sockets::{listening_for_loopback, listening_on, outgoing_ports, socket_i
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The fields of `/proc/<pid>/stat` in `dir` from the third (the state) on: those after
 /// the command name, which is in parentheses and may hold spaces.
@@ -36,6 +37,18 @@ pub fn group(dir: &Path) -> Option<u32> {
 /// process and for kernel threads' parent.
 pub fn parent(dir: &Path) -> Option<u32> {
     stat_field(dir, 4)?.parse().ok()
+}
+
+/// How long ago the process whose `/proc` folder is `dir` started, to within a clock
+/// tick (10 ms): `stat` field 22 counts ticks since boot, read against the same clock.
+pub fn age(dir: &Path) -> Option<Duration> {
+    use nix::time::{clock_gettime, ClockId};
+    use nix::unistd::{sysconf, SysconfVar};
+    let ticks: u64 = stat_field(dir, 22)?.parse().ok()?;
+    let per_second = u64::try_from(sysconf(SysconfVar::CLK_TCK).ok()??).ok()?;
+    let started = Duration::from_secs(ticks / per_second)
+        + Duration::from_secs(ticks % per_second) / u32::try_from(per_second).ok()?;
+    Duration::from(clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?).checked_sub(started)
 }
 
 /// Whether process `pid` runs: it exists and is no zombie (dead, not yet reaped by its
@@ -147,6 +160,17 @@ mod tests {
         let parent_pid = nix::unistd::getppid().to_string();
         assert_eq!(stat_field(me, 4), Some(parent_pid));
         assert_eq!(parent(me), Some(std::os::unix::process::parent_id()));
+        // Its age, against a child started now: the test has run for longer.
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let young = age(Path::new(&format!("/proc/{}", child.id()))).unwrap();
+        let old = age(me).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(young < Duration::from_secs(1), "{young:?}");
+        assert!(old >= young, "{old:?} {young:?}");
     }
 
     #[test]

@@ -123,6 +123,54 @@ fn a_push_that_began_before_a_silent_build_failure_does_not_build_again() {
         .says("exited with status 1; log ");
 }
 
+/// A push whose hook starts only after the same tree's build failed in a few
+/// milliseconds on the other slot, though git began taking it in before that (here held
+/// back on purpose; in life, the same commit pushed to both slots at once), reports that
+/// failure and does not build again: counted from its hook's start, it built twice.
+#[test]
+fn a_push_git_began_taking_before_a_fast_build_failure_does_not_build_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new();
+    let builds = root.set_build("sh -c 'echo x >> \"$COUNT\"; [ ! -e FAIL ]'");
+    root.commit("failing", &[("VERSION", "v1\n"), ("FAIL", "")]);
+    // git's receive-pack for green, held back until blue's push is over.
+    let dir = root.path.parent().unwrap();
+    let (taking, go) = (dir.join("green-taking"), dir.join("green-go"));
+    let wrapper = dir.join("receive-pack");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nwhile [ ! -e '{}' ]; do sleep 0.02; done\nexec git-receive-pack \"$@\"\n",
+            taking.display(),
+            go.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let green = std::thread::scope(|s| {
+        let green = s.spawn(|| {
+            let out = git_command(&root.work)
+                .arg("push")
+                .arg(format!("--receive-pack={}", wrapper.display()))
+                .args(["green", "+HEAD:refs/heads/main"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        });
+        wait_for(Duration::from_secs(10), "green's receive-pack", || {
+            taking.exists().then_some(())
+        });
+        root.push("blue").says("build failed: ");
+        fs::write(&go, "").unwrap();
+        green.join().unwrap()
+    });
+    assert_eq!(count_lines(&builds.count), 1, "{green}");
+    assert!(
+        green.contains("the push that was building this tree did not finish it: build failed: "),
+        "{green}"
+    );
+}
+
 /// A burst of pushes to one slot while the first builds: they take turns, and the one
 /// whose turn it is deploys what the branch points at then, so only the first and the
 /// newest tree build. The first, built once the newest was pushed, deploys the newest
