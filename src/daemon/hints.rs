@@ -20,7 +20,7 @@ pub async fn refused(path: &str, error: &str, port: u16) -> String {
             "GET {path}: {error} on 127.0.0.1:{port}, but [::1]:{port} accepts: the app listens on the IPv6 loopback only (a host of `localhost` can resolve to ::1); bluegreen connects to 127.0.0.1: listen on 127.0.0.1 or on all addresses (0.0.0.0 or ::)"
         );
     }
-    format!("GET {path}: {error} on 127.0.0.1:{port} (does the app listen on {{port}} or $PORT?)")
+    format!("GET {path}: {error} on 127.0.0.1:{port} (does the app listen on {{port}} or $PORT, within app.ready_timeout?)")
 }
 
 /// `exited with status 1`; an exit with status 0 says that the command must stay
@@ -64,7 +64,7 @@ mod tests {
         drop(listener);
         let said = refused("/", "Connection refused", port).await;
         assert!(
-            said.ends_with("(does the app listen on {port} or $PORT?)"),
+            said.ends_with("(does the app listen on {port} or $PORT, within app.ready_timeout?)"),
             "{said}"
         );
     }

@@ -17,7 +17,8 @@ use crate::slot::Slot;
 /// Takes the slot's lock ([`Layout::slot_lock`]), held while its releases and `current`
 /// change; if another process holds it, `out` is told once that this waits for it.
 pub fn lock_slot(layout: &Layout, slot: Slot, out: &mut dyn Write) -> anyhow::Result<Flock<File>> {
-    let waiting = format!("another deploy to {slot} is running; waiting for it");
+    let waiting =
+        format!("another push, rollback or promote is changing {slot}'s releases; waiting for it");
     take(layout, slot, &layout.slot_lock(slot), &waiting, out)
 }
 

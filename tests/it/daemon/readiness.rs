@@ -57,7 +57,7 @@ fn an_app_that_does_not_listen_on_its_port_is_told_so() {
     root.commit("v2", &[("VERSION", "v2\n")]);
     root.push("blue")
         .says("last health check: GET /: ")
-        .says("(does the app listen on {port} or $PORT?)")
+        .says("(does the app listen on {port} or $PORT, within app.ready_timeout?)")
         .says("blue keeps serving generation 1");
 }
 

@@ -186,7 +186,7 @@ fn a_rollback_waiting_for_the_slot_lock_refuses_once_current_moved() {
     // Not a silent hang for as long as the other holds the lock, and who holds it.
     assert!(
         said.contains(&format!(
-            "another deploy to blue is running; waiting for it (held by pid {})",
+            "another push, rollback or promote is changing blue's releases; waiting for it (held by pid {})",
             std::process::id()
         )),
         "{said}"
@@ -242,7 +242,7 @@ fn a_rollback_during_a_pushs_release_says_only_that_it_waits() {
     wait_for(Duration::from_secs(10), "the rollback to wait", || {
         said.lock()
             .unwrap()
-            .contains("blue: another deploy to blue is running; waiting for it")
+            .contains("blue: another push, rollback or promote is changing blue's releases; waiting for it")
             .then_some(())
     });
     drop((slot, turn));
