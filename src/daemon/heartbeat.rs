@@ -117,14 +117,14 @@ pub async fn run(daemon: Arc<Daemon>) {
         }
         let standby = active.other();
         if replacing(&daemon, active) {
-            let _ = observe_standby(&daemon, standby).await;
+            let _ = observe_standby(&daemon, standby, Count::Failure).await;
             continue;
         }
         // The standby is checked too, so that its health in `/status` is a fact, not the
         // absence of news; only the active slot's failures count toward a switch.
         let (result, _) = tokio::join!(
-            observe_active(&daemon, active),
-            observe_standby(&daemon, standby)
+            observe_active(&daemon, active, Count::Failure),
+            observe_standby(&daemon, standby, Count::Failure)
         );
         let Some(result) = result else {
             continue;
@@ -142,10 +142,11 @@ pub async fn run(daemon: Arc<Daemon>) {
         // Both checked now, together: the active's failing check may be up to
         // `heartbeat.timeout` old, and what failed both slots (a database they share)
         // may come back for both while the standby is checked. Traffic moves only off an
-        // active slot that still fails, to a standby that passes at the same time.
+        // active slot that still fails, to a standby that passes at the same time. Their
+        // failures were counted at this interval's checks already.
         let (again, standby_check) = tokio::join!(
-            observe_active(&daemon, active),
-            observe_standby(&daemon, standby)
+            observe_active(&daemon, active, Count::Not),
+            observe_standby(&daemon, standby, Count::Not)
         );
         let failing = match again {
             Some(Err(failing)) => failing,
@@ -232,10 +233,18 @@ fn replacing(daemon: &Daemon, slot: Slot) -> bool {
     handle.route.live().is_none() && handle.status().replacing
 }
 
+/// Whether a failed check counts in `bluegreen_heartbeat_failures_total`: once per slot
+/// and interval, as the streak counts them, not again at the re-check before a failover.
+#[derive(Clone, Copy, PartialEq)]
+enum Count {
+    Failure,
+    Not,
+}
+
 /// Checks the active slot, for its health in `/status` and its failures counted; `None`
 /// when its generation was stopped for its successor while it was checked, which says
 /// nothing of the slot.
-async fn observe_active(daemon: &Daemon, active: Slot) -> Option<Result<(), String>> {
+async fn observe_active(daemon: &Daemon, active: Slot, count: Count) -> Option<Result<(), String>> {
     let result = check(daemon, active).await;
     if result.is_err() && replacing(daemon, active) {
         return None;
@@ -243,7 +252,7 @@ async fn observe_active(daemon: &Daemon, active: Slot) -> Option<Result<(), Stri
     if own_fault(active, &result) {
         return None;
     }
-    if result.is_err() {
+    if result.is_err() && count == Count::Failure {
         daemon.metrics.heartbeat_failure(active);
     }
     daemon.set_health(active, result.clone());
@@ -275,7 +284,7 @@ enum StandbyDown {
 
 /// Checks the standby for its health in `/status`, when it has a live generation (one
 /// with none, or getting ready, says so there already).
-async fn observe_standby(daemon: &Daemon, standby: Slot) -> Result<(), StandbyDown> {
+async fn observe_standby(daemon: &Daemon, standby: Slot, count: Count) -> Result<(), StandbyDown> {
     let route = &daemon.slots[standby.index()].route;
     if route.live().is_none() {
         return Err(StandbyDown::NotLive(route.reason()));
@@ -285,7 +294,7 @@ async fn observe_standby(daemon: &Daemon, standby: Slot) -> Result<(), StandbyDo
         let why = result.err().unwrap_or_default();
         return Err(StandbyDown::NotLive(format!("not checked: {why}")));
     }
-    if result.is_err() {
+    if result.is_err() && count == Count::Failure {
         daemon.metrics.heartbeat_failure(standby);
     }
     daemon.set_health(standby, result.clone());

@@ -188,6 +188,25 @@ fn the_heartbeat_stays_put_when_both_slots_fail() {
         .find_map(|l| l.strip_prefix("bluegreen_switches_refused_total{cause=\"heartbeat\"} "))
         .and_then(|n| n.parse::<u64>().ok());
     assert!(refused.is_some_and(|n| n >= 1), "{metrics}");
+    // Each interval's failed check counts once, as the streak counts it: not again at
+    // the re-check both slots get before each try at a failover.
+    wait_for(
+        Duration::from_secs(15),
+        "four failed checks of blue",
+        || {
+            let streak = root.status()["heartbeat"]["consecutive_failures"].as_u64();
+            streak.filter(|n| *n >= 4)
+        },
+    );
+    let before = heartbeat_failures(&root, "blue").unwrap();
+    let streak = root.status()["heartbeat"]["consecutive_failures"]
+        .as_u64()
+        .unwrap();
+    let after = heartbeat_failures(&root, "blue").unwrap();
+    assert!(
+        before <= streak && streak <= after,
+        "failures counted {before}..{after}, streak {streak}"
+    );
 }
 
 #[test]
