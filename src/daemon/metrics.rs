@@ -121,11 +121,15 @@ pub struct Gauges {
     pub config_reload_ok: bool,
 }
 
+/// The `slot` label of the requests the front answered before any slot took them.
+const UNROUTED: &str = "none";
+
 /// One proxy thread's request counters.
 #[derive(Default)]
 #[repr(align(128))]
 pub struct Traffic {
-    requests: [[AtomicU64; 5]; 2],
+    /// Per slot, then [`UNROUTED`]'s.
+    requests: [[AtomicU64; 5]; 3],
     /// Per slot: a blue and a green release answer at their own speed.
     latency_buckets: [[AtomicU64; BUCKETS.len()]; 2],
     latency_count: [AtomicU64; 2],
@@ -134,8 +138,18 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn request(&self, slot: Slot, status: u16) {
+        self.count(slot.index(), status);
+    }
+
+    /// A request the front answered itself before any slot took it: no active slot, or
+    /// its target refused.
+    pub fn unrouted(&self, status: u16) {
+        self.count(2, status);
+    }
+
+    fn count(&self, row: usize, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[slot.index()][class].fetch_add(1, Relaxed);
+        self.requests[row][class].fetch_add(1, Relaxed);
     }
 
     pub fn latency(&self, slot: Slot, took: Duration) {
@@ -238,13 +252,14 @@ impl Metrics {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let _ = writeln!(w, "# HELP bluegreen_start_time_seconds When the daemon started, in seconds since the Unix epoch.\n# TYPE bluegreen_start_time_seconds gauge\nbluegreen_start_time_seconds {}", since_epoch.as_secs_f64());
-        let _ = writeln!(w, "# HELP bluegreen_requests_total Requests answered, by slot and status class.\n# TYPE bluegreen_requests_total counter");
-        for slot in Slot::ALL {
+        let _ = writeln!(w, "# HELP bluegreen_requests_total Requests answered, by slot and status class (slot \"{UNROUTED}\": by the front before any slot took them).\n# TYPE bluegreen_requests_total counter");
+        let rows = Slot::ALL.map(Slot::name).into_iter().chain([UNROUTED]);
+        for (row, slot) in rows.enumerate() {
             for (i, class) in CLASSES.iter().enumerate() {
                 let _ = writeln!(
                     w,
                     "bluegreen_requests_total{{slot=\"{slot}\",class=\"{class}\"}} {}",
-                    self.total(|t| &t.requests[slot.index()][i])
+                    self.total(|t| &t.requests[row][i])
                 );
             }
         }
@@ -421,6 +436,9 @@ mod tests {
     fn renders_counters_and_cumulative_buckets() {
         let m = Metrics::new(2);
         m.traffic(0).request(Slot::Green, 503);
+        m.traffic(0).unrouted(503);
+        m.traffic(1).unrouted(503);
+        m.traffic(1).unrouted(400);
         m.traffic(0).latency(Slot::Blue, Duration::from_millis(3));
         m.traffic(1).latency(Slot::Blue, Duration::from_millis(30));
         m.traffic(1).latency(Slot::Green, Duration::from_millis(2));
@@ -439,6 +457,9 @@ mod tests {
         assert!(text.contains("bluegreen_config_last_reload_successful 0\n"));
         assert!(!text.contains("bluegreen_last_switch_timestamp_seconds"));
         assert!(text.contains("bluegreen_requests_total{slot=\"green\",class=\"5xx\"} 1"));
+        assert!(text.contains("bluegreen_requests_total{slot=\"blue\",class=\"5xx\"} 0"));
+        assert!(text.contains("bluegreen_requests_total{slot=\"none\",class=\"5xx\"} 2"));
+        assert!(text.contains("bluegreen_requests_total{slot=\"none\",class=\"4xx\"} 1"));
         let has = |line: &str| text.contains(&format!("\n{line}\n"));
         assert!(has(
             "bluegreen_upstream_seconds_bucket{slot=\"blue\",le=\"0.0025\"} 0"

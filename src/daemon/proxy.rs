@@ -128,6 +128,10 @@ async fn answer(
     } = local;
     let traffic = daemon.metrics.traffic(*thread);
     if let Some((status, reason)) = target::refused(&request) {
+        match which {
+            Listener::Slot(slot) => traffic.request(slot, status.as_u16()),
+            Listener::Front => traffic.unrouted(status.as_u16()),
+        }
         return Ok(own(status, reason));
     }
     let mut mirror = None;
@@ -166,6 +170,7 @@ async fn answer(
             match active {
                 Some(slot) => slot,
                 None => {
+                    traffic.unrouted(503);
                     return Ok(not_passed(
                         daemon,
                         mirror.is_some(),

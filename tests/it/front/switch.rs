@@ -151,6 +151,19 @@ fn a_bare_switch_before_any_release_says_to_push_first() {
         front.body.trim_end(),
         "no active slot: nothing has been deployed yet"
     );
+    // Counted, with no slot to count it under, as is a request the front refuses as it
+    // comes; one a slot's port refuses is that slot's.
+    let trace = |port: u16| http("TRACE", &root.url(port, "/"), None).unwrap().status;
+    assert_eq!(trace(root.front), 501);
+    assert_eq!(trace(root.blue), 501);
+    let metrics = root.control("GET", "/metrics").body;
+    for counted in [
+        "bluegreen_requests_total{slot=\"none\",class=\"5xx\"} 2\n",
+        "bluegreen_requests_total{slot=\"blue\",class=\"5xx\"} 1\n",
+        "bluegreen_requests_total{slot=\"green\",class=\"5xx\"} 0\n",
+    ] {
+        assert!(metrics.contains(counted), "{counted}{metrics}");
+    }
 }
 
 #[test]
