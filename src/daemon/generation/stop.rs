@@ -12,18 +12,15 @@ use crate::daemon::workers;
 use super::Generation;
 
 impl Generation {
-    /// Lets in-flight requests finish (up to `drain`), then stops the group.
-    pub async fn drain(&self, drain: Duration, stop: Duration) {
+    /// Lets in-flight requests finish, up to `drain`; how many were still in flight
+    /// then, which the stop that follows cuts off.
+    pub async fn drain(&self, drain: Duration) -> u64 {
         self.stopping.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + drain;
         while self.in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.in_flight.get();
-        if left > 0 {
-            tracing::warn!(slot = %self.slot, generation = self.id, "drain timeout: stopping with {left} requests in flight");
-        }
-        self.stop(stop).await;
+        self.in_flight.get()
     }
 
     /// SIGTERM to the whole group, SIGKILL after `grace`; returns once the group is gone,

@@ -329,7 +329,21 @@ impl Supervisor {
         let (daemon, slot) = (self.daemon.clone(), self.slot);
         self.draining.retain(|h| !h.is_finished());
         self.draining.push(tokio::spawn(async move {
-            old.drain(drain, stop).await;
+            let left = old.drain(drain).await;
+            if left > 0 {
+                let requests = if left == 1 { "request" } else { "requests" };
+                daemon.events.record(
+                    "drain",
+                    Some(slot),
+                    true,
+                    format!(
+                        "{slot}: generation {}'s drain ended at app.drain_timeout ({}) with {left} {requests} in flight: cut off by its stop",
+                        old.id,
+                        humantime::format_duration(drain)
+                    ),
+                );
+            }
+            old.stop(stop).await;
             daemon.slots[slot.index()]
                 .status()
                 .draining

@@ -267,7 +267,9 @@ fn drain_timeout_stops_the_old_generation_with_a_request_in_flight() {
         !matches!(&answer, Ok(a) if a.body.starts_with("v1 from blue")),
         "the request was not cut: {answer:?}"
     );
-    root.wait_log("drain timeout: stopping with 1 requests in flight");
+    let said = "blue: generation 1's drain ended at app.drain_timeout (1s) with 1 request in flight: cut off by its stop";
+    root.wait_log(said);
+    assert!(root.control("GET", "/events").body.contains(said));
 }
 
 #[test]
