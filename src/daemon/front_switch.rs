@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use super::local::Hints;
 use super::metrics::SwitchCause;
-use super::proxy::{json, plain};
+use super::own::{json, plain};
 use super::switch::{self, Query};
 use super::upstream::Body;
 use super::Daemon;

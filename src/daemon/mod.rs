@@ -29,6 +29,7 @@ mod migrate;
 mod mirror;
 mod not_deployed;
 mod output;
+mod own;
 mod params;
 mod passed;
 mod pool;

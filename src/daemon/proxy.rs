@@ -25,13 +25,13 @@ use super::accept::Listener;
 use super::headers::{forward_headers, strip_hop_by_hop, Peer, Side};
 use super::idle::{BodyIdle, IdleBody};
 use super::mirror::Mirror;
+use super::own::{plain, Own};
 use super::passed::Passed;
 use super::pool::{Failure, Pool};
 use super::route::Cached;
 use super::target;
 use super::tracked::Tracked;
 use super::upgrade;
-use super::upstream::{self, Body};
 use super::{ConfigCopy, Daemon};
 
 /// What a proxy thread's requests share. Cloning an `Arc` of it touches a count only
@@ -355,10 +355,6 @@ async fn answer(
     }
 }
 
-/// Marks an answer as the daemon's own, not a worker's (see `handle`).
-#[derive(Clone, Copy)]
-struct Own;
-
 /// Marks a worker's answer that came before its request's body was all read (see
 /// `handle`).
 #[derive(Clone, Copy)]
@@ -368,7 +364,6 @@ struct BodyLeft;
 /// comes, or one of the daemon's own.
 pub type Answer = Passed<Tracked>;
 
-/// A one-line text answer of the daemon's own, to a data-path request.
 /// The front's own answer to a request it does not pass on: `status` with `text`. A
 /// write it would have mirrored is counted, as one the active slot did not take, by
 /// `because` ([`Mirror::unanswered`]).
@@ -385,29 +380,7 @@ fn not_passed(
     own(status, text)
 }
 
+/// A one-line text answer of the daemon's own, to a data-path request.
 fn own(status: StatusCode, text: &str) -> Response<Answer> {
     plain(status, text).map(Passed::Boxed)
-}
-
-/// A one-line text answer.
-pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut response = Response::new(upstream::full(format!("{text}\n")));
-    *response.status_mut() = status;
-    response.extensions_mut().insert(Own);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// A JSON answer.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(upstream::full(format!("{value}\n")));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }

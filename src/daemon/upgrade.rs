@@ -26,8 +26,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::headers::{strip_hop_by_hop, Side};
+use super::own::plain;
 use super::pool::Pooled;
-use super::proxy::plain;
 use super::proxy_thread::Counted;
 use super::route::InFlight;
 use super::upstream::{self, Body};
