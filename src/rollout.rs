@@ -158,15 +158,19 @@ pub fn rollback(
     });
     // Gone back from (ids sort by age; `--to` a newer one is no going back): a later
     // rollback passes it over, and every release this steps over on the way back (`--to`
-    // past them), so that going back from a later push lands on what served before it,
-    // not on a release the operator skipped. Marked before the flip: a rollback cut off
+    // past them) that a rollback could go to (one that served; where none ever did, no
+    // daemon having run them, one that was current), so that going back from a later
+    // push lands on what served before it, not on a release the operator skipped. A push
+    // that never went live keeps saying so. Marked before the flip: a rollback cut off
     // between the two (killed) must not leave the release it went back from for the next
     // one to go to.
     let back_from = current.as_ref().filter(|current| target < **current);
+    let any_live = releases.iter().any(|r| r.went_live);
     let stepped_over: Vec<String> = back_from.map_or_else(Vec::new, |current| {
         releases
             .iter()
             .filter(|r| r.id > target && r.id < *current && !r.rolled_back)
+            .filter(|r| r.went_live || r.before_marks || (r.was_current && !any_live))
             .map(|r| r.id.clone())
             .collect()
     });
@@ -179,10 +183,12 @@ pub fn rollback(
     }
     let flipped = release::flip(layout, slot, &target, back_from.is_some());
     if let Err(e) = &flipped {
-        for id in &marked {
-            if let Err(unmark) = release::unmark_rolled_back(layout, slot, id) {
-                anyhow::bail!("{e:#}; and {unmark:#}: later rollbacks pass it over");
-            }
+        let left = unmark(layout, slot, &marked);
+        if !left.is_empty() {
+            anyhow::bail!(
+                "{e:#}; and {}: later rollbacks pass those over",
+                left.join("; ")
+            );
         }
     }
     notes.extend(flipped?);
@@ -192,19 +198,27 @@ pub fn rollback(
         writeln!(out, "{slot}: note: {note}")?;
     }
     let live = verdict::reload(config, layout, (slot, &target, verdict::Ask::Deployed), out)?;
-    // Stepped over only by a rollback that served: after one the daemon refused (a
+    // Gone back from only by a rollback that served: after one the daemon refused (a
     // release that fails to start now), the slot serves on as before, and going back
-    // from there passes over none of the releases it skipped.
+    // from a later push lands on what served before it, passing over none of the
+    // releases this marked. Under the slot lock, as they were marked.
     let refused = State::load(&layout.state_file())
         .is_ok_and(|state| failed_last_start(&state, slot, &target));
-    if !live && refused {
-        for id in &stepped_over {
-            if let Err(e) = release::unmark_rolled_back(layout, slot, id) {
-                writeln!(out, "{slot}: note: {e:#}: later rollbacks pass {id} over")?;
-            }
+    if !live && refused && !marked.is_empty() {
+        let _lock = release::lock_slot(layout, slot, out)?;
+        for left in unmark(layout, slot, &marked) {
+            writeln!(out, "{slot}: note: {left}: later rollbacks pass it over")?;
         }
     }
     Ok(live)
+}
+
+/// Takes the rolled-back mark off each of `ids`; why for each it could not.
+fn unmark(layout: &Layout, slot: Slot, ids: &[&String]) -> Vec<String> {
+    ids.iter()
+        .filter_map(|id| release::unmark_rolled_back(layout, slot, id).err())
+        .map(|e| format!("{e:#}"))
+        .collect()
 }
 
 /// Whether the daemon recorded `release` as the one `slot` failed to start last.

@@ -105,43 +105,59 @@ fn rollback_passes_over_the_releases_rolled_back_from() {
     assert_eq!(root.current("blue").unwrap(), v3);
 }
 
-/// `--to` an older release steps back over the ones between: going back from the next
-/// push lands on the release `--to` went to, what served before that push, not on one
-/// the operator skipped. A `--to` forward steps over nothing.
+/// `--to` an older release steps back over the ones between that served: going back
+/// from the next push lands on the release `--to` went to, what served before that
+/// push, not on one the operator skipped. A push stepped over that never went live still
+/// says so.
 #[test]
 fn rollback_after_a_rollback_to_an_older_release_goes_back_to_it() {
     let root = v2_over_v1_on_blue();
-    root.commit("v3", &[("VERSION", "v3\n")]);
+    root.commit("crash", &[("VERSION", "v3\n"), ("CRASH", "")]);
+    root.push("blue").says("blue: not live: ");
+    root.remove("CRASH");
+    root.commit("v4", &[("VERSION", "v4\n")]);
     root.push("blue").says("blue: live in ");
-    let [v1, v2, v3] = <[String; 3]>::try_from(root.releases("blue")).unwrap();
+    let [v1, v2, v3, v4] = <[String; 4]>::try_from(root.releases("blue")).unwrap();
     root.run_ok(&["rollback", "blue", "--to", &v1]);
     root.wait_body(root.blue, "v1 from blue");
     let listed = root.run_ok(&["releases", "blue"]);
-    for stepped_over in [&v2, &v3] {
-        assert!(
-            listed_line(&listed, stepped_over).ends_with("  (rolled back)"),
-            "{listed}"
-        );
-    }
+    let line = |id: &str| listed_line(&listed, id);
+    assert!(line(&v2).ends_with("  (rolled back)"), "{listed}");
+    assert!(line(&v3).ends_with("  (never went live)"), "{listed}");
+    assert!(line(&v4).ends_with("  (rolled back)"), "{listed}");
+
+    root.commit("v5", &[("VERSION", "v5\n")]);
+    root.push("blue").says("blue: live in ");
+    let v5 = root.current("blue").unwrap();
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert!(
+        text.contains(&format!("blue: current {v5} -> {v1}")),
+        "{text}"
+    );
+    root.wait_body(root.blue, "v1 from blue");
+}
+
+/// A `--to` the daemon refuses (the release fails to start now) leaves the slot serving
+/// what it served: going back from the next push lands there, on the release the refused
+/// rollback meant to leave, not past it.
+#[test]
+fn rollback_after_a_refused_rollback_goes_back_to_what_served() {
+    let root = blue_live();
+    let [v1, _v2, v3] = <[String; 3]>::try_from(deploy_versions(&root, &["v2", "v3"])).unwrap();
+    fs::write(root.path.join("blue/releases").join(&v1).join("CRASH"), "").unwrap();
+    let out = root.run(&["rollback", "blue", "--to", &v1]);
+    assert!(!out.status.success());
+    assert!(root.get(root.blue, "/").body.starts_with("v3 from blue"));
 
     root.commit("v4", &[("VERSION", "v4\n")]);
     root.push("blue").says("blue: live in ");
     let v4 = root.current("blue").unwrap();
     let text = root.run_ok(&["rollback", "blue"]);
     assert!(
-        text.contains(&format!("blue: current {v4} -> {v1}")),
+        text.contains(&format!("blue: current {v4} -> {v3}")),
         "{text}"
     );
-    root.wait_body(root.blue, "v1 from blue");
-
-    // Forward to v4 (rolled back from), then back: v1 again, not v2 or v3.
-    root.run_ok(&["rollback", "blue", "--to", &v4]);
-    root.wait_body(root.blue, "v4 from blue");
-    let text = root.run_ok(&["rollback", "blue"]);
-    assert!(
-        text.contains(&format!("blue: current {v4} -> {v1}")),
-        "{text}"
-    );
+    root.wait_body(root.blue, "v3 from blue");
 }
 
 /// A rollback killed between its mark and its flip leaves the release it meant to go
