@@ -57,12 +57,14 @@ impl Supervisor {
                         let branch = self.daemon.config().branch.clone();
                         self.handle().route.clear(no_release(slot, &branch));
                     }
-                    // Never deployed: no `current` was ever removed.
-                    let never = release::list(&self.daemon.layout, slot)
-                        .is_ok_and(|releases| releases.is_empty());
-                    let why = match never {
-                        true => no_release(slot, &self.daemon.config().branch),
-                        false => why,
+                    // Never deployed: no `current` was ever removed. (Nor was it when
+                    // the slot's whole folder is gone: that is what to say then.)
+                    let layout = &self.daemon.layout;
+                    let never = release::list(layout, slot).is_ok_and(|r| r.is_empty());
+                    let why = match release::slot_folder(layout, slot) {
+                        Err(gone) => format!("{gone:#}"),
+                        Ok(()) if never => no_release(slot, &self.daemon.config().branch),
+                        Ok(()) => why,
                     };
                     return refuse(reply, slot, why);
                 }

@@ -228,6 +228,21 @@ fn a_reload_of_a_slot_never_deployed_says_to_push_one() {
         "{answer:?}"
     );
     assert_eq!(verdict["live"], false, "{answer:?}");
+    // A slot whose whole folder is gone says that, not to push.
+    let green = root.path.join("green");
+    fs::rename(&green, root.path.join("green.moved")).unwrap();
+    let answer = root.control("POST", "/slots/green/reload");
+    fs::rename(root.path.join("green.moved"), &green).unwrap();
+    let verdict: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        verdict["reason"],
+        format!(
+            "green's folder {} is missing: `bluegreen init {}` makes it again",
+            green.display(),
+            root.path.display()
+        ),
+        "{answer:?}"
+    );
 }
 
 #[test]
