@@ -104,9 +104,14 @@ pub fn reload(
     if let (Ask::Again, Err(e)) = (&how, &answer) {
         let why = match e {
             ClientError::NotRunning {
+                held: true,
+                stopping: true,
+                ..
+            } => format!("the daemon is stopping: the next daemon starts {slot}'s current release"),
+            ClientError::NotRunning {
                 addr, held: true, ..
             } => format!(
-                "nothing answers on {addr}, the control.listen in bluegreen.toml, yet a daemon serves this root (started before control.listen changed, which a SIGHUP does not move; or starting or stopping): a restart of the daemon starts {slot}'s current release, or run this again once it answers there"
+                "nothing answers on {addr}, the control.listen in bluegreen.toml, yet a daemon serves this root (started before control.listen changed, which a SIGHUP does not move; or starting): a restart of the daemon starts {slot}'s current release, or run this again once it answers there"
             ),
             ClientError::NotRunning { addr, .. } => format!(
                 "the daemon is not running (nothing answers on {addr}): `bluegreen serve` starts {slot}'s current release"
@@ -143,7 +148,7 @@ pub fn reload(
         }) => {
             writeln!(
                 out,
-                "{slot}: no verdict: nothing answers on {addr}, the control.listen in bluegreen.toml, yet a daemon serves this root (started before control.listen changed, or starting or stopping); the release is current: its file watch starts it, or the next `bluegreen serve` does (`bluegreen status` tells once it answers)"
+                "{slot}: no verdict: nothing answers on {addr}, the control.listen in bluegreen.toml, yet a daemon serves this root (started before control.listen changed, or starting); the release is current: its file watch starts it, or the next `bluegreen serve` does (`bluegreen status` tells once it answers)"
             )?;
             // No failed deploy, as when no daemon runs.
             Ok(true)

@@ -315,6 +315,10 @@ fn status_while_draining(activated: bool, said: impl Fn(&Root) -> String) -> Roo
         root.push("blue").says(
             "blue: not started: the daemon is stopping; the release is current and starts when it runs again",
         );
+        assert_eq!(
+            root.run_err(&["restart", "blue"]).trim_end(),
+            "error: blue: not restarted: the daemon is stopping: the next daemon starts blue's current release"
+        );
     }
     drop(upload);
     assert_eq!(root.wait_serve(Duration::from_secs(20)), Some(0));
