@@ -54,7 +54,17 @@ fn tip_now(
 fn push_began() -> SystemTime {
     let now = SystemTime::now();
     let git = Path::new("/proc").join(std::os::unix::process::parent_id().to_string());
-    let by_git = std::fs::read(git.join("comm")).is_ok_and(|name| name.starts_with(b"git"));
+    // `git-receive-pack` (ssh, a local path), or `git receive-pack` (http-backend's);
+    // anything else (a hook run by hand, a shell that lived for hours) is no push's start.
+    let read = |name: &str| std::fs::read(git.join(name)).unwrap_or_default();
+    let by_git = match read("comm").as_slice() {
+        b"git-receive-pac\n" => true,
+        b"git\n" => read("cmdline")
+            .split(|&b| b == 0)
+            .nth(1)
+            .is_some_and(|verb| verb == b"receive-pack"),
+        _ => false,
+    };
     by_git
         .then(|| procfs::age(&git))
         .flatten()
