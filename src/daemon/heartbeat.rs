@@ -122,7 +122,7 @@ pub async fn run(daemon: Arc<Daemon>) {
         }
         // The standby is checked too, so that its health in `/status` is a fact, not the
         // absence of news; only the active slot's failures count toward a switch.
-        let (result, _) = tokio::join!(
+        let (result, standby_first) = tokio::join!(
             observe_active(&daemon, active, Count::Failure),
             observe_standby(&daemon, standby, Count::Failure)
         );
@@ -142,11 +142,15 @@ pub async fn run(daemon: Arc<Daemon>) {
         // Both checked now, together: the active's failing check may be up to
         // `heartbeat.timeout` old, and what failed both slots (a database they share)
         // may come back for both while the standby is checked. Traffic moves only off an
-        // active slot that still fails, to a standby that passes at the same time. Their
-        // failures were counted at this interval's checks already.
+        // active slot that still fails, to a standby that passes at the same time. A
+        // failure counted at this interval's check is not counted again.
+        let standby_count = match standby_first {
+            Err(StandbyDown::Failing(_)) => Count::Not,
+            _ => Count::Failure,
+        };
         let (again, standby_check) = tokio::join!(
             observe_active(&daemon, active, Count::Not),
-            observe_standby(&daemon, standby, Count::Not)
+            observe_standby(&daemon, standby, standby_count)
         );
         let failing = match again {
             Some(Err(failing)) => failing,
@@ -234,7 +238,8 @@ fn replacing(daemon: &Daemon, slot: Slot) -> bool {
 }
 
 /// Whether a failed check counts in `bluegreen_heartbeat_failures_total`: once per slot
-/// and interval, as the streak counts them, not again at the re-check before a failover.
+/// and interval, as the streak counts them, not again at the re-check before a failover
+/// (the active's failed already; the standby's counts there if it passed before).
 #[derive(Clone, Copy, PartialEq)]
 enum Count {
     Failure,
