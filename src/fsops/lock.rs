@@ -1,5 +1,5 @@
 //! File locks: `flock(2)` on a lock file, exclusive (one push per slot, one build per
-//! commit, one `serve` per root) or shared (a build in use), that stay right when the lock
+//! key, one `serve` per root) or shared (a build in use), that stay right when the lock
 //! file is removed while someone waits for it.
 
 use std::fs::{self, File, OpenOptions};

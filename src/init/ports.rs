@@ -53,7 +53,7 @@ impl Listens {
         if *self != defaults {
             text = text.replacen(
                 "every key with its default. ",
-                "every key with its default, but the four listen\n# addresses: their default ports were in use on this host. ",
+                "every key with its default, but the four listen\n# addresses: their default ports were taken (in use here, or named by a root beside this\n# one). ",
                 1,
             );
         }
@@ -238,7 +238,7 @@ mod tests {
             .config_text()
             .starts_with("# bluegreen.toml: every key with its default. "));
         assert!(shifted.config_text().starts_with(
-            "# bluegreen.toml: every key with its default, but the four listen\n# addresses: their default ports were in use on this host. "
+            "# bluegreen.toml: every key with its default, but the four listen\n# addresses: their default ports were taken (in use here, or named by a root beside this\n# one). "
         ));
         assert_eq!(
             shifted.describe(),
