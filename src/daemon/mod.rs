@@ -41,6 +41,7 @@ mod serve;
 mod slot_handle;
 mod slot_log;
 pub(crate) mod sockets;
+mod startup;
 mod status;
 mod stop;
 mod supervisor;

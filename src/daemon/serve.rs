@@ -3,7 +3,7 @@
 //! Listeners are bound (or taken from systemd, see [`sockets`]) before anything else, so a
 //! taken port is a one-line error before any worker starts; orphans of a killed daemon are
 //! stopped before ours start. Each listener accepts once its slot's first generation has
-//! settled: live, or failed with nothing coming back. SIGHUP re-reads the config and
+//! settled: live, or failed with nothing coming back ([`super::startup`]). SIGHUP re-reads the config and
 //! refuses a bad one ([`super::config_reload`]). SIGTERM and SIGINT end in
 //! [`super::stop`].
 
@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
-use tokio::sync::{mpsc, oneshot, watch as tokio_watch};
+use tokio::sync::{mpsc, watch as tokio_watch};
 
 use super::{
-    accept, control, events, heartbeat, metrics, mirror, route, sockets, supervisor, systemd,
-    upstream, watch, workers, Daemon, SlotHandle,
+    accept, control, events, heartbeat, metrics, mirror, route, sockets, startup, supervisor,
+    systemd, upstream, watch, workers, Daemon, SlotHandle,
 };
 use crate::config::Config;
 use crate::fsops;
@@ -271,66 +271,12 @@ async fn run(
             daemon.events.record("hook", Some(slot), true, problem);
         }
     }
-    // Each slot's first generation: its listener opens once it is live or has failed
-    // (a slot with no release at once), so a restarted daemon's clients wait for it in
-    // the backlog instead of getting 503s; the front opens with the slot it routes to.
-    let wait = config.app.ready_timeout + Duration::from_secs(5);
-    systemd::extend_timeout(wait + systemd::MARGIN);
-    let restored = daemon.routing().0;
-    let slot_open = [blue_open.0, green_open.0];
-    let settle = |slot: Slot, verdict: Option<oneshot::Receiver<crate::verdict::Verdict>>| {
-        let (open, front, daemon) = (&slot_open[slot.index()], &front_open.0, &daemon);
-        async move {
-            let deadline = tokio::time::Instant::now() + wait;
-            let live = match verdict {
-                Some(verdict) => matches!(
-                    tokio::time::timeout_at(deadline, verdict).await,
-                    Ok(Ok(verdict)) if verdict.live
-                ),
-                None => false,
-            };
-            // A failed first start is followed by another (the last live release brought
-            // back, or the same one tried again, after the backoff's second): clients
-            // wait for it in the backlog too, within the same wait (systemd's start
-            // timeout counts it), rather than get 503s.
-            let live = live || daemon.slots[slot.index()].comes_live(deadline).await;
-            open.send_replace(true);
-            if restored == Some(slot) {
-                front.send_replace(true);
-            }
-            live
-        }
+    let opens = startup::Opens {
+        front: front_open.0,
+        slots: [blue_open.0, green_open.0],
     };
-    let startup = async {
-        let live = tokio::join!(
-            settle(Slot::Blue, first_blue),
-            settle(Slot::Green, first_green)
-        );
-        for (slot, live) in Slot::ALL.into_iter().zip([live.0, live.1]) {
-            if live {
-                daemon.adopt_if_none(slot);
-            }
-        }
-        front_open.0.send_replace(true);
-    };
-    // A stop asked for while the first generations get ready is obeyed at once (systemd
-    // would otherwise wait up to ready_timeout before the drain even starts).
-    let stop_early = async {
-        while let Some(signal) = next_signal(&mut signals).await {
-            if signal != SIGHUP {
-                return;
-            }
-            // A task of its own: the startup ending meanwhile drops this loop, and the
-            // reload (its settle wait) must finish all the same.
-            let daemon = daemon.clone();
-            let _ = tokio::spawn(async move { super::config_reload::reload_config(&daemon).await })
-                .await;
-        }
-    };
-    let stopped_early = tokio::select! {
-        _ = startup => false,
-        _ = stop_early => true,
-    };
+    let firsts = [first_blue, first_green];
+    let stopped_early = startup::open_when_settled(&daemon, opens, firsts, &mut signals).await;
     if !stopped_early {
         // Only now: a restored active slot still starting is not a failing one.
         let heartbeat = tokio::spawn(heartbeat::run(daemon.clone()));
@@ -372,7 +318,7 @@ fn ignored(signal: i32) -> Option<&'static str> {
 /// before it, and the SIGHUPs queued together as one reload. A burst of `kill -HUP`
 /// (each reload takes 100 ms at least) held a SIGTERM behind it for as long, past
 /// systemd's stop timeout. `None` once no signal can come.
-async fn next_signal(signals: &mut mpsc::UnboundedReceiver<i32>) -> Option<i32> {
+pub(super) async fn next_signal(signals: &mut mpsc::UnboundedReceiver<i32>) -> Option<i32> {
     let mut signal = signals.recv().await?;
     while signal == SIGHUP {
         match signals.try_recv() {
