@@ -161,7 +161,10 @@ fn plain_words(message: String) -> String {
         return message;
     };
     let expected = match expected {
-        "usize" | "u8" | "u16" | "u32" | "u64" => "a whole number of 1 or more",
+        "usize" | "u64" => "a whole number of 1 or more",
+        "u32" => "a whole number from 1 to 4294967295",
+        "u16" => "a whole number from 1 to 65535",
+        "u8" => "a whole number from 1 to 255",
         "a sequence" => "a list (`[...]`)",
         "a map" => "a table",
         other => other,
@@ -381,11 +384,16 @@ mod tests {
             ),
             (
                 "[heartbeat]\nfailures = 2.5\n",
-                "2: heartbeat.failures: invalid type: floating point `2.5`, expected a whole number of 1 or more",
+                "2: heartbeat.failures: invalid type: floating point `2.5`, expected a whole number from 1 to 4294967295",
             ),
             (
                 "[app]\nlinked_dirs = \"data\"\n",
                 "2: app.linked_dirs: invalid type: string \"data\", expected a list (`[...]`)",
+            ),
+            // Too large, not too small: the message names the range.
+            (
+                "[heartbeat]\nfailures = 4294967296\n",
+                "2: heartbeat.failures: invalid value: integer `4294967296`, expected a whole number from 1 to 4294967295",
             ),
         ] {
             assert_eq!(Config::parse(text).unwrap_err(), want);

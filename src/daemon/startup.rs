@@ -79,10 +79,14 @@ pub(super) async fn open_when_settled(
                 return;
             }
             // A task of its own: the startup ending meanwhile drops this loop, and the
-            // reload (its settle wait) must finish all the same.
+            // reload (its settle wait) must finish all the same. Told to systemd as its
+            // status only: RELOADING=1 and READY=1 around it would say the daemon is
+            // ready before its slots are.
             let daemon = daemon.clone();
-            let _ = tokio::spawn(async move { super::config_reload::reload_config(&daemon).await })
-                .await;
+            let _ = tokio::spawn(async move {
+                systemd::status(&super::config_reload::reload_config(&daemon).await);
+            })
+            .await;
         }
     };
     tokio::select! {

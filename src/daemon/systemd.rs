@@ -16,6 +16,12 @@ pub fn reloaded(status: &str) {
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// How a reload went, for `systemctl status` (STATUS=) alone: one read before READY=1
+/// (while the first generations get ready), which must not say the daemon is ready.
+pub fn status(status: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Status(status)]);
+}
+
 pub fn reloading() {
     let now = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
     let _ = sd_notify::notify(false, &[NotifyState::Reloading, now]);

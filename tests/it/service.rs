@@ -43,6 +43,33 @@ fn sd_notify_messages_arrive_in_order() {
     assert_eq!(root.wait_serve(Duration::from_secs(10)), Some(0));
 }
 
+/// A SIGHUP while the first generations get ready is a reload as ever, and systemd is
+/// told how it went as the status alone: READY=1 comes once the slots are served, not
+/// with the reload (it was not told at all).
+#[test]
+fn a_reload_while_the_first_generations_get_ready_is_told_to_systemd() {
+    let mut root = Root::new();
+    root.set(
+        "app.command",
+        format!(r#"sh -c 'sleep 2; exec "$0" sample-app' {BIN}"#),
+    );
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("daemon not running");
+    let (socket, socket_path) = notify_socket(&root);
+    root.serve_with(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    let next = || received(&socket);
+    assert!(next().starts_with("EXTEND_TIMEOUT_USEC="));
+    assert!(next().starts_with("EXTEND_TIMEOUT_USEC="));
+    root.signal(Signal::SIGHUP);
+    let reloaded = next();
+    assert!(
+        reloaded.starts_with("STATUS=config reloaded from "),
+        "{reloaded}"
+    );
+    assert_eq!(next(), "READY=1\n");
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+}
+
 /// The daemon asks systemd for the time its start and its stop may take, as its config
 /// sets them (EXTEND_TIMEOUT_USEC), so a unit's TimeoutStartSec= (90 s) and
 /// TimeoutStopSec= (60 s) do not kill it half way: with `app.ready_timeout = "2m"`, a
