@@ -149,10 +149,13 @@ impl Supervisor {
             .filter(|release| release::exists(&daemon.layout, slot, release))
         {
             // A rollback went back from it while no daemon ran: what it went to, not
-            // what the operator took away.
+            // what the operator took away; unless every other release that served was
+            // taken away too (a `--to` past them): then it, as with a daemon running,
+            // rather than nothing when `current` fails.
             Some(live) if release::rolled_back(&daemon.layout, slot, &live) && !kept => current
                 .as_deref()
-                .and_then(|current| release::last_left_live(&daemon.layout, slot, current)),
+                .and_then(|current| release::last_left_live(&daemon.layout, slot, current))
+                .or(Some(live)),
             live => live,
         };
         // `current` failed to start before the daemon restarted, and another release went

@@ -358,6 +358,23 @@ fn rollbacks_with_the_daemon_stopped_keep_going_back() {
     assert_eq!(root.current("blue").unwrap(), v1);
 }
 
+/// With no daemon running, a `rollback --to` past every other release that served, to
+/// one that fails to start now: the daemon's start brings back the release that served
+/// last, as a running daemon keeps it. Its slot was left with nothing live, restarting
+/// the failing release over and over.
+#[test]
+fn a_rollback_with_the_daemon_stopped_to_a_failing_release_serves_the_last_live_one() {
+    let mut root = blue_live();
+    let [v1, _v2, _v3] = <[String; 3]>::try_from(deploy_versions(&root, &["v2", "v3"])).unwrap();
+    root.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    fs::write(root.path.join("blue/releases").join(&v1).join("CRASH"), "").unwrap();
+    root.run_ok(&["rollback", "blue", "--to", &v1]);
+    root.serve();
+    root.wait_body(root.blue, "v3 from blue");
+    assert_eq!(root.current("blue").unwrap(), v1);
+}
+
 #[test]
 fn a_release_made_after_the_clock_stepped_back_still_sorts_last() {
     let root = Root::new();
