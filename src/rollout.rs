@@ -278,14 +278,16 @@ fn never_deployed(layout: &Layout, slot: Slot, config: &Config, act: &str) -> St
 /// --to` it). With whether `current` is such a release (else it never went live).
 fn serving_instead(layout: &Layout, slot: Slot, current: &str) -> Option<(String, bool)> {
     let state = State::load(&layout.state_file()).ok()?;
-    let serving = state
-        .live
-        .get(&slot)
+    let refused = failed_last_start(&state, slot, current);
+    // As a daemon starting now would have it: not a release a rollback made while none
+    // ran went back from.
+    let last_live = state.live.get(&slot).cloned();
+    let serving = release::comes_back(layout, slot, last_live, Some(current), refused)
         .filter(|serving| *serving != current)?;
     if !release::went_live(layout, slot, current) {
-        return Some((serving.clone(), false));
+        return Some((serving, false));
     }
-    failed_last_start(&state, slot, current).then(|| (serving.clone(), true))
+    refused.then_some((serving, true))
 }
 
 /// Starts `slot`'s current release again, and waits for its verdict: after what made it

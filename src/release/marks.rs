@@ -43,6 +43,27 @@ pub fn last_left_live(layout: &Layout, slot: Slot, current: &str) -> Option<Stri
         .map(|(_, id)| id)
 }
 
+/// The release of `slot` a daemon starting now serves when `current` does not start:
+/// `last_live` (`state.json`'s), unless a rollback made since went back from it and
+/// `current` is not that rollback's refused target (`refused`): then the release that
+/// rollback left that served last (see [`last_left_live`]), or `last_live` all the same
+/// when it took every other away, rather than nothing.
+pub fn comes_back(
+    layout: &Layout,
+    slot: Slot,
+    last_live: Option<String>,
+    current: Option<&str>,
+    refused: bool,
+) -> Option<String> {
+    let live = last_live.filter(|live| super::exists(layout, slot, live))?;
+    if refused || !rolled_back(layout, slot, &live) {
+        return Some(live);
+    }
+    current
+        .and_then(|current| last_left_live(layout, slot, current))
+        .or(Some(live))
+}
+
 /// Marks release `id` of `slot` as one `rollback` went back from ([`ROLLED_BACK`]).
 /// Written before the flip (see `rollout::rollback`): a rollback cut off between the two
 /// must not leave the release it went back from for the next one to go to.

@@ -26,7 +26,8 @@ mod prune;
 
 use marks::stamp;
 pub use marks::{
-    last_left_live, mark_live, mark_rolled_back, marked, rolled_back, unmark_rolled_back, went_live,
+    comes_back, last_left_live, mark_live, mark_rolled_back, marked, rolled_back,
+    unmark_rolled_back, went_live,
 };
 
 pub use current::{current, elsewhere, no_current};

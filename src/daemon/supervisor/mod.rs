@@ -144,20 +144,15 @@ impl Supervisor {
         let current = release::current(&daemon.layout, slot);
         // What rollback went to, if it was tried and failed: the daemon then kept `live`.
         let kept = current.is_some() && daemon.failed(slot).map(|failed| failed.release) == current;
-        let last_good = match daemon
-            .last_live(slot)
-            .filter(|release| release::exists(&daemon.layout, slot, release))
-        {
-            // A rollback went back from it while no daemon ran: what it went to, not
-            // what the operator took away; unless every other release that served was
-            // taken away too (a `--to` past them): then it, as with a daemon running,
-            // rather than nothing when `current` fails.
-            Some(live) if release::rolled_back(&daemon.layout, slot, &live) && !kept => current
-                .as_deref()
-                .and_then(|current| release::last_left_live(&daemon.layout, slot, current))
-                .or(Some(live)),
-            live => live,
-        };
+        // A rollback went back from it while no daemon ran: what it went to, not what
+        // the operator took away (see `release::comes_back`).
+        let last_good = release::comes_back(
+            &daemon.layout,
+            slot,
+            daemon.last_live(slot),
+            current.as_deref(),
+            kept,
+        );
         // `current` failed to start before the daemon restarted, and another release went
         // live before it: that one starts first (see `reload`), and the failure stays
         // what `/status` says until `current` is tried again.

@@ -358,6 +358,27 @@ fn rollbacks_with_the_daemon_stopped_keep_going_back() {
     assert_eq!(root.current("blue").unwrap(), v1);
 }
 
+/// With no daemon running, a rollback from v3, then a push: going back from the push
+/// lands on v2, what the rollback left, as the daemon would serve it, not on v3, which
+/// `state.json` names as live last but the operator took away.
+#[test]
+fn a_rollback_and_a_push_with_the_daemon_stopped_then_rollback_goes_to_what_the_first_left() {
+    let mut root = blue_live();
+    let [_v1, v2, _v3] = <[String; 3]>::try_from(deploy_versions(&root, &["v2", "v3"])).unwrap();
+    root.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.run_ok(&["rollback", "blue"]);
+    assert_eq!(root.current("blue").unwrap(), v2);
+    root.commit("v4", &[("VERSION", "v4\n")]);
+    root.push("blue").says("daemon not running");
+    let v4 = root.current("blue").unwrap();
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert!(
+        text.contains(&format!("blue: current {v4} -> {v2}")),
+        "{text}"
+    );
+}
+
 /// With no daemon running, a `rollback --to` past every other release that served, to
 /// one that fails to start now: the daemon's start brings back the release that served
 /// last, as a running daemon keeps it. Its slot was left with nothing live, restarting
