@@ -202,8 +202,7 @@ fn a_log_nobody_reads_does_not_stop_the_daemon() {
     }
     root.push("green").says("green: live in ");
     assert!(root.get(root.front, "/").body.starts_with("v1 from blue"));
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
 }
 
 /// A log whose reader takes nothing (its pipe full: `serve 2>&1 | less` left on its first
@@ -233,8 +232,7 @@ fn a_log_whose_reader_stalls_holds_up_nothing() {
         "the log to count the lines it dropped",
         || root.log().contains(" of this log w").then_some(()),
     );
-    root.signal(Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
 }
 
 /// Under socket activation (the test holds the listening sockets, as systemd does for a
@@ -260,8 +258,7 @@ fn a_restart_under_socket_activation_loses_no_request() {
         (slot_answers, slot_failures) = under_load(&slot, 2, || {
             for _ in 0..RESTARTS {
                 let worker = root.live_pid("blue");
-                root.signal(Signal::SIGTERM);
-                assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+                root.stop_serve();
                 root.serve_activated(&fds);
                 wait_for(Duration::from_secs(15), "blue live again", || {
                     let pid = root.status()["slots"]["blue"]["live"]["pid"].as_u64();

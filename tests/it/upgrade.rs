@@ -33,8 +33,7 @@ fn as_before_the_marks(root: &Root) {
 fn rollback_goes_back_through_the_releases_an_older_version_made() {
     let mut root = blue_live();
     let [v1, v2, v3] = <[String; 3]>::try_from(deploy_versions(&root, &["v2", "v3"])).unwrap();
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     as_before_the_marks(&root);
 
     // The upgraded daemon serves v3 and marks it live: the first mark in the slot.
@@ -62,8 +61,7 @@ fn rollback_goes_back_through_the_releases_an_older_version_made() {
 #[test]
 fn a_promoted_release_of_an_older_version_gets_the_marks() {
     let mut root = blue_live();
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     as_before_the_marks(&root);
     root.serve();
     root.wait_body(root.blue, "v1 from blue");
@@ -92,8 +90,7 @@ fn an_older_versions_marks_still_pass_over_its_failed_push() {
     root.remove("CRASH");
     root.commit("v3", &[("VERSION", "v3\n")]);
     root.push("blue").says("blue: live in ");
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     // A version that marked its releases, but wrote no `marks` in their metadata.
     for id in root.releases("blue") {
         let file = root

@@ -48,8 +48,7 @@ fn the_heartbeat_moves_traffic_off_a_failing_slot_and_never_back() {
     );
 
     // A restarted daemon keeps it off: the last switch was the heartbeat's.
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     root.serve();
     assert_eq!(root.status()["heartbeat"]["armed"], false);
     // An operator asking for green, already active, turns it on again; green fails
@@ -166,8 +165,7 @@ fn automatic_switching_turned_on_again_stays_on_after_a_restart() {
     assert_eq!(out.trim(), "green is already active");
 
     // A restart (an upgrade, a reboot) keeps their word.
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     root.serve();
     let text = root.run_ok(&["status"]);
     assert!(

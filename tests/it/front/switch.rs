@@ -287,8 +287,7 @@ fn a_restarted_daemon_keeps_the_active_slot_and_mirroring() {
     let mut root = both_live();
     root.control("POST", "/switch");
     root.control("POST", "/mirroring?enabled=false");
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     root.serve();
     let status = root.status();
     assert_eq!(status["active"], "green");

@@ -260,8 +260,7 @@ fn a_release_whose_metadata_cannot_be_read_is_named() {
         "{status}"
     );
     assert!(!status.contains("which no release of blue has"), "{status}");
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     root.serve();
     root.wait_log(&format!(
         "blue: release {v2}'s .bluegreen-release.json cannot be read (emptied or edited by hand?): it runs all the same, its commit unknown"

@@ -189,8 +189,7 @@ fn pruning_with_the_daemon_stopped_keeps_what_rollback_goes_back_to() {
     // The operator goes back to v1: it is what blue serves (state.json's `live`).
     root.run_ok(&["rollback", "blue"]);
     root.wait_body(root.blue, "v1 from blue");
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     // Two pushes while the daemon is down (a maintenance window): neither went live.
     for n in 3..=4 {
         root.commit(&format!("v{n}"), &[("VERSION", &format!("v{n}\n"))]);

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::process::Command;
-use std::time::Duration;
 
 use super::*;
 use crate::util::*;
@@ -71,26 +70,12 @@ fn rollback_passes_over_the_releases_rolled_back_from() {
         assert!(line.ends_with("  (rolled back)"), "{listed}");
     }
 
-    root.commit("v4", &[("VERSION", "v4\n")]);
-    root.push("blue").says("blue: live in ");
-    let v4 = root.current("blue").unwrap();
-    let text = root.run_ok(&["rollback", "blue"]);
-    assert!(
-        text.contains(&format!("blue: current {v4} -> {v1}")),
-        "{text}"
-    );
+    push_then_roll_back(&root, "v4", &v1);
     root.wait_body(root.blue, "v1 from blue");
 
     // v3 made current again: back from v5 is v3.
     root.run_ok(&["rollback", "blue", "--to", &v3]);
-    root.commit("v5", &[("VERSION", "v5\n")]);
-    root.push("blue").says("blue: live in ");
-    let v5 = root.current("blue").unwrap();
-    let text = root.run_ok(&["rollback", "blue"]);
-    assert!(
-        text.contains(&format!("blue: current {v5} -> {v3}")),
-        "{text}"
-    );
+    push_then_roll_back(&root, "v5", &v3);
     root.wait_body(root.blue, "v3 from blue");
 
     // With v1 removed by hand, only v2 is older, and it was rolled back from: refused,
@@ -126,14 +111,7 @@ fn rollback_after_a_rollback_to_an_older_release_goes_back_to_it() {
     assert!(line(&v3).ends_with("  (never went live)"), "{listed}");
     assert!(line(&v4).ends_with("  (rolled back)"), "{listed}");
 
-    root.commit("v5", &[("VERSION", "v5\n")]);
-    root.push("blue").says("blue: live in ");
-    let v5 = root.current("blue").unwrap();
-    let text = root.run_ok(&["rollback", "blue"]);
-    assert!(
-        text.contains(&format!("blue: current {v5} -> {v1}")),
-        "{text}"
-    );
+    push_then_roll_back(&root, "v5", &v1);
     root.wait_body(root.blue, "v1 from blue");
 }
 
@@ -149,14 +127,7 @@ fn rollback_after_a_refused_rollback_goes_back_to_what_served() {
     assert!(!out.status.success());
     assert!(root.get(root.blue, "/").body.starts_with("v3 from blue"));
 
-    root.commit("v4", &[("VERSION", "v4\n")]);
-    root.push("blue").says("blue: live in ");
-    let v4 = root.current("blue").unwrap();
-    let text = root.run_ok(&["rollback", "blue"]);
-    assert!(
-        text.contains(&format!("blue: current {v4} -> {v3}")),
-        "{text}"
-    );
+    push_then_roll_back(&root, "v4", &v3);
     root.wait_body(root.blue, "v3 from blue");
 }
 
@@ -350,8 +321,7 @@ fn rollbacks_with_the_daemon_stopped_keep_going_back() {
     root.push("blue").says("blue: live in ");
     root.commit("v3", &[("VERSION", "v3\n")]);
     root.push("blue").says("blue: live in ");
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     // state.json still says v3 was live last: never a way "back" to it.
     root.run_ok(&["rollback", "blue"]);
     root.run_ok(&["rollback", "blue"]);
@@ -365,8 +335,7 @@ fn rollbacks_with_the_daemon_stopped_keep_going_back() {
 fn a_rollback_and_a_push_with_the_daemon_stopped_then_rollback_goes_to_what_the_first_left() {
     let mut root = blue_live();
     let [_v1, v2, _v3] = <[String; 3]>::try_from(deploy_versions(&root, &["v2", "v3"])).unwrap();
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     root.run_ok(&["rollback", "blue"]);
     assert_eq!(root.current("blue").unwrap(), v2);
     root.commit("v4", &[("VERSION", "v4\n")]);
@@ -387,8 +356,7 @@ fn a_rollback_and_a_push_with_the_daemon_stopped_then_rollback_goes_to_what_the_
 fn a_rollback_with_the_daemon_stopped_to_a_failing_release_serves_the_last_live_one() {
     let mut root = blue_live();
     let [v1, _v2, _v3] = <[String; 3]>::try_from(deploy_versions(&root, &["v2", "v3"])).unwrap();
-    root.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(root.wait_serve(Duration::from_secs(15)), Some(0));
+    root.stop_serve();
     fs::write(root.path.join("blue/releases").join(&v1).join("CRASH"), "").unwrap();
     root.run_ok(&["rollback", "blue", "--to", &v1]);
     root.serve();
@@ -456,4 +424,17 @@ fn rollback_from_a_current_release_removed_by_hand_goes_to_the_one_before() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(root.current("blue").unwrap(), v1);
+}
+
+/// Pushes `version` to blue, where it goes live, then `rollback blue`, which must go
+/// from it to release `to`.
+fn push_then_roll_back(root: &Root, version: &str, to: &str) {
+    root.commit(version, &[("VERSION", &format!("{version}\n"))]);
+    root.push("blue").says("blue: live in ");
+    let pushed = root.current("blue").unwrap();
+    let text = root.run_ok(&["rollback", "blue"]);
+    assert!(
+        text.contains(&format!("blue: current {pushed} -> {to}")),
+        "{text}"
+    );
 }

@@ -574,6 +574,12 @@ impl Root {
         );
     }
 
+    /// Stops the daemon as systemd does (SIGTERM); it must exit 0 within 15 s.
+    pub fn stop_serve(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(self.wait_serve(Duration::from_secs(15)), Some(0));
+    }
+
     /// Waits for the daemon to exit; its exit code.
     pub fn wait_serve(&mut self, limit: Duration) -> Option<i32> {
         let mut child = self.serve.take().expect("serving");
