@@ -174,7 +174,7 @@ fn holder(dir: &Path, owner: &Owner) -> Holder {
     // What another process says of itself (its name, its env) may hold a line break or a
     // terminal escape: quoted on one line.
     let quote = |text: &[u8]| crate::logging::quoted(&String::from_utf8_lossy(text), 200);
-    let command = std::fs::read(dir.join("comm")).unwrap_or_default();
+    let command = crate::procfs::name(dir);
     let mut who = format!(
         "pid {} (`{}`",
         pid.map_or("?".into(), |p: u32| p.to_string()),

@@ -56,12 +56,10 @@ fn push_began() -> SystemTime {
     let git = Path::new("/proc").join(std::os::unix::process::parent_id().to_string());
     // `git-receive-pack` (ssh, a local path), or `git receive-pack` (http-backend's);
     // anything else (a hook run by hand, a shell that lived for hours) is no push's start.
-    let read = |name: &str| std::fs::read(git.join(name)).unwrap_or_default();
-    let by_git = match read("comm").as_slice() {
-        b"git-receive-pac\n" => true,
-        b"git\n" => read("cmdline")
-            .split(|&b| b == 0)
-            .nth(1)
+    let by_git = match procfs::name(&git).as_slice() {
+        b"git-receive-pac" => true,
+        b"git" => procfs::arguments(&git)
+            .get(1)
             .is_some_and(|verb| verb == b"receive-pack"),
         _ => false,
     };

@@ -39,6 +39,26 @@ pub fn parent(dir: &Path) -> Option<u32> {
     stat_field(dir, 4)?.parse().ok()
 }
 
+/// The command name of the process whose `/proc` folder is `dir` (`comm`: its program's
+/// file name, cut to 15 bytes); empty when it cannot be read.
+pub fn name(dir: &Path) -> Vec<u8> {
+    let mut name = fs::read(dir.join("comm")).unwrap_or_default();
+    name.truncate(name.trim_ascii_end().len());
+    name
+}
+
+/// The arguments of the process whose `/proc` folder is `dir`, its program first; none
+/// when they cannot be read.
+pub fn arguments(dir: &Path) -> Vec<Vec<u8>> {
+    let line = fs::read(dir.join("cmdline")).unwrap_or_default();
+    let mut arguments: Vec<Vec<u8>> = line.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+    // The last one ends with a NUL too.
+    if arguments.last().is_some_and(Vec::is_empty) {
+        arguments.pop();
+    }
+    arguments
+}
+
 /// How long ago the process whose `/proc` folder is `dir` started, to within a clock
 /// tick (10 ms): `stat` field 22 counts ticks since boot, read against the same clock.
 pub fn age(dir: &Path) -> Option<Duration> {
@@ -160,6 +180,11 @@ mod tests {
         let parent_pid = nix::unistd::getppid().to_string();
         assert_eq!(stat_field(me, 4), Some(parent_pid));
         assert_eq!(parent(me), Some(std::os::unix::process::parent_id()));
+        let program = std::env::current_exe().unwrap();
+        let file = program.file_name().unwrap().as_bytes();
+        assert_eq!(name(me), file[..file.len().min(15)]);
+        let args: Vec<Vec<u8>> = std::env::args_os().map(|a| a.as_bytes().to_vec()).collect();
+        assert_eq!(arguments(me), args);
         // The age of a child started 300 ms before it is read (the pause is what is
         // measured), within a clock tick or two; this process is older.
         let mut child = std::process::Command::new("sleep")
