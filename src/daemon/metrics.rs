@@ -121,15 +121,17 @@ pub struct Gauges {
     pub config_reload_ok: bool,
 }
 
-/// The `slot` label of the requests the front answered before any slot took them.
+/// The `slot` label of the requests the front answered before any slot took them, and
+/// their row in [`Traffic`]'s counters, after the slots'.
 const UNROUTED: &str = "none";
+const UNROUTED_ROW: usize = Slot::ALL.len();
 
 /// One proxy thread's request counters.
 #[derive(Default)]
 #[repr(align(128))]
 pub struct Traffic {
     /// Per slot, then [`UNROUTED`]'s.
-    requests: [[AtomicU64; 5]; 3],
+    requests: [[AtomicU64; 5]; UNROUTED_ROW + 1],
     /// Per slot: a blue and a green release answer at their own speed.
     latency_buckets: [[AtomicU64; BUCKETS.len()]; 2],
     latency_count: [AtomicU64; 2],
@@ -144,7 +146,7 @@ impl Traffic {
     /// A request the front answered itself before any slot took it: no active slot, or
     /// its target refused.
     pub fn unrouted(&self, status: u16) {
-        self.count(2, status);
+        self.count(UNROUTED_ROW, status);
     }
 
     fn count(&self, row: usize, status: u16) {

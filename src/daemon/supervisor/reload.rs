@@ -60,10 +60,11 @@ impl Supervisor {
                     // Never deployed: no `current` was ever removed. (Nor was it when
                     // the slot's whole folder is gone: that is what to say then.)
                     let layout = &self.daemon.layout;
-                    let never = release::list(layout, slot).is_ok_and(|r| r.is_empty());
                     let why = match release::slot_folder(layout, slot) {
                         Err(gone) => format!("{gone:#}"),
-                        Ok(()) if never => no_release(slot, &self.daemon.config().branch),
+                        Ok(()) if release::list(layout, slot).is_ok_and(|r| r.is_empty()) => {
+                            no_release(slot, &self.daemon.config().branch)
+                        }
                         Ok(()) => why,
                     };
                     return refuse(reply, slot, why);
