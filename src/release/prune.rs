@@ -151,7 +151,8 @@ pub struct Pruned {
 
 /// Removes releases until `keep` are left, never the current one, the one `rollback`
 /// would go to (`previous`, or the daemon's last live one), `was_current` (what `current`
-/// named before the flip), or one a running generation uses. Releases that never went
+/// named before the flip, unless the daemon refused it and it never served), or one a
+/// running generation uses. Releases that never went
 /// live (failed pushes) go first, oldest first, then those rolled back from, then the
 /// oldest others: what a rollback passes over must not push out what it can go to. Also
 /// removes temp folders of killed deploys. The caller holds the slot lock. A release or
@@ -173,9 +174,21 @@ pub fn prune(
     // The daemon's last live release of the slot (state.json): where `rollback` goes when
     // `current` never went live, and what a restarted daemon falls back to. Not running
     // while the daemon is down, so `running` does not cover it then.
-    let last_live = crate::state::State::load(&layout.state_file())
-        .ok()
+    let state = crate::state::State::load(&layout.state_file()).ok();
+    let last_live = state
+        .as_ref()
         .and_then(|state| state.live.get(&slot).cloned());
+    // `was_current` may be a push whose generation the daemon is starting now (not yet
+    // in `running`), so it stays; unless the daemon has refused it and it never served:
+    // a run of failed pushes then kept each one before the flip and pushed out older
+    // releases that served.
+    let refused = state.and_then(|state| state.failed.get(&slot).map(|f| f.release.clone()));
+    let was_current = was_current.filter(|id| {
+        Some(*id) != refused.as_deref()
+            || releases
+                .iter()
+                .any(|r| r.id == *id && (r.went_live || r.before_marks))
+    });
     let excess = releases.len().saturating_sub(keep);
     // Where no release is marked (an older root), the marks say nothing: by age alone.
     let failed_first = marked(&releases);

@@ -180,6 +180,27 @@ fn pruning_removes_failed_releases_before_ones_that_served() {
     }
 }
 
+/// A run of failed pushes: each push kept the one before it (what `current` named
+/// before the flip, in case the daemon was starting it), and so pushed out an older
+/// release that served. Once the daemon has refused it, that failure goes first.
+#[test]
+fn a_run_of_failed_pushes_does_not_push_out_releases_that_served() {
+    let root = blue_live_with(&[("keep_releases", 3.into())]);
+    let v1 = root.current("blue").unwrap();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    let v2 = root.current("blue").unwrap();
+    for n in 3..=5 {
+        let files = [("VERSION", format!("v{n}\n")), ("CRASH", String::new())];
+        let files = files.each_ref().map(|(name, text)| (*name, text.as_str()));
+        root.commit(&format!("crash {n}"), &files);
+        root.push("blue").says("blue: not live: ");
+    }
+    // v3 and v4 never served and go; v1 and v2 served, v5 is current.
+    let v5 = root.current("blue").unwrap();
+    assert_eq!(root.releases("blue"), [v1, v2, v5]);
+}
+
 #[test]
 fn pruning_with_the_daemon_stopped_keeps_what_rollback_goes_back_to() {
     let mut root = blue_live_with(&[("keep_releases", 3.into())]);
