@@ -32,6 +32,11 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
         let releases = release::list(layout, slot)?;
         let any_live = releases.iter().any(|r| r.went_live);
         let marked = release::marked(&releases);
+        // The release whose last start the daemon refused while it was current: one that
+        // served once (a `restart` or `rollback --to` that failed) is not live either.
+        let refused = State::load(&layout.state_file())
+            .ok()
+            .and_then(|state| state.failed.get(&slot).map(|f| f.release.clone()));
         if releases.is_empty() {
             writeln!(out, "{slot}: no releases")?;
         }
@@ -50,7 +55,9 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
             // rollback went back from, and (once the daemon serves the slot) one that
             // did not go live.
             let is_current = mark == "*";
-            let never = if !marked || r.before_marks {
+            let never = if is_current && refused.as_ref() == Some(&r.id) {
+                "  (not live)"
+            } else if !marked || r.before_marks {
                 ""
             } else if !r.was_current && !r.went_live && !is_current {
                 // One that went live was current then, whatever `current` names now.

@@ -340,6 +340,25 @@ fn promote_never_copies_from_outside_builds_whatever_a_releases_metadata_says() 
     assert_eq!(root.current("green"), None);
 }
 
+/// A current release that served once and whose start the daemon refused since (a
+/// `restart` after a bad config change) is listed as not live: it had no label, as if
+/// it served.
+#[test]
+fn releases_says_a_current_release_the_daemon_refused_is_not_live() {
+    let root = blue_live();
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    let v2 = root.current("blue").unwrap();
+    let line = || listed_line(&root.run_ok(&["releases", "blue"]), &v2);
+    assert!(!line().contains("live)"), "{}", line());
+    root.set("app.command", "no-such-program-here");
+    root.reload_config();
+    let out = root.run(&["restart", "blue"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(line().ends_with("(not live)"), "{}", line());
+    assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
+}
+
 /// A release that failed to start for a reason outside its code (here `app.command`,
 /// corrected and reloaded) is started again by `bluegreen restart`: a push of the same
 /// commit deployed nothing new, and a rollback to it was refused as current.
