@@ -343,7 +343,7 @@ pub fn promote(
             false => "has not gone live",
         };
         anyhow::bail!(
-            "{from}'s current release {source_id} {why} ({from} serves {serving}): promote copies only a release that has served on {from}; `bluegreen status` says why"
+            "{from}'s current release {source_id} {why} ({from}'s last live release is {serving}): promote copies only a release that has served on {from}; `bluegreen status` says why"
         );
     }
     let source = release::meta(layout, from, &source_id)

@@ -67,7 +67,7 @@ fn promote_refuses_a_release_that_did_not_go_live_on_its_slot() {
     assert_eq!(
         root.run_err(&["promote", "blue", "green"]),
         format!(
-            "error: blue's current release {v2} has not gone live (blue serves {v1}): promote copies only a release that has served on blue; `bluegreen status` says why"
+            "error: blue's current release {v2} has not gone live (blue's last live release is {v1}): promote copies only a release that has served on blue; `bluegreen status` says why"
         )
     );
     assert_eq!(walkdir(&root.path.join("green")), before);

@@ -257,7 +257,7 @@ fn after_a_rollback_that_failed_to_start_rollback_returns_to_what_serves() {
     let refused = root.run_err(&["promote", "blue", "green"]);
     assert_eq!(
         refused.trim_end(),
-        format!("error: blue's current release {v1} failed its last start (blue serves {v3}): promote copies only a release that has served on blue; `bluegreen status` says why")
+        format!("error: blue's current release {v1} failed its last start (blue's last live release is {v3}): promote copies only a release that has served on blue; `bluegreen status` says why")
     );
     assert!(root.current("green").is_none());
 
