@@ -3,7 +3,7 @@
 //! It alone starts, routes, drains, restarts and stops the slot's generations, reacting
 //! to one message at a time: reloads ([`reload`]: from the hook, the API, the file watch), results
 //! of starts, exits, restart timers, shutdown. A start ([`start`]) runs in its own task and reports
-//! back, so the supervisor keeps answering while a generation gets ready. A reload that
+//! back ([`started`]), so the supervisor keeps answering while a generation gets ready. A reload that
 //! arrives during a start waits for it, then starts its release (the newest wins); a
 //! deploy's reload that takes the slot back to its live release ends the start. A
 //! crashed live generation is restarted with backoff ([`restart`]); a failed start that leaves the
@@ -36,6 +36,7 @@ mod backoff;
 mod reload;
 mod restart;
 mod start;
+mod started;
 mod verdicts;
 
 /// How a reload treats a slot that already runs its current release.
