@@ -204,7 +204,12 @@ pub fn rollback(
     for note in notes.into_iter().chain(unmarked) {
         writeln!(out, "{slot}: note: {note}")?;
     }
-    let live = verdict::reload(config, layout, (slot, &target, verdict::Ask::Deployed), out)?;
+    let live = verdict::reload(
+        config,
+        layout,
+        (slot, &target, verdict::Ask::Deployed(verdict::By::Rollback)),
+        out,
+    )?;
     // Gone back from only by a rollback that served: after one the daemon refused (a
     // release that fails to start now), the slot serves on as before, and going back
     // from a later push lands on what served before it, passing over none of the
@@ -363,7 +368,12 @@ pub fn promote(
             source.build_key
         )?;
         drop(lock);
-        return verdict::reload(config, layout, (to, &current, verdict::Ask::Deployed), out);
+        return verdict::reload(
+            config,
+            layout,
+            (to, &current, verdict::Ask::Deployed(verdict::By::Promote)),
+            out,
+        );
     }
     let id = release::new_id(layout, to, source.commit_short())?;
     let meta = ReleaseMeta {
@@ -407,5 +417,10 @@ pub fn promote(
     for note in installed.notes {
         writeln!(out, "{to}: note: {note}")?;
     }
-    verdict::reload(config, layout, (to, &id, verdict::Ask::Deployed), out)
+    verdict::reload(
+        config,
+        layout,
+        (to, &id, verdict::Ask::Deployed(verdict::By::Promote)),
+        out,
+    )
 }

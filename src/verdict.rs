@@ -38,12 +38,38 @@ pub struct Verdict {
 /// How the daemon is asked to run a slot's current release.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Ask {
-    /// Just flipped to: one of its generations live or starting already is the answer,
-    /// and a failure of it already seen is the verdict.
-    Deployed,
+    /// Just flipped to (by a push, a rollback or a promote): one of its generations live
+    /// or starting already is the answer, and a failure of it already seen is the verdict.
+    Deployed(By),
     /// Start it again all the same (`bluegreen restart`: after what made it fail was
     /// fixed, such as `app.command` and a SIGHUP).
     Again,
+}
+
+/// What made a release current, told to the daemon with its reload (`&by=`) for the
+/// start's event in `/events`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By {
+    Push,
+    Rollback,
+    Promote,
+}
+
+impl By {
+    /// As `&by=` carries it.
+    pub fn name(self) -> &'static str {
+        match self {
+            By::Push => "push",
+            By::Rollback => "rollback",
+            By::Promote => "promote",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<By> {
+        [By::Push, By::Rollback, By::Promote]
+            .into_iter()
+            .find(|by| by.name() == name)
+    }
 }
 
 /// Asks the daemon to run `slot`'s current release, `release`, and prints the verdict as
@@ -85,7 +111,7 @@ pub fn reload(
         let client = &client;
         scope.spawn(move || {
             sent.send(match how {
-                Ask::Deployed => ask(client, slot, release, wait),
+                Ask::Deployed(by) => ask(client, slot, (release, by), wait),
                 Ask::Again => client.post(&format!("/slots/{slot}/reload"), wait),
             })
         });
@@ -208,17 +234,30 @@ const STILL_WAITING: Duration = Duration::from_secs(2);
 
 /// `POST /slots/<slot>/reload?release=<release>`: a generation of `release` that the file
 /// watch started already is the answer.
-fn ask(client: &Client, slot: Slot, release: &str, wait: Duration) -> Result<Reply, ClientError> {
-    let answer = client.post(&format!("/slots/{slot}/reload?release={release}"), wait);
-    // A daemon still running the binary from before `?release=` (upgraded on disk, not
-    // restarted yet) refuses the parameter: ask it the old way.
-    if answer
-        .as_ref()
-        .is_ok_and(|reply| reply.status == 400 && reply.body.contains("takes no parameters"))
-    {
-        return client.post(&format!("/slots/{slot}/reload"), wait);
+fn ask(
+    client: &Client,
+    slot: Slot,
+    (release, by): (&str, By),
+    wait: Duration,
+) -> Result<Reply, ClientError> {
+    // A daemon still running an older binary (upgraded on disk, not restarted yet)
+    // refuses what it does not know: `&by=` (asked again with `?release=` alone), or
+    // any parameter (asked again with none).
+    let older = |answer: &Result<Reply, ClientError>, says: &str| {
+        answer
+            .as_ref()
+            .is_ok_and(|reply| reply.status == 400 && reply.body.contains(says))
+    };
+    let path = format!("/slots/{slot}/reload");
+    let answer = client.post(&format!("{path}?release={release}&by={}", by.name()), wait);
+    let answer = match older(&answer, "takes only ?release=<id>") {
+        true => client.post(&format!("{path}?release={release}"), wait),
+        false => answer,
+    };
+    match older(&answer, "takes no parameters") {
+        true => client.post(&path, wait),
+        false => answer,
     }
-    answer
 }
 
 /// `blue: starting 20261122T...: waiting for GET / to answer 2xx/3xx (app.ready_timeout 30s)`.

@@ -31,7 +31,7 @@ use super::local::Hints;
 use super::metrics::SwitchCause;
 use super::not_deployed::NotDeployed;
 use super::params::{flag, params};
-use super::supervisor::Reload;
+use super::supervisor::{Cause, Reload};
 use super::switch::{self, Query};
 use super::upstream::{self, Body};
 use super::Daemon;
@@ -306,21 +306,9 @@ async fn answer(
             let (target, action) = slot_action.unwrap_or_default();
             match (target.parse::<Slot>(), action) {
                 (Err(e), _) => (StatusCode::NOT_FOUND, "text/plain", format!("{e:#}")),
-                (Ok(slot), "reload") => match params(query, &["release"]).as_deref() {
-                    Ok([]) => reload(daemon, slot, Reload::Always).await,
-                    // One that names none of the slot's releases is the supervisor's to
-                    // answer (409), as one pruned since is.
-                    Ok([(_, id)]) if id.is_empty() => (
-                        StatusCode::BAD_REQUEST,
-                        "text/plain",
-                        format!("`release` is empty: name one of {slot}'s releases (see `bluegreen releases {slot}`)"),
-                    ),
-                    Ok([(_, id)]) => reload(daemon, slot, Reload::Deployed(id.clone())).await,
-                    _ => (
-                        StatusCode::BAD_REQUEST,
-                        "text/plain",
-                        format!("POST {path} takes only ?release=<id> (got ?{query})"),
-                    ),
+                (Ok(slot), "reload") => match reload_params(slot, path, query) {
+                    Ok(mode) => reload(daemon, slot, mode).await,
+                    Err(why) => (StatusCode::BAD_REQUEST, "text/plain", why),
                 },
                 (Ok(slot), _) => match NotDeployed::parse(query) {
                     Ok(push) => {
@@ -339,6 +327,41 @@ async fn answer(
         ),
     };
     reply(status, kind, body)
+}
+
+/// What `POST /slots/<slot>/reload` asks: nothing (start it again all the same), or
+/// `?release=<id>`, with `&by=push|rollback|promote` (what made it current) if the
+/// caller says. Else the reason it is a `400`.
+fn reload_params(slot: Slot, path: &str, query: &str) -> Result<Reload, String> {
+    let takes = || {
+        format!("POST {path} takes only ?release=<id>, with &by=push, rollback or promote (got ?{query})")
+    };
+    let params = params(query, &["release", "by"]).map_err(|_| takes())?;
+    let get = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let by = match get("by") {
+        None => None,
+        Some(by) => Some(crate::verdict::By::parse(by).ok_or_else(|| {
+            format!(
+                "`by` is `{}`: use push, rollback or promote",
+                crate::logging::quotable(by)
+            )
+        })?),
+    };
+    match get("release") {
+        None if by.is_some() => Err(takes()),
+        None => Ok(Reload::Always(Cause::Restart)),
+        // One that names none of the slot's releases is the supervisor's to answer
+        // (409), as one pruned since is.
+        Some("") => Err(format!(
+            "`release` is empty: name one of {slot}'s releases (see `bluegreen releases {slot}`)"
+        )),
+        Some(id) => Ok(Reload::Deployed(id.to_string(), by)),
+    }
 }
 
 /// Runs the slot's current release, and answers with the verdict: `200` live, `409` not.

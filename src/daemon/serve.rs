@@ -201,8 +201,10 @@ async fn run(
     // Each slot's first start is asked for before anything else can ask (the control
     // API's deploys, the file watch): it is the one that decides what serves first (the
     // last live release before a `current` that never went live, see `Supervisor`).
-    let [first_blue, first_green] = Slot::ALL
-        .map(|slot| starts[slot.index()].then(|| daemon.reload(slot, supervisor::Reload::Always)));
+    let [first_blue, first_green] = Slot::ALL.map(|slot| {
+        starts[slot.index()]
+            .then(|| daemon.reload(slot, supervisor::Reload::Always(supervisor::Cause::Startup)))
+    });
     let [blue, green] = bound.slots;
     // Each listener accepts once what it routes to has settled (see `startup` below);
     // until then the kernel holds new connections in the listen backlog.

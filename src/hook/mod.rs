@@ -207,7 +207,12 @@ fn deploy(
         out,
         interrupt,
     ) {
-        Ok(Some(id)) => verdict::reload(config, layout, (slot, &id, verdict::Ask::Deployed), out),
+        Ok(Some(id)) => verdict::reload(
+            config,
+            layout,
+            (slot, &id, verdict::Ask::Deployed(verdict::By::Push)),
+            out,
+        ),
         // The branch was deleted since: nothing to deploy.
         Ok(None) => Ok(true),
         Err(e) => {

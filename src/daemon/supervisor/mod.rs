@@ -25,7 +25,7 @@ use super::generation::Generation;
 use super::Daemon;
 use crate::release;
 use crate::slot::Slot;
-use crate::verdict::Verdict;
+use crate::verdict::{By, Verdict};
 use backoff::Backoff;
 pub(in crate::daemon) use verdicts::no_release;
 use verdicts::{
@@ -42,8 +42,9 @@ mod verdicts;
 /// How a reload treats a slot that already runs its current release.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reload {
-    /// Start it again all the same (an operator's `POST /slots/<slot>/reload`).
-    Always,
+    /// Start it again all the same: an operator's `POST /slots/<slot>/reload`
+    /// ([`Cause::Restart`]), the daemon's start ([`Cause::Startup`]).
+    Always(Cause),
     /// Do nothing, nor when it just failed to start it: the file watch's reloads. One
     /// back to the live release ends a start of another (see `back_to_live`).
     IfChanged,
@@ -51,7 +52,45 @@ pub enum Reload {
     /// starting already is the answer (the file watch may have started it first, while
     /// the hook was still pruning); otherwise start it. When `current` has moved on
     /// since (a later push or rollback), nothing starts: that one's caller reports it.
-    Deployed(String),
+    /// With what made it current, when the caller said (`&by=`).
+    Deployed(String, Option<By>),
+}
+
+/// Why a generation starts, as its `start` event in `/events` says.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Cause {
+    Startup,
+    /// `current` flipped by a push, rollback or promote (`None`: a caller that did not
+    /// say which, such as an older hook).
+    Deployed(Option<By>),
+    /// `bluegreen restart` (`POST /slots/<slot>/reload`).
+    Restart,
+    /// The file watch saw `current` move (a hand flip, a command whose own reload did
+    /// not reach the daemon).
+    Watch,
+    /// A crashed or failed generation's release again, after its backoff or at once.
+    Backoff,
+    /// The last live release, served first or brought back in place of `current`.
+    LastLive,
+    /// `current`, after the last live release served in its place.
+    CurrentNext,
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cause::Startup => "as the daemon starts",
+            Cause::Deployed(Some(By::Push)) => "made current by a push",
+            Cause::Deployed(Some(By::Rollback)) => "made current by a rollback",
+            Cause::Deployed(Some(By::Promote)) => "made current by a promote",
+            Cause::Deployed(None) => "made current by a push, rollback or promote",
+            Cause::Restart => "a restart asked through the control API",
+            Cause::Watch => "the file watch saw current move to it",
+            Cause::Backoff => "a restart by the daemon",
+            Cause::LastLive => "the last live release, in place of current",
+            Cause::CurrentNext => "current, after the last live release",
+        })
+    }
 }
 
 pub enum Msg {
@@ -95,8 +134,8 @@ pub struct Supervisor {
     tx: mpsc::UnboundedSender<Msg>,
     live: Option<Arc<Generation>>,
     starting: Option<Start>,
-    /// A release asked for while another was starting, with who waits for it.
-    pending: Option<(String, Vec<oneshot::Sender<Verdict>>)>,
+    /// A release asked for while another was starting, with who waits for it and why.
+    pending: Option<(String, Vec<oneshot::Sender<Verdict>>, Cause)>,
     /// The release whose start ended as `current` went back to the live release, and
     /// that release: the deploy's own reload, asked after that (a hook slower than the
     /// file watch), is told the same, not that a later push or rollback superseded it.
@@ -276,7 +315,7 @@ impl Supervisor {
                 status.last_error.clear();
             }
         }
-        if self.pending.as_ref().is_some_and(|(p, _)| p != release) {
+        if self.pending.as_ref().is_some_and(|(p, ..)| p != release) {
             self.supersede_pending(release);
         }
         if let Some(start) = self.starting.as_mut().filter(|s| s.release != release) {
@@ -290,7 +329,7 @@ impl Supervisor {
 
     /// Tells whoever waits for the release queued behind the start that `by` replaced it.
     fn supersede_pending(&mut self, by: &str) {
-        if let Some((waiting, waiters)) = self.pending.take() {
+        if let Some((waiting, waiters, _)) = self.pending.take() {
             tell(
                 waiters,
                 &verdict_failed(self.slot, &waiting, format!("superseded by {by}")),
@@ -304,7 +343,7 @@ impl Supervisor {
         if let Some(cancel) = self.starting.as_mut().and_then(|s| s.cancel.take()) {
             let _ = cancel.send(());
         }
-        if let Some((release, waiters)) = self.pending.take() {
+        if let Some((release, waiters, _)) = self.pending.take() {
             tell(waiters, &Verdict::stopping(self.slot, &release));
         }
         if let Some(live) = self.live.take() {

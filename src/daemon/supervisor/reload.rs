@@ -4,7 +4,9 @@
 
 use tokio::sync::oneshot;
 
-use super::{answer, missing_current, no_release, refuse, verdict_failed, Reload, Supervisor};
+use super::{
+    answer, missing_current, no_release, refuse, verdict_failed, Cause, Reload, Supervisor,
+};
 use crate::release;
 use crate::verdict::Verdict;
 
@@ -14,6 +16,11 @@ impl Supervisor {
         if self.is_stopping() {
             return answer(reply, Verdict::stopping(slot, ""));
         }
+        let cause = match &mode {
+            Reload::Always(cause) => *cause,
+            Reload::IfChanged => Cause::Watch,
+            Reload::Deployed(_, by) => Cause::Deployed(*by),
+        };
         // The root moved (or was renamed, or restored) under the daemon: its paths name
         // nothing now, and "current is missing (removed by hand?)" would mislead.
         if self.daemon.root_gone() {
@@ -38,7 +45,9 @@ impl Supervisor {
                     false,
                     format!("{slot}: {}", missing_current(slot, &why, &good)),
                 );
-                return self.begin(good, reply.into_iter().collect(), false).await;
+                return self
+                    .begin(good, reply.into_iter().collect(), Cause::LastLive)
+                    .await;
             }
             // Meanwhile (a hand edit): nothing starts, what serves goes on serving, and
             // `/status` (and the slot's 503, with nothing live) says why. A slot with
@@ -112,7 +121,7 @@ impl Supervisor {
             // deploy's own reload wants its release's verdict: it starts it.
             let unproven = self.last_failed.is_none()
                 && self.daemon.config().app.overlap
-                && !matches!(mode, Reload::Deployed(_))
+                && !matches!(mode, Reload::Deployed(..))
                 && !release::went_live(&self.daemon.layout, slot, &release);
             if let Some(good) = self
                 .last_good
@@ -125,8 +134,10 @@ impl Supervisor {
                     false,
                     format!("{slot}: release {release} has not gone live yet: starting the last live release {good} first, then it"),
                 );
-                self.pending = Some((release, Vec::new()));
-                return self.begin(good, reply.into_iter().collect(), false).await;
+                self.pending = Some((release, Vec::new(), Cause::CurrentNext));
+                return self
+                    .begin(good, reply.into_iter().collect(), Cause::LastLive)
+                    .await;
             }
         }
         // `current` has moved away from the release that failed: coming back to it (a
@@ -138,7 +149,7 @@ impl Supervisor {
         {
             self.last_failed = None;
         }
-        if let Reload::Deployed(id) = &mode {
+        if let Reload::Deployed(id, _) = &mode {
             // Ids sort by age: one older than `current` that is gone was pruned by the
             // later deploy that superseded it, before this deploy's hook asked.
             let pruned = release::is_name(id) && *id < release;
@@ -181,7 +192,7 @@ impl Supervisor {
             // while the deploy was still pruning: that is the deploy's verdict, not a
             // reason to start the release a second time.
             let queued = self.starting.as_ref().is_some_and(|s| s.release == release)
-                || self.pending.as_ref().is_some_and(|(p, _)| *p == release);
+                || self.pending.as_ref().is_some_and(|(p, ..)| *p == release);
             if let Some((_, why)) = self.last_failed.as_ref().filter(|_| !queued) {
                 return answer(reply, verdict_failed(slot, &release, why.clone()));
             }
@@ -214,7 +225,7 @@ impl Supervisor {
                 self.supersede_pending(&release);
                 return;
             }
-            if let Some((waiting, old)) = &mut self.pending {
+            if let Some((waiting, old, _)) = &mut self.pending {
                 if *waiting == release {
                     old.extend(reply);
                     return;
@@ -222,10 +233,10 @@ impl Supervisor {
             }
             // The newer release supersedes the one that was waiting its turn.
             self.supersede_pending(&release);
-            self.pending = Some((release, reply.into_iter().collect()));
+            self.pending = Some((release, reply.into_iter().collect(), cause));
             return;
         }
-        self.begin(release, reply.into_iter().collect(), false)
+        self.begin(release, reply.into_iter().collect(), cause)
             .await;
     }
 }

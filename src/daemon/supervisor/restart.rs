@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Msg, Supervisor};
+use super::{Cause, Msg, Supervisor};
 use crate::daemon::metrics::GenerationOutcome;
 
 impl Supervisor {
@@ -113,7 +113,7 @@ impl Supervisor {
             self.daemon
                 .metrics
                 .generation(self.slot, GenerationOutcome::Restarted);
-            self.begin(release, Vec::new(), true).await;
+            self.begin(release, Vec::new(), Cause::Backoff).await;
         }
     }
 }

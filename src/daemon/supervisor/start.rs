@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::{tell, Msg, Start, Supervisor};
+use super::{tell, Cause, Msg, Start, Supervisor};
 use crate::daemon::generation::Generation;
 use crate::verdict::Verdict;
 
@@ -15,7 +15,7 @@ impl Supervisor {
         &mut self,
         release: String,
         waiters: Vec<oneshot::Sender<Verdict>>,
-        restart: bool,
+        cause: Cause,
     ) {
         let slot = self.slot;
         // "live in" counts from here: without overlap, the old generation's drain and
@@ -73,14 +73,14 @@ impl Supervisor {
             "start",
             Some(slot),
             false,
-            format!("{slot}: starting generation {id} for release {release}"),
+            format!("{slot}: starting generation {id} for release {release} ({cause})"),
         );
         let (cancel, mut cancelled) = oneshot::channel();
         self.starting = Some(Start {
             release: release.clone(),
             since: asked,
             waiters,
-            restart,
+            restart: cause == Cause::Backoff,
             cancel: Some(cancel),
             superseded: None,
         });

@@ -64,7 +64,19 @@ fn the_control_api_refuses_bad_requests_with_a_reason_and_changes_nothing() {
             "POST",
             "/slots/blue/reload?force=1",
             400,
-            "POST /slots/blue/reload takes only ?release=<id> (got ?force=1)",
+            "POST /slots/blue/reload takes only ?release=<id>, with &by=push, rollback or promote (got ?force=1)",
+        ),
+        (
+            "POST",
+            "/slots/blue/reload?by=push",
+            400,
+            "POST /slots/blue/reload takes only ?release=<id>, with &by=push, rollback or promote (got ?by=push)",
+        ),
+        (
+            "POST",
+            "/slots/blue/reload?release=x&by=hand",
+            400,
+            "`by` is `hand`: use push, rollback or promote",
         ),
         // An empty release (one that names none of the slot's is the supervisor's 409).
         (

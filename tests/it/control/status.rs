@@ -384,3 +384,41 @@ fn status_json_refuses_an_answer_that_is_not_json() {
     }
     server.join().unwrap();
 }
+
+/// Each start in `/events` says what asked for it: a rollback, a restart, a hand flip
+/// and a promote all read as a push's did (`starting generation 5 for release ...`).
+#[test]
+fn each_start_in_the_events_says_what_asked_for_it() {
+    let mut root = blue_live();
+    let says = |root: &Root, release: &str, cause: &str| {
+        let line = format!("for release {release} ({cause})");
+        wait_for(Duration::from_secs(10), &line, || {
+            root.control("GET", "/events")
+                .body
+                .contains(&line)
+                .then_some(())
+        });
+    };
+    let v1 = root.current("blue").unwrap();
+    says(&root, &v1, "made current by a push");
+    root.commit("v2", &[("VERSION", "v2\n")]);
+    root.push("blue").says("blue: live in ");
+    let v2 = root.current("blue").unwrap();
+    says(&root, &v2, "made current by a push");
+    root.run_ok(&["rollback", "blue"]);
+    says(&root, &v1, "made current by a rollback");
+    root.run_ok(&["restart", "blue"]);
+    says(&root, &v1, "a restart asked through the control API");
+    root.point_current("blue", &format!("releases/{v2}"));
+    says(&root, &v2, "the file watch saw current move to it");
+    root.wait_body(root.blue, "v2 from blue");
+    root.run_ok(&["promote", "blue", "green"]);
+    says(
+        &root,
+        &root.current("green").unwrap(),
+        "made current by a promote",
+    );
+    root.stop_serve();
+    root.serve();
+    says(&root, &v2, "as the daemon starts");
+}
