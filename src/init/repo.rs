@@ -37,7 +37,11 @@ pub(super) fn init_repo(
             writeln!(out, "pointed   {} HEAD at {head}", path.display())?;
         }
     } else {
-        let repo = git2::Repository::init_bare(&path)
+        // Without the user's git templates (`init.templateDir`): a `post-receive` one
+        // brought was kept as if it were ours, and pushes ran it, deploying nothing.
+        let mut options = git2::RepositoryInitOptions::new();
+        options.bare(true).external_template(false);
+        let repo = git2::Repository::init_opts(&path, &options)
             .map_err(git::message)
             .with_context(|| format!("cannot create the bare repo {}", path.display()))?;
         repo.set_head(&head)

@@ -222,3 +222,47 @@ fn the_shim_hook_installed_as_its_comment_says_deploys() {
     );
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 }
+
+/// A user's git templates (`init.templateDir`) with a `post-receive` of their own: the
+/// repo `init` made took it, `init` said `kept`, and pushes ran it, deploying nothing.
+#[test]
+fn init_makes_its_repos_without_the_users_git_templates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hooks = tmp.path().join("template/hooks");
+    fs::create_dir_all(&hooks).unwrap();
+    fs::write(
+        hooks.join("post-receive"),
+        "#!/bin/sh\necho template hook\n",
+    )
+    .unwrap();
+    // libgit2 reads the user's config from `$HOME/.gitconfig`, not `GIT_CONFIG_GLOBAL`.
+    let global = tmp.path().join(".gitconfig");
+    let template = tmp.path().join("template");
+    fs::write(
+        &global,
+        format!("[init]\n\ttemplateDir = {}\n", template.display()),
+    )
+    .unwrap();
+    let root = tmp.path().join("root");
+    let out = Command::new(BIN)
+        .arg("init")
+        .arg(&root)
+        .env("HOME", tmp.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    for slot in ["blue", "green"] {
+        let hook = root.join(format!("{slot}.git/hooks/post-receive"));
+        assert_eq!(
+            fs::canonicalize(&hook).unwrap(),
+            fs::canonicalize(BIN).unwrap(),
+            "{said}"
+        );
+        assert!(
+            said.contains(&format!("linked    {}", hook.display())),
+            "{said}"
+        );
+    }
+}
