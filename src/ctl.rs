@@ -246,7 +246,11 @@ fn undeployed(
     releases: &[Release],
 ) -> Option<String> {
     let (tip, pushed) = crate::git::tip_in(&layout.repo(slot), &config.branch)?;
-    if crate::release::push_under_way(layout, slot) {
+    // A repo linked elsewhere, or a hook that dangles, is told below: a new commit's
+    // push would deploy nothing either.
+    if crate::release::push_under_way(layout, slot)
+        || crate::slot_repo::problem(layout, slot).is_some()
+    {
         return None;
     }
     let tip_text = tip.to_string();

@@ -28,6 +28,12 @@ mod release_push;
 pub use input::{parse, RefUpdate};
 use release_push::release_push;
 
+/// Whether the hook's folder holds more of a root than its repo: a slot folder, or the
+/// builds.
+fn is_root(layout: &Layout) -> bool {
+    Slot::ALL.iter().any(|&slot| layout.slot_dir(slot).is_dir()) || layout.builds_dir().is_dir()
+}
+
 /// Runs the hook for the repo git points at (`GIT_DIR`), reading `<old> <new> <ref>` lines
 /// from `input` and reporting to `out` (stderr: git shows it as `remote:`). A stopping
 /// signal (`interrupt`) during a build stops the build and fails that deploy.
@@ -86,6 +92,15 @@ pub fn run(
                 )
             } else if crate::fsops::dangling(&file).is_some() {
                 anyhow::anyhow!("{e:#}, then push a new commit")
+            } else if !is_root(&layout) {
+                // Nothing of a root beside the repo: a root's `<slot>.git` that links
+                // here (a repo kept elsewhere), where `init` would make a second root.
+                anyhow::anyhow!(
+                    "{} is in no bluegreen root ({} has no {} nor slot folders): the hook finds its root by the repo's real folder, so a root's {slot}.git that links here deploys nothing; a root's repos are folders of its own (remove the link, then `bluegreen init <root>`)",
+                    repo_dir.display(),
+                    layout.root().display(),
+                    crate::layout::CONFIG
+                )
             } else {
                 anyhow::anyhow!(
                     "{} is missing: put it back (or `bluegreen init {}` writes the commented default), then push a new commit",

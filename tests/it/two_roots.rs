@@ -420,3 +420,38 @@ fn a_slot_repo_linked_to_another_roots_is_refused_by_init_and_noted_by_status() 
     assert!(text.contains(&format!("note: {why}")), "{text}");
     root.wait_log(&why);
 }
+
+/// A slot repo kept elsewhere, in a folder of no root (a `git/` store), and linked into
+/// the root: the push said the config beside that repo was missing and to run `init`
+/// there, which made a second root, whose default build the next push ran.
+#[test]
+fn a_push_into_a_slot_repo_kept_outside_any_root_says_so() {
+    let mut root = Root::new();
+    let store = root.path.parent().unwrap().join("git-store");
+    std::fs::create_dir_all(&store).unwrap();
+    let repo = root.path.join("blue.git");
+    std::fs::rename(&repo, store.join("blue.git")).unwrap();
+    std::os::unix::fs::symlink(store.join("blue.git"), &repo).unwrap();
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    let pushed = root.push("blue");
+    pushed.says(&format!(
+        "{} is in no bluegreen root ({} has no bluegreen.toml nor slot folders): the hook finds its root by the repo's real folder, so a root's blue.git that links here deploys nothing;",
+        store.join("blue.git").display(),
+        store.display()
+    ));
+    let init_there = format!("bluegreen init {}", store.display());
+    assert!(!pushed.text.contains(&init_there), "{}", pushed.text);
+    assert!(!store.join("bluegreen.toml").exists());
+    // `status` names the link, and not "a push of a new commit deploys it" beside it.
+    root.serve();
+    let status = root.run(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("the hook finds its root by the repo's real folder"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("a push of a new commit deploys it"),
+        "{text}"
+    );
+}
