@@ -24,6 +24,12 @@ use repo::{init_repo, invoked_binary, open_bare, shown_binary};
 pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     refuse_nested(layout.root())?;
     let binary = invoked_binary()?;
+    // A link to a folder not made yet: no folder can be made where the link is.
+    if let Some(dangling) = crate::fsops::dangling(layout.root()) {
+        anyhow::bail!(
+            "{dangling}: make the folder it links to first, or remove the link; nothing was changed"
+        );
+    }
     anyhow::ensure!(
         !layout.root().exists() || layout.root().is_dir(),
         "{} exists and is not a folder",

@@ -679,3 +679,24 @@ fn init_with_an_unreadable_home_changes_nothing() {
     assert_eq!(said.trim().lines().count(), 1, "{said}");
     assert!(!root.exists(), "it made {root:?}");
 }
+
+/// A root given as a link to a folder not made yet: `init` said `cannot create ...: File
+/// exists`, naming neither the link nor what it leads to.
+#[test]
+fn init_on_a_link_to_nothing_names_the_link_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let link = tmp.path().join("app");
+    let target = tmp.path().join("not-yet/app");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = Command::new(BIN).arg("init").arg(&link).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: {} links to {}, which is missing: make the folder it links to first, or remove the link; nothing was changed",
+            link.display(),
+            target.display()
+        )
+    );
+    assert!(!tmp.path().join("not-yet").exists());
+}
