@@ -150,9 +150,14 @@ pub fn run(
                 }
                 _ => String::new(),
             };
+            // A tag (`--follow-tags`, `--tags`) is no branch at all.
+            let what = match update.refname.starts_with("refs/tags/") {
+                true => "a tag, not the deploy branch",
+                false => "not the deploy branch",
+            };
             writeln!(
                 out,
-                "{} is not the deploy branch ({}): not deployed{hint}",
+                "{} is {what} ({}): not deployed{hint}",
                 // Whatever the pusher named it: an escape sequence or a right-to-left
                 // mark in it would act on the terminal that shows this line.
                 crate::logging::printable(&update.refname),

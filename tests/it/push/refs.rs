@@ -33,7 +33,7 @@ fn the_verdict_is_the_last_line_of_a_push_that_carries_other_refs() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("refs/tags/v1.0 is not the deploy branch")),
+            .any(|l| l == "refs/tags/v1.0 is a tag, not the deploy branch (main): not deployed"),
         "{lines:#?}"
     );
 }
