@@ -260,11 +260,14 @@ pub async fn serve_thread(
     tell.send_replace(STOP);
     let _ = closer.await;
     drop(done_tx);
-    // Read now: a SIGHUP since the start may have changed it.
-    let grace = local.daemon.config().app.drain_timeout;
+    // Read now: a SIGHUP since the start may have changed the timeouts.
+    let grace = super::stop::generations_stopped_within(&local.daemon);
     tokio::select! {
         _ = done_rx.recv() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!("connections still open after the drain timeout"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(
+            "connections still open {}s after the stop began (its drains and the workers' stops): cut",
+            grace.as_secs()
+        ),
     }
 }
 

@@ -30,6 +30,18 @@ const MIRROR_TELL_WAIT: Duration = Duration::from_secs(1);
 /// for the whole queue. What is left is logged and counted as not mirrored.
 const MIRROR_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
+/// The longest a stop may take to drain and stop every generation, as a proxy thread
+/// waits for its connections: until then a worker's last words at its SIGTERM (a
+/// WebSocket's close frame, the end of an event stream) reach its clients, and a request
+/// its stop cuts is answered 502, as at a deploy. Cut at the drain's end, they got a
+/// closed connection before the workers heard of the stop. Connections end sooner as
+/// their workers stop; what is left then is cut.
+pub(super) fn generations_stopped_within(daemon: &Daemon) -> Duration {
+    let app = &daemon.config().app;
+    let drains = if daemon.mirroring() { 2 } else { 1 };
+    STOP_TELL_WAIT + drains * app.drain_timeout + MIRROR_FLUSH_WAIT + 3 * app.stop_timeout
+}
+
 /// What `serve` started, which the stop ends.
 pub(super) struct Running {
     /// Turned true, it tells every part that the daemon stops.
@@ -64,13 +76,8 @@ pub(super) async fn stop(daemon: &Arc<Daemon>, running: Running) -> anyhow::Resu
         // wait for requests already sent; the last leftovers' reap after the runtime.
         // With mirroring on, the standby's drain begins once the active's drain and the
         // mirror's queue are over (within one drain_timeout and MIRROR_FLUSH_WAIT).
-        let app = &daemon.config().app;
-        let drains = if daemon.mirroring() { 2 } else { 1 };
         systemd::extend_timeout(
-            STOP_TELL_WAIT
-                + drains * app.drain_timeout
-                + MIRROR_FLUSH_WAIT
-                + 3 * app.stop_timeout
+            generations_stopped_within(daemon)
                 + MIRROR_TELL_WAIT
                 + CONTROL_TELL_WAIT
                 + systemd::MARGIN,

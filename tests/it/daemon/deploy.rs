@@ -272,6 +272,27 @@ fn drain_timeout_stops_the_old_generation_with_a_request_in_flight() {
     assert!(root.control("GET", "/events").body.contains(said));
 }
 
+/// The same at the daemon's stop: the request cut by the worker's stop is answered 502,
+/// and the drain's event counts it. The proxy threads cut their connections at the
+/// drain's end, before the workers' SIGTERM: the client got a closed connection with no
+/// answer (what a WebSocket's close frame or an event stream's end, sent by a worker at
+/// its SIGTERM, never got through either), and the drain found nothing in flight to tell.
+#[test]
+fn at_the_daemons_stop_a_request_past_the_drain_is_answered_502_and_counted() {
+    let mut root = slow_v1_live(&[("app.drain_timeout", "1s")], "8000");
+    let url = root.url(root.blue, "/");
+    let slow = std::thread::spawn(move || http("GET", &url, None));
+    wait_for_one_in_flight(&root);
+    root.stop_serve();
+    let answer = slow.join().unwrap();
+    assert!(
+        matches!(&answer, Ok(a) if a.status == 502),
+        "not a 502: {answer:?}"
+    );
+    let said = "blue: generation 1's drain ended at app.drain_timeout (1s) with 1 request in flight: cut off by its stop";
+    assert!(root.log().contains(said), "{}", root.log());
+}
+
 #[test]
 fn pushes_during_a_start_wait_their_turn_and_the_newest_supersedes_one_waiting() {
     // v2 does not listen while the gate is there; v3 and v4 come while it starts.
