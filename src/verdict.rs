@@ -232,8 +232,9 @@ pub fn reload(
 /// slow app's start (up to `app.ready_timeout`) would otherwise be a silent push.
 const STILL_WAITING: Duration = Duration::from_secs(2);
 
-/// `POST /slots/<slot>/reload?release=<release>`: a generation of `release` that the file
-/// watch started already is the answer.
+/// `POST /slots/<slot>/reload?release=<release>&by=<by>`: a generation of `release` that
+/// the file watch started already is the answer; `by` names the start's cause in
+/// `/events`.
 fn ask(
     client: &Client,
     slot: Slot,
