@@ -35,13 +35,7 @@ impl Supervisor {
         if self.shutdown.is_some() {
             // Stopping: whatever got started goes, ready or not (pending reloads were
             // answered by `stop_all`).
-            let generation = match result {
-                Ok(generation) => Some(generation),
-                Err((generation, _)) => generation,
-            };
-            if let Some(generation) = generation {
-                generation.stop(config.app.stop_timeout).await;
-            }
+            stop_started(result, &config).await;
             self.start_over();
             tell(start.waiters, &Verdict::stopping(slot, &release));
             return;
@@ -49,13 +43,7 @@ impl Supervisor {
         match (start.superseded.take(), result) {
             (Some(by), result) => {
                 // Ready or not, it goes: the slot went back to its live release.
-                let generation = match result {
-                    Ok(generation) => Some(generation),
-                    Err((generation, _)) => generation,
-                };
-                if let Some(generation) = generation {
-                    generation.stop(config.app.stop_timeout).await;
-                }
+                stop_started(result, &config).await;
                 self.start_over();
                 let message = format!(
                     "release {release} did not go live: {slot} went back to {by}, its live release, meanwhile"
@@ -269,5 +257,19 @@ impl Supervisor {
         if let Some((release, waiters, cause)) = self.pending.take() {
             self.begin(release, waiters, cause).await;
         }
+    }
+}
+
+/// Stops the generation a start ran, ready or not (none when it never ran).
+async fn stop_started(
+    result: Result<Arc<Generation>, (Option<Arc<Generation>>, String)>,
+    config: &crate::config::Config,
+) {
+    let generation = match result {
+        Ok(generation) => Some(generation),
+        Err((generation, _)) => generation,
+    };
+    if let Some(generation) = generation {
+        generation.stop(config.app.stop_timeout).await;
     }
 }
