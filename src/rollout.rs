@@ -32,11 +32,9 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
         let releases = release::list(layout, slot)?;
         let any_live = releases.iter().any(|r| r.went_live);
         let marked = release::marked(&releases);
-        // The release whose last start the daemon refused while it was current: one that
+        // The daemon's record of the start it refused last: a current release that
         // served once (a `restart` or `rollback --to` that failed) is not live either.
-        let refused = State::load(&layout.state_file())
-            .ok()
-            .and_then(|state| state.failed.get(&slot).map(|f| f.release.clone()));
+        let state = State::load(&layout.state_file()).ok();
         if releases.is_empty() {
             writeln!(out, "{slot}: no releases")?;
         }
@@ -55,7 +53,8 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
             // rollback went back from, and (once the daemon serves the slot) one that
             // did not go live.
             let is_current = mark == "*";
-            let never = if is_current && refused.as_ref() == Some(&r.id) {
+            let refused = |state: &State| failed_last_start(state, slot, &r.id);
+            let never = if is_current && state.as_ref().is_some_and(refused) {
                 "  (not live)"
             } else if !marked || r.before_marks {
                 ""

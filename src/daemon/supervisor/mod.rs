@@ -118,7 +118,9 @@ struct Start {
     release: String,
     since: Instant,
     waiters: Vec<oneshot::Sender<Verdict>>,
-    restart: bool,
+    /// What asked for it: a restart by the daemon ([`Cause::Backoff`]) that fails is
+    /// retried with backoff, not replaced by the last live release.
+    cause: Cause,
     /// Ends the wait for readiness when the daemon stops, or `current` went back.
     cancel: Option<oneshot::Sender<()>>,
     /// The live release `current` went back to meanwhile: this one does not go live,

@@ -80,7 +80,7 @@ impl Supervisor {
             release: release.clone(),
             since: asked,
             waiters,
-            restart: cause == Cause::Backoff,
+            cause,
             cancel: Some(cancel),
             superseded: None,
         });

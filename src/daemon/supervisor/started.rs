@@ -170,7 +170,11 @@ impl Supervisor {
                 // `current` its turn (whatever failed it then may be over), unless a
                 // reload already waits.
                 let current_next = passed_over
-                    .filter(|_| self.live.is_none() && !start.restart && self.pending.is_none())
+                    .filter(|_| {
+                        self.live.is_none()
+                            && start.cause != Cause::Backoff
+                            && self.pending.is_none()
+                    })
                     .filter(|skipped| {
                         *skipped != release
                             && release::current(&self.daemon.layout, slot).as_ref() == Some(skipped)
@@ -185,7 +189,7 @@ impl Supervisor {
                 let fallback = match (&self.live, &self.last_good) {
                     (Some(_), _) => None,
                     _ if current_next.is_some() || pending_next.is_some() => None,
-                    (None, _) if start.restart => None,
+                    (None, _) if start.cause == Cause::Backoff => None,
                     (None, Some(good)) if *good != release => Some(good.clone()),
                     (None, Some(_)) => Some(release.clone()),
                     (None, None) if first_start => Some(release.clone()),
@@ -232,7 +236,7 @@ impl Supervisor {
                 }
                 // Due before the answer: a daemon's startup that hears of the failure
                 // sees a restart coming (see `serve`).
-                if start.restart {
+                if start.cause == Cause::Backoff {
                     self.schedule_restart(release.clone());
                 } else if let Some(good) = fallback {
                     // The last live release (not the one that just failed) comes back at
