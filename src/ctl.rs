@@ -150,7 +150,7 @@ pub fn status(
         } else {
             writeln!(
                 out,
-                "{mark} {slot:<5} {:<21} {}  release {}  commit {}  generation {}  pid {}  port {}  up {}  in-flight {}  restarts {}",
+                "{mark} {slot:<5} {:<21} {}  release {}  commit {}  generation {}  pid {}  port {}  up {}  in-flight {}{}  restarts {}",
                 text(&s["listen"]),
                 text(&s["health"]),
                 text(&live["release"]),
@@ -160,6 +160,7 @@ pub fn status(
                 live["port"],
                 humantime::format_duration(Duration::from_secs(live["uptime_s"].as_u64().unwrap_or(0))),
                 live["in_flight"],
+                tunnels(live),
                 s["restarts"],
             )?;
         }
@@ -176,11 +177,12 @@ pub fn status(
         for old in s["draining"].as_array().into_iter().flatten() {
             writeln!(
                 out,
-                "        draining: generation {}  release {}  pid {}  in-flight {}",
+                "        draining: generation {}  release {}  pid {}  in-flight {}{}",
                 old["generation"],
                 text(&old["release"]),
                 old["pid"],
                 old["in_flight"],
+                tunnels(old),
             )?;
         }
         if let Some(error) = last_error {
@@ -392,5 +394,14 @@ fn text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
+    }
+}
+
+/// `  tunnels N` for a generation with tunnels open, nothing for one without (or from a
+/// daemon that does not count them).
+fn tunnels(generation: &Value) -> String {
+    match generation["tunnels"].as_u64() {
+        Some(n) if n > 0 => format!("  tunnels {n}"),
+        _ => String::new(),
     }
 }

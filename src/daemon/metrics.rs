@@ -110,6 +110,8 @@ impl std::fmt::Display for MirrorOutcome {
 #[derive(Default)]
 pub struct Gauges {
     pub in_flight: [u64; 2],
+    /// Tunnels open (WebSocket and other upgrades), draining generations' included.
+    pub tunnels: [u64; 2],
     /// Each slot's live generation, 0 for none.
     pub live_generation: [u64; 2],
     /// A live generation whose last check passed.
@@ -305,6 +307,12 @@ impl Metrics {
                 let _ = writeln!(w, "{name}{{slot=\"{slot}\"}} {}", value(slot));
             }
         };
+        per_slot(
+            w,
+            "bluegreen_tunnels",
+            "Tunnels open (WebSocket and other upgrades), by slot (its draining generations' too); a drain does not wait for them.",
+            &|slot| gauges.tunnels[slot.index()],
+        );
         per_slot(
             w,
             "bluegreen_active",

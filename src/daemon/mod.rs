@@ -220,16 +220,13 @@ impl Daemon {
     }
 
     pub fn metrics_text(&self) -> String {
-        let (mut healthy, mut in_flight) = ([false; 2], [0; 2]);
+        let (mut healthy, mut in_flight, mut tunnels) = ([false; 2], [0; 2], [0; 2]);
         let live = Slot::ALL.map(|slot| {
             let (live, status) = self.slots[slot.index()].live_and_status();
             healthy[slot.index()] = live.is_some() && matches!(status.health, Some(Ok(())));
-            in_flight[slot.index()] = live.as_ref().map_or(0, |g| g.in_flight.get())
-                + status
-                    .draining
-                    .iter()
-                    .map(|g| g.in_flight.get())
-                    .sum::<u64>();
+            let every = || live.iter().chain(&status.draining);
+            in_flight[slot.index()] = every().map(|g| g.in_flight.get()).sum();
+            tunnels[slot.index()] = every().map(|g| g.tunnels.get()).sum();
             live
         });
         let last_switch = self.last_switch().and_then(|last| {
@@ -238,6 +235,7 @@ impl Daemon {
         });
         self.metrics.render(&metrics::Gauges {
             in_flight,
+            tunnels,
             live_generation: live.each_ref().map(|g| g.as_ref().map_or(0, |g| g.id)),
             healthy,
             active: self.active(),

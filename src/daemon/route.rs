@@ -80,6 +80,35 @@ impl Drop for InFlight {
     }
 }
 
+impl InFlight {
+    /// The handshake of an upgrade is done: the request leaves the count a drain waits
+    /// for, and its tunnel is counted in [`Tunnels`] until dropped.
+    pub fn into_tunnel(self) -> Tunnel {
+        let generation = self.0.generation.clone();
+        generation.tunnels.0.fetch_add(1, SeqCst);
+        Tunnel(generation)
+    }
+}
+
+/// Tunnels open to one generation: a few at most per request, so one shared counter.
+#[derive(Default)]
+pub struct Tunnels(AtomicU64);
+
+impl Tunnels {
+    pub fn get(&self) -> u64 {
+        self.0.load(SeqCst)
+    }
+}
+
+/// An open tunnel, counted in its generation's `tunnels` until dropped.
+pub struct Tunnel(Arc<Generation>);
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.0.tunnels.0.fetch_sub(1, SeqCst);
+    }
+}
+
 /// A proxy thread's copy of a route.
 #[derive(Default)]
 pub struct Cached {

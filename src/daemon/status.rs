@@ -20,6 +20,7 @@ pub fn json(daemon: &Daemon) -> Value {
                 "port": g.port,
                 "pid": g.pid,
                 "in_flight": g.in_flight.get(),
+                "tunnels": g.tunnels.get(),
                 "uptime_s": g.started.elapsed().as_secs(),
                 "started": humantime::format_rfc3339_seconds(g.started_at).to_string(),
                 // What a reload changed since it started, which it does not run with.
@@ -35,6 +36,7 @@ pub fn json(daemon: &Daemon) -> Value {
                     "release": g.release,
                     "pid": g.pid,
                     "in_flight": g.in_flight.get(),
+                    "tunnels": g.tunnels.get(),
                 })
             })
             .collect();

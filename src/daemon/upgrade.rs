@@ -7,10 +7,11 @@
 //! have switched, a tunnel copies bytes both ways. Any other answer is proxied as usual
 //! and the client's connection stays HTTP.
 //!
-//! The handshake counts in flight like any request; the tunnel after it does not, so a
-//! drain never waits for a tunnel (a WebSocket has no end of its own: waiting would hold
-//! every deploy for the whole `drain_timeout`, and with `app.overlap = false` leave the
-//! slot answering 503 meanwhile). When a generation is stopped its worker's sockets
+//! The handshake counts in flight like any request; the tunnel after it does not (it
+//! counts among the generation's open `tunnels`, which `/status` and `/metrics` show), so
+//! a drain never waits for a tunnel (a WebSocket has no end of its own: waiting would
+//! hold every deploy for the whole `drain_timeout`, and with `app.overlap = false` leave
+//! the slot answering 503 meanwhile). When a generation is stopped its worker's sockets
 //! close, and the tunnels to it end: clients reconnect and reach the new release. When
 //! one side closes, the other is told at once and has `HALF_CLOSED_GRACE` to finish. The
 //! upstream connection belongs to the tunnel and never goes back to the pool.
@@ -123,12 +124,16 @@ pub async fn tunnel(
     }
     tokio::spawn(async move {
         let upgraded = tokio::try_join!(client, upstream);
-        // The handshake is done: from here on the tunnel does not hold a drain.
-        drop(in_flight);
         // The upstream connection is the tunnel's now: it is not pooled again.
         drop(connection);
         match upgraded {
-            Ok((client, upstream)) => join(TokioIo::new(client), TokioIo::new(upstream)).await,
+            Ok((client, upstream)) => {
+                // The handshake is done: from here on the tunnel does not hold a drain,
+                // and is counted as open instead (`/status`, `/metrics`).
+                let open = in_flight.into_tunnel();
+                join(TokioIo::new(client), TokioIo::new(upstream)).await;
+                drop(open);
+            }
             Err(e) => tracing::debug!("an upgrade did not complete: {e}"),
         }
         drop(counted);

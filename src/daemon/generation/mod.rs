@@ -53,6 +53,8 @@ pub struct Generation {
     pub started_at: SystemTime,
     /// Requests routed here and not yet answered in full; drain waits for zero.
     pub in_flight: super::route::Count,
+    /// Tunnels open to it (WebSocket and other upgrades), which a drain does not wait for.
+    pub tunnels: super::route::Tunnels,
     /// Set before we stop it, so its exit is not taken for a crash.
     pub stopping: AtomicBool,
     /// `Some(status)` once the leader has exited.
@@ -214,6 +216,7 @@ impl Generation {
             started: Instant::now(),
             started_at: SystemTime::now(),
             in_flight: super::route::Count::new(),
+            tunnels: super::route::Tunnels::default(),
             stopping: AtomicBool::new(false),
             exited,
             tail,

@@ -18,11 +18,16 @@ fn an_upgraded_connection_is_tunnelled_and_closed_when_its_generation_stops() {
     assert!(greeting.starts_with("echo from blue "), "{greeting}");
     assert_eq!(echo(&mut slot, "ping\n"), "ping\n");
     assert_eq!(echo(&mut front, "pong\n"), "pong\n");
-    assert_eq!(
-        root.status()["slots"]["blue"]["live"]["in_flight"],
-        0,
-        "a tunnel is not a request in flight"
+    let live = &root.status()["slots"]["blue"]["live"];
+    assert_eq!(live["in_flight"], 0, "a tunnel is not a request in flight");
+    assert_eq!(live["tunnels"], 2, "the two tunnels are counted as open");
+    let metrics = root.control("GET", "/metrics").body;
+    assert!(
+        metrics.contains("bluegreen_tunnels{slot=\"blue\"} 2\n"),
+        "{metrics}"
     );
+    let printed = root.run_ok(&["status"]);
+    assert!(printed.contains("in-flight 0  tunnels 2  "), "{printed}");
 
     // An upgrade the worker declines stays plain HTTP.
     let declined = raw(
@@ -57,6 +62,13 @@ fn an_upgraded_connection_is_tunnelled_and_closed_when_its_generation_stops() {
         "a new tunnel reaches v2: {greeting}"
     );
     assert_eq!(echo(&mut open, "ping\n"), "ping\n");
+    let (closed, _) = echo_tunnel(root.blue);
+    assert_eq!(root.status()["slots"]["blue"]["live"]["tunnels"], 2);
+    // A tunnel its client closes is counted out (its worker is told, and closes too).
+    drop(closed);
+    wait_for(Duration::from_secs(10), "one tunnel left open", || {
+        (root.status()["slots"]["blue"]["live"]["tunnels"] == 1).then_some(())
+    });
 
     // A tunnel still open does not keep the daemon from stopping.
     root.stop_cleanly(Duration::from_secs(10));
