@@ -141,6 +141,7 @@ pub struct Supervisor {
     /// The release whose start ended as `current` went back to the live release, and
     /// that release: the deploy's own reload, asked after that (a hook slower than the
     /// file watch), is told the same, not that a later push or rollback superseded it.
+    /// Until that release starts again.
     went_back: Option<(String, String)>,
     /// The release whose last start failed, and why, while it is `current`: a file
     /// watch's reload does not start it again, and a deploy's is told the failure.

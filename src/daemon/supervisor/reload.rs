@@ -11,6 +11,25 @@ use crate::release;
 use crate::verdict::Verdict;
 
 impl Supervisor {
+    /// Answers `reply` with the live generation's verdict: its release is live.
+    fn answer_live(&self, reply: Option<oneshot::Sender<Verdict>>) {
+        let (Some(live), Some(reply)) = (&self.live, reply) else {
+            return;
+        };
+        let _ = reply.send(Verdict {
+            slot: Some(self.slot),
+            release: live.release.clone(),
+            commit: live.commit.clone(),
+            live: true,
+            generation: live.id,
+            took_ms: self
+                .live_since
+                .saturating_duration_since(live.started)
+                .as_millis() as u64,
+            ..Verdict::default()
+        });
+    }
+
     pub(super) async fn reload(&mut self, reply: Option<oneshot::Sender<Verdict>>, mode: Reload) {
         let slot = self.slot;
         if self.is_stopping() {
@@ -156,37 +175,45 @@ impl Supervisor {
             if !release::exists(&self.daemon.layout, slot, id) && !pruned {
                 return refuse(reply, slot, format!("{slot} has no release {id}"));
             }
-            if let Some((_, by)) = self.went_back.as_ref().filter(|(gone, _)| gone == id) {
-                return refuse(
-                    reply,
-                    slot,
-                    format!("release {id} did not go live: {slot} went back to {by}, its live release, meanwhile"),
-                );
-            }
             if *id != release {
+                // `current` moved on (a later push, a rollback, a hand flip) before this
+                // deploy's hook asked, and the file watch had begun its release already:
+                // the pusher is told what becomes of it, as if it had asked in time.
+                if let Some(start) = self.starting.as_mut().filter(|s| s.release == *id) {
+                    start.waiters.extend(reply);
+                    return;
+                }
+                if self.live.as_ref().is_some_and(|live| live.release == *id) {
+                    return self.answer_live(reply);
+                }
+                // Its start ended as `current` went back to the live release; or `current`
+                // went back (to an older release: ids sort by age) before it began, and it
+                // never went live (one that served was superseded by the rollback).
+                let by = match &self.went_back {
+                    Some((gone, by)) if gone == id => Some(by.clone()),
+                    _ => Some(release.clone()).filter(|back| {
+                        release::is_name(id)
+                            && back < id
+                            && !release::went_live(&self.daemon.layout, slot, id)
+                            && self.live.as_ref().is_some_and(|live| live.release == *back)
+                    }),
+                };
                 return refuse(
                     reply,
                     slot,
-                    format!("{id} was superseded by {release} (a later push or rollback), whose own verdict tells"),
+                    match by {
+                        Some(by) => format!("release {id} did not go live: {slot} went back to {by}, its live release, meanwhile"),
+                        None => format!("{id} was superseded by {release} (a later push or rollback), whose own verdict tells"),
+                    },
                 );
             }
-            if let Some(live) = self.live.clone().filter(|live| live.release == release) {
+            if self
+                .live
+                .as_ref()
+                .is_some_and(|live| live.release == release)
+            {
                 self.back_to_live(&release);
-                if let Some(reply) = reply {
-                    let _ = reply.send(Verdict {
-                        slot: Some(slot),
-                        release,
-                        commit: live.commit.clone(),
-                        live: true,
-                        generation: live.id,
-                        took_ms: self
-                            .live_since
-                            .saturating_duration_since(live.started)
-                            .as_millis() as u64,
-                        ..Verdict::default()
-                    });
-                }
-                return;
+                return self.answer_live(reply);
             }
             // The file watch saw the flip first, and its start of this release failed
             // while the deploy was still pruning: that is the deploy's verdict, not a

@@ -24,6 +24,8 @@ impl Supervisor {
         // A deploy or restart now replaces any scheduled restart.
         self.restart_token += 1;
         self.restart_release = None;
+        // Started again (a rollback to it): its earlier start's end is no verdict now.
+        self.went_back.take_if(|(gone, _)| *gone == release);
         let config = self.daemon.config();
         {
             let mut status = self.handle().status();

@@ -491,3 +491,104 @@ fn a_hand_flip_back_to_the_live_release_while_a_push_starts_keeps_it() {
         late.body
     );
 }
+
+/// A deploy's own ask that comes after `current` moved on (a hook slower than the file
+/// watch, on a loaded host), while the file watch's start of its release is under way,
+/// is told what became of that start, as one that asked in time: it did not go live
+/// when `current` went back to the live release, and it went live when a later release
+/// only followed it.
+#[test]
+fn a_deploys_ask_after_current_moved_on_is_told_what_became_of_its_start() {
+    // A release whose GATE file names a gate that exists does not listen until it goes.
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!(
+        r#"sh -c 'while [ -e GATE ] && [ -e "$(cat GATE)" ]; do sleep 0.05; done; exec "$0" sample-app' {BIN}"#
+    );
+    let root = blue_live_with(&[
+        ("app.command", command.into()),
+        ("app.ready_timeout", "60s".into()),
+    ]);
+    let v1 = root.current("blue").unwrap();
+    let releases = root.path.join("blue/releases");
+    // A release as the hook makes one (ids sort by age), held by its own gate.
+    let made = |id: &str| {
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(releases.join(&v1))
+            .arg(releases.join(id))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        for mark in [".bluegreen-went-live", ".bluegreen-was-current"] {
+            let _ = std::fs::remove_file(releases.join(id).join(mark));
+        }
+        let version = id.rsplit('-').next().unwrap();
+        std::fs::write(releases.join(id).join("VERSION"), format!("{version}\n")).unwrap();
+        let gate = dir.path().join(version);
+        std::fs::write(&gate, "").unwrap();
+        std::fs::write(releases.join(id).join("GATE"), gate.to_str().unwrap()).unwrap();
+        gate
+    };
+    let starting = |id: &str| {
+        wait_for(Duration::from_secs(20), "the file watch's start", || {
+            (root.status()["slots"]["blue"]["starting"]["release"] == id).then_some(())
+        });
+    };
+    let ask = |id: &str| root.control("POST", &format!("/slots/blue/reload?release={id}&by=push"));
+
+    // Back: v2 starts, `current` goes back to v1, and v2's deploy asks (before the file
+    // watch has seen the flip back, or after).
+    let v2 = "29991231T000000.000Z-v2";
+    made(v2);
+    root.point_current("blue", &format!("releases/{v2}"));
+    starting(v2);
+    root.point_current("blue", &format!("releases/{v1}"));
+    let late = ask(v2);
+    assert_eq!(late.status, 409, "{}", late.body);
+    let back = format!(
+        "release {v2} did not go live: blue went back to {v1}, its live release, meanwhile"
+    );
+    assert!(late.body.contains(&back), "{}", late.body);
+    assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
+
+    // Back before it started: `current` names v5 and goes back to v1 before the file
+    // watch has started v5 (its debounce takes both flips as one), and v5's deploy asks.
+    let v5 = "29991231T000000.003Z-v5";
+    made(v5);
+    root.point_current("blue", &format!("releases/{v5}"));
+    root.point_current("blue", &format!("releases/{v1}"));
+    let late = ask(v5);
+    assert_eq!(late.status, 409, "{}", late.body);
+    let back = format!(
+        "release {v5} did not go live: blue went back to {v1}, its live release, meanwhile"
+    );
+    assert!(late.body.contains(&back), "{}", late.body);
+
+    // On: v3 starts, `current` moves on to v4, and v3's deploy asks: v3 goes live once
+    // ready, and v4 after it.
+    let (v3, v4) = ("29991231T000000.001Z-v3", "29991231T000000.002Z-v4");
+    let (v3_gate, v4_gate) = (made(v3), made(v4));
+    root.point_current("blue", &format!("releases/{v3}"));
+    starting(v3);
+    root.point_current("blue", &format!("releases/{v4}"));
+    std::thread::scope(|s| {
+        let late = s.spawn(|| ask(v3));
+        std::fs::remove_file(&v3_gate).unwrap();
+        let late = late.join().unwrap();
+        assert_eq!(late.status, 200, "{}", late.body);
+        assert!(
+            late.body.contains(&format!("\"release\":\"{v3}\","))
+                && late.body.contains("\"live\":true"),
+            "{}",
+            late.body
+        );
+    });
+    std::fs::remove_file(&v4_gate).unwrap();
+    root.wait_body(root.blue, "v4 from blue");
+
+    // Going to v2 again (a rollback to it) is a new start, with a verdict of its own.
+    std::fs::remove_file(dir.path().join("v2")).unwrap();
+    let rolled = root.run_ok(&["rollback", "blue", "--to", v2]);
+    assert!(rolled.contains("live in "), "{rolled}");
+    assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
+}
