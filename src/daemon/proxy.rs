@@ -343,10 +343,18 @@ async fn answer(
         Err(failure) => {
             traffic.request(slot, 502);
             let generation = in_flight.generation();
-            let reason = format!(
-                "{slot} generation {} did not answer: {failure}",
-                generation.id
-            );
+            let reason = match generation.cut_after.get() {
+                // Stopped past its drain: what cut the request is the timeout.
+                Some(drain) => format!(
+                    "{slot} generation {} was stopped with this request in flight, at the end of its drain (app.drain_timeout {}): {failure}",
+                    generation.id,
+                    humantime::format_duration(*drain)
+                ),
+                None => format!(
+                    "{slot} generation {} did not answer: {failure}",
+                    generation.id
+                ),
+            };
             if let Some(held) = quiet.admit() {
                 tracing::warn!(slot = %slot, generation = generation.id, "{reason}{}", crate::logging::held(held));
             }

@@ -57,6 +57,9 @@ pub struct Generation {
     pub tunnels: super::route::Tunnels,
     /// Set before we stop it, so its exit is not taken for a crash.
     pub stopping: AtomicBool,
+    /// The drain it had, once that ended with requests still in flight: the stop that
+    /// follows cuts them off, and their 502 says why.
+    pub cut_after: std::sync::OnceLock<Duration>,
     /// `Some(status)` once the leader has exited.
     exited: watch::Receiver<Option<ExitStatus>>,
     /// The last lines it wrote, to say why it failed.
@@ -218,6 +221,7 @@ impl Generation {
             in_flight: super::route::Count::new(),
             tunnels: super::route::Tunnels::default(),
             stopping: AtomicBool::new(false),
+            cut_after: std::sync::OnceLock::new(),
             exited,
             tail,
             copiers: Mutex::new(copiers),

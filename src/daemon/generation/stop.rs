@@ -20,7 +20,11 @@ impl Generation {
         while self.in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.in_flight.get()
+        let left = self.in_flight.get();
+        if left > 0 {
+            let _ = self.cut_after.set(drain);
+        }
+        left
     }
 
     /// SIGTERM to the whole group, SIGKILL after `grace`; returns once the group is gone,
