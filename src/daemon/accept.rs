@@ -15,7 +15,8 @@
 //! lets its connections finish their current request, up to `app.drain_timeout` (as it is
 //! at the stop: a SIGHUP may have changed it): each answer from then on says
 //! `Connection: close`, and a connection that sends nothing for a second is closed.
-//! Upgraded connections (tunnels) are not waited for: they close with the thread.
+//! Upgraded connections (tunnels) are waited for as well, up to the same limit: they end
+//! as their generations stop (see `upgrade`), after what a worker says at its SIGTERM.
 //!
 //! Open connections are capped by the file limit (see [`connection_limit`]): each takes
 //! a file for itself, one for its upstream connection and room for one more upstream

@@ -41,8 +41,14 @@ pub struct Accepted {
 /// One open connection on its proxy thread's count, until the last holder lets go: the
 /// connection's task, and the tunnel an upgrade hands the connection to (hyper's
 /// connection ends at the upgrade, while the tunnel still holds both sockets). Each
-/// request holds it too, until its answer has been sent (see `tracked::Tracked`).
-pub struct Counted(Arc<AtomicUsize>);
+/// request holds it too, until its answer has been sent (see `tracked::Tracked`). It
+/// holds a clone of the thread's `done` sender too: at a stop the thread waits for every
+/// connection, a tunnel's included, so a worker's goodbye at its SIGTERM (a WebSocket
+/// close frame) still reaches its client.
+pub struct Counted {
+    open: Arc<AtomicUsize>,
+    _done: mpsc::Sender<()>,
+}
 
 impl Counted {
     /// No request, answer or tunnel under way: only the connection's task and its
@@ -63,7 +69,7 @@ const STOP_ROUND: Duration = Duration::from_millis(10);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -144,8 +150,8 @@ pub async fn serve_thread(
     // `tell` tells the connections to close if idle, or (`STOP`) to finish their current
     // request and close: one task hears it for the thread and tells each connection by
     // its own oneshot (which costs a connection's every wake-up less than a watch of its
-    // own would). Each connection holds a clone of `done_tx`, so `done_rx` ends once the
-    // last one has closed.
+    // own would). Each connection holds a clone of `done_tx` (in its `Counted`), so
+    // `done_rx` ends once the last one has closed, tunnels included.
     let closable = Arc::new(Mutex::new(Open::default()));
     let closer = tokio::spawn({
         let (closable, mut told, all_told) = (closable.clone(), tell.subscribe(), all_told);
@@ -192,7 +198,10 @@ pub async fn serve_thread(
                 continue;
             }
         };
-        let counted = Arc::new(Counted(open.clone()));
+        let counted = Arc::new(Counted {
+            open: open.clone(),
+            _done: done_tx.clone(),
+        });
         let (close_tx, close_rx) = oneshot::channel();
         // Added now: only rounds of closing from here on concern it.
         let key = lock(&closable).add(Closable {
@@ -233,13 +242,10 @@ pub async fn serve_thread(
             .header_read_timeout(HEADER_READ_TIMEOUT.min(client_timeout))
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let (registered, done) = (
-            Registered {
-                open: closable.clone(),
-                key,
-            },
-            done_tx.clone(),
-        );
+        let registered = Registered {
+            open: closable.clone(),
+            key,
+        };
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
@@ -253,7 +259,6 @@ pub async fn serve_thread(
             }
             drop(registered);
             drop(counted);
-            drop(done);
         });
     }
     sweeper.abort();

@@ -15,7 +15,8 @@
 //! any `GET` whose query starts with `as-received` (for targets with another path); a
 //! write to `/items/<name>?as-received` stores that text instead of its body.
 //! `GET /echo` with an `Upgrade` header switches protocols (as a WebSocket handshake
-//! does), greets with its slot, release and version, then echoes every byte back;
+//! does), greets with its slot, release and version, then echoes every byte back,
+//! and at SIGTERM says `bye from <slot>` and closes;
 //! `GET /echo?as=<protocol>` names that protocol in its `101` instead of the asked one
 //! (a worker switching to what the client did not offer). `POST /first-chunk` answers with the first piece of its body as soon as that arrives,
 //! without waiting for the rest (what shows that a proxy streams request bodies).
@@ -61,6 +62,8 @@ struct App {
     fail_after: Option<Duration>,
     slow: Duration,
     data: PathBuf,
+    /// Turns true at SIGTERM: each echo tunnel says goodbye and closes.
+    term: tokio::sync::watch::Sender<bool>,
 }
 
 pub fn run() -> anyhow::Result<bool> {
@@ -72,7 +75,8 @@ pub fn run() -> anyhow::Result<bool> {
         eprintln!("sample app: CRASH file present, exiting with status 3");
         std::process::exit(3);
     }
-    if Path::new("IGNORE_TERM").exists() {
+    let ignore_term = Path::new("IGNORE_TERM").exists();
+    if ignore_term {
         signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::default())?;
     }
     let read = |name: &str| fs::read_to_string(name).ok().map(|s| s.trim().to_string());
@@ -88,6 +92,7 @@ pub fn run() -> anyhow::Result<bool> {
         fail_after: number("FAIL_AFTER").map(Duration::from_secs),
         slow: Duration::from_millis(number("SLOW_MS").unwrap_or(0)),
         data: std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("data"), PathBuf::from),
+        term: tokio::sync::watch::Sender::new(false),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -97,6 +102,9 @@ pub fn run() -> anyhow::Result<bool> {
         show_title(&title).context("cannot show the TITLE")?;
     }
     runtime.block_on(async move {
+        if !ignore_term {
+            goodbye_at_sigterm(app.clone())?;
+        }
         // With the longest backlog the system allows, as an app should (node's is 511):
         // a new generation takes its slot's load at once.
         let listener = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
@@ -135,6 +143,22 @@ pub fn run() -> anyhow::Result<bool> {
             });
         }
     })
+}
+
+/// At SIGTERM, each open echo tunnel says `bye from <slot>` and closes (as a WebSocket
+/// server sends its close frame), and the app exits once they have, within a second:
+/// what a proxy must let reach the clients when it stops the app.
+fn goodbye_at_sigterm(app: Arc<App>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::spawn(async move {
+        terminate.recv().await;
+        app.term.send_replace(true);
+        // Each tunnel holds a receiver until it has closed.
+        let _ = tokio::time::timeout(Duration::from_secs(1), app.term.closed()).await;
+        std::process::exit(0);
+    });
+    Ok(())
 }
 
 /// Writes `title` over this process's arguments and environment, NULs after it, as
@@ -242,13 +266,21 @@ impl App {
             self.slot, self.release, self.version
         );
         let upgrade = hyper::upgrade::on(&mut request);
+        let (mut term, bye) = (self.term.subscribe(), format!("bye from {}\n", self.slot));
         tokio::spawn(async move {
             let Ok(upgraded) = upgrade.await else {
                 return;
             };
             let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
-            if write.write_all(greeting.as_bytes()).await.is_ok() {
-                let _ = tokio::io::copy(&mut read, &mut write).await;
+            if write.write_all(greeting.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::io::copy(&mut read, &mut write) => {}
+                _ = async { term.wait_for(|term| *term).await.is_ok() } => {
+                    let _ = write.write_all(bye.as_bytes()).await;
+                    let _ = write.shutdown().await;
+                }
             }
         });
         let mut response = Response::new(Full::default());

@@ -46,16 +46,9 @@ fn an_upgraded_connection_is_tunnelled_and_closed_when_its_generation_stops() {
         "the old process group to be gone",
         || group_gone(old_pid).then_some(()),
     );
-    assert_eq!(
-        echo(&mut slot, "still there?\n"),
-        "",
-        "the tunnel was closed"
-    );
-    assert_eq!(
-        echo(&mut front, "still there?\n"),
-        "",
-        "the tunnel was closed"
-    );
+    // The worker said goodbye at its SIGTERM, and the tunnel was closed.
+    assert_eq!(rest(&mut slot), "bye from blue\n");
+    assert_eq!(rest(&mut front), "bye from blue\n");
     let (mut open, greeting) = echo_tunnel(root.blue);
     assert!(
         greeting.ends_with(" v2\n"),
@@ -134,4 +127,27 @@ fn an_upgrade_to_http_itself_is_never_tunnelled() {
         metrics.contains(&format!("{} 1\n", counted("1xx"))),
         "{metrics}"
     );
+}
+
+/// At the daemon's stop, open tunnels last until their workers stop: what a worker says
+/// at its SIGTERM (a WebSocket close frame; the sample app's `bye`) reaches the client.
+/// The proxy threads ended with their last plain connection, and took the tunnels with
+/// them before the workers were told to stop.
+#[test]
+fn at_the_daemons_stop_a_workers_goodbye_reaches_its_tunnels() {
+    let mut root = blue_live();
+    let (mut slot, _) = echo_tunnel(root.blue);
+    let (mut front, _) = echo_tunnel(root.front);
+    assert_eq!(echo(&mut slot, "ping\n"), "ping\n");
+    root.stop_cleanly(Duration::from_secs(15));
+    assert_eq!(rest(&mut slot), "bye from blue\n");
+    assert_eq!(rest(&mut front), "bye from blue\n");
+    assert_eq!(root.processes(), Vec::<u32>::new(), "no worker survives");
+}
+
+/// What `tunnel` sends until it closes.
+fn rest(tunnel: &mut std::io::BufReader<std::net::TcpStream>) -> String {
+    let mut rest = String::new();
+    std::io::Read::read_to_string(tunnel, &mut rest).expect("the tunnel closed");
+    rest
 }
