@@ -378,9 +378,10 @@ impl Supervisor {
                     Some(slot),
                     true,
                     format!(
-                        "{slot}: generation {}'s drain ended at app.drain_timeout ({}) with {left} {requests} in flight: cut off by its stop",
+                        "{slot}: generation {}'s drain ended at app.drain_timeout ({}) with {left} {requests} in flight, left to its stop (SIGTERM now, SIGKILL after app.stop_timeout {})",
                         old.id,
-                        humantime::format_duration(drain)
+                        humantime::format_duration(drain),
+                        humantime::format_duration(stop)
                     ),
                 );
             }

@@ -271,7 +271,7 @@ fn drain_timeout_stops_the_old_generation_with_a_request_in_flight() {
         matches!(&answer, Ok(a) if a.status == 502 && a.body.contains(CUT)),
         "not a 502 naming the drain: {answer:?}"
     );
-    let said = "blue: generation 1's drain ended at app.drain_timeout (1s) with 1 request in flight: cut off by its stop";
+    let said = "blue: generation 1's drain ended at app.drain_timeout (1s) with 1 request in flight, left to its stop (SIGTERM now, SIGKILL after app.stop_timeout 2s)";
     root.wait_log(said);
     assert!(root.control("GET", "/events").body.contains(said));
 }
@@ -293,7 +293,7 @@ fn at_the_daemons_stop_a_request_past_the_drain_is_answered_502_and_counted() {
         matches!(&answer, Ok(a) if a.status == 502 && a.body.contains(CUT)),
         "not a 502 naming the drain: {answer:?}"
     );
-    let said = "blue: generation 1's drain ended at app.drain_timeout (1s) with 1 request in flight: cut off by its stop";
+    let said = "blue: generation 1's drain ended at app.drain_timeout (1s) with 1 request in flight, left to its stop (SIGTERM now, SIGKILL after app.stop_timeout 2s)";
     assert!(root.log().contains(said), "{}", root.log());
 }
 
