@@ -57,8 +57,8 @@ pub struct Generation {
     pub tunnels: super::route::Tunnels,
     /// Set before we stop it, so its exit is not taken for a crash.
     pub stopping: AtomicBool,
-    /// The drain it had, once that ended with requests still in flight: the stop that
-    /// follows cuts them off, and their 502 says why.
+    /// The drain it had, once that ended with requests still in flight: those its stop
+    /// cuts off get a 502 that says why.
     pub cut_after: std::sync::OnceLock<Duration>,
     /// `Some(status)` once the leader has exited.
     exited: watch::Receiver<Option<ExitStatus>>,

@@ -29,7 +29,8 @@ use crate::verdict::{By, Verdict};
 use backoff::Backoff;
 pub(in crate::daemon) use verdicts::no_release;
 use verdicts::{
-    answer, missing_current, nothing_starts, refuse, serving_instead, tell, verdict_failed, Refused,
+    answer, missing_current, nothing_starts, refuse, serving_instead, tell, verdict_failed,
+    went_back, Refused,
 };
 
 mod backoff;

@@ -5,7 +5,8 @@
 use tokio::sync::oneshot;
 
 use super::{
-    answer, missing_current, no_release, refuse, verdict_failed, Cause, Reload, Supervisor,
+    answer, missing_current, no_release, refuse, verdict_failed, went_back, Cause, Reload,
+    Supervisor,
 };
 use crate::release;
 use crate::verdict::Verdict;
@@ -202,7 +203,7 @@ impl Supervisor {
                     reply,
                     slot,
                     match by {
-                        Some(by) => format!("release {id} did not go live: {slot} went back to {by}, its live release, meanwhile"),
+                        Some(by) => went_back(slot, id, &by),
                         None => format!("{id} was superseded by {release} (a later push or rollback), whose own verdict tells"),
                     },
                 );

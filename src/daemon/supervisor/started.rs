@@ -45,9 +45,7 @@ impl Supervisor {
                 // Ready or not, it goes: the slot went back to its live release.
                 stop_started(result, &config).await;
                 self.start_over();
-                let message = format!(
-                    "release {release} did not go live: {slot} went back to {by}, its live release, meanwhile"
-                );
+                let message = super::went_back(slot, &release, &by);
                 self.daemon.events.record(
                     "superseded",
                     Some(slot),

@@ -44,6 +44,14 @@ pub(super) fn missing_current(slot: Slot, why: &str, serving: &str) -> String {
     format!("{why}: {}", serving_instead(slot, serving))
 }
 
+/// Why `release` did not go live: `current` went back to `by`, the live release, while it
+/// started or before it did.
+pub(super) fn went_back(slot: Slot, release: &str, by: &str) -> String {
+    format!(
+        "release {release} did not go live: {slot} went back to {by}, its live release, meanwhile"
+    )
+}
+
 /// Why a slot that never had a release answers 503, and how to give it one.
 pub(in crate::daemon) fn no_release(slot: Slot, branch: &str) -> String {
     format!(
