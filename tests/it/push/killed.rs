@@ -122,6 +122,31 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     std::os::unix::process::CommandExt::process_group(&mut operator, 0);
     let mut operator = Killed(operator.spawn().unwrap());
 
+    // The killed push's log was made as its build began and never written again: a push
+    // that followed within the file stamps' lag (20 ms) would take it for a failure since
+    // it began (`build::ensure`), which a person's next push never is.
+    let logs: Vec<_> = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    wait_for(
+        Duration::from_secs(5),
+        "the killed build's log to age",
+        || {
+            logs.iter()
+                .all(|log| {
+                    fs::metadata(log)
+                        .and_then(|meta| meta.modified())
+                        .is_ok_and(|at| {
+                            at.elapsed()
+                                .is_ok_and(|age| age > Duration::from_millis(100))
+                        })
+                })
+                .then_some(())
+        },
+    );
     // The next push of the same tree builds it and lands.
     fs::remove_file(&gate).unwrap();
     root.commit("again", &[]);
