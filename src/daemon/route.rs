@@ -72,21 +72,19 @@ impl InFlight {
     pub fn generation(&self) -> &Generation {
         &self.0.generation
     }
-}
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.generation.in_flight.sub(self.0.shard);
-    }
-}
-
-impl InFlight {
     /// The handshake of an upgrade is done: the request leaves the count a drain waits
     /// for, and its tunnel is counted in [`Tunnels`] until dropped.
     pub fn into_tunnel(self) -> Tunnel {
         let generation = self.0.generation.clone();
         generation.tunnels.0.fetch_add(1, SeqCst);
         Tunnel(generation)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.generation.in_flight.sub(self.0.shard);
     }
 }
 

@@ -381,18 +381,7 @@ fn a_deploy_whose_release_the_file_watch_saw_fail_is_told_without_a_second_start
     let good = root.current("blue").unwrap();
     // A release as the hook makes one, flipped to as it does, before it asks the daemon.
     let bad = "29991231T000000.000Z-crashes";
-    let releases = root.path.join("blue/releases");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(releases.join(&good))
-        .arg(releases.join(bad))
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    for mark in [".bluegreen-went-live", ".bluegreen-was-current"] {
-        let _ = std::fs::remove_file(releases.join(bad).join(mark));
-    }
-    std::fs::write(releases.join(bad).join("CRASH"), "").unwrap();
+    std::fs::write(unmarked_copy(&root, &good, bad).join("CRASH"), "").unwrap();
     let starts = || {
         let events = root.control("GET", "/events").body;
         events.matches(&format!("for release {bad}")).count()
@@ -513,24 +502,14 @@ fn a_deploys_ask_after_current_moved_on_is_told_what_became_of_its_start() {
         ("app.ready_timeout", "60s".into()),
     ]);
     let v1 = root.current("blue").unwrap();
-    let releases = root.path.join("blue/releases");
     // A release as the hook makes one (ids sort by age), held by its own gate.
     let made = |id: &str| {
-        let copied = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(releases.join(&v1))
-            .arg(releases.join(id))
-            .status()
-            .unwrap();
-        assert!(copied.success());
-        for mark in [".bluegreen-went-live", ".bluegreen-was-current"] {
-            let _ = std::fs::remove_file(releases.join(id).join(mark));
-        }
+        let release = unmarked_copy(&root, &v1, id);
         let version = id.rsplit('-').next().unwrap();
-        std::fs::write(releases.join(id).join("VERSION"), format!("{version}\n")).unwrap();
+        std::fs::write(release.join("VERSION"), format!("{version}\n")).unwrap();
         let gate = dir.path().join(version);
         std::fs::write(&gate, "").unwrap();
-        std::fs::write(releases.join(id).join("GATE"), gate.to_str().unwrap()).unwrap();
+        std::fs::write(release.join("GATE"), gate.to_str().unwrap()).unwrap();
         gate
     };
     let starting = |id: &str| {
@@ -595,4 +574,21 @@ fn a_deploys_ask_after_current_moved_on_is_told_what_became_of_its_start() {
     let rolled = root.run_ok(&["rollback", "blue", "--to", v2]);
     assert!(rolled.contains("live in "), "{rolled}");
     assert!(root.get(root.blue, "/").body.starts_with("v2 from blue"));
+}
+
+/// A copy of blue's release `from` as release `to`, as a deploy makes one before its flip:
+/// without the marks of having been current or live. Returns its folder.
+fn unmarked_copy(root: &Root, from: &str, to: &str) -> std::path::PathBuf {
+    let releases = root.path.join("blue/releases");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(releases.join(from))
+        .arg(releases.join(to))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    for mark in [".bluegreen-went-live", ".bluegreen-was-current"] {
+        let _ = std::fs::remove_file(releases.join(to).join(mark));
+    }
+    releases.join(to)
 }
