@@ -32,12 +32,18 @@ pub fn write(log: &Path, why: &str) {
 
 /// Why the build of `log` failed, if its log says (the log of a build whose hook was
 /// killed does not).
+///
+/// Only a plain file is read, and only its end: a log put in place by hand may be a
+/// link to `/dev/full` or `/dev/zero`, which never end, or a FIFO, which would block.
 pub fn read(log: &Path) -> Option<String> {
+    if !fs::metadata(log).ok()?.is_file() {
+        return None;
+    }
     let mut file = fs::File::open(log).ok()?;
     let len = file.metadata().ok()?.len();
     file.seek(SeekFrom::Start(len.saturating_sub(READ))).ok()?;
     let mut end = Vec::new();
-    file.read_to_end(&mut end).ok()?;
+    file.take(READ).read_to_end(&mut end).ok()?;
     let end = String::from_utf8_lossy(&end);
     let last = end.trim_end_matches('\n').rsplit('\n').next()?;
     last.strip_prefix(MARK)?
@@ -65,5 +71,18 @@ mod tests {
         let none = dir.path().join("none.log");
         write(&none, "cannot check out: bad tree");
         assert_eq!(read(&none).as_deref(), Some("cannot check out: bad tree"));
+    }
+
+    /// A log that is no plain file is not read: `/dev/zero` read to its end took the
+    /// memory until the OOM killer came; a FIFO would block the push.
+    #[test]
+    fn a_log_that_is_a_device_or_a_fifo_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let zero = dir.path().join("zero.log");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert_eq!(read(&zero), None);
+        let fifo = dir.path().join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(read(&fifo), None);
     }
 }

@@ -148,17 +148,21 @@ pub fn ensure(
     // away would run the same build twice for one push of one commit to both slots.
     // Its hook killed outright, its build may still run: it goes, as we hold the key.
     // So with one that failed so fast that it was over before this push asked for the
-    // lock, but after this push began: its log was written since (a failed build's log
-    // ends with why it failed, [`ended`], written then, whatever the build printed).
+    // lock, but after this push began: its log was written since, and ends with why it
+    // failed ([`ended`], written then, whatever the build printed). A log without that
+    // line is a build whose hook was killed outright: the push after it (a person's
+    // retry, or one that came meanwhile and did not wait) builds what it never finished.
     let log = layout.build_log(key);
-    let failed_since = fs::metadata(&log)
-        .and_then(|meta| meta.modified())
-        .is_ok_and(|written| written + STAMP_LAG >= pusher.began);
+    let ended = ended::read(&log);
+    let failed_since = ended.is_some()
+        && fs::metadata(&log)
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|written| written + STAMP_LAG >= pusher.began);
     if waited || failed_since {
         let _ = clear_leftovers(layout, Some(key));
         // Its push's words, which name the log when there is one; a push killed outright
         // wrote none.
-        let how = ended::read(&log).unwrap_or_else(|| match log.is_file() {
+        let how = ended.unwrap_or_else(|| match log.is_file() {
             true => format!("it was stopped (log {})", log.display()),
             false => "it was stopped".to_string(),
         });
