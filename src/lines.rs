@@ -50,12 +50,40 @@ impl Lines {
     }
 }
 
+/// Whether `line` names an error: the word `error`, `exception`, `fatal` or `panic` in
+/// any case (`error[E0425]: ...`, `ERROR: Could not find a version`, `npm error code
+/// E404`, `make: *** [all] Error 1`, `thread 'main' panicked`), npm's old `ERR!`, or a
+/// class name ending in `Error` or `Exception` (`ModuleNotFoundError: ...`,
+/// `java.lang.IllegalStateException`); not a package named with one (`Compiling
+/// thiserror v1.0.69`, `error-chain`).
+pub fn names_an_error(line: &str) -> bool {
+    line.split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+        .any(|word| {
+            ["error", "exception", "fatal", "panic", "panicked"]
+                .iter()
+                .any(|name| word.eq_ignore_ascii_case(name))
+                || word == "ERR"
+                || ["Error", "Exception"].iter().any(|end| {
+                    word.len() > end.len()
+                        && word.ends_with(end)
+                        && word[..word.len() - end.len()].ends_with(|c: char| c.is_lowercase())
+                })
+        })
+}
+
 /// The last lines of some output that are not blank, each fit for a one-line reason
 /// ([`crate::logging::quotable`]: bytes that are not UTF-8 as U+FFFD, control characters
-/// as spaces, cut short).
+/// as spaces, cut short), and the first line that [names an error](names_an_error): a
+/// build's or a migration's first error is its cause (a compiler's later ones often
+/// follow from it, and its last lines sum up: `error: could not compile ...`, npm's
+/// "A complete log of this run can be found in ...").
 pub struct Tail {
     keep: usize,
     lines: VecDeque<String>,
+    /// Lines taken so far.
+    taken: u64,
+    /// The first line that names an error, and its number among those taken.
+    first_error: Option<(u64, String)>,
 }
 
 impl Tail {
@@ -64,6 +92,8 @@ impl Tail {
         Tail {
             keep,
             lines: VecDeque::with_capacity(keep),
+            taken: 0,
+            first_error: None,
         }
     }
 
@@ -74,16 +104,27 @@ impl Tail {
         if line.trim().is_empty() || self.keep == 0 {
             return;
         }
+        if self.first_error.is_none() && names_an_error(&line) {
+            self.first_error = Some((self.taken, line.clone()));
+        }
+        self.taken += 1;
         if self.lines.len() == self.keep {
             self.lines.pop_front();
         }
         self.lines.push_back(line);
     }
 
-    /// The lines kept, joined by ` | ` (empty if none).
+    /// The lines kept, joined by ` | ` (empty if none), after the first that names an
+    /// error and ` | ... | ` when that one is not among them.
     pub fn joined(&self) -> String {
         let lines: Vec<&str> = self.lines.iter().map(String::as_str).collect();
-        lines.join(" | ")
+        let kept_from = self.taken - self.lines.len() as u64;
+        match &self.first_error {
+            Some((at, error)) if *at < kept_from => {
+                format!("{error} | ... | {}", lines.join(" | "))
+            }
+            _ => lines.join(" | "),
+        }
     }
 }
 
@@ -120,6 +161,55 @@ mod tests {
             "first | 50%  [31mcannot reach the database [0m | caf\u{fffd} au lait"
         );
         assert_eq!(Tail::new(3).joined(), "");
+    }
+
+    #[test]
+    fn the_first_error_is_quoted_before_the_last_lines() {
+        let quote = |output: &[&str]| {
+            let mut tail = Tail::new(3);
+            for line in output {
+                tail.push(line.as_bytes());
+            }
+            tail.joined()
+        };
+        let cargo = [
+            "   Compiling thiserror v1.0.69",
+            "   Compiling app v0.1.0 (/srv/app)",
+            "error[E0425]: cannot find value `x` in this scope",
+            " --> src/main.rs:2:5",
+            "error[E0308]: mismatched types",
+            "For more information about an error, try `rustc --explain E0308`.",
+            "error: could not compile `app` (bin \"app\") due to 2 previous errors",
+        ];
+        assert_eq!(
+            quote(&cargo),
+            "error[E0425]: cannot find value `x` in this scope | ... | error[E0308]: mismatched types | For more information about an error, try `rustc --explain E0308`. | error: could not compile `app` (bin \"app\") due to 2 previous errors"
+        );
+        // The first error among the last lines: those as they are.
+        assert_eq!(quote(&cargo[..4]), cargo[1..4].join(" | "));
+        // No error named: the last lines.
+        assert_eq!(quote(&cargo[..2]), cargo[..2].join(" | "));
+        for line in [
+            "npm error code E404",
+            "npm ERR! code EUSAGE",
+            "ERROR: Could not find a version that satisfies the requirement nope",
+            "make: *** [Makefile:2: all] Error 1",
+            "ModuleNotFoundError: No module named 'flask'",
+            "Exception in thread \"main\" java.lang.IllegalStateException: no",
+            "thread 'main' panicked at src/main.rs:2:5:",
+            "fatal: not a git repository",
+        ] {
+            assert!(names_an_error(line), "{line}");
+        }
+        for line in [
+            "   Compiling thiserror v1.0.69",
+            "   Compiling error-chain v0.12.4",
+            "go: downloading github.com/pkg/errors v0.9.1",
+            "added 57 packages, found 0 vulnerabilities",
+            "cc -Werror -o app main.c",
+        ] {
+            assert!(!names_an_error(line), "{line}");
+        }
     }
 
     #[test]

@@ -67,10 +67,10 @@ impl Tail {
 fn pick(lines: &[&str]) -> String {
     let end = &lines[lines.len().saturating_sub(QUOTED)..];
     let before = &lines[..lines.len() - end.len()];
-    let error = before.iter().rev().find(|line| {
-        let lower = line.to_ascii_lowercase();
-        lower.contains("error") || lower.contains("exception") || lower.starts_with("panic")
-    });
+    let error = before
+        .iter()
+        .rev()
+        .find(|line| crate::lines::names_an_error(line));
     match error {
         Some(error) => format!("{error} | ... | {}", end.join(" | ")),
         None => end.join(" | "),

@@ -75,6 +75,22 @@ fn a_build_env_value_reaches_a_shells_script_as_a_variable_not_as_code() {
     );
 }
 
+/// A compiler's first error is the cause; its last lines sum up (`error: could not
+/// compile ...`), as npm's do ("A complete log of this run can be found in ...").
+#[test]
+fn a_failed_build_is_quoted_from_its_first_error_and_its_last_lines() {
+    let root = Root::new();
+    root.set(
+        "build.command",
+        "sh -c 'echo Compiling thiserror; echo \"error[E0425]: cannot find value x\"; for n in 1 2 3 4 5; do echo note $n; done; exit 101'",
+    );
+    root.commit("bad", &[("VERSION", "v1\n")]);
+    root.push("blue")
+        .says("exited with status 101; log ")
+        .says("; last lines: error[E0425]: cannot find value x | ... | note 3 | note 4 | note 5");
+    assert!(root.current("blue").is_none());
+}
+
 /// The log of the build that failed on `root` put on a full disk: every write to it
 /// fails with ENOSPC. Its path.
 fn log_on_a_full_disk(root: &Root) -> std::path::PathBuf {
