@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use nix::fcntl::Flock;
 
 use crate::config::Config;
 use crate::layout::Layout;
@@ -35,6 +36,67 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
         "{} exists and is not a folder",
         layout.root().display()
     );
+    // One init at a time per root: a second one run meanwhile (a provisioning tool run
+    // twice) failed on a lock file of git's, half way. It waits, then finds what the
+    // first made, as it would have after it.
+    let made = !layout.root().exists();
+    if made {
+        may_create(layout.root())?;
+    }
+    fs::create_dir_all(layout.root())
+        .with_context(|| format!("cannot create {}", layout.root().display()))?;
+    let _turn = init_turn(layout.root(), out)?;
+    let done = make(layout, &binary, out);
+    // The root it made is empty after a refusal: gone again, nothing was changed.
+    if done.is_err() && made {
+        let _ = fs::remove_dir(layout.root());
+    }
+    done
+}
+
+/// Refuses `path` when the folder it goes in (or the nearest one there to make that in)
+/// is not writable by this user.
+fn may_create(path: &Path) -> anyhow::Result<()> {
+    use nix::unistd::{access, AccessFlags};
+    let Some(dir) = path
+        .parent()
+        .and_then(|parent| parent.ancestors().find(|dir| dir.is_dir()))
+    else {
+        return Ok(());
+    };
+    access(dir, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create {}: {} is not writable by this user ({}): nothing was changed; give the root to the user that runs init and the daemon",
+            path.display(),
+            dir.display(),
+            e.desc()
+        )
+    })
+}
+
+/// Holds the lock on the root's folder that `init` runs under, waiting (and saying so)
+/// while another init holds it.
+fn init_turn(root: &Path, out: &mut dyn Write) -> anyhow::Result<Flock<fs::File>> {
+    use nix::fcntl::FlockArg;
+    let folder = fs::File::open(root).with_context(|| format!("cannot open {}", root.display()))?;
+    let locked = match Flock::lock(folder, FlockArg::LockExclusiveNonblock) {
+        Err((folder, nix::errno::Errno::EWOULDBLOCK)) => {
+            writeln!(
+                out,
+                "waiting   for another bluegreen init of {}",
+                root.display()
+            )?;
+            Flock::lock(folder, FlockArg::LockExclusive)
+        }
+        other => other,
+    };
+    locked
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("cannot lock {}", root.display()))
+}
+
+/// Makes what is missing of the root, under its init turn.
+fn make(layout: &Layout, binary: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let config_path = layout.config_file();
     let kept = config_path.exists();
     // A link to a config kept elsewhere (a config-management checkout) that is missing
@@ -65,8 +127,6 @@ pub fn run(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     // What would stop the steps below half way is refused before the first: a failed
     // init changes nothing.
     preflight(layout, &branch)?;
-    fs::create_dir_all(layout.root())
-        .with_context(|| format!("cannot create {}", layout.root().display()))?;
     if kept {
         writeln!(out, "kept      {} (valid)", config_path.display())?;
     } else {
@@ -243,22 +303,7 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
     }
     writes.extend(dirs.into_iter().filter(|dir| !dir.is_dir()));
     for path in writes {
-        let Some(parent) = path.parent() else {
-            continue;
-        };
-        // The folder it goes in, or the nearest one that is there to make that in.
-        let Some(dir) = parent.ancestors().find(|dir| dir.is_dir()) else {
-            continue;
-        };
-        use nix::unistd::{access, AccessFlags};
-        if let Err(e) = access(dir, AccessFlags::W_OK | AccessFlags::X_OK) {
-            anyhow::bail!(
-                "cannot create {}: {} is not writable by this user ({}): nothing was changed; give the root to the user that runs init and the daemon",
-                path.display(),
-                dir.display(),
-                e.desc()
-            );
-        }
+        may_create(&path)?;
     }
     // A root init would call ready, whose pushes then failed on `Permission denied`.
     for dir in &there {

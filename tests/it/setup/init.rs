@@ -111,6 +111,48 @@ fn init_with_two_roots_named_makes_neither() {
     assert!(one.join("bluegreen.toml").is_file() && !two.exists());
 }
 
+/// Two inits of one new root at once (a provisioning tool run twice): one waits for the
+/// other, then keeps what it made. The second failed half way on a lock file of git's
+/// (`cannot create the bare repo .../blue.git: failed to create locked file
+/// '.../blue.git/config.lock': File exists`) in most rounds.
+#[test]
+fn two_inits_of_one_root_at_once_both_make_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..6 {
+        let root = dir.path().join(format!("root{round}"));
+        let init = || {
+            Command::new(BIN)
+                .arg("init")
+                .arg(&root)
+                .env_remove("BLUEGREEN_ROOT")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (one, two) = (init(), init());
+        for out in [
+            one.wait_with_output().unwrap(),
+            two.wait_with_output().unwrap(),
+        ] {
+            assert!(out.status.success(), "round {round}: {out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("ready. Next: "),
+                "{out:?}"
+            );
+        }
+        let check = Command::new(BIN)
+            .args(["check", "--root"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{check:?}");
+        for slot in ["blue", "green"] {
+            assert!(root.join(format!("{slot}.git/hooks/post-receive")).exists());
+        }
+    }
+}
+
 #[test]
 fn init_with_no_folder_refuses_a_current_folder_holding_other_files() {
     // Run in someone's working folder by a slip, it took the folder over.
