@@ -156,7 +156,7 @@ fn make(layout: &Layout, binary: &Path, out: &mut dyn Write) -> anyhow::Result<(
     }
 
     for slot in Slot::ALL {
-        init_repo(layout, slot, &branch, &binary, out)?;
+        init_repo(layout, slot, &branch, binary, out)?;
         for dir in [layout.releases_dir(slot), layout.shared_dir(slot)] {
             make_dir(&dir, out)?;
         }
