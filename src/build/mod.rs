@@ -101,6 +101,14 @@ pub struct Pusher<'a> {
 /// from a clock that ticks only every few milliseconds.
 const STAMP_LAG: Duration = Duration::from_millis(20);
 
+/// Whether a file `written` then was written since `began`, by the clock read `now`: within
+/// the stamps' lag, and not ahead of the clock (stamped before the clock was stepped back,
+/// as NTP corrects a clock that ran ahead: when, nobody knows, and every retry of a build
+/// that failed then was refused until the clock caught up).
+fn written_since(written: SystemTime, began: SystemTime, now: SystemTime) -> bool {
+    written + STAMP_LAG >= began && written <= now
+}
+
 /// Takes the lock that keeps the clean-up of unused builds away from build `key` while
 /// a deploy uses it, shared with other deploys. `builds/` removed by hand (to free disk)
 /// is made again: it holds nothing but what builds leave.
@@ -157,7 +165,7 @@ pub fn ensure(
     let failed_since = ended.is_some()
         && fs::metadata(&log)
             .and_then(|meta| meta.modified())
-            .is_ok_and(|written| written + STAMP_LAG >= pusher.began);
+            .is_ok_and(|written| written_since(written, pusher.began, SystemTime::now()));
     if waited || failed_since {
         let _ = clear_leftovers(layout, Some(key));
         // Its push's words, which name the log when there is one; a push killed outright
@@ -397,5 +405,18 @@ mod tests {
         ] {
             assert!(!is_key(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_file_is_written_since_a_push_began_within_the_stamps_lag_and_not_ahead_of_the_clock() {
+        let began = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = began + Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert!(written_since(began + ms(500), began, now));
+        assert!(written_since(began - ms(15), began, now));
+        assert!(!written_since(began - ms(25), began, now));
+        assert!(written_since(now, began, now));
+        // Stamped before the clock was stepped back two minutes.
+        assert!(!written_since(now + Duration::from_secs(120), began, now));
     }
 }

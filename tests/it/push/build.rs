@@ -91,6 +91,34 @@ fn a_failed_build_is_quoted_from_its_first_error_and_its_last_lines() {
     assert!(root.current("blue").is_none());
 }
 
+/// A build that failed before the clock was stepped back (NTP correcting a clock that
+/// ran ahead) has its log stamped ahead of the clock: every retry was taken for a push
+/// that had begun before that failure, and refused, until the clock caught up.
+#[test]
+fn a_failed_builds_log_stamped_ahead_of_the_clock_does_not_refuse_its_retry() {
+    let root = Root::new();
+    let builds = root.set_build("sh -c '[ -e \"$GO\" ]'");
+    root.commit("v1", &[("VERSION", "v1\n")]);
+    root.push("blue").says("exited with status 1");
+    let log = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("the failed build's log");
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(120);
+    fs::File::options()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .set_modified(ahead)
+        .unwrap();
+    fs::write(&builds.go, "").unwrap();
+    root.commit("retry", &[]);
+    root.push("blue").says("blue: release ");
+    assert!(root.current("blue").is_some());
+}
+
 /// The log of the build that failed on `root` put on a full disk: every write to it
 /// fails with ENOSPC. Its path.
 fn log_on_a_full_disk(root: &Root) -> std::path::PathBuf {

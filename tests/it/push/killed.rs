@@ -122,18 +122,21 @@ fn a_hook_killed_mid_build_leaves_no_finished_build() {
     std::os::unix::process::CommandExt::process_group(&mut operator, 0);
     let mut operator = Killed(operator.spawn().unwrap());
 
-    // The killed push's log never got the line that says why a build failed: a push that
-    // follows at once (its log stamped after that push began, as within the file stamps'
-    // lag) is a retry, not a push the failure was already the outcome of. Such a push
-    // was refused once (`build::ensure`).
-    for entry in fs::read_dir(root.path.join("builds")).unwrap().flatten() {
-        if entry.path().extension().is_some_and(|ext| ext == "log") {
-            let log = fs::File::options().append(true).open(entry.path()).unwrap();
-            log.set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
-                .unwrap();
-        }
-    }
-    // The next push of the same tree builds it and lands.
+    // The next push of the same tree builds it and lands, even one that follows at once:
+    // the killed push's log is written after that push began (here by a pre-push hook,
+    // which runs once the remote's receive-pack has started), but it never got the line
+    // that says why a build failed. Such a push was refused (`build::ensure`).
+    let logs: Vec<_> = fs::read_dir(root.path.join("builds"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let hook = root.work.join(".git/hooks/pre-push");
+    let touch = format!("#!/bin/sh\nexec touch '{}'\n", logs[0].display());
+    fs::write(&hook, touch).unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     fs::remove_file(&gate).unwrap();
     root.commit("again", &[]);
     let pushed = root.push("blue");
