@@ -13,9 +13,11 @@
 //! pipe to take more; after one such stall, writes take what the pipe has room for at
 //! once and drop the rest (a build's output is all in its log). At the end ([`finish`]),
 //! a hook that dropped some waits up to [`FINAL_WAIT`] once more, to say so and give its
-//! last line again: the verdict, which a push client paused for a while (Ctrl-S, a
-//! stalled SSH link) never saw, nor that anything was missing.
+//! own lines that were dropped again: the steps that name the build and the release, and
+//! the verdict, which a push client paused for a while (Ctrl-S, a stalled SSH link)
+//! never saw, nor that anything was missing.
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -48,13 +50,22 @@ static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 /// What ends a line of the pusher's that was cut short.
 const CUT: &[u8] = b" (cut short)\n";
 
-/// The last write (a line: each write is one, see [`write_all`]), at most [`KEPT`] bytes
-/// of it, and whether any of it was dropped.
-static LAST: Mutex<(Vec<u8>, bool)> = Mutex::new((Vec::new(), false));
+/// bluegreen's own lines (each write is one, see [`write_all`]) that were dropped, whole
+/// or in part, each at most [`KEPT`] bytes: the last [`MISSED_LINES`] of them, to give
+/// again. A build's output (indented) is not kept: its log has all of it.
+static MISSED: Mutex<VecDeque<Vec<u8>>> = Mutex::new(VecDeque::new());
 
-/// The most of a line kept to give again: with the note before it, less than the pipe
-/// takes in one piece (4 KiB), so that it goes out whole or not at all.
+/// The most of a line kept to give again: the verdict and the error line, and the step
+/// lines that name the release and the build.
 const KEPT: usize = 3072;
+
+/// How many of the lines dropped are kept to give again: a push's steps and verdict.
+const MISSED_LINES: usize = 8;
+
+/// The last write, at most [`KEPT`] bytes of it, and whether it was dropped (and so is
+/// the last of [`MISSED`]): given again after those when it was not, so that the verdict
+/// stays the pusher's last line.
+static LAST: Mutex<(Vec<u8>, bool)> = Mutex::new((Vec::new(), false));
 
 /// stderr, as this module writes it.
 pub struct Lossy;
@@ -95,8 +106,8 @@ pub fn nonblocking() {
 }
 
 /// At the end: if any output was dropped, waits up to [`FINAL_WAIT`] for the reader to
-/// take more, then says how much it missed and gives the last line again, if that was
-/// dropped.
+/// take more, then says how much it missed and gives again the last of bluegreen's own
+/// lines that were dropped ([`MISSED`]).
 pub fn finish() {
     // Only the hook's stderr (the pusher's pipe) is kept: a daemon's or a command's that
     // failed has no reader to tell.
@@ -104,7 +115,7 @@ pub fn finish() {
     if !KEEPING.swap(false, Ordering::Relaxed) || dropped == 0 {
         return;
     }
-    let (last, last_dropped) = &*LAST.lock().expect("no panic holds it");
+    let missed = MISSED.lock().expect("no panic holds it");
     // After a line cut short, on a line of its own.
     let mut said = match AT_LINE_START.load(Ordering::Relaxed) {
         true => String::new(),
@@ -113,11 +124,19 @@ pub fn finish() {
     said.push_str(&format!(
         "({dropped} bytes of this push's output were not shown here: the push client did not read them in time"
     ));
-    if *last_dropped {
-        said.push_str("; its last line was:)\n");
+    let (last, last_dropped) = &*LAST.lock().expect("no panic holds it");
+    match (missed.is_empty(), last_dropped) {
+        (true, _) => said.push_str(")\n"),
+        (false, true) => said.push_str("; bluegreen's own lines among them:)\n"),
+        (false, false) => {
+            said.push_str("; bluegreen's own lines among them, then its last line again:)\n")
+        }
+    }
+    for line in missed.iter() {
+        said.push_str(&String::from_utf8_lossy(line));
+    }
+    if !missed.is_empty() && !last_dropped {
         said.push_str(&String::from_utf8_lossy(last));
-    } else {
-        said.push_str(")\n");
     }
     STALLED.store(false, Ordering::Relaxed);
     write_within(said.as_bytes(), FINAL_WAIT);
@@ -146,13 +165,23 @@ fn write_all(line: &[u8]) {
     if written > 0 {
         AT_LINE_START.store(buf[written - 1] == b'\n', Ordering::Relaxed);
     }
-    if KEEPING.load(Ordering::Relaxed) {
-        // The line itself, without the mark of the one before.
-        let mut last = LAST.lock().expect("no panic holds it");
-        last.0.clear();
-        last.0.extend_from_slice(&line[..line.len().min(KEPT)]);
-        last.1 = written < buf.len();
+    if !KEEPING.load(Ordering::Relaxed) {
+        return;
     }
+    // The line itself, without the mark of the one before, ended as a line.
+    let mut kept = line[..line.len().min(KEPT)].to_vec();
+    if kept.last() != Some(&b'\n') {
+        kept.push(b'\n');
+    }
+    let dropped = written < buf.len() && !line.starts_with(b"  ");
+    if dropped {
+        let mut missed = MISSED.lock().expect("no panic holds it");
+        if missed.len() == MISSED_LINES {
+            missed.pop_front();
+        }
+        missed.push_back(kept.clone());
+    }
+    *LAST.lock().expect("no panic holds it") = (kept, dropped);
 }
 
 /// Writes `buf` to stderr, waiting at most `stall` for room while nothing is taken;

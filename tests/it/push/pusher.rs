@@ -12,7 +12,7 @@ use crate::util::*;
 /// `build.timeout`), and once the client reads again it is told what it missed and
 /// given the last line again (it got no verdict, nor any sign of a gap).
 #[test]
-fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_the_last_line() {
+fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_its_steps_and_verdict() {
     use std::io::Read;
     let root = Root::new();
     root.set("build.timeout", "8s");
@@ -45,22 +45,37 @@ fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_the_last_line(
         }
     }
     assert!(text.contains(&long), "no long line came whole");
-    // Told what it missed, and the verdict: given again after that note when it was
-    // dropped too (as a rule), or as it came, when the reading began before it.
+    // Told what it missed, and given again bluegreen's own lines among what it missed
+    // (it got neither the verdict nor the release's name, nor any sign of a gap), or
+    // not, when the reading began before them: the steps that name the build and the
+    // release, and the verdict, each once.
     let note = text
         .find("bytes of this push's output were not shown here: the push client did not read them in time")
         .unwrap_or_else(|| panic!("no note of what was missed:\n{}", tail(&text)));
     let verdict = "): the release starts on the next `bluegreen serve`";
+    for step in ["remote: blue: build ", "remote: blue: release "] {
+        assert_eq!(text.matches(step).count(), 1, "{step}: {}", tail(&text));
+    }
     let mut after = text[note..].lines();
-    let given_again = after
+    if after
         .next()
-        .is_some_and(|l| l.contains("its last line was:)"))
-        && after.next().is_some_and(|l| l.contains(verdict));
-    assert!(
-        text.contains(verdict) && (given_again || !text[note..].contains("its last line was")),
-        "{}",
-        tail(&text)
-    );
+        .is_some_and(|line| line.contains("; bluegreen's own lines among them"))
+    {
+        let again: Vec<&str> = after
+            .take_while(|line| line.starts_with("remote: "))
+            .collect();
+        assert!(
+            again.iter().all(|line| line.starts_with("remote: blue: ")),
+            "{}",
+            tail(&text)
+        );
+    }
+    // The verdict is the pusher's last line, whatever came before.
+    let last = text
+        .lines()
+        .filter(|line| line.starts_with("remote: "))
+        .last();
+    assert!(last.unwrap().contains(verdict), "{}", tail(&text));
     // The build's recorded time is its command's, not the pusher's 10 s stall with it.
     let build = fs::read_dir(root.path.join("builds"))
         .unwrap()
