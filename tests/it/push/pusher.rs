@@ -71,10 +71,7 @@ fn a_push_client_that_stops_reading_holds_no_build_and_still_gets_its_steps_and_
         );
     }
     // The verdict is the pusher's last line, whatever came before.
-    let last = text
-        .lines()
-        .filter(|line| line.starts_with("remote: "))
-        .last();
+    let last = text.lines().rfind(|line| line.starts_with("remote: "));
     assert!(last.unwrap().contains(verdict), "{}", tail(&text));
     // The build's recorded time is its command's, not the pusher's 10 s stall with it.
     let build = fs::read_dir(root.path.join("builds"))
