@@ -248,9 +248,6 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
     let mut dirs = Vec::new();
     // What init would make or change, each with the folder it is written in.
     let mut writes = Vec::new();
-    if !layout.root().is_dir() {
-        writes.push(layout.root().to_path_buf());
-    }
     if !layout.config_file().exists() {
         writes.push(layout.config_file());
     }
@@ -298,9 +295,8 @@ fn preflight(layout: &Layout, branch: &str) -> anyhow::Result<()> {
     // the ones init writes in, which say what it would have made).
     let mut there: Vec<std::path::PathBuf> =
         dirs.iter().filter(|dir| dir.is_dir()).cloned().collect();
-    if layout.root().is_dir() {
-        there.push(layout.root().to_path_buf());
-    }
+    // The root itself is there: `run` made it, to take its turn on it.
+    there.push(layout.root().to_path_buf());
     writes.extend(dirs.into_iter().filter(|dir| !dir.is_dir()));
     for path in writes {
         may_create(&path)?;
