@@ -23,6 +23,9 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
     // A slot folder removed by hand: named (else listed as a slot with no release), and
     // the other slot listed all the same.
     let mut missing = Vec::new();
+    // The daemon's record of the start it refused last: a current release that served
+    // once (a `restart` or `rollback --to` that failed) is not live either.
+    let state = State::load(&layout.state_file()).ok();
     for &slot in slots {
         if let Err(e) = release::slot_folder(layout, slot) {
             missing.push(format!("{e:#}"));
@@ -32,9 +35,6 @@ pub fn list(layout: &Layout, slots: &[Slot], out: &mut dyn Write) -> anyhow::Res
         let releases = release::list(layout, slot)?;
         let any_live = releases.iter().any(|r| r.went_live);
         let marked = release::marked(&releases);
-        // The daemon's record of the start it refused last: a current release that
-        // served once (a `restart` or `rollback --to` that failed) is not live either.
-        let state = State::load(&layout.state_file()).ok();
         if releases.is_empty() {
             writeln!(out, "{slot}: no releases")?;
         }

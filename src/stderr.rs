@@ -62,10 +62,10 @@ const KEPT: usize = 3072;
 /// How many of the lines dropped are kept to give again: a push's steps and verdict.
 const MISSED_LINES: usize = 8;
 
-/// The last write, at most [`KEPT`] bytes of it, and whether it was dropped (and so is
-/// the last of [`MISSED`]): given again after those when it was not, so that the verdict
-/// stays the pusher's last line.
-static LAST: Mutex<(Vec<u8>, bool)> = Mutex::new((Vec::new(), false));
+/// The last write, at most [`KEPT`] bytes of it: given again after [`MISSED`] when it is
+/// not the last of those (it came through), so that the verdict stays the pusher's last
+/// line.
+static LAST: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// stderr, as this module writes it.
 pub struct Lossy;
@@ -124,19 +124,20 @@ pub fn finish() {
     said.push_str(&format!(
         "({dropped} bytes of this push's output were not shown here: the push client did not read them in time"
     ));
-    let (last, last_dropped) = &*LAST.lock().expect("no panic holds it");
-    match (missed.is_empty(), last_dropped) {
+    let last = as_line(&LAST.lock().expect("no panic holds it"));
+    let last_again = missed.back() != Some(&last);
+    match (missed.is_empty(), last_again) {
         (true, _) => said.push_str(")\n"),
-        (false, true) => said.push_str("; bluegreen's own lines among them:)\n"),
-        (false, false) => {
+        (false, false) => said.push_str("; bluegreen's own lines among them:)\n"),
+        (false, true) => {
             said.push_str("; bluegreen's own lines among them, then its last line again:)\n")
         }
     }
     for line in missed.iter() {
         said.push_str(&String::from_utf8_lossy(line));
     }
-    if !missed.is_empty() && !last_dropped {
-        said.push_str(&String::from_utf8_lossy(last));
+    if !missed.is_empty() && last_again {
+        said.push_str(&String::from_utf8_lossy(&last));
     }
     STALLED.store(false, Ordering::Relaxed);
     write_within(said.as_bytes(), FINAL_WAIT);
@@ -168,20 +169,27 @@ fn write_all(line: &[u8]) {
     if !KEEPING.load(Ordering::Relaxed) {
         return;
     }
-    // The line itself, without the mark of the one before, ended as a line.
-    let mut kept = line[..line.len().min(KEPT)].to_vec();
-    if kept.last() != Some(&b'\n') {
-        kept.push(b'\n');
-    }
-    let dropped = written < buf.len() && !line.starts_with(b"  ");
-    if dropped {
+    // The line itself, without the mark of the one before.
+    let kept = &line[..line.len().min(KEPT)];
+    if written < buf.len() && !line.starts_with(b"  ") {
         let mut missed = MISSED.lock().expect("no panic holds it");
         if missed.len() == MISSED_LINES {
             missed.pop_front();
         }
-        missed.push_back(kept.clone());
+        missed.push_back(as_line(kept));
     }
-    *LAST.lock().expect("no panic holds it") = (kept, dropped);
+    let mut last = LAST.lock().expect("no panic holds it");
+    last.clear();
+    last.extend_from_slice(kept);
+}
+
+/// `bytes` ended by a newline, as a line given again is.
+fn as_line(bytes: &[u8]) -> Vec<u8> {
+    let mut line = bytes.to_vec();
+    if line.last() != Some(&b'\n') {
+        line.push(b'\n');
+    }
+    line
 }
 
 /// Writes `buf` to stderr, waiting at most `stall` for room while nothing is taken;

@@ -8,8 +8,9 @@
 //! which tells a push that began before then not to run the build again (see `ensure`).
 //! A build that failed silently left its log's time stamp at its start.
 
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// What starts the line, so that build output that looks like it is never taken for it.
@@ -36,14 +37,20 @@ pub fn write(log: &Path, why: &str) {
 /// Only a plain file is read, and only its end: a log put in place by hand may be a
 /// link to `/dev/full` or `/dev/zero`, which never end, or a FIFO, which would block.
 pub fn read(log: &Path) -> Option<String> {
-    if !fs::metadata(log).ok()?.is_file() {
+    // Opened without waiting for a FIFO's writer, then looked at.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(log)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
         return None;
     }
-    let mut file = fs::File::open(log).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(READ))).ok()?;
+    file.seek(SeekFrom::Start(meta.len().saturating_sub(READ)))
+        .ok()?;
     let mut end = Vec::new();
-    file.take(READ).read_to_end(&mut end).ok()?;
+    file.read_to_end(&mut end).ok()?;
     let end = String::from_utf8_lossy(&end);
     let last = end.trim_end_matches('\n').rsplit('\n').next()?;
     last.strip_prefix(MARK)?
@@ -54,6 +61,7 @@ pub fn read(log: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn the_last_line_says_why_the_build_failed_and_output_alike_is_not_taken_for_it() {

@@ -161,11 +161,11 @@ pub fn ensure(
     // line is a build whose hook was killed outright: the push after it (a person's
     // retry, or one that came meanwhile and did not wait) builds what it never finished.
     let log = layout.build_log(key);
-    let ended = ended::read(&log);
-    let failed_since = ended.is_some()
-        && fs::metadata(&log)
-            .and_then(|meta| meta.modified())
-            .is_ok_and(|written| written_since(written, pusher.began, SystemTime::now()));
+    let recent = fs::metadata(&log)
+        .and_then(|meta| meta.modified())
+        .is_ok_and(|written| written_since(written, pusher.began, SystemTime::now()));
+    let ended = (waited || recent).then(|| ended::read(&log)).flatten();
+    let failed_since = recent && ended.is_some();
     if waited || failed_since {
         let _ = clear_leftovers(layout, Some(key));
         // Its push's words, which name the log when there is one; a push killed outright
