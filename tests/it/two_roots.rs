@@ -75,12 +75,7 @@ fn init_beside_another_root_gives_it_ports_of_its_own() {
         line.contains(&format!("{} names them", api.display())),
         "{line}"
     );
-    let check = Command::new(BIN)
-        .args(["check", "--root"])
-        .arg(&web)
-        .output()
-        .unwrap();
-    assert!(check.status.success());
+    assert_checks(&web);
 
     // Run again, init keeps the config it wrote and says nothing of ports.
     let again = init(&web);

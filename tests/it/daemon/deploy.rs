@@ -518,6 +518,16 @@ fn a_deploys_ask_after_current_moved_on_is_told_what_became_of_its_start() {
         });
     };
     let ask = |id: &str| root.control("POST", &format!("/slots/blue/reload?release={id}&by=push"));
+    // The late ask of `id`'s deploy is told that it did not go live, `current` having
+    // gone back to v1.
+    let told_went_back = |id: &str| {
+        let late = ask(id);
+        assert_eq!(late.status, 409, "{}", late.body);
+        let back = format!(
+            "release {id} did not go live: blue went back to {v1}, its live release, meanwhile"
+        );
+        assert!(late.body.contains(&back), "{}", late.body);
+    };
 
     // Back: v2 starts, `current` goes back to v1, and v2's deploy asks (before the file
     // watch has seen the flip back, or after).
@@ -526,12 +536,7 @@ fn a_deploys_ask_after_current_moved_on_is_told_what_became_of_its_start() {
     root.point_current("blue", &format!("releases/{v2}"));
     starting(v2);
     root.point_current("blue", &format!("releases/{v1}"));
-    let late = ask(v2);
-    assert_eq!(late.status, 409, "{}", late.body);
-    let back = format!(
-        "release {v2} did not go live: blue went back to {v1}, its live release, meanwhile"
-    );
-    assert!(late.body.contains(&back), "{}", late.body);
+    told_went_back(v2);
     assert!(root.get(root.blue, "/").body.starts_with("v1 from blue"));
 
     // Back before it started: `current` names v5 and goes back to v1 before the file
@@ -540,12 +545,7 @@ fn a_deploys_ask_after_current_moved_on_is_told_what_became_of_its_start() {
     made(v5);
     root.point_current("blue", &format!("releases/{v5}"));
     root.point_current("blue", &format!("releases/{v1}"));
-    let late = ask(v5);
-    assert_eq!(late.status, 409, "{}", late.body);
-    let back = format!(
-        "release {v5} did not go live: blue went back to {v1}, its live release, meanwhile"
-    );
-    assert!(late.body.contains(&back), "{}", late.body);
+    told_went_back(v5);
 
     // On: v3 starts, `current` moves on to v4, and v3's deploy asks: v3 goes live once
     // ready, and v4 after it.

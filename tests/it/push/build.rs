@@ -100,12 +100,7 @@ fn a_failed_builds_log_stamped_ahead_of_the_clock_does_not_refuse_its_retry() {
     let builds = root.set_build("sh -c '[ -e \"$GO\" ]'");
     root.commit("v1", &[("VERSION", "v1\n")]);
     root.push("blue").says("exited with status 1");
-    let log = fs::read_dir(root.path.join("builds"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "log"))
-        .expect("the failed build's log");
+    let log = root.build_log();
     let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(120);
     fs::File::options()
         .append(true)
@@ -122,12 +117,7 @@ fn a_failed_builds_log_stamped_ahead_of_the_clock_does_not_refuse_its_retry() {
 /// The log of the build that failed on `root` put on a full disk: every write to it
 /// fails with ENOSPC. Its path.
 fn log_on_a_full_disk(root: &Root) -> std::path::PathBuf {
-    let log = fs::read_dir(root.path.join("builds"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "log"))
-        .expect("the failed build's log");
+    let log = root.build_log();
     fs::remove_file(&log).unwrap();
     std::os::unix::fs::symlink("/dev/full", &log).unwrap();
     log

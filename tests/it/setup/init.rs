@@ -141,12 +141,7 @@ fn two_inits_of_one_root_at_once_both_make_it() {
                 "{out:?}"
             );
         }
-        let check = Command::new(BIN)
-            .args(["check", "--root"])
-            .arg(&root)
-            .output()
-            .unwrap();
-        assert!(check.status.success(), "{check:?}");
+        assert_checks(&root);
         for slot in ["blue", "green"] {
             assert!(root.join(format!("{slot}.git/hooks/post-receive")).exists());
         }

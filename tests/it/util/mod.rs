@@ -652,6 +652,19 @@ impl Root {
         pid.unwrap_or_else(|| panic!("{slot} has no live generation: {status}")) as i32
     }
 
+    /// The one build log under `builds/` (of the one build a test ran that failed or was
+    /// stopped): its path.
+    pub fn build_log(&self) -> PathBuf {
+        let logs: Vec<PathBuf> = fs::read_dir(self.path.join("builds"))
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+            .collect();
+        assert_eq!(logs.len(), 1, "one build log: {logs:?}");
+        logs.into_iter().next().unwrap()
+    }
+
     pub fn current(&self, slot: &str) -> Option<String> {
         let link = fs::read_link(self.path.join(slot).join("current")).ok()?;
         Some(link.file_name()?.to_string_lossy().into_owned())
@@ -738,6 +751,16 @@ pub fn unprivileged(program: &str) -> Command {
         program,
     ]);
     setpriv
+}
+
+/// `bluegreen check --root <root>` passes: the root's config is one `serve` would take.
+pub fn assert_checks(root: &Path) {
+    let check = Command::new(BIN)
+        .args(["check", "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
 }
 
 pub fn run_hook(repo: &Path, args: &[&std::ffi::OsStr], input: &str) -> Output {
